@@ -1,0 +1,66 @@
+"""The app factory: the only place where settings, storage and blueprints meet."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from flask import Flask, Response
+from sqlalchemy.exc import OperationalError
+
+from .domain import Limits
+from .settings import Settings
+from .storage import Repository, head_revision, make_engine
+from .web import docs, errors, legacy, ops, v1
+from .web.common import EXTENSION_KEY, Services
+
+log = logging.getLogger(__name__)
+
+# Set by `comments-api serve` in the master before forking; its existence means "draining".
+DRAIN_FILE_ENV = "COMMENTS_API_DRAIN_FILE"
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.config.update(
+        DEBUG=settings.debug,
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+    )
+    # Exact UTF-8 on the wire (accents, emoji, RTL) instead of \u escapes.
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    engine = make_engine(settings.database_url, settings.db_pool_size, settings.db_pool_timeout)
+    app.extensions[EXTENSION_KEY] = Services(
+        settings=settings,
+        repo=Repository(engine),
+        limits=Limits(max_comment_length=settings.max_comment_length),
+        expected_revision=head_revision(),
+        drain_file=os.environ.get(DRAIN_FILE_ENV),
+    )
+
+    errors.register(app)
+    app.register_error_handler(OperationalError, _database_unavailable)
+    for blueprint in (ops.bp, legacy.bp, v1.bp, docs.bp):
+        app.register_blueprint(blueprint)
+    app.after_request(_security_headers)
+    return app
+
+
+def _database_unavailable(exc: OperationalError) -> Response:
+    # A lost or locked database is our problem, but temporary: say so, don't 500.
+    log.error("database unavailable: %s", exc.orig.__class__.__name__ if exc.orig else exc)
+    return errors.error_response(
+        503, "the database is temporarily unavailable; retry shortly", headers={"Retry-After": "2"}
+    )
+
+
+def _security_headers(response: Response) -> Response:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault(
+        "Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"
+    )
+    return response

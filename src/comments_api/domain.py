@@ -1,0 +1,331 @@
+"""Domain rules for comments: validation, identities shown to the public, pagination.
+
+Plain Python, no Flask and no SQL: the HTTP layer translates requests into these
+calls and the storage layer persists what they return.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+MAX_CONTENT_ID_LENGTH = 128
+MAX_EMAIL_LENGTH = 254
+MAX_AUTHOR_NAME_LENGTH = 80
+DEFAULT_PAGE_SIZE = 25
+MAX_PAGE_SIZE = 100
+MAX_COUNT_IDS = 100
+
+STATUS_PUBLISHED = "published"
+STATUS_PENDING = "pending"
+STATUS_HIDDEN = "hidden"
+STATUS_DELETED = "deleted"
+STATUSES = (STATUS_PUBLISHED, STATUS_PENDING, STATUS_HIDDEN, STATUS_DELETED)
+
+# Deliberately pragmatic: one "@", no whitespace or control characters, a dotted domain.
+# Full RFC 5322 parsing accepts addresses no mail system delivers to.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_EMAIL_RE = re.compile(rf"^[^@\s\x00-\x1f\x7f]{{1,64}}@{_LABEL}(?:\.{_LABEL})+$")
+
+
+@dataclass(frozen=True)
+class FieldError:
+    field: str
+    message: str
+
+
+class DomainError(Exception):
+    """Base for errors that are the caller's fault or a business rule, never a bug."""
+
+    code = "bad-request"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(DomainError):
+    code = "validation-error"
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
+
+
+class NotFound(DomainError):
+    code = "not-found"
+
+
+class Conflict(DomainError):
+    code = "conflict"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_comment_length: int = 5000
+
+
+@dataclass(frozen=True)
+class NewComment:
+    content_id: str
+    body: str
+    email: str | None = None
+    author_name: str | None = None
+    author_subject: str | None = None
+    parent_id: int | None = None
+    status: str = STATUS_PUBLISHED
+
+
+@dataclass(frozen=True)
+class Comment:
+    id: int
+    content_id: str
+    body: str | None
+    status: str
+    created_at: datetime
+    updated_at: datetime
+    parent_id: int | None = None
+    email: str | None = None
+    author_name: str | None = None
+    author_subject: str | None = None
+    deleted_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Comment]
+    next_cursor: str | None
+
+
+@dataclass
+class _Collector:
+    errors: list[FieldError] = field(default_factory=list)
+
+    def add(self, name: str, message: str) -> None:
+        self.errors.append(FieldError(name, message))
+
+    def raise_if_any(self) -> None:
+        if self.errors:
+            raise InvalidInput(self.errors)
+
+
+def _has_control_chars(text: str, allow_newlines: bool = False) -> bool:
+    allowed = {"\n", "\r", "\t"} if allow_newlines else set()
+    return any(unicodedata.category(ch) == "Cc" and ch not in allowed for ch in text)
+
+
+def content_id_problem(value: object) -> str | None:
+    """Why ``value`` is not a usable content id, or None when it is."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return "must be a string or an integer"
+    text = str(value)
+    if not text.strip():
+        return "must not be empty"
+    if len(text) > MAX_CONTENT_ID_LENGTH:
+        return f"must be at most {MAX_CONTENT_ID_LENGTH} characters"
+    if text != text.strip():
+        return "must not start or end with whitespace"
+    if _has_control_chars(text):
+        return "must not contain control characters"
+    return None
+
+
+def parse_content_id(value: object, field_name: str = "content_id") -> str:
+    """Normalise a content id: ``1`` and ``"1"`` name the same content."""
+    if (problem := content_id_problem(value)) is not None:
+        raise InvalidInput([FieldError(field_name, problem)])
+    return str(value)
+
+
+def _check_body(c: _Collector, name: str, value: object, limits: Limits) -> str | None:
+    if value is None:
+        c.add(name, "is required")
+        return None
+    if not isinstance(value, str):
+        c.add(name, "must be a string")
+        return None
+    if not value.strip():
+        c.add(name, "must not be empty or whitespace only")
+        return None
+    if len(value) > limits.max_comment_length:
+        c.add(name, f"must be at most {limits.max_comment_length} characters (got {len(value)})")
+        return None
+    if _has_control_chars(value, allow_newlines=True):
+        c.add(name, "must not contain control characters")
+        return None
+    return value
+
+
+def _check_email(c: _Collector, name: str, value: object, required: bool) -> str | None:
+    if value is None:
+        if required:
+            c.add(name, "is required")
+        return None
+    if not isinstance(value, str):
+        c.add(name, "must be a string")
+        return None
+    if len(value) > MAX_EMAIL_LENGTH or not _EMAIL_RE.match(value):
+        c.add(name, "must be a valid email address")
+        return None
+    return value
+
+
+def _check_unknown(c: _Collector, payload: Mapping[str, Any], allowed: set[str]) -> None:
+    for key in sorted(set(payload) - allowed):
+        c.add(key, "is not an accepted field")
+
+
+def validate_legacy_create(payload: object, limits: Limits) -> NewComment:
+    """The original ``POST /api/comment/new`` body: email, comment, content_id."""
+    if not isinstance(payload, dict):
+        raise InvalidInput([FieldError("body", "must be a JSON object")])
+    c = _Collector()
+    _check_unknown(c, payload, {"email", "comment", "content_id"})
+    email = _check_email(c, "email", payload.get("email"), required=True)
+    body = _check_body(c, "comment", payload.get("comment"), limits)
+    content_id: str | None = None
+    if "content_id" not in payload:
+        c.add("content_id", "is required")
+    elif (problem := content_id_problem(payload["content_id"])) is not None:
+        c.add("content_id", problem)
+    else:
+        content_id = str(payload["content_id"])
+    c.raise_if_any()
+    assert content_id is not None
+    assert body is not None
+    return NewComment(content_id=content_id, body=body, email=email)
+
+
+def validate_v1_create(payload: object, content_id: str, limits: Limits) -> NewComment:
+    """v1 create body: ``body`` plus optional author fields and ``parent_id``."""
+    if not isinstance(payload, dict):
+        raise InvalidInput([FieldError("body", "must be a JSON object")])
+    c = _Collector()
+    _check_unknown(c, payload, {"body", "email", "author_name", "parent_id"})
+    body = _check_body(c, "body", payload.get("body"), limits)
+    email = _check_email(c, "email", payload.get("email"), required=False)
+    author_name = payload.get("author_name")
+    if author_name is not None:
+        if not isinstance(author_name, str) or not author_name.strip():
+            c.add("author_name", "must be a non-empty string")
+            author_name = None
+        elif len(author_name) > MAX_AUTHOR_NAME_LENGTH or _has_control_chars(author_name):
+            c.add(
+                "author_name",
+                f"must be at most {MAX_AUTHOR_NAME_LENGTH} printable characters",
+            )
+            author_name = None
+        else:
+            author_name = author_name.strip()
+    parent_id = payload.get("parent_id")
+    if parent_id is not None and (
+        isinstance(parent_id, bool) or not isinstance(parent_id, int) or parent_id < 1
+    ):
+        c.add("parent_id", "must be a positive integer")
+    c.raise_if_any()
+    assert body is not None
+    return NewComment(
+        content_id=content_id,
+        body=body,
+        email=email,
+        author_name=author_name,
+        parent_id=parent_id,
+    )
+
+
+def check_reply(parent: Comment | None, new: NewComment) -> None:
+    """A reply must point at an existing, visible comment of the same content."""
+    if new.parent_id is None:
+        return
+    if parent is None or parent.status in (STATUS_DELETED, STATUS_HIDDEN):
+        raise InvalidInput([FieldError("parent_id", "no such comment to reply to")])
+    if parent.content_id != new.content_id:
+        raise InvalidInput(
+            [FieldError("parent_id", "the parent comment belongs to another content_id")]
+        )
+
+
+def email_hash(email: str | None) -> str | None:
+    """SHA-256 of the normalised address: lets sites show avatars without the address."""
+    if not email:
+        return None
+    return hashlib.sha256(email.strip().lower().encode("utf-8")).hexdigest()
+
+
+def mask_email(email: str) -> str:
+    """``alice@example.com`` -> ``a***@example.com``: recognisable to its owner only."""
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}***@{domain}"
+
+
+def legacy_email_view(email: str | None, mode: str) -> str | None:
+    if email is None or mode == "hidden":
+        return None
+    return email if mode == "full" else mask_email(email)
+
+
+def display_name(comment: Comment) -> str:
+    return comment.author_name or "anonymous"
+
+
+def parse_limit(raw: str | None) -> int:
+    if raw is None:
+        return DEFAULT_PAGE_SIZE
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInput([FieldError("limit", "must be an integer")]) from None
+    if not 1 <= value <= MAX_PAGE_SIZE:
+        raise InvalidInput([FieldError("limit", f"must be between 1 and {MAX_PAGE_SIZE}")])
+    return value
+
+
+def parse_order(raw: str | None) -> str:
+    value = raw or "oldest"
+    if value not in ("oldest", "newest"):
+        raise InvalidInput([FieldError("order", "must be 'oldest' or 'newest'")])
+    return value
+
+
+def encode_cursor(last_id: int, order: str) -> str:
+    raw = f"{order[0]}{last_id}".encode("ascii")
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def decode_cursor(cursor: str | None, order: str) -> int | None:
+    """The id after which the next page starts; the cursor is bound to its order."""
+    if cursor is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+        prefix, last_id = raw[0], int(raw[1:])
+    except (binascii.Error, UnicodeDecodeError, ValueError, IndexError):
+        raise InvalidInput([FieldError("cursor", "is not a cursor this API issued")]) from None
+    if prefix != order[0] or last_id < 0:
+        raise InvalidInput(
+            [FieldError("cursor", "belongs to a different order; restart without a cursor")]
+        )
+    return last_id
+
+
+def parse_count_ids(values: list[str]) -> list[str]:
+    if not values:
+        raise InvalidInput([FieldError("content_id", "give at least one content_id")])
+    if len(values) > MAX_COUNT_IDS:
+        raise InvalidInput(
+            [FieldError("content_id", f"at most {MAX_COUNT_IDS} content ids per call")]
+        )
+    return list(dict.fromkeys(parse_content_id(v) for v in values))
+
+
+def parse_comment_id(raw: str) -> int:
+    if not raw.isdigit() or len(raw) > 18:
+        raise NotFound(f"comment {raw} not found")
+    return int(raw)

@@ -1,0 +1,40 @@
+"""gunicorn configuration module, used by ``comments-api serve``.
+
+Values come from the same typed settings as the app, so there is one source of truth.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from comments_api.settings import Settings
+
+_settings = Settings.from_env()
+
+bind = f"{_settings.host}:{_settings.port}"
+workers = _settings.workers
+threads = _settings.threads
+worker_class = "gthread" if _settings.threads > 1 else "sync"
+# Load the app once in the master and fork: workers share its memory pages and start fast.
+preload_app = True
+graceful_timeout = _settings.graceful_timeout
+timeout = 30
+keepalive = 5
+loglevel = _settings.log_level
+accesslog = None  # one structured line per request comes from the app itself
+errorlog = "-"
+# The old app shipped debug=True; gunicorn never reloads or exposes a debugger here.
+reload = False
+proc_name = "comments-api"
+# Cap request line and header sizes well under gunicorn's defaults: comments are small.
+limit_request_line = 4094
+limit_request_fields = 50
+limit_request_field_size = 8190
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    # Connections opened in the master (migrations, preload) must not be shared by workers.
+    from comments_api.web.common import EXTENSION_KEY
+
+    app = server.app.wsgi()
+    app.extensions[EXTENSION_KEY].repo.engine.dispose(close=False)

@@ -1,0 +1,1 @@
+"""HTTP layer: Flask blueprints that translate HTTP to domain calls and back."""

@@ -1,0 +1,53 @@
+"""Helpers every blueprint shares: the app's services and strict JSON bodies."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from flask import current_app, request
+from werkzeug.exceptions import BadRequest, UnsupportedMediaType
+
+from ..domain import Limits
+from ..settings import Settings
+from ..storage import Repository
+
+EXTENSION_KEY = "comments_api"
+
+
+@dataclass
+class Services:
+    """Everything a request handler needs; built once by the app factory."""
+
+    settings: Settings
+    repo: Repository
+    limits: Limits
+    expected_revision: str
+    drain_file: str | None = None
+
+
+def services() -> Services:
+    return current_app.extensions[EXTENSION_KEY]  # type: ignore[no-any-return]
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def read_json() -> Any:
+    """The request body as JSON, or a 4xx that says exactly what is wrong with it."""
+    mimetype = request.mimetype
+    if mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise UnsupportedMediaType(
+            "send the body as JSON with the header 'Content-Type: application/json'"
+        )
+    raw = request.get_data(cache=True)  # a too-large body raises 413 here
+    try:
+        text = raw.decode(request.mimetype_params.get("charset", "utf-8"))
+    except (UnicodeDecodeError, LookupError):
+        raise BadRequest("the request body is not valid UTF-8") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc}") from None

@@ -1,0 +1,104 @@
+"""Every error leaves as JSON: the legacy shape under /api/comment/, RFC 9457 elsewhere."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from ..domain import Conflict, DomainError, InvalidInput, NotFound
+
+log = logging.getLogger(__name__)
+
+LEGACY_PREFIX = "/api/comment/"
+PROBLEM_JSON = "application/problem+json"
+
+_DOMAIN_STATUS = {InvalidInput: 400, NotFound: 404, Conflict: 409}
+
+
+def _slug(status: int, name: str) -> str:
+    return name.lower().replace(" ", "-").replace("'", "")
+
+
+def error_response(
+    status: int,
+    detail: str,
+    *,
+    title: str | None = None,
+    problem_type: str | None = None,
+    extra: dict[str, object] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """A JSON error in the shape the caller's API uses."""
+    title = title or _status_name(status)
+    if request.path.startswith(LEGACY_PREFIX):
+        body: dict[str, object] = {"status": title.upper().replace(" ", "-"), "message": detail}
+        response = jsonify(body)
+    else:
+        body = {
+            "type": f"/docs#problem-{problem_type or _slug(status, title)}",
+            "title": title,
+            "status": status,
+            "detail": detail,
+            "instance": request.path,
+        }
+        if extra:
+            body.update(extra)
+        response = jsonify(body)
+        response.mimetype = PROBLEM_JSON
+    response.status_code = status
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def _status_name(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def _handle_http(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    if status >= 500:
+        return _handle_unexpected(exc)
+    detail = exc.description or _status_name(status)
+    if status == 404 and not request.path.startswith(LEGACY_PREFIX):
+        detail = f"no route {request.path}; see /openapi.json for the API"
+    headers = {}
+    if status == 405 and getattr(exc, "valid_methods", None):
+        headers["Allow"] = ", ".join(sorted(exc.valid_methods))  # type: ignore[attr-defined]
+        detail = f"{request.method} is not allowed here; use {headers['Allow']}"
+    if status == 413:
+        detail = "the request body is larger than this API accepts"
+    response = error_response(status, detail, headers=headers)
+    for key, value in exc.get_headers():
+        if key.lower() not in ("content-type", "content-length"):
+            response.headers.setdefault(key, value)
+    return response
+
+
+def _handle_domain(exc: DomainError) -> Response:
+    status = next((s for cls, s in _DOMAIN_STATUS.items() if isinstance(exc, cls)), 400)
+    extra = None
+    if isinstance(exc, InvalidInput):
+        extra = {"errors": [{"field": e.field, "message": e.message} for e in exc.errors]}
+    return error_response(status, exc.message, problem_type=exc.code, extra=extra)
+
+
+def _handle_unexpected(exc: Exception) -> Response:
+    # Log the trace for operators; the caller learns only that it was our fault.
+    if not isinstance(exc, HTTPException) or isinstance(exc, InternalServerError):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+    status = exc.code if isinstance(exc, HTTPException) and exc.code else 500
+    return error_response(status, "an internal error occurred; it has been logged")
+
+
+def register(app: Flask) -> None:
+    app.register_error_handler(HTTPException, _handle_http)
+    app.register_error_handler(DomainError, _handle_domain)
+    app.register_error_handler(Exception, _handle_unexpected)

@@ -1,0 +1,42 @@
+"""The original API, byte-compatible with existing clients (see README, "Legacy API")."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from flask import Blueprint, Response, jsonify
+
+from ..domain import legacy_email_view, parse_content_id, validate_legacy_create
+from .common import read_json, services
+from .errors import error_response
+
+bp = Blueprint("legacy", __name__, url_prefix="/api/comment")
+
+
+@bp.post("/new")
+def create() -> Response:
+    svc = services()
+    new = validate_legacy_create(read_json(), svc.limits)
+    svc.repo.create(new)
+    return jsonify(
+        status="SUCCESS",
+        message=f"comment created and associated with content_id {new.content_id}",
+    )
+
+
+@bp.get("/list/<content_id>")
+def list_comments(content_id: str) -> Response:
+    svc = services()
+    content_id = parse_content_id(content_id)
+    rows, truncated = svc.repo.legacy_list(content_id, svc.settings.legacy_list_max)
+    if not rows:
+        return error_response(404, f"content_id {content_id} not found", title="Not Found")
+    mode = svc.settings.legacy_email
+    response = jsonify([{"email": legacy_email_view(e, mode), "comment": c} for e, c in rows])
+    if truncated:
+        # The array stays a bare array for old clients; the cap is announced in headers.
+        response.headers["X-Comments-Truncated"] = "true"
+        response.headers["Link"] = (
+            f'</api/v1/contents/{quote(content_id, safe="")}/comments>; rel="alternate"'
+        )
+    return response

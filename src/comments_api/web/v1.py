@@ -1,0 +1,121 @@
+"""v1 REST API for new clients; documented in /openapi.json."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from flask import Blueprint, Response, jsonify, request, url_for
+
+from ..domain import (
+    STATUS_DELETED,
+    STATUS_PUBLISHED,
+    Comment,
+    NotFound,
+    check_reply,
+    decode_cursor,
+    display_name,
+    email_hash,
+    parse_comment_id,
+    parse_content_id,
+    parse_count_ids,
+    parse_limit,
+    parse_order,
+    validate_v1_create,
+)
+from .common import read_json, services
+
+bp = Blueprint("v1", __name__, url_prefix="/api/v1")
+
+# What the public sees in a thread: live comments and the tombstones that keep replies
+# attached to their place.
+PUBLIC_STATUSES = (STATUS_PUBLISHED, STATUS_DELETED)
+
+
+def comment_view(comment: Comment) -> dict[str, object]:
+    """The public representation: never the raw email address."""
+    view: dict[str, object] = {
+        "id": comment.id,
+        "content_id": comment.content_id,
+        "parent_id": comment.parent_id,
+        "status": comment.status,
+        "created_at": _iso(comment.created_at),
+        "updated_at": _iso(comment.updated_at),
+    }
+    if comment.status == STATUS_DELETED:
+        view.update(body=None, author=None, deleted_at=_iso(comment.deleted_at))
+    else:
+        view.update(
+            body=comment.body,
+            author={"name": display_name(comment), "email_hash": email_hash(comment.email)},
+        )
+    return view
+
+
+def _iso(value: object) -> str | None:
+    from datetime import datetime
+
+    if not isinstance(value, datetime):
+        return None
+    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _visible(comment: Comment | None) -> Comment:
+    if comment is None or comment.status not in PUBLIC_STATUSES:
+        raise NotFound("comment not found")
+    return comment
+
+
+@bp.post("/contents/<content_id>/comments")
+def create_comment(content_id: str) -> tuple[Response, int, dict[str, str]]:
+    svc = services()
+    new = validate_v1_create(read_json(), parse_content_id(content_id), svc.limits)
+    if new.parent_id is not None:
+        check_reply(svc.repo.get(new.parent_id), new)
+    comment = svc.repo.create(new)
+    location = url_for("v1.get_comment", comment_id=comment.id)
+    return jsonify(comment_view(comment)), 201, {"Location": location}
+
+
+@bp.get("/contents/<content_id>/comments")
+def list_comments(content_id: str) -> Response:
+    svc = services()
+    content_id = parse_content_id(content_id)
+    limit = parse_limit(request.args.get("limit"))
+    order = parse_order(request.args.get("order"))
+    after_id = decode_cursor(request.args.get("cursor"), order)
+    page = svc.repo.list_page(
+        content_id, limit=limit, order=order, after_id=after_id, statuses=PUBLIC_STATUSES
+    )
+    body: dict[str, object] = {
+        "content_id": content_id,
+        "order": order,
+        "items": [comment_view(c) for c in page.items],
+        "next_cursor": page.next_cursor,
+    }
+    response = jsonify(body)
+    if page.next_cursor:
+        path = f"/api/v1/contents/{quote(content_id, safe='')}/comments"
+        response.headers["Link"] = (
+            f'<{path}?limit={limit}&order={order}&cursor={page.next_cursor}>; rel="next"'
+        )
+    return response
+
+
+@bp.get("/comments/<comment_id>")
+def get_comment(comment_id: str) -> Response:
+    comment = _visible(services().repo.get(parse_comment_id(comment_id)))
+    return jsonify(comment_view(comment))
+
+
+@bp.delete("/comments/<comment_id>")
+def delete_comment(comment_id: str) -> tuple[str, int]:
+    svc = services()
+    comment = _visible(svc.repo.get(parse_comment_id(comment_id)))
+    svc.repo.soft_delete(comment.id)
+    return "", 204
+
+
+@bp.get("/counts")
+def counts() -> Response:
+    ids = parse_count_ids(request.args.getlist("content_id"))
+    return jsonify({"counts": services().repo.counts(ids)})
