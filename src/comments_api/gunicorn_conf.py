@@ -25,6 +25,8 @@ accesslog = None  # one structured line per request comes from the app itself
 errorlog = "-"
 # The old app shipped debug=True; gunicorn never reloads or exposes a debugger here.
 reload = False
+# The control socket (gunicorn 24+) writes under $HOME, which is read-only in containers.
+control_socket_disable = True
 proc_name = "comments-api"
 # Cap request line and header sizes well under gunicorn's defaults: comments are small.
 limit_request_line = 4094

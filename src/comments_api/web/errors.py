@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from ..domain import Conflict, DomainError, InvalidInput, NotFound
+from ..events import COMMENT_WRITE_ENDPOINTS, comment_rejected
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +18,7 @@ PROBLEM_JSON = "application/problem+json"
 _DOMAIN_STATUS = {InvalidInput: 400, NotFound: 404, Conflict: 409}
 
 
-def _slug(status: int, name: str) -> str:
+def _slug(name: str) -> str:
     return name.lower().replace(" ", "-").replace("'", "")
 
 
@@ -32,12 +33,15 @@ def error_response(
 ) -> Response:
     """A JSON error in the shape the caller's API uses."""
     title = title or _status_name(status)
+    slug = problem_type or _slug(title)
+    if request.endpoint in COMMENT_WRITE_ENDPOINTS and 400 <= status < 500:
+        comment_rejected.send(current_app._get_current_object(), reason=slug)
     if request.path.startswith(LEGACY_PREFIX):
         body: dict[str, object] = {"status": title.upper().replace(" ", "-"), "message": detail}
         response = jsonify(body)
     else:
         body = {
-            "type": f"/docs#problem-{problem_type or _slug(status, title)}",
+            "type": f"/docs#problem-{slug}",
             "title": title,
             "status": status,
             "detail": detail,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, current_app, jsonify
 
 from ..domain import legacy_email_view, parse_content_id, validate_legacy_create
+from ..events import comment_created
 from .common import read_json, services
 from .errors import error_response
 
@@ -17,7 +18,8 @@ bp = Blueprint("legacy", __name__, url_prefix="/api/comment")
 def create() -> Response:
     svc = services()
     new = validate_legacy_create(read_json(), svc.limits)
-    svc.repo.create(new)
+    comment = svc.repo.create(new)
+    comment_created.send(current_app._get_current_object(), api="legacy", status=comment.status)
     return jsonify(
         status="SUCCESS",
         message=f"comment created and associated with content_id {new.content_id}",

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the system programs the test suite runs for real (Debian 12).
+# Idempotent: only missing packages are installed. Needs root (or sudo) and apt.
+set -euo pipefail
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+pg_bin() { have initdb || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; }
+
+pg_bin || need+=(postgresql)
+have redis-server || need+=(redis-server)
+have wrk || need+=(wrk)
+have prometheus || need+=(prometheus)
+have promtool || need+=(prometheus)
+have amtool || need+=(prometheus-alertmanager)
+have runuser || need+=(util-linux)
+
+if [ "${#need[@]}" -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "installing system packages: ${need[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# PostgreSQL refuses to run as root; the tests run it as this user.
+if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
+  useradd --system --no-create-home --shell /usr/sbin/nologin postgres
+fi

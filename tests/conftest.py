@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from comments_api.app import create_app
+from comments_api.settings import Settings
+from comments_api.storage import make_engine, migrate
+
+from .support import PostgresServer, RedisServer
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'comments.db'}"
+
+
+@pytest.fixture
+def postgres_url(pg_server: PostgresServer) -> str:
+    return pg_server.create_database(f"t_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each API test runs once on SQLite and once on a real PostgreSQL server."""
+    return request.getfixturevalue(f"{request.param}_url")
+
+
+@pytest.fixture
+def make_app(database_url: str) -> Callable[..., Flask]:
+    """Build an app on a migrated database; keyword arguments override settings."""
+
+    def build(**overrides: object) -> Flask:
+        settings = replace(Settings(database_url=database_url), **overrides)
+        engine = make_engine(settings.database_url)
+        migrate(engine)
+        engine.dispose()
+        return create_app(settings)
+
+    return build
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
