@@ -30,8 +30,8 @@ migrate: venv ## upgrade the database in DATABASE_URL
 system-deps: ## install PostgreSQL, Redis, Prometheus, wrk if missing (Debian, root)
 	scripts/install-system-deps.sh
 
-test: venv system-deps ## set up everything and run the whole test suite
-	$(BIN)/pytest
+test: venv system-deps ## set up everything and run the whole test suite (container tests: image-test)
+	$(BIN)/pytest -m "not docker"
 
 test-fast: venv ## tests without the system services (skips what is missing)
 	$(BIN)/pytest -m "not docker"
