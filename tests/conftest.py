@@ -71,3 +71,13 @@ def app(make_app: Callable[..., Flask]) -> Flask:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture
+def v1_delete() -> Callable[[FlaskClient, int], object]:
+    """DELETE a comment with whatever credential the API requires for it."""
+
+    def delete(client: FlaskClient, comment_id: int) -> object:
+        return client.delete(f"/api/v1/comments/{comment_id}")
+
+    return delete

@@ -252,7 +252,7 @@ class Repository:
             .group_by(comments.c.content_id)
         )
         with self.engine.connect() as conn:
-            found = dict(conn.execute(query).tuples().all())
+            found: dict[str, int] = {cid: n for cid, n in conn.execute(query)}
         return {cid: found.get(cid, 0) for cid in ids}
 
 

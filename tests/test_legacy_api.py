@@ -1,0 +1,212 @@
+"""The original API, as existing clients use it; on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+NEW = "/api/comment/new"
+
+
+def post(client, payload, **kwargs):
+    return client.post(NEW, json=payload, **kwargs)
+
+
+def listing(client, content_id):
+    return client.get(f"/api/comment/list/{content_id}")
+
+
+def test_walkthrough_create_then_list_in_creation_order(client):
+    first = post(client, {"email": "alice@example.com", "comment": "first post!", "content_id": 1})
+    assert first.status_code == 200
+    assert first.json == {
+        "status": "SUCCESS",
+        "message": "comment created and associated with content_id 1",
+    }
+    post(client, {"email": "bob@example.com", "comment": "second!", "content_id": 1})
+    post(client, {"email": "carol@example.com", "comment": "other article", "content_id": 2})
+
+    response = listing(client, 1)
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+    assert [c["comment"] for c in response.json] == ["first post!", "second!"]
+    assert all(set(c) == {"email", "comment"} for c in response.json)
+
+
+def test_unknown_content_is_404_in_legacy_shape(client):
+    response = listing(client, 42)
+    assert response.status_code == 404
+    assert response.json == {"status": "NOT-FOUND", "message": "content_id 42 not found"}
+
+
+def test_number_and_string_content_ids_are_the_same_content(client):
+    post(client, {"email": "a@example.com", "comment": "as number", "content_id": 7})
+    post(client, {"email": "b@example.com", "comment": "as string", "content_id": "7"})
+    assert [c["comment"] for c in listing(client, "7").json] == ["as number", "as string"]
+    message = post(client, {"email": "c@example.com", "comment": "x", "content_id": "7"}).json
+    assert message["message"] == "comment created and associated with content_id 7"
+
+
+def test_string_content_ids_are_kept_verbatim(client):
+    post(client, {"email": "a@example.com", "comment": "slug", "content_id": "politics-2026-x"})
+    assert listing(client, "politics-2026-x").json[0]["comment"] == "slug"
+    assert listing(client, "Politics-2026-X").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Olá, ação é ótima — café!",
+        "emoji 🎉🇧🇷👩🏽‍💻",
+        "مرحبا بالعالم",
+        "שלום עולם",
+        "e\u0301 combining",
+        "line one\nline two\ttabbed",
+    ],
+)
+def test_unicode_round_trips_exactly(client, text):
+    assert (
+        post(client, {"email": "u@example.com", "comment": text, "content_id": "u"}).status_code
+        == 200
+    )
+    response = listing(client, "u")
+    assert response.json[-1]["comment"] == text
+    # Sent as UTF-8, not as \u escapes.
+    assert json.dumps(text, ensure_ascii=False).encode("utf-8") in response.data
+
+
+def test_emails_are_masked_by_default(client):
+    post(client, {"email": "alice@example.com", "comment": "hi", "content_id": 1})
+    assert listing(client, 1).json == [{"email": "a***@example.com", "comment": "hi"}]
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("full", "alice@example.com"), ("hidden", None)])
+def test_legacy_email_mode_is_configurable(make_app, mode, expected):
+    client = make_app(legacy_email=mode).test_client()
+    post(client, {"email": "alice@example.com", "comment": "hi", "content_id": 1})
+    assert listing(client, 1).json == [{"email": expected, "comment": "hi"}]
+
+
+def test_large_threads_are_capped_and_announced(make_app):
+    client = make_app(legacy_list_max=3).test_client()
+    for i in range(5):
+        post(client, {"email": f"r{i}@example.com", "comment": f"c{i}", "content_id": "big"})
+    response = listing(client, "big")
+    assert [c["comment"] for c in response.json] == ["c0", "c1", "c2"]
+    assert response.headers["X-Comments-Truncated"] == "true"
+    assert "/api/v1/contents/big/comments" in response.headers["Link"]
+    small = listing(client, "big-not")  # unknown: still 404, no truncation headers
+    assert small.status_code == 404
+    assert "X-Comments-Truncated" not in small.headers
+
+
+def _assert_legacy_error(response, status, word):
+    assert response.status_code == status, response.data
+    assert response.mimetype == "application/json"
+    body = response.json
+    assert set(body) == {"status", "message"}
+    assert body["status"] == word
+    assert body["message"]
+    assert b"Traceback" not in response.data
+    assert b"<html" not in response.data.lower()
+
+
+BAD_PAYLOADS = [
+    ({"comment": "x", "content_id": 1}, "email"),
+    ({"email": "a@example.com", "content_id": 1}, "comment"),
+    ({"email": "a@example.com", "comment": "x"}, "content_id"),
+    ({"email": "a@example.com", "comment": "x", "content_id": 1, "admin": True}, "admin"),
+    ({"email": "a@example.com", "comment": 5, "content_id": 1}, "comment"),
+    ({"email": "a@example.com", "comment": "   \n\t ", "content_id": 1}, "comment"),
+    ({"email": "a@example.com", "comment": "", "content_id": 1}, "comment"),
+    ({"email": "not-an-email", "comment": "x", "content_id": 1}, "email"),
+    ({"email": "a b@example.com", "comment": "x", "content_id": 1}, "email"),
+    ({"email": ["a@example.com"], "comment": "x", "content_id": 1}, "email"),
+    ({"email": "a@example.com", "comment": "x", "content_id": ""}, "content_id"),
+    ({"email": "a@example.com", "comment": "x", "content_id": "x" * 129}, "content_id"),
+    ({"email": "a@example.com", "comment": "x", "content_id": "a\x00b"}, "content_id"),
+    ({"email": "a@example.com", "comment": "x", "content_id": 1.5}, "content_id"),
+    ({"email": "a@example.com", "comment": "x", "content_id": True}, "content_id"),
+    ({"email": "a@example.com", "comment": "x", "content_id": None}, "content_id"),
+    ({"email": "a@example.com", "comment": "x", "content_id": {"id": 1}}, "content_id"),
+    (["not", "an", "object"], "body"),
+]
+
+
+@pytest.mark.parametrize(("payload", "field"), BAD_PAYLOADS)
+def test_bad_fields_are_rejected_and_nothing_is_stored(client, payload, field):
+    response = post(client, payload)
+    _assert_legacy_error(response, 400, "BAD-REQUEST")
+    assert field in response.json["message"]
+    assert listing(client, 1).status_code == 404
+
+
+def test_comment_over_max_length_is_rejected(make_app):
+    client = make_app(max_comment_length=10).test_client()
+    ok = post(client, {"email": "a@example.com", "comment": "x" * 10, "content_id": 1})
+    assert ok.status_code == 200
+    response = post(client, {"email": "a@example.com", "comment": "y" * 11, "content_id": 1})
+    _assert_legacy_error(response, 400, "BAD-REQUEST")
+    assert "at most 10 characters" in response.json["message"]
+    assert len(listing(client, 1).json) == 1
+
+
+def test_max_length_counts_characters_not_bytes(make_app):
+    client = make_app(max_comment_length=3).test_client()
+    assert (
+        post(client, {"email": "a@example.com", "comment": "🎉🎉🎉", "content_id": 1}).status_code
+        == 200
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "word"),
+    [
+        (b'{"email": "a@example.com", "comment": ', "application/json", 400, "BAD-REQUEST"),
+        (b"", "application/json", 400, "BAD-REQUEST"),
+        (b'{"email": NaN}', "application/json", 400, "BAD-REQUEST"),
+        (b"\xff\xfe{}", "application/json", 400, "BAD-REQUEST"),
+        (
+            b"email=a@example.com&comment=x&content_id=1",
+            "application/x-www-form-urlencoded",
+            415,
+            "UNSUPPORTED-MEDIA-TYPE",
+        ),
+        (
+            b'{"email": "a@example.com", "comment": "x", "content_id": 1}',
+            "text/plain",
+            415,
+            "UNSUPPORTED-MEDIA-TYPE",
+        ),
+    ],
+)
+def test_malformed_bodies(client, body, content_type, status, word):
+    response = client.post(NEW, data=body, content_type=content_type)
+    _assert_legacy_error(response, status, word)
+    assert listing(client, 1).status_code == 404
+
+
+def test_body_over_size_limit_is_413(make_app):
+    client = make_app(max_body_bytes=1024).test_client()
+    payload = json.dumps({"email": "a@example.com", "comment": "x" * 2000, "content_id": 1})
+    response = client.post(NEW, data=payload, content_type="application/json")
+    _assert_legacy_error(response, 413, "REQUEST-ENTITY-TOO-LARGE")
+    assert listing(client, 1).status_code == 404
+
+
+def test_wrong_method_is_405_json(client):
+    response = client.get(NEW)
+    _assert_legacy_error(response, 405, "METHOD-NOT-ALLOWED")
+    assert "POST" in response.headers["Allow"]
+    response = client.delete("/api/comment/list/1")
+    _assert_legacy_error(response, 405, "METHOD-NOT-ALLOWED")
+
+
+def test_unknown_legacy_route_is_404_json(client):
+    _assert_legacy_error(client.get("/api/comment/nope"), 404, "NOT-FOUND")
+
+
+def test_invalid_content_id_in_path_is_400(client):
+    response = listing(client, "x" * 200)
+    _assert_legacy_error(response, 400, "BAD-REQUEST")

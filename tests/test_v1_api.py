@@ -1,0 +1,215 @@
+"""v1 API: create, read, paginate, reply, delete, counts; on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+PROBLEM = "application/problem+json"
+
+
+def create(client, content_id="1", **body):
+    body.setdefault("body", "hello")
+    return client.post(f"/api/v1/contents/{content_id}/comments", json=body)
+
+
+def page(client, content_id="1", **params):
+    return client.get(f"/api/v1/contents/{content_id}/comments", query_string=params)
+
+
+def assert_problem(response, status, field=None):
+    assert response.status_code == status, response.data
+    assert response.mimetype == PROBLEM
+    body = response.json
+    assert body["status"] == status
+    assert body["title"]
+    assert body["detail"]
+    assert body["type"].startswith("/docs#problem-")
+    if field is not None:
+        assert field in {e["field"] for e in body["errors"]}
+    return body
+
+
+def test_create_returns_201_location_and_the_stored_comment(client):
+    response = create(client, body="Nice piece", email="Alice@Example.com", author_name="Alice")
+    assert response.status_code == 201
+    comment = response.json
+    assert response.headers["Location"] == f"/api/v1/comments/{comment['id']}"
+    assert comment["content_id"] == "1"
+    assert comment["body"] == "Nice piece"
+    assert comment["status"] == "published"
+    assert comment["parent_id"] is None
+    assert comment["author"]["name"] == "Alice"
+    assert re.fullmatch(r"[0-9a-f]{64}", comment["author"]["email_hash"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", comment["created_at"])
+    fetched = client.get(response.headers["Location"])
+    assert fetched.status_code == 200
+    assert fetched.json == comment
+
+
+def test_email_hash_is_case_insensitive_and_raw_email_never_appears(client):
+    a = create(client, body="one", email="Alice@Example.com").json
+    b = create(client, body="two", email="alice@example.com").json
+    assert a["author"]["email_hash"] == b["author"]["email_hash"]
+    for response in (page(client), client.get(f"/api/v1/comments/{a['id']}")):
+        assert b"example.com" not in response.data.lower()
+
+
+def test_anonymous_display_name(client):
+    assert create(client, body="x").json["author"] == {"name": "anonymous", "email_hash": None}
+
+
+def test_pagination_with_opaque_cursor_oldest_and_newest(client):
+    ids = [create(client, body=f"c{i}").json["id"] for i in range(7)]
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 3} if cursor is None else {"limit": 3, "cursor": cursor}
+        response = page(client, **params)
+        assert response.status_code == 200
+        seen += [c["id"] for c in response.json["items"]]
+        cursor = response.json["next_cursor"]
+        if cursor is None:
+            assert "Link" not in response.headers
+            break
+        assert 'rel="next"' in response.headers["Link"]
+    assert seen == ids
+
+    newest = page(client, limit=4, order="newest").json
+    assert [c["id"] for c in newest["items"]] == ids[::-1][:4]
+    rest = page(client, limit=4, order="newest", cursor=newest["next_cursor"]).json
+    assert [c["id"] for c in rest["items"]] == ids[::-1][4:]
+    assert rest["next_cursor"] is None
+
+
+def test_default_and_max_page_size(client):
+    for i in range(27):
+        create(client, body=f"c{i}", email=f"u{i}@example.com")
+    assert len(page(client).json["items"]) == 25
+    assert len(page(client, limit=100).json["items"]) == 27
+    assert_problem(page(client, limit=101), 400, "limit")
+    assert_problem(page(client, limit=0), 400, "limit")
+    assert_problem(page(client, limit="ten"), 400, "limit")
+
+
+def test_bad_cursor_and_order(client):
+    create(client)
+    assert_problem(page(client, cursor="!!!"), 400, "cursor")
+    assert_problem(page(client, cursor="bm90LWEtY3Vyc29y"), 400, "cursor")
+    assert_problem(page(client, order="random"), 400, "order")
+    first = page(client, limit=1).json
+    create(client, body="second")
+    cursor = page(client, limit=1).json["next_cursor"]
+    assert first["items"]
+    # A cursor from one order cannot be replayed in the other.
+    assert_problem(page(client, cursor=cursor, order="newest"), 400, "cursor")
+
+
+def test_empty_content_lists_empty_page(client):
+    response = page(client, content_id="nothing-here")
+    assert response.status_code == 200
+    assert response.json["items"] == []
+    assert response.json["next_cursor"] is None
+
+
+def test_replies_must_belong_to_the_same_content(client):
+    parent = create(client, content_id="a", body="parent").json
+    reply = create(client, content_id="a", body="reply", parent_id=parent["id"])
+    assert reply.status_code == 201
+    assert reply.json["parent_id"] == parent["id"]
+    assert_problem(
+        create(client, content_id="b", body="x", parent_id=parent["id"]), 400, "parent_id"
+    )
+    assert_problem(create(client, content_id="a", body="x", parent_id=999999), 400, "parent_id")
+    assert_problem(create(client, content_id="a", body="x", parent_id="1"), 400, "parent_id")
+    assert [c["body"] for c in page(client, content_id="b").json["items"]] == []
+
+
+def test_get_unknown_or_malformed_id_is_404_problem(client):
+    assert_problem(client.get("/api/v1/comments/424242"), 404)
+    assert_problem(client.get("/api/v1/comments/abc"), 404)
+
+
+def test_delete_leaves_a_tombstone(client, v1_delete):
+    parent = create(client, body="to delete", email="x@example.com", author_name="X").json
+    reply = create(client, body="reply", parent_id=parent["id"]).json
+    response = v1_delete(client, parent["id"])
+    assert response.status_code == 204
+    tomb = client.get(f"/api/v1/comments/{parent['id']}").json
+    assert tomb["status"] == "deleted"
+    assert tomb["body"] is None
+    assert tomb["author"] is None
+    assert tomb["deleted_at"]
+    items = page(client).json["items"]
+    assert [c["id"] for c in items] == [parent["id"], reply["id"]]
+    assert items[0]["body"] is None
+    # Deleted comments leave the legacy list and the counts.
+    assert [c["comment"] for c in client.get("/api/comment/list/1").json] == ["reply"]
+    assert client.get("/api/v1/counts", query_string={"content_id": "1"}).json == {
+        "counts": {"1": 1}
+    }
+    assert v1_delete(client, parent["id"]).status_code == 204  # idempotent
+    assert_problem(v1_delete(client, 999999), 404)
+
+
+def test_counts_for_many_contents_in_one_call(client):
+    for cid, n in (("a", 3), ("b", 1)):
+        for i in range(n):
+            create(client, content_id=cid, body=f"{cid}{i}")
+    response = client.get(
+        "/api/v1/counts",
+        query_string=[("content_id", "a"), ("content_id", "b"), ("content_id", "zzz")],
+    )
+    assert response.status_code == 200
+    assert response.json == {"counts": {"a": 3, "b": 1, "zzz": 0}}
+    ids = [("content_id", str(i)) for i in range(100)]
+    assert len(client.get("/api/v1/counts", query_string=ids).json["counts"]) == 100
+    too_many = ids + [("content_id", "100")]
+    assert_problem(client.get("/api/v1/counts", query_string=too_many), 400, "content_id")
+    assert_problem(client.get("/api/v1/counts"), 400, "content_id")
+    assert_problem(client.get("/api/v1/counts", query_string={"content_id": ""}), 400, "content_id")
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "body"),
+        ({"body": "  "}, "body"),
+        ({"body": 1}, "body"),
+        ({"body": "x", "email": "nope"}, "email"),
+        ({"body": "x", "author_name": ""}, "author_name"),
+        ({"body": "x", "author_name": "n" * 81}, "author_name"),
+        ({"body": "x", "parent_id": -1}, "parent_id"),
+        ({"body": "x", "parent_id": True}, "parent_id"),
+        ({"body": "x", "status": "published"}, "status"),
+    ],
+)
+def test_create_validation_problems_store_nothing(client, body, field):
+    response = client.post("/api/v1/contents/1/comments", json=body)
+    assert_problem(response, 400, field)
+    assert page(client).json["items"] == []
+
+
+def test_create_rejects_wrong_content_type_and_bad_json(client):
+    url = "/api/v1/contents/1/comments"
+    assert_problem(client.post(url, data="body=x", content_type="text/plain"), 415)
+    assert_problem(client.post(url, data="{", content_type="application/json"), 400)
+    assert_problem(client.post(url, data="[]", content_type="application/json"), 400)
+    assert page(client).json["items"] == []
+
+
+def test_body_too_large_is_413_problem(make_app):
+    client = make_app(max_body_bytes=512).test_client()
+    assert_problem(create(client, body="x" * 1000), 413)
+
+
+def test_unknown_route_and_wrong_method_are_problems(client):
+    assert_problem(client.get("/api/v1/nothing"), 404)
+    assert_problem(client.get("/definitely/not/here"), 404)
+    body = assert_problem(client.put("/api/v1/contents/1/comments"), 405)
+    assert "PUT" in body["detail"]
+
+
+def test_invalid_content_id_in_path(client):
+    assert_problem(page(client, content_id="x" * 129), 400, "content_id")
+    assert_problem(create(client, content_id="%20padded"), 400, "content_id")
