@@ -1,0 +1,69 @@
+"""Liveness vs readiness, as Kubernetes probes see them."""
+
+from __future__ import annotations
+
+from comments_api.app import create_app
+from comments_api.settings import Settings
+from comments_api.storage import head_revision, make_engine, migrate
+
+from .support import free_port
+
+
+def test_liveness_makes_no_database_call():
+    # Nothing listens on this port: any database access would fail or time out.
+    url = f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/none"
+    app = create_app(Settings(database_url=url))
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 200
+    assert response.json["status"] == "ok"
+
+
+def test_ready_when_migrated(client):
+    for path in ("/readyz", "/healthcheck"):
+        response = client.get(path)
+        assert response.status_code == 200
+        assert response.json == {"status": "ready", "schema_revision": head_revision()}
+
+
+def test_not_ready_before_migrations(database_url):
+    client = create_app(Settings(database_url=database_url)).test_client()
+    for path in ("/readyz", "/healthcheck"):
+        response = client.get(path)
+        assert response.status_code == 503
+        assert "comments-api migrate" in response.json["reason"]
+        assert response.headers["Retry-After"]
+    engine = make_engine(database_url)
+    migrate(engine)
+    engine.dispose()
+    assert client.get("/readyz").status_code == 200
+
+
+def test_not_ready_when_schema_is_behind(database_url):
+    engine = make_engine(database_url)
+    migrate(engine)
+    from sqlalchemy import text
+
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'older'"))
+    engine.dispose()
+    response = create_app(Settings(database_url=database_url)).test_client().get("/readyz")
+    assert response.status_code == 503
+    assert "older" in response.json["reason"]
+
+
+def test_not_ready_when_database_unreachable_but_still_alive():
+    url = f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/none"
+    client = create_app(Settings(database_url=url, db_pool_timeout=1)).test_client()
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json == {"status": "unavailable", "reason": "database unreachable"}
+    assert client.get("/healthz").status_code == 200
+    # A write while the database is down is a 503 problem, not a 500 or a stack trace.
+    write = client.post("/api/v1/contents/1/comments", json={"body": "x"})
+    assert write.status_code == 503
+    assert write.mimetype == "application/problem+json"
+    legacy = client.post(
+        "/api/comment/new", json={"email": "a@example.com", "comment": "x", "content_id": 1}
+    )
+    assert legacy.status_code == 503
+    assert legacy.json["status"] == "SERVICE-UNAVAILABLE"
