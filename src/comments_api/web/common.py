@@ -9,7 +9,9 @@ from typing import Any
 from flask import current_app, request
 from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
+from ..auth import JwtVerifier
 from ..domain import Limits
+from ..moderation import AbuseRules
 from ..settings import Settings
 from ..storage import Repository
 
@@ -25,6 +27,13 @@ class Services:
     limits: Limits
     expected_revision: str
     drain_file: str | None = None
+    jwt: JwtVerifier | None = None  # None: bearer tokens other than API keys are refused
+    abuse: AbuseRules | None = None  # None: no duplicate / flood / ban checks
+
+
+def emit(signal: Any, **data: object) -> None:
+    """Announce a domain event (see events.py) with the real app object as sender."""
+    signal.send(current_app._get_current_object(), **data)  # type: ignore[attr-defined]
 
 
 def services() -> Services:

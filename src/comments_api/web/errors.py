@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, current_app, jsonify, request
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from ..domain import Conflict, DomainError, InvalidInput, NotFound
 from ..events import COMMENT_WRITE_ENDPOINTS, comment_rejected
+from .common import emit
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def error_response(
     title = title or _status_name(status)
     slug = problem_type or _slug(title)
     if request.endpoint in COMMENT_WRITE_ENDPOINTS and 400 <= status < 500:
-        comment_rejected.send(current_app._get_current_object(), reason=slug)
+        emit(comment_rejected, reason=slug)
     if request.path.startswith(LEGACY_PREFIX):
         body: dict[str, object] = {"status": title.upper().replace(" ", "-"), "message": detail}
         response = jsonify(body)
@@ -87,11 +88,19 @@ def _handle_http(exc: HTTPException) -> Response:
 
 
 def _handle_domain(exc: DomainError) -> Response:
-    status = next((s for cls, s in _DOMAIN_STATUS.items() if isinstance(exc, cls)), 400)
-    extra = None
+    # Rules outside domain.py (bans, flood limits) carry their own status and headers.
+    default = getattr(exc, "http_status", 400)
+    status = next((s for cls, s in _DOMAIN_STATUS.items() if isinstance(exc, cls)), default)
+    extra: dict[str, object] | None = None
     if isinstance(exc, InvalidInput):
         extra = {"errors": [{"field": e.field, "message": e.message} for e in exc.errors]}
-    return error_response(status, exc.message, problem_type=exc.code, extra=extra)
+    return error_response(
+        status,
+        exc.message,
+        problem_type=exc.code,
+        extra=extra,
+        headers=getattr(exc, "headers", None),
+    )
 
 
 def _handle_unexpected(exc: Exception) -> Response:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 
 from ..domain import legacy_email_view, parse_content_id, validate_legacy_create
 from ..events import comment_created
-from .common import read_json, services
+from .common import emit, read_json, services
 from .errors import error_response
 
 bp = Blueprint("legacy", __name__, url_prefix="/api/comment")
@@ -19,7 +19,7 @@ def create() -> Response:
     svc = services()
     new = validate_legacy_create(read_json(), svc.limits)
     comment = svc.repo.create(new)
-    comment_created.send(current_app._get_current_object(), api="legacy", status=comment.status)
+    emit(comment_created, api="legacy", status=comment.status)
     return jsonify(
         status="SUCCESS",
         message=f"comment created and associated with content_id {new.content_id}",

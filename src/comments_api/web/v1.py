@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, jsonify, request, url_for
 
 from ..domain import (
     STATUS_DELETED,
@@ -23,7 +23,7 @@ from ..domain import (
     validate_v1_create,
 )
 from ..events import comment_created
-from .common import read_json, services
+from .common import emit, read_json, services
 
 bp = Blueprint("v1", __name__, url_prefix="/api/v1")
 
@@ -73,7 +73,7 @@ def create_comment(content_id: str) -> tuple[Response, int, dict[str, str]]:
     if new.parent_id is not None:
         check_reply(svc.repo.get(new.parent_id), new)
     comment = svc.repo.create(new)
-    comment_created.send(current_app._get_current_object(), api="v1", status=comment.status)
+    emit(comment_created, api="v1", status=comment.status)
     location = url_for("v1.get_comment", comment_id=comment.id)
     return jsonify(comment_view(comment)), 201, {"Location": location}
 
