@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,13 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
     create_engine,
+    delete,
     event,
     func,
     insert,
+    or_,
     select,
     text,
     update,
@@ -30,13 +34,24 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from .auth import ApiKeyRecord
 from .domain import (
     STATUS_DELETED,
+    STATUS_PENDING,
     STATUS_PUBLISHED,
     Comment,
     NewComment,
     Page,
     encode_cursor,
+)
+from .moderation import (
+    TARGET_STATUS,
+    TRANSITIONS,
+    AbuseRules,
+    AuditEntry,
+    AuthorActivity,
+    author_key,
+    check_activity,
 )
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
@@ -66,11 +81,59 @@ comments = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("deleted_at", DateTime(timezone=True), nullable=True),
+    # email:<lowercased address> or sub:<token subject>: bans and flood checks key on it.
+    Column("author_key", String(300), nullable=True),
     # Every list query is "this content, in id order": the page is read straight off it.
     Index(None, "content_id", "id"),
-    # Counts read only this index (covering), never the comment rows.
-    Index(None, "content_id", "status"),
+    # Legacy lists (published, in id order) and counts (covering) read only this index.
+    Index(None, "content_id", "status", "id"),
+    # Duplicate and per-thread-per-author checks on every create: one range scan.
+    Index(None, "content_id", "author_key", "created_at"),
+    # The moderation queue; partial, so published comments never pay for it.
+    Index(
+        "ix_comments_pending",
+        "id",
+        sqlite_where=text("status = 'pending'"),
+        postgresql_where=text("status = 'pending'"),
+    ),
 )
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("key_hash", String(64), nullable=False),  # SHA-256 hex; the key itself is never kept
+    Column("scopes", String(200), nullable=False),  # space-separated
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_used_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+bans = Table(
+    "bans",
+    metadata,
+    Column("target", String(300), primary_key=True),  # an author_key
+    Column("reason", Text, nullable=True),
+    Column("created_by", String(300), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("actor", String(300), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("target", String(300), nullable=True),
+    Column("comment_ids", Text, nullable=True),  # JSON array
+    Column("details", Text, nullable=True),  # JSON object
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Seconds between last_used_at writes for one key: tracking use must not turn every
+# authenticated request into a database write.
+API_KEY_TOUCH_INTERVAL = 60
 
 _COMMENT_COLUMNS = (
     comments.c.id,
@@ -167,8 +230,10 @@ class Repository:
                 return None
 
     # --- writes ------------------------------------------------------------------
-    def create(self, new: NewComment) -> Comment:
+    def create(self, new: NewComment, rules: AbuseRules | None = None) -> Comment:
+        """Insert a comment; with ``rules``, first check bans/duplicates/flood limits."""
         now = utcnow()
+        key = author_key(new.email, new.author_subject)
         values = {
             "content_id": new.content_id,
             "parent_id": new.parent_id,
@@ -181,8 +246,39 @@ class Repository:
             "updated_at": now,
         }
         with self.engine.begin() as conn:
-            new_id = conn.execute(insert(comments).returning(comments.c.id), values).scalar_one()
+            if rules is not None and key is not None:
+                check_activity(self._author_activity(conn, new, key, now, rules), rules)
+            new_id = conn.execute(
+                insert(comments).returning(comments.c.id), {**values, "author_key": key}
+            ).scalar_one()
         return Comment(id=new_id, deleted_at=None, **values)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _author_activity(
+        conn: Any, new: NewComment, key: str, now: datetime, rules: AbuseRules
+    ) -> AuthorActivity:
+        # One statement, three index lookups: (content_id, author_key, created_at) twice
+        # and the bans primary key.
+        mine = and_(comments.c.content_id == new.content_id, comments.c.author_key == key)
+        thread_since = now - timedelta(seconds=rules.thread_author_window)
+        dup_since = now - timedelta(seconds=rules.duplicate_window)
+        recent = (
+            select(func.count())
+            .where(mine, comments.c.created_at >= thread_since)
+            .scalar_subquery()
+        )
+        dups = (
+            select(func.count())
+            .where(mine, comments.c.created_at >= dup_since, comments.c.body == new.body)
+            .scalar_subquery()
+        )
+        banned = select(func.count()).where(bans.c.target == key).scalar_subquery()
+        row = conn.execute(select(recent, dups, banned)).one()
+        return AuthorActivity(
+            recent=row[0],
+            duplicates=row[1] if rules.duplicate_window > 0 else 0,
+            banned=row[2] > 0,
+        )
 
     def soft_delete(self, comment_id: int) -> Comment | None:
         """Turn a comment into a tombstone: its text and author are dropped for good."""
@@ -197,6 +293,7 @@ class Repository:
                     email=None,
                     author_name=None,
                     author_subject=None,
+                    author_key=None,
                     deleted_at=now,
                     updated_at=now,
                 )
@@ -254,6 +351,205 @@ class Repository:
         with self.engine.connect() as conn:
             found: dict[str, int] = {cid: n for cid, n in conn.execute(query)}
         return {cid: found.get(cid, 0) for cid in ids}
+
+    # --- moderation ------------------------------------------------------------------
+    def moderate(
+        self, ids: Sequence[int], action: str, actor: str, details: dict[str, Any] | None = None
+    ) -> list[int]:
+        """Apply ``action`` to every comment it may move; one transaction with its audit row.
+
+        Returns the ids that actually changed (others were missing or already there).
+        """
+        now = utcnow()
+        values: dict[str, Any] = {"status": TARGET_STATUS[action], "updated_at": now}
+        if action == "delete":
+            values.update(
+                body=None,
+                email=None,
+                author_name=None,
+                author_subject=None,
+                author_key=None,
+                deleted_at=now,
+            )
+        with self.engine.begin() as conn:
+            changed = [
+                r[0]
+                for r in conn.execute(
+                    update(comments)
+                    .where(comments.c.id.in_(list(ids)), comments.c.status.in_(TRANSITIONS[action]))
+                    .values(**values)
+                    .returning(comments.c.id)
+                )
+            ]
+            changed.sort()
+            self._audit(conn, actor, action, None, changed, details, now)
+        return changed
+
+    def edit_body(self, comment_id: int, body: str, status: str, actor: str) -> Comment | None:
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(comments)
+                .where(comments.c.id == comment_id, comments.c.status != STATUS_DELETED)
+                .values(body=body, status=status, updated_at=now)
+            )
+            self._audit(conn, actor, "edit", None, [comment_id], None, now)
+            row = conn.execute(select(*_COMMENT_COLUMNS).where(comments.c.id == comment_id)).first()
+        return _to_comment(row) if row is not None else None
+
+    def pending_page(self, *, limit: int, after_id: int | None) -> Page:
+        """The moderation queue, oldest first, across all contents."""
+        query = select(*_COMMENT_COLUMNS).where(comments.c.status == STATUS_PENDING)
+        if after_id is not None:
+            query = query.where(comments.c.id > after_id)
+        query = query.order_by(comments.c.id).limit(limit + 1)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        items = [_to_comment(r) for r in rows[:limit]]
+        next_cursor = encode_cursor(items[-1].id, "oldest") if len(rows) > limit else None
+        return Page(items=items, next_cursor=next_cursor)
+
+    def ban(self, target: str, reason: str | None, actor: str) -> bool:
+        """Ban an author key; False when it already was banned."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            if conn.execute(select(bans.c.target).where(bans.c.target == target)).first():
+                return False
+            conn.execute(
+                insert(bans),
+                {"target": target, "reason": reason, "created_by": actor, "created_at": now},
+            )
+            self._audit(conn, actor, "ban", target, [], {"reason": reason}, now)
+        return True
+
+    def unban(self, target: str, actor: str) -> bool:
+        now = utcnow()
+        with self.engine.begin() as conn:
+            gone = conn.execute(delete(bans).where(bans.c.target == target)).rowcount
+            if gone:
+                self._audit(conn, actor, "unban", target, [], None, now)
+        return bool(gone)
+
+    def list_bans(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(bans).order_by(bans.c.created_at, bans.c.target)).all()
+        return [
+            {
+                "target": r.target,
+                "reason": r.reason,
+                "created_by": r.created_by,
+                "created_at": _aware(r.created_at),
+            }
+            for r in rows
+        ]
+
+    @staticmethod
+    def _audit(
+        conn: Any,
+        actor: str,
+        action: str,
+        target: str | None,
+        comment_ids: Sequence[int],
+        details: dict[str, Any] | None,
+        now: datetime,
+    ) -> None:
+        conn.execute(
+            insert(audit_log),
+            {
+                "actor": actor,
+                "action": action,
+                "target": target,
+                "comment_ids": json.dumps(list(comment_ids)),
+                "details": json.dumps(details) if details else None,
+                "created_at": now,
+            },
+        )
+
+    def audit_page(
+        self, *, limit: int, before_id: int | None
+    ) -> tuple[list[AuditEntry], int | None]:
+        """Newest first; returns the entries and the id to continue before, if any."""
+        query = select(audit_log)
+        if before_id is not None:
+            query = query.where(audit_log.c.id < before_id)
+        query = query.order_by(audit_log.c.id.desc()).limit(limit + 1)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        entries = [
+            AuditEntry(
+                id=r.id,
+                actor=r.actor,
+                action=r.action,
+                target=r.target,
+                comment_ids=json.loads(r.comment_ids) if r.comment_ids else [],
+                details=json.loads(r.details) if r.details else {},
+                created_at=_aware(r.created_at),  # type: ignore[arg-type]
+            )
+            for r in rows[:limit]
+        ]
+        return entries, (entries[-1].id if len(rows) > limit else None)
+
+    # --- API keys --------------------------------------------------------------------
+    def add_api_key(self, key_id: str, name: str, key_hash: str, scopes: Sequence[str]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(api_keys),
+                {
+                    "id": key_id,
+                    "name": name,
+                    "key_hash": key_hash,
+                    "scopes": " ".join(scopes),
+                    "created_at": utcnow(),
+                },
+            )
+
+    def list_api_keys(self) -> list[ApiKeyRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(api_keys).order_by(api_keys.c.created_at)).all()
+        return [_to_key(r) for r in rows]
+
+    def revoke_api_key(self, key_id: str) -> bool:
+        with self.engine.begin() as conn:
+            return bool(
+                conn.execute(
+                    update(api_keys)
+                    .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+                    .values(revoked_at=utcnow())
+                ).rowcount
+            )
+
+    def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
+        return _to_key(row) if row is not None else None
+
+    def touch_api_key(self, record: ApiKeyRecord) -> None:
+        """Record use of a verified key, at most once a minute so reads stay write-free."""
+        now = utcnow()
+        stale = now - timedelta(seconds=API_KEY_TOUCH_INTERVAL)
+        if record.last_used_at is not None and record.last_used_at >= stale:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(api_keys)
+                .where(
+                    api_keys.c.id == record.id,
+                    or_(api_keys.c.last_used_at.is_(None), api_keys.c.last_used_at < stale),
+                )
+                .values(last_used_at=now)
+            )
+
+
+def _to_key(row: Any) -> ApiKeyRecord:
+    return ApiKeyRecord(
+        id=row.id,
+        name=row.name,
+        key_hash=row.key_hash,
+        scopes=tuple(row.scopes.split()),
+        created_at=_aware(row.created_at),  # type: ignore[arg-type]
+        last_used_at=_aware(row.last_used_at),
+        revoked_at=_aware(row.revoked_at),
+    )
 
 
 # --- migrations ------------------------------------------------------------------

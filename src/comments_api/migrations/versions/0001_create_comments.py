@@ -36,10 +36,12 @@ def upgrade() -> None:
         ),
     )
     op.create_index("ix_comments_content_id_id", "comments", ["content_id", "id"])
-    op.create_index("ix_comments_content_id_status", "comments", ["content_id", "status"])
+    op.create_index(
+        "ix_comments_content_id_status_id", "comments", ["content_id", "status", "id"]
+    )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_comments_content_id_status", table_name="comments")
+    op.drop_index("ix_comments_content_id_status_id", table_name="comments")
     op.drop_index("ix_comments_content_id_id", table_name="comments")
     op.drop_table("comments")
