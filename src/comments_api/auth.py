@@ -1,0 +1,293 @@
+"""Credentials and authorisation rules: API keys, JWTs, scopes. Plain Python, no Flask.
+
+Two kinds of caller:
+- API keys (``cak_<keyid>_<secret>``) for trusted callers: the site's backend, moderators,
+  ops. Only a SHA-256 hash is stored; the key is high-entropy, so a fast hash suffices.
+- JWTs from the site's identity provider for logged-in readers. The token's claims are
+  the author identity: a reader never chooses who they post as.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from .domain import Comment
+from .settings import Settings, SettingsError
+
+SCOPE_WRITE = "comments:write"
+SCOPE_MODERATE = "comments:moderate"
+SCOPE_ADMIN = "admin"
+SCOPES = (SCOPE_WRITE, SCOPE_MODERATE, SCOPE_ADMIN)
+
+KIND_API_KEY = "api_key"
+KIND_JWT = "jwt"
+
+API_KEY_PREFIX = "cak_"
+_KEY_ID_RE = re.compile(r"^[0-9a-f]{12}$")
+
+# Only these algorithms exist for us, each bound to one key type: "none", HS384, PS*,
+# and HS256 verified with an RSA public key (algorithm confusion) can never succeed.
+_ASYMMETRIC = {"RS256": rsa.RSAPublicKey, "ES256": ec.EllipticCurvePublicKey}
+_HMAC = "HS256"
+_JWKS_MIN_REFRESH = 60.0  # unknown kids never make us hammer the identity provider
+
+
+class AuthError(Exception):
+    """The credential is invalid (401). The message is safe to show the caller."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class AuthUnavailable(Exception):
+    """We cannot check the credential right now (identity provider unreachable): 503."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    kind: str  # api_key | jwt
+    id: str  # the key id, or the token subject
+    scopes: frozenset[str]
+    email: str | None = None
+    name: str | None = None
+
+    @property
+    def actor(self) -> str:
+        """How the audit log and rate limiter name this caller."""
+        return f"{self.kind}:{self.id}"
+
+    @property
+    def is_reader(self) -> bool:
+        return self.kind == KIND_JWT
+
+    def has(self, scope: str) -> bool:
+        return SCOPE_ADMIN in self.scopes or scope in self.scopes
+
+
+# --- API keys -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class NewApiKey:
+    key_id: str
+    key: str  # shown once, never stored
+    key_hash: str
+
+
+@dataclass(frozen=True)
+class ApiKeyRecord:
+    id: str
+    name: str
+    key_hash: str
+    scopes: tuple[str, ...]
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+def parse_scopes(values: Iterable[str]) -> tuple[str, ...]:
+    scopes = tuple(dict.fromkeys(v.strip() for v in values if v.strip()))
+    unknown = [s for s in scopes if s not in SCOPES]
+    if unknown:
+        raise ValueError(f"unknown scope(s) {', '.join(unknown)}; use {', '.join(SCOPES)}")
+    if not scopes:
+        raise ValueError(f"give at least one scope: {', '.join(SCOPES)}")
+    return scopes
+
+
+def hash_api_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def generate_api_key() -> NewApiKey:
+    key_id = secrets.token_hex(6)
+    key = f"{API_KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+    return NewApiKey(key_id=key_id, key=key, key_hash=hash_api_key(key))
+
+
+def is_api_key(token: str) -> bool:
+    return token.startswith(API_KEY_PREFIX)
+
+
+def api_key_id(token: str) -> str:
+    """The key id embedded in a presented key; AuthError when it cannot be one of ours."""
+    key_id, sep, secret = token[len(API_KEY_PREFIX) :].partition("_")
+    if not sep or not secret or not _KEY_ID_RE.match(key_id):
+        raise AuthError("malformed API key")
+    return key_id
+
+
+def check_api_key(token: str, record: ApiKeyRecord | None) -> Identity:
+    """The identity of a presented key, given the stored record for its id."""
+    if record is None or not hmac.compare_digest(hash_api_key(token), record.key_hash):
+        raise AuthError("unknown API key")
+    if record.revoked_at is not None:
+        raise AuthError("this API key has been revoked")
+    return Identity(kind=KIND_API_KEY, id=record.id, scopes=frozenset(record.scopes))
+
+
+# --- JWTs ---------------------------------------------------------------------------
+class JwtVerifier:
+    """Verifies reader tokens against the configured keys; built once per process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.issuer = settings.jwt_issuer
+        self.audience = settings.jwt_audience
+        self.leeway = settings.jwt_leeway
+        self._secret = settings.jwt_hs256_secret
+        self._static_keys: list[tuple[str | None, Any]] = []
+        self._client: jwt.PyJWKClient | None = None
+        self._last_refresh = 0.0
+        self._lock = threading.Lock()
+        if settings.jwt_jwks_file:
+            self._static_keys = _load_key_file(settings.jwt_jwks_file)
+        if settings.jwt_jwks_url:
+            self._client = jwt.PyJWKClient(
+                settings.jwt_jwks_url, cache_keys=True, lifespan=300, timeout=5
+            )
+        self.enabled = bool(self._secret or self._static_keys or self._client)
+        if self.enabled and not (self.issuer and self.audience):
+            # A token minted for another site of the same provider must not work here.
+            raise SettingsError("JWT_ISSUER and JWT_AUDIENCE are required when JWTs are enabled")
+        if self._secret is not None and len(self._secret.encode("utf-8")) < 32:
+            raise SettingsError("JWT_HS256_SECRET must be at least 32 bytes")
+
+    def verify(self, token: str) -> Identity:
+        if not self.enabled:
+            raise AuthError("this service does not accept JWTs; use an API key")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise AuthError("malformed token") from None
+        alg = header.get("alg")
+        key: Any
+        if alg == _HMAC:
+            if self._secret is None:
+                raise AuthError("HS256 tokens are not accepted here")
+            key = self._secret
+        elif alg in _ASYMMETRIC:
+            key = self._asymmetric_key(header.get("kid"), alg)
+        else:
+            raise AuthError(f"tokens signed with {str(alg)[:16]!r} are not accepted")
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": ["exp", "iss", "aud", "sub"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError("the token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise AuthError("the token is not valid yet") from None
+        except jwt.InvalidAudienceError:
+            raise AuthError("the token is for another audience") from None
+        except jwt.InvalidIssuerError:
+            raise AuthError("the token comes from an issuer this service does not trust") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthError(f"the token has no {exc.claim!r} claim") from None
+        except jwt.PyJWTError:
+            raise AuthError("the token signature is invalid") from None
+        return identity_from_claims(claims)
+
+    def _asymmetric_key(self, kid: object, alg: str) -> Any:
+        wanted = _ASYMMETRIC[alg]
+        kid = kid if isinstance(kid, str) else None
+        for key_kid, key in self._static_keys:
+            if isinstance(key, wanted) and (kid is None or key_kid in (None, kid)):
+                return key
+        if self._client is not None and kid is not None:
+            for refresh in (False, True):
+                if refresh and not self._may_refresh():
+                    break
+                try:
+                    jwks = self._client.get_signing_keys(refresh=refresh)
+                except jwt.PyJWKClientConnectionError:
+                    raise AuthUnavailable("the identity provider's keys are unreachable") from None
+                except jwt.PyJWKClientError:
+                    jwks = []
+                for jwk in jwks:
+                    if jwk.key_id == kid and isinstance(jwk.key, wanted):
+                        return jwk.key
+        raise AuthError("the token was not signed by a key this service trusts")
+
+    def _may_refresh(self) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._last_refresh < _JWKS_MIN_REFRESH:
+                return False
+            self._last_refresh = now
+            return True
+
+
+def _load_key_file(path: str) -> list[tuple[str | None, Any]]:
+    """A JWKS document or a PEM public key, as (kid, public key) pairs."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise SettingsError(f"JWT_JWKS_FILE: cannot read {path}: {exc}") from None
+    try:
+        if raw.lstrip().startswith(b"-----BEGIN"):
+            return [(None, load_pem_public_key(raw))]
+        keys = jwt.PyJWKSet.from_dict(json.loads(raw)).keys
+        return [(k.key_id, k.key) for k in keys]
+    except (ValueError, TypeError, jwt.PyJWTError) as exc:
+        raise SettingsError(
+            f"JWT_JWKS_FILE: {path} is not a JWKS or PEM public key: {exc}"
+        ) from None
+
+
+def identity_from_claims(claims: dict[str, Any]) -> Identity:
+    """Readers may always comment; moderation scopes only when the provider grants them."""
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not subject or len(subject) > 200:
+        raise AuthError("the token's 'sub' claim is not usable")
+    granted: list[str] = []
+    scope = claims.get("scope")
+    if isinstance(scope, str):
+        granted = scope.split()
+    elif isinstance(claims.get("scp"), list):
+        granted = [s for s in claims["scp"] if isinstance(s, str)]
+    scopes = frozenset({SCOPE_WRITE, *(s for s in granted if s in SCOPES)})
+    email = claims.get("email")
+    if not isinstance(email, str) or "@" not in email or len(email) > 254:
+        email = None
+    raw_name = claims.get("name") or claims.get("preferred_username")
+    name = raw_name.strip()[:80] or None if isinstance(raw_name, str) else None
+    return Identity(kind=KIND_JWT, id=subject, scopes=scopes, email=email, name=name)
+
+
+# --- authorisation decisions --------------------------------------------------------
+def is_author(identity: Identity | None, comment: Comment) -> bool:
+    """Authorship is proven only by a token subject: an email in a body proves nothing."""
+    return (
+        identity is not None
+        and identity.is_reader
+        and comment.author_subject is not None
+        and hmac.compare_digest(comment.author_subject, identity.id)
+    )
+
+
+def may_delete(identity: Identity | None, comment: Comment) -> bool:
+    return identity is not None and (identity.has(SCOPE_MODERATE) or is_author(identity, comment))
+
+
+def edit_window_open(comment: Comment, now: datetime, window_seconds: float) -> bool:
+    return now - comment.created_at <= timedelta(seconds=window_seconds)
