@@ -1,20 +1,1355 @@
-"""OpenAPI 3.1 description of the HTTP API (placeholder until the full spec lands)."""
+"""OpenAPI 3.1 description of the HTTP API, and the human docs page rendered from it.
+
+The document is plain data, built from the deployment's settings (limits, auth mode,
+moderation mode) so what it promises is what this instance enforces. It is checked by
+tests/test_openapi.py: every Flask route must be documented with its methods, real
+responses must match the documented schemas, and every problem ``type`` the code can
+emit must have an anchor on /docs.
+
+How to add a path (one dict entry per path):
+1. Add an entry to the dict in ``_paths()``: ``"/api/v1/things/{thing_id}": {"get": ...}``
+   (OpenAPI writes path parameters as ``{name}`` where Flask writes ``<name>``).
+2. Build each operation with ``_op(tag, operation_id, summary, description, responses, ...)``.
+   Reuse ``_param(...)`` / the ``#/components/parameters`` refs for parameters,
+   ``_ok(...)`` for success responses and ``_errors(path, 400, 404, ...)`` /
+   ``_error(path, status, ...)`` for errors: they pick the legacy shape under
+   /api/comment/ and problem+json elsewhere, like web/errors.py does. Writes take
+   ``security=_write_security(settings)``; moderation/admin take ``MODERATOR_SECURITY``.
+3. New body shapes go in ``_schemas()``; a new problem ``type`` slug (``problem_type=``
+   or a DomainError ``code``) goes in ``_problem_types()``, which renders its anchor.
+"""
 
 from __future__ import annotations
 
 import html
+import json
+import re
+import shlex
+from http import HTTPStatus
 from typing import Any
 
 from . import __version__
+from .domain import (
+    DEFAULT_PAGE_SIZE,
+    MAX_AUTHOR_NAME_LENGTH,
+    MAX_CONTENT_ID_LENGTH,
+    MAX_COUNT_IDS,
+    MAX_EMAIL_LENGTH,
+    MAX_PAGE_SIZE,
+    STATUSES,
+    email_hash,
+)
+from .settings import Settings
+
+Spec = dict[str, Any]
+
+JSON = "application/json"
+PROBLEM_JSON = "application/problem+json"
+LEGACY_PREFIX = "/api/comment/"
+DOCS_PROBLEM_PREFIX = "/docs#problem-"
+
+# Either credential works; which one a caller uses depends on who it is.
+CREDENTIALS: list[dict[str, list[str]]] = [{"bearerApiKey": []}, {"bearerJwt": []}]
+MODERATOR_SECURITY = CREDENTIALS
+
+# No whitespace at either end and no control characters (C0, DEL, C1), as domain.py checks.
+_CONTENT_ID_PATTERN = r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$"
+
+_EXAMPLE_EMAIL = "alice@example.com"
+_EXAMPLE_TIME = "2026-01-15T09:30:00.000Z"
 
 
-def build_spec() -> dict[str, Any]:
+def _ref(name: str, kind: str = "schemas") -> dict[str, str]:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+# --- problem types ----------------------------------------------------------------
+
+
+def _problem_types(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Every ``type`` an error can carry: slug -> status, heading, explanation.
+
+    Slugs come from web/errors.py (the HTTP status phrase, e.g. 413's "Request Entity
+    Too Large"), DomainError ``code``s in domain.py, and ``problem_type=`` arguments.
+    """
+
+    def entry(status: int, title: str, text: str) -> dict[str, Any]:
+        return {"status": status, "title": title, "description": text}
+
     return {
-        "openapi": "3.1.0",
-        "info": {"title": "comments-api", "version": __version__},
-        "paths": {},
+        "validation-error": entry(
+            400,
+            "Validation error",
+            "One or more fields or parameters are invalid. `errors` lists each `field` "
+            "with a `message`; nothing was stored. Fix the listed fields and retry.",
+        ),
+        "bad-request": entry(
+            400,
+            "Bad request",
+            "The request could not be read: the body is not valid JSON (NaN and Infinity "
+            "are not JSON either) or not valid UTF-8.",
+        ),
+        "unauthorized": entry(
+            401,
+            "Unauthorized",
+            "A credential is needed (writes under `AUTH_MODE=required`, moderation and "
+            "admin always) or the one sent is invalid, expired or revoked. The "
+            "`WWW-Authenticate` header says which. Send `Authorization: Bearer <API key "
+            "or JWT>`.",
+        ),
+        "forbidden": entry(
+            403,
+            "Forbidden",
+            "The credential is valid but lacks the scope this operation needs (e.g. "
+            "`comments:moderate`), or the author may not change this comment.",
+        ),
+        "not-found": entry(
+            404,
+            "Not found",
+            "No such route, content or comment. Hidden and pending comments are not "
+            "found either; the legacy list answers 404 for a content with no comments.",
+        ),
+        "method-not-allowed": entry(
+            405,
+            "Method not allowed",
+            "The route exists but not with this method; the `Allow` header lists the "
+            "methods it accepts.",
+        ),
+        "author-banned": entry(
+            403,
+            "Author banned",
+            "A moderator banned this author (by email or token subject); their new "
+            "comments are rejected.",
+        ),
+        "conflict": entry(
+            409,
+            "Conflict",
+            "The request conflicts with the current state: most often a duplicate, the "
+            "same author posting the same text on the same content within "
+            f"`DUPLICATE_WINDOW` ({settings.duplicate_window:g} seconds here).",
+        ),
+        "request-entity-too-large": entry(
+            413,
+            "Payload too large",
+            f"The request body is larger than this deployment accepts "
+            f"(`MAX_BODY_BYTES`, {settings.max_body_bytes} bytes here). Nothing was read.",
+        ),
+        "unsupported-media-type": entry(
+            415,
+            "Unsupported media type",
+            "Bodies must be JSON: send `Content-Type: application/json`.",
+        ),
+        "too-many-requests": entry(
+            429,
+            "Too many requests",
+            "A rate limit was hit. Wait for the seconds in `Retry-After` before retrying; "
+            "the `X-RateLimit-*` headers describe the limit.",
+        ),
+        "too-many-comments": entry(
+            429,
+            "Too many comments on this content",
+            f"An author may post at most `THREAD_AUTHOR_MAX` ({settings.thread_author_max} "
+            "here) comments on one content per `THREAD_AUTHOR_WINDOW` "
+            f"({settings.thread_author_window:g} seconds here). Retry after `Retry-After`.",
+        ),
+        "internal-server-error": entry(
+            500,
+            "Internal server error",
+            "Our fault, not yours: the error was logged with its request id. Retrying "
+            "later may help; please report it if it persists.",
+        ),
+        "service-unavailable": entry(
+            503,
+            "Service unavailable",
+            "The database is temporarily unreachable or the instance is shutting down. "
+            "Retry after the seconds in `Retry-After`.",
+        ),
     }
 
 
-def render_docs_html(spec: dict[str, Any]) -> str:
-    return f"<!doctype html><title>{html.escape(spec['info']['title'])}</title>"
+# --- schemas ----------------------------------------------------------------------
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _schemas(settings: Settings) -> dict[str, Any]:
+    max_len = settings.max_comment_length
+    content_id = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_CONTENT_ID_LENGTH,
+        "pattern": _CONTENT_ID_PATTERN,
+        "description": "The article (or other content) the comments belong to. Opaque to "
+        "this API; no surrounding whitespace, no control characters.",
+        "examples": ["1", "politics/2026/budget-vote"],
+    }
+    timestamp = {"type": "string", "format": "date-time", "examples": [_EXAMPLE_TIME]}
+    comment_body = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": max_len,
+        "description": f"The comment text: not empty or whitespace only, at most {max_len} "
+        "characters (`MAX_COMMENT_LENGTH`), newlines and tabs allowed, no other control "
+        "characters. Stored and returned exactly (accents, emoji, RTL).",
+    }
+    email = {
+        "type": "string",
+        "format": "email",
+        "maxLength": MAX_EMAIL_LENGTH,
+        "examples": [_EXAMPLE_EMAIL],
+    }
+    return {
+        "ContentId": content_id,
+        "Author": {
+            "type": "object",
+            "description": "Who wrote a comment, as the public may see it: never the email.",
+            "required": ["name", "email_hash"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {
+                    "type": "string",
+                    "description": "Display name; `anonymous` when none was given.",
+                },
+                "email_hash": {
+                    **_nullable({"type": "string", "pattern": "^[0-9a-f]{64}$"}),
+                    "description": "SHA-256 (hex) of the trimmed, lower-cased email, for "
+                    "avatars; null when no email was given.",
+                },
+            },
+        },
+        "Comment": {
+            "type": "object",
+            "description": "A comment as the public sees it. A deleted comment stays as a "
+            "tombstone (`status: deleted`, `body` and `author` null, `deleted_at` set) so "
+            "its replies keep their place in the thread.",
+            "required": [
+                "id",
+                "content_id",
+                "parent_id",
+                "status",
+                "created_at",
+                "updated_at",
+                "body",
+                "author",
+            ],
+            "additionalProperties": False,
+            "properties": {
+                "id": {"type": "integer", "minimum": 1, "examples": [42]},
+                "content_id": {"type": "string"},
+                "parent_id": {
+                    **_nullable({"type": "integer", "minimum": 1}),
+                    "description": "The comment this one replies to, or null.",
+                },
+                "status": {
+                    "type": "string",
+                    "enum": list(STATUSES),
+                    "description": "`published` (public), `pending` (awaiting moderation), "
+                    "`hidden` (by a moderator), `deleted` (tombstone).",
+                },
+                "created_at": timestamp,
+                "updated_at": timestamp,
+                "body": _nullable({"type": "string"}),
+                "author": _nullable(_ref("Author")),
+                "deleted_at": timestamp,
+            },
+            "if": {"properties": {"status": {"const": "deleted"}}},
+            "then": {
+                "required": ["deleted_at"],
+                "properties": {"body": {"type": "null"}, "author": {"type": "null"}},
+            },
+            "else": {
+                "not": {"required": ["deleted_at"]},
+                "properties": {"body": {"type": "string"}, "author": _ref("Author")},
+            },
+        },
+        "CommentPage": {
+            "type": "object",
+            "required": ["content_id", "order", "items", "next_cursor"],
+            "additionalProperties": False,
+            "properties": {
+                "content_id": {"type": "string"},
+                "order": {"type": "string", "enum": ["oldest", "newest"]},
+                "items": {"type": "array", "items": _ref("Comment")},
+                "next_cursor": {
+                    **_nullable({"type": "string", "minLength": 1}),
+                    "description": "Pass as `cursor` to get the next page; null on the last page.",
+                },
+            },
+        },
+        "Counts": {
+            "type": "object",
+            "required": ["counts"],
+            "additionalProperties": False,
+            "properties": {
+                "counts": {
+                    "type": "object",
+                    "description": "Published comments per requested content id (0 when "
+                    "none), keyed by content id.",
+                    "additionalProperties": {"type": "integer", "minimum": 0},
+                }
+            },
+        },
+        "NewComment": {
+            "type": "object",
+            "required": ["body"],
+            "additionalProperties": False,
+            "properties": {
+                "body": comment_body,
+                "email": {
+                    **_nullable(email),
+                    "description": "Optional; never shown, only its hash. Ignored when the "
+                    "caller is authenticated (the identity comes from the credential).",
+                },
+                "author_name": {
+                    **_nullable(
+                        {"type": "string", "minLength": 1, "maxLength": MAX_AUTHOR_NAME_LENGTH}
+                    ),
+                    "description": "Display name; ignored when the caller is authenticated.",
+                },
+                "parent_id": {
+                    **_nullable({"type": "integer", "minimum": 1}),
+                    "description": "Reply to this comment; it must be visible and belong "
+                    "to the same content.",
+                },
+            },
+        },
+        "LegacyNewComment": {
+            "type": "object",
+            "required": ["email", "comment", "content_id"],
+            "additionalProperties": False,
+            "properties": {
+                "email": email,
+                "comment": comment_body,
+                "content_id": {
+                    "description": 'A number or a string; `1` and `"1"` are the same content.',
+                    "anyOf": [{"type": "integer"}, _ref("ContentId")],
+                },
+            },
+        },
+        "LegacyCreated": {
+            "type": "object",
+            "required": ["status", "message"],
+            "additionalProperties": False,
+            "properties": {
+                "status": {"const": "SUCCESS"},
+                "message": {"type": "string"},
+            },
+        },
+        "LegacyComment": {
+            "type": "object",
+            "required": ["email", "comment"],
+            "additionalProperties": False,
+            "properties": {
+                "email": {
+                    **_nullable({"type": "string"}),
+                    "description": "Depends on `LEGACY_EMAIL`: `masked` (default, "
+                    "`a***@example.com`), `full`, or `hidden` (null). "
+                    f"This deployment: `{settings.legacy_email}`.",
+                },
+                "comment": {"type": "string"},
+            },
+        },
+        "LegacyError": {
+            "type": "object",
+            "description": "The original API's error shape.",
+            "required": ["status", "message"],
+            "additionalProperties": False,
+            "properties": {
+                "status": {
+                    "type": "string",
+                    "pattern": "^[A-Z'-]+$",
+                    "description": "The HTTP status phrase, upper case, dashes for spaces "
+                    "(e.g. `BAD-REQUEST`, `NOT-FOUND`).",
+                },
+                "message": {"type": "string"},
+            },
+        },
+        "FieldError": {
+            "type": "object",
+            "required": ["field", "message"],
+            "additionalProperties": False,
+            "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+        },
+        "Problem": {
+            "type": "object",
+            "description": "RFC 9457 problem details. `type` links to its explanation on "
+            "/docs; `errors` is present for validation errors.",
+            "required": ["type", "title", "status", "detail", "instance"],
+            "properties": {
+                "type": {
+                    "type": "string",
+                    "format": "uri-reference",
+                    "pattern": "^/docs#problem-[a-z0-9-]+$",
+                },
+                "title": {"type": "string"},
+                "status": {"type": "integer", "minimum": 400, "maximum": 599},
+                "detail": {"type": "string"},
+                "instance": {"type": "string", "format": "uri-reference"},
+                "errors": {"type": "array", "minItems": 1, "items": _ref("FieldError")},
+            },
+        },
+        "Health": {
+            "type": "object",
+            "required": ["status", "version"],
+            "properties": {"status": {"const": "ok"}, "version": {"type": "string"}},
+        },
+        "Ready": {
+            "type": "object",
+            "required": ["status", "schema_revision"],
+            "properties": {
+                "status": {"const": "ready"},
+                "schema_revision": {"type": "string"},
+            },
+        },
+        "NotReady": {
+            "type": "object",
+            "required": ["status", "reason"],
+            "properties": {"status": {"const": "unavailable"}, "reason": {"type": "string"}},
+        },
+    }
+
+
+def _example_comment(**overrides: Any) -> dict[str, Any]:
+    comment: dict[str, Any] = {
+        "id": 42,
+        "content_id": "1",
+        "parent_id": None,
+        "status": "published",
+        "created_at": _EXAMPLE_TIME,
+        "updated_at": _EXAMPLE_TIME,
+        "body": "Great reporting — thanks! 👏",
+        "author": {"name": "Alice", "email_hash": email_hash(_EXAMPLE_EMAIL)},
+    }
+    comment.update(overrides)
+    return comment
+
+
+# --- responses --------------------------------------------------------------------
+
+
+def _header(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"description": description, "schema": schema or {"type": "string"}}
+
+
+def _ok(
+    description: str,
+    schema: dict[str, Any] | None = None,
+    example: Any = None,
+    *,
+    media: str = JSON,
+    headers: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description}
+    if headers:
+        response["headers"] = headers
+    if schema is not None:
+        body: dict[str, Any] = {"schema": schema}
+        if example is not None:
+            body["example"] = example
+        response["content"] = {media: body}
+    return response
+
+
+_RETRY_AFTER = _header("Seconds to wait before retrying.", {"type": "integer", "minimum": 0})
+_RATE_LIMIT_HEADERS = {
+    "Retry-After": _RETRY_AFTER,
+    "X-RateLimit-Limit": _header("Requests allowed in the current window.", {"type": "integer"}),
+    "X-RateLimit-Remaining": _header("Requests left in the window.", {"type": "integer"}),
+    "X-RateLimit-Reset": _header("When the window resets (Unix time).", {"type": "integer"}),
+}
+
+# status -> (problem slugs it can carry, example detail, extra headers)
+_ERROR_DEFAULTS: dict[int, tuple[tuple[str, ...], str, dict[str, Any]]] = {
+    400: (
+        ("validation-error", "bad-request"),
+        "body: must be at most 5000 characters (got 5001)",
+        {},
+    ),
+    401: (
+        ("unauthorized",),
+        "this operation needs a credential: send 'Authorization: Bearer <API key or JWT>'",
+        {
+            "WWW-Authenticate": _header(
+                "The scheme to use and, for a rejected credential, why (RFC 6750)."
+            )
+        },
+    ),
+    403: (("forbidden", "author-banned"), "this credential lacks the scope comments:moderate", {}),
+    404: (("not-found",), "comment not found", {}),
+    409: (
+        ("conflict",),
+        "you already posted this comment here; duplicates are not accepted",
+        {},
+    ),
+    413: (
+        ("request-entity-too-large",),
+        "the request body is larger than this API accepts",
+        {},
+    ),
+    415: (
+        ("unsupported-media-type",),
+        "send the body as JSON with the header 'Content-Type: application/json'",
+        {},
+    ),
+    429: (
+        ("too-many-requests", "too-many-comments"),
+        "too many requests: 5 per 1 minute",
+        _RATE_LIMIT_HEADERS,
+    ),
+    503: (
+        ("service-unavailable",),
+        "the database is temporarily unavailable; retry shortly",
+        {"Retry-After": _RETRY_AFTER},
+    ),
+}
+
+
+def _error(
+    path: str,
+    status: int,
+    detail: str | None = None,
+    *,
+    slugs: tuple[str, ...] | None = None,
+    errors: list[dict[str, str]] | None = None,
+    description: str | None = None,
+    headers: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One documented error response, in the shape web/errors.py uses for ``path``."""
+    default_slugs, default_detail, default_headers = _ERROR_DEFAULTS.get(status, ((), "", {}))
+    slugs = slugs or default_slugs or (_status_slug(status),)
+    detail = detail or default_detail or HTTPStatus(status).phrase
+    title = HTTPStatus(status).phrase
+    types = ", ".join(f"`{DOCS_PROBLEM_PREFIX}{s}`" for s in slugs)
+    all_headers = {**default_headers, **(headers or {})}
+    if path.startswith(LEGACY_PREFIX):
+        return _ok(
+            description or f"{title} (legacy error shape; see {types}).",
+            _ref("LegacyError"),
+            {"status": title.upper().replace(" ", "-"), "message": detail},
+            headers=all_headers,
+        )
+    example: dict[str, Any] = {
+        "type": f"{DOCS_PROBLEM_PREFIX}{slugs[0]}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": _example_path(path),
+    }
+    if errors:
+        example["errors"] = errors
+    return _ok(
+        description or f"{title}: problem type {types}.",
+        _ref("Problem"),
+        example,
+        media=PROBLEM_JSON,
+        headers=all_headers,
+    )
+
+
+def _errors(path: str, *statuses: int) -> dict[str, Any]:
+    """The usual error responses for ``path``, plus ``default`` for anything else."""
+    responses = {str(s): _error(path, s) for s in statuses}
+    responses["default"] = _unexpected(path)
+    return responses
+
+
+def _unexpected(path: str) -> dict[str, Any]:
+    return _error(
+        path,
+        500,
+        "an internal error occurred; it has been logged",
+        description="Any other error in the same shape: 405 for a method this path does "
+        "not take (with `Allow`), 500 for a bug on our side.",
+        slugs=("internal-server-error", "method-not-allowed"),
+    )
+
+
+def _status_slug(status: int) -> str:
+    # Mirrors web/errors.py: the slug of the status phrase.
+    return HTTPStatus(status).phrase.lower().replace(" ", "-").replace("'", "")
+
+
+def _example_path(path: str) -> str:
+    examples = {"{content_id}": "1", "{comment_id}": "42"}
+    for name, value in examples.items():
+        path = path.replace(name, value)
+    return re.sub(r"\{[^}]+\}", "1", path)
+
+
+# --- operations -------------------------------------------------------------------
+
+
+def _op(
+    tag: str,
+    operation_id: str,
+    summary: str,
+    description: str,
+    responses: dict[str, Any],
+    *,
+    parameters: list[dict[str, Any]] | None = None,
+    request_body: dict[str, Any] | None = None,
+    security: list[dict[str, list[str]]] | None = None,
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "tags": [tag],
+        "operationId": operation_id,
+        "summary": summary,
+        "description": description,
+    }
+    if parameters:
+        op["parameters"] = parameters
+    if request_body:
+        op["requestBody"] = request_body
+    op["responses"] = responses
+    if security is not None:
+        op["security"] = security
+    return op
+
+
+def _json_body(schema_name: str, example: Any, description: str) -> dict[str, Any]:
+    return {
+        "required": True,
+        "description": description,
+        "content": {JSON: {"schema": _ref(schema_name), "example": example}},
+    }
+
+
+def _write_security(settings: Settings) -> list[dict[str, list[str]]]:
+    """Anonymous writes (``{}``) are allowed only in ``AUTH_MODE=open``."""
+    return list(CREDENTIALS) if settings.auth_mode == "required" else [{}, *CREDENTIALS]
+
+
+def _auth_note(settings: Settings) -> str:
+    return (
+        "Anonymous callers may write while `AUTH_MODE=open`; under `AUTH_MODE=required` "
+        "a valid API key or JWT is needed (401 otherwise). When a JWT is sent, the author "
+        "comes from its claims, not from the body. "
+        f"This deployment: `AUTH_MODE={settings.auth_mode}`."
+    )
+
+
+def _parameters() -> dict[str, Any]:
+    return {
+        "ContentIdPath": {
+            "name": "content_id",
+            "in": "path",
+            "required": True,
+            "description": "The content (article) id, URL-encoded.",
+            "schema": _ref("ContentId"),
+            "example": "1",
+        },
+        "CommentIdPath": {
+            "name": "comment_id",
+            "in": "path",
+            "required": True,
+            "description": "The comment id. Anything else answers 404.",
+            "schema": {"type": "integer", "minimum": 1, "format": "int64"},
+            "example": 42,
+        },
+        "Limit": {
+            "name": "limit",
+            "in": "query",
+            "description": "Page size.",
+            "schema": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_PAGE_SIZE,
+                "default": DEFAULT_PAGE_SIZE,
+            },
+        },
+        "Cursor": {
+            "name": "cursor",
+            "in": "query",
+            "description": "Opaque: the `next_cursor` of the previous page, with the same "
+            "`order`. Omit for the first page.",
+            "schema": {"type": "string", "minLength": 1},
+        },
+        "Order": {
+            "name": "order",
+            "in": "query",
+            "description": "`oldest` first (thread order) or `newest` first.",
+            "schema": {"type": "string", "enum": ["oldest", "newest"], "default": "oldest"},
+        },
+        "CountContentIds": {
+            "name": "content_id",
+            "in": "query",
+            "required": True,
+            "description": f"Repeat for each content id: 1 to {MAX_COUNT_IDS} per call, "
+            "duplicates counted once.",
+            "style": "form",
+            "explode": True,
+            "schema": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_COUNT_IDS,
+                "items": _ref("ContentId"),
+            },
+            "example": ["1", "2"],
+        },
+    }
+
+
+def _paths(settings: Settings) -> dict[str, Any]:
+    write = _write_security(settings)
+    pre = settings.moderation_mode == "pre"
+    legacy_new = "/api/comment/new"
+    legacy_list = "/api/comment/list/{content_id}"
+    thread = "/api/v1/contents/{content_id}/comments"
+    one = "/api/v1/comments/{comment_id}"
+    counts = "/api/v1/counts"
+    validation_example = [{"field": "body", "message": "must not be empty or whitespace only"}]
+    return {
+        legacy_new: {
+            "post": _op(
+                "legacy",
+                "legacyCreateComment",
+                "Post a comment (original API)",
+                "Kept byte-compatible for existing clients. Answers 200 (not 201) with the "
+                "original success message. " + _auth_note(settings),
+                {
+                    "200": _ok(
+                        "Stored.",
+                        _ref("LegacyCreated"),
+                        {
+                            "status": "SUCCESS",
+                            "message": "comment created and associated with content_id 1",
+                        },
+                    ),
+                    **_errors(legacy_new, 400, 401, 403, 409, 413, 415, 429, 503),
+                },
+                request_body=_json_body(
+                    "LegacyNewComment",
+                    {"email": _EXAMPLE_EMAIL, "comment": "first post!", "content_id": 1},
+                    "All three fields are required; no others are accepted.",
+                ),
+                security=write,
+            )
+        },
+        legacy_list: {
+            "get": _op(
+                "legacy",
+                "legacyListComments",
+                "List a content's comments (original API)",
+                "The whole thread as a bare array, oldest first. Capped at "
+                f"`LEGACY_LIST_MAX` comments ({settings.legacy_list_max} here): a longer "
+                "thread is cut and the response carries `X-Comments-Truncated: true` and a "
+                "`Link` to the paginated v1 list. Emails follow `LEGACY_EMAIL` "
+                f"(`{settings.legacy_email}` here). Only published comments are listed.",
+                {
+                    "200": _ok(
+                        "The comments, in the order they were created.",
+                        {"type": "array", "items": _ref("LegacyComment"), "minItems": 1},
+                        [{"email": "a***@example.com", "comment": "first post!"}],
+                        headers={
+                            "X-Comments-Truncated": _header(
+                                "`true` when the thread was longer than the cap.",
+                                {"const": "true"},
+                            ),
+                            "Link": _header(
+                                "Present when truncated: `</api/v1/contents/ID/comments>; "
+                                'rel="alternate"`.'
+                            ),
+                        },
+                    ),
+                    **_errors(legacy_list, 400, 429, 503),
+                    "404": _error(legacy_list, 404, "content_id 1 not found"),
+                },
+                parameters=[_ref("ContentIdPath", "parameters")],
+            )
+        },
+        thread: {
+            "post": _op(
+                "v1",
+                "createComment",
+                "Post a comment or a reply",
+                "Creates a comment on the content, or a reply with `parent_id`. "
+                + (
+                    "This deployment pre-moderates (`MODERATION_MODE=pre`): new comments are "
+                    "`pending` and the answer is 202 until a moderator approves them. "
+                    if pre
+                    else "Comments are published at once (`MODERATION_MODE=post`); under "
+                    "`MODERATION_MODE=pre` the answer is 202 with a `pending` comment. "
+                )
+                + _auth_note(settings),
+                {
+                    "201": _ok(
+                        "Published. `Location` is the comment's URL.",
+                        _ref("Comment"),
+                        _example_comment(),
+                        headers={"Location": _header("`/api/v1/comments/{id}`.")},
+                    ),
+                    "202": _ok(
+                        "Accepted for moderation (`MODERATION_MODE=pre`): the comment is "
+                        "`pending` and not public until a moderator approves it.",
+                        _ref("Comment"),
+                        _example_comment(status="pending"),
+                        headers={"Location": _header("`/api/v1/comments/{id}`.")},
+                    ),
+                    **_errors(thread, 401, 403, 409, 413, 415, 429, 503),
+                    "400": _error(
+                        thread,
+                        400,
+                        "body: must not be empty or whitespace only",
+                        errors=validation_example,
+                    ),
+                },
+                parameters=[_ref("ContentIdPath", "parameters")],
+                request_body=_json_body(
+                    "NewComment",
+                    {
+                        "body": "Great reporting — thanks! 👏",
+                        "author_name": "Alice",
+                        "email": _EXAMPLE_EMAIL,
+                    },
+                    "Only `body` is required. Unknown fields are rejected.",
+                ),
+                security=write,
+            ),
+            "get": _op(
+                "v1",
+                "listComments",
+                "List a content's comments, a page at a time",
+                "Published comments and tombstones of deleted ones (so replies keep their "
+                'place). Follow `next_cursor` (or the `Link: rel="next"` header) for the '
+                "next page; the cost of a page does not grow with the thread.",
+                {
+                    "200": _ok(
+                        "One page. An unknown content is an empty page, not a 404.",
+                        _ref("CommentPage"),
+                        {
+                            "content_id": "1",
+                            "order": "oldest",
+                            "items": [_example_comment()],
+                            "next_cursor": "bzQy",
+                        },
+                        headers={
+                            "Link": _header(
+                                'The next page, when there is one: `<...&cursor=...>; rel="next"`.'
+                            )
+                        },
+                    ),
+                    **_errors(thread, 429, 503),
+                    "400": _error(
+                        thread,
+                        400,
+                        "limit: must be between 1 and 100",
+                        errors=[{"field": "limit", "message": "must be between 1 and 100"}],
+                    ),
+                },
+                parameters=[
+                    _ref("ContentIdPath", "parameters"),
+                    _ref("Limit", "parameters"),
+                    _ref("Cursor", "parameters"),
+                    _ref("Order", "parameters"),
+                ],
+            ),
+        },
+        one: {
+            "get": _op(
+                "v1",
+                "getComment",
+                "Get one comment",
+                "A published comment or the tombstone of a deleted one; pending and hidden "
+                "comments are not found.",
+                {
+                    "200": _ok("The comment.", _ref("Comment"), _example_comment()),
+                    **_errors(one, 404, 429, 503),
+                },
+                parameters=[_ref("CommentIdPath", "parameters")],
+            ),
+            "delete": _op(
+                "v1",
+                "deleteComment",
+                "Delete a comment (soft)",
+                "Leaves a tombstone: the thread keeps the comment's place, its text and "
+                "author are gone. " + _auth_note(settings),
+                {
+                    "204": {"description": "Deleted."},
+                    **_errors(one, 401, 403, 404, 429, 503),
+                },
+                parameters=[_ref("CommentIdPath", "parameters")],
+                security=write,
+            ),
+        },
+        counts: {
+            "get": _op(
+                "v1",
+                "countComments",
+                "Count published comments for many contents",
+                f'For "N comments" badges on listing pages: up to {MAX_COUNT_IDS} content '
+                "ids in one call, e.g. `?content_id=1&content_id=2`.",
+                {
+                    "200": _ok(
+                        "A count for every requested id.",
+                        _ref("Counts"),
+                        {"counts": {"1": 12, "2": 0}},
+                    ),
+                    **_errors(counts, 429, 503),
+                    "400": _error(
+                        counts,
+                        400,
+                        "content_id: at most 100 content ids per call",
+                        errors=[
+                            {"field": "content_id", "message": "at most 100 content ids per call"}
+                        ],
+                    ),
+                },
+                parameters=[_ref("CountContentIds", "parameters")],
+            )
+        },
+        "/healthz": {
+            "get": _op(
+                "ops",
+                "healthz",
+                "Liveness",
+                "The process answers. No database call, so a database outage never gets "
+                "pods restarted.",
+                {
+                    "200": _ok("Alive.", _ref("Health"), {"status": "ok", "version": "1.0.0"}),
+                    "default": _unexpected("/healthz"),
+                },
+            )
+        },
+        **{
+            path: {
+                "get": _op(
+                    "ops",
+                    operation_id,
+                    summary,
+                    "Ready when not draining, the database answers, and its schema is at the "
+                    "migration this code expects." + extra,
+                    {
+                        "200": _ok(
+                            "Ready to serve.",
+                            _ref("Ready"),
+                            {"status": "ready", "schema_revision": "0001"},
+                        ),
+                        "503": _ok(
+                            "Not ready; `reason` says why.",
+                            _ref("NotReady"),
+                            {"status": "unavailable", "reason": "database unreachable"},
+                            headers={"Retry-After": _RETRY_AFTER},
+                        ),
+                        "default": _unexpected(path),
+                    },
+                )
+            }
+            for path, operation_id, summary, extra in (
+                ("/readyz", "readyz", "Readiness", ""),
+                (
+                    "/healthcheck",
+                    "healthcheck",
+                    "Readiness (original name)",
+                    " The name operators were promised; same check as `/readyz`.",
+                ),
+            )
+        },
+        **(
+            {
+                "/metrics": {
+                    "get": _op(
+                        "ops",
+                        "metrics",
+                        "Prometheus metrics",
+                        "Request rates, latencies, comment events and readiness in the "
+                        "Prometheus text format; totals of all gunicorn workers. Present "
+                        "while `METRICS_ENABLED=true`.",
+                        {
+                            "200": _ok(
+                                "The metrics.",
+                                {"type": "string"},
+                                "# TYPE comments_api_build_info gauge\n...",
+                                media="text/plain",
+                            ),
+                            "default": _unexpected("/metrics"),
+                        },
+                    )
+                }
+            }
+            if settings.metrics_enabled
+            else {}
+        ),
+        "/openapi.json": {
+            "get": _op(
+                "ops",
+                "openapi",
+                "This OpenAPI document",
+                "Machine-readable description of the API, built from this deployment's settings.",
+                {
+                    "200": _ok("The OpenAPI 3.1 document.", {"type": "object"}),
+                    "default": _unexpected("/openapi.json"),
+                },
+            )
+        },
+        "/docs": {
+            "get": _op(
+                "ops",
+                "docs",
+                "Human-readable API documentation",
+                "This page: rendered from /openapi.json, self-contained (no scripts).",
+                {
+                    "200": _ok("The page.", {"type": "string"}, media="text/html"),
+                    "default": _unexpected("/docs"),
+                },
+            )
+        },
+    }
+
+
+def build_spec(settings: Settings | None = None) -> Spec:
+    """The OpenAPI 3.1 document for a deployment with these settings (defaults if None)."""
+    settings = settings or Settings()
+    paths = _paths(settings)
+    problems = _problem_types(settings)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "comments-api",
+            "version": __version__,
+            "summary": "Comments backend of a news site.",
+            "description": (
+                "Readers post text comments on a content (an article, identified by a "
+                "`content_id`) and read what others wrote.\n\n"
+                "Two APIs: the original one under `/api/comment/`, kept byte-compatible "
+                "for existing clients, and v1 under `/api/v1/` for new clients "
+                "(pagination, replies, tombstones, counts, no raw emails).\n\n"
+                "Reads are public. Writes are open to anonymous callers under "
+                "`AUTH_MODE=open` and need an API key or a JWT under "
+                f"`AUTH_MODE=required` (this deployment: `{settings.auth_mode}`); "
+                "moderation and admin always need a credential with the right scope.\n\n"
+                'Errors are JSON, never HTML: the legacy `{"status", "message"}` shape '
+                "under `/api/comment/`, `application/problem+json` (RFC 9457) elsewhere, "
+                "whose `type` links to its explanation under Problems."
+            ),
+            "license": {"name": "MIT", "identifier": "MIT"},
+        },
+        "servers": [{"url": "/"}],
+        "tags": [
+            {"name": "legacy", "description": "The original API, unchanged for old clients."},
+            {"name": "v1", "description": "The API for new clients."},
+            {"name": "ops", "description": "Health checks and this documentation."},
+        ],
+        "paths": paths,
+        "components": {
+            "schemas": _schemas(settings),
+            "parameters": _parameters(),
+            "securitySchemes": {
+                "bearerApiKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key for trusted callers (the site's backend, "
+                    "moderators, ops), created with `comments-api keys create --name NAME "
+                    "--scope SCOPE` and sent as `Authorization: Bearer <key>`. Scopes: "
+                    "`comments:write`, `comments:moderate`, `admin`. Only a hash is stored; "
+                    "revoke with `comments-api keys revoke`.",
+                },
+                "bearerJwt": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "A JWT from the site's identity provider, for logged-in "
+                    "readers. Signature (RS256/ES256 via JWKS, or HS256), `iss` "
+                    "(`JWT_ISSUER`), `aud` (`JWT_AUDIENCE`), `exp`/`nbf` are verified. The "
+                    "author (subject, email, name) comes from the claims.",
+                },
+            },
+        },
+        "x-problem-types": [{"slug": slug, **info} for slug, info in problems.items()],
+    }
+
+
+# --- the human docs page ----------------------------------------------------------
+
+_CSS = """
+body{font:16px/1.5 system-ui,sans-serif;margin:0;color:#1d232a;background:#fff}
+header,main,nav{max-width:60rem;margin:0 auto;padding:0 1rem}
+header{padding-top:1.5rem}
+h1 small{font-weight:normal;color:#5b6570;font-size:.6em}
+h2{border-bottom:2px solid #d8dee4;padding-bottom:.2rem;margin-top:2.5rem}
+h3{margin-bottom:.3rem}
+code,pre{font:14px/1.4 ui-monospace,monospace;background:#f3f5f7;border-radius:4px}
+code{padding:0 .25rem}
+pre{padding:.6rem .8rem;overflow-x:auto;white-space:pre-wrap;word-break:break-word}
+article{border:1px solid #d8dee4;border-radius:6px;padding:.3rem 1rem 1rem;margin:1rem 0}
+table{border-collapse:collapse;width:100%;margin:.4rem 0}
+th,td{text-align:left;vertical-align:top;border-bottom:1px solid #e5e9ed;padding:.25rem .5rem}
+.m{display:inline-block;min-width:4rem;text-align:center;border-radius:4px;color:#fff;
+font:bold 13px/1.8 ui-monospace,monospace}
+.get{background:#1f6feb}.post{background:#1a7f37}.delete{background:#cf222e}
+.patch,.put{background:#9a6700}
+.s{font-weight:bold}.muted{color:#5b6570}
+nav ul{columns:2}
+"""
+
+_METHODS = ("get", "post", "put", "patch", "delete")
+
+
+def _text(value: str) -> str:
+    """Escape, then render `code` spans and blank-line paragraphs."""
+    paragraphs = []
+    for chunk in value.split("\n\n"):
+        escaped = html.escape(chunk.strip())
+        paragraphs.append(re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped))
+    return "".join(f"<p>{p}</p>" for p in paragraphs if p)
+
+
+def _inline(value: str) -> str:
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(value))
+
+
+def _pre(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False)
+    return f"<pre>{html.escape(text)}</pre>"
+
+
+def _resolve(spec: Spec, node: Any) -> Any:
+    while isinstance(node, dict) and "$ref" in node:
+        target: Any = spec
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
+def _schema_summary(spec: Spec, schema: dict[str, Any]) -> str:
+    """A one-line human description of a schema, e.g. ``integer, 1..100, default 25``."""
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        target = _resolve(spec, schema)
+        if target.get("type") == "object":
+            return f'<a href="#schema-{html.escape(name)}">{html.escape(name)}</a>'
+        return _schema_summary(spec, target)
+    if "anyOf" in schema:
+        options = [s for s in schema["anyOf"] if s.get("type") != "null"]
+        text = " or ".join(_schema_summary(spec, s) for s in options)
+        return text + (" or null" if len(options) < len(schema["anyOf"]) else "")
+    if "const" in schema:
+        return f"<code>{html.escape(json.dumps(schema['const']))}</code>"
+    if "enum" in schema:
+        text = " | ".join(f"<code>{html.escape(str(v))}</code>" for v in schema["enum"])
+    else:
+        text = html.escape(str(schema.get("type", "any")))
+    if schema.get("type") == "array" and "items" in schema:
+        text = f"array of {_schema_summary(spec, schema['items'])}"
+    if "format" in schema:
+        text += f" ({html.escape(schema['format'])})"
+    bounds = [
+        ("minimum", "maximum", ""),
+        ("minLength", "maxLength", " chars"),
+        ("minItems", "maxItems", " items"),
+    ]
+    for low_key, high_key, unit in bounds:
+        low, high = schema.get(low_key), schema.get(high_key)
+        if low is not None and high is not None:
+            text += f", {low}..{high}{unit}"
+        elif high is not None:
+            text += f", at most {high}{unit}"
+        elif low is not None:
+            text += f", at least {low}{unit}"
+    if "default" in schema:
+        text += f", default <code>{html.escape(str(schema['default']))}</code>"
+    return text
+
+
+def _fields_table(spec: Spec, schema: dict[str, Any]) -> str:
+    schema = _resolve(spec, schema)
+    props = schema.get("properties")
+    if not props:
+        return ""
+    required = set(schema.get("required", []))
+    rows = "".join(
+        f"<tr><td><code>{html.escape(name)}</code></td>"
+        f"<td>{_schema_summary(spec, prop)}</td>"
+        f"<td>{'required' if name in required else 'optional'}</td>"
+        f"<td>{_inline(_resolve(spec, prop).get('description', ''))}</td></tr>"
+        for name, prop in props.items()
+    )
+    extra = (
+        "<p class=muted>No other fields are accepted.</p>"
+        if schema.get("additionalProperties") is False
+        else ""
+    )
+    return (
+        f"<table><tr><th>field</th><th>type</th><th></th><th>notes</th></tr>{rows}</table>{extra}"
+    )
+
+
+def _security_text(spec: Spec, op: dict[str, Any]) -> str:
+    security = op.get("security", spec.get("security"))
+    if not security:
+        return "<p class=muted>Public: no credential needed.</p>"
+    names = [name for req in security for name in req]
+    links = " or ".join(f'<a href="#auth-{html.escape(n)}">{html.escape(n)}</a>' for n in names)
+    if {} in security:
+        return f"<p class=muted>Credential: optional ({links}); see the auth mode note.</p>"
+    return f"<p class=muted>Credential: required ({links}).</p>"
+
+
+def _operation_html(spec: Spec, path: str, method: str, op: dict[str, Any]) -> str:
+    parts = [
+        f'<article id="op-{html.escape(op["operationId"])}">',
+        f'<h3><span class="m {method}">{method.upper()}</span> <code>{html.escape(path)}</code>'
+        f"</h3><p><strong>{html.escape(op['summary'])}</strong></p>",
+        _text(op.get("description", "")),
+        _security_text(spec, op),
+    ]
+    params = [_resolve(spec, p) for p in op.get("parameters", [])]
+    if params:
+        rows = "".join(
+            f"<tr><td><code>{html.escape(p['name'])}</code></td><td>{html.escape(p['in'])}</td>"
+            f"<td>{_schema_summary(spec, p['schema'])}</td>"
+            f"<td>{'required' if p.get('required') else 'optional'}</td>"
+            f"<td>{_inline(p.get('description', ''))}</td></tr>"
+            for p in params
+        )
+        parts.append(
+            "<h4>Parameters</h4><table><tr><th>name</th><th>in</th><th>type</th><th></th>"
+            f"<th>notes</th></tr>{rows}</table>"
+        )
+    if body := op.get("requestBody"):
+        for media, content in body["content"].items():
+            parts.append(f"<h4>Request body <code>{html.escape(media)}</code></h4>")
+            parts.append(_text(body.get("description", "")))
+            parts.append(_fields_table(spec, content["schema"]))
+            if "example" in content:
+                parts.append(_pre(content["example"]))
+    parts.append("<h4>Responses</h4>")
+    for status, response in op["responses"].items():
+        response = _resolve(spec, response)
+        parts.append(
+            f"<p><span class=s>{html.escape(status)}</span> {_inline(response['description'])}</p>"
+        )
+        headers = response.get("headers", {})
+        if headers:
+            items = "".join(
+                f"<li><code>{html.escape(name)}</code>: {_inline(h.get('description', ''))}</li>"
+                for name, h in headers.items()
+            )
+            parts.append(f"<ul>{items}</ul>")
+        for media, content in response.get("content", {}).items():
+            schema_html = _schema_summary(spec, content["schema"])
+            parts.append(
+                f"<p class=muted><code>{html.escape(media)}</code> &middot; {schema_html}</p>"
+            )
+            if "example" in content:
+                parts.append(_pre(content["example"]))
+    parts.append("</article>")
+    return "".join(parts)
+
+
+def _walkthrough(spec: Spec) -> str:
+    """The original README's curl walkthrough, generated from the legacy examples."""
+    base = "http://127.0.0.1:8000"
+    steps = []
+    for path, item in spec["paths"].items():
+        for method in _METHODS:
+            op = item.get(method)
+            if not op or "legacy" not in op.get("tags", []):
+                continue
+            example_path = _example_path(path)
+            if method == "post":
+                example = op["requestBody"]["content"][JSON]["example"]
+                body = json.dumps(example, ensure_ascii=False)
+                command = (
+                    f"curl -s -X POST {base}{example_path} \\\n"
+                    f"  -H 'Content-Type: application/json' \\\n  -d {shlex.quote(body)}"
+                )
+            else:
+                command = f"curl -s {base}{example_path}"
+            ok = next(r for s, r in op["responses"].items() if s.startswith("2"))
+            answer = ok.get("content", {}).get(JSON, {}).get("example")
+            steps.append(
+                f"<p>{html.escape(op['summary'])}:</p>{_pre(command)}"
+                + (f"<p class=muted>answers</p>{_pre(answer)}" if answer is not None else "")
+            )
+    return "".join(steps)
+
+
+def render_docs_html(spec: Spec) -> str:
+    """A self-contained page (inline CSS only, no scripts) generated from ``spec``."""
+    info = spec["info"]
+    title = html.escape(info["title"])
+    tags = spec.get("tags", [])
+    operations: dict[str, list[tuple[str, str, dict[str, Any]]]] = {t["name"]: [] for t in tags}
+    for path, item in spec["paths"].items():
+        for method in _METHODS:
+            if op := item.get(method):
+                operations.setdefault(op["tags"][0], []).append((path, method, op))
+    problems = spec.get("x-problem-types", [])
+    schemes = spec.get("components", {}).get("securitySchemes", {})
+    schemas = spec.get("components", {}).get("schemas", {})
+
+    toc = ['<li><a href="#authentication">Authentication</a></li>']
+    toc.append('<li><a href="#walkthrough">Quick start (legacy curl walkthrough)</a></li>')
+    for tag, ops in operations.items():
+        toc.append(f'<li><a href="#tag-{html.escape(tag)}">{html.escape(tag)}</a><ul>')
+        toc.extend(
+            f'<li><a href="#op-{html.escape(op["operationId"])}">{method.upper()} '
+            f"{html.escape(path)}</a></li>"
+            for path, method, op in ops
+        )
+        toc.append("</ul></li>")
+    toc.append('<li><a href="#schemas">Schemas</a></li>')
+    toc.append('<li><a href="#problems">Problems</a></li>')
+
+    out = [
+        "<!doctype html><html lang=en><head><meta charset=utf-8>",
+        '<meta name=viewport content="width=device-width,initial-scale=1">',
+        f"<title>{title} API</title><style>{_CSS}</style></head><body>",
+        f"<header><h1>{title} <small>API {html.escape(info['version'])}</small></h1>",
+        _text(info.get("description", "")),
+        '<p>Machine-readable: <a href="/openapi.json">/openapi.json</a> (OpenAPI '
+        f"{html.escape(spec['openapi'])}).</p></header>",
+        f"<nav><h2>Contents</h2><ul>{''.join(toc)}</ul></nav><main>",
+        '<section id="authentication"><h2>Authentication</h2>',
+        "<p>Send credentials as <code>Authorization: Bearer &lt;credential&gt;</code>.</p>",
+    ]
+    for name, scheme in schemes.items():
+        fmt = f" ({html.escape(scheme['bearerFormat'])})" if "bearerFormat" in scheme else ""
+        out.append(
+            f'<h3 id="auth-{html.escape(name)}"><code>{html.escape(name)}</code>: '
+            f"{html.escape(scheme['type'])} {html.escape(scheme.get('scheme', ''))}{fmt}</h3>"
+            f"{_text(scheme.get('description', ''))}"
+        )
+    out.append("</section>")
+    out.append(
+        '<section id="walkthrough"><h2>Quick start (legacy curl walkthrough)</h2>'
+        "<p>The original API, as existing clients use it, against a local "
+        "<code>make run</code>:</p>"
+        f"{_walkthrough(spec)}</section>"
+    )
+    for tag in tags:
+        name = tag["name"]
+        out.append(
+            f'<section id="tag-{html.escape(name)}"><h2>{html.escape(name)}</h2>'
+            f"{_text(tag.get('description', ''))}"
+        )
+        out.extend(_operation_html(spec, *entry) for entry in operations.get(name, []))
+        out.append("</section>")
+    out.append('<section id="schemas"><h2>Schemas</h2>')
+    for name, schema in schemas.items():
+        out.append(
+            f'<h3 id="schema-{html.escape(name)}">{html.escape(name)}</h3>'
+            f"{_text(schema.get('description', ''))}"
+            f"{_fields_table(spec, schema) or _pre(schema)}"
+        )
+    out.append("</section>")
+    out.append(
+        '<section id="problems"><h2>Problems</h2><p>Every v1 and ops error is '
+        "<code>application/problem+json</code> (RFC 9457) whose <code>type</code> is a "
+        "link to one of these entries; validation errors add <code>errors</code>, a list "
+        "of <code>{field, message}</code>. Under <code>/api/comment/</code> the same "
+        'errors use the legacy <code>{"status", "message"}</code> shape.</p>'
+    )
+    for problem in problems:
+        slug = html.escape(problem["slug"])
+        out.append(
+            f'<article id="problem-{slug}"><h3>{html.escape(problem["title"])} '
+            f"<small class=muted>{problem['status']} &middot; "
+            f"<code>{DOCS_PROBLEM_PREFIX}{slug}</code></small></h3>"
+            f"{_text(problem['description'])}</article>"
+        )
+    out.append("</section></main></body></html>")
+    return "".join(out)

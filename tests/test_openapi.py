@@ -1,0 +1,475 @@
+"""The OpenAPI document and /docs: valid, complete, and true to what the app answers."""
+
+from __future__ import annotations
+
+import ast
+import html
+import importlib
+import json
+import pkgutil
+import re
+from dataclasses import replace
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+import pytest
+import werkzeug.exceptions
+from jsonschema import Draft202012Validator
+from openapi_spec_validator import validate as validate_openapi
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+import comments_api
+from comments_api.app import create_app
+from comments_api.domain import DomainError
+from comments_api.openapi import build_spec, render_docs_html
+from comments_api.settings import Settings
+
+SRC = Path(comments_api.__file__).parent
+METHODS = ("get", "put", "post", "delete", "patch")
+PROBLEM = "application/problem+json"
+SPEC_URI = "urn:comments-api:openapi"
+# Modules with import-time side effects (an app built from the environment, gunicorn
+# config, Alembic env) that define no error types.
+SKIP_MODULES = {"comments_api.wsgi", "comments_api.gunicorn_conf"}
+
+
+# --- helpers ------------------------------------------------------------------------
+
+
+def resolve(spec: dict[str, Any], node: Any) -> Any:
+    while isinstance(node, dict) and "$ref" in node:
+        target: Any = spec
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
+def check(spec: dict[str, Any], schema: dict[str, Any], instance: Any) -> None:
+    """Validate ``instance`` against a schema of the document (refs resolve into it)."""
+    registry = Registry().with_resource(SPEC_URI, Resource(spec, DRAFT202012))
+    rooted = json.loads(json.dumps(schema).replace('"#/', f'"{SPEC_URI}#/'))
+    validator = Draft202012Validator(
+        rooted, registry=registry, format_checker=Draft202012Validator.FORMAT_CHECKER
+    )
+    validator.validate(instance)
+
+
+def documented(spec, path: str, method: str, response) -> dict[str, Any]:
+    """Check a real response against what the document promises for it."""
+    op = spec["paths"][path][method]
+    status = str(response.status_code)
+    assert status in op["responses"] or "default" in op["responses"], (
+        f"{method.upper()} {path} answered {status}, which is not documented"
+    )
+    doc = resolve(spec, op["responses"].get(status, op["responses"].get("default")))
+    content = doc.get("content", {})
+    if not content:
+        assert response.data == b"", f"{status} is documented without a body"
+        return doc
+    assert response.mimetype in content, (response.mimetype, list(content))
+    schema = content[response.mimetype]["schema"]
+    if response.mimetype.endswith("json"):
+        check(spec, schema, response.json)
+    for name in doc.get("headers", {}):
+        if name in ("Location", "Allow", "Retry-After", "WWW-Authenticate"):
+            assert name in response.headers, f"{status} documents {name} but lacks it"
+    return doc
+
+
+def flask_path(rule: str) -> str:
+    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
+
+
+def problem_anchors(page: str) -> set[str]:
+    return set(re.findall(r'id="problem-([a-z0-9-]+)"', page))
+
+
+def code_problem_slugs() -> set[str]:
+    """Every problem ``type`` slug the code can emit, found in the code itself."""
+
+    def slug(text: str) -> str:
+        return text.lower().replace(" ", "-").replace("'", "")
+
+    for info in pkgutil.walk_packages([str(SRC)], prefix="comments_api."):
+        if info.name not in SKIP_MODULES and ".migrations" not in info.name:
+            importlib.import_module(info.name)
+    slugs: set[str] = set()
+    pending = [DomainError]
+    while pending:
+        cls = pending.pop()
+        slugs.add(cls.code)
+        pending.extend(cls.__subclasses__())
+    http_errors = {
+        name: cls.code
+        for name, cls in vars(werkzeug.exceptions).items()
+        if isinstance(cls, type) and issubclass(cls, werkzeug.exceptions.HTTPException) and cls.code
+    }
+    for file in SRC.rglob("*.py"):
+        if "migrations" in file.parts:
+            continue
+        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "id", getattr(node.func, "attr", ""))
+            kwargs = {k.arg: k.value for k in node.keywords if k.arg}
+            if isinstance(kwargs.get("problem_type"), ast.Constant):
+                slugs.add(kwargs["problem_type"].value)
+            elif isinstance(kwargs.get("title"), ast.Constant) and name == "error_response":
+                slugs.add(slug(kwargs["title"].value))
+            if name in ("error_response", "abort") and node.args:
+                first = node.args[0]
+                if isinstance(first, ast.Constant) and isinstance(first.value, int):
+                    slugs.add(slug(HTTPStatus(first.value).phrase))
+            if name in http_errors:
+                slugs.add(slug(HTTPStatus(http_errors[name]).phrase))
+    slugs.discard("")
+    return slugs
+
+
+@pytest.fixture(params=[{}, {"metrics_enabled": False, "auth_mode": "required"}], ids=str)
+def bare_app(request, sqlite_url):
+    """An app for what needs no data (routes, static documents), in two configurations."""
+    settings = Settings(database_url=sqlite_url, ratelimit_enabled=False)
+    return create_app(replace(settings, **request.param))
+
+
+# --- the document itself ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"auth_mode": "required"}, {"moderation_mode": "pre"}, {"max_comment_length": 280}],
+)
+def test_document_is_valid_openapi_31(overrides):
+    spec = build_spec(replace(Settings(), **overrides))
+    assert spec["openapi"].startswith("3.1")
+    validate_openapi(spec)
+    assert spec["servers"] == [{"url": "/"}]
+    assert {t["name"] for t in spec["tags"]} == {"legacy", "v1", "ops"}
+
+
+def test_every_flask_route_is_documented_with_its_methods(bare_app):
+    spec = bare_app.test_client().get("/openapi.json").json
+    served = set()
+    for rule in bare_app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            served.add((flask_path(rule.rule), method.lower()))
+    documented_ops = {
+        (path, method)
+        for path, item in spec["paths"].items()
+        for method in METHODS
+        if method in item
+    }
+    assert served - documented_ops == set(), "routes missing from openapi.py"
+    assert documented_ops - served == set(), "documented operations the app does not serve"
+
+
+def test_operations_are_complete(bare_app):
+    spec = bare_app.test_client().get("/openapi.json").json
+    ids = []
+    for path, item in spec["paths"].items():
+        path_params = set(re.findall(r"{([^}]+)}", path))
+        for method in METHODS:
+            if method not in item:
+                continue
+            op = item[method]
+            ids.append(op["operationId"])
+            assert op["summary"], (path, method)
+            assert op["tags"], (path, method)
+            params = [resolve(spec, p) for p in op.get("parameters", [])]
+            assert {p["name"] for p in params if p["in"] == "path"} == path_params, (path, method)
+            assert any(s.startswith("2") for s in op["responses"]), (path, method)
+            assert "default" in op["responses"], (path, method)
+            error_media = PROBLEM if not path.startswith("/api/comment/") else "application/json"
+            for status, response in op["responses"].items():
+                if status == "default" or int(status) >= 400:
+                    response = resolve(spec, response)
+                    if path in ("/readyz", "/healthcheck") and status == "503":
+                        continue  # readiness answers its own body, for probes
+                    assert error_media in response["content"], (path, method, status)
+    assert len(ids) == len(set(ids)), "operationId must be unique"
+
+
+def test_every_example_matches_its_schema():
+    spec = build_spec(Settings())
+    seen = 0
+    for item in spec["paths"].values():
+        for method in METHODS:
+            op = item.get(method)
+            if not op:
+                continue
+            media_objects = list(op.get("requestBody", {}).get("content", {}).values())
+            for response in op["responses"].values():
+                media_objects.extend(resolve(spec, response).get("content", {}).values())
+            for media in media_objects:
+                if "example" in media:
+                    check(spec, media["schema"], media["example"])
+                    seen += 1
+            for param in op.get("parameters", []):
+                param = resolve(spec, param)
+                if "example" in param:
+                    check(spec, param["schema"], param["example"])
+    assert seen > 20
+
+
+def test_limits_and_settings_are_in_the_document():
+    settings = Settings(max_comment_length=280, auth_mode="required")
+    spec = build_spec(settings)
+    schemas = spec["components"]["schemas"]
+    assert schemas["NewComment"]["properties"]["body"]["maxLength"] == 280
+    assert schemas["LegacyNewComment"]["properties"]["comment"]["maxLength"] == 280
+    assert schemas["NewComment"]["additionalProperties"] is False
+    assert schemas["LegacyNewComment"]["required"] == ["email", "comment", "content_id"]
+    params = spec["components"]["parameters"]
+    assert params["Limit"]["schema"] == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 100,
+        "default": 25,
+    }
+    assert params["Order"]["schema"]["enum"] == ["oldest", "newest"]
+    assert params["CountContentIds"]["schema"]["maxItems"] == 100
+    assert params["CountContentIds"]["explode"] is True
+    comment = schemas["Comment"]
+    assert "email" not in comment["properties"]
+    assert comment["additionalProperties"] is False
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["bearerApiKey"] == {
+        **schemes["bearerApiKey"],
+        "type": "http",
+        "scheme": "bearer",
+    }
+    assert schemes["bearerJwt"]["bearerFormat"] == "JWT"
+
+
+def test_writes_allow_anonymous_only_in_open_mode():
+    for mode, anonymous in (("open", True), ("required", False)):
+        spec = build_spec(Settings(auth_mode=mode))
+        for path, item in spec["paths"].items():
+            for method in METHODS:
+                op = item.get(method)
+                if not op:
+                    continue
+                security = op.get("security")
+                if method == "get":
+                    assert not security or {} in security, f"read {path} must stay public"
+                    continue
+                assert security, f"{method.upper()} {path} declares no security"
+                names = {name for requirement in security for name in requirement}
+                assert names <= {"bearerApiKey", "bearerJwt"}
+                if ({} in security) != anonymous:
+                    # Moderation/admin need a credential in either mode.
+                    assert not anonymous, f"{method.upper()} {path} under {mode}"
+
+
+# --- served documents ---------------------------------------------------------------
+
+
+def test_openapi_json_is_served_as_json_from_the_app_settings(make_app):
+    client = make_app(max_comment_length=123).test_client()
+    response = client.get("/openapi.json")
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+    spec = response.json
+    validate_openapi(spec)
+    assert spec["components"]["schemas"]["NewComment"]["properties"]["body"]["maxLength"] == 123
+    # ... and the limit it documents is the one enforced.
+    path = "/api/v1/contents/1/comments"
+    assert client.post(path, json={"body": "x" * 123}).status_code == 201
+    too_long = client.post(path, json={"body": "x" * 124})
+    documented(spec, "/api/v1/contents/{content_id}/comments", "post", too_long)
+    assert too_long.status_code == 400
+
+
+def test_docs_page_is_self_contained_html_listing_everything(bare_app):
+    client = bare_app.test_client()
+    response = client.get("/docs")
+    assert response.status_code == 200
+    assert response.mimetype == "text/html"
+    csp = response.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in csp
+    assert "script-src" not in csp
+    page = response.get_data(as_text=True)
+    assert page.startswith("<!doctype html>")
+    assert "<script" not in page.lower()
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page), "external resource"
+    spec = client.get("/openapi.json").json
+    for path, item in spec["paths"].items():
+        for method in METHODS:
+            if op := item.get(method):
+                assert f'id="op-{op["operationId"]}"' in page
+                assert f"<code>{path}</code>" in page
+                assert html.escape(op["summary"]) in page
+    for param in spec["components"]["parameters"].values():
+        assert f"<code>{param['name']}</code>" in page
+    documented_slugs = {p["slug"] for p in spec["x-problem-types"]}
+    assert problem_anchors(page) == documented_slugs
+    # The legacy walkthrough is there as runnable curl commands.
+    assert "curl -s -X POST http://127.0.0.1:8000/api/comment/new" in page
+    assert "curl -s http://127.0.0.1:8000/api/comment/list/1" in page
+
+
+def test_docs_page_escapes_what_it_renders():
+    spec = build_spec(Settings())
+    spec["info"]["description"] = "<img src=x onerror=alert(1)> & `<b>`"
+    spec["paths"]["/healthz"]["get"]["summary"] = "<script>alert(1)</script>"
+    page = render_docs_html(spec)
+    assert "<img" not in page
+    assert "<script" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<code>&lt;b&gt;</code>" in page
+
+
+def test_every_problem_type_in_the_code_has_an_anchor(bare_app):
+    page = bare_app.test_client().get("/docs").get_data(as_text=True)
+    anchors = problem_anchors(page)
+    slugs = code_problem_slugs()
+    # The scan must find what we know is there, or it is finding nothing.
+    assert {"validation-error", "not-found", "unsupported-media-type"} <= slugs
+    assert slugs - anchors == set(), "add these to _problem_types() in openapi.py"
+    spec = build_spec(Settings())
+    for item in spec["paths"].values():
+        for method in METHODS:
+            for response in item.get(method, {}).get("responses", {}).values():
+                for media in resolve(spec, response).get("content", {}).values():
+                    example = media.get("example")
+                    if isinstance(example, dict) and "type" in example:
+                        assert example["type"].removeprefix("/docs#problem-") in anchors
+
+
+# --- real responses match the document ------------------------------------------------
+
+
+def test_legacy_responses_match_the_document(client):
+    spec = client.get("/openapi.json").json
+    new, listing = "/api/comment/new", "/api/comment/list/{content_id}"
+    body = {"email": "alice@example.com", "comment": "first post! ção 🎉", "content_id": 7}
+    documented(spec, new, "post", client.post("/api/comment/new", json=body))
+    ok = client.get("/api/comment/list/7")
+    assert ok.status_code == 200
+    documented(spec, listing, "get", ok)
+    missing = client.get("/api/comment/list/8")
+    assert missing.status_code == 404
+    documented(spec, listing, "get", missing)
+    bad = client.post("/api/comment/new", json={**body, "extra": 1})
+    assert bad.status_code == 400
+    documented(spec, new, "post", bad)
+    wrong_type = client.post("/api/comment/new", data="{}", content_type="text/plain")
+    assert wrong_type.status_code == 415
+    documented(spec, new, "post", wrong_type)
+    wrong_method = client.get("/api/comment/new")
+    assert wrong_method.status_code == 405
+    documented(spec, new, "post", wrong_method)  # the `default` response
+
+
+def test_v1_responses_match_the_document(client):
+    spec = client.get("/openapi.json").json
+    thread, one = "/api/v1/contents/{content_id}/comments", "/api/v1/comments/{comment_id}"
+    created = client.post(
+        "/api/v1/contents/a1/comments",
+        json={"body": "Nice piece", "email": "alice@example.com", "author_name": "Alice"},
+    )
+    assert created.status_code == 201
+    documented(spec, thread, "post", created)
+    parent = created.json
+    reply = client.post(
+        "/api/v1/contents/a1/comments", json={"body": "+1", "parent_id": parent["id"]}
+    )
+    documented(spec, thread, "post", reply)
+    first = client.get("/api/v1/contents/a1/comments", query_string={"limit": 1})
+    documented(spec, thread, "get", first)
+    assert first.json["next_cursor"]
+    second = client.get(
+        "/api/v1/contents/a1/comments",
+        query_string={"limit": 1, "cursor": first.json["next_cursor"]},
+    )
+    documented(spec, thread, "get", second)
+    documented(spec, one, "get", client.get(created.headers["Location"]))
+    deleted = client.delete(created.headers["Location"])
+    if deleted.status_code == 204:  # authorization rules may require a credential
+        documented(spec, one, "delete", deleted)
+        tombstone = client.get(created.headers["Location"])
+        documented(spec, one, "get", tombstone)
+        assert tombstone.json["status"] == "deleted"
+    else:
+        documented(spec, one, "delete", deleted)
+    counts = client.get("/api/v1/counts", query_string=[("content_id", "a1"), ("content_id", "zz")])
+    documented(spec, "/api/v1/counts", "get", counts)
+    assert set(counts.json["counts"]) == {"a1", "zz"}
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "kwargs", "path", "status"),
+    [
+        ("post", "/api/v1/contents/1/comments", {"json": {"body": " "}}, "thread", 400),
+        ("post", "/api/v1/contents/1/comments", {"json": {"body": "x", "x": 1}}, "thread", 400),
+        (
+            "post",
+            "/api/v1/contents/1/comments",
+            {"data": "{nope", "content_type": "application/json"},
+            "thread",
+            400,
+        ),
+        (
+            "post",
+            "/api/v1/contents/1/comments",
+            {"data": "body=x", "content_type": "application/x-www-form-urlencoded"},
+            "thread",
+            415,
+        ),
+        (
+            "post",
+            "/api/v1/contents/1/comments",
+            {"data": '{"body": "' + "x" * 70_000 + '"}', "content_type": "application/json"},
+            "thread",
+            413,
+        ),
+        ("get", "/api/v1/contents/1/comments?limit=0", {}, "thread", 400),
+        ("get", "/api/v1/contents/1/comments?cursor=%%%", {}, "thread", 400),
+        ("get", "/api/v1/contents/1/comments?order=sideways", {}, "thread", 400),
+        ("get", "/api/v1/comments/999999", {}, "one", 404),
+        ("get", "/api/v1/comments/abc", {}, "one", 404),
+        ("get", "/api/v1/counts", {}, "counts", 400),
+        (
+            "get",
+            "/api/v1/counts?" + "&".join(f"content_id={i}" for i in range(101)),
+            {},
+            "counts",
+            400,
+        ),
+        ("put", "/api/v1/counts", {}, "counts", 405),
+    ],
+)
+def test_v1_errors_match_the_document(client, method, url, kwargs, path, status):
+    spec = client.get("/openapi.json").json
+    template = {
+        "thread": "/api/v1/contents/{content_id}/comments",
+        "one": "/api/v1/comments/{comment_id}",
+        "counts": "/api/v1/counts",
+    }[path]
+    response = getattr(client, method)(url, **kwargs)
+    assert response.status_code == status, response.data
+    doc_method = method if method in spec["paths"][template] else "get"
+    documented(spec, template, doc_method, response)
+    problem = response.json
+    anchors = problem_anchors(client.get("/docs").get_data(as_text=True))
+    assert problem["type"].removeprefix("/docs#problem-") in anchors
+    if status == 400 and problem["type"].endswith("validation-error"):
+        assert problem["errors"]
+
+
+def test_unknown_route_and_ops_match_the_document(client):
+    spec = client.get("/openapi.json").json
+    unknown = client.get("/api/v1/nothing-here")
+    assert unknown.status_code == 404
+    assert unknown.mimetype == PROBLEM
+    check(spec, {"$ref": "#/components/schemas/Problem"}, unknown.json)
+    for path in ("/healthz", "/readyz", "/healthcheck"):
+        response = client.get(path)
+        assert response.status_code == 200
+        documented(spec, path, "get", response)
