@@ -8,6 +8,7 @@ import os
 from flask import Flask, Response
 from sqlalchemy.exc import OperationalError
 
+from . import observability
 from .domain import Limits
 from .settings import Settings
 from .storage import Repository, head_revision, make_engine
@@ -39,6 +40,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         expected_revision=head_revision(),
         drain_file=os.environ.get(DRAIN_FILE_ENV),
     )
+    # Before the other hooks: every request gets an id, a log line and (if enabled) metrics.
+    observability.init_app(app)
 
     errors.register(app)
     app.register_error_handler(OperationalError, _database_unavailable)

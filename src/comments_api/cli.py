@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-
 import click
 
 from . import __version__
+from .observability import configure_logging
 from .settings import Settings, SettingsError
 
 
@@ -35,7 +34,7 @@ def main() -> None:
 )
 def serve() -> None:
     settings = _settings()
-    logging.basicConfig(level=settings.log_level.upper())
+    configure_logging(settings)
     if settings.migrate_on_start:
         _migrate(settings)
     from .server import run_gunicorn
@@ -46,7 +45,7 @@ def serve() -> None:
 @main.command(help="Upgrade the database schema in DATABASE_URL to the latest migration.")
 def migrate() -> None:
     settings = _settings()
-    logging.basicConfig(level=settings.log_level.upper())
+    configure_logging(settings)
     revision = _migrate(settings)
     click.echo(f"database is at revision {revision}")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from comments_api import observability
 from comments_api.settings import Settings
 
 _settings = Settings.from_env()
@@ -23,6 +24,9 @@ keepalive = 5
 loglevel = _settings.log_level
 accesslog = None  # one structured line per request comes from the app itself
 errorlog = "-"
+# gunicorn's own lines (boot, worker exits) in the same JSON/text format as the app.
+logconfig_dict = observability.logging_config(_settings)
+logger_class = observability.GunicornLogger
 # The old app shipped debug=True; gunicorn never reloads or exposes a debugger here.
 reload = False
 # The control socket (gunicorn 24+) writes under $HOME, which is read-only in containers.
@@ -40,3 +44,9 @@ def post_fork(server: Any, worker: Any) -> None:
 
     app = server.app.wsgi()
     app.extensions[EXTENSION_KEY].repo.engine.dispose(close=False)
+    observability.worker_started(app, _settings.threads)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    # Drop the dead worker's live gauges (in-flight, pool); its counters stay summed.
+    observability.mark_worker_dead(worker.pid)

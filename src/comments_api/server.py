@@ -73,6 +73,12 @@ def run_gunicorn(settings: Settings) -> None:
     runtime_dir = tempfile.mkdtemp(prefix="comments-api-")
     drain_file = os.path.join(runtime_dir, "draining")
     os.environ[DRAIN_FILE_ENV] = drain_file
+    if settings.metrics_enabled:
+        # Before the app (and prometheus_client) is loaded in the master: workers then
+        # share one metrics directory, emptied of any previous run's files.
+        from .observability import prepare_multiproc_dir
+
+        prepare_multiproc_dir(settings.prometheus_multiproc_dir, runtime_dir)
     try:
         CommentsGunicorn(settings, drain_file).run()
     finally:
