@@ -12,11 +12,13 @@ Usage: python bench/run.py [--rounds 3] [--duration 6] [--env KEY=VALUE ...]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -141,6 +143,34 @@ def bin_path(name: str) -> str:
     return found
 
 
+# --- CPU accounting ----------------------------------------------------------------
+# Throughput on a shared 2-core machine swings with whatever else runs; CPU time spent per
+# request by each server (master + workers) is a steadier measure of its own cost.
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            kids += [int(x) for x in task.read_text().split()]
+    return kids
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """user+system CPU of ``pid`` and all its live descendants."""
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+        todo += _children(current)
+    return total
+
+
 # --- wrk -------------------------------------------------------------------------
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
 
@@ -175,8 +205,9 @@ def parse_wrk(output: str) -> dict[str, Any]:
 
 
 def run_wrk(
-    args: argparse.Namespace, port: int, scenario: str, duration: float, content: str
+    args: argparse.Namespace, server: Server, scenario: str, duration: float, content: str
 ) -> dict[str, Any]:
+    port = server.port
     cmd = [
         args.wrk,
         f"-t{args.threads}",
@@ -192,8 +223,19 @@ def run_wrk(
         cmd += ["-s", str(ROOT / "bench" / "post.lua"), f"http://{HOST}:{port}/api/comment/new"]
         cmd += ["--", content]
     # wrk stops itself after -d; the timeout only guards against a wedged run.
+    cpu_before = tree_cpu_seconds(server.proc.pid)
+    wrk_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=True)
+    wrk_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = tree_cpu_seconds(server.proc.pid) - cpu_before
     result = parse_wrk(done.stdout)
+    served = max(result["requests"], 1)
+    result["server_cpu_ms_per_req"] = 1000 * cpu / served
+    result["wrk_cpu_ms_per_req"] = (
+        1000
+        * (wrk_after.ru_utime + wrk_after.ru_stime - wrk_before.ru_utime - wrk_before.ru_stime)
+        / served
+    )
     result["content_id"] = content if scenario == "create" else LIST_CONTENT
     return result
 
@@ -288,6 +330,9 @@ def median_of(runs: list[dict[str, Any]], key: str) -> float:
     return float(statistics.median(r[key] for r in runs))
 
 
+_KEYS = ("rps", "p50_ms", "p99_ms", "server_cpu_ms_per_req", "wrk_cpu_ms_per_req")
+
+
 def summarize(results: dict[tuple[str, str], list[dict[str, Any]]]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     for scenario in ("list", "create"):
@@ -297,8 +342,8 @@ def summarize(results: dict[tuple[str, str], list[dict[str, Any]]]) -> dict[str,
         ratio = o_rps / b_rps if b_rps else 0.0
         o_p99 = median_of(ours, "p99_ms")
         summary[scenario] = {
-            "baseline": {k: median_of(base, k) for k in ("rps", "p50_ms", "p99_ms")},
-            "ours": {k: median_of(ours, k) for k in ("rps", "p50_ms", "p99_ms")},
+            "baseline": {k: median_of(base, k) for k in _KEYS},
+            "ours": {k: median_of(ours, k) for k in _KEYS},
             "ratio": ratio,
             "ratio_target": TARGETS[scenario],
             "ratio_pass": ratio >= TARGETS[scenario],
@@ -342,6 +387,16 @@ def print_table(summary: dict[str, Any], meta: dict[str, Any]) -> None:
         for sc in ("list", "create")
     )
     print(f"Per-round ratios: {rounds}.")
+    cpu = ", ".join(
+        f"{sc} {summary[sc]['baseline']['server_cpu_ms_per_req']:.3f} vs "
+        f"{summary[sc]['ours']['server_cpu_ms_per_req']:.3f}"
+        for sc in ("list", "create")
+    )
+    print(
+        f"Server CPU per request, baseline vs ours (ms; steadier than req/s on a busy "
+        f"machine): {cpu}. wrk itself: "
+        f"{summary['list']['ours']['wrk_cpu_ms_per_req']:.3f} ms/req."
+    )
     print(
         f"Baseline: {meta['baseline_app']} under gunicorn -w 1 (in-memory dict). Ours: "
         f"`comments-api serve` defaults on a fresh SQLite file (persisted, WAL)."
@@ -412,16 +467,17 @@ def main(argv: list[str] | None = None) -> int:
         order = [("baseline", "list"), ("ours", "list"), ("baseline", "create"), ("ours", "create")]
         if args.warmup > 0:
             for name, scenario in order:
-                run_wrk(args, servers[name].port, scenario, args.warmup, "warmup")
+                run_wrk(args, servers[name], scenario, args.warmup, "warmup")
         results: dict[tuple[str, str], list[dict[str, Any]]] = {key: [] for key in order}
         for rnd in range(1, args.rounds + 1):
             for name, scenario in order:
-                run = run_wrk(args, servers[name].port, scenario, args.duration, f"bench-r{rnd}")
+                run = run_wrk(args, servers[name], scenario, args.duration, f"bench-r{rnd}")
                 run["round"] = rnd
                 results[(name, scenario)].append(run)
                 print(
                     f"round {rnd} {name:<8} {scenario:<6} {run['rps']:>9,.0f} req/s  "
-                    f"p50 {run['p50_ms']:.2f} ms  p99 {run['p99_ms']:.2f} ms"
+                    f"p50 {run['p50_ms']:.2f} ms  p99 {run['p99_ms']:.2f} ms  "
+                    f"server CPU {run['server_cpu_ms_per_req']:.3f} ms/req"
                     + (f"  non-2xx {run['non_2xx']}" if run["non_2xx"] else ""),
                     flush=True,
                 )
