@@ -1,0 +1,236 @@
+"""/metrics under a real multi-worker gunicorn: totals add up, labels hold no user data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from comments_api import __version__
+from comments_api.app import create_app
+from comments_api.observability import METHODS, OTHER, UNMATCHED_ROUTE
+from comments_api.settings import Settings
+
+from .support import ServiceProcess, wait_until
+
+LIST_ROUTE = "/api/v1/contents/<content_id>/comments"
+
+
+def _service(tmp_path: Path, workers: int = 3, **env: str) -> ServiceProcess:
+    return ServiceProcess(
+        {
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'comments.db'}",
+            "LOG_LEVEL": "info",
+            "RATELIMIT_ENABLED": "false",
+            **env,
+        },
+        tmp_path,
+        workers=workers,
+    )
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[ServiceProcess]:
+    with _service(tmp_path, DB_POOL_SIZE="4", GIT_REVISION="abc1234") as svc:
+        yield svc
+
+
+def scrape(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of /metrics as {(name, sorted labels): value}."""
+    response = requests.get(f"{base}/metrics", timeout=10)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def worker_pids(master: int) -> set[int]:
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    return {int(pid) for pid in children}
+
+
+def access_lines(svc: ServiceProcess) -> list[dict]:
+    lines = []
+    for line in svc.log().splitlines():
+        record = json.loads(line)
+        if record.get("logger") == "comments_api.access":
+            lines.append(record)
+    return lines
+
+
+def test_totals_add_up_exactly_across_workers(service: ServiceProcess) -> None:
+    reads, writes = 150, 12
+    url = f"{service.base}/api/v1/contents/article-1/comments"
+
+    def read(_: int) -> int:
+        # A new connection per request: the kernel hands them to different workers.
+        return requests.get(url, timeout=10).status_code
+
+    def write(i: int) -> int:
+        return requests.post(url, json={"body": f"comment {i}"}, timeout=10).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        read_codes = list(pool.map(read, range(reads)))
+        write_codes = list(pool.map(write, range(writes)))
+    assert read_codes == [200] * reads
+    assert write_codes == [201] * writes
+
+    # The traffic really was spread: several worker pids served the list route.
+    assert wait_until(lambda: len(access_lines(service)) >= reads + writes, 10)
+    pids = {r["pid"] for r in access_lines(service) if r["route"] == LIST_ROUTE}
+    assert len(pids) >= 2, f"all requests went to one worker: {pids}"
+
+    samples = scrape(service.base)
+    total = "comments_api_http_requests_total"
+    assert value(samples, total, method="GET", route=LIST_ROUTE, status="200") == reads
+    assert value(samples, total, method="POST", route=LIST_ROUTE, status="201") == writes
+    hist = "comments_api_http_request_duration_seconds"
+    assert value(samples, f"{hist}_count", method="GET", route=LIST_ROUTE) == reads
+    assert value(samples, f"{hist}_bucket", method="GET", route=LIST_ROUTE, le="+Inf") == reads
+    created = "comments_api_comments_created_total"
+    assert value(samples, created, api="v1", status="published") == writes
+    # Only the scrape itself is in flight; live gauges cover exactly the 3 live workers.
+    assert value(samples, "comments_api_http_requests_in_flight") == 1
+    assert value(samples, "comments_api_workers") == 3
+    assert value(samples, "comments_api_db_pool_size") == 3 * 4
+    assert value(samples, "comments_api_db_pool_checked_out") == 0
+    assert value(samples, "comments_api_ready") == 1
+    assert value(samples, "comments_api_build_info", version=__version__, revision="abc1234") == 1
+    queries = value(samples, "comments_api_db_query_duration_seconds_count", operation="select")
+    assert queries >= reads
+    assert value(samples, "comments_api_db_query_duration_seconds_count", operation="insert") >= (
+        writes
+    )
+
+    # A worker dies: gunicorn replaces it. Its counts stay in the totals, its live
+    # gauges go (child_exit -> mark_process_dead), so nothing is counted twice.
+    assert service.proc is not None
+    master = service.proc.pid
+    before = worker_pids(master)
+    victim = sorted(before)[0]
+    os.kill(victim, signal.SIGKILL)
+    assert wait_until(
+        lambda: victim not in worker_pids(master) and len(worker_pids(master)) == 3, 20
+    )
+    # The new worker reports in once it has booted.
+    assert wait_until(lambda: value(scrape(service.base), "comments_api_workers") == 3, 20)
+    after = scrape(service.base)
+    assert value(after, total, method="GET", route=LIST_ROUTE, status="200") == reads
+    assert value(after, created, api="v1", status="published") == writes
+    assert value(after, "comments_api_workers") == 3
+    assert value(after, "comments_api_db_pool_size") == 3 * 4
+    assert value(after, "comments_api_http_requests_in_flight") == 1
+
+
+def test_labels_never_hold_user_data(service: ServiceProcess, tmp_path: Path) -> None:
+    secrets_sent = [
+        "alice@example.com",
+        "bob@example.com",
+        "carol@example.com",
+        "dave@example.com",
+        "987654321",
+        "secret-content-xyz",
+        "SECRETTEXT",
+        "reqid-SECRET123",
+        "BREW",
+    ]
+    base = service.base
+    headers = {"X-Request-ID": "reqid-SECRET123"}
+    requests.get(f"{base}/api/v1/comments/987654321", headers=headers, timeout=10)
+    requests.get(f"{base}/api/comment/list/secret-content-xyz", timeout=10)
+    requests.get(f"{base}/nope/alice@example.com", timeout=10)
+    requests.get(f"{base}/api/v1/contents/bob@example.com/comments", timeout=10)
+    requests.post(
+        f"{base}/api/comment/new",
+        json={"email": "carol@example.com", "comment": "SECRETTEXT", "content_id": 7},
+        timeout=10,
+    )
+    requests.post(f"{base}/api/comment/new", json={"email": "carol@example.com"}, timeout=10)
+    requests.get(f"{base}/api/v1/counts?content_id=dave@example.com", timeout=10)
+    requests.request("BREW", f"{base}/api/v1/comments/1", timeout=10)
+
+    text = requests.get(f"{base}/metrics", timeout=10).text
+    for secret in secrets_sent:
+        assert secret not in text, f"{secret!r} leaked into /metrics"
+
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'labels.db'}"))
+    templates = {rule.rule for rule in app.url_map.iter_rules()} | {UNMATCHED_ROUTE}
+    samples = scrape(base)
+    routes = {dict(labels).get("route") for _, labels in samples} - {None}
+    assert routes <= templates
+    assert UNMATCHED_ROUTE in routes  # /nope/... and BREW
+    methods = {dict(labels).get("method") for _, labels in samples} - {None}
+    assert methods <= METHODS | {OTHER}
+    assert OTHER in methods  # BREW
+    statuses = {
+        dict(labels)["status"]
+        for name, labels in samples
+        if name == "comments_api_http_requests_total"
+    }
+    assert all(s.isdigit() and len(s) == 3 for s in statuses)
+    rejected = "comments_api_comments_rejected_total"
+    assert value(samples, rejected, reason="validation-error") >= 1
+
+
+def test_multiprocess_dir_is_wiped_at_start(tmp_path: Path) -> None:
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    route = "/healthz"
+    with _service(tmp_path, workers=2, **env) as first:
+        for _ in range(5):
+            requests.get(f"{first.base}{route}", timeout=10)
+        assert value(scrape(first.base), "comments_api_http_requests_total",
+                     method="GET", route=route, status="200") == 5  # fmt: skip
+    assert any(metrics_dir.glob("counter_*.db"))  # the first run left its files
+    (metrics_dir / "counter_999999.db").write_bytes(b"stale garbage from another run")
+
+    with _service(tmp_path, workers=2, **env) as second:
+        for _ in range(2):
+            requests.get(f"{second.base}{route}", timeout=10)
+        samples = scrape(second.base)
+    assert not (metrics_dir / "counter_999999.db").exists()
+    total = value(
+        samples, "comments_api_http_requests_total", method="GET", route=route, status="200"
+    )
+    assert total == 2
+
+
+def test_metrics_can_be_disabled_but_request_ids_stay(make_app) -> None:
+    client = make_app(metrics_enabled=False).test_client()
+    response = client.get("/metrics")
+    assert response.status_code == 404
+    assert response.is_json or response.mimetype.endswith("+json")
+    assert response.headers["X-Request-ID"]
+
+
+def test_in_process_metrics_count_requests(make_app) -> None:
+    client = make_app().test_client()
+
+    def count() -> float:
+        text = client.get("/metrics").get_data(as_text=True)
+        samples = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        return value(samples, "comments_api_http_requests_total",
+                     method="GET", route="/healthz", status="200")  # fmt: skip
+
+    before = count()
+    for _ in range(3):
+        assert client.get("/healthz").status_code == 200
+    assert count() == before + 3
