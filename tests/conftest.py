@@ -10,8 +10,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from comments_api.app import create_app
+from comments_api.auth import SCOPE_MODERATE, generate_api_key
 from comments_api.settings import Settings
 from comments_api.storage import make_engine, migrate
+from comments_api.web.common import EXTENSION_KEY
 
 from .support import PostgresServer, RedisServer
 
@@ -78,6 +80,18 @@ def v1_delete() -> Callable[[FlaskClient, int], object]:
     """DELETE a comment with whatever credential the API requires for it."""
 
     def delete(client: FlaskClient, comment_id: int) -> object:
-        return client.delete(f"/api/v1/comments/{comment_id}")
+        # Only the author or a moderator may delete: use a moderator API key, made once
+        # per app through the real storage API.
+        app = client.application
+        key = app.extensions.get("tests_moderator_key")
+        if key is None:
+            new = generate_api_key()
+            app.extensions[EXTENSION_KEY].repo.add_api_key(
+                new.key_id, "tests-moderator", new.key_hash, [SCOPE_MODERATE]
+            )
+            key = app.extensions["tests_moderator_key"] = new.key
+        return client.delete(
+            f"/api/v1/comments/{comment_id}", headers={"Authorization": f"Bearer {key}"}
+        )
 
     return delete

@@ -9,10 +9,13 @@ from flask import Flask, Response
 from sqlalchemy.exc import OperationalError
 
 from . import observability
+from .auth import JwtVerifier
 from .domain import Limits
+from .moderation import AbuseRules
 from .settings import Settings
 from .storage import Repository, head_revision, make_engine
-from .web import docs, errors, legacy, ops, v1
+from .web import docs, errors, legacy, ops, protection, v1
+from .web import moderation as moderation_web
 from .web.common import EXTENSION_KEY, Services
 
 log = logging.getLogger(__name__)
@@ -39,16 +42,30 @@ def create_app(settings: Settings | None = None) -> Flask:
         limits=Limits(max_comment_length=settings.max_comment_length),
         expected_revision=head_revision(),
         drain_file=os.environ.get(DRAIN_FILE_ENV),
+        jwt=_jwt_verifier(settings),
+        abuse=AbuseRules(
+            duplicate_window=settings.duplicate_window,
+            thread_author_max=settings.thread_author_max,
+            thread_author_window=settings.thread_author_window,
+        ),
     )
     # Before the other hooks: every request gets an id, a log line and (if enabled) metrics.
     observability.init_app(app)
 
+    # Client address, CORS, credentials and rate limits, before any view runs.
+    protection.install(app, settings)
+
     errors.register(app)
     app.register_error_handler(OperationalError, _database_unavailable)
-    for blueprint in (ops.bp, legacy.bp, v1.bp, docs.bp):
+    for blueprint in (ops.bp, legacy.bp, v1.bp, moderation_web.bp, docs.bp):
         app.register_blueprint(blueprint)
     app.after_request(_security_headers)
     return app
+
+
+def _jwt_verifier(settings: Settings) -> JwtVerifier | None:
+    verifier = JwtVerifier(settings)  # raises SettingsError on an unusable JWT setup
+    return verifier if verifier.enabled else None
 
 
 def _database_unavailable(exc: OperationalError) -> Response:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from . import __version__
@@ -60,3 +62,74 @@ def _migrate(settings: Settings) -> str:
     finally:
         engine.dispose()
     return head_revision()
+
+
+# --- API keys (issue #3) -------------------------------------------------------------
+@main.group(help="Manage API keys for trusted callers (site backend, moderators, ops).")
+def keys() -> None:
+    pass
+
+
+def _repository(settings: Settings) -> Any:
+    from .storage import Repository, head_revision, make_engine
+
+    repo = Repository(make_engine(settings.database_url))
+    try:
+        revision = repo.schema_revision()
+    except Exception as exc:  # unreachable database: say so, no traceback
+        raise click.ClickException(f"cannot reach the database: {exc.__class__.__name__}") from None
+    if revision != head_revision():
+        raise click.ClickException(
+            f"the database schema is at {revision or 'no revision'}; run `comments-api migrate`"
+        )
+    return repo
+
+
+@keys.command(
+    "create",
+    help="Create a key and print it (only the key, on stdout) once: it is not stored, only "
+    "its hash. Example: KEY=$(comments-api keys create --name backend --scope comments:write)",
+)
+@click.option("--name", required=True, help="What the key is for (shown by `keys list`).")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    required=True,
+    type=click.Choice(["comments:write", "comments:moderate", "admin"]),
+    help="Repeat for several scopes; admin implies every scope.",
+)
+def keys_create(name: str, scopes: tuple[str, ...]) -> None:
+    from .auth import generate_api_key, parse_scopes
+
+    if not name.strip() or len(name) > 100:
+        raise click.BadParameter("must be 1 to 100 characters", param_hint="--name")
+    repo = _repository(_settings())
+    new = generate_api_key()
+    repo.add_api_key(new.key_id, name.strip(), new.key_hash, parse_scopes(scopes))
+    click.echo(new.key)
+    click.echo(f"created key {new.key_id}; store it now, it cannot be shown again", err=True)
+
+
+@keys.command("list", help="List keys: id, name, scopes, dates. Never the key or its hash.")
+def keys_list() -> None:
+    repo = _repository(_settings())
+
+    def when(value: Any) -> str:
+        return value.isoformat(timespec="seconds") if value is not None else "-"
+
+    click.echo("id\tname\tscopes\tcreated_at\tlast_used_at\trevoked_at")
+    for key in repo.list_api_keys():
+        click.echo(
+            f"{key.id}\t{key.name}\t{','.join(key.scopes)}\t{when(key.created_at)}\t"
+            f"{when(key.last_used_at)}\t{when(key.revoked_at)}"
+        )
+
+
+@keys.command("revoke", help="Revoke a key by its id (see `keys list`); takes effect at once.")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    repo = _repository(_settings())
+    if not repo.revoke_api_key(key_id):
+        raise click.ClickException(f"no active key with id {key_id}")
+    click.echo(f"revoked key {key_id}")

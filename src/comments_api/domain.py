@@ -182,13 +182,18 @@ def _check_unknown(c: _Collector, payload: Mapping[str, Any], allowed: set[str])
         c.add(key, "is not an accepted field")
 
 
-def validate_legacy_create(payload: object, limits: Limits) -> NewComment:
-    """The original ``POST /api/comment/new`` body: email, comment, content_id."""
+def validate_legacy_create(
+    payload: object, limits: Limits, email_required: bool = True
+) -> NewComment:
+    """The original ``POST /api/comment/new`` body: email, comment, content_id.
+
+    ``email_required=False`` when a sign-in token supplies the author instead.
+    """
     if not isinstance(payload, dict):
         raise InvalidInput([FieldError("body", "must be a JSON object")])
     c = _Collector()
     _check_unknown(c, payload, {"email", "comment", "content_id"})
-    email = _check_email(c, "email", payload.get("email"), required=True)
+    email = _check_email(c, "email", payload.get("email"), required=email_required)
     body = _check_body(c, "comment", payload.get("comment"), limits)
     content_id: str | None = None
     if "content_id" not in payload:

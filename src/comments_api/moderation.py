@@ -7,11 +7,12 @@ this author, is the author banned) in one indexed query; these functions decide.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+from .auth import SCOPE_MODERATE, Identity
 from .domain import (
     MAX_EMAIL_LENGTH,
     STATUS_DELETED,
@@ -22,6 +23,9 @@ from .domain import (
     DomainError,
     FieldError,
     InvalidInput,
+    Limits,
+    NewComment,
+    validate_v1_create,
 )
 
 ACTION_APPROVE = "approve"
@@ -196,3 +200,43 @@ class AuditEntry:
     comment_ids: list[int]
     details: dict[str, Any]
     created_at: datetime
+
+
+# Fields through which a body could claim an identity; dropped when a token proves one.
+BODY_IDENTITY_FIELDS = frozenset({"email", "author_name"})
+
+
+def without_body_identity(payload: object) -> object:
+    """A logged-in reader's body minus any identity it claims: the token decides."""
+    if isinstance(payload, dict):
+        return {k: v for k, v in payload.items() if k not in BODY_IDENTITY_FIELDS}
+    return payload
+
+
+def prepare_comment(
+    new: NewComment,
+    identity: Identity | None,
+    *,
+    pre_moderation: bool,
+    banned_words: tuple[str, ...],
+    body_field: str = "body",
+) -> NewComment:
+    """Apply the write rules that need no database: words, author identity, moderation."""
+    check_banned_words(new.body, banned_words, body_field)
+    if identity is not None and identity.is_reader:
+        new = replace(
+            new, email=identity.email, author_name=identity.name, author_subject=identity.id
+        )
+    if pre_moderation and not (identity is not None and identity.has(SCOPE_MODERATE)):
+        new = replace(new, status=STATUS_PENDING)
+    return new
+
+
+def parse_edit(payload: object, limits: Limits) -> str:
+    """An author's edit: ``{"body": "..."}`` and nothing else."""
+    if not isinstance(payload, dict):
+        raise InvalidInput([FieldError("body", "must be a JSON object")])
+    extra = sorted(set(payload) - {"body"})
+    if extra:
+        raise InvalidInput([FieldError(k, "cannot be edited; only body can") for k in extra])
+    return validate_v1_create({"body": payload.get("body")}, "edit", limits).body

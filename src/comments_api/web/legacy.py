@@ -8,6 +8,8 @@ from flask import Blueprint, Response, jsonify
 
 from ..domain import legacy_email_view, parse_content_id, validate_legacy_create
 from ..events import comment_created
+from ..moderation import prepare_comment, without_body_identity
+from .auth import require_write
 from .common import emit, read_json, services
 from .errors import error_response
 
@@ -17,8 +19,21 @@ bp = Blueprint("legacy", __name__, url_prefix="/api/comment")
 @bp.post("/new")
 def create() -> Response:
     svc = services()
-    new = validate_legacy_create(read_json(), svc.limits)
-    comment = svc.repo.create(new)
+    identity = require_write()
+    payload = read_json()
+    reader = identity is not None and identity.is_reader
+    if reader:
+        payload = without_body_identity(payload)
+    new = validate_legacy_create(payload, svc.limits, email_required=not reader)
+    new = prepare_comment(
+        new,
+        identity,
+        pre_moderation=svc.settings.moderation_mode == "pre",
+        banned_words=svc.settings.banned_words,
+        body_field="comment",
+    )
+    # Old clients only know SUCCESS; under pre-moderation the comment waits as pending.
+    comment = svc.repo.create(new, svc.abuse)
     emit(comment_created, api="legacy", status=comment.status)
     return jsonify(
         status="SUCCESS",

@@ -5,9 +5,12 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from flask import Blueprint, Response, jsonify, request, url_for
+from werkzeug.exceptions import Forbidden
 
+from ..auth import SCOPE_MODERATE, edit_window_open, is_author, may_delete
 from ..domain import (
     STATUS_DELETED,
+    STATUS_PENDING,
     STATUS_PUBLISHED,
     Comment,
     NotFound,
@@ -22,7 +25,16 @@ from ..domain import (
     parse_order,
     validate_v1_create,
 )
-from ..events import comment_created
+from ..events import comment_created, moderation_action
+from ..moderation import (
+    ACTION_DELETE,
+    check_banned_words,
+    parse_edit,
+    prepare_comment,
+    without_body_identity,
+)
+from ..storage import utcnow
+from .auth import require_identity, require_write
 from .common import emit, read_json, services
 
 bp = Blueprint("v1", __name__, url_prefix="/api/v1")
@@ -69,11 +81,24 @@ def _visible(comment: Comment | None) -> Comment:
 @bp.post("/contents/<content_id>/comments")
 def create_comment(content_id: str) -> tuple[Response, int, dict[str, str]]:
     svc = services()
-    new = validate_v1_create(read_json(), parse_content_id(content_id), svc.limits)
+    identity = require_write()
+    payload = read_json()
+    if identity is not None and identity.is_reader:
+        payload = without_body_identity(payload)
+    new = validate_v1_create(payload, parse_content_id(content_id), svc.limits)
+    new = prepare_comment(
+        new,
+        identity,
+        pre_moderation=svc.settings.moderation_mode == "pre",
+        banned_words=svc.settings.banned_words,
+    )
     if new.parent_id is not None:
         check_reply(svc.repo.get(new.parent_id), new)
-    comment = svc.repo.create(new)
+    comment = svc.repo.create(new, svc.abuse)
     emit(comment_created, api="v1", status=comment.status)
+    if comment.status == STATUS_PENDING:
+        # Accepted, not yet public: there is nothing at a Location to GET until approved.
+        return jsonify(comment_view(comment)), 202, {}
     location = url_for("v1.get_comment", comment_id=comment.id)
     return jsonify(comment_view(comment)), 201, {"Location": location}
 
@@ -111,10 +136,40 @@ def get_comment(comment_id: str) -> Response:
 
 @bp.delete("/comments/<comment_id>")
 def delete_comment(comment_id: str) -> tuple[str, int]:
+    """The author (token subject) or a moderator; recorded in the audit log."""
     svc = services()
+    identity = require_identity()
     comment = _visible(svc.repo.get(parse_comment_id(comment_id)))
-    svc.repo.soft_delete(comment.id)
+    if not may_delete(identity, comment):
+        raise Forbidden("only the comment's author or a moderator may delete it")
+    if svc.repo.moderate([comment.id], ACTION_DELETE, identity.actor):
+        emit(moderation_action, action=ACTION_DELETE, count=1)
     return "", 204
+
+
+@bp.patch("/comments/<comment_id>")
+def edit_comment(comment_id: str) -> Response:
+    """The author may change the text within EDIT_WINDOW seconds of posting."""
+    svc = services()
+    identity = require_identity()
+    comment = _visible(svc.repo.get(parse_comment_id(comment_id)))
+    if comment.status == STATUS_DELETED:
+        raise NotFound("comment not found")
+    if not is_author(identity, comment):
+        raise Forbidden("only the comment's author may edit it")
+    if not edit_window_open(comment, utcnow(), svc.settings.edit_window):
+        raise Forbidden(
+            f"comments can be edited for {int(svc.settings.edit_window)} seconds after "
+            "posting; this one can no longer be changed"
+        )
+    body = parse_edit(read_json(), svc.limits)
+    check_banned_words(body, svc.settings.banned_words)
+    status = comment.status
+    if svc.settings.moderation_mode == "pre" and not identity.has(SCOPE_MODERATE):
+        status = STATUS_PENDING  # changed text is new text: it waits for a moderator again
+    updated = svc.repo.edit_body(comment.id, body, status, identity.actor)
+    emit(moderation_action, action="edit", count=1)
+    return jsonify(comment_view(updated or comment))
 
 
 @bp.get("/counts")

@@ -1,0 +1,130 @@
+"""Flask glue for credentials: who is calling (``g.identity``) and may they do this?
+
+``Authorization: Bearer cak_...`` is an API key, any other bearer token a JWT. Requests
+without the header cost nothing here: no parsing, no database.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, g, request
+from werkzeug.exceptions import Forbidden, Unauthorized
+
+from ..auth import (
+    SCOPE_WRITE,
+    AuthError,
+    AuthUnavailable,
+    Identity,
+    api_key_id,
+    check_api_key,
+    is_api_key,
+)
+from .common import services
+from .errors import error_response
+
+log = logging.getLogger(__name__)
+
+REALM = "comments-api"
+
+
+class _Challenge(Unauthorized):
+    """401 that tells the client how to authenticate (RFC 6750)."""
+
+    def __init__(self, description: str, error: str | None = None) -> None:
+        super().__init__(description)
+        challenge = f'Bearer realm="{REALM}"'
+        if error:
+            safe = description.replace('"', "'")
+            challenge += f', error="{error}", error_description="{safe}"'
+        self.challenge = challenge
+
+    def get_headers(self, *args: object, **kwargs: object) -> list[tuple[str, str]]:
+        return [("WWW-Authenticate", self.challenge)]
+
+
+def _identify() -> None:
+    """before_request: resolve the credential; a bad one is reported after rate limiting."""
+    g.identity = None
+    g.auth_error = None
+    header = request.headers.get("Authorization")
+    if header is None:
+        return
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        g.auth_error = "send credentials as 'Authorization: Bearer <API key or token>'"
+        return
+    svc = services()
+    try:
+        if is_api_key(token):
+            record = svc.repo.get_api_key(api_key_id(token))
+            identity = check_api_key(token, record)
+            assert record is not None
+            svc.repo.touch_api_key(record)
+        elif svc.jwt is not None:
+            identity = svc.jwt.verify(token)
+        else:
+            raise AuthError("this service does not accept JWTs; use an API key")
+    except AuthError as exc:
+        g.auth_error = exc.message
+        return
+    except AuthUnavailable as exc:
+        log.warning("cannot verify a token: %s", exc)
+        g.auth_error = "unavailable"
+        return
+    g.identity = identity
+
+
+def _reject_bad_credentials() -> Response | None:
+    """before_request, after the limiter: a wrong credential is never silently ignored."""
+    error = g.get("auth_error")
+    if error is None:
+        return None
+    if error == "unavailable":
+        return error_response(
+            503,
+            "the identity provider cannot be reached to verify the token; retry shortly",
+            headers={"Retry-After": "5"},
+        )
+    raise _Challenge(error, "invalid_token" if request.headers.get("Authorization") else None)
+
+
+def install_identify(app: Flask) -> None:
+    app.before_request(_identify)
+
+
+def install_reject(app: Flask) -> None:
+    app.before_request(_reject_bad_credentials)
+
+
+def current_identity() -> Identity | None:
+    return g.get("identity")
+
+
+def require_write() -> Identity | None:
+    """The caller of a comment write: anonymous only in AUTH_MODE=open."""
+    identity = current_identity()
+    if identity is None:
+        if services().settings.auth_mode == "required":
+            raise _Challenge("this service requires an API key or a sign-in token to post")
+        return None
+    if not identity.has(SCOPE_WRITE):
+        raise Forbidden(f"this credential lacks the {SCOPE_WRITE!r} scope")
+    return identity
+
+
+def require_identity() -> Identity:
+    """Any valid credential, whatever the auth mode (authors editing their comments)."""
+    identity = current_identity()
+    if identity is None:
+        raise _Challenge("sign in (Bearer token) or use an API key for this action")
+    return identity
+
+
+def require_scope(scope: str) -> Identity:
+    """Moderation and admin calls: always a credential, always the scope."""
+    identity = require_identity()
+    if not identity.has(scope):
+        raise Forbidden(f"this credential lacks the {scope!r} scope")
+    return identity
