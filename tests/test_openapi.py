@@ -8,11 +8,14 @@ import importlib
 import json
 import pkgutil
 import re
+import secrets
+import time
 from dataclasses import replace
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
+import jwt as pyjwt
 import pytest
 import werkzeug.exceptions
 from jsonschema import Draft202012Validator
@@ -22,9 +25,11 @@ from referencing.jsonschema import DRAFT202012
 
 import comments_api
 from comments_api.app import create_app
+from comments_api.auth import generate_api_key
 from comments_api.domain import DomainError
 from comments_api.openapi import build_spec, render_docs_html
 from comments_api.settings import Settings
+from comments_api.web.common import EXTENSION_KEY
 
 SRC = Path(comments_api.__file__).parent
 METHODS = ("get", "put", "post", "delete", "patch")
@@ -148,7 +153,10 @@ def test_document_is_valid_openapi_31(overrides):
     assert spec["openapi"].startswith("3.1")
     validate_openapi(spec)
     assert spec["servers"] == [{"url": "/"}]
-    assert {t["name"] for t in spec["tags"]} == {"legacy", "v1", "ops"}
+    tags = {t["name"] for t in spec["tags"]}
+    assert tags == {"legacy", "v1", "moderation", "admin", "ops"}
+    used = {op["tags"][0] for item in spec["paths"].values() for op in item.values()}
+    assert used == tags
 
 
 def test_every_flask_route_is_documented_with_its_methods(bare_app):
@@ -247,24 +255,32 @@ def test_limits_and_settings_are_in_the_document():
     assert schemes["bearerJwt"]["bearerFormat"] == "JWT"
 
 
-def test_writes_allow_anonymous_only_in_open_mode():
-    for mode, anonymous in (("open", True), ("required", False)):
-        spec = build_spec(Settings(auth_mode=mode))
-        for path, item in spec["paths"].items():
-            for method in METHODS:
-                op = item.get(method)
-                if not op:
-                    continue
-                security = op.get("security")
-                if method == "get":
-                    assert not security or {} in security, f"read {path} must stay public"
-                    continue
-                assert security, f"{method.upper()} {path} declares no security"
-                names = {name for requirement in security for name in requirement}
-                assert names <= {"bearerApiKey", "bearerJwt"}
-                if ({} in security) != anonymous:
-                    # Moderation/admin need a credential in either mode.
-                    assert not anonymous, f"{method.upper()} {path} under {mode}"
+ANONYMOUS_WRITES = {
+    ("/api/comment/new", "post"),
+    ("/api/v1/contents/{content_id}/comments", "post"),
+}
+
+
+@pytest.mark.parametrize("mode", ["open", "required"])
+def test_reads_are_public_and_writes_declare_credentials(mode):
+    spec = build_spec(Settings(auth_mode=mode))
+    for path, item in spec["paths"].items():
+        for method, op in item.items():
+            security = op.get("security")
+            public_read = method == "get" and not path.startswith(
+                ("/api/v1/moderation", "/api/v1/admin")
+            )
+            if public_read:
+                assert not security, f"GET {path} must stay public"
+                continue
+            assert security, f"{method.upper()} {path} declares no security"
+            names = {name for requirement in security for name in requirement}
+            assert names == {"bearerApiKey", "bearerJwt"}, (path, method)
+            anonymous = {} in security
+            expected = mode == "open" and (path, method) in ANONYMOUS_WRITES
+            assert anonymous == expected, f"{method.upper()} {path} under AUTH_MODE={mode}"
+            assert "401" in op["responses"], (path, method)
+            assert "403" in op["responses"], (path, method)
 
 
 # --- served documents ---------------------------------------------------------------
@@ -473,3 +489,144 @@ def test_unknown_route_and_ops_match_the_document(client):
         response = client.get(path)
         assert response.status_code == 200
         documented(spec, path, "get", response)
+
+
+# --- authenticated and moderation flows -----------------------------------------------
+
+ISSUER, AUDIENCE = "https://id.example.test", "comments-api-tests"
+
+
+def reader_token(secret: str, subject: str) -> str:
+    now = int(time.time())
+    claims = {"sub": subject, "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 300}
+    return pyjwt.encode({**claims, "name": "Reader"}, secret, algorithm="HS256")
+
+
+def admin_key(app) -> str:
+    new = generate_api_key()
+    app.extensions[EXTENSION_KEY].repo.add_api_key(
+        new.key_id, "openapi-tests", new.key_hash, ["admin"]
+    )
+    return new.key
+
+
+@pytest.fixture
+def auth_app(make_app):
+    secret = secrets.token_hex(32)
+    app = make_app(
+        moderation_mode="pre",
+        jwt_hs256_secret=secret,
+        jwt_issuer=ISSUER,
+        jwt_audience=AUDIENCE,
+    )
+    return app, secret
+
+
+def test_author_and_moderator_responses_match_the_document(auth_app):
+    app, secret = auth_app
+    client = app.test_client()
+    spec = client.get("/openapi.json").json
+    thread, one = "/api/v1/contents/{content_id}/comments", "/api/v1/comments/{comment_id}"
+    reader = {"Authorization": f"Bearer {reader_token(secret, 'reader-1')}"}
+    other = {"Authorization": f"Bearer {reader_token(secret, 'reader-2')}"}
+    moderator = {"Authorization": f"Bearer {admin_key(app)}"}
+
+    pending = client.post("/api/v1/contents/m1/comments", json={"body": "hi"}, headers=reader)
+    assert pending.status_code == 202
+    documented(spec, thread, "post", pending)
+    comment_id = pending.json["id"]
+
+    queue = client.get("/api/v1/moderation/pending", headers=moderator)
+    assert queue.status_code == 200
+    documented(spec, "/api/v1/moderation/pending", "get", queue)
+    assert comment_id in {c["id"] for c in queue.json["items"]}
+    documented(spec, "/api/v1/moderation/pending", "get", client.get("/api/v1/moderation/pending"))
+    forbidden = client.get("/api/v1/moderation/pending", headers=reader)
+    assert forbidden.status_code == 403
+    documented(spec, "/api/v1/moderation/pending", "get", forbidden)
+
+    bulk = "/api/v1/moderation/comments"
+    approved = client.post(
+        bulk, json={"action": "approve", "ids": [comment_id, 999999]}, headers=moderator
+    )
+    assert approved.status_code == 200
+    documented(spec, bulk, "post", approved)
+    bad_bulk = client.post(bulk, json={"action": "nuke", "ids": []}, headers=moderator)
+    assert bad_bulk.status_code == 400
+    documented(spec, bulk, "post", bad_bulk)
+
+    url = f"/api/v1/comments/{comment_id}"
+    edited = client.patch(url, json={"body": "hi, edited"}, headers=reader)
+    assert edited.status_code == 200
+    documented(spec, one, "patch", edited)
+    assert edited.json["status"] == "pending"  # changed text waits for approval again
+    client.post(bulk, json={"action": "approve", "ids": [comment_id]}, headers=moderator)
+    not_author = client.patch(url, json={"body": "mine now"}, headers=other)
+    assert not_author.status_code == 403
+    documented(spec, one, "patch", not_author)
+    deleted = client.delete(url, headers=reader)
+    assert deleted.status_code == 204
+    documented(spec, one, "delete", deleted)
+    tombstone = client.get(url)
+    documented(spec, one, "get", tombstone)
+    assert tombstone.json["status"] == "deleted"
+
+    bans, ban_path = "/api/v1/moderation/bans", "/api/v1/moderation/bans/{target}"
+    banned = client.post(bans, json={"email": "Troll@Example.com"}, headers=moderator)
+    assert banned.status_code == 201
+    documented(spec, bans, "post", banned)
+    documented(
+        spec,
+        bans,
+        "post",
+        client.post(bans, json={"email": "troll@example.com"}, headers=moderator),
+    )
+    listed = client.get(bans, headers=moderator)
+    documented(spec, bans, "get", listed)
+    rejected = client.post(
+        "/api/comment/new",
+        json={"email": "troll@example.com", "comment": "again", "content_id": "m1"},
+    )
+    assert rejected.status_code == 403
+    documented(spec, "/api/comment/new", "post", rejected)
+    lifted = client.delete(banned.headers["Location"], headers=moderator)
+    assert lifted.status_code == 204
+    documented(spec, ban_path, "delete", lifted)
+    again = client.delete(banned.headers["Location"], headers=moderator)
+    assert again.status_code == 404
+    documented(spec, ban_path, "delete", again)
+
+    audit = client.get("/api/v1/admin/audit-log", headers=moderator)
+    assert audit.status_code == 200
+    documented(spec, "/api/v1/admin/audit-log", "get", audit)
+    assert {"approve", "ban", "unban", "edit"} <= {e["action"] for e in audit.json["items"]}
+    bad_token = client.get("/api/v1/counts?content_id=1", headers={"Authorization": "Bearer nope"})
+    assert bad_token.status_code == 401
+    documented(spec, "/api/v1/counts", "get", bad_token)
+    assert "WWW-Authenticate" in bad_token.headers
+
+
+def test_anonymous_write_in_required_mode_matches_the_document(make_app):
+    client = make_app(auth_mode="required").test_client()
+    spec = client.get("/openapi.json").json
+    response = client.post("/api/v1/contents/1/comments", json={"body": "hello"})
+    assert response.status_code == 401
+    documented(spec, "/api/v1/contents/{content_id}/comments", "post", response)
+    legacy = client.post(
+        "/api/comment/new", json={"email": "a@example.com", "comment": "x", "content_id": 1}
+    )
+    assert legacy.status_code == 401
+    documented(spec, "/api/comment/new", "post", legacy)
+
+
+def test_rate_limited_responses_match_the_document(make_app):
+    client = make_app(ratelimit_enabled=True, ratelimit_anonymous_write="2/minute").test_client()
+    spec = client.get("/openapi.json").json
+    statuses = []
+    for i in range(3):
+        response = client.post("/api/v1/contents/1/comments", json={"body": f"n{i}"})
+        statuses.append(response.status_code)
+    assert statuses == [201, 201, 429]
+    documented(spec, "/api/v1/contents/{content_id}/comments", "post", response)
+    for name in ("Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining"):
+        assert name in response.headers

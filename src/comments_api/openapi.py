@@ -39,6 +39,12 @@ from .domain import (
     STATUSES,
     email_hash,
 )
+from .moderation import (
+    BULK_ACTIONS,
+    MAX_BULK_IDS,
+    MAX_REASON_LENGTH,
+    MAX_SUBJECT_LENGTH,
+)
 from .settings import Settings
 
 Spec = dict[str, Any]
@@ -50,6 +56,7 @@ DOCS_PROBLEM_PREFIX = "/docs#problem-"
 
 # Either credential works; which one a caller uses depends on who it is.
 CREDENTIALS: list[dict[str, list[str]]] = [{"bearerApiKey": []}, {"bearerJwt": []}]
+# Moderation/admin: a credential in every auth mode (the scope is checked on top).
 MODERATOR_SECURITY = CREDENTIALS
 
 # No whitespace at either end and no control characters (C0, DEL, C1), as domain.py checks.
@@ -175,6 +182,12 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _schemas(settings: Settings) -> dict[str, Any]:
+    schemas = _base_schemas(settings)
+    schemas["ModeratorComment"] = _moderator_comment_schema(schemas["Comment"])
+    return schemas
+
+
+def _base_schemas(settings: Settings) -> dict[str, Any]:
     max_len = settings.max_comment_length
     content_id = {
         "type": "string",
@@ -315,12 +328,23 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                 },
             },
         },
+        "CommentEdit": {
+            "type": "object",
+            "required": ["body"],
+            "additionalProperties": False,
+            "properties": {"body": comment_body},
+        },
         "LegacyNewComment": {
             "type": "object",
             "required": ["email", "comment", "content_id"],
             "additionalProperties": False,
             "properties": {
-                "email": email,
+                "email": {
+                    **email,
+                    "description": "The author's address (shown masked or not at all, per "
+                    "`LEGACY_EMAIL`). When a sign-in JWT is sent, the token supplies the "
+                    "author and this field is ignored.",
+                },
                 "comment": comment_body,
                 "content_id": {
                     "description": 'A number or a string; `1` and `"1"` are the same content.',
@@ -390,6 +414,7 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                 "errors": {"type": "array", "minItems": 1, "items": _ref("FieldError")},
             },
         },
+        **_moderation_schemas(),
         "Health": {
             "type": "object",
             "required": ["status", "version"],
@@ -408,6 +433,139 @@ def _schemas(settings: Settings) -> dict[str, Any]:
             "required": ["status", "reason"],
             "properties": {"status": {"const": "unavailable"}, "reason": {"type": "string"}},
         },
+    }
+
+
+def _moderator_comment_schema(public: dict[str, Any]) -> dict[str, Any]:
+    """The public Comment plus who wrote it: moderators must see whom they ban."""
+    schema = json.loads(json.dumps(public))
+    schema["description"] = "A comment as moderators see it: the public view plus the author."
+    schema["required"] = [*schema["required"], "author_email", "author_subject"]
+    schema["properties"]["author_email"] = _nullable({"type": "string"})
+    schema["properties"]["author_subject"] = {
+        **_nullable({"type": "string"}),
+        "description": "The identity provider's subject when posted with a JWT.",
+    }
+    return schema
+
+
+def _page_of(item: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["items", "next_cursor"],
+        "additionalProperties": False,
+        "properties": {
+            "items": {"type": "array", "items": item},
+            "next_cursor": _nullable({"type": "string", "minLength": 1}),
+        },
+    }
+
+
+def _moderation_schemas() -> dict[str, Any]:
+    timestamp = {"type": "string", "format": "date-time"}
+    ban_target = {
+        "type": "string",
+        "pattern": "^(email|sub):.+$",
+        "description": "`email:<address>` (lower-cased) or `sub:<JWT subject>`.",
+        "examples": ["email:troll@example.com"],
+    }
+    return {
+        "BulkModeration": {
+            "type": "object",
+            "required": ["action", "ids"],
+            "additionalProperties": False,
+            "properties": {
+                "action": {
+                    "type": "string",
+                    "enum": list(BULK_ACTIONS),
+                    "description": "`approve` (pending/hidden -> published), `hide` "
+                    "(published/pending -> hidden), `delete` (-> tombstone).",
+                },
+                "ids": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": MAX_BULK_IDS,
+                    "items": {"type": "integer", "minimum": 1},
+                    "description": "Duplicates are applied once.",
+                },
+            },
+        },
+        "BulkResult": {
+            "type": "object",
+            "required": ["action", "changed", "unchanged"],
+            "additionalProperties": False,
+            "properties": {
+                "action": {"type": "string", "enum": list(BULK_ACTIONS)},
+                "changed": {"type": "array", "items": {"type": "integer"}},
+                "unchanged": {
+                    "type": "array",
+                    "items": {"type": "integer"},
+                    "description": "Missing, or already in the target state.",
+                },
+            },
+        },
+        "BanTarget": ban_target,
+        "NewBan": {
+            "type": "object",
+            "description": "Exactly one of `email` or `subject`.",
+            "additionalProperties": False,
+            "properties": {
+                "email": {"type": "string", "maxLength": MAX_EMAIL_LENGTH},
+                "subject": {"type": "string", "minLength": 1, "maxLength": MAX_SUBJECT_LENGTH},
+                "reason": _nullable({"type": "string", "maxLength": MAX_REASON_LENGTH}),
+            },
+            "oneOf": [{"required": ["email"]}, {"required": ["subject"]}],
+        },
+        "BanResult": {
+            "type": "object",
+            "required": ["target", "created"],
+            "additionalProperties": False,
+            "properties": {
+                "target": ban_target,
+                "created": {"type": "boolean", "description": "false: was already banned."},
+            },
+        },
+        "Ban": {
+            "type": "object",
+            "required": ["target", "reason", "created_by", "created_at"],
+            "additionalProperties": False,
+            "properties": {
+                "target": ban_target,
+                "reason": _nullable({"type": "string"}),
+                "created_by": {"type": "string", "description": "The moderator's identity."},
+                "created_at": timestamp,
+            },
+        },
+        "BanList": {
+            "type": "object",
+            "required": ["items"],
+            "additionalProperties": False,
+            "properties": {"items": {"type": "array", "items": _ref("Ban")}},
+        },
+        "AuditEntry": {
+            "type": "object",
+            "required": [
+                "id",
+                "actor",
+                "action",
+                "target",
+                "comment_ids",
+                "details",
+                "created_at",
+            ],
+            "additionalProperties": False,
+            "properties": {
+                "id": {"type": "integer"},
+                "actor": {"type": "string", "description": "Who did it (key or subject)."},
+                "action": {"type": "string", "examples": ["approve", "ban", "edit"]},
+                "target": _nullable({"type": "string"}),
+                "comment_ids": {"type": "array", "items": {"type": "integer"}},
+                "details": _nullable({"type": "object"}),
+                "created_at": timestamp,
+            },
+        },
+        "AuditPage": _page_of(_ref("AuditEntry")),
+        "ModeratorPage": _page_of(_ref("ModeratorComment")),
     }
 
 
@@ -560,9 +718,11 @@ def _unexpected(path: str) -> dict[str, Any]:
         path,
         500,
         "an internal error occurred; it has been logged",
-        description="Any other error in the same shape: 405 for a method this path does "
-        "not take (with `Allow`), 500 for a bug on our side.",
-        slugs=("internal-server-error", "method-not-allowed"),
+        description="Any other error in the same shape: 401 when an invalid, expired or "
+        "revoked credential is sent (even to a public read: a wrong credential is never "
+        "silently ignored), 405 for a method this path does not take (with `Allow`), "
+        "500 for a bug on our side.",
+        slugs=("internal-server-error", "unauthorized", "method-not-allowed"),
     )
 
 
@@ -782,10 +942,10 @@ def _paths(settings: Settings) -> dict[str, Any]:
                     ),
                     "202": _ok(
                         "Accepted for moderation (`MODERATION_MODE=pre`): the comment is "
-                        "`pending` and not public until a moderator approves it.",
+                        "`pending` and not public until a moderator approves it, so there "
+                        "is no `Location` to fetch yet.",
                         _ref("Comment"),
                         _example_comment(status="pending"),
-                        headers={"Location": _header("`/api/v1/comments/{id}`.")},
                     ),
                     **_errors(thread, 401, 403, 409, 413, 415, 429, 503),
                     "400": _error(
@@ -859,18 +1019,48 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 },
                 parameters=[_ref("CommentIdPath", "parameters")],
             ),
+            "patch": _op(
+                "v1",
+                "editComment",
+                "Edit your comment",
+                "Its author (the JWT subject that posted it) may change the text within "
+                f"`EDIT_WINDOW` seconds of posting ({settings.edit_window:g} here); after "
+                "that, 403. The edit is recorded in the audit log"
+                + (
+                    " and, under pre-moderation, the comment waits for approval again."
+                    if pre
+                    else "; under `MODERATION_MODE=pre` the comment waits for approval again."
+                ),
+                {
+                    "200": _ok(
+                        "The edited comment.",
+                        _ref("Comment"),
+                        _example_comment(body="Great reporting, thanks!"),
+                    ),
+                    **_errors(one, 400, 401, 403, 404, 413, 415, 429, 503),
+                },
+                parameters=[_ref("CommentIdPath", "parameters")],
+                request_body=_json_body(
+                    "CommentEdit",
+                    {"body": "Great reporting, thanks!"},
+                    "Only `body` can change.",
+                ),
+                security=CREDENTIALS,
+            ),
             "delete": _op(
                 "v1",
                 "deleteComment",
                 "Delete a comment (soft)",
                 "Leaves a tombstone: the thread keeps the comment's place, its text and "
-                "author are gone. " + _auth_note(settings),
+                "author are gone. Allowed to the comment's author (the JWT subject that "
+                "posted it) and to moderators (`comments:moderate`), in every auth mode; "
+                "recorded in the audit log.",
                 {
                     "204": {"description": "Deleted."},
                     **_errors(one, 401, 403, 404, 429, 503),
                 },
                 parameters=[_ref("CommentIdPath", "parameters")],
-                security=write,
+                security=CREDENTIALS,
             ),
         },
         counts: {
@@ -998,10 +1188,180 @@ def _paths(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _moderation_paths() -> dict[str, Any]:
+    """Moderator and admin endpoints (web/moderation.py): always a scoped credential."""
+    pending = "/api/v1/moderation/pending"
+    bulk = "/api/v1/moderation/comments"
+    bans = "/api/v1/moderation/bans"
+    ban = "/api/v1/moderation/bans/{target}"
+    audit = "/api/v1/admin/audit-log"
+    moderate_note = " Needs the `comments:moderate` scope (or `admin`)."
+    page_params = [_ref("Limit", "parameters"), _ref("Cursor", "parameters")]
+    example = {
+        **_example_comment(status="pending"),
+        "author_email": _EXAMPLE_EMAIL,
+        "author_subject": None,
+    }
+    return {
+        pending: {
+            "get": _op(
+                "moderation",
+                "listPending",
+                "The pending queue",
+                "Comments awaiting approval, oldest first, across all contents, with their "
+                "authors' email and subject." + moderate_note,
+                {
+                    "200": _ok(
+                        "One page of the queue.",
+                        _ref("ModeratorPage"),
+                        {"items": [example], "next_cursor": None},
+                        headers={"Link": _header('The next page: `<...>; rel="next"`.')},
+                    ),
+                    **_errors(pending, 400, 401, 403, 429, 503),
+                },
+                parameters=page_params,
+                security=MODERATOR_SECURITY,
+            )
+        },
+        bulk: {
+            "post": _op(
+                "moderation",
+                "moderateComments",
+                "Approve, hide or delete several comments",
+                "One transaction and one audit-log entry for the whole batch; comments "
+                "already in the target state are reported as `unchanged`." + moderate_note,
+                {
+                    "200": _ok(
+                        "Applied.",
+                        _ref("BulkResult"),
+                        {"action": "approve", "changed": [42, 43], "unchanged": [44]},
+                    ),
+                    **_errors(bulk, 400, 401, 403, 413, 415, 429, 503),
+                },
+                request_body=_json_body(
+                    "BulkModeration",
+                    {"action": "approve", "ids": [42, 43, 44]},
+                    f"An action and 1 to {MAX_BULK_IDS} comment ids.",
+                ),
+                security=MODERATOR_SECURITY,
+            )
+        },
+        bans: {
+            "get": _op(
+                "moderation",
+                "listBans",
+                "List banned authors",
+                "Every ban, oldest first." + moderate_note,
+                {
+                    "200": _ok(
+                        "The bans.",
+                        _ref("BanList"),
+                        {
+                            "items": [
+                                {
+                                    "target": "email:troll@example.com",
+                                    "reason": "spam",
+                                    "created_by": "key:1a2b3c4d5e6f",
+                                    "created_at": _EXAMPLE_TIME,
+                                }
+                            ]
+                        },
+                    ),
+                    **_errors(bans, 401, 403, 429, 503),
+                },
+                security=MODERATOR_SECURITY,
+            ),
+            "post": _op(
+                "moderation",
+                "banAuthor",
+                "Ban an author",
+                "New comments from this email or token subject are rejected with "
+                "`author-banned`; existing ones are left to the moderator." + moderate_note,
+                {
+                    "201": _ok(
+                        "Banned.",
+                        _ref("BanResult"),
+                        {"target": "email:troll@example.com", "created": True},
+                        headers={"Location": _header("The ban's URL, for DELETE.")},
+                    ),
+                    "200": _ok(
+                        "Was already banned; nothing changed.",
+                        _ref("BanResult"),
+                        {"target": "email:troll@example.com", "created": False},
+                        headers={"Location": _header("The ban's URL, for DELETE.")},
+                    ),
+                    **_errors(bans, 400, 401, 403, 413, 415, 429, 503),
+                },
+                request_body=_json_body(
+                    "NewBan",
+                    {"email": "troll@example.com", "reason": "spam"},
+                    "Exactly one of `email` or `subject`, and an optional `reason`.",
+                ),
+                security=MODERATOR_SECURITY,
+            ),
+        },
+        ban: {
+            "delete": _op(
+                "moderation",
+                "unbanAuthor",
+                "Lift a ban",
+                "The author may post again." + moderate_note,
+                {
+                    "204": {"description": "Lifted."},
+                    **_errors(ban, 400, 401, 403, 404, 429, 503),
+                },
+                parameters=[
+                    {
+                        "name": "target",
+                        "in": "path",
+                        "required": True,
+                        "description": "The ban target as listed, e.g. `email:troll@example.com`.",
+                        "schema": _ref("BanTarget"),
+                        "example": "email:troll@example.com",
+                    }
+                ],
+                security=MODERATOR_SECURITY,
+            )
+        },
+        audit: {
+            "get": _op(
+                "admin",
+                "auditLog",
+                "The moderation audit log",
+                "Who did what, when: approvals, hides, deletions, edits, bans; newest "
+                "first. Needs the `admin` scope.",
+                {
+                    "200": _ok(
+                        "One page of the log.",
+                        _ref("AuditPage"),
+                        {
+                            "items": [
+                                {
+                                    "id": 7,
+                                    "actor": "key:1a2b3c4d5e6f",
+                                    "action": "approve",
+                                    "target": None,
+                                    "comment_ids": [42, 43],
+                                    "details": {"requested": [42, 43, 44]},
+                                    "created_at": _EXAMPLE_TIME,
+                                }
+                            ],
+                            "next_cursor": None,
+                        },
+                    ),
+                    **_errors(audit, 400, 401, 403, 429, 503),
+                },
+                parameters=page_params,
+                security=MODERATOR_SECURITY,
+            )
+        },
+    }
+
+
 def build_spec(settings: Settings | None = None) -> Spec:
     """The OpenAPI 3.1 document for a deployment with these settings (defaults if None)."""
     settings = settings or Settings()
-    paths = _paths(settings)
+    paths = {**_paths(settings), **_moderation_paths()}
     problems = _problem_types(settings)
     return {
         "openapi": "3.1.0",
@@ -1018,7 +1378,21 @@ def build_spec(settings: Settings | None = None) -> Spec:
                 "Reads are public. Writes are open to anonymous callers under "
                 "`AUTH_MODE=open` and need an API key or a JWT under "
                 f"`AUTH_MODE=required` (this deployment: `{settings.auth_mode}`); "
-                "moderation and admin always need a credential with the right scope.\n\n"
+                "moderation and admin always need a credential with the right scope. "
+                "A credential that is sent must be valid, even on a read.\n\n"
+                "Rate limits (429 with `Retry-After`; `X-RateLimit-Limit`, "
+                "`X-RateLimit-Remaining` and `X-RateLimit-Reset` on limited responses): "
+                "anonymous comment writes per client address "
+                f"(`RATELIMIT_ANONYMOUS_WRITE`, `{settings.ratelimit_anonymous_write}` "
+                "here), authenticated writes per credential "
+                f"(`RATELIMIT_AUTHENTICATED_WRITE`, `{settings.ratelimit_authenticated_write}`"
+                "), everything else per client address "
+                f"(`RATELIMIT_READ`, `{settings.ratelimit_read}`); health probes and "
+                "metrics are never limited"
+                + ("" if settings.ratelimit_enabled else " (rate limiting is off here)")
+                + ".\n\n"
+                "Browsers may call the API from the origins in `CORS_ORIGINS` only "
+                "(exact origins, never `*`); other preflights get 403.\n\n"
                 'Errors are JSON, never HTML: the legacy `{"status", "message"}` shape '
                 "under `/api/comment/`, `application/problem+json` (RFC 9457) elsewhere, "
                 "whose `type` links to its explanation under Problems."
@@ -1029,7 +1403,12 @@ def build_spec(settings: Settings | None = None) -> Spec:
         "tags": [
             {"name": "legacy", "description": "The original API, unchanged for old clients."},
             {"name": "v1", "description": "The API for new clients."},
-            {"name": "ops", "description": "Health checks and this documentation."},
+            {
+                "name": "moderation",
+                "description": "For moderators: a credential with `comments:moderate`.",
+            },
+            {"name": "admin", "description": "For operators: a credential with `admin`."},
+            {"name": "ops", "description": "Health checks, metrics and this documentation."},
         ],
         "paths": paths,
         "components": {
@@ -1086,17 +1465,19 @@ nav ul{columns:2}
 _METHODS = ("get", "post", "put", "patch", "delete")
 
 
-def _text(value: str) -> str:
-    """Escape, then render `code` spans and blank-line paragraphs."""
-    paragraphs = []
-    for chunk in value.split("\n\n"):
-        escaped = html.escape(chunk.strip())
-        paragraphs.append(re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped))
-    return "".join(f"<p>{p}</p>" for p in paragraphs if p)
-
-
 def _inline(value: str) -> str:
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(value))
+    """Escape, then render `code` spans; problem types link to their entry."""
+    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(value))
+    return re.sub(
+        r"<code>/docs#problem-([a-z0-9-]+)</code>",
+        r'<a href="#problem-\1"><code>/docs#problem-\1</code></a>',
+        text,
+    )
+
+
+def _text(value: str) -> str:
+    """Blank-line separated paragraphs of ``_inline`` text."""
+    return "".join(f"<p>{_inline(p.strip())}</p>" for p in value.split("\n\n") if p.strip())
 
 
 def _pre(value: Any) -> str:
