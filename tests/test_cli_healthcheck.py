@@ -1,0 +1,40 @@
+"""`comments-api healthcheck`: the container HEALTHCHECK (no shell or curl in the image)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from .support import VENV_BIN, ServiceProcess, free_port
+
+
+def healthcheck(port: int, *args: str, host: str = "127.0.0.1") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(VENV_BIN / "comments-api"), "healthcheck", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "HOST": host, "PORT": str(port)},
+        check=False,
+    )
+
+
+def test_healthy_server_exits_zero_and_wildcard_bind_is_probed_on_loopback(tmp_path: Path):
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}"}
+    with ServiceProcess(env, tmp_path) as server:
+        ok = healthcheck(server.port)
+        assert ok.returncode == 0, ok.stderr
+        assert f"127.0.0.1:{server.port}/readyz" in ok.stdout
+        # The image binds 0.0.0.0; the probe must still reach the server.
+        assert healthcheck(server.port, host="0.0.0.0").returncode == 0
+        missing = healthcheck(server.port, "--path", "/no-such-page")
+        assert missing.returncode == 1
+        assert "HTTP 404" in missing.stderr
+
+
+def test_no_server_exits_one_with_a_reason():
+    result = healthcheck(free_port(), "--timeout", "1")
+    assert result.returncode == 1
+    assert result.stderr.startswith("unhealthy:")
+    assert "Traceback" not in result.stderr
