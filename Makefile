@@ -55,6 +55,9 @@ image: ## build $(IMAGE) from the public base images (needs registry access)
 image-test: venv ## build the image on local stand-in bases and run the hardened checks
 	scripts/image-test.sh
 
+dashboards: venv ## regenerate the Grafana dashboard JSON from deploy/monitoring/grafana/generate.py
+	$(BIN)/python deploy/monitoring/grafana/generate.py
+
 lock: ## re-resolve both lock files (needs uv: pip install uv)
 	uv pip compile pyproject.toml --generate-hashes --python-version 3.11 \
 	  --python-platform x86_64-manylinux_2_28 -o requirements.lock -q

@@ -1,0 +1,171 @@
+"""Structured logs from a real `comments-api serve`: JSON lines, request ids, no user data."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import requests
+
+from .support import ServiceProcess, wait_until
+
+SALT = "test-salt-not-a-secret"
+VALID_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    workdir = tmp_path_factory.mktemp("logging")
+    env = {
+        "DATABASE_URL": f"sqlite:///{workdir / 'comments.db'}",
+        "LOG_LEVEL": "info",
+        "LOG_FORMAT": "json",
+        "CLIENT_IP_HASH_SALT": SALT,
+        "RATELIMIT_ENABLED": "false",
+    }
+    with ServiceProcess(env, workdir, workers=2) as svc:
+        yield svc
+
+
+def records(svc: ServiceProcess) -> list[dict]:
+    return [json.loads(line) for line in svc.log().splitlines() if line.strip()]
+
+
+def access_for(svc: ServiceProcess, request_id: str) -> list[dict]:
+    found: list[dict] = []
+
+    def seen() -> bool:
+        found[:] = [
+            r
+            for r in records(svc)
+            if r.get("logger") == "comments_api.access" and r.get("request_id") == request_id
+        ]
+        return bool(found)
+
+    wait_until(seen, 10)
+    return found
+
+
+def test_every_line_is_json_including_gunicorns_own(service: ServiceProcess) -> None:
+    requests.get(f"{service.base}/healthz", timeout=10)
+    lines = [line for line in service.log().splitlines() if line.strip()]
+    assert lines
+    for line in lines:
+        record = json.loads(line)  # raises on any non-JSON line
+        assert {"time", "level", "logger", "message"} <= record.keys()
+    loggers = {r["logger"] for r in records(service)}
+    assert "gunicorn.error" in loggers  # "Booting worker ..." and friends
+    assert "comments_api.access" in loggers
+    # gunicorn's own access log would repeat raw paths: the app's line replaces it.
+    assert "gunicorn.access" not in loggers
+
+
+def test_one_line_per_request_with_the_documented_fields(service: ServiceProcess) -> None:
+    rid = f"test-{uuid.uuid4().hex}.ok_1"
+    response = requests.get(
+        f"{service.base}/api/v1/contents/article-9/comments",
+        headers={"X-Request-ID": rid},
+        timeout=10,
+    )
+    assert response.status_code == 200
+    assert response.headers["X-Request-ID"] == rid
+    lines = access_for(service, rid)
+    assert len(lines) == 1
+    line = lines[0]
+    assert line["level"] == "info"
+    assert datetime.fromisoformat(line["time"].replace("Z", "+00:00")).tzinfo is not None
+    assert line["method"] == "GET"
+    assert line["route"] == "/api/v1/contents/<content_id>/comments"
+    assert line["status"] == 200
+    assert isinstance(line["duration_ms"], int | float)
+    assert line["duration_ms"] >= 0
+    assert line["identity_id"] is None  # anonymous
+    # HMAC-SHA256(CLIENT_IP_HASH_SALT, ip), first 16 hex digits (README, log format).
+    expected = hmac.new(SALT.encode(), b"127.0.0.1", hashlib.sha256).hexdigest()[:16]
+    assert line["client_ip_hash"] == expected
+    assert "127.0.0.1" not in json.dumps(line)
+    assert "article-9" not in json.dumps(line)  # the template, never the raw path
+
+
+@pytest.mark.parametrize(
+    "sent",
+    ["has space", "x" * 129, "ümlaut", "semi;colon", "new\\nline", "<script>"],
+)
+def test_invalid_request_id_is_replaced(service: ServiceProcess, sent: str) -> None:
+    response = requests.get(f"{service.base}/healthz", headers={"X-Request-ID": sent}, timeout=10)
+    rid = response.headers["X-Request-ID"]
+    assert rid != sent
+    assert VALID_ID.fullmatch(rid)
+    assert len(access_for(service, rid)) == 1
+    assert sent not in service.log()
+
+
+def test_request_id_generated_when_absent_and_longest_valid_kept(
+    service: ServiceProcess,
+) -> None:
+    generated = [requests.get(f"{service.base}/healthz", timeout=10) for _ in range(2)]
+    ids = [r.headers["X-Request-ID"] for r in generated]
+    assert all(VALID_ID.fullmatch(i) for i in ids)
+    assert ids[0] != ids[1]
+    longest = "A" * 120 + uuid.uuid4().hex[:8]
+    response = requests.get(
+        f"{service.base}/healthz", headers={"X-Request-ID": longest}, timeout=10
+    )
+    assert response.headers["X-Request-ID"] == longest
+    assert len(access_for(service, longest)) == 1
+
+
+def test_error_responses_carry_the_request_id_too(service: ServiceProcess) -> None:
+    rid = f"err-{uuid.uuid4().hex}"
+    response = requests.get(f"{service.base}/nope", headers={"X-Request-ID": rid}, timeout=10)
+    assert response.status_code == 404
+    assert response.headers["X-Request-ID"] == rid
+    (line,) = access_for(service, rid)
+    assert line["status"] == 404
+    assert line["route"] == "<unmatched>"
+
+
+def test_no_email_or_comment_text_in_logs(service: ServiceProcess) -> None:
+    email = f"reader-{uuid.uuid4().hex[:8]}@example.com"
+    text = f"my private opinion {uuid.uuid4().hex}"
+    ok = requests.post(
+        f"{service.base}/api/comment/new",
+        json={"email": email, "comment": text, "content_id": 42},
+        timeout=10,
+    )
+    assert ok.status_code == 200
+    bad = requests.post(
+        f"{service.base}/api/comment/new",
+        json={"email": email, "comment": text},  # no content_id: 400
+        timeout=10,
+    )
+    assert bad.status_code == 400
+    requests.get(f"{service.base}/api/comment/list/{email}", timeout=10)
+    requests.get(f"{service.base}/api/comment/list/42", timeout=10)
+    rid = requests.get(f"{service.base}/healthz", timeout=10).headers["X-Request-ID"]
+    access_for(service, rid)  # the later requests' lines are written by now
+    log = service.log()
+    assert email not in log
+    assert text not in log
+
+
+def test_text_format_for_humans(tmp_path: Path) -> None:
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'comments.db'}",
+        "LOG_LEVEL": "info",
+        "LOG_FORMAT": "text",
+    }
+    with ServiceProcess(env, tmp_path, workers=1) as svc:
+        rid = requests.get(f"{svc.base}/healthz", timeout=10).headers["X-Request-ID"]
+        assert wait_until(lambda: f"request_id={rid}" in svc.log(), 10)
+    line = next(x for x in svc.log().splitlines() if f"request_id={rid}" in x)
+    assert "comments_api.access: request" in line
+    assert "route=/healthz" in line
+    assert "status=200" in line
