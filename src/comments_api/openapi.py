@@ -621,8 +621,8 @@ _RATE_LIMIT_HEADERS = {
 # status -> (problem slugs it can carry, example detail, extra headers)
 _ERROR_DEFAULTS: dict[int, tuple[tuple[str, ...], str, dict[str, Any]]] = {
     400: (
-        ("validation-error", "bad-request"),
-        "body: must be at most 5000 characters (got 5001)",
+        ("bad-request", "validation-error"),
+        "the request body is not valid JSON: Expecting value: line 1 column 1 (char 0)",
         {},
     ),
     401: (
@@ -706,6 +706,24 @@ def _error(
     )
 
 
+def _invalid(path: str, field: str, message: str) -> dict[str, Any]:
+    """A 400 validation error naming the field, as domain.InvalidInput produces."""
+    return _error(
+        path,
+        400,
+        f"{field}: {message}",
+        errors=[{"field": field, "message": message}],
+        description=(
+            "Invalid input or an unreadable body, in the legacy shape: `message` names "
+            "each bad field (`/docs#problem-validation-error`, `/docs#problem-bad-request`)."
+            if path.startswith(LEGACY_PREFIX)
+            else "Invalid input (`/docs#problem-validation-error`, with `errors`) or an "
+            "unreadable body (`/docs#problem-bad-request`)."
+        )
+        + " Nothing was changed.",
+    )
+
+
 def _errors(path: str, *statuses: int) -> dict[str, Any]:
     """The usual error responses for ``path``, plus ``default`` for anything else."""
     responses = {str(s): _error(path, s) for s in statuses}
@@ -762,7 +780,8 @@ def _op(
         op["parameters"] = parameters
     if request_body:
         op["requestBody"] = request_body
-    op["responses"] = responses
+    # Status order, `default` last, however the caller listed them.
+    op["responses"] = dict(sorted(responses.items(), key=lambda kv: (kv[0] == "default", kv[0])))
     if security is not None:
         op["security"] = security
     return op
@@ -859,7 +878,6 @@ def _paths(settings: Settings) -> dict[str, Any]:
     thread = "/api/v1/contents/{content_id}/comments"
     one = "/api/v1/comments/{comment_id}"
     counts = "/api/v1/counts"
-    validation_example = [{"field": "body", "message": "must not be empty or whitespace only"}]
     return {
         legacy_new: {
             "post": _op(
@@ -877,7 +895,8 @@ def _paths(settings: Settings) -> dict[str, Any]:
                             "message": "comment created and associated with content_id 1",
                         },
                     ),
-                    **_errors(legacy_new, 400, 401, 403, 409, 413, 415, 429, 503),
+                    "400": _invalid(legacy_new, "comment", "must not be empty or whitespace only"),
+                    **_errors(legacy_new, 401, 403, 409, 413, 415, 429, 503),
                 },
                 request_body=_json_body(
                     "LegacyNewComment",
@@ -913,7 +932,10 @@ def _paths(settings: Settings) -> dict[str, Any]:
                             ),
                         },
                     ),
-                    **_errors(legacy_list, 400, 429, 503),
+                    "400": _invalid(
+                        legacy_list, "content_id", "must not contain control characters"
+                    ),
+                    **_errors(legacy_list, 429, 503),
                     "404": _error(legacy_list, 404, "content_id 1 not found"),
                 },
                 parameters=[_ref("ContentIdPath", "parameters")],
@@ -948,12 +970,7 @@ def _paths(settings: Settings) -> dict[str, Any]:
                         _example_comment(status="pending"),
                     ),
                     **_errors(thread, 401, 403, 409, 413, 415, 429, 503),
-                    "400": _error(
-                        thread,
-                        400,
-                        "body: must not be empty or whitespace only",
-                        errors=validation_example,
-                    ),
+                    "400": _invalid(thread, "body", "must not be empty or whitespace only"),
                 },
                 parameters=[_ref("ContentIdPath", "parameters")],
                 request_body=_json_body(
@@ -991,12 +1008,7 @@ def _paths(settings: Settings) -> dict[str, Any]:
                         },
                     ),
                     **_errors(thread, 429, 503),
-                    "400": _error(
-                        thread,
-                        400,
-                        "limit: must be between 1 and 100",
-                        errors=[{"field": "limit", "message": "must be between 1 and 100"}],
-                    ),
+                    "400": _invalid(thread, "limit", "must be between 1 and 100"),
                 },
                 parameters=[
                     _ref("ContentIdPath", "parameters"),
@@ -1037,7 +1049,8 @@ def _paths(settings: Settings) -> dict[str, Any]:
                         _ref("Comment"),
                         _example_comment(body="Great reporting, thanks!"),
                     ),
-                    **_errors(one, 400, 401, 403, 404, 413, 415, 429, 503),
+                    "400": _invalid(one, "body", "must not be empty or whitespace only"),
+                    **_errors(one, 401, 403, 404, 413, 415, 429, 503),
                 },
                 parameters=[_ref("CommentIdPath", "parameters")],
                 request_body=_json_body(
@@ -1077,14 +1090,7 @@ def _paths(settings: Settings) -> dict[str, Any]:
                         {"counts": {"1": 12, "2": 0}},
                     ),
                     **_errors(counts, 429, 503),
-                    "400": _error(
-                        counts,
-                        400,
-                        "content_id: at most 100 content ids per call",
-                        errors=[
-                            {"field": "content_id", "message": "at most 100 content ids per call"}
-                        ],
-                    ),
+                    "400": _invalid(counts, "content_id", "at most 100 content ids per call"),
                 },
                 parameters=[_ref("CountContentIds", "parameters")],
             )
@@ -1217,7 +1223,8 @@ def _moderation_paths() -> dict[str, Any]:
                         {"items": [example], "next_cursor": None},
                         headers={"Link": _header('The next page: `<...>; rel="next"`.')},
                     ),
-                    **_errors(pending, 400, 401, 403, 429, 503),
+                    "400": _invalid(pending, "cursor", "is not a cursor this API issued"),
+                    **_errors(pending, 401, 403, 429, 503),
                 },
                 parameters=page_params,
                 security=MODERATOR_SECURITY,
@@ -1236,7 +1243,8 @@ def _moderation_paths() -> dict[str, Any]:
                         _ref("BulkResult"),
                         {"action": "approve", "changed": [42, 43], "unchanged": [44]},
                     ),
-                    **_errors(bulk, 400, 401, 403, 413, 415, 429, 503),
+                    "400": _invalid(bulk, "action", "must be one of approve, hide, delete"),
+                    **_errors(bulk, 401, 403, 413, 415, 429, 503),
                 },
                 request_body=_json_body(
                     "BulkModeration",
@@ -1290,7 +1298,8 @@ def _moderation_paths() -> dict[str, Any]:
                         {"target": "email:troll@example.com", "created": False},
                         headers={"Location": _header("The ban's URL, for DELETE.")},
                     ),
-                    **_errors(bans, 400, 401, 403, 413, 415, 429, 503),
+                    "400": _invalid(bans, "email", "give exactly one of email or subject"),
+                    **_errors(bans, 401, 403, 413, 415, 429, 503),
                 },
                 request_body=_json_body(
                     "NewBan",
@@ -1308,7 +1317,8 @@ def _moderation_paths() -> dict[str, Any]:
                 "The author may post again." + moderate_note,
                 {
                     "204": {"description": "Lifted."},
-                    **_errors(ban, 400, 401, 403, 404, 429, 503),
+                    "400": _invalid(ban, "target", "must look like email:<address> or sub:<id>"),
+                    **_errors(ban, 401, 403, 404, 429, 503),
                 },
                 parameters=[
                     {
@@ -1349,7 +1359,8 @@ def _moderation_paths() -> dict[str, Any]:
                             "next_cursor": None,
                         },
                     ),
-                    **_errors(audit, 400, 401, 403, 429, 503),
+                    "400": _invalid(audit, "limit", "must be between 1 and 100"),
+                    **_errors(audit, 401, 403, 429, 503),
                 },
                 parameters=page_params,
                 security=MODERATOR_SECURITY,
