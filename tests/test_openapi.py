@@ -630,3 +630,15 @@ def test_rate_limited_responses_match_the_document(make_app):
     documented(spec, "/api/v1/contents/{content_id}/comments", "post", response)
     for name in ("Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining"):
         assert name in response.headers
+
+
+def test_docs_page_links_resolve_and_ids_are_unique(bare_app):
+    page = bare_app.test_client().get("/docs").get_data(as_text=True)
+    ids = re.findall(r'\sid="([^"]+)"', page)
+    assert len(ids) == len(set(ids)), "duplicate anchors"
+    targets = set(re.findall(r'href="#([^"]+)"', page))
+    assert targets, "the page links nothing"
+    assert targets - set(ids) == set(), "links to anchors that do not exist"
+    # Every schema an operation references is described on the page.
+    for name in re.findall(r'href="#schema-([^"]+)"', page):
+        assert f'id="schema-{name}"' in page
