@@ -1,0 +1,276 @@
+"""Moderation: pre-moderation, bulk actions, pending queue, bans, audit log, author rights."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from comments_api.auth import SCOPE_ADMIN, SCOPE_MODERATE, SCOPE_WRITE
+from comments_api.events import moderation_action
+
+from .authkit import AUDIENCE, ISSUER, api_key, bearer, hs_signer
+
+BULK = "/api/v1/moderation/comments"
+PENDING = "/api/v1/moderation/pending"
+BANS = "/api/v1/moderation/bans"
+AUDIT = "/api/v1/admin/audit-log"
+
+
+@pytest.fixture
+def signer():
+    return hs_signer()
+
+
+@pytest.fixture
+def build(make_app, signer):
+    def make(**overrides):
+        return make_app(
+            jwt_hs256_secret=signer.key, jwt_issuer=ISSUER, jwt_audience=AUDIENCE, **overrides
+        )
+
+    return make
+
+
+def post_v1(client, body="hello", content_id="a1", headers=None, **extra):
+    return client.post(
+        f"/api/v1/contents/{content_id}/comments", json={"body": body, **extra}, headers=headers
+    )
+
+
+def post_legacy(client, comment="hello", email="anon@example.com", content_id="a1", headers=None):
+    return client.post(
+        "/api/comment/new",
+        json={"email": email, "comment": comment, "content_id": content_id},
+        headers=headers,
+    )
+
+
+def public_ids(client, content_id="a1"):
+    return [c["id"] for c in client.get(f"/api/v1/contents/{content_id}/comments").json["items"]]
+
+
+def test_pre_moderation_holds_comments_until_approved(build, signer):
+    app = build(moderation_mode="pre")
+    client = app.test_client()
+    mod = bearer(api_key(app, SCOPE_MODERATE))
+
+    v1 = post_v1(client, "waiting")
+    assert v1.status_code == 202
+    assert v1.json["status"] == "pending"
+    assert "Location" not in v1.headers
+    legacy = post_legacy(client, "legacy waiting")
+    assert legacy.status_code == 200  # old clients still see SUCCESS
+    assert legacy.json["status"] == "SUCCESS"
+    reader = post_v1(client, "reader waiting", headers=bearer(signer.token("r1")))
+    assert reader.status_code == 202
+
+    # Invisible everywhere public.
+    assert public_ids(client) == []
+    assert client.get(f"/api/v1/comments/{v1.json['id']}").status_code == 404
+    assert client.get("/api/v1/counts?content_id=a1").json["counts"] == {"a1": 0}
+    assert client.get("/api/comment/list/a1").status_code == 404
+
+    queue = client.get(PENDING, headers=mod)
+    assert queue.status_code == 200
+    items = queue.json["items"]
+    assert [c["body"] for c in items] == ["waiting", "legacy waiting", "reader waiting"]
+    # Moderators see who wrote it; the public never sees the address.
+    assert items[1]["author_email"] == "anon@example.com"
+    assert items[2]["author_subject"] == "r1"
+
+    approved = client.post(BULK, json={"action": "approve", "ids": [v1.json["id"]]}, headers=mod)
+    assert approved.json == {"action": "approve", "changed": [v1.json["id"]], "unchanged": []}
+    assert public_ids(client) == [v1.json["id"]]
+    assert [c["comment"] for c in client.get("/api/comment/list/a1").json] == ["waiting"]
+    assert len(client.get(PENDING, headers=mod).json["items"]) == 2
+
+    # A moderator's own comment needs no approval.
+    own = post_v1(client, "from the desk", headers=bearer(api_key(app, SCOPE_ADMIN)))
+    assert own.status_code == 201
+
+
+def test_bulk_approve_hide_delete_in_one_call_with_audit(build):
+    app = build()
+    client = app.test_client()
+    mod_key = api_key(app, SCOPE_MODERATE)
+    mod = bearer(mod_key)
+    ids = [post_v1(client, f"c{i}").json["id"] for i in range(4)]
+    seen = []
+
+    def record(sender, **kw):
+        seen.append((kw["action"], kw["count"]))
+
+    moderation_action.connect(record)
+    try:
+        hidden = client.post(BULK, json={"action": "hide", "ids": [*ids[:3], 999999]}, headers=mod)
+        assert hidden.status_code == 200
+        assert hidden.json["changed"] == ids[:3]
+        assert hidden.json["unchanged"] == [999999]
+        assert public_ids(client) == [ids[3]]
+        assert client.get(f"/api/v1/comments/{ids[0]}").status_code == 404
+
+        back = client.post(BULK, json={"action": "approve", "ids": [ids[0]]}, headers=mod)
+        assert back.json["changed"] == [ids[0]]
+        assert public_ids(client) == [ids[0], ids[3]]
+
+        gone = client.post(BULK, json={"action": "delete", "ids": [ids[0], ids[1]]}, headers=mod)
+        assert gone.json["changed"] == [ids[0], ids[1]]
+        tomb = client.get(f"/api/v1/comments/{ids[0]}").json
+        assert (tomb["status"], tomb["body"], tomb["author"]) == ("deleted", None, None)
+        # Approving a deleted comment never resurrects it.
+        again = client.post(BULK, json={"action": "approve", "ids": [ids[0]]}, headers=mod)
+        assert again.json["changed"] == []
+        assert client.get(f"/api/v1/comments/{ids[0]}").json["status"] == "deleted"
+    finally:
+        moderation_action.disconnect(record)
+    assert seen == [("hide", 3), ("approve", 1), ("delete", 2), ("approve", 0)]
+
+    audit = client.get(AUDIT, headers=bearer(api_key(app, SCOPE_ADMIN))).json["items"]
+    actor = f"api_key:{mod_key.split('_')[1]}"
+    assert [(e["action"], e["comment_ids"], e["actor"]) for e in audit] == [
+        ("approve", [], actor),
+        ("delete", [ids[0], ids[1]], actor),
+        ("approve", [ids[0]], actor),
+        ("hide", ids[:3], actor),
+    ]
+    assert all(e["created_at"].endswith("Z") for e in audit)
+
+    for bad in (
+        {"action": "nuke", "ids": [1]},
+        {"action": "hide", "ids": []},
+        {"action": "hide", "ids": list(range(1, 102))},
+        {"action": "hide", "ids": ["1"]},
+        {"action": "hide", "ids": [1], "extra": True},
+        [1, 2],
+    ):
+        response = client.post(BULK, json=bad, headers=mod)
+        assert response.status_code == 400, bad
+        assert response.mimetype == "application/problem+json"
+
+
+def test_pending_queue_is_paginated(build):
+    app = build(moderation_mode="pre")
+    client = app.test_client()
+    mod = bearer(api_key(app, SCOPE_MODERATE))
+    ids = [post_v1(client, f"p{i}", content_id=f"c{i % 2}").json["id"] for i in range(5)]
+    first = client.get(f"{PENDING}?limit=2", headers=mod)
+    assert [c["id"] for c in first.json["items"]] == ids[:2]
+    assert 'rel="next"' in first.headers["Link"]
+    second = client.get(f"{PENDING}?limit=2&cursor={first.json['next_cursor']}", headers=mod)
+    third = client.get(f"{PENDING}?limit=2&cursor={second.json['next_cursor']}", headers=mod)
+    assert [c["id"] for c in second.json["items"] + third.json["items"]] == ids[2:]
+    assert third.json["next_cursor"] is None
+    assert client.get(f"{PENDING}?cursor=garbage", headers=mod).status_code == 400
+    assert client.get(PENDING).status_code == 401  # moderation always needs a credential
+
+
+def test_bans_by_email_and_subject(build, signer):
+    app = build(legacy_email="full")
+    client = app.test_client()
+    mod = bearer(api_key(app, SCOPE_MODERATE))
+    troll = bearer(signer.token("troll-42"))
+    assert post_legacy(client, "hi", email="Troll@Example.com").status_code == 200
+    assert post_v1(client, "hi", headers=troll).status_code == 201
+
+    by_email = client.post(BANS, json={"email": "troll@EXAMPLE.com", "reason": "spam"}, headers=mod)
+    assert by_email.status_code == 201
+    assert by_email.json == {"target": "email:troll@example.com", "created": True}
+    by_subject = client.post(BANS, json={"subject": "troll-42"}, headers=mod)
+    assert by_subject.status_code == 201
+    assert client.post(BANS, json={"subject": "troll-42"}, headers=mod).status_code == 200
+
+    rejected = post_legacy(client, "again", email="TROLL@example.com")
+    assert rejected.status_code == 403
+    assert rejected.json["status"] == "FORBIDDEN"
+    v1 = post_v1(client, "again", email="troll@example.com")
+    assert v1.status_code == 403
+    assert v1.json["type"].endswith("author-banned")
+    assert post_v1(client, "again", headers=troll).status_code == 403
+    assert post_v1(client, "someone else", email="fine@example.com").status_code == 201
+
+    listed = client.get(BANS, headers=mod).json["items"]
+    assert {b["target"] for b in listed} == {"email:troll@example.com", "sub:troll-42"}
+    assert next(b for b in listed if b["target"].startswith("email"))["reason"] == "spam"
+
+    lifted = client.delete(by_email.headers["Location"], headers=mod)
+    assert lifted.status_code == 204
+    assert post_legacy(client, "reformed", email="troll@example.com").status_code == 200
+    assert client.delete(by_email.headers["Location"], headers=mod).status_code == 404
+    assert client.delete(f"{BANS}/nonsense", headers=mod).status_code == 400
+    # Bans need the moderate scope.
+    writer = bearer(api_key(app, SCOPE_WRITE))
+    assert client.post(BANS, json={"subject": "x"}, headers=writer).status_code == 403
+    assert client.post(BANS, json={"email": "x@example.com"}).status_code == 401
+    assert (
+        client.post(BANS, json={"email": "a@b.c", "subject": "x"}, headers=mod).status_code == 400
+    )
+
+
+def test_audit_log_is_admin_only_and_paginated(build):
+    app = build()
+    client = app.test_client()
+    mod = bearer(api_key(app, SCOPE_MODERATE))
+    admin = bearer(api_key(app, SCOPE_ADMIN))
+    for i in range(3):
+        client.post(BANS, json={"subject": f"s{i}"}, headers=mod)
+    assert client.get(AUDIT).status_code == 401
+    assert client.get(AUDIT, headers=mod).status_code == 403
+    assert client.get(AUDIT, headers=bearer(api_key(app, SCOPE_WRITE))).status_code == 403
+    first = client.get(f"{AUDIT}?limit=2", headers=admin)
+    assert first.status_code == 200
+    assert [e["target"] for e in first.json["items"]] == ["sub:s2", "sub:s1"]
+    rest = client.get(f"{AUDIT}?limit=2&cursor={first.json['next_cursor']}", headers=admin)
+    assert [e["target"] for e in rest.json["items"]] == ["sub:s0"]
+    assert rest.json["next_cursor"] is None
+
+
+def test_authors_delete_and_edit_their_own_comments_within_the_window(build, signer):
+    app = build(edit_window=2.0)
+    client = app.test_client()
+    alice, bob = bearer(signer.token("alice")), bearer(signer.token("bob"))
+    mine = post_v1(client, "first version", headers=alice).json["id"]
+    url = f"/api/v1/comments/{mine}"
+
+    assert client.patch(url, json={"body": "bob was here"}, headers=bob).status_code == 403
+    assert client.delete(url, headers=bob).status_code == 403
+    assert client.patch(url, json={"body": "x"}).status_code == 401  # anonymous
+    assert client.delete(url).status_code == 401
+    # A trusted backend key may post but is not a moderator: it cannot delete others'.
+    assert client.delete(url, headers=bearer(api_key(app, SCOPE_WRITE))).status_code == 403
+    # Identity by email proves nothing: same email in a body is not authorship.
+    anon = post_v1(client, "anon", email="alice@readers.example").json["id"]
+    assert client.delete(f"/api/v1/comments/{anon}", headers=alice).status_code == 403
+
+    edited = client.patch(url, json={"body": "second version"}, headers=alice)
+    assert edited.status_code == 200
+    assert edited.json["body"] == "second version"
+    assert client.get(url).json["body"] == "second version"
+    bad = client.patch(url, json={"body": "x", "email": "e@example.com"}, headers=alice)
+    assert bad.status_code == 400
+    assert client.patch(url, json={"body": "   "}, headers=alice).status_code == 400
+
+    time.sleep(2.2)
+    late = client.patch(url, json={"body": "too late"}, headers=alice)
+    assert late.status_code == 403
+    assert "2 seconds" in late.json["detail"]
+    assert client.get(url).json["body"] == "second version"
+
+    # Deleting has no window.
+    assert client.delete(url, headers=alice).status_code == 204
+    assert client.get(url).json["status"] == "deleted"
+    assert client.patch(url, json={"body": "zombie"}, headers=alice).status_code in (403, 404)
+    audit = client.get(AUDIT, headers=bearer(api_key(app, SCOPE_ADMIN))).json["items"]
+    assert [(e["action"], e["actor"]) for e in audit] == [
+        ("delete", "jwt:alice"),
+        ("edit", "jwt:alice"),
+    ]
+
+
+def test_moderators_delete_any_comment(build, signer):
+    app = build()
+    client = app.test_client()
+    cid = post_v1(client, "rude", headers=bearer(signer.token("someone"))).json["id"]
+    mod = bearer(signer.token("mod-1", scope="comments:moderate"))  # scope granted by the IdP
+    assert client.delete(f"/api/v1/comments/{cid}", headers=mod).status_code == 204
+    assert client.get(f"/api/v1/comments/{cid}").json["status"] == "deleted"
