@@ -1,0 +1,187 @@
+"""Abuse guards: duplicates, per-thread flood limit, banned words, CORS, security headers."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from comments_api.settings import Settings, SettingsError
+
+from .authkit import AUDIENCE, ISSUER, bearer, hs_signer
+
+ORIGIN = "https://www.news.example"
+
+
+def post_v1(client, body="hello", content_id="a1", headers=None, **extra):
+    return client.post(
+        f"/api/v1/contents/{content_id}/comments", json={"body": body, **extra}, headers=headers
+    )
+
+
+def post_legacy(client, comment="hello", email="ann@example.com", content_id="a1"):
+    return client.post(
+        "/api/comment/new", json={"email": email, "comment": comment, "content_id": content_id}
+    )
+
+
+def test_duplicates_are_rejected_within_the_window(make_app):
+    client = make_app(duplicate_window=1.5).test_client()
+    assert post_legacy(client, "Great article").status_code == 200
+    dup = post_legacy(client, "Great article", email="ANN@example.com")  # same author
+    assert dup.status_code == 409
+    assert dup.json == {
+        "status": "CONFLICT",
+        "message": "you already posted this comment here; duplicates are not accepted",
+    }
+    v1 = post_v1(client, "Great article", email="ann@example.com")
+    assert v1.status_code == 409
+    assert v1.json["type"].endswith("conflict")
+    # Another content, another author or another text are fine.
+    assert post_legacy(client, "Great article", content_id="a2").status_code == 200
+    assert post_legacy(client, "Great article", email="bob@example.com").status_code == 200
+    assert post_legacy(client, "Great article!").status_code == 200
+    time.sleep(1.6)
+    assert post_legacy(client, "Great article").status_code == 200
+
+
+def test_duplicates_of_a_signed_in_reader(make_app):
+    signer = hs_signer()
+    app = make_app(jwt_hs256_secret=signer.key, jwt_issuer=ISSUER, jwt_audience=AUDIENCE)
+    client = app.test_client()
+    reader = bearer(signer.token("r-7"))
+    assert post_v1(client, "same", headers=reader).status_code == 201
+    assert post_v1(client, "same", headers=reader).status_code == 409
+    # Posting anonymously with the reader's email is a different author key.
+    assert post_v1(client, "same", email="r-7@readers.example").status_code == 201
+
+
+def test_per_thread_per_author_limit(make_app):
+    client = make_app(thread_author_max=3, thread_author_window=60).test_client()
+    for i in range(3):
+        assert post_legacy(client, f"n{i}").status_code == 200
+    flooded = post_legacy(client, "n3")
+    assert flooded.status_code == 429
+    assert flooded.json["status"] == "TOO-MANY-REQUESTS"
+    assert "at most 3 comments" in flooded.json["message"]
+    assert int(flooded.headers["Retry-After"]) > 0
+    v1 = post_v1(client, "n4", email="ann@example.com")
+    assert v1.status_code == 429
+    assert v1.json["type"].endswith("too-many-comments")
+    # Other threads and other authors are unaffected.
+    assert post_legacy(client, "n5", content_id="a2").status_code == 200
+    assert post_legacy(client, "n6", email="bob@example.com").status_code == 200
+
+
+def test_banned_words_whole_words_case_insensitive_never_echoed(make_app):
+    signer = hs_signer()
+    app = make_app(
+        banned_words=("darn", "heck yeah", "ÉPÉE"),
+        jwt_hs256_secret=signer.key,
+        jwt_issuer=ISSUER,
+        jwt_audience=AUDIENCE,
+    )
+    client = app.test_client()
+    for text in ("Well DARN it", "darn.", "oh heck YEAH", "une épée!"):
+        response = post_v1(client, text)
+        assert response.status_code == 400, text
+        assert response.json["errors"] == [
+            {
+                "field": "body",
+                "message": "contains language this site does not accept; please rephrase",
+            }
+        ]
+        assert text.lower() not in response.get_data(as_text=True).lower()
+    legacy = post_legacy(client, "darn")
+    assert legacy.status_code == 400
+    assert "comment:" in legacy.json["message"]
+    # Whole words only: these contain the letters but not the word.
+    for text in ("darned socks", "undarn", "heck", "épées"):
+        assert post_v1(client, text).status_code == 201, text
+    # Edits go through the same filter.
+    reader = bearer(signer.token("r1"))
+    cid = post_v1(client, "clean", headers=reader).json["id"]
+    edit = client.patch(f"/api/v1/comments/{cid}", json={"body": "darn"}, headers=reader)
+    assert edit.status_code == 400
+
+
+def test_cors_allowlist_and_preflight(make_app):
+    client = make_app(cors_origins=(ORIGIN,)).test_client()
+    preflight = client.options(
+        "/api/v1/contents/a1/comments",
+        headers={
+            "Origin": ORIGIN,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+    allowed_headers = preflight.headers["Access-Control-Allow-Headers"].lower()
+    assert "authorization" in allowed_headers
+    assert "content-type" in allowed_headers
+    assert preflight.headers["Access-Control-Allow-Credentials"] == "true"
+    assert "Origin" in preflight.headers["Vary"]
+
+    denied = client.options(
+        "/api/v1/contents/a1/comments",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert denied.status_code == 403
+    assert denied.mimetype == "application/problem+json"
+    assert "Access-Control-Allow-Origin" not in denied.headers
+
+    ok = client.get("/api/v1/counts?content_id=1", headers={"Origin": ORIGIN})
+    assert ok.headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert "Retry-After" in ok.headers["Access-Control-Expose-Headers"]
+    assert "Origin" in ok.headers["Vary"]
+    other = client.get("/api/v1/counts?content_id=1", headers={"Origin": "https://evil.example"})
+    assert other.status_code == 200  # the browser, not the server, withholds the body
+    assert "Access-Control-Allow-Origin" not in other.headers
+    assert "Access-Control-Allow-Credentials" not in other.headers
+    assert "Origin" in other.headers["Vary"]  # caches must not reuse one origin's answer
+    for response in (preflight, denied, ok, other):
+        assert response.headers.get("Access-Control-Allow-Origin") != "*"
+
+
+def test_cors_is_off_without_an_allowlist_and_never_a_wildcard(make_app):
+    client = make_app().test_client()
+    preflight = client.options(
+        "/api/v1/contents/a1/comments",
+        headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"},
+    )
+    assert preflight.status_code == 403
+    plain = client.get("/api/v1/counts?content_id=1", headers={"Origin": ORIGIN})
+    assert "Access-Control-Allow-Origin" not in plain.headers
+    with pytest.raises(SettingsError, match=r"\*"):
+        Settings.from_env({"CORS_ORIGINS": "*"})
+    assert Settings.from_env(
+        {"CORS_ORIGINS": f"{ORIGIN}, https://m.news.example"}
+    ).cors_origins == (
+        ORIGIN,
+        "https://m.news.example",
+    )
+
+
+def test_security_headers_on_every_kind_of_response(make_app):
+    client = make_app().test_client()
+    responses = {
+        "list": client.get("/api/v1/contents/a1/comments"),
+        "legacy 404": client.get("/api/comment/list/nothing"),
+        "validation error": post_v1(client, ""),
+        "unknown route": client.get("/nope"),
+        "wrong method": client.put("/api/v1/counts"),
+        "openapi": client.get("/openapi.json"),
+        "health": client.get("/healthz"),
+        "docs": client.get("/docs"),
+    }
+    for name, response in responses.items():
+        assert response.headers["X-Content-Type-Options"] == "nosniff", name
+        assert response.headers["X-Frame-Options"] == "DENY", name
+        assert response.headers["Referrer-Policy"] == "no-referrer", name
+        csp = response.headers["Content-Security-Policy"]
+        assert "frame-ancestors 'none'" in csp, name
+        assert "script-src" not in csp or "'unsafe" not in csp.split("script-src")[1], name
+    assert responses["list"].headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert responses["docs"].headers["Content-Security-Policy"].startswith("default-src 'none'")
