@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -149,6 +150,34 @@ _COMMENT_COLUMNS = (
     comments.c.deleted_at,
 )
 
+# The hottest statements are built once: constructing a select per request cost more CPU
+# than running it (bench/). Values are bound at execute; the compiled SQL is cached.
+_LEGACY_LIST = (
+    select(comments.c.email, comments.c.body)
+    .where(comments.c.content_id == bindparam("content_id"), comments.c.status == STATUS_PUBLISHED)
+    .order_by(comments.c.id)
+    .limit(bindparam("limit"))
+)
+_INSERT_COMMENT = insert(comments).returning(comments.c.id)
+# Building this nested select per request cost ~0.8 ms of CPU, far more than running it.
+_MINE = and_(
+    comments.c.content_id == bindparam("content_id"),
+    comments.c.author_key == bindparam("author_key"),
+)
+_AUTHOR_ACTIVITY = select(
+    select(func.count())
+    .where(_MINE, comments.c.created_at >= bindparam("thread_since"))
+    .scalar_subquery(),
+    select(func.count())
+    .where(
+        _MINE,
+        comments.c.created_at >= bindparam("dup_since"),
+        comments.c.body == bindparam("body"),
+    )
+    .scalar_subquery(),
+    select(func.count()).where(bans.c.target == bindparam("author_key")).scalar_subquery(),
+)
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -248,9 +277,7 @@ class Repository:
         with self.engine.begin() as conn:
             if rules is not None and key is not None:
                 check_activity(self._author_activity(conn, new, key, now, rules), rules)
-            new_id = conn.execute(
-                insert(comments).returning(comments.c.id), {**values, "author_key": key}
-            ).scalar_one()
+            new_id = conn.execute(_INSERT_COMMENT, {**values, "author_key": key}).scalar_one()
         return Comment(id=new_id, deleted_at=None, **values)  # type: ignore[arg-type]
 
     @staticmethod
@@ -259,21 +286,16 @@ class Repository:
     ) -> AuthorActivity:
         # One statement, three index lookups: (content_id, author_key, created_at) twice
         # and the bans primary key.
-        mine = and_(comments.c.content_id == new.content_id, comments.c.author_key == key)
-        thread_since = now - timedelta(seconds=rules.thread_author_window)
-        dup_since = now - timedelta(seconds=rules.duplicate_window)
-        recent = (
-            select(func.count())
-            .where(mine, comments.c.created_at >= thread_since)
-            .scalar_subquery()
-        )
-        dups = (
-            select(func.count())
-            .where(mine, comments.c.created_at >= dup_since, comments.c.body == new.body)
-            .scalar_subquery()
-        )
-        banned = select(func.count()).where(bans.c.target == key).scalar_subquery()
-        row = conn.execute(select(recent, dups, banned)).one()
+        row = conn.execute(
+            _AUTHOR_ACTIVITY,
+            {
+                "content_id": new.content_id,
+                "author_key": key,
+                "thread_since": now - timedelta(seconds=rules.thread_author_window),
+                "dup_since": now - timedelta(seconds=rules.duplicate_window),
+                "body": new.body,
+            },
+        ).one()
         return AuthorActivity(
             recent=row[0],
             duplicates=row[1] if rules.duplicate_window > 0 else 0,
@@ -309,14 +331,9 @@ class Repository:
 
     def legacy_list(self, content_id: str, cap: int) -> tuple[list[tuple[str | None, str]], bool]:
         """Published (email, body) pairs in creation order, at most ``cap``; and truncated?"""
-        query = (
-            select(comments.c.email, comments.c.body)
-            .where(comments.c.content_id == content_id, comments.c.status == STATUS_PUBLISHED)
-            .order_by(comments.c.id)
-            .limit(cap + 1)
-        )
         with self.engine.connect() as conn:
-            rows = [(r[0], r[1]) for r in conn.execute(query)]
+            result = conn.execute(_LEGACY_LIST, {"content_id": content_id, "limit": cap + 1})
+            rows = [(r[0], r[1]) for r in result]
         return rows[:cap], len(rows) > cap
 
     def list_page(
