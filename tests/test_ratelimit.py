@@ -1,0 +1,192 @@
+"""Rate limits: in-process (memory://) and across two real gunicorn workers on Redis."""
+
+from __future__ import annotations
+
+import json
+import random
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from comments_api.auth import SCOPE_WRITE
+
+from .authkit import AUDIENCE, ISSUER, api_key, bearer, hs_signer
+from .support import ServiceProcess
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def post_v1(client, body, headers=None, **environ):
+    return client.post(
+        "/api/v1/contents/a1/comments",
+        json={"body": body},
+        headers=headers,
+        environ_base=environ or {},
+    )
+
+
+def post_legacy(client, comment, **environ):
+    return client.post(
+        "/api/comment/new",
+        json={"email": "ann@example.com", "comment": comment, "content_id": "a1"},
+        environ_base=environ or {},
+    )
+
+
+@pytest.fixture
+def limited(make_app):
+    def build(**overrides):
+        return make_app(ratelimit_enabled=True, **overrides).test_client()
+
+    return build
+
+
+def test_anonymous_writes_per_address_shared_by_legacy_and_v1(limited):
+    client = limited(ratelimit_anonymous_write="3/minute")
+    ok = [post_v1(client, "v1-a"), post_legacy(client, "legacy-b"), post_v1(client, "v1-c")]
+    assert [r.status_code for r in ok] == [201, 200, 201]
+    assert ok[0].headers["X-RateLimit-Limit"] == "3"
+    assert [r.headers["X-RateLimit-Remaining"] for r in ok] == ["2", "1", "0"]
+    assert "Retry-After" not in ok[0].headers  # only refusals carry it
+
+    refused = post_v1(client, "v1-d")
+    assert refused.status_code == 429
+    assert refused.mimetype == "application/problem+json"
+    assert "too many comments from this address" in refused.json["detail"]
+    assert 0 < int(refused.headers["Retry-After"]) <= 60
+    assert refused.headers["X-RateLimit-Remaining"] == "0"
+    legacy = post_legacy(client, "legacy-e")
+    assert legacy.status_code == 429
+    assert legacy.json["status"] == "TOO-MANY-REQUESTS"
+    assert "Retry-After" in legacy.headers
+    # Another address has its own budget; reads are a separate budget too.
+    assert post_v1(client, "other", REMOTE_ADDR="192.0.2.10").status_code == 201
+    assert client.get("/api/v1/contents/a1/comments").status_code == 200
+    # Only four comments got in.
+    assert len(client.get("/api/v1/contents/a1/comments").json["items"]) == 4
+
+
+def test_authenticated_writes_are_limited_per_identity(limited):
+    signer = hs_signer()
+    client = limited(
+        ratelimit_anonymous_write="1/minute",
+        ratelimit_authenticated_write="2/minute",
+        jwt_hs256_secret=signer.key,
+        jwt_issuer=ISSUER,
+        jwt_audience=AUDIENCE,
+    )
+    alice, bob = bearer(signer.token("alice")), bearer(signer.token("bob"))
+    assert [post_v1(client, f"a{i}", alice).status_code for i in range(3)] == [201, 201, 429]
+    # Same address, other identity: its own budget. Anonymous from there: its own too.
+    assert [post_v1(client, f"b{i}", bob).status_code for i in range(2)] == [201, 201]
+    assert post_v1(client, "anon").status_code == 201
+    assert post_v1(client, "anon2").status_code == 429
+    # An API key is an identity of its own.
+    key = bearer(api_key(client.application, SCOPE_WRITE))
+    assert post_v1(client, "k1", key).status_code == 201
+
+
+def test_reads_are_limited_but_probes_never(limited):
+    client = limited(ratelimit_read="3/minute")
+    statuses = [client.get("/api/v1/counts?content_id=1").status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    assert client.get("/api/comment/list/1").json["status"] == "TOO-MANY-REQUESTS"
+    for _ in range(5):
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/readyz").status_code == 200
+    # Writes are not charged to the read budget.
+    assert post_v1(client, "still can post").status_code == 201
+
+
+@pytest.mark.parametrize(("trusted", "separate_budgets"), [(1, True), (0, False)])
+def test_forwarded_for_is_used_only_through_trusted_proxies(limited, trusted, separate_budgets):
+    client = limited(ratelimit_anonymous_write="2/minute", trusted_proxies=trusted)
+
+    def from_client(address: str, body: str):
+        # The proxy appends the address it saw; a client may have forged earlier entries.
+        forwarded = f"10.9.9.9, {address}"
+        return client.post(
+            "/api/v1/contents/a1/comments",
+            json={"body": body},
+            headers={"X-Forwarded-For": forwarded},
+        )
+
+    first = [from_client("203.0.113.7", f"x{i}").status_code for i in range(3)]
+    assert first == [201, 201, 429]
+    second = from_client("203.0.113.8", "y").status_code
+    # Trusted: each forwarded address is its own client. Untrusted: everyone is the proxy.
+    assert second == (201 if separate_budgets else 429)
+
+
+def test_forged_forwarded_entries_do_not_escape_the_limit(limited):
+    client = limited(ratelimit_anonymous_write="2/minute", trusted_proxies=1)
+    statuses = []
+    for i in range(4):
+        # The client rotates a fake left-most entry; our proxy's entry stays the same.
+        forwarded = f"198.51.100.{i}, 203.0.113.50"
+        statuses.append(
+            client.post(
+                "/api/v1/contents/a1/comments",
+                json={"body": f"z{i}"},
+                headers={"X-Forwarded-For": forwarded},
+            ).status_code
+        )
+    assert statuses == [201, 201, 429, 429]
+
+
+def test_ipv6_clients_are_limited_per_64(limited):
+    client = limited(ratelimit_anonymous_write="2/minute")
+    statuses = [
+        post_v1(client, f"v6-{i}", REMOTE_ADDR=f"2001:db8:1:2::{i + 1}").status_code
+        for i in range(3)
+    ]
+    assert statuses == [201, 201, 429]
+    assert post_v1(client, "other /64", REMOTE_ADDR="2001:db8:1:3::1").status_code == 201
+
+
+@pytest.mark.redis
+def test_limits_hold_across_two_gunicorn_workers_with_redis(redis_server, tmp_path):
+    limit, extra = 5, 7
+    db = random.randint(1, 15)  # a Redis database of its own: no counters from other tests
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'comments.db'}",
+        "RATELIMIT_STORAGE_URL": f"redis://127.0.0.1:{redis_server.port}/{db}",
+        "RATELIMIT_ANONYMOUS_WRITE": f"{limit}/minute",
+        "LOG_LEVEL": "info",
+        "LOG_FORMAT": "json",
+        "METRICS_ENABLED": "false",
+    }
+    with ServiceProcess(env, tmp_path, workers=2) as service:
+
+        def post(i: int) -> requests.Response:
+            # A fresh connection each time (no Session), so the kernel hands requests
+            # to whichever worker accepts first; three in flight keep both busy.
+            return requests.post(
+                f"{service.base}/api/v1/contents/a1/comments",
+                json={"body": f"flood {i}"},
+                headers={"Connection": "close"},
+                timeout=10,
+            )
+
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            responses = list(pool.map(post, range(limit + extra)))
+        statuses = sorted(r.status_code for r in responses)
+        assert statuses == [201] * limit + [429] * extra
+        for response in responses:
+            if response.status_code == 429:
+                assert int(response.headers["Retry-After"]) > 0
+                assert response.headers["Content-Type"].startswith("application/problem+json")
+        listed = requests.get(f"{service.base}/api/v1/contents/a1/comments", timeout=10).json()
+        assert len(listed["items"]) == limit
+        served_by = set()
+        for line in service.log().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("message") == "request" and entry.get("method") == "POST":
+                served_by.add(entry["pid"])
+        # The flood really was spread over both workers: only shared storage explains
+        # exactly `limit` successes.
+        assert len(served_by) == 2, service.log()[-2000:]
