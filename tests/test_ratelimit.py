@@ -190,3 +190,12 @@ def test_limits_hold_across_two_gunicorn_workers_with_redis(redis_server, tmp_pa
         # The flood really was spread over both workers: only shared storage explains
         # exactly `limit` successes.
         assert len(served_by) == 2, service.log()[-2000:]
+
+
+def test_a_malformed_limit_refuses_to_start_instead_of_silently_not_limiting(make_app):
+    from comments_api.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="RATELIMIT_READ"):
+        make_app(ratelimit_enabled=True, ratelimit_read="lots")
+    # Switched off, the limiter is never built: nothing to validate.
+    assert make_app(ratelimit_enabled=False, ratelimit_read="lots") is not None

@@ -98,7 +98,9 @@ class Settings:
     edit_window: float = 900.0
     # --- abuse protection ---------------------------------------------------------
     ratelimit_storage_url: str = "memory://"
-    ratelimit_anonymous_write: str = "5/minute;30/hour"
+    # Per address: offices, schools and mobile carriers put many readers behind one IP,
+    # so the hourly cap is generous; duplicate and per-thread checks stop single spammers.
+    ratelimit_anonymous_write: str = "10/minute;100/hour"
     ratelimit_authenticated_write: str = "30/minute;300/hour"
     ratelimit_read: str = "600/minute"
     ratelimit_enabled: bool = True

@@ -20,10 +20,11 @@ from collections.abc import Callable
 
 from flask import Flask, Response, g, request
 from flask_limiter import Limit, Limiter
+from limits import parse_many
 from werkzeug.exceptions import Forbidden
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from ..settings import Settings
+from ..settings import Settings, SettingsError
 from . import auth as web_auth
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,26 @@ def _identity_key() -> str:
     return identity.actor if identity is not None else client_address()
 
 
+def _check_limit_strings(settings: Settings) -> None:
+    # Flask-Limiter parses limits per request and, with swallow_errors, a typo would
+    # silently mean "no limit": refuse to start instead.
+    for name, value in (
+        ("RATELIMIT_READ", settings.ratelimit_read),
+        ("RATELIMIT_ANONYMOUS_WRITE", settings.ratelimit_anonymous_write),
+        ("RATELIMIT_AUTHENTICATED_WRITE", settings.ratelimit_authenticated_write),
+    ):
+        try:
+            if not parse_many(value):
+                raise ValueError("empty")
+        except ValueError:
+            raise SettingsError(
+                f"{name} must look like '10/minute;100/hour', got {value!r}"
+            ) from None
+
+
 def build_limiter(settings: Settings) -> Limiter:
+    _check_limit_strings(settings)
+
     def anonymous() -> bool:
         return g.get("identity") is None
 
