@@ -1,0 +1,94 @@
+# comments-api container image. Build with `make image` (public bases) or
+# `make image-test` (local stand-in bases, offline); see README, "Container image".
+#
+# The base images come in as build args so CI can substitute local stand-ins built from
+# Debian packages. Both must carry Debian 12's Python 3.11 at /usr/bin/python3.11: the
+# venv made in the build stage links to that interpreter, and distroless provides it.
+ARG BUILD_BASE=debian:12-slim
+ARG RUNTIME_BASE=gcr.io/distroless/python3-debian12:nonroot
+
+# ---------------------------------------------------------------------------------------
+FROM ${BUILD_BASE} AS build
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# debian:12-slim has neither Python nor strip; a base that already has both (the offline
+# stand-in) skips apt, which could not reach a mirror from a `--network none` build.
+RUN if ! { /usr/bin/python3.11 -c 'import ensurepip, venv' && command -v strip; } >/dev/null 2>&1; then \
+      apt-get update \
+      && apt-get install -y --no-install-recommends python3-venv=3.11.2-1+b1 binutils=2.40-2 \
+      && rm -rf /var/lib/apt/lists/*; \
+    fi
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_NO_INDEX=1 \
+    PYTHONDONTWRITEBYTECODE=1
+# Wheels are downloaded on the host by scripts/image-build.sh (hash-checked against the
+# lock here again), so the build itself needs no network.
+COPY requirements.lock /build/requirements.lock
+COPY build/wheels/ /build/wheels/
+# Trim the venv to what runs: pip and setuptools are build tools; bytecode for every
+# module would double the Python payload (the runtime stage compiles what it uses);
+# debug symbols in extension modules are dead weight (auditwheel's bundled libraries in
+# *.libs/ and psycopg_binary are left alone: stripping patchelf-edited files can break
+# them); SQLAlchemy's test harness and its MySQL/MSSQL/Oracle dialects are never used.
+RUN /usr/bin/python3.11 -m venv /venv \
+    && /venv/bin/pip install --no-index --find-links /build/wheels \
+         --require-hashes -r /build/requirements.lock \
+    && /venv/bin/pip install --no-index --no-deps /build/wheels/comments_api-*.whl \
+    && /venv/bin/pip uninstall --yes --quiet pip setuptools \
+    && rm -f /venv/bin/activate* /venv/bin/Activate.ps1 \
+    && site=/venv/lib/python3.11/site-packages \
+    && find /venv -name __pycache__ -prune -exec rm -rf {} + \
+    && find "$site" \( -path '*.libs' -o -path '*/psycopg_binary' \) -prune \
+         -o -name '*.so' -type f -exec strip --strip-unneeded {} + \
+    && find "$site" \( -name '*.pyi' -o -name '*.pyx' -o -name '*.pxd' -o -name '*.c' -o -name '*.h' \) -delete \
+    && rm -rf "$site"/sqlalchemy/testing "$site"/sqlalchemy/dialects/mysql \
+         "$site"/sqlalchemy/dialects/mssql "$site"/sqlalchemy/dialects/oracle \
+    && mkdir -p /rootfs/data
+
+# ---------------------------------------------------------------------------------------
+FROM ${RUNTIME_BASE}
+ARG VERSION=dev
+ARG REVISION=unknown
+ARG CREATED=unknown
+ARG SOURCE=https://github.com/example/comments-api
+LABEL org.opencontainers.image.title="comments-api" \
+      org.opencontainers.image.description="Comments backend of a news site (Flask + gunicorn)" \
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}"
+
+COPY --from=build /venv /venv
+# Bytecode for just the modules the server imports (see the script), compiled by this
+# image's own interpreter: a read-only root cannot cache it, and compiling at every boot
+# tripled the start time. Root only for this step: it writes beside root-owned sources.
+COPY scripts/image_warm_bytecode.py /tmp/warm_bytecode.py
+USER 0
+RUN ["/venv/bin/python", "-E", "/tmp/warm_bytecode.py"]
+# The SQLite data directory, owned by the runtime user; a volume in production.
+COPY --from=build --chown=65532:65532 /rootfs/data /data
+
+# Configuration is environment only (README, Configuration). HOST=0.0.0.0 so that
+# `docker run -p 8000:8000 -e PORT=8000 comments-api` keeps working as documented.
+# Runtime files (drain flag, multiprocess metrics) go to /tmp: mount a tmpfs there.
+ENV PATH=/venv/bin:/usr/local/bin:/usr/bin:/bin \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOST=0.0.0.0 \
+    PORT=8000 \
+    DATABASE_URL=sqlite:////data/comments.db \
+    GIT_REVISION=${REVISION}
+
+# distroless "nonroot": a fixed UID/GID that exists in the image's /etc/passwd.
+USER 65532:65532
+WORKDIR /data
+VOLUME ["/data"]
+EXPOSE 8000
+# Exec form: no shell in the image. Probes /readyz on this container's own PORT.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["/venv/bin/comments-api", "healthcheck"]
+# Exec form, so PID 1 is the gunicorn master and SIGTERM starts its graceful stop.
+ENTRYPOINT ["/venv/bin/comments-api"]
+CMD ["serve"]

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# `make image-test` (and .ci/run): on a machine with no registry access, build the real
+# Dockerfile on local stand-in base images, offline, then check it the way an SRE would:
+# hadolint, checkov, an SBOM, `docker-compose config`, and the container tests (run
+# hardened: read-only root, no capabilities, non-root, memory/pids limits, loopback only).
+#
+# Installs docker.io / debootstrap / docker-compose from apt when missing. Starts a
+# Docker engine itself when none answers (no bridge, no iptables) and stops that one,
+# by PID, at the end. Outputs go to artifacts/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ARTIFACTS=artifacts
+DATA_ROOT=${DOCKER_DATA_ROOT:-/var/lib/comments-api-docker}
+CHECKOV_VENV=${CHECKOV_VENV:-/opt/checkov-venv}
+CHECKOV_VERSION=${CHECKOV_VERSION:-3.3.30}
+export IMAGE=${IMAGE:-comments-api:dev}
+export BUILD_BASE=${BUILD_BASE:-local/python-build:3.11-bookworm}
+export RUNTIME_BASE=${RUNTIME_BASE:-local/python-distroless:3.11-nonroot}
+export DOCKER_BUILD_NETWORK=none
+mkdir -p "$ARTIFACTS"
+start=$(date +%s)
+step() { printf '\n== %s (%ss)\n' "$*" "$(($(date +%s) - start))"; }
+
+step "tools"
+need=()
+command -v dockerd >/dev/null || need+=(docker.io)
+command -v docker >/dev/null || need+=(docker.io)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v docker-compose >/dev/null || need+=(docker-compose)
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+dockerd_pid=""
+# shellcheck disable=SC2329 # called by the EXIT trap
+stop_engine() {
+  if [ -n "$dockerd_pid" ] && kill -0 "$dockerd_pid" 2>/dev/null; then
+    echo "stopping the Docker engine this script started (pid $dockerd_pid)"
+    kill "$dockerd_pid"
+    for _ in $(seq 1 100); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.2; done
+  fi
+}
+trap stop_engine EXIT
+
+step "docker engine"
+if docker info >/dev/null 2>&1; then
+  echo "using the running engine"
+else
+  mkdir -p "$DATA_ROOT"
+  # No bridge and no iptables: containers get host or no networking, never NAT.
+  dockerd --data-root "$DATA_ROOT" --bridge=none --iptables=false --ip6tables=false \
+    --pidfile "$ARTIFACTS/dockerd.pid" >"$ARTIFACTS/dockerd.log" 2>&1 &
+  dockerd_pid=$!
+  for _ in $(seq 1 150); do docker info >/dev/null 2>&1 && break; sleep 0.2; done
+  docker info >/dev/null 2>&1 || { tail -n 30 "$ARTIFACTS/dockerd.log" >&2; exit 1; }
+  echo "started dockerd (pid $dockerd_pid, data root $DATA_ROOT)"
+fi
+
+step "local stand-in base images"
+scripts/build-local-bases.sh
+
+step "build $IMAGE from the real Dockerfile (offline)"
+scripts/image-build.sh 2> >(grep -v -e 'legacy builder is deprecated' -e 'buildx' -e 'docs.docker.com/go/buildx' -e '^ *$' >&2)
+
+step "hadolint"
+.venv/bin/hadolint Dockerfile
+echo "hadolint: clean"
+
+step "checkov (dockerfile, offline)"
+if [ ! -x "$CHECKOV_VENV/bin/checkov" ]; then
+  python3 -m venv "$CHECKOV_VENV"
+  "$CHECKOV_VENV/bin/pip" install --quiet --disable-pip-version-check "checkov==$CHECKOV_VERSION" \
+    2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
+fi
+"$CHECKOV_VENV/bin/checkov" --config-file .checkov.yaml --file Dockerfile
+
+step "SBOM (syft, CycloneDX JSON)"
+SYFT_CHECK_FOR_APP_UPDATE=false .venv/bin/syft scan "docker:$IMAGE" --quiet \
+  -o "cyclonedx-json=$ARTIFACTS/sbom-comments-api.cdx.json"
+.venv/bin/python - "$ARTIFACTS/sbom-comments-api.cdx.json" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+names = {c["name"].lower() for c in doc.get("components", [])}
+missing = {"flask", "gunicorn", "sqlalchemy", "comments-api", "libc6", "python3.11-minimal"} - names
+print(f"{sys.argv[1]}: {len(names)} components")
+if missing:
+    sys.exit(f"SBOM lacks {sorted(missing)}")
+PY
+
+step "docker-compose config"
+docker-compose -f compose.yaml config --quiet
+echo "compose.yaml: valid"
+
+step "container tests"
+rc=0
+COMMENTS_API_IMAGE=$IMAGE .venv/bin/pytest -m docker tests/container/ -p no:cacheprovider || rc=$?
+docker image inspect -f '{{.Size}}' "$IMAGE" | awk '{printf "image %s: %.1f MB uncompressed\n", ENVIRON["IMAGE"], $1 / 1e6}'
+step "done (exit $rc)"
+exit "$rc"
