@@ -191,7 +191,7 @@ def test_body_over_size_limit_is_413(make_app):
     client = make_app(max_body_bytes=1024).test_client()
     payload = json.dumps({"email": "a@example.com", "comment": "x" * 2000, "content_id": 1})
     response = client.post(NEW, data=payload, content_type="application/json")
-    _assert_legacy_error(response, 413, "REQUEST-ENTITY-TOO-LARGE")
+    _assert_legacy_error(response, 413, "CONTENT-TOO-LARGE")
     assert listing(client, 1).status_code == 404
 
 

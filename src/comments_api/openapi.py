@@ -76,8 +76,8 @@ def _ref(name: str, kind: str = "schemas") -> dict[str, str]:
 def _problem_types(settings: Settings) -> dict[str, dict[str, Any]]:
     """Every ``type`` an error can carry: slug -> status, heading, explanation.
 
-    Slugs come from web/errors.py (the HTTP status phrase, e.g. 413's "Request Entity
-    Too Large"), DomainError ``code``s in domain.py, and ``problem_type=`` arguments.
+    Slugs come from web/errors.py (the HTTP status phrase, except 413 which is pinned
+    to RFC 9110's "Content Too Large"), DomainError ``code``s in domain.py, and ``problem_type=`` arguments.
     """
 
     def entry(status: int, title: str, text: str) -> dict[str, Any]:
@@ -135,9 +135,9 @@ def _problem_types(settings: Settings) -> dict[str, dict[str, Any]]:
             "same author posting the same text on the same content within "
             f"`DUPLICATE_WINDOW` ({settings.duplicate_window:g} seconds here).",
         ),
-        "request-entity-too-large": entry(
+        "content-too-large": entry(
             413,
-            "Payload too large",
+            "Content too large",
             f"The request body is larger than this deployment accepts "
             f"(`MAX_BODY_BYTES`, {settings.max_body_bytes} bytes here). Nothing was read.",
         ),
@@ -642,7 +642,7 @@ _ERROR_DEFAULTS: dict[int, tuple[tuple[str, ...], str, dict[str, Any]]] = {
         {},
     ),
     413: (
-        ("request-entity-too-large",),
+        ("content-too-large",),
         "the request body is larger than this API accepts",
         {},
     ),

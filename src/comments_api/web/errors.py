@@ -78,9 +78,12 @@ def _handle_http(exc: HTTPException) -> Response:
     if status == 405 and getattr(exc, "valid_methods", None):
         headers["Allow"] = ", ".join(sorted(exc.valid_methods))  # type: ignore[attr-defined]
         detail = f"{request.method} is not allowed here; use {headers['Allow']}"
+    title = None
     if status == 413:
         detail = "the request body is larger than this API accepts"
-    response = error_response(status, detail, headers=headers)
+        # RFC 9110's name; Python's phrase for 413 differs between versions.
+        title = "Content Too Large"
+    response = error_response(status, detail, title=title, headers=headers)
     for key, value in exc.get_headers():
         if key.lower() not in ("content-type", "content-length"):
             response.headers.setdefault(key, value)
