@@ -234,3 +234,36 @@ def test_in_process_metrics_count_requests(make_app) -> None:
     for _ in range(3):
         assert client.get("/healthz").status_code == 200
     assert count() == before + 3
+
+
+def test_business_labels_outside_the_allowlist_become_other(make_app) -> None:
+    from comments_api.events import comment_created, comment_rejected, moderation_action
+
+    app = make_app()
+    client = app.test_client()
+
+    def samples() -> dict:
+        text = client.get("/metrics").get_data(as_text=True)
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    before = samples()
+    comment_rejected.send(app, reason="eve@example.com")
+    comment_created.send(app, api="v1; drop", status="published")
+    moderation_action.send(app, action="approve", count=3)
+    moderation_action.send(app, action="<script>", count=1)
+    after = samples()
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("comments_api_comments_rejected_total", reason=OTHER) == 1
+    assert delta("comments_api_comments_created_total", api=OTHER, status="published") == 1
+    assert delta("comments_api_moderation_actions_total", action="approve") == 3
+    assert delta("comments_api_moderation_actions_total", action=OTHER) == 1
+    text = client.get("/metrics").get_data(as_text=True)
+    for leaked in ("eve@example.com", "drop", "<script>"):
+        assert leaked not in text
