@@ -12,7 +12,7 @@ import requests
 from comments_api.auth import SCOPE_WRITE
 
 from .authkit import AUDIENCE, ISSUER, api_key, bearer, hs_signer
-from .support import ServiceProcess
+from .support import ServiceProcess, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -159,6 +159,30 @@ def test_limits_hold_across_two_gunicorn_workers_with_redis(redis_server, tmp_pa
     }
     with ServiceProcess(env, tmp_path, workers=2) as service:
 
+        def pids(method: str) -> set[int]:
+            found = set()
+            for line in service.log().splitlines():
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if entry.get("message") == "request" and entry.get("method") == method:
+                    found.add(entry["pid"])
+            return found
+
+        def probe(_: int) -> int:
+            url = f"{service.base}/healthz"
+            return requests.get(url, headers={"Connection": "close"}, timeout=10).status_code
+
+        # /readyz answered from one worker; make sure the other has booted too, or the
+        # whole flood could land on the first one and prove nothing.
+        def both_workers_up() -> bool:
+            with ThreadPoolExecutor(max_workers=3) as pool:
+                list(pool.map(probe, range(6)))
+            return len(pids("GET")) == 2
+
+        assert wait_until(both_workers_up, timeout=20), service.log()[-2000:]
+
         def post(i: int) -> requests.Response:
             # A fresh connection each time (no Session), so the kernel hands requests
             # to whichever worker accepts first; three in flight keep both busy.
@@ -179,17 +203,9 @@ def test_limits_hold_across_two_gunicorn_workers_with_redis(redis_server, tmp_pa
                 assert response.headers["Content-Type"].startswith("application/problem+json")
         listed = requests.get(f"{service.base}/api/v1/contents/a1/comments", timeout=10).json()
         assert len(listed["items"]) == limit
-        served_by = set()
-        for line in service.log().splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if entry.get("message") == "request" and entry.get("method") == "POST":
-                served_by.add(entry["pid"])
         # The flood really was spread over both workers: only shared storage explains
         # exactly `limit` successes.
-        assert len(served_by) == 2, service.log()[-2000:]
+        assert len(pids("POST")) == 2, service.log()[-2000:]
 
 
 def test_a_malformed_limit_refuses_to_start_instead_of_silently_not_limiting(make_app):
