@@ -12,6 +12,14 @@ from comments_api.settings import Settings
 
 _settings = Settings.from_env()
 
+if _settings.metrics_enabled and not _settings.prometheus_multiproc_dir:
+    # Plain `gunicorn -c python:comments_api.gunicorn_conf comments_api.wsgi:app` (without
+    # `comments-api serve`, which sets it up itself): workers still need one shared metrics
+    # directory, chosen before the app and prometheus_client load.
+    import tempfile
+
+    observability.prepare_multiproc_dir(None, tempfile.mkdtemp(prefix="comments-api-"))
+
 bind = f"{_settings.host}:{_settings.port}"
 workers = _settings.workers
 threads = _settings.threads
