@@ -169,3 +169,32 @@ def test_text_format_for_humans(tmp_path: Path) -> None:
     assert "comments_api.access: request" in line
     assert "route=/healthz" in line
     assert "status=200" in line
+
+
+def test_application_logs_in_a_request_carry_its_id(make_app) -> None:
+    import io
+    import logging
+
+    from comments_api.observability import JsonFormatter
+
+    app = make_app()
+
+    def noisy() -> str:
+        logging.getLogger("comments_api.test").warning("something odd")
+        return "ok"
+
+    app.add_url_rule("/_test/noisy", "noisy", noisy)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("comments_api.test")
+    logger.addHandler(handler)
+    try:
+        response = app.test_client().get("/_test/noisy", headers={"X-Request-ID": "trace-42"})
+    finally:
+        logger.removeHandler(handler)
+    assert response.headers["X-Request-ID"] == "trace-42"
+    (line,) = [json.loads(x) for x in stream.getvalue().splitlines()]
+    assert line["message"] == "something odd"
+    assert line["level"] == "warning"
+    assert line["request_id"] == "trace-42"
