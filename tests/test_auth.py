@@ -376,3 +376,37 @@ def test_open_mode_keeps_the_legacy_walkthrough(make_app):
     }
     listed = client.get("/api/comment/list/1")
     assert [c["comment"] for c in listed.json] == ["first!"]
+
+
+def test_hostile_token_headers_get_a_clean_401_from_real_gunicorn(tmp_path):
+    """Header values must survive gunicorn's latin-1 encoding, whatever "alg" says."""
+    import base64
+
+    import requests
+
+    from .support import ServiceProcess
+
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}",
+        "JWT_HS256_SECRET": hs_signer().key,
+        "JWT_ISSUER": ISSUER,
+        "JWT_AUDIENCE": AUDIENCE,
+        "METRICS_ENABLED": "false",
+    }
+
+    def b64(data: dict) -> str:
+        raw = json.dumps(data, ensure_ascii=False).encode()
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    with ServiceProcess(env, tmp_path, workers=1) as service:
+        for alg in ('\u20acvil"\r\nX-Injected: 1', "HS512", "RS384", "PS256", None):
+            token = f"{b64({'alg': alg, 'typ': 'JWT'})}.{b64({'sub': 'x'})}.c2ln"
+            response = requests.post(
+                f"{service.base}/api/v1/contents/a1/comments",
+                json={"body": "x"},
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=10,
+            )
+            assert response.status_code == 401, alg
+            assert "X-Injected" not in response.headers
+            assert response.json()["status"] == 401

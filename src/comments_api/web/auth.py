@@ -35,7 +35,8 @@ class _Challenge(Unauthorized):
         super().__init__(description)
         challenge = f'Bearer realm="{REALM}"'
         if error:
-            safe = description.replace('"', "'")
+            # Header values must be ASCII-safe; the text may quote an attacker's "alg".
+            safe = description.encode("ascii", "backslashreplace").decode().replace('"', "'")
             challenge += f', error="{error}", error_description="{safe}"'
         self.challenge = challenge
 
