@@ -33,7 +33,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from .auth import ApiKeyRecord
 from .domain import (
@@ -429,14 +429,16 @@ class Repository:
     def ban(self, target: str, reason: str | None, actor: str) -> bool:
         """Ban an author key; False when it already was banned."""
         now = utcnow()
-        with self.engine.begin() as conn:
-            if conn.execute(select(bans.c.target).where(bans.c.target == target)).first():
-                return False
-            conn.execute(
-                insert(bans),
-                {"target": target, "reason": reason, "created_by": actor, "created_at": now},
-            )
-            self._audit(conn, actor, "ban", target, [], {"reason": reason}, now)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(bans),
+                    {"target": target, "reason": reason, "created_by": actor, "created_at": now},
+                )
+                self._audit(conn, actor, "ban", target, [], {"reason": reason}, now)
+        except IntegrityError:
+            # The primary key decides, so two moderators banning at once cannot collide.
+            return False
         return True
 
     def unban(self, target: str, actor: str) -> bool:
