@@ -89,8 +89,20 @@ log = logging.getLogger(__name__)
 _RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
+_second: tuple[int, str] = (-1, "")
+
+
 def _iso(created: float) -> str:
-    return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+    # One line per request: format the date part once per second, not per line.
+    global _second
+    whole = int(created)
+    if _second[0] != whole:
+        _second = (whole, datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{_second[1]}.{int((created - whole) * 1000):03d}Z"
+
+
+# json.dumps() with options builds a new encoder per call; reuse one.
+_encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
@@ -117,7 +129,7 @@ class JsonFormatter(logging.Formatter):
             out["exc_info"] = self.formatException(record.exc_info)
         if record.stack_info:
             out["stack_info"] = self.formatStack(record.stack_info)
-        return json.dumps(out, ensure_ascii=False, default=str)
+        return _encode(out)
 
 
 class TextFormatter(logging.Formatter):
