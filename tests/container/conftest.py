@@ -8,11 +8,13 @@ bridge network.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -21,6 +23,7 @@ from ..support import free_port, missing
 
 IMAGE = os.environ.get("COMMENTS_API_IMAGE", "comments-api:dev")
 RUNTIME_UID = 65532
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
 
 def docker(*args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
@@ -129,3 +132,15 @@ def app_container(start_container) -> Container:
     container = start_container()
     container.wait_ready()
     return container
+
+
+@pytest.fixture(scope="session")
+def budgets() -> Iterator[dict[str, float]]:
+    """Measured budget figures, written to artifacts/container-budgets.json for the log."""
+    measured: dict[str, float] = {}
+    yield measured
+    if measured:
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / "container-budgets.json").write_text(
+            json.dumps({"image": IMAGE, **measured}, indent=2) + "\n", encoding="utf-8"
+        )

@@ -10,7 +10,7 @@ import pytest
 
 from comments_api import __version__
 
-from .conftest import IMAGE, RUNTIME_UID, docker
+from .conftest import RUNTIME_UID, docker
 
 pytestmark = pytest.mark.docker
 
@@ -25,9 +25,9 @@ def inspect(image: str) -> dict:
     return json.loads(docker("image", "inspect", image).stdout)[0]
 
 
-def test_size_within_budget(image):
+def test_size_within_budget(image, budgets):
     size_mb = inspect(image)["Size"] / 1e6
-    print(f"\n{IMAGE}: {size_mb:.1f} MB uncompressed")
+    budgets["image_size_mb"] = round(size_mb, 1)
     assert size_mb <= SIZE_BUDGET_MB
 
 
