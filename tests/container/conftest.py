@@ -99,7 +99,7 @@ class Container:
 
     def remove(self) -> None:
         if self.id:
-            docker("rm", "--force", self.id, check=False)
+            docker("rm", "--force", "--volumes", self.id, check=False)
 
 
 @pytest.fixture(scope="session")

@@ -168,3 +168,49 @@ def test_sigterm_during_traffic_drops_nothing_and_exits_zero(start_container):
     assert len(ok) > before_term  # traffic kept flowing after SIGTERM
     assert container.state("{{.State.Running}}") == "false"
     assert container.state("{{.State.ExitCode}}") == "0", container.logs()[-2000:]
+
+
+def test_image_defaults_serve_on_all_interfaces_and_report_healthy(image):
+    # `docker run -p 8000:8000 -e PORT=8000 comments-api` relies on these defaults. No
+    # port publishing here: --network none, probed from inside with the HEALTHCHECK. /data
+    # is the image's anonymous VOLUME, writable by UID 65532 despite --read-only.
+    run = docker(
+        "run",
+        "--detach",
+        "--network",
+        "none",
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--env",
+        "PORT=8000",
+        image,
+    )
+    container_id = run.stdout.strip()
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            check = docker(
+                "exec", container_id, "/venv/bin/comments-api", "healthcheck", check=False
+            )
+            if check.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert check.returncode == 0, check.stderr + docker("logs", container_id).stderr[-2000:]
+        assert "127.0.0.1:8000/readyz" in check.stdout
+        logs = docker("logs", container_id)
+        assert "0.0.0.0:8000" in logs.stdout + logs.stderr
+        # Docker's own HEALTHCHECK run (first one after the 10 s interval) agrees.
+        deadline = time.monotonic() + 40
+        health = ""
+        while time.monotonic() < deadline and health != "healthy":
+            time.sleep(1)
+            health = docker("inspect", "-f", "{{.State.Health.Status}}", container_id).stdout
+            health = health.strip()
+        assert health == "healthy"
+    finally:
+        docker("rm", "--force", "--volumes", container_id, check=False)
