@@ -255,6 +255,7 @@ def test_business_labels_outside_the_allowlist_become_other(make_app) -> None:
     comment_created.send(app, api="v1; drop", status="published")
     moderation_action.send(app, action="approve", count=3)
     moderation_action.send(app, action="<script>", count=1)
+    moderation_action.send(app, action="hide", count=0)  # bulk action that changed nothing
     after = samples()
 
     def delta(name: str, **labels: str) -> float:
@@ -264,6 +265,7 @@ def test_business_labels_outside_the_allowlist_become_other(make_app) -> None:
     assert delta("comments_api_comments_created_total", api=OTHER, status="published") == 1
     assert delta("comments_api_moderation_actions_total", action="approve") == 3
     assert delta("comments_api_moderation_actions_total", action=OTHER) == 1
+    assert delta("comments_api_moderation_actions_total", action="hide") == 0
     text = client.get("/metrics").get_data(as_text=True)
     for leaked in ("eve@example.com", "drop", "<script>"):
         assert leaked not in text

@@ -393,8 +393,10 @@ def _on_rejected(sender: object, **kw: Any) -> None:
 def _on_moderation(sender: object, **kw: Any) -> None:
     action = kw.get("action")
     count = kw.get("count", 1)
-    amount = count if isinstance(count, int) and count > 0 else 1
-    metrics().moderation.labels(action if action in MODERATION_ACTIONS else OTHER).inc(amount)
+    # count = comments affected; a bulk action that changed nothing adds nothing.
+    amount = count if isinstance(count, int) and count >= 0 else 1
+    if amount:
+        metrics().moderation.labels(action if action in MODERATION_ACTIONS else OTHER).inc(amount)
 
 
 # SQLAlchemy listeners. Statements on one connection run one at a time, so a single
