@@ -48,18 +48,6 @@ RUN /usr/bin/python3.11 -m venv /venv \
 
 # ---------------------------------------------------------------------------------------
 FROM ${RUNTIME_BASE}
-ARG VERSION=dev
-ARG REVISION=unknown
-ARG CREATED=unknown
-ARG SOURCE=https://github.com/example/comments-api
-LABEL org.opencontainers.image.title="comments-api" \
-      org.opencontainers.image.description="Comments backend of a news site (Flask + gunicorn)" \
-      org.opencontainers.image.licenses="MIT" \
-      org.opencontainers.image.source="${SOURCE}" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.created="${CREATED}"
-
 COPY --from=build /venv /venv
 # Bytecode for just the modules the server imports (see the script), compiled by this
 # image's own interpreter: a read-only root cannot cache it, and compiling at every boot
@@ -78,8 +66,7 @@ ENV PATH=/venv/bin:/usr/local/bin:/usr/bin:/bin \
     PYTHONUNBUFFERED=1 \
     HOST=0.0.0.0 \
     PORT=8000 \
-    DATABASE_URL=sqlite:////data/comments.db \
-    GIT_REVISION=${REVISION}
+    DATABASE_URL=sqlite:////data/comments.db
 
 # distroless "nonroot": a fixed UID/GID that exists in the image's /etc/passwd.
 USER 65532:65532
@@ -92,3 +79,17 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
 # Exec form, so PID 1 is the gunicorn master and SIGTERM starts its graceful stop.
 ENTRYPOINT ["/venv/bin/comments-api"]
 CMD ["serve"]
+
+# Build metadata last: it changes with every build, so no layer above is rebuilt for it.
+ARG VERSION=dev
+ARG REVISION=unknown
+ARG CREATED=unknown
+ARG SOURCE=https://github.com/example/comments-api
+LABEL org.opencontainers.image.title="comments-api" \
+      org.opencontainers.image.description="Comments backend of a news site (Flask + gunicorn)" \
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}"
+ENV GIT_REVISION=${REVISION}
