@@ -220,12 +220,21 @@ class _Metrics:
     """All metric objects, built once per process (the module is shared by every app)."""
 
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
+        from prometheus_client import (
+            CollectorRegistry,
+            Counter,
+            Gauge,
+            Histogram,
+            disable_created_metrics,
+            values,
+        )
 
         if multiproc_dir() and not getattr(values.ValueClass, "_multiprocess", False):
             # prometheus_client was imported before the directory was set: switch its
             # storage now, before the first metric exists, or workers would not add up.
             values.ValueClass = values.get_value_class()
+        # `*_created` timestamps double the series and multiprocess mode lacks them anyway.
+        disable_created_metrics()
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
