@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -215,3 +216,32 @@ def test_a_malformed_limit_refuses_to_start_instead_of_silently_not_limiting(mak
         make_app(ratelimit_enabled=True, ratelimit_read="lots")
     # Switched off, the limiter is never built: nothing to validate.
     assert make_app(ratelimit_enabled=False, ratelimit_read="lots") is not None
+
+
+def test_memory_storage_needs_no_timer_thread_per_hit(limited):
+    import threading
+
+    client = limited(ratelimit_read="1000/minute")
+    client.get("/api/v1/counts?content_id=1")
+    time.sleep(0.05)  # the storage's one start-up sweep timer has fired
+    timers_seen = 0
+    for _ in range(30):
+        client.get("/api/v1/counts?content_id=1")
+        timers_seen += sum(isinstance(t, threading.Timer) for t in threading.enumerate())
+        time.sleep(0.012)  # longer than the stock storage's 10 ms timer
+    assert timers_seen == 0
+    assert client.get("/api/v1/counts?content_id=1").headers["X-RateLimit-Remaining"] == "968"
+
+
+def test_memory_storage_still_sweeps_counters_nobody_reads_again():
+    from comments_api.web.protection import _LeanMemoryStorage
+
+    storage = _LeanMemoryStorage("comments-memory://")
+    storage._next_sweep = time.monotonic() + 3600  # no sweep while we fill it
+    for i in range(100):
+        storage.incr(f"ip:{i}", expiry=0.05)
+    assert len(storage.storage) == 100
+    time.sleep(0.1)
+    storage._next_sweep = 0.0  # the sweep is due
+    assert storage.incr("ip:new", expiry=60) == 1
+    assert set(storage.storage) == {"ip:new"}

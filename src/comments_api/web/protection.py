@@ -17,10 +17,12 @@ import ipaddress
 import logging
 import time
 from collections.abc import Callable
+from typing import ClassVar
 
 from flask import Flask, Response, g, request
 from flask_limiter import Limit, Limiter
 from limits import parse_many
+from limits.storage import MemoryStorage
 from werkzeug.exceptions import Forbidden
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -69,6 +71,34 @@ def _exempt() -> bool:
 def _identity_key() -> str:
     identity = g.get("identity")
     return identity.actor if identity is not None else client_address()
+
+
+class _LeanMemoryStorage(MemoryStorage):
+    """``memory://`` without a new timer thread every 10 ms.
+
+    limits' MemoryStorage sweeps expired counters from a threading.Timer restarted on
+    every hit once the previous one has fired; Thread.start() waits for the new thread to
+    get the GIL, which cut request throughput by more than half. Fixed-window counters
+    already expire lazily when read, so sweeping the rest inline every 30 s is enough.
+    """
+
+    STORAGE_SCHEME: ClassVar[list[str]] = ["comments-memory"]  # type: ignore[misc]
+    SWEEP_SECONDS = 30.0
+    _next_sweep = 0.0
+
+    # Name-mangled hook of the parent class (limits 5.x), called on every hit.
+    def _MemoryStorage__schedule_expiry(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.SWEEP_SECONDS
+            self._MemoryStorage__expire_events()  # type: ignore[attr-defined]
+
+
+def _storage_uri(settings: Settings) -> str:
+    url = settings.ratelimit_storage_url
+    if url.startswith("memory://"):
+        return "comments-memory://"
+    return url
 
 
 def _check_limit_strings(settings: Settings) -> None:
@@ -124,7 +154,7 @@ def build_limiter(settings: Settings) -> Limiter:
     return Limiter(
         client_address,
         default_limits=limits,  # type: ignore[arg-type]
-        storage_uri=settings.ratelimit_storage_url,
+        storage_uri=_storage_uri(settings),
         # Cheapest strategy; its window starts at a key's first hit, not on the clock.
         strategy="fixed-window",
         # We write the headers ourselves: Flask-Limiter would put Retry-After on every
