@@ -77,7 +77,8 @@ def _problem_types(settings: Settings) -> dict[str, dict[str, Any]]:
     """Every ``type`` an error can carry: slug -> status, heading, explanation.
 
     Slugs come from web/errors.py (the HTTP status phrase, except 413 which is pinned
-    to RFC 9110's "Content Too Large"), DomainError ``code``s in domain.py, and ``problem_type=`` arguments.
+    to RFC 9110's "Content Too Large"), DomainError ``code``s in domain.py, and
+    ``problem_type=`` arguments.
     """
 
     def entry(status: int, title: str, text: str) -> dict[str, Any]:

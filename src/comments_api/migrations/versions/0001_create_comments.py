@@ -36,9 +36,7 @@ def upgrade() -> None:
         ),
     )
     op.create_index("ix_comments_content_id_id", "comments", ["content_id", "id"])
-    op.create_index(
-        "ix_comments_content_id_status_id", "comments", ["content_id", "status", "id"]
-    )
+    op.create_index("ix_comments_content_id_status_id", "comments", ["content_id", "status", "id"])
 
 
 def downgrade() -> None:
