@@ -71,7 +71,9 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = field(default_factory=_default_workers)
-    threads: int = 1
+    # >1 selects gunicorn's gthread worker, which keeps client connections alive; sync
+    # workers close each one. Measured with bench/: ~30% more requests/s on 2 cores.
+    threads: int = 4
     debug: bool = False
     log_level: str = "info"
     shutdown_delay: float = 0.0  # seconds readiness reports 503 before draining starts
