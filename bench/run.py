@@ -40,10 +40,13 @@ TARGETS = {"list": 1.5, "create": 1.1}
 P99_TARGET_MS = 10.0
 # The abuse guards exist to stop exactly what a benchmark does (thousands of identical
 # comments from one IP on one thread), so they are relaxed for ours and said so in the table.
+# Their per-request check still runs; a zero thread-author window keeps its count as small as
+# in real traffic (a few rows) instead of scanning the thousands one benchmark author writes.
 RELAXED_GUARDS = {
     "RATELIMIT_ENABLED": "false",
     "DUPLICATE_WINDOW": "0",
     "THREAD_AUTHOR_MAX": "1000000000",
+    "THREAD_AUTHOR_WINDOW": "0",
 }
 
 
@@ -263,27 +266,58 @@ def count_v1(port: int, content: str) -> int:
     return int(json.loads(raw)["counts"][content])
 
 
-def pinned_pair(port: int, path: str) -> tuple[bytes, bytes]:
-    """The same GET answered by two different workers (sync workers serve one at a time).
+def _server_socket_inodes(port: int) -> dict[int, int]:
+    """client port -> inode of the server-side socket, for loopback connections to ``port``."""
+    found: dict[int, int] = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, inode = fields[1], fields[2], int(fields[9])
+        if int(local.split(":")[1], 16) == port and inode:
+            found[int(remote.split(":")[1], 16)] = inode
+    return found
 
-    A half-sent request keeps one sync worker busy reading it, so the second, complete
-    request must be served by another worker; then the first is completed.
+
+def _socket_owner(pids: list[int]) -> dict[int, int]:
+    """socket inode -> the pid holding it open."""
+    owners: dict[int, int] = {}
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").glob("*"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    owners[int(target[8:-1])] = pid
+    return owners
+
+
+def bodies_by_worker(server: Server, path: str, attempts: int = 32) -> dict[int, set[bytes]]:
+    """GET ``path`` on fresh connections until two different workers have answered.
+
+    Each connection is held open while we find, in /proc, which worker holds its
+    server-side socket (gthread keeps it alive; a sync worker lingers on it).
     """
-    held = socket.create_connection((HOST, port), timeout=10)
+    workers = _children(server.proc.pid)
+    seen: dict[int, set[bytes]] = {}
+    held: list[http.client.HTTPConnection] = []
     try:
-        held.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\n".encode())
-        time.sleep(0.3)  # let a worker accept it and block reading the headers
-        status, _, other = request(port, "GET", path)
-        if status != 200:
-            raise RuntimeError(f"{path} answered {status}")
-        held.sendall(b"Connection: close\r\n\r\n")
-        chunks = []
-        while chunk := held.recv(65536):
-            chunks.append(chunk)
-        first = b"".join(chunks).split(b"\r\n\r\n", 1)[1]
+        for _ in range(attempts):
+            conn = http.client.HTTPConnection(HOST, server.port, timeout=10)
+            held.append(conn)
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            body = resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"{path} answered {resp.status}")
+            client_port = conn.sock.getsockname()[1]
+            inode = _server_socket_inodes(server.port).get(client_port)
+            owner = _socket_owner(workers).get(inode or -1)
+            if owner is not None:
+                seen.setdefault(owner, set()).add(body)
+            if len(seen) >= 2:
+                break
     finally:
-        held.close()
-    return first, other
+        for conn in held:
+            conn.close()
+    return seen
 
 
 def verify(ours: Server, creates: list[dict[str, Any]], connections: int) -> dict[str, Any]:
@@ -313,16 +347,19 @@ def verify(ours: Server, creates: list[dict[str, Any]], connections: int) -> dic
                 f"without announcing truncation"
             )
     list_path = f"/api/comment/list/{LIST_CONTENT}"
+    per_worker = bodies_by_worker(ours, list_path)
     bodies = {request(ours.port, "GET", list_path)[2] for _ in range(50)}
-    first, other = pinned_pair(ours.port, list_path)
-    bodies |= {first, other}
+    bodies |= {b for seen in per_worker.values() for b in seen}
+    checks["list_workers_seen"] = len(per_worker)
     checks["list_variants_seen"] = len(bodies)
-    checks["list_items"] = len(json.loads(first))
+    checks["list_items"] = max(len(json.loads(b)) for b in bodies)
     if len(bodies) != 1 or checks["list_items"] != SEED_COMMENTS:
         checks["problems"].append(
-            f"list of content {LIST_CONTENT}: {len(bodies)} different bodies across workers, "
+            f"list of content {LIST_CONTENT}: {len(bodies)} different bodies, "
             f"{checks['list_items']} items (expected 1 body, {SEED_COMMENTS} items)"
         )
+    if len(per_worker) < 2:
+        checks["problems"].append("could not observe two different workers serving the list")
     return checks
 
 
@@ -506,7 +543,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"Correctness: {persisted} comments persisted over {len(checks['create_runs'])} "
             f"create runs (wrk saw {sum(c['wrk_2xx'] for c in checks['create_runs'])} OK); "
-            f"list bodies seen across workers: {checks['list_variants_seen']}; "
+            f"list served by {checks['list_workers_seen']} workers, "
+            f"{checks['list_variants_seen']} distinct body; "
             + ("OK." if not checks["problems"] else "PROBLEMS:")
         )
         for problem in checks["problems"]:
