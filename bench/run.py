@@ -303,13 +303,15 @@ def bodies_by_worker(server: Server, path: str, attempts: int = 32) -> dict[int,
             conn = http.client.HTTPConnection(HOST, server.port, timeout=10)
             held.append(conn)
             conn.request("GET", path)
+            client_port = conn.sock.getsockname()[1]
             resp = conn.getresponse()
+            # Before reading the body: on "Connection: close" (sync workers) reading it to
+            # the end closes our socket, and the worker then lets go of its side.
+            inode = _server_socket_inodes(server.port).get(client_port)
+            owner = _socket_owner(workers).get(inode or -1)
             body = resp.read()
             if resp.status != 200:
                 raise RuntimeError(f"{path} answered {resp.status}")
-            client_port = conn.sock.getsockname()[1]
-            inode = _server_socket_inodes(server.port).get(client_port)
-            owner = _socket_owner(workers).get(inode or -1)
             if owner is not None:
                 seen.setdefault(owner, set()).add(body)
             if len(seen) >= 2:
@@ -324,7 +326,13 @@ def verify(ours: Server, creates: list[dict[str, Any]], connections: int) -> dic
     """Every created comment persisted; the same list from every worker."""
     checks: dict[str, Any] = {"create_runs": [], "problems": []}
     for run in creates:
-        persisted = count_v1(ours.port, run["content_id"])
+        # Requests in flight when wrk stopped may still be committing: wait until quiet.
+        persisted, previous = count_v1(ours.port, run["content_id"]), -1
+        for _ in range(50):
+            if persisted == previous:
+                break
+            time.sleep(0.2)
+            persisted, previous = count_v1(ours.port, run["content_id"]), persisted
         ok_responses = run["requests"] - run["non_2xx"]
         # wrk counts only completed responses; up to one request per connection can be
         # in flight (and committed) when wrk stops, so persisted may exceed it by that much.
