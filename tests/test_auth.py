@@ -123,6 +123,18 @@ def test_cli_rejects_unknown_scopes_and_unmigrated_databases(tmp_path):
     assert "root" in bad.stderr
 
 
+def test_other_authorization_schemes_are_not_ours_and_mean_anonymous(make_app):
+    # e.g. Basic credentials a password-protected staging proxy passes through.
+    basic = {"Authorization": "Basic dXNlcjpwYXNz"}
+    open_client = make_app().test_client()
+    assert open_client.get("/api/v1/counts?content_id=1", headers=basic).status_code == 200
+    assert post_v1(open_client, basic).status_code == 201
+    required = make_app(auth_mode="required").test_client()
+    refused = post_v1(required, basic)
+    assert refused.status_code == 401
+    assert refused.headers["WWW-Authenticate"] == 'Bearer realm="comments-api"'
+
+
 def test_storage_created_key_last_used_and_scopes(make_app):
     app = make_app()
     client = app.test_client()
@@ -150,7 +162,6 @@ def test_storage_created_key_last_used_and_scopes(make_app):
     [
         "Bearer cak_000000000000_" + "x" * 43,  # well-formed, unknown
         "Bearer cak_nothex_secret",  # malformed
-        "Basic dXNlcjpwYXNz",  # wrong scheme
         "Bearer ",  # empty
     ],
 )

@@ -52,8 +52,11 @@ def _identify() -> None:
     if header is None:
         return
     scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer":
+        # Not ours (e.g. Basic from a password-protected staging proxy): anonymous.
+        return
     token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    if not token:
         g.auth_error = "send credentials as 'Authorization: Bearer <API key or token>'"
         return
     svc = services()
