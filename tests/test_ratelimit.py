@@ -157,6 +157,8 @@ def test_limits_hold_across_two_gunicorn_workers_with_redis(redis_server, tmp_pa
         "LOG_LEVEL": "info",
         "LOG_FORMAT": "json",
         "METRICS_ENABLED": "false",
+        # One request at a time per worker: concurrent requests must use both workers.
+        "THREADS": "1",
     }
     with ServiceProcess(env, tmp_path, workers=2) as service:
 
