@@ -164,7 +164,7 @@ def test_counts_for_many_contents_in_one_call(client):
     assert response.json == {"counts": {"a": 3, "b": 1, "zzz": 0}}
     ids = [("content_id", str(i)) for i in range(100)]
     assert len(client.get("/api/v1/counts", query_string=ids).json["counts"]) == 100
-    too_many = ids + [("content_id", "100")]
+    too_many = [*ids, ("content_id", "100")]
     assert_problem(client.get("/api/v1/counts", query_string=too_many), 400, "content_id")
     assert_problem(client.get("/api/v1/counts"), 400, "content_id")
     assert_problem(client.get("/api/v1/counts", query_string={"content_id": ""}), 400, "content_id")
