@@ -454,6 +454,33 @@ def print_table(summary: dict[str, Any], meta: dict[str, Any]) -> None:
         print("Extra settings for ours: " + " ".join(meta["extra_env"]) + ".")
 
 
+def layer_costs(
+    results: dict[tuple[str, str], list[dict[str, Any]]], variants: dict[str, dict[str, str]]
+) -> dict[str, Any]:
+    """Each variant against ours: req/s and server CPU per request, medians."""
+    if not variants:
+        return {}
+    out: dict[str, Any] = {}
+    print()
+    print(f"{'variant':<12} | {'list req/s':>10} | {'CPU ms/req':>10} | {'vs ours':>7} | "
+          f"{'create req/s':>12} | {'CPU ms/req':>10} | {'vs ours':>7} | settings")  # fmt: skip
+    for name in ("ours", *variants):
+        row: dict[str, Any] = {"settings": variants.get(name, {})}
+        cells = []
+        for sc in ("list", "create"):
+            runs = results[(name, sc)]
+            rps, cpu = median_of(runs, "rps"), median_of(runs, "server_cpu_ms_per_req")
+            base_cpu = median_of(results[("ours", sc)], "server_cpu_ms_per_req")
+            row[sc] = {"rps": rps, "server_cpu_ms_per_req": cpu, "cpu_delta_ms": cpu - base_cpu}
+            delta = "" if name == "ours" else f"{cpu - base_cpu:+.3f}"
+            cells.append(f"{rps:>{10 if sc == 'list' else 12},.0f} | {cpu:>10.3f} | {delta:>7}")
+        out[name] = row
+        settings = " ".join(f"{k}={v}" for k, v in row["settings"].items()) or "defaults"
+        print(f"{name:<12} | " + " | ".join(cells) + f" | {settings}")
+    print("vs ours: server CPU per request minus ours' (what that setting saves or costs).")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
@@ -464,6 +491,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--env", action="append", default=[], metavar="KEY=VALUE", help="extra setting for ours"
     )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+        help="also run ours with these settings, interleaved (e.g. "
+        "nometrics:METRICS_ENABLED=false) and print what each costs per request",
+    )
     parser.add_argument("--json", type=Path, default=ROOT / "artifacts" / "bench.json")
     parser.add_argument("--wrk", default=shutil.which("wrk") or "wrk")
     args = parser.parse_args(argv)
@@ -472,6 +507,12 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.rounds <= 20 or not 1 <= args.duration <= 60:
         sys.exit("bench: keep runs bounded: 1..20 rounds of 1..60 s")
     extra_env = dict(item.split("=", 1) for item in args.env)
+    variants: dict[str, dict[str, str]] = {}
+    for item in args.variant:
+        name, _, pairs = item.partition(":")
+        if not name or name in ("baseline", "ours") or "=" not in pairs:
+            sys.exit(f"bench: --variant wants NAME:KEY=VALUE[,KEY=VALUE], got {item!r}")
+        variants[name] = dict(pair.split("=", 1) for pair in pairs.split(","))
 
     baseline_app = baseline_app_path()
     workdir = Path(tempfile.mkdtemp(prefix="comments-bench-"))
@@ -494,22 +535,25 @@ def main(argv: list[str] | None = None) -> int:
             workdir,
             base_port,
         )
-        ours_env = {
-            **{k: v for k, v in os.environ.items() if k not in ("WORKERS", "THREADS")},
-            "HOST": HOST,
-            "PORT": str(ours_port),
-            "DATABASE_URL": f"sqlite:///{workdir / 'comments.db'}",
-            **RELAXED_GUARDS,
-            **extra_env,
-        }
-        servers["ours"] = start_server(
-            "ours", [bin_path("comments-api"), "serve"], ours_env, workdir, ours_port
-        )
+        for name, env in {"ours": {}, **variants}.items():
+            port = ours_port if name == "ours" else free_port()
+            ours_env = {
+                **{k: v for k, v in os.environ.items() if k not in ("WORKERS", "THREADS")},
+                "HOST": HOST,
+                "PORT": str(port),
+                "DATABASE_URL": f"sqlite:///{workdir / name}.db",
+                **RELAXED_GUARDS,
+                **extra_env,
+                **env,
+            }
+            servers[name] = start_server(
+                name, [bin_path("comments-api"), "serve"], ours_env, workdir, port
+            )
         for server in servers.values():
             seed(server.port)
 
         loadavg = " ".join(f"{x:.2f}" for x in os.getloadavg())
-        order = [("baseline", "list"), ("ours", "list"), ("baseline", "create"), ("ours", "create")]
+        order = [(name, sc) for sc in ("list", "create") for name in servers]
         if args.warmup > 0:
             for name, scenario in order:
                 run_wrk(args, servers[name], scenario, args.warmup, "warmup")
@@ -520,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
                 run["round"] = rnd
                 results[(name, scenario)].append(run)
                 print(
-                    f"round {rnd} {name:<8} {scenario:<6} {run['rps']:>9,.0f} req/s  "
+                    f"round {rnd} {name:<10} {scenario:<6} {run['rps']:>9,.0f} req/s  "
                     f"p50 {run['p50_ms']:.2f} ms  p99 {run['p99_ms']:.2f} ms  "
                     f"server CPU {run['server_cpu_ms_per_req']:.3f} ms/req"
                     + (f"  non-2xx {run['non_2xx']}" if run["non_2xx"] else ""),
@@ -557,6 +601,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         for problem in checks["problems"]:
             print(f"  - {problem}")
+        layers = layer_costs(results, variants)
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(
             json.dumps(
@@ -564,6 +609,7 @@ def main(argv: list[str] | None = None) -> int:
                     "meta": meta,
                     "summary": summary,
                     "checks": checks,
+                    "variants": layers,
                     "runs": [
                         {"server": n, "scenario": s, **r}
                         for (n, s), runs in results.items()
