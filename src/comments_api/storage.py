@@ -206,6 +206,18 @@ def _to_comment(row: Any) -> Comment:
     )
 
 
+def _tombstone(now: datetime) -> dict[str, Any]:
+    """What deleting erases for good: the text and everything that names the author."""
+    return {
+        "body": None,
+        "email": None,
+        "author_name": None,
+        "author_subject": None,
+        "author_key": None,
+        "deleted_at": now,
+    }
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # WAL lets readers in every worker proceed while one writer commits; NORMAL sync is
@@ -309,16 +321,7 @@ class Repository:
             conn.execute(
                 update(comments)
                 .where(comments.c.id == comment_id, comments.c.status != STATUS_DELETED)
-                .values(
-                    status=STATUS_DELETED,
-                    body=None,
-                    email=None,
-                    author_name=None,
-                    author_subject=None,
-                    author_key=None,
-                    deleted_at=now,
-                    updated_at=now,
-                )
+                .values(status=STATUS_DELETED, updated_at=now, **_tombstone(now))
             )
             row = conn.execute(select(*_COMMENT_COLUMNS).where(comments.c.id == comment_id)).first()
         return _to_comment(row) if row is not None else None
@@ -380,14 +383,7 @@ class Repository:
         now = utcnow()
         values: dict[str, Any] = {"status": TARGET_STATUS[action], "updated_at": now}
         if action == "delete":
-            values.update(
-                body=None,
-                email=None,
-                author_name=None,
-                author_subject=None,
-                author_key=None,
-                deleted_at=now,
-            )
+            values.update(_tombstone(now))
         with self.engine.begin() as conn:
             changed = [
                 r[0]
