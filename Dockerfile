@@ -26,11 +26,15 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 # lock here again), so the build itself needs no network.
 COPY requirements.lock /build/requirements.lock
 COPY build/wheels/ /build/wheels/
-# Trim the venv to what runs: pip and setuptools are build tools; bytecode for every
-# module would double the Python payload (the runtime stage compiles what it uses);
+COPY scripts/image_pack_venv.py /build/pack_venv.py
+# Trim the venv to what runs (issue #5: <= 80 MB): pip and setuptools are build tools;
 # debug symbols in extension modules are dead weight (auditwheel's bundled libraries in
-# *.libs/ and psycopg_binary are left alone: stripping patchelf-edited files can break
+# *.libs/ and psycopg_binary are not stripped: stripping patchelf-edited files can break
 # them); SQLAlchemy's test harness and its MySQL/MSSQL/Oracle dialects are never used.
+# psycopg-binary bundles its own OpenSSL (6.9 MB) although libpq and libldap only use
+# symbols of version OPENSSL_3.0.0 (checked here), which the base image's libssl3
+# provides: the bundled files become links to it. Then every module is compiled once
+# and shipped sourceless, pure-Python packages in a compressed zip (see the script).
 RUN /usr/bin/python3.11 -m venv /venv \
     && /venv/bin/pip install --no-index --find-links /build/wheels \
          --require-hashes -r /build/requirements.lock \
@@ -44,17 +48,28 @@ RUN /usr/bin/python3.11 -m venv /venv \
     && find "$site" \( -name '*.pyi' -o -name '*.pyx' -o -name '*.pxd' -o -name '*.c' -o -name '*.h' \) -delete \
     && rm -rf "$site"/sqlalchemy/testing "$site"/sqlalchemy/dialects/mysql \
          "$site"/sqlalchemy/dialects/mssql "$site"/sqlalchemy/dialects/oracle \
+    && libs="$site"/psycopg_binary.libs \
+    && needs=$(find "$libs" "$site"/psycopg_binary -name '*.so*' ! -name 'libcrypto-*' ! -name 'libssl-*' \
+         -exec objdump -T {} + | grep -oE 'OPENSSL_[0-9.]+' | sort -u) \
+    && if [ "$needs" != OPENSSL_3.0.0 ]; then echo "psycopg-binary needs: $needs" >&2; exit 1; fi \
+    && for lib in crypto ssl; do \
+         bundled=$(find "$libs" -name "lib${lib}-*.so.3") \
+         && test -f "/usr/lib/x86_64-linux-gnu/lib${lib}.so.3" \
+         && ln -sf "/usr/lib/x86_64-linux-gnu/lib${lib}.so.3" "$bundled"; \
+       done \
+    && /venv/bin/python -I /build/pack_venv.py "$site" \
     && mkdir -p /rootfs/data
 
 # ---------------------------------------------------------------------------------------
 FROM ${RUNTIME_BASE}
 COPY --from=build /venv /venv
-# Bytecode for just the modules the server imports (see the script), compiled by this
-# image's own interpreter: a read-only root cannot cache it, and compiling at every boot
-# tripled the start time. Root only for this step: it writes beside root-owned sources.
+# Bytecode for the standard-library modules the server imports (see the script),
+# compiled by this image's own interpreter into /usr/lib/python311.zip: a read-only root
+# cannot cache it, and compiling at every boot tripled the start time. Root only for this
+# step: it writes beside the root-owned standard library.
 COPY scripts/image_warm_bytecode.py /tmp/warm_bytecode.py
 USER 0
-RUN ["/venv/bin/python", "-E", "/tmp/warm_bytecode.py"]
+RUN ["/venv/bin/python", "-E", "-B", "/tmp/warm_bytecode.py"]
 # The SQLite data directory, owned by the runtime user; a volume in production.
 COPY --from=build --chown=65532:65532 /rootfs/data /data
 

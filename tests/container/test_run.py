@@ -3,13 +3,34 @@
 from __future__ import annotations
 
 import json
+import os
+import random
 import re
+import shutil
 import threading
 import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import psycopg
 import pytest
 import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
+from ..authkit import (
+    AUDIENCE,
+    ISSUER,
+    bearer,
+    ec_signer,
+    jwks,
+    jwks_server,
+    rsa_signer,
+    unsigned_token,
+)
+from ..support import PostgresServer
 from .conftest import RUNTIME_UID, Container, docker
 
 pytestmark = pytest.mark.docker
@@ -214,3 +235,105 @@ def test_image_defaults_serve_on_all_interfaces_and_report_healthy(image):
         assert health == "healthy"
     finally:
         docker("rm", "--force", "--volumes", container_id, check=False)
+
+
+@pytest.mark.redis
+def test_jwks_tokens_and_redis_rate_limits_from_the_packed_venv(start_container, redis_server):
+    # The venv ships as bytecode, mostly from a zip (issue #5): this drives the lazily
+    # imported paths the other tests don't: PyJWT's JWKS client and cryptography's RSA
+    # and EC keys, and limits' Redis storage, whose Lua scripts are package data.
+    rs, es = rsa_signer(), ec_signer()
+    # Fresh readers and a Redis database of their own: no counters from earlier runs.
+    db, run = random.randint(1, 15), random.getrandbits(32)
+    with jwks_server(jwks(rs, es)) as provider:
+        env = {
+            "JWT_JWKS_URL": provider["url"],
+            "JWT_ISSUER": ISSUER,
+            "JWT_AUDIENCE": AUDIENCE,
+            "RATELIMIT_STORAGE_URL": f"redis://127.0.0.1:{redis_server.port}/{db}",
+            "RATELIMIT_AUTHENTICATED_WRITE": "2/minute",
+        }
+        container = start_container(env)
+        container.wait_ready()
+        url = f"{container.base}/api/v1/contents/packed/comments"
+
+        def post(signer, n: int) -> int:
+            body = {"body": f"comment {n}"}
+            headers = bearer(signer.token(subject=f"reader-{signer.alg}-{run}"))
+            return requests.post(url, json=body, headers=headers, timeout=10).status_code
+
+        assert [post(rs, n) for n in range(3)] == [201, 201, 429], container.logs()[-2000:]
+        assert [post(es, n) for n in range(3)] == [201, 201, 429], container.logs()[-2000:]
+        forged = requests.post(
+            url, json={"body": "x"}, headers=bearer(unsigned_token()), timeout=10
+        )
+        assert forged.status_code == 401
+        assert provider["hits"] >= 1
+
+
+def _self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "server.crt", directory / "server.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_file.chmod(0o600)  # PostgreSQL refuses a key others can read
+    if os.geteuid() == 0:
+        for path in (cert_file, key_file):
+            shutil.chown(path, "postgres", "postgres")
+    return cert_file, key_file
+
+
+def test_postgresql_over_tls_with_the_base_images_openssl(start_container):
+    # psycopg-binary's bundled OpenSSL is replaced by links to the base image's libssl3
+    # (issue #5): a TLS session to a real PostgreSQL proves libpq works with it.
+    server = PostgresServer()
+    try:
+        cert_file, key_file = _self_signed_certificate(server.dir)
+        with psycopg.connect(
+            f"host=127.0.0.1 port={server.port} user=postgres dbname=postgres", autocommit=True
+        ) as conn:
+            conn.execute(f"ALTER SYSTEM SET ssl_cert_file = '{cert_file}'")
+            conn.execute(f"ALTER SYSTEM SET ssl_key_file = '{key_file}'")
+            conn.execute("ALTER SYSTEM SET ssl = on")
+            conn.execute("SELECT pg_reload_conf()")
+        url = server.create_database("container_tls") + "?sslmode=require"
+        container = start_container({"DATABASE_URL": url})
+        container.wait_ready()
+        body = {"email": "tls@example.com", "comment": "over TLS", "content_id": 9}
+        assert requests.post(f"{container.base}/api/comment/new", json=body, timeout=5).ok
+        listed = requests.get(f"{container.base}/api/comment/list/9", timeout=5).json()
+        assert [c["comment"] for c in listed] == ["over TLS"]
+        code = (
+            "import json, sys, psycopg\n"
+            "conn = psycopg.connect(sys.argv[1])\n"
+            "row = conn.execute('SELECT ssl, version FROM pg_stat_ssl"
+            " WHERE pid = pg_backend_pid()').fetchone()\n"
+            "print(json.dumps({'ssl': row[0], 'version': row[1], 'impl': psycopg.pq.__impl__}))"
+        )
+        conninfo = f"host=127.0.0.1 port={server.port} user=postgres dbname=container_tls"
+        probe = container.exec("/venv/bin/python", "-c", code, conninfo + " sslmode=require")
+        assert probe.returncode == 0, probe.stderr
+        facts = json.loads(probe.stdout)
+        assert facts["ssl"] is True
+        assert facts["version"].startswith("TLSv1.")
+        assert facts["impl"] == "binary"
+    finally:
+        server.stop()
