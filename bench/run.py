@@ -160,18 +160,19 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """user+system CPU of ``pid`` and all its live descendants."""
-    total, todo = 0.0, [pid]
+def tree_cpu(pid: int) -> dict[int, float]:
+    """user+system CPU seconds of ``pid`` and each of its live descendants."""
+    found: dict[int, float] = {}
+    todo = [pid]
     while todo:
         current = todo.pop()
         try:
             fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+        found[current] = (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
         todo += _children(current)
-    return total
+    return found
 
 
 # --- wrk -------------------------------------------------------------------------
@@ -226,14 +227,20 @@ def run_wrk(
         cmd += ["-s", str(ROOT / "bench" / "post.lua"), f"http://{HOST}:{port}/api/comment/new"]
         cmd += ["--", content]
     # wrk stops itself after -d; the timeout only guards against a wedged run.
-    cpu_before = tree_cpu_seconds(server.proc.pid)
+    cpu_before = tree_cpu(server.proc.pid)
     wrk_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=True)
     wrk_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = tree_cpu_seconds(server.proc.pid) - cpu_before
+    cpu_after = tree_cpu(server.proc.pid)
+    per_process = {p: cpu_after[p] - cpu_before.get(p, 0.0) for p in cpu_after}
+    cpu = sum(per_process.values())
     result = parse_wrk(done.stdout)
     served = max(result["requests"], 1)
     result["server_cpu_ms_per_req"] = 1000 * cpu / served
+    # How the load spread over the processes (keep-alive connections stay with one worker).
+    result["cpu_seconds_per_process"] = sorted(
+        (round(v, 2) for v in per_process.values()), reverse=True
+    )
     result["wrk_cpu_ms_per_req"] = (
         1000
         * (wrk_after.ru_utime + wrk_after.ru_stime - wrk_before.ru_utime - wrk_before.ru_stime)
@@ -566,7 +573,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"round {rnd} {name:<10} {scenario:<6} {run['rps']:>9,.0f} req/s  "
                     f"p50 {run['p50_ms']:.2f} ms  p99 {run['p99_ms']:.2f} ms  "
-                    f"server CPU {run['server_cpu_ms_per_req']:.3f} ms/req"
+                    f"server CPU {run['server_cpu_ms_per_req']:.3f} ms/req "
+                    f"(s per process: {', '.join(map(str, run['cpu_seconds_per_process']))})"
                     + (f"  non-2xx {run['non_2xx']}" if run["non_2xx"] else ""),
                     flush=True,
                 )

@@ -71,9 +71,11 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = field(default_factory=_default_workers)
-    # >1 selects gunicorn's gthread worker, which keeps client connections alive; sync
-    # workers close each one. bench/ on 2 cores: legacy list +15-45% req/s, create even.
-    threads: int = 4
+    # 1 = sync workers: each request is accepted anew, so load spreads over the workers.
+    # gthread (>1) keeps connections alive but a worker keeps every connection it accepts:
+    # in bench/ one worker sometimes took all 16 and throughput fell to a third; balanced,
+    # it was only ~7% ahead of sync, with a worse p99.
+    threads: int = 1
     debug: bool = False
     log_level: str = "info"
     shutdown_delay: float = 0.0  # seconds readiness reports 503 before draining starts
