@@ -296,36 +296,54 @@ def _socket_owner(pids: list[int]) -> dict[int, int]:
     return owners
 
 
+def _get_keep_open(port: int, path: str) -> tuple[socket.socket, int, bytes]:
+    """GET over a raw socket, leaving it open after the response (http.client would close
+    it on "Connection: close", freeing a sync worker to take the next connection too)."""
+    sock = socket.create_connection((HOST, port), timeout=10)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise RuntimeError(f"{path}: connection closed before the response headers")
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    if length is None:
+        raise RuntimeError(f"{path}: response without Content-Length")
+    while len(body) < int(length.group(1)):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return sock, int(head.split()[1]), body
+
+
 def bodies_by_worker(server: Server, path: str, attempts: int = 32) -> dict[int, set[bytes]]:
     """GET ``path`` on fresh connections until two different workers have answered.
 
-    Each connection is held open while we find, in /proc, which worker holds its
-    server-side socket (gthread keeps it alive; a sync worker lingers on it).
+    Each connection stays open while we find, in /proc, which worker holds its
+    server-side socket: gthread keeps it alive, a sync worker lingers on it until we
+    close (so the next connection must go to another worker).
     """
     workers = _children(server.proc.pid)
     seen: dict[int, set[bytes]] = {}
-    held: list[http.client.HTTPConnection] = []
+    held: list[socket.socket] = []
     try:
         for _ in range(attempts):
-            conn = http.client.HTTPConnection(HOST, server.port, timeout=10)
-            held.append(conn)
-            conn.request("GET", path)
-            client_port = conn.sock.getsockname()[1]
-            resp = conn.getresponse()
-            # Before reading the body: on "Connection: close" (sync workers) reading it to
-            # the end closes our socket, and the worker then lets go of its side.
-            inode = _server_socket_inodes(server.port).get(client_port)
+            sock, status, body = _get_keep_open(server.port, path)
+            held.append(sock)
+            if status != 200:
+                raise RuntimeError(f"{path} answered {status}")
+            inode = _server_socket_inodes(server.port).get(sock.getsockname()[1])
             owner = _socket_owner(workers).get(inode or -1)
-            body = resp.read()
-            if resp.status != 200:
-                raise RuntimeError(f"{path} answered {resp.status}")
             if owner is not None:
                 seen.setdefault(owner, set()).add(body)
             if len(seen) >= 2:
                 break
     finally:
-        for conn in held:
-            conn.close()
+        for sock in held:
+            sock.close()
     return seen
 
 
