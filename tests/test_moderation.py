@@ -274,3 +274,17 @@ def test_moderators_delete_any_comment(build, signer):
     mod = bearer(signer.token("mod-1", scope="comments:moderate"))  # scope granted by the IdP
     assert client.delete(f"/api/v1/comments/{cid}", headers=mod).status_code == 204
     assert client.get(f"/api/v1/comments/{cid}").json["status"] == "deleted"
+
+
+def test_banned_authors_cannot_edit_their_comments_either(build, signer):
+    app = build(edit_window=600.0)
+    client = app.test_client()
+    mod = bearer(api_key(app, SCOPE_MODERATE))
+    troll = bearer(signer.token("troll-7"))
+    url = f"/api/v1/comments/{post_v1(client, 'harmless', headers=troll).json['id']}"
+    assert client.patch(url, json={"body": "still harmless"}, headers=troll).status_code == 200
+    assert client.post(BANS, json={"subject": "troll-7"}, headers=mod).status_code == 201
+    refused = client.patch(url, json={"body": "now offensive"}, headers=troll)
+    assert refused.status_code == 403
+    assert refused.json["type"].endswith("author-banned")
+    assert client.get(url).json["body"] == "still harmless"

@@ -422,6 +422,15 @@ class Repository:
         next_cursor = encode_cursor(items[-1].id, "oldest") if len(rows) > limit else None
         return Page(items=items, next_cursor=next_cursor)
 
+    def is_banned(self, target: str | None) -> bool:
+        if target is None:
+            return False
+        with self.engine.connect() as conn:
+            return (
+                conn.execute(select(bans.c.target).where(bans.c.target == target)).first()
+                is not None
+            )
+
     def ban(self, target: str, reason: str | None, actor: str) -> bool:
         """Ban an author key; False when it already was banned."""
         now = utcnow()

@@ -28,6 +28,8 @@ from ..domain import (
 from ..events import comment_created, moderation_action
 from ..moderation import (
     ACTION_DELETE,
+    Banned,
+    author_key,
     check_banned_words,
     parse_edit,
     prepare_comment,
@@ -162,6 +164,8 @@ def edit_comment(comment_id: str) -> Response:
             f"comments can be edited for {int(svc.settings.edit_window)} seconds after "
             "posting; this one can no longer be changed"
         )
+    if svc.repo.is_banned(author_key(comment.email, comment.author_subject)):
+        raise Banned("this author may not change comments")
     body = parse_edit(read_json(), svc.limits)
     check_banned_words(body, svc.settings.banned_words)
     status = comment.status
