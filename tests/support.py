@@ -207,6 +207,20 @@ class ServiceProcess:
         if not wait_until(ready, timeout):
             self.stop()
             raise RuntimeError(f"serve never became ready:\n{self.log()}")
+        # /readyz answers as soon as one worker is up; a test that signals the master
+        # must not catch another still booting (gunicorn reports that as a failed boot).
+        if self.env.get("METRICS_ENABLED", "true").lower() not in {"0", "false", "no", "off"}:
+            booted = f"comments_api_workers {float(self.env['WORKERS'])}"
+
+            def all_booted() -> bool:
+                try:
+                    return booted in requests.get(f"{self.base}/metrics", timeout=1).text
+                except requests.RequestException:
+                    return False
+
+            if not wait_until(all_booted, timeout):
+                self.stop()
+                raise RuntimeError(f"not every worker booted:\n{self.log()}")
         return self
 
     def log(self) -> str:

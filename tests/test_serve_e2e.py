@@ -102,7 +102,7 @@ def test_walkthrough_survives_a_restart(serve_env, tmp_path):
         assert curl(f"{restarted.base}/api/comment/list/1") == (200, first)
         assert curl(f"{restarted.base}/api/comment/list/2") == (200, second)
     finally:
-        assert restarted.stop() == 0
+        assert restarted.stop() == 0, restarted.log()
 
 
 def test_comments_posted_through_one_worker_are_listed_by_every_worker(serve_env, tmp_path):
