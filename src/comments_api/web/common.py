@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from flask import current_app, request
@@ -60,3 +61,10 @@ def read_json() -> Any:
         return json.loads(text, parse_constant=_reject_constant)
     except ValueError as exc:
         raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+
+
+def iso_timestamp(value: datetime | None) -> str | None:
+    """UTC timestamps on the wire: ``2026-11-29T20:07:08.790Z``."""
+    if value is None:
+        return None
+    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")

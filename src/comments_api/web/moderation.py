@@ -11,8 +11,8 @@ from ..domain import Comment, NotFound, decode_cursor, encode_cursor, parse_limi
 from ..events import moderation_action
 from ..moderation import parse_ban, parse_ban_target, parse_bulk
 from .auth import require_scope
-from .common import emit, read_json, services
-from .v1 import _iso, comment_view
+from .common import emit, iso_timestamp, read_json, services
+from .v1 import comment_view
 
 bp = Blueprint("moderation", __name__, url_prefix="/api/v1")
 
@@ -46,16 +46,15 @@ def bulk_moderate() -> Response:
     action, ids = parse_bulk(read_json())
     changed = services().repo.moderate(ids, action, identity.actor, {"requested": ids})
     emit(moderation_action, action=action, count=len(changed))
-    return jsonify(
-        action=action, changed=changed, unchanged=[i for i in ids if i not in set(changed)]
-    )
+    done = set(changed)
+    return jsonify(action=action, changed=changed, unchanged=[i for i in ids if i not in done])
 
 
 @bp.get("/moderation/bans")
 def list_bans() -> Response:
     require_scope(SCOPE_MODERATE)
     bans = services().repo.list_bans()
-    return jsonify(items=[{**b, "created_at": _iso(b["created_at"])} for b in bans])
+    return jsonify(items=[{**b, "created_at": iso_timestamp(b["created_at"])} for b in bans])
 
 
 @bp.post("/moderation/bans")
@@ -98,7 +97,7 @@ def audit_log() -> Response:
                 "target": e.target,
                 "comment_ids": e.comment_ids,
                 "details": e.details,
-                "created_at": _iso(e.created_at),
+                "created_at": iso_timestamp(e.created_at),
             }
             for e in entries
         ],

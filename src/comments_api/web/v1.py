@@ -37,7 +37,7 @@ from ..moderation import (
 )
 from ..storage import utcnow
 from .auth import require_identity, require_write
-from .common import emit, read_json, services
+from .common import emit, iso_timestamp, read_json, services
 
 bp = Blueprint("v1", __name__, url_prefix="/api/v1")
 
@@ -53,25 +53,17 @@ def comment_view(comment: Comment) -> dict[str, object]:
         "content_id": comment.content_id,
         "parent_id": comment.parent_id,
         "status": comment.status,
-        "created_at": _iso(comment.created_at),
-        "updated_at": _iso(comment.updated_at),
+        "created_at": iso_timestamp(comment.created_at),
+        "updated_at": iso_timestamp(comment.updated_at),
     }
     if comment.status == STATUS_DELETED:
-        view.update(body=None, author=None, deleted_at=_iso(comment.deleted_at))
+        view.update(body=None, author=None, deleted_at=iso_timestamp(comment.deleted_at))
     else:
         view.update(
             body=comment.body,
             author={"name": display_name(comment), "email_hash": email_hash(comment.email)},
         )
     return view
-
-
-def _iso(value: object) -> str | None:
-    from datetime import datetime
-
-    if not isinstance(value, datetime):
-        return None
-    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _visible(comment: Comment | None) -> Comment:
