@@ -61,7 +61,7 @@ dashboards: venv ## regenerate the Grafana dashboard JSON from deploy/monitoring
 lock: ## re-resolve both lock files (needs uv: pip install uv)
 	uv pip compile pyproject.toml --generate-hashes --python-version 3.11 \
 	  --python-platform x86_64-manylinux_2_28 -o requirements.lock -q
-	uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
+	uv pip compile pyproject.toml --extra dev -c requirements.lock --generate-hashes --python-version 3.11 \
 	  --python-platform x86_64-manylinux_2_28 -o requirements-dev.lock -q
 
 clean: ## remove the venv, caches and the local SQLite data
