@@ -14,7 +14,7 @@ from .domain import Limits
 from .moderation import AbuseRules
 from .settings import Settings
 from .storage import Repository, head_revision, make_engine
-from .web import docs, errors, legacy, ops, protection, v1
+from .web import docs, errors, legacy, ops, protection, v1, widget
 from .web import moderation as moderation_web
 from .web.common import EXTENSION_KEY, Services
 
@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     errors.register(app)
     app.register_error_handler(OperationalError, _database_unavailable)
-    for blueprint in (ops.bp, legacy.bp, v1.bp, moderation_web.bp, docs.bp):
+    for blueprint in (ops.bp, legacy.bp, v1.bp, moderation_web.bp, docs.bp, widget.bp):
         app.register_blueprint(blueprint)
     app.after_request(_security_headers)
     return app
