@@ -27,7 +27,7 @@ run: venv ## migrate and serve on :8000 with the embedded SQLite default (./data
 migrate: venv ## upgrade the database in DATABASE_URL
 	$(BIN)/comments-api migrate
 
-system-deps: ## install PostgreSQL, Redis, Prometheus, wrk if missing (Debian, root)
+system-deps: ## install PostgreSQL, Redis, Prometheus, wrk, chromium, npm if missing (Debian, root)
 	scripts/install-system-deps.sh
 
 test: venv system-deps ## set up everything and run the whole test suite (container tests: image-test)

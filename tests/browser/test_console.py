@@ -97,10 +97,11 @@ def test_console_bulk_actions_search_bans_and_audit(
     page.get_by_role("button", name="Sign in").click()
     expect(page.locator("#message")).to_have_text(re.compile("credential was refused"))
 
-    # A moderator (not admin): no audit log tab.
-    page.get_by_label("API key or JWT").fill(pre_api.key("comments:moderate"))
+    # A moderator's JWT from the identity provider (not admin): no audit log tab.
+    page.get_by_label("API key or JWT").fill(pre_api.token("desk-1", scope="comments:moderate"))
     page.get_by_role("button", name="Sign in").click()
     expect(queue_row(page, "bulk candidate 2")).to_be_visible()
+    expect(page.locator("#who-text")).to_have_text("Signed in with a moderator token.")
     expect(page.get_by_role("tab", name="Audit log")).to_be_hidden()
 
     # Markup in a pending comment is text here too.

@@ -107,8 +107,8 @@ async function start() {
   $("sign-in").hidden = true;
   $("app").hidden = false;
   $("who").hidden = false;
-  const kind = credential().startsWith("cak_") ? "API key" : "token";
-  $("who-text").textContent = `Signed in with an ${kind === "API key" ? "API key" : "moderator token"}.`;
+  const apiKey = credential().startsWith("cak_");
+  $("who-text").textContent = `Signed in with ${apiKey ? "an API key" : "a moderator token"}.`;
   let admin = false;
   try {
     await api("/api/v1/admin/audit-log?limit=1");
