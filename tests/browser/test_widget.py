@@ -213,6 +213,33 @@ def test_errors_are_explained_validation_duplicate_and_rate_limit(
     no_csp_trouble(page)
 
 
+def test_require_sign_in_shows_the_form_once_the_site_hands_over_a_token(
+    page, site: HostSite, open_api: Api
+):
+    content = new_content()
+    url = site.thread_page(
+        f"/{content}.html",
+        open_api.base,
+        content,
+        attrs='require-sign-in sign-in-url="/login"',
+    )
+    page.goto(url)
+    widget = thread(page)
+    expect(widget.get_by_text("No comments yet")).to_be_visible()
+    expect(widget.get_by_role("link", name="Sign in")).to_have_attribute("href", "/login")
+    expect(widget.get_by_label("Your comment")).to_be_hidden()
+    page.evaluate("(t) => CommentsWidget.setToken(t)", open_api.token("signed", name="Signed In"))
+    expect(widget.get_by_label("Your comment")).to_be_visible()
+    expect(widget.get_by_role("link", name="Sign in")).to_be_hidden()
+    expect(widget.get_by_label("Name (optional)")).to_be_hidden()
+    widget.get_by_label("Your comment").fill("posted with the site's token")
+    widget.get_by_role("button", name="Post comment").click()
+    expect(widget.locator("article .author")).to_have_text("Signed In")
+    page.evaluate("CommentsWidget.setToken(null)")
+    expect(widget.get_by_label("Your comment")).to_be_hidden()
+    no_csp_trouble(page)
+
+
 def test_portuguese_dark_demo_page_and_badges(page, site: HostSite, open_api: Api):
     content = new_content()
     open_api.post(content, "Ótima matéria!", author_name="Joana")

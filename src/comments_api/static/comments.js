@@ -157,12 +157,14 @@ a{color:var(--comments-accent)}
 .actions{display:flex;gap:.5rem;align-items:center}
 .notice{padding:.5rem .75rem;border-radius:var(--comments-radius);border:1px solid currentColor;margin:.5rem 0}
 .notice:empty,.field-error:empty{display:none}
+.notice p,.notice ul{margin:0}
+.notice:focus{outline:2px solid var(--comments-accent);outline-offset:2px}
 .notice.error,.field-error{color:var(--comments-error)}
 .notice.ok{color:var(--comments-success)}
 .field-error{font-size:.875rem}
 .more{margin-top:.75rem}
 .sr{position:absolute;width:1px;height:1px;margin:-1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
-[hidden]{display:none!important}
+[hidden],.gated .reply{display:none!important}
 `;
   let sheet = null;
   function styles() {
@@ -300,20 +302,21 @@ a{color:var(--comments-accent)}
       this.status = h("p", { class: "meta", text: this.t("loading") });
       this.more = h("button", { class: "more", type: "button", hidden: true, text: this.t("loadMore"), onclick: () => this.loadPage(true) });
       this.form = this.buildForm(null);
-      this.root.replaceChildren(
-        h(
+      this.gate = h("p", { class: "notice", hidden: true }, this.t("signIn"), " ", this.signInLink());
+      this.section = h(
           "section",
           { "aria-labelledby": `${id}-h`, part: "root" },
           h("div", { class: "head" }, h("div", null, this.heading, this.countEl),
             h("div", { class: "actions" }, h("label", { for: `${id}-sort`, text: this.t("sort") }), this.sortSelect)),
+          this.gate,
           this.form.el,
           this.notice,
           this.live,
           this.status,
           this.list,
           this.more
-        )
       );
+      this.root.replaceChildren(this.section);
       this.renderIdentity();
       if (!this.contentId) {
         this.status.textContent = "content-id missing";
@@ -353,11 +356,18 @@ a{color:var(--comments-accent)}
     }
 
     async renderIdentity() {
+      if (!this.built) return;
       // A signed-in reader's name and address come from the token: the fields would be ignored.
       const signedIn = Boolean(await this.currentToken());
       for (const form of [this.form, this.openReply && this.openReply.form]) {
         if (form) form.who.hidden = signedIn;
       }
+      // require-sign-in (sites running AUTH_MODE=required): no form until there is a token.
+      const gated = this.hasAttribute("require-sign-in") && !signedIn;
+      this.section.classList.toggle("gated", gated);
+      this.form.el.hidden = gated;
+      this.gate.hidden = !gated;
+      if (gated) this.closeReply(false);
     }
 
     async request(path, options) {
@@ -519,7 +529,7 @@ a{color:var(--comments-accent)}
       const raw = c.author.name;
       node.name = raw === "anonymous" ? this.t("anonymous") : raw;
       const author = h("span", { class: "author", text: node.name });
-      const replyButton = h("button", { type: "button", class: "link", "aria-expanded": "false", text: this.t("reply") });
+      const replyButton = h("button", { type: "button", class: "link reply", "aria-expanded": "false", text: this.t("reply") });
       replyButton.setAttribute("aria-label", this.t("replyTo", { name: node.name }));
       replyButton.addEventListener("click", () => this.toggleReply(c, node, replyButton));
       article.append(
@@ -658,8 +668,7 @@ a{color:var(--comments-accent)}
       }
       if (status === 401) {
         this.dispatchEvent(new CustomEvent("comments:sign-in-required", { bubbles: true, composed: true, detail: { expired: hadToken } }));
-        const url = this.getAttribute("sign-in-url");
-        return this.formError(form, this.t("signIn"), url ? h("a", { href: url, text: this.t("signInLink") }) : null);
+        return this.formError(form, this.t("signIn"), this.signInLink());
       }
       if (status === 403) {
         const banned = String(problem.type || "").endsWith("author-banned");
@@ -673,6 +682,11 @@ a{color:var(--comments-accent)}
         return this.formError(form, this.t("rateLimited", { wait }));
       }
       return this.formError(form, this.t("failed", { status }));
+    }
+
+    signInLink() {
+      const url = this.getAttribute("sign-in-url");
+      return url ? h("a", { href: url, text: this.t("signInLink") }) : null;
     }
 
     announce(message) {
