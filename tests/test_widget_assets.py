@@ -120,7 +120,8 @@ def test_demo_page_rejects_bad_parameters_with_json(client, query, field):
     assert field in {e["field"] for e in response.json["errors"]}
 
 
-def test_unknown_widget_file_is_a_json_404(client):
-    response = client.get("/widget/nope.js")
+@pytest.mark.parametrize("path", ["/widget/nope.js", "/static/comments.js", "/widget/demo.html"])
+def test_only_the_listed_files_are_served(client, path):
+    response = client.get(path)
     assert response.status_code == 404
     assert response.mimetype == "application/problem+json"

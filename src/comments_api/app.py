@@ -26,7 +26,8 @@ DRAIN_FILE_ENV = "COMMENTS_API_DRAIN_FILE"
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
-    app = Flask(__name__)
+    # static/ is served by web/widget.py with its own headers; no generic /static route.
+    app = Flask(__name__, static_folder=None)
     app.config.update(
         DEBUG=settings.debug,
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
