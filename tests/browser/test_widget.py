@@ -101,6 +101,16 @@ def test_reader_reads_pages_posts_and_replies_from_another_origin(
     no_csp_trouble(page)
     screenshot(widget, "widget-light")
 
+    # Newest first, from the Sort menu: the thread is read again; the menu keeps focus.
+    widget.get_by_label("Sort").select_option("newest")
+    expect(widget.locator("ol.thread > li > article p.text").first).to_have_text(
+        "Great piece,\nthanks!"
+    )
+    expect(widget.get_by_label("Sort")).to_be_focused()
+    # The newest 5: the reply (its parent is further down, it waits), "Great piece", the
+    # tombstone, seeds 6 and 5.
+    expect(widget.locator("article")).to_have_count(4)
+
 
 def test_newest_first_nests_replies_that_arrive_before_their_parent(
     page, site: HostSite, open_api: Api

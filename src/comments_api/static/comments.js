@@ -268,6 +268,8 @@ a{color:var(--comments-accent)}
 
     build() {
       this.built = true;
+      // Answers to requests made before a rebuild (new order, language) are dropped.
+      this.gen = (this.gen || 0) + 1;
       this.locale = pickLang(this);
       this.overrides = {};
       const ref = this.getAttribute("messages");
@@ -291,7 +293,10 @@ a{color:var(--comments-accent)}
       this.countEl = h("span", { class: "meta" });
       this.sortSelect = h(
         "select",
-        { id: `${id}-sort`, onchange: () => this.setAttribute("order", this.sortSelect.value) },
+        { id: `${id}-sort`, onchange: () => {
+          this.setAttribute("order", this.sortSelect.value);
+          this.sortSelect.focus();
+        } },
         h("option", { value: "oldest", text: this.t("oldest") }),
         h("option", { value: "newest", text: this.t("newest") })
       );
@@ -384,9 +389,10 @@ a{color:var(--comments-accent)}
     }
 
     async loadCount() {
+      const gen = this.gen;
       try {
         const { response, data } = await this.request(`/api/v1/counts?content_id=${encodeURIComponent(this.contentId)}`);
-        if (response.ok && data && data.counts) this.setCount(data.counts[this.contentId] || 0);
+        if (gen === this.gen && response.ok && data && data.counts) this.setCount(data.counts[this.contentId] || 0);
       } catch (_) {
         /* the thread itself reports connection problems */
       }
@@ -405,15 +411,17 @@ a{color:var(--comments-accent)}
 
     async loadPage(more) {
       const cursor = more ? this.cursor : null;
+      const gen = this.gen;
       this.more.disabled = true;
       let result;
       try {
         result = await this.request(this.pagePath(cursor));
       } catch (_) {
-        return this.loadFailed(this.t("network"));
-      } finally {
-        this.more.disabled = false;
+        result = null;
       }
+      if (gen !== this.gen) return;
+      this.more.disabled = false;
+      if (!result) return this.loadFailed(this.t("network"));
       const { response, data } = result;
       if (!response.ok || !data) return this.loadFailed(this.t("loadError"));
       this.status.hidden = true;
@@ -448,6 +456,7 @@ a{color:var(--comments-accent)}
       if (!this.built || !this.contentId) return;
       const from = this.order === "newest" ? null : this.done ? this.lastCursor : undefined;
       if (from === undefined) return; // oldest first and more pages to read: "load more" shows them
+      const gen = this.gen;
       let result;
       try {
         result = await this.request(this.pagePath(from));
@@ -455,7 +464,7 @@ a{color:var(--comments-accent)}
         return;
       }
       const { response, data } = result;
-      if (!response.ok || !data) return;
+      if (gen !== this.gen || !response.ok || !data) return;
       const added = this.addComments(data.items, this.order === "newest");
       if (this.order === "oldest" && data.next_cursor) {
         this.cursor = data.next_cursor;
