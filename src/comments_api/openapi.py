@@ -1518,7 +1518,11 @@ def build_spec(settings: Settings | None = None) -> Spec:
                 "description": "For moderators: a credential with `comments:moderate`.",
             },
             {"name": "admin", "description": "For operators: a credential with `admin`."},
-            {"name": "ops", "description": "Health checks, metrics and this documentation."},
+            {
+                "name": "ops",
+                "description": "Health checks, metrics, this documentation, and the reader "
+                "widget, demo page and moderation console files.",
+            },
         ],
         "paths": paths,
         "components": {
