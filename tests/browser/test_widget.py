@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import uuid
 
 import pytest
@@ -325,3 +326,63 @@ def test_accessibility_axe_light_and_dark(page, site: HostSite, open_api: Api, a
         assert {"label", "color-contrast", "button-name"} <= checked, checked
         screenshot(widget, f"widget-{scheme}-reply")
     no_csp_trouble(page)
+
+
+def test_site_replaces_texts_and_languages_fall_back(page, site: HostSite, open_api: Api):
+    content = new_content()
+    texts = '<script type="application/json" id="texts">{"title": "Readers\' views"}</script>'
+    second = f'<comments-thread content-id="{content}" lang="pt-PT"></comments-thread>'
+    url = site.thread_page(
+        f"/{content}.html",
+        open_api.base,
+        content,
+        attrs='messages="texts"',
+        extra=texts + second,
+    )
+    page.goto(url)
+    english, portuguese = thread(page).nth(1), thread(page).nth(0)
+    expect(english.get_by_role("heading", name="Readers' views")).to_be_visible()
+    expect(english.get_by_role("button", name="Post comment")).to_be_visible()
+    # pt-PT is not shipped: the closest language, pt-BR, is used.
+    expect(portuguese.get_by_role("heading", name="Comentários")).to_be_visible()
+    page.evaluate("CommentsWidget.setMessages('pt-BR', {submit: 'Enviar'})")
+    expect(portuguese.get_by_role("button", name="Enviar")).to_be_visible()
+    expect(english.get_by_role("heading", name="Readers' views")).to_be_visible()
+    # A JSON data block is not a script: the strict CSP has nothing to block.
+    no_csp_trouble(page)
+
+
+def test_unreachable_api_is_reported_with_a_retry(page, site: HostSite, open_api: Api):
+    content = new_content()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"  # bound, never listening
+        url = site.thread_page(
+            f"/{content}.html", open_api.base, content, attrs=f'api="{closed}"', csp=False
+        )
+        page.goto(url)
+        widget = thread(page)
+        expect(widget.get_by_role("alert")).to_have_text(
+            "The comment service could not be reached. Check your connection and try again."
+        )
+        expect(widget.get_by_role("button", name="Try again")).to_be_visible()
+
+
+def test_badges_batch_one_counts_call_per_hundred_contents(page, site: HostSite, open_api: Api):
+    ids = [new_content() for _ in range(101)]
+    open_api.post(ids[100], "the only comment")
+    links = "".join(f'<a href="#" data-comments-count="{c}">…</a> ' for c in ids)
+    url = site.add(
+        "/many.html",
+        f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Many</title>
+<script src="{open_api.base}/widget/count.js" defer></script></head>
+<body><main><h1>Archive</h1><p>{links}</p></main></body></html>""",
+        csp=site.strict_csp(open_api.base),
+    )
+    calls = []
+    page.on("request", lambda r: "/api/v1/counts" in r.url and calls.append(r.url))
+    page.goto(url)
+    expect(page.locator(f'[data-comments-count="{ids[100]}"]')).to_have_text("1 comment")
+    expect(page.locator(f'[data-comments-count="{ids[0]}"]')).to_have_text("0 comments")
+    assert len(calls) == 2, calls
+    assert [url.count("content_id=") for url in calls] == [100, 1]
