@@ -245,7 +245,8 @@ a{color:var(--comments-accent)}
 
     async currentToken() {
       const name = this.getAttribute("token-provider");
-      const provider = name ? window[name] : CONFIG.tokenProvider;
+      // Read when needed: the site may define either after this script ran.
+      const provider = name ? window[name] : (window.CommentsWidgetConfig || {}).tokenProvider;
       if (typeof provider === "function") {
         try {
           const token = await provider();
@@ -291,12 +292,13 @@ a{color:var(--comments-accent)}
       const id = `cw${++uid}`;
       this.heading = h("h2", { id: `${id}-h`, text: this.t("title") });
       this.countEl = h("span", { class: "meta" });
+      const resort = () => {
+        this.setAttribute("order", this.sortSelect.value); // rebuilds, with a new menu
+        this.sortSelect.focus();
+      };
       this.sortSelect = h(
         "select",
-        { id: `${id}-sort`, onchange: () => {
-          this.setAttribute("order", this.sortSelect.value);
-          this.sortSelect.focus();
-        } },
+        { id: `${id}-sort`, onchange: resort },
         h("option", { value: "oldest", text: this.t("oldest") }),
         h("option", { value: "newest", text: this.t("newest") })
       );
@@ -308,18 +310,23 @@ a{color:var(--comments-accent)}
       this.more = h("button", { class: "more", type: "button", hidden: true, text: this.t("loadMore"), onclick: () => this.loadPage(true) });
       this.form = this.buildForm(null);
       this.gate = h("p", { class: "notice", hidden: true }, this.t("signIn"), " ", this.signInLink());
+      const head = h(
+        "div",
+        { class: "head" },
+        h("div", null, this.heading, this.countEl),
+        h("div", { class: "actions" }, h("label", { for: `${id}-sort`, text: this.t("sort") }), this.sortSelect)
+      );
       this.section = h(
-          "section",
-          { "aria-labelledby": `${id}-h`, part: "root" },
-          h("div", { class: "head" }, h("div", null, this.heading, this.countEl),
-            h("div", { class: "actions" }, h("label", { for: `${id}-sort`, text: this.t("sort") }), this.sortSelect)),
-          this.gate,
-          this.form.el,
-          this.notice,
-          this.live,
-          this.status,
-          this.list,
-          this.more
+        "section",
+        { "aria-labelledby": `${id}-h`, part: "root" },
+        head,
+        this.gate,
+        this.form.el,
+        this.notice,
+        this.live,
+        this.status,
+        this.list,
+        this.more
       );
       this.root.replaceChildren(this.section);
       this.renderIdentity();
@@ -338,22 +345,31 @@ a{color:var(--comments-accent)}
         control.id = `${id}-${name}`;
         control.name = name;
         control.setAttribute("aria-describedby", error.id);
-        return { wrap: h("div", null, h("label", { for: control.id, text: this.t(name) }), control, error), control, error };
+        const label = h("label", { for: control.id, text: this.t(name) });
+        return { wrap: h("div", null, label, control, error), control, error };
       };
-      const body = field("body", h("textarea", { required: true, maxlength: this.getAttribute("max-length") || "5000" }));
+      const maxlength = this.getAttribute("max-length") || "5000";
+      const body = field("body", h("textarea", { required: true, maxlength }));
       const name = field("name", h("input", { type: "text", maxlength: "80", autocomplete: "name" }));
       const email = field("email", h("input", { type: "email", maxlength: "254", autocomplete: "email" }));
       const who = h("div", { class: "row" }, name.wrap, email.wrap);
       const submit = h("button", { type: "submit", text: this.t(parent ? "submitReply" : "submit") });
       const error = h("div", { class: "notice error", role: "alert" });
       const actions = h("div", { class: "actions" }, submit);
-      const title = h(parent ? "h4" : "h3", { id: `${id}-t`, class: parent ? "sr" : null, text: parent ? this.t("replyTo", { name: parent.name }) : this.t("formTitle") });
+      // A reply form's heading is for screen readers; sighted readers see it under its comment.
+      const title = parent
+        ? h("h4", { id: `${id}-t`, class: "sr", text: this.t("replyTo", { name: parent.name }) })
+        : h("h3", { id: `${id}-t`, text: this.t("formTitle") });
       const form = { parent, body, name, email, who, submit, error };
       if (parent) {
-        actions.append(h("button", { type: "button", class: "link", text: this.t("cancel"), onclick: () => this.closeReply(true) }));
+        const cancel = () => this.closeReply(true);
+        actions.append(h("button", { type: "button", class: "link", text: this.t("cancel"), onclick: cancel }));
       }
-      form.el = h("form", { "aria-labelledby": title.id, novalidate: true, onsubmit: (e) => { e.preventDefault(); this.submit(form); } },
-        title, body.wrap, who, error, actions);
+      const onsubmit = (event) => {
+        event.preventDefault();
+        this.submit(form);
+      };
+      form.el = h("form", { "aria-labelledby": title.id, novalidate: true, onsubmit }, title, body.wrap, who, error, actions);
       body.control.addEventListener("keydown", (e) => {
         if (e.key === "Escape" && parent) this.closeReply(true);
       });
