@@ -36,6 +36,10 @@ test: venv system-deps ## set up everything and run the whole test suite (contai
 test-fast: venv ## tests without the system services (skips what is missing)
 	$(BIN)/pytest -m "not docker"
 
+.PHONY: test-browser
+test-browser: venv system-deps ## the widget, badges and moderation console in Debian's chromium (tests/browser)
+	$(BIN)/pytest tests/browser tests/test_widget_assets.py
+
 lint: venv ## ruff lint + format check, mypy, shellcheck
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
