@@ -92,6 +92,8 @@ def test_console_bulk_actions_search_bans_and_audit(
     sign_in(page, pre_api, pre_api.key("comments:write"))
     expect(page.locator("#message")).to_have_text(re.compile("no moderation scope"))
     expect(page.get_by_label("API key or JWT")).to_be_visible()
+    violations, _ = run_axe(page, axe_source)
+    assert violations == [], dumps(violations)
     # A wrong one too.
     page.get_by_label("API key or JWT").fill("cak_nope_nope")
     page.get_by_role("button", name="Sign in").click()

@@ -251,7 +251,7 @@ def test_require_sign_in_shows_the_form_once_the_site_hands_over_a_token(
     no_csp_trouble(page)
 
 
-def test_portuguese_dark_demo_page_and_badges(page, site: HostSite, open_api: Api):
+def test_portuguese_dark_demo_page_and_badges(page, site: HostSite, open_api: Api, axe_source):
     content = new_content()
     open_api.post(content, "Ótima matéria!", author_name="Joana")
     page.emulate_media(color_scheme="dark")
@@ -269,6 +269,8 @@ def test_portuguese_dark_demo_page_and_badges(page, site: HostSite, open_api: Ap
     widget.get_by_role("button", name="Publicar comentário").click()
     expect(widget.get_by_role("status")).to_have_text("Seu comentário foi publicado.")
     no_csp_trouble_same_origin(page)
+    violations, _ = run_axe(page, axe_source)
+    assert violations == [], dumps(violations)
     screenshot(page, "demo-pt-BR-dark")
 
     # Badges on a listing page of the site: one counts call for every link.
