@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -215,7 +216,7 @@ def _start_api(tmp: Path, site: HostSite, **settings: str) -> Iterator[Api]:
     try:
         yield Api(service, env, signer)
     finally:
-        service.stop()
+        service.stop(signal.SIGINT)  # no drain needed: SIGINT stops at once
 
 
 @pytest.fixture(scope="session")
