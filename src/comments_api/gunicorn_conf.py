@@ -33,7 +33,7 @@ worker_class = worker_class_for(_settings.threads)
 # Load the app once in the master and fork: workers share its memory pages and start fast.
 preload_app = True
 graceful_timeout = _settings.graceful_timeout
-timeout = 30
+timeout = _settings.worker_timeout
 keepalive = 5
 loglevel = _settings.log_level
 accesslog = None  # one structured line per request comes from the app itself

@@ -84,6 +84,8 @@ class Settings:
     # trickling bytes cannot extend them (comments_api.worker buffers requests meanwhile).
     request_header_timeout: float = 10.0
     request_body_timeout: float = 15.0
+    # gunicorn restarts a worker silent for this long (one request stuck in the app).
+    worker_timeout: int = 30
     # --- storage ------------------------------------------------------------------
     database_url: str = DEFAULT_SQLITE_URL
     db_pool_size: int = 5
@@ -177,6 +179,7 @@ class Settings:
             "TRUSTED_PROXIES": ("trusted_proxies", 0),
             "THREAD_AUTHOR_MAX": ("thread_author_max", 1),
             "GRACEFUL_TIMEOUT": ("graceful_timeout", 1),
+            "WORKER_TIMEOUT": ("worker_timeout", 1),
         }
         for var, (attr, minimum) in ints.items():
             if (value := get(var)) is not None:
