@@ -211,6 +211,33 @@ def test_slow_clients_never_hold_a_worker(sqlite_env, tmp_path, threads):
         assert requests.get(f"{service.base}/healthz", timeout=5).status_code == 200
 
 
+def test_kept_alive_connections_serve_several_requests(sqlite_env, tmp_path):
+    """THREADS>1 keeps connections open: several requests on one, then an idle one is
+    closed silently at the keep-alive timeout (no stray 408)."""
+    env = {**sqlite_env, "THREADS": "2"}
+    with (
+        ServiceProcess(env, tmp_path, workers=1) as service,
+        socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock,
+    ):
+        for i in range(3):
+            body = json.dumps({"body": f"kept {i}"}).encode()
+            sock.sendall(
+                b"POST /api/v1/contents/ka/comments HTTP/1.1\r\nHost: a\r\n"
+                b"Content-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += sock.recv(1)
+            status, headers, _ = parse_response(head)
+            assert status == 201
+            assert sock.recv(int(headers["content-length"]), socket.MSG_WAITALL)
+        started = time.monotonic()
+        assert sock.recv(100) == b""  # closed by the server, nothing sent
+        assert time.monotonic() - started < 8
+
+
 def test_expect_100_continue_body_is_read_without_the_clients_wait(sqlite_env, tmp_path):
     with ServiceProcess(sqlite_env, tmp_path, workers=1) as service:
         body = json.dumps({"body": "x" * 3000}).encode()
@@ -230,10 +257,11 @@ def test_expect_100_continue_body_is_read_without_the_clients_wait(sqlite_env, t
         assert b"100 Continue" not in out
 
 
-def test_sigterm_serves_the_connections_queued_in_the_backlog(sqlite_env, tmp_path):
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_sigterm_serves_the_connections_queued_in_the_backlog(sqlite_env, tmp_path, threads):
     """Workers frozen, 12 requests queue in the kernel's accept queue, SIGTERM: each
     gets its answer (none is reset), and the server exits 0."""
-    env = {**sqlite_env, "SHUTDOWN_DELAY": "0", "LOG_LEVEL": "warning"}
+    env = {**sqlite_env, "SHUTDOWN_DELAY": "0", "LOG_LEVEL": "warning", "THREADS": threads}
     service = ServiceProcess(env, tmp_path, workers=2).start()
     assert service.proc is not None
     workers = children(service.proc.pid)

@@ -61,6 +61,9 @@ LIMIT_HEADER_SECTION = 64 * 1024
 MAX_BUFFERING = 256
 # When a worker stops, at most this many connections are taken from the backlog.
 MAX_BACKLOG_DRAIN = 256
+# ...and a connection that has not sent a byte yet is waited for this long (as gthread
+# does for kept-alive connections), not its whole header timeout.
+STOP_IDLE_LINGER = 2.0
 
 _INTERNAL_ERROR = "an internal error occurred; it has been logged"
 
@@ -199,9 +202,23 @@ class PendingRequest:
     sent_continue: bool = False
     # A response the server writes itself (414, 431), decided while buffering.
     refuse: tuple[int, str] | None = None
+    # Until the first byte: a kept-alive connection waiting for its next request is
+    # closed silently at its keep-alive timeout (a 408 there could be read as the answer
+    # to a request the client is just sending).
+    idle_deadline: float = 0.0
 
     def __post_init__(self) -> None:
         self.deadline = self.header_deadline
+        self.idle_deadline = self.idle_deadline or self.header_deadline
+
+    def expired(self, now: float) -> str | None:
+        """None while in time; "idle" (nothing received: close silently) or "timeout"."""
+        if not self.data:
+            return "idle" if now >= self.idle_deadline else None
+        return "timeout" if now >= self.deadline else None
+
+    def next_deadline(self) -> float:
+        return self.deadline if self.data else self.idle_deadline
 
     def feed(self, chunk: bytes, now: float) -> bool:
         """Add bytes; True once the request can be dispatched (complete, or hopeless)."""
@@ -434,13 +451,17 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
             for client, (request, _, _) in list(pending.items()):
                 if client in ready:
                     continue
-                if request.deadline <= now:
-                    with contextlib.suppress(KeyError, ValueError):
-                        selector.unregister(client)
-                    pending.pop(client, None)
-                    _refuse(client, request, 408, ReadTimeout.description)
+                state = request.expired(now)
+                if state is None:
+                    nearest = min(nearest, request.next_deadline())
+                    continue
+                with contextlib.suppress(KeyError, ValueError):
+                    selector.unregister(client)
+                pending.pop(client, None)
+                if state == "idle":
+                    util.close(client)
                 else:
-                    nearest = min(nearest, request.deadline)
+                    _refuse(client, request, 408, ReadTimeout.description)
             return nearest
 
         def dispatch_one() -> None:
@@ -494,12 +515,18 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                 taken += 1
                 while ready:
                     dispatch_one()
+        # A connection that has sent nothing yet gets STOP_IDLE_LINGER more seconds.
+        linger = time.monotonic() + STOP_IDLE_LINGER
+        for request, _, _ in pending.values():
+            request.idle_deadline = min(request.idle_deadline, linger)
         while (pending or ready) and time.monotonic() < stop_by and not self._aborting:
             loop_once(0 if ready else 0.2, False)
         for client in list(pending):
-            request = pending[client][0]
-            pending.pop(client, None)
-            _refuse(client, request, 503, "the server is shutting down; retry")
+            request = pending.pop(client)[0]
+            if request.data:
+                _refuse(client, request, 503, "the server is shutting down; retry")
+            else:
+                util.close(client)
         selector.close()
 
     def _serve(
@@ -576,6 +603,8 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         header_timeout, body_timeout, body_limit = self._timeouts
         now = time.monotonic()
         pending = PendingRequest(now + header_timeout, body_timeout, body_limit)
+        if not fresh:
+            pending.idle_deadline = now + min(float(self.cfg.keepalive), header_timeout)
         self._buffering[conn] = pending
         conn.sock.setblocking(False)
         if not self._on_readable(conn, now) and conn in self._buffering:
@@ -629,11 +658,16 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         super().murder_pending()
         now = time.monotonic()
         for conn, pending in list(self._buffering.items()):
-            if pending.deadline <= now:
-                self._buffering.pop(conn, None)
-                with contextlib.suppress(KeyError, ValueError):
-                    self.poller.unregister(conn.sock)
-                self.nr_conns -= 1
+            state = pending.expired(now)
+            if state is None:
+                continue
+            self._buffering.pop(conn, None)
+            with contextlib.suppress(KeyError, ValueError):
+                self.poller.unregister(conn.sock)
+            self.nr_conns -= 1
+            if state == "idle":
+                conn.close()
+            else:
                 _refuse(conn.sock, pending, 408, ReadTimeout.description)
 
     def handle_request(self, req: Any, conn: TConn) -> bool:
@@ -658,6 +692,9 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
                     if self.nr_conns == before:
                         break
                     taken += 1
+            linger = time.monotonic() + STOP_IDLE_LINGER
+            for pending in self._buffering.values():
+                pending.idle_deadline = min(pending.idle_deadline, linger)
         super().set_accept_enabled(enabled)
 
 
