@@ -1,6 +1,7 @@
 """Slow clients vs. normal requests (issue 8): not a timed test, a measurement.
 
-Starts the server twice on loopback (gunicorn's stock sync worker, then ours), opens N
+Starts the server on loopback with gunicorn's stock sync and gthread (THREADS=4) workers
+and with ours in both modes, opens N
 connections that trickle their headers or a body one byte every 0.2 s, and meanwhile
 times sequential normal requests for a few seconds. Prints one line per run.
 
@@ -31,7 +32,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def run(worker_class: str | None, slow: int, workers: int, seconds: float = 5.0) -> str:
+def run(
+    worker_class: str | None, slow: int, workers: int, threads: int = 1, seconds: float = 5.0
+) -> str:
     port = free_port()
     tmp = tempfile.mkdtemp(prefix="slow-bench-")
     env = {
@@ -40,6 +43,7 @@ def run(worker_class: str | None, slow: int, workers: int, seconds: float = 5.0)
         "HOST": "127.0.0.1",
         "PORT": str(port),
         "WORKERS": str(workers),
+        "THREADS": str(threads),
         "LOG_LEVEL": "error",
         "RATELIMIT_ENABLED": "false",
     }
@@ -90,11 +94,12 @@ def run(worker_class: str | None, slow: int, workers: int, seconds: float = 5.0)
         proc.terminate()
         proc.wait(30)
     times.sort()
+    name = f"{worker_class or 'comments_api.worker'} threads={threads}"
     if not times:
-        return f"{worker_class or 'ours':32} slow={slow} workers={workers}: no request answered"
+        return f"{name:42} slow={slow} workers={workers}: {errors} failed, none answered"
     p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
     return (
-        f"{worker_class or 'comments_api.worker':32} slow={slow} workers={workers}: "
+        f"{name:42} slow={slow} workers={workers}: "
         f"{len(times)} ok, {errors} failed in {seconds:.0f}s; "
         f"p50 {statistics.median(times) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, "
         f"max {times[-1] * 1000:.1f} ms"
@@ -106,3 +111,5 @@ if __name__ == "__main__":
     w = int(sys.argv[2]) if len(sys.argv) > 2 else 2
     print(run("sync", n, w))
     print(run(None, n, w))
+    print(run("gthread", n, w, threads=4))
+    print(run(None, n, w, threads=4))

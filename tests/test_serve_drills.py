@@ -153,7 +153,7 @@ def wait_replaced(master: int, old: set[int], workers: int, gone: set[int]) -> l
 @pytest.mark.parametrize(
     "case",
     # The variants exercise the server, not the database: SQLite is enough for them.
-    ["sqlite-default", "sqlite-explicit-metrics-dir", "sqlite-threads", "postgres-default"],
+    ["sqlite-default", "sqlite-threads-explicit-metrics-dir", "postgres-default"],
 )
 def test_one_worker_exiting_is_replaced_and_the_master_still_drains(request, tmp_path, case):
     """SIGTERM to one worker, SIGHUP reload, SIGABRT (what gunicorn's master sends on a
@@ -163,9 +163,8 @@ def test_one_worker_exiting_is_replaced_and_the_master_still_drains(request, tmp
     url = request.getfixturevalue(f"{name}_url")
     env = {"DATABASE_URL": url, "RATELIMIT_ENABLED": "false", "LOG_LEVEL": "warning"}
     env = {**env, "SHUTDOWN_DELAY": "1"}
-    if variant == "explicit-metrics-dir":
+    if variant == "threads-explicit-metrics-dir":
         env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "prom")
-    if variant == "threads":
         env["THREADS"] = "2"
     service = ServiceProcess(env, tmp_path, workers=2).start()
     assert service.proc is not None
@@ -272,12 +271,7 @@ def test_sigkill_of_the_master_under_write_load(backend, tmp_path):
         load.stop.set()
     service.stop()
     assert_acked_stored_once(load, env["DATABASE_URL"])
-    # A new server on the same database serves them all.
-    with ServiceProcess(env, tmp_path, workers=1) as again:
-        listed = requests.get(
-            f"{again.base}/api/v1/contents/{CONTENT}/comments?limit=100", timeout=5
-        )
-        assert listed.status_code == 200
+    # (Restarting after this, with the stale runtime directory removed: test_serve_server.)
 
 
 def test_sigterm_under_write_load_fails_nothing(backend, tmp_path):
