@@ -238,6 +238,27 @@ def test_kept_alive_connections_serve_several_requests(sqlite_env, tmp_path):
         assert time.monotonic() - started < 8
 
 
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_a_body_over_the_limit_that_stalls_gets_one_413(sqlite_env, tmp_path, threads):
+    env = {**sqlite_env, "THREADS": threads, "MAX_BODY_BYTES": "1024"}
+    env["REQUEST_BODY_TIMEOUT"] = "1"
+    with (
+        ServiceProcess(env, tmp_path, workers=1) as service,
+        socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock,
+    ):
+        sock.sendall(
+            b"POST /api/v1/contents/big/comments HTTP/1.1\r\nHost: a\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n" + b"x" * 4000
+        )
+        out = b""
+        while chunk := sock.recv(65536):
+            out += chunk
+        status, headers, body = parse_response(out)
+        assert status == 413
+        assert len(body) == int(headers["content-length"])  # nothing after the response
+        assert requests.get(f"{service.base}/healthz", timeout=5).status_code == 200
+
+
 def test_expect_100_continue_body_is_read_without_the_clients_wait(sqlite_env, tmp_path):
     with ServiceProcess(sqlite_env, tmp_path, workers=1) as service:
         body = json.dumps({"body": "x" * 3000}).encode()

@@ -670,6 +670,15 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
             else:
                 _refuse(conn.sock, pending, 408, ReadTimeout.description)
 
+    def _keepalive_after(self, conn: TConn, keepalive: bool) -> bool:
+        # gthread drains an unread body before reusing the connection; with our reader a
+        # stalled client ends that drain with ReadTimeout, which must close the
+        # connection quietly (the response is already sent), not answer a second time.
+        try:
+            return bool(super()._keepalive_after(conn, keepalive))
+        except ReadTimeout:
+            return False
+
     def handle_request(self, req: Any, conn: TConn) -> bool:
         if getattr(conn, "sent_continue", False):
             req._expected_100_continue = False
