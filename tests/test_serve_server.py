@@ -62,6 +62,50 @@ def sqlite_env(tmp_path) -> dict[str, str]:
     }
 
 
+def feed_all(data: bytes, step: int = 7) -> tuple[bool, worker.PendingRequest]:
+    pending = worker.PendingRequest(time.monotonic() + 10, 10, 1024)
+    done = False
+    for i in range(0, len(data), step):
+        done = pending.feed(data[i : i + step], time.monotonic())
+        if done:
+            break
+    return done, pending
+
+
+@pytest.mark.parametrize(
+    ("data", "complete"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", True),
+        (b"GET / HTTP/1.1\r\nHost: a\r\n", False),
+        (b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nabcd", False),
+        (b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nabcde", True),
+        (b"POST / HTTP/1.1\r\nContent-Length: 99999\r\n\r\n", True),  # app says 413
+        (b"POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n", True),  # parser says 400
+        (b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", True),
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n", False),
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n", False),
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", True),
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-T: 1\r\n\r\n", True),
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", True),
+    ],
+)
+def test_pending_request_knows_when_a_request_is_complete(data, complete):
+    assert feed_all(data)[0] is complete
+
+
+def test_pending_request_refuses_oversized_request_lines_and_headers():
+    done, pending = feed_all(b"GET /api/comment/" + b"a" * worker.LIMIT_REQUEST_LINE, 4096)
+    assert done
+    assert pending.refuse is not None
+    assert pending.refuse[0] == 414
+    assert pending.target is not None
+    assert pending.target.startswith("/api/comment/")
+    done, pending = feed_all(b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 20000, 4096)
+    assert done
+    assert pending.refuse is not None
+    assert pending.refuse[0] == 431
+
+
 def test_error_document_matches_the_apps_shapes():
     assert worker.LEGACY_PREFIX == web_errors.LEGACY_PREFIX
     assert worker.PROBLEM_JSON == web_errors.PROBLEM_JSON
@@ -97,6 +141,12 @@ def test_the_servers_own_errors_are_json_and_logged_without_path_or_ip(
                 f"GET {secret_path} HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n".encode(),
                 400,
                 "problem",
+            ),
+            # a malformed length is refused at once, not waited for
+            (
+                b"POST /api/comment/new HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n",
+                400,
+                "legacy",
             ),
             # request line above the limit: 414
             (

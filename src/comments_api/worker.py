@@ -197,6 +197,7 @@ class PendingRequest:
     header_end: int = -1
     content_length: int = 0
     chunked: bool = False
+    malformed: bool = False
     chunk_pos: int = 0  # where the next chunk-size line starts (chunked bodies)
     expects_continue: bool = False
     sent_continue: bool = False
@@ -257,15 +258,18 @@ class PendingRequest:
         self.chunk_pos = self.header_end
         self.deadline = now + self.body_timeout
         http11 = data[: data.find(b"\r\n")].rstrip().endswith(b"HTTP/1.1")
+        seen_length = False
         for line in bytes(data[:end]).split(b"\r\n")[1:]:
             name, _, value = line.partition(b":")
             name = name.strip().lower()
             value = value.strip().lower()
             if name == b"content-length":
-                try:
+                if not value.isdigit() or (seen_length and int(value) != self.content_length):
+                    # Malformed or conflicting: the parser answers it at once.
+                    self.malformed = True
+                else:
                     self.content_length = int(value)
-                except ValueError:
-                    self.content_length = 0  # malformed: the parser will say so
+                seen_length = True
             elif name == b"transfer-encoding" and b"chunked" in value:
                 self.chunked = True
             elif name == b"expect" and value == b"100-continue" and http11:
@@ -273,6 +277,8 @@ class PendingRequest:
         return True
 
     def _body_complete(self) -> bool:
+        if self.malformed:
+            return True
         body = len(self.data) - self.header_end
         if body > self.body_limit:
             return True  # too large: the application answers 413 without reading it all
