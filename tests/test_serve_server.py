@@ -187,9 +187,9 @@ def test_the_servers_own_errors_are_json_and_logged_without_path_or_ip(
 
 @pytest.mark.parametrize("threads", ["1", "2"])
 def test_slow_clients_never_hold_a_worker(sqlite_env, tmp_path, threads):
-    """40 connections that trickle their headers or never finish their body, against one
-    worker: normal requests keep answering at once; the slow ones get 408 at the
-    deadline (a total, not per read)."""
+    """40 connections that trickle their headers or never finish their body, and 20 that
+    never close, against one worker: normal requests keep answering at once; the slow
+    ones get 408 at the deadline (a total, not per read)."""
     env = {
         **sqlite_env,
         "THREADS": threads,
@@ -199,6 +199,7 @@ def test_slow_clients_never_hold_a_worker(sqlite_env, tmp_path, threads):
     }
     with ServiceProcess(env, tmp_path, workers=1) as service:
         slow: list[socket.socket] = []
+        silent: list[socket.socket] = []
         stop = threading.Event()
         try:
             for i in range(40):
@@ -221,6 +222,13 @@ def test_slow_clients_never_hold_a_worker(sqlite_env, tmp_path, threads):
 
             feeder = threading.Thread(target=trickle, daemon=True)
             feeder.start()
+            # And 20 complete requests from clients that never read or close: the server
+            # must not wait on them after answering (gunicorn lingers 2 s per connection
+            # in the worker).
+            for _ in range(20):
+                sock = socket.create_connection(("127.0.0.1", service.port), timeout=10)
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+                silent.append(sock)
             worst = 0.0
             started = time.monotonic()
             count = 0
@@ -255,7 +263,7 @@ def test_slow_clients_never_hold_a_worker(sqlite_env, tmp_path, threads):
                 assert json.loads(body)["status"] == 408
         finally:
             stop.set()
-            for sock in slow:
+            for sock in slow + silent:
                 sock.close()
         # Still healthy afterwards, same worker.
         assert requests.get(f"{service.base}/healthz", timeout=5).status_code == 200

@@ -64,6 +64,9 @@ MAX_BACKLOG_DRAIN = 256
 # ...and a connection that has not sent a byte yet is waited for this long (as gthread
 # does for kept-alive connections), not its whole header timeout.
 STOP_IDLE_LINGER = 2.0
+# After a response, how long the client gets to close its side (gunicorn's value).
+LINGER = 2.0
+LINGER_MAX_BYTES = 64 * 1024
 
 _INTERNAL_ERROR = "an internal error occurred; it has been logged"
 
@@ -391,6 +394,55 @@ def _maybe_continue(sock: socket.socket, pending: PendingRequest) -> None:
             sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
 
 
+class Lingering:
+    """Connections whose response is complete, closed the RFC 9112 (9.6) way without
+    blocking: FIN sent at once, whatever the client still sends is read and dropped by the
+    main loop, and the socket is closed at the client's EOF, after 64 KiB, or after
+    ``LINGER`` seconds. gunicorn does this with a blocking loop of up to 2 s per
+    connection, so a client that never closes held a sync worker (or gthread's main loop)
+    for 2 s per request."""
+
+    def __init__(self) -> None:
+        self.socks: dict[socket.socket, tuple[float, int]] = {}
+
+    def start(self, sock: socket.socket, register: Any) -> bool:
+        """True if the socket is now lingering (``register`` was called)."""
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            sock.setblocking(False)
+        except OSError:
+            util.close(sock)
+            return False
+        self.socks[sock] = (time.monotonic() + LINGER, 0)
+        register(sock)
+        return True
+
+    def readable(self, sock: socket.socket, unregister: Any) -> None:
+        deadline, drained = self.socks[sock]
+        try:
+            data = sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        drained += len(data)
+        if not data or drained >= LINGER_MAX_BYTES:
+            self.finish(sock, unregister)
+        else:
+            self.socks[sock] = (deadline, drained)
+
+    def expire(self, now: float, unregister: Any) -> None:
+        for sock, (deadline, _) in list(self.socks.items()):
+            if deadline <= now:
+                self.finish(sock, unregister)
+
+    def finish(self, sock: socket.socket, unregister: Any) -> None:
+        self.socks.pop(sock, None)
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            unregister(sock)
+        util.close(sock)
+
+
 # --------------------------------------------------------------------------- sync
 
 
@@ -402,14 +454,27 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self._targets = weakref.WeakKeyDictionary()
         self._aborting = False
+        self._lingering = Lingering()
+        self._selector: selectors.BaseSelector | None = None
 
     def handle_abort(self, sig: int, frame: Any) -> None:
         self._aborting = True
         super().handle_abort(sig, frame)
 
+    def _close_after_response(self, client: socket.socket) -> None:
+        selector = self._selector
+        if selector is None:
+            util.close_graceful(client)
+            return
+        self._lingering.start(
+            client, lambda sock: selector.register(sock, selectors.EVENT_READ, "linger")
+        )
+
     def run(self) -> None:
         header_timeout, body_timeout, body_limit = _settings_from(self.cfg)
         selector = selectors.DefaultSelector()
+        self._selector = selector
+        lingering = self._lingering
         for listener in self.sockets:
             listener.setblocking(False)
             selector.register(listener, selectors.EVENT_READ, None)
@@ -494,12 +559,16 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                 elif key.data == "client":
                     if key.fileobj in pending and key.fileobj not in ready:
                         readable(key.fileobj, now)  # type: ignore[arg-type]
+                elif key.data == "linger":
+                    if key.fileobj in lingering.socks:
+                        lingering.readable(key.fileobj, selector.unregister)  # type: ignore[arg-type]
                 elif accept_new and not ready and len(pending) < MAX_BUFFERING:
                     # One connection per turn: a busy worker leaves the rest to idle ones.
                     accept(key.fileobj)  # type: ignore[arg-type]
             if ready:
                 dispatch_one()
             expire(time.monotonic())
+            lingering.expire(time.monotonic(), selector.unregister)
 
         timeout = min(self.timeout or 0.5, 1.0)
         while self.alive:
@@ -525,7 +594,11 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
         linger = time.monotonic() + STOP_IDLE_LINGER
         for request, _, _ in pending.values():
             request.idle_deadline = min(request.idle_deadline, linger)
-        while (pending or ready) and time.monotonic() < stop_by and not self._aborting:
+        while (
+            (pending or ready or lingering.socks)
+            and time.monotonic() < stop_by
+            and not self._aborting
+        ):
             loop_once(0 if ready else 0.2, False)
         for client in list(pending):
             request = pending.pop(client)[0]
@@ -560,10 +633,24 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
         except BaseException as exc:
             self.handle_error(req, client, addr, exc)
         finally:
-            util.close_graceful(client)
+            self._close_after_response(client)
 
 
 # --------------------------------------------------------------------------- threads
+
+
+class _Conn(TConn):  # type: ignore[misc]
+    """gthread's connection; its graceful close lingers in the worker's main loop."""
+
+    def __init__(self, worker: BufferedThreadWorker, *args: Any) -> None:
+        super().__init__(*args)
+        self.worker = worker
+
+    def close(self, graceful: bool = False) -> None:
+        if graceful:
+            self.worker.linger(self.sock)
+        else:
+            super().close()
 
 
 class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
@@ -577,6 +664,7 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         self._aborting = False
         self._drained = False
         self._timeouts = (5.0, 10.0, 64 * 1024)
+        self._lingering = Lingering()
 
     def init_process(self) -> None:
         self._timeouts = _settings_from(self.cfg)
@@ -596,7 +684,7 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
                 raise
             return
         self.nr_conns += 1
-        conn = TConn(self.cfg, client_sock, client_addr, listener.getsockname())
+        conn = _Conn(self, self.cfg, client_sock, client_addr, listener.getsockname())
         self._start_buffering(conn, fresh=True)
 
     def on_client_socket_readable(self, conn: TConn, client: socket.socket) -> None:
@@ -660,9 +748,27 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         self.nr_conns -= 1
         conn.close()
 
+    def linger(self, sock: socket.socket) -> None:
+        # Runs on the main thread (finish_request). Counted as a connection, so a stopping
+        # worker waits for it (at most LINGER seconds) before closing everything.
+        def register(s: socket.socket) -> None:
+            self.nr_conns += 1
+            self.poller.register(s, selectors.EVENT_READ, self._linger_readable)
+
+        self._lingering.start(sock, register)
+
+    def _linger_readable(self, sock: socket.socket) -> None:
+        if sock in self._lingering.socks:
+            self._lingering.readable(sock, self._linger_unregister)
+
+    def _linger_unregister(self, sock: socket.socket) -> None:
+        self.nr_conns -= 1
+        self.poller.unregister(sock)
+
     def murder_pending(self) -> None:
         super().murder_pending()
         now = time.monotonic()
+        self._lingering.expire(now, self._linger_unregister)
         for conn, pending in list(self._buffering.items()):
             state = pending.expired(now)
             if state is None:
