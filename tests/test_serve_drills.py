@@ -125,7 +125,9 @@ def assert_acked_stored_once(load: WriteLoad, database_url: str) -> None:
 
 
 def metric(base: str, name: str, labels: str) -> float:
-    text = requests.get(f"{base}/metrics", timeout=5).text
+    response = requests.get(f"{base}/metrics", timeout=5)
+    assert response.status_code == 200, response.text[:2000]
+    text = response.text
     match = re.search(rf"^{re.escape(name)}\{{{re.escape(labels)}\}} (\S+)$", text, re.M)
     assert match, f"no {name}{{{labels}}} in:\n" + "\n".join(
         line for line in text.splitlines() if line.startswith(name)

@@ -440,7 +440,7 @@ def test_debug_true_under_serve_never_enables_the_debugger(sqlite_env, tmp_path)
     assert "Debugger is active" not in service.log()
 
 
-def test_the_image_runs_serve_with_no_debug_or_reload():
+def test_the_image_runs_serve_with_no_debug_or_reload(tmp_path):
     dockerfile = (Path(__file__).parent.parent / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["/venv/bin/comments-api"]' in dockerfile
     assert 'CMD ["serve"]' in dockerfile
@@ -453,7 +453,7 @@ def test_the_image_runs_serve_with_no_debug_or_reload():
             "-c",
             "from comments_api import gunicorn_conf as c; print(c.reload, c.worker_class)",
         ],
-        env={**os.environ, "DEBUG": "true", "PORT": str(free_port())},
+        env={**os.environ, "DEBUG": "true", "PORT": str(free_port()), "TMPDIR": str(tmp_path)},
         capture_output=True,
         text=True,
         check=True,
