@@ -57,8 +57,11 @@ LIMIT_REQUEST_LINE = 48 * 1024
 # Header fields after the request line (JWTs and cookies are a few KB at most).
 LIMIT_HEADER_SECTION = 64 * 1024
 # Connections a worker buffers at once; beyond that it stops accepting and the rest wait
-# in the kernel's backlog, where they cost this process nothing.
-MAX_BUFFERING = 256
+# in the kernel's backlog, where they cost this process nothing. Memory is bounded by
+# what each may hold (request line + headers + MAX_BODY_BYTES), in practice far less.
+MAX_BUFFERING = 512
+# accept() failing for lack of descriptors or memory: wait a little, do not crash.
+_ACCEPT_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 # When a worker stops, at most this many connections are taken from the backlog.
 MAX_BACKLOG_DRAIN = 256
 # ...and a connection that has not sent a byte yet is waited for this long (as gthread
@@ -221,9 +224,6 @@ class PendingRequest:
             return "idle" if now >= self.idle_deadline else None
         return "timeout" if now >= self.deadline else None
 
-    def next_deadline(self) -> float:
-        return self.deadline if self.data else self.idle_deadline
-
     def feed(self, chunk: bytes, now: float) -> bool:
         """Add bytes; True once the request can be dispatched (complete, or hopeless)."""
         self.data += chunk
@@ -372,6 +372,11 @@ def _refuse(sock: socket.socket, pending: PendingRequest, status: int, detail: s
     util.close(sock)
 
 
+def _exhausted() -> None:
+    log.error("cannot accept connections: out of file descriptors or memory")
+    time.sleep(0.05)  # the listener stays readable: do not spin
+
+
 def _recv_into(sock: socket.socket, pending: PendingRequest, now: float) -> bool | None:
     """Read what is available. True: ready to dispatch; False: wait; None: gone."""
     try:
@@ -481,13 +486,15 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
         selector.register(self.PIPE[0], selectors.EVENT_READ, "pipe")
         pending: dict[socket.socket, tuple[PendingRequest, Any, Any]] = {}
         ready: deque[socket.socket] = deque()
-        accepting = True
 
         def accept(listener: socket.socket) -> bool:
             try:
                 client, addr = listener.accept()
             except OSError as exc:
                 if exc.errno in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                    return False
+                if exc.errno in _ACCEPT_EXHAUSTED:
+                    _exhausted()
                     return False
                 raise
             client.setblocking(False)
@@ -517,14 +524,13 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                 selector.unregister(client)
             util.close(client)
 
-        def expire(now: float) -> float:
-            nearest = now + 1.0
+        def expire(now: float) -> None:
+            # Checked every turn of the loop (at least once a second).
             for client, (request, _, _) in list(pending.items()):
                 if client in ready:
                     continue
                 state = request.expired(now)
                 if state is None:
-                    nearest = min(nearest, request.next_deadline())
                     continue
                 with contextlib.suppress(KeyError, ValueError):
                     selector.unregister(client)
@@ -533,7 +539,6 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                     util.close(client)
                 else:
                     _refuse(client, request, 408, ReadTimeout.description)
-            return nearest
 
         def dispatch_one() -> None:
             client = ready.popleft()
@@ -545,8 +550,24 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                 return
             self._serve(listener, client, addr, request)
 
+        listening = True
+
+        def set_listening(on: bool) -> None:
+            # A readable listener we do not accept from would wake select() at once,
+            # every turn: unregister it while full or stopping.
+            nonlocal listening
+            if on == listening:
+                return
+            for listener in self.sockets:
+                if on:
+                    selector.register(listener, selectors.EVENT_READ, None)
+                else:
+                    selector.unregister(listener)
+            listening = on
+
         def loop_once(timeout: float, accept_new: bool) -> None:
             self.notify()
+            set_listening(accept_new and len(pending) < MAX_BUFFERING)
             try:
                 events = selector.select(timeout)
             except InterruptedError:
@@ -562,7 +583,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                 elif key.data == "linger":
                     if key.fileobj in lingering.socks:
                         lingering.readable(key.fileobj, selector.unregister)  # type: ignore[arg-type]
-                elif accept_new and not ready and len(pending) < MAX_BUFFERING:
+                elif not ready and len(pending) < MAX_BUFFERING:
                     # One connection per turn: a busy worker leaves the rest to idle ones.
                     accept(key.fileobj)  # type: ignore[arg-type]
             if ready:
@@ -572,7 +593,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
 
         timeout = min(self.timeout or 0.5, 1.0)
         while self.alive:
-            loop_once(0 if ready else timeout, accepting)
+            loop_once(0 if ready else timeout, True)
             if not self.is_parent_alive():
                 return
 
@@ -670,6 +691,19 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         self._timeouts = _settings_from(self.cfg)
         super().init_process()
 
+    # gthread's loop stops accepting while ``nr_conns >= worker_connections``; reporting 0
+    # while the buffering set is full makes it stop then too (instead of spinning on a
+    # listener that accept() would leave readable).
+    @property  # type: ignore[override]
+    def worker_connections(self) -> int:
+        if len(getattr(self, "_buffering", ())) >= MAX_BUFFERING:
+            return 0
+        return int(self._worker_connections)
+
+    @worker_connections.setter
+    def worker_connections(self, value: int) -> None:
+        self._worker_connections = value
+
     def handle_abort(self, sig: int, frame: Any) -> None:
         self._aborting = True
         super().handle_abort(sig, frame)
@@ -680,6 +714,9 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         try:
             client_sock, client_addr = listener.accept()
         except OSError as exc:
+            if exc.errno in _ACCEPT_EXHAUSTED:
+                _exhausted()
+                return
             if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
                 raise
             return
