@@ -330,6 +330,15 @@ def test_kept_alive_connections_serve_several_requests(sqlite_env, tmp_path):
             status, headers, _ = parse_response(head)
             assert status == 201
             assert sock.recv(int(headers["content-length"]), socket.MSG_WAITALL)
+        # Two pipelined requests in one packet: two answers, in order.
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n" * 2)
+        for _ in range(2):
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += sock.recv(1)
+            status, headers, _ = parse_response(head)
+            assert status == 200
+            assert sock.recv(int(headers["content-length"]), socket.MSG_WAITALL)
         started = time.monotonic()
         assert sock.recv(100) == b""  # closed by the server, nothing sent
         assert time.monotonic() - started < 8

@@ -824,9 +824,15 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         # stalled client ends that drain with ReadTimeout, which must close the
         # connection quietly (the response is already sent), not answer a second time.
         try:
-            return bool(super()._keepalive_after(conn, keepalive))
+            reuse = bool(super()._keepalive_after(conn, keepalive))
         except ReadTimeout:
             return False
+        reader = getattr(conn, "deadline_reader", None)
+        if reuse and reader is not None and conn.parser.unreader.buf.getvalue():
+            # A pipelined request, read ahead: gthread parses it at once in a thread,
+            # so give it a fresh header deadline (the old one has passed).
+            reader.deadline = time.monotonic() + self._timeouts[0]
+        return reuse
 
     def handle_request(self, req: Any, conn: TConn) -> bool:
         if getattr(conn, "sent_continue", False):
