@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell sha256sum requirements-dev.lock pyproject.to
 IMAGE ?= comments-api:dev
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run migrate test test-fast lint fmt system-deps bench image image-test lock clean dashboards
+.PHONY: help venv run migrate test test-fast lint fmt system-deps bench image image-test lock clean dashboards security
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ lint: venv ## ruff lint + format check, mypy, shellcheck
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/shellcheck scripts/*.sh .ci/run
+
+security: venv ## bandit + semgrep (local rules in .semgrep/, own venv under /opt)
+	scripts/security-check.sh
 
 fmt: venv ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .

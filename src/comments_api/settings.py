@@ -80,6 +80,12 @@ class Settings:
     log_level: str = "info"
     shutdown_delay: float = 0.0  # seconds readiness reports 503 before draining starts
     graceful_timeout: int = 25
+    # Totals from accept to the end of the headers, then to the end of the body: a client
+    # trickling bytes cannot extend them (comments_api.worker buffers requests meanwhile).
+    request_header_timeout: float = 10.0
+    request_body_timeout: float = 15.0
+    # gunicorn restarts a worker silent for this long (one request stuck in the app).
+    worker_timeout: int = 30
     # --- storage ------------------------------------------------------------------
     database_url: str = DEFAULT_SQLITE_URL
     db_pool_size: int = 5
@@ -173,12 +179,15 @@ class Settings:
             "TRUSTED_PROXIES": ("trusted_proxies", 0),
             "THREAD_AUTHOR_MAX": ("thread_author_max", 1),
             "GRACEFUL_TIMEOUT": ("graceful_timeout", 1),
+            "WORKER_TIMEOUT": ("worker_timeout", 1),
         }
         for var, (attr, minimum) in ints.items():
             if (value := get(var)) is not None:
                 kwargs[attr] = _int(var, value, minimum)
         floats = {
             "SHUTDOWN_DELAY": "shutdown_delay",
+            "REQUEST_HEADER_TIMEOUT": "request_header_timeout",
+            "REQUEST_BODY_TIMEOUT": "request_body_timeout",
             "DB_POOL_TIMEOUT": "db_pool_timeout",
             "JWT_LEEWAY": "jwt_leeway",
             "EDIT_WINDOW": "edit_window",

@@ -109,7 +109,11 @@ def _handle_domain(exc: DomainError) -> Response:
 def _handle_unexpected(exc: Exception) -> Response:
     # Log the trace for operators; the caller learns only that it was our fault.
     if not isinstance(exc, HTTPException) or isinstance(exc, InternalServerError):
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        # The route template, never the raw path (it is client input; see README, Logs).
+        rule = request.url_rule
+        log.exception(
+            "unhandled error on %s %s", request.method, rule.rule if rule else "<unmatched>"
+        )
     status = exc.code if isinstance(exc, HTTPException) and exc.code else 500
     return error_response(status, "an internal error occurred; it has been logged")
 
