@@ -36,6 +36,10 @@ test: venv system-deps ## set up everything and run the whole test suite (contai
 test-fast: venv ## tests without the system services (skips what is missing)
 	$(BIN)/pytest -m "not docker"
 
+.PHONY: input-checks
+input-checks: venv system-deps ## client-input hardening: regressions, schema agreement, Hypothesis, Schemathesis (part of `make test`)
+	$(BIN)/pytest tests/test_client_input.py tests/test_contract_agreement.py tests/test_properties.py tests/test_fuzz.py
+
 lint: venv ## ruff lint + format check, mypy, shellcheck
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

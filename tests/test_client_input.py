@@ -21,6 +21,7 @@ import pytest
 from comments_api.auth import SCOPE_ADMIN, generate_api_key
 from comments_api.storage import Repository, make_engine
 
+from .authkit import AUDIENCE, ISSUER, bearer, hs_signer
 from .support import ServiceProcess
 
 MAX_BODY = 64 * 1024  # the default MAX_BODY_BYTES, stated so the tests do not drift
@@ -332,3 +333,30 @@ def test_control_characters_in_ban_fields_and_targets_are_400(live):
     listed = live.request("GET", "/api/v1/moderation/bans", auth=True)
     assert listed.status == 200
     assert listed.json == {"items": []}
+
+
+# --- token claims ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("claims", "status"),
+    [
+        ({"name": "a\x00b"}, 201),  # an unusable display name is dropped, as a bad email was
+        ({"email": "a\x00@b.co"}, 201),
+        ({"name": "\ud800"}, 201),
+        ({"sub": "x\x00y"}, 401),  # the subject is the identity: no usable one, no access
+        ({"sub": "\udfff"}, 401),
+    ],
+)
+def test_control_characters_in_token_claims_are_not_a_500(make_app, claims, status):
+    signer = hs_signer()
+    app = make_app(jwt_hs256_secret=signer.key, jwt_issuer=ISSUER, jwt_audience=AUDIENCE)
+    client = app.test_client()
+    claims = dict(claims)  # parametrize shares the dict between both databases
+    token = signer.token(subject=claims.pop("sub", "reader-1"), **claims)
+    response = client.post(
+        "/api/v1/contents/claims/comments", json={"body": "hello"}, headers=bearer(token)
+    )
+    assert response.status_code == status, response.data
+    if status == 201:
+        assert response.json["author"]["name"] != "a\x00b"

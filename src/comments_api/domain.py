@@ -157,6 +157,11 @@ def has_unpaired_surrogate(text: str) -> bool:
     return False
 
 
+def is_single_line_text(text: str) -> bool:
+    """No control characters and nothing a UTF-8 encoder refuses: safe to store and show."""
+    return not has_unpaired_surrogate(text) and not _has_control_chars(text)
+
+
 def as_integer(value: object) -> int | None:
     """``value`` as an int when JSON Schema calls it an integer (``1`` or ``1.0``), else None.
 

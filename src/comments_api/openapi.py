@@ -107,7 +107,9 @@ def _problem_types(settings: Settings) -> dict[str, dict[str, Any]]:
             400,
             "Bad request",
             "The request could not be read: the body is not valid JSON (NaN and Infinity "
-            "are not JSON either) or not valid UTF-8.",
+            "are not JSON either, nor nesting deeper than the parser holds), not valid "
+            "UTF-8 (an unpaired surrogate escape such as `\\ud800` included), or its "
+            "chunked framing is broken; or the URL is not UTF-8 once percent-decoded.",
         ),
         "unauthorized": entry(
             401,
@@ -152,7 +154,8 @@ def _problem_types(settings: Settings) -> dict[str, dict[str, Any]]:
             413,
             "Content too large",
             f"The request body is larger than this deployment accepts "
-            f"(`MAX_BODY_BYTES`, {settings.max_body_bytes} bytes here). Nothing was read.",
+            f"(`MAX_BODY_BYTES`, {settings.max_body_bytes} bytes here), whether declared in "
+            "`Content-Length` or streamed in chunks. Nothing was stored.",
         ),
         "unsupported-media-type": entry(
             415,
