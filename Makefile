@@ -40,6 +40,10 @@ test-fast: venv ## tests without the system services (skips what is missing)
 test-browser: venv system-deps ## the widget, badges and moderation console in Debian's chromium (tests/browser)
 	$(BIN)/pytest tests/browser tests/test_widget_assets.py
 
+.PHONY: input-checks
+input-checks: venv system-deps ## client-input hardening: regressions, schema agreement, Hypothesis, Schemathesis (part of `make test`)
+	$(BIN)/pytest tests/test_client_input.py tests/test_contract_agreement.py tests/test_properties.py tests/test_fuzz.py
+
 lint: venv ## ruff lint + format check, mypy, shellcheck
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

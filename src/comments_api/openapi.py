@@ -30,16 +30,28 @@ from typing import Any
 
 from . import __version__
 from .domain import (
+    CONTENT_ID_PATTERN,
     DEFAULT_PAGE_SIZE,
+    EMAIL_PATTERN,
+    LINE_PATTERN,
     MAX_AUTHOR_NAME_LENGTH,
+    MAX_CONTENT_ID_INT,
     MAX_CONTENT_ID_LENGTH,
     MAX_COUNT_IDS,
     MAX_EMAIL_LENGTH,
+    MAX_ID,
     MAX_PAGE_SIZE,
+    MIN_CONTENT_ID_INT,
+    NAME_PATTERN,
+    OPTIONAL_TEXT_PATTERN,
     STATUSES,
+    TEXT_PATTERN,
+    cursor_pattern,
     email_hash,
 )
 from .moderation import (
+    BAN_EMAIL_PATTERN,
+    BAN_TARGET_PATTERN,
     BULK_ACTIONS,
     MAX_BULK_IDS,
     MAX_REASON_LENGTH,
@@ -59,8 +71,8 @@ CREDENTIALS: list[dict[str, list[str]]] = [{"bearerApiKey": []}, {"bearerJwt": [
 # Moderation/admin: a credential in every auth mode (the scope is checked on top).
 MODERATOR_SECURITY = CREDENTIALS
 
-# No whitespace at either end and no control characters (C0, DEL, C1), as domain.py checks.
-_CONTENT_ID_PATTERN = r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$"
+# Ids as the database stores them (BIGINT): larger numbers name nothing.
+_ID = {"type": "integer", "minimum": 1, "maximum": MAX_ID, "format": "int64"}
 
 _EXAMPLE_EMAIL = "alice@example.com"
 _EXAMPLE_TIME = "2026-01-15T09:30:00.000Z"
@@ -95,7 +107,9 @@ def _problem_types(settings: Settings) -> dict[str, dict[str, Any]]:
             400,
             "Bad request",
             "The request could not be read: the body is not valid JSON (NaN and Infinity "
-            "are not JSON either) or not valid UTF-8.",
+            "are not JSON either, nor nesting deeper than the parser holds), not valid "
+            "UTF-8 (an unpaired surrogate escape such as `\\ud800` included), or its "
+            "chunked framing is broken; or the URL is not UTF-8 once percent-decoded.",
         ),
         "unauthorized": entry(
             401,
@@ -140,7 +154,8 @@ def _problem_types(settings: Settings) -> dict[str, dict[str, Any]]:
             413,
             "Content too large",
             f"The request body is larger than this deployment accepts "
-            f"(`MAX_BODY_BYTES`, {settings.max_body_bytes} bytes here). Nothing was read.",
+            f"(`MAX_BODY_BYTES`, {settings.max_body_bytes} bytes here), whether declared in "
+            "`Content-Length` or streamed in chunks. Nothing was stored.",
         ),
         "unsupported-media-type": entry(
             415,
@@ -194,7 +209,7 @@ def _base_schemas(settings: Settings) -> dict[str, Any]:
         "type": "string",
         "minLength": 1,
         "maxLength": MAX_CONTENT_ID_LENGTH,
-        "pattern": _CONTENT_ID_PATTERN,
+        "pattern": CONTENT_ID_PATTERN,
         "description": "The article (or other content) the comments belong to. Opaque to "
         "this API; no surrounding whitespace, no control characters.",
         "examples": ["1", "politics/2026/budget-vote"],
@@ -204,6 +219,7 @@ def _base_schemas(settings: Settings) -> dict[str, Any]:
         "type": "string",
         "minLength": 1,
         "maxLength": max_len,
+        "pattern": TEXT_PATTERN,
         "description": f"The comment text: not empty or whitespace only, at most {max_len} "
         "characters (`MAX_COMMENT_LENGTH`), newlines and tabs allowed, no other control "
         "characters. Stored and returned exactly (accents, emoji, RTL).",
@@ -212,6 +228,9 @@ def _base_schemas(settings: Settings) -> dict[str, Any]:
         "type": "string",
         "format": "email",
         "maxLength": MAX_EMAIL_LENGTH,
+        # The format alone is an annotation most validators skip; the pattern is the rule
+        # the API applies: one "@", no spaces or control characters, a dotted domain.
+        "pattern": EMAIL_PATTERN,
         "examples": [_EXAMPLE_EMAIL],
     }
     return {
@@ -318,12 +337,17 @@ def _base_schemas(settings: Settings) -> dict[str, Any]:
                 },
                 "author_name": {
                     **_nullable(
-                        {"type": "string", "minLength": 1, "maxLength": MAX_AUTHOR_NAME_LENGTH}
+                        {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": MAX_AUTHOR_NAME_LENGTH,
+                            "pattern": NAME_PATTERN,
+                        }
                     ),
                     "description": "Display name; ignored when the caller is authenticated.",
                 },
                 "parent_id": {
-                    **_nullable({"type": "integer", "minimum": 1}),
+                    **_nullable(_ID),
                     "description": "Reply to this comment; it must be visible and belong "
                     "to the same content.",
                 },
@@ -349,7 +373,14 @@ def _base_schemas(settings: Settings) -> dict[str, Any]:
                 "comment": comment_body,
                 "content_id": {
                     "description": 'A number or a string; `1` and `"1"` are the same content.',
-                    "anyOf": [{"type": "integer"}, _ref("ContentId")],
+                    "anyOf": [
+                        {
+                            "type": "integer",
+                            "minimum": MIN_CONTENT_ID_INT,
+                            "maximum": MAX_CONTENT_ID_INT,
+                        },
+                        _ref("ContentId"),
+                    ],
                 },
             },
         },
@@ -466,7 +497,7 @@ def _moderation_schemas() -> dict[str, Any]:
     timestamp = {"type": "string", "format": "date-time"}
     ban_target = {
         "type": "string",
-        "pattern": "^(email|sub):.+$",
+        "pattern": BAN_TARGET_PATTERN,
         "description": "`email:<address>` (lower-cased) or `sub:<JWT subject>`.",
         "examples": ["email:troll@example.com"],
     }
@@ -486,7 +517,7 @@ def _moderation_schemas() -> dict[str, Any]:
                     "type": "array",
                     "minItems": 1,
                     "maxItems": MAX_BULK_IDS,
-                    "items": {"type": "integer", "minimum": 1},
+                    "items": _ID,
                     "description": "Duplicates are applied once.",
                 },
             },
@@ -511,9 +542,24 @@ def _moderation_schemas() -> dict[str, Any]:
             "description": "Exactly one of `email` or `subject`.",
             "additionalProperties": False,
             "properties": {
-                "email": {"type": "string", "maxLength": MAX_EMAIL_LENGTH},
-                "subject": {"type": "string", "minLength": 1, "maxLength": MAX_SUBJECT_LENGTH},
-                "reason": _nullable({"type": "string", "maxLength": MAX_REASON_LENGTH}),
+                "email": {
+                    "type": "string",
+                    "maxLength": MAX_EMAIL_LENGTH,
+                    "pattern": BAN_EMAIL_PATTERN,
+                },
+                "subject": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_SUBJECT_LENGTH,
+                    "pattern": LINE_PATTERN,
+                },
+                "reason": _nullable(
+                    {
+                        "type": "string",
+                        "maxLength": MAX_REASON_LENGTH,
+                        "pattern": OPTIONAL_TEXT_PATTERN,
+                    }
+                ),
             },
             "oneOf": [{"required": ["email"]}, {"required": ["subject"]}],
         },
@@ -824,8 +870,8 @@ def _parameters() -> dict[str, Any]:
             "name": "comment_id",
             "in": "path",
             "required": True,
-            "description": "The comment id. Anything else answers 404.",
-            "schema": {"type": "integer", "minimum": 1, "format": "int64"},
+            "description": "The comment id (ASCII digits). Anything else answers 404.",
+            "schema": _ID,
             "example": 42,
         },
         "Limit": {
@@ -843,8 +889,22 @@ def _parameters() -> dict[str, Any]:
             "name": "cursor",
             "in": "query",
             "description": "Opaque: the `next_cursor` of the previous page, with the same "
-            "`order`. Omit for the first page.",
-            "schema": {"type": "string", "minLength": 1},
+            "`order` (a cursor of the other order answers 400). Omit for the first page.",
+            "schema": {"type": "string", "pattern": cursor_pattern()},
+        },
+        "OldestCursor": {
+            "name": "cursor",
+            "in": "query",
+            "description": "Opaque: the `next_cursor` of the previous page. Omit for the "
+            "first page.",
+            "schema": {"type": "string", "pattern": cursor_pattern("z")},
+        },
+        "NewestCursor": {
+            "name": "cursor",
+            "in": "query",
+            "description": "Opaque: the `next_cursor` of the previous page. Omit for the "
+            "first page.",
+            "schema": {"type": "string", "pattern": cursor_pattern("j")},
         },
         "Order": {
             "name": "order",
@@ -1301,7 +1361,8 @@ def _moderation_paths() -> dict[str, Any]:
     ban = "/api/v1/moderation/bans/{target}"
     audit = "/api/v1/admin/audit-log"
     moderate_note = " Needs the `comments:moderate` scope (or `admin`)."
-    page_params = [_ref("Limit", "parameters"), _ref("Cursor", "parameters")]
+    pending_params = [_ref("Limit", "parameters"), _ref("OldestCursor", "parameters")]
+    audit_params = [_ref("Limit", "parameters"), _ref("NewestCursor", "parameters")]
     example = {
         **_example_comment(status="pending"),
         "author_email": _EXAMPLE_EMAIL,
@@ -1325,7 +1386,7 @@ def _moderation_paths() -> dict[str, Any]:
                     "400": _invalid(pending, "cursor", "is not a cursor this API issued"),
                     **_errors(pending, 401, 403, 429, 503),
                 },
-                parameters=page_params,
+                parameters=pending_params,
                 security=MODERATOR_SECURITY,
             )
         },
@@ -1461,7 +1522,7 @@ def _moderation_paths() -> dict[str, Any]:
                     "400": _invalid(audit, "limit", "must be between 1 and 100"),
                     **_errors(audit, 401, 403, 429, 503),
                 },
-                parameters=page_params,
+                parameters=audit_params,
                 security=MODERATOR_SECURITY,
             )
         },
