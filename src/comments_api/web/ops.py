@@ -12,6 +12,10 @@ from .. import __version__
 from .common import services
 
 bp = Blueprint("ops", __name__)
+
+# Below this much free space on the SQLite volume a write may fail at any moment (a
+# comment, its index entries and WAL frames take a few pages): stop taking traffic.
+MIN_FREE_BYTES = 1024 * 1024
 log = logging.getLogger(__name__)
 
 
@@ -38,6 +42,10 @@ def readyz() -> Response | tuple[Response, int]:
     except SQLAlchemyError as exc:
         log.warning("readiness: database unreachable: %s", exc.__class__.__name__)
         return _not_ready("database unreachable")
+    free = svc.repo.free_bytes()
+    if free is not None and free < MIN_FREE_BYTES:
+        log.warning("readiness: database volume full (%d bytes free)", free)
+        return _not_ready("the database volume is full; writes fail until space is freed on it")
     if revision != svc.expected_revision:
         return _not_ready(
             f"database schema is at {revision or 'no revision'}, "
