@@ -9,13 +9,14 @@ from flask import Blueprint, Response, jsonify
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import __version__
+from ..storage import SQLITE_WAL_SIZE_LIMIT
 from .common import services
 
 bp = Blueprint("ops", __name__)
 
-# Below this much free space on the SQLite volume a write may fail at any moment (a
-# comment, its index entries and WAL frames take a few pages): stop taking traffic.
-MIN_FREE_BYTES = 1024 * 1024
+# Below this much free space on the SQLite volume a write may fail at any moment: the WAL
+# alone may grow to 1 MiB before it is folded back (storage.SQLITE_WAL_SIZE_LIMIT).
+MIN_FREE_BYTES = 2 * SQLITE_WAL_SIZE_LIMIT
 log = logging.getLogger(__name__)
 
 
