@@ -274,7 +274,9 @@ def main(argv: list[str] | None = None) -> int:
             "acknowledged_writes": len(soak.acked),
             "acknowledged_writes_missing": missing,
             "worst_window_p99_ms": max(all_latencies) if all_latencies else None,
-            "median_window_p99_ms": statistics.median(all_latencies) if all_latencies else None,
+            "median_window_p99_ms": (
+                round(statistics.median(all_latencies), 1) if all_latencies else None
+            ),
             "worker_rss_growth_kib_first_to_last": growth,
             "worker_restarts": sorted(set(last["rss_workers_kib"]) ^ set(first["rss_workers_kib"])),
             "rows": rows,

@@ -135,3 +135,18 @@ def test_malformed_keys_are_400(make_app):
         )
         assert response.status_code == 400, bad
         assert response.json["errors"][0]["field"] == "Idempotency-Key"
+
+
+def test_expired_keys_are_swept(make_app, monkeypatch):
+    from comments_api import storage
+    from comments_api.storage import idempotency_keys
+
+    monkeypatch.setattr(storage, "IDEMPOTENCY_SWEEP_INTERVAL", 0.0)
+    app = make_app(idempotency_ttl=1.0)
+    client = app.test_client()
+    assert post(client, {"body": "old"}, "old-key").status_code == 201
+    time.sleep(1.2)
+    assert post(client, {"body": "new"}, "new-key").status_code == 201
+    with app.extensions[EXTENSION_KEY].repo.engine.connect() as conn:
+        left = [r.key for r in conn.execute(select(idempotency_keys.c.key))]
+    assert left == ["new-key"]

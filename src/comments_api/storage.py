@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -60,6 +62,8 @@ from .moderation import (
     author_key,
     check_activity,
 )
+
+log = logging.getLogger(__name__)
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
 Id = BigInteger().with_variant(Integer(), "sqlite")
@@ -152,6 +156,11 @@ idempotency_keys = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index(None, "created_at"),  # expiry sweeps
 )
+
+# Seconds between sweeps of expired idempotency keys, and between WAL truncations after
+# disk-full errors, per process.
+IDEMPOTENCY_SWEEP_INTERVAL = 60.0
+RELEASE_SPACE_INTERVAL = 5.0
 
 # Seconds between last_used_at writes for one key: tracking use must not turn every
 # authenticated request into a database write.
@@ -350,6 +359,8 @@ class Repository:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
+        self._last_sweep = -IDEMPOTENCY_SWEEP_INTERVAL
+        self._last_release = -RELEASE_SPACE_INTERVAL
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
@@ -377,8 +388,11 @@ class Repository:
     def release_space(self) -> None:
         """After a disk-full error: fold the WAL into the database and cut it to zero bytes,
         so the space it held is free again and the next write is not the one that fails."""
-        if not self.is_sqlite:
+        clock = time.monotonic()
+        # TRUNCATE waits (busy timeout) for readers to move on: not on every failed write.
+        if not self.is_sqlite or clock - self._last_release < RELEASE_SPACE_INTERVAL:
             return
+        self._last_release = clock
         try:
             with self.engine.connect() as conn:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -429,13 +443,7 @@ class Repository:
                         "use a new key for a new comment"
                     )
                 return StoredResponse(row.status, row.body, row.location, replayed=True)
-            # Expired keys are forgotten; the sweep is one indexed range delete.
-            conn.execute(
-                delete(idempotency_keys).where(
-                    idempotency_keys.c.created_at < now - timedelta(seconds=request.ttl)
-                )
-            )
-            conn.execute(delete(idempotency_keys).where(match))
+            conn.execute(delete(idempotency_keys).where(match))  # expired: forgotten
             comment = self._insert(conn, new, rules, now)
             status, body, location = render(comment)
             conn.execute(
@@ -450,7 +458,22 @@ class Repository:
                     "created_at": now,
                 },
             )
+        self._sweep_idempotency_keys(now - timedelta(seconds=request.ttl))
         return StoredResponse(status, body, location, replayed=False)
+
+    def _sweep_idempotency_keys(self, cutoff: datetime) -> None:
+        # Outside the create's transaction and at most once a minute per process: the
+        # rows are dead already (lookups check the age), this only reclaims the space, and
+        # it must never hold a create up or deadlock with another process's sweep.
+        clock = time.monotonic()
+        if clock - self._last_sweep < IDEMPOTENCY_SWEEP_INTERVAL:
+            return
+        self._last_sweep = clock
+        try:
+            with self._write() as conn:
+                conn.execute(delete(idempotency_keys).where(idempotency_keys.c.created_at < cutoff))
+        except SQLAlchemyError as exc:
+            log.warning("idempotency key sweep skipped: %s", exc.__class__.__name__)
 
     def _insert(
         self, conn: Connection, new: NewComment, rules: AbuseRules | None, now: datetime
