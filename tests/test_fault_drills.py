@@ -291,16 +291,17 @@ def test_disk_full_on_the_sqlite_volume(tmp_path):
             during = [post(f"full {i} " + "x" * 400) for i in range(12)]
             refused = [r for r in during if r.status_code != 201]
             assert refused, "no write failed on a full volume: the drill proved nothing"
-            # Once one failed, the volume is full for good: nothing more gets through.
-            first_refusal = next(i for i, r in enumerate(during) if r.status_code != 201)
-            assert all(r.status_code == 507 for r in during[first_refusal:])
+            # Every refusal is a 507, and with the volume full nothing gets through for long
+            # (space a checkpoint gives back may take a write or two).
+            assert all(r.status_code in (201, 507) for r in during)
+            assert all(r.status_code == 507 for r in during[-6:])
             assert "storage space" in refused[0].json()["detail"]
             ready = requests.get(f"{service.base}/readyz", timeout=5)
             assert ready.status_code == 503
             assert "volume is full" in ready.json()["reason"]
             listed = requests.get(f"{write_url}?limit=100", timeout=5)
             assert listed.status_code == 200  # reads keep working
-            assert len(listed.json()["items"]) == 20 + first_refusal
+            assert len(listed.json()["items"]) == 20 + sum(r.status_code == 201 for r in during)
             assert "database disk full" in service.log()
 
             # Free 3 MiB only: enough for a sustained run of writes, not just a few.
