@@ -151,3 +151,24 @@ def test_concurrent_retries_with_one_key_store_one_comment(served):
             assert conn.execute(select(func.count()).select_from(idempotency_keys)).scalar() == 3
     finally:
         engine.dispose()
+
+
+def test_a_retry_on_another_replica_replays(tmp_path, postgres_url):
+    env = {"DATABASE_URL": postgres_url, "RATELIMIT_ENABLED": "false"}
+    first_dir, second_dir = tmp_path / "a", tmp_path / "b"
+    first_dir.mkdir()
+    second_dir.mkdir()
+    with (
+        ServiceProcess(env, first_dir, workers=1) as one,
+        ServiceProcess(env, second_dir, workers=1) as other,
+    ):
+        body = {"body": "posted once, retried elsewhere"}
+        headers = {"Idempotency-Key": "replica-key-1"}
+        path = "/api/v1/contents/replicas/comments"
+        original = requests.post(f"{one.base}{path}", json=body, headers=headers, timeout=10)
+        retry = requests.post(f"{other.base}{path}", json=body, headers=headers, timeout=10)
+        assert (original.status_code, retry.status_code) == (201, 201)
+        assert retry.headers["Idempotent-Replayed"] == "true"
+        assert retry.text == original.text
+        assert retry.headers["Location"] == original.headers["Location"]
+    assert stored(postgres_url, comments.c.content_id == "replicas") == 1
