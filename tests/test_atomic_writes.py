@@ -22,7 +22,7 @@ from .support import ServiceProcess
 
 WORKERS = 3
 SIMULTANEOUS = 6
-ROUNDS = 8
+ROUNDS = 6
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
