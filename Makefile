@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell sha256sum requirements-dev.lock pyproject.to
 IMAGE ?= comments-api:dev
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run migrate test test-fast lint fmt system-deps bench image image-test lock clean dashboards security
+.PHONY: help venv run migrate test test-fast lint fmt system-deps bench soak image image-test lock clean dashboards security
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ fmt: venv ## apply ruff fixes and formatting
 
 bench: venv system-deps ## side-by-side benchmark against the original app (prints a table)
 	$(BIN)/python bench/run.py
+
+soak: venv ## soak run: fixed-rate read/write mix, p99 and RSS per worker over time (SOAK_ARGS="--duration 120 --rate 40")
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
 image: ## build $(IMAGE) from the public base images (needs registry access)
 	scripts/image-build.sh

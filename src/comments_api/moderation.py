@@ -76,6 +76,11 @@ class TooManyComments(DomainError):
         self.headers = {"Retry-After": str(max(1, retry_after))}
 
 
+class Duplicate(Conflict):
+    # Its own problem type, so metrics count it as reason="duplicate" (README, Metrics).
+    code = "duplicate"
+
+
 @dataclass(frozen=True)
 class AbuseRules:
     duplicate_window: float = 600.0
@@ -105,7 +110,7 @@ def check_activity(activity: AuthorActivity, rules: AbuseRules) -> None:
     if activity.banned:
         raise Banned("this author may not post comments")
     if activity.duplicates:
-        raise Conflict("you already posted this comment here; duplicates are not accepted")
+        raise Duplicate("you already posted this comment here; duplicates are not accepted")
     if activity.recent >= rules.thread_author_max:
         raise TooManyComments(
             f"at most {rules.thread_author_max} comments per author on one content every "

@@ -150,6 +150,27 @@ def _problem_types(settings: Settings) -> dict[str, dict[str, Any]]:
             "same author posting the same text on the same content within "
             f"`DUPLICATE_WINDOW` ({settings.duplicate_window:g} seconds here).",
         ),
+        "duplicate": entry(
+            409,
+            "Duplicate comment",
+            "The same author posted the same text on the same content within "
+            f"`DUPLICATE_WINDOW` ({settings.duplicate_window:g} seconds here); nothing was "
+            "stored. Checked atomically: of simultaneous identical posts exactly one is kept.",
+        ),
+        "idempotency-key-reused": entry(
+            422,
+            "Idempotency key reused",
+            "This `Idempotency-Key` was already used by this caller for a different "
+            "request within `IDEMPOTENCY_TTL` "
+            f"({settings.idempotency_ttl:g} seconds here). Nothing was stored; use a new key "
+            "for a new comment.",
+        ),
+        "insufficient-storage": entry(
+            507,
+            "Insufficient storage",
+            "The database volume is full: nothing was stored. Reads keep working; retry "
+            "after `Retry-After` (operators have been alerted by the log and `/readyz`).",
+        ),
         "content-too-large": entry(
             413,
             "Content too large",
@@ -684,7 +705,7 @@ _ERROR_DEFAULTS: dict[int, tuple[tuple[str, ...], str, dict[str, Any]]] = {
     403: (("forbidden", "author-banned"), "this credential lacks the scope comments:moderate", {}),
     404: (("not-found",), "comment not found", {}),
     409: (
-        ("conflict",),
+        ("duplicate", "conflict"),
         "you already posted this comment here; duplicates are not accepted",
         {},
     ),
@@ -866,6 +887,22 @@ def _parameters() -> dict[str, Any]:
             "schema": _ref("ContentId"),
             "example": "1",
         },
+        "IdempotencyKey": {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "description": "Makes a retry safe: a repeat of the same request with the same "
+            "key within `IDEMPOTENCY_TTL` gets the first answer (status, body, `Location`, "
+            "plus `Idempotent-Replayed: true`) and stores nothing new; the same key with a "
+            "different request is 422. Keys are per caller; a UUID is a good choice.",
+            "schema": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 255,
+                "pattern": "^[\\x20-\\x7e]+$",
+            },
+            "example": "5f0c6f4e-8a51-4c43-9f8e-2b6f1c3d9a10",
+        },
         "CommentIdPath": {
             "name": "comment_id",
             "in": "path",
@@ -1032,8 +1069,18 @@ def _paths(settings: Settings) -> dict[str, Any]:
                     ),
                     **_errors(thread, 401, 403, 409, 413, 415, 429, 503),
                     "400": _invalid(thread, "body", "must not be empty or whitespace only"),
+                    "422": _error(
+                        thread,
+                        422,
+                        "this Idempotency-Key was already used with a different request; "
+                        "use a new key for a new comment",
+                        slugs=("idempotency-key-reused",),
+                    ),
                 },
-                parameters=[_ref("ContentIdPath", "parameters")],
+                parameters=[
+                    _ref("ContentIdPath", "parameters"),
+                    _ref("IdempotencyKey", "parameters"),
+                ],
                 request_body=_json_body(
                     "NewComment",
                     {
