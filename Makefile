@@ -31,10 +31,10 @@ system-deps: ## install PostgreSQL, Redis, Prometheus, wrk if missing (Debian, r
 	scripts/install-system-deps.sh
 
 test: venv system-deps ## set up everything and run the whole test suite (container tests: image-test)
-	$(BIN)/pytest -m "not docker"
+	$(BIN)/pytest -m "not docker and not k8s"
 
 test-fast: venv ## tests without the system services (skips what is missing)
-	$(BIN)/pytest -m "not docker"
+	$(BIN)/pytest -m "not docker and not k8s"
 
 lint: venv ## ruff lint + format check, mypy, shellcheck
 	$(BIN)/ruff check .
