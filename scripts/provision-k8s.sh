@@ -27,9 +27,12 @@ CPUS=${CPUS:-2}
 MEMORY=${MEMORY:-4096}
 KUBERNETES_VERSION=${KUBERNETES_VERSION:-v1.33.1}
 DRIVER=${MINIKUBE_DRIVER:-docker}
-# Chart versions are pinned (renovate.json keeps them current).
+# Chart versions are pinned; renovate.json keeps them current through these comments.
+# renovate: datasource=helm depName=kube-prometheus-stack registryUrl=https://prometheus-community.github.io/helm-charts
 KPS_CHART_VERSION=88.5.3
+# renovate: datasource=helm depName=prometheus-adapter registryUrl=https://prometheus-community.github.io/helm-charts
 ADAPTER_CHART_VERSION=5.3.0
+# renovate: datasource=helm depName=cloudnative-pg registryUrl=https://cloudnative-pg.github.io/charts
 CNPG_CHART_VERSION=0.29.0
 ZONES=(zone-a zone-b zone-c)
 
