@@ -221,6 +221,7 @@ def test_zizmor_offline() -> None:
 def test_shellcheck() -> None:
     scripts = [
         ROOT / "scripts" / "provision-k8s.sh",
+        ROOT / "scripts" / "k8s-local.sh",
         ROOT / "scripts" / "check-k8s.sh",
         K8S / "e2e" / "walkthrough.sh",
     ]
@@ -230,7 +231,9 @@ def test_shellcheck() -> None:
 # --- provision-k8s.sh --dry-run ----------------------------------------------------------
 
 
-def dry_run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def dry_run(
+    tmp_path: Path, *args: str, script: str = "provision-k8s.sh"
+) -> subprocess.CompletedProcess[str]:
     # A PATH without minikube, helm or kubectl: a dry run that tried to run one would fail.
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
@@ -240,9 +243,7 @@ def dry_run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         if not link.exists():
             link.symlink_to(target)
     env = {"PATH": str(bin_dir), "HOME": str(tmp_path)}
-    return run(
-        str(bin_dir / "bash"), str(ROOT / "scripts" / "provision-k8s.sh"), *args, env=env, ok=False
-    )
+    return run(str(bin_dir / "bash"), str(ROOT / "scripts" / script), *args, env=env, ok=False)
 
 
 def test_provision_dry_run_prints_every_step(tmp_path: Path) -> None:
@@ -284,6 +285,26 @@ def test_provision_dry_run_prints_every_step(tmp_path: Path) -> None:
     assert not re.search(r"admin-password=[0-9a-f]{16}", proc.stdout)
     # Deterministic: the same plan every time.
     assert dry_run(tmp_path, "--dry-run").stdout == proc.stdout
+
+
+def test_local_deploy_dry_run(tmp_path: Path) -> None:
+    proc = dry_run(tmp_path, "--dry-run", script="k8s-local.sh")
+    assert proc.returncode == 0, proc.stderr
+    commands = [line[2:] for line in proc.stdout.splitlines() if line.startswith("+ ")]
+    order = [
+        "make image IMAGE=comments-api:dev",
+        "minikube image load comments-api:dev -p comments --overwrite",
+        "kubectl -n comments-local delete job comments-api-migrate --ignore-not-found --wait=true",
+        "kubectl apply -k deploy/k8s/overlays/local",
+        "kubectl -n comments-local wait --for=condition=complete job/comments-api-migrate"
+        " --timeout=300s",
+        "kubectl -n comments-local rollout status deployment/comments-api --timeout=300s",
+    ]
+    positions = [commands.index(c) for c in order]
+    assert positions == sorted(positions), "migrate before the rollout is awaited"
+    secrets = [c for c in commands if "create secret" in c]
+    assert len(secrets) == 2
+    assert all("<random>" in c for c in secrets), "no secret value is ever printed"
 
 
 def test_provision_rejects_unknown_arguments(tmp_path: Path) -> None:
