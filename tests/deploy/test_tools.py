@@ -383,9 +383,11 @@ def test_build_once_promote_the_digest() -> None:
     assert '"${DEV_IMAGE}@${DIGEST}"' in runs[copy_], "copied by digest"
     deploy = main["jobs"]["deploy"]
     assert deploy["environment"]["name"] == "production"
-    rollback = [s for s in deploy["steps"] if s.get("if") == "failure()"]
+    rollback = [s for s in deploy["steps"] if str(s.get("if", "")).startswith("failure()")]
     assert rollback
     assert "rollout undo" in rollback[0]["run"]
+    # Only after production was changed, or it would undo the release that was serving.
+    assert "env.APPLIED == 'true'" in rollback[0]["if"]
     assert 'kustomize edit set image "comments-api=${PROD_IMAGE}@${DIGEST}"' in "\n".join(runs)
 
 
