@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Provisions a local 3-node Kubernetes cluster for comments-api (docs/deployment.md):
 #   minikube (3 nodes, Calico so NetworkPolicies are enforced, simulated zones),
-#   addons metrics-server and ingress, kube-prometheus-stack, prometheus-adapter and the
-#   CloudNativePG operator through Helm (with persistent volumes), and the namespaces.
+#   addons metrics-server and ingress, kube-prometheus-stack, prometheus-adapter, the
+#   CloudNativePG operator with its Barman Cloud backup plugin (and cert-manager, which the
+#   plugin needs) through Helm (with persistent volumes), and the namespaces.
 # Idempotent: run it again at any time; every step converges instead of recreating.
 #
 # Usage: scripts/provision-k8s.sh [--dry-run]
@@ -34,6 +35,10 @@ KPS_CHART_VERSION=88.5.3
 ADAPTER_CHART_VERSION=5.3.0
 # renovate: datasource=helm depName=cloudnative-pg registryUrl=https://cloudnative-pg.github.io/charts
 CNPG_CHART_VERSION=0.29.0
+# renovate: datasource=helm depName=plugin-barman-cloud registryUrl=https://cloudnative-pg.github.io/charts
+BARMAN_PLUGIN_CHART_VERSION=0.7.0
+# renovate: datasource=helm depName=cert-manager registryUrl=https://charts.jetstack.io
+CERT_MANAGER_CHART_VERSION=v1.18.2
 ZONES=(zone-a zone-b zone-c)
 
 step() { printf '\n== %s\n' "$*"; }
@@ -75,7 +80,8 @@ run minikube addons enable ingress -p "$PROFILE"
 step "Helm repositories"
 run helm repo add prometheus-community https://prometheus-community.github.io/helm-charts --force-update
 run helm repo add cnpg https://cloudnative-pg.github.io/charts --force-update
-run helm repo update prometheus-community cnpg
+run helm repo add jetstack https://charts.jetstack.io --force-update
+run helm repo update prometheus-community cnpg jetstack
 
 step "monitoring: kube-prometheus-stack $KPS_CHART_VERSION (Prometheus, Alertmanager, Grafana)"
 if $DRY_RUN; then
@@ -96,9 +102,14 @@ run helm upgrade --install prometheus-adapter prometheus-community/prometheus-ad
   --version "$ADAPTER_CHART_VERSION" --namespace monitoring \
   --values deploy/k8s/components/hpa-worker-saturation/prometheus-adapter-values.yaml --wait --timeout 10m
 
-step "PostgreSQL operator: CloudNativePG $CNPG_CHART_VERSION"
+step "PostgreSQL operator: CloudNativePG $CNPG_CHART_VERSION, Barman Cloud plugin $BARMAN_PLUGIN_CHART_VERSION"
+# cert-manager issues the certificates between the operator and the backup plugin.
+run helm upgrade --install cert-manager jetstack/cert-manager --version "$CERT_MANAGER_CHART_VERSION" \
+  --namespace cert-manager --create-namespace --set crds.enabled=true --wait --timeout 10m
 run helm upgrade --install cnpg cnpg/cloudnative-pg --version "$CNPG_CHART_VERSION" \
   --namespace cnpg-system --create-namespace --wait --timeout 10m
+run helm upgrade --install plugin-barman-cloud cnpg/plugin-barman-cloud \
+  --version "$BARMAN_PLUGIN_CHART_VERSION" --namespace cnpg-system --wait --timeout 10m
 
 step "namespaces (Pod Security Standards: restricted)"
 for env in local staging production; do

@@ -362,15 +362,25 @@ def test_postgres_same_contract_local_and_cnpg(rendered: dict[str, list[dict[str
     assert spec["bootstrap"]["initdb"]["database"] == "app"
     assert spec["affinity"]["podAntiAffinityType"] == "required"
     assert spec["storage"]["size"]
-    backup = spec["backup"]
-    store = backup["barmanObjectStore"]
-    assert store["destinationPath"].startswith(("s3://", "gs://", "https://"))
-    creds = store["s3Credentials"]
+    # Backups through the Barman Cloud plugin (the in-tree barmanObjectStore goes away
+    # in CloudNativePG 1.31): WAL archiving on, pointing at the ObjectStore.
+    assert "backup" not in spec or "barmanObjectStore" not in spec["backup"]
+    (plugin,) = spec["plugins"]
+    assert plugin["name"] == "barman-cloud.cloudnative-pg.io"
+    assert plugin["isWALArchiver"] is True
+    store = one(prod, "ObjectStore", plugin["parameters"]["barmanObjectName"])
+    assert store["apiVersion"] == "barmancloud.cnpg.io/v1"
+    config = store["spec"]["configuration"]
+    assert config["destinationPath"].startswith(("s3://", "gs://", "https://"))
+    creds = config["s3Credentials"]
     assert creds["accessKeyId"]["name"] == creds["secretAccessKey"]["name"] == "comments-db-backup"
-    assert re.fullmatch(r"\d+[dwm]", backup["retentionPolicy"])
+    assert config["wal"]["compression"]
+    assert re.fullmatch(r"\d+[dwm]", store["spec"]["retentionPolicy"])
     scheduled = one(prod, "ScheduledBackup", "comments-db-daily")
     assert scheduled["spec"]["cluster"]["name"] == "comments-db"
     assert len(scheduled["spec"]["schedule"].split()) == 6  # CloudNativePG: seconds first
+    assert scheduled["spec"]["method"] == "plugin"
+    assert scheduled["spec"]["pluginConfiguration"]["name"] == plugin["name"]
     # Same DATABASE_URL shape: CloudNativePG names its read-write Service <cluster>-rw.
     assert f"{cluster['metadata']['name']}-rw" == "comments-db-rw"
 
@@ -386,7 +396,8 @@ def test_secrets_are_documented(rendered: dict[str, list[dict[str, Any]]]) -> No
             }
     cluster = one(rendered["production"], "Cluster", "comments-db")["spec"]
     referenced.add(cluster["bootstrap"]["initdb"]["secret"]["name"])
-    referenced.add(cluster["backup"]["barmanObjectStore"]["s3Credentials"]["accessKeyId"]["name"])
+    store = one(rendered["production"], "ObjectStore", "comments-db-backups")["spec"]
+    referenced.add(store["configuration"]["s3Credentials"]["accessKeyId"]["name"])
     assert referenced == {"comments-api", "comments-db-credentials", "comments-db-backup"}
     for name in referenced:
         assert re.search(rf"kubectl [^\n]*create secret [a-z-]+ {name} ", doc), name

@@ -132,7 +132,13 @@ def test_kubernetes_validate_strict(
 ) -> None:
     builtin = [d for d in rendered[env] if is_builtin(d)]
     custom = {d["kind"] for d in rendered[env] if not is_builtin(d)}
-    assert custom <= {"ServiceMonitor", "PrometheusRule", "Cluster", "ScheduledBackup"}, custom
+    assert custom <= {
+        "ServiceMonitor",
+        "PrometheusRule",
+        "Cluster",
+        "ScheduledBackup",
+        "ObjectStore",
+    }, custom
     assert len(builtin) >= 15
     validate_builtin(builtin, tmp_path)
 
@@ -267,9 +273,18 @@ def test_provision_dry_run_prints_every_step(tmp_path: Path) -> None:
         for line in commands
         if (m := re.match(r"helm upgrade --install (\S+) ", line))
     }
-    assert set(releases) == {"kube-prometheus-stack", "prometheus-adapter", "cnpg"}
+    assert set(releases) == {
+        "kube-prometheus-stack",
+        "prometheus-adapter",
+        "cert-manager",
+        "cnpg",
+        "plugin-barman-cloud",
+    }
+    order = list(releases)
+    assert order.index("cert-manager") < order.index("plugin-barman-cloud")
+    assert order.index("cnpg") < order.index("plugin-barman-cloud")
     for line in releases.values():
-        assert re.search(r"--version \d+\.\d+\.\d+", line)
+        assert re.search(r"--version v?\d+\.\d+\.\d+", line)
         assert "--wait" in line
         for values in re.findall(r"--values (\S+)", line):
             assert (ROOT / values).is_file(), values
