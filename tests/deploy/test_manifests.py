@@ -376,6 +376,9 @@ def test_postgres_same_contract_local_and_cnpg(rendered: dict[str, list[dict[str
     assert creds["accessKeyId"]["name"] == creds["secretAccessKey"]["name"] == "comments-db-backup"
     assert config["wal"]["compression"]
     assert re.fullmatch(r"\d+[dwm]", store["spec"]["retentionPolicy"])
+    monitor = one(prod, "PodMonitor", "comments-db")
+    assert monitor["spec"]["selector"]["matchLabels"] == {"cnpg.io/cluster": "comments-db"}
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     scheduled = one(prod, "ScheduledBackup", "comments-db-daily")
     assert scheduled["spec"]["cluster"]["name"] == "comments-db"
     assert len(scheduled["spec"]["schedule"].split()) == 6  # CloudNativePG: seconds first

@@ -134,6 +134,7 @@ def test_kubernetes_validate_strict(
     custom = {d["kind"] for d in rendered[env] if not is_builtin(d)}
     assert custom <= {
         "ServiceMonitor",
+        "PodMonitor",
         "PrometheusRule",
         "Cluster",
         "ScheduledBackup",
