@@ -77,19 +77,16 @@ def test_staging_has_no_production_alerts(rendered: dict[str, list[dict[str, Any
     assert relabel["replacement"] != "comments-api"
 
 
-def test_cluster_rules_pass_the_promtool_unit_tests(
+def test_cluster_rules_pass_promtool(
     rendered: dict[str, list[dict[str, Any]]], tmp_path: Path
 ) -> None:
-    """The alert unit tests of deploy/monitoring, run against the rules the cluster gets."""
-    promtool = tool("promtool")
+    """promtool accepts the rules as the cluster gets them (the alert unit tests run on the
+    source files in tests/test_monitoring.py; the groups are equal, checked above)."""
     rules = tmp_path / "cluster-rules.yml"
     spec = one(rendered["production"], "PrometheusRule", "comments-api")["spec"]
     rules.write_text(yaml.safe_dump({"groups": spec["groups"]}, sort_keys=False))
-    run(promtool, "check", "rules", str(rules))
-    tests = yaml.safe_load((MON / "tests" / "alerts_test.yml").read_text())
-    tests["rule_files"] = [str(rules)]
-    (tmp_path / "alerts_test.yml").write_text(yaml.safe_dump(tests, sort_keys=False))
-    run(promtool, "test", "rules", str(tmp_path / "alerts_test.yml"))
+    out = run(tool("promtool"), "check", "rules", str(rules)).stdout
+    assert re.search(r"SUCCESS: [1-9]\d* rules found", out), out
 
 
 @pytest.mark.parametrize("env", ["local", "production"])
