@@ -141,6 +141,17 @@ def test_kubernetes_validate_strict(
     validate_builtin(builtin, tmp_path)
 
 
+@pytest.mark.parametrize("version", ["1.30.0", "1.37.0"])
+def test_supported_kubernetes_range(
+    rendered: dict[str, list[dict[str, Any]]], version: str, tmp_path: Path
+) -> None:
+    """The oldest minor with every field used on by default (preStop sleep, matchLabelKeys,
+    unhealthyPodEvictionPolicy), and the newest schemas available."""
+    builtin = [d for d in rendered["production"] if is_builtin(d)]
+    path = write_docs(tmp_path / "builtin.yaml", builtin)
+    run(venv_tool("kubernetes-validate"), "--strict", "--quiet", "-k", version, str(path))
+
+
 def test_kubernetes_validate_rejects_unknown_fields(
     rendered: dict[str, list[dict[str, Any]]], tmp_path: Path
 ) -> None:
