@@ -17,12 +17,6 @@ KUBECTL_VENV=${KUBECTL_VENV:-/opt/kubectl-venv}
 KUBECTL_VERSION=${KUBECTL_VERSION:-1.37.1}
 
 have() { command -v "$1" >/dev/null 2>&1; }
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
-apt_install() {
-  echo "installing: $*"
-  as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
 quiet_pip() { "$@" 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2); }
 
 [ -x .venv/bin/pytest ] || make -s venv
@@ -35,12 +29,9 @@ if ! have kubectl || ! kubectl kustomize --help >/dev/null 2>&1; then
   export PATH="$KUBECTL_VENV/bin:$PATH"
 fi
 
-need=()
-have node || need+=(nodejs)
-have npm || need+=(npm)
-have shellcheck || need+=(shellcheck)
-have promtool || need+=(prometheus)
-[ "${#need[@]}" -eq 0 ] || apt_install "${need[@]}"
+# node/npm (CRD schemas), promtool, PostgreSQL and Redis (the pod-settings test): the
+# test suite's own installer, which only installs what is missing.
+scripts/install-system-deps.sh
 
 # The CRD schemas, exactly as locked in package-lock.json.
 (cd deploy/k8s/validate && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)

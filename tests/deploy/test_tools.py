@@ -240,7 +240,7 @@ def test_shellcheck() -> None:
         ROOT / "scripts" / "check-k8s.sh",
         K8S / "e2e" / "walkthrough.sh",
     ]
-    run(tool("shellcheck"), *map(str, scripts))
+    run(venv_tool("shellcheck"), *map(str, scripts))
 
 
 # --- provision-k8s.sh --dry-run ----------------------------------------------------------
