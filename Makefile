@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell sha256sum requirements-dev.lock pyproject.to
 IMAGE ?= comments-api:dev
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run migrate test test-fast lint fmt system-deps bench image image-test lock clean dashboards
+.PHONY: help venv run migrate test test-fast lint fmt system-deps bench image image-test lock clean dashboards terraform-check
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -31,10 +31,10 @@ system-deps: ## install PostgreSQL, Redis, Prometheus, wrk if missing (Debian, r
 	scripts/install-system-deps.sh
 
 test: venv system-deps ## set up everything and run the whole test suite (container tests: image-test)
-	$(BIN)/pytest -m "not docker"
+	$(BIN)/pytest -m "not docker and not terraform"
 
 test-fast: venv ## tests without the system services (skips what is missing)
-	$(BIN)/pytest -m "not docker"
+	$(BIN)/pytest -m "not docker and not terraform"
 
 lint: venv ## ruff lint + format check, mypy, shellcheck
 	$(BIN)/ruff check .
@@ -57,6 +57,9 @@ image-test: venv ## build the image on local stand-in bases and run the hardened
 
 dashboards: venv ## regenerate the Grafana dashboard JSON from deploy/monitoring/grafana/generate.py
 	$(BIN)/python deploy/monitoring/grafana/generate.py
+
+terraform-check: venv ## Terraform offline: fmt, validate, terraform test, plans + plan tests, checkov
+	scripts/terraform-check.sh
 
 lock: ## re-resolve both lock files (needs uv: pip install uv)
 	uv pip compile pyproject.toml --generate-hashes --python-version 3.11 \

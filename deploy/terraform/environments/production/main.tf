@@ -13,9 +13,13 @@ locals {
     Owner       = var.owner
   }
   prod_repository = "comments-api/prod"
-  # Computed, not looked up: the dev registry belongs to the staging root.
-  dev_repository_arn = "arn:aws:ecr:${var.region}:${var.aws_account_id}:repository/${var.dev_repository_name}"
-  dev_repository_url = "${var.aws_account_id}.dkr.ecr.${var.region}.amazonaws.com/${var.dev_repository_name}"
+  # ARNs built from known names rather than read from the resources, so the CI role's
+  # policy is complete, and reviewable, in the plan (the dev registry belongs to the
+  # staging root anyway).
+  prod_repository_arn = "arn:aws:ecr:${var.region}:${var.aws_account_id}:repository/${local.prod_repository}"
+  cluster_arn         = "arn:aws:eks:${var.region}:${var.aws_account_id}:cluster/${local.name}"
+  dev_repository_arn  = "arn:aws:ecr:${var.region}:${var.aws_account_id}:repository/${var.dev_repository_name}"
+  dev_repository_url  = "${var.aws_account_id}.dkr.ecr.${var.region}.amazonaws.com/${var.dev_repository_name}"
 }
 
 module "network" {
@@ -94,11 +98,11 @@ module "ci" {
   github_repository    = var.github_repository
   github_environment   = local.environment
   github_branches      = []
-  push_repository_arns = [module.registries.repository_arns[local.prod_repository]]
+  push_repository_arns = [local.prod_repository_arn]
   pull_repository_arns = [local.dev_repository_arn]
   deploy_cluster = {
     name       = module.cluster.cluster_name
-    arn        = module.cluster.cluster_arn
+    arn        = local.cluster_arn
     namespaces = [var.app_namespace]
   }
   tags = local.tags

@@ -13,6 +13,10 @@ locals {
     Owner       = var.owner
   }
   dev_repository = "comments-api/dev"
+  # ARNs built from known names rather than read from the resources, so the CI role's
+  # policy is complete, and reviewable, in the plan.
+  dev_repository_arn = "arn:aws:ecr:${var.region}:${var.aws_account_id}:repository/${local.dev_repository}"
+  cluster_arn        = "arn:aws:eks:${var.region}:${var.aws_account_id}:cluster/${local.name}"
 }
 
 module "network" {
@@ -90,10 +94,10 @@ module "ci" {
   github_repository    = var.github_repository
   github_environment   = local.environment
   github_branches      = ["dev"]
-  push_repository_arns = [module.registries.repository_arns[local.dev_repository]]
+  push_repository_arns = [local.dev_repository_arn]
   deploy_cluster = {
     name       = module.cluster.cluster_name
-    arn        = module.cluster.cluster_arn
+    arn        = local.cluster_arn
     namespaces = [var.app_namespace]
   }
   tags = local.tags

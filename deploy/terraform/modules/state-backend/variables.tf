@@ -3,7 +3,7 @@ variable "bucket_name" {
   type        = string
   validation {
     condition     = can(regex("^[a-z0-9][a-z0-9.-]{1,56}[a-z0-9]$", var.bucket_name)) && !can(regex("\\.\\.", var.bucket_name))
-    error_message = "bucket_name must be a valid S3 bucket name (3-58 lower-case letters, digits, dots, dashes: "-logs" is appended for the log bucket)."
+    error_message = "bucket_name must be a valid S3 bucket name (3-58 lower-case letters, digits, dots, dashes; the log bucket appends -logs)."
   }
 }
 
