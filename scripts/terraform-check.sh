@@ -87,6 +87,40 @@ tar -C "$TF_DIR" --exclude=.terraform --exclude=.terraform.lock.hcl --exclude='*
   --exclude=zz_offline_override.tf -cf - . | (mkdir -p "$work/tf" && tar -C "$work/tf" -xf -)
 tf() { terraform -chdir="$work/tf/$1" "${@:2}"; }
 
+# Run "$1 ITEM" for every ITEM, JOBS at a time (each terraform run spends most of its
+# time starting the 700 MB provider), then print each job's log in order; fails if any
+# job failed.
+JOBS=${TF_CHECK_JOBS:-4}
+parallel() {
+  local fn=$1 i=0 failed=0 running=0
+  shift
+  local items=("$@") pids=()
+  for item in "${items[@]}"; do
+    if [ "$running" -ge "$JOBS" ]; then wait -n || true; running=$((running - 1)); fi
+    "$fn" "$item" >"$work/job-$fn-$i.log" 2>&1 &
+    pids+=($!)
+    running=$((running + 1))
+    i=$((i + 1))
+  done
+  for i in "${!items[@]}"; do
+    wait "${pids[$i]}" || failed=1
+    cat "$work/job-$fn-$i.log"
+  done
+  return "$failed"
+}
+
+validate_one() {
+  tf "$1" init -backend=false -input=false -no-color >"$work/init-${1//\//_}.log" 2>&1 ||
+    { cat "$work/init-${1//\//_}.log"; return 1; }
+  tf "$1" validate -no-color | grep -v '^$' | sed "s|^|$1: |"
+}
+
+test_one() {
+  local log=$work/test-${1//\//_}.log
+  tf "$1" test -no-color >"$log" 2>&1 || { cat "$log"; return 1; }
+  echo "$1: $(grep -E '^(Success|Failure)!' "$log")"
+}
+
 plan_root() { # $1 = root dir (relative to deploy/terraform), $2 = output dir
   local dir=$1 out=$2 name
   name=$(basename "$dir")
@@ -116,8 +150,12 @@ OVR
   grep -E '^Plan:' "$out/plan-$name.txt" | sed "s/^/$name: /"
 }
 
+plan_out=$ROOT/$ARTIFACTS
+[ -z "$plans_only" ] || plan_out=$plans_only
+plan_one() { plan_root "$1" "$plan_out"; }
+
 if [ -n "$plans_only" ]; then
-  for dir in "${PLAN_ROOTS[@]}"; do plan_root "$dir" "$plans_only"; done
+  parallel plan_one "${PLAN_ROOTS[@]}"
   exit 0
 fi
 
@@ -127,24 +165,16 @@ echo "formatted"
 
 step "init -backend=false + validate (modules, bootstrap, environments)"
 mapfile -t roots < <(cd "$work/tf" && find modules bootstrap environments -name '*.tf' -printf '%h\n' | sort -u)
-for dir in "${roots[@]}"; do
-  tf "$dir" init -backend=false -input=false -no-color >"$work/init.log" 2>&1 || { cat "$work/init.log" >&2; exit 1; }
-  tf "$dir" validate -no-color | sed "s|^|$dir: |"
-done
+parallel validate_one "${roots[@]}"
 
 step "terraform test (module unit tests, mocked provider)"
-tested=0
-for dir in "${roots[@]}"; do
-  [ -d "$work/tf/$dir/tests" ] || continue
-  tf "$dir" test -no-color >"$work/test.log" 2>&1 || { cat "$work/test.log" >&2; exit 1; }
-  echo "$dir: $(grep -E '^(Success|Failure)!' "$work/test.log")"
-  tested=$((tested + 1))
-done
+mapfile -t tested < <(cd "$work/tf" && find modules -name '*.tftest.hcl' -printf '%h\n' | sed 's|/tests$||' | sort -u)
 modules=$(find "$work/tf/modules" -mindepth 1 -maxdepth 1 -type d | wc -l)
-[ "$tested" -eq "$modules" ] || { echo "only $tested of $modules modules have tests" >&2; exit 1; }
+[ "${#tested[@]}" -eq "$modules" ] || { echo "only ${#tested[@]} of $modules modules have tests" >&2; exit 1; }
+parallel test_one "${tested[@]}"
 
 step "plan (dummy credentials, skip flags) + show -json -> $ARTIFACTS"
-for dir in "${PLAN_ROOTS[@]}"; do plan_root "$dir" "$ROOT/$ARTIFACTS"; done
+parallel plan_one "${PLAN_ROOTS[@]}"
 
 step "plan tests (pytest -m terraform)"
 TF_PLAN_DIR="$ROOT/$ARTIFACTS" .venv/bin/pytest -q -p no:cacheprovider -m terraform tests/terraform
