@@ -317,7 +317,7 @@ def test_only_production_role_pushes_to_prod_and_deploys_production(
     for name in ENVS:
         assoc = after(one(plans[name], "aws_eks_access_policy_association", "module.ci."))
         assert assoc["access_scope"][0]["type"] == "namespace"
-        assert assoc["access_scope"][0]["namespaces"] == ["comments-api"]
+        assert assoc["access_scope"][0]["namespaces"] == [f"comments-{name}"]
         assert assoc["cluster_name"] == f"comments-api-{name}"
 
 

@@ -15,3 +15,6 @@ nodes_per_zone           = { min = 1, desired = 1, max = 3 }
 
 db_instance_class        = "db.m6g.large"
 db_backup_retention_days = 14
+
+# The namespace of deploy/k8s/overlays/production; the CI role may deploy only there.
+app_namespace = "comments-production"

@@ -15,3 +15,6 @@ nodes_per_zone           = { min = 1, desired = 1, max = 2 }
 
 db_instance_class        = "db.t4g.medium"
 db_backup_retention_days = 7
+
+# The namespace of deploy/k8s/overlays/staging; the CI role may deploy only there.
+app_namespace = "comments-staging"

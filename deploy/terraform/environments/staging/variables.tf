@@ -82,9 +82,12 @@ variable "admin_role_arns" {
 }
 
 variable "app_namespace" {
-  description = "Kubernetes namespace of the app (the overlay's namespace)."
+  description = "Kubernetes namespace of the app: the overlay's `namespace:` (deploy/k8s/overlays/<env>)."
   type        = string
-  default     = "comments-api"
+  validation {
+    condition     = can(regex("^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", var.app_namespace)) && var.app_namespace != "kube-system"
+    error_message = "app_namespace must be a valid namespace name other than kube-system."
+  }
 }
 
 variable "owner" {
