@@ -381,3 +381,38 @@ def test_outputs_feed_the_kubernetes_overlays(env: tuple[str, dict]) -> None:
         f"aws eks update-kubeconfig --region eu-west-1 --name comments-api-{name}"
         f" --alias comments-api-{name}"
     )
+
+
+def test_every_variable_and_output_is_documented(plans: dict[str, dict[str, Any]]) -> None:
+    def walk(module: dict[str, Any], where: str) -> list[str]:
+        missing = [
+            f"{where} variable {name}"
+            for name, var in module.get("variables", {}).items()
+            if not var.get("description")
+        ]
+        missing += [
+            f"{where} output {name}"
+            for name, out in module.get("outputs", {}).items()
+            if not out.get("description")
+        ]
+        for call_name, call in module.get("module_calls", {}).items():
+            missing += walk(call["module"], f"{where}/{call_name}")
+        return missing
+
+    for name, plan in plans.items():
+        root = plan["configuration"]["root_module"]
+        assert len(root["module_calls"]) >= (1 if name == "bootstrap" else 6)
+        assert walk(root, name) == []
+
+
+def test_every_variable_is_typed() -> None:
+    # The plan JSON carries no types, so read the sources: each top-level variable block
+    # (it ends at the first closing brace in column 0) must declare one.
+    blocks = 0
+    for path in sorted(TF_DIR.rglob("*.tf")):
+        if ".terraform" in path.parts:
+            continue
+        for match in re.finditer(r'^variable "(\w+)" \{\n(.*?)^\}', path.read_text(), re.M | re.S):
+            assert re.search(r"^  type\s+=", match.group(2), re.M), f"{path}: {match.group(1)}"
+            blocks += 1
+    assert blocks > 80, blocks

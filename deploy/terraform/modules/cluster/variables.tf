@@ -38,14 +38,18 @@ variable "kubernetes_version" {
 variable "vpc_id" {
   description = "VPC of the cluster."
   type        = string
+  validation {
+    condition     = can(regex("^vpc-[0-9a-f]+$", var.vpc_id))
+    error_message = "vpc_id must be a VPC ID (vpc-...)."
+  }
 }
 
 variable "subnet_ids_by_zone" {
   description = "Private subnet per availability zone; one managed node group is created in each, so nodes are spread over every zone."
   type        = map(string)
   validation {
-    condition     = length(var.subnet_ids_by_zone) >= 3
-    error_message = "subnet_ids_by_zone needs at least three zones for a highly available cluster."
+    condition     = length(var.subnet_ids_by_zone) >= 3 && alltrue([for id in values(var.subnet_ids_by_zone) : can(regex("^subnet-[0-9a-f]+$", id))])
+    error_message = "subnet_ids_by_zone needs subnet IDs in at least three zones for a highly available cluster."
   }
 }
 
@@ -127,4 +131,8 @@ variable "tags" {
   description = "Tags added to every resource."
   type        = map(string)
   default     = {}
+  validation {
+    condition     = alltrue([for k, v in var.tags : length(k) > 0 && length(k) <= 128 && length(v) <= 256])
+    error_message = "tags: keys of 1-128 characters, values of at most 256 (AWS limits)."
+  }
 }

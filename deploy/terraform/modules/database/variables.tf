@@ -28,14 +28,18 @@ variable "region" {
 variable "vpc_id" {
   description = "VPC of the database."
   type        = string
+  validation {
+    condition     = can(regex("^vpc-[0-9a-f]+$", var.vpc_id))
+    error_message = "vpc_id must be a VPC ID (vpc-...)."
+  }
 }
 
 variable "subnet_ids" {
   description = "Private subnets for the DB subnet group (one per zone; the Multi-AZ standby goes to another zone)."
   type        = list(string)
   validation {
-    condition     = length(var.subnet_ids) >= 2
-    error_message = "subnet_ids: at least two subnets in different zones."
+    condition     = length(var.subnet_ids) >= 2 && alltrue([for id in var.subnet_ids : can(regex("^subnet-[0-9a-f]+$", id))])
+    error_message = "subnet_ids: at least two subnet IDs (subnet-...) in different zones."
   }
 }
 
@@ -43,6 +47,10 @@ variable "allowed_security_groups" {
   description = "Security groups admitted on the PostgreSQL port, keyed by a static label (e.g. { eks = <cluster security group> }; static keys because the IDs are only known after apply). Nothing else is admitted."
   type        = map(string)
   default     = {}
+  validation {
+    condition     = alltrue([for id in values(var.allowed_security_groups) : can(regex("^sg-[0-9a-f]+$", id))])
+    error_message = "allowed_security_groups: security group IDs (sg-...) only."
+  }
 }
 
 variable "engine_version" {
@@ -157,4 +165,8 @@ variable "tags" {
   description = "Tags added to every resource."
   type        = map(string)
   default     = {}
+  validation {
+    condition     = alltrue([for k, v in var.tags : length(k) > 0 && length(k) <= 128 && length(v) <= 256])
+    error_message = "tags: keys of 1-128 characters, values of at most 256 (AWS limits)."
+  }
 }

@@ -69,4 +69,8 @@ variable "tags" {
   description = "Tags added to every resource (on top of the provider's default tags)."
   type        = map(string)
   default     = {}
+  validation {
+    condition     = alltrue([for k, v in var.tags : length(k) > 0 && length(k) <= 128 && length(v) <= 256])
+    error_message = "tags: keys of 1-128 characters, values of at most 256 (AWS limits)."
+  }
 }

@@ -102,3 +102,11 @@ run "rejects_reserved_user" {
   }
   expect_failures = [var.master_username]
 }
+
+run "rejects_cidr_instead_of_security_group" {
+  command = plan
+  variables {
+    allowed_security_groups = { office = "10.0.0.0/8" }
+  }
+  expect_failures = [var.allowed_security_groups]
+}

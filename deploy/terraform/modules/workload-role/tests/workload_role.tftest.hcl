@@ -23,3 +23,11 @@ run "bound_to_one_service_account" {
     error_message = "only the listed secrets"
   }
 }
+
+run "rejects_a_wildcard_secret" {
+  command = plan
+  variables {
+    secret_arns = ["*"]
+  }
+  expect_failures = [var.secret_arns]
+}
