@@ -62,6 +62,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/terraform-check.XXXXXX")
 # shellcheck disable=SC2329 # called by the EXIT trap
 cleanup() { rm -rf "$work"; }
 trap cleanup EXIT
+trap 'exit 130' INT TERM # so the EXIT trap cleans up on a signal too
 
 # Only the mirror, never a registry: an unmirrored provider fails init instead of
 # reaching for the network.
