@@ -27,7 +27,7 @@ run: venv ## migrate and serve on :8000 with the embedded SQLite default (./data
 migrate: venv ## upgrade the database in DATABASE_URL
 	$(BIN)/comments-api migrate
 
-system-deps: ## install PostgreSQL, Redis, Prometheus, wrk if missing (Debian, root)
+system-deps: ## install PostgreSQL, Redis, Prometheus, wrk, chromium, npm if missing (Debian, root)
 	scripts/install-system-deps.sh
 
 test: venv system-deps ## set up everything and run the whole test suite (container tests: image-test)
@@ -35,6 +35,10 @@ test: venv system-deps ## set up everything and run the whole test suite (contai
 
 test-fast: venv ## tests without the system services (skips what is missing)
 	$(BIN)/pytest -m "not docker and not terraform"
+
+.PHONY: test-browser
+test-browser: venv system-deps ## the widget, badges and moderation console in Debian's chromium (tests/browser)
+	$(BIN)/pytest tests/browser tests/test_widget_assets.py
 
 lint: venv ## ruff lint + format check, mypy, shellcheck
 	$(BIN)/ruff check .

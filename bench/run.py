@@ -51,9 +51,9 @@ RELAXED_GUARDS = {
 
 
 def baseline_app_path() -> Path:
-    """The original app: $BASELINE_APP, else ../shared/bench/baseline_app.py beside the repo."""
+    """The original app: $BASELINE_APP (e.g. ../shared/bench/baseline_app.py), else our copy."""
     override = os.environ.get("BASELINE_APP")
-    path = Path(override) if override else ROOT.parent / "shared" / "bench" / "baseline_app.py"
+    path = Path(override) if override else ROOT / "bench" / "baseline_app.py"
     if not path.is_file():
         sys.exit(f"bench: baseline app not found at {path} (set BASELINE_APP=/path/to/it)")
     return path.resolve()

@@ -14,6 +14,11 @@ have prometheus || need+=(prometheus)
 have promtool || need+=(prometheus)
 have amtool || need+=(prometheus-alertmanager)
 have runuser || need+=(util-linux)
+# Browser tests (tests/browser): Debian's chromium, never a downloaded one; npm installs
+# the pinned axe-core they inject.
+[ -x /usr/bin/chromium ] || need+=(chromium)
+have node || need+=(nodejs)
+have npm || need+=(npm)
 
 if [ "${#need[@]}" -gt 0 ]; then
   SUDO=""

@@ -312,6 +312,22 @@ def test_jwks_url_unreachable_is_503_not_401(sqlite_url):
     assert response.headers["Retry-After"]
 
 
+def test_unknown_kids_refetch_the_jwks_at_most_once_per_cooldown(sqlite_url):
+    trusted, forger = rsa_signer(), rsa_signer()
+    with jwks_server(jwks(trusted)) as state:
+        app = build(sqlite_url, **jwt_settings(jwt_jwks_url=state["url"]))
+        client = app.test_client()
+        assert post_v1(client, bearer(trusted.token())).status_code == 201
+        assert state["hits"] == 1
+        # A kid the provider doesn't list: rejected; the first one may trigger one refetch
+        # (a key rotation), the flood after it must not reach the provider again.
+        for i in range(5):
+            forger.kid = f"forged-{i}"
+            assert post_v1(client, bearer(forger.token()), body=f"f{i}").status_code == 401
+        assert state["hits"] <= 2
+        assert post_v1(client, bearer(trusted.token()), body="still fine").status_code == 201
+
+
 def test_jwt_settings_are_validated_and_secrets_read_from_files(tmp_path, sqlite_url):
     secret_file = tmp_path / "secret"
     secret_file.write_text("s" * 40 + "\n")

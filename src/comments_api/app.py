@@ -14,7 +14,7 @@ from .domain import Limits
 from .moderation import AbuseRules
 from .settings import Settings
 from .storage import Repository, head_revision, make_engine
-from .web import docs, errors, legacy, ops, protection, v1
+from .web import docs, errors, legacy, ops, protection, v1, widget
 from .web import moderation as moderation_web
 from .web.common import EXTENSION_KEY, Services
 
@@ -26,7 +26,8 @@ DRAIN_FILE_ENV = "COMMENTS_API_DRAIN_FILE"
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
-    app = Flask(__name__)
+    # static/ is served by web/widget.py with its own headers; no generic /static route.
+    app = Flask(__name__, static_folder=None)
     app.config.update(
         DEBUG=settings.debug,
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
@@ -57,7 +58,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     errors.register(app)
     app.register_error_handler(OperationalError, _database_unavailable)
-    for blueprint in (ops.bp, legacy.bp, v1.bp, moderation_web.bp, docs.bp):
+    for blueprint in (ops.bp, legacy.bp, v1.bp, moderation_web.bp, docs.bp, widget.bp):
         app.register_blueprint(blueprint)
     app.after_request(_security_headers)
     return app

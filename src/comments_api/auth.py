@@ -14,8 +14,6 @@ import hmac
 import json
 import re
 import secrets
-import threading
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -151,13 +149,17 @@ class JwtVerifier:
         self._secret = settings.jwt_hs256_secret
         self._static_keys: list[tuple[str | None, Any]] = []
         self._client: jwt.PyJWKClient | None = None
-        self._last_refresh = 0.0
-        self._lock = threading.Lock()
         if settings.jwt_jwks_file:
             self._static_keys = _load_key_file(settings.jwt_jwks_file)
         if settings.jwt_jwks_url:
+            # PyJWKClient caches the set for `lifespan` and refetches it for an unknown kid
+            # at most once per `cooldown_duration` (public API, PyJWT >= 2.15 as declared):
+            # forged kids can't make us hammer the identity provider.
             self._client = jwt.PyJWKClient(
-                settings.jwt_jwks_url, cache_keys=True, lifespan=300, timeout=5
+                settings.jwt_jwks_url,
+                lifespan=300,
+                timeout=5,
+                cooldown_duration=_JWKS_MIN_REFRESH,
             )
         self.enabled = bool(self._secret or self._static_keys or self._client)
         if self.enabled and not (self.issuer and self.audience):
@@ -214,27 +216,15 @@ class JwtVerifier:
             if isinstance(key, wanted) and (kid is None or key_kid in (None, kid)):
                 return key
         if self._client is not None and kid is not None:
-            for refresh in (False, True):
-                if refresh and not self._may_refresh():
-                    break
-                try:
-                    jwks = self._client.get_signing_keys(refresh=refresh)
-                except jwt.PyJWKClientConnectionError:
-                    raise AuthUnavailable("the identity provider's keys are unreachable") from None
-                except jwt.PyJWKClientError:
-                    jwks = []
-                for jwk in jwks:
-                    if jwk.key_id == kid and isinstance(jwk.key, wanted):
-                        return jwk.key
+            try:
+                jwk = self._client.get_signing_key(kid)
+            except jwt.PyJWKClientConnectionError:
+                raise AuthUnavailable("the identity provider's keys are unreachable") from None
+            except jwt.PyJWKClientError:
+                jwk = None
+            if jwk is not None and isinstance(jwk.key, wanted):
+                return jwk.key
         raise AuthError("the token was not signed by a key this service trusts")
-
-    def _may_refresh(self) -> bool:
-        with self._lock:
-            now = time.monotonic()
-            if now - self._last_refresh < _JWKS_MIN_REFRESH:
-                return False
-            self._last_refresh = now
-            return True
 
 
 def _load_key_file(path: str) -> list[tuple[str | None, Any]]:

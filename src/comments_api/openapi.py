@@ -1195,6 +1195,104 @@ def _paths(settings: Settings) -> dict[str, Any]:
     }
 
 
+# Pages and scripts for people (web/widget.py): GET only, no parameters but the demo's.
+_UI_FILES = (
+    (
+        "/widget/comments.js",
+        "widgetScript",
+        "Comments widget script",
+        "The embeddable reader widget: one `<script>` tag plus a `<comments-thread "
+        'content-id="…">` element (see docs/widget.md).',
+        "text/javascript",
+    ),
+    (
+        "/widget/count.js",
+        "countScript",
+        "Comment-count badge script",
+        "Fills every `data-comments-count` element of a page with one `/api/v1/counts` call "
+        "per 100 contents.",
+        "text/javascript",
+    ),
+    (
+        "/widget/page.css",
+        "pageStylesheet",
+        "Stylesheet of the demo and console pages",
+        "Shared by `/widget/demo` and `/moderation`.",
+        "text/css",
+    ),
+    (
+        "/moderation",
+        "moderationConsole",
+        "Moderation console",
+        "A page for moderators: the pending queue, bulk actions, bans and (for admins) the "
+        "audit log, on top of the moderation API. The credential stays in the tab's "
+        "sessionStorage.",
+        "text/html",
+    ),
+    (
+        "/moderation/console.js",
+        "moderationConsoleScript",
+        "Moderation console script",
+        "The console's ES module.",
+        "text/javascript",
+    ),
+)
+
+
+def _ui_paths() -> dict[str, Any]:
+    paths: dict[str, Any] = {
+        path: {
+            "get": _op(
+                "ops",
+                operation_id,
+                summary,
+                description,
+                {
+                    "200": _ok("The file.", {"type": "string"}, media=media),
+                    "default": _unexpected(path),
+                },
+            )
+        }
+        for path, operation_id, summary, description, media in _UI_FILES
+    }
+    demo = "/widget/demo"
+    choice: list[tuple[str, str, dict[str, Any], str]] = [
+        ("content_id", "The content whose thread is shown.", {"type": "string"}, "demo"),
+        ("lang", "Page language.", {"type": "string", "enum": ["en", "pt-BR"]}, "en"),
+        ("theme", "Colour theme.", {"type": "string", "enum": ["auto", "light", "dark"]}, "auto"),
+    ]
+    paths[demo] = {
+        "get": _op(
+            "ops",
+            "widgetDemo",
+            "Widget demo page",
+            "A page that embeds the widget against this server, for trying it out.",
+            {
+                "200": _ok("The page.", {"type": "string"}, media="text/html"),
+                "400": _error(
+                    demo,
+                    400,
+                    "the request is invalid",
+                    slugs=("validation-error",),
+                    errors=[{"field": "lang", "message": "must be one of en, pt-BR"}],
+                ),
+                "default": _unexpected(demo),
+            },
+            parameters=[
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": False,
+                    "description": description,
+                    "schema": {**schema, "default": default},
+                }
+                for name, description, schema, default in choice
+            ],
+        )
+    }
+    return paths
+
+
 def _moderation_paths() -> dict[str, Any]:
     """Moderator and admin endpoints (web/moderation.py): always a scoped credential."""
     pending = "/api/v1/moderation/pending"
@@ -1373,7 +1471,7 @@ def _moderation_paths() -> dict[str, Any]:
 def build_spec(settings: Settings | None = None) -> Spec:
     """The OpenAPI 3.1 document for a deployment with these settings (defaults if None)."""
     settings = settings or Settings()
-    paths = {**_paths(settings), **_moderation_paths()}
+    paths = {**_paths(settings), **_moderation_paths(), **_ui_paths()}
     problems = _problem_types(settings)
     return {
         "openapi": "3.1.0",
@@ -1420,7 +1518,11 @@ def build_spec(settings: Settings | None = None) -> Spec:
                 "description": "For moderators: a credential with `comments:moderate`.",
             },
             {"name": "admin", "description": "For operators: a credential with `admin`."},
-            {"name": "ops", "description": "Health checks, metrics and this documentation."},
+            {
+                "name": "ops",
+                "description": "Health checks, metrics, this documentation, and the reader "
+                "widget, demo page and moderation console files.",
+            },
         ],
         "paths": paths,
         "components": {

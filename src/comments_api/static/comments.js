@@ -1,0 +1,743 @@
+/*! comments-api widget: <comments-thread content-id="…">. Docs: docs/widget.md. MIT. */
+// A classic script (not a module) on purpose: one cross-origin <script src> tag works
+// without CORS on the script itself, and document.currentScript tells us the API origin.
+// User text only ever reaches the page through textContent; no innerHTML, no eval.
+(() => {
+  "use strict";
+  if (!window.customElements || customElements.get("comments-thread")) return;
+
+  const script = document.currentScript;
+  const SCRIPT_API = script && script.src ? new URL(script.src).origin : location.origin;
+  const CONFIG = window.CommentsWidgetConfig || {};
+  const PAGE = 25;
+  const MIN_POLL = 2;
+
+  const MESSAGES = {
+    en: {
+      title: "Comments",
+      count_one: "{n} comment",
+      count_other: "{n} comments",
+      loading: "Loading comments…",
+      empty: "No comments yet. Be the first to comment.",
+      loadError: "The comments could not be loaded.",
+      retry: "Try again",
+      loadMore: "Load more comments",
+      loaded_one: "{n} more comment loaded.",
+      loaded_other: "{n} more comments loaded.",
+      fresh_one: "{n} new comment.",
+      fresh_other: "{n} new comments.",
+      sort: "Sort",
+      oldest: "Oldest first",
+      newest: "Newest first",
+      removed: "Comment removed",
+      anonymous: "anonymous",
+      reply: "Reply",
+      replyTo: "Reply to {name}",
+      cancel: "Cancel",
+      formTitle: "Add a comment",
+      body: "Your comment",
+      name: "Name (optional)",
+      email: "Email (optional, never shown)",
+      submit: "Post comment",
+      submitReply: "Post reply",
+      sending: "Posting…",
+      posted: "Your comment was posted.",
+      pending: "Thank you! Your comment is awaiting moderation and will appear once a moderator approves it.",
+      invalid: "Please correct the form:",
+      required: "Please write your comment first.",
+      duplicate: "You already posted this comment here.",
+      tooLarge: "Your comment is too long.",
+      rateLimited: "You are posting too often. Please wait {wait} and try again.",
+      seconds_one: "{n} second",
+      seconds_other: "{n} seconds",
+      minutes_one: "{n} minute",
+      minutes_other: "{n} minutes",
+      signIn: "Please sign in to comment.",
+      signInLink: "Sign in",
+      banned: "You are not allowed to post comments here.",
+      forbidden: "You are not allowed to do this.",
+      network: "The comment service could not be reached. Check your connection and try again.",
+      failed: "Something went wrong (error {status}). Please try again later.",
+    },
+    "pt-BR": {
+      title: "Comentários",
+      count_one: "{n} comentário",
+      count_other: "{n} comentários",
+      loading: "Carregando comentários…",
+      empty: "Ainda não há comentários. Seja o primeiro a comentar.",
+      loadError: "Não foi possível carregar os comentários.",
+      retry: "Tentar de novo",
+      loadMore: "Carregar mais comentários",
+      loaded_one: "Mais {n} comentário carregado.",
+      loaded_other: "Mais {n} comentários carregados.",
+      fresh_one: "{n} comentário novo.",
+      fresh_other: "{n} comentários novos.",
+      sort: "Ordem",
+      oldest: "Mais antigos primeiro",
+      newest: "Mais recentes primeiro",
+      removed: "Comentário removido",
+      anonymous: "anônimo",
+      reply: "Responder",
+      replyTo: "Responder a {name}",
+      cancel: "Cancelar",
+      formTitle: "Deixe seu comentário",
+      body: "Seu comentário",
+      name: "Nome (opcional)",
+      email: "E-mail (opcional, nunca exibido)",
+      submit: "Publicar comentário",
+      submitReply: "Publicar resposta",
+      sending: "Publicando…",
+      posted: "Seu comentário foi publicado.",
+      pending: "Obrigado! Seu comentário aguarda moderação e aparecerá assim que for aprovado.",
+      invalid: "Corrija o formulário:",
+      required: "Escreva seu comentário primeiro.",
+      duplicate: "Você já publicou este comentário aqui.",
+      tooLarge: "Seu comentário é longo demais.",
+      rateLimited: "Você está comentando com muita frequência. Aguarde {wait} e tente de novo.",
+      seconds_one: "{n} segundo",
+      seconds_other: "{n} segundos",
+      minutes_one: "{n} minuto",
+      minutes_other: "{n} minutos",
+      signIn: "Entre na sua conta para comentar.",
+      signInLink: "Entrar",
+      banned: "Você não tem permissão para comentar aqui.",
+      forbidden: "Você não tem permissão para fazer isso.",
+      network: "Não foi possível falar com o serviço de comentários. Verifique sua conexão e tente de novo.",
+      failed: "Algo deu errado (erro {status}). Tente de novo mais tarde.",
+    },
+  };
+  // Site overrides: window.CommentsWidgetConfig = {messages: {"pt-BR": {title: "…"}}}.
+  for (const [lang, texts] of Object.entries(CONFIG.messages || {})) {
+    MESSAGES[lang] = Object.assign({}, MESSAGES[lang], texts);
+  }
+
+  const CSS = `
+:host{--comments-font:inherit;--comments-text:#1b1b1f;--comments-muted:#55565c;
+--comments-bg:#fff;--comments-surface:#f4f4f6;--comments-border:#c9cad1;--comments-accent:#0b57d0;
+--comments-accent-text:#fff;--comments-error:#b3261e;--comments-success:#146c2e;--comments-radius:6px;
+--comments-gap:1rem;display:block;font-family:var(--comments-font);color:var(--comments-text);
+background:var(--comments-bg);line-height:1.5;color-scheme:light}
+:host([theme=dark]){--comments-text:#e6e6ea;--comments-muted:#b4b5bc;--comments-bg:#17181c;
+--comments-surface:#24252b;--comments-border:#4a4b53;--comments-accent:#a8c7fa;--comments-accent-text:#0a1f44;
+--comments-error:#f2b8b5;--comments-success:#8fd9a3;color-scheme:dark}
+@media (prefers-color-scheme:dark){:host(:not([theme=light])){--comments-text:#e6e6ea;--comments-muted:#b4b5bc;
+--comments-bg:#17181c;--comments-surface:#24252b;--comments-border:#4a4b53;--comments-accent:#a8c7fa;
+--comments-accent-text:#0a1f44;--comments-error:#f2b8b5;--comments-success:#8fd9a3;color-scheme:dark}}
+*{box-sizing:border-box}
+section{padding:var(--comments-gap)}
+h2,h3{margin:0 0 .5rem;font-size:1.25rem}
+h3{font-size:1rem}
+.head{display:flex;flex-wrap:wrap;gap:.5rem 1rem;align-items:baseline;justify-content:space-between}
+ol{list-style:none;margin:0;padding:0}
+.thread>li{border-top:1px solid var(--comments-border);padding:.75rem 0}
+.replies{margin:.5rem 0 0 1rem;padding-left:1rem;border-left:3px solid var(--comments-border)}
+.replies>li{padding:.5rem 0}
+article:focus{outline:2px solid var(--comments-accent);outline-offset:2px}
+.meta{color:var(--comments-muted);font-size:.875rem}
+.author{font-weight:600;color:var(--comments-text);margin-right:.5rem}
+.text{margin:.25rem 0;white-space:pre-wrap;overflow-wrap:anywhere}
+.removed{font-style:italic;color:var(--comments-muted)}
+form{display:grid;gap:.5rem;margin:.5rem 0 1rem;padding:.75rem;background:var(--comments-surface);
+border-radius:var(--comments-radius)}
+label{font-weight:600;font-size:.875rem}
+.row{display:flex;flex-wrap:wrap;gap:.5rem}
+.row>div{flex:1 1 12rem;display:grid;gap:.25rem}
+textarea,input,select{font:inherit;color:var(--comments-text);background:var(--comments-bg);
+border:1px solid var(--comments-border);border-radius:var(--comments-radius);padding:.4rem .5rem;width:100%}
+select{width:auto}
+textarea{min-height:5rem;resize:vertical}
+[aria-invalid=true]{border-color:var(--comments-error)}
+button{font:inherit;cursor:pointer;border-radius:var(--comments-radius);padding:.35rem .9rem;
+border:1px solid var(--comments-accent);background:var(--comments-accent);color:var(--comments-accent-text)}
+button.link{background:none;color:var(--comments-accent);border-color:transparent;padding:.1rem .3rem}
+button:focus-visible,textarea:focus-visible,input:focus-visible,select:focus-visible,a:focus-visible{
+outline:2px solid var(--comments-accent);outline-offset:2px}
+button[disabled]{opacity:.6;cursor:progress}
+a{color:var(--comments-accent)}
+.actions{display:flex;gap:.5rem;align-items:center}
+.notice{padding:.5rem .75rem;border-radius:var(--comments-radius);border:1px solid currentColor;margin:.5rem 0}
+.notice:empty,.field-error:empty{display:none}
+.notice p,.notice ul{margin:0}
+.notice:focus{outline:2px solid var(--comments-accent);outline-offset:2px}
+.notice.error,.field-error{color:var(--comments-error)}
+.notice.ok{color:var(--comments-success)}
+.field-error{font-size:.875rem}
+.more{margin-top:.75rem}
+.sr{position:absolute;width:1px;height:1px;margin:-1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
+[hidden],.gated .reply{display:none!important}
+`;
+  let sheet = null;
+  function styles() {
+    if (!sheet) {
+      sheet = new CSSStyleSheet();
+      sheet.replaceSync(CSS);
+    }
+    return sheet;
+  }
+
+  let globalToken = null;
+  const widgets = new Set();
+  let uid = 0;
+
+  function h(tag, attrs, ...children) {
+    const el = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === false || v == null) continue;
+      if (k === "class") el.className = v;
+      else if (k === "text") el.textContent = v;
+      else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+      else el.setAttribute(k, v === true ? "" : v);
+    }
+    for (const c of children) if (c != null) el.append(c);
+    return el;
+  }
+
+  function pickLang(el) {
+    const tag = (el.closest("[lang]") || document.documentElement).lang || navigator.language || "en";
+    if (MESSAGES[tag]) return tag;
+    const primary = tag.split("-")[0].toLowerCase();
+    return Object.keys(MESSAGES).find((k) => k.split("-")[0].toLowerCase() === primary) || "en";
+  }
+
+  class CommentsThread extends HTMLElement {
+    static get observedAttributes() {
+      return ["content-id", "order", "lang", "token"];
+    }
+
+    constructor() {
+      super();
+      this.root = this.attachShadow({ mode: "open" });
+      this.root.adoptedStyleSheets = [styles()];
+      this.token = null;
+      this.built = false;
+    }
+
+    connectedCallback() {
+      widgets.add(this);
+      if (!this.built) this.build();
+      this.startPolling();
+    }
+
+    disconnectedCallback() {
+      widgets.delete(this);
+      clearInterval(this.poller);
+    }
+
+    attributeChangedCallback(name, old, value) {
+      if (!this.built || old === value) return;
+      if (name === "token") return this.renderIdentity();
+      this.build();
+    }
+
+    get api() {
+      return (this.getAttribute("api") || (script && script.dataset.api) || SCRIPT_API).replace(/\/$/, "");
+    }
+
+    get contentId() {
+      return this.getAttribute("content-id") || "";
+    }
+
+    /** The reader's JWT: hand it over with setToken(), the token attribute or token-provider. */
+    setToken(token) {
+      this.token = token || null;
+      this.renderIdentity();
+    }
+
+    async currentToken() {
+      const name = this.getAttribute("token-provider");
+      // Read when needed: the site may define either after this script ran.
+      const provider = name ? window[name] : (window.CommentsWidgetConfig || {}).tokenProvider;
+      if (typeof provider === "function") {
+        try {
+          const token = await provider();
+          if (token) return token;
+        } catch (err) {
+          console.warn("comments widget: token provider failed", err);
+        }
+      }
+      return this.token || this.getAttribute("token") || globalToken;
+    }
+
+    t(key, vars) {
+      const texts = Object.assign({}, MESSAGES.en, MESSAGES[this.locale], this.overrides);
+      let text = texts[key];
+      if (vars && "n" in vars) {
+        text = texts[`${key}_${new Intl.PluralRules(this.locale).select(vars.n)}`] || texts[`${key}_other`];
+      }
+      return String(text ?? key).replace(/\{(\w+)\}/g, (_, k) => (vars && k in vars ? vars[k] : ""));
+    }
+
+    build() {
+      this.built = true;
+      // Answers to requests made before a rebuild (new order, language) are dropped.
+      this.gen = (this.gen || 0) + 1;
+      this.locale = pickLang(this);
+      this.overrides = {};
+      const ref = this.getAttribute("messages");
+      const source = ref && document.getElementById(ref);
+      if (source) {
+        try {
+          this.overrides = JSON.parse(source.textContent);
+        } catch (err) {
+          console.warn("comments widget: messages element is not JSON", err);
+        }
+      }
+      this.order = this.getAttribute("order") === "newest" ? "newest" : "oldest";
+      this.nodes = new Map();
+      this.orphans = new Map();
+      this.cursor = null;
+      this.lastCursor = undefined;
+      this.done = false;
+      this.openReply = null;
+      const id = `cw${++uid}`;
+      this.heading = h("h2", { id: `${id}-h`, text: this.t("title") });
+      this.countEl = h("span", { class: "meta" });
+      const resort = () => {
+        this.setAttribute("order", this.sortSelect.value); // rebuilds, with a new menu
+        this.sortSelect.focus();
+      };
+      this.sortSelect = h(
+        "select",
+        { id: `${id}-sort`, onchange: resort },
+        h("option", { value: "oldest", text: this.t("oldest") }),
+        h("option", { value: "newest", text: this.t("newest") })
+      );
+      this.sortSelect.value = this.order;
+      this.live = h("div", { class: "sr", role: "status", "aria-live": "polite" });
+      this.notice = h("p", { class: "notice", tabindex: "-1" });
+      this.list = h("ol", { class: "thread", "aria-labelledby": `${id}-h` });
+      this.status = h("p", { class: "meta", text: this.t("loading") });
+      this.more = h("button", { class: "more", type: "button", hidden: true, text: this.t("loadMore"), onclick: () => this.loadPage(true) });
+      this.form = this.buildForm(null);
+      this.gate = h("p", { class: "notice", hidden: true }, this.t("signIn"), " ", this.signInLink());
+      const head = h(
+        "div",
+        { class: "head" },
+        h("div", null, this.heading, this.countEl),
+        h("div", { class: "actions" }, h("label", { for: `${id}-sort`, text: this.t("sort") }), this.sortSelect)
+      );
+      this.section = h(
+        "section",
+        { "aria-labelledby": `${id}-h`, part: "root" },
+        head,
+        this.gate,
+        this.form.el,
+        this.notice,
+        this.live,
+        this.status,
+        this.list,
+        this.more
+      );
+      this.root.replaceChildren(this.section);
+      this.renderIdentity();
+      if (!this.contentId) {
+        this.status.textContent = "content-id missing";
+        return;
+      }
+      this.loadCount();
+      this.loadPage(false);
+    }
+
+    buildForm(parent) {
+      const id = `cw${++uid}`;
+      const field = (name, control) => {
+        const error = h("span", { class: "field-error", id: `${id}-${name}-err` });
+        control.id = `${id}-${name}`;
+        control.name = name;
+        control.setAttribute("aria-describedby", error.id);
+        const label = h("label", { for: control.id, text: this.t(name) });
+        return { wrap: h("div", null, label, control, error), control, error };
+      };
+      const maxlength = this.getAttribute("max-length") || "5000";
+      const body = field("body", h("textarea", { required: true, maxlength }));
+      const name = field("name", h("input", { type: "text", maxlength: "80", autocomplete: "name" }));
+      const email = field("email", h("input", { type: "email", maxlength: "254", autocomplete: "email" }));
+      const who = h("div", { class: "row" }, name.wrap, email.wrap);
+      const submit = h("button", { type: "submit", text: this.t(parent ? "submitReply" : "submit") });
+      const error = h("div", { class: "notice error", role: "alert" });
+      const actions = h("div", { class: "actions" }, submit);
+      // A reply form's heading is for screen readers; sighted readers see it under its comment.
+      const title = parent
+        ? h("h4", { id: `${id}-t`, class: "sr", text: this.t("replyTo", { name: parent.name }) })
+        : h("h3", { id: `${id}-t`, text: this.t("formTitle") });
+      const form = { parent, body, name, email, who, submit, error };
+      if (parent) {
+        const cancel = () => this.closeReply(true);
+        actions.append(h("button", { type: "button", class: "link", text: this.t("cancel"), onclick: cancel }));
+      }
+      const onsubmit = (event) => {
+        event.preventDefault();
+        this.submit(form);
+      };
+      form.el = h("form", { "aria-labelledby": title.id, novalidate: true, onsubmit }, title, body.wrap, who, error, actions);
+      body.control.addEventListener("keydown", (e) => {
+        if (e.key === "Escape" && parent) this.closeReply(true);
+      });
+      return form;
+    }
+
+    async renderIdentity() {
+      if (!this.built) return;
+      // A signed-in reader's name and address come from the token: the fields would be ignored.
+      const signedIn = Boolean(await this.currentToken());
+      for (const form of [this.form, this.openReply && this.openReply.form]) {
+        if (form) form.who.hidden = signedIn;
+      }
+      // require-sign-in (sites running AUTH_MODE=required): no form until there is a token.
+      const gated = this.hasAttribute("require-sign-in") && !signedIn;
+      this.section.classList.toggle("gated", gated);
+      this.form.el.hidden = gated;
+      this.gate.hidden = !gated;
+      if (gated) this.closeReply(false);
+    }
+
+    async request(path, options) {
+      const response = await fetch(this.api + path, Object.assign({ mode: "cors", credentials: "omit" }, options));
+      let data = null;
+      if ((response.headers.get("content-type") || "").includes("json")) {
+        try {
+          data = await response.json();
+        } catch (_) {
+          data = null;
+        }
+      }
+      return { response, data };
+    }
+
+    async loadCount() {
+      const gen = this.gen;
+      try {
+        const { response, data } = await this.request(`/api/v1/counts?content_id=${encodeURIComponent(this.contentId)}`);
+        if (gen === this.gen && response.ok && data && data.counts) this.setCount(data.counts[this.contentId] || 0);
+      } catch (_) {
+        /* the thread itself reports connection problems */
+      }
+    }
+
+    setCount(n) {
+      this.count = n;
+      this.countEl.textContent = this.t("count", { n });
+    }
+
+    pagePath(cursor) {
+      let path = `/api/v1/contents/${encodeURIComponent(this.contentId)}/comments?limit=${this.getAttribute("page-size") || PAGE}&order=${this.order}`;
+      if (cursor) path += `&cursor=${encodeURIComponent(cursor)}`;
+      return path;
+    }
+
+    async loadPage(more) {
+      const cursor = more ? this.cursor : null;
+      const gen = this.gen;
+      this.more.disabled = true;
+      let result;
+      try {
+        result = await this.request(this.pagePath(cursor));
+      } catch (_) {
+        result = null;
+      }
+      if (gen !== this.gen) return;
+      this.more.disabled = false;
+      if (!result) return this.loadFailed(this.t("network"));
+      const { response, data } = result;
+      if (!response.ok || !data) return this.loadFailed(this.t("loadError"));
+      this.status.hidden = true;
+      this.status.replaceChildren();
+      this.lastCursor = cursor;
+      this.cursor = data.next_cursor;
+      this.done = !data.next_cursor;
+      const added = this.addComments(data.items);
+      this.more.hidden = this.done;
+      if (this.done) this.flushOrphans();
+      if (!this.nodes.size) {
+        this.status.hidden = false;
+        this.status.textContent = this.t("empty");
+      }
+      if (more) {
+        this.announce(this.t("loaded", { n: added.length }));
+        if (this.done && added[0]) added[0].focus();
+      }
+    }
+
+    loadFailed(message) {
+      this.status.hidden = false;
+      this.status.replaceChildren(
+        h("span", { class: "notice error", role: "alert", text: message }),
+        " ",
+        h("button", { type: "button", class: "link", text: this.t("retry"), onclick: () => this.loadPage(Boolean(this.cursor)) })
+      );
+    }
+
+    /** Re-reads the newest comments (the end of the thread when oldest first). */
+    async refresh() {
+      if (!this.built || !this.contentId) return;
+      const from = this.order === "newest" ? null : this.done ? this.lastCursor : undefined;
+      if (from === undefined) return; // oldest first and more pages to read: "load more" shows them
+      const gen = this.gen;
+      let result;
+      try {
+        result = await this.request(this.pagePath(from));
+      } catch (_) {
+        return;
+      }
+      const { response, data } = result;
+      if (gen !== this.gen || !response.ok || !data) return;
+      const added = this.addComments(data.items, this.order === "newest");
+      if (this.order === "oldest" && data.next_cursor) {
+        this.cursor = data.next_cursor;
+        this.lastCursor = from;
+        this.done = false;
+        this.more.hidden = false;
+      }
+      if (added.length) {
+        this.status.hidden = true;
+        this.announce(this.t("fresh", { n: added.length }));
+        this.loadCount();
+      }
+    }
+
+    startPolling() {
+      clearInterval(this.poller);
+      const seconds = Number(this.getAttribute("poll"));
+      if (seconds >= MIN_POLL) {
+        this.poller = setInterval(() => {
+          if (document.visibilityState === "visible") this.refresh();
+        }, seconds * 1000);
+      }
+    }
+
+    addComments(items, atTop) {
+      const added = [];
+      const fresh = items.filter((c) => !this.nodes.has(c.id));
+      const ordered = atTop ? fresh.slice().reverse() : fresh;
+      for (const c of ordered) {
+        const node = this.renderComment(c);
+        this.nodes.set(c.id, node);
+        added.push(node.article);
+        if (c.parent_id && !this.nodes.has(c.parent_id)) {
+          // Its parent is on a page not read yet (newest first): it waits there.
+          const waiting = this.orphans.get(c.parent_id) || [];
+          waiting.push(node.li);
+          this.orphans.set(c.parent_id, waiting);
+        } else {
+          this.place(node, c, atTop);
+        }
+        for (const child of this.orphans.get(c.id) || []) node.replies.append(child);
+        this.orphans.delete(c.id);
+      }
+      return atTop ? added.reverse() : added;
+    }
+
+    place(node, c, atTop) {
+      const parent = c.parent_id ? this.nodes.get(c.parent_id) : null;
+      const list = parent ? parent.replies : this.list;
+      if (atTop && !parent) list.prepend(node.li);
+      else list.append(node.li);
+    }
+
+    flushOrphans() {
+      // Replies whose parent is not public any more: show them rather than lose them.
+      for (const waiting of this.orphans.values()) this.list.append(...waiting);
+      this.orphans.clear();
+    }
+
+    renderComment(c) {
+      const replies = h("ol", { class: "replies" });
+      const article = h("article", { tabindex: "-1", id: `comment-${c.id}` });
+      const when = new Date(c.created_at);
+      const time = h("time", { datetime: c.created_at, text: isNaN(when) ? c.created_at : new Intl.DateTimeFormat(this.locale, { dateStyle: "medium", timeStyle: "short" }).format(when) });
+      const li = h("li", null, article, replies);
+      const node = { li, article, replies };
+      if (c.status === "deleted" || !c.author) {
+        article.append(h("p", { class: "removed text", text: this.t("removed") }), h("div", { class: "meta" }, time));
+        return node;
+      }
+      const raw = c.author.name;
+      node.name = raw === "anonymous" ? this.t("anonymous") : raw;
+      const author = h("span", { class: "author", text: node.name });
+      const replyButton = h("button", { type: "button", class: "link reply", "aria-expanded": "false", text: this.t("reply") });
+      replyButton.setAttribute("aria-label", this.t("replyTo", { name: node.name }));
+      replyButton.addEventListener("click", () => this.toggleReply(c, node, replyButton));
+      article.append(
+        h("div", { class: "meta" }, author, time),
+        h("p", { class: "text", text: c.body }),
+        h("div", { class: "actions" }, replyButton)
+      );
+      return node;
+    }
+
+    toggleReply(c, node, button) {
+      const open = this.openReply;
+      this.closeReply(false);
+      if (open && open.id === c.id) return button.focus();
+      const form = this.buildForm({ id: c.id, name: node.name });
+      node.article.append(form.el);
+      button.setAttribute("aria-expanded", "true");
+      this.openReply = { id: c.id, form, button };
+      this.renderIdentity();
+      form.body.control.focus();
+    }
+
+    closeReply(focusButton) {
+      const open = this.openReply;
+      if (!open) return;
+      open.form.el.remove();
+      open.button.setAttribute("aria-expanded", "false");
+      this.openReply = null;
+      if (focusButton) open.button.focus();
+    }
+
+    clearErrors(form) {
+      form.error.replaceChildren();
+      for (const f of [form.body, form.name, form.email]) {
+        f.error.textContent = "";
+        f.control.removeAttribute("aria-invalid");
+      }
+    }
+
+    fieldError(form, fieldName, message) {
+      const f = { body: form.body, author_name: form.name, email: form.email }[fieldName];
+      if (!f || f.control.closest("[hidden]")) return false;
+      f.error.textContent = message;
+      f.control.setAttribute("aria-invalid", "true");
+      return true;
+    }
+
+    async submit(form) {
+      this.clearErrors(form);
+      this.notice.textContent = "";
+      this.notice.className = "notice";
+      const text = form.body.control.value;
+      if (!text.trim()) {
+        this.fieldError(form, "body", this.t("required"));
+        form.body.control.focus();
+        return;
+      }
+      for (const f of [form.name, form.email]) {
+        if (!f.control.closest("[hidden]") && !f.control.checkValidity()) {
+          this.fieldError(form, f.control.name === "name" ? "author_name" : "email", f.control.validationMessage);
+          f.control.focus();
+          return;
+        }
+      }
+      const payload = { body: text };
+      const token = await this.currentToken();
+      form.who.hidden = Boolean(token);
+      if (!token) {
+        const name = form.name.control.value.trim();
+        const email = form.email.control.value.trim();
+        if (name) payload.author_name = name;
+        if (email) payload.email = email;
+      }
+      if (form.parent) payload.parent_id = form.parent.id;
+      const headers = { "Content-Type": "application/json" };
+      if (token) headers.Authorization = `Bearer ${token}`;
+      form.submit.disabled = true;
+      const label = form.submit.textContent;
+      form.submit.textContent = this.t("sending");
+      let result;
+      try {
+        result = await this.request(`/api/v1/contents/${encodeURIComponent(this.contentId)}/comments`, {
+          method: "POST",
+          headers,
+          body: JSON.stringify(payload),
+        });
+      } catch (_) {
+        result = null;
+      } finally {
+        form.submit.disabled = false;
+        form.submit.textContent = label;
+      }
+      if (!result) return this.formError(form, this.t("network"));
+      const { response, data } = result;
+      if (response.status === 201 && data) return this.posted(form, data);
+      if (response.status === 202) {
+        this.resetForm(form);
+        this.showNotice(this.t("pending"), "ok");
+        return;
+      }
+      this.failed(form, response, data || {}, Boolean(token));
+    }
+
+    resetForm(form) {
+      form.body.control.value = "";
+      if (form.parent) this.closeReply(false);
+    }
+
+    posted(form, comment) {
+      this.resetForm(form);
+      this.status.hidden = true;
+      const [article] = this.addComments([comment], this.order === "newest" && !comment.parent_id);
+      if (this.count !== undefined) this.setCount(this.count + 1);
+      this.announce(this.t("posted"));
+      if (article) article.focus();
+    }
+
+    showNotice(message, kind) {
+      this.notice.className = `notice ${kind}`;
+      this.notice.textContent = message;
+      this.notice.focus();
+    }
+
+    formError(form, message, extra) {
+      form.error.replaceChildren(h("p", { text: message }), extra || "");
+      const invalid = form.el.querySelector("[aria-invalid=true]");
+      (invalid || form.body.control).focus();
+    }
+
+    failed(form, response, problem, hadToken) {
+      const status = response.status;
+      if (status === 400 && Array.isArray(problem.errors)) {
+        const rest = problem.errors.filter((e) => !this.fieldError(form, e.field, e.message));
+        const list = h("ul", null, ...rest.map((e) => h("li", { text: `${e.field}: ${e.message}` })));
+        return this.formError(form, this.t("invalid"), rest.length ? list : null);
+      }
+      if (status === 401) {
+        this.dispatchEvent(new CustomEvent("comments:sign-in-required", { bubbles: true, composed: true, detail: { expired: hadToken } }));
+        return this.formError(form, this.t("signIn"), this.signInLink());
+      }
+      if (status === 403) {
+        const banned = String(problem.type || "").endsWith("author-banned");
+        return this.formError(form, this.t(banned ? "banned" : "forbidden"));
+      }
+      if (status === 409) return this.formError(form, this.t("duplicate"));
+      if (status === 413) return this.formError(form, this.t("tooLarge"));
+      if (status === 429) {
+        const seconds = Math.max(1, parseInt(response.headers.get("Retry-After"), 10) || 60);
+        const wait = seconds >= 120 ? this.t("minutes", { n: Math.ceil(seconds / 60) }) : this.t("seconds", { n: seconds });
+        return this.formError(form, this.t("rateLimited", { wait }));
+      }
+      return this.formError(form, this.t("failed", { status }));
+    }
+
+    signInLink() {
+      const url = this.getAttribute("sign-in-url");
+      return url ? h("a", { href: url, text: this.t("signInLink") }) : null;
+    }
+
+    announce(message) {
+      // Cleared first so the same sentence twice is announced twice.
+      this.live.textContent = "";
+      setTimeout(() => {
+        this.live.textContent = message;
+      }, 50);
+    }
+  }
+
+  customElements.define("comments-thread", CommentsThread);
+
+  window.CommentsWidget = {
+    /** Hand every widget on the page the signed-in reader's JWT (null to sign out). */
+    setToken(token) {
+      globalToken = token || null;
+      widgets.forEach((w) => w.renderIdentity());
+    },
+    /** Replace or add texts for a language, e.g. setMessages("pt-BR", {title: "Opiniões"}). */
+    setMessages(lang, texts) {
+      MESSAGES[lang] = Object.assign({}, MESSAGES[lang], texts);
+      widgets.forEach((w) => w.build());
+    },
+    refresh() {
+      return Promise.all([...widgets].map((w) => w.refresh()));
+    },
+  };
+})();

@@ -1,0 +1,464 @@
+// comments-api moderation console (/moderation): an ES module, no framework, no build.
+// The credential lives in sessionStorage (this tab only) and is never put in a URL.
+// Everything user-written reaches the page through textContent only.
+
+const STORE_KEY = "comments-api.moderation.credential";
+const MAX_BULK = 100;
+const PAGE = 50;
+
+const $ = (id) => document.getElementById(id);
+const message = $("message");
+const when = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === false || v == null) continue;
+    if (k === "text") el.textContent = v;
+    else if (k === "class") el.className = v;
+    else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children) if (c != null) el.append(c);
+  return el;
+}
+
+function say(text, kind = "ok") {
+  message.className = `message ${kind}`;
+  message.textContent = "";
+  // A fresh node so screen readers announce a repeated message again.
+  setTimeout(() => (message.textContent = text), 30);
+}
+
+function time(iso) {
+  const d = new Date(iso);
+  return h("time", { datetime: iso, text: Number.isNaN(d.getTime()) ? iso : when.format(d) });
+}
+
+// --- API ------------------------------------------------------------------------
+
+function credential() {
+  return sessionStorage.getItem(STORE_KEY);
+}
+
+class ApiError extends Error {
+  constructor(status, detail, data) {
+    super(detail);
+    this.status = status;
+    this.data = data;
+  }
+}
+
+async function api(path, { method = "GET", body } = {}) {
+  const headers = { Authorization: `Bearer ${credential()}` };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: "omit",
+      cache: "no-store",
+    });
+  } catch {
+    throw new ApiError(0, "The server could not be reached. Check the connection and retry.");
+  }
+  let data = null;
+  if ((response.headers.get("content-type") || "").includes("json")) data = await response.json().catch(() => null);
+  if (response.ok) return data;
+  let detail = (data && data.detail) || `HTTP ${response.status}`;
+  if (data && Array.isArray(data.errors)) detail += ": " + data.errors.map((e) => `${e.field} ${e.message}`).join("; ");
+  if (response.status === 429) detail = `Too many requests; wait ${response.headers.get("Retry-After") || "a few"} seconds and retry.`;
+  if (response.status === 401) {
+    signOut("The credential was refused (wrong, expired or revoked). Sign in again.");
+  }
+  throw new ApiError(response.status, detail, data);
+}
+
+function failed(err) {
+  if (err.status !== 401) say(err.message, "error");
+}
+
+// --- sign in --------------------------------------------------------------------
+
+function signOut(text) {
+  sessionStorage.removeItem(STORE_KEY);
+  $("app").hidden = true;
+  $("who").hidden = true;
+  $("sign-in").hidden = false;
+  $("credential").value = "";
+  if (text) say(text, "error");
+  $("credential").focus();
+}
+
+async function start() {
+  if (!credential()) {
+    $("sign-in").hidden = false;
+    return;
+  }
+  try {
+    await api("/api/v1/moderation/pending?limit=1");
+  } catch (err) {
+    if (err.status === 403) signOut("This credential has no moderation scope (comments:moderate or admin).");
+    else failed(err);
+    return;
+  }
+  $("sign-in").hidden = true;
+  $("app").hidden = false;
+  $("who").hidden = false;
+  const apiKey = credential().startsWith("cak_");
+  $("who-text").textContent = `Signed in with ${apiKey ? "an API key" : "a moderator token"}.`;
+  let admin = false;
+  try {
+    await api("/api/v1/admin/audit-log?limit=1");
+    admin = true;
+  } catch (err) {
+    if (err.status !== 403) failed(err);
+  }
+  $("tab-audit").hidden = !admin;
+  await loadQueue(false);
+  $("tab-queue").focus();
+}
+
+$("sign-in-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const value = $("credential").value.trim();
+  if (!value) return;
+  sessionStorage.setItem(STORE_KEY, value);
+  $("credential").value = "";
+  message.textContent = "";
+  start();
+});
+$("sign-out").addEventListener("click", () => {
+  signOut();
+  say("Signed out.");
+});
+
+// --- tabs (WAI-ARIA tabs pattern: arrow keys move between tabs) ------------------
+
+const tabs = [...document.querySelectorAll("[role=tab]")];
+const loaders = { "tab-queue": () => loadQueue(false), "tab-bans": loadBans, "tab-audit": () => loadAudit(false) };
+
+function select(tab, focus = true) {
+  for (const t of tabs) {
+    const on = t === tab;
+    t.setAttribute("aria-selected", String(on));
+    t.tabIndex = on ? 0 : -1;
+    $(t.getAttribute("aria-controls")).hidden = !on;
+  }
+  if (focus) tab.focus();
+  const load = loaders[tab.id];
+  if (load) load();
+}
+
+for (const tab of tabs) {
+  tab.addEventListener("click", () => select(tab));
+  tab.addEventListener("keydown", (event) => {
+    const visible = tabs.filter((t) => !t.hidden);
+    const i = visible.indexOf(tab);
+    let next = null;
+    if (event.key === "ArrowRight") next = visible[(i + 1) % visible.length];
+    if (event.key === "ArrowLeft") next = visible[(i - 1 + visible.length) % visible.length];
+    if (event.key === "Home") next = visible[0];
+    if (event.key === "End") next = visible[visible.length - 1];
+    if (next) {
+      event.preventDefault();
+      select(next);
+    }
+  });
+}
+
+// --- moderation actions -----------------------------------------------------------
+
+const PAST = { approve: "Approved", hide: "Hid", delete: "Deleted" };
+
+async function moderate(action, ids) {
+  if (!ids.length) {
+    say("Select at least one comment first.", "error");
+    return null;
+  }
+  if (action === "delete" && !window.confirm(`Delete ${ids.length} comment(s)? Deleted comments cannot be restored.`)) {
+    return null;
+  }
+  const changed = [];
+  const unchanged = [];
+  try {
+    for (let i = 0; i < ids.length; i += MAX_BULK) {
+      const result = await api("/api/v1/moderation/comments", { method: "POST", body: { action, ids: ids.slice(i, i + MAX_BULK) } });
+      changed.push(...result.changed);
+      unchanged.push(...result.unchanged);
+    }
+  } catch (err) {
+    failed(err);
+    return null;
+  }
+  let text = `${PAST[action]} ${changed.length} comment${changed.length === 1 ? "" : "s"}.`;
+  if (unchanged.length) text += ` ${unchanged.length} unchanged (already moderated or gone): ${unchanged.join(", ")}.`;
+  say(text);
+  return { changed, unchanged };
+}
+
+// --- pending queue ----------------------------------------------------------------
+
+const queue = { items: new Map(), cursor: null };
+
+function queueRow(c) {
+  const box = h("input", { type: "checkbox", "aria-label": `Select comment ${c.id}`, "data-id": String(c.id) });
+  box.addEventListener("change", countSelected);
+  const who = [c.author && c.author.name, c.author_email, c.author_subject && `sub:${c.author_subject}`].filter(Boolean);
+  const row = h(
+    "tr",
+    { "data-id": String(c.id) },
+    h("td", null, box),
+    h("td", { class: "text", text: c.body || "" }),
+    h("td", null, ...who.map((w, i) => h("div", { class: i ? "meta" : null, text: w }))),
+    h("td", null, h("code", { text: c.content_id }), c.parent_id ? h("div", { class: "meta", text: `reply to #${c.parent_id}` }) : null),
+    h("td", null, time(c.created_at)),
+    h(
+      "td",
+      null,
+      h("div", { class: "toolbar" },
+        h("button", { type: "button", text: "Approve", "aria-label": `Approve comment ${c.id}`, onclick: () => queueAction("approve", [c.id]) }),
+        h("button", { type: "button", class: "secondary", text: "Hide", "aria-label": `Hide comment ${c.id}`, onclick: () => queueAction("hide", [c.id]) }),
+        h("button", { type: "button", class: "danger", text: "Delete", "aria-label": `Delete comment ${c.id}`, onclick: () => queueAction("delete", [c.id]) }))
+    )
+  );
+  row.searchText = [c.body, c.content_id, ...who].join(" ").toLowerCase();
+  return row;
+}
+
+async function loadQueue(more) {
+  const cursor = more ? queue.cursor : null;
+  let data;
+  try {
+    data = await api(`/api/v1/moderation/pending?limit=${PAGE}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
+  } catch (err) {
+    failed(err);
+    return;
+  }
+  const body = $("queue-body");
+  if (!more) {
+    queue.items.clear();
+    body.replaceChildren();
+  }
+  for (const c of data.items) {
+    if (queue.items.has(c.id)) continue;
+    const row = queueRow(c);
+    queue.items.set(c.id, row);
+    body.append(row);
+  }
+  queue.cursor = data.next_cursor;
+  $("queue-more").hidden = !data.next_cursor;
+  filterQueue();
+}
+
+function visibleRows() {
+  return [...queue.items.values()].filter((row) => !row.hidden);
+}
+
+function selectedIds() {
+  return visibleRows()
+    .filter((row) => row.querySelector("input[type=checkbox]").checked)
+    .map((row) => Number(row.dataset.id));
+}
+
+function countSelected() {
+  const n = selectedIds().length;
+  $("selected-count").textContent = n ? `${n} selected` : "";
+  const rows = visibleRows();
+  $("select-all").checked = rows.length > 0 && n === rows.length;
+}
+
+function filterQueue() {
+  const needle = $("queue-search").value.trim().toLowerCase();
+  for (const row of queue.items.values()) row.hidden = Boolean(needle) && !row.searchText.includes(needle);
+  const shown = visibleRows().length;
+  $("queue-empty").hidden = shown > 0;
+  $("queue-empty").textContent = queue.items.size ? "No loaded comment matches the search." : "No comments are waiting for moderation.";
+  countSelected();
+}
+
+async function queueAction(action, ids) {
+  const rows = visibleRows();
+  const firstIndex = rows.findIndex((row) => ids.includes(Number(row.dataset.id)));
+  const result = await moderate(action, ids);
+  if (!result) return;
+  // Whatever happened, these are no longer waiting (unchanged ones were moderated elsewhere).
+  for (const id of ids) {
+    const row = queue.items.get(id);
+    if (row) row.remove();
+    queue.items.delete(id);
+  }
+  filterQueue();
+  // Keep the keyboard where the work is: the next row's first action, else the search box.
+  const next = visibleRows()[Math.max(0, firstIndex)] || null;
+  (next ? next.querySelector("button") : $("queue-search")).focus();
+}
+
+$("queue-search").addEventListener("input", filterQueue);
+$("queue-refresh").addEventListener("click", () => loadQueue(false));
+$("queue-more").addEventListener("click", () => loadQueue(true));
+$("select-all").addEventListener("change", (event) => {
+  for (const row of visibleRows()) row.querySelector("input[type=checkbox]").checked = event.target.checked;
+  countSelected();
+});
+for (const action of ["approve", "hide", "delete"]) {
+  $(`bulk-${action}`).addEventListener("click", () => queueAction(action, selectedIds()));
+}
+
+// --- comments of one content (published ones can be hidden or deleted) ----------
+
+const content = { id: null, cursor: null };
+
+function contentRow(c) {
+  const removed = c.status === "deleted";
+  const actions = removed
+    ? []
+    : [
+        h("button", { type: "button", class: "secondary", text: "Hide", "aria-label": `Hide comment ${c.id}`, onclick: () => contentAction("hide", c.id) }),
+        h("button", { type: "button", class: "danger", text: "Delete", "aria-label": `Delete comment ${c.id}`, onclick: () => contentAction("delete", c.id) }),
+      ];
+  return h(
+    "tr",
+    { "data-id": String(c.id) },
+    h("td", { class: "text", text: removed ? "(removed)" : c.body }),
+    h("td", { text: c.author ? c.author.name : "" }),
+    h("td", { text: c.status }),
+    h("td", null, time(c.created_at)),
+    h("td", null, h("div", { class: "toolbar" }, ...actions))
+  );
+}
+
+async function loadContent(more) {
+  const cursor = more ? content.cursor : null;
+  let data;
+  try {
+    const path = `/api/v1/contents/${encodeURIComponent(content.id)}/comments?limit=${PAGE}&order=oldest`;
+    data = await api(cursor ? `${path}&cursor=${encodeURIComponent(cursor)}` : path);
+  } catch (err) {
+    failed(err);
+    return;
+  }
+  const body = $("content-body");
+  if (!more) body.replaceChildren();
+  body.append(...data.items.map(contentRow));
+  content.cursor = data.next_cursor;
+  $("content-more").hidden = !data.next_cursor;
+  $("content-table").hidden = body.children.length === 0;
+  $("content-empty").hidden = body.children.length > 0;
+}
+
+async function contentAction(action, id) {
+  const result = await moderate(action, [id]);
+  if (!result) return;
+  const row = $("content-body").querySelector(`tr[data-id="${id}"]`);
+  if (!row) return;
+  if (action === "hide") {
+    row.remove();
+    $("content-id").focus();
+  } else {
+    const replacement = contentRow({ id, status: "deleted", created_at: row.querySelector("time").dateTime });
+    row.replaceWith(replacement);
+    replacement.querySelector("td").tabIndex = -1;
+    replacement.querySelector("td").focus();
+  }
+}
+
+$("content-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  content.id = $("content-id").value.trim();
+  if (content.id) loadContent(false);
+});
+$("content-more").addEventListener("click", () => loadContent(true));
+
+// --- bans -------------------------------------------------------------------------
+
+async function loadBans() {
+  let data;
+  try {
+    data = await api("/api/v1/moderation/bans");
+  } catch (err) {
+    failed(err);
+    return;
+  }
+  $("bans-body").replaceChildren(
+    ...data.items.map((ban) =>
+      h(
+        "tr",
+        null,
+        h("td", null, h("code", { text: ban.target })),
+        h("td", { text: ban.reason || "" }),
+        h("td", { text: ban.created_by || "" }),
+        h("td", null, time(ban.created_at)),
+        h("td", null, h("button", { type: "button", class: "secondary", text: "Lift ban", "aria-label": `Lift the ban on ${ban.target}`, onclick: () => liftBan(ban.target) }))
+      )
+    )
+  );
+  $("bans-empty").hidden = data.items.length > 0;
+}
+
+async function liftBan(target) {
+  try {
+    await api(`/api/v1/moderation/bans/${encodeURIComponent(target).replace(/%3A/gi, ":").replace(/%40/g, "@")}`, { method: "DELETE" });
+  } catch (err) {
+    if (err.status !== 404) return failed(err);
+  }
+  say(`Lifted the ban on ${target}.`);
+  await loadBans();
+  $("ban-target").focus();
+}
+
+$("ban-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const kind = $("ban-kind").value;
+  const body = { [kind]: $("ban-target").value.trim() };
+  const reason = $("ban-reason").value.trim();
+  if (reason) body.reason = reason;
+  let result;
+  try {
+    result = await api("/api/v1/moderation/bans", { method: "POST", body });
+  } catch (err) {
+    failed(err);
+    $("ban-target").focus();
+    return;
+  }
+  say(result.created ? `Banned ${result.target}.` : `${result.target} was already banned.`);
+  $("ban-form").reset();
+  await loadBans();
+  $("ban-target").focus();
+});
+
+// --- audit log (admin scope) -------------------------------------------------------
+
+const audit = { cursor: null };
+
+async function loadAudit(more) {
+  let data;
+  try {
+    const cursor = more ? audit.cursor : null;
+    data = await api(`/api/v1/admin/audit-log?limit=${PAGE}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
+  } catch (err) {
+    failed(err);
+    return;
+  }
+  const rows = data.items.map((e) =>
+    h(
+      "tr",
+      null,
+      h("td", null, time(e.created_at)),
+      h("td", null, h("code", { text: e.actor })),
+      h("td", { text: e.action }),
+      h("td", { text: e.target || "" }),
+      h("td", { text: (e.comment_ids || []).join(", ") })
+    )
+  );
+  if (more) $("audit-body").append(...rows);
+  else $("audit-body").replaceChildren(...rows);
+  audit.cursor = data.next_cursor;
+  $("audit-more").hidden = !data.next_cursor;
+}
+
+$("audit-more").addEventListener("click", () => loadAudit(true));
+
+start();

@@ -1,0 +1,194 @@
+"""Pre-moderation end to end: a reader's comment waits, a moderator works the queue in the
+console at /moderation, and the approved comment appears in the reader's widget."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+import requests
+from playwright.sync_api import expect
+
+from .conftest import Api, HostSite, dumps, run_axe, screenshot
+
+pytestmark = pytest.mark.browser
+
+
+def new_content() -> str:
+    return f"story-{uuid.uuid4().hex[:8]}"
+
+
+def sign_in(page, api: Api, credential: str) -> None:
+    page.goto(f"{api.base}/moderation")
+    page.get_by_label("API key or JWT").fill(credential)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def queue_row(page, text: str):
+    return page.locator("#queue-body tr", has_text=text)
+
+
+def test_pending_comment_is_approved_in_the_console_and_appears_in_the_widget(
+    browser, page, site: HostSite, pre_api: Api, axe_source
+):
+    content = new_content()
+    # poll="2": the open widget re-reads the thread's end every 2 s, as a reader's tab would.
+    url = site.thread_page(f"/{content}.html", pre_api.base, content, attrs='poll="2"')
+    page.goto(url)
+    widget = page.locator("comments-thread")
+    expect(widget.get_by_text("No comments yet")).to_be_visible()
+    widget.get_by_label("Your comment").fill("Please publish me")
+    widget.get_by_label("Name (optional)").fill("Waiting Reader")
+    widget.get_by_role("button", name="Post comment").click()
+    notice = widget.locator(".notice.ok")
+    expect(notice).to_have_text(re.compile("awaiting moderation"))
+    expect(notice).to_be_focused()
+    expect(widget.locator("article")).to_have_count(0)
+    expect(widget.get_by_label("Your comment")).to_have_value("")
+    screenshot(widget, "widget-pending-notice")
+
+    moderator = browser.new_context(viewport={"width": 1100, "height": 800})
+    moderator.set_default_timeout(10_000)
+    console = moderator.new_page()
+    errors: list[str] = []
+    console.on("pageerror", lambda exc: errors.append(str(exc)))
+    console.on(
+        "response",
+        lambda r: r.status >= 400 and not r.url.endswith("/favicon.ico") and errors.append(r.url),
+    )
+    key = pre_api.key("admin")
+    sign_in(console, pre_api, key)
+    row = queue_row(console, "Please publish me")
+    expect(row).to_be_visible()
+    expect(row).to_contain_text("Waiting Reader")
+    expect(row).to_contain_text(content)
+    # The credential is in this tab's sessionStorage, never in the address.
+    assert key not in console.url
+    assert console.evaluate("sessionStorage.getItem('comments-api.moderation.credential')") == key
+    row.get_by_role("button", name=re.compile(r"^Approve comment")).click()
+    expect(console.locator("#message")).to_have_text("Approved 1 comment.")
+    expect(row).to_have_count(0)
+
+    # The reader's open widget picks it up without a reload, and announces it.
+    expect(widget.locator("article p.text")).to_have_text("Please publish me", timeout=15_000)
+    expect(widget.get_by_role("status")).to_have_text("1 new comment.")
+    assert errors == [], errors
+    moderator.close()
+
+
+def test_console_bulk_actions_search_bans_and_audit(
+    browser, page, site: HostSite, pre_api: Api, axe_source
+):
+    content, other = new_content(), new_content()
+    ids = [
+        pre_api.post(content, f"bulk candidate {i}", email=f"r{i}@example.com")["id"]
+        for i in range(3)
+    ]
+    spam = pre_api.post(other, "<script>alert('spam')</script> buy now", email="spam@example.com")
+    page.set_viewport_size({"width": 1100, "height": 800})
+
+    # A credential without the moderation scope is refused with a reason.
+    sign_in(page, pre_api, pre_api.key("comments:write"))
+    expect(page.locator("#message")).to_have_text(re.compile("no moderation scope"))
+    expect(page.get_by_label("API key or JWT")).to_be_visible()
+    violations, _ = run_axe(page, axe_source)
+    assert violations == [], dumps(violations)
+    # A wrong one too.
+    page.get_by_label("API key or JWT").fill("cak_nope_nope")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#message")).to_have_text(re.compile("credential was refused"))
+
+    # A moderator's JWT from the identity provider (not admin): no audit log tab.
+    page.get_by_label("API key or JWT").fill(pre_api.token("desk-1", scope="comments:moderate"))
+    page.get_by_role("button", name="Sign in").click()
+    expect(queue_row(page, "bulk candidate 2")).to_be_visible()
+    expect(page.locator("#who-text")).to_have_text("Signed in with a moderator token.")
+    expect(page.get_by_role("tab", name="Audit log")).to_be_hidden()
+
+    # Markup in a pending comment is text here too.
+    expect(queue_row(page, "buy now").locator("td.text")).to_have_text(spam["body"])
+    assert page.locator("#queue-body script").count() == 0
+
+    # Search narrows the queue; select all selects only what is shown; bulk hide.
+    page.get_by_label("Search the queue").fill(content)
+    expect(queue_row(page, "buy now")).to_be_hidden()
+    page.get_by_label("Select every comment shown").check()
+    expect(page.locator("#selected-count")).to_have_text("3 selected")
+    violations, _ = run_axe(page, axe_source)
+    assert violations == [], dumps(violations)
+    screenshot(page, "console-queue")
+    page.get_by_role("button", name="Hide selected").click()
+    expect(page.locator("#message")).to_have_text("Hid 3 comments.")
+    for i in range(3):
+        expect(queue_row(page, f"bulk candidate {i}")).to_have_count(0)
+    page.get_by_label("Search the queue").fill("")
+    expect(queue_row(page, "buy now")).to_be_visible()
+
+    # Delete asks first; the dialog is accepted.
+    page.once("dialog", lambda dialog: dialog.accept())
+    queue_row(page, "buy now").get_by_role("button", name=re.compile("^Delete comment")).click()
+    expect(page.locator("#message")).to_have_text("Deleted 1 comment.")
+    statuses = {
+        c["id"]: c["status"]
+        for c in requests.get(
+            f"{pre_api.base}/api/v1/contents/{content}/comments", timeout=5
+        ).json()["items"]
+    }
+    assert statuses == {}, statuses  # hidden comments are not public
+    spam_now = requests.get(f"{pre_api.base}/api/v1/comments/{spam['id']}", timeout=5).json()
+    assert spam_now["status"] == "deleted"
+
+    # Bans: add, listed, lift; keyboard through the tabs (arrow keys).
+    page.get_by_role("tab", name="Pending queue").focus()
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    expect(page.get_by_role("tab", name="Bans")).to_have_attribute("aria-selected", "true")
+    page.get_by_label("Email or subject").fill("Troll@Example.com")
+    page.get_by_label("Reason (optional)").fill("spam links")
+    page.get_by_role("button", name="Ban author").click()
+    expect(page.locator("#message")).to_have_text("Banned email:troll@example.com.")
+    ban_row = page.locator("#bans-body tr", has_text="email:troll@example.com")
+    expect(ban_row).to_contain_text("spam links")
+    banned_post = requests.post(
+        f"{pre_api.base}/api/v1/contents/{content}/comments",
+        json={"body": "still here", "email": "troll@example.com"},
+        timeout=5,
+    )
+    assert banned_post.status_code == 403
+    violations, _ = run_axe(page, axe_source)
+    assert violations == [], dumps(violations)
+    screenshot(page, "console-bans")
+    ban_row.get_by_role("button", name="Lift the ban on email:troll@example.com").click()
+    expect(page.locator("#message")).to_have_text("Lifted the ban on email:troll@example.com.")
+    expect(ban_row).to_have_count(0)
+
+    # By content: published comments can be hidden from there.
+    published = pre_api.post(content, "approved then hidden", email="ok@example.com")
+    pre_api.moderate(pre_api.key("comments:moderate"), "approve", [published["id"]])
+    page.get_by_role("tab", name="By content").click()
+    page.get_by_label("Content id").fill(content)
+    page.get_by_role("button", name="Show its comments").click()
+    content_row = page.locator("#content-body tr", has_text="approved then hidden")
+    expect(content_row).to_be_visible()
+    content_row.get_by_role("button", name=re.compile("^Hide comment")).click()
+    expect(content_row).to_have_count(0)
+    expect(page.get_by_label("Content id")).to_be_focused()
+
+    # Sign out forgets the credential.
+    page.get_by_role("button", name="Sign out").click()
+    assert page.evaluate("sessionStorage.length") == 0
+
+    # An admin sees the audit log of all of the above.
+    sign_in(page, pre_api, pre_api.key("admin"))
+    page.get_by_role("tab", name="Audit log").click()
+    audit = page.locator("#audit-body")
+    expect(audit.locator("tr").first).to_contain_text("hide")
+    text = audit.inner_text()
+    for action in ("hide", "delete", "ban", "unban"):
+        assert re.search(rf"\b{action}\b", text), (action, text)
+    assert all(str(i) in text for i in ids)
+    violations, _ = run_axe(page, axe_source)
+    assert violations == [], dumps(violations)
+    screenshot(page, "console-audit")
+    assert not [e for e in page.console_errors if "Content Security Policy" in e]

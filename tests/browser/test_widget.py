@@ -1,0 +1,390 @@
+"""The reader widget in a real browser, embedded by a site on another origin."""
+
+from __future__ import annotations
+
+import re
+import socket
+import uuid
+
+import pytest
+import requests
+from playwright.sync_api import expect
+
+from .conftest import BANNED, Api, HostSite, dumps, run_axe, screenshot
+
+pytestmark = pytest.mark.browser
+
+
+def new_content() -> str:
+    return f"story-{uuid.uuid4().hex[:8]}"
+
+
+def thread(page):
+    return page.locator("comments-thread")
+
+
+def comment_texts(page) -> list[str]:
+    return page.locator("comments-thread article p.text").all_inner_texts()
+
+
+def active_element_id(page) -> str | None:
+    # Focus inside the Shadow DOM: document.activeElement is the host, its shadow root knows.
+    return page.evaluate(
+        "() => { const h = document.querySelector('comments-thread');"
+        " const a = h.shadowRoot.activeElement; return a ? (a.id || a.tagName) : null; }"
+    )
+
+
+def no_csp_trouble(page) -> None:
+    assert page.evaluate("window.cspViolations") == []
+    assert not [e for e in page.console_errors if "Content Security Policy" in e], (
+        page.console_errors
+    )
+
+
+def test_reader_reads_pages_posts_and_replies_from_another_origin(
+    page, site: HostSite, open_api: Api
+):
+    content = new_content()
+    seeded = [
+        open_api.post(content, f"seeded comment {i}", author_name=f"Seed {i}") for i in range(7)
+    ]
+    removed = open_api.post(content, "this one is removed later", author_name="Gone")
+    open_api.moderate(open_api.key("comments:moderate"), "delete", [removed["id"]])
+    url = site.thread_page(f"/{content}.html", open_api.base, content, attrs='page-size="5"')
+
+    page.goto(url)
+    widget = thread(page)
+    expect(widget.get_by_role("heading", name="Comments")).to_be_visible()
+    expect(widget.locator("article")).to_have_count(5)
+    expect(widget.get_by_text("7 comments")).to_be_visible()
+    assert comment_texts(page) == [f"seeded comment {i}" for i in range(5)]
+
+    widget.get_by_role("button", name="Load more comments").click()
+    expect(widget.locator("article")).to_have_count(8)
+    expect(widget.get_by_text("Comment removed")).to_be_visible()
+    expect(widget.get_by_role("button", name="Load more comments")).to_be_hidden()
+    expect(widget.get_by_role("status")).to_have_text("3 more comments loaded.")
+
+    # Post: the new comment shows up, gets focus and is announced.
+    widget.get_by_label("Your comment").first.fill("Great piece,\nthanks!")
+    widget.get_by_label("Name (optional)").first.fill("Ana")
+    widget.get_by_role("button", name="Post comment").click()
+    new = widget.locator("article", has_text="Great piece")
+    expect(new).to_be_visible()
+    expect(new.locator(".author")).to_have_text("Ana")
+    expect(widget.get_by_role("status")).to_have_text("Your comment was posted.")
+    expect(widget.get_by_text("8 comments")).to_be_visible()
+    assert active_element_id(page) == new.get_attribute("id")
+    assert widget.get_by_label("Your comment").first.input_value() == ""
+
+    # Reply: keyboard only, nested under its parent.
+    widget.get_by_role("button", name="Reply to Seed 1").focus()
+    page.keyboard.press("Enter")
+    reply_box = widget.get_by_role("form", name="Reply to Seed 1").get_by_label("Your comment")
+    expect(reply_box).to_be_focused()
+    page.keyboard.type("I disagree, politely.")
+    widget.get_by_role("button", name="Post reply").click()
+    parent = widget.locator(f"li:has(> #comment-{seeded[1]['id']})")
+    expect(parent.locator("> .replies article")).to_have_text(re.compile("I disagree, politely."))
+    expect(widget.get_by_role("form", name="Reply to Seed 1")).to_have_count(0)
+
+    stored = requests.get(
+        f"{open_api.base}/api/v1/contents/{content}/comments?limit=100", timeout=5
+    ).json()["items"]
+    reply = next(c for c in stored if c["body"] == "I disagree, politely.")
+    assert reply["parent_id"] == seeded[1]["id"]
+
+    # Escape closes a reply form and gives focus back to its button.
+    widget.get_by_role("button", name="Reply to Seed 2").click()
+    page.keyboard.press("Escape")
+    expect(widget.get_by_role("button", name="Reply to Seed 2")).to_be_focused()
+    no_csp_trouble(page)
+    screenshot(widget, "widget-light")
+
+    # Newest first, from the Sort menu: the thread is read again; the menu keeps focus.
+    widget.get_by_label("Sort").select_option("newest")
+    expect(widget.locator("ol.thread > li > article p.text").first).to_have_text(
+        "Great piece,\nthanks!"
+    )
+    expect(widget.get_by_label("Sort")).to_be_focused()
+    # The newest 5: the reply (its parent is further down, it waits), "Great piece", the
+    # tombstone, seeds 6 and 5.
+    expect(widget.locator("article")).to_have_count(4)
+
+
+def test_newest_first_nests_replies_that_arrive_before_their_parent(
+    page, site: HostSite, open_api: Api
+):
+    content = new_content()
+    parent = open_api.post(content, "the parent", author_name="P")
+    for i in range(3):
+        open_api.post(content, f"filler {i}")
+    open_api.post(content, "late reply", parent_id=parent["id"])
+    url = site.thread_page(
+        f"/{content}.html", open_api.base, content, attrs='order="newest" page-size="2"'
+    )
+    page.goto(url)
+    widget = thread(page)
+    # Page 1 holds the reply and filler 2: the reply waits, unseen, for its parent.
+    expect(widget.locator("article")).to_have_count(1)
+    expect(widget.get_by_text("late reply")).to_be_hidden()
+    widget.get_by_role("button", name="Load more comments").click()
+    widget.get_by_role("button", name="Load more comments").click()
+    expect(widget.get_by_text("late reply")).to_be_visible()
+    nested = widget.locator(f"li:has(> #comment-{parent['id']}) > .replies")
+    expect(nested).to_contain_text("late reply")
+    assert comment_texts(page)[0] == "filler 2"
+
+
+def test_markup_in_comments_is_shown_as_text_and_never_runs(page, site: HostSite, open_api: Api):
+    content = new_content()
+    payload = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
+    open_api.post(content, payload, author_name='<b onmouseover="window.pwned=3">x</b>')
+    # No CSP on this host page: only the widget's own care keeps the payload inert.
+    url = site.thread_page(f"/{content}.html", open_api.base, content, csp=False)
+    page.goto(url)
+    widget = thread(page)
+    expect(widget.locator("article p.text")).to_have_text(payload)
+    widget.get_by_label("Your comment").fill(payload + " again")
+    widget.get_by_role("button", name="Post comment").click()
+    expect(widget.locator("article p.text")).to_have_count(2)
+    assert comment_texts(page) == [payload, payload + " again"]
+    expect(widget.locator(".author").first).to_have_text('<b onmouseover="window.pwned=3">x</b>')
+    assert widget.locator("img, script, b").count() == 0
+    widget.locator(".author").first.hover()
+    page.wait_for_timeout(200)
+    assert page.evaluate("window.pwned") is None
+
+
+def test_errors_are_explained_validation_duplicate_and_rate_limit(
+    page, site: HostSite, open_api: Api
+):
+    content = new_content()
+    url = site.thread_page(
+        f"/{content}.html", open_api.base, content, attrs='token-provider="getReaderToken"'
+    )
+    page.goto(url)
+    widget = thread(page)
+    expect(widget.get_by_text("No comments yet")).to_be_visible()
+    box = widget.get_by_label("Your comment")
+    post = widget.get_by_role("button", name="Post comment")
+
+    # Empty: caught before any request, the field says why.
+    post.click()
+    expect(box).to_have_attribute("aria-invalid", "true")
+    expect(widget.get_by_text("Please write your comment first.")).to_be_visible()
+
+    # Server-side validation (problem+json errors) lands on the field it names.
+    box.fill(f"you {BANNED} fool")
+    widget.get_by_label("Email (optional, never shown)").fill("dup@example.com")
+    post.click()
+    expect(widget.get_by_text("contains language this site does not accept")).to_be_visible()
+    expect(box).to_have_attribute("aria-invalid", "true")
+    expect(box).to_be_focused()
+
+    # 409: the same author, the same text, twice.
+    box.fill("same words twice")
+    post.click()
+    expect(widget.locator("article p.text")).to_have_text("same words twice")
+    box.fill("same words twice")
+    post.click()
+    expect(widget.get_by_role("alert")).to_have_text("You already posted this comment here.")
+
+    # A signed-in reader (token-provider hand-over): name from the token, no name fields.
+    token = open_api.token("hasty", name="Hasty Reader")
+    page.evaluate("(t) => sessionStorage.setItem('token', t)", token)
+    page.reload()
+    widget = thread(page)
+    expect(widget.locator("article")).to_have_count(1)
+    expect(widget.get_by_label("Name (optional)")).to_be_hidden()
+    for text in ("first signed-in comment", "second signed-in comment"):
+        widget.get_by_label("Your comment").fill(text)
+        widget.get_by_role("button", name="Post comment").click()
+        expect(widget.locator("article", has_text=text).locator(".author")).to_have_text(
+            "Hasty Reader"
+        )
+    # RATELIMIT_AUTHENTICATED_WRITE=2/minute: the third is refused with the wait.
+    widget.get_by_label("Your comment").fill("third, too fast")
+    widget.get_by_role("button", name="Post comment").click()
+    expect(widget.get_by_role("alert")).to_have_text(
+        re.compile(r"You are posting too often\. Please wait \d+ seconds and try again\.")
+    )
+    screenshot(widget, "widget-rate-limited")
+
+    # A token the API refuses: the reader is asked to sign in, the site gets an event.
+    page.evaluate(
+        "() => { sessionStorage.removeItem('token'); window.signIn = 0;"
+        " document.addEventListener('comments:sign-in-required', () => window.signIn++);"
+        " CommentsWidget.setToken('not-a-valid-token'); }"
+    )
+    widget.get_by_role("button", name="Post comment").click()
+    expect(widget.get_by_role("alert")).to_have_text("Please sign in to comment.")
+    assert page.evaluate("window.signIn") == 1
+    no_csp_trouble(page)
+
+
+def test_require_sign_in_shows_the_form_once_the_site_hands_over_a_token(
+    page, site: HostSite, open_api: Api
+):
+    content = new_content()
+    url = site.thread_page(
+        f"/{content}.html",
+        open_api.base,
+        content,
+        attrs='require-sign-in sign-in-url="/login"',
+    )
+    page.goto(url)
+    widget = thread(page)
+    expect(widget.get_by_text("No comments yet")).to_be_visible()
+    expect(widget.get_by_role("link", name="Sign in")).to_have_attribute("href", "/login")
+    expect(widget.get_by_label("Your comment")).to_be_hidden()
+    page.evaluate("(t) => CommentsWidget.setToken(t)", open_api.token("signed", name="Signed In"))
+    expect(widget.get_by_label("Your comment")).to_be_visible()
+    expect(widget.get_by_role("link", name="Sign in")).to_be_hidden()
+    expect(widget.get_by_label("Name (optional)")).to_be_hidden()
+    widget.get_by_label("Your comment").fill("posted with the site's token")
+    widget.get_by_role("button", name="Post comment").click()
+    expect(widget.locator("article .author")).to_have_text("Signed In")
+    page.evaluate("CommentsWidget.setToken(null)")
+    expect(widget.get_by_label("Your comment")).to_be_hidden()
+    no_csp_trouble(page)
+
+
+def test_portuguese_dark_demo_page_and_badges(page, site: HostSite, open_api: Api, axe_source):
+    content = new_content()
+    open_api.post(content, "Ótima matéria!", author_name="Joana")
+    page.emulate_media(color_scheme="dark")
+    page.goto(f"{open_api.base}/widget/demo?content_id={content}&lang=pt-BR")
+    widget = thread(page)
+    expect(widget.get_by_role("heading", name="Comentários")).to_be_visible()
+    expect(widget.get_by_role("button", name="Publicar comentário")).to_be_visible()
+    expect(page.locator("[data-comments-count]")).to_have_text("1 comentário")
+    background = page.evaluate(
+        "() => getComputedStyle(document.querySelector('comments-thread')).getPropertyValue("
+        "'--comments-bg')"
+    )
+    assert background.strip() == "#17181c", background  # dark through prefers-color-scheme
+    widget.get_by_label("Seu comentário", exact=True).fill("Concordo.")
+    widget.get_by_role("button", name="Publicar comentário").click()
+    expect(widget.get_by_role("status")).to_have_text("Seu comentário foi publicado.")
+    no_csp_trouble_same_origin(page)
+    violations, _ = run_axe(page, axe_source)
+    assert violations == [], dumps(violations)
+    screenshot(page, "demo-pt-BR-dark")
+
+    # Badges on a listing page of the site: one counts call for every link.
+    others = [new_content() for _ in range(3)]
+    for i, other in enumerate(others):
+        for n in range(i):
+            open_api.post(other, f"comment {n}")
+    links = "".join(
+        f'<li><a href="/{c}.html" data-comments-count="{c}">comments</a></li>'
+        for c in [content, *others]
+    )
+    listing = site.add(
+        "/listing.html",
+        f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Listing</title>
+<script src="/host.js"></script><script src="{open_api.base}/widget/count.js" defer></script>
+</head><body><main><h1>Latest</h1><ul>{links}</ul><p lang="pt-BR">
+<a href="#" data-comments-count="{content}">comentários</a></p></main></body></html>""",
+        csp=site.strict_csp(open_api.base),
+    )
+    calls = []
+    page.on("request", lambda r: "/api/v1/counts" in r.url and calls.append(r.url))
+    page.emulate_media(color_scheme="light")
+    page.goto(listing)
+    badges = page.locator("ul [data-comments-count]")
+    expect(badges).to_have_text(["2 comments", "0 comments", "1 comment", "2 comments"])
+    expect(page.locator("p [data-comments-count]")).to_have_text("2 comentários")
+    assert len(calls) == 1, calls
+    assert page.evaluate("window.cspViolations") == []
+
+
+def no_csp_trouble_same_origin(page) -> None:
+    assert not [e for e in page.console_errors if "Content Security Policy" in e], (
+        page.console_errors
+    )
+
+
+def test_accessibility_axe_light_and_dark(page, site: HostSite, open_api: Api, axe_source):
+    content = new_content()
+    first = open_api.post(content, "An accessible comment", author_name="Lia")
+    open_api.post(content, "And a reply", author_name="Rui", parent_id=first["id"])
+    removed = open_api.post(content, "removed", author_name="X")
+    open_api.moderate(open_api.key("comments:moderate"), "delete", [removed["id"]])
+    url = site.thread_page(f"/{content}.html", open_api.base, content)
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        page.goto(url)
+        widget = thread(page)
+        expect(widget.locator("article")).to_have_count(3)
+        # An open reply form and a field error are part of what must be accessible.
+        widget.get_by_role("button", name="Reply to Lia").click()
+        widget.get_by_role("button", name="Post reply").click()
+        expect(widget.get_by_text("Please write your comment first.")).to_be_visible()
+        violations, checked = run_axe(page, axe_source)
+        assert violations == [], dumps(violations)
+        assert {"label", "color-contrast", "button-name"} <= checked, checked
+        screenshot(widget, f"widget-{scheme}-reply")
+    no_csp_trouble(page)
+
+
+def test_site_replaces_texts_and_languages_fall_back(page, site: HostSite, open_api: Api):
+    content = new_content()
+    texts = '<script type="application/json" id="texts">{"title": "Readers\' views"}</script>'
+    second = f'<comments-thread content-id="{content}" lang="pt-PT"></comments-thread>'
+    url = site.thread_page(
+        f"/{content}.html",
+        open_api.base,
+        content,
+        attrs='messages="texts"',
+        extra=texts + second,
+    )
+    page.goto(url)
+    english, portuguese = thread(page).nth(1), thread(page).nth(0)
+    expect(english.get_by_role("heading", name="Readers' views")).to_be_visible()
+    expect(english.get_by_role("button", name="Post comment")).to_be_visible()
+    # pt-PT is not shipped: the closest language, pt-BR, is used.
+    expect(portuguese.get_by_role("heading", name="Comentários")).to_be_visible()
+    page.evaluate("CommentsWidget.setMessages('pt-BR', {submit: 'Enviar'})")
+    expect(portuguese.get_by_role("button", name="Enviar")).to_be_visible()
+    expect(english.get_by_role("heading", name="Readers' views")).to_be_visible()
+    # A JSON data block is not a script: the strict CSP has nothing to block.
+    no_csp_trouble(page)
+
+
+def test_unreachable_api_is_reported_with_a_retry(page, site: HostSite, open_api: Api):
+    content = new_content()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"  # bound, never listening
+        url = site.thread_page(
+            f"/{content}.html", open_api.base, content, attrs=f'api="{closed}"', csp=False
+        )
+        page.goto(url)
+        widget = thread(page)
+        expect(widget.get_by_role("alert")).to_have_text(
+            "The comment service could not be reached. Check your connection and try again."
+        )
+        expect(widget.get_by_role("button", name="Try again")).to_be_visible()
+
+
+def test_badges_batch_one_counts_call_per_hundred_contents(page, site: HostSite, open_api: Api):
+    ids = [new_content() for _ in range(101)]
+    open_api.post(ids[100], "the only comment")
+    links = "".join(f'<a href="#" data-comments-count="{c}">…</a> ' for c in ids)
+    url = site.add(
+        "/many.html",
+        f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Many</title>
+<script src="{open_api.base}/widget/count.js" defer></script></head>
+<body><main><h1>Archive</h1><p>{links}</p></main></body></html>""",
+        csp=site.strict_csp(open_api.base),
+    )
+    calls = []
+    page.on("request", lambda r: "/api/v1/counts" in r.url and calls.append(r.url))
+    page.goto(url)
+    expect(page.locator(f'[data-comments-count="{ids[100]}"]')).to_have_text("1 comment")
+    expect(page.locator(f'[data-comments-count="{ids[0]}"]')).to_have_text("0 comments")
+    assert len(calls) == 2, calls
+    assert [url.count("content_id=") for url in calls] == [100, 1]

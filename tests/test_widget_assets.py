@@ -1,0 +1,127 @@
+"""The widget, badge and console files as served: headers, CSP, size, and no unsafe DOM APIs.
+
+Their behaviour in a browser is tested in tests/browser/.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from importlib import resources
+
+import pytest
+
+STATIC = resources.files("comments_api") / "static"
+SCRIPTS = ("comments.js", "count.js", "console.js")
+WIDGET_BUDGET = 15 * 1024  # gzipped bytes (issue 13)
+
+
+@pytest.fixture
+def client(sqlite_url):
+    from comments_api.app import create_app
+    from comments_api.settings import Settings
+
+    return create_app(Settings(database_url=sqlite_url, ratelimit_enabled=False)).test_client()
+
+
+def test_widget_script_fits_the_size_budget():
+    raw = (STATIC / "comments.js").read_bytes()
+    size = len(gzip.compress(raw, compresslevel=9))
+    assert size <= WIDGET_BUDGET, f"comments.js is {size} bytes gzipped (budget {WIDGET_BUDGET})"
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_scripts_never_parse_html_or_evaluate_code(name):
+    source = (STATIC / name).read_text(encoding="utf-8")
+    for pattern in (
+        r"\.innerHTML\b",
+        r"\.outerHTML\b",
+        r"insertAdjacentHTML",
+        r"document\.write",
+        r"\beval\s*\(",
+        r"new\s+Function\b",
+        r"setTimeout\(\s*['\"`]",
+        r"\.style\s*=",
+        r"setAttribute\(\s*['\"]style",
+    ):
+        assert not re.search(pattern, source), f"{name} uses {pattern}"
+
+
+@pytest.mark.parametrize("name", ["demo.html", "moderation.html"])
+def test_pages_have_no_inline_code_or_styles(name):
+    page = (STATIC / name).read_text(encoding="utf-8")
+    assert not re.search(r"<script(?![^>]*\bsrc=)", page), "inline script"
+    assert "<style" not in page
+    assert not re.search(r"\sstyle=", page)
+    assert not re.search(r"\son[a-z]+=", page), "inline event handler"
+
+
+@pytest.mark.parametrize(
+    ("path", "mimetype"),
+    [
+        ("/widget/comments.js", "text/javascript"),
+        ("/widget/count.js", "text/javascript"),
+        ("/moderation/console.js", "text/javascript"),
+        ("/widget/page.css", "text/css"),
+    ],
+)
+def test_assets_are_served_cacheable_with_validators(client, path, mimetype):
+    response = client.get(path)
+    assert response.status_code == 200
+    assert response.mimetype == mimetype
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert "max-age=300" in response.headers["Cache-Control"]
+    assert response.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    etag = response.headers["ETag"]
+    again = client.get(path, headers={"If-None-Match": etag})
+    assert again.status_code == 304
+    if path.startswith("/widget/") and path.endswith(".js"):
+        # Embedded by other sites' pages, including ones that send COEP.
+        assert response.headers["Cross-Origin-Resource-Policy"] == "cross-origin"
+
+
+@pytest.mark.parametrize("path", ["/widget/demo", "/moderation"])
+def test_pages_carry_a_strict_csp(client, path):
+    response = client.get(path)
+    assert response.status_code == 200
+    assert response.mimetype == "text/html"
+    header = response.headers["Content-Security-Policy"]
+    csp = dict(part.strip().split(" ", 1) for part in header.split(";"))
+    assert csp["default-src"] == "'none'"
+    assert csp["script-src"] == "'self'"
+    assert csp["style-src"] == "'self'"
+    assert csp["connect-src"] == "'self'"
+    assert csp["frame-ancestors"] == "'none'"
+    assert "unsafe" not in response.headers["Content-Security-Policy"]
+    assert response.headers["X-Frame-Options"] == "DENY"
+
+
+def test_demo_page_escapes_the_content_id(client):
+    content_id = '"><script>alert(1)</script>'
+    response = client.get("/widget/demo", query_string={"content_id": content_id, "lang": "pt-BR"})
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert "<script>alert(1)" not in page
+    assert 'content-id="&#34;&gt;&lt;script&gt;alert(1)&lt;/script&gt;"' in page or (
+        'content-id="&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;"' in page
+    )
+    assert '<html lang="pt-BR">' in page
+    assert "{{" not in page
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [({"lang": "fr"}, "lang"), ({"theme": "neon"}, "theme"), ({"content_id": " x"}, "content_id")],
+)
+def test_demo_page_rejects_bad_parameters_with_json(client, query, field):
+    response = client.get("/widget/demo", query_string=query)
+    assert response.status_code == 400
+    assert response.mimetype == "application/problem+json"
+    assert field in {e["field"] for e in response.json["errors"]}
+
+
+@pytest.mark.parametrize("path", ["/widget/nope.js", "/static/comments.js", "/widget/demo.html"])
+def test_only_the_listed_files_are_served(client, path):
+    response = client.get(path)
+    assert response.status_code == 404
+    assert response.mimetype == "application/problem+json"
