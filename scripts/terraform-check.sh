@@ -76,6 +76,10 @@ provider_installation {
 CFG
 export TF_CLI_CONFIG_FILE=$work/cli.tfrc
 export CHECKPOINT_DISABLE=1 TF_IN_AUTOMATION=1 TF_INPUT=0
+# Terraform and the provider are Go; most of a run is the provider building its schema.
+# Collecting garbage less often cut a `validate` from 2.3-3.0 to 1.8 CPU-seconds (measured
+# here) for about 40 MB more memory per process.
+export GOGC=${GOGC:-400}
 # Dummy credentials: with the skip flags below the provider never uses them.
 export AWS_ACCESS_KEY_ID=AKIAOFFLINEPLANONLY00 AWS_SECRET_ACCESS_KEY=offline-plan-only-not-a-secret
 export AWS_EC2_METADATA_DISABLED=true AWS_SDK_LOAD_CONFIG=0
