@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell sha256sum requirements-dev.lock pyproject.to
 IMAGE ?= comments-api:dev
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run migrate test test-fast docs lint fmt system-deps bench soak image image-test lock clean dashboards security k8s-check k8s-generate
+.PHONY: help venv run migrate test test-fast docs lint fmt system-deps bench soak image image-test lock clean dashboards security k8s-check k8s-generate terraform-check
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -31,10 +31,10 @@ system-deps: ## install PostgreSQL, Redis, Prometheus, wrk, chromium, npm if mis
 	scripts/install-system-deps.sh
 
 test: venv system-deps ## set up everything and run the whole test suite (container tests: image-test)
-	$(BIN)/pytest -m "not docker and not k8s"
+	$(BIN)/pytest -m "not docker and not k8s and not terraform"
 
 test-fast: venv ## tests without the system services (skips what is missing)
-	$(BIN)/pytest -m "not docker and not k8s"
+	$(BIN)/pytest -m "not docker and not k8s and not terraform"
 
 .PHONY: test-browser
 test-browser: venv system-deps ## the widget, badges and moderation console in Debian's chromium (tests/browser)
@@ -80,6 +80,9 @@ k8s-check: venv ## offline checks of deploy/k8s, provision-k8s.sh and .github/wo
 
 k8s-generate: venv ## regenerate deploy/k8s PrometheusRule and dashboard ConfigMaps from deploy/monitoring
 	$(BIN)/python deploy/k8s/generate.py
+
+terraform-check: venv ## Terraform offline: fmt, validate, terraform test, plans + plan tests, checkov
+	scripts/terraform-check.sh
 
 lock: ## re-resolve both lock files (needs uv: pip install uv)
 	uv pip compile pyproject.toml --generate-hashes --python-version 3.11 \
