@@ -82,6 +82,8 @@ def test_docs_lists_every_operation_and_runs_a_try_it_out_call(docs, open_api: A
     # The prose from the document's description is on the page.
     expect(docs.get_by_role("heading", name="Authentication")).to_be_visible()
     expect(docs.get_by_text("curl -s http://127.0.0.1:8000/api/comment/list/1")).to_be_visible()
+    docs.locator("#operations-tag-v1").scroll_into_view_if_needed()
+    screenshot(docs, "docs-reference")
 
     # Nothing runs past 1280 px, and no two operation summaries overlap.
     assert docs.evaluate("document.documentElement.scrollWidth") <= 1280
