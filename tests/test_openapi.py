@@ -683,3 +683,18 @@ def test_rate_limited_responses_match_the_document(make_app):
     documented(spec, "/api/v1/contents/{content_id}/comments", "post", response)
     for name in ("Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining"):
         assert name in response.headers
+
+
+def test_every_problem_the_http_server_answers_has_an_anchor(bare_app):
+    """comments_api.worker answers some errors before the app runs; their links resolve too."""
+    from comments_api import worker
+
+    page = bare_app.test_client().get("/docs").get_data(as_text=True)
+    anchors = problem_anchors(page)
+    # The statuses it answers: gunicorn's parse errors, read deadlines, draining, crashes.
+    statuses = {status for _, status, _ in worker._CLIENT_ERRORS} | {408, 413, 500, 503}
+    assert {400, 414, 431} <= statuses
+    for status in statuses:
+        _, body = worker.error_document(status, "x", "/api/v1/counts")
+        slug = json.loads(body)["type"].removeprefix("/docs#problem-")
+        assert slug in anchors, f"{status}: add {slug!r} to _problem_types() in openapi.py"

@@ -195,6 +195,39 @@ def _problem_types(settings: Settings) -> dict[str, dict[str, Any]]:
             "here) comments on one content per `THREAD_AUTHOR_WINDOW` "
             f"({settings.thread_author_window:g} seconds here). Retry after `Retry-After`.",
         ),
+        # Answered by the HTTP server itself (comments_api.worker) before the app runs.
+        "request-timeout": entry(
+            408,
+            "Request timeout",
+            "The request's headers or body did not arrive in time "
+            f"(`REQUEST_HEADER_TIMEOUT`, {settings.request_header_timeout:g} s, and "
+            f"`REQUEST_BODY_TIMEOUT`, {settings.request_body_timeout:g} s here, each in "
+            "total); nothing was stored and the connection is closed. Retry, sending the "
+            "whole request at once.",
+        ),
+        "uri-too-long": entry(
+            414,
+            "URI too long",
+            "The request line (method, path and query) is longer than the server reads. "
+            "Shorten the URL, e.g. fewer `content_id`s per `/api/v1/counts` call.",
+        ),
+        "request-header-fields-too-large": entry(
+            431,
+            "Request header fields too large",
+            "A header field, or the headers together, are larger or more numerous than the "
+            "server reads (large cookies are the usual cause).",
+        ),
+        "expectation-failed": entry(
+            417,
+            "Expectation failed",
+            "The `Expect` header asks for something other than `100-continue`, the only "
+            "expectation the server supports.",
+        ),
+        "not-implemented": entry(
+            501,
+            "Not implemented",
+            "The request uses a `Transfer-Encoding` the server does not support (`chunked` is).",
+        ),
         "internal-server-error": entry(
             500,
             "Internal server error",
