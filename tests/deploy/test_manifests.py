@@ -296,6 +296,8 @@ def test_ingress_keeps_metrics_and_probes_private(
         "/api/comment/list/1",
         "/api/v1/contents/1/comments",
         "/docs",
+        "/docs/swagger-ui-bundle.js",
+        "/docs/docs.js",
     ):
         assert routed(ingress, public), public
 
