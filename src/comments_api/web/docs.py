@@ -54,26 +54,20 @@ _ASSETS = {
 
 @dataclass(frozen=True)
 class _Built:
-    spec: dict[str, Any]
     spec_json: bytes
     page: bytes
 
 
 def _built() -> _Built:
-    """The spec, its JSON and the page for this app, built on first use."""
+    """The spec's JSON and the page for this app, built on first use."""
     built: _Built | None = current_app.extensions.get(_BUILT_KEY)
     if built is None:
         spec = build_spec(services().settings)
         # jsonify once: the same bytes (key order, separators) as answering it each time.
-        built = _Built(spec, jsonify(spec).get_data(), render_docs_page(spec).encode())
+        built = _Built(jsonify(spec).get_data(), render_docs_page(spec).encode())
         # Two threads may race here; both build the same thing, the first one stays.
         built = current_app.extensions.setdefault(_BUILT_KEY, built)
     return built
-
-
-def built_spec() -> dict[str, Any]:
-    """This app's OpenAPI document (shared: do not modify)."""
-    return _built().spec
 
 
 @bp.get("/openapi.json")
