@@ -1675,7 +1675,7 @@ def build_spec(settings: Settings | None = None) -> Spec:
                 "(exact origins, never `*`); other preflights get 403.\n\n"
                 'Errors are JSON, never HTML: the legacy `{"status", "message"}` shape '
                 "under `/api/comment/`, `application/problem+json` (RFC 9457) elsewhere, "
-                "whose `type` links to its explanation under Problems."
+                "whose `type` links to its explanation under Problem types."
             ),
             "license": {"name": "MIT", "identifier": "MIT"},
         },
