@@ -8,7 +8,7 @@ tables with ratios and the targets, re-proves correctness after the load (every 
 comment persisted, the same list from every worker, exact request metrics), and writes
 everything to artifacts/bench.json.
 
-Usage: python bench/run.py [--quick] [--rounds 3] [--duration 3.5] [--database both]
+Usage: python bench/run.py [--quick] [--rounds 3] [--duration 3] [--database both]
        [--servers sync,gthread,granian] [--no-scaling] [--scenarios list,create,...]
 """
 
@@ -156,7 +156,8 @@ def request(
         resp = conn.getresponse()
         data = resp.read()
         OWN_CALLS[port] = OWN_CALLS.get(port, 0) + 1
-        return resp.status, dict(resp.getheaders()), data
+        # Header names lower-cased: granian (hyper) sends them so, gunicorn capitalised.
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
     except OSError:
         OWN_UNSURE[port] = OWN_UNSURE.get(port, 0) + 1
         raise
@@ -673,7 +674,7 @@ def verify_server(server: Server, parts: list[dict[str, Any]]) -> dict[str, Any]
             server.port, "GET", f"/api/comment/list/{part['content_id']}"
         )
         listed = len(json.loads(raw)) if status == 200 else 0
-        truncated = headers.get("X-Comments-Truncated") == "true"
+        truncated = headers.get("x-comments-truncated") == "true"
         if listed > persisted or (listed < persisted and not truncated):
             problems.append(
                 f"{server.name} content {part['content_id']}: legacy list shows {listed} of "
@@ -823,7 +824,7 @@ def print_tables(
                     f"{'(vs ours, limits off)':<24} | {'':>10} | {on['rps']:>10,.0f} | "
                     f"{on['rps'] / off['rps']:>5.2f}x | {'':>12} | {fmt_lat(on):>12} | "
                     f"{off['server_cpu_ms_per_req']:>7.3f}/{on['server_cpu_ms_per_req']:<7.3f}"
-                    f"   | CPU +{100 * (cost - 1):.0f}% (<= +10%: "
+                    f"   | CPU {100 * (cost - 1):+.0f}% (<= +10%: "
                     f"{mark(cost <= RATELIMIT_CPU_TARGET)})"
                 )
 
@@ -962,8 +963,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="smoke run: 1 round of 1 s, no warm-up (numbers are not results)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
-    parser.add_argument("--duration", type=float, default=3.5, help="seconds per wrk run")
-    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of unmeasured load")
+    parser.add_argument("--duration", type=int, default=3, help="whole seconds per wrk run")
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="seconds of unmeasured load (0: none)"
+    )
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--database", choices=("sqlite", "postgres", "both"), default="both")
@@ -1000,7 +1003,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--wrk", default=shutil.which("wrk") or "wrk")
     args = parser.parse_args(argv)
     if args.quick:
-        args.rounds, args.duration, args.warmup = 1, 1.0, 0.0
+        args.rounds, args.duration, args.warmup = 1, 1, 0
     if not shutil.which(args.wrk):
         sys.exit("bench: wrk not found (make system-deps installs it: apt-get install wrk)")
     if not 1 <= args.rounds <= 20 or not 1 <= args.duration <= 60 or args.warmup > 30:
@@ -1172,7 +1175,7 @@ def main(argv: list[str] | None = None) -> int:
         loadavg = " ".join(f"{x:.2f}" for x in os.getloadavg())
         if args.warmup > 0:
             for row, sc in order:
-                run(row, sc, max(1.0, args.warmup), "warmup")
+                run(row, sc, args.warmup, "warmup")
         results: dict[tuple[str, str], list[dict[str, Any]]] = {key: [] for key in order}
         for rnd in range(1, args.rounds + 1):
             for row, sc in order:
