@@ -7,6 +7,7 @@ layer on its stack) and the hottest leaf functions. py-spy is not in our lock: i
 installed from PyPI at first use into /opt/comments-bench/py-spy (or $BENCH_PYSPY_DIR).
 
 Usage: python bench/profile.py [--scenario list|create|v1page|counts50] [--seconds 10]
+       [--env DATABASE_URL=postgresql+psycopg://...]
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ LAYERS = {
     "our views (web/)": ["comments_api/web/legacy.py", "comments_api/web/v1.py"],
     "storage.py (our queries)": ["comments_api/storage.py"],
     "SQLAlchemy": ["sqlalchemy/"],
-    "sqlite3 driver calls": ["sqlite3/", "execute (sqlalchemy/engine/default.py"],
-    "psycopg": ["psycopg/"],
+    "DB driver calls (do_execute/commit)": ["do_execute (sqlalchemy", "do_commit (sqlalchemy"],
+    "psycopg (PostgreSQL round trips)": ["psycopg/"],
     "metrics (prometheus_client)": ["prometheus_client/"],
     "access log + logging": ["logging/", "pythonjsonlogger", "observability.py:5"],
     "JSON encoding": ["json/encoder", "flask/json/"],
