@@ -902,10 +902,14 @@ def print_tables(
 
 
 def plan_rows(args: argparse.Namespace) -> dict[str, Row]:
-    scenarios = args.scenarios
     rows: dict[str, Row] = {}
     dbs = ["sqlite", "postgres"] if args.database == "both" else [args.database]
-    ls_cr = [s for s in ("list", "create") if s in scenarios] or ["list"]
+    ls_cr = ["list", "create"]
+    # The rate-limit, scaling, server and variant rows are compared with ours' own list and
+    # create runs in the same rounds, so those two run whenever any of these rows does.
+    side_rows = not args.no_ratelimit or args.scaling or args.servers or args.variant_settings
+    wanted = set(args.scenarios) | (set(ls_cr) if side_rows else set())
+    scenarios = [s for s in SCENARIOS if s in wanted]
     if "sqlite" in dbs:
         rows["ours"] = Row("ours", ["ours"], scenarios, "main", "ours on SQLite, 2 sync workers")
         if not args.no_ratelimit:
