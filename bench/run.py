@@ -331,6 +331,35 @@ class Postgres:
         )
 
 
+class Redis:
+    """A throwaway redis-server on 127.0.0.1 for the rate-limit storage row."""
+
+    def __init__(self, workdir: Path) -> None:
+        binary = shutil.which("redis-server")
+        if not binary:
+            sys.exit("bench: redis-server not found: make system-deps")
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [binary, "--bind", HOST, "--port", str(self.port), "--save", "",
+             "--appendonly", "no", "--dir", str(workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.url = f"redis://{HOST}:{self.port}/0"
+
+        def ping() -> bool:
+            with socket.create_connection((HOST, self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+
+        wait_until(ping, 20, "redis-server")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
 # --- granian (installed at bench time) ---------------------------------------------
 def granian_dir(workdir: Path) -> Path:
     """pip --target directory holding granian: $BENCH_GRANIAN_DIR, /opt/comments-bench/...
@@ -819,17 +848,18 @@ def print_tables(
             )
             out.append(r)
         summary[table] = out
-        rl = rows.get("ratelimit") if table == "main" else None
-        if rl is not None:
-            summary["ratelimit"] = []
+        rl_rows = [r for r in rows.values() if r.table == "ratelimit"] if table == "main" else []
+        for rl in rl_rows:
+            storage = "Redis" if rl.name.endswith("redis") else "memory"
+            summary.setdefault("ratelimit", [])
             for sc in rl.scenarios:
-                on, off = med(results[("ratelimit", sc)]), med(results[(row.name, sc)])
+                on, off = med(results[(rl.name, sc)]), med(results[(row.name, sc)])
                 cost = on["server_cpu_ms_per_req"] / off["server_cpu_ms_per_req"]
                 summary["ratelimit"].append(
-                    {"scenario": sc, "on": on, "off": off, "cpu_ratio": cost}
+                    {"row": rl.name, "scenario": sc, "on": on, "off": off, "cpu_ratio": cost}
                 )
                 print(
-                    f"{SCENARIOS[sc]['label'] + ', rate limit ON':<24} | "
+                    f"{SCENARIOS[sc]['label'] + ', rate limit ON (' + storage + ')':<24} | "
                     f"{'(vs ours, limits off)':<24} | {'':>10} | {on['rps']:>10,.0f} | "
                     f"{on['rps'] / off['rps']:>5.2f}x | {'':>12} | {fmt_lat(on):>12} | "
                     f"{off['server_cpu_ms_per_req']:>7.3f}/{on['server_cpu_ms_per_req']:<7.3f}"
@@ -916,7 +946,13 @@ def plan_rows(args: argparse.Namespace) -> dict[str, Row]:
     ls_cr = ["list", "create"]
     # The rate-limit, scaling, server and variant rows are compared with ours' own list and
     # create runs in the same rounds, so those two run whenever any of these rows does.
-    side_rows = not args.no_ratelimit or args.scaling or args.servers or args.variant_settings
+    side_rows = (
+        not args.no_ratelimit
+        or args.ratelimit_redis
+        or args.scaling
+        or args.servers
+        or args.variant_settings
+    )
     wanted = set(args.scenarios) | (set(ls_cr) if side_rows else set())
     scenarios = [s for s in SCENARIOS if s in wanted]
     if "sqlite" in dbs:
@@ -925,6 +961,11 @@ def plan_rows(args: argparse.Namespace) -> dict[str, Row]:
             rows["ratelimit"] = Row(
                 "ratelimit", ["ratelimit"], ls_cr, "ratelimit", "rate limiting on (memory://)"
             )
+        if args.ratelimit_redis:
+            rows["ratelimit-redis"] = Row(
+                "ratelimit-redis", ["ratelimit-redis"], ls_cr, "ratelimit",
+                "rate limiting on (Redis)",
+            )  # fmt: skip
     if "postgres" in dbs:
         rows["pg"] = Row("pg", ["pg"], scenarios, "pg", "ours on PostgreSQL, 2 sync workers")
     if args.scaling:
@@ -1002,6 +1043,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-ratelimit", action="store_true", help="skip the rate-limit row")
     parser.add_argument(
+        "--ratelimit-redis",
+        action="store_true",
+        help="also a rate-limit row on a throwaway redis-server (loopback), its CPU included",
+    )
+    parser.add_argument(
         "--env", action="append", default=[], metavar="KEY=VALUE", help="extra setting for ours"
     )
     parser.add_argument(
@@ -1047,6 +1093,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="comments-bench-"))
     servers: dict[str, Server] = {}
     pg: Postgres | None = None
+    redis: Redis | None = None
     meta_granian = ""
     started = time.monotonic()
     try:
@@ -1057,10 +1104,16 @@ def main(argv: list[str] | None = None) -> int:
             pg = Postgres(workdir)
             urls["pg"] = urls["pg-b"] = pg.create_database("bench")
             urls["pg-w1"] = pg.create_database("bench_w1")
+        if "ratelimit-redis" in needed:
+            redis = Redis(workdir)
         # name -> (extra env, workers); every ours-like server gets its own database.
         specs: dict[str, tuple[dict[str, str], int]] = {
             "ours": ({}, 2),
             "ratelimit": (RATELIMIT_ON, 2),
+            "ratelimit-redis": (
+                {**RATELIMIT_ON, "RATELIMIT_STORAGE_URL": redis.url if redis else ""},
+                2,
+            ),
             "pg": ({}, 2),
             "pg-b": ({}, 2),
             "pg-w1": ({"WORKERS": "1"}, 1),
@@ -1180,6 +1233,8 @@ def main(argv: list[str] | None = None) -> int:
             spec = BASELINE_SCENARIOS[sc] if row == "baseline" else SCENARIOS[sc]
             targets = [servers[n] for n in row_servers[row]]
             extra = pg.server_pids() if pg and any(t.db == "postgres" for t in targets) else []
+            if redis is not None and row == "ratelimit-redis":
+                extra.append(redis.proc.pid)
             result = run_load(args, targets, sc, spec, f"{row}-{tag}", extra)
             for part in result["parts"]:
                 parts_by_server[part["server"]].append(part)
@@ -1283,6 +1338,8 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
         if pg is not None:
             pg.stop()
+        if redis is not None:
+            redis.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
