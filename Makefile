@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell sha256sum requirements-dev.lock pyproject.to
 IMAGE ?= comments-api:dev
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run migrate test test-fast lint fmt system-deps bench image image-test lock clean dashboards
+.PHONY: help venv run migrate test test-fast lint fmt system-deps bench soak image image-test lock clean dashboards security k8s-check k8s-generate terraform-check
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -31,20 +31,27 @@ system-deps: ## install PostgreSQL, Redis, Prometheus, wrk, chromium, npm if mis
 	scripts/install-system-deps.sh
 
 test: venv system-deps ## set up everything and run the whole test suite (container tests: image-test)
-	$(BIN)/pytest -m "not docker and not bench"
+	$(BIN)/pytest -m "not docker and not k8s and not terraform and not bench"
 
 test-fast: venv ## tests without the system services (skips what is missing)
-	$(BIN)/pytest -m "not docker and not bench"
+	$(BIN)/pytest -m "not docker and not k8s and not terraform and not bench"
 
 .PHONY: test-browser
 test-browser: venv system-deps ## the widget, badges and moderation console in Debian's chromium (tests/browser)
 	$(BIN)/pytest tests/browser tests/test_widget_assets.py
+
+.PHONY: input-checks
+input-checks: venv system-deps ## client-input hardening: regressions, schema agreement, Hypothesis, Schemathesis (part of `make test`)
+	$(BIN)/pytest tests/test_client_input.py tests/test_contract_agreement.py tests/test_properties.py tests/test_fuzz.py
 
 lint: venv ## ruff lint + format check, mypy, shellcheck
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/shellcheck scripts/*.sh .ci/run
+
+security: venv ## bandit + semgrep (local rules in .semgrep/, own venv under /opt)
+	scripts/security-check.sh
 
 fmt: venv ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
@@ -57,6 +64,9 @@ bench: venv system-deps ## side-by-side benchmark against the original app (prin
 bench-smoke: venv system-deps ## a 1-round smoke run of bench/run.py and its checks (tests/test_bench_smoke.py)
 	$(BIN)/pytest -m bench tests/test_bench_smoke.py
 
+soak: venv ## soak run: fixed-rate read/write mix, p99 and RSS per worker over time (SOAK_ARGS="--duration 120 --rate 40")
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)
+
 image: ## build $(IMAGE) from the public base images (needs registry access)
 	scripts/image-build.sh
 
@@ -65,6 +75,15 @@ image-test: venv ## build the image on local stand-in bases and run the hardened
 
 dashboards: venv ## regenerate the Grafana dashboard JSON from deploy/monitoring/grafana/generate.py
 	$(BIN)/python deploy/monitoring/grafana/generate.py
+
+k8s-check: venv ## offline checks of deploy/k8s, provision-k8s.sh and .github/workflows (installs kubectl/node/checkov if missing)
+	scripts/check-k8s.sh
+
+k8s-generate: venv ## regenerate deploy/k8s PrometheusRule and dashboard ConfigMaps from deploy/monitoring
+	$(BIN)/python deploy/k8s/generate.py
+
+terraform-check: venv ## Terraform offline: fmt, validate, terraform test, plans + plan tests, checkov
+	scripts/terraform-check.sh
 
 lock: ## re-resolve both lock files (needs uv: pip install uv)
 	uv pip compile pyproject.toml --generate-hashes --python-version 3.11 \

@@ -990,7 +990,7 @@ def plan_rows(args: argparse.Namespace) -> dict[str, Row]:
         for server in args.servers:
             if server == "sync":
                 rows["srv-sync"] = Row(
-                    "ours", ["ours"], [], "servers", "gunicorn sync (serve default)"
+                    "ours", ["ours"], [], "servers", "serve THREADS=1 (default worker)"
                 )
             elif server == "gthread":
                 rows["gthread"] = Row(
@@ -998,7 +998,7 @@ def plan_rows(args: argparse.Namespace) -> dict[str, Row]:
                     ["gthread"],
                     ls_cr,
                     "servers",
-                    f"gunicorn gthread, THREADS={args.gthread_threads}",
+                    f"serve THREADS={args.gthread_threads} (threaded worker)",
                 )
             elif server == "granian":
                 rows["granian"] = Row(

@@ -36,7 +36,7 @@ def test_duplicates_are_rejected_within_the_window(make_app):
     }
     v1 = post_v1(client, "Great article", email="ann@example.com")
     assert v1.status_code == 409
-    assert v1.json["type"].endswith("conflict")
+    assert v1.json["type"].endswith("/docs#problem-duplicate")
     # Another content, another author or another text are fine.
     assert post_legacy(client, "Great article", content_id="a2").status_code == 200
     assert post_legacy(client, "Great article", email="bob@example.com").status_code == 200

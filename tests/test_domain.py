@@ -17,12 +17,18 @@ from comments_api.domain import (
 )
 
 
-@pytest.mark.parametrize(("raw", "expected"), [(1, "1"), ("1", "1"), (0, "0"), ("a-b_c", "a-b_c")])
+# 1.0 is the number 1 in JSON and an integer for JSON Schema: the published schema
+# accepts it, so the validator does too (issue 8: schema and validator must agree).
+@pytest.mark.parametrize(
+    ("raw", "expected"), [(1, "1"), ("1", "1"), (0, "0"), ("a-b_c", "a-b_c"), (1.0, "1")]
+)
 def test_content_ids_normalise_to_strings(raw, expected):
     assert parse_content_id(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["", " ", " 1", "1 ", "a\nb", "x" * 129, 1.0, None, True, [1]])
+@pytest.mark.parametrize(
+    "raw", ["", " ", " 1", "1 ", "a\nb", "x" * 129, 1.5, 10**128, None, True, [1]]
+)
 def test_bad_content_ids(raw):
     with pytest.raises(InvalidInput):
         parse_content_id(raw)

@@ -6,17 +6,19 @@ import logging
 import os
 
 from flask import Flask, Response
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from . import observability
 from .auth import JwtVerifier
 from .domain import Limits
 from .moderation import AbuseRules
 from .settings import Settings
-from .storage import Repository, head_revision, make_engine
+from .storage import Repository, head_revision, is_disk_full, make_engine
 from .web import docs, errors, legacy, ops, protection, v1, widget
 from .web import moderation as moderation_web
 from .web.common import EXTENSION_KEY, Services
+from .web.common import services as current_services
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
-    engine = make_engine(settings.database_url, settings.db_pool_size, settings.db_pool_timeout)
+    engine = make_engine(
+        settings.database_url,
+        settings.db_pool_size,
+        settings.db_pool_timeout,
+        settings.db_statement_timeout,
+    )
     app.extensions[EXTENSION_KEY] = Services(
         settings=settings,
         repo=Repository(engine),
@@ -57,7 +64,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     protection.install(app, settings)
 
     errors.register(app)
-    app.register_error_handler(OperationalError, _database_unavailable)
+    for db_error in (OperationalError, InterfaceError, PoolTimeout):
+        app.register_error_handler(db_error, _database_unavailable)
     for blueprint in (ops.bp, legacy.bp, v1.bp, moderation_web.bp, docs.bp, widget.bp):
         app.register_blueprint(blueprint)
     app.after_request(_security_headers)
@@ -69,9 +77,29 @@ def _jwt_verifier(settings: Settings) -> JwtVerifier | None:
     return verifier if verifier.enabled else None
 
 
-def _database_unavailable(exc: OperationalError) -> Response:
-    # A lost or locked database is our problem, but temporary: say so, don't 500.
-    log.error("database unavailable: %s", exc.orig.__class__.__name__ if exc.orig else exc)
+def _database_unavailable(exc: Exception) -> Response:
+    # A lost, locked, slow or full database is our problem, but temporary: say so, don't 500.
+    if is_disk_full(exc):
+        # Distinct from an outage: the operator must free space, waiting will not help.
+        log.error(
+            "database disk full: writes are refused until space is freed on the database volume"
+        )
+        current_services().repo.release_space()
+        return errors.error_response(
+            507,
+            "the server has no storage space left for this comment; nothing was stored, "
+            "retry later",
+            title="Insufficient Storage",
+            problem_type="insufficient-storage",
+            headers={"Retry-After": "30"},
+        )
+    orig = getattr(exc, "orig", None)
+    cause = orig.__class__.__name__ if orig is not None else exc.__class__.__name__
+    if getattr(orig, "sqlstate", None) == "57014" or "locked" in str(orig or ""):
+        # QueryCanceled (statement_timeout) or SQLite's busy timeout: DB_STATEMENT_TIMEOUT.
+        log.error("database timeout: %s after DB_STATEMENT_TIMEOUT; answered 503", cause)
+    else:
+        log.error("database unavailable: %s", cause)
     return errors.error_response(
         503, "the database is temporarily unavailable; retry shortly", headers={"Retry-After": "2"}
     )

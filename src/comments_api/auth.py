@@ -24,7 +24,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from .domain import Comment
+from .domain import Comment, is_single_line_text
 from .settings import Settings, SettingsError
 
 SCOPE_WRITE = "comments:write"
@@ -247,7 +247,13 @@ def _load_key_file(path: str) -> list[tuple[str | None, Any]]:
 def identity_from_claims(claims: dict[str, Any]) -> Identity:
     """Readers may always comment; moderation scopes only when the provider grants them."""
     subject = claims.get("sub")
-    if not isinstance(subject, str) or not subject or len(subject) > 200:
+    # Claims are stored with the comment: a NUL or a lone surrogate there was a 500.
+    if (
+        not isinstance(subject, str)
+        or not subject
+        or len(subject) > 200
+        or not is_single_line_text(subject)
+    ):
         raise AuthError("the token's 'sub' claim is not usable")
     granted: list[str] = []
     scope = claims.get("scope")
@@ -257,10 +263,17 @@ def identity_from_claims(claims: dict[str, Any]) -> Identity:
         granted = [s for s in claims["scp"] if isinstance(s, str)]
     scopes = frozenset({SCOPE_WRITE, *(s for s in granted if s in SCOPES)})
     email = claims.get("email")
-    if not isinstance(email, str) or "@" not in email or len(email) > 254:
+    if (
+        not isinstance(email, str)
+        or "@" not in email
+        or len(email) > 254
+        or not is_single_line_text(email)
+    ):
         email = None
     raw_name = claims.get("name") or claims.get("preferred_username")
-    name = raw_name.strip()[:80] or None if isinstance(raw_name, str) else None
+    if not isinstance(raw_name, str) or not is_single_line_text(raw_name):
+        raw_name = None
+    name = raw_name.strip()[:80] or None if raw_name is not None else None
     return Identity(kind=KIND_JWT, id=subject, scopes=scopes, email=email, name=name)
 
 

@@ -22,6 +22,13 @@ MAX_AUTHOR_NAME_LENGTH = 80
 DEFAULT_PAGE_SIZE = 25
 MAX_PAGE_SIZE = 100
 MAX_COUNT_IDS = 100
+# Ids are SQL BIGINT: a larger number names no row and must never reach the database
+# (SQLite raises OverflowError, PostgreSQL "bigint out of range").
+MAX_ID = 2**63 - 1
+# A legacy integer content_id is stored as its decimal text, which has the same length
+# limit as any content id.
+MAX_CONTENT_ID_INT = 10**MAX_CONTENT_ID_LENGTH - 1
+MIN_CONTENT_ID_INT = -(10 ** (MAX_CONTENT_ID_LENGTH - 1) - 1)
 
 STATUS_PUBLISHED = "published"
 STATUS_PENDING = "pending"
@@ -29,10 +36,30 @@ STATUS_HIDDEN = "hidden"
 STATUS_DELETED = "deleted"
 STATUSES = (STATUS_PUBLISHED, STATUS_PENDING, STATUS_HIDDEN, STATUS_DELETED)
 
+# The patterns below are the single source of the rules the validators apply and
+# /openapi.json publishes. They are valid in both ECMA-262 (what OpenAPI clients use) and
+# Python. They end with a lookahead instead of "$": in Python "$" also matches before a
+# final newline, so "a@b.com\n" would pass.
+_END = r"(?![\s\S])"
+# Control characters: Unicode category Cc (C0, DEL, C1).
+_CC = r"\x00-\x1f\x7f-\x9f"
+# Cc minus tab, newline and carriage return, which free text may contain.
+_CC_TEXT = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
+CONTENT_ID_PATTERN = rf"^[^\s{_CC}](?:[^{_CC}]*[^\s{_CC}])?{_END}"
+# Comment bodies: at least one non-space character, no control characters but \t \n \r.
+TEXT_PATTERN = rf"^[^{_CC_TEXT}]*[^\s{_CC}][^{_CC_TEXT}]*{_END}"
+# Free text that may be blank (a ban reason).
+OPTIONAL_TEXT_PATTERN = rf"^[^{_CC_TEXT}]*{_END}"
+# Display names: at least one non-space character, no control characters at all.
+NAME_PATTERN = rf"^[^{_CC}]*[^\s{_CC}][^{_CC}]*{_END}"
+# A single line of anything printable (ban subjects).
+LINE_PATTERN = rf"^[^{_CC}]+{_END}"
 # Deliberately pragmatic: one "@", no whitespace or control characters, a dotted domain.
 # Full RFC 5322 parsing accepts addresses no mail system delivers to.
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-_EMAIL_RE = re.compile(rf"^[^@\s\x00-\x1f\x7f]{{1,64}}@{_LABEL}(?:\.{_LABEL})+$")
+EMAIL_PATTERN = rf"^[^@\s{_CC}]{{1,64}}@{_LABEL}(?:\.{_LABEL})+{_END}"
+_EMAIL_RE = re.compile(EMAIL_PATTERN)
+_ASCII_INT_RE = re.compile(r"-?[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -121,11 +148,49 @@ def _has_control_chars(text: str, allow_newlines: bool = False) -> bool:
     return any(unicodedata.category(ch) == "Cc" and ch not in allowed for ch in text)
 
 
+def has_unpaired_surrogate(text: str) -> bool:
+    """True for text no UTF-8 encoder can write (a lone ``\\ud800`` escape in JSON)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def is_single_line_text(text: str) -> bool:
+    """No control characters and nothing a UTF-8 encoder refuses: safe to store and show."""
+    return not has_unpaired_surrogate(text) and not _has_control_chars(text)
+
+
+def as_integer(value: object) -> int | None:
+    """``value`` as an int when JSON Schema calls it an integer (``1`` or ``1.0``), else None.
+
+    JSON does not distinguish 1 from 1.0 and neither does JSON Schema's ``integer``; booleans
+    are not integers.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def as_id(value: object) -> int | None:
+    """A positive id that fits the database (1 .. MAX_ID), or None."""
+    number = as_integer(value)
+    return number if number is not None and 1 <= number <= MAX_ID else None
+
+
 def content_id_problem(value: object) -> str | None:
     """Why ``value`` is not a usable content id, or None when it is."""
-    if isinstance(value, bool) or not isinstance(value, int | str):
+    number = None if isinstance(value, str) else as_integer(value)
+    if number is None and not isinstance(value, str):
         return "must be a string or an integer"
-    text = str(value)
+    if number is not None and not MIN_CONTENT_ID_INT <= number <= MAX_CONTENT_ID_INT:
+        return f"must be at most {MAX_CONTENT_ID_LENGTH} characters"
+    text = str(number) if number is not None else str(value)
     if not text.strip():
         return "must not be empty"
     if len(text) > MAX_CONTENT_ID_LENGTH:
@@ -138,10 +203,11 @@ def content_id_problem(value: object) -> str | None:
 
 
 def parse_content_id(value: object, field_name: str = "content_id") -> str:
-    """Normalise a content id: ``1`` and ``"1"`` name the same content."""
+    """Normalise a content id: ``1``, ``1.0`` and ``"1"`` name the same content."""
     if (problem := content_id_problem(value)) is not None:
         raise InvalidInput([FieldError(field_name, problem)])
-    return str(value)
+    number = None if isinstance(value, str) else as_integer(value)
+    return str(number) if number is not None else str(value)
 
 
 def _check_body(c: _Collector, name: str, value: object, limits: Limits) -> str | None:
@@ -171,7 +237,7 @@ def _check_email(c: _Collector, name: str, value: object, required: bool) -> str
     if not isinstance(value, str):
         c.add(name, "must be a string")
         return None
-    if len(value) > MAX_EMAIL_LENGTH or not _EMAIL_RE.match(value):
+    if len(value) > MAX_EMAIL_LENGTH or not _EMAIL_RE.search(value):
         c.add(name, "must be a valid email address")
         return None
     return value
@@ -201,7 +267,7 @@ def validate_legacy_create(
     elif (problem := content_id_problem(payload["content_id"])) is not None:
         c.add("content_id", problem)
     else:
-        content_id = str(payload["content_id"])
+        content_id = parse_content_id(payload["content_id"])
     c.raise_if_any()
     assert content_id is not None
     assert body is not None
@@ -230,10 +296,10 @@ def validate_v1_create(payload: object, content_id: str, limits: Limits) -> NewC
         else:
             author_name = author_name.strip()
     parent_id = payload.get("parent_id")
-    if parent_id is not None and (
-        isinstance(parent_id, bool) or not isinstance(parent_id, int) or parent_id < 1
-    ):
-        c.add("parent_id", "must be a positive integer")
+    if parent_id is not None:
+        parent_id = as_id(parent_id)
+        if parent_id is None:
+            c.add("parent_id", f"must be a positive integer up to {MAX_ID}")
     c.raise_if_any()
     assert body is not None
     return NewComment(
@@ -283,10 +349,10 @@ def display_name(comment: Comment) -> str:
 def parse_limit(raw: str | None) -> int:
     if raw is None:
         return DEFAULT_PAGE_SIZE
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidInput([FieldError("limit", "must be an integer")]) from None
+    # ASCII digits only: int() also takes "\u0663", " 3" and "1_0".
+    if not _ASCII_INT_RE.fullmatch(raw):
+        raise InvalidInput([FieldError("limit", "must be an integer")])
+    value = int(raw) if len(raw) <= 4 else MAX_PAGE_SIZE + 1
     if not 1 <= value <= MAX_PAGE_SIZE:
         raise InvalidInput([FieldError("limit", f"must be between 1 and {MAX_PAGE_SIZE}")])
     return value
@@ -304,20 +370,46 @@ def encode_cursor(last_id: int, order: str) -> str:
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
 
+_CURSOR_ALPHABET_RE = re.compile(r"[A-Za-z0-9_-]{2,27}")
+_CURSOR_RAW_RE = re.compile(rb"[on][0-9]{1,19}")
+
+
+def cursor_pattern(prefix: str = "[zj]") -> str:
+    """A regular expression for exactly the cursors ``encode_cursor`` can produce.
+
+    Unpadded base64url of ``o`` or ``n`` and 1 to 19 ASCII digits, spelled out per base64
+    quantum so a schema can say which strings are cursors. ``prefix`` is ``z`` for oldest
+    first, ``j`` for newest first. Checked against encode_cursor by tests/test_properties.py.
+    """
+    digit3 = r"[AEIMQUYcgk]"  # low nibble of a digit, then two zero bits
+    digit4 = r"[w-z0-5]"  # a whole digit in the last 6 bits
+    lead = r"(?:[MN][DTjz]|O[DT])"  # a digit's first 6 bits, and the top of its low nibble
+    tail1 = r"(?:[MN][AQgw]|O[AQ])"  # one digit left over
+    tail2 = rf"{lead}{digit3}"  # two digits left over
+    quantum = rf"{lead}{digit3}{digit4}"
+    return rf"^b{prefix}{digit3}(?:{digit4}(?:{quantum}){{0,5}}(?:{tail1}|{tail2})?)?{_END}"
+
+
 def decode_cursor(cursor: str | None, order: str) -> int | None:
     """The id after which the next page starts; the cursor is bound to its order."""
     if cursor is None:
         return None
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-        prefix, last_id = raw[0], int(raw[1:])
-    except (binascii.Error, UnicodeDecodeError, ValueError, IndexError):
-        raise InvalidInput([FieldError("cursor", "is not a cursor this API issued")]) from None
-    if prefix != order[0] or last_id < 0:
+    raw = b""
+    if _CURSOR_ALPHABET_RE.fullmatch(cursor):
+        try:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        except binascii.Error:
+            raw = b""
+    # Only the exact text encode_cursor writes: b64decode alone ignores stray characters.
+    canonical = base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=") == cursor
+    if not canonical or not _CURSOR_RAW_RE.fullmatch(raw):
+        raise InvalidInput([FieldError("cursor", "is not a cursor this API issued")])
+    if raw[:1].decode("ascii") != order[0]:
         raise InvalidInput(
             [FieldError("cursor", "belongs to a different order; restart without a cursor")]
         )
-    return last_id
+    # A position past every possible id is still a position; it must not reach SQL as is.
+    return min(int(raw[1:]), MAX_ID)
 
 
 def parse_count_ids(values: list[str]) -> list[str]:
@@ -331,6 +423,9 @@ def parse_count_ids(values: list[str]) -> list[str]:
 
 
 def parse_comment_id(raw: str) -> int:
-    if not raw.isdigit() or len(raw) > 18:
-        raise NotFound(f"comment {raw} not found")
-    return int(raw)
+    """A comment id from a URL: ASCII digits only ("\u0663" and "\u00b2" are not ids)."""
+    value = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 19 else 0
+    if not 1 <= value <= MAX_ID:
+        # Never echo the raw path segment: it is the caller's, not ours, to show.
+        raise NotFound("comment not found")
+    return value

@@ -9,6 +9,7 @@ from typing import Any
 
 from comments_api import observability
 from comments_api.settings import Settings
+from comments_api.worker import worker_class_for
 
 _settings = Settings.from_env()
 
@@ -16,18 +17,23 @@ if _settings.metrics_enabled and not _settings.prometheus_multiproc_dir:
     # Plain `gunicorn -c python:comments_api.gunicorn_conf comments_api.wsgi:app` (without
     # `comments-api serve`, which sets it up itself): workers still need one shared metrics
     # directory, chosen before the app and prometheus_client load.
-    import tempfile
+    from comments_api.server import make_runtime_dir
 
-    observability.prepare_multiproc_dir(None, tempfile.mkdtemp(prefix="comments-api-"))
+    # The lock descriptor stays open for the life of the master and its workers.
+    _runtime_dir, _runtime_lock = make_runtime_dir()
+    observability.prepare_multiproc_dir(None, _runtime_dir)
 
 bind = f"{_settings.host}:{_settings.port}"
 workers = _settings.workers
 threads = _settings.threads
-worker_class = "gthread" if _settings.threads > 1 else "sync"
+# gunicorn's sync/gthread workers, except that each request is read in full by the
+# worker's main loop before the application sees it (slow clients never hold a worker),
+# and the server's own errors are JSON: see comments_api/worker.py.
+worker_class = worker_class_for(_settings.threads)
 # Load the app once in the master and fork: workers share its memory pages and start fast.
 preload_app = True
 graceful_timeout = _settings.graceful_timeout
-timeout = 30
+timeout = _settings.worker_timeout
 keepalive = 5
 loglevel = _settings.log_level
 accesslog = None  # one structured line per request comes from the app itself
@@ -40,8 +46,10 @@ reload = False
 # The control socket (gunicorn 24+) writes under $HOME, which is read-only in containers.
 control_socket_disable = True
 proc_name = "comments-api"
-# Cap request line and header sizes well under gunicorn's defaults: comments are small.
-limit_request_line = 4094
+# The request line and header section limits are enforced by comments_api.worker, which
+# reads requests first (48 KiB: 100 percent-encoded content ids must fit; gunicorn's own
+# limit cannot exceed 8190 bytes, so it is off here: 0 = unlimited).
+limit_request_line = 0
 limit_request_fields = 50
 limit_request_field_size = 8190
 

@@ -14,7 +14,10 @@ from typing import Any
 
 from .auth import SCOPE_MODERATE, Identity
 from .domain import (
+    LINE_PATTERN,
     MAX_EMAIL_LENGTH,
+    MAX_ID,
+    OPTIONAL_TEXT_PATTERN,
     STATUS_DELETED,
     STATUS_HIDDEN,
     STATUS_PENDING,
@@ -25,6 +28,7 @@ from .domain import (
     InvalidInput,
     Limits,
     NewComment,
+    as_id,
     validate_v1_create,
 )
 
@@ -35,6 +39,14 @@ BULK_ACTIONS = (ACTION_APPROVE, ACTION_HIDE, ACTION_DELETE)
 MAX_BULK_IDS = 100
 MAX_SUBJECT_LENGTH = 200
 MAX_REASON_LENGTH = 500
+# Ban emails are matched against stored authors, so anything with an "@" and no control
+# characters may be banned (a JWT may carry an address our comment form would refuse).
+BAN_EMAIL_PATTERN = r"^[^\x00-\x1f\x7f-\x9f@]*@[^\x00-\x1f\x7f-\x9f]*(?![\s\S])"
+BAN_TARGET_PATTERN = r"^(?:email|sub):[^\x00-\x1f\x7f-\x9f]+(?![\s\S])"
+_BAN_EMAIL_RE = re.compile(BAN_EMAIL_PATTERN)
+_LINE_RE = re.compile(LINE_PATTERN)
+_OPTIONAL_TEXT_RE = re.compile(OPTIONAL_TEXT_PATTERN)
+_BAN_TARGET_RE = re.compile(BAN_TARGET_PATTERN)
 
 # Which statuses each action may move a comment out of; anything else is left alone
 # (approving a deleted comment must not resurrect it).
@@ -62,6 +74,11 @@ class TooManyComments(DomainError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.headers = {"Retry-After": str(max(1, retry_after))}
+
+
+class Duplicate(Conflict):
+    # Its own problem type, so metrics count it as reason="duplicate" (README, Metrics).
+    code = "duplicate"
 
 
 @dataclass(frozen=True)
@@ -93,7 +110,7 @@ def check_activity(activity: AuthorActivity, rules: AbuseRules) -> None:
     if activity.banned:
         raise Banned("this author may not post comments")
     if activity.duplicates:
-        raise Conflict("you already posted this comment here; duplicates are not accepted")
+        raise Duplicate("you already posted this comment here; duplicates are not accepted")
     if activity.recent >= rules.thread_author_max:
         raise TooManyComments(
             f"at most {rules.thread_author_max} comments per author on one content every "
@@ -131,21 +148,16 @@ def parse_bulk(payload: object) -> tuple[str, list[int]]:
     action = payload.get("action")
     if action not in BULK_ACTIONS:
         errors.append(FieldError("action", f"must be one of {', '.join(BULK_ACTIONS)}"))
-    ids = payload.get("ids")
-    if (
-        not isinstance(ids, list)
-        or not ids
-        or len(ids) > MAX_BULK_IDS
-        or any(isinstance(i, bool) or not isinstance(i, int) or i < 1 for i in ids)
-    ):
+    raw_ids = payload.get("ids")
+    ids = [as_id(i) for i in raw_ids] if isinstance(raw_ids, list) else []
+    if not ids or len(ids) > MAX_BULK_IDS or None in ids:
         errors.append(
-            FieldError("ids", f"must be a list of 1 to {MAX_BULK_IDS} positive comment ids")
+            FieldError("ids", f"must be a list of 1 to {MAX_BULK_IDS} comment ids (1 to {MAX_ID})")
         )
     if errors:
         raise InvalidInput(errors)
     assert isinstance(action, str)
-    assert isinstance(ids, list)
-    return action, list(dict.fromkeys(ids))
+    return action, [i for i in dict.fromkeys(ids) if i is not None]
 
 
 @dataclass(frozen=True)
@@ -163,20 +175,43 @@ def parse_ban(payload: object) -> BanRequest:
         errors.append(FieldError(key, "is not an accepted field"))
     email, subject = payload.get("email"), payload.get("subject")
     target: str | None = None
-    if (email is None) == (subject is None):
+    # Present-but-null counts as given (and invalid), as the schema's oneOf says.
+    if ("email" in payload) == ("subject" in payload):
         errors.append(FieldError("email", "give exactly one of email or subject"))
-    elif email is not None:
-        if not isinstance(email, str) or "@" not in email or len(email) > MAX_EMAIL_LENGTH:
+    elif "email" in payload:
+        if (
+            not isinstance(email, str)
+            or len(email) > MAX_EMAIL_LENGTH
+            or not _BAN_EMAIL_RE.search(email)
+        ):
             errors.append(FieldError("email", "must be an email address"))
         else:
             target = author_key(email, None)
-    elif not isinstance(subject, str) or not subject or len(subject) > MAX_SUBJECT_LENGTH:
-        errors.append(FieldError("subject", f"must be 1 to {MAX_SUBJECT_LENGTH} characters"))
+    elif (
+        not isinstance(subject, str)
+        or len(subject) > MAX_SUBJECT_LENGTH
+        or not _LINE_RE.search(subject)
+    ):
+        errors.append(
+            FieldError(
+                "subject", f"must be 1 to {MAX_SUBJECT_LENGTH} characters, no control characters"
+            )
+        )
     else:
         target = author_key(None, subject)
     reason = payload.get("reason")
-    if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON_LENGTH):
-        errors.append(FieldError("reason", f"must be a string of at most {MAX_REASON_LENGTH}"))
+    if reason is not None and (
+        not isinstance(reason, str)
+        or len(reason) > MAX_REASON_LENGTH
+        or not _OPTIONAL_TEXT_RE.search(reason)
+    ):
+        errors.append(
+            FieldError(
+                "reason",
+                f"must be a string of at most {MAX_REASON_LENGTH}, no control characters "
+                "but tab and newline",
+            )
+        )
     if errors:
         raise InvalidInput(errors)
     assert target is not None
@@ -185,8 +220,8 @@ def parse_ban(payload: object) -> BanRequest:
 
 def parse_ban_target(raw: str) -> str:
     """A ban target from a URL: ``email:...`` or ``sub:...`` exactly as listed."""
-    kind, sep, value = raw.partition(":")
-    if not sep or kind not in ("email", "sub") or not value:
+    kind, _, value = raw.partition(":")
+    if not _BAN_TARGET_RE.search(raw):
         raise InvalidInput([FieldError("target", "must look like email:<address> or sub:<id>")])
     return raw if kind == "sub" else f"email:{value.strip().lower()}"
 

@@ -30,16 +30,28 @@ from typing import Any
 
 from . import __version__
 from .domain import (
+    CONTENT_ID_PATTERN,
     DEFAULT_PAGE_SIZE,
+    EMAIL_PATTERN,
+    LINE_PATTERN,
     MAX_AUTHOR_NAME_LENGTH,
+    MAX_CONTENT_ID_INT,
     MAX_CONTENT_ID_LENGTH,
     MAX_COUNT_IDS,
     MAX_EMAIL_LENGTH,
+    MAX_ID,
     MAX_PAGE_SIZE,
+    MIN_CONTENT_ID_INT,
+    NAME_PATTERN,
+    OPTIONAL_TEXT_PATTERN,
     STATUSES,
+    TEXT_PATTERN,
+    cursor_pattern,
     email_hash,
 )
 from .moderation import (
+    BAN_EMAIL_PATTERN,
+    BAN_TARGET_PATTERN,
     BULK_ACTIONS,
     MAX_BULK_IDS,
     MAX_REASON_LENGTH,
@@ -59,8 +71,8 @@ CREDENTIALS: list[dict[str, list[str]]] = [{"bearerApiKey": []}, {"bearerJwt": [
 # Moderation/admin: a credential in every auth mode (the scope is checked on top).
 MODERATOR_SECURITY = CREDENTIALS
 
-# No whitespace at either end and no control characters (C0, DEL, C1), as domain.py checks.
-_CONTENT_ID_PATTERN = r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$"
+# Ids as the database stores them (BIGINT): larger numbers name nothing.
+_ID = {"type": "integer", "minimum": 1, "maximum": MAX_ID, "format": "int64"}
 
 _EXAMPLE_EMAIL = "alice@example.com"
 _EXAMPLE_TIME = "2026-01-15T09:30:00.000Z"
@@ -95,7 +107,9 @@ def _problem_types(settings: Settings) -> dict[str, dict[str, Any]]:
             400,
             "Bad request",
             "The request could not be read: the body is not valid JSON (NaN and Infinity "
-            "are not JSON either) or not valid UTF-8.",
+            "are not JSON either, nor nesting deeper than the parser holds), not valid "
+            "UTF-8 (an unpaired surrogate escape such as `\\ud800` included), or its "
+            "chunked framing is broken; or the URL is not UTF-8 once percent-decoded.",
         ),
         "unauthorized": entry(
             401,
@@ -136,11 +150,33 @@ def _problem_types(settings: Settings) -> dict[str, dict[str, Any]]:
             "same author posting the same text on the same content within "
             f"`DUPLICATE_WINDOW` ({settings.duplicate_window:g} seconds here).",
         ),
+        "duplicate": entry(
+            409,
+            "Duplicate comment",
+            "The same author posted the same text on the same content within "
+            f"`DUPLICATE_WINDOW` ({settings.duplicate_window:g} seconds here); nothing was "
+            "stored. Checked atomically: of simultaneous identical posts exactly one is kept.",
+        ),
+        "idempotency-key-reused": entry(
+            422,
+            "Idempotency key reused",
+            "This `Idempotency-Key` was already used by this caller for a different "
+            "request within `IDEMPOTENCY_TTL` "
+            f"({settings.idempotency_ttl:g} seconds here). Nothing was stored; use a new key "
+            "for a new comment.",
+        ),
+        "insufficient-storage": entry(
+            507,
+            "Insufficient storage",
+            "The database volume is full: nothing was stored. Reads keep working; retry "
+            "after `Retry-After` (operators have been alerted by the log and `/readyz`).",
+        ),
         "content-too-large": entry(
             413,
             "Content too large",
             f"The request body is larger than this deployment accepts "
-            f"(`MAX_BODY_BYTES`, {settings.max_body_bytes} bytes here). Nothing was read.",
+            f"(`MAX_BODY_BYTES`, {settings.max_body_bytes} bytes here), whether declared in "
+            "`Content-Length` or streamed in chunks. Nothing was stored.",
         ),
         "unsupported-media-type": entry(
             415,
@@ -194,7 +230,7 @@ def _base_schemas(settings: Settings) -> dict[str, Any]:
         "type": "string",
         "minLength": 1,
         "maxLength": MAX_CONTENT_ID_LENGTH,
-        "pattern": _CONTENT_ID_PATTERN,
+        "pattern": CONTENT_ID_PATTERN,
         "description": "The article (or other content) the comments belong to. Opaque to "
         "this API; no surrounding whitespace, no control characters.",
         "examples": ["1", "politics/2026/budget-vote"],
@@ -204,6 +240,7 @@ def _base_schemas(settings: Settings) -> dict[str, Any]:
         "type": "string",
         "minLength": 1,
         "maxLength": max_len,
+        "pattern": TEXT_PATTERN,
         "description": f"The comment text: not empty or whitespace only, at most {max_len} "
         "characters (`MAX_COMMENT_LENGTH`), newlines and tabs allowed, no other control "
         "characters. Stored and returned exactly (accents, emoji, RTL).",
@@ -212,6 +249,9 @@ def _base_schemas(settings: Settings) -> dict[str, Any]:
         "type": "string",
         "format": "email",
         "maxLength": MAX_EMAIL_LENGTH,
+        # The format alone is an annotation most validators skip; the pattern is the rule
+        # the API applies: one "@", no spaces or control characters, a dotted domain.
+        "pattern": EMAIL_PATTERN,
         "examples": [_EXAMPLE_EMAIL],
     }
     return {
@@ -318,12 +358,17 @@ def _base_schemas(settings: Settings) -> dict[str, Any]:
                 },
                 "author_name": {
                     **_nullable(
-                        {"type": "string", "minLength": 1, "maxLength": MAX_AUTHOR_NAME_LENGTH}
+                        {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": MAX_AUTHOR_NAME_LENGTH,
+                            "pattern": NAME_PATTERN,
+                        }
                     ),
                     "description": "Display name; ignored when the caller is authenticated.",
                 },
                 "parent_id": {
-                    **_nullable({"type": "integer", "minimum": 1}),
+                    **_nullable(_ID),
                     "description": "Reply to this comment; it must be visible and belong "
                     "to the same content.",
                 },
@@ -349,7 +394,14 @@ def _base_schemas(settings: Settings) -> dict[str, Any]:
                 "comment": comment_body,
                 "content_id": {
                     "description": 'A number or a string; `1` and `"1"` are the same content.',
-                    "anyOf": [{"type": "integer"}, _ref("ContentId")],
+                    "anyOf": [
+                        {
+                            "type": "integer",
+                            "minimum": MIN_CONTENT_ID_INT,
+                            "maximum": MAX_CONTENT_ID_INT,
+                        },
+                        _ref("ContentId"),
+                    ],
                 },
             },
         },
@@ -466,7 +518,7 @@ def _moderation_schemas() -> dict[str, Any]:
     timestamp = {"type": "string", "format": "date-time"}
     ban_target = {
         "type": "string",
-        "pattern": "^(email|sub):.+$",
+        "pattern": BAN_TARGET_PATTERN,
         "description": "`email:<address>` (lower-cased) or `sub:<JWT subject>`.",
         "examples": ["email:troll@example.com"],
     }
@@ -486,7 +538,7 @@ def _moderation_schemas() -> dict[str, Any]:
                     "type": "array",
                     "minItems": 1,
                     "maxItems": MAX_BULK_IDS,
-                    "items": {"type": "integer", "minimum": 1},
+                    "items": _ID,
                     "description": "Duplicates are applied once.",
                 },
             },
@@ -511,9 +563,24 @@ def _moderation_schemas() -> dict[str, Any]:
             "description": "Exactly one of `email` or `subject`.",
             "additionalProperties": False,
             "properties": {
-                "email": {"type": "string", "maxLength": MAX_EMAIL_LENGTH},
-                "subject": {"type": "string", "minLength": 1, "maxLength": MAX_SUBJECT_LENGTH},
-                "reason": _nullable({"type": "string", "maxLength": MAX_REASON_LENGTH}),
+                "email": {
+                    "type": "string",
+                    "maxLength": MAX_EMAIL_LENGTH,
+                    "pattern": BAN_EMAIL_PATTERN,
+                },
+                "subject": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_SUBJECT_LENGTH,
+                    "pattern": LINE_PATTERN,
+                },
+                "reason": _nullable(
+                    {
+                        "type": "string",
+                        "maxLength": MAX_REASON_LENGTH,
+                        "pattern": OPTIONAL_TEXT_PATTERN,
+                    }
+                ),
             },
             "oneOf": [{"required": ["email"]}, {"required": ["subject"]}],
         },
@@ -638,7 +705,7 @@ _ERROR_DEFAULTS: dict[int, tuple[tuple[str, ...], str, dict[str, Any]]] = {
     403: (("forbidden", "author-banned"), "this credential lacks the scope comments:moderate", {}),
     404: (("not-found",), "comment not found", {}),
     409: (
-        ("conflict",),
+        ("duplicate", "conflict"),
         "you already posted this comment here; duplicates are not accepted",
         {},
     ),
@@ -820,12 +887,28 @@ def _parameters() -> dict[str, Any]:
             "schema": _ref("ContentId"),
             "example": "1",
         },
+        "IdempotencyKey": {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "description": "Makes a retry safe: a repeat of the same request with the same "
+            "key within `IDEMPOTENCY_TTL` gets the first answer (status, body, `Location`, "
+            "plus `Idempotent-Replayed: true`) and stores nothing new; the same key with a "
+            "different request is 422. Keys are per caller; a UUID is a good choice.",
+            "schema": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 255,
+                "pattern": "^[\\x20-\\x7e]+$",
+            },
+            "example": "5f0c6f4e-8a51-4c43-9f8e-2b6f1c3d9a10",
+        },
         "CommentIdPath": {
             "name": "comment_id",
             "in": "path",
             "required": True,
-            "description": "The comment id. Anything else answers 404.",
-            "schema": {"type": "integer", "minimum": 1, "format": "int64"},
+            "description": "The comment id (ASCII digits). Anything else answers 404.",
+            "schema": _ID,
             "example": 42,
         },
         "Limit": {
@@ -843,8 +926,22 @@ def _parameters() -> dict[str, Any]:
             "name": "cursor",
             "in": "query",
             "description": "Opaque: the `next_cursor` of the previous page, with the same "
-            "`order`. Omit for the first page.",
-            "schema": {"type": "string", "minLength": 1},
+            "`order` (a cursor of the other order answers 400). Omit for the first page.",
+            "schema": {"type": "string", "pattern": cursor_pattern()},
+        },
+        "OldestCursor": {
+            "name": "cursor",
+            "in": "query",
+            "description": "Opaque: the `next_cursor` of the previous page. Omit for the "
+            "first page.",
+            "schema": {"type": "string", "pattern": cursor_pattern("z")},
+        },
+        "NewestCursor": {
+            "name": "cursor",
+            "in": "query",
+            "description": "Opaque: the `next_cursor` of the previous page. Omit for the "
+            "first page.",
+            "schema": {"type": "string", "pattern": cursor_pattern("j")},
         },
         "Order": {
             "name": "order",
@@ -972,8 +1069,18 @@ def _paths(settings: Settings) -> dict[str, Any]:
                     ),
                     **_errors(thread, 401, 403, 409, 413, 415, 429, 503),
                     "400": _invalid(thread, "body", "must not be empty or whitespace only"),
+                    "422": _error(
+                        thread,
+                        422,
+                        "this Idempotency-Key was already used with a different request; "
+                        "use a new key for a new comment",
+                        slugs=("idempotency-key-reused",),
+                    ),
                 },
-                parameters=[_ref("ContentIdPath", "parameters")],
+                parameters=[
+                    _ref("ContentIdPath", "parameters"),
+                    _ref("IdempotencyKey", "parameters"),
+                ],
                 request_body=_json_body(
                     "NewComment",
                     {
@@ -1301,7 +1408,8 @@ def _moderation_paths() -> dict[str, Any]:
     ban = "/api/v1/moderation/bans/{target}"
     audit = "/api/v1/admin/audit-log"
     moderate_note = " Needs the `comments:moderate` scope (or `admin`)."
-    page_params = [_ref("Limit", "parameters"), _ref("Cursor", "parameters")]
+    pending_params = [_ref("Limit", "parameters"), _ref("OldestCursor", "parameters")]
+    audit_params = [_ref("Limit", "parameters"), _ref("NewestCursor", "parameters")]
     example = {
         **_example_comment(status="pending"),
         "author_email": _EXAMPLE_EMAIL,
@@ -1325,7 +1433,7 @@ def _moderation_paths() -> dict[str, Any]:
                     "400": _invalid(pending, "cursor", "is not a cursor this API issued"),
                     **_errors(pending, 401, 403, 429, 503),
                 },
-                parameters=page_params,
+                parameters=pending_params,
                 security=MODERATOR_SECURITY,
             )
         },
@@ -1461,7 +1569,7 @@ def _moderation_paths() -> dict[str, Any]:
                     "400": _invalid(audit, "limit", "must be between 1 and 100"),
                     **_errors(audit, 401, 403, 429, 503),
                 },
-                parameters=page_params,
+                parameters=audit_params,
                 security=MODERATOR_SECURITY,
             )
         },

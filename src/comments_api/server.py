@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import shutil
@@ -36,8 +38,14 @@ class DrainingArbiter(Arbiter):  # type: ignore[misc]
             super().handle_term()
             return
         self.draining = True
-        with open(self.drain_file, "w", encoding="utf-8"):
-            pass
+        try:
+            # The directory is recreated if something removed it: whatever happened to the
+            # workers before, the master must still drain rather than crash here.
+            os.makedirs(os.path.dirname(self.drain_file), mode=0o700, exist_ok=True)
+            with open(self.drain_file, "w", encoding="utf-8"):
+                pass
+        except OSError as exc:
+            log.error("cannot write the drain file (%s); draining anyway", exc.__class__.__name__)
         log.info("SIGTERM: readiness off, draining in %.1fs", self.delay)
         # The second SIGTERM is the real one: gunicorn's graceful stop.
         timer = threading.Timer(self.delay, os.kill, (os.getpid(), signal.SIGTERM))
@@ -67,10 +75,76 @@ class CommentsGunicorn(BaseApplication):  # type: ignore[misc]
         DrainingArbiter(self, self.drain_file, self.settings.shutdown_delay).run()
 
 
+RUNTIME_PREFIX = "comments-api-"
+OWNER_LOCK = "owner.lock"
+
+
+def make_runtime_dir(parent: str | None = None) -> tuple[str, int]:
+    """A private directory for this server (drain file, metrics), owned by a lock.
+
+    The returned descriptor holds an exclusive ``flock`` on ``owner.lock`` inside it.
+    Forked workers inherit it, so the lock is released only when the master and every
+    worker are gone, whatever killed them (SIGKILL included): that is how the next start
+    tells a stale directory from a live one, without trusting reusable PIDs.
+    """
+    clean_stale_runtime_dirs(parent)
+    path = tempfile.mkdtemp(prefix=f"{RUNTIME_PREFIX}{os.getpid()}-", dir=parent)
+    # Lock a file under a temporary name, then rename it into place: a concurrent start
+    # never sees an unlocked owner.lock in a live directory.
+    staging = os.path.join(path, ".owner.lock.new")
+    fd = os.open(staging, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    os.rename(staging, os.path.join(path, OWNER_LOCK))
+    return path, fd
+
+
+def clean_stale_runtime_dirs(parent: str | None = None) -> list[str]:
+    """Remove runtime directories whose owner lock is free (their server is gone).
+
+    Only directories of this user that carry an ``owner.lock`` are candidates; anything
+    else (another user's, an older version's without a lock) is left alone.
+    """
+    parent = parent or tempfile.gettempdir()
+    removed: list[str] = []
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(RUNTIME_PREFIX):
+            continue
+        try:
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            if entry.stat(follow_symlinks=False).st_uid != os.geteuid():
+                continue
+            fd = os.open(
+                os.path.join(entry.path, OWNER_LOCK), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+            )
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # held: its server (master or an orphaned worker) still runs
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.path)
+        finally:
+            os.close(fd)
+    if removed:
+        log.info(
+            "removed %d stale runtime director%s", len(removed), "y" if len(removed) == 1 else "ies"
+        )
+    return removed
+
+
 def run_gunicorn(settings: Settings) -> None:
     from .app import DRAIN_FILE_ENV
 
-    runtime_dir = tempfile.mkdtemp(prefix="comments-api-")
+    master_pid = os.getpid()
+    runtime_dir, lock_fd = make_runtime_dir()
     drain_file = os.path.join(runtime_dir, "draining")
     os.environ[DRAIN_FILE_ENV] = drain_file
     if settings.metrics_enabled:
@@ -82,4 +156,9 @@ def run_gunicorn(settings: Settings) -> None:
     try:
         CommentsGunicorn(settings, drain_file).run()
     finally:
-        shutil.rmtree(runtime_dir, ignore_errors=True)
+        # Workers are forked inside run() and leave through here too (gunicorn ends a
+        # worker with sys.exit): only the master may remove what every worker shares.
+        if os.getpid() == master_pid:
+            shutil.rmtree(runtime_dir, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                os.close(lock_fd)

@@ -80,10 +80,22 @@ class Settings:
     log_level: str = "info"
     shutdown_delay: float = 0.0  # seconds readiness reports 503 before draining starts
     graceful_timeout: int = 25
+    # Totals from accept to the end of the headers, then to the end of the body: a client
+    # trickling bytes cannot extend them (comments_api.worker buffers requests meanwhile).
+    request_header_timeout: float = 10.0
+    request_body_timeout: float = 15.0
+    # gunicorn restarts a worker silent for this long (one request stuck in the app).
+    worker_timeout: int = 30
     # --- storage ------------------------------------------------------------------
     database_url: str = DEFAULT_SQLITE_URL
     db_pool_size: int = 5
     db_pool_timeout: float = 5.0
+    # Seconds one statement may run (PostgreSQL statement_timeout) or wait for a lock
+    # (SQLite busy timeout) before the request answers 503: a held lock or a slow database
+    # must not pin a worker.
+    db_statement_timeout: float = 5.0
+    # Seconds an Idempotency-Key is remembered: a retry within it gets the first answer.
+    idempotency_ttl: float = 86400.0
     migrate_on_start: bool = True  # `serve` upgrades the schema before forking workers
     # --- API limits ---------------------------------------------------------------
     max_comment_length: int = 5000
@@ -173,13 +185,18 @@ class Settings:
             "TRUSTED_PROXIES": ("trusted_proxies", 0),
             "THREAD_AUTHOR_MAX": ("thread_author_max", 1),
             "GRACEFUL_TIMEOUT": ("graceful_timeout", 1),
+            "WORKER_TIMEOUT": ("worker_timeout", 1),
         }
         for var, (attr, minimum) in ints.items():
             if (value := get(var)) is not None:
                 kwargs[attr] = _int(var, value, minimum)
         floats = {
             "SHUTDOWN_DELAY": "shutdown_delay",
+            "REQUEST_HEADER_TIMEOUT": "request_header_timeout",
+            "REQUEST_BODY_TIMEOUT": "request_body_timeout",
             "DB_POOL_TIMEOUT": "db_pool_timeout",
+            "DB_STATEMENT_TIMEOUT": "db_statement_timeout",
+            "IDEMPOTENCY_TTL": "idempotency_ttl",
             "JWT_LEEWAY": "jwt_leeway",
             "EDIT_WINDOW": "edit_window",
             "DUPLICATE_WINDOW": "duplicate_window",
@@ -219,6 +236,8 @@ class Settings:
         return settings
 
     def validate(self) -> None:
+        if self.db_statement_timeout <= 0:
+            raise SettingsError("DB_STATEMENT_TIMEOUT must be a positive number of seconds")
         if "*" in self.cors_origins:
             raise SettingsError("CORS_ORIGINS must list origins explicitly; '*' is not allowed")
         if not (

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Iterable, Sequence
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -11,6 +17,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Column,
+    Connection,
     DateTime,
     Engine,
     ForeignKey,
@@ -41,6 +48,7 @@ from .domain import (
     STATUS_PENDING,
     STATUS_PUBLISHED,
     Comment,
+    DomainError,
     NewComment,
     Page,
     encode_cursor,
@@ -54,6 +62,8 @@ from .moderation import (
     author_key,
     check_activity,
 )
+
+log = logging.getLogger(__name__)
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
 Id = BigInteger().with_variant(Integer(), "sqlite")
@@ -131,6 +141,26 @@ audit_log = Table(
     Column("details", Text, nullable=True),  # JSON object
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    # Who sent the key (API key id, token subject, or "anonymous"): one caller's key can
+    # never replay another caller's answer.
+    Column("scope", String(300), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("request_hash", String(64), nullable=False),  # SHA-256 of the request
+    Column("status", Integer, nullable=False),
+    Column("body", Text, nullable=False),  # the JSON answered the first time
+    Column("location", String(300), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index(None, "created_at"),  # expiry sweeps
+)
+
+# Seconds between sweeps of expired idempotency keys, and between WAL truncations after
+# disk-full errors, per process.
+IDEMPOTENCY_SWEEP_INTERVAL = 60.0
+RELEASE_SPACE_INTERVAL = 5.0
 
 # Seconds between last_used_at writes for one key: tracking use must not turn every
 # authenticated request into a database write.
@@ -218,20 +248,49 @@ def _tombstone(now: datetime) -> dict[str, Any]:
     }
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    # WAL lets readers in every worker proceed while one writer commits; NORMAL sync is
-    # durable across process crashes (only an OS crash can lose the last commits).
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
+# The WAL is folded into the database every 256 pages (1 MiB; SQLite's default is 4 MiB)
+# and cut back to 1 MiB after a checkpoint. Unbounded, it kept its high-water size and
+# grew 4 MiB at a time: on a full disk, freeing less than that let a few writes through
+# before failing again (issue #8). Readiness wants twice this much free (web/ops.py).
+SQLITE_WAL_PAGES = 256
+SQLITE_WAL_SIZE_LIMIT = 1024 * 1024
 
 
-def make_engine(database_url: str, pool_size: int = 5, pool_timeout: float = 5.0) -> Engine:
+def _sqlite_setup(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # SQLAlchemy emits BEGIN itself (see _sqlite_begin), so the driver must not.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        # WAL lets readers in every worker proceed while one writer commits; NORMAL sync is
+        # durable across process crashes (only an OS crash can lose the last commits).
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        # How long a write waits for another writer's lock: DB_STATEMENT_TIMEOUT.
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_WAL_PAGES}")
+        cursor.execute(f"PRAGMA journal_size_limit={SQLITE_WAL_SIZE_LIMIT}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return on_connect
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # Writes start with BEGIN IMMEDIATE: the write lock is taken before the abuse checks
+    # read, so check-then-insert is one serialised step across workers, and a deferred
+    # transaction can never fail to upgrade half-way (SQLITE_BUSY without waiting).
+    conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('sqlite_begin', '')}")
+
+
+def make_engine(
+    database_url: str,
+    pool_size: int = 5,
+    pool_timeout: float = 5.0,
+    statement_timeout: float = 5.0,
+) -> Engine:
     """An engine for ``database_url``; creates the SQLite file's directory on first run."""
     url = make_url(database_url)
+    timeout_ms = max(1, int(statement_timeout * 1000))
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -241,7 +300,8 @@ def make_engine(database_url: str, pool_size: int = 5, pool_timeout: float = 5.0
             pool_timeout=pool_timeout,
             connect_args={"check_same_thread": False},
         )
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_setup(timeout_ms))
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(
         url,
@@ -249,9 +309,48 @@ def make_engine(database_url: str, pool_size: int = 5, pool_timeout: float = 5.0
         max_overflow=pool_size,
         pool_timeout=pool_timeout,
         pool_pre_ping=True,
-        # Keep a wedged query from pinning a worker forever.
-        connect_args={"connect_timeout": 5, "options": "-c statement_timeout=5000"},
+        # Keep a wedged query or a held lock from pinning a worker: DB_STATEMENT_TIMEOUT.
+        connect_args={"connect_timeout": 5, "options": f"-c statement_timeout={timeout_ms}"},
     )
+
+
+def _lock_key(*parts: str) -> int:
+    """A signed 64-bit key for pg_advisory_xact_lock, stable across processes."""
+    digest = hashlib.blake2b("\x1f".join(parts).encode("utf-8", "surrogatepass"), digest_size=8)
+    return int.from_bytes(digest.digest(), "big", signed=True)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """SQLITE_FULL (or PostgreSQL's disk-full error): the volume has no room for a write."""
+    orig = getattr(exc, "orig", exc)
+    if getattr(orig, "sqlite_errorname", None) == "SQLITE_FULL":
+        return True
+    return getattr(orig, "sqlstate", None) == "53100"  # PostgreSQL disk_full
+
+
+class IdempotencyKeyReused(DomainError):
+    code = "idempotency-key-reused"
+    http_status = 422
+
+
+@dataclass(frozen=True)
+class IdempotentRequest:
+    scope: str  # the caller's identity, or "anonymous"
+    key: str
+    request_hash: str
+    ttl: float  # seconds a key is remembered
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    status: int
+    body: str  # JSON text
+    location: str | None
+    replayed: bool  # True: the answer to an earlier request with the same key
+
+
+# Renders the response for a freshly stored comment: (status, JSON body, Location).
+Renderer = Callable[[Comment], tuple[int, str, str | None]]
 
 
 class Repository:
@@ -259,8 +358,47 @@ class Repository:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.is_sqlite = engine.dialect.name == "sqlite"
+        self._last_sweep = -IDEMPOTENCY_SWEEP_INTERVAL
+        self._last_release = -RELEASE_SPACE_INTERVAL
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A write transaction: BEGIN IMMEDIATE on SQLite, a plain one on PostgreSQL."""
+        with self.engine.connect() as conn:
+            conn.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                yield conn
+
+    def _lock(self, conn: Connection, *parts: str) -> None:
+        # PostgreSQL: held until this transaction ends. SQLite's BEGIN IMMEDIATE already
+        # serialises every writer, so there is nothing more to take.
+        if not self.is_sqlite:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key(*parts)})
 
     # --- health ------------------------------------------------------------------
+    def free_bytes(self) -> int | None:
+        """Free space on the SQLite database's volume; None on PostgreSQL or in memory."""
+        database = self.engine.url.database
+        if not self.is_sqlite or not database or database == ":memory:":
+            return None
+        stats = os.statvfs(Path(database).expanduser().resolve().parent)
+        return stats.f_bavail * stats.f_frsize
+
+    def release_space(self) -> None:
+        """After a disk-full error: fold the WAL into the database and cut it to zero bytes,
+        so the space it held is free again and the next write is not the one that fails."""
+        clock = time.monotonic()
+        # TRUNCATE waits (busy timeout) for readers to move on: not on every failed write.
+        if not self.is_sqlite or clock - self._last_release < RELEASE_SPACE_INTERVAL:
+            return
+        self._last_release = clock
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        except SQLAlchemyError:
+            pass  # still full or still busy: the next failure tries again
+
     def schema_revision(self) -> str | None:
         """The Alembic revision the database is at; raises if the DB is unreachable."""
         with self.engine.connect() as conn:
@@ -273,7 +411,73 @@ class Repository:
     # --- writes ------------------------------------------------------------------
     def create(self, new: NewComment, rules: AbuseRules | None = None) -> Comment:
         """Insert a comment; with ``rules``, first check bans/duplicates/flood limits."""
+        with self._write() as conn:
+            return self._insert(conn, new, rules, utcnow())
+
+    def create_idempotent(
+        self,
+        new: NewComment,
+        rules: AbuseRules | None,
+        request: IdempotentRequest,
+        render: Renderer,
+    ) -> StoredResponse:
+        """``create`` once per (caller, key): a retry gets the first answer back.
+
+        The key's row is written in the comment's transaction, so either both exist or
+        neither; concurrent requests with one key wait on one lock and the later ones
+        replay. The same key with another request raises IdempotencyKeyReused.
+        """
         now = utcnow()
+        match = and_(
+            idempotency_keys.c.scope == request.scope, idempotency_keys.c.key == request.key
+        )
+        with self._write() as conn:
+            self._lock(conn, "idempotency", request.scope, request.key)
+            row = conn.execute(select(idempotency_keys).where(match)).first()
+            if row is not None and _aware(row.created_at) > now - timedelta(  # type: ignore[operator]
+                seconds=request.ttl
+            ):
+                if row.request_hash != request.request_hash:
+                    raise IdempotencyKeyReused(
+                        "this Idempotency-Key was already used with a different request; "
+                        "use a new key for a new comment"
+                    )
+                return StoredResponse(row.status, row.body, row.location, replayed=True)
+            conn.execute(delete(idempotency_keys).where(match))  # expired: forgotten
+            comment = self._insert(conn, new, rules, now)
+            status, body, location = render(comment)
+            conn.execute(
+                insert(idempotency_keys),
+                {
+                    "scope": request.scope,
+                    "key": request.key,
+                    "request_hash": request.request_hash,
+                    "status": status,
+                    "body": body,
+                    "location": location,
+                    "created_at": now,
+                },
+            )
+        self._sweep_idempotency_keys(now - timedelta(seconds=request.ttl))
+        return StoredResponse(status, body, location, replayed=False)
+
+    def _sweep_idempotency_keys(self, cutoff: datetime) -> None:
+        # Outside the create's transaction and at most once a minute per process: the
+        # rows are dead already (lookups check the age), this only reclaims the space, and
+        # it must never hold a create up or deadlock with another process's sweep.
+        clock = time.monotonic()
+        if clock - self._last_sweep < IDEMPOTENCY_SWEEP_INTERVAL:
+            return
+        self._last_sweep = clock
+        try:
+            with self._write() as conn:
+                conn.execute(delete(idempotency_keys).where(idempotency_keys.c.created_at < cutoff))
+        except SQLAlchemyError as exc:
+            log.warning("idempotency key sweep skipped: %s", exc.__class__.__name__)
+
+    def _insert(
+        self, conn: Connection, new: NewComment, rules: AbuseRules | None, now: datetime
+    ) -> Comment:
         key = author_key(new.email, new.author_subject)
         values = {
             "content_id": new.content_id,
@@ -286,10 +490,12 @@ class Repository:
             "created_at": now,
             "updated_at": now,
         }
-        with self.engine.begin() as conn:
-            if rules is not None and key is not None:
-                check_activity(self._author_activity(conn, new, key, now, rules), rules)
-            new_id = conn.execute(_INSERT_COMMENT, {**values, "author_key": key}).scalar_one()
+        if rules is not None and key is not None:
+            # One author on one content at a time: the check and the insert below are a
+            # single step, so two identical posts at the same instant store one comment.
+            self._lock(conn, "author", new.content_id, key)
+            check_activity(self._author_activity(conn, new, key, now, rules), rules)
+        new_id = conn.execute(_INSERT_COMMENT, {**values, "author_key": key}).scalar_one()
         return Comment(id=new_id, deleted_at=None, **values)  # type: ignore[arg-type]
 
     @staticmethod
@@ -317,7 +523,7 @@ class Repository:
     def soft_delete(self, comment_id: int) -> Comment | None:
         """Turn a comment into a tombstone: its text and author are dropped for good."""
         now = utcnow()
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(
                 update(comments)
                 .where(comments.c.id == comment_id, comments.c.status != STATUS_DELETED)
@@ -384,7 +590,7 @@ class Repository:
         values: dict[str, Any] = {"status": TARGET_STATUS[action], "updated_at": now}
         if action == "delete":
             values.update(_tombstone(now))
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             changed = [
                 r[0]
                 for r in conn.execute(
@@ -400,7 +606,7 @@ class Repository:
 
     def edit_body(self, comment_id: int, body: str, status: str, actor: str) -> Comment | None:
         now = utcnow()
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(
                 update(comments)
                 .where(comments.c.id == comment_id, comments.c.status != STATUS_DELETED)
@@ -435,7 +641,7 @@ class Repository:
         """Ban an author key; False when it already was banned."""
         now = utcnow()
         try:
-            with self.engine.begin() as conn:
+            with self._write() as conn:
                 conn.execute(
                     insert(bans),
                     {"target": target, "reason": reason, "created_by": actor, "created_at": now},
@@ -448,7 +654,7 @@ class Repository:
 
     def unban(self, target: str, actor: str) -> bool:
         now = utcnow()
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             gone = conn.execute(delete(bans).where(bans.c.target == target)).rowcount
             if gone:
                 self._audit(conn, actor, "unban", target, [], None, now)
@@ -515,7 +721,7 @@ class Repository:
 
     # --- API keys --------------------------------------------------------------------
     def add_api_key(self, key_id: str, name: str, key_hash: str, scopes: Sequence[str]) -> None:
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(
                 insert(api_keys),
                 {
@@ -533,7 +739,7 @@ class Repository:
         return [_to_key(r) for r in rows]
 
     def revoke_api_key(self, key_id: str) -> bool:
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             return bool(
                 conn.execute(
                     update(api_keys)
@@ -553,7 +759,7 @@ class Repository:
         stale = now - timedelta(seconds=API_KEY_TOUCH_INTERVAL)
         if record.last_used_at is not None and record.last_used_at >= stale:
             return
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(
                 update(api_keys)
                 .where(

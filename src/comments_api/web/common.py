@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from flask import current_app, request
-from werkzeug.exceptions import BadRequest, UnsupportedMediaType
+from werkzeug.exceptions import (
+    BadRequest,
+    HTTPException,
+    RequestEntityTooLarge,
+    UnsupportedMediaType,
+)
 
 from ..auth import JwtVerifier
-from ..domain import Limits
+from ..domain import Limits, has_unpaired_surrogate
 from ..moderation import AbuseRules
 from ..settings import Settings
 from ..storage import Repository
 
 EXTENSION_KEY = "comments_api"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,15 +60,65 @@ def read_json() -> Any:
         raise UnsupportedMediaType(
             "send the body as JSON with the header 'Content-Type: application/json'"
         )
-    raw = request.get_data(cache=True)  # a too-large body raises 413 here
+    raw = _read_body()
     try:
         text = raw.decode(request.mimetype_params.get("charset", "utf-8"))
     except (UnicodeDecodeError, LookupError):
         raise BadRequest("the request body is not valid UTF-8") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        # "[" x 30000 exhausts the parser's recursion limit; our bodies are flat objects.
+        raise BadRequest("the request body is not valid JSON: nested too deeply") from None
     except ValueError as exc:
         raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+    if _any_unpaired_surrogate(value):
+        # JSON allows "\ud800", but no UTF-8 text (our database, our responses) can hold it.
+        raise BadRequest(
+            "the request body is not valid UTF-8: it contains an unpaired surrogate escape"
+        )
+    return value
+
+
+def _read_body() -> bytes:
+    """The raw body: 413 when over MAX_BODY_BYTES, 400 when the stream itself is broken."""
+    try:
+        data = request.get_data(cache=True)  # a declared Content-Length over the limit: 413
+        limit = request.max_content_length
+        # A chunked body has no Content-Length: werkzeug stops reading at the limit and
+        # returns what it has, so look for one more byte to tell "exactly the limit" from
+        # "cut off".
+        if (
+            request.content_length is None
+            and limit is not None
+            and len(data) >= limit
+            and request.environ["wsgi.input"].read(1)
+        ):
+            raise RequestEntityTooLarge()
+    except HTTPException:
+        raise
+    except Exception as exc:
+        # Whatever the server raises while reading the client's bytes (gunicorn's
+        # InvalidChunkSize, a reset connection) is about the request, not a bug of ours.
+        log.info("unreadable request body: %s", exc.__class__.__name__)
+        raise BadRequest("the request body could not be read: malformed framing") from None
+    return data
+
+
+def _any_unpaired_surrogate(value: Any) -> bool:
+    # Iterative: the parser already bounded the depth, but a walk must not recurse again.
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if has_unpaired_surrogate(item):
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 def iso_timestamp(value: datetime | None) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from urllib.parse import quote, unquote_to_bytes
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -17,6 +18,14 @@ LEGACY_PREFIX = "/api/comment/"
 PROBLEM_JSON = "application/problem+json"
 
 _DOMAIN_STATUS = {InvalidInput: 400, NotFound: 404, Conflict: 409}
+# RFC 3986 characters a path may carry unescaped; everything else is percent-encoded so
+# `instance` is always a valid URI reference, whatever the caller put in the path.
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+
+
+def request_instance() -> str:
+    """The request path as a URI reference (percent-encoded UTF-8), for problem `instance`."""
+    return quote(request.path, safe=_PATH_SAFE)
 
 
 def _slug(name: str) -> str:
@@ -46,7 +55,7 @@ def error_response(
             "title": title,
             "status": status,
             "detail": detail,
-            "instance": request.path,
+            "instance": request_instance(),
         }
         if extra:
             body.update(extra)
@@ -73,7 +82,8 @@ def _handle_http(exc: HTTPException) -> Response:
         return _handle_unexpected(exc)
     detail = exc.description or _status_name(status)
     if status == 404 and not request.path.startswith(LEGACY_PREFIX):
-        detail = f"no route {request.path}; see /openapi.json for the API"
+        # The path is in `instance`; the detail never repeats what the caller sent.
+        detail = "no such route; see /openapi.json for the API"
     headers = {}
     if status == 405 and getattr(exc, "valid_methods", None):
         headers["Allow"] = ", ".join(sorted(exc.valid_methods))  # type: ignore[attr-defined]
@@ -109,12 +119,36 @@ def _handle_domain(exc: DomainError) -> Response:
 def _handle_unexpected(exc: Exception) -> Response:
     # Log the trace for operators; the caller learns only that it was our fault.
     if not isinstance(exc, HTTPException) or isinstance(exc, InternalServerError):
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        # The route template, never the raw path (it is client input; see README, Logs).
+        rule = request.url_rule
+        log.exception(
+            "unhandled error on %s %s", request.method, rule.rule if rule else "<unmatched>"
+        )
     status = exc.code if isinstance(exc, HTTPException) and exc.code else 500
     return error_response(status, "an internal error occurred; it has been logged")
 
 
+def _reject_undecodable_url() -> Response | None:
+    """400 when the path or query is not UTF-8 once percent-decoded.
+
+    Werkzeug would turn each invalid byte of the path into U+FFFD (so ``%FE`` and ``%FF``
+    name the same content) but keep an invalid query escape literally (so a count for
+    ``%FF`` would look up the text "%FF"): refuse both, the same way everywhere.
+    """
+    environ = request.environ
+    try:
+        # PATH_INFO is already percent-decoded, carried as latin-1 (PEP 3333).
+        environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8")
+        unquote_to_bytes(environ.get("QUERY_STRING", "").encode("latin-1")).decode("utf-8")
+    except UnicodeError:
+        return error_response(
+            400, "the URL is not valid UTF-8 once percent-decoded", title="Bad Request"
+        )
+    return None
+
+
 def register(app: Flask) -> None:
+    app.before_request(_reject_undecodable_url)
     app.register_error_handler(HTTPException, _handle_http)
     app.register_error_handler(DomainError, _handle_domain)
     app.register_error_handler(Exception, _handle_unexpected)

@@ -76,7 +76,7 @@ def ban_author() -> tuple[Response, int, dict[str, str]]:
 def unban_author(target: str) -> tuple[str, int] | Response:
     identity = require_scope(SCOPE_MODERATE)
     if not services().repo.unban(parse_ban_target(target), identity.actor):
-        raise NotFound(f"{target} is not banned")
+        raise NotFound("this author is not banned")
     emit(moderation_action, action="unban", count=1)
     return "", 204
 

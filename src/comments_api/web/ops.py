@@ -9,9 +9,14 @@ from flask import Blueprint, Response, jsonify
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import __version__
+from ..storage import SQLITE_WAL_SIZE_LIMIT
 from .common import services
 
 bp = Blueprint("ops", __name__)
+
+# Below this much free space on the SQLite volume a write may fail at any moment: the WAL
+# alone may grow to 1 MiB before it is folded back (storage.SQLITE_WAL_SIZE_LIMIT).
+MIN_FREE_BYTES = 2 * SQLITE_WAL_SIZE_LIMIT
 log = logging.getLogger(__name__)
 
 
@@ -38,6 +43,10 @@ def readyz() -> Response | tuple[Response, int]:
     except SQLAlchemyError as exc:
         log.warning("readiness: database unreachable: %s", exc.__class__.__name__)
         return _not_ready("database unreachable")
+    free = svc.repo.free_bytes()
+    if free is not None and free < MIN_FREE_BYTES:
+        log.warning("readiness: database volume full (%d bytes free)", free)
+        return _not_ready("the database volume is full; writes fail until space is freed on it")
     if revision != svc.expected_revision:
         return _not_ready(
             f"database schema is at {revision or 'no revision'}, "

@@ -38,6 +38,7 @@ from ..moderation import (
 from ..storage import utcnow
 from .auth import require_identity, require_write
 from .common import emit, iso_timestamp, read_json, services
+from .idempotency import idempotent_request, renderer, to_response
 
 bp = Blueprint("v1", __name__, url_prefix="/api/v1")
 
@@ -73,7 +74,7 @@ def _visible(comment: Comment | None) -> Comment:
 
 
 @bp.post("/contents/<content_id>/comments")
-def create_comment(content_id: str) -> tuple[Response, int, dict[str, str]]:
+def create_comment(content_id: str) -> Response | tuple[Response, int, dict[str, str]]:
     svc = services()
     identity = require_write()
     payload = read_json()
@@ -88,6 +89,17 @@ def create_comment(content_id: str) -> tuple[Response, int, dict[str, str]]:
     )
     if new.parent_id is not None:
         check_reply(svc.repo.get(new.parent_id), new)
+    keyed = idempotent_request(identity, new.content_id, payload, svc.settings.idempotency_ttl)
+    if keyed is not None:
+        render = renderer(comment_view, _location)
+        stored = svc.repo.create_idempotent(new, svc.abuse, keyed, render)
+        if not stored.replayed:
+            emit(
+                comment_created,
+                api="v1",
+                status=STATUS_PENDING if stored.status == 202 else STATUS_PUBLISHED,
+            )
+        return to_response(stored)
     comment = svc.repo.create(new, svc.abuse)
     emit(comment_created, api="v1", status=comment.status)
     if comment.status == STATUS_PENDING:
@@ -95,6 +107,12 @@ def create_comment(content_id: str) -> tuple[Response, int, dict[str, str]]:
         return jsonify(comment_view(comment)), 202, {}
     location = url_for("v1.get_comment", comment_id=comment.id)
     return jsonify(comment_view(comment)), 201, {"Location": location}
+
+
+def _location(comment: Comment) -> str | None:
+    if comment.status == STATUS_PENDING:
+        return None  # not public yet: nothing at a Location to GET
+    return url_for("v1.get_comment", comment_id=comment.id)
 
 
 @bp.get("/contents/<content_id>/comments")

@@ -1,0 +1,312 @@
+"""Soak run: `comments-api serve` under a fixed request rate for minutes (issue #8, item 8).
+
+Sends a fixed rate (``--rate`` per second, open loop: latency counts from when a request
+was due, so a stall shows up as latency instead of being hidden) of mixed traffic to a
+fresh server on a loopback port: 80 % reads (a thread page, a single comment, counts),
+20 % writes (v1 creates, half with an Idempotency-Key). Every ``--interval`` seconds it
+prints throughput, p50/p99, errors and the RSS of the master and of each worker; a leak
+shows as RSS growing interval after interval. At the end it checks that every
+acknowledged write is stored, and writes everything to artifacts/soak.json.
+
+Not a test: bounded (``--duration`` at most 30 min, ``--rate`` at most 500/s) and run by
+hand (`make soak`). Usage:
+
+    python bench/soak.py [--duration 180] [--rate 40] [--interval 15] [--workers N]
+                         [--database-url postgresql+psycopg://...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"  # loopback only
+CONTENTS = [f"soak-{i}" for i in range(20)]
+MAX_DURATION = 1800.0
+MAX_RATE = 500.0
+CLIENT_THREADS = 24
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def call(port: int, method: str, path: str, body: Any = None, headers=None) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        hdrs = dict(headers or {})
+        payload = None
+        if body is not None:
+            hdrs["Content-Type"] = "application/json"
+            payload = json.dumps(body).encode()
+        conn.request(method, path, body=payload, headers=hdrs)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def rss_kib(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+@dataclass
+class Window:
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    writes: int = 0
+
+
+class Soak:
+    def __init__(self, port: int, rate: float, duration: float) -> None:
+        self.port = port
+        self.rate = rate
+        self.duration = duration
+        self.lock = threading.Lock()
+        self.window = Window()
+        self.acked: list[str] = []  # bodies answered 201
+        self.error_kinds: dict[str, int] = {}
+        self.known_ids: list[int] = []
+        self.start = 0.0
+
+    def one(self, rng: random.Random, n: int) -> tuple[bool, bool]:
+        """One request; returns (ok, was_write)."""
+        roll = rng.random()
+        content = rng.choice(CONTENTS)
+        if roll < 0.2:
+            body = f"soak {n} {uuid.uuid4().hex[:8]}"
+            headers = {"Idempotency-Key": str(uuid.uuid4())} if n % 2 else None
+            status, data = call(
+                self.port, "POST", f"/api/v1/contents/{content}/comments",
+                {"body": body, "author_name": "soak"}, headers,
+            )  # fmt: skip
+            if status == 201:
+                with self.lock:
+                    self.acked.append(body)
+                    self.known_ids.append(json.loads(data)["id"])
+            return status == 201, True
+        if roll < 0.6:
+            status, _ = call(self.port, "GET", f"/api/v1/contents/{content}/comments?limit=20")
+        elif roll < 0.8 and self.known_ids:
+            status, _ = call(self.port, "GET", f"/api/v1/comments/{rng.choice(self.known_ids)}")
+        else:
+            query = "&".join(f"content_id={c}" for c in rng.sample(CONTENTS, 5))
+            status, _ = call(self.port, "GET", f"/api/v1/counts?{query}")
+        return status == 200, False
+
+    def client(self, k: int) -> None:
+        rng = random.Random(k)
+        i = 0
+        while True:
+            n = i * CLIENT_THREADS + k
+            due = self.start + n / self.rate
+            if due - self.start >= self.duration:
+                return
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            try:
+                ok, write = self.one(rng, n)
+                kind = None if ok else "http"
+            except (OSError, http.client.HTTPException) as exc:
+                ok, write, kind = False, False, exc.__class__.__name__
+            latency = time.monotonic() - due
+            with self.lock:
+                self.window.latencies.append(latency)
+                self.window.writes += write
+                if not ok:
+                    self.window.errors += 1
+                    self.error_kinds[kind or "http"] = self.error_kinds.get(kind or "http", 0) + 1
+            i += 1
+
+    def take_window(self) -> Window:
+        with self.lock:
+            window, self.window = self.window, Window()
+        return window
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=180.0, help="seconds (max 1800)")
+    parser.add_argument("--rate", type=float, default=40.0, help="requests/s (max 500)")
+    parser.add_argument("--interval", type=float, default=15.0, help="seconds per report row")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
+    args = parser.parse_args(argv)
+    duration = min(max(args.duration, 10.0), MAX_DURATION)
+    rate = min(max(args.rate, 1.0), MAX_RATE)
+
+    workdir = Path(tempfile.mkdtemp(prefix="comments-soak-"))
+    port = free_port()
+    env = {
+        **os.environ,
+        "HOST": HOST,
+        "PORT": str(port),
+        "WORKERS": str(args.workers),
+        "DATABASE_URL": args.database_url or f"sqlite:///{workdir / 'soak.db'}",
+        # One client address sends everything: the per-address limit would refuse it.
+        "RATELIMIT_ENABLED": "false",
+        "LOG_LEVEL": "warning",
+    }
+    exe = Path(sys.executable).parent / "comments-api"
+    log = open(workdir / "serve.log", "wb")  # noqa: SIM115 - closed below
+    server = subprocess.Popen([str(exe), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if call(port, "GET", "/readyz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                print((workdir / "serve.log").read_text()[-2000:], file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+        time.sleep(2)  # every worker booted
+        for content in CONTENTS:  # a thread to read from the first second
+            for j in range(5):
+                call(port, "POST", f"/api/v1/contents/{content}/comments", {"body": f"seed {j}"})
+
+        soak = Soak(port, rate, duration)
+        soak.start = time.monotonic()
+        threads = [
+            threading.Thread(target=soak.client, args=(k,), daemon=True)
+            for k in range(CLIENT_THREADS)
+        ]
+        for t in threads:
+            t.start()
+        rows: list[dict[str, Any]] = []
+        print(
+            f"soak: {rate:g} req/s for {duration:g} s, {args.workers} workers, "
+            f"{env['DATABASE_URL'].split(':')[0]}, report every {args.interval:g} s"
+        )
+        heading = f"{'t(s)':>6} {'req/s':>7} {'p50ms':>7} {'p99ms':>7} {'errors':>6}"
+        print(f"{heading}  RSS MiB master | workers")
+        next_report = soak.start + args.interval
+        last_report = soak.start
+        total = 0
+        while any(t.is_alive() for t in threads):
+            time.sleep(max(0.0, min(next_report, soak.start + duration + 15) - time.monotonic()))
+            now = time.monotonic()
+            window = soak.take_window()
+            workers = children(server.pid)
+            row = {
+                "t": round(now - soak.start, 1),
+                # Over the time this window really covered (the last one may be short).
+                "rps": round(len(window.latencies) / max(now - last_report, 1e-3), 1),
+                "p50_ms": round(pct(window.latencies, 0.5) * 1000, 1),
+                "p99_ms": round(pct(window.latencies, 0.99) * 1000, 1),
+                "errors": window.errors,
+                "writes": window.writes,
+                "rss_master_kib": rss_kib(server.pid),
+                "rss_workers_kib": {pid: rss_kib(pid) for pid in workers},
+            }
+            rows.append(row)
+            worker_mib = " ".join(
+                f"{pid}:{(kib or 0) / 1024:.1f}" for pid, kib in row["rss_workers_kib"].items()
+            )
+            print(
+                f"{row['t']:>6} {row['rps']:>7} {row['p50_ms']:>7} {row['p99_ms']:>7} "
+                f"{row['errors']:>6}  {(row['rss_master_kib'] or 0) / 1024:.1f} | {worker_mib}",
+                flush=True,
+            )
+            next_report += args.interval
+            last_report = now
+            total += len(window.latencies)
+            if now > soak.start + duration + 15:
+                break
+        # Every acknowledged write must be readable.
+        missing = 0
+        for comment_id in soak.known_ids:
+            if call(port, "GET", f"/api/v1/comments/{comment_id}")[0] != 200:
+                missing += 1
+        all_latencies = [r["p99_ms"] for r in rows if r["rps"]]
+        first, last = rows[0], rows[-1]
+        growth = {
+            pid: (last["rss_workers_kib"].get(pid) or 0) - (first["rss_workers_kib"].get(pid) or 0)
+            for pid in last["rss_workers_kib"]
+            if pid in first["rss_workers_kib"]
+        }
+        summary = {
+            "rate": rate,
+            "duration": duration,
+            "workers": args.workers,
+            "database": env["DATABASE_URL"].split(":")[0],
+            "requests": int(total),
+            "errors": sum(r["errors"] for r in rows),
+            "error_kinds": soak.error_kinds,
+            "acknowledged_writes": len(soak.acked),
+            "acknowledged_writes_missing": missing,
+            "worst_window_p99_ms": max(all_latencies) if all_latencies else None,
+            "median_window_p99_ms": (
+                round(statistics.median(all_latencies), 1) if all_latencies else None
+            ),
+            "worker_rss_growth_kib_first_to_last": growth,
+            "worker_restarts": sorted(set(last["rss_workers_kib"]) ^ set(first["rss_workers_kib"])),
+            "rows": rows,
+        }
+        print(
+            f"\nrequests {summary['requests']}, errors {summary['errors']} {soak.error_kinds}, "
+            f"writes acknowledged {len(soak.acked)}, missing {missing}; p99 per window: "
+            f"median {summary['median_window_p99_ms']} ms, "
+            f"worst {summary['worst_window_p99_ms']} ms; "
+            f"worker RSS growth first->last window (KiB): {growth}"
+        )
+        out = ROOT / "artifacts" / "soak.json"
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps(summary, indent=2))
+        print(f"details: {out.relative_to(ROOT)}")
+        return 1 if missing else 0
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

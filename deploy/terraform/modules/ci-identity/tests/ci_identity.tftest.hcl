@@ -1,0 +1,106 @@
+# Offline unit tests of the CI identity module (mocked provider: no AWS call).
+mock_provider "aws" {
+  mock_resource "aws_iam_role" {
+    defaults = { arn = "arn:aws:iam::123456789012:role/comments-api-ci-test" }
+  }
+}
+
+variables {
+  name                 = "comments-api-ci-test"
+  aws_account_id       = "123456789012"
+  github_repository    = "example/comments-api"
+  github_environment   = "production"
+  push_repository_arns = ["arn:aws:ecr:eu-west-1:123456789012:repository/comments-api/prod"]
+  pull_repository_arns = ["arn:aws:ecr:eu-west-1:123456789012:repository/comments-api/dev"]
+  deploy_cluster = {
+    name       = "comments-api-production"
+    arn        = "arn:aws:eks:eu-west-1:123456789012:cluster/comments-api-production"
+    namespaces = ["comments-api"]
+  }
+}
+
+run "environment_only_trust" {
+  command = plan
+
+  assert {
+    condition     = jsondecode(aws_iam_role.ci.assume_role_policy).Statement[0].Condition.StringEquals["token.actions.githubusercontent.com:sub"] == ["repo:example/comments-api:environment:production"]
+    error_message = "only the production environment of this repository"
+  }
+  assert {
+    condition     = jsondecode(aws_iam_role.ci.assume_role_policy).Statement[0].Condition.StringEquals["token.actions.githubusercontent.com:aud"] == "sts.amazonaws.com"
+    error_message = "audience pinned"
+  }
+  assert {
+    condition     = keys(jsondecode(aws_iam_role.ci.assume_role_policy).Statement[0].Condition) == ["StringEquals"]
+    error_message = "exact matches only (no StringLike wildcards)"
+  }
+  assert {
+    condition     = jsondecode(aws_iam_role.ci.assume_role_policy).Statement[0].Principal.Federated == "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com"
+    error_message = "GitHub's OIDC provider"
+  }
+  assert {
+    condition     = [for s in jsondecode(aws_iam_role_policy.ci.policy).Statement : s.Resource if s.Sid == "PushImages"] == [["arn:aws:ecr:eu-west-1:123456789012:repository/comments-api/prod"]]
+    error_message = "push only to the listed registry"
+  }
+  assert {
+    condition     = !contains(flatten([for s in jsondecode(aws_iam_role_policy.ci.policy).Statement : s.Action if s.Sid == "ReadImages"]), "ecr:PutImage")
+    error_message = "the promotion source is read-only"
+  }
+  assert {
+    condition     = aws_eks_access_policy_association.deploy[0].access_scope[0].type == "namespace" && aws_eks_access_policy_association.deploy[0].access_scope[0].namespaces == toset(["comments-api"])
+    error_message = "deploy rights are namespace-scoped"
+  }
+}
+
+run "branch_subjects_for_dev" {
+  command = plan
+  variables {
+    github_environment = "staging"
+    github_branches    = ["dev"]
+  }
+
+  assert {
+    condition     = jsondecode(aws_iam_role.ci.assume_role_policy).Statement[0].Condition.StringEquals["token.actions.githubusercontent.com:sub"] == ["repo:example/comments-api:environment:staging", "repo:example/comments-api:ref:refs/heads/dev"]
+    error_message = "staging environment and dev branch pushes"
+  }
+}
+
+run "no_deploy_rights_without_a_cluster" {
+  command = plan
+  variables {
+    deploy_cluster = null
+  }
+
+  assert {
+    condition     = length(aws_eks_access_entry.deploy) == 0 && length([for s in jsondecode(aws_iam_role_policy.ci.policy).Statement : s if s.Sid == "FindCluster"]) == 0
+    error_message = "no cluster access"
+  }
+}
+
+run "rejects_wildcard_repository" {
+  command = plan
+  variables {
+    github_repository = "example/*"
+  }
+  expect_failures = [var.github_repository]
+}
+
+run "rejects_wildcard_branch" {
+  command = plan
+  variables {
+    github_branches = ["*"]
+  }
+  expect_failures = [var.github_branches]
+}
+
+run "rejects_kube_system" {
+  command = plan
+  variables {
+    deploy_cluster = {
+      name       = "c"
+      arn        = "arn:aws:eks:eu-west-1:123456789012:cluster/c"
+      namespaces = ["kube-system"]
+    }
+  }
+  expect_failures = [var.deploy_cluster]
+}

@@ -1,0 +1,99 @@
+variable "name" {
+  description = "Name of the IAM role GitHub Actions assumes, e.g. comments-api-ci-production."
+  type        = string
+  validation {
+    condition     = can(regex("^[A-Za-z0-9+=,.@_-]{1,64}$", var.name))
+    error_message = "name must be a valid IAM role name (at most 64 characters)."
+  }
+}
+
+variable "aws_account_id" {
+  description = "AWS account of the role and of the GitHub OIDC provider (12 digits)."
+  type        = string
+  validation {
+    condition     = can(regex("^[0-9]{12}$", var.aws_account_id))
+    error_message = "aws_account_id must be 12 digits."
+  }
+}
+
+variable "github_repository" {
+  description = "The one GitHub repository (owner/name) whose workflows may assume the role."
+  type        = string
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", var.github_repository))
+    error_message = "github_repository must be owner/name, without wildcards."
+  }
+}
+
+variable "github_environment" {
+  description = "GitHub Environment whose jobs may assume the role (token subject repo:OWNER/NAME:environment:THIS). Restrict the environment to its branch in the repository settings (production: main only, with reviewers)."
+  type        = string
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_.-]+$", var.github_environment))
+    error_message = "github_environment: letters, digits, dot, dash, underscore; no wildcards."
+  }
+}
+
+variable "github_branches" {
+  description = "Branches whose jobs without an environment may also assume the role (subject repo:OWNER/NAME:ref:refs/heads/BRANCH), e.g. [\"dev\"] for the build that pushes to the dev registry. Empty: environment jobs only."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for b in var.github_branches : can(regex("^[A-Za-z0-9_./-]+$", b))])
+    error_message = "github_branches: exact branch names, no wildcards."
+  }
+}
+
+variable "push_repository_arns" {
+  description = "ECR repositories the role may push to (and pull from)."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for a in var.push_repository_arns : can(regex("^arn:aws[a-z-]*:ecr:[a-z0-9-]+:[0-9]{12}:repository/.+$", a))])
+    error_message = "push_repository_arns: ECR repository ARNs only."
+  }
+}
+
+variable "pull_repository_arns" {
+  description = "ECR repositories the role may only read (production reads the dev registry to promote a digest)."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for a in var.pull_repository_arns : can(regex("^arn:aws[a-z-]*:ecr:[a-z0-9-]+:[0-9]{12}:repository/.+$", a))])
+    error_message = "pull_repository_arns: ECR repository ARNs only."
+  }
+}
+
+variable "deploy_cluster" {
+  description = "EKS cluster the role deploys to (null: no deploy rights): its name, ARN and the namespaces where the role gets namespace-scoped admin."
+  type = object({
+    name       = string
+    arn        = string
+    namespaces = list(string)
+  })
+  default = null
+  validation {
+    condition     = var.deploy_cluster == null || try(length(var.deploy_cluster.namespaces) > 0 && !contains(var.deploy_cluster.namespaces, "kube-system"), false)
+    error_message = "deploy_cluster.namespaces: at least one namespace, never kube-system."
+  }
+}
+
+variable "max_session_seconds" {
+  description = "Longest CI session, seconds."
+  type        = number
+  default     = 3600
+  validation {
+    condition     = var.max_session_seconds >= 900 && var.max_session_seconds <= 14400
+    error_message = "max_session_seconds must be between 900 and 14400."
+  }
+}
+
+variable "tags" {
+  description = "Tags added to every resource."
+  type        = map(string)
+  default     = {}
+  validation {
+    condition     = alltrue([for k, v in var.tags : length(k) > 0 && length(k) <= 128 && length(v) <= 256])
+    error_message = "tags: keys of 1-128 characters, values of at most 256 (AWS limits)."
+  }
+}

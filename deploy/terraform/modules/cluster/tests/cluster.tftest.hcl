@@ -1,0 +1,145 @@
+# Offline unit tests of the EKS module (mocked provider: no AWS call).
+mock_provider "aws" {
+  mock_resource "aws_iam_role" {
+    defaults = { arn = "arn:aws:iam::123456789012:role/mock" }
+  }
+  mock_resource "aws_kms_key" {
+    defaults = { arn = "arn:aws:kms:eu-west-1:123456789012:key/mock" }
+  }
+  mock_resource "aws_launch_template" {
+    defaults = { id = "lt-0123456789abcdef0" }
+  }
+  mock_resource "aws_cloudwatch_log_group" {
+    defaults = { arn = "arn:aws:logs:eu-west-1:123456789012:log-group:mock" }
+  }
+  mock_resource "aws_eks_cluster" {
+    defaults = {
+      arn                   = "arn:aws:eks:eu-west-1:123456789012:cluster/t-eks"
+      certificate_authority = [{ data = "bW9jaw==" }]
+      identity = [{
+        oidc = [{ issuer = "https://oidc.eks.eu-west-1.amazonaws.com/id/0123456789ABCDEF" }]
+      }]
+    }
+  }
+  mock_resource "aws_iam_openid_connect_provider" {
+    defaults = {
+      arn = "arn:aws:iam::123456789012:oidc-provider/oidc.eks.eu-west-1.amazonaws.com/id/0123456789ABCDEF"
+    }
+  }
+}
+
+variables {
+  name           = "t-eks"
+  aws_account_id = "123456789012"
+  region         = "eu-west-1"
+  vpc_id         = "vpc-0123456789abcdef0"
+  subnet_ids_by_zone = {
+    "eu-west-1a" = "subnet-aaaa"
+    "eu-west-1b" = "subnet-bbbb"
+    "eu-west-1c" = "subnet-cccc"
+  }
+  tags = { Project = "comments-api", Environment = "test" }
+}
+
+run "one_node_group_per_zone_at_least_three_nodes" {
+  command = plan
+
+  assert {
+    condition     = toset(keys(aws_eks_node_group.zone)) == toset(["eu-west-1a", "eu-west-1b", "eu-west-1c"])
+    error_message = "a node group in each zone"
+  }
+  assert {
+    condition     = alltrue([for az, ng in aws_eks_node_group.zone : ng.subnet_ids == toset([var.subnet_ids_by_zone[az]])])
+    error_message = "each node group sits in its own zone's subnet only"
+  }
+  assert {
+    condition     = sum([for ng in aws_eks_node_group.zone : ng.scaling_config[0].min_size]) >= 3
+    error_message = "at least three nodes at the minimum"
+  }
+  assert {
+    condition     = alltrue([for ng in aws_eks_node_group.zone : ng.update_config[0].max_unavailable == 1])
+    error_message = "node upgrades replace one node at a time"
+  }
+}
+
+run "private_api_encrypted_secrets_all_logs" {
+  command = plan
+
+  assert {
+    condition     = aws_eks_cluster.this.vpc_config[0].endpoint_private_access && !aws_eks_cluster.this.vpc_config[0].endpoint_public_access
+    error_message = "the API endpoint is private unless CIDRs are listed"
+  }
+  assert {
+    condition     = aws_eks_cluster.this.encryption_config[0].resources == toset(["secrets"])
+    error_message = "Kubernetes secrets are envelope-encrypted"
+  }
+  assert {
+    condition     = length(aws_eks_cluster.this.enabled_cluster_log_types) == 5
+    error_message = "every control-plane log type is on"
+  }
+  assert {
+    condition     = aws_eks_cluster.this.access_config[0].authentication_mode == "API" && !aws_eks_cluster.this.access_config[0].bootstrap_cluster_creator_admin_permissions
+    error_message = "access entries only, no hidden creator admin"
+  }
+  assert {
+    condition     = aws_launch_template.node.metadata_options[0].http_tokens == "required" && aws_launch_template.node.metadata_options[0].http_put_response_hop_limit == 1
+    error_message = "nodes require IMDSv2 and pods cannot reach it"
+  }
+  assert {
+    condition     = aws_launch_template.node.block_device_mappings[0].ebs[0].encrypted == "true"
+    error_message = "node volumes are encrypted"
+  }
+  assert {
+    condition     = aws_kms_key.cluster.enable_key_rotation
+    error_message = "the secrets key rotates"
+  }
+}
+
+run "public_api_only_for_listed_cidrs" {
+  command = plan
+  variables {
+    api_public_cidrs = ["203.0.113.0/24"]
+  }
+
+  assert {
+    condition     = aws_eks_cluster.this.vpc_config[0].endpoint_public_access && aws_eks_cluster.this.vpc_config[0].public_access_cidrs == toset(["203.0.113.0/24"])
+    error_message = "public endpoint limited to the listed range"
+  }
+}
+
+run "service_account_role_trusts_only_the_csi_controller" {
+  command = apply
+
+  assert {
+    condition     = jsondecode(aws_iam_role.ebs_csi.assume_role_policy).Statement[0].Condition.StringEquals["oidc.eks.eu-west-1.amazonaws.com/id/0123456789ABCDEF:sub"] == "system:serviceaccount:kube-system:ebs-csi-controller-sa"
+    error_message = "the EBS CSI role is bound to its service account"
+  }
+  assert {
+    condition     = aws_iam_openid_connect_provider.cluster.url == "https://oidc.eks.eu-west-1.amazonaws.com/id/0123456789ABCDEF"
+    error_message = "the IRSA provider is the cluster's issuer"
+  }
+}
+
+run "rejects_whole_internet_api" {
+  command = plan
+  variables {
+    api_public_cidrs = ["0.0.0.0/0"]
+  }
+  expect_failures = [var.api_public_cidrs]
+}
+
+run "rejects_an_empty_zone" {
+  command = plan
+  variables {
+    nodes_per_zone = { min = 0, desired = 1, max = 2 }
+  }
+  expect_failures = [var.nodes_per_zone]
+}
+
+run "rejects_two_zones" {
+  command = plan
+  variables {
+    subnet_ids_by_zone = { "eu-west-1a" = "subnet-aaaa", "eu-west-1b" = "subnet-bbbb" }
+  }
+  expect_failures = [var.subnet_ids_by_zone]
+}

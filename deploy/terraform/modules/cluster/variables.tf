@@ -1,0 +1,138 @@
+variable "name" {
+  description = "EKS cluster name, e.g. comments-api-production."
+  type        = string
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{2,38}$", var.name))
+    error_message = "name: 3-39 characters, lower-case letters, digits and dashes, starting with a letter."
+  }
+}
+
+variable "aws_account_id" {
+  description = "AWS account of the cluster (12 digits), for key policies."
+  type        = string
+  validation {
+    condition     = can(regex("^[0-9]{12}$", var.aws_account_id))
+    error_message = "aws_account_id must be 12 digits."
+  }
+}
+
+variable "region" {
+  description = "AWS region, e.g. eu-west-1."
+  type        = string
+  validation {
+    condition     = can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]$", var.region))
+    error_message = "region must look like eu-west-1."
+  }
+}
+
+variable "kubernetes_version" {
+  description = "Kubernetes minor version of the control plane and nodes (the overlays are validated against it)."
+  type        = string
+  default     = "1.32"
+  validation {
+    condition     = can(regex("^1\\.[0-9]{2}$", var.kubernetes_version))
+    error_message = "kubernetes_version must look like 1.32."
+  }
+}
+
+variable "vpc_id" {
+  description = "VPC of the cluster."
+  type        = string
+  validation {
+    condition     = can(regex("^vpc-[0-9a-f]+$", var.vpc_id))
+    error_message = "vpc_id must be a VPC ID (vpc-...)."
+  }
+}
+
+variable "subnet_ids_by_zone" {
+  description = "Private subnet per availability zone; one managed node group is created in each, so nodes are spread over every zone."
+  type        = map(string)
+  validation {
+    condition     = length(var.subnet_ids_by_zone) >= 3 && alltrue([for id in values(var.subnet_ids_by_zone) : can(regex("^subnet-[0-9a-f]+$", id))])
+    error_message = "subnet_ids_by_zone needs subnet IDs in at least three zones for a highly available cluster."
+  }
+}
+
+variable "api_public_cidrs" {
+  description = "CIDRs allowed to reach the Kubernetes API over the internet. Empty (the default) keeps the endpoint private: reach it from inside the VPC (VPN, bastion, self-hosted runner)."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for c in var.api_public_cidrs : can(cidrhost(c, 0)) && !endswith(c, "/0")])
+    error_message = "api_public_cidrs: valid CIDRs only, and never the whole internet (/0)."
+  }
+}
+
+variable "node_instance_types" {
+  description = "EC2 instance types of the managed nodes (first one preferred)."
+  type        = list(string)
+  default     = ["m6i.large"]
+  validation {
+    condition     = length(var.node_instance_types) > 0 && alltrue([for t in var.node_instance_types : can(regex("^[a-z][a-z0-9-]*\\.[a-z0-9]+$", t))])
+    error_message = "node_instance_types: at least one instance type such as m6i.large."
+  }
+}
+
+variable "capacity_type" {
+  description = "ON_DEMAND or SPOT capacity for the nodes."
+  type        = string
+  default     = "ON_DEMAND"
+  validation {
+    condition     = contains(["ON_DEMAND", "SPOT"], var.capacity_type)
+    error_message = "capacity_type must be ON_DEMAND or SPOT."
+  }
+}
+
+variable "nodes_per_zone" {
+  description = "Node count of each zone's node group: min >= 1 keeps at least one node in every zone (3 zones => >= 3 nodes)."
+  type = object({
+    min     = number
+    desired = number
+    max     = number
+  })
+  default = { min = 1, desired = 1, max = 3 }
+  validation {
+    condition     = var.nodes_per_zone.min >= 1 && var.nodes_per_zone.desired >= var.nodes_per_zone.min && var.nodes_per_zone.max >= var.nodes_per_zone.desired
+    error_message = "nodes_per_zone: 1 <= min <= desired <= max."
+  }
+}
+
+variable "node_disk_size_gb" {
+  description = "Root volume size of each node, GiB (encrypted gp3)."
+  type        = number
+  default     = 50
+  validation {
+    condition     = var.node_disk_size_gb >= 20 && var.node_disk_size_gb <= 1000
+    error_message = "node_disk_size_gb must be between 20 and 1000."
+  }
+}
+
+variable "log_retention_days" {
+  description = "Days the control-plane logs are kept."
+  type        = number
+  default     = 365
+  validation {
+    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
+    error_message = "log_retention_days must be a CloudWatch Logs retention value."
+  }
+}
+
+variable "admin_role_arns" {
+  description = "IAM roles given cluster-admin through EKS access entries (operators). CI roles get namespace-scoped access in the ci-identity module instead."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for a in var.admin_role_arns : can(regex("^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$", a))])
+    error_message = "admin_role_arns: IAM role ARNs only."
+  }
+}
+
+variable "tags" {
+  description = "Tags added to every resource."
+  type        = map(string)
+  default     = {}
+  validation {
+    condition     = alltrue([for k, v in var.tags : length(k) > 0 && length(k) <= 128 && length(v) <= 256])
+    error_message = "tags: keys of 1-128 characters, values of at most 256 (AWS limits)."
+  }
+}

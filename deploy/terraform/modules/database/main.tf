@@ -1,0 +1,196 @@
+# RDS PostgreSQL: Multi-AZ, encrypted with a customer key, TLS enforced, backups kept,
+# logs exported, and a master password that only RDS and Secrets Manager ever see
+# (manage_master_user_password): Terraform's variables, outputs and plans hold its ARN,
+# never its value.
+locals {
+  major        = split(".", var.engine_version)[0]
+  log_exports  = ["postgresql", "upgrade"]
+  log_prefix   = "/aws/rds/instance/${var.name}"
+  rds_log_arns = "arn:aws:logs:${var.region}:${var.aws_account_id}:log-group:${local.log_prefix}/*"
+}
+
+resource "aws_kms_key" "db" {
+  description             = "${var.name}: RDS storage, snapshots, master secret, Performance Insights, logs"
+  enable_key_rotation     = true
+  deletion_window_in_days = 30
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [
+      {
+        Sid       = "AccountAdministration"
+        Effect    = "Allow"
+        Principal = { AWS = "arn:aws:iam::${var.aws_account_id}:root" }
+        Action    = "kms:*"
+        Resource  = "*"
+      },
+      {
+        Sid       = "CloudWatchLogsUse"
+        Effect    = "Allow"
+        Principal = { Service = "logs.${var.region}.amazonaws.com" }
+        Action    = ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"]
+        Resource  = "*"
+        Condition = { ArnLike = { "kms:EncryptionContext:aws:logs:arn" = local.rds_log_arns } }
+      },
+    ]
+  })
+  tags = merge(var.tags, { Name = "${var.name}-rds" })
+}
+
+resource "aws_kms_alias" "db" {
+  name          = "alias/${var.name}-rds"
+  target_key_id = aws_kms_key.db.key_id
+}
+
+resource "aws_db_subnet_group" "this" {
+  name        = var.name
+  description = "Private subnets of ${var.name}"
+  subnet_ids  = var.subnet_ids
+  tags        = var.tags
+}
+
+resource "aws_security_group" "db" {
+  name        = "${var.name}-postgres"
+  description = "PostgreSQL of ${var.name}: only the listed security groups may connect"
+  vpc_id      = var.vpc_id
+  tags        = merge(var.tags, { Name = "${var.name}-postgres" })
+}
+
+resource "aws_vpc_security_group_ingress_rule" "postgres" {
+  for_each                     = var.allowed_security_groups
+  security_group_id            = aws_security_group.db.id
+  description                  = "PostgreSQL from ${each.key}"
+  ip_protocol                  = "tcp"
+  from_port                    = 5432
+  to_port                      = 5432
+  referenced_security_group_id = each.value
+  tags                         = var.tags
+}
+
+# Sane defaults: TLS only, SCRAM passwords, slow statements and lock waits logged,
+# sessions stuck in a transaction closed, pg_stat_statements for the slow-query view.
+resource "aws_db_parameter_group" "this" {
+  name        = "${var.name}-pg${local.major}"
+  family      = "postgres${local.major}"
+  description = "comments-api defaults for PostgreSQL ${local.major}"
+
+  parameter {
+    name  = "rds.force_ssl"
+    value = "1"
+  }
+  parameter {
+    name  = "password_encryption"
+    value = "scram-sha-256"
+  }
+  parameter {
+    name  = "log_min_duration_statement"
+    value = tostring(var.slow_query_ms)
+  }
+  parameter {
+    name  = "log_lock_waits"
+    value = "1"
+  }
+  parameter {
+    name  = "log_connections"
+    value = "1"
+  }
+  parameter {
+    name  = "log_disconnections"
+    value = "1"
+  }
+  parameter {
+    name  = "log_statement"
+    value = "ddl"
+  }
+  parameter {
+    name  = "idle_in_transaction_session_timeout"
+    value = "60000"
+  }
+  parameter {
+    name         = "shared_preload_libraries"
+    value        = "pg_stat_statements"
+    apply_method = "pending-reboot"
+  }
+
+  tags = var.tags
+
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
+# Created up front so the exported logs are encrypted and expire.
+resource "aws_cloudwatch_log_group" "db" {
+  for_each          = toset(local.log_exports)
+  name              = "${local.log_prefix}/${each.value}"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = aws_kms_key.db.arn
+  tags              = var.tags
+}
+
+resource "aws_iam_role" "monitoring" {
+  name = "${var.name}-rds-monitoring"
+  assume_role_policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Effect    = "Allow"
+      Principal = { Service = "monitoring.rds.amazonaws.com" }
+      Action    = "sts:AssumeRole"
+      Condition = { StringEquals = { "aws:SourceAccount" = var.aws_account_id } }
+    }]
+  })
+  tags = var.tags
+}
+
+resource "aws_iam_role_policy_attachment" "monitoring" {
+  role       = aws_iam_role.monitoring.name
+  policy_arn = "arn:aws:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"
+}
+
+resource "aws_db_instance" "this" {
+  identifier     = var.name
+  engine         = "postgres"
+  engine_version = var.engine_version
+  instance_class = var.instance_class
+
+  allocated_storage     = var.allocated_storage_gb
+  max_allocated_storage = var.max_allocated_storage_gb
+  storage_type          = "gp3"
+  storage_encrypted     = true
+  kms_key_id            = aws_kms_key.db.arn
+
+  db_name                       = var.db_name
+  username                      = var.master_username
+  manage_master_user_password   = true
+  master_user_secret_kms_key_id = aws_kms_key.db.arn
+
+  multi_az               = var.multi_az
+  db_subnet_group_name   = aws_db_subnet_group.this.name
+  vpc_security_group_ids = [aws_security_group.db.id]
+  publicly_accessible    = false
+  ca_cert_identifier     = "rds-ca-rsa2048-g1"
+  parameter_group_name   = aws_db_parameter_group.this.name
+
+  backup_retention_period   = var.backup_retention_days
+  backup_window             = "02:00-02:30"
+  maintenance_window        = "sun:03:00-sun:04:00"
+  copy_tags_to_snapshot     = true
+  delete_automated_backups  = false
+  deletion_protection       = var.deletion_protection
+  skip_final_snapshot       = !var.final_snapshot
+  final_snapshot_identifier = var.final_snapshot ? "${var.name}-final" : null
+
+  auto_minor_version_upgrade  = true
+  allow_major_version_upgrade = false
+
+  iam_database_authentication_enabled   = true
+  performance_insights_enabled          = true
+  performance_insights_kms_key_id       = aws_kms_key.db.arn
+  performance_insights_retention_period = 7
+  monitoring_interval                   = 60
+  monitoring_role_arn                   = aws_iam_role.monitoring.arn
+  enabled_cloudwatch_logs_exports       = local.log_exports
+
+  tags = merge(var.tags, { Name = var.name })
+
+  depends_on = [aws_cloudwatch_log_group.db, aws_iam_role_policy_attachment.monitoring]
+}

@@ -1,0 +1,112 @@
+# Offline unit tests of the database module (mocked provider: no AWS call).
+mock_provider "aws" {
+  mock_resource "aws_iam_role" {
+    defaults = { arn = "arn:aws:iam::123456789012:role/mock" }
+  }
+  mock_resource "aws_kms_key" {
+    defaults = { arn = "arn:aws:kms:eu-west-1:123456789012:key/mock" }
+  }
+  mock_resource "aws_cloudwatch_log_group" {
+    defaults = { arn = "arn:aws:logs:eu-west-1:123456789012:log-group:mock" }
+  }
+  mock_resource "aws_db_instance" {
+    defaults = {
+      address            = "t-db.abc.eu-west-1.rds.amazonaws.com"
+      port               = 5432
+      master_user_secret = [{ secret_arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:rds!db-mock", kms_key_id = "mock", secret_status = "active" }]
+    }
+  }
+}
+
+variables {
+  name                    = "t-db"
+  aws_account_id          = "123456789012"
+  region                  = "eu-west-1"
+  vpc_id                  = "vpc-0123456789abcdef0"
+  subnet_ids              = ["subnet-aaaa", "subnet-bbbb", "subnet-cccc"]
+  allowed_security_groups = { eks = "sg-0123456789abcdef0" }
+  tags                    = { Project = "comments-api", Environment = "test" }
+}
+
+run "production_defaults" {
+  command = plan
+
+  assert {
+    condition     = aws_db_instance.this.multi_az && aws_db_instance.this.storage_encrypted && aws_db_instance.this.engine == "postgres"
+    error_message = "Multi-AZ, encrypted PostgreSQL"
+  }
+  assert {
+    condition     = aws_db_instance.this.deletion_protection && !aws_db_instance.this.skip_final_snapshot && aws_db_instance.this.final_snapshot_identifier == "t-db-final"
+    error_message = "deletion protection and a final snapshot by default"
+  }
+  assert {
+    condition     = aws_db_instance.this.manage_master_user_password && aws_db_instance.this.password == null
+    error_message = "RDS generates and keeps the password; Terraform never holds it"
+  }
+  assert {
+    condition     = !aws_db_instance.this.publicly_accessible && aws_db_instance.this.backup_retention_period == 7
+    error_message = "private, with a week of backups"
+  }
+  assert {
+    condition     = [for p in aws_db_parameter_group.this.parameter : p.value if p.name == "rds.force_ssl"] == ["1"]
+    error_message = "TLS enforced by the parameter group"
+  }
+  assert {
+    condition     = aws_db_parameter_group.this.family == "postgres16"
+    error_message = "parameter family follows the engine major"
+  }
+  assert {
+    condition     = aws_vpc_security_group_ingress_rule.postgres["eks"].from_port == 5432 && aws_vpc_security_group_ingress_rule.postgres["eks"].referenced_security_group_id == "sg-0123456789abcdef0" && aws_vpc_security_group_ingress_rule.postgres["eks"].cidr_ipv4 == null
+    error_message = "only the cluster's security group reaches the port, no CIDR"
+  }
+}
+
+run "disposable_staging" {
+  command = plan
+  variables {
+    deletion_protection = false
+    final_snapshot      = false
+  }
+
+  assert {
+    condition     = !aws_db_instance.this.deletion_protection && aws_db_instance.this.skip_final_snapshot && aws_db_instance.this.final_snapshot_identifier == null
+    error_message = "staging can be torn down"
+  }
+}
+
+run "secret_arn_out_no_password_out" {
+  command = apply
+
+  assert {
+    condition     = output.master_user_secret_arn == "arn:aws:secretsmanager:eu-west-1:123456789012:secret:rds!db-mock"
+    error_message = "the managed secret's ARN is the output"
+  }
+  assert {
+    condition     = output.database_url_template == "postgresql+psycopg://{{ .username | urlquery }}:{{ .password | urlquery }}@t-db.abc.eu-west-1.rds.amazonaws.com:5432/comments?sslmode=require"
+    error_message = "DATABASE_URL template for External Secrets"
+  }
+}
+
+run "rejects_no_backups" {
+  command = plan
+  variables {
+    backup_retention_days = 0
+  }
+  expect_failures = [var.backup_retention_days]
+}
+
+run "rejects_reserved_user" {
+  command = plan
+  variables {
+    master_username = "postgres"
+  }
+  expect_failures = [var.master_username]
+}
+
+run "rejects_cidr_instead_of_security_group" {
+  command = plan
+  variables {
+    allowed_security_groups = { office = "10.0.0.0/8" }
+  }
+  expect_failures = [var.allowed_security_groups]
+}

@@ -1,0 +1,248 @@
+"""Export and import: every table as JSON Lines, between SQLite and PostgreSQL.
+
+The first line describes the file; each further line is one row::
+
+    {"format": "comments-api-export", "version": 1, "schema_revision": "0003", ...}
+    {"table": "comments", "row": {"id": 1, "content_id": "1", ..., "created_at": "..."}}
+
+Rows are streamed both ways (a server-side cursor out, batched inserts in), so memory
+does not grow with the database. Ids, timestamps, threads, statuses, bans, the audit log
+and API key records (with the key's hash, never the key: restored keys keep working) are
+kept exactly. Idempotency keys are not: they only matter for IDEMPOTENCY_TTL.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from sqlalchemy import DateTime, Engine, Table, func, insert, select
+
+from .storage import api_keys, audit_log, bans, comments, head_revision
+
+FORMAT = "comments-api-export"
+VERSION = 1
+# Import order: nothing refers forward (a reply's parent has a smaller id).
+TABLES: dict[str, Table] = {
+    "api_keys": api_keys,
+    "bans": bans,
+    "comments": comments,
+    "audit_log": audit_log,
+}
+ORDER = {
+    "api_keys": (api_keys.c.id,),
+    "bans": (bans.c.target,),
+    "comments": (comments.c.id,),
+    "audit_log": (audit_log.c.id,),
+}
+# Tables whose ids come from a sequence on PostgreSQL: moved past the imported ids.
+SEQUENCED = ("comments", "audit_log")
+BATCH = 2000
+
+
+class TransferError(Exception):
+    """The file or the target database cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class Header:
+    schema_revision: str
+    counts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def _iso(value: datetime) -> str:
+    if value.tzinfo is None:  # SQLite hands back naive datetimes; all are UTC
+        return value.isoformat() + "+00:00"
+    return value.astimezone(UTC).isoformat()
+
+
+def table_counts(engine: Engine, tables: Iterable[str]) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {
+            name: int(conn.execute(select(func.count()).select_from(TABLES[name])).scalar_one())
+            for name in tables
+        }
+
+
+def export(
+    engine: Engine,
+    out: IO[str],
+    *,
+    include_api_keys: bool = True,
+    progress: Callable[[int], None] = lambda n: None,
+) -> dict[str, int]:
+    """Write the whole database to ``out``; returns the rows written per table."""
+    names = [n for n in TABLES if include_api_keys or n != "api_keys"]
+    with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            # One snapshot for every table: the file is consistent even under writes.
+            conn.execution_options(isolation_level="REPEATABLE READ")
+        counts = {
+            name: int(conn.execute(select(func.count()).select_from(TABLES[name])).scalar_one())
+            for name in names
+        }
+        header = {
+            "format": FORMAT,
+            "version": VERSION,
+            "schema_revision": head_revision(),
+            "exported_at": datetime.now(UTC).isoformat(),
+            "source": conn.dialect.name,
+            "tables": counts,
+        }
+        out.write(json.dumps(header) + "\n")
+        written = dict.fromkeys(names, 0)
+        encode = json.JSONEncoder(ensure_ascii=False).encode
+        for name in names:
+            table = TABLES[name]
+            columns = [c.name for c in table.columns]
+            dates = [i for i, c in enumerate(table.columns) if isinstance(c.type, DateTime)]
+            result = conn.execution_options(stream_results=True, yield_per=BATCH).execute(
+                select(table).order_by(*ORDER[name])
+            )
+            for partition in result.partitions():
+                lines = []
+                for row in partition:
+                    values = list(row)
+                    for i in dates:
+                        if values[i] is not None:
+                            values[i] = _iso(values[i])
+                    lines.append(
+                        encode({"table": name, "row": dict(zip(columns, values, strict=True))})
+                    )
+                out.write("\n".join(lines) + "\n")
+                written[name] += len(lines)
+                progress(len(lines))
+    if written != counts:  # cannot happen inside one snapshot; never write a short file
+        raise TransferError(f"rows changed during export: expected {counts}, wrote {written}")
+    return written
+
+
+def read_header(lines: Iterator[str]) -> Header:
+    try:
+        first = json.loads(next(lines))
+    except (StopIteration, ValueError):
+        raise TransferError("not a comments-api export: the first line is not its header") from None
+    if not isinstance(first, dict) or first.get("format") != FORMAT:
+        raise TransferError("not a comments-api export: the first line is not its header")
+    if first.get("version") != VERSION:
+        raise TransferError(f"export format version {first.get('version')}; this code reads 1")
+    revision = first.get("schema_revision")
+    if revision != head_revision():
+        raise TransferError(
+            f"the export is of schema revision {revision}; this code imports "
+            f"{head_revision()}: import it with the matching version, then upgrade"
+        )
+    counts = first.get("tables")
+    if not isinstance(counts, dict) or not set(counts) <= set(TABLES):
+        raise TransferError("the export header does not list its tables")
+    return Header(schema_revision=revision, counts={k: int(v) for k, v in counts.items()})
+
+
+def _loader(table: Table) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    names = {c.name for c in table.columns}
+    dates = {c.name for c in table.columns if isinstance(c.type, DateTime)}
+
+    def load(row: dict[str, Any]) -> dict[str, Any]:
+        if set(row) != names:
+            raise TransferError(
+                f"{table.name}: a row has columns {sorted(row)}, expected {sorted(names)}"
+            )
+        for name in dates:
+            if row[name] is not None:
+                row[name] = datetime.fromisoformat(row[name])
+        return row
+
+    return load
+
+
+def import_(
+    engine: Engine,
+    lines: Iterable[str],
+    *,
+    progress: Callable[[int], None] = lambda n: None,
+) -> dict[str, int]:
+    """Load an export into an empty, migrated database in one transaction."""
+    stream = iter(lines)
+    header = read_header(stream)
+    loaders = {name: _loader(table) for name, table in TABLES.items()}
+    written = dict.fromkeys(header.counts, 0)
+    with engine.begin() as conn:
+        for name, table in TABLES.items():
+            if conn.execute(select(func.count()).select_from(table)).scalar_one():
+                raise TransferError(
+                    f"the target database already has {name}: import only into an empty one"
+                )
+        batch: list[dict[str, Any]] = []
+        current: str | None = None
+
+        def flush() -> None:
+            if batch and current is not None:
+                conn.execute(insert(TABLES[current]), batch)
+                written[current] = written.get(current, 0) + len(batch)
+                progress(len(batch))
+                batch.clear()
+
+        for number, line in enumerate(stream, start=2):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                name, row = record["table"], record["row"]
+                load = loaders[name]
+            except (ValueError, KeyError, TypeError):
+                raise TransferError(f"line {number}: not a row of a known table") from None
+            if name != current:
+                flush()
+                current = name
+            batch.append(load(row))
+            if len(batch) >= BATCH:
+                flush()
+        flush()
+        if written != header.counts:
+            raise TransferError(
+                f"the file is incomplete: its header announces {header.counts}, "
+                f"it holds {written}; nothing was imported"
+            )
+        if conn.dialect.name == "postgresql":
+            for name in SEQUENCED:
+                # New rows must continue after the imported ids, not collide with them.
+                table = TABLES[name]
+                top = func.max(table.c.id)
+                conn.execute(
+                    select(
+                        func.setval(
+                            func.pg_get_serial_sequence(name, "id"),
+                            func.coalesce(top, 1),
+                            top.is_not(None),
+                        )
+                    )
+                )
+    return written
+
+
+def sqlite_backup(source_path: str, target_path: str, pages: int = 4096) -> None:
+    """A consistent copy of a live SQLite database (the online backup API).
+
+    Copies ``pages`` pages at a time so writers are held up only briefly; a write in
+    between restarts nothing, SQLite copies the changed pages again.
+    """
+    import sqlite3
+
+    source = sqlite3.connect(source_path)
+    target = sqlite3.connect(target_path)
+    try:
+        with target:
+            source.backup(target, pages=pages)
+        check = target.execute("PRAGMA integrity_check").fetchone()[0]
+        if check != "ok":
+            raise TransferError(f"the backup failed its integrity check: {check}")
+    finally:
+        target.close()
+        source.close()

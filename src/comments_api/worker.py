@@ -1,0 +1,876 @@
+"""gunicorn workers that read each request in full before a worker thread sees it.
+
+gunicorn's own workers hand a connection to the application as soon as it is accepted
+(sync) or its first byte arrives (gthread); the request is then parsed with blocking reads.
+A client that sends its headers or body slowly, or never finishes them, holds that process
+or thread until gunicorn's worker timeout (30 s), and two such connections stopped all
+traffic on two sync workers. Here the main loop of every worker buffers requests from many
+connections at once with non-blocking reads, and only a complete request (headers and a
+body of known length or a finished chunked body) is dispatched to the application. Slow
+connections cost memory (bounded: request line, header section and ``MAX_BODY_BYTES``)
+and a file descriptor, never a worker; each must finish its headers within
+``REQUEST_HEADER_TIMEOUT`` seconds of being accepted and its body within
+``REQUEST_BODY_TIMEOUT`` seconds after that (totals, so trickling bytes cannot extend them)
+or it is answered 408 and closed.
+
+The same classes answer the server's own errors (malformed request line or headers, request
+line or headers too large, read timeouts, a worker aborted by gunicorn's timeout) as JSON in
+the shape of the API the path belongs to, log them without the raw path or client address,
+and, when the worker stops, accept and serve the connections still queued in the listen
+backlog instead of letting the kernel reset them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import select
+import selectors
+import socket
+import ssl
+import time
+import weakref
+from collections import deque
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+from gunicorn import http, util
+from gunicorn.http import errors as http_errors
+from gunicorn.workers.gthread import TConn, ThreadWorker
+from gunicorn.workers.sync import SyncWorker
+from werkzeug.exceptions import RequestTimeout
+
+log = logging.getLogger("comments_api.server")
+
+# The same prefix web/errors.py uses for the legacy error shape (kept in sync by a test;
+# importing it would pull the views layer into the server process setup).
+LEGACY_PREFIX = "/api/comment/"
+PROBLEM_JSON = "application/problem+json"
+
+# 100 content ids of 30 characters, each character 4 UTF-8 bytes percent-encoded
+# (`content_id=` + 360 bytes + `&`), is 37.2 KB: schema-valid, so it must fit.
+LIMIT_REQUEST_LINE = 48 * 1024
+# Header fields after the request line (JWTs and cookies are a few KB at most).
+LIMIT_HEADER_SECTION = 64 * 1024
+# Connections a worker buffers at once; beyond that it stops accepting and the rest wait
+# in the kernel's backlog, where they cost this process nothing. Memory is bounded by
+# what each may hold (request line + headers + MAX_BODY_BYTES), in practice far less.
+MAX_BUFFERING = 512
+# accept() failing for lack of descriptors or memory: wait a little, do not crash.
+_ACCEPT_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# When a worker stops, at most this many connections are taken from the backlog.
+MAX_BACKLOG_DRAIN = 256
+# ...and a connection that has not sent a byte yet is waited for this long (as gthread
+# does for kept-alive connections), not its whole header timeout.
+STOP_IDLE_LINGER = 2.0
+# After a response, how long the client gets to close its side (gunicorn's value).
+LINGER = 2.0
+LINGER_MAX_BYTES = 64 * 1024
+
+_INTERNAL_ERROR = "an internal error occurred; it has been logged"
+
+
+# --------------------------------------------------------------------------- JSON errors
+
+
+def error_document(status: int, detail: str, path: str | None) -> tuple[str, bytes]:
+    """(content type, body) of an error in the shape the API under ``path`` uses.
+
+    The legacy API (``/api/comment/…``) answers ``{"status": "BAD-REQUEST", "message": …}``,
+    everything else RFC 9457 problem+json, like the application's own errors. The raw path
+    is never echoed: it is what the client got wrong. Pure, so the tests can call it.
+    """
+    title = _title(status)
+    if path is not None and path.startswith(LEGACY_PREFIX):
+        doc: dict[str, object] = {"status": title.upper().replace(" ", "-"), "message": detail}
+        return "application/json", json.dumps(doc).encode()
+    slug = title.lower().replace(" ", "-").replace("'", "")
+    doc = {"type": f"/docs#problem-{slug}", "title": title, "status": status, "detail": detail}
+    return PROBLEM_JSON, json.dumps(doc).encode()
+
+
+def _title(status: int) -> str:
+    # RFC 9110's names; Python's phrases for these differ (and vary by version).
+    if status == 413:
+        return "Content Too Large"
+    if status == 414:
+        return "URI Too Long"
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def error_response_bytes(status: int, detail: str, path: str | None) -> bytes:
+    content_type, body = error_document(status, detail, path)
+    head = (
+        f"HTTP/1.1 {status} {_title(status)}\r\n"
+        "Connection: close\r\n"
+        f"Content-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Cache-Control: no-store\r\n"
+        "X-Content-Type-Options: nosniff\r\n"
+        "\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+# gunicorn's parse errors → (status, detail). The detail is ours, never the exception's
+# text: gunicorn's messages quote the raw request line or header.
+_BAD = "the request is not valid HTTP/1.1"
+_CLIENT_ERRORS: tuple[tuple[type[BaseException], int, str], ...] = (
+    (http_errors.LimitRequestLine, 414, "the request line is too long"),
+    (http_errors.LimitRequestHeaders, 431, "the request header fields are too large"),
+    (http_errors.UnsupportedTransferCoding, 501, "this transfer coding is not supported"),
+    (http_errors.ExpectationFailed, 417, "only 'Expect: 100-continue' is supported"),
+    (http_errors.ForbiddenProxyRequest, 403, "request forbidden"),
+    (http_errors.ConfigurationProblem, 500, _INTERNAL_ERROR),
+    (http_errors.InvalidRequestLine, 400, "the request line is malformed"),
+    (http_errors.InvalidRequestMethod, 400, "the request method is malformed"),
+    (http_errors.InvalidHTTPVersion, 400, "unsupported HTTP version"),
+    (http_errors.InvalidHeaderName, 400, "a header field name is malformed"),
+    (http_errors.InvalidHeader, 400, "a header field is malformed"),
+    (http_errors.ObsoleteFolding, 400, "obsolete header line folding is not accepted"),
+    (http_errors.InvalidChunkSize, 400, "the chunked body is malformed"),
+    (http_errors.ChunkMissingTerminator, 400, "the chunked body is malformed"),
+    (http_errors.InvalidChunkExtension, 400, "the chunked body is malformed"),
+    (http_errors.InvalidProxyLine, 400, _BAD),
+    (http_errors.InvalidSchemeHeaders, 400, "contradictory scheme headers"),
+    (http_errors.InvalidH2CPreface, 400, _BAD),
+    (http_errors.ParseException, 400, _BAD),
+)
+
+
+class ReadTimeout(RequestTimeout):
+    """The client did not send its request within the read deadline.
+
+    A werkzeug HTTPException, so if it surfaces while the application reads the body,
+    Flask's error handlers answer 408 in the API's own shape.
+    """
+
+    description = "the request was not received in time"
+
+
+def classify(exc: BaseException) -> tuple[int, str]:
+    if isinstance(exc, ReadTimeout):
+        return 408, ReadTimeout.description
+    if isinstance(exc, ssl.SSLError):
+        return 400, _BAD
+    for cls, status, detail in _CLIENT_ERRORS:
+        if isinstance(exc, cls):
+            return status, detail
+    if isinstance(exc, SystemExit):
+        return 500, "the request took too long and was aborted"
+    return 500, _INTERNAL_ERROR
+
+
+# --------------------------------------------------------------------------- buffering
+
+
+class DeadlineReader:
+    """What gunicorn's parser reads from: buffered bytes first (the parser's unreader
+    holds them), then the socket, but never past ``deadline`` in total."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock = sock
+        self.deadline = deadline
+
+    def recv(self, size: int) -> bytes:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise ReadTimeout()
+        poller = select.poll()
+        poller.register(self.sock.fileno(), select.POLLIN | select.POLLPRI)
+        if not poller.poll(remaining * 1000):
+            raise ReadTimeout()
+        return self.sock.recv(size)
+
+
+@dataclass
+class PendingRequest:
+    """Bytes of one request as they arrive, and whether it is complete yet."""
+
+    header_deadline: float
+    body_timeout: float
+    body_limit: int
+    data: bytearray = field(default_factory=bytearray)
+    deadline: float = 0.0
+    target: str | None = None  # the request-target, once the request line is in
+    header_end: int = -1
+    content_length: int = 0
+    chunked: bool = False
+    malformed: bool = False
+    chunk_pos: int = 0  # where the next chunk-size line starts (chunked bodies)
+    expects_continue: bool = False
+    sent_continue: bool = False
+    # A response the server writes itself (414, 431), decided while buffering.
+    refuse: tuple[int, str] | None = None
+    # Until the first byte: a kept-alive connection waiting for its next request is
+    # closed silently at its keep-alive timeout (a 408 there could be read as the answer
+    # to a request the client is just sending).
+    idle_deadline: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.deadline = self.header_deadline
+        self.idle_deadline = self.idle_deadline or self.header_deadline
+
+    def expired(self, now: float) -> str | None:
+        """None while in time; "idle" (nothing received: close silently) or "timeout"."""
+        if not self.data:
+            return "idle" if now >= self.idle_deadline else None
+        return "timeout" if now >= self.deadline else None
+
+    def feed(self, chunk: bytes, now: float) -> bool:
+        """Add bytes; True once the request can be dispatched (complete, or hopeless)."""
+        self.data += chunk
+        if self.header_end < 0 and not self._scan_headers(now):
+            return self.refuse is not None
+        return self._body_complete()
+
+    def _scan_headers(self, now: float) -> bool:
+        data = self.data
+        if self.target is None:
+            line_end = data.find(b"\r\n")
+            # Blank lines before a request are allowed (RFC 9112 2.2): skip them.
+            while line_end == 0:
+                del data[:2]
+                line_end = data.find(b"\r\n")
+            if line_end < 0:
+                if len(data) > LIMIT_REQUEST_LINE:
+                    self.target = _target(bytes(data[:512]))
+                    self.refuse = (414, "the request line is too long")
+                return False
+            if line_end > LIMIT_REQUEST_LINE:
+                self.target = _target(bytes(data[:512]))
+                self.refuse = (414, "the request line is too long")
+                return False
+            self.target = _target(bytes(data[:line_end])) or ""
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            if len(data) > LIMIT_REQUEST_LINE + LIMIT_HEADER_SECTION:
+                self.refuse = (431, "the request header fields are too large")
+            return False
+        if end > LIMIT_REQUEST_LINE + LIMIT_HEADER_SECTION:
+            self.refuse = (431, "the request header fields are too large")
+            return False
+        self.header_end = end + 4
+        self.chunk_pos = self.header_end
+        self.deadline = now + self.body_timeout
+        http11 = data[: data.find(b"\r\n")].rstrip().endswith(b"HTTP/1.1")
+        seen_length = False
+        for line in bytes(data[:end]).split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            value = value.strip().lower()
+            if name == b"content-length":
+                if not value.isdigit() or (seen_length and int(value) != self.content_length):
+                    # Malformed or conflicting: the parser answers it at once.
+                    self.malformed = True
+                else:
+                    self.content_length = int(value)
+                seen_length = True
+            elif name == b"transfer-encoding" and b"chunked" in value:
+                self.chunked = True
+            elif name == b"expect" and value == b"100-continue" and http11:
+                self.expects_continue = True
+        return True
+
+    def _body_complete(self) -> bool:
+        if self.malformed:
+            return True
+        body = len(self.data) - self.header_end
+        if body > self.body_limit:
+            return True  # too large: the application answers 413 without reading it all
+        if not self.chunked:
+            return body >= self.content_length or self.content_length > self.body_limit
+        # Chunked: walk the chunk-size lines seen so far; anything unexpected is handed
+        # to gunicorn's parser, which answers it with the right error.
+        data = self.data
+        while True:
+            line_end = data.find(b"\r\n", self.chunk_pos)
+            if line_end < 0:
+                return len(data) - self.chunk_pos > 1024  # a size line is never this long
+            size_text = bytes(data[self.chunk_pos : line_end]).split(b";", 1)[0].strip()
+            try:
+                size = int(size_text, 16)
+            except ValueError:
+                return True
+            if size < 0:
+                return True
+            if size == 0:
+                # Last chunk, then optional trailer fields and an empty line.
+                if data.startswith(b"\r\n", line_end + 2):
+                    return True
+                return data.find(b"\r\n\r\n", line_end) >= 0
+            next_pos = line_end + 2 + size + 2
+            if len(data) < next_pos:
+                return False
+            self.chunk_pos = next_pos
+
+
+def _target(line: bytes) -> str | None:
+    parts = line.split(b" ", 2)
+    if len(parts) < 2:
+        return None
+    return parts[1].decode("latin-1")
+
+
+def _settings_from(cfg: Any) -> tuple[float, float, int]:
+    from .settings import Settings
+
+    settings = Settings.from_env()
+    return settings.request_header_timeout, settings.request_body_timeout, settings.max_body_bytes
+
+
+# --------------------------------------------------------------------------- shared
+
+
+class _ErrorsMixin:
+    """JSON errors and path/IP-free log lines for what gunicorn itself refuses."""
+
+    log: Any
+    _targets: weakref.WeakKeyDictionary[socket.socket, str]
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        status, detail = classify(exc)
+        path = getattr(req, "path", None)
+        if path is None:
+            path = getattr(getattr(exc, "req", None), "path", None)
+        if path is None:
+            path = self._targets.get(client)
+        if status >= 500:
+            if isinstance(exc, SystemExit):
+                log.error("request aborted: the worker exceeded its timeout")
+            else:
+                # The traceback, but not gunicorn's "Error handling request <raw uri>".
+                log.error("error handling request", exc_info=exc)
+        else:
+            log.warning(
+                "refused a request the server could not parse",
+                extra={"status": status, "error": type(exc).__name__},
+            )
+        _send(client, error_response_bytes(status, detail, path))
+
+
+def _send(sock: Any, data: bytes) -> None:
+    try:
+        util.write_nonblock(sock, data)
+    except Exception:  # the client is gone or its buffer is full: nothing to tell it
+        log.debug("failed to send an error response")
+
+
+def _refuse(sock: socket.socket, pending: PendingRequest, status: int, detail: str) -> None:
+    log.warning(
+        "refused a request the server could not read",
+        extra={"status": status, "error": "limit" if status != 408 else "timeout"},
+    )
+    _send(sock, error_response_bytes(status, detail, pending.target))
+    util.close(sock)
+
+
+def _exhausted() -> None:
+    log.error("cannot accept connections: out of file descriptors or memory")
+    time.sleep(0.05)  # the listener stays readable: do not spin
+
+
+def _recv_into(sock: socket.socket, pending: PendingRequest, now: float) -> bool | None:
+    """Read what is available. True: ready to dispatch; False: wait; None: gone."""
+    try:
+        chunk = sock.recv(65536)
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return None
+    if not chunk:
+        return None
+    return pending.feed(chunk, now)
+
+
+def _maybe_continue(sock: socket.socket, pending: PendingRequest) -> None:
+    # curl and others wait for "100 Continue" before sending a body; we are the ones
+    # reading it now, so we answer (gunicorn would only do so once the app reads).
+    if pending.expects_continue and not pending.sent_continue and pending.header_end >= 0:
+        pending.sent_continue = True
+        with contextlib.suppress(OSError):
+            sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
+class Lingering:
+    """Connections whose response is complete, closed the RFC 9112 (9.6) way without
+    blocking: FIN sent at once, whatever the client still sends is read and dropped by the
+    main loop, and the socket is closed at the client's EOF, after 64 KiB, or after
+    ``LINGER`` seconds. gunicorn does this with a blocking loop of up to 2 s per
+    connection, so a client that never closes held a sync worker (or gthread's main loop)
+    for 2 s per request."""
+
+    def __init__(self) -> None:
+        self.socks: dict[socket.socket, tuple[float, int]] = {}
+
+    def start(self, sock: socket.socket, register: Any) -> bool:
+        """True if the socket is now lingering (``register`` was called)."""
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            sock.setblocking(False)
+        except OSError:
+            util.close(sock)
+            return False
+        self.socks[sock] = (time.monotonic() + LINGER, 0)
+        register(sock)
+        return True
+
+    def readable(self, sock: socket.socket, unregister: Any) -> None:
+        deadline, drained = self.socks[sock]
+        try:
+            data = sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        drained += len(data)
+        if not data or drained >= LINGER_MAX_BYTES:
+            self.finish(sock, unregister)
+        else:
+            self.socks[sock] = (deadline, drained)
+
+    def expire(self, now: float, unregister: Any) -> None:
+        for sock, (deadline, _) in list(self.socks.items()):
+            if deadline <= now:
+                self.finish(sock, unregister)
+
+    def finish(self, sock: socket.socket, unregister: Any) -> None:
+        self.socks.pop(sock, None)
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            unregister(sock)
+        util.close(sock)
+
+
+# --------------------------------------------------------------------------- sync
+
+
+class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
+    """``THREADS=1``: one request at a time per process, gunicorn's sync semantics
+    (every connection closed after its response), but requests are buffered first."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._targets = weakref.WeakKeyDictionary()
+        self._aborting = False
+        self._lingering = Lingering()
+        self._selector: selectors.BaseSelector | None = None
+
+    def handle_abort(self, sig: int, frame: Any) -> None:
+        self._aborting = True
+        super().handle_abort(sig, frame)
+
+    def _close_after_response(self, client: socket.socket) -> None:
+        selector = self._selector
+        if selector is None:
+            util.close_graceful(client)
+            return
+        self._lingering.start(
+            client, lambda sock: selector.register(sock, selectors.EVENT_READ, "linger")
+        )
+
+    def run(self) -> None:
+        header_timeout, body_timeout, body_limit = _settings_from(self.cfg)
+        selector = selectors.DefaultSelector()
+        self._selector = selector
+        lingering = self._lingering
+        for listener in self.sockets:
+            listener.setblocking(False)
+            selector.register(listener, selectors.EVENT_READ, None)
+        selector.register(self.PIPE[0], selectors.EVENT_READ, "pipe")
+        pending: dict[socket.socket, tuple[PendingRequest, Any, Any]] = {}
+        ready: deque[socket.socket] = deque()
+
+        def accept(listener: socket.socket) -> bool:
+            try:
+                client, addr = listener.accept()
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                    return False
+                if exc.errno in _ACCEPT_EXHAUSTED:
+                    _exhausted()
+                    return False
+                raise
+            client.setblocking(False)
+            util.close_on_exec(client)
+            now = time.monotonic()
+            request = PendingRequest(now + header_timeout, body_timeout, body_limit)
+            pending[client] = (request, listener, addr)
+            # The request has usually arrived with the connection: try at once.
+            readable(client, now)
+            if client in pending and client not in ready:
+                selector.register(client, selectors.EVENT_READ, "client")
+            return True
+
+        def readable(client: socket.socket, now: float) -> None:
+            request = pending[client][0]
+            done = _recv_into(client, request, now)
+            if done is None:
+                drop(client)
+                return
+            _maybe_continue(client, request)
+            if done:
+                ready.append(client)
+
+        def drop(client: socket.socket) -> None:
+            pending.pop(client, None)
+            with contextlib.suppress(KeyError, ValueError):
+                selector.unregister(client)
+            util.close(client)
+
+        def expire(now: float) -> None:
+            # Checked every turn of the loop (at least once a second).
+            for client, (request, _, _) in list(pending.items()):
+                if client in ready:
+                    continue
+                state = request.expired(now)
+                if state is None:
+                    continue
+                with contextlib.suppress(KeyError, ValueError):
+                    selector.unregister(client)
+                pending.pop(client, None)
+                if state == "idle":
+                    util.close(client)
+                else:
+                    _refuse(client, request, 408, ReadTimeout.description)
+
+        def dispatch_one() -> None:
+            client = ready.popleft()
+            request, listener, addr = pending.pop(client)
+            with contextlib.suppress(KeyError, ValueError):
+                selector.unregister(client)
+            if request.refuse is not None:
+                _refuse(client, request, *request.refuse)
+                return
+            self._serve(listener, client, addr, request)
+
+        listening = True
+
+        def set_listening(on: bool) -> None:
+            # A readable listener we do not accept from would wake select() at once,
+            # every turn: unregister it while full or stopping.
+            nonlocal listening
+            if on == listening:
+                return
+            for listener in self.sockets:
+                if on:
+                    selector.register(listener, selectors.EVENT_READ, None)
+                else:
+                    selector.unregister(listener)
+            listening = on
+
+        def loop_once(timeout: float, accept_new: bool) -> None:
+            self.notify()
+            set_listening(accept_new and len(pending) < MAX_BUFFERING)
+            try:
+                events = selector.select(timeout)
+            except InterruptedError:
+                events = []
+            now = time.monotonic()
+            for key, _ in events:
+                if key.data == "pipe":
+                    with contextlib.suppress(OSError):
+                        os.read(self.PIPE[0], 64)
+                elif key.data == "client":
+                    if key.fileobj in pending and key.fileobj not in ready:
+                        readable(key.fileobj, now)  # type: ignore[arg-type]
+                elif key.data == "linger":
+                    if key.fileobj in lingering.socks:
+                        lingering.readable(key.fileobj, selector.unregister)  # type: ignore[arg-type]
+                elif not ready and len(pending) < MAX_BUFFERING:
+                    # One connection per turn: a busy worker leaves the rest to idle ones.
+                    accept(key.fileobj)  # type: ignore[arg-type]
+            if ready:
+                dispatch_one()
+            expire(time.monotonic())
+            lingering.expire(time.monotonic(), selector.unregister)
+
+        timeout = min(self.timeout or 0.5, 1.0)
+        while self.alive:
+            loop_once(0 if ready else timeout, True)
+            if not self.is_parent_alive():
+                return
+
+        if self._aborting:
+            return
+        # Stopping: serve what is already queued in the backlog (the master has closed
+        # its copy of the listener; ours is closed when this process exits), then finish
+        # the requests still being buffered, within the graceful timeout.
+        stop_by = time.monotonic() + self.cfg.graceful_timeout
+        taken = 0
+        for listener in self.sockets:
+            while taken < MAX_BACKLOG_DRAIN and time.monotonic() < stop_by:
+                if not accept(listener):
+                    break
+                taken += 1
+                while ready:
+                    dispatch_one()
+        # A connection that has sent nothing yet gets STOP_IDLE_LINGER more seconds.
+        linger = time.monotonic() + STOP_IDLE_LINGER
+        for request, _, _ in pending.values():
+            request.idle_deadline = min(request.idle_deadline, linger)
+        while (
+            (pending or ready or lingering.socks)
+            and time.monotonic() < stop_by
+            and not self._aborting
+        ):
+            loop_once(0 if ready else 0.2, False)
+        for client in list(pending):
+            request = pending.pop(client)[0]
+            if request.data:
+                _refuse(client, request, 503, "the server is shutting down; retry")
+            else:
+                util.close(client)
+        selector.close()
+
+    def _serve(
+        self, listener: socket.socket, client: socket.socket, addr: Any, pending: PendingRequest
+    ) -> None:
+        # gunicorn's SyncWorker.handle, fed from the buffer.
+        req = None
+        self._targets[client] = pending.target or ""
+        try:
+            client.setblocking(True)
+            reader = DeadlineReader(client, pending.deadline)
+            parser = http.get_parser(self.cfg, reader, addr)
+            parser.unreader.unread(bytes(pending.data))
+            req = next(parser)
+            if pending.sent_continue:
+                req._expected_100_continue = False
+            self.handle_request(listener, req, client, addr)
+        except http_errors.NoMoreData:
+            pass
+        except StopIteration:
+            pass
+        except OSError as exc:
+            if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+                log.error("socket error processing a request: %s", exc.__class__.__name__)
+        except BaseException as exc:
+            self.handle_error(req, client, addr, exc)
+        finally:
+            self._close_after_response(client)
+
+
+# --------------------------------------------------------------------------- threads
+
+
+class _Conn(TConn):  # type: ignore[misc]
+    """gthread's connection; its graceful close lingers in the worker's main loop."""
+
+    def __init__(self, worker: BufferedThreadWorker, *args: Any) -> None:
+        super().__init__(*args)
+        self.worker = worker
+
+    def close(self, graceful: bool = False) -> None:
+        if graceful:
+            self.worker.linger(self.sock)
+        else:
+            super().close()
+
+
+class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
+    """``THREADS>1``: gunicorn's gthread worker (keep-alive, a thread pool), but its
+    main loop buffers each request in full before a thread takes it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._targets = weakref.WeakKeyDictionary()
+        self._buffering: dict[TConn, PendingRequest] = {}
+        self._aborting = False
+        self._drained = False
+        self._timeouts = (5.0, 10.0, 64 * 1024)
+        self._lingering = Lingering()
+
+    def init_process(self) -> None:
+        self._timeouts = _settings_from(self.cfg)
+        super().init_process()
+
+    # gthread's loop stops accepting while ``nr_conns >= worker_connections``; reporting 0
+    # while the buffering set is full makes it stop then too (instead of spinning on a
+    # listener that accept() would leave readable).
+    @property  # type: ignore[override]
+    def worker_connections(self) -> int:
+        if len(getattr(self, "_buffering", ())) >= MAX_BUFFERING:
+            return 0
+        return int(self._worker_connections)
+
+    @worker_connections.setter
+    def worker_connections(self, value: int) -> None:
+        self._worker_connections = value
+
+    def handle_abort(self, sig: int, frame: Any) -> None:
+        self._aborting = True
+        super().handle_abort(sig, frame)
+
+    def accept(self, listener: socket.socket) -> None:
+        if len(self._buffering) >= MAX_BUFFERING:
+            return
+        try:
+            client_sock, client_addr = listener.accept()
+        except OSError as exc:
+            if exc.errno in _ACCEPT_EXHAUSTED:
+                _exhausted()
+                return
+            if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        self.nr_conns += 1
+        conn = _Conn(self, self.cfg, client_sock, client_addr, listener.getsockname())
+        self._start_buffering(conn, fresh=True)
+
+    def on_client_socket_readable(self, conn: TConn, client: socket.socket) -> None:
+        # A kept-alive connection's next request: buffer it like a new one.
+        self.poller.unregister(client)
+        self.keepalived_conns.remove(conn)
+        self._start_buffering(conn, fresh=False)
+
+    def _start_buffering(self, conn: TConn, fresh: bool) -> None:
+        header_timeout, body_timeout, body_limit = self._timeouts
+        now = time.monotonic()
+        pending = PendingRequest(now + header_timeout, body_timeout, body_limit)
+        if not fresh:
+            pending.idle_deadline = now + min(float(self.cfg.keepalive), header_timeout)
+        self._buffering[conn] = pending
+        conn.sock.setblocking(False)
+        if not self._on_readable(conn, now) and conn in self._buffering:
+            self.poller.register(conn.sock, selectors.EVENT_READ, self._readable_cb(conn))
+
+    def _readable_cb(self, conn: TConn) -> Any:
+        def callback(_fileobj: Any) -> None:
+            if self._on_readable(conn, time.monotonic()):
+                with contextlib.suppress(KeyError, ValueError):
+                    self.poller.unregister(conn.sock)
+
+        return callback
+
+    def _on_readable(self, conn: TConn, now: float) -> bool:
+        """Read; dispatch when complete. True when the connection left the buffering set."""
+        pending = self._buffering[conn]
+        done = _recv_into(conn.sock, pending, now)
+        if done is None:
+            self._close_buffering(conn)
+            return True
+        _maybe_continue(conn.sock, pending)
+        if not done:
+            return False
+        del self._buffering[conn]
+        if pending.refuse is not None:
+            self.nr_conns -= 1
+            _refuse(conn.sock, pending, *pending.refuse)
+            return True
+        self._targets[conn.sock] = pending.target or ""
+        reader = getattr(conn, "deadline_reader", None)
+        if conn.parser is None or reader is None:
+            reader = DeadlineReader(conn.sock, pending.deadline)
+            conn.deadline_reader = reader
+            conn.parser = http.get_parser(self.cfg, reader, conn.client)
+        else:
+            reader.deadline = pending.deadline  # the next request on a kept-alive connection
+        conn.parser.unreader.unread(bytes(pending.data))
+        conn.sent_continue = pending.sent_continue
+        conn.data_ready = True
+        self.enqueue_req(conn)
+        return True
+
+    def _close_buffering(self, conn: TConn) -> None:
+        self._buffering.pop(conn, None)
+        with contextlib.suppress(KeyError, ValueError):
+            self.poller.unregister(conn.sock)
+        self.nr_conns -= 1
+        conn.close()
+
+    def linger(self, sock: socket.socket) -> None:
+        # Runs on the main thread (finish_request). Counted as a connection, so a stopping
+        # worker waits for it (at most LINGER seconds) before closing everything.
+        def register(s: socket.socket) -> None:
+            self.nr_conns += 1
+            self.poller.register(s, selectors.EVENT_READ, self._linger_readable)
+
+        self._lingering.start(sock, register)
+
+    def _linger_readable(self, sock: socket.socket) -> None:
+        if sock in self._lingering.socks:
+            self._lingering.readable(sock, self._linger_unregister)
+
+    def _linger_unregister(self, sock: socket.socket) -> None:
+        self.nr_conns -= 1
+        self.poller.unregister(sock)
+
+    def murder_pending(self) -> None:
+        super().murder_pending()
+        now = time.monotonic()
+        self._lingering.expire(now, self._linger_unregister)
+        for conn, pending in list(self._buffering.items()):
+            state = pending.expired(now)
+            if state is None:
+                continue
+            self._buffering.pop(conn, None)
+            with contextlib.suppress(KeyError, ValueError):
+                self.poller.unregister(conn.sock)
+            self.nr_conns -= 1
+            if state == "idle":
+                conn.close()
+            else:
+                _refuse(conn.sock, pending, 408, ReadTimeout.description)
+
+    def _keepalive_after(self, conn: TConn, keepalive: bool) -> bool:
+        # gthread drains an unread body before reusing the connection; with our reader a
+        # stalled client ends that drain with ReadTimeout, which must close the
+        # connection quietly (the response is already sent), not answer a second time.
+        try:
+            reuse = bool(super()._keepalive_after(conn, keepalive))
+        except ReadTimeout:
+            return False
+        reader = getattr(conn, "deadline_reader", None)
+        if reuse and reader is not None and conn.parser.unreader.buf.getvalue():
+            # A pipelined request, read ahead: gthread parses it at once in a thread,
+            # so give it a fresh header deadline (the old one has passed).
+            reader.deadline = time.monotonic() + self._timeouts[0]
+        return reuse
+
+    def handle_request(self, req: Any, conn: TConn) -> bool:
+        if getattr(conn, "sent_continue", False):
+            req._expected_100_continue = False
+        return bool(super().handle_request(req, conn))
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        if not enabled and not self.alive and not self._drained and not self._aborting:
+            # Stopping: take what is queued in the backlog before closing our listener
+            # copies (the master has closed its own), so the kernel resets none of it.
+            self._drained = True
+            taken = 0
+            for listener in self.sockets:
+                while taken < MAX_BACKLOG_DRAIN:
+                    before = self.nr_conns
+                    try:
+                        listener.setblocking(False)
+                        self.accept(listener)
+                    except OSError:
+                        break
+                    if self.nr_conns == before:
+                        break
+                    taken += 1
+            linger = time.monotonic() + STOP_IDLE_LINGER
+            for pending in self._buffering.values():
+                pending.idle_deadline = min(pending.idle_deadline, linger)
+        super().set_accept_enabled(enabled)
+
+
+def worker_class_for(threads: int) -> str:
+    """The ``worker_class`` gunicorn_conf selects: sync semantics or a thread pool."""
+    name = "BufferedThreadWorker" if threads > 1 else "BufferedSyncWorker"
+    return f"{__name__}.{name}"
+
+
+__all__ = [
+    "BufferedSyncWorker",
+    "BufferedThreadWorker",
+    "error_document",
+    "worker_class_for",
+]

@@ -1,0 +1,154 @@
+"""The rendered pod settings boot the real service (real PostgreSQL, Redis, gunicorn).
+
+Only addresses are swapped for local ones: HOST/PORT, the Service names in the URLs, and the
+container paths (/tmp, the Secret mount) for directories that play the same role. Checks
+the claims the manifests rely on: a pod with MIGRATE_ON_START=false stays unready until the
+migration Job's command has run, then becomes ready without a restart; the worker count of
+the budget; rate limits through Redis; and the drain order on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from ..support import VENV_BIN, PostgresServer, RedisServer, free_port, wait_until
+from .conftest import one
+
+pytestmark = [pytest.mark.k8s, pytest.mark.postgres, pytest.mark.redis]
+
+
+def pod_env(
+    docs: list[dict[str, Any]], kind: str, name: str, root: Path, secrets: dict[str, str]
+) -> dict[str, str]:
+    """The container's environment as Kubernetes would assemble it, paths mapped under root."""
+    workload = one(docs, kind, name)
+    pod = workload["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        (cm,) = [
+            d
+            for d in docs
+            if d["kind"] == "ConfigMap" and d["metadata"]["name"] == source["configMapRef"]["name"]
+        ]
+        env.update(cm["data"])
+    env.update({e["name"]: e["value"] for e in container.get("env", [])})
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    unmapped = {var for var, value in env.items() if value.startswith("/")}
+    for mount_path, volume in mounts.items():
+        local = root / mount_path.strip("/").replace("/", "_")
+        local.mkdir(parents=True, exist_ok=True)
+        if "secret" in volumes[volume]:
+            assert volumes[volume]["secret"]["secretName"] == "comments-api"
+            for key, value in secrets.items():
+                (local / key).write_text(value)
+        for var, value in list(env.items()):
+            if value == mount_path or value.startswith(mount_path + "/"):
+                env[var] = str(local) + value[len(mount_path) :]
+                unmapped.discard(var)
+    # Every path setting must be on a mounted volume (the root filesystem is read-only).
+    assert not unmapped, f"not on a mounted volume: {sorted(unmapped)}"
+    return env
+
+
+def test_pod_settings_boot_migrate_and_drain(
+    rendered: dict[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    docs = rendered["staging"]
+    pg, redis = PostgresServer(), RedisServer()
+    try:
+        database = pg.create_database("app")
+        secrets = {"database-url": database, "client-ip-hash-salt": "0" * 64}
+        app = pod_env(docs, "Deployment", "comments-api", tmp_path / "app", secrets)
+        migrate = pod_env(docs, "Job", "comments-api-migrate", tmp_path / "job", secrets)
+        assert app["RATELIMIT_STORAGE_URL"].startswith("redis://comments-redis:")
+        app["RATELIMIT_STORAGE_URL"] = redis.url
+
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        log_path = tmp_path / "serve.log"
+        env = {"PATH": "/usr/bin:/bin", **app, "HOST": "127.0.0.1", "PORT": str(port)}
+        # Started before the migration Job, as a new pod may be.
+        log = open(log_path, "ab")  # noqa: SIM115 - closed below
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "comments-api"), "serve"],
+            env=env,
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+
+            def answers() -> bool:
+                try:
+                    return requests.get(f"{base}/healthz", timeout=1).status_code == 200
+                except requests.RequestException:
+                    return False
+
+            assert wait_until(answers, 30), log_path.read_text()
+            before = requests.get(f"{base}/readyz", timeout=2)
+            assert before.status_code == 503, before.text
+
+            # The Job's command, with the Job's environment.
+            job = one(docs, "Job", "comments-api-migrate")["spec"]["template"]["spec"]
+            subprocess.run(
+                [str(VENV_BIN / "comments-api"), *job["containers"][0]["args"]],
+                env={"PATH": "/usr/bin:/bin", **migrate},
+                cwd=tmp_path,
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
+
+            def ready() -> bool:
+                return requests.get(f"{base}/readyz", timeout=2).status_code == 200
+
+            assert wait_until(ready, 15), "the pod did not become ready after the migration"
+            metrics = requests.get(f"{base}/metrics", timeout=2).text
+            assert f"comments_api_workers {float(app['WORKERS'])}" in metrics
+            assert list((tmp_path / "app" / "tmp" / "metrics").glob("*.db")), "metrics not on /tmp"
+
+            created = requests.post(
+                f"{base}/api/comment/new",
+                json={"email": "k8s@example.com", "comment": "from the pod env", "content_id": 7},
+                timeout=5,
+            )
+            assert created.status_code == 200, created.text
+            assert any(key for key in _redis_keys(redis.port)), "rate limits not in Redis"
+
+            # SIGTERM (after preStop): /readyz 503 at once, still serving, exit 0 in time.
+            delay = float(app["SHUTDOWN_DELAY"])
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            assert requests.get(f"{base}/readyz", timeout=2).status_code == 503
+            assert requests.get(f"{base}/api/comment/list/7", timeout=2).status_code == 200
+            code = proc.wait(delay + float(app["GRACEFUL_TIMEOUT"]))
+            assert code == 0, log_path.read_text()
+            assert time.monotonic() - started >= delay
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            log.close()
+    finally:
+        redis.stop()
+        pg.stop()
+
+
+def _redis_keys(port: int) -> list[bytes]:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        s.sendall(b"KEYS *\r\n")
+        time.sleep(0.2)
+        data = s.recv(65536)
+    return [line for line in data.split(b"\r\n") if line and not line.startswith((b"*", b"$"))]

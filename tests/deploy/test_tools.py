@@ -1,0 +1,429 @@
+"""The real validators on the rendered overlays, the workflows and the scripts."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .conftest import K8S, KUBERNETES_VERSION, OVERLAYS, ROOT, find, is_builtin, one, tool
+
+pytestmark = pytest.mark.k8s
+
+MON = ROOT / "deploy" / "monitoring"
+WORKFLOWS = ROOT / ".github" / "workflows"
+VENV_BIN = ROOT / ".venv" / "bin"
+SHA_PIN = re.compile(r"^[\w.-]+/[\w.-]+(/[\w./-]+)?@[0-9a-f]{40}$")
+
+
+def run(*cmd: str, ok: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, **kw)
+    if ok:
+        assert proc.returncode == 0, (
+            f"{' '.join(cmd)} -> {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
+    return proc
+
+
+def venv_tool(name: str) -> str:
+    return tool(str(VENV_BIN / name), name)
+
+
+def checkov() -> str:
+    return tool(os.environ.get("CHECKOV", "/opt/checkov-venv/bin/checkov"), "checkov")
+
+
+def write_docs(path: Path, docs: list[dict[str, Any]]) -> Path:
+    path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    return path
+
+
+# --- one source for the monitoring objects ------------------------------------------
+
+
+def test_generated_files_are_current() -> None:
+    run(str(VENV_BIN / "python"), str(K8S / "generate.py"), "--check")
+
+
+def source_groups() -> list[dict[str, Any]]:
+    groups: list[dict[str, Any]] = []
+    for path in sorted((MON / "rules").glob("*.yml")):
+        groups += yaml.safe_load(path.read_text())["groups"]
+    return groups
+
+
+@pytest.mark.parametrize("env", ["local", "production"])
+def test_prometheus_rule_is_the_rule_files(
+    rendered: dict[str, list[dict[str, Any]]], env: str
+) -> None:
+    rule = one(rendered[env], "PrometheusRule", "comments-api")
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert rule["spec"]["groups"] == source_groups()
+
+
+def test_staging_has_no_production_alerts(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    # Staging is scraped under its own job name; production's alerts select job="comments-api".
+    assert not find(rendered["staging"], "PrometheusRule")
+    monitor = one(rendered["staging"], "ServiceMonitor", "comments-api")
+    (relabel,) = monitor["spec"]["endpoints"][0]["relabelings"]
+    assert relabel["targetLabel"] == "job"
+    assert relabel["replacement"] != "comments-api"
+
+
+def test_cluster_rules_pass_promtool(
+    rendered: dict[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    """promtool accepts the rules as the cluster gets them (the alert unit tests run on the
+    source files in tests/test_monitoring.py; the groups are equal, checked above)."""
+    rules = tmp_path / "cluster-rules.yml"
+    spec = one(rendered["production"], "PrometheusRule", "comments-api")["spec"]
+    rules.write_text(yaml.safe_dump({"groups": spec["groups"]}, sort_keys=False))
+    out = run(tool("promtool"), "check", "rules", str(rules)).stdout
+    assert re.search(r"SUCCESS: [1-9]\d* rules found", out), out
+
+
+@pytest.mark.parametrize("env", ["local", "production"])
+def test_dashboards_are_the_generated_json(
+    rendered: dict[str, list[dict[str, Any]]], env: str
+) -> None:
+    maps = [
+        cm
+        for cm in find(rendered[env], "ConfigMap")
+        if cm["metadata"].get("labels", {}).get("grafana_dashboard") == "1"
+    ]
+    sources = sorted((MON / "grafana" / "dashboards").glob("*.json"))
+    assert len(maps) == len(sources) >= 2
+    by_key = {key: value for cm in maps for key, value in cm["data"].items()}
+    for src in sources:
+        assert json.loads(by_key[src.name]) == json.loads(src.read_text()), src.name
+
+
+# --- schemas ----------------------------------------------------------------------------
+
+
+def validate_builtin(
+    docs: list[dict[str, Any]], tmp_path: Path, ok: bool = True
+) -> subprocess.CompletedProcess[str]:
+    path = write_docs(tmp_path / "builtin.yaml", docs)
+    return run(
+        venv_tool("kubernetes-validate"),
+        "--strict",
+        "--quiet",
+        "-k",
+        KUBERNETES_VERSION,
+        str(path),
+        ok=ok,
+    )
+
+
+@pytest.mark.parametrize("env", OVERLAYS)
+def test_kubernetes_validate_strict(
+    rendered: dict[str, list[dict[str, Any]]], env: str, tmp_path: Path
+) -> None:
+    builtin = [d for d in rendered[env] if is_builtin(d)]
+    custom = {d["kind"] for d in rendered[env] if not is_builtin(d)}
+    assert custom <= {
+        "ServiceMonitor",
+        "PodMonitor",
+        "PrometheusRule",
+        "Cluster",
+        "ScheduledBackup",
+        "ObjectStore",
+    }, custom
+    assert len(builtin) >= 15
+    validate_builtin(builtin, tmp_path)
+
+
+@pytest.mark.parametrize("version", ["1.30.0", "1.37.0"])
+def test_supported_kubernetes_range(
+    rendered: dict[str, list[dict[str, Any]]], version: str, tmp_path: Path
+) -> None:
+    """The oldest minor with every field used on by default (preStop sleep, matchLabelKeys,
+    unhealthyPodEvictionPolicy), and the newest schemas available."""
+    builtin = [d for d in rendered["production"] if is_builtin(d)]
+    path = write_docs(tmp_path / "builtin.yaml", builtin)
+    run(venv_tool("kubernetes-validate"), "--strict", "--quiet", "-k", version, str(path))
+
+
+def test_kubernetes_validate_rejects_unknown_fields(
+    rendered: dict[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    deploy = copy.deepcopy(one(rendered["production"], "Deployment", "comments-api"))
+    deploy["spec"]["template"]["spec"]["containers"][0]["readinessprobe"] = {}
+    assert validate_builtin([deploy], tmp_path, ok=False).returncode != 0
+
+
+def node_validate(
+    objects: list[dict[str, Any]], ok: bool = True
+) -> subprocess.CompletedProcess[str]:
+    node = tool("node", "nodejs")
+    validator = K8S / "validate"
+    if not (validator / "node_modules" / "@kubernetes-models" / "prometheus-operator").is_dir():
+        pytest.fail("run scripts/check-k8s.sh (npm ci in deploy/k8s/validate) first", pytrace=False)
+    return run(node, "validate.mjs", input=json.dumps(objects), cwd=validator, ok=ok)
+
+
+@pytest.mark.parametrize("env", OVERLAYS)
+def test_prometheus_operator_objects_match_crd_schemas(
+    rendered: dict[str, list[dict[str, Any]]], env: str
+) -> None:
+    objects = [d for d in rendered[env] if d["apiVersion"] == "monitoring.coreos.com/v1"]
+    assert objects
+    out = node_validate(objects).stdout
+    assert out.count("valid ") == len(objects), out
+
+
+def test_crd_schema_validation_can_fail(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    monitor = copy.deepcopy(one(rendered["production"], "ServiceMonitor", "comments-api"))
+    monitor["spec"]["endpoints"][0]["interval"] = 15  # must be a duration string
+    proc = node_validate([monitor], ok=False)
+    assert proc.returncode == 1
+    assert "INVALID ServiceMonitor/comments-api" in proc.stdout
+
+
+# --- policy scans and linters -------------------------------------------------------------
+
+
+def test_checkov_on_rendered_manifests(
+    rendered: dict[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    for env in OVERLAYS:
+        write_docs(tmp_path / f"{env}.yaml", rendered[env])
+    proc = run(
+        checkov(),
+        "--config-file",
+        str(K8S / ".checkov.yaml"),
+        "--framework",
+        "kubernetes",
+        "-d",
+        str(tmp_path),
+        ok=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    assert re.search(r"Passed checks: [1-9]\d*, Failed checks: 0", proc.stdout), proc.stdout[-2000:]
+
+
+def test_checkov_on_workflows() -> None:
+    proc = run(
+        checkov(),
+        "--config-file",
+        str(K8S / ".checkov.yaml"),
+        "--framework",
+        "github_actions",
+        "-d",
+        str(WORKFLOWS),
+        ok=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    assert re.search(r"Passed checks: [1-9]\d*, Failed checks: 0", proc.stdout), proc.stdout[-2000:]
+
+
+def test_actionlint() -> None:
+    run(venv_tool("actionlint"), *map(str, sorted(WORKFLOWS.glob("*.yml"))))
+
+
+def test_zizmor_offline() -> None:
+    run(venv_tool("zizmor"), "--offline", "--no-progress", str(WORKFLOWS))
+
+
+def test_shellcheck() -> None:
+    scripts = [
+        ROOT / "scripts" / "provision-k8s.sh",
+        ROOT / "scripts" / "k8s-local.sh",
+        ROOT / "scripts" / "check-k8s.sh",
+        K8S / "e2e" / "walkthrough.sh",
+    ]
+    run(venv_tool("shellcheck"), *map(str, scripts))
+
+
+# --- provision-k8s.sh --dry-run ----------------------------------------------------------
+
+
+def dry_run(
+    tmp_path: Path, *args: str, script: str = "provision-k8s.sh"
+) -> subprocess.CompletedProcess[str]:
+    # A PATH without minikube, helm or kubectl: a dry run that tried to run one would fail.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name in ("bash", "cat", "sed", "seq", "dirname", "printf"):
+        target = tool(name)
+        link = bin_dir / name
+        if not link.exists():
+            link.symlink_to(target)
+    env = {"PATH": str(bin_dir), "HOME": str(tmp_path)}
+    return run(str(bin_dir / "bash"), str(ROOT / "scripts" / script), *args, env=env, ok=False)
+
+
+def test_provision_dry_run_prints_every_step(tmp_path: Path) -> None:
+    proc = dry_run(tmp_path, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    commands = [line[2:] for line in proc.stdout.splitlines() if line.startswith("+ ")]
+    text = "\n".join(commands)
+    assert re.search(r"^minikube start -p comments --nodes 3 .*--cni calico", text, re.M)
+    for addon in ("metrics-server", "ingress"):
+        assert f"minikube addons enable {addon} -p comments" in commands
+    for node, zone in (
+        ("comments", "zone-a"),
+        ("comments-m02", "zone-b"),
+        ("comments-m03", "zone-c"),
+    ):
+        assert (
+            f"kubectl label node {node} topology.kubernetes.io/zone={zone} --overwrite" in commands
+        )
+    releases = {
+        m.group(1): line
+        for line in commands
+        if (m := re.match(r"helm upgrade --install (\S+) ", line))
+    }
+    assert set(releases) == {
+        "kube-prometheus-stack",
+        "prometheus-adapter",
+        "cert-manager",
+        "cnpg",
+        "plugin-barman-cloud",
+    }
+    order = list(releases)
+    assert order.index("cert-manager") < order.index("plugin-barman-cloud")
+    assert order.index("cnpg") < order.index("plugin-barman-cloud")
+    for line in releases.values():
+        assert re.search(r"--version v?\d+\.\d+\.\d+", line)
+        assert "--wait" in line
+        for values in re.findall(r"--values (\S+)", line):
+            assert (ROOT / values).is_file(), values
+    for env in OVERLAYS:
+        assert f"kubectl apply -f deploy/k8s/overlays/{env}/namespace.yaml" in commands
+    # Persistence for Prometheus, Alertmanager and Grafana; no default Grafana password.
+    kps = yaml.safe_load((K8S / "provision" / "kube-prometheus-stack-values.yaml").read_text())
+    assert kps["prometheus"]["prometheusSpec"]["storageSpec"]["volumeClaimTemplate"]
+    assert kps["alertmanager"]["alertmanagerSpec"]["storage"]["volumeClaimTemplate"]
+    assert kps["grafana"]["persistence"]["enabled"] is True
+    assert kps["grafana"]["admin"]["existingSecret"] == "grafana-admin"
+    assert "<random" in proc.stdout
+    assert not re.search(r"admin-password=[0-9a-f]{16}", proc.stdout)
+    # Deterministic: the same plan every time.
+    assert dry_run(tmp_path, "--dry-run").stdout == proc.stdout
+
+
+def test_local_deploy_dry_run(tmp_path: Path) -> None:
+    proc = dry_run(tmp_path, "--dry-run", script="k8s-local.sh")
+    assert proc.returncode == 0, proc.stderr
+    commands = [line[2:] for line in proc.stdout.splitlines() if line.startswith("+ ")]
+    order = [
+        "make image IMAGE=comments-api:dev",
+        "minikube image load comments-api:dev -p comments --overwrite",
+        "kubectl -n comments-local delete job comments-api-migrate --ignore-not-found --wait=true",
+        "kubectl apply -k deploy/k8s/overlays/local",
+        "kubectl -n comments-local wait --for=condition=complete job/comments-api-migrate"
+        " --timeout=300s",
+        "kubectl -n comments-local rollout status deployment/comments-api --timeout=300s",
+    ]
+    positions = [commands.index(c) for c in order]
+    assert positions == sorted(positions), "migrate before the rollout is awaited"
+    secrets = [c for c in commands if "create secret" in c]
+    assert len(secrets) == 2
+    assert all("<random>" in c for c in secrets), "no secret value is ever printed"
+
+
+def test_provision_rejects_unknown_arguments(tmp_path: Path) -> None:
+    proc = dry_run(tmp_path, "--dryrun")
+    assert proc.returncode == 2
+    assert "unknown argument" in proc.stderr
+
+
+# --- workflow policy ----------------------------------------------------------------------
+
+
+def workflows() -> dict[str, dict[str, Any]]:
+    flows = {p.name: yaml.safe_load(p.read_text()) for p in sorted(WORKFLOWS.glob("*.yml"))}
+    for flow in flows.values():
+        # YAML 1.1 reads the key `on` as the boolean true.
+        if True in flow:
+            flow["on"] = flow.pop(True)
+    return flows
+
+
+def steps(workflow: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for job in workflow["jobs"].values() for s in job.get("steps", [])]
+
+
+def test_workflow_hardening() -> None:
+    flows = workflows()
+    assert set(flows) >= {"dev.yml", "main.yml"}
+    for name, flow in flows.items():
+        assert flow["permissions"] == {"contents": "read"}, name
+        for step in steps(flow):
+            if "uses" in step:
+                assert SHA_PIN.match(step["uses"]), (
+                    f"{name}: {step['uses']} is not pinned to a commit"
+                )
+            # Expressions are passed through env:, never spliced into the shell script.
+            assert "${{" not in step.get("run", ""), f"{name}: {step.get('name')}"
+        text = (WORKFLOWS / name).read_text()
+        for line in text.splitlines():
+            if "uses:" in line and "@" in line:
+                assert re.search(r"@[0-9a-f]{40} # v\d", line), (
+                    f"{name}: version comment missing: {line}"
+                )
+
+
+def test_build_once_promote_the_digest() -> None:
+    flows = workflows()
+    builds = [
+        (n, s)
+        for n, f in flows.items()
+        for s in steps(f)
+        if s.get("uses", "").startswith("docker/build-push-action@")
+    ]
+    assert [name for name, _ in builds] == ["dev.yml"], "exactly one image build, on dev"
+    build = builds[0][1]["with"]
+    assert build["sbom"] is True
+    assert str(build["provenance"]).startswith("mode=max")
+    assert build["push"] is True
+    dev = flows["dev.yml"]
+    assert dev["on"]["push"]["branches"] == ["dev"]
+    assert set(dev["jobs"]["build"]["permissions"]) == {"contents", "packages", "id-token"}
+    assert any("cosign sign" in s.get("run", "") for s in steps(dev))
+    e2e = "\n".join(s.get("run", "") for s in dev["jobs"]["e2e"]["steps"])
+    assert "overlays/staging" in e2e
+    assert "k6 run" in e2e
+    assert "walkthrough.sh" in e2e
+    assert any(
+        s.get("uses", "").startswith("helm/kind-action@") for s in dev["jobs"]["e2e"]["steps"]
+    )
+
+    main = flows["main.yml"]
+    assert main["on"]["push"]["branches"] == ["main"]
+    runs = [s.get("run", "") for s in steps(main)]
+    verify = next(i for i, r in enumerate(runs) if "cosign verify" in r)
+    copy_ = next(i for i, r in enumerate(runs) if "crane copy" in r)
+    assert verify < copy_, "the signature is verified before the copy"
+    assert '"${DEV_IMAGE}@${DIGEST}"' in runs[copy_], "copied by digest"
+    deploy = main["jobs"]["deploy"]
+    assert deploy["environment"]["name"] == "production"
+    rollback = [s for s in deploy["steps"] if str(s.get("if", "")).startswith("failure()")]
+    assert rollback
+    assert "rollout undo" in rollback[0]["run"]
+    # Only after production was changed, or it would undo the release that was serving.
+    assert "env.APPLIED == 'true'" in rollback[0]["if"]
+    assert 'kustomize edit set image "comments-api=${PROD_IMAGE}@${DIGEST}"' in "\n".join(runs)
+
+
+def test_renovate_updates_actions_images_and_charts() -> None:
+    config = json.loads((ROOT / "renovate.json").read_text())
+    rules = config["packageRules"]
+    assert any(r.get("matchManagers") == ["github-actions"] and r.get("pinDigests") for r in rules)
+    assert any(
+        "deploy/k8s" in "".join(config.get("kubernetes", {}).get("managerFilePatterns", []))
+        for _ in [0]
+    )
+    assert any(
+        "provision-k8s" in "".join(m.get("managerFilePatterns", []))
+        for m in config["customManagers"]
+    )

@@ -1,0 +1,418 @@
+"""The high-availability and security properties of the platform, read from the real
+offline plans of the staging and production roots (and the state bootstrap).
+
+Each test names the property it guards; if a change to deploy/terraform loses it, the
+plan no longer shows it and CI fails. The module-level `terraform test` suites check the
+modules in isolation; these check what the environments actually ask AWS for.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.terraform
+
+ENVS = ("staging", "production")
+REPOSITORY = "example/comments-api"  # environments/*/terraform.tfvars
+ACCOUNT = "123456789012"
+GITHUB_OIDC = f"arn:aws:iam::{ACCOUNT}:oidc-provider/token.actions.githubusercontent.com"
+REQUIRED_TAGS = {"Project", "Environment", "ManagedBy", "Owner"}
+TF_DIR = Path(__file__).resolve().parents[2] / "deploy" / "terraform"
+
+
+def changes(plan: dict[str, Any], rtype: str, address_part: str = "") -> list[dict[str, Any]]:
+    """Resource changes of one type (optionally whose address contains address_part)."""
+    return [
+        rc
+        for rc in plan["resource_changes"]
+        if rc["type"] == rtype and address_part in rc["address"] and rc["mode"] == "managed"
+    ]
+
+
+def after(rc: dict[str, Any]) -> dict[str, Any]:
+    return rc["change"]["after"]
+
+
+def unknown(rc: dict[str, Any], attr: str) -> Any:
+    return rc["change"]["after_unknown"].get(attr)
+
+
+def one(plan: dict[str, Any], rtype: str, address_part: str = "") -> dict[str, Any]:
+    found = changes(plan, rtype, address_part)
+    assert len(found) == 1, f"expected one {rtype} {address_part}, got {len(found)}"
+    return found[0]
+
+
+@pytest.fixture(params=ENVS)
+def env(request: pytest.FixtureRequest, plans: dict[str, dict[str, Any]]) -> tuple[str, dict]:
+    return request.param, plans[request.param]
+
+
+def test_plans_create_everything_and_nothing_else(plans: dict[str, dict[str, Any]]) -> None:
+    for name, plan in plans.items():
+        actions = {tuple(rc["change"]["actions"]) for rc in plan["resource_changes"]}
+        assert actions == {("create",)}, f"{name}: {actions}"
+        assert not plan.get("errored", False)
+        # Nothing reads AWS at plan time: no data sources anywhere.
+        assert not [rc for rc in plan["resource_changes"] if rc["mode"] == "data"], name
+    assert len(plans["production"]["resource_changes"]) > 60
+
+
+# --- high availability ------------------------------------------------------------
+
+
+def test_at_least_three_nodes_in_three_zones(env: tuple[str, dict]) -> None:
+    name, plan = env
+    subnets = {
+        rc["index"]: after(rc)
+        for rc in changes(plan, "aws_subnet", "module.network.aws_subnet.private")
+    }
+    zones = {s["availability_zone"] for s in subnets.values()}
+    assert len(zones) == 3, zones
+    assert all(s["availability_zone"] == az for az, s in subnets.items())
+
+    groups = changes(plan, "aws_eks_node_group")
+    # One managed node group per zone, keyed by the zone, in that zone's subnet only.
+    assert {rc["index"] for rc in groups} == zones
+    for rc in groups:
+        assert after(rc)["node_group_name"].endswith(rc["index"])
+    # Subnet IDs are unknown until apply, so the plan's configuration shows the wiring:
+    # network's subnets keyed by zone -> the cluster's subnet_ids_by_zone -> a group per
+    # key holding only that key's subnet (the module's terraform test checks the values).
+    root = plan["configuration"]["root_module"]
+    cluster_call = root["module_calls"]["cluster"]
+    assert (
+        "module.network.private_subnet_ids_by_zone"
+        in (cluster_call["expressions"]["subnet_ids_by_zone"]["references"])
+    )
+    group_cfg = next(
+        r for r in cluster_call["module"]["resources"] if r["address"] == "aws_eks_node_group.zone"
+    )
+    assert group_cfg["for_each_expression"]["references"] == ["var.subnet_ids_by_zone"]
+    assert group_cfg["expressions"]["subnet_ids"]["references"] == ["each.value"]
+    network = root["module_calls"]["network"]["module"]
+    assert network["outputs"]["private_subnet_ids_by_zone"]["expression"]["references"] == [
+        "aws_subnet.private"
+    ]
+    mins = [after(rc)["scaling_config"][0]["min_size"] for rc in groups]
+    assert all(m >= 1 for m in mins), mins
+    assert sum(mins) >= 3, f"{name}: {sum(mins)} nodes at minimum"
+    assert sum(after(rc)["scaling_config"][0]["desired_size"] for rc in groups) >= 3
+    assert all(after(rc)["update_config"][0]["max_unavailable"] == 1 for rc in groups)
+
+
+def test_database_is_multi_az(env: tuple[str, dict]) -> None:
+    _, plan = env
+    db = after(one(plan, "aws_db_instance"))
+    assert db["multi_az"] is True
+    assert db["engine"] == "postgres"
+    assert db["publicly_accessible"] is False
+    assert db["backup_retention_period"] >= 7
+    assert db["auto_minor_version_upgrade"] is True
+    assert after(one(plan, "aws_db_subnet_group"))["name"] == db["identifier"]
+    # The subnet group gets all three private subnets (IDs unknown until apply).
+    call = plan["configuration"]["root_module"]["module_calls"]["database"]
+    assert "module.network.private_subnet_ids" in call["expressions"]["subnet_ids"]["references"]
+    network = plan["configuration"]["root_module"]["module_calls"]["network"]["module"]
+    assert network["outputs"]["private_subnet_ids"]["expression"]["references"] == [
+        "var.availability_zones",
+        "aws_subnet.private",
+    ]
+
+
+def test_nat_gateway_per_zone_in_production(plans: dict[str, dict[str, Any]]) -> None:
+    assert len(changes(plans["production"], "aws_nat_gateway")) == 3
+    assert len(changes(plans["staging"], "aws_nat_gateway")) == 1  # cost, documented
+
+
+# --- encryption -------------------------------------------------------------------
+
+
+def test_database_encrypted_tls_only_password_never_in_terraform(env: tuple[str, dict]) -> None:
+    _, plan = env
+    rc = one(plan, "aws_db_instance")
+    db = after(rc)
+    assert db["storage_encrypted"] is True
+    assert unknown(rc, "kms_key_id") is True, "customer-managed key"
+    assert db["manage_master_user_password"] is True
+    assert db.get("password") is None, "the password is RDS's, never a Terraform value"
+    assert unknown(rc, "master_user_secret_kms_key_id") is True
+    assert db["performance_insights_enabled"] is True
+    assert unknown(rc, "performance_insights_kms_key_id") is True
+    parameter_group = after(one(plan, "aws_db_parameter_group"))
+    params = {p["name"]: p["value"] for p in parameter_group["parameter"]}
+    assert params["rds.force_ssl"] == "1"
+    assert params["password_encryption"] == "scram-sha-256"
+
+
+def test_eks_secrets_encrypted_with_kms_and_all_logs_on(env: tuple[str, dict]) -> None:
+    _, plan = env
+    rc = one(plan, "aws_eks_cluster")
+    cluster = after(rc)
+    assert cluster["encryption_config"][0]["resources"] == ["secrets"]
+    assert rc["change"]["after_unknown"]["encryption_config"][0]["provider"][0]["key_arn"] is True
+    assert set(cluster["enabled_cluster_log_types"]) == {
+        "api",
+        "audit",
+        "authenticator",
+        "controllerManager",
+        "scheduler",
+    }
+    assert cluster["access_config"][0]["authentication_mode"] == "API"
+    assert cluster["access_config"][0]["bootstrap_cluster_creator_admin_permissions"] is False
+    lt = after(one(plan, "aws_launch_template"))
+    assert lt["metadata_options"][0]["http_tokens"] == "required"
+    assert lt["block_device_mappings"][0]["ebs"][0]["encrypted"] == "true"
+
+
+def test_kubernetes_api_exposure(plans: dict[str, dict[str, Any]]) -> None:
+    prod = after(one(plans["production"], "aws_eks_cluster"))["vpc_config"][0]
+    assert prod["endpoint_private_access"] is True
+    assert prod["endpoint_public_access"] is False, "production API is private by default"
+    staging = after(one(plans["staging"], "aws_eks_cluster"))["vpc_config"][0]
+    assert staging["endpoint_private_access"] is True
+    assert staging["public_access_cidrs"], "a public staging API lists its allowed ranges"
+    assert not any(c.endswith("/0") for c in staging["public_access_cidrs"])
+
+
+def test_every_kms_key_rotates_and_every_log_group_is_encrypted(
+    plans: dict[str, dict[str, Any]],
+) -> None:
+    for name, plan in plans.items():
+        keys = changes(plan, "aws_kms_key")
+        assert keys, name
+        assert all(after(rc)["enable_key_rotation"] is True for rc in keys), name
+        for rc in changes(plan, "aws_cloudwatch_log_group"):
+            assert unknown(rc, "kms_key_id") is True, rc["address"]
+            assert after(rc)["retention_in_days"] >= 365, rc["address"]
+
+
+def test_state_bucket_encrypted_versioned_private_tls_only(
+    plans: dict[str, dict[str, Any]],
+) -> None:
+    plan = plans["bootstrap"]
+    sse_type = "aws_s3_bucket_server_side_encryption_configuration"
+    sse = after(one(plan, sse_type, f"{sse_type}.state"))
+    default = sse["rule"][0]["apply_server_side_encryption_by_default"][0]
+    assert default["sse_algorithm"] == "aws:kms"
+    versioning = changes(plan, "aws_s3_bucket_versioning")
+    assert len(versioning) == 2
+    assert all(after(v)["versioning_configuration"][0]["status"] == "Enabled" for v in versioning)
+    for block in changes(plan, "aws_s3_bucket_public_access_block"):
+        b = after(block)
+        flags = ("block_public_acls", "block_public_policy", "ignore_public_acls")
+        assert all(b[f] is True for f in (*flags, "restrict_public_buckets")), block["address"]
+    state_policy = after(one(plan, "aws_s3_bucket_policy", "aws_s3_bucket_policy.state"))
+    policy = json.loads(state_policy["policy"])
+    deny = policy["Statement"][0]
+    assert deny["Effect"] == "Deny"
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    bucket = after(one(plan, "aws_s3_bucket", "aws_s3_bucket.state"))
+    assert bucket["bucket"] == f"comments-api-tfstate-{ACCOUNT}"
+    assert one(plan, "aws_iam_openid_connect_provider")["change"]["after"]["url"] == (
+        "https://token.actions.githubusercontent.com"
+    )
+
+
+def test_backends_lock_and_encrypt() -> None:
+    for name in ENVS:
+        text = (TF_DIR / "environments" / name / "backend.hcl").read_text()
+        settings = dict(re.findall(r"^(\w+)\s*=\s*(\S+)", text, flags=re.MULTILINE))
+        assert settings["use_lockfile"] == "true"
+        assert settings["encrypt"] == "true"
+        assert settings["key"] == f'"{name}/terraform.tfstate"'
+        assert 'backend "s3"' in (TF_DIR / "environments" / name / "versions.tf").read_text()
+
+
+# --- registries -------------------------------------------------------------------
+
+
+def test_ecr_immutable_scanned_encrypted_with_lifecycle(env: tuple[str, dict]) -> None:
+    _, plan = env
+    repos = changes(plan, "aws_ecr_repository")
+    assert repos
+    for rc in repos:
+        repo = after(rc)
+        assert repo["image_tag_mutability"] == "IMMUTABLE", rc["address"]
+        assert repo["image_scanning_configuration"][0]["scan_on_push"] is True
+        assert repo["encryption_configuration"][0]["encryption_type"] == "KMS"
+        assert repo["force_delete"] is False
+    lifecycles = changes(plan, "aws_ecr_lifecycle_policy")
+    assert {rc["index"] for rc in lifecycles} == {rc["index"] for rc in repos}
+    for rc in lifecycles:
+        rules = json.loads(after(rc)["policy"])["rules"]
+        assert all(r["action"]["type"] == "expire" for r in rules)
+
+
+# --- CI identity ------------------------------------------------------------------
+
+
+def ci_trust(plan: dict[str, Any]) -> dict[str, Any]:
+    role = after(one(plan, "aws_iam_role", "module.ci."))
+    statements = json.loads(role["assume_role_policy"])["Statement"]
+    assert len(statements) == 1
+    return statements[0]
+
+
+def ci_policy(plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    policy = json.loads(after(one(plan, "aws_iam_role_policy", "module.ci."))["policy"])
+    return {s["Sid"]: s for s in policy["Statement"]}
+
+
+@pytest.mark.parametrize(
+    ("name", "subjects"),
+    [
+        (
+            "staging",
+            [
+                f"repo:{REPOSITORY}:environment:staging",
+                f"repo:{REPOSITORY}:ref:refs/heads/dev",
+            ],
+        ),
+        ("production", [f"repo:{REPOSITORY}:environment:production"]),
+    ],
+)
+def test_oidc_trust_limited_to_this_repository_and_environment(
+    plans: dict[str, dict[str, Any]], name: str, subjects: list[str]
+) -> None:
+    trust = ci_trust(plans[name])
+    assert trust["Effect"] == "Allow"
+    assert trust["Action"] == "sts:AssumeRoleWithWebIdentity"
+    assert trust["Principal"] == {"Federated": GITHUB_OIDC}
+    # Exact matches only: StringLike would let `repo:x/*` or another branch in.
+    assert set(trust["Condition"]) == {"StringEquals"}
+    cond = trust["Condition"]["StringEquals"]
+    assert cond["token.actions.githubusercontent.com:aud"] == "sts.amazonaws.com"
+    assert cond["token.actions.githubusercontent.com:sub"] == subjects
+    assert not any("*" in s or "?" in s for s in subjects)
+
+
+def test_only_production_role_pushes_to_prod_and_deploys_production(
+    plans: dict[str, dict[str, Any]],
+) -> None:
+    prod_repo = after(one(plans["production"], "aws_ecr_repository"))["name"]
+    dev_repo = after(one(plans["staging"], "aws_ecr_repository"))["name"]
+    prod_arn = f"arn:aws:ecr:eu-west-1:{ACCOUNT}:repository/{prod_repo}"
+    dev_arn = f"arn:aws:ecr:eu-west-1:{ACCOUNT}:repository/{dev_repo}"
+
+    prod = ci_policy(plans["production"])
+    assert prod["PushImages"]["Resource"] == [prod_arn]
+    assert prod["ReadImages"]["Resource"] == [dev_arn], "promotion reads the dev registry"
+    assert not any(a in prod["ReadImages"]["Action"] for a in ("ecr:PutImage",))
+    assert prod["FindCluster"]["Resource"] == [
+        f"arn:aws:eks:eu-west-1:{ACCOUNT}:cluster/comments-api-production"
+    ]
+
+    staging = ci_policy(plans["staging"])
+    assert staging["PushImages"]["Resource"] == [dev_arn]
+    assert "ReadImages" not in staging
+    assert prod_arn not in json.dumps(staging), "dev/staging never touches the prod registry"
+    assert "comments-api-production" not in json.dumps(staging)
+
+    for name in ENVS:
+        assoc = after(one(plans[name], "aws_eks_access_policy_association", "module.ci."))
+        assert assoc["access_scope"][0]["type"] == "namespace"
+        assert assoc["access_scope"][0]["namespaces"] == [f"comments-{name}"]
+        assert assoc["cluster_name"] == f"comments-api-{name}"
+
+
+# --- deletion protection ----------------------------------------------------------
+
+
+def test_production_database_protected_with_final_snapshot(
+    plans: dict[str, dict[str, Any]],
+) -> None:
+    db = after(one(plans["production"], "aws_db_instance"))
+    assert db["deletion_protection"] is True
+    assert db["skip_final_snapshot"] is False
+    assert db["final_snapshot_identifier"] == "comments-api-production-final"
+    assert db["delete_automated_backups"] is False
+    assert db["backup_retention_period"] >= 14
+
+
+# --- tags and secrets hygiene -----------------------------------------------------
+
+
+def test_every_taggable_resource_is_tagged(plans: dict[str, dict[str, Any]]) -> None:
+    for name, plan in plans.items():
+        tagged = 0
+        for rc in plan["resource_changes"]:
+            values = after(rc)
+            if "tags_all" not in values:
+                continue  # the resource type takes no tags
+            tags = values["tags_all"] or {}
+            assert REQUIRED_TAGS - {"Environment"} <= set(tags), rc["address"]
+            if name != "bootstrap":
+                assert tags["Environment"] == name, rc["address"]
+            tagged += 1
+        assert tagged >= (4 if name == "bootstrap" else 40), f"{name}: {tagged} tagged"
+
+
+def test_no_secret_in_variables_or_outputs(env: tuple[str, dict]) -> None:
+    _, plan = env
+    pattern = re.compile(r"password|secret_key|access_key|token", re.IGNORECASE)
+    assert not [v for v in plan["variables"] if pattern.search(v)]
+    assert not [o for o in plan["planned_values"].get("outputs", {}) if pattern.search(o)]
+    outputs = plan["configuration"]["root_module"]["outputs"]
+    assert all(o.get("description") for o in outputs.values()), "every output is documented"
+
+
+def test_outputs_feed_the_kubernetes_overlays(env: tuple[str, dict]) -> None:
+    name, plan = env
+    outputs = plan["configuration"]["root_module"]["outputs"]
+    for needed in (
+        "cluster_name",
+        "kubeconfig_command",
+        "image_repository_url",
+        "database_address",
+        "database_secret_arn",
+        "database_url_template",
+        "secrets_reader_role_arn",
+        "ci_role_arn",
+    ):
+        assert needed in outputs, f"{name}: output {needed} missing"
+    known = plan["planned_values"]["outputs"]
+    assert known["kubeconfig_command"]["value"] == (
+        f"aws eks update-kubeconfig --region eu-west-1 --name comments-api-{name}"
+        f" --alias comments-api-{name}"
+    )
+
+
+def test_every_variable_and_output_is_documented(plans: dict[str, dict[str, Any]]) -> None:
+    def walk(module: dict[str, Any], where: str) -> list[str]:
+        missing = [
+            f"{where} variable {name}"
+            for name, var in module.get("variables", {}).items()
+            if not var.get("description")
+        ]
+        missing += [
+            f"{where} output {name}"
+            for name, out in module.get("outputs", {}).items()
+            if not out.get("description")
+        ]
+        for call_name, call in module.get("module_calls", {}).items():
+            missing += walk(call["module"], f"{where}/{call_name}")
+        return missing
+
+    for name, plan in plans.items():
+        root = plan["configuration"]["root_module"]
+        assert len(root["module_calls"]) >= (1 if name == "bootstrap" else 6)
+        assert walk(root, name) == []
+
+
+def test_every_variable_is_typed() -> None:
+    # The plan JSON carries no types, so read the sources: each top-level variable block
+    # (it ends at the first closing brace in column 0) must declare one.
+    blocks = 0
+    for path in sorted(TF_DIR.rglob("*.tf")):
+        if ".terraform" in path.parts:
+            continue
+        for match in re.finditer(r'^variable "(\w+)" \{\n(.*?)^\}', path.read_text(), re.M | re.S):
+            assert re.search(r"^  type\s+=", match.group(2), re.M), f"{path}: {match.group(1)}"
+            blocks += 1
+    assert blocks > 80, blocks

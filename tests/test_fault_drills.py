@@ -1,0 +1,325 @@
+"""Fault drills against a real `comments-api serve`: the database goes away, slows down or
+runs out of space while a bounded write load runs on loopback.
+
+Every drill ends with the same ledger check: each comment acknowledged with a 2xx is
+stored exactly once, nothing unacknowledged is stored twice, and every refusal was a JSON
+503/507 with Retry-After (never a 500, never a dropped connection).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import sqlite3
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import requests
+from sqlalchemy import select
+
+from comments_api.storage import comments, make_engine
+
+from .support import PostgresServer, ServiceProcess, missing, wait_until
+
+WRITE_TIMEOUT = 10.0
+
+
+class Load:
+    """Writers posting unique comments back to back, bounded in count and time."""
+
+    def __init__(
+        self, base: str, content: str, writers: int = 2, max_requests: int = 1500, seconds=60.0
+    ) -> None:
+        self.url = f"{base}/api/v1/contents/{content}/comments"
+        self.records: list[tuple[str, int | str, requests.Response | None]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._budget = max_requests
+        self._deadline = time.monotonic() + seconds
+        self._threads = [
+            threading.Thread(target=self._run, args=(w,), daemon=True) for w in range(writers)
+        ]
+
+    def _take(self) -> bool:
+        with self._lock:
+            if self._budget <= 0:
+                return False
+            self._budget -= 1
+            return True
+
+    def _run(self, writer: int) -> None:
+        n = 0
+        session = requests.Session()
+        while not self._stop.is_set() and time.monotonic() < self._deadline and self._take():
+            body = f"drill w{writer} n{n}"
+            n += 1
+            try:
+                response = session.post(
+                    self.url, json={"body": body, "author_name": "drill"}, timeout=WRITE_TIMEOUT
+                )
+                outcome: int | str = response.status_code
+            except requests.RequestException as exc:
+                response, outcome = None, f"{exc.__class__.__name__}"
+            with self._lock:
+                self.records.append((body, outcome, response))
+            time.sleep(0.01)
+
+    def start(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self) -> list[tuple[str, int | str, requests.Response | None]]:
+        self._stop.set()
+        for t in self._threads:
+            t.join(WRITE_TIMEOUT + 5)
+        return self.records
+
+
+def stored_bodies(url: str, content: str) -> Counter[str]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(comments.c.body).where(comments.c.content_id == content))
+            return Counter(r[0] for r in rows)
+    finally:
+        engine.dispose()
+
+
+def assert_refusal(response: requests.Response, statuses: tuple[int, ...] = (503,)) -> None:
+    assert response.status_code in statuses, (response.status_code, response.text[:300])
+    assert response.headers["Content-Type"].startswith("application/problem+json")
+    assert int(response.headers["Retry-After"]) > 0
+    assert response.json()["detail"]
+
+
+def check_ledger(
+    records, url: str, content: str, refusals: tuple[int, ...] = (503,)
+) -> tuple[int, int]:
+    """No acknowledged comment lost, nothing duplicated, every refusal clean."""
+    stored = stored_bodies(url, content)
+    acked = refused = 0
+    for body, outcome, response in records:
+        assert outcome in (201, *refusals), f"{body}: {outcome}"
+        if outcome == 201:
+            acked += 1
+            assert stored[body] == 1, f"acknowledged {body!r} stored {stored[body]} times"
+        else:
+            refused += 1
+            assert response is not None
+            assert_refusal(response, refusals)
+    assert all(n == 1 for n in stored.values()), "a comment was stored twice"
+    assert set(stored) <= {body for body, _, _ in records}
+    return acked, refused
+
+
+# --- PostgreSQL restarted, then down for several seconds -----------------------------
+
+
+class RestartablePostgres(PostgresServer):
+    def _options(self) -> str:
+        # Same options as PostgresServer starts with: same port, same socket directory.
+        return (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+            "-c max_connections=200"
+        )
+
+    def halt(self) -> None:
+        self._run([self.pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop"])
+
+    def resume(self) -> None:
+        self._run(
+            [self.pg_ctl, "-D", str(self.data), "-o", self._options(), "-l",
+             str(self.dir / "log"), "-w", "-t", "30", "start"]
+        )  # fmt: skip
+
+
+def test_postgres_restart_and_outage_under_write_load(tmp_path):
+    pg = RestartablePostgres()
+    try:
+        url = pg.create_database("drill")
+        env = {"DATABASE_URL": url, "RATELIMIT_ENABLED": "false", "LOG_LEVEL": "info"}
+        with ServiceProcess(env, tmp_path, workers=2) as service:
+            load = Load(service.base, "pg-drill").start()
+            time.sleep(1.0)
+            pg.halt()
+            pg.resume()  # a restart: connections in the pools are all dead now
+            time.sleep(1.5)
+            pg.halt()
+            down = time.monotonic()
+            time.sleep(1.0)
+            # While it is down: clean JSON 503s with Retry-After, and readiness says why.
+            probe = requests.post(
+                f"{service.base}/api/v1/contents/pg-drill/comments",
+                json={"body": "probe while down"},
+                timeout=WRITE_TIMEOUT,
+            )
+            assert_refusal(probe)
+            ready = requests.get(f"{service.base}/readyz", timeout=5)
+            assert ready.status_code == 503
+            assert ready.json()["reason"] == "database unreachable"
+            assert requests.get(f"{service.base}/healthz", timeout=5).status_code == 200
+            time.sleep(max(0.0, 4.0 - (time.monotonic() - down)))  # ~4 s down in all
+            pg.resume()
+            # Recovery without restarting the app: writes and readiness come back alone.
+            assert wait_until(
+                lambda: requests.get(f"{service.base}/readyz", timeout=5).status_code == 200, 15
+            )
+            recovered = time.monotonic()
+            time.sleep(1.5)
+            records = load.stop()
+            assert service.proc is not None
+            assert service.proc.poll() is None, "the app died with its database"
+        acked, refused = check_ledger(records, url, "pg-drill")
+        assert refused > 0, "the outage was never seen: the drill proved nothing"
+        late = [o for body, o, _ in records[-10:]]
+        assert 201 in late, f"writes did not recover after {recovered - down:.1f}s: {late}"
+        assert acked > 20
+    finally:
+        pg.stop()
+
+
+# --- a slow database: a held lock; DB_STATEMENT_TIMEOUT answers quickly ---------------
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_held_lock_times_out_quickly_and_reads_keep_answering(backend, request, tmp_path):
+    if backend == "sqlite":
+        db_path = tmp_path / "comments.db"
+        url = f"sqlite:///{db_path}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    env = {
+        "DATABASE_URL": url,
+        "RATELIMIT_ENABLED": "false",
+        "DB_STATEMENT_TIMEOUT": "1",
+        "LOG_LEVEL": "info",
+    }
+    with ServiceProcess(env, tmp_path, workers=2) as service:
+        write_url = f"{service.base}/api/v1/contents/slow/comments"
+        first = requests.post(write_url, json={"body": "before the lock"}, timeout=10)
+        assert first.status_code == 201
+        # Another client holds the write lock on comments and does not let go.
+        if backend == "sqlite":
+            holder = sqlite3.connect(db_path, isolation_level=None, timeout=5)
+            holder.execute("BEGIN IMMEDIATE")
+        else:
+            import psycopg
+
+            holder = psycopg.connect(url.replace("postgresql+psycopg", "postgresql"))
+            holder.execute("LOCK TABLE comments IN EXCLUSIVE MODE")  # reads still allowed
+        try:
+            outcome: dict[str, object] = {}
+
+            def write() -> None:
+                started = time.monotonic()
+                outcome["response"] = requests.post(
+                    write_url, json={"body": "during the lock"}, timeout=10
+                )
+                outcome["seconds"] = time.monotonic() - started
+
+            writer = threading.Thread(target=write)
+            writer.start()
+            time.sleep(0.2)  # the write is now waiting on the lock in one worker
+            for _ in range(5):
+                started = time.monotonic()
+                listed = requests.get(write_url, timeout=5)
+                assert listed.status_code == 200
+                assert [c["body"] for c in listed.json()["items"]] == ["before the lock"]
+                assert requests.get(f"{service.base}/healthz", timeout=5).status_code == 200
+                assert time.monotonic() - started < 0.9, "reads waited on the write lock"
+            writer.join(15)
+            response = outcome["response"]
+            assert isinstance(response, requests.Response)
+            assert_refusal(response)
+            # DB_STATEMENT_TIMEOUT=1, not the 5 s default, and not the 30 s worker timeout.
+            assert 0.8 < float(outcome["seconds"]) < 3.0, outcome["seconds"]  # type: ignore[arg-type]
+        finally:
+            holder.rollback()
+            holder.close()
+        after = requests.post(write_url, json={"body": "after the lock"}, timeout=10)
+        assert after.status_code == 201
+        assert "database timeout" in service.log()
+    assert stored_bodies(url, "slow") == Counter({"before the lock": 1, "after the lock": 1})
+
+
+# --- disk full on the SQLite volume ----------------------------------------------------
+
+
+def _fill(path: Path) -> None:
+    """Write zeros until the volume is full: big chunks first, then a page at a time."""
+    for size in (256 * 1024, 4096):
+        with open(path, "ab", buffering=0) as f:
+            try:
+                while True:
+                    f.write(b"\0" * size)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+
+
+def test_disk_full_on_the_sqlite_volume(tmp_path):
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        missing("root and mount(8), to mount a small tmpfs as the SQLite volume")
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(volume)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        missing(f"permission to mount a tmpfs ({mounted.stderr.strip()})")
+    try:
+        url = f"sqlite:///{volume / 'comments.db'}"
+        env = {"DATABASE_URL": url, "RATELIMIT_ENABLED": "false", "LOG_LEVEL": "info"}
+        records = []
+        with ServiceProcess(env, tmp_path, workers=2) as service:
+            write_url = f"{service.base}/api/v1/contents/disk/comments"
+
+            def post(body: str) -> requests.Response:
+                response = requests.post(
+                    write_url, json={"body": body, "author_name": "disk"}, timeout=10
+                )
+                records.append((body, response.status_code, response))
+                return response
+
+            for i in range(20):
+                assert post(f"before {i} " + "x" * 400).status_code == 201
+            filler = volume / "filler"
+            _fill(filler)
+            during = [post(f"full {i} " + "x" * 400) for i in range(12)]
+            refused = [r for r in during if r.status_code != 201]
+            assert refused, "no write failed on a full volume: the drill proved nothing"
+            # Every refusal is a 507, and with the volume full nothing gets through for long
+            # (space a checkpoint gives back may take a write or two).
+            assert all(r.status_code in (201, 507) for r in during)
+            assert all(r.status_code == 507 for r in during[-6:])
+            assert "storage space" in refused[0].json()["detail"]
+            ready = requests.get(f"{service.base}/readyz", timeout=5)
+            assert ready.status_code == 503
+            assert "volume is full" in ready.json()["reason"]
+            listed = requests.get(f"{write_url}?limit=100", timeout=5)
+            assert listed.status_code == 200  # reads keep working
+            assert len(listed.json()["items"]) == 20 + sum(r.status_code == 201 for r in during)
+            assert "database disk full" in service.log()
+
+            # Free 3 MiB only: enough for a sustained run of writes, not just a few.
+            os.truncate(filler, filler.stat().st_size - 3 * 1024 * 1024)
+            assert wait_until(
+                lambda: requests.get(f"{service.base}/readyz", timeout=5).status_code == 200, 10
+            )
+            statuses = Counter(post(f"after {i} " + "x" * 400).status_code for i in range(200))
+            assert statuses == Counter({201: 200}), statuses
+            filler.unlink()
+            assert post("all space back").status_code == 201
+        check_ledger(records, url, "disk", refusals=(507,))
+    finally:
+        subprocess.run(["umount", str(volume)], check=False)

@@ -1,0 +1,152 @@
+"""Idempotency-Key on v1 creates, on SQLite and PostgreSQL (the app over a real database)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from sqlalchemy import func, select
+
+from comments_api.auth import SCOPE_WRITE, generate_api_key
+from comments_api.storage import comments
+from comments_api.web.common import EXTENSION_KEY
+
+URL = "/api/v1/contents/idem/comments"
+
+
+def count(app) -> int:
+    with app.extensions[EXTENSION_KEY].repo.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(comments)).scalar_one())
+
+
+def post(client, body, key=None, headers=None):
+    headers = dict(headers or {})
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    return client.post(URL, json=body, headers=headers)
+
+
+def test_a_retry_gets_the_first_answer_and_stores_nothing(make_app):
+    app = make_app()
+    client = app.test_client()
+    key = str(uuid.uuid4())
+    first = post(client, {"body": "only once", "email": "ann@example.com"}, key)
+    assert first.status_code == 201
+    assert "Idempotent-Replayed" not in first.headers
+    # Key order and spacing do not make it another request.
+    again = client.post(
+        URL,
+        data='{ "email": "ann@example.com",  "body": "only once" }',
+        content_type="application/json",
+        headers={"Idempotency-Key": key},
+    )
+    assert again.status_code == 201
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_data() == first.get_data()
+    assert again.headers["Location"] == first.headers["Location"]
+    assert again.mimetype == "application/json"
+    assert count(app) == 1
+    # The replay answers even after the comment changed: it is the first answer.
+    assert client.get(first.headers["Location"]).json == first.json
+
+
+def test_the_same_key_with_another_body_is_422(make_app):
+    app = make_app()
+    client = app.test_client()
+    key = "order-42"
+    assert post(client, {"body": "first text"}, key).status_code == 201
+    other = post(client, {"body": "second text"}, key)
+    assert other.status_code == 422
+    assert other.mimetype == "application/problem+json"
+    assert other.json["type"] == "/docs#problem-idempotency-key-reused"
+    assert "different request" in other.json["detail"]
+    assert count(app) == 1
+    # Another content is another request too.
+    moved = client.post(
+        "/api/v1/contents/elsewhere/comments",
+        json={"body": "first text"},
+        headers={"Idempotency-Key": key},
+    )
+    assert moved.status_code == 422
+
+
+def test_keys_are_scoped_per_caller(make_app):
+    app = make_app()
+    client = app.test_client()
+    new = generate_api_key()
+    app.extensions[EXTENSION_KEY].repo.add_api_key(new.key_id, "site", new.key_hash, [SCOPE_WRITE])
+    backend = {"Authorization": f"Bearer {new.key}"}
+    key = "shared-key"
+    anonymous = post(client, {"body": "from a reader"}, key)
+    site = post(client, {"body": "from the backend"}, key, headers=backend)
+    assert (anonymous.status_code, site.status_code) == (201, 201)
+    assert anonymous.json["id"] != site.json["id"]
+    assert post(client, {"body": "from the backend"}, key, headers=backend).json == site.json
+    assert count(app) == 2
+
+
+def test_keys_expire_after_the_window(make_app):
+    app = make_app(idempotency_ttl=1.0, duplicate_window=0)
+    client = app.test_client()
+    first = post(client, {"body": "again later"}, "k-1")
+    assert (
+        post(client, {"body": "again later"}, "k-1").headers["Location"]
+        == (first.headers["Location"])
+    )
+    time.sleep(1.2)
+    later = post(client, {"body": "again later"}, "k-1")
+    assert later.status_code == 201
+    assert "Idempotent-Replayed" not in later.headers
+    assert later.headers["Location"] != first.headers["Location"]
+    # Once expired, another body is a new request, not a reuse.
+    time.sleep(1.2)
+    assert post(client, {"body": "something else"}, "k-1").status_code == 201
+    assert count(app) == 3
+
+
+def test_pending_answers_replay_as_202_without_location(make_app):
+    app = make_app(moderation_mode="pre")
+    client = app.test_client()
+    first = post(client, {"body": "wait for me"}, "p-1")
+    again = post(client, {"body": "wait for me"}, "p-1")
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert "Location" not in again.headers
+    assert again.json == first.json
+    assert count(app) == 1
+
+
+def test_refused_requests_are_not_remembered(make_app):
+    app = make_app()
+    client = app.test_client()
+    assert post(client, {"body": "dup", "email": "d@example.com"}).status_code == 201
+    # A duplicate refused with a key leaves the key free: nothing was created under it.
+    assert post(client, {"body": "dup", "email": "d@example.com"}, "d-1").status_code == 409
+    assert post(client, {"body": "new text", "email": "d@example.com"}, "d-1").status_code == 201
+    assert count(app) == 2
+
+
+def test_malformed_keys_are_400(make_app):
+    client = make_app().test_client()
+    for bad in ("", "x" * 256, "caf\u00e9"):
+        response = client.post(
+            URL,
+            json={"body": "hello"},
+            headers={"Idempotency-Key": bad.encode("utf-8").decode("latin-1")},
+        )
+        assert response.status_code == 400, bad
+        assert response.json["errors"][0]["field"] == "Idempotency-Key"
+
+
+def test_expired_keys_are_swept(make_app, monkeypatch):
+    from comments_api import storage
+    from comments_api.storage import idempotency_keys
+
+    monkeypatch.setattr(storage, "IDEMPOTENCY_SWEEP_INTERVAL", 0.0)
+    app = make_app(idempotency_ttl=1.0)
+    client = app.test_client()
+    assert post(client, {"body": "old"}, "old-key").status_code == 201
+    time.sleep(1.2)
+    assert post(client, {"body": "new"}, "new-key").status_code == 201
+    with app.extensions[EXTENSION_KEY].repo.engine.connect() as conn:
+        left = [r.key for r in conn.execute(select(idempotency_keys.c.key))]
+    assert left == ["new-key"]

@@ -1,0 +1,313 @@
+"""Fault drills against real `comments-api serve` processes on SQLite and PostgreSQL.
+
+Every drill that writes checks the same promise: each comment acknowledged with a 2xx is
+stored, and no comment is stored twice (the load never retries, so a duplicate could only
+come from the server). Loads are bounded in count and time, on loopback only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sqlite3
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import requests
+
+from .support import ServiceProcess, wait_until
+
+CONTENT = "drill"
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request, tmp_path) -> tuple[str, dict[str, str]]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'comments.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    env = {"DATABASE_URL": url, "RATELIMIT_ENABLED": "false", "LOG_LEVEL": "warning"}
+    return request.param, env
+
+
+def stored_bodies(database_url: str) -> Counter[str]:
+    if database_url.startswith("sqlite"):
+        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as conn:
+            rows = conn.execute("SELECT body FROM comments").fetchall()
+    else:
+        import psycopg
+
+        with psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://")) as c:
+            rows = c.execute("SELECT body FROM comments").fetchall()
+    return Counter(body for (body,) in rows if body)
+
+
+class WriteLoad:
+    """A few clients posting unique comments, never retrying; bounded in count and time."""
+
+    def __init__(self, base: str, clients: int = 4, max_total: int = 600, max_seconds=20.0):
+        self.base = base
+        self.clients = clients
+        self.max_total = max_total
+        self.max_seconds = max_seconds
+        self.acked: list[str] = []
+        self.failed: list[str] = []  # sent, outcome unknown (error, reset, 5xx)
+        self.refused = 0  # never sent: connection refused
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+        self._sent = 0
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def __enter__(self) -> WriteLoad:
+        self._started = time.monotonic()
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self._threads:
+            t.join(30)
+
+    def _run(self) -> None:
+        session = requests.Session()
+        while not self.stop.is_set() and time.monotonic() - self._started < self.max_seconds:
+            with self._lock:
+                if self._sent >= self.max_total:
+                    return
+                self._sent += 1
+            body = f"drill-{uuid.uuid4().hex}"
+            try:
+                response = session.post(
+                    f"{self.base}/api/v1/contents/{CONTENT}/comments",
+                    json={"body": body},
+                    timeout=10,
+                )
+            except requests.ConnectionError as exc:
+                with self._lock:
+                    if "refused" in str(exc).lower():
+                        self.refused += 1
+                    else:
+                        self.failed.append(body)
+                time.sleep(0.05)
+                continue
+            with self._lock:
+                if 200 <= response.status_code < 300:
+                    self.acked.append(body)
+                else:
+                    self.failed.append(body)
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.acked)
+
+
+def assert_acked_stored_once(load: WriteLoad, database_url: str) -> None:
+    stored = stored_bodies(database_url)
+    missing = [b for b in load.acked if stored[b] != 1]
+    assert not missing, f"{len(missing)} acknowledged comments not stored exactly once"
+    duplicated = [b for b, n in stored.items() if n > 1]
+    assert not duplicated, f"{len(duplicated)} comments stored more than once"
+    unknown = set(stored) - set(load.acked) - set(load.failed)
+    assert not unknown, "stored comments nobody sent"
+
+
+def metric(base: str, name: str, labels: str) -> float:
+    response = requests.get(f"{base}/metrics", timeout=5)
+    assert response.status_code == 200, response.text[:2000]
+    text = response.text
+    match = re.search(rf"^{re.escape(name)}\{{{re.escape(labels)}\}} (\S+)$", text, re.M)
+    assert match, f"no {name}{{{labels}}} in:\n" + "\n".join(
+        line for line in text.splitlines() if line.startswith(name)
+    )
+    return float(match.group(1))
+
+
+def post(base: str, n: int, tag: str) -> None:
+    for i in range(n):
+        response = requests.post(
+            f"{base}/api/v1/contents/{CONTENT}/comments", json={"body": f"{tag}-{i}"}, timeout=10
+        )
+        assert response.status_code == 201, response.text
+
+
+def wait_replaced(master: int, old: set[int], workers: int, gone: set[int]) -> list[int]:
+    def replaced() -> bool:
+        now = set(children(master))
+        return len(now) == workers and not (now & gone)
+
+    assert wait_until(replaced, timeout=20), f"workers not replaced: {children(master)}"
+    return children(master)
+
+
+@pytest.mark.parametrize(
+    "case",
+    # The variants exercise the server, not the database: SQLite is enough for them.
+    ["sqlite-default", "sqlite-threads-explicit-metrics-dir", "postgres-default"],
+)
+def test_one_worker_exiting_is_replaced_and_the_master_still_drains(request, tmp_path, case):
+    """SIGTERM to one worker, SIGHUP reload, SIGABRT (what gunicorn's master sends on a
+    worker timeout): each time the worker is replaced, the server keeps serving, the
+    counters keep the dead workers' counts, and SIGTERM to the master still drains."""
+    name, variant = case.split("-", 1)
+    url = request.getfixturevalue(f"{name}_url")
+    env = {"DATABASE_URL": url, "RATELIMIT_ENABLED": "false", "LOG_LEVEL": "warning"}
+    env = {**env, "SHUTDOWN_DELAY": "1"}
+    if variant == "threads-explicit-metrics-dir":
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "prom")
+        env["THREADS"] = "2"
+    service = ServiceProcess(env, tmp_path, workers=2).start()
+    assert service.proc is not None
+    master = service.proc.pid
+    base = service.base
+    try:
+        post(base, 3, "before")
+        workers = children(master)
+        os.kill(workers[0], signal.SIGTERM)
+        workers = wait_replaced(master, set(workers), 2, {workers[0]})
+        post(base, 3, "after-term")
+        os.kill(master, signal.SIGHUP)
+        workers = wait_replaced(master, set(workers), 2, set(workers))
+        post(base, 3, "after-hup")
+        os.kill(workers[1], signal.SIGABRT)
+        workers = wait_replaced(master, set(workers), 2, {workers[1]})
+        post(base, 3, "after-abort")
+        created = metric(base, "comments_api_comments_created_total", 'api="v1",status="published"')
+        assert created == 12
+        requests_201 = metric(
+            base,
+            "comments_api_http_requests_total",
+            'method="POST",route="/api/v1/contents/<content_id>/comments",status="201"',
+        )
+        assert requests_201 == 12
+        assert "comments_api_workers 2.0" in requests.get(f"{base}/metrics", timeout=5).text
+        # Graceful stop still works: readiness off first, then exit 0.
+        service.proc.send_signal(signal.SIGTERM)
+        assert wait_until(
+            lambda: requests.get(f"{base}/readyz", timeout=1).status_code == 503, timeout=3
+        )
+        assert service.proc.wait(20) == 0, service.log()
+    finally:
+        service.stop()
+    assert "Worker failed to boot" not in service.log()
+
+
+def test_worker_timeout_is_replaced(backend, tmp_path):
+    """A worker stuck longer than WORKER_TIMEOUT is aborted by the master and replaced;
+    on PostgreSQL the stuck request (waiting on a lock) gets a JSON 500."""
+    name, env = backend
+    env = {**env, "WORKER_TIMEOUT": "2"}
+    with ServiceProcess(env, tmp_path, workers=2) as service:
+        assert service.proc is not None
+        master, base = service.proc.pid, service.base
+        post(base, 2, "before")
+        workers = children(master)
+        if name == "sqlite":
+            # Frozen: no heartbeat, so gunicorn's timeout fires (SIGABRT, then SIGKILL).
+            os.kill(workers[0], signal.SIGSTOP)
+            wait_replaced(master, set(workers), 2, {workers[0]})
+        else:
+            import psycopg
+
+            url = env["DATABASE_URL"].replace("postgresql+psycopg://", "postgresql://")
+            with psycopg.connect(url) as lock_conn:
+                lock_conn.execute("LOCK TABLE comments IN ACCESS EXCLUSIVE MODE")
+                started = time.monotonic()
+                response = requests.post(
+                    f"{base}/api/v1/contents/{CONTENT}/comments", json={"body": "x"}, timeout=15
+                )
+                lock_conn.rollback()
+            assert response.status_code == 500
+            assert response.headers["Content-Type"] == "application/problem+json"
+            assert response.json()["detail"] == "the request took too long and was aborted"
+            assert time.monotonic() - started < 5
+            assert wait_until(lambda: len(children(master)) == 2, timeout=10)
+        post(base, 2, "after")
+        created = metric(base, "comments_api_comments_created_total", 'api="v1",status="published"')
+        assert created == 4
+    assert "WORKER TIMEOUT" in service.log()
+
+
+def test_sigkill_of_a_worker_under_write_load(backend, tmp_path):
+    _name, env = backend
+    with ServiceProcess(env, tmp_path, workers=2) as service:
+        assert service.proc is not None
+        master = service.proc.pid
+        with WriteLoad(service.base, max_seconds=15) as load:
+            assert wait_until(lambda: load.count() >= 20, timeout=10)
+            victim = children(master)[0]
+            os.kill(victim, signal.SIGKILL)
+            before = load.count()
+            wait_replaced(master, set(), 2, {victim})
+            assert wait_until(lambda: load.count() >= before + 40, timeout=10)
+        assert len(load.acked) >= 60
+        assert load.refused == 0
+    assert_acked_stored_once(load, env["DATABASE_URL"])
+
+
+def test_sigkill_of_the_master_under_write_load(backend, tmp_path):
+    _name, env = backend
+    service = ServiceProcess(env, tmp_path, workers=2).start()
+    assert service.proc is not None
+    master = service.proc.pid
+    workers = children(master)
+    with WriteLoad(service.base, max_seconds=15) as load:
+        assert wait_until(lambda: load.count() >= 30, timeout=10)
+        os.kill(master, signal.SIGKILL)
+        # Orphaned workers notice their parent is gone and stop on their own.
+        assert wait_until(
+            lambda: not any(Path(f"/proc/{p}/status").exists() for p in workers), timeout=10
+        )
+        load.stop.set()
+    service.stop()
+    assert_acked_stored_once(load, env["DATABASE_URL"])
+    # (Restarting after this, with the stale runtime directory removed: test_serve_server.)
+
+
+def test_sigterm_under_write_load_fails_nothing(backend, tmp_path):
+    """SIGTERM mid-load: readiness turns 503 before the listener closes, the load balancer
+    (here: the load itself, polling /readyz) stops sending, no request fails, exit 0."""
+    _name, env = backend
+    env = {**env, "SHUTDOWN_DELAY": "1.5"}
+    service = ServiceProcess(env, tmp_path, workers=2).start()
+    assert service.proc is not None
+    not_ready_at: list[float] = []
+    refused_at: list[float] = []
+
+    def prober() -> None:
+        while not refused_at:
+            try:
+                status = requests.get(f"{service.base}/readyz", timeout=2).status_code
+                if status == 503 and not not_ready_at:
+                    not_ready_at.append(time.monotonic())
+                    load.stop.set()
+            except requests.ConnectionError:
+                refused_at.append(time.monotonic())
+            time.sleep(0.05)
+
+    with WriteLoad(service.base, max_seconds=15) as load:
+        probe = threading.Thread(target=prober, daemon=True)
+        probe.start()
+        assert wait_until(lambda: load.count() >= 30, timeout=10)
+        service.proc.send_signal(signal.SIGTERM)
+        assert service.proc.wait(20) == 0, service.log()
+        probe.join(5)
+    service.stop()
+    assert not_ready_at, "readiness never reported 503"
+    assert refused_at, "the listener never closed"
+    assert not_ready_at[0] < refused_at[0] - 1.0
+    assert load.failed == []
+    assert load.refused == 0
+    assert_acked_stored_once(load, env["DATABASE_URL"])

@@ -1,0 +1,274 @@
+"""`comments-api export` / `import` / `backup`: 100,000 comments SQLite -> PostgreSQL -> SQLite.
+
+Everything goes through the real command line and real databases. The data is generated
+with bulk inserts so the round trip, not the set-up, is what takes the time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import random
+import sqlite3
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import insert
+
+from comments_api.app import create_app
+from comments_api.auth import SCOPE_MODERATE, generate_api_key, hash_api_key
+from comments_api.domain import NewComment
+from comments_api.settings import Settings
+from comments_api.storage import (
+    Repository,
+    audit_log,
+    bans,
+    comments,
+    make_engine,
+    migrate,
+)
+
+from .support import VENV_BIN
+
+N_COMMENTS = 100_000
+STATUSES = ("published", "published", "published", "pending", "hidden", "deleted")
+
+
+def cli(*args: str, url: str, stdin=None, stderr=None) -> subprocess.CompletedProcess:
+    """The real command line; stderr goes to a pipe unless a terminal is given."""
+    return subprocess.run(
+        [str(VENV_BIN / "comments-api"), *args],
+        env={**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "warning"},
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE if stderr is None else stderr,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def generate(url: str, n: int) -> str:
+    """A migrated database with n comments in threads, every status, bans, an audit log
+    and API keys; returns a moderator key that must still work after a round trip."""
+    engine = make_engine(url)
+    migrate(engine)
+    rng = random.Random(8)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = []
+    for i in range(1, n + 1):
+        status = STATUSES[i % len(STATUSES)]
+        content = f"article-{i % 997}"
+        email = f"reader{i % 5003}@example.com" if i % 3 else None
+        created = start + timedelta(seconds=i * 7, microseconds=rng.randrange(1_000_000))
+        deleted = status == "deleted"
+        rows.append(
+            {
+                "id": i,
+                "content_id": content,
+                # Replies point at an earlier comment: threads several levels deep.
+                "parent_id": rng.randrange(1, i) if i > 10 and i % 4 == 0 else None,
+                "body": None if deleted else f"comment {i} — naïve café ✓ 👍 «{rng.random()}»",
+                "email": None if deleted else email,
+                "author_name": None if deleted else ("Zoë" if i % 2 else None),
+                "author_subject": None if deleted or i % 7 else f"sub-{i % 11}",
+                "status": status,
+                "created_at": created,
+                "updated_at": created + timedelta(seconds=i % 60),
+                "deleted_at": created + timedelta(minutes=5) if deleted else None,
+                "author_key": None if deleted or not email else f"email:{email}",
+            }
+        )
+    with engine.begin() as conn:
+        for chunk in range(0, n, 10_000):
+            conn.execute(insert(comments), rows[chunk : chunk + 10_000])
+        conn.execute(
+            insert(bans),
+            [
+                {
+                    "target": f"email:troll{i}@example.com",
+                    "reason": None if i % 2 else f"spam #{i}",
+                    "created_by": "api_key:mod",
+                    "created_at": start + timedelta(hours=i),
+                }
+                for i in range(50)
+            ],
+        )
+        conn.execute(
+            insert(audit_log),
+            [
+                {
+                    "actor": f"jwt:moderator-{i % 3}",
+                    "action": ("hide", "approve", "delete", "ban")[i % 4],
+                    "target": None,
+                    "comment_ids": json.dumps([i, i + 1]),
+                    "details": json.dumps({"note": f"ü{i}"}) if i % 5 == 0 else None,
+                    "created_at": start + timedelta(minutes=i),
+                }
+                for i in range(1, 501)
+            ],
+        )
+    repo = Repository(engine)
+    key = generate_api_key()
+    repo.add_api_key(key.key_id, "moderators", key.key_hash, [SCOPE_MODERATE])
+    other = generate_api_key()
+    repo.add_api_key(other.key_id, "old backend", other.key_hash, ["comments:write"])
+    repo.revoke_api_key(other.key_id)
+    engine.dispose()
+    return key.key
+
+
+def rows_of(dump: Path) -> list[str]:
+    lines = dump.read_text(encoding="utf-8").splitlines()
+    header = json.loads(lines[0])
+    assert header["format"] == "comments-api-export"
+    return lines[1:]
+
+
+def test_round_trip_of_100k_comments_between_sqlite_and_postgres(tmp_path, postgres_url):
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    key = generate(source, N_COMMENTS)
+    first = tmp_path / "from-sqlite.jsonl"
+    result = cli("export", str(first), url=source)
+    assert result.returncode == 0, result.stderr
+    assert f"{N_COMMENTS} comments" in result.stderr
+    header = json.loads(first.read_text(encoding="utf-8").split("\n", 1)[0])
+    assert header["tables"] == {"api_keys": 2, "bans": 50, "comments": N_COMMENTS, "audit_log": 500}
+    dumped = first.read_text(encoding="utf-8")
+    assert hash_api_key(key) in dumped
+    assert key not in dumped  # the stored hash only, never a key
+
+    result = cli("import", str(first), url=postgres_url)
+    assert result.returncode == 0, result.stderr
+    second = tmp_path / "from-postgres.jsonl"
+    assert cli("export", str(second), url=postgres_url).returncode == 0
+    # Row for row the same: ids, timestamps (to the microsecond), threads, statuses, text.
+    assert rows_of(second) == rows_of(first)
+
+    back = f"sqlite:///{tmp_path / 'back.db'}"
+    with second.open() as stdin:  # import reads stdin too
+        result = cli("import", "-", url=back, stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    # Back in SQLite: every table identical to the source, compared by SQLite itself.
+    with sqlite3.connect(tmp_path / "back.db") as conn:
+        conn.execute("ATTACH DATABASE ? AS src", (str(tmp_path / "source.db"),))
+        for table in ("comments", "bans", "audit_log", "api_keys"):
+            for a, b in ((table, f"src.{table}"), (f"src.{table}", table)):
+                assert conn.execute(
+                    f"SELECT count(*) FROM (SELECT * FROM {a} EXCEPT SELECT * FROM {b})"  # noqa: S608
+                ).fetchone() == (0,), f"{a} has rows {b} lacks"
+            assert (
+                conn.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608
+                == conn.execute(f"SELECT count(*) FROM src.{table}").fetchone()  # noqa: S608
+            )
+
+    # The imported PostgreSQL database is live: new ids continue after the imported ones
+    # (sequences were moved), the moderator key still works, bans still apply.
+    app = create_app(Settings(database_url=postgres_url, ratelimit_enabled=False))
+    client = app.test_client()
+    created = client.post("/api/v1/contents/article-1/comments", json={"body": "after the move"})
+    assert created.status_code == 201, created.json
+    assert created.json["id"] == N_COMMENTS + 1
+    moderator = {"Authorization": f"Bearer {key}"}
+    hidden = client.post(
+        "/api/v1/moderation/comments", json={"action": "hide", "ids": [N_COMMENTS + 1]},
+        headers=moderator,
+    )  # fmt: skip
+    assert hidden.status_code == 200, hidden.json
+    audit = client.get("/api/v1/admin/audit-log?limit=1", headers=moderator)
+    assert audit.status_code in (200, 403)  # admin scope needed; the key itself was accepted
+    banned = client.post(
+        "/api/v1/contents/a/comments", json={"body": "hi", "email": "troll3@example.com"}
+    )
+    assert banned.status_code == 403
+    engine = make_engine(postgres_url)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT max(id) FROM audit_log").scalar() == 501
+    engine.dispose()
+
+
+def test_import_refuses_a_non_empty_or_incomplete_target(tmp_path):
+    source = f"sqlite:///{tmp_path / 'a.db'}"
+    generate(source, 50)
+    dump = tmp_path / "a.jsonl"
+    assert cli("export", str(dump), url=source).returncode == 0
+    again = cli("import", str(dump), url=source)
+    assert again.returncode != 0
+    assert "import only into an empty one" in again.stderr
+    assert "Traceback" not in again.stderr
+    # A truncated file imports nothing at all.
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("\n".join(dump.read_text().splitlines()[:30]) + "\n")
+    target = f"sqlite:///{tmp_path / 'b.db'}"
+    result = cli("import", str(cut), url=target)
+    assert result.returncode != 0
+    assert "incomplete" in result.stderr
+    with sqlite3.connect(tmp_path / "b.db") as conn:
+        assert conn.execute("SELECT count(*) FROM comments").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM api_keys").fetchone() == (0,)
+    not_export = tmp_path / "x.jsonl"
+    not_export.write_text('{"hello": 1}\n')
+    result = cli("import", str(not_export), url=target)
+    assert result.returncode != 0
+    assert "not a comments-api export" in result.stderr
+
+
+def test_export_draws_a_progress_bar_on_a_terminal(tmp_path):
+    source = f"sqlite:///{tmp_path / 'p.db'}"
+    generate(source, 3000)
+    controller, terminal = pty.openpty()
+    try:
+        result = cli("export", str(tmp_path / "p.jsonl"), url=source, stderr=terminal)
+        os.close(terminal)
+        terminal = -1
+        output = b""
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+    finally:
+        if terminal >= 0:
+            os.close(terminal)
+        os.close(controller)
+    assert result.returncode == 0
+    text = output.decode("utf-8", "replace")
+    assert "exporting" in text
+    assert "100%" in text
+    assert "3552/3552" in text  # 3000 comments, 50 bans, 500 audit entries, 2 keys
+
+
+def test_no_api_keys_leaves_them_out(tmp_path):
+    source = f"sqlite:///{tmp_path / 'k.db'}"
+    generate(source, 10)
+    result = cli("export", "--no-api-keys", url=source)
+    assert result.returncode == 0
+    assert '"api_keys"' not in result.stdout
+    assert '"table": "comments"' in result.stdout
+
+
+def test_sqlite_online_backup(tmp_path, postgres_url):
+    db = tmp_path / "live.db"
+    source = f"sqlite:///{db}"
+    generate(source, 2000)
+    # A writer holds the database open in WAL mode while the backup runs.
+    repo = Repository(make_engine(source))
+    repo.create(NewComment(content_id="x", body="in the WAL only", email=None, author_name=None))
+    copy = tmp_path / "copy.db"
+    result = cli("backup", str(copy), url=source)
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(copy) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert conn.execute("SELECT count(*) FROM comments").fetchone() == (2001,)
+        assert conn.execute(
+            "SELECT count(*) FROM comments WHERE body = 'in the WAL only'"
+        ).fetchone() == (1,)
+    assert cli("backup", str(copy), url=source).returncode != 0  # never overwrites
+    result = cli("backup", str(tmp_path / "pg.db"), url=postgres_url)
+    assert result.returncode != 0
+    assert "pg_dump" in result.stderr
