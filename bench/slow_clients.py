@@ -109,6 +109,9 @@ def run(
 if __name__ == "__main__":
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 100
     w = int(sys.argv[2]) if len(sys.argv) > 2 else 2
+    # Without slow clients first: what the buffering costs a normal request.
+    print(run("sync", 0, w))
+    print(run(None, 0, w))
     print(run("sync", n, w))
     print(run(None, n, w))
     print(run("gthread", n, w, threads=4))

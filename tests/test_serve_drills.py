@@ -65,6 +65,7 @@ class WriteLoad:
         self.acked: list[str] = []
         self.failed: list[str] = []  # sent, outcome unknown (error, reset, 5xx)
         self.refused = 0  # never sent: connection refused
+        self.errors: Counter[str] = Counter()
         self.stop = threading.Event()
         self._lock = threading.Lock()
         self._sent = 0
@@ -95,12 +96,13 @@ class WriteLoad:
                     json={"body": body},
                     timeout=10,
                 )
-            except requests.ConnectionError as exc:
+            except requests.RequestException as exc:
                 with self._lock:
-                    if "refused" in str(exc).lower():
-                        self.refused += 1
+                    self.errors[type(exc).__name__] += 1
+                    if isinstance(exc, requests.ConnectionError) and "refused" in str(exc):
+                        self.refused += 1  # never reached the server
                     else:
-                        self.failed.append(body)
+                        self.failed.append(body)  # outcome unknown
                 time.sleep(0.05)
                 continue
             with self._lock:
@@ -117,7 +119,9 @@ class WriteLoad:
 def assert_acked_stored_once(load: WriteLoad, database_url: str) -> None:
     stored = stored_bodies(database_url)
     missing = [b for b in load.acked if stored[b] != 1]
-    assert not missing, f"{len(missing)} acknowledged comments not stored exactly once"
+    assert not missing, (
+        f"{len(missing)} acknowledged comments not stored exactly once ({load.errors})"
+    )
     duplicated = [b for b, n in stored.items() if n > 1]
     assert not duplicated, f"{len(duplicated)} comments stored more than once"
     unknown = set(stored) - set(load.acked) - set(load.failed)

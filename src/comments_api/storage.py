@@ -265,10 +265,14 @@ def _sqlite_setup(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
         # durable across process crashes (only an OS crash can lose the last commits).
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        # How long a write waits for another writer's lock: DB_STATEMENT_TIMEOUT.
-        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_WAL_PAGES}")
-        cursor.execute(f"PRAGMA journal_size_limit={SQLITE_WAL_SIZE_LIMIT}")
+        # busy_timeout: how long a write waits for another writer's lock (DB_STATEMENT_TIMEOUT).
+        for pragma, value in (
+            ("busy_timeout", busy_timeout_ms),
+            ("wal_autocheckpoint", SQLITE_WAL_PAGES),
+            ("journal_size_limit", SQLITE_WAL_SIZE_LIMIT),
+        ):
+            # PRAGMAs take no bound parameters; names are literals here, values ints.
+            cursor.execute(f"PRAGMA {pragma}={int(value)}")  # nosemgrep
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
