@@ -604,11 +604,7 @@ def _socket_owner(pids: list[int]) -> dict[int, int]:
     return owners
 
 
-def _get_keep_open(port: int, path: str) -> tuple[socket.socket, int, bytes]:
-    """GET over a raw socket, leaving it open after the response (http.client would close
-    it on "Connection: close", freeing a sync worker to take the next connection too)."""
-    sock = socket.create_connection((HOST, port), timeout=10)
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+def _read_response(sock: socket.socket, path: str) -> tuple[int, bytes]:
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
@@ -624,28 +620,46 @@ def _get_keep_open(port: int, path: str) -> tuple[socket.socket, int, bytes]:
         if not chunk:
             break
         body += chunk
+    return int(head.split()[1]), body
+
+
+def _owner_then_get(
+    port: int, path: str, workers: list[int]
+) -> tuple[socket.socket, int | None, int, bytes]:
+    """GET ``path`` on a new connection, finding which worker holds it before the request is
+    complete: the headers' last line is held back until the server-side socket shows up in a
+    worker's /proc/PID/fd. A server may close its side as soon as it has answered (issue 8's
+    workers do), so afterwards there would be nothing left to find."""
+    sock = socket.create_connection((HOST, port), timeout=10)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\n".encode())
+    owner = None
+    deadline = time.monotonic() + 2.0
+    while owner is None and time.monotonic() < deadline:
+        inode = _server_socket_inodes(port).get(sock.getsockname()[1])
+        owner = _socket_owner(workers).get(inode or -1)
+        if owner is None:
+            time.sleep(0.02)
+    sock.sendall(b"\r\n")
+    status, body = _read_response(sock, path)
     OWN_CALLS[port] = OWN_CALLS.get(port, 0) + 1
-    return sock, int(head.split()[1]), body
+    return sock, owner, status, body
 
 
 def bodies_by_worker(server: Server, path: str, attempts: int = 32) -> dict[int, set[bytes]]:
     """GET ``path`` on fresh connections until two different workers have answered.
 
-    Each connection stays open while we find, in /proc, which worker holds its
-    server-side socket: keep-alive servers keep it, a sync worker lingers on it until we
-    close (so the next connection must go to another worker).
+    Each connection stays open afterwards: a sync worker that lingers on it cannot take
+    the next one, so the next connection goes to another worker.
     """
     workers = [p for p in tree_cpu(server.proc.pid) if p != server.proc.pid]
     seen: dict[int, set[bytes]] = {}
     held: list[socket.socket] = []
     try:
         for _ in range(attempts):
-            sock, status, body = _get_keep_open(server.port, path)
+            sock, owner, status, body = _owner_then_get(server.port, path, workers)
             held.append(sock)
             if status != 200:
                 raise RuntimeError(f"{path} answered {status}")
-            inode = _server_socket_inodes(server.port).get(sock.getsockname()[1])
-            owner = _socket_owner(workers).get(inode or -1)
             if owner is not None:
                 seen.setdefault(owner, set()).add(body)
             if len(seen) >= min(2, server.workers):
