@@ -15,6 +15,8 @@
 # Usage: scripts/deploy.sh [--target local|minikube] [--dry-run] [--skip-tests] [--skip-scans]
 #          [--image LOCAL_IMAGE] [--tag TAG] [--state-dir DIR] [--keep] [--down]
 #          [--prod-smoke-hook CMD] [--ready-timeout S] [--load-duration D] [--load-vus N]
+#        scripts/deploy.sh --render staging|production --digest sha256:...   (print the pinned
+#          manifests the minikube target applies: kubectl kustomize, offline)
 # Exit codes: 0 released; 1 stopped before production (production untouched);
 #             2 production failed and was rolled back; 3 production failed, rollback failed too;
 #             64 bad usage.
@@ -32,6 +34,8 @@ STATE=""
 KEEP=0
 DOWN=0
 PROD_SMOKE_HOOK=""
+RENDER=""
+DIGEST=""
 READY_TIMEOUT=${READY_TIMEOUT:-60}
 LOAD_DURATION=${LOAD_DURATION:-10s}
 LOAD_VUS=${LOAD_VUS:-4}
@@ -49,7 +53,7 @@ KUBE_CONTEXT=${KUBE_CONTEXT:-minikube}
 DEV_REGISTRY=${DEV_REGISTRY:-localhost:5000}
 PROD_REGISTRY=${PROD_REGISTRY:-localhost:5001}
 
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { printf 'deploy.sh: %s\n' "$*" >&2; exit 64; }
 
 while [ $# -gt 0 ]; do
@@ -64,6 +68,8 @@ while [ $# -gt 0 ]; do
     --keep) KEEP=1; shift ;;
     --down) DOWN=1; shift ;;
     --prod-smoke-hook) PROD_SMOKE_HOOK=${2:?}; shift 2 ;;
+    --render) RENDER=${2:?}; shift 2 ;;
+    --digest) DIGEST=${2:?}; shift 2 ;;
     --ready-timeout) READY_TIMEOUT=${2:?}; shift 2 ;;
     --load-duration) LOAD_DURATION=${2:?}; shift 2 ;;
     --load-vus) LOAD_VUS=${2:?}; shift 2 ;;
@@ -192,7 +198,7 @@ push_dev() {
   local registry=$1
   stage "push to the dev registry $registry"
   run docker tag "$IMAGE" "$registry/comments-api:$TAG"
-  run docker push --quiet "$registry/comments-api:$TAG"
+  runq docker push --quiet "$registry/comments-api:$TAG"
   capture DIGEST "sha256:<digest-of-$TAG>" skopeo inspect --tls-verify=false --format '{{.Digest}}' \
     "docker://$registry/comments-api:$TAG"
   info "release $TAG = $registry/comments-api@$DIGEST"
@@ -207,11 +213,11 @@ promote() {
   local dev=$1 prod=$2 copied
   stage "promote $DIGEST: $dev -> $prod (skopeo copy, signed, no rebuild)"
   signing_key
-  run skopeo --registries.d "$STATE/registries.d" copy --quiet --preserve-digests \
-    --src-tls-verify=false --dest-tls-verify=false --sign-by "$FPR" \
-    "docker://$dev/comments-api@$DIGEST" "docker://$prod/comments-api:$TAG"
+  run env GNUPGHOME="$STATE/gnupg" skopeo --registries.d "$STATE/registries.d" copy --quiet \
+    --preserve-digests --src-tls-verify=false --dest-tls-verify=false --sign-by "$FPR" \
+    "docker://$dev/comments-api@$DIGEST" "docker://$prod/comments-api:$TAG" || return 1
   capture copied "$DIGEST" skopeo inspect --tls-verify=false --format '{{.Digest}}' \
-    "docker://$prod/comments-api:$TAG"
+    "docker://$prod/comments-api:$TAG" || return 1
   if [ "$copied" != "$DIGEST" ]; then
     fail "the prod registry holds $copied, not $DIGEST"
     return 1
@@ -223,7 +229,7 @@ promote() {
   sig="$STATE/sigstore/comments-api@${DIGEST/:/=}/signature-1"
   run mkdir -p "$STATE/verify"
   show skopeo inspect --raw --tls-verify=false "docker://$prod/comments-api@$DIGEST" ">$manifest"
-  [ "$DRY_RUN" = 1 ] || skopeo inspect --raw --tls-verify=false "docker://$prod/comments-api@$DIGEST" >"$manifest"
+  [ "$DRY_RUN" = 1 ] || skopeo inspect --raw --tls-verify=false "docker://$prod/comments-api@$DIGEST" >"$manifest" || return 1
   # The verifying keyring holds the public key only.
   run env GNUPGHOME="$STATE/gnupg-verify" skopeo standalone-verify "$manifest" \
     "$prod/comments-api:$TAG" "$FPR" "$sig"
@@ -245,7 +251,7 @@ signing_key() {
   # A key generated at run time: nothing secret lives in the repository.
   run env GNUPGHOME="$STATE/gnupg" gpg --batch --quiet --passphrase '' --quick-gen-key \
     "comments-api pipeline <pipeline@localhost>" ed25519 sign 1d
-  capture FPR "<fingerprint>" sh -c "GNUPGHOME='$STATE/gnupg' gpg --batch --with-colons --list-secret-keys | awk -F: '/^fpr/ { print \$10; exit }'"
+  capture FPR "<fingerprint>" sh -c "GNUPGHOME='$STATE/gnupg' gpg --batch --with-colons --list-secret-keys 2>/dev/null | awk -F: '/^fpr/ { print \$10; exit }'"
   show "GNUPGHOME=$STATE/gnupg gpg --export $FPR | GNUPGHOME=$STATE/gnupg-verify gpg --import"
   if [ "$DRY_RUN" = 0 ]; then
     GNUPGHOME="$STATE/gnupg" gpg --batch --export "$FPR" | GNUPGHOME="$STATE/gnupg-verify" gpg --batch --quiet --import
@@ -257,18 +263,18 @@ signing_key() {
 e2e_and_load() {
   local base=$1
   stage "E2E on staging: the README walkthrough and v1 checks ($base)"
-  run "$PY" scripts/pipeline_e2e.py e2e "$base"
+  run "$PY" scripts/pipeline_e2e.py e2e "$base" || return 1
   stage "load test on staging: k6, $LOAD_VUS VUs for $LOAD_DURATION, thresholds must pass"
   run "$K6" run --no-usage-report --quiet -e "BASE_URL=$base" -e "VUS=$LOAD_VUS" \
-    -e "DURATION=$LOAD_DURATION" -e "MAX_FAILED_RATE=0.01" -e "P95_MS=800" scripts/k6/pipeline-load.js
+    -e "DURATION=$LOAD_DURATION" -e "MAX_FAILED_RATE=0.01" -e "P95_MS=800" scripts/k6/pipeline-load.js || return 1
 }
 
 smoke() {
   local env=$1 base=$2
-  run "$PY" scripts/pipeline_e2e.py smoke "$base"
+  run "$PY" scripts/pipeline_e2e.py smoke "$base" || return 1
   if [ "$env" = production ] && [ -n "$PROD_SMOKE_HOOK" ]; then
     # Checks only production can run (e.g. a canary journey); it sees what is deployed.
-    run env BASE_URL="$base" DEPLOY_ENV="$env" DEPLOY_DIGEST="$DIGEST" bash -c "$PROD_SMOKE_HOOK"
+    run env BASE_URL="$base" DEPLOY_ENV="$env" DEPLOY_DIGEST="$DIGEST" bash -c "$PROD_SMOKE_HOOK" || return 1
   fi
 }
 
@@ -399,13 +405,18 @@ EOF
     cp "$STATE/pg-password" "$PG_DIR/pwfile"
     [ "$(id -u)" != 0 ] || chown postgres "$PG_DIR/pwfile"
   fi
-  run "${as_pg[@]}" "$pg_bin/initdb" -D "$PG_DIR/data" -U postgres -A scram-sha-256 \
+  runq "${as_pg[@]}" "$pg_bin/initdb" -D "$PG_DIR/data" -U postgres -A scram-sha-256 \
     --pwfile "$PG_DIR/pwfile" -E UTF8 --no-sync
-  run "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w -t 30 \
+  runq "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w -t 30 \
     -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DIR -c max_connections=200" start
   for env in staging production; do
-    run env PGPASSFILE=/dev/null PGPASSWORD="<generated>" "$pg_bin/psql" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres \
-      -c "CREATE DATABASE comments_$env"
+    show "$PY" -c "psycopg.connect(host=127.0.0.1, port=$PG_PORT, user=postgres, password=<generated>).execute('CREATE DATABASE comments_$env')"
+    [ "$DRY_RUN" = 1 ] || PGPASSWORD=$(cat "$STATE/pg-password") "$PY" -c '
+import os, sys, psycopg
+with psycopg.connect(host="127.0.0.1", port=sys.argv[1], user="postgres", dbname="postgres",
+                     password=os.environ["PGPASSWORD"], autocommit=True) as conn:
+    conn.execute(f"CREATE DATABASE comments_{sys.argv[2]}")
+' "$PG_PORT" "$env"
     if [ "$DRY_RUN" = 0 ]; then
       mkdir -p "$STATE/$env/secrets"
       printf 'postgresql+psycopg://postgres:%s@127.0.0.1:%s/comments_%s' \
@@ -502,7 +513,7 @@ replica_args() {
     --env-file "$REPO/deploy/pipeline/$env.env" \
     --env HOST=127.0.0.1 --env "PORT=$port" --env MIGRATE_ON_START=false \
     --env "SHUTDOWN_DELAY=$SHUTDOWN_DELAY" \
-    --env DATABASE_URL_FILE=/run/secrets/database-url \
+    --env DATABASE_URL= --env DATABASE_URL_FILE=/run/secrets/database-url \
     --env "RATELIMIT_STORAGE_URL=redis://127.0.0.1:$REDIS_PORT/$db" "$ref"
 }
 
@@ -519,7 +530,7 @@ rollout() {
     info "migrations: a one-off container runs 'comments-api migrate' before any new replica"
     run timeout 120 docker run --rm --name "comments-$STACK-$env-migrate" --label "$LABEL.stack=$STACK" \
       "${hardened[@]}" --volume "$STATE/$env/secrets/database-url:/run/secrets/database-url:ro" \
-      --env DATABASE_URL_FILE=/run/secrets/database-url --entrypoint /venv/bin/comments-api "$ref" migrate ||
+      --env DATABASE_URL= --env DATABASE_URL_FILE=/run/secrets/database-url --entrypoint /venv/bin/comments-api "$ref" migrate ||
       { fail "$env: migration failed"; return 1; }
   fi
   local i
@@ -609,7 +620,7 @@ env_ready() {
     [ "$DRY_RUN" = 1 ] || read -r color _ _ <<<"$(slot_get "$env" "$i")"
     wait_for "$env r$i$color UP" 20 hap_up "$env" "r$i$color" || return 1
   done
-  wait_for "$env /readyz through haproxy" 20 curl -fsS "http://127.0.0.1:${!lb_var}/readyz"
+  wait_for "$env /readyz through haproxy" 20 curl -fsS "http://127.0.0.1:${!lb_var}/readyz" || return 1
   [ "$DRY_RUN" = 1 ] || hap "$env" "show servers state app" | awk 'NR > 1 && $6 == 2 { printf "    haproxy %s %s:%s op_state=%s\n", $4, $5, $19, $6 }'
 }
 
@@ -625,7 +636,7 @@ rollback() {
     done
     return 1
   fi
-  [ "$DRY_RUN" = 0 ] || previous="<previous-digest>"
+  [ "$DRY_RUN" = 0 ] || previous="sha256:<previous-digest>"
   registry=127.0.0.1:$DEV_PORT
   [ "$env" = staging ] || registry=127.0.0.1:$PROD_PORT
   stage "ROLLBACK $env to the previous digest $previous"
@@ -698,7 +709,6 @@ pipeline_local() {
     mkdir -p "$STATE"
     STATE=$(cd "$STATE" && pwd)
     chmod 711 "$STATE"
-    if [ "$KEEP" = 0 ]; then trap local_down EXIT; fi
   fi
   [ "$explicit_state" = 1 ] || info "state directory: $STATE (removed at exit unless --keep)"
 
@@ -749,32 +759,44 @@ pipeline_local() {
 
 # ========================================================================= target: minikube
 # kustomization DIR OVERLAY REGISTRY: a throwaway kustomization that pins the overlay's image
-# to the release digest (the overlays themselves never name a mutable tag).
+# to the release digest. The base names the image `comments-api`; an overlay may already
+# rename it (production points at its registry with a placeholder digest), so both names
+# are pinned: the one that no longer exists matches nothing.
 kustomization() {
-  local dir=$1 overlay=$2 registry=$3 rel
+  local dir=$1 overlay=$2 registry=$3 rel renamed
   run mkdir -p "$dir"
   rel=$(python3 -c 'import os, sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "$REPO/$overlay" "$dir")
-  show write "$dir/kustomization.yaml" "(resources: [$rel], images: comments-api -> $registry/comments-api@$DIGEST)"
-  [ "$DRY_RUN" = 1 ] || cat >"$dir/kustomization.yaml" <<EOF
-apiVersion: kustomize.config.k8s.io/v1beta1
-kind: Kustomization
-resources:
-  - $rel
-images:
-  - name: comments-api
-    newName: $registry/comments-api
-    digest: $DIGEST
-EOF
+  renamed=$(overlay_image_name "$REPO/$overlay/kustomization.yaml")
+  show write "$dir/kustomization.yaml" "(resources: [$rel], images: comments-api${renamed:+ and $renamed} -> $registry/comments-api@$DIGEST)"
+  [ "$DRY_RUN" = 1 ] && return 0
+  {
+    printf 'apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - %s\nimages:\n' "$rel"
+    for name in comments-api ${renamed:+"$renamed"}; do
+      printf '  - name: %s\n    newName: %s/comments-api\n    digest: %s\n' "$name" "$registry" "$DIGEST"
+    done
+  } >"$dir/kustomization.yaml"
+}
+
+# overlay_image_name FILE: the newName an overlay gives the `comments-api` image (if any).
+overlay_image_name() {
+  [ -f "$1" ] || return 0
+  "$PY" -c '
+import sys, yaml
+doc = yaml.safe_load(open(sys.argv[1])) or {}
+for image in doc.get("images") or []:
+    if image.get("name") == "comments-api" and image.get("newName", "comments-api") != "comments-api":
+        print(image["newName"])
+' "$1"
 }
 
 k8s_deploy() {
-  local env=$1 registry=$2 ns=comments-$1 dir="$STATE/kustomize/$1"
+  local env=$1 registry=$2 ns=comments-$1 dir="$REPO/build/pipeline-kustomize/$1"
   local kc=(kubectl --context "$KUBE_CONTEXT" --namespace "$ns")
   stage "deploy to $env by digest (kubectl apply -k, namespace $ns)"
   kustomization "$dir" "deploy/k8s/overlays/$env" "$registry"
   # A Job's pod template is immutable: the previous release's migration Job goes first.
   run "${kc[@]}" delete job comments-api-migrate --ignore-not-found --wait=true
-  run kubectl --context "$KUBE_CONTEXT" apply -k "$dir"
+  run kubectl --context "$KUBE_CONTEXT" apply -k "$dir" || return 1
   # New pods stay unready until the schema is at their revision (readiness checks it), so
   # the rollout cannot overtake the migration.
   run "${kc[@]}" wait --for=condition=complete job/comments-api-migrate --timeout=300s || return 1
@@ -836,6 +858,12 @@ pipeline_minikube() {
 }
 
 # ===================================================================================== main
+if [ -n "$RENDER" ]; then
+  case $RENDER in staging) registry=$DEV_REGISTRY ;; production) registry=$PROD_REGISTRY ;; *) die "--render staging|production" ;; esac
+  [[ $DIGEST =~ ^sha256:[0-9a-f]{64}$ ]] || die "--render needs --digest sha256:<64 hex>"
+  kustomization "$REPO/build/pipeline-kustomize/$RENDER" "deploy/k8s/overlays/$RENDER" "$registry" >&2
+  exec kubectl kustomize "$REPO/build/pipeline-kustomize/$RENDER"
+fi
 if [ "$DOWN" = 1 ]; then
   [ -n "$STATE" ] || die "--down needs --state-dir"
   STATE=$(cd "$STATE" && pwd)
@@ -843,12 +871,18 @@ if [ "$DOWN" = 1 ]; then
   exit 0
 fi
 printf 'comments-api pipeline: target %s, release %s%s\n' "$TARGET" "$TAG" "$([ "$DRY_RUN" = 1 ] && echo ' (dry run: commands are printed, not run)')"
-rc=0
-if [ "$TARGET" = local ]; then pipeline_local || rc=$?; else pipeline_minikube || rc=$?; fi
-case $rc in
-  0) printf '\nPIPELINE OK: %s (%s) released to production\n' "$TAG" "${DIGEST:-}" ;;
-  1) printf '\nPIPELINE FAILED before production (production untouched)\n' >&2 ;;
-  2) printf '\nPIPELINE FAILED in production: rolled back automatically\n' >&2 ;;
-  *) printf '\nPIPELINE FAILED in production and the rollback failed: act now\n' >&2 ;;
-esac
-exit "$rc"
+# shellcheck disable=SC2329 # the EXIT trap
+finish() {
+  local rc=$?
+  case $rc in
+    0) printf '\nPIPELINE OK: %s (%s) released to production\n' "$TAG" "${DIGEST:-}" ;;
+    1) printf '\nPIPELINE FAILED before production (production untouched)\n' >&2 ;;
+    2) printf '\nPIPELINE FAILED in production: rolled back automatically\n' >&2 ;;
+    *) printf '\nPIPELINE FAILED (exit %s) in production or with an unexpected error: check the log\n' "$rc" >&2 ;;
+  esac
+  if [ "$TARGET" = local ] && [ "$DRY_RUN" = 0 ] && [ "$KEEP" = 0 ]; then local_down; fi
+  exit "$rc"
+}
+trap finish EXIT
+# Not called behind `||`: errexit stays on for every unchecked command inside.
+if [ "$TARGET" = local ]; then pipeline_local; else pipeline_minikube; fi

@@ -26,19 +26,23 @@ def call(
     base: str, method: str, path: str, body: object | None = None
 ) -> tuple[int, dict[str, str], Any]:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(base + path, data=data, method=method)
+    if not base.startswith(("http://", "https://")):
+        raise SystemExit(f"not an http(s) URL: {base}")
+    request = urllib.request.Request(base + path, data=data, method=method)  # noqa: S310
     if data is not None:
         request.add_header("Content-Type", "application/json")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - http only
-            status, headers, raw = response.status, dict(response.headers), response.read()
+            status, headers, raw = response.status, response.headers, response.read()
     except urllib.error.HTTPError as exc:
-        status, headers, raw = exc.code, dict(exc.headers), exc.read()
+        status, headers, raw = exc.code, exc.headers, exc.read()
+    # haproxy sends header names in lower case: compare them that way.
+    lowered = {k.lower(): v for k, v in headers.items()}
     try:
         payload = json.loads(raw) if raw else None
     except ValueError:
         payload = raw.decode(errors="replace")
-    return status, headers, payload
+    return status, lowered, payload
 
 
 def check(name: str, ok: bool, detail: object = "") -> None:
@@ -56,11 +60,15 @@ def smoke(base: str) -> None:
     status, headers, body = call(base, "GET", f"/api/comment/list/{unknown}")
     check(
         "legacy list of an unknown content is a JSON 404",
-        status == 404 and "json" in headers.get("Content-Type", "") and body["status"] == "NOT-FOUND",
+        status == 404
+        and "json" in headers.get("content-type", "")
+        and body["status"] == "NOT-FOUND",
         (status, body),
     )
     status, _, body = call(base, "GET", f"/api/v1/contents/{unknown}/comments")
-    check("v1 list answers an empty page", status == 200 and body.get("items") == [], (status, body))
+    check(
+        "v1 list answers an empty page", status == 200 and body.get("items") == [], (status, body)
+    )
     status, _, body = call(base, "GET", "/openapi.json")
     check("the OpenAPI document is served", status == 200 and "openapi" in body, status)
 
@@ -115,10 +123,10 @@ def e2e(base: str) -> None:
         f"/api/v1/contents/{cid}/comments",
         {"body": "Nice piece", "author_name": "Alice", "email": "alice@example.com"},
     )
-    check("v1 create: 201 + Location", status == 201 and "Location" in headers, (status, created))
+    check("v1 create: 201 + Location", status == 201 and "location" in headers, (status, created))
     if status == 201:
         check("v1 never shows an email", "alice@example.com" not in json.dumps(created), created)
-        location = headers["Location"]
+        location = headers["location"]
         path = location[location.index("/api/") :]
         status, _, one = call(base, "GET", path)
         check(
@@ -145,7 +153,7 @@ def e2e(base: str) -> None:
     status, headers, problem = call(base, "POST", f"/api/v1/contents/{cid}/comments", {"body": ""})
     check(
         "v1 validation error is problem+json 400",
-        status == 400 and headers.get("Content-Type", "").startswith("application/problem+json"),
+        status == 400 and headers.get("content-type", "").startswith("application/problem+json"),
         (status, problem),
     )
     smoke(base)

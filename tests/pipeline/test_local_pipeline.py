@@ -1,0 +1,262 @@
+"""`scripts/deploy.sh --target local`, executed for real: registries, skopeo, haproxy,
+PostgreSQL, Redis and 3 hardened replicas per environment, all on 127.0.0.1.
+
+The tests share one stack and run in order: a good release, a rolling update plus a replica
+loss under load, a broken build stopped in staging, a release that fails only in
+production. Each one states what production must be serving afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from .conftest import ROOT, Stack, sh
+
+pytestmark = pytest.mark.pipeline
+
+K6 = ROOT / ".venv" / "bin" / "k6"
+STAGES = [
+    "tests",
+    "lint and security scans",
+    "build the image once",
+    "push to the dev registry",
+    "deploy to staging by digest",
+    "wait for readiness: staging",
+    "E2E on staging",
+    "load test on staging",
+    "promote",
+    "verify the signature",
+    "deploy to production by digest",
+    "wait for readiness: production",
+    "smoke test production",
+]
+
+
+def haproxy_states(stack: Stack, env: str) -> dict[str, int]:
+    """haproxy's own view (runtime API): server name -> operational state (2 = UP)."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(stack.state / env / "haproxy.sock"))
+        sock.sendall(b"show servers state app\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    rows = [line.split() for line in data.decode().splitlines()[2:] if line.strip()]
+    return {row[3]: int(row[5]) for row in rows}
+
+
+def digest_of(ref: str) -> str:
+    return ref.split("@", 1)[1]
+
+
+def assert_serving(stack: Stack, env: str, digest: str, replicas: int = 3) -> None:
+    running = stack.replicas(env)
+    assert len(running) == replicas, running
+    for replica in running:
+        assert digest_of(replica["ref"]) == digest, replica
+        assert digest in replica["repo_digests"], replica
+    ready = requests.get(f"{stack.lb(env)}/readyz", timeout=5)
+    assert ready.status_code == 200, ready.text
+
+
+def test_a_good_change_goes_dev_staging_production_with_one_digest(stack: Stack):
+    run = stack.first
+    assert run.rc == 0, run.out[-3000:]
+    positions = [run.out.find(f"] {name}") for name in STAGES]
+    assert -1 not in positions, dict(zip(STAGES, positions, strict=True))
+    assert positions == sorted(positions), "stages out of order"
+    assert run.out.count("docker build") <= 1
+
+    release = stack.release()
+    digest = release["digest"]
+    assert digest.startswith("sha256:")
+    assert len(digest) == 71
+    # The same manifest in both registries: promoted by copy, not rebuilt.
+    assert stack.registry_digest("dev", release["tag"]) == digest
+    assert stack.registry_digest("prod", release["tag"]) == digest
+    assert "Signature verified, digest " + digest in run.out
+    # Every replica runs that digest, pulled from its environment's registry, and its image
+    # is the very build of this run (same config digest).
+    for env, registry in (("staging", "dev"), ("production", "prod")):
+        assert_serving(stack, env, digest)
+        for replica in stack.replicas(env):
+            assert replica["ref"] == f"{stack.registry(registry)}/comments-api@{digest}"
+            assert replica["image_id"] == release["image_id"]
+        assert set(haproxy_states(stack, env).values()) >= {2}
+    assert sum(state == 2 for state in haproxy_states(stack, "production").values()) == 3
+
+
+def test_rolling_update_and_losing_a_replica_under_load_fail_no_request(stack: Stack, tmp_path):
+    before = stack.release()
+    v2 = stack.derived_image(
+        "v2", f"FROM comments-api:{before['tag']}\nLABEL org.example.change=v2\n"
+    )
+    summary = tmp_path / "k6-summary.json"
+    # Steady load on production for the whole update; stopped (SIGINT) once done.
+    k6 = subprocess.Popen(
+        [
+            str(K6),
+            "run",
+            "--no-usage-report",
+            "--quiet",
+            "-e",
+            f"BASE_URL={stack.lb('production')}",
+            "-e",
+            "VUS=3",
+            "-e",
+            "DURATION=240s",
+            "-e",
+            "PAUSE_S=0.05",
+            "-e",
+            "MAX_FAILED_RATE=0",
+            "-e",
+            "P95_MS=5000",
+            "--summary-export",
+            str(summary),
+            str(ROOT / "scripts" / "k6" / "pipeline-load.js"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(3)
+        run = stack.deploy(
+            "--skip-tests",
+            "--skip-scans",
+            "--image",
+            v2,
+            "--tag",
+            f"{before['tag']}-v2",
+            "--load-duration",
+            "5s",
+            label="rolling_update_release",
+        )
+        assert run.rc == 0, run.out[-3000:]
+        after = stack.release()
+        assert after["digest"] != before["digest"]
+        assert_serving(stack, "production", after["digest"])
+        assert "stop the old" in run.out
+
+        # Lose one replica abruptly (SIGKILL: no drain at all).
+        victim = stack.replicas("production")[0]
+        sh("docker", "kill", victim["id"])
+        killed_at = time.monotonic()
+        port = victim["name"].rsplit("-", 1)[1]
+        down = False
+        while time.monotonic() - killed_at < 10:
+            states = haproxy_states(stack, "production")
+            servers = {
+                name: state
+                for name, state in states.items()
+                if stack.env[f"production_PORT_{name[1:]}"] == port
+            }
+            if servers and all(state == 0 for state in servers.values()):
+                down = True
+                break
+            time.sleep(0.2)
+        assert down, "haproxy never marked the killed replica DOWN"
+        time.sleep(3)  # keep the load on two replicas for a while
+    finally:
+        k6.send_signal(signal.SIGINT)
+        try:
+            _, err = k6.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            k6.kill()
+            _, err = k6.communicate()
+    assert k6.returncode in (0, 105), err[-2000:]  # 105: stopped by the signal
+    metrics = json.loads(summary.read_text())["metrics"]
+    stack.figures["load_requests_during_update_and_kill"] = metrics["http_reqs"]["count"]
+    # Rate metric in the export: "passes" counts failed requests, "fails" the good ones.
+    assert metrics["http_req_failed"]["passes"] == 0, metrics["http_req_failed"]
+    assert metrics["checks"]["fails"] == 0, metrics["checks"]
+    assert metrics["http_reqs"]["count"] > 200, metrics["http_reqs"]
+
+
+def test_a_broken_build_is_stopped_in_staging_and_never_reaches_production(stack: Stack):
+    good = stack.release()
+    # A release whose server never comes up (a boot that hangs): readiness never passes.
+    broken = stack.derived_image(
+        "broken",
+        f"FROM comments-api:{good['tag']}\n"
+        'ENTRYPOINT ["/venv/bin/python", "-c", "import time; time.sleep(600)"]\n',
+    )
+    tag = f"{good['tag']}-broken"
+    run = stack.deploy(
+        "--skip-tests",
+        "--skip-scans",
+        "--image",
+        broken,
+        "--tag",
+        tag,
+        "--ready-timeout",
+        "8",
+        label="broken_build_stopped_in_staging",
+    )
+    assert run.rc == 1, run.out[-3000:]
+    assert "stopped in staging" in run.out
+    assert "never became ready" in run.out
+    broken_digest = stack.registry_digest("dev", tag)
+    assert broken_digest
+    assert broken_digest != good["digest"]
+    # Never promoted: the prod registry has neither the tag nor the manifest.
+    assert stack.registry_digest("prod", tag) is None
+    assert stack.registry_digest("prod", broken_digest) is None
+    # Staging is back on the good release, production never changed.
+    assert_serving(stack, "staging", good["digest"])
+    for replica in stack.replicas("production"):
+        assert digest_of(replica["ref"]) == good["digest"]
+    assert not [c for c in stack.replicas("staging") if broken_digest in c["ref"]]
+
+
+def test_a_release_failing_only_in_production_is_rolled_back(stack: Stack, tmp_path: Path):
+    good = stack.release()
+    v3 = stack.derived_image(
+        "v3", f"FROM comments-api:{good['tag']}\nLABEL org.example.change=v3\n"
+    )
+    # A production-only check (think: a canary journey against real data) that accepts only
+    # the release production already runs.
+    allow = tmp_path / "known-good"
+    allow.write_text(good["digest"] + "\n")
+    tag = f"{good['tag']}-v3"
+    run = stack.deploy(
+        "--skip-tests",
+        "--skip-scans",
+        "--image",
+        v3,
+        "--tag",
+        tag,
+        "--load-duration",
+        "5s",
+        "--prod-smoke-hook",
+        f'grep -qx "$DEPLOY_DIGEST" {allow}',
+        label="production_failure_and_rollback",
+    )
+    assert run.rc == 2, run.out[-3000:]
+    v3_digest = stack.registry_digest("prod", tag)
+    assert v3_digest
+    assert v3_digest != good["digest"]
+    assert (
+        f"deploy to production by digest: {stack.registry('prod')}/comments-api@{v3_digest}"
+        in run.out
+    )
+    assert "ROLLBACK production to the previous digest " + good["digest"] in run.out
+    # ...and production is back on the old digest, all 3 replicas, serving.
+    assert_serving(stack, "production", good["digest"])
+    assert (stack.state / "production" / "digest").read_text().strip() == good["digest"]
+    smoke = subprocess.run(
+        ["python3", str(ROOT / "scripts" / "pipeline_e2e.py"), "smoke", stack.lb("production")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert smoke.returncode == 0, smoke.stdout
+    # Staging passed its gates and keeps the new release.
+    assert_serving(stack, "staging", v3_digest)
