@@ -47,6 +47,7 @@ class Run:
 class Stack:
     state: Path
     first: Run
+    first_release: dict[str, str] = field(default_factory=dict)
     images: list[str] = field(default_factory=list)
     figures: dict[str, float] = field(default_factory=dict)
 
@@ -56,8 +57,18 @@ class Stack:
         return dict(line.split("=", 1) for line in lines if "=" in line)
 
     def release(self) -> dict[str, str]:
+        """The last release deploy.sh built or took and pushed (good or not)."""
         lines = (self.state / "release").read_text().splitlines()
         return dict(line.split("=", 1) for line in lines)
+
+    def serving(self, env: str) -> str:
+        """The digest deploy.sh records as what ENV runs."""
+        return (self.state / env / "digest").read_text().strip()
+
+    @property
+    def base_image(self) -> str:
+        """The image the first run built: every later release is made FROM it."""
+        return f"comments-api:{self.first_release['tag']}"
 
     def registry(self, which: str) -> str:
         return f"127.0.0.1:{self.env[f'{which.upper()}_PORT']}"
@@ -78,6 +89,9 @@ class Stack:
         print(run.out)  # shown by pytest when a test fails
         if label:
             self.figures[f"{label}_seconds"] = round(run.seconds, 1)
+            logs = ARTIFACTS / "pipeline-logs"
+            logs.mkdir(parents=True, exist_ok=True)
+            (logs / f"{label}.log").write_text(run.out)
         return run
 
     def registry_digest(self, which: str, ref: str) -> str | None:
@@ -155,6 +169,8 @@ def stack() -> Iterator[Stack]:
         args += ["--image", PREBUILT]
     try:
         stack.first = stack.deploy(*args, timeout=900, label="first_release_with_build")
+        if (state / "release").exists():
+            stack.first_release = stack.release()
         yield stack
     finally:
         ARTIFACTS.mkdir(exist_ok=True)

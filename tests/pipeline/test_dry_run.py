@@ -94,10 +94,10 @@ def test_minikube_dry_run_prints_kubectl_rollout_and_undo():
         r"^make --no-print-directory test$",
         r"scripts/image-build\.sh",
         r"^docker push ",
-        r"^write .*/kustomize/staging/kustomization\.yaml "
+        r"^write .*/pipeline-kustomize/staging/kustomization\.yaml "
         r".*deploy/k8s/overlays/staging.*comments-api@sha256:",
         r"delete job comments-api-migrate",
-        r"^kubectl --context minikube apply -k .*/kustomize/staging$",
+        r"^kubectl --context minikube apply -k .*/pipeline-kustomize/staging$",
         r"namespace comments-staging wait --for=condition=complete job/comments-api-migrate",
         r"namespace comments-staging rollout status deployment/comments-api",
         r"port-forward svc/comments-api",
@@ -105,8 +105,8 @@ def test_minikube_dry_run_prints_kubectl_rollout_and_undo():
         r"k6 run --no-usage-report",
         r"skopeo .*copy .*--sign-by",
         r"skopeo standalone-verify",
-        r"^write .*/kustomize/production/kustomization\.yaml .*overlays/production",
-        r"^kubectl --context minikube apply -k .*/kustomize/production$",
+        r"^write .*/pipeline-kustomize/production/kustomization\.yaml .*overlays/production",
+        r"^kubectl --context minikube apply -k .*/pipeline-kustomize/production$",
         r"namespace comments-production rollout status deployment/comments-api",
         r"pipeline_e2e\.py smoke",
         r"namespace comments-production rollout undo deployment/comments-api",
