@@ -95,6 +95,8 @@ stage() {
   printf '\n==> [%s] %s  (t+%ss)\n' "$STAGE_NO" "$*" "$(($(date +%s) - T0))"
 }
 info() { printf '    %s\n' "$*"; }
+# tinfo: the same with the seconds since the start, for steps worth timing.
+tinfo() { printf '    [t+%ss] %s\n' "$(($(date +%s) - T0))" "$*"; }
 fail() { printf '\n!!! %s\n' "$*" >&2; }
 show() { printf '+ %s\n' "$(printf '%q ' "$@" | sed 's/ $//')"; }
 # run CMD...: print it, then run it (unless --dry-run).
@@ -521,8 +523,31 @@ replica_args() {
 slot_get() { cat "$STATE/$1/slot$2" 2>/dev/null || true; }
 
 # rollout ENV REGISTRY DIGEST [--no-migrate]: replace the replicas one at a time, each new one
-# gated on its own /readyz and on haproxy seeing it UP before the old one is stopped.
+# gated on its own /readyz and on haproxy seeing it UP before the old one is stopped. Like a
+# terminating pod, an old replica drains in the background while the next new one starts
+# (at least 3 serve at any time); all of them are gone before rollout returns.
+RETIRING=()
 rollout() {
+  RETIRING=()
+  local rc=0
+  rollout_steps "$@" || rc=$?
+  if [ "${#RETIRING[@]}" -gt 0 ]; then wait "${RETIRING[@]}" || true; fi
+  RETIRING=()
+  return "$rc"
+}
+
+# retire ENV I COLOR NAME: stop one old replica and take its slot out of haproxy.
+retire() {
+  local env=$1 i=$2 color=$3 name=$4
+  # SIGTERM: /readyz turns 503, haproxy marks it DOWN within ~1 s while it still serves
+  # (SHUTDOWN_DELAY), then gunicorn drains what is in flight.
+  runq docker stop --time 30 "$name"
+  hapctl "$env" "set server app/r$i$color state maint"
+  runq docker rm "$name"
+  tinfo "$env replica $i: old $name stopped and removed"
+}
+
+rollout_steps() {
   local env=$1 registry=$2 digest=$3 migrate=${4:-}
   local ref="$registry/comments-api@$digest"
   runq docker pull --quiet "$ref" || return 1
@@ -546,7 +571,7 @@ rollout() {
     [ "$old_color" != a ] || new_color=b
     local port_var=${env}_PORT_$i$new_color
     local port=${!port_var} name="comments-$STACK-$env-${!port_var}"
-    info "$env replica $i: start $digest on 127.0.0.1:$port (slot r$i$new_color)"
+    tinfo "$env replica $i: start $digest on 127.0.0.1:$port (slot r$i$new_color)"
     local args=()
     mapfile -t args < <(replica_args "$env" "$port" "$ref")
     runq docker "${args[@]}" || return 1
@@ -556,6 +581,7 @@ rollout() {
       runq docker rm --force "$name"
       return 1
     fi
+    tinfo "$env replica $i: ready on its own port; into haproxy"
     hapctl "$env" "set server app/r$i$new_color state ready"
     # Leaving maintenance marks a server UP at once; it must then pass haproxy's own checks.
     if ! { wait_for "haproxy to see $env r$i$new_color UP" 20 hap_up "$env" "r$i$new_color" &&
@@ -567,12 +593,13 @@ rollout() {
     fi
     [ "$DRY_RUN" = 1 ] || printf '%s %s %s\n' "$new_color" "$name" "$digest" >"$STATE/$env/slot$i"
     if [ -n "$old_name" ]; then
-      # SIGTERM: /readyz turns 503, haproxy marks it DOWN within ~1 s while it still serves
-      # (SHUTDOWN_DELAY), then gunicorn drains what is in flight.
-      info "$env replica $i: stop the old $old_digest ($old_name)"
-      runq docker stop --time 30 "$old_name"
-      hapctl "$env" "set server app/r$i$old_color state maint"
-      runq docker rm "$old_name"
+      tinfo "$env replica $i: stop the old $old_digest ($old_name), draining in the background"
+      if [ "$DRY_RUN" = 1 ]; then
+        retire "$env" "$i" "$old_color" "$old_name"
+      else
+        retire "$env" "$i" "$old_color" "$old_name" &
+        RETIRING+=("$!")
+      fi
     fi
   done
 }
@@ -675,8 +702,10 @@ local_down() {
   [ ! -d "$STATE/gnupg-verify" ] || GNUPGHOME="$STATE/gnupg-verify" gpgconf --kill all 2>/dev/null || true
   # Images pulled from this stack's registries (their ports were ours).
   local refs
-  refs=$(docker images --format '{{.Repository}}@{{.Digest}} {{.Repository}}:{{.Tag}}' 2>/dev/null |
-    grep -E "^127\.0\.0\.1:(${DEV_PORT}|${PROD_PORT})/" | tr ' ' '\n' | grep -v -e '<none>' || true)
+  refs=$({
+    docker images --digests --format '{{.Repository}}@{{.Digest}}'
+    docker images --format '{{.Repository}}:{{.Tag}}'
+  } 2>/dev/null | grep -E "^127\.0\.0\.1:(${DEV_PORT}|${PROD_PORT})/" | grep -v -e '<none>' | sort -u || true)
   # shellcheck disable=SC2086
   [ -z "$refs" ] || docker rmi $refs >/dev/null 2>&1 || true
   for p in "${staging_HAPROXY_PID:-}" "${production_HAPROXY_PID:-}" "${REDIS_PID:-}" "${DEV_PID:-}" "${PROD_PID:-}"; do

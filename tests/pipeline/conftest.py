@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "scripts" / "deploy.sh"
 LABEL = "org.example.pipeline"
 ARTIFACTS = ROOT / "artifacts"
+# The staging load test of every run in these tests: short, the machine is shared.
+QUICK_LOAD = ["--load-vus", "2", "--load-duration", "3s"]
 # Set to an existing local image to skip the build while working on these tests.
 PREBUILT = os.environ.get("PIPELINE_IMAGE", "")
 
@@ -77,6 +79,8 @@ class Stack:
         return f"http://127.0.0.1:{self.env[f'{env}_LB']}"
 
     def deploy(self, *args: str, timeout: float = 400, label: str = "") -> Run:
+        if "--tag" in args:  # deploy.sh names its release comments-api:TAG
+            self.images.append(f"comments-api:{args[args.index('--tag') + 1]}")
         started = time.monotonic()
         proc = subprocess.run(
             [str(DEPLOY), "--target", "local", "--state-dir", str(self.state), "--keep", *args],
@@ -164,7 +168,7 @@ def stack() -> Iterator[Stack]:
     _require_tools()
     state = Path(tempfile.mkdtemp(prefix="cpl-"))
     stack = Stack(state=state, first=Run(-1, "", 0.0))
-    args = ["--skip-tests", "--skip-scans", "--load-duration", "5s"]
+    args = ["--skip-tests", "--skip-scans", *QUICK_LOAD]
     if PREBUILT:
         args += ["--image", PREBUILT]
     try:
