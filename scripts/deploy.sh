@@ -36,6 +36,7 @@ DOWN=0
 PROD_SMOKE_HOOK=""
 RENDER=""
 DIGEST=""
+AUTO_STATE=0
 READY_TIMEOUT=${READY_TIMEOUT:-60}
 LOAD_DURATION=${LOAD_DURATION:-10s}
 LOAD_VUS=${LOAD_VUS:-4}
@@ -861,6 +862,7 @@ k8s_rollback() {
 
 pipeline_minikube() {
   if [ -z "$STATE" ]; then
+    AUTO_STATE=1
     if [ "$DRY_RUN" = 1 ]; then STATE=/tmp/comments-pipeline.XXXXXX; else STATE=$(mktemp -d /tmp/comments-pipeline.XXXXXX); fi
   fi
   [ "$DRY_RUN" = 1 ] || mkdir -p "$STATE"
@@ -910,8 +912,18 @@ finish() {
     *) printf '\nPIPELINE FAILED (exit %s) in production or with an unexpected error: check the log\n' "$rc" >&2 ;;
   esac
   if [ "$TARGET" = local ] && [ "$DRY_RUN" = 0 ] && [ "$KEEP" = 0 ]; then local_down; fi
+  if [ "$TARGET" = minikube ] && [ "$DRY_RUN" = 0 ] && [ -n "$STATE" ]; then
+    # The gpg agents of this run's keyrings; the state directory when the run made it.
+    for home in "$STATE/gnupg" "$STATE/gnupg-verify"; do
+      [ ! -d "$home" ] || GNUPGHOME=$home gpgconf --kill all 2>/dev/null || true
+    done
+    [ "$AUTO_STATE" = 0 ] || rm -rf "$STATE"
+  fi
   exit "$rc"
 }
 trap finish EXIT
+# Ctrl-C or a CI timeout still tears down through the EXIT trap.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 # Not called behind `||`: errexit stays on for every unchecked command inside.
 if [ "$TARGET" = local ]; then pipeline_local; else pipeline_minikube; fi

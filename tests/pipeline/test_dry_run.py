@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 
 import pytest
+import yaml
 
+from ..support import missing
 from .conftest import DEPLOY, ROOT
 
 pytestmark = pytest.mark.pipeline
@@ -139,15 +142,9 @@ def test_dry_run_starts_nothing():
     ("env", "registry"), [("staging", "localhost:5000"), ("production", "localhost:5001")]
 )
 def test_the_minikube_target_pins_every_app_image_to_the_release_digest(env, registry):
-    import shutil
-
-    import yaml
-
     if not (ROOT / "deploy" / "k8s" / "overlays" / env).is_dir():
         pytest.skip("deploy/k8s overlays are delivered on the k8s branch")
     if shutil.which("kubectl") is None:
-        from ..support import missing
-
         missing("kubectl (kustomize is built in)")
     digest = "sha256:" + "ab" * 32
     proc = subprocess.run(
