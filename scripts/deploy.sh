@@ -909,7 +909,8 @@ finish() {
     0) printf '\nPIPELINE OK: %s (%s) released to production\n' "$TAG" "${DIGEST:-}" ;;
     1) printf '\nPIPELINE FAILED before production (production untouched)\n' >&2 ;;
     2) printf '\nPIPELINE FAILED in production: rolled back automatically\n' >&2 ;;
-    *) printf '\nPIPELINE FAILED (exit %s) in production or with an unexpected error: check the log\n' "$rc" >&2 ;;
+    3) printf '\nPIPELINE FAILED in production and the rollback failed too: act now\n' >&2 ;;
+    *) printf '\nPIPELINE STOPPED (exit %s): interrupted or an unexpected error, see above\n' "$rc" >&2 ;;
   esac
   if [ "$TARGET" = local ] && [ "$DRY_RUN" = 0 ] && [ "$KEEP" = 0 ]; then local_down; fi
   if [ "$TARGET" = minikube ] && [ "$DRY_RUN" = 0 ] && [ -n "$STATE" ]; then

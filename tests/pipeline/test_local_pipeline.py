@@ -20,7 +20,9 @@ import requests
 
 from .conftest import QUICK_LOAD, ROOT, Stack, sh
 
-pytestmark = pytest.mark.pipeline
+# Each test runs the whole pipeline at least once; on a busy 2-core machine that took up
+# to 200 s (the module's first test also pays for the image build).
+pytestmark = [pytest.mark.pipeline, pytest.mark.timeout(900)]
 
 K6 = ROOT / ".venv" / "bin" / "k6"
 STAGES = [
