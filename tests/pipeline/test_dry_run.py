@@ -88,6 +88,12 @@ def test_local_dry_run_prints_the_whole_pipeline_in_order():
         assert re.search(r"comments-api@sha256:\S+$", cmd)
     assert "ROLLBACK production" in out
     assert "PIPELINE OK" in out
+    # Draining outlasts haproxy's detection: readiness 503 must be seen (inter x fall) while
+    # the replica still serves (SHUTDOWN_DELAY), or requests would reach a closed socket.
+    inter_ms, fall = map(int, re.search(r"inter\\? (\d+)ms\\? fall\\? (\d+)", out).groups())
+    delays = {re.search(r"SHUTDOWN_DELAY=(\d+)", cmd).group(1) for cmd in replicas}
+    assert len(delays) == 1
+    assert int(delays.pop()) * 1000 > inter_ms * fall
 
 
 def test_minikube_dry_run_prints_kubectl_rollout_and_undo():
