@@ -52,7 +52,7 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 rc=0
-rm -f "$ARTIFACTS/pipeline-figures.json"
+rm -rf "$ARTIFACTS/pipeline-figures.json" "$ARTIFACTS/pipeline-logs"
 .venv/bin/pytest -m pipeline tests/pipeline/ -p no:cacheprovider --durations=5 || rc=$?
 if [ -f "$ARTIFACTS/pipeline-figures.json" ]; then
   echo "measured ($ARTIFACTS/pipeline-figures.json, logs in $ARTIFACTS/pipeline-logs/):"
