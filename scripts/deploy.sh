@@ -43,6 +43,10 @@ LOAD_VUS=${LOAD_VUS:-4}
 REPLICAS=3
 # Set by local_up (or read back from the state directory), named per environment.
 staging_LB="" production_LB="" staging_HAPROXY_PID="" production_HAPROXY_PID=""
+STACK="" DEV_PORT="" PROD_PORT="" PG_PORT="" REDIS_PORT="" PG_DIR="" DEV_PID="" PROD_PID="" REDIS_PID=""
+for env in staging production; do
+  for i in 1 2 3; do printf -v "${env}_PORT_${i}a" '%s' ""; printf -v "${env}_PORT_${i}b" '%s' ""; done
+done
 # haproxy checks every 500 ms and marks a server DOWN after 2 failures (~1 s): replicas keep
 # serving for SHUTDOWN_DELAY=2 s after SIGTERM, so no request reaches a closed socket.
 CHECK_INTER_MS=500
@@ -366,6 +370,8 @@ local_up() {
       done
     done
   fi
+  # Written now and after every start: a failure half-way still tears down what runs.
+  [ "$DRY_RUN" = 1 ] || save_state
 
   for reg in dev prod; do
     local port_var=${reg^^}_PORT
@@ -389,6 +395,7 @@ EOF
     if [ "$DRY_RUN" = 0 ]; then
       docker-registry serve "$STATE/registry-$reg/config.yml" >"$STATE/registry-$reg/log" 2>&1 &
       printf -v "${reg^^}_PID" '%s' "$!"
+      save_state
     fi
     wait_for "the $reg registry" 20 curl -fsS "http://127.0.0.1:${!port_var}/v2/"
   done
@@ -400,6 +407,7 @@ EOF
   [ "$(id -u)" != 0 ] || as_pg=(runuser -u postgres --)
   if [ "$DRY_RUN" = 0 ]; then
     PG_DIR=$(mktemp -d /tmp/comments-pipeline-pg.XXXXXX)
+    save_state
     [ "$(id -u)" != 0 ] || chown postgres:postgres "$PG_DIR"
     # A password made for this run, handed to the apps as *_FILE secrets.
     umask 077
@@ -434,6 +442,7 @@ with psycopg.connect(host="127.0.0.1", port=sys.argv[1], user="postgres", dbname
   if [ "$DRY_RUN" = 0 ]; then
     redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no >"$STATE/redis.log" 2>&1 &
     REDIS_PID=$!
+    save_state
   fi
   wait_for redis 10 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping
 
@@ -486,6 +495,7 @@ EOF
   if [ "$DRY_RUN" = 0 ]; then
     haproxy -db -f "$cfg" >"$STATE/$env/haproxy.log" 2>&1 &
     printf -v "${env}_HAPROXY_PID" '%s' "$!"
+    save_state
   fi
   wait_for "haproxy ($env)" 10 test -S "$STATE/$env/haproxy.sock"
 }
@@ -682,7 +692,12 @@ rollback() {
 }
 
 local_down() {
-  [ -n "$STATE" ] && [ -s "$STATE/stack.env" ] || return 0
+  [ -n "$STATE" ] || return 0
+  if [ ! -s "$STATE/stack.env" ]; then
+    # Nothing was started; remove the state directory only if this run made it.
+    [ "$AUTO_STATE" = 0 ] || rm -rf "$STATE"
+    return 0
+  fi
   # shellcheck disable=SC1091
   . "$STATE/stack.env"
   echo "tearing down the local stack $STACK ($STATE)"
@@ -733,6 +748,7 @@ pipeline_local() {
   local explicit_state=1
   if [ -z "$STATE" ]; then
     explicit_state=0
+    AUTO_STATE=1
     if [ "$DRY_RUN" = 1 ]; then STATE=/tmp/comments-pipeline.XXXXXX; else STATE=$(mktemp -d /tmp/comments-pipeline.XXXXXX); fi
   fi
   if [ "$DRY_RUN" = 0 ]; then
