@@ -235,8 +235,7 @@ def _problem_types(settings: Settings) -> dict[str, dict[str, Any]]:
         "not-implemented": entry(
             501,
             "Not implemented",
-            "The request uses a transfer coding this server does not support (only "
-            "`chunked` is).",
+            "The request uses a transfer coding this server does not support (only `chunked` is).",
         ),
     }
 
