@@ -13,7 +13,17 @@ from typing import Any
 import pytest
 import yaml
 
-from .conftest import K8S, KUBERNETES_VERSION, OVERLAYS, ROOT, find, is_builtin, one, tool
+from .conftest import (
+    CUSTOM_KINDS,
+    K8S,
+    KUBERNETES_VERSION,
+    OVERLAYS,
+    ROOT,
+    find,
+    is_builtin,
+    one,
+    tool,
+)
 
 pytestmark = pytest.mark.k8s
 
@@ -129,14 +139,7 @@ def test_kubernetes_validate_strict(
 ) -> None:
     builtin = [d for d in rendered[env] if is_builtin(d)]
     custom = {d["kind"] for d in rendered[env] if not is_builtin(d)}
-    assert custom <= {
-        "ServiceMonitor",
-        "PodMonitor",
-        "PrometheusRule",
-        "Cluster",
-        "ScheduledBackup",
-        "ObjectStore",
-    }, custom
+    assert custom <= CUSTOM_KINDS, custom
     assert len(builtin) >= 15
     validate_builtin(builtin, tmp_path)
 
@@ -165,7 +168,8 @@ def node_validate(
 ) -> subprocess.CompletedProcess[str]:
     node = tool("node", "nodejs")
     validator = K8S / "validate"
-    if not (validator / "node_modules" / "@kubernetes-models" / "prometheus-operator").is_dir():
+    installed = validator / "node_modules" / "@kubernetes-models"
+    if not all((installed / p).is_dir() for p in ("prometheus-operator", "external-secrets")):
         pytest.fail("run scripts/check-k8s.sh (npm ci in deploy/k8s/validate) first", pytrace=False)
     return run(node, "validate.mjs", input=json.dumps(objects), cwd=validator, ok=ok)
 
@@ -178,6 +182,19 @@ def test_prometheus_operator_objects_match_crd_schemas(
     assert objects
     out = node_validate(objects).stdout
     assert out.count("valid ") == len(objects), out
+
+
+def test_external_secrets_objects_match_crd_schemas(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    objects = [d for d in rendered["production-aws"] if d["apiVersion"] == "external-secrets.io/v1"]
+    assert {d["kind"] for d in objects} == {"SecretStore", "ExternalSecret"}
+    out = node_validate(objects).stdout
+    assert out.count("valid ") == len(objects), out
+    broken = copy.deepcopy(one(objects, "ExternalSecret", "comments-api-database"))
+    broken["spec"]["refreshInterval"] = 300  # must be a duration string
+    proc = node_validate([broken], ok=False)
+    assert "INVALID ExternalSecret/comments-api-database" in proc.stdout
 
 
 def test_crd_schema_validation_can_fail(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -297,7 +314,7 @@ def test_provision_dry_run_prints_every_step(tmp_path: Path) -> None:
         assert "--wait" in line
         for values in re.findall(r"--values (\S+)", line):
             assert (ROOT / values).is_file(), values
-    for env in OVERLAYS:
+    for env in ("local", "staging", "production"):
         assert f"kubectl apply -f deploy/k8s/overlays/{env}/namespace.yaml" in commands
     # Persistence for Prometheus, Alertmanager and Grafana; no default Grafana password.
     kps = yaml.safe_load((K8S / "provision" / "kube-prometheus-stack-values.yaml").read_text())
