@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 pytestmark = pytest.mark.terraform
 
@@ -423,8 +424,6 @@ def test_rds_overlay_parameters_match_the_production_plan(plans: dict[str, dict[
     """deploy/k8s/overlays/production-aws carries example values from the example tfvars;
     those the plan already knows must be the plan's (the app's egress to RDS in particular:
     a wrong range would silently cut the app off its database)."""
-    import yaml
-
     params_file = TF_DIR.parent / "k8s" / "overlays" / "production-aws" / "aws-parameters.yaml"
     params = yaml.safe_load(params_file.read_text())["data"]
     known = plans["production"]["planned_values"]["outputs"]
