@@ -208,6 +208,35 @@ def _problem_types(settings: Settings) -> dict[str, dict[str, Any]]:
             "The database is temporarily unreachable or the instance is shutting down. "
             "Retry after the seconds in `Retry-After`.",
         ),
+        # Answered by the HTTP server itself (comments_api/worker.py) before the request
+        # reaches the application: these problems carry no `instance`.
+        "request-timeout": entry(
+            408,
+            "Request timeout",
+            "The request line, headers or body did not arrive in time "
+            "(`REQUEST_HEADER_TIMEOUT`, `REQUEST_BODY_TIMEOUT`). Nothing was stored.",
+        ),
+        "uri-too-long": entry(
+            414,
+            "URI too long",
+            "The request line is longer than the server reads (48 KiB). Send fewer "
+            "content ids per `/api/v1/counts` call.",
+        ),
+        "expectation-failed": entry(
+            417,
+            "Expectation failed",
+            "Only `Expect: 100-continue` is supported.",
+        ),
+        "request-header-fields-too-large": entry(
+            431,
+            "Request header fields too large",
+            "Too many header fields, or one too large.",
+        ),
+        "not-implemented": entry(
+            501,
+            "Not implemented",
+            "The request uses a transfer coding this server does not support (only `chunked` is).",
+        ),
     }
 
 
@@ -452,8 +481,11 @@ def _base_schemas(settings: Settings) -> dict[str, Any]:
         "Problem": {
             "type": "object",
             "description": "RFC 9457 problem details. `type` links to its explanation on "
-            "/docs; `errors` is present for validation errors.",
-            "required": ["type", "title", "status", "detail", "instance"],
+            "/docs; `errors` is present for validation errors. `instance` (the request "
+            "path, percent-encoded) is absent only when the HTTP server refused the "
+            "request before the application saw it (408, 414, 417, 431, 501, malformed "
+            "requests).",
+            "required": ["type", "title", "status", "detail"],
             "properties": {
                 "type": {
                     "type": "string",
