@@ -32,10 +32,10 @@ system-deps: ## install PostgreSQL, Redis, Prometheus, wrk, chromium, npm if mis
 	scripts/install-system-deps.sh
 
 test: venv system-deps ## set up everything and run the whole test suite (container tests: image-test)
-	$(BIN)/pytest -m "not docker and not k8s and not terraform and not pipeline"
+	$(BIN)/pytest -m "not docker and not k8s and not terraform and not pipeline and not bench"
 
 test-fast: venv ## tests without the system services (skips what is missing)
-	$(BIN)/pytest -m "not docker and not k8s and not terraform and not pipeline"
+	$(BIN)/pytest -m "not docker and not k8s and not terraform and not pipeline and not bench"
 
 .PHONY: test-browser
 test-browser: venv system-deps ## the widget, badges and moderation console in Debian's chromium (tests/browser)
@@ -58,8 +58,12 @@ fmt: venv ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: venv system-deps ## side-by-side benchmark against the original app (prints a table)
-	$(BIN)/python bench/run.py
+bench: venv system-deps ## side-by-side benchmark against the original app (prints tables, ~6 min)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+.PHONY: bench-smoke
+bench-smoke: venv system-deps ## a 1-round smoke run of bench/run.py and its checks (tests/test_bench_smoke.py)
+	$(BIN)/pytest -m bench tests/test_bench_smoke.py
 
 soak: venv ## soak run: fixed-rate read/write mix, p99 and RSS per worker over time (SOAK_ARGS="--duration 120 --rate 40")
 	$(BIN)/python bench/soak.py $(SOAK_ARGS)
