@@ -7,10 +7,11 @@ STAMP := $(VENV)/.installed-$(shell sha256sum requirements-dev.lock pyproject.to
 IMAGE ?= comments-api:dev
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run migrate test test-fast docs lint fmt system-deps bench soak image image-test lock clean dashboards security k8s-check k8s-generate terraform-check
+.PHONY: help venv run migrate test test-fast docs lint fmt system-deps bench soak image image-test lock clean dashboards \
+  security k8s-check k8s-generate terraform-check deploy-local pipeline-test
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 $(STAMP):
 	rm -f $(VENV)/.installed-*
@@ -31,10 +32,10 @@ system-deps: ## install PostgreSQL, Redis, Prometheus, wrk, chromium, npm if mis
 	scripts/install-system-deps.sh
 
 test: venv system-deps ## set up everything and run the whole test suite (container tests: image-test)
-	$(BIN)/pytest -m "not docker and not k8s and not terraform"
+	$(BIN)/pytest -m "not docker and not k8s and not terraform and not pipeline and not bench"
 
 test-fast: venv ## tests without the system services (skips what is missing)
-	$(BIN)/pytest -m "not docker and not k8s and not terraform"
+	$(BIN)/pytest -m "not docker and not k8s and not terraform and not pipeline and not bench"
 
 .PHONY: test-browser
 test-browser: venv system-deps ## the widget, badges and moderation console in Debian's chromium (tests/browser)
@@ -60,8 +61,12 @@ fmt: venv ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: venv system-deps ## side-by-side benchmark against the original app (prints a table)
-	$(BIN)/python bench/run.py
+bench: venv system-deps ## side-by-side benchmark against the original app (prints tables, ~6 min)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+.PHONY: bench-smoke
+bench-smoke: venv system-deps ## a 1-round smoke run of bench/run.py and its checks (tests/test_bench_smoke.py)
+	$(BIN)/pytest -m bench tests/test_bench_smoke.py
 
 soak: venv ## soak run: fixed-rate read/write mix, p99 and RSS per worker over time (SOAK_ARGS="--duration 120 --rate 40")
 	$(BIN)/python bench/soak.py $(SOAK_ARGS)
@@ -71,6 +76,12 @@ image: ## build $(IMAGE) from the public base images (needs registry access)
 
 image-test: venv ## build the image on local stand-in bases and run the hardened checks
 	scripts/image-test.sh
+
+deploy-local: venv ## the whole delivery pipeline on this Docker host (scripts/deploy.sh --target local)
+	scripts/deploy.sh --target local
+
+pipeline-test: venv ## run deploy.sh --target local for real: promotion, zero-failure rollouts, rollbacks
+	scripts/pipeline-test.sh
 
 dashboards: venv ## regenerate the Grafana dashboard JSON from deploy/monitoring/grafana/generate.py
 	$(BIN)/python deploy/monitoring/grafana/generate.py

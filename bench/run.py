@@ -1,12 +1,15 @@
-"""Side-by-side benchmark: the original app vs ``comments-api serve`` (issue #2, item 10).
+"""Side-by-side benchmark: the original app vs ``comments-api serve`` (issues #2 and #11).
 
-Starts both servers on free loopback ports, seeds a content with 20 comments on each,
-then runs wrk (``-t1 -c16 --latency``) interleaved: baseline list, ours list, baseline
-create, ours create, for R rounds. Prints the median of each (server, scenario) as a
-table with ratios and the targets, checks that ours persisted every created comment and
-serves the same list from every worker, and writes everything to artifacts/bench.json.
+Starts the original app (``gunicorn -w 1``) and several copies of ours on free loopback
+ports (SQLite, PostgreSQL on loopback, one worker, two instances on one PostgreSQL, rate
+limiting on, gthread, granian), seeds them, then runs wrk (``-t1 -c16 --latency``)
+interleaved: for every scenario, every server in turn, for R rounds. Prints the medians as
+tables with ratios and the targets, re-proves correctness after the load (every acknowledged
+comment persisted, the same list from every worker, exact request metrics), and writes
+everything to artifacts/bench.json.
 
-Usage: python bench/run.py [--rounds 3] [--duration 6] [--env KEY=VALUE ...]
+Usage: python bench/run.py [--quick] [--rounds 3] [--duration 3] [--database both]
+       [--servers sync,gthread,granian] [--no-scaling] [--scenarios list,create,...]
 """
 
 from __future__ import annotations
@@ -27,17 +30,27 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"  # loopback only: the load never leaves this machine
-LIST_CONTENT = "1"
+LOAD_LUA = ROOT / "bench" / "load.lua"
+LIST_CONTENT = "1"  # 20 comments: the legacy list scenario
 SEED_COMMENTS = 20
-TARGETS = {"list": 1.5, "create": 1.1}
+PAGE_CONTENT = "2"  # 25 comments: exactly one v1 page (DEFAULT_PAGE_SIZE)
+PAGE_COMMENTS = 25
+COUNT_IDS = [str(i) for i in range(1, 51)]  # 50 contents for one /api/v1/counts call
 P99_TARGET_MS = 10.0
+RATELIMIT_CPU_TARGET = 1.10  # rate limiting on may cost at most 10 % more CPU per request
+# Granian is not in our lock (it is what this bench measures, not what we ship): installed
+# from PyPI at bench time, pinned by version and wheel hash, outside the project's venv.
+GRANIAN_VERSION = "2.8.7"
+GRANIAN_SHA256 = "4f14537401a6ec08957912ad88ae20a1e9ede2d6ef574b9e099e6da54c4a61b6"
+GRANIAN_DIR_DEFAULT = Path("/opt/comments-bench") / f"granian-{GRANIAN_VERSION}"
+
 # The abuse guards exist to stop exactly what a benchmark does (thousands of identical
 # comments from one IP on one thread), so they are relaxed for ours and said so in the table.
 # Their per-request check still runs; a zero thread-author window keeps its count as small as
@@ -48,6 +61,70 @@ RELAXED_GUARDS = {
     "THREAD_AUTHOR_MAX": "1000000000",
     "THREAD_AUTHOR_WINDOW": "0",
 }
+# Rate limiting on, with limits no benchmark run can reach: the row measures the cost of
+# checking and counting, not of refusing.
+RATELIMIT_ON = {
+    "RATELIMIT_ENABLED": "true",
+    "RATELIMIT_ANONYMOUS_WRITE": "1000000000/minute",
+    "RATELIMIT_AUTHENTICATED_WRITE": "1000000000/minute",
+    "RATELIMIT_READ": "1000000000/minute",
+}
+
+# Scenario -> (wrk mode, ours' target, the original's scenario it is compared with, label).
+# The original has only the two legacy routes, so the v1 page is compared with its list of
+# a 25-comment content and the counts call with its list (one content, 20 comments).
+SCENARIOS: dict[str, dict[str, str]] = {
+    "list": {
+        "mode": "get",
+        "path": f"/api/comment/list/{LIST_CONTENT}",
+        "baseline": "list",
+        "label": "legacy list (20 comments)",
+        "vs": "its list, same content",
+    },
+    "create": {
+        "mode": "post",
+        "baseline": "create",
+        "label": "legacy create",
+        "vs": "its create",
+    },
+    "v1page": {
+        "mode": "get",
+        "path": f"/api/v1/contents/{PAGE_CONTENT}/comments",
+        "baseline": "list25",
+        "label": "v1 first page (25)",
+        "vs": "its list of 25 comments",
+    },
+    "counts50": {
+        "mode": "get",
+        "path": "/api/v1/counts?" + "&".join(f"content_id={c}" for c in COUNT_IDS),
+        "baseline": "list",
+        "label": "v1 counts, 50 contents",
+        "vs": "its list (20 comments)",
+    },
+    "mix": {
+        "mode": "mix",
+        "path": f"/api/comment/list/{LIST_CONTENT}",
+        "baseline": "mix",
+        "label": "90% list / 10% create",
+        "vs": "the same mix",
+    },
+    # Not in the default run (time budget): --scenarios ...,v1mix adds it.
+    "v1mix": {
+        "mode": "v1mix",
+        "path": f"/api/v1/contents/{PAGE_CONTENT}/comments",
+        "baseline": "mix",
+        "label": "v1 90% page / 10% create",
+        "vs": "its legacy 90/10 mix",
+    },
+}
+DEFAULT_SCENARIOS = ["list", "create", "v1page", "counts50", "mix"]
+BASELINE_SCENARIOS = {
+    "list": SCENARIOS["list"],
+    "create": SCENARIOS["create"],
+    "list25": {"mode": "get", "path": f"/api/comment/list/{PAGE_CONTENT}"},
+    "mix": SCENARIOS["mix"],
+}
+TARGETS = {"list": 2.0, "create": 1.2, "v1page": 1.5, "counts50": 1.0, "mix": 1.5, "v1mix": 1.5}
 
 
 def baseline_app_path() -> Path:
@@ -65,16 +142,34 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# Requests the bench itself sends, per port: the exact-metrics check subtracts them. One
+# that failed after connecting (e.g. a boot-time poll timing out) may or may not have been
+# counted by the server: those widen the accepted range by one each.
+OWN_CALLS: dict[int, int] = {}
+OWN_UNSURE: dict[int, int] = {}
+
+
 def request(
     port: int, method: str, path: str, body: Any = None, timeout: float = 5.0
 ) -> tuple[int, dict[str, str], bytes]:
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
+        conn.connect()
+    except OSError:
+        conn.close()
+        raise
+    try:
         headers = {"Content-Type": "application/json"} if body is not None else {}
         payload = json.dumps(body).encode() if body is not None else None
         conn.request(method, path, body=payload, headers=headers)
         resp = conn.getresponse()
-        return resp.status, dict(resp.getheaders()), resp.read()
+        data = resp.read()
+        OWN_CALLS[port] = OWN_CALLS.get(port, 0) + 1
+        # Header names lower-cased: granian (hyper) sends them so, gunicorn capitalised.
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+    except OSError:
+        OWN_UNSURE[port] = OWN_UNSURE.get(port, 0) + 1
+        raise
     finally:
         conn.close()
 
@@ -97,11 +192,22 @@ class Server:
     port: int
     proc: subprocess.Popen[bytes]
     log_path: Path
+    kind: str = "ours"  # baseline | ours
+    workers: int = 2
+    db: str = "sqlite"
+    label: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    terminated: bool = False
+
+    def terminate(self) -> None:
+        # Only the process we started (its master stops its own workers); once.
+        if self.proc.poll() is None and not self.terminated:
+            self.proc.send_signal(signal.SIGTERM)
+            self.terminated = True
 
     def stop(self) -> None:
-        # Only the process we started (its gunicorn master stops its own workers).
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.terminate()
             try:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -114,26 +220,26 @@ class Server:
         except OSError:
             return ""
 
+    def wait_up(self, timeout: float = 90) -> None:
+        def up() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}"
+                )
+            # Any HTTP answer means the socket is served (the baseline has no health route).
+            status, _, _ = request(self.port, "GET", f"/api/comment/list/{LIST_CONTENT}", timeout=2)
+            return status in (200, 404)
 
-def start_server(
-    name: str, cmd: list[str], env: Mapping[str, str], workdir: Path, port: int
-) -> Server:
+        wait_until(up, timeout, f"{self.name} on port {self.port}")
+
+
+def launch(name: str, cmd: list[str], env: Mapping[str, str], workdir: Path, port: int) -> Server:
     log_path = workdir / f"{name}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             cmd, env=dict(env), cwd=workdir, stdout=log, stderr=subprocess.STDOUT
         )
-    server = Server(name, port, proc, log_path)
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{server.log_tail()}")
-        # Any HTTP answer means the socket is served (the baseline has no health route).
-        status, _, _ = request(port, "GET", f"/api/comment/list/{LIST_CONTENT}", timeout=1)
-        return status in (200, 404)
-
-    wait_until(up, 60, f"{name} on port {port}")
-    return server
+    return Server(name, port, proc, log_path)
 
 
 def bin_path(name: str) -> str:
@@ -144,6 +250,158 @@ def bin_path(name: str) -> str:
     if not found:
         sys.exit(f"bench: {name} not found next to {sys.executable} or on PATH")
     return found
+
+
+# --- PostgreSQL on loopback ---------------------------------------------------------
+def _pg_binary(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True)
+    return str(candidates[0]) if candidates else None
+
+
+class Postgres:
+    """A throwaway cluster on 127.0.0.1 in a temp dir, as tests/support.py starts one.
+
+    Durability like our SQLite default (WAL, synchronous=NORMAL: a commit does not wait for
+    fsync): synchronous_commit=off; fsync stays on, so checkpoints still reach the disk.
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        initdb, pg_ctl = _pg_binary("initdb"), _pg_binary("pg_ctl")
+        if not initdb or not pg_ctl:
+            sys.exit("bench: PostgreSQL binaries (initdb, pg_ctl) not found: make system-deps")
+        self.pg_ctl = pg_ctl
+        self.dir = workdir / "pg"
+        self.dir.mkdir()
+        self.data = self.dir / "data"
+        self.port = free_port()
+        self._as_user: list[str] = []
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+            for path in (workdir, self.dir):
+                path.chmod(0o755)
+            shutil.chown(self.dir, "postgres", "postgres")
+            self._as_user = ["runuser", "-u", "postgres", "--"]
+        self._run([initdb, "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8"])
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} "
+            "-c synchronous_commit=off -c max_connections=200"
+        )
+        self._run(
+            [
+                pg_ctl,
+                "-D",
+                str(self.data),
+                "-o",
+                options,
+                "-l",
+                str(self.dir / "log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        )
+        self.started = True
+
+    def _run(self, cmd: list[str]) -> None:
+        subprocess.run([*self._as_user, *cmd], check=True, capture_output=True, cwd=self.dir)
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(
+            f"host={HOST} port={self.port} user=postgres dbname=postgres", autocommit=True
+        ) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return f"postgresql+psycopg://postgres@{HOST}:{self.port}/{name}"
+
+    def server_pids(self) -> list[int]:
+        pidfile = self.data / "postmaster.pid"
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            return [int(pidfile.read_text().split()[0])]
+        return []
+
+    def stop(self) -> None:
+        subprocess.run(
+            [*self._as_user, self.pg_ctl, "-D", str(self.data), "-m", "fast", "stop"],
+            capture_output=True,
+            check=False,
+        )
+
+
+class Redis:
+    """A throwaway redis-server on 127.0.0.1 for the rate-limit storage row."""
+
+    def __init__(self, workdir: Path) -> None:
+        binary = shutil.which("redis-server")
+        if not binary:
+            sys.exit("bench: redis-server not found: make system-deps")
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [binary, "--bind", HOST, "--port", str(self.port), "--save", "",
+             "--appendonly", "no", "--dir", str(workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.url = f"redis://{HOST}:{self.port}/0"
+
+        def ping() -> bool:
+            with socket.create_connection((HOST, self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+
+        wait_until(ping, 20, "redis-server")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+# --- granian (installed at bench time) ---------------------------------------------
+def granian_dir(workdir: Path) -> Path:
+    """pip --target directory holding granian: $BENCH_GRANIAN_DIR, /opt/comments-bench/...
+    (kept between runs) when writable, else a throwaway one in the bench's temp dir."""
+    configured = os.environ.get("BENCH_GRANIAN_DIR")
+    if configured:
+        return Path(configured)
+    opt = GRANIAN_DIR_DEFAULT.parent
+    with contextlib.suppress(OSError):
+        opt.mkdir(parents=True, exist_ok=True)
+    return GRANIAN_DIR_DEFAULT if os.access(opt, os.W_OK) else workdir / "granian"
+
+
+def ensure_granian(workdir: Path) -> Path:
+    target = granian_dir(workdir)
+    if (target / "granian" / "__init__.py").is_file():
+        return target
+    print(f"bench: installing granian {GRANIAN_VERSION} from PyPI into {target} ...", flush=True)
+    reqs = workdir / "granian-requirements.txt"
+    reqs.write_text(f"granian=={GRANIAN_VERSION} --hash=sha256:{GRANIAN_SHA256}\n")
+    # --no-deps: its one dependency, click, is already in our venv (used by our CLI).
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+            "--require-hashes",
+            "-r",
+            str(reqs),
+            "--target",
+            str(target),
+        ],
+        check=True,
+        timeout=300,
+    )
+    return target
 
 
 # --- CPU accounting ----------------------------------------------------------------
@@ -175,6 +433,15 @@ def tree_cpu(pid: int) -> dict[int, float]:
     return found
 
 
+def _self_cpu(pid: int) -> float:
+    """CPU seconds of one finished-or-running child (wrk), children included."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
 # --- wrk -------------------------------------------------------------------------
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
 
@@ -187,12 +454,13 @@ def _ms(value: str) -> float:
 
 
 def parse_wrk(output: str) -> dict[str, Any]:
-    """Requests/sec, p50/p99 (ms), completed requests and errors from wrk's text output."""
+    """Requests/sec, p50/p99 (ms), completed and issued requests, errors from wrk's output."""
     rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
     total = re.search(r"(\d+) requests in", output)
     p50 = re.search(r"^\s+50%\s+(\S+)", output, re.M)
     p99 = re.search(r"^\s+99%\s+(\S+)", output, re.M)
-    if not (rps and total and p50 and p99):
+    issued = re.search(r"^bench-issued (\d+) posts (\d+)$", output, re.M)
+    if not (rps and total and p50 and p99 and issued):
         raise RuntimeError(f"unexpected wrk output:\n{output}")
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     sock = re.search(
@@ -203,67 +471,107 @@ def parse_wrk(output: str) -> dict[str, Any]:
         "p50_ms": _ms(p50.group(1)),
         "p99_ms": _ms(p99.group(1)),
         "requests": int(total.group(1)),
+        "issued": int(issued.group(1)),
+        "posts_issued": int(issued.group(2)),
         "non_2xx": int(non2xx.group(1)) if non2xx else 0,
         "socket_errors": sum(int(x) for x in sock.groups()) if sock else 0,
     }
 
 
-def run_wrk(
-    args: argparse.Namespace, server: Server, scenario: str, duration: float, content: str
+def wrk_command(
+    args: argparse.Namespace, port: int, scenario: dict[str, str], connections: int, content: str
+) -> list[str]:
+    cmd = [args.wrk, f"-t{args.threads}", f"-c{connections}", f"-d{args.current_duration:g}s"]
+    cmd += ["--timeout", "5s", "--latency", "-s", str(LOAD_LUA), f"http://{HOST}:{port}", "--"]
+    mode = scenario["mode"]
+    if mode == "get":
+        return [*cmd, "get", scenario["path"]]
+    if mode == "post":
+        return [*cmd, "post", content]
+    return [*cmd, mode, scenario["path"], content]
+
+
+def run_load(
+    args: argparse.Namespace,
+    servers: list[Server],
+    scenario_name: str,
+    scenario: dict[str, str],
+    tag: str,
+    extra_pids: Iterable[int] = (),
 ) -> dict[str, Any]:
-    port = server.port
-    cmd = [
-        args.wrk,
-        f"-t{args.threads}",
-        f"-c{args.connections}",
-        f"-d{duration:g}s",
-        "--timeout",
-        "5s",
-        "--latency",
+    """One wrk per server, all at once (two instances share the connections), one result."""
+    connections = max(1, args.connections // len(servers))
+    # Each run writes into its own content (tag names the row and round), so its rows
+    # can be counted exactly afterwards.
+    contents = {s.name: f"{tag}-{s.name}-{scenario_name}" for s in servers}
+    cmds = [
+        (s, contents[s.name], wrk_command(args, s.port, scenario, connections, contents[s.name]))
+        for s in servers
     ]
-    if scenario == "list":
-        cmd.append(f"http://{HOST}:{port}/api/comment/list/{LIST_CONTENT}")
-    else:
-        cmd += ["-s", str(ROOT / "bench" / "post.lua"), f"http://{HOST}:{port}/api/comment/new"]
-        cmd += ["--", content]
-    # wrk stops itself after -d; the timeout only guards against a wedged run.
-    cpu_before = tree_cpu(server.proc.pid)
+    pids = [s.proc.pid for s in servers] + list(extra_pids)
+    cpu_before: dict[int, float] = {}
+    for pid in pids:
+        cpu_before |= tree_cpu(pid)
     wrk_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=True)
+    procs = [
+        (
+            s,
+            content,
+            subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+        )
+        for s, content, cmd in cmds
+    ]
+    parts: list[dict[str, Any]] = []
+    for server, content, proc in procs:
+        # wrk stops itself after -d; the timeout only guards against a wedged run.
+        out, err = proc.communicate(timeout=args.current_duration + 60)
+        if proc.returncode != 0:
+            raise RuntimeError(f"wrk failed ({proc.returncode}): {err}\n{out}")
+        part = parse_wrk(out)
+        part.update(server=server.name, content_id=content, mode=scenario["mode"])
+        parts.append(part)
     wrk_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu_after = tree_cpu(server.proc.pid)
+    cpu_after: dict[int, float] = {}
+    for pid in pids:
+        cpu_after |= tree_cpu(pid)
     per_process = {p: cpu_after[p] - cpu_before.get(p, 0.0) for p in cpu_after}
-    cpu = sum(per_process.values())
-    result = parse_wrk(done.stdout)
-    served = max(result["requests"], 1)
-    result["server_cpu_ms_per_req"] = 1000 * cpu / served
-    # How the load spread over the processes (keep-alive connections stay with one worker).
-    result["cpu_seconds_per_process"] = sorted(
-        (round(v, 2) for v in per_process.values()), reverse=True
-    )
-    result["wrk_cpu_ms_per_req"] = (
-        1000
+    completed = sum(p["requests"] for p in parts)
+    served = max(completed, 1)
+    result: dict[str, Any] = {
+        "rps": sum(p["rps"] for p in parts),
+        "p50_ms": max(p["p50_ms"] for p in parts),
+        "p99_ms": max(p["p99_ms"] for p in parts),
+        "requests": completed,
+        "non_2xx": sum(p["non_2xx"] for p in parts),
+        "socket_errors": sum(p["socket_errors"] for p in parts),
+        "server_cpu_ms_per_req": 1000 * sum(per_process.values()) / served,
+        # How the load spread over the processes (keep-alive connections stay with one worker).
+        "cpu_seconds_per_process": sorted(
+            (round(v, 2) for v in per_process.values() if v > 0.005), reverse=True
+        ),
+        "wrk_cpu_ms_per_req": 1000
         * (wrk_after.ru_utime + wrk_after.ru_stime - wrk_before.ru_utime - wrk_before.ru_stime)
-        / served
-    )
-    result["content_id"] = content if scenario == "create" else LIST_CONTENT
+        / served,
+        "parts": parts,
+    }
     return result
 
 
-# --- the run ---------------------------------------------------------------------
+# --- seeding and checks ------------------------------------------------------------
 def seed(port: int) -> None:
-    for i in range(SEED_COMMENTS):
-        body = {
-            "email": f"reader{i}@example.com",
-            "comment": f"Comment number {i} on this article, with a few words of text.",
-            "content_id": int(LIST_CONTENT),
-        }
-        status, _, raw = request(port, "POST", "/api/comment/new", body)
-        if status != 200:
-            raise RuntimeError(f"seeding failed: {status} {raw[:200]!r}")
-    status, _, raw = request(port, "GET", f"/api/comment/list/{LIST_CONTENT}")
-    if status != 200 or len(json.loads(raw)) != SEED_COMMENTS:
-        raise RuntimeError(f"seeded list is wrong: {status} {raw[:200]!r}")
+    for content, count in ((LIST_CONTENT, SEED_COMMENTS), (PAGE_CONTENT, PAGE_COMMENTS)):
+        for i in range(count):
+            body = {
+                "email": f"reader{i}@example.com",
+                "comment": f"Comment number {i} on this article, with a few words of text.",
+                "content_id": int(content),
+            }
+            status, _, raw = request(port, "POST", "/api/comment/new", body)
+            if status != 200:
+                raise RuntimeError(f"seeding failed: {status} {raw[:200]!r}")
+        status, _, raw = request(port, "GET", f"/api/comment/list/{content}")
+        if status != 200 or len(json.loads(raw)) != count:
+            raise RuntimeError(f"seeded list of {content} is wrong: {status} {raw[:200]!r}")
 
 
 def count_v1(port: int, content: str) -> int:
@@ -296,11 +604,7 @@ def _socket_owner(pids: list[int]) -> dict[int, int]:
     return owners
 
 
-def _get_keep_open(port: int, path: str) -> tuple[socket.socket, int, bytes]:
-    """GET over a raw socket, leaving it open after the response (http.client would close
-    it on "Connection: close", freeing a sync worker to take the next connection too)."""
-    sock = socket.create_connection((HOST, port), timeout=10)
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+def _read_response(sock: socket.socket, path: str) -> tuple[int, bytes]:
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
@@ -316,30 +620,49 @@ def _get_keep_open(port: int, path: str) -> tuple[socket.socket, int, bytes]:
         if not chunk:
             break
         body += chunk
-    return sock, int(head.split()[1]), body
+    return int(head.split()[1]), body
+
+
+def _owner_then_get(
+    port: int, path: str, workers: list[int]
+) -> tuple[socket.socket, int | None, int, bytes]:
+    """GET ``path`` on a new connection, finding which worker holds it before the request is
+    complete: the headers' last line is held back until the server-side socket shows up in a
+    worker's /proc/PID/fd. A server may close its side as soon as it has answered (issue 8's
+    workers do), so afterwards there would be nothing left to find."""
+    sock = socket.create_connection((HOST, port), timeout=10)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\n".encode())
+    owner = None
+    deadline = time.monotonic() + 2.0
+    while owner is None and time.monotonic() < deadline:
+        inode = _server_socket_inodes(port).get(sock.getsockname()[1])
+        owner = _socket_owner(workers).get(inode or -1)
+        if owner is None:
+            time.sleep(0.02)
+    sock.sendall(b"\r\n")
+    status, body = _read_response(sock, path)
+    OWN_CALLS[port] = OWN_CALLS.get(port, 0) + 1
+    return sock, owner, status, body
 
 
 def bodies_by_worker(server: Server, path: str, attempts: int = 32) -> dict[int, set[bytes]]:
     """GET ``path`` on fresh connections until two different workers have answered.
 
-    Each connection stays open while we find, in /proc, which worker holds its
-    server-side socket: gthread keeps it alive, a sync worker lingers on it until we
-    close (so the next connection must go to another worker).
+    Each connection stays open afterwards: a sync worker that lingers on it cannot take
+    the next one, so the next connection goes to another worker.
     """
-    workers = _children(server.proc.pid)
+    workers = [p for p in tree_cpu(server.proc.pid) if p != server.proc.pid]
     seen: dict[int, set[bytes]] = {}
     held: list[socket.socket] = []
     try:
         for _ in range(attempts):
-            sock, status, body = _get_keep_open(server.port, path)
+            sock, owner, status, body = _owner_then_get(server.port, path, workers)
             held.append(sock)
             if status != 200:
                 raise RuntimeError(f"{path} answered {status}")
-            inode = _server_socket_inodes(server.port).get(sock.getsockname()[1])
-            owner = _socket_owner(workers).get(inode or -1)
             if owner is not None:
                 seen.setdefault(owner, set()).add(body)
-            if len(seen) >= 2:
+            if len(seen) >= min(2, server.workers):
                 break
     finally:
         for sock in held:
@@ -347,172 +670,397 @@ def bodies_by_worker(server: Server, path: str, attempts: int = 32) -> dict[int,
     return seen
 
 
-def verify(ours: Server, creates: list[dict[str, Any]], connections: int) -> dict[str, Any]:
-    """Every created comment persisted; the same list from every worker."""
-    checks: dict[str, Any] = {"create_runs": [], "problems": []}
-    for run in creates:
-        # Requests in flight when wrk stopped may still be committing: wait until quiet.
-        persisted, previous = count_v1(ours.port, run["content_id"]), -1
-        for _ in range(50):
-            if persisted == previous:
-                break
-            time.sleep(0.2)
-            persisted, previous = count_v1(ours.port, run["content_id"]), persisted
-        ok_responses = run["requests"] - run["non_2xx"]
-        # wrk counts only completed responses; up to one request per connection can be
-        # in flight (and committed) when wrk stops, so persisted may exceed it by that much.
-        ok = run["non_2xx"] == 0 and ok_responses <= persisted <= run["requests"] + connections
-        checks["create_runs"].append(
-            {"content_id": run["content_id"], "wrk_2xx": ok_responses, "persisted": persisted}
+def settle_count(port: int, content: str) -> int:
+    """Rows of a content once in-flight requests have committed (two equal reads)."""
+    persisted, previous = count_v1(port, content), -1
+    for _ in range(50):
+        if persisted == previous:
+            break
+        time.sleep(0.2)
+        persisted, previous = count_v1(port, content), persisted
+    return persisted
+
+
+def scrape_requests(port: int) -> float:
+    """Sum of comments_api_http_requests_total over every series on /metrics."""
+    status, _, raw = request(port, "GET", "/metrics")
+    if status != 200:
+        raise RuntimeError(f"/metrics answered {status}")
+    total = 0.0
+    for line in raw.decode().splitlines():
+        if line.startswith("comments_api_http_requests_total{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def verify_server(server: Server, parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every acknowledged comment persisted, the list identical from every worker, and the
+    request counter exactly what wrk and the bench sent."""
+    problems: list[str] = []
+    writes = []
+    for part in parts:
+        if part["mode"] == "get":
+            continue
+        persisted = settle_count(server.port, part["content_id"])
+        # wrk counts completed responses; the issued-but-unanswered ones (in flight when it
+        # stopped, at most one per connection) may or may not have been committed.
+        unanswered = part["issued"] - part["requests"]
+        low = part["posts_issued"] - unanswered
+        ok = part["non_2xx"] == 0 and low <= persisted <= part["posts_issued"]
+        writes.append(
+            {
+                "content_id": part["content_id"],
+                "posts_issued": part["posts_issued"],
+                "at_least": low,
+                "persisted": persisted,
+            }
         )
         if not ok:
-            checks["problems"].append(
-                f"content {run['content_id']}: wrk got {ok_responses} OK "
-                f"({run['non_2xx']} non-2xx) but {persisted} rows are persisted"
+            problems.append(
+                f"{server.name} content {part['content_id']}: {part['posts_issued']} creates "
+                f"issued, {unanswered} requests unanswered, {part['non_2xx']} non-2xx, but "
+                f"{persisted} rows persisted"
             )
         # The legacy list is capped at LEGACY_LIST_MAX; a longer thread says so in a header.
-        status, headers, raw = request(ours.port, "GET", f"/api/comment/list/{run['content_id']}")
+        status, headers, raw = request(
+            server.port, "GET", f"/api/comment/list/{part['content_id']}"
+        )
         listed = len(json.loads(raw)) if status == 200 else 0
-        truncated = headers.get("X-Comments-Truncated") == "true"
+        truncated = headers.get("x-comments-truncated") == "true"
         if listed > persisted or (listed < persisted and not truncated):
-            checks["problems"].append(
-                f"content {run['content_id']}: legacy list shows {listed} of {persisted} "
-                f"without announcing truncation"
+            problems.append(
+                f"{server.name} content {part['content_id']}: legacy list shows {listed} of "
+                f"{persisted} without announcing truncation"
             )
     list_path = f"/api/comment/list/{LIST_CONTENT}"
-    per_worker = bodies_by_worker(ours, list_path)
-    bodies = {request(ours.port, "GET", list_path)[2] for _ in range(50)}
+    per_worker = bodies_by_worker(server, list_path)
+    bodies = {request(server.port, "GET", list_path)[2] for _ in range(20)}
     bodies |= {b for seen in per_worker.values() for b in seen}
-    checks["list_workers_seen"] = len(per_worker)
-    checks["list_variants_seen"] = len(bodies)
-    checks["list_items"] = max(len(json.loads(b)) for b in bodies)
-    if len(bodies) != 1 or checks["list_items"] != SEED_COMMENTS:
-        checks["problems"].append(
-            f"list of content {LIST_CONTENT}: {len(bodies)} different bodies, "
-            f"{checks['list_items']} items (expected 1 body, {SEED_COMMENTS} items)"
+    items = max(len(json.loads(b)) for b in bodies)
+    if len(bodies) != 1 or items != SEED_COMMENTS:
+        problems.append(
+            f"{server.name} list of content {LIST_CONTENT}: {len(bodies)} different bodies, "
+            f"{items} items (expected 1 body, {SEED_COMMENTS} items)"
         )
-    if len(per_worker) < 2:
-        checks["problems"].append("could not observe two different workers serving the list")
-    return checks
+    if len(per_worker) < min(2, server.workers):
+        problems.append(f"{server.name}: could not observe two different workers serving")
+    # Exact metrics: wrk's requests plus ours, every one counted once. Scraped last, after
+    # the bench's other calls have been answered (each is counted before its response).
+    own, unsure = OWN_CALLS.get(server.port, 0), OWN_UNSURE.get(server.port, 0)
+    counted = scrape_requests(server.port)
+    completed = sum(p["requests"] for p in parts)
+    issued = sum(p["issued"] for p in parts) + unsure
+    metrics_ok = completed + own <= counted <= issued + own
+    if not metrics_ok:
+        problems.append(
+            f"{server.name} metrics: counter sums to {counted:.0f}, expected between "
+            f"{completed + own} and {issued + own} (wrk completed {completed}, issued "
+            f"{issued - unsure}, bench's own calls {own}, unanswered {unsure})"
+        )
+    return {
+        "writes": writes,
+        "persisted": sum(w["persisted"] for w in writes),
+        "posts_issued": sum(w["posts_issued"] for w in writes),
+        "list_workers_seen": len(per_worker),
+        "list_body": sorted(bodies)[0].decode(),
+        "list_variants_seen": len(bodies),
+        "metrics_counted": counted,
+        "metrics_expected_range": [completed + own, issued + own],
+        "problems": problems,
+    }
+
+
+# --- the plan ----------------------------------------------------------------------
+@dataclass
+class Row:
+    """One line of a table: a server (or two instances at once) running some scenarios."""
+
+    name: str
+    servers: list[str]
+    scenarios: list[str]
+    table: str  # main | pg | scaling | servers | variants
+    label: str
 
 
 def median_of(runs: list[dict[str, Any]], key: str) -> float:
     return float(statistics.median(r[key] for r in runs))
 
 
-_KEYS = ("rps", "p50_ms", "p99_ms", "server_cpu_ms_per_req", "wrk_cpu_ms_per_req")
+_KEYS = ("rps", "p50_ms", "p99_ms", "server_cpu_ms_per_req")
 
 
-def summarize(results: dict[tuple[str, str], list[dict[str, Any]]]) -> dict[str, Any]:
+def med(runs: list[dict[str, Any]]) -> dict[str, float]:
+    return {k: median_of(runs, k) for k in _KEYS}
+
+
+def fmt_lat(m: Mapping[str, float]) -> str:
+    return f"{m['p50_ms']:.1f}/{m['p99_ms']:.1f}"
+
+
+def print_tables(
+    rows: dict[str, Row],
+    results: dict[tuple[str, str], list[dict[str, Any]]],
+    meta: dict[str, Any],
+) -> dict[str, Any]:
     summary: dict[str, Any] = {}
-    for scenario in ("list", "create"):
-        base = results[("baseline", scenario)]
-        ours = results[("ours", scenario)]
-        b_rps, o_rps = median_of(base, "rps"), median_of(ours, "rps")
-        ratio = o_rps / b_rps if b_rps else 0.0
-        o_p99 = median_of(ours, "p99_ms")
-        summary[scenario] = {
-            "baseline": {k: median_of(base, k) for k in _KEYS},
-            "ours": {k: median_of(ours, k) for k in _KEYS},
+    base = {
+        sc: med(results[("baseline", sc)])
+        for sc in BASELINE_SCENARIOS
+        if results.get(("baseline", sc))
+    }
+
+    def ratio_row(row: Row, sc: str) -> dict[str, Any]:
+        spec = SCENARIOS.get(sc, SCENARIOS["list"])
+        ours = med(results[(row.name, sc)])
+        b = base[spec["baseline"]]
+        ratio = ours["rps"] / b["rps"] if b["rps"] else 0.0
+        base_runs = results[("baseline", spec["baseline"])]
+        per_round = [
+            o["rps"] / bb["rps"] if bb["rps"] else 0.0
+            for o, bb in zip(results[(row.name, sc)], base_runs, strict=False)
+        ]
+        return {
+            "scenario": sc,
+            "ours": ours,
+            "baseline": b,
             "ratio": ratio,
-            "ratio_target": TARGETS[scenario],
-            "ratio_pass": ratio >= TARGETS[scenario],
-            "p99_pass": o_p99 < P99_TARGET_MS,
-            "ratios_per_round": [
-                o["rps"] / b["rps"] if b["rps"] else 0.0 for b, o in zip(base, ours, strict=True)
-            ],
+            "ratios_per_round": per_round,
+            "target": TARGETS.get(sc),
         }
-    return summary
 
-
-def print_table(summary: dict[str, Any], meta: dict[str, Any]) -> None:
     def mark(ok: bool) -> str:
         return "PASS" if ok else "MISS"
 
-    head = (
-        f"{'scenario':<8} | {'baseline req/s':>14} | {'ours req/s':>10} | {'ratio':>6} | "
-        f"{'baseline p50/p99 ms':>19} | {'ours p50/p99 ms':>15} | targets"
-    )
-    print()
-    print(head)
-    print("-" * len(head))
-    for scenario in ("list", "create"):
-        s = summary[scenario]
-        b, o = s["baseline"], s["ours"]
-        print(
-            f"{scenario:<8} | {b['rps']:>14,.0f} | {o['rps']:>10,.0f} | {s['ratio']:>5.2f}x | "
-            f"{b['p50_ms']:>8.2f} / {b['p99_ms']:>8.2f} | "
-            f"{o['p50_ms']:>6.2f} / {o['p99_ms']:>6.2f} | "
-            f"ratio >= {s['ratio_target']}x {mark(s['ratio_pass'])}, "
-            f"p99 < {P99_TARGET_MS:g} ms {mark(s['p99_pass'])}"
+    for table, title in (("main", "SQLite"), ("pg", "PostgreSQL (loopback)")):
+        table_rows = [r for r in rows.values() if r.table == table]
+        if not table_rows:
+            continue
+        row = table_rows[0]
+        print(f"\n{title}: {row.label} vs the original (gunicorn -w 1, in-memory dict)")
+        head = (
+            f"{'scenario':<24} | {'compared with original':<24} | {'orig req/s':>10} | "
+            f"{'ours req/s':>10} | {'ratio':>6} | {'orig p50/p99':>12} | {'ours p50/p99':>12} "
+            f"| {'CPU ms/req o/ours':>17} | target"
         )
-    print()
+        print(head)
+        print("-" * len(head))
+        out = []
+        for sc in row.scenarios:
+            r = ratio_row(row, sc)
+            spec = SCENARIOS[sc]
+            o, b = r["ours"], r["baseline"]
+            verdict = (
+                f">= {r['target']}x {mark(r['ratio'] >= r['target'])}, p99 < 10 "
+                f"{mark(o['p99_ms'] < P99_TARGET_MS)}"
+            )
+            print(
+                f"{spec['label']:<24} | {spec['vs']:<24} | {b['rps']:>10,.0f} | "
+                f"{o['rps']:>10,.0f} | {r['ratio']:>5.2f}x | {fmt_lat(b):>12} | "
+                f"{fmt_lat(o):>12} | {b['server_cpu_ms_per_req']:>7.3f}/"
+                f"{o['server_cpu_ms_per_req']:<7.3f}"
+                f"   | {verdict}"
+            )
+            out.append(r)
+        summary[table] = out
+        rl_rows = [r for r in rows.values() if r.table == "ratelimit"] if table == "main" else []
+        for rl in rl_rows:
+            storage = "Redis" if rl.name.endswith("redis") else "memory"
+            summary.setdefault("ratelimit", [])
+            for sc in rl.scenarios:
+                on, off = med(results[(rl.name, sc)]), med(results[(row.name, sc)])
+                cost = on["server_cpu_ms_per_req"] / off["server_cpu_ms_per_req"]
+                summary["ratelimit"].append(
+                    {"row": rl.name, "scenario": sc, "on": on, "off": off, "cpu_ratio": cost}
+                )
+                print(
+                    f"{SCENARIOS[sc]['label'] + ', rate limit ON (' + storage + ')':<24} | "
+                    f"{'(vs ours, limits off)':<24} | {'':>10} | {on['rps']:>10,.0f} | "
+                    f"{on['rps'] / off['rps']:>5.2f}x | {'':>12} | {fmt_lat(on):>12} | "
+                    f"{off['server_cpu_ms_per_req']:>7.3f}/{on['server_cpu_ms_per_req']:<7.3f}"
+                    f"   | CPU {100 * (cost - 1):+.0f}% (<= +10%: "
+                    f"{mark(cost <= RATELIMIT_CPU_TARGET)})"
+                )
+
+    scaling = [r for r in rows.values() if r.table == "scaling"]
+    if scaling:
+        print("\nScaling (ours, sync workers): req/s and server CPU ms/req (whole tree)")
+        head = f"{'setup':<36} | " + " | ".join(
+            f"{sc + ' req/s':>12} | {'CPU ms':>6} | {'p99':>6}" for sc in ("list", "create")
+        )
+        print(head)
+        print("-" * len(head))
+        summary["scaling"] = []
+        for row in scaling:
+            cells, entry = [], {"row": row.name, "label": row.label}
+            for sc in ("list", "create"):
+                m = med(results[(row.name, sc)])
+                entry[sc] = m
+                cells.append(
+                    f"{m['rps']:>12,.0f} | {m['server_cpu_ms_per_req']:>6.3f} | {m['p99_ms']:>6.1f}"
+                )
+            summary["scaling"].append(entry)
+            print(f"{row.label:<36} | " + " | ".join(cells))
+
+    for table, title in (
+        ("servers", "HTTP server for ours (SQLite, 2 workers)"),
+        ("variants", "Variants of ours (--variant)"),
+    ):
+        group = [r for r in rows.values() if r.table == table]
+        if not group:
+            continue
+        print(f"\n{title}: ratio to the original, p99 ms, server CPU ms/req")
+        head = f"{'server':<34} | " + " | ".join(
+            f"{sc + ' req/s':>12} | {'ratio':>6} | {'p99':>6} | {'CPU ms':>6}"
+            for sc in ("list", "create")
+        )
+        print(head)
+        print("-" * len(head))
+        summary[table] = []
+        for row in group:
+            cells, entry = [], {"row": row.name, "label": row.label}
+            for sc in ("list", "create"):
+                r = ratio_row(row, sc)
+                entry[sc] = r
+                m = r["ours"]
+                cells.append(
+                    f"{m['rps']:>12,.0f} | {r['ratio']:>5.2f}x | {m['p99_ms']:>6.1f} | "
+                    f"{m['server_cpu_ms_per_req']:>6.3f}"
+                )
+            summary[table].append(entry)
+            print(f"{row.label:<34} | " + " | ".join(cells))
+
     print(
-        f"Medians of {meta['rounds']} interleaved rounds; wrk -t{meta['threads']} "
-        f"-c{meta['connections']} -d{meta['duration']:g}s on {HOST}, {meta['cpus']} CPUs, "
-        f"load average before: {meta['loadavg_before']}."
-    )
-    rounds = ", ".join(
-        f"{sc} " + "/".join(f"{r:.2f}" for r in summary[sc]["ratios_per_round"])
-        for sc in ("list", "create")
-    )
-    print(f"Per-round ratios: {rounds}.")
-    cpu = ", ".join(
-        f"{sc} {summary[sc]['baseline']['server_cpu_ms_per_req']:.3f} vs "
-        f"{summary[sc]['ours']['server_cpu_ms_per_req']:.3f}"
-        for sc in ("list", "create")
+        f"\nMedians of {meta['rounds']} interleaved rounds; wrk -t{meta['threads']} "
+        f"-c{meta['connections']} -d{meta['duration']:g}s on {HOST} (two instances: "
+        f"-c{meta['connections'] // 2} each, at once), {meta['cpus']} CPUs, load average "
+        f"before: {meta['loadavg_before']}, after: {meta['loadavg_after']}."
     )
     print(
-        f"Server CPU per request, baseline vs ours (ms; steadier than req/s on a busy "
-        f"machine): {cpu}. wrk itself: "
-        f"{summary['list']['ours']['wrk_cpu_ms_per_req']:.3f} ms/req."
+        "Ratio = ours' req/s / the original's req/s in the same rounds; the original has only "
+        "the legacy routes, so 'compared with original' names what it ran. CPU ms/req = "
+        "user+system CPU of the whole server process tree / requests completed."
     )
     print(
-        f"Baseline: {meta['baseline_app']} under gunicorn -w 1 (in-memory dict). Ours: "
-        f"`comments-api serve` defaults on a fresh SQLite file (persisted, WAL)."
+        f"Original: {meta['baseline_app']} under gunicorn -w 1. Ours: `comments-api serve` "
+        "defaults (persistence, metrics, JSON access log, auth hooks on) unless the row says "
+        "otherwise; abuse guards relaxed: "
+        + " ".join(f"{k}={v}" for k, v in RELAXED_GUARDS.items())
+        + "."
     )
-    print(
-        "Abuse guards relaxed for ours so one IP may post the same comment thousands of "
-        "times: " + " ".join(f"{k}={v}" for k, v in RELAXED_GUARDS.items()) + "."
-    )
+    if meta.get("granian"):
+        print(f"granian {GRANIAN_VERSION}: {meta['granian']}")
     if meta["extra_env"]:
         print("Extra settings for ours: " + " ".join(meta["extra_env"]) + ".")
+    return summary
 
 
-def layer_costs(
-    results: dict[tuple[str, str], list[dict[str, Any]]], variants: dict[str, dict[str, str]]
-) -> dict[str, Any]:
-    """Each variant against ours: req/s and server CPU per request, medians."""
-    if not variants:
-        return {}
-    out: dict[str, Any] = {}
-    print()
-    print(f"{'variant':<12} | {'list req/s':>10} | {'CPU ms/req':>10} | {'vs ours':>7} | "
-          f"{'create req/s':>12} | {'CPU ms/req':>10} | {'vs ours':>7} | settings")  # fmt: skip
-    for name in ("ours", *variants):
-        row: dict[str, Any] = {"settings": variants.get(name, {})}
-        cells = []
-        for sc in ("list", "create"):
-            runs = results[(name, sc)]
-            rps, cpu = median_of(runs, "rps"), median_of(runs, "server_cpu_ms_per_req")
-            base_cpu = median_of(results[("ours", sc)], "server_cpu_ms_per_req")
-            row[sc] = {"rps": rps, "server_cpu_ms_per_req": cpu, "cpu_delta_ms": cpu - base_cpu}
-            delta = "" if name == "ours" else f"{cpu - base_cpu:+.3f}"
-            cells.append(f"{rps:>{10 if sc == 'list' else 12},.0f} | {cpu:>10.3f} | {delta:>7}")
-        out[name] = row
-        settings = " ".join(f"{k}={v}" for k, v in row["settings"].items()) or "defaults"
-        print(f"{name:<12} | " + " | ".join(cells) + f" | {settings}")
-    print("vs ours: server CPU per request minus ours' (what that setting saves or costs).")
-    return out
+def plan_rows(args: argparse.Namespace) -> dict[str, Row]:
+    rows: dict[str, Row] = {}
+    dbs = ["sqlite", "postgres"] if args.database == "both" else [args.database]
+    ls_cr = ["list", "create"]
+    # The rate-limit, scaling, server and variant rows are compared with ours' own list and
+    # create runs in the same rounds, so those two run whenever any of these rows does.
+    side_rows = (
+        not args.no_ratelimit
+        or args.ratelimit_redis
+        or args.scaling
+        or args.servers
+        or args.variant_settings
+    )
+    wanted = set(args.scenarios) | (set(ls_cr) if side_rows else set())
+    scenarios = [s for s in SCENARIOS if s in wanted]
+    if "sqlite" in dbs:
+        rows["ours"] = Row("ours", ["ours"], scenarios, "main", "ours on SQLite, 2 sync workers")
+        if not args.no_ratelimit:
+            rows["ratelimit"] = Row(
+                "ratelimit", ["ratelimit"], ls_cr, "ratelimit", "rate limiting on (memory://)"
+            )
+        if args.ratelimit_redis:
+            rows["ratelimit-redis"] = Row(
+                "ratelimit-redis", ["ratelimit-redis"], ls_cr, "ratelimit",
+                "rate limiting on (Redis)",
+            )  # fmt: skip
+    if "postgres" in dbs:
+        rows["pg"] = Row("pg", ["pg"], scenarios, "pg", "ours on PostgreSQL, 2 sync workers")
+    if args.scaling:
+        if "sqlite" in dbs:
+            rows["sqlite-w1"] = Row(
+                "sqlite-w1", ["sqlite-w1"], ["list", "create"], "scaling", "SQLite, WORKERS=1"
+            )
+            rows["sqlite-w2"] = Row("ours", ["ours"], [], "scaling", "SQLite, WORKERS=2")
+        if "postgres" in dbs:
+            rows["pg-w1"] = Row(
+                "pg-w1", ["pg-w1"], ["list", "create"], "scaling", "PostgreSQL, WORKERS=1"
+            )
+            rows["pg-w2"] = Row("pg", ["pg"], [], "scaling", "PostgreSQL, WORKERS=2")
+            rows["pg-2inst"] = Row(
+                "pg-2inst",
+                ["pg", "pg-b"],
+                ["list", "create"],
+                "scaling",
+                "PostgreSQL, 2 instances x WORKERS=2",
+            )
+    if "sqlite" in dbs:
+        for server in args.servers:
+            if server == "sync":
+                rows["srv-sync"] = Row(
+                    "ours", ["ours"], [], "servers", "serve THREADS=1 (default worker)"
+                )
+            elif server == "gthread":
+                rows["gthread"] = Row(
+                    "gthread",
+                    ["gthread"],
+                    ls_cr,
+                    "servers",
+                    f"serve THREADS={args.gthread_threads} (threaded worker)",
+                )
+            elif server == "granian":
+                rows["granian"] = Row(
+                    "granian", ["granian"], ls_cr, "servers", "granian --interface wsgi, 2 workers"
+                )
+        for name in args.variant_settings:
+            rows[name] = Row(name, [name], ls_cr, "variants", name)
+    return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "bench").splitlines()[0])
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 1 round of 1 s, no warm-up (numbers are not results)",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
-    parser.add_argument("--duration", type=float, default=6.0, help="seconds per wrk run")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load")
+    parser.add_argument("--duration", type=int, default=3, help="whole seconds per wrk run")
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="seconds of unmeasured load (0: none)"
+    )
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--database", choices=("sqlite", "postgres", "both"), default="both")
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(DEFAULT_SCENARIOS),
+        help=f"main-table scenarios, from {','.join(SCENARIOS)}",
+    )
+    parser.add_argument(
+        "--servers",
+        default="sync,gthread,granian",
+        help="HTTP servers to compare for ours (sync,gthread,granian; '' none)",
+    )
+    parser.add_argument("--gthread-threads", type=int, default=4)
+    parser.add_argument(
+        "--no-scaling",
+        dest="scaling",
+        action="store_false",
+        help="skip the WORKERS=1 and two-instance rows",
+    )
+    parser.add_argument("--no-ratelimit", action="store_true", help="skip the rate-limit row")
+    parser.add_argument(
+        "--ratelimit-redis",
+        action="store_true",
+        help="also a rate-limit row on a throwaway redis-server (loopback), its CPU included",
+    )
     parser.add_argument(
         "--env", action="append", default=[], metavar="KEY=VALUE", help="extra setting for ours"
     )
@@ -521,30 +1069,89 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="NAME:KEY=VALUE[,KEY=VALUE]",
-        help="also run ours with these settings, interleaved (e.g. "
-        "nometrics:METRICS_ENABLED=false) and print what each costs per request",
+        help="also run ours (SQLite) with these settings, interleaved (e.g. "
+        "nometrics:METRICS_ENABLED=false), list and create",
     )
     parser.add_argument("--json", type=Path, default=ROOT / "artifacts" / "bench.json")
     parser.add_argument("--wrk", default=shutil.which("wrk") or "wrk")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.duration, args.warmup = 1, 1, 0
     if not shutil.which(args.wrk):
         sys.exit("bench: wrk not found (make system-deps installs it: apt-get install wrk)")
-    if not 1 <= args.rounds <= 20 or not 1 <= args.duration <= 60:
-        sys.exit("bench: keep runs bounded: 1..20 rounds of 1..60 s")
-    extra_env = dict(item.split("=", 1) for item in args.env)
-    variants: dict[str, dict[str, str]] = {}
+    if not 1 <= args.rounds <= 20 or not 1 <= args.duration <= 60 or args.warmup > 30:
+        sys.exit("bench: keep runs bounded: 1..20 rounds of 1..60 s, warm-up <= 30 s")
+    args.scenarios = [s for s in args.scenarios.split(",") if s]
+    args.servers = [s for s in args.servers.split(",") if s]
+    unknown = set(args.scenarios) - set(SCENARIOS) | set(args.servers) - {
+        "sync",
+        "gthread",
+        "granian",
+    }
+    if unknown or not args.scenarios:
+        sys.exit(f"bench: unknown or missing scenarios/servers: {sorted(unknown)}")
+    args.extra_env = dict(item.split("=", 1) for item in args.env)
+    args.variant_settings = {}
     for item in args.variant:
         name, _, pairs = item.partition(":")
-        if not name or name in ("baseline", "ours") or "=" not in pairs:
+        if not name or "=" not in pairs or name in {"baseline", "ours", "pg", "granian"}:
             sys.exit(f"bench: --variant wants NAME:KEY=VALUE[,KEY=VALUE], got {item!r}")
-        variants[name] = dict(pair.split("=", 1) for pair in pairs.split(","))
+        args.variant_settings[name] = dict(pair.split("=", 1) for pair in pairs.split(","))
+    return args
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    rows = plan_rows(args)
     baseline_app = baseline_app_path()
     workdir = Path(tempfile.mkdtemp(prefix="comments-bench-"))
     servers: dict[str, Server] = {}
+    pg: Postgres | None = None
+    redis: Redis | None = None
+    meta_granian = ""
+    started = time.monotonic()
     try:
-        base_port, ours_port = free_port(), free_port()
-        servers["baseline"] = start_server(
+        needed = {s for row in rows.values() if row.scenarios for s in row.servers}
+        clean_env = {k: v for k, v in os.environ.items() if k not in ("WORKERS", "THREADS")}
+        urls: dict[str, str] = {}
+        if needed & {"pg", "pg-b", "pg-w1"}:
+            pg = Postgres(workdir)
+            urls["pg"] = urls["pg-b"] = pg.create_database("bench")
+            urls["pg-w1"] = pg.create_database("bench_w1")
+        if "ratelimit-redis" in needed:
+            redis = Redis(workdir)
+        # name -> (extra env, workers); every ours-like server gets its own database.
+        specs: dict[str, tuple[dict[str, str], int]] = {
+            "ours": ({}, 2),
+            "ratelimit": (RATELIMIT_ON, 2),
+            "ratelimit-redis": (
+                {**RATELIMIT_ON, "RATELIMIT_STORAGE_URL": redis.url if redis else ""},
+                2,
+            ),
+            "pg": ({}, 2),
+            "pg-b": ({}, 2),
+            "pg-w1": ({"WORKERS": "1"}, 1),
+            "sqlite-w1": ({"WORKERS": "1"}, 1),
+            "gthread": ({"THREADS": str(args.gthread_threads)}, 2),
+            "granian": ({}, 2),
+            **{name: (env, 2) for name, env in args.variant_settings.items()},
+        }
+
+        def ours_env(name: str, port: int) -> dict[str, str]:
+            env, workers = specs[name]
+            return {
+                **clean_env,
+                "HOST": HOST,
+                "PORT": str(port),
+                "WORKERS": str(workers),
+                "DATABASE_URL": urls.get(name, f"sqlite:///{workdir / name}.db"),
+                **RELAXED_GUARDS,
+                **args.extra_env,
+                **env,
+            }
+
+        base_port = free_port()
+        servers["baseline"] = launch(
             "baseline",
             [
                 bin_path("gunicorn"),
@@ -560,84 +1167,173 @@ def main(argv: list[str] | None = None) -> int:
             workdir,
             base_port,
         )
-        for name, env in {"ours": {}, **variants}.items():
-            port = ours_port if name == "ours" else free_port()
-            ours_env = {
-                **{k: v for k, v in os.environ.items() if k not in ("WORKERS", "THREADS")},
-                "HOST": HOST,
-                "PORT": str(port),
-                "DATABASE_URL": f"sqlite:///{workdir / name}.db",
-                **RELAXED_GUARDS,
-                **extra_env,
-                **env,
-            }
-            servers[name] = start_server(
-                name, [bin_path("comments-api"), "serve"], ours_env, workdir, port
-            )
+        servers["baseline"].kind, servers["baseline"].workers = "baseline", 1
+        # Started together; the second instance on the shared database waits for the first
+        # (its migration), the rest boot in parallel.
+        waves = [[n for n in specs if n in needed and n != "pg-b"]]
+        if "pg-b" in needed:
+            waves.append(["pg-b"])
+        for number, wave in enumerate(waves):
+            for name in wave:
+                port = free_port()
+                env = ours_env(name, port)
+                if name == "granian":
+                    gdir = ensure_granian(workdir)
+                    meta_granian = (
+                        f"installed from PyPI (pinned version and wheel hash) into {gdir}, not "
+                        "in our lock; runs bench/granian_app.py = comments_api.wsgi:app with "
+                        "serve's JSON logging"
+                    )
+                    subprocess.run(
+                        [bin_path("comments-api"), "migrate"],
+                        env=env,
+                        check=True,
+                        cwd=workdir,
+                        capture_output=True,
+                    )
+                    prom = workdir / "prom-granian"
+                    prom.mkdir()
+                    env |= {
+                        "PYTHONPATH": os.pathsep.join([str(gdir), str(ROOT / "bench")]),
+                        "PROMETHEUS_MULTIPROC_DIR": str(prom),
+                    }
+                    cmd = [
+                        sys.executable,
+                        "-m",
+                        "granian",
+                        "--interface",
+                        "wsgi",
+                        "--workers",
+                        "2",
+                        "--host",
+                        HOST,
+                        "--port",
+                        str(port),
+                        "--no-ws",
+                        "granian_app:app",
+                    ]
+                else:
+                    cmd = [bin_path("comments-api"), "serve"]
+                server = launch(name, cmd, env, workdir, port)
+                server.workers = specs[name][1]
+                server.db = "postgres" if name in urls else "sqlite"
+                server.env = specs[name][0]
+                servers[name] = server
+            for name in (["baseline"] if number == 0 else []) + wave:
+                servers[name].wait_up()
         for server in servers.values():
-            seed(server.port)
+            if server.name != "pg-b":  # shares pg's database, seeded through pg
+                seed(server.port)
+        print(
+            f"bench: {len(servers)} servers up and seeded in {time.monotonic() - started:.0f}s",
+            flush=True,
+        )
+
+        # Interleaving: for each scenario, every row in turn (the original first).
+        # Each of the original's runs comes right before the first of ours compared with it.
+        order: list[tuple[str, str]] = []
+        for sc in SCENARIOS:
+            ours_runs = [(r.name, sc) for r in rows.values() if sc in r.scenarios]
+            base_run = ("baseline", SCENARIOS[sc]["baseline"])
+            if ours_runs and base_run not in order:
+                order.append(base_run)
+            order += ours_runs
+        row_servers = {r.name: r.servers for r in rows.values()}
+        row_servers["baseline"] = ["baseline"]
+        parts_by_server: dict[str, list[dict[str, Any]]] = {n: [] for n in servers}
+
+        def run(row: str, sc: str, duration: float, tag: str) -> dict[str, Any]:
+            args.current_duration = duration
+            spec = BASELINE_SCENARIOS[sc] if row == "baseline" else SCENARIOS[sc]
+            targets = [servers[n] for n in row_servers[row]]
+            extra = pg.server_pids() if pg and any(t.db == "postgres" for t in targets) else []
+            if redis is not None and row == "ratelimit-redis":
+                extra.append(redis.proc.pid)
+            result = run_load(args, targets, sc, spec, f"{row}-{tag}", extra)
+            for part in result["parts"]:
+                parts_by_server[part["server"]].append(part)
+            return result
 
         loadavg = " ".join(f"{x:.2f}" for x in os.getloadavg())
-        order = [(name, sc) for sc in ("list", "create") for name in servers]
         if args.warmup > 0:
-            for name, scenario in order:
-                run_wrk(args, servers[name], scenario, args.warmup, "warmup")
+            for row, sc in order:
+                run(row, sc, args.warmup, "warmup")
         results: dict[tuple[str, str], list[dict[str, Any]]] = {key: [] for key in order}
         for rnd in range(1, args.rounds + 1):
-            for name, scenario in order:
-                run = run_wrk(args, servers[name], scenario, args.duration, f"bench-r{rnd}")
-                run["round"] = rnd
-                results[(name, scenario)].append(run)
+            for row, sc in order:
+                result = run(row, sc, args.duration, f"r{rnd}")
+                result["round"] = rnd
+                results[(row, sc)].append(result)
                 print(
-                    f"round {rnd} {name:<10} {scenario:<6} {run['rps']:>9,.0f} req/s  "
-                    f"p50 {run['p50_ms']:.2f} ms  p99 {run['p99_ms']:.2f} ms  "
-                    f"server CPU {run['server_cpu_ms_per_req']:.3f} ms/req "
-                    f"(s per process: {', '.join(map(str, run['cpu_seconds_per_process']))})"
-                    + (f"  non-2xx {run['non_2xx']}" if run["non_2xx"] else ""),
+                    f"round {rnd} {row:<10} {sc:<8} {result['rps']:>9,.0f} req/s  "
+                    f"p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms  "
+                    f"CPU {result['server_cpu_ms_per_req']:.3f} ms/req "
+                    f"(s per process: {', '.join(map(str, result['cpu_seconds_per_process']))})"
+                    + (f"  non-2xx {result['non_2xx']}" if result["non_2xx"] else ""),
                     flush=True,
                 )
+        loadavg_after = " ".join(f"{x:.2f}" for x in os.getloadavg())
 
-        checks = verify(servers["ours"], results[("ours", "create")], args.connections)
-        summary = summarize(results)
+        checks: dict[str, Any] = {"servers": {}, "problems": []}
+        for name, server in servers.items():
+            if server.kind == "baseline":
+                continue
+            result = verify_server(server, parts_by_server[name])
+            checks["servers"][name] = result
+            checks["problems"] += result.pop("problems")
+        if "pg" in checks["servers"] and "pg-b" in checks["servers"]:
+            a, b = checks["servers"]["pg"]["list_body"], checks["servers"]["pg-b"]["list_body"]
+            checks["pg_instances_same_list"] = a == b
+            if a != b:
+                checks["problems"].append("the two PostgreSQL instances serve different lists")
         meta = {
             "rounds": args.rounds,
             "duration": args.duration,
+            "warmup": args.warmup,
             "connections": args.connections,
             "threads": args.threads,
             "cpus": os.cpu_count(),
             "loadavg_before": loadavg,
-            "loadavg_after": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+            "loadavg_after": loadavg_after,
             "baseline_app": str(baseline_app),
             "relaxed_guards": RELAXED_GUARDS,
-            "extra_env": [f"{k}={v}" for k, v in extra_env.items()],
+            "ratelimit_on": RATELIMIT_ON,
+            "extra_env": [f"{k}={v}" for k, v in args.extra_env.items()],
+            "granian": meta_granian,
+            "postgres": "loopback, synchronous_commit=off, fsync on" if pg else None,
             "python": platform.python_version(),
             "git_revision": subprocess.run(
                 ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
             ).stdout.strip(),
             "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        print_table(summary, meta)
-        persisted = sum(c["persisted"] for c in checks["create_runs"])
-        print(
-            f"Correctness: {persisted} comments persisted over {len(checks['create_runs'])} "
-            f"create runs (wrk saw {sum(c['wrk_2xx'] for c in checks['create_runs'])} OK); "
-            f"list served by {checks['list_workers_seen']} workers, "
-            f"{checks['list_variants_seen']} distinct body; "
-            + ("OK." if not checks["problems"] else "PROBLEMS:")
-        )
+        summary = print_tables(rows, results, meta)
+        for name, c in checks["servers"].items():
+            print(
+                f"Correctness {name}: {c['persisted']} comments persisted of "
+                f"{c['posts_issued']} creates issued (each run within its bounds); list from "
+                f"{c['list_workers_seen']} workers, {c['list_variants_seen']} distinct body; "
+                f"request counter {c['metrics_counted']:.0f} in "
+                f"[{c['metrics_expected_range'][0]}, {c['metrics_expected_range'][1]}]"
+            )
+        if "pg_instances_same_list" in checks:
+            print(f"Same list from both PostgreSQL instances: {checks['pg_instances_same_list']}")
+        print("Correctness: " + ("OK." if not checks["problems"] else "PROBLEMS:"))
         for problem in checks["problems"]:
             print(f"  - {problem}")
-        layers = layer_costs(results, variants)
+        meta["elapsed_s"] = round(time.monotonic() - started, 1)
+        print(f"Elapsed: {meta['elapsed_s']:.0f}s, git {meta['git_revision']}.")
         args.json.parent.mkdir(parents=True, exist_ok=True)
+        for c in checks["servers"].values():
+            c.pop("list_body", None)
         args.json.write_text(
             json.dumps(
                 {
                     "meta": meta,
                     "summary": summary,
                     "checks": checks,
-                    "variants": layers,
                     "runs": [
-                        {"server": n, "scenario": s, **r}
+                        {"row": n, "scenario": s, **r}
                         for (n, s), runs in results.items()
                         for r in runs
                     ],
@@ -647,11 +1343,17 @@ def main(argv: list[str] | None = None) -> int:
             + "\n"
         )
         print(f"Results written to {args.json}")
-        # The table is the deliverable; only a correctness failure fails the command.
+        # The tables are the deliverable; only a correctness failure fails the command.
         return 1 if checks["problems"] else 0
     finally:
+        for server in servers.values():  # all at once: each drains in parallel
+            server.terminate()
         for server in servers.values():
             server.stop()
+        if pg is not None:
+            pg.stop()
+        if redis is not None:
+            redis.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from comments_api.auth import SCOPE_ADMIN, generate_api_key
 from comments_api.storage import Repository, make_engine
@@ -360,3 +361,30 @@ def test_control_characters_in_token_claims_are_not_a_500(make_app, claims, stat
     assert response.status_code == status, response.data
     if status == 201:
         assert response.json["author"]["name"] != "a\x00b"
+
+
+# --- errors the HTTP server answers itself ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GET /api/v1/counts?content_id=" + b"x" * 60000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414),
+        (b"GET /healthz HTTP/1.1\r\nHost: a\r\n" + b"X-A: b\r\n" * 60 + b"\r\n", 431),
+        (b"BAD\x01 / HTTP/1.1\r\n\r\n", 400),
+    ],
+)
+def test_server_errors_match_the_published_problem_schema(live, raw, status):
+    reply = live.send(raw)
+    assert reply.status == status, reply.body
+    spec = live.request("GET", "/openapi.json").json
+    assert isinstance(spec, dict)
+    problem = spec["components"]["schemas"]["Problem"]
+    body = reply.json
+    Draft202012Validator(problem, format_checker=Draft202012Validator.FORMAT_CHECKER).validate(
+        {k: v for k, v in body.items() if k != "errors"}  # type: ignore[union-attr]
+    )
+    # Its `type` is explained on /docs.
+    slug = body["type"].removeprefix("/docs#problem-")  # type: ignore[index]
+    docs = live.request("GET", "/docs").body.decode()
+    assert f'id="problem-{slug}"' in docs, slug

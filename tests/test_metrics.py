@@ -280,3 +280,18 @@ def test_every_metric_is_documented_in_operations_md(make_app) -> None:
     for name in names:
         documented = f"`{name}`" in section or f"`{name}_total`" in section
         assert documented, f"{name} is not in the metrics table of docs/operations.md"
+
+
+def test_scrape_while_a_worker_boots(tmp_path: Path) -> None:
+    # A booting worker creates its metrics file and sizes it a moment later; a scrape in
+    # between read an empty file and answered 500 (seen under load in CI-like runs).
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    with _service(tmp_path, workers=2, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir)) as svc:
+        requests.get(f"{svc.base}/healthz", timeout=10)
+        booting = metrics_dir / "counter_4194303.db"  # the file state of a booting worker
+        booting.write_bytes(b"")
+        samples = scrape(svc.base)
+        assert value(samples, "comments_api_http_requests_total",
+                     method="GET", route="/healthz", status="200") == 1  # fmt: skip
+        booting.unlink()

@@ -11,6 +11,7 @@ methods and business labels come from fixed allowlists, anything else is "other"
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import hmac
 import json
@@ -440,16 +441,40 @@ def instrument_engine(engine: Engine) -> None:
     event.listen(engine, "checkin", _checkin)
 
 
+class _WorkerFilesCollector:
+    """prometheus_client's multiprocess collector, minus files of workers still booting.
+
+    A worker creates its metrics file and sizes it a moment later; a scrape between the two
+    read an empty file and answered 500. A file shorter than its 8-byte header holds no
+    sample yet, so skipping it loses nothing. Uses the public ``MultiProcessCollector.merge``
+    (prometheus_client 0.26); tests/test_metrics.py scrapes while workers boot.
+    """
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def collect(self) -> Any:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        files = []
+        for path in glob.glob(os.path.join(self.directory, "*.db")):
+            try:
+                if os.path.getsize(path) >= 8:
+                    files.append(path)
+            except FileNotFoundError:  # a dead worker's live gauge, removed meanwhile
+                continue
+        return MultiProcessCollector.merge(files, accumulate=True)
+
+
 def _metrics_view() -> Response:
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
     m = metrics()
     m.ready.set(1 if _ready() else 0)
-    if multiproc_dir():
-        from prometheus_client import multiprocess
-
+    directory = multiproc_dir()
+    if directory:
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        registry.register(_WorkerFilesCollector(directory))
     else:
         registry = m.registry
     return Response(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

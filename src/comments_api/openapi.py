@@ -195,39 +195,6 @@ def _problem_types(settings: Settings) -> dict[str, dict[str, Any]]:
             "here) comments on one content per `THREAD_AUTHOR_WINDOW` "
             f"({settings.thread_author_window:g} seconds here). Retry after `Retry-After`.",
         ),
-        # Answered by the HTTP server itself (comments_api.worker) before the app runs.
-        "request-timeout": entry(
-            408,
-            "Request timeout",
-            "The request's headers or body did not arrive in time "
-            f"(`REQUEST_HEADER_TIMEOUT`, {settings.request_header_timeout:g} s, and "
-            f"`REQUEST_BODY_TIMEOUT`, {settings.request_body_timeout:g} s here, each in "
-            "total); nothing was stored and the connection is closed. Retry, sending the "
-            "whole request at once.",
-        ),
-        "uri-too-long": entry(
-            414,
-            "URI too long",
-            "The request line (method, path and query) is longer than the server reads. "
-            "Shorten the URL, e.g. fewer `content_id`s per `/api/v1/counts` call.",
-        ),
-        "request-header-fields-too-large": entry(
-            431,
-            "Request header fields too large",
-            "A header field, or the headers together, are larger or more numerous than the "
-            "server reads (large cookies are the usual cause).",
-        ),
-        "expectation-failed": entry(
-            417,
-            "Expectation failed",
-            "The `Expect` header asks for something other than `100-continue`, the only "
-            "expectation the server supports.",
-        ),
-        "not-implemented": entry(
-            501,
-            "Not implemented",
-            "The request uses a `Transfer-Encoding` the server does not support (`chunked` is).",
-        ),
         "internal-server-error": entry(
             500,
             "Internal server error",
@@ -239,6 +206,35 @@ def _problem_types(settings: Settings) -> dict[str, dict[str, Any]]:
             "Service unavailable",
             "The database is temporarily unreachable or the instance is shutting down. "
             "Retry after the seconds in `Retry-After`.",
+        ),
+        # Answered by the HTTP server itself (comments_api/worker.py) before the request
+        # reaches the application: these problems carry no `instance`.
+        "request-timeout": entry(
+            408,
+            "Request timeout",
+            "The request line, headers or body did not arrive in time "
+            "(`REQUEST_HEADER_TIMEOUT`, `REQUEST_BODY_TIMEOUT`). Nothing was stored.",
+        ),
+        "uri-too-long": entry(
+            414,
+            "URI too long",
+            "The request line is longer than the server reads (48 KiB). Send fewer "
+            "content ids per `/api/v1/counts` call.",
+        ),
+        "expectation-failed": entry(
+            417,
+            "Expectation failed",
+            "Only `Expect: 100-continue` is supported.",
+        ),
+        "request-header-fields-too-large": entry(
+            431,
+            "Request header fields too large",
+            "Too many header fields, or one too large.",
+        ),
+        "not-implemented": entry(
+            501,
+            "Not implemented",
+            "The request uses a transfer coding this server does not support (only `chunked` is).",
         ),
     }
 
@@ -484,8 +480,11 @@ def _base_schemas(settings: Settings) -> dict[str, Any]:
         "Problem": {
             "type": "object",
             "description": "RFC 9457 problem details. `type` links to its explanation on "
-            "/docs; `errors` is present for validation errors.",
-            "required": ["type", "title", "status", "detail", "instance"],
+            "/docs; `errors` is present for validation errors. `instance` (the request "
+            "path, percent-encoded) is absent only when the HTTP server refused the "
+            "request before the application saw it (408, 414, 417, 431, 501, malformed "
+            "requests).",
+            "required": ["type", "title", "status", "detail"],
             "properties": {
                 "type": {
                     "type": "string",

@@ -14,8 +14,9 @@ from ..support import missing
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
-OVERLAYS = ("local", "staging", "production")
-NAMESPACES = {env: f"comments-{env}" for env in OVERLAYS}
+# production-aws: production with PostgreSQL on RDS (components/database-rds).
+OVERLAYS = ("local", "staging", "production", "production-aws")
+NAMESPACES = {env: f"comments-{env.removesuffix('-aws')}" for env in OVERLAYS}
 # The Kubernetes minor the manifests target (preStop sleep action, matchLabelKeys,
 # unhealthyPodEvictionPolicy are all on by default from 1.30; minikube's default is newer).
 KUBERNETES_VERSION = "1.33.0"
@@ -63,6 +64,29 @@ BUILTIN_GROUPS = {
     "autoscaling/v2",
     "networking.k8s.io/v1",
 }
+
+
+# Custom resources every overlay may render (validated by validate/validate.mjs where a
+# schema exists; CloudNativePG fields are asserted in the tests).
+CUSTOM_KINDS = {
+    "ServiceMonitor",
+    "PodMonitor",
+    "PrometheusRule",
+    "Cluster",
+    "ScheduledBackup",
+    "ObjectStore",
+    "SecretStore",
+    "ExternalSecret",
+}
+
+
+def secret_names(pod: dict[str, Any]) -> set[str]:
+    """Secrets a pod mounts, as plain secret volumes or projected sources."""
+    names = {v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
+    for v in pod.get("volumes", []):
+        sources = v.get("projected", {}).get("sources", [])
+        names |= {s["secret"]["name"] for s in sources if "secret" in s}
+    return names
 
 
 def is_builtin(doc: dict[str, Any]) -> bool:

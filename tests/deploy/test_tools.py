@@ -13,7 +13,17 @@ from typing import Any
 import pytest
 import yaml
 
-from .conftest import K8S, KUBERNETES_VERSION, OVERLAYS, ROOT, find, is_builtin, one, tool
+from .conftest import (
+    CUSTOM_KINDS,
+    K8S,
+    KUBERNETES_VERSION,
+    OVERLAYS,
+    ROOT,
+    find,
+    is_builtin,
+    one,
+    tool,
+)
 
 pytestmark = pytest.mark.k8s
 
@@ -129,14 +139,7 @@ def test_kubernetes_validate_strict(
 ) -> None:
     builtin = [d for d in rendered[env] if is_builtin(d)]
     custom = {d["kind"] for d in rendered[env] if not is_builtin(d)}
-    assert custom <= {
-        "ServiceMonitor",
-        "PodMonitor",
-        "PrometheusRule",
-        "Cluster",
-        "ScheduledBackup",
-        "ObjectStore",
-    }, custom
+    assert custom <= CUSTOM_KINDS, custom
     assert len(builtin) >= 15
     validate_builtin(builtin, tmp_path)
 
@@ -165,7 +168,8 @@ def node_validate(
 ) -> subprocess.CompletedProcess[str]:
     node = tool("node", "nodejs")
     validator = K8S / "validate"
-    if not (validator / "node_modules" / "@kubernetes-models" / "prometheus-operator").is_dir():
+    installed = validator / "node_modules" / "@kubernetes-models"
+    if not all((installed / p).is_dir() for p in ("prometheus-operator", "external-secrets")):
         pytest.fail("run scripts/check-k8s.sh (npm ci in deploy/k8s/validate) first", pytrace=False)
     return run(node, "validate.mjs", input=json.dumps(objects), cwd=validator, ok=ok)
 
@@ -178,6 +182,19 @@ def test_prometheus_operator_objects_match_crd_schemas(
     assert objects
     out = node_validate(objects).stdout
     assert out.count("valid ") == len(objects), out
+
+
+def test_external_secrets_objects_match_crd_schemas(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    objects = [d for d in rendered["production-aws"] if d["apiVersion"] == "external-secrets.io/v1"]
+    assert {d["kind"] for d in objects} == {"SecretStore", "ExternalSecret"}
+    out = node_validate(objects).stdout
+    assert out.count("valid ") == len(objects), out
+    broken = copy.deepcopy(one(objects, "ExternalSecret", "comments-api-database"))
+    broken["spec"]["refreshInterval"] = 300  # must be a duration string
+    proc = node_validate([broken], ok=False)
+    assert "INVALID ExternalSecret/comments-api-database" in proc.stdout
 
 
 def test_crd_schema_validation_can_fail(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -297,7 +314,7 @@ def test_provision_dry_run_prints_every_step(tmp_path: Path) -> None:
         assert "--wait" in line
         for values in re.findall(r"--values (\S+)", line):
             assert (ROOT / values).is_file(), values
-    for env in OVERLAYS:
+    for env in ("local", "staging", "production"):
         assert f"kubectl apply -f deploy/k8s/overlays/{env}/namespace.yaml" in commands
     # Persistence for Prometheus, Alertmanager and Grafana; no default Grafana password.
     kps = yaml.safe_load((K8S / "provision" / "kube-prometheus-stack-values.yaml").read_text())
@@ -388,7 +405,7 @@ def test_build_once_promote_the_digest() -> None:
     assert build["push"] is True
     dev = flows["dev.yml"]
     assert dev["on"]["push"]["branches"] == ["dev"]
-    assert set(dev["jobs"]["build"]["permissions"]) == {"contents", "packages", "id-token"}
+    assert dev["jobs"]["build"]["permissions"] == {"contents": "read", "id-token": "write"}
     assert any("cosign sign" in s.get("run", "") for s in steps(dev))
     e2e = "\n".join(s.get("run", "") for s in dev["jobs"]["e2e"]["steps"])
     assert "overlays/staging" in e2e
@@ -405,7 +422,7 @@ def test_build_once_promote_the_digest() -> None:
     copy_ = next(i for i, r in enumerate(runs) if "crane copy" in r)
     assert verify < copy_, "the signature is verified before the copy"
     assert '"${DEV_IMAGE}@${DIGEST}"' in runs[copy_], "copied by digest"
-    deploy = main["jobs"]["deploy"]
+    deploy = main["jobs"]["release"]
     assert deploy["environment"]["name"] == "production"
     rollback = [s for s in deploy["steps"] if str(s.get("if", "")).startswith("failure()")]
     assert rollback
@@ -427,3 +444,87 @@ def test_renovate_updates_actions_images_and_charts() -> None:
         "provision-k8s" in "".join(m.get("managerFilePatterns", []))
         for m in config["customManagers"]
     )
+
+
+# --- the workflows on AWS (deploy/terraform) ------------------------------------------
+
+TF_ENVS = ROOT / "deploy" / "terraform" / "environments"
+AWS_CREDENTIALS = "aws-actions/configure-aws-credentials@"
+
+
+def job_uses(job: dict[str, Any], action: str) -> list[dict[str, Any]]:
+    return [s for s in job.get("steps", []) if s.get("uses", "").startswith(action)]
+
+
+def test_aws_roles_through_oidc_only_where_needed() -> None:
+    for name, flow in workflows().items():
+        text = (WORKFLOWS / name).read_text()
+        assert "ghcr.io" not in text, name
+        assert "KUBECONFIG }}" not in text, f"{name}: no kubeconfig secret, EKS through the role"
+        assert "secrets." not in text.replace("secrets.GITHUB_TOKEN", ""), name
+        for job_id, job in flow["jobs"].items():
+            perms = job.get("permissions", {})
+            assert "packages" not in perms, f"{name}/{job_id}"
+            aws = job_uses(job, AWS_CREDENTIALS)
+            # The OIDC token exactly where a job assumes an AWS role.
+            assert (perms.get("id-token") == "write") == bool(aws), f"{name}/{job_id}"
+            for step in aws:
+                assert re.fullmatch(r"\$\{\{ vars\.[A-Z_]+ \}\}", step["with"]["role-to-assume"])
+                assert step["with"]["aws-region"] == "${{ vars.AWS_REGION }}"
+                assert not {"aws-access-key-id", "aws-secret-access-key"} & set(step["with"])
+            if aws:
+                (login,) = job_uses(job, "aws-actions/amazon-ecr-login@") or [None]
+                assert login is None or job["steps"].index(login) > job["steps"].index(aws[0])
+
+
+def test_roles_match_the_terraform_trust() -> None:
+    """Each job assumes a role whose Terraform trust admits its OIDC subject: the dev
+    build (no environment, push to dev) the staging role; production only from the
+    `production` Environment, which therefore runs the promotion too."""
+    staging = (TF_ENVS / "staging" / "main.tf").read_text()
+    production = (TF_ENVS / "production" / "main.tf").read_text()
+    assert re.search(r'github_branches\s*=\s*\["dev"\]', staging)
+    assert re.search(r"github_branches\s*=\s*\[\]", production)
+    flows = workflows()
+    dev = flows["dev.yml"]
+    assert dev["on"]["push"]["branches"] == ["dev"]
+    for job_id in ("build", "e2e"):
+        job = dev["jobs"][job_id]
+        (aws,) = job_uses(job, AWS_CREDENTIALS)
+        assert aws["with"]["role-to-assume"] == "${{ vars.DEV_ROLE_ARN }}"
+        assert "environment" not in job
+    assert dev["jobs"]["build"]["if"] == "github.event_name == 'push'"
+    main = flows["main.yml"]
+    for job_id, job in main["jobs"].items():
+        runs = "\n".join(s.get("run", "") for s in job["steps"])
+        if "crane copy" in runs or "kubectl apply" in runs:
+            assert job["environment"]["name"] == "production", job_id
+            (aws,) = job_uses(job, AWS_CREDENTIALS)
+            assert aws["with"]["role-to-assume"] == "${{ vars.AWS_ROLE_ARN }}"
+            assert job_uses(job, "aws-actions/amazon-ecr-login@")
+        if "kubectl apply" in runs:
+            assert (
+                'aws eks update-kubeconfig --region "$AWS_REGION" --name "$EKS_CLUSTER_NAME"'
+                in runs
+            )
+            assert "production | production-aws)" in runs, "the overlay variable is checked"
+
+
+def test_every_workflow_variable_is_handed_over_in_the_docs() -> None:
+    used = set()
+    for path in WORKFLOWS.glob("*.yml"):
+        used |= set(re.findall(r"vars\.([A-Z0-9_]+)", path.read_text()))
+    assert used >= {"AWS_REGION", "DEV_IMAGE", "DEV_ROLE_ARN", "AWS_ROLE_ARN", "PROD_IMAGE"}
+    terraform_doc = (ROOT / "docs" / "terraform.md").read_text()
+    deployment_doc = (ROOT / "docs" / "deployment.md").read_text()
+    outputs = set()
+    for env in ("staging", "production"):
+        outputs |= set(
+            re.findall(r'^output "(\w+)"', (TF_ENVS / env / "outputs.tf").read_text(), re.M)
+        )
+    for var in sorted(used):
+        rows = [line for line in terraform_doc.splitlines() if f"`{var}`" in line and "|" in line]
+        assert rows, f"docs/terraform.md hands over no {var}"
+        named = set(re.findall(r"`(\w+)`", " ".join(rows))) & outputs
+        assert named or var in ("K8S_OVERLAY", "PRODUCTION_URL"), f"{var}: which output?"
+        assert f"`{var}`" in deployment_doc, f"docs/deployment.md does not mention {var}"

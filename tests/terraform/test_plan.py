@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 pytestmark = pytest.mark.terraform
 
@@ -372,6 +373,7 @@ def test_outputs_feed_the_kubernetes_overlays(env: tuple[str, dict]) -> None:
         "database_address",
         "database_secret_arn",
         "database_url_template",
+        "database_subnet_cidrs",
         "secrets_reader_role_arn",
         "ci_role_arn",
     ):
@@ -416,3 +418,22 @@ def test_every_variable_is_typed() -> None:
             assert re.search(r"^  type\s+=", match.group(2), re.M), f"{path}: {match.group(1)}"
             blocks += 1
     assert blocks > 80, blocks
+
+
+def test_rds_overlay_parameters_match_the_production_plan(plans: dict[str, dict[str, Any]]) -> None:
+    """deploy/k8s/overlays/production-aws carries example values from the example tfvars;
+    those the plan already knows must be the plan's (the app's egress to RDS in particular:
+    a wrong range would silently cut the app off its database)."""
+    params_file = TF_DIR.parent / "k8s" / "overlays" / "production-aws" / "aws-parameters.yaml"
+    params = yaml.safe_load(params_file.read_text())["data"]
+    known = plans["production"]["planned_values"]["outputs"]
+    assert [params[f"database-cidr-{z}"] for z in "abc"] == known["database_subnet_cidrs"]["value"]
+    subnets = sorted(
+        after(rc)["cidr_block"] for rc in changes(plans["production"], "aws_subnet", "private")
+    )
+    assert sorted(known["database_subnet_cidrs"]["value"]) == subnets
+    assert params["region"] == known["region"]["value"]
+    assert params["secrets-reader-role-arn"] == (
+        f"arn:aws:iam::{ACCOUNT}:role/"
+        + after(one(plans["production"], "aws_iam_role", "secrets_reader"))["name"]
+    )

@@ -1,7 +1,14 @@
-// Validates prometheus-operator objects (ServiceMonitor, PrometheusRule, ...) against the
-// CRD JSON schemas shipped in @kubernetes-models/prometheus-operator, offline.
+// Validates prometheus-operator objects (ServiceMonitor, PrometheusRule, ...) and External
+// Secrets objects (SecretStore, ExternalSecret) against the CRD JSON schemas shipped in
+// @kubernetes-models/prometheus-operator and @kubernetes-models/external-secrets, offline.
 // Input on stdin: a JSON array of objects. Prints one line per object; exit 1 on any error.
-import * as v1 from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1";
+import * as monitoring from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1";
+import * as externalSecrets from "@kubernetes-models/external-secrets/external-secrets.io/v1";
+
+const models = {
+  "monitoring.coreos.com/v1": monitoring,
+  "external-secrets.io/v1": externalSecrets,
+};
 
 const chunks = [];
 for await (const chunk of process.stdin) chunks.push(chunk);
@@ -10,7 +17,7 @@ const objects = JSON.parse(Buffer.concat(chunks).toString("utf8"));
 let failed = 0;
 for (const obj of objects) {
   const name = `${obj.kind}/${obj.metadata?.name}`;
-  const Model = obj.apiVersion === "monitoring.coreos.com/v1" ? v1[obj.kind] : undefined;
+  const Model = models[obj.apiVersion]?.[obj.kind];
   if (typeof Model !== "function") {
     console.log(`UNKNOWN ${name} (${obj.apiVersion}): no schema`);
     failed++;

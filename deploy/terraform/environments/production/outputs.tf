@@ -51,6 +51,11 @@ output "database_name" {
   value       = module.database.db_name
 }
 
+output "database_subnet_cidrs" {
+  description = "Private subnet ranges the database lives in: database-cidr-a/b/c of the Kubernetes database-rds parameters (NetworkPolicy egress to port 5432)."
+  value       = module.network.private_subnet_cidrs
+}
+
 output "database_secret_arn" {
   description = "Secrets Manager ARN of the RDS-managed credentials (JSON username/password): the ExternalSecret's remoteRef.key for DATABASE_URL."
   value       = module.database.master_user_secret_arn

@@ -13,6 +13,11 @@ output "private_subnet_ids" {
   value       = [for az in var.availability_zones : aws_subnet.private[az].id]
 }
 
+output "private_subnet_cidrs" {
+  description = "IPv4 ranges of the private subnets, in the order of var.availability_zones (the database lives there: the app's NetworkPolicy egress to PostgreSQL)."
+  value       = [for az in var.availability_zones : aws_subnet.private[az].cidr_block]
+}
+
 output "private_subnet_ids_by_zone" {
   description = "Private subnet ID keyed by availability zone (one node group per zone uses this)."
   value       = { for az, s in aws_subnet.private : az => s.id }

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# `make pipeline-test` (and .ci/run): the tests of the delivery pipeline itself, which run
+# scripts/deploy.sh --target local for real (tests/pipeline, marker `pipeline`): one image
+# build, two registries, skopeo promotion with a signature, haproxy, PostgreSQL, Redis, and
+# 3 replicas per environment, all on 127.0.0.1.
+#
+# Installs what is missing from apt, starts a Docker engine when none answers (no bridge, no
+# iptables; same data root as scripts/image-test.sh, so the base images are cached) and
+# stops that one, by PID, at the end. Figures and per-run logs go to artifacts/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DATA_ROOT=${DOCKER_DATA_ROOT:-/var/lib/comments-api-docker}
+ARTIFACTS=artifacts
+mkdir -p "$ARTIFACTS"
+start=$(date +%s)
+
+need=()
+command -v dockerd >/dev/null || need+=(docker.io)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v skopeo >/dev/null || need+=(skopeo)
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v gpg >/dev/null || need+=(gpg gpg-agent)
+command -v curl >/dev/null || need+=(curl)
+command -v kubectl >/dev/null || echo "note: kubectl absent: the pinned-kustomization test needs it"
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+dockerd_pid=""
+# shellcheck disable=SC2329 # called by the EXIT trap
+stop_engine() {
+  if [ -n "$dockerd_pid" ] && kill -0 "$dockerd_pid" 2>/dev/null; then
+    echo "stopping the Docker engine this script started (pid $dockerd_pid)"
+    kill "$dockerd_pid"
+    for _ in $(seq 1 100); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.2; done
+  fi
+}
+trap stop_engine EXIT
+if ! docker info >/dev/null 2>&1; then
+  mkdir -p "$DATA_ROOT"
+  dockerd --data-root "$DATA_ROOT" --bridge=none --iptables=false --ip6tables=false \
+    --pidfile "$ARTIFACTS/dockerd-pipeline.pid" >"$ARTIFACTS/dockerd-pipeline.log" 2>&1 &
+  dockerd_pid=$!
+  for _ in $(seq 1 150); do docker info >/dev/null 2>&1 && break; sleep 0.2; done
+  docker info >/dev/null 2>&1 || { tail -n 30 "$ARTIFACTS/dockerd-pipeline.log" >&2; exit 1; }
+  echo "started dockerd (pid $dockerd_pid, data root $DATA_ROOT)"
+fi
+
+rc=0
+rm -rf "$ARTIFACTS/pipeline-figures.json" "$ARTIFACTS/pipeline-logs"
+.venv/bin/pytest -m pipeline tests/pipeline/ -p no:cacheprovider --durations=5 || rc=$?
+if [ -f "$ARTIFACTS/pipeline-figures.json" ]; then
+  echo "measured ($ARTIFACTS/pipeline-figures.json, logs in $ARTIFACTS/pipeline-logs/):"
+  cat "$ARTIFACTS/pipeline-figures.json"
+fi
+echo "pipeline tests: exit $rc in $(($(date +%s) - start))s"
+exit "$rc"

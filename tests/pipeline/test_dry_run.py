@@ -1,0 +1,176 @@
+"""`deploy.sh --dry-run` prints every command of both targets and runs none."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from ..support import missing
+from .conftest import DEPLOY, ROOT
+
+pytestmark = pytest.mark.pipeline
+
+
+def dry_run(target: str) -> str:
+    proc = subprocess.run(
+        [str(DEPLOY), "--dry-run", "--target", target],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def commands(out: str) -> list[str]:
+    return [line[2:] for line in out.splitlines() if line.startswith("+ ")]
+
+
+def index(cmds: list[str], pattern: str, start: int = 0) -> int:
+    for i, cmd in enumerate(cmds[start:], start):
+        if re.search(pattern, cmd):
+            return i
+    raise AssertionError(f"no command matches {pattern!r} after #{start}:\n" + "\n".join(cmds))
+
+
+def test_local_dry_run_prints_the_whole_pipeline_in_order():
+    out = dry_run("local")
+    cmds = commands(out)
+    steps = [
+        r"^make --no-print-directory test$",
+        r"^make --no-print-directory lint$",
+        r"bandit",
+        r"hadolint Dockerfile",
+        r"scripts/image-build\.sh",
+        r"^docker-registry serve .*registry-dev",
+        r"^docker-registry serve .*registry-prod",
+        r"initdb .*-A scram-sha-256",
+        r"^redis-server --bind 127\.0\.0\.1",
+        r"^haproxy -db -f .*/staging/haproxy\.cfg",
+        r"^haproxy -db -f .*/production/haproxy\.cfg",
+        r"^docker push .*127\.0\.0\.1:\d+/comments-api:",
+        r"^timeout 120 docker run --rm .*--entrypoint /venv/bin/comments-api "
+        r"127\.0\.0\.1:\d+/comments-api@sha256:.* migrate$",
+        r"^docker run --detach .*staging",
+        r"socat .*staging/haproxy\.sock",
+        r"pipeline_e2e\.py e2e",
+        r"k6 run --no-usage-report",
+        r"skopeo .*copy .*--preserve-digests .*--sign-by .*docker://127\.0\.0\.1:\d+/comments-api@sha256:",
+        r"skopeo standalone-verify",
+        r"^timeout 120 docker run --rm .*production.* migrate$",
+        r"^docker run --detach .*production",
+        r"pipeline_e2e\.py smoke",
+    ]
+    at = 0
+    for step in steps:
+        at = index(cmds, step, at) + 1
+    # Replicas: hardened, host network on loopback, never published ports, pinned by digest.
+    replicas = [c for c in cmds if c.startswith("docker run --detach")]
+    assert len(replicas) == 2 * 3 + 3  # staging, production, and the rollback shown at the end
+    for cmd in replicas:
+        for flag in (
+            "--network host",
+            "--read-only",
+            "--cap-drop ALL",
+            "no-new-privileges",
+            "HOST=127.0.0.1",
+            "MIGRATE_ON_START=false",
+            "--pids-limit",
+            "--memory",
+        ):
+            assert flag in cmd, (flag, cmd)
+        assert not re.search(r"(^| )(-p|--publish) ", cmd)
+        assert re.search(r"comments-api@sha256:\S+$", cmd)
+    assert "ROLLBACK production" in out
+    assert "PIPELINE OK" in out
+    # Draining outlasts haproxy's detection: readiness 503 must be seen (inter x fall) while
+    # the replica still serves (SHUTDOWN_DELAY), or requests would reach a closed socket.
+    inter_ms, fall = map(int, re.search(r"inter\\? (\d+)ms\\? fall\\? (\d+)", out).groups())
+    delays = {re.search(r"SHUTDOWN_DELAY=(\d+)", cmd).group(1) for cmd in replicas}
+    assert len(delays) == 1
+    assert int(delays.pop()) * 1000 > inter_ms * fall
+
+
+def test_minikube_dry_run_prints_kubectl_rollout_and_undo():
+    out = dry_run("minikube")
+    cmds = commands(out)
+    steps = [
+        r"^make --no-print-directory test$",
+        r"scripts/image-build\.sh",
+        r"^docker push ",
+        r"^write .*/pipeline-kustomize/staging/kustomization\.yaml "
+        r".*deploy/k8s/overlays/staging.*comments-api@sha256:",
+        r"delete job comments-api-migrate",
+        r"^kubectl --context minikube apply -k .*/pipeline-kustomize/staging$",
+        r"namespace comments-staging wait --for=condition=complete job/comments-api-migrate",
+        r"namespace comments-staging rollout status deployment/comments-api",
+        r"port-forward svc/comments-api",
+        r"pipeline_e2e\.py e2e",
+        r"k6 run --no-usage-report",
+        r"skopeo .*copy .*--sign-by",
+        r"skopeo standalone-verify",
+        r"^write .*/pipeline-kustomize/production/kustomization\.yaml .*overlays/production",
+        r"^kubectl --context minikube apply -k .*/pipeline-kustomize/production$",
+        r"namespace comments-production rollout status deployment/comments-api",
+        r"pipeline_e2e\.py smoke",
+        r"namespace comments-production rollout undo deployment/comments-api",
+    ]
+    at = 0
+    for step in steps:
+        at = index(cmds, step, at) + 1
+    assert "docker-registry" not in out
+    assert "haproxy" not in out
+
+
+def test_dry_run_starts_nothing():
+    before = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", "label=org.example.pipeline.stack=dryrun"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    dry_run("local")
+    after = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", "label=org.example.pipeline.stack=dryrun"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert after.stdout == before.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("env", "registry"), [("staging", "localhost:5000"), ("production", "localhost:5001")]
+)
+def test_the_minikube_target_pins_every_app_image_to_the_release_digest(env, registry):
+    if not (ROOT / "deploy" / "k8s" / "overlays" / env).is_dir():
+        pytest.skip("deploy/k8s overlays are delivered on the k8s branch")
+    if shutil.which("kubectl") is None:
+        missing("kubectl (kustomize is built in)")
+    digest = "sha256:" + "ab" * 32
+    proc = subprocess.run(
+        [str(DEPLOY), "--render", env, "--digest", digest],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    app = {
+        (d["kind"], d["metadata"]["name"]): d
+        for d in docs
+        if d["kind"] in {"Deployment", "Job"} and d["metadata"]["name"].startswith("comments-api")
+    }
+    assert ("Deployment", "comments-api") in app
+    assert ("Job", "comments-api-migrate") in app
+    for obj in app.values():
+        assert obj["metadata"]["namespace"] == f"comments-{env}"
+        spec = obj["spec"]["template"]["spec"]
+        images = {c["image"] for c in spec["containers"] + spec.get("initContainers", [])}
+        assert images == {f"{registry}/comments-api@{digest}"}, images

@@ -1,0 +1,284 @@
+"""`scripts/deploy.sh --target local`, executed for real: registries, skopeo, haproxy,
+PostgreSQL, Redis and 3 hardened replicas per environment, all on 127.0.0.1.
+
+The tests share one stack and run in order: a good release; a broken build stopped in
+staging; then one release that fails only in production, deployed and rolled back while k6
+keeps loading production, after which a replica is killed. That last run serves two tests:
+zero failed requests through two full rolling updates (forward and back) and a replica loss,
+and the automatic rollback. (One full pipeline run fewer: the shared 2-core machine makes
+each one take minutes.)
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+
+import pytest
+import requests
+
+from .conftest import QUICK_LOAD, ROOT, Run, Stack, sh
+
+# Each test runs the whole pipeline at least once; on a busy 2-core machine that took up
+# to 200 s (the module's first test also pays for the image build).
+pytestmark = [pytest.mark.pipeline, pytest.mark.timeout(900)]
+
+K6 = ROOT / ".venv" / "bin" / "k6"
+STAGES = [
+    "tests",
+    "lint and security scans",
+    "build the image once",
+    "push to the dev registry",
+    "deploy to staging by digest",
+    "wait for readiness: staging",
+    "E2E on staging",
+    "load test on staging",
+    "promote",
+    "verify the signature",
+    "deploy to production by digest",
+    "wait for readiness: production",
+    "smoke test production",
+]
+
+
+def haproxy_states(stack: Stack, env: str) -> dict[str, int]:
+    """haproxy's own view (runtime API): server name -> operational state (2 = UP)."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(stack.state / env / "haproxy.sock"))
+        sock.sendall(b"show servers state app\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    rows = [line.split() for line in data.decode().splitlines()[2:] if line.strip()]
+    return {row[3]: int(row[5]) for row in rows}
+
+
+def digest_of(ref: str) -> str:
+    return ref.split("@", 1)[1]
+
+
+def assert_serving(stack: Stack, env: str, digest: str, replicas: int = 3) -> None:
+    running = stack.replicas(env)
+    assert len(running) == replicas, running
+    for replica in running:
+        assert digest_of(replica["ref"]) == digest, replica
+        assert digest in replica["repo_digests"], replica
+    ready = requests.get(f"{stack.lb(env)}/readyz", timeout=5)
+    assert ready.status_code == 200, ready.text
+
+
+def test_a_good_change_goes_dev_staging_production_with_one_digest(stack: Stack):
+    run = stack.first
+    assert run.rc == 0, run.out[-3000:]
+    positions = [run.out.find(f"] {name}") for name in STAGES]
+    assert -1 not in positions, dict(zip(STAGES, positions, strict=True))
+    assert positions == sorted(positions), "stages out of order"
+    assert run.out.count("docker build") <= 1
+
+    release = stack.release()
+    digest = release["digest"]
+    assert digest.startswith("sha256:")
+    assert len(digest) == 71
+    # The same manifest in both registries: promoted by copy, not rebuilt.
+    assert stack.registry_digest("dev", release["tag"]) == digest
+    assert stack.registry_digest("prod", release["tag"]) == digest
+    assert "Signature verified, digest " + digest in run.out
+    # Every replica runs that digest, pulled from its environment's registry, and its image
+    # is the very build of this run (same config digest).
+    for env, registry in (("staging", "dev"), ("production", "prod")):
+        assert_serving(stack, env, digest)
+        for replica in stack.replicas(env):
+            assert replica["ref"] == f"{stack.registry(registry)}/comments-api@{digest}"
+            assert replica["image_id"] == release["image_id"]
+        assert set(haproxy_states(stack, env).values()) >= {2}
+    assert sum(state == 2 for state in haproxy_states(stack, "production").values()) == 3
+
+
+def test_a_broken_build_is_stopped_in_staging_and_never_reaches_production(stack: Stack):
+    good = stack.serving("production")
+    assert stack.serving("staging") == good
+    # A release whose server never comes up (a boot that hangs): readiness never passes.
+    broken = stack.derived_image(
+        "broken",
+        f"FROM {stack.base_image}\n"
+        'ENTRYPOINT ["/venv/bin/python", "-c", "import time; time.sleep(600)"]\n',
+    )
+    tag = "broken"
+    run = stack.deploy(
+        "--skip-tests",
+        "--skip-scans",
+        "--image",
+        broken,
+        "--tag",
+        tag,
+        "--ready-timeout",
+        "8",
+        label="broken_build_stopped_in_staging",
+    )
+    assert run.rc == 1, run.out[-3000:]
+    assert "stopped in staging" in run.out
+    assert "never became ready" in run.out
+    broken_digest = stack.registry_digest("dev", tag)
+    assert broken_digest
+    assert broken_digest != good
+    # Never promoted: the prod registry has neither the tag nor the manifest.
+    assert stack.registry_digest("prod", tag) is None
+    assert stack.registry_digest("prod", broken_digest) is None
+    # Staging is back on the good release, production never changed.
+    assert_serving(stack, "staging", good)
+    assert stack.serving("staging") == good
+    assert stack.serving("production") == good
+    for replica in stack.replicas("production"):
+        assert digest_of(replica["ref"]) == good
+    assert not [c for c in stack.replicas("staging") if broken_digest in c["ref"]]
+
+
+@dataclass
+class LoadedRelease:
+    good: str
+    run: Run
+    production_after_rollback: list[dict[str, str]]
+    killed_marked_down: bool
+    k6_returncode: int
+    k6_stderr: str
+    metrics: dict
+
+
+@pytest.fixture(scope="module")
+def production_failure_under_load(
+    stack: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> LoadedRelease:
+    """A release that fails only in production, then the loss of a replica, under k6 load."""
+    tmp = tmp_path_factory.mktemp("prodfail")
+    good = stack.serving("production")
+    v2 = stack.derived_image("v2", f"FROM {stack.base_image}\nLABEL org.example.change=v2\n")
+    # A production-only check (think: a canary journey against real data) that accepts only
+    # the release production already runs.
+    allow = tmp / "known-good"
+    allow.write_text(good + "\n")
+    summary = tmp / "k6-summary.json"
+    # Steady load on production for the whole run; stopped (SIGINT) once done.
+    k6 = subprocess.Popen(
+        [
+            str(K6),
+            "run",
+            "--no-usage-report",
+            "--quiet",
+            "-e",
+            f"BASE_URL={stack.lb('production')}",
+            "-e",
+            "VUS=2",
+            "-e",
+            "DURATION=600s",
+            "-e",
+            "PAUSE_S=0.1",
+            "-e",
+            "MAX_FAILED_RATE=0",
+            "-e",
+            "P95_MS=5000",
+            "--summary-export",
+            str(summary),
+            str(ROOT / "scripts" / "k6" / "pipeline-load.js"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    down = False
+    run = Run(-1, "", 0.0)
+    after_rollback: list[dict[str, str]] = []
+    try:
+        time.sleep(3)
+        run = stack.deploy(
+            "--skip-tests",
+            "--skip-scans",
+            "--image",
+            v2,
+            "--tag",
+            "v2",
+            *QUICK_LOAD,
+            "--prod-smoke-hook",
+            f'grep -qx "$DEPLOY_DIGEST" {allow}',
+            label="production_failure_rollback_under_load",
+        )
+        after_rollback = stack.replicas("production")
+        if run.rc == 2 and after_rollback:
+            # Lose one replica abruptly (SIGKILL: no drain at all).
+            victim = after_rollback[0]
+            sh("docker", "kill", victim["id"])
+            port = victim["name"].rsplit("-", 1)[1]
+            slots = [
+                key.rsplit("_", 1)[1]
+                for key, value in stack.env.items()
+                if key.startswith("production_PORT_") and value == port
+            ]
+            assert slots, (port, stack.env)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not down:
+                states = haproxy_states(stack, "production")
+                down = all(states.get(f"r{slot}") == 0 for slot in slots)
+                time.sleep(0.2)
+            time.sleep(3)  # keep the load on two replicas for a while
+    finally:
+        k6.send_signal(signal.SIGINT)
+        try:
+            _, err = k6.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            k6.kill()
+            _, err = k6.communicate()
+    metrics = json.loads(summary.read_text())["metrics"] if summary.exists() else {}
+    return LoadedRelease(good, run, after_rollback, down, k6.returncode, err, metrics)
+
+
+def test_rolling_updates_and_losing_a_replica_under_load_fail_no_request(
+    stack: Stack, production_failure_under_load: LoadedRelease
+):
+    result = production_failure_under_load
+    out = result.run.out
+    # Production was rolled forward (every replica replaced) and back, under the load.
+    assert out.count("production replica 3: ready on its own port") == 2, out[-3000:]
+    assert out.count("stop the old") >= 9  # 3 in staging, 3 forward, 3 back
+    assert result.killed_marked_down, "haproxy never marked the killed replica DOWN"
+    assert result.k6_returncode in (0, 105), result.k6_stderr[-2000:]  # 105: SIGINT
+    metrics = result.metrics
+    stack.figures["load_requests_during_rollouts_and_kill"] = metrics["http_reqs"]["count"]
+    # Rate metric in the export: "passes" counts failed requests, "fails" the good ones.
+    assert metrics["http_req_failed"]["passes"] == 0, metrics["http_req_failed"]
+    assert metrics["checks"]["fails"] == 0, metrics["checks"]
+    assert metrics["http_reqs"]["count"] > 100, metrics["http_reqs"]
+
+
+def test_a_release_failing_only_in_production_is_rolled_back(
+    stack: Stack, production_failure_under_load: LoadedRelease
+):
+    result = production_failure_under_load
+    good, run = result.good, result.run
+    assert run.rc == 2, run.out[-3000:]
+    v2_digest = stack.registry_digest("prod", "v2")
+    assert v2_digest
+    assert v2_digest != good
+    target = f"{stack.registry('prod')}/comments-api@{v2_digest}"
+    assert f"deploy to production by digest: {target}" in run.out  # it did reach production...
+    assert "production smoke test failed" in run.out
+    assert "ROLLBACK production to the previous digest " + good in run.out
+    # ...and right after the rollback all 3 production replicas ran the old digest.
+    assert len(result.production_after_rollback) == 3
+    for replica in result.production_after_rollback:
+        assert digest_of(replica["ref"]) == good, replica
+    assert stack.serving("production") == good
+    # Still serving (two replicas since the kill), on the old digest.
+    for replica in stack.replicas("production"):
+        assert digest_of(replica["ref"]) == good
+    smoke = subprocess.run(
+        ["python3", str(ROOT / "scripts" / "pipeline_e2e.py"), "smoke", stack.lb("production")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert smoke.returncode == 0, smoke.stdout
+    # Staging passed its gates and keeps the new release.
+    assert_serving(stack, "staging", v2_digest)

@@ -1,0 +1,72 @@
+"""`bench/run.py` still works from the repository: a tiny run of the real harness.
+
+Not a performance test (one round of one second proves nothing about speed): it proves the
+harness starts the original app and ours (SQLite and a throwaway PostgreSQL), drives wrk
+through bench/load.lua, and that its correctness checks pass and can see what they check
+(rows persisted, lists compared across workers, the request counter summed exactly).
+Marked `bench`: outside plain `make test`, run by `make bench-smoke`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .support import find_binary, missing
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.bench
+
+
+def test_bench_quick_run_passes_its_checks(tmp_path: Path) -> None:
+    if not shutil.which("wrk"):
+        missing("wrk")
+    if not find_binary("initdb"):
+        missing("PostgreSQL server binaries (initdb, pg_ctl)")
+    out = tmp_path / "bench.json"
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "run.py"),
+        "--quick",
+        "--database",
+        "both",
+        "--scenarios",
+        "list,create,v1page,counts50,mix",
+        "--servers",
+        "sync",
+        "--no-scaling",
+        "--no-ratelimit",
+        "--json",
+        str(out),
+    ]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=170, env=env, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "Correctness: OK." in done.stdout
+
+    report = json.loads(out.read_text())
+    assert report["checks"]["problems"] == []
+    ran = {(r["row"], r["scenario"]) for r in report["runs"]}
+    for scenario in ("list", "create", "v1page", "counts50", "mix"):
+        assert ("ours", scenario) in ran
+        assert ("pg", scenario) in ran
+    assert {("baseline", s) for s in ("list", "create", "list25", "mix")} <= ran
+    assert {row["scenario"] for row in report["summary"]["main"]} == {
+        "list", "create", "v1page", "counts50", "mix"
+    }  # fmt: skip
+    for name in ("ours", "pg"):
+        check = report["checks"]["servers"][name]
+        # The checks looked at real data: writes were counted, two workers answered, and the
+        # request counter fell inside the range wrk and the bench account for.
+        assert check["posts_issued"] > 0
+        assert check["persisted"] > 0
+        assert check["list_workers_seen"] == 2
+        low, high = check["metrics_expected_range"]
+        assert low <= check["metrics_counted"] <= high
+        assert low > 0
