@@ -450,3 +450,23 @@ def test_rds_overlay_parameters_match_the_production_plan(plans: dict[str, dict[
         f"arn:aws:iam::{ACCOUNT}:role/"
         + after(one(plans["production"], "aws_iam_role", "secrets_reader"))["name"]
     )
+
+
+def test_no_role_gets_iam_full_access(env: tuple[str, dict]) -> None:
+    # checkov's CKV2_AWS_56 cannot follow values through the platform module, so this says it.
+    _, plan = env
+    attachments = changes(plan, "aws_iam_role_policy_attachment")
+    assert attachments, "the plan attaches no managed policy: the address filter is stale"
+    for rc in attachments:
+        assert not str(after(rc).get("policy_arn", "")).endswith("/IAMFullAccess"), rc["address"]
+    for rtype in ("aws_iam_role_policy", "aws_iam_policy"):
+        for rc in changes(plan, rtype):
+            document = after(rc).get("policy")
+            if not isinstance(document, str):
+                continue  # computed at apply time; nothing to read offline
+            for statement in json.loads(document)["Statement"]:
+                actions = statement.get("Action", [])
+                actions = [actions] if isinstance(actions, str) else actions
+                if statement.get("Effect") == "Allow":
+                    assert "iam:*" not in actions, rc["address"]
+                    assert "*" not in actions, rc["address"]
