@@ -22,13 +22,16 @@ from .conftest import K8S, ROOT, find, one, pod_templates, secret_names
 pytestmark = pytest.mark.k8s
 
 TF_PROD = ROOT / "deploy" / "terraform" / "environments" / "production"
+TF_PLATFORM = ROOT / "deploy" / "terraform" / "modules" / "platform"
 PARAMS = K8S / "overlays" / "production-aws" / "aws-parameters.yaml"
 CNPG_KINDS = {"Cluster", "ScheduledBackup", "ObjectStore", "PodMonitor", "StatefulSet"}
 
 
 def tfvars() -> dict[str, str]:
-    text = (TF_PROD / "terraform.tfvars").read_text()
-    return dict(re.findall(r'^(\w+)\s*=\s*"([^"]*)"', text, re.M))
+    """Production's string values: the deployer's (terraform.tfvars) and the environment's
+    own (its `module "platform"` arguments in main.tf)."""
+    text = (TF_PROD / "terraform.tfvars").read_text() + (TF_PROD / "main.tf").read_text()
+    return dict(re.findall(r'^\s*(\w+)\s*=\s*"([^"]*)"', text, re.M))
 
 
 def parameters() -> dict[str, str]:
@@ -85,19 +88,18 @@ def test_every_parameter_is_filled_and_the_parameters_are_not_deployed(
 def test_service_account_assumes_the_terraform_secrets_reader_role(
     aws: list[dict[str, Any]],
 ) -> None:
-    main = (TF_PROD / "main.tf").read_text()
+    main = (TF_PLATFORM / "main.tf").read_text()
     block = re.search(r'module "secrets_reader" \{(.*?)\n\}', main, re.S)
-    assert block, "deploy/terraform production: module secrets_reader moved"
+    assert block, "deploy/terraform modules/platform: module secrets_reader moved"
     sa_name = re.search(r'service_account\s*=\s*"([^"]+)"', block.group(1))
     assert sa_name
     assert "namespace         = var.app_namespace" in block.group(1)
     assert '"${local.name}-secrets-reader"' in block.group(1)
-    tf = (TF_PROD / "terraform.tfvars").read_text()
-    namespace = re.search(r'^app_namespace\s*=\s*"([^"]+)"', tf, re.M)
+    namespace = tfvars().get("app_namespace")
     assert namespace
 
     sa = one(aws, "ServiceAccount", sa_name.group(1))
-    assert sa["metadata"]["namespace"] == namespace.group(1)
+    assert sa["metadata"]["namespace"] == namespace
     assert sa["automountServiceAccountToken"] is False
     arn = sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
     account = tfvars()["aws_account_id"]

@@ -8,70 +8,70 @@ output "region" {
 
 output "cluster_name" {
   description = "EKS cluster name: `aws eks update-kubeconfig --region <region> --name <this>`."
-  value       = module.cluster.cluster_name
+  value       = module.platform.cluster_name
 }
 
 output "cluster_endpoint" {
   description = "Kubernetes API URL."
-  value       = module.cluster.cluster_endpoint
+  value       = module.platform.cluster_endpoint
 }
 
 output "kubeconfig_command" {
   description = "Command that writes the kubeconfig entry for this cluster."
-  value       = "aws eks update-kubeconfig --region ${var.region} --name ${module.cluster.cluster_name} --alias ${local.name}"
+  value       = module.platform.kubeconfig_command
 }
 
 output "app_namespace" {
   description = "Namespace the CI role may deploy to."
-  value       = var.app_namespace
+  value       = module.platform.app_namespace
 }
 
 output "image_repository_url" {
   description = "Dev registry (ECR) URL: CI pushes each build here, staging runs it by digest (image: <this>@sha256:...)."
-  value       = module.registries.repository_urls[local.dev_repository]
+  value       = module.platform.image_repository_url
 }
 
 output "database_address" {
   description = "RDS PostgreSQL host name (Multi-AZ; follows failovers)."
-  value       = module.database.address
+  value       = module.platform.database_address
 }
 
 output "database_port" {
   description = "RDS PostgreSQL port."
-  value       = module.database.port
+  value       = module.platform.database_port
 }
 
 output "database_name" {
   description = "Database name."
-  value       = module.database.db_name
+  value       = module.platform.database_name
 }
 
 output "database_subnet_cidrs" {
   description = "Private subnet ranges the database lives in: database-cidr-a/b/c of the Kubernetes database-rds parameters (NetworkPolicy egress to port 5432)."
-  value       = module.network.private_subnet_cidrs
+  value       = module.platform.database_subnet_cidrs
 }
 
 output "database_secret_arn" {
   description = "Secrets Manager ARN of the RDS-managed credentials (JSON username/password): the ExternalSecret's remoteRef.key for DATABASE_URL."
-  value       = module.database.master_user_secret_arn
+  value       = module.platform.database_secret_arn
 }
 
 output "database_url_template" {
   description = "ExternalSecret template producing DATABASE_URL from that secret."
-  value       = module.database.database_url_template
+  value       = module.platform.database_url_template
 }
 
 output "secrets_reader_role_arn" {
   description = "IRSA role of the service account comments-api-secrets (the SecretStore's auth): eks.amazonaws.com/role-arn annotation."
-  value       = module.secrets_reader.role_arn
+  value       = module.platform.secrets_reader_role_arn
 }
 
 output "ci_role_arn" {
   description = "Role GitHub Actions assumes (dev branch builds and the staging environment): AWS_ROLE_ARN of the staging environment."
-  value       = module.ci.role_arn
+  value       = module.platform.ci_role_arn
 }
 
 output "ci_trusted_subjects" {
   description = "OIDC subjects the CI role accepts."
-  value       = module.ci.trusted_subjects
+  value       = module.platform.ci_trusted_subjects
 }

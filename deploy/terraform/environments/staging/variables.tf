@@ -1,97 +1,33 @@
+# What whoever deploys replaces (terraform.tfvars); modules/platform validates each and
+# the environment's own choices are in main.tf.
+
 variable "aws_account_id" {
-  description = "AWS account of this environment (12 digits). Passed in, never looked up, so planning needs no credentials."
-  type        = string
-  validation {
-    condition     = can(regex("^[0-9]{12}$", var.aws_account_id))
-    error_message = "aws_account_id must be 12 digits."
-  }
-}
-
-variable "region" {
-  description = "AWS region."
-  type        = string
-  validation {
-    condition     = can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]$", var.region))
-    error_message = "region must look like eu-west-1."
-  }
-}
-
-variable "availability_zones" {
-  description = "The three availability zones to spread the VPC, the nodes and the database over."
-  type        = list(string)
-  validation {
-    condition     = length(var.availability_zones) == 3 && length(distinct(var.availability_zones)) == 3
-    error_message = "availability_zones: exactly three distinct zones."
-  }
-}
-
-variable "vpc_cidr" {
-  description = "IPv4 range of the VPC."
+  description = "AWS account of this environment (12 digits; passed in, never looked up)."
   type        = string
 }
 
 variable "github_repository" {
   description = "GitHub repository (owner/name) whose workflows deploy this environment."
   type        = string
-  validation {
-    condition     = can(regex("^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", var.github_repository))
-    error_message = "github_repository must be owner/name."
-  }
 }
 
-variable "kubernetes_version" {
-  description = "EKS Kubernetes minor version."
+variable "region" {
+  description = "AWS region."
   type        = string
-  default     = "1.32"
+}
+
+variable "availability_zones" {
+  description = "The three availability zones of the region to spread over."
+  type        = list(string)
 }
 
 variable "cluster_api_public_cidrs" {
   description = "CIDRs allowed to the Kubernetes API over the internet; empty keeps it private."
   type        = list(string)
-  default     = []
-}
-
-variable "node_instance_types" {
-  description = "Instance types of the nodes."
-  type        = list(string)
-}
-
-variable "nodes_per_zone" {
-  description = "Nodes per zone (min, desired, max); three zones."
-  type = object({
-    min     = number
-    desired = number
-    max     = number
-  })
-}
-
-variable "db_instance_class" {
-  description = "RDS instance class."
-  type        = string
-}
-
-variable "db_backup_retention_days" {
-  description = "Days of automated database backups."
-  type        = number
 }
 
 variable "admin_role_arns" {
   description = "IAM roles with cluster-admin (operators, break-glass)."
   type        = list(string)
   default     = []
-}
-
-variable "app_namespace" {
-  description = "Kubernetes namespace of the app: the overlay's `namespace:` (deploy/k8s/overlays/<env>)."
-  type        = string
-  validation {
-    condition     = can(regex("^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", var.app_namespace)) && var.app_namespace != "kube-system"
-    error_message = "app_namespace must be a valid namespace name other than kube-system."
-  }
-}
-
-variable "owner" {
-  description = "Team owning the environment (Owner tag)."
-  type        = string
-  default     = "platform"
 }

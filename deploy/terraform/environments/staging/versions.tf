@@ -15,6 +15,6 @@ provider "aws" {
   allowed_account_ids = [var.aws_account_id]
   # Tags on everything this provider creates; modules add the same set explicitly too.
   default_tags {
-    tags = local.tags
+    tags = module.platform.tags
   }
 }

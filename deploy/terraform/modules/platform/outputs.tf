@@ -1,0 +1,86 @@
+# The environment roots re-export these under the same names (docs/terraform.md).
+
+output "name" {
+  description = "Name prefix of the environment's resources (comments-api-<environment>)."
+  value       = local.name
+}
+
+output "tags" {
+  description = "Tags every resource of the environment carries (the roots' provider default_tags)."
+  value       = local.tags
+}
+
+output "cluster_name" {
+  description = "EKS cluster name."
+  value       = module.cluster.cluster_name
+}
+
+output "cluster_endpoint" {
+  description = "Kubernetes API URL."
+  value       = module.cluster.cluster_endpoint
+}
+
+output "kubeconfig_command" {
+  description = "Command that writes the kubeconfig entry for this cluster."
+  value       = "aws eks update-kubeconfig --region ${var.region} --name ${module.cluster.cluster_name} --alias ${local.name}"
+}
+
+output "app_namespace" {
+  description = "Namespace the CI role may deploy to."
+  value       = var.app_namespace
+}
+
+output "image_repository_url" {
+  description = "URL of the registry this environment pushes to (var.repository)."
+  value       = module.registries.repository_urls[var.repository.name]
+}
+
+output "pull_repository_urls" {
+  description = "URLs of the registries the CI role may only read (var.pull_repository_names, same order)."
+  value       = local.pull_repository_urls
+}
+
+output "database_address" {
+  description = "RDS PostgreSQL host name (Multi-AZ; follows failovers)."
+  value       = module.database.address
+}
+
+output "database_port" {
+  description = "RDS PostgreSQL port."
+  value       = module.database.port
+}
+
+output "database_name" {
+  description = "Database name."
+  value       = module.database.db_name
+}
+
+output "database_subnet_cidrs" {
+  description = "Private subnet ranges the database lives in."
+  value       = module.network.private_subnet_cidrs
+}
+
+output "database_secret_arn" {
+  description = "Secrets Manager ARN of the RDS-managed credentials."
+  value       = module.database.master_user_secret_arn
+}
+
+output "database_url_template" {
+  description = "ExternalSecret template producing DATABASE_URL from that secret."
+  value       = module.database.database_url_template
+}
+
+output "secrets_reader_role_arn" {
+  description = "IRSA role of the service account comments-api-secrets."
+  value       = module.secrets_reader.role_arn
+}
+
+output "ci_role_arn" {
+  description = "Role the environment's GitHub Actions jobs assume."
+  value       = module.ci.role_arn
+}
+
+output "ci_trusted_subjects" {
+  description = "OIDC subjects the CI role accepts."
+  value       = module.ci.trusted_subjects
+}

@@ -1,0 +1,82 @@
+# Offline unit tests of the composition module (mocked provider: no AWS call). The real
+# plans of both environments are asserted by tests/terraform/test_plan.py; these check
+# that the environment's choices reach the modules and that production's are enforced.
+mock_provider "aws" {}
+
+variables {
+  environment              = "staging"
+  aws_account_id           = "123456789012"
+  github_repository        = "example/comments-api"
+  region                   = "eu-west-1"
+  availability_zones       = ["eu-west-1a", "eu-west-1b", "eu-west-1c"]
+  vpc_cidr                 = "10.40.0.0/16"
+  cluster_api_public_cidrs = ["203.0.113.0/24"]
+  node_instance_types      = ["t3.large"]
+  nodes_per_zone           = { min = 1, desired = 1, max = 2 }
+  db_instance_class        = "db.t4g.medium"
+  db_backup_retention_days = 7
+  single_nat_gateway       = true
+  deletion_protection      = false
+  final_snapshot           = false
+  repository               = { name = "comments-api/dev", keep_images = 100, untagged_days = 3 }
+  pull_repository_names    = []
+  app_namespace            = "comments-staging"
+  github_branches          = ["dev"]
+}
+
+run "wires_the_environment" {
+  command = plan
+
+  assert {
+    condition     = output.name == "comments-api-staging" && output.tags.Environment == "staging"
+    error_message = "names and tags follow the environment"
+  }
+  assert {
+    condition     = output.kubeconfig_command == "aws eks update-kubeconfig --region eu-west-1 --name comments-api-staging --alias comments-api-staging"
+    error_message = "kubeconfig command of this cluster"
+  }
+  assert {
+    condition     = length(output.pull_repository_urls) == 0
+    error_message = "staging reads no other registry"
+  }
+}
+
+run "production_reads_the_dev_registry" {
+  command = plan
+  variables {
+    environment           = "production"
+    single_nat_gateway    = false
+    deletion_protection   = true
+    final_snapshot        = true
+    repository            = { name = "comments-api/prod", keep_images = 200, untagged_days = 14 }
+    pull_repository_names = ["comments-api/dev"]
+    github_branches       = []
+  }
+
+  assert {
+    condition     = output.pull_repository_urls == ["123456789012.dkr.ecr.eu-west-1.amazonaws.com/comments-api/dev"]
+    error_message = "the promotion source URL"
+  }
+}
+
+run "production_keeps_its_protection" {
+  command = plan
+  variables {
+    environment     = "production"
+    github_branches = ["dev"]
+  }
+  expect_failures = [
+    var.single_nat_gateway,
+    var.deletion_protection,
+    var.final_snapshot,
+    var.github_branches,
+  ]
+}
+
+run "rejects_an_unknown_environment" {
+  command = plan
+  variables {
+    environment = "qa"
+  }
+  expect_failures = [var.environment]
+}

@@ -1,0 +1,157 @@
+variable "environment" {
+  description = "Environment name: resource names (comments-api-<this>), the Environment tag and the GitHub environment the CI role trusts."
+  type        = string
+  validation {
+    condition     = contains(["staging", "production"], var.environment)
+    error_message = "environment must be staging or production."
+  }
+}
+
+variable "aws_account_id" {
+  description = "AWS account of this environment (12 digits). Passed in, never looked up, so planning needs no credentials."
+  type        = string
+  validation {
+    condition     = can(regex("^[0-9]{12}$", var.aws_account_id))
+    error_message = "aws_account_id must be 12 digits."
+  }
+}
+
+variable "region" {
+  description = "AWS region."
+  type        = string
+  validation {
+    condition     = can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]$", var.region))
+    error_message = "region must look like eu-west-1."
+  }
+}
+
+variable "availability_zones" {
+  description = "The three availability zones to spread the VPC, the nodes and the database over."
+  type        = list(string)
+  validation {
+    condition     = length(var.availability_zones) == 3 && length(distinct(var.availability_zones)) == 3
+    error_message = "availability_zones: exactly three distinct zones."
+  }
+}
+
+variable "vpc_cidr" {
+  description = "IPv4 range of the VPC."
+  type        = string
+}
+
+variable "github_repository" {
+  description = "GitHub repository (owner/name) whose workflows deploy this environment."
+  type        = string
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", var.github_repository))
+    error_message = "github_repository must be owner/name."
+  }
+}
+
+variable "kubernetes_version" {
+  description = "EKS Kubernetes minor version."
+  type        = string
+  default     = "1.32"
+}
+
+variable "cluster_api_public_cidrs" {
+  description = "CIDRs allowed to the Kubernetes API over the internet; empty keeps it private."
+  type        = list(string)
+  default     = []
+}
+
+variable "node_instance_types" {
+  description = "Instance types of the nodes."
+  type        = list(string)
+}
+
+variable "nodes_per_zone" {
+  description = "Nodes per zone (min, desired, max); three zones."
+  type = object({
+    min     = number
+    desired = number
+    max     = number
+  })
+}
+
+variable "db_instance_class" {
+  description = "RDS instance class."
+  type        = string
+}
+
+variable "db_backup_retention_days" {
+  description = "Days of automated database backups."
+  type        = number
+}
+
+variable "admin_role_arns" {
+  description = "IAM roles with cluster-admin (operators, break-glass)."
+  type        = list(string)
+  default     = []
+}
+
+variable "app_namespace" {
+  description = "Kubernetes namespace of the app: the overlay's `namespace:` (deploy/k8s/overlays/<env>)."
+  type        = string
+  validation {
+    condition     = can(regex("^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", var.app_namespace)) && var.app_namespace != "kube-system"
+    error_message = "app_namespace must be a valid namespace name other than kube-system."
+  }
+}
+
+variable "owner" {
+  description = "Team owning the environment (Owner tag)."
+  type        = string
+  default     = "platform"
+}
+
+variable "single_nat_gateway" {
+  description = "One NAT gateway for all zones (cheaper, a zone outage cuts egress) instead of one per zone."
+  type        = bool
+  validation {
+    condition     = !(var.environment == "production" && var.single_nat_gateway)
+    error_message = "production keeps a NAT gateway per zone."
+  }
+}
+
+variable "deletion_protection" {
+  description = "RDS deletion protection."
+  type        = bool
+  validation {
+    condition     = var.environment != "production" || var.deletion_protection
+    error_message = "production's database is deletion-protected."
+  }
+}
+
+variable "final_snapshot" {
+  description = "Take a final RDS snapshot when the database is destroyed."
+  type        = bool
+  validation {
+    condition     = var.environment != "production" || var.final_snapshot
+    error_message = "production's database takes a final snapshot."
+  }
+}
+
+variable "repository" {
+  description = "The ECR repository this environment creates and its CI role pushes to (validated by modules/registries)."
+  type = object({
+    name          = string
+    keep_images   = number
+    untagged_days = number
+  })
+}
+
+variable "pull_repository_names" {
+  description = "ECR repositories (of other roots) the CI role may only read: production reads the dev registry to promote a digest."
+  type        = list(string)
+  default     = []
+}
+
+variable "github_branches" {
+  description = "Branches whose pushes may assume the CI role besides jobs of the GitHub environment named like this one; empty for production."
+  type        = list(string)
+  validation {
+    condition     = var.environment != "production" || length(var.github_branches) == 0
+    error_message = "production's CI role trusts the production GitHub environment only, no branch."
+  }
+}
