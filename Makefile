@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell sha256sum requirements-dev.lock pyproject.to
 IMAGE ?= comments-api:dev
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run migrate test test-fast lint fmt system-deps bench soak image image-test lock clean dashboards \
+.PHONY: help venv run migrate test test-fast docs lint fmt system-deps bench soak image image-test lock clean dashboards \
   security k8s-check k8s-generate terraform-check deploy-local pipeline-test
 
 help: ## list the targets
@@ -44,6 +44,9 @@ test-browser: venv system-deps ## the widget, badges and moderation console in D
 .PHONY: input-checks
 input-checks: venv system-deps ## client-input hardening: regressions, schema agreement, Hypothesis, Schemathesis (part of `make test`)
 	$(BIN)/pytest tests/test_client_input.py tests/test_contract_agreement.py tests/test_properties.py tests/test_fuzz.py
+
+docs: venv ## regenerate the configuration reference in docs/configuration.md from Settings
+	$(BIN)/python -m comments_api.settings_reference docs/configuration.md
 
 lint: venv ## ruff lint + format check, mypy, shellcheck
 	$(BIN)/ruff check .

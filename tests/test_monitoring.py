@@ -92,7 +92,7 @@ def test_alertmanager_config_is_valid() -> None:
 
 
 def test_every_alert_is_documented_and_unit_tested() -> None:
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "operations.md").read_text()
     section = readme.split("<!-- BEGIN operating -->")[1].split("<!-- END operating -->")[0]
     anchors = {
         re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-")
@@ -107,7 +107,7 @@ def test_every_alert_is_documented_and_unit_tested() -> None:
         assert annotations["summary"]
         assert annotations["description"]
         anchor = annotations["runbook_url"].rsplit("#", 1)[1]
-        assert anchor in anchors, f"{name}: no README heading for #{anchor}"
+        assert anchor in anchors, f"{name}: no heading in docs/operations.md for #{anchor}"
         cases = [
             case for test in tests for case in test["alert_rule_test"] if case["alertname"] == name
         ]

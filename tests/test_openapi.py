@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import html
 import importlib
 import json
 import pkgutil
@@ -27,9 +26,10 @@ import comments_api
 from comments_api.app import create_app
 from comments_api.auth import generate_api_key
 from comments_api.domain import DomainError
-from comments_api.openapi import build_spec, render_docs_html
+from comments_api.openapi import build_spec
 from comments_api.settings import Settings
 from comments_api.web.common import EXTENSION_KEY
+from comments_api.web.docs import render_docs_page
 
 SRC = Path(comments_api.__file__).parent
 METHODS = ("get", "put", "post", "delete", "patch")
@@ -306,43 +306,92 @@ def test_openapi_json_is_served_as_json_from_the_app_settings(make_app):
     assert too_long.status_code == 400
 
 
-def test_docs_page_is_self_contained_html_listing_everything(bare_app):
+def test_docs_page_is_swagger_ui_from_this_origin_with_every_problem_anchor(bare_app):
     client = bare_app.test_client()
     response = client.get("/docs")
     assert response.status_code == 200
     assert response.mimetype == "text/html"
     csp = response.headers["Content-Security-Policy"]
     assert "default-src 'none'" in csp
-    assert "script-src" not in csp
+    # Scripts from this origin only: no inline code, no eval, no other host.
+    assert "script-src 'self';" in csp
+    assert "unsafe" not in csp
     page = response.get_data(as_text=True)
     assert page.startswith("<!doctype html>")
-    assert "<script" not in page.lower()
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page), "external resource"
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", page, re.S)
+    assert scripts, "no Swagger UI"
+    assert all(body == "" and "src=" in attrs for attrs, body in scripts), "inline script"
+    assert not re.search(r"\son[a-z]+=", page), "inline event handler"
+    # Every file the page loads is served here, with a CSP of its own.
+    for url in re.findall(r"""(?:src|href)="(/docs/[^"]+)""", page):
+        asset = client.get(url)
+        assert asset.status_code == 200, url
+        assert asset.mimetype in ("text/javascript", "text/css"), url
+        assert asset.headers["Content-Security-Policy"].startswith("default-src 'none'")
+        assert client.get(url, headers={"If-None-Match": asset.headers["ETag"]}).status_code == 304
+    assert "SwaggerUIBundle" in client.get("/docs/swagger-ui-bundle.js").get_data(as_text=True)
+    assert "/docs/docs.js" in page
+    # Every problem type the document lists has its anchor, outside the script-built part.
     spec = client.get("/openapi.json").json
-    for path, item in spec["paths"].items():
-        for method in METHODS:
-            if op := item.get(method):
-                assert f'id="op-{op["operationId"]}"' in page
-                assert f"<code>{path}</code>" in page
-                assert html.escape(op["summary"]) in page
-    for param in spec["components"]["parameters"].values():
-        assert f"<code>{param['name']}</code>" in page
     documented_slugs = {p["slug"] for p in spec["x-problem-types"]}
+    assert len(documented_slugs) >= 15
     assert problem_anchors(page) == documented_slugs
+    ids = re.findall(r'\sid="([^"]+)"', page)
+    assert len(ids) == len(set(ids)), "duplicate anchors"
+    targets = set(re.findall(r'href="#([^"]+)"', page))
+    assert targets - set(ids) == set(), "links to anchors that do not exist"
+
+
+def test_docs_prose_lives_in_the_document(bare_app):
+    spec = bare_app.test_client().get("/openapi.json").json
+    text = spec["info"]["description"]
+    for heading in ("## Authentication", "## Quick start", "## Errors"):
+        assert heading in text
     # The legacy walkthrough is there as runnable curl commands.
-    assert "curl -s -X POST http://127.0.0.1:8000/api/comment/new" in page
-    assert "curl -s http://127.0.0.1:8000/api/comment/list/1" in page
+    assert "curl -s -X POST http://127.0.0.1:8000/api/comment/new" in text
+    assert "curl -s http://127.0.0.1:8000/api/comment/list/1" in text
+    for name in spec["components"]["securitySchemes"]:
+        assert f"`{name}`" in text
+    # The markdown link to the problem types points at the anchor the page has.
+    assert "](#problems)" in text
+    page = bare_app.test_client().get("/docs").get_data(as_text=True)
+    assert 'id="problems"' in page
 
 
 def test_docs_page_escapes_what_it_renders():
     spec = build_spec(Settings())
-    spec["info"]["description"] = "<img src=x onerror=alert(1)> & `<b>`"
-    spec["paths"]["/healthz"]["get"]["summary"] = "<script>alert(1)</script>"
-    page = render_docs_html(spec)
+    spec["info"]["title"] = "<script>alert(1)</script>"
+    spec["x-problem-types"][0]["description"] = "<img src=x onerror=alert(1)> & `<b>`"
+    page = render_docs_page(spec)
     assert "<img" not in page
-    assert "<script" not in page
+    assert "<script>alert" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<code>&lt;b&gt;</code>" in page
+
+
+def test_spec_and_page_are_built_once_per_app(bare_app, monkeypatch):
+    import comments_api.web.docs as docs_module
+
+    calls = []
+    real = docs_module.build_spec
+
+    def counting(settings):
+        calls.append(settings)
+        return real(settings)
+
+    monkeypatch.setattr(docs_module, "build_spec", counting)
+    client = bare_app.test_client()
+    first = client.get("/openapi.json").data
+    for _ in range(3):
+        assert client.get("/openapi.json").data == first
+        assert client.get("/docs").status_code == 200
+    assert len(calls) == 1
+    # ... and the cached bytes are what jsonify would answer.
+    with bare_app.app_context():
+        from flask import jsonify
+
+        assert jsonify(build_spec(bare_app.extensions[EXTENSION_KEY].settings)).data == first
 
 
 def test_every_problem_type_in_the_code_has_an_anchor(bare_app):
@@ -636,13 +685,16 @@ def test_rate_limited_responses_match_the_document(make_app):
         assert name in response.headers
 
 
-def test_docs_page_links_resolve_and_ids_are_unique(bare_app):
+def test_every_problem_the_http_server_answers_has_an_anchor(bare_app):
+    """comments_api.worker answers some errors before the app runs; their links resolve too."""
+    from comments_api import worker
+
     page = bare_app.test_client().get("/docs").get_data(as_text=True)
-    ids = re.findall(r'\sid="([^"]+)"', page)
-    assert len(ids) == len(set(ids)), "duplicate anchors"
-    targets = set(re.findall(r'href="#([^"]+)"', page))
-    assert targets, "the page links nothing"
-    assert targets - set(ids) == set(), "links to anchors that do not exist"
-    # Every schema an operation references is described on the page.
-    for name in re.findall(r'href="#schema-([^"]+)"', page):
-        assert f'id="schema-{name}"' in page
+    anchors = problem_anchors(page)
+    # The statuses it answers: gunicorn's parse errors, read deadlines, draining, crashes.
+    statuses = {status for _, status, _ in worker._CLIENT_ERRORS} | {408, 413, 500, 503}
+    assert {400, 414, 431} <= statuses
+    for status in statuses:
+        _, body = worker.error_document(status, "x", "/api/v1/counts")
+        slug = json.loads(body)["type"].removeprefix("/docs#problem-")
+        assert slug in anchors, f"{status}: add {slug!r} to _problem_types() in openapi.py"

@@ -1,4 +1,4 @@
-"""OpenAPI 3.1 description of the HTTP API, and the human docs page rendered from it.
+"""OpenAPI 3.1 description of the HTTP API (web/docs.py serves it and the /docs page).
 
 The document is plain data, built from the deployment's settings (limits, auth mode,
 moderation mode) so what it promises is what this instance enforces. It is checked by
@@ -21,7 +21,6 @@ How to add a path (one dict entry per path):
 
 from __future__ import annotations
 
-import html
 import json
 import re
 import shlex
@@ -1323,8 +1322,9 @@ def _paths(settings: Settings) -> dict[str, Any]:
             "get": _op(
                 "ops",
                 "docs",
-                "Human-readable API documentation",
-                "This page: rendered from /openapi.json, self-contained (no scripts).",
+                "Interactive API reference",
+                "This reference: Swagger UI over /openapi.json, with try-it-out, served from "
+                "this origin only, followed by the problem types that error `type`s link to.",
                 {
                     "200": _ok("The page.", {"type": "string"}, media="text/html"),
                     "default": _unexpected("/docs"),
@@ -1334,7 +1334,8 @@ def _paths(settings: Settings) -> dict[str, Any]:
     }
 
 
-# Pages and scripts for people (web/widget.py): GET only, no parameters but the demo's.
+# Pages and scripts for people (web/widget.py, web/docs.py): GET only, no parameters but
+# the demo's.
 _UI_FILES = (
     (
         "/widget/comments.js",
@@ -1357,6 +1358,34 @@ _UI_FILES = (
         "pageStylesheet",
         "Stylesheet of the demo and console pages",
         "Shared by `/widget/demo` and `/moderation`.",
+        "text/css",
+    ),
+    (
+        "/docs/swagger-ui-bundle.js",
+        "docsSwaggerUiScript",
+        "Swagger UI script of /docs",
+        "Swagger UI, as shipped in the `flask-swagger-ui` package.",
+        "text/javascript",
+    ),
+    (
+        "/docs/swagger-ui.css",
+        "docsSwaggerUiStylesheet",
+        "Swagger UI stylesheet of /docs",
+        "Swagger UI's stylesheet, as shipped in the `flask-swagger-ui` package.",
+        "text/css",
+    ),
+    (
+        "/docs/docs.js",
+        "docsScript",
+        "Script that starts /docs",
+        "Starts Swagger UI on /openapi.json (a file, so the page's CSP allows no inline code).",
+        "text/javascript",
+    ),
+    (
+        "/docs/docs.css",
+        "docsStylesheet",
+        "Stylesheet of /docs",
+        "Styles the problem types section below the reference.",
         "text/css",
     ),
     (
@@ -1613,7 +1642,7 @@ def build_spec(settings: Settings | None = None) -> Spec:
     settings = settings or Settings()
     paths = {**_paths(settings), **_moderation_paths(), **_ui_paths()}
     problems = _problem_types(settings)
-    return {
+    spec: Spec = {
         "openapi": "3.1.0",
         "info": {
             "title": "comments-api",
@@ -1645,7 +1674,7 @@ def build_spec(settings: Settings | None = None) -> Spec:
                 "(exact origins, never `*`); other preflights get 403.\n\n"
                 'Errors are JSON, never HTML: the legacy `{"status", "message"}` shape '
                 "under `/api/comment/`, `application/problem+json` (RFC 9457) elsewhere, "
-                "whose `type` links to its explanation under Problems."
+                "whose `type` links to its explanation under Problem types."
             ),
             "license": {"name": "MIT", "identifier": "MIT"},
         },
@@ -1691,187 +1720,13 @@ def build_spec(settings: Settings | None = None) -> Spec:
         },
         "x-problem-types": [{"slug": slug, **info} for slug, info in problems.items()],
     }
+    spec["info"]["description"] += _guide(spec)
+    return spec
 
 
-# --- the human docs page ----------------------------------------------------------
-
-_CSS = """
-body{font:16px/1.5 system-ui,sans-serif;margin:0;color:#1d232a;background:#fff}
-header,main,nav{max-width:60rem;margin:0 auto;padding:0 1rem}
-header{padding-top:1.5rem}
-h1 small{font-weight:normal;color:#5b6570;font-size:.6em}
-h2{border-bottom:2px solid #d8dee4;padding-bottom:.2rem;margin-top:2.5rem}
-h3{margin-bottom:.3rem}
-code,pre{font:14px/1.4 ui-monospace,monospace;background:#f3f5f7;border-radius:4px}
-code{padding:0 .25rem}
-pre{padding:.6rem .8rem;overflow-x:auto;white-space:pre-wrap;word-break:break-word}
-article{border:1px solid #d8dee4;border-radius:6px;padding:.3rem 1rem 1rem;margin:1rem 0}
-table{border-collapse:collapse;width:100%;margin:.4rem 0}
-th,td{text-align:left;vertical-align:top;border-bottom:1px solid #e5e9ed;padding:.25rem .5rem}
-.m{display:inline-block;min-width:4rem;text-align:center;border-radius:4px;color:#fff;
-font:bold 13px/1.8 ui-monospace,monospace}
-.get{background:#1f6feb}.post{background:#1a7f37}.delete{background:#cf222e}
-.patch,.put{background:#9a6700}
-.s{font-weight:bold}.muted{color:#5b6570}
-nav ul{columns:2}
-"""
+# --- the guide in the document's description --------------------------------------
 
 _METHODS = ("get", "post", "put", "patch", "delete")
-
-
-def _inline(value: str) -> str:
-    """Escape, then render `code` spans; problem types link to their entry."""
-    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(value))
-    return re.sub(
-        r"<code>/docs#problem-([a-z0-9-]+)</code>",
-        r'<a href="#problem-\1"><code>/docs#problem-\1</code></a>',
-        text,
-    )
-
-
-def _text(value: str) -> str:
-    """Blank-line separated paragraphs of ``_inline`` text."""
-    return "".join(f"<p>{_inline(p.strip())}</p>" for p in value.split("\n\n") if p.strip())
-
-
-def _pre(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False)
-    return f"<pre>{html.escape(text)}</pre>"
-
-
-def _resolve(spec: Spec, node: Any) -> Any:
-    while isinstance(node, dict) and "$ref" in node:
-        target: Any = spec
-        for part in node["$ref"].removeprefix("#/").split("/"):
-            target = target[part]
-        node = target
-    return node
-
-
-def _schema_summary(spec: Spec, schema: dict[str, Any]) -> str:
-    """A one-line human description of a schema, e.g. ``integer, 1..100, default 25``."""
-    if "$ref" in schema:
-        name = schema["$ref"].rsplit("/", 1)[-1]
-        target = _resolve(spec, schema)
-        if target.get("type") == "object":
-            return f'<a href="#schema-{html.escape(name)}">{html.escape(name)}</a>'
-        return _schema_summary(spec, target)
-    if "anyOf" in schema:
-        options = [s for s in schema["anyOf"] if s.get("type") != "null"]
-        text = " or ".join(_schema_summary(spec, s) for s in options)
-        return text + (" or null" if len(options) < len(schema["anyOf"]) else "")
-    if "const" in schema:
-        return f"<code>{html.escape(json.dumps(schema['const']))}</code>"
-    if "enum" in schema:
-        text = " | ".join(f"<code>{html.escape(str(v))}</code>" for v in schema["enum"])
-    else:
-        text = html.escape(str(schema.get("type", "any")))
-    if schema.get("type") == "array" and "items" in schema:
-        text = f"array of {_schema_summary(spec, schema['items'])}"
-    if "format" in schema:
-        text += f" ({html.escape(schema['format'])})"
-    bounds = [
-        ("minimum", "maximum", ""),
-        ("minLength", "maxLength", " chars"),
-        ("minItems", "maxItems", " items"),
-    ]
-    for low_key, high_key, unit in bounds:
-        low, high = schema.get(low_key), schema.get(high_key)
-        if low is not None and high is not None:
-            text += f", {low}..{high}{unit}"
-        elif high is not None:
-            text += f", at most {high}{unit}"
-        elif low is not None:
-            text += f", at least {low}{unit}"
-    if "default" in schema:
-        text += f", default <code>{html.escape(str(schema['default']))}</code>"
-    return text
-
-
-def _fields_table(spec: Spec, schema: dict[str, Any]) -> str:
-    schema = _resolve(spec, schema)
-    props = schema.get("properties")
-    if not props:
-        return ""
-    required = set(schema.get("required", []))
-    rows = "".join(
-        f"<tr><td><code>{html.escape(name)}</code></td>"
-        f"<td>{_schema_summary(spec, prop)}</td>"
-        f"<td>{'required' if name in required else 'optional'}</td>"
-        f"<td>{_inline(_resolve(spec, prop).get('description', ''))}</td></tr>"
-        for name, prop in props.items()
-    )
-    extra = (
-        "<p class=muted>No other fields are accepted.</p>"
-        if schema.get("additionalProperties") is False
-        else ""
-    )
-    return (
-        f"<table><tr><th>field</th><th>type</th><th></th><th>notes</th></tr>{rows}</table>{extra}"
-    )
-
-
-def _security_text(spec: Spec, op: dict[str, Any]) -> str:
-    security = op.get("security", spec.get("security"))
-    if not security:
-        return "<p class=muted>Public: no credential needed.</p>"
-    names = [name for req in security for name in req]
-    links = " or ".join(f'<a href="#auth-{html.escape(n)}">{html.escape(n)}</a>' for n in names)
-    if {} in security:
-        return f"<p class=muted>Credential: optional ({links}); see the auth mode note.</p>"
-    return f"<p class=muted>Credential: required ({links}).</p>"
-
-
-def _operation_html(spec: Spec, path: str, method: str, op: dict[str, Any]) -> str:
-    parts = [
-        f'<article id="op-{html.escape(op["operationId"])}">',
-        f'<h3><span class="m {method}">{method.upper()}</span> <code>{html.escape(path)}</code>'
-        f"</h3><p><strong>{html.escape(op['summary'])}</strong></p>",
-        _text(op.get("description", "")),
-        _security_text(spec, op),
-    ]
-    params = [_resolve(spec, p) for p in op.get("parameters", [])]
-    if params:
-        rows = "".join(
-            f"<tr><td><code>{html.escape(p['name'])}</code></td><td>{html.escape(p['in'])}</td>"
-            f"<td>{_schema_summary(spec, p['schema'])}</td>"
-            f"<td>{'required' if p.get('required') else 'optional'}</td>"
-            f"<td>{_inline(p.get('description', ''))}</td></tr>"
-            for p in params
-        )
-        parts.append(
-            "<h4>Parameters</h4><table><tr><th>name</th><th>in</th><th>type</th><th></th>"
-            f"<th>notes</th></tr>{rows}</table>"
-        )
-    if body := op.get("requestBody"):
-        for media, content in body["content"].items():
-            parts.append(f"<h4>Request body <code>{html.escape(media)}</code></h4>")
-            parts.append(_text(body.get("description", "")))
-            parts.append(_fields_table(spec, content["schema"]))
-            if "example" in content:
-                parts.append(_pre(content["example"]))
-    parts.append("<h4>Responses</h4>")
-    for status, response in op["responses"].items():
-        response = _resolve(spec, response)
-        parts.append(
-            f"<p><span class=s>{html.escape(status)}</span> {_inline(response['description'])}</p>"
-        )
-        headers = response.get("headers", {})
-        if headers:
-            items = "".join(
-                f"<li><code>{html.escape(name)}</code>: {_inline(h.get('description', ''))}</li>"
-                for name, h in headers.items()
-            )
-            parts.append(f"<ul>{items}</ul>")
-        for media, content in response.get("content", {}).items():
-            schema_html = _schema_summary(spec, content["schema"])
-            parts.append(
-                f"<p class=muted><code>{html.escape(media)}</code> &middot; {schema_html}</p>"
-            )
-            if "example" in content:
-                parts.append(_pre(content["example"]))
-    parts.append("</article>")
-    return "".join(parts)
 
 
 def _walkthrough(spec: Spec) -> str:
@@ -1895,96 +1750,33 @@ def _walkthrough(spec: Spec) -> str:
                 command = f"curl -s {base}{example_path}"
             ok = next(r for s, r in op["responses"].items() if s.startswith("2"))
             answer = ok.get("content", {}).get(JSON, {}).get("example")
-            steps.append(
-                f"<p>{html.escape(op['summary'])}:</p>{_pre(command)}"
-                + (f"<p class=muted>answers</p>{_pre(answer)}" if answer is not None else "")
-            )
-    return "".join(steps)
+            step = f"{op['summary']}:\n\n```sh\n{command}\n```\n"
+            if answer is not None:
+                shown = json.dumps(answer, indent=2, ensure_ascii=False)
+                step += f"\nanswers\n\n```json\n{shown}\n```\n"
+            steps.append(step)
+    return "\n".join(steps)
 
 
-def render_docs_html(spec: Spec) -> str:
-    """A self-contained page (inline CSS only, no scripts) generated from ``spec``."""
-    info = spec["info"]
-    title = html.escape(info["title"])
-    tags = spec.get("tags", [])
-    operations: dict[str, list[tuple[str, str, dict[str, Any]]]] = {t["name"]: [] for t in tags}
-    for path, item in spec["paths"].items():
-        for method in _METHODS:
-            if op := item.get(method):
-                operations.setdefault(op["tags"][0], []).append((path, method, op))
-    problems = spec.get("x-problem-types", [])
-    schemes = spec.get("components", {}).get("securitySchemes", {})
-    schemas = spec.get("components", {}).get("schemas", {})
-
-    toc = ['<li><a href="#authentication">Authentication</a></li>']
-    toc.append('<li><a href="#walkthrough">Quick start (legacy curl walkthrough)</a></li>')
-    for tag, ops in operations.items():
-        toc.append(f'<li><a href="#tag-{html.escape(tag)}">{html.escape(tag)}</a><ul>')
-        toc.extend(
-            f'<li><a href="#op-{html.escape(op["operationId"])}">{method.upper()} '
-            f"{html.escape(path)}</a></li>"
-            for path, method, op in ops
-        )
-        toc.append("</ul></li>")
-    toc.append('<li><a href="#schemas">Schemas</a></li>')
-    toc.append('<li><a href="#problems">Problems</a></li>')
-
-    out = [
-        "<!doctype html><html lang=en><head><meta charset=utf-8>",
-        '<meta name=viewport content="width=device-width,initial-scale=1">',
-        f"<title>{title} API</title><style>{_CSS}</style></head><body>",
-        f"<header><h1>{title} <small>API {html.escape(info['version'])}</small></h1>",
-        _text(info.get("description", "")),
-        '<p>Machine-readable: <a href="/openapi.json">/openapi.json</a> (OpenAPI '
-        f"{html.escape(spec['openapi'])}).</p></header>",
-        f"<nav><h2>Contents</h2><ul>{''.join(toc)}</ul></nav><main>",
-        '<section id="authentication"><h2>Authentication</h2>',
-        "<p>Send credentials as <code>Authorization: Bearer &lt;credential&gt;</code>.</p>",
-    ]
-    for name, scheme in schemes.items():
-        fmt = f" ({html.escape(scheme['bearerFormat'])})" if "bearerFormat" in scheme else ""
-        out.append(
-            f'<h3 id="auth-{html.escape(name)}"><code>{html.escape(name)}</code>: '
-            f"{html.escape(scheme['type'])} {html.escape(scheme.get('scheme', ''))}{fmt}</h3>"
-            f"{_text(scheme.get('description', ''))}"
-        )
-    out.append("</section>")
-    out.append(
-        '<section id="walkthrough"><h2>Quick start (legacy curl walkthrough)</h2>'
-        "<p>The original API, as existing clients use it, against a local "
-        "<code>make run</code>:</p>"
-        f"{_walkthrough(spec)}</section>"
+def _guide(spec: Spec) -> str:
+    """Authentication, quick start and errors: the prose /docs shows above the operations."""
+    auth = "\n\n".join(
+        f"**`{name}`** ({scheme['scheme']}"
+        + (f", {scheme['bearerFormat']}" if "bearerFormat" in scheme else "")
+        + f"): {scheme['description']}"
+        for name, scheme in spec["components"]["securitySchemes"].items()
     )
-    for tag in tags:
-        name = tag["name"]
-        out.append(
-            f'<section id="tag-{html.escape(name)}"><h2>{html.escape(name)}</h2>'
-            f"{_text(tag.get('description', ''))}"
-        )
-        out.extend(_operation_html(spec, *entry) for entry in operations.get(name, []))
-        out.append("</section>")
-    out.append('<section id="schemas"><h2>Schemas</h2>')
-    for name, schema in schemas.items():
-        out.append(
-            f'<h3 id="schema-{html.escape(name)}">{html.escape(name)}</h3>'
-            f"{_text(schema.get('description', ''))}"
-            f"{_fields_table(spec, schema) or _pre(schema)}"
-        )
-    out.append("</section>")
-    out.append(
-        '<section id="problems"><h2>Problems</h2><p>Every v1 and ops error is '
-        "<code>application/problem+json</code> (RFC 9457) whose <code>type</code> is a "
-        "link to one of these entries; validation errors add <code>errors</code>, a list "
-        "of <code>{field, message}</code>. Under <code>/api/comment/</code> the same "
-        'errors use the legacy <code>{"status", "message"}</code> shape.</p>'
+    return (
+        "\n\n## Authentication\n\n"
+        "Send credentials as `Authorization: Bearer <credential>` (the **Authorize** button "
+        "sets it for the calls made from this page).\n\n"
+        f"{auth}\n\n"
+        "## Quick start (legacy curl walkthrough)\n\n"
+        "The original API, as existing clients use it, against a local `make run`:\n\n"
+        f"{_walkthrough(spec)}\n"
+        "## Errors\n\n"
+        "Every v1 and ops error is `application/problem+json` (RFC 9457) whose `type` is a "
+        "link (`/docs#problem-<slug>`) to its entry under [Problem types](#problems), below "
+        "the operations; validation errors add `errors`, a list of `{field, message}`. Under "
+        '`/api/comment/` the same errors use the legacy `{"status", "message"}` shape.'
     )
-    for problem in problems:
-        slug = html.escape(problem["slug"])
-        out.append(
-            f'<article id="problem-{slug}"><h3>{html.escape(problem["title"])} '
-            f"<small class=muted>{problem['status']} &middot; "
-            f"<code>{DOCS_PROBLEM_PREFIX}{slug}</code></small></h3>"
-            f"{_text(problem['description'])}</article>"
-        )
-    out.append("</section></main></body></html>")
-    return "".join(out)

@@ -65,73 +65,272 @@ def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def _doc(text: str, *, default: str | None = None, file: bool = False) -> dict[str, object]:
+    """Field metadata for docs/configuration.md (``make docs``): the one description.
+
+    ``default`` overrides how the default is shown (for computed ones); ``file`` marks the
+    settings that also accept ``NAME_FILE`` (a path to a file holding the value).
+    """
+    meta: dict[str, object] = {"doc": text, "file": file}
+    if default is not None:
+        meta["default"] = default
+    return meta
+
+
 @dataclass(frozen=True)
 class Settings:
+    # Each field is read from the environment variable of its name in capitals; its
+    # description (metadata "doc") is the configuration reference's (docs/configuration.md).
     # --- server -------------------------------------------------------------------
-    host: str = "127.0.0.1"
-    port: int = 8000
-    workers: int = field(default_factory=_default_workers)
+    host: str = field(
+        default="127.0.0.1",
+        metadata=_doc("Address to bind (`0.0.0.0` in the container image)."),
+    )
+    port: int = field(default=8000, metadata=_doc("Port to bind."))
+    workers: int = field(
+        default_factory=_default_workers,
+        metadata=_doc("gunicorn worker processes.", default="max(2, CPUs)"),
+    )
     # 1 = sync workers: each request is accepted anew, so load spreads over the workers.
     # gthread (>1) keeps connections alive but a worker keeps every connection it accepts:
     # in bench/ one worker sometimes took all 16 and throughput fell to a third; balanced,
     # it was only ~7% ahead of sync, with a worse p99.
-    threads: int = 1
-    debug: bool = False
-    log_level: str = "info"
-    shutdown_delay: float = 0.0  # seconds readiness reports 503 before draining starts
-    graceful_timeout: int = 25
+    threads: int = field(
+        default=1,
+        metadata=_doc(
+            "Threads per worker; `>1` selects gunicorn's `gthread` worker (keep-alive "
+            "connections; see `bench/README.md` for why sync is the default)."
+        ),
+    )
+    debug: bool = field(
+        default=False,
+        metadata=_doc("Flask debug flag; never enables a debugger or reloader under gunicorn."),
+    )
+    log_level: str = field(
+        default="info",
+        metadata=_doc(
+            "`debug`, `info`, `warning`, `error` or `critical`, for every log line "
+            "(request lines are `info`: `warning` turns them off)."
+        ),
+    )
+    shutdown_delay: float = field(
+        default=0.0,
+        metadata=_doc(
+            "Seconds `/readyz` reports 503 on SIGTERM before draining starts, while requests "
+            "are still served (set `5` behind a load balancer)."
+        ),
+    )
+    graceful_timeout: int = field(
+        default=25,
+        metadata=_doc("Seconds gunicorn lets in-flight requests finish after SIGTERM."),
+    )
     # Totals from accept to the end of the headers, then to the end of the body: a client
     # trickling bytes cannot extend them (comments_api.worker buffers requests meanwhile).
-    request_header_timeout: float = 10.0
-    request_body_timeout: float = 15.0
+    request_header_timeout: float = field(
+        default=10.0,
+        metadata=_doc(
+            "Seconds from accepting a connection (or its previous response) to the end of "
+            "the request headers, in total; 408 after it."
+        ),
+    )
+    request_body_timeout: float = field(
+        default=15.0,
+        metadata=_doc(
+            "Seconds from the end of the headers to the end of the body, in total; 408 after it."
+        ),
+    )
     # gunicorn restarts a worker silent for this long (one request stuck in the app).
-    worker_timeout: int = 30
+    worker_timeout: int = field(
+        default=30,
+        metadata=_doc(
+            "gunicorn restarts a worker stuck in one request for this long (the request "
+            "gets a JSON 500)."
+        ),
+    )
     # --- storage ------------------------------------------------------------------
-    database_url: str = DEFAULT_SQLITE_URL
-    db_pool_size: int = 5
-    db_pool_timeout: float = 5.0
+    database_url: str = field(
+        default=DEFAULT_SQLITE_URL,
+        metadata=_doc(
+            "`sqlite:///PATH` (created on first run) or "
+            "`postgresql+psycopg://USER:PASS@HOST:5432/DB`.",
+            file=True,
+        ),
+    )
+    db_pool_size: int = field(
+        default=5,
+        metadata=_doc("Connections per worker (PostgreSQL may open as many again on bursts)."),
+    )
+    db_pool_timeout: float = field(
+        default=5.0, metadata=_doc("Seconds to wait for a pooled connection.")
+    )
     # Seconds one statement may run (PostgreSQL statement_timeout) or wait for a lock
     # (SQLite busy timeout) before the request answers 503: a held lock or a slow database
     # must not pin a worker.
-    db_statement_timeout: float = 5.0
+    db_statement_timeout: float = field(
+        default=5.0,
+        metadata=_doc(
+            "Seconds a statement may run (PostgreSQL `statement_timeout`) or wait for the "
+            "write lock (SQLite busy timeout) before the request answers `503` + "
+            "`Retry-After`; must be positive."
+        ),
+    )
     # Seconds an Idempotency-Key is remembered: a retry within it gets the first answer.
-    idempotency_ttl: float = 86400.0
-    migrate_on_start: bool = True  # `serve` upgrades the schema before forking workers
+    idempotency_ttl: float = field(
+        default=86400.0,
+        metadata=_doc(
+            "Seconds an `Idempotency-Key` on a v1 create is remembered: a retry within it "
+            "gets the first answer."
+        ),
+    )
+    migrate_on_start: bool = field(
+        default=True,
+        metadata=_doc(
+            "`serve` upgrades the schema before forking workers (PostgreSQL: under an "
+            "advisory lock, so replicas starting together are safe); set `false` to run "
+            "`comments-api migrate` as a separate step."
+        ),
+    )
     # --- API limits ---------------------------------------------------------------
-    max_comment_length: int = 5000
-    max_body_bytes: int = 64 * 1024
-    legacy_list_max: int = 1000
-    legacy_email: str = "masked"  # masked | full | hidden
+    max_comment_length: int = field(
+        default=5000, metadata=_doc("Characters (not bytes) per comment.")
+    )
+    max_body_bytes: int = field(
+        default=64 * 1024,
+        metadata=_doc("Request body limit in bytes (413 above it); at least 256."),
+    )
+    legacy_list_max: int = field(default=1000, metadata=_doc("Safety cap of the legacy list."))
+    legacy_email: str = field(
+        default="masked",
+        metadata=_doc("`masked`, `full` or `hidden`: what the legacy list shows for `email`."),
+    )
     # --- auth (issue #3) ----------------------------------------------------------
-    auth_mode: str = "open"  # open | required
-    moderation_mode: str = "post"  # post (publish at once) | pre (pending until approved)
-    jwt_issuer: str | None = None
-    jwt_audience: str | None = None
-    jwt_jwks_url: str | None = None
-    jwt_jwks_file: str | None = None
-    jwt_hs256_secret: str | None = field(default=None, repr=False)
-    jwt_leeway: float = 30.0
-    edit_window: float = 900.0
+    auth_mode: str = field(
+        default="open",
+        metadata=_doc(
+            "`open` (anonymous writes allowed) or `required` (writes need an API key or a "
+            "JWT); moderation and admin always need a credential."
+        ),
+    )
+    moderation_mode: str = field(
+        default="post",
+        metadata=_doc("`post` (publish at once) or `pre` (pending until a moderator approves)."),
+    )
+    jwt_issuer: str | None = field(
+        default=None,
+        metadata=_doc("Required `iss` of reader tokens; mandatory once any JWT key source is set."),
+    )
+    jwt_audience: str | None = field(
+        default=None,
+        metadata=_doc("Required `aud` of reader tokens; mandatory once any JWT key source is set."),
+    )
+    jwt_jwks_url: str | None = field(
+        default=None,
+        metadata=_doc("The identity provider's JWKS (RS256/ES256), fetched with a 5 s timeout."),
+    )
+    jwt_jwks_file: str | None = field(
+        default=None,
+        metadata=_doc("A local JWKS document or PEM public key (RS256/ES256)."),
+    )
+    jwt_hs256_secret: str | None = field(
+        default=None,
+        repr=False,
+        metadata=_doc("Shared HS256 secret, at least 32 bytes.", file=True),
+    )
+    jwt_leeway: float = field(
+        default=30.0, metadata=_doc("Seconds of clock skew allowed on `exp`/`nbf`.")
+    )
+    edit_window: float = field(
+        default=900.0,
+        metadata=_doc("Seconds after posting during which the author may edit."),
+    )
     # --- abuse protection ---------------------------------------------------------
-    ratelimit_storage_url: str = "memory://"
+    ratelimit_storage_url: str = field(
+        default="memory://",
+        metadata=_doc(
+            "`memory://` (per process) or `redis://host:6379/0` (shared by workers and "
+            "replicas; use it in production)."
+        ),
+    )
     # Per address: offices, schools and mobile carriers put many readers behind one IP,
     # so the hourly cap is generous; duplicate and per-thread checks stop single spammers.
-    ratelimit_anonymous_write: str = "10/minute;100/hour"
-    ratelimit_authenticated_write: str = "30/minute;300/hour"
-    ratelimit_read: str = "600/minute"
-    ratelimit_enabled: bool = True
-    trusted_proxies: int = 0
-    duplicate_window: float = 600.0
-    thread_author_max: int = 20
-    thread_author_window: float = 3600.0
-    banned_words: tuple[str, ...] = ()
-    cors_origins: tuple[str, ...] = ()
+    ratelimit_anonymous_write: str = field(
+        default="10/minute;100/hour",
+        metadata=_doc(
+            "Anonymous comment writes per client address; generous because offices and "
+            "mobile carriers share addresses."
+        ),
+    )
+    ratelimit_authenticated_write: str = field(
+        default="30/minute;300/hour",
+        metadata=_doc("Authenticated writes per API key or reader."),
+    )
+    ratelimit_read: str = field(
+        default="600/minute",
+        metadata=_doc(
+            "Everything else, per client address (put a CDN in front for hot articles); "
+            "health probes and metrics are never limited."
+        ),
+    )
+    ratelimit_enabled: bool = field(
+        default=True, metadata=_doc("Switch all rate limits off (benchmarks, tests).")
+    )
+    trusted_proxies: int = field(
+        default=0,
+        metadata=_doc("Number of proxies in front of the app that append to `X-Forwarded-For`."),
+    )
+    duplicate_window: float = field(
+        default=600.0,
+        metadata=_doc(
+            "Seconds within which the same author posting the same text on the same "
+            "content is a duplicate (409); `0` turns duplicate detection off."
+        ),
+    )
+    thread_author_max: int = field(
+        default=20,
+        metadata=_doc("Comments one author may post on one content per `THREAD_AUTHOR_WINDOW`."),
+    )
+    thread_author_window: float = field(
+        default=3600.0, metadata=_doc("Seconds: the window of `THREAD_AUTHOR_MAX`.")
+    )
+    banned_words: tuple[str, ...] = field(
+        default=(), metadata=_doc("Comma-separated words or phrases a comment may not contain.")
+    )
+    cors_origins: tuple[str, ...] = field(
+        default=(),
+        metadata=_doc(
+            "Comma-separated origins allowed to call the API from a browser, e.g. "
+            "`https://www.news.example,https://m.news.example` (never `*`)."
+        ),
+    )
     # --- observability (issue #4) -------------------------------------------------
-    metrics_enabled: bool = True
-    prometheus_multiproc_dir: str | None = None
-    log_format: str = "json"  # json | text
-    client_ip_hash_salt: str | None = field(default=None, repr=False)
-    git_revision: str = "unknown"
+    metrics_enabled: bool = field(
+        default=True, metadata=_doc("Serve `/metrics`; `false` removes it.")
+    )
+    prometheus_multiproc_dir: str | None = field(
+        default=None,
+        metadata=_doc(
+            "Directory where each gunicorn worker writes its metric samples (emptied by "
+            "`serve` at start); unset: a private directory under `$TMPDIR`. Must be "
+            "writable (a tmpfs with a read-only root filesystem)."
+        ),
+    )
+    log_format: str = field(
+        default="json",
+        metadata=_doc("`json` (one object per line) or `text` (`key=value` lines for a terminal)."),
+    )
+    client_ip_hash_salt: str | None = field(
+        default=None,
+        repr=False,
+        metadata=_doc(
+            "Salt of the HMAC-SHA256 that turns client IPs into the logs' `client_ip_hash`; "
+            "unset: a random salt per start (hashes then stable only until a restart).",
+            file=True,
+        ),
+    )
+    git_revision: str = field(
+        default="unknown",
+        metadata=_doc("Shown as `revision` on the `comments_api_build_info` metric."),
+    )
 
     @property
     def is_sqlite(self) -> bool:
