@@ -34,8 +34,8 @@ system-deps: ## install PostgreSQL, Redis, Prometheus, wrk, chromium, npm if mis
 test: venv system-deps ## set up everything and run the whole test suite (container tests: image-test)
 	$(BIN)/pytest -m "not docker and not k8s and not terraform and not pipeline and not bench"
 
-test-fast: venv ## tests without the system services (skips what is missing)
-	$(BIN)/pytest -m "not docker and not k8s and not terraform and not pipeline and not bench"
+test-fast: venv ## the unit tier: validators, settings, docs and assets; no servers, seconds
+	$(BIN)/pytest -m unit
 
 .PHONY: test-browser
 test-browser: venv system-deps ## the widget, badges and moderation console in Debian's chromium (tests/browser)

@@ -16,6 +16,8 @@ from comments_api.domain import (
     validate_legacy_create,
 )
 
+pytestmark = pytest.mark.unit  # the fast tier: no servers, no network
+
 
 # 1.0 is the number 1 in JSON and an integer for JSON Schema: the published schema
 # accepts it, so the validator does too (issue 8: schema and validator must agree).

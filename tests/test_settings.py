@@ -6,6 +6,8 @@ import pytest
 
 from comments_api.settings import DEFAULT_SQLITE_URL, Settings, SettingsError
 
+pytestmark = pytest.mark.unit  # the fast tier: no servers, no network
+
 
 def test_defaults_are_safe():
     settings = Settings.from_env({})

@@ -8,8 +8,12 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+import pytest
+
 from comments_api import settings_reference
 from comments_api.settings import Settings
+
+pytestmark = pytest.mark.unit  # the fast tier: no servers, no network
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "configuration.md"

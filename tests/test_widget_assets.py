@@ -11,6 +11,8 @@ from importlib import resources
 
 import pytest
 
+pytestmark = pytest.mark.unit  # the fast tier: no servers, no network
+
 STATIC = resources.files("comments_api") / "static"
 SCRIPTS = ("comments.js", "count.js", "console.js")
 WIDGET_BUDGET = 15 * 1024  # gzipped bytes (issue 13)

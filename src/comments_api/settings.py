@@ -332,10 +332,6 @@ class Settings:
         metadata=_doc("Shown as `revision` on the `comments_api_build_info` metric."),
     )
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
-
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ

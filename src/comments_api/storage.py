@@ -524,18 +524,6 @@ class Repository:
             banned=row[2] > 0,
         )
 
-    def soft_delete(self, comment_id: int) -> Comment | None:
-        """Turn a comment into a tombstone: its text and author are dropped for good."""
-        now = utcnow()
-        with self._write() as conn:
-            conn.execute(
-                update(comments)
-                .where(comments.c.id == comment_id, comments.c.status != STATUS_DELETED)
-                .values(status=STATUS_DELETED, updated_at=now, **_tombstone(now))
-            )
-            row = conn.execute(select(*_COMMENT_COLUMNS).where(comments.c.id == comment_id)).first()
-        return _to_comment(row) if row is not None else None
-
     # --- reads -------------------------------------------------------------------
     def get(self, comment_id: int) -> Comment | None:
         with self.engine.connect() as conn:
