@@ -275,3 +275,18 @@ def test_dashboards_and_rules_return_data_from_a_real_prometheus(
         )
 
     assert wait_until(target_down, 30, interval=0.5)
+
+
+def test_rules_exclude_exactly_the_probe_routes_the_app_exempts() -> None:
+    # One list of probe routes (observability.OPS_ROUTES, also the rate-limit exemptions);
+    # the SLO rules' route!~ matchers must name the same set.
+    from comments_api.observability import OPS_ROUTES
+    from comments_api.web.protection import EXEMPT_PATHS
+
+    assert set(OPS_ROUTES) == EXEMPT_PATHS
+    matchers = re.findall(
+        r'route!~"([^"]*)"', "".join(path.read_text() for path in MON.glob("rules/*.yml"))
+    )
+    assert matchers, "no route!~ matcher found: the rules changed shape"
+    for matcher in matchers:
+        assert set(matcher.split("|")) == set(OPS_ROUTES), matcher

@@ -26,6 +26,7 @@ from limits.storage import MemoryStorage
 from werkzeug.exceptions import Forbidden
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from ..observability import OPS_ROUTES
 from ..settings import Settings, SettingsError
 from . import auth as web_auth
 
@@ -35,7 +36,7 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Blueprints whose writes are comment writes (moderation calls have their own scopes).
 COMMENT_BLUEPRINTS = frozenset({"legacy", "v1"})
 # Probes and scrapes must never be throttled: a limited kubelet restarts healthy pods.
-EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/healthcheck", "/metrics"})
+EXEMPT_PATHS = frozenset(OPS_ROUTES)
 
 CORS_ALLOW_METHODS = "GET, POST, PATCH, DELETE, OPTIONS"
 CORS_ALLOW_HEADERS = "Authorization, Content-Type"
