@@ -30,8 +30,8 @@ PYSPY_DIR = Path(os.environ.get("BENCH_PYSPY_DIR", "/opt/comments-bench/py-spy")
 LAYERS = {
     "gunicorn (accept, parse, write)": ["gunicorn/"],
     "werkzeug + flask dispatch": ["werkzeug/", "flask/app.py", "flask/ctx.py"],
-    "our views (web/)": ["comments_api/web/legacy.py", "comments_api/web/v1.py"],
-    "storage.py (our queries)": ["comments_api/storage.py"],
+    "our views": ["comments_api/comments/legacy_views.py", "comments_api/comments/v1_views.py"],
+    "store/repository.py (our queries)": ["comments_api/store/repository.py"],
     "SQLAlchemy": ["sqlalchemy/"],
     "DB driver calls (do_execute/commit)": ["do_execute (sqlalchemy", "do_commit (sqlalchemy"],
     "psycopg (PostgreSQL round trips)": ["psycopg/"],
@@ -39,7 +39,10 @@ LAYERS = {
     "access log + logging": ["logging/", "pythonjsonlogger", "observability.py:5"],
     "JSON encoding": ["json/encoder", "flask/json/"],
     "rate limiting (flask_limiter, limits)": ["flask_limiter/", "limits/"],
-    "auth + protection hooks": ["comments_api/web/protection.py", "comments_api/web/auth.py"],
+    "auth + protection hooks": [
+        "comments_api/web/protection.py",
+        "comments_api/identity/guards.py",
+    ],
 }
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 SITE = Path(sys.argv[1] if len(sys.argv) > 1 else "/venv/lib/python3.11/site-packages")
 ARCHIVE = SITE.parent / "site-packages.zip"
 # Loaded by file name (Alembic) or located through __file__ (Flask's root_path).
-KEEP_SOURCE = ("comments_api/migrations/",)
+KEEP_SOURCE = ("comments_api/store/migrations/",)
 # limits reads its Lua scripts through importlib.resources at import time: from a zip
 # that re-reads the whole archive's directory per file, 0.2 s of CPU per process.
 ON_DISK = {"comments_api", "limits"}

@@ -91,7 +91,7 @@ def main() -> None:
     from comments_api import cli, gunicorn_conf, server  # noqa: F401
     from comments_api.app import create_app
     from comments_api.settings import Settings
-    from comments_api.storage import make_engine, migrate
+    from comments_api.store.repository import make_engine, migrate
 
     settings = Settings.from_env()
     engine = make_engine(settings.database_url)

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from flask import Flask
 
-from comments_api.auth import generate_api_key
+from comments_api.identity.credentials import generate_api_key
 from comments_api.web.common import EXTENSION_KEY
 
 ISSUER = "https://id.news.example"

@@ -10,9 +10,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from comments_api.app import create_app
-from comments_api.auth import SCOPE_MODERATE, generate_api_key
+from comments_api.identity.credentials import SCOPE_MODERATE, generate_api_key
 from comments_api.settings import Settings
-from comments_api.storage import make_engine, migrate
+from comments_api.store.repository import make_engine, migrate
 from comments_api.web.common import EXTENSION_KEY
 
 from .support import PostgresServer, RedisServer

@@ -16,7 +16,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
-from comments_api.storage import comments, idempotency_keys, make_engine
+from comments_api.store.repository import comments, idempotency_keys, make_engine
 
 from .support import ServiceProcess
 

@@ -12,9 +12,9 @@ from dataclasses import replace
 import pytest
 
 from comments_api.app import create_app
-from comments_api.auth import SCOPE_ADMIN, SCOPE_MODERATE, SCOPE_WRITE
+from comments_api.identity.credentials import SCOPE_ADMIN, SCOPE_MODERATE, SCOPE_WRITE
 from comments_api.settings import Settings, SettingsError
-from comments_api.storage import make_engine, migrate
+from comments_api.store.repository import make_engine, migrate
 from comments_api.web.common import EXTENSION_KEY
 
 from .authkit import (

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from comments_api.auth import SCOPE_ADMIN, generate_api_key
-from comments_api.storage import Repository, make_engine
+from comments_api.identity.credentials import SCOPE_ADMIN, generate_api_key
+from comments_api.store.repository import Repository, make_engine
 
 from .authkit import AUDIENCE, ISSUER, bearer, hs_signer
 from .support import ServiceProcess

@@ -16,8 +16,8 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from comments_api.auth import SCOPE_ADMIN
-from comments_api.domain import encode_cursor
+from comments_api.comments.rules import encode_cursor
+from comments_api.identity.credentials import SCOPE_ADMIN
 
 from .authkit import api_key, bearer
 

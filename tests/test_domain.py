@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from comments_api.domain import (
+from comments_api.comments.rules import (
     InvalidInput,
     Limits,
     decode_cursor,

@@ -22,7 +22,7 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from comments_api.storage import comments, make_engine
+from comments_api.store.repository import comments, make_engine
 
 from .support import PostgresServer, ServiceProcess, missing, wait_until
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from comments_api.app import create_app
 from comments_api.settings import Settings
-from comments_api.storage import head_revision, make_engine, migrate
+from comments_api.store.repository import head_revision, make_engine, migrate
 
 from .support import free_port
 

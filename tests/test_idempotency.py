@@ -7,8 +7,8 @@ import uuid
 
 from sqlalchemy import func, select
 
-from comments_api.auth import SCOPE_WRITE, generate_api_key
-from comments_api.storage import comments
+from comments_api.identity.credentials import SCOPE_WRITE, generate_api_key
+from comments_api.store.repository import comments
 from comments_api.web.common import EXTENSION_KEY
 
 URL = "/api/v1/contents/idem/comments"
@@ -138,8 +138,8 @@ def test_malformed_keys_are_400(make_app):
 
 
 def test_expired_keys_are_swept(make_app, monkeypatch):
-    from comments_api import storage
-    from comments_api.storage import idempotency_keys
+    from comments_api.store import repository as storage
+    from comments_api.store.repository import idempotency_keys
 
     monkeypatch.setattr(storage, "IDEMPOTENCY_SWEEP_INTERVAL", 0.0)
     app = make_app(idempotency_ttl=1.0)

@@ -9,7 +9,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from comments_api.storage import head_revision, make_engine, metadata, migrate
+from comments_api.store.repository import head_revision, make_engine, metadata, migrate
 
 from .support import VENV_BIN
 

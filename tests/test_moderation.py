@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from comments_api.auth import SCOPE_ADMIN, SCOPE_MODERATE, SCOPE_WRITE
 from comments_api.events import moderation_action
+from comments_api.identity.credentials import SCOPE_ADMIN, SCOPE_MODERATE, SCOPE_WRITE
 
 from .authkit import AUDIENCE, ISSUER, api_key, bearer, hs_signer
 

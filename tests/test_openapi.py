@@ -24,8 +24,8 @@ from referencing.jsonschema import DRAFT202012
 
 import comments_api
 from comments_api.app import create_app
-from comments_api.auth import generate_api_key
-from comments_api.domain import DomainError
+from comments_api.comments.rules import DomainError
+from comments_api.identity.credentials import generate_api_key
 from comments_api.openapi import build_spec
 from comments_api.settings import Settings
 from comments_api.web.common import EXTENSION_KEY

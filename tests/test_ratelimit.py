@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from comments_api.auth import SCOPE_WRITE
+from comments_api.identity.credentials import SCOPE_WRITE
 
 from .authkit import AUDIENCE, ISSUER, api_key, bearer, hs_signer
 from .support import ServiceProcess, wait_until

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import insert, text
 
-from comments_api.domain import STATUS_DELETED, STATUS_PUBLISHED
-from comments_api.storage import comments, make_engine, migrate, utcnow
+from comments_api.comments.rules import STATUS_DELETED, STATUS_PUBLISHED
+from comments_api.store.repository import comments, make_engine, migrate, utcnow
 
 
 def _compiled(engine, query) -> str:

@@ -18,10 +18,10 @@ from pathlib import Path
 from sqlalchemy import insert
 
 from comments_api.app import create_app
-from comments_api.auth import SCOPE_MODERATE, generate_api_key, hash_api_key
-from comments_api.domain import NewComment
+from comments_api.comments.rules import NewComment
+from comments_api.identity.credentials import SCOPE_MODERATE, generate_api_key, hash_api_key
 from comments_api.settings import Settings
-from comments_api.storage import (
+from comments_api.store.repository import (
     Repository,
     audit_log,
     bans,

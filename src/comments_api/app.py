@@ -10,13 +10,18 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from . import observability
-from .auth import JwtVerifier
-from .domain import Limits
-from .moderation import AbuseRules
+from .clock import Clock, utcnow
+from .comments import legacy_views, v1_views, widget_views
+from .comments.rules import Limits
+from .comments.service import CommentService
+from .identity.credentials import JwtVerifier
+from .identity.service import IdentityService
+from .moderation import views as moderation_views
+from .moderation.rules import AbuseRules
+from .moderation.service import ModerationService
 from .settings import Settings
-from .storage import Repository, head_revision, is_disk_full, make_engine
-from .web import docs, errors, legacy, ops, protection, v1, widget
-from .web import moderation as moderation_web
+from .store.repository import Repository, head_revision, is_disk_full, make_engine
+from .web import docs, errors, ops, protection
 from .web.common import EXTENSION_KEY, Services
 from .web.common import services as current_services
 
@@ -26,9 +31,10 @@ log = logging.getLogger(__name__)
 DRAIN_FILE_ENV = "COMMENTS_API_DRAIN_FILE"
 
 
-def create_app(settings: Settings | None = None) -> Flask:
+def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Flask:
+    """The WSGI app. ``clock`` is the services' time (tests pass one they can move)."""
     settings = settings or Settings.from_env()
-    # static/ is served by web/widget.py with its own headers; no generic /static route.
+    # static/ is served by comments/widget_views.py with its own headers; no generic /static route.
     app = Flask(__name__, static_folder=None)
     app.config.update(
         DEBUG=settings.debug,
@@ -44,18 +50,21 @@ def create_app(settings: Settings | None = None) -> Flask:
         settings.db_pool_timeout,
         settings.db_statement_timeout,
     )
+    repo = Repository(engine)
+    abuse = AbuseRules(
+        duplicate_window=settings.duplicate_window,
+        thread_author_max=settings.thread_author_max,
+        thread_author_window=settings.thread_author_window,
+    )
     app.extensions[EXTENSION_KEY] = Services(
         settings=settings,
-        repo=Repository(engine),
+        repo=repo,
         limits=Limits(max_comment_length=settings.max_comment_length),
         expected_revision=head_revision(),
+        comments=CommentService(repo, settings, abuse, clock),
+        moderation=ModerationService(repo, clock),
+        identity=IdentityService(repo, _jwt_verifier(settings), clock),
         drain_file=os.environ.get(DRAIN_FILE_ENV),
-        jwt=_jwt_verifier(settings),
-        abuse=AbuseRules(
-            duplicate_window=settings.duplicate_window,
-            thread_author_max=settings.thread_author_max,
-            thread_author_window=settings.thread_author_window,
-        ),
     )
     # Before the other hooks: every request gets an id, a log line and (if enabled) metrics.
     observability.init_app(app)
@@ -66,7 +75,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     errors.register(app)
     for db_error in (OperationalError, InterfaceError, PoolTimeout):
         app.register_error_handler(db_error, _database_unavailable)
-    for blueprint in (ops.bp, legacy.bp, v1.bp, moderation_web.bp, docs.bp, widget.bp):
+    for blueprint in (
+        ops.bp,
+        legacy_views.bp,
+        v1_views.bp,
+        moderation_views.bp,
+        docs.bp,
+        widget_views.bp,
+    ):
         app.register_blueprint(blueprint)
     app.after_request(_security_headers)
     return app

@@ -56,8 +56,8 @@ def migrate() -> None:
 
 
 def _migrate(settings: Settings) -> str:
-    from .storage import head_revision, make_engine
-    from .storage import migrate as run_migrations
+    from .store.repository import head_revision, make_engine
+    from .store.repository import migrate as run_migrations
 
     engine = make_engine(settings.database_url)
     try:
@@ -114,7 +114,7 @@ def keys() -> None:
 
 
 def _repository(settings: Settings, statement_timeout: float = 5.0) -> Any:
-    from .storage import Repository, head_revision, make_engine
+    from .store.repository import Repository, head_revision, make_engine
 
     repo = Repository(make_engine(settings.database_url, statement_timeout=statement_timeout))
     try:
@@ -143,26 +143,28 @@ def _repository(settings: Settings, statement_timeout: float = 5.0) -> Any:
     help="Repeat for several scopes; admin implies every scope.",
 )
 def keys_create(name: str, scopes: tuple[str, ...]) -> None:
-    from .auth import generate_api_key, parse_scopes
+    from .identity.service import MAX_KEY_NAME_LENGTH, IdentityService
 
-    if not name.strip() or len(name) > 100:
-        raise click.BadParameter("must be 1 to 100 characters", param_hint="--name")
-    repo = _repository(_settings())
-    new = generate_api_key()
-    repo.add_api_key(new.key_id, name.strip(), new.key_hash, parse_scopes(scopes))
+    if not name.strip() or len(name) > MAX_KEY_NAME_LENGTH:
+        raise click.BadParameter(
+            f"must be 1 to {MAX_KEY_NAME_LENGTH} characters", param_hint="--name"
+        )
+    new = IdentityService(_repository(_settings())).issue_key(name, scopes)
     click.echo(new.key)
     click.echo(f"created key {new.key_id}; store it now, it cannot be shown again", err=True)
 
 
 @keys.command("list", help="List keys: id, name, scopes, dates. Never the key or its hash.")
 def keys_list() -> None:
-    repo = _repository(_settings())
+    from .identity.service import IdentityService
+
+    identity = IdentityService(_repository(_settings()))
 
     def when(value: Any) -> str:
         return value.isoformat(timespec="seconds") if value is not None else "-"
 
     click.echo("id\tname\tscopes\tcreated_at\tlast_used_at\trevoked_at")
-    for key in repo.list_api_keys():
+    for key in identity.list_keys():
         click.echo(
             f"{key.id}\t{key.name}\t{','.join(key.scopes)}\t{when(key.created_at)}\t"
             f"{when(key.last_used_at)}\t{when(key.revoked_at)}"
@@ -172,8 +174,9 @@ def keys_list() -> None:
 @keys.command("revoke", help="Revoke a key by its id (see `keys list`); takes effect at once.")
 @click.argument("key_id")
 def keys_revoke(key_id: str) -> None:
-    repo = _repository(_settings())
-    if not repo.revoke_api_key(key_id):
+    from .identity.service import IdentityService
+
+    if not IdentityService(_repository(_settings())).revoke_key(key_id):
         raise click.ClickException(f"no active key with id {key_id}")
     click.echo(f"revoked key {key_id}")
 
@@ -201,7 +204,7 @@ def _progress(label: str, length: int) -> Any:
 @click.argument("output", default="-", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--no-api-keys", is_flag=True, help="Leave the API key records out.")
 def export_command(output: str, no_api_keys: bool) -> None:
-    from .transfer import TABLES, export, table_counts
+    from .store.transfer import TABLES, export, table_counts
 
     repo = _repository(_settings(), statement_timeout=BULK_TIMEOUT)
     names = [n for n in TABLES if not (no_api_keys and n == "api_keys")]
@@ -223,7 +226,7 @@ def export_command(output: str, no_api_keys: bool) -> None:
 )
 @click.argument("source", type=click.Path(dir_okay=False, allow_dash=True, exists=False))
 def import_command(source: str) -> None:
-    from .transfer import TransferError, import_
+    from .store.transfer import TransferError, import_
 
     settings = _settings()
     _migrate(settings)
@@ -258,7 +261,7 @@ def _announced_rows(header_line: str) -> int:
 def backup(dest: str) -> None:
     from sqlalchemy.engine import make_url
 
-    from .transfer import TransferError, sqlite_backup
+    from .store.transfer import TransferError, sqlite_backup
 
     settings = _settings()
     url = make_url(settings.database_url)

@@ -32,7 +32,7 @@ from flask import Flask, Response, current_app, g, has_request_context, request
 from gunicorn import glogging
 
 from . import __version__
-from .domain import STATUSES
+from .comments.rules import STATUSES
 from .events import comment_created, comment_rejected, moderation_action
 
 if TYPE_CHECKING:

@@ -28,7 +28,7 @@ from http import HTTPStatus
 from typing import Any
 
 from . import __version__
-from .domain import (
+from .comments.rules import (
     CONTENT_ID_PATTERN,
     DEFAULT_PAGE_SIZE,
     EMAIL_PATTERN,
@@ -48,7 +48,7 @@ from .domain import (
     cursor_pattern,
     email_hash,
 )
-from .moderation import (
+from .moderation.rules import (
     BAN_EMAIL_PATTERN,
     BAN_TARGET_PATTERN,
     BULK_ACTIONS,

@@ -16,11 +16,12 @@ from werkzeug.exceptions import (
     UnsupportedMediaType,
 )
 
-from ..auth import JwtVerifier
-from ..domain import Limits, has_unpaired_surrogate
-from ..moderation import AbuseRules
+from ..comments.rules import Limits, has_unpaired_surrogate
+from ..comments.service import CommentService
+from ..identity.service import IdentityService
+from ..moderation.service import ModerationService
 from ..settings import Settings
-from ..storage import Repository
+from ..store.repository import Repository
 
 EXTENSION_KEY = "comments_api"
 
@@ -35,9 +36,10 @@ class Services:
     repo: Repository
     limits: Limits
     expected_revision: str
+    comments: CommentService
+    moderation: ModerationService
+    identity: IdentityService
     drain_file: str | None = None
-    jwt: JwtVerifier | None = None  # None: bearer tokens other than API keys are refused
-    abuse: AbuseRules | None = None  # None: no duplicate / flood / ban checks
 
 
 def emit(signal: Any, **data: object) -> None:

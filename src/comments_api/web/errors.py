@@ -8,7 +8,7 @@ from urllib.parse import quote, unquote_to_bytes
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from ..domain import Conflict, DomainError, InvalidInput, NotFound
+from ..comments.rules import Conflict, DomainError, InvalidInput, NotFound
 from ..events import COMMENT_WRITE_ENDPOINTS, comment_rejected
 from .common import emit
 

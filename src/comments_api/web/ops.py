@@ -9,7 +9,7 @@ from flask import Blueprint, Response, jsonify
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import __version__
-from ..storage import SQLITE_WAL_SIZE_LIMIT
+from ..store.repository import SQLITE_WAL_SIZE_LIMIT
 from .common import services
 
 bp = Blueprint("ops", __name__)

@@ -26,9 +26,9 @@ from limits.storage import MemoryStorage
 from werkzeug.exceptions import Forbidden
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from ..identity import guards as web_auth
 from ..observability import OPS_ROUTES
 from ..settings import Settings, SettingsError
-from . import auth as web_auth
 
 log = logging.getLogger(__name__)
 

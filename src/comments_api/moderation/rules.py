@@ -12,8 +12,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from .auth import SCOPE_MODERATE, Identity
-from .domain import (
+from ..comments.rules import (
     LINE_PATTERN,
     MAX_EMAIL_LENGTH,
     MAX_ID,
@@ -31,6 +30,7 @@ from .domain import (
     as_id,
     validate_v1_create,
 )
+from ..identity.credentials import SCOPE_MODERATE, Identity
 
 ACTION_APPROVE = "approve"
 ACTION_HIDE = "hide"

@@ -42,8 +42,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from .auth import ApiKeyRecord
-from .domain import (
+from ..clock import utcnow
+from ..comments.rules import (
     STATUS_DELETED,
     STATUS_PENDING,
     STATUS_PUBLISHED,
@@ -53,14 +53,13 @@ from .domain import (
     Page,
     encode_cursor,
 )
-from .moderation import (
+from ..identity.credentials import ApiKeyRecord
+from ..moderation.rules import (
     TARGET_STATUS,
     TRANSITIONS,
-    AbuseRules,
     AuditEntry,
     AuthorActivity,
     author_key,
-    check_activity,
 )
 
 log = logging.getLogger(__name__)
@@ -209,10 +208,6 @@ _AUTHOR_ACTIVITY = select(
 )
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def _aware(value: datetime | None) -> datetime | None:
     # SQLite hands back naive datetimes; everything we store is UTC.
     if value is not None and value.tzinfo is None:
@@ -357,6 +352,20 @@ class StoredResponse:
 Renderer = Callable[[Comment], tuple[int, str, str | None]]
 
 
+@dataclass(frozen=True)
+class AuthorCheck:
+    """The caller's rule on an author's recent activity, run inside the insert's transaction.
+
+    Storage counts (comments since ``thread_since``, same text since ``duplicate_since``,
+    a ban) under the author lock and hands the facts to ``decide``, which raises to refuse:
+    check and insert stay one serialised step, while the rule lives in the service.
+    """
+
+    thread_since: datetime
+    duplicate_since: datetime
+    decide: Callable[[AuthorActivity], None]
+
+
 class Repository:
     """Comment persistence. Every method is one short transaction."""
 
@@ -413,17 +422,21 @@ class Repository:
                 return None
 
     # --- writes ------------------------------------------------------------------
-    def create(self, new: NewComment, rules: AbuseRules | None = None) -> Comment:
-        """Insert a comment; with ``rules``, first check bans/duplicates/flood limits."""
+    def create(
+        self, new: NewComment, check: AuthorCheck | None = None, *, now: datetime | None = None
+    ) -> Comment:
+        """Insert a comment; with ``check``, first let it judge the author's activity."""
         with self._write() as conn:
-            return self._insert(conn, new, rules, utcnow())
+            return self._insert(conn, new, check, now or utcnow())
 
     def create_idempotent(
         self,
         new: NewComment,
-        rules: AbuseRules | None,
+        check: AuthorCheck | None,
         request: IdempotentRequest,
         render: Renderer,
+        *,
+        now: datetime | None = None,
     ) -> StoredResponse:
         """``create`` once per (caller, key): a retry gets the first answer back.
 
@@ -431,7 +444,7 @@ class Repository:
         neither; concurrent requests with one key wait on one lock and the later ones
         replay. The same key with another request raises IdempotencyKeyReused.
         """
-        now = utcnow()
+        now = now or utcnow()
         match = and_(
             idempotency_keys.c.scope == request.scope, idempotency_keys.c.key == request.key
         )
@@ -448,7 +461,7 @@ class Repository:
                     )
                 return StoredResponse(row.status, row.body, row.location, replayed=True)
             conn.execute(delete(idempotency_keys).where(match))  # expired: forgotten
-            comment = self._insert(conn, new, rules, now)
+            comment = self._insert(conn, new, check, now)
             status, body, location = render(comment)
             conn.execute(
                 insert(idempotency_keys),
@@ -480,7 +493,7 @@ class Repository:
             log.warning("idempotency key sweep skipped: %s", exc.__class__.__name__)
 
     def _insert(
-        self, conn: Connection, new: NewComment, rules: AbuseRules | None, now: datetime
+        self, conn: Connection, new: NewComment, check: AuthorCheck | None, now: datetime
     ) -> Comment:
         key = author_key(new.email, new.author_subject)
         values = {
@@ -494,17 +507,17 @@ class Repository:
             "created_at": now,
             "updated_at": now,
         }
-        if rules is not None and key is not None:
+        if check is not None and key is not None:
             # One author on one content at a time: the check and the insert below are a
             # single step, so two identical posts at the same instant store one comment.
             self._lock(conn, "author", new.content_id, key)
-            check_activity(self._author_activity(conn, new, key, now, rules), rules)
+            check.decide(self._author_activity(conn, new, key, check))
         new_id = conn.execute(_INSERT_COMMENT, {**values, "author_key": key}).scalar_one()
         return Comment(id=new_id, deleted_at=None, **values)  # type: ignore[arg-type]
 
     @staticmethod
     def _author_activity(
-        conn: Any, new: NewComment, key: str, now: datetime, rules: AbuseRules
+        conn: Any, new: NewComment, key: str, check: AuthorCheck
     ) -> AuthorActivity:
         # One statement, three index lookups: (content_id, author_key, created_at) twice
         # and the bans primary key.
@@ -513,16 +526,12 @@ class Repository:
             {
                 "content_id": new.content_id,
                 "author_key": key,
-                "thread_since": now - timedelta(seconds=rules.thread_author_window),
-                "dup_since": now - timedelta(seconds=rules.duplicate_window),
+                "thread_since": check.thread_since,
+                "dup_since": check.duplicate_since,
                 "body": new.body,
             },
         ).one()
-        return AuthorActivity(
-            recent=row[0],
-            duplicates=row[1] if rules.duplicate_window > 0 else 0,
-            banned=row[2] > 0,
-        )
+        return AuthorActivity(recent=row[0], duplicates=row[1], banned=row[2] > 0)
 
     # --- reads -------------------------------------------------------------------
     def get(self, comment_id: int) -> Comment | None:
@@ -572,13 +581,19 @@ class Repository:
 
     # --- moderation ------------------------------------------------------------------
     def moderate(
-        self, ids: Sequence[int], action: str, actor: str, details: dict[str, Any] | None = None
+        self,
+        ids: Sequence[int],
+        action: str,
+        actor: str,
+        details: dict[str, Any] | None = None,
+        *,
+        now: datetime | None = None,
     ) -> list[int]:
         """Apply ``action`` to every comment it may move; one transaction with its audit row.
 
         Returns the ids that actually changed (others were missing or already there).
         """
-        now = utcnow()
+        now = now or utcnow()
         values: dict[str, Any] = {"status": TARGET_STATUS[action], "updated_at": now}
         if action == "delete":
             values.update(_tombstone(now))
@@ -596,8 +611,10 @@ class Repository:
             self._audit(conn, actor, action, None, changed, details, now)
         return changed
 
-    def edit_body(self, comment_id: int, body: str, status: str, actor: str) -> Comment | None:
-        now = utcnow()
+    def edit_body(
+        self, comment_id: int, body: str, status: str, actor: str, *, now: datetime | None = None
+    ) -> Comment | None:
+        now = now or utcnow()
         with self._write() as conn:
             conn.execute(
                 update(comments)
@@ -629,9 +646,11 @@ class Repository:
                 is not None
             )
 
-    def ban(self, target: str, reason: str | None, actor: str) -> bool:
+    def ban(
+        self, target: str, reason: str | None, actor: str, *, now: datetime | None = None
+    ) -> bool:
         """Ban an author key; False when it already was banned."""
-        now = utcnow()
+        now = now or utcnow()
         try:
             with self._write() as conn:
                 conn.execute(
@@ -644,8 +663,8 @@ class Repository:
             return False
         return True
 
-    def unban(self, target: str, actor: str) -> bool:
-        now = utcnow()
+    def unban(self, target: str, actor: str, *, now: datetime | None = None) -> bool:
+        now = now or utcnow()
         with self._write() as conn:
             gone = conn.execute(delete(bans).where(bans.c.target == target)).rowcount
             if gone:
@@ -712,7 +731,15 @@ class Repository:
         return entries, (entries[-1].id if len(rows) > limit else None)
 
     # --- API keys --------------------------------------------------------------------
-    def add_api_key(self, key_id: str, name: str, key_hash: str, scopes: Sequence[str]) -> None:
+    def add_api_key(
+        self,
+        key_id: str,
+        name: str,
+        key_hash: str,
+        scopes: Sequence[str],
+        *,
+        now: datetime | None = None,
+    ) -> None:
         with self._write() as conn:
             conn.execute(
                 insert(api_keys),
@@ -721,7 +748,7 @@ class Repository:
                     "name": name,
                     "key_hash": key_hash,
                     "scopes": " ".join(scopes),
-                    "created_at": utcnow(),
+                    "created_at": now or utcnow(),
                 },
             )
 
@@ -730,13 +757,13 @@ class Repository:
             rows = conn.execute(select(api_keys).order_by(api_keys.c.created_at)).all()
         return [_to_key(r) for r in rows]
 
-    def revoke_api_key(self, key_id: str) -> bool:
+    def revoke_api_key(self, key_id: str, *, now: datetime | None = None) -> bool:
         with self._write() as conn:
             return bool(
                 conn.execute(
                     update(api_keys)
                     .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
-                    .values(revoked_at=utcnow())
+                    .values(revoked_at=now or utcnow())
                 ).rowcount
             )
 
@@ -745,9 +772,9 @@ class Repository:
             row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
         return _to_key(row) if row is not None else None
 
-    def touch_api_key(self, record: ApiKeyRecord) -> None:
+    def touch_api_key(self, record: ApiKeyRecord, *, now: datetime | None = None) -> None:
         """Record use of a verified key, at most once a minute so reads stay write-free."""
-        now = utcnow()
+        now = now or utcnow()
         stale = now - timedelta(seconds=API_KEY_TOUCH_INTERVAL)
         if record.last_used_at is not None and record.last_used_at >= stale:
             return

@@ -13,9 +13,9 @@ from collections.abc import Callable
 
 from flask import Response, current_app, request
 
-from ..auth import Identity
-from ..domain import Comment, FieldError, InvalidInput
-from ..storage import IdempotentRequest, StoredResponse
+from ..identity.credentials import Identity
+from ..store.repository import IdempotentRequest, StoredResponse
+from .rules import Comment, FieldError, InvalidInput
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255

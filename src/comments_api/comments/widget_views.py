@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from flask import Blueprint, Response, request
 
-from ..domain import FieldError, InvalidInput, parse_content_id
+from .rules import FieldError, InvalidInput, parse_content_id
 
 bp = Blueprint("widget", __name__)
 

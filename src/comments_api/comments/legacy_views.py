@@ -6,12 +6,12 @@ from urllib.parse import quote
 
 from flask import Blueprint, Response, jsonify
 
-from ..domain import legacy_email_view, parse_content_id, validate_legacy_create
 from ..events import comment_created
-from ..moderation import prepare_comment, without_body_identity
-from .auth import require_write
-from .common import emit, read_json, services
-from .errors import error_response
+from ..identity.guards import require_write
+from ..moderation.rules import without_body_identity
+from ..web.common import emit, read_json, services
+from ..web.errors import error_response
+from .rules import legacy_email_view, parse_content_id, validate_legacy_create
 
 bp = Blueprint("legacy", __name__, url_prefix="/api/comment")
 
@@ -25,15 +25,9 @@ def create() -> Response:
     if reader:
         payload = without_body_identity(payload)
     new = validate_legacy_create(payload, svc.limits, email_required=not reader)
-    new = prepare_comment(
-        new,
-        identity,
-        pre_moderation=svc.settings.moderation_mode == "pre",
-        banned_words=svc.settings.banned_words,
-        body_field="comment",
-    )
+    new = svc.comments.prepare(new, identity, body_field="comment")
     # Old clients only know SUCCESS; under pre-moderation the comment waits as pending.
-    comment = svc.repo.create(new, svc.abuse)
+    comment = svc.comments.create(new)
     emit(comment_created, api="legacy", status=comment.status)
     return jsonify(
         status="SUCCESS",
@@ -45,7 +39,7 @@ def create() -> Response:
 def list_comments(content_id: str) -> Response:
     svc = services()
     content_id = parse_content_id(content_id)
-    rows, truncated = svc.repo.legacy_list(content_id, svc.settings.legacy_list_max)
+    rows, truncated = svc.comments.legacy_list(content_id)
     if not rows:
         return error_response(404, f"content_id {content_id} not found", title="Not Found")
     mode = svc.settings.legacy_email

@@ -21,7 +21,7 @@ from typing import IO, Any
 
 from sqlalchemy import DateTime, Engine, Table, func, insert, select
 
-from .storage import api_keys, audit_log, bans, comments, head_revision
+from .repository import api_keys, audit_log, bans, comments, head_revision
 
 FORMAT = "comments-api-export"
 VERSION = 1

@@ -11,17 +11,14 @@ import logging
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import Forbidden, Unauthorized
 
-from ..auth import (
+from ..web.common import services
+from ..web.errors import error_response
+from .credentials import (
     SCOPE_WRITE,
     AuthError,
     AuthUnavailable,
     Identity,
-    api_key_id,
-    check_api_key,
-    is_api_key,
 )
-from .common import services
-from .errors import error_response
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +56,8 @@ def _identify() -> None:
     if not token:
         g.auth_error = "send credentials as 'Authorization: Bearer <API key or token>'"
         return
-    svc = services()
     try:
-        if is_api_key(token):
-            record = svc.repo.get_api_key(api_key_id(token))
-            identity = check_api_key(token, record)
-            assert record is not None
-            svc.repo.touch_api_key(record)
-        elif svc.jwt is not None:
-            identity = svc.jwt.verify(token)
-        else:
-            raise AuthError("this service does not accept JWTs; use an API key")
+        identity = services().identity.authenticate(token)
     except AuthError as exc:
         g.auth_error = exc.message
         return

@@ -3,7 +3,7 @@
 from alembic import context
 from sqlalchemy import create_engine
 
-from comments_api.storage import metadata
+from comments_api.store.repository import metadata
 
 config = context.config
 

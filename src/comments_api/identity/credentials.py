@@ -24,8 +24,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from .domain import Comment, is_single_line_text
-from .settings import Settings, SettingsError
+from ..comments.rules import Comment, DomainError, is_single_line_text
+from ..settings import Settings, SettingsError
 
 SCOPE_WRITE = "comments:write"
 SCOPE_MODERATE = "comments:moderate"
@@ -51,6 +51,13 @@ class AuthError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class Forbidden(DomainError):
+    """A known caller may not do this (not the author, edit window closed...): 403."""
+
+    code = "forbidden"
+    http_status = 403
 
 
 class AuthUnavailable(Exception):

@@ -6,23 +6,15 @@ from urllib.parse import quote
 
 from flask import Blueprint, Response, jsonify, request
 
-from ..auth import SCOPE_ADMIN, SCOPE_MODERATE
-from ..domain import Comment, NotFound, decode_cursor, encode_cursor, parse_limit
+from ..comments.render import moderator_view
+from ..comments.rules import decode_cursor, encode_cursor, parse_limit
 from ..events import moderation_action
-from ..moderation import parse_ban, parse_ban_target, parse_bulk
-from .auth import require_scope
-from .common import emit, iso_timestamp, read_json, services
-from .v1 import comment_view
+from ..identity.credentials import SCOPE_ADMIN, SCOPE_MODERATE
+from ..identity.guards import require_scope
+from ..web.common import emit, iso_timestamp, read_json, services
+from .rules import parse_ban, parse_ban_target, parse_bulk
 
 bp = Blueprint("moderation", __name__, url_prefix="/api/v1")
-
-
-def _moderator_view(comment: Comment) -> dict[str, object]:
-    """Moderators see who wrote a pending comment (the public never sees the address)."""
-    view = comment_view(comment)
-    view["author_email"] = comment.email
-    view["author_subject"] = comment.author_subject
-    return view
 
 
 @bp.get("/moderation/pending")
@@ -30,8 +22,8 @@ def pending_queue() -> Response:
     require_scope(SCOPE_MODERATE)
     limit = parse_limit(request.args.get("limit"))
     after_id = decode_cursor(request.args.get("cursor"), "oldest")
-    page = services().repo.pending_page(limit=limit, after_id=after_id)
-    response = jsonify(items=[_moderator_view(c) for c in page.items], next_cursor=page.next_cursor)
+    page = services().moderation.pending(limit=limit, after_id=after_id)
+    response = jsonify(items=[moderator_view(c) for c in page.items], next_cursor=page.next_cursor)
     if page.next_cursor:
         response.headers["Link"] = (
             f'</api/v1/moderation/pending?limit={limit}&cursor={page.next_cursor}>; rel="next"'
@@ -44,7 +36,7 @@ def bulk_moderate() -> Response:
     """``{"action": "approve|hide|delete", "ids": [...]}``: one transaction, one audit row."""
     identity = require_scope(SCOPE_MODERATE)
     action, ids = parse_bulk(read_json())
-    changed = services().repo.moderate(ids, action, identity.actor, {"requested": ids})
+    changed = services().moderation.bulk(action, ids, identity.actor)
     emit(moderation_action, action=action, count=len(changed))
     done = set(changed)
     return jsonify(action=action, changed=changed, unchanged=[i for i in ids if i not in done])
@@ -53,7 +45,7 @@ def bulk_moderate() -> Response:
 @bp.get("/moderation/bans")
 def list_bans() -> Response:
     require_scope(SCOPE_MODERATE)
-    bans = services().repo.list_bans()
+    bans = services().moderation.bans()
     return jsonify(items=[{**b, "created_at": iso_timestamp(b["created_at"])} for b in bans])
 
 
@@ -61,7 +53,7 @@ def list_bans() -> Response:
 def ban_author() -> tuple[Response, int, dict[str, str]]:
     identity = require_scope(SCOPE_MODERATE)
     ban = parse_ban(read_json())
-    created = services().repo.ban(ban.target, ban.reason, identity.actor)
+    created = services().moderation.ban(ban.target, ban.reason, identity.actor)
     if created:
         emit(moderation_action, action="ban", count=1)
     location = f"/api/v1/moderation/bans/{quote(ban.target, safe=':@')}"
@@ -75,8 +67,7 @@ def ban_author() -> tuple[Response, int, dict[str, str]]:
 @bp.delete("/moderation/bans/<path:target>")
 def unban_author(target: str) -> tuple[str, int] | Response:
     identity = require_scope(SCOPE_MODERATE)
-    if not services().repo.unban(parse_ban_target(target), identity.actor):
-        raise NotFound("this author is not banned")
+    services().moderation.unban(parse_ban_target(target), identity.actor)
     emit(moderation_action, action="unban", count=1)
     return "", 204
 
@@ -86,7 +77,7 @@ def audit_log() -> Response:
     require_scope(SCOPE_ADMIN)
     limit = parse_limit(request.args.get("limit"))
     before_id = decode_cursor(request.args.get("cursor"), "newest")
-    entries, last_id = services().repo.audit_page(limit=limit, before_id=before_id)
+    entries, last_id = services().moderation.audit(limit=limit, before_id=before_id)
     next_cursor = encode_cursor(last_id, "newest") if last_id is not None else None
     return jsonify(
         items=[

@@ -1,0 +1,174 @@
+"""CommentService: creating, editing, deleting and listing comments. Plain Python, no Flask.
+
+It owns the comment rules (who may edit or delete, the edit window, replies, banned words,
+pre-moderation, the abuse checks) and the transaction boundaries: storage only stores, and
+runs the abuse check the service hands it inside the insert's own transaction. Time comes
+from an injected ``Clock`` so tests move it instead of sleeping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from ..clock import Clock, utcnow
+from ..identity.credentials import (
+    SCOPE_MODERATE,
+    Forbidden,
+    Identity,
+    edit_window_open,
+    is_author,
+    may_delete,
+)
+from ..moderation.rules import (
+    ACTION_DELETE,
+    AbuseRules,
+    AuthorActivity,
+    Banned,
+    author_key,
+    check_activity,
+    check_banned_words,
+    prepare_comment,
+)
+from ..settings import Settings
+from ..store.repository import (
+    AuthorCheck,
+    IdempotentRequest,
+    Renderer,
+    Repository,
+    StoredResponse,
+)
+from .rules import (
+    STATUS_DELETED,
+    STATUS_PENDING,
+    STATUS_PUBLISHED,
+    Comment,
+    NewComment,
+    NotFound,
+    Page,
+    check_reply,
+)
+
+# What the public sees in a thread: live comments and the tombstones that keep replies
+# attached to their place.
+PUBLIC_STATUSES = (STATUS_PUBLISHED, STATUS_DELETED)
+
+
+class CommentService:
+    def __init__(
+        self,
+        repo: Repository,
+        settings: Settings,
+        abuse: AbuseRules | None = None,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.repo = repo
+        self.settings = settings
+        self.abuse = abuse  # None: no duplicate / flood / ban checks
+        self.clock = clock
+
+    # --- writes ----------------------------------------------------------------------
+    def prepare(
+        self, new: NewComment, identity: Identity | None, *, body_field: str = "body"
+    ) -> NewComment:
+        """The rules that need no lock: banned words, the token's identity, pre-moderation,
+        and that a reply points at a visible comment of the same content."""
+        new = prepare_comment(
+            new,
+            identity,
+            pre_moderation=self.settings.moderation_mode == "pre",
+            banned_words=self.settings.banned_words,
+            body_field=body_field,
+        )
+        if new.parent_id is not None:
+            check_reply(self.repo.get(new.parent_id), new)
+        return new
+
+    def create(self, prepared: NewComment) -> Comment:
+        """Store a prepared comment; the abuse check and the insert are one transaction."""
+        now = self.clock()
+        return self.repo.create(prepared, self._author_check(now), now=now)
+
+    def create_idempotent(
+        self, prepared: NewComment, request: IdempotentRequest, render: Renderer
+    ) -> StoredResponse:
+        """``create`` once per (caller, key): a retry within the key's TTL gets the first
+        answer; the key, the check and the insert share one transaction."""
+        now = self.clock()
+        return self.repo.create_idempotent(
+            prepared, self._author_check(now), request, render, now=now
+        )
+
+    def _author_check(self, now: datetime) -> AuthorCheck | None:
+        rules = self.abuse
+        if rules is None:
+            return None
+
+        def decide(activity: AuthorActivity) -> None:
+            if rules.duplicate_window <= 0:  # DUPLICATE_WINDOW=0 turns the check off
+                activity = replace(activity, duplicates=0)
+            check_activity(activity, rules)
+
+        return AuthorCheck(
+            thread_since=now - timedelta(seconds=rules.thread_author_window),
+            duplicate_since=now - timedelta(seconds=rules.duplicate_window),
+            decide=decide,
+        )
+
+    def edit(self, identity: Identity, comment_id: int, read_body: Callable[[], str]) -> Comment:
+        """The author may change the text within EDIT_WINDOW seconds of posting.
+
+        ``read_body`` parses the new text; it is called after the permission checks, so a
+        stranger is told 403 before the body is judged.
+        """
+        comment = self.get_public(comment_id)
+        if comment.status == STATUS_DELETED:
+            raise NotFound("comment not found")
+        if not is_author(identity, comment):
+            raise Forbidden("only the comment's author may edit it")
+        now = self.clock()
+        if not edit_window_open(comment, now, self.settings.edit_window):
+            raise Forbidden(
+                f"comments can be edited for {int(self.settings.edit_window)} seconds after "
+                "posting; this one can no longer be changed"
+            )
+        if self.repo.is_banned(author_key(comment.email, comment.author_subject)):
+            raise Banned("this author may not change comments")
+        body = read_body()
+        check_banned_words(body, self.settings.banned_words)
+        status = comment.status
+        if self.settings.moderation_mode == "pre" and not identity.has(SCOPE_MODERATE):
+            status = STATUS_PENDING  # changed text is new text: it waits for a moderator again
+        updated = self.repo.edit_body(comment.id, body, status, identity.actor, now=now)
+        return updated or comment
+
+    def delete(self, identity: Identity, comment_id: int) -> bool:
+        """The author (token subject) or a moderator; recorded in the audit log.
+
+        True when this call deleted it (False: it was already gone)."""
+        comment = self.get_public(comment_id)
+        if not may_delete(identity, comment):
+            raise Forbidden("only the comment's author or a moderator may delete it")
+        return bool(
+            self.repo.moderate([comment.id], ACTION_DELETE, identity.actor, now=self.clock())
+        )
+
+    # --- reads -----------------------------------------------------------------------
+    def get_public(self, comment_id: int) -> Comment:
+        comment = self.repo.get(comment_id)
+        if comment is None or comment.status not in PUBLIC_STATUSES:
+            raise NotFound("comment not found")
+        return comment
+
+    def list_public(self, content_id: str, *, limit: int, order: str, after_id: int | None) -> Page:
+        return self.repo.list_page(
+            content_id, limit=limit, order=order, after_id=after_id, statuses=PUBLIC_STATUSES
+        )
+
+    def legacy_list(self, content_id: str) -> tuple[list[tuple[str | None, str]], bool]:
+        """Published (email, body) pairs, at most LEGACY_LIST_MAX; and whether truncated."""
+        return self.repo.legacy_list(content_id, self.settings.legacy_list_max)
+
+    def counts(self, content_ids: Iterable[str]) -> dict[str, int]:
+        return self.repo.counts(content_ids)

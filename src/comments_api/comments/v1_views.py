@@ -1,0 +1,120 @@
+"""v1 REST API for new clients; documented in /openapi.json."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from flask import Blueprint, Response, jsonify, request, url_for
+
+from ..events import comment_created, moderation_action
+from ..identity.guards import require_identity, require_write
+from ..moderation.rules import ACTION_DELETE, parse_edit, without_body_identity
+from ..web.common import emit, read_json, services
+from .idempotency import idempotent_request, renderer, to_response
+from .render import comment_view
+from .rules import (
+    STATUS_PENDING,
+    STATUS_PUBLISHED,
+    Comment,
+    decode_cursor,
+    parse_comment_id,
+    parse_content_id,
+    parse_count_ids,
+    parse_limit,
+    parse_order,
+    validate_v1_create,
+)
+
+bp = Blueprint("v1", __name__, url_prefix="/api/v1")
+
+
+@bp.post("/contents/<content_id>/comments")
+def create_comment(content_id: str) -> Response | tuple[Response, int, dict[str, str]]:
+    svc = services()
+    identity = require_write()
+    payload = read_json()
+    if identity is not None and identity.is_reader:
+        payload = without_body_identity(payload)
+    new = validate_v1_create(payload, parse_content_id(content_id), svc.limits)
+    new = svc.comments.prepare(new, identity)
+    keyed = idempotent_request(identity, new.content_id, payload, svc.settings.idempotency_ttl)
+    if keyed is not None:
+        render = renderer(comment_view, _location)
+        stored = svc.comments.create_idempotent(new, keyed, render)
+        if not stored.replayed:
+            emit(
+                comment_created,
+                api="v1",
+                status=STATUS_PENDING if stored.status == 202 else STATUS_PUBLISHED,
+            )
+        return to_response(stored)
+    comment = svc.comments.create(new)
+    emit(comment_created, api="v1", status=comment.status)
+    if comment.status == STATUS_PENDING:
+        # Accepted, not yet public: there is nothing at a Location to GET until approved.
+        return jsonify(comment_view(comment)), 202, {}
+    location = url_for("v1.get_comment", comment_id=comment.id)
+    return jsonify(comment_view(comment)), 201, {"Location": location}
+
+
+def _location(comment: Comment) -> str | None:
+    if comment.status == STATUS_PENDING:
+        return None  # not public yet: nothing at a Location to GET
+    return url_for("v1.get_comment", comment_id=comment.id)
+
+
+@bp.get("/contents/<content_id>/comments")
+def list_comments(content_id: str) -> Response:
+    svc = services()
+    content_id = parse_content_id(content_id)
+    limit = parse_limit(request.args.get("limit"))
+    order = parse_order(request.args.get("order"))
+    after_id = decode_cursor(request.args.get("cursor"), order)
+    page = svc.comments.list_public(content_id, limit=limit, order=order, after_id=after_id)
+    body: dict[str, object] = {
+        "content_id": content_id,
+        "order": order,
+        "items": [comment_view(c) for c in page.items],
+        "next_cursor": page.next_cursor,
+    }
+    response = jsonify(body)
+    if page.next_cursor:
+        path = f"/api/v1/contents/{quote(content_id, safe='')}/comments"
+        response.headers["Link"] = (
+            f'<{path}?limit={limit}&order={order}&cursor={page.next_cursor}>; rel="next"'
+        )
+    return response
+
+
+@bp.get("/comments/<comment_id>")
+def get_comment(comment_id: str) -> Response:
+    comment = services().comments.get_public(parse_comment_id(comment_id))
+    return jsonify(comment_view(comment))
+
+
+@bp.delete("/comments/<comment_id>")
+def delete_comment(comment_id: str) -> tuple[str, int]:
+    """The author (token subject) or a moderator; recorded in the audit log."""
+    svc = services()
+    identity = require_identity()
+    if svc.comments.delete(identity, parse_comment_id(comment_id)):
+        emit(moderation_action, action=ACTION_DELETE, count=1)
+    return "", 204
+
+
+@bp.patch("/comments/<comment_id>")
+def edit_comment(comment_id: str) -> Response:
+    """The author may change the text within EDIT_WINDOW seconds of posting."""
+    svc = services()
+    identity = require_identity()
+    updated = svc.comments.edit(
+        identity, parse_comment_id(comment_id), lambda: parse_edit(read_json(), svc.limits)
+    )
+    emit(moderation_action, action="edit", count=1)
+    return jsonify(comment_view(updated))
+
+
+@bp.get("/counts")
+def counts() -> Response:
+    ids = parse_count_ids(request.args.getlist("content_id"))
+    return jsonify({"counts": services().comments.counts(ids)})

@@ -1,0 +1,1 @@
+"""Identity: API keys, JWT verification, scopes; the service and the Flask guards."""

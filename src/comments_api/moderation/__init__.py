@@ -1,0 +1,1 @@
+"""Moderation: statuses, bans and abuse rules, the moderation service and its views."""

@@ -1,0 +1,44 @@
+"""ModerationService: the queue, bulk actions, bans and the audit log. Plain Python, no Flask.
+
+Which status an action may move a comment out of is a rule (moderation/rules.py); storage
+applies an action and its audit row in one transaction. Time comes from the injected clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..clock import Clock, utcnow
+from ..comments.rules import NotFound, Page
+from ..store.repository import Repository
+from .rules import AuditEntry
+
+
+class ModerationService:
+    def __init__(self, repo: Repository, clock: Clock = utcnow) -> None:
+        self.repo = repo
+        self.clock = clock
+
+    def pending(self, *, limit: int, after_id: int | None) -> Page:
+        """The queue, oldest first, across all contents."""
+        return self.repo.pending_page(limit=limit, after_id=after_id)
+
+    def bulk(self, action: str, ids: Sequence[int], actor: str) -> list[int]:
+        """One transaction, one audit row; returns the ids that actually changed."""
+        return self.repo.moderate(ids, action, actor, {"requested": list(ids)}, now=self.clock())
+
+    def bans(self) -> list[dict[str, Any]]:
+        return self.repo.list_bans()
+
+    def ban(self, target: str, reason: str | None, actor: str) -> bool:
+        """False when the author was already banned (the first ban stands)."""
+        return self.repo.ban(target, reason, actor, now=self.clock())
+
+    def unban(self, target: str, actor: str) -> None:
+        if not self.repo.unban(target, actor, now=self.clock()):
+            raise NotFound("this author is not banned")
+
+    def audit(self, *, limit: int, before_id: int | None) -> tuple[list[AuditEntry], int | None]:
+        """Newest first; the entries and the id to continue before, if any."""
+        return self.repo.audit_page(limit=limit, before_id=before_id)

@@ -1,0 +1,1 @@
+"""Persistence: tables, queries, transactions (the only SQL), transfer and migrations."""
