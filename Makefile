@@ -48,10 +48,11 @@ input-checks: venv system-deps ## client-input hardening: regressions, schema ag
 docs: venv ## regenerate the configuration reference in docs/configuration.md from Settings
 	$(BIN)/python -m comments_api.settings_reference docs/configuration.md
 
-lint: venv ## ruff lint + format check, mypy, shellcheck
+lint: venv ## ruff lint + format check, mypy, import layers (lint-imports), shellcheck
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/shellcheck scripts/*.sh .ci/run
 
 security: venv ## bandit + semgrep (local rules in .semgrep/, own venv under /opt)

@@ -10,6 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from comments_api.app import create_app
+from comments_api.clock import Clock
 from comments_api.identity.credentials import SCOPE_MODERATE, generate_api_key
 from comments_api.settings import Settings
 from comments_api.store.repository import make_engine, migrate
@@ -50,9 +51,12 @@ def database_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def make_app(database_url: str) -> Callable[..., Flask]:
-    """Build an app on a migrated database; keyword arguments override settings."""
+    """Build an app on a migrated database; keyword arguments override settings.
 
-    def build(**overrides: object) -> Flask:
+    ``clock=`` (e.g. tests/clock.py's FakeClock) gives the services a time the test moves.
+    """
+
+    def build(clock: Clock | None = None, **overrides: object) -> Flask:
         # Rate limits are off unless a test turns them on: API tests send many writes
         # from one client address. The limiter has its own tests.
         base = Settings(database_url=database_url, ratelimit_enabled=False)
@@ -60,7 +64,7 @@ def make_app(database_url: str) -> Callable[..., Flask]:
         engine = make_engine(settings.database_url)
         migrate(engine)
         engine.dispose()
-        return create_app(settings)
+        return create_app(settings) if clock is None else create_app(settings, clock)
 
     return build
 

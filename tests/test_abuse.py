@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from comments_api.settings import Settings, SettingsError
 
 from .authkit import AUDIENCE, ISSUER, bearer, hs_signer
+from .clock import FakeClock
 
 ORIGIN = "https://www.news.example"
 
@@ -26,7 +25,8 @@ def post_legacy(client, comment="hello", email="ann@example.com", content_id="a1
 
 
 def test_duplicates_are_rejected_within_the_window(make_app):
-    client = make_app(duplicate_window=1.5).test_client()
+    clock = FakeClock()
+    client = make_app(duplicate_window=1.5, clock=clock).test_client()
     assert post_legacy(client, "Great article").status_code == 200
     dup = post_legacy(client, "Great article", email="ANN@example.com")  # same author
     assert dup.status_code == 409
@@ -41,7 +41,9 @@ def test_duplicates_are_rejected_within_the_window(make_app):
     assert post_legacy(client, "Great article", content_id="a2").status_code == 200
     assert post_legacy(client, "Great article", email="bob@example.com").status_code == 200
     assert post_legacy(client, "Great article!").status_code == 200
-    time.sleep(1.6)
+    clock.advance(1.4)
+    assert post_legacy(client, "Great article").status_code == 409  # still inside
+    clock.advance(0.2)
     assert post_legacy(client, "Great article").status_code == 200
 
 

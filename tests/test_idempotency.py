@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 
 from sqlalchemy import func, select
@@ -10,6 +9,8 @@ from sqlalchemy import func, select
 from comments_api.identity.credentials import SCOPE_WRITE, generate_api_key
 from comments_api.store.repository import comments
 from comments_api.web.common import EXTENSION_KEY
+
+from .clock import FakeClock
 
 URL = "/api/v1/contents/idem/comments"
 
@@ -86,20 +87,23 @@ def test_keys_are_scoped_per_caller(make_app):
 
 
 def test_keys_expire_after_the_window(make_app):
-    app = make_app(idempotency_ttl=1.0, duplicate_window=0)
+    clock = FakeClock()
+    app = make_app(idempotency_ttl=1.0, duplicate_window=0, clock=clock)
     client = app.test_client()
     first = post(client, {"body": "again later"}, "k-1")
     assert (
         post(client, {"body": "again later"}, "k-1").headers["Location"]
         == (first.headers["Location"])
     )
-    time.sleep(1.2)
+    clock.advance(0.9)
+    assert post(client, {"body": "again later"}, "k-1").headers["Idempotent-Replayed"] == "true"
+    clock.advance(0.3)
     later = post(client, {"body": "again later"}, "k-1")
     assert later.status_code == 201
     assert "Idempotent-Replayed" not in later.headers
     assert later.headers["Location"] != first.headers["Location"]
     # Once expired, another body is a new request, not a reuse.
-    time.sleep(1.2)
+    clock.advance(1.2)
     assert post(client, {"body": "something else"}, "k-1").status_code == 201
     assert count(app) == 3
 
@@ -142,10 +146,11 @@ def test_expired_keys_are_swept(make_app, monkeypatch):
     from comments_api.store.repository import idempotency_keys
 
     monkeypatch.setattr(storage, "IDEMPOTENCY_SWEEP_INTERVAL", 0.0)
-    app = make_app(idempotency_ttl=1.0)
+    clock = FakeClock()
+    app = make_app(idempotency_ttl=1.0, clock=clock)
     client = app.test_client()
     assert post(client, {"body": "old"}, "old-key").status_code == 201
-    time.sleep(1.2)
+    clock.advance(1.2)
     assert post(client, {"body": "new"}, "new-key").status_code == 201
     with app.extensions[EXTENSION_KEY].repo.engine.connect() as conn:
         left = [r.key for r in conn.execute(select(idempotency_keys.c.key))]

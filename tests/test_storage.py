@@ -1,15 +1,17 @@
-"""Storage properties the API relies on: list cost follows the page, not the table."""
+"""Storage properties the API relies on: list cost follows the page, not the table.
+
+The plans are of the statements the repository itself sends (captured from the engine),
+so a change to storage's queries is what these tests judge.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import insert, text
+from sqlalchemy import event, insert, text
 
-from comments_api.comments.rules import STATUS_DELETED, STATUS_PUBLISHED
-from comments_api.store.repository import comments, make_engine, migrate, utcnow
-
-
-def _compiled(engine, query) -> str:
-    return str(query.compile(engine, compile_kwargs={"literal_binds": True}))
+from comments_api.clock import utcnow
+from comments_api.comments.rules import STATUS_PUBLISHED
+from comments_api.comments.service import PUBLIC_STATUSES
+from comments_api.store.repository import Repository, comments, make_engine, migrate
 
 
 def _seed(engine, contents: int = 2000, per_content: int = 20, big: int = 5000) -> None:
@@ -33,34 +35,56 @@ def _seed(engine, contents: int = 2000, per_content: int = 20, big: int = 5000) 
             conn.execute(text("ANALYZE"))
 
 
-def _plan(engine, sql: str) -> str:
+def _statements(engine, call) -> list[tuple[str, object]]:
+    """The SELECTs the repository itself sends while ``call`` runs, with their parameters."""
+    seen: list[tuple[str, object]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        seen.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        call()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    return [(sql, params) for sql, params in seen if sql.lstrip().upper().startswith("SELECT")]
+
+
+def _plan(engine, sql: str, params: object) -> str:
     with engine.connect() as conn:
         if conn.dialect.name == "sqlite":
-            return "\n".join(str(r[-1]) for r in conn.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
-        return "\n".join(r[0] for r in conn.execute(text(f"EXPLAIN {sql}")))
+            rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params)
+            return "\n".join(str(r[-1]) for r in rows)
+        return "\n".join(r[0] for r in conn.exec_driver_sql(f"EXPLAIN {sql}", params))
 
 
 def test_page_and_list_queries_read_the_content_index_in_order(database_url):
-    from sqlalchemy import select
-
     engine = make_engine(database_url)
     migrate(engine)
     _seed(engine)
-    queries = {
-        "v1 page": select(comments.c.id)
-        .where(comments.c.content_id == "big",
-               comments.c.status.in_([STATUS_PUBLISHED, STATUS_DELETED]), comments.c.id > 3)
-        .order_by(comments.c.id).limit(26),
-        "legacy list": select(comments.c.email, comments.c.body)
-        .where(comments.c.content_id == "big", comments.c.status == STATUS_PUBLISHED)
-        .order_by(comments.c.id).limit(1001),
-    }  # fmt: skip
-    for name, query in queries.items():
-        plan = _plan(engine, _compiled(engine, query))
+    repo = Repository(engine)
+    calls = {
+        "v1 page, oldest first": lambda: repo.list_page(
+            "big", limit=25, order="oldest", after_id=3, statuses=PUBLIC_STATUSES
+        ),
+        "v1 page, newest first": lambda: repo.list_page(
+            "big", limit=25, order="newest", after_id=40_000, statuses=PUBLIC_STATUSES
+        ),
+        "legacy list": lambda: repo.legacy_list("big", 1000),
+    }
+    for name, call in calls.items():
+        statements = _statements(engine, call)
+        assert len(statements) == 1, f"{name}: {statements}"
+        sql, params = statements[0]
+        plan = _plan(engine, sql, params)
         assert "ix_comments_content_id" in plan, f"{name}: {plan}"
         # No full scan and no sort of the whole thread.
         assert "SCAN comments" not in plan, f"{name}: {plan}"
         assert "Seq Scan" not in plan, f"{name}: {plan}"
         assert "TEMP B-TREE" not in plan, f"{name}: {plan}"
         assert "Sort" not in plan, f"{name}: {plan}"
+    # The calls above really read the thread: the plans are of working queries.
+    assert len(repo.list_page("big", limit=25, order="oldest", after_id=3,
+                              statuses=PUBLIC_STATUSES).items) == 25  # fmt: skip
+    assert len(repo.legacy_list("big", 1000)[0]) == 1000
     engine.dispose()
