@@ -34,7 +34,7 @@ system-deps: ## install PostgreSQL, Redis, Prometheus, wrk, chromium, npm if mis
 test: venv system-deps ## set up everything and run the whole test suite (container tests: image-test)
 	$(BIN)/pytest -m "not docker and not k8s and not terraform and not pipeline and not bench"
 
-test-fast: venv ## the unit tier: validators, settings, docs and assets; no servers, seconds
+test-fast: venv ## the unit tier: validators, services (fake clock), settings, docs, assets; no servers, seconds
 	$(BIN)/pytest -m unit
 
 .PHONY: test-browser

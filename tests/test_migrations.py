@@ -18,7 +18,7 @@ def test_upgrade_from_empty_creates_the_schema_the_code_expects(database_url):
     engine = make_engine(database_url)
     migrate(engine)
     with engine.connect() as conn:
-        # The migrated schema and the Table definitions in storage.py agree exactly.
+        # The migrated schema and the Table definitions in store/repository.py agree exactly.
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
         assert diff == []
         inspector = inspect(conn)
