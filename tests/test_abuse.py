@@ -59,7 +59,8 @@ def test_duplicates_of_a_signed_in_reader(make_app):
 
 
 def test_per_thread_per_author_limit(make_app):
-    client = make_app(thread_author_max=3, thread_author_window=60).test_client()
+    clock = FakeClock()
+    client = make_app(thread_author_max=3, thread_author_window=60, clock=clock).test_client()
     for i in range(3):
         assert post_legacy(client, f"n{i}").status_code == 200
     flooded = post_legacy(client, "n3")
@@ -73,6 +74,11 @@ def test_per_thread_per_author_limit(make_app):
     # Other threads and other authors are unaffected.
     assert post_legacy(client, "n5", content_id="a2").status_code == 200
     assert post_legacy(client, "n6", email="bob@example.com").status_code == 200
+    # The window slides: once the first three are older than it, the author may post again.
+    clock.advance(59)
+    assert post_legacy(client, "n7").status_code == 429
+    clock.advance(1.001)
+    assert post_legacy(client, "n7").status_code == 200
 
 
 def test_banned_words_whole_words_case_insensitive_never_echoed(make_app):
