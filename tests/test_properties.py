@@ -22,6 +22,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from comments_api.contract.spec import build_spec
 from comments_api.domain import (
     MAX_ID,
     InvalidInput,
@@ -36,7 +37,6 @@ from comments_api.domain import (
     validate_v1_create,
 )
 from comments_api.moderation import ACTION_DELETE, ACTION_HIDE, parse_ban, parse_bulk
-from comments_api.openapi import build_spec
 from comments_api.settings import Settings
 from comments_api.web.common import EXTENSION_KEY
 

@@ -11,8 +11,7 @@ import binascii
 import hashlib
 import re
 import unicodedata
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -131,18 +130,6 @@ class Page:
     next_cursor: str | None
 
 
-@dataclass
-class _Collector:
-    errors: list[FieldError] = field(default_factory=list)
-
-    def add(self, name: str, message: str) -> None:
-        self.errors.append(FieldError(name, message))
-
-    def raise_if_any(self) -> None:
-        if self.errors:
-            raise InvalidInput(self.errors)
-
-
 def _has_control_chars(text: str, allow_newlines: bool = False) -> bool:
     allowed = {"\n", "\r", "\t"} if allow_newlines else set()
     return any(unicodedata.category(ch) == "Cc" and ch not in allowed for ch in text)
@@ -204,48 +191,11 @@ def content_id_problem(value: object) -> str | None:
 
 def parse_content_id(value: object, field_name: str = "content_id") -> str:
     """Normalise a content id: ``1``, ``1.0`` and ``"1"`` name the same content."""
-    if (problem := content_id_problem(value)) is not None:
-        raise InvalidInput([FieldError(field_name, problem)])
-    number = None if isinstance(value, str) else as_integer(value)
-    return str(number) if number is not None else str(value)
-
-
-def _check_body(c: _Collector, name: str, value: object, limits: Limits) -> str | None:
-    if value is None:
-        c.add(name, "is required")
-        return None
-    if not isinstance(value, str):
-        c.add(name, "must be a string")
-        return None
-    if not value.strip():
-        c.add(name, "must not be empty or whitespace only")
-        return None
-    if len(value) > limits.max_comment_length:
-        c.add(name, f"must be at most {limits.max_comment_length} characters (got {len(value)})")
-        return None
-    if _has_control_chars(value, allow_newlines=True):
-        c.add(name, "must not contain control characters")
-        return None
-    return value
-
-
-def _check_email(c: _Collector, name: str, value: object, required: bool) -> str | None:
-    if value is None:
-        if required:
-            c.add(name, "is required")
-        return None
-    if not isinstance(value, str):
-        c.add(name, "must be a string")
-        return None
-    if len(value) > MAX_EMAIL_LENGTH or not _EMAIL_RE.search(value):
-        c.add(name, "must be a valid email address")
-        return None
-    return value
-
-
-def _check_unknown(c: _Collector, payload: Mapping[str, Any], allowed: set[str]) -> None:
-    for key in sorted(set(payload) - allowed):
-        c.add(key, "is not an accepted field")
+    try:
+        return str(_models.LEGACY_CONTENT_ID.validate_python(value))
+    except _models.ValidationError:
+        problem = content_id_problem(value) or "must be a string or an integer"
+        raise InvalidInput([FieldError(field_name, problem)]) from None
 
 
 def validate_legacy_create(
@@ -255,60 +205,28 @@ def validate_legacy_create(
 
     ``email_required=False`` when a sign-in token supplies the author instead.
     """
-    if not isinstance(payload, dict):
-        raise InvalidInput([FieldError("body", "must be a JSON object")])
-    c = _Collector()
-    _check_unknown(c, payload, {"email", "comment", "content_id"})
-    email = _check_email(c, "email", payload.get("email"), required=email_required)
-    body = _check_body(c, "comment", payload.get("comment"), limits)
-    content_id: str | None = None
-    if "content_id" not in payload:
-        c.add("content_id", "is required")
-    elif (problem := content_id_problem(payload["content_id"])) is not None:
-        c.add("content_id", problem)
-    else:
-        content_id = parse_content_id(payload["content_id"])
-    c.raise_if_any()
-    assert content_id is not None
-    assert body is not None
-    return NewComment(content_id=content_id, body=body, email=email)
+    models = _models.comment_models(limits.max_comment_length)
+    model = models.legacy if email_required else models.legacy_signed_in
+    valid: Any = model.parse(payload)
+    return NewComment(content_id=valid.content_id, body=valid.comment, email=valid.email)
 
 
 def validate_v1_create(payload: object, content_id: str, limits: Limits) -> NewComment:
     """v1 create body: ``body`` plus optional author fields and ``parent_id``."""
-    if not isinstance(payload, dict):
-        raise InvalidInput([FieldError("body", "must be a JSON object")])
-    c = _Collector()
-    _check_unknown(c, payload, {"body", "email", "author_name", "parent_id"})
-    body = _check_body(c, "body", payload.get("body"), limits)
-    email = _check_email(c, "email", payload.get("email"), required=False)
-    author_name = payload.get("author_name")
-    if author_name is not None:
-        if not isinstance(author_name, str) or not author_name.strip():
-            c.add("author_name", "must be a non-empty string")
-            author_name = None
-        elif len(author_name) > MAX_AUTHOR_NAME_LENGTH or _has_control_chars(author_name):
-            c.add(
-                "author_name",
-                f"must be at most {MAX_AUTHOR_NAME_LENGTH} printable characters",
-            )
-            author_name = None
-        else:
-            author_name = author_name.strip()
-    parent_id = payload.get("parent_id")
-    if parent_id is not None:
-        parent_id = as_id(parent_id)
-        if parent_id is None:
-            c.add("parent_id", f"must be a positive integer up to {MAX_ID}")
-    c.raise_if_any()
-    assert body is not None
+    valid: Any = _models.comment_models(limits.max_comment_length).new.parse(payload)
     return NewComment(
         content_id=content_id,
-        body=body,
-        email=email,
-        author_name=author_name,
-        parent_id=parent_id,
+        body=valid.body,
+        email=valid.email,
+        author_name=valid.author_name,
+        parent_id=valid.parent_id,
     )
+
+
+def validate_edit(payload: object, limits: Limits) -> str:
+    """An author's edit: ``{"body": "..."}`` and nothing else; returns the new text."""
+    valid: Any = _models.comment_models(limits.max_comment_length).edit.parse(payload)
+    return str(valid.body)
 
 
 def check_reply(parent: Comment | None, new: NewComment) -> None:
@@ -349,20 +267,23 @@ def display_name(comment: Comment) -> str:
 def parse_limit(raw: str | None) -> int:
     if raw is None:
         return DEFAULT_PAGE_SIZE
-    # ASCII digits only: int() also takes "\u0663", " 3" and "1_0".
-    if not _ASCII_INT_RE.fullmatch(raw):
-        raise InvalidInput([FieldError("limit", "must be an integer")])
-    value = int(raw) if len(raw) <= 4 else MAX_PAGE_SIZE + 1
-    if not 1 <= value <= MAX_PAGE_SIZE:
-        raise InvalidInput([FieldError("limit", f"must be between 1 and {MAX_PAGE_SIZE}")])
-    return value
+    try:
+        return int(_models.LIMIT.validate_python(raw))
+    except _models.ValidationError:
+        # ASCII digits only: int() also takes "\u0663", " 3" and "1_0".
+        if not _ASCII_INT_RE.fullmatch(raw):
+            raise InvalidInput([FieldError("limit", "must be an integer")]) from None
+        raise InvalidInput(
+            [FieldError("limit", f"must be between 1 and {MAX_PAGE_SIZE}")]
+        ) from None
 
 
 def parse_order(raw: str | None) -> str:
-    value = raw or "oldest"
-    if value not in ("oldest", "newest"):
-        raise InvalidInput([FieldError("order", "must be 'oldest' or 'newest'")])
-    return value
+    # An empty value means the default, as it always has.
+    try:
+        return str(_models.ORDER.validate_python(raw or "oldest"))
+    except _models.ValidationError:
+        raise InvalidInput([FieldError("order", "must be 'oldest' or 'newest'")]) from None
 
 
 def encode_cursor(last_id: int, order: str) -> str:
@@ -413,19 +334,29 @@ def decode_cursor(cursor: str | None, order: str) -> int | None:
 
 
 def parse_count_ids(values: list[str]) -> list[str]:
-    if not values:
-        raise InvalidInput([FieldError("content_id", "give at least one content_id")])
-    if len(values) > MAX_COUNT_IDS:
-        raise InvalidInput(
-            [FieldError("content_id", f"at most {MAX_COUNT_IDS} content ids per call")]
-        )
-    return list(dict.fromkeys(parse_content_id(v) for v in values))
+    try:
+        valid = _models.COUNT_CONTENT_IDS.validate_python(values)
+    except _models.ValidationError:
+        if not values:
+            raise InvalidInput([FieldError("content_id", "give at least one content_id")]) from None
+        if len(values) > MAX_COUNT_IDS:
+            raise InvalidInput(
+                [FieldError("content_id", f"at most {MAX_COUNT_IDS} content ids per call")]
+            ) from None
+        for value in values:
+            parse_content_id(value)  # raises with the first bad id's problem
+        raise
+    return list(dict.fromkeys(valid))
 
 
 def parse_comment_id(raw: str) -> int:
     """A comment id from a URL: ASCII digits only ("\u0663" and "\u00b2" are not ids)."""
-    value = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 19 else 0
-    if not 1 <= value <= MAX_ID:
+    try:
+        return int(_models.PATH_COMMENT_ID.validate_python(raw))
+    except _models.ValidationError:
         # Never echo the raw path segment: it is the caller's, not ours, to show.
-        raise NotFound("comment not found")
-    return value
+        raise NotFound("comment not found") from None
+
+
+# At the end: contract.models imports this module's patterns and errors (see its docstring).
+from .contract import models as _models  # noqa: E402
