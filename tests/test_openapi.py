@@ -81,6 +81,7 @@ def problem_anchors(page: str) -> set[str]:
     return set(re.findall(r'id="problem-([a-z0-9-]+)"', page))
 
 
+@pytest.fixture(params=[{}, {"metrics_enabled": False, "auth_mode": "required"}], ids=str)
 def bare_app(request, sqlite_url):
     """An app for what needs no data (routes, static documents), in two configurations."""
     settings = Settings(database_url=sqlite_url, ratelimit_enabled=False)

@@ -22,9 +22,10 @@ from typing import Any
 from ..domain import DEFAULT_PAGE_SIZE, MAX_COUNT_IDS, cursor_pattern, email_hash
 from ..settings import Settings
 from . import models
-from .components import EXAMPLE_EMAIL, EXAMPLE_TIME, adapter_schema, ref
+from .components import EXAMPLE_EMAIL, adapter_schema, ref
 from .models import MAX_BULK_IDS
 from .problems import DOCS_PROBLEM_PREFIX, LEGACY_PREFIX, PROBLEM_JSON, status_slug
+from .responses import EXAMPLE_TIME
 
 JSON = "application/json"
 # Either credential works; which one a caller uses depends on who it is.
