@@ -5,6 +5,10 @@ It times the v1 create body and the list query (limit, order) with each library,
 rules expressed the way each library expresses them (types and JSON-Schema constraints in
 the model, the rest in a post-validation hook), and prints microseconds per call. It is a
 measurement for choosing the library of comments_api.contract, not a test.
+
+The "domain.py" rows call the service's own functions: at 6d45e21 (before issue 10) they
+were the hand validators (v1 body 6.6 us, list query 0.3 us on this machine); since then
+they delegate to comments_api.contract.models (the pydantic models plus the domain object).
 """
 
 from __future__ import annotations
@@ -116,13 +120,13 @@ def main() -> None:
     adapter = pydantic.TypeAdapter(PydanticNewComment)
     cases: dict[str, dict[str, Any]] = {
         "v1 create body": {
-            "hand (domain.py today)": lambda: validate_v1_create(BODY, "1", limits),
+            "domain.py function": lambda: validate_v1_create(BODY, "1", limits),
             "msgspec.convert": lambda: msgspec.convert(BODY, MsgspecNewComment),
             "pydantic model_validate": lambda: PydanticNewComment.model_validate(BODY),
             "pydantic TypeAdapter": lambda: adapter.validate_python(BODY),
         },
         "list query": {
-            "hand (domain.py today)": lambda: (
+            "domain.py function": lambda: (
                 parse_limit(QUERY.get("limit")),
                 parse_order(QUERY.get("order")),
             ),

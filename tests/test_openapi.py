@@ -120,7 +120,7 @@ def test_every_flask_route_is_documented_with_its_methods(bare_app):
         for method in METHODS
         if method in item
     }
-    assert served - documented_ops == set(), "routes missing from openapi.py"
+    assert served - documented_ops == set(), "routes missing from contract/paths.py"
     assert documented_ops - served == set(), "documented operations the app does not serve"
 
 
