@@ -22,6 +22,7 @@ from comments_api.contract.problems import (
     problem_type_uri,
     problem_types,
     status_slug,
+    status_title,
 )
 from comments_api.domain import DomainError
 from comments_api.settings import Settings
@@ -30,10 +31,8 @@ pytestmark = pytest.mark.unit  # the fast tier: no servers, no network
 
 # Statuses werkzeug has an exception for that this service never answers: nothing raises
 # them and no route needs them. Adding a use of one of these must add a registry entry.
-# 414 and 422 are answered, but never by status alone: 414 by the HTTP server as
-# "uri-too-long" (worker.py), 422 as "idempotency-key-reused".
-NEVER_ANSWERED = {402, 406, 410, 411, 412, 414, 416, 418, 421, 422, 423, 424, 428, 451, 502, 504}
-NEVER_ANSWERED |= {505}
+# 422 is answered, but never by status alone: only as "idempotency-key-reused".
+NEVER_ANSWERED = {402, 406, 410, 411, 412, 416, 418, 421, 422, 423, 424, 428, 451, 502, 504, 505}
 
 
 def _all_subclasses(cls: type) -> set[type]:
@@ -87,11 +86,22 @@ def test_registry_entries_are_complete_and_consistent():
             assert slug.replace("-", " ") == entry["title"].lower().replace("'", "")
 
 
-def test_status_slugs_pin_413_and_follow_the_phrase():
+def test_status_slugs_use_rfc_9110_names_and_follow_the_phrase():
     assert status_slug(413) == "content-too-large"
+    assert status_slug(414) == "uri-too-long"
     assert status_slug(404) == "not-found"
     assert status_slug(431) == "request-header-fields-too-large"
     assert status_slug(HTTPStatus.IM_A_TEAPOT) == "im-a-teapot"
+
+
+def test_the_http_servers_errors_agree_with_the_registry():
+    # worker.py answers some errors before the app runs; same titles, slugs and shapes.
+    from comments_api import worker
+
+    for status in range(400, 600):
+        assert worker._title(status) == status_title(status)
+    assert worker.LEGACY_PREFIX == LEGACY_PREFIX
+    assert worker.PROBLEM_JSON == PROBLEM_JSON
 
 
 def test_web_errors_uses_the_registry_constants():

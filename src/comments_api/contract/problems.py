@@ -28,8 +28,14 @@ def slug_for_title(title: str) -> str:
     return title.lower().replace(" ", "-").replace("'", "")
 
 
+# RFC 9110's names where Python's phrases differ (and vary by version).
+_RFC9110_TITLES = {413: "Content Too Large", 414: "URI Too Long"}
+
+
 def status_title(status: int) -> str:
-    """The title of an error answered by status alone: the HTTP status phrase."""
+    """The title of an error answered by status alone: RFC 9110's reason phrase."""
+    if status in _RFC9110_TITLES:
+        return _RFC9110_TITLES[status]
     try:
         return HTTPStatus(status).phrase
     except ValueError:
@@ -37,11 +43,8 @@ def status_title(status: int) -> str:
 
 
 def status_slug(status: int) -> str:
-    """The slug of an error answered by status alone (web/errors.py, worker.py).
-
-    413 is pinned to RFC 9110's "Content Too Large": Python's phrase differs by version.
-    """
-    return "content-too-large" if status == 413 else slug_for_title(status_title(status))
+    """The slug of an error answered by status alone (web/errors.py, worker.py)."""
+    return slug_for_title(status_title(status))
 
 
 def problem_types(settings: Settings) -> dict[str, dict[str, Any]]:
