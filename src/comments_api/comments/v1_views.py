@@ -6,17 +6,7 @@ from urllib.parse import quote
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
-from ..events import comment_created, moderation_action
-from ..identity.guards import require_identity, require_write
-from ..moderation.rules import ACTION_DELETE, parse_edit, without_body_identity
-from ..web.common import emit, read_json, services
-from .idempotency import idempotent_request, renderer, to_response
-from .render import comment_view
-from .rules import (
-    STATUS_PENDING,
-    STATUS_PUBLISHED,
-    Comment,
-    decode_cursor,
+from ..contract.requests import (
     parse_comment_id,
     parse_content_id,
     parse_count_ids,
@@ -24,6 +14,13 @@ from .rules import (
     parse_order,
     validate_v1_create,
 )
+from ..events import comment_created, moderation_action
+from ..identity.guards import require_identity, require_write
+from ..moderation.rules import ACTION_DELETE, parse_edit, without_body_identity
+from ..web.common import emit, read_json, services
+from .idempotency import idempotent_request, renderer, to_response
+from .render import comment_view
+from .rules import STATUS_PENDING, STATUS_PUBLISHED, Comment, decode_cursor
 
 bp = Blueprint("v1", __name__, url_prefix="/api/v1")
 
