@@ -56,7 +56,9 @@ def test_a_create_gets_the_write_lock_within_ms_of_its_release(tmp_path: Path) -
                 holder.execute("BEGIN IMMEDIATE")
                 result: list[tuple[int, float]] = []
                 waiter = threading.Thread(
-                    target=lambda i=i: result.append(post(service.base, f"waited {i}"))
+                    target=lambda i=i, result=result: result.append(
+                        post(service.base, f"waited {i}")
+                    )
                 )
                 waiter.start()
                 time.sleep(HOLD)
