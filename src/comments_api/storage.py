@@ -311,7 +311,8 @@ def _sqlite_begin(busy_timeout_ms: int) -> Callable[[Connection], None]:
                     conn.exec_driver_sql("BEGIN IMMEDIATE")
                     return
                 except OperationalError as exc:
-                    busy = getattr(exc.orig, "sqlite_errorname", None) == "SQLITE_BUSY"
+                    name = getattr(exc.orig, "sqlite_errorname", None) or ""
+                    busy = name.startswith("SQLITE_BUSY")  # or an extended BUSY code
                     if not busy or time.monotonic() >= deadline:
                         raise
                 # Jitter (not security): workers that collided do not retry in lockstep.
