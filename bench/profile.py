@@ -36,7 +36,7 @@ LAYERS = {
     "DB driver calls (do_execute/commit)": ["do_execute (sqlalchemy", "do_commit (sqlalchemy"],
     "psycopg (PostgreSQL round trips)": ["psycopg/"],
     "metrics (prometheus_client)": ["prometheus_client/"],
-    "access log + logging": ["logging/", "pythonjsonlogger", "observability.py:5"],
+    "access log + logging": ["logging/", "telemetry/log_format.py", "telemetry/http_hooks.py"],
     "JSON encoding": ["json/encoder", "flask/json/"],
     "rate limiting (flask_limiter, limits)": ["flask_limiter/", "limits/"],
     "auth + protection hooks": ["comments_api/web/protection.py", "comments_api/web/auth.py"],

@@ -175,7 +175,7 @@ def test_application_logs_in_a_request_carry_its_id(make_app) -> None:
     import io
     import logging
 
-    from comments_api.observability import JsonFormatter
+    from comments_api.telemetry.log_format import JsonFormatter
 
     app = make_app()
 

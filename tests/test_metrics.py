@@ -15,8 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from comments_api import __version__
 from comments_api.app import create_app
-from comments_api.observability import METHODS, OTHER, UNMATCHED_ROUTE
 from comments_api.settings import Settings
+from comments_api.telemetry.http_hooks import UNMATCHED_ROUTE
+from comments_api.telemetry.metrics import METHODS, OTHER
 
 from .support import ServiceProcess, wait_until
 

@@ -9,12 +9,12 @@ from flask import Flask, Response
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from . import observability
 from .auth import JwtVerifier
 from .domain import Limits
 from .moderation import AbuseRules
 from .settings import Settings
 from .storage import Repository, head_revision, is_disk_full, make_engine
+from .telemetry import http_hooks
 from .web import docs, errors, legacy, ops, protection, v1, widget
 from .web import moderation as moderation_web
 from .web.common import EXTENSION_KEY, Services
@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         ),
     )
     # Before the other hooks: every request gets an id, a log line and (if enabled) metrics.
-    observability.init_app(app)
+    http_hooks.init_app(app, settings, engine)
 
     # Client address, CORS, credentials and rate limits, before any view runs.
     protection.install(app, settings)

@@ -26,8 +26,8 @@ from limits.storage import MemoryStorage
 from werkzeug.exceptions import Forbidden
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from ..observability import OPS_ROUTES
 from ..settings import Settings, SettingsError
+from ..telemetry.http_hooks import OPS_ROUTES
 from . import auth as web_auth
 
 log = logging.getLogger(__name__)
