@@ -140,7 +140,7 @@ class RateLimiter:
 
     RETRY_SECONDS = 5.0
     KEY_PREFIX = "comments-api"
-    _RESETS_MAX = 10_000
+    _CACHE_MAX = 10_000
 
     def __init__(self, settings: Settings) -> None:
         self.read = Budget(
@@ -166,6 +166,7 @@ class RateLimiter:
         # key -> window reset (epoch seconds), learnt from the hit that opened the window
         # or from one get_expiry per window per worker.
         self._resets: dict[str, float] = {}
+        self._keys: dict[tuple[str, str], list[tuple[RateLimitItem, str, int]]] = {}
 
     def budget(self) -> tuple[Budget, str] | None:
         """The budget this request draws on and its key; None when exempt."""
@@ -184,11 +185,22 @@ class RateLimiter:
             return self.fallback
         return self.primary
 
+    def _storage_keys(self, budget: Budget, key: str) -> list[tuple[RateLimitItem, str, int]]:
+        # Built once per client and budget (key_for joins and escapes six parts per call).
+        cached = self._keys.get((budget.scope, key))
+        if cached is None:
+            if len(self._keys) >= self._CACHE_MAX:
+                self._keys.clear()
+            cached = [
+                (item, item.key_for(self.KEY_PREFIX, key, budget.scope), item.get_expiry())
+                for item in budget.items
+            ]
+            self._keys[(budget.scope, key)] = cached
+        return cached
+
     def _hit(self, storage: Storage, budget: Budget, key: str) -> list[_Hit]:
         hits = []
-        for item in budget.items:
-            storage_key = item.key_for(self.KEY_PREFIX, key, budget.scope)
-            expiry = item.get_expiry()
+        for item, storage_key, expiry in self._storage_keys(budget, key):
             count = storage.incr(storage_key, expiry)
             hits.append(
                 _Hit(item, storage_key, count, time.time() + expiry if count == 1 else None)
@@ -235,7 +247,7 @@ class RateLimiter:
         return reset
 
     def _remember(self, key: str, reset: float) -> None:
-        if len(self._resets) >= self._RESETS_MAX:
+        if len(self._resets) >= self._CACHE_MAX:
             self._resets.clear()  # bounded; losing it costs one get_expiry per key
         self._resets[key] = reset
 
