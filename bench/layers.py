@@ -15,7 +15,7 @@ Variants (the bench's relaxed abuse guards everywhere, like bench/run.py):
   rl-redis      rate limiting on, a local redis-server (started on a free loopback port)
 
 Usage: python bench/layers.py [--rounds 3] [--requests 400] [--batches 5]
-       [--variants defaults,nometrics,...] [--src OTHER_CHECKOUT/src]  (e.g. a commit "before")
+       [--variants defaults,nometrics,...] [--src SRC] [--before OTHER_CHECKOUT/src]
 """
 
 from __future__ import annotations
@@ -166,7 +166,9 @@ def start_redis() -> tuple[subprocess.Popen[bytes], str]:
     sys.exit("layers: redis-server did not start")
 
 
-def run_variant(name: str, args: argparse.Namespace, redis_url: str | None) -> dict[str, float]:
+def run_variant(
+    name: str, args: argparse.Namespace, redis_url: str | None, src: str
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="layers-") as tmp:
         metrics_dir = Path(tmp) / "metrics"
         metrics_dir.mkdir()
@@ -176,7 +178,7 @@ def run_variant(name: str, args: argparse.Namespace, redis_url: str | None) -> d
             **VARIANTS[name],
             "DATABASE_URL": f"sqlite:///{tmp}/comments.db",
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-            "PYTHONPATH": args.src,
+            "PYTHONPATH": src,
         }
         if name == "rl-redis":
             assert redis_url
@@ -204,32 +206,57 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=5)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--src", default=str(HERE.parent / "src"))
+    parser.add_argument(
+        "--before",
+        metavar="SRC",
+        help="another checkout's src/ (e.g. a worktree at the commit before a change): "
+        "each variant runs on both, interleaved, and the table adds after/before ratios",
+    )
     args = parser.parse_args()
     names = [v for v in args.variants.split(",") if v]
     unknown = set(names) - set(VARIANTS)
     if unknown:
         sys.exit(f"layers: unknown variants {sorted(unknown)}; known: {list(VARIANTS)}")
+    srcs = {"after": args.src, "before": args.before} if args.before else {"this": args.src}
     redis = start_redis() if "rl-redis" in names else None
-    runs: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+    runs: dict[tuple[str, str], list[dict[str, float]]] = {
+        (label, n): [] for label in srcs for n in names
+    }
     try:
         for r in range(args.rounds):
             for name in names:
-                runs[name].append(run_variant(name, args, redis[1] if redis else None))
+                for label, src in srcs.items():
+                    url = redis[1] if redis else None
+                    runs[(label, name)].append(run_variant(name, args, url, src))
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     finally:
         if redis:
             redis[0].terminate()
             redis[0].wait(10)
-    base = {s: statistics.median(x[s] for x in runs[names[0]]) for s in SCENARIOS}
-    print(f"src: {args.src}; app CPU µs per request, median of {args.rounds} rounds "
-          f"(each the best of {args.batches} x {args.requests}); ratio vs {names[0]}")  # fmt: skip
-    print(f"{'variant':<12} | {'list µs':>8} | {'ratio':>6} | {'create µs':>9} | {'ratio':>6}")
-    for name in names:
-        row = {s: statistics.median(x[s] for x in runs[name]) for s in SCENARIOS}
-        print(
-            f"{name:<12} | {row['list']:8.1f} | {row['list'] / base['list']:6.3f} | "
-            f"{row['create']:9.1f} | {row['create'] / base['create']:6.3f}"
-        )
+
+    def median(label: str, name: str, scenario: str) -> float:
+        return statistics.median(x[scenario] for x in runs[(label, name)])
+
+    print(
+        f"app CPU µs per request, median of {args.rounds} rounds (each the best of "
+        f"{args.batches} x {args.requests}); 'vs {names[0]}' = ratio to that variant"
+    )
+    for label, src in srcs.items():
+        print(f"\n{label}: {src}")
+        print(f"{'variant':<12} | {'list µs':>8} | vs {names[0][:8]:<8} | "
+              f"{'create µs':>9} | vs {names[0][:8]:<8}")  # fmt: skip
+        for name in names:
+            row = {sc: median(label, name, sc) for sc in SCENARIOS}
+            base = {sc: median(label, names[0], sc) for sc in SCENARIOS}
+            print(
+                f"{name:<12} | {row['list']:8.1f} | {row['list'] / base['list']:11.3f} | "
+                f"{row['create']:9.1f} | {row['create'] / base['create']:11.3f}"
+            )
+    if args.before:
+        print("\nafter / before, CPU per request (< 1: cheaper)")
+        for name in names:
+            ratios = [median("after", name, sc) / median("before", name, sc) for sc in SCENARIOS]
+            print(f"{name:<12} | list {ratios[0]:.3f} | create {ratios[1]:.3f}")
 
 
 if __name__ == "__main__":
