@@ -174,7 +174,7 @@ def run_gunicorn(settings: Settings) -> None:
     if settings.metrics_enabled:
         # Before the app (and prometheus_client) is loaded in the master: workers then
         # share one metrics directory, emptied of any previous run's files.
-        from .observability import prepare_multiproc_dir
+        from .telemetry import prepare_multiproc_dir
 
         prepare_multiproc_dir(settings.prometheus_multiproc_dir, runtime_dir)
     try:
