@@ -310,7 +310,7 @@ def test_reject_reasons_are_the_problem_slugs_the_app_emits(make_app) -> None:
     # Every reason is a registered client-error problem type (the one registry).
     registry = problem_types(Settings())
     assert all(400 <= registry[reason]["status"] < 500 for reason in reasons)
-    # Every rule's code has its series, including ones defined outside domain.py.
+    # Every rule's code has its series, including ones defined outside comments/rules.py.
     make_app()  # imports every module that defines a DomainError
 
     def codes(cls: type[DomainError]) -> set[str]:

@@ -7,6 +7,7 @@ from the registry's helpers, so the registry itself is what must be complete.
 from __future__ import annotations
 
 import importlib
+import json
 import pkgutil
 from http import HTTPStatus
 
@@ -99,9 +100,14 @@ def test_the_http_servers_errors_agree_with_the_registry():
     from comments_api import worker
 
     for status in range(400, 600):
-        assert worker._title(status) == status_title(status)
-    assert worker.LEGACY_PREFIX == LEGACY_PREFIX
-    assert worker.PROBLEM_JSON == PROBLEM_JSON
+        content_type, body = worker.error_document(status, "detail", "/api/v1/x")
+        problem = json.loads(body)
+        assert content_type == PROBLEM_JSON
+        assert problem["title"] == status_title(status)
+        assert problem["type"] == problem_type_uri(status_slug(status))
+        legacy = json.loads(worker.error_document(status, "detail", LEGACY_PREFIX + "new")[1])
+        assert legacy["status"] == status_title(status).upper().replace(" ", "-")
+    assert worker.LEGACY_PREFIX is LEGACY_PREFIX
 
 
 def test_web_errors_uses_the_registry_constants():

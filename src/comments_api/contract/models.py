@@ -56,7 +56,7 @@ from ..comments.rules import (
     content_id_problem,
 )
 
-# Bulk and ban limits live here (moderation.py re-exports them): moderation.py imports
+# Bulk and ban limits live here (moderation/rules.py re-exports them): it imports
 # this module, so the constants cannot come from there.
 BULK_ACTIONS = ("approve", "hide", "delete")
 MAX_BULK_IDS = 100
@@ -72,7 +72,7 @@ CONTENT_ID_REF = "#/components/schemas/ContentId"
 _ASCII_INT_RE = re.compile(r"-?[0-9]+")
 
 # strict: "1" is not an integer and 1 is not a string, as in JSON Schema. Our patterns end
-# with a lookahead (see domain.py), which pydantic's default Rust regex engine lacks.
+# with a lookahead (see comments/rules.py), which pydantic's default Rust regex engine lacks.
 _CONFIG = ConfigDict(extra="forbid", strict=True, regex_engine="python-re")
 
 

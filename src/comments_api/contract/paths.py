@@ -695,7 +695,7 @@ def paths(settings: Settings) -> dict[str, Any]:
     }
 
 
-# Pages and scripts for people (web/widget.py, web/docs.py): GET only, no parameters but
+# Pages and scripts for people (comments/widget_views.py, web/docs.py): GET only, no parameters but
 # the demo's.
 _UI_FILES = (
     (
@@ -823,7 +823,7 @@ def ui_paths() -> dict[str, Any]:
 
 
 def moderation_paths() -> dict[str, Any]:
-    """Moderator and admin endpoints (web/moderation.py): always a scoped credential."""
+    """Moderator and admin endpoints (moderation/views.py): always a scoped credential."""
     pending = "/api/v1/moderation/pending"
     bulk = "/api/v1/moderation/comments"
     bans = "/api/v1/moderation/bans"

@@ -51,7 +51,7 @@ def problem_types(settings: Settings) -> dict[str, dict[str, Any]]:
     """Every ``type`` an error can carry: slug -> status, heading, explanation.
 
     Slugs come from web/errors.py (the HTTP status phrase, except 413 which is pinned
-    to RFC 9110's "Content Too Large"), DomainError ``code``s in domain.py, and
+    to RFC 9110's "Content Too Large"), DomainError ``code``s in the rules modules, and
     ``problem_type=`` arguments.
     """
 

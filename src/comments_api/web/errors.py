@@ -94,7 +94,7 @@ def _handle_http(exc: HTTPException) -> Response:
 
 
 def _handle_domain(exc: DomainError) -> Response:
-    # Rules outside domain.py (bans, flood limits) carry their own status and headers.
+    # Rules outside comments/rules.py (bans, flood limits) carry their own status and headers.
     default = getattr(exc, "http_status", 400)
     status = next((s for cls, s in _DOMAIN_STATUS.items() if isinstance(exc, cls)), default)
     extra: dict[str, object] | None = None
