@@ -128,33 +128,29 @@ class PostgresServer:
 
 
 class RedisServer:
-    def __init__(self) -> None:
+    """redis-server on a free loopback port; ``requirepass`` makes it refuse clients
+    without that password (``url`` then carries it)."""
+
+    def __init__(self, requirepass: str | None = None) -> None:
         binary = shutil.which("redis-server")
         if not binary:
             missing("redis-server")
         self.port = free_port()
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.password = requirepass
+        command = [binary, "--bind", "127.0.0.1", "--port", str(self.port)]
+        command += ["--save", "", "--appendonly", "no"]
+        if requirepass is not None:
+            command += ["--requirepass", requirepass]
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        auth = f":{requirepass}@" if requirepass is not None else ""
+        self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
 
         def ready() -> bool:
+            # PING answers -NOAUTH without the password: any answer means it is up.
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
                     s.sendall(b"PING\r\n")
-                    return s.recv(16).startswith(b"+PONG")
+                    return s.recv(16).startswith((b"+PONG", b"-NOAUTH"))
             except OSError:
                 return False
 

@@ -61,3 +61,20 @@ def test_secrets_can_come_from_files(tmp_path):
     assert Settings.from_env({"DATABASE_URL_FILE": str(url_file)}).database_url.endswith(
         "/comments"
     )
+
+
+def test_ratelimit_storage_url_can_come_from_a_file(tmp_path):
+    # A Redis URL with a password is a secret: it must not have to sit in a ConfigMap.
+    url_file = tmp_path / "ratelimit-url"
+    url_file.write_text("redis://:pa55word@127.0.0.1:6379/2\n")
+    settings = Settings.from_env({"RATELIMIT_STORAGE_URL_FILE": str(url_file)})
+    assert settings.ratelimit_storage_url == "redis://:pa55word@127.0.0.1:6379/2"
+    plain = Settings.from_env({"RATELIMIT_STORAGE_URL": "redis://127.0.0.1:6379/0"})
+    assert plain.ratelimit_storage_url == "redis://127.0.0.1:6379/0"
+    assert Settings.from_env({}).ratelimit_storage_url == "memory://"
+    with pytest.raises(SettingsError, match="not both"):
+        Settings.from_env(
+            {"RATELIMIT_STORAGE_URL_FILE": str(url_file), "RATELIMIT_STORAGE_URL": "memory://"}
+        )
+    with pytest.raises(SettingsError, match="RATELIMIT_STORAGE_URL_FILE: cannot read"):
+        Settings.from_env({"RATELIMIT_STORAGE_URL_FILE": str(tmp_path / "missing")})
