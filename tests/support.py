@@ -56,9 +56,13 @@ def wait_until(predicate, timeout: float = 15.0, interval: float = 0.05) -> bool
 
 
 class PostgresServer:
-    """A throwaway PostgreSQL cluster on 127.0.0.1, run as the 'postgres' OS user."""
+    """A throwaway PostgreSQL cluster on 127.0.0.1, run as the 'postgres' OS user.
 
-    def __init__(self) -> None:
+    Tests run it without fsync; bench/run.py passes ``durable=True``: fsync stays on, so
+    checkpoints reach the disk and only commits skip the wait (like our SQLite default).
+    """
+
+    def __init__(self, durable: bool = False) -> None:
         initdb, pg_ctl = find_binary("initdb"), find_binary("pg_ctl")
         if not initdb or not pg_ctl:
             missing("PostgreSQL server binaries (initdb, pg_ctl)")
@@ -86,9 +90,10 @@ class PostgresServer:
         )
         options = (
             f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-            "-c max_connections=200"
+            "-c synchronous_commit=off -c max_connections=200"
         )
+        if not durable:
+            options += " -c fsync=off -c full_page_writes=off"
         self._run(
             [
                 pg_ctl,
@@ -100,7 +105,7 @@ class PostgresServer:
                 str(self.dir / "log"),
                 "-w",
                 "-t",
-                "30",
+                "60",
                 "start",
             ]
         )
@@ -117,6 +122,13 @@ class PostgresServer:
         ) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
+
+    def server_pids(self) -> list[int]:
+        """The postmaster's PID (bench/run.py counts its CPU time)."""
+        try:
+            return [int((self.data / "postmaster.pid").read_text().split()[0])]
+        except (OSError, ValueError, IndexError):
+            return []
 
     def stop(self) -> None:
         subprocess.run(
