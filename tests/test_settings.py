@@ -69,6 +69,7 @@ def test_ratelimit_storage_url_can_come_from_a_file(tmp_path):
     url_file.write_text("redis://:pa55word@127.0.0.1:6379/2\n")
     settings = Settings.from_env({"RATELIMIT_STORAGE_URL_FILE": str(url_file)})
     assert settings.ratelimit_storage_url == "redis://:pa55word@127.0.0.1:6379/2"
+    assert "pa55word" not in repr(settings)
     plain = Settings.from_env({"RATELIMIT_STORAGE_URL": "redis://127.0.0.1:6379/0"})
     assert plain.ratelimit_storage_url == "redis://127.0.0.1:6379/0"
     assert Settings.from_env({}).ratelimit_storage_url == "memory://"

@@ -246,6 +246,7 @@ class Settings:
     # --- abuse protection ---------------------------------------------------------
     ratelimit_storage_url: str = field(
         default="memory://",
+        repr=False,  # may carry Redis's password
         metadata=_doc(
             "`memory://` (per process) or `redis://host:6379/0` (shared by workers and "
             "replicas; use it in production); with a password, "
