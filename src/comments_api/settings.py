@@ -150,6 +150,7 @@ class Settings:
     # --- storage ------------------------------------------------------------------
     database_url: str = field(
         default=DEFAULT_SQLITE_URL,
+        repr=False,  # may carry the database password
         metadata=_doc(
             "`sqlite:///PATH` (created on first run) or "
             "`postgresql+psycopg://USER:PASS@HOST:5432/DB`.",
