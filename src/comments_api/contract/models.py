@@ -13,16 +13,15 @@ function says *why*, in the API's wording (the functional tests assert it). The
 ``InvalidInput`` it raises becomes either error shape (legacy ``{"status", "message"}`` or
 problem+json with ``errors``) in web/errors.py.
 
-Why msgspec (bench/validation.py, 2-core shared machine): the v1 create body costs 1.7 us
-with msgspec and 2.1 us with pydantic v2, the list query 0.7 / 1.0 us; and msgspec's wheel
-ships a 0.43 MB extension where pydantic_core's is 5.0 MB (plus pydantic's own 1.2 MB),
-which kept the image over its 80 MB budget (issue 11).
+Why msgspec (bench/validation.py, 2-core shared machine; docs/development.md): the v1
+create body model costs 2.5 us with msgspec, 2.8-3.0 us with pydantic v2 (both mostly the
+Python ``re`` patterns), the list query 0.8 / 0.9 us; and msgspec's extension is 0.41 MB
+where pydantic_core's is 5.0 MB, which kept the image over its 80 MB budget (issue 11).
 """
 
 # No `from __future__ import annotations`: msgspec resolves the annotations of the comment
 # models, defined inside comment_models() over a per-deployment text type, at class creation.
 
-import re
 from collections.abc import Callable, Mapping
 from functools import cache, lru_cache
 from types import UnionType
@@ -78,7 +77,6 @@ BAN_TARGET_PATTERN = r"^(?:email|sub):[^\x00-\x1f\x7f-\x9f]+(?![\s\S])"
 ORDERS = ("oldest", "newest")
 ENUM_ORDER = "x-enum-order"  # see choice()
 
-_ASCII_INT_RE = re.compile(r"-?[0-9]+")
 
 # msgspec.convert is strict by default: "1" is not an integer and 1 is not a string, as in
 # JSON Schema. Meta(pattern=...) runs Python's re.search (every pattern is anchored with
@@ -358,9 +356,12 @@ class Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         if shape.before and isinstance(payload, dict):
             for key, fn in shape.before:
                 if key in payload:
-                    if raw is payload:
-                        raw = dict(payload)
-                    raw[key] = fn(payload[key])  # type: ignore[index]
+                    value = payload[key]
+                    fixed = fn(value)
+                    if fixed is not value:  # copy only when a hook changed something
+                        if raw is payload:
+                            raw = dict(payload)
+                        raw[key] = fixed  # type: ignore[index]
         try:
             return msgspec.convert(raw, cls)
         except ValidationError:
@@ -560,8 +561,9 @@ class NewBan(Body, kw_only=True):
 
 def _ascii_int(value: object) -> object:
     # ASCII digits only: int() also takes "\u0663", " 3" and "1_0". Long digit strings
-    # are out of range without converting them.
-    if isinstance(value, str) and _ASCII_INT_RE.fullmatch(value):
+    # are out of range without converting them. A sign stays text: no valid limit has one,
+    # so the value fails either way (requests.parse_limit words why).
+    if isinstance(value, str) and value.isdigit() and value.isascii():
         return int(value) if len(value) <= 4 else MAX_PAGE_SIZE + 1
     return value
 
