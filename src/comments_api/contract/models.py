@@ -13,10 +13,10 @@ function says *why*, in the API's wording (the functional tests assert it). The
 ``InvalidInput`` it raises becomes either error shape (legacy ``{"status", "message"}`` or
 problem+json with ``errors``) in web/errors.py.
 
-Why msgspec (bench/validation.py, 2-core shared machine; docs/development.md): the v1
-create body model costs 2.5 us with msgspec, 2.8-3.0 us with pydantic v2 (both mostly the
-Python ``re`` patterns), the list query 0.8 / 0.9 us; and msgspec's extension is 0.41 MB
-where pydantic_core's is 5.0 MB, which kept the image over its 80 MB budget (issue 11).
+Why msgspec (bench/validation.py, 2-core shared machine; docs/development.md): the same
+cost per request as pydantic v2 (v1 create body 2.50 vs 2.55 us, list query 0.85 vs
+0.80 us, both mostly the Python ``re`` patterns), and an extension of 0.41 MB where
+pydantic_core's is 5.0 MB, which kept the image over its 80 MB budget (issue 11).
 """
 
 # No `from __future__ import annotations`: msgspec resolves the annotations of the comment
