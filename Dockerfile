@@ -30,8 +30,12 @@ COPY scripts/image_pack_venv.py /build/pack_venv.py
 # Trim the venv to what runs (issue #5: <= 80 MB): pip and setuptools are build tools;
 # debug symbols in extension modules are dead weight (auditwheel's bundled libraries in
 # *.libs/ and psycopg_binary are not stripped: stripping patchelf-edited files can break
-# them); SQLAlchemy's test harness and its MySQL/MSSQL/Oracle dialects are never used, nor
-# Swagger UI's unbundled builds and template (/docs serves the bundle and CSS only).
+# them); SQLAlchemy's test harness, its MySQL/MSSQL/Oracle dialects and its asyncio
+# extension (we are synchronous; only TYPE_CHECKING blocks and docstrings name it) are never
+# used, nor Alembic's test fixtures, redis-py's Redis Stack module clients (search, JSON,
+# time series, Bloom, vector sets: imported only inside r.ft()/r.json()/..., which limits
+# never calls; checked against redis 8.1.0), nor Swagger UI's unbundled builds and
+# template (/docs serves the bundle and CSS only).
 # psycopg-binary bundles its own OpenSSL (6.9 MB) although libpq and libldap only use
 # symbols of version OPENSSL_3.0.0 (checked here), which the base image's libssl3
 # provides: the bundled files become links to it. Then every module is compiled once
@@ -49,6 +53,10 @@ RUN /usr/bin/python3.11 -m venv /venv \
     && find "$site" \( -name '*.pyi' -o -name '*.pyx' -o -name '*.pxd' -o -name '*.c' -o -name '*.h' \) -delete \
     && rm -rf "$site"/sqlalchemy/testing "$site"/sqlalchemy/dialects/mysql \
          "$site"/sqlalchemy/dialects/mssql "$site"/sqlalchemy/dialects/oracle \
+         "$site"/sqlalchemy/ext/asyncio "$site"/alembic/testing \
+         "$site"/redis/commands/search "$site"/redis/commands/json \
+         "$site"/redis/commands/timeseries "$site"/redis/commands/bf \
+         "$site"/redis/commands/vectorset \
          "$site"/flask_swagger_ui/templates "$site"/flask_swagger_ui/dist/swagger-ui.js \
          "$site"/flask_swagger_ui/dist/swagger-ui-standalone-preset.js \
     && libs="$site"/psycopg_binary.libs \

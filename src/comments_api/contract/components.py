@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import TypeAdapter
-from pydantic.json_schema import models_json_schema
+import msgspec
 
 from ..comments.rules import MAX_ID
 from ..settings import Settings
@@ -15,6 +14,7 @@ from .responses import response_schemas
 # Ids as the database stores them (BIGINT): larger numbers name nothing.
 ID_SCHEMA = {"type": "integer", "minimum": 1, "maximum": MAX_ID, "format": "int64"}
 EXAMPLE_EMAIL = "alice@example.com"
+SCHEMAS = "#/components/schemas/{name}"
 
 
 def ref(name: str, kind: str = "schemas") -> dict[str, str]:
@@ -22,10 +22,13 @@ def ref(name: str, kind: str = "schemas") -> dict[str, str]:
 
 
 def clean(schema: Any, parent: str = "") -> Any:
-    """pydantic's schema without what OpenAPI readers don't need.
+    """msgspec's schema without what OpenAPI readers don't need, with what they expect.
 
     Drops generated ``title``s (noise in Swagger UI) and ``default: null`` (absent and
-    null both mean "not given"; a non-nullable field must not advertise null).
+    null both mean "not given"; a non-nullable field must not advertise null), and states
+    ``type: string`` on an enum of strings (msgspec leaves it implied by the values) in
+    the declared order (``models.choice``), a one-value enum as ``const``, and no empty
+    ``required``.
     """
     if isinstance(schema, list):
         return [clean(item) for item in schema]
@@ -37,12 +40,35 @@ def clean(schema: Any, parent: str = "") -> Any:
         if parent != "properties" and (key == "title" or (key == "default" and value is None)):
             continue
         cleaned[key] = clean(value, key)
+    if parent == "properties":
+        return cleaned
+    if models.ENUM_ORDER in cleaned:
+        cleaned["enum"] = cleaned.pop(models.ENUM_ORDER)
+    enum = cleaned.get("enum")
+    if isinstance(enum, list) and enum and all(isinstance(v, str) for v in enum):
+        cleaned.setdefault("type", "string")
+        if len(enum) == 1:  # a single value is a const
+            cleaned["const"] = cleaned.pop("enum")[0]
+    if cleaned.get("required") == []:
+        del cleaned["required"]
     return cleaned
 
 
-def adapter_schema(adapter: TypeAdapter[Any]) -> dict[str, Any]:
+def value_schema(value: models.Value[Any]) -> dict[str, Any]:
     """The JSON Schema of one value type (a parameter, a path segment)."""
-    return clean(adapter.json_schema(ref_template="#/components/schemas/{model}"))  # type: ignore[no-any-return]
+    return clean(value.schema())  # type: ignore[no-any-return]
+
+
+def _as_refs(schema: Any, named: dict[str, dict[str, Any]]) -> Any:
+    """Every inline copy of a named value component replaced by a ``$ref`` to it."""
+    if isinstance(schema, list):
+        return [_as_refs(item, named) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    for name, component in named.items():
+        if schema == component:
+            return ref(name)
+    return {key: _as_refs(value, named) for key, value in schema.items()}
 
 
 def request_schemas(max_comment_length: int) -> dict[str, Any]:
@@ -55,13 +81,13 @@ def request_schemas(max_comment_length: int) -> dict[str, Any]:
         models.BulkModeration,
         models.NewBan,
     ]
-    _, generated = models_json_schema(
-        [(model, "validation") for model in bodies],
-        ref_template="#/components/schemas/{model}",
-    )
-    found = clean(generated.get("$defs", {}))
-    assert set(found) == {model.__name__ for model in bodies}, found.keys()
-    return {"ContentId": adapter_schema(models.CONTENT_ID), **found}
+    _, generated = msgspec.json.schema_components(bodies, ref_template=SCHEMAS)
+    assert set(generated) == {model.__name__ for model in bodies}, generated.keys()
+    for model in bodies:
+        generated[model.__name__] = {**generated[model.__name__], **model.SCHEMA_EXTRA}
+    # ContentId is a component of its own (the legacy body and the paths refer to it).
+    named = {"ContentId": value_schema(models.CONTENT_ID)}
+    return {**named, **_as_refs(clean(generated), named)}
 
 
 def schemas(settings: Settings) -> dict[str, Any]:
@@ -73,6 +99,6 @@ def schemas(settings: Settings) -> dict[str, Any]:
     )
     return {
         **request_schemas(settings.max_comment_length),
-        "BanTarget": adapter_schema(models.BAN_TARGET),
+        "BanTarget": value_schema(models.BAN_TARGET),
         **generated,
     }

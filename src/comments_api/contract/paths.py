@@ -22,7 +22,7 @@ from typing import Any
 from ..comments.rules import DEFAULT_PAGE_SIZE, MAX_COUNT_IDS, cursor_pattern, email_hash
 from ..settings import Settings
 from . import models
-from .components import EXAMPLE_EMAIL, adapter_schema, ref
+from .components import EXAMPLE_EMAIL, ref, value_schema
 from .models import MAX_BULK_IDS
 from .problems import DOCS_PROBLEM_PREFIX, LEGACY_PREFIX, PROBLEM_JSON, status_slug
 from .responses import EXAMPLE_TIME
@@ -269,9 +269,9 @@ def _auth_note(settings: Settings) -> str:
     )
 
 
-def _bare(adapter: Any) -> dict[str, Any]:
+def _bare(value: Any) -> dict[str, Any]:
     """A value's generated schema without its description (the parameter carries one)."""
-    return {k: v for k, v in adapter_schema(adapter).items() if k != "description"}
+    return {k: v for k, v in value_schema(value).items() if k != "description"}
 
 
 def parameters() -> dict[str, Any]:
@@ -305,7 +305,7 @@ def parameters() -> dict[str, Any]:
             "in": "path",
             "required": True,
             "description": "The comment id (ASCII digits). Anything else answers 404.",
-            "schema": adapter_schema(models.PATH_COMMENT_ID),
+            "schema": value_schema(models.PATH_COMMENT_ID),
             "example": 42,
         },
         "Limit": {

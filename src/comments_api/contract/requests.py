@@ -28,7 +28,7 @@ _ASCII_INT_RE = re.compile(r"-?[0-9]+")
 def parse_content_id(value: object, field_name: str = "content_id") -> str:
     """Normalise a content id: ``1``, ``1.0`` and ``"1"`` name the same content."""
     try:
-        return str(_models.LEGACY_CONTENT_ID.validate_python(value))
+        return str(_models.LEGACY_CONTENT_ID.validate(value))
     except _models.ValidationError:
         problem = content_id_problem(value) or "must be a string or an integer"
         raise InvalidInput([FieldError(field_name, problem)]) from None
@@ -69,7 +69,7 @@ def parse_limit(raw: str | None) -> int:
     if raw is None:
         return DEFAULT_PAGE_SIZE
     try:
-        return int(_models.LIMIT.validate_python(raw))
+        return int(_models.LIMIT.validate(raw))
     except _models.ValidationError:
         # ASCII digits only: int() also takes "\u0663", " 3" and "1_0".
         if not _ASCII_INT_RE.fullmatch(raw):
@@ -82,14 +82,14 @@ def parse_limit(raw: str | None) -> int:
 def parse_order(raw: str | None) -> str:
     # An empty value means the default, as it always has.
     try:
-        return str(_models.ORDER.validate_python(raw or "oldest"))
+        return str(_models.ORDER.validate(raw or "oldest"))
     except _models.ValidationError:
         raise InvalidInput([FieldError("order", "must be 'oldest' or 'newest'")]) from None
 
 
 def parse_count_ids(values: list[str]) -> list[str]:
     try:
-        valid = _models.COUNT_CONTENT_IDS.validate_python(values)
+        valid = _models.COUNT_CONTENT_IDS.validate(values)
     except _models.ValidationError:
         if not values:
             raise InvalidInput([FieldError("content_id", "give at least one content_id")]) from None
@@ -106,7 +106,7 @@ def parse_count_ids(values: list[str]) -> list[str]:
 def parse_comment_id(raw: str) -> int:
     """A comment id from a URL: ASCII digits only ("\u0663" and "\u00b2" are not ids)."""
     try:
-        return int(_models.PATH_COMMENT_ID.validate_python(raw))
+        return int(_models.PATH_COMMENT_ID.validate(raw))
     except _models.ValidationError:
         # Never echo the raw path segment: it is the caller's, not ours, to show.
         raise NotFound("comment not found") from None

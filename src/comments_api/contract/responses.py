@@ -6,49 +6,50 @@ one description of those bodies, and tests/test_openapi.py validates real respon
 both databases, against the schemas generated from them.
 """
 
-from __future__ import annotations
-
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.json_schema import JsonDict, models_json_schema
+import msgspec
+from msgspec import Meta
 
 from ..comments.rules import STATUSES
-from .models import BULK_ACTIONS, BanTarget
+from .models import BULK_ACTIONS, ORDERS, BanTarget, choice
 
 EXAMPLE_TIME = "2026-01-15T09:30:00.000Z"
+JsonDict = dict[str, Any]
 _AUTHOR_REF: JsonDict = {"$ref": "#/components/schemas/Author"}
 
-Timestamp = Annotated[datetime, Field(examples=[EXAMPLE_TIME])]
-PlainTimestamp = datetime
-Cursor = Annotated[str, Field(min_length=1)]
-Status = Literal["published", "pending", "hidden", "deleted"]
+# tz=True: the API's times carry their offset (RFC 3339 "date-time", which msgspec
+# publishes only for timezone-aware datetimes).
+PlainTimestamp = Annotated[datetime, Meta(tz=True)]
+Timestamp = Annotated[PlainTimestamp, Meta(examples=[EXAMPLE_TIME])]
+Cursor = Annotated[str, Meta(min_length=1)]
+Status = choice(*STATUSES)
 assert STATUSES == ("published", "pending", "hidden", "deleted")  # one list of statuses
-Action = Literal["approve", "hide", "delete"]
+Action = choice(*BULK_ACTIONS)
 assert BULK_ACTIONS == ("approve", "hide", "delete")
 
 
-class Closed(BaseModel):
+class Closed(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """A body with exactly these fields (``additionalProperties: false``)."""
 
-    # Our patterns end with a lookahead, which pydantic's default Rust regex engine lacks.
-    model_config = ConfigDict(extra="forbid", regex_engine="python-re")
+    # Merged into the generated schema: what no Python type spells (components.py).
+    SCHEMA_EXTRA: ClassVar[JsonDict] = {}
 
 
-class Open(BaseModel):
+class Open(msgspec.Struct, kw_only=True):
     """A body that may grow fields (probes, problems): extra keys are allowed."""
 
-    model_config = ConfigDict(extra="ignore", regex_engine="python-re")
+    SCHEMA_EXTRA: ClassVar[JsonDict] = {}
 
 
-class Author(Closed):
+class Author(Closed, kw_only=True):
     """Who wrote a comment, as the public may see it: never the email."""
 
-    name: Annotated[str, Field(description="Display name; `anonymous` when none was given.")]
+    name: Annotated[str, Meta(description="Display name; `anonymous` when none was given.")]
     email_hash: Annotated[
-        Annotated[str, Field(pattern="^[0-9a-f]{64}$")] | None,
-        Field(
+        Annotated[str, Meta(pattern="^[0-9a-f]{64}$")] | None,
+        Meta(
             description="SHA-256 (hex) of the trimmed, lower-cased email, for avatars; null "
             "when no email was given."
         ),
@@ -68,24 +69,22 @@ _TOMBSTONE: JsonDict = {
 }
 
 
-class Comment(Closed):
+class Comment(Closed, kw_only=True):
     """A comment as the public sees it. A deleted comment stays as a tombstone (`status: deleted`, `body` and `author` null, `deleted_at` set) so its replies keep their place in the thread."""  # noqa: E501 - the schema's description, one paragraph
 
     # A tombstone has no body or author, and only it has deleted_at: JSON Schema says so
     # with if/then/else, which no Python type spells.
-    model_config = ConfigDict(
-        extra="forbid", regex_engine="python-re", json_schema_extra=_TOMBSTONE
-    )
+    SCHEMA_EXTRA = _TOMBSTONE
 
-    id: Annotated[int, Field(ge=1, examples=[42])]
+    id: Annotated[int, Meta(ge=1, examples=[42])]
     content_id: str
     parent_id: Annotated[
-        Annotated[int, Field(ge=1)] | None,
-        Field(description="The comment this one replies to, or null."),
+        Annotated[int, Meta(ge=1)] | None,
+        Meta(description="The comment this one replies to, or null."),
     ]
     status: Annotated[
-        Status,
-        Field(
+        Status,  # type: ignore[valid-type]  # Literal of STATUSES
+        Meta(
             description="`published` (public), `pending` (awaiting moderation), `hidden` "
             "(by a moderator), `deleted` (tombstone)."
         ),
@@ -97,52 +96,52 @@ class Comment(Closed):
     deleted_at: Timestamp = None  # type: ignore[assignment]  # absent unless deleted
 
 
-class ModeratorComment(Comment):
+class ModeratorComment(Comment, kw_only=True):
     """A comment as moderators see it: the public view plus the author."""
 
     author_email: str | None
     author_subject: Annotated[
-        str | None, Field(description="The identity provider's subject when posted with a JWT.")
+        str | None, Meta(description="The identity provider's subject when posted with a JWT.")
     ]
 
 
-class CommentPage(Closed):
+class CommentPage(Closed, kw_only=True):
     content_id: str
-    order: Literal["oldest", "newest"]
+    order: choice(*ORDERS)  # type: ignore[valid-type]
     items: list[Comment]
     next_cursor: Annotated[
         Cursor | None,
-        Field(description="Pass as `cursor` to get the next page; null on the last page."),
+        Meta(description="Pass as `cursor` to get the next page; null on the last page."),
     ]
 
 
-class Counts(Closed):
+class Counts(Closed, kw_only=True):
     counts: Annotated[
-        dict[str, Annotated[int, Field(ge=0)]],
-        Field(
+        dict[str, Annotated[int, Meta(ge=0)]],
+        Meta(
             description="Published comments per requested content id (0 when none), keyed "
             "by content id."
         ),
     ]
 
 
-class LegacyCreated(Closed):
+class LegacyCreated(Closed, kw_only=True):
     status: Literal["SUCCESS"]
     message: str
 
 
-class LegacyComment(Closed):
+class LegacyComment(Closed, kw_only=True):
     # The description depends on LEGACY_EMAIL: components.py fills it in per deployment.
     email: str | None
     comment: str
 
 
-class LegacyError(Closed):
+class LegacyError(Closed, kw_only=True):
     """The original API's error shape."""
 
     status: Annotated[
         str,
-        Field(
+        Meta(
             pattern="^[A-Z'-]+$",
             description="The HTTP status phrase, upper case, dashes for spaces (e.g. "
             "`BAD-REQUEST`, `NOT-FOUND`).",
@@ -151,83 +150,83 @@ class LegacyError(Closed):
     message: str
 
 
-class FieldError(Closed):
+class FieldError(Closed, kw_only=True):
     field: str
     message: str
 
 
-class Problem(Open):
+class Problem(Open, kw_only=True):
     """RFC 9457 problem details. `type` links to its explanation on /docs; `errors` is present for validation errors. `instance` (the request path, percent-encoded) is absent only when the HTTP server refused the request before the application saw it (408, 414, 417, 431, 501, malformed requests)."""  # noqa: E501 - the schema's description, one paragraph
 
     type: Annotated[
         str,
-        Field(pattern="^/docs#problem-[a-z0-9-]+$", json_schema_extra={"format": "uri-reference"}),
+        Meta(pattern="^/docs#problem-[a-z0-9-]+$", extra_json_schema={"format": "uri-reference"}),
     ]
     title: str
-    status: Annotated[int, Field(ge=400, le=599)]
+    status: Annotated[int, Meta(ge=400, le=599)]
     detail: str
-    instance: Annotated[str, Field(json_schema_extra={"format": "uri-reference"})] = None  # type: ignore[assignment]
-    errors: Annotated[list[FieldError], Field(min_length=1)] = None  # type: ignore[assignment]
+    instance: Annotated[str, Meta(extra_json_schema={"format": "uri-reference"})] = None  # type: ignore[assignment]
+    errors: Annotated[list[FieldError], Meta(min_length=1)] = None  # type: ignore[assignment]
 
 
-class BulkResult(Closed):
-    action: Action
+class BulkResult(Closed, kw_only=True):
+    action: Action  # type: ignore[valid-type]  # Literal of BULK_ACTIONS
     changed: list[int]
-    unchanged: Annotated[list[int], Field(description="Missing, or already in the target state.")]
+    unchanged: Annotated[list[int], Meta(description="Missing, or already in the target state.")]
 
 
-class BanResult(Closed):
+class BanResult(Closed, kw_only=True):
     target: BanTarget
-    created: Annotated[bool, Field(description="false: was already banned.")]
+    created: Annotated[bool, Meta(description="false: was already banned.")]
 
 
-class Ban(Closed):
+class Ban(Closed, kw_only=True):
     target: BanTarget
     reason: str | None
-    created_by: Annotated[str, Field(description="The moderator's identity.")]
+    created_by: Annotated[str, Meta(description="The moderator's identity.")]
     created_at: PlainTimestamp
 
 
-class BanList(Closed):
+class BanList(Closed, kw_only=True):
     items: list[Ban]
 
 
-class AuditEntry(Closed):
+class AuditEntry(Closed, kw_only=True):
     id: int
-    actor: Annotated[str, Field(description="Who did it (key or subject).")]
-    action: Annotated[str, Field(examples=["approve", "ban", "edit"])]
+    actor: Annotated[str, Meta(description="Who did it (key or subject).")]
+    action: Annotated[str, Meta(examples=["approve", "ban", "edit"])]
     target: str | None
     comment_ids: list[int]
     details: dict[str, Any] | None
     created_at: PlainTimestamp
 
 
-class AuditPage(Closed):
+class AuditPage(Closed, kw_only=True):
     items: list[AuditEntry]
     next_cursor: Cursor | None
 
 
-class ModeratorPage(Closed):
+class ModeratorPage(Closed, kw_only=True):
     items: list[ModeratorComment]
     next_cursor: Cursor | None
 
 
-class Health(Open):
+class Health(Open, kw_only=True):
     status: Literal["ok"]
     version: str
 
 
-class Ready(Open):
+class Ready(Open, kw_only=True):
     status: Literal["ready"]
     schema_revision: str
 
 
-class NotReady(Open):
+class NotReady(Open, kw_only=True):
     status: Literal["unavailable"]
     reason: str
 
 
-RESPONSES: tuple[type[BaseModel], ...] = (
+RESPONSES: tuple[type[Closed | Open], ...] = (
     Author,
     Comment,
     ModeratorComment,
@@ -253,8 +252,9 @@ RESPONSES: tuple[type[BaseModel], ...] = (
 
 def response_schemas() -> dict[str, Any]:
     """The generated schemas of every response body, keyed by component name."""
-    _, generated = models_json_schema(
-        [(model, "validation") for model in RESPONSES],
-        ref_template="#/components/schemas/{model}",
+    _, generated = msgspec.json.schema_components(
+        RESPONSES, ref_template="#/components/schemas/{name}"
     )
-    return dict(generated.get("$defs", {}))
+    for model in RESPONSES:
+        generated[model.__name__].update(model.SCHEMA_EXTRA)
+    return generated
