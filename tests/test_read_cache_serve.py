@@ -22,7 +22,7 @@ from comments_api.store.repository import Repository, make_engine, migrate
 from .authkit import AUDIENCE, ISSUER, bearer, hs_signer
 from .support import ServiceProcess
 
-ROUNDS = 12  # writes per check; each followed by reads from the other side
+ROUNDS = 20  # writes per check; each followed by reads from the other side
 CONTENT = "rw-1"
 
 
