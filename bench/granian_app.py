@@ -2,8 +2,8 @@
 logging that ``comments-api serve`` configures before it loads the app, so granian's rows
 write the same access log line per request as gunicorn's (a fair comparison)."""
 
-from comments_api.observability import configure_logging
 from comments_api.settings import Settings
+from comments_api.telemetry import configure_logging
 
 configure_logging(Settings.from_env())
 

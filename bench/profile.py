@@ -36,9 +36,13 @@ LAYERS = {
     "DB driver calls (do_execute/commit)": ["do_execute (sqlalchemy", "do_commit (sqlalchemy"],
     "psycopg (PostgreSQL round trips)": ["psycopg/"],
     "metrics (prometheus_client)": ["prometheus_client/"],
-    "access log + logging": ["logging/", "pythonjsonlogger", "observability.py:5"],
+    "access log + logging": ["logging/", "telemetry/log_format.py", "telemetry/http_hooks.py"],
     "JSON encoding": ["json/encoder", "flask/json/"],
-    "rate limiting (flask_limiter, limits)": ["flask_limiter/", "limits/"],
+    "rate limiting (limits)": [
+        "limits/",
+        "check (comments_api/web/protection.py",
+        "headers (comments_api/web/protection.py",
+    ],
     "auth + protection hooks": [
         "comments_api/web/protection.py",
         "comments_api/identity/guards.py",

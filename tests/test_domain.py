@@ -12,9 +12,8 @@ from comments_api.comments.rules import (
     encode_cursor,
     legacy_email_view,
     mask_email,
-    parse_content_id,
-    validate_legacy_create,
 )
+from comments_api.contract.requests import parse_content_id, validate_legacy_create
 
 pytestmark = pytest.mark.unit  # the fast tier: no servers, no network
 

@@ -175,7 +175,7 @@ def test_application_logs_in_a_request_carry_its_id(make_app) -> None:
     import io
     import logging
 
-    from comments_api.observability import JsonFormatter
+    from comments_api.telemetry.log_format import JsonFormatter
 
     app = make_app()
 
@@ -198,3 +198,48 @@ def test_application_logs_in_a_request_carry_its_id(make_app) -> None:
     assert line["message"] == "something odd"
     assert line["level"] == "warning"
     assert line["request_id"] == "trace-42"
+
+
+def test_gunicorn_logger_interface() -> None:
+    # GunicornLogger overrides gunicorn's public logger-class interface (checked against
+    # gunicorn 27.0.1): if a new gunicorn renames access() or access_log_enabled, or its
+    # workers stop calling access(), our override would silently stop suppressing
+    # gunicorn's own (path-leaking) access lines. Fail here instead.
+    import inspect
+
+    from gunicorn import glogging
+    from gunicorn.config import Config
+    from gunicorn.workers import sync
+
+    from comments_api.telemetry import GunicornLogger
+
+    params = list(inspect.signature(glogging.Logger.access).parameters)
+    assert params == ["self", "resp", "req", "environ", "request_time"]
+    assert isinstance(inspect.getattr_static(glogging.Logger, "access_log_enabled"), property)
+    assert "self.log.access(" in inspect.getsource(sync.SyncWorker)
+
+    cfg = Config()
+    cfg.set("accesslog", None)
+    ours = GunicornLogger(cfg)
+    assert ours.access_log_enabled is False
+    assert ours.access(None, None, {}, None) is None
+
+
+def test_fields_give_the_same_line_as_extra() -> None:
+    # The access line passes its fields as one Fields argument (cheaper than extra=);
+    # both spellings must produce the same JSON line.
+    import logging
+
+    from comments_api.telemetry.log_format import Fields, JsonFormatter
+
+    fields = {"method": "GET", "route": "/x", "status": 200, "identity_id": None}
+    via_extra = logging.LogRecord("comments_api.access", logging.INFO, "p", 1, "request", (), None)
+    via_extra.__dict__.update(fields)
+    via_fields = logging.LogRecord(
+        "comments_api.access", logging.INFO, "p", 1, "request", (Fields(fields),), None
+    )
+    via_fields.created = via_extra.created
+    via_fields.process = via_extra.process
+    formatter = JsonFormatter()
+    assert formatter.format(via_fields) == formatter.format(via_extra)
+    assert list(json.loads(formatter.format(via_fields)))[-4:] == list(fields)

@@ -15,8 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from comments_api import __version__
 from comments_api.app import create_app
-from comments_api.observability import METHODS, OTHER, UNMATCHED_ROUTE
 from comments_api.settings import Settings
+from comments_api.telemetry.http_hooks import UNMATCHED_ROUTE
+from comments_api.telemetry.metrics import METHODS, OTHER
 
 from .support import ServiceProcess, wait_until
 
@@ -297,3 +298,77 @@ def test_scrape_while_a_worker_boots(tmp_path: Path) -> None:
         assert value(samples, "comments_api_http_requests_total",
                      method="GET", route="/healthz", status="200") == 1  # fmt: skip
         booting.unlink()
+
+
+def test_reject_reasons_are_the_problem_slugs_the_app_emits(make_app) -> None:
+
+    from comments_api.comments.rules import DomainError
+    from comments_api.contract.problems import problem_types
+    from comments_api.settings import Settings
+    from comments_api.telemetry.metrics import reject_reasons
+
+    reasons = reject_reasons()
+    assert len(reasons) == len(set(reasons))  # no duplicates
+    # Every reason is a registered client-error problem type (the one registry).
+    registry = problem_types(Settings())
+    assert all(400 <= registry[reason]["status"] < 500 for reason in reasons)
+    # Every rule's code has its series, including ones defined outside comments/rules.py.
+    make_app()  # imports every module that defines a DomainError
+
+    def codes(cls: type[DomainError]) -> set[str]:
+        return {cls.code}.union(*(codes(sub) for sub in cls.__subclasses__()))
+
+    assert codes(DomainError) <= set(reasons)
+    assert {"duplicate", "author-banned", "idempotency-key-reused"} <= set(reasons)
+    # Reasons nothing emits are gone.
+    assert not {"payload-too-large", "rate-limited", "banned-words", "gone"} & set(reasons)
+
+
+def test_a_rejection_is_counted_under_its_problem_slug(make_app) -> None:
+    client = make_app().test_client()
+
+    def rejected(reason: str) -> float:
+        text = client.get("/metrics").get_data(as_text=True)
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                if s.name == "comments_api_comments_rejected_total" and s.labels == {
+                    "reason": reason
+                }:
+                    return s.value
+        raise AssertionError(f"no series for reason={reason}")
+
+    before = rejected("unsupported-media-type"), rejected("validation-error")
+    response = client.post("/api/v1/contents/a1/comments", data="hi", content_type="text/plain")
+    assert response.status_code == 415
+    assert client.post("/api/v1/contents/a1/comments", json={"body": " "}).status_code == 400
+    assert rejected("unsupported-media-type") == before[0] + 1
+    assert rejected("validation-error") == before[1] + 1
+
+
+def test_prometheus_value_class_override(tmp_path: Path) -> None:
+    # telemetry/metrics.py switches prometheus_client to multiprocess storage when it was
+    # imported before PROMETHEUS_MULTIPROC_DIR was set (checked against prometheus_client
+    # 0.26.0, which has no public way to do it). Fails if values.ValueClass or
+    # values.get_value_class change, or the switch stops writing to the directory.
+    import subprocess
+    import sys
+
+    from prometheus_client import values
+
+    assert hasattr(values, "ValueClass")
+    assert callable(values.get_value_class)
+    script = (
+        "import os, prometheus_client\n"
+        "from prometheus_client import values\n"
+        "assert not getattr(values.ValueClass, '_multiprocess', False)\n"
+        f"os.environ['PROMETHEUS_MULTIPROC_DIR'] = {str(tmp_path)!r}\n"
+        "from comments_api.telemetry.metrics import metrics\n"
+        "metrics().rejected.labels('duplicate').inc()\n"
+        "assert values.ValueClass._multiprocess\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert list(tmp_path.glob("counter_*.db"))

@@ -2,42 +2,31 @@
 
 from __future__ import annotations
 
-import ast
-import importlib
 import json
-import pkgutil
 import re
 import secrets
 import time
 from dataclasses import replace
-from http import HTTPStatus
-from pathlib import Path
 from typing import Any
 
 import jwt as pyjwt
 import pytest
-import werkzeug.exceptions
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate as validate_openapi
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-import comments_api
 from comments_api.app import create_app
-from comments_api.comments.rules import DomainError
+from comments_api.contract.problems import SLUGS
+from comments_api.contract.spec import build_spec
 from comments_api.identity.credentials import generate_api_key
-from comments_api.openapi import build_spec
 from comments_api.settings import Settings
 from comments_api.web.common import EXTENSION_KEY
 from comments_api.web.docs import render_docs_page
 
-SRC = Path(comments_api.__file__).parent
 METHODS = ("get", "put", "post", "delete", "patch")
 PROBLEM = "application/problem+json"
 SPEC_URI = "urn:comments-api:openapi"
-# Modules with import-time side effects (an app built from the environment, gunicorn
-# config, Alembic env) that define no error types.
-SKIP_MODULES = {"comments_api.wsgi", "comments_api.gunicorn_conf"}
 
 
 # --- helpers ------------------------------------------------------------------------
@@ -92,52 +81,6 @@ def problem_anchors(page: str) -> set[str]:
     return set(re.findall(r'id="problem-([a-z0-9-]+)"', page))
 
 
-def code_problem_slugs() -> set[str]:
-    """Every problem ``type`` slug the code can emit, found in the code itself."""
-
-    def slug(text: str) -> str:
-        return text.lower().replace(" ", "-").replace("'", "")
-
-    def status_slug(status: int) -> str:
-        # web/errors.py pins 413 to RFC 9110's name, whatever Python calls it.
-        return "content-too-large" if status == 413 else slug(HTTPStatus(status).phrase)
-
-    for info in pkgutil.walk_packages([str(SRC)], prefix="comments_api."):
-        if info.name not in SKIP_MODULES and ".migrations" not in info.name:
-            importlib.import_module(info.name)
-    slugs: set[str] = set()
-    pending = [DomainError]
-    while pending:
-        cls = pending.pop()
-        slugs.add(cls.code)
-        pending.extend(cls.__subclasses__())
-    http_errors = {
-        name: cls.code
-        for name, cls in vars(werkzeug.exceptions).items()
-        if isinstance(cls, type) and issubclass(cls, werkzeug.exceptions.HTTPException) and cls.code
-    }
-    for file in SRC.rglob("*.py"):
-        if "migrations" in file.parts:
-            continue
-        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
-            if not isinstance(node, ast.Call):
-                continue
-            name = getattr(node.func, "id", getattr(node.func, "attr", ""))
-            kwargs = {k.arg: k.value for k in node.keywords if k.arg}
-            if isinstance(kwargs.get("problem_type"), ast.Constant):
-                slugs.add(kwargs["problem_type"].value)
-            elif isinstance(kwargs.get("title"), ast.Constant) and name == "error_response":
-                slugs.add(slug(kwargs["title"].value))
-            if name in ("error_response", "abort") and node.args:
-                first = node.args[0]
-                if isinstance(first, ast.Constant) and isinstance(first.value, int):
-                    slugs.add(status_slug(first.value))
-            if name in http_errors:
-                slugs.add(status_slug(http_errors[name]))
-    slugs.discard("")
-    return slugs
-
-
 @pytest.fixture(params=[{}, {"metrics_enabled": False, "auth_mode": "required"}], ids=str)
 def bare_app(request, sqlite_url):
     """An app for what needs no data (routes, static documents), in two configurations."""
@@ -177,7 +120,7 @@ def test_every_flask_route_is_documented_with_its_methods(bare_app):
         for method in METHODS
         if method in item
     }
-    assert served - documented_ops == set(), "routes missing from openapi.py"
+    assert served - documented_ops == set(), "routes missing from contract/paths.py"
     assert documented_ops - served == set(), "documented operations the app does not serve"
 
 
@@ -394,13 +337,11 @@ def test_spec_and_page_are_built_once_per_app(bare_app, monkeypatch):
         assert jsonify(build_spec(bare_app.extensions[EXTENSION_KEY].settings)).data == first
 
 
-def test_every_problem_type_in_the_code_has_an_anchor(bare_app):
+def test_every_registered_problem_type_has_an_anchor(bare_app):
+    # tests/test_problems.py proves the registry covers what the code emits.
     page = bare_app.test_client().get("/docs").get_data(as_text=True)
     anchors = problem_anchors(page)
-    slugs = code_problem_slugs()
-    # The scan must find what we know is there, or it is finding nothing.
-    assert {"validation-error", "not-found", "unsupported-media-type"} <= slugs
-    assert slugs - anchors == set(), "add these to _problem_types() in openapi.py"
+    assert anchors == SLUGS
     spec = build_spec(Settings())
     for item in spec["paths"].values():
         for method in METHODS:
@@ -699,4 +640,4 @@ def test_every_problem_the_http_server_answers_has_an_anchor(bare_app):
     for status in statuses:
         _, body = worker.error_document(status, "x", "/api/v1/counts")
         slug = json.loads(body)["type"].removeprefix("/docs#problem-")
-        assert slug in anchors, f"{status}: add {slug!r} to _problem_types() in openapi.py"
+        assert slug in anchors, f"{status}: add {slug!r} to contract/problems.py"

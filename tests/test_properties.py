@@ -30,13 +30,15 @@ from comments_api.comments.rules import (
     cursor_pattern,
     decode_cursor,
     encode_cursor,
+)
+from comments_api.contract.requests import (
     parse_comment_id,
     parse_limit,
     validate_legacy_create,
     validate_v1_create,
 )
+from comments_api.contract.spec import build_spec
 from comments_api.moderation.rules import ACTION_DELETE, ACTION_HIDE, parse_ban, parse_bulk
-from comments_api.openapi import build_spec
 from comments_api.settings import Settings
 from comments_api.web.common import EXTENSION_KEY
 

@@ -247,3 +247,53 @@ def test_memory_storage_still_sweeps_counters_nobody_reads_again():
     storage._next_sweep = 0.0  # the sweep is due
     assert storage.incr("ip:new", expiry=60) == 1
     assert set(storage.storage) == {"ip:new"}
+
+
+def test_limits_private_hooks_still_exist():
+    # _LeanMemoryStorage overrides a name-mangled method of limits' MemoryStorage
+    # (checked against limits 5.8.0): fail if a new version renames it or its sweep.
+    import inspect
+
+    from limits.storage import MemoryStorage
+
+    assert callable(getattr(MemoryStorage, "_MemoryStorage__schedule_expiry", None))
+    assert callable(getattr(MemoryStorage, "_MemoryStorage__expire_events", None))
+    assert "self.__schedule_expiry()" in inspect.getsource(MemoryStorage.incr)
+
+
+def test_unreachable_redis_falls_back_to_per_process_limits(limited):
+    from .support import free_port
+
+    # Nothing listens there: every storage call fails at once (connection refused).
+    client = limited(
+        ratelimit_storage_url=f"redis://127.0.0.1:{free_port()}/0",
+        ratelimit_anonymous_write="2/minute",
+    )
+    statuses = [post_v1(client, f"fallback {i}").status_code for i in range(3)]
+    assert statuses == [201, 201, 429]
+    assert client.get("/api/v1/counts?content_id=1").status_code == 200
+
+
+def test_one_storage_call_per_limit_per_request(limited):
+    # The lean limiter's promise (bench/README.md, "Leaner layers"): one incr per limit,
+    # the window's reset asked of storage at most once per key; Flask-Limiter made three
+    # calls per limit. Counted on the real memory storage.
+    client = limited(ratelimit_read="1000/minute;5000/hour")
+    limiter = client.application.extensions["comments_api_limiter"]
+    calls = []
+    storage = limiter.primary
+    for name in ("incr", "get", "get_expiry"):
+        real = getattr(storage, name)
+
+        def counted(*args, _real=real, _name=name, **kwargs):
+            calls.append(_name)
+            return _real(*args, **kwargs)
+
+        setattr(storage, name, counted)
+    for _ in range(5):
+        response = client.get("/api/v1/counts?content_id=1")
+        assert response.status_code == 200
+    assert response.headers["X-RateLimit-Limit"] == "1000"
+    assert response.headers["X-RateLimit-Remaining"] == "995"
+    assert calls.count("incr") == 10
+    assert calls.count("get_expiry") == 0  # the first hit opened both windows

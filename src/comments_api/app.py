@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from . import __version__, observability
+from . import __version__
 from .clock import Clock, utcnow
 from .comments import legacy_views, v1_views, widget_views
 from .comments.cache import ReadCache
@@ -24,6 +24,7 @@ from .moderation.service import ModerationService
 from .settings import Settings
 from .store.repository import Repository, head_revision, is_disk_full, make_engine
 from .store.versions import ChangeMarkers
+from .telemetry import http_hooks
 from .web import docs, errors, ops, protection
 from .web.common import EXTENSION_KEY, Services
 from .web.common import services as current_services
@@ -70,7 +71,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Flask
         drain_file=os.environ.get(DRAIN_FILE_ENV),
     )
     # Before the other hooks: every request gets an id, a log line and (if enabled) metrics.
-    observability.init_app(app)
+    http_hooks.init_app(app, settings, engine)
 
     # Client address, CORS, credentials and rate limits, before any view runs.
     protection.install(app, settings)

@@ -10,8 +10,8 @@ from typing import Any
 import click
 
 from . import __version__
-from .observability import configure_logging
 from .settings import Settings, SettingsError
+from .telemetry import configure_logging
 
 
 def _settings() -> Settings:

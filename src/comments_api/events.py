@@ -9,7 +9,8 @@ _signals = Namespace()
 
 # kwargs: api ("legacy" | "v1"), status (the stored comment's status)
 comment_created = _signals.signal("comment-created")
-# kwargs: reason (a short slug: validation-error, payload-too-large, duplicate, ...)
+# kwargs: reason (the problem slug: validation-error, content-too-large, duplicate, ...;
+# telemetry.metrics.reject_reasons() lists every one the app can emit)
 comment_rejected = _signals.signal("comment-rejected")
 # kwargs: action (approve | hide | delete | ban | unban | edit), count
 moderation_action = _signals.signal("moderation-action")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from comments_api import observability
+from comments_api import telemetry
 from comments_api.settings import Settings
 from comments_api.worker import worker_class_for
 
@@ -21,7 +21,7 @@ if _settings.metrics_enabled and not _settings.prometheus_multiproc_dir:
 
     # The lock descriptor stays open for the life of the master and its workers.
     _runtime_dir, _runtime_lock = make_runtime_dir()
-    observability.prepare_multiproc_dir(None, _runtime_dir)
+    telemetry.prepare_multiproc_dir(None, _runtime_dir)
 
 bind = f"{_settings.host}:{_settings.port}"
 workers = _settings.workers
@@ -39,8 +39,8 @@ loglevel = _settings.log_level
 accesslog = None  # one structured line per request comes from the app itself
 errorlog = "-"
 # gunicorn's own lines (boot, worker exits) in the same JSON/text format as the app.
-logconfig_dict = observability.logging_config(_settings)
-logger_class = observability.GunicornLogger
+logconfig_dict = telemetry.logging_config(_settings)
+logger_class = telemetry.GunicornLogger
 # The old app shipped debug=True; gunicorn never reloads or exposes a debugger here.
 reload = False
 # The control socket (gunicorn 24+) writes under $HOME, which is read-only in containers.
@@ -60,9 +60,9 @@ def post_fork(server: Any, worker: Any) -> None:
 
     app = server.app.wsgi()
     app.extensions[EXTENSION_KEY].repo.engine.dispose(close=False)
-    observability.worker_started(app, _settings.threads)
+    telemetry.worker_started(app, _settings.threads)
 
 
 def child_exit(server: Any, worker: Any) -> None:
     # Drop the dead worker's live gauges (in-flight, pool); its counters stay summed.
-    observability.mark_worker_dead(worker.pid)
+    telemetry.mark_worker_dead(worker.pid)

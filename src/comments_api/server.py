@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
@@ -162,13 +163,18 @@ def run_gunicorn(settings: Settings) -> None:
     from .app import DRAIN_FILE_ENV
 
     master_pid = os.getpid()
+    if settings.threads > settings.db_pool_size:
+        # Each worker thread holds one connection for its request: a smaller pool would
+        # queue requests behind DB_POOL_TIMEOUT instead of behind the database.
+        log.info("DB_POOL_SIZE raised to THREADS (%d)", settings.threads)
+        settings = dataclasses.replace(settings, db_pool_size=settings.threads)
     runtime_dir, lock_fd = make_runtime_dir()
     drain_file = os.path.join(runtime_dir, "draining")
     os.environ[DRAIN_FILE_ENV] = drain_file
     if settings.metrics_enabled:
         # Before the app (and prometheus_client) is loaded in the master: workers then
         # share one metrics directory, emptied of any previous run's files.
-        from .observability import prepare_multiproc_dir
+        from .telemetry import prepare_multiproc_dir
 
         prepare_multiproc_dir(settings.prometheus_multiproc_dir, runtime_dir)
     try:

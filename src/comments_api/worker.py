@@ -35,7 +35,6 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from typing import Any
 
 from gunicorn import http, util
@@ -44,12 +43,17 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 from gunicorn.workers.sync import SyncWorker
 from werkzeug.exceptions import RequestTimeout
 
+# The registry web/errors.py answers from: same titles, slugs and both shapes.
+from .contract.problems import (
+    LEGACY_PREFIX,
+    PROBLEM_JSON,
+    problem_type_uri,
+    status_slug,
+    status_title,
+)
+
 log = logging.getLogger("comments_api.server")
 
-# The same prefix web/errors.py uses for the legacy error shape (kept in sync by a test;
-# importing it would pull the views layer into the server process setup).
-LEGACY_PREFIX = "/api/comment/"
-PROBLEM_JSON = "application/problem+json"
 
 # 100 content ids of 30 characters, each character 4 UTF-8 bytes percent-encoded
 # (`content_id=` + 360 bytes + `&`), is 37.2 KB: schema-valid, so it must fit.
@@ -84,31 +88,23 @@ def error_document(status: int, detail: str, path: str | None) -> tuple[str, byt
     everything else RFC 9457 problem+json, like the application's own errors. The raw path
     is never echoed: it is what the client got wrong. Pure, so the tests can call it.
     """
-    title = _title(status)
+    title = status_title(status)
     if path is not None and path.startswith(LEGACY_PREFIX):
         doc: dict[str, object] = {"status": title.upper().replace(" ", "-"), "message": detail}
         return "application/json", json.dumps(doc).encode()
-    slug = title.lower().replace(" ", "-").replace("'", "")
-    doc = {"type": f"/docs#problem-{slug}", "title": title, "status": status, "detail": detail}
+    doc = {
+        "type": problem_type_uri(status_slug(status)),
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
     return PROBLEM_JSON, json.dumps(doc).encode()
-
-
-def _title(status: int) -> str:
-    # RFC 9110's names; Python's phrases for these differ (and vary by version).
-    if status == 413:
-        return "Content Too Large"
-    if status == 414:
-        return "URI Too Long"
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"
 
 
 def error_response_bytes(status: int, detail: str, path: str | None) -> bytes:
     content_type, body = error_document(status, detail, path)
     head = (
-        f"HTTP/1.1 {status} {_title(status)}\r\n"
+        f"HTTP/1.1 {status} {status_title(status)}\r\n"
         "Connection: close\r\n"
         f"Content-Type: {content_type}\r\n"
         f"Content-Length: {len(body)}\r\n"

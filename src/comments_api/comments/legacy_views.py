@@ -6,6 +6,7 @@ from urllib.parse import quote
 
 from flask import Blueprint, Response, jsonify
 
+from ..contract.requests import parse_content_id, validate_legacy_create
 from ..events import comment_created
 from ..identity.guards import require_write
 from ..moderation.rules import without_body_identity
@@ -13,7 +14,7 @@ from ..web.common import emit, read_json, services
 from ..web.errors import error_response
 from .cache import Rendered
 from .conditional import client_has, rendered, respond
-from .rules import legacy_email_view, parse_content_id, validate_legacy_create
+from .rules import legacy_email_view
 
 bp = Blueprint("legacy", __name__, url_prefix="/api/comment")
 

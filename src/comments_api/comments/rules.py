@@ -11,10 +11,8 @@ import binascii
 import hashlib
 import re
 import unicodedata
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 MAX_CONTENT_ID_LENGTH = 128
 MAX_EMAIL_LENGTH = 254
@@ -59,7 +57,6 @@ LINE_PATTERN = rf"^[^{_CC}]+{_END}"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 EMAIL_PATTERN = rf"^[^@\s{_CC}]{{1,64}}@{_LABEL}(?:\.{_LABEL})+{_END}"
 _EMAIL_RE = re.compile(EMAIL_PATTERN)
-_ASCII_INT_RE = re.compile(r"-?[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -131,18 +128,6 @@ class Page:
     next_cursor: str | None
 
 
-@dataclass
-class _Collector:
-    errors: list[FieldError] = field(default_factory=list)
-
-    def add(self, name: str, message: str) -> None:
-        self.errors.append(FieldError(name, message))
-
-    def raise_if_any(self) -> None:
-        if self.errors:
-            raise InvalidInput(self.errors)
-
-
 def _has_control_chars(text: str, allow_newlines: bool = False) -> bool:
     allowed = {"\n", "\r", "\t"} if allow_newlines else set()
     return any(unicodedata.category(ch) == "Cc" and ch not in allowed for ch in text)
@@ -202,115 +187,6 @@ def content_id_problem(value: object) -> str | None:
     return None
 
 
-def parse_content_id(value: object, field_name: str = "content_id") -> str:
-    """Normalise a content id: ``1``, ``1.0`` and ``"1"`` name the same content."""
-    if (problem := content_id_problem(value)) is not None:
-        raise InvalidInput([FieldError(field_name, problem)])
-    number = None if isinstance(value, str) else as_integer(value)
-    return str(number) if number is not None else str(value)
-
-
-def _check_body(c: _Collector, name: str, value: object, limits: Limits) -> str | None:
-    if value is None:
-        c.add(name, "is required")
-        return None
-    if not isinstance(value, str):
-        c.add(name, "must be a string")
-        return None
-    if not value.strip():
-        c.add(name, "must not be empty or whitespace only")
-        return None
-    if len(value) > limits.max_comment_length:
-        c.add(name, f"must be at most {limits.max_comment_length} characters (got {len(value)})")
-        return None
-    if _has_control_chars(value, allow_newlines=True):
-        c.add(name, "must not contain control characters")
-        return None
-    return value
-
-
-def _check_email(c: _Collector, name: str, value: object, required: bool) -> str | None:
-    if value is None:
-        if required:
-            c.add(name, "is required")
-        return None
-    if not isinstance(value, str):
-        c.add(name, "must be a string")
-        return None
-    if len(value) > MAX_EMAIL_LENGTH or not _EMAIL_RE.search(value):
-        c.add(name, "must be a valid email address")
-        return None
-    return value
-
-
-def _check_unknown(c: _Collector, payload: Mapping[str, Any], allowed: set[str]) -> None:
-    for key in sorted(set(payload) - allowed):
-        c.add(key, "is not an accepted field")
-
-
-def validate_legacy_create(
-    payload: object, limits: Limits, email_required: bool = True
-) -> NewComment:
-    """The original ``POST /api/comment/new`` body: email, comment, content_id.
-
-    ``email_required=False`` when a sign-in token supplies the author instead.
-    """
-    if not isinstance(payload, dict):
-        raise InvalidInput([FieldError("body", "must be a JSON object")])
-    c = _Collector()
-    _check_unknown(c, payload, {"email", "comment", "content_id"})
-    email = _check_email(c, "email", payload.get("email"), required=email_required)
-    body = _check_body(c, "comment", payload.get("comment"), limits)
-    content_id: str | None = None
-    if "content_id" not in payload:
-        c.add("content_id", "is required")
-    elif (problem := content_id_problem(payload["content_id"])) is not None:
-        c.add("content_id", problem)
-    else:
-        content_id = parse_content_id(payload["content_id"])
-    c.raise_if_any()
-    assert content_id is not None
-    assert body is not None
-    return NewComment(content_id=content_id, body=body, email=email)
-
-
-def validate_v1_create(payload: object, content_id: str, limits: Limits) -> NewComment:
-    """v1 create body: ``body`` plus optional author fields and ``parent_id``."""
-    if not isinstance(payload, dict):
-        raise InvalidInput([FieldError("body", "must be a JSON object")])
-    c = _Collector()
-    _check_unknown(c, payload, {"body", "email", "author_name", "parent_id"})
-    body = _check_body(c, "body", payload.get("body"), limits)
-    email = _check_email(c, "email", payload.get("email"), required=False)
-    author_name = payload.get("author_name")
-    if author_name is not None:
-        if not isinstance(author_name, str) or not author_name.strip():
-            c.add("author_name", "must be a non-empty string")
-            author_name = None
-        elif len(author_name) > MAX_AUTHOR_NAME_LENGTH or _has_control_chars(author_name):
-            c.add(
-                "author_name",
-                f"must be at most {MAX_AUTHOR_NAME_LENGTH} printable characters",
-            )
-            author_name = None
-        else:
-            author_name = author_name.strip()
-    parent_id = payload.get("parent_id")
-    if parent_id is not None:
-        parent_id = as_id(parent_id)
-        if parent_id is None:
-            c.add("parent_id", f"must be a positive integer up to {MAX_ID}")
-    c.raise_if_any()
-    assert body is not None
-    return NewComment(
-        content_id=content_id,
-        body=body,
-        email=email,
-        author_name=author_name,
-        parent_id=parent_id,
-    )
-
-
 def check_reply(parent: Comment | None, new: NewComment) -> None:
     """A reply must point at an existing, visible comment of the same content."""
     if new.parent_id is None:
@@ -344,25 +220,6 @@ def legacy_email_view(email: str | None, mode: str) -> str | None:
 
 def display_name(comment: Comment) -> str:
     return comment.author_name or "anonymous"
-
-
-def parse_limit(raw: str | None) -> int:
-    if raw is None:
-        return DEFAULT_PAGE_SIZE
-    # ASCII digits only: int() also takes "\u0663", " 3" and "1_0".
-    if not _ASCII_INT_RE.fullmatch(raw):
-        raise InvalidInput([FieldError("limit", "must be an integer")])
-    value = int(raw) if len(raw) <= 4 else MAX_PAGE_SIZE + 1
-    if not 1 <= value <= MAX_PAGE_SIZE:
-        raise InvalidInput([FieldError("limit", f"must be between 1 and {MAX_PAGE_SIZE}")])
-    return value
-
-
-def parse_order(raw: str | None) -> str:
-    value = raw or "oldest"
-    if value not in ("oldest", "newest"):
-        raise InvalidInput([FieldError("order", "must be 'oldest' or 'newest'")])
-    return value
 
 
 def encode_cursor(last_id: int, order: str) -> str:
@@ -410,22 +267,3 @@ def decode_cursor(cursor: str | None, order: str) -> int | None:
         )
     # A position past every possible id is still a position; it must not reach SQL as is.
     return min(int(raw[1:]), MAX_ID)
-
-
-def parse_count_ids(values: list[str]) -> list[str]:
-    if not values:
-        raise InvalidInput([FieldError("content_id", "give at least one content_id")])
-    if len(values) > MAX_COUNT_IDS:
-        raise InvalidInput(
-            [FieldError("content_id", f"at most {MAX_COUNT_IDS} content ids per call")]
-        )
-    return list(dict.fromkeys(parse_content_id(v) for v in values))
-
-
-def parse_comment_id(raw: str) -> int:
-    """A comment id from a URL: ASCII digits only ("\u0663" and "\u00b2" are not ids)."""
-    value = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 19 else 0
-    if not 1 <= value <= MAX_ID:
-        # Never echo the raw path segment: it is the caller's, not ours, to show.
-        raise NotFound("comment not found")
-    return value

@@ -6,6 +6,14 @@ from urllib.parse import quote
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
+from ..contract.requests import (
+    parse_comment_id,
+    parse_content_id,
+    parse_count_ids,
+    parse_limit,
+    parse_order,
+    validate_v1_create,
+)
 from ..events import comment_created, moderation_action
 from ..identity.guards import require_identity, require_write
 from ..moderation.rules import ACTION_DELETE, parse_edit, without_body_identity
@@ -14,19 +22,7 @@ from .cache import Rendered
 from .conditional import client_has, rendered, respond
 from .idempotency import idempotent_request, renderer, to_response
 from .render import comment_view
-from .rules import (
-    STATUS_PENDING,
-    STATUS_PUBLISHED,
-    Comment,
-    Page,
-    decode_cursor,
-    parse_comment_id,
-    parse_content_id,
-    parse_count_ids,
-    parse_limit,
-    parse_order,
-    validate_v1_create,
-)
+from .rules import STATUS_PENDING, STATUS_PUBLISHED, Comment, Page, decode_cursor
 
 bp = Blueprint("v1", __name__, url_prefix="/api/v1")
 

@@ -17,7 +17,8 @@ from urllib.parse import quote
 
 from flask import Blueprint, Response, request
 
-from .rules import FieldError, InvalidInput, parse_content_id
+from ..contract.requests import parse_content_id
+from .rules import FieldError, InvalidInput
 
 bp = Blueprint("widget", __name__)
 

@@ -13,10 +13,6 @@ from functools import lru_cache
 from typing import Any
 
 from ..comments.rules import (
-    LINE_PATTERN,
-    MAX_EMAIL_LENGTH,
-    MAX_ID,
-    OPTIONAL_TEXT_PATTERN,
     STATUS_DELETED,
     STATUS_HIDDEN,
     STATUS_PENDING,
@@ -27,26 +23,22 @@ from ..comments.rules import (
     InvalidInput,
     Limits,
     NewComment,
-    as_id,
-    validate_v1_create,
 )
+from ..contract.models import (
+    BAN_TARGET,
+    BULK_ACTIONS,
+    BulkModeration,
+    NewBan,
+    is_valid,
+)
+from ..contract.requests import validate_edit
 from ..identity.credentials import SCOPE_MODERATE, Identity
 
 ACTION_APPROVE = "approve"
 ACTION_HIDE = "hide"
 ACTION_DELETE = "delete"
-BULK_ACTIONS = (ACTION_APPROVE, ACTION_HIDE, ACTION_DELETE)
-MAX_BULK_IDS = 100
-MAX_SUBJECT_LENGTH = 200
-MAX_REASON_LENGTH = 500
-# Ban emails are matched against stored authors, so anything with an "@" and no control
-# characters may be banned (a JWT may carry an address our comment form would refuse).
-BAN_EMAIL_PATTERN = r"^[^\x00-\x1f\x7f-\x9f@]*@[^\x00-\x1f\x7f-\x9f]*(?![\s\S])"
-BAN_TARGET_PATTERN = r"^(?:email|sub):[^\x00-\x1f\x7f-\x9f]+(?![\s\S])"
-_BAN_EMAIL_RE = re.compile(BAN_EMAIL_PATTERN)
-_LINE_RE = re.compile(LINE_PATTERN)
-_OPTIONAL_TEXT_RE = re.compile(OPTIONAL_TEXT_PATTERN)
-_BAN_TARGET_RE = re.compile(BAN_TARGET_PATTERN)
+# The body rules (actions, limits, patterns) are declared once, in the request models.
+assert BULK_ACTIONS == (ACTION_APPROVE, ACTION_HIDE, ACTION_DELETE)
 
 # Which statuses each action may move a comment out of; anything else is left alone
 # (approving a deleted comment must not resurrect it).
@@ -140,24 +132,8 @@ def check_banned_words(text: str, words: tuple[str, ...], field: str = "body") -
 
 def parse_bulk(payload: object) -> tuple[str, list[int]]:
     """``{"action": "approve|hide|delete", "ids": [1, 2]}``."""
-    if not isinstance(payload, dict):
-        raise InvalidInput([FieldError("body", "must be a JSON object")])
-    errors: list[FieldError] = []
-    for key in sorted(set(payload) - {"action", "ids"}):
-        errors.append(FieldError(key, "is not an accepted field"))
-    action = payload.get("action")
-    if action not in BULK_ACTIONS:
-        errors.append(FieldError("action", f"must be one of {', '.join(BULK_ACTIONS)}"))
-    raw_ids = payload.get("ids")
-    ids = [as_id(i) for i in raw_ids] if isinstance(raw_ids, list) else []
-    if not ids or len(ids) > MAX_BULK_IDS or None in ids:
-        errors.append(
-            FieldError("ids", f"must be a list of 1 to {MAX_BULK_IDS} comment ids (1 to {MAX_ID})")
-        )
-    if errors:
-        raise InvalidInput(errors)
-    assert isinstance(action, str)
-    return action, [i for i in dict.fromkeys(ids) if i is not None]
+    valid = BulkModeration.parse(payload)
+    return valid.action, list(dict.fromkeys(valid.ids))
 
 
 @dataclass(frozen=True)
@@ -168,61 +144,17 @@ class BanRequest:
 
 def parse_ban(payload: object) -> BanRequest:
     """``{"email": ...}`` or ``{"subject": ...}``, plus an optional ``reason``."""
-    if not isinstance(payload, dict):
-        raise InvalidInput([FieldError("body", "must be a JSON object")])
-    errors: list[FieldError] = []
-    for key in sorted(set(payload) - {"email", "subject", "reason"}):
-        errors.append(FieldError(key, "is not an accepted field"))
-    email, subject = payload.get("email"), payload.get("subject")
-    target: str | None = None
-    # Present-but-null counts as given (and invalid), as the schema's oneOf says.
-    if ("email" in payload) == ("subject" in payload):
-        errors.append(FieldError("email", "give exactly one of email or subject"))
-    elif "email" in payload:
-        if (
-            not isinstance(email, str)
-            or len(email) > MAX_EMAIL_LENGTH
-            or not _BAN_EMAIL_RE.search(email)
-        ):
-            errors.append(FieldError("email", "must be an email address"))
-        else:
-            target = author_key(email, None)
-    elif (
-        not isinstance(subject, str)
-        or len(subject) > MAX_SUBJECT_LENGTH
-        or not _LINE_RE.search(subject)
-    ):
-        errors.append(
-            FieldError(
-                "subject", f"must be 1 to {MAX_SUBJECT_LENGTH} characters, no control characters"
-            )
-        )
-    else:
-        target = author_key(None, subject)
-    reason = payload.get("reason")
-    if reason is not None and (
-        not isinstance(reason, str)
-        or len(reason) > MAX_REASON_LENGTH
-        or not _OPTIONAL_TEXT_RE.search(reason)
-    ):
-        errors.append(
-            FieldError(
-                "reason",
-                f"must be a string of at most {MAX_REASON_LENGTH}, no control characters "
-                "but tab and newline",
-            )
-        )
-    if errors:
-        raise InvalidInput(errors)
-    assert target is not None
-    return BanRequest(target=target, reason=reason)
+    valid = NewBan.parse(payload)
+    target = author_key(valid.email, None) if valid.email is not None else None
+    assert target is not None or valid.subject is not None
+    return BanRequest(target=target or f"sub:{valid.subject}", reason=valid.reason)
 
 
 def parse_ban_target(raw: str) -> str:
     """A ban target from a URL: ``email:...`` or ``sub:...`` exactly as listed."""
-    kind, _, value = raw.partition(":")
-    if not _BAN_TARGET_RE.search(raw):
+    if not is_valid(BAN_TARGET, raw):
         raise InvalidInput([FieldError("target", "must look like email:<address> or sub:<id>")])
+    kind, _, value = raw.partition(":")
     return raw if kind == "sub" else f"email:{value.strip().lower()}"
 
 
@@ -269,9 +201,4 @@ def prepare_comment(
 
 def parse_edit(payload: object, limits: Limits) -> str:
     """An author's edit: ``{"body": "..."}`` and nothing else."""
-    if not isinstance(payload, dict):
-        raise InvalidInput([FieldError("body", "must be a JSON object")])
-    extra = sorted(set(payload) - {"body"})
-    if extra:
-        raise InvalidInput([FieldError(k, "cannot be edited; only body can") for k in extra])
-    return validate_v1_create({"body": payload.get("body")}, "edit", limits).body
+    return validate_edit(payload, limits)

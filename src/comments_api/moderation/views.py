@@ -7,7 +7,8 @@ from urllib.parse import quote
 from flask import Blueprint, Response, jsonify, request
 
 from ..comments.render import moderator_view
-from ..comments.rules import decode_cursor, encode_cursor, parse_limit
+from ..comments.rules import decode_cursor, encode_cursor
+from ..contract.requests import parse_limit
 from ..events import moderation_action
 from ..identity.credentials import SCOPE_ADMIN, SCOPE_MODERATE
 from ..identity.guards import require_scope

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -40,7 +41,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from ..clock import utcnow
 from ..comments.rules import (
@@ -283,11 +284,48 @@ def _sqlite_setup(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
     return on_connect
 
 
-def _sqlite_begin(conn: Connection) -> None:
-    # Writes start with BEGIN IMMEDIATE: the write lock is taken before the abuse checks
-    # read, so check-then-insert is one serialised step across workers, and a deferred
-    # transaction can never fail to upgrade half-way (SQLITE_BUSY without waiting).
-    conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('sqlite_begin', '')}")
+# SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100 ms between
+# tries: a writer that has waited 30 ms sleeps 20 ms more even if the lock was freed 0.1 ms
+# later, and under concurrent creates from every worker they queue that way (a convoy: create
+# p99 ~0.5 s under granian). BEGIN IMMEDIATE is our only statement that waits for the write
+# lock, so it alone runs with busy_timeout=0 and retries itself: jittered sleeps from 50 us
+# doubling to 1 ms, until DB_STATEMENT_TIMEOUT (then the usual 503).
+SQLITE_LOCK_RETRY_FIRST = 0.00005
+SQLITE_LOCK_RETRY_MAX = 0.001
+
+
+def _sqlite_begin(busy_timeout_ms: int) -> Callable[[Connection], None]:
+    restore = f"PRAGMA busy_timeout={int(busy_timeout_ms)}"
+
+    def on_begin(conn: Connection) -> None:
+        # Writes start with BEGIN IMMEDIATE: the write lock is taken before the abuse checks
+        # read, so check-then-insert is one serialised step across workers, and a deferred
+        # transaction can never fail to upgrade half-way (SQLITE_BUSY without waiting).
+        mode = conn.get_execution_options().get("sqlite_begin", "")
+        if mode != "IMMEDIATE":
+            conn.exec_driver_sql(f"BEGIN {mode}")
+            return
+        driver = conn.connection.driver_connection
+        driver.execute("PRAGMA busy_timeout=0")  # type: ignore[union-attr]
+        try:
+            deadline = time.monotonic() + busy_timeout_ms / 1000
+            pause = SQLITE_LOCK_RETRY_FIRST
+            while True:
+                try:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    return
+                except OperationalError as exc:
+                    name = getattr(exc.orig, "sqlite_errorname", None) or ""
+                    busy = name.startswith("SQLITE_BUSY")  # or an extended BUSY code
+                    if not busy or time.monotonic() >= deadline:
+                        raise
+                # Jitter (not security): workers that collided do not retry in lockstep.
+                time.sleep(pause * (0.5 + random.random() / 2))  # noqa: S311 # nosec B311
+                pause = min(pause * 2, SQLITE_LOCK_RETRY_MAX)
+        finally:
+            driver.execute(restore)  # type: ignore[union-attr]
+
+    return on_begin
 
 
 def make_engine(
@@ -309,7 +347,7 @@ def make_engine(
             connect_args={"check_same_thread": False},
         )
         event.listen(engine, "connect", _sqlite_setup(timeout_ms))
-        event.listen(engine, "begin", _sqlite_begin)
+        event.listen(engine, "begin", _sqlite_begin(timeout_ms))
         return engine
     return create_engine(
         url,

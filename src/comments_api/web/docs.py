@@ -23,7 +23,8 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from ..openapi import DOCS_PROBLEM_PREFIX, build_spec
+from ..contract.problems import DOCS_PROBLEM_PREFIX
+from ..contract.spec import build_spec
 from .common import services
 
 bp = Blueprint("docs", __name__)

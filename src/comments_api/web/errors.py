@@ -9,13 +9,19 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from ..comments.rules import Conflict, DomainError, InvalidInput, NotFound
+from ..contract.problems import (
+    LEGACY_PREFIX,
+    PROBLEM_JSON,
+    problem_type_uri,
+    slug_for_title,
+    status_title,
+)
 from ..events import COMMENT_WRITE_ENDPOINTS, comment_rejected
 from .common import emit
 
 log = logging.getLogger(__name__)
 
-LEGACY_PREFIX = "/api/comment/"
-PROBLEM_JSON = "application/problem+json"
+__all__ = ["LEGACY_PREFIX", "PROBLEM_JSON", "error_response", "register", "request_instance"]
 
 _DOMAIN_STATUS = {InvalidInput: 400, NotFound: 404, Conflict: 409}
 # RFC 3986 characters a path may carry unescaped; everything else is percent-encoded so
@@ -28,10 +34,6 @@ def request_instance() -> str:
     return quote(request.path, safe=_PATH_SAFE)
 
 
-def _slug(name: str) -> str:
-    return name.lower().replace(" ", "-").replace("'", "")
-
-
 def error_response(
     status: int,
     detail: str,
@@ -42,8 +44,8 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> Response:
     """A JSON error in the shape the caller's API uses."""
-    title = title or _status_name(status)
-    slug = problem_type or _slug(title)
+    title = title or status_title(status)
+    slug = problem_type or slug_for_title(title)
     if request.endpoint in COMMENT_WRITE_ENDPOINTS and 400 <= status < 500:
         emit(comment_rejected, reason=slug)
     if request.path.startswith(LEGACY_PREFIX):
@@ -51,7 +53,7 @@ def error_response(
         response = jsonify(body)
     else:
         body = {
-            "type": f"/docs#problem-{slug}",
+            "type": problem_type_uri(slug),
             "title": title,
             "status": status,
             "detail": detail,
@@ -67,20 +69,11 @@ def error_response(
     return response
 
 
-def _status_name(status: int) -> str:
-    from http import HTTPStatus
-
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"
-
-
 def _handle_http(exc: HTTPException) -> Response:
     status = exc.code or 500
     if status >= 500:
         return _handle_unexpected(exc)
-    detail = exc.description or _status_name(status)
+    detail = exc.description or status_title(status)
     if status == 404 and not request.path.startswith(LEGACY_PREFIX):
         # The path is in `instance`; the detail never repeats what the caller sent.
         detail = "no such route; see /openapi.json for the API"
@@ -101,7 +94,7 @@ def _handle_http(exc: HTTPException) -> Response:
 
 
 def _handle_domain(exc: DomainError) -> Response:
-    # Rules outside domain.py (bans, flood limits) carry their own status and headers.
+    # Rules outside comments/rules.py (bans, flood limits) carry their own status and headers.
     default = getattr(exc, "http_status", 400)
     status = next((s for cls, s in _DOMAIN_STATUS.items() if isinstance(exc, cls)), default)
     extra: dict[str, object] | None = None

@@ -1,6 +1,6 @@
 """Abuse protection at the HTTP edge: client address, rate limits, CORS.
 
-Rate limits (Flask-Limiter, storage from RATELIMIT_STORAGE_URL):
+Rate limits (fixed windows on ``limits``' storage, from RATELIMIT_STORAGE_URL):
 - anonymous comment writes: per client address (RATELIMIT_ANONYMOUS_WRITE);
 - authenticated comment writes: per credential (RATELIMIT_AUTHENTICATED_WRITE);
 - everything else except probes and metrics: per client address (RATELIMIT_READ).
@@ -17,18 +17,19 @@ import ipaddress
 import logging
 import time
 from collections.abc import Callable
-from typing import ClassVar
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import ClassVar, cast
 
 from flask import Flask, Response, g, request
-from flask_limiter import Limit, Limiter
-from limits import parse_many
-from limits.storage import MemoryStorage
-from werkzeug.exceptions import Forbidden
+from limits import RateLimitItem, parse_many
+from limits.storage import MemoryStorage, Storage, storage_from_string
+from werkzeug.exceptions import Forbidden, TooManyRequests
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ..identity import guards as web_auth
-from ..observability import OPS_ROUTES
 from ..settings import Settings, SettingsError
+from ..telemetry.http_hooks import OPS_ROUTES
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,12 @@ CORS_MAX_AGE = "600"
 
 def client_address() -> str:
     """The caller's address as the limiter keys it: an IPv6 caller owns a whole /64."""
-    raw = request.remote_addr or "unknown"
+    return _normalise_address(request.remote_addr or "unknown")
+
+
+@lru_cache(maxsize=4096)
+def _normalise_address(raw: str) -> str:
+    # Cached: parsing the address was a visible share of the limiter's cost per request.
     try:
         address = ipaddress.ip_address(raw)
     except ValueError:
@@ -59,19 +65,6 @@ def client_address() -> str:
             return str(address.ipv4_mapped)
         return str(ipaddress.ip_network(f"{address}/64", strict=False))
     return str(address)
-
-
-def _is_comment_write() -> bool:
-    return request.method in WRITE_METHODS and request.blueprint in COMMENT_BLUEPRINTS
-
-
-def _exempt() -> bool:
-    return request.path in EXEMPT_PATHS or request.method == "OPTIONS"
-
-
-def _identity_key() -> str:
-    identity = g.get("identity")
-    return identity.actor if identity is not None else client_address()
 
 
 class _LeanMemoryStorage(MemoryStorage):
@@ -88,8 +81,8 @@ class _LeanMemoryStorage(MemoryStorage):
     _next_sweep = 0.0
 
     # Name-mangled hook of the parent class, called on every hit. limits has no public way
-    # to turn the timer off (checked against limits 5.8.0); the two tests
-    # test_memory_storage_* fail if a new version renames or stops calling it.
+    # to turn the timer off (checked against limits 5.8.0); test_memory_storage_* and
+    # test_limits_private_hooks_still_exist fail if a new version renames or stops calling it.
     def _MemoryStorage__schedule_expiry(self) -> None:
         now = time.monotonic()
         if now >= self._next_sweep:
@@ -104,81 +97,170 @@ def _storage_uri(settings: Settings) -> str:
     return url
 
 
-def _check_limit_strings(settings: Settings) -> None:
-    # Flask-Limiter parses limits per request and, with swallow_errors, a typo would
-    # silently mean "no limit": refuse to start instead.
-    for name, value in (
-        ("RATELIMIT_READ", settings.ratelimit_read),
-        ("RATELIMIT_ANONYMOUS_WRITE", settings.ratelimit_anonymous_write),
-        ("RATELIMIT_AUTHENTICATED_WRITE", settings.ratelimit_authenticated_write),
-    ):
+def _parse(name: str, value: str) -> list[RateLimitItem]:
+    # A typo must refuse to start, never silently mean "no limit".
+    try:
+        items = parse_many(value)
+        if not items:
+            raise ValueError("empty")
+    except ValueError:
+        raise SettingsError(f"{name} must look like '10/minute;100/hour', got {value!r}") from None
+    return sorted(items)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One shared budget: its limits (smallest window first) and what a refusal says."""
+
+    scope: str
+    items: list[RateLimitItem]
+    message: str
+
+
+@dataclass
+class _Hit:
+    item: RateLimitItem
+    key: str
+    count: int
+    reset: float | None  # known without asking storage: this hit opened the window
+
+
+class RateLimiter:
+    """Fixed-window rate limits on ``limits``' public storage API, one budget per request.
+
+    Replaces Flask-Limiter (bench/README.md, "Leaner layers"): it evaluated all three
+    budgets on every request (exemption callbacks, key functions, limit parsing) and made
+    three storage calls per limit (hit, then get and get_expiry for the headers). Here the
+    request's one budget is picked by two comparisons, each limit costs one ``incr``, and
+    the window's reset time is asked of storage only when this worker has not seen it yet.
+
+    If shared storage (Redis) fails, limits are kept per process in memory and storage is
+    tried again after ``RETRY_SECONDS``; limiting never fails a request.
+    """
+
+    RETRY_SECONDS = 5.0
+    KEY_PREFIX = "comments-api"
+    _CACHE_MAX = 10_000
+
+    def __init__(self, settings: Settings) -> None:
+        self.read = Budget(
+            "read",
+            _parse("RATELIMIT_READ", settings.ratelimit_read),
+            "too many requests from this address; slow down",
+        )
+        self.anonymous = Budget(
+            "anonymous-write",
+            _parse("RATELIMIT_ANONYMOUS_WRITE", settings.ratelimit_anonymous_write),
+            "too many comments from this address; wait before posting again",
+        )
+        self.authenticated = Budget(
+            "authenticated-write",
+            _parse("RATELIMIT_AUTHENTICATED_WRITE", settings.ratelimit_authenticated_write),
+            "too many comments from this account; wait before posting again",
+        )
+        # Synchronous URIs only (memory, redis...): the async ones start with "async+".
+        self.primary = cast(Storage, storage_from_string(_storage_uri(settings)))
+        self.shared = not settings.ratelimit_storage_url.startswith("memory://")
+        self.fallback: Storage = _LeanMemoryStorage("comments-memory://")
+        self._primary_down_until = 0.0
+        # key -> window reset (epoch seconds), learnt from the hit that opened the window
+        # or from one get_expiry per window per worker.
+        self._resets: dict[str, float] = {}
+        self._keys: dict[tuple[str, str], list[tuple[RateLimitItem, str, int]]] = {}
+
+    def budget(self) -> tuple[Budget, str] | None:
+        """The budget this request draws on and its key; None when exempt."""
+        method = request.method
+        if method == "OPTIONS" or request.path in EXEMPT_PATHS:
+            return None
+        if method in WRITE_METHODS and request.blueprint in COMMENT_BLUEPRINTS:
+            identity = g.get("identity")
+            if identity is None:
+                return self.anonymous, client_address()
+            return self.authenticated, identity.actor
+        return self.read, client_address()
+
+    def _storage(self) -> Storage:
+        if self._primary_down_until and time.monotonic() < self._primary_down_until:
+            return self.fallback
+        return self.primary
+
+    def _storage_keys(self, budget: Budget, key: str) -> list[tuple[RateLimitItem, str, int]]:
+        # Built once per client and budget (key_for joins and escapes six parts per call).
+        cached = self._keys.get((budget.scope, key))
+        if cached is None:
+            if len(self._keys) >= self._CACHE_MAX:
+                self._keys.clear()
+            cached = [
+                (item, item.key_for(self.KEY_PREFIX, key, budget.scope), item.get_expiry())
+                for item in budget.items
+            ]
+            self._keys[(budget.scope, key)] = cached
+        return cached
+
+    def _hit(self, storage: Storage, budget: Budget, key: str) -> list[_Hit]:
+        hits = []
+        for item, storage_key, expiry in self._storage_keys(budget, key):
+            count = storage.incr(storage_key, expiry)
+            hits.append(
+                _Hit(item, storage_key, count, time.time() + expiry if count == 1 else None)
+            )
+        return hits
+
+    def check(self) -> None:
+        """before_request: count this request; 429 when a limit of its budget is exceeded."""
+        chosen = self.budget()
+        if chosen is None:
+            return
+        budget, key = chosen
+        storage = self._storage()
         try:
-            if not parse_many(value):
-                raise ValueError("empty")
-        except ValueError:
-            raise SettingsError(
-                f"{name} must look like '10/minute;100/hour', got {value!r}"
-            ) from None
+            hits = self._hit(storage, budget, key)
+        except Exception:
+            if not self.shared or storage is self.fallback:
+                log.warning("rate-limit storage failed; request not limited", exc_info=True)
+                return
+            log.warning(
+                "rate-limit storage unreachable; limiting per process in memory for %.0f s",
+                self.RETRY_SECONDS,
+                exc_info=True,
+            )
+            self._primary_down_until = time.monotonic() + self.RETRY_SECONDS
+            storage = self.fallback
+            hits = self._hit(storage, budget, key)
+        breached = [h for h in hits if h.count > h.item.amount]
+        # Headers describe the breached limit, else the smallest window (Flask-Limiter's choice).
+        g.ratelimit = (breached[-1] if breached else hits[0], storage)
+        if breached:
+            raise TooManyRequests(budget.message)
 
+    def reset_at(self, hit: _Hit, storage: Storage) -> float:
+        if hit.reset is not None:
+            self._remember(hit.key, hit.reset)
+            return hit.reset
+        known = self._resets.get(hit.key)
+        now = time.time()
+        if known is not None and known > now:
+            return known
+        reset = storage.get_expiry(hit.key)
+        self._remember(hit.key, reset)
+        return reset
 
-def build_limiter(settings: Settings) -> Limiter:
-    _check_limit_strings(settings)
+    def _remember(self, key: str, reset: float) -> None:
+        if len(self._resets) >= self._CACHE_MAX:
+            self._resets.clear()  # bounded; losing it costs one get_expiry per key
+        self._resets[key] = reset
 
-    def anonymous() -> bool:
-        return g.get("identity") is None
-
-    limits = [
-        Limit(
-            settings.ratelimit_read,
-            key_function=client_address,
-            scope="read",
-            shared=True,
-            exempt_when=lambda: _exempt() or _is_comment_write(),
-            error_message="too many requests from this address; slow down",
-        ),
-        Limit(
-            settings.ratelimit_anonymous_write,
-            key_function=client_address,
-            scope="anonymous-write",
-            shared=True,
-            exempt_when=lambda: not _is_comment_write() or not anonymous(),
-            error_message="too many comments from this address; wait before posting again",
-        ),
-        Limit(
-            settings.ratelimit_authenticated_write,
-            key_function=_identity_key,
-            scope="authenticated-write",
-            shared=True,
-            exempt_when=lambda: not _is_comment_write() or anonymous(),
-            error_message="too many comments from this account; wait before posting again",
-        ),
-    ]
-    shared_storage = not settings.ratelimit_storage_url.startswith("memory://")
-    return Limiter(
-        client_address,
-        default_limits=limits,  # type: ignore[arg-type]
-        storage_uri=_storage_uri(settings),
-        # Cheapest strategy; its window starts at a key's first hit, not on the clock.
-        strategy="fixed-window",
-        # We write the headers ourselves: Flask-Limiter would put Retry-After on every
-        # response and stretch our own 503 Retry-After to the limit's reset time.
-        headers_enabled=False,
-        key_prefix="comments-api",
-        # If Redis is down, limit per process rather than fail every request.
-        in_memory_fallback_enabled=shared_storage,
-        swallow_errors=True,
-    )
-
-
-def _ratelimit_headers(limiter: Limiter) -> Callable[[Response], Response]:
-    def add(response: Response) -> Response:
-        current = limiter.current_limit
+    def headers(self, response: Response) -> Response:
+        """after_request: X-RateLimit-* on every limited response, Retry-After on a 429."""
+        current = g.get("ratelimit")
         if current is None:
             return response
+        hit, storage = current
         try:
-            reset_at = current.reset_at
-            response.headers["X-RateLimit-Limit"] = str(current.limit.amount)
-            response.headers["X-RateLimit-Remaining"] = str(max(0, current.remaining))
+            reset_at = int(self.reset_at(hit, storage) + 1)
+            response.headers["X-RateLimit-Limit"] = str(hit.item.amount)
+            response.headers["X-RateLimit-Remaining"] = str(max(0, hit.item.amount - hit.count))
             response.headers["X-RateLimit-Reset"] = str(reset_at)
             if response.status_code == 429:
                 response.headers["Retry-After"] = str(max(1, int(reset_at - time.time())))
@@ -187,8 +269,6 @@ def _ratelimit_headers(limiter: Limiter) -> Callable[[Response], Response]:
             if response.status_code == 429:
                 response.headers.setdefault("Retry-After", "60")
         return response
-
-    return add
 
 
 def _cors(
@@ -234,8 +314,8 @@ def install(app: Flask, settings: Settings) -> None:
     app.after_request(cors_headers)
     web_auth.install_identify(app)
     if settings.ratelimit_enabled:
-        limiter = build_limiter(settings)
-        limiter.init_app(app)
-        app.after_request(_ratelimit_headers(limiter))
+        limiter = RateLimiter(settings)
+        app.before_request(limiter.check)
+        app.after_request(limiter.headers)
         app.extensions["comments_api_limiter"] = limiter
     web_auth.install_reject(app)

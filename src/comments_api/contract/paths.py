@@ -1,0 +1,998 @@
+"""paths and components.parameters of /openapi.json: the hand-written prose per operation.
+
+How to add a path (one dict entry per path):
+1. Add an entry to the dict in ``paths()``: ``"/api/v1/things/{thing_id}": {"get": ...}``
+   (OpenAPI writes path parameters as ``{name}`` where Flask writes ``<name>``).
+2. Build each operation with ``_op(tag, operation_id, summary, description, responses, ...)``.
+   Reuse the ``#/components/parameters`` refs for parameters, ``_ok(...)`` for success
+   responses and ``_errors(path, 400, 404, ...)`` / ``_error(path, status, ...)`` for errors:
+   they pick the legacy shape under /api/comment/ and problem+json elsewhere, like
+   web/errors.py does. Writes take ``security=_write_security(settings)``; moderation/admin
+   take ``MODERATOR_SECURITY``.
+3. New body shapes are models in ``models.py`` (request bodies) or entries in
+   ``components.py`` (responses); a new problem ``type`` slug goes in ``problems.py``.
+"""
+
+from __future__ import annotations
+
+import re
+from http import HTTPStatus
+from typing import Any
+
+from ..comments.rules import DEFAULT_PAGE_SIZE, MAX_COUNT_IDS, cursor_pattern, email_hash
+from ..settings import Settings
+from . import models
+from .components import EXAMPLE_EMAIL, adapter_schema, ref
+from .models import MAX_BULK_IDS
+from .problems import DOCS_PROBLEM_PREFIX, LEGACY_PREFIX, PROBLEM_JSON, status_slug
+from .responses import EXAMPLE_TIME
+
+JSON = "application/json"
+# Either credential works; which one a caller uses depends on who it is.
+CREDENTIALS: list[dict[str, list[str]]] = [{"bearerApiKey": []}, {"bearerJwt": []}]
+# Moderation/admin: a credential in every auth mode (the scope is checked on top).
+MODERATOR_SECURITY = CREDENTIALS
+
+
+def _example_comment(**overrides: Any) -> dict[str, Any]:
+    comment: dict[str, Any] = {
+        "id": 42,
+        "content_id": "1",
+        "parent_id": None,
+        "status": "published",
+        "created_at": EXAMPLE_TIME,
+        "updated_at": EXAMPLE_TIME,
+        "body": "Great reporting — thanks! 👏",
+        "author": {"name": "Alice", "email_hash": email_hash(EXAMPLE_EMAIL)},
+    }
+    comment.update(overrides)
+    return comment
+
+
+# --- responses --------------------------------------------------------------------
+
+
+def _header(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"description": description, "schema": schema or {"type": "string"}}
+
+
+def _ok(
+    description: str,
+    schema: dict[str, Any] | None = None,
+    example: Any = None,
+    *,
+    media: str = JSON,
+    headers: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description}
+    if headers:
+        response["headers"] = headers
+    if schema is not None:
+        body: dict[str, Any] = {"schema": schema}
+        if example is not None:
+            body["example"] = example
+        response["content"] = {media: body}
+    return response
+
+
+_RETRY_AFTER = _header("Seconds to wait before retrying.", {"type": "integer", "minimum": 0})
+_RATE_LIMIT_HEADERS = {
+    "Retry-After": _RETRY_AFTER,
+    "X-RateLimit-Limit": _header("Requests allowed in the current window.", {"type": "integer"}),
+    "X-RateLimit-Remaining": _header("Requests left in the window.", {"type": "integer"}),
+    "X-RateLimit-Reset": _header("When the window resets (Unix time).", {"type": "integer"}),
+}
+
+# status -> (problem slugs it can carry, example detail, extra headers)
+_ERROR_DEFAULTS: dict[int, tuple[tuple[str, ...], str, dict[str, Any]]] = {
+    400: (
+        ("bad-request", "validation-error"),
+        "the request body is not valid JSON: Expecting value: line 1 column 1 (char 0)",
+        {},
+    ),
+    401: (
+        ("unauthorized",),
+        "this operation needs a credential: send 'Authorization: Bearer <API key or JWT>'",
+        {
+            "WWW-Authenticate": _header(
+                "The scheme to use and, for a rejected credential, why (RFC 6750)."
+            )
+        },
+    ),
+    403: (("forbidden", "author-banned"), "this credential lacks the scope comments:moderate", {}),
+    404: (("not-found",), "comment not found", {}),
+    409: (
+        ("duplicate", "conflict"),
+        "you already posted this comment here; duplicates are not accepted",
+        {},
+    ),
+    413: (
+        ("content-too-large",),
+        "the request body is larger than this API accepts",
+        {},
+    ),
+    415: (
+        ("unsupported-media-type",),
+        "send the body as JSON with the header 'Content-Type: application/json'",
+        {},
+    ),
+    429: (
+        ("too-many-requests", "too-many-comments"),
+        "too many requests: 5 per 1 minute",
+        _RATE_LIMIT_HEADERS,
+    ),
+    503: (
+        ("service-unavailable",),
+        "the database is temporarily unavailable; retry shortly",
+        {"Retry-After": _RETRY_AFTER},
+    ),
+}
+
+
+def _error(
+    path: str,
+    status: int,
+    detail: str | None = None,
+    *,
+    slugs: tuple[str, ...] | None = None,
+    errors: list[dict[str, str]] | None = None,
+    description: str | None = None,
+    headers: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One documented error response, in the shape web/errors.py uses for ``path``."""
+    default_slugs, default_detail, default_headers = _ERROR_DEFAULTS.get(status, ((), "", {}))
+    slugs = slugs or default_slugs or (status_slug(status),)
+    detail = detail or default_detail or HTTPStatus(status).phrase
+    title = HTTPStatus(status).phrase
+    types = ", ".join(f"`{DOCS_PROBLEM_PREFIX}{s}`" for s in slugs)
+    all_headers = {**default_headers, **(headers or {})}
+    if path.startswith(LEGACY_PREFIX):
+        return _ok(
+            description or f"{title} (legacy error shape; see {types}).",
+            ref("LegacyError"),
+            {"status": title.upper().replace(" ", "-"), "message": detail},
+            headers=all_headers,
+        )
+    example: dict[str, Any] = {
+        "type": f"{DOCS_PROBLEM_PREFIX}{slugs[0]}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": example_path(path),
+    }
+    if errors:
+        example["errors"] = errors
+    return _ok(
+        description or f"{title}: problem type {types}.",
+        ref("Problem"),
+        example,
+        media=PROBLEM_JSON,
+        headers=all_headers,
+    )
+
+
+def _invalid(path: str, field: str, message: str) -> dict[str, Any]:
+    """A 400 validation error naming the field, as domain.InvalidInput produces."""
+    return _error(
+        path,
+        400,
+        f"{field}: {message}",
+        errors=[{"field": field, "message": message}],
+        description=(
+            "Invalid input or an unreadable body, in the legacy shape: `message` names "
+            "each bad field (`/docs#problem-validation-error`, `/docs#problem-bad-request`)."
+            if path.startswith(LEGACY_PREFIX)
+            else "Invalid input (`/docs#problem-validation-error`, with `errors`) or an "
+            "unreadable body (`/docs#problem-bad-request`)."
+        )
+        + " Nothing was changed.",
+    )
+
+
+def _errors(path: str, *statuses: int) -> dict[str, Any]:
+    """The usual error responses for ``path``, plus ``default`` for anything else."""
+    responses = {str(s): _error(path, s) for s in statuses}
+    responses["default"] = _unexpected(path)
+    return responses
+
+
+def _unexpected(path: str) -> dict[str, Any]:
+    return _error(
+        path,
+        500,
+        "an internal error occurred; it has been logged",
+        description="Any other error in the same shape: 401 when an invalid, expired or "
+        "revoked credential is sent (even to a public read: a wrong credential is never "
+        "silently ignored), 405 for a method this path does not take (with `Allow`), "
+        "500 for a bug on our side.",
+        slugs=("internal-server-error", "unauthorized", "method-not-allowed"),
+    )
+
+
+def example_path(path: str) -> str:
+    examples = {"{content_id}": "1", "{comment_id}": "42"}
+    for name, value in examples.items():
+        path = path.replace(name, value)
+    return re.sub(r"\{[^}]+\}", "1", path)
+
+
+# --- operations -------------------------------------------------------------------
+
+
+def _op(
+    tag: str,
+    operation_id: str,
+    summary: str,
+    description: str,
+    responses: dict[str, Any],
+    *,
+    parameters: list[dict[str, Any]] | None = None,
+    request_body: dict[str, Any] | None = None,
+    security: list[dict[str, list[str]]] | None = None,
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "tags": [tag],
+        "operationId": operation_id,
+        "summary": summary,
+        "description": description,
+    }
+    if parameters:
+        op["parameters"] = parameters
+    if request_body:
+        op["requestBody"] = request_body
+    # Status order, `default` last, however the caller listed them.
+    op["responses"] = dict(sorted(responses.items(), key=lambda kv: (kv[0] == "default", kv[0])))
+    if security is not None:
+        op["security"] = security
+    return op
+
+
+def _json_body(schema_name: str, example: Any, description: str) -> dict[str, Any]:
+    return {
+        "required": True,
+        "description": description,
+        "content": {JSON: {"schema": ref(schema_name), "example": example}},
+    }
+
+
+def _write_security(settings: Settings) -> list[dict[str, list[str]]]:
+    """Anonymous writes (``{}``) are allowed only in ``AUTH_MODE=open``."""
+    return list(CREDENTIALS) if settings.auth_mode == "required" else [{}, *CREDENTIALS]
+
+
+def _auth_note(settings: Settings) -> str:
+    return (
+        "Anonymous callers may write while `AUTH_MODE=open`; under `AUTH_MODE=required` "
+        "a valid API key or JWT is needed (401 otherwise). When a JWT is sent, the author "
+        "comes from its claims, not from the body. "
+        f"This deployment: `AUTH_MODE={settings.auth_mode}`."
+    )
+
+
+def _bare(adapter: Any) -> dict[str, Any]:
+    """A value's generated schema without its description (the parameter carries one)."""
+    return {k: v for k, v in adapter_schema(adapter).items() if k != "description"}
+
+
+def parameters() -> dict[str, Any]:
+    return {
+        "ContentIdPath": {
+            "name": "content_id",
+            "in": "path",
+            "required": True,
+            "description": "The content (article) id, URL-encoded.",
+            "schema": ref("ContentId"),
+            "example": "1",
+        },
+        "IdempotencyKey": {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "description": "Makes a retry safe: a repeat of the same request with the same "
+            "key within `IDEMPOTENCY_TTL` gets the first answer (status, body, `Location`, "
+            "plus `Idempotent-Replayed: true`) and stores nothing new; the same key with a "
+            "different request is 422. Keys are per caller; a UUID is a good choice.",
+            "schema": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 255,
+                "pattern": "^[\\x20-\\x7e]+$",
+            },
+            "example": "5f0c6f4e-8a51-4c43-9f8e-2b6f1c3d9a10",
+        },
+        "CommentIdPath": {
+            "name": "comment_id",
+            "in": "path",
+            "required": True,
+            "description": "The comment id (ASCII digits). Anything else answers 404.",
+            "schema": adapter_schema(models.PATH_COMMENT_ID),
+            "example": 42,
+        },
+        "Limit": {
+            "name": "limit",
+            "in": "query",
+            "description": "Page size.",
+            "schema": {**_bare(models.LIMIT), "default": DEFAULT_PAGE_SIZE},
+        },
+        "Cursor": {
+            "name": "cursor",
+            "in": "query",
+            "description": "Opaque: the `next_cursor` of the previous page, with the same "
+            "`order` (a cursor of the other order answers 400). Omit for the first page.",
+            "schema": {"type": "string", "pattern": cursor_pattern()},
+        },
+        "OldestCursor": {
+            "name": "cursor",
+            "in": "query",
+            "description": "Opaque: the `next_cursor` of the previous page. Omit for the "
+            "first page.",
+            "schema": {"type": "string", "pattern": cursor_pattern("z")},
+        },
+        "NewestCursor": {
+            "name": "cursor",
+            "in": "query",
+            "description": "Opaque: the `next_cursor` of the previous page. Omit for the "
+            "first page.",
+            "schema": {"type": "string", "pattern": cursor_pattern("j")},
+        },
+        "Order": {
+            "name": "order",
+            "in": "query",
+            "description": "`oldest` first (thread order) or `newest` first.",
+            "schema": {**_bare(models.ORDER), "default": "oldest"},
+        },
+        "CountContentIds": {
+            "name": "content_id",
+            "in": "query",
+            "required": True,
+            "description": f"Repeat for each content id: 1 to {MAX_COUNT_IDS} per call, "
+            "duplicates counted once.",
+            "style": "form",
+            "explode": True,
+            "schema": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_COUNT_IDS,
+                "items": ref("ContentId"),
+            },
+            "example": ["1", "2"],
+        },
+    }
+
+
+def paths(settings: Settings) -> dict[str, Any]:
+    write = _write_security(settings)
+    pre = settings.moderation_mode == "pre"
+    legacy_new = "/api/comment/new"
+    legacy_list = "/api/comment/list/{content_id}"
+    thread = "/api/v1/contents/{content_id}/comments"
+    one = "/api/v1/comments/{comment_id}"
+    counts = "/api/v1/counts"
+    return {
+        legacy_new: {
+            "post": _op(
+                "legacy",
+                "legacyCreateComment",
+                "Post a comment (original API)",
+                "Kept byte-compatible for existing clients. Answers 200 (not 201) with the "
+                "original success message. " + _auth_note(settings),
+                {
+                    "200": _ok(
+                        "Stored.",
+                        ref("LegacyCreated"),
+                        {
+                            "status": "SUCCESS",
+                            "message": "comment created and associated with content_id 1",
+                        },
+                    ),
+                    "400": _invalid(legacy_new, "comment", "must not be empty or whitespace only"),
+                    **_errors(legacy_new, 401, 403, 409, 413, 415, 429, 503),
+                },
+                request_body=_json_body(
+                    "LegacyNewComment",
+                    {"email": EXAMPLE_EMAIL, "comment": "first post!", "content_id": 1},
+                    "All three fields are required; no others are accepted.",
+                ),
+                security=write,
+            )
+        },
+        legacy_list: {
+            "get": _op(
+                "legacy",
+                "legacyListComments",
+                "List a content's comments (original API)",
+                "The whole thread as a bare array, oldest first. Capped at "
+                f"`LEGACY_LIST_MAX` comments ({settings.legacy_list_max} here): a longer "
+                "thread is cut and the response carries `X-Comments-Truncated: true` and a "
+                "`Link` to the paginated v1 list. Emails follow `LEGACY_EMAIL` "
+                f"(`{settings.legacy_email}` here). Only published comments are listed.",
+                {
+                    "200": _ok(
+                        "The comments, in the order they were created.",
+                        {"type": "array", "items": ref("LegacyComment"), "minItems": 1},
+                        [{"email": "a***@example.com", "comment": "first post!"}],
+                        headers={
+                            "X-Comments-Truncated": _header(
+                                "`true` when the thread was longer than the cap.",
+                                {"const": "true"},
+                            ),
+                            "Link": _header(
+                                "Present when truncated: `</api/v1/contents/ID/comments>; "
+                                'rel="alternate"`.'
+                            ),
+                        },
+                    ),
+                    "400": _invalid(
+                        legacy_list, "content_id", "must not contain control characters"
+                    ),
+                    **_errors(legacy_list, 429, 503),
+                    "404": _error(legacy_list, 404, "content_id 1 not found"),
+                },
+                parameters=[ref("ContentIdPath", "parameters")],
+            )
+        },
+        thread: {
+            "post": _op(
+                "v1",
+                "createComment",
+                "Post a comment or a reply",
+                "Creates a comment on the content, or a reply with `parent_id`. "
+                + (
+                    "This deployment pre-moderates (`MODERATION_MODE=pre`): new comments are "
+                    "`pending` and the answer is 202 until a moderator approves them. "
+                    if pre
+                    else "Comments are published at once (`MODERATION_MODE=post`); under "
+                    "`MODERATION_MODE=pre` the answer is 202 with a `pending` comment. "
+                )
+                + _auth_note(settings),
+                {
+                    "201": _ok(
+                        "Published. `Location` is the comment's URL.",
+                        ref("Comment"),
+                        _example_comment(),
+                        headers={"Location": _header("`/api/v1/comments/{id}`.")},
+                    ),
+                    "202": _ok(
+                        "Accepted for moderation (`MODERATION_MODE=pre`): the comment is "
+                        "`pending` and not public until a moderator approves it, so there "
+                        "is no `Location` to fetch yet.",
+                        ref("Comment"),
+                        _example_comment(status="pending"),
+                    ),
+                    **_errors(thread, 401, 403, 409, 413, 415, 429, 503),
+                    "400": _invalid(thread, "body", "must not be empty or whitespace only"),
+                    "422": _error(
+                        thread,
+                        422,
+                        "this Idempotency-Key was already used with a different request; "
+                        "use a new key for a new comment",
+                        slugs=("idempotency-key-reused",),
+                    ),
+                },
+                parameters=[
+                    ref("ContentIdPath", "parameters"),
+                    ref("IdempotencyKey", "parameters"),
+                ],
+                request_body=_json_body(
+                    "NewComment",
+                    {
+                        "body": "Great reporting — thanks! 👏",
+                        "author_name": "Alice",
+                        "email": EXAMPLE_EMAIL,
+                    },
+                    "Only `body` is required. Unknown fields are rejected.",
+                ),
+                security=write,
+            ),
+            "get": _op(
+                "v1",
+                "listComments",
+                "List a content's comments, a page at a time",
+                "Published comments and tombstones of deleted ones (so replies keep their "
+                'place). Follow `next_cursor` (or the `Link: rel="next"` header) for the '
+                "next page; the cost of a page does not grow with the thread.",
+                {
+                    "200": _ok(
+                        "One page. An unknown content is an empty page, not a 404.",
+                        ref("CommentPage"),
+                        {
+                            "content_id": "1",
+                            "order": "oldest",
+                            "items": [_example_comment()],
+                            "next_cursor": "bzQy",
+                        },
+                        headers={
+                            "Link": _header(
+                                'The next page, when there is one: `<...&cursor=...>; rel="next"`.'
+                            )
+                        },
+                    ),
+                    **_errors(thread, 429, 503),
+                    "400": _invalid(thread, "limit", "must be between 1 and 100"),
+                },
+                parameters=[
+                    ref("ContentIdPath", "parameters"),
+                    ref("Limit", "parameters"),
+                    ref("Cursor", "parameters"),
+                    ref("Order", "parameters"),
+                ],
+            ),
+        },
+        one: {
+            "get": _op(
+                "v1",
+                "getComment",
+                "Get one comment",
+                "A published comment or the tombstone of a deleted one; pending and hidden "
+                "comments are not found.",
+                {
+                    "200": _ok("The comment.", ref("Comment"), _example_comment()),
+                    **_errors(one, 404, 429, 503),
+                },
+                parameters=[ref("CommentIdPath", "parameters")],
+            ),
+            "patch": _op(
+                "v1",
+                "editComment",
+                "Edit your comment",
+                "Its author (the JWT subject that posted it) may change the text within "
+                f"`EDIT_WINDOW` seconds of posting ({settings.edit_window:g} here); after "
+                "that, 403. The edit is recorded in the audit log"
+                + (
+                    " and, under pre-moderation, the comment waits for approval again."
+                    if pre
+                    else "; under `MODERATION_MODE=pre` the comment waits for approval again."
+                ),
+                {
+                    "200": _ok(
+                        "The edited comment.",
+                        ref("Comment"),
+                        _example_comment(body="Great reporting, thanks!"),
+                    ),
+                    "400": _invalid(one, "body", "must not be empty or whitespace only"),
+                    **_errors(one, 401, 403, 404, 413, 415, 429, 503),
+                },
+                parameters=[ref("CommentIdPath", "parameters")],
+                request_body=_json_body(
+                    "CommentEdit",
+                    {"body": "Great reporting, thanks!"},
+                    "Only `body` can change.",
+                ),
+                security=CREDENTIALS,
+            ),
+            "delete": _op(
+                "v1",
+                "deleteComment",
+                "Delete a comment (soft)",
+                "Leaves a tombstone: the thread keeps the comment's place, its text and "
+                "author are gone. Allowed to the comment's author (the JWT subject that "
+                "posted it) and to moderators (`comments:moderate`), in every auth mode; "
+                "recorded in the audit log.",
+                {
+                    "204": {"description": "Deleted."},
+                    **_errors(one, 401, 403, 404, 429, 503),
+                },
+                parameters=[ref("CommentIdPath", "parameters")],
+                security=CREDENTIALS,
+            ),
+        },
+        counts: {
+            "get": _op(
+                "v1",
+                "countComments",
+                "Count published comments for many contents",
+                f'For "N comments" badges on listing pages: up to {MAX_COUNT_IDS} content '
+                "ids in one call, e.g. `?content_id=1&content_id=2`.",
+                {
+                    "200": _ok(
+                        "A count for every requested id.",
+                        ref("Counts"),
+                        {"counts": {"1": 12, "2": 0}},
+                    ),
+                    **_errors(counts, 429, 503),
+                    "400": _invalid(counts, "content_id", "at most 100 content ids per call"),
+                },
+                parameters=[ref("CountContentIds", "parameters")],
+            )
+        },
+        "/healthz": {
+            "get": _op(
+                "ops",
+                "healthz",
+                "Liveness",
+                "The process answers. No database call, so a database outage never gets "
+                "pods restarted.",
+                {
+                    "200": _ok("Alive.", ref("Health"), {"status": "ok", "version": "1.0.0"}),
+                    "default": _unexpected("/healthz"),
+                },
+            )
+        },
+        **{
+            path: {
+                "get": _op(
+                    "ops",
+                    operation_id,
+                    summary,
+                    "Ready when not draining, the database answers, and its schema is at the "
+                    "migration this code expects." + extra,
+                    {
+                        "200": _ok(
+                            "Ready to serve.",
+                            ref("Ready"),
+                            {"status": "ready", "schema_revision": "0001"},
+                        ),
+                        "503": _ok(
+                            "Not ready; `reason` says why.",
+                            ref("NotReady"),
+                            {"status": "unavailable", "reason": "database unreachable"},
+                            headers={"Retry-After": _RETRY_AFTER},
+                        ),
+                        "default": _unexpected(path),
+                    },
+                )
+            }
+            for path, operation_id, summary, extra in (
+                ("/readyz", "readyz", "Readiness", ""),
+                (
+                    "/healthcheck",
+                    "healthcheck",
+                    "Readiness (original name)",
+                    " The name operators were promised; same check as `/readyz`.",
+                ),
+            )
+        },
+        **(
+            {
+                "/metrics": {
+                    "get": _op(
+                        "ops",
+                        "metrics",
+                        "Prometheus metrics",
+                        "Request rates, latencies, comment events and readiness in the "
+                        "Prometheus text format; totals of all gunicorn workers. Present "
+                        "while `METRICS_ENABLED=true`.",
+                        {
+                            "200": _ok(
+                                "The metrics.",
+                                {"type": "string"},
+                                "# TYPE comments_api_build_info gauge\n...",
+                                media="text/plain",
+                            ),
+                            "default": _unexpected("/metrics"),
+                        },
+                    )
+                }
+            }
+            if settings.metrics_enabled
+            else {}
+        ),
+        "/openapi.json": {
+            "get": _op(
+                "ops",
+                "openapi",
+                "This OpenAPI document",
+                "Machine-readable description of the API, built from this deployment's settings.",
+                {
+                    "200": _ok("The OpenAPI 3.1 document.", {"type": "object"}),
+                    "default": _unexpected("/openapi.json"),
+                },
+            )
+        },
+        "/docs": {
+            "get": _op(
+                "ops",
+                "docs",
+                "Interactive API reference",
+                "This reference: Swagger UI over /openapi.json, with try-it-out, served from "
+                "this origin only, followed by the problem types that error `type`s link to.",
+                {
+                    "200": _ok("The page.", {"type": "string"}, media="text/html"),
+                    "default": _unexpected("/docs"),
+                },
+            )
+        },
+    }
+
+
+# Pages and scripts for people (comments/widget_views.py, web/docs.py): GET only, no parameters but
+# the demo's.
+_UI_FILES = (
+    (
+        "/widget/comments.js",
+        "widgetScript",
+        "Comments widget script",
+        "The embeddable reader widget: one `<script>` tag plus a `<comments-thread "
+        'content-id="…">` element (see docs/widget.md).',
+        "text/javascript",
+    ),
+    (
+        "/widget/count.js",
+        "countScript",
+        "Comment-count badge script",
+        "Fills every `data-comments-count` element of a page with one `/api/v1/counts` call "
+        "per 100 contents.",
+        "text/javascript",
+    ),
+    (
+        "/widget/page.css",
+        "pageStylesheet",
+        "Stylesheet of the demo and console pages",
+        "Shared by `/widget/demo` and `/moderation`.",
+        "text/css",
+    ),
+    (
+        "/docs/swagger-ui-bundle.js",
+        "docsSwaggerUiScript",
+        "Swagger UI script of /docs",
+        "Swagger UI, as shipped in the `flask-swagger-ui` package.",
+        "text/javascript",
+    ),
+    (
+        "/docs/swagger-ui.css",
+        "docsSwaggerUiStylesheet",
+        "Swagger UI stylesheet of /docs",
+        "Swagger UI's stylesheet, as shipped in the `flask-swagger-ui` package.",
+        "text/css",
+    ),
+    (
+        "/docs/docs.js",
+        "docsScript",
+        "Script that starts /docs",
+        "Starts Swagger UI on /openapi.json (a file, so the page's CSP allows no inline code).",
+        "text/javascript",
+    ),
+    (
+        "/docs/docs.css",
+        "docsStylesheet",
+        "Stylesheet of /docs",
+        "Styles the problem types section below the reference.",
+        "text/css",
+    ),
+    (
+        "/moderation",
+        "moderationConsole",
+        "Moderation console",
+        "A page for moderators: the pending queue, bulk actions, bans and (for admins) the "
+        "audit log, on top of the moderation API. The credential stays in the tab's "
+        "sessionStorage.",
+        "text/html",
+    ),
+    (
+        "/moderation/console.js",
+        "moderationConsoleScript",
+        "Moderation console script",
+        "The console's ES module.",
+        "text/javascript",
+    ),
+)
+
+
+def ui_paths() -> dict[str, Any]:
+    paths: dict[str, Any] = {
+        path: {
+            "get": _op(
+                "ops",
+                operation_id,
+                summary,
+                description,
+                {
+                    "200": _ok("The file.", {"type": "string"}, media=media),
+                    "default": _unexpected(path),
+                },
+            )
+        }
+        for path, operation_id, summary, description, media in _UI_FILES
+    }
+    demo = "/widget/demo"
+    choice: list[tuple[str, str, dict[str, Any], str]] = [
+        ("content_id", "The content whose thread is shown.", {"type": "string"}, "demo"),
+        ("lang", "Page language.", {"type": "string", "enum": ["en", "pt-BR"]}, "en"),
+        ("theme", "Colour theme.", {"type": "string", "enum": ["auto", "light", "dark"]}, "auto"),
+    ]
+    paths[demo] = {
+        "get": _op(
+            "ops",
+            "widgetDemo",
+            "Widget demo page",
+            "A page that embeds the widget against this server, for trying it out.",
+            {
+                "200": _ok("The page.", {"type": "string"}, media="text/html"),
+                "400": _error(
+                    demo,
+                    400,
+                    "the request is invalid",
+                    slugs=("validation-error",),
+                    errors=[{"field": "lang", "message": "must be one of en, pt-BR"}],
+                ),
+                "default": _unexpected(demo),
+            },
+            parameters=[
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": False,
+                    "description": description,
+                    "schema": {**schema, "default": default},
+                }
+                for name, description, schema, default in choice
+            ],
+        )
+    }
+    return paths
+
+
+def moderation_paths() -> dict[str, Any]:
+    """Moderator and admin endpoints (moderation/views.py): always a scoped credential."""
+    pending = "/api/v1/moderation/pending"
+    bulk = "/api/v1/moderation/comments"
+    bans = "/api/v1/moderation/bans"
+    ban = "/api/v1/moderation/bans/{target}"
+    audit = "/api/v1/admin/audit-log"
+    moderate_note = " Needs the `comments:moderate` scope (or `admin`)."
+    pending_params = [ref("Limit", "parameters"), ref("OldestCursor", "parameters")]
+    audit_params = [ref("Limit", "parameters"), ref("NewestCursor", "parameters")]
+    example = {
+        **_example_comment(status="pending"),
+        "author_email": EXAMPLE_EMAIL,
+        "author_subject": None,
+    }
+    return {
+        pending: {
+            "get": _op(
+                "moderation",
+                "listPending",
+                "The pending queue",
+                "Comments awaiting approval, oldest first, across all contents, with their "
+                "authors' email and subject." + moderate_note,
+                {
+                    "200": _ok(
+                        "One page of the queue.",
+                        ref("ModeratorPage"),
+                        {"items": [example], "next_cursor": None},
+                        headers={"Link": _header('The next page: `<...>; rel="next"`.')},
+                    ),
+                    "400": _invalid(pending, "cursor", "is not a cursor this API issued"),
+                    **_errors(pending, 401, 403, 429, 503),
+                },
+                parameters=pending_params,
+                security=MODERATOR_SECURITY,
+            )
+        },
+        bulk: {
+            "post": _op(
+                "moderation",
+                "moderateComments",
+                "Approve, hide or delete several comments",
+                "One transaction and one audit-log entry for the whole batch; comments "
+                "already in the target state are reported as `unchanged`." + moderate_note,
+                {
+                    "200": _ok(
+                        "Applied.",
+                        ref("BulkResult"),
+                        {"action": "approve", "changed": [42, 43], "unchanged": [44]},
+                    ),
+                    "400": _invalid(bulk, "action", "must be one of approve, hide, delete"),
+                    **_errors(bulk, 401, 403, 413, 415, 429, 503),
+                },
+                request_body=_json_body(
+                    "BulkModeration",
+                    {"action": "approve", "ids": [42, 43, 44]},
+                    f"An action and 1 to {MAX_BULK_IDS} comment ids.",
+                ),
+                security=MODERATOR_SECURITY,
+            )
+        },
+        bans: {
+            "get": _op(
+                "moderation",
+                "listBans",
+                "List banned authors",
+                "Every ban, oldest first." + moderate_note,
+                {
+                    "200": _ok(
+                        "The bans.",
+                        ref("BanList"),
+                        {
+                            "items": [
+                                {
+                                    "target": "email:troll@example.com",
+                                    "reason": "spam",
+                                    "created_by": "key:1a2b3c4d5e6f",
+                                    "created_at": EXAMPLE_TIME,
+                                }
+                            ]
+                        },
+                    ),
+                    **_errors(bans, 401, 403, 429, 503),
+                },
+                security=MODERATOR_SECURITY,
+            ),
+            "post": _op(
+                "moderation",
+                "banAuthor",
+                "Ban an author",
+                "New comments from this email or token subject are rejected with "
+                "`author-banned`; existing ones are left to the moderator." + moderate_note,
+                {
+                    "201": _ok(
+                        "Banned.",
+                        ref("BanResult"),
+                        {"target": "email:troll@example.com", "created": True},
+                        headers={"Location": _header("The ban's URL, for DELETE.")},
+                    ),
+                    "200": _ok(
+                        "Was already banned; nothing changed.",
+                        ref("BanResult"),
+                        {"target": "email:troll@example.com", "created": False},
+                        headers={"Location": _header("The ban's URL, for DELETE.")},
+                    ),
+                    "400": _invalid(bans, "email", "give exactly one of email or subject"),
+                    **_errors(bans, 401, 403, 413, 415, 429, 503),
+                },
+                request_body=_json_body(
+                    "NewBan",
+                    {"email": "troll@example.com", "reason": "spam"},
+                    "Exactly one of `email` or `subject`, and an optional `reason`.",
+                ),
+                security=MODERATOR_SECURITY,
+            ),
+        },
+        ban: {
+            "delete": _op(
+                "moderation",
+                "unbanAuthor",
+                "Lift a ban",
+                "The author may post again." + moderate_note,
+                {
+                    "204": {"description": "Lifted."},
+                    "400": _invalid(ban, "target", "must look like email:<address> or sub:<id>"),
+                    **_errors(ban, 401, 403, 404, 429, 503),
+                },
+                parameters=[
+                    {
+                        "name": "target",
+                        "in": "path",
+                        "required": True,
+                        "description": "The ban target as listed, e.g. `email:troll@example.com`.",
+                        "schema": ref("BanTarget"),
+                        "example": "email:troll@example.com",
+                    }
+                ],
+                security=MODERATOR_SECURITY,
+            )
+        },
+        audit: {
+            "get": _op(
+                "admin",
+                "auditLog",
+                "The moderation audit log",
+                "Who did what, when: approvals, hides, deletions, edits, bans; newest "
+                "first. Needs the `admin` scope.",
+                {
+                    "200": _ok(
+                        "One page of the log.",
+                        ref("AuditPage"),
+                        {
+                            "items": [
+                                {
+                                    "id": 7,
+                                    "actor": "key:1a2b3c4d5e6f",
+                                    "action": "approve",
+                                    "target": None,
+                                    "comment_ids": [42, 43],
+                                    "details": {"requested": [42, 43, 44]},
+                                    "created_at": EXAMPLE_TIME,
+                                }
+                            ],
+                            "next_cursor": None,
+                        },
+                    ),
+                    "400": _invalid(audit, "limit", "must be between 1 and 100"),
+                    **_errors(audit, 401, 403, 429, 503),
+                },
+                parameters=audit_params,
+                security=MODERATOR_SECURITY,
+            )
+        },
+    }

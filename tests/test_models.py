@@ -1,0 +1,217 @@
+"""The request models (comments_api.contract.models): the service's words, in its order.
+
+Unit tier: no app, no database. The functional tests (test_client_input, test_v1_api,
+test_legacy_api, test_moderation) assert the same messages over HTTP; these pin the one
+translation from a model's errors to FieldErrors, and that it never falls back to a
+generic message, on generated input too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from comments_api.comments.rules import MAX_ID, FieldError, InvalidInput, Limits, NotFound
+from comments_api.contract import models
+from comments_api.contract.components import request_schemas
+from comments_api.contract.requests import (
+    parse_comment_id,
+    parse_content_id,
+    parse_count_ids,
+    parse_limit,
+    parse_order,
+    validate_edit,
+    validate_legacy_create,
+    validate_v1_create,
+)
+from comments_api.moderation.rules import parse_ban, parse_ban_target, parse_bulk
+
+pytestmark = pytest.mark.unit  # the fast tier: no servers, no network
+
+LIMITS = Limits(max_comment_length=50)
+
+
+def errors_of(fn: Any, *args: Any) -> list[tuple[str, str]]:
+    with pytest.raises(InvalidInput) as caught:
+        fn(*args)
+    return [(e.field, e.message) for e in caught.value.errors]
+
+
+def test_v1_create_lists_every_field_in_the_api_order_with_its_words():
+    payload = {"zz": 1, "aa": 2, "parent_id": 1.5, "author_name": " ", "email": "a@b", "body": ""}
+    assert errors_of(validate_v1_create, payload, "c", LIMITS) == [
+        ("aa", "is not an accepted field"),
+        ("zz", "is not an accepted field"),
+        ("body", "must not be empty or whitespace only"),
+        ("email", "must be a valid email address"),
+        ("author_name", "must be a non-empty string"),
+        ("parent_id", f"must be a positive integer up to {MAX_ID}"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (None, "is required"),
+        (5, "must be a string"),
+        ("   ", "must not be empty or whitespace only"),
+        (" " * 60, "must not be empty or whitespace only"),  # emptiness first, as before
+        ("x" * 51, "must be at most 50 characters (got 51)"),
+        ("bell\x07", "must not contain control characters"),
+    ],
+)
+def test_body_messages(body, message):
+    assert errors_of(validate_v1_create, {"body": body}, "c", LIMITS) == [("body", message)]
+
+
+def test_v1_create_normalises_what_the_schema_allows():
+    new = validate_v1_create({"body": " hi ", "author_name": " Al ", "parent_id": 7.0}, "c", LIMITS)
+    assert (new.body, new.author_name, new.parent_id) == (" hi ", "Al", 7)
+    assert isinstance(new.parent_id, int)
+
+
+def test_legacy_messages_and_normalised_content_id():
+    assert errors_of(validate_legacy_create, {"email": None, "comment": "x"}, LIMITS) == [
+        ("email", "is required"),
+        ("content_id", "is required"),
+    ]
+    bad = {"email": 3, "comment": "x", "content_id": True}
+    assert errors_of(validate_legacy_create, bad, LIMITS) == [
+        ("email", "must be a string"),
+        ("content_id", "must be a string or an integer"),
+    ]
+    for raw in (7, 7.0, "7"):
+        new = validate_legacy_create({"email": "a@b.co", "comment": "x", "content_id": raw}, LIMITS)
+        assert new.content_id == "7"
+    signed_in = validate_legacy_create({"comment": "x", "content_id": "a"}, LIMITS, False)
+    assert signed_in.email is None
+
+
+def test_edit_names_only_what_may_not_be_edited():
+    assert errors_of(validate_edit, {"body": "", "email": "x"}, LIMITS) == [
+        ("email", "cannot be edited; only body can")
+    ]
+    assert validate_edit({"body": "new"}, LIMITS) == "new"
+
+
+@pytest.mark.parametrize("payload", [[], "x", None, 3])
+def test_not_an_object(payload):
+    for fn, args in (
+        (validate_v1_create, (payload, "c", LIMITS)),
+        (validate_legacy_create, (payload, LIMITS)),
+        (validate_edit, (payload, LIMITS)),
+        (parse_bulk, (payload,)),
+        (parse_ban, (payload,)),
+    ):
+        assert errors_of(fn, *args) == [("body", "must be a JSON object")]
+
+
+def test_bans():
+    assert errors_of(parse_ban, {}) == [("email", "give exactly one of email or subject")]
+    assert errors_of(parse_ban, {"email": "a@b.co", "subject": "bad\x00", "reason": 3}) == [
+        ("email", "give exactly one of email or subject"),
+        ("reason", "must be a string of at most 500, no control characters but tab and newline"),
+    ]
+    assert errors_of(parse_ban, {"email": None}) == [("email", "must be an email address")]
+    assert errors_of(parse_ban, {"subject": None}) == [
+        ("subject", "must be 1 to 200 characters, no control characters")
+    ]
+    assert parse_ban({"email": " Troll@Example.com"}).target == "email:troll@example.com"
+    assert parse_ban({"subject": "idp|1", "reason": None}).target == "sub:idp|1"
+    assert parse_ban_target("email:A@B") == "email:a@b"
+    assert errors_of(parse_ban_target, "nope") == [
+        ("target", "must look like email:<address> or sub:<id>")
+    ]
+
+
+def test_bulk():
+    assert parse_bulk({"action": "hide", "ids": [3, 3.0, 1]}) == ("hide", [3, 1])
+    assert errors_of(parse_bulk, {"action": "erase", "ids": [], "x": 1}) == [
+        ("x", "is not an accepted field"),
+        ("action", "must be one of approve, hide, delete"),
+        ("ids", f"must be a list of 1 to 100 comment ids (1 to {MAX_ID})"),
+    ]
+
+
+def test_query_and_path_values():
+    assert parse_limit(None) == 25
+    assert parse_limit("100") == 100
+    assert errors_of(parse_limit, "\u0663") == [("limit", "must be an integer")]
+    assert errors_of(parse_limit, "00000000101") == [("limit", "must be between 1 and 100")]
+    assert parse_order("") == "oldest"
+    assert errors_of(parse_order, "up") == [("order", "must be 'oldest' or 'newest'")]
+    assert parse_content_id(-7) == "-7"
+    assert errors_of(parse_content_id, " a") == [
+        ("content_id", "must not start or end with whitespace")
+    ]
+    assert parse_count_ids(["a", "b", "a"]) == ["a", "b"]
+    assert errors_of(parse_count_ids, []) == [("content_id", "give at least one content_id")]
+    assert errors_of(parse_count_ids, ["a", "\x00"]) == [
+        ("content_id", "must not contain control characters")
+    ]
+    assert errors_of(parse_count_ids, ["a"] * 101) == [
+        ("content_id", "at most 100 content ids per call")
+    ]
+    assert parse_comment_id(str(MAX_ID)) == MAX_ID
+    for raw in ("0", str(MAX_ID + 1), "\u0663", "+1", "1.0"):
+        with pytest.raises(NotFound):
+            parse_comment_id(raw)
+
+
+def test_schemas_are_generated_from_the_models():
+    schemas = request_schemas(50)
+    assert schemas["NewComment"]["properties"]["body"]["maxLength"] == 50
+    assert schemas["NewComment"]["required"] == ["body"]
+    assert schemas["NewComment"]["additionalProperties"] is False
+    assert schemas["CommentEdit"]["properties"]["body"]["maxLength"] == 50
+    assert schemas["NewBan"]["oneOf"] == [{"required": ["email"]}, {"required": ["subject"]}]
+    # The models' own rules, not copies: change a model and the schema follows.
+    text = models.comment_models(50).new.model_fields["body"].metadata
+    assert any(getattr(m, "max_length", None) == 50 for m in text)
+
+
+# --- the translation never falls back to a generic message ------------------------------
+
+anything = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(st.characters(codec="utf-8") | st.sampled_from("\x00\x07\t\n @.\u3000"), max_size=8),
+    lambda inner: st.lists(inner, max_size=3),
+    max_leaves=4,
+)
+
+
+def objects(fields: list[str]) -> st.SearchStrategy[dict[str, Any]]:
+    return st.dictionaries(st.sampled_from([*fields, "extra"]), anything, max_size=len(fields) + 1)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    st.sampled_from(["new", "legacy", "legacy_signed_in", "edit", "bulk", "ban"]),
+    st.data(),
+)
+def test_every_rejection_has_the_services_words(kind, data):
+    comment = models.comment_models(50)
+    model: type[models.Body] = {
+        "new": comment.new,
+        "legacy": comment.legacy,
+        "legacy_signed_in": comment.legacy_signed_in,
+        "edit": comment.edit,
+        "bulk": models.BulkModeration,
+        "ban": models.NewBan,
+    }[kind]
+    payload = data.draw(objects(list(model.model_fields)))
+    errors: list[FieldError] = []
+    try:
+        model.parse(payload)
+    except InvalidInput as exc:
+        errors = exc.errors
+        assert errors, payload
+    assert FieldError("body", "is not valid") not in errors, payload
+    fields = [e.field for e in errors]
+    assert len(fields) == len(set(fields)), payload
