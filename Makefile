@@ -53,7 +53,7 @@ lint: venv ## ruff lint + format check, mypy, import layers (lint-imports), shel
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/shellcheck scripts/*.sh .ci/run
+	$(BIN)/shellcheck scripts/*.sh scripts/lib/*.sh .ci/run
 
 security: venv ## bandit + semgrep (local rules in .semgrep/, own venv under /opt)
 	scripts/security-check.sh

@@ -36,6 +36,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+# The tests' PostgreSQL and Redis helpers, one copy for both (run from a clone: `make bench`).
+sys.path.insert(0, str(ROOT))
+from tests.support import PostgresServer, RedisServer, find_binary  # noqa: E402
+
 HOST = "127.0.0.1"  # loopback only: the load never leaves this machine
 LOAD_LUA = ROOT / "bench" / "load.lua"
 LIST_CONTENT = "1"  # 20 comments: the legacy list scenario
@@ -250,114 +254,6 @@ def bin_path(name: str) -> str:
     if not found:
         sys.exit(f"bench: {name} not found next to {sys.executable} or on PATH")
     return found
-
-
-# --- PostgreSQL on loopback ---------------------------------------------------------
-def _pg_binary(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True)
-    return str(candidates[0]) if candidates else None
-
-
-class Postgres:
-    """A throwaway cluster on 127.0.0.1 in a temp dir, as tests/support.py starts one.
-
-    Durability like our SQLite default (WAL, synchronous=NORMAL: a commit does not wait for
-    fsync): synchronous_commit=off; fsync stays on, so checkpoints still reach the disk.
-    """
-
-    def __init__(self, workdir: Path) -> None:
-        initdb, pg_ctl = _pg_binary("initdb"), _pg_binary("pg_ctl")
-        if not initdb or not pg_ctl:
-            sys.exit("bench: PostgreSQL binaries (initdb, pg_ctl) not found: make system-deps")
-        self.pg_ctl = pg_ctl
-        self.dir = workdir / "pg"
-        self.dir.mkdir()
-        self.data = self.dir / "data"
-        self.port = free_port()
-        self._as_user: list[str] = []
-        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-            for path in (workdir, self.dir):
-                path.chmod(0o755)
-            shutil.chown(self.dir, "postgres", "postgres")
-            self._as_user = ["runuser", "-u", "postgres", "--"]
-        self._run([initdb, "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8"])
-        options = (
-            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} "
-            "-c synchronous_commit=off -c max_connections=200"
-        )
-        self._run(
-            [
-                pg_ctl,
-                "-D",
-                str(self.data),
-                "-o",
-                options,
-                "-l",
-                str(self.dir / "log"),
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ]
-        )
-        self.started = True
-
-    def _run(self, cmd: list[str]) -> None:
-        subprocess.run([*self._as_user, *cmd], check=True, capture_output=True, cwd=self.dir)
-
-    def create_database(self, name: str) -> str:
-        import psycopg
-
-        with psycopg.connect(
-            f"host={HOST} port={self.port} user=postgres dbname=postgres", autocommit=True
-        ) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        return f"postgresql+psycopg://postgres@{HOST}:{self.port}/{name}"
-
-    def server_pids(self) -> list[int]:
-        pidfile = self.data / "postmaster.pid"
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            return [int(pidfile.read_text().split()[0])]
-        return []
-
-    def stop(self) -> None:
-        subprocess.run(
-            [*self._as_user, self.pg_ctl, "-D", str(self.data), "-m", "fast", "stop"],
-            capture_output=True,
-            check=False,
-        )
-
-
-class Redis:
-    """A throwaway redis-server on 127.0.0.1 for the rate-limit storage row."""
-
-    def __init__(self, workdir: Path) -> None:
-        binary = shutil.which("redis-server")
-        if not binary:
-            sys.exit("bench: redis-server not found: make system-deps")
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [binary, "--bind", HOST, "--port", str(self.port), "--save", "",
-             "--appendonly", "no", "--dir", str(workdir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        self.url = f"redis://{HOST}:{self.port}/0"
-
-        def ping() -> bool:
-            with socket.create_connection((HOST, self.port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
-
-        wait_until(ping, 20, "redis-server")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
 
 
 # --- granian (installed at bench time) ---------------------------------------------
@@ -1106,8 +1002,8 @@ def main(argv: list[str] | None = None) -> int:
     baseline_app = baseline_app_path()
     workdir = Path(tempfile.mkdtemp(prefix="comments-bench-"))
     servers: dict[str, Server] = {}
-    pg: Postgres | None = None
-    redis: Redis | None = None
+    pg: PostgresServer | None = None
+    redis: RedisServer | None = None
     meta_granian = ""
     started = time.monotonic()
     try:
@@ -1115,11 +1011,16 @@ def main(argv: list[str] | None = None) -> int:
         clean_env = {k: v for k, v in os.environ.items() if k not in ("WORKERS", "THREADS")}
         urls: dict[str, str] = {}
         if needed & {"pg", "pg-b", "pg-w1"}:
-            pg = Postgres(workdir)
+            if not (find_binary("initdb") and find_binary("pg_ctl")):
+                sys.exit("bench: PostgreSQL binaries (initdb, pg_ctl) not found: make system-deps")
+            # fsync on: durability like our SQLite default (commits do not wait for it).
+            pg = PostgresServer(durable=True)
             urls["pg"] = urls["pg-b"] = pg.create_database("bench")
             urls["pg-w1"] = pg.create_database("bench_w1")
         if "ratelimit-redis" in needed:
-            redis = Redis(workdir)
+            if not shutil.which("redis-server"):
+                sys.exit("bench: redis-server not found: make system-deps")
+            redis = RedisServer()
         # name -> (extra env, workers); every ours-like server gets its own database.
         specs: dict[str, tuple[dict[str, str], int]] = {
             "ours": ({}, 2),

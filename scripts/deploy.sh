@@ -6,9 +6,9 @@
 # -> on failure roll back to the previous digest by itself and exit non-zero.
 #
 # Targets (docs/pipeline.md has the full story):
-#   --target local     any Docker host, no cluster: two docker-registry instances, staging and
-#                      production = 3 hardened replicas each behind haproxy (active /readyz
-#                      checks), one PostgreSQL, one Redis, all on 127.0.0.1. Run in .ci/run.
+#   --target local     any Docker host (own dockerd when none answers), no cluster: two registries,
+#                      staging and production = 3 hardened replicas each behind haproxy (active
+#                      /readyz checks), one PostgreSQL, one Redis, all on 127.0.0.1. In .ci/run.
 #   --target minikube  the Kustomize overlays in deploy/k8s/overlays/{staging,production},
 #                      pinned by digest; kubectl rollout status / rollout undo.
 #
@@ -166,6 +166,8 @@ fi
 IMAGE=comments-api:$TAG
 PY=$REPO/.venv/bin/python
 [ -x "$PY" ] || PY=python3
+# shellcheck source=scripts/lib/docker-engine.sh
+. scripts/lib/docker-engine.sh
 K6=$REPO/.venv/bin/k6
 
 # ------------------------------------------------------------------ stages both targets share
@@ -768,6 +770,11 @@ pipeline_local() {
 
   stage_tests
   stage_scans
+  if [ "$DRY_RUN" = 0 ]; then
+    stage "docker engine"
+    # Same data root as scripts/image-test.sh: the base images are cached there.
+    docker_engine_up "${DOCKER_DATA_ROOT:-/var/lib/comments-api-docker}" "$STATE/dockerd.log" "$STATE/dockerd.pid"
+  fi
   stage_build
   local_up
   push_dev "127.0.0.1:$DEV_PORT"
@@ -937,6 +944,12 @@ finish() {
     *) printf '\nPIPELINE STOPPED (exit %s): interrupted or an unexpected error, see above\n' "$rc" >&2 ;;
   esac
   if [ "$TARGET" = local ] && [ "$DRY_RUN" = 0 ] && [ "$KEEP" = 0 ]; then local_down; fi
+  # An engine this run started serves the kept stack; otherwise it goes, by PID.
+  if [ "$KEEP" = 1 ] && [ -n "$DOCKER_ENGINE_PID" ]; then
+    printf 'the Docker engine this run started (pid %s) keeps running for the kept stack\n' "$DOCKER_ENGINE_PID"
+  else
+    docker_engine_stop
+  fi
   if [ "$TARGET" = minikube ] && [ "$DRY_RUN" = 0 ] && [ -n "$STATE" ]; then
     # The gpg agents of this run's keyrings; the state directory when the run made it.
     for home in "$STATE/gnupg" "$STATE/gnupg-verify"; do

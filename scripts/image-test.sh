@@ -34,30 +34,12 @@ if [ "${#need[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-dockerd_pid=""
-# shellcheck disable=SC2329 # called by the EXIT trap
-stop_engine() {
-  if [ -n "$dockerd_pid" ] && kill -0 "$dockerd_pid" 2>/dev/null; then
-    echo "stopping the Docker engine this script started (pid $dockerd_pid)"
-    kill "$dockerd_pid"
-    for _ in $(seq 1 100); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.2; done
-  fi
-}
-trap stop_engine EXIT
+# shellcheck source=scripts/lib/docker-engine.sh
+. scripts/lib/docker-engine.sh
+trap docker_engine_stop EXIT
 
 step "docker engine"
-if docker info >/dev/null 2>&1; then
-  echo "using the running engine"
-else
-  mkdir -p "$DATA_ROOT"
-  # No bridge and no iptables: containers get host or no networking, never NAT.
-  dockerd --data-root "$DATA_ROOT" --bridge=none --iptables=false --ip6tables=false \
-    --pidfile "$ARTIFACTS/dockerd.pid" >"$ARTIFACTS/dockerd.log" 2>&1 &
-  dockerd_pid=$!
-  for _ in $(seq 1 150); do docker info >/dev/null 2>&1 && break; sleep 0.2; done
-  docker info >/dev/null 2>&1 || { tail -n 30 "$ARTIFACTS/dockerd.log" >&2; exit 1; }
-  echo "started dockerd (pid $dockerd_pid, data root $DATA_ROOT)"
-fi
+docker_engine_up "$DATA_ROOT" "$ARTIFACTS/dockerd.log" "$ARTIFACTS/dockerd.pid"
 
 step "local stand-in base images"
 scripts/build-local-bases.sh
@@ -116,7 +98,7 @@ step "container tests"
 rc=0
 rm -f "$ARTIFACTS/container-budgets.json"
 COMMENTS_API_IMAGE=$IMAGE .venv/bin/pytest -m docker tests/container/ -p no:cacheprovider || rc=$?
-if [ -n "$dockerd_pid" ]; then
+if [ -n "$DOCKER_ENGINE_PID" ]; then
   # Our own data root: drop superseded images from earlier runs, keep today's build cache.
   docker image prune --force --filter until=24h >/dev/null
 fi

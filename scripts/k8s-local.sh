@@ -39,6 +39,7 @@ run kubectl apply -f deploy/k8s/overlays/local/namespace.yaml
 if $DRY_RUN; then
   echo "+ kubectl -n $NS create secret generic comments-db-credentials --type=kubernetes.io/basic-auth --from-literal=username=app --from-literal=password=<random>"
   echo "+ kubectl -n $NS create secret generic comments-api --from-literal=database-url=postgresql+psycopg://app:<same>@comments-db-rw:5432/app --from-literal=client-ip-hash-salt=<random>"
+  echo "+ kubectl -n $NS create secret generic comments-redis --from-literal=redis.conf='requirepass <random>' --from-literal=url=redis://:<same>@comments-redis:6379/0"
 elif ! kubectl -n "$NS" get secret comments-api >/dev/null 2>&1; then
   password=$(openssl rand -hex 24)
   kubectl -n "$NS" create secret generic comments-db-credentials --type=kubernetes.io/basic-auth \
@@ -46,6 +47,12 @@ elif ! kubectl -n "$NS" get secret comments-api >/dev/null 2>&1; then
   kubectl -n "$NS" create secret generic comments-api \
     --from-literal=database-url="postgresql+psycopg://app:${password}@comments-db-rw:5432/app" \
     --from-literal=client-ip-hash-salt="$(openssl rand -hex 32)"
+fi
+if ! $DRY_RUN && ! kubectl -n "$NS" get secret comments-redis >/dev/null 2>&1; then
+  redis_password=$(openssl rand -hex 24)
+  kubectl -n "$NS" create secret generic comments-redis \
+    --from-literal=redis.conf="requirepass ${redis_password}" \
+    --from-literal=url="redis://:${redis_password}@comments-redis:6379/0"
 fi
 
 step "apply the local overlay, migrate, roll out"

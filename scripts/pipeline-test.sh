@@ -31,25 +31,10 @@ if [ "${#need[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-dockerd_pid=""
-# shellcheck disable=SC2329 # called by the EXIT trap
-stop_engine() {
-  if [ -n "$dockerd_pid" ] && kill -0 "$dockerd_pid" 2>/dev/null; then
-    echo "stopping the Docker engine this script started (pid $dockerd_pid)"
-    kill "$dockerd_pid"
-    for _ in $(seq 1 100); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.2; done
-  fi
-}
-trap stop_engine EXIT
-if ! docker info >/dev/null 2>&1; then
-  mkdir -p "$DATA_ROOT"
-  dockerd --data-root "$DATA_ROOT" --bridge=none --iptables=false --ip6tables=false \
-    --pidfile "$ARTIFACTS/dockerd-pipeline.pid" >"$ARTIFACTS/dockerd-pipeline.log" 2>&1 &
-  dockerd_pid=$!
-  for _ in $(seq 1 150); do docker info >/dev/null 2>&1 && break; sleep 0.2; done
-  docker info >/dev/null 2>&1 || { tail -n 30 "$ARTIFACTS/dockerd-pipeline.log" >&2; exit 1; }
-  echo "started dockerd (pid $dockerd_pid, data root $DATA_ROOT)"
-fi
+# shellcheck source=scripts/lib/docker-engine.sh
+. scripts/lib/docker-engine.sh
+trap docker_engine_stop EXIT
+docker_engine_up "$DATA_ROOT" "$ARTIFACTS/dockerd-pipeline.log" "$ARTIFACTS/dockerd-pipeline.pid"
 
 rc=0
 rm -rf "$ARTIFACTS/pipeline-figures.json" "$ARTIFACTS/pipeline-logs"

@@ -56,9 +56,13 @@ def wait_until(predicate, timeout: float = 15.0, interval: float = 0.05) -> bool
 
 
 class PostgresServer:
-    """A throwaway PostgreSQL cluster on 127.0.0.1, run as the 'postgres' OS user."""
+    """A throwaway PostgreSQL cluster on 127.0.0.1, run as the 'postgres' OS user.
 
-    def __init__(self) -> None:
+    Tests run it without fsync; bench/run.py passes ``durable=True``: fsync stays on, so
+    checkpoints reach the disk and only commits skip the wait (like our SQLite default).
+    """
+
+    def __init__(self, durable: bool = False) -> None:
         initdb, pg_ctl = find_binary("initdb"), find_binary("pg_ctl")
         if not initdb or not pg_ctl:
             missing("PostgreSQL server binaries (initdb, pg_ctl)")
@@ -86,9 +90,10 @@ class PostgresServer:
         )
         options = (
             f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-            "-c max_connections=200"
+            "-c synchronous_commit=off -c max_connections=200"
         )
+        if not durable:
+            options += " -c fsync=off -c full_page_writes=off"
         self._run(
             [
                 pg_ctl,
@@ -100,7 +105,7 @@ class PostgresServer:
                 str(self.dir / "log"),
                 "-w",
                 "-t",
-                "30",
+                "60",
                 "start",
             ]
         )
@@ -118,6 +123,13 @@ class PostgresServer:
             conn.execute(f'CREATE DATABASE "{name}"')
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
 
+    def server_pids(self) -> list[int]:
+        """The postmaster's PID (bench/run.py counts its CPU time)."""
+        try:
+            return [int((self.data / "postmaster.pid").read_text().split()[0])]
+        except (OSError, ValueError, IndexError):
+            return []
+
     def stop(self) -> None:
         subprocess.run(
             [*self._as_user, self.pg_ctl, "-D", str(self.data), "-m", "immediate", "stop"],
@@ -128,33 +140,29 @@ class PostgresServer:
 
 
 class RedisServer:
-    def __init__(self) -> None:
+    """redis-server on a free loopback port; ``requirepass`` makes it refuse clients
+    without that password (``url`` then carries it)."""
+
+    def __init__(self, requirepass: str | None = None) -> None:
         binary = shutil.which("redis-server")
         if not binary:
             missing("redis-server")
         self.port = free_port()
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.password = requirepass
+        command = [binary, "--bind", "127.0.0.1", "--port", str(self.port)]
+        command += ["--save", "", "--appendonly", "no"]
+        if requirepass is not None:
+            command += ["--requirepass", requirepass]
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        auth = f":{requirepass}@" if requirepass is not None else ""
+        self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
 
         def ready() -> bool:
+            # PING answers -NOAUTH without the password: any answer means it is up.
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
                     s.sendall(b"PING\r\n")
-                    return s.recv(16).startswith(b"+PONG")
+                    return s.recv(16).startswith((b"+PONG", b"-NOAUTH"))
             except OSError:
                 return False
 

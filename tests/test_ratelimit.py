@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -13,7 +14,7 @@ import requests
 from comments_api.identity.credentials import SCOPE_WRITE
 
 from .authkit import AUDIENCE, ISSUER, api_key, bearer, hs_signer
-from .support import ServiceProcess, wait_until
+from .support import RedisServer, ServiceProcess, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -209,6 +210,48 @@ def test_limits_hold_across_two_gunicorn_workers_with_redis(redis_server, tmp_pa
         # The flood really was spread over both workers: only shared storage explains
         # exactly `limit` successes.
         assert len(pids("POST")) == 2, service.log()[-2000:]
+
+
+@pytest.mark.redis
+def test_limiter_uses_the_password_bearing_url_from_its_file(tmp_path):
+    import redis
+
+    password = secrets.token_urlsafe(18)
+    server = RedisServer(requirepass=password)
+    try:
+        db = 3
+        url_file = tmp_path / "ratelimit-storage-url"
+        url_file.write_text(f"redis://:{password}@127.0.0.1:{server.port}/{db}\n")
+        url_file.chmod(0o600)
+        env = {
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'comments.db'}",
+            "RATELIMIT_STORAGE_URL": "",  # nothing inherited: only the file names the storage
+            "RATELIMIT_STORAGE_URL_FILE": str(url_file),
+            "RATELIMIT_ANONYMOUS_WRITE": "2/minute",
+            "METRICS_ENABLED": "false",
+        }
+        with ServiceProcess(env, tmp_path, workers=1) as service:
+            statuses = [
+                requests.post(
+                    f"{service.base}/api/v1/contents/a1/comments",
+                    json={"body": f"from file {i}"},
+                    timeout=10,
+                ).status_code
+                for i in range(3)
+            ]
+            log = service.log()
+        assert statuses == [201, 201, 429], log[-2000:]
+        # The counters are in that Redis database, which only the password opens: the
+        # limiter used the URL from the file, not its per-process fallback.
+        owner = redis.Redis(host="127.0.0.1", port=server.port, db=db, password=password)
+        counters = {key: owner.get(key) for key in owner.keys("*")}
+        assert counters, log[-2000:]
+        assert b"3" in counters.values(), counters
+        stranger = redis.Redis(host="127.0.0.1", port=server.port, db=db)
+        with pytest.raises(redis.AuthenticationError):
+            stranger.keys("*")
+    finally:
+        server.stop()
 
 
 def test_a_malformed_limit_refuses_to_start_instead_of_silently_not_limiting(make_app):

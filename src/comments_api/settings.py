@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 DEFAULT_SQLITE_URL = "sqlite:///./data/comments.db"
@@ -150,6 +150,7 @@ class Settings:
     # --- storage ------------------------------------------------------------------
     database_url: str = field(
         default=DEFAULT_SQLITE_URL,
+        repr=False,  # may carry the database password
         metadata=_doc(
             "`sqlite:///PATH` (created on first run) or "
             "`postgresql+psycopg://USER:PASS@HOST:5432/DB`.",
@@ -270,9 +271,12 @@ class Settings:
     # --- abuse protection ---------------------------------------------------------
     ratelimit_storage_url: str = field(
         default="memory://",
+        repr=False,  # may carry Redis's password
         metadata=_doc(
             "`memory://` (per process) or `redis://host:6379/0` (shared by workers and "
-            "replicas; use it in production)."
+            "replicas; use it in production); with a password, "
+            "`redis://:PASSWORD@host:6379/0` from `RATELIMIT_STORAGE_URL_FILE`.",
+            file=True,
         ),
     )
     # Per address: offices, schools and mobile carriers put many readers behind one IP,
@@ -383,7 +387,6 @@ class Settings:
             "JWT_AUDIENCE": ("jwt_audience", str),
             "JWT_JWKS_URL": ("jwt_jwks_url", str),
             "JWT_JWKS_FILE": ("jwt_jwks_file", str),
-            "RATELIMIT_STORAGE_URL": ("ratelimit_storage_url", str),
             "RATELIMIT_ANONYMOUS_WRITE": ("ratelimit_anonymous_write", str),
             "RATELIMIT_AUTHENTICATED_WRITE": ("ratelimit_authenticated_write", str),
             "RATELIMIT_READ": ("ratelimit_read", str),
@@ -449,10 +452,11 @@ class Settings:
         for var, attr in {"BANNED_WORDS": "banned_words", "CORS_ORIGINS": "cors_origins"}.items():
             if (value := get(var)) is not None:
                 kwargs[attr] = _list(value)
-        kwargs["jwt_hs256_secret"] = secret("JWT_HS256_SECRET")
-        kwargs["client_ip_hash_salt"] = secret("CLIENT_IP_HASH_SALT")
-        if (db_secret := secret("DATABASE_URL")) is not None:
-            kwargs["database_url"] = db_secret
+        # The fields documented as taking NAME_FILE (metadata "file") are the ones read
+        # through secret(): the reference and the reader cannot disagree.
+        for item in fields(cls):
+            if item.metadata.get("file") and (value := secret(item.name.upper())) is not None:
+                kwargs[item.name] = value
         settings = cls(**kwargs)  # type: ignore[arg-type]
         settings.validate()
         return settings

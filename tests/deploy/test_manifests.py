@@ -404,18 +404,39 @@ def test_secrets_are_documented(rendered: dict[str, list[dict[str, Any]]]) -> No
     referenced.add(cluster["bootstrap"]["initdb"]["secret"]["name"])
     store = one(rendered["production"], "ObjectStore", "comments-db-backups")["spec"]
     referenced.add(store["configuration"]["s3Credentials"]["accessKeyId"]["name"])
-    assert referenced == {"comments-api", "comments-db-credentials", "comments-db-backup"}
+    assert referenced == {
+        "comments-api",
+        "comments-db-credentials",
+        "comments-db-backup",
+        "comments-redis",
+    }
     for name in referenced:
         assert re.search(rf"kubectl [^\n]*create secret [a-z-]+ {name} ", doc), name
     assert "kind: ExternalSecret" in doc
-    for key in ("database-url", "client-ip-hash-salt"):
+    for key in ("database-url", "client-ip-hash-salt", "redis.conf"):
         assert key in doc
 
 
-def test_redis_reachable_by_the_configured_url(rendered: dict[str, list[dict[str, Any]]]) -> None:
+def test_redis_url_comes_from_a_secret_file(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    # The URL carries Redis's password: a Secret file, never the ConfigMap.
+    doc = (ROOT / "docs" / "deployment.md").read_text()
+    documented = re.findall(r"url=\"redis://:\$\{redis_password\}@([a-z-]+):(\d+)/\d+\"", doc)
+    assert documented, "docs/deployment.md creates no comments-redis url"
     for env in OVERLAYS:
         docs = rendered[env]
-        url = app_config(docs)["RATELIMIT_STORAGE_URL"]
-        host, port = re.fullmatch(r"redis://([^:/]+):(\d+)/\d+", url).groups()  # type: ignore[union-attr]
-        svc = one(docs, "Service", host)
-        assert int(port) in [p["port"] for p in svc["spec"]["ports"]]
+        assert "RATELIMIT_STORAGE_URL" not in app_config(docs)
+        app = app_container(one(docs, "Deployment", "comments-api"))
+        url_file = {e["name"]: e["value"] for e in app["env"]}["RATELIMIT_STORAGE_URL_FILE"]
+        mount = next(m for m in app["volumeMounts"] if url_file.startswith(m["mountPath"] + "/"))
+        pod = one(docs, "Deployment", "comments-api")["spec"]["template"]["spec"]
+        (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+        assert volume["secret"]["secretName"] == "comments-redis"
+        items = {i["path"]: i["key"] for i in volume["secret"]["items"]}
+        assert items[url_file.removeprefix(mount["mountPath"] + "/")] == "url"
+        # Redis itself reads the password from the same Secret, and the URL names its Service.
+        redis = one(docs, "Deployment", "comments-redis")["spec"]["template"]["spec"]
+        (auth,) = [v for v in redis["volumes"] if "secret" in v]
+        assert auth["secret"]["secretName"] == "comments-redis"
+        for host, port in documented:
+            svc = one(docs, "Service", host)
+            assert int(port) in [p["port"] for p in svc["spec"]["ports"]]

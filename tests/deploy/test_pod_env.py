@@ -9,23 +9,76 @@ the budget; rate limits through Redis; and the drain order on SIGTERM.
 
 from __future__ import annotations
 
+import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
+from secrets import token_hex
 from typing import Any
 
 import pytest
+import redis as redis_client
 import requests
 
-from ..support import VENV_BIN, PostgresServer, RedisServer, free_port, wait_until
+from ..support import VENV_BIN, PostgresServer, free_port, missing, wait_until
 from .conftest import one
 
 pytestmark = [pytest.mark.k8s, pytest.mark.postgres, pytest.mark.redis]
+Secrets = dict[str, dict[str, str]]  # Secret name -> key -> value
+
+
+class PodRedis:
+    """redis-server with the Redis pod's arguments and its Secret's config file (only the
+    address is swapped for a free loopback port)."""
+
+    def __init__(self, docs: list[dict[str, Any]], root: Path, secrets: Secrets) -> None:
+        binary = shutil.which("redis-server")
+        if not binary:
+            missing("redis-server")
+        pod = one(docs, "Deployment", "comments-redis")["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        args = list(container["args"])
+        for mount in container["volumeMounts"]:
+            if "secret" in volumes[mount["name"]]:
+                local = root / mount["mountPath"].strip("/").replace("/", "_")
+                local.mkdir(parents=True)
+                write_secret_volume(volumes[mount["name"]], local, secrets)
+                args = [a.replace(mount["mountPath"], str(local)) for a in args]
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [binary, *args, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(root)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+        def answers() -> bool:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return True
+            except OSError:
+                return self.proc.poll() is not None  # exited: stop waiting, the test fails
+
+        wait_until(answers, 10)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def write_secret_volume(volume: dict[str, Any], local: Path, secrets: Secrets) -> None:
+    """The files Kubernetes puts in a Secret volume: every key, or only its `items`."""
+    spec = volume["secret"]
+    data = secrets[spec["secretName"]]
+    items = spec.get("items") or [{"key": key, "path": key} for key in data]
+    for item in items:
+        (local / item["path"]).write_text(data[item["key"]])
 
 
 def pod_env(
-    docs: list[dict[str, Any]], kind: str, name: str, root: Path, secrets: dict[str, str]
+    docs: list[dict[str, Any]], kind: str, name: str, root: Path, secrets: Secrets
 ) -> dict[str, str]:
     """The container's environment as Kubernetes would assemble it, paths mapped under root."""
     workload = one(docs, kind, name)
@@ -47,9 +100,7 @@ def pod_env(
         local = root / mount_path.strip("/").replace("/", "_")
         local.mkdir(parents=True, exist_ok=True)
         if "secret" in volumes[volume]:
-            assert volumes[volume]["secret"]["secretName"] == "comments-api"
-            for key, value in secrets.items():
-                (local / key).write_text(value)
+            write_secret_volume(volumes[volume], local, secrets)
         for var, value in list(env.items()):
             if value == mount_path or value.startswith(mount_path + "/"):
                 env[var] = str(local) + value[len(mount_path) :]
@@ -63,14 +114,20 @@ def test_pod_settings_boot_migrate_and_drain(
     rendered: dict[str, list[dict[str, Any]]], tmp_path: Path
 ) -> None:
     docs = rendered["staging"]
-    pg, redis = PostgresServer(), RedisServer()
+    # The Secrets as docs/deployment.md creates them (the Service name swapped for loopback).
+    password = token_hex(16)
+    secrets: Secrets = {"comments-redis": {"redis.conf": f"requirepass {password}\n"}}
+    pg, redis = PostgresServer(), PodRedis(docs, tmp_path / "redis", secrets)
     try:
         database = pg.create_database("app")
-        secrets = {"database-url": database, "client-ip-hash-salt": "0" * 64}
+        secrets["comments-api"] = {"database-url": database, "client-ip-hash-salt": "0" * 64}
+        secrets["comments-redis"]["url"] = f"redis://:{password}@127.0.0.1:{redis.port}/0"
         app = pod_env(docs, "Deployment", "comments-api", tmp_path / "app", secrets)
         migrate = pod_env(docs, "Job", "comments-api-migrate", tmp_path / "job", secrets)
-        assert app["RATELIMIT_STORAGE_URL"].startswith("redis://comments-redis:")
-        app["RATELIMIT_STORAGE_URL"] = redis.url
+        # The password-bearing URL reaches the app only as a file, never in the ConfigMap.
+        assert "RATELIMIT_STORAGE_URL" not in app
+        url_file = Path(app["RATELIMIT_STORAGE_URL_FILE"])
+        assert url_file.read_text() == secrets["comments-redis"]["url"]
 
         port = free_port()
         base = f"http://127.0.0.1:{port}"
@@ -122,7 +179,11 @@ def test_pod_settings_boot_migrate_and_drain(
                 timeout=5,
             )
             assert created.status_code == 200, created.text
-            assert any(key for key in _redis_keys(redis.port)), "rate limits not in Redis"
+            # In the Redis that only the password opens: the limiter used the Secret's URL.
+            owner = redis_client.Redis(host="127.0.0.1", port=redis.port, password=password)
+            assert owner.keys("*"), "rate limits not in Redis"
+            with pytest.raises(redis_client.AuthenticationError):
+                redis_client.Redis(host="127.0.0.1", port=redis.port).keys("*")
 
             # SIGTERM (after preStop): /readyz 503 at once, still serving, exit 0 in time.
             delay = float(app["SHUTDOWN_DELAY"])
@@ -142,13 +203,3 @@ def test_pod_settings_boot_migrate_and_drain(
     finally:
         redis.stop()
         pg.stop()
-
-
-def _redis_keys(port: int) -> list[bytes]:
-    import socket
-
-    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-        s.sendall(b"KEYS *\r\n")
-        time.sleep(0.2)
-        data = s.recv(65536)
-    return [line for line in data.split(b"\r\n") if line and not line.startswith((b"*", b"$"))]

@@ -344,7 +344,7 @@ def test_local_deploy_dry_run(tmp_path: Path) -> None:
     positions = [commands.index(c) for c in order]
     assert positions == sorted(positions), "migrate before the rollout is awaited"
     secrets = [c for c in commands if "create secret" in c]
-    assert len(secrets) == 2
+    assert len(secrets) == 3
     assert all("<random>" in c for c in secrets), "no secret value is ever printed"
 
 
