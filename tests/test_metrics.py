@@ -112,7 +112,9 @@ def test_totals_add_up_exactly_across_workers(service: ServiceProcess) -> None:
     assert value(samples, "comments_api_ready") == 1
     assert value(samples, "comments_api_build_info", version=__version__, revision="abc1234") == 1
     queries = value(samples, "comments_api_db_query_duration_seconds_count", operation="select")
-    assert queries >= reads
+    # Each worker built the page once (its read cache was empty) and served the rest from
+    # its cache (docs/caching.md): the change-marker reads are not SQLAlchemy statements.
+    assert len(pids) <= queries < reads
     assert value(samples, "comments_api_db_query_duration_seconds_count", operation="insert") >= (
         writes
     )

@@ -6,11 +6,14 @@ import logging
 import os
 
 from flask import Flask, Response
+from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from . import __version__
 from .clock import Clock, utcnow
 from .comments import legacy_views, v1_views, widget_views
+from .comments.cache import ReadCache
 from .comments.rules import Limits
 from .comments.service import CommentService
 from .identity.credentials import JwtVerifier
@@ -20,6 +23,7 @@ from .moderation.rules import AbuseRules
 from .moderation.service import ModerationService
 from .settings import Settings
 from .store.repository import Repository, head_revision, is_disk_full, make_engine
+from .store.versions import ChangeMarkers
 from .telemetry import http_hooks
 from .web import docs, errors, ops, protection
 from .web.common import EXTENSION_KEY, Services
@@ -61,7 +65,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Flask
         repo=repo,
         limits=Limits(max_comment_length=settings.max_comment_length),
         expected_revision=head_revision(),
-        comments=CommentService(repo, settings, abuse, clock),
+        comments=CommentService(repo, settings, abuse, clock, _read_cache(engine, settings)),
         moderation=ModerationService(repo, clock),
         identity=IdentityService(repo, _jwt_verifier(settings), clock),
         drain_file=os.environ.get(DRAIN_FILE_ENV),
@@ -86,6 +90,20 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Flask
         app.register_blueprint(blueprint)
     app.after_request(_security_headers)
     return app
+
+
+def _read_cache(engine: Engine, settings: Settings) -> ReadCache:
+    # One per app, so one per worker after the fork; empty until the worker serves reads.
+    return ReadCache(
+        ChangeMarkers(engine),
+        max_entries=settings.read_cache_entries,
+        max_bytes=settings.read_cache_bytes,
+        # What else shapes a cached body: the code, and the settings the views render with.
+        fingerprint=(
+            f"{__version__}|{settings.git_revision}|{settings.legacy_email}|"
+            f"{settings.legacy_list_max}"
+        ),
+    )
 
 
 def _jwt_verifier(settings: Settings) -> JwtVerifier | None:

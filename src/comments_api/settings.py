@@ -204,6 +204,30 @@ class Settings:
         default="masked",
         metadata=_doc("`masked`, `full` or `hidden`: what the legacy list shows for `email`."),
     )
+    # --- read cache and HTTP caching (docs/caching.md) ------------------------------
+    read_cache_entries: int = field(
+        default=1000,
+        metadata=_doc(
+            "Pages each worker keeps of the legacy list, v1 list pages and counts, "
+            "revalidated on every request against the content's change marker (never "
+            "stale); `0` turns the per-worker cache off (`ETag` and `304` stay)."
+        ),
+    )
+    read_cache_bytes: int = field(
+        default=32 * 1024 * 1024,
+        metadata=_doc("Upper bound of the body bytes each worker's read cache holds."),
+    )
+    # private: a shared cache (CDN, proxy) must not store lists unless the operator says
+    # so; browsers may keep a copy and revalidate it with If-None-Match (304, no body).
+    read_cache_control: str = field(
+        default="private, no-cache",
+        metadata=_doc(
+            "`Cache-Control` of the legacy list, v1 list pages and counts. The default "
+            "forbids shared caches; behind a CDN use e.g. `public, no-cache` (the CDN "
+            "revalidates every hit with `If-None-Match`) or add `s-maxage=N` to accept N "
+            "seconds of staleness (see docs/caching.md)."
+        ),
+    )
     # --- auth (issue #3) ----------------------------------------------------------
     auth_mode: str = field(
         default="open",
@@ -368,6 +392,7 @@ class Settings:
             "RATELIMIT_READ": ("ratelimit_read", str),
             "PROMETHEUS_MULTIPROC_DIR": ("prometheus_multiproc_dir", str),
             "GIT_REVISION": ("git_revision", str),
+            "READ_CACHE_CONTROL": ("read_cache_control", str),
         }
         for var, (attr, _) in simple.items():
             if (value := get(var)) is not None:
@@ -384,6 +409,8 @@ class Settings:
             "THREAD_AUTHOR_MAX": ("thread_author_max", 1),
             "GRACEFUL_TIMEOUT": ("graceful_timeout", 1),
             "WORKER_TIMEOUT": ("worker_timeout", 1),
+            "READ_CACHE_ENTRIES": ("read_cache_entries", 0),
+            "READ_CACHE_BYTES": ("read_cache_bytes", 0),
         }
         for var, (attr, minimum) in ints.items():
             if (value := get(var)) is not None:
@@ -439,6 +466,9 @@ class Settings:
             raise SettingsError("DB_STATEMENT_TIMEOUT must be a positive number of seconds")
         if "*" in self.cors_origins:
             raise SettingsError("CORS_ORIGINS must list origins explicitly; '*' is not allowed")
+        if not all(" " <= ch <= "~" for ch in self.read_cache_control):
+            # It is sent as a header: printable ASCII only, never a line break.
+            raise SettingsError("READ_CACHE_CONTROL must be printable ASCII on one line")
         if not (
             self.database_url.startswith("sqlite:///") or self.database_url.startswith("postgresql")
         ):

@@ -12,6 +12,8 @@ from ..identity.guards import require_write
 from ..moderation.rules import without_body_identity
 from ..web.common import emit, read_json, services
 from ..web.errors import error_response
+from .cache import Rendered
+from .conditional import client_has, rendered, respond
 from .rules import legacy_email_view
 
 bp = Blueprint("legacy", __name__, url_prefix="/api/comment")
@@ -40,15 +42,19 @@ def create() -> Response:
 def list_comments(content_id: str) -> Response:
     svc = services()
     content_id = parse_content_id(content_id)
-    rows, truncated = svc.comments.legacy_list(content_id)
-    if not rows:
-        return error_response(404, f"content_id {content_id} not found", title="Not Found")
     mode = svc.settings.legacy_email
-    response = jsonify([{"email": legacy_email_view(e, mode), "comment": c} for e, c in rows])
-    if truncated:
-        # The array stays a bare array for old clients; the cap is announced in headers.
-        response.headers["X-Comments-Truncated"] = "true"
-        response.headers["Link"] = (
-            f'</api/v1/contents/{quote(content_id, safe="")}/comments>; rel="alternate"'
-        )
-    return response
+
+    def render(rows: list[tuple[str | None, str]], truncated: bool) -> Rendered:
+        response = jsonify([{"email": legacy_email_view(e, mode), "comment": c} for e, c in rows])
+        if truncated:
+            # The array stays a bare array for old clients; the cap is announced in headers.
+            response.headers["X-Comments-Truncated"] = "true"
+            response.headers["Link"] = (
+                f'</api/v1/contents/{quote(content_id, safe="")}/comments>; rel="alternate"'
+            )
+        return rendered(response, "X-Comments-Truncated", "Link")
+
+    read = svc.comments.read_legacy_list(content_id, render, client_has())
+    if read.value is None and not read.not_modified:
+        return error_response(404, f"content_id {content_id} not found", title="Not Found")
+    return respond(read, svc.settings)

@@ -8,7 +8,7 @@ from an injected ``Clock`` so tests move it instead of sleeping.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -39,6 +39,7 @@ from ..store.repository import (
     Repository,
     StoredResponse,
 )
+from .cache import Read, ReadCache, Rendered
 from .rules import (
     STATUS_DELETED,
     STATUS_PENDING,
@@ -62,11 +63,13 @@ class CommentService:
         settings: Settings,
         abuse: AbuseRules | None = None,
         clock: Clock = utcnow,
+        cache: ReadCache | None = None,
     ) -> None:
         self.repo = repo
         self.settings = settings
         self.abuse = abuse  # None: no duplicate / flood / ban checks
         self.clock = clock
+        self.cache = cache  # None: every read is built (no ETag either)
 
     # --- writes ----------------------------------------------------------------------
     def prepare(
@@ -172,3 +175,56 @@ class CommentService:
 
     def counts(self, content_ids: Iterable[str]) -> dict[str, int]:
         return self.repo.counts(content_ids)
+
+    # --- cached reads (comments/cache.py: revalidated on every request, never stale) ----
+    # ``render`` turns the data into the response body (the views' job); ``not_modified``
+    # says whether the client already holds a given ETag (If-None-Match).
+    def read_legacy_list(
+        self,
+        content_id: str,
+        render: Callable[[list[tuple[str | None, str]], bool], Rendered],
+        not_modified: Callable[[str], bool],
+    ) -> Read:
+        """The legacy list; ``value`` is None when the content has no published comment."""
+
+        def build() -> Rendered | None:
+            rows, truncated = self.legacy_list(content_id)
+            return render(rows, truncated) if rows else None
+
+        return self._read(("legacy", content_id), (content_id,), build, not_modified)
+
+    def read_page(
+        self,
+        content_id: str,
+        *,
+        limit: int,
+        order: str,
+        after_id: int | None,
+        render: Callable[[Page], Rendered],
+        not_modified: Callable[[str], bool],
+    ) -> Read:
+        def build() -> Rendered:
+            return render(self.list_public(content_id, limit=limit, order=order, after_id=after_id))
+
+        key = ("page", content_id, limit, order, after_id)
+        return self._read(key, (content_id,), build, not_modified)
+
+    def read_counts(
+        self,
+        content_ids: Sequence[str],
+        render: Callable[[dict[str, int]], Rendered],
+        not_modified: Callable[[str], bool],
+    ) -> Read:
+        ids = tuple(content_ids)
+        return self._read(("counts", ids), ids, lambda: render(self.counts(ids)), not_modified)
+
+    def _read(
+        self,
+        key: tuple[object, ...],
+        content_ids: Sequence[str],
+        build: Callable[[], Rendered | None],
+        not_modified: Callable[[str], bool],
+    ) -> Read:
+        if self.cache is None:
+            return Read(None, build())
+        return self.cache.read(key, content_ids, build, not_modified)

@@ -18,9 +18,11 @@ from ..events import comment_created, moderation_action
 from ..identity.guards import require_identity, require_write
 from ..moderation.rules import ACTION_DELETE, parse_edit, without_body_identity
 from ..web.common import emit, read_json, services
+from .cache import Rendered
+from .conditional import client_has, rendered, respond
 from .idempotency import idempotent_request, renderer, to_response
 from .render import comment_view
-from .rules import STATUS_PENDING, STATUS_PUBLISHED, Comment, decode_cursor
+from .rules import STATUS_PENDING, STATUS_PUBLISHED, Comment, Page, decode_cursor
 
 bp = Blueprint("v1", __name__, url_prefix="/api/v1")
 
@@ -67,20 +69,31 @@ def list_comments(content_id: str) -> Response:
     limit = parse_limit(request.args.get("limit"))
     order = parse_order(request.args.get("order"))
     after_id = decode_cursor(request.args.get("cursor"), order)
-    page = svc.comments.list_public(content_id, limit=limit, order=order, after_id=after_id)
-    body: dict[str, object] = {
-        "content_id": content_id,
-        "order": order,
-        "items": [comment_view(c) for c in page.items],
-        "next_cursor": page.next_cursor,
-    }
-    response = jsonify(body)
-    if page.next_cursor:
-        path = f"/api/v1/contents/{quote(content_id, safe='')}/comments"
-        response.headers["Link"] = (
-            f'<{path}?limit={limit}&order={order}&cursor={page.next_cursor}>; rel="next"'
-        )
-    return response
+
+    def render(page: Page) -> Rendered:
+        body: dict[str, object] = {
+            "content_id": content_id,
+            "order": order,
+            "items": [comment_view(c) for c in page.items],
+            "next_cursor": page.next_cursor,
+        }
+        response = jsonify(body)
+        if page.next_cursor:
+            path = f"/api/v1/contents/{quote(content_id, safe='')}/comments"
+            response.headers["Link"] = (
+                f'<{path}?limit={limit}&order={order}&cursor={page.next_cursor}>; rel="next"'
+            )
+        return rendered(response, "Link")
+
+    read = svc.comments.read_page(
+        content_id,
+        limit=limit,
+        order=order,
+        after_id=after_id,
+        render=render,
+        not_modified=client_has(),
+    )
+    return respond(read, svc.settings)
 
 
 @bp.get("/comments/<comment_id>")
@@ -113,5 +126,10 @@ def edit_comment(comment_id: str) -> Response:
 
 @bp.get("/counts")
 def counts() -> Response:
+    svc = services()
     ids = parse_count_ids(request.args.getlist("content_id"))
-    return jsonify({"counts": services().comments.counts(ids)})
+
+    def render(counts: dict[str, int]) -> Rendered:
+        return rendered(jsonify({"counts": counts}))
+
+    return respond(svc.comments.read_counts(ids, render, client_has()), svc.settings)

@@ -75,6 +75,26 @@ def _ok(
     return response
 
 
+def _cacheable(ok: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """The 200 and 304 of a read served from the never-stale cache (docs/caching.md)."""
+    headers = {
+        "ETag": _header(
+            "Strong validator of this answer: the same from every worker and instance for "
+            "the same state; send it back in `If-None-Match`. Absent in the rare answer built "
+            "while the content kept changing.",
+            {"type": "string", "pattern": '^"[0-9a-f]+"$'},
+        ),
+        "Cache-Control": _header(f"`READ_CACHE_CONTROL` (`{settings.read_cache_control}` here)."),
+    }
+    return {
+        "200": {**ok, "headers": {**ok.get("headers", {}), **headers}},
+        "304": {
+            "description": "Not Modified: `If-None-Match` names the current `ETag`. No body.",
+            "headers": headers,
+        },
+    }
+
+
 _RETRY_AFTER = _header("Seconds to wait before retrying.", {"type": "integer", "minimum": 0})
 _RATE_LIMIT_HEADERS = {
     "Retry-After": _RETRY_AFTER,
@@ -341,6 +361,16 @@ def parameters() -> dict[str, Any]:
             "description": "`oldest` first (thread order) or `newest` first.",
             "schema": {**_bare(models.ORDER), "default": "oldest"},
         },
+        "IfNoneMatch": {
+            "name": "If-None-Match",
+            "in": "header",
+            "required": False,
+            "description": "The `ETag` of the copy you hold: `304 Not Modified`, with no body, "
+            "while it is still current (compared weakly; `*` is ignored). See "
+            "docs/caching.md.",
+            "schema": {"type": "string"},
+            "example": '"5d1c0f3a9b7e2c4d6f8a1b3c"',
+        },
         "CountContentIds": {
             "name": "content_id",
             "in": "query",
@@ -407,20 +437,23 @@ def paths(settings: Settings) -> dict[str, Any]:
                 "`Link` to the paginated v1 list. Emails follow `LEGACY_EMAIL` "
                 f"(`{settings.legacy_email}` here). Only published comments are listed.",
                 {
-                    "200": _ok(
-                        "The comments, in the order they were created.",
-                        {"type": "array", "items": ref("LegacyComment"), "minItems": 1},
-                        [{"email": "a***@example.com", "comment": "first post!"}],
-                        headers={
-                            "X-Comments-Truncated": _header(
-                                "`true` when the thread was longer than the cap.",
-                                {"const": "true"},
-                            ),
-                            "Link": _header(
-                                "Present when truncated: `</api/v1/contents/ID/comments>; "
-                                'rel="alternate"`.'
-                            ),
-                        },
+                    **_cacheable(
+                        _ok(
+                            "The comments, in the order they were created.",
+                            {"type": "array", "items": ref("LegacyComment"), "minItems": 1},
+                            [{"email": "a***@example.com", "comment": "first post!"}],
+                            headers={
+                                "X-Comments-Truncated": _header(
+                                    "`true` when the thread was longer than the cap.",
+                                    {"const": "true"},
+                                ),
+                                "Link": _header(
+                                    "Present when truncated: `</api/v1/contents/ID/comments>; "
+                                    'rel="alternate"`.'
+                                ),
+                            },
+                        ),
+                        settings,
                     ),
                     "400": _invalid(
                         legacy_list, "content_id", "must not contain control characters"
@@ -428,7 +461,7 @@ def paths(settings: Settings) -> dict[str, Any]:
                     **_errors(legacy_list, 429, 503),
                     "404": _error(legacy_list, 404, "content_id 1 not found"),
                 },
-                parameters=[ref("ContentIdPath", "parameters")],
+                parameters=[ref("ContentIdPath", "parameters"), ref("IfNoneMatch", "parameters")],
             )
         },
         thread: {
@@ -492,20 +525,24 @@ def paths(settings: Settings) -> dict[str, Any]:
                 'place). Follow `next_cursor` (or the `Link: rel="next"` header) for the '
                 "next page; the cost of a page does not grow with the thread.",
                 {
-                    "200": _ok(
-                        "One page. An unknown content is an empty page, not a 404.",
-                        ref("CommentPage"),
-                        {
-                            "content_id": "1",
-                            "order": "oldest",
-                            "items": [_example_comment()],
-                            "next_cursor": "bzQy",
-                        },
-                        headers={
-                            "Link": _header(
-                                'The next page, when there is one: `<...&cursor=...>; rel="next"`.'
-                            )
-                        },
+                    **_cacheable(
+                        _ok(
+                            "One page. An unknown content is an empty page, not a 404.",
+                            ref("CommentPage"),
+                            {
+                                "content_id": "1",
+                                "order": "oldest",
+                                "items": [_example_comment()],
+                                "next_cursor": "bzQy",
+                            },
+                            headers={
+                                "Link": _header(
+                                    "The next page, when there is one: "
+                                    '`<...&cursor=...>; rel="next"`.'
+                                )
+                            },
+                        ),
+                        settings,
                     ),
                     **_errors(thread, 429, 503),
                     "400": _invalid(thread, "limit", "must be between 1 and 100"),
@@ -515,6 +552,7 @@ def paths(settings: Settings) -> dict[str, Any]:
                     ref("Limit", "parameters"),
                     ref("Cursor", "parameters"),
                     ref("Order", "parameters"),
+                    ref("IfNoneMatch", "parameters"),
                 ],
             ),
         },
@@ -584,15 +622,18 @@ def paths(settings: Settings) -> dict[str, Any]:
                 f'For "N comments" badges on listing pages: up to {MAX_COUNT_IDS} content '
                 "ids in one call, e.g. `?content_id=1&content_id=2`.",
                 {
-                    "200": _ok(
-                        "A count for every requested id.",
-                        ref("Counts"),
-                        {"counts": {"1": 12, "2": 0}},
+                    **_cacheable(
+                        _ok(
+                            "A count for every requested id.",
+                            ref("Counts"),
+                            {"counts": {"1": 12, "2": 0}},
+                        ),
+                        settings,
                     ),
                     **_errors(counts, 429, 503),
                     "400": _invalid(counts, "content_id", "at most 100 content ids per call"),
                 },
-                parameters=[ref("CountContentIds", "parameters")],
+                parameters=[ref("CountContentIds", "parameters"), ref("IfNoneMatch", "parameters")],
             )
         },
         "/healthz": {

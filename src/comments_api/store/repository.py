@@ -157,6 +157,15 @@ idempotency_keys = Table(
     Index(None, "created_at"),  # expiry sweeps
 )
 
+# A change marker per content, set to a new random value by database triggers in the
+# transaction of every write to its comments (migration 0004; read by store/versions.py).
+content_versions = Table(
+    "content_versions",
+    metadata,
+    Column("content_id", String(128), primary_key=True),
+    Column("version", BigInteger, nullable=False),
+)
+
 # Seconds between sweeps of expired idempotency keys, and between WAL truncations after
 # disk-full errors, per process.
 IDEMPOTENCY_SWEEP_INTERVAL = 60.0

@@ -326,6 +326,9 @@ def instrument_engine(engine: Engine) -> None:
     # Pool events survive engine.dispose() (post_fork): the new pool keeps the dispatch.
     event.listen(engine, "checkout", _checkout)
     event.listen(engine, "checkin", _checkin)
+    # A detached connection (the read cache's marker reader, store/versions.py) leaves the
+    # pool for good without a checkin.
+    event.listen(engine, "detach", _checkin)
 
 
 class _WorkerFilesCollector:

@@ -1,0 +1,155 @@
+"""A per-worker read cache that is never stale, and the ETag of every read it serves.
+
+Each entry is a rendered response (body bytes and headers) stored under the change
+markers of the contents it shows (store/versions.py: a random value the database sets in
+the transaction of every write to a content's comments). Every request reads the current
+markers first, so an entry is served only while its contents are unchanged; no TTL.
+
+Races: a page is built from rows read *after* the markers; the markers are read again
+afterwards and the page is kept (and tagged) only if they did not move. Equal markers
+before and after mean no write to those contents committed in between (a marker never
+takes an old value again), so the rows are exactly the state the markers name. If they
+moved, the page is rebuilt once under the new markers; if they move again it is served
+fresh but neither cached nor tagged. docs/caching.md has the whole design.
+
+Plain Python, no Flask: the views render, the service owns the cache, this module keeps it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+
+from ..store.versions import ChangeMarkers
+
+# Builds that find the markers moved under them before a page is served untagged.
+BUILD_ATTEMPTS = 2
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A response the view built: the body exactly as sent, and its extra headers."""
+
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Read:
+    """What a cached read answers: ``not_modified`` (the client's ETag is current; nothing
+    was built), or ``value`` (None: nothing to show, e.g. an unknown content). ``etag`` is
+    None when the contents kept changing while the page was built."""
+
+    etag: str | None
+    value: Rendered | None
+    not_modified: bool = False
+
+
+class _Entry:
+    __slots__ = ("generation", "marker", "size", "value")
+
+    def __init__(
+        self,
+        marker: tuple[int, ...],
+        value: Rendered | None,
+        generation: Hashable | None,
+    ) -> None:
+        self.marker = marker
+        self.value = value
+        self.generation = generation  # SQLite: the data_version it was last confirmed at
+        self.size = len(value.body) if value is not None else 0
+
+
+class ReadCache:
+    """LRU of rendered reads, bounded in entries and body bytes; thread-safe.
+
+    ``fingerprint`` names everything besides the data that shapes a body (the code's
+    version, the settings the views render with): it goes into every ETag, so a CDN
+    revalidating across a deploy or a settings change never gets a 304 for an old shape.
+    """
+
+    def __init__(
+        self,
+        markers: ChangeMarkers,
+        *,
+        max_entries: int,
+        max_bytes: int,
+        fingerprint: str,
+    ) -> None:
+        self.markers = markers
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._fingerprint = fingerprint
+        self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        # Plain counters for tests and benchmarks; not exported as metrics.
+        self.hits = 0
+        self.misses = 0
+
+    def read(
+        self,
+        key: tuple[Hashable, ...],
+        content_ids: Sequence[str],
+        build: Callable[[], Rendered | None],
+        not_modified: Callable[[str], bool],
+    ) -> Read:
+        """Answer ``key`` (route + normalised query) whose body shows ``content_ids``."""
+        generation = self.markers.generation()
+        entry = self._get(key)
+        if entry is not None and generation is not None and entry.generation == generation:
+            marker = entry.marker  # nothing committed anywhere since it was confirmed
+        else:
+            marker = self.markers.versions(content_ids)
+            if entry is not None and entry.marker == marker:
+                entry.generation = generation
+        etag = self.etag(key, marker)
+        if not_modified(etag):
+            return Read(etag, None, not_modified=True)
+        if entry is not None and entry.marker == marker:
+            self.hits += 1
+            return Read(etag, entry.value)
+        self.misses += 1
+        for _attempt in range(BUILD_ATTEMPTS):
+            value = build()
+            generation = self.markers.generation()
+            after = self.markers.versions(content_ids)
+            if after == marker:
+                self._put(key, _Entry(marker, value, generation))
+                return Read(etag, value)
+            marker = after  # written meanwhile: build again under the new markers
+            etag = self.etag(key, marker)
+        return Read(None, value)
+
+    def etag(self, key: tuple[Hashable, ...], marker: tuple[int, ...]) -> str:
+        """A strong ETag: the same for every worker and instance showing the same state."""
+        digest = hashlib.blake2b(
+            repr((self._fingerprint, key, marker)).encode(), digest_size=12
+        ).hexdigest()
+        return f'"{digest}"'
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _get(self, key: Hashable) -> _Entry | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+            return entry
+
+    def _put(self, key: Hashable, entry: _Entry) -> None:
+        if self.max_entries <= 0 or entry.size > self.max_bytes:
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old.size
+            self._entries[key] = entry
+            self._bytes += entry.size
+            while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
+                _, evicted = self._entries.popitem(last=False)
+                self._bytes -= evicted.size

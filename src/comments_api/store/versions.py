@@ -1,0 +1,116 @@
+"""Change markers: reading each content's version cheaply, for the read cache.
+
+The markers live in ``content_versions`` and are set by database triggers in the
+transaction of every write to ``comments`` (migration 0004), so a marker and the rows it
+describes always commit together. Reading them must cost far less than building a page, so
+each worker thread keeps one connection of its own, outside the pool, in autocommit:
+
+- PostgreSQL: one round trip per read (a pooled checkout costs a pre-ping, BEGIN and
+  ROLLBACK on top).
+- SQLite: ``PRAGMA data_version`` on that connection changes whenever any other connection
+  (any worker, any process) commits. It is the cheap first check: while it stands still,
+  nothing was written anywhere, and the markers read earlier on this connection still hold.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+
+# A marker for a content that was never written (no row yet): a write inserts a random one.
+UNWRITTEN = 0
+
+_serials = itertools.count(1)
+
+
+class _ThreadConnection(threading.local):
+    pid: int = 0
+    serial: int = 0
+    conn: Any = None  # the DBAPI connection (sqlite3 or psycopg)
+
+
+class ChangeMarkers:
+    """Reads content markers on a per-thread connection; safe across fork and threads."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.is_sqlite = engine.dialect.name == "sqlite"
+        self._local = _ThreadConnection()
+        self._placeholder = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+        self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
+
+    def generation(self) -> tuple[int, int] | None:
+        """SQLite: (connection, data_version); equal values mean nothing was committed in
+        between by anyone. None on PostgreSQL, which has no such check."""
+        if not self.is_sqlite:
+            return None
+        row = self._run("PRAGMA data_version", ())
+        return (self._local.serial, int(row[0][0]))
+
+    def versions(self, content_ids: Sequence[str]) -> tuple[int, ...]:
+        """The current marker of each content, in order (``UNWRITTEN`` for none yet)."""
+        if len(content_ids) == 1:
+            rows = self._run(
+                f"SELECT content_id, version FROM content_versions "  # noqa: S608 - placeholders only
+                f"WHERE content_id = {self._placeholder}",
+                tuple(content_ids),
+            )
+        else:
+            marks = ", ".join([self._placeholder] * len(content_ids))
+            rows = self._run(
+                f"SELECT content_id, version FROM content_versions "  # noqa: S608 - placeholders only
+                f"WHERE content_id IN ({marks})",  # nosec B608 - placeholders, values bound
+                tuple(content_ids),
+            )
+        found = {cid: int(version) for cid, version in rows}
+        return tuple(found.get(cid, UNWRITTEN) for cid in content_ids)
+
+    def close(self) -> None:
+        """Close this thread's connection (tests; workers simply exit)."""
+        local = self._local
+        if local.conn is not None and local.pid == os.getpid():
+            with contextlib.suppress(self._dbapi_error):
+                local.conn.close()
+        local.conn = None
+
+    def _connection(self) -> tuple[Any, bool]:
+        local = self._local
+        if local.conn is None or local.pid != os.getpid():
+            # After a fork the parent's connection is the parent's: never reuse it.
+            proxied = self.engine.raw_connection()  # runs the engine's connect setup
+            conn: Any = proxied.driver_connection
+            proxied.detach()  # ours alone, not returned to the pool
+            if not self.is_sqlite:
+                conn.autocommit = True  # one statement, one snapshot, no BEGIN/ROLLBACK
+            local.conn, local.pid, local.serial = conn, os.getpid(), next(_serials)
+            return conn, True
+        return local.conn, False
+
+    def _run(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        for _attempt in range(2):
+            conn, fresh = self._connection()
+            try:
+                cursor = conn.cursor()
+                try:
+                    cursor.execute(sql, params)
+                    return list(cursor.fetchall())
+                finally:
+                    cursor.close()
+            except self._dbapi_error as exc:
+                self.close()  # a broken connection is never used again
+                if fresh:
+                    # Raised as SQLAlchemy's error, so the app answers it like any other
+                    # database failure (503 + Retry-After).
+                    raise DBAPIError.instance(
+                        sql, params, exc, self._dbapi_error, dialect=self.engine.dialect
+                    ) from exc
+                # A kept connection can die with its server (restart, failover): retry
+                # once on a fresh one, like the pool's pre-ping would.
+        raise AssertionError("unreachable")

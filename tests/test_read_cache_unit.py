@@ -1,0 +1,119 @@
+"""comments/cache.py and store/versions.py on a real SQLite file (unit tier, no servers)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import text
+
+from comments_api.comments.cache import Read, ReadCache, Rendered
+from comments_api.store.repository import make_engine, migrate
+from comments_api.store.versions import UNWRITTEN, ChangeMarkers
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def engine(tmp_path) -> Iterator:
+    engine = make_engine(f"sqlite:///{tmp_path / 'unit.db'}")
+    migrate(engine)  # the triggers come with the migration
+    yield engine
+    engine.dispose()
+
+
+def write(engine, content_id: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO comments (content_id, body, status, created_at, updated_at)"
+                " VALUES (:c, 'x', 'published', '2026-12-02', '2026-12-02')"
+            ),
+            {"c": content_id},
+        )
+
+
+def cache(engine, **kw) -> ReadCache:
+    options = {"max_entries": 100, "max_bytes": 10_000, "fingerprint": "test", **kw}
+    return ReadCache(ChangeMarkers(engine), **options)
+
+
+def never(_etag: str) -> bool:
+    return False
+
+
+def test_markers_move_with_every_write_to_their_content_only(engine):
+    markers = ChangeMarkers(engine)
+    assert markers.versions(["a", "b"]) == (UNWRITTEN, UNWRITTEN)
+    generation = markers.generation()
+    assert markers.generation() == generation  # nothing written: it stands still
+    write(engine, "a")
+    a1, b1 = markers.versions(["a", "b"])
+    assert a1 != UNWRITTEN
+    assert b1 == UNWRITTEN
+    assert markers.generation() != generation
+    write(engine, "a")
+    assert markers.versions(["a"])[0] not in (UNWRITTEN, a1)
+    assert markers.versions(["b"]) == (UNWRITTEN,)
+
+
+def test_hits_until_a_write_then_rebuilds(engine):
+    c = cache(engine)
+    builds = []
+
+    def build() -> Rendered:
+        builds.append(1)
+        return Rendered(f"build {len(builds)}".encode())
+
+    first = c.read(("k",), ["a"], build, never)
+    second = c.read(("k",), ["a"], build, never)
+    assert (first.value, second.value) == (Rendered(b"build 1"), Rendered(b"build 1"))
+    assert first.etag == second.etag
+    assert c.read(("k",), ["a"], build, lambda etag: etag == first.etag) == Read(
+        first.etag, None, not_modified=True
+    )
+    write(engine, "b")  # another content: still a hit (its marker is unchanged)
+    assert c.read(("k",), ["a"], build, never).value == Rendered(b"build 1")
+    write(engine, "a")
+    third = c.read(("k",), ["a"], build, never)
+    assert third.value == Rendered(b"build 2")
+    assert third.etag != first.etag
+    assert len(builds) == 2
+
+
+def test_a_page_that_keeps_changing_while_built_is_served_untagged_and_not_cached(engine):
+    c = cache(engine)
+    calls = []
+
+    def build() -> Rendered:
+        calls.append(1)
+        write(engine, "a")  # every build is overtaken by a write
+        return Rendered(b"page")
+
+    read = c.read(("k",), ["a"], build, never)
+    assert read == Read(None, Rendered(b"page"))
+    assert len(calls) == 2  # built once more under the new marker, then given up
+    assert len(c) == 0
+
+
+def test_lru_bounds_entries_and_bytes(engine):
+    c = cache(engine, max_entries=2, max_bytes=25)
+    for key in ("a", "b", "c"):
+        c.read((key,), [key], lambda: Rendered(b"x" * 10), never)
+    assert len(c) == 2
+    built = []
+    c.read(("a",), ["a"], lambda: built.append(1) or Rendered(b"y"), never)
+    assert built == [1]  # "a" was the least recently used: evicted
+    c.read(("big",), ["big"], lambda: Rendered(b"z" * 26), never)
+    assert len(c) == 2  # larger than the whole budget: served, never stored
+    c.read(("d",), ["d"], lambda: Rendered(b"w" * 20), never)
+    assert len(c) == 2  # "c" (oldest) evicted: a + d = 21 bytes
+    c.read(("e",), ["e"], lambda: Rendered(b"v" * 20), never)
+    assert len(c) == 1  # a + d + e = 41 bytes > 25: evicted down to the budget
+
+
+def test_etags_name_the_state_the_query_and_the_fingerprint(engine):
+    one, other = cache(engine), cache(engine, fingerprint="v2")
+    assert one.etag(("k",), (1,)) == cache(engine).etag(("k",), (1,))
+    assert len({one.etag(("k",), (1,)), one.etag(("k",), (2,)), one.etag(("j",), (1,))}) == 3
+    assert one.etag(("k",), (1,)) != other.etag(("k",), (1,))
