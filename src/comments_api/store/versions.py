@@ -21,8 +21,11 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.elements import BindParameter
+
+from .repository import content_versions
 
 # A marker for a content that was never written (no row yet): a write inserts a random one.
 UNWRITTEN = 0
@@ -43,7 +46,9 @@ class ChangeMarkers:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
         self._local = _ThreadConnection()
-        self._placeholder = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+        # SQL compiled by SQLAlchemy for this dialect, per number of ids (at most the
+        # counts route's limit): run on the raw connection, the statement is built once.
+        self._statements: dict[int, tuple[str, tuple[str, ...] | None]] = {}
         self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
 
     def generation(self) -> tuple[int, int] | None:
@@ -56,21 +61,24 @@ class ChangeMarkers:
 
     def versions(self, content_ids: Sequence[str]) -> tuple[int, ...]:
         """The current marker of each content, in order (``UNWRITTEN`` for none yet)."""
-        if len(content_ids) == 1:
-            rows = self._run(
-                f"SELECT content_id, version FROM content_versions "  # noqa: S608 - placeholders only
-                f"WHERE content_id = {self._placeholder}",
-                tuple(content_ids),
-            )
-        else:
-            marks = ", ".join([self._placeholder] * len(content_ids))
-            rows = self._run(
-                f"SELECT content_id, version FROM content_versions "  # noqa: S608 - placeholders only
-                f"WHERE content_id IN ({marks})",  # nosec B608 - placeholders, values bound
-                tuple(content_ids),
-            )
+        sql, positions = self._select(len(content_ids))
+        named = {f"id_{i}": cid for i, cid in enumerate(content_ids)}
+        params = tuple(named[name] for name in positions) if positions else named
+        rows = self._run(sql, params)
         found = {cid: int(version) for cid, version in rows}
         return tuple(found.get(cid, UNWRITTEN) for cid in content_ids)
+
+    def _select(self, count: int) -> tuple[str, tuple[str, ...] | None]:
+        statement = self._statements.get(count)
+        if statement is None:
+            column = content_versions.c.content_id
+            ids: list[BindParameter[Any]] = [bindparam(f"id_{i}") for i in range(count)]
+            where = column == ids[0] if count == 1 else column.in_(ids)
+            query = select(column, content_versions.c.version).where(where)
+            compiled = query.compile(dialect=self.engine.dialect)
+            positions = tuple(compiled.positiontup) if compiled.positiontup else None
+            statement = self._statements[count] = (compiled.string, positions)
+        return statement
 
     def close(self) -> None:
         """Close this thread's connection (tests; workers simply exit)."""
@@ -93,7 +101,7 @@ class ChangeMarkers:
             return conn, True
         return local.conn, False
 
-    def _run(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    def _run(self, sql: str, params: tuple[Any, ...] | dict[str, Any]) -> list[Any]:
         for _attempt in range(2):
             conn, fresh = self._connection()
             try:
