@@ -32,7 +32,13 @@ from comments_api.identity.credentials import (
     Identity,
 )
 from comments_api.identity.service import IdentityService
-from comments_api.moderation.rules import AbuseRules, Banned, Duplicate, TooManyComments
+from comments_api.moderation.rules import (
+    AbuseRules,
+    Banned,
+    Duplicate,
+    TooManyComments,
+    transition,
+)
 from comments_api.moderation.service import ModerationService
 from comments_api.settings import Settings
 from comments_api.store.repository import IdempotentRequest, Repository, make_engine, metadata
@@ -100,7 +106,7 @@ def test_replies_need_a_visible_parent_of_the_same_content(make_service, repo):
     assert post(svc, parent_id=parent.id, body="reply").parent_id == parent.id
     with pytest.raises(InvalidInput, match="another content_id"):
         post(svc, content_id="c2", parent_id=parent.id)
-    repo.moderate([parent.id], "hide", "tests")
+    repo.moderate([parent.id], transition("hide"), "tests")
     with pytest.raises(InvalidInput, match="no such comment"):
         post(svc, parent_id=parent.id, body="reply to hidden")
     with pytest.raises(InvalidInput, match="no such comment"):
@@ -231,7 +237,7 @@ def test_public_reads_hide_pending_and_hidden_comments(make_service, repo):
     svc = make_service()
     shown, hidden = post(svc, body="shown"), post(svc, body="hidden")
     pending = post(make_service(moderation_mode="pre"), body="pending")
-    repo.moderate([hidden.id], "hide", "tests")
+    repo.moderate([hidden.id], transition("hide"), "tests")
     page = svc.list_public("c1", limit=10, order="oldest", after_id=None)
     assert [c.id for c in page.items] == [shown.id]
     for invisible in (hidden.id, pending.id):

@@ -30,6 +30,7 @@ from ..moderation.rules import (
     check_activity,
     check_banned_words,
     prepare_comment,
+    transition,
 )
 from ..settings import Settings
 from ..store.repository import (
@@ -154,7 +155,9 @@ class CommentService:
         if not may_delete(identity, comment):
             raise Forbidden("only the comment's author or a moderator may delete it")
         return bool(
-            self.repo.moderate([comment.id], ACTION_DELETE, identity.actor, now=self.clock())
+            self.repo.moderate(
+                [comment.id], transition(ACTION_DELETE), identity.actor, now=self.clock()
+            )
         )
 
     # --- reads -----------------------------------------------------------------------

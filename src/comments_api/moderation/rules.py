@@ -54,6 +54,20 @@ TARGET_STATUS = {
 }
 
 
+@dataclass(frozen=True)
+class Transition:
+    """What a moderation action does: the statuses it moves a comment out of, and to which."""
+
+    action: str
+    from_statuses: tuple[str, ...]
+    to_status: str
+
+
+def transition(action: str) -> Transition:
+    """The rule for ``action`` (approve, hide, delete), for storage to apply as given."""
+    return Transition(action, TRANSITIONS[action], TARGET_STATUS[action])
+
+
 class Banned(DomainError):
     code = "author-banned"
     http_status = 403

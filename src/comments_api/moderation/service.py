@@ -12,7 +12,7 @@ from typing import Any
 from ..clock import Clock, utcnow
 from ..comments.rules import NotFound, Page
 from ..store.repository import Repository
-from .rules import AuditEntry
+from .rules import AuditEntry, transition
 
 
 class ModerationService:
@@ -26,7 +26,9 @@ class ModerationService:
 
     def bulk(self, action: str, ids: Sequence[int], actor: str) -> list[int]:
         """One transaction, one audit row; returns the ids that actually changed."""
-        return self.repo.moderate(ids, action, actor, {"requested": list(ids)}, now=self.clock())
+        return self.repo.moderate(
+            ids, transition(action), actor, {"requested": list(ids)}, now=self.clock()
+        )
 
     def bans(self) -> list[dict[str, Any]]:
         return self.repo.list_bans()

@@ -56,10 +56,9 @@ from ..comments.rules import (
 )
 from ..identity.credentials import ApiKeyRecord
 from ..moderation.rules import (
-    TARGET_STATUS,
-    TRANSITIONS,
     AuditEntry,
     AuthorActivity,
+    Transition,
     author_key,
 )
 
@@ -630,32 +629,35 @@ class Repository:
     def moderate(
         self,
         ids: Sequence[int],
-        action: str,
+        change: Transition,
         actor: str,
         details: dict[str, Any] | None = None,
         *,
         now: datetime | None = None,
     ) -> list[int]:
-        """Apply ``action`` to every comment it may move; one transaction with its audit row.
+        """Apply ``change`` (decided by the moderation rules) to every comment it may move;
+        one transaction with its audit row.
 
         Returns the ids that actually changed (others were missing or already there).
         """
         now = now or utcnow()
-        values: dict[str, Any] = {"status": TARGET_STATUS[action], "updated_at": now}
-        if action == "delete":
+        values: dict[str, Any] = {"status": change.to_status, "updated_at": now}
+        if change.to_status == STATUS_DELETED:
             values.update(_tombstone(now))
         with self._write() as conn:
             changed = [
                 r[0]
                 for r in conn.execute(
                     update(comments)
-                    .where(comments.c.id.in_(list(ids)), comments.c.status.in_(TRANSITIONS[action]))
+                    .where(
+                        comments.c.id.in_(list(ids)), comments.c.status.in_(change.from_statuses)
+                    )
                     .values(**values)
                     .returning(comments.c.id)
                 )
             ]
             changed.sort()
-            self._audit(conn, actor, action, None, changed, details, now)
+            self._audit(conn, actor, change.action, None, changed, details, now)
         return changed
 
     def edit_body(
