@@ -19,7 +19,7 @@ from comments_api.settings import Settings
 from comments_api.telemetry.http_hooks import UNMATCHED_ROUTE
 from comments_api.telemetry.metrics import METHODS, OTHER
 
-from .support import ServiceProcess, wait_until
+from .support import ServiceProcess, scrape, value, wait_until
 
 LIST_ROUTE = "/api/v1/contents/<content_id>/comments"
 
@@ -41,22 +41,6 @@ def _service(tmp_path: Path, workers: int = 3, **env: str) -> ServiceProcess:
 def service(tmp_path: Path) -> Iterator[ServiceProcess]:
     with _service(tmp_path, DB_POOL_SIZE="4", GIT_REVISION="abc1234") as svc:
         yield svc
-
-
-def scrape(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of /metrics as {(name, sorted labels): value}."""
-    response = requests.get(f"{base}/metrics", timeout=10)
-    assert response.status_code == 200
-    assert response.headers["Content-Type"].startswith("text/plain")
-    samples = {}
-    for family in text_string_to_metric_families(response.text):
-        for s in family.samples:
-            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return samples
-
-
-def value(samples: dict, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 def worker_pids(master: int) -> set[int]:

@@ -4,36 +4,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import requests
-from prometheus_client.parser import text_string_to_metric_families
+import pytest
 
-from .support import ServiceProcess
-
-
-def pool_size(base: str) -> float:
-    text = requests.get(f"{base}/metrics", timeout=10).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "comments_api_db_pool_size":
-                return sample.value
-    raise AssertionError("comments_api_db_pool_size not exported")
+from .support import ServiceProcess, scrape, value
 
 
-def test_pool_is_at_least_one_connection_per_thread(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("threads", "configured", "expected"),
+    [
+        ("4", "1", 4),  # raised to one connection per thread
+        ("2", "3", 3),  # a larger pool is kept
+    ],
+)
+def test_pool_is_at_least_one_connection_per_thread(
+    tmp_path: Path, threads: str, configured: str, expected: int
+) -> None:
     env = {
         "DATABASE_URL": f"sqlite:///{tmp_path / 'comments.db'}",
-        "THREADS": "4",
-        "DB_POOL_SIZE": "1",
+        "THREADS": threads,
+        "DB_POOL_SIZE": configured,
     }
     with ServiceProcess(env, tmp_path, workers=1) as service:
-        assert pool_size(service.base) == 4
-
-
-def test_a_larger_pool_is_kept(tmp_path: Path) -> None:
-    env = {
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'comments.db'}",
-        "THREADS": "2",
-        "DB_POOL_SIZE": "3",
-    }
-    with ServiceProcess(env, tmp_path, workers=1) as service:
-        assert pool_size(service.base) == 3
+        assert value(scrape(service.base), "comments_api_db_pool_size") == expected
