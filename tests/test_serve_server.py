@@ -311,10 +311,24 @@ def test_a_full_buffer_waits_without_spinning(sqlite_env, tmp_path, threads):
                 sock.close()
 
 
-def test_kept_alive_connections_serve_several_requests(sqlite_env, tmp_path):
-    """THREADS>1 keeps connections open: several requests on one, then an idle one is
-    closed silently at the keep-alive timeout (no stray 408)."""
-    env = {**sqlite_env, "THREADS": "2"}
+def read_response(sock: socket.socket) -> tuple[int, dict, bytes]:
+    """One response from a kept-alive connection: head byte by byte, then its body."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        assert chunk, f"closed before a response ended: {head!r}"
+        head += chunk
+    status, headers, _ = parse_response(head)
+    length = int(headers.get("content-length", 0))
+    return status, headers, sock.recv(length, socket.MSG_WAITALL) if length else b""
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_kept_alive_connections_serve_several_requests(sqlite_env, tmp_path, threads):
+    """Both workers keep connections open: several requests on one, pipelined ones
+    answered in order, then an idle one is closed silently at the keep-alive timeout (no
+    stray 408)."""
+    env = {**sqlite_env, "THREADS": threads}
     with (
         ServiceProcess(env, tmp_path, workers=1) as service,
         socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock,
@@ -327,24 +341,116 @@ def test_kept_alive_connections_serve_several_requests(sqlite_env, tmp_path):
                 + f"Content-Length: {len(body)}\r\n\r\n".encode()
                 + body
             )
-            head = b""
-            while b"\r\n\r\n" not in head:
-                head += sock.recv(1)
-            status, headers, _ = parse_response(head)
+            status, headers, body = read_response(sock)
             assert status == 201
-            assert sock.recv(int(headers["content-length"]), socket.MSG_WAITALL)
-        # Two pipelined requests in one packet: two answers, in order.
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n" * 2)
-        for _ in range(2):
-            head = b""
-            while b"\r\n\r\n" not in head:
-                head += sock.recv(1)
-            status, headers, _ = parse_response(head)
-            assert status == 200
-            assert sock.recv(int(headers["content-length"]), socket.MSG_WAITALL)
+            assert headers["connection"] == "keep-alive"
+            assert json.loads(body)["body"] == f"kept {i}"
+        # Three pipelined requests in one packet: three answers, in order.
+        sock.sendall(
+            b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"GET /api/v1/contents/ka/comments HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"GET /readyz HTTP/1.1\r\nHost: a\r\n\r\n"
+        )
+        answers = [read_response(sock) for _ in range(3)]
+        assert [status for status, _, _ in answers] == [200, 200, 200]
+        assert json.loads(answers[0][2])["status"] == "ok"
+        assert len(json.loads(answers[1][2])["items"]) == 3
+        assert json.loads(answers[2][2])["status"] == "ready"
         started = time.monotonic()
         assert sock.recv(100) == b""  # closed by the server, nothing sent
         assert time.monotonic() - started < 8  # gunicorn's keep-alive timeout: 5 s
+
+
+@pytest.mark.parametrize(
+    "request_head",
+    [
+        b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        b"GET /healthz HTTP/1.0\r\nHost: a\r\n\r\n",
+    ],
+    ids=["connection-close", "http-1.0"],
+)
+def test_a_client_that_asks_to_close_is_closed(sqlite_env, tmp_path, request_head):
+    with (
+        ServiceProcess(sqlite_env, tmp_path, workers=1) as service,
+        socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock,
+    ):
+        sock.sendall(request_head)
+        status, headers, _ = read_response(sock)
+        assert status == 200
+        assert headers["connection"] == "close"
+        assert sock.recv(100) == b""
+
+
+def test_new_connections_are_served_while_kept_alive_ones_keep_the_worker_busy(
+    sqlite_env, tmp_path
+):
+    """One sync worker, six kept-alive connections asking back to back, pipelined (it is
+    never idle): a new connection - a kubelet probe - is still accepted and answered, not left
+    in the backlog until the busy ones stop."""
+    stop = threading.Event()
+    served = [0] * 6
+
+    def hammer(index: int, port: int) -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            deadline = time.monotonic() + 30
+            while not stop.is_set() and time.monotonic() < deadline:
+                # Pipelined, so the worker always has a whole request waiting.
+                sock.sendall(b"GET /api/v1/contents/busy/comments HTTP/1.1\r\nHost: a\r\n\r\n" * 20)
+                for _ in range(20):
+                    assert read_response(sock)[0] == 200
+                    served[index] += 1
+
+    with ServiceProcess(sqlite_env, tmp_path, workers=1) as service:
+        threads = [
+            threading.Thread(target=hammer, args=(i, service.port), daemon=True) for i in range(6)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            assert wait_until(lambda: min(served) > 20, 15)
+            before = sum(served)
+            for _ in range(5):
+                status, _, _ = raw_request(
+                    service.port,
+                    b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                    timeout=5,
+                )
+                assert status == 200
+            # ...while the busy connections kept asking (they go on for 30 s).
+            assert sum(served) > before
+            assert all(thread.is_alive() for thread in threads)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(15)
+
+
+def test_sigterm_closes_idle_kept_alive_connections_at_once(sqlite_env, tmp_path):
+    """On SIGTERM an idle kept-alive connection is closed at once, without a byte (as Go's
+    Server.Shutdown does); a new connection that has sent nothing yet still gets its
+    STOP_IDLE_LINGER to send a request. The server exits 0."""
+    env = {**sqlite_env, "SHUTDOWN_DELAY": "0", "LOG_LEVEL": "warning"}
+    service = ServiceProcess(env, tmp_path, workers=1).start()
+    assert service.proc is not None
+    kept = socket.create_connection(("127.0.0.1", service.port), timeout=10)
+    fresh = socket.create_connection(("127.0.0.1", service.port), timeout=10)
+    try:
+        kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert read_response(kept)[1]["connection"] == "keep-alive"
+        service.proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        assert kept.recv(100) == b""
+        kept_closed = time.monotonic() - signalled
+        assert fresh.recv(100) == b""
+        fresh_closed = time.monotonic() - signalled
+        # The fresh one waited out its linger; the kept-alive one did not wait for it.
+        assert fresh_closed >= worker.STOP_IDLE_LINGER * 0.9
+        assert kept_closed < fresh_closed - 1.0
+        assert service.proc.wait(20) == 0
+    finally:
+        kept.close()
+        fresh.close()
+        service.stop()
 
 
 def check_a_stalled_body_over_the_limit_gets_one_413(service: ServiceProcess) -> None:
@@ -419,7 +525,13 @@ def test_sigterm_serves_the_connections_queued_in_the_backlog(sqlite_env, tmp_pa
         except ConnectionResetError:
             out = b"RESET"
         sock.close()
-        statuses.append(parse_response(out)[0] if out.startswith(b"HTTP/") else out)
+        if out.startswith(b"HTTP/"):
+            status, headers, _ = parse_response(out)
+            # Answered while stopping: the connection is not kept.
+            assert headers["connection"] == "close"
+            statuses.append(status)
+        else:
+            statuses.append(out)
     assert statuses == [201] * 12
     assert service.proc.wait(20) == 0
     service.stop()

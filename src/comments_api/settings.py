@@ -91,15 +91,15 @@ class Settings:
         default_factory=_default_workers,
         metadata=_doc("gunicorn worker processes.", default="max(2, CPUs)"),
     )
-    # 1 = sync workers: each request is accepted anew, so load spreads over the workers.
-    # gthread (>1) keeps connections alive but a worker keeps every connection it accepts:
-    # in bench/ one worker sometimes took all 16 and throughput fell to a third; balanced,
-    # it was only ~7% ahead of sync, with a worse p99.
+    # 1 = our buffered sync worker: one request at a time per process, connections kept
+    # alive in its main loop. gthread (>1) runs requests in threads; in bench/ a gthread
+    # worker sometimes took all 16 of wrk's connections and throughput fell to a third.
     threads: int = field(
         default=1,
         metadata=_doc(
-            "Threads per worker; `>1` selects gunicorn's `gthread` worker (keep-alive "
-            "connections; see `bench/README.md` for why sync is the default)."
+            "Threads per worker; `1` is one request at a time per process, `>1` selects "
+            "gunicorn's `gthread` worker (a thread pool; see `docs/server.md` for why the "
+            "single-threaded worker is the default). Both keep connections alive for 5 s."
         ),
     )
     debug: bool = field(

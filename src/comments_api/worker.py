@@ -39,6 +39,7 @@ from typing import Any
 
 from gunicorn import http, util
 from gunicorn.http import errors as http_errors
+from gunicorn.http import wsgi
 from gunicorn.workers.gthread import TConn, ThreadWorker
 from gunicorn.workers.sync import SyncWorker
 from werkzeug.exceptions import RequestTimeout
@@ -211,6 +212,8 @@ class PendingRequest:
     # closed silently at its keep-alive timeout (a 408 there could be read as the answer
     # to a request the client is just sending).
     idle_deadline: float = 0.0
+    # The connection's previous request was answered and it was kept open.
+    kept_alive: bool = False
 
     def __post_init__(self) -> None:
         self.deadline = self.header_deadline
@@ -465,6 +468,95 @@ class Lingering:
         util.close(sock)
 
 
+# --------------------------------------------------------------------------- responses
+
+
+class _DateHeader:
+    """The ``Date`` value, formatted once per second instead of once per response."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = ""
+
+    def __call__(self) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second, self._value = second, util.http_date(second)
+        return self._value
+
+
+class CoalescingResponse(wsgi.Response):  # type: ignore[misc]
+    """gunicorn's response writer, except that the status line and headers go out in the
+    same ``send`` as the first piece of the body. gunicorn sends them separately: two
+    syscalls and two TCP segments for every response where one does (measured in
+    bench/README.md). Everything else (header checks, framing, HEAD, keep-alive) is
+    gunicorn's own."""
+
+    headers_sent: bool
+    chunked: bool
+
+    def __init__(self, req: Any, sock: socket.socket, cfg: Any, date: _DateHeader) -> None:
+        super().__init__(req, sock, cfg)
+        self._date = date
+        self._head = b""
+
+    def default_headers(self) -> list[str]:
+        if self.upgrade:
+            connection = "upgrade"
+        elif self.should_close():
+            connection = "close"
+        else:
+            connection = "keep-alive"
+        version = self.req.version
+        headers = [
+            f"HTTP/{version[0]}.{version[1]} {self.status}\r\n",
+            f"Server: {self.version}\r\n",
+            f"Date: {self._date()}\r\n",
+            f"Connection: {connection}\r\n",
+        ]
+        if self.chunked:
+            headers.append("Transfer-Encoding: chunked\r\n")
+        return headers
+
+    def send_headers(self) -> None:
+        if self.headers_sent:
+            return
+        lines = self.default_headers()
+        lines.extend([f"{name}: {value}\r\n" for name, value in self.headers])
+        self._head = ("".join(lines) + "\r\n").encode("latin-1")
+        self.headers_sent = True
+
+    def _flush_head(self) -> None:
+        if self._head:
+            head, self._head = self._head, b""
+            self.sock.sendall(head)
+
+    def _emit_body(self, data: bytes) -> None:
+        if not self._head:
+            super()._emit_body(data)
+            return
+        head, self._head = self._head, b""
+        if self.chunked:
+            data = b"%X\r\n%s\r\n" % (len(data), data)
+        self.sock.sendall(head + data)
+
+    def sendfile(self, respiter: Any) -> bool:
+        self.send_headers()
+        self._flush_head()
+        return bool(super().sendfile(respiter))
+
+    def close(self) -> None:
+        if not self.headers_sent:
+            self.send_headers()
+        if self.chunked:
+            # The last chunk, with the head when no body was written.
+            head, self._head = self._head, b""
+            self.sock.sendall(head + b"0\r\n\r\n")
+            return
+        self._flush_head()
+
+
 # --------------------------------------------------------------------------- sync
 
 
@@ -478,6 +570,8 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
         self._aborting = False
         self._lingering = Lingering()
         self._selector: selectors.BaseSelector | None = None
+        self._keepalive = 0.0
+        self._date = _DateHeader()
 
     def handle_abort(self, sig: int, frame: Any) -> None:
         self._aborting = True
@@ -497,6 +591,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
 
     def run(self) -> None:
         header_timeout, body_timeout, body_limit = _settings_from(self.cfg)
+        self._keepalive = keepalive = float(self.cfg.keepalive or 0)
         selector = selectors.DefaultSelector()
         self._selector = selector
         lingering = self._lingering
@@ -527,6 +622,31 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
             if client in pending and client not in ready:
                 selector.register(client, selectors.EVENT_READ, "client")
             return True
+
+        def keep_alive(
+            client: socket.socket, listener: socket.socket, addr: Any, pipelined: bytes
+        ) -> None:
+            # Back to the selector: the connection waits for its next request like a new
+            # one, closed silently after `keepalive` idle seconds; its header timeout
+            # starts when that wait ends at the latest.
+            now = time.monotonic()
+            request = PendingRequest(
+                now + keepalive + header_timeout,
+                body_timeout,
+                body_limit,
+                idle_deadline=now + keepalive,
+                kept_alive=True,
+            )
+            pending[client] = (request, listener, addr)
+            try:
+                client.setblocking(False)
+            except OSError:
+                drop(client)
+                return
+            if pipelined and request.feed(pipelined, now):
+                ready.append(client)
+                return
+            selector.register(client, selectors.EVENT_READ, "client")
 
         def readable(client: socket.socket, now: float) -> None:
             request = pending[client][0]
@@ -568,7 +688,9 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
             if request.refuse is not None:
                 _refuse(client, request, *request.refuse)
                 return
-            self._serve(listener, client, addr, request)
+            pipelined = self._serve(listener, client, addr, request)
+            if pipelined is not None:
+                keep_alive(client, listener, addr, pipelined)
 
         listening = True
 
@@ -603,8 +725,10 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                 elif key.data == "linger":
                     if key.fileobj in lingering.socks:
                         lingering.readable(key.fileobj, selector.unregister)  # type: ignore[arg-type]
-                elif not ready and len(pending) < MAX_BUFFERING:
-                    # One connection per turn: a busy worker leaves the rest to idle ones.
+                elif len(pending) < MAX_BUFFERING:
+                    # One connection per turn. An idle worker, asleep in select(), wakes
+                    # first and takes most; a busy one still takes its share, so a new
+                    # connection (a kubelet probe) never waits behind kept-alive traffic.
                     accept(key.fileobj)  # type: ignore[arg-type]
             if ready:
                 dispatch_one()
@@ -631,10 +755,15 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                 taken += 1
                 while ready:
                     dispatch_one()
-        # A connection that has sent nothing yet gets STOP_IDLE_LINGER more seconds.
-        linger = time.monotonic() + STOP_IDLE_LINGER
+        # A new connection that has sent nothing yet gets STOP_IDLE_LINGER more seconds;
+        # an idle kept-alive one is closed at once (after one more read, in case its next
+        # request is already here), as Go's Server.Shutdown does. Responses sent from now
+        # on say "Connection: close".
+        now = time.monotonic()
+        linger = now + STOP_IDLE_LINGER
         for request, _, _ in pending.values():
-            request.idle_deadline = min(request.idle_deadline, linger)
+            until = now if request.kept_alive else linger
+            request.idle_deadline = min(request.idle_deadline, until)
         while (
             (pending or ready or lingering.socks)
             and time.monotonic() < stop_by
@@ -651,9 +780,12 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
 
     def _serve(
         self, listener: socket.socket, client: socket.socket, addr: Any, pending: PendingRequest
-    ) -> None:
-        # gunicorn's SyncWorker.handle, fed from the buffer.
+    ) -> bytes | None:
+        """gunicorn's SyncWorker.handle, fed from the buffer. Returns the bytes the client
+        sent after this request (pipelined) when the connection is kept alive, None when
+        it has been closed."""
         req = None
+        keep = False
         self._targets[client] = pending.target or ""
         try:
             client.setblocking(True)
@@ -663,7 +795,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
             req = next(parser)
             if pending.sent_continue:
                 req._expected_100_continue = False
-            self.handle_request(listener, req, client, addr)
+            keep = self.handle_request(listener, req, client, addr, pending)
         except http_errors.NoMoreData:
             pass
         except StopIteration:
@@ -673,8 +805,81 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                 log.error("socket error processing a request: %s", exc.__class__.__name__)
         except BaseException as exc:
             self.handle_error(req, client, addr, exc)
+        if keep:
+            return bytes(pending.data[pending.header_end + pending.content_length :])
+        self._close_after_response(client, pending.complete)
+        return None
+
+    def _may_keep_alive(self, pending: PendingRequest) -> bool:
+        # Only a request whose every byte we read and can count (no chunked body: the
+        # pipelined bytes after it are then known exactly), and never while stopping.
+        return (
+            self.alive
+            and self._keepalive > 0
+            and pending.complete
+            and not pending.chunked
+            and not pending.malformed
+        )
+
+    def handle_request(  # type: ignore[override]
+        self,
+        listener: socket.socket,
+        req: Any,
+        client: socket.socket,
+        addr: Any,
+        pending: PendingRequest,
+    ) -> bool:
+        """gunicorn's SyncWorker.handle_request, except that the connection may be kept
+        alive: gunicorn forces it closed "until someone shows a buffering proxy that
+        supports Keep-Alive", and this worker's main loop is that buffer (an idle
+        connection waits in its selector, not in a worker). True: keep it open."""
+        environ: dict[str, Any] = {}
+        resp = None
+        try:
+            self.cfg.pre_request(self, req)
+            resp, environ = wsgi.create(
+                req,
+                client,
+                addr,
+                listener.getsockname(),
+                self.cfg,
+                CoalescingResponse,
+                (self._date,),
+            )
+            if not self._may_keep_alive(pending):
+                resp.force_close()
+            self.nr += 1
+            if self.nr >= self.max_requests:
+                self.log.info("Autorestarting worker after current request.")
+                self.alive = False
+                resp.force_close()
+            respiter = self.wsgi(environ, resp.start_response)
+            try:
+                if isinstance(respiter, environ["wsgi.file_wrapper"]):
+                    resp.write_file(respiter)
+                else:
+                    for item in respiter:
+                        resp.write(item)
+                resp.close()
+            finally:
+                if hasattr(respiter, "close"):
+                    respiter.close()
+        except OSError:
+            raise
+        except (Exception, SystemExit):
+            if resp and resp.headers_sent:
+                # A timeout abort is SystemExit. Once the response has started, writing
+                # an error on the same socket would corrupt it.
+                log.exception("error handling request after the response started")
+                util.close_graceful(client)
+                raise StopIteration from None
+            raise
         finally:
-            self._close_after_response(client, pending.complete)
+            try:
+                self.cfg.post_request(self, req, environ, resp)
+            except Exception:
+                log.exception("exception in the post_request hook")
+        return not resp.should_close()
 
 
 # --------------------------------------------------------------------------- threads
