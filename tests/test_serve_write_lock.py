@@ -9,6 +9,7 @@ the create must be answered within a few ms of the release, and the row must be 
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import statistics
 import threading
@@ -17,6 +18,8 @@ import uuid
 from pathlib import Path
 
 import requests
+
+from comments_api.store.repository import WriterTurns
 
 from .support import ServiceProcess
 
@@ -110,3 +113,57 @@ def test_a_create_waits_for_the_lock_until_the_statement_timeout(tmp_path: Path)
         assert 0.45 < waited < 3.0
         # And the next create, with the lock free, is stored.
         assert post(service.base, "after")[0] == 201
+
+
+def test_writer_turns_keep_processes_and_threads_apart(tmp_path: Path) -> None:
+    """Repository writers take turns through an flock next to the database: a process
+    that forked after the lock's owner opened it still waits (it opens its own
+    descriptor), threads of one process wait for each other, and a writer that cannot get
+    a turn within the wait goes on without one (SQLite's own lock then decides)."""
+    turns = WriterTurns(str(tmp_path / "comments.db"), wait=0.4)
+    with turns.turn():
+        assert Path(f"{tmp_path / 'comments.db'}-writer.lock").exists()
+        pid = os.fork()
+        if pid == 0:  # the child: must wait out the whole 0.4 s, then go on
+            started = time.monotonic()
+            with turns.turn():
+                waited = time.monotonic() - started
+            os._exit(0 if waited >= 0.35 else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+
+    # Free now: a child gets it at once.
+    pid = os.fork()
+    if pid == 0:
+        started = time.monotonic()
+        with turns.turn():
+            waited = time.monotonic() - started
+        os._exit(0 if waited < 0.3 else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+    inside: list[int] = []
+    overlaps: list[int] = []
+
+    def write(index: int) -> None:
+        for _ in range(50):
+            with turns.turn():
+                inside.append(index)
+                if len(inside) > 1:
+                    overlaps.append(index)
+                time.sleep(0.0005)
+                inside.remove(index)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert overlaps == []
+
+
+def test_writer_turns_are_skipped_without_a_database_file() -> None:
+    assert WriterTurns(":memory:", wait=1).path is None
+    assert WriterTurns(None, wait=1).path is None
+    with WriterTurns(None, wait=1).turn():
+        pass
