@@ -5,6 +5,7 @@ Values come from the same typed settings as the app, so there is one source of t
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from comments_api import telemetry
@@ -52,6 +53,15 @@ proc_name = "comments-api"
 limit_request_line = 0
 limit_request_fields = 50
 limit_request_field_size = 8190
+
+
+def pre_fork(server: Any, worker: Any) -> None:
+    # What the master built (the app, SQLAlchemy's metadata, the contract's models) lives
+    # as long as every worker: frozen, the cyclic GC never scans it again. A worker's full
+    # collection over those ~90,000 objects took 55-70 ms here, added to a request's
+    # latency whenever it struck. Frozen objects are also never written by the GC, so
+    # their pages stay shared with the master after fork.
+    gc.freeze()
 
 
 def post_fork(server: Any, worker: Any) -> None:
