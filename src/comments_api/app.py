@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
+from collections.abc import Callable
+from typing import Any
 
 from flask import Flask, Response
 from sqlalchemy import Engine
@@ -35,11 +38,40 @@ log = logging.getLogger(__name__)
 DRAIN_FILE_ENV = "COMMENTS_API_DRAIN_FILE"
 
 
+class CommentsApp(Flask):
+    """Flask, minus a question it asks about ten times per request: before calling each
+    hook and the view, ``ensure_sync`` inspects whether it is an ``async def``. None of
+    ours is, and ``create_app`` checks that once, at startup (``_no_coroutines``)."""
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        return func
+
+
+def _no_coroutines(app: Flask) -> None:
+    hooks = [
+        *app.view_functions.values(),
+        *(f for funcs in app.before_request_funcs.values() for f in funcs),
+        *(f for funcs in app.after_request_funcs.values() for f in funcs),
+        *(f for funcs in app.teardown_request_funcs.values() for f in funcs),
+        *(
+            f
+            for handlers in app.error_handler_spec.values()
+            for by_code in handlers.values()
+            for f in by_code.values()
+        ),
+    ]
+    async_ones = [
+        getattr(f, "__qualname__", repr(f)) for f in hooks if inspect.iscoroutinefunction(f)
+    ]
+    if async_ones:
+        raise RuntimeError(f"async views or hooks need Flask's ensure_sync: {async_ones}")
+
+
 def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Flask:
     """The WSGI app. ``clock`` is the services' time (tests pass one they can move)."""
     settings = settings or Settings.from_env()
     # static/ is served by comments/widget_views.py with its own headers; no generic /static route.
-    app = Flask(__name__, static_folder=None)
+    app = CommentsApp(__name__, static_folder=None)
     app.config.update(
         DEBUG=settings.debug,
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
@@ -54,7 +86,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Flask
         settings.db_pool_timeout,
         settings.db_statement_timeout,
     )
-    repo = Repository(engine)
+    repo = Repository(engine, lock_wait=settings.db_statement_timeout)
     abuse = AbuseRules(
         duplicate_window=settings.duplicate_window,
         thread_author_max=settings.thread_author_max,
@@ -89,6 +121,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Flask
     ):
         app.register_blueprint(blueprint)
     app.after_request(_security_headers)
+    _no_coroutines(app)
     return app
 
 
@@ -139,11 +172,21 @@ def _database_unavailable(exc: Exception) -> Response:
     )
 
 
+SECURITY_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Frame-Options", "DENY"),
+    ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"),
+)
+_SECURITY_NAMES = frozenset(name.lower() for name, _ in SECURITY_HEADERS)
+
+
 def _security_headers(response: Response) -> Response:
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
-    response.headers.setdefault("X-Frame-Options", "DENY")
-    response.headers.setdefault(
-        "Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"
-    )
+    # Each header unless the view set its own (the docs and widget pages set their CSP):
+    # one pass over the response's headers instead of one setdefault() scan per header.
+    headers = response.headers
+    own = {name.lower() for name, _ in headers.items() if name.lower() in _SECURITY_NAMES}
+    for name, value in SECURITY_HEADERS:
+        if name.lower() not in own:
+            headers.add(name, value)
     return response
