@@ -381,6 +381,23 @@ def test_a_client_that_asks_to_close_is_closed(sqlite_env, tmp_path, request_hea
         assert sock.recv(100) == b""
 
 
+def test_a_kept_alive_connection_is_closed_after_its_request_cap(sqlite_env, tmp_path):
+    """After KEEPALIVE_REQUESTS answers a connection is closed (its last answer says so),
+    so the client reconnects and the accept can go to an idle worker: one worker that took
+    most connections in a burst does not keep them for good. A request pipelined past the
+    cap is not answered on this connection."""
+    cap = worker.KEEPALIVE_REQUESTS
+    with (
+        ServiceProcess(sqlite_env, tmp_path, workers=1) as service,
+        socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock,
+    ):
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n" * (cap + 1))
+        answers = [read_response(sock) for _ in range(cap)]
+        assert [status for status, _, _ in answers] == [200] * cap
+        assert [h["connection"] for _, h, _ in answers] == ["keep-alive"] * (cap - 1) + ["close"]
+        assert sock.recv(100) == b""
+
+
 def test_new_connections_are_served_while_kept_alive_ones_keep_the_worker_busy(
     sqlite_env, tmp_path
 ):

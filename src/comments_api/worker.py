@@ -72,6 +72,12 @@ MAX_BACKLOG_DRAIN = 256
 # ...and a connection that has not sent a byte yet is waited for this long (as gthread
 # does for kept-alive connections), not its whole header timeout.
 STOP_IDLE_LINGER = 2.0
+# A busy worker leaves a new connection to an idle one for at most this long (seconds).
+ACCEPT_DEFER = 0.005
+# Requests per kept-alive connection; then "Connection: close" (nginx's keepalive_requests
+# idea). The client reconnects and the accept goes to whichever worker is idle, so a worker
+# that got more than its share of connections in a burst does not keep them for good.
+KEEPALIVE_REQUESTS = 100
 # After a response, how long the client gets to close its side (gunicorn's value).
 LINGER = 2.0
 LINGER_MAX_BYTES = 64 * 1024
@@ -214,6 +220,8 @@ class PendingRequest:
     idle_deadline: float = 0.0
     # The connection's previous request was answered and it was kept open.
     kept_alive: bool = False
+    # Requests answered on this connection before this one.
+    served: int = 0
 
     def __post_init__(self) -> None:
         self.deadline = self.header_deadline
@@ -624,7 +632,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
             return True
 
         def keep_alive(
-            client: socket.socket, listener: socket.socket, addr: Any, pipelined: bytes
+            client: socket.socket, listener: socket.socket, addr: Any, pipelined: bytes, served: int
         ) -> None:
             # Back to the selector: the connection waits for its next request like a new
             # one, closed silently after `keepalive` idle seconds; its header timeout
@@ -636,6 +644,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                 body_limit,
                 idle_deadline=now + keepalive,
                 kept_alive=True,
+                served=served,
             )
             pending[client] = (request, listener, addr)
             try:
@@ -690,7 +699,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                 return
             pipelined = self._serve(listener, client, addr, request)
             if pipelined is not None:
-                keep_alive(client, listener, addr, pipelined)
+                keep_alive(client, listener, addr, pipelined, request.served + 1)
 
         listening = True
 
@@ -707,7 +716,10 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                     selector.unregister(listener)
             listening = on
 
+        deferred_since: float | None = None
+
         def loop_once(timeout: float, accept_new: bool) -> None:
+            nonlocal deferred_since
             self.notify()
             set_listening(accept_new and len(pending) < MAX_BUFFERING)
             try:
@@ -715,6 +727,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
             except InterruptedError:
                 events = []
             now = time.monotonic()
+            asked = False  # the listener had a connection waiting this turn
             for key, _ in events:
                 if key.data == "pipe":
                     with contextlib.suppress(OSError):
@@ -726,10 +739,19 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                     if key.fileobj in lingering.socks:
                         lingering.readable(key.fileobj, selector.unregister)  # type: ignore[arg-type]
                 elif len(pending) < MAX_BUFFERING:
-                    # One connection per turn. An idle worker, asleep in select(), wakes
-                    # first and takes most; a busy one still takes its share, so a new
-                    # connection (a kubelet probe) never waits behind kept-alive traffic.
-                    accept(key.fileobj)  # type: ignore[arg-type]
+                    # One connection per turn, and only when this worker has nothing
+                    # ready to serve: kept-alive connections stay where they land, so a
+                    # busy worker leaves new ones to an idle one. But never for longer
+                    # than ACCEPT_DEFER: a new connection (a kubelet probe) must not
+                    # wait behind kept-alive traffic when every worker is busy.
+                    asked = True
+                    if not ready or now - (deferred_since or now) >= ACCEPT_DEFER:
+                        deferred_since = None
+                        accept(key.fileobj)  # type: ignore[arg-type]
+                    elif deferred_since is None:
+                        deferred_since = now
+            if not asked:
+                deferred_since = None  # another worker took it
             if ready:
                 dispatch_one()
             expire(time.monotonic())
@@ -819,6 +841,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
             and pending.complete
             and not pending.chunked
             and not pending.malformed
+            and pending.served + 1 < KEEPALIVE_REQUESTS
         )
 
     def handle_request(  # type: ignore[override]
