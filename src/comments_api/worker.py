@@ -52,6 +52,7 @@ from .contract.problems import (
     status_slug,
     status_title,
 )
+from .lean_requests import LeanReader
 
 log = logging.getLogger("comments_api.server")
 
@@ -580,6 +581,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
         self._selector: selectors.BaseSelector | None = None
         self._keepalive = 0.0
         self._date = _DateHeader()
+        self._lean = LeanReader(self.cfg)
 
     def handle_abort(self, sig: int, frame: Any) -> None:
         self._aborting = True
@@ -811,13 +813,27 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
         self._targets[client] = pending.target or ""
         try:
             client.setblocking(True)
-            reader = DeadlineReader(client, pending.deadline)
-            parser = http.get_parser(self.cfg, reader, addr)
-            parser.unreader.unread(bytes(pending.data))
-            req = next(parser)
-            if pending.sent_continue:
-                req._expected_100_continue = False
-            keep = self.handle_request(listener, req, client, addr, pending)
+            lean = None
+            if pending.complete and not pending.chunked and not pending.malformed:
+                lean = self._lean.read(
+                    pending.data,
+                    pending.header_end,
+                    pending.content_length,
+                    client,
+                    addr,
+                    listener,
+                )
+            if lean is not None:
+                req, environ = lean
+                keep = self.handle_request(listener, req, client, addr, pending, environ)
+            else:
+                reader = DeadlineReader(client, pending.deadline)
+                parser = http.get_parser(self.cfg, reader, addr)
+                parser.unreader.unread(bytes(pending.data))
+                req = next(parser)
+                if pending.sent_continue:
+                    req._expected_100_continue = False
+                keep = self.handle_request(listener, req, client, addr, pending)
         except http_errors.NoMoreData:
             pass
         except StopIteration:
@@ -851,24 +867,31 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
         client: socket.socket,
         addr: Any,
         pending: PendingRequest,
+        lean_environ: dict[str, Any] | None = None,
     ) -> bool:
         """gunicorn's SyncWorker.handle_request, except that the connection may be kept
         alive: gunicorn forces it closed "until someone shows a buffering proxy that
         supports Keep-Alive", and this worker's main loop is that buffer (an idle
-        connection waits in its selector, not in a worker). True: keep it open."""
+        connection waits in its selector, not in a worker). True: keep it open.
+        ``lean_environ``: the environ lean_requests.py built (``req`` is then its
+        LeanRequest); otherwise gunicorn's ``wsgi.create`` builds it."""
         environ: dict[str, Any] = {}
         resp = None
         try:
             self.cfg.pre_request(self, req)
-            resp, environ = wsgi.create(
-                req,
-                client,
-                addr,
-                listener.getsockname(),
-                self.cfg,
-                CoalescingResponse,
-                (self._date,),
-            )
+            if lean_environ is not None:
+                environ = lean_environ
+                resp = CoalescingResponse(req, client, self.cfg, self._date)
+            else:
+                resp, environ = wsgi.create(
+                    req,
+                    client,
+                    addr,
+                    listener.getsockname(),
+                    self.cfg,
+                    CoalescingResponse,
+                    (self._date,),
+                )
             if not self._may_keep_alive(pending):
                 resp.force_close()
             self.nr += 1
