@@ -126,3 +126,22 @@ def test_the_date_is_formatted_once_a_second():
     first = date()
     assert re.fullmatch(r"\w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT", first)
     assert date() is first  # the same string object within the second
+
+
+def test_a_head_not_yet_sent_is_not_on_the_wire(app):
+    """gunicorn's headers_sent turns True when the head is built; ours holds it back for
+    the body, so a failure in between can still be answered with a clean JSON 500."""
+    cfg = Config()
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        req = next(http.get_parser(cfg, [REQUESTS["list"]], ("127.0.0.1", 40000)))
+        resp = CoalescingResponse(req, ours, cfg, _DateHeader())
+        resp.start_response("200 OK", [("Content-Length", "2")])
+        resp.send_headers()
+        assert resp.headers_sent
+        assert not resp.on_the_wire
+        resp.write(b"ok")
+        assert resp.on_the_wire
+        resp.close()
+        ours.shutdown(socket.SHUT_WR)
+        assert theirs.recv(65536).endswith(b"\r\n\r\nok")

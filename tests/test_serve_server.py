@@ -328,7 +328,7 @@ def test_kept_alive_connections_serve_several_requests(sqlite_env, tmp_path, thr
     """Both workers keep connections open: several requests on one, pipelined ones
     answered in order, then an idle one is closed silently at the keep-alive timeout (no
     stray 408)."""
-    env = {**sqlite_env, "THREADS": threads}
+    env = {**sqlite_env, "THREADS": threads, "KEEPALIVE_TIMEOUT": "3"}
     with (
         ServiceProcess(env, tmp_path, workers=1) as service,
         socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock,
@@ -358,7 +358,7 @@ def test_kept_alive_connections_serve_several_requests(sqlite_env, tmp_path, thr
         assert json.loads(answers[2][2])["status"] == "ready"
         started = time.monotonic()
         assert sock.recv(100) == b""  # closed by the server, nothing sent
-        assert time.monotonic() - started < 8  # gunicorn's keep-alive timeout: 5 s
+        assert 2 < time.monotonic() - started < 8  # KEEPALIVE_TIMEOUT: 3 s
 
 
 @pytest.mark.parametrize(
@@ -396,6 +396,33 @@ def test_a_kept_alive_connection_is_closed_after_its_request_cap(sqlite_env, tmp
         assert [status for status, _, _ in answers] == [200] * cap
         assert [h["connection"] for _, h, _ in answers] == ["keep-alive"] * (cap - 1) + ["close"]
         assert sock.recv(100) == b""
+
+
+def test_a_full_worker_closes_its_longest_idle_kept_alive_connection_for_a_new_one(
+    sqlite_env, tmp_path
+):
+    """One worker, MAX_BUFFERING kept-alive connections idle after a request each (well
+    within their 75 s KEEPALIVE_TIMEOUT): a new connection is still served at once, and the
+    connection that has been idle longest is the one closed for it."""
+    with ServiceProcess(sqlite_env, tmp_path, workers=1) as service:
+        socks = []
+        try:
+            for _ in range(worker.MAX_BUFFERING):
+                sock = socket.create_connection(("127.0.0.1", service.port), timeout=10)
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+                assert read_response(sock)[1]["connection"] == "keep-alive"
+                socks.append(sock)
+            status, _, _ = raw_request(
+                service.port, b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 5
+            )
+            assert status == 200
+            socks[0].settimeout(5)
+            assert socks[0].recv(100) == b""  # the first, idle longest: closed silently
+            socks[-1].sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert read_response(socks[-1])[0] == 200  # the newest still works
+        finally:
+            for sock in socks:
+                sock.close()
 
 
 def test_new_connections_are_served_while_kept_alive_ones_keep_the_worker_busy(

@@ -99,7 +99,8 @@ class Settings:
         metadata=_doc(
             "Threads per worker; `1` is one request at a time per process, `>1` selects "
             "gunicorn's `gthread` worker (a thread pool; see `docs/server.md` for why the "
-            "single-threaded worker is the default). Both keep connections alive for 5 s."
+            "single-threaded worker is the default). Both keep connections alive "
+            "(`KEEPALIVE_TIMEOUT`)."
         ),
     )
     debug: bool = field(
@@ -123,6 +124,18 @@ class Settings:
     graceful_timeout: int = field(
         default=25,
         metadata=_doc("Seconds gunicorn lets in-flight requests finish after SIGTERM."),
+    )
+    # Longer than the proxy's own idle timeout for its upstream connections, or the proxy
+    # may send a request on a connection we are closing: nginx then answers 502 to a POST
+    # (it does not retry non-idempotent requests). Idle connections cost a descriptor, and
+    # a full worker closes its oldest idle one to accept a new one.
+    keepalive_timeout: int = field(
+        default=75,
+        metadata=_doc(
+            "Seconds an idle kept-alive connection stays open; `0` closes every connection "
+            "after its response. Keep it above your proxy's upstream idle timeout "
+            "(ingress-nginx `upstream-keepalive-timeout` and AWS ALB: 60 s)."
+        ),
     )
     # Totals from accept to the end of the headers, then to the end of the body: a client
     # trickling bytes cannot extend them (comments_api.worker buffers requests meanwhile).
@@ -408,6 +421,7 @@ class Settings:
             "TRUSTED_PROXIES": ("trusted_proxies", 0),
             "THREAD_AUTHOR_MAX": ("thread_author_max", 1),
             "GRACEFUL_TIMEOUT": ("graceful_timeout", 1),
+            "KEEPALIVE_TIMEOUT": ("keepalive_timeout", 0),
             "WORKER_TIMEOUT": ("worker_timeout", 1),
             "READ_CACHE_ENTRIES": ("read_cache_entries", 0),
             "READ_CACHE_BYTES": ("read_cache_bytes", 0),

@@ -62,9 +62,10 @@ log = logging.getLogger("comments_api.server")
 LIMIT_REQUEST_LINE = 48 * 1024
 # Header fields after the request line (JWTs and cookies are a few KB at most).
 LIMIT_HEADER_SECTION = 64 * 1024
-# Connections a worker buffers at once; beyond that it stops accepting and the rest wait
-# in the kernel's backlog, where they cost this process nothing. Memory is bounded by
-# what each may hold (request line + headers + MAX_BODY_BYTES), in practice far less.
+# Connections a worker holds at once (being read, or kept alive and idle); when full, the
+# idle kept-alive one that waited longest is closed for a new one, and without one to
+# close the rest wait in the kernel's backlog, where they cost this process nothing.
+# Memory is bounded by what each may hold (request line + headers + MAX_BODY_BYTES).
 MAX_BUFFERING = 512
 # accept() failing for lack of descriptors or memory: wait a little, do not crash.
 _ACCEPT_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -73,6 +74,8 @@ MAX_BACKLOG_DRAIN = 256
 # ...and a connection that has not sent a byte yet is waited for this long (as gthread
 # does for kept-alive connections), not its whole header timeout.
 STOP_IDLE_LINGER = 2.0
+# Seconds between heartbeats to gunicorn's arbiter from a busy worker's loop.
+HEARTBEAT_EVERY = 0.5
 # A busy worker leaves a new connection to an idle one for at most this long (seconds).
 ACCEPT_DEFER = 0.005
 # Requests per kept-alive connection; then "Connection: close" (nginx's keepalive_requests
@@ -536,6 +539,12 @@ class CoalescingResponse(wsgi.Response):  # type: ignore[misc]
         self._head = ("".join(lines) + "\r\n").encode("latin-1")
         self.headers_sent = True
 
+    @property
+    def on_the_wire(self) -> bool:
+        """Some of this response has been sent (gunicorn's ``headers_sent`` is already
+        True while the head waits for the body)."""
+        return bool(self.headers_sent and not self._head)
+
     def _flush_head(self) -> None:
         if self._head:
             head, self._head = self._head, b""
@@ -718,12 +727,37 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                     selector.unregister(listener)
             listening = on
 
+        def idle_kept() -> socket.socket | None:
+            # The kept-alive connection idle longest (nothing of its next request yet).
+            oldest: tuple[float, socket.socket] | None = None
+            for client, (request, _, _) in pending.items():
+                if not request.kept_alive or request.data or client in ready:
+                    continue
+                if oldest is None or request.idle_deadline < oldest[0]:
+                    oldest = (request.idle_deadline, client)
+            return None if oldest is None else oldest[1]
+
+        def room_to_accept() -> bool:
+            # Full: an idle kept-alive connection gives way to a new one, as nginx closes
+            # idle keepalive connections when it runs out of connections. Without one to
+            # close, the listener is left alone (a readable listener we cannot accept
+            # from would wake select() at once, every turn).
+            if len(pending) < MAX_BUFFERING:
+                return True
+            return idle_kept() is not None
+
         deferred_since: float | None = None
 
+        notified = 0.0
+
         def loop_once(timeout: float, accept_new: bool) -> None:
-            nonlocal deferred_since
-            self.notify()
-            set_listening(accept_new and len(pending) < MAX_BUFFERING)
+            nonlocal deferred_since, notified
+            # gunicorn's heartbeat (a syscall on a temp file), which its arbiter checks
+            # against the worker timeout (30 s): twice a second is plenty, not every turn.
+            if time.monotonic() - notified >= HEARTBEAT_EVERY:
+                self.notify()
+                notified = time.monotonic()
+            set_listening(accept_new and room_to_accept())
             try:
                 events = selector.select(timeout)
             except InterruptedError:
@@ -740,7 +774,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                 elif key.data == "linger":
                     if key.fileobj in lingering.socks:
                         lingering.readable(key.fileobj, selector.unregister)  # type: ignore[arg-type]
-                elif len(pending) < MAX_BUFFERING:
+                elif room_to_accept():
                     # One connection per turn, and only when this worker has nothing
                     # ready to serve: kept-alive connections stay where they land, so a
                     # busy worker leaves new ones to an idle one. But never for longer
@@ -749,6 +783,8 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                     asked = True
                     if not ready or now - (deferred_since or now) >= ACCEPT_DEFER:
                         deferred_since = None
+                        if len(pending) >= MAX_BUFFERING and (idle := idle_kept()):
+                            drop(idle)
                         accept(key.fileobj)  # type: ignore[arg-type]
                     elif deferred_since is None:
                         deferred_since = now
@@ -913,9 +949,10 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
         except OSError:
             raise
         except (Exception, SystemExit):
-            if resp and resp.headers_sent:
+            if resp and resp.on_the_wire:
                 # A timeout abort is SystemExit. Once the response has started, writing
-                # an error on the same socket would corrupt it.
+                # an error on the same socket would corrupt it. (Headers built but not
+                # sent yet still leave room for the JSON 500.)
                 log.exception("error handling request after the response started")
                 util.close_graceful(client)
                 raise StopIteration from None

@@ -160,6 +160,20 @@ def test_shutdown_timing(rendered: dict[str, list[dict[str, Any]]], env: str) ->
     assert pre_stop + delay + graceful < grace
 
 
+# ingress-nginx's default upstream-keepalive-timeout (its ConfigMap), in seconds.
+INGRESS_NGINX_UPSTREAM_IDLE = 60
+
+
+@pytest.mark.parametrize("env", OVERLAYS)
+def test_kept_alive_connections_outlive_the_ingress_upstream_idle_timeout(
+    rendered: dict[str, list[dict[str, Any]]], env: str
+) -> None:
+    """The worker must not close an idle upstream connection before nginx does: nginx
+    would send on it and answer the client 502 (POSTs are not retried)."""
+    config = app_config(rendered[env])
+    assert float(config["KEEPALIVE_TIMEOUT"]) > INGRESS_NGINX_UPSTREAM_IDLE
+
+
 def test_resources_follow_measured_budgets(rendered: dict[str, list[dict[str, Any]]]) -> None:
     readme = (ROOT / "docs" / "container.md").read_text()
     row = re.search(r"\| idle memory[^|]*\| < (\d+) MB \| (\d+) MB", readme)

@@ -299,16 +299,17 @@ TURN_POLL_FAST = 0.002
 
 
 class WriterTurns:
-    """One writer at a time among the processes that share a SQLite file, in the order
-    the kernel hands out an ``flock`` on ``<database>-writer.lock``, taken before BEGIN
-    IMMEDIATE. Without it two workers' creates collide on SQLite's lock, and every
-    collision costs a failed BEGIN (an exception through SQLAlchemy) and a sleep: with it,
-    measured +0.3 ms of CPU per create at 2 workers (bench/README.md). A try costs one
-    syscall; waiting polls with the same jittered 50 us - 1 ms pauses as BEGIN IMMEDIATE,
-    never blocking outright: a stuck holder must end in the usual 503 after
+    """One writer at a time among the processes that share a SQLite file: an ``flock`` on
+    ``<database>-writer.lock``, taken before BEGIN IMMEDIATE. Without it two workers'
+    creates collide on SQLite's lock, and each collision costs a failed BEGIN (an
+    exception through SQLAlchemy) and a sleep (2 workers spent ~0.3 ms more CPU per create
+    than 1; with turns the side-by-side difference was within noise, bench/README.md). A
+    try is one syscall; a waiter asks every ~50 us for 2 ms, then backs off to 1 ms, and
+    never blocks outright: a stuck holder must end in the usual 503 after
     ``DB_STATEMENT_TIMEOUT``, not stall every worker until gunicorn kills them all. Past
     that wait the write goes on without a turn and BEGIN IMMEDIATE's own retry decides.
-    Writers outside ``Repository`` (migrations, the CLI) skip it and meet SQLite's lock."""
+    ``comments-api migrate`` and ``import`` write on their own connections and meet
+    SQLite's lock instead."""
 
     def __init__(self, database: str | None, wait: float) -> None:
         self.path = f"{database}-writer.lock" if database and database != ":memory:" else None
