@@ -57,7 +57,7 @@ def gunicorns(cfg: Config, data: bytes, listener: socket.socket) -> tuple[Any, d
 def buffered(raw: bytes) -> PendingRequest | None:
     pending = PendingRequest(time.monotonic() + 10, 10, 1 << 20)
     pending.feed(raw, time.monotonic())
-    if not pending.complete or pending.chunked or pending.malformed or pending.refuse:
+    if not pending.exact or pending.refuse:
         return None
     return pending
 

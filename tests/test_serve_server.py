@@ -428,9 +428,11 @@ def test_a_full_worker_closes_its_longest_idle_kept_alive_connection_for_a_new_o
 def test_new_connections_are_served_while_kept_alive_ones_keep_the_worker_busy(
     sqlite_env, tmp_path
 ):
-    """One sync worker, six kept-alive connections asking back to back, pipelined (it is
-    never idle): a new connection - a kubelet probe - is still accepted and answered, not left
-    in the backlog until the busy ones stop."""
+    """One sync worker, six kept-alive connections asking back to back, pipelined: a new
+    connection - a kubelet probe - is still accepted and answered while they go on, not
+    left in the backlog until the busy ones stop. A regression guard: under this load the
+    earlier accept-only-when-idle rule passed too (the worker's ready queue empties now
+    and then); ACCEPT_DEFER bounds the wait where it never would."""
     stop = threading.Event()
     served = [0] * 6
 

@@ -231,6 +231,12 @@ class PendingRequest:
         self.deadline = self.header_deadline
         self.idle_deadline = self.idle_deadline or self.header_deadline
 
+    @property
+    def exact(self) -> bool:
+        """Every byte is here and where the request ends is known (no chunked body), so
+        whatever follows it in ``data`` is the client's next request."""
+        return self.complete and not self.chunked and not self.malformed
+
     def expired(self, now: float) -> str | None:
         """None while in time; "idle" (nothing received: close silently) or "timeout"."""
         if not self.data:
@@ -850,7 +856,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
         try:
             client.setblocking(True)
             lean = None
-            if pending.complete and not pending.chunked and not pending.malformed:
+            if pending.exact:
                 lean = self._lean.read(
                     pending.data,
                     pending.header_end,
@@ -885,14 +891,11 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
         return None
 
     def _may_keep_alive(self, pending: PendingRequest) -> bool:
-        # Only a request whose every byte we read and can count (no chunked body: the
-        # pipelined bytes after it are then known exactly), and never while stopping.
+        # Only after a request whose end we know exactly, and never while stopping.
         return (
             self.alive
             and self._keepalive > 0
-            and pending.complete
-            and not pending.chunked
-            and not pending.malformed
+            and pending.exact
             and pending.served + 1 < KEEPALIVE_REQUESTS
         )
 
