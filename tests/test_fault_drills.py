@@ -161,6 +161,12 @@ def test_postgres_restart_and_outage_under_write_load(tmp_path):
                 timeout=WRITE_TIMEOUT,
             )
             assert_refusal(probe)
+            # Reads too: each worker's marker connection reconnects, and fails, cleanly.
+            for route in ("/api/v1/contents/pg-drill/comments", "/api/comment/list/pg-drill"):
+                for _ in range(4):  # both workers, on their kept and their fresh connections
+                    read = requests.get(f"{service.base}{route}", timeout=WRITE_TIMEOUT)
+                    assert read.status_code == 503, (route, read.status_code, read.text[:200])
+                    assert int(read.headers["Retry-After"]) > 0
             ready = requests.get(f"{service.base}/readyz", timeout=5)
             assert ready.status_code == 503
             assert ready.json()["reason"] == "database unreachable"

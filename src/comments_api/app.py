@@ -86,7 +86,11 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Flask
         settings.db_pool_timeout,
         settings.db_statement_timeout,
     )
-    repo = Repository(engine, lock_wait=settings.db_statement_timeout)
+    repo = Repository(
+        engine,
+        lock_wait=settings.db_statement_timeout,
+        observe_statement=http_hooks.statement_observer(settings),
+    )
     abuse = AbuseRules(
         duplicate_window=settings.duplicate_window,
         thread_author_max=settings.thread_author_max,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import hashlib
@@ -9,6 +10,7 @@ import json
 import logging
 import os
 import random
+import sqlite3
 import threading
 import time
 import weakref
@@ -65,6 +67,7 @@ from ..moderation.rules import (
     Transition,
     author_key,
 )
+from .driver_sql import DriverStatement, as_sqlalchemy_error, raw_connection
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +204,19 @@ _LEGACY_LIST = (
     .limit(bindparam("limit"))
 )
 _INSERT_COMMENT = insert(comments).returning(comments.c.id)
+_INSERTED_COLUMNS = (
+    "content_id",
+    "parent_id",
+    "body",
+    "email",
+    "author_name",
+    "author_subject",
+    "status",
+    "created_at",
+    "updated_at",
+    "author_key",
+)
+_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
 # Building this nested select per request cost ~0.8 ms of CPU, far more than running it.
 _MINE = and_(
     comments.c.content_id == bindparam("content_id"),
@@ -373,9 +389,32 @@ def _forked(turns: weakref.ref[WriterTurns]) -> None:
         live.forked()
 
 
-def _sqlite_begin(busy_timeout_ms: int) -> Callable[[Connection], None]:
-    restore = f"PRAGMA busy_timeout={int(busy_timeout_ms)}"
+def _begin_immediate(driver: Any, busy_timeout_ms: int, begin: Callable[[], object]) -> None:
+    """Run ``begin`` (BEGIN IMMEDIATE) on the sqlite3 connection ``driver``, retried while
+    another writer holds the lock, with jittered sleeps from 50 us doubling to 1 ms, for at
+    most ``busy_timeout_ms``; SQLite's own busy handler is off meanwhile."""
+    driver.execute("PRAGMA busy_timeout=0")
+    try:
+        deadline = time.monotonic() + busy_timeout_ms / 1000
+        pause = SQLITE_LOCK_RETRY_FIRST
+        while True:
+            try:
+                begin()
+                return
+            except (OperationalError, sqlite3.OperationalError) as exc:
+                orig = getattr(exc, "orig", exc)  # SQLAlchemy's wrapper, or the driver's own
+                name = getattr(orig, "sqlite_errorname", None) or ""
+                busy = name.startswith("SQLITE_BUSY")  # or an extended BUSY code
+                if not busy or time.monotonic() >= deadline:
+                    raise
+            # Jitter (not security): workers that collided do not retry in lockstep.
+            time.sleep(pause * (0.5 + random.random() / 2))  # noqa: S311 # nosec B311
+            pause = min(pause * 2, SQLITE_LOCK_RETRY_MAX)
+    finally:
+        driver.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
 
+
+def _sqlite_begin(busy_timeout_ms: int) -> Callable[[Connection], None]:
     def on_begin(conn: Connection) -> None:
         # Writes start with BEGIN IMMEDIATE: the write lock is taken before the abuse checks
         # read, so check-then-insert is one serialised step across workers, and a deferred
@@ -384,25 +423,11 @@ def _sqlite_begin(busy_timeout_ms: int) -> Callable[[Connection], None]:
         if mode != "IMMEDIATE":
             conn.exec_driver_sql(f"BEGIN {mode}")
             return
-        driver = conn.connection.driver_connection
-        driver.execute("PRAGMA busy_timeout=0")  # type: ignore[union-attr]
-        try:
-            deadline = time.monotonic() + busy_timeout_ms / 1000
-            pause = SQLITE_LOCK_RETRY_FIRST
-            while True:
-                try:
-                    conn.exec_driver_sql("BEGIN IMMEDIATE")
-                    return
-                except OperationalError as exc:
-                    name = getattr(exc.orig, "sqlite_errorname", None) or ""
-                    busy = name.startswith("SQLITE_BUSY")  # or an extended BUSY code
-                    if not busy or time.monotonic() >= deadline:
-                        raise
-                # Jitter (not security): workers that collided do not retry in lockstep.
-                time.sleep(pause * (0.5 + random.random() / 2))  # noqa: S311 # nosec B311
-                pause = min(pause * 2, SQLITE_LOCK_RETRY_MAX)
-        finally:
-            driver.execute(restore)  # type: ignore[union-attr]
+        _begin_immediate(
+            conn.connection.driver_connection,
+            busy_timeout_ms,
+            lambda: conn.exec_driver_sql("BEGIN IMMEDIATE"),
+        )
 
     return on_begin
 
@@ -492,13 +517,58 @@ class AuthorCheck:
     decide: Callable[[AuthorActivity], None]
 
 
+# Called with each statement's SQL and its seconds, for the DB latency histogram, by the
+# statements run on the driver (SQLAlchemy's own executions feed it through engine events).
+StatementObserver = Callable[[str, float], None]
+
+
+class _ConnectionStatements:
+    """Compiled statements run through a SQLAlchemy connection (its events fire)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def fetchone(self, statement: DriverStatement, values: dict[str, Any]) -> Any:
+        return self.conn.exec_driver_sql(statement.sql, statement.parameters(values)).fetchone()
+
+
+class _DriverStatements:
+    """Compiled statements run on a DBAPI cursor, each timed for ``observe``."""
+
+    def __init__(self, cursor: Any, observe: StatementObserver | None) -> None:
+        self.cursor = cursor
+        self.observe = observe
+
+    def execute(self, sql: str, parameters: tuple[Any, ...] | dict[str, Any] = ()) -> None:
+        started = time.perf_counter()
+        self.cursor.execute(sql, parameters)
+        if self.observe is not None:
+            self.observe(sql, time.perf_counter() - started)
+
+    def fetchone(self, statement: DriverStatement, values: dict[str, Any]) -> Any:
+        self.execute(statement.sql, statement.parameters(values))
+        return self.cursor.fetchone()
+
+
 class Repository:
     """Comment persistence. Every method is one short transaction."""
 
-    def __init__(self, engine: Engine, lock_wait: float = 5.0) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        lock_wait: float = 5.0,
+        observe_statement: StatementObserver | None = None,
+    ) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
+        self.observe_statement = observe_statement
+        self._lock_wait_ms = max(1, int(lock_wait * 1000))
         self._writers = WriterTurns(engine.url.database if self.is_sqlite else None, lock_wait)
+        self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
+        dialect = engine.dialect
+        self._insert_comment = DriverStatement.compile(_INSERT_COMMENT, dialect, _INSERTED_COLUMNS)
+        self._author_activity_sql = DriverStatement.compile(_AUTHOR_ACTIVITY, dialect)
+        self._advisory_lock = DriverStatement.compile(_ADVISORY_LOCK, dialect)
         self._last_sweep = -IDEMPOTENCY_SWEEP_INTERVAL
         self._last_release = -RELEASE_SPACE_INTERVAL
 
@@ -511,11 +581,45 @@ class Repository:
             with conn.begin():
                 yield conn
 
-    def _lock(self, conn: Connection, *parts: str) -> None:
+    @contextmanager
+    def _driver_write(self) -> Iterator[_DriverStatements]:
+        """``_write`` on the pooled DBAPI connection itself, for the comment insert: the
+        same turn, BEGIN IMMEDIATE and pool, without SQLAlchemy's per-statement work
+        (driver_sql.py). A driver error is raised as SQLAlchemy's, so callers and the app's
+        error handlers see one kind of database failure."""
+        with self._writers.turn():
+            pooled = raw_connection(self.engine)
+            driver: Any = pooled.driver_connection
+            cursor = None
+            try:
+                cursor = driver.cursor()
+                run = _DriverStatements(cursor, self.observe_statement)
+                if self.is_sqlite:
+                    _begin_immediate(
+                        driver, self._lock_wait_ms, lambda: run.execute("BEGIN IMMEDIATE")
+                    )
+                yield run
+                driver.commit()
+            except BaseException as exc:
+                with contextlib.suppress(self._dbapi_error):
+                    driver.rollback()
+                if not isinstance(exc, self._dbapi_error):
+                    raise
+                lost = self.engine.dialect.is_disconnect(exc, driver, cursor)  # type: ignore[arg-type]
+                if lost:
+                    pooled.invalidate(exc)
+                raise as_sqlalchemy_error(self.engine.dialect, exc, invalidated=lost) from exc
+            finally:
+                if cursor is not None:
+                    with contextlib.suppress(self._dbapi_error):
+                        cursor.close()
+                pooled.close()
+
+    def _lock(self, run: _ConnectionStatements | _DriverStatements, *parts: str) -> None:
         # PostgreSQL: held until this transaction ends. SQLite's BEGIN IMMEDIATE already
         # serialises every writer, so there is nothing more to take.
         if not self.is_sqlite:
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key(*parts)})
+            run.fetchone(self._advisory_lock, {"k": _lock_key(*parts)})
 
     # --- health ------------------------------------------------------------------
     def free_bytes(self) -> int | None:
@@ -554,8 +658,8 @@ class Repository:
         self, new: NewComment, check: AuthorCheck | None = None, *, now: datetime | None = None
     ) -> Comment:
         """Insert a comment; with ``check``, first let it judge the author's activity."""
-        with self._write() as conn:
-            return self._insert(conn, new, check, now or utcnow())
+        with self._driver_write() as run:
+            return self._insert(run, new, check, now or utcnow())
 
     def create_idempotent(
         self,
@@ -577,7 +681,7 @@ class Repository:
             idempotency_keys.c.scope == request.scope, idempotency_keys.c.key == request.key
         )
         with self._write() as conn:
-            self._lock(conn, "idempotency", request.scope, request.key)
+            self._lock(_ConnectionStatements(conn), "idempotency", request.scope, request.key)
             row = conn.execute(select(idempotency_keys).where(match)).first()
             if row is not None and _aware(row.created_at) > now - timedelta(  # type: ignore[operator]
                 seconds=request.ttl
@@ -589,7 +693,7 @@ class Repository:
                     )
                 return StoredResponse(row.status, row.body, row.location, replayed=True)
             conn.execute(delete(idempotency_keys).where(match))  # expired: forgotten
-            comment = self._insert(conn, new, check, now)
+            comment = self._insert(_ConnectionStatements(conn), new, check, now)
             status, body, location = render(comment)
             conn.execute(
                 insert(idempotency_keys),
@@ -621,7 +725,11 @@ class Repository:
             log.warning("idempotency key sweep skipped: %s", exc.__class__.__name__)
 
     def _insert(
-        self, conn: Connection, new: NewComment, check: AuthorCheck | None, now: datetime
+        self,
+        run: _ConnectionStatements | _DriverStatements,
+        new: NewComment,
+        check: AuthorCheck | None,
+        now: datetime,
     ) -> Comment:
         key = author_key(new.email, new.author_subject)
         values = {
@@ -638,19 +746,22 @@ class Repository:
         if check is not None and key is not None:
             # One author on one content at a time: the check and the insert below are a
             # single step, so two identical posts at the same instant store one comment.
-            self._lock(conn, "author", new.content_id, key)
-            check.decide(self._author_activity(conn, new, key, check))
-        new_id = conn.execute(_INSERT_COMMENT, {**values, "author_key": key}).scalar_one()
+            self._lock(run, "author", new.content_id, key)
+            check.decide(self._author_activity(run, new, key, check))
+        new_id = run.fetchone(self._insert_comment, {**values, "author_key": key})[0]
         return Comment(id=new_id, deleted_at=None, **values)  # type: ignore[arg-type]
 
-    @staticmethod
     def _author_activity(
-        conn: Any, new: NewComment, key: str, check: AuthorCheck
+        self,
+        run: _ConnectionStatements | _DriverStatements,
+        new: NewComment,
+        key: str,
+        check: AuthorCheck,
     ) -> AuthorActivity:
         # One statement, three index lookups: (content_id, author_key, created_at) twice
         # and the bans primary key.
-        row = conn.execute(
-            _AUTHOR_ACTIVITY,
+        row = run.fetchone(
+            self._author_activity_sql,
             {
                 "content_id": new.content_id,
                 "author_key": key,
@@ -658,7 +769,7 @@ class Repository:
                 "dup_since": check.duplicate_since,
                 "body": new.body,
             },
-        ).one()
+        )
         return AuthorActivity(recent=row[0], duplicates=row[1], banned=row[2] > 0)
 
     # --- reads -------------------------------------------------------------------

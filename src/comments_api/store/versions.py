@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Engine, bindparam, select
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import BindParameter
 
+from .driver_sql import DriverStatement, as_sqlalchemy_error, raw_connection
 from .repository import content_versions
 
 # A marker for a content that was never written (no row yet): a write inserts a random one.
@@ -48,7 +48,7 @@ class ChangeMarkers:
         self._local = _ThreadConnection()
         # SQL compiled by SQLAlchemy for this dialect, per number of ids (at most the
         # counts route's limit): run on the raw connection, the statement is built once.
-        self._statements: dict[int, tuple[str, tuple[str, ...] | None]] = {}
+        self._statements: dict[int, DriverStatement] = {}
         self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
 
     def generation(self) -> tuple[int, int] | None:
@@ -61,23 +61,21 @@ class ChangeMarkers:
 
     def versions(self, content_ids: Sequence[str]) -> tuple[int, ...]:
         """The current marker of each content, in order (``UNWRITTEN`` for none yet)."""
-        sql, positions = self._select(len(content_ids))
+        statement = self._select(len(content_ids))
         named = {f"id_{i}": cid for i, cid in enumerate(content_ids)}
-        params = tuple(named[name] for name in positions) if positions else named
-        rows = self._run(sql, params)
+        rows = self._run(statement.sql, statement.parameters(named))
         found = {cid: int(version) for cid, version in rows}
         return tuple(found.get(cid, UNWRITTEN) for cid in content_ids)
 
-    def _select(self, count: int) -> tuple[str, tuple[str, ...] | None]:
+    def _select(self, count: int) -> DriverStatement:
         statement = self._statements.get(count)
         if statement is None:
             column = content_versions.c.content_id
             ids: list[BindParameter[Any]] = [bindparam(f"id_{i}") for i in range(count)]
             where = column == ids[0] if count == 1 else column.in_(ids)
             query = select(column, content_versions.c.version).where(where)
-            compiled = query.compile(dialect=self.engine.dialect)
-            positions = tuple(compiled.positiontup) if compiled.positiontup else None
-            statement = self._statements[count] = (compiled.string, positions)
+            statement = DriverStatement.compile(query, self.engine.dialect)
+            self._statements[count] = statement
         return statement
 
     def close(self) -> None:
@@ -92,7 +90,7 @@ class ChangeMarkers:
         local = self._local
         if local.conn is None or local.pid != os.getpid():
             # After a fork the parent's connection is the parent's: never reuse it.
-            proxied = self.engine.raw_connection()  # runs the engine's connect setup
+            proxied = raw_connection(self.engine)  # runs the engine's connect setup
             conn: Any = proxied.driver_connection
             proxied.detach()  # ours alone, not returned to the pool
             if not self.is_sqlite:
@@ -116,9 +114,7 @@ class ChangeMarkers:
                 if fresh:
                     # Raised as SQLAlchemy's error, so the app answers it like any other
                     # database failure (503 + Retry-After).
-                    raise DBAPIError.instance(
-                        sql, params, exc, self._dbapi_error, dialect=self.engine.dialect
-                    ) from exc
+                    raise as_sqlalchemy_error(self.engine.dialect, exc, sql=sql) from exc
                 # A kept connection can die with its server (restart, failover): retry
                 # once on a fresh one, like the pool's pre-ping would.
         raise AssertionError("unreachable")

@@ -8,6 +8,7 @@ import logging
 import re
 import secrets
 import uuid
+from collections.abc import Callable
 from functools import lru_cache
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
@@ -87,6 +88,12 @@ def _ip_hasher(salt: str | None) -> Any:
         return hmac.new(key, ip.encode(), hashlib.sha256).hexdigest()[:16]
 
     return hash_ip
+
+
+def statement_observer(settings: Settings) -> Callable[[str, float], None] | None:
+    """For the statements the store runs on the driver itself, which SQLAlchemy's events
+    (``instrument_engine``) do not see: they feed the same DB latency histogram."""
+    return metrics().observe_query if settings.metrics_enabled else None
 
 
 def init_app(app: Flask, settings: Settings, engine: Engine) -> None:

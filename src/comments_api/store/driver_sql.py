@@ -1,0 +1,85 @@
+"""SQLAlchemy Core statements compiled once for the engine's dialect, run on the DBAPI.
+
+On the hottest paths (the read cache's change markers, a comment's insert) SQLAlchemy's
+per-execution work - the compiled-cache lookup, parameter processing, events, the result
+object - cost several times the statement itself on SQLite (``bench/README.md``, "What
+bounds create"). The SQL is still written once, in SQLAlchemy Core, and compiled by
+SQLAlchemy for the dialect in use; only its execution skips the ``Connection`` layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.exc import DBAPIError, StatementError
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ClauseElement
+
+
+@dataclass(frozen=True)
+class DriverStatement:
+    sql: str
+    # For positional paramstyles (SQLite's qmark): the bind name of each placeholder, in
+    # order, repeats included. None for named ones (psycopg's pyformat): pass the mapping.
+    positions: tuple[str, ...] | None
+    # The dialect's bind processors (SQLite stores a DateTime as text, for example).
+    processors: tuple[tuple[str, Callable[[Any], Any]], ...]
+
+    @classmethod
+    def compile(
+        cls,
+        statement: ClauseElement,
+        dialect: Dialect,
+        column_keys: Sequence[str] | None = None,
+    ) -> DriverStatement:
+        """``column_keys``: the columns an INSERT sets (the others take their defaults)."""
+        compiled = cast(
+            SQLCompiler,
+            statement.compile(
+                dialect=dialect, column_keys=list(column_keys) if column_keys else None
+            ),
+        )
+        processors = []
+        for name, bind in compiled.binds.items():
+            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if process is not None:
+                processors.append((name, process))
+        positions = tuple(compiled.positiontup) if compiled.positiontup else None
+        return cls(compiled.string, positions, tuple(processors))
+
+    def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
+        """``values`` by bind name, in the form the DBAPI's ``execute`` takes."""
+        bound = dict(values)
+        for name, process in self.processors:
+            if name in bound:
+                bound[name] = process(bound[name])
+        if self.positions is not None:
+            return tuple(bound[name] for name in self.positions)
+        return bound
+
+
+def raw_connection(engine: Engine) -> PoolProxiedConnection:
+    """``engine.raw_connection()``, with a failure to connect raised as SQLAlchemy's error
+    as ``engine.connect()`` raises it: the app answers every database failure alike (503)."""
+    try:
+        return engine.raw_connection()
+    except engine.dialect.loaded_dbapi.Error as exc:
+        raise as_sqlalchemy_error(engine.dialect, exc) from exc
+
+
+def as_sqlalchemy_error(
+    dialect: Dialect, exc: Exception, *, invalidated: bool = False, sql: str | None = None
+) -> StatementError:
+    """A driver's exception as the SQLAlchemy one it maps to (OperationalError, ...)."""
+    return DBAPIError.instance(
+        sql,
+        None,
+        exc,
+        dialect.loaded_dbapi.Error,
+        connection_invalidated=invalidated,
+        dialect=dialect,
+    )

@@ -1,0 +1,104 @@
+"""The comment insert runs SQLAlchemy-compiled statements on the DBAPI connection
+(store/driver_sql.py): it must store exactly what SQLAlchemy would, report its statements,
+and fail the way SQLAlchemy fails. On SQLite and on a real PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import insert, literal_column, select
+from sqlalchemy.exc import IntegrityError
+
+from comments_api.comments.rules import NewComment
+from comments_api.moderation.rules import AuthorActivity, author_key
+from comments_api.store.repository import (
+    AuthorCheck,
+    Repository,
+    comments,
+    make_engine,
+    migrate,
+)
+
+
+@pytest.fixture
+def engine(database_url: str):
+    engine = make_engine(database_url)
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+def _stored(engine, comment_id: int) -> tuple:
+    columns = [literal_column(c.name) for c in comments.c if c.name != "id"]
+    with engine.connect() as conn:
+        # The raw stored values (no result processing): SQLite keeps a DateTime as text.
+        query = select(*columns).select_from(comments).where(comments.c.id == comment_id)
+        return tuple(conn.execute(query).one())
+
+
+def test_the_driver_insert_stores_what_sqlalchemy_stores(engine) -> None:
+    now = datetime(2026, 12, 2, 5, 6, 7, 890123, tzinfo=UTC)
+    new = NewComment(
+        content_id="héllo/1",
+        body="first 😀 post\nwith 'quotes' and \"more\"",
+        email="Ana@Example.com",
+        author_name="Ana",
+    )
+    seen: list[AuthorActivity] = []
+    check = AuthorCheck(now - timedelta(hours=1), now - timedelta(minutes=1), seen.append)
+    created = Repository(engine).create(new, check, now=now)
+
+    values = {
+        "content_id": new.content_id,
+        "body": new.body,
+        "email": new.email,
+        "author_name": new.author_name,
+        "status": new.status,
+        "created_at": now,
+        "updated_at": now,
+        "author_key": author_key(new.email, None),
+    }
+    with engine.begin() as conn:
+        reference = conn.execute(insert(comments).returning(comments.c.id), values).scalar_one()
+
+    assert _stored(engine, created.id) == _stored(engine, reference)
+    assert Repository(engine).get(created.id) == created
+    assert created.created_at == now
+    assert seen == [AuthorActivity(recent=0, duplicates=0, banned=False)]
+
+    # The check counts what the insert stored: the same author again sees one comment.
+    Repository(engine).create(new, check, now=now + timedelta(seconds=1))
+    assert seen[-1] == AuthorActivity(recent=2, duplicates=2, banned=False)
+    with engine.connect() as conn:
+        bodies = conn.execute(select(comments.c.body).where(comments.c.content_id == "héllo/1"))
+        assert [b for (b,) in bodies] == [new.body] * 3
+
+
+def test_the_driver_statements_are_reported_with_their_time(engine) -> None:
+    reported: list[tuple[str, float]] = []
+    repo = Repository(engine, observe_statement=lambda sql, s: reported.append((sql, s)))
+    now = datetime.now(UTC)
+    check = AuthorCheck(now, now, lambda activity: None)
+    repo.create(NewComment(content_id="c", body="hi", email="a@example.com"), check, now=now)
+
+    heads = [sql.split(None, 1)[0].upper() for sql, _ in reported]
+    sqlite = engine.dialect.name == "sqlite"
+    # SQLite: BEGIN IMMEDIATE (the wait for the write lock is worth seeing); PostgreSQL:
+    # the author's advisory lock. Then the author check and the insert.
+    assert heads == (["BEGIN", "SELECT", "INSERT"] if sqlite else ["SELECT", "SELECT", "INSERT"])
+    assert all(0 <= seconds < 5 for _, seconds in reported)
+
+
+def test_a_driver_error_is_sqlalchemys_and_the_connection_goes_back_clean(engine) -> None:
+    repo = Repository(engine)
+    orphan = NewComment(content_id="c", body="reply", parent_id=987654)
+    for _ in range(engine.pool.size() + 1):  # more failures than the pool has connections
+        with pytest.raises(IntegrityError):
+            repo.create(orphan)
+    assert engine.pool.checkedout() == 0
+    # Nothing of the failed transactions was kept, and the pooled connections still write.
+    stored = repo.create(NewComment(content_id="c", body="after"))
+    with engine.connect() as conn:
+        rows = conn.execute(select(comments.c.id).where(comments.c.content_id == "c")).all()
+    assert rows == [(stored.id,)]
