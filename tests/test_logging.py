@@ -76,6 +76,7 @@ def test_one_line_per_request_with_the_documented_fields(service: ServiceProcess
     )
     assert response.status_code == 200
     assert response.headers["X-Request-ID"] == rid
+    assert len(response.raw.headers.getlist("X-Request-ID")) == 1
     lines = access_for(service, rid)
     assert len(lines) == 1
     line = lines[0]

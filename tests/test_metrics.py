@@ -349,10 +349,36 @@ def test_prometheus_value_class_override(tmp_path: Path) -> None:
         "from comments_api.telemetry.metrics import metrics\n"
         "metrics().rejected.labels('duplicate').inc()\n"
         "assert values.ValueClass._multiprocess\n"
+        # The pid is remembered, not asked per sample: a forked child must still get files
+        # of its own, or parent and child would overwrite each other's counts.
+        "child = os.fork()\n"
+        "if child == 0:\n"
+        "    metrics().rejected.labels('duplicate').inc(5)\n"
+        "    os._exit(0)\n"
+        "os.waitpid(child, 0)\n"
+        "metrics().rejected.labels('duplicate').inc()\n"
+        "print(os.getpid(), child)\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     result = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    assert list(tmp_path.glob("counter_*.db"))
+    parent, child = result.stdout.split()
+    assert {p.name for p in tmp_path.glob("counter_*.db")} == {
+        f"counter_{parent}.db",
+        f"counter_{child}.db",
+    }
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    by_pid = {
+        pid: MultiProcessCollector.merge([str(tmp_path / f"counter_{pid}.db")], accumulate=True)
+        for pid in (parent, child)
+    }
+
+    def rejected(families) -> float:
+        family = next(f for f in families if f.name == "comments_api_comments_rejected")
+        return sum(s.value for s in family.samples if s.labels.get("reason") == "duplicate")
+
+    assert rejected(by_pid[parent]) == 2
+    assert rejected(by_pid[child]) == 5

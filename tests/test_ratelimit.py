@@ -58,6 +58,11 @@ def test_anonymous_writes_per_address_shared_by_legacy_and_v1(limited):
     assert "too many comments from this address" in refused.json["detail"]
     assert 0 < int(refused.headers["Retry-After"]) <= 60
     assert refused.headers["X-RateLimit-Remaining"] == "0"
+    # Each header once, on answers and refusals alike (the limiter adds them, unchecked).
+    for response in (*ok, refused):
+        for name in ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"):
+            assert len(response.headers.getlist(name)) == 1, (name, response.headers)
+    assert len(refused.headers.getlist("Retry-After")) == 1
     legacy = post_legacy(client, "legacy-e")
     assert legacy.status_code == 429
     assert legacy.json["status"] == "TOO-MANY-REQUESTS"

@@ -69,6 +69,9 @@ def test_every_cached_route_has_etag_and_cache_control_and_answers_304(two):
         # Served from the cache now: same bytes, same tag.
         again = client.get(url)
         assert (again.data, again.headers["ETag"]) == (first.data, etag)
+        for response in (first, again):  # each header once, built fresh or from the cache
+            for name in ("ETag", "Cache-Control", "Content-Type", "Link"):
+                assert len(response.headers.getlist(name)) <= 1, (name, response.headers)
         for header in (etag, f"W/{etag}", f'"nope", {etag}'):
             cached = client.get(url, headers={"If-None-Match": header})
             assert cached.status_code == 304, header

@@ -129,7 +129,7 @@ def init_app(app: Flask, settings: Settings, engine: Engine) -> None:
         ctx_g.obs_status = response.status_code
         rid = ctx_g.get("request_id")
         if rid:
-            response.headers[REQUEST_ID_HEADER] = rid
+            response.headers.add(REQUEST_ID_HEADER, rid)  # only this hook sets it
         return response
 
     def finish(exc: BaseException | None) -> None:

@@ -19,9 +19,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import ClassVar, cast
+from typing import Any, ClassVar, cast
 
-from flask import Flask, Response, g, request
+from flask import Flask, Request, Response, g, request
 from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage, Storage, storage_from_string
 from werkzeug.exceptions import Forbidden, TooManyRequests
@@ -48,9 +48,9 @@ CORS_EXPOSE_HEADERS = (
 CORS_MAX_AGE = "600"
 
 
-def client_address() -> str:
+def client_address(req: Request) -> str:
     """The caller's address as the limiter keys it: an IPv6 caller owns a whole /64."""
-    return _normalise_address(request.remote_addr or "unknown")
+    return _normalise_address(req.remote_addr or "unknown")
 
 
 @lru_cache(maxsize=4096)
@@ -168,17 +168,17 @@ class RateLimiter:
         self._resets: dict[str, float] = {}
         self._keys: dict[tuple[str, str], list[tuple[RateLimitItem, str, int]]] = {}
 
-    def budget(self) -> tuple[Budget, str] | None:
+    def budget(self, req: Request, ctx_g: Any) -> tuple[Budget, str] | None:
         """The budget this request draws on and its key; None when exempt."""
-        method = request.method
-        if method == "OPTIONS" or request.path in EXEMPT_PATHS:
+        method = req.method
+        if method == "OPTIONS" or req.path in EXEMPT_PATHS:
             return None
-        if method in WRITE_METHODS and request.blueprint in COMMENT_BLUEPRINTS:
-            identity = g.get("identity")
+        if method in WRITE_METHODS and req.blueprint in COMMENT_BLUEPRINTS:
+            identity = ctx_g.get("identity")
             if identity is None:
-                return self.anonymous, client_address()
+                return self.anonymous, client_address(req)
             return self.authenticated, identity.actor
-        return self.read, client_address()
+        return self.read, client_address(req)
 
     def _storage(self) -> Storage:
         if self._primary_down_until and time.monotonic() < self._primary_down_until:
@@ -209,7 +209,9 @@ class RateLimiter:
 
     def check(self) -> None:
         """before_request: count this request; 429 when a limit of its budget is exceeded."""
-        chosen = self.budget()
+        # The request and g proxies resolved once: each use of one is a context lookup.
+        ctx_g = g._get_current_object()  # type: ignore[attr-defined]
+        chosen = self.budget(request._get_current_object(), ctx_g)  # type: ignore[attr-defined]
         if chosen is None:
             return
         budget, key = chosen
@@ -230,7 +232,7 @@ class RateLimiter:
             hits = self._hit(storage, budget, key)
         breached = [h for h in hits if h.count > h.item.amount]
         # Headers describe the breached limit, else the smallest window (Flask-Limiter's choice).
-        g.ratelimit = (breached[-1] if breached else hits[0], storage)
+        ctx_g.ratelimit = (breached[-1] if breached else hits[0], storage)
         if breached:
             raise TooManyRequests(budget.message)
 
@@ -259,9 +261,11 @@ class RateLimiter:
         hit, storage = current
         try:
             reset_at = int(self.reset_at(hit, storage) + 1)
-            response.headers["X-RateLimit-Limit"] = str(hit.item.amount)
-            response.headers["X-RateLimit-Remaining"] = str(max(0, hit.item.amount - hit.count))
-            response.headers["X-RateLimit-Reset"] = str(reset_at)
+            # Only this hook writes them: add, not set (set scans every header for the name).
+            add = response.headers.add
+            add("X-RateLimit-Limit", str(hit.item.amount))
+            add("X-RateLimit-Remaining", str(max(0, hit.item.amount - hit.count)))
+            add("X-RateLimit-Reset", str(reset_at))
             if response.status_code == 429:
                 response.headers["Retry-After"] = str(max(1, int(reset_at - time.time())))
         except Exception:  # headers are advisory; never fail the request for them
