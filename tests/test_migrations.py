@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from comments_api.store.repository import head_revision, make_engine, metadata, migrate
+from comments_api.store.repository import (
+    SQLITE_PAGE_SIZE,
+    head_revision,
+    make_engine,
+    metadata,
+    migrate,
+)
 
 from .support import VENV_BIN
 
@@ -51,3 +58,27 @@ def test_sqlite_database_file_and_directory_are_created_on_first_run(tmp_path):
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     engine.dispose()
     assert target.exists()
+
+
+def test_new_sqlite_databases_get_small_pages_and_existing_ones_keep_theirs(tmp_path):
+    # Page size is fixed when SQLite creates the file (store/repository.py, SQLITE_PAGE_SIZE);
+    # the WAL is folded back at 1 MiB whatever the page size.
+    def pragmas(path) -> tuple[int, int]:
+        engine = make_engine(f"sqlite:///{path}")
+        try:
+            migrate(engine)
+            with engine.connect() as conn:
+                page = conn.exec_driver_sql("PRAGMA page_size").scalar_one()
+                checkpoint = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one()
+                return page, checkpoint
+        finally:
+            engine.dispose()
+
+    assert pragmas(tmp_path / "new.db") == (SQLITE_PAGE_SIZE, (1 << 20) // SQLITE_PAGE_SIZE)
+
+    old = tmp_path / "old.db"
+    created = sqlite3.connect(old)
+    created.execute("PRAGMA page_size=4096")
+    created.execute("CREATE TABLE kept (x)")  # the file exists: its page size is fixed
+    created.close()
+    assert pragmas(old) == (4096, 256)
