@@ -595,33 +595,36 @@ class Repository:
         same turn, BEGIN IMMEDIATE and pool, without SQLAlchemy's per-statement work
         (driver_sql.py). A driver error is raised as SQLAlchemy's, so callers and the app's
         error handlers see one kind of database failure."""
-        with self._writers.turn():
-            pooled = raw_connection(self.engine)
-            driver: Any = pooled.driver_connection
-            cursor = None
-            try:
-                cursor = driver.cursor()
-                run = _DriverStatements(cursor, self.observe_statement)
-                if self.is_sqlite:
-                    _begin_immediate(
-                        driver, self._lock_wait_ms, lambda: run.execute("BEGIN IMMEDIATE")
-                    )
-                yield run
-                driver.commit()
-            except BaseException as exc:
-                with contextlib.suppress(self._dbapi_error):
-                    driver.rollback()
-                if not isinstance(exc, self._dbapi_error):
-                    raise
-                lost = self.engine.dialect.is_disconnect(exc, driver, cursor)  # type: ignore[arg-type]
-                if lost:
-                    pooled.invalidate(exc)
-                raise as_sqlalchemy_error(self.engine.dialect, exc, invalidated=lost) from exc
-            finally:
-                if cursor is not None:
+        # The pool checkout and checkin stay outside the turn: other writers wait only
+        # for the transaction itself.
+        pooled = raw_connection(self.engine)
+        driver: Any = pooled.driver_connection
+        cursor = None
+        try:
+            cursor = driver.cursor()
+            run = _DriverStatements(cursor, self.observe_statement)
+            with self._writers.turn():
+                try:
+                    if self.is_sqlite:
+                        _begin_immediate(
+                            driver, self._lock_wait_ms, lambda: run.execute("BEGIN IMMEDIATE")
+                        )
+                    yield run
+                    driver.commit()
+                except BaseException:
                     with contextlib.suppress(self._dbapi_error):
-                        cursor.close()
-                pooled.close()
+                        driver.rollback()
+                    raise
+        except self._dbapi_error as exc:
+            lost = self.engine.dialect.is_disconnect(exc, driver, cursor)  # type: ignore[arg-type]
+            if lost:
+                pooled.invalidate(exc)
+            raise as_sqlalchemy_error(self.engine.dialect, exc, invalidated=lost) from exc
+        finally:
+            if cursor is not None:
+                with contextlib.suppress(self._dbapi_error):
+                    cursor.close()
+            pooled.close()
 
     def _lock(self, run: _ConnectionStatements | _DriverStatements, *parts: str) -> None:
         # PostgreSQL: held until this transaction ends. SQLite's BEGIN IMMEDIATE already
