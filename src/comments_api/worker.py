@@ -802,10 +802,14 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
             lingering.expire(time.monotonic(), selector.unregister)
 
         timeout = min(self.timeout or 0.5, 1.0)
+        checked = 0.0
         while self.alive:
             loop_once(0 if ready else timeout, True)
-            if not self.is_parent_alive():
-                return
+            # getppid() is a syscall: asking twice a second notices a dead master in time.
+            if time.monotonic() - checked >= HEARTBEAT_EVERY:
+                if not self.is_parent_alive():
+                    return
+                checked = time.monotonic()
 
         if self._aborting:
             return
