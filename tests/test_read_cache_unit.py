@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -117,3 +118,32 @@ def test_etags_name_the_state_the_query_and_the_fingerprint(engine):
     assert one.etag(("k",), (1,)) == cache(engine).etag(("k",), (1,))
     assert len({one.etag(("k",), (1,)), one.etag(("k",), (2,)), one.etag(("j",), (1,))}) == 3
     assert one.etag(("k",), (1,)) != other.etag(("k",), (1,))
+
+
+def test_a_forked_child_opens_its_own_marker_connection(engine) -> None:
+    # The pid is remembered at fork, not asked per read: the child must still notice it
+    # is not the process that opened the connection (sharing one sqlite3 connection
+    # across processes corrupts its state).
+    markers = ChangeMarkers(engine)
+    write(engine, "a")
+    before = markers.versions(["a"])
+    parent_conn = markers._local.conn
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, never return into pytest
+        try:
+            seen = markers.versions(["a"])
+            own = markers._local.conn is not parent_conn
+            os.write(write_fd, f"{own} {seen == before}".encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    _, status = os.waitpid(pid, 0)
+    report = os.read(read_fd, 100).decode()
+    os.close(read_fd)
+    assert status == 0
+    assert report == "True True"
+    # The parent keeps its own connection, still working.
+    assert markers._local.conn is parent_conn
+    write(engine, "a")
+    assert markers.versions(["a"]) != before

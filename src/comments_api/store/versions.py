@@ -15,9 +15,11 @@ each worker thread keeps one connection of its own, outside the pool, in autocom
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import os
 import threading
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,6 +52,10 @@ class ChangeMarkers:
         # counts route's limit): run on the raw connection, the statement is built once.
         self._statements: dict[int, DriverStatement] = {}
         self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
+        # Which process this is, read again only in a forked child: os.getpid() is a
+        # syscall, and every cached read asks which connection is its own.
+        self._pid = os.getpid()
+        os.register_at_fork(after_in_child=functools.partial(_forked, weakref.ref(self)))
 
     def generation(self) -> tuple[int, int] | None:
         """SQLite: (connection, data_version); equal values mean nothing was committed in
@@ -81,21 +87,21 @@ class ChangeMarkers:
     def close(self) -> None:
         """Close this thread's connection (tests; workers simply exit)."""
         local = self._local
-        if local.conn is not None and local.pid == os.getpid():
+        if local.conn is not None and local.pid == self._pid:
             with contextlib.suppress(self._dbapi_error):
                 local.conn.close()
         local.conn = None
 
     def _connection(self) -> tuple[Any, bool]:
         local = self._local
-        if local.conn is None or local.pid != os.getpid():
+        if local.conn is None or local.pid != self._pid:
             # After a fork the parent's connection is the parent's: never reuse it.
             proxied = raw_connection(self.engine)  # runs the engine's connect setup
             conn: Any = proxied.driver_connection
             proxied.detach()  # ours alone, not returned to the pool
             if not self.is_sqlite:
                 conn.autocommit = True  # one statement, one snapshot, no BEGIN/ROLLBACK
-            local.conn, local.pid, local.serial = conn, os.getpid(), next(_serials)
+            local.conn, local.pid, local.serial = conn, self._pid, next(_serials)
             return conn, True
         return local.conn, False
 
@@ -118,3 +124,9 @@ class ChangeMarkers:
                 # A kept connection can die with its server (restart, failover): retry
                 # once on a fresh one, like the pool's pre-ping would.
         raise AssertionError("unreachable")
+
+
+def _forked(markers: weakref.ref[ChangeMarkers]) -> None:
+    live = markers()
+    if live is not None:
+        live._pid = os.getpid()
