@@ -283,30 +283,43 @@ def test_memory_storage_needs_no_timer_thread_per_hit(limited):
     assert client.get("/api/v1/counts?content_id=1").headers["X-RateLimit-Remaining"] == "968"
 
 
-def test_memory_storage_still_sweeps_counters_nobody_reads_again():
-    from comments_api.web.protection import _LeanMemoryStorage
+def test_process_counters_open_a_new_window_after_the_last_one_ends():
+    from comments_api.web.protection import ProcessCounters
 
-    storage = _LeanMemoryStorage("comments-memory://")
-    storage._next_sweep = time.monotonic() + 3600  # no sweep while we fill it
+    counters = ProcessCounters()
+    assert [counters.incr("ip:a", expiry=1) for _ in range(3)] == [1, 2, 3]
+    assert counters.incr("ip:b", expiry=1) == 1  # another key, its own window
+    reset = counters.get_expiry("ip:a")
+    assert time.time() < reset <= time.time() + 1
+    time.sleep(1.05)
+    assert counters.incr("ip:a", expiry=1) == 1  # the window ended: a new one
+    assert counters.get_expiry("ip:a") > reset
+    assert counters.get_expiry("never-hit") <= time.time()
+
+
+def test_process_counters_sweep_windows_nobody_hits_again():
+    from comments_api.web.protection import ProcessCounters
+
+    counters = ProcessCounters()
     for i in range(100):
-        storage.incr(f"ip:{i}", expiry=0.05)
-    assert len(storage.storage) == 100
+        counters.incr(f"ip:{i}", expiry=0.05)  # type: ignore[arg-type]
+    assert len(counters._windows) == 100
     time.sleep(0.1)
-    storage._next_sweep = 0.0  # the sweep is due
-    assert storage.incr("ip:new", expiry=60) == 1
-    assert set(storage.storage) == {"ip:new"}
+    counters._next_sweep = 0.0  # the sweep is due
+    assert counters.incr("ip:new", expiry=60) == 1
+    assert set(counters._windows) == {"ip:new"}
 
 
-def test_limits_private_hooks_still_exist():
-    # _LeanMemoryStorage overrides a name-mangled method of limits' MemoryStorage
-    # (checked against limits 5.8.0): fail if a new version renames it or its sweep.
-    import inspect
+def test_process_counters_count_exactly_under_threads():
+    # gthread workers share one limiter: no hit may be lost between threads.
+    from concurrent.futures import ThreadPoolExecutor
 
-    from limits.storage import MemoryStorage
+    from comments_api.web.protection import ProcessCounters
 
-    assert callable(getattr(MemoryStorage, "_MemoryStorage__schedule_expiry", None))
-    assert callable(getattr(MemoryStorage, "_MemoryStorage__expire_events", None))
-    assert "self.__schedule_expiry()" in inspect.getsource(MemoryStorage.incr)
+    counters = ProcessCounters()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        counts = list(pool.map(lambda _: counters.incr("ip:a", expiry=60), range(4000)))
+    assert sorted(counts) == list(range(1, 4001))
 
 
 def test_unreachable_redis_falls_back_to_per_process_limits(limited):
@@ -325,12 +338,18 @@ def test_unreachable_redis_falls_back_to_per_process_limits(limited):
 def test_one_storage_call_per_limit_per_request(limited):
     # The lean limiter's promise (bench/README.md, "Leaner layers"): one incr per limit,
     # the window's reset asked of storage at most once per key; Flask-Limiter made three
-    # calls per limit. Counted on the real memory storage.
+    # calls per limit. Counted on the real per-process storage, whose whole interface is
+    # these two calls.
     client = limited(ratelimit_read="1000/minute;5000/hour")
     limiter = client.application.extensions["comments_api_limiter"]
     calls = []
     storage = limiter.primary
-    for name in ("incr", "get", "get_expiry"):
+    assert {n for n in dir(storage) if not n.startswith("_")} == {
+        "SWEEP_SECONDS",
+        "incr",
+        "get_expiry",
+    }
+    for name in ("incr", "get_expiry"):
         real = getattr(storage, name)
 
         def counted(*args, _real=real, _name=name, **kwargs):

@@ -1,6 +1,7 @@
 """Abuse protection at the HTTP edge: client address, rate limits, CORS.
 
-Rate limits (fixed windows on ``limits``' storage, from RATELIMIT_STORAGE_URL):
+Rate limits (fixed windows, per process for memory:// or on ``limits``' shared storage such
+as Redis, from RATELIMIT_STORAGE_URL):
 - anonymous comment writes: per client address (RATELIMIT_ANONYMOUS_WRITE);
 - authenticated comment writes: per credential (RATELIMIT_AUTHENTICATED_WRITE);
 - everything else except probes and metrics: per client address (RATELIMIT_READ).
@@ -15,15 +16,16 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, ClassVar, cast
+from typing import Any, Protocol, cast
 
 from flask import Flask, Request, Response, g, request
 from limits import RateLimitItem, parse_many
-from limits.storage import MemoryStorage, Storage, storage_from_string
+from limits.storage import Storage, storage_from_string
 from werkzeug.exceptions import Forbidden, TooManyRequests
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -67,34 +69,49 @@ def _normalise_address(raw: str) -> str:
     return str(address)
 
 
-class _LeanMemoryStorage(MemoryStorage):
-    """``memory://`` without a new timer thread every 10 ms.
+class Counters(Protocol):
+    """What the limiter asks of storage: limits' ``Storage`` (Redis) or ProcessCounters."""
 
-    limits' MemoryStorage sweeps expired counters from a threading.Timer restarted on
-    every hit once the previous one has fired; Thread.start() waits for the new thread to
-    get the GIL, which cut request throughput by more than half. Fixed-window counters
-    already expire lazily when read, so sweeping the rest inline every 30 s is enough.
+    def incr(self, key: str, expiry: int) -> int: ...
+
+    def get_expiry(self, key: str) -> float: ...
+
+
+class ProcessCounters:
+    """``memory://``, and the fallback while shared storage is down: fixed windows kept in
+    this process, with limits' MemoryStorage semantics (a window opens at its first hit,
+    lasts ``expiry`` seconds, and the next hit after it opens a new one).
+
+    Not limits' MemoryStorage itself: it restarted a sweep timer thread on every hit
+    (Thread.start() waits for the new thread to get the GIL, which cut throughput by more
+    than half), and its error-wrapping decorators and lock made one hit cost ~5 us, a
+    visible share of the limiter's cost on a cached read (bench/README.md). A window that
+    ends restarts on its next hit; the ones nobody hits again are swept every 30 s.
     """
 
-    STORAGE_SCHEME: ClassVar[list[str]] = ["comments-memory"]  # type: ignore[misc]
     SWEEP_SECONDS = 30.0
-    _next_sweep = 0.0
 
-    # Name-mangled hook of the parent class, called on every hit. limits has no public way
-    # to turn the timer off (checked against limits 5.8.0); test_memory_storage_* and
-    # test_limits_private_hooks_still_exist fail if a new version renames or stops calling it.
-    def _MemoryStorage__schedule_expiry(self) -> None:
-        now = time.monotonic()
-        if now >= self._next_sweep:
-            self._next_sweep = now + self.SWEEP_SECONDS
-            self._MemoryStorage__expire_events()  # type: ignore[attr-defined]
+    def __init__(self) -> None:
+        self._windows: dict[str, list[float]] = {}  # key -> [reset at (epoch s), count]
+        self._lock = threading.Lock()  # gthread workers share one limiter
+        self._next_sweep = time.time() + self.SWEEP_SECONDS
 
+    def incr(self, key: str, expiry: int) -> int:
+        now = time.time()
+        with self._lock:
+            if now >= self._next_sweep:
+                self._next_sweep = now + self.SWEEP_SECONDS
+                self._windows = {k: w for k, w in self._windows.items() if w[0] > now}
+            window = self._windows.get(key)
+            if window is None or window[0] <= now:
+                self._windows[key] = [now + expiry, 1]
+                return 1
+            window[1] += 1
+            return int(window[1])
 
-def _storage_uri(settings: Settings) -> str:
-    url = settings.ratelimit_storage_url
-    if url.startswith("memory://"):
-        return "comments-memory://"
-    return url
+    def get_expiry(self, key: str) -> float:
+        window = self._windows.get(key)
+        return window[0] if window is not None else time.time()
 
 
 def _parse(name: str, value: str) -> list[RateLimitItem]:
@@ -158,10 +175,13 @@ class RateLimiter:
             _parse("RATELIMIT_AUTHENTICATED_WRITE", settings.ratelimit_authenticated_write),
             "too many comments from this account; wait before posting again",
         )
-        # Synchronous URIs only (memory, redis...): the async ones start with "async+".
-        self.primary = cast(Storage, storage_from_string(_storage_uri(settings)))
-        self.shared = not settings.ratelimit_storage_url.startswith("memory://")
-        self.fallback: Storage = _LeanMemoryStorage("comments-memory://")
+        url = settings.ratelimit_storage_url
+        self.shared = not url.startswith("memory://")
+        # Synchronous URIs only (redis...): the async ones start with "async+".
+        self.primary: Counters = (
+            cast(Storage, storage_from_string(url)) if self.shared else ProcessCounters()
+        )
+        self.fallback: Counters = ProcessCounters()
         self._primary_down_until = 0.0
         # key -> window reset (epoch seconds), learnt from the hit that opened the window
         # or from one get_expiry per window per worker.
@@ -180,7 +200,7 @@ class RateLimiter:
             return self.authenticated, identity.actor
         return self.read, client_address(req)
 
-    def _storage(self) -> Storage:
+    def _storage(self) -> Counters:
         if self._primary_down_until and time.monotonic() < self._primary_down_until:
             return self.fallback
         return self.primary
@@ -198,7 +218,7 @@ class RateLimiter:
             self._keys[(budget.scope, key)] = cached
         return cached
 
-    def _hit(self, storage: Storage, budget: Budget, key: str) -> list[_Hit]:
+    def _hit(self, storage: Counters, budget: Budget, key: str) -> list[_Hit]:
         hits = []
         for item, storage_key, expiry in self._storage_keys(budget, key):
             count = storage.incr(storage_key, expiry)
@@ -236,7 +256,7 @@ class RateLimiter:
         if breached:
             raise TooManyRequests(budget.message)
 
-    def reset_at(self, hit: _Hit, storage: Storage) -> float:
+    def reset_at(self, hit: _Hit, storage: Counters) -> float:
         if hit.reset is not None:
             self._remember(hit.key, hit.reset)
             return hit.reset
