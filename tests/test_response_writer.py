@@ -15,6 +15,8 @@ import pytest
 from gunicorn import http
 from gunicorn.config import Config
 from gunicorn.http import wsgi
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from comments_api.app import create_app
 from comments_api.settings import Settings
@@ -145,3 +147,54 @@ def test_a_head_not_yet_sent_is_not_on_the_wire(app):
         resp.close()
         ours.shutdown(socket.SHUT_WR)
         assert theirs.recv(65536).endswith(b"\r\n\r\nok")
+
+
+def _processed(response_class: Any, headers: list[tuple[Any, Any]]) -> tuple[Any, ...]:
+    """What process_headers makes of ``headers``: the kept list, framing facts, or the
+    error it raises (type and message)."""
+    cfg = Config()
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        req = next(http.get_parser(cfg, [b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"], ("h", 1)))
+        args = (_DateHeader(),) if response_class is CoalescingResponse else ()
+        resp = response_class(req, ours, cfg, *args)
+        try:
+            resp.process_headers(headers)
+        except Exception as exc:  # the error itself is what is compared
+            return ("raised", type(exc), str(exc))
+        return (resp.headers, resp.response_length, resp.upgrade)
+
+
+HEADER_CASES = [
+    [("Content-Type", "application/json"), ("Content-Length", "12"), ("ETag", '"x"')],
+    [("X-Padded", " \tvalue\t "), ("content-length", " 7 ")],
+    [("Connection", "close"), ("Keep-Alive", "timeout=5"), ("Transfer-Encoding", "chunked")],
+    [("Connection", "Upgrade"), ("Upgrade", "WebSocket"), ("Upgrade", "h2c")],
+    [("Bad Name", "x")],
+    [("X-Evil", "a\r\nSet-Cookie: b")],
+    [("X-Latin", "caf\xe9"), ("X-Control", "a\x7fb")],
+    [("", "empty name")],
+    [(b"X-Bytes", "v")],
+    [("X-Int", 5)],
+    [("Content-Length", "not a number")],
+]
+
+
+@pytest.mark.parametrize("headers", HEADER_CASES, ids=range(len(HEADER_CASES)))
+def test_header_processing_matches_gunicorn(headers):
+    ours = _processed(CoalescingResponse, headers)
+    assert ours == _processed(wsgi.Response, headers)
+    assert ours == _processed(CoalescingResponse, headers)  # cached names: same answer
+
+
+_chars = st.characters(min_codepoint=0, max_codepoint=0x17F)
+_names = st.text(_chars, max_size=12) | st.sampled_from(
+    ["Content-Length", "Connection", "Upgrade", "Keep-Alive", "TE", "X-RateLimit-Limit"]
+)
+_values = st.text(_chars, max_size=16) | st.sampled_from([" 12 ", "upgrade", "WebSocket"])
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(st.tuples(_names, _values), max_size=6))
+def test_generated_header_lists_are_processed_as_gunicorn_does(headers):
+    assert _processed(CoalescingResponse, headers) == _processed(wsgi.Response, headers)

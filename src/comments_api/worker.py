@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import logging
 import os
@@ -40,6 +41,7 @@ from typing import Any
 from gunicorn import http, util
 from gunicorn.http import errors as http_errors
 from gunicorn.http import wsgi
+from gunicorn.http.message import TOKEN_RE
 from gunicorn.workers.gthread import TConn, ThreadWorker
 from gunicorn.workers.sync import SyncWorker
 from werkzeug.exceptions import RequestTimeout
@@ -504,6 +506,14 @@ class _DateHeader:
         return self._value
 
 
+@functools.lru_cache(maxsize=512)
+def _header_name(name: str) -> tuple[str, bool]:
+    """A response header name checked as gunicorn checks it: (lowercased, hop-by-hop?)."""
+    if not TOKEN_RE.fullmatch(name):
+        raise http_errors.InvalidResponseHeaderName(repr(name))
+    return name.lower(), bool(util.is_hoppish(name))
+
+
 class CoalescingResponse(wsgi.Response):  # type: ignore[misc]
     """gunicorn's response writer, except that the status line and headers go out in the
     same ``send`` as the first piece of the body. gunicorn sends them separately: two
@@ -518,6 +528,33 @@ class CoalescingResponse(wsgi.Response):  # type: ignore[misc]
         super().__init__(req, sock, cfg)
         self._date = date
         self._head = b""
+
+    def process_headers(self, headers: list[tuple[str, str]]) -> None:
+        # gunicorn's Response.process_headers (23.x), the same checks and framing, except
+        # that a name's checks run once per name (_header_name): ~4 of gunicorn's 8 us for
+        # a dozen headers. tests/test_response_writer.py compares the two on generated
+        # header lists, errors included.
+        append = self.headers.append
+        for name, value in headers:
+            if not isinstance(name, str):
+                raise TypeError(f"{name!r} is not a string")
+            lname, hoppish = _header_name(name)
+            if not isinstance(value, str):
+                raise TypeError(f"{value!r} is not a string")
+            if not wsgi.HEADER_VALUE_RE.fullmatch(value):
+                # The name only: the value may carry a secret.
+                raise http_errors.InvalidResponseHeader(repr(name))
+            value = value.strip(" \t")
+            if lname == "content-length":
+                self.response_length = int(value)
+            elif hoppish:
+                if lname == "connection":
+                    if value.lower() == "upgrade":
+                        self.upgrade = True
+                elif lname == "upgrade" and value.lower() == "websocket":
+                    append((name, value))
+                continue
+            append((name, value))
 
     def default_headers(self) -> list[str]:
         if self.upgrade:
