@@ -82,3 +82,65 @@ def test_new_sqlite_databases_get_small_pages_and_existing_ones_keep_theirs(tmp_
     created.execute("CREATE TABLE kept (x)")  # the file exists: its page size is fixed
     created.close()
     assert pragmas(old) == (4096, 256)
+
+
+def test_sqlite_markers_move_to_a_without_rowid_table_and_back_intact(tmp_path):
+    # 0005 rebuilds content_versions on SQLite: the markers' values must survive (a read
+    # cache would otherwise see a change that never happened), and the triggers that bump
+    # them must work after the rebuild, in both directions.
+    from alembic import command
+
+    from comments_api.store.repository import _alembic_config
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'markers.db'}")
+
+    def table_sql() -> str:
+        with engine.connect() as conn:
+            return conn.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE name = 'content_versions'"
+            ).scalar_one()
+
+    def markers() -> dict[str, int]:
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql("SELECT content_id, version FROM content_versions")
+            return {content: version for content, version in rows}
+
+    def write(statement: str) -> None:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(statement)
+
+    insert = (
+        "INSERT INTO comments (content_id, body, status, created_at, updated_at) "
+        "VALUES ('{}', 'x', 'published', '2026-12-02', '2026-12-02')"
+    )
+    try:
+        migrate(engine, "0004")
+        write(insert.format("a"))
+        write(insert.format("b"))
+        before = markers()
+        assert set(before) == {"a", "b"}
+
+        migrate(engine)
+        assert "WITHOUT ROWID" in table_sql()
+        assert markers() == before
+        write(insert.format("a"))
+        after_insert = markers()
+        assert after_insert["a"] != before["a"]
+        assert after_insert["b"] == before["b"]
+        write("UPDATE comments SET body = 'y' WHERE content_id = 'b'")
+        assert markers()["b"] != before["b"]
+        write(insert.format("c"))
+        write("DELETE FROM comments WHERE content_id = 'c'")
+        assert set(markers()) == {"a", "b", "c"}
+        kept = markers()
+
+        with engine.begin() as conn:
+            config = _alembic_config(engine)
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0004")
+        assert "WITHOUT ROWID" not in table_sql()
+        assert markers() == kept
+        write(insert.format("a"))
+        assert markers()["a"] != kept["a"]
+    finally:
+        engine.dispose()

@@ -170,6 +170,8 @@ content_versions = Table(
     metadata,
     Column("content_id", String(128), primary_key=True),
     Column("version", BigInteger, nullable=False),
+    # SQLite: the marker lives in its key's B-tree alone, one page per bump (0005).
+    sqlite_with_rowid=False,
 )
 
 # Seconds between sweeps of expired idempotency keys, and between WAL truncations after
