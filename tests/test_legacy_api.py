@@ -195,6 +195,21 @@ def test_body_over_size_limit_is_413(make_app):
     assert listing(client, 1).status_code == 404
 
 
+def test_a_body_shorter_than_its_content_length_is_400_and_stores_nothing(client):
+    # The body is read by its declared length (web/common.py); a client that sends less
+    # and hangs up is a bad request, never a partial JSON document taken at face value.
+    payload = json.dumps({"email": "a@example.com", "comment": "short", "content_id": 1})
+    response = client.post(
+        NEW,
+        data=payload,
+        content_type="application/json",
+        environ_overrides={"CONTENT_LENGTH": str(len(payload) + 10)},
+    )
+    assert response.status_code == 400
+    assert response.is_json
+    assert listing(client, 1).status_code == 404
+
+
 def test_wrong_method_is_405_json(client):
     response = client.get(NEW)
     _assert_legacy_error(response, 405, "METHOD-NOT-ALLOWED")

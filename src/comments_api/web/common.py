@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from flask import current_app, request
+from flask import Request, current_app, request
 from werkzeug.exceptions import (
     BadRequest,
+    ClientDisconnected,
     HTTPException,
     RequestEntityTooLarge,
     UnsupportedMediaType,
@@ -57,14 +58,15 @@ def _reject_constant(name: str) -> Any:
 
 def read_json() -> Any:
     """The request body as JSON, or a 4xx that says exactly what is wrong with it."""
-    mimetype = request.mimetype
+    req = request._get_current_object()  # type: ignore[attr-defined]  # one context lookup
+    mimetype = req.mimetype
     if mimetype != "application/json" and not mimetype.endswith("+json"):
         raise UnsupportedMediaType(
             "send the body as JSON with the header 'Content-Type: application/json'"
         )
-    raw = _read_body()
+    raw = _read_body(req)
     try:
-        text = raw.decode(request.mimetype_params.get("charset", "utf-8"))
+        text = raw.decode(req.mimetype_params.get("charset", "utf-8"))
     except (UnicodeDecodeError, LookupError):
         raise BadRequest("the request body is not valid UTF-8") from None
     try:
@@ -82,20 +84,25 @@ def read_json() -> Any:
     return value
 
 
-def _read_body() -> bytes:
+def _read_body(req: Request) -> bytes:
     """The raw body: 413 when over MAX_BODY_BYTES, 400 when the stream itself is broken."""
+    limit = req.max_content_length
+    length = req.content_length
     try:
-        data = request.get_data(cache=True)  # a declared Content-Length over the limit: 413
-        limit = request.max_content_length
+        if length is not None:
+            # A declared length: read exactly it, as werkzeug's get_data would, without
+            # its stream wrappers (~11 us of a JSON write's CPU).
+            if limit is not None and length > limit:
+                raise RequestEntityTooLarge()
+            data = req.environ["wsgi.input"].read(length)
+            if len(data) != length:
+                raise ClientDisconnected()
+            return bytes(data)
+        data = req.get_data(cache=True)
         # A chunked body has no Content-Length: werkzeug stops reading at the limit and
         # returns what it has, so look for one more byte to tell "exactly the limit" from
         # "cut off".
-        if (
-            request.content_length is None
-            and limit is not None
-            and len(data) >= limit
-            and request.environ["wsgi.input"].read(1)
-        ):
+        if limit is not None and len(data) >= limit and req.environ["wsgi.input"].read(1):
             raise RequestEntityTooLarge()
     except HTTPException:
         raise
