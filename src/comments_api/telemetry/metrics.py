@@ -221,6 +221,7 @@ class _Metrics:
         for action in MODERATION_ACTIONS:
             self.moderation.labels(action)
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._created_children: dict[tuple[str, str], Any] = {}
         self._db_children = {op: self.db_duration.labels(op) for op in _SQL_VERBS.values()}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
@@ -234,6 +235,12 @@ class _Metrics:
             self._request_children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def created_child(self, api: str, status: str) -> Any:
+        child = self._created_children.get((api, status))
+        if child is None:  # cached: labels() locks and builds a key on every call
+            child = self._created_children[(api, status)] = self.created.labels(api, status)
+        return child
 
     def observe_query(self, statement: str, seconds: float) -> None:
         head = statement.lstrip()[:8].split(None, 1)
@@ -293,7 +300,7 @@ def _pool_size(engine: Engine) -> int:
 def _on_created(sender: object, **kw: Any) -> None:
     api = kw.get("api")
     status = kw.get("status")
-    metrics().created.labels(
+    metrics().created_child(
         api if api in CREATED_APIS else OTHER, status if status in STATUSES else OTHER
     ).inc()
 
