@@ -518,8 +518,8 @@ class CoalescingResponse(wsgi.Response):  # type: ignore[misc]
     """gunicorn's response writer, except that the status line and headers go out in the
     same ``send`` as the first piece of the body. gunicorn sends them separately: two
     syscalls and two TCP segments for every response where one does (measured in
-    bench/README.md). Everything else (header checks, framing, HEAD, keep-alive) is
-    gunicorn's own."""
+    bench/README.md). Its header checks are gunicorn's, run once per header name
+    (``process_headers``); framing, HEAD and keep-alive are gunicorn's own."""
 
     headers_sent: bool
     chunked: bool
