@@ -3,7 +3,7 @@
 On the hottest paths (the read cache's change markers, a comment's insert) SQLAlchemy's
 per-execution work - the compiled-cache lookup, parameter processing, events, the result
 object - cost several times the statement itself on SQLite (``bench/README.md``, "What
-bounds create"). The SQL is still written once, in SQLAlchemy Core, and compiled by
+the latest steps bought"). The SQL is still written once, in SQLAlchemy Core, and compiled by
 SQLAlchemy for the dialect in use; only its execution skips the ``Connection`` layer.
 """
 
