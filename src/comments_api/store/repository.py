@@ -295,7 +295,8 @@ def _sqlite_setup(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
         cursor = dbapi_connection.cursor()
         # WAL lets readers in every worker proceed while one writer commits; NORMAL sync is
         # durable across process crashes (only an OS crash can lose the last commits).
-        cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")  # before WAL creates the file
+        # Before WAL creates the file. PRAGMAs take no bound parameters; the value is ours.
+        cursor.execute(f"PRAGMA page_size={int(SQLITE_PAGE_SIZE)}")  # nosemgrep
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         page_size = int(cursor.execute("PRAGMA page_size").fetchone()[0])
@@ -421,7 +422,8 @@ def _begin_immediate(driver: Any, busy_timeout_ms: int, begin: Callable[[], obje
             time.sleep(pause * (0.5 + random.random() / 2))  # noqa: S311 # nosec B311
             pause = min(pause * 2, SQLITE_LOCK_RETRY_MAX)
     finally:
-        driver.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        # PRAGMAs take no bound parameters; the value is an int.
+        driver.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")  # nosemgrep
 
 
 def _sqlite_begin(busy_timeout_ms: int) -> Callable[[Connection], None]:

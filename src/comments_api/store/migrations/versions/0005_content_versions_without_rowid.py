@@ -23,47 +23,62 @@ down_revision = "0004"
 branch_labels = None
 depends_on = None
 
-_EVENTS = {"insert": "NEW", "update": "NEW", "delete": "OLD"}
-
-_TABLE = (
-    "CREATE TABLE {name} (content_id VARCHAR(128) NOT NULL, version BIGINT NOT NULL, "
-    "CONSTRAINT pk_content_versions PRIMARY KEY (content_id)){options}"
+_DROP_TRIGGERS = (
+    "DROP TRIGGER IF EXISTS comments_insert_bump",
+    "DROP TRIGGER IF EXISTS comments_update_bump",
+    "DROP TRIGGER IF EXISTS comments_delete_bump",
 )
-
-# 0004's triggers replaced the row (delete + insert); these update it where it is.
-_UPSERT = (
-    "CREATE TRIGGER comments_{event}_bump AFTER {EVENT} ON comments FOR EACH ROW "
-    "BEGIN INSERT INTO content_versions (content_id, version) "
-    "VALUES ({row}.content_id, random()) "
-    "ON CONFLICT (content_id) DO UPDATE SET version = excluded.version; END"
+_CREATE_TABLE = (
+    "CREATE TABLE content_versions_new (content_id VARCHAR(128) NOT NULL, "
+    "version BIGINT NOT NULL, CONSTRAINT pk_content_versions PRIMARY KEY (content_id))"
 )
-_REPLACE = (
-    "CREATE TRIGGER comments_{event}_bump AFTER {EVENT} ON comments FOR EACH ROW "
+_COPY = (
+    "INSERT INTO content_versions_new (content_id, version) "
+    "SELECT content_id, version FROM content_versions"
+)
+# 0004's triggers replaced the row (delete + insert); 0005's update it where it is.
+_UPSERT_TRIGGERS = (
+    "CREATE TRIGGER comments_insert_bump AFTER INSERT ON comments FOR EACH ROW "
+    "BEGIN INSERT INTO content_versions (content_id, version) VALUES (NEW.content_id, random()) "
+    "ON CONFLICT (content_id) DO UPDATE SET version = excluded.version; END",
+    "CREATE TRIGGER comments_update_bump AFTER UPDATE ON comments FOR EACH ROW "
+    "BEGIN INSERT INTO content_versions (content_id, version) VALUES (NEW.content_id, random()) "
+    "ON CONFLICT (content_id) DO UPDATE SET version = excluded.version; END",
+    "CREATE TRIGGER comments_delete_bump AFTER DELETE ON comments FOR EACH ROW "
+    "BEGIN INSERT INTO content_versions (content_id, version) VALUES (OLD.content_id, random()) "
+    "ON CONFLICT (content_id) DO UPDATE SET version = excluded.version; END",
+)
+_REPLACE_TRIGGERS = (  # exactly 0004's
+    "CREATE TRIGGER comments_insert_bump AFTER INSERT ON comments FOR EACH ROW "
     "BEGIN INSERT OR REPLACE INTO content_versions (content_id, version) "
-    "VALUES ({row}.content_id, random()); END"
+    "VALUES (NEW.content_id, random()); END",
+    "CREATE TRIGGER comments_update_bump AFTER UPDATE ON comments FOR EACH ROW "
+    "BEGIN INSERT OR REPLACE INTO content_versions (content_id, version) "
+    "VALUES (NEW.content_id, random()); END",
+    "CREATE TRIGGER comments_delete_bump AFTER DELETE ON comments FOR EACH ROW "
+    "BEGIN INSERT OR REPLACE INTO content_versions (content_id, version) "
+    "VALUES (OLD.content_id, random()); END",
 )
 
 
-def _rebuild(options: str, trigger: str) -> None:
+def _rebuild(create_table: str, triggers: tuple[str, ...]) -> None:
     # Triggers first: SQLite checks every trigger's body when a table is renamed.
-    for event in _EVENTS:
-        op.execute(f"DROP TRIGGER IF EXISTS comments_{event}_bump")
-    op.execute(_TABLE.format(name="content_versions_new", options=options))
-    op.execute(
-        "INSERT INTO content_versions_new (content_id, version) "
-        "SELECT content_id, version FROM content_versions"
-    )
-    op.execute("DROP TABLE content_versions")
-    op.execute("ALTER TABLE content_versions_new RENAME TO content_versions")
-    for event, row in _EVENTS.items():
-        op.execute(trigger.format(event=event, EVENT=event.upper(), row=row))
+    for statement in (
+        *_DROP_TRIGGERS,
+        create_table,
+        _COPY,
+        "DROP TABLE content_versions",
+        "ALTER TABLE content_versions_new RENAME TO content_versions",
+        *triggers,
+    ):
+        op.execute(statement)
 
 
 def upgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
-        _rebuild(" WITHOUT ROWID", _UPSERT)
+        _rebuild(_CREATE_TABLE + " WITHOUT ROWID", _UPSERT_TRIGGERS)
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
-        _rebuild("", _REPLACE)
+        _rebuild(_CREATE_TABLE, _REPLACE_TRIGGERS)
