@@ -284,3 +284,31 @@ def test_migration_0004_goes_down_and_up(database_url):
         ).scalar_one()
     assert version != 0
     engine.dispose()
+
+
+def test_marker_reads_are_in_the_db_latency_histogram(make_app):
+    # PostgreSQL: every cached read asks the marker of its content (one round trip), and
+    # that SELECT is timed like any other. SQLite: nothing was written in between, so
+    # PRAGMA data_version answers alone and no SELECT runs.
+    from prometheus_client.parser import text_string_to_metric_families
+
+    app = make_app(metrics_enabled=True)
+    client = app.test_client()
+
+    def selects() -> float:
+        families = text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))
+        family = next(f for f in families if f.name == "comments_api_db_query_duration_seconds")
+        return sum(
+            s.value
+            for s in family.samples
+            if s.name.endswith("_count") and s.labels.get("operation") == "select"
+        )
+
+    legacy_post(client, "mh")
+    assert client.get(LEGACY.format("mh")).status_code == 200  # built: the cache holds it
+    first = selects()
+    scrape = selects() - first  # what a scrape itself reads (the readiness check)
+    for _ in range(3):
+        assert client.get(LEGACY.format("mh")).status_code == 200
+    marker_reads = selects() - first - 2 * scrape
+    assert marker_reads == (0 if app.extensions[EXTENSION_KEY].repo.is_sqlite else 3)

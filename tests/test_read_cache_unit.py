@@ -120,6 +120,17 @@ def test_etags_name_the_state_the_query_and_the_fingerprint(engine):
     assert one.etag(("k",), (1,)) != other.etag(("k",), (1,))
 
 
+def test_marker_selects_feed_the_statement_observer_and_the_pragma_does_not(engine) -> None:
+    seen: list[tuple[str, float]] = []
+    markers = ChangeMarkers(engine, lambda sql, seconds: seen.append((sql, seconds)))
+    markers.generation()  # PRAGMA data_version: shared memory, not a statement to time
+    assert seen == []
+    markers.versions(["a", "b"])
+    markers.versions(["a"])
+    assert [sql.split(None, 1)[0] for sql, _ in seen] == ["SELECT", "SELECT"]
+    assert all(0 <= seconds < 5 for _, seconds in seen)
+
+
 def test_a_forked_child_opens_its_own_marker_connection(engine) -> None:
     # The pid is remembered at fork, not asked per read: the child must still notice it
     # is not the process that opened the connection (sharing one sqlite3 connection

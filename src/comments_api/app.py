@@ -132,7 +132,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Flask
 def _read_cache(engine: Engine, settings: Settings) -> ReadCache:
     # One per app, so one per worker after the fork; empty until the worker serves reads.
     return ReadCache(
-        ChangeMarkers(engine),
+        ChangeMarkers(engine, http_hooks.statement_observer(settings)),
         max_entries=settings.read_cache_entries,
         max_bytes=settings.read_cache_bytes,
         # What else shapes a cached body: the code, and the settings the views render with.

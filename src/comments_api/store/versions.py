@@ -19,6 +19,7 @@ import functools
 import itertools
 import os
 import threading
+import time
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -27,7 +28,7 @@ from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.sql.elements import BindParameter
 
 from .driver_sql import DriverStatement, as_sqlalchemy_error, raw_connection
-from .repository import content_versions
+from .repository import StatementObserver, content_versions
 
 # A marker for a content that was never written (no row yet): a write inserts a random one.
 UNWRITTEN = 0
@@ -44,8 +45,11 @@ class _ThreadConnection(threading.local):
 class ChangeMarkers:
     """Reads content markers on a per-thread connection; safe across fork and threads."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, observe_statement: StatementObserver | None = None) -> None:
         self.engine = engine
+        # The marker SELECTs feed the DB latency histogram (on PostgreSQL, one round trip
+        # per cached read); SQLite's PRAGMA data_version, a read of shared memory, does not.
+        self.observe_statement = observe_statement
         self.is_sqlite = engine.dialect.name == "sqlite"
         self._local = _ThreadConnection()
         # SQL compiled by SQLAlchemy for this dialect, per number of ids (at most the
@@ -69,7 +73,7 @@ class ChangeMarkers:
         """The current marker of each content, in order (``UNWRITTEN`` for none yet)."""
         statement = self._select(len(content_ids))
         named = {f"id_{i}": cid for i, cid in enumerate(content_ids)}
-        rows = self._run(statement.sql, statement.parameters(named))
+        rows = self._run(statement.sql, statement.parameters(named), self.observe_statement)
         found = {cid: int(version) for cid, version in rows}
         return tuple(found.get(cid, UNWRITTEN) for cid in content_ids)
 
@@ -105,13 +109,21 @@ class ChangeMarkers:
             return conn, True
         return local.conn, False
 
-    def _run(self, sql: str, params: tuple[Any, ...] | dict[str, Any]) -> list[Any]:
+    def _run(
+        self,
+        sql: str,
+        params: tuple[Any, ...] | dict[str, Any],
+        observe: StatementObserver | None = None,
+    ) -> list[Any]:
         for _attempt in range(2):
             conn, fresh = self._connection()
             try:
                 cursor = conn.cursor()
                 try:
+                    started = time.perf_counter()
                     cursor.execute(sql, params)
+                    if observe is not None:
+                        observe(sql, time.perf_counter() - started)
                     return list(cursor.fetchall())
                 finally:
                     cursor.close()
