@@ -7,7 +7,6 @@ import hmac
 import logging
 import re
 import secrets
-from collections.abc import Callable
 from functools import lru_cache
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
@@ -35,6 +34,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from ..settings import Settings
+    from ..store.repository import StatementObserver
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -89,7 +89,7 @@ def _ip_hasher(salt: str | None) -> Any:
     return hash_ip
 
 
-def statement_observer(settings: Settings) -> Callable[[str, float], None] | None:
+def statement_observer(settings: Settings) -> StatementObserver | None:
     """For the statements the store runs on the driver itself, which SQLAlchemy's events
     (``instrument_engine``) do not see: they feed the same DB latency histogram."""
     return metrics().observe_query if settings.metrics_enabled else None
