@@ -6,12 +6,13 @@ import inspect
 import logging
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response
 from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from werkzeug.datastructures import Headers
 
 from . import __version__
 from .clock import Clock, utcnow
@@ -32,16 +33,48 @@ from .web import docs, errors, ops, protection
 from .web.common import EXTENSION_KEY, Services
 from .web.common import services as current_services
 
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
+
 log = logging.getLogger(__name__)
 
 # Set by `comments-api serve` in the master before forking; its existence means "draining".
 DRAIN_FILE_ENV = "COMMENTS_API_DRAIN_FILE"
 
 
+# Headers werkzeug's get_wsgi_headers rewrites: only a response carrying one of these (or
+# lacking a Content-Length) needs its copy.
+_REWRITTEN = frozenset(("location", "content-location"))
+
+
+class CommentsResponse(Response):
+    """Flask's response, minus a copy: werkzeug's ``get_wsgi_headers`` copies every header
+    (validating each value again) so that it can fix up Location, Content-Location and
+    Content-Length for the status. Most of our answers need none of that - a complete
+    2xx-5xx body with its length set - and then the headers go out as they are: ~5 us of
+    the ~100 a cached list costs in process (bench/README.md). Anything else is werkzeug's.
+    """
+
+    def get_wsgi_headers(self, environ: WSGIEnvironment) -> Headers:
+        status = self.status_code
+        if status < 200 or status in (204, 304):
+            return super().get_wsgi_headers(environ)
+        has_length = False
+        for name, _ in self.headers:
+            lowered = name.lower()
+            if lowered == "content-length":
+                has_length = True
+            elif lowered in _REWRITTEN:
+                return super().get_wsgi_headers(environ)
+        return self.headers if has_length else super().get_wsgi_headers(environ)
+
+
 class CommentsApp(Flask):
     """Flask, minus a question it asks about ten times per request: before calling each
     hook and the view, ``ensure_sync`` inspects whether it is an ``async def``. None of
     ours is, and ``create_app`` checks that once, at startup (``_no_coroutines``)."""
+
+    response_class = CommentsResponse
 
     def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
         return func
