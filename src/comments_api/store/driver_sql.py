@@ -9,6 +9,7 @@ SQLAlchemy for the dialect in use; only its execution skips the ``Connection`` l
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -18,6 +19,10 @@ from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
+
+# Called with each statement's SQL and its seconds, for the DB latency histogram, by the
+# statements run on the driver (SQLAlchemy's own executions feed it through engine events).
+StatementObserver = Callable[[str, float], None]
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,24 @@ class DriverStatement:
         if self.positions is not None:
             return tuple(bound[name] for name in self.positions)
         return bound
+
+
+class TimedCursor:
+    """A DBAPI cursor whose statements are each timed for ``observe``."""
+
+    def __init__(self, cursor: Any, observe: StatementObserver | None) -> None:
+        self.cursor = cursor
+        self.observe = observe
+
+    def execute(self, sql: str, parameters: tuple[Any, ...] | dict[str, Any] = ()) -> None:
+        started = time.perf_counter()
+        self.cursor.execute(sql, parameters)
+        if self.observe is not None:
+            self.observe(sql, time.perf_counter() - started)
+
+    def fetchone(self, statement: DriverStatement, values: Mapping[str, Any]) -> Any:
+        self.execute(statement.sql, statement.parameters(values))
+        return self.cursor.fetchone()
 
 
 def raw_connection(engine: Engine) -> PoolProxiedConnection:

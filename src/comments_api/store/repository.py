@@ -67,7 +67,13 @@ from ..moderation.rules import (
     Transition,
     author_key,
 )
-from .driver_sql import DriverStatement, as_sqlalchemy_error, raw_connection
+from .driver_sql import (
+    DriverStatement,
+    StatementObserver,
+    TimedCursor,
+    as_sqlalchemy_error,
+    raw_connection,
+)
 
 log = logging.getLogger(__name__)
 
@@ -529,11 +535,6 @@ class AuthorCheck:
     decide: Callable[[AuthorActivity], None]
 
 
-# Called with each statement's SQL and its seconds, for the DB latency histogram, by the
-# statements run on the driver (SQLAlchemy's own executions feed it through engine events).
-StatementObserver = Callable[[str, float], None]
-
-
 class _ConnectionStatements:
     """Compiled statements run through a SQLAlchemy connection (its events fire)."""
 
@@ -542,24 +543,6 @@ class _ConnectionStatements:
 
     def fetchone(self, statement: DriverStatement, values: dict[str, Any]) -> Any:
         return self.conn.exec_driver_sql(statement.sql, statement.parameters(values)).fetchone()
-
-
-class _DriverStatements:
-    """Compiled statements run on a DBAPI cursor, each timed for ``observe``."""
-
-    def __init__(self, cursor: Any, observe: StatementObserver | None) -> None:
-        self.cursor = cursor
-        self.observe = observe
-
-    def execute(self, sql: str, parameters: tuple[Any, ...] | dict[str, Any] = ()) -> None:
-        started = time.perf_counter()
-        self.cursor.execute(sql, parameters)
-        if self.observe is not None:
-            self.observe(sql, time.perf_counter() - started)
-
-    def fetchone(self, statement: DriverStatement, values: dict[str, Any]) -> Any:
-        self.execute(statement.sql, statement.parameters(values))
-        return self.cursor.fetchone()
 
 
 class Repository:
@@ -594,7 +577,7 @@ class Repository:
                 yield conn
 
     @contextmanager
-    def _driver_write(self) -> Iterator[_DriverStatements]:
+    def _driver_write(self) -> Iterator[TimedCursor]:
         """``_write`` on the pooled DBAPI connection itself, for the comment insert: the
         same turn, BEGIN IMMEDIATE and pool, without SQLAlchemy's per-statement work
         (driver_sql.py). A driver error is raised as SQLAlchemy's, so callers and the app's
@@ -606,7 +589,7 @@ class Repository:
         cursor = None
         try:
             cursor = driver.cursor()
-            run = _DriverStatements(cursor, self.observe_statement)
+            run = TimedCursor(cursor, self.observe_statement)
             with self._writers.turn():
                 try:
                     if self.is_sqlite:
@@ -630,7 +613,7 @@ class Repository:
                     cursor.close()
             pooled.close()
 
-    def _lock(self, run: _ConnectionStatements | _DriverStatements, *parts: str) -> None:
+    def _lock(self, run: _ConnectionStatements | TimedCursor, *parts: str) -> None:
         # PostgreSQL: held until this transaction ends. SQLite's BEGIN IMMEDIATE already
         # serialises every writer, so there is nothing more to take.
         if not self.is_sqlite:
@@ -741,7 +724,7 @@ class Repository:
 
     def _insert(
         self,
-        run: _ConnectionStatements | _DriverStatements,
+        run: _ConnectionStatements | TimedCursor,
         new: NewComment,
         check: AuthorCheck | None,
         now: datetime,
@@ -768,7 +751,7 @@ class Repository:
 
     def _author_activity(
         self,
-        run: _ConnectionStatements | _DriverStatements,
+        run: _ConnectionStatements | TimedCursor,
         new: NewComment,
         key: str,
         check: AuthorCheck,

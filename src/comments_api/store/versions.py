@@ -15,20 +15,23 @@ each worker thread keeps one connection of its own, outside the pool, in autocom
 from __future__ import annotations
 
 import contextlib
-import functools
 import itertools
-import os
 import threading
-import time
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.sql.elements import BindParameter
 
-from .driver_sql import DriverStatement, as_sqlalchemy_error, raw_connection
-from .repository import StatementObserver, content_versions
+from ..processes import pid_at_fork
+from .driver_sql import (
+    DriverStatement,
+    StatementObserver,
+    TimedCursor,
+    as_sqlalchemy_error,
+    raw_connection,
+)
+from .repository import content_versions
 
 # A marker for a content that was never written (no row yet): a write inserts a random one.
 UNWRITTEN = 0
@@ -58,8 +61,7 @@ class ChangeMarkers:
         self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
         # Which process this is, read again only in a forked child: os.getpid() is a
         # syscall, and every cached read asks which connection is its own.
-        self._pid = os.getpid()
-        os.register_at_fork(after_in_child=functools.partial(_forked, weakref.ref(self)))
+        self._pid = pid_at_fork()
 
     def generation(self) -> tuple[int, int] | None:
         """SQLite: (connection, data_version); equal values mean nothing was committed in
@@ -91,21 +93,21 @@ class ChangeMarkers:
     def close(self) -> None:
         """Close this thread's connection (tests; workers simply exit)."""
         local = self._local
-        if local.conn is not None and local.pid == self._pid:
+        if local.conn is not None and local.pid == self._pid():
             with contextlib.suppress(self._dbapi_error):
                 local.conn.close()
         local.conn = None
 
     def _connection(self) -> tuple[Any, bool]:
         local = self._local
-        if local.conn is None or local.pid != self._pid:
+        if local.conn is None or local.pid != self._pid():
             # After a fork the parent's connection is the parent's: never reuse it.
             proxied = raw_connection(self.engine)  # runs the engine's connect setup
             conn: Any = proxied.driver_connection
             proxied.detach()  # ours alone, not returned to the pool
             if not self.is_sqlite:
                 conn.autocommit = True  # one statement, one snapshot, no BEGIN/ROLLBACK
-            local.conn, local.pid, local.serial = conn, self._pid, next(_serials)
+            local.conn, local.pid, local.serial = conn, self._pid(), next(_serials)
             return conn, True
         return local.conn, False
 
@@ -120,10 +122,7 @@ class ChangeMarkers:
             try:
                 cursor = conn.cursor()
                 try:
-                    started = time.perf_counter()
-                    cursor.execute(sql, params)
-                    if observe is not None:
-                        observe(sql, time.perf_counter() - started)
+                    TimedCursor(cursor, observe).execute(sql, params)
                     return list(cursor.fetchall())
                 finally:
                     cursor.close()
@@ -136,9 +135,3 @@ class ChangeMarkers:
                 # A kept connection can die with its server (restart, failover): retry
                 # once on a fresh one, like the pool's pre-ping would.
         raise AssertionError("unreachable")
-
-
-def _forked(markers: weakref.ref[ChangeMarkers]) -> None:
-    live = markers()
-    if live is not None:
-        live._pid = os.getpid()

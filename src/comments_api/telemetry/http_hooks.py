@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from ..settings import Settings
-    from ..store.repository import StatementObserver
+    from ..store.driver_sql import StatementObserver
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from time import perf_counter
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..comments.rules import STATUSES, DomainError
 from ..contract.problems import status_slug
+from ..processes import pid_at_fork
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -125,7 +125,7 @@ class _Metrics:
             # takes the pid remembered at fork instead. No public way to choose storage
             # after import exists (checked against prometheus_client 0.26.0);
             # test_prometheus_value_class_override fails if these names change.
-            values.ValueClass = values.MultiProcessValue(process_identifier=_pid_at_fork())
+            values.ValueClass = values.MultiProcessValue(process_identifier=pid_at_fork())
         # `*_created` timestamps double the series and multiprocess mode lacks them anyway.
         disable_created_metrics()
         self.registry = CollectorRegistry()
@@ -258,18 +258,6 @@ _SQL_VERBS = {
 }
 
 _metrics: _Metrics | None = None
-
-
-def _pid_at_fork() -> Callable[[], int]:
-    """This process's pid, read again only in a forked child (``os.register_at_fork``)."""
-    pid = os.getpid()
-
-    def forked() -> None:
-        nonlocal pid
-        pid = os.getpid()
-
-    os.register_at_fork(after_in_child=forked)
-    return lambda: pid
 
 
 def metrics() -> _Metrics:
