@@ -5,8 +5,11 @@ Date and the made-up request id aside)."""
 
 from __future__ import annotations
 
+import io
 import re
 import socket
+import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
@@ -39,21 +42,50 @@ def empty(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
     return []
 
 
-def on_the_wire(app: WsgiApp, request: bytes, response_class: Any, *args: Any) -> bytes:
+def on_the_wire(
+    app: WsgiApp,
+    request: bytes,
+    response_class: Any,
+    *args: Any,
+    nonblocking: bool = False,
+    sock_state: list[float | None] | None = None,
+) -> bytes:
+    """What a response writer puts on a socket pair for ``app``'s answer. ``nonblocking``:
+    as the sync worker's lean path hands it over (``nonblocking=True`` to ours), with a
+    small send buffer and a reader that starts late, so a large body cannot go out in one
+    send(); ``sock_state`` gets the socket's timeout afterwards (0.0: still non-blocking)."""
     cfg = Config()
     ours, theirs = socket.socketpair()
+    received: list[bytes] = []
+
+    def read_all() -> None:
+        time.sleep(0.05)
+        while chunk := theirs.recv(65536):
+            received.append(chunk)
+
     with ours, theirs:
+        if nonblocking:
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            ours.setblocking(False)
+            args = (*args, True)
+        reader = threading.Thread(target=read_all)
+        reader.start()
         req = next(http.get_parser(cfg, [request], ("127.0.0.1", 40000)))
         resp, environ = wsgi.create(
             req, ours, ("127.0.0.1", 40000), ("127.0.0.1", 8000), cfg, response_class, args
         )
-        for item in app(environ, resp.start_response):
-            resp.write(item)
+        respiter = app(environ, resp.start_response)
+        if isinstance(respiter, environ["wsgi.file_wrapper"]):
+            resp.write_file(respiter)  # as the workers do: sendfile when it can
+        else:
+            for item in respiter:
+                resp.write(item)
         resp.close()
+        if sock_state is not None:
+            sock_state.append(ours.gettimeout())
         ours.shutdown(socket.SHUT_WR)
-        out = b""
-        while chunk := theirs.recv(65536):
-            out += chunk
+        reader.join(timeout=10)
+        out = b"".join(received)
     # The time, and the request id the app makes up for each request.
     out = re.sub(rb"\r\nDate: [^\r]+\r\n", b"\r\nDate: -\r\n", out)
     return re.sub(rb"\r\nX-Request-ID: [0-9a-f]{32}\r\n", b"\r\nX-Request-ID: -\r\n", out)
@@ -121,6 +153,72 @@ def test_chunked_and_empty_answers_are_byte_identical(other):
     if other is streamed:
         assert b"Transfer-Encoding: chunked" in theirs
         assert theirs.endswith(b"6\r\nfirst \r\n6\r\nsecond\r\n0\r\n\r\n")
+
+
+BIG = bytes(range(256)) * 4096  # 1 MiB: far more than the 4 KiB send buffer
+
+
+def big_body(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    start_response("200 OK", [("Content-Length", str(len(BIG)))])
+    return [BIG]
+
+
+def big_file(environ: dict[str, Any], start_response: Any) -> Any:
+    start_response("200 OK", [("Content-Length", str(len(BIG)))])
+    return environ["wsgi.file_wrapper"](io.BytesIO(BIG))
+
+
+def big_streamed(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    # Chunked: the head goes out with the small first piece, the large one after it.
+    start_response("200 OK", [])
+    return iter([b"first", BIG, b"tail"])
+
+
+def big_real_file(tmp_path: Any) -> WsgiApp:
+    path = tmp_path / "big.bin"
+    path.write_bytes(BIG)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Length", str(len(BIG)))])
+        return environ["wsgi.file_wrapper"](open(path, "rb"))  # the wrapper closes it
+
+    return app
+
+
+@pytest.mark.parametrize("name", ["body", "file object", "sendfile", "streamed"])
+def test_a_non_blocking_socket_gets_every_byte_of_a_large_answer(name, tmp_path):
+    """The sync worker's lean path leaves the client socket non-blocking: one send() when
+    the answer fits the socket's buffer, else blocking mode for the rest (and for
+    sendfile and later pieces). The bytes equal gunicorn's on a blocking socket."""
+    app = {
+        "body": big_body,
+        "file object": big_file,
+        "sendfile": big_real_file(tmp_path),
+        "streamed": big_streamed,
+    }[name]
+    request = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+    theirs = on_the_wire(app, request, wsgi.Response)
+    assert len(theirs) > len(BIG)
+    state: list[float | None] = []
+    ours = on_the_wire(
+        app, request, CoalescingResponse, _DateHeader(), nonblocking=True, sock_state=state
+    )
+    assert ours == theirs
+    assert state == [None]  # it had to turn blocking
+
+
+def test_a_small_answer_leaves_the_socket_non_blocking(app):
+    state: list[float | None] = []
+    ours = on_the_wire(
+        app,
+        REQUESTS["list"],
+        CoalescingResponse,
+        _DateHeader(),
+        nonblocking=True,
+        sock_state=state,
+    )
+    assert ours == on_the_wire(app, REQUESTS["list"], wsgi.Response)
+    assert state == [0.0]  # one send(), no setblocking() round trip
 
 
 def test_the_date_is_formatted_once_a_second():

@@ -80,6 +80,9 @@ STOP_IDLE_LINGER = 2.0
 HEARTBEAT_EVERY = 0.5
 # A busy worker leaves a new connection to an idle one for at most this long (seconds).
 ACCEPT_DEFER = 0.005
+# How often the main loop looks for connections past their deadlines (seconds long): a
+# look walks every buffered connection, too much to repeat for every request served.
+EXPIRE_EVERY = 0.05
 # Requests per kept-alive connection; then "Connection: close" (nginx's keepalive_requests
 # idea). The client reconnects and the accept goes to whichever worker is idle, so a worker
 # that got more than its share of connections in a burst does not keep them for good.
@@ -524,10 +527,39 @@ class CoalescingResponse(wsgi.Response):  # type: ignore[misc]
     headers_sent: bool
     chunked: bool
 
-    def __init__(self, req: Any, sock: socket.socket, cfg: Any, date: _DateHeader) -> None:
+    def __init__(
+        self,
+        req: Any,
+        sock: socket.socket,
+        cfg: Any,
+        date: _DateHeader,
+        nonblocking: bool = False,
+    ) -> None:
         super().__init__(req, sock, cfg)
         self._date = date
         self._head = b""
+        # The sync worker's lean path leaves the socket non-blocking: a response that fits
+        # the socket's send buffer (nearly all do) goes out in one send(), without the two
+        # setblocking() syscalls per request; anything longer switches to blocking mode.
+        self._nonblocking = nonblocking
+
+    def _blocking(self) -> None:
+        if self._nonblocking:
+            self._nonblocking = False
+            self.sock.setblocking(True)
+
+    def _send(self, data: bytes) -> None:
+        if self._nonblocking:
+            try:
+                sent = self.sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            if sent == len(data):
+                return
+            self._blocking()
+            self.sock.sendall(memoryview(data)[sent:])
+            return
+        self.sock.sendall(data)
 
     def process_headers(self, headers: list[tuple[str, str]]) -> None:
         # gunicorn's Response.process_headers (23.x), the same checks and framing, except
@@ -591,20 +623,22 @@ class CoalescingResponse(wsgi.Response):  # type: ignore[misc]
     def _flush_head(self) -> None:
         if self._head:
             head, self._head = self._head, b""
-            self.sock.sendall(head)
+            self._send(head)
 
     def _emit_body(self, data: bytes) -> None:
         if not self._head:
+            self._blocking()
             super()._emit_body(data)
             return
         head, self._head = self._head, b""
         if self.chunked:
             data = b"%X\r\n%s\r\n" % (len(data), data)
-        self.sock.sendall(head + data)
+        self._send(head + data)
 
     def sendfile(self, respiter: Any) -> bool:
         self.send_headers()
         self._flush_head()
+        self._blocking()
         return bool(super().sendfile(respiter))
 
     def close(self) -> None:
@@ -613,7 +647,7 @@ class CoalescingResponse(wsgi.Response):  # type: ignore[misc]
         if self.chunked:
             # The last chunk, with the head when no body was written.
             head, self._head = self._head, b""
-            self.sock.sendall(head + b"0\r\n\r\n")
+            self._send(head + b"0\r\n\r\n")
             return
         self._flush_head()
 
@@ -631,6 +665,10 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
         self._aborting = False
         self._lingering = Lingering()
         self._selector: selectors.BaseSelector | None = None
+        # Client sockets registered in the selector. A kept-alive connection stays
+        # registered while its request is served (nothing selects meanwhile), sparing two
+        # epoll_ctl calls per request; only a connection that is closed leaves it.
+        self._watched: set[socket.socket] = set()
         self._keepalive = 0.0
         self._date = _DateHeader()
         self._lean = LeanReader(self.cfg)
@@ -639,7 +677,20 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
         self._aborting = True
         super().handle_abort(sig, frame)
 
+    def _watch(self, client: socket.socket) -> None:
+        if client not in self._watched and self._selector is not None:
+            self._selector.register(client, selectors.EVENT_READ, "client")
+            self._watched.add(client)
+
+    def _unwatch(self, client: socket.socket) -> None:
+        if client in self._watched:
+            self._watched.discard(client)
+            if self._selector is not None:
+                with contextlib.suppress(KeyError, ValueError):
+                    self._selector.unregister(client)
+
     def _close_after_response(self, client: socket.socket, complete: bool) -> None:
+        self._unwatch(client)  # before close(): the descriptor may be reused at once
         if complete and _nothing_pending(client):
             util.close(client)
             return
@@ -682,7 +733,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
             # The request has usually arrived with the connection: try at once.
             readable(client, now)
             if client in pending and client not in ready:
-                selector.register(client, selectors.EVENT_READ, "client")
+                self._watch(client)
             return True
 
         def keep_alive(
@@ -701,15 +752,16 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                 served=served,
             )
             pending[client] = (request, listener, addr)
-            try:
-                client.setblocking(False)
-            except OSError:
-                drop(client)
-                return
+            if client.gettimeout() != 0.0:  # only the gunicorn-parsed path made it blocking
+                try:
+                    client.setblocking(False)
+                except OSError:
+                    drop(client)
+                    return
             if pipelined and request.feed(pipelined, now):
                 ready.append(client)
                 return
-            selector.register(client, selectors.EVENT_READ, "client")
+            self._watch(client)
 
         def readable(client: socket.socket, now: float) -> None:
             request = pending[client][0]
@@ -723,8 +775,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
 
         def drop(client: socket.socket) -> None:
             pending.pop(client, None)
-            with contextlib.suppress(KeyError, ValueError):
-                selector.unregister(client)
+            self._unwatch(client)
             util.close(client)
 
         def expire(now: float) -> None:
@@ -735,8 +786,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                 state = request.expired(now)
                 if state is None:
                     continue
-                with contextlib.suppress(KeyError, ValueError):
-                    selector.unregister(client)
+                self._unwatch(client)
                 pending.pop(client, None)
                 if state == "idle":
                     util.close(client)
@@ -746,9 +796,8 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
         def dispatch_one() -> None:
             client = ready.popleft()
             request, listener, addr = pending.pop(client)
-            with contextlib.suppress(KeyError, ValueError):
-                selector.unregister(client)
             if request.refuse is not None:
+                self._unwatch(client)
                 _refuse(client, request, *request.refuse)
                 return
             pipelined = self._serve(listener, client, addr, request)
@@ -792,9 +841,10 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
         deferred_since: float | None = None
 
         notified = 0.0
+        expiry_checked = 0.0
 
         def loop_once(timeout: float, accept_new: bool) -> None:
-            nonlocal deferred_since, notified
+            nonlocal deferred_since, notified, expiry_checked
             # gunicorn's heartbeat (a syscall on a temp file), which its arbiter checks
             # against the worker timeout (30 s): twice a second is plenty, not every turn.
             if time.monotonic() - notified >= HEARTBEAT_EVERY:
@@ -835,8 +885,11 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                 deferred_since = None  # another worker took it
             if ready:
                 dispatch_one()
-            expire(time.monotonic())
-            lingering.expire(time.monotonic(), selector.unregister)
+            now = time.monotonic()
+            if now - expiry_checked >= EXPIRE_EVERY:
+                expire(now)
+                lingering.expire(now, selector.unregister)
+                expiry_checked = now
 
         timeout = min(self.timeout or 0.5, 1.0)
         checked = 0.0
@@ -895,7 +948,6 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
         keep = False
         self._targets[client] = pending.target or ""
         try:
-            client.setblocking(True)
             lean = None
             if pending.exact:
                 lean = self._lean.read(
@@ -910,6 +962,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                 req, environ = lean
                 keep = self.handle_request(listener, req, client, addr, pending, environ)
             else:
+                client.setblocking(True)
                 reader = DeadlineReader(client, pending.deadline)
                 parser = http.get_parser(self.cfg, reader, addr)
                 parser.unreader.unread(bytes(pending.data))
@@ -961,7 +1014,8 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
             self.cfg.pre_request(self, req)
             if lean_environ is not None:
                 environ = lean_environ
-                resp = CoalescingResponse(req, client, self.cfg, self._date)
+                # The socket is still non-blocking from the main loop (CoalescingResponse).
+                resp = CoalescingResponse(req, client, self.cfg, self._date, nonblocking=True)
             else:
                 resp, environ = wsgi.create(
                     req,
