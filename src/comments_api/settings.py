@@ -172,7 +172,10 @@ class Settings:
     )
     db_pool_size: int = field(
         default=5,
-        metadata=_doc("Connections per worker (PostgreSQL may open as many again on bursts)."),
+        metadata=_doc(
+            "Connections per worker (PostgreSQL may open as many again on bursts), plus one "
+            "per worker thread, outside the pool, for the read cache's change markers."
+        ),
     )
     db_pool_timeout: float = field(
         default=5.0, metadata=_doc("Seconds to wait for a pooled connection.")
