@@ -78,8 +78,12 @@ MAX_BACKLOG_DRAIN = 256
 STOP_IDLE_LINGER = 2.0
 # Seconds between heartbeats to gunicorn's arbiter from a busy worker's loop.
 HEARTBEAT_EVERY = 0.5
-# A busy worker leaves a new connection to an idle one for at most this long (seconds).
+# A worker leaves a new connection to the others for a while before taking it: 0.25 ms
+# for each connection it holds while busy (or has accepted in the current burst while
+# idle), so the worker with fewer connections takes it first; never more than
+# ACCEPT_DEFER (seconds), so a new connection (a kubelet probe) never waits long.
 ACCEPT_DEFER = 0.005
+ACCEPT_DEFER_PER_CONNECTION = 0.00025
 # How often the main loop looks for connections past their deadlines (seconds long): a
 # look walks every buffered connection, too much to repeat for every request served.
 EXPIRE_EVERY = 0.05
@@ -842,9 +846,11 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
 
         notified = 0.0
         expiry_checked = 0.0
+        burst = 0  # connections accepted less than ACCEPT_DEFER apart
+        last_accept = 0.0
 
         def loop_once(timeout: float, accept_new: bool) -> None:
-            nonlocal deferred_since, notified, expiry_checked
+            nonlocal deferred_since, notified, expiry_checked, burst, last_accept
             # gunicorn's heartbeat (a syscall on a temp file), which its arbiter checks
             # against the worker timeout (30 s): twice a second is plenty, not every turn.
             if time.monotonic() - notified >= HEARTBEAT_EVERY:
@@ -868,19 +874,33 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                     if key.fileobj in lingering.socks:
                         lingering.readable(key.fileobj, selector.unregister)  # type: ignore[arg-type]
                 elif room_to_accept():
-                    # One connection per turn, and only when this worker has nothing
-                    # ready to serve: kept-alive connections stay where they land, so a
-                    # busy worker leaves new ones to an idle one. But never for longer
-                    # than ACCEPT_DEFER: a new connection (a kubelet probe) must not
-                    # wait behind kept-alive traffic when every worker is busy.
+                    # One connection per turn. Kept-alive connections stay where they
+                    # land, so balance is decided here: a busy worker waits 0.25 ms per
+                    # connection it holds, and the one holding fewer takes it first (one
+                    # worker kept 13 of wrk's 16 connections, the other 3, and the 13
+                    # waited twice as long). An idle one waits as much per connection it
+                    # has just accepted, so a burst of new connections is shared too
+                    # (one worker took all 16 at wrk's start while the other woke up).
                     asked = True
-                    if not ready or now - (deferred_since or now) >= ACCEPT_DEFER:
+                    if now - last_accept > ACCEPT_DEFER:
+                        burst = 0
+                    held = len(pending) if ready else burst
+                    defer = min(ACCEPT_DEFER, ACCEPT_DEFER_PER_CONNECTION * held)
+                    waited = now - (deferred_since or now)
+                    if waited >= defer:
                         deferred_since = None
+                        burst += 1
+                        last_accept = now
                         if len(pending) >= MAX_BUFFERING and (idle := idle_kept()):
                             drop(idle)
                         accept(key.fileobj)  # type: ignore[arg-type]
-                    elif deferred_since is None:
-                        deferred_since = now
+                    else:
+                        if deferred_since is None:
+                            deferred_since = now
+                        if not ready:
+                            # Nothing to serve: wait here, not spin on the listener
+                            # (which stays readable) and take a core from the others.
+                            time.sleep(defer - waited)
             if not asked:
                 deferred_since = None  # another worker took it
             if ready:
