@@ -88,8 +88,8 @@ ACCEPT_DEFER_PER_CONNECTION = 0.00025
 # look walks every buffered connection, too much to repeat for every request served.
 EXPIRE_EVERY = 0.05
 # Requests per kept-alive connection; then "Connection: close" (nginx's keepalive_requests
-# idea). The client reconnects and the accept goes to whichever worker is idle, so a worker
-# that got more than its share of connections in a burst does not keep them for good.
+# idea). The client reconnects and the accept goes to the worker holding fewer connections
+# (ACCEPT_DEFER_PER_CONNECTION), so an uneven share does not last.
 KEEPALIVE_REQUESTS = 100
 # After a response, how long the client gets to close its side (gunicorn's value).
 LINGER = 2.0
@@ -756,7 +756,8 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                 served=served,
             )
             pending[client] = (request, listener, addr)
-            if client.gettimeout() != 0.0:  # only the gunicorn-parsed path made it blocking
+            # Blocking only if gunicorn's parser read it, or an answer did not fit one send().
+            if client.gettimeout() != 0.0:
                 try:
                     client.setblocking(False)
                 except OSError:
