@@ -8,7 +8,6 @@ come from the server). Loads are bounded in count and time, on loopback only.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import sqlite3
 import threading
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .support import ServiceProcess, wait_until
+from .support import ServiceProcess, scrape, value, wait_until
 
 CONTENT = "drill"
 
@@ -128,17 +127,6 @@ def assert_acked_stored_once(load: WriteLoad, database_url: str) -> None:
     assert not unknown, "stored comments nobody sent"
 
 
-def metric(base: str, name: str, labels: str) -> float:
-    response = requests.get(f"{base}/metrics", timeout=5)
-    assert response.status_code == 200, response.text[:2000]
-    text = response.text
-    match = re.search(rf"^{re.escape(name)}\{{{re.escape(labels)}\}} (\S+)$", text, re.M)
-    assert match, f"no {name}{{{labels}}} in:\n" + "\n".join(
-        line for line in text.splitlines() if line.startswith(name)
-    )
-    return float(match.group(1))
-
-
 def post(base: str, n: int, tag: str) -> None:
     for i in range(n):
         response = requests.post(
@@ -188,12 +176,17 @@ def test_one_worker_exiting_is_replaced_and_the_master_still_drains(request, tmp
         os.kill(workers[1], signal.SIGABRT)
         workers = wait_replaced(master, set(workers), 2, {workers[1]})
         post(base, 3, "after-abort")
-        created = metric(base, "comments_api_comments_created_total", 'api="v1",status="published"')
+        samples = scrape(base)
+        created = value(
+            samples, "comments_api_comments_created_total", api="v1", status="published"
+        )
         assert created == 12
-        requests_201 = metric(
-            base,
+        requests_201 = value(
+            samples,
             "comments_api_http_requests_total",
-            'method="POST",route="/api/v1/contents/<content_id>/comments",status="201"',
+            method="POST",
+            route="/api/v1/contents/<content_id>/comments",
+            status="201",
         )
         assert requests_201 == 12
         assert "comments_api_workers 2.0" in requests.get(f"{base}/metrics", timeout=5).text
@@ -239,7 +232,9 @@ def test_worker_timeout_is_replaced(backend, tmp_path):
             assert time.monotonic() - started < 5
             assert wait_until(lambda: len(children(master)) == 2, timeout=10)
         post(base, 2, "after")
-        created = metric(base, "comments_api_comments_created_total", 'api="v1",status="published"')
+        created = value(
+            scrape(base), "comments_api_comments_created_total", api="v1", status="published"
+        )
         assert created == 4
     assert "WORKER TIMEOUT" in service.log()
 
