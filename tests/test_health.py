@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from comments_api.app import create_app
+from comments_api.health import HealthService, Readiness
 from comments_api.settings import Settings
-from comments_api.store.repository import head_revision, make_engine, migrate
+from comments_api.store.repository import Repository, head_revision, make_engine, migrate
 
 from .support import free_port
 
@@ -67,3 +68,21 @@ def test_not_ready_when_database_unreachable_but_still_alive():
     )
     assert legacy.status_code == 503
     assert legacy.json["status"] == "SERVICE-UNAVAILABLE"
+
+
+def test_readiness_is_decided_without_flask(tmp_path):
+    """HealthService alone, on a real SQLite database: the drain file (created by the
+    server on SIGTERM) turns readiness off before anything else is asked, and a database
+    one migration behind is named with the command that fixes it."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'comments.db'}")
+    migrate(engine)
+    drain = tmp_path / "draining"
+    health = HealthService(Repository(engine), head_revision(), str(drain))
+    assert health.readiness() == Readiness(True, schema_revision=head_revision())
+    drain.touch()
+    assert health.readiness() == Readiness(False, "shutting down")
+    drain.unlink()
+    behind = HealthService(Repository(engine), "f" * 12, None).readiness()
+    assert not behind.ready
+    assert behind.reason.endswith("this code needs ffffffffffff; run `comments-api migrate`")
+    engine.dispose()

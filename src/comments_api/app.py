@@ -20,6 +20,7 @@ from .comments import legacy_views, v1_views, widget_views
 from .comments.cache import ReadCache
 from .comments.rules import Limits
 from .comments.service import CommentService
+from .health import HealthService
 from .identity.credentials import JwtVerifier
 from .identity.service import IdentityService
 from .moderation import views as moderation_views
@@ -133,11 +134,10 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Flask
         settings=settings,
         repo=repo,
         limits=Limits(max_comment_length=settings.max_comment_length),
-        expected_revision=head_revision(),
         comments=CommentService(repo, settings, abuse, clock, _read_cache(engine, settings)),
         moderation=ModerationService(repo, clock),
         identity=IdentityService(repo, _jwt_verifier(settings), clock),
-        drain_file=os.environ.get(DRAIN_FILE_ENV),
+        health=HealthService(repo, head_revision(), os.environ.get(DRAIN_FILE_ENV)),
     )
     # Before the other hooks: every request gets an id, a log line and (if enabled) metrics.
     http_hooks.init_app(app, settings, engine)

@@ -283,7 +283,7 @@ def _tombstone(now: datetime) -> dict[str, Any]:
 # The WAL is folded into the database once it holds 1 MiB of pages (SQLite's default is
 # 4 MiB) and cut back to 1 MiB after a checkpoint. Unbounded, it kept its high-water size
 # and grew 4 MiB at a time: on a full disk, freeing less than that let a few writes
-# through before failing again (issue #8). Readiness wants twice this much free (web/ops.py).
+# through before failing again (issue #8). Readiness wants twice this much free (health.py).
 SQLITE_WAL_SIZE_LIMIT = 1024 * 1024
 # New databases get 2 KiB pages, not SQLite's 4 KiB. A create changes about seven pages
 # (the row, three indexes, the change marker and its key), and each is written whole to

@@ -19,6 +19,7 @@ from werkzeug.exceptions import (
 
 from ..comments.rules import Limits, has_unpaired_surrogate
 from ..comments.service import CommentService
+from ..health import HealthService
 from ..identity.service import IdentityService
 from ..moderation.service import ModerationService
 from ..settings import Settings
@@ -36,11 +37,10 @@ class Services:
     settings: Settings
     repo: Repository
     limits: Limits
-    expected_revision: str
     comments: CommentService
     moderation: ModerationService
     identity: IdentityService
-    drain_file: str | None = None
+    health: HealthService
 
 
 def emit(signal: Any, **data: object) -> None:

@@ -1,0 +1,58 @@
+"""Readiness: should this process get traffic? Plain Python, no Flask (web/ops.py renders it).
+
+Liveness (/healthz) needs no service: the process answering is the whole check.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from .store.repository import SQLITE_WAL_SIZE_LIMIT, Repository
+
+# Below this much free space on the SQLite volume a write may fail at any moment: the WAL
+# alone may grow to 1 MiB before it is folded back (store/repository.py).
+MIN_FREE_BYTES = 2 * SQLITE_WAL_SIZE_LIMIT
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    reason: str = ""  # why not, for the operator (and the probe's log)
+    schema_revision: str | None = None
+
+
+class HealthService:
+    def __init__(self, repo: Repository, expected_revision: str, drain_file: str | None) -> None:
+        self.repo = repo
+        self.expected_revision = expected_revision
+        # Created by the server on SIGTERM: readiness turns off before the drain.
+        self.drain_file = drain_file
+
+    def readiness(self) -> Readiness:
+        """Draining? Database reachable, its volume not full, its schema the one this code
+        expects?"""
+        if self.drain_file and os.path.exists(self.drain_file):
+            return Readiness(False, "shutting down")
+        try:
+            revision = self.repo.schema_revision()
+        except SQLAlchemyError as exc:
+            log.warning("readiness: database unreachable: %s", exc.__class__.__name__)
+            return Readiness(False, "database unreachable")
+        free = self.repo.free_bytes()
+        if free is not None and free < MIN_FREE_BYTES:
+            log.warning("readiness: database volume full (%d bytes free)", free)
+            return Readiness(
+                False, "the database volume is full; writes fail until space is freed on it"
+            )
+        if revision != self.expected_revision:
+            return Readiness(
+                False,
+                f"database schema is at {revision or 'no revision'}, "
+                f"this code needs {self.expected_revision}; run `comments-api migrate`",
+            )
+        return Readiness(True, schema_revision=revision)
