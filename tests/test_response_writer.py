@@ -81,6 +81,8 @@ def on_the_wire(
             for item in respiter:
                 resp.write(item)
         resp.close()
+        if hasattr(respiter, "close"):
+            respiter.close()  # as the workers do (it closes the file of a file wrapper)
         if sock_state is not None:
             sock_state.append(ours.gettimeout())
         ours.shutdown(socket.SHUT_WR)
