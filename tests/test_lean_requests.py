@@ -6,9 +6,12 @@ field names and values, repeated and special fields, bodies and their lengths.""
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,17 +31,36 @@ SOCK = object()  # the client socket: passed through as gunicorn.socket, never u
 IGNORED = {"wsgi.input", "wsgi.errors", "wsgi.early_hints"}
 
 
+# The values comments_api/gunicorn_conf.py sets that the parser reads. A copy: importing
+# that module sets up a multiprocess metrics directory for the whole test process, so
+# test_the_limits_are_those_of_gunicorn_conf reads them from its source instead.
+SERVE_LIMITS = {
+    "limit_request_line": 0,
+    "limit_request_fields": 50,
+    "limit_request_field_size": 8190,
+}
+
+
 def serve_config() -> Config:
-    # The values comments_api/gunicorn_conf.py sets that the parser reads.
     cfg = Config()
-    for name, value in {
-        "limit_request_line": 0,
-        "limit_request_fields": 50,
-        "limit_request_field_size": 8190,
-        "workers": 2,
-    }.items():
+    for name, value in {**SERVE_LIMITS, "workers": 2}.items():
         cfg.set(name, value)
     return cfg
+
+
+def test_the_limits_are_those_of_gunicorn_conf() -> None:
+    spec = importlib.util.find_spec("comments_api.gunicorn_conf")
+    assert spec is not None
+    assert spec.origin is not None
+    module = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    assigned = {
+        target.id: ast.literal_eval(node.value)
+        for node in module.body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name) and target.id in SERVE_LIMITS
+    }
+    assert assigned == SERVE_LIMITS
 
 
 @pytest.fixture(scope="module")
