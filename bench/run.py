@@ -38,7 +38,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 # The tests' PostgreSQL and Redis helpers, one copy for both (run from a clone: `make bench`).
 sys.path.insert(0, str(ROOT))
-from tests.support import PostgresServer, RedisServer, find_binary  # noqa: E402
+from tests.support import (  # noqa: E402
+    PostgresServer,
+    RedisServer,
+    find_binary,
+    server_socket_inodes,
+    socket_owners,
+)
 
 HOST = "127.0.0.1"  # loopback only: the load never leaves this machine
 LOAD_LUA = ROOT / "bench" / "load.lua"
@@ -477,29 +483,6 @@ def count_v1(port: int, content: str) -> int:
     return int(json.loads(raw)["counts"][content])
 
 
-def _server_socket_inodes(port: int) -> dict[int, int]:
-    """client port -> inode of the server-side socket, for loopback connections to ``port``."""
-    found: dict[int, int] = {}
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        local, remote, inode = fields[1], fields[2], int(fields[9])
-        if int(local.split(":")[1], 16) == port and inode:
-            found[int(remote.split(":")[1], 16)] = inode
-    return found
-
-
-def _socket_owner(pids: list[int]) -> dict[int, int]:
-    """socket inode -> the pid holding it open."""
-    owners: dict[int, int] = {}
-    for pid in pids:
-        for fd in Path(f"/proc/{pid}/fd").glob("*"):
-            with contextlib.suppress(OSError):
-                target = os.readlink(fd)
-                if target.startswith("socket:["):
-                    owners[int(target[8:-1])] = pid
-    return owners
-
-
 def _read_response(sock: socket.socket, path: str) -> tuple[int, bytes]:
     data = b""
     while b"\r\n\r\n" not in data:
@@ -531,8 +514,8 @@ def _owner_then_get(
     owner = None
     deadline = time.monotonic() + 2.0
     while owner is None and time.monotonic() < deadline:
-        inode = _server_socket_inodes(port).get(sock.getsockname()[1])
-        owner = _socket_owner(workers).get(inode or -1)
+        inode = server_socket_inodes(port).get(sock.getsockname()[1])
+        owner = socket_owners(workers).get(inode or -1)
         if owner is None:
             time.sleep(0.02)
     sock.sendall(b"\r\n")

@@ -6,6 +6,7 @@ Nothing here is a mock. When a binary is missing the test skips locally, but fai
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -271,3 +272,26 @@ def scrape(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def value(samples: dict, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def server_socket_inodes(port: int) -> dict[int, int]:
+    """client port -> inode of the server-side socket, for loopback connections to ``port``."""
+    found: dict[int, int] = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, inode = fields[1], fields[2], int(fields[9])
+        if int(local.split(":")[1], 16) == port and inode:
+            found[int(remote.split(":")[1], 16)] = inode
+    return found
+
+
+def socket_owners(pids: list[int]) -> dict[int, int]:
+    """socket inode -> the pid holding it open."""
+    owners: dict[int, int] = {}
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").glob("*"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    owners[int(target[8:-1])] = pid
+    return owners

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,14 @@ from comments_api import worker
 from comments_api.server import OWNER_LOCK, RUNTIME_PREFIX, clean_stale_runtime_dirs
 from comments_api.web import errors as web_errors
 
-from .support import VENV_BIN, ServiceProcess, free_port, wait_until
+from .support import (
+    VENV_BIN,
+    ServiceProcess,
+    free_port,
+    server_socket_inodes,
+    socket_owners,
+    wait_until,
+)
 
 
 def children(pid: int) -> list[int]:
@@ -458,24 +466,6 @@ def test_a_full_worker_closes_its_longest_idle_kept_alive_connection_for_a_new_o
                 sock.close()
 
 
-def connections_per_worker(port: int, workers: list[int]) -> list[int]:
-    """How many established connections to ``port`` each worker holds (by socket inode)."""
-    inodes = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        remote_port = int(fields[2].split(":")[1], 16)
-        if int(fields[1].split(":")[1], 16) == port and remote_port and fields[3] == "01":
-            inodes.add(fields[9])
-    held = []
-    for pid in workers:
-        targets = set()
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            with contextlib.suppress(OSError):
-                targets.add(os.readlink(fd))
-        held.append(sum(f"socket:[{inode}]" in targets for inode in inodes))
-    return held
-
-
 def test_a_burst_of_new_connections_is_shared_by_the_workers(sqlite_env, tmp_path):
     """wrk opens its 16 connections at once, and they stay where they land (keep-alive):
     one worker used to take all of them while the other woke up, and its clients then
@@ -500,7 +490,10 @@ def test_a_burst_of_new_connections_is_shared_by_the_workers(sqlite_env, tmp_pat
                     sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
                 for sock in socks:
                     assert read_response(sock)[0] == 200
-                held = connections_per_worker(service.port, workers)
+                inodes = server_socket_inodes(service.port)
+                owners = socket_owners(workers)
+                owner = Counter(owners.get(inodes.get(s.getsockname()[1], -1)) for s in socks)
+                held = [owner[pid] for pid in workers]
                 assert sum(held) == 16
                 shares.append(min(held))
             finally:
