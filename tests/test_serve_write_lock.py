@@ -10,6 +10,7 @@ the create must be answered within a few ms of the release, and the row must be 
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import statistics
 import threading
@@ -19,9 +20,10 @@ from pathlib import Path
 
 import requests
 
+from comments_api.processes import WAIT_SLACK_NS
 from comments_api.store.repository import WriterTurns
 
-from .support import ServiceProcess
+from .support import ServiceProcess, wait_until
 
 HOLD = 0.06  # seconds the other client keeps the write lock
 TRIALS = 7
@@ -88,6 +90,32 @@ def test_a_create_gets_the_write_lock_within_ms_of_its_release(tmp_path: Path) -
         f"answered {statistics.median(late) * 1000:.1f} ms after the release, "
         f"uncontended {statistics.median(plain) * 1000:.1f} ms"
     )
+
+
+def test_workers_sleep_with_a_tight_timer_slack(tmp_path: Path) -> None:
+    """The writer turn polls every 25-50 us; with Linux's default 50 us timer slack each
+    poll slept ~105 us. Every worker (not the master, which only supervises) runs with
+    1 us, and a replacement worker too."""
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'comments.db'}"}
+    with ServiceProcess(env, tmp_path, workers=2) as service:
+        assert service.proc is not None
+        master = service.proc.pid
+
+        def workers() -> list[int]:
+            children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+            return [int(pid) for pid in children]
+
+        def slack(pid: int) -> int:
+            return int(Path(f"/proc/{pid}/timerslack_ns").read_text())
+
+        first = workers()
+        assert len(first) == 2
+        assert [slack(pid) for pid in first] == [WAIT_SLACK_NS, WAIT_SLACK_NS]
+        assert slack(master) != WAIT_SLACK_NS  # set per worker, after the fork
+        os.kill(first[0], signal.SIGKILL)
+        assert wait_until(lambda: len(set(workers()) - set(first)) == 1, 30)
+        (replacement,) = set(workers()) - set(first)
+        assert wait_until(lambda: slack(replacement) == WAIT_SLACK_NS, 10)
 
 
 def test_a_create_waits_for_the_lock_until_the_statement_timeout(tmp_path: Path) -> None:
