@@ -125,6 +125,21 @@ class PostgresServer:
             conn.execute(f'CREATE DATABASE "{name}"')
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
 
+    def add_password_role(self, role: str, password: str, database: str) -> None:
+        """A login role that must give its password over TCP (the cluster trusts every
+        other role): its pg_hba line goes first, and the server reloads."""
+        import psycopg
+
+        hba = self.data / "pg_hba.conf"
+        hba.write_text(f"host all {role} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+        with psycopg.connect(
+            f"host=127.0.0.1 port={self.port} user=postgres dbname={database}", autocommit=True
+        ) as conn:
+            conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+            conn.execute(f"GRANT ALL ON SCHEMA public TO {role}")
+            conn.execute(f'GRANT ALL ON DATABASE "{database}" TO {role}')
+            conn.execute("SELECT pg_reload_conf()")
+
     def server_pids(self) -> list[int]:
         """The postmaster's PID (bench/run.py counts its CPU time)."""
         try:

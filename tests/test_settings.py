@@ -74,6 +74,17 @@ def test_secrets_can_come_from_files(tmp_path, item):
         Settings.from_env({f"{name}_FILE": str(tmp_path / "missing")})
 
 
+def test_the_database_urls_file_is_remembered_for_rotations(tmp_path):
+    # store/url_file.py reads it again for new connections: a rotated password.
+    secret = tmp_path / "database-url"
+    secret.write_text(SECRET_SAMPLES["database_url"] + "\n")
+    settings = Settings.from_env({"DATABASE_URL_FILE": str(secret)})
+    assert settings.database_url_file == str(secret)
+    assert settings.database_url == SECRET_SAMPLES["database_url"]
+    direct = Settings.from_env({"DATABASE_URL": SECRET_SAMPLES["database_url"]})
+    assert direct.database_url_file is None
+
+
 def test_the_file_settings_are_the_secrets():
     assert {f.name for f in fields(Settings) if f.metadata.get("file")} == {
         "database_url",

@@ -119,6 +119,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Flask
         settings.db_pool_size,
         settings.db_pool_timeout,
         settings.db_statement_timeout,
+        url_file=settings.database_url_file,
     )
     repo = Repository(
         engine,

@@ -166,10 +166,14 @@ class Settings:
         repr=False,  # may carry the database password
         metadata=_doc(
             "`sqlite:///PATH` (created on first run) or "
-            "`postgresql+psycopg://USER:PASS@HOST:5432/DB`.",
+            "`postgresql+psycopg://USER:PASS@HOST:5432/DB`. From `DATABASE_URL_FILE`, "
+            "PostgreSQL's new connections use the user and password the file holds at the "
+            "time: a rotated password needs no restart (other changes do).",
             file=True,
         ),
     )
+    # Not a setting of its own: where database_url was read from, when it came from a file.
+    database_url_file: str | None = field(default=None, metadata={"path_of": "database_url"})
     db_pool_size: int = field(
         default=5,
         metadata=_doc(
@@ -474,6 +478,8 @@ class Settings:
         for item in fields(cls):
             if item.metadata.get("file") and (value := secret(item.name.upper())) is not None:
                 kwargs[item.name] = value
+            if (of := item.metadata.get("path_of")) and (path := get(f"{of.upper()}_FILE")):
+                kwargs[item.name] = path
         settings = cls(**kwargs)  # type: ignore[arg-type]
         settings.validate()
         return settings

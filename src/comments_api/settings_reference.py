@@ -45,6 +45,8 @@ def shown_default(item: Field[Any]) -> str:
 def table() -> str:
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for item in fields(Settings):
+        if "doc" not in item.metadata:
+            continue  # derived, not read from a variable of its own (path_of)
         name = f"`{env_name(item)}`"
         if item.metadata.get("file"):
             name += f" or `{env_name(item)}_FILE`"

@@ -74,6 +74,7 @@ from .driver_sql import (
     as_sqlalchemy_error,
     raw_connection,
 )
+from .url_file import follow_url_file
 
 log = logging.getLogger(__name__)
 
@@ -456,8 +457,12 @@ def make_engine(
     pool_size: int = 5,
     pool_timeout: float = 5.0,
     statement_timeout: float = 5.0,
+    url_file: str | None = None,
 ) -> Engine:
-    """An engine for ``database_url``; creates the SQLite file's directory on first run."""
+    """An engine for ``database_url``; creates the SQLite file's directory on first run.
+
+    ``url_file``: the file ``database_url`` was read from (``DATABASE_URL_FILE``); on
+    PostgreSQL, new connections use the credentials it holds at the time (url_file.py)."""
     url = make_url(database_url)
     timeout_ms = max(1, int(statement_timeout * 1000))
     if url.get_backend_name() == "sqlite":
@@ -472,7 +477,7 @@ def make_engine(
         event.listen(engine, "connect", _sqlite_setup(timeout_ms))
         event.listen(engine, "begin", _sqlite_begin(timeout_ms))
         return engine
-    return create_engine(
+    engine = create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
@@ -481,6 +486,9 @@ def make_engine(
         # Keep a wedged query or a held lock from pinning a worker: DB_STATEMENT_TIMEOUT.
         connect_args={"connect_timeout": 5, "options": f"-c statement_timeout={timeout_ms}"},
     )
+    if url_file:
+        follow_url_file(engine, url_file)
+    return engine
 
 
 def _lock_key(*parts: str) -> int:

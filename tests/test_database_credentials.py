@@ -1,0 +1,160 @@
+"""A rotated PostgreSQL password needs no restart when the URL comes from
+``DATABASE_URL_FILE`` (store/url_file.py).
+
+A real cluster, with a role that must give its password over TCP; rotation as RDS and
+Kubernetes do it: the role's password changes, then the mounted file is swapped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import subprocess
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+import requests
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+
+from comments_api.store.repository import make_engine
+
+from .support import VENV_BIN, PostgresServer, ServiceProcess
+
+
+def rotating_role(pg: PostgresServer) -> tuple[str, str, str]:
+    """(role, first password, database) on the session cluster."""
+    suffix = uuid.uuid4().hex[:10]
+    role, database = f"app_{suffix}", f"rot_{suffix}"
+    pg.create_database(database)
+    password = secrets.token_hex(16)
+    pg.add_password_role(role, password, database)
+    return role, password, database
+
+
+def url(
+    pg: PostgresServer, role: str, password: str, database: str, host: str = "127.0.0.1"
+) -> str:
+    return f"postgresql+psycopg://{role}:{password}@{host}:{pg.port}/{database}"
+
+
+def swap(path: Path, value: str) -> None:
+    # As the kubelet updates a Secret volume: a new file renamed over the old one.
+    fresh = path.with_suffix(".new")
+    fresh.write_text(value + "\n", encoding="utf-8")
+    os.replace(fresh, path)
+
+
+def rotate(pg: PostgresServer, role: str, database: str) -> str:
+    password = secrets.token_hex(16)
+    with psycopg.connect(
+        f"host=127.0.0.1 port={pg.port} user=postgres dbname={database}", autocommit=True
+    ) as conn:
+        conn.execute(f"ALTER ROLE {role} PASSWORD '{password}'")
+    return password
+
+
+def drop_sessions(pg: PostgresServer, role: str) -> int:
+    """End the role's server sessions, as a failover or a connection recycle would."""
+    with psycopg.connect(
+        f"host=127.0.0.1 port={pg.port} user=postgres dbname=postgres", autocommit=True
+    ) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,)
+        ).fetchall()
+    return len(rows)
+
+
+def current_user(engine: object) -> str:
+    with engine.connect() as conn:  # type: ignore[attr-defined]
+        return str(conn.execute(text("SELECT current_user")).scalar())
+
+
+def test_new_connections_use_the_password_now_in_the_file(
+    pg_server: PostgresServer, tmp_path: Path
+) -> None:
+    role, first, database = rotating_role(pg_server)
+    path = tmp_path / "database-url"
+    swap(path, url(pg_server, role, first, database))
+    following = make_engine(url(pg_server, role, first, database), url_file=str(path))
+    fixed = make_engine(url(pg_server, role, first, database))
+    assert current_user(following) == current_user(fixed) == role
+
+    second = rotate(pg_server, role, database)
+    swap(path, url(pg_server, role, second, database))
+    following.dispose()
+    fixed.dispose()
+    assert current_user(following) == role  # a new connection, with the new password
+    with pytest.raises(OperationalError, match="password authentication failed"):
+        current_user(fixed)  # what every restart-less worker did before
+
+    # Briefly missing (a volume update in progress): the last URL is kept.
+    path.unlink()
+    following.dispose()
+    assert current_user(following) == role
+
+
+def test_a_file_pointing_elsewhere_is_refused_until_a_restart(
+    pg_server: PostgresServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    role, password, database = rotating_role(pg_server)
+    path = tmp_path / "database-url"
+    swap(path, url(pg_server, role, password, database))
+    engine = make_engine(url(pg_server, role, password, database), url_file=str(path))
+    assert current_user(engine) == role
+    # Another database (and another host spelling): pooled connections and new ones would
+    # reach different databases, so the change waits for a restart.
+    other = rotating_role(pg_server)
+    swap(path, url(pg_server, *other, host="localhost"))
+    engine.dispose()
+    with caplog.at_level(logging.ERROR, logger="comments_api.store.url_file"):
+        assert current_user(engine) == role
+    assert "restart to apply it" in caplog.text
+    assert other[1] not in caplog.text  # never the password
+
+
+def test_serve_survives_a_rotation_without_a_restart(
+    pg_server: PostgresServer, tmp_path: Path
+) -> None:
+    role, first, database = rotating_role(pg_server)
+    path = tmp_path / "database-url"
+    swap(path, url(pg_server, role, first, database))
+    env = {
+        "DATABASE_URL_FILE": str(path),
+        "RATELIMIT_ENABLED": "false",
+        "DUPLICATE_WINDOW": "0",
+        "LOG_LEVEL": "info",
+    }
+
+    subprocess.run(
+        [str(VENV_BIN / "comments-api"), "migrate"],
+        env={**os.environ, **env},
+        check=True,
+        capture_output=True,
+    )
+    content = uuid.uuid4().hex[:12]
+    with ServiceProcess(env, tmp_path) as service:
+
+        def post(body: str) -> int:
+            response = requests.post(
+                f"{service.base}/api/v1/contents/{content}/comments",
+                json={"body": body, "email": "rot@example.com"},
+                timeout=10,
+            )
+            return response.status_code
+
+        assert post("before the rotation") == 201
+        swap(path, url(pg_server, role, rotate(pg_server, role, database), database))
+        assert drop_sessions(pg_server, role) > 0  # every pooled connection is now dead
+        # Each worker reconnects with the file's new password. Both workers must have
+        # reconnected: several requests, spread by the server over its workers.
+        statuses = [post(f"after the rotation {i}") for i in range(8)]
+        assert statuses == [201] * 8, statuses
+        listed = requests.get(f"{service.base}/api/v1/contents/{content}/comments", timeout=10)
+        assert listed.status_code == 200
+        assert len(listed.json()["items"]) == 9
+        assert "DATABASE_URL_FILE: new credentials" in service.log()
+        assert first not in service.log()
