@@ -504,6 +504,18 @@ def test_a_burst_of_new_connections_is_shared_by_the_workers(sqlite_env, tmp_pat
         assert sorted(shares)[1] >= 4, shares
 
 
+def test_a_lone_worker_never_defers_an_accept():
+    """The deferral leaves a connection to the other workers; with WORKERS=1 there are
+    none, and every reconnect (each 100 requests) only waited. With more, it grows with
+    the connections held, up to ACCEPT_DEFER."""
+    assert worker.accept_defer(16, workers=1) == 0.0
+    assert worker.accept_defer(0, workers=2) == 0.0
+    assert worker.accept_defer(8, workers=2) == pytest.approx(
+        8 * worker.ACCEPT_DEFER_PER_CONNECTION
+    )
+    assert worker.accept_defer(1000, workers=3) == worker.ACCEPT_DEFER
+
+
 def test_new_connections_are_served_while_kept_alive_ones_keep_the_worker_busy(
     sqlite_env, tmp_path
 ):

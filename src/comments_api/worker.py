@@ -84,6 +84,16 @@ HEARTBEAT_EVERY = 0.5
 # ACCEPT_DEFER (seconds), so a new connection (a kubelet probe) never waits long.
 ACCEPT_DEFER = 0.005
 ACCEPT_DEFER_PER_CONNECTION = 0.00025
+
+
+def accept_defer(held: int, workers: int) -> float:
+    """Seconds to leave a waiting connection to the other workers before taking it: none
+    when there are no others (``WORKERS=1``), where waiting only delays it."""
+    if workers <= 1:
+        return 0.0
+    return min(ACCEPT_DEFER, ACCEPT_DEFER_PER_CONNECTION * held)
+
+
 # How often the main loop looks for connections past their deadlines (seconds long): a
 # look walks every buffered connection, too much to repeat for every request served.
 EXPIRE_EVERY = 0.05
@@ -886,7 +896,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                     if now - last_accept > ACCEPT_DEFER:
                         burst = 0
                     held = len(pending) if ready else burst
-                    defer = min(ACCEPT_DEFER, ACCEPT_DEFER_PER_CONNECTION * held)
+                    defer = accept_defer(held, self.cfg.workers)
                     waited = now - (deferred_since or now)
                     if waited >= defer:
                         deferred_since = None
