@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from comments_api import __version__
 from comments_api.app import create_app
 from comments_api.settings import Settings
-from comments_api.telemetry.http_hooks import UNMATCHED_ROUTE
+from comments_api.telemetry.http_hooks import UNMATCHED_ROUTE, route_label
 from comments_api.telemetry.metrics import METHODS, OTHER
 
 from .support import ServiceProcess, scrape, value, wait_until
@@ -156,7 +156,7 @@ def test_labels_never_hold_user_data(service: ServiceProcess, tmp_path: Path) ->
         assert secret not in text, f"{secret!r} leaked into /metrics"
 
     app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'labels.db'}"))
-    templates = {rule.rule for rule in app.url_map.iter_rules()} | {UNMATCHED_ROUTE}
+    templates = {route_label(rule.rule) for rule in app.url_map.iter_rules()} | {UNMATCHED_ROUTE}
     samples = scrape(base)
     routes = {dict(labels).get("route") for _, labels in samples} - {None}
     assert routes <= templates

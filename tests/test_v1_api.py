@@ -213,3 +213,56 @@ def test_unknown_route_and_wrong_method_are_problems(client):
 def test_invalid_content_id_in_path(client):
     assert_problem(page(client, content_id="x" * 129), 400, "content_id")
     assert_problem(create(client, content_id="%20padded"), 400, "content_id")
+
+
+# Content ids the contract allows, with slashes: a site's paths are natural content ids.
+SLASHED_IDS = ["news/2026/12/a-slug", "/leading", "trailing/", "a//b", "https://x.test/p?q"]
+
+
+@pytest.mark.parametrize("content_id", SLASHED_IDS)
+def test_content_ids_with_slashes_work_on_every_content_route(client, content_id):
+    """Sent percent-encoded (%2F, as encodeURIComponent does), they reach the same
+    content on the v1 and legacy routes; never a redirect to another content (werkzeug's
+    merge of "//" answered an HTML 308 from /contents/%2Fleading to /contents/leading)."""
+    from urllib.parse import quote
+
+    path_id = quote(content_id, safe="")
+    created = client.post(f"/api/v1/contents/{path_id}/comments", json={"body": "v1"})
+    assert created.status_code == 201, created.data
+    assert created.json["content_id"] == content_id
+    legacy = client.post(
+        "/api/comment/new",
+        json={"email": "a@example.com", "comment": "legacy", "content_id": content_id},
+    )
+    assert legacy.status_code == 200, legacy.data
+
+    listed = client.get(f"/api/v1/contents/{path_id}/comments")
+    assert listed.status_code == 200
+    assert listed.json["content_id"] == content_id
+    assert [c["body"] for c in listed.json["items"]] == ["v1", "legacy"]
+    old = client.get(f"/api/comment/list/{path_id}")
+    assert old.status_code == 200
+    assert [c["comment"] for c in old.json] == ["v1", "legacy"]
+    counts = client.get("/api/v1/counts", query_string={"content_id": content_id})
+    assert counts.json["counts"] == {content_id: 2}
+    # The neighbour without the slashes got nothing.
+    other = content_id.replace("/", "") or "x"
+    assert client.get(f"/api/v1/contents/{quote(other, safe='')}/comments").json["items"] == []
+
+
+def test_no_route_answers_with_a_redirect(client):
+    for method, path in [
+        ("GET", "/api/v1/contents//x/comments"),
+        ("POST", "/api/v1/contents/%2Fx/comments"),
+        ("GET", "/api/comment/list//x"),
+        ("GET", "//healthz"),
+        ("GET", "/api/v1//counts?content_id=1"),
+        ("GET", "/api/v1/comments//1"),
+        ("GET", "/healthz/"),
+    ]:
+        response = client.open(
+            path, method=method, json={"body": "b"} if method == "POST" else None
+        )
+        assert response.status_code < 300 or response.status_code >= 400, (path, response.status)
+        assert "Location" not in response.headers or response.status_code == 201
+        assert response.mimetype != "text/html", (path, response.data[:80])

@@ -31,7 +31,7 @@ from .store.repository import Repository, head_revision, is_disk_full, make_engi
 from .store.versions import ChangeMarkers
 from .telemetry import http_hooks
 from .web import docs, errors, ops, protection
-from .web.common import EXTENSION_KEY, Services
+from .web.common import EXTENSION_KEY, ContentIdConverter, Services
 from .web.common import services as current_services
 
 if TYPE_CHECKING:
@@ -106,6 +106,10 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Flask
     settings = settings or Settings.from_env()
     # static/ is served by comments/widget_views.py with its own headers; no generic /static route.
     app = CommentsApp(__name__, static_folder=None)
+    # Content ids may hold slashes (ContentIdConverter). werkzeug would merge "//" in a path
+    # with a redirect: an HTML 308 that sends a POST for content "/a" to content "a".
+    app.url_map.merge_slashes = False
+    app.url_map.converters["content_id"] = ContentIdConverter
     app.config.update(
         DEBUG=settings.debug,
         MAX_CONTENT_LENGTH=settings.max_body_bytes,

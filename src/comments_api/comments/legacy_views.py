@@ -38,7 +38,7 @@ def create() -> Response:
     )
 
 
-@bp.get("/list/<content_id>")
+@bp.get("/list/<content_id:content_id>")
 def list_comments(content_id: str) -> Response:
     svc = services()
     content_id = parse_content_id(content_id)

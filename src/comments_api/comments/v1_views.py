@@ -27,7 +27,7 @@ from .rules import STATUS_PENDING, STATUS_PUBLISHED, Comment, Page, decode_curso
 bp = Blueprint("v1", __name__, url_prefix="/api/v1")
 
 
-@bp.post("/contents/<content_id>/comments")
+@bp.post("/contents/<content_id:content_id>/comments")
 def create_comment(content_id: str) -> Response | tuple[Response, int, dict[str, str]]:
     svc = services()
     identity = require_write()
@@ -62,7 +62,7 @@ def _location(comment: Comment) -> str | None:
     return url_for("v1.get_comment", comment_id=comment.id)
 
 
-@bp.get("/contents/<content_id>/comments")
+@bp.get("/contents/<content_id:content_id>/comments")
 def list_comments(content_id: str) -> Response:
     svc = services()
     content_id = parse_content_id(content_id)

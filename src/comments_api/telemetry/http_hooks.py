@@ -7,7 +7,7 @@ import hmac
 import logging
 import re
 import secrets
-from functools import lru_cache
+from functools import cache, lru_cache
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +43,17 @@ UNMATCHED_ROUTE = "<unmatched>"
 # Probe and scrape routes: excluded from the SLOs in deploy/monitoring (not user traffic)
 # and from rate limiting (web/protection.py). The one list of them.
 OPS_ROUTES = ("/metrics", "/healthz", "/readyz", "/healthcheck")
+
+# "<converter:name>" in a URL rule.
+_CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+
+@cache
+def route_label(rule: str) -> str:
+    """A URL rule as metric labels and access lines show it: the parameters' names
+    without their converters (``<content_id>``, ``<target>``), as OpenAPI names them."""
+    return _CONVERTER.sub(r"<\1>", rule)
+
 
 access_log = logging.getLogger("comments_api.access")
 log = logging.getLogger(__name__)
@@ -141,7 +152,7 @@ def init_app(app: Flask, settings: Settings, engine: Engine) -> None:
         req = request._get_current_object()  # type: ignore[attr-defined]
         status = ctx_g.get("obs_status", 500)
         rule = req.url_rule
-        route = rule.rule if rule is not None else UNMATCHED_ROUTE
+        route = route_label(rule.rule) if rule is not None else UNMATCHED_ROUTE
         method = req.method if req.method in METHODS else OTHER
         if m is not None:
             m.in_flight.dec()

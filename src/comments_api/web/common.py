@@ -16,6 +16,7 @@ from werkzeug.exceptions import (
     RequestEntityTooLarge,
     UnsupportedMediaType,
 )
+from werkzeug.routing import PathConverter
 
 from ..comments.rules import Limits, has_unpaired_surrogate
 from ..comments.service import CommentService
@@ -41,6 +42,18 @@ class Services:
     moderation: ModerationService
     identity: IdentityService
     health: HealthService
+
+
+class ContentIdConverter(PathConverter):
+    """``<content_id:...>`` in a route: a content id as the contract allows it, slashes
+    included ("news/2026/12/some-slug", "/a", "a//b"). Clients send them percent-encoded
+    (``%2F``, as ``encodeURIComponent`` does); the server decodes the path before routing,
+    so a one-segment converter answered 404 for such an id, and "//" was redirected (an
+    HTML 308) to another content. Registered by the app factory; the route's metric label
+    and access-log field show it as ``<content_id>`` (telemetry.http_hooks.route_label)."""
+
+    regex = ".+?"
+    part_isolating = False  # werkzeug infers True from a regex without "/"
 
 
 def emit(signal: Any, **data: object) -> None:
