@@ -68,6 +68,15 @@ def drop_sessions(pg: PostgresServer, role: str) -> int:
     return len(rows)
 
 
+def url_in_a_file(pg: PostgresServer, tmp_path: Path) -> tuple[str, str, str, Path]:
+    """A new role and database, and the file its URL is mounted as: (role, password,
+    database, path)."""
+    role, password, database = rotating_role(pg)
+    path = tmp_path / "database-url"
+    swap(path, url(pg, role, password, database))
+    return role, password, database, path
+
+
 def current_user(engine: object) -> str:
     with engine.connect() as conn:  # type: ignore[attr-defined]
         return str(conn.execute(text("SELECT current_user")).scalar())
@@ -76,9 +85,7 @@ def current_user(engine: object) -> str:
 def test_new_connections_use_the_password_now_in_the_file(
     pg_server: PostgresServer, tmp_path: Path
 ) -> None:
-    role, first, database = rotating_role(pg_server)
-    path = tmp_path / "database-url"
-    swap(path, url(pg_server, role, first, database))
+    role, first, database, path = url_in_a_file(pg_server, tmp_path)
     following = make_engine(url(pg_server, role, first, database), url_file=str(path))
     fixed = make_engine(url(pg_server, role, first, database))
     assert current_user(following) == current_user(fixed) == role
@@ -100,9 +107,7 @@ def test_new_connections_use_the_password_now_in_the_file(
 def test_a_file_pointing_elsewhere_is_refused_until_a_restart(
     pg_server: PostgresServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    role, password, database = rotating_role(pg_server)
-    path = tmp_path / "database-url"
-    swap(path, url(pg_server, role, password, database))
+    role, password, database, path = url_in_a_file(pg_server, tmp_path)
     engine = make_engine(url(pg_server, role, password, database), url_file=str(path))
     assert current_user(engine) == role
     # Another database (and another host spelling): pooled connections and new ones would
@@ -119,9 +124,7 @@ def test_a_file_pointing_elsewhere_is_refused_until_a_restart(
 def test_serve_survives_a_rotation_without_a_restart(
     pg_server: PostgresServer, tmp_path: Path
 ) -> None:
-    role, first, database = rotating_role(pg_server)
-    path = tmp_path / "database-url"
-    swap(path, url(pg_server, role, first, database))
+    role, first, database, path = url_in_a_file(pg_server, tmp_path)
     env = {
         "DATABASE_URL_FILE": str(path),
         "RATELIMIT_ENABLED": "false",
