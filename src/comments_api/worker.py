@@ -84,16 +84,6 @@ HEARTBEAT_EVERY = 0.5
 # ACCEPT_DEFER (seconds), so a new connection (a kubelet probe) never waits long.
 ACCEPT_DEFER = 0.005
 ACCEPT_DEFER_PER_CONNECTION = 0.00025
-
-
-def accept_defer(held: int, workers: int) -> float:
-    """Seconds to leave a waiting connection to the other workers before taking it: none
-    when there are no others (``WORKERS=1``), where waiting only delays it."""
-    if workers <= 1:
-        return 0.0
-    return min(ACCEPT_DEFER, ACCEPT_DEFER_PER_CONNECTION * held)
-
-
 # How often the main loop looks for connections past their deadlines (seconds long): a
 # look walks every buffered connection, too much to repeat for every request served.
 EXPIRE_EVERY = 0.05
@@ -106,6 +96,14 @@ LINGER = 2.0
 LINGER_MAX_BYTES = 64 * 1024
 
 _INTERNAL_ERROR = "an internal error occurred; it has been logged"
+
+
+def accept_defer(held: int, workers: int) -> float:
+    """Seconds to leave a waiting connection to the other workers before taking it: none
+    when there are no others (``WORKERS=1``), where waiting only delays it."""
+    if workers <= 1:
+        return 0.0
+    return min(ACCEPT_DEFER, ACCEPT_DEFER_PER_CONNECTION * held)
 
 
 # --------------------------------------------------------------------------- JSON errors
