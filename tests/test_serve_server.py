@@ -466,12 +466,15 @@ def test_a_full_worker_closes_its_longest_idle_kept_alive_connection_for_a_new_o
                 sock.close()
 
 
-def test_a_burst_of_new_connections_is_shared_by_the_workers(sqlite_env, tmp_path):
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_a_burst_of_new_connections_is_shared_by_the_workers(sqlite_env, tmp_path, threads):
     """wrk opens its 16 connections at once, and they stay where they land (keep-alive):
     one worker used to take all of them while the other woke up, and its clients then
     waited twice as long. A worker now leaves a connection to the others for 0.25 ms per
-    connection it has just accepted, so a burst is shared."""
-    with ServiceProcess(sqlite_env, tmp_path, workers=2) as service:
+    connection it holds (sync: has just accepted, while idle), so a burst is shared; in
+    both workers (THREADS=4: the threaded one)."""
+    env = {**sqlite_env, "THREADS": threads}
+    with ServiceProcess(env, tmp_path, workers=2) as service:
         workers = children(service.proc.pid)
         assert len(workers) == 2
         shares = []

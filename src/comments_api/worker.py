@@ -1123,17 +1123,23 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         self._drained = False
         self._timeouts = (5.0, 10.0, 64 * 1024)
         self._lingering = Lingering()
+        # The accept rule (accept_defer): when this worker started leaving a waiting
+        # connection to the others, and until when its loop does not accept.
+        self._deferred_since: float | None = None
+        self._accept_paused_until = 0.0
 
     def init_process(self) -> None:
         self._timeouts = _settings_from(self.cfg)
         super().init_process()
 
     # gthread's loop stops accepting while ``nr_conns >= worker_connections``; reporting 0
-    # while the buffering set is full makes it stop then too (instead of spinning on a
-    # listener that accept() would leave readable).
+    # while the buffering set is full, or while an accept is deferred, makes it stop then
+    # too (instead of spinning on a listener that accept() would leave readable).
     @property  # type: ignore[override]
     def worker_connections(self) -> int:
         if len(getattr(self, "_buffering", ())) >= MAX_BUFFERING:
+            return 0
+        if time.monotonic() < getattr(self, "_accept_paused_until", 0.0):
             return 0
         return int(self._worker_connections)
 
@@ -1145,8 +1151,30 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         self._aborting = True
         super().handle_abort(sig, frame)
 
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        # While accepting is paused, wake when the pause ends, not after gthread's 1 s.
+        paused = self._accept_paused_until - time.monotonic()
+        super().wait_for_and_dispatch_events(min(timeout, paused) if paused > 0 else timeout)
+
+    def _defer_accept(self) -> bool:
+        """True: leave the waiting connection to the workers holding fewer for now (the
+        sync worker's rule: accept_defer per connection this one holds), and pause
+        accepting until then. A stopping worker never defers: it drains its backlog."""
+        if not self.alive:
+            return False
+        now = time.monotonic()
+        since = self._deferred_since
+        if since is None or now - since > 2 * ACCEPT_DEFER:
+            since = self._deferred_since = now  # a new wait; the last one ended elsewhere
+        defer = accept_defer(self.nr_conns, self.cfg.workers)
+        if now - since >= defer:
+            self._deferred_since = None
+            return False
+        self._accept_paused_until = since + defer
+        return True
+
     def accept(self, listener: socket.socket) -> None:
-        if len(self._buffering) >= MAX_BUFFERING:
+        if len(self._buffering) >= MAX_BUFFERING or self._defer_accept():
             return
         try:
             client_sock, client_addr = listener.accept()
