@@ -92,8 +92,8 @@ class Settings:
         metadata=_doc("gunicorn worker processes.", default="max(2, CPUs)"),
     )
     # 1 = our buffered sync worker: one request at a time per process, connections kept
-    # alive in its main loop. gthread (>1) runs requests in threads; in bench/ a gthread
-    # worker sometimes took all 16 of wrk's connections and throughput fell to a third.
+    # alive in its main loop. gthread (>1) runs requests in threads; in bench/ it serves
+    # ~40 % fewer lists than the sync worker, with more CPU per request (bench/README.md).
     threads: int = field(
         default=1,
         metadata=_doc(
