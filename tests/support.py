@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -116,25 +117,25 @@ class PostgresServer:
     def _run(self, cmd: list[str]) -> None:
         subprocess.run([*self._as_user, *cmd], check=True, capture_output=True, cwd=self.dir)
 
-    def create_database(self, name: str) -> str:
+    def superuser(self, database: str = "postgres") -> Any:
+        """An autocommit connection as the superuser (trusted), for setting things up."""
         import psycopg
 
-        with psycopg.connect(
-            f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
-        ) as conn:
+        return psycopg.connect(
+            f"host=127.0.0.1 port={self.port} user=postgres dbname={database}", autocommit=True
+        )
+
+    def create_database(self, name: str) -> str:
+        with self.superuser() as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
 
     def add_password_role(self, role: str, password: str, database: str) -> None:
         """A login role that must give its password over TCP (the cluster trusts every
         other role): its pg_hba line goes first, and the server reloads."""
-        import psycopg
-
         hba = self.data / "pg_hba.conf"
         hba.write_text(f"host all {role} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
-        with psycopg.connect(
-            f"host=127.0.0.1 port={self.port} user=postgres dbname={database}", autocommit=True
-        ) as conn:
+        with self.superuser(database) as conn:
             conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
             conn.execute(f"GRANT ALL ON SCHEMA public TO {role}")
             conn.execute(f'GRANT ALL ON DATABASE "{database}" TO {role}')

@@ -14,7 +14,6 @@ import subprocess
 import uuid
 from pathlib import Path
 
-import psycopg
 import pytest
 import requests
 from sqlalchemy import text
@@ -50,18 +49,14 @@ def swap(path: Path, value: str) -> None:
 
 def rotate(pg: PostgresServer, role: str, database: str) -> str:
     password = secrets.token_hex(16)
-    with psycopg.connect(
-        f"host=127.0.0.1 port={pg.port} user=postgres dbname={database}", autocommit=True
-    ) as conn:
+    with pg.superuser(database) as conn:
         conn.execute(f"ALTER ROLE {role} PASSWORD '{password}'")
     return password
 
 
 def drop_sessions(pg: PostgresServer, role: str) -> int:
     """End the role's server sessions, as a failover or a connection recycle would."""
-    with psycopg.connect(
-        f"host=127.0.0.1 port={pg.port} user=postgres dbname=postgres", autocommit=True
-    ) as conn:
+    with pg.superuser() as conn:
         rows = conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,)
         ).fetchall()

@@ -67,7 +67,7 @@ def _without_credentials(url: URL) -> URL:
     return url._replace(username=None, password=None)
 
 
-def follow_url_file(engine: Engine, path: str) -> UrlFile:
+def follow_url_file(engine: Engine, path: str) -> None:
     """Make ``engine``'s new connections use the credentials currently in ``path``."""
     follower = UrlFile(path, engine.url)
     started_with = engine.url
@@ -87,5 +87,3 @@ def follow_url_file(engine: Engine, path: str) -> UrlFile:
             cparams.pop(key, None)
         cparams.update(params)
         cargs[:] = args
-
-    return follower
