@@ -677,6 +677,54 @@ def test_sigterm_serves_the_connections_queued_in_the_backlog(sqlite_env, tmp_pa
     service.stop()
 
 
+def _caught_signals(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("SigCgt:")[1].split()[0], 16)
+
+
+def _stop_a_worker_while_it_boots(master: int, attempts: int = 60) -> int:
+    """SIGKILL a worker and SIGSTOP its replacement before the worker has installed its own
+    signal handlers, while the master's are still in place (SIGHUP caught: a worker resets
+    it). Returns that replacement's pid."""
+    hup = 1 << (signal.SIGHUP - 1)
+    for attempt in range(attempts):
+        before = set(children(master))
+        os.kill(sorted(before)[attempt % len(before)], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        new: set[int] = set()
+        while not new and time.monotonic() < deadline:
+            new = set(children(master)) - before
+        (pid,) = new
+        os.kill(pid, signal.SIGSTOP)
+        if _caught_signals(pid) & hup:
+            return pid
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.3)  # booted: the next attempt replaces a settled worker
+    pytest.fail(f"no replacement worker was caught before its signal handlers in {attempts}")
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_sigterm_reaching_a_worker_as_it_boots_is_not_lost(sqlite_env, tmp_path, threads):
+    """A stop signal that reaches a worker between fork and its own signal handlers (the
+    master's are still installed there, and would swallow it) stops that worker once it
+    has booted: the server exits within moments, not at GRACEFUL_TIMEOUT's SIGKILL."""
+    env = {**sqlite_env, "SHUTDOWN_DELAY": "0", "GRACEFUL_TIMEOUT": "30", "THREADS": threads}
+    service = ServiceProcess(env, tmp_path, workers=2).start()
+    assert service.proc is not None
+    booting = _stop_a_worker_while_it_boots(service.proc.pid)
+    try:
+        service.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # the master signals its workers, the stopped one included
+    finally:
+        os.kill(booting, signal.SIGCONT)
+    try:
+        code = service.proc.wait(10)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the worker that was booting ignored SIGTERM:\n{service.log()[-2000:]}")
+    assert code == 0
+    service.stop()
+
+
 def test_stale_runtime_dirs_are_removed_only_when_their_owner_is_gone(sqlite_env, tmp_path):
     runtime_parent = tmp_path / "tmp"
     runtime_parent.mkdir()

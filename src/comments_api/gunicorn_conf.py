@@ -9,7 +9,7 @@ import gc
 from typing import Any
 
 from comments_api import telemetry
-from comments_api.processes import tighten_timer_slack
+from comments_api.processes import block_stop_signals, tighten_timer_slack, unblock_stop_signals
 from comments_api.settings import Settings
 from comments_api.worker import worker_class_for
 
@@ -66,6 +66,10 @@ def pre_fork(server: Any, worker: Any) -> None:
 
 
 def post_fork(server: Any, worker: Any) -> None:
+    # Until the worker's own signal handlers exist, a stop signal would reach the master's
+    # copies and be lost (processes.STOP_SIGNALS). `serve` forks with them blocked already;
+    # under plain gunicorn this narrows the window to the lines before this hook.
+    block_stop_signals()
     # Connections opened in the master (migrations, preload) must not be shared by workers.
     from comments_api.web.common import EXTENSION_KEY
 
@@ -74,6 +78,12 @@ def post_fork(server: Any, worker: Any) -> None:
     telemetry.worker_started(app, _settings.threads)
     # Short sleeps (the SQLite writer turn's polls) end on time, not ~50 us late.
     tighten_timer_slack()
+
+
+def post_worker_init(worker: Any) -> None:
+    # The worker's handlers are installed (init_signals): a stop signal that came while it
+    # booted is delivered now, and the worker drains and exits as if it came later.
+    unblock_stop_signals()
 
 
 def child_exit(server: Any, worker: Any) -> None:

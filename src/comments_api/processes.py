@@ -1,9 +1,12 @@
-"""Facts about the running process that hot paths ask for."""
+"""Process-level facts and settings: the pid hot paths ask for, timer slack, and the
+signal mask around a worker's fork."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
 
 
 def pid_at_fork() -> Callable[[], int]:
@@ -36,3 +39,30 @@ def tighten_timer_slack(nanoseconds: int = WAIT_SLACK_NS) -> bool:
         return bool(libc.prctl(PR_SET_TIMERSLACK, nanoseconds, 0, 0, 0) == 0)
     except (ImportError, OSError, AttributeError):
         return False
+
+
+# A new worker runs with its master's signal handlers from fork until gunicorn installs
+# its own (init_signals). A stop signal in that window goes to the master's handler, which
+# only queues it for a master loop the child never runs: the worker then serves on, and
+# the master SIGKILLs it at GRACEFUL_TIMEOUT. Blocked over that window, the signal waits
+# and reaches the worker's own handler once unblocked.
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
+
+
+@contextlib.contextmanager
+def stop_signals_blocked() -> Iterator[None]:
+    """Block the stop signals for the block's duration (a child forked inside inherits the
+    block until ``unblock_stop_signals``); signals that came meanwhile are then delivered."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+def block_stop_signals() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+
+
+def unblock_stop_signals() -> None:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)

@@ -17,6 +17,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
+from .processes import stop_signals_blocked
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,13 @@ class DrainingArbiter(Arbiter):  # type: ignore[misc]
         self.drain_file = drain_file
         self.delay = delay
         self.draining = False
+
+    def spawn_worker(self) -> int:
+        # Fork with the stop signals blocked: the child keeps them blocked until its own
+        # handlers are in place (gunicorn_conf.post_worker_init), the master gets any
+        # that came meanwhile as soon as the fork returns.
+        with stop_signals_blocked():
+            return int(super().spawn_worker())
 
     def handle_term(self) -> None:
         if self.draining or self.delay <= 0:
