@@ -164,6 +164,77 @@ def test_pending_queue_is_paginated(build):
     assert client.get(PENDING).status_code == 401  # moderation always needs a credential
 
 
+def listed_ids(client, url, headers):
+    """Every id of a moderation listing, following its Link headers page by page."""
+    ids, pages = [], 0
+    while url:
+        response = client.get(url, headers=headers)
+        assert response.status_code == 200, response.json
+        ids += [c["id"] for c in response.json["items"]]
+        link = response.headers.get("Link")
+        assert (link is None) == (response.json["next_cursor"] is None)
+        url = link.split(">")[0].lstrip("<") if link else None
+        pages += 1
+    return ids, pages
+
+
+def test_the_pending_queue_and_hidden_comments_by_content(build):
+    app = build(moderation_mode="pre")
+    client = app.test_client()
+    mod = bearer(api_key(app, SCOPE_MODERATE))
+    slashed = "news/2026/12/a b"  # any content id, encoded in the query as in a path
+    posted = [
+        post_v1(client, f"p{i}", content_id=("a1", "b2", slashed)[i % 3]).json["id"]
+        for i in range(9)
+    ]
+    by_content = {cid: posted[i::3] for i, cid in enumerate(("a1", "b2", slashed))}
+
+    assert listed_ids(client, PENDING, mod) == (posted, 1)
+    assert listed_ids(client, f"{PENDING}?content_id=b2&limit=2", mod) == (by_content["b2"], 2)
+    encoded = "news%2F2026%2F12%2Fa%20b"
+    assert listed_ids(client, f"{PENDING}?content_id={encoded}&limit=1", mod) == (
+        by_content[slashed],
+        3,
+    )
+    # The general listing: pending by default, the same queue.
+    assert listed_ids(client, f"{BULK}?limit=4", mod) == (posted, 3)
+
+    client.post(BULK, json={"action": "approve", "ids": posted}, headers=mod)
+    hide = [by_content["a1"][0], by_content["a1"][2], by_content["b2"][1]]
+    assert client.post(BULK, json={"action": "hide", "ids": hide}, headers=mod).status_code == 200
+    assert listed_ids(client, PENDING, mod) == ([], 1)
+    assert listed_ids(client, f"{BULK}?status=hidden&limit=2", mod) == (sorted(hide), 2)
+    first = client.get(f"{BULK}?status=hidden&content_id=a1&limit=1", headers=mod)
+    assert [c["status"] for c in first.json["items"]] == ["hidden"]
+    assert "author_email" in first.json["items"][0]  # the moderator's view
+    assert "status=hidden" in first.headers["Link"]
+    assert "content_id=a1" in first.headers["Link"]
+    assert listed_ids(client, f"{BULK}?status=hidden&content_id=a1&limit=1", mod) == (
+        [by_content["a1"][0], by_content["a1"][2]],
+        2,
+    )
+
+    # Found in the hidden list, published again: gone from it, public again.
+    client.post(BULK, json={"action": "approve", "ids": [hide[0]]}, headers=mod)
+    assert listed_ids(client, f"{BULK}?status=hidden", mod) == (sorted(hide[1:]), 1)
+    assert hide[0] in public_ids(client, "a1")
+
+    for bad, field in (
+        (f"{BULK}?status=published", "status"),
+        (f"{BULK}?status=", "status"),
+        (f"{BULK}?status=hidden&content_id=", "content_id"),
+        (f"{PENDING}?content_id=a%01b", "content_id"),
+        (f"{BULK}?status=hidden&cursor=garbage", "cursor"),
+    ):
+        response = client.get(bad, headers=mod)
+        assert response.status_code == 400, bad
+        assert response.mimetype == "application/problem+json"
+        assert [e["field"] for e in response.json["errors"]] == [field], bad
+    assert client.get(f"{BULK}?status=hidden").status_code == 401
+    writer = bearer(api_key(app, SCOPE_WRITE))
+    assert client.get(f"{BULK}?status=hidden", headers=writer).status_code == 403
+
+
 def test_bans_by_email_and_subject(build, signer):
     app = build(legacy_email="full")
     client = app.test_client()

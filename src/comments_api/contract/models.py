@@ -75,6 +75,9 @@ MAX_REASON_LENGTH = 500
 BAN_EMAIL_PATTERN = r"^[^\x00-\x1f\x7f-\x9f@]*@[^\x00-\x1f\x7f-\x9f]*(?![\s\S])"
 BAN_TARGET_PATTERN = r"^(?:email|sub):[^\x00-\x1f\x7f-\x9f]+(?![\s\S])"
 ORDERS = ("oldest", "newest")
+# The statuses a moderator lists (published comments are the public lists; deleted ones
+# are tombstones with nothing left to act on).
+MODERATION_STATUSES = ("pending", "hidden")
 ENUM_ORDER = "x-enum-order"  # see choice()
 
 
@@ -600,6 +603,7 @@ def _ascii_int(value: object) -> object:
 
 Limit = Annotated[int, Meta(ge=1, le=MAX_PAGE_SIZE, description="Page size."), Before(_ascii_int)]
 Order = choice(*ORDERS)
+ModerationStatus = choice(*MODERATION_STATUSES)
 
 
 def _path_id(value: object) -> object:
@@ -623,6 +627,7 @@ CountContentIds = Annotated[list[ContentId], Meta(min_length=1, max_length=MAX_C
 # Built once: each wraps its type in a struct whose decoder msgspec caches.
 LIMIT: Value[int] = Value(Limit, "Limit")
 ORDER: Value[str] = Value(Order, "Order")
+MODERATION_STATUS: Value[str] = Value(ModerationStatus, "ModerationStatus")
 CONTENT_ID: Value[str] = Value(ContentId, "ContentId")
 LEGACY_CONTENT_ID: Value[int | str] = Value(LegacyContentId, "LegacyContentId")
 PATH_COMMENT_ID: Value[int] = Value(PathCommentId, "PathCommentId")

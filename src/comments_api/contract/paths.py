@@ -355,6 +355,21 @@ def parameters() -> dict[str, Any]:
             "first page.",
             "schema": {"type": "string", "pattern": cursor_pattern("j")},
         },
+        "ContentIdFilter": {
+            "name": "content_id",
+            "in": "query",
+            "required": False,
+            "description": "Only this content's comments. Omit for every content.",
+            "schema": ref("ContentId"),
+            "example": "1",
+        },
+        "ModerationStatus": {
+            "name": "status",
+            "in": "query",
+            "description": "`pending` (the queue) or `hidden` (hidden by a moderator; "
+            "`approve` publishes one again).",
+            "schema": {**_bare(models.MODERATION_STATUS), "default": "pending"},
+        },
         "Order": {
             "name": "order",
             "in": "query",
@@ -871,7 +886,11 @@ def moderation_paths() -> dict[str, Any]:
     ban = "/api/v1/moderation/bans/{target}"
     audit = "/api/v1/admin/audit-log"
     moderate_note = " Needs the `comments:moderate` scope (or `admin`)."
-    pending_params = [ref("Limit", "parameters"), ref("OldestCursor", "parameters")]
+    pending_params = [
+        ref("ContentIdFilter", "parameters"),
+        ref("Limit", "parameters"),
+        ref("OldestCursor", "parameters"),
+    ]
     audit_params = [ref("Limit", "parameters"), ref("NewestCursor", "parameters")]
     example = {
         **_example_comment(status="pending"),
@@ -884,8 +903,9 @@ def moderation_paths() -> dict[str, Any]:
                 "moderation",
                 "listPending",
                 "The pending queue",
-                "Comments awaiting approval, oldest first, across all contents, with their "
-                "authors' email and subject." + moderate_note,
+                "Comments awaiting approval, oldest first, across all contents or of one, "
+                "with their authors' email and subject: the same list as "
+                "`GET /api/v1/moderation/comments?status=pending`." + moderate_note,
                 {
                     "200": _ok(
                         "One page of the queue.",
@@ -901,6 +921,26 @@ def moderation_paths() -> dict[str, Any]:
             )
         },
         bulk: {
+            "get": _op(
+                "moderation",
+                "listModeratedComments",
+                "Pending or hidden comments",
+                "Comments in one moderation status, oldest first, across all contents or of "
+                "one, with their authors' email and subject. Hidden comments are found here "
+                "to be published again (`approve`) or deleted." + moderate_note,
+                {
+                    "200": _ok(
+                        "One page.",
+                        ref("ModeratorPage"),
+                        {"items": [{**example, "status": "hidden"}], "next_cursor": None},
+                        headers={"Link": _header('The next page: `<...>; rel="next"`.')},
+                    ),
+                    "400": _invalid(bulk, "status", "must be 'pending' or 'hidden'"),
+                    **_errors(bulk, 401, 403, 429, 503),
+                },
+                parameters=[ref("ModerationStatus", "parameters"), *pending_params],
+                security=MODERATOR_SECURITY,
+            ),
             "post": _op(
                 "moderation",
                 "moderateComments",
@@ -922,7 +962,7 @@ def moderation_paths() -> dict[str, Any]:
                     f"An action and 1 to {MAX_BULK_IDS} comment ids.",
                 ),
                 security=MODERATOR_SECURITY,
-            )
+            ),
         },
         bans: {
             "get": _op(

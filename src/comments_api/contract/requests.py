@@ -87,6 +87,21 @@ def parse_order(raw: str | None) -> str:
         raise InvalidInput([FieldError("order", "must be 'oldest' or 'newest'")]) from None
 
 
+def parse_moderation_status(raw: str | None) -> str:
+    if raw is None:
+        return _models.MODERATION_STATUSES[0]
+    try:
+        return str(_models.MODERATION_STATUS.validate(raw))
+    except _models.ValidationError:
+        allowed = " or ".join(f"'{s}'" for s in _models.MODERATION_STATUSES)
+        raise InvalidInput([FieldError("status", f"must be {allowed}")]) from None
+
+
+def parse_content_filter(raw: str | None) -> str | None:
+    """An optional ``content_id`` query parameter: absent means every content."""
+    return None if raw is None else parse_content_id(raw)
+
+
 def parse_count_ids(values: list[str]) -> list[str]:
     try:
         valid = _models.COUNT_CONTENT_IDS.validate(values)

@@ -20,9 +20,14 @@ class ModerationService:
         self.repo = repo
         self.clock = clock
 
-    def pending(self, *, limit: int, after_id: int | None) -> Page:
-        """The queue, oldest first, across all contents."""
-        return self.repo.pending_page(limit=limit, after_id=after_id)
+    def listing(
+        self, status: str, *, content_id: str | None, limit: int, after_id: int | None
+    ) -> Page:
+        """Comments a moderator acts on (``pending`` or ``hidden``), oldest first, across
+        all contents or of one."""
+        return self.repo.moderation_page(
+            status, content_id=content_id, limit=limit, after_id=after_id
+        )
 
     def bulk(self, action: str, ids: Sequence[int], actor: str) -> list[int]:
         """One transaction, one audit row; returns the ids that actually changed."""

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from flask import Blueprint, Response, jsonify, request
 
 from ..comments.render import moderator_view
-from ..comments.rules import decode_cursor, encode_cursor
-from ..contract.requests import parse_limit
+from ..comments.rules import STATUS_PENDING, decode_cursor, encode_cursor
+from ..contract.requests import parse_content_filter, parse_limit, parse_moderation_status
 from ..events import moderation_action
 from ..identity.credentials import SCOPE_ADMIN, SCOPE_MODERATE
 from ..identity.guards import require_scope
@@ -20,15 +20,30 @@ bp = Blueprint("moderation", __name__, url_prefix="/api/v1")
 
 @bp.get("/moderation/pending")
 def pending_queue() -> Response:
+    """The queue: the same listing as ``/moderation/comments?status=pending``."""
+    return _listing(STATUS_PENDING, "/api/v1/moderation/pending", {})
+
+
+@bp.get("/moderation/comments")
+def moderation_listing() -> Response:
+    status = parse_moderation_status(request.args.get("status"))
+    return _listing(status, "/api/v1/moderation/comments", {"status": status})
+
+
+def _listing(status: str, path: str, query: dict[str, str]) -> Response:
     require_scope(SCOPE_MODERATE)
     limit = parse_limit(request.args.get("limit"))
+    content_id = parse_content_filter(request.args.get("content_id"))
     after_id = decode_cursor(request.args.get("cursor"), "oldest")
-    page = services().moderation.pending(limit=limit, after_id=after_id)
+    page = services().moderation.listing(
+        status, content_id=content_id, limit=limit, after_id=after_id
+    )
     response = jsonify(items=[moderator_view(c) for c in page.items], next_cursor=page.next_cursor)
     if page.next_cursor:
-        response.headers["Link"] = (
-            f'</api/v1/moderation/pending?limit={limit}&cursor={page.next_cursor}>; rel="next"'
-        )
+        if content_id is not None:
+            query["content_id"] = content_id
+        query.update(limit=str(limit), cursor=page.next_cursor)
+        response.headers["Link"] = f'<{path}?{urlencode(query)}>; rel="next"'
     return response
 
 

@@ -52,7 +52,6 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from ..clock import utcnow
 from ..comments.rules import (
     STATUS_DELETED,
-    STATUS_PENDING,
     STATUS_PUBLISHED,
     Comment,
     DomainError,
@@ -113,12 +112,19 @@ comments = Table(
     Index(None, "content_id", "status", "id"),
     # Duplicate and per-thread-per-author checks on every create: one range scan.
     Index(None, "content_id", "author_key", "created_at"),
-    # The moderation queue; partial, so published comments never pay for it.
+    # The moderation lists (pending, hidden); partial, so published comments never pay
+    # for them.
     Index(
         "ix_comments_pending",
         "id",
         sqlite_where=text("status = 'pending'"),
         postgresql_where=text("status = 'pending'"),
+    ),
+    Index(
+        "ix_comments_hidden",
+        "id",
+        sqlite_where=text("status = 'hidden'"),
+        postgresql_where=text("status = 'hidden'"),
     ),
 )
 
@@ -874,9 +880,14 @@ class Repository:
             row = conn.execute(select(*_COMMENT_COLUMNS).where(comments.c.id == comment_id)).first()
         return _to_comment(row) if row is not None else None
 
-    def pending_page(self, *, limit: int, after_id: int | None) -> Page:
-        """The moderation queue, oldest first, across all contents."""
-        query = select(*_COMMENT_COLUMNS).where(comments.c.status == STATUS_PENDING)
+    def moderation_page(
+        self, status: str, *, content_id: str | None, limit: int, after_id: int | None
+    ) -> Page:
+        """Comments in ``status`` (pending or hidden), oldest first, across all contents or
+        of one."""
+        query = select(*_COMMENT_COLUMNS).where(comments.c.status == status)
+        if content_id is not None:
+            query = query.where(comments.c.content_id == content_id)
         if after_id is not None:
             query = query.where(comments.c.id > after_id)
         query = query.order_by(comments.c.id).limit(limit + 1)
