@@ -139,8 +139,34 @@ def test_console_bulk_actions_search_bans_and_audit(
     spam_now = requests.get(f"{pre_api.base}/api/v1/comments/{spam['id']}", timeout=5).json()
     assert spam_now["status"] == "deleted"
 
+    # Hidden comments of one content, listed by the server: one is published again.
+    hidden_elsewhere = pre_api.post(other, "hidden elsewhere", email="h@example.com")
+    pre_api.moderate(pre_api.key("comments:moderate"), "hide", [hidden_elsewhere["id"]])
+    page.get_by_label("Limit to content").fill(content)
+    page.get_by_label("Status").select_option("hidden")
+    for i in range(3):
+        expect(queue_row(page, f"bulk candidate {i}")).to_be_visible()
+    expect(page.locator("#queue-body tr")).to_have_count(3)  # not the other content's
+    expect(page.get_by_role("button", name="Hide selected")).to_be_hidden()
+    expect(page.get_by_role("button", name=re.compile("^Hide comment"))).to_have_count(0)
+    violations, _ = run_axe(page, axe_source)
+    assert violations == [], dumps(violations)
+    screenshot(page, "console-hidden")
+    queue_row(page, "bulk candidate 1").get_by_role(
+        "button", name=re.compile("^Publish comment")
+    ).click()
+    expect(page.locator("#message")).to_have_text("Approved 1 comment.")
+    expect(queue_row(page, "bulk candidate 1")).to_have_count(0)
+    public = requests.get(f"{pre_api.base}/api/v1/contents/{content}/comments", timeout=5)
+    assert [c["body"] for c in public.json()["items"]] == ["bulk candidate 1"]
+    # Every content again: the other content's hidden comment is listed too.
+    page.get_by_label("Limit to content").fill("")
+    page.get_by_role("button", name="Refresh").click()
+    expect(queue_row(page, "hidden elsewhere")).to_be_visible()
+    expect(queue_row(page, "bulk candidate 1")).to_have_count(0)
+
     # Bans: add, listed, lift; keyboard through the tabs (arrow keys).
-    page.get_by_role("tab", name="Pending queue").focus()
+    page.get_by_role("tab", name="Queue").focus()
     page.keyboard.press("ArrowRight")
     page.keyboard.press("ArrowRight")
     expect(page.get_by_role("tab", name="Bans")).to_have_attribute("aria-selected", "true")

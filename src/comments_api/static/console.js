@@ -199,9 +199,10 @@ async function moderate(action, ids) {
   return { changed, unchanged };
 }
 
-// --- pending queue ----------------------------------------------------------------
+// --- the queue: pending or hidden comments, of every content or one ----------------
 
-const queue = { items: new Map(), cursor: null };
+// What the list shows: the status and content it was loaded for (changing either reloads).
+const queue = { items: new Map(), cursor: null, status: "pending", content: "" };
 
 function queueRow(c) {
   const box = h("input", { type: "checkbox", "aria-label": `Select comment ${c.id}`, "data-id": String(c.id) });
@@ -219,8 +220,12 @@ function queueRow(c) {
       "td",
       null,
       h("div", { class: "toolbar" },
-        h("button", { type: "button", text: "Approve", "aria-label": `Approve comment ${c.id}`, onclick: () => queueAction("approve", [c.id]) }),
-        h("button", { type: "button", class: "secondary", text: "Hide", "aria-label": `Hide comment ${c.id}`, onclick: () => queueAction("hide", [c.id]) }),
+        queue.status === "hidden"
+          ? h("button", { type: "button", text: "Publish", "aria-label": `Publish comment ${c.id}`, onclick: () => queueAction("approve", [c.id]) })
+          : h("button", { type: "button", text: "Approve", "aria-label": `Approve comment ${c.id}`, onclick: () => queueAction("approve", [c.id]) }),
+        queue.status === "hidden"
+          ? null
+          : h("button", { type: "button", class: "secondary", text: "Hide", "aria-label": `Hide comment ${c.id}`, onclick: () => queueAction("hide", [c.id]) }),
         h("button", { type: "button", class: "danger", text: "Delete", "aria-label": `Delete comment ${c.id}`, onclick: () => queueAction("delete", [c.id]) }))
     )
   );
@@ -229,18 +234,27 @@ function queueRow(c) {
 }
 
 async function loadQueue(more) {
-  const cursor = more ? queue.cursor : null;
+  const status = more ? queue.status : $("queue-status").value;
+  const content = more ? queue.content : $("queue-content").value.trim();
+  const query = new URLSearchParams({ status, limit: String(PAGE) });
+  if (content) query.set("content_id", content);
+  if (more && queue.cursor) query.set("cursor", queue.cursor);
   let data;
   try {
-    data = await api(`/api/v1/moderation/pending?limit=${PAGE}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
+    data = await api(`/api/v1/moderation/comments?${query}`);
   } catch (err) {
     failed(err);
     return;
   }
   const body = $("queue-body");
   if (!more) {
+    Object.assign(queue, { status, content });
     queue.items.clear();
     body.replaceChildren();
+    const hidden = status === "hidden";
+    $("bulk-hide").hidden = hidden;
+    $("bulk-approve").textContent = hidden ? "Publish selected" : "Approve selected";
+    $("queue-caption").textContent = `${hidden ? "Hidden comments" : "Comments waiting for a moderator"}${content ? ` of ${content}` : ""}, oldest first`;
   }
   for (const c of data.items) {
     if (queue.items.has(c.id)) continue;
@@ -275,7 +289,10 @@ function filterQueue() {
   for (const row of queue.items.values()) row.hidden = Boolean(needle) && !row.searchText.includes(needle);
   const shown = visibleRows().length;
   $("queue-empty").hidden = shown > 0;
-  $("queue-empty").textContent = queue.items.size ? "No loaded comment matches the search." : "No comments are waiting for moderation.";
+  const none = queue.status === "hidden" ? "No comments are hidden" : "No comments are waiting for moderation";
+  $("queue-empty").textContent = queue.items.size
+    ? "No loaded comment matches the search."
+    : `${none}${queue.content ? ` for content ${queue.content}` : ""}.`;
   countSelected();
 }
 
@@ -297,7 +314,11 @@ async function queueAction(action, ids) {
 }
 
 $("queue-search").addEventListener("input", filterQueue);
-$("queue-refresh").addEventListener("click", () => loadQueue(false));
+$("queue-filter").addEventListener("submit", (event) => {
+  event.preventDefault();
+  loadQueue(false);
+});
+$("queue-status").addEventListener("change", () => loadQueue(false));
 $("queue-more").addEventListener("click", () => loadQueue(true));
 $("select-all").addEventListener("change", (event) => {
   for (const row of visibleRows()) row.querySelector("input[type=checkbox]").checked = event.target.checked;
