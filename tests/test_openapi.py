@@ -413,6 +413,9 @@ def test_v1_responses_match_the_document(client, v1_delete):
     counts = client.get("/api/v1/counts", query_string=[("content_id", "a1"), ("content_id", "zz")])
     documented(spec, "/api/v1/counts", "get", counts)
     assert set(counts.json["counts"]) == {"a1", "zz"}
+    config = client.get("/api/v1/config")
+    assert config.status_code == 200
+    documented(spec, "/api/v1/config", "get", config)
 
 
 @pytest.mark.parametrize(
@@ -550,6 +553,15 @@ def test_author_and_moderator_responses_match_the_document(auth_app):
     bad_bulk = client.post(bulk, json={"action": "nuke", "ids": []}, headers=moderator)
     assert bad_bulk.status_code == 400
     documented(spec, bulk, "post", bad_bulk)
+    client.post(bulk, json={"action": "hide", "ids": [comment_id]}, headers=moderator)
+    hidden = client.get(f"{bulk}?status=hidden&content_id=m1", headers=moderator)
+    assert [c["status"] for c in hidden.json["items"]] == ["hidden"]
+    documented(spec, bulk, "get", hidden)
+    bad_status = client.get(f"{bulk}?status=published", headers=moderator)
+    assert bad_status.status_code == 400
+    documented(spec, bulk, "get", bad_status)
+    documented(spec, bulk, "get", client.get(f"{bulk}?status=hidden"))
+    client.post(bulk, json={"action": "approve", "ids": [comment_id]}, headers=moderator)
 
     url = f"/api/v1/comments/{comment_id}"
     edited = client.patch(url, json={"body": "hi, edited"}, headers=reader)

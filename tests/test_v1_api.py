@@ -266,3 +266,45 @@ def test_no_route_answers_with_a_redirect(client):
         assert response.status_code < 300 or response.status_code >= 400, (path, response.status)
         assert "Location" not in response.headers or response.status_code == 201
         assert response.mimetype != "text/html", (path, response.data[:80])
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({}, {"auth_mode": "open", "moderation_mode": "post", "max_comment_length": 5000}),
+        (
+            {"auth_mode": "required", "moderation_mode": "pre", "max_comment_length": 300},
+            {"auth_mode": "required", "moderation_mode": "pre", "max_comment_length": 300},
+        ),
+    ],
+)
+def test_config_tells_clients_the_settings_they_adapt_to(make_app, settings, expected):
+    app = make_app(edit_window=120.0, **settings)
+    client = app.test_client()
+    response = client.get("/api/v1/config")
+    assert response.status_code == 200
+    assert response.json == {
+        **expected,
+        "max_author_name_length": 80,
+        "max_email_length": 254,
+        "edit_window_seconds": 120.0,
+    }
+    assert response.headers["Cache-Control"] == "public, max-age=300"
+    # The limits it announces are the ones a create enforces.
+    limit = response.json["max_comment_length"]
+    fits = client.post("/api/v1/contents/cfg/comments", json={"body": "x" * limit})
+    too_long = client.post("/api/v1/contents/cfg/comments", json={"body": "x" * (limit + 1)})
+    if expected["auth_mode"] == "open":
+        assert fits.status_code in (201, 202)
+        assert_problem(too_long, 400, "body")
+        name = response.json["max_author_name_length"]
+        named = client.post(
+            "/api/v1/contents/cfg/comments", json={"body": "hi", "author_name": "n" * name}
+        )
+        assert named.status_code in (201, 202)
+        longer = {"body": "hi", "author_name": "n" * (name + 1)}
+        assert_problem(
+            client.post("/api/v1/contents/cfg/comments", json=longer), 400, "author_name"
+        )
+    else:
+        assert (fits.status_code, too_long.status_code) == (401, 401)

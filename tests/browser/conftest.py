@@ -246,6 +246,19 @@ def pre_api(tmp_path_factory: pytest.TempPathFactory, site: HostSite) -> Iterato
     )
 
 
+@pytest.fixture(scope="session")
+def required_api(tmp_path_factory: pytest.TempPathFactory, site: HostSite) -> Iterator[Api]:
+    """AUTH_MODE=required and a short comment limit, for what the widget reads itself."""
+    yield from _start_api(
+        tmp_path_factory.mktemp("required-api"),
+        site,
+        AUTH_MODE="required",
+        MODERATION_MODE="post",
+        MAX_COMMENT_LENGTH="300",
+        RATELIMIT_ENABLED="false",
+    )
+
+
 @pytest.fixture
 def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 900, "height": 900})

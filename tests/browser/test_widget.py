@@ -251,6 +251,35 @@ def test_require_sign_in_shows_the_form_once_the_site_hands_over_a_token(
     no_csp_trouble(page)
 
 
+def test_the_widget_reads_the_servers_auth_mode_and_limits_itself(
+    page, site: HostSite, required_api: Api, open_api: Api
+):
+    """No require-sign-in or max-length attribute: /api/v1/config says writes need a
+    credential (AUTH_MODE=required) and comments stop at 300 characters."""
+    content = new_content()
+    page.goto(site.thread_page(f"/{content}.html", required_api.base, content))
+    widget = thread(page)
+    expect(widget.get_by_text("No comments yet")).to_be_visible()
+    expect(widget.get_by_text("Please sign in to comment.")).to_be_visible()
+    expect(widget.get_by_label("Your comment")).to_be_hidden()
+    page.evaluate("(t) => CommentsWidget.setToken(t)", required_api.token("r1", name="Reader"))
+    body = widget.get_by_label("Your comment")
+    expect(body).to_be_visible()
+    expect(body).to_have_attribute("maxlength", "300")
+    body.fill("y" * 400)  # the browser keeps the first 300
+    expect(body).to_have_value("y" * 300)
+    widget.get_by_role("button", name="Post comment").click()
+    expect(widget.locator("article p.text")).to_have_text("y" * 300)
+    # The open server's widget on another page keeps its form for anonymous readers.
+    other = new_content()
+    page.goto(site.thread_page(f"/{other}.html", open_api.base, other))
+    open_widget = thread(page)
+    expect(open_widget.get_by_label("Your comment")).to_be_visible()
+    expect(open_widget.get_by_label("Your comment")).to_have_attribute("maxlength", "5000")
+    expect(open_widget.get_by_text("Please sign in to comment.")).to_be_hidden()
+    no_csp_trouble(page)
+
+
 def test_portuguese_dark_demo_page_and_badges(page, site: HostSite, open_api: Api, axe_source):
     content = new_content()
     open_api.post(content, "Ótima matéria!", author_name="Joana")

@@ -22,9 +22,19 @@ from .cache import Rendered
 from .conditional import client_has, rendered, respond
 from .idempotency import idempotent_request, renderer, to_response
 from .render import comment_view
-from .rules import STATUS_PENDING, STATUS_PUBLISHED, Comment, Page, decode_cursor
+from .rules import (
+    MAX_AUTHOR_NAME_LENGTH,
+    MAX_EMAIL_LENGTH,
+    STATUS_PENDING,
+    STATUS_PUBLISHED,
+    Comment,
+    Page,
+    decode_cursor,
+)
 
 bp = Blueprint("v1", __name__, url_prefix="/api/v1")
+
+CONFIG_MAX_AGE = 300
 
 
 @bp.post("/contents/<content_id:content_id>/comments")
@@ -122,6 +132,24 @@ def edit_comment(comment_id: str) -> Response:
     )
     emit(moderation_action, action="edit", count=1)
     return jsonify(comment_view(updated))
+
+
+@bp.get("/config")
+def client_config() -> Response:
+    """Settings a client adapts to (the widget: its sign-in gate and field limits)."""
+    svc = services()
+    response = jsonify(
+        auth_mode=svc.settings.auth_mode,
+        moderation_mode=svc.settings.moderation_mode,
+        max_comment_length=svc.limits.max_comment_length,
+        max_author_name_length=MAX_AUTHOR_NAME_LENGTH,
+        max_email_length=MAX_EMAIL_LENGTH,
+        edit_window_seconds=svc.settings.edit_window,
+    )
+    # Settings change only with a deployment: browsers and CDNs may keep it a while.
+    response.cache_control.public = True
+    response.cache_control.max_age = CONFIG_MAX_AGE
+    return response
 
 
 @bp.get("/counts")

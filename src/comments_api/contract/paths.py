@@ -629,6 +629,34 @@ def paths(settings: Settings) -> dict[str, Any]:
                 security=CREDENTIALS,
             ),
         },
+        "/api/v1/config": {
+            "get": _op(
+                "v1",
+                "getClientConfig",
+                "This server's settings that clients adapt to",
+                "Whether writes need a reader's credential (`AUTH_MODE`), whether comments "
+                "wait for a moderator (`MODERATION_MODE`), the field limits and the edit "
+                "window. The widget reads it once per page: it shows its sign-in notice "
+                "instead of the form when writes need a credential, and sizes its fields. "
+                "Public, cacheable for a few minutes.",
+                {
+                    "200": _ok(
+                        "The settings.",
+                        ref("ClientConfig"),
+                        {
+                            "auth_mode": "open",
+                            "moderation_mode": "post",
+                            "max_comment_length": 5000,
+                            "max_author_name_length": 80,
+                            "max_email_length": 254,
+                            "edit_window_seconds": 900.0,
+                        },
+                        headers={"Cache-Control": _header("`public, max-age=300`.")},
+                    ),
+                    **_errors("/api/v1/config", 429),
+                },
+            )
+        },
         counts: {
             "get": _op(
                 "v1",

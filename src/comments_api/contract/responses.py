@@ -211,6 +211,25 @@ class ModeratorPage(Closed, kw_only=True):
     next_cursor: Cursor | None
 
 
+class ClientConfig(Open, kw_only=True):
+    """What a client needs to know of this server's settings before a reader types."""
+
+    auth_mode: Annotated[
+        Literal["open", "required"],
+        Meta(description="`required`: writes need a credential (a reader's JWT)."),
+    ]
+    moderation_mode: Annotated[
+        Literal["post", "pre"],
+        Meta(description="`pre`: new comments wait for a moderator (v1 create answers 202)."),
+    ]
+    max_comment_length: Annotated[int, Meta(ge=1, description="Characters per comment.")]
+    max_author_name_length: Annotated[int, Meta(ge=1)]
+    max_email_length: Annotated[int, Meta(ge=1)]
+    edit_window_seconds: Annotated[
+        float, Meta(ge=0, description="How long after posting an author may edit.")
+    ]
+
+
 class Health(Open, kw_only=True):
     status: Literal["ok"]
     version: str
@@ -244,6 +263,7 @@ RESPONSES: tuple[type[Closed | Open], ...] = (
     AuditEntry,
     AuditPage,
     ModeratorPage,
+    ClientConfig,
     Health,
     Ready,
     NotReady,

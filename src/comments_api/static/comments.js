@@ -179,6 +179,19 @@ a{color:var(--comments-accent)}
   const widgets = new Set();
   let uid = 0;
 
+  // GET /api/v1/config, once per server for the page: whether writes need a credential
+  // (AUTH_MODE) and the field limits. null when it cannot be read: the attributes decide.
+  const configs = new Map();
+  function serverConfig(api) {
+    if (!configs.has(api)) {
+      const read = fetch(`${api}/api/v1/config`, { mode: "cors", credentials: "omit" })
+        .then((response) => (response.ok ? response.json() : null))
+        .catch(() => null);
+      configs.set(api, read);
+    }
+    return configs.get(api);
+  }
+
   function h(tag, attrs, ...children) {
     const el = document.createElement(tag);
     for (const [k, v] of Object.entries(attrs || {})) {
@@ -209,6 +222,7 @@ a{color:var(--comments-accent)}
       this.root = this.attachShadow({ mode: "open" });
       this.root.adoptedStyleSheets = [styles()];
       this.token = null;
+      this.config = null;
       this.built = false;
     }
 
@@ -330,6 +344,15 @@ a{color:var(--comments-accent)}
       );
       this.root.replaceChildren(this.section);
       this.renderIdentity();
+      const gen = this.gen;
+      serverConfig(this.api).then((config) => {
+        if (gen !== this.gen || !config) return;
+        this.config = config;
+        for (const form of [this.form, this.openReply && this.openReply.form]) {
+          if (form) this.sizeFields(form);
+        }
+        this.renderIdentity();
+      });
       if (!this.contentId) {
         this.status.textContent = "content-id missing";
         return;
@@ -348,10 +371,9 @@ a{color:var(--comments-accent)}
         const label = h("label", { for: control.id, text: this.t(name) });
         return { wrap: h("div", null, label, control, error), control, error };
       };
-      const maxlength = this.getAttribute("max-length") || "5000";
-      const body = field("body", h("textarea", { required: true, maxlength }));
-      const name = field("name", h("input", { type: "text", maxlength: "80", autocomplete: "name" }));
-      const email = field("email", h("input", { type: "email", maxlength: "254", autocomplete: "email" }));
+      const body = field("body", h("textarea", { required: true }));
+      const name = field("name", h("input", { type: "text", autocomplete: "name" }));
+      const email = field("email", h("input", { type: "email", autocomplete: "email" }));
       const who = h("div", { class: "row" }, name.wrap, email.wrap);
       const submit = h("button", { type: "submit", text: this.t(parent ? "submitReply" : "submit") });
       const error = h("div", { class: "notice error", role: "alert" });
@@ -361,6 +383,7 @@ a{color:var(--comments-accent)}
         ? h("h4", { id: `${id}-t`, class: "sr", text: this.t("replyTo", { name: parent.name }) })
         : h("h3", { id: `${id}-t`, text: this.t("formTitle") });
       const form = { parent, body, name, email, who, submit, error };
+      this.sizeFields(form);
       if (parent) {
         const cancel = () => this.closeReply(true);
         actions.append(h("button", { type: "button", class: "link", text: this.t("cancel"), onclick: cancel }));
@@ -376,6 +399,16 @@ a{color:var(--comments-accent)}
       return form;
     }
 
+    /** Field limits: the server's (config; defaults until it is read), or a lower max-length. */
+    sizeFields(form) {
+      const config = this.config || {};
+      const server = config.max_comment_length || 5000;
+      const own = Number(this.getAttribute("max-length"));
+      form.body.control.maxLength = own > 0 ? Math.min(own, server) : server;
+      form.name.control.maxLength = config.max_author_name_length || 80;
+      form.email.control.maxLength = config.max_email_length || 254;
+    }
+
     async renderIdentity() {
       if (!this.built) return;
       // A signed-in reader's name and address come from the token: the fields would be ignored.
@@ -383,8 +416,10 @@ a{color:var(--comments-accent)}
       for (const form of [this.form, this.openReply && this.openReply.form]) {
         if (form) form.who.hidden = signedIn;
       }
-      // require-sign-in (sites running AUTH_MODE=required): no form until there is a token.
-      const gated = this.hasAttribute("require-sign-in") && !signedIn;
+      // No form until there is a token where writes need one: the server says so
+      // (AUTH_MODE=required, from /api/v1/config), or the require-sign-in attribute does.
+      const required = this.hasAttribute("require-sign-in") || (this.config && this.config.auth_mode === "required");
+      const gated = required && !signedIn;
       this.section.classList.toggle("gated", gated);
       this.form.el.hidden = gated;
       this.gate.hidden = !gated;
