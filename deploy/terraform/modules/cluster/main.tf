@@ -8,47 +8,31 @@ locals {
   oidc_issuer_host = replace(aws_eks_cluster.this.identity[0].oidc[0].issuer, "https://", "")
 }
 
-resource "aws_kms_key" "cluster" {
-  description             = "${var.name}: EKS secrets and control-plane logs"
-  enable_key_rotation     = true
-  deletion_window_in_days = 30
-  policy = jsonencode({
-    Version = "2012-10-17"
-    Statement = [
-      {
-        Sid       = "AccountAdministration"
-        Effect    = "Allow"
-        Principal = { AWS = "arn:aws:iam::${var.aws_account_id}:root" }
-        Action    = "kms:*"
-        Resource  = "*"
-      },
-      {
-        Sid       = "CloudWatchLogsUse"
-        Effect    = "Allow"
-        Principal = { Service = "logs.${var.region}.amazonaws.com" }
-        Action    = ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"]
-        Resource  = "*"
-        Condition = {
-          ArnLike = {
-            "kms:EncryptionContext:aws:logs:arn" = "arn:aws:logs:${var.region}:${var.aws_account_id}:log-group:${local.log_group}"
-          }
-        }
-      },
-    ]
-  })
-  tags = merge(var.tags, { Name = "${var.name}-eks" })
+module "key" {
+  source                = "../kms-key"
+  alias                 = "${var.name}-eks"
+  description           = "${var.name}: EKS secrets and control-plane logs"
+  aws_account_id        = var.aws_account_id
+  region                = var.region
+  log_group_arn_pattern = "arn:aws:logs:${var.region}:${var.aws_account_id}:log-group:${local.log_group}"
+  tags                  = merge(var.tags, { Name = "${var.name}-eks" })
 }
 
-resource "aws_kms_alias" "cluster" {
-  name          = "alias/${var.name}-eks"
-  target_key_id = aws_kms_key.cluster.key_id
+moved {
+  from = aws_kms_key.cluster
+  to   = module.key.aws_kms_key.this
+}
+
+moved {
+  from = aws_kms_alias.cluster
+  to   = module.key.aws_kms_alias.this
 }
 
 # Created before the cluster so EKS does not create an unencrypted one that never expires.
 resource "aws_cloudwatch_log_group" "cluster" {
   name              = local.log_group
   retention_in_days = var.log_retention_days
-  kms_key_id        = aws_kms_key.cluster.arn
+  kms_key_id        = module.key.arn
   tags              = var.tags
 }
 
@@ -87,7 +71,7 @@ resource "aws_eks_cluster" "this" {
   encryption_config {
     resources = ["secrets"]
     provider {
-      key_arn = aws_kms_key.cluster.arn
+      key_arn = module.key.arn
     }
   }
 

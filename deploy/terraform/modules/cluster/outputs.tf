@@ -40,7 +40,7 @@ output "node_role_arn" {
 
 output "secrets_kms_key_arn" {
   description = "KMS key encrypting Kubernetes secrets and the control-plane logs."
-  value       = aws_kms_key.cluster.arn
+  value       = module.key.arn
 }
 
 output "node_group_zones" {

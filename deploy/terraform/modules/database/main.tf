@@ -9,36 +9,24 @@ locals {
   rds_log_arns = "arn:aws:logs:${var.region}:${var.aws_account_id}:log-group:${local.log_prefix}/*"
 }
 
-resource "aws_kms_key" "db" {
-  description             = "${var.name}: RDS storage, snapshots, master secret, Performance Insights, logs"
-  enable_key_rotation     = true
-  deletion_window_in_days = 30
-  policy = jsonencode({
-    Version = "2012-10-17"
-    Statement = [
-      {
-        Sid       = "AccountAdministration"
-        Effect    = "Allow"
-        Principal = { AWS = "arn:aws:iam::${var.aws_account_id}:root" }
-        Action    = "kms:*"
-        Resource  = "*"
-      },
-      {
-        Sid       = "CloudWatchLogsUse"
-        Effect    = "Allow"
-        Principal = { Service = "logs.${var.region}.amazonaws.com" }
-        Action    = ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"]
-        Resource  = "*"
-        Condition = { ArnLike = { "kms:EncryptionContext:aws:logs:arn" = local.rds_log_arns } }
-      },
-    ]
-  })
-  tags = merge(var.tags, { Name = "${var.name}-rds" })
+module "key" {
+  source                = "../kms-key"
+  alias                 = "${var.name}-rds"
+  description           = "${var.name}: RDS storage, snapshots, master secret, Performance Insights, logs"
+  aws_account_id        = var.aws_account_id
+  region                = var.region
+  log_group_arn_pattern = local.rds_log_arns
+  tags                  = merge(var.tags, { Name = "${var.name}-rds" })
 }
 
-resource "aws_kms_alias" "db" {
-  name          = "alias/${var.name}-rds"
-  target_key_id = aws_kms_key.db.key_id
+moved {
+  from = aws_kms_key.db
+  to   = module.key.aws_kms_key.this
+}
+
+moved {
+  from = aws_kms_alias.db
+  to   = module.key.aws_kms_alias.this
 }
 
 resource "aws_db_subnet_group" "this" {
@@ -123,7 +111,7 @@ resource "aws_cloudwatch_log_group" "db" {
   for_each          = toset(local.log_exports)
   name              = "${local.log_prefix}/${each.value}"
   retention_in_days = var.log_retention_days
-  kms_key_id        = aws_kms_key.db.arn
+  kms_key_id        = module.key.arn
   tags              = var.tags
 }
 
@@ -156,12 +144,12 @@ resource "aws_db_instance" "this" {
   max_allocated_storage = var.max_allocated_storage_gb
   storage_type          = "gp3"
   storage_encrypted     = true
-  kms_key_id            = aws_kms_key.db.arn
+  kms_key_id            = module.key.arn
 
   db_name                       = var.db_name
   username                      = var.master_username
   manage_master_user_password   = true
-  master_user_secret_kms_key_id = aws_kms_key.db.arn
+  master_user_secret_kms_key_id = module.key.arn
 
   multi_az               = var.multi_az
   db_subnet_group_name   = aws_db_subnet_group.this.name
@@ -184,7 +172,7 @@ resource "aws_db_instance" "this" {
 
   iam_database_authentication_enabled   = true
   performance_insights_enabled          = true
-  performance_insights_kms_key_id       = aws_kms_key.db.arn
+  performance_insights_kms_key_id       = module.key.arn
   performance_insights_retention_period = 7
   monitoring_interval                   = 60
   monitoring_role_arn                   = aws_iam_role.monitoring.arn

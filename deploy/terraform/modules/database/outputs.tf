@@ -25,7 +25,7 @@ output "master_user_secret_arn" {
 
 output "kms_key_arn" {
   description = "KMS key of the database storage and its secret (readers of the secret need kms:Decrypt on it)."
-  value       = aws_kms_key.db.arn
+  value       = module.key.arn
 }
 
 output "database_url_template" {

@@ -113,46 +113,30 @@ resource "aws_route_table_association" "private" {
 
 # --- flow logs -----------------------------------------------------------------------
 
-resource "aws_kms_key" "logs" {
-  description             = "${var.name}: VPC flow logs"
-  enable_key_rotation     = true
-  deletion_window_in_days = 30
-  policy = jsonencode({
-    Version = "2012-10-17"
-    Statement = [
-      {
-        Sid       = "AccountAdministration"
-        Effect    = "Allow"
-        Principal = { AWS = "arn:aws:iam::${var.aws_account_id}:root" }
-        Action    = "kms:*"
-        Resource  = "*"
-      },
-      {
-        Sid       = "CloudWatchLogsUse"
-        Effect    = "Allow"
-        Principal = { Service = "logs.${var.region}.amazonaws.com" }
-        Action    = ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"]
-        Resource  = "*"
-        Condition = {
-          ArnLike = {
-            "kms:EncryptionContext:aws:logs:arn" = "arn:aws:logs:${var.region}:${var.aws_account_id}:log-group:${local.log_group}"
-          }
-        }
-      },
-    ]
-  })
-  tags = merge(var.tags, { Name = "${var.name}-flow-logs" })
+module "logs_key" {
+  source                = "../kms-key"
+  alias                 = "${var.name}-flow-logs"
+  description           = "${var.name}: VPC flow logs"
+  aws_account_id        = var.aws_account_id
+  region                = var.region
+  log_group_arn_pattern = "arn:aws:logs:${var.region}:${var.aws_account_id}:log-group:${local.log_group}"
+  tags                  = merge(var.tags, { Name = "${var.name}-flow-logs" })
 }
 
-resource "aws_kms_alias" "logs" {
-  name          = "alias/${var.name}-flow-logs"
-  target_key_id = aws_kms_key.logs.key_id
+moved {
+  from = aws_kms_key.logs
+  to   = module.logs_key.aws_kms_key.this
+}
+
+moved {
+  from = aws_kms_alias.logs
+  to   = module.logs_key.aws_kms_alias.this
 }
 
 resource "aws_cloudwatch_log_group" "flow" {
   name              = local.log_group
   retention_in_days = var.flow_log_retention_days
-  kms_key_id        = aws_kms_key.logs.arn
+  kms_key_id        = module.logs_key.arn
   tags              = var.tags
 }
 

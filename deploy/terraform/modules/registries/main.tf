@@ -1,26 +1,22 @@
 # ECR repositories: tags are immutable (a tag, the git SHA, always names the same
 # digest, so what was tested is what runs), every push is scanned, images are encrypted
 # with a customer key, and a lifecycle policy bounds what is kept.
-resource "aws_kms_key" "ecr" {
-  description             = "${var.name}: ECR images"
-  enable_key_rotation     = true
-  deletion_window_in_days = 30
-  policy = jsonencode({
-    Version = "2012-10-17"
-    Statement = [{
-      Sid       = "AccountAdministration"
-      Effect    = "Allow"
-      Principal = { AWS = "arn:aws:iam::${var.aws_account_id}:root" }
-      Action    = "kms:*"
-      Resource  = "*"
-    }]
-  })
-  tags = merge(var.tags, { Name = "${var.name}-ecr" })
+module "key" {
+  source         = "../kms-key"
+  alias          = "${var.name}-ecr"
+  description    = "${var.name}: ECR images"
+  aws_account_id = var.aws_account_id
+  tags           = merge(var.tags, { Name = "${var.name}-ecr" })
 }
 
-resource "aws_kms_alias" "ecr" {
-  name          = "alias/${var.name}-ecr"
-  target_key_id = aws_kms_key.ecr.key_id
+moved {
+  from = aws_kms_key.ecr
+  to   = module.key.aws_kms_key.this
+}
+
+moved {
+  from = aws_kms_alias.ecr
+  to   = module.key.aws_kms_alias.this
 }
 
 resource "aws_ecr_repository" "this" {
@@ -35,7 +31,7 @@ resource "aws_ecr_repository" "this" {
 
   encryption_configuration {
     encryption_type = "KMS"
-    kms_key         = aws_kms_key.ecr.arn
+    kms_key         = module.key.arn
   }
 
   tags = merge(var.tags, { Name = each.key })

@@ -10,5 +10,5 @@ output "repository_arns" {
 
 output "kms_key_arn" {
   description = "KMS key encrypting the images."
-  value       = aws_kms_key.ecr.arn
+  value       = module.key.arn
 }

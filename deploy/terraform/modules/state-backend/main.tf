@@ -2,26 +2,22 @@
 # encrypted with a customer key, never public, TLS only, with an access log. Locking is
 # S3's own conditional-write lock file (backend `use_lockfile = true`, Terraform >= 1.10),
 # so no DynamoDB table is needed.
-resource "aws_kms_key" "state" {
-  description             = "Terraform state (${var.bucket_name})"
-  enable_key_rotation     = true
-  deletion_window_in_days = 30
-  policy = jsonencode({
-    Version = "2012-10-17"
-    Statement = [{
-      Sid       = "AccountAdministration"
-      Effect    = "Allow"
-      Principal = { AWS = "arn:aws:iam::${var.aws_account_id}:root" }
-      Action    = "kms:*"
-      Resource  = "*"
-    }]
-  })
-  tags = merge(var.tags, { Name = "${var.bucket_name}-state" })
+module "key" {
+  source         = "../kms-key"
+  alias          = var.bucket_name
+  description    = "Terraform state (${var.bucket_name})"
+  aws_account_id = var.aws_account_id
+  tags           = merge(var.tags, { Name = "${var.bucket_name}-state" })
 }
 
-resource "aws_kms_alias" "state" {
-  name          = "alias/${var.bucket_name}"
-  target_key_id = aws_kms_key.state.key_id
+moved {
+  from = aws_kms_key.state
+  to   = module.key.aws_kms_key.this
+}
+
+moved {
+  from = aws_kms_alias.state
+  to   = module.key.aws_kms_alias.this
 }
 
 resource "aws_s3_bucket" "state" {
@@ -57,7 +53,7 @@ resource "aws_s3_bucket_server_side_encryption_configuration" "state" {
   rule {
     apply_server_side_encryption_by_default {
       sse_algorithm     = "aws:kms"
-      kms_master_key_id = aws_kms_key.state.arn
+      kms_master_key_id = module.key.arn
     }
     bucket_key_enabled = true
   }

@@ -10,7 +10,7 @@ output "bucket_arn" {
 
 output "kms_key_arn" {
   description = "KMS key encrypting the state (backend `kms_key_id`)."
-  value       = aws_kms_key.state.arn
+  value       = module.key.arn
 }
 
 output "log_bucket" {

@@ -49,8 +49,8 @@ run "three_zones_public_and_private" {
     error_message = "flow logs capture all traffic and are kept a year"
   }
   assert {
-    condition     = aws_kms_key.logs.enable_key_rotation
-    error_message = "the flow-log key rotates"
+    condition     = module.logs_key.alias == "alias/${var.name}-flow-logs"
+    error_message = "the flow-log key comes from the kms-key module (rotation: its own tests)"
   }
   assert {
     condition     = length(aws_nat_gateway.this) == 3

@@ -29,8 +29,8 @@ run "versioned_encrypted_private" {
     error_message = "never public"
   }
   assert {
-    condition     = aws_kms_key.state.enable_key_rotation
-    error_message = "state key rotates"
+    condition     = module.key.alias == "alias/${var.bucket_name}"
+    error_message = "the state key comes from the kms-key module (rotation: its own tests)"
   }
 }
 

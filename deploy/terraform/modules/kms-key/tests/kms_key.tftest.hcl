@@ -1,0 +1,61 @@
+# Offline unit tests of the kms-key module (mocked provider: no AWS call).
+mock_provider "aws" {}
+
+variables {
+  alias          = "t-key"
+  description    = "t: something"
+  aws_account_id = "123456789012"
+  tags           = { Name = "t-key" }
+}
+
+run "administered_by_the_account_and_rotated" {
+  command = plan
+
+  assert {
+    condition     = aws_kms_key.this.enable_key_rotation && aws_kms_key.this.deletion_window_in_days == 30
+    error_message = "the key rotates and waits 30 days before deletion"
+  }
+  assert {
+    condition     = length(jsondecode(aws_kms_key.this.policy).Statement) == 1
+    error_message = "without log groups, only the account administers the key"
+  }
+  assert {
+    condition     = jsondecode(aws_kms_key.this.policy).Statement[0].Principal.AWS == "arn:aws:iam::123456789012:root"
+    error_message = "the account's root principal administers the key"
+  }
+  assert {
+    condition     = aws_kms_alias.this.name == "alias/t-key" && aws_kms_key.this.tags.Name == "t-key"
+    error_message = "alias and tags as given"
+  }
+}
+
+run "cloudwatch_logs_only_for_the_given_groups" {
+  command = plan
+
+  variables {
+    region                = "eu-west-1"
+    log_group_arn_pattern = "arn:aws:logs:eu-west-1:123456789012:log-group:/aws/t/*"
+  }
+
+  assert {
+    condition     = jsondecode(aws_kms_key.this.policy).Statement[1].Principal.Service == "logs.eu-west-1.amazonaws.com"
+    error_message = "the region's Logs service may use the key"
+  }
+  assert {
+    condition = (
+      jsondecode(aws_kms_key.this.policy).Statement[1].Condition.ArnLike["kms:EncryptionContext:aws:logs:arn"]
+      == "arn:aws:logs:eu-west-1:123456789012:log-group:/aws/t/*"
+    )
+    error_message = "only for the given log groups"
+  }
+}
+
+run "a_log_group_pattern_must_be_a_logs_arn" {
+  command = plan
+
+  variables {
+    log_group_arn_pattern = "*"
+  }
+
+  expect_failures = [var.log_group_arn_pattern]
+}
