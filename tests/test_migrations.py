@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import subprocess
+import threading
+import time
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -18,7 +20,7 @@ from comments_api.store.repository import (
     migrate,
 )
 
-from .support import VENV_BIN
+from .support import VENV_BIN, wait_until
 
 
 def test_upgrade_from_empty_creates_the_schema_the_code_expects(database_url):
@@ -144,3 +146,90 @@ def test_sqlite_markers_move_to_a_without_rowid_table_and_back_intact(tmp_path):
         assert markers()["a"] != kept["a"]
     finally:
         engine.dispose()
+
+
+def test_two_migrators_at_once_on_postgres_run_each_migration_once(postgres_url):
+    """Two replicas (or a Job and a replica) starting together on an empty database: the
+    second waits for the first's lock, then finds nothing left to do."""
+    engines = [make_engine(postgres_url) for _ in range(2)]
+    errors: list[BaseException] = []
+
+    def run(engine) -> None:
+        try:
+            migrate(engine)
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(e,)) for e in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    with engines[0].connect() as conn:
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == (
+            head_revision()
+        )
+        # The session lock was given back: a third run takes it at once.
+        assert (
+            conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+            ).scalar()
+            == 0
+        )
+    migrate(engines[1])
+    for engine in engines:
+        engine.dispose()
+
+
+def test_postgres_index_migration_lets_writes_through_while_it_waits(postgres_url):
+    """0006 builds its index CONCURRENTLY: while the build waits for a transaction that
+    was writing before it (as a plain CREATE INDEX waits too), other comments are still
+    written, instead of queueing behind the build's table lock until they time out."""
+    # A request's statement timeout, shorter than the build's wait below: migrations must
+    # not be bound by it.
+    engine = make_engine(postgres_url, statement_timeout=1.0)
+    migrate(engine, "0005")
+    row = (
+        "INSERT INTO comments (content_id, body, status, created_at, updated_at) "
+        "VALUES (%s, 'x', 'published', now(), now())"
+    )
+    older = engine.raw_connection()
+    older.cursor().execute(row, ("older",))  # open: the build must wait for it to end
+    migration = threading.Thread(target=migrate, args=(engine,))
+    migration.start()
+    try:
+        assert wait_until(lambda: _building(engine), 10), "the index build never started"
+        writer = engine.raw_connection()
+        try:
+            cursor = writer.cursor()
+            cursor.execute("SET lock_timeout = '2s'")
+            cursor.execute(row, ("live",))  # a plain CREATE INDEX: canceled by lock_timeout
+            writer.commit()
+        finally:
+            writer.close()
+        time.sleep(1.5)  # the build keeps waiting, past the statement timeout
+        assert migration.is_alive()
+    finally:
+        older.commit()
+        older.close()
+        migration.join(30)
+    assert not migration.is_alive()
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0006"
+        valid = conn.exec_driver_sql(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = 'ix_comments_hidden'::regclass"
+        ).scalar()
+        assert valid is True
+        assert conn.exec_driver_sql("SELECT count(*) FROM comments").scalar() == 2
+    engine.dispose()
+
+
+def _building(engine) -> bool:
+    with engine.connect() as conn:
+        return bool(
+            conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE %s AND state = 'active'",
+                ("CREATE INDEX%ix_comments_hidden%",),
+            ).scalar()
+        )

@@ -1084,14 +1084,51 @@ def head_revision() -> str:
     return head
 
 
+# Held by whoever migrates a PostgreSQL database: two replicas or Jobs starting together
+# must not both run the same migration.
+MIGRATION_LOCK_KEY = 7305812
+MIGRATION_LOCK_POLL = 0.25  # seconds between tries while another process migrates
+
+
 def migrate(engine: Engine, revision: str = "head") -> None:
-    """Upgrade the database to ``revision``; safe to run on every start."""
+    """Upgrade the database to ``revision``; safe to run on every start.
+
+    SQLite: every pending migration in one transaction. PostgreSQL: one transaction per
+    migration (migrations/env.py), under a session-level lock, because some must run
+    outside any transaction (``CREATE INDEX CONCURRENTLY``, which leaves writes to the
+    table running while the index builds).
+    """
     from alembic import command
 
     config = _alembic_config(engine)
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            # Two replicas starting together must not both run the same migration.
-            conn.execute(text("SELECT pg_advisory_xact_lock(7305812)"))
-        config.attributes["connection"] = conn
-        command.upgrade(config, revision)
+    if engine.dialect.name != "postgresql":
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, revision)
+        return
+    with engine.connect() as conn:
+        # A migration may take longer than a request may (DB_STATEMENT_TIMEOUT, set for the
+        # session at connect): an index built on a large table, a wait for the lock below.
+        conn.execute(text("SET statement_timeout = 0"))
+        _take_migration_lock(conn)
+        try:
+            config.attributes["connection"] = conn
+            command.upgrade(config, revision)
+        finally:
+            conn.rollback()  # whatever a failed migration left open
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
+            conn.execute(text("RESET statement_timeout"))  # the pool may hand it out again
+            conn.commit()
+
+
+def _take_migration_lock(conn: Connection) -> None:
+    # Tried, not waited for: a session waiting in pg_advisory_lock() is an open
+    # transaction, and the holder's CREATE INDEX CONCURRENTLY waits for every transaction
+    # older than itself, so the two would wait for each other. Between tries no
+    # transaction is open.
+    while not conn.execute(
+        text("SELECT pg_try_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY}
+    ).scalar():
+        conn.commit()
+        time.sleep(MIGRATION_LOCK_POLL)
+    conn.commit()

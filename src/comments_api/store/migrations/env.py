@@ -25,6 +25,10 @@ def _run(connection) -> None:
         # SQLite cannot ALTER most things in place: batch mode copies the table.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        # PostgreSQL: each migration commits on its own, so one may step outside any
+        # transaction (autocommit_block) for CREATE INDEX CONCURRENTLY. SQLite: the caller's
+        # single transaction (storage.migrate()).
+        transaction_per_migration=connection.dialect.name == "postgresql",
     )
     with context.begin_transaction():
         context.run_migrations()
