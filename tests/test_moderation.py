@@ -231,6 +231,7 @@ def test_the_pending_queue_and_hidden_comments_by_content(build):
         assert response.mimetype == "application/problem+json"
         assert [e["field"] for e in response.json["errors"]] == [field], bad
     assert client.get(f"{BULK}?status=hidden").status_code == 401
+    assert client.get(f"{BULK}?status=nonsense").status_code == 401  # credentials first
     writer = bearer(api_key(app, SCOPE_WRITE))
     assert client.get(f"{BULK}?status=hidden", headers=writer).status_code == 403
 

@@ -21,17 +21,18 @@ bp = Blueprint("moderation", __name__, url_prefix="/api/v1")
 @bp.get("/moderation/pending")
 def pending_queue() -> Response:
     """The queue: the same listing as ``/moderation/comments?status=pending``."""
+    require_scope(SCOPE_MODERATE)
     return _listing(STATUS_PENDING, "/api/v1/moderation/pending", {})
 
 
 @bp.get("/moderation/comments")
 def moderation_listing() -> Response:
+    require_scope(SCOPE_MODERATE)  # before any parameter is judged: 401/403 come first
     status = parse_moderation_status(request.args.get("status"))
     return _listing(status, "/api/v1/moderation/comments", {"status": status})
 
 
 def _listing(status: str, path: str, query: dict[str, str]) -> Response:
-    require_scope(SCOPE_MODERATE)
     limit = parse_limit(request.args.get("limit"))
     content_id = parse_content_filter(request.args.get("content_id"))
     after_id = decode_cursor(request.args.get("cursor"), "oldest")
