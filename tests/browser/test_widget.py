@@ -257,9 +257,16 @@ def test_the_widget_reads_the_servers_auth_mode_and_limits_itself(
     """No require-sign-in or max-length attribute: /api/v1/config says writes need a
     credential (AUTH_MODE=required) and comments stop at 300 characters."""
     content = new_content()
+    held: list = []
+    page.route("**/api/v1/config", lambda route: held.append(route))  # on their way...
     page.goto(site.thread_page(f"/{content}.html", required_api.base, content))
     widget = thread(page)
     expect(widget.get_by_text("No comments yet")).to_be_visible()
+    # ...and meanwhile no form shows (it would flash up, then give way to the prompt).
+    expect(widget.get_by_label("Your comment")).to_be_hidden()
+    expect(widget.get_by_text("Please sign in to comment.")).to_be_hidden()
+    assert len(held) == 1  # one request for the page
+    held[0].continue_()
     expect(widget.get_by_text("Please sign in to comment.")).to_be_visible()
     expect(widget.get_by_label("Your comment")).to_be_hidden()
     page.evaluate("(t) => CommentsWidget.setToken(t)", required_api.token("r1", name="Reader"))
@@ -277,7 +284,13 @@ def test_the_widget_reads_the_servers_auth_mode_and_limits_itself(
     expect(open_widget.get_by_label("Your comment")).to_be_visible()
     expect(open_widget.get_by_label("Your comment")).to_have_attribute("maxlength", "5000")
     expect(open_widget.get_by_text("Please sign in to comment.")).to_be_hidden()
-    no_csp_trouble(page)
+    # Settings that cannot be read: the form shows, with the attributes' rules.
+    page.unroute("**/api/v1/config")
+    page.route("**/api/v1/config", lambda route: route.abort())
+    page.goto(site.thread_page(f"/{other}-x.html", open_api.base, other, attrs='max-length="99"'))
+    fallback = thread(page).get_by_label("Your comment")
+    expect(fallback).to_be_visible()
+    expect(fallback).to_have_attribute("maxlength", "99")
 
 
 def test_portuguese_dark_demo_page_and_badges(page, site: HostSite, open_api: Api, axe_source):

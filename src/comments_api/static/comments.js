@@ -180,11 +180,13 @@ a{color:var(--comments-accent)}
   let uid = 0;
 
   // GET /api/v1/config, once per server for the page: whether writes need a credential
-  // (AUTH_MODE) and the field limits. null when it cannot be read: the attributes decide.
+  // (AUTH_MODE) and the field limits. null when it cannot be read (or not within
+  // CONFIG_WAIT ms): the attributes decide.
+  const CONFIG_WAIT = 3000;
   const configs = new Map();
   function serverConfig(api) {
     if (!configs.has(api)) {
-      const read = fetch(`${api}/api/v1/config`, { mode: "cors", credentials: "omit" })
+      const read = fetch(`${api}/api/v1/config`, { mode: "cors", credentials: "omit", signal: AbortSignal.timeout(CONFIG_WAIT) })
         .then((response) => (response.ok ? response.json() : null))
         .catch(() => null);
       configs.set(api, read);
@@ -343,13 +345,19 @@ a{color:var(--comments-accent)}
         this.more
       );
       this.root.replaceChildren(this.section);
+      // The form waits for the server's settings (no form flashing up under
+      // AUTH_MODE=required only to be replaced by the sign-in prompt).
+      this.configRead = false;
       this.renderIdentity();
       const gen = this.gen;
       serverConfig(this.api).then((config) => {
-        if (gen !== this.gen || !config) return;
-        this.config = config;
-        for (const form of [this.form, this.openReply && this.openReply.form]) {
-          if (form) this.sizeFields(form);
+        if (gen !== this.gen) return;
+        this.configRead = true;
+        if (config) {
+          this.config = config;
+          for (const form of [this.form, this.openReply && this.openReply.form]) {
+            if (form) this.sizeFields(form);
+          }
         }
         this.renderIdentity();
       });
@@ -421,7 +429,7 @@ a{color:var(--comments-accent)}
       const required = this.hasAttribute("require-sign-in") || (this.config && this.config.auth_mode === "required");
       const gated = required && !signedIn;
       this.section.classList.toggle("gated", gated);
-      this.form.el.hidden = gated;
+      this.form.el.hidden = gated || !this.configRead;
       this.gate.hidden = !gated;
       if (gated) this.closeReply(false);
     }
