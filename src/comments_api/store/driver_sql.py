@@ -84,6 +84,10 @@ class TimedCursor:
         self.execute(statement.sql, statement.parameters(values))
         return self.cursor.fetchone()
 
+    def run(self, statement: DriverStatement, values: Mapping[str, Any]) -> None:
+        """A statement without rows to read (INSERT, DELETE)."""
+        self.execute(statement.sql, statement.parameters(values))
+
 
 def raw_connection(engine: Engine) -> PoolProxiedConnection:
     """``engine.raw_connection()``, with a failure to connect raised as SQLAlchemy's error
