@@ -102,3 +102,21 @@ def test_a_driver_error_is_sqlalchemys_and_the_connection_goes_back_clean(engine
     with engine.connect() as conn:
         rows = conn.execute(select(comments.c.id).where(comments.c.content_id == "c")).all()
     assert rows == [(stored.id,)]
+
+
+def test_driver_rows_read_what_sqlalchemy_reads(engine) -> None:
+    """An API key's record, looked up on the driver path on every keyed request, equals
+    the one SQLAlchemy's result processing gives (SQLite hands its times back as text)."""
+    from comments_api.store.repository import _to_key, api_keys
+
+    repo = Repository(engine)
+    created = datetime(2026, 12, 2, 5, 6, 7, 890123, tzinfo=UTC)
+    repo.add_api_key("k1", "backend", "0" * 64, ("comments:write",), now=created)
+    repo.touch_api_key(repo.get_api_key("k1"), now=created + timedelta(hours=1))  # type: ignore[arg-type]
+    repo.revoke_api_key("k1", now=created + timedelta(hours=2))
+    with engine.connect() as conn:
+        expected = _to_key(conn.execute(select(api_keys)).one())
+    found = repo.get_api_key("k1")
+    assert found == expected
+    assert (found.created_at, found.revoked_at) == (created, created + timedelta(hours=2))
+    assert repo.get_api_key("nope") is None

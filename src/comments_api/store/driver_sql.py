@@ -33,6 +33,9 @@ class DriverStatement:
     positions: tuple[str, ...] | None
     # The dialect's bind processors (SQLite stores a DateTime as text, for example).
     processors: tuple[tuple[str, Callable[[Any], Any]], ...]
+    # Its result processors, per selected column (None: the driver's value is final; on
+    # SQLite a DateTime comes back as text). Empty when no column needs one.
+    row_processors: tuple[Callable[[Any], Any] | None, ...] = ()
 
     @classmethod
     def compile(
@@ -54,7 +57,22 @@ class DriverStatement:
             if process is not None:
                 processors.append((name, process))
         positions = tuple(compiled.positiontup) if compiled.positiontup else None
-        return cls(compiled.string, positions, tuple(processors))
+        row_processors = tuple(
+            column.type.dialect_impl(dialect).result_processor(dialect, None)
+            for column in getattr(statement, "selected_columns", ())
+        )
+        if not any(row_processors):
+            row_processors = ()
+        return cls(compiled.string, positions, tuple(processors), row_processors)
+
+    def row(self, raw: Any) -> Any:
+        """A fetched row with the dialect's result processing (None stays None)."""
+        if not self.row_processors or raw is None:
+            return raw
+        return tuple(
+            value if process is None or value is None else process(value)
+            for value, process in zip(raw, self.row_processors, strict=True)
+        )
 
     def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
         """``values`` by bind name, in the form the DBAPI's ``execute`` takes."""
@@ -82,7 +100,7 @@ class TimedCursor:
 
     def fetchone(self, statement: DriverStatement, values: Mapping[str, Any]) -> Any:
         self.execute(statement.sql, statement.parameters(values))
-        return self.cursor.fetchone()
+        return statement.row(self.cursor.fetchone())
 
     def run(self, statement: DriverStatement, values: Mapping[str, Any]) -> None:
         """A statement without rows to read (INSERT, DELETE)."""

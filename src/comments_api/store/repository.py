@@ -267,6 +267,7 @@ _KEY_LOOKUP = select(
 _KEY_FORGET = delete(idempotency_keys).where(_KEY_MATCH)
 _KEY_REMEMBER = insert(idempotency_keys)
 _KEY_COLUMNS = ("scope", "key", "request_hash", "status", "body", "location", "created_at")
+_API_KEY_BY_ID = select(api_keys).where(api_keys.c.id == bindparam("id"))
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -587,6 +588,7 @@ class Repository:
         self._author_activity_sql = DriverStatement.compile(_AUTHOR_ACTIVITY, dialect)
         self._advisory_lock = DriverStatement.compile(_ADVISORY_LOCK, dialect)
         self._key_lookup = DriverStatement.compile(_KEY_LOOKUP, dialect)
+        self._api_key_by_id = DriverStatement.compile(_API_KEY_BY_ID, dialect)
         self._key_forget = DriverStatement.compile(_KEY_FORGET, dialect)
         self._key_remember = DriverStatement.compile(_KEY_REMEMBER, dialect, _KEY_COLUMNS)
         self._last_sweep = -IDEMPOTENCY_SWEEP_INTERVAL
@@ -609,24 +611,29 @@ class Repository:
         error handlers see one kind of database failure."""
         # The pool checkout and checkin stay outside the turn: other writers wait only
         # for the transaction itself.
+        with self._driver_cursor() as (driver, run), self._writers.turn():
+            try:
+                if self.is_sqlite:
+                    _begin_immediate(
+                        driver, self._lock_wait_ms, lambda: run.execute("BEGIN IMMEDIATE")
+                    )
+                yield run
+                driver.commit()
+            except BaseException:
+                with contextlib.suppress(self._dbapi_error):
+                    driver.rollback()
+                raise
+
+    @contextmanager
+    def _driver_cursor(self) -> Iterator[tuple[Any, TimedCursor]]:
+        """A pooled DBAPI connection and a timed cursor on it. A read needs nothing more:
+        the pool's reset on return ends whatever transaction the driver began."""
         pooled = raw_connection(self.engine)
         driver: Any = pooled.driver_connection
         cursor = None
         try:
             cursor = driver.cursor()
-            run = TimedCursor(cursor, self.observe_statement)
-            with self._writers.turn():
-                try:
-                    if self.is_sqlite:
-                        _begin_immediate(
-                            driver, self._lock_wait_ms, lambda: run.execute("BEGIN IMMEDIATE")
-                        )
-                    yield run
-                    driver.commit()
-                except BaseException:
-                    with contextlib.suppress(self._dbapi_error):
-                        driver.rollback()
-                    raise
+            yield driver, TimedCursor(cursor, self.observe_statement)
         except self._dbapi_error as exc:
             lost = self.engine.dialect.is_disconnect(exc, driver, cursor)  # type: ignore[arg-type]
             if lost:
@@ -1038,8 +1045,10 @@ class Repository:
             )
 
     def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
+        # On every request that carries an API key: the driver path (through SQLAlchemy's
+        # Connection this lookup cost as much as the rest of a create, bench/README.md).
+        with self._driver_cursor() as (_, run):
+            row = run.fetchone(self._api_key_by_id, {"id": key_id})
         return _to_key(row) if row is not None else None
 
     def touch_api_key(self, record: ApiKeyRecord, *, now: datetime | None = None) -> None:
@@ -1060,14 +1069,16 @@ class Repository:
 
 
 def _to_key(row: Any) -> ApiKeyRecord:
+    # By position, in api_keys' column order: a SQLAlchemy Row or a driver tuple.
+    key_id, name, key_hash, scopes, created_at, last_used_at, revoked_at = row
     return ApiKeyRecord(
-        id=row.id,
-        name=row.name,
-        key_hash=row.key_hash,
-        scopes=tuple(row.scopes.split()),
-        created_at=_aware(row.created_at),  # type: ignore[arg-type]
-        last_used_at=_aware(row.last_used_at),
-        revoked_at=_aware(row.revoked_at),
+        id=key_id,
+        name=name,
+        key_hash=key_hash,
+        scopes=tuple(scopes.split()),
+        created_at=_aware(created_at),  # type: ignore[arg-type]
+        last_used_at=_aware(last_used_at),
+        revoked_at=_aware(revoked_at),
     )
 
 
