@@ -1,9 +1,10 @@
 """SQLAlchemy Core statements compiled once for the engine's dialect, run on the DBAPI.
 
-On the hottest paths (the read cache's change markers, a comment's insert) SQLAlchemy's
-per-execution work - the compiled-cache lookup, parameter processing, events, the result
-object - cost several times the statement itself on SQLite (``bench/README.md``, "What
-the latest steps bought"). The SQL is still written once, in SQLAlchemy Core, and compiled by
+On the hottest paths (the read cache's change markers, a comment's insert with or without
+an Idempotency-Key, an API key's lookup) SQLAlchemy's per-execution work - the
+compiled-cache lookup, parameter processing, events, the result object - cost several
+times the statement itself on SQLite (``bench/README.md``, "What the latest steps
+bought"). The SQL is still written once, in SQLAlchemy Core, and compiled by
 SQLAlchemy for the dialect in use; only its execution skips the ``Connection`` layer.
 """
 

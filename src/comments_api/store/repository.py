@@ -251,8 +251,8 @@ _AUTHOR_ACTIVITY = select(
     select(func.count()).where(bans.c.target == bindparam("author_key")).scalar_subquery(),
 )
 
-# An Idempotency-Key's row: still fresh is judged by the database, like the activity
-# windows above (SQLite stores these times as text the driver hands back unparsed).
+# An Idempotency-Key's row. Whether it is still fresh is one comparison in SQL, like the
+# activity windows above: no stored time comes back to be parsed and compared here.
 _KEY_MATCH = and_(
     idempotency_keys.c.scope == bindparam("scope"),
     idempotency_keys.c.key == bindparam("key"),
