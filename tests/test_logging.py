@@ -244,3 +244,60 @@ def test_fields_give_the_same_line_as_extra() -> None:
     formatter = JsonFormatter()
     assert formatter.format(via_fields) == formatter.format(via_extra)
     assert list(json.loads(formatter.format(via_fields)))[-4:] == list(fields)
+
+
+def test_the_access_lines_shortcut_writes_what_the_formatter_would() -> None:
+    # The access line skips the LogRecord and the logger tree when one JSON handler would
+    # take it anyway (JsonLinesHandler.write_info): the same line, time aside.
+    import io
+    import logging
+    import os
+
+    from comments_api.telemetry.log_format import Fields, JsonFormatter, JsonLinesHandler
+
+    fields = Fields(method="GET", route="/x", status=200, request_id="r-1", identity_id=None)
+    stream = io.StringIO()
+    handler = JsonLinesHandler(stream)
+    handler.write_info("comments_api.access", "request", fields)
+    direct = json.loads(stream.getvalue())
+    record = logging.LogRecord(
+        "comments_api.access", logging.INFO, "", 0, "request", (fields,), None
+    )
+    via_logging = json.loads(JsonFormatter().format(record))
+    assert stream.getvalue().count("\n") == 1 and stream.getvalue().endswith("\n")
+    assert direct["pid"] == os.getpid()
+    assert datetime.fromisoformat(direct.pop("time")) >= datetime.fromisoformat(
+        via_logging.pop("time")
+    ).replace(microsecond=0)
+    assert list(direct.items()) == list(via_logging.items())
+
+
+def test_the_access_lines_shortcut_only_when_nothing_else_would_see_the_line() -> None:
+    import io
+    import logging
+    import logging.config
+
+    from comments_api.settings import Settings
+    from comments_api.telemetry.log_format import direct_handler, logging_config
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    access = logging.getLogger("comments_api.access")
+    try:
+        logging.config.dictConfig(logging_config(Settings(log_format="json")))
+        (handler,) = root.handlers
+        assert direct_handler(access) is handler
+        extra = logging.StreamHandler(io.StringIO())  # e.g. pytest's caplog
+        root.addHandler(extra)
+        assert direct_handler(access) is None
+        root.removeHandler(extra)
+        access.addHandler(extra)
+        assert direct_handler(access) is None
+        access.removeHandler(extra)
+        handler.setLevel(logging.WARNING)
+        assert direct_handler(access) is None
+        logging.config.dictConfig(logging_config(Settings(log_format="text")))
+        assert direct_handler(access) is None
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])

@@ -15,7 +15,7 @@ from flask import Flask, Response, current_app, g, request
 
 from .. import __version__
 from ..events import comment_created, comment_rejected, moderation_action
-from .log_format import Fields
+from .log_format import Fields, direct_handler
 from .metrics import (
     EXTENSION_KEY,
     METHODS,
@@ -160,9 +160,7 @@ def init_app(app: Flask, settings: Settings, engine: Engine) -> None:
         if access_log.isEnabledFor(logging.INFO):
             identity = ctx_g.get("identity")
             # Fields, not extra=: the same line, without setting and re-scanning seven
-            # record attributes (bench/README.md, "Leaner layers"). makeRecord + handle is
-            # what access_log.info() does, minus findCaller()'s walk up the stack for a
-            # file and line the line never shows.
+            # record attributes (bench/README.md, "Leaner layers").
             fields = Fields(
                 method=method,
                 route=route,
@@ -172,11 +170,17 @@ def init_app(app: Flask, settings: Settings, engine: Engine) -> None:
                 client_ip_hash=hash_ip(req.remote_addr or ""),
                 identity_id=getattr(identity, "id", None),
             )
-            access_log.handle(
-                access_log.makeRecord(
-                    access_log.name, logging.INFO, "", 0, "request", (fields,), None
+            handler = direct_handler(access_log)
+            if handler is not None:
+                handler.write_info(access_log.name, "request", fields)
+            else:
+                # What access_log.info() does, minus findCaller()'s walk up the stack for
+                # a file and line the line never shows.
+                access_log.handle(
+                    access_log.makeRecord(
+                        access_log.name, logging.INFO, "", 0, "request", (fields,), None
+                    )
                 )
-            )
 
     # First before_request and last after_request, whatever registers later (rate
     # limiting, auth): every request is timed and counted, even ones they refuse.
