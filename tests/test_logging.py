@@ -264,7 +264,8 @@ def test_the_access_lines_shortcut_writes_what_the_formatter_would() -> None:
         "comments_api.access", logging.INFO, "", 0, "request", (fields,), None
     )
     via_logging = json.loads(JsonFormatter().format(record))
-    assert stream.getvalue().count("\n") == 1 and stream.getvalue().endswith("\n")
+    assert stream.getvalue().count("\n") == 1
+    assert stream.getvalue().endswith("\n")
     assert direct["pid"] == os.getpid()
     assert datetime.fromisoformat(direct.pop("time")) >= datetime.fromisoformat(
         via_logging.pop("time")
