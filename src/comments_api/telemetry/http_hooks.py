@@ -15,7 +15,7 @@ from flask import Flask, Response, current_app, g, request
 
 from .. import __version__
 from ..events import comment_created, comment_rejected, moderation_action
-from .log_format import Fields, direct_handler
+from .log_format import ACCESS_LOGGER, Fields, direct_handler
 from .metrics import (
     EXTENSION_KEY,
     METHODS,
@@ -55,7 +55,7 @@ def route_label(rule: str) -> str:
     return _CONVERTER.sub(r"<\1>", rule)
 
 
-access_log = logging.getLogger("comments_api.access")
+access_log = logging.getLogger(ACCESS_LOGGER)
 log = logging.getLogger(__name__)
 
 

@@ -16,6 +16,7 @@ from ..processes import pid_at_fork
 if TYPE_CHECKING:
     from ..settings import Settings
 
+ACCESS_LOGGER = "comments_api.access"
 _RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 _second: tuple[int, str] = (-1, "")
@@ -89,25 +90,88 @@ class JsonFormatter(logging.Formatter):
 
 
 class JsonLinesHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """The stdout handler under LOG_FORMAT=json. ``write_info`` writes the line its
-    JsonFormatter would write for an INFO record of these fields, without building a
-    LogRecord and walking the logger tree to reach this handler: the access line runs on
-    every request, and that walk cost it 39 us of CPU per request served (bench/README.md,
-    "The access line")."""
+    """The stdout handler under LOG_FORMAT=json.
+
+    ``write_info`` writes the line its JsonFormatter would write for an INFO record of
+    these fields, without building a LogRecord and walking the logger tree to reach this
+    handler: the access line runs on every request, and that walk cost it 39 us of CPU
+    per request served (bench/README.md, "The access line").
+
+    After ``hold()`` (a sync worker's loop, which then promises to call ``flush()`` before
+    it waits for work and at least every 50 ms), those lines are written in batches of up
+    to HOLD_LINES: one write instead of one per request. Any other record, ``flush()`` and
+    logging.shutdown() write the held lines first, so the order stays as logged.
+    """
+
+    HOLD_LINES = 32
 
     def __init__(self, stream: Any = None) -> None:
         super().__init__(stream)
         self.setFormatter(JsonFormatter())
         self._pid = pid_at_fork()
+        self._held: list[str] | None = None  # None: not holding
 
     def write_info(self, logger: str, message: str, fields: Fields) -> None:
         line = _encode(_json_line(time(), "info", logger, self._pid(), message, fields))
         with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
             try:
-                self.stream.write(line.decode("utf-8") + self.terminator)
-                self.flush()
+                held = self._held
+                if held is None:
+                    self.stream.write(line.decode("utf-8") + self.terminator)
+                    self.stream.flush()
+                    return
+                held.append(line.decode("utf-8"))
+                if len(held) >= self.HOLD_LINES:
+                    self._write_held()
+                    self.stream.flush()
             except Exception:  # as emit() does: a failed write must not fail the request
                 self.handleError(logging.LogRecord(logger, logging.INFO, "", 0, message, (), None))
+
+    def hold(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            if self._held is None:
+                self._held = []
+
+    def holding(self) -> int:
+        """How many lines are held, unwritten."""
+        return len(self._held or ())
+
+    def _write_held(self) -> None:  # with the lock held
+        held = self._held
+        if held:
+            self.stream.write(self.terminator.join(held) + self.terminator)
+            held.clear()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._write_held()  # handle() holds the lock
+        except Exception:
+            self._drop_held()
+            self.handleError(record)
+        super().emit(record)
+
+    def flush(self) -> None:
+        # Also called by a worker's loop: a closed or broken stdout must not stop it. The
+        # held lines are then lost, as a failing emit() loses its record.
+        with self.lock:  # type: ignore[union-attr]
+            try:
+                self._write_held()
+                super().flush()
+            except Exception:
+                self._drop_held()
+
+    def _drop_held(self) -> None:
+        if self._held:
+            self._held.clear()
+
+
+def hold_access_lines() -> JsonLinesHandler | None:
+    """For a server loop that will flush: the handler of the access lines, now holding
+    them (JsonLinesHandler.hold), or None if they do not go through one."""
+    handler = direct_handler(logging.getLogger(ACCESS_LOGGER))
+    if handler is not None:
+        handler.hold()
+    return handler
 
 
 def direct_handler(logger: logging.Logger) -> JsonLinesHandler | None:
