@@ -298,6 +298,9 @@ def test_the_access_lines_shortcut_only_when_nothing_else_would_see_the_line() -
         access.removeHandler(extra)
         handler.setLevel(logging.WARNING)
         assert direct_handler(access) is None
+        handler.setLevel(logging.NOTSET)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        assert direct_handler(access) is None
         logging.config.dictConfig(logging_config(Settings(log_format="text")))
         assert direct_handler(access) is None
     finally:

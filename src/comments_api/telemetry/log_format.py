@@ -176,13 +176,19 @@ def hold_access_lines() -> JsonLinesHandler | None:
 
 def direct_handler(logger: logging.Logger) -> JsonLinesHandler | None:
     """The handler an INFO line of ``logger`` would reach, if it is the only one and
-    writes it unchanged (no filter, no level above INFO): then ``write_info`` is the same
-    line as ``logger.info``. None otherwise (LOG_FORMAT=text, a test's capture handler)."""
+    writes it unchanged (no filter, no level above INFO, its JsonFormatter): then
+    ``write_info`` is the same line as ``logger.info``. None otherwise (LOG_FORMAT=text, a
+    test's capture handler)."""
     handlers = logging.root.handlers
     if len(handlers) != 1:
         return None
     handler = handlers[0]
-    if type(handler) is not JsonLinesHandler or handler.filters or handler.level > logging.INFO:
+    if (
+        type(handler) is not JsonLinesHandler
+        or type(handler.formatter) is not JsonFormatter
+        or handler.filters
+        or handler.level > logging.INFO
+    ):
         return None
     node: logging.Logger | None = logger
     while node is not None and node is not logging.root:
