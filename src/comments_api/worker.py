@@ -929,7 +929,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
             now = time.monotonic()
             if now - expiry_checked >= EXPIRE_EVERY:
                 if access_lines is not None:
-                    access_lines.flush()  # none held longer than EXPIRE_EVERY
+                    access_lines.flush()  # between requests, none waits past EXPIRE_EVERY
                 expire(now)
                 lingering.expire(now, selector.unregister)
                 expiry_checked = now

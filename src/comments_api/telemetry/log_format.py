@@ -98,9 +98,10 @@ class JsonLinesHandler(logging.StreamHandler):  # type: ignore[type-arg]
     per request served (bench/README.md, "The access line").
 
     After ``hold()`` (a sync worker's loop, which then promises to call ``flush()`` before
-    it waits for work and at least every 50 ms), those lines are written in batches of up
-    to HOLD_LINES: one write instead of one per request. Any other record, ``flush()`` and
-    logging.shutdown() write the held lines first, so the order stays as logged.
+    it waits for work and every 50 ms between requests), those lines are written in
+    batches of up to HOLD_LINES: one write instead of one per request. Any other record,
+    ``flush()`` and logging.shutdown() write the held lines first, so the order stays as
+    logged.
     """
 
     HOLD_LINES = 32
