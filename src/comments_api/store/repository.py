@@ -714,16 +714,17 @@ class Repository:
             self._lock(run, "idempotency", request.scope, request.key)
             fresh_since = now - timedelta(seconds=request.ttl)
             row = run.fetchone(self._key_lookup, {**keys, "fresh_since": fresh_since})
-            if row is not None and row[4]:
-                request_hash, status, body, location, _ = row
-                if request_hash != request.request_hash:
+            if row is not None:
+                request_hash, status, body, location, fresh = row
+                if not fresh:  # expired: forgotten
+                    run.run(self._key_forget, keys)
+                elif request_hash != request.request_hash:
                     raise IdempotencyKeyReused(
                         "this Idempotency-Key was already used with a different request; "
                         "use a new key for a new comment"
                     )
-                return StoredResponse(status, body, location, replayed=True)
-            if row is not None:  # expired: forgotten
-                run.run(self._key_forget, keys)
+                else:
+                    return StoredResponse(status, body, location, replayed=True)
             comment = self._insert(run, new, check, now)
             status, body, location = render(comment)
             run.run(
