@@ -303,7 +303,18 @@ hardened=(
 )
 
 pg_binary() { command -v "$1" || printf '%s\n' /usr/lib/postgresql/*/bin/"$1" | sort -V | tail -n 1; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# free_ports N: N distinct free ports on 127.0.0.1. All are held open until all are
+# chosen: one at a time, the kernel could hand back a port just released (a registry and a
+# replica once drew the same one).
+free_ports() {
+  python3 - "$1" <<'PY'
+import socket, sys
+held = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in held:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in held))
+PY
+}
 
 # hap ENV COMMAND: haproxy's runtime API on the environment's unix socket.
 hap() {
@@ -371,12 +382,15 @@ local_up() {
     info "(dry run: ports are examples; a real run picks free ones)"
   else
     STACK=$(basename "$STATE" | tr -cd 'a-zA-Z0-9' | tail -c 12)
-    DEV_PORT=$(free_port) PROD_PORT=$(free_port) PG_PORT=$(free_port) REDIS_PORT=$(free_port)
+    local ports
+    read -r -a ports <<<"$(free_ports $((6 + 4 * REPLICAS)))"
+    DEV_PORT=${ports[0]} PROD_PORT=${ports[1]} PG_PORT=${ports[2]} REDIS_PORT=${ports[3]}
     # shellcheck disable=SC2034 # read through ${env}_LB
-    staging_LB=$(free_port) production_LB=$(free_port)
+    staging_LB=${ports[4]} production_LB=${ports[5]}
+    local n=6
     for env in staging production; do
       for i in $(seq 1 "$REPLICAS"); do
-        for c in a b; do printf -v "${env}_PORT_$i$c" '%s' "$(free_port)"; done
+        for c in a b; do printf -v "${env}_PORT_$i$c" '%s' "${ports[n]}"; n=$((n + 1)); done
       done
     done
   fi
@@ -869,7 +883,7 @@ k8s_deploy() {
 k8s_smoke() {
   local env=$1 kind=$2 port pf_pid=""
   port=18080
-  [ "$DRY_RUN" = 1 ] || port=$(free_port)
+  [ "$DRY_RUN" = 1 ] || port=$(free_ports 1)
   show kubectl --context "$KUBE_CONTEXT" --namespace "comments-$env" port-forward svc/comments-api "$port:http" "&"
   if [ "$DRY_RUN" = 0 ]; then
     kubectl --context "$KUBE_CONTEXT" --namespace "comments-$env" port-forward svc/comments-api "$port:http" >/dev/null 2>&1 &
