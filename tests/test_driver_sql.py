@@ -120,3 +120,77 @@ def test_driver_rows_read_what_sqlalchemy_reads(engine) -> None:
     assert found == expected
     assert (found.created_at, found.revoked_at) == (created, created + timedelta(hours=2))
     assert repo.get_api_key("nope") is None
+
+
+@pytest.fixture
+def sqlite_engine(sqlite_url: str):
+    engine = make_engine(sqlite_url)
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+def test_sqlite_creates_write_on_a_connection_of_their_own(sqlite_engine) -> None:
+    """On a SQLite file the insert's transaction runs on one connection per process,
+    outside the pool: no checkout, no return, no busy_timeout set twice per create."""
+    from sqlalchemy import event
+
+    checkouts: list[object] = []
+    event.listen(sqlite_engine, "checkout", lambda *args: checkouts.append(args))
+    repo = Repository(sqlite_engine)
+    repo.create(NewComment(content_id="c", body="first"))
+    assert len(checkouts) == 1  # the writer's connection, taken once and detached
+    orphan = NewComment(content_id="c", body="reply", parent_id=987654)
+    with pytest.raises(IntegrityError):
+        repo.create(orphan)
+    for i in range(5):
+        repo.create(NewComment(content_id="c", body=f"more {i}"))
+    assert len(checkouts) == 1
+    assert sqlite_engine.pool.checkedout() == 0
+    writer = repo._sqlite_writer()
+    # Our retry loop waits for the write lock (test_serve_write_lock.py), never SQLite's.
+    assert writer.execute("PRAGMA busy_timeout").fetchone()[0] == 0
+    assert not writer.in_transaction
+
+
+def test_a_broken_writer_connection_fails_one_create_and_is_replaced(sqlite_engine) -> None:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    repo = Repository(sqlite_engine)
+    repo.create(NewComment(content_id="c", body="before"))
+    broken = repo._sqlite_writer()
+    broken.close()
+    with pytest.raises(SQLAlchemyError) as failed:
+        repo.create(NewComment(content_id="c", body="lost"))
+    assert failed.value.connection_invalidated  # type: ignore[attr-defined]
+    repo.create(NewComment(content_id="c", body="after"))
+    assert repo._sqlite_writer() is not broken
+    with sqlite_engine.connect() as conn:
+        bodies = conn.execute(select(comments.c.body).where(comments.c.content_id == "c"))
+        assert [b for (b,) in bodies] == ["before", "after"]
+
+
+def test_a_forked_child_writes_on_its_own_connection(sqlite_engine) -> None:
+    """A worker forked from a process that has written opens its own writer connection;
+    the parent's, inherited, is never used (nor closed) in the child."""
+    import os
+
+    repo = Repository(sqlite_engine)
+    repo.create(NewComment(content_id="c", body="parent"))
+    inherited = repo._sqlite_writer()
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit status only
+        code = 1
+        try:
+            repo.create(NewComment(content_id="c", body="child"))
+            own = repo._sqlite_writer()
+            code = 0 if own is not inherited and inherited in repo._inherited else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    repo.create(NewComment(content_id="c", body="parent again"))
+    assert repo._sqlite_writer() is inherited
+    with sqlite_engine.connect() as conn:
+        bodies = conn.execute(select(comments.c.body).where(comments.c.content_id == "c"))
+        assert sorted(b for (b,) in bodies) == ["child", "parent", "parent again"]

@@ -177,8 +177,9 @@ class Settings:
     db_pool_size: int = field(
         default=5,
         metadata=_doc(
-            "Connections per worker (PostgreSQL may open as many again on bursts), plus one "
-            "per worker thread, outside the pool, for the read cache's change markers."
+            "Connections per worker (PostgreSQL may open as many again on bursts). Outside "
+            "the pool each worker thread has one more for the read cache's change markers, "
+            "and on a SQLite file each worker one for inserting comments."
         ),
     )
     db_pool_timeout: float = field(

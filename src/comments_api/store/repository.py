@@ -66,6 +66,7 @@ from ..moderation.rules import (
     Transition,
     author_key,
 )
+from ..processes import pid_at_fork
 from .driver_sql import (
     DriverStatement,
     StatementObserver,
@@ -433,29 +434,35 @@ def _forked(turns: weakref.ref[WriterTurns]) -> None:
 
 
 def _begin_immediate(driver: Any, busy_timeout_ms: int, begin: Callable[[], object]) -> None:
-    """Run ``begin`` (BEGIN IMMEDIATE) on the sqlite3 connection ``driver``, retried while
-    another writer holds the lock, with jittered sleeps from 50 us doubling to 1 ms, for at
-    most ``busy_timeout_ms``; SQLite's own busy handler is off meanwhile."""
+    """Run ``begin`` (BEGIN IMMEDIATE) on the sqlite3 connection ``driver`` as
+    ``_retry_while_busy`` does, with SQLite's own busy handler off meanwhile."""
     driver.execute("PRAGMA busy_timeout=0")
     try:
-        deadline = time.monotonic() + busy_timeout_ms / 1000
-        pause = SQLITE_LOCK_RETRY_FIRST
-        while True:
-            try:
-                begin()
-                return
-            except (OperationalError, sqlite3.OperationalError) as exc:
-                orig = getattr(exc, "orig", exc)  # SQLAlchemy's wrapper, or the driver's own
-                name = getattr(orig, "sqlite_errorname", None) or ""
-                busy = name.startswith("SQLITE_BUSY")  # or an extended BUSY code
-                if not busy or time.monotonic() >= deadline:
-                    raise
-            # Jitter (not security): workers that collided do not retry in lockstep.
-            time.sleep(pause * (0.5 + random.random() / 2))  # noqa: S311 # nosec B311
-            pause = min(pause * 2, SQLITE_LOCK_RETRY_MAX)
+        _retry_while_busy(begin, busy_timeout_ms)
     finally:
         # PRAGMAs take no bound parameters; the value is an int.
         driver.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")  # nosemgrep
+
+
+def _retry_while_busy(begin: Callable[[], object], busy_timeout_ms: int) -> None:
+    """Run ``begin`` (BEGIN IMMEDIATE), retried while another writer holds the lock, with
+    jittered sleeps from 50 us doubling to 1 ms, for at most ``busy_timeout_ms``. The
+    connection's busy_timeout must be 0, or SQLite sleeps in its own steps first."""
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    pause = SQLITE_LOCK_RETRY_FIRST
+    while True:
+        try:
+            begin()
+            return
+        except (OperationalError, sqlite3.OperationalError) as exc:
+            orig = getattr(exc, "orig", exc)  # SQLAlchemy's wrapper, or the driver's own
+            name = getattr(orig, "sqlite_errorname", None) or ""
+            busy = name.startswith("SQLITE_BUSY")  # or an extended BUSY code
+            if not busy or time.monotonic() >= deadline:
+                raise
+        # Jitter (not security): workers that collided do not retry in lockstep.
+        time.sleep(pause * (0.5 + random.random() / 2))  # noqa: S311 # nosec B311
+        pause = min(pause * 2, SQLITE_LOCK_RETRY_MAX)
 
 
 def _sqlite_begin(busy_timeout_ms: int) -> Callable[[Connection], None]:
@@ -582,6 +589,10 @@ class Repository:
         self.observe_statement = observe_statement
         self._lock_wait_ms = max(1, int(lock_wait * 1000))
         self._writers = WriterTurns(engine.url.database if self.is_sqlite else None, lock_wait)
+        self._writer: Any = None  # SQLite file: the comment insert's connection (_sqlite_writer)
+        self._writer_pid = 0
+        self._inherited: list[Any] = []
+        self._pid = pid_at_fork()
         self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
         dialect = engine.dialect
         self._insert_comment = DriverStatement.compile(_INSERT_COMMENT, dialect, _INSERTED_COLUMNS)
@@ -605,12 +616,16 @@ class Repository:
 
     @contextmanager
     def _driver_write(self) -> Iterator[TimedCursor]:
-        """``_write`` on the pooled DBAPI connection itself, for the comment insert: the
-        same turn, BEGIN IMMEDIATE and pool, without SQLAlchemy's per-statement work
-        (driver_sql.py). A driver error is raised as SQLAlchemy's, so callers and the app's
-        error handlers see one kind of database failure."""
-        # The pool checkout and checkin stay outside the turn: other writers wait only
-        # for the transaction itself.
+        """``_write`` on a DBAPI connection, for the comment insert: the same turn, BEGIN
+        IMMEDIATE and lock wait, without SQLAlchemy's per-statement work (driver_sql.py).
+        A driver error is raised as SQLAlchemy's, so callers and the app's error handlers
+        see one kind of database failure."""
+        if self._writers.path is not None:
+            with self._writers.turn():
+                yield from self._sqlite_writer_transaction()
+            return
+        # PostgreSQL (and SQLite in memory): a pooled connection, checked out and returned
+        # outside the turn, so other writers wait only for the transaction itself.
         with self._driver_cursor() as (driver, run), self._writers.turn():
             try:
                 if self.is_sqlite:
@@ -623,6 +638,51 @@ class Repository:
                 with contextlib.suppress(self._dbapi_error):
                     driver.rollback()
                 raise
+
+    def _sqlite_writer_transaction(self) -> Iterator[TimedCursor]:
+        # Only inside the writer turn, which also keeps this process's threads apart.
+        driver = self._sqlite_writer()
+        cursor = None
+        try:
+            cursor = driver.cursor()
+            run = TimedCursor(cursor, self.observe_statement)
+            _retry_while_busy(lambda: run.execute("BEGIN IMMEDIATE"), self._lock_wait_ms)
+            yield run
+            driver.commit()
+        except BaseException as exc:
+            with contextlib.suppress(self._dbapi_error):
+                driver.rollback()
+            if not isinstance(exc, self._dbapi_error):
+                raise
+            lost = self.engine.dialect.is_disconnect(exc, driver, cursor)  # type: ignore[arg-type]
+            if lost:
+                self._writer = None
+                with contextlib.suppress(self._dbapi_error):
+                    driver.close()
+            raise as_sqlalchemy_error(self.engine.dialect, exc, invalidated=lost) from exc
+        finally:
+            if cursor is not None:
+                with contextlib.suppress(self._dbapi_error):
+                    cursor.close()
+
+    def _sqlite_writer(self) -> Any:
+        """This process's connection for comment inserts on a SQLite file, outside the
+        pool, with ``busy_timeout=0`` for good: BEGIN IMMEDIATE is the only statement it
+        waits on, and ``_retry_while_busy`` does that waiting. Against a pooled connection
+        it saves the checkout, the return's rollback and setting busy_timeout twice per
+        create (bench/README.md, "The comment writer's connection")."""
+        if self._writer is not None and self._writer_pid == self._pid():
+            return self._writer
+        if self._writer is not None:
+            # Forked: the parent's connection is the parent's. Closing it here could fold or
+            # remove the WAL under the parent; keep it referenced, unused, instead.
+            self._inherited.append(self._writer)
+        proxied = raw_connection(self.engine)  # runs the engine's connect setup
+        driver: Any = proxied.driver_connection
+        proxied.detach()  # ours alone, never returned to the pool
+        driver.execute("PRAGMA busy_timeout=0")
+        self._writer, self._writer_pid = driver, self._pid()
+        return driver
 
     @contextmanager
     def _driver_cursor(self) -> Iterator[tuple[Any, TimedCursor]]:
