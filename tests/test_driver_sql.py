@@ -122,22 +122,19 @@ def test_driver_rows_read_what_sqlalchemy_reads(engine) -> None:
     assert repo.get_api_key("nope") is None
 
 
-@pytest.fixture
-def sqlite_engine(sqlite_url: str):
-    engine = make_engine(sqlite_url)
-    migrate(engine)
-    yield engine
-    engine.dispose()
+# The writer's own connection exists on a SQLite file only.
+sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
-def test_sqlite_creates_write_on_a_connection_of_their_own(sqlite_engine) -> None:
+@sqlite_only
+def test_sqlite_creates_write_on_a_connection_of_their_own(engine) -> None:
     """On a SQLite file the insert's transaction runs on one connection per process,
     outside the pool: no checkout, no return, no busy_timeout set twice per create."""
     from sqlalchemy import event
 
     checkouts: list[object] = []
-    event.listen(sqlite_engine, "checkout", lambda *args: checkouts.append(args))
-    repo = Repository(sqlite_engine)
+    event.listen(engine, "checkout", lambda *args: checkouts.append(args))
+    repo = Repository(engine)
     repo.create(NewComment(content_id="c", body="first"))
     assert len(checkouts) == 1  # the writer's connection, taken once and detached
     orphan = NewComment(content_id="c", body="reply", parent_id=987654)
@@ -146,17 +143,18 @@ def test_sqlite_creates_write_on_a_connection_of_their_own(sqlite_engine) -> Non
     for i in range(5):
         repo.create(NewComment(content_id="c", body=f"more {i}"))
     assert len(checkouts) == 1
-    assert sqlite_engine.pool.checkedout() == 0
+    assert engine.pool.checkedout() == 0
     writer = repo._sqlite_writer()
     # Our retry loop waits for the write lock (test_serve_write_lock.py), never SQLite's.
     assert writer.execute("PRAGMA busy_timeout").fetchone()[0] == 0
     assert not writer.in_transaction
 
 
-def test_a_broken_writer_connection_fails_one_create_and_is_replaced(sqlite_engine) -> None:
+@sqlite_only
+def test_a_broken_writer_connection_fails_one_create_and_is_replaced(engine) -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
-    repo = Repository(sqlite_engine)
+    repo = Repository(engine)
     repo.create(NewComment(content_id="c", body="before"))
     broken = repo._sqlite_writer()
     broken.close()
@@ -165,17 +163,18 @@ def test_a_broken_writer_connection_fails_one_create_and_is_replaced(sqlite_engi
     assert failed.value.connection_invalidated  # type: ignore[attr-defined]
     repo.create(NewComment(content_id="c", body="after"))
     assert repo._sqlite_writer() is not broken
-    with sqlite_engine.connect() as conn:
+    with engine.connect() as conn:
         bodies = conn.execute(select(comments.c.body).where(comments.c.content_id == "c"))
         assert [b for (b,) in bodies] == ["before", "after"]
 
 
-def test_a_forked_child_writes_on_its_own_connection(sqlite_engine) -> None:
+@sqlite_only
+def test_a_forked_child_writes_on_its_own_connection(engine) -> None:
     """A worker forked from a process that has written opens its own writer connection;
     the parent's, inherited, is never used (nor closed) in the child."""
     import os
 
-    repo = Repository(sqlite_engine)
+    repo = Repository(engine)
     repo.create(NewComment(content_id="c", body="parent"))
     inherited = repo._sqlite_writer()
     pid = os.fork()
@@ -191,6 +190,6 @@ def test_a_forked_child_writes_on_its_own_connection(sqlite_engine) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     repo.create(NewComment(content_id="c", body="parent again"))
     assert repo._sqlite_writer() is inherited
-    with sqlite_engine.connect() as conn:
+    with engine.connect() as conn:
         bodies = conn.execute(select(comments.c.body).where(comments.c.content_id == "c"))
         assert sorted(b for (b,) in bodies) == ["child", "parent", "parent again"]
