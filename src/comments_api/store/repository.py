@@ -680,7 +680,12 @@ class Repository:
         proxied = raw_connection(self.engine)  # runs the engine's connect setup
         driver: Any = proxied.driver_connection
         proxied.detach()  # ours alone, never returned to the pool
-        driver.execute("PRAGMA busy_timeout=0")
+        try:
+            driver.execute("PRAGMA busy_timeout=0")
+        except self._dbapi_error as exc:
+            with contextlib.suppress(self._dbapi_error):
+                driver.close()
+            raise as_sqlalchemy_error(self.engine.dialect, exc) from exc
         self._writer, self._writer_pid = driver, self._pid()
         return driver
 
