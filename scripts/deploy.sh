@@ -132,6 +132,11 @@ capture() {
   fi
 }
 # wait_for WHAT TIMEOUT CMD...: retry CMD until it succeeds (printed once in a dry run).
+# redis_ping: Redis answers PONG to its password (given in the environment, not argv).
+redis_ping() {
+  [ "$(REDISCLI_AUTH=$(cat "$STATE/redis-password") redis-cli --no-auth-warning \
+    -h 127.0.0.1 -p "$REDIS_PORT" ping)" = PONG ]
+}
 wait_for() {
   local what=$1 timeout=$2 deadline
   shift 2
@@ -433,9 +438,13 @@ EOF
     PG_DIR=$(mktemp -d /tmp/comments-pipeline-pg.XXXXXX)
     save_state
     [ "$(id -u)" != 0 ] || chown postgres:postgres "$PG_DIR"
-    # A password made for this run, handed to the apps as *_FILE secrets.
+    # Passwords made for this run (PostgreSQL's and Redis's), handed to the apps as *_FILE
+    # secrets. Redis reads its own from a config file: a command line is public to every
+    # local user.
     umask 077
     python3 -c 'import secrets; print(secrets.token_urlsafe(24))' >"$STATE/pg-password"
+    python3 -c 'import secrets; print(secrets.token_urlsafe(24))' >"$STATE/redis-password"
+    printf 'requirepass %s\n' "$(cat "$STATE/redis-password")" >"$STATE/redis.conf"
     umask 022
     cp "$STATE/pg-password" "$PG_DIR/pwfile"
     [ "$(id -u)" != 0 ] || chown postgres "$PG_DIR/pwfile"
@@ -456,19 +465,25 @@ with psycopg.connect(host="127.0.0.1", port=sys.argv[1], user="postgres", dbname
       mkdir -p "$STATE/$env/secrets"
       printf 'postgresql+psycopg://postgres:%s@127.0.0.1:%s/comments_%s' \
         "$(cat "$STATE/pg-password")" "$PG_PORT" "$env" >"$STATE/$env/secrets/database-url"
+      # Rate limits: Redis database 0 for staging, 1 for production.
+      printf 'redis://:%s@127.0.0.1:%s/%s' "$(cat "$STATE/redis-password")" "$REDIS_PORT" \
+        "$([ "$env" = staging ] && echo 0 || echo 1)" >"$STATE/$env/secrets/ratelimit-url"
       chmod 755 "$STATE/$env" && chmod 700 "$STATE/$env/secrets"
-      # Only the image's runtime user (65532) may read the secret.
-      chown -R 65532:65532 "$STATE/$env/secrets" && chmod 400 "$STATE/$env/secrets/database-url"
+      # Only the image's runtime user (65532) may read the secrets.
+      chown -R 65532:65532 "$STATE/$env/secrets"
+      chmod 400 "$STATE/$env/secrets/database-url" "$STATE/$env/secrets/ratelimit-url"
     fi
   done
 
-  show redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "''" --appendonly no "&"
+  show redis-server "$STATE/redis.conf" --bind 127.0.0.1 --port "$REDIS_PORT" --save "''" \
+    --appendonly no "&"
   if [ "$DRY_RUN" = 0 ]; then
-    redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no >"$STATE/redis.log" 2>&1 &
+    redis-server "$STATE/redis.conf" --bind 127.0.0.1 --port "$REDIS_PORT" --save '' \
+      --appendonly no >"$STATE/redis.log" 2>&1 &
     REDIS_PID=$!
     save_state
   fi
-  wait_for redis 10 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping
+  wait_for redis 10 redis_ping
 
   for env in staging production; do haproxy_up "$env"; done
   [ "$DRY_RUN" = 1 ] || save_state
@@ -542,16 +557,17 @@ local_tools() {
 
 # container args for one replica of ENV on PORT running REF
 replica_args() {
-  local env=$1 port=$2 ref=$3 db=0
-  [ "$env" = staging ] || db=1
+  local env=$1 port=$2 ref=$3
   printf '%s\n' run --detach --name "comments-$STACK-$env-$port" \
     --label "$LABEL.stack=$STACK" --label "$LABEL.env=$env" "${hardened[@]}" \
     --volume "$STATE/$env/secrets/database-url:/run/secrets/database-url:ro" \
+    --volume "$STATE/$env/secrets/ratelimit-url:/run/secrets/ratelimit-url:ro" \
     --env-file "$REPO/deploy/pipeline/$env.env" \
     --env HOST=127.0.0.1 --env "PORT=$port" --env MIGRATE_ON_START=false \
     --env "SHUTDOWN_DELAY=$SHUTDOWN_DELAY" \
     --env DATABASE_URL= --env DATABASE_URL_FILE=/run/secrets/database-url \
-    --env "RATELIMIT_STORAGE_URL=redis://127.0.0.1:$REDIS_PORT/$db" "$ref"
+    --env RATELIMIT_STORAGE_URL= --env RATELIMIT_STORAGE_URL_FILE=/run/secrets/ratelimit-url \
+    "$ref"
 }
 
 # slot ENV I -> "COLOR CONTAINER DIGEST" of what runs there (empty when nothing does)

@@ -50,7 +50,7 @@ def test_local_dry_run_prints_the_whole_pipeline_in_order():
         r"^docker-registry serve .*registry-dev",
         r"^docker-registry serve .*registry-prod",
         r"initdb .*-A scram-sha-256",
-        r"^redis-server --bind 127\.0\.0\.1",
+        r"^redis-server .*/redis\.conf --bind 127\.0\.0\.1",
         r"^haproxy -db -f .*/staging/haproxy\.cfg",
         r"^haproxy -db -f .*/production/haproxy\.cfg",
         r"^docker push .*127\.0\.0\.1:\d+/comments-api:",

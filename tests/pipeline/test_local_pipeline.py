@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 
 import pytest
+import redis
 import requests
 
 from .conftest import QUICK_LOAD, ROOT, Run, Stack, sh
@@ -96,6 +97,26 @@ def test_a_good_change_goes_dev_staging_production_with_one_digest(stack: Stack)
             assert replica["image_id"] == release["image_id"]
         assert set(haproxy_states(stack, env).values()) >= {2}
     assert sum(state == 2 for state in haproxy_states(stack, "production").values()) == 3
+
+
+def test_rate_limits_are_shared_through_redis_behind_its_password(stack: Stack):
+    port = int(stack.env["REDIS_PORT"])
+    # Without the password Redis refuses everything, so the password is what is checked.
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(host="127.0.0.1", port=port).ping()
+    password = (stack.state / "redis-password").read_text().strip()
+    assert len(password) >= 32
+    for env, db in (("staging", 0), ("production", 1)):
+        client = redis.Redis(host="127.0.0.1", port=port, db=db, password=password)
+        client.flushdb()
+        # A read counts against a per-minute budget: the replica that served it wrote its
+        # counter to its environment's database. (A replica that cannot reach Redis falls
+        # back to in-memory limits and still answers 200: only this proves the wiring.)
+        for _ in range(3):
+            assert requests.get(f"{stack.lb(env)}/api/v1/counts?content_id=1", timeout=5).ok
+        keys = [key.decode() for key in client.keys("*")]
+        assert any("LIMITER" in key for key in keys), (env, keys)
+        client.close()
 
 
 def test_a_broken_build_is_stopped_in_staging_and_never_reaches_production(stack: Stack):
