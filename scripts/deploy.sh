@@ -131,12 +131,12 @@ capture() {
     printf -v "$__var" '%s' "$("$@")"
   fi
 }
-# wait_for WHAT TIMEOUT CMD...: retry CMD until it succeeds (printed once in a dry run).
 # redis_ping: Redis answers PONG to its password (given in the environment, not argv).
 redis_ping() {
   [ "$(REDISCLI_AUTH=$(cat "$STATE/redis-password") redis-cli --no-auth-warning \
     -h 127.0.0.1 -p "$REDIS_PORT" ping)" = PONG ]
 }
+# wait_for WHAT TIMEOUT CMD...: retry CMD until it succeeds (printed once in a dry run).
 wait_for() {
   local what=$1 timeout=$2 deadline
   shift 2

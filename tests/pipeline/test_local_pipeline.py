@@ -101,7 +101,7 @@ def test_a_good_change_goes_dev_staging_production_with_one_digest(stack: Stack)
 
 def test_rate_limits_are_shared_through_redis_behind_its_password(stack: Stack):
     port = int(stack.env["REDIS_PORT"])
-    # Without the password Redis refuses everything, so the password is what is checked.
+    # Without the password Redis refuses every command.
     with pytest.raises(redis.AuthenticationError):
         redis.Redis(host="127.0.0.1", port=port).ping()
     password = (stack.state / "redis-password").read_text().strip()
