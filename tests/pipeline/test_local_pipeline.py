@@ -102,21 +102,24 @@ def test_a_good_change_goes_dev_staging_production_with_one_digest(stack: Stack)
 def test_rate_limits_are_shared_through_redis_behind_its_password(stack: Stack):
     port = int(stack.env["REDIS_PORT"])
     # Without the password Redis refuses every command.
-    with pytest.raises(redis.AuthenticationError):
-        redis.Redis(host="127.0.0.1", port=port).ping()
+    with (
+        redis.Redis(host="127.0.0.1", port=port) as stranger,
+        pytest.raises(redis.AuthenticationError),
+    ):
+        stranger.ping()
     password = (stack.state / "redis-password").read_text().strip()
     assert len(password) >= 32
     for env, db in (("staging", 0), ("production", 1)):
-        client = redis.Redis(host="127.0.0.1", port=port, db=db, password=password)
-        client.flushdb()
-        # A read counts against a per-minute budget: the replica that served it wrote its
-        # counter to its environment's database. (A replica that cannot reach Redis falls
-        # back to in-memory limits and still answers 200: only this proves the wiring.)
-        for _ in range(3):
-            assert requests.get(f"{stack.lb(env)}/api/v1/counts?content_id=1", timeout=5).ok
-        keys = [key.decode() for key in client.keys("*")]
+        with redis.Redis(host="127.0.0.1", port=port, db=db, password=password) as client:
+            client.flushdb()
+            # A read counts against a per-minute budget: the replica that served it wrote
+            # its counter to its environment's database. (A replica that cannot reach Redis
+            # falls back to in-memory limits and still answers 200: only this proves the
+            # wiring.)
+            for _ in range(3):
+                assert requests.get(f"{stack.lb(env)}/api/v1/counts?content_id=1", timeout=5).ok
+            keys = [key.decode() for key in client.keys("*")]
         assert any("LIMITER" in key for key in keys), (env, keys)
-        client.close()
 
 
 def test_a_broken_build_is_stopped_in_staging_and_never_reaches_production(stack: Stack):
