@@ -54,6 +54,10 @@ PAGE_CONTENT = "2"  # 25 comments: exactly one v1 page (DEFAULT_PAGE_SIZE)
 PAGE_COMMENTS = 25
 COUNT_IDS = [str(i) for i in range(1, 51)]  # 50 contents for one /api/v1/counts call
 P99_TARGET_MS = 10.0
+# Second instances on a database the first one migrated and seeded (started after it).
+SHARED_FILE = {"sq1-b": "sq1-a"}  # SQLite: instance -> the instance whose file it opens
+SECOND_INSTANCES = frozenset({"pg-b", *SHARED_FILE})
+UNSHARED_MARK = "*"
 RATELIMIT_CPU_TARGET = 1.10  # rate limiting on may cost at most 10 % more CPU per request
 # Granian is not in our lock (it is what this bench measures, not what we ship): installed
 # from PyPI at bench time, pinned by version and wheel hash, outside the project's venv.
@@ -794,6 +798,11 @@ def print_tables(
                 )
             summary["scaling"].append(entry)
             print(f"{row.label:<36} | " + " | ".join(cells))
+        if any(row.label.endswith(UNSHARED_MARK) for row in scaling):
+            print(
+                f"{UNSHARED_MARK} two databases, one per instance: not a deployment; set beside "
+                "the row above, what two writers sharing one SQLite file cost"
+            )
 
     for table, title in (
         ("servers", "HTTP server for ours (SQLite, 2 workers)"),
@@ -883,6 +892,23 @@ def plan_rows(args: argparse.Namespace) -> dict[str, Row]:
                 "sqlite-w1", ["sqlite-w1"], ["list", "create"], "scaling", "SQLite, WORKERS=1"
             )
             rows["sqlite-w2"] = Row("ours", ["ours"], [], "scaling", "SQLite, WORKERS=2")
+            # One worker per instance: two writers on one file, as WORKERS=2 is, and the
+            # same two with a file each, which is no deployment (two databases) but shows
+            # what sharing one SQLite file costs per create (bench/README.md).
+            rows["sqlite-2inst"] = Row(
+                "sqlite-2inst",
+                ["sq1-a", "sq1-b"],
+                ["list", "create"],
+                "scaling",
+                "SQLite, 2 instances x W=1, one file",
+            )
+            rows["sqlite-2files"] = Row(
+                "sqlite-2files",
+                ["own-a", "own-b"],
+                ["list", "create"],
+                "scaling",
+                f"SQLite, 2 instances x W=1, 2 files{UNSHARED_MARK}",
+            )
         if "postgres" in dbs:
             rows["pg-w1"] = Row(
                 "pg-w1", ["pg-w1"], ["list", "create"], "scaling", "PostgreSQL, WORKERS=1"
@@ -1032,6 +1058,10 @@ def main(argv: list[str] | None = None) -> int:
             "pg-b": ({}, 2),
             "pg-w1": ({"WORKERS": "1"}, 1),
             "sqlite-w1": ({"WORKERS": "1"}, 1),
+            "sq1-a": ({"WORKERS": "1"}, 1),
+            "sq1-b": ({"WORKERS": "1"}, 1),
+            "own-a": ({"WORKERS": "1"}, 1),
+            "own-b": ({"WORKERS": "1"}, 1),
             "gthread": ({"THREADS": str(args.gthread_threads)}, 2),
             "granian": ({}, 2),
             **{name: (env, 2) for name, env in args.variant_settings.items()},
@@ -1044,7 +1074,9 @@ def main(argv: list[str] | None = None) -> int:
                 "HOST": HOST,
                 "PORT": str(port),
                 "WORKERS": str(workers),
-                "DATABASE_URL": urls.get(name, f"sqlite:///{workdir / name}.db"),
+                "DATABASE_URL": urls.get(
+                    name, f"sqlite:///{workdir / SHARED_FILE.get(name, name)}.db"
+                ),
                 **RELAXED_GUARDS,
                 **args.extra_env,
                 **env,
@@ -1070,9 +1102,9 @@ def main(argv: list[str] | None = None) -> int:
         servers["baseline"].kind, servers["baseline"].workers = "baseline", 1
         # Started together; the second instance on the shared database waits for the first
         # (its migration), the rest boot in parallel.
-        waves = [[n for n in specs if n in needed and n != "pg-b"]]
-        if "pg-b" in needed:
-            waves.append(["pg-b"])
+        waves = [[n for n in specs if n in needed and n not in SECOND_INSTANCES]]
+        if needed & SECOND_INSTANCES:
+            waves.append([n for n in specs if n in needed & SECOND_INSTANCES])
         for number, wave in enumerate(waves):
             for name in wave:
                 port = free_port()
@@ -1122,7 +1154,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in (["baseline"] if number == 0 else []) + wave:
                 servers[name].wait_up()
         for server in servers.values():
-            if server.name != "pg-b":  # shares pg's database, seeded through pg
+            if server.name not in SECOND_INSTANCES:  # seeded through the first
                 seed(server.port)
         print(
             f"bench: {len(servers)} servers up and seeded in {time.monotonic() - started:.0f}s",
@@ -1181,11 +1213,13 @@ def main(argv: list[str] | None = None) -> int:
             result = verify_server(server, parts_by_server[name])
             checks["servers"][name] = result
             checks["problems"] += result.pop("problems")
-        if "pg" in checks["servers"] and "pg-b" in checks["servers"]:
-            a, b = checks["servers"]["pg"]["list_body"], checks["servers"]["pg-b"]["list_body"]
-            checks["pg_instances_same_list"] = a == b
-            if a != b:
-                checks["problems"].append("the two PostgreSQL instances serve different lists")
+        for first, second, what in (("pg", "pg-b", "PostgreSQL"), ("sq1-a", "sq1-b", "SQLite")):
+            if first in checks["servers"] and second in checks["servers"]:
+                a = checks["servers"][first]["list_body"]
+                b = checks["servers"][second]["list_body"]
+                checks[f"{what.lower()}_instances_same_list"] = a == b
+                if a != b:
+                    checks["problems"].append(f"the two {what} instances serve different lists")
         meta = {
             "rounds": args.rounds,
             "duration": args.duration,
@@ -1216,8 +1250,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"request counter {c['metrics_counted']:.0f} in "
                 f"[{c['metrics_expected_range'][0]}, {c['metrics_expected_range'][1]}]"
             )
-        if "pg_instances_same_list" in checks:
-            print(f"Same list from both PostgreSQL instances: {checks['pg_instances_same_list']}")
+        for what in ("PostgreSQL", "SQLite"):
+            if f"{what.lower()}_instances_same_list" in checks:
+                same = checks[f"{what.lower()}_instances_same_list"]
+                print(f"Same list from both {what} instances on one database: {same}")
         print("Correctness: " + ("OK." if not checks["problems"] else "PROBLEMS:"))
         for problem in checks["problems"]:
             print(f"  - {problem}")

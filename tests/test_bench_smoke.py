@@ -70,3 +70,43 @@ def test_bench_quick_run_passes_its_checks(tmp_path: Path) -> None:
         low, high = check["metrics_expected_range"]
         assert low <= check["metrics_counted"] <= high
         assert low > 0
+
+
+def test_bench_scaling_rows_run_two_sqlite_instances(tmp_path: Path) -> None:
+    # The scaling table's SQLite rows: two one-worker instances on one file (the second
+    # opens the file the first migrated and seeded) and two on a file each.
+    if not shutil.which("wrk"):
+        missing("wrk")
+    out = tmp_path / "bench.json"
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "run.py"),
+        "--quick",
+        "--database",
+        "sqlite",
+        "--scenarios",
+        "list,create",
+        "--servers",
+        "",
+        "--no-ratelimit",
+        "--json",
+        str(out),
+    ]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "Same list from both SQLite instances on one database: True" in done.stdout
+
+    report = json.loads(out.read_text())
+    assert report["checks"]["problems"] == []
+    assert report["checks"]["sqlite_instances_same_list"] is True
+    scaling = {row["row"]: row for row in report["summary"]["scaling"]}
+    assert {"sqlite-w1", "ours", "sqlite-2inst", "sqlite-2files"} <= set(scaling)
+    for row in ("sqlite-2inst", "sqlite-2files"):
+        assert scaling[row]["create"]["rps"] > 0
+    servers = report["checks"]["servers"]
+    for name in ("sq1-a", "sq1-b", "own-a", "own-b"):
+        # Each instance's own creates, counted in the database it wrote to.
+        assert servers[name]["posts_issued"] > 0
+        assert servers[name]["persisted"] > 0
+        assert servers[name]["list_workers_seen"] == 1
