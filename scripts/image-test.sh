@@ -75,6 +75,7 @@ PY
 step "docker-compose config"
 # compose.yaml refuses to start without these (no default secrets); any value validates.
 POSTGRES_PASSWORD=$(.venv/bin/python -c 'import secrets; print(secrets.token_hex(16))') \
+REDIS_PASSWORD=$(.venv/bin/python -c 'import secrets; print(secrets.token_hex(16))') \
 GRAFANA_ADMIN_PASSWORD=$(.venv/bin/python -c 'import secrets; print(secrets.token_hex(16))') \
   docker-compose -f compose.yaml config >"$ARTIFACTS/compose.resolved.yaml"
 # `config` does not look at bind-mount sources: every deploy/ file it names must exist.
