@@ -96,7 +96,8 @@ def compose_redis(tmp_path: Path) -> Iterator[tuple[dict[str, Any], subprocess.P
             return proc.poll() is not None  # exited: stop waiting, the test fails
 
     try:
-        assert wait_until(answers, 10) and proc.poll() is None, "redis service did not start"
+        assert wait_until(answers, 10), "redis service did not start"
+        assert proc.poll() is None, "redis service exited"
         yield {"services": services, "env": env, "port": port, "tmp": tmp_path}, proc
     finally:
         proc.terminate()
