@@ -807,3 +807,102 @@ def test_the_image_runs_serve_with_no_debug_or_reload(tmp_path):
     )
     assert result.stdout.split()[0] == "False"
     assert result.stdout.split()[1].startswith("comments_api.worker.")
+
+
+BUNDLE = "/docs/swagger-ui-bundle.js"  # 1.7 MB: more than a slow client's socket takes
+
+
+def slow_reader(port: int, request: bytes) -> socket.socket:
+    """A client as a remote one on a slow link looks to the server: a 1,400-byte segment
+    size (loopback's 64 KB lets the kernel take megabytes at once) and a 4 KiB receive
+    buffer. It sends its request and reads nothing until the test says so."""
+    sock = socket.socket()
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1400)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(20)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(request)
+    return sock
+
+
+def read_body(sock: socket.socket, length: int) -> bytes:
+    body = b""
+    while len(body) < length:
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            break
+        body += chunk
+    return body
+
+
+def test_clients_that_do_not_read_their_answers_hold_no_worker(sqlite_env, tmp_path):
+    """A sync worker used to wait in send() until a client took its whole answer: one
+    client that asked for a large document and stopped reading held the worker until
+    gunicorn's timeout killed it (30 s). Now the rest of the answer waits in the worker's
+    main loop and goes out as the client reads, whichever path parsed the request."""
+    with ServiceProcess(sqlite_env, tmp_path, workers=1) as service:
+        expected = requests.get(service.base + BUNDLE, timeout=10).content
+        head = f"GET {BUNDLE} HTTP/1.1\r\nHost: a\r\n".encode()
+        lean = slow_reader(service.port, head + b"\r\n")
+        # An underscore in a field name: gunicorn's own parser reads this one.
+        parsed = slow_reader(service.port, head + b"X_Odd: 1\r\n\r\n")
+        with lean, parsed:
+            time.sleep(0.5)
+            for _ in range(3):
+                started = time.monotonic()
+                assert requests.get(service.base + "/healthz", timeout=5).status_code == 200
+                assert time.monotonic() - started < 1.0
+            created = requests.post(
+                service.base + "/api/comment/new",
+                json={"email": "a@example.com", "comment": "while they wait", "content_id": 1},
+                timeout=5,
+            )
+            assert created.status_code == 200
+            for sock in (lean, parsed):
+                status, headers, _ = read_response(sock, body=False)
+                assert status == 200
+                assert headers["connection"] == "keep-alive"
+                assert read_body(sock, int(headers["content-length"])) == expected
+                # Then the connection serves its next request as usual.
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+                assert read_response(sock)[0] == 200
+
+
+def test_a_client_that_stops_reading_is_cut_off_after_the_send_timeout(sqlite_env, tmp_path):
+    env = {**sqlite_env, "RESPONSE_SEND_TIMEOUT": "1"}
+    with ServiceProcess(env, tmp_path, workers=1) as service:
+        sock = slow_reader(service.port, f"GET {BUNDLE} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+        with sock:
+            time.sleep(3)  # takes nothing for longer than RESPONSE_SEND_TIMEOUT
+            status, headers, _ = read_response(sock, body=False)
+            assert status == 200
+            length = int(headers["content-length"])
+            received = read_body(sock, length)  # what was sent before the cut, then EOF
+            assert 0 < len(received) < length
+        assert "took none of its answer for 1 s" in service.log()
+        assert requests.get(service.base + "/healthz", timeout=5).status_code == 200
+
+
+def test_answers_waiting_for_slow_clients_are_bounded_per_worker(sqlite_env, tmp_path):
+    """Each waiting answer holds memory: past OUTBOUND_LIMIT bytes in one worker, a further
+    client that does not take its answer at once is cut off, not queued."""
+    with ServiceProcess(sqlite_env, tmp_path, workers=1) as service:
+        length = len(requests.get(service.base + BUNDLE, timeout=10).content)
+        request = f"GET {BUNDLE} HTTP/1.1\r\nHost: a\r\n\r\n".encode()
+        count = worker.OUTBOUND_LIMIT // length + 4
+        clients = [slow_reader(service.port, request) for _ in range(count)]
+        try:
+            time.sleep(1.0)
+            assert "already wait for slower clients" in service.log()
+            assert requests.get(service.base + "/healthz", timeout=5).status_code == 200
+            whole = 0
+            for sock in clients:
+                status, _, _ = read_response(sock, body=False)
+                assert status == 200
+                whole += len(read_body(sock, length)) == length
+            # The first ones got their answers whole; the ones past the limit did not.
+            assert 0 < whole < count
+            assert whole >= worker.OUTBOUND_LIMIT // length
+        finally:
+            for sock in clients:
+                sock.close()

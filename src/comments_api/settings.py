@@ -152,6 +152,16 @@ class Settings:
             "Seconds from the end of the headers to the end of the body, in total; 408 after it."
         ),
     )
+    # Progress, not a total: a slow but reading client (a weak mobile link) still gets a
+    # large answer; one that stops reading is cut off (comments_api.worker sends the rest
+    # of an answer from its main loop, so the wait never holds a worker).
+    response_send_timeout: float = field(
+        default=30.0,
+        metadata=_doc(
+            "Seconds a client may take none of its response's bytes before its connection "
+            "is closed (the rest waits in the worker's loop, never in a worker)."
+        ),
+    )
     # gunicorn restarts a worker silent for this long (one request stuck in the app).
     worker_timeout: int = field(
         default=30,
@@ -441,6 +451,7 @@ class Settings:
             "SHUTDOWN_DELAY": "shutdown_delay",
             "REQUEST_HEADER_TIMEOUT": "request_header_timeout",
             "REQUEST_BODY_TIMEOUT": "request_body_timeout",
+            "RESPONSE_SEND_TIMEOUT": "response_send_timeout",
             "DB_POOL_TIMEOUT": "db_pool_timeout",
             "DB_STATEMENT_TIMEOUT": "db_statement_timeout",
             "IDEMPOTENCY_TTL": "idempotency_ttl",

@@ -92,6 +92,13 @@ EXPIRE_EVERY = 0.05
 # idea). The client reconnects and the accept goes to the worker holding fewer connections
 # (ACCEPT_DEFER_PER_CONNECTION), so an uneven share does not last.
 KEEPALIVE_REQUESTS = 100
+# Bytes of answers one worker holds for clients that take them slower than they come (the
+# rest of each answer waits in the main loop, not in the worker): past this, another such
+# client is cut off instead, so clients that stop reading cannot grow a worker's memory.
+OUTBOUND_LIMIT = 32 * 1024 * 1024
+# A body larger than this goes out in a send of its own after the head, so what is left
+# waiting is the app's own bytes object (a cached document is shared, not copied per client).
+COALESCE_MAX = 64 * 1024
 # After a response, how long the client gets to close its side (gunicorn's value).
 LINGER = 2.0
 LINGER_MAX_BYTES = 64 * 1024
@@ -364,6 +371,12 @@ def _settings_from(cfg: Any) -> tuple[float, float, int]:
     return settings.request_header_timeout, settings.request_body_timeout, settings.max_body_bytes
 
 
+def _send_timeout() -> float:
+    from .settings import Settings
+
+    return Settings.from_env().response_send_timeout
+
+
 # --------------------------------------------------------------------------- shared
 
 
@@ -507,6 +520,42 @@ class Lingering:
 # --------------------------------------------------------------------------- responses
 
 
+@dataclass
+class Outbound:
+    """The rest of an answer the client did not take at once, sent by the sync worker's
+    main loop as the client reads (``EVENT_WRITE``), so a client that reads slowly or not
+    at all never holds the worker. Then the connection goes back to waiting for its next
+    request (``after``: bytes it pipelined) or is closed (``after`` None)."""
+
+    chunks: deque[memoryview]
+    size: int
+    listener: Any
+    addr: Any
+    after: bytes | None
+    served: int
+    complete: bool  # the request was read to its end (a clean close needs no linger)
+    progress_at: float  # when the client last took bytes
+
+    def send(self, sock: socket.socket) -> bool:
+        """Send what the socket takes now; True once nothing is left. Raises OSError when
+        the client is gone."""
+        chunks = self.chunks
+        while chunks:
+            chunk = chunks[0]
+            try:
+                sent = sock.send(chunk, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return False
+            if sent:
+                self.progress_at = time.monotonic()
+                self.size -= sent
+            if sent < len(chunk):
+                chunks[0] = chunk[sent:]
+                return False
+            chunks.popleft()
+        return True
+
+
 class _DateHeader:
     """The ``Date`` value, formatted once per second instead of once per response."""
 
@@ -547,6 +596,7 @@ class CoalescingResponse(wsgi.Response):  # type: ignore[misc]
         cfg: Any,
         date: _DateHeader,
         nonblocking: bool = False,
+        unsent: list[memoryview] | None = None,
     ) -> None:
         super().__init__(req, sock, cfg)
         self._date = date
@@ -555,13 +605,30 @@ class CoalescingResponse(wsgi.Response):  # type: ignore[misc]
         # the socket's send buffer (nearly all do) goes out in one send(), without the two
         # setblocking() syscalls per request; anything longer switches to blocking mode.
         self._nonblocking = nonblocking
+        # The sync worker never waits for a client to read: what the socket does not take
+        # at once is appended here, in order, and its main loop sends it (Outbound).
+        self._unsent = unsent
 
     def _blocking(self) -> None:
-        if self._nonblocking:
+        if self._nonblocking and self._unsent is None:
             self._nonblocking = False
             self.sock.setblocking(True)
 
     def _send(self, data: bytes) -> None:
+        unsent = self._unsent
+        if unsent is not None:
+            if unsent:  # earlier bytes still wait: these go after them
+                unsent.append(memoryview(data))
+                return
+            try:
+                # MSG_DONTWAIT: never blocks, whatever the socket's mode (the parser's path
+                # leaves it blocking).
+                sent = self.sock.send(data, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                sent = 0
+            if sent < len(data):
+                unsent.append(memoryview(data)[sent:])
+            return
         if self._nonblocking:
             try:
                 sent = self.sock.send(data)
@@ -640,15 +707,24 @@ class CoalescingResponse(wsgi.Response):  # type: ignore[misc]
 
     def _emit_body(self, data: bytes) -> None:
         if not self._head:
+            if self._unsent is not None:
+                self._send(b"%X\r\n%s\r\n" % (len(data), data) if self.chunked else data)
+                return
             self._blocking()
             super()._emit_body(data)
             return
         head, self._head = self._head, b""
         if self.chunked:
             data = b"%X\r\n%s\r\n" % (len(data), data)
+        if self._unsent is not None and len(data) > COALESCE_MAX:
+            self._send(head)
+            self._send(data)
+            return
         self._send(head + data)
 
     def sendfile(self, respiter: Any) -> bool:
+        if self._unsent is not None:
+            return False  # gunicorn then write()s the file's chunks, into _send
         self.send_headers()
         self._flush_head()
         self._blocking()
@@ -685,6 +761,8 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
         self._keepalive = 0.0
         self._date = _DateHeader()
         self._lean = LeanReader(self.cfg)
+        # What the response being served could not send at once (CoalescingResponse).
+        self._unsent: list[memoryview] = []
 
     def handle_abort(self, sig: int, frame: Any) -> None:
         self._aborting = True
@@ -727,6 +805,8 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
         selector.register(self.PIPE[0], selectors.EVENT_READ, "pipe")
         pending: dict[socket.socket, tuple[PendingRequest, Any, Any]] = {}
         ready: deque[socket.socket] = deque()
+        outbound: dict[socket.socket, Outbound] = {}  # answers the clients still take
+        send_timeout = _send_timeout()
         # One write per batch of access lines instead of one per request: -9 us of CPU per
         # list served (bench/README.md, "The access line"). Flushed below.
         access_lines = hold_access_lines()
@@ -792,11 +872,53 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
 
         def drop(client: socket.socket) -> None:
             pending.pop(client, None)
+            outbound.pop(client, None)
             self._unwatch(client)
             util.close(client)
 
+        def start_outbound(client: socket.socket, state: Outbound) -> None:
+            held = sum(o.size for o in outbound.values())
+            if held + state.size > OUTBOUND_LIMIT:
+                log.warning(
+                    "closed a connection that did not take its answer at once: %d bytes "
+                    "already wait for slower clients",
+                    held,
+                )
+                drop(client)
+                return
+            outbound[client] = state
+            if client in self._watched:
+                selector.modify(client, selectors.EVENT_WRITE, "outbound")
+            else:
+                selector.register(client, selectors.EVENT_WRITE, "outbound")
+                self._watched.add(client)
+
+        def writable(client: socket.socket) -> None:
+            state = outbound[client]
+            try:
+                done = state.send(client)
+            except OSError:  # the client is gone
+                drop(client)
+                return
+            if not done:
+                return
+            del outbound[client]
+            if state.after is None:
+                self._close_after_response(client, state.complete)
+                return
+            selector.modify(client, selectors.EVENT_READ, "client")
+            keep_alive(client, state.listener, state.addr, state.after, state.served)
+
         def expire(now: float) -> None:
             # Checked every turn of the loop (at least once a second).
+            for client, answer in list(outbound.items()):
+                if now - answer.progress_at > send_timeout:
+                    log.warning(
+                        "closed a connection that took none of its answer for %.0f s "
+                        "(RESPONSE_SEND_TIMEOUT)",
+                        send_timeout,
+                    )
+                    drop(client)
             for client, (request, _, _) in list(pending.items()):
                 if client in ready:
                     continue
@@ -817,7 +939,20 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                 self._unwatch(client)
                 _refuse(client, request, *request.refuse)
                 return
-            pipelined = self._serve(listener, client, addr, request)
+            pipelined, unsent = self._serve(listener, client, addr, request)
+            if unsent:
+                state = Outbound(
+                    deque(unsent),
+                    sum(len(chunk) for chunk in unsent),
+                    listener,
+                    addr,
+                    pipelined,
+                    request.served + 1,
+                    request.complete,
+                    time.monotonic(),
+                )
+                start_outbound(client, state)
+                return
             if pipelined is not None:
                 keep_alive(client, listener, addr, pipelined, request.served + 1)
 
@@ -851,7 +986,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
             # idle keepalive connections when it runs out of connections. Without one to
             # close, the listener is left alone (a readable listener we cannot accept
             # from would wake select() at once, every turn).
-            if len(pending) < MAX_BUFFERING:
+            if len(pending) + len(outbound) < MAX_BUFFERING:
                 return True
             return idle_kept() is not None
 
@@ -891,6 +1026,9 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                 elif key.data == "client":
                     if key.fileobj in pending and key.fileobj not in ready:
                         readable(key.fileobj, now)  # type: ignore[arg-type]
+                elif key.data == "outbound":
+                    if key.fileobj in outbound:
+                        writable(key.fileobj)  # type: ignore[arg-type]
                 elif key.data == "linger":
                     if key.fileobj in lingering.socks:
                         lingering.readable(key.fileobj, selector.unregister)  # type: ignore[arg-type]
@@ -968,11 +1106,13 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
             until = now if request.kept_alive else linger
             request.idle_deadline = min(request.idle_deadline, until)
         while (
-            (pending or ready or lingering.socks)
+            (pending or ready or outbound or lingering.socks)
             and time.monotonic() < stop_by
             and not self._aborting
         ):
             loop_once(0 if ready else 0.2, False)
+        for client in list(outbound):
+            drop(client)  # past the graceful timeout: what they did not take is lost
         for client in list(pending):
             request = pending.pop(client)[0]
             if request.data:
@@ -983,12 +1123,14 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
 
     def _serve(
         self, listener: socket.socket, client: socket.socket, addr: Any, pending: PendingRequest
-    ) -> bytes | None:
+    ) -> tuple[bytes | None, list[memoryview]]:
         """gunicorn's SyncWorker.handle, fed from the buffer. Returns the bytes the client
-        sent after this request (pipelined) when the connection is kept alive, None when
-        it has been closed."""
+        sent after this request (pipelined) when the connection is kept alive (None: it is
+        closed, or is to be once the rest is sent), and the rest of the answer the socket
+        did not take at once (for the main loop to send)."""
         req = None
         keep = False
+        answered = False
         self._targets[client] = pending.target or ""
         try:
             lean = None
@@ -1004,6 +1146,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
             if lean is not None:
                 req, environ = lean
                 keep = self.handle_request(listener, req, client, addr, pending, environ)
+                answered = True
             else:
                 client.setblocking(True)
                 reader = DeadlineReader(client, pending.deadline)
@@ -1013,6 +1156,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                 if pending.sent_continue:
                     req._expected_100_continue = False
                 keep = self.handle_request(listener, req, client, addr, pending)
+                answered = True
         except http_errors.NoMoreData:
             pass
         except StopIteration:
@@ -1022,10 +1166,14 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                 log.error("socket error processing a request: %s", exc.__class__.__name__)
         except BaseException as exc:
             self.handle_error(req, client, addr, exc)
+        unsent, self._unsent = self._unsent, []
+        after = bytes(pending.data[pending.header_end + pending.content_length :]) if keep else None
+        if answered and unsent:
+            return after, unsent  # the connection stays open until the client has it all
         if keep:
-            return bytes(pending.data[pending.header_end + pending.content_length :])
+            return after, []
         self._close_after_response(client, pending.complete)
-        return None
+        return None, []
 
     def _may_keep_alive(self, pending: PendingRequest) -> bool:
         # Only after a request whose end we know exactly, and never while stopping.
@@ -1053,12 +1201,17 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
         LeanRequest); otherwise gunicorn's ``wsgi.create`` builds it."""
         environ: dict[str, Any] = {}
         resp = None
+        # What the socket does not take at once waits here for the main loop (_serve).
+        unsent: list[memoryview] = []
+        self._unsent = unsent
         try:
             self.cfg.pre_request(self, req)
             if lean_environ is not None:
                 environ = lean_environ
                 # The socket is still non-blocking from the main loop (CoalescingResponse).
-                resp = CoalescingResponse(req, client, self.cfg, self._date, nonblocking=True)
+                resp = CoalescingResponse(
+                    req, client, self.cfg, self._date, nonblocking=True, unsent=unsent
+                )
             else:
                 resp, environ = wsgi.create(
                     req,
@@ -1067,7 +1220,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                     listener.getsockname(),
                     self.cfg,
                     CoalescingResponse,
-                    (self._date,),
+                    (self._date, False, unsent),
                 )
             if not self._may_keep_alive(pending):
                 resp.force_close()
