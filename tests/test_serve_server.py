@@ -835,12 +835,15 @@ def read_body(sock: socket.socket, length: int) -> bytes:
     return body
 
 
-def test_clients_that_do_not_read_their_answers_hold_no_worker(sqlite_env, tmp_path):
-    """A sync worker used to wait in send() until a client took its whole answer: one
-    client that asked for a large document and stopped reading held the worker until
-    gunicorn's timeout killed it (30 s). Now the rest of the answer waits in the worker's
-    main loop and goes out as the client reads, whichever path parsed the request."""
-    with ServiceProcess(sqlite_env, tmp_path, workers=1) as service:
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_clients_that_do_not_read_their_answers_hold_no_worker(sqlite_env, tmp_path, threads):
+    """Workers used to wait in send() until a client took its whole answer: one client
+    that asked for a large document and stopped reading held a sync worker (or a thread)
+    until gunicorn's timeout killed it (30 s). Now the rest of the answer waits in the
+    worker's main loop and goes out as the client reads, whichever path parsed the
+    request."""
+    env = {**sqlite_env, "THREADS": threads}
+    with ServiceProcess(env, tmp_path, workers=1) as service:
         expected = requests.get(service.base + BUNDLE, timeout=10).content
         head = f"GET {BUNDLE} HTTP/1.1\r\nHost: a\r\n".encode()
         lean = slow_reader(service.port, head + b"\r\n")
@@ -868,8 +871,11 @@ def test_clients_that_do_not_read_their_answers_hold_no_worker(sqlite_env, tmp_p
                 assert read_response(sock)[0] == 200
 
 
-def test_a_client_that_stops_reading_is_cut_off_after_the_send_timeout(sqlite_env, tmp_path):
-    env = {**sqlite_env, "RESPONSE_SEND_TIMEOUT": "1"}
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_a_client_that_stops_reading_is_cut_off_after_the_send_timeout(
+    sqlite_env, tmp_path, threads
+):
+    env = {**sqlite_env, "RESPONSE_SEND_TIMEOUT": "1", "THREADS": threads}
     with ServiceProcess(env, tmp_path, workers=1) as service:
         sock = slow_reader(service.port, f"GET {BUNDLE} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
         with sock:
@@ -883,10 +889,12 @@ def test_a_client_that_stops_reading_is_cut_off_after_the_send_timeout(sqlite_en
         assert requests.get(service.base + "/healthz", timeout=5).status_code == 200
 
 
-def test_answers_waiting_for_slow_clients_are_bounded_per_worker(sqlite_env, tmp_path):
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_answers_waiting_for_slow_clients_are_bounded_per_worker(sqlite_env, tmp_path, threads):
     """Each waiting answer holds memory: past OUTBOUND_LIMIT bytes in one worker, a further
     client that does not take its answer at once is cut off, not queued."""
-    with ServiceProcess(sqlite_env, tmp_path, workers=1) as service:
+    env = {**sqlite_env, "THREADS": threads}
+    with ServiceProcess(env, tmp_path, workers=1) as service:
         length = len(requests.get(service.base + BUNDLE, timeout=10).content)
         request = f"GET {BUNDLE} HTTP/1.1\r\nHost: a\r\n\r\n".encode()
         count = worker.OUTBOUND_LIMIT // length + 4

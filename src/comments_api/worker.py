@@ -36,13 +36,14 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from gunicorn import http, util
 from gunicorn.http import errors as http_errors
 from gunicorn.http import wsgi
 from gunicorn.http.message import TOKEN_RE
-from gunicorn.workers.gthread import TConn, ThreadWorker
+from gunicorn.workers.gthread import _DEFER, TConn, ThreadWorker
 from gunicorn.workers.sync import SyncWorker
 from werkzeug.exceptions import RequestTimeout
 
@@ -1280,7 +1281,9 @@ class _Conn(TConn):  # type: ignore[misc]
 
 class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
     """``THREADS>1``: gunicorn's gthread worker (keep-alive, a thread pool), but its
-    main loop buffers each request in full before a thread takes it."""
+    main loop buffers each request in full before a thread takes it, and sends the rest
+    of an answer the client does not take at once (Outbound), so no thread waits for a
+    client to read."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -1294,10 +1297,71 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         # connection to the others, and until when its loop does not accept.
         self._deferred_since: float | None = None
         self._accept_paused_until = 0.0
+        self._date = _DateHeader()
+        # Answers being sent from the main loop, with the future of the request they end.
+        self._outbound: dict[TConn, tuple[Outbound, Any]] = {}
+        self._send_timeout = 30.0
 
     def init_process(self) -> None:
         self._timeouts = _settings_from(self.cfg)
+        self._send_timeout = _send_timeout()
         super().init_process()
+
+    def finish_request(self, conn: TConn, fs: Any) -> None:
+        # Main thread. An answer with bytes left over is sent from here before gthread
+        # decides between keep-alive and close, as it would have right after the thread.
+        unsent = getattr(conn, "unsent", None)
+        conn.unsent = None
+        finished = not fs.cancelled() and fs.exception() is None
+        if not unsent or not finished or fs.result() is _DEFER:
+            super().finish_request(conn, fs)
+            return
+        held = sum(state.size for state, _ in self._outbound.values())
+        state = Outbound(
+            deque(unsent),
+            sum(len(chunk) for chunk in unsent),
+            None,
+            None,
+            None,
+            0,
+            bool(conn.request_complete),
+            time.monotonic(),
+        )
+        if held + state.size > OUTBOUND_LIMIT:
+            log.warning(
+                "closed a connection that did not take its answer at once: %d bytes "
+                "already wait for slower clients",
+                held,
+            )
+            self.nr_conns -= 1
+            conn.close()
+            return
+        self._outbound[conn] = (state, fs)
+        self.poller.register(conn.sock, selectors.EVENT_WRITE, self._writable_cb(conn))
+
+    def _writable_cb(self, conn: TConn) -> Any:
+        def callback(_fileobj: Any) -> None:
+            if conn not in self._outbound:
+                return
+            state, fs = self._outbound[conn]
+            try:
+                done = state.send(conn.sock)
+            except OSError:  # the client is gone
+                self._drop_outbound(conn)
+                return
+            if done:
+                del self._outbound[conn]
+                self.poller.unregister(conn.sock)
+                super(BufferedThreadWorker, self).finish_request(conn, fs)
+
+        return callback
+
+    def _drop_outbound(self, conn: TConn) -> None:
+        self._outbound.pop(conn, None)
+        with contextlib.suppress(KeyError, ValueError):
+            self.poller.unregister(conn.sock)
+        self.nr_conns -= 1
+        conn.close()
 
     # gthread's loop stops accepting while ``nr_conns >= worker_connections``; reporting 0
     # while the buffering set is full, or while an accept is deferred, makes it stop then
@@ -1438,6 +1502,14 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
     def murder_pending(self) -> None:
         super().murder_pending()
         now = time.monotonic()
+        for conn, (answer, _) in list(self._outbound.items()):
+            if now - answer.progress_at > self._send_timeout:
+                log.warning(
+                    "closed a connection that took none of its answer for %.0f s "
+                    "(RESPONSE_SEND_TIMEOUT)",
+                    self._send_timeout,
+                )
+                self._drop_outbound(conn)
         self._lingering.expire(now, self._linger_unregister)
         for conn, pending in list(self._buffering.items()):
             state = pending.expired(now)
@@ -1468,9 +1540,73 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         return reuse
 
     def handle_request(self, req: Any, conn: TConn) -> bool:
+        """gthread's ThreadWorker.handle_request (gunicorn 27), except that the answer is
+        written by CoalescingResponse, which leaves what the socket does not take at once
+        in ``conn.unsent`` for the main loop (finish_request) instead of blocking this
+        thread until the client reads it."""
         if getattr(conn, "sent_continue", False):
             req._expected_100_continue = False
-        return bool(super().handle_request(req, conn))
+        environ: dict[str, Any] = {}
+        resp = None
+        unsent: list[memoryview] = []
+        conn.unsent = unsent
+        try:
+            self.cfg.pre_request(self, req)
+            request_start = datetime.now()
+            resp, environ = wsgi.create(
+                req,
+                conn.sock,
+                conn.client,
+                conn.server,
+                self.cfg,
+                CoalescingResponse,
+                (self._date, False, unsent),
+            )
+            environ["wsgi.multithread"] = True
+            self.nr += 1
+            if self.nr >= self.max_requests:
+                if self.alive:  # type: ignore[has-type]
+                    self.log.info("Autorestarting worker after current request.")
+                    self.alive = False
+                resp.force_close()
+            if (
+                not self.alive
+                or not self.cfg.keepalive
+                or len(self.keepalived_conns) >= self.max_keepalived
+            ):
+                resp.force_close()
+            respiter = self.wsgi(environ, resp.start_response)
+            try:
+                if isinstance(respiter, environ["wsgi.file_wrapper"]):
+                    resp.write_file(respiter)
+                else:
+                    for item in respiter:
+                        resp.write(item)
+                resp.close()
+            finally:
+                self.log.access(resp, req, environ, datetime.now() - request_start)
+                if hasattr(respiter, "close"):
+                    respiter.close()
+            if resp.should_close():
+                return False
+        except OSError:
+            raise
+        except (Exception, SystemExit):
+            if resp and resp.on_the_wire:
+                # A timeout abort is SystemExit. Once the response has started, writing
+                # an error on the same socket would corrupt it.
+                unsent.clear()
+                log.exception("error handling request after the response started")
+                util.close_graceful(conn.sock)
+                raise StopIteration from None
+            unsent.clear()
+            raise
+        finally:
+            try:
+                self.cfg.post_request(self, req, environ, resp)
+            except Exception:
+                log.exception("exception in the post_request hook")
+        return True
 
     def set_accept_enabled(self, enabled: bool) -> None:
         if not enabled and not self.alive and not self._drained and not self._aborting:
