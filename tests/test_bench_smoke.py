@@ -24,16 +24,26 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.bench
 
 
-def test_bench_quick_run_passes_its_checks(tmp_path: Path) -> None:
+def quick_run(tmp_path: Path, *args: str, timeout: float) -> tuple[str, dict]:
+    """`bench/run.py --quick` with these arguments: its output and its JSON report."""
     if not shutil.which("wrk"):
         missing("wrk")
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", *args, "--json", str(out)]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "Correctness: OK." in done.stdout
+    report = json.loads(out.read_text())
+    assert report["checks"]["problems"] == []
+    return done.stdout, report
+
+
+def test_bench_quick_run_passes_its_checks(tmp_path: Path) -> None:
     if not find_binary("initdb"):
         missing("PostgreSQL server binaries (initdb, pg_ctl)")
-    out = tmp_path / "bench.json"
-    cmd = [
-        sys.executable,
-        str(ROOT / "bench" / "run.py"),
-        "--quick",
+    _, report = quick_run(
+        tmp_path,
         "--database",
         "both",
         "--scenarios",
@@ -42,16 +52,8 @@ def test_bench_quick_run_passes_its_checks(tmp_path: Path) -> None:
         "sync",
         "--no-scaling",
         "--no-ratelimit",
-        "--json",
-        str(out),
-    ]
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=170, env=env, cwd=ROOT)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    assert "Correctness: OK." in done.stdout
-
-    report = json.loads(out.read_text())
-    assert report["checks"]["problems"] == []
+        timeout=170,
+    )
     ran = {(r["row"], r["scenario"]) for r in report["runs"]}
     for scenario in ("list", "create", "v1page", "counts50", "mix"):
         assert ("ours", scenario) in ran
@@ -75,13 +77,8 @@ def test_bench_quick_run_passes_its_checks(tmp_path: Path) -> None:
 def test_bench_scaling_rows_run_two_sqlite_instances(tmp_path: Path) -> None:
     # The scaling table's SQLite rows: two one-worker instances on one file (the second
     # opens the file the first migrated and seeded) and two on a file each.
-    if not shutil.which("wrk"):
-        missing("wrk")
-    out = tmp_path / "bench.json"
-    cmd = [
-        sys.executable,
-        str(ROOT / "bench" / "run.py"),
-        "--quick",
+    stdout, report = quick_run(
+        tmp_path,
         "--database",
         "sqlite",
         "--scenarios",
@@ -89,16 +86,9 @@ def test_bench_scaling_rows_run_two_sqlite_instances(tmp_path: Path) -> None:
         "--servers",
         "",
         "--no-ratelimit",
-        "--json",
-        str(out),
-    ]
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    assert "Same list from both SQLite instances on one database: True" in done.stdout
-
-    report = json.loads(out.read_text())
-    assert report["checks"]["problems"] == []
+        timeout=120,
+    )
+    assert "Same list from both SQLite instances on one database: True" in stdout
     assert report["checks"]["sqlite_instances_same_list"] is True
     scaling = {row["row"]: row for row in report["summary"]["scaling"]}
     assert {"sqlite-w1", "ours", "sqlite-2inst", "sqlite-2files"} <= set(scaling)

@@ -36,7 +36,6 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from gunicorn import http, util
@@ -537,6 +536,31 @@ class Outbound:
     complete: bool  # the request was read to its end (a clean close needs no linger)
     progress_at: float  # when the client last took bytes
 
+    @classmethod
+    def waiting(
+        cls,
+        unsent: list[memoryview],
+        complete: bool,
+        listener: Any = None,
+        addr: Any = None,
+        after: bytes | None = None,
+        served: int = 0,
+    ) -> Outbound:
+        size = sum(len(chunk) for chunk in unsent)
+        return cls(deque(unsent), size, listener, addr, after, served, complete, time.monotonic())
+
+    def fits(self, held: int) -> bool:
+        """Whether a worker already holding ``held`` bytes of answers may hold this one too
+        (OUTBOUND_LIMIT); says so in the log when not."""
+        if held + self.size <= OUTBOUND_LIMIT:
+            return True
+        log.warning(
+            "closed a connection that did not take its answer at once: %d bytes already "
+            "wait for slower clients",
+            held,
+        )
+        return False
+
     def send(self, sock: socket.socket) -> bool:
         """Send what the socket takes now; True once nothing is left. Raises OSError when
         the client is gone."""
@@ -742,6 +766,34 @@ class CoalescingResponse(wsgi.Response):  # type: ignore[misc]
         self._flush_head()
 
 
+def _write_answer(app: Any, environ: dict[str, Any], resp: CoalescingResponse) -> None:
+    """Run the WSGI app and write its answer through ``resp`` (both workers; gunicorn's
+    access log is off: the app writes one line per request itself)."""
+    respiter = app(environ, resp.start_response)
+    try:
+        if isinstance(respiter, environ["wsgi.file_wrapper"]):
+            resp.write_file(respiter)
+        else:
+            for item in respiter:
+                resp.write(item)
+        resp.close()
+    finally:
+        if hasattr(respiter, "close"):
+            respiter.close()
+
+
+def _give_up_started(resp: CoalescingResponse | None, sock: Any, unsent: list[memoryview]) -> None:
+    """In ``except``: nothing of a failed answer is sent later. If some of it is on its way
+    already, the connection is closed (StopIteration): an error written after it would
+    corrupt it. A timeout abort is SystemExit. Headers built but not sent yet still leave
+    room for the JSON 500 (the caller re-raises)."""
+    unsent.clear()
+    if resp is not None and resp.on_the_wire:
+        log.exception("error handling request after the response started")
+        util.close_graceful(sock)
+        raise StopIteration from None
+
+
 # --------------------------------------------------------------------------- sync
 
 
@@ -878,13 +930,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
             util.close(client)
 
         def start_outbound(client: socket.socket, state: Outbound) -> None:
-            held = sum(o.size for o in outbound.values())
-            if held + state.size > OUTBOUND_LIMIT:
-                log.warning(
-                    "closed a connection that did not take its answer at once: %d bytes "
-                    "already wait for slower clients",
-                    held,
-                )
+            if not state.fits(sum(o.size for o in outbound.values())):
                 drop(client)
                 return
             outbound[client] = state
@@ -942,17 +988,10 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                 return
             pipelined, unsent = self._serve(listener, client, addr, request)
             if unsent:
-                state = Outbound(
-                    deque(unsent),
-                    sum(len(chunk) for chunk in unsent),
-                    listener,
-                    addr,
-                    pipelined,
-                    request.served + 1,
-                    request.complete,
-                    time.monotonic(),
+                answer = Outbound.waiting(
+                    unsent, request.complete, listener, addr, pipelined, request.served + 1
                 )
-                start_outbound(client, state)
+                start_outbound(client, answer)
                 return
             if pipelined is not None:
                 keep_alive(client, listener, addr, pipelined, request.served + 1)
@@ -1230,27 +1269,11 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                 self.log.info("Autorestarting worker after current request.")
                 self.alive = False
                 resp.force_close()
-            respiter = self.wsgi(environ, resp.start_response)
-            try:
-                if isinstance(respiter, environ["wsgi.file_wrapper"]):
-                    resp.write_file(respiter)
-                else:
-                    for item in respiter:
-                        resp.write(item)
-                resp.close()
-            finally:
-                if hasattr(respiter, "close"):
-                    respiter.close()
+            _write_answer(self.wsgi, environ, resp)
         except OSError:
             raise
         except (Exception, SystemExit):
-            if resp and resp.on_the_wire:
-                # A timeout abort is SystemExit. Once the response has started, writing
-                # an error on the same socket would corrupt it. (Headers built but not
-                # sent yet still leave room for the JSON 500.)
-                log.exception("error handling request after the response started")
-                util.close_graceful(client)
-                raise StopIteration from None
+            _give_up_started(resp, client, unsent)
             raise
         finally:
             try:
@@ -1316,23 +1339,8 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         if not unsent or not finished or fs.result() is _DEFER:
             super().finish_request(conn, fs)
             return
-        held = sum(state.size for state, _ in self._outbound.values())
-        state = Outbound(
-            deque(unsent),
-            sum(len(chunk) for chunk in unsent),
-            None,
-            None,
-            None,
-            0,
-            bool(conn.request_complete),
-            time.monotonic(),
-        )
-        if held + state.size > OUTBOUND_LIMIT:
-            log.warning(
-                "closed a connection that did not take its answer at once: %d bytes "
-                "already wait for slower clients",
-                held,
-            )
+        state = Outbound.waiting(unsent, bool(conn.request_complete))
+        if not state.fits(sum(held.size for held, _ in self._outbound.values())):
             self.nr_conns -= 1
             conn.close()
             return
@@ -1347,7 +1355,7 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
             try:
                 done = state.send(conn.sock)
             except OSError:  # the client is gone
-                self._drop_outbound(conn)
+                self._close_held(conn, self._outbound)
                 return
             if done:
                 del self._outbound[conn]
@@ -1355,13 +1363,6 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
                 super(BufferedThreadWorker, self).finish_request(conn, fs)
 
         return callback
-
-    def _drop_outbound(self, conn: TConn) -> None:
-        self._outbound.pop(conn, None)
-        with contextlib.suppress(KeyError, ValueError):
-            self.poller.unregister(conn.sock)
-        self.nr_conns -= 1
-        conn.close()
 
     # gthread's loop stops accepting while ``nr_conns >= worker_connections``; reporting 0
     # while the buffering set is full, or while an accept is deferred, makes it stop then
@@ -1450,7 +1451,7 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         pending = self._buffering[conn]
         done = _recv_into(conn.sock, pending, now)
         if done is None:
-            self._close_buffering(conn)
+            self._close_held(conn, self._buffering)
             return True
         _maybe_continue(conn.sock, pending)
         if not done:
@@ -1475,8 +1476,10 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         self.enqueue_req(conn)
         return True
 
-    def _close_buffering(self, conn: TConn) -> None:
-        self._buffering.pop(conn, None)
+    def _close_held(self, conn: TConn, held: dict[TConn, Any]) -> None:
+        """Close a connection the main loop holds: being read (``_buffering``), or its
+        answer being sent (``_outbound``)."""
+        held.pop(conn, None)
         with contextlib.suppress(KeyError, ValueError):
             self.poller.unregister(conn.sock)
         self.nr_conns -= 1
@@ -1509,7 +1512,7 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
                     "(RESPONSE_SEND_TIMEOUT)",
                     self._send_timeout,
                 )
-                self._drop_outbound(conn)
+                self._close_held(conn, self._outbound)
         self._lingering.expire(now, self._linger_unregister)
         for conn, pending in list(self._buffering.items()):
             state = pending.expired(now)
@@ -1552,7 +1555,6 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         conn.unsent = unsent
         try:
             self.cfg.pre_request(self, req)
-            request_start = datetime.now()
             resp, environ = wsgi.create(
                 req,
                 conn.sock,
@@ -1575,31 +1577,13 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
                 or len(self.keepalived_conns) >= self.max_keepalived
             ):
                 resp.force_close()
-            respiter = self.wsgi(environ, resp.start_response)
-            try:
-                if isinstance(respiter, environ["wsgi.file_wrapper"]):
-                    resp.write_file(respiter)
-                else:
-                    for item in respiter:
-                        resp.write(item)
-                resp.close()
-            finally:
-                self.log.access(resp, req, environ, datetime.now() - request_start)
-                if hasattr(respiter, "close"):
-                    respiter.close()
+            _write_answer(self.wsgi, environ, resp)
             if resp.should_close():
                 return False
         except OSError:
             raise
         except (Exception, SystemExit):
-            if resp and resp.on_the_wire:
-                # A timeout abort is SystemExit. Once the response has started, writing
-                # an error on the same socket would corrupt it.
-                unsent.clear()
-                log.exception("error handling request after the response started")
-                util.close_graceful(conn.sock)
-                raise StopIteration from None
-            unsent.clear()
+            _give_up_started(resp, conn.sock, unsent)
             raise
         finally:
             try:
