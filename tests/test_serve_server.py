@@ -914,3 +914,23 @@ def test_answers_waiting_for_slow_clients_are_bounded_per_worker(sqlite_env, tmp
         finally:
             for sock in clients:
                 sock.close()
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_sigterm_drains_an_answer_a_slow_reader_is_still_taking(sqlite_env, tmp_path, threads):
+    """Draining includes the answers waiting for their clients: one that is still being
+    taken when SIGTERM comes arrives whole, then the server exits 0."""
+    env = {**sqlite_env, "THREADS": threads}
+    with ServiceProcess(env, tmp_path, workers=1) as service:
+        expected = requests.get(service.base + BUNDLE, timeout=10).content
+        sock = slow_reader(service.port, f"GET {BUNDLE} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+        with sock:
+            time.sleep(0.5)
+            assert service.proc is not None
+            service.proc.send_signal(signal.SIGTERM)
+            time.sleep(1.0)
+            assert service.proc.poll() is None  # still draining: the answer is not taken
+            status, headers, _ = read_response(sock, body=False)
+            assert status == 200
+            assert read_body(sock, int(headers["content-length"])) == expected
+            assert service.proc.wait(15) == 0

@@ -950,7 +950,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
             if not done:
                 return
             del outbound[client]
-            if state.after is None:
+            if state.after is None or not self.alive:  # stopping: no next request
                 self._close_after_response(client, state.complete)
                 return
             selector.modify(client, selectors.EVENT_READ, "client")
