@@ -522,10 +522,11 @@ class Lingering:
 
 @dataclass
 class Outbound:
-    """The rest of an answer the client did not take at once, sent by the sync worker's
-    main loop as the client reads (``EVENT_WRITE``), so a client that reads slowly or not
-    at all never holds the worker. Then the connection goes back to waiting for its next
-    request (``after``: bytes it pipelined) or is closed (``after`` None)."""
+    """The rest of an answer the client did not take at once, sent by the worker's main
+    loop as the client reads (``EVENT_WRITE``), so a client that reads slowly or not at
+    all never holds the sync worker or a thread. The sync worker then puts the connection
+    back to wait for its next request (``after``: bytes it pipelined) or closes it
+    (``after`` None); the threaded worker leaves that to gthread (finish_request)."""
 
     chunks: deque[memoryview]
     size: int
@@ -630,8 +631,9 @@ class CoalescingResponse(wsgi.Response):  # type: ignore[misc]
         # the socket's send buffer (nearly all do) goes out in one send(), without the two
         # setblocking() syscalls per request; anything longer switches to blocking mode.
         self._nonblocking = nonblocking
-        # The sync worker never waits for a client to read: what the socket does not take
-        # at once is appended here, in order, and its main loop sends it (Outbound).
+        # Given by both workers, which never wait for a client to read: what the socket
+        # does not take at once is appended here, in order, and the main loop sends it
+        # (Outbound).
         self._unsent = unsent
 
     def _blocking(self) -> None:
