@@ -27,8 +27,10 @@ from .support import (
     VENV_BIN,
     ServiceProcess,
     free_port,
+    scrape,
     server_socket_inodes,
     socket_owners,
+    value,
     wait_until,
 )
 
@@ -274,8 +276,12 @@ def test_slow_clients_never_hold_a_worker(sqlite_env, tmp_path, threads):
             stop.set()
             for sock in slow + silent:
                 sock.close()
-        # Still healthy afterwards, same worker.
+        # Still healthy afterwards, same worker; the 408s, answered outside the app, are
+        # counted all the same.
         assert requests.get(f"{service.base}/healthz", timeout=5).status_code == 200
+        refusals = scrape(service.base)
+        late = value(refusals, "comments_api_server_refusals_total", reason="request-timeout")
+        assert late == len(slow)
         check_a_stalled_body_over_the_limit_gets_one_413(service)
         check_expect_100_continue_is_answered_while_buffering(service)
 
@@ -887,6 +893,8 @@ def test_a_client_that_stops_reading_is_cut_off_after_the_send_timeout(
             assert 0 < len(received) < length
         assert "took none of its answer for 1 s" in service.log()
         assert requests.get(service.base + "/healthz", timeout=5).status_code == 200
+        refusals = scrape(service.base)
+        assert value(refusals, "comments_api_server_refusals_total", reason="send-timeout") == 1
 
 
 @pytest.mark.parametrize("threads", ["1", "2"])
@@ -911,6 +919,12 @@ def test_answers_waiting_for_slow_clients_are_bounded_per_worker(sqlite_env, tmp
             # The first ones got their answers whole; the ones past the limit did not.
             assert 0 < whole < count
             assert whole >= worker.OUTBOUND_LIMIT // length
+            cut = value(
+                scrape(service.base),
+                "comments_api_server_refusals_total",
+                reason="waiting-answers-full",
+            )
+            assert cut == count - whole
         finally:
             for sock in clients:
                 sock.close()

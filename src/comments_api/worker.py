@@ -56,6 +56,7 @@ from .contract.problems import (
 )
 from .lean_requests import LeanReader
 from .telemetry.log_format import hold_access_lines
+from .telemetry.metrics import count_server_refusal
 
 log = logging.getLogger("comments_api.server")
 
@@ -99,6 +100,10 @@ OUTBOUND_LIMIT = 32 * 1024 * 1024
 # A body larger than this goes out in a send of its own after the head, so what is left
 # waiting is the app's own bytes object (a cached document is shared, not copied per client).
 COALESCE_MAX = 64 * 1024
+# comments_api_server_refusals_total's reasons for clients cut off while taking an answer
+# (the others are the slugs of the statuses the server answers itself).
+SEND_TIMED_OUT = "send-timeout"
+ANSWERS_FULL = "waiting-answers-full"
 # After a response, how long the client gets to close its side (gunicorn's value).
 LINGER = 2.0
 LINGER_MAX_BYTES = 64 * 1024
@@ -404,6 +409,7 @@ class _ErrorsMixin:
                 "refused a request the server could not parse",
                 extra={"status": status, "error": type(exc).__name__},
             )
+        count_server_refusal(status_slug(status))
         _send(client, error_response_bytes(status, detail, path))
 
 
@@ -419,6 +425,7 @@ def _refuse(sock: socket.socket, pending: PendingRequest, status: int, detail: s
         "refused a request the server could not read",
         extra={"status": status, "error": "limit" if status != 408 else "timeout"},
     )
+    count_server_refusal(status_slug(status))
     _send(sock, error_response_bytes(status, detail, pending.target))
     util.close(sock)
 
@@ -560,6 +567,7 @@ class Outbound:
             "wait for slower clients",
             held,
         )
+        count_server_refusal(ANSWERS_FULL)
         return False
 
     def send(self, sock: socket.socket) -> bool:
@@ -967,6 +975,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                         "(RESPONSE_SEND_TIMEOUT)",
                         send_timeout,
                     )
+                    count_server_refusal(SEND_TIMED_OUT)
                     drop(client)
             for client, (request, _, _) in list(pending.items()):
                 if client in ready:
@@ -1514,6 +1523,7 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
                     "(RESPONSE_SEND_TIMEOUT)",
                     self._send_timeout,
                 )
+                count_server_refusal(SEND_TIMED_OUT)
                 self._close_held(conn, self._outbound)
         self._lingering.expire(now, self._linger_unregister)
         for conn, pending in list(self._buffering.items()):

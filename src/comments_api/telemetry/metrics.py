@@ -94,6 +94,13 @@ def multiproc_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
 
 
+def count_server_refusal(reason: str) -> None:
+    """One more ``comments_api_server_refusals_total`` (the server process's own answers,
+    which the app's request metrics never see); nothing when metrics are off."""
+    if multiproc_dir():
+        metrics().server_refusals.labels(reason).inc()
+
+
 def mark_worker_dead(pid: int) -> None:
     """gunicorn ``child_exit``: drop a dead worker's live gauges (in-flight, pool)."""
     if multiproc_dir():
@@ -170,6 +177,13 @@ class _Metrics:
         self.rejected = Counter(
             "comments_api_comments_rejected",
             "Comment submissions refused, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.server_refusals = Counter(
+            "comments_api_server_refusals",
+            "Requests the server answered or cut off itself, outside the app (unreadable or "
+            "late requests, clients that do not take their answers), by reason.",
             ["reason"],
             registry=r,
         )
