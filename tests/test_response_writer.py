@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import io
 import re
+import select
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from comments_api.app import create_app
 from comments_api.settings import Settings
 from comments_api.store.repository import make_engine, migrate
-from comments_api.worker import CoalescingResponse, _DateHeader
+from comments_api.worker import CoalescingResponse, Outbound, _DateHeader
 
 pytestmark = pytest.mark.unit  # the fast tier: socket pairs, no servers
 
@@ -47,27 +47,33 @@ def on_the_wire(
     request: bytes,
     response_class: Any,
     *args: Any,
-    nonblocking: bool = False,
-    sock_state: list[float | None] | None = None,
+    unsent: list[memoryview] | None = None,
+    slow_reader: bool = False,
+    blocking: bool = True,
 ) -> bytes:
-    """What a response writer puts on a socket pair for ``app``'s answer. ``nonblocking``:
-    as the sync worker's lean path hands it over (``nonblocking=True`` to ours), with a
-    small send buffer and a reader that starts late, so a large body cannot go out in one
-    send(); ``sock_state`` gets the socket's timeout afterwards (0.0: still non-blocking)."""
+    """What a response writer puts on a socket pair for ``app``'s answer. Ours gets
+    ``unsent`` (the workers' list for what the socket does not take at once), which is
+    then sent as the workers' main loops do (Outbound). ``slow_reader``: a 4 KiB send
+    buffer and a reader that starts only after the writer has returned, so a large answer
+    cannot go out at once and a writer that waited for the reader would hang. ``blocking``:
+    the socket's mode (gunicorn's parser leaves it blocking, our lean reader not)."""
     cfg = Config()
     ours, theirs = socket.socketpair()
     received: list[bytes] = []
+    written = threading.Event()
 
     def read_all() -> None:
-        time.sleep(0.05)
+        if slow_reader:
+            written.wait(10)
         while chunk := theirs.recv(65536):
             received.append(chunk)
 
     with ours, theirs:
-        if nonblocking:
+        if slow_reader:
             ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-            ours.setblocking(False)
-            args = (*args, True)
+        ours.setblocking(blocking)
+        if unsent is not None:
+            args = (*args, unsent)
         reader = threading.Thread(target=read_all)
         reader.start()
         req = next(http.get_parser(cfg, [request], ("127.0.0.1", 40000)))
@@ -83,8 +89,11 @@ def on_the_wire(
         resp.close()
         if hasattr(respiter, "close"):
             respiter.close()  # as the workers do (it closes the file of a file wrapper)
-        if sock_state is not None:
-            sock_state.append(ours.gettimeout())
+        written.set()
+        if unsent:
+            rest = Outbound.waiting(list(unsent), complete=True)
+            while not rest.send(ours):
+                select.select([], [ours], [], 5)
         ours.shutdown(socket.SHUT_WR)
         reader.join(timeout=10)
         out = b"".join(received)
@@ -131,7 +140,7 @@ REQUESTS = {
 def test_the_apps_answers_are_byte_identical(app, name):
     request = REQUESTS[name]
     theirs = on_the_wire(app, request, wsgi.Response)
-    ours = on_the_wire(app, request, CoalescingResponse, _DateHeader())
+    ours = on_the_wire(app, request, CoalescingResponse, _DateHeader(), unsent=[])
     assert theirs.startswith(b"HTTP/1.")
     assert ours == theirs
 
@@ -144,14 +153,14 @@ def test_a_304_is_byte_identical(app):
     )
     theirs = on_the_wire(app, request, wsgi.Response)
     assert theirs.startswith(b"HTTP/1.1 304 ")
-    assert on_the_wire(app, request, CoalescingResponse, _DateHeader()) == theirs
+    assert on_the_wire(app, request, CoalescingResponse, _DateHeader(), unsent=[]) == theirs
 
 
 @pytest.mark.parametrize("other", [streamed, empty], ids=["chunked", "204"])
 def test_chunked_and_empty_answers_are_byte_identical(other):
     request = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
     theirs = on_the_wire(other, request, wsgi.Response)
-    assert on_the_wire(other, request, CoalescingResponse, _DateHeader()) == theirs
+    assert on_the_wire(other, request, CoalescingResponse, _DateHeader(), unsent=[]) == theirs
     if other is streamed:
         assert b"Transfer-Encoding: chunked" in theirs
         assert theirs.endswith(b"6\r\nfirst \r\n6\r\nsecond\r\n0\r\n\r\n")
@@ -187,11 +196,12 @@ def big_real_file(tmp_path: Any) -> WsgiApp:
     return app
 
 
+@pytest.mark.parametrize("blocking", [False, True], ids=["lean path", "parser path"])
 @pytest.mark.parametrize("name", ["body", "file object", "sendfile", "streamed"])
-def test_a_non_blocking_socket_gets_every_byte_of_a_large_answer(name, tmp_path):
-    """The sync worker's lean path leaves the client socket non-blocking: one send() when
-    the answer fits the socket's buffer, else blocking mode for the rest (and for
-    sendfile and later pieces). The bytes equal gunicorn's on a blocking socket."""
+def test_a_large_answer_waits_for_the_client_without_blocking(name, blocking, tmp_path):
+    """A client that does not read yet: the writer returns at once with what the socket
+    did not take left in ``unsent`` (the reader only starts after it has returned), on a
+    non-blocking or a blocking socket. Sent afterwards, the bytes equal gunicorn's."""
     app = {
         "body": big_body,
         "file object": big_file,
@@ -201,26 +211,33 @@ def test_a_non_blocking_socket_gets_every_byte_of_a_large_answer(name, tmp_path)
     request = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
     theirs = on_the_wire(app, request, wsgi.Response)
     assert len(theirs) > len(BIG)
-    state: list[float | None] = []
+    unsent: list[memoryview] = []
     ours = on_the_wire(
-        app, request, CoalescingResponse, _DateHeader(), nonblocking=True, sock_state=state
+        app,
+        request,
+        CoalescingResponse,
+        _DateHeader(),
+        unsent=unsent,
+        slow_reader=True,
+        blocking=blocking,
     )
     assert ours == theirs
-    assert state == [None]  # it had to turn blocking
+    assert sum(len(chunk) for chunk in unsent) > len(BIG) - 64 * 1024  # it had to wait
 
 
-def test_a_small_answer_leaves_the_socket_non_blocking(app):
-    state: list[float | None] = []
+def test_a_small_answer_goes_out_whole_at_once(app):
+    unsent: list[memoryview] = []
     ours = on_the_wire(
         app,
         REQUESTS["list"],
         CoalescingResponse,
         _DateHeader(),
-        nonblocking=True,
-        sock_state=state,
+        unsent=unsent,
+        slow_reader=True,
+        blocking=False,
     )
     assert ours == on_the_wire(app, REQUESTS["list"], wsgi.Response)
-    assert state == [0.0]  # one send(), no setblocking() round trip
+    assert unsent == []  # one send(), nothing left for the main loop
 
 
 def test_the_date_is_formatted_once_a_second():
@@ -237,7 +254,7 @@ def test_a_head_not_yet_sent_is_not_on_the_wire(app):
     ours, theirs = socket.socketpair()
     with ours, theirs:
         req = next(http.get_parser(cfg, [REQUESTS["list"]], ("127.0.0.1", 40000)))
-        resp = CoalescingResponse(req, ours, cfg, _DateHeader())
+        resp = CoalescingResponse(req, ours, cfg, _DateHeader(), [])
         resp.start_response("200 OK", [("Content-Length", "2")])
         resp.send_headers()
         assert resp.headers_sent
@@ -256,7 +273,7 @@ def _processed(response_class: Any, headers: list[tuple[Any, Any]]) -> tuple[Any
     ours, theirs = socket.socketpair()
     with ours, theirs:
         req = next(http.get_parser(cfg, [b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"], ("h", 1)))
-        args = (_DateHeader(),) if response_class is CoalescingResponse else ()
+        args = (_DateHeader(), []) if response_class is CoalescingResponse else ()
         resp = response_class(req, ours, cfg, *args)
         try:
             resp.process_headers(headers)

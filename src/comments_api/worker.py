@@ -369,17 +369,17 @@ def _target(line: bytes) -> str | None:
     return parts[1].decode("latin-1")
 
 
-def _settings_from(cfg: Any) -> tuple[float, float, int]:
+def _settings_from(cfg: Any) -> tuple[float, float, int, float]:
+    """The header and body deadlines, the body limit and the send timeout."""
     from .settings import Settings
 
     settings = Settings.from_env()
-    return settings.request_header_timeout, settings.request_body_timeout, settings.max_body_bytes
-
-
-def _send_timeout() -> float:
-    from .settings import Settings
-
-    return Settings.from_env().response_send_timeout
+    return (
+        settings.request_header_timeout,
+        settings.request_body_timeout,
+        settings.max_body_bytes,
+        settings.response_send_timeout,
+    )
 
 
 # --------------------------------------------------------------------------- shared
@@ -615,9 +615,11 @@ def _header_name(name: str) -> tuple[str, bool]:
 
 class CoalescingResponse(wsgi.Response):  # type: ignore[misc]
     """gunicorn's response writer, except that the status line and headers go out in the
-    same ``send`` as the first piece of the body. gunicorn sends them separately: two
-    syscalls and two TCP segments for every response where one does (measured in
-    bench/README.md). Its header checks are gunicorn's, run once per header name
+    same ``send`` as the first piece of the body (gunicorn sends them separately: two
+    syscalls and two TCP segments for every response where one does, measured in
+    bench/README.md), and that it never waits for the client: what the socket does not
+    take at once is appended to ``unsent``, in order, for the worker's main loop to send
+    (Outbound). Its header checks are gunicorn's, run once per header name
     (``process_headers``); framing, HEAD and keep-alive are gunicorn's own."""
 
     headers_sent: bool
@@ -629,52 +631,26 @@ class CoalescingResponse(wsgi.Response):  # type: ignore[misc]
         sock: socket.socket,
         cfg: Any,
         date: _DateHeader,
-        nonblocking: bool = False,
-        unsent: list[memoryview] | None = None,
+        unsent: list[memoryview],
     ) -> None:
         super().__init__(req, sock, cfg)
         self._date = date
         self._head = b""
-        # The sync worker's lean path leaves the socket non-blocking: a response that fits
-        # the socket's send buffer (nearly all do) goes out in one send(), without the two
-        # setblocking() syscalls per request; anything longer switches to blocking mode.
-        self._nonblocking = nonblocking
-        # Given by both workers, which never wait for a client to read: what the socket
-        # does not take at once is appended here, in order, and the main loop sends it
-        # (Outbound).
         self._unsent = unsent
-
-    def _blocking(self) -> None:
-        if self._nonblocking and self._unsent is None:
-            self._nonblocking = False
-            self.sock.setblocking(True)
 
     def _send(self, data: bytes) -> None:
         unsent = self._unsent
-        if unsent is not None:
-            if unsent:  # earlier bytes still wait: these go after them
-                unsent.append(memoryview(data))
-                return
-            try:
-                # MSG_DONTWAIT: never blocks, whatever the socket's mode (the parser's path
-                # leaves it blocking).
-                sent = self.sock.send(data, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                sent = 0
-            if sent < len(data):
-                unsent.append(memoryview(data)[sent:])
+        if unsent:  # earlier bytes still wait: these go after them
+            unsent.append(memoryview(data))
             return
-        if self._nonblocking:
-            try:
-                sent = self.sock.send(data)
-            except BlockingIOError:
-                sent = 0
-            if sent == len(data):
-                return
-            self._blocking()
-            self.sock.sendall(memoryview(data)[sent:])
-            return
-        self.sock.sendall(data)
+        try:
+            # MSG_DONTWAIT: never blocks, whatever the socket's mode (the sync worker's lean
+            # path leaves it non-blocking, gunicorn's parser blocking).
+            sent = self.sock.send(data, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data):
+            unsent.append(memoryview(data)[sent:])
 
     def process_headers(self, headers: list[tuple[str, str]]) -> None:
         # gunicorn's Response.process_headers (23.x), the same checks and framing, except
@@ -741,29 +717,18 @@ class CoalescingResponse(wsgi.Response):  # type: ignore[misc]
             self._send(head)
 
     def _emit_body(self, data: bytes) -> None:
-        if not self._head:
-            if self._unsent is not None:
-                self._send(b"%X\r\n%s\r\n" % (len(data), data) if self.chunked else data)
-                return
-            self._blocking()
-            super()._emit_body(data)
-            return
-        head, self._head = self._head, b""
-        if self.chunked:
+        if self.chunked:  # gunicorn's framing (util.write_chunk)
             data = b"%X\r\n%s\r\n" % (len(data), data)
-        if self._unsent is not None and len(data) > COALESCE_MAX:
-            self._send(head)
-            self._send(data)
+        head, self._head = self._head, b""
+        if head and len(data) <= COALESCE_MAX:
+            self._send(head + data)
             return
-        self._send(head + data)
+        if head:
+            self._send(head)
+        self._send(data)
 
     def sendfile(self, respiter: Any) -> bool:
-        if self._unsent is not None:
-            return False  # gunicorn then write()s the file's chunks, into _send
-        self.send_headers()
-        self._flush_head()
-        self._blocking()
-        return bool(super().sendfile(respiter))
+        return False  # a blocking sendfile(): gunicorn then write()s the file's chunks
 
     def close(self) -> None:
         if not self.headers_sent:
@@ -857,7 +822,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
         )
 
     def run(self) -> None:
-        header_timeout, body_timeout, body_limit = _settings_from(self.cfg)
+        header_timeout, body_timeout, body_limit, send_timeout = _settings_from(self.cfg)
         self._keepalive = keepalive = float(self.cfg.keepalive or 0)
         selector = selectors.DefaultSelector()
         self._selector = selector
@@ -869,7 +834,6 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
         pending: dict[socket.socket, tuple[PendingRequest, Any, Any]] = {}
         ready: deque[socket.socket] = deque()
         outbound: dict[socket.socket, Outbound] = {}  # answers the clients still take
-        send_timeout = _send_timeout()
         # One write per batch of access lines instead of one per request: -9 us of CPU per
         # list served (bench/README.md, "The access line"). Flushed below.
         access_lines = hold_access_lines()
@@ -1259,10 +1223,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
             self.cfg.pre_request(self, req)
             if lean_environ is not None:
                 environ = lean_environ
-                # The socket is still non-blocking from the main loop (CoalescingResponse).
-                resp = CoalescingResponse(
-                    req, client, self.cfg, self._date, nonblocking=True, unsent=unsent
-                )
+                resp = CoalescingResponse(req, client, self.cfg, self._date, unsent)
             else:
                 resp, environ = wsgi.create(
                     req,
@@ -1271,7 +1232,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                     listener.getsockname(),
                     self.cfg,
                     CoalescingResponse,
-                    (self._date, False, unsent),
+                    (self._date, unsent),
                 )
             if not self._may_keep_alive(pending):
                 resp.force_close()
@@ -1337,8 +1298,8 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         self._send_timeout = 30.0
 
     def init_process(self) -> None:
-        self._timeouts = _settings_from(self.cfg)
-        self._send_timeout = _send_timeout()
+        header, body, limit, self._send_timeout = _settings_from(self.cfg)
+        self._timeouts = (header, body, limit)
         super().init_process()
 
     def finish_request(self, conn: TConn, fs: Any) -> None:
@@ -1574,7 +1535,7 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
                 conn.server,
                 self.cfg,
                 CoalescingResponse,
-                (self._date, False, unsent),
+                (self._date, unsent),
             )
             environ["wsgi.multithread"] = True
             self.nr += 1

@@ -27,8 +27,9 @@ from .conftest import IMAGE, docker
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres, pytest.mark.redis]
 ROOT = Path(__file__).resolve().parents[2]
-# What compose gives a container that this test passes on to `docker run`; a setting
-# outside this list fails the test rather than being left out silently.
+# The app service's settings this test knows: all but the last three are passed on to
+# `docker run` (those concern starting, restarting and stopping, not the container). A
+# setting outside this list fails the test rather than being left out silently.
 APP_KEYS = {
     "image", "network_mode", "environment", "read_only", "tmpfs", "user", "cap_drop",
     "security_opt", "mem_limit", "pids_limit", "stop_grace_period", "depends_on", "restart",
