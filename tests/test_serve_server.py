@@ -899,13 +899,14 @@ def test_a_client_that_stops_reading_is_cut_off_after_the_send_timeout(
 
 @pytest.mark.parametrize("threads", ["1", "2"])
 def test_answers_waiting_for_slow_clients_are_bounded_per_worker(sqlite_env, tmp_path, threads):
-    """Each waiting answer holds memory: past OUTBOUND_LIMIT bytes in one worker, a further
-    client that does not take its answer at once is cut off, not queued."""
-    env = {**sqlite_env, "THREADS": threads}
+    """Each waiting answer holds memory: past WAITING_ANSWERS_MAX_BYTES in one worker, a
+    further client that does not take its answer at once is cut off, not queued."""
+    limit = 4 * 1024 * 1024
+    env = {**sqlite_env, "THREADS": threads, "WAITING_ANSWERS_MAX_BYTES": str(limit)}
     with ServiceProcess(env, tmp_path, workers=1) as service:
         length = len(requests.get(service.base + BUNDLE, timeout=10).content)
         request = f"GET {BUNDLE} HTTP/1.1\r\nHost: a\r\n\r\n".encode()
-        count = worker.OUTBOUND_LIMIT // length + 4
+        count = limit // length + 4
         clients = [slow_reader(service.port, request) for _ in range(count)]
         try:
             time.sleep(1.0)
@@ -918,7 +919,7 @@ def test_answers_waiting_for_slow_clients_are_bounded_per_worker(sqlite_env, tmp
                 whole += len(read_body(sock, length)) == length
             # The first ones got their answers whole; the ones past the limit did not.
             assert 0 < whole < count
-            assert whole >= worker.OUTBOUND_LIMIT // length
+            assert whole >= limit // length
             cut = value(
                 scrape(service.base),
                 "comments_api_server_refusals_total",

@@ -41,6 +41,7 @@ def test_values_are_parsed_and_typed():
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL must be one of"),
         ({"CORS_ORIGINS": "*"}, "CORS_ORIGINS"),
         ({"DATABASE_URL": "mysql://db/x"}, "DATABASE_URL"),
+        ({"WAITING_ANSWERS_MAX_BYTES": "65536"}, "WAITING_ANSWERS_MAX_BYTES must be >= 1048576"),
     ],
 )
 def test_bad_values_are_clear_errors(env, message):

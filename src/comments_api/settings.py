@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 DEFAULT_SQLITE_URL = "sqlite:///./data/comments.db"
+# Below this, answers as large as the docs bundle (1.7 MB) could never wait for a client.
+WAITING_ANSWERS_MIN_BYTES = 1024 * 1024
 
 
 class SettingsError(ValueError):
@@ -160,6 +162,18 @@ class Settings:
         metadata=_doc(
             "Seconds a client may take none of its response's bytes before its connection "
             "is closed (the rest waits in the worker's loop, never in a worker)."
+        ),
+    )
+    # Memory, not time: answers a client takes slower than they come wait in the worker's
+    # loop; past this many bytes in one worker, a further such client is cut off, so
+    # clients that stop reading cannot grow a worker past its container's limit.
+    waiting_answers_max_bytes: int = field(
+        default=32 * 1024 * 1024,
+        metadata=_doc(
+            "Bytes of answers one worker holds for clients that take them slowly; past it, "
+            "a further client that does not take its answer at once is disconnected "
+            '(`comments_api_server_refusals_total{reason="waiting-answers-full"}`). '
+            "At least 1 MiB."
         ),
     )
     # gunicorn restarts a worker silent for this long (one request stuck in the app).
@@ -443,6 +457,7 @@ class Settings:
             "WORKER_TIMEOUT": ("worker_timeout", 1),
             "READ_CACHE_ENTRIES": ("read_cache_entries", 0),
             "READ_CACHE_BYTES": ("read_cache_bytes", 0),
+            "WAITING_ANSWERS_MAX_BYTES": ("waiting_answers_max_bytes", WAITING_ANSWERS_MIN_BYTES),
         }
         for var, (attr, minimum) in ints.items():
             if (value := get(var)) is not None:

@@ -36,7 +36,7 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from gunicorn import http, util
 from gunicorn.http import errors as http_errors
@@ -93,10 +93,6 @@ EXPIRE_EVERY = 0.05
 # idea). The client reconnects and the accept goes to the worker holding fewer connections
 # (ACCEPT_DEFER_PER_CONNECTION), so an uneven share does not last.
 KEEPALIVE_REQUESTS = 100
-# Bytes of answers one worker holds for clients that take them slower than they come (the
-# rest of each answer waits in the main loop, not in the worker): past this, another such
-# client is cut off instead, so clients that stop reading cannot grow a worker's memory.
-OUTBOUND_LIMIT = 32 * 1024 * 1024
 # A body larger than this goes out in a send of its own after the head, so what is left
 # waiting is the app's own bytes object (a cached document is shared, not copied per client).
 COALESCE_MAX = 64 * 1024
@@ -369,16 +365,26 @@ def _target(line: bytes) -> str | None:
     return parts[1].decode("latin-1")
 
 
-def _settings_from(cfg: Any) -> tuple[float, float, int, float]:
-    """The header and body deadlines, the body limit and the send timeout."""
+class ServerLimits(NamedTuple):
+    """The settings the workers enforce themselves, outside the app."""
+
+    header_timeout: float
+    body_timeout: float
+    body_limit: int
+    send_timeout: float
+    waiting_max: int  # bytes of answers waiting for slow clients, per worker
+
+
+def _settings_from(cfg: Any) -> ServerLimits:
     from .settings import Settings
 
     settings = Settings.from_env()
-    return (
+    return ServerLimits(
         settings.request_header_timeout,
         settings.request_body_timeout,
         settings.max_body_bytes,
         settings.response_send_timeout,
+        settings.waiting_answers_max_bytes,
     )
 
 
@@ -557,10 +563,10 @@ class Outbound:
         size = sum(len(chunk) for chunk in unsent)
         return cls(deque(unsent), size, listener, addr, after, served, complete, time.monotonic())
 
-    def fits(self, held: int) -> bool:
+    def fits(self, held: int, limit: int) -> bool:
         """Whether a worker already holding ``held`` bytes of answers may hold this one too
-        (OUTBOUND_LIMIT); says so in the log when not."""
-        if held + self.size <= OUTBOUND_LIMIT:
+        (``limit``: WAITING_ANSWERS_MAX_BYTES); says so in the log when not."""
+        if held + self.size <= limit:
             return True
         log.warning(
             "closed a connection that did not take its answer at once: %d bytes already "
@@ -822,7 +828,9 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
         )
 
     def run(self) -> None:
-        header_timeout, body_timeout, body_limit, send_timeout = _settings_from(self.cfg)
+        header_timeout, body_timeout, body_limit, send_timeout, waiting_max = _settings_from(
+            self.cfg
+        )
         self._keepalive = keepalive = float(self.cfg.keepalive or 0)
         selector = selectors.DefaultSelector()
         self._selector = selector
@@ -904,7 +912,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
             util.close(client)
 
         def start_outbound(client: socket.socket, state: Outbound) -> None:
-            if not state.fits(sum(o.size for o in outbound.values())):
+            if not state.fits(sum(o.size for o in outbound.values()), waiting_max):
                 drop(client)
                 return
             outbound[client] = state
@@ -1286,7 +1294,7 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         self._buffering: dict[TConn, PendingRequest] = {}
         self._aborting = False
         self._drained = False
-        self._timeouts = (5.0, 10.0, 64 * 1024)
+        self._limits = _settings_from(self.cfg)
         self._lingering = Lingering()
         # The accept rule (accept_defer): when this worker started leaving a waiting
         # connection to the others, and until when its loop does not accept.
@@ -1295,12 +1303,6 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         self._date = _DateHeader()
         # Answers being sent from the main loop, with the future of the request they end.
         self._outbound: dict[TConn, tuple[Outbound, Any]] = {}
-        self._send_timeout = 30.0
-
-    def init_process(self) -> None:
-        header, body, limit, self._send_timeout = _settings_from(self.cfg)
-        self._timeouts = (header, body, limit)
-        super().init_process()
 
     def finish_request(self, conn: TConn, fs: Any) -> None:
         # Main thread. An answer with bytes left over is sent from here before gthread
@@ -1312,7 +1314,8 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
             super().finish_request(conn, fs)
             return
         state = Outbound.waiting(unsent, bool(conn.request_complete))
-        if not state.fits(sum(held.size for held, _ in self._outbound.values())):
+        held = sum(waiting.size for waiting, _ in self._outbound.values())
+        if not state.fits(held, self._limits.waiting_max):
             self.nr_conns -= 1
             conn.close()
             return
@@ -1400,7 +1403,7 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         self._start_buffering(conn, fresh=False)
 
     def _start_buffering(self, conn: TConn, fresh: bool) -> None:
-        header_timeout, body_timeout, body_limit = self._timeouts
+        header_timeout, body_timeout, body_limit = self._limits[:3]
         now = time.monotonic()
         pending = PendingRequest(now + header_timeout, body_timeout, body_limit)
         if not fresh:
@@ -1478,11 +1481,11 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         super().murder_pending()
         now = time.monotonic()
         for conn, (answer, _) in list(self._outbound.items()):
-            if now - answer.progress_at > self._send_timeout:
+            if now - answer.progress_at > self._limits.send_timeout:
                 log.warning(
                     "closed a connection that took none of its answer for %.0f s "
                     "(RESPONSE_SEND_TIMEOUT)",
-                    self._send_timeout,
+                    self._limits.send_timeout,
                 )
                 count_server_refusal(SEND_TIMED_OUT)
                 self._close_held(conn, self._outbound)
@@ -1512,7 +1515,7 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         if reuse and reader is not None and conn.parser.unreader.buf.getvalue():
             # A pipelined request, read ahead: gthread parses it at once in a thread,
             # so give it a fresh header deadline (the old one has passed).
-            reader.deadline = time.monotonic() + self._timeouts[0]
+            reader.deadline = time.monotonic() + self._limits.header_timeout
         return reuse
 
     def handle_request(self, req: Any, conn: TConn) -> bool:
