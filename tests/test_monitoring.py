@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -217,6 +218,16 @@ def prometheus_and_service(tmp_path: Path) -> Iterator[tuple[Prometheus, Service
         service.stop()
 
 
+def unreadable_request(base: str) -> bytes:
+    """A request line the server itself refuses (400), before any route sees it."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(b"NOT A REQUEST\r\n\r\n")
+        answer = sock.recv(256)
+    assert answer.startswith(b"HTTP/1.1 400"), answer
+    return answer
+
+
 def drive_traffic(base: str, seconds: float) -> None:
     """Reads, writes, client errors and probes, spread over a few scrapes (bounded)."""
     deadline = time.monotonic() + seconds
@@ -229,6 +240,7 @@ def drive_traffic(base: str, seconds: float) -> None:
         lambda: requests.get(f"{base}/api/comment/list/a1", timeout=5),
         lambda: requests.get(f"{base}/no/such/route", timeout=5),
         lambda: requests.get(f"{base}/readyz", timeout=5),
+        lambda: unreadable_request(base),
     ]
     rounds = 0
     with ThreadPoolExecutor(max_workers=4) as pool:

@@ -163,6 +163,7 @@ def overview() -> dashboard.Dashboard:
                 "percentunit",
                 q(f"job:comments_api_slo_errors:ratio_rate5m{{{JOB}}}", "5xx ratio"),
                 q(f"vector({ERROR_BUDGET})", "error budget (0.1%)", "B"),
+                span=8,
             )
         )
         .with_panel(
@@ -175,6 +176,21 @@ def overview() -> dashboard.Dashboard:
                     f'(rate(comments_api_http_requests_total{{{JOB},status=~"4.."}}[5m]))',
                     "{{status}} {{route}}",
                 ),
+                span=8,
+            )
+        )
+        .with_panel(
+            lay.series(
+                "Server refusals/s by reason",
+                "What the server answered or cut off before or after the app, so the panels "
+                "above never see it: unreadable or late requests (a slowloris is "
+                "request-timeout) and clients that stopped taking their answers.",
+                "reqps",
+                q(
+                    f"sum by (reason) (rate(comments_api_server_refusals_total{{{JOB}}}[5m]))",
+                    "{{reason}}",
+                ),
+                span=8,
             )
         )
         .with_row(lay.row("Latency"))
