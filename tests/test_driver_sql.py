@@ -193,3 +193,41 @@ def test_a_forked_child_writes_on_its_own_connection(engine) -> None:
     with engine.connect() as conn:
         bodies = conn.execute(select(comments.c.body).where(comments.c.content_id == "c"))
         assert sorted(b for (b,) in bodies) == ["child", "parent", "parent again"]
+
+
+@sqlite_only
+def test_a_writer_connection_that_cannot_be_set_up_fails_one_create_cleanly(engine) -> None:
+    """If the writer's connection cannot turn SQLite's busy handler off, that create fails
+    as SQLAlchemy's error (the app's handlers know it), the connection is closed, not
+    kept, and the next create opens a new one."""
+    import sqlite3
+
+    from sqlalchemy import event
+    from sqlalchemy.exc import SQLAlchemyError
+
+    refuse = {"on": True}
+    opened: list[sqlite3.Connection] = []
+
+    def deny_busy_timeout_off(action: int, arg1, arg2, *_: object) -> int:
+        # SQLite's own authorizer: the PRAGMA fails with "not authorized".
+        off = action == sqlite3.SQLITE_PRAGMA and arg1 == "busy_timeout" and arg2 == "0"
+        return sqlite3.SQLITE_DENY if refuse["on"] and off else sqlite3.SQLITE_OK
+
+    @event.listens_for(engine, "connect")
+    def guard(driver, _record) -> None:
+        opened.append(driver)
+        driver.set_authorizer(deny_busy_timeout_off)
+
+    engine.dispose()  # the migration's pooled connection predates the guard
+    repo = Repository(engine)
+    with pytest.raises(SQLAlchemyError, match="not authorized"):
+        repo.create(NewComment(content_id="c", body="lost"))
+    assert repo._writer is None
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        opened[-1].execute("SELECT 1")
+    refuse["on"] = False
+    repo.create(NewComment(content_id="c", body="after"))
+    assert repo._sqlite_writer() is opened[-1]
+    with engine.connect() as conn:
+        bodies = conn.execute(select(comments.c.body).where(comments.c.content_id == "c"))
+        assert [b for (b,) in bodies] == ["after"]
