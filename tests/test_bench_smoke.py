@@ -74,29 +74,36 @@ def test_bench_quick_run_passes_its_checks(tmp_path: Path) -> None:
         assert low > 0
 
 
-def test_bench_scaling_rows_run_two_sqlite_instances(tmp_path: Path) -> None:
-    # The scaling table's SQLite rows: two one-worker instances on one file (the second
-    # opens the file the first migrated and seeded) and two on a file each.
+def test_bench_scaling_rows_run_two_instances_on_one_database(tmp_path: Path) -> None:
+    # The scaling table's two-instance rows. SQLite: two one-worker instances on one file
+    # (the second opens the file the first migrated and seeded) and two on a file each.
+    # PostgreSQL: two instances of two workers, and of one, each pair on one database.
+    if not find_binary("initdb"):
+        missing("PostgreSQL server binaries (initdb, pg_ctl)")
     stdout, report = quick_run(
         tmp_path,
         "--database",
-        "sqlite",
+        "both",
         "--scenarios",
         "list,create",
         "--servers",
         "",
         "--no-ratelimit",
-        timeout=120,
+        timeout=180,
     )
-    assert "Same list from both SQLite instances on one database: True" in stdout
-    assert report["checks"]["sqlite_instances_same_list"] is True
+    for what in ("SQLite", "PostgreSQL"):
+        assert f"Same list from both {what} instances on one database: True" in stdout
+        assert report["checks"][f"{what.lower()}_instances_same_list"] is True
     scaling = {row["row"]: row for row in report["summary"]["scaling"]}
-    assert {"sqlite-w1", "ours", "sqlite-2inst", "sqlite-2files"} <= set(scaling)
-    for row in ("sqlite-2inst", "sqlite-2files"):
+    pairs = {"sqlite-2inst", "sqlite-2files", "pg-2inst", "pg-2inst-w1"}
+    assert pairs | {"sqlite-w1", "ours", "pg-w1", "pg"} <= set(scaling)
+    for row in pairs:
         assert scaling[row]["create"]["rps"] > 0
     servers = report["checks"]["servers"]
-    for name in ("sq1-a", "sq1-b", "own-a", "own-b"):
+    for name, workers in {
+        "sq1-a": 1, "sq1-b": 1, "own-a": 1, "own-b": 1, "pg-b": 2, "pg1-a": 1, "pg1-b": 1,
+    }.items():  # fmt: skip
         # Each instance's own creates, counted in the database it wrote to.
         assert servers[name]["posts_issued"] > 0
         assert servers[name]["persisted"] > 0
-        assert servers[name]["list_workers_seen"] == 1
+        assert servers[name]["list_workers_seen"] == workers
