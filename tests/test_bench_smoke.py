@@ -24,6 +24,11 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.bench
 
 
+def needs_postgres() -> None:
+    if not find_binary("initdb"):
+        missing("PostgreSQL server binaries (initdb, pg_ctl)")
+
+
 def quick_run(tmp_path: Path, *args: str, timeout: float) -> tuple[str, dict]:
     """`bench/run.py --quick` with these arguments: its output and its JSON report."""
     if not shutil.which("wrk"):
@@ -40,8 +45,7 @@ def quick_run(tmp_path: Path, *args: str, timeout: float) -> tuple[str, dict]:
 
 
 def test_bench_quick_run_passes_its_checks(tmp_path: Path) -> None:
-    if not find_binary("initdb"):
-        missing("PostgreSQL server binaries (initdb, pg_ctl)")
+    needs_postgres()
     _, report = quick_run(
         tmp_path,
         "--database",
@@ -78,8 +82,7 @@ def test_bench_scaling_rows_run_two_instances_on_one_database(tmp_path: Path) ->
     # The scaling table's two-instance rows. SQLite: two one-worker instances on one file
     # (the second opens the file the first migrated and seeded) and two on a file each.
     # PostgreSQL: two instances of two workers, and of one, each pair on one database.
-    if not find_binary("initdb"):
-        missing("PostgreSQL server binaries (initdb, pg_ctl)")
+    needs_postgres()
     stdout, report = quick_run(
         tmp_path,
         "--database",

@@ -576,6 +576,18 @@ class Outbound:
         count_server_refusal(ANSWERS_FULL)
         return False
 
+    def stalled(self, now: float, timeout: float) -> bool:
+        """Whether the client took none of it for ``timeout`` seconds (RESPONSE_SEND_TIMEOUT):
+        then the caller closes the connection; says so in the log."""
+        if now - self.progress_at <= timeout:
+            return False
+        log.warning(
+            "closed a connection that took none of its answer for %.0f s (RESPONSE_SEND_TIMEOUT)",
+            timeout,
+        )
+        count_server_refusal(SEND_TIMED_OUT)
+        return True
+
     def send(self, sock: socket.socket) -> bool:
         """Send what the socket takes now; True once nothing is left. Raises OSError when
         the client is gone."""
@@ -941,13 +953,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
         def expire(now: float) -> None:
             # Checked every turn of the loop (at least once a second).
             for client, answer in list(outbound.items()):
-                if now - answer.progress_at > send_timeout:
-                    log.warning(
-                        "closed a connection that took none of its answer for %.0f s "
-                        "(RESPONSE_SEND_TIMEOUT)",
-                        send_timeout,
-                    )
-                    count_server_refusal(SEND_TIMED_OUT)
+                if answer.stalled(now, send_timeout):
                     drop(client)
             for client, (request, _, _) in list(pending.items()):
                 if client in ready:
@@ -1403,11 +1409,13 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         self._start_buffering(conn, fresh=False)
 
     def _start_buffering(self, conn: TConn, fresh: bool) -> None:
-        header_timeout, body_timeout, body_limit = self._limits[:3]
+        limits = self._limits
         now = time.monotonic()
-        pending = PendingRequest(now + header_timeout, body_timeout, body_limit)
+        pending = PendingRequest(
+            now + limits.header_timeout, limits.body_timeout, limits.body_limit
+        )
         if not fresh:
-            pending.idle_deadline = now + min(float(self.cfg.keepalive), header_timeout)
+            pending.idle_deadline = now + min(float(self.cfg.keepalive), limits.header_timeout)
         self._buffering[conn] = pending
         conn.sock.setblocking(False)
         if not self._on_readable(conn, now) and conn in self._buffering:
@@ -1481,13 +1489,7 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         super().murder_pending()
         now = time.monotonic()
         for conn, (answer, _) in list(self._outbound.items()):
-            if now - answer.progress_at > self._limits.send_timeout:
-                log.warning(
-                    "closed a connection that took none of its answer for %.0f s "
-                    "(RESPONSE_SEND_TIMEOUT)",
-                    self._limits.send_timeout,
-                )
-                count_server_refusal(SEND_TIMED_OUT)
+            if answer.stalled(now, self._limits.send_timeout):
                 self._close_held(conn, self._outbound)
         self._lingering.expire(now, self._linger_unregister)
         for conn, pending in list(self._buffering.items()):
