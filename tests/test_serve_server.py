@@ -116,6 +116,48 @@ def test_pending_request_refuses_oversized_request_lines_and_headers():
     assert pending.refuse[0] == 431
 
 
+# The start of a TLS 1.2/1.3 ClientHello: a handshake record (0x16), version 3.1.
+TLS_HELLO = b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + bytes(range(32))
+
+
+@pytest.mark.parametrize(
+    ("data", "refusal", "target"),
+    [
+        # Lines ended by LF alone: the CRLF that would end the head never comes.
+        (b"GET /api/comment/list/1 HTTP/1.1\nHost: a\n\n", worker.BARE_LF, "/api/comment/list/1"),
+        (b"GET /a HTTP/1.1\r\nHost: a\n\n", worker.BARE_LF, "/a"),
+        (b"GET /a HTTP/1.1\r\nHost: a\n\r\n", worker.BARE_LF, "/a"),
+        (b"\nGET /a HTTP/1.1\r\n\r\n", worker.BARE_LF, ""),
+        # Not HTTP/1.1 at all: refused before the request line ends.
+        (TLS_HELLO, worker.NOT_HTTP, ""),
+        (b"\x00\x00\x00", worker.NOT_HTTP, ""),
+        (b"\r\n\r\n\x16\x03\x01", worker.NOT_HTTP, ""),
+    ],
+)
+def test_pending_request_refuses_what_can_never_complete_at_once(data, refusal, target):
+    for step in (1, 7, len(data)):
+        done, pending = feed_all(data, step)
+        assert done, step
+        assert pending.refuse == (400, refusal)
+        assert pending.target == target
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",  # a blank line first is allowed
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: b\r\n\r\n",
+        b"get / HTTP/1.1\r\n\r\n",  # a token; gunicorn's parser judges the method
+    ],
+)
+def test_crlf_split_across_reads_is_not_a_bare_lf(data):
+    for step in (1, 2, 3):
+        done, pending = feed_all(data, step)
+        assert done, step
+        assert pending.refuse is None
+        assert pending.header_end == len(pending.data)  # the blank line is dropped
+
+
 def test_error_document_matches_the_apps_shapes():
     assert worker.LEGACY_PREFIX == web_errors.LEGACY_PREFIX
     assert worker.PROBLEM_JSON == web_errors.PROBLEM_JSON
@@ -168,6 +210,11 @@ def test_the_servers_own_errors_are_json_and_logged_without_path_or_ip(
             # header section too large, one field too large: 431
             (b"GET /healthz HTTP/1.1\r\nHost: a\r\nX-A: " + b"a" * 70000 + b"\r\n\r\n", 431, None),
             (b"GET /healthz HTTP/1.1\r\nHost: a\r\nX-A: " + b"a" * 9000 + b"\r\n\r\n", 431, None),
+            # lines ended by LF alone, and TLS on this plain-HTTP port: 400 at once, not a
+            # 408 after REQUEST_HEADER_TIMEOUT (10 s, as long as this client waits)
+            (b"GET /api/comment/list/1 HTTP/1.1\nHost: a\n\n", 400, "legacy"),
+            (f"GET {secret_path} HTTP/1.1\nHost: a\n\n".encode(), 400, "problem"),
+            (TLS_HELLO, 400, "problem"),
         ]
         for data, status, shape in cases:
             got, headers, body = raw_request(port, data)

@@ -28,6 +28,7 @@ import functools
 import json
 import logging
 import os
+import re
 import select
 import selectors
 import socket
@@ -66,6 +67,20 @@ log = logging.getLogger("comments_api.server")
 LIMIT_REQUEST_LINE = 48 * 1024
 # Header fields after the request line (JWTs and cookies are a few KB at most).
 LIMIT_HEADER_SECTION = 64 * 1024
+# What a request must start with: a method is an RFC 9110 token. Anything else (a TLS
+# handshake, 0x16, sent to this plain-HTTP port; binary) is refused at once, not after
+# REQUEST_HEADER_TIMEOUT with a 408 that blames the client's speed.
+_TOKEN_BYTES = frozenset(
+    b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+)
+# A line ending in LF alone. Until the head is complete it means the CRLF (RFC 9112 2.2)
+# that would end it never comes; a complete head with one is gunicorn's parser's 400.
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+NOT_HTTP = (
+    "this port speaks plain HTTP/1.1 and the request does not start with a method "
+    "(TLS sent to a plain-HTTP port?)"
+)
+BARE_LF = "the request's lines must end with CRLF (\\r\\n), not a bare LF"
 # Connections a worker holds at once (being read, or kept alive and idle); when full, the
 # idle kept-alive one that waited longest is closed for a new one, and without one to
 # close the rest wait in the kernel's backlog, where they cost this process nothing.
@@ -240,6 +255,7 @@ class PendingRequest:
     # Every byte of the request is here (not handed over early: too large, malformed).
     complete: bool = False
     chunk_pos: int = 0  # where the next chunk-size line starts (chunked bodies)
+    lf_checked: int = 0  # how far the head has been searched for a bare LF
     expects_continue: bool = False
     sent_continue: bool = False
     # A response the server writes itself (414, 431), decided while buffering.
@@ -284,7 +300,16 @@ class PendingRequest:
             while line_end == 0:
                 del data[:2]
                 line_end = data.find(b"\r\n")
+                self.lf_checked = 0
+            if data and data[0] not in _TOKEN_BYTES and data != b"\r":
+                if data[0] == 0x0A:  # a blank line ended by LF alone
+                    return self._refuse_bare_lf()
+                self.target = ""
+                self.refuse = (400, NOT_HTTP)
+                return False
             if line_end < 0:
+                if self._bare_lf():
+                    return self._refuse_bare_lf()
                 if len(data) > LIMIT_REQUEST_LINE:
                     self.target = _target(bytes(data[:512]))
                     self.refuse = (414, "the request line is too long")
@@ -298,6 +323,8 @@ class PendingRequest:
         if end < 0:
             if len(data) > LIMIT_REQUEST_LINE + LIMIT_HEADER_SECTION:
                 self.refuse = (431, "the request header fields are too large")
+            elif self._bare_lf():
+                return self._refuse_bare_lf()
             return False
         if end > LIMIT_REQUEST_LINE + LIMIT_HEADER_SECTION:
             self.refuse = (431, "the request header fields are too large")
@@ -323,6 +350,21 @@ class PendingRequest:
             elif name == b"expect" and value == b"100-continue" and http11:
                 self.expects_continue = True
         return True
+
+    def _bare_lf(self) -> bool:
+        # Only the bytes new since the last search (the look-behind still sees the byte
+        # before them): a head trickled in one byte at a time is searched once, not again
+        # per byte.
+        found = _BARE_LF.search(self.data, self.lf_checked) is not None
+        self.lf_checked = len(self.data)
+        return found
+
+    def _refuse_bare_lf(self) -> bool:
+        if self.target is None:
+            newline = self.data.find(b"\n")
+            self.target = _target(bytes(self.data[:newline]).rstrip(b"\r")) or ""
+        self.refuse = (400, BARE_LF)
+        return False
 
     def _body_complete(self) -> bool:
         if self.malformed:
@@ -426,10 +468,13 @@ def _send(sock: Any, data: bytes) -> None:
         log.debug("failed to send an error response")
 
 
+_REFUSAL_KINDS = {400: "malformed", 408: "timeout", 503: "draining"}
+
+
 def _refuse(sock: socket.socket, pending: PendingRequest, status: int, detail: str) -> None:
     log.warning(
         "refused a request the server could not read",
-        extra={"status": status, "error": "limit" if status != 408 else "timeout"},
+        extra={"status": status, "error": _REFUSAL_KINDS.get(status, "limit")},
     )
     count_server_refusal(status_slug(status))
     _send(sock, error_response_bytes(status, detail, pending.target))
