@@ -237,6 +237,9 @@ def test_the_servers_own_errors_are_json_and_logged_without_path_or_ip(
         assert len(response.json()["counts"]) == 100
     log = service.log()
     assert "refused a request" in log
+    # What kind of refusal, without the request: the buffered ones name it.
+    assert '"error":"malformed"' in log
+    assert '"error":"limit"' in log
     # The bind address is logged once at start; no client address ever is.
     assert "127.0.0.1" not in log.replace(f"Listening at: http://127.0.0.1:{port}", "")
     assert "secret-path-xyz" not in log
