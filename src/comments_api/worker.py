@@ -258,7 +258,7 @@ class PendingRequest:
     lf_checked: int = 0  # how far the head has been searched for a bare LF
     expects_continue: bool = False
     sent_continue: bool = False
-    # A response the server writes itself (414, 431), decided while buffering.
+    # A response the server writes itself (400, 414, 431), decided while buffering.
     refuse: tuple[int, str] | None = None
     # Until the first byte: a kept-alive connection waiting for its next request is
     # closed silently at its keep-alive timeout (a 408 there could be read as the answer
