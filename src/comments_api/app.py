@@ -33,6 +33,7 @@ from .telemetry import http_hooks
 from .web import docs, errors, ops, protection
 from .web.common import EXTENSION_KEY, ContentIdConverter, Services
 from .web.common import services as current_services
+from .web.json_provider import MsgspecJSONProvider
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
@@ -114,9 +115,9 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Flask
         DEBUG=settings.debug,
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
     )
-    # Exact UTF-8 on the wire (accents, emoji, RTL) instead of \u escapes.
-    app.json.ensure_ascii = False  # type: ignore[attr-defined]
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    # Exact UTF-8 on the wire (accents, emoji, RTL) instead of \u escapes, keys in the
+    # order the views build them, encoded by msgspec.
+    app.json = MsgspecJSONProvider(app)
 
     engine = make_engine(
         settings.database_url,
