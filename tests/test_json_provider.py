@@ -80,4 +80,6 @@ def test_debug_mode_indents_and_dumps_options_are_honoured() -> None:
     assert json.loads(body) == value
     assert ours.json.dumps({"b": 1, "a": 2}) == '{"b":1,"a":2}'
     assert ours.json.dumps({"b": 1, "a": 2}, sort_keys=True) == '{"a": 2, "b": 1}'
+    assert ours.json.dumps(["é"], indent=None) == '["é"]'
+    assert ours.json.dumps(["é"], ensure_ascii=True) == '["\\u00e9"]'
     assert ours.json.loads('{"x": [1]}') == {"x": [1]}

@@ -29,7 +29,8 @@ class MsgspecJSONProvider(JSONProvider):
 
     def dumps(self, obj: Any, **kwargs: Any) -> str:
         if kwargs:  # a caller's json.dumps options (indent, sort_keys, ...): the standard way
-            return json.dumps(obj, ensure_ascii=False, **kwargs)
+            kwargs.setdefault("ensure_ascii", False)
+            return json.dumps(obj, **kwargs)
         return self._encode(obj).decode()
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
