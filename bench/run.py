@@ -958,8 +958,10 @@ def plan_rows(args: argparse.Namespace) -> dict[str, Row]:
                 rows["granian"] = Row(
                     "granian", ["granian"], ls_cr, "servers", "granian --interface wsgi, 2 workers"
                 )
-        for name in args.variant_settings:
-            rows[name] = Row(name, [name], ls_cr, "variants", name)
+    for name in args.variant_settings:
+        # On the database of the main row: PostgreSQL only with --database postgres.
+        on = " (PostgreSQL)" if args.database == "postgres" else ""
+        rows[name] = Row(name, [name], ls_cr, "variants", name + on)
     return rows
 
 
@@ -1009,8 +1011,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="NAME:KEY=VALUE[,KEY=VALUE]",
-        help="also run ours (SQLite) with these settings, interleaved (e.g. "
-        "nometrics:METRICS_ENABLED=false), list and create",
+        help="also run ours with these settings, interleaved (e.g. "
+        "nometrics:METRICS_ENABLED=false), list and create; on SQLite, or on PostgreSQL "
+        "with --database postgres",
     )
     parser.add_argument("--json", type=Path, default=ROOT / "artifacts" / "bench.json")
     parser.add_argument("--wrk", default=shutil.which("wrk") or "wrk")
@@ -1054,7 +1057,8 @@ def main(argv: list[str] | None = None) -> int:
         needed = {s for row in rows.values() if row.scenarios for s in row.servers}
         clean_env = {k: v for k, v in os.environ.items() if k not in ("WORKERS", "THREADS")}
         urls: dict[str, str] = {}
-        if needed & {"pg", "pg-b", "pg-w1", "pg1-a", "pg1-b"}:
+        pg_variants = list(args.variant_settings) if args.database == "postgres" else []
+        if needed & {"pg", "pg-b", "pg-w1", "pg1-a", "pg1-b", *pg_variants}:
             if not (find_binary("initdb") and find_binary("pg_ctl")):
                 sys.exit("bench: PostgreSQL binaries (initdb, pg_ctl) not found: make system-deps")
             # fsync on: durability like our SQLite default (commits do not wait for it).
@@ -1062,6 +1066,8 @@ def main(argv: list[str] | None = None) -> int:
             urls["pg"] = urls["pg-b"] = pg.create_database("bench")
             urls["pg-w1"] = pg.create_database("bench_w1")
             urls["pg1-a"] = urls["pg1-b"] = pg.create_database("bench_2x1")
+            for number, name in enumerate(pg_variants):
+                urls[name] = pg.create_database(f"bench_variant_{number}")
         if "ratelimit-redis" in needed:
             if not shutil.which("redis-server"):
                 sys.exit("bench: redis-server not found: make system-deps")

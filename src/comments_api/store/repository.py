@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from select import POLLIN, poll
 from typing import Any
 
 from sqlalchemy import (
@@ -47,7 +48,12 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    IntegrityError,
+    InvalidatePoolError,
+    OperationalError,
+    SQLAlchemyError,
+)
 
 from ..clock import utcnow
 from ..comments.rules import (
@@ -483,6 +489,18 @@ def _sqlite_begin(busy_timeout_ms: int) -> Callable[[Connection], None]:
     return on_begin
 
 
+# libpq's TCP keepalives on pooled and kept connections: a probe after 30 s idle keeps a
+# NAT's or load balancer's idle timer (AWS: 350 s) from dropping the path, and a peer that
+# vanished without a word is known after ~1 minute (then _drop_dead_connection sees the
+# socket's error) instead of the kernel's two hours.
+TCP_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
+
 def make_engine(
     database_url: str,
     pool_size: int = 5,
@@ -513,13 +531,40 @@ def make_engine(
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_timeout=pool_timeout,
-        pool_pre_ping=True,
-        # Keep a wedged query or a held lock from pinning a worker: DB_STATEMENT_TIMEOUT.
-        connect_args={"connect_timeout": 5, "options": f"-c statement_timeout={timeout_ms}"},
+        connect_args={
+            "connect_timeout": 5,
+            # Keep a wedged query or a held lock from pinning a worker: DB_STATEMENT_TIMEOUT.
+            "options": f"-c statement_timeout={timeout_ms}",
+            # Defaults: a URL query naming one keeps its value (connect_args would win).
+            **{k: v for k, v in TCP_KEEPALIVES.items() if k not in url.query},
+        },
     )
+    # In place of pool_pre_ping: first, so no other checkout listener sees a dead one.
+    event.listen(engine, "checkout", _drop_dead_connection, insert=True)
     if url_file:
         follow_url_file(engine, url_file)
     return engine
+
+
+def _drop_dead_connection(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """Pool checkout on PostgreSQL: is the connection still alive, without a round trip?
+
+    ``pool_pre_ping`` sent ``;`` and waited for the answer at every checkout: one round trip
+    in six of a create (bench/README.md). An idle connection's server says nothing unless
+    it is going away: a restart, ``pg_terminate_backend``, ``idle_session_timeout`` or a
+    crash each leave an error message or the close to read on the socket, and a failed
+    keepalive (TCP_KEEPALIVES) leaves an error. So anything readable (or a connection
+    psycopg already knows is broken) means dead, and raising InvalidatePoolError makes
+    SQLAlchemy reconnect and drop the pool's older connections, as a failed pre-ping did
+    (PoolEvents.checkout, SQLAlchemy 2.1). Not seen here: a path that answers only when
+    spoken to, with a reset (the ping did see that); the keepalives keep such paths alive.
+    """
+    if dbapi_connection.closed or dbapi_connection.broken:
+        raise InvalidatePoolError("connection already closed")
+    poller = poll()
+    poller.register(dbapi_connection.fileno(), POLLIN)
+    if poller.poll(0):
+        raise InvalidatePoolError("the server spoke or hung up while the connection was idle")
 
 
 def _lock_key(*parts: str) -> int:

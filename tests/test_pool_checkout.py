@@ -1,0 +1,150 @@
+"""PostgreSQL pool checkouts: no round trip to ask whether a connection lives, and a
+connection whose server session ended is replaced before anyone uses it
+(store/repository.py, ``_drop_dead_connection``); TCP keepalives on every connection. A
+real cluster; sessions are ended as a restart, a failover or ``idle_session_timeout`` ends
+them."""
+
+from __future__ import annotations
+
+import socket
+import time
+from urllib.parse import urlsplit
+
+from flask.testing import FlaskClient
+from sqlalchemy import Engine, text
+
+from comments_api.app import create_app
+from comments_api.settings import Settings
+from comments_api.store.repository import make_engine, migrate
+
+from .support import PostgresServer
+
+
+def database_of(url: str) -> str:
+    return urlsplit(url.replace("postgresql+psycopg", "postgresql")).path.lstrip("/")
+
+
+def end_sessions(pg: PostgresServer, database: str) -> int:
+    """Terminate every server session of ``database`` and wait until they are gone."""
+    with pg.superuser() as conn:
+        ended = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (database,),
+        ).fetchone()[0]
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            left = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (database,)
+            ).fetchone()[0]
+            if left == 0:
+                break
+            time.sleep(0.02)
+    return int(ended)
+
+
+def last_statement(pg: PostgresServer, pid: int) -> str:
+    with pg.superuser() as conn:
+        row = conn.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+    return str(row[0])
+
+
+def test_a_checkout_sends_nothing_to_the_server(pg_server: PostgresServer, postgres_url: str):
+    engine = make_engine(postgres_url)
+    try:
+        with engine.connect() as conn:
+            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+        # Back in the pool: its last statement is the reset's ROLLBACK. A pre-ping at the
+        # next checkout would be the last statement instead.
+        assert last_statement(pg_server, pid) == "ROLLBACK"
+        conn = engine.connect()
+        try:
+            assert last_statement(pg_server, pid) == "ROLLBACK"
+            assert conn.execute(text("SELECT pg_backend_pid()")).scalar() == pid
+        finally:
+            conn.close()
+    finally:
+        engine.dispose()
+
+
+def test_connections_whose_sessions_ended_are_replaced_at_checkout(
+    pg_server: PostgresServer, postgres_url: str
+):
+    engine = make_engine(postgres_url, pool_size=2)
+    try:
+        first, second = engine.connect(), engine.connect()
+        old = {c.execute(text("SELECT pg_backend_pid()")).scalar() for c in (first, second)}
+        first.close()
+        second.close()
+        assert end_sessions(pg_server, database_of(postgres_url)) == 2
+        # Both pooled connections are dead; both checkouts get live ones, no error.
+        first, second = engine.connect(), engine.connect()
+        try:
+            new = {c.execute(text("SELECT pg_backend_pid()")).scalar() for c in (first, second)}
+        finally:
+            first.close()
+            second.close()
+        assert len(new) == 2
+        assert not new & old
+    finally:
+        engine.dispose()
+
+
+def test_writes_and_reads_go_on_after_the_servers_sessions_end(
+    pg_server: PostgresServer, postgres_url: str
+):
+    # A restart or failover between two requests: the next create and list succeed on
+    # their first try, not one failed request per pooled connection.
+    engine = make_engine(postgres_url)
+    migrate(engine)
+    engine.dispose()
+    client = create_app(Settings(database_url=postgres_url, ratelimit_enabled=False)).test_client()
+    for n in range(3):
+        created = client.post("/api/v1/contents/c1/comments", json={"body": f"before {n}"})
+        assert created.status_code == 201, created.get_json()
+    assert client.get("/api/comment/list/c1").status_code == 200
+    checked_out = pool_checked_out(client)
+    assert end_sessions(pg_server, database_of(postgres_url)) >= 2
+
+    created = client.post("/api/v1/contents/c1/comments", json={"body": "after"})
+    assert created.status_code == 201, created.get_json()
+    listed = client.get("/api/v1/contents/c1/comments")
+    assert listed.status_code == 200, listed.get_json()
+    assert [c["body"] for c in listed.get_json()["items"]][-1] == "after"
+    # The dead connections were never counted as checked out: the gauge is where it was.
+    assert pool_checked_out(client) == checked_out
+
+
+def pool_checked_out(client: FlaskClient) -> float:
+    scrape = client.get("/metrics").text
+    (line,) = [x for x in scrape.splitlines() if x.startswith("comments_api_db_pool_checked_out ")]
+    return float(line.split()[1])
+
+
+def keepalive_options(engine: Engine) -> tuple[int, int, int, int]:
+    with engine.connect() as conn:
+        fd = conn.connection.driver_connection.fileno()
+        sock = socket.socket(fileno=socket.dup(fd))  # a duplicate: closing it keeps the connection
+        try:
+            return (
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+            )
+        finally:
+            sock.close()
+
+
+def test_connections_probe_an_idle_path_unless_the_url_says_otherwise(postgres_url: str):
+    engine = make_engine(postgres_url)
+    try:
+        # After 30 s idle, every 10 s, 3 misses: a NAT keeps the path, a dead peer shows.
+        assert keepalive_options(engine) == (1, 30, 10, 3)
+    finally:
+        engine.dispose()
+    engine = make_engine(f"{postgres_url}?keepalives_idle=120")
+    try:
+        assert keepalive_options(engine) == (1, 120, 10, 3)
+    finally:
+        engine.dispose()
