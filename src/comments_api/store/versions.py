@@ -5,8 +5,8 @@ transaction of every write to ``comments`` (migration 0004), so a marker and the
 describes always commit together. Reading them must cost far less than building a page, so
 each worker thread keeps one connection of its own, outside the pool, in autocommit:
 
-- PostgreSQL: one round trip per read (a pooled checkout costs a pre-ping, BEGIN and
-  ROLLBACK on top).
+- PostgreSQL: one round trip per read (a pooled connection costs BEGIN and ROLLBACK on
+  top).
 - SQLite: ``PRAGMA data_version`` on that connection changes whenever any other connection
   (any worker, any process) commits. It is the cheap first check: while it stands still,
   nothing was written anywhere, and the markers read earlier on this connection still hold.
@@ -133,5 +133,5 @@ class ChangeMarkers:
                     # database failure (503 + Retry-After).
                     raise as_sqlalchemy_error(self.engine.dialect, exc, sql=sql) from exc
                 # A kept connection can die with its server (restart, failover): retry
-                # once on a fresh one, like the pool's pre-ping would.
+                # once on a fresh one, as the pool's checkout does (_drop_dead_connection).
         raise AssertionError("unreachable")
