@@ -10,12 +10,14 @@ import socket
 import time
 from urllib.parse import urlsplit
 
+import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
+from sqlalchemy.exc import OperationalError
 
 from comments_api.app import create_app
 from comments_api.settings import Settings
-from comments_api.store.repository import make_engine, migrate
+from comments_api.store.repository import Repository, make_engine, migrate
 
 from .support import PostgresServer
 
@@ -41,6 +43,14 @@ def end_sessions(pg: PostgresServer, database: str) -> int:
                 break
             time.sleep(0.02)
     return int(ended)
+
+
+def live_sessions(pg: PostgresServer, database: str) -> set[int]:
+    with pg.superuser() as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s", (database,)
+        ).fetchall()
+    return {int(pid) for (pid,) in rows}
 
 
 def last_statement(pg: PostgresServer, pid: int) -> str:
@@ -86,6 +96,42 @@ def test_connections_whose_sessions_ended_are_replaced_at_checkout(
             second.close()
         assert len(new) == 2
         assert not new & old
+    finally:
+        engine.dispose()
+
+
+def test_a_connection_lost_in_use_closes_the_pools_idle_ones(
+    pg_server: PostgresServer, postgres_url: str
+):
+    # What a checkout cannot see (a path that resets a connection only when spoken to)
+    # shows as a lost connection in use: its idle siblings go too, as SQLAlchemy's own
+    # Connection does it, instead of each failing one request later.
+    database = database_of(postgres_url)
+    engine = make_engine(postgres_url, pool_size=3)
+    migrate(engine)
+    repo = Repository(engine)
+    try:
+        idle = [engine.connect() for _ in range(2)]
+        idle_pids = {c.execute(text("SELECT pg_backend_pid()")).scalar() for c in idle}
+        for conn in idle:
+            conn.close()
+
+        def end_own_session(dbapi_connection: object, record: object, proxy: object) -> None:
+            pid = dbapi_connection.info.backend_pid  # type: ignore[attr-defined]
+            with pg_server.superuser() as su:
+                su.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            deadline = time.monotonic() + 5
+            while pid in live_sessions(pg_server, database) and time.monotonic() < deadline:
+                time.sleep(0.02)
+
+        # After the checkout's own check passed: the next statement meets a dead session.
+        event.listen(engine, "checkout", end_own_session)
+        with pytest.raises(OperationalError):
+            repo.get_api_key("any")
+        event.remove(engine, "checkout", end_own_session)
+        assert idle_pids
+        assert not idle_pids & live_sessions(pg_server, database)
+        assert repo.get_api_key("any") is None  # and the next lookup just works
     finally:
         engine.dispose()
 

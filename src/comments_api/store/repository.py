@@ -557,7 +557,8 @@ def _drop_dead_connection(dbapi_connection: Any, record: Any, proxy: Any) -> Non
     psycopg already knows is broken) means dead, and raising InvalidatePoolError makes
     SQLAlchemy reconnect and drop the pool's older connections, as a failed pre-ping did
     (PoolEvents.checkout, SQLAlchemy 2.1). Not seen here: a path that answers only when
-    spoken to, with a reset (the ping did see that); the keepalives keep such paths alive.
+    spoken to, with a reset (the ping did see that). The keepalives keep such paths alive,
+    and the first connection found lost in use takes the pool's idle ones with it.
     """
     if dbapi_connection.closed or dbapi_connection.broken:
         raise InvalidatePoolError("connection already closed")
@@ -748,6 +749,10 @@ class Repository:
             lost = self.engine.dialect.is_disconnect(exc, driver, cursor)  # type: ignore[arg-type]
             if lost:
                 pooled.invalidate(exc)
+                # As SQLAlchemy's own Connection does on a disconnect: the pool's idle
+                # connections are likely as dead as this one, even where a checkout could
+                # not tell (a path that resets only when spoken to). Close them now.
+                self.engine.dispose()
             raise as_sqlalchemy_error(self.engine.dialect, exc, invalidated=lost) from exc
         finally:
             if cursor is not None:
