@@ -26,31 +26,25 @@ def database_of(url: str) -> str:
     return urlsplit(url.replace("postgresql+psycopg", "postgresql")).path.lstrip("/")
 
 
-def end_sessions(pg: PostgresServer, database: str) -> int:
-    """Terminate every server session of ``database`` and wait until they are gone."""
-    with pg.superuser() as conn:
-        ended = conn.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()",
-            (database,),
-        ).fetchone()[0]
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            left = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (database,)
-            ).fetchone()[0]
-            if left == 0:
-                break
-            time.sleep(0.02)
-    return int(ended)
-
-
 def live_sessions(pg: PostgresServer, database: str) -> set[int]:
     with pg.superuser() as conn:
         rows = conn.execute(
             "SELECT pid FROM pg_stat_activity WHERE datname = %s", (database,)
         ).fetchall()
     return {int(pid) for (pid,) in rows}
+
+
+def end_sessions(pg: PostgresServer, database: str, pids: set[int] | None = None) -> int:
+    """Terminate ``pids`` (default: every server session of ``database``) and wait until
+    they are gone; returns how many were ended."""
+    ending = live_sessions(pg, database) if pids is None else pids
+    with pg.superuser() as conn:
+        for pid in ending:
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    deadline = time.monotonic() + 5
+    while ending & live_sessions(pg, database) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return len(ending)
 
 
 def last_statement(pg: PostgresServer, pid: int) -> str:
@@ -118,11 +112,7 @@ def test_a_connection_lost_in_use_closes_the_pools_idle_ones(
 
         def end_own_session(dbapi_connection: object, record: object, proxy: object) -> None:
             pid = dbapi_connection.info.backend_pid  # type: ignore[attr-defined]
-            with pg_server.superuser() as su:
-                su.execute("SELECT pg_terminate_backend(%s)", (pid,))
-            deadline = time.monotonic() + 5
-            while pid in live_sessions(pg_server, database) and time.monotonic() < deadline:
-                time.sleep(0.02)
+            end_sessions(pg_server, database, {pid})
 
         # After the checkout's own check passed: the next statement meets a dead session.
         event.listen(engine, "checkout", end_own_session)
