@@ -36,6 +36,7 @@ import ssl
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -832,6 +833,47 @@ def _give_up_started(resp: CoalescingResponse | None, sock: Any, unsent: list[me
         raise StopIteration from None
 
 
+def _answer(
+    worker: Any,
+    req: Any,
+    sock: socket.socket,
+    unsent: list[memoryview],
+    build: Callable[[], tuple[CoalescingResponse, dict[str, Any]]],
+    keep_alive: bool,
+) -> bool:
+    """Both workers' ``handle_request``: gunicorn's, except that the connection may be kept
+    alive (``keep_alive``; the sync worker's main loop is the buffer gunicorn waits for, see
+    BufferedSyncWorker.handle_request) and the answer is written by CoalescingResponse,
+    which leaves what the socket does not take at once in ``unsent`` for the main loop
+    instead of blocking until the client reads it. ``build`` makes the response and its
+    environ. True: keep the connection open."""
+    environ: dict[str, Any] = {}
+    resp = None
+    try:
+        worker.cfg.pre_request(worker, req)
+        resp, environ = build()
+        if not keep_alive:
+            resp.force_close()
+        worker.nr += 1
+        if worker.nr >= worker.max_requests:
+            if worker.alive:
+                worker.log.info("Autorestarting worker after current request.")
+                worker.alive = False
+            resp.force_close()
+        _write_answer(worker.wsgi, environ, resp)
+    except OSError:
+        raise
+    except (Exception, SystemExit):
+        _give_up_started(resp, sock, unsent)
+        raise
+    finally:
+        try:
+            worker.cfg.post_request(worker, req, environ, resp)
+        except Exception:
+            log.exception("exception in the post_request hook")
+    return not resp.should_close()
+
+
 # --------------------------------------------------------------------------- sync
 
 
@@ -1273,45 +1315,24 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
         connection waits in its selector, not in a worker). True: keep it open.
         ``lean_environ``: the environ lean_requests.py built (``req`` is then its
         LeanRequest); otherwise gunicorn's ``wsgi.create`` builds it."""
-        environ: dict[str, Any] = {}
-        resp = None
         # What the socket does not take at once waits here for the main loop (_serve).
         unsent: list[memoryview] = []
         self._unsent = unsent
-        try:
-            self.cfg.pre_request(self, req)
+
+        def build() -> tuple[CoalescingResponse, dict[str, Any]]:
             if lean_environ is not None:
-                environ = lean_environ
-                resp = CoalescingResponse(req, client, self.cfg, self._date, unsent)
-            else:
-                resp, environ = wsgi.create(
-                    req,
-                    client,
-                    addr,
-                    listener.getsockname(),
-                    self.cfg,
-                    CoalescingResponse,
-                    (self._date, unsent),
-                )
-            if not self._may_keep_alive(pending):
-                resp.force_close()
-            self.nr += 1
-            if self.nr >= self.max_requests:
-                self.log.info("Autorestarting worker after current request.")
-                self.alive = False
-                resp.force_close()
-            _write_answer(self.wsgi, environ, resp)
-        except OSError:
-            raise
-        except (Exception, SystemExit):
-            _give_up_started(resp, client, unsent)
-            raise
-        finally:
-            try:
-                self.cfg.post_request(self, req, environ, resp)
-            except Exception:
-                log.exception("exception in the post_request hook")
-        return not resp.should_close()
+                return CoalescingResponse(req, client, self.cfg, self._date, unsent), lean_environ
+            return wsgi.create(  # type: ignore[no-any-return]
+                req,
+                client,
+                addr,
+                listener.getsockname(),
+                self.cfg,
+                CoalescingResponse,
+                (self._date, unsent),
+            )
+
+        return _answer(self, req, client, unsent, build, self._may_keep_alive(pending))
 
 
 # --------------------------------------------------------------------------- threads
@@ -1566,18 +1587,13 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         return reuse
 
     def handle_request(self, req: Any, conn: TConn) -> bool:
-        """gthread's ThreadWorker.handle_request (gunicorn 27), except that the answer is
-        written by CoalescingResponse, which leaves what the socket does not take at once
-        in ``conn.unsent`` for the main loop (finish_request) instead of blocking this
-        thread until the client reads it."""
+        """gthread's ThreadWorker.handle_request (gunicorn 27), answered by ``_answer``."""
         if getattr(conn, "sent_continue", False):
             req._expected_100_continue = False
-        environ: dict[str, Any] = {}
-        resp = None
         unsent: list[memoryview] = []
         conn.unsent = unsent
-        try:
-            self.cfg.pre_request(self, req)
+
+        def build() -> tuple[CoalescingResponse, dict[str, Any]]:
             resp, environ = wsgi.create(
                 req,
                 conn.sock,
@@ -1588,32 +1604,14 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
                 (self._date, unsent),
             )
             environ["wsgi.multithread"] = True
-            self.nr += 1
-            if self.nr >= self.max_requests:
-                if self.alive:  # type: ignore[has-type]
-                    self.log.info("Autorestarting worker after current request.")
-                    self.alive = False
-                resp.force_close()
-            if (
-                not self.alive
-                or not self.cfg.keepalive
-                or len(self.keepalived_conns) >= self.max_keepalived
-            ):
-                resp.force_close()
-            _write_answer(self.wsgi, environ, resp)
-            if resp.should_close():
-                return False
-        except OSError:
-            raise
-        except (Exception, SystemExit):
-            _give_up_started(resp, conn.sock, unsent)
-            raise
-        finally:
-            try:
-                self.cfg.post_request(self, req, environ, resp)
-            except Exception:
-                log.exception("exception in the post_request hook")
-        return True
+            return resp, environ
+
+        keep_alive = (
+            self.alive
+            and bool(self.cfg.keepalive)
+            and len(self.keepalived_conns) < self.max_keepalived
+        )
+        return _answer(self, req, conn.sock, unsent, build, keep_alive)
 
     def set_accept_enabled(self, enabled: bool) -> None:
         if not enabled and not self.alive and not self._drained and not self._aborting:
