@@ -1,19 +1,23 @@
 -- wrk script for every bench scenario. Arguments after `--`:
 --   get PATH             GET PATH on every request
 --   post CONTENT_ID      the legacy create (the shared post.lua body) into CONTENT_ID
+--   postmany CONTENT_ID  the same create, each from an email of its own (reader<T>-<N>@...):
+--                        the per-author lock (check and insert in one step) never queues
 --   mix PATH CONTENT_ID  90 % GET PATH, 10 % create into CONTENT_ID (every 10th request)
 --   v1mix PATH CONTENT_ID  the same with the v1 create (POST /api/v1/contents/ID/comments)
 -- It counts the requests it issues, so the bench can prove exact metrics and persistence:
 -- a server counts between wrk's completed requests and these issued ones (the difference
 -- is what was in flight when wrk stopped). done() prints "bench-issued N posts M".
 local mode = "get"
-local get_req, post_req
+local get_req, post_req, post_headers, post_content
 local threads = {}
+thread_no = 0 -- set by setup(): emails of postmany are unique across threads
 issued = 0 -- globals: done() reads them from each thread with thread:get()
 posts = 0
 
 function setup(thread)
   table.insert(threads, thread)
+  thread:set("thread_no", #threads)
 end
 
 function init(args)
@@ -30,6 +34,9 @@ function init(args)
       { Host = wrk.headers["Host"], ["Content-Type"] = "application/json" },
       '{"body":"first post!","email":"alice@example.com"}'
     )
+  elseif mode == "postmany" then
+    post_content = content
+    post_headers = { Host = wrk.headers["Host"], ["Content-Type"] = "application/json" }
   elseif mode ~= "get" then
     local body = '{"email":"alice@example.com","comment":"first post!","content_id":"'
       .. content .. '"}'
@@ -44,6 +51,16 @@ end
 
 function request()
   issued = issued + 1
+  if mode == "postmany" then
+    posts = posts + 1
+    return wrk.format(
+      "POST",
+      "/api/comment/new",
+      post_headers,
+      '{"email":"reader' .. thread_no .. "-" .. issued .. '@example.com","comment":"first post!",'
+        .. '"content_id":"' .. post_content .. '"}'
+    )
+  end
   if mode == "post" or (mode ~= "get" and issued % 10 == 0) then
     posts = posts + 1
     return post_req

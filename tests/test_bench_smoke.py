@@ -51,7 +51,7 @@ def test_bench_quick_run_passes_its_checks(tmp_path: Path) -> None:
         "--database",
         "both",
         "--scenarios",
-        "list,create,v1page,counts50,mix",
+        "list,create,v1page,counts50,mix,createmany",
         "--servers",
         "sync",
         "--no-scaling",
@@ -59,12 +59,12 @@ def test_bench_quick_run_passes_its_checks(tmp_path: Path) -> None:
         timeout=170,
     )
     ran = {(r["row"], r["scenario"]) for r in report["runs"]}
-    for scenario in ("list", "create", "v1page", "counts50", "mix"):
+    for scenario in ("list", "create", "v1page", "counts50", "mix", "createmany"):
         assert ("ours", scenario) in ran
         assert ("pg", scenario) in ran
-    assert {("baseline", s) for s in ("list", "create", "list25", "mix")} <= ran
+    assert {("baseline", s) for s in ("list", "create", "list25", "mix", "createmany")} <= ran
     assert {row["scenario"] for row in report["summary"]["main"]} == {
-        "list", "create", "v1page", "counts50", "mix"
+        "list", "create", "v1page", "counts50", "mix", "createmany"
     }  # fmt: skip
     for name in ("ours", "pg"):
         check = report["checks"]["servers"][name]
