@@ -71,16 +71,17 @@ class Live:
         *,
         auth: bool = False,
         chunks: list[bytes] | None = None,
+        content_type: str = "application/json",
     ) -> Reply:
         lines = [f"{method} {target} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
         if auth:
             lines.append(f"Authorization: Bearer {self.key}")
         payload = b""
         if chunks is not None:
-            lines += ["Content-Type: application/json", "Transfer-Encoding: chunked"]
+            lines += [f"Content-Type: {content_type}", "Transfer-Encoding: chunked"]
             payload = b"".join(chunks)
         elif body is not None:
-            lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+            lines += [f"Content-Type: {content_type}", f"Content-Length: {len(body)}"]
             payload = body
         return self.send(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload)
 
@@ -181,6 +182,49 @@ def test_deeply_nested_json_is_400(live, body):
     reply = live.request("POST", "/api/v1/contents/inputs/comments", body)
     problem = assert_problem(reply, 400)
     assert "nested too deeply" in problem["detail"]
+
+
+# --- the Content-Type's charset -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("charset", ["punycode", "undefined", "utf-16", "no-such-codec"])
+def test_a_charset_parameter_is_ignored_json_is_utf8(live, charset):
+    # Each of these named a codec the body was decoded with: punycode and undefined were
+    # 500s. Valid UTF-8 is read as UTF-8, on both APIs.
+    content_type = f"application/json; charset={charset}"
+    body = f"caf\u00e9 {charset}"
+    reply = live.request(
+        "POST",
+        "/api/v1/contents/charsets/comments",
+        json.dumps({"body": body}, ensure_ascii=False).encode(),
+        content_type=content_type,
+    )
+    assert reply.status == 201, reply.body
+    legacy = live.request(
+        "POST",
+        "/api/comment/new",
+        json.dumps(
+            {"email": "c@b.co", "comment": f"{body} legacy", "content_id": "charsets"},
+            ensure_ascii=False,
+        ).encode(),
+        content_type=content_type,
+    )
+    assert legacy.status == 200, legacy.body
+    assert {body, f"{body} legacy"} <= set(thread(live, "charsets"))
+
+
+@pytest.mark.parametrize(("charset", "encoding"), [("utf-16", "utf-16"), ("iso-8859-1", "latin-1")])
+def test_a_body_that_is_not_utf8_is_400_whatever_the_charset_says(live, charset, encoding):
+    before = thread(live)
+    reply = live.request(
+        "POST",
+        "/api/v1/contents/inputs/comments",
+        '{"body": "caf\u00e9"}'.encode(encoding),
+        content_type=f"application/json; charset={charset}",
+    )
+    problem = assert_problem(reply, 400)
+    assert "not valid UTF-8" in problem["detail"]
+    assert thread(live) == before
 
 
 # --- integers past BIGINT -----------------------------------------------------------------

@@ -79,9 +79,14 @@ def read_json() -> Any:
         )
     raw = _read_body(req)
     try:
-        text = raw.decode(req.mimetype_params.get("charset", "utf-8"))
-    except (UnicodeDecodeError, LookupError):
-        raise BadRequest("the request body is not valid UTF-8") from None
+        # JSON between systems is UTF-8 and application/json defines no charset parameter
+        # (RFC 8259, section 8.1 and 11): a charset is ignored, never handed to a codec.
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(
+            "the request body is not valid UTF-8 (JSON bodies are always UTF-8, whatever "
+            "the Content-Type's charset says)"
+        ) from None
     try:
         value = json.loads(text, parse_constant=_reject_constant)
     except RecursionError:
@@ -89,7 +94,8 @@ def read_json() -> Any:
         raise BadRequest("the request body is not valid JSON: nested too deeply") from None
     except ValueError as exc:
         raise BadRequest(f"the request body is not valid JSON: {exc}") from None
-    if _any_unpaired_surrogate(value):
+    # Strict UTF-8 never decodes to a surrogate, so only a \u escape can make one.
+    if "\\u" in text and _any_unpaired_surrogate(value):
         # JSON allows "\ud800", but no UTF-8 text (our database, our responses) can hold it.
         raise BadRequest(
             "the request body is not valid UTF-8: it contains an unpaired surrogate escape"
