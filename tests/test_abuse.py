@@ -120,15 +120,23 @@ def test_cors_allowlist_and_preflight(make_app):
         headers={
             "Origin": ORIGIN,
             "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "authorization, content-type",
+            "Access-Control-Request-Headers": "authorization, content-type, idempotency-key",
         },
     )
     assert preflight.status_code == 204
     assert preflight.headers["Access-Control-Allow-Origin"] == ORIGIN
     assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
-    allowed_headers = preflight.headers["Access-Control-Allow-Headers"].lower()
-    assert "authorization" in allowed_headers
-    assert "content-type" in allowed_headers
+    allowed_headers = {
+        h.strip() for h in preflight.headers["Access-Control-Allow-Headers"].lower().split(",")
+    }
+    # Every request header the API reads; a browser refuses to send one not listed here.
+    assert {
+        "authorization",
+        "content-type",
+        "idempotency-key",
+        "if-none-match",
+        "x-request-id",
+    } <= allowed_headers
     assert preflight.headers["Access-Control-Allow-Credentials"] == "true"
     assert "Origin" in preflight.headers["Vary"]
 
@@ -142,7 +150,10 @@ def test_cors_allowlist_and_preflight(make_app):
 
     ok = client.get("/api/v1/counts?content_id=1", headers={"Origin": ORIGIN})
     assert ok.headers["Access-Control-Allow-Origin"] == ORIGIN
-    assert "Retry-After" in ok.headers["Access-Control-Expose-Headers"]
+    exposed = {h.strip() for h in ok.headers["Access-Control-Expose-Headers"].split(",")}
+    # Beyond the safelisted response headers, what a script needs: ETags for revalidation,
+    # the replay flag of an idempotent create, the id to quote in a support request.
+    assert {"Retry-After", "ETag", "Location", "Idempotent-Replayed", "X-Request-ID"} <= exposed
     assert "Origin" in ok.headers["Vary"]
     other = client.get("/api/v1/counts?content_id=1", headers={"Origin": "https://evil.example"})
     assert other.status_code == 200  # the browser, not the server, withholds the body

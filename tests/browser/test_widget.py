@@ -224,6 +224,97 @@ def test_errors_are_explained_validation_duplicate_and_rate_limit(
     no_csp_trouble(page)
 
 
+def test_cross_origin_scripts_may_send_and_read_every_header_the_api_uses(
+    page, site: HostSite, open_api: Api
+):
+    # Plain fetch() from the site's origin, never intercepted: Chromium's own CORS checks,
+    # preflights included. Each header here is outside the CORS safelists.
+    content = new_content()
+    page.goto(site.add(f"/{content}-fetch.html", "<!doctype html><title>fetch</title>", csp=None))
+    seen = page.evaluate(
+        """async ([api, content]) => {
+          const url = `${api}/api/v1/contents/${content}/comments`;
+          const post = () => fetch(url, { method: "POST", body: JSON.stringify({ body: "direct" }),
+            headers: { "Content-Type": "application/json", "Idempotency-Key": "fetch-key-1",
+                       "X-Request-ID": "site-req-1" } });
+          const first = await post();
+          const again = await post();
+          const list = await fetch(url);
+          const etag = list.headers.get("ETag");
+          const revalidated = await fetch(url, { headers: { "If-None-Match": etag } });
+          return { first: first.status, location: first.headers.get("Location"),
+                   requestId: first.headers.get("X-Request-ID"), again: again.status,
+                   replayed: again.headers.get("Idempotent-Replayed"), etag,
+                   revalidated: revalidated.status };
+        }""",
+        [open_api.base, content],
+    )
+    assert seen["first"] == 201, seen
+    assert seen["location"], seen
+    assert seen["requestId"] == "site-req-1", seen
+    assert (seen["again"], seen["replayed"]) == (201, "true"), seen
+    assert seen["etag"], seen
+    assert seen["revalidated"] == 304, seen
+    stored = requests.get(f"{open_api.base}/api/v1/contents/{content}/comments", timeout=5)
+    assert [c["body"] for c in stored.json()["items"]] == ["direct"]
+
+
+def test_sending_again_after_a_lost_answer_shows_the_stored_comment_once(
+    page, site: HostSite, open_api: Api
+):
+    content = new_content()
+    page.goto(site.thread_page(f"/{content}.html", open_api.base, content))
+    widget = thread(page)
+    expect(widget.get_by_text("No comments yet")).to_be_visible()
+    keys: list[str | None] = []
+    replayed: list[str | None] = []
+    page.on(
+        "request",
+        lambda r: r.method == "POST" and keys.append(r.headers.get("idempotency-key")),
+    )
+    page.on(
+        "response",
+        lambda r: (
+            r.request.method == "POST" and replayed.append(r.headers.get("idempotent-replayed"))
+        ),
+    )
+
+    def lose_the_answer(route) -> None:
+        route.fetch()  # the API stores the comment ...
+        route.abort("connectionreset")  # ... and its answer never reaches the reader
+
+    posts = f"{open_api.base}/api/v1/contents/{content}/comments"
+
+    def is_post_url(url: str) -> bool:
+        return url == posts
+
+    page.route(is_post_url, lose_the_answer)
+    widget.get_by_label("Your comment").fill("sent over a flaky connection")
+    widget.get_by_label("Email (optional, never shown)").fill("flaky@example.com")
+    widget.get_by_role("button", name="Post comment").click()
+    expect(widget.get_by_role("alert")).to_have_text(
+        "The comment service could not be reached. Check your connection and try again."
+    )
+    page.unroute(is_post_url)
+    # The reader sends again: without the first key this was a 409 "already posted".
+    widget.get_by_role("button", name="Post comment").click()
+    expect(widget.locator("article p.text")).to_have_text(["sent over a flaky connection"])
+    expect(widget.get_by_role("status")).to_have_text("Your comment was posted.")
+    assert len(keys) == 2, keys
+    assert keys[0], keys
+    assert keys[0] == keys[1], keys
+    assert replayed[-1] == "true", replayed
+    stored = requests.get(posts, timeout=5).json()["items"]
+    assert [c["body"] for c in stored] == ["sent over a flaky connection"]
+
+    # The next comment is a new request with a new key.
+    widget.get_by_label("Your comment").fill("a second thought")
+    widget.get_by_role("button", name="Post comment").click()
+    expect(widget.locator("article", has_text="a second thought")).to_be_visible()
+    assert len(keys) == 3, keys
+    assert keys[2] not in (None, keys[0]), keys
+
+
 def test_require_sign_in_shows_the_form_once_the_site_hands_over_a_token(
     page, site: HostSite, open_api: Api
 ):

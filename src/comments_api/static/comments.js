@@ -194,6 +194,11 @@ a{color:var(--comments-accent)}
     return configs.get(api);
   }
 
+  // 128 random bits as hex: crypto.randomUUID() exists only in secure contexts.
+  function randomKey() {
+    return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
   function h(tag, attrs, ...children) {
     const el = document.createElement(tag);
     for (const [k, v] of Object.entries(attrs || {})) {
@@ -672,7 +677,11 @@ a{color:var(--comments-accent)}
         if (email) payload.email = email;
       }
       if (form.parent) payload.parent_id = form.parent.id;
-      const headers = { "Content-Type": "application/json" };
+      const body = JSON.stringify(payload);
+      // One key per comment: sending it again after a lost answer gets the stored comment
+      // back instead of a duplicate; an edited comment is a new request with a new key.
+      if (!form.attempt || form.attempt.body !== body) form.attempt = { body, key: randomKey() };
+      const headers = { "Content-Type": "application/json", "Idempotency-Key": form.attempt.key };
       if (token) headers.Authorization = `Bearer ${token}`;
       form.submit.disabled = true;
       const label = form.submit.textContent;
@@ -682,7 +691,7 @@ a{color:var(--comments-accent)}
         result = await this.request(`/api/v1/contents/${encodeURIComponent(this.contentId)}/comments`, {
           method: "POST",
           headers,
-          body: JSON.stringify(payload),
+          body,
         });
       } catch (_) {
         result = null;
@@ -692,6 +701,7 @@ a{color:var(--comments-accent)}
       }
       if (!result) return this.formError(form, this.t("network"));
       const { response, data } = result;
+      if (response.status === 201 || response.status === 202) form.attempt = null;
       if (response.status === 201 && data) return this.posted(form, data);
       if (response.status === 202) {
         this.resetForm(form);

@@ -42,10 +42,12 @@ COMMENT_BLUEPRINTS = frozenset({"legacy", "v1"})
 EXEMPT_PATHS = frozenset(OPS_ROUTES)
 
 CORS_ALLOW_METHODS = "GET, POST, PATCH, DELETE, OPTIONS"
-CORS_ALLOW_HEADERS = "Authorization, Content-Type"
+# Every request header the API reads (browsers preflight anything not safelisted) and
+# every response header a script may need beyond the safelisted ones.
+CORS_ALLOW_HEADERS = "Authorization, Content-Type, Idempotency-Key, If-None-Match, X-Request-ID"
 CORS_EXPOSE_HEADERS = (
-    "Location, Link, Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining, "
-    "X-RateLimit-Reset, X-Comments-Truncated"
+    "Location, Link, ETag, Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining, "
+    "X-RateLimit-Reset, X-Comments-Truncated, Idempotent-Replayed, X-Request-ID"
 )
 CORS_MAX_AGE = "600"
 
