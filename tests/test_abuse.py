@@ -124,6 +124,7 @@ def test_cors_allowlist_and_preflight(make_app):
         },
     )
     assert preflight.status_code == 204
+    assert "Content-Type" not in preflight.headers
     assert preflight.headers["Access-Control-Allow-Origin"] == ORIGIN
     assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
     allowed_headers = {

@@ -135,6 +135,8 @@ def test_delete_leaves_a_tombstone(client, v1_delete):
     reply = create(client, body="reply", parent_id=parent["id"]).json
     response = v1_delete(client, parent["id"])
     assert response.status_code == 204
+    assert response.data == b""
+    assert "Content-Type" not in response.headers  # not Flask's default text/html
     tomb = client.get(f"/api/v1/comments/{parent['id']}").json
     assert tomb["status"] == "deleted"
     assert tomb["body"] is None

@@ -59,7 +59,12 @@ class CommentsResponse(Response):
 
     def get_wsgi_headers(self, environ: WSGIEnvironment) -> Headers:
         status = self.status_code
-        if status < 200 or status in (204, 304):
+        if status == 204:
+            headers = super().get_wsgi_headers(environ)
+            # No content, so no type: not Flask's default text/html on an API's answer.
+            headers.remove("Content-Type")
+            return headers
+        if status < 200 or status == 304:
             return super().get_wsgi_headers(environ)
         has_length = False
         for name, _ in self.headers:
