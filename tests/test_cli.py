@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+
+import pytest
 
 from .support import VENV_BIN
 
@@ -39,3 +42,37 @@ def test_bad_configuration_is_a_clear_error_not_a_traceback(tmp_path):
     result = run("migrate", env={"DATABASE_URL": "mysql://x"})
     assert result.returncode != 0
     assert "DATABASE_URL" in result.stderr
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # bound, never listening: connections are refused
+
+
+@pytest.mark.parametrize("command", [("serve",), ("migrate",), ("keys", "list")])
+def test_an_unreachable_database_is_one_line_that_says_why(tmp_path, command):
+    # serve migrates first (MIGRATE_ON_START): it used to end in a SQLAlchemy traceback.
+    url = f"postgresql+psycopg://app:hunter2secret@127.0.0.1:{closed_port()}/comments"
+    result = run(*command, env={"DATABASE_URL": url, "PORT": str(closed_port())})
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Error: cannot reach the database: connection failed:" in result.stderr
+    assert "Connection refused" in result.stderr
+    assert "hunter2secret" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"RATELIMIT_READ": "lots"}, "RATELIMIT_READ must look like '10/minute;100/hour'"),
+        ({"RATELIMIT_STORAGE_URL": "bogus://x"}, "RATELIMIT_STORAGE_URL must start with one of"),
+    ],
+)
+def test_bad_rate_limit_settings_stop_serve_before_it_starts(tmp_path, env, message):
+    # Both were checked only when the app was built, and ended serve in a traceback.
+    result = run("serve", env={"DATABASE_URL": f"sqlite:///{tmp_path}/x.db", **env})
+    assert result.returncode == 2, result.stderr
+    assert f"Error: configuration error: {message}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "x.db").exists()  # refused before migrating anything

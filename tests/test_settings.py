@@ -42,11 +42,26 @@ def test_values_are_parsed_and_typed():
         ({"CORS_ORIGINS": "*"}, "CORS_ORIGINS"),
         ({"DATABASE_URL": "mysql://db/x"}, "DATABASE_URL"),
         ({"WAITING_ANSWERS_MAX_BYTES": "65536"}, "WAITING_ANSWERS_MAX_BYTES must be >= 1048576"),
+        # Checked whether or not rate limiting is on: a typo is never "no limit".
+        ({"RATELIMIT_READ": "lots"}, "RATELIMIT_READ must look like"),
+        ({"RATELIMIT_ANONYMOUS_WRITE": "ten/minute"}, "RATELIMIT_ANONYMOUS_WRITE must look"),
+        ({"RATELIMIT_AUTHENTICATED_WRITE": ";"}, "RATELIMIT_AUTHENTICATED_WRITE must look"),
+        ({"RATELIMIT_STORAGE_URL": "memcached://cache:11211"}, "got memcached://$"),
+        ({"RATELIMIT_STORAGE_URL": "async+redis://r:6379"}, "got async\\+redis://$"),
+        ({"RATELIMIT_STORAGE_URL": "cache:6379"}, "got no scheme$"),
     ],
 )
 def test_bad_values_are_clear_errors(env, message):
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(env)
+
+
+def test_a_refused_storage_url_is_not_echoed_past_its_scheme():
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"RATELIMIT_STORAGE_URL": "memcached://:pa55word@cache:11211"})
+    assert "pa55word" not in str(refused.value)
+    for url in ("memory://", "redis://r:6379/0", "rediss://:pw@r:6380/1", "redis+unix:///s"):
+        assert Settings.from_env({"RATELIMIT_STORAGE_URL": url}).ratelimit_storage_url == url
 
 
 # What a deployment puts in the file (the URLs carry passwords); others: a secret-like value.

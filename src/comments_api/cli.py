@@ -56,15 +56,25 @@ def migrate() -> None:
 
 
 def _migrate(settings: Settings) -> str:
+    from sqlalchemy.exc import OperationalError
+
     from .store.repository import head_revision, make_engine
     from .store.repository import migrate as run_migrations
 
     engine = make_engine(settings.database_url)
     try:
         run_migrations(engine)
+    except OperationalError as exc:  # unreachable or refused: one line, no traceback
+        raise click.ClickException(f"cannot reach the database: {_driver_message(exc)}") from None
     finally:
         engine.dispose()
     return head_revision()
+
+
+def _driver_message(exc: Exception) -> str:
+    # The driver's first line (host, port, reason); never the URL, which may hold a password.
+    text = str(getattr(exc, "orig", None) or exc.__class__.__name__).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__
 
 
 @main.command(
@@ -120,7 +130,7 @@ def _repository(settings: Settings, statement_timeout: float = 5.0) -> Any:
     try:
         revision = repo.schema_revision()
     except Exception as exc:  # unreachable database: say so, no traceback
-        raise click.ClickException(f"cannot reach the database: {exc.__class__.__name__}") from None
+        raise click.ClickException(f"cannot reach the database: {_driver_message(exc)}") from None
     if revision != head_revision():
         raise click.ClickException(
             f"the database schema is at {revision or 'no revision'}; run `comments-api migrate`"

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from limits import RateLimitItem, parse_many
+
 DEFAULT_SQLITE_URL = "sqlite:///./data/comments.db"
 # Below this, answers as large as the docs bundle (1.7 MB) could never wait for a client.
 WAITING_ANSWERS_MIN_BYTES = 1024 * 1024
@@ -18,6 +20,23 @@ WAITING_ANSWERS_MIN_BYTES = 1024 * 1024
 
 class SettingsError(ValueError):
     """Raised when an environment variable holds a value we cannot use."""
+
+
+# The rate-limit storages whose driver the lock installs (redis-py): limits knows more
+# schemes (memcached, mongodb, async+...), which would fail at the first request instead.
+RATELIMIT_STORAGE_SCHEMES = ("memory", "redis", "rediss", "redis+unix", "redis+sentinel")
+
+
+def parse_rate_limits(name: str, value: str) -> list[RateLimitItem]:
+    """``10/minute;100/hour`` as limits items, shortest window first. A typo must refuse to
+    start, never silently mean "no limit"."""
+    try:
+        items = parse_many(value)
+        if not items:
+            raise ValueError("empty")
+    except ValueError:
+        raise SettingsError(f"{name} must look like '10/minute;100/hour', got {value!r}") from None
+    return sorted(items)
 
 
 def _default_workers() -> int:
@@ -319,7 +338,8 @@ class Settings:
         repr=False,  # may carry Redis's password
         metadata=_doc(
             "`memory://` (per process) or `redis://host:6379/0` (shared by workers and "
-            "replicas; use it in production); with a password, "
+            "replicas; use it in production; also `rediss://`, `redis+unix://`, "
+            "`redis+sentinel://`); with a password, "
             "`redis://:PASSWORD@host:6379/0` from `RATELIMIT_STORAGE_URL_FILE`.",
             file=True,
         ),
@@ -519,6 +539,20 @@ class Settings:
         if not all(" " <= ch <= "~" for ch in self.read_cache_control):
             # It is sent as a header: printable ASCII only, never a line break.
             raise SettingsError("READ_CACHE_CONTROL must be printable ASCII on one line")
+        for name in (
+            "ratelimit_read",
+            "ratelimit_anonymous_write",
+            "ratelimit_authenticated_write",
+        ):
+            parse_rate_limits(name.upper(), getattr(self, name))
+        scheme, separator, _ = self.ratelimit_storage_url.partition("://")
+        if not separator or scheme.lower() not in RATELIMIT_STORAGE_SCHEMES:
+            # The scheme only: the rest of the URL may hold Redis's password.
+            raise SettingsError(
+                "RATELIMIT_STORAGE_URL must start with one of "
+                f"{', '.join(s + '://' for s in RATELIMIT_STORAGE_SCHEMES)}; got "
+                + (f"{scheme}://" if separator else "no scheme")
+            )
         if not (
             self.database_url.startswith("sqlite:///") or self.database_url.startswith("postgresql")
         ):

@@ -24,13 +24,13 @@ from functools import lru_cache
 from typing import Any, Protocol, cast
 
 from flask import Flask, Request, Response, g, request
-from limits import RateLimitItem, parse_many
+from limits import RateLimitItem
 from limits.storage import Storage, storage_from_string
 from werkzeug.exceptions import Forbidden, TooManyRequests
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ..identity import guards as web_auth
-from ..settings import Settings, SettingsError
+from ..settings import Settings, parse_rate_limits
 from ..telemetry.http_hooks import OPS_ROUTES
 
 log = logging.getLogger(__name__)
@@ -116,17 +116,6 @@ class ProcessCounters:
         return window[0] if window is not None else time.time()
 
 
-def _parse(name: str, value: str) -> list[RateLimitItem]:
-    # A typo must refuse to start, never silently mean "no limit".
-    try:
-        items = parse_many(value)
-        if not items:
-            raise ValueError("empty")
-    except ValueError:
-        raise SettingsError(f"{name} must look like '10/minute;100/hour', got {value!r}") from None
-    return sorted(items)
-
-
 @dataclass(frozen=True)
 class Budget:
     """One shared budget: its limits (smallest window first) and what a refusal says."""
@@ -164,17 +153,19 @@ class RateLimiter:
     def __init__(self, settings: Settings) -> None:
         self.read = Budget(
             "read",
-            _parse("RATELIMIT_READ", settings.ratelimit_read),
+            parse_rate_limits("RATELIMIT_READ", settings.ratelimit_read),
             "too many requests from this address; slow down",
         )
         self.anonymous = Budget(
             "anonymous-write",
-            _parse("RATELIMIT_ANONYMOUS_WRITE", settings.ratelimit_anonymous_write),
+            parse_rate_limits("RATELIMIT_ANONYMOUS_WRITE", settings.ratelimit_anonymous_write),
             "too many comments from this address; wait before posting again",
         )
         self.authenticated = Budget(
             "authenticated-write",
-            _parse("RATELIMIT_AUTHENTICATED_WRITE", settings.ratelimit_authenticated_write),
+            parse_rate_limits(
+                "RATELIMIT_AUTHENTICATED_WRITE", settings.ratelimit_authenticated_write
+            ),
             "too many comments from this account; wait before posting again",
         )
         url = settings.ratelimit_storage_url
