@@ -15,6 +15,7 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import insert
 
 from comments_api.app import create_app
@@ -36,12 +37,15 @@ N_COMMENTS = 100_000
 STATUSES = ("published", "published", "published", "pending", "hidden", "deleted")
 
 
-def cli(*args: str, url: str, stdin=None, stderr=None) -> subprocess.CompletedProcess:
+def cli(
+    *args: str, url: str, stdin=None, stderr=None, stdin_text: str | None = None
+) -> subprocess.CompletedProcess:
     """The real command line; stderr goes to a pipe unless a terminal is given."""
     return subprocess.run(
         [str(VENV_BIN / "comments-api"), *args],
         env={**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "warning"},
         stdin=stdin,
+        input=stdin_text,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE if stderr is None else stderr,
         text=True,
@@ -213,6 +217,55 @@ def test_import_refuses_a_non_empty_or_incomplete_target(tmp_path):
     result = cli("import", str(not_export), url=target)
     assert result.returncode != 0
     assert "not a comments-api export" in result.stderr
+
+
+GOOD_ROW = {
+    "id": 7,
+    "content_id": "a",
+    "parent_id": None,
+    "body": "kept out too",
+    "email": None,
+    "author_name": None,
+    "author_subject": None,
+    "author_key": None,
+    "status": "published",
+    "created_at": "2026-01-01T00:00:00+00:00",
+    "updated_at": "2026-01-01T00:00:00+00:00",
+    "deleted_at": None,
+}
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"created_at": "yesterday"}, "line 3: comments.created_at is not an ISO 8601 timestamp"),
+        ({"updated_at": 5}, "line 3: comments.updated_at is not an ISO 8601 timestamp: 5"),
+        ({"id": 7}, "lines 2-3: the database refused a row of comments:"),  # a repeated id
+        ({"content_id": None}, "lines 2-3: the database refused a row of comments:"),
+        ({"id": "seven"}, "lines 2-3: the database refused a row of comments:"),
+        ({"content_id": ["a"]}, "line 3: comments.content_id is a JSON list"),
+        ({"body": {"text": "x"}}, "line 3: comments.body is a JSON dict"),
+        ({"status": "weird"}, "line 3: comments.status must be one of published, pending"),
+    ],
+)
+def test_import_of_a_damaged_row_is_one_line_and_imports_nothing(database_url, bad, message):
+    # Hand-edited or damaged exports: each of these ended the import in a traceback.
+    engine = make_engine(database_url)
+    migrate(engine)
+    engine.dispose()
+    header = cli("export", "-", url=database_url).stdout.splitlines()[0]
+    head = json.loads(header)
+    head["tables"]["comments"] = 2
+    lines = [
+        json.dumps(head),
+        json.dumps({"table": "comments", "row": GOOD_ROW}),
+        json.dumps({"table": "comments", "row": {**GOOD_ROW, "id": 8, **bad}}),
+    ]
+    result = cli("import", "-", url=database_url, stdin_text="\n".join(lines) + "\n")
+    assert result.returncode == 1, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert cli("export", "-", url=database_url).stdout.count('"table": "comments"') == 0
 
 
 def test_export_draws_a_progress_bar_on_a_terminal(tmp_path):

@@ -20,7 +20,9 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from sqlalchemy import DateTime, Engine, Table, func, insert, select
+from sqlalchemy.exc import DBAPIError, StatementError
 
+from ..comments.rules import STATUSES
 from .repository import api_keys, audit_log, bans, comments, head_revision
 
 FORMAT = "comments-api-export"
@@ -154,9 +156,23 @@ def _loader(table: Table) -> Callable[[dict[str, Any]], dict[str, Any]]:
             raise TransferError(
                 f"{table.name}: a row has columns {sorted(row)}, expected {sorted(names)}"
             )
+        for name, value in row.items():
+            # An export holds scalars only; a driver would store a list as an array's text.
+            if isinstance(value, list | dict):
+                raise TransferError(f"{table.name}.{name} is a JSON {type(value).__name__}")
+        if table is comments and row["status"] not in STATUSES:
+            # No CHECK constraint in the schema: the app's transitions know these four.
+            raise TransferError(
+                f"comments.status must be one of {', '.join(STATUSES)}, got {row['status']!r:.40}"
+            )
         for name in dates:
             if row[name] is not None:
-                row[name] = datetime.fromisoformat(row[name])
+                try:
+                    row[name] = datetime.fromisoformat(row[name])
+                except (TypeError, ValueError):
+                    raise TransferError(
+                        f"{table.name}.{name} is not an ISO 8601 timestamp: {row[name]!r:.60}"
+                    ) from None
         return row
 
     return load
@@ -181,10 +197,21 @@ def import_(
                 )
         batch: list[dict[str, Any]] = []
         current: str | None = None
+        lines_of_batch = [0, 0]  # the file's first and last line in the batch
 
         def flush() -> None:
             if batch and current is not None:
-                conn.execute(insert(TABLES[current]), batch)
+                try:
+                    conn.execute(insert(TABLES[current]), batch)
+                except (DBAPIError, StatementError) as exc:
+                    # A type, NOT NULL, CHECK or key the schema refuses: the batch's lines
+                    # and the database's own first line, not a traceback.
+                    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+                    first, last = lines_of_batch
+                    raise TransferError(
+                        f"lines {first}-{last}: the database refused a row of {current}: "
+                        f"{reason[0] if reason else exc.__class__.__name__}"
+                    ) from None
                 written[current] = written.get(current, 0) + len(batch)
                 progress(len(batch))
                 batch.clear()
@@ -196,12 +223,20 @@ def import_(
                 record = json.loads(line)
                 name, row = record["table"], record["row"]
                 load = loaders[name]
+                if not isinstance(row, dict):
+                    raise TypeError(row)
             except (ValueError, KeyError, TypeError):
                 raise TransferError(f"line {number}: not a row of a known table") from None
             if name != current:
                 flush()
                 current = name
-            batch.append(load(row))
+            if not batch:
+                lines_of_batch[0] = number
+            lines_of_batch[1] = number
+            try:
+                batch.append(load(row))
+            except TransferError as exc:
+                raise TransferError(f"line {number}: {exc}") from None
             if len(batch) >= BATCH:
                 flush()
         flush()
