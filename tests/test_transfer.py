@@ -325,3 +325,10 @@ def test_sqlite_online_backup(tmp_path, postgres_url):
     result = cli("backup", str(tmp_path / "pg.db"), url=postgres_url)
     assert result.returncode != 0
     assert "pg_dump" in result.stderr
+    # A destination SQLite cannot open was a sqlite3 traceback.
+    nowhere = tmp_path / "no-such-dir" / "copy.db"
+    result = cli("backup", str(nowhere), url=source)
+    assert result.returncode == 1, result.stderr
+    assert f"Error: no backup written to {nowhere}: unable to open database file" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not nowhere.exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import itertools
 import os
@@ -269,6 +270,8 @@ def _announced_rows(header_line: str) -> int:
 )
 @click.argument("dest", type=click.Path(dir_okay=False))
 def backup(dest: str) -> None:
+    import sqlite3
+
     from sqlalchemy.engine import make_url
 
     from .store.transfer import TransferError, sqlite_backup
@@ -286,6 +289,8 @@ def backup(dest: str) -> None:
         raise click.ClickException(f"no database at {url.database}")
     try:
         sqlite_backup(url.database, dest)
-    except (TransferError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
+    except (TransferError, OSError, sqlite3.Error) as exc:
+        with contextlib.suppress(OSError):
+            os.remove(dest)  # checked absent above: never leave a partial copy behind
+        raise click.ClickException(f"no backup written to {dest}: {exc}") from None
     click.echo(f"backed up {url.database} to {dest}", err=True)
