@@ -71,6 +71,12 @@ def smoke(base: str) -> None:
     )
     status, _, body = call(base, "GET", "/openapi.json")
     check("the OpenAPI document is served", status == 200 and "openapi" in body, status)
+    status, headers, _ = call(base, "GET", "/widget/comments.js")
+    check(
+        "the widget's script is served",
+        status == 200 and "javascript" in headers.get("content-type", ""),
+        (status, headers.get("content-type")),
+    )
 
 
 def e2e(base: str) -> None:
