@@ -380,6 +380,7 @@ def test_legacy_responses_match_the_document(client):
 def test_v1_responses_match_the_document(client, v1_delete):
     spec = client.get("/openapi.json").json
     thread, one = "/api/v1/contents/{content_id}/comments", "/api/v1/comments/{comment_id}"
+    thread_url = "/api/v1/contents/a1/comments"
     created = client.post(
         "/api/v1/contents/a1/comments",
         json={"body": "Nice piece", "email": "alice@example.com", "author_name": "Alice"},
@@ -399,6 +400,14 @@ def test_v1_responses_match_the_document(client, v1_delete):
         query_string={"limit": 1, "cursor": first.json["next_cursor"]},
     )
     documented(spec, thread, "get", second)
+    # A retry with the same Idempotency-Key: the replay's header is in the document.
+    keyed = {"body": "stored once", "email": "carol@example.com"}
+    key = {"Idempotency-Key": "openapi-doc-key"}
+    assert "Idempotent-Replayed" not in client.post(thread_url, json=keyed, headers=key).headers
+    replay = client.post(thread_url, json=keyed, headers=key)
+    doc = documented(spec, thread, "post", replay)
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    check(spec, doc["headers"]["Idempotent-Replayed"]["schema"], "true")
     documented(spec, one, "get", client.get(created.headers["Location"]))
     # Deleting always needs a credential (the author's or a moderator's), whatever AUTH_MODE.
     anonymous = client.delete(created.headers["Location"])

@@ -56,6 +56,13 @@ def _header(description: str, schema: dict[str, Any] | None = None) -> dict[str,
     return {"description": description, "schema": schema or {"type": "string"}}
 
 
+REPLAYED_HEADER = _header(
+    "`true` when this is the stored answer to an earlier request with the same "
+    "`Idempotency-Key` (nothing new was stored); absent otherwise.",
+    {"type": "string", "enum": ["true"]},
+)
+
+
 def _ok(
     description: str,
     schema: dict[str, Any] | None = None,
@@ -498,7 +505,10 @@ def paths(settings: Settings) -> dict[str, Any]:
                         "Published. `Location` is the comment's URL.",
                         ref("Comment"),
                         _example_comment(),
-                        headers={"Location": _header("`/api/v1/comments/{id}`.")},
+                        headers={
+                            "Location": _header("`/api/v1/comments/{id}`."),
+                            "Idempotent-Replayed": REPLAYED_HEADER,
+                        },
                     ),
                     "202": _ok(
                         "Accepted for moderation (`MODERATION_MODE=pre`): the comment is "
@@ -506,6 +516,7 @@ def paths(settings: Settings) -> dict[str, Any]:
                         "is no `Location` to fetch yet.",
                         ref("Comment"),
                         _example_comment(status="pending"),
+                        headers={"Idempotent-Replayed": REPLAYED_HEADER},
                     ),
                     **_errors(thread, 401, 403, 409, 413, 415, 429, 503),
                     "400": _invalid(thread, "body", "must not be empty or whitespace only"),
