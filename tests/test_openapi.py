@@ -298,6 +298,7 @@ def test_docs_prose_lives_in_the_document(bare_app):
         assert f"`{name}`" in text
     # The markdown link to the problem types points at the anchor the page has.
     assert "](#problems)" in text
+    assert "Every response carries `X-Request-ID`" in text
     page = bare_app.test_client().get("/docs").get_data(as_text=True)
     assert 'id="problems"' in page
 

@@ -59,6 +59,9 @@ def build_spec(settings: Settings | None = None) -> Spec:
                 + ".\n\n"
                 "Browsers may call the API from the origins in `CORS_ORIGINS` only "
                 "(exact origins, never `*`); other preflights get 403.\n\n"
+                "Every response carries `X-Request-ID`: the caller's own when it sent one "
+                "of 1-128 characters `A-Z a-z 0-9 . _ -`, else a new random id. The access "
+                "log line carries it too, so quote it when reporting a problem.\n\n"
                 'Errors are JSON, never HTML: the legacy `{"status", "message"}` shape '
                 "under `/api/comment/`, `application/problem+json` (RFC 9457) elsewhere, "
                 "whose `type` links to its explanation under Problem types."
