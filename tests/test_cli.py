@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 
 import pytest
 
-from .support import VENV_BIN
+from .support import VENV_BIN, free_port
 
 
 def run(*args, env=None):
@@ -44,17 +43,12 @@ def test_bad_configuration_is_a_clear_error_not_a_traceback(tmp_path):
     assert "DATABASE_URL" in result.stderr
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])  # bound, never listening: connections are refused
-
-
 @pytest.mark.parametrize("command", [("serve",), ("migrate",), ("keys", "list")])
 def test_an_unreachable_database_is_one_line_that_says_why(tmp_path, command):
     # serve migrates first (MIGRATE_ON_START): it used to end in a SQLAlchemy traceback.
-    url = f"postgresql+psycopg://app:hunter2secret@127.0.0.1:{closed_port()}/comments"
-    result = run(*command, env={"DATABASE_URL": url, "PORT": str(closed_port())})
+    # A port nothing listens on: connections are refused.
+    url = f"postgresql+psycopg://app:hunter2secret@127.0.0.1:{free_port()}/comments"
+    result = run(*command, env={"DATABASE_URL": url, "PORT": str(free_port())})
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert "Error: cannot reach the database: connection failed:" in result.stderr
