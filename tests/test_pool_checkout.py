@@ -18,6 +18,7 @@ from sqlalchemy.exc import OperationalError
 from comments_api.app import create_app
 from comments_api.settings import Settings
 from comments_api.store.repository import Repository, make_engine, migrate
+from comments_api.web.common import EXTENSION_KEY
 
 from .support import PostgresServer
 
@@ -124,6 +125,53 @@ def test_a_connection_lost_in_use_closes_the_pools_idle_ones(
         assert repo.get_api_key("any") is None  # and the next lookup just works
     finally:
         engine.dispose()
+
+
+def test_a_read_whose_connection_is_lost_in_use_is_read_again(
+    pg_server: PostgresServer, postgres_url: str
+):
+    # The same blind spot, met by a read through the app: the request is answered from a
+    # fresh connection instead of failing with 503.
+    database = database_of(postgres_url)
+    engine = make_engine(postgres_url)
+    migrate(engine)
+    engine.dispose()
+    client = create_app(Settings(database_url=postgres_url, ratelimit_enabled=False)).test_client()
+    assert client.post("/api/v1/contents/c1/comments", json={"body": "kept"}).status_code == 201
+    app_engine = client.application.extensions[EXTENSION_KEY].repo.engine
+    ended: list[int] = []
+
+    def end_once(dbapi_connection: object, record: object, proxy: object) -> None:
+        if not ended:
+            ended.append(dbapi_connection.info.backend_pid)  # type: ignore[attr-defined]
+            end_sessions(pg_server, database, set(ended))
+
+    for n, path in enumerate(("/api/v1/contents/c1/comments", "/api/comment/list/c1")):
+        # Once first, so the change markers' own connection is open (it is kept, not
+        # pooled: checked out only when made); then a write, so the read cache misses.
+        assert client.get(path).status_code == 200
+        created = client.post("/api/v1/contents/c1/comments", json={"body": f"then {n}"})
+        assert created.status_code == 201
+        ended.clear()
+        event.listen(app_engine, "checkout", end_once)
+        try:
+            response = client.get(path)
+        finally:
+            event.remove(app_engine, "checkout", end_once)
+        assert ended, "no connection was checked out"
+        assert response.status_code == 200, response.get_json()
+        assert f"then {n}" in response.text
+        assert not set(ended) & live_sessions(pg_server, database)
+    # A key lookup takes the driver's own path (_driver_cursor).
+    repo = Repository(engine)
+    ended.clear()
+    event.listen(engine, "checkout", end_once)
+    try:
+        assert repo.get_api_key("any") is None
+    finally:
+        event.remove(engine, "checkout", end_once)
+        engine.dispose()
+    assert ended
 
 
 def test_writes_and_reads_go_on_after_the_servers_sessions_end(

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from select import POLLIN, poll
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -49,6 +49,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
+    DBAPIError,
     IntegrityError,
     InvalidatePoolError,
     OperationalError,
@@ -83,6 +84,8 @@ from .driver_sql import (
 from .url_file import follow_url_file
 
 log = logging.getLogger(__name__)
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
 Id = BigInteger().with_variant(Integer(), "sqlite")
@@ -558,7 +561,8 @@ def _drop_dead_connection(dbapi_connection: Any, record: Any, proxy: Any) -> Non
     SQLAlchemy reconnect and drop the pool's older connections, as a failed pre-ping did
     (PoolEvents.checkout, SQLAlchemy 2.1). Not seen here: a path that answers only when
     spoken to, with a reset (the ping did see that). The keepalives keep such paths alive,
-    and the first connection found lost in use takes the pool's idle ones with it.
+    the first connection found lost in use takes the pool's idle ones with it, and a read
+    that met it is tried again (``_read_again_if_lost``).
     """
     if dbapi_connection.closed or dbapi_connection.broken:
         raise InvalidatePoolError("connection already closed")
@@ -566,6 +570,27 @@ def _drop_dead_connection(dbapi_connection: Any, record: Any, proxy: Any) -> Non
     poller.register(dbapi_connection.fileno(), POLLIN)
     if poller.poll(0):
         raise InvalidatePoolError("the server spoke or hung up while the connection was idle")
+
+
+def _read_again_if_lost(read: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run a read once more when its connection was found lost in use. That is what a
+    checkout cannot see (``_drop_dead_connection``: a path that resets a connection only
+    when spoken to, such as a NAT or load balancer that forgot an idle flow). By then the
+    pool's idle connections are gone too, so the second try connects afresh; a read
+    changes nothing, so trying it twice is safe. A server that is really down fails the
+    second try as well, and the request gets its 503 as before."""
+
+    @functools.wraps(read)
+    def again(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return read(*args, **kwargs)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            log.warning("database connection lost during a read; reading once more")
+            return read(*args, **kwargs)
+
+    return again
 
 
 def _lock_key(*parts: str) -> int:
@@ -919,11 +944,13 @@ class Repository:
         return AuthorActivity(recent=row[0], duplicates=row[1], banned=row[2] > 0)
 
     # --- reads -------------------------------------------------------------------
+    @_read_again_if_lost
     def get(self, comment_id: int) -> Comment | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(*_COMMENT_COLUMNS).where(comments.c.id == comment_id)).first()
         return _to_comment(row) if row is not None else None
 
+    @_read_again_if_lost
     def legacy_list(self, content_id: str, cap: int) -> tuple[list[tuple[str | None, str]], bool]:
         """Published (email, body) pairs in creation order, at most ``cap``; and truncated?"""
         with self.engine.connect() as conn:
@@ -931,6 +958,7 @@ class Repository:
             rows = [(r[0], r[1]) for r in result]
         return rows[:cap], len(rows) > cap
 
+    @_read_again_if_lost
     def list_page(
         self,
         content_id: str,
@@ -953,6 +981,7 @@ class Repository:
         next_cursor = encode_cursor(items[-1].id, order) if len(rows) > limit else None
         return Page(items=items, next_cursor=next_cursor)
 
+    @_read_again_if_lost
     def counts(self, content_ids: Iterable[str]) -> dict[str, int]:
         ids = list(content_ids)
         query = (
@@ -1013,6 +1042,7 @@ class Repository:
             row = conn.execute(select(*_COMMENT_COLUMNS).where(comments.c.id == comment_id)).first()
         return _to_comment(row) if row is not None else None
 
+    @_read_again_if_lost
     def moderation_page(
         self, status: str, *, content_id: str | None, limit: int, after_id: int | None
     ) -> Page:
@@ -1030,6 +1060,7 @@ class Repository:
         next_cursor = encode_cursor(items[-1].id, "oldest") if len(rows) > limit else None
         return Page(items=items, next_cursor=next_cursor)
 
+    @_read_again_if_lost
     def is_banned(self, target: str | None) -> bool:
         if target is None:
             return False
@@ -1064,6 +1095,7 @@ class Repository:
                 self._audit(conn, actor, "unban", target, [], None, now)
         return bool(gone)
 
+    @_read_again_if_lost
     def list_bans(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(bans).order_by(bans.c.created_at, bans.c.target)).all()
@@ -1099,6 +1131,7 @@ class Repository:
             },
         )
 
+    @_read_again_if_lost
     def audit_page(
         self, *, limit: int, before_id: int | None
     ) -> tuple[list[AuditEntry], int | None]:
@@ -1145,6 +1178,7 @@ class Repository:
                 },
             )
 
+    @_read_again_if_lost
     def list_api_keys(self) -> list[ApiKeyRecord]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(api_keys).order_by(api_keys.c.created_at)).all()
@@ -1160,6 +1194,7 @@ class Repository:
                 ).rowcount
             )
 
+    @_read_again_if_lost
     def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
         # On every request that carries an API key: the driver path (through SQLAlchemy's
         # Connection this lookup cost as much as the rest of a create, bench/README.md).
