@@ -60,24 +60,29 @@ PROD_REGISTRY=${PROD_REGISTRY:-localhost:5001}
 
 usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { printf 'deploy.sh: %s\n' "$*" >&2; exit 64; }
+# value OPTION ARGS...: the option's value, or a usage error when it has none.
+value() {
+  [ $# -ge 2 ] && [ -n "$2" ] && [ "${2#--}" = "$2" ] || die "$1 needs a value (see --help)"
+  printf '%s' "$2"
+}
 
 while [ $# -gt 0 ]; do
   case $1 in
-    --target) TARGET=${2:?}; shift 2 ;;
+    --target) TARGET=$(value "$@") || exit 64; shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
     --skip-tests) SKIP_TESTS=1; shift ;;
     --skip-scans) SKIP_SCANS=1; shift ;;
-    --image) SOURCE_IMAGE=${2:?}; shift 2 ;;
-    --tag) TAG=${2:?}; shift 2 ;;
-    --state-dir) STATE=${2:?}; shift 2 ;;
+    --image) SOURCE_IMAGE=$(value "$@") || exit 64; shift 2 ;;
+    --tag) TAG=$(value "$@") || exit 64; shift 2 ;;
+    --state-dir) STATE=$(value "$@") || exit 64; shift 2 ;;
     --keep) KEEP=1; shift ;;
     --down) DOWN=1; shift ;;
-    --prod-smoke-hook) PROD_SMOKE_HOOK=${2:?}; shift 2 ;;
-    --render) RENDER=${2:?}; shift 2 ;;
-    --digest) DIGEST=${2:?}; shift 2 ;;
-    --ready-timeout) READY_TIMEOUT=${2:?}; shift 2 ;;
-    --load-duration) LOAD_DURATION=${2:?}; shift 2 ;;
-    --load-vus) LOAD_VUS=${2:?}; shift 2 ;;
+    --prod-smoke-hook) PROD_SMOKE_HOOK=$(value "$@") || exit 64; shift 2 ;;
+    --render) RENDER=$(value "$@") || exit 64; shift 2 ;;
+    --digest) DIGEST=$(value "$@") || exit 64; shift 2 ;;
+    --ready-timeout) READY_TIMEOUT=$(value "$@") || exit 64; shift 2 ;;
+    --load-duration) LOAD_DURATION=$(value "$@") || exit 64; shift 2 ;;
+    --load-vus) LOAD_VUS=$(value "$@") || exit 64; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
@@ -91,6 +96,15 @@ if [ -z "$TARGET" ]; then
   fi
 fi
 case $TARGET in local | minikube) ;; *) die "--target must be local or minikube" ;; esac
+# Checked before anything starts: a bad value found after the tests and the build would
+# stop the pipeline half way, with registries and replicas to clean up.
+[[ $READY_TIMEOUT =~ ^[1-9][0-9]{0,4}$ ]] || die "--ready-timeout (READY_TIMEOUT) must be whole seconds, 1-99999: '$READY_TIMEOUT'"
+[[ $LOAD_VUS =~ ^[1-9][0-9]{0,3}$ ]] || die "--load-vus (LOAD_VUS) must be 1-9999: '$LOAD_VUS'"
+[[ $LOAD_DURATION =~ ^([0-9]+h)?([0-9]+m)?([0-9]+s)?$ && $LOAD_DURATION =~ [1-9] ]] ||
+  die "--load-duration (LOAD_DURATION) must be a k6 duration such as 10s, 1m or 1m30s: '$LOAD_DURATION'"
+# Docker's tag grammar: the release is named comments-api:TAG in both registries.
+[ -z "$TAG" ] || [[ $TAG =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] ||
+  die "--tag must be a Docker tag (letters, digits, _ . -; at most 128): '$TAG'"
 
 # --------------------------------------------------------------------------- output helpers
 T0=$(date +%s)

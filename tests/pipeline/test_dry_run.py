@@ -174,3 +174,48 @@ def test_the_minikube_target_pins_every_app_image_to_the_release_digest(env, reg
         spec = obj["spec"]["template"]["spec"]
         images = {c["image"] for c in spec["containers"] + spec.get("initContainers", [])}
         assert images == {f"{registry}/comments-api@{digest}"}, images
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--tag"], "--tag needs a value"),
+        (["--tag", "--keep"], "--tag needs a value"),
+        (["--tag", "a/b"], "--tag must be a Docker tag"),
+        (["--ready-timeout", "abc"], "--ready-timeout (READY_TIMEOUT) must be whole seconds"),
+        (["--ready-timeout", "0"], "--ready-timeout (READY_TIMEOUT) must be whole seconds"),
+        (["--load-vus", "-3"], "--load-vus (LOAD_VUS) must be 1-9999"),
+        (["--load-duration", "10"], "--load-duration (LOAD_DURATION) must be a k6 duration"),
+        (["--load-duration", "0s"], "--load-duration (LOAD_DURATION) must be a k6 duration"),
+        (["--render", "staging", "--digest"], "--digest needs a value"),
+    ],
+)
+def test_bad_values_are_usage_errors_before_anything_runs(args, message):
+    # Found only when used, these stopped a real run after its tests and build (a bad
+    # --ready-timeout), or fed k6 a duration it refuses; a missing value was bash's
+    # "parameter null or not set" with exit 1.
+    proc = subprocess.run(
+        [str(DEPLOY), "--dry-run", "--target", "local", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 64, proc.stdout[-2000:] + proc.stderr
+    assert message in proc.stderr
+    assert "==> [" not in proc.stdout  # no stage began
+
+
+def test_good_values_pass_the_checks():
+    values = ["--tag", "v1.2_rc-3", "--ready-timeout", "90", "--load-vus", "8"]
+    proc = subprocess.run(
+        [str(DEPLOY), "--dry-run", "--target", "local", *values, "--load-duration", "1m30s"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (k6,) = [cmd for cmd in commands(proc.stdout) if "k6 run" in cmd]
+    assert "VUS=8" in k6
+    assert "DURATION=1m30s" in k6
