@@ -310,3 +310,21 @@ def test_config_tells_clients_the_settings_they_adapt_to(make_app, settings, exp
         )
     else:
         assert (fits.status_code, too_long.status_code) == (401, 401)
+
+
+def test_a_plain_options_names_the_methods_with_an_empty_untyped_answer(client):
+    # Not a CORS preflight (tests/test_abuse.py): RFC 9110's 200 with Allow and
+    # Content-Length: 0, and no Flask text/html type for a body that is not there.
+    cases = {
+        "/api/v1/contents/a/comments": {"GET", "HEAD", "POST", "OPTIONS"},
+        "/api/comment/new": {"POST", "OPTIONS"},
+        "/api/v1/comments/1": {"GET", "HEAD", "PATCH", "DELETE", "OPTIONS"},
+        "/healthz": {"GET", "HEAD", "OPTIONS"},
+    }
+    for path, methods in cases.items():
+        response = client.options(path)
+        assert response.status_code == 200, path
+        assert {m.strip() for m in response.headers["Allow"].split(",")} == methods
+        assert response.headers["Content-Length"] == "0"
+        assert "Content-Type" not in response.headers, path
+        assert response.data == b""
