@@ -40,6 +40,13 @@ def test_values_are_parsed_and_typed():
         ({"DEBUG": "maybe"}, "DEBUG must be a boolean"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL must be one of"),
         ({"CORS_ORIGINS": "*"}, "CORS_ORIGINS"),
+        # Never equal to a browser's Origin header, so never allowed: refused at start.
+        ({"CORS_ORIGINS": "https://www.news.example/"}, "'https://www.news.example/' is not an"),
+        ({"CORS_ORIGINS": "https://a.example,https://News.example"}, "'https://News.example'"),
+        ({"CORS_ORIGINS": "https://a.example:443"}, "'https://a.example:443' is not an origin"),
+        ({"CORS_ORIGINS": "www.news.example"}, "'www.news.example' is not an origin"),
+        ({"CORS_ORIGINS": "https://a.example/comments"}, "CORS_ORIGINS: 'https://a.example/c"),
+        ({"PORT": "70000"}, "PORT must be 1-65535, got 70000"),
         ({"DATABASE_URL": "mysql://db/x"}, "DATABASE_URL"),
         ({"WAITING_ANSWERS_MAX_BYTES": "65536"}, "WAITING_ANSWERS_MAX_BYTES must be >= 1048576"),
         # Checked whether or not rate limiting is on: a typo is never "no limit".
@@ -54,6 +61,13 @@ def test_values_are_parsed_and_typed():
 def test_bad_values_are_clear_errors(env, message):
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(env)
+
+
+def test_origins_in_the_form_browsers_send_are_accepted():
+    origins = (
+        "https://www.news.example,http://localhost:8080,https://[::1]:8443,https://xn--d1a.example"
+    )
+    assert Settings.from_env({"CORS_ORIGINS": origins}).cors_origins == tuple(origins.split(","))
 
 
 def test_a_refused_storage_url_is_not_echoed_past_its_scheme():

@@ -7,6 +7,7 @@ secrets); nothing secret has a default here.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -96,6 +97,25 @@ def _doc(text: str, *, default: str | None = None, file: bool = False) -> dict[s
     if default is not None:
         meta["default"] = default
     return meta
+
+
+# An origin as browsers serialize it in the Origin header (RFC 6454 section 6.1): http or
+# https, a lowercase host (IDNs in punycode, IPv6 in brackets), a port only when it is not
+# the scheme's default.
+_ORIGIN = re.compile(r"(https?)://([a-z0-9-]+(?:\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(?::(\d{1,5}))?")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _is_serialized_origin(origin: str) -> bool:
+    match = _ORIGIN.fullmatch(origin)
+    if match is None:
+        return False
+    port = match.group(3)
+    return port is None or (
+        not port.startswith("0")
+        and 1 <= int(port) <= 65535
+        and int(port) != _DEFAULT_PORTS[match.group(1)]
+    )
 
 
 @dataclass(frozen=True)
@@ -391,7 +411,8 @@ class Settings:
     cors_origins: tuple[str, ...] = field(
         default=(),
         metadata=_doc(
-            "Comma-separated origins allowed to call the API from a browser, e.g. "
+            "Comma-separated origins allowed to call the API from a browser, written as "
+            "browsers send them (`scheme://host[:port]`, no trailing slash), e.g. "
             "`https://www.news.example,https://m.news.example` (never `*`)."
         ),
     )
@@ -536,6 +557,17 @@ class Settings:
             raise SettingsError("DB_STATEMENT_TIMEOUT must be a positive number of seconds")
         if "*" in self.cors_origins:
             raise SettingsError("CORS_ORIGINS must list origins explicitly; '*' is not allowed")
+        for origin in self.cors_origins:
+            # Matched byte for byte against the browser's Origin header, so an entry in
+            # another form (a trailing slash, a path, capitals, :443) would never match.
+            if not _is_serialized_origin(origin):
+                raise SettingsError(
+                    f"CORS_ORIGINS: {origin!r} is not an origin as browsers send it: "
+                    "scheme://host[:port], lowercase, without a path, a trailing slash or "
+                    "the scheme's default port (e.g. https://www.news.example)"
+                )
+        if not 1 <= self.port <= 65535:
+            raise SettingsError(f"PORT must be 1-65535, got {self.port}")
         if not all(" " <= ch <= "~" for ch in self.read_cache_control):
             # It is sent as a header: printable ASCII only, never a line break.
             raise SettingsError("READ_CACHE_CONTROL must be printable ASCII on one line")
