@@ -38,3 +38,22 @@ def test_no_server_exits_one_with_a_reason():
     assert result.returncode == 1
     assert result.stderr.startswith("unhealthy:")
     assert "Traceback" not in result.stderr
+
+
+def test_a_path_or_timeout_it_cannot_probe_is_a_usage_error():
+    # Each was a traceback from urllib or the socket (or, for a full URL, a probe of
+    # another host glued to this port).
+    port = free_port()
+    for args in (
+        ["--path", "readyz"],
+        ["--path", "http://other.example/readyz"],
+        ["--path", "//other.example/readyz"],
+        ["--path", "/readyz now"],
+        ["--path", "/é"],
+        ["--timeout", "-1"],
+        ["--timeout", "0"],
+    ):
+        result = healthcheck(port, *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert f"Invalid value for {args[0]}" in result.stderr.replace("'", "")
+        assert "Traceback" not in result.stderr

@@ -83,11 +83,24 @@ def _driver_message(exc: Exception) -> str:
     "For container HEALTHCHECKs: the runtime image has no shell or curl."
 )
 @click.option("--path", default="/readyz", show_default=True, help="URL path to probe.")
-@click.option("--timeout", default=2.0, show_default=True, help="Seconds to wait.")
+@click.option(
+    "--timeout",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds to wait.",
+)
 def healthcheck(path: str, timeout: float) -> None:
     import urllib.error
     import urllib.request
 
+    probe = path.startswith("/") and not path.startswith("//")
+    if not (probe and path.isascii() and path.isprintable() and " " not in path):
+        # Appended to this host's own address: anything else would name another host or
+        # port, or be refused by urllib with a traceback.
+        raise click.BadParameter(
+            "must be a path on this server, such as /readyz", param_hint="--path"
+        )
     settings = _settings()
     host = _probe_host(settings.host)
     url = f"http://{f'[{host}]' if ':' in host else host}:{settings.port}{path}"
