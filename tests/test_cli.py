@@ -70,3 +70,23 @@ def test_bad_rate_limit_settings_stop_serve_before_it_starts(tmp_path, env, mess
     assert f"Error: configuration error: {message}" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "x.db").exists()  # refused before migrating anything
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"JWT_JWKS_URL": "idp.example/jwks.json", "JWT_ISSUER": "i", "JWT_AUDIENCE": "a"},
+            "JWT_JWKS_URL: Invalid JWKS URI scheme",
+        ),
+        ({"JWT_HS256_SECRET": "x" * 40}, "JWT_ISSUER and JWT_AUDIENCE are required"),
+        ({"PROMETHEUS_MULTIPROC_DIR": "/proc/no-such-dir"}, "PROMETHEUS_MULTIPROC_DIR: cannot"),
+    ],
+)
+def test_settings_found_wrong_while_building_the_app_stop_serve_in_one_line(tmp_path, env, message):
+    # The JWT keys are read, and the metrics directory made, once the environment passed
+    # its own checks; each of these ended serve in a traceback, exit 1.
+    result = run("serve", env={"DATABASE_URL": f"sqlite:///{tmp_path}/x.db", **env})
+    assert result.returncode == 2, result.stderr
+    assert f"Error: configuration error: {message}" in result.stderr
+    assert "Traceback" not in result.stderr

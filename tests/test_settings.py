@@ -47,6 +47,16 @@ def test_values_are_parsed_and_typed():
         ({"CORS_ORIGINS": "www.news.example"}, "'www.news.example' is not an origin"),
         ({"CORS_ORIGINS": "https://a.example/comments"}, "CORS_ORIGINS: 'https://a.example/c"),
         ({"PORT": "70000"}, "PORT must be 1-65535, got 70000"),
+        # float() reads these; inf made SIGTERM's wait overflow, and 1e12 s before now is
+        # before year 1, so every create answered 500.
+        ({"SHUTDOWN_DELAY": "inf"}, "SHUTDOWN_DELAY must be a finite number, got 'inf'"),
+        ({"DUPLICATE_WINDOW": "nan"}, "DUPLICATE_WINDOW must be a finite number"),
+        ({"DUPLICATE_WINDOW": "1e12"}, "DUPLICATE_WINDOW must be at most 315576000 seconds"),
+        # 0 refused every wait at once.
+        ({"REQUEST_HEADER_TIMEOUT": "0"}, "REQUEST_HEADER_TIMEOUT must be a positive number"),
+        ({"REQUEST_BODY_TIMEOUT": "0"}, "REQUEST_BODY_TIMEOUT must be a positive number"),
+        ({"RESPONSE_SEND_TIMEOUT": "0"}, "RESPONSE_SEND_TIMEOUT must be a positive number"),
+        ({"DB_POOL_TIMEOUT": "0"}, "DB_POOL_TIMEOUT must be a positive number"),
         ({"DATABASE_URL": "mysql://db/x"}, "DATABASE_URL"),
         ({"WAITING_ANSWERS_MAX_BYTES": "65536"}, "WAITING_ANSWERS_MAX_BYTES must be >= 1048576"),
         # Checked whether or not rate limiting is on: a typo is never "no limit".

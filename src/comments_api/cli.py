@@ -45,7 +45,12 @@ def serve() -> None:
         _migrate(settings)
     from .server import run_gunicorn
 
-    run_gunicorn(settings)
+    try:
+        run_gunicorn(settings)
+    except SettingsError as exc:
+        # Found while building the app (JWT keys, the metrics directory), after the
+        # environment's own checks: the same one line and exit status as those.
+        raise click.UsageError(f"configuration error: {exc}") from None
 
 
 @main.command(help="Upgrade the database schema in DATABASE_URL to the latest migration.")

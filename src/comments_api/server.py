@@ -18,7 +18,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
 from .processes import stop_signals_blocked
-from .settings import Settings
+from .settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,13 @@ def run_gunicorn(settings: Settings) -> None:
         # share one metrics directory, emptied of any previous run's files.
         from .telemetry import prepare_multiproc_dir
 
-        prepare_multiproc_dir(settings.prometheus_multiproc_dir, runtime_dir)
+        try:
+            prepare_multiproc_dir(settings.prometheus_multiproc_dir, runtime_dir)
+        except OSError as exc:
+            raise SettingsError(
+                f"PROMETHEUS_MULTIPROC_DIR: cannot use {exc.filename or runtime_dir}: "
+                f"{exc.strerror or exc}"
+            ) from None
     try:
         CommentsGunicorn(settings, drain_file).run()
     except SystemExit as exc:

@@ -6,6 +6,7 @@ secrets); nothing secret has a default here.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -66,13 +67,24 @@ def _int(name: str, raw: str, minimum: int = 0) -> int:
     return value
 
 
+# Every float setting is a number of seconds. Ten years is past any sensible window or
+# timeout, and well inside what timers and date arithmetic take (1e12 s before "now" is
+# before year 1: every create would fail).
+SECONDS_MAX = 315_576_000
+
+
 def _float(name: str, raw: str, minimum: float = 0.0) -> float:
     try:
         value = float(raw.strip())
     except ValueError:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        # float() reads 'nan' and 'inf': a timeout that never ends or compares false.
+        raise SettingsError(f"{name} must be a finite number, got {raw.strip()!r}")
     if value < minimum:
         raise SettingsError(f"{name} must be >= {minimum}, got {value}")
+    if value > SECONDS_MAX:
+        raise SettingsError(f"{name} must be at most {SECONDS_MAX} seconds (ten years)")
     return value
 
 
@@ -553,8 +565,16 @@ class Settings:
         return settings
 
     def validate(self) -> None:
-        if self.db_statement_timeout <= 0:
-            raise SettingsError("DB_STATEMENT_TIMEOUT must be a positive number of seconds")
+        for name in (
+            "db_statement_timeout",
+            "db_pool_timeout",
+            "request_header_timeout",
+            "request_body_timeout",
+            "response_send_timeout",
+        ):
+            # 0 would refuse every wait at once (a 408, a 503 or a dropped answer).
+            if not getattr(self, name) > 0:
+                raise SettingsError(f"{name.upper()} must be a positive number of seconds")
         if "*" in self.cors_origins:
             raise SettingsError("CORS_ORIGINS must list origins explicitly; '*' is not allowed")
         for origin in self.cors_origins:

@@ -162,12 +162,15 @@ class JwtVerifier:
             # PyJWKClient caches the set for `lifespan` and refetches it for an unknown kid
             # at most once per `cooldown_duration` (public API, PyJWT >= 2.15 as declared):
             # forged kids can't make us hammer the identity provider.
-            self._client = jwt.PyJWKClient(
-                settings.jwt_jwks_url,
-                lifespan=300,
-                timeout=5,
-                cooldown_duration=_JWKS_MIN_REFRESH,
-            )
+            try:
+                self._client = jwt.PyJWKClient(
+                    settings.jwt_jwks_url,
+                    lifespan=300,
+                    timeout=5,
+                    cooldown_duration=_JWKS_MIN_REFRESH,
+                )
+            except jwt.PyJWKClientError as exc:  # e.g. a URL without http(s)://
+                raise SettingsError(f"JWT_JWKS_URL: {exc}") from None
         self.enabled = bool(self._secret or self._static_keys or self._client)
         if self.enabled and not (self.issuer and self.audience):
             # A token minted for another site of the same provider must not work here.
