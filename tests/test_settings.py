@@ -46,7 +46,11 @@ def test_values_are_parsed_and_typed():
         ({"CORS_ORIGINS": "https://a.example:443"}, "'https://a.example:443' is not an origin"),
         ({"CORS_ORIGINS": "www.news.example"}, "'www.news.example' is not an origin"),
         ({"CORS_ORIGINS": "https://a.example/comments"}, "CORS_ORIGINS: 'https://a.example/c"),
-        ({"PORT": "70000"}, "PORT must be 1-65535, got 70000"),
+        ({"PORT": "70000"}, "PORT must be <= 65535, got 70000"),
+        # Each failed only later: a 500 on every legacy list (a SQL LIMIT past SQLite's
+        # integers) or every create (the comment model's max_length).
+        ({"LEGACY_LIST_MAX": "99999999999999999999"}, "LEGACY_LIST_MAX must be <= 1000000"),
+        ({"MAX_COMMENT_LENGTH": str(10**20)}, "MAX_COMMENT_LENGTH must be <= 1000000, got"),
         # float() reads these; inf made SIGTERM's wait overflow, and 1e12 s before now is
         # before year 1, so every create answered 500.
         ({"SHUTDOWN_DELAY": "inf"}, "SHUTDOWN_DELAY must be a finite number, got 'inf'"),

@@ -57,13 +57,19 @@ def _bool(name: str, raw: str) -> bool:
     raise SettingsError(f"{name} must be a boolean (true/false), got {raw!r}")
 
 
-def _int(name: str, raw: str, minimum: int = 0) -> int:
+# What SQLite and PostgreSQL store as an integer; larger counts reach neither.
+INT_MAX = 2**63 - 1
+
+
+def _int(name: str, raw: str, minimum: int = 0, maximum: int = INT_MAX) -> int:
     try:
         value = int(raw.strip())
     except ValueError:
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
     if value < minimum:
         raise SettingsError(f"{name} must be >= {minimum}, got {value}")
+    if value > maximum:
+        raise SettingsError(f"{name} must be <= {maximum}, got {value}")
     return value
 
 
@@ -495,26 +501,32 @@ class Settings:
         for var, (attr, _) in simple.items():
             if (value := get(var)) is not None:
                 kwargs[attr] = value
+        # Upper bounds where a larger value fails later: in bind(), in the comment model, in
+        # a SQL LIMIT, or in memory that every request may claim.
         ints = {
-            "PORT": ("port", 1),
-            "WORKERS": ("workers", 1),
-            "THREADS": ("threads", 1),
-            "DB_POOL_SIZE": ("db_pool_size", 1),
-            "MAX_COMMENT_LENGTH": ("max_comment_length", 1),
-            "MAX_BODY_BYTES": ("max_body_bytes", 256),
-            "LEGACY_LIST_MAX": ("legacy_list_max", 1),
-            "TRUSTED_PROXIES": ("trusted_proxies", 0),
-            "THREAD_AUTHOR_MAX": ("thread_author_max", 1),
-            "GRACEFUL_TIMEOUT": ("graceful_timeout", 1),
-            "KEEPALIVE_TIMEOUT": ("keepalive_timeout", 0),
-            "WORKER_TIMEOUT": ("worker_timeout", 1),
-            "READ_CACHE_ENTRIES": ("read_cache_entries", 0),
-            "READ_CACHE_BYTES": ("read_cache_bytes", 0),
-            "WAITING_ANSWERS_MAX_BYTES": ("waiting_answers_max_bytes", WAITING_ANSWERS_MIN_BYTES),
+            "PORT": ("port", 1, 65535),
+            "WORKERS": ("workers", 1, 256),
+            "THREADS": ("threads", 1, 1024),
+            "DB_POOL_SIZE": ("db_pool_size", 1, 10_000),
+            "MAX_COMMENT_LENGTH": ("max_comment_length", 1, 1_000_000),
+            "MAX_BODY_BYTES": ("max_body_bytes", 256, 64 * 1024 * 1024),
+            "LEGACY_LIST_MAX": ("legacy_list_max", 1, 1_000_000),
+            "TRUSTED_PROXIES": ("trusted_proxies", 0, 100),
+            "THREAD_AUTHOR_MAX": ("thread_author_max", 1, INT_MAX),
+            "GRACEFUL_TIMEOUT": ("graceful_timeout", 1, SECONDS_MAX),
+            "KEEPALIVE_TIMEOUT": ("keepalive_timeout", 0, SECONDS_MAX),
+            "WORKER_TIMEOUT": ("worker_timeout", 1, SECONDS_MAX),
+            "READ_CACHE_ENTRIES": ("read_cache_entries", 0, INT_MAX),
+            "READ_CACHE_BYTES": ("read_cache_bytes", 0, INT_MAX),
+            "WAITING_ANSWERS_MAX_BYTES": (
+                "waiting_answers_max_bytes",
+                WAITING_ANSWERS_MIN_BYTES,
+                INT_MAX,
+            ),
         }
-        for var, (attr, minimum) in ints.items():
+        for var, (attr, minimum, maximum) in ints.items():
             if (value := get(var)) is not None:
-                kwargs[attr] = _int(var, value, minimum)
+                kwargs[attr] = _int(var, value, minimum, maximum)
         floats = {
             "SHUTDOWN_DELAY": "shutdown_delay",
             "REQUEST_HEADER_TIMEOUT": "request_header_timeout",
@@ -586,8 +598,6 @@ class Settings:
                     "scheme://host[:port], lowercase, without a path, a trailing slash or "
                     "the scheme's default port (e.g. https://www.news.example)"
                 )
-        if not 1 <= self.port <= 65535:
-            raise SettingsError(f"PORT must be 1-65535, got {self.port}")
         if not all(" " <= ch <= "~" for ch in self.read_cache_control):
             # It is sent as a header: printable ASCII only, never a line break.
             raise SettingsError("READ_CACHE_CONTROL must be printable ASCII on one line")
