@@ -90,3 +90,41 @@ def test_settings_found_wrong_while_building_the_app_stop_serve_in_one_line(tmp_
     assert result.returncode == 2, result.stderr
     assert f"Error: configuration error: {message}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        # Each was a traceback: the directory's FileNotFoundError, and sqlite3's
+        # DatabaseError (not an OperationalError) for a file of another kind.
+        ("sqlite:////proc/no-such-dir/c.db", "cannot reach the database: unable to open"),
+        ("sqlite:///{tmp}/passwd", "cannot reach the database: file is not a database"),
+    ],
+)
+@pytest.mark.parametrize("command", [("migrate",), ("serve",), ("keys", "list")])
+def test_an_unusable_sqlite_file_is_one_line_that_says_why(tmp_path, url, message, command):
+    (tmp_path / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    env = {"DATABASE_URL": url.format(tmp=tmp_path), "PORT": str(free_port())}
+    result = run(*command, env=env)
+    assert result.returncode == 1, result.stderr
+    assert f"Error: {message}" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    if "/proc/" in url:  # and why SQLite could not open it
+        directory = "cannot create the database directory /proc/no-such-dir: No such file"
+        assert directory in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("url", ["sqlite:///", "sqlite:///:memory:"])
+def test_an_in_memory_sqlite_database_is_refused(url):
+    # sqlite:/// was a TypeError traceback from create_engine; :memory: would be one
+    # database per worker, lost at every restart.
+    result = run("migrate", env={"DATABASE_URL": url})
+    assert result.returncode == 2, result.stderr
+    assert "DATABASE_URL sqlite:/// needs a file path" in result.stderr
+
+
+def test_migrate_logs_the_migrations_not_alembics_plugins(tmp_path):
+    result = run("migrate", env={"DATABASE_URL": f"sqlite:///{tmp_path}/c.db"})
+    assert result.returncode == 0, result.stderr
+    assert "Running upgrade  -> 0001" in result.stdout
+    assert "setup plugin" not in result.stdout

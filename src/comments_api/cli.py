@@ -62,7 +62,7 @@ def migrate() -> None:
 
 
 def _migrate(settings: Settings) -> str:
-    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import DatabaseError, OperationalError
 
     from .store.repository import head_revision, make_engine
     from .store.repository import migrate as run_migrations
@@ -70,11 +70,19 @@ def _migrate(settings: Settings) -> str:
     engine = make_engine(settings.database_url)
     try:
         run_migrations(engine)
-    except OperationalError as exc:  # unreachable or refused: one line, no traceback
+    except DatabaseError as exc:
+        # Unreachable or refused, or a SQLite file that is not a database: one line, no
+        # traceback. Any other database error here is a bug, and keeps its traceback.
+        unusable = getattr(exc.orig, "sqlite_errorname", "") in _SQLITE_UNUSABLE
+        if not (isinstance(exc, OperationalError) or unusable):
+            raise
         raise click.ClickException(f"cannot reach the database: {_driver_message(exc)}") from None
     finally:
         engine.dispose()
     return head_revision()
+
+
+_SQLITE_UNUSABLE = frozenset({"SQLITE_NOTADB", "SQLITE_CORRUPT"})
 
 
 def _driver_message(exc: Exception) -> str:

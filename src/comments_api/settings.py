@@ -621,3 +621,7 @@ class Settings:
             raise SettingsError(
                 "DATABASE_URL must be sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
             )
+        sqlite_path = self.database_url.removeprefix("sqlite:///").partition("?")[0]
+        if self.database_url.startswith("sqlite:///") and sqlite_path in ("", ":memory:"):
+            # In memory: one database per connection and per worker, gone at restart.
+            raise SettingsError("DATABASE_URL sqlite:/// needs a file path: sqlite:///PATH")

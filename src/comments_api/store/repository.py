@@ -519,7 +519,13 @@ def make_engine(
     timeout_ms = max(1, int(statement_timeout * 1000))
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
-            Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            directory = Path(url.database).expanduser().parent
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                # Said here, with the reason; SQLite's own "unable to open database file"
+                # then fails the first connection, answered as any unreachable database.
+                log.error("cannot create the database directory %s: %s", directory, exc.strerror)
         engine = create_engine(
             url,
             pool_size=pool_size,

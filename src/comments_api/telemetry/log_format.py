@@ -231,6 +231,9 @@ def logging_config(settings: Settings) -> dict[str, Any]:
         "loggers": {
             "gunicorn.error": {"level": level, "handlers": [], "propagate": True},
             "gunicorn.access": {"level": level, "handlers": [], "propagate": True},
+            # Alembic >= 1.16 announces each of its plugins at INFO on every migrate: seven
+            # lines per start saying nothing about our schema.
+            "alembic.runtime.plugins": {"level": "DEBUG" if level == "DEBUG" else "WARNING"},
         },
     }
 
