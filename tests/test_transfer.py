@@ -31,7 +31,7 @@ from comments_api.store.repository import (
     migrate,
 )
 
-from .support import VENV_BIN
+from .support import VENV_BIN, missing
 
 N_COMMENTS = 100_000
 STATUSES = ("published", "published", "published", "pending", "hidden", "deleted")
@@ -332,3 +332,40 @@ def test_sqlite_online_backup(tmp_path, postgres_url):
     assert f"Error: no backup written to {nowhere}: unable to open database file" in result.stderr
     assert "Traceback" not in result.stderr
     assert not nowhere.exists()
+
+
+def test_an_export_that_cannot_be_written_is_one_line_and_leaves_no_partial_file(tmp_path):
+    # Each was an OSError traceback; a full disk left a truncated file that looked like an
+    # export (the header line came first).
+    url = f"sqlite:///{tmp_path / 'source.db'}"
+    generate(url, 2_000)
+    refused = cli("export", "/proc/no-such-dir/out.jsonl", url=url)
+    assert refused.returncode == 1, refused.stderr
+    assert "Error: no export written to /proc/no-such-dir/out.jsonl: No such file" in (
+        refused.stderr
+    )
+    full = cli("export", "/dev/full", url=url)
+    assert full.returncode == 1
+    assert "Error: no export written to /dev/full: No space left on device" in full.stderr
+    assert Path("/dev/full").is_char_device()  # a device is never removed
+    if os.geteuid() != 0:
+        missing("root, to mount a small tmpfs for the export")
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(volume)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        missing(f"permission to mount a tmpfs ({mounted.stderr.strip()})")
+    try:
+        target = volume / "out.jsonl"
+        result = cli("export", str(target), url=url)
+        assert result.returncode == 1, result.stderr
+        assert f"Error: no export written to {target}: No space left on device" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert not target.exists()
+    finally:
+        subprocess.run(["umount", str(volume)], check=False)

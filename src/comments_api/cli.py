@@ -246,11 +246,23 @@ def export_command(output: str, no_api_keys: bool) -> None:
     repo = _repository(_settings(), statement_timeout=BULK_TIMEOUT)
     names = [n for n in TABLES if not (no_api_keys and n == "api_keys")]
     total = sum(table_counts(repo.engine, names).values())
-    with (
-        click.open_file(output, "w", encoding="utf-8") as out,
-        _progress("exporting", total) as bar,
-    ):
-        written = export(repo.engine, out, include_api_keys=not no_api_keys, progress=bar.update)
+    opened = False
+    try:
+        with (
+            click.open_file(output, "w", encoding="utf-8") as out,
+            _progress("exporting", total) as bar,
+        ):
+            opened = True
+            written = export(
+                repo.engine, out, include_api_keys=not no_api_keys, progress=bar.update
+            )
+    except OSError as exc:  # cannot create it, or the disk filled up on the way
+        if opened and output != "-" and os.path.isfile(output):  # never a device
+            with contextlib.suppress(OSError):
+                os.remove(output)  # a partial export would look like a whole one
+        raise click.ClickException(
+            f"no export written to {output}: {exc.strerror or exc}"
+        ) from None
     summary = ", ".join(f"{n} {name}" for name, n in written.items())
     click.echo(f"exported {summary}", err=True)
 
