@@ -116,6 +116,11 @@ def test_secrets_can_come_from_files(tmp_path, item):
         Settings.from_env({f"{name}_FILE": str(secret), name: value})
     with pytest.raises(SettingsError, match=f"{name}_FILE: cannot read"):
         Settings.from_env({f"{name}_FILE": str(tmp_path / "missing")})
+    # An empty mounted secret used to mean "unset": DATABASE_URL_FILE then served from
+    # the default SQLite file inside the container.
+    secret.write_text(" \n")
+    with pytest.raises(SettingsError, match=f"{name}_FILE: {secret} is empty"):
+        Settings.from_env({f"{name}_FILE": str(secret)})
 
 
 def test_the_database_urls_file_is_remembered_for_rotations(tmp_path):

@@ -479,9 +479,14 @@ class Settings:
                 raise SettingsError(f"set either {name} or {name}_FILE, not both")
             if path:
                 try:
-                    return Path(path).read_text(encoding="utf-8").strip() or None
+                    value = Path(path).read_text(encoding="utf-8").strip()
                 except OSError as exc:
                     raise SettingsError(f"{name}_FILE: cannot read {path}: {exc}") from None
+                if not value:
+                    # An empty mounted secret is a broken one: falling back to the default
+                    # would serve from a throwaway SQLite file, or without the secret.
+                    raise SettingsError(f"{name}_FILE: {path} is empty")
+                return value
             return direct
 
         kwargs: dict[str, object] = {}
