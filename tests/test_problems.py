@@ -115,3 +115,18 @@ def test_web_errors_uses_the_registry_constants():
 
     assert errors.LEGACY_PREFIX is LEGACY_PREFIX
     assert errors.PROBLEM_JSON is PROBLEM_JSON
+
+
+def test_the_servers_413_names_its_instance_and_other_refusals_do_not():
+    from comments_api import worker
+
+    def instance(status: int, target: str) -> str | None:
+        return json.loads(worker.error_document(status, "d", target)[1]).get("instance")
+
+    assert instance(413, "/api/v1/contents/a%2Fb/comments?x=1") == "/api/v1/contents/a%2Fb/comments"
+    # Not a clean origin-form path: left out rather than echoed.
+    assert instance(413, "/api/v1/contents/<script>/comments") is None
+    assert instance(413, "http://other.example/x") is None
+    # The path may be what a 400 or 414 is about: never echoed there.
+    assert instance(400, "/api/v1/counts") is None
+    assert instance(414, "/api/v1/counts") is None

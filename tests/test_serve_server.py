@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from comments_api import worker
+from comments_api.contract.problems import BODY_TOO_LARGE
 from comments_api.server import OWNER_LOCK, RUNTIME_PREFIX, clean_stale_runtime_dirs
 from comments_api.web import errors as web_errors
 
@@ -333,6 +334,7 @@ def test_slow_clients_never_hold_a_worker(sqlite_env, tmp_path, threads):
         late = value(refusals, "comments_api_server_refusals_total", reason="request-timeout")
         assert late == len(slow)
         check_a_stalled_body_over_the_limit_gets_one_413(service)
+        check_a_chunked_body_announced_over_the_limit_gets_413_at_once(service)
         check_expect_100_continue_is_answered_while_buffering(service)
 
 
@@ -668,6 +670,41 @@ def check_a_stalled_body_over_the_limit_gets_one_413(service: ServiceProcess) ->
         assert status == 413
         assert len(body) == int(headers["content-length"])  # nothing after the response
         assert requests.get(f"{service.base}/healthz", timeout=5).status_code == 200
+
+
+def check_a_chunked_body_announced_over_the_limit_gets_413_at_once(
+    service: ServiceProcess,
+) -> None:
+    """(MAX_BODY_BYTES=4096, REQUEST_BODY_TIMEOUT=2) Chunk sizes that add up past the
+    limit are refused as soon as they are read, as a Content-Length would be: they used to
+    wait for the body timeout and get 408, which says nothing of the real problem."""
+    head = (
+        b"POST /api/v1/contents/big/comments HTTP/1.1\r\nHost: a\r\n"
+        b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    before = value(
+        scrape(service.base), "comments_api_server_refusals_total", reason="content-too-large"
+    )
+    # One chunk of 8 KiB announced, 10 bytes sent; then 3 KiB sent whole and 3 KiB more
+    # announced.
+    for body in (b"2000\r\n" + b"x" * 10, b"c00\r\n" + b"x" * 3072 + b"\r\nc00\r\nxx"):
+        with socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock:
+            started = time.monotonic()
+            sock.sendall(head + body)
+            out = b""
+            while chunk := sock.recv(65536):
+                out += chunk
+            assert time.monotonic() - started < 1.5  # not at the 2 s body timeout
+        status, headers, reply = parse_response(out)
+        assert status == 413, reply
+        assert headers["content-type"] == "application/problem+json"
+        problem = json.loads(reply)
+        assert (problem["title"], problem["detail"]) == ("Content Too Large", BODY_TOO_LARGE)
+        assert problem["instance"] == "/api/v1/contents/big/comments"  # as the app's 413
+    after = value(
+        scrape(service.base), "comments_api_server_refusals_total", reason="content-too-large"
+    )
+    assert after == before + 2
 
 
 def check_expect_100_continue_is_answered_while_buffering(service: ServiceProcess) -> None:

@@ -50,6 +50,7 @@ from werkzeug.exceptions import RequestTimeout
 
 # The registry web/errors.py answers from: same titles, slugs and both shapes.
 from .contract.problems import (
+    BODY_TOO_LARGE,
     LEGACY_PREFIX,
     PROBLEM_JSON,
     problem_type_uri,
@@ -139,7 +140,9 @@ def error_document(status: int, detail: str, path: str | None) -> tuple[str, byt
 
     The legacy API (``/api/comment/…``) answers ``{"status": "BAD-REQUEST", "message": …}``,
     everything else RFC 9457 problem+json, like the application's own errors. The raw path
-    is never echoed: it is what the client got wrong. Pure, so the tests can call it.
+    is echoed only for a 413, as the app's ``instance``: there the request line was read
+    and the body is what was wrong; elsewhere the path may be what the client got wrong.
+    Pure, so the tests can call it.
     """
     title = status_title(status)
     if path is not None and path.startswith(LEGACY_PREFIX):
@@ -151,7 +154,15 @@ def error_document(status: int, detail: str, path: str | None) -> tuple[str, byt
         "status": status,
         "detail": detail,
     }
+    if status == 413 and path is not None:
+        instance = path.partition("?")[0]
+        if _ORIGIN_FORM_PATH.fullmatch(instance):
+            doc["instance"] = instance
     return PROBLEM_JSON, json.dumps(doc).encode()
+
+
+# An origin-form path of URI characters only (RFC 3986), fit to be echoed as `instance`.
+_ORIGIN_FORM_PATH = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/%]{0,2047}")
 
 
 def error_response_bytes(status: int, detail: str, path: str | None) -> bytes:
@@ -256,6 +267,7 @@ class PendingRequest:
     # Every byte of the request is here (not handed over early: too large, malformed).
     complete: bool = False
     chunk_pos: int = 0  # where the next chunk-size line starts (chunked bodies)
+    chunked_size: int = 0  # the sizes of the chunks walked past, decoded
     lf_checked: int = 0  # how far the head has been searched for a bare LF
     expects_continue: bool = False
     sent_continue: bool = False
@@ -389,6 +401,11 @@ class PendingRequest:
             if not size_text or size_text.strip(b"0123456789abcdefABCDEF"):
                 return True  # not a chunk size (int() would take "+5", "0x5", "1_0")
             size = int(size_text, 16)
+            if self.chunked_size + size > self.body_limit:
+                # Refused here, as soon as the sizes say so: the application could only
+                # find out by reading, and would wait for bytes the client may never send.
+                self.refuse = (413, BODY_TOO_LARGE)
+                return True
             if size == 0:
                 # Last chunk, then optional trailer fields and an empty line.
                 self.complete = data.startswith(b"\r\n", line_end + 2) or (
@@ -398,6 +415,7 @@ class PendingRequest:
             next_pos = line_end + 2 + size + 2
             if len(data) < next_pos:
                 return False
+            self.chunked_size += size
             self.chunk_pos = next_pos
 
 
@@ -472,13 +490,25 @@ def _send(sock: Any, data: bytes) -> None:
 _REFUSAL_KINDS = {400: "malformed", 408: "timeout", 503: "draining"}
 
 
-def _refuse(sock: socket.socket, pending: PendingRequest, status: int, detail: str) -> None:
+def _refuse(
+    sock: socket.socket,
+    pending: PendingRequest,
+    status: int,
+    detail: str,
+    linger: Callable[[socket.socket], None] | None = None,
+) -> None:
     log.warning(
         "refused a request the server could not read",
         extra={"status": status, "error": _REFUSAL_KINDS.get(status, "limit")},
     )
     count_server_refusal(status_slug(status))
     _send(sock, error_response_bytes(status, detail, pending.target))
+    if status == 413 and linger is not None:
+        # Refused mid-body: the client is likely still sending. Closed outright, the rest
+        # of its body would make the kernel answer with a reset, and the client could lose
+        # the 413 before reading it.
+        linger(sock)
+        return
     util.close(sock)
 
 
@@ -913,6 +943,9 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                 with contextlib.suppress(KeyError, ValueError):
                     self._selector.unregister(client)
 
+    def _linger_refused(self, client: socket.socket) -> None:
+        self._close_after_response(client, complete=False)
+
     def _close_after_response(self, client: socket.socket, complete: bool) -> None:
         self._unwatch(client)  # before close(): the descriptor may be reused at once
         if complete and _nothing_pending(client):
@@ -1060,7 +1093,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
             request, listener, addr = pending.pop(client)
             if request.refuse is not None:
                 self._unwatch(client)
-                _refuse(client, request, *request.refuse)
+                _refuse(client, request, *request.refuse, linger=self._linger_refused)
                 return
             pipelined, unsent = self._serve(listener, client, addr, request)
             if unsent:
@@ -1508,7 +1541,7 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         del self._buffering[conn]
         if pending.refuse is not None:
             self.nr_conns -= 1
-            _refuse(conn.sock, pending, *pending.refuse)
+            _refuse(conn.sock, pending, *pending.refuse, linger=self.linger)
             return True
         self._targets[conn.sock] = pending.target or ""
         reader = getattr(conn, "deadline_reader", None)

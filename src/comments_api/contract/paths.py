@@ -24,7 +24,13 @@ from ..settings import Settings
 from . import models
 from .components import EXAMPLE_EMAIL, ref, value_schema
 from .models import MAX_BULK_IDS
-from .problems import DOCS_PROBLEM_PREFIX, LEGACY_PREFIX, PROBLEM_JSON, status_slug
+from .problems import (
+    BODY_TOO_LARGE,
+    DOCS_PROBLEM_PREFIX,
+    LEGACY_PREFIX,
+    PROBLEM_JSON,
+    status_slug,
+)
 from .responses import EXAMPLE_TIME
 
 JSON = "application/json"
@@ -135,7 +141,7 @@ _ERROR_DEFAULTS: dict[int, tuple[tuple[str, ...], str, dict[str, Any]]] = {
     ),
     413: (
         ("content-too-large",),
-        "the request body is larger than this API accepts",
+        BODY_TOO_LARGE,
         {},
     ),
     415: (

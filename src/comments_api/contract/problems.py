@@ -32,6 +32,10 @@ def slug_for_title(title: str) -> str:
 _RFC9110_TITLES = {413: "Content Too Large", 414: "URI Too Long"}
 
 
+# The detail of a 413, whether the application or the server process answers it.
+BODY_TOO_LARGE = "the request body is larger than this API accepts"
+
+
 def status_title(status: int) -> str:
     """The title of an error answered by status alone: RFC 9110's reason phrase."""
     if status in _RFC9110_TITLES:

@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 
 from ..comments.rules import Conflict, DomainError, InvalidInput, NotFound
 from ..contract.problems import (
+    BODY_TOO_LARGE,
     LEGACY_PREFIX,
     PROBLEM_JSON,
     problem_type_uri,
@@ -83,7 +84,7 @@ def _handle_http(exc: HTTPException) -> Response:
         detail = f"{request.method} is not allowed here; use {headers['Allow']}"
     title = None
     if status == 413:
-        detail = "the request body is larger than this API accepts"
+        detail = BODY_TOO_LARGE
         # RFC 9110's name; Python's phrase for 413 differs between versions.
         title = "Content Too Large"
     response = error_response(status, detail, title=title, headers=headers)
