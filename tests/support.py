@@ -35,6 +35,27 @@ def missing(what: str) -> None:
     pytest.skip(f"{what} not available")
 
 
+@contextlib.contextmanager
+def small_tmpfs(path: Path, size: str) -> Any:
+    """A tmpfs of ``size`` (mount's syntax, e.g. ``64k``) mounted at ``path``, a new
+    directory, for the duration: a volume that really fills up. Needs root and mount(8)."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        missing("root and mount(8), to mount a small tmpfs")
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        missing(f"permission to mount a tmpfs ({mounted.stderr.strip()})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=False)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

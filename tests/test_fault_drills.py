@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import sqlite3
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -24,7 +22,7 @@ from sqlalchemy import select
 
 from comments_api.store.repository import comments, make_engine
 
-from .support import PostgresServer, ServiceProcess, missing, wait_until
+from .support import PostgresServer, ServiceProcess, small_tmpfs, wait_until
 
 WRITE_TIMEOUT = 10.0
 
@@ -271,19 +269,7 @@ def _fill(path: Path) -> None:
 
 
 def test_disk_full_on_the_sqlite_volume(tmp_path):
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        missing("root and mount(8), to mount a small tmpfs as the SQLite volume")
-    volume = tmp_path / "volume"
-    volume.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(volume)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        missing(f"permission to mount a tmpfs ({mounted.stderr.strip()})")
-    try:
+    with small_tmpfs(tmp_path / "volume", "24m") as volume:
         url = f"sqlite:///{volume / 'comments.db'}"
         env = {"DATABASE_URL": url, "RATELIMIT_ENABLED": "false", "LOG_LEVEL": "info"}
         records = []
@@ -327,5 +313,3 @@ def test_disk_full_on_the_sqlite_volume(tmp_path):
             filler.unlink()
             assert post("all space back").status_code == 201
         check_ledger(records, url, "disk", refusals=(507,))
-    finally:
-        subprocess.run(["umount", str(volume)], check=False)

@@ -31,7 +31,7 @@ from comments_api.store.repository import (
     migrate,
 )
 
-from .support import VENV_BIN, missing
+from .support import VENV_BIN, small_tmpfs
 
 N_COMMENTS = 100_000
 STATUSES = ("published", "published", "published", "pending", "hidden", "deleted")
@@ -348,24 +348,10 @@ def test_an_export_that_cannot_be_written_is_one_line_and_leaves_no_partial_file
     assert full.returncode == 1
     assert "Error: no export written to /dev/full: No space left on device" in full.stderr
     assert Path("/dev/full").is_char_device()  # a device is never removed
-    if os.geteuid() != 0:
-        missing("root, to mount a small tmpfs for the export")
-    volume = tmp_path / "volume"
-    volume.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(volume)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        missing(f"permission to mount a tmpfs ({mounted.stderr.strip()})")
-    try:
+    with small_tmpfs(tmp_path / "volume", "64k") as volume:
         target = volume / "out.jsonl"
         result = cli("export", str(target), url=url)
         assert result.returncode == 1, result.stderr
         assert f"Error: no export written to {target}: No space left on device" in result.stderr
         assert "Traceback" not in result.stderr
         assert not target.exists()
-    finally:
-        subprocess.run(["umount", str(volume)], check=False)
