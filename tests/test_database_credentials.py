@@ -13,6 +13,7 @@ import secrets
 import subprocess
 import uuid
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -156,3 +157,35 @@ def test_serve_survives_a_rotation_without_a_restart(
         assert len(listed.json()["items"]) == 9
         assert "DATABASE_URL_FILE: new credentials" in service.log()
         assert first not in service.log()
+
+
+def test_a_password_with_url_reserved_characters_migrates_and_serves(
+    pg_server: PostgresServer, tmp_path: Path
+) -> None:
+    # Percent-encoded in the URL, as it must be. migrate (and serve, which migrates first)
+    # handed the URL to Alembic's ConfigParser, whose interpolation refused the '%': a
+    # ValueError traceback before anything ran.
+    suffix = uuid.uuid4().hex[:10]
+    role, database = f"app_{suffix}", f"pct_{suffix}"
+    pg_server.create_database(database)
+    password = "p@ss:w/rd%?#&=+" + secrets.token_hex(8)
+    pg_server.add_password_role(role, password, database)
+    env = {
+        "DATABASE_URL": url(pg_server, role, quote(password, safe=""), database),
+        "RATELIMIT_ENABLED": "false",
+    }
+    migrated = subprocess.run(
+        [str(VENV_BIN / "comments-api"), "migrate"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert migrated.returncode == 0, migrated.stderr + migrated.stdout[-2000:]
+    with ServiceProcess(env, tmp_path) as service:
+        created = requests.post(
+            f"{service.base}/api/v1/contents/pct/comments", json={"body": "hi"}, timeout=10
+        )
+        assert created.status_code == 201, created.text
+        listed = requests.get(f"{service.base}/api/v1/contents/pct/comments", timeout=10)
+        assert [c["body"] for c in listed.json()["items"]] == ["hi"]

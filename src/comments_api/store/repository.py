@@ -1249,7 +1249,9 @@ def _alembic_config(engine: Engine | None = None) -> Any:
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS_DIR))
     if engine is not None:
-        config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+        # ConfigParser interpolation: a percent-encoded password (p%40ss) must be "%%".
+        url = engine.url.render_as_string(hide_password=False)
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
 
 
