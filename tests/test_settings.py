@@ -62,6 +62,12 @@ def test_values_are_parsed_and_typed():
         ({"RESPONSE_SEND_TIMEOUT": "0"}, "RESPONSE_SEND_TIMEOUT must be a positive number"),
         ({"DB_POOL_TIMEOUT": "0"}, "DB_POOL_TIMEOUT must be a positive number"),
         ({"DATABASE_URL": "mysql://db/x"}, "DATABASE_URL"),
+        # Drivers the lock does not install: a ModuleNotFoundError traceback at connect.
+        ({"DATABASE_URL": "postgresql+psycopg2://u@db/x"}, "DATABASE_URL must be sqlite"),
+        ({"DATABASE_URL": "postgresql+asyncpg://u@db/x"}, "DATABASE_URL must be sqlite"),
+        # A ValueError traceback from the URL parser; the URL (a password) is not echoed.
+        ({"DATABASE_URL": "postgresql+psycopg://u:pw@db:5432x/x"}, "port must be a number"),
+        ({"DATABASE_URL": "postgresql+psycopg://u:pw@db:70000/x"}, "port must be a number"),
         ({"WAITING_ANSWERS_MAX_BYTES": "65536"}, "WAITING_ANSWERS_MAX_BYTES must be >= 1048576"),
         # Checked whether or not rate limiting is on: a typo is never "no limit".
         ({"RATELIMIT_READ": "lots"}, "RATELIMIT_READ must look like"),

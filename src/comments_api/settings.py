@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from limits import RateLimitItem, parse_many
 
@@ -620,12 +621,20 @@ class Settings:
                 f"{', '.join(s + '://' for s in RATELIMIT_STORAGE_SCHEMES)}; got "
                 + (f"{scheme}://" if separator else "no scheme")
             )
+        scheme = self.database_url.partition("://")[0]
         if not (
-            self.database_url.startswith("sqlite:///") or self.database_url.startswith("postgresql")
+            self.database_url.startswith("sqlite:///")
+            or scheme in ("postgresql", "postgresql+psycopg")
         ):
+            # Named drivers other than psycopg (psycopg2, asyncpg, ...) are not installed.
             raise SettingsError(
                 "DATABASE_URL must be sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
             )
+        try:
+            urlsplit(self.database_url).port  # noqa: B018 # parsed for its check only
+        except ValueError:
+            # Not the URL itself: it may hold the password.
+            raise SettingsError("DATABASE_URL: the port must be a number from 0 to 65535") from None
         sqlite_path = self.database_url.removeprefix("sqlite:///").partition("?")[0]
         if self.database_url.startswith("sqlite:///") and sqlite_path in ("", ":memory:"):
             # In memory: one database per connection and per worker, gone at restart.
