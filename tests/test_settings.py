@@ -66,8 +66,12 @@ def test_values_are_parsed_and_typed():
         ({"DATABASE_URL": "postgresql+psycopg2://u@db/x"}, "DATABASE_URL must be sqlite"),
         ({"DATABASE_URL": "postgresql+asyncpg://u@db/x"}, "DATABASE_URL must be sqlite"),
         # A ValueError traceback from the URL parser; the URL (a password) is not echoed.
-        ({"DATABASE_URL": "postgresql+psycopg://u:pw@db:5432x/x"}, "port must be a number"),
-        ({"DATABASE_URL": "postgresql+psycopg://u:pw@db:70000/x"}, "port must be a number"),
+        (
+            {"DATABASE_URL": "postgresql+psycopg://u:pw@db:5432x/x"},
+            "a port is a number from 0 to 65535",
+        ),
+        ({"DATABASE_URL": "postgresql+psycopg://u:pw@db:70000/x"}, "a port is a number from 0"),
+        ({"DATABASE_URL": "postgresql+psycopg://u:pw@[::1/x"}, "an IPv6 address goes in"),
         ({"WAITING_ANSWERS_MAX_BYTES": "65536"}, "WAITING_ANSWERS_MAX_BYTES must be >= 1048576"),
         # Checked whether or not rate limiting is on: a typo is never "no limit".
         ({"RATELIMIT_READ": "lots"}, "RATELIMIT_READ must look like"),

@@ -621,10 +621,10 @@ class Settings:
                 f"{', '.join(s + '://' for s in RATELIMIT_STORAGE_SCHEMES)}; got "
                 + (f"{scheme}://" if separator else "no scheme")
             )
-        scheme = self.database_url.partition("://")[0]
+        database_scheme = self.database_url.partition("://")[0]
         if not (
             self.database_url.startswith("sqlite:///")
-            or scheme in ("postgresql", "postgresql+psycopg")
+            or database_scheme in ("postgresql", "postgresql+psycopg")
         ):
             # Named drivers other than psycopg (psycopg2, asyncpg, ...) are not installed.
             raise SettingsError(
@@ -634,7 +634,10 @@ class Settings:
             urlsplit(self.database_url).port  # noqa: B018 # parsed for its check only
         except ValueError:
             # Not the URL itself: it may hold the password.
-            raise SettingsError("DATABASE_URL: the port must be a number from 0 to 65535") from None
+            raise SettingsError(
+                "DATABASE_URL: the host and port cannot be read (a port is a number from 0 "
+                "to 65535; an IPv6 address goes in brackets)"
+            ) from None
         sqlite_path = self.database_url.removeprefix("sqlite:///").partition("?")[0]
         if self.database_url.startswith("sqlite:///") and sqlite_path in ("", ":memory:"):
             # In memory: one database per connection and per worker, gone at restart.
