@@ -80,6 +80,9 @@ def test_values_are_parsed_and_typed():
         ({"RATELIMIT_STORAGE_URL": "memcached://cache:11211"}, "got memcached://$"),
         ({"RATELIMIT_STORAGE_URL": "async+redis://r:6379"}, "got async\\+redis://$"),
         ({"RATELIMIT_STORAGE_URL": "cache:6379"}, "got no scheme$"),
+        # A ValueError traceback when the limiter was built; a db name, a fallback later.
+        ({"RATELIMIT_STORAGE_URL": "redis://r:63x9/0"}, "the host and port cannot be read"),
+        ({"RATELIMIT_STORAGE_URL": "redis://r:6379/limits"}, "the path is a database number"),
     ],
 )
 def test_bad_values_are_clear_errors(env, message):
@@ -98,7 +101,14 @@ def test_a_refused_storage_url_is_not_echoed_past_its_scheme():
     with pytest.raises(SettingsError) as refused:
         Settings.from_env({"RATELIMIT_STORAGE_URL": "memcached://:pa55word@cache:11211"})
     assert "pa55word" not in str(refused.value)
-    for url in ("memory://", "redis://r:6379/0", "rediss://:pw@r:6380/1", "redis+unix:///s"):
+    for url in (
+        "memory://",
+        "redis://r:6379/0",
+        "rediss://:pw@r:6380/1",
+        "redis://r",
+        "redis+unix:///s",
+        "redis+sentinel://s1:26379,s2:26379/mymaster",
+    ):
         assert Settings.from_env({"RATELIMIT_STORAGE_URL": url}).ratelimit_storage_url == url
 
 

@@ -118,6 +118,21 @@ def _doc(text: str, *, default: str | None = None, file: bool = False) -> dict[s
     return meta
 
 
+# Said instead of the URL itself, which may hold a password.
+UNREADABLE_HOST = (
+    "the host and port cannot be read (a port is a number from 0 to 65535; an IPv6 "
+    "address goes in brackets)"
+)
+
+
+def _host_and_port_readable(url: str) -> bool:
+    try:
+        urlsplit(url).port  # noqa: B018 # read for the ValueError it raises
+    except ValueError:
+        return False
+    return True
+
+
 # An origin as browsers serialize it in the Origin header (RFC 6454 section 6.1): http or
 # https, a lowercase host (IDNs in punycode, IPv6 in brackets), a port only when it is not
 # the scheme's default.
@@ -621,6 +636,11 @@ class Settings:
                 f"{', '.join(s + '://' for s in RATELIMIT_STORAGE_SCHEMES)}; got "
                 + (f"{scheme}://" if separator else "no scheme")
             )
+        if scheme.lower() in ("redis", "rediss"):  # one host (sentinel URLs list several)
+            if not _host_and_port_readable(self.ratelimit_storage_url):
+                raise SettingsError(f"RATELIMIT_STORAGE_URL: {UNREADABLE_HOST}")
+            if not re.fullmatch(r"/?\d*", urlsplit(self.ratelimit_storage_url).path):
+                raise SettingsError("RATELIMIT_STORAGE_URL: the path is a database number: /0")
         database_scheme = self.database_url.partition("://")[0]
         if not (
             self.database_url.startswith("sqlite:///")
@@ -630,14 +650,8 @@ class Settings:
             raise SettingsError(
                 "DATABASE_URL must be sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
             )
-        try:
-            urlsplit(self.database_url).port  # noqa: B018 # parsed for its check only
-        except ValueError:
-            # Not the URL itself: it may hold the password.
-            raise SettingsError(
-                "DATABASE_URL: the host and port cannot be read (a port is a number from 0 "
-                "to 65535; an IPv6 address goes in brackets)"
-            ) from None
+        if not _host_and_port_readable(self.database_url):
+            raise SettingsError(f"DATABASE_URL: {UNREADABLE_HOST}")
         sqlite_path = self.database_url.removeprefix("sqlite:///").partition("?")[0]
         if self.database_url.startswith("sqlite:///") and sqlite_path in ("", ":memory:"):
             # In memory: one database per connection and per worker, gone at restart.
