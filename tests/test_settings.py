@@ -97,6 +97,16 @@ def test_origins_in_the_form_browsers_send_are_accepted():
     assert Settings.from_env({"CORS_ORIGINS": origins}).cors_origins == tuple(origins.split(","))
 
 
+def test_database_urls_the_driver_reads_are_accepted():
+    for url in (
+        "postgresql+psycopg://app:p[ss/w@db.internal:5432/comments",  # unencoded, as before
+        "postgresql+psycopg://app@[2001:db8::1]:5432/comments?sslmode=require",
+        "postgresql+psycopg:///comments?host=/run/postgresql",
+        "postgresql://app@db/comments",
+    ):
+        assert Settings.from_env({"DATABASE_URL": url}).database_url == url
+
+
 def test_a_refused_storage_url_is_not_echoed_past_its_scheme():
     with pytest.raises(SettingsError) as refused:
         Settings.from_env({"RATELIMIT_STORAGE_URL": "memcached://:pa55word@cache:11211"})
@@ -108,6 +118,8 @@ def test_a_refused_storage_url_is_not_echoed_past_its_scheme():
         "redis://r",
         "redis+unix:///s",
         "redis+sentinel://s1:26379,s2:26379/mymaster",
+        "redis://r:6379/2?socket_timeout=1",
+        "redis://:p[ss@r:6379/0",  # the checks read past the credentials
     ):
         assert Settings.from_env({"RATELIMIT_STORAGE_URL": url}).ratelimit_storage_url == url
 

@@ -126,8 +126,12 @@ UNREADABLE_HOST = (
 
 
 def _host_and_port_readable(url: str) -> bool:
+    # Only what follows the credentials: a password may hold '[' or '/' unencoded, which
+    # urlsplit refuses and SQLAlchemy and redis-py accept.
+    host_and_port = url.partition("://")[2].rpartition("@")[2]
+    host_and_port = re.split(r"[/?#]", host_and_port, maxsplit=1)[0]
     try:
-        urlsplit(url).port  # noqa: B018 # read for the ValueError it raises
+        urlsplit(f"//{host_and_port}").port  # noqa: B018 # read for the ValueError it raises
     except ValueError:
         return False
     return True
@@ -639,7 +643,8 @@ class Settings:
         if scheme.lower() in ("redis", "rediss"):  # one host (sentinel URLs list several)
             if not _host_and_port_readable(self.ratelimit_storage_url):
                 raise SettingsError(f"RATELIMIT_STORAGE_URL: {UNREADABLE_HOST}")
-            if not re.fullmatch(r"/?\d*", urlsplit(self.ratelimit_storage_url).path):
+            path = self.ratelimit_storage_url.partition("://")[2].rpartition("@")[2]
+            if not re.fullmatch(r"[^/?#]*(/\d*)?([?#].*)?", path):
                 raise SettingsError("RATELIMIT_STORAGE_URL: the path is a database number: /0")
         database_scheme = self.database_url.partition("://")[0]
         if not (
