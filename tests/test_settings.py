@@ -83,6 +83,8 @@ def test_values_are_parsed_and_typed():
         # A ValueError traceback when the limiter was built; a db name, a fallback later.
         ({"RATELIMIT_STORAGE_URL": "redis://r:63x9/0"}, "the host and port cannot be read"),
         ({"RATELIMIT_STORAGE_URL": "redis://r:6379/limits"}, "the path is a database number"),
+        # redis-py reads the whole URL with urllib: this '[' fails it at the first request.
+        ({"RATELIMIT_STORAGE_URL": "redis://:p[ss@r:6379/0"}, "are percent-encoded"),
     ],
 )
 def test_bad_values_are_clear_errors(env, message):
@@ -119,7 +121,6 @@ def test_a_refused_storage_url_is_not_echoed_past_its_scheme():
         "redis+unix:///s",
         "redis+sentinel://s1:26379,s2:26379/mymaster",
         "redis://r:6379/2?socket_timeout=1",
-        "redis://:p[ss@r:6379/0",  # the checks read past the credentials
     ):
         assert Settings.from_env({"RATELIMIT_STORAGE_URL": url}).ratelimit_storage_url == url
 

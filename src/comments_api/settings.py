@@ -121,13 +121,13 @@ def _doc(text: str, *, default: str | None = None, file: bool = False) -> dict[s
 # Said instead of the URL itself, which may hold a password.
 UNREADABLE_HOST = (
     "the host and port cannot be read (a port is a number from 0 to 65535; an IPv6 "
-    "address goes in brackets)"
+    "address goes in brackets; reserved characters in a password are percent-encoded)"
 )
 
 
 def _host_and_port_readable(url: str) -> bool:
     # Only what follows the credentials: a password may hold '[' or '/' unencoded, which
-    # urlsplit refuses and SQLAlchemy and redis-py accept.
+    # urlsplit refuses and SQLAlchemy's URL parser accepts.
     host_and_port = url.partition("://")[2].rpartition("@")[2]
     host_and_port = re.split(r"[/?#]", host_and_port, maxsplit=1)[0]
     try:
@@ -641,10 +641,14 @@ class Settings:
                 + (f"{scheme}://" if separator else "no scheme")
             )
         if scheme.lower() in ("redis", "rediss"):  # one host (sentinel URLs list several)
-            if not _host_and_port_readable(self.ratelimit_storage_url):
-                raise SettingsError(f"RATELIMIT_STORAGE_URL: {UNREADABLE_HOST}")
-            path = self.ratelimit_storage_url.partition("://")[2].rpartition("@")[2]
-            if not re.fullmatch(r"[^/?#]*(/\d*)?([?#].*)?", path):
+            # Read as redis-py reads it (urllib.parse, the whole URL): a password with
+            # reserved characters must be percent-encoded there.
+            try:
+                parts = urlsplit(self.ratelimit_storage_url)
+                parts.port  # noqa: B018 # read for the ValueError it raises
+            except ValueError:
+                raise SettingsError(f"RATELIMIT_STORAGE_URL: {UNREADABLE_HOST}") from None
+            if not re.fullmatch(r"/?\d*", parts.path):
                 raise SettingsError("RATELIMIT_STORAGE_URL: the path is a database number: /0")
         database_scheme = self.database_url.partition("://")[0]
         if not (
