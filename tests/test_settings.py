@@ -105,6 +105,7 @@ def test_database_urls_the_driver_reads_are_accepted():
         "postgresql+psycopg://app@[2001:db8::1]:5432/comments?sslmode=require",
         "postgresql+psycopg:///comments?host=/run/postgresql",
         "postgresql://app@db/comments",
+        "sqlite:////srv/app@host:data/comments.db",  # a path: no host or port in it
     ):
         assert Settings.from_env({"DATABASE_URL": url}).database_url == url
 

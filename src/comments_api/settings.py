@@ -659,9 +659,11 @@ class Settings:
             raise SettingsError(
                 "DATABASE_URL must be sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
             )
-        if not _host_and_port_readable(self.database_url):
+        is_sqlite = self.database_url.startswith("sqlite:///")
+        # A SQLite URL is a path (it may hold '@' and ':'); no host or port to read.
+        if not is_sqlite and not _host_and_port_readable(self.database_url):
             raise SettingsError(f"DATABASE_URL: {UNREADABLE_HOST}")
         sqlite_path = self.database_url.removeprefix("sqlite:///").partition("?")[0]
-        if self.database_url.startswith("sqlite:///") and sqlite_path in ("", ":memory:"):
+        if is_sqlite and sqlite_path in ("", ":memory:"):
             # In memory: one database per connection and per worker, gone at restart.
             raise SettingsError("DATABASE_URL sqlite:/// needs a file path: sqlite:///PATH")
