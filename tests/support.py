@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ def missing(what: str) -> None:
 
 
 @contextlib.contextmanager
-def small_tmpfs(path: Path, size: str) -> Any:
+def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
     """A tmpfs of ``size`` (mount's syntax, e.g. ``64k``) mounted at ``path``, a new
     directory, for the duration: a volume that really fills up. Needs root and mount(8)."""
     if os.geteuid() != 0 or not shutil.which("mount"):
