@@ -92,6 +92,9 @@ def test_bench_scaling_rows_run_two_instances_on_one_database(tmp_path: Path) ->
         "--servers",
         "",
         "--no-ratelimit",
+        # bench/README's own example: a variant without /metrics still gets every other check.
+        "--variant",
+        "nometrics:METRICS_ENABLED=false",
         timeout=180,
     )
     for what in ("SQLite", "PostgreSQL"):
@@ -110,3 +113,9 @@ def test_bench_scaling_rows_run_two_instances_on_one_database(tmp_path: Path) ->
         assert servers[name]["posts_issued"] > 0
         assert servers[name]["persisted"] > 0
         assert servers[name]["list_workers_seen"] == workers
+    nometrics = servers["nometrics"]
+    assert nometrics["persisted"] > 0
+    assert nometrics["list_workers_seen"] == 2
+    assert nometrics["metrics_counted"] is None
+    assert "metrics off: no request counter to check" in stdout
+    assert servers["ours"]["metrics_counted"] > 0
