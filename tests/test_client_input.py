@@ -432,3 +432,22 @@ def test_server_errors_match_the_published_problem_schema(live, raw, status):
     slug = body["type"].removeprefix("/docs#problem-")  # type: ignore[index]
     docs = live.request("GET", "/docs").body.decode()
     assert f'id="problem-{slug}"' in docs, slug
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GET /api/v1/counts?content_id=" + b"x" * 300_000 + b" HTTP/1.1\r\n\r\n", 414),
+        (b"GET /healthz HTTP/1.1\r\nHost: a\r\nX-A: " + b"b" * 300_000 + b"\r\n\r\n", 431),
+        # Lines ended by LF alone: refused as soon as the first read shows one.
+        (b"POST /api/v1/contents/a/comments HTTP/1.1\nX-A: " + b"b" * 300_000, 400),
+    ],
+    ids=["414", "431", "400"],
+)
+def test_a_refusal_reaches_a_client_still_sending(live, raw, status):
+    # The server refuses after its first 64 KiB read. Closed outright with the rest unread,
+    # the connection was reset and the client's read failed (ECONNRESET) instead of ending
+    # at the answer. Now the answer is followed by FIN while the server drains the rest.
+    reply = live.send(raw)
+    assert reply.status == status, reply.body
+    assert reply.headers["content-type"] == "application/problem+json"

@@ -503,10 +503,11 @@ def _refuse(
     )
     count_server_refusal(status_slug(status))
     _send(sock, error_response_bytes(status, detail, pending.target))
-    if status == 413 and linger is not None:
-        # Refused mid-body: the client is likely still sending. Closed outright, the rest
-        # of its body would make the kernel answer with a reset, and the client could lose
-        # the 413 before reading it.
+    if linger is not None:
+        # Refused before the request's end (a body, a request line or headers over their
+        # limit, bytes that cannot be parsed, a request too slow): the client may still be
+        # sending. Closed outright, what it sends next makes the kernel answer with a
+        # reset, and the client loses the answer: its send or its read fails first.
         linger(sock)
         return
     util.close(sock)
@@ -1086,7 +1087,9 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                 if state == "idle":
                     util.close(client)
                 else:
-                    _refuse(client, request, 408, ReadTimeout.description)
+                    _refuse(
+                        client, request, 408, ReadTimeout.description, linger=self._linger_refused
+                    )
 
         def dispatch_one() -> None:
             client = ready.popleft()
@@ -1602,7 +1605,7 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
             if state == "idle":
                 conn.close()
             else:
-                _refuse(conn.sock, pending, 408, ReadTimeout.description)
+                _refuse(conn.sock, pending, 408, ReadTimeout.description, linger=self.linger)
 
     def _keepalive_after(self, conn: TConn, keepalive: bool) -> bool:
         # gthread drains an unread body before reusing the connection; with our reader a
