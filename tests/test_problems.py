@@ -117,7 +117,7 @@ def test_web_errors_uses_the_registry_constants():
     assert errors.PROBLEM_JSON is PROBLEM_JSON
 
 
-def test_the_servers_413_names_its_instance_and_other_refusals_do_not():
+def test_the_servers_413_and_408_name_their_instance_and_other_refusals_do_not():
     from comments_api import worker
 
     def instance(status: int, target: str) -> str | None:
@@ -127,6 +127,7 @@ def test_the_servers_413_names_its_instance_and_other_refusals_do_not():
     # Not a clean origin-form path: left out rather than echoed.
     assert instance(413, "/api/v1/contents/<script>/comments") is None
     assert instance(413, "http://other.example/x") is None
+    assert instance(408, "/api/v1/contents/a/comments") == "/api/v1/contents/a/comments"
     # The path may be what a 400 or 414 is about: never echoed there.
     assert instance(400, "/api/v1/counts") is None
     assert instance(414, "/api/v1/counts") is None

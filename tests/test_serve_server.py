@@ -319,10 +319,14 @@ def test_slow_clients_never_hold_a_worker(sqlite_env, tmp_path, threads):
                     out += chunk
                 answers.append(out)
             assert time.monotonic() - deadline_hit < 6
-            for out in answers:
+            for i, out in enumerate(answers):
                 status, _headers, body = parse_response(out)
                 assert status == 408
-                assert json.loads(body)["status"] == 408
+                problem = json.loads(body)
+                assert problem["status"] == 408
+                # The request line was whole: its path is the app's `instance`, as for 413.
+                path = "/healthz" if i % 2 else "/api/v1/contents/slow/comments"
+                assert problem["instance"] == path
         finally:
             stop.set()
             for sock in slow + silent:

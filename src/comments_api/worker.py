@@ -140,8 +140,9 @@ def error_document(status: int, detail: str, path: str | None) -> tuple[str, byt
 
     The legacy API (``/api/comment/…``) answers ``{"status": "BAD-REQUEST", "message": …}``,
     everything else RFC 9457 problem+json, like the application's own errors. The raw path
-    is echoed only for a 413, as the app's ``instance``: there the request line was read
-    and the body is what was wrong; elsewhere the path may be what the client got wrong.
+    is echoed only for a 413 or a 408, as the app's ``instance``: there the request line
+    was read whole (a 408's target is known only then) and the body or the client's pace
+    is what was wrong; in a 400, 414 or 431 the path may be what the client got wrong.
     Pure, so the tests can call it.
     """
     title = status_title(status)
@@ -154,7 +155,7 @@ def error_document(status: int, detail: str, path: str | None) -> tuple[str, byt
         "status": status,
         "detail": detail,
     }
-    if status == 413 and path is not None:
+    if status in (408, 413) and path is not None:
         instance = path.partition("?")[0]
         if _ORIGIN_FORM_PATH.fullmatch(instance):
             doc["instance"] = instance
