@@ -76,6 +76,12 @@ variable "deploy_cluster" {
     condition     = var.deploy_cluster == null || try(length(var.deploy_cluster.namespaces) > 0 && !contains(var.deploy_cluster.namespaces, "kube-system"), false)
     error_message = "deploy_cluster.namespaces: at least one namespace, never kube-system."
   }
+  # EKS reads a namespace ending in * as a prefix match: "*" or "kube-*" would hand the
+  # role admin in kube-system too, past the check above. Only exact namespace names.
+  validation {
+    condition     = var.deploy_cluster == null || try(alltrue([for n in var.deploy_cluster.namespaces : can(regex("^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", n))]), false)
+    error_message = "deploy_cluster.namespaces: exact Kubernetes namespace names (lower-case letters, digits, dashes; at most 63 characters), no wildcards."
+  }
 }
 
 variable "max_session_seconds" {

@@ -104,3 +104,27 @@ run "rejects_kube_system" {
   }
   expect_failures = [var.deploy_cluster]
 }
+
+run "rejects_wildcard_namespaces" {
+  command = plan
+  variables {
+    deploy_cluster = {
+      name       = "c"
+      arn        = "arn:aws:eks:eu-west-1:123456789012:cluster/c"
+      namespaces = ["kube-*"]
+    }
+  }
+  expect_failures = [var.deploy_cluster]
+}
+
+run "rejects_match_all_namespace" {
+  command = plan
+  variables {
+    deploy_cluster = {
+      name       = "c"
+      arn        = "arn:aws:eks:eu-west-1:123456789012:cluster/c"
+      namespaces = ["*"]
+    }
+  }
+  expect_failures = [var.deploy_cluster]
+}
