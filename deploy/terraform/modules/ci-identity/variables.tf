@@ -49,8 +49,8 @@ variable "push_repository_arns" {
   type        = list(string)
   default     = []
   validation {
-    condition     = alltrue([for a in var.push_repository_arns : can(regex("^arn:aws[a-z-]*:ecr:[a-z0-9-]+:[0-9]{12}:repository/.+$", a))])
-    error_message = "push_repository_arns: ECR repository ARNs only."
+    condition     = alltrue([for a in var.push_repository_arns : can(regex("^arn:aws[a-z-]*:ecr:[a-z0-9-]+:[0-9]{12}:repository/[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$", a))])
+    error_message = "push_repository_arns: ECR repository ARNs naming one repository (arn:aws:ecr:REGION:ACCOUNT:repository/NAME), no wildcards."
   }
 }
 
@@ -59,8 +59,8 @@ variable "pull_repository_arns" {
   type        = list(string)
   default     = []
   validation {
-    condition     = alltrue([for a in var.pull_repository_arns : can(regex("^arn:aws[a-z-]*:ecr:[a-z0-9-]+:[0-9]{12}:repository/.+$", a))])
-    error_message = "pull_repository_arns: ECR repository ARNs only."
+    condition     = alltrue([for a in var.pull_repository_arns : can(regex("^arn:aws[a-z-]*:ecr:[a-z0-9-]+:[0-9]{12}:repository/[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$", a))])
+    error_message = "pull_repository_arns: ECR repository ARNs naming one repository (arn:aws:ecr:REGION:ACCOUNT:repository/NAME), no wildcards."
   }
 }
 

@@ -145,6 +145,12 @@ variable "pull_repository_names" {
   description = "ECR repositories (of other roots) the CI role may only read: production reads the dev registry to promote a digest."
   type        = list(string)
   default     = []
+  # They become the Resource of the role's read statement: "*" would read every registry
+  # of the account.
+  validation {
+    condition     = alltrue([for n in var.pull_repository_names : can(regex("^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$", n))])
+    error_message = "pull_repository_names: ECR repository names such as comments-api/dev (lower-case letters, digits, . _ - separators, / between path parts), no wildcards."
+  }
 }
 
 variable "github_branches" {

@@ -128,3 +128,19 @@ run "rejects_match_all_namespace" {
   }
   expect_failures = [var.deploy_cluster]
 }
+
+run "rejects_wildcard_push_repository" {
+  command = plan
+  variables {
+    push_repository_arns = ["arn:aws:ecr:eu-west-1:123456789012:repository/*"]
+  }
+  expect_failures = [var.push_repository_arns]
+}
+
+run "rejects_wildcard_pull_repository" {
+  command = plan
+  variables {
+    pull_repository_arns = ["arn:aws:ecr:eu-west-1:123456789012:repository/comments-api/*"]
+  }
+  expect_failures = [var.pull_repository_arns]
+}

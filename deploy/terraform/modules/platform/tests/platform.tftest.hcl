@@ -80,3 +80,11 @@ run "rejects_an_unknown_environment" {
   }
   expect_failures = [var.environment]
 }
+
+run "rejects_a_wildcard_pull_repository" {
+  command = plan
+  variables {
+    pull_repository_names = ["*"]
+  }
+  expect_failures = [var.pull_repository_names]
+}
