@@ -50,6 +50,12 @@ variable "secret_arns" {
     condition     = length(var.secret_arns) > 0 && alltrue([for a in var.secret_arns : can(regex("^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+$", a))])
     error_message = "secret_arns: at least one Secrets Manager secret ARN."
   }
+  # IAM expands * and ? in a Resource: secret:* would let the service account read every
+  # secret of the account.
+  validation {
+    condition     = alltrue([for a in var.secret_arns : !can(regex("[*?]", a))])
+    error_message = "secret_arns: exact secret ARNs, no * or ? wildcards."
+  }
 }
 
 variable "kms_key_arns" {
@@ -57,8 +63,8 @@ variable "kms_key_arns" {
   type        = list(string)
   default     = []
   validation {
-    condition     = alltrue([for a in var.kms_key_arns : can(regex("^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/.+$", a))])
-    error_message = "kms_key_arns: KMS key ARNs only."
+    condition     = alltrue([for a in var.kms_key_arns : can(regex("^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$", a))])
+    error_message = "kms_key_arns: KMS key ARNs naming one key (arn:aws:kms:REGION:ACCOUNT:key/KEY-ID), no wildcards."
   }
 }
 

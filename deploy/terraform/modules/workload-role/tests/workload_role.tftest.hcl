@@ -31,3 +31,19 @@ run "rejects_a_wildcard_secret" {
   }
   expect_failures = [var.secret_arns]
 }
+
+run "rejects_every_secret_of_the_account" {
+  command = plan
+  variables {
+    secret_arns = ["arn:aws:secretsmanager:eu-west-1:123456789012:secret:*"]
+  }
+  expect_failures = [var.secret_arns]
+}
+
+run "rejects_every_key_of_the_account" {
+  command = plan
+  variables {
+    kms_key_arns = ["arn:aws:kms:eu-west-1:123456789012:key/*"]
+  }
+  expect_failures = [var.kms_key_arns]
+}
