@@ -32,6 +32,12 @@ variable "availability_zones" {
     condition     = length(var.availability_zones) == 3 && length(distinct(var.availability_zones)) == 3
     error_message = "availability_zones: exactly three distinct zones."
   }
+  # A zone of another region (or a zone ID such as euw1-az1) plans fine and fails when
+  # the first subnet is created.
+  validation {
+    condition     = alltrue([for z in var.availability_zones : startswith(z, var.region) && can(regex("^[a-z]$", trimprefix(z, var.region)))])
+    error_message = "availability_zones: zone names of var.region, i.e. the region followed by one letter (eu-west-1a for eu-west-1)."
+  }
 }
 
 variable "vpc_cidr" {

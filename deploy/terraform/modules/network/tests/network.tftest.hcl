@@ -102,3 +102,19 @@ run "rejects_a_too_small_vpc" {
   }
   expect_failures = [var.vpc_cidr]
 }
+
+run "rejects_zones_of_another_region" {
+  command = plan
+  variables {
+    availability_zones = ["us-east-1a", "us-east-1b", "us-east-1c"]
+  }
+  expect_failures = [var.availability_zones]
+}
+
+run "rejects_zone_ids" {
+  command = plan
+  variables {
+    availability_zones = ["euw1-az1", "euw1-az2", "euw1-az3"]
+  }
+  expect_failures = [var.availability_zones]
+}

@@ -88,3 +88,11 @@ run "rejects_a_wildcard_pull_repository" {
   }
   expect_failures = [var.pull_repository_names]
 }
+
+run "rejects_zones_of_another_region" {
+  command = plan
+  variables {
+    availability_zones = ["eu-central-1a", "eu-central-1b", "eu-central-1c"]
+  }
+  expect_failures = [var.availability_zones]
+}
