@@ -58,8 +58,10 @@ variable "api_public_cidrs" {
   type        = list(string)
   default     = []
   validation {
-    condition     = alltrue([for c in var.api_public_cidrs : can(cidrhost(c, 0)) && !endswith(c, "/0")])
-    error_message = "api_public_cidrs: valid CIDRs only, and never the whole internet (/0)."
+    # The prefix length read as a number: "0.0.0.0/00" is a valid CIDR too, and slipped
+    # past a check on the text "/0".
+    condition     = alltrue([for c in var.api_public_cidrs : can(cidrhost(c, 0)) && try(tonumber(split("/", c)[1]) > 0, false)])
+    error_message = "api_public_cidrs: valid CIDRs only, and never the whole internet (a /0 prefix, however written)."
   }
 }
 

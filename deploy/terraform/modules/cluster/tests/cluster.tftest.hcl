@@ -143,3 +143,11 @@ run "rejects_two_zones" {
   }
   expect_failures = [var.subnet_ids_by_zone]
 }
+
+run "rejects_whole_internet_api_with_a_padded_prefix" {
+  command = plan
+  variables {
+    api_public_cidrs = ["0.0.0.0/00"]
+  }
+  expect_failures = [var.api_public_cidrs]
+}
