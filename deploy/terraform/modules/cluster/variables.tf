@@ -73,6 +73,12 @@ variable "node_instance_types" {
     condition     = length(var.node_instance_types) > 0 && alltrue([for t in var.node_instance_types : can(regex("^[a-z][a-z0-9-]*\\.[a-z0-9]+$", t))])
     error_message = "node_instance_types: at least one instance type such as m6i.large."
   }
+  # The node groups run the AL2023_x86_64_STANDARD AMI: EKS refuses Graviton (arm64)
+  # types such as m7g.large, t4g.large or a1.large when it creates the node group.
+  validation {
+    condition     = alltrue([for t in var.node_instance_types : !can(regex("^([a-z]+[0-9]+g[a-z0-9-]*|a1)\\.", t))])
+    error_message = "node_instance_types: x86_64 instance types only (the nodes run the AL2023_x86_64_STANDARD AMI), e.g. m6i.large or t3.large, not Graviton types such as m7g.large."
+  }
 }
 
 variable "capacity_type" {

@@ -151,3 +151,19 @@ run "rejects_whole_internet_api_with_a_padded_prefix" {
   }
   expect_failures = [var.api_public_cidrs]
 }
+
+run "rejects_arm_instance_types" {
+  command = plan
+  variables {
+    node_instance_types = ["m6i.large", "m7g.large"]
+  }
+  expect_failures = [var.node_instance_types]
+}
+
+run "rejects_a1_instance_types" {
+  command = plan
+  variables {
+    node_instance_types = ["a1.large"]
+  }
+  expect_failures = [var.node_instance_types]
+}
