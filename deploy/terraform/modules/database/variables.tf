@@ -91,6 +91,12 @@ variable "max_allocated_storage_gb" {
     condition     = var.max_allocated_storage_gb >= 20 && var.max_allocated_storage_gb <= 65536
     error_message = "max_allocated_storage_gb must be between 20 and 65536."
   }
+  # RDS refuses a storage autoscaling ceiling less than 10% above the allocated storage
+  # ("The maximum allocated storage must be increased by at least 10 percent") on create.
+  validation {
+    condition     = var.max_allocated_storage_gb >= var.allocated_storage_gb * 1.1
+    error_message = "max_allocated_storage_gb must be at least 10% above allocated_storage_gb (RDS storage autoscaling)."
+  }
 }
 
 variable "multi_az" {

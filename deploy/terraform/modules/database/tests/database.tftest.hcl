@@ -110,3 +110,21 @@ run "rejects_cidr_instead_of_security_group" {
   }
   expect_failures = [var.allowed_security_groups]
 }
+
+run "rejects_a_storage_ceiling_below_the_allocation" {
+  command = plan
+  variables {
+    allocated_storage_gb     = 100
+    max_allocated_storage_gb = 50
+  }
+  expect_failures = [var.max_allocated_storage_gb]
+}
+
+run "rejects_a_storage_ceiling_within_ten_percent" {
+  command = plan
+  variables {
+    allocated_storage_gb     = 100
+    max_allocated_storage_gb = 105
+  }
+  expect_failures = [var.max_allocated_storage_gb]
+}
