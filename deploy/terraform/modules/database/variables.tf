@@ -41,6 +41,11 @@ variable "subnet_ids" {
     condition     = length(var.subnet_ids) >= 2 && alltrue([for id in var.subnet_ids : can(regex("^subnet-[0-9a-f]+$", id))])
     error_message = "subnet_ids: at least two subnet IDs (subnet-...) in different zones."
   }
+  # The same subnet twice covers one zone: RDS refuses the DB subnet group on create.
+  validation {
+    condition     = length(distinct(var.subnet_ids)) == length(var.subnet_ids)
+    error_message = "subnet_ids: each subnet once (at least two different subnets, in different zones)."
+  }
 }
 
 variable "allowed_security_groups" {

@@ -128,3 +128,11 @@ run "rejects_a_storage_ceiling_within_ten_percent" {
   }
   expect_failures = [var.max_allocated_storage_gb]
 }
+
+run "rejects_the_same_subnet_twice" {
+  command = plan
+  variables {
+    subnet_ids = ["subnet-aaaa", "subnet-aaaa"]
+  }
+  expect_failures = [var.subnet_ids]
+}
