@@ -30,6 +30,12 @@ variable "repositories" {
     condition     = length(var.repositories) > 0 && alltrue([for n, r in var.repositories : can(regex("^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$", n)) && r.keep_images >= 10 && r.untagged_days >= 1])
     error_message = "repositories: valid ECR names, keep_images >= 10 (enough to roll back), untagged_days >= 1."
   }
+  # Both numbers go into the lifecycle policy JSON as they are: ECR refuses a fractional
+  # countNumber when the policy is put, after the repository exists.
+  validation {
+    condition     = alltrue([for r in values(var.repositories) : floor(r.keep_images) == r.keep_images && floor(r.untagged_days) == r.untagged_days])
+    error_message = "repositories: keep_images and untagged_days must be whole numbers."
+  }
 }
 
 variable "tags" {

@@ -46,3 +46,11 @@ run "rejects_shallow_rollback" {
   }
   expect_failures = [var.repositories]
 }
+
+run "rejects_fractional_lifecycle_counts" {
+  command = plan
+  variables {
+    repositories = { "comments-api/dev" = { keep_images = 50, untagged_days = 1.5 } }
+  }
+  expect_failures = [var.repositories]
+}
