@@ -2,8 +2,10 @@ variable "bucket_name" {
   description = "Globally unique S3 bucket name for Terraform state, e.g. comments-api-tfstate-123456789012."
   type        = string
   validation {
-    condition     = can(regex("^[a-z0-9][a-z0-9.-]{1,56}[a-z0-9]$", var.bucket_name)) && !can(regex("\\.\\.", var.bucket_name))
-    error_message = "bucket_name must be a valid S3 bucket name (3-58 lower-case letters, digits, dots, dashes; the log bucket appends -logs)."
+    # No dots: the state key's KMS alias is alias/<bucket_name>, and KMS aliases allow
+    # only letters, digits, / _ and -.
+    condition     = can(regex("^[a-z0-9][a-z0-9-]{1,56}[a-z0-9]$", var.bucket_name))
+    error_message = "bucket_name must be a valid S3 bucket name without dots (3-58 lower-case letters, digits, dashes; the state key's KMS alias is named after it and the log bucket appends -logs)."
   }
 }
 

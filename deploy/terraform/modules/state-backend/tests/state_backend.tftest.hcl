@@ -54,3 +54,11 @@ run "rejects_bad_bucket_name" {
   }
   expect_failures = [var.bucket_name]
 }
+
+run "rejects_a_dotted_bucket_name" {
+  command = plan
+  variables {
+    bucket_name = "comments.api.tfstate"
+  }
+  expect_failures = [var.bucket_name]
+}
