@@ -89,8 +89,9 @@ variable "max_session_seconds" {
   type        = number
   default     = 3600
   validation {
-    condition     = var.max_session_seconds >= 900 && var.max_session_seconds <= 14400
-    error_message = "max_session_seconds must be between 900 and 14400."
+    # IAM's MaxSessionDuration starts at 3600: below that the role cannot be created.
+    condition     = var.max_session_seconds >= 3600 && var.max_session_seconds <= 14400
+    error_message = "max_session_seconds must be between 3600 (IAM's minimum for a role) and 14400."
   }
 }
 

@@ -144,3 +144,11 @@ run "rejects_wildcard_pull_repository" {
   }
   expect_failures = [var.pull_repository_arns]
 }
+
+run "rejects_a_session_shorter_than_iam_allows" {
+  command = plan
+  variables {
+    max_session_seconds = 900
+  }
+  expect_failures = [var.max_session_seconds]
+}
