@@ -521,3 +521,75 @@ def test_badges_batch_one_counts_call_per_hundred_contents(page, site: HostSite,
     expect(page.locator(f'[data-comments-count="{ids[0]}"]')).to_have_text("0 comments")
     assert len(calls) == 2, calls
     assert [url.count("content_id=") for url in calls] == [100, 1]
+
+
+# What nginx in front of the API answers when the API is down. Proxies that add CORS headers
+# to their own pages (`add_header … always`) let the widget see the status; without them the
+# browser reports a network failure (test_unreachable_api_is_reported_with_a_retry).
+PROXY_PAGE = (
+    "<html><head><title>502 Bad Gateway</title></head>"
+    "<body><h1>502 Bad Gateway</h1><hr>nginx</body></html>"
+)
+
+
+def odd_answer(site: HostSite, status: int, body: str, content_type: str, **headers: str):
+    """A route handler answering in place of the API, as a proxy in front of it would."""
+
+    def answer(route) -> None:
+        if route.request.method == "OPTIONS":
+            route.continue_()  # the preflight reaches the API; the request itself does not
+            return
+        route.fulfill(
+            status=status,
+            content_type=content_type,
+            body=body,
+            headers={
+                "Access-Control-Allow-Origin": site.origin,
+                "Access-Control-Expose-Headers": "Retry-After",
+                **headers,
+            },
+        )
+
+    return answer
+
+
+def page_errors(page) -> list[str]:
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    return errors
+
+
+def test_odd_answers_to_reading_the_thread_are_reported_with_a_retry(
+    page, site: HostSite, open_api: Api
+):
+    content = new_content()
+    open_api.post(content, "the only comment", author_name="Reader")
+    url = site.thread_page(f"/{content}.html", open_api.base, content)
+    errors = page_errors(page)
+    reads = f"{open_api.base}/api/v1/contents/{content}/comments**"
+    answers = [
+        (502, PROXY_PAGE, "text/html"),
+        (504, PROXY_PAGE, "text/html"),
+        (200, PROXY_PAGE, "text/html"),  # a captive portal's page
+        (200, "{}", "application/json"),
+        (200, "null", "application/json"),
+        (200, "[]", "application/json"),
+        (200, '{"items": null}', "application/json"),
+    ]
+    for status, body, content_type in answers:
+        page.route(reads, odd_answer(site, status, body, content_type))
+        page.goto(url)
+        widget = thread(page)
+        expect(widget.get_by_role("alert")).to_have_text("The comments could not be loaded.")
+        expect(widget.get_by_role("button", name="Try again")).to_be_visible()
+        assert "nginx" not in widget.locator("section").inner_text()
+        assert errors == [], (status, body, errors)
+        page.unroute(reads)
+    # The reader's retry once the API answers again.
+    widget.get_by_role("button", name="Try again").click()
+    expect(widget.locator("article p.text")).to_have_text(["the only comment"])
+    # Polling meets the same answers: nothing thrown, nothing lost.
+    page.route(reads, odd_answer(site, 200, '{"items": [null, 5]}', "application/json"))
+    page.evaluate("CommentsWidget.refresh()")
+    expect(widget.locator("article p.text")).to_have_text(["the only comment"])
+    assert errors == [], errors

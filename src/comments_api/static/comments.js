@@ -199,6 +199,12 @@ a{color:var(--comments-accent)}
     return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
   }
 
+  // The comments of a v1 page, or null when the answer is not one.
+  function listed(data) {
+    if (!data || !Array.isArray(data.items)) return null;
+    return data.items.filter((c) => c && typeof c === "object" && c.id != null);
+  }
+
   function h(tag, attrs, ...children) {
     const el = document.createElement(tag);
     for (const [k, v] of Object.entries(attrs || {})) {
@@ -456,7 +462,8 @@ a{color:var(--comments-accent)}
       const gen = this.gen;
       try {
         const { response, data } = await this.request(`/api/v1/counts?content_id=${encodeURIComponent(this.contentId)}`);
-        if (gen === this.gen && response.ok && data && data.counts) this.setCount(data.counts[this.contentId] || 0);
+        const n = data && data.counts ? data.counts[this.contentId] || 0 : null;
+        if (gen === this.gen && response.ok && typeof n === "number") this.setCount(n);
       } catch (_) {
         /* the thread itself reports connection problems */
       }
@@ -486,14 +493,17 @@ a{color:var(--comments-accent)}
       if (gen !== this.gen) return;
       this.more.disabled = false;
       if (!result) return this.loadFailed(this.t("network"));
-      const { response, data } = result;
-      if (!response.ok || !data) return this.loadFailed(this.t("loadError"));
+      const { response } = result;
+      const items = listed(result.data);
+      // A proxy's error page, or JSON that is not a page of comments: the same message.
+      if (!response.ok || !items) return this.loadFailed(this.t("loadError"));
+      const data = result.data;
       this.status.hidden = true;
       this.status.replaceChildren();
       this.lastCursor = cursor;
       this.cursor = data.next_cursor;
       this.done = !data.next_cursor;
-      const added = this.addComments(data.items);
+      const added = this.addComments(items);
       this.more.hidden = this.done;
       if (this.done) this.flushOrphans();
       if (!this.nodes.size) {
@@ -528,8 +538,9 @@ a{color:var(--comments-accent)}
         return;
       }
       const { response, data } = result;
-      if (gen !== this.gen || !response.ok || !data) return;
-      const added = this.addComments(data.items, this.order === "newest");
+      const items = listed(data);
+      if (gen !== this.gen || !response.ok || !items) return;
+      const added = this.addComments(items, this.order === "newest");
       if (this.order === "oldest" && data.next_cursor) {
         this.cursor = data.next_cursor;
         this.lastCursor = from;
