@@ -593,3 +593,59 @@ def test_odd_answers_to_reading_the_thread_are_reported_with_a_retry(
     page.evaluate("CommentsWidget.refresh()")
     expect(widget.locator("article p.text")).to_have_text(["the only comment"])
     assert errors == [], errors
+
+
+def test_a_post_meeting_a_proxy_page_or_no_answer_keeps_the_text_and_its_key(
+    page, site: HostSite, open_api: Api
+):
+    content = new_content()
+    page.clock.install()  # timers run as usual until fast-forwarded
+    page.goto(site.thread_page(f"/{content}.html", open_api.base, content))
+    errors = page_errors(page)
+    widget = thread(page)
+    expect(widget.get_by_text("No comments yet")).to_be_visible()
+    keys: list[str | None] = []
+    page.on(
+        "request",
+        lambda r: r.method == "POST" and keys.append(r.headers.get("idempotency-key")),
+    )
+    posts = f"{open_api.base}/api/v1/contents/{content}/comments"
+    box = widget.get_by_label("Your comment")
+    post = widget.get_by_role("button", name="Post comment")
+    box.fill("written with care")
+
+    page.route(posts, odd_answer(site, 502, PROXY_PAGE, "text/html"))
+    post.click()
+    expect(widget.get_by_role("alert")).to_have_text(
+        "Something went wrong (error 502). Please try again later."
+    )
+    expect(box).to_have_value("written with care")
+    expect(post).to_be_enabled()
+    page.unroute(posts)
+
+    # No answer at all: after the widget's deadline the reader gets the button back.
+    held: list = []
+    page.route(
+        posts,
+        lambda route: (
+            route.continue_() if route.request.method == "OPTIONS" else held.append(route)
+        ),
+    )
+    post.click()
+    expect(widget.get_by_role("button", name="Posting…")).to_be_disabled()
+    page.clock.fast_forward(30_000)
+    expect(widget.get_by_role("alert")).to_have_text(
+        "The comment service could not be reached. Check your connection and try again."
+    )
+    expect(box).to_have_value("written with care")
+    expect(post).to_be_enabled()
+    page.unroute(posts)
+
+    post.click()
+    expect(widget.locator("article p.text")).to_have_text(["written with care"])
+    assert len(keys) == 3, keys
+    assert keys[0], keys
+    assert len(set(keys)) == 1, keys  # the same comment, the same key
+    stored = requests.get(posts, timeout=5).json()["items"]
+    assert [c["body"] for c in stored] == ["written with care"]
+    assert errors == [], errors

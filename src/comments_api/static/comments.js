@@ -183,6 +183,8 @@ a{color:var(--comments-accent)}
   // (AUTH_MODE) and the field limits. null when it cannot be read (or not within
   // CONFIG_WAIT ms): the attributes decide.
   const CONFIG_WAIT = 3000;
+  // Any other request: a proxy that never answers must not leave "Posting…" forever.
+  const REQUEST_WAIT = 20000;
   const configs = new Map();
   function serverConfig(api) {
     if (!configs.has(api)) {
@@ -446,7 +448,15 @@ a{color:var(--comments-accent)}
     }
 
     async request(path, options) {
-      const response = await fetch(this.api + path, Object.assign({ mode: "cors", credentials: "omit" }, options));
+      // A timer, not AbortSignal.timeout(): tests fast-forward it with a fake clock.
+      const abort = new AbortController();
+      const timer = setTimeout(() => abort.abort(), REQUEST_WAIT);
+      let response;
+      try {
+        response = await fetch(this.api + path, Object.assign({ mode: "cors", credentials: "omit", signal: abort.signal }, options));
+      } finally {
+        clearTimeout(timer);
+      }
       let data = null;
       if ((response.headers.get("content-type") || "").includes("json")) {
         try {
