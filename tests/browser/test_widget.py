@@ -649,3 +649,40 @@ def test_a_post_meeting_a_proxy_page_or_no_answer_keeps_the_text_and_its_key(
     stored = requests.get(posts, timeout=5).json()["items"]
     assert [c["body"] for c in stored] == ["written with care"]
     assert errors == [], errors
+
+
+def test_a_double_click_posts_once_while_the_token_provider_is_slow(
+    page, site: HostSite, open_api: Api
+):
+    content = new_content()
+    # A site's provider that refreshes the reader's session first: a third of a second.
+    site.add(
+        "/slow-token.js",
+        "window.slowToken = () => new Promise((done) => setTimeout(() => done(null), 300));",
+        "text/javascript",
+        csp=None,
+    )
+    url = site.thread_page(
+        f"/{content}.html",
+        open_api.base,
+        content,
+        attrs='token-provider="slowToken"',
+        extra='<script src="/slow-token.js"></script>',
+    )
+    page.goto(url)
+    widget = thread(page)
+    expect(widget.get_by_text("No comments yet")).to_be_visible()
+    posts: list[str] = []
+    page.on("request", lambda r: r.method == "POST" and posts.append(r.url))
+    widget.get_by_label("Your comment").fill("clicked twice")
+    widget.get_by_role("button", name="Post comment").dblclick()
+    expect(widget.locator("article p.text")).to_have_text(["clicked twice"])
+    expect(widget.get_by_role("status")).to_have_text("Your comment was posted.")
+    page.wait_for_timeout(500)  # what a second send would have needed
+    expect(widget.locator("article")).to_have_count(1)
+    assert widget.locator("form [role=alert]").inner_text() == ""
+    assert len(posts) == 1, posts
+    stored = requests.get(f"{open_api.base}/api/v1/contents/{content}/comments", timeout=5).json()[
+        "items"
+    ]
+    assert [c["body"] for c in stored] == ["clicked twice"]

@@ -672,6 +672,7 @@ a{color:var(--comments-accent)}
     }
 
     async submit(form) {
+      if (form.busy) return; // a double click: the first send is on its way
       this.clearErrors(form);
       this.notice.textContent = "";
       this.notice.className = "notice";
@@ -689,7 +690,37 @@ a{color:var(--comments-accent)}
         }
       }
       const payload = { body: text };
-      const token = await this.currentToken();
+      // Busy from here: a token provider may take a while, and a second click meanwhile
+      // must not send the comment twice.
+      form.busy = true;
+      form.submit.disabled = true;
+      const label = form.submit.textContent;
+      form.submit.textContent = this.t("sending");
+      let token;
+      let result;
+      try {
+        token = await this.currentToken();
+        result = await this.send(form, payload, token);
+      } catch (_) {
+        result = null;
+      } finally {
+        form.busy = false;
+        form.submit.disabled = false;
+        form.submit.textContent = label;
+      }
+      if (!result) return this.formError(form, this.t("network"));
+      const { response, data } = result;
+      if (response.status === 201 || response.status === 202) form.attempt = null;
+      if (response.status === 201 && data) return this.posted(form, data);
+      if (response.status === 202) {
+        this.resetForm(form);
+        this.showNotice(this.t("pending"), "ok");
+        return;
+      }
+      this.failed(form, response, data || {}, Boolean(token));
+    }
+
+    send(form, payload, token) {
       form.who.hidden = Boolean(token);
       if (!token) {
         const name = form.name.control.value.trim();
@@ -704,32 +735,7 @@ a{color:var(--comments-accent)}
       if (!form.attempt || form.attempt.body !== body) form.attempt = { body, key: randomKey() };
       const headers = { "Content-Type": "application/json", "Idempotency-Key": form.attempt.key };
       if (token) headers.Authorization = `Bearer ${token}`;
-      form.submit.disabled = true;
-      const label = form.submit.textContent;
-      form.submit.textContent = this.t("sending");
-      let result;
-      try {
-        result = await this.request(`/api/v1/contents/${encodeURIComponent(this.contentId)}/comments`, {
-          method: "POST",
-          headers,
-          body,
-        });
-      } catch (_) {
-        result = null;
-      } finally {
-        form.submit.disabled = false;
-        form.submit.textContent = label;
-      }
-      if (!result) return this.formError(form, this.t("network"));
-      const { response, data } = result;
-      if (response.status === 201 || response.status === 202) form.attempt = null;
-      if (response.status === 201 && data) return this.posted(form, data);
-      if (response.status === 202) {
-        this.resetForm(form);
-        this.showNotice(this.t("pending"), "ok");
-        return;
-      }
-      this.failed(form, response, data || {}, Boolean(token));
+      return this.request(`/api/v1/contents/${encodeURIComponent(this.contentId)}/comments`, { method: "POST", headers, body });
     }
 
     resetForm(form) {
