@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 import uuid
+from email.utils import formatdate
 
 import pytest
 import requests
@@ -686,3 +688,38 @@ def test_a_double_click_posts_once_while_the_token_provider_is_slow(
         "items"
     ]
     assert [c["body"] for c in stored] == ["clicked twice"]
+
+
+def test_odd_refusals_read_as_sentences(page, site: HostSite, open_api: Api):
+    content = new_content()
+    page.goto(site.thread_page(f"/{content}.html", open_api.base, content))
+    widget = thread(page)
+    expect(widget.get_by_text("No comments yet")).to_be_visible()
+    posts = f"{open_api.base}/api/v1/contents/{content}/comments"
+    box = widget.get_by_label("Your comment")
+    post = widget.get_by_role("button", name="Post comment")
+    alert = widget.locator("form").get_by_role("alert")
+    box.fill("a comment")
+    in_five_minutes = formatdate(time.time() + 300, usegmt=True)
+    for headers, wait in (
+        ({"Retry-After": in_five_minutes}, "5 minutes"),
+        ({"Retry-After": "0"}, "1 second"),
+    ):
+        page.route(posts, odd_answer(site, 429, PROXY_PAGE, "text/html", **headers))
+        post.click()
+        expect(alert).to_have_text(f"You are posting too often. Please wait {wait} and try again.")
+        page.unroute(posts)
+    # A 400 whose errors are not the API's {field, message}: no "undefined", no object.
+    for errors in ('["bad request"]', '[{"field": "body", "message": {"code": 7}}]'):
+        page.route(posts, odd_answer(site, 400, f'{{"errors": {errors}}}', "application/json"))
+        post.click()
+        expect(alert).to_have_text("Please correct the form:")
+        assert "undefined" not in widget.locator("form").inner_text()
+        assert "[object Object]" not in widget.locator("form").inner_text()
+        page.unroute(posts)
+    # A 201 whose body is not the comment (rewritten on the way): stored, said so, no ghost.
+    page.route(posts, odd_answer(site, 201, "[]", "application/json"))
+    post.click()
+    expect(widget.locator(".notice.ok")).to_have_text("Your comment was posted.")
+    expect(box).to_have_value("")
+    expect(widget.locator("article")).to_have_count(0)

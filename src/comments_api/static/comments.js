@@ -711,10 +711,11 @@ a{color:var(--comments-accent)}
       if (!result) return this.formError(form, this.t("network"));
       const { response, data } = result;
       if (response.status === 201 || response.status === 202) form.attempt = null;
-      if (response.status === 201 && data) return this.posted(form, data);
-      if (response.status === 202) {
+      if (response.status === 201 && data && data.id != null) return this.posted(form, data);
+      if (response.status === 201 || response.status === 202) {
+        // 201 without a readable comment (a proxy rewrote it): stored all the same.
         this.resetForm(form);
-        this.showNotice(this.t("pending"), "ok");
+        this.showNotice(this.t(response.status === 201 ? "posted" : "pending"), "ok");
         return;
       }
       this.failed(form, response, data || {}, Boolean(token));
@@ -767,7 +768,9 @@ a{color:var(--comments-accent)}
     failed(form, response, problem, hadToken) {
       const status = response.status;
       if (status === 400 && Array.isArray(problem.errors)) {
-        const rest = problem.errors.filter((e) => !this.fieldError(form, e.field, e.message));
+        // Only the API's {field, message} entries: anything else would read "undefined".
+        const errors = problem.errors.filter((e) => e && typeof e.message === "string" && typeof e.field === "string");
+        const rest = errors.filter((e) => !this.fieldError(form, e.field, e.message));
         const list = h("ul", null, ...rest.map((e) => h("li", { text: `${e.field}: ${e.message}` })));
         return this.formError(form, this.t("invalid"), rest.length ? list : null);
       }
@@ -782,7 +785,10 @@ a{color:var(--comments-accent)}
       if (status === 409) return this.formError(form, this.t("duplicate"));
       if (status === 413) return this.formError(form, this.t("tooLarge"));
       if (status === 429) {
-        const seconds = Math.max(1, parseInt(response.headers.get("Retry-After"), 10) || 60);
+        // Retry-After is seconds or an HTTP date; 60 s when absent or unreadable.
+        const after = response.headers.get("Retry-After") || "";
+        let seconds = /^\s*\d+\s*$/.test(after) ? Number(after) : (Date.parse(after) - Date.now()) / 1000;
+        seconds = Number.isFinite(seconds) ? Math.max(1, Math.ceil(seconds)) : 60;
         const wait = seconds >= 120 ? this.t("minutes", { n: Math.ceil(seconds / 60) }) : this.t("seconds", { n: seconds });
         return this.formError(form, this.t("rateLimited", { wait }));
       }
