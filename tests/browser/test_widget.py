@@ -723,3 +723,18 @@ def test_odd_refusals_read_as_sentences(page, site: HostSite, open_api: Api):
     expect(widget.locator(".notice.ok")).to_have_text("Your comment was posted.")
     expect(box).to_have_value("")
     expect(widget.locator("article")).to_have_count(0)
+
+
+def test_long_unbroken_names_and_words_stay_inside_the_widget(page, site: HostSite, open_api: Api):
+    content = new_content()
+    open_api.post(content, "x" * 2000, author_name="W" * 80)
+    page.goto(site.thread_page(f"/{content}.html", open_api.base, content))
+    widget = thread(page)
+    expect(widget.locator("article")).to_have_count(1)
+    widths = page.evaluate(
+        "() => { const w = document.querySelector('comments-thread');"
+        " return [w.scrollWidth, w.clientWidth, document.documentElement.scrollWidth,"
+        " document.documentElement.clientWidth]; }"
+    )
+    assert widths[0] <= widths[1], widths
+    assert widths[2] <= widths[3], widths

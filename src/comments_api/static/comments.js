@@ -133,7 +133,7 @@ ol{list-style:none;margin:0;padding:0}
 .replies{margin:.5rem 0 0 1rem;padding-left:1rem;border-left:3px solid var(--comments-border)}
 .replies>li{padding:.5rem 0}
 article:focus{outline:2px solid var(--comments-accent);outline-offset:2px}
-.meta{color:var(--comments-muted);font-size:.875rem}
+.meta{color:var(--comments-muted);font-size:.875rem;overflow-wrap:anywhere}
 .author{font-weight:600;color:var(--comments-text);margin-right:.5rem}
 .text{margin:.25rem 0;white-space:pre-wrap;overflow-wrap:anywhere}
 .removed{font-style:italic;color:var(--comments-muted)}
@@ -155,7 +155,7 @@ outline:2px solid var(--comments-accent);outline-offset:2px}
 button[disabled]{opacity:.6;cursor:progress}
 a{color:var(--comments-accent)}
 .actions{display:flex;gap:.5rem;align-items:center}
-.notice{padding:.5rem .75rem;border-radius:var(--comments-radius);border:1px solid currentColor;margin:.5rem 0}
+.notice{overflow-wrap:anywhere;padding:.5rem .75rem;border-radius:var(--comments-radius);border:1px solid currentColor;margin:.5rem 0}
 .notice:empty,.field-error:empty{display:none}
 .notice p,.notice ul{margin:0}
 .notice:focus{outline:2px solid var(--comments-accent);outline-offset:2px}
