@@ -218,3 +218,83 @@ def test_console_bulk_actions_search_bans_and_audit(
     assert violations == [], dumps(violations)
     screenshot(page, "console-audit")
     assert not [e for e in page.console_errors if "Content Security Policy" in e]
+
+
+# What nginx in front of the API answers when the API is down.
+PROXY_PAGE = (
+    "<html><head><title>502 Bad Gateway</title></head>"
+    "<body><h1>502 Bad Gateway</h1><hr>nginx</body></html>"
+)
+
+
+def answer(status: int, body: str, content_type: str):
+    """A route handler answering in place of the API, as a proxy in front of it would."""
+    return lambda route: route.fulfill(status=status, body=body, content_type=content_type)
+
+
+def test_console_reports_odd_answers_and_stays_usable(page, pre_api: Api):
+    content = new_content()
+    # A long name without spaces: the table keeps to the page's width.
+    pre_api.post(content, "waiting for a look", author_name="N" * 80, email="w@example.com")
+    page.set_viewport_size({"width": 1100, "height": 800})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.clock.install()  # timers run as usual until fast-forwarded
+    moderation = "**/api/v1/moderation/**"
+    message = page.locator("#message")
+    key = pre_api.key("comments:moderate")
+
+    # The server is down when the moderator signs in: a sentence and a way to retry.
+    page.route(moderation, answer(502, PROXY_PAGE, "text/html"))
+    sign_in(page, pre_api, key)
+    expect(message).to_have_text(
+        "The server is unavailable right now (HTTP 502). Retry in a moment."
+    )
+    page.unroute(moderation)
+    page.get_by_role("button", name="Try again").click()
+    row = queue_row(page, "waiting for a look")
+    expect(row).to_be_visible()
+    expect(page.get_by_role("button", name="Try again")).to_be_hidden()
+    widths = page.evaluate(
+        "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    )
+    assert widths[0] <= widths[1], widths
+
+    # Answers of the wrong shape, to a listing and to an action: said, rows kept.
+    for body in ("{}", "null", "[]"):
+        page.route(moderation, answer(200, body, "application/json"))
+        page.get_by_role("button", name="Refresh").click()
+        expect(message).to_have_text(
+            re.compile(r"^The server sent an answer the console cannot read")
+        )
+        expect(row).to_be_visible()
+        page.evaluate("document.getElementById('message').textContent = ''")
+        row.get_by_role("button", name=re.compile("^Approve comment")).click()
+        expect(message).to_have_text(
+            re.compile(r"^The server sent an answer the console cannot read")
+        )
+        expect(row).to_be_visible()
+        page.unroute(moderation)
+    # A WAF's 403 page, mid-session: a sentence, still signed in.
+    page.route(moderation, answer(403, PROXY_PAGE, "text/html"))
+    row.get_by_role("button", name=re.compile("^Hide comment")).click()
+    expect(message).to_have_text("This credential may not do this (HTTP 403).")
+    expect(row).to_be_visible()
+    page.unroute(moderation)
+
+    # No answer at all: given up after 30 s, and the next try works.
+    held: list = []
+    page.route(moderation, lambda route: held.append(route))
+    page.get_by_role("button", name="Refresh").click()
+    page.wait_for_timeout(200)
+    assert len(held) == 1
+    page.clock.fast_forward(31_000)
+    expect(message).to_have_text(
+        "The server did not answer within 30 seconds. Check the connection and retry."
+    )
+    page.unroute(moderation)
+    row.get_by_role("button", name=re.compile("^Approve comment")).click()
+    expect(message).to_have_text("Approved 1 comment.")
+    expect(row).to_have_count(0)
+    assert "nginx" not in page.locator("main").inner_text()
+    assert errors == [], errors

@@ -5,6 +5,7 @@
 const STORE_KEY = "comments-api.moderation.credential";
 const MAX_BULK = 100;
 const PAGE = 50;
+const WAIT = 30000; // ms: a request that has not answered by then is given up
 
 const $ = (id) => document.getElementById(id);
 const message = $("message");
@@ -49,10 +50,21 @@ class ApiError extends Error {
   }
 }
 
+// What to say when the answer is not the API's problem+json (a proxy's error page).
+function plainly(status) {
+  if (status >= 500) return `The server is unavailable right now (HTTP ${status}). Retry in a moment.`;
+  if (status === 403) return `This credential may not do this (HTTP ${status}).`;
+  return `The request failed (HTTP ${status}).`;
+}
+
 async function api(path, { method = "GET", body } = {}) {
   const headers = { Authorization: `Bearer ${credential()}` };
   if (body !== undefined) headers["Content-Type"] = "application/json";
+  // A timer rather than AbortSignal.timeout(): the tests fast-forward it with a fake clock.
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), WAIT);
   let response;
+  let data = null;
   try {
     response = await fetch(path, {
       method,
@@ -60,16 +72,27 @@ async function api(path, { method = "GET", body } = {}) {
       body: body === undefined ? undefined : JSON.stringify(body),
       credentials: "omit",
       cache: "no-store",
+      signal: abort.signal,
     });
+    if ((response.headers.get("content-type") || "").includes("json")) data = await response.json().catch(() => null);
   } catch {
-    throw new ApiError(0, "The server could not be reached. Check the connection and retry.");
+    const late = abort.signal.aborted ? ` did not answer within ${WAIT / 1000} seconds` : " could not be reached";
+    throw new ApiError(0, `The server${late}. Check the connection and retry.`);
+  } finally {
+    clearTimeout(timer);
   }
-  let data = null;
-  if ((response.headers.get("content-type") || "").includes("json")) data = await response.json().catch(() => null);
-  if (response.ok) return data;
-  let detail = (data && data.detail) || `HTTP ${response.status}`;
-  if (data && Array.isArray(data.errors)) detail += ": " + data.errors.map((e) => `${e.field} ${e.message}`).join("; ");
-  if (response.status === 429) detail = `Too many requests; wait ${response.headers.get("Retry-After") || "a few"} seconds and retry.`;
+  if (response.ok) {
+    // Every answer the console reads is a JSON object (204: none at all).
+    if (response.status === 204 || (data && typeof data === "object" && !Array.isArray(data))) return data;
+    throw unreadable(response.status);
+  }
+  let detail = data && typeof data.detail === "string" ? data.detail : plainly(response.status);
+  const errors = data && Array.isArray(data.errors) ? data.errors.filter((e) => e && typeof e.message === "string") : [];
+  if (errors.length) detail += ": " + errors.map((e) => `${e.field} ${e.message}`).join("; ");
+  if (response.status === 429) {
+    const after = response.headers.get("Retry-After") || "";
+    detail = `Too many requests; wait ${/^\d+$/.test(after.trim()) ? `${after.trim()} seconds` : "a moment"} and retry.`;
+  }
   if (response.status === 401) {
     signOut("The credential was refused (wrong, expired or revoked). Sign in again.");
   }
@@ -80,10 +103,21 @@ function failed(err) {
   if (err.status !== 401) say(err.message, "error");
 }
 
+// JSON of another shape (a proxy's, a cache's): an error the moderator can read, never a TypeError.
+function unreadable(status = 200) {
+  return new ApiError(status, `The server sent an answer the console cannot read (HTTP ${status}). Retry in a moment.`);
+}
+
+function listed(data) {
+  if (data && Array.isArray(data.items)) return data.items;
+  throw unreadable();
+}
+
 // --- sign in --------------------------------------------------------------------
 
 function signOut(text) {
   sessionStorage.removeItem(STORE_KEY);
+  $("retry").hidden = true;
   $("app").hidden = true;
   $("who").hidden = true;
   $("sign-in").hidden = false;
@@ -93,6 +127,7 @@ function signOut(text) {
 }
 
 async function start() {
+  $("retry").hidden = true;
   if (!credential()) {
     $("sign-in").hidden = false;
     return;
@@ -101,7 +136,11 @@ async function start() {
     await api("/api/v1/moderation/pending?limit=1");
   } catch (err) {
     if (err.status === 403) signOut("This credential has no moderation scope (comments:moderate or admin).");
-    else failed(err);
+    else if (err.status !== 401) {
+      // The server is down or a proxy answered: try the same credential again later.
+      failed(err);
+      $("retry").hidden = false;
+    }
     return;
   }
   $("sign-in").hidden = true;
@@ -130,6 +169,7 @@ $("sign-in-form").addEventListener("submit", (event) => {
   message.textContent = "";
   start();
 });
+$("retry").addEventListener("click", () => start());
 $("sign-out").addEventListener("click", () => {
   signOut();
   say("Signed out.");
@@ -186,6 +226,7 @@ async function moderate(action, ids) {
   try {
     for (let i = 0; i < ids.length; i += MAX_BULK) {
       const result = await api("/api/v1/moderation/comments", { method: "POST", body: { action, ids: ids.slice(i, i + MAX_BULK) } });
+      if (!Array.isArray(result.changed) || !Array.isArray(result.unchanged)) throw unreadable();
       changed.push(...result.changed);
       unchanged.push(...result.unchanged);
     }
@@ -240,8 +281,10 @@ async function loadQueue(more) {
   if (content) query.set("content_id", content);
   if (more && queue.cursor) query.set("cursor", queue.cursor);
   let data;
+  let items;
   try {
     data = await api(`/api/v1/moderation/comments?${query}`);
+    items = listed(data);
   } catch (err) {
     failed(err);
     return;
@@ -256,7 +299,7 @@ async function loadQueue(more) {
     $("bulk-approve").textContent = hidden ? "Publish selected" : "Approve selected";
     $("queue-caption").textContent = `${hidden ? "Hidden comments" : "Comments waiting for a moderator"}${content ? ` of ${content}` : ""}, oldest first`;
   }
-  for (const c of data.items) {
+  for (const c of items) {
     if (queue.items.has(c.id)) continue;
     const row = queueRow(c);
     queue.items.set(c.id, row);
@@ -357,6 +400,7 @@ async function loadContent(more) {
   try {
     const path = `/api/v1/contents/${encodeURIComponent(content.id)}/comments?limit=${PAGE}&order=oldest`;
     data = await api(cursor ? `${path}&cursor=${encodeURIComponent(cursor)}` : path);
+    listed(data);
   } catch (err) {
     failed(err);
     return;
@@ -399,6 +443,7 @@ async function loadBans() {
   let data;
   try {
     data = await api("/api/v1/moderation/bans");
+    listed(data);
   } catch (err) {
     failed(err);
     return;
@@ -459,6 +504,7 @@ async function loadAudit(more) {
   try {
     const cursor = more ? audit.cursor : null;
     data = await api(`/api/v1/admin/audit-log?limit=${PAGE}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
+    listed(data);
   } catch (err) {
     failed(err);
     return;
