@@ -50,11 +50,12 @@ variable "secret_arns" {
     condition     = length(var.secret_arns) > 0 && alltrue([for a in var.secret_arns : can(regex("^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+$", a))])
     error_message = "secret_arns: at least one Secrets Manager secret ARN."
   }
-  # IAM expands * and ? in a Resource: secret:* would let the service account read every
-  # secret of the account.
+  # IAM expands * in a Resource: secret:* would let the service account read every secret
+  # of the account. A ? matches one character: "name-??????" is AWS's documented way to
+  # name a secret without its random six-character suffix, so it stays allowed.
   validation {
-    condition     = alltrue([for a in var.secret_arns : !can(regex("[*?]", a))])
-    error_message = "secret_arns: exact secret ARNs, no * or ? wildcards."
+    condition     = alltrue([for a in var.secret_arns : !strcontains(a, "*")])
+    error_message = "secret_arns: exact secret ARNs (or NAME-?????? for the random suffix), no * wildcard."
   }
 }
 

@@ -47,3 +47,10 @@ run "rejects_every_key_of_the_account" {
   }
   expect_failures = [var.kms_key_arns]
 }
+
+run "accepts_a_secret_named_without_its_random_suffix" {
+  command = plan
+  variables {
+    secret_arns = ["arn:aws:secretsmanager:eu-west-1:123456789012:secret:comments-api/db-??????"]
+  }
+}
