@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import time
 import uuid
 from email.utils import formatdate
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -523,6 +525,80 @@ def test_badges_batch_one_counts_call_per_hundred_contents(page, site: HostSite,
     expect(page.locator(f'[data-comments-count="{ids[0]}"]')).to_have_text("0 comments")
     assert len(calls) == 2, calls
     assert [url.count("content_id=") for url in calls] == [100, 1]
+
+
+def test_badges_survive_a_stuck_a_failed_and_an_odd_batch(page, site: HostSite, open_api: Api):
+    # Four batches of counts: the first never answers, the second meets a proxy page, the
+    # third has counts of the wrong kind, the fourth is the API's. Each fills its own badges.
+    ids = [new_content() for _ in range(301)]
+    for c in (ids[0], ids[100], ids[200], ids[300], ids[300]):
+        open_api.post(c, "counted")
+    links = "".join(f'<a href="#" data-comments-count="{c}">Comments</a> ' for c in ids)
+    url = site.add(
+        "/stuck-counts.html",
+        f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Stuck</title>
+<script src="{open_api.base}/widget/count.js" defer></script></head>
+<body><main><h1>Archive</h1><p>{links}</p></main></body></html>""",
+        csp=site.strict_csp(open_api.base),
+    )
+    odd = {"counts": {ids[200]: "7", ids[201]: -1, ids[202]: 2.5, ids[203]: None}}
+    held: list = []
+    proxy = odd_answer(site, 502, PROXY_PAGE, "text/html")
+    odd_json = odd_answer(site, 200, json.dumps(odd), "application/json")
+
+    def counts(route) -> None:
+        first = parse_qs(urlsplit(route.request.url).query)["content_id"][0]
+        batch = ids.index(first) // 100
+        if batch == 0:
+            held.append(route)
+        elif batch == 1:
+            proxy(route)
+        elif batch == 2:
+            odd_json(route)
+        else:
+            route.continue_()
+
+    def is_counts(u: str) -> bool:
+        return "/api/v1/counts" in u
+
+    page.route(is_counts, counts)
+    failed: list[str] = []
+    page.on("requestfailed", lambda r: is_counts(r.url) and failed.append(r.url))
+    errors = page_errors(page)
+    page.clock.install()  # timers run as usual until fast-forwarded
+    page.goto(url)
+
+    def badge(c: str):
+        return page.locator(f'[data-comments-count="{c}"]')
+
+    def valued() -> list[str]:
+        return page.eval_on_selector_all(
+            "[data-comments-count-value]", "els => els.map(e => e.dataset.commentsCount)"
+        )
+
+    # The last batch is not held up by the first, still waiting for its answer.
+    expect(badge(ids[300])).to_have_text("2 comments")
+    assert len(held) == 1
+    assert valued() == [ids[300]]
+    for c in (ids[0], ids[100], ids[101], ids[200], ids[201], ids[202], ids[203]):
+        expect(badge(c)).to_have_text("Comments")  # the site's own text
+    # The stuck request is given up after 20 s; its badges keep the site's text.
+    page.clock.fast_forward(21_000)
+    for _ in range(50):
+        if failed:
+            break
+        page.wait_for_timeout(100)
+    assert len(failed) == 1, failed
+    expect(badge(ids[0])).to_have_text("Comments")
+    assert valued() == [ids[300]]
+
+    # The next refresh, with the API answering, fills every badge.
+    page.unroute(is_counts, counts)
+    page.evaluate("CommentsCount.refresh()")
+    expect(badge(ids[0])).to_have_text("1 comment")
+    expect(badge(ids[100])).to_have_text("1 comment")
+    expect(badge(ids[201])).to_have_text("0 comments")
+    assert errors == [], errors
 
 
 # What nginx in front of the API answers when the API is down. Proxies that add CORS headers

@@ -6,6 +6,7 @@
   const script = document.currentScript;
   const API = ((script && script.dataset.api) || (script && script.src ? new URL(script.src).origin : location.origin)).replace(/\/$/, "");
   const BATCH = 100;
+  const WAIT = 20000; // ms: a counts request that has not answered by then is given up
   const TEXTS = {
     en: { count_one: "{n} comment", count_other: "{n} comments" },
     "pt-BR": { count_one: "{n} comentário", count_other: "{n} comentários" },
@@ -29,27 +30,54 @@
     return (texts[form] || texts.count_other).replace("{n}", String(n));
   }
 
+  // One batch: its counts, or {} when the API fails, answers oddly or not at all within WAIT.
+  // A timer rather than AbortSignal.timeout(), as in the widget: tests fast-forward it.
+  async function batch(ids) {
+    const query = ids.map((id) => `content_id=${encodeURIComponent(id)}`).join("&");
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), WAIT);
+    try {
+      const response = await fetch(`${API}/api/v1/counts?${query}`, { mode: "cors", credentials: "omit", signal: abort.signal });
+      if (!response.ok) return {};
+      const data = await response.json();
+      return (data && typeof data.counts === "object" && data.counts) || {};
+    } catch (err) {
+      console.warn("comments badges: counts unavailable", err);
+      return {};
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  // Batches run side by side and each fills its own badges when it answers: a failed or
+  // stuck batch leaves its badges with the site's text and holds up no other.
   async function refresh(root) {
     const elements = [...(root || document).querySelectorAll("[data-comments-count]")];
     const ids = [...new Set(elements.map((el) => el.dataset.commentsCount).filter(Boolean))];
     const counts = {};
+    const batches = [];
     for (let i = 0; i < ids.length; i += BATCH) {
-      const query = ids.slice(i, i + BATCH).map((id) => `content_id=${encodeURIComponent(id)}`).join("&");
-      try {
-        const response = await fetch(`${API}/api/v1/counts?${query}`, { mode: "cors", credentials: "omit" });
-        if (!response.ok) continue;
-        Object.assign(counts, (await response.json()).counts);
-      } catch (err) {
-        console.warn("comments badges: counts unavailable", err);
-      }
+      const chunk = ids.slice(i, i + BATCH);
+      batches.push(
+        batch(chunk).then((found) => {
+          const filled = new Set();
+          for (const id of chunk) {
+            const n = Object.prototype.hasOwnProperty.call(found, id) ? found[id] : null;
+            if (Number.isInteger(n) && n >= 0) {
+              counts[id] = n;
+              filled.add(id);
+            }
+          }
+          for (const el of elements) {
+            const id = el.dataset.commentsCount;
+            if (!filled.has(id)) continue;
+            el.textContent = label(el, counts[id]);
+            el.dataset.commentsCountValue = String(counts[id]);
+          }
+        })
+      );
     }
-    for (const el of elements) {
-      const n = counts[el.dataset.commentsCount];
-      if (typeof n === "number") {
-        el.textContent = label(el, n);
-        el.dataset.commentsCountValue = String(n);
-      }
-    }
+    await Promise.all(batches);
     return counts;
   }
 
