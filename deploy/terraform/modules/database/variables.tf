@@ -146,9 +146,13 @@ variable "master_username" {
   description = "Master user name (not secret). Its password is generated and kept by RDS in Secrets Manager; it never appears in variables, state outputs or plans."
   type        = string
   default     = "comments_api"
+  # RDS for PostgreSQL: 1-63 characters (PostgreSQL's identifier length; the 16 of
+  # MySQL does not apply), a letter first. RDS refuses "rdsadmin" (its own superuser)
+  # and "admin" ("reserved word used by the engine"); "postgres", the console's default
+  # for this engine, is accepted.
   validation {
-    condition     = can(regex("^[a-z][a-z0-9_]{0,15}$", var.master_username)) && !contains(["postgres", "rdsadmin", "admin"], var.master_username)
-    error_message = "master_username: 1-16 lower-case letters, digits, underscores; not a reserved name."
+    condition     = can(regex("^[a-z][a-z0-9_]{0,62}$", var.master_username)) && !contains(["rdsadmin", "admin"], var.master_username)
+    error_message = "master_username: 1-63 lower-case letters, digits and underscores, starting with a letter; not rdsadmin or admin (RDS reserves both for PostgreSQL)."
   }
 }
 

@@ -98,7 +98,7 @@ run "rejects_no_backups" {
 run "rejects_reserved_user" {
   command = plan
   variables {
-    master_username = "postgres"
+    master_username = "rdsadmin"
   }
   expect_failures = [var.master_username]
 }
@@ -136,3 +136,38 @@ run "rejects_the_same_subnet_twice" {
   }
   expect_failures = [var.subnet_ids]
 }
+
+run "rejects_admin_as_master_user" {
+  command = plan
+  variables {
+    master_username = "admin"
+  }
+  expect_failures = [var.master_username]
+}
+
+run "accepts_postgres_as_master_user" {
+  command = plan
+  variables {
+    master_username = "postgres"
+  }
+}
+
+run "accepts_a_63_character_master_user" {
+  command = plan
+  variables {
+    master_username = "a_master_user_name_of_sixty_three_characters_which_is_pg_limit1"
+  }
+  assert {
+    condition     = length(aws_db_instance.this.username) == 63
+    error_message = "PostgreSQL allows 63 characters"
+  }
+}
+
+run "rejects_a_64_character_master_user" {
+  command = plan
+  variables {
+    master_username = "a_master_user_name_of_sixty_four_characters_one_past_the_pg_max1"
+  }
+  expect_failures = [var.master_username]
+}
+
