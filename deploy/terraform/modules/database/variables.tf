@@ -1,9 +1,14 @@
 variable "name" {
   description = "Identifier of the DB instance and prefix of its resources, e.g. comments-api-production."
   type        = string
+  # Every name derived from it, and its limit: the instance identifier (name, 63) and the
+  # final snapshot (name-final, 255), which refuse a trailing dash and "--"; the
+  # parameter group (name-pgNN), security group (name-postgres), subnet group (name) and
+  # KMS alias (alias/name-rds), all 255 or more; the enhanced-monitoring IAM role
+  # (name-rds-monitoring, IAM's 64) is the tightest: 64 - 15 = 49.
   validation {
-    condition     = can(regex("^[a-z][a-z0-9-]{2,50}$", var.name))
-    error_message = "name: lower-case letters, digits and dashes, starting with a letter."
+    condition     = length(var.name) >= 3 && length(var.name) <= 49 && can(regex("^[a-z][a-z0-9]*(-[a-z0-9]+)*$", var.name))
+    error_message = "name: 3-49 lower-case letters, digits and single dashes, starting with a letter and not ending with a dash (RDS instance identifiers refuse a trailing dash and \"--\"); at most 49 because the enhanced-monitoring IAM role <name>-rds-monitoring must fit IAM's 64 characters."
   }
 }
 

@@ -171,3 +171,39 @@ run "rejects_a_64_character_master_user" {
   expect_failures = [var.master_username]
 }
 
+# comments-api-staging-eu-west-1-blue-green-test-db (49): the monitoring role
+# <name>-rds-monitoring is exactly IAM's 64.
+run "accepts_a_49_character_name" {
+  command = plan
+  variables {
+    name = "comments-api-staging-eu-west-1-blue-green-test-db"
+  }
+  assert {
+    condition     = length(aws_iam_role.monitoring.name) == 64
+    error_message = "the monitoring role name is at IAM's limit"
+  }
+}
+
+run "rejects_a_50_character_name" {
+  command = plan
+  variables {
+    name = "comments-api-staging-eu-west-1-blue-green-test-db2"
+  }
+  expect_failures = [var.name]
+}
+
+run "rejects_a_name_ending_in_a_dash" {
+  command = plan
+  variables {
+    name = "comments-api-"
+  }
+  expect_failures = [var.name]
+}
+
+run "rejects_two_dashes_in_a_row" {
+  command = plan
+  variables {
+    name = "comments--api"
+  }
+  expect_failures = [var.name]
+}
