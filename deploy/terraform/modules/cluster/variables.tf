@@ -63,6 +63,20 @@ variable "api_public_cidrs" {
     condition     = alltrue([for c in var.api_public_cidrs : can(cidrhost(c, 0)) && try(tonumber(split("/", c)[1]) > 0, false)])
     error_message = "api_public_cidrs: valid CIDRs only, and never the whole internet (a /0 prefix, however written)."
   }
+  # The cluster is IPv4 (EKS refuses IPv6 blocks on an IPv4 cluster), and a range with
+  # host bits set (203.0.113.5/24) says one thing and allows another: it must equal its
+  # canonical form.
+  validation {
+    condition     = alltrue([for c in var.api_public_cidrs : can(cidrnetmask(c)) && try(cidrsubnet(c, 0, 0) == c, false)])
+    error_message = "api_public_cidrs: IPv4 CIDRs in canonical form, without host bits (203.0.113.0/24, not 203.0.113.5/24)."
+  }
+  # Several wide ranges add up to the whole internet (0.0.0.0/1 + 128.0.0.0/1) past the
+  # /0 check. No admin or VPN network needs more than a /8 (16.7 million addresses), so
+  # nothing wider is allowed; covering the internet would then take 256 entries.
+  validation {
+    condition     = alltrue([for c in var.api_public_cidrs : try(tonumber(split("/", c)[1]) >= 8, false)])
+    error_message = "api_public_cidrs: prefixes of /8 or longer (at most 16.7 million addresses each); wider ranges, which together can cover the whole internet (0.0.0.0/1 + 128.0.0.0/1), are refused."
+  }
 }
 
 variable "node_instance_types" {

@@ -167,3 +167,46 @@ run "rejects_a1_instance_types" {
   }
   expect_failures = [var.node_instance_types]
 }
+
+run "rejects_halves_that_cover_the_internet" {
+  command = plan
+  variables {
+    api_public_cidrs = ["0.0.0.0/1", "128.0.0.0/1"]
+  }
+  expect_failures = [var.api_public_cidrs]
+}
+
+run "rejects_a_prefix_wider_than_8" {
+  command = plan
+  variables {
+    api_public_cidrs = ["100.0.0.0/7"]
+  }
+  expect_failures = [var.api_public_cidrs]
+}
+
+run "accepts_a_8_and_a_single_address" {
+  command = plan
+  variables {
+    api_public_cidrs = ["10.0.0.0/8", "198.51.100.7/32"]
+  }
+  assert {
+    condition     = toset(aws_eks_cluster.this.vpc_config[0].public_access_cidrs) == toset(["10.0.0.0/8", "198.51.100.7/32"])
+    error_message = "a /8 and a /32 are allowed as given"
+  }
+}
+
+run "rejects_host_bits" {
+  command = plan
+  variables {
+    api_public_cidrs = ["203.0.113.5/24"]
+  }
+  expect_failures = [var.api_public_cidrs]
+}
+
+run "rejects_ipv6_on_an_ipv4_cluster" {
+  command = plan
+  variables {
+    api_public_cidrs = ["2001:db8::/48"]
+  }
+  expect_failures = [var.api_public_cidrs]
+}
