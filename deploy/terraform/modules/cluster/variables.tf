@@ -30,8 +30,8 @@ variable "kubernetes_version" {
   type        = string
   default     = "1.32"
   validation {
-    condition     = can(regex("^1\\.[0-9]{2}$", var.kubernetes_version))
-    error_message = "kubernetes_version must look like 1.32."
+    condition     = can(regex("^1\\.(2[89]|3[0-9]|40)$", var.kubernetes_version))
+    error_message = "kubernetes_version: an EKS minor version 1.28 to 1.40, written 1.NN (e.g. 1.32); 1.10 or 1.3 are not EKS versions."
   }
 }
 

@@ -210,3 +210,30 @@ run "rejects_ipv6_on_an_ipv4_cluster" {
   }
   expect_failures = [var.api_public_cidrs]
 }
+
+run "rejects_kubernetes_1_10" {
+  command = plan
+  variables {
+    kubernetes_version = "1.10"
+  }
+  expect_failures = [var.kubernetes_version]
+}
+
+run "rejects_kubernetes_1_27" {
+  command = plan
+  variables {
+    kubernetes_version = "1.27"
+  }
+  expect_failures = [var.kubernetes_version]
+}
+
+run "accepts_kubernetes_1_28" {
+  command = plan
+  variables {
+    kubernetes_version = "1.28"
+  }
+  assert {
+    condition     = aws_eks_cluster.this.version == "1.28"
+    error_message = "1.28 is in range"
+  }
+}
