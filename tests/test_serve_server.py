@@ -246,6 +246,36 @@ def test_the_servers_own_errors_are_json_and_logged_without_path_or_ip(
     assert "secret-path-xyz" not in log
 
 
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_a_request_refused_after_several_reads_is_answered_and_the_worker_lives(
+    sqlite_env, tmp_path, threads
+):
+    """The head of each request comes in two reads, 0.2 s apart, so the worker's main loop
+    is already watching the socket when it refuses. gthread's loop then registered the
+    socket a second time for the refusal's linger: 'already registered', and the worker
+    died with every connection it held."""
+    env = {**sqlite_env, "THREADS": threads}
+    heads = [
+        (b"GET /healthz HTTP/1.1\r\nHost: a\r\n", b"X-A: " + b"a" * 70000 + b"\r\n\r\n", 431),
+        (b"GET /api/v1/counts?content_id=", b"x" * (50 * 1024) + b" HTTP/1.1\r\n\r\n", 414),
+    ]
+    with ServiceProcess(env, tmp_path, workers=1) as service:
+        for _ in range(2):
+            for first, rest, status in heads:
+                with socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock:
+                    sock.sendall(first)
+                    time.sleep(0.2)
+                    sock.sendall(rest)
+                    out = b""
+                    while chunk := sock.recv(65536):
+                        out += chunk
+                assert parse_response(out)[0] == status
+        assert requests.get(f"{service.base}/healthz", timeout=5).status_code == 200
+        log = service.log()
+    assert "already registered" not in log
+    assert "Worker exiting" not in log
+
+
 @pytest.mark.parametrize("threads", ["1", "2"])
 def test_slow_clients_never_hold_a_worker(sqlite_env, tmp_path, threads):
     """40 connections that trickle their headers or never finish their body, and 20 that

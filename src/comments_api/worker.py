@@ -1526,9 +1526,7 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
 
     def _readable_cb(self, conn: TConn) -> Any:
         def callback(_fileobj: Any) -> None:
-            if self._on_readable(conn, time.monotonic()):
-                with contextlib.suppress(KeyError, ValueError):
-                    self.poller.unregister(conn.sock)
+            self._on_readable(conn, time.monotonic())
 
         return callback
 
@@ -1543,6 +1541,9 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         if not done:
             return False
         del self._buffering[conn]
+        # Out of the poller here, not after: a refusal's linger registers the socket again.
+        with contextlib.suppress(KeyError, ValueError):
+            self.poller.unregister(conn.sock)
         if pending.refuse is not None:
             self.nr_conns -= 1
             _refuse(conn.sock, pending, *pending.refuse, linger=self.linger)
