@@ -48,6 +48,12 @@ variable "vpc_cidr" {
     condition     = can(cidrhost(var.vpc_cidr, 0)) && tonumber(split("/", var.vpc_cidr)[1]) >= 16 && tonumber(split("/", var.vpc_cidr)[1]) <= 20
     error_message = "vpc_cidr must be an IPv4 CIDR between /16 and /20."
   }
+  # cidrhost() takes IPv6 and host bits too: fd00::/16 or 10.40.1.0/16 passed the
+  # check above and failed only in the provider, on the VPC and every subnet.
+  validation {
+    condition     = can(cidrnetmask(var.vpc_cidr)) && try(cidrsubnet(var.vpc_cidr, 0, 0) == var.vpc_cidr, false)
+    error_message = "vpc_cidr: an IPv4 range in canonical form, without host bits (10.40.0.0/16, not 10.40.1.0/16); the subnets are carved from it as IPv4."
+  }
 }
 
 variable "single_nat_gateway" {

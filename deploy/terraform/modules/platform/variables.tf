@@ -41,8 +41,18 @@ variable "availability_zones" {
 }
 
 variable "vpc_cidr" {
-  description = "IPv4 range of the VPC."
+  description = "IPv4 range of the VPC, /16 to /20 (modules/network gives each private subnet a quarter of it and the public ones a sixteenth each)."
   type        = string
+  validation {
+    condition     = can(cidrnetmask(var.vpc_cidr)) && try(cidrsubnet(var.vpc_cidr, 0, 0) == var.vpc_cidr, false)
+    error_message = "vpc_cidr: an IPv4 range in canonical form, without host bits (10.40.0.0/16, not 10.40.1.0/16); the subnets are carved from it as IPv4."
+  }
+  # Private subnets are quarters (/18-/22), public ones sixteenths (/20-/24): a /20 is
+  # the narrowest range that leaves each zone's nodes and pods (VPC CNI) 1024 addresses.
+  validation {
+    condition     = try(tonumber(split("/", var.vpc_cidr)[1]) >= 16 && tonumber(split("/", var.vpc_cidr)[1]) <= 20, false)
+    error_message = "vpc_cidr: a prefix between /16 (AWS's largest VPC) and /20 (private subnets of /22, public ones of /24)."
+  }
 }
 
 variable "github_repository" {

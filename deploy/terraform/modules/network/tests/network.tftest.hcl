@@ -118,3 +118,19 @@ run "rejects_zone_ids" {
   }
   expect_failures = [var.availability_zones]
 }
+
+run "rejects_host_bits_in_the_vpc_range" {
+  command = plan
+  variables {
+    vpc_cidr = "10.40.1.0/16"
+  }
+  expect_failures = [var.vpc_cidr]
+}
+
+run "rejects_an_ipv6_vpc_range" {
+  command = plan
+  variables {
+    vpc_cidr = "fd00::/16"
+  }
+  expect_failures = [var.vpc_cidr]
+}

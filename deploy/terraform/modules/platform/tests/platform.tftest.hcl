@@ -96,3 +96,27 @@ run "rejects_zones_of_another_region" {
   }
   expect_failures = [var.availability_zones]
 }
+
+run "rejects_host_bits_in_the_vpc_range" {
+  command = plan
+  variables {
+    vpc_cidr = "10.40.1.0/16"
+  }
+  expect_failures = [var.vpc_cidr]
+}
+
+run "rejects_an_ipv6_vpc_range" {
+  command = plan
+  variables {
+    vpc_cidr = "fd00::/16"
+  }
+  expect_failures = [var.vpc_cidr]
+}
+
+run "rejects_a_vpc_range_too_small_for_the_subnets" {
+  command = plan
+  variables {
+    vpc_cidr = "10.40.0.0/24"
+  }
+  expect_failures = [var.vpc_cidr]
+}
