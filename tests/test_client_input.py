@@ -415,7 +415,8 @@ def test_control_characters_in_token_claims_are_not_a_500(make_app, claims, stat
     [
         (b"GET /api/v1/counts?content_id=" + b"x" * 60000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414),
         (b"GET /healthz HTTP/1.1\r\nHost: a\r\n" + b"X-A: b\r\n" * 60 + b"\r\n", 431),
-        (b"BAD\x01 / HTTP/1.1\r\n\r\n", 400),
+        (b"BAD\x01 / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        (b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n", 400),  # no Host
     ],
 )
 def test_server_errors_match_the_published_problem_schema(live, raw, status):
@@ -451,3 +452,23 @@ def test_a_refusal_reaches_a_client_still_sending(live, raw, status):
     reply = live.send(raw)
     assert reply.status == status, reply.body
     assert reply.headers["content-type"] == "application/problem+json"
+
+
+def test_an_http11_request_without_host_is_400_and_says_why(live):
+    # RFC 9112 3.2: a MUST. It used to be served, with Flask's SERVER_NAME standing in for
+    # the host the client never named.
+    reply = live.send(b"GET /api/v1/counts?content_id=a HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert reply.status == 400, reply.body
+    assert reply.headers["content-type"] == PROBLEM
+    assert reply.json == {
+        "type": "/docs#problem-bad-request",
+        "title": "Bad Request",
+        "status": 400,
+        "detail": "an HTTP/1.1 request needs a Host header",
+    }
+    # HTTP/1.0 has no such rule; an empty Host is what a client sends with no authority.
+    for raw in (
+        b"GET /api/v1/counts?content_id=a HTTP/1.0\r\n\r\n",
+        b"GET /api/v1/counts?content_id=a HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n",
+    ):
+        assert live.send(raw).status == 200

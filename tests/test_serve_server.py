@@ -88,16 +88,26 @@ def feed_all(data: bytes, step: int = 7) -> tuple[bool, worker.PendingRequest]:
     [
         (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", True),
         (b"GET / HTTP/1.1\r\nHost: a\r\n", False),
-        (b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nabcd", False),
-        (b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nabcde", True),
-        (b"POST / HTTP/1.1\r\nContent-Length: 99999\r\n\r\n", True),  # app says 413
-        (b"POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n", True),  # parser says 400
-        (b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", True),
-        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n", False),
-        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n", False),
-        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", True),
-        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-T: 1\r\n\r\n", True),
-        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", True),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nabcd", False),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nabcde", True),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999\r\n\r\n", True),  # app says 413
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n", True),  # parser says 400
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", True),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n", False),
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n",
+            False,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n0\r\n\r\n",
+            True,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-T: 1\r\n\r\n",
+            True,
+        ),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", True),
     ],
 )
 def test_pending_request_knows_when_a_request_is_complete(data, complete):
@@ -133,6 +143,9 @@ TLS_HELLO = b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + bytes(range(32))
         (TLS_HELLO, worker.NOT_HTTP, ""),
         (b"\x00\x00\x00", worker.NOT_HTTP, ""),
         (b"\r\n\r\n\x16\x03\x01", worker.NOT_HTTP, ""),
+        # HTTP/1.1 without Host (RFC 9112 3.2), whatever the body would have been.
+        (b"GET /a HTTP/1.1\r\nX-A: b\r\n\r\n", worker.MISSING_HOST, "/a"),
+        (b"POST /a HTTP/1.1\r\nContent-Length: 900\r\n\r\n", worker.MISSING_HOST, "/a"),
     ],
 )
 def test_pending_request_refuses_what_can_never_complete_at_once(data, refusal, target):
@@ -148,7 +161,9 @@ def test_pending_request_refuses_what_can_never_complete_at_once(data, refusal, 
     [
         b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",  # a blank line first is allowed
         b"GET / HTTP/1.1\r\nHost: a\r\nX: b\r\n\r\n",
-        b"get / HTTP/1.1\r\n\r\n",  # a token; gunicorn's parser judges the method
+        b"get / HTTP/1.1\r\nHost: a\r\n\r\n",  # a token; gunicorn's parser judges the method
+        b"GET / HTTP/1.1\r\nHost:\r\n\r\n",  # an empty Host is allowed (RFC 9112 3.2)
+        b"GET / HTTP/1.0\r\n\r\n",  # HTTP/1.0 needs no Host
     ],
 )
 def test_crlf_split_across_reads_is_not_a_bare_lf(data):
@@ -258,6 +273,7 @@ def test_a_request_refused_after_several_reads_is_answered_and_the_worker_lives(
     heads = [
         (b"GET /healthz HTTP/1.1\r\nHost: a\r\n", b"X-A: " + b"a" * 70000 + b"\r\n\r\n", 431),
         (b"GET /api/v1/counts?content_id=", b"x" * (50 * 1024) + b" HTTP/1.1\r\n\r\n", 414),
+        (b"GET /healthz HTTP/1.1\r\n", b"X-A: b\r\n\r\n", 400),  # no Host
     ]
     with ServiceProcess(env, tmp_path, workers=1) as service:
         for _ in range(2):

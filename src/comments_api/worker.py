@@ -83,6 +83,9 @@ NOT_HTTP = (
     "(TLS sent to a plain-HTTP port?)"
 )
 BARE_LF = "the request's lines must end with CRLF (\\r\\n), not a bare LF"
+# RFC 9112 3.2: a server MUST answer 400 to an HTTP/1.1 request without Host. gunicorn
+# served it, and Flask then took SERVER_NAME's place for the host the client never named.
+MISSING_HOST = "an HTTP/1.1 request needs a Host header"
 # Connections a worker holds at once (being read, or kept alive and idle); when full, the
 # idle kept-alive one that waited longest is closed for a new one, and without one to
 # close the rest wait in the kernel's backlog, where they cost this process nothing.
@@ -347,10 +350,12 @@ class PendingRequest:
         self.chunk_pos = self.header_end
         self.deadline = now + self.body_timeout
         http11 = data[: data.find(b"\r\n")].rstrip().endswith(b"HTTP/1.1")
-        seen_length = False
+        seen_length = seen_host = False
         for line in bytes(data[:end]).split(b"\r\n")[1:]:
             name, _, value = line.partition(b":")
             name = name.strip().lower()
+            if name == b"host":
+                seen_host = True  # twice: gunicorn's parser answers 400 itself
             value = value.strip().lower()
             if name == b"content-length":
                 if not value.isdigit() or (seen_length and int(value) != self.content_length):
@@ -363,6 +368,9 @@ class PendingRequest:
                 self.chunked = True
             elif name == b"expect" and value == b"100-continue" and http11:
                 self.expects_continue = True
+        if http11 and not seen_host:
+            self.refuse = (400, MISSING_HOST)
+            return False
         return True
 
     def _bare_lf(self) -> bool:
