@@ -42,6 +42,16 @@ variable "github_branches" {
     condition     = alltrue([for b in var.github_branches : can(regex("^[A-Za-z0-9_./-]+$", b))])
     error_message = "github_branches: exact branch names, no wildcards."
   }
+  # A name git cannot give a branch (git check-ref-format) never appears in a token's
+  # subject, so the role would silently never match it: no "..", no empty component
+  # (leading, trailing or doubled "/"), no component starting with "." or ending in
+  # ".lock", no trailing "." and no leading "-". Spaces and ~^:?*[\ are refused above.
+  validation {
+    condition = alltrue([for b in var.github_branches : !strcontains(b, "..") && !startswith(b, "-") && !endswith(b, ".") && alltrue([
+      for part in split("/", b) : part != "" && !startswith(part, ".") && !endswith(part, ".lock")
+    ])])
+    error_message = "github_branches: names git accepts for a branch (git check-ref-format): no \"..\", no leading, trailing or doubled \"/\", no part starting with \".\" or ending in \".lock\", not ending in \".\", not starting with \"-\"."
+  }
 }
 
 variable "push_repository_arns" {

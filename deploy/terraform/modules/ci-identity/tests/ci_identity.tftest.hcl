@@ -152,3 +152,81 @@ run "rejects_a_session_shorter_than_iam_allows" {
   }
   expect_failures = [var.max_session_seconds]
 }
+
+# Names git check-ref-format --branch refuses: the role would never match them.
+run "rejects_a_branch_with_two_dots" {
+  command = plan
+  variables {
+    github_branches = ["a..b"]
+  }
+  expect_failures = [var.github_branches]
+}
+
+run "rejects_a_branch_with_a_trailing_slash" {
+  command = plan
+  variables {
+    github_branches = ["feature/"]
+  }
+  expect_failures = [var.github_branches]
+}
+
+run "rejects_a_branch_with_a_leading_slash" {
+  command = plan
+  variables {
+    github_branches = ["/dev"]
+  }
+  expect_failures = [var.github_branches]
+}
+
+run "rejects_a_branch_with_a_doubled_slash" {
+  command = plan
+  variables {
+    github_branches = ["feature//x"]
+  }
+  expect_failures = [var.github_branches]
+}
+
+run "rejects_a_branch_with_a_dot_lock_part" {
+  command = plan
+  variables {
+    github_branches = ["dev.lock"]
+  }
+  expect_failures = [var.github_branches]
+}
+
+run "rejects_a_branch_with_a_part_starting_with_a_dot" {
+  command = plan
+  variables {
+    github_branches = ["feature/.x"]
+  }
+  expect_failures = [var.github_branches]
+}
+
+run "rejects_a_branch_with_a_trailing_dot" {
+  command = plan
+  variables {
+    github_branches = ["dev."]
+  }
+  expect_failures = [var.github_branches]
+}
+
+run "rejects_a_branch_with_a_leading_dash" {
+  command = plan
+  variables {
+    github_branches = ["-dev"]
+  }
+  expect_failures = [var.github_branches]
+}
+
+run "accepts_branches_with_dots_and_slashes" {
+  command = plan
+  variables {
+    github_environment = "staging"
+    github_branches    = ["release/1.2", "feature/x.y_z-1", "x.lockx"]
+  }
+
+  assert {
+    condition     = contains(jsondecode(aws_iam_role.ci.assume_role_policy).Statement[0].Condition.StringEquals["token.actions.githubusercontent.com:sub"], "repo:example/comments-api:ref:refs/heads/release/1.2")
+    error_message = "a release branch with a dot is trusted as written"
+  }
+}
