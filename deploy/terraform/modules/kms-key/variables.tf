@@ -1,6 +1,12 @@
 variable "alias" {
-  description = "The key's alias, without the alias/ prefix."
+  description = "The key's alias, without the alias/ prefix (the module adds it)."
   type        = string
+  # KMS: the whole AliasName, alias/ included, is 1-256 letters, digits, / _ -, and
+  # alias/aws/ is reserved for AWS managed keys. The callers pass the part after alias/.
+  validation {
+    condition     = can(regex("^[A-Za-z0-9/_-]{1,250}$", var.alias)) && !startswith(var.alias, "aws/")
+    error_message = "alias: 1-250 letters, digits, /, _ or - (KMS allows 256 characters including the alias/ prefix the module adds), not starting with aws/ (alias/aws/ is reserved for AWS managed keys)."
+  }
 }
 
 variable "description" {

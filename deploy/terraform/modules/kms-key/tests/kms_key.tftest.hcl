@@ -59,3 +59,47 @@ run "a_log_group_pattern_must_be_a_logs_arn" {
 
   expect_failures = [var.log_group_arn_pattern]
 }
+
+run "rejects_an_alias_under_aws" {
+  command = plan
+  variables {
+    alias = "aws/ebs"
+  }
+  expect_failures = [var.alias]
+}
+
+run "rejects_a_dot_in_the_alias" {
+  command = plan
+  variables {
+    alias = "comments.api-rds"
+  }
+  expect_failures = [var.alias]
+}
+
+run "rejects_an_empty_alias" {
+  command = plan
+  variables {
+    alias = ""
+  }
+  expect_failures = [var.alias]
+}
+
+# 250 characters after alias/ make KMS's 256; one more is refused.
+run "accepts_a_250_character_alias" {
+  command = plan
+  variables {
+    alias = "comments-api/kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk"
+  }
+  assert {
+    condition     = length(aws_kms_alias.this.name) == 256
+    error_message = "alias/ plus 250 characters is KMS's 256"
+  }
+}
+
+run "rejects_a_251_character_alias" {
+  command = plan
+  variables {
+    alias = "comments-api/kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk"
+  }
+  expect_failures = [var.alias]
+}
