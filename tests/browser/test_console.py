@@ -298,3 +298,110 @@ def test_console_reports_odd_answers_and_stays_usable(page, pre_api: Api):
     expect(row).to_have_count(0)
     assert "nginx" not in page.locator("main").inner_text()
     assert errors == [], errors
+
+
+def test_console_action_buttons_wait_for_their_answer(page, pre_api: Api):
+    content = new_content()
+    for text in ("first in line", "second in line", "third in line"):
+        pre_api.post(content, text, email="q@example.com")
+    page.set_viewport_size({"width": 1100, "height": 800})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    posts: list[str] = []
+    page.on(
+        "request", lambda r: r.method != "GET" and "/moderation/" in r.url and posts.append(r.url)
+    )
+    page.clock.install()  # timers run as usual until fast-forwarded
+    message = page.locator("#message")
+    sign_in(page, pre_api, pre_api.key("comments:moderate"))
+    page.get_by_label("Limit to content").fill(content)
+    page.get_by_role("button", name="Refresh").click()
+    first, second, third = (queue_row(page, f"{n} in line") for n in ("first", "second", "third"))
+    expect(third).to_be_visible()
+
+    # Actions wait for their answer: the row's buttons are disabled until it comes.
+    held: list = []
+    actions = "**/api/v1/moderation/comments"
+    page.route(
+        actions,
+        lambda route: held.append(route) if route.request.method == "POST" else route.continue_(),
+    )
+    approve = first.get_by_role("button", name=re.compile("^Approve comment"))
+    approve.click()
+    for name in ("Approve", "Hide", "Delete"):
+        expect(first.get_by_role("button", name=re.compile(f"^{name} comment"))).to_be_disabled()
+    expect(second.get_by_role("button", name=re.compile("^Approve comment"))).to_be_enabled()
+    approve.click(force=True)  # a second click sends nothing
+    page.wait_for_timeout(200)
+    assert len(posts) == 1, posts
+    # A failed answer gives them back, with the focus.
+    held.pop().fulfill(status=502, body=PROXY_PAGE, content_type="text/html")
+    expect(message).to_have_text(
+        "The server is unavailable right now (HTTP 502). Retry in a moment."
+    )
+    expect(approve).to_be_enabled()
+    expect(approve).to_be_focused()
+    approve.click()
+    expect(approve).to_be_disabled()
+    held.pop().continue_()
+    expect(message).to_have_text("Approved 1 comment.")
+    expect(first).to_have_count(0)
+    assert len(posts) == 2, posts
+
+    # No answer: the buttons come back when the console gives up.
+    hide = second.get_by_role("button", name=re.compile("^Hide comment"))
+    hide.click()
+    expect(hide).to_be_disabled()
+    page.wait_for_timeout(200)
+    page.clock.fast_forward(31_000)
+    expect(message).to_have_text(
+        "The server did not answer within 30 seconds. Check the connection and retry."
+    )
+    expect(hide).to_be_enabled()
+    held.clear()
+
+    # Bulk: the bulk buttons and the selected rows' buttons wait too.
+    second.get_by_role("checkbox").check()
+    third.get_by_role("checkbox").check()
+    page.get_by_role("button", name="Approve selected").click()
+    for name in ("Approve selected", "Hide selected", "Delete selected"):
+        expect(page.get_by_role("button", name=name)).to_be_disabled()
+    expect(third.get_by_role("button", name=re.compile("^Approve comment"))).to_be_disabled()
+    held.pop().continue_()
+    expect(message).to_have_text("Approved 2 comments.")
+    expect(page.get_by_role("button", name="Approve selected")).to_be_enabled()
+    page.unroute(actions)
+
+    # Ban author waits for its answer.
+    page.get_by_role("tab", name="Bans").click()
+    bans = "**/api/v1/moderation/bans"
+    page.route(
+        bans,
+        lambda route: held.append(route) if route.request.method == "POST" else route.continue_(),
+    )
+    ban = page.get_by_role("button", name="Ban author")
+    page.get_by_label("Email or subject").fill("lift@example.com")
+    ban.click()
+    expect(ban).to_be_disabled()
+    page.get_by_label("Email or subject").press("Enter")  # nor does Enter send it again
+    page.wait_for_timeout(200)
+    assert len(held) == 1, held
+    held.pop().continue_()
+    expect(message).to_have_text("Banned email:lift@example.com.")
+    expect(ban).to_be_enabled()
+    page.unroute(bans)
+
+    # Lift ban waits for its answer too.
+    lift = page.get_by_role("button", name="Lift the ban on email:lift@example.com")
+    page.route(
+        "**/api/v1/moderation/bans/**",
+        lambda route: held.append(route) if route.request.method == "DELETE" else route.continue_(),
+    )
+    lift.click()
+    expect(lift).to_be_disabled()
+    held.pop().continue_()
+    expect(message).to_have_text("Lifted the ban on email:lift@example.com.")
+    expect(lift).to_have_count(0)
+    page.unroute("**/api/v1/moderation/bans/**")
+
+    assert errors == [], errors

@@ -113,6 +113,22 @@ function listed(data) {
   throw unreadable();
 }
 
+// The controls that started a request stay disabled until it has an answer, whatever it is,
+// so a second click cannot send the action again. Focus lost meanwhile goes back.
+async function busy(controls, work) {
+  const els = controls.filter(Boolean);
+  const focused = document.activeElement;
+  for (const el of els) el.disabled = true;
+  try {
+    return await work();
+  } finally {
+    for (const el of els) el.disabled = false;
+    // Lost: on the page itself, or on a panel around the button (where a click on it puts it).
+    const now = document.activeElement;
+    if (els.includes(focused) && focused.isConnected && (!now || now.contains(focused))) focused.focus();
+  }
+}
+
 // --- sign in --------------------------------------------------------------------
 
 function signOut(text) {
@@ -213,7 +229,7 @@ for (const tab of tabs) {
 
 const PAST = { approve: "Approved", hide: "Hid", delete: "Deleted" };
 
-async function moderate(action, ids) {
+async function moderate(action, ids, controls = []) {
   if (!ids.length) {
     say("Select at least one comment first.", "error");
     return null;
@@ -224,12 +240,14 @@ async function moderate(action, ids) {
   const changed = [];
   const unchanged = [];
   try {
-    for (let i = 0; i < ids.length; i += MAX_BULK) {
-      const result = await api("/api/v1/moderation/comments", { method: "POST", body: { action, ids: ids.slice(i, i + MAX_BULK) } });
-      if (!Array.isArray(result.changed) || !Array.isArray(result.unchanged)) throw unreadable();
-      changed.push(...result.changed);
-      unchanged.push(...result.unchanged);
-    }
+    await busy(controls, async () => {
+      for (let i = 0; i < ids.length; i += MAX_BULK) {
+        const result = await api("/api/v1/moderation/comments", { method: "POST", body: { action, ids: ids.slice(i, i + MAX_BULK) } });
+        if (!Array.isArray(result.changed) || !Array.isArray(result.unchanged)) throw unreadable();
+        changed.push(...result.changed);
+        unchanged.push(...result.unchanged);
+      }
+    });
   } catch (err) {
     failed(err);
     return null;
@@ -339,10 +357,12 @@ function filterQueue() {
   countSelected();
 }
 
-async function queueAction(action, ids) {
+async function queueAction(action, ids, extra = []) {
   const rows = visibleRows();
   const firstIndex = rows.findIndex((row) => ids.includes(Number(row.dataset.id)));
-  const result = await moderate(action, ids);
+  // The rows' own buttons (and the bulk buttons, for a bulk action) wait for the answer.
+  const acting = ids.flatMap((id) => (queue.items.has(id) ? [...queue.items.get(id).querySelectorAll("button")] : []));
+  const result = await moderate(action, ids, [...acting, ...extra]);
   if (!result) return;
   // Whatever happened, these are no longer waiting (unchanged ones were moderated elsewhere).
   for (const id of ids) {
@@ -367,8 +387,9 @@ $("select-all").addEventListener("change", (event) => {
   for (const row of visibleRows()) row.querySelector("input[type=checkbox]").checked = event.target.checked;
   countSelected();
 });
+const bulkButtons = ["approve", "hide", "delete"].map((action) => $(`bulk-${action}`));
 for (const action of ["approve", "hide", "delete"]) {
-  $(`bulk-${action}`).addEventListener("click", () => queueAction(action, selectedIds()));
+  $(`bulk-${action}`).addEventListener("click", () => queueAction(action, selectedIds(), bulkButtons));
 }
 
 // --- comments of one content (published ones can be hidden or deleted) ----------
@@ -415,7 +436,8 @@ async function loadContent(more) {
 }
 
 async function contentAction(action, id) {
-  const result = await moderate(action, [id]);
+  const acting = $("content-body").querySelector(`tr[data-id="${id}"]`);
+  const result = await moderate(action, [id], acting ? [...acting.querySelectorAll("button")] : []);
   if (!result) return;
   const row = $("content-body").querySelector(`tr[data-id="${id}"]`);
   if (!row) return;
@@ -457,16 +479,17 @@ async function loadBans() {
         h("td", { text: ban.reason || "" }),
         h("td", { text: ban.created_by || "" }),
         h("td", null, time(ban.created_at)),
-        h("td", null, h("button", { type: "button", class: "secondary", text: "Lift ban", "aria-label": `Lift the ban on ${ban.target}`, onclick: () => liftBan(ban.target) }))
+        h("td", null, h("button", { type: "button", class: "secondary", text: "Lift ban", "aria-label": `Lift the ban on ${ban.target}`, onclick: (event) => liftBan(ban.target, event.currentTarget) }))
       )
     )
   );
   $("bans-empty").hidden = data.items.length > 0;
 }
 
-async function liftBan(target) {
+async function liftBan(target, button) {
   try {
-    await api(`/api/v1/moderation/bans/${encodeURIComponent(target).replace(/%3A/gi, ":").replace(/%40/g, "@")}`, { method: "DELETE" });
+    const path = `/api/v1/moderation/bans/${encodeURIComponent(target).replace(/%3A/gi, ":").replace(/%40/g, "@")}`;
+    await busy([button], () => api(path, { method: "DELETE" }));
   } catch (err) {
     if (err.status !== 404) return failed(err);
   }
@@ -477,13 +500,15 @@ async function liftBan(target) {
 
 $("ban-form").addEventListener("submit", async (event) => {
   event.preventDefault();
+  const submit = $("ban-submit");
+  if (submit.disabled) return; // the previous ban is still on its way
   const kind = $("ban-kind").value;
   const body = { [kind]: $("ban-target").value.trim() };
   const reason = $("ban-reason").value.trim();
   if (reason) body.reason = reason;
   let result;
   try {
-    result = await api("/api/v1/moderation/bans", { method: "POST", body });
+    result = await busy([submit], () => api("/api/v1/moderation/bans", { method: "POST", body }));
   } catch (err) {
     failed(err);
     $("ban-target").focus();
