@@ -7,6 +7,16 @@ variable "bucket_name" {
     condition     = can(regex("^[a-z0-9][a-z0-9-]{1,56}[a-z0-9]$", var.bucket_name))
     error_message = "bucket_name must be a valid S3 bucket name without dots (3-58 lower-case letters, digits, dashes; the state key's KMS alias is named after it and the log bucket appends -logs)."
   }
+  # S3 reserves these prefixes (for both buckets, <name> and <name>-logs) and suffixes
+  # (only <name>'s matter: the log bucket always ends in -logs). ".mrap" cannot occur
+  # without dots. S3 refuses the bucket at create, after the plan looked fine.
+  validation {
+    condition = (
+      !anytrue([for p in ["xn--", "sthree-", "amzn-s3-demo-"] : startswith(var.bucket_name, p)]) &&
+      !anytrue([for x in ["-s3alias", "--ol-s3", "--x-s3", "--table-s3"] : endswith(var.bucket_name, x)])
+    )
+    error_message = "bucket_name: S3 reserves the prefixes xn--, sthree- and amzn-s3-demo- and the suffixes -s3alias, --ol-s3, --x-s3 and --table-s3 (access point, Object Lambda, directory and table buckets); choose a name without them."
+  }
 }
 
 variable "aws_account_id" {

@@ -62,3 +62,71 @@ run "rejects_a_dotted_bucket_name" {
   }
   expect_failures = [var.bucket_name]
 }
+
+run "rejects_a_reserved_prefix" {
+  command = plan
+  variables {
+    bucket_name = "xn--tfstate-123456789012"
+  }
+  expect_failures = [var.bucket_name]
+}
+
+run "rejects_the_sthree_prefix" {
+  command = plan
+  variables {
+    bucket_name = "sthree-tfstate-123456789012"
+  }
+  expect_failures = [var.bucket_name]
+}
+
+run "rejects_the_demo_prefix" {
+  command = plan
+  variables {
+    bucket_name = "amzn-s3-demo-tfstate"
+  }
+  expect_failures = [var.bucket_name]
+}
+
+run "rejects_an_access_point_alias_suffix" {
+  command = plan
+  variables {
+    bucket_name = "comments-api-tfstate-s3alias"
+  }
+  expect_failures = [var.bucket_name]
+}
+
+run "rejects_a_directory_bucket_suffix" {
+  command = plan
+  variables {
+    bucket_name = "comments-api-tfstate--x-s3"
+  }
+  expect_failures = [var.bucket_name]
+}
+
+run "rejects_an_object_lambda_suffix" {
+  command = plan
+  variables {
+    bucket_name = "comments-api-tfstate--ol-s3"
+  }
+  expect_failures = [var.bucket_name]
+}
+
+run "rejects_a_table_bucket_suffix" {
+  command = plan
+  variables {
+    bucket_name = "comments-api-tfstate--table-s3"
+  }
+  expect_failures = [var.bucket_name]
+}
+
+# Only the state bucket's own suffix is reserved; "s3alias" elsewhere is fine.
+run "accepts_a_reserved_word_inside_the_name" {
+  command = plan
+  variables {
+    bucket_name = "s3alias-xn-tfstate"
+  }
+  assert {
+    condition     = aws_s3_bucket.logs.bucket == "s3alias-xn-tfstate-logs"
+    error_message = "the log bucket appends -logs"
+  }
+}
