@@ -3,6 +3,7 @@ console at /moderation, and the approved comment appears in the reader's widget.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 
@@ -404,4 +405,77 @@ def test_console_action_buttons_wait_for_their_answer(page, pre_api: Api):
     expect(lift).to_have_count(0)
     page.unroute("**/api/v1/moderation/bans/**")
 
+    assert errors == [], errors
+
+
+def test_console_odd_answers_never_read_undefined(page, pre_api: Api):
+    content = new_content()
+    pre_api.post(content, "fourth in line", email="q@example.com")
+    page.set_viewport_size({"width": 1100, "height": 800})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    message = page.locator("#message")
+    sign_in(page, pre_api, pre_api.key("admin"))
+    page.get_by_label("Limit to content").fill(content)
+    page.get_by_role("button", name="Refresh").click()
+    actions = "**/api/v1/moderation/comments"
+
+    # An action answered with no body at all: a sentence, not a script's error message.
+    fourth = queue_row(page, "fourth in line")
+    page.route(actions, answer(204, "", "application/json"))
+    fourth.get_by_role("button", name=re.compile("^Approve comment")).click()
+    expect(message).to_have_text(re.compile(r"^The server sent an answer the console cannot read"))
+    page.unroute(actions)
+    # A listing with entries that are not comments: those are left out, the rest shown.
+    odd_list = {
+        "items": [
+            None,
+            7,
+            {"id": 987654, "body": "the odd list's comment", "content_id": content},
+        ],
+        "next_cursor": None,
+    }
+    page.route(
+        "**/api/v1/moderation/comments?*", answer(200, json.dumps(odd_list), "application/json")
+    )
+    page.get_by_role("button", name="Refresh").click()
+    expect(queue_row(page, "the odd list's comment")).to_be_visible()
+    expect(page.locator("#queue-body tr")).to_have_count(1)
+    page.unroute("**/api/v1/moderation/comments?*")
+
+    # A ban answered without the ban's name says what was typed (as the API would name it).
+    page.get_by_role("tab", name="Bans").click()
+    bans = "**/api/v1/moderation/bans"
+    ban = page.get_by_role("button", name="Ban author")
+    page.route(bans, answer(201, "{}", "application/json"))
+    page.get_by_label("Email or subject").fill(" Odd@Example.com ")
+    ban.click()
+    expect(message).to_have_text("Banned email:odd@example.com.")
+    page.unroute(bans)
+    # A refusal whose errors name no field.
+    refusal = {"title": "Invalid input", "errors": [{"message": "must be an email address"}]}
+    page.route(bans, answer(400, json.dumps(refusal), "application/problem+json"))
+    page.get_by_label("Email or subject").fill("not-an-address")
+    ban.click()
+    expect(message).to_have_text("The request failed (HTTP 400): must be an email address")
+    page.unroute(bans)
+
+    # Bans and audit entries of odd shapes: no "undefined", no script error.
+    odd_bans = {"items": [None, {"reason": "no target"}, {"target": "email:x@example.com"}]}
+    page.route(bans, answer(200, json.dumps(odd_bans), "application/json"))
+    page.get_by_role("tab", name="Queue").click()
+    page.get_by_role("tab", name="Bans").click()
+    expect(page.locator("#bans-body tr")).to_have_count(1)
+    page.unroute(bans)
+    odd_audit = {
+        "items": [{"actor": "key:desk", "action": "hide", "comment_ids": "1,2", "target": None}],
+        "next_cursor": None,
+    }
+    page.route(
+        "**/api/v1/admin/audit-log?*", answer(200, json.dumps(odd_audit), "application/json")
+    )
+    page.get_by_role("tab", name="Audit log").click()
+    expect(page.locator("#audit-body tr")).to_have_count(1)
+    expect(page.locator("#audit-body tr")).to_contain_text("key:desk")
+    assert "undefined" not in page.locator("main").inner_text()
     assert errors == [], errors

@@ -88,7 +88,10 @@ async function api(path, { method = "GET", body } = {}) {
   }
   let detail = data && typeof data.detail === "string" ? data.detail : plainly(response.status);
   const errors = data && Array.isArray(data.errors) ? data.errors.filter((e) => e && typeof e.message === "string") : [];
-  if (errors.length) detail += ": " + errors.map((e) => `${e.field} ${e.message}`).join("; ");
+  if (errors.length) {
+    const said = errors.map((e) => (typeof e.field === "string" && e.field ? `${e.field} ${e.message}` : e.message));
+    detail = `${detail.replace(/\.$/, "")}: ${said.join("; ")}`;
+  }
   if (response.status === 429) {
     const after = response.headers.get("Retry-After") || "";
     detail = `Too many requests; wait ${/^\d+$/.test(after.trim()) ? `${after.trim()} seconds` : "a moment"} and retry.`;
@@ -108,8 +111,9 @@ function unreadable(status = 200) {
   return new ApiError(status, `The server sent an answer the console cannot read (HTTP ${status}). Retry in a moment.`);
 }
 
+// The items of a listing; entries that are not objects (null, a number) are left out.
 function listed(data) {
-  if (data && Array.isArray(data.items)) return data.items;
+  if (data && Array.isArray(data.items)) return data.items.filter((item) => item && typeof item === "object");
   throw unreadable();
 }
 
@@ -243,7 +247,7 @@ async function moderate(action, ids, controls = []) {
     await busy(controls, async () => {
       for (let i = 0; i < ids.length; i += MAX_BULK) {
         const result = await api("/api/v1/moderation/comments", { method: "POST", body: { action, ids: ids.slice(i, i + MAX_BULK) } });
-        if (!Array.isArray(result.changed) || !Array.isArray(result.unchanged)) throw unreadable();
+        if (!result || !Array.isArray(result.changed) || !Array.isArray(result.unchanged)) throw unreadable();
         changed.push(...result.changed);
         unchanged.push(...result.unchanged);
       }
@@ -418,17 +422,18 @@ function contentRow(c) {
 async function loadContent(more) {
   const cursor = more ? content.cursor : null;
   let data;
+  let items;
   try {
     const path = `/api/v1/contents/${encodeURIComponent(content.id)}/comments?limit=${PAGE}&order=oldest`;
     data = await api(cursor ? `${path}&cursor=${encodeURIComponent(cursor)}` : path);
-    listed(data);
+    items = listed(data);
   } catch (err) {
     failed(err);
     return;
   }
   const body = $("content-body");
   if (!more) body.replaceChildren();
-  body.append(...data.items.map(contentRow));
+  body.append(...items.map(contentRow));
   content.cursor = data.next_cursor;
   $("content-more").hidden = !data.next_cursor;
   $("content-table").hidden = body.children.length === 0;
@@ -462,16 +467,15 @@ $("content-more").addEventListener("click", () => loadContent(true));
 // --- bans -------------------------------------------------------------------------
 
 async function loadBans() {
-  let data;
+  let items;
   try {
-    data = await api("/api/v1/moderation/bans");
-    listed(data);
+    items = listed(await api("/api/v1/moderation/bans")).filter((ban) => typeof ban.target === "string" && ban.target);
   } catch (err) {
     failed(err);
     return;
   }
   $("bans-body").replaceChildren(
-    ...data.items.map((ban) =>
+    ...items.map((ban) =>
       h(
         "tr",
         null,
@@ -483,7 +487,7 @@ async function loadBans() {
       )
     )
   );
-  $("bans-empty").hidden = data.items.length > 0;
+  $("bans-empty").hidden = items.length > 0;
 }
 
 async function liftBan(target, button) {
@@ -503,7 +507,8 @@ $("ban-form").addEventListener("submit", async (event) => {
   const submit = $("ban-submit");
   if (submit.disabled) return; // the previous ban is still on its way
   const kind = $("ban-kind").value;
-  const body = { [kind]: $("ban-target").value.trim() };
+  const typed = $("ban-target").value.trim();
+  const body = { [kind]: typed };
   const reason = $("ban-reason").value.trim();
   if (reason) body.reason = reason;
   let result;
@@ -514,7 +519,12 @@ $("ban-form").addEventListener("submit", async (event) => {
     $("ban-target").focus();
     return;
   }
-  say(result.created ? `Banned ${result.target}.` : `${result.target} was already banned.`);
+  // The API names the ban (email:<address> or sub:<subject>); else say what was typed, as it would.
+  const target =
+    result && typeof result.target === "string" && result.target
+      ? result.target
+      : kind === "email" ? `email:${typed.toLowerCase()}` : `sub:${typed}`;
+  say(result && result.created === false ? `${target} was already banned.` : `Banned ${target}.`);
   $("ban-form").reset();
   await loadBans();
   $("ban-target").focus();
@@ -526,15 +536,16 @@ const audit = { cursor: null };
 
 async function loadAudit(more) {
   let data;
+  let items;
   try {
     const cursor = more ? audit.cursor : null;
     data = await api(`/api/v1/admin/audit-log?limit=${PAGE}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
-    listed(data);
+    items = listed(data);
   } catch (err) {
     failed(err);
     return;
   }
-  const rows = data.items.map((e) =>
+  const rows = items.map((e) =>
     h(
       "tr",
       null,
@@ -542,7 +553,7 @@ async function loadAudit(more) {
       h("td", null, h("code", { text: e.actor })),
       h("td", { text: e.action }),
       h("td", { text: e.target || "" }),
-      h("td", { text: (e.comment_ids || []).join(", ") })
+      h("td", { text: Array.isArray(e.comment_ids) ? e.comment_ids.join(", ") : "" })
     )
   );
   if (more) $("audit-body").append(...rows);
