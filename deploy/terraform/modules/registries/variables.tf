@@ -36,6 +36,12 @@ variable "repositories" {
     condition     = alltrue([for r in values(var.repositories) : floor(r.keep_images) == r.keep_images && floor(r.untagged_days) == r.untagged_days])
     error_message = "repositories: keep_images and untagged_days must be whole numbers."
   }
+  # ECR names are 2-256 characters: a one-letter name matches the pattern above and is
+  # refused by CreateRepository.
+  validation {
+    condition     = alltrue([for n in keys(var.repositories) : length(n) >= 2 && length(n) <= 256])
+    error_message = "repositories: names of 2-256 characters (ECR's limits), e.g. comments-api/dev."
+  }
 }
 
 variable "tags" {

@@ -54,3 +54,34 @@ run "rejects_fractional_lifecycle_counts" {
   }
   expect_failures = [var.repositories]
 }
+
+run "rejects_a_one_character_name" {
+  command = plan
+  variables {
+    repositories = { "a" = { keep_images = 50 } }
+  }
+  expect_failures = [var.repositories]
+}
+
+# comments-api/ (13) + 244 = 257 characters.
+run "rejects_a_257_character_name" {
+  command = plan
+  variables {
+    repositories = { (format("comments-api/%s", join("", [for i in range(244) : "r"]))) = { keep_images = 50 } }
+  }
+  expect_failures = [var.repositories]
+}
+
+run "accepts_two_and_256_character_names" {
+  command = plan
+  variables {
+    repositories = {
+      "ab"                                                               = { keep_images = 50 }
+      (format("comments-api/%s", join("", [for i in range(243) : "r"]))) = { keep_images = 50 }
+    }
+  }
+  assert {
+    condition     = min([for r in aws_ecr_repository.this : length(r.name)]...) == 2 && max([for r in aws_ecr_repository.this : length(r.name)]...) == 256
+    error_message = "2 and 256 characters are ECR's bounds"
+  }
+}
