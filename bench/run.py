@@ -46,6 +46,8 @@ from tests.support import (  # noqa: E402
     socket_owners,
 )
 
+from comments_api.settings import Settings  # noqa: E402
+
 HOST = "127.0.0.1"  # loopback only: the load never leaves this machine
 LOAD_LUA = ROOT / "bench" / "load.lua"
 LIST_CONTENT = "1"  # 20 comments: the legacy list scenario
@@ -598,12 +600,6 @@ def scrape_requests(port: int) -> float:
     return total
 
 
-def metrics_enabled(env: Mapping[str, str]) -> bool:
-    """Whether a server started with ``env`` serves /metrics (Settings' reading of the
-    boolean: anything but an explicit false word is on, and the default is on)."""
-    return env.get("METRICS_ENABLED", "true").strip().lower() not in {"0", "false", "no", "off", ""}
-
-
 def verify_server(server: Server, parts: list[dict[str, Any]]) -> dict[str, Any]:
     """Every acknowledged comment persisted, the list identical from every worker, and the
     request counter exactly what wrk and the bench sent."""
@@ -674,7 +670,8 @@ def verify_server(server: Server, parts: list[dict[str, Any]]) -> dict[str, Any]
     issued = sum(p["issued"] for p in parts) + unsure
     # A variant that turns metrics off (--variant nometrics:METRICS_ENABLED=false) has no
     # counter to check; every other server must have one.
-    counted = scrape_requests(server.port) if metrics_enabled(server.env) else None
+    metrics_on = Settings.from_env(server.env).metrics_enabled  # as the server read it
+    counted = scrape_requests(server.port) if metrics_on else None
     if counted is not None and not completed + own <= counted <= issued + own:
         problems.append(
             f"{server.name} metrics: counter sums to {counted:.0f}, expected between "
