@@ -265,11 +265,19 @@ def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
     context.set_default_timeout(10_000)
     page = context.new_page()
     page.console_errors = []  # type: ignore[attr-defined]
+    # Uncaught script errors alone: console_errors also holds the network failures a test
+    # may cause on purpose.
+    page.page_errors = []  # type: ignore[attr-defined]
     page.on(
         "console",
         lambda msg: msg.type == "error" and page.console_errors.append(msg.text),  # type: ignore[attr-defined]
     )
-    page.on("pageerror", lambda exc: page.console_errors.append(str(exc)))  # type: ignore[attr-defined]
+
+    def script_error(exc: Any) -> None:
+        page.console_errors.append(str(exc))  # type: ignore[attr-defined]
+        page.page_errors.append(str(exc))  # type: ignore[attr-defined]
+
+    page.on("pageerror", script_error)
     yield page
     context.close()
 

@@ -238,8 +238,7 @@ def test_console_reports_odd_answers_and_stays_usable(page, pre_api: Api):
     # A long name without spaces: the table keeps to the page's width.
     pre_api.post(content, "waiting for a look", author_name="N" * 80, email="w@example.com")
     page.set_viewport_size({"width": 1100, "height": 800})
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    errors = page.page_errors
     page.clock.install()  # timers run as usual until fast-forwarded
     moderation = "**/api/v1/moderation/**"
     message = page.locator("#message")
@@ -306,8 +305,7 @@ def test_console_action_buttons_wait_for_their_answer(page, pre_api: Api):
     for text in ("first in line", "second in line", "third in line"):
         pre_api.post(content, text, email="q@example.com")
     page.set_viewport_size({"width": 1100, "height": 800})
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    errors = page.page_errors
     posts: list[str] = []
     page.on(
         "request", lambda r: r.method != "GET" and "/moderation/" in r.url and posts.append(r.url)
@@ -412,8 +410,7 @@ def test_console_odd_answers_never_read_undefined(page, pre_api: Api):
     content = new_content()
     pre_api.post(content, "fourth in line", email="q@example.com")
     page.set_viewport_size({"width": 1100, "height": 800})
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    errors = page.page_errors
     message = page.locator("#message")
     sign_in(page, pre_api, pre_api.key("admin"))
     page.get_by_label("Limit to content").fill(content)

@@ -564,7 +564,7 @@ def test_badges_survive_a_stuck_a_failed_and_an_odd_batch(page, site: HostSite, 
     page.route(is_counts, counts)
     failed: list[str] = []
     page.on("requestfailed", lambda r: is_counts(r.url) and failed.append(r.url))
-    errors = page_errors(page)
+    errors = page.page_errors
     page.clock.install()  # timers run as usual until fast-forwarded
     page.goto(url)
 
@@ -631,19 +631,13 @@ def odd_answer(site: HostSite, status: int, body: str, content_type: str, **head
     return answer
 
 
-def page_errors(page) -> list[str]:
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    return errors
-
-
 def test_odd_answers_to_reading_the_thread_are_reported_with_a_retry(
     page, site: HostSite, open_api: Api
 ):
     content = new_content()
     open_api.post(content, "the only comment", author_name="Reader")
     url = site.thread_page(f"/{content}.html", open_api.base, content)
-    errors = page_errors(page)
+    errors = page.page_errors
     reads = f"{open_api.base}/api/v1/contents/{content}/comments**"
     answers = [
         (502, PROXY_PAGE, "text/html"),
@@ -679,7 +673,7 @@ def test_a_post_meeting_a_proxy_page_or_no_answer_keeps_the_text_and_its_key(
     content = new_content()
     page.clock.install()  # timers run as usual until fast-forwarded
     page.goto(site.thread_page(f"/{content}.html", open_api.base, content))
-    errors = page_errors(page)
+    errors = page.page_errors
     widget = thread(page)
     expect(widget.get_by_text("No comments yet")).to_be_visible()
     keys: list[str | None] = []
