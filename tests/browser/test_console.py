@@ -233,6 +233,17 @@ def answer(status: int, body: str, content_type: str):
     return lambda route: route.fulfill(status=status, body=body, content_type=content_type)
 
 
+def hold(page, pattern: str, method: str = "POST") -> list:
+    """Holds the requests of one method to pattern until the test answers them (continue_,
+    fulfill); the others go through."""
+    held: list = []
+    page.route(
+        pattern,
+        lambda route: held.append(route) if route.request.method == method else route.continue_(),
+    )
+    return held
+
+
 def test_console_reports_odd_answers_and_stays_usable(page, pre_api: Api):
     content = new_content()
     # A long name without spaces: the table keeps to the page's width.
@@ -319,12 +330,8 @@ def test_console_action_buttons_wait_for_their_answer(page, pre_api: Api):
     expect(third).to_be_visible()
 
     # Actions wait for their answer: the row's buttons are disabled until it comes.
-    held: list = []
     actions = "**/api/v1/moderation/comments"
-    page.route(
-        actions,
-        lambda route: held.append(route) if route.request.method == "POST" else route.continue_(),
-    )
+    held = hold(page, actions)
     approve = first.get_by_role("button", name=re.compile("^Approve comment"))
     approve.click()
     for name in ("Approve", "Hide", "Delete"):
@@ -374,10 +381,7 @@ def test_console_action_buttons_wait_for_their_answer(page, pre_api: Api):
     # Ban author waits for its answer.
     page.get_by_role("tab", name="Bans").click()
     bans = "**/api/v1/moderation/bans"
-    page.route(
-        bans,
-        lambda route: held.append(route) if route.request.method == "POST" else route.continue_(),
-    )
+    held = hold(page, bans)
     ban = page.get_by_role("button", name="Ban author")
     page.get_by_label("Email or subject").fill("lift@example.com")
     ban.click()
@@ -392,10 +396,7 @@ def test_console_action_buttons_wait_for_their_answer(page, pre_api: Api):
 
     # Lift ban waits for its answer too.
     lift = page.get_by_role("button", name="Lift the ban on email:lift@example.com")
-    page.route(
-        "**/api/v1/moderation/bans/**",
-        lambda route: held.append(route) if route.request.method == "DELETE" else route.continue_(),
-    )
+    held = hold(page, "**/api/v1/moderation/bans/**", "DELETE")
     lift.click()
     expect(lift).to_be_disabled()
     held.pop().continue_()
@@ -480,4 +481,68 @@ def test_console_odd_answers_never_read_undefined(page, pre_api: Api):
     expect(page.locator("#audit-body tr")).to_have_count(1)
     expect(page.locator("#audit-body tr")).to_contain_text("key:desk")
     assert "undefined" not in page.locator("main").inner_text()
+    assert errors == [], errors
+
+
+def test_console_row_and_bulk_actions_on_one_comment_do_not_overlap(page, pre_api: Api):
+    content = new_content()
+    ids = [pre_api.post(content, f"{n} overlap", email="o@example.com")["id"] for n in range(3)]
+    page.set_viewport_size({"width": 1100, "height": 800})
+    errors = page.page_errors
+    sent: list = []
+    page.on(
+        "request",
+        lambda r: (
+            r.method == "POST"
+            and r.url.endswith("/moderation/comments")
+            and sent.append(r.post_data_json["ids"])
+        ),
+    )
+    message = page.locator("#message")
+    sign_in(page, pre_api, pre_api.key("comments:moderate"))
+    page.get_by_label("Limit to content").fill(content)
+    page.get_by_role("button", name="Refresh").click()
+    zero, one, two = (queue_row(page, f"{n} overlap") for n in range(3))
+    expect(two).to_be_visible()
+    held = hold(page, "**/api/v1/moderation/comments")
+
+    # A row action on its way: the row cannot be selected for another action meanwhile.
+    zero.get_by_role("checkbox").check()
+    zero.get_by_role("button", name=re.compile("^Approve comment")).click()
+    expect(zero.get_by_role("checkbox")).to_be_disabled()
+    expect(zero.get_by_role("button", name=re.compile("^Hide comment"))).to_be_disabled()
+    # A bulk action of only that comment sends nothing, and says why.
+    page.get_by_role("button", name="Approve selected").click()
+    expect(message).to_have_text(
+        f"An action on comment {ids[0]} is still on its way; wait for its answer."
+    )
+    # With another one, the bulk action leaves it out.
+    one.get_by_role("checkbox").check()
+    page.get_by_role("button", name="Hide selected").click()
+    page.wait_for_timeout(200)
+    assert sent == [[ids[0]], [ids[1]]], sent
+    held.pop().continue_()
+    expect(message).to_have_text(
+        f"Hid 1 comment. 1 left out (an action on it is still on its way): {ids[0]}."
+    )
+    expect(one).to_have_count(0)
+    # A refresh meanwhile draws the row anew, still waiting.
+    page.get_by_role("button", name="Refresh").click()
+    expect(zero.get_by_role("button", name=re.compile("^Hide comment"))).to_be_disabled()
+    expect(zero.get_by_role("checkbox")).to_be_disabled()
+    expect(two.get_by_role("checkbox")).to_be_enabled()
+    held.pop().continue_()
+    expect(message).to_have_text("Approved 1 comment.")
+    expect(zero).to_have_count(0)
+
+    # A bulk action on its way: its rows' buttons and checkboxes wait too.
+    two.get_by_role("checkbox").check()
+    page.get_by_role("button", name="Approve selected").click()
+    expect(two.get_by_role("checkbox")).to_be_disabled()
+    expect(two.get_by_role("button", name=re.compile("^Approve comment"))).to_be_disabled()
+    held.pop().continue_()
+    expect(message).to_have_text("Approved 1 comment.")
+    expect(two).to_have_count(0)
+    page.unroute("**/api/v1/moderation/comments")
+    assert sent == [[ids[0]], [ids[1]], [ids[2]]], sent
     assert errors == [], errors

@@ -233,7 +233,7 @@ for (const tab of tabs) {
 
 const PAST = { approve: "Approved", hide: "Hid", delete: "Deleted" };
 
-async function moderate(action, ids, controls = []) {
+async function moderate(action, ids, controls = [], skipped = []) {
   if (!ids.length) {
     say("Select at least one comment first.", "error");
     return null;
@@ -258,6 +258,7 @@ async function moderate(action, ids, controls = []) {
   }
   let text = `${PAST[action]} ${changed.length} comment${changed.length === 1 ? "" : "s"}.`;
   if (unchanged.length) text += ` ${unchanged.length} unchanged (already moderated or gone): ${unchanged.join(", ")}.`;
+  if (skipped.length) text += ` ${skipped.length} left out (an action on it is still on its way): ${skipped.join(", ")}.`;
   say(text);
   return { changed, unchanged };
 }
@@ -266,6 +267,20 @@ async function moderate(action, ids, controls = []) {
 
 // What the list shows: the status and content it was loaded for (changing either reloads).
 const queue = { items: new Map(), cursor: null, status: "pending", content: "" };
+
+// Comments with an action on its way. Until its answer no other action, row or bulk, may
+// include them (it could only come back "unchanged"): their row's buttons and checkbox stay
+// disabled, also when a refresh draws the row anew.
+const inFlight = new Set();
+
+function settle(row) {
+  const on = inFlight.has(Number(row.dataset.id));
+  for (const el of row.querySelectorAll("button, input")) el.disabled = on;
+}
+
+function checkbox(row) {
+  return row.querySelector("input[type=checkbox]");
+}
 
 function queueRow(c) {
   const box = h("input", { type: "checkbox", "aria-label": `Select comment ${c.id}`, "data-id": String(c.id) });
@@ -293,6 +308,7 @@ function queueRow(c) {
     )
   );
   row.searchText = [c.body, c.content_id, ...who].join(" ").toLowerCase();
+  settle(row);
   return row;
 }
 
@@ -338,15 +354,15 @@ function visibleRows() {
 
 function selectedIds() {
   return visibleRows()
-    .filter((row) => row.querySelector("input[type=checkbox]").checked)
+    .filter((row) => checkbox(row).checked)
     .map((row) => Number(row.dataset.id));
 }
 
 function countSelected() {
   const n = selectedIds().length;
   $("selected-count").textContent = n ? `${n} selected` : "";
-  const rows = visibleRows();
-  $("select-all").checked = rows.length > 0 && n === rows.length;
+  const free = visibleRows().filter((row) => !inFlight.has(Number(row.dataset.id)));
+  $("select-all").checked = free.length > 0 && free.every((row) => checkbox(row).checked);
 }
 
 function filterQueue() {
@@ -361,12 +377,29 @@ function filterQueue() {
   countSelected();
 }
 
-async function queueAction(action, ids, extra = []) {
+async function queueAction(action, wanted, extra = []) {
+  // A bulk action leaves out the selected comments that already have an action on its way.
+  const ids = wanted.filter((id) => !inFlight.has(id));
+  const skipped = wanted.filter((id) => inFlight.has(id));
+  if (skipped.length && !ids.length) {
+    say(`An action on ${skipped.length === 1 ? "comment" : "comments"} ${skipped.join(", ")} is still on its way; wait for its answer.`, "error");
+    return;
+  }
   const rows = visibleRows();
   const firstIndex = rows.findIndex((row) => ids.includes(Number(row.dataset.id)));
-  // The rows' own buttons (and the bulk buttons, for a bulk action) wait for the answer.
-  const acting = ids.flatMap((id) => (queue.items.has(id) ? [...queue.items.get(id).querySelectorAll("button")] : []));
-  const result = await moderate(action, ids, [...acting, ...extra]);
+  // The rows' own buttons and checkboxes (and the bulk buttons, for a bulk action) wait for the answer.
+  const acting = ids.flatMap((id) => (queue.items.has(id) ? [...queue.items.get(id).querySelectorAll("button, input")] : []));
+  for (const id of ids) inFlight.add(id);
+  countSelected();
+  let result;
+  try {
+    result = await moderate(action, ids, [...acting, ...extra], skipped);
+  } finally {
+    for (const id of ids) inFlight.delete(id);
+    // A refresh meanwhile drew these rows anew, disabled: give them back too.
+    for (const id of ids) if (queue.items.has(id)) settle(queue.items.get(id));
+    countSelected();
+  }
   if (!result) return;
   // Whatever happened, these are no longer waiting (unchanged ones were moderated elsewhere).
   for (const id of ids) {
@@ -388,7 +421,8 @@ $("queue-filter").addEventListener("submit", (event) => {
 $("queue-status").addEventListener("change", () => loadQueue(false));
 $("queue-more").addEventListener("click", () => loadQueue(true));
 $("select-all").addEventListener("change", (event) => {
-  for (const row of visibleRows()) row.querySelector("input[type=checkbox]").checked = event.target.checked;
+  // Not the rows whose action is on its way: they cannot be selected for another.
+  for (const row of visibleRows()) if (!inFlight.has(Number(row.dataset.id))) checkbox(row).checked = event.target.checked;
   countSelected();
 });
 const bulkButtons = ["approve", "hide", "delete"].map((action) => $(`bulk-${action}`));
