@@ -546,3 +546,53 @@ def test_console_row_and_bulk_actions_on_one_comment_do_not_overlap(page, pre_ap
     page.unroute("**/api/v1/moderation/comments")
     assert sent == [[ids[0]], [ids[1]], [ids[2]]], sent
     assert errors == [], errors
+
+
+def test_console_by_content_buttons_wait_for_their_answer(page, pre_api: Api):
+    content = new_content()
+    key = pre_api.key("comments:moderate")
+    published = pre_api.post(content, "published, then moderated", email="p@example.com")
+    pre_api.moderate(key, "approve", [published["id"]])
+    page.set_viewport_size({"width": 1100, "height": 800})
+    errors = page.page_errors
+    sent: list = []
+    page.on(
+        "request",
+        lambda r: r.method == "POST" and r.url.endswith("/moderation/comments") and sent.append(1),
+    )
+    message = page.locator("#message")
+    sign_in(page, pre_api, key)
+    page.get_by_role("tab", name="By content").click()
+    page.get_by_label("Content id").fill(content)
+    page.get_by_role("button", name="Show its comments").click()
+    row = page.locator(f'#content-body tr[data-id="{published["id"]}"]')
+    hide = row.get_by_role("button", name=re.compile("^Hide comment"))
+    delete = row.get_by_role("button", name=re.compile("^Delete comment"))
+    expect(hide).to_be_visible()
+    held = hold(page, "**/api/v1/moderation/comments")
+
+    hide.click()
+    expect(hide).to_be_disabled()
+    expect(delete).to_be_disabled()
+    hide.click(force=True)  # a second click sends nothing
+    page.wait_for_timeout(200)
+    assert len(sent) == 1, sent
+    # A failed answer gives them back, with the focus.
+    held.pop().fulfill(status=502, body=PROXY_PAGE, content_type="text/html")
+    expect(message).to_have_text(
+        "The server is unavailable right now (HTTP 502). Retry in a moment."
+    )
+    expect(hide).to_be_enabled()
+    expect(delete).to_be_enabled()
+    expect(hide).to_be_focused()
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    delete.click()
+    expect(hide).to_be_disabled()
+    expect(delete).to_be_disabled()
+    held.pop().continue_()
+    expect(message).to_have_text("Deleted 1 comment.")
+    expect(row.locator("td").first).to_have_text("(removed)")
+    page.unroute("**/api/v1/moderation/comments")
+    assert len(sent) == 2, sent
+    assert errors == [], errors
