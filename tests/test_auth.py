@@ -259,6 +259,26 @@ def test_rejected_tokens(jwt_app):
     assert post_v1(client, bearer(signer.token(exp=now - 5))).status_code == 201
 
 
+def test_token_header_alg_that_is_not_a_name_is_401_not_500(jwt_app):
+    """An "alg" that is a list or an object was a 500 (unhashable in the algorithm table)."""
+    import base64
+
+    app, signer, _ = jwt_app
+    client = app.test_client()
+
+    def b64(data: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    claims = b64({"sub": "x", "iss": ISSUER, "aud": AUDIENCE, "exp": int(time.time()) + 60})
+    for alg in (["HS256"], ["RS256", "ES256"], {"alg": "HS256"}, 256, None):
+        token = f"{b64({'alg': alg, 'typ': 'JWT', 'kid': signer.kid})}.{claims}.c2ln"
+        response = post_v1(client, bearer(token), body=f"alg {alg!r}")
+        assert response.status_code == 401, (alg, response.json)
+        assert response.json["detail"] == "malformed token: its header has no algorithm name"
+        assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+    assert client.get("/api/v1/contents/a1/comments").json["items"] == []
+
+
 def test_hs_rs_confusion_rejected_even_when_hs256_is_enabled(sqlite_url, tmp_path):
     signer = rsa_signer()
     path = tmp_path / "jwks.json"

@@ -186,6 +186,9 @@ class JwtVerifier:
         except jwt.PyJWTError:
             raise AuthError("malformed token") from None
         alg = header.get("alg")
+        if not isinstance(alg, str):
+            # A list or object here is a client's mistake; as a dict key it raised TypeError.
+            raise AuthError("malformed token: its header has no algorithm name")
         key: Any
         if alg == _HMAC:
             if self._secret is None:
@@ -194,7 +197,7 @@ class JwtVerifier:
         elif alg in _ASYMMETRIC:
             key = self._asymmetric_key(header.get("kid"), alg)
         else:
-            raise AuthError(f"tokens signed with {str(alg)[:16]!r} are not accepted")
+            raise AuthError(f"tokens signed with {alg[:16]!r} are not accepted")
         try:
             claims = jwt.decode(
                 token,
