@@ -596,3 +596,48 @@ def test_console_by_content_buttons_wait_for_their_answer(page, pre_api: Api):
     page.unroute("**/api/v1/moderation/comments")
     assert len(sent) == 2, sent
     assert errors == [], errors
+
+
+def test_console_focus_after_an_action_stays_where_the_moderator_went(page, pre_api: Api):
+    content = new_content()
+    for n in range(4):
+        pre_api.post(content, f"{n} focus", email="f@example.com")
+    page.set_viewport_size({"width": 1100, "height": 800})
+    errors = page.page_errors
+    message = page.locator("#message")
+    sign_in(page, pre_api, pre_api.key("comments:moderate"))
+    page.get_by_label("Limit to content").fill(content)
+    page.get_by_role("button", name="Refresh").click()
+    zero, one, two, three = (queue_row(page, f"{n} focus") for n in range(4))
+    expect(three).to_be_visible()
+    held = hold(page, "**/api/v1/moderation/comments")
+
+    # The moderator moved on to the search box while the answer came: the focus stays there.
+    zero.get_by_role("button", name=re.compile("^Approve comment")).click()
+    search = page.get_by_label("Search the queue")
+    search.click()
+    search.press_sequentially("focus")
+    held.pop().continue_()
+    expect(message).to_have_text("Approved 1 comment.")
+    expect(zero).to_have_count(0)
+    expect(search).to_be_focused()
+    expect(search).to_have_value("focus")
+
+    # Two rows on their way: the first answer moves the focus past the second, still waiting.
+    one.get_by_role("button", name=re.compile("^Approve comment")).click()
+    two.get_by_role("button", name=re.compile("^Hide comment")).click()
+    expect(two.get_by_role("button", name=re.compile("^Hide comment"))).to_be_disabled()
+    held.pop(0).continue_()
+    expect(message).to_have_text("Approved 1 comment.")
+    approve_three = three.get_by_role("button", name=re.compile("^Approve comment"))
+    expect(approve_three).to_be_focused()
+    # The second answer leaves the moderator on the row they are at.
+    page.keyboard.press("Tab")
+    hide_three = three.get_by_role("button", name=re.compile("^Hide comment"))
+    expect(hide_three).to_be_focused()
+    held.pop().continue_()
+    expect(message).to_have_text("Hid 1 comment.")
+    expect(two).to_have_count(0)
+    expect(hide_three).to_be_focused()
+    page.unroute("**/api/v1/moderation/comments")
+    assert errors == [], errors

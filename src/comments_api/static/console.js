@@ -401,6 +401,13 @@ async function queueAction(action, wanted, extra = []) {
     countSelected();
   }
   if (!result) return;
+  // The focus moves only if it is lost: on nothing, on a disabled button, in a row that goes,
+  // or on the bulk button used. A moderator who moved on meanwhile (another row, the search
+  // box) keeps their place.
+  const now = document.activeElement;
+  const lost =
+    !now || now === document.body || now.disabled || extra.includes(now) ||
+    ids.some((id) => queue.items.has(id) && queue.items.get(id).contains(now));
   // Whatever happened, these are no longer waiting (unchanged ones were moderated elsewhere).
   for (const id of ids) {
     const row = queue.items.get(id);
@@ -408,8 +415,12 @@ async function queueAction(action, wanted, extra = []) {
     queue.items.delete(id);
   }
   filterQueue();
-  // Keep the keyboard where the work is: the next row's first action, else the search box.
-  const next = visibleRows()[Math.max(0, firstIndex)] || null;
+  if (!lost) return;
+  // Keep the keyboard where the work is: the next row that can be acted on, else the search box.
+  const left = visibleRows();
+  const at = Math.max(0, firstIndex);
+  const free = (row) => !inFlight.has(Number(row.dataset.id));
+  const next = left.slice(at).find(free) || left.slice(0, at).reverse().find(free);
   (next ? next.querySelector("button") : $("queue-search")).focus();
 }
 
