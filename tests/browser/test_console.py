@@ -641,3 +641,53 @@ def test_console_focus_after_an_action_stays_where_the_moderator_went(page, pre_
     expect(hide_three).to_be_focused()
     page.unroute("**/api/v1/moderation/comments")
     assert errors == [], errors
+
+
+def test_console_sign_out_leaves_nothing_of_the_session(page, pre_api: Api):
+    content = new_content()
+    admin = pre_api.key("admin")
+    pre_api.post(content, "read before sign-out", email="private-reader@example.com")
+    gone = pre_api.post(content, "hidden for the audit log", email="h@example.com")
+    pre_api.moderate(admin, "hide", [gone["id"]])
+    page.set_viewport_size({"width": 1100, "height": 800})
+    errors = page.page_errors
+    message = page.locator("#message")
+    sign_in(page, pre_api, admin)
+    page.get_by_label("Limit to content").fill(content)
+    page.get_by_role("button", name="Refresh").click()
+    expect(queue_row(page, "read before sign-out")).to_be_visible()
+    page.get_by_role("tab", name="Audit log").click()
+    expect(page.locator("#audit-body tr").first).to_be_visible()
+
+    # Signed out on the audit log; a credential without admin scope signs in next.
+    page.get_by_role("button", name="Sign out").click()
+    for body in ("queue-body", "audit-body"):
+        expect(page.locator(f"#{body} tr")).to_have_count(0)
+    assert "private-reader@example.com" not in page.content()
+    # In the same page (sign_in would load it anew).
+    page.get_by_label("API key or JWT").fill(pre_api.key("comments:moderate"))
+    page.get_by_role("button", name="Sign in").click()
+    expect(queue_row(page, "read before sign-out")).to_be_visible()
+    expect(page.get_by_role("tab", name="Audit log")).to_be_hidden()
+    expect(page.locator("#panel-audit")).to_be_hidden()
+    expect(page.get_by_role("tab", name="Queue")).to_have_attribute("aria-selected", "true")
+    expect(page.get_by_role("tab", name="Queue")).to_be_focused()
+
+    # The credential is refused mid-session (revoked) on another tab: signed in again, the
+    # console starts at the queue, not at that tab's old list.
+    page.get_by_role("tab", name="Bans").click()
+    expect(page.locator("#panel-bans")).to_be_visible()
+    refused = {"title": "Unauthorized", "status": 401, "detail": "invalid credential"}
+    bans = "**/api/v1/moderation/bans"
+    page.route(bans, answer(401, json.dumps(refused), "application/problem+json"))
+    page.get_by_role("tab", name="Queue").click()
+    page.get_by_role("tab", name="Bans").click()
+    expect(message).to_have_text(re.compile("credential was refused"))
+    page.unroute(bans)
+    page.get_by_label("API key or JWT").fill(pre_api.key("comments:moderate"))
+    page.get_by_role("button", name="Sign in").click()
+    expect(queue_row(page, "read before sign-out")).to_be_visible()
+    expect(page.locator("#panel-bans")).to_be_hidden()
+    expect(page.locator("#panel-queue")).to_be_visible()
+    expect(page.get_by_role("tab", name="Queue")).to_be_focused()
+    assert errors == [], errors

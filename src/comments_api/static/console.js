@@ -137,6 +137,13 @@ async function busy(controls, work) {
 
 function signOut(text) {
   sessionStorage.removeItem(STORE_KEY);
+  // Nothing read with that credential stays on the page (comments, emails, the audit log),
+  // and the next sign-in, maybe without admin scope, starts at the queue, not a hidden tab.
+  for (const id of ["queue-body", "content-body", "bans-body", "audit-body"]) $(id).replaceChildren();
+  for (const id of ["queue-empty", "queue-more", "content-table", "content-empty", "content-more", "bans-empty", "audit-more"]) $(id).hidden = true;
+  queue.items.clear();
+  countSelected();
+  select($("tab-queue"), false, false);
   $("retry").hidden = true;
   $("app").hidden = true;
   $("who").hidden = true;
@@ -200,7 +207,7 @@ $("sign-out").addEventListener("click", () => {
 const tabs = [...document.querySelectorAll("[role=tab]")];
 const loaders = { "tab-queue": () => loadQueue(false), "tab-bans": loadBans, "tab-audit": () => loadAudit(false) };
 
-function select(tab, focus = true) {
+function select(tab, focus = true, load = true) {
   for (const t of tabs) {
     const on = t === tab;
     t.setAttribute("aria-selected", String(on));
@@ -208,8 +215,8 @@ function select(tab, focus = true) {
     $(t.getAttribute("aria-controls")).hidden = !on;
   }
   if (focus) tab.focus();
-  const load = loaders[tab.id];
-  if (load) load();
+  const loader = loaders[tab.id];
+  if (load && loader) loader();
 }
 
 for (const tab of tabs) {
