@@ -691,3 +691,27 @@ def test_console_sign_out_leaves_nothing_of_the_session(page, pre_api: Api):
     expect(page.locator("#panel-queue")).to_be_visible()
     expect(page.get_by_role("tab", name="Queue")).to_be_focused()
     assert errors == [], errors
+
+
+def test_console_keeps_to_the_page_width_with_the_longest_content_id(page, pre_api: Api):
+    longest = new_content().ljust(128, "x")  # the API's limit; no break opportunity in it
+    page.set_viewport_size({"width": 900, "height": 800})
+    errors = page.page_errors
+    sign_in(page, pre_api, pre_api.key("comments:moderate"))
+    page.get_by_label("Limit to content").fill(longest)
+    page.get_by_role("button", name="Refresh").click()
+    expect(page.locator("#queue-empty")).to_have_text(
+        f"No comments are waiting for moderation for content {longest}."
+    )
+    widths = page.evaluate(
+        "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    )
+    assert widths[0] <= widths[1], widths
+    pre_api.post(longest, "on the longest content", email="l@example.com")
+    page.get_by_role("button", name="Refresh").click()
+    expect(queue_row(page, "on the longest content")).to_be_visible()
+    widths = page.evaluate(
+        "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    )
+    assert widths[0] <= widths[1], widths
+    assert errors == [], errors
