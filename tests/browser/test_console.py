@@ -715,3 +715,45 @@ def test_console_keeps_to_the_page_width_with_the_longest_content_id(page, pre_a
     )
     assert widths[0] <= widths[1], widths
     assert errors == [], errors
+
+
+def test_console_empty_states_after_the_last_row_goes(page, pre_api: Api):
+    content, other = new_content(), new_content()
+    key = pre_api.key("comments:moderate")
+    published = pre_api.post(other, "the only public one", email="e@example.com")
+    pre_api.moderate(key, "approve", [published["id"]])
+    # One more than a page waits.
+    for n in range(51):
+        pre_api.post(content, f"waiting {n:02}", email=f"e{n}@example.com")
+    page.set_viewport_size({"width": 1100, "height": 800})
+    errors = page.page_errors
+    message = page.locator("#message")
+    sign_in(page, pre_api, key)
+    page.get_by_label("Limit to content").fill(content)
+    page.get_by_role("button", name="Refresh").click()
+    expect(page.locator("#queue-body tr")).to_have_count(50)
+    empty = page.locator("#queue-empty")
+    expect(empty).to_be_hidden()
+
+    # The loaded page done, with more on the server: not "none waiting".
+    page.get_by_label("Select every comment shown").check()
+    page.get_by_role("button", name="Approve selected").click()
+    expect(message).to_have_text("Approved 50 comments.")
+    expect(empty).to_have_text("Every loaded comment is done; “Load more” shows the next ones.")
+    page.get_by_role("button", name="Load more").click()
+    expect(queue_row(page, "waiting 50")).to_be_visible()
+    expect(empty).to_be_hidden()
+    queue_row(page, "waiting 50").get_by_role("button", name=re.compile("^Approve")).click()
+    expect(empty).to_have_text(f"No comments are waiting for moderation for content {content}.")
+
+    # By content: hiding the last public comment says there is none, not an empty table.
+    page.get_by_role("tab", name="By content").click()
+    page.get_by_label("Content id").fill(other)
+    page.get_by_role("button", name="Show its comments").click()
+    row = page.locator("#content-body tr", has_text="the only public one")
+    row.get_by_role("button", name=re.compile("^Hide comment")).click()
+    expect(message).to_have_text("Hid 1 comment.")
+    expect(row).to_have_count(0)
+    expect(page.locator("#content-empty")).to_have_text("This content has no public comments.")
+    expect(page.locator("#content-table")).to_be_hidden()
+    assert errors == [], errors

@@ -378,9 +378,12 @@ function filterQueue() {
   const shown = visibleRows().length;
   $("queue-empty").hidden = shown > 0;
   const none = queue.status === "hidden" ? "No comments are hidden" : "No comments are waiting for moderation";
+  // Emptied by the moderator with more on the server: not "none waiting".
   $("queue-empty").textContent = queue.items.size
     ? "No loaded comment matches the search."
-    : `${none}${queue.content ? ` for content ${queue.content}` : ""}.`;
+    : queue.cursor
+      ? "Every loaded comment is done; “Load more” shows the next ones."
+      : `${none}${queue.content ? ` for content ${queue.content}` : ""}.`;
   countSelected();
 }
 
@@ -488,8 +491,17 @@ async function loadContent(more) {
   body.append(...items.map(contentRow));
   content.cursor = data.next_cursor;
   $("content-more").hidden = !data.next_cursor;
-  $("content-table").hidden = body.children.length === 0;
-  $("content-empty").hidden = body.children.length > 0;
+  contentShown();
+}
+
+// The table, or a note when it has no row (also once the last one is hidden).
+function contentShown() {
+  const rows = $("content-body").children.length;
+  $("content-table").hidden = rows === 0;
+  $("content-empty").hidden = rows > 0;
+  $("content-empty").textContent = content.cursor
+    ? "Every loaded comment is hidden; “Load more” shows the next ones."
+    : "This content has no public comments.";
 }
 
 async function contentAction(action, id) {
@@ -500,6 +512,7 @@ async function contentAction(action, id) {
   if (!row) return;
   if (action === "hide") {
     row.remove();
+    contentShown();
     $("content-id").focus();
   } else {
     const replacement = contentRow({ id, status: "deleted", created_at: row.querySelector("time").dateTime });
