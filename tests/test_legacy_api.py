@@ -48,6 +48,39 @@ def test_number_and_string_content_ids_are_the_same_content(client):
     assert message["message"] == "comment created and associated with content_id 7"
 
 
+@pytest.mark.parametrize(
+    ("number", "content_id"),
+    [
+        ("1e23", "100000000000000000000000"),  # the float is 99999999999999991611392
+        ("12345678901234567890.0", "12345678901234567890"),  # float: ...67168
+        ("9007199254740993.0", "9007199254740993"),  # 2**53 + 1; float: 2**53
+        ("1.0", "1"),
+        ("1E+2", "100"),
+    ],
+)
+def test_whole_numbers_with_a_fraction_or_exponent_name_exactly_that_content(
+    client, number, content_id
+):
+    # A binary float would file these under a neighbouring content.
+    body = f'{{"email": "a@example.com", "comment": "x", "content_id": {number}}}'
+    response = client.post(NEW, data=body, content_type="application/json")
+    assert (
+        response.json["message"] == f"comment created and associated with content_id {content_id}"
+    )
+    assert listing(client, content_id).status_code == 200
+
+
+@pytest.mark.parametrize("number", ["1e-400", "1.0000000000000000001", "0.99999999999999999999"])
+def test_fractions_that_a_float_would_make_whole_are_400_not_another_content(client, number):
+    # As floats these are 0.0, 1.0 and 1.0: they were taken as the content ids "0" and "1".
+    body = f'{{"email": "a@example.com", "comment": "x", "content_id": {number}}}'
+    response = client.post(NEW, data=body, content_type="application/json")
+    _assert_legacy_error(response, 400, "BAD-REQUEST")
+    assert "not a whole number" in response.json["message"]
+    assert listing(client, 0).status_code == 404
+    assert listing(client, 1).status_code == 404
+
+
 def test_string_content_ids_are_kept_verbatim(client):
     post(client, {"email": "a@example.com", "comment": "slug", "content_id": "politics-2026-x"})
     assert listing(client, "politics-2026-x").json[0]["comment"] == "slug"
@@ -184,6 +217,15 @@ def test_max_length_counts_characters_not_bytes(make_app):
 def test_malformed_bodies(client, body, content_type, status, word):
     response = client.post(NEW, data=body, content_type=content_type)
     _assert_legacy_error(response, status, word)
+    assert listing(client, 1).status_code == 404
+
+
+def test_a_byte_order_mark_is_400_and_named(client):
+    # RFC 8259 section 8.1; the message was Python's "decode using utf-8-sig".
+    body = b'\xef\xbb\xbf{"email": "a@example.com", "comment": "x", "content_id": 1}'
+    response = client.post(NEW, data=body, content_type="application/json")
+    _assert_legacy_error(response, 400, "BAD-REQUEST")
+    assert response.json["message"].endswith("it starts with a byte order mark")
     assert listing(client, 1).status_code == 404
 
 
