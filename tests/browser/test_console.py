@@ -757,3 +757,44 @@ def test_console_empty_states_after_the_last_row_goes(page, pre_api: Api):
     expect(page.locator("#content-empty")).to_have_text("This content has no public comments.")
     expect(page.locator("#content-table")).to_be_hidden()
     assert errors == [], errors
+
+
+def test_console_load_more_waits_for_its_page(page, pre_api: Api):
+    content = new_content()
+    admin = pre_api.key("admin")
+    # 51 public comments, approved one by one: as many audit log entries.
+    for n in range(51):
+        posted = pre_api.post(content, f"public {n:02}", email=f"m{n}@example.com")
+        pre_api.moderate(admin, "approve", [posted["id"]])
+    page.set_viewport_size({"width": 1100, "height": 800})
+    errors = page.page_errors
+    sign_in(page, pre_api, admin)
+    more = page.get_by_role("button", name="Load more")
+
+    page.get_by_role("tab", name="By content").click()
+    page.get_by_label("Content id").fill(content)
+    page.get_by_role("button", name="Show its comments").click()
+    expect(page.locator("#content-body tr")).to_have_count(50)
+    held = hold(page, "**/comments?*cursor=*", "GET")
+    more.click()
+    expect(more).to_be_disabled()
+    more.click(force=True)  # a second click asks for nothing
+    page.wait_for_timeout(200)
+    assert len(held) == 1, held
+    held.pop().continue_()
+    expect(page.locator("#content-body tr")).to_have_count(51)
+    expect(more).to_be_hidden()
+    page.unroute("**/comments?*cursor=*")
+
+    page.get_by_role("tab", name="Audit log").click()
+    expect(page.locator("#audit-body tr")).to_have_count(50)
+    held = hold(page, "**/audit-log?*cursor=*", "GET")
+    more.click()
+    expect(more).to_be_disabled()
+    more.click(force=True)
+    page.wait_for_timeout(200)
+    assert len(held) == 1, held
+    held.pop().continue_()
+    expect(page.locator("#audit-body tr").nth(50)).to_be_visible()
+    page.unroute("**/audit-log?*cursor=*")
+    assert errors == [], errors

@@ -440,7 +440,8 @@ $("queue-filter").addEventListener("submit", (event) => {
   loadQueue(false);
 });
 $("queue-status").addEventListener("change", () => loadQueue(false));
-$("queue-more").addEventListener("click", () => loadQueue(true));
+// "Load more" waits for its page: a second click would ask for the same one again.
+$("queue-more").addEventListener("click", () => busy([$("queue-more")], () => loadQueue(true)));
 $("select-all").addEventListener("change", (event) => {
   // Not the rows whose action is on its way: they cannot be selected for another.
   for (const row of visibleRows()) if (!inFlight.has(Number(row.dataset.id))) checkbox(row).checked = event.target.checked;
@@ -527,7 +528,7 @@ $("content-form").addEventListener("submit", (event) => {
   content.id = $("content-id").value.trim();
   if (content.id) loadContent(false);
 });
-$("content-more").addEventListener("click", () => loadContent(true));
+$("content-more").addEventListener("click", () => busy([$("content-more")], () => loadContent(true)));
 
 // --- bans -------------------------------------------------------------------------
 
@@ -627,6 +628,6 @@ async function loadAudit(more) {
   $("audit-more").hidden = !data.next_cursor;
 }
 
-$("audit-more").addEventListener("click", () => loadAudit(true));
+$("audit-more").addEventListener("click", () => busy([$("audit-more")], () => loadAudit(true)));
 
 start();
