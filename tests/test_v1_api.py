@@ -217,6 +217,20 @@ def test_invalid_content_id_in_path(client):
     assert_problem(create(client, content_id="%20padded"), 400, "content_id")
 
 
+def test_a_line_feed_in_a_path_content_id_is_the_same_400_as_other_control_characters(client):
+    # "." in the route's pattern stopped at "\n": these were a 404 "no such route".
+    for path_id in ("a%0Ab", "a%0D%0Ab", "news%2F%0A%2Fslug"):
+        for response in (page(client, content_id=path_id), create(client, content_id=path_id)):
+            body = assert_problem(response, 400, "content_id")
+            assert body["errors"][0]["message"] == "must not contain control characters"
+        legacy = client.get(f"/api/comment/list/{path_id}")
+        assert legacy.status_code == 400
+        assert legacy.json == {
+            "status": "BAD-REQUEST",
+            "message": "content_id: must not contain control characters",
+        }
+
+
 # Content ids the contract allows, with slashes: a site's paths are natural content ids.
 SLASHED_IDS = ["news/2026/12/a-slug", "/leading", "trailing/", "a//b", "https://x.test/p?q"]
 

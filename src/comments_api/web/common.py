@@ -53,7 +53,9 @@ class ContentIdConverter(PathConverter):
     HTML 308) to another content. Registered by the app factory; the route's metric label
     and access-log field show it as ``<content_id>`` (telemetry.http_hooks.route_label)."""
 
-    regex = ".+?"
+    # Any character, "\n" included ("." stops there): a control character in an id is the
+    # validator's 400, not a 404 "no such route".
+    regex = "[\\s\\S]+?"
     part_isolating = False  # werkzeug infers True from a regex without "/"
 
 
