@@ -798,3 +798,56 @@ def test_console_load_more_waits_for_its_page(page, pre_api: Api):
     expect(page.locator("#audit-body tr").nth(50)).to_be_visible()
     page.unroute("**/audit-log?*cursor=*")
     assert errors == [], errors
+
+
+def test_console_draws_only_the_latest_listing_asked(page, pre_api: Api):
+    first, second = new_content(), new_content()
+    key = pre_api.key("comments:moderate")
+    for content in (first, second):
+        pre_api.post(content, f"pending on {content}", email="s@example.com")
+        published = pre_api.post(content, f"public on {content}", email="s@example.com")
+        pre_api.moderate(key, "approve", [published["id"]])
+    page.set_viewport_size({"width": 1100, "height": 800})
+    errors = page.page_errors
+    sign_in(page, pre_api, key)
+    expect(page.locator("#queue-body tr").first).to_be_visible()
+
+    def late(held: list, content: str) -> None:
+        """The held listing of content answers now, after the other one."""
+        with page.expect_response(lambda r: content in r.url):
+            next(route for route in held if content in route.request.url).continue_()
+        page.wait_for_timeout(200)
+
+    # A slow listing of the first content, then a quick one of the second: the second stays.
+    listings = "**/api/v1/moderation/comments?*"
+    held = hold(page, listings, "GET")
+    page.get_by_label("Limit to content").fill(first)
+    page.get_by_role("button", name="Refresh").click()
+    page.get_by_label("Limit to content").fill(second)
+    page.get_by_role("button", name="Refresh").click()
+    page.wait_for_timeout(200)
+    assert len(held) == 2, held
+    late(held, second)
+    expect(queue_row(page, f"pending on {second}")).to_be_visible()
+    late(held, first)
+    expect(page.locator("#queue-body tr")).to_have_count(1)
+    expect(queue_row(page, f"pending on {second}")).to_be_visible()
+    page.unroute(listings)
+
+    # The same in By content.
+    page.get_by_role("tab", name="By content").click()
+    listings = "**/api/v1/contents/*/comments?*"
+    held = hold(page, listings, "GET")
+    page.get_by_label("Content id").fill(first)
+    page.get_by_role("button", name="Show its comments").click()
+    page.get_by_label("Content id").fill(second)
+    page.get_by_role("button", name="Show its comments").click()
+    page.wait_for_timeout(200)
+    assert len(held) == 2, held
+    late(held, second)
+    expect(page.locator("#content-body tr", has_text=f"public on {second}")).to_be_visible()
+    late(held, first)
+    expect(page.locator("#content-body tr")).to_have_count(1)
+    expect(page.locator("#content-body tr", has_text=f"public on {second}")).to_be_visible()
+    page.unroute(listings)
+    assert errors == [], errors

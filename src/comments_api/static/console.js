@@ -117,6 +117,15 @@ function listed(data) {
   throw unreadable();
 }
 
+// Listing answers can come out of order (a slow one, then a quicker one): only the latest
+// listing asked is drawn, and a "Load more" page only onto the list it continues. A list
+// holds `asked` (fresh listings asked) and `shown` (fresh listings drawn).
+function ticket(list, more = false) {
+  const asked = more ? list.asked : ++list.asked;
+  const shown = list.shown;
+  return () => asked === list.asked && (!more || shown === list.shown);
+}
+
 // The controls that started a request stay disabled until it has an answer, whatever it is,
 // so a second click cannot send the action again. Focus lost meanwhile goes back.
 async function busy(controls, work) {
@@ -142,6 +151,7 @@ function signOut(text) {
   for (const id of ["queue-body", "content-body", "bans-body", "audit-body"]) $(id).replaceChildren();
   for (const id of ["queue-empty", "queue-more", "content-table", "content-empty", "content-more", "bans-empty", "audit-more"]) $(id).hidden = true;
   queue.items.clear();
+  for (const list of [queue, content, banList, audit]) list.asked++; // answers on their way: not drawn
   countSelected();
   select($("tab-queue"), false, false);
   $("retry").hidden = true;
@@ -273,7 +283,7 @@ async function moderate(action, ids, controls = [], skipped = []) {
 // --- the queue: pending or hidden comments, of every content or one ----------------
 
 // What the list shows: the status and content it was loaded for (changing either reloads).
-const queue = { items: new Map(), cursor: null, status: "pending", content: "" };
+const queue = { items: new Map(), cursor: null, status: "pending", content: "", asked: 0, shown: 0 };
 
 // Comments with an action on its way. Until its answer no other action, row or bulk, may
 // include them (it could only come back "unchanged"): their row's buttons and checkbox stay
@@ -325,17 +335,20 @@ async function loadQueue(more) {
   const query = new URLSearchParams({ status, limit: String(PAGE) });
   if (content) query.set("content_id", content);
   if (more && queue.cursor) query.set("cursor", queue.cursor);
+  const current = ticket(queue, more);
   let data;
   let items;
   try {
     data = await api(`/api/v1/moderation/comments?${query}`);
     items = listed(data);
   } catch (err) {
-    failed(err);
+    if (current()) failed(err);
     return;
   }
+  if (!current()) return;
   const body = $("queue-body");
   if (!more) {
+    queue.shown++;
     Object.assign(queue, { status, content });
     queue.items.clear();
     body.replaceChildren();
@@ -454,7 +467,7 @@ for (const action of ["approve", "hide", "delete"]) {
 
 // --- comments of one content (published ones can be hidden or deleted) ----------
 
-const content = { id: null, cursor: null };
+const content = { id: null, cursor: null, asked: 0, shown: 0 };
 
 function contentRow(c) {
   const removed = c.status === "deleted";
@@ -477,6 +490,7 @@ function contentRow(c) {
 
 async function loadContent(more) {
   const cursor = more ? content.cursor : null;
+  const current = ticket(content, more);
   let data;
   let items;
   try {
@@ -484,11 +498,15 @@ async function loadContent(more) {
     data = await api(cursor ? `${path}&cursor=${encodeURIComponent(cursor)}` : path);
     items = listed(data);
   } catch (err) {
-    failed(err);
+    if (current()) failed(err);
     return;
   }
+  if (!current()) return;
   const body = $("content-body");
-  if (!more) body.replaceChildren();
+  if (!more) {
+    content.shown++;
+    body.replaceChildren();
+  }
   body.append(...items.map(contentRow));
   content.cursor = data.next_cursor;
   $("content-more").hidden = !data.next_cursor;
@@ -532,14 +550,18 @@ $("content-more").addEventListener("click", () => busy([$("content-more")], () =
 
 // --- bans -------------------------------------------------------------------------
 
+const banList = { asked: 0, shown: 0 };
+
 async function loadBans() {
+  const current = ticket(banList);
   let items;
   try {
     items = listed(await api("/api/v1/moderation/bans")).filter((ban) => typeof ban.target === "string" && ban.target);
   } catch (err) {
-    failed(err);
+    if (current()) failed(err);
     return;
   }
+  if (!current()) return;
   $("bans-body").replaceChildren(
     ...items.map((ban) =>
       h(
@@ -598,9 +620,10 @@ $("ban-form").addEventListener("submit", async (event) => {
 
 // --- audit log (admin scope) -------------------------------------------------------
 
-const audit = { cursor: null };
+const audit = { cursor: null, asked: 0, shown: 0 };
 
 async function loadAudit(more) {
+  const current = ticket(audit, more);
   let data;
   let items;
   try {
@@ -608,9 +631,10 @@ async function loadAudit(more) {
     data = await api(`/api/v1/admin/audit-log?limit=${PAGE}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
     items = listed(data);
   } catch (err) {
-    failed(err);
+    if (current()) failed(err);
     return;
   }
+  if (!current()) return;
   const rows = items.map((e) =>
     h(
       "tr",
@@ -623,7 +647,10 @@ async function loadAudit(more) {
     )
   );
   if (more) $("audit-body").append(...rows);
-  else $("audit-body").replaceChildren(...rows);
+  else {
+    audit.shown++;
+    $("audit-body").replaceChildren(...rows);
+  }
   audit.cursor = data.next_cursor;
   $("audit-more").hidden = !data.next_cursor;
 }
