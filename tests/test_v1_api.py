@@ -200,6 +200,34 @@ def test_create_rejects_wrong_content_type_and_bad_json(client):
     assert page(client).json["items"] == []
 
 
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "GZIP"])
+def test_a_compressed_body_is_415_naming_the_coding_we_take(client, coding):
+    # It was a 400 "not valid UTF-8", which sent clients looking for a charset problem.
+    import gzip
+    import zlib
+
+    legacy = b'{"email": "a@example.com", "comment": "x", "content_id": 1}'
+    pack = zlib.compress if coding == "deflate" else gzip.compress
+    headers = {"Content-Encoding": coding}
+    v1 = client.post(
+        "/api/v1/contents/1/comments",
+        data=pack(b'{"body": "x"}'),
+        content_type="application/json",
+        headers=headers,
+    )
+    body = assert_problem(v1, 415)
+    assert body["type"] == "/docs#problem-unsupported-media-type"
+    assert "Content-Encoding" in body["detail"]
+    assert v1.headers["Accept-Encoding"] == "identity"
+    old = client.post(
+        "/api/comment/new", data=pack(legacy), content_type="application/json", headers=headers
+    )
+    assert old.status_code == 415
+    assert old.json["status"] == "UNSUPPORTED-MEDIA-TYPE"
+    assert old.headers["Accept-Encoding"] == "identity"
+    assert page(client).json["items"] == []
+
+
 def test_body_too_large_is_413_problem(make_app):
     client = make_app(max_body_bytes=512).test_client()
     assert_problem(create(client, body="x" * 1000), 413)

@@ -147,7 +147,9 @@ def problem_types(settings: Settings) -> dict[str, dict[str, Any]]:
         "unsupported-media-type": entry(
             415,
             "Unsupported media type",
-            "Bodies must be JSON: send `Content-Type: application/json`.",
+            "Bodies must be JSON: send `Content-Type: application/json`, uncompressed "
+            "(a body with a `Content-Encoding` such as gzip is refused, and the answer's "
+            "`Accept-Encoding: identity` says so).",
         ),
         "too-many-requests": entry(
             429,

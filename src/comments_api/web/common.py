@@ -123,6 +123,7 @@ def read_json() -> Any:
         # (RFC 8259, section 8.1 and 11): a charset is ignored, never handed to a codec.
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
+        _reject_content_coding(req)
         raise BadRequest(
             "the request body is not valid UTF-8 (JSON bodies are always UTF-8, whatever "
             "the Content-Type's charset says)"
@@ -139,6 +140,7 @@ def read_json() -> Any:
             "but would be read as one; send ids as integers or strings"
         ) from None
     except ValueError as exc:
+        _reject_content_coding(req)
         if text.startswith("\ufeff"):
             # RFC 8259 section 8.1: senders must not add one (json.loads words it for Python).
             raise BadRequest(
@@ -152,6 +154,27 @@ def read_json() -> Any:
             "the request body is not valid UTF-8: it contains an unpaired surrogate escape"
         )
     return value
+
+
+class _UnsupportedCoding(UnsupportedMediaType):
+    """415 for a compressed body, naming the one coding taken (RFC 9110, section 15.5.16)."""
+
+    def get_headers(self, *args: object, **kwargs: object) -> list[tuple[str, str]]:
+        return [("Accept-Encoding", "identity")]
+
+
+def _reject_content_coding(req: Request) -> None:
+    """Asked only once a body failed to read as JSON: was it compressed?
+
+    A gzip body was a 400 "not valid UTF-8", which sent the client looking for a charset
+    problem. Looked up on the error path only: the usual request pays nothing.
+    """
+    coding = req.environ.get("HTTP_CONTENT_ENCODING", "").strip().lower()
+    if coding and coding != "identity":
+        raise _UnsupportedCoding(
+            "compressed request bodies (Content-Encoding) are not accepted; send the JSON "
+            "uncompressed"
+        )
 
 
 def _read_body(req: Request) -> bytes:
