@@ -851,3 +851,46 @@ def test_console_draws_only_the_latest_listing_asked(page, pre_api: Api):
     expect(page.locator("#content-body tr", has_text=f"public on {second}")).to_be_visible()
     page.unroute(listings)
     assert errors == [], errors
+
+
+def test_console_bulk_action_failing_half_way_says_what_it_did(page, pre_api: Api):
+    content = new_content()
+    # One more than a call's 100 ids (distinct authors: at most 20 each on one content).
+    for n in range(101):
+        pre_api.post(content, f"bulk {n:03}", email=f"b{n}@example.com")
+    page.set_viewport_size({"width": 1100, "height": 800})
+    errors = page.page_errors
+    message = page.locator("#message")
+    sign_in(page, pre_api, pre_api.key("comments:moderate"))
+    page.get_by_label("Limit to content").fill(content)
+    page.get_by_role("button", name="Refresh").click()
+    for _ in range(2):
+        page.get_by_role("button", name="Load more").click()
+    expect(page.locator("#queue-body tr")).to_have_count(101)
+    page.get_by_label("Select every comment shown").check()
+    expect(page.locator("#selected-count")).to_have_text("101 selected")
+
+    # The first call of 100 ids is answered, the second meets a proxy's 502.
+    calls: list = []
+
+    def second_fails(route) -> None:
+        calls.append(route.request.post_data_json["ids"])
+        if len(calls) == 1:
+            route.continue_()
+        else:
+            route.fulfill(status=502, body=PROXY_PAGE, content_type="text/html")
+
+    page.route("**/api/v1/moderation/comments", second_fails)
+    page.get_by_role("button", name="Approve selected").click()
+    expect(message).to_have_text(
+        "Approved 100 comments. 1 more failed: "
+        "The server is unavailable right now (HTTP 502). Retry in a moment."
+    )
+    assert [len(ids) for ids in calls] == [100, 1], calls
+    expect(page.locator("#queue-body tr")).to_have_count(1)
+    expect(queue_row(page, "bulk 100")).to_be_visible()
+    page.unroute("**/api/v1/moderation/comments")
+    # The retry is of that one alone, and it is not "unchanged".
+    page.get_by_role("button", name="Approve selected").click()
+    expect(message).to_have_text("Approved 1 comment.")
+    assert errors == [], errors

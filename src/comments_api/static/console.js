@@ -260,24 +260,34 @@ async function moderate(action, ids, controls = [], skipped = []) {
   }
   const changed = [];
   const unchanged = [];
+  const done = []; // the ids of the calls answered, whatever the later ones do
+  let error = null;
   try {
     await busy(controls, async () => {
       for (let i = 0; i < ids.length; i += MAX_BULK) {
-        const result = await api("/api/v1/moderation/comments", { method: "POST", body: { action, ids: ids.slice(i, i + MAX_BULK) } });
+        const part = ids.slice(i, i + MAX_BULK);
+        const result = await api("/api/v1/moderation/comments", { method: "POST", body: { action, ids: part } });
         if (!result || !Array.isArray(result.changed) || !Array.isArray(result.unchanged)) throw unreadable();
         changed.push(...result.changed);
         unchanged.push(...result.unchanged);
+        done.push(...part);
       }
     });
   } catch (err) {
-    failed(err);
+    error = err;
+  }
+  // A failure after some calls of a bulk action were answered: what they did is said (and
+  // their rows go), else a retry would report them "unchanged" with no word of who did it.
+  if (error && (!done.length || error.status === 401)) {
+    failed(error);
     return null;
   }
   let text = `${PAST[action]} ${changed.length} comment${changed.length === 1 ? "" : "s"}.`;
   if (unchanged.length) text += ` ${unchanged.length} unchanged (already moderated or gone): ${unchanged.join(", ")}.`;
   if (skipped.length) text += ` ${skipped.length} left out (an action on it is still on its way): ${skipped.join(", ")}.`;
-  say(text);
-  return { changed, unchanged };
+  if (error) text += ` ${ids.length - done.length} more failed: ${error.message}`;
+  say(text, error ? "error" : "ok");
+  return { changed, unchanged, done };
 }
 
 // --- the queue: pending or hidden comments, of every content or one ----------------
@@ -430,9 +440,9 @@ async function queueAction(action, wanted, extra = []) {
   const now = document.activeElement;
   const lost =
     !now || now === document.body || now.disabled || extra.includes(now) ||
-    ids.some((id) => queue.items.has(id) && queue.items.get(id).contains(now));
+    result.done.some((id) => queue.items.has(id) && queue.items.get(id).contains(now));
   // Whatever happened, these are no longer waiting (unchanged ones were moderated elsewhere).
-  for (const id of ids) {
+  for (const id of result.done) {
     const row = queue.items.get(id);
     if (row) row.remove();
     queue.items.delete(id);
