@@ -279,6 +279,29 @@ def test_token_header_alg_that_is_not_a_name_is_401_not_500(jwt_app):
     assert client.get("/api/v1/contents/a1/comments").json["items"] == []
 
 
+def test_a_trusted_token_with_claims_of_the_wrong_type_is_not_called_a_forgery(jwt_app):
+    """Signed by our key, but "exp" a string or "sub" a number: the 401 said "signature is
+    invalid", which sends an identity provider's integrator to check the wrong thing."""
+    app, signer, _ = jwt_app
+    client = app.test_client()
+    now = int(time.time())
+    for claims in ({"subject": 42}, {"exp": "tomorrow"}, {"iat": "today"}, {"jti": 7}):
+        token = signer.token(**claims)
+        response = post_v1(client, bearer(token), body=f"as {claims}")
+        assert response.status_code == 401, (claims, response.json)
+        assert response.json["detail"].startswith("malformed token:"), claims
+    # A real forgery still says what it is.
+    if signer.alg == "HS256":
+        forger = hs_signer()
+    else:
+        other = rsa_signer() if signer.alg == "RS256" else ec_signer()
+        forger = Signer(signer.alg, other.key, kid=signer.kid)
+    forged = post_v1(client, bearer(forger.token(exp=now + 60)))
+    assert forged.status_code == 401
+    assert forged.json["detail"] == "the token signature is invalid"
+    assert client.get("/api/v1/contents/a1/comments").json["items"] == []
+
+
 def test_hs_rs_confusion_rejected_even_when_hs256_is_enabled(sqlite_url, tmp_path):
     signer = rsa_signer()
     path = tmp_path / "jwks.json"

@@ -218,8 +218,15 @@ class JwtVerifier:
             raise AuthError("the token comes from an issuer this service does not trust") from None
         except jwt.MissingRequiredClaimError as exc:
             raise AuthError(f"the token has no {exc.claim!r} claim") from None
-        except jwt.PyJWTError:
+        except jwt.InvalidSignatureError:
             raise AuthError("the token signature is invalid") from None
+        except jwt.PyJWTError:
+            # Undecodable, or signed by a trusted key with claims of the wrong type ("exp" a
+            # string, "sub" a number): not a forgery, and saying so sends the IdP's
+            # integrator to look at their keys instead of their claims.
+            raise AuthError(
+                "malformed token: its payload or a claim's type is not what RFC 7519 requires"
+            ) from None
         return identity_from_claims(claims)
 
     def _asymmetric_key(self, kid: object, alg: str) -> Any:
