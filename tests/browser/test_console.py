@@ -894,3 +894,20 @@ def test_console_bulk_action_failing_half_way_says_what_it_did(page, pre_api: Ap
     page.get_by_role("button", name="Approve selected").click()
     expect(message).to_have_text("Approved 1 comment.")
     assert errors == [], errors
+
+
+def test_console_says_when_the_audit_log_is_empty(page, required_api: Api):
+    # No test moderates on this server: its audit log is empty, as on a fresh install.
+    admin = required_api.key("admin")
+    log = requests.get(
+        f"{required_api.base}/api/v1/admin/audit-log",
+        headers={"Authorization": f"Bearer {admin}"},
+        timeout=5,
+    )
+    assert log.json()["items"] == [], log.text
+    errors = page.page_errors
+    sign_in(page, required_api, admin)
+    page.get_by_role("tab", name="Audit log").click()
+    expect(page.locator("#audit-empty")).to_have_text("No moderation action has been logged yet.")
+    expect(page.locator("#audit-empty")).to_be_visible()
+    assert errors == [], errors

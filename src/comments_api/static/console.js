@@ -149,7 +149,7 @@ function signOut(text) {
   // Nothing read with that credential stays on the page (comments, emails, the audit log),
   // and the next sign-in, maybe without admin scope, starts at the queue, not a hidden tab.
   for (const id of ["queue-body", "content-body", "bans-body", "audit-body"]) $(id).replaceChildren();
-  for (const id of ["queue-empty", "queue-more", "content-table", "content-empty", "content-more", "bans-empty", "audit-more"]) $(id).hidden = true;
+  for (const id of ["queue-empty", "queue-more", "content-table", "content-empty", "content-more", "bans-empty", "audit-more", "audit-empty"]) $(id).hidden = true;
   queue.items.clear();
   for (const list of [queue, content, banList, audit]) list.asked++; // answers on their way: not drawn
   countSelected();
@@ -663,6 +663,7 @@ async function loadAudit(more) {
   }
   audit.cursor = data.next_cursor;
   $("audit-more").hidden = !data.next_cursor;
+  $("audit-empty").hidden = $("audit-body").children.length > 0;
 }
 
 $("audit-more").addEventListener("click", () => busy([$("audit-more")], () => loadAudit(true)));
