@@ -118,22 +118,20 @@ class PostgresServer:
         )
         if not durable:
             options += " -c fsync=off -c full_page_writes=off"
-        self._run(
-            [
-                pg_ctl,
-                "-D",
-                str(self.data),
-                "-o",
-                options,
-                "-l",
-                str(self.dir / "log"),
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ]
-        )
+        self._options = options
+        self.resume()
         self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def halt(self) -> None:
+        """Stop the server (fast shutdown: sessions end), keeping its data for ``resume``."""
+        self._run([self.pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop"])
+
+    def resume(self) -> None:
+        """Start it, on the same port and socket directory."""
+        self._run(
+            [self.pg_ctl, "-D", str(self.data), "-o", self._options, "-l",
+             str(self.dir / "log"), "-w", "-t", "60", "start"]
+        )  # fmt: skip
 
     def _run(self, cmd: list[str]) -> None:
         subprocess.run([*self._as_user, *cmd], check=True, capture_output=True, cwd=self.dir)

@@ -119,27 +119,8 @@ def check_ledger(
 # --- PostgreSQL restarted, then down for several seconds -----------------------------
 
 
-class RestartablePostgres(PostgresServer):
-    def _options(self) -> str:
-        # Same options as PostgresServer starts with: same port, same socket directory.
-        return (
-            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-            "-c max_connections=200"
-        )
-
-    def halt(self) -> None:
-        self._run([self.pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop"])
-
-    def resume(self) -> None:
-        self._run(
-            [self.pg_ctl, "-D", str(self.data), "-o", self._options(), "-l",
-             str(self.dir / "log"), "-w", "-t", "30", "start"]
-        )  # fmt: skip
-
-
 def test_postgres_restart_and_outage_under_write_load(tmp_path):
-    pg = RestartablePostgres()
+    pg = PostgresServer()
     try:
         url = pg.create_database("drill")
         env = {"DATABASE_URL": url, "RATELIMIT_ENABLED": "false", "LOG_LEVEL": "info"}

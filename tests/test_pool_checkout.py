@@ -199,6 +199,34 @@ def test_writes_and_reads_go_on_after_the_servers_sessions_end(
     assert pool_checked_out(client) == checked_out
 
 
+def test_the_checked_out_gauge_stays_true_through_an_outage():
+    # SQLAlchemy checks a record in after a failed connect, with no checkout before it:
+    # each request refused while the server was down lowered the gauge for good (-6 after
+    # three, where the pool held none).
+    pg = PostgresServer()
+    try:
+        url = pg.create_database("outage")
+        engine = make_engine(url)
+        migrate(engine)
+        engine.dispose()
+        client = create_app(Settings(database_url=url, ratelimit_enabled=False)).test_client()
+        assert client.post("/api/v1/contents/c1/comments", json={"body": "a"}).status_code == 201
+        assert client.get("/api/comment/list/c1").status_code == 200
+        assert pool_checked_out(client) == 0
+        pg.halt()
+        for _ in range(3):
+            refused = client.post("/api/v1/contents/c1/comments", json={"body": "down"})
+            assert refused.status_code == 503, refused.get_json()
+            assert client.get("/api/comment/list/c2").status_code == 503
+        assert pool_checked_out(client) == 0
+        pg.resume()
+        assert client.post("/api/v1/contents/c1/comments", json={"body": "b"}).status_code == 201
+        assert client.get("/api/comment/list/c1").status_code == 200
+        assert pool_checked_out(client) == 0
+    finally:
+        pg.stop()
+
+
 def pool_checked_out(client: FlaskClient) -> float:
     scrape = client.get("/metrics").text
     (line,) = [x for x in scrape.splitlines() if x.startswith("comments_api_db_pool_checked_out ")]

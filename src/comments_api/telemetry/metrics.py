@@ -333,12 +333,21 @@ def _after_cursor(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         metrics().observe_query(statement, perf_counter() - start)
 
 
-def _checkout(*args: Any) -> None:
+# SQLAlchemy also fires "checkin" for a checkout that failed before any "checkout" event:
+# a connect that failed, or a dead connection whose replacement could not connect. Only a
+# record this module counted is uncounted, or every failed request in an outage lowered
+# the gauge for good. record_info, unlike info, outlives the record's invalidation.
+_COUNTED = "obs_checked_out"
+
+
+def _checkout(dbapi_connection: Any, record: Any, *args: Any) -> None:
+    record.record_info[_COUNTED] = True
     metrics().pool_checked_out.inc()
 
 
-def _checkin(*args: Any) -> None:
-    metrics().pool_checked_out.dec()
+def _checkin(dbapi_connection: Any, record: Any) -> None:
+    if record.record_info.pop(_COUNTED, False):
+        metrics().pool_checked_out.dec()
 
 
 def instrument_engine(engine: Engine) -> None:
