@@ -776,7 +776,8 @@ def test_console_load_more_waits_for_its_page(page, pre_api: Api):
     page.get_by_role("button", name="Show its comments").click()
     expect(page.locator("#content-body tr")).to_have_count(50)
     held = hold(page, "**/comments?*cursor=*", "GET")
-    more.click()
+    more.focus()
+    page.keyboard.press("Enter")
     expect(more).to_be_disabled()
     more.click(force=True)  # a second click asks for nothing
     page.wait_for_timeout(200)
@@ -784,6 +785,9 @@ def test_console_load_more_waits_for_its_page(page, pre_api: Api):
     held.pop().continue_()
     expect(page.locator("#content-body tr")).to_have_count(51)
     expect(more).to_be_hidden()
+    # The last page: the keyboard goes on at the row it brought, not from nowhere.
+    last = page.locator("#content-body tr", has_text="public 50")
+    expect(last.get_by_role("button", name=re.compile("^Hide comment"))).to_be_focused()
     page.unroute("**/comments?*cursor=*")
 
     page.get_by_role("tab", name="Audit log").click()

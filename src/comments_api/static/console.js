@@ -126,6 +126,21 @@ function ticket(list, more = false) {
   return () => asked === list.asked && (!more || shown === list.shown);
 }
 
+// "Load more" waits for its page (a second click would ask for the same one again). When it
+// goes with the last page, the keyboard moves to the first row it brought, not to nothing.
+async function loadMore(button, body, load) {
+  const before = body.children.length;
+  await busy([button], load);
+  const now = document.activeElement;
+  const first = body.children[before];
+  // Lost as busy() has it: on the page, on a panel around the button (a click on it while
+  // disabled puts it there), or on the hidden button itself.
+  if (!button.hidden || !first || (now && !now.contains(button))) return;
+  const target = first.querySelector("button, input") || first.querySelector("td");
+  if (target.tagName === "TD") target.tabIndex = -1;
+  target.focus();
+}
+
 // The controls that started a request stay disabled until it has an answer, whatever it is,
 // so a second click cannot send the action again. Focus lost meanwhile goes back.
 async function busy(controls, work) {
@@ -463,8 +478,7 @@ $("queue-filter").addEventListener("submit", (event) => {
   loadQueue(false);
 });
 $("queue-status").addEventListener("change", () => loadQueue(false));
-// "Load more" waits for its page: a second click would ask for the same one again.
-$("queue-more").addEventListener("click", () => busy([$("queue-more")], () => loadQueue(true)));
+$("queue-more").addEventListener("click", () => loadMore($("queue-more"), $("queue-body"), () => loadQueue(true)));
 $("select-all").addEventListener("change", (event) => {
   // Not the rows whose action is on its way: they cannot be selected for another.
   for (const row of visibleRows()) if (!inFlight.has(Number(row.dataset.id))) checkbox(row).checked = event.target.checked;
@@ -556,7 +570,7 @@ $("content-form").addEventListener("submit", (event) => {
   content.id = $("content-id").value.trim();
   if (content.id) loadContent(false);
 });
-$("content-more").addEventListener("click", () => busy([$("content-more")], () => loadContent(true)));
+$("content-more").addEventListener("click", () => loadMore($("content-more"), $("content-body"), () => loadContent(true)));
 
 // --- bans -------------------------------------------------------------------------
 
@@ -666,6 +680,6 @@ async function loadAudit(more) {
   $("audit-empty").hidden = $("audit-body").children.length > 0;
 }
 
-$("audit-more").addEventListener("click", () => busy([$("audit-more")], () => loadAudit(true)));
+$("audit-more").addEventListener("click", () => loadMore($("audit-more"), $("audit-body"), () => loadAudit(true)));
 
 start();
