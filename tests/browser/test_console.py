@@ -915,3 +915,17 @@ def test_console_says_when_the_audit_log_is_empty(page, required_api: Api):
     expect(page.locator("#audit-empty")).to_have_text("No moderation action has been logged yet.")
     expect(page.locator("#audit-empty")).to_be_visible()
     assert errors == [], errors
+
+
+def test_console_sign_in_takes_a_pasted_authorization_value(page, pre_api: Api):
+    errors = page.page_errors
+    message = page.locator("#message")
+    # Blanks only: said, not silently ignored.
+    sign_in(page, pre_api, "   ")
+    expect(message).to_have_text("Paste an API key or a JWT first.")
+    expect(page.get_by_label("API key or JWT")).to_be_focused()
+    # Copied with its scheme from a request's Authorization header.
+    page.get_by_label("API key or JWT").fill(f"Bearer {pre_api.key('comments:moderate')}")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#who-text")).to_have_text("Signed in with an API key.")
+    assert errors == [], errors

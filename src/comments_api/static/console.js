@@ -214,8 +214,13 @@ async function start() {
 
 $("sign-in-form").addEventListener("submit", (event) => {
   event.preventDefault();
-  const value = $("credential").value.trim();
-  if (!value) return;
+  // Pasted from a request's header ("Bearer …") it is still the credential.
+  const value = $("credential").value.trim().replace(/^Bearer\s+/i, "");
+  if (!value) {
+    say("Paste an API key or a JWT first.", "error");
+    $("credential").focus();
+    return;
+  }
   sessionStorage.setItem(STORE_KEY, value);
   $("credential").value = "";
   message.textContent = "";
