@@ -71,6 +71,27 @@ def test_the_same_key_with_another_body_is_422(make_app):
     assert moved.status_code == 422
 
 
+def test_a_number_written_another_way_is_the_same_request(make_app):
+    # parent_id 1 and 1.0 are the same value (the reader makes 1.0 the integer 1): the
+    # retry of a client that serialises ids as floats was a 422 "different request".
+    app = make_app()
+    client = app.test_client()
+    parent = post(client, {"body": "parent"}).json["id"]
+    key = str(uuid.uuid4())
+    first = post(client, {"body": "reply", "parent_id": parent}, key)
+    assert first.status_code == 201
+    for spelling in (f"{parent}.0", f"{parent}e0", f"{parent}.000"):
+        again = client.post(
+            URL,
+            data=f'{{"body": "reply", "parent_id": {spelling}}}',
+            content_type="application/json",
+            headers={"Idempotency-Key": key},
+        )
+        assert again.status_code == 201, (spelling, again.json)
+        assert again.headers["Idempotent-Replayed"] == "true"
+    assert count(app) == 2
+
+
 def test_keys_are_scoped_per_caller(make_app):
     app = make_app()
     client = app.test_client()
