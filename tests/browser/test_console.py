@@ -929,3 +929,24 @@ def test_console_sign_in_takes_a_pasted_authorization_value(page, pre_api: Api):
     page.get_by_role("button", name="Sign in").click()
     expect(page.locator("#who-text")).to_have_text("Signed in with an API key.")
     assert errors == [], errors
+
+
+def test_console_try_again_keeps_the_focus_while_the_server_is_down(page, pre_api: Api):
+    errors = page.page_errors
+    message = page.locator("#message")
+    moderation = "**/api/v1/moderation/**"
+    page.route(moderation, answer(502, PROXY_PAGE, "text/html"))
+    sign_in(page, pre_api, pre_api.key("comments:moderate"))
+    retry = page.get_by_role("button", name="Try again")
+    expect(retry).to_be_visible()
+    # Still down: the keyboard stays on "Try again", for the next press.
+    retry.focus()
+    page.keyboard.press("Enter")
+    expect(message).to_have_text(
+        "The server is unavailable right now (HTTP 502). Retry in a moment."
+    )
+    expect(retry).to_be_focused()
+    page.unroute(moderation)
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("tab", name="Queue")).to_be_focused()
+    assert errors == [], errors

@@ -192,6 +192,8 @@ async function start() {
       // The server is down or a proxy answered: try the same credential again later.
       failed(err);
       $("retry").hidden = false;
+      // Pressing "Try again" hid it, and the focus with it: back to it for the next try.
+      if (!document.activeElement || document.activeElement === document.body) $("retry").focus();
     }
     return;
   }
