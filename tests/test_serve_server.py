@@ -388,6 +388,43 @@ def test_slow_clients_never_hold_a_worker(sqlite_env, tmp_path, threads):
         check_expect_100_continue_is_answered_while_buffering(service)
 
 
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_half_a_pipelined_request_holds_no_worker(sqlite_env, tmp_path, threads):
+    """Two clients each pipeline a whole request and the start of a second one, which
+    they finish late or never: a third client is still answered at once, the late one
+    gets its answer and the other a JSON 408 at its header deadline. The threaded worker
+    parsed a read-ahead request in a thread, which then waited on the socket for the
+    rest: two such clients held both threads until REQUEST_HEADER_TIMEOUT."""
+    env = {**sqlite_env, "THREADS": threads, "REQUEST_HEADER_TIMEOUT": "4"}
+    whole = b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n"
+    with ServiceProcess(env, tmp_path, workers=1) as service:
+        late, never = (
+            socket.create_connection(("127.0.0.1", service.port), timeout=10) for _ in range(2)
+        )
+        with late, never:
+            for sock in (late, never):
+                sock.sendall(whole + b"GET /readyz HTTP/1.1\r\nHost: a\r\n")
+                status, headers, _ = read_response(sock)
+                assert (status, headers["connection"]) == (200, "keep-alive")
+            time.sleep(0.3)  # both halves are with the worker now
+            asked = time.monotonic()
+            status, _, _ = raw_request(service.port, whole[:-2] + b"Connection: close\r\n\r\n")
+            assert status == 200
+            assert time.monotonic() - asked < 1
+            late.sendall(b"\r\n")
+            status, _, body = read_response(late)
+            assert status == 200
+            assert json.loads(body)["status"] == "ready"
+            out = b""
+            while chunk := never.recv(65536):
+                out += chunk
+            assert time.monotonic() - asked < 8
+            status, headers, body = parse_response(out)
+            assert status == 408
+            assert headers["content-type"] == "application/problem+json"
+            assert json.loads(body)["instance"] == "/readyz"
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -1032,9 +1032,13 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                 except OSError:
                     drop(client)
                     return
-            if pipelined and request.feed(pipelined, now):
-                ready.append(client)
-                return
+            if pipelined:
+                # Its next request has begun: the header deadline counts from now, not
+                # from the end of an idle wait that is already over.
+                request.deadline = now + header_timeout
+                if request.feed(pipelined, now):
+                    ready.append(client)
+                    return
             self._watch(client)
 
         def readable(client: socket.socket, now: float) -> None:
@@ -1519,7 +1523,15 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         self.keepalived_conns.remove(conn)
         self._start_buffering(conn, fresh=False)
 
-    def _start_buffering(self, conn: TConn, fresh: bool) -> None:
+    def enqueue_req(self, conn: TConn) -> None:
+        # gthread calls this (finish_request) only for bytes its parser read ahead past
+        # the request just answered: a pipelined request, which it would parse at once in
+        # a thread, blocking on the socket for the rest of it (a client that pipelines
+        # half a request held a thread until REQUEST_HEADER_TIMEOUT). It is buffered by
+        # the main loop like any other; complete requests go to ThreadWorker.enqueue_req.
+        self._start_buffering(conn, fresh=False, ahead=conn.parser.unreader.take_buffered())
+
+    def _start_buffering(self, conn: TConn, fresh: bool, ahead: bytes = b"") -> None:
         limits = self._limits
         now = time.monotonic()
         pending = PendingRequest(
@@ -1529,6 +1541,8 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
             pending.idle_deadline = now + min(float(self.cfg.keepalive), limits.header_timeout)
         self._buffering[conn] = pending
         conn.sock.setblocking(False)
+        if ahead and self._dispatch_when_done(conn, pending, pending.feed(ahead, now)):
+            return
         if not self._on_readable(conn, now) and conn in self._buffering:
             self.poller.register(conn.sock, selectors.EVENT_READ, self._readable_cb(conn))
 
@@ -1545,6 +1559,11 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         if done is None:
             self._close_held(conn, self._buffering)
             return True
+        return self._dispatch_when_done(conn, pending, done)
+
+    def _dispatch_when_done(self, conn: TConn, pending: PendingRequest, done: bool) -> bool:
+        """After new bytes: dispatch (or refuse) once ``done``. True when the connection
+        left the buffering set."""
         _maybe_continue(conn.sock, pending)
         if not done:
             return False
@@ -1568,7 +1587,7 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         conn.sent_continue = pending.sent_continue
         conn.request_complete = pending.complete
         conn.data_ready = True
-        self.enqueue_req(conn)
+        ThreadWorker.enqueue_req(self, conn)
         return True
 
     def _close_held(self, conn: TConn, held: dict[TConn, Any]) -> None:
@@ -1622,15 +1641,9 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         # stalled client ends that drain with ReadTimeout, which must close the
         # connection quietly (the response is already sent), not answer a second time.
         try:
-            reuse = bool(super()._keepalive_after(conn, keepalive))
+            return bool(super()._keepalive_after(conn, keepalive))
         except ReadTimeout:
             return False
-        reader = getattr(conn, "deadline_reader", None)
-        if reuse and reader is not None and conn.parser.unreader.buf.getvalue():
-            # A pipelined request, read ahead: gthread parses it at once in a thread,
-            # so give it a fresh header deadline (the old one has passed).
-            reader.deadline = time.monotonic() + self._limits.header_timeout
-        return reuse
 
     def handle_request(self, req: Any, conn: TConn) -> bool:
         """gthread's ThreadWorker.handle_request (gunicorn 27), answered by ``_answer``."""
