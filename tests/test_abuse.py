@@ -81,6 +81,26 @@ def test_per_thread_per_author_limit(make_app):
     assert post_legacy(client, "n7").status_code == 200
 
 
+def test_the_flood_limits_retry_after_is_its_own_with_rate_limiting_on(make_app):
+    # The limiter's after_request hook wrote its own window (60) over the flood guard's
+    # Retry-After on every 429: a client that obeyed it was refused again.
+    client = make_app(
+        thread_author_max=2,
+        thread_author_window=3600,
+        ratelimit_enabled=True,
+        ratelimit_storage_url="memory://",
+        ratelimit_anonymous_write="1000/minute",
+        ratelimit_read="1000/minute",
+    ).test_client()
+    for i in range(2):
+        assert post_v1(client, f"n{i}", email="ann@example.com").status_code == 201
+    flooded = post_v1(client, "n2", email="ann@example.com")
+    assert flooded.status_code == 429
+    assert flooded.json["type"].endswith("too-many-comments")
+    assert flooded.headers["Retry-After"] == "3600"
+    assert flooded.headers["X-RateLimit-Remaining"] == "997"  # the limiter still counted it
+
+
 def test_banned_words_whole_words_case_insensitive_never_echoed(make_app):
     signer = hs_signer()
     app = make_app(
@@ -90,7 +110,16 @@ def test_banned_words_whole_words_case_insensitive_never_echoed(make_app):
         jwt_audience=AUDIENCE,
     )
     client = app.test_client()
-    for text in ("Well DARN it", "darn.", "oh heck YEAH", "une épée!"):
+    # Any whitespace between a phrase's words: two spaces, a newline, a no-break space.
+    for text in (
+        "Well DARN it",
+        "darn.",
+        "oh heck YEAH",
+        "une épée!",
+        "oh Heck  yeah",
+        "heck\nyeah",
+        "heck\u00a0yeah",
+    ):
         response = post_v1(client, text)
         assert response.status_code == 400, text
         assert response.json["errors"] == [

@@ -127,11 +127,18 @@ def check_activity(activity: AuthorActivity, rules: AbuseRules) -> None:
 
 @lru_cache(maxsize=8)
 def _banned_pattern(words: tuple[str, ...]) -> re.Pattern[str] | None:
-    cleaned = sorted({w.strip().casefold() for w in words if w.strip()}, key=len, reverse=True)
+    # A phrase's words as a tuple: "bad  phrase" and "bad phrase" are one entry.
+    cleaned = sorted(
+        {tuple(w.casefold().split()) for w in words if w.strip()},
+        key=lambda phrase: len(" ".join(phrase)),
+        reverse=True,
+    )
     if not cleaned:
         return None
-    # Whole words only ("class" must not trip on "ass"); \w is Unicode-aware.
-    alternatives = "|".join(re.escape(w) for w in cleaned)
+    # Whole words only ("class" must not trip on "ass"); \w is Unicode-aware. Between a
+    # phrase's words any run of whitespace: two spaces, a newline or a no-break space
+    # must not carry a banned phrase through.
+    alternatives = "|".join(r"\s+".join(map(re.escape, phrase)) for phrase in cleaned)
     return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
 
 
