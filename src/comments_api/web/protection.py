@@ -279,7 +279,8 @@ class RateLimiter:
             add("X-RateLimit-Limit", str(hit.item.amount))
             add("X-RateLimit-Remaining", str(max(0, hit.item.amount - hit.count)))
             add("X-RateLimit-Reset", str(reset_at))
-            if response.status_code == 429:
+            # Only on the limiter's own 429: the flood guard's (a view's) carries its window.
+            if response.status_code == 429 and hit.count > hit.item.amount:
                 response.headers["Retry-After"] = str(max(1, int(reset_at - time.time())))
         except Exception:  # headers are advisory; never fail the request for them
             log.warning("could not compute rate-limit headers", exc_info=True)
