@@ -386,6 +386,7 @@ def test_slow_clients_never_hold_a_worker(sqlite_env, tmp_path, threads):
         check_a_stalled_body_over_the_limit_gets_one_413(service)
         check_a_chunked_body_announced_over_the_limit_gets_413_at_once(service)
         check_expect_100_continue_is_answered_while_buffering(service)
+        check_no_100_continue_when_the_answer_is_already_known(service)
 
 
 @pytest.mark.parametrize("threads", ["1", "2"])
@@ -811,6 +812,30 @@ def check_expect_100_continue_is_answered_while_buffering(service: ServiceProces
     status, _, reply = parse_response(out)
     assert status == 201, reply
     assert b"100 Continue" not in out
+
+
+def check_no_100_continue_when_the_answer_is_already_known(service: ServiceProcess) -> None:
+    """(MAX_BODY_BYTES=4096) "100 Continue" tells the client to send its body: a request
+    the server answers without one (a Content-Length over the limit: 413; no Host: 400;
+    a body already here) gets its final answer alone. The 413 came after a 100, and the
+    client started sending 100 KB that nobody would read."""
+    post = (
+        b"POST /api/v1/contents/c1/comments HTTP/1.1\r\nContent-Type: application/json\r\n"
+        b"Expect: 100-continue\r\nConnection: close\r\n"
+    )
+    body = b'{"body": "whole"}'
+    for head, status in (
+        (post + b"Host: a\r\nContent-Length: 100000\r\n\r\n", 413),
+        (post + b"Content-Length: 10\r\n\r\n", 400),
+        (post + b"Host: a\r\n" + f"Content-Length: {len(body)}\r\n\r\n".encode() + body, 201),
+    ):
+        with socket.create_connection(("127.0.0.1", service.port), timeout=5) as sock:
+            sock.sendall(head)
+            out = b""
+            while chunk := sock.recv(65536):
+                out += chunk
+        assert out.startswith(b"HTTP/1.1 %d " % status), out[:200]
+        assert b"100 Continue" not in out
 
 
 @pytest.mark.parametrize("threads", ["1", "2"])

@@ -559,7 +559,11 @@ def _recv_into(sock: socket.socket, pending: PendingRequest, now: float) -> bool
 
 def _maybe_continue(sock: socket.socket, pending: PendingRequest) -> None:
     # curl and others wait for "100 Continue" before sending a body; we are the ones
-    # reading it now, so we answer (gunicorn would only do so once the app reads).
+    # reading it now, so we answer (gunicorn would only do so once the app reads). Only
+    # while the body is still awaited (callers: not yet done): a request already whole,
+    # or refused, or too large to be read (413) gets its final answer and no 100, which
+    # would tell the client to send a body nobody reads (RFC 9110 10.1.1). gunicorn's own
+    # 100 is then turned off (expects_continue), whether this one was sent or not.
     if pending.expects_continue and not pending.sent_continue and pending.header_end >= 0:
         pending.sent_continue = True
         with contextlib.suppress(OSError):
@@ -1047,9 +1051,10 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
             if done is None:
                 drop(client)
                 return
-            _maybe_continue(client, request)
             if done:
                 ready.append(client)
+            elif request.expects_continue:
+                _maybe_continue(client, request)
 
         def drop(client: socket.socket) -> None:
             pending.pop(client, None)
@@ -1318,7 +1323,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                 parser = http.get_parser(self.cfg, reader, addr)
                 parser.unreader.unread(bytes(pending.data))
                 req = next(parser)
-                if pending.sent_continue:
+                if pending.expects_continue:
                     req._expected_100_continue = False
                 keep = self.handle_request(listener, req, client, addr, pending)
                 answered = True
@@ -1564,8 +1569,9 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
     def _dispatch_when_done(self, conn: TConn, pending: PendingRequest, done: bool) -> bool:
         """After new bytes: dispatch (or refuse) once ``done``. True when the connection
         left the buffering set."""
-        _maybe_continue(conn.sock, pending)
         if not done:
+            if pending.expects_continue:
+                _maybe_continue(conn.sock, pending)
             return False
         del self._buffering[conn]
         # Out of the poller here, not after: a refusal's linger registers the socket again.
@@ -1584,7 +1590,7 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         else:
             reader.deadline = pending.deadline  # the next request on a kept-alive connection
         conn.parser.unreader.unread(bytes(pending.data))
-        conn.sent_continue = pending.sent_continue
+        conn.expects_continue = pending.expects_continue
         conn.request_complete = pending.complete
         conn.data_ready = True
         ThreadWorker.enqueue_req(self, conn)
@@ -1647,7 +1653,7 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
 
     def handle_request(self, req: Any, conn: TConn) -> bool:
         """gthread's ThreadWorker.handle_request (gunicorn 27), answered by ``_answer``."""
-        if getattr(conn, "sent_continue", False):
+        if getattr(conn, "expects_continue", False):
             req._expected_100_continue = False
         unsent: list[memoryview] = []
         conn.unsent = unsent
