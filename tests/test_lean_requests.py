@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from comments_api.lean_requests import LeanReader
-from comments_api.worker import PendingRequest
+from comments_api.worker import PendingRequest, unusual_request
 
 pytestmark = pytest.mark.unit  # the fast tier: parsing only, no servers
 
@@ -110,6 +110,10 @@ def compare(raw: bytes, listener: socket.socket) -> bool:
         theirs_req.uri,
         theirs_req.version,
     )
+    if pending.unusual is not None:
+        # What the worker tells gunicorn's parse: "close" among other Connection options
+        # closes (RFC 9112 9.6), where gunicorn heeds only a field that is exactly "close".
+        unusual_request(theirs_req, pending.unusual)
     assert req.should_close() == theirs_req.should_close(), raw
     return True
 
@@ -160,6 +164,29 @@ ORDINARY = [
 @pytest.mark.parametrize("raw", ORDINARY)
 def test_ordinary_requests_are_read_exactly_as_gunicorn_reads_them(raw, listener):
     assert compare(raw, listener)
+
+
+@pytest.mark.parametrize(
+    ("value", "version", "close"),
+    [
+        ("keep-alive, close", "HTTP/1.1", True),
+        ("TE,Close", "HTTP/1.1", True),
+        ("close ,\tkeep-alive", "HTTP/1.0", True),
+        ("TE", "HTTP/1.1", False),
+        ("closed, TE", "HTTP/1.1", False),
+        ("keep-alive, TE", "HTTP/1.0", True),  # gunicorn: neither exactly, so by version
+    ],
+)
+def test_a_close_option_among_others_closes(value, version, close, listener):
+    raw = request("GET", "/", version, [H, ("Connection", value)], b"")
+    pending = buffered(raw)
+    assert pending is not None
+    lean = LeanReader(serve_config()).read(
+        pending.data, pending.header_end, 0, SOCK, PEER, listener
+    )
+    assert lean is not None
+    assert lean[0].should_close() is close
+    assert compare(raw, listener)  # and gunicorn's parse, as the worker adjusts it
 
 
 # Each with a Host: without one, an HTTP/1.1 request never reaches the lean reader.

@@ -568,6 +568,35 @@ def test_a_client_that_asks_to_close_is_closed(sqlite_env, tmp_path, request_hea
         assert sock.recv(100) == b""
 
 
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_close_among_other_connection_options_closes(sqlite_env, tmp_path, threads):
+    """RFC 9112 9.6: a "close" option closes the connection wherever it stands in the
+    Connection field (libwww-perl sends "TE, close"). gunicorn honoured only a value that
+    is exactly "close": these were answered "Connection: keep-alive" and held open for
+    KEEPALIVE_TIMEOUT. Through the lean reader and gunicorn's parser (an underscored
+    field name, a repeated field), in both workers."""
+    heads = [
+        b"Connection: keep-alive, close\r\n",
+        b"Connection: TE, close\r\nTE: trailers\r\n",
+        b"Connection: keep-alive\r\nConnection: Close\r\n",
+        b"X_Under: 1\r\nConnection: keep-alive,CLOSE\r\n",
+    ]
+    env = {**sqlite_env, "THREADS": threads}
+    with ServiceProcess(env, tmp_path, workers=1) as service:
+        for head in heads:
+            with socket.create_connection(("127.0.0.1", service.port), timeout=5) as sock:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n" + head + b"\r\n")
+                status, headers, _ = read_response(sock)
+                assert (status, headers["connection"]) == (200, "close"), head
+                assert sock.recv(100) == b"", head
+        # Other options alone, or keep-alive, still keep it.
+        with socket.create_connection(("127.0.0.1", service.port), timeout=5) as sock:
+            for option in (b"TE", b"keep-alive, TE", b"closed"):
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: %s\r\n\r\n" % option)
+                status, headers, _ = read_response(sock)
+                assert (status, headers["connection"]) == (200, "keep-alive"), option
+
+
 def test_a_kept_alive_connection_is_closed_after_its_request_cap(sqlite_env, tmp_path):
     """After KEEPALIVE_REQUESTS answers a connection is closed (its last answer says so),
     so the client reconnects and the accept can go to an idle worker: one worker that took

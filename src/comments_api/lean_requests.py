@@ -48,11 +48,18 @@ class LeanRequest:
     connection: str | None  # the first Connection field's value, lowercased
 
     def should_close(self) -> bool:
-        # gunicorn's Request.should_close for a request this module accepted.
-        if self.connection == "close":
+        # gunicorn's Request.should_close for a request this module accepted, except that
+        # "close" among other options (Connection: TE, close) closes too (RFC 9112 9.6),
+        # as the worker makes gunicorn's parser do (worker.unusual_request).
+        connection = self.connection
+        if connection is None:
+            return self.version <= (1, 0)
+        if connection == "close":
             return True
-        if self.connection == "keep-alive":
+        if connection == "keep-alive":
             return False
+        if "close" in (token.strip(" \t") for token in connection.split(",")):
+            return True
         return self.version <= (1, 0)
 
 

@@ -38,7 +38,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gunicorn import http, util
 from gunicorn.http import errors as http_errors
@@ -285,6 +285,12 @@ class PendingRequest:
     kept_alive: bool = False
     # Requests answered on this connection before this one.
     served: int = 0
+    # (expects_continue, close option) for gunicorn's parser (unusual_request); None for
+    # most requests. A class attribute, not a dataclass field: nothing to set per request.
+    if TYPE_CHECKING:
+        unusual: tuple[bool, bool] | None = None
+    else:
+        unusual = None
 
     def __post_init__(self) -> None:
         self.deadline = self.header_deadline
@@ -350,27 +356,36 @@ class PendingRequest:
         self.chunk_pos = self.header_end
         self.deadline = now + self.body_timeout
         http11 = data[: data.find(b"\r\n")].rstrip().endswith(b"HTTP/1.1")
-        seen_length = seen_host = False
+        seen_length = seen_host = close = False
         for line in bytes(data[:end]).split(b"\r\n")[1:]:
             name, _, value = line.partition(b":")
             name = name.strip().lower()
+            # Each value is cleaned only where it is looked at.
             if name == b"host":
                 seen_host = True  # twice: gunicorn's parser answers 400 itself
-            value = value.strip().lower()
-            if name == b"content-length":
+            elif name == b"content-length":
+                value = value.strip()
                 if not value.isdigit() or (seen_length and int(value) != self.content_length):
                     # Malformed or conflicting: the parser answers it at once.
                     self.malformed = True
                 else:
                     self.content_length = int(value)
                 seen_length = True
-            elif name == b"transfer-encoding" and b"chunked" in value:
-                self.chunked = True
-            elif name == b"expect" and value == b"100-continue" and http11:
-                self.expects_continue = True
+            elif name == b"transfer-encoding":
+                if b"chunked" in value.lower():
+                    self.chunked = True
+            elif name == b"expect":
+                if http11 and value.strip().lower() == b"100-continue":
+                    self.expects_continue = True
+            elif name == b"connection":
+                value = value.strip().lower()
+                if value != b"keep-alive" and close_option(value):
+                    close = True
         if http11 and not seen_host:
             self.refuse = (400, MISSING_HOST)
             return False
+        if close or self.expects_continue:
+            self.unusual = (self.expects_continue, close)
         return True
 
     def _bare_lf(self) -> bool:
@@ -426,6 +441,23 @@ class PendingRequest:
                 return False
             self.chunked_size += size
             self.chunk_pos = next_pos
+
+
+def close_option(value: bytes) -> bool:
+    """Whether a Connection field value (lowercased) lists the "close" option."""
+    return b"close" in (token.strip(b" \t") for token in value.split(b","))
+
+
+def unusual_request(req: Any, unusual: tuple[bool, bool]) -> None:
+    """What the buffering decided about a request, applied to gunicorn's parse of it."""
+    expects_continue, close = unusual
+    if expects_continue:
+        # Answered while buffering, or not at all (_maybe_continue): never by gunicorn.
+        req._expected_100_continue = False
+    if close:
+        # RFC 9112 9.6: "close" among other options (Connection: TE, close) closes the
+        # connection too; gunicorn's parser honours only a field that is exactly "close".
+        req.must_close = True
 
 
 def _target(line: bytes) -> str | None:
@@ -1323,8 +1355,8 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                 parser = http.get_parser(self.cfg, reader, addr)
                 parser.unreader.unread(bytes(pending.data))
                 req = next(parser)
-                if pending.expects_continue:
-                    req._expected_100_continue = False
+                if pending.unusual is not None:
+                    unusual_request(req, pending.unusual)
                 keep = self.handle_request(listener, req, client, addr, pending)
                 answered = True
         except http_errors.NoMoreData:
@@ -1590,7 +1622,7 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         else:
             reader.deadline = pending.deadline  # the next request on a kept-alive connection
         conn.parser.unreader.unread(bytes(pending.data))
-        conn.expects_continue = pending.expects_continue
+        conn.unusual = pending.unusual
         conn.request_complete = pending.complete
         conn.data_ready = True
         ThreadWorker.enqueue_req(self, conn)
@@ -1653,8 +1685,9 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
 
     def handle_request(self, req: Any, conn: TConn) -> bool:
         """gthread's ThreadWorker.handle_request (gunicorn 27), answered by ``_answer``."""
-        if getattr(conn, "expects_continue", False):
-            req._expected_100_continue = False
+        unusual = getattr(conn, "unusual", None)
+        if unusual is not None:
+            unusual_request(req, unusual)
         unsent: list[memoryview] = []
         conn.unsent = unsent
 
