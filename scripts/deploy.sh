@@ -17,6 +17,10 @@
 #          [--prod-smoke-hook CMD] [--ready-timeout S] [--load-duration D] [--load-vus N]
 #        scripts/deploy.sh --render staging|production --digest sha256:...   (print the pinned
 #          manifests the minikube target applies: kubectl kustomize, offline)
+# Environment: READY_TIMEOUT, LOAD_DURATION, LOAD_VUS (defaults of the flags above);
+#   DOCKER_DATA_ROOT (local: data root of a dockerd started when none answers,
+#   /var/lib/comments-api-docker); KUBE_CONTEXT (minikube), DEV_REGISTRY (localhost:5000),
+#   PROD_REGISTRY (localhost:5001): the minikube target's cluster and registries.
 # Exit codes: 0 released; 1 stopped before production (production untouched);
 #             2 production failed and was rolled back; 3 production failed, rollback failed too;
 #             64 bad usage.
@@ -58,7 +62,8 @@ KUBE_CONTEXT=${KUBE_CONTEXT:-minikube}
 DEV_REGISTRY=${DEV_REGISTRY:-localhost:5000}
 PROD_REGISTRY=${PROD_REGISTRY:-localhost:5001}
 
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
+# The comment block above, up to `set -euo pipefail`.
+usage() { sed -n '2,/^set -euo pipefail$/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 die() { printf 'deploy.sh: %s\n' "$*" >&2; exit 64; }
 # value OPTION ARGS...: the option's value, or a usage error when it has none.
 value() {
