@@ -94,7 +94,7 @@ while [ $# -gt 0 ]; do
 done
 if [ -z "$TARGET" ]; then
   # minikube is the default only where a cluster answers.
-  if command -v kubectl >/dev/null && kubectl --context "$KUBE_CONTEXT" get --raw /readyz >/dev/null 2>&1; then
+  if command -v kubectl >/dev/null && kubectl --context "$KUBE_CONTEXT" --request-timeout=5s get --raw /readyz >/dev/null 2>&1; then
     TARGET=minikube
   else
     TARGET=local
@@ -940,7 +940,25 @@ k8s_rollback() {
     run kubectl --context "$KUBE_CONTEXT" --namespace "comments-$env" rollout status deployment/comments-api --timeout=300s
 }
 
+# minikube_preflight: the tools and a cluster that answers, before the tests and the build
+# (found at `kubectl apply`, after the build and the push, it left a release half way).
+minikube_preflight() {
+  local missing=() tool
+  for tool in kubectl docker skopeo gpg curl; do
+    command -v "$tool" >/dev/null || missing+=("$tool")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    fail "--target minikube needs ${missing[*]} on the PATH"
+    exit 1
+  fi
+  if ! kubectl --context "$KUBE_CONTEXT" --request-timeout=5s get --raw /readyz >/dev/null 2>&1; then
+    fail "no Kubernetes cluster answers on kubectl context '$KUBE_CONTEXT' (KUBE_CONTEXT): start it (scripts/provision-k8s.sh) or use --target local"
+    exit 1
+  fi
+}
+
 pipeline_minikube() {
+  [ "$DRY_RUN" = 1 ] || minikube_preflight
   if [ -z "$STATE" ]; then
     AUTO_STATE=1
     if [ "$DRY_RUN" = 1 ]; then STATE=/tmp/comments-pipeline.XXXXXX; else STATE=$(mktemp -d /tmp/comments-pipeline.XXXXXX); fi

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import socket
 import subprocess
 
 import pytest
@@ -249,3 +251,41 @@ def test_every_option_and_setting_is_in_the_help_and_the_docs():
         "--sign-by",
     }
     assert documented <= options, documented - options
+
+
+def test_minikube_target_without_a_cluster_stops_before_anything_runs(tmp_path):
+    # A kubeconfig whose `minikube` context points at a port where nothing listens: the
+    # real kubectl fails to connect. This used to be found only at `kubectl apply`, after
+    # the tests, the build and the push to the dev registry.
+    if shutil.which("kubectl") is None:
+        missing("kubectl")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {"name": "gone", "cluster": {"server": f"https://127.0.0.1:{port}"}}
+                ],
+                "users": [{"name": "nobody", "user": {"token": "x"}}],
+                "contexts": [{"name": "minikube", "context": {"cluster": "gone", "user": "nobody"}}],
+                "current-context": "minikube",
+            }
+        )
+    )
+    proc = subprocess.run(
+        [str(DEPLOY), "--target", "minikube", "--skip-tests", "--skip-scans"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+    )
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr
+    assert "no Kubernetes cluster answers on kubectl context 'minikube'" in proc.stderr
+    assert "==> [" not in proc.stdout, proc.stdout  # no stage began: no build, no push
+    assert "PIPELINE FAILED before production" in proc.stderr
