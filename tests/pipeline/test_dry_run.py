@@ -268,11 +268,11 @@ def test_minikube_target_without_a_cluster_stops_before_anything_runs(tmp_path):
             {
                 "apiVersion": "v1",
                 "kind": "Config",
-                "clusters": [
-                    {"name": "gone", "cluster": {"server": f"https://127.0.0.1:{port}"}}
-                ],
+                "clusters": [{"name": "gone", "cluster": {"server": f"https://127.0.0.1:{port}"}}],
                 "users": [{"name": "nobody", "user": {"token": "x"}}],
-                "contexts": [{"name": "minikube", "context": {"cluster": "gone", "user": "nobody"}}],
+                "contexts": [
+                    {"name": "minikube", "context": {"cluster": "gone", "user": "nobody"}}
+                ],
                 "current-context": "minikube",
             }
         )
