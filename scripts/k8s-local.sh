@@ -5,6 +5,7 @@
 #
 # Usage: scripts/k8s-local.sh [--dry-run]
 #   --dry-run   print every command instead of running it
+# Settings (environment): MINIKUBE_PROFILE (comments), as for scripts/provision-k8s.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,7 +13,7 @@ DRY_RUN=false
 for arg in "$@"; do
   case "$arg" in
     --dry-run) DRY_RUN=true ;;
-    -h | --help) sed -n '2,8p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,/^set -euo pipefail$/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
   esac
 done

@@ -354,6 +354,20 @@ def test_provision_rejects_unknown_arguments(tmp_path: Path) -> None:
     assert "unknown argument" in proc.stderr
 
 
+@pytest.mark.parametrize("script", ["provision-k8s.sh", "k8s-local.sh"])
+def test_help_is_the_usage_text_only(tmp_path: Path, script: str) -> None:
+    # It printed a fixed line range of the script: its comment markers and, as the last
+    # line, `set -euo pipefail`; k8s-local.sh did not name the MINIKUBE_PROFILE it reads.
+    proc = dry_run(tmp_path, "--help", script=script)
+    assert proc.returncode == 0, proc.stderr
+    assert "--dry-run" in proc.stdout
+    assert "set -euo pipefail" not in proc.stdout
+    assert not [line for line in proc.stdout.splitlines() if line.startswith("#")], proc.stdout
+    source = (ROOT / "scripts" / script).read_text()
+    for name in re.findall(r"\$\{([A-Z][A-Z0-9_]+):-", source):
+        assert name in proc.stdout, f"{script} --help does not name {name}"
+
+
 # --- workflow policy ----------------------------------------------------------------------
 
 
