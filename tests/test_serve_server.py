@@ -426,6 +426,26 @@ def test_half_a_pipelined_request_holds_no_worker(sqlite_env, tmp_path, threads)
             assert json.loads(body)["instance"] == "/readyz"
 
 
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_pipelined_requests_past_the_body_limit_are_all_answered(sqlite_env, tmp_path, threads):
+    """(MAX_BODY_BYTES=4096) A request whose end came in the same read as 6 KB of
+    pipelined requests after it: the bytes after its end were counted as its body, over
+    the limit, so it was answered "Connection: close" (sync worker) and the eleven
+    requests behind it were never answered."""
+    env = {**sqlite_env, "THREADS": threads, "MAX_BODY_BYTES": "4096"}
+    first = b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n"
+    more = b"GET /healthz HTTP/1.1\r\nHost: a\r\nX-Pad: " + b"p" * 500 + b"\r\n\r\n"
+    with (
+        ServiceProcess(env, tmp_path, workers=1) as service,
+        socket.create_connection(("127.0.0.1", service.port), timeout=5) as sock,
+    ):
+        sock.sendall(first[:10])
+        time.sleep(0.3)  # the worker holds the start of the first request
+        sock.sendall(first[10:] + more * 11)
+        answers = [read_response(sock)[:2] for _ in range(12)]
+        assert [(status, h["connection"]) for status, h in answers] == [(200, "keep-alive")] * 12
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -406,16 +406,24 @@ class PendingRequest:
     def _body_complete(self) -> bool:
         if self.malformed:
             return True
-        body = len(self.data) - self.header_end
-        if body > self.body_limit:
-            return True  # too large: the application answers 413 without reading it all
         if not self.chunked:
             if self.content_length > self.body_limit:
+                # Too large: the application answers 413 without reading it.
                 return True
-            self.complete = body >= self.content_length
+            # What follows the body is the client's next requests (pipelined), however
+            # many: not more body (they cut the connection after this request when they
+            # passed MAX_BODY_BYTES).
+            self.complete = len(self.data) - self.header_end >= self.content_length
             return self.complete
-        # Chunked: walk the chunk-size lines seen so far; anything unexpected is handed
-        # to gunicorn's parser, which answers it with the right error.
+        if self._chunks_end():
+            return True
+        # More bytes than a body within the limit, and still no end (long chunk
+        # extensions): the application answers 413.
+        return len(self.data) - self.header_end > self.body_limit
+
+    def _chunks_end(self) -> bool:
+        # Walk the chunk-size lines seen so far; anything unexpected is handed to
+        # gunicorn's parser, which answers it with the right error.
         data = self.data
         while True:
             line_end = data.find(b"\r\n", self.chunk_pos)
