@@ -368,6 +368,22 @@ def test_help_is_the_usage_text_only(tmp_path: Path, script: str) -> None:
         assert name in proc.stdout, f"{script} --help does not name {name}"
 
 
+def test_deployment_docs_have_no_placeholder_and_name_real_commands() -> None:
+    # "The local pipeline" section of docs/deployment.md was an HTML comment saying
+    # "placeholder until it lands", long after scripts/deploy.sh had landed.
+    text = (ROOT / "docs" / "deployment.md").read_text()
+    assert "placeholder until it lands" not in text
+    sections = re.split(r"^## ", text, flags=re.M)[1:]
+    for section in sections:
+        title, _, body = section.partition("\n")
+        prose = re.sub(r"<!--.*?-->", "", body, flags=re.S).strip()
+        assert prose, f"section '{title}' is empty"
+    targets = set(re.findall(r"^([a-z][a-z0-9-]+):", (ROOT / "Makefile").read_text(), re.M))
+    for doc in ("deployment.md", "pipeline.md"):
+        for target in re.findall(r"\bmake ([a-z][a-z0-9-]+)", (ROOT / "docs" / doc).read_text()):
+            assert target in targets, f"docs/{doc}: make {target} is no Makefile target"
+
+
 # --- workflow policy ----------------------------------------------------------------------
 
 
