@@ -427,6 +427,42 @@ def test_half_a_pipelined_request_holds_no_worker(sqlite_env, tmp_path, threads)
 
 
 @pytest.mark.parametrize("threads", ["1", "2"])
+def test_a_body_over_the_limit_is_answered_and_closed_holding_no_worker(
+    sqlite_env, tmp_path, threads
+):
+    """Two clients announce bodies over MAX_BODY_BYTES and stop sending: each gets the
+    413 with "Connection: close" and the connection ends, and a third client is answered
+    at once. The threaded worker answered "keep-alive" and had gthread drain the unread
+    body in a thread, which waited for it until REQUEST_BODY_TIMEOUT: both threads held."""
+    env = {**sqlite_env, "THREADS": threads, "MAX_BODY_BYTES": "4096"}
+    head = (
+        b"POST /api/v1/contents/big/comments HTTP/1.1\r\nHost: a\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+    )
+    with ServiceProcess(env, tmp_path, workers=1) as service:
+        stalled = [
+            socket.create_connection(("127.0.0.1", service.port), timeout=10) for _ in range(2)
+        ]
+        try:
+            for sock in stalled:
+                sock.sendall(head + b"x" * 1000)
+                status, headers, _ = read_response(sock)
+                assert (status, headers["connection"]) == (413, "close")
+            time.sleep(0.3)
+            asked = time.monotonic()
+            status, _, _ = raw_request(
+                service.port, b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+            )
+            assert status == 200
+            assert time.monotonic() - asked < 1
+            for sock in stalled:
+                assert sock.recv(100) == b""  # nothing more, and the server's end is shut
+        finally:
+            for sock in stalled:
+                sock.close()
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
 def test_pipelined_requests_past_the_body_limit_are_all_answered(sqlite_env, tmp_path, threads):
     """(MAX_BODY_BYTES=4096) A request whose end came in the same read as 6 KB of
     pipelined requests after it: the bytes after its end were counted as its body, over

@@ -405,11 +405,11 @@ class PendingRequest:
 
     def _body_complete(self) -> bool:
         if self.malformed:
-            return True
+            return self._cut_short()
         if not self.chunked:
             if self.content_length > self.body_limit:
                 # Too large: the application answers 413 without reading it.
-                return True
+                return self._cut_short()
             # What follows the body is the client's next requests (pipelined), however
             # many: not more body (they cut the connection after this request when they
             # passed MAX_BODY_BYTES).
@@ -417,9 +417,11 @@ class PendingRequest:
             return self.complete
         if self._chunks_end():
             return True
-        # More bytes than a body within the limit, and still no end (long chunk
-        # extensions): the application answers 413.
-        return len(self.data) - self.header_end > self.body_limit
+        if len(self.data) - self.header_end > self.body_limit:
+            # More bytes than a body within the limit, and still no end (long chunk
+            # extensions): the application answers 413.
+            return self._cut_short()
+        return False
 
     def _chunks_end(self) -> bool:
         # Walk the chunk-size lines seen so far; anything unexpected is handed to
@@ -428,10 +430,12 @@ class PendingRequest:
         while True:
             line_end = data.find(b"\r\n", self.chunk_pos)
             if line_end < 0:
-                return len(data) - self.chunk_pos > 1024  # a size line is never this long
+                if len(data) - self.chunk_pos > 1024:  # a size line is never this long
+                    return self._cut_short()
+                return False
             size_text = bytes(data[self.chunk_pos : line_end]).split(b";", 1)[0].strip()
             if not size_text or size_text.strip(b"0123456789abcdefABCDEF"):
-                return True  # not a chunk size (int() would take "+5", "0x5", "1_0")
+                return self._cut_short()  # not a chunk size (int() would take "+5", "0x5")
             size = int(size_text, 16)
             if self.chunked_size + size > self.body_limit:
                 # Refused here, as soon as the sizes say so: the application could only
@@ -449,6 +453,14 @@ class PendingRequest:
                 return False
             self.chunked_size += size
             self.chunk_pos = next_pos
+
+    def _cut_short(self) -> bool:
+        """Dispatched before the request's end (a body over the limit, or framing that
+        cannot be read): whatever answers it closes the connection, as the rest of the
+        request is never read. The threaded worker kept it alive after the app's 413 and
+        had gthread drain the unread body in a thread, held until the body deadline."""
+        self.unusual = (self.expects_continue, True)
+        return True
 
 
 def close_option(value: bytes) -> bool:
