@@ -653,6 +653,29 @@ def test_close_among_other_connection_options_closes(sqlite_env, tmp_path, threa
                 assert (status, headers["connection"]) == (200, "keep-alive"), option
 
 
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_a_later_http1_minor_version_is_served_as_http11(sqlite_env, tmp_path, threads):
+    """RFC 9110 2.5: HTTP/1.2 is answered as the HTTP/1.1 this server implements: the
+    status line says HTTP/1.1 (it echoed "HTTP/1.2 200 OK", a version this server does
+    not speak) and, as for HTTP/1.1, a request without Host is refused (it was served)."""
+    env = {**sqlite_env, "THREADS": threads}
+    with ServiceProcess(env, tmp_path, workers=1) as service:
+        with socket.create_connection(("127.0.0.1", service.port), timeout=5) as sock:
+            for _ in range(2):  # and the connection is kept, as HTTP/1.1's
+                sock.sendall(b"GET /healthz HTTP/1.2\r\nHost: a\r\n\r\n")
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += sock.recv(1)
+                assert head.startswith(b"HTTP/1.1 200 "), head
+                assert b"\r\nConnection: keep-alive\r\n" in head
+                length = int(parse_response(head)[1]["content-length"])
+                assert json.loads(sock.recv(length, socket.MSG_WAITALL))["status"] == "ok"
+        status, headers, body = raw_request(service.port, b"GET /healthz HTTP/1.3\r\n\r\n")
+        assert status == 400
+        assert headers["content-type"] == "application/problem+json"
+        assert json.loads(body)["detail"] == worker.MISSING_HOST
+
+
 def test_a_kept_alive_connection_is_closed_after_its_request_cap(sqlite_env, tmp_path):
     """After KEEPALIVE_REQUESTS answers a connection is closed (its last answer says so),
     so the client reconnects and the accept can go to an idle worker: one worker that took

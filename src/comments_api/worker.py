@@ -78,6 +78,9 @@ _TOKEN_BYTES = frozenset(
 # A line ending in LF alone. Until the head is complete it means the CRLF (RFC 9112 2.2)
 # that would end it never comes; a complete head with one is gunicorn's parser's 400.
 _BARE_LF = re.compile(rb"(?<!\r)\n")
+# HTTP/1.2 to 1.9, which gunicorn's parser accepts: served as HTTP/1.1 (RFC 9110 2.5),
+# so a Host is required and the answer says HTTP/1.1, not a version this server is not.
+_LATER_HTTP1 = re.compile(rb" HTTP/1\.[2-9]$")
 NOT_HTTP = (
     "this port speaks plain HTTP/1.1 and the request does not start with a method "
     "(TLS sent to a plain-HTTP port?)"
@@ -355,7 +358,11 @@ class PendingRequest:
         self.header_end = end + 4
         self.chunk_pos = self.header_end
         self.deadline = now + self.body_timeout
-        http11 = data[: data.find(b"\r\n")].rstrip().endswith(b"HTTP/1.1")
+        request_line = data[: data.find(b"\r\n")].rstrip()
+        http11 = request_line.endswith(b"HTTP/1.1")
+        later = not http11 and _LATER_HTTP1.search(request_line) is not None
+        if later:
+            http11 = True
         seen_length = seen_host = close = False
         for line in bytes(data[:end]).split(b"\r\n")[1:]:
             name, _, value = line.partition(b":")
@@ -384,7 +391,7 @@ class PendingRequest:
         if http11 and not seen_host:
             self.refuse = (400, MISSING_HOST)
             return False
-        if close or self.expects_continue:
+        if close or self.expects_continue or later:
             self.unusual = (self.expects_continue, close)
         return True
 
@@ -471,6 +478,8 @@ def close_option(value: bytes) -> bool:
 def unusual_request(req: Any, unusual: tuple[bool, bool]) -> None:
     """What the buffering decided about a request, applied to gunicorn's parse of it."""
     expects_continue, close = unusual
+    if req.version > (1, 1):
+        req.version = (1, 1)  # HTTP/1.2-1.9: answered as the HTTP/1.1 it must be
     if expects_continue:
         # Answered while buffering, or not at all (_maybe_continue): never by gunicorn.
         req._expected_100_continue = False
