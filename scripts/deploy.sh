@@ -731,6 +731,8 @@ rollback() {
       read -r color name digest <<<"$(slot_get "$env" "$i")"
       [ -z "${name:-}" ] || { hap "$env" "set server app/r$i$color state maint" >/dev/null; docker rm --force "$name" >/dev/null; rm -f "$STATE/$env/slot$i"; }
     done
+    # Nothing runs there now: no release to name as the next run's rollback target.
+    rm -f "$STATE/$env/digest"
     return 1
   fi
   [ "$DRY_RUN" = 0 ] || previous="sha256:<previous-digest>"
@@ -742,6 +744,9 @@ rollback() {
   # The previous schema is still compatible (expand/contract): no migration on the way back.
   if rollout "$env" "$registry" "$previous" --no-migrate && env_ready "$env"; then
     DIGEST=$keep
+    # What the environment runs, and so the next run's rollback target: never the release
+    # just rejected (after a failed E2E it was already recorded).
+    [ "$DRY_RUN" = 1 ] || printf '%s\n' "$previous" >"$STATE/$env/digest"
     info "$env is back on $previous"
     return 0
   fi
@@ -853,7 +858,6 @@ pipeline_local() {
   if ! smoke production "http://127.0.0.1:${!lb_var}"; then
     fail "production smoke test failed for $DIGEST"
     if rollback production "$previous"; then
-      [ "$DRY_RUN" = 1 ] || { printf '%s\n' "$previous" >"$STATE/production/digest"; }
       local smoke_after=0
       run "$PY" scripts/pipeline_e2e.py smoke "http://127.0.0.1:${!lb_var}" || smoke_after=1
       [ "$smoke_after" = 0 ] && return 2

@@ -122,6 +122,24 @@ def test_rate_limits_are_shared_through_redis_behind_its_password(stack: Stack):
         assert any("LIMITER" in key for key in keys), (env, keys)
 
 
+def test_a_release_failing_e2e_is_rolled_back_and_not_left_as_the_rollback_target(stack: Stack):
+    good = stack.serving("production")
+    assert stack.serving("staging") == good
+    # Ready, but it breaks the API: the walkthrough's 11-character comment is refused.
+    bad = stack.derived_image("e2efail", f"FROM {stack.base_image}\nENV MAX_COMMENT_LENGTH=5\n")
+    run = stack.deploy(
+        "--skip-tests", "--skip-scans", "--image", bad, "--tag", "e2efail", *QUICK_LOAD
+    )
+    assert run.rc == 1, run.out[-3000:]
+    assert "E2E or load test failed in staging" in run.out
+    assert "ROLLBACK staging to the previous digest " + good in run.out
+    assert stack.registry_digest("prod", "e2efail") is None
+    assert_serving(stack, "staging", good)
+    # What deploy.sh records as staging's release (the next run's rollback target) is what
+    # runs there, not the rejected one: a later failure would "roll back" to it.
+    assert stack.serving("staging") == good
+
+
 def test_a_broken_build_is_stopped_in_staging_and_never_reaches_production(stack: Stack):
     good = stack.serving("production")
     assert stack.serving("staging") == good
