@@ -696,6 +696,8 @@ wait_ready() {
 }
 
 # deploy_env ENV REGISTRY: roll ENV to $DIGEST; on failure roll back to what ran before.
+# Returns 0 deployed, 1 failed and rolled back, 2 failed and the rollback failed too (or
+# there was nothing to roll back to: ENV serves nothing).
 deploy_env() {
   local env=$1 registry=$2 previous=""
   [ "$DRY_RUN" = 1 ] || previous=$(cat "$STATE/$env/digest" 2>/dev/null || true)
@@ -704,7 +706,7 @@ deploy_env() {
     [ "$DRY_RUN" = 1 ] || { printf '%s\n' "$DIGEST" >"$STATE/$env/digest"; printf '%s\n' "$previous" >"$STATE/$env/previous"; }
     return 0
   fi
-  rollback "$env" "$previous"
+  rollback "$env" "$previous" || return 2
   return 1
 }
 
@@ -849,9 +851,14 @@ pipeline_local() {
   }
   local previous=""
   [ "$DRY_RUN" = 1 ] || previous=$(cat "$STATE/production/digest" 2>/dev/null || true)
-  if ! deploy_env production "127.0.0.1:$PROD_PORT"; then
-    fail "production rollout failed; rolled back to ${previous:-nothing}"
+  local deployed=0
+  deploy_env production "127.0.0.1:$PROD_PORT" || deployed=$?
+  if [ "$deployed" = 1 ]; then
+    fail "production rollout failed; rolled back to $previous"
     return 2
+  elif [ "$deployed" != 0 ]; then
+    fail "production rollout failed, and production is not back on ${previous:-a previous release (there was none)}"
+    return 3
   fi
   lb_var=production_LB
   stage "smoke test production (http://127.0.0.1:${!lb_var})"

@@ -12,11 +12,14 @@ each one take minutes.)
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import redis
@@ -324,3 +327,60 @@ def test_a_release_failing_only_in_production_is_rolled_back(
     assert smoke.returncode == 0, smoke.stdout
     # Staging passed its gates and keeps the new release.
     assert_serving(stack, "staging", v2_digest)
+
+
+def test_a_failed_production_rollout_that_cannot_roll_back_exits_3(stack: Stack):
+    """A fresh stack whose first release passes staging but never becomes ready in
+    production: there is no previous release, so production serves nothing. That is exit 3
+    ("the rollback failed too: act now"), as after a failed smoke test; it was exit 2,
+    "rolled back automatically", because the rollout's rollback result was ignored."""
+    # Exits at once where its database secret names the production database.
+    wrapper = (
+        "import os, sys\n"
+        "if 'comments_production' in open('/run/secrets/database-url').read():\n"
+        "    sys.exit('this release refuses production')\n"
+        "os.execv('/venv/bin/comments-api', ['comments-api', *sys.argv[1:]])\n"
+    )
+    image = stack.derived_image(
+        "prodfail",
+        f"FROM {stack.base_image}\n"
+        f"ENTRYPOINT {json.dumps(['/venv/bin/python', '-c', wrapper])}\n"
+        'CMD ["serve"]\n',
+    )
+    state = Path(tempfile.mkdtemp(prefix="cpl3-"))
+    try:
+        proc = subprocess.run(
+            [
+                str(ROOT / "scripts" / "deploy.sh"),
+                "--target",
+                "local",
+                "--state-dir",
+                str(state),
+                "--skip-tests",
+                "--skip-scans",
+                "--image",
+                image,
+                "--tag",
+                "prodfail",
+                *QUICK_LOAD,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=800,
+            cwd=ROOT,
+        )
+        out = proc.stdout + proc.stderr
+        print(out)
+        assert "production replica 1 never became ready" in out, out[-3000:]
+        assert "no previous release to roll back to" in out
+        assert proc.returncode == 3, out[-3000:]
+        assert "PIPELINE FAILED in production and the rollback failed too" in out
+    finally:
+        if state.exists():
+            subprocess.run(
+                [str(ROOT / "scripts" / "deploy.sh"), "--down", "--state-dir", str(state)],
+                capture_output=True,
+                timeout=180,
+                check=False,
+            )
+        shutil.rmtree(state, ignore_errors=True)
