@@ -139,15 +139,17 @@ hapctl() {
   [ "$DRY_RUN" = 1 ] || hap "$1" "$2" >/dev/null
 }
 # capture VAR PLACEHOLDER CMD...: print CMD, run it and store its stdout in VAR; a dry run
-# stores PLACEHOLDER instead so later commands print something readable.
+# stores PLACEHOLDER instead so later commands print something readable. Returns CMD's
+# status (inside printf's arguments a failure was lost: an empty digest went on).
 capture() {
-  local __var=$1 __placeholder=$2
+  local __var=$1 __placeholder=$2 __out
   shift 2
   show "$@"
   if [ "$DRY_RUN" = 1 ]; then
     printf -v "$__var" '%s' "$__placeholder"
   else
-    printf -v "$__var" '%s' "$("$@")"
+    __out=$("$@") || return
+    printf -v "$__var" '%s' "$__out"
   fi
 }
 # redis_ping: Redis answers PONG to its password (given in the environment, not argv).
@@ -238,8 +240,11 @@ push_dev() {
   stage "push to the dev registry $registry"
   run docker tag "$IMAGE" "$registry/comments-api:$TAG"
   runq docker push --quiet "$registry/comments-api:$TAG"
-  capture DIGEST "sha256:<digest-of-$TAG>" skopeo inspect --tls-verify=false --format '{{.Digest}}' \
-    "docker://$registry/comments-api:$TAG"
+  if ! capture DIGEST "sha256:<digest-of-$TAG>" skopeo inspect --tls-verify=false --format '{{.Digest}}' \
+    "docker://$registry/comments-api:$TAG" || [[ $DRY_RUN = 0 && ! $DIGEST =~ ^sha256:[0-9a-f]{64}$ ]]; then
+    fail "no manifest digest for $registry/comments-api:$TAG from the dev registry (skopeo inspect, above): nothing is deployed"
+    return 1
+  fi
   info "release $TAG = $registry/comments-api@$DIGEST"
   if [ "$DRY_RUN" = 0 ] && [ -n "$STATE" ]; then
     printf 'tag=%s\ndigest=%s\nimage_id=%s\n' "$TAG" "$DIGEST" "$IMAGE_ID" >"$STATE/release"
@@ -251,7 +256,7 @@ push_dev() {
 promote() {
   local dev=$1 prod=$2 copied
   stage "promote $DIGEST: $dev -> $prod (skopeo copy, signed, no rebuild)"
-  signing_key
+  signing_key || return 1
   run env GNUPGHOME="$STATE/gnupg" skopeo --registries.d "$STATE/registries.d" copy --quiet \
     --preserve-digests --src-tls-verify=false --dest-tls-verify=false --sign-by "$FPR" \
     "docker://$dev/comments-api@$DIGEST" "docker://$prod/comments-api:$TAG" || return 1
@@ -291,6 +296,7 @@ signing_key() {
   run env GNUPGHOME="$STATE/gnupg" gpg --batch --quiet --passphrase '' --quick-gen-key \
     "comments-api pipeline <pipeline@localhost>" ed25519 sign 1d
   capture FPR "<fingerprint>" sh -c "GNUPGHOME='$STATE/gnupg' gpg --batch --with-colons --list-secret-keys 2>/dev/null | awk -F: '/^fpr/ { print \$10; exit }'"
+  [ -n "$FPR" ] || { fail "no signing key in $STATE/gnupg (gpg --quick-gen-key, above)"; return 1; }
   show "GNUPGHOME=$STATE/gnupg gpg --export $FPR | GNUPGHOME=$STATE/gnupg-verify gpg --import"
   if [ "$DRY_RUN" = 0 ]; then
     GNUPGHOME="$STATE/gnupg" gpg --batch --export "$FPR" | GNUPGHOME="$STATE/gnupg-verify" gpg --batch --quiet --import

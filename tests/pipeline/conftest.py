@@ -78,7 +78,9 @@ class Stack:
     def lb(self, env: str) -> str:
         return f"http://127.0.0.1:{self.env[f'{env}_LB']}"
 
-    def deploy(self, *args: str, timeout: float = 400, label: str = "") -> Run:
+    def deploy(
+        self, *args: str, timeout: float = 400, label: str = "", env: dict[str, str] | None = None
+    ) -> Run:
         if "--tag" in args:  # deploy.sh names its release comments-api:TAG
             self.images.append(f"comments-api:{args[args.index('--tag') + 1]}")
         started = time.monotonic()
@@ -88,6 +90,7 @@ class Stack:
             text=True,
             timeout=timeout,
             cwd=ROOT,
+            env={**os.environ, **(env or {})},
         )
         run = Run(proc.returncode, proc.stdout + proc.stderr, time.monotonic() - started)
         print(run.out)  # shown by pytest when a test fails

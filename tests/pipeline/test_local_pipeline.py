@@ -182,6 +182,31 @@ def test_a_broken_build_is_stopped_in_staging_and_never_reaches_production(stack
     assert not [c for c in stack.replicas("staging") if broken_digest in c["ref"]]
 
 
+def test_a_digest_that_cannot_be_read_stops_the_release_at_the_push(stack: Stack, tmp_path):
+    # skopeo cannot read the dev registry (here: its credentials file is not JSON; the same
+    # as an unreachable registry or missing credentials) right after `docker push`. The
+    # failure was lost inside `$(...)`: the run went on with an empty digest and "deployed"
+    # `comments-api@` to staging.
+    good = stack.serving("staging")
+    auth = tmp_path / "auth.json"
+    auth.write_text("not json\n")
+    run = stack.deploy(
+        "--skip-tests",
+        "--skip-scans",
+        "--image",
+        stack.base_image,
+        "--tag",
+        "noinspect",
+        env={"REGISTRY_AUTH_FILE": str(auth)},
+    )
+    assert run.rc == 1, run.out[-3000:]
+    assert "no manifest digest for" in run.out
+    assert "] deploy to staging" not in run.out, run.out[-3000:]
+    assert stack.release()["tag"] != "noinspect"
+    assert stack.serving("staging") == good
+    assert_serving(stack, "staging", good)
+
+
 @dataclass
 class LoadedRelease:
     good: str
