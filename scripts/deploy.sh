@@ -1012,6 +1012,11 @@ if [ -n "$RENDER" ]; then
 fi
 if [ "$DOWN" = 1 ]; then
   [ -n "$STATE" ] || die "--down needs --state-dir"
+  # Idempotent: a second --down (or one after a run without --keep) has nothing to do.
+  if [ ! -d "$STATE" ]; then
+    echo "nothing to tear down: no state directory $STATE"
+    exit 0
+  fi
   STATE=$(cd "$STATE" && pwd)
   local_down
   exit 0

@@ -289,3 +289,20 @@ def test_minikube_target_without_a_cluster_stops_before_anything_runs(tmp_path):
     assert "no Kubernetes cluster answers on kubectl context 'minikube'" in proc.stderr
     assert "==> [" not in proc.stdout, proc.stdout  # no stage began: no build, no push
     assert "PIPELINE FAILED before production" in proc.stderr
+
+
+def test_down_is_idempotent(tmp_path):
+    # A second --down (the first removes the state directory) was bash's "cd: ...: No such
+    # file or directory" and exit 1.
+    state = tmp_path / "gone"
+    for _ in range(2):
+        proc = subprocess.run(
+            [str(DEPLOY), "--down", "--state-dir", str(state)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert "nothing to tear down" in proc.stdout
+        assert "No such file or directory" not in proc.stderr
