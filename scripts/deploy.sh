@@ -916,13 +916,26 @@ for image in doc.get("images") or []:
 ' "$1"
 }
 
+# k8s_image ENV: the app image of ENV's Deployment (empty when there is none).
+k8s_image() {
+  kubectl --context "$KUBE_CONTEXT" --namespace "comments-$1" --request-timeout=20s \
+    get deployment comments-api -o jsonpath='{.spec.template.spec.containers[?(@.name=="app")].image}' 2>/dev/null || true
+}
+# k8s_changed ENV: this run changed ENV's Deployment (K8S_BEFORE: its image before the
+# apply). When it did not (kubectl apply refused, or the same digest again), `rollout undo`
+# would take ENV back to the release BEFORE the one it serves.
+K8S_BEFORE=""
+k8s_changed() { [ "$DRY_RUN" = 1 ] || [ "$(k8s_image "$1")" != "$K8S_BEFORE" ]; }
 k8s_deploy() {
   local env=$1 registry=$2 ns=comments-$1 dir="$REPO/build/pipeline-kustomize/$1"
   local kc=(kubectl --context "$KUBE_CONTEXT" --namespace "$ns")
   stage "deploy to $env by digest (kubectl apply -k, namespace $ns)"
-  kustomization "$dir" "deploy/k8s/overlays/$env" "$registry"
+  K8S_BEFORE=""
+  [ "$DRY_RUN" = 1 ] || K8S_BEFORE=$(k8s_image "$env")
+  info "$env serves ${K8S_BEFORE:-nothing yet}"
+  kustomization "$dir" "deploy/k8s/overlays/$env" "$registry" || return 1
   # A Job's pod template is immutable: the previous release's migration Job goes first.
-  run "${kc[@]}" delete job comments-api-migrate --ignore-not-found --wait=true
+  run "${kc[@]}" delete job comments-api-migrate --ignore-not-found --wait=true || return 1
   run kubectl --context "$KUBE_CONTEXT" apply -k "$dir" || return 1
   # New pods stay unready until the schema is at their revision (readiness checks it), so
   # the rollout cannot overtake the migration.
@@ -987,12 +1000,22 @@ pipeline_minikube() {
   push_dev "$DEV_REGISTRY"
   if ! k8s_deploy staging "$DEV_REGISTRY" || ! k8s_smoke staging e2e; then
     fail "stopped in staging: $DIGEST never reaches production"
-    k8s_rollback staging || true
+    if k8s_changed staging; then
+      k8s_rollback staging || true
+    else
+      fail "staging was not changed by this run (it serves ${K8S_BEFORE:-nothing}): no rollback"
+    fi
     return 1
   fi
   promote "$DEV_REGISTRY" "$PROD_REGISTRY" || { fail "promotion failed: production untouched"; return 1; }
   if ! k8s_deploy production "$PROD_REGISTRY" || ! k8s_smoke production smoke; then
     fail "production failed for $DIGEST"
+    if ! k8s_changed production; then
+      fail "production was not changed by this run (it serves ${K8S_BEFORE:-nothing}): no rollback"
+      # Already on this digest before the run: production fails on it, nothing to undo.
+      [ "$K8S_BEFORE" = "$PROD_REGISTRY/comments-api@$DIGEST" ] && return 3
+      return 1
+    fi
     if k8s_rollback production; then return 2; fi
     return 3
   fi

@@ -229,8 +229,12 @@ def test_every_option_and_setting_is_in_the_help_and_the_docs():
     # the docs never said --render takes --digest.
     script = DEPLOY.read_text()
     options = set(re.findall(r"^\s+(?:-h \| )?(--[a-z-]+)\)", script, re.M)) - {"--help"}
-    # Settings read from the environment with a default (not the internal `${X:-}`).
-    settings = set(re.findall(r"\$\{([A-Z][A-Z0-9_]+):-[^}<]", script))
+    # Settings read from the environment with a default: `X=${X:-default}`, or a
+    # `${X:-default}` of a name the script never assigns (its own variables are not).
+    assigned = set(re.findall(r"^\s*(?:local )?([A-Z][A-Z0-9_]+)=", script, re.M))
+    settings = set(re.findall(r"^([A-Z][A-Z0-9_]+)=\$\{\1:-", script, re.M)) | {
+        name for name in re.findall(r"\$\{([A-Z][A-Z0-9_]+):-[^}]", script) if name not in assigned
+    }
     assert {"--target", "--render", "--digest"} <= options
     assert {"KUBE_CONTEXT", "DEV_REGISTRY", "PROD_REGISTRY", "DOCKER_DATA_ROOT"} <= settings
     proc = subprocess.run(
