@@ -454,12 +454,81 @@ def test_build_once_promote_the_digest() -> None:
     assert '"${DEV_IMAGE}@${DIGEST}"' in runs[copy_], "copied by digest"
     deploy = main["jobs"]["release"]
     assert deploy["environment"]["name"] == "production"
-    rollback = [s for s in deploy["steps"] if str(s.get("if", "")).startswith("failure()")]
+    rollback = [s for s in deploy["steps"] if "failure()" in str(s.get("if", ""))]
     assert rollback
     assert "rollout undo" in rollback[0]["run"]
     # Only after production was changed, or it would undo the release that was serving.
     assert "env.APPLIED == 'true'" in rollback[0]["if"]
     assert 'kustomize edit set image "comments-api=${PROD_IMAGE}@${DIGEST}"' in "\n".join(runs)
+
+
+KUBECTL_STAND_IN = """#!/bin/sh
+printf '%s\\n' "$*" >>"$KUBECTL_LOG"
+case " $* " in
+  *" get deployment "*) cat "$RUNNER_TEMP/previous-image" ;;
+esac
+exit 0
+"""
+
+
+def run_rollback_step(
+    tmp_path: Path, previous: str
+) -> tuple[subprocess.CompletedProcess[str], str]:
+    """main.yml's rollback step, run by bash as GitHub runs it; `kubectl` is a stand-in
+    (no cluster can run here) that logs its calls and reports the previous image."""
+    step = next(
+        s
+        for s in workflows()["main.yml"]["jobs"]["release"]["steps"]
+        if "rollout undo" in s.get("run", "")
+    )
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "kubectl").write_text(KUBECTL_STAND_IN)
+    (bin_dir / "kubectl").chmod(0o755)
+    (tmp_path / "previous-image").write_text(previous)
+    log = tmp_path / "kubectl.log"
+    log.touch()
+    env = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "RUNNER_TEMP": str(tmp_path),
+        "KUBECTL_LOG": str(log),
+        "NS": "comments-production",
+        "PROD_IMAGE": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/comments-api-prod",
+        "DIGEST": "sha256:" + "ab" * 32,
+    }
+    proc = run(
+        "bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"], env=env, ok=False
+    )
+    return proc, log.read_text()
+
+
+def test_production_rollback_undoes_only_a_change_of_this_job(tmp_path: Path) -> None:
+    main = workflows()["main.yml"]
+    job = main["jobs"]["release"]
+    (step,) = [s for s in job["steps"] if "rollout undo" in s.get("run", "")]
+    # Cancelled half way through the rollout (by hand, or a step timing out), production is
+    # rolled back too; `failure()` alone is false for a cancelled run.
+    assert "cancelled()" in step["if"]
+    assert "env.APPLIED == 'true'" in step["if"]
+    waits = [
+        s for s in job["steps"] if re.search(r"kubectl .*(wait|rollout)|curl ", s.get("run", ""))
+    ]
+    assert len(waits) >= 3
+    for s in waits:
+        assert s.get("timeout-minutes"), f"{s.get('name')}: a hang would reach the job timeout"
+    assert sum(s["timeout-minutes"] for s in waits) < job["timeout-minutes"]
+    # A re-run for the digest production already served: the apply changed nothing, and
+    # `rollout undo` would take production to the release before it.
+    image = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/comments-api-prod@sha256:" + "ab" * 32
+    proc, calls = run_rollback_step(tmp_path / "same", image)
+    assert proc.returncode == 1
+    assert "rollout undo" not in calls, calls
+    assert "nothing to undo" in proc.stdout
+    # A real change of this job is undone, and checked.
+    older = image.replace("ab" * 32, "cd" * 32)
+    proc, calls = run_rollback_step(tmp_path / "changed", older)
+    assert "rollout undo deployment/comments-api" in calls
+    assert f"now serving: {older}" in proc.stdout
 
 
 def test_renovate_updates_actions_images_and_charts() -> None:
