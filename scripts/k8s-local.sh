@@ -42,12 +42,26 @@ if $DRY_RUN; then
   echo "+ kubectl -n $NS create secret generic comments-api --from-literal=database-url=postgresql+psycopg://app:<same>@comments-db-rw:5432/app --from-literal=client-ip-hash-salt=<random>"
   echo "+ kubectl -n $NS create secret generic comments-redis --from-literal=redis.conf='requirepass <random>' --from-literal=url=redis://:<same>@comments-redis:6379/0"
 elif ! kubectl -n "$NS" get secret comments-api >/dev/null 2>&1; then
-  password=$(openssl rand -hex 24)
-  kubectl -n "$NS" create secret generic comments-db-credentials --type=kubernetes.io/basic-auth \
-    --from-literal=username=app --from-literal=password="$password"
+  if kubectl -n "$NS" get secret comments-db-credentials >/dev/null 2>&1; then
+    # A run stopped between the two Secrets: the database may already use this password,
+    # and creating the Secret again would fail (AlreadyExists) on every later run.
+    password=$(kubectl -n "$NS" get secret comments-db-credentials -o jsonpath='{.data.password}' | base64 -d)
+    [ -n "$password" ] || { echo "comments-db-credentials in $NS has no password" >&2; exit 1; }
+  else
+    password=$(openssl rand -hex 24)
+    kubectl -n "$NS" create secret generic comments-db-credentials --type=kubernetes.io/basic-auth \
+      --from-literal=username=app --from-literal=password="$password"
+  fi
   kubectl -n "$NS" create secret generic comments-api \
     --from-literal=database-url="postgresql+psycopg://app:${password}@comments-db-rw:5432/app" \
     --from-literal=client-ip-hash-salt="$(openssl rand -hex 32)"
+elif ! kubectl -n "$NS" get secret comments-db-credentials >/dev/null 2>&1; then
+  # The other half missing: the password is the one comments-api's URL carries.
+  password=$(kubectl -n "$NS" get secret comments-api -o jsonpath='{.data.database-url}' | base64 -d |
+    sed -n 's#^[^:]*://app:\([^@]*\)@.*#\1#p')
+  [ -n "$password" ] || { echo "no app password in the database-url of comments-api in $NS" >&2; exit 1; }
+  kubectl -n "$NS" create secret generic comments-db-credentials --type=kubernetes.io/basic-auth \
+    --from-literal=username=app --from-literal=password="$password"
 fi
 if ! $DRY_RUN && ! kubectl -n "$NS" get secret comments-redis >/dev/null 2>&1; then
   redis_password=$(openssl rand -hex 24)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import os
@@ -346,6 +347,67 @@ def test_local_deploy_dry_run(tmp_path: Path) -> None:
     secrets = [c for c in commands if "create secret" in c]
     assert len(secrets) == 3
     assert all("<random>" in c for c in secrets), "no secret value is ever printed"
+
+
+KUBECTL_SECRETS = """#!/usr/bin/env python3
+# A stand-in for kubectl and a cluster (none can run here): Secrets are JSON files.
+import base64, json, os, pathlib, sys
+store = pathlib.Path(os.environ["FAKE_SECRETS"])
+args = sys.argv[1:]
+with open(store / "calls.log", "a") as log:
+    log.write(" ".join(args) + "\\n")
+if "secret" in args and args[args.index("secret") - 1] in ("get", "generic") or "generic" in args:
+    name = args[args.index("generic") + 1] if "generic" in args else args[args.index("secret") + 1]
+    path = store / f"{name}.json"
+    if "create" in args:
+        if path.exists():
+            sys.exit(f'Error from server (AlreadyExists): secrets "{name}" already exists')
+        pairs = [a.split("=", 1)[1].split("=", 1) for a in args if a.startswith("--from-literal=")]
+        encoded = {k: base64.b64encode(v.encode()).decode() for k, v in pairs}
+        path.write_text(json.dumps(encoded))
+        sys.exit(0)
+    if not path.exists():
+        sys.exit(f'Error from server (NotFound): secrets "{name}" not found')
+    for a in args:
+        if a.startswith("jsonpath={.data."):
+            print(json.loads(path.read_text())[a[len("jsonpath={.data."):-1]], end="")
+"""
+
+
+def test_local_deploy_completes_secrets_a_stopped_run_left_half_made(tmp_path: Path) -> None:
+    # A run stopped after creating comments-db-credentials but before comments-api: every
+    # later run tried to create comments-db-credentials again and died on AlreadyExists.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "kubectl").write_text(KUBECTL_SECRETS)
+    for name in ("make", "minikube"):  # the image build and load are not what is tested
+        (bin_dir / name).write_text("#!/bin/sh\nexit 0\n")
+    for tool_ in bin_dir.iterdir():
+        tool_.chmod(0o755)
+    store = tmp_path / "secrets"
+    store.mkdir()
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_SECRETS": str(store)}
+    script = str(ROOT / "scripts" / "k8s-local.sh")
+
+    def secret(name: str) -> dict[str, str]:
+        data = json.loads((store / f"{name}.json").read_text())
+        return {k: base64.b64decode(v).decode() for k, v in data.items()}
+
+    (store / "comments-db-credentials.json").write_text(
+        json.dumps({"username": "YXBw", "password": base64.b64encode(b"p0ss").decode()})
+    )
+    proc = run("bash", script, env=env, ok=False)
+    assert proc.returncode == 0, proc.stderr
+    assert secret("comments-api")["database-url"].startswith("postgresql+psycopg://app:p0ss@")
+    # The other half missing: comments-db-credentials comes back with the URL's password.
+    (store / "comments-db-credentials.json").unlink()
+    proc = run("bash", script, env=env, ok=False)
+    assert proc.returncode == 0, proc.stderr
+    assert secret("comments-db-credentials")["password"] == "p0ss"
+    # And once both exist, nothing is created again.
+    before = (store / "calls.log").read_text().count("create secret")
+    run("bash", script, env=env)
+    assert (store / "calls.log").read_text().count("create secret") == before
 
 
 def test_provision_rejects_unknown_arguments(tmp_path: Path) -> None:
