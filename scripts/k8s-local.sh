@@ -36,49 +36,49 @@ run make image IMAGE="$IMAGE"
 run minikube image load "$IMAGE" -p "$PROFILE" --overwrite
 
 step "namespace and Secrets (created once)"
-run kubectl apply -f deploy/k8s/overlays/local/namespace.yaml
+run kubectl --context "$PROFILE" apply -f deploy/k8s/overlays/local/namespace.yaml
 if $DRY_RUN; then
-  echo "+ kubectl -n $NS create secret generic comments-db-credentials --type=kubernetes.io/basic-auth --from-literal=username=app --from-literal=password=<random>"
-  echo "+ kubectl -n $NS create secret generic comments-api --from-literal=database-url=postgresql+psycopg://app:<same>@comments-db-rw:5432/app --from-literal=client-ip-hash-salt=<random>"
-  echo "+ kubectl -n $NS create secret generic comments-redis --from-literal=redis.conf='requirepass <random>' --from-literal=url=redis://:<same>@comments-redis:6379/0"
-elif ! kubectl -n "$NS" get secret comments-api >/dev/null 2>&1; then
-  if kubectl -n "$NS" get secret comments-db-credentials >/dev/null 2>&1; then
+  echo "+ kubectl --context $PROFILE -n $NS create secret generic comments-db-credentials --type=kubernetes.io/basic-auth --from-literal=username=app --from-literal=password=<random>"
+  echo "+ kubectl --context $PROFILE -n $NS create secret generic comments-api --from-literal=database-url=postgresql+psycopg://app:<same>@comments-db-rw:5432/app --from-literal=client-ip-hash-salt=<random>"
+  echo "+ kubectl --context $PROFILE -n $NS create secret generic comments-redis --from-literal=redis.conf='requirepass <random>' --from-literal=url=redis://:<same>@comments-redis:6379/0"
+elif ! kubectl --context "$PROFILE" -n "$NS" get secret comments-api >/dev/null 2>&1; then
+  if kubectl --context "$PROFILE" -n "$NS" get secret comments-db-credentials >/dev/null 2>&1; then
     # A run stopped between the two Secrets: the database may already use this password,
     # and creating the Secret again would fail (AlreadyExists) on every later run.
-    password=$(kubectl -n "$NS" get secret comments-db-credentials -o jsonpath='{.data.password}' | base64 -d)
+    password=$(kubectl --context "$PROFILE" -n "$NS" get secret comments-db-credentials -o jsonpath='{.data.password}' | base64 -d)
     [ -n "$password" ] || { echo "comments-db-credentials in $NS has no password" >&2; exit 1; }
   else
     password=$(openssl rand -hex 24)
-    kubectl -n "$NS" create secret generic comments-db-credentials --type=kubernetes.io/basic-auth \
+    kubectl --context "$PROFILE" -n "$NS" create secret generic comments-db-credentials --type=kubernetes.io/basic-auth \
       --from-literal=username=app --from-literal=password="$password"
   fi
-  kubectl -n "$NS" create secret generic comments-api \
+  kubectl --context "$PROFILE" -n "$NS" create secret generic comments-api \
     --from-literal=database-url="postgresql+psycopg://app:${password}@comments-db-rw:5432/app" \
     --from-literal=client-ip-hash-salt="$(openssl rand -hex 32)"
-elif ! kubectl -n "$NS" get secret comments-db-credentials >/dev/null 2>&1; then
+elif ! kubectl --context "$PROFILE" -n "$NS" get secret comments-db-credentials >/dev/null 2>&1; then
   # The other half missing: the password is the one comments-api's URL carries.
-  password=$(kubectl -n "$NS" get secret comments-api -o jsonpath='{.data.database-url}' | base64 -d |
+  password=$(kubectl --context "$PROFILE" -n "$NS" get secret comments-api -o jsonpath='{.data.database-url}' | base64 -d |
     sed -n 's#^[^:]*://app:\([^@]*\)@.*#\1#p')
   [ -n "$password" ] || { echo "no app password in the database-url of comments-api in $NS" >&2; exit 1; }
-  kubectl -n "$NS" create secret generic comments-db-credentials --type=kubernetes.io/basic-auth \
+  kubectl --context "$PROFILE" -n "$NS" create secret generic comments-db-credentials --type=kubernetes.io/basic-auth \
     --from-literal=username=app --from-literal=password="$password"
 fi
-if ! $DRY_RUN && ! kubectl -n "$NS" get secret comments-redis >/dev/null 2>&1; then
+if ! $DRY_RUN && ! kubectl --context "$PROFILE" -n "$NS" get secret comments-redis >/dev/null 2>&1; then
   redis_password=$(openssl rand -hex 24)
-  kubectl -n "$NS" create secret generic comments-redis \
+  kubectl --context "$PROFILE" -n "$NS" create secret generic comments-redis \
     --from-literal=redis.conf="requirepass ${redis_password}" \
     --from-literal=url="redis://:${redis_password}@comments-redis:6379/0"
 fi
 
 step "apply the local overlay, migrate, roll out"
 # A Job's pod template is immutable: the previous migration Job goes first.
-run kubectl -n "$NS" delete job comments-api-migrate --ignore-not-found --wait=true
-run kubectl apply -k deploy/k8s/overlays/local
-run kubectl -n "$NS" rollout status statefulset/comments-db --timeout=300s
-run kubectl -n "$NS" wait --for=condition=complete job/comments-api-migrate --timeout=300s
+run kubectl --context "$PROFILE" -n "$NS" delete job comments-api-migrate --ignore-not-found --wait=true
+run kubectl --context "$PROFILE" apply -k deploy/k8s/overlays/local
+run kubectl --context "$PROFILE" -n "$NS" rollout status statefulset/comments-db --timeout=300s
+run kubectl --context "$PROFILE" -n "$NS" wait --for=condition=complete job/comments-api-migrate --timeout=300s
 # Same tag, new build: restart so the pods run the image just loaded.
-run kubectl -n "$NS" rollout restart deployment/comments-api
-run kubectl -n "$NS" rollout status deployment/comments-api --timeout=300s
+run kubectl --context "$PROFILE" -n "$NS" rollout restart deployment/comments-api
+run kubectl --context "$PROFILE" -n "$NS" rollout status deployment/comments-api --timeout=300s
 
 step "done"
 echo "Try it: kubectl -n $NS port-forward service/comments-api 8080:80, then deploy/k8s/e2e/walkthrough.sh http://127.0.0.1:8080"

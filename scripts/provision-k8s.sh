@@ -70,7 +70,7 @@ step "simulated zones (production spreads over topology.kubernetes.io/zone)"
 for i in $(seq 1 "$NODES"); do
   node=$PROFILE
   [ "$i" -eq 1 ] || node=$(printf '%s-m%02d' "$PROFILE" "$i")
-  run kubectl label node "$node" "topology.kubernetes.io/zone=${ZONES[$(((i - 1) % ${#ZONES[@]}))]}" --overwrite
+  run kubectl --context "$PROFILE" label node "$node" "topology.kubernetes.io/zone=${ZONES[$(((i - 1) % ${#ZONES[@]}))]}" --overwrite
 done
 
 step "addons"
@@ -85,41 +85,41 @@ run helm repo update prometheus-community cnpg jetstack
 
 step "monitoring: kube-prometheus-stack $KPS_CHART_VERSION (Prometheus, Alertmanager, Grafana)"
 if $DRY_RUN; then
-  echo "+ kubectl apply -f - <<< \"\$(kubectl create namespace monitoring --dry-run=client -o yaml)\""
-  echo "+ kubectl -n monitoring create secret generic grafana-admin --from-literal=admin-user=admin --from-literal=admin-password=<random, created once>"
+  echo "+ kubectl --context $PROFILE apply -f - <<< \"\$(kubectl --context $PROFILE create namespace monitoring --dry-run=client -o yaml)\""
+  echo "+ kubectl --context $PROFILE -n monitoring create secret generic grafana-admin --from-literal=admin-user=admin --from-literal=admin-password=<random, created once>"
 else
-  kubectl create namespace monitoring --dry-run=client -o yaml | kubectl apply -f -
+  kubectl --context "$PROFILE" create namespace monitoring --dry-run=client -o yaml | kubectl --context "$PROFILE" apply -f -
   # Created once: re-running must not change the password under a running Grafana.
-  if ! kubectl -n monitoring get secret grafana-admin >/dev/null 2>&1; then
-    kubectl -n monitoring create secret generic grafana-admin --from-literal=admin-user=admin \
+  if ! kubectl --context "$PROFILE" -n monitoring get secret grafana-admin >/dev/null 2>&1; then
+    kubectl --context "$PROFILE" -n monitoring create secret generic grafana-admin --from-literal=admin-user=admin \
       --from-literal=admin-password="$(openssl rand -hex 24)"
   fi
 fi
-run helm upgrade --install kube-prometheus-stack prometheus-community/kube-prometheus-stack \
+run helm --kube-context "$PROFILE" upgrade --install kube-prometheus-stack prometheus-community/kube-prometheus-stack \
   --version "$KPS_CHART_VERSION" --namespace monitoring \
   --values deploy/k8s/provision/kube-prometheus-stack-values.yaml --wait --timeout 15m
-run helm upgrade --install prometheus-adapter prometheus-community/prometheus-adapter \
+run helm --kube-context "$PROFILE" upgrade --install prometheus-adapter prometheus-community/prometheus-adapter \
   --version "$ADAPTER_CHART_VERSION" --namespace monitoring \
   --values deploy/k8s/components/hpa-worker-saturation/prometheus-adapter-values.yaml --wait --timeout 10m
 
 step "PostgreSQL operator: CloudNativePG $CNPG_CHART_VERSION, Barman Cloud plugin $BARMAN_PLUGIN_CHART_VERSION"
 # cert-manager issues the certificates between the operator and the backup plugin.
-run helm upgrade --install cert-manager jetstack/cert-manager --version "$CERT_MANAGER_CHART_VERSION" \
+run helm --kube-context "$PROFILE" upgrade --install cert-manager jetstack/cert-manager --version "$CERT_MANAGER_CHART_VERSION" \
   --namespace cert-manager --create-namespace --set crds.enabled=true --wait --timeout 10m
-run helm upgrade --install cnpg cnpg/cloudnative-pg --version "$CNPG_CHART_VERSION" \
+run helm --kube-context "$PROFILE" upgrade --install cnpg cnpg/cloudnative-pg --version "$CNPG_CHART_VERSION" \
   --namespace cnpg-system --create-namespace --wait --timeout 10m
-run helm upgrade --install plugin-barman-cloud cnpg/plugin-barman-cloud \
+run helm --kube-context "$PROFILE" upgrade --install plugin-barman-cloud cnpg/plugin-barman-cloud \
   --version "$BARMAN_PLUGIN_CHART_VERSION" --namespace cnpg-system --wait --timeout 10m
 
 step "namespaces (Pod Security Standards: restricted)"
 for env in local staging production; do
-  run kubectl apply -f "deploy/k8s/overlays/$env/namespace.yaml"
+  run kubectl --context "$PROFILE" apply -f "deploy/k8s/overlays/$env/namespace.yaml"
 done
 
 step "done"
 cat <<MSG
 Cluster "$PROFILE" is ready. Next (docs/deployment.md):
   create the Secrets of the namespace you deploy (section "Secrets"), then
-  kubectl apply -k deploy/k8s/overlays/local
-Grafana admin password: kubectl -n monitoring get secret grafana-admin -o jsonpath='{.data.admin-password}' | base64 -d
+  kubectl --context $PROFILE apply -k deploy/k8s/overlays/local
+Grafana admin password: kubectl --context $PROFILE -n monitoring get secret grafana-admin -o jsonpath='{.data.admin-password}' | base64 -d
 MSG

@@ -293,12 +293,13 @@ def test_provision_dry_run_prints_every_step(tmp_path: Path) -> None:
         ("comments-m03", "zone-c"),
     ):
         assert (
-            f"kubectl label node {node} topology.kubernetes.io/zone={zone} --overwrite" in commands
+            f"kubectl --context comments label node {node} topology.kubernetes.io/zone={zone}"
+            " --overwrite" in commands
         )
     releases = {
         m.group(1): line
         for line in commands
-        if (m := re.match(r"helm upgrade --install (\S+) ", line))
+        if (m := re.match(r"helm --kube-context comments upgrade --install (\S+) ", line))
     }
     assert set(releases) == {
         "kube-prometheus-stack",
@@ -316,7 +317,10 @@ def test_provision_dry_run_prints_every_step(tmp_path: Path) -> None:
         for values in re.findall(r"--values (\S+)", line):
             assert (ROOT / values).is_file(), values
     for env in ("local", "staging", "production"):
-        assert f"kubectl apply -f deploy/k8s/overlays/{env}/namespace.yaml" in commands
+        assert (
+            f"kubectl --context comments apply -f deploy/k8s/overlays/{env}/namespace.yaml"
+            in commands
+        )
     # Persistence for Prometheus, Alertmanager and Grafana; no default Grafana password.
     kps = yaml.safe_load((K8S / "provision" / "kube-prometheus-stack-values.yaml").read_text())
     assert kps["prometheus"]["prometheusSpec"]["storageSpec"]["volumeClaimTemplate"]
@@ -336,11 +340,13 @@ def test_local_deploy_dry_run(tmp_path: Path) -> None:
     order = [
         "make image IMAGE=comments-api:dev",
         "minikube image load comments-api:dev -p comments --overwrite",
-        "kubectl -n comments-local delete job comments-api-migrate --ignore-not-found --wait=true",
-        "kubectl apply -k deploy/k8s/overlays/local",
-        "kubectl -n comments-local wait --for=condition=complete job/comments-api-migrate"
+        "kubectl --context comments -n comments-local delete job comments-api-migrate"
+        " --ignore-not-found --wait=true",
+        "kubectl --context comments apply -k deploy/k8s/overlays/local",
+        "kubectl --context comments -n comments-local wait --for=condition=complete"
+        " job/comments-api-migrate --timeout=300s",
+        "kubectl --context comments -n comments-local rollout status deployment/comments-api"
         " --timeout=300s",
-        "kubectl -n comments-local rollout status deployment/comments-api --timeout=300s",
     ]
     positions = [commands.index(c) for c in order]
     assert positions == sorted(positions), "migrate before the rollout is awaited"
@@ -408,6 +414,24 @@ def test_local_deploy_completes_secrets_a_stopped_run_left_half_made(tmp_path: P
     before = (store / "calls.log").read_text().count("create secret")
     run("bash", script, env=env)
     assert (store / "calls.log").read_text().count("create secret") == before
+
+
+@pytest.mark.parametrize("script", ["provision-k8s.sh", "k8s-local.sh"])
+def test_every_cluster_command_names_the_minikube_context(tmp_path: Path, script: str) -> None:
+    # They used the kubectl context that happened to be current: run again after switching
+    # to another cluster (say, production), they would label its nodes, install the charts
+    # and apply the local overlay there.
+    proc = dry_run(tmp_path, "--dry-run", script=script)
+    assert proc.returncode == 0, proc.stderr
+    commands = [line[2:] for line in proc.stdout.splitlines() if line.startswith("+ ")]
+    cluster = [c for c in commands if re.match(r"(kubectl|helm) ", c) and " repo " not in c]
+    assert len(cluster) >= 5
+    for command in cluster:
+        assert re.match(r"kubectl --context comments |helm --kube-context comments ", command), (
+            command
+        )
+        for inner in re.findall(r"\$\((kubectl [^)]*)\)", command):
+            assert inner.startswith("kubectl --context comments "), command
 
 
 def test_provision_rejects_unknown_arguments(tmp_path: Path) -> None:
