@@ -174,6 +174,48 @@ def test_crlf_split_across_reads_is_not_a_bare_lf(data):
         assert pending.header_end == len(pending.data)  # the blank line is dropped
 
 
+# Chunked framings gunicorn's parser refuses (RFC 9112 6.1, 6.3), each with the start of
+# a body that would never end as chunked.
+_TE = b"Transfer-Encoding: "
+REFUSED_FRAMINGS = [
+    b"POST /a HTTP/1.1\r\nHost: a\r\n" + _TE + b"chunked\r\nContent-Length: 5\r\n\r\n5\r\nhe",
+    b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n" + _TE + b"chunked\r\n\r\nhe",
+    b"POST /a HTTP/1.0\r\n" + _TE + b"chunked\r\n\r\n5\r\nhe",
+    b"POST /a HTTP/1.1\r\nHost: a\r\n" + _TE + b"chunked, chunked\r\n\r\n5\r\nhe",
+    b"POST /a HTTP/1.1\r\nHost: a\r\n" + _TE + b"chunked\r\n" + _TE + b"gzip\r\n\r\n5",
+]
+
+
+@pytest.mark.parametrize("data", REFUSED_FRAMINGS)
+def test_a_framing_gunicorn_refuses_is_handed_over_at_once(data):
+    done, pending = feed_all(data)
+    assert done
+    assert pending.malformed
+    # ...and the ones it reads are still buffered to their end.
+    for framing in (b"chunked", b"gzip, chunked", b"identity , Chunked"):
+        head = b"POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: " + framing + b"\r\n\r\n"
+        assert feed_all(head + b"5\r\nhe")[0] is False
+        assert feed_all(head + b"2\r\nhe\r\n0\r\n\r\n")[0] is True
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_a_framing_gunicorn_refuses_is_answered_400_at_once(sqlite_env, tmp_path, threads):
+    """The request smuggling shapes (a body framed by Content-Length and chunked both, and
+    the like) get their 400 at once, as JSON: they waited for a chunked end that the body
+    never had, and got a 408 after REQUEST_BODY_TIMEOUT (15 s)."""
+    env = {**sqlite_env, "THREADS": threads}
+    with ServiceProcess(env, tmp_path, workers=1) as service:
+        for data in REFUSED_FRAMINGS:
+            asked = time.monotonic()
+            status, headers, body = raw_request(
+                service.port, data.replace(b"/a", b"/api/v1/contents/a/comments"), timeout=5
+            )
+            assert status == 400, data
+            assert time.monotonic() - asked < 2
+            assert headers["content-type"] == "application/problem+json"
+            assert json.loads(body)["status"] == 400
+
+
 def test_error_document_matches_the_apps_shapes():
     assert worker.LEGACY_PREFIX == web_errors.LEGACY_PREFIX
     assert worker.PROBLEM_JSON == web_errors.PROBLEM_JSON

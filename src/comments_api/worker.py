@@ -364,6 +364,7 @@ class PendingRequest:
         if later:
             http11 = True
         seen_length = seen_host = close = False
+        codings = b""  # every Transfer-Encoding value, each followed by ","
         for line in bytes(data[:end]).split(b"\r\n")[1:]:
             name, _, value = line.partition(b":")
             name = name.strip().lower()
@@ -379,7 +380,9 @@ class PendingRequest:
                     self.content_length = int(value)
                 seen_length = True
             elif name == b"transfer-encoding":
-                if b"chunked" in value.lower():
+                value = value.lower()
+                codings += value + b","
+                if b"chunked" in value:
                     self.chunked = True
             elif name == b"expect":
                 if http11 and value.strip().lower() == b"100-continue":
@@ -391,6 +394,12 @@ class PendingRequest:
         if http11 and not seen_host:
             self.refuse = (400, MISSING_HOST)
             return False
+        if self.chunked and (seen_length or not http11 or not _chunked_last(codings)):
+            # Framings gunicorn's parser refuses whatever follows (RFC 9112 6.1, 6.3:
+            # chunked with a Content-Length too, in HTTP/1.0, twice, or not last): to it at
+            # once. Buffered, a body framed two ways rarely ended as chunked, and the
+            # client got a 408 after REQUEST_BODY_TIMEOUT instead of the 400.
+            self.malformed = True
         if close or self.expects_continue or later:
             self.unusual = (self.expects_continue, close)
         return True
@@ -468,6 +477,13 @@ class PendingRequest:
         had gthread drain the unread body in a thread, held until the body deadline."""
         self.unusual = (self.expects_continue, True)
         return True
+
+
+def _chunked_last(codings: bytes) -> bool:
+    """Whether Transfer-Encoding values ("a, b," per field, lowercased) end in chunked and
+    name it once: the only chunked framing gunicorn's parser reads."""
+    names = [name.strip(b" \t") for name in codings.split(b",")][:-1]
+    return names.count(b"chunked") == 1 and names[-1] == b"chunked"
 
 
 def close_option(value: bytes) -> bool:
