@@ -803,6 +803,37 @@ local_down() {
   rm -rf "$STATE"
 }
 
+# lock_state: one run (or --down) at a time on a state directory. Two would start replicas
+# in the same slots and drive the same haproxy, and the second one's exit tore the first
+# one's stack down. The lock is a file naming the run's PID, removed at exit; one whose
+# process is gone is stale and taken over, so a killed run leaves nothing that blocks.
+LOCKED=0
+lock_state() {
+  local lock="$STATE/.lock" holder
+  for _ in 1 2; do
+    if (set -o noclobber && printf '%s\n' "$$" >"$lock") 2>/dev/null; then
+      LOCKED=1
+      return 0
+    fi
+    holder=$(cat "$lock" 2>/dev/null || true)
+    if [[ $holder =~ ^[0-9]+$ ]] && kill -0 "$holder" 2>/dev/null; then
+      fail "another deploy.sh run (pid $holder) is using $STATE: wait for it or use another --state-dir (no such run? remove $lock)"
+      STATE="" # not ours to tear down
+      exit 1
+    fi
+    rm -f "$lock" # stale: its run is gone
+  done
+  fail "cannot take the lock $lock"
+  STATE=""
+  exit 1
+}
+unlock_state() {
+  if [ "$LOCKED" = 1 ] && [ -n "$STATE" ] && [ "$(cat "$STATE/.lock" 2>/dev/null)" = "$$" ]; then
+    rm -f "$STATE/.lock"
+  fi
+  LOCKED=0
+}
+
 show_digests() {
   stage "summary"
   [ "$DRY_RUN" = 0 ] || { info "(dry run)"; return; }
@@ -827,6 +858,7 @@ pipeline_local() {
     mkdir -p "$STATE"
     STATE=$(cd "$STATE" && pwd)
     chmod 711 "$STATE"
+    lock_state
   fi
   [ "$explicit_state" = 1 ] || info "state directory: $STATE (removed at exit unless --keep)"
 
@@ -1041,7 +1073,9 @@ if [ "$DOWN" = 1 ]; then
     exit 0
   fi
   STATE=$(cd "$STATE" && pwd)
+  lock_state
   local_down
+  unlock_state
   exit 0
 fi
 printf 'comments-api pipeline: target %s, release %s%s\n' "$TARGET" "$TAG" "$([ "$DRY_RUN" = 1 ] && echo ' (dry run: commands are printed, not run)')"
@@ -1056,6 +1090,7 @@ finish() {
     *) printf '\nPIPELINE STOPPED (exit %s): interrupted or an unexpected error, see above\n' "$rc" >&2 ;;
   esac
   if [ "$TARGET" = local ] && [ "$DRY_RUN" = 0 ] && [ "$KEEP" = 0 ]; then local_down; fi
+  unlock_state
   # An engine this run started serves the kept stack; otherwise it goes, by PID.
   if [ "$KEEP" = 1 ] && [ -n "$DOCKER_ENGINE_PID" ]; then
     printf 'the Docker engine this run started (pid %s) keeps running for the kept stack\n' "$DOCKER_ENGINE_PID"

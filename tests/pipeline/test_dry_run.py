@@ -310,3 +310,52 @@ def test_down_is_idempotent(tmp_path):
         assert proc.returncode == 0, proc.stderr
         assert "nothing to tear down" in proc.stdout
         assert "No such file or directory" not in proc.stderr
+
+
+def test_a_state_directory_in_use_is_left_alone(tmp_path):
+    # Two runs on one --state-dir started replicas in the same slots and drove the same
+    # haproxy, and the one that ended first tore the other's stack down (it removed the
+    # state directory). A run in progress is stood for by a live process named in the lock.
+    state = tmp_path / "stack"
+    state.mkdir()
+    (state / "stack.env").write_text("STACK=other\n")
+    (state / "marker").write_text("the other run's files\n")
+    holder = subprocess.Popen(["sleep", "120"])
+    try:
+        (state / ".lock").write_text(f"{holder.pid}\n")
+        for args in (
+            [
+                "--target",
+                "local",
+                "--skip-tests",
+                "--skip-scans",
+                "--image",
+                "comments-api:no-such",
+            ],
+            ["--down"],
+        ):
+            proc = subprocess.run(
+                [str(DEPLOY), "--state-dir", str(state), *args],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                cwd=ROOT,
+            )
+            assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr
+            assert f"another deploy.sh run (pid {holder.pid}) is using {state}" in proc.stderr
+            assert "==> [" not in proc.stdout
+            assert (state / "marker").exists(), args
+            assert (state / ".lock").read_text() == f"{holder.pid}\n"
+    finally:
+        holder.kill()
+        holder.wait()
+    # The holder is gone: its lock is stale, and --down goes ahead (and leaves no lock).
+    proc = subprocess.run(
+        [str(DEPLOY), "--down", "--state-dir", str(state)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert not (state / ".lock").exists()
