@@ -564,9 +564,11 @@ EOF
   wait_for "haproxy ($env)" 10 test -S "$STATE/$env/haproxy.sock"
 }
 
-local_tools() {
+# local_tools: the local target's tools, installed from Debian packages when missing (as
+# root, with apt-get); otherwise, or if that did not provide them, a clear message and exit 1.
+missing_tools() {
   local need=()
-  command -v docker >/dev/null || need+=(docker.io)
+  { command -v docker && command -v dockerd; } >/dev/null || need+=(docker.io)
   command -v docker-registry >/dev/null || need+=(docker-registry)
   command -v skopeo >/dev/null || need+=(skopeo)
   command -v haproxy >/dev/null || need+=(haproxy)
@@ -574,9 +576,22 @@ local_tools() {
   command -v gpg >/dev/null || need+=(gpg gpg-agent)
   command -v curl >/dev/null || need+=(curl)
   command -v initdb >/dev/null || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
-  if [ "${#need[@]}" -gt 0 ]; then
-    run apt-get update -qq
-    run env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+  [ "${#need[@]}" = 0 ] || printf '%s\n' "${need[@]}"
+}
+local_tools() {
+  local need=()
+  mapfile -t need < <(missing_tools)
+  [ "${#need[@]}" -gt 0 ] || return 0
+  if [ "$DRY_RUN" = 0 ] && { [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; }; then
+    fail "missing tools; install these packages (Debian: apt-get install ${need[*]}), or use --target minikube"
+    exit 1
+  fi
+  run apt-get update -qq
+  run env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+  [ "$DRY_RUN" = 1 ] || mapfile -t need < <(missing_tools)
+  if [ "$DRY_RUN" = 0 ] && [ "${#need[@]}" -gt 0 ]; then
+    fail "still missing after apt-get install: ${need[*]} (not on the PATH?)"
+    exit 1
   fi
 }
 
@@ -862,6 +877,9 @@ pipeline_local() {
   fi
   [ "$explicit_state" = 1 ] || info "state directory: $STATE (removed at exit unless --keep)"
 
+  # Before the tests and the engine: without Docker the engine stage waited 30 s for a
+  # dockerd that was never there, and local_up would have installed it only afterwards.
+  [ "$DRY_RUN" = 1 ] || local_tools
   stage_tests
   stage_scans
   if [ "$DRY_RUN" = 0 ]; then

@@ -7,6 +7,8 @@ import re
 import shutil
 import socket
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -359,3 +361,46 @@ def test_a_state_directory_in_use_is_left_alone(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert not (state / ".lock").exists()
+
+
+def test_a_missing_docker_is_named_before_anything_runs(tmp_path):
+    # Without Docker (and no apt-get to install it), the "docker engine" stage waited 30 s
+    # for a dockerd that was never there and ended on bash's "dockerd: command not found"
+    # in its log; deploy.sh's own installer ran only later, in the environments stage.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    hidden = {"docker", "dockerd", "apt-get"}
+    for directory in (
+        "/usr/local/sbin",
+        "/usr/local/bin",
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+    ):
+        for path in sorted(Path(directory).glob("*")) if Path(directory).is_dir() else []:
+            link = bin_dir / path.name
+            if path.name not in hidden and os.access(path, os.X_OK) and not link.exists():
+                link.symlink_to(path)
+    started = time.monotonic()
+    proc = subprocess.run(
+        [
+            str(DEPLOY),
+            "--target",
+            "local",
+            "--skip-tests",
+            "--skip-scans",
+            "--state-dir",
+            str(tmp_path / "state"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**os.environ, "PATH": str(bin_dir)},
+    )
+    took = time.monotonic() - started
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr
+    assert "missing tools; install these packages (Debian: apt-get install docker.io" in proc.stderr
+    assert "==> [" not in proc.stdout, proc.stdout
+    assert took < 20, took
