@@ -19,6 +19,10 @@ docker_engine_up() {
     echo "using the running Docker engine"
     return 0
   fi
+  if ! command -v dockerd >/dev/null; then
+    echo "no Docker engine answers and dockerd is not installed (Debian: apt-get install docker.io)" >&2
+    return 1
+  fi
   mkdir -p "$data_root" "$(dirname "$log")" "$(dirname "$pidfile")"
   dockerd --data-root "$data_root" --bridge=none --iptables=false --ip6tables=false \
     --pidfile "$pidfile" >"$log" 2>&1 &

@@ -404,3 +404,30 @@ def test_a_missing_docker_is_named_before_anything_runs(tmp_path):
     assert "missing tools; install these packages (Debian: apt-get install docker.io" in proc.stderr
     assert "==> [" not in proc.stdout, proc.stdout
     assert took < 20, took
+
+
+def test_the_engine_helper_names_a_missing_dockerd_at_once(tmp_path):
+    # scripts/lib/docker-engine.sh (deploy.sh, pipeline-test.sh, image-test.sh) started a
+    # dockerd that did not exist in the background and waited 30 s for it to answer.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("mkdir", "dirname", "seq", "sleep", "tail"):
+        (bin_dir / name).symlink_to(shutil.which(name))
+    started = time.monotonic()
+    proc = subprocess.run(
+        [
+            shutil.which("bash"),
+            "-c",
+            '. scripts/lib/docker-engine.sh && docker_engine_up "$1/root" "$1/log" "$1/pid"',
+            "engine",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={"PATH": str(bin_dir)},
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "dockerd is not installed (Debian: apt-get install docker.io)" in proc.stderr
+    assert time.monotonic() - started < 10
