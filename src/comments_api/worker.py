@@ -479,11 +479,16 @@ class PendingRequest:
         return True
 
 
+# The codings gunicorn's parser lets stand before chunked (it passes them to the app);
+# any other is its 501.
+_BEFORE_CHUNKED = frozenset({b"gzip", b"deflate", b"compress", b"identity"})
+
+
 def _chunked_last(codings: bytes) -> bool:
-    """Whether Transfer-Encoding values ("a, b," per field, lowercased) end in chunked and
-    name it once: the only chunked framing gunicorn's parser reads."""
-    names = [name.strip(b" \t") for name in codings.split(b",")][:-1]
-    return names.count(b"chunked") == 1 and names[-1] == b"chunked"
+    """Whether Transfer-Encoding values ("a, b," per field, lowercased) end in chunked,
+    after codings gunicorn knows: the only chunked framings its parser reads."""
+    *before, last = [name.strip(b" \t") for name in codings.split(b",")][:-1]
+    return last == b"chunked" and _BEFORE_CHUNKED.issuperset(before)
 
 
 def close_option(value: bytes) -> bool:
