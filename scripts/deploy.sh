@@ -1092,14 +1092,21 @@ if [ "$DOWN" = 1 ]; then
   fi
   STATE=$(cd "$STATE" && pwd)
   lock_state
+  # Every step of the teardown is tried, even after one fails.
+  set +e
   local_down
+  down_rc=$?
   unlock_state
-  exit 0
+  exit "$down_rc"
 fi
 printf 'comments-api pipeline: target %s, release %s%s\n' "$TARGET" "$TAG" "$([ "$DRY_RUN" = 1 ] && echo ' (dry run: commands are printed, not run)')"
 # shellcheck disable=SC2329 # the EXIT trap
 finish() {
   local rc=$?
+  # Under errexit a failing cleanup command ended the trap there: the rest of the teardown
+  # (the engine this run started, the state directory) was skipped and its status replaced
+  # the pipeline's exit code (2 or 3 became 1).
+  set +e
   case $rc in
     0) printf '\nPIPELINE OK: %s (%s) released to production\n' "$TAG" "${DIGEST:-}" ;;
     1) printf '\nPIPELINE FAILED before production (production untouched)\n' >&2 ;;

@@ -431,3 +431,49 @@ def test_the_engine_helper_names_a_missing_dockerd_at_once(tmp_path):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "dockerd is not installed (Debian: apt-get install docker.io)" in proc.stderr
     assert time.monotonic() - started < 10
+
+
+def test_a_failing_cleanup_step_does_not_stop_the_teardown(tmp_path):
+    # errexit held inside the EXIT trap: one cleanup command failing (here rm of a directory
+    # holding an immutable file) ended the trap there, so the rest of the teardown (the
+    # state directory, a Docker engine the run started) was skipped, and that command's
+    # status replaced the pipeline's own exit code.
+    if (
+        shutil.which("chattr") is None
+        or subprocess.run(["id", "-u"], capture_output=True, text=True).stdout.strip() != "0"
+    ):
+        pytest.skip("needs root and chattr")
+    if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode != 0:
+        missing("a running Docker engine")
+    stuck = tmp_path / "pg"
+    stuck.mkdir()
+    (stuck / "immutable").write_text("")
+    if subprocess.run(["chattr", "+i", str(stuck / "immutable")], check=False).returncode:
+        pytest.skip("chattr +i not supported here")
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "stack.env").write_text(f"STACK=cleanup{os.getpid()}\nPG_DIR={stuck}\n")
+    try:
+        proc = subprocess.run(
+            [
+                str(DEPLOY),
+                "--target",
+                "local",
+                "--skip-tests",
+                "--skip-scans",
+                "--image",
+                "comments-api:no-such-image",
+                "--state-dir",
+                str(state),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
+        assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr
+        assert "PIPELINE FAILED before production" in proc.stderr
+        assert "Operation not permitted" in proc.stderr  # the failing step, reported
+        assert not state.exists(), "the teardown stopped at the failing step"
+    finally:
+        subprocess.run(["chattr", "-i", str(stuck / "immutable")], check=False)
