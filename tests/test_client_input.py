@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
+from comments_api.app import SECURITY_HEADERS
 from comments_api.identity.credentials import SCOPE_ADMIN, generate_api_key
 from comments_api.store.repository import Repository, make_engine
 
@@ -422,6 +423,9 @@ def test_control_characters_in_token_claims_are_not_a_500(make_app, claims, stat
 def test_server_errors_match_the_published_problem_schema(live, raw, status):
     reply = live.send(raw)
     assert reply.status == status, reply.body
+    # The app's security headers, as on every answer the app gives (docs/security.md).
+    for name, value in SECURITY_HEADERS:
+        assert reply.headers.get(name.lower()) == value, name
     spec = live.request("GET", "/openapi.json").json
     assert isinstance(spec, dict)
     problem = spec["components"]["schemas"]["Problem"]

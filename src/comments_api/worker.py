@@ -49,6 +49,7 @@ from gunicorn.workers.sync import SyncWorker
 from werkzeug.exceptions import RequestTimeout
 
 # The registry web/errors.py answers from: same titles, slugs and both shapes.
+from .app import SECURITY_HEADERS
 from .contract.problems import (
     BODY_TOO_LARGE,
     LEGACY_PREFIX,
@@ -172,6 +173,10 @@ def error_document(status: int, detail: str, path: str | None) -> tuple[str, byt
 _ORIGIN_FORM_PATH = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/%]{0,2047}")
 
 
+# The app's security headers (app.py), on the answers the worker gives itself too.
+_SECURITY_LINES = "".join(f"{name}: {value}\r\n" for name, value in SECURITY_HEADERS)
+
+
 def error_response_bytes(status: int, detail: str, path: str | None) -> bytes:
     content_type, body = error_document(status, detail, path)
     head = (
@@ -180,7 +185,7 @@ def error_response_bytes(status: int, detail: str, path: str | None) -> bytes:
         f"Content-Type: {content_type}\r\n"
         f"Content-Length: {len(body)}\r\n"
         "Cache-Control: no-store\r\n"
-        "X-Content-Type-Options: nosniff\r\n"
+        f"{_SECURITY_LINES}"
         "\r\n"
     )
     return head.encode("latin-1") + body
