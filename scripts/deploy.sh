@@ -411,7 +411,10 @@ local_up() {
     done
     info "(dry run: ports are examples; a real run picks free ones)"
   else
-    STACK=$(basename "$STATE" | tr -cd 'a-zA-Z0-9' | tail -c 12)
+    # The containers' label and name prefix, and what --down removes: unique per state
+    # directory (two kept stacks in .../run1/state and .../run2/state were both "state",
+    # and tearing one down removed the other's replicas).
+    STACK=$(basename "$STATE" | tr -cd 'a-zA-Z0-9' | tail -c 8)$(printf '%s' "$STATE" | sha256sum | cut -c1-8)
     local ports
     read -r -a ports <<<"$(free_ports $((6 + 4 * REPLICAS)))"
     DEV_PORT=${ports[0]} PROD_PORT=${ports[1]} PG_PORT=${ports[2]} REDIS_PORT=${ports[3]}

@@ -12,6 +12,7 @@ each one take minutes.)
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import socket
@@ -409,3 +410,77 @@ def test_a_failed_production_rollout_that_cannot_roll_back_exits_3(stack: Stack)
                 check=False,
             )
         shutil.rmtree(state, ignore_errors=True)
+
+
+def test_tearing_down_a_stack_leaves_a_namesake_alone(stack: Stack, tmp_path):
+    """Two kept stacks whose state directories share a base name (.../a/state and
+    .../b/state): both were labelled "state", so --down of one removed the other's
+    containers. Each is brought up for real and stopped at the push (skopeo cannot read
+    the registry), then a container carrying b's label stands in for b's replicas."""
+    auth = tmp_path / "auth.json"
+    auth.write_text("not json\n")
+    states = [Path(tempfile.mkdtemp(prefix="cpl-ns-")) / name / "state" for name in "ab"]
+    container = ""
+    try:
+        for state in states:
+            state.mkdir(parents=True)
+            proc = subprocess.run(
+                [
+                    str(ROOT / "scripts" / "deploy.sh"),
+                    "--target",
+                    "local",
+                    "--keep",
+                    "--skip-tests",
+                    "--skip-scans",
+                    "--image",
+                    stack.base_image,
+                    "--tag",
+                    "namesake",
+                    "--state-dir",
+                    str(state),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                cwd=ROOT,
+                env={**os.environ, "REGISTRY_AUTH_FILE": str(auth)},
+            )
+            assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr
+            assert (state / "stack.env").exists(), proc.stdout[-2000:]
+        stacks = [
+            dict(line.split("=", 1) for line in (s / "stack.env").read_text().splitlines())["STACK"]
+            for s in states
+        ]
+        container = sh(
+            "docker",
+            "create",
+            "--network",
+            "none",
+            "--label",
+            f"org.example.pipeline.stack={stacks[1]}",
+            stack.base_image,
+        ).stdout.strip()
+        down = subprocess.run(
+            [str(ROOT / "scripts" / "deploy.sh"), "--down", "--state-dir", str(states[0])],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert down.returncode == 0, down.stderr
+        assert not states[0].exists()
+        assert sh("docker", "inspect", container, check=False).returncode == 0, (
+            f"--down of {states[0]} removed the container of {states[1]} ({stacks})"
+        )
+    finally:
+        if container:
+            sh("docker", "rm", "--force", container, check=False)
+        for state in states:
+            if state.exists():
+                subprocess.run(
+                    [str(ROOT / "scripts" / "deploy.sh"), "--down", "--state-dir", str(state)],
+                    capture_output=True,
+                    timeout=180,
+                    check=False,
+                )
+            shutil.rmtree(state.parent.parent, ignore_errors=True)
+        sh("docker", "rmi", "comments-api:namesake", check=False)
