@@ -257,6 +257,13 @@ promote() {
   local dev=$1 prod=$2 copied
   stage "promote $DIGEST: $dev -> $prod (skopeo copy, signed, no rebuild)"
   signing_key || return 1
+  # The lookaside store may already hold signatures of this digest (promoted before under
+  # another tag): this copy adds signature-N+1, and that one is verified below, not
+  # signature-1, whose identity is the other tag.
+  local sigdir="$STATE/sigstore/comments-api@${DIGEST/:/=}" n=0
+  if [ "$DRY_RUN" = 0 ]; then
+    while [ -e "$sigdir/signature-$((n + 1))" ] && [ "$n" -lt 1000 ]; do n=$((n + 1)); done
+  fi
   run env GNUPGHOME="$STATE/gnupg" skopeo --registries.d "$STATE/registries.d" copy --quiet \
     --preserve-digests --src-tls-verify=false --dest-tls-verify=false --sign-by "$FPR" \
     "docker://$dev/comments-api@$DIGEST" "docker://$prod/comments-api:$TAG" || return 1
@@ -270,7 +277,7 @@ promote() {
 
   stage "verify the signature of $DIGEST before production"
   local manifest="$STATE/verify/manifest.json" sig
-  sig="$STATE/sigstore/comments-api@${DIGEST/:/=}/signature-1"
+  sig="$sigdir/signature-$((n + 1))"
   run mkdir -p "$STATE/verify"
   show skopeo inspect --raw --tls-verify=false "docker://$prod/comments-api@$DIGEST" ">$manifest"
   [ "$DRY_RUN" = 1 ] || skopeo inspect --raw --tls-verify=false "docker://$prod/comments-api@$DIGEST" >"$manifest" || return 1

@@ -126,6 +126,21 @@ def test_rate_limits_are_shared_through_redis_behind_its_password(stack: Stack):
         assert any("LIMITER" in key for key in keys), (env, keys)
 
 
+def test_a_digest_promoted_again_under_another_tag_is_verified(stack: Stack):
+    # The release production runs, released again under a new tag (same image, so the same
+    # digest). skopeo added signature-2 to the lookaside store, but signature-1 (whose
+    # identity is the first tag) was verified: "Docker reference ... does not match", and
+    # the promotion failed.
+    good = stack.serving("production")
+    run = stack.deploy(
+        "--skip-tests", "--skip-scans", "--image", stack.base_image, "--tag", "again", *QUICK_LOAD
+    )
+    assert stack.release()["digest"] == good, "the same image must give the same digest"
+    assert run.rc == 0, run.out[-3000:]
+    assert "Signature verified, digest " + good in run.out
+    assert_serving(stack, "production", good)
+
+
 def test_a_release_failing_e2e_is_rolled_back_and_not_left_as_the_rollback_target(stack: Stack):
     good = stack.serving("production")
     assert stack.serving("staging") == good
