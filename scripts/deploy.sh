@@ -930,6 +930,12 @@ pipeline_local() {
   stage "smoke test production (http://127.0.0.1:${!lb_var})"
   if ! smoke production "http://127.0.0.1:${!lb_var}"; then
     fail "production smoke test failed for $DIGEST"
+    if [ "$DRY_RUN" = 0 ] && [ "$previous" = "$DIGEST" ]; then
+      # A re-run of the release production already served: "rolling back" to it changes
+      # nothing (and said exit 2, rolled back, while production still fails).
+      fail "production ran $DIGEST before this run: there is no other release to roll back to"
+      return 3
+    fi
     if rollback production "$previous"; then
       local smoke_after=0
       run "$PY" scripts/pipeline_e2e.py smoke "http://127.0.0.1:${!lb_var}" || smoke_after=1

@@ -141,6 +141,30 @@ def test_a_digest_promoted_again_under_another_tag_is_verified(stack: Stack):
     assert_serving(stack, "production", good)
 
 
+def test_a_rerun_that_fails_in_production_is_not_called_rolled_back(stack: Stack):
+    # The release production already runs, deployed again (same image: same digest), and a
+    # production check fails. There is nothing to roll back to: that is exit 3, not 2
+    # ("rolled back automatically" to the very digest that fails).
+    good = stack.serving("production")
+    run = stack.deploy(
+        "--skip-tests",
+        "--skip-scans",
+        "--image",
+        stack.base_image,
+        "--tag",
+        "again2",
+        *QUICK_LOAD,
+        "--prod-smoke-hook",
+        "false",
+    )
+    assert stack.release()["digest"] == good, "the same image must give the same digest"
+    assert run.rc == 3, run.out[-3000:]
+    assert f"production ran {good} before this run" in run.out
+    assert "ROLLBACK production" not in run.out
+    assert_serving(stack, "production", good)
+    assert stack.serving("production") == good
+
+
 def test_a_release_failing_e2e_is_rolled_back_and_not_left_as_the_rollback_target(stack: Stack):
     good = stack.serving("production")
     assert stack.serving("staging") == good
