@@ -449,6 +449,7 @@ def test_a_failed_production_rollout_that_cannot_roll_back_exits_3(stack: Stack)
                 check=False,
             )
         shutil.rmtree(state, ignore_errors=True)
+        sh("docker", "rmi", "comments-api:prodfail", check=False)  # deploy.sh's tag of the image
 
 
 def test_tearing_down_a_stack_leaves_a_namesake_alone(stack: Stack, tmp_path):
