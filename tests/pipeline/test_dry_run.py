@@ -19,14 +19,17 @@ from .conftest import DEPLOY, ROOT
 pytestmark = pytest.mark.pipeline
 
 
-def dry_run(target: str) -> str:
-    proc = subprocess.run(
-        [str(DEPLOY), "--dry-run", "--target", target],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
+def deploy(
+    *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """deploy.sh run from the repository's root, what it prints captured as text."""
+    return subprocess.run(
+        [str(DEPLOY), *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env
     )
+
+
+def dry_run(target: str) -> str:
+    proc = deploy("--dry-run", "--target", target)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -157,13 +160,7 @@ def test_the_minikube_target_pins_every_app_image_to_the_release_digest(env, reg
     if shutil.which("kubectl") is None:
         missing("kubectl (kustomize is built in)")
     digest = "sha256:" + "ab" * 32
-    proc = subprocess.run(
-        [str(DEPLOY), "--render", env, "--digest", digest],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    proc = deploy("--render", env, "--digest", digest)
     assert proc.returncode == 0, proc.stderr
     docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
     app = {
@@ -198,13 +195,7 @@ def test_bad_values_are_usage_errors_before_anything_runs(args, message):
     # Found only when used, these stopped a real run after its tests and build (a bad
     # --ready-timeout), or fed k6 a duration it refuses; a missing value was bash's
     # "parameter null or not set" with exit 1.
-    proc = subprocess.run(
-        [str(DEPLOY), "--dry-run", "--target", "local", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    proc = deploy("--dry-run", "--target", "local", *args)
     assert proc.returncode == 64, proc.stdout[-2000:] + proc.stderr
     assert message in proc.stderr
     assert "==> [" not in proc.stdout  # no stage began
@@ -212,13 +203,7 @@ def test_bad_values_are_usage_errors_before_anything_runs(args, message):
 
 def test_good_values_pass_the_checks():
     values = ["--tag", "v1.2_rc-3", "--ready-timeout", "90", "--load-vus", "8"]
-    proc = subprocess.run(
-        [str(DEPLOY), "--dry-run", "--target", "local", *values, "--load-duration", "1m30s"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    proc = deploy("--dry-run", "--target", "local", *values, "--load-duration", "1m30s")
     assert proc.returncode == 0, proc.stderr
     (k6,) = [cmd for cmd in commands(proc.stdout) if "k6 run" in cmd]
     assert "VUS=8" in k6
@@ -239,9 +224,7 @@ def test_every_option_and_setting_is_in_the_help_and_the_docs():
     }
     assert {"--target", "--render", "--digest"} <= options
     assert {"KUBE_CONTEXT", "DEV_REGISTRY", "PROD_REGISTRY", "DOCKER_DATA_ROOT"} <= settings
-    proc = subprocess.run(
-        [str(DEPLOY), "--help"], capture_output=True, text=True, timeout=30, cwd=ROOT
-    )
+    proc = deploy("--help", timeout=30)
     assert proc.returncode == 0, proc.stderr
     docs = (ROOT / "docs" / "pipeline.md").read_text()
     for name in sorted(options | settings):
@@ -283,12 +266,11 @@ def test_minikube_target_without_a_cluster_stops_before_anything_runs(tmp_path):
             }
         )
     )
-    proc = subprocess.run(
-        [str(DEPLOY), "--target", "minikube", "--skip-tests", "--skip-scans"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
+    proc = deploy(
+        "--target",
+        "minikube",
+        "--skip-tests",
+        "--skip-scans",
         env={**os.environ, "KUBECONFIG": str(kubeconfig)},
     )
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr
@@ -302,13 +284,7 @@ def test_down_is_idempotent(tmp_path):
     # file or directory" and exit 1.
     state = tmp_path / "gone"
     for _ in range(2):
-        proc = subprocess.run(
-            [str(DEPLOY), "--down", "--state-dir", str(state)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=ROOT,
-        )
+        proc = deploy("--down", "--state-dir", str(state))
         assert proc.returncode == 0, proc.stderr
         assert "nothing to tear down" in proc.stdout
         assert "No such file or directory" not in proc.stderr
@@ -336,13 +312,7 @@ def test_a_state_directory_in_use_is_left_alone(tmp_path):
             ],
             ["--down"],
         ):
-            proc = subprocess.run(
-                [str(DEPLOY), "--state-dir", str(state), *args],
-                capture_output=True,
-                text=True,
-                timeout=120,
-                cwd=ROOT,
-            )
+            proc = deploy("--state-dir", str(state), *args, timeout=120)
             assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr
             assert f"another deploy.sh run (pid {holder.pid}) is using {state}" in proc.stderr
             assert "==> [" not in proc.stdout
@@ -352,13 +322,7 @@ def test_a_state_directory_in_use_is_left_alone(tmp_path):
         holder.kill()
         holder.wait()
     # The holder is gone: its lock is stale, and --down goes ahead (and leaves no lock).
-    proc = subprocess.run(
-        [str(DEPLOY), "--down", "--state-dir", str(state)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    proc = deploy("--down", "--state-dir", str(state), timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert not (state / ".lock").exists()
 
