@@ -48,8 +48,9 @@ from gunicorn.workers.gthread import _DEFER, TConn, ThreadWorker
 from gunicorn.workers.sync import SyncWorker
 from werkzeug.exceptions import RequestTimeout
 
-# The registry web/errors.py answers from: same titles, slugs and both shapes.
 from .app import SECURITY_HEADERS
+
+# The registry web/errors.py answers from: same titles, slugs and both shapes.
 from .contract.problems import (
     BODY_TOO_LARGE,
     LEGACY_PREFIX,
