@@ -233,6 +233,16 @@ def answer(status: int, body: str, content_type: str):
     return lambda route: route.fulfill(status=status, body=body, content_type=content_type)
 
 
+# What the console says when a proxy answers 502 with its own page.
+UNAVAILABLE = "The server is unavailable right now (HTTP 502). Retry in a moment."
+
+
+def answer_held_with_502(held: list, message) -> None:
+    """The last request ``hold`` kept meets a proxy's 502 page, and the console says so."""
+    held.pop().fulfill(status=502, body=PROXY_PAGE, content_type="text/html")
+    expect(message).to_have_text(UNAVAILABLE)
+
+
 def hold(page, pattern: str, method: str = "POST") -> list:
     """Holds the requests of one method to pattern until the test answers them (continue_,
     fulfill); the others go through."""
@@ -258,9 +268,7 @@ def test_console_reports_odd_answers_and_stays_usable(page, pre_api: Api):
     # The server is down when the moderator signs in: a sentence and a way to retry.
     page.route(moderation, answer(502, PROXY_PAGE, "text/html"))
     sign_in(page, pre_api, key)
-    expect(message).to_have_text(
-        "The server is unavailable right now (HTTP 502). Retry in a moment."
-    )
+    expect(message).to_have_text(UNAVAILABLE)
     page.unroute(moderation)
     page.get_by_role("button", name="Try again").click()
     row = queue_row(page, "waiting for a look")
@@ -341,10 +349,7 @@ def test_console_action_buttons_wait_for_their_answer(page, pre_api: Api):
     page.wait_for_timeout(200)
     assert len(posts) == 1, posts
     # A failed answer gives them back, with the focus.
-    held.pop().fulfill(status=502, body=PROXY_PAGE, content_type="text/html")
-    expect(message).to_have_text(
-        "The server is unavailable right now (HTTP 502). Retry in a moment."
-    )
+    answer_held_with_502(held, message)
     expect(approve).to_be_enabled()
     expect(approve).to_be_focused()
     approve.click()
@@ -578,10 +583,7 @@ def test_console_by_content_buttons_wait_for_their_answer(page, pre_api: Api):
     page.wait_for_timeout(200)
     assert len(sent) == 1, sent
     # A failed answer gives them back, with the focus.
-    held.pop().fulfill(status=502, body=PROXY_PAGE, content_type="text/html")
-    expect(message).to_have_text(
-        "The server is unavailable right now (HTTP 502). Retry in a moment."
-    )
+    answer_held_with_502(held, message)
     expect(hide).to_be_enabled()
     expect(delete).to_be_enabled()
     expect(hide).to_be_focused()
@@ -886,10 +888,7 @@ def test_console_bulk_action_failing_half_way_says_what_it_did(page, pre_api: Ap
 
     page.route("**/api/v1/moderation/comments", second_fails)
     page.get_by_role("button", name="Approve selected").click()
-    expect(message).to_have_text(
-        "Approved 100 comments. 1 more failed: "
-        "The server is unavailable right now (HTTP 502). Retry in a moment."
-    )
+    expect(message).to_have_text(f"Approved 100 comments. 1 more failed: {UNAVAILABLE}")
     assert [len(ids) for ids in calls] == [100, 1], calls
     expect(page.locator("#queue-body tr")).to_have_count(1)
     expect(queue_row(page, "bulk 100")).to_be_visible()
@@ -942,9 +941,7 @@ def test_console_try_again_keeps_the_focus_while_the_server_is_down(page, pre_ap
     # Still down: the keyboard stays on "Try again", for the next press.
     retry.focus()
     page.keyboard.press("Enter")
-    expect(message).to_have_text(
-        "The server is unavailable right now (HTTP 502). Retry in a moment."
-    )
+    expect(message).to_have_text(UNAVAILABLE)
     expect(retry).to_be_focused()
     page.unroute(moderation)
     page.keyboard.press("Enter")
