@@ -156,7 +156,8 @@ def test_console_bulk_actions_search_bans_and_audit(
     queue_row(page, "bulk candidate 1").get_by_role(
         "button", name=re.compile("^Publish comment")
     ).click()
-    expect(page.locator("#message")).to_have_text("Approved 1 comment.")
+    # What the moderator did: published it (the API's action is "approve").
+    expect(page.locator("#message")).to_have_text("Published 1 comment.")
     expect(queue_row(page, "bulk candidate 1")).to_have_count(0)
     public = requests.get(f"{pre_api.base}/api/v1/contents/{content}/comments", timeout=5)
     assert [c["body"] for c in public.json()["items"]] == ["bulk candidate 1"]
@@ -859,16 +860,28 @@ def test_console_draws_only_the_latest_listing_asked(page, pre_api: Api):
     assert errors == [], errors
 
 
-def test_console_bulk_action_failing_half_way_says_what_it_did(page, pre_api: Api):
+@pytest.mark.parametrize(
+    ("status", "button", "done"),
+    [("pending", "Approve selected", "Approved"), ("hidden", "Publish selected", "Published")],
+)
+def test_console_bulk_action_failing_half_way_says_what_it_did(
+    page, pre_api: Api, status: str, button: str, done: str
+):
     content = new_content()
+    key = pre_api.key("comments:moderate")
     # One more than a call's 100 ids (distinct authors: at most 20 each on one content).
-    for n in range(101):
-        pre_api.post(content, f"bulk {n:03}", email=f"b{n}@example.com")
+    ids = [
+        pre_api.post(content, f"bulk {n:03}", email=f"b{n}@example.com")["id"] for n in range(101)
+    ]
+    if status == "hidden":
+        for part in (ids[:100], ids[100:]):
+            pre_api.moderate(key, "hide", part)
     page.set_viewport_size({"width": 1100, "height": 800})
     errors = page.page_errors
     message = page.locator("#message")
-    sign_in(page, pre_api, pre_api.key("comments:moderate"))
+    sign_in(page, pre_api, key)
     page.get_by_label("Limit to content").fill(content)
+    page.get_by_label("Status").select_option(status)
     page.get_by_role("button", name="Refresh").click()
     for _ in range(2):
         page.get_by_role("button", name="Load more").click()
@@ -878,24 +891,30 @@ def test_console_bulk_action_failing_half_way_says_what_it_did(page, pre_api: Ap
 
     # The first call of 100 ids is answered, the second meets a proxy's 502.
     calls: list = []
+    actions: set = set()
 
     def second_fails(route) -> None:
         calls.append(route.request.post_data_json["ids"])
+        actions.add(route.request.post_data_json["action"])
         if len(calls) == 1:
             route.continue_()
         else:
             route.fulfill(status=502, body=PROXY_PAGE, content_type="text/html")
 
     page.route("**/api/v1/moderation/comments", second_fails)
-    page.get_by_role("button", name="Approve selected").click()
-    expect(message).to_have_text(f"Approved 100 comments. 1 more failed: {UNAVAILABLE}")
-    assert [len(ids) for ids in calls] == [100, 1], calls
+    page.get_by_role("button", name=button).click()
+    # Hidden ones are published: said so, for the answered call and the failed one alike.
+    expect(message).to_have_text(f"{done} 100 comments. 1 more failed: {UNAVAILABLE}")
+    assert [len(part) for part in calls] == [100, 1], calls
+    assert actions == {"approve"}, actions
     expect(page.locator("#queue-body tr")).to_have_count(1)
     expect(queue_row(page, "bulk 100")).to_be_visible()
     page.unroute("**/api/v1/moderation/comments")
     # The retry is of that one alone, and it is not "unchanged".
-    page.get_by_role("button", name="Approve selected").click()
-    expect(message).to_have_text("Approved 1 comment.")
+    page.get_by_role("button", name=button).click()
+    expect(message).to_have_text(f"{done} 1 comment.")
+    counts = requests.get(f"{pre_api.base}/api/v1/counts?content_id={content}", timeout=5)
+    assert counts.json()["counts"] == {content: 101}, counts.text  # all of them public now
     assert errors == [], errors
 
 

@@ -270,7 +270,10 @@ for (const tab of tabs) {
 
 // --- moderation actions -----------------------------------------------------------
 
-const PAST = { approve: "Approved", hide: "Hid", delete: "Deleted" };
+// The console's actions, as the moderator sees them. Approving a hidden comment publishes it
+// again: the Hidden view's buttons say "Publish", and so does the message after them.
+const PAST = { approve: "Approved", publish: "Published", hide: "Hid", delete: "Deleted" };
+const SENT = { publish: "approve" }; // the API's name, where it differs
 
 async function moderate(action, ids, controls = [], skipped = []) {
   if (!ids.length) {
@@ -288,7 +291,7 @@ async function moderate(action, ids, controls = [], skipped = []) {
     await busy(controls, async () => {
       for (let i = 0; i < ids.length; i += MAX_BULK) {
         const part = ids.slice(i, i + MAX_BULK);
-        const result = await api("/api/v1/moderation/comments", { method: "POST", body: { action, ids: part } });
+        const result = await api("/api/v1/moderation/comments", { method: "POST", body: { action: SENT[action] || action, ids: part } });
         if (!result || !Array.isArray(result.changed) || !Array.isArray(result.unchanged)) throw unreadable();
         changed.push(...result.changed);
         unchanged.push(...result.unchanged);
@@ -348,7 +351,7 @@ function queueRow(c) {
       null,
       h("div", { class: "toolbar" },
         queue.status === "hidden"
-          ? h("button", { type: "button", text: "Publish", "aria-label": `Publish comment ${c.id}`, onclick: () => queueAction("approve", [c.id]) })
+          ? h("button", { type: "button", text: "Publish", "aria-label": `Publish comment ${c.id}`, onclick: () => queueAction("publish", [c.id]) })
           : h("button", { type: "button", text: "Approve", "aria-label": `Approve comment ${c.id}`, onclick: () => queueAction("approve", [c.id]) }),
         queue.status === "hidden"
           ? null
@@ -387,6 +390,7 @@ async function loadQueue(more) {
     const hidden = status === "hidden";
     $("bulk-hide").hidden = hidden;
     $("bulk-approve").textContent = hidden ? "Publish selected" : "Approve selected";
+    $("bulk-approve").dataset.action = hidden ? "publish" : "approve";
     $("queue-caption").textContent = `${hidden ? "Hidden comments" : "Comments waiting for a moderator"}${content ? ` of ${content}` : ""}, oldest first`;
   }
   for (const c of items) {
@@ -491,9 +495,10 @@ $("select-all").addEventListener("change", (event) => {
   for (const row of visibleRows()) if (!inFlight.has(Number(row.dataset.id))) checkbox(row).checked = event.target.checked;
   countSelected();
 });
+// Each bulk button's action is in its data-action, set with its label ("Publish selected").
 const bulkButtons = ["approve", "hide", "delete"].map((action) => $(`bulk-${action}`));
-for (const action of ["approve", "hide", "delete"]) {
-  $(`bulk-${action}`).addEventListener("click", () => queueAction(action, selectedIds(), bulkButtons));
+for (const button of bulkButtons) {
+  button.addEventListener("click", () => queueAction(button.dataset.action, selectedIds(), bulkButtons));
 }
 
 // --- comments of one content (published ones can be hidden or deleted) ----------
