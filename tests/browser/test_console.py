@@ -807,6 +807,123 @@ def test_console_load_more_waits_for_its_page(page, pre_api: Api):
     assert errors == [], errors
 
 
+def test_console_refresh_shows_it_is_on_its_way_until_it_ends(page, pre_api: Api, axe_source):
+    content = new_content()
+    pre_api.post(content, "refresh me", email="r@example.com")
+    page.set_viewport_size({"width": 1100, "height": 800})
+    errors = page.page_errors
+    page.clock.install()  # timers run as usual until fast-forwarded
+    message = page.locator("#message")
+    key = pre_api.key("comments:moderate")
+    sign_in(page, pre_api, key)
+    expect(page.get_by_role("tab", name="Queue")).to_be_focused()  # its first listing drawn
+    refresh = page.locator("#queue-refresh")
+    table = page.locator("#queue-table")
+    progress = page.locator("#queue-progress")  # role=status, visually hidden
+    held = hold(page, "**/api/v1/moderation/comments?*", "GET")
+    page.get_by_label("Limit to content").fill(content)
+
+    def on_its_way() -> None:
+        expect(refresh).to_be_disabled()
+        expect(refresh).to_have_text("Refreshing…")
+        expect(table).to_have_attribute("aria-busy", "true")
+        expect(progress).to_have_text("Loading the queue…")
+
+    def answered(route) -> None:
+        """An older listing answers now; the console has read it."""
+        with page.expect_response(route.request.url):
+            route.continue_()
+        page.wait_for_timeout(200)
+
+    def ended(said: str = "") -> None:
+        expect(refresh).to_be_enabled()
+        expect(refresh).to_have_text("Refresh")
+        expect(table).not_to_have_attribute("aria-busy", "true")
+        expect(progress).to_have_text(said)
+
+    # A double click lists once; the end says what came, and the keyboard is back on Refresh.
+    refresh.dblclick()
+    on_its_way()
+    assert page.locator("#queue-progress[role=status]").count() == 1
+    violations, _ = run_axe(page, axe_source)
+    assert violations == [], dumps(violations)
+    page.wait_for_timeout(200)
+    assert len(held) == 1, held
+    held.pop().continue_()
+    expect(queue_row(page, "refresh me")).to_be_visible()
+    ended("1 pending comment listed.")
+    expect(refresh).to_be_focused()
+
+    # A proxy's 502: said, and the busy state ends. Enter in the form meanwhile lists nothing
+    # more, and the keyboard stays where the moderator went.
+    refresh.click()
+    on_its_way()
+    field = page.get_by_label("Limit to content")
+    field.press("Enter")
+    page.wait_for_timeout(200)
+    assert len(held) == 1, held
+    answer_held_with_502(held, message)
+    ended()
+    expect(field).to_be_focused()
+    expect(queue_row(page, "refresh me")).to_be_visible()
+
+    # No answer: it ends when the console gives up.
+    refresh.click()
+    on_its_way()
+    page.wait_for_timeout(200)
+    page.clock.fast_forward(31_000)
+    expect(message).to_have_text(
+        "The server did not answer within 30 seconds. Check the connection and retry."
+    )
+    ended()
+    held.clear()
+
+    # Status changed while a refresh is on its way: it ends with the latest listing, not the
+    # first answer.
+    refresh.click()
+    on_its_way()
+    page.get_by_label("Status").select_option("hidden")
+    page.wait_for_timeout(200)
+    assert len(held) == 2, held
+    answered(held.pop(0))
+    on_its_way()
+    held.pop().continue_()
+    ended("0 hidden comments listed.")
+    page.get_by_label("Status").select_option("pending")
+    page.wait_for_timeout(200)
+    held.pop().continue_()
+    ended("1 pending comment listed.")
+
+    # Signed out mid-refresh: ended, and the old answer does not end the next sign-in's.
+    refresh.click()
+    on_its_way()
+    page.get_by_role("button", name="Sign out").click()
+    ended()
+    page.get_by_label("API key or JWT").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#app")).to_be_visible()
+    on_its_way()
+    page.wait_for_timeout(200)
+    assert len(held) == 2, held
+    answered(held.pop(0))
+    on_its_way()
+    held.pop().continue_()
+    ended("1 pending comment listed.")
+
+    # The refresh itself refused (a revoked credential): signed out, ended.
+    refresh.click()
+    on_its_way()
+    refused = {"title": "Unauthorized", "status": 401, "detail": "invalid credential"}
+    page.wait_for_timeout(200)
+    held.pop().fulfill(
+        status=401, body=json.dumps(refused), content_type="application/problem+json"
+    )
+    expect(message).to_have_text(re.compile("credential was refused"))
+    ended()
+    page.unroute("**/api/v1/moderation/comments?*")
+    assert errors == [], errors
+
+
 def test_console_draws_only_the_latest_listing_asked(page, pre_api: Api):
     first, second = new_content(), new_content()
     key = pre_api.key("comments:moderate")
@@ -826,12 +943,14 @@ def test_console_draws_only_the_latest_listing_asked(page, pre_api: Api):
         page.wait_for_timeout(200)
 
     # A slow listing of the first content, then a quick one of the second: the second stays.
+    # (Refresh waits for its listing; the Queue tab lists anew meanwhile.)
     listings = "**/api/v1/moderation/comments?*"
     held = hold(page, listings, "GET")
     page.get_by_label("Limit to content").fill(first)
     page.get_by_role("button", name="Refresh").click()
+    expect(page.get_by_role("button", name="Refresh")).to_be_disabled()
     page.get_by_label("Limit to content").fill(second)
-    page.get_by_role("button", name="Refresh").click()
+    page.get_by_role("tab", name="Queue").click()
     page.wait_for_timeout(200)
     assert len(held) == 2, held
     late(held, second)

@@ -171,6 +171,7 @@ function signOut(text) {
   select($("tab-queue"), false, false);
   $("retry").hidden = true;
   $("app").hidden = true;
+  refreshing(false); // nor waited for
   $("who").hidden = true;
   $("sign-in").hidden = false;
   $("credential").value = "";
@@ -364,6 +365,27 @@ function queueRow(c) {
   return row;
 }
 
+// A fresh listing of the queue on its way (Refresh, the Status select, the Queue tab, sign-in)
+// shows it, as "Load more" does: Refresh is disabled (a double click lists once) and says
+// "Refreshing…", the table is aria-busy, and a status line tells screen readers. It ends when
+// the latest listing asked is drawn or fails (a 502, the 30 s give-up), or at a sign-out.
+const refresh = $("queue-refresh");
+let refocus = false; // Refresh had the keyboard when the listing began
+
+function refreshing(on, said = "") {
+  if (on && !refresh.disabled) refocus = document.activeElement === refresh;
+  refresh.disabled = on;
+  refresh.textContent = on ? "Refreshing…" : "Refresh";
+  if (on) $("queue-table").setAttribute("aria-busy", "true");
+  else $("queue-table").removeAttribute("aria-busy");
+  $("queue-progress").textContent = on ? "Loading the queue…" : said;
+  if (on) return;
+  // Lost as busy() has it: on the page, or on a panel around the button.
+  const now = document.activeElement;
+  if (refocus && (!now || now.contains(refresh))) refresh.focus();
+  refocus = false;
+}
+
 async function loadQueue(more) {
   const status = more ? queue.status : $("queue-status").value;
   const content = more ? queue.content : $("queue-content").value.trim();
@@ -371,13 +393,16 @@ async function loadQueue(more) {
   if (content) query.set("content_id", content);
   if (more && queue.cursor) query.set("cursor", queue.cursor);
   const current = ticket(queue, more);
+  if (!more) refreshing(true);
   let data;
   let items;
   try {
     data = await api(`/api/v1/moderation/comments?${query}`);
     items = listed(data);
   } catch (err) {
-    if (current()) failed(err);
+    if (!current()) return; // a later listing (or a sign-out) took over, busy state and all
+    if (!more) refreshing(false);
+    failed(err);
     return;
   }
   if (!current()) return;
@@ -402,6 +427,10 @@ async function loadQueue(more) {
   queue.cursor = data.next_cursor;
   $("queue-more").hidden = !data.next_cursor;
   filterQueue();
+  if (!more) {
+    const n = queue.items.size;
+    refreshing(false, `${n} ${status === "hidden" ? "hidden" : "pending"} comment${n === 1 ? "" : "s"} listed${data.next_cursor ? ", more with “Load more”" : ""}.`);
+  }
 }
 
 function visibleRows() {
@@ -486,6 +515,7 @@ async function queueAction(action, wanted, extra = []) {
 $("queue-search").addEventListener("input", filterQueue);
 $("queue-filter").addEventListener("submit", (event) => {
   event.preventDefault();
+  if (refresh.disabled) return; // a listing is still on its way
   loadQueue(false);
 });
 $("queue-status").addEventListener("change", () => loadQueue(false));
