@@ -1085,3 +1085,37 @@ def test_console_try_again_keeps_the_focus_while_the_server_is_down(page, pre_ap
     page.keyboard.press("Enter")
     expect(page.get_by_role("tab", name="Queue")).to_be_focused()
     assert errors == [], errors
+
+
+def test_console_lifting_a_ban_lifted_meanwhile_says_so(page, pre_api: Api):
+    key = pre_api.key("comments:moderate")
+    bans = f"{pre_api.base}/api/v1/moderation/bans"
+    auth = {"Authorization": f"Bearer {key}"}
+    for who in ("gone", "kept"):
+        made = requests.post(bans, json={"email": f"{who}@example.com"}, headers=auth, timeout=5)
+        assert made.status_code in (200, 201), made.text
+    errors = page.page_errors
+    message = page.locator("#message")
+    sign_in(page, pre_api, key)
+    page.get_by_role("tab", name="Bans").click()
+    gone = page.get_by_role("button", name="Lift the ban on email:gone@example.com")
+    expect(gone).to_be_visible()
+
+    # Another moderator lifts it first: the API's 404. Not "Lifted": this moderator did not.
+    lifted = requests.delete(f"{bans}/email:gone@example.com", headers=auth, timeout=5)
+    assert lifted.status_code == 204, lifted.text
+    gone.click()
+    expect(message).to_have_text("email:gone@example.com was no longer banned (lifted meanwhile).")
+    expect(gone).to_have_count(0)
+
+    # A proxy's 404 page is a failure, not a lifted ban: said, the row stays.
+    kept = page.get_by_role("button", name="Lift the ban on email:kept@example.com")
+    page.route("**/api/v1/moderation/bans/**", answer(404, PROXY_PAGE, "text/html"))
+    kept.click()
+    expect(message).to_have_text("The request failed (HTTP 404).")
+    expect(kept).to_be_enabled()
+    page.unroute("**/api/v1/moderation/bans/**")
+    kept.click()
+    expect(message).to_have_text("Lifted the ban on email:kept@example.com.")
+    expect(kept).to_have_count(0)
+    assert errors == [], errors

@@ -645,13 +645,16 @@ async function loadBans() {
 }
 
 async function liftBan(target, button) {
+  let lifted = true;
   try {
     const path = `/api/v1/moderation/bans/${encodeURIComponent(target).replace(/%3A/gi, ":").replace(/%40/g, "@")}`;
     await busy([button], () => api(path, { method: "DELETE" }));
   } catch (err) {
-    if (err.status !== 404) return failed(err);
+    // The API's 404 (problem+json): someone else lifted it meanwhile. A proxy's is a failure.
+    if (err.status !== 404 || !err.data) return failed(err);
+    lifted = false;
   }
-  say(`Lifted the ban on ${target}.`);
+  say(lifted ? `Lifted the ban on ${target}.` : `${target} was no longer banned (lifted meanwhile).`);
   await loadBans();
   $("ban-target").focus();
 }
