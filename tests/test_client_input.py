@@ -185,6 +185,47 @@ def test_deeply_nested_json_is_400(live, body):
     assert "nested too deeply" in problem["detail"]
 
 
+# --- duplicate keys -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("target", "body", "key", "auth"),
+    [
+        (
+            "/api/comment/new",
+            b'{"email":"a@b.co","comment":"x","content_id":"inputs","content_id":"other"}',
+            "content_id",
+            False,
+        ),
+        ("/api/v1/contents/inputs/comments", b'{"body":"hello","body":"<b>x</b>"}', "body", False),
+        (
+            "/api/v1/contents/inputs/comments",
+            b'{"body":"x","\\udfff":1,"\\udfff":2}',
+            "\\udfff",
+            False,
+        ),
+        ("/api/v1/moderation/comments", b'{"action":"hide","ids":[1],"ids":[2]}', "ids", True),
+        ("/api/v1/moderation/bans", b'{"subject":"a","subject":"b"}', "subject", True),
+    ],
+)
+def test_duplicate_keys_are_400_naming_the_key_and_change_nothing(live, target, body, key, auth):
+    # The last key won: a proxy or WAF that reads the first key judged another request.
+    before = thread(live), thread(live, "other")
+    reply = live.request("POST", target, body, auth=auth)
+    assert reply.status == 400, reply.body
+    answer = reply.json
+    assert isinstance(answer, dict)
+    if target.startswith("/api/comment/"):
+        assert answer["status"] == "BAD-REQUEST"
+        detail = answer["message"]
+    else:
+        detail = assert_problem(reply, 400)["detail"]
+    assert detail.startswith(f'the request body has the key "{key}" more than once'), detail
+    assert (thread(live), thread(live, "other")) == before
+    bans = live.request("GET", "/api/v1/moderation/bans", auth=True)
+    assert bans.json == {"items": []}
+
+
 # --- the Content-Type's charset -----------------------------------------------------------
 
 

@@ -229,6 +229,32 @@ def test_a_byte_order_mark_is_400_and_named(client):
     assert listing(client, 1).status_code == 404
 
 
+@pytest.mark.parametrize(
+    ("fields", "key"),
+    [
+        # A reader that keeps the first key (a proxy, a WAF, a moderation tool) sees content
+        # 1 and "x"; the last key won here, so content 2 got "<script>" stored.
+        ('"comment": "x", "content_id": 1, "content_id": 2', "content_id"),
+        ('"comment": "x", "comment": "<script>", "content_id": 1', "comment"),
+        ('"email": "b@example.com", "comment": "x", "content_id": 1', "email"),
+        # The same key spelt with an escape is the same key.
+        ('"comment": "x", "c\\u006fmment": "y", "content_id": 1', "comment"),
+        # At any depth, even where the field would be refused anyway: named first.
+        ('"comment": {"t": 1, "t": 2}, "content_id": 1', "t"),
+    ],
+)
+def test_duplicate_keys_are_400_naming_the_key_and_store_nothing(client, fields, key):
+    body = '{"email": "a@example.com", ' + fields + "}"
+    response = client.post(NEW, data=body, content_type="application/json")
+    _assert_legacy_error(response, 400, "BAD-REQUEST")
+    assert response.json["message"] == (
+        f'the request body has the key "{key}" more than once in one object; send each key '
+        "once (parsers disagree on which value counts)"
+    )
+    assert listing(client, 1).status_code == 404
+    assert listing(client, 2).status_code == 404
+
+
 def test_body_over_size_limit_is_413(make_app):
     client = make_app(max_body_bytes=1024).test_client()
     payload = json.dumps({"email": "a@example.com", "comment": "x" * 2000, "content_id": 1})

@@ -200,6 +200,48 @@ def test_create_rejects_wrong_content_type_and_bad_json(client):
     assert page(client).json["items"] == []
 
 
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        # The last key won: a proxy or WAF that reads the first saw "hello", we stored this.
+        ('{"body": "hello", "body": "<img src=x onerror=alert(1)>"}', "body"),
+        ('{"body": "x", "parent_id": 1, "parent_id": 2}', "parent_id"),
+        ('{"body": "x", "author_name": "A", "author_name": "B"}', "author_name"),
+        ('{"body": "x", "b\\u006fdy": "y"}', "body"),  # an escape spells the same key
+        ('{"body": "x", "email": {"e": 1, "e": 2}}', "e"),  # at any depth
+    ],
+)
+def test_duplicate_keys_are_a_400_problem_naming_the_key(client, body, key):
+    response = client.post(
+        "/api/v1/contents/1/comments", data=body, content_type="application/json"
+    )
+    problem = assert_problem(response, 400)
+    assert problem["type"] == "/docs#problem-bad-request"
+    assert problem["detail"] == (
+        f'the request body has the key "{key}" more than once in one object; send each key '
+        "once (parsers disagree on which value counts)"
+    )
+    assert page(client).json["items"] == []
+
+
+def test_a_key_named_in_a_duplicate_key_problem_is_escaped_and_cut(client):
+    url = "/api/v1/contents/1/comments"
+    cases = [
+        # An unpaired surrogate could not be written into the UTF-8 answer: escaped.
+        ('{"\\ud800": 1, "\\ud800": 2}', '"\\ud800"'),
+        # Control and bidi characters are shown as escapes, never raw in the message.
+        ('{"a\\u202e\\n": 1, "a\\u202e\\n": 2}', '"a\\u202e\\n"'),
+        ('{"caf\u00e9": 1, "caf\u00e9": 2}', '"caf\\u00e9"'),
+        # A long key is cut to its first 40 characters.
+        ('{"' + "k" * 500 + '": 1, "' + "k" * 500 + '": 2}', '"' + "k" * 40 + '"...'),
+    ]
+    for body, shown in cases:
+        response = client.post(url, data=body.encode(), content_type="application/json")
+        problem = assert_problem(response, 400)
+        assert problem["detail"].startswith(f"the request body has the key {shown} more "), body
+    assert page(client).json["items"] == []
+
+
 @pytest.mark.parametrize("coding", ["gzip", "deflate", "GZIP"])
 def test_a_compressed_body_is_415_naming_the_coding_we_take(client, coding):
     # It was a 400 "not valid UTF-8", which sent clients looking for a charset problem.

@@ -105,8 +105,44 @@ def _number(text: str) -> int | float:
     return int(number) if number.adjusted() < _EXACT_DIGITS else value
 
 
+class _DuplicateKey(ValueError):
+    """An object that names the same key twice: the first key the parser met again."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Every JSON object, at any depth: its pairs as a dict, unless a key repeats.
+
+    ``{"text": "hello", "text": "<other>"}`` kept the last value, while a proxy, WAF or
+    moderation tool in front that keeps the first saw another comment than the one stored.
+    RFC 8259 leaves such an object's meaning to the receiver, so refuse it (400). The C
+    scanner calls this hook with each object's pairs; a dict shorter than its pairs is the
+    only check a usual body pays. Decoding a create body went from 0.79 to 1.00 us (legacy,
+    3 keys) and 0.93 to 1.18 us (v1, 4 keys), best of 7 x 100,000, of a ~208 us create.
+    """
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
 # Built once: json.loads with keyword arguments builds a decoder (and its scanner) per call.
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_number)
+_DECODER = json.JSONDecoder(
+    parse_constant=_reject_constant, parse_float=_number, object_pairs_hook=_unique_keys
+)
+
+
+def _shown(text: str) -> str:
+    """Client text named in a message: its first 40 characters as an ASCII JSON string.
+
+    Escaped (``"caf\\u00e9"``), so nothing in it can hide or reorder the message (control
+    or bidi characters) or fail to encode (an unpaired surrogate ``"\\ud800"``).
+    """
+    shown = json.dumps(text[:40])
+    return shown if len(text) <= 40 else f"{shown}..."
 
 
 def read_json() -> Any:
@@ -133,6 +169,11 @@ def read_json() -> Any:
     except RecursionError:
         # "[" x 30000 exhausts the parser's recursion limit; our bodies are flat objects.
         raise BadRequest("the request body is not valid JSON: nested too deeply") from None
+    except _DuplicateKey as exc:
+        raise BadRequest(
+            f"the request body has the key {_shown(exc.args[0])} more than once in one "
+            "object; send each key once (parsers disagree on which value counts)"
+        ) from None
     except _InexactNumber as exc:
         shown = str(exc) if len(str(exc)) <= 40 else f"{str(exc)[:40]}..."
         raise BadRequest(
