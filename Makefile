@@ -43,7 +43,7 @@ test-browser: venv system-deps ## the widget, badges and moderation console in D
 
 .PHONY: input-checks
 input-checks: venv system-deps ## client-input hardening: regressions, schema agreement, Hypothesis, Schemathesis (part of `make test`)
-	$(BIN)/pytest tests/test_client_input.py tests/test_contract_agreement.py tests/test_properties.py tests/test_fuzz.py
+	$(BIN)/pytest tests/test_client_input.py tests/test_duplicate_keys.py tests/test_contract_agreement.py tests/test_properties.py tests/test_fuzz.py
 
 docs: venv ## regenerate the configuration reference in docs/configuration.md from Settings
 	$(BIN)/python -m comments_api.settings_reference docs/configuration.md

@@ -73,9 +73,12 @@ def problem_types(settings: Settings) -> dict[str, dict[str, Any]]:
             400,
             "Bad request",
             "The request could not be read: the body is not valid JSON (NaN and Infinity "
-            "are not JSON either, nor nesting deeper than the parser holds), not valid "
-            "UTF-8 (an unpaired surrogate escape such as `\\ud800` included), or its "
-            "chunked framing is broken; or the URL is not UTF-8 once percent-decoded.",
+            "are not JSON either, nor nesting deeper than the parser holds, nor a byte "
+            "order mark before it), names a key twice in one object, has a "
+            "fraction that would be read as a whole number (send ids as integers or "
+            "strings), is not valid UTF-8 (an unpaired surrogate escape such as `\\ud800` "
+            "included), or its chunked framing is broken; or the URL is not UTF-8 once "
+            "percent-decoded.",
         ),
         "unauthorized": entry(
             401,
