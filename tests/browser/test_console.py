@@ -1084,6 +1084,8 @@ def test_console_try_again_keeps_the_focus_while_the_server_is_down(page, pre_ap
     page.unroute(moderation)
     page.keyboard.press("Enter")
     expect(page.get_by_role("tab", name="Queue")).to_be_focused()
+    # Through at last: "The server is unavailable" no longer stands over the queue.
+    expect(message).to_have_text("")
     assert errors == [], errors
 
 
@@ -1118,4 +1120,54 @@ def test_console_lifting_a_ban_lifted_meanwhile_says_so(page, pre_api: Api):
     kept.click()
     expect(message).to_have_text("Lifted the ban on email:kept@example.com.")
     expect(kept).to_have_count(0)
+    assert errors == [], errors
+
+
+def test_console_an_error_goes_once_the_same_listing_gets_through(page, pre_api: Api):
+    content = new_content()
+    pre_api.post(content, "first after the outage", email="u@example.com")
+    pre_api.post(content, "second after the outage", email="u@example.com")
+    page.set_viewport_size({"width": 1100, "height": 800})
+    errors = page.page_errors
+    message = page.locator("#message")
+    sign_in(page, pre_api, pre_api.key("comments:moderate"))
+    page.get_by_label("Limit to content").fill(content)
+    refresh = page.get_by_role("button", name="Refresh")
+    refresh.click()
+    first = queue_row(page, "first after the outage")
+    expect(first).to_be_visible()
+    listings = "**/api/v1/moderation/comments?*"
+    down = answer(502, PROXY_PAGE, "text/html")
+
+    # Refresh meets a proxy's 502, then gets through: the error goes.
+    page.route(listings, down)
+    refresh.click()
+    expect(message).to_have_text(UNAVAILABLE)
+    page.unroute(listings)
+    refresh.click()
+    expect(refresh).to_have_text("Refresh")
+    expect(message).to_have_text("")
+    expect(message).to_be_hidden()
+
+    # Something said since (an action's result) stays: it is not the listing's to take back.
+    page.route(listings, down)
+    refresh.click()
+    expect(message).to_have_text(UNAVAILABLE)
+    page.unroute(listings)
+    first.get_by_role("button", name=re.compile("^Approve comment")).click()
+    expect(message).to_have_text("Approved 1 comment.")
+    refresh.click()
+    expect(queue_row(page, "second after the outage")).to_be_visible()
+    expect(refresh).to_have_text("Refresh")
+    expect(message).to_have_text("Approved 1 comment.")
+
+    # The same for another list: the bans, read again through their tab.
+    bans = "**/api/v1/moderation/bans"
+    page.route(bans, down)
+    page.get_by_role("tab", name="Bans").click()
+    expect(message).to_have_text(UNAVAILABLE)
+    page.unroute(bans)
+    page.get_by_role("tab", name="Queue").click()
+    page.get_by_role("tab", name="Bans").click()
+    expect(message).to_have_text("")
     assert errors == [], errors

@@ -24,11 +24,15 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
+let said = 0; // messages said so far
+let saying = null; // the timer that shows the last one
+
 function say(text, kind = "ok") {
+  said++;
   message.className = `message ${kind}`;
   message.textContent = "";
   // A fresh node so screen readers announce a repeated message again.
-  setTimeout(() => (message.textContent = text), 30);
+  saying = setTimeout(() => (message.textContent = text), 30);
 }
 
 function time(iso) {
@@ -102,8 +106,21 @@ async function api(path, { method = "GET", body } = {}) {
   throw new ApiError(response.status, detail, data);
 }
 
-function failed(err) {
-  if (err.status !== 401) say(err.message, "error");
+// A listing's failure is noted on its list (the queue, the bans, …, or the sign-in's check):
+// once the same listing gets through, the error no longer stands on the page ("The server is
+// unavailable" over a queue that loaded), unless something else was said since.
+function failed(err, list = null) {
+  if (err.status === 401) return;
+  say(err.message, "error");
+  if (list) list.failed = said;
+}
+
+function recovered(list) {
+  if (list.failed === said) {
+    clearTimeout(saying);
+    message.textContent = "";
+  }
+  list.failed = null;
 }
 
 // JSON of another shape (a proxy's, a cache's): an error the moderator can read, never a TypeError.
@@ -179,6 +196,8 @@ function signOut(text) {
   $("credential").focus();
 }
 
+const check = { failed: null }; // the sign-in's check of the credential
+
 async function start() {
   $("retry").hidden = true;
   if (!credential()) {
@@ -191,13 +210,14 @@ async function start() {
     if (err.status === 403) signOut("This credential has no moderation scope (comments:moderate or admin).");
     else if (err.status !== 401) {
       // The server is down or a proxy answered: try the same credential again later.
-      failed(err);
+      failed(err, check);
       $("retry").hidden = false;
       // Pressing "Try again" hid it, and the focus with it: back to it for the next try.
       if (!document.activeElement || document.activeElement === document.body) $("retry").focus();
     }
     return;
   }
+  recovered(check);
   $("sign-in").hidden = true;
   $("app").hidden = false;
   $("who").hidden = false;
@@ -319,7 +339,7 @@ async function moderate(action, ids, controls = [], skipped = []) {
 // --- the queue: pending or hidden comments, of every content or one ----------------
 
 // What the list shows: the status and content it was loaded for (changing either reloads).
-const queue = { items: new Map(), cursor: null, status: "pending", content: "", asked: 0, shown: 0 };
+const queue = { items: new Map(), cursor: null, status: "pending", content: "", asked: 0, shown: 0, failed: null };
 
 // Comments with an action on its way. Until its answer no other action, row or bulk, may
 // include them (it could only come back "unchanged"): their row's buttons and checkbox stay
@@ -402,10 +422,11 @@ async function loadQueue(more) {
   } catch (err) {
     if (!current()) return; // a later listing (or a sign-out) took over, busy state and all
     if (!more) refreshing(false);
-    failed(err);
+    failed(err, queue);
     return;
   }
   if (!current()) return;
+  recovered(queue);
   const body = $("queue-body");
   if (!more) {
     queue.shown++;
@@ -533,7 +554,7 @@ for (const button of bulkButtons) {
 
 // --- comments of one content (published ones can be hidden or deleted) ----------
 
-const content = { id: null, cursor: null, asked: 0, shown: 0 };
+const content = { id: null, cursor: null, asked: 0, shown: 0, failed: null };
 
 function contentRow(c) {
   const removed = c.status === "deleted";
@@ -564,10 +585,11 @@ async function loadContent(more) {
     data = await api(cursor ? `${path}&cursor=${encodeURIComponent(cursor)}` : path);
     items = listed(data);
   } catch (err) {
-    if (current()) failed(err);
+    if (current()) failed(err, content);
     return;
   }
   if (!current()) return;
+  recovered(content);
   const body = $("content-body");
   if (!more) {
     content.shown++;
@@ -616,7 +638,7 @@ $("content-more").addEventListener("click", () => loadMore($("content-more"), $(
 
 // --- bans -------------------------------------------------------------------------
 
-const banList = { asked: 0, shown: 0 };
+const banList = { asked: 0, shown: 0, failed: null };
 
 async function loadBans() {
   const current = ticket(banList);
@@ -624,10 +646,11 @@ async function loadBans() {
   try {
     items = listed(await api("/api/v1/moderation/bans")).filter((ban) => typeof ban.target === "string" && ban.target);
   } catch (err) {
-    if (current()) failed(err);
+    if (current()) failed(err, banList);
     return;
   }
   if (!current()) return;
+  recovered(banList);
   $("bans-body").replaceChildren(
     ...items.map((ban) =>
       h(
@@ -689,7 +712,7 @@ $("ban-form").addEventListener("submit", async (event) => {
 
 // --- audit log (admin scope) -------------------------------------------------------
 
-const audit = { cursor: null, asked: 0, shown: 0 };
+const audit = { cursor: null, asked: 0, shown: 0, failed: null };
 
 async function loadAudit(more) {
   const current = ticket(audit, more);
@@ -700,10 +723,11 @@ async function loadAudit(more) {
     data = await api(`/api/v1/admin/audit-log?limit=${PAGE}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
     items = listed(data);
   } catch (err) {
-    if (current()) failed(err);
+    if (current()) failed(err, audit);
     return;
   }
   if (!current()) return;
+  recovered(audit);
   const rows = items.map((e) =>
     h(
       "tr",
