@@ -205,6 +205,8 @@ DECLINED = [
     request("GET", "/a#frag", "HTTP/1.1", [H], b""),
     request("GET", "http://a/b", "HTTP/1.1", [H], b""),
     request("OPTIONS", "*", "HTTP/1.1", [H], b""),
+    request("CONNECT", "example.com:443", "HTTP/1.1", [H], b""),
+    request("POST", "/", "HTTP/1.1", [H, ("Transfer-Encoding", "gzip, chunked")], b"0\r\n\r\n"),
     request("get", "/", "HTTP/1.1", [H], b""),
     request("GET", "/", "HTTP/2.0", [], b""),
     request("GET", "/", "HTTP/1.1", [H, *(("X-A", str(i)) for i in range(51))], b""),
@@ -299,6 +301,24 @@ def requests_(draw: Any) -> bytes:
 @given(raw=requests_())
 def test_generated_requests_are_read_as_gunicorn_reads_them_or_left_to_it(raw, listener):
     event("accepted" if compare(raw, listener) else "declined")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        request("OPTIONS", "*", "HTTP/1.1", [H], b""),
+        request("CONNECT", "example.com:443", "HTTP/1.1", [H], b""),
+        request("GET", "http://a/b", "HTTP/1.1", [H], b""),
+        request("GET", "healthz", "HTTP/1.0", [], b""),
+        request("POST", "/", "HTTP/1.1", [H, ("Transfer-Encoding", "chunked")], b""),
+    ],
+)
+def test_a_target_that_is_not_a_path_or_a_coding_is_declined_by_lean_itself(raw, listener):
+    """The worker answers these before lean could see them (or never hands a chunked
+    body to it); lean declines them too, so only gunicorn's parser would ever read one."""
+    head_end = raw.index(b"\r\n\r\n") + 4
+    lean = LeanReader(serve_config()).read(raw, head_end, 0, SOCK, PEER, listener)
+    assert lean is None
 
 
 def test_the_lean_reader_is_on_under_serves_settings():

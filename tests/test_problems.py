@@ -131,3 +131,19 @@ def test_the_servers_413_and_408_name_their_instance_and_other_refusals_do_not()
     # The path may be what a 400 or 414 is about: never echoed there.
     assert instance(400, "/api/v1/counts") is None
     assert instance(414, "/api/v1/counts") is None
+
+
+def test_what_the_server_answers_while_buffering_is_registered_without_instance():
+    """The worker's own 405 (CONNECT) and 501 (a coding before chunked) link to a problem
+    type /docs explains, and name no `instance`: their target is not a path."""
+    from comments_api import worker
+
+    for status, detail in ((405, worker.CONNECT_NOT_SERVED), (501, worker.UNSUPPORTED_CODING)):
+        problem = json.loads(worker.error_document(status, detail, "example.com:443")[1])
+        assert problem["type"] == problem_type_uri(status_slug(status))
+        assert status_slug(status) in SLUGS
+        assert "instance" not in problem
+    # A 405 lists the methods, as RFC 9110 15.5.6 requires; nothing else does.
+    head = worker.error_response_bytes(405, worker.CONNECT_NOT_SERVED, None).split(b"\r\n\r\n")[0]
+    assert f"\r\nAllow: {worker.SERVED_METHODS}\r\n".encode() in head
+    assert b"Allow:" not in worker.error_response_bytes(501, worker.UNSUPPORTED_CODING, None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gzip
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from gunicorn.http import errors as http_errors
 
 from comments_api import worker
 from comments_api.contract.problems import BODY_TOO_LARGE
@@ -183,8 +185,21 @@ REFUSED_FRAMINGS = [
     b"POST /a HTTP/1.0\r\n" + _TE + b"chunked\r\n\r\n5\r\nhe",
     b"POST /a HTTP/1.1\r\nHost: a\r\n" + _TE + b"chunked, chunked\r\n\r\n5\r\nhe",
     b"POST /a HTTP/1.1\r\nHost: a\r\n" + _TE + b"chunked\r\n" + _TE + b"gzip\r\n\r\n5",
-    b"POST /a HTTP/1.1\r\nHost: a\r\n" + _TE + b"br, chunked\r\n\r\n5\r\nhe",  # 501
 ]
+# A coding before chunked, in a framing gunicorn's parser reads (RFC 9112 6.1: the server's
+# 501). It let gzip, deflate and compress through and the app got the body still
+# compressed; br and the rest it answered 501 itself.
+UNSUPPORTED_CODINGS = [
+    b"POST /a HTTP/1.1\r\nHost: a\r\n" + _TE + b"gzip, chunked\r\n\r\n5\r\nhe",
+    b"POST /a HTTP/1.1\r\nHost: a\r\n" + _TE + b"Deflate,Chunked\r\n\r\n",
+    b"POST /a HTTP/1.1\r\nHost: a\r\n" + _TE + b"compress , identity, chunked\r\n\r\n5",
+    b"POST /a HTTP/1.1\r\nHost: a\r\n" + _TE + b"gzip\r\n" + _TE + b"chunked\r\n\r\n5",
+    b"POST /a HTTP/1.1\r\nHost: a\r\n" + _TE + b"br, chunked\r\n\r\n5\r\nhe",
+    b"POST /a HTTP/1.1\r\nHost: a\r\n" + _TE + b"x-gzip, chunked\r\n\r\n5\r\nhe",
+    b"POST /a HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n" + _TE + b"gzip, chunked\r\n\r\n",
+]
+# The chunked framings the server reads: buffered to their end.
+READ_FRAMINGS = [b"chunked", b"identity , Chunked", b"identity\r\n" + _TE + b"chunked"]
 
 
 @pytest.mark.parametrize("data", REFUSED_FRAMINGS)
@@ -192,29 +207,230 @@ def test_a_framing_gunicorn_refuses_is_handed_over_at_once(data):
     done, pending = feed_all(data)
     assert done
     assert pending.malformed
+    assert pending.refuse is None  # gunicorn's parser answers it
     # ...and the ones it reads are still buffered to their end.
-    for framing in (b"chunked", b"gzip, chunked", b"identity , Chunked"):
+    for framing in READ_FRAMINGS:
         head = b"POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: " + framing + b"\r\n\r\n"
         assert feed_all(head + b"5\r\nhe")[0] is False
-        assert feed_all(head + b"2\r\nhe\r\n0\r\n\r\n")[0] is True
+        done, pending = feed_all(head + b"2\r\nhe\r\n0\r\n\r\n")
+        assert done
+        assert pending.complete
+        assert pending.refuse is None
+
+
+@pytest.mark.parametrize("data", UNSUPPORTED_CODINGS)
+def test_a_coding_before_chunked_is_refused_501_at_once(data):
+    for step in (1, 7, len(data)):
+        done, pending = feed_all(data, step)
+        assert done, step
+        assert pending.refuse == (501, worker.UNSUPPORTED_CODING)
+        assert not pending.sent_continue
+    # With a Content-Length too, or in HTTP/1.0, it stays the smuggling shape's 400.
+    head, _, body = data.partition(b"\r\n\r\n")
+    for bad in (head + b"\r\nContent-Length: 5", head.replace(b"HTTP/1.1", b"HTTP/1.0")):
+        done, pending = feed_all(bad + b"\r\n\r\n" + body)
+        assert done
+        assert pending.malformed
+        assert pending.refuse is None
+
+
+def _gunicorn_reads(data: bytes) -> tuple[str, bytes] | type[BaseException]:
+    """What gunicorn's parser (the path every buffered chunked request takes) makes of a
+    request: (its Transfer-Encoding, the body it hands the app), or its error."""
+    from gunicorn import http as gunicorn_http
+    from gunicorn.config import Config
+
+    try:
+        req = next(gunicorn_http.get_parser(Config(), [data], ("127.0.0.1", 1)))
+        return dict(req.headers).get("TRANSFER-ENCODING", ""), req.body.read()
+    except Exception as exc:
+        return type(exc)
+
+
+@pytest.mark.parametrize(
+    "codings",
+    [
+        b"chunked",
+        b"identity, chunked",
+        b"gzip, chunked",
+        b"deflate, chunked",
+        b"compress, chunked",
+        b"br, chunked",
+        b"x-gzip, chunked",
+        b"chunked, chunked",
+        b"gzip",
+        b"chunked, gzip",
+        b", chunked",
+        b"gzip;q=1, chunked",
+    ],
+)
+def test_no_chunked_body_reaches_the_app_still_coded(codings):
+    """The buffering and gunicorn's parser side by side: whatever the worker hands over
+    as readable, gunicorn decodes whole (chunked, nothing else); gzip, deflate and compress
+    before chunked, which gunicorn would hand to the app still compressed, the worker
+    answers 501 itself. Framings the worker leaves to the parser, it refuses."""
+    data = b"POST /a HTTP/1.1\r\nHost: a\r\n" + _TE + codings + b"\r\n\r\n2\r\nhe\r\n0\r\n\r\n"
+    done, pending = feed_all(data)
+    assert done
+    theirs = _gunicorn_reads(data)
+    if pending.refuse is not None:
+        assert pending.refuse == (501, worker.UNSUPPORTED_CODING)
+        # gunicorn's own 501, or (the case the worker closes) a body still compressed.
+        assert theirs is http_errors.UnsupportedTransferCoding or (
+            isinstance(theirs, tuple) and theirs[0] != "chunked"
+        ), theirs
+    elif pending.malformed or not pending.chunked:
+        assert isinstance(theirs, type), theirs  # gunicorn refuses it
+    else:
+        assert pending.complete
+        assert theirs == (codings.decode(), b"he")
+        assert set(codings.replace(b" ", b"").split(b",")) <= {b"identity", b"chunked"}
 
 
 @pytest.mark.parametrize("threads", ["1", "2"])
-def test_a_framing_gunicorn_refuses_is_answered_400_at_once(sqlite_env, tmp_path, threads):
+def test_a_framing_the_server_cannot_read_is_answered_at_once(sqlite_env, tmp_path, threads):
     """The request smuggling shapes (a body framed by Content-Length and chunked both, and
     the like) get their 400 at once, as JSON: they waited for a chunked end that the body
-    never had, and got a 408 after REQUEST_BODY_TIMEOUT (15 s)."""
+    never had, and got a 408 after REQUEST_BODY_TIMEOUT (15 s). A coding before chunked
+    gets its 501 as soon as the headers are in: `gzip, chunked` reached the app, which got
+    the body still compressed and answered 400 "not valid JSON"."""
     env = {**sqlite_env, "THREADS": threads}
+    cases = [(data, 400) for data in REFUSED_FRAMINGS]
+    cases += [(data, 501) for data in UNSUPPORTED_CODINGS]
+    # A whole gzip body, framed as the client meant it: never decoded, never the app's.
+    gzipped = gzip.compress(b'{"body": "hi", "author_name": "a"}')
+    cases.append(
+        (
+            b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+            + _TE
+            + b"gzip, chunked\r\n\r\n"
+            + b"%x\r\n%s\r\n0\r\n\r\n" % (len(gzipped), gzipped),
+            501,
+        )
+    )
     with ServiceProcess(env, tmp_path, workers=1) as service:
-        for data in REFUSED_FRAMINGS:
-            asked = time.monotonic()
-            status, headers, body = raw_request(
-                service.port, data.replace(b"/a", b"/api/v1/contents/a/comments"), timeout=5
-            )
-            assert status == (501 if b"br," in data else 400), data
-            assert time.monotonic() - asked < 2
+        for data, expected in cases:
+            for path, shape in (
+                (b"/api/v1/contents/a/comments", "application/problem+json"),
+                (b"/api/comment/new", "application/json"),
+            ):
+                asked = time.monotonic()
+                status, headers, body = raw_request(
+                    service.port, data.replace(b"/a", path, 1), timeout=5
+                )
+                assert status == expected, data
+                assert time.monotonic() - asked < 2
+                assert headers["content-type"] == shape
+                assert headers["connection"] == "close"
+                assert headers["x-content-type-options"] == "nosniff"
+                doc = json.loads(body)
+                assert "instance" not in doc
+                if shape == "application/problem+json":
+                    assert doc["status"] == status
+                if expected == 501:
+                    assert body.startswith(b"{")  # no "100 Continue" before it
+                    if shape == "application/problem+json":
+                        assert doc["type"] == "/docs#problem-not-implemented"
+                        assert doc["detail"] == worker.UNSUPPORTED_CODING
+                    else:
+                        assert doc["status"] == "NOT-IMPLEMENTED"
+        # Nothing was stored from the bodies the app never saw.
+        listed = requests.get(f"{service.base}/api/v1/contents/a/comments", timeout=5)
+        assert listed.status_code == 200
+        assert listed.json()["items"] == []
+    log = service.log()
+    assert '"status":501' in log
+    assert '"error":"UnsupportedTransferCoding"' in log
+
+
+# Request-targets that are not a path (RFC 9112 3.2): the worker's answer to each.
+OTHER_TARGET_FORMS = [
+    (b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", (200, "")),
+    (b"OPTIONS * HTTP/1.0\r\nContent-Length: 900\r\n\r\n", (200, "")),  # body unread
+    (b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", None),
+    (b"CONNECT [::1]:443 HTTP/1.1\r\nHost: a\r\n\r\n", None),
+    (b"CONNECT * HTTP/1.1\r\nHost: a\r\n\r\n", None),
+    (b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", (400, worker.ASTERISK_NOT_OPTIONS)),
+    (b"GET example.com:443 HTTP/1.1\r\nHost: a\r\n\r\n", (400, worker.NOT_A_PATH)),
+    (b"GET healthz HTTP/1.1\r\nHost: a\r\n\r\n", (400, worker.NOT_A_PATH)),
+    (b"GET a/b://c HTTP/1.1\r\nHost: a\r\n\r\n", (400, worker.NOT_A_PATH)),
+    (b"GET http:/healthz HTTP/1.1\r\nHost: a\r\n\r\n", (400, worker.NOT_A_PATH)),
+]
+
+
+@pytest.mark.parametrize(("data", "answer"), OTHER_TARGET_FORMS)
+def test_a_target_that_is_not_a_path_is_answered_by_the_worker(data, answer):
+    answer = answer or (405, worker.CONNECT_NOT_SERVED)
+    for step in (1, 7, len(data)):
+        done, pending = feed_all(data, step)
+        assert done, step
+        assert pending.refuse == answer
+    # Paths and absolute URIs (RFC 9112 3.2.2: a server MUST accept them) are served.
+    for target in (b"/healthz", b"//a", b"http://a/healthz", b"HTTPS://a:8000?x=1", b"h+1://a"):
+        done, pending = feed_all(b"GET " + target + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert done
+        assert pending.refuse is None, target
+
+
+def test_served_methods_are_those_of_the_apps_routes(tmp_path):
+    from comments_api.app import create_app
+    from comments_api.settings import Settings
+
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'c.db'}"))
+    methods = set().union(*(rule.methods or () for rule in app.url_map.iter_rules()))
+    assert ", ".join(sorted(methods)) == worker.SERVED_METHODS
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_options_asterisk_and_connect_get_the_servers_own_answers(sqlite_env, tmp_path, threads):
+    """`OPTIONS *` and `CONNECT host:port` went through gunicorn's parser to the app, which
+    answered 404 with an `instance` of "/*" or "/443"."""
+    env = {**sqlite_env, "THREADS": threads}
+    security = {"x-content-type-options", "referrer-policy", "x-frame-options"}
+    with ServiceProcess(env, tmp_path, workers=1) as service:
+        status, headers, body = raw_request(service.port, OTHER_TARGET_FORMS[0][0], timeout=5)
+        assert (status, body) == (200, b"")
+        assert headers["allow"] == worker.SERVED_METHODS
+        assert headers["content-length"] == "0"
+        assert headers["connection"] == "close"
+        assert security <= set(headers)
+        for data, answer in OTHER_TARGET_FORMS[1:]:
+            status, headers, body = raw_request(service.port, data, timeout=5)
+            expected = answer or (405, worker.CONNECT_NOT_SERVED)
+            assert status == expected[0], data
+            assert headers["connection"] == "close"
+            assert security <= set(headers)
+            if status == 200:
+                continue
             assert headers["content-type"] == "application/problem+json"
-            assert json.loads(body)["status"] == status
+            doc = json.loads(body)
+            assert "instance" not in doc  # no path to name
+            assert (doc["status"], doc["detail"]) == expected
+            if status == 405:
+                assert doc["type"] == "/docs#problem-method-not-allowed"
+                assert headers["allow"] == worker.SERVED_METHODS
+        # Absolute-form is served as its path; CONNECT to a path is the app's 405.
+        status, _, body = raw_request(
+            service.port, b"GET http://a/healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
+        assert status == 200
+        status, headers, body = raw_request(
+            service.port, b"CONNECT /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        )
+        assert status == 405
+        assert json.loads(body)["instance"] == "/healthz"
+        # Pipelined behind a request on a kept-alive connection: answered in turn.
+        with socket.create_connection(("127.0.0.1", service.port), timeout=5) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n" + OTHER_TARGET_FORMS[0][0])
+            assert read_response(sock)[0] == 200
+            status, headers, _ = read_response(sock)
+            assert (status, headers["allow"]) == (200, worker.SERVED_METHODS)
+            assert sock.recv(1) == b""  # then closed
+        assert requests.get(f"{service.base}/healthz", timeout=5).status_code == 200
+        log = service.log()
+    assert "answered OPTIONS *" in log
+    assert '"error":"method"' in log
+    assert "example.com" not in log
 
 
 def test_error_document_matches_the_apps_shapes():

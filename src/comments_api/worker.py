@@ -14,10 +14,12 @@ and a file descriptor, never a worker; each must finish its headers within
 or it is answered 408 and closed.
 
 The same classes answer the server's own errors (malformed request line or headers, request
-line or headers too large, read timeouts, a worker aborted by gunicorn's timeout) as JSON in
-the shape of the API the path belongs to, log them without the raw path or client address,
-and, when the worker stops, accept and serve the connections still queued in the listen
-backlog instead of letting the kernel reset them.
+line or headers too large, read timeouts, a transfer coding other than chunked, a
+request-target that is not a path, a worker aborted by gunicorn's timeout) as JSON in the
+shape of the API the path belongs to (and ``OPTIONS *`` with the methods the API serves),
+log them without the raw path or client address, and, when the worker stops, accept and
+serve the connections still queued in the listen backlog instead of letting the kernel
+reset them.
 """
 
 from __future__ import annotations
@@ -91,6 +93,21 @@ BARE_LF = "the request's lines must end with CRLF (\\r\\n), not a bare LF"
 # RFC 9112 3.2: a server MUST answer 400 to an HTTP/1.1 request without Host. gunicorn
 # served it, and Flask then took SERVER_NAME's place for the host the client never named.
 MISSING_HOST = "an HTTP/1.1 request needs a Host header"
+# RFC 9112 6.1: a transfer coding the server does not decode is its 501. gunicorn's parser
+# decodes none but chunked, yet let gzip, deflate and compress stand before it: the app got
+# the body still compressed and refused it as "not valid JSON" (400).
+UNSUPPORTED_CODING = "this transfer coding is not supported: only chunked is"
+# Request-targets that are not a path (RFC 9112 3.2), which gunicorn's parser let through
+# with a "path" that is none: the app answered `OPTIONS *` and `CONNECT example.com:443`
+# with a 404 whose `instance` was "/*" or "/443". The worker answers them itself.
+ASTERISK_NOT_OPTIONS = "the request-target * is only valid with OPTIONS"
+NOT_A_PATH = "the request-target must be a path starting with /"
+CONNECT_NOT_SERVED = "CONNECT is not served: this is an origin server, not a proxy"
+# Every method the app's routes serve (a test compares it with the app's URL map): the
+# Allow of the answer to OPTIONS * and of the 405 to CONNECT.
+SERVED_METHODS = "DELETE, GET, HEAD, OPTIONS, PATCH, POST"
+# Absolute-form (RFC 9112 3.2.2), which a server MUST accept: gunicorn serves its path.
+_ABSOLUTE_FORM = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^/?#]+(?:[/?].*)?")
 # Connections a worker holds at once (being read, or kept alive and idle); when full, the
 # idle kept-alive one that waited longest is closed for a new one, and without one to
 # close the rest wait in the kernel's backlog, where they cost this process nothing.
@@ -176,6 +193,7 @@ _ORIGIN_FORM_PATH = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/%]{0,2047}")
 
 # The app's security headers (app.py), on the answers the worker gives itself too.
 _SECURITY_LINES = "".join(f"{name}: {value}\r\n" for name, value in SECURITY_HEADERS)
+_ALLOW_LINE = f"Allow: {SERVED_METHODS}\r\n"
 
 
 def error_response_bytes(status: int, detail: str, path: str | None) -> bytes:
@@ -186,10 +204,23 @@ def error_response_bytes(status: int, detail: str, path: str | None) -> bytes:
         f"Content-Type: {content_type}\r\n"
         f"Content-Length: {len(body)}\r\n"
         "Cache-Control: no-store\r\n"
+        f"{_ALLOW_LINE if status == 405 else ''}"  # RFC 9110 15.5.6: a 405 MUST list them
         f"{_SECURITY_LINES}"
         "\r\n"
     )
     return head.encode("latin-1") + body
+
+
+# OPTIONS * (RFC 9110 9.3.7): what the server as a whole serves, as the app answers OPTIONS
+# on one of its routes (200, Allow, no body), with the worker's own answers' Connection.
+OPTIONS_ASTERISK = (
+    "HTTP/1.1 200 OK\r\n"
+    "Connection: close\r\n"
+    "Content-Length: 0\r\n"
+    f"{_ALLOW_LINE}"
+    f"{_SECURITY_LINES}"
+    "\r\n"
+).encode("latin-1")
 
 
 # gunicorn's parse errors → (status, detail). The detail is ours, never the exception's
@@ -198,7 +229,7 @@ _BAD = "the request is not valid HTTP/1.1"
 _CLIENT_ERRORS: tuple[tuple[type[BaseException], int, str], ...] = (
     (http_errors.LimitRequestLine, 414, "the request line is too long"),
     (http_errors.LimitRequestHeaders, 431, "the request header fields are too large"),
-    (http_errors.UnsupportedTransferCoding, 501, "this transfer coding is not supported"),
+    (http_errors.UnsupportedTransferCoding, 501, UNSUPPORTED_CODING),
     (http_errors.ExpectationFailed, 417, "only 'Expect: 100-continue' is supported"),
     (http_errors.ForbiddenProxyRequest, 403, "request forbidden"),
     (http_errors.ConfigurationProblem, 500, _INTERNAL_ERROR),
@@ -284,7 +315,8 @@ class PendingRequest:
     lf_checked: int = 0  # how far the head has been searched for a bare LF
     expects_continue: bool = False
     sent_continue: bool = False
-    # A response the server writes itself (400, 414, 431), decided while buffering.
+    # A response the server writes itself (400, 414, 431...; 200 to OPTIONS *), decided
+    # while buffering.
     refuse: tuple[int, str] | None = None
     # Until the first byte: a kept-alive connection waiting for its next request is
     # closed silently at its keep-alive timeout (a 408 there could be read as the answer
@@ -400,12 +432,25 @@ class PendingRequest:
         if http11 and not seen_host:
             self.refuse = (400, MISSING_HOST)
             return False
-        if self.chunked and (seen_length or not http11 or not _chunked_last(codings)):
-            # Framings gunicorn's parser refuses whatever follows (RFC 9112 6.1, 6.3:
-            # chunked with a Content-Length too, in HTTP/1.0, twice, or not last): to it at
-            # once. Buffered, a body framed two ways rarely ended as chunked, and the
-            # client got a 408 after REQUEST_BODY_TIMEOUT instead of the 400.
-            self.malformed = True
+        target = self.target
+        if target and target[0] != "/":
+            # Not a path (rare): "*", "host:port", an absolute URI, or neither.
+            answer = _other_target_form(bytes(request_line.partition(b" ")[0]), target)
+            if answer is not None:
+                self.refuse = answer
+                return False
+        if self.chunked:
+            framing = _chunked_framing(codings)
+            if seen_length or not http11 or framing is None:
+                # Framings gunicorn's parser refuses whatever follows (RFC 9112 6.1, 6.3:
+                # chunked with a Content-Length too, in HTTP/1.0, twice, or not last): to
+                # it at once. Buffered, a body framed two ways rarely ended as chunked, and
+                # the client got a 408 after REQUEST_BODY_TIMEOUT instead of the 400.
+                self.malformed = True
+            elif not framing:
+                # A coding before chunked (gzip, br...): the 501 at once, body unread.
+                self.refuse = (501, UNSUPPORTED_CODING)
+                return False
         if close or self.expects_continue or later:
             self.unusual = (self.expects_continue, close)
         return True
@@ -485,16 +530,34 @@ class PendingRequest:
         return True
 
 
-# The codings gunicorn's parser lets stand before chunked (it passes them to the app);
-# any other is its 501.
-_BEFORE_CHUNKED = frozenset({b"gzip", b"deflate", b"compress", b"identity"})
-
-
-def _chunked_last(codings: bytes) -> bool:
-    """Whether Transfer-Encoding values ("a, b," per field, lowercased) end in chunked,
-    after codings gunicorn knows: the only chunked framings its parser reads."""
+def _chunked_framing(codings: bytes) -> bool | None:
+    """Transfer-Encoding values ("a, b," per field, lowercased) that name chunked: None when
+    it is not named once and last (gunicorn's parser answers 400, or 501 for a coding it
+    does not know), True when nothing but identity (no coding) precedes it, False when a
+    coding does. gunicorn's parser would let gzip, deflate or compress stand there and hand
+    the app the body still compressed (it decodes none of them): the worker answers those
+    501 itself (RFC 9112 6.1), and any other coding too, before the body is awaited."""
     *before, last = [name.strip(b" \t") for name in codings.split(b",")][:-1]
-    return last == b"chunked" and _BEFORE_CHUNKED.issuperset(before)
+    if last != b"chunked" or b"chunked" in before:
+        return None
+    return all(name == b"identity" for name in before)
+
+
+def _other_target_form(method: bytes, target: str) -> tuple[int, str] | None:
+    """The worker's answer to a request-target that is not a path (RFC 9112 3.2), or None
+    for an absolute URI, which is served (gunicorn's parser takes its path). gunicorn's
+    parser refuses "*" without OPTIONS and "host:port" without CONNECT, but let both
+    through with a "path" that is none (the app then answered 404 for "/*" or "/443")."""
+    if method == b"CONNECT":
+        # Whatever its target: tunnels are a proxy's work. 405, as the app answers CONNECT
+        # to one of its routes (and nginx to any target).
+        return (405, CONNECT_NOT_SERVED)
+    if target == "*":
+        # 200: asked of the server as a whole (RFC 9110 9.3.7); answered, not refused.
+        return (200, "") if method == b"OPTIONS" else (400, ASTERISK_NOT_OPTIONS)
+    if _ABSOLUTE_FORM.fullmatch(target):
+        return None
+    return (400, NOT_A_PATH)
 
 
 def close_option(value: bytes) -> bool:
@@ -584,7 +647,15 @@ def _send(sock: Any, data: bytes) -> None:
         log.debug("failed to send an error response")
 
 
-_REFUSAL_KINDS = {400: "malformed", 408: "timeout", 503: "draining"}
+# The kind of error a refusal's log line names ("limit" otherwise: 413, 414, 431); a 501
+# is named as when gunicorn's parser refuses the coding: the same refusal either way.
+_REFUSAL_KINDS = {
+    400: "malformed",
+    405: "method",
+    408: "timeout",
+    501: "UnsupportedTransferCoding",
+    503: "draining",
+}
 
 
 def _refuse(
@@ -594,12 +665,16 @@ def _refuse(
     detail: str,
     linger: Callable[[socket.socket], None] | None = None,
 ) -> None:
-    log.warning(
-        "refused a request the server could not read",
-        extra={"status": status, "error": _REFUSAL_KINDS.get(status, "limit")},
-    )
-    count_server_refusal(status_slug(status))
-    _send(sock, error_response_bytes(status, detail, pending.target))
+    if status == 200:  # OPTIONS *: answered, not refused
+        log.info("answered OPTIONS * with the methods the server serves")
+        _send(sock, OPTIONS_ASTERISK)
+    else:
+        log.warning(
+            "refused a request the server could not read",
+            extra={"status": status, "error": _REFUSAL_KINDS.get(status, "limit")},
+        )
+        count_server_refusal(status_slug(status))
+        _send(sock, error_response_bytes(status, detail, pending.target))
     if linger is not None:
         # Refused before the request's end (a body, a request line or headers over their
         # limit, bytes that cannot be parsed, a request too slow): the client may still be
