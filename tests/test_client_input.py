@@ -14,6 +14,8 @@ import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import pytest
@@ -467,6 +469,9 @@ def test_server_errors_match_the_published_problem_schema(live, raw, status):
     # The app's security headers, as on every answer the app gives (docs/security.md).
     for name, value in SECURITY_HEADERS:
         assert reply.headers.get(name.lower()) == value, name
+    # RFC 9110 6.6.1: a server with a clock sends Date on every 4xx, as on the app's answers.
+    sent = parsedate_to_datetime(reply.headers["date"])
+    assert abs((sent - datetime.now(UTC)).total_seconds()) < 60
     spec = live.request("GET", "/openapi.json").json
     assert isinstance(spec, dict)
     problem = spec["components"]["schemas"]["Problem"]

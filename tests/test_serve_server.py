@@ -15,6 +15,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import pytest
@@ -394,6 +395,7 @@ def test_options_asterisk_and_connect_get_the_servers_own_answers(sqlite_env, tm
         assert headers["content-length"] == "0"
         assert headers["connection"] == "close"
         assert security <= set(headers)
+        assert parsedate_to_datetime(headers["date"]).year >= 2024  # RFC 9110 6.6.1
         for data, answer in OTHER_TARGET_FORMS[1:]:
             status, headers, body = raw_request(service.port, data, timeout=5)
             expected = answer or (405, worker.CONNECT_NOT_SERVED)

@@ -204,6 +204,7 @@ def error_response_bytes(status: int, detail: str, path: str | None) -> bytes:
         f"Content-Type: {content_type}\r\n"
         f"Content-Length: {len(body)}\r\n"
         "Cache-Control: no-store\r\n"
+        f"Date: {util.http_date()}\r\n"  # RFC 9110 6.6.1: a server with a clock MUST send it
         f"{_ALLOW_LINE if status == 405 else ''}"  # RFC 9110 15.5.6: a 405 MUST list them
         f"{_SECURITY_LINES}"
         "\r\n"
@@ -211,16 +212,19 @@ def error_response_bytes(status: int, detail: str, path: str | None) -> bytes:
     return head.encode("latin-1") + body
 
 
-# OPTIONS * (RFC 9110 9.3.7): what the server as a whole serves, as the app answers OPTIONS
-# on one of its routes (200, Allow, no body), with the worker's own answers' Connection.
-OPTIONS_ASTERISK = (
-    "HTTP/1.1 200 OK\r\n"
-    "Connection: close\r\n"
-    "Content-Length: 0\r\n"
-    f"{_ALLOW_LINE}"
-    f"{_SECURITY_LINES}"
-    "\r\n"
-).encode("latin-1")
+def options_asterisk_bytes() -> bytes:
+    """OPTIONS * (RFC 9110 9.3.7): what the server as a whole serves, as the app answers
+    OPTIONS on one of its routes (200, Allow, no body), with the worker's own answers'
+    Connection."""
+    return (
+        "HTTP/1.1 200 OK\r\n"
+        "Connection: close\r\n"
+        "Content-Length: 0\r\n"
+        f"Date: {util.http_date()}\r\n"
+        f"{_ALLOW_LINE}"
+        f"{_SECURITY_LINES}"
+        "\r\n"
+    ).encode("latin-1")
 
 
 # gunicorn's parse errors → (status, detail). The detail is ours, never the exception's
@@ -667,7 +671,7 @@ def _refuse(
 ) -> None:
     if status == 200:  # OPTIONS *: answered, not refused
         log.info("answered OPTIONS * with the methods the server serves")
-        _send(sock, OPTIONS_ASTERISK)
+        _send(sock, options_asterisk_bytes())
     else:
         log.warning(
             "refused a request the server could not read",
