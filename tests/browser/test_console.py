@@ -960,19 +960,39 @@ def test_console_draws_only_the_latest_listing_asked(page, pre_api: Api):
     expect(queue_row(page, f"pending on {second}")).to_be_visible()
     page.unroute(listings)
 
-    # The same in By content.
+    # By content: "Show its comments" waits for its listing, so what can answer late there is
+    # a "Load more" page asked before another content's listing. It is not added to that one.
     page.get_by_role("tab", name="By content").click()
     listings = "**/api/v1/contents/*/comments?*"
-    held = hold(page, listings, "GET")
+    held = []
+
+    def first_has_more(route) -> None:
+        if "cursor=" in route.request.url:
+            held.append(route)
+        elif first in route.request.url:
+            # The real first page, said to have more (as a 51st comment would).
+            response = route.fetch()
+            route.fulfill(response=response, json={**response.json(), "next_cursor": "more"})
+        else:
+            route.continue_()
+
+    page.route(listings, first_has_more)
     page.get_by_label("Content id").fill(first)
     page.get_by_role("button", name="Show its comments").click()
+    expect(page.locator("#content-body tr", has_text=f"public on {first}")).to_be_visible()
+    page.get_by_role("button", name="Load more").click()
+    page.wait_for_timeout(200)
+    assert len(held) == 1, held
     page.get_by_label("Content id").fill(second)
     page.get_by_role("button", name="Show its comments").click()
-    page.wait_for_timeout(200)
-    assert len(held) == 2, held
-    late(held, second)
     expect(page.locator("#content-body tr", has_text=f"public on {second}")).to_be_visible()
-    late(held, first)
+    late_page = {
+        "items": [{"id": 987654, "body": f"late page of {first}", "status": "published"}],
+        "next_cursor": None,
+    }
+    with page.expect_response(lambda r: "cursor=" in r.url):
+        held.pop().fulfill(json=late_page)
+    page.wait_for_timeout(200)
     expect(page.locator("#content-body tr")).to_have_count(1)
     expect(page.locator("#content-body tr", has_text=f"public on {second}")).to_be_visible()
     page.unroute(listings)
@@ -1170,4 +1190,61 @@ def test_console_an_error_goes_once_the_same_listing_gets_through(page, pre_api:
     page.get_by_role("tab", name="Queue").click()
     page.get_by_role("tab", name="Bans").click()
     expect(message).to_have_text("")
+    assert errors == [], errors
+
+
+def test_console_by_content_shows_its_listing_is_on_its_way(page, pre_api: Api):
+    content = new_content()
+    key = pre_api.key("comments:moderate")
+    published = pre_api.post(content, "listed by content", email="c@example.com")
+    pre_api.moderate(key, "approve", [published["id"]])
+    page.set_viewport_size({"width": 1100, "height": 800})
+    errors = page.page_errors
+    message = page.locator("#message")
+    sign_in(page, pre_api, key)
+    page.get_by_role("tab", name="By content").click()
+    page.get_by_label("Content id").fill(content)
+    show = page.locator("#content-show")
+    table = page.locator("#content-table")
+    progress = page.locator("#content-progress")  # role=status, visually hidden
+    listings = "**/api/v1/contents/*/comments?*"
+    held = hold(page, listings, "GET")
+
+    def on_its_way() -> None:
+        expect(show).to_be_disabled()
+        expect(show).to_have_text("Loading…")
+        expect(table).to_have_attribute("aria-busy", "true")
+        expect(progress).to_have_text("Loading the comments…")
+
+    def ended(said: str = "") -> None:
+        expect(show).to_be_enabled()
+        expect(show).to_have_text("Show its comments")
+        expect(table).not_to_have_attribute("aria-busy", "true")
+        expect(progress).to_have_text(said)
+
+    # A double click (and Enter meanwhile) lists once; the keyboard is back on the button.
+    show.dblclick()
+    on_its_way()
+    page.get_by_label("Content id").press("Enter")
+    page.wait_for_timeout(200)
+    assert len(held) == 1, held
+    held.pop().continue_()
+    expect(page.locator("#content-body tr", has_text="listed by content")).to_be_visible()
+    ended(f"1 comment of {content} listed.")
+
+    # A proxy's 502 ends it too.
+    show.click()
+    on_its_way()
+    page.wait_for_timeout(200)
+    answer_held_with_502(held, message)
+    ended()
+    expect(show).to_be_focused()
+
+    # And a sign-out while it is on its way.
+    show.click()
+    on_its_way()
+    page.get_by_role("button", name="Sign out").click()
+    ended()
+    held.pop().continue_()
+    page.unroute(listings)
     assert errors == [], errors

@@ -174,6 +174,27 @@ async function busy(controls, work) {
   }
 }
 
+// A fresh listing on its way (the queue's: Refresh, the Status select, the Queue tab, sign-in;
+// By content's) shows it, as "Load more" does: its button is disabled (a double click lists
+// once) and says so ("Refreshing…"), the table is aria-busy, and a status line tells screen
+// readers. It ends when the latest listing asked is drawn or fails (a 502, the 30 s give-up),
+// or at a sign-out. The list's `ui` names the elements and words.
+function listing(list, on, said = "") {
+  const { button, idle, working, table, progress, loading } = list.ui;
+  const el = $(button);
+  if (on && !el.disabled) list.refocus = document.activeElement === el; // the first one's
+  el.disabled = on;
+  el.textContent = on ? working : idle;
+  if (on) $(table).setAttribute("aria-busy", "true");
+  else $(table).removeAttribute("aria-busy");
+  $(progress).textContent = on ? loading : said;
+  if (on) return;
+  // Lost as busy() has it: on the page, or on a panel around the button.
+  const now = document.activeElement;
+  if (list.refocus && (!now || now.contains(el))) el.focus();
+  list.refocus = false;
+}
+
 // --- sign in --------------------------------------------------------------------
 
 function signOut(text) {
@@ -188,7 +209,7 @@ function signOut(text) {
   select($("tab-queue"), false, false);
   $("retry").hidden = true;
   $("app").hidden = true;
-  refreshing(false); // nor waited for
+  for (const list of [queue, content]) listing(list, false); // nor waited for
   $("who").hidden = true;
   $("sign-in").hidden = false;
   $("credential").value = "";
@@ -339,7 +360,13 @@ async function moderate(action, ids, controls = [], skipped = []) {
 // --- the queue: pending or hidden comments, of every content or one ----------------
 
 // What the list shows: the status and content it was loaded for (changing either reloads).
-const queue = { items: new Map(), cursor: null, status: "pending", content: "", asked: 0, shown: 0, failed: null };
+const queue = {
+  items: new Map(), cursor: null, status: "pending", content: "", asked: 0, shown: 0, failed: null,
+  ui: {
+    button: "queue-refresh", idle: "Refresh", working: "Refreshing…",
+    table: "queue-table", progress: "queue-progress", loading: "Loading the queue…",
+  },
+};
 
 // Comments with an action on its way. Until its answer no other action, row or bulk, may
 // include them (it could only come back "unchanged"): their row's buttons and checkbox stay
@@ -385,27 +412,6 @@ function queueRow(c) {
   return row;
 }
 
-// A fresh listing of the queue on its way (Refresh, the Status select, the Queue tab, sign-in)
-// shows it, as "Load more" does: Refresh is disabled (a double click lists once) and says
-// "Refreshing…", the table is aria-busy, and a status line tells screen readers. It ends when
-// the latest listing asked is drawn or fails (a 502, the 30 s give-up), or at a sign-out.
-const refresh = $("queue-refresh");
-let refocus = false; // Refresh had the keyboard when the listing began
-
-function refreshing(on, said = "") {
-  if (on && !refresh.disabled) refocus = document.activeElement === refresh;
-  refresh.disabled = on;
-  refresh.textContent = on ? "Refreshing…" : "Refresh";
-  if (on) $("queue-table").setAttribute("aria-busy", "true");
-  else $("queue-table").removeAttribute("aria-busy");
-  $("queue-progress").textContent = on ? "Loading the queue…" : said;
-  if (on) return;
-  // Lost as busy() has it: on the page, or on a panel around the button.
-  const now = document.activeElement;
-  if (refocus && (!now || now.contains(refresh))) refresh.focus();
-  refocus = false;
-}
-
 async function loadQueue(more) {
   const status = more ? queue.status : $("queue-status").value;
   const content = more ? queue.content : $("queue-content").value.trim();
@@ -413,7 +419,7 @@ async function loadQueue(more) {
   if (content) query.set("content_id", content);
   if (more && queue.cursor) query.set("cursor", queue.cursor);
   const current = ticket(queue, more);
-  if (!more) refreshing(true);
+  if (!more) listing(queue, true);
   let data;
   let items;
   try {
@@ -421,7 +427,7 @@ async function loadQueue(more) {
     items = listed(data);
   } catch (err) {
     if (!current()) return; // a later listing (or a sign-out) took over, busy state and all
-    if (!more) refreshing(false);
+    if (!more) listing(queue, false);
     failed(err, queue);
     return;
   }
@@ -450,7 +456,7 @@ async function loadQueue(more) {
   filterQueue();
   if (!more) {
     const n = queue.items.size;
-    refreshing(false, `${n} ${status === "hidden" ? "hidden" : "pending"} comment${n === 1 ? "" : "s"} listed${data.next_cursor ? ", more with “Load more”" : ""}.`);
+    listing(queue, false, `${n} ${status === "hidden" ? "hidden" : "pending"} comment${n === 1 ? "" : "s"} listed${data.next_cursor ? ", more with “Load more”" : ""}.`);
   }
 }
 
@@ -536,7 +542,7 @@ async function queueAction(action, wanted, extra = []) {
 $("queue-search").addEventListener("input", filterQueue);
 $("queue-filter").addEventListener("submit", (event) => {
   event.preventDefault();
-  if (refresh.disabled) return; // a listing is still on its way
+  if ($("queue-refresh").disabled) return; // a listing is still on its way
   loadQueue(false);
 });
 $("queue-status").addEventListener("change", () => loadQueue(false));
@@ -554,7 +560,13 @@ for (const button of bulkButtons) {
 
 // --- comments of one content (published ones can be hidden or deleted) ----------
 
-const content = { id: null, cursor: null, asked: 0, shown: 0, failed: null };
+const content = {
+  id: null, cursor: null, asked: 0, shown: 0, failed: null,
+  ui: {
+    button: "content-show", idle: "Show its comments", working: "Loading…",
+    table: "content-table", progress: "content-progress", loading: "Loading the comments…",
+  },
+};
 
 function contentRow(c) {
   const removed = c.status === "deleted";
@@ -578,6 +590,7 @@ function contentRow(c) {
 async function loadContent(more) {
   const cursor = more ? content.cursor : null;
   const current = ticket(content, more);
+  if (!more) listing(content, true);
   let data;
   let items;
   try {
@@ -585,7 +598,9 @@ async function loadContent(more) {
     data = await api(cursor ? `${path}&cursor=${encodeURIComponent(cursor)}` : path);
     items = listed(data);
   } catch (err) {
-    if (current()) failed(err, content);
+    if (!current()) return; // a later listing (or a sign-out) took over, busy state and all
+    if (!more) listing(content, false);
+    failed(err, content);
     return;
   }
   if (!current()) return;
@@ -599,6 +614,10 @@ async function loadContent(more) {
   content.cursor = data.next_cursor;
   $("content-more").hidden = !data.next_cursor;
   contentShown();
+  if (!more) {
+    const n = body.children.length;
+    listing(content, false, `${n} comment${n === 1 ? "" : "s"} of ${content.id} listed${data.next_cursor ? ", more with “Load more”" : ""}.`);
+  }
 }
 
 // The table, or a note when it has no row (also once the last one is hidden).
@@ -631,6 +650,7 @@ async function contentAction(action, id) {
 
 $("content-form").addEventListener("submit", (event) => {
   event.preventDefault();
+  if ($("content-show").disabled) return; // a listing is still on its way
   content.id = $("content-id").value.trim();
   if (content.id) loadContent(false);
 });
