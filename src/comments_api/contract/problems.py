@@ -104,7 +104,8 @@ def problem_types(settings: Settings) -> dict[str, dict[str, Any]]:
             405,
             "Method not allowed",
             "The route exists but not with this method; the `Allow` header lists the "
-            "methods it accepts.",
+            "methods it accepts. `CONNECT` is always refused: this is an origin server, "
+            "not a proxy.",
         ),
         "author-banned": entry(
             403,

@@ -156,7 +156,7 @@ class FieldError(Closed, kw_only=True):
 
 
 class Problem(Open, kw_only=True):
-    """RFC 9457 problem details. `type` links to its explanation on /docs; `errors` is present for validation errors. `instance` (the request path, percent-encoded) is absent only when the HTTP server refused the request before the application saw it (408, 414, 417, 431, 501, malformed requests)."""  # noqa: E501 - the schema's description, one paragraph
+    """RFC 9457 problem details. `type` links to its explanation on /docs; `errors` is present for validation errors. `instance` (the request path, percent-encoded) is absent only when the HTTP server refused the request before the application saw it (405 to CONNECT, 408, 414, 417, 431, 501, malformed requests)."""  # noqa: E501 - the schema's description, one paragraph
 
     type: Annotated[
         str,
