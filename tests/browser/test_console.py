@@ -1248,3 +1248,53 @@ def test_console_by_content_shows_its_listing_is_on_its_way(page, pre_api: Api):
     held.pop().continue_()
     page.unroute(listings)
     assert errors == [], errors
+
+
+def test_console_by_content_load_more_continues_the_content_shown(page, pre_api: Api):
+    shown, typed = new_content(), new_content()
+    key = pre_api.key("comments:moderate")
+    for content in (shown, typed):
+        published = pre_api.post(content, f"public on {content}", email="m@example.com")
+        pre_api.moderate(key, "approve", [published["id"]])
+    page.set_viewport_size({"width": 1100, "height": 800})
+    errors = page.page_errors
+    message = page.locator("#message")
+    more_asked: list[str] = []
+    next_page = {
+        "items": [{"id": 987655, "body": f"next page of {shown}", "status": "published"}],
+        "next_cursor": None,
+    }
+
+    def listings(route) -> None:
+        url = route.request.url
+        if "cursor=" in url:
+            more_asked.append(url)
+            route.fulfill(json=next_page)
+        elif shown in url:
+            # The real first page, said to have more (as a 51st comment would).
+            response = route.fetch()
+            route.fulfill(response=response, json={**response.json(), "next_cursor": "more"})
+        else:
+            route.fulfill(status=502, body=PROXY_PAGE, content_type="text/html")
+
+    page.route("**/api/v1/contents/*/comments?*", listings)
+    sign_in(page, pre_api, key)
+    page.get_by_role("tab", name="By content").click()
+    page.get_by_label("Content id").fill(shown)
+    page.get_by_role("button", name="Show its comments").click()
+    expect(page.locator("#content-body tr", has_text=f"public on {shown}")).to_be_visible()
+    caption = page.locator("#content-table caption")
+    expect(caption).to_have_text(f"Public comments of {shown}, oldest first")
+
+    # Another content's listing fails: the table still shows the first one's comments (and
+    # says so), and "Load more" goes on with them, not with the content typed since.
+    page.get_by_label("Content id").fill(typed)
+    page.get_by_role("button", name="Show its comments").click()
+    expect(message).to_have_text(UNAVAILABLE)
+    expect(caption).to_have_text(f"Public comments of {shown}, oldest first")
+    page.get_by_role("button", name="Load more").click()
+    expect(page.locator("#content-body tr", has_text=f"next page of {shown}")).to_be_visible()
+    expect(page.locator("#content-body tr")).to_have_count(2)
+    assert [f"/contents/{shown}/" in url for url in more_asked] == [True], more_asked
+    page.unroute("**/api/v1/contents/*/comments?*")
+    assert errors == [], errors

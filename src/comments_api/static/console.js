@@ -587,14 +587,16 @@ function contentRow(c) {
   );
 }
 
-async function loadContent(more) {
+// content.id is the content shown (set when its listing is drawn): "Load more" goes on with
+// it, whatever was typed since (a listing of another that failed leaves the first one shown).
+async function loadContent(more, id = content.id) {
   const cursor = more ? content.cursor : null;
   const current = ticket(content, more);
   if (!more) listing(content, true);
   let data;
   let items;
   try {
-    const path = `/api/v1/contents/${encodeURIComponent(content.id)}/comments?limit=${PAGE}&order=oldest`;
+    const path = `/api/v1/contents/${encodeURIComponent(id)}/comments?limit=${PAGE}&order=oldest`;
     data = await api(cursor ? `${path}&cursor=${encodeURIComponent(cursor)}` : path);
     items = listed(data);
   } catch (err) {
@@ -608,6 +610,8 @@ async function loadContent(more) {
   const body = $("content-body");
   if (!more) {
     content.shown++;
+    content.id = id;
+    $("content-caption").textContent = `Public comments of ${id}, oldest first`;
     body.replaceChildren();
   }
   body.append(...items.map(contentRow));
@@ -651,8 +655,8 @@ async function contentAction(action, id) {
 $("content-form").addEventListener("submit", (event) => {
   event.preventDefault();
   if ($("content-show").disabled) return; // a listing is still on its way
-  content.id = $("content-id").value.trim();
-  if (content.id) loadContent(false);
+  const id = $("content-id").value.trim();
+  if (id) loadContent(false, id);
 });
 $("content-more").addEventListener("click", () => loadMore($("content-more"), $("content-body"), () => loadContent(true)));
 
