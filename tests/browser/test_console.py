@@ -1298,3 +1298,50 @@ def test_console_by_content_load_more_continues_the_content_shown(page, pre_api:
     assert [f"/contents/{shown}/" in url for url in more_asked] == [True], more_asked
     page.unroute("**/api/v1/contents/*/comments?*")
     assert errors == [], errors
+
+
+def test_console_says_it_is_signing_in_until_the_check_answers(page, pre_api: Api):
+    errors = page.page_errors
+    message = page.locator("#message")
+    key = pre_api.key("comments:moderate")
+    check = "**/api/v1/moderation/pending?*"
+    held = hold(page, check, "GET")
+    submit = page.locator("#sign-in-submit")
+
+    # From the form: said, and "Sign in" waits; the message goes once signed in.
+    sign_in(page, pre_api, key)
+    expect(message).to_have_text("Signing in…")
+    expect(submit).to_be_disabled()
+    page.wait_for_timeout(200)
+    assert len(held) == 1, held
+    held.pop().continue_()
+    expect(page.get_by_role("tab", name="Queue")).to_be_focused()
+    expect(message).to_have_text("")
+    expect(submit).to_be_enabled()
+
+    # A reload with the credential kept: said too, not a blank page.
+    page.reload()
+    expect(message).to_have_text("Signing in…")
+    page.wait_for_timeout(200)
+    held.pop().continue_()
+    expect(page.get_by_role("tab", name="Queue")).to_be_focused()
+    expect(message).to_have_text("")
+
+    # "Try again": the last try's error gives way to it, and comes back if still down.
+    page.reload()
+    page.wait_for_timeout(200)
+    answer_held_with_502(held, message)
+    retry = page.get_by_role("button", name="Try again")
+    retry.click()
+    expect(message).to_have_text("Signing in…")
+    page.wait_for_timeout(200)
+    answer_held_with_502(held, message)
+    expect(retry).to_be_focused()
+    retry.click()
+    expect(message).to_have_text("Signing in…")
+    page.wait_for_timeout(200)
+    held.pop().continue_()
+    expect(page.get_by_role("tab", name="Queue")).to_be_focused()
+    expect(message).to_have_text("")
+    page.unroute(check)
+    assert errors == [], errors

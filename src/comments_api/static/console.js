@@ -29,6 +29,7 @@ let saying = null; // the timer that shows the last one
 
 function say(text, kind = "ok") {
   said++;
+  clearTimeout(saying); // a message still to show gives way to this one
   message.className = `message ${kind}`;
   message.textContent = "";
   // A fresh node so screen readers announce a repeated message again.
@@ -106,7 +107,7 @@ async function api(path, { method = "GET", body } = {}) {
   throw new ApiError(response.status, detail, data);
 }
 
-// A listing's failure is noted on its list (the queue, the bans, …, or the sign-in's check):
+// A listing's failure is noted on its list (the queue, By content, the bans, the audit log):
 // once the same listing gets through, the error no longer stands on the page ("The server is
 // unavailable" over a queue that loaded), unless something else was said since.
 function failed(err, list = null) {
@@ -116,11 +117,15 @@ function failed(err, list = null) {
 }
 
 function recovered(list) {
-  if (list.failed === said) {
-    clearTimeout(saying);
-    message.textContent = "";
-  }
+  unsay(list.failed);
   list.failed = null;
+}
+
+// Takes back a message if it is still the last one said (its number: `said` after say()).
+function unsay(number) {
+  if (number !== said) return;
+  clearTimeout(saying);
+  message.textContent = "";
 }
 
 // JSON of another shape (a proxy's, a cache's): an error the moderator can read, never a TypeError.
@@ -217,28 +222,30 @@ function signOut(text) {
   $("credential").focus();
 }
 
-const check = { failed: null }; // the sign-in's check of the credential
-
 async function start() {
   $("retry").hidden = true;
   if (!credential()) {
     $("sign-in").hidden = false;
     return;
   }
+  // The check of the credential on its way (from the form, "Try again", or a reload with one
+  // kept): said, in place of the last try's error, and "Sign in" waits for it.
+  say("Signing in…");
+  const signing = said;
   try {
-    await api("/api/v1/moderation/pending?limit=1");
+    await busy([$("sign-in-submit")], () => api("/api/v1/moderation/pending?limit=1"));
   } catch (err) {
     if (err.status === 403) signOut("This credential has no moderation scope (comments:moderate or admin).");
     else if (err.status !== 401) {
       // The server is down or a proxy answered: try the same credential again later.
-      failed(err, check);
+      failed(err);
       $("retry").hidden = false;
       // Pressing "Try again" hid it, and the focus with it: back to it for the next try.
       if (!document.activeElement || document.activeElement === document.body) $("retry").focus();
     }
     return;
   }
-  recovered(check);
+  unsay(signing);
   $("sign-in").hidden = true;
   $("app").hidden = false;
   $("who").hidden = false;
