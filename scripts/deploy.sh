@@ -17,12 +17,19 @@
 #          [--prod-smoke-hook CMD] [--ready-timeout S] [--load-duration D] [--load-vus N]
 #        scripts/deploy.sh --render staging|production --digest sha256:...   (print the pinned
 #          manifests the minikube target applies: kubectl kustomize, offline)
+#        scripts/deploy.sh --down --state-dir DIR   (tear down a --keep stack, and the dockerd
+#          its run started, if it did; never an engine the run found running)
+#   An option's value goes after a space or an = sign: --tag v1 or --tag=v1.
+#   --prod-smoke-hook CMD runs with BASE_URL, DEPLOY_ENV, DEPLOY_DIGEST; CMD is never printed
+#   (it may hold a token): the log says that it ran, how long it took, its exit status.
 # Environment: READY_TIMEOUT, LOAD_DURATION, LOAD_VUS (defaults of the flags above);
 #   DOCKER_DATA_ROOT (local: data root of a dockerd started when none answers,
 #   /var/lib/comments-api-docker); KUBE_CONTEXT (minikube), DEV_REGISTRY (localhost:5000),
 #   PROD_REGISTRY (localhost:5001): the minikube target's cluster and registries.
 # Exit codes: 0 released; 1 stopped before production (production untouched);
 #             2 production failed and was rolled back; 3 production failed, rollback failed too;
+#             4 released, but an old replica (local target) could not be stopped or removed:
+#               it is named, out of haproxy; remove it (1, 2 and 3 win over 4, and name it too);
 #             64 bad usage.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -65,31 +72,46 @@ PROD_REGISTRY=${PROD_REGISTRY:-localhost:5001}
 # The comment block above, up to `set -euo pipefail`.
 usage() { sed -n '2,/^set -euo pipefail$/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 die() { printf 'deploy.sh: %s\n' "$*" >&2; exit 64; }
-# value OPTION ARGS...: the option's value, or a usage error when it has none.
+# Options that take a value accept `--opt value` and `--opt=value`. INLINE: the argument
+# being parsed came as `--opt=value` (split in two below).
+INLINE=0
+# value OPTION ARGS...: the option's value, or a usage error when it has none. `--opt
+# --other` is a forgotten value; `--opt=--x` says outright that --x is the value.
 value() {
-  [ $# -ge 2 ] && [ -n "$2" ] && [ "${2#--}" = "$2" ] || die "$1 needs a value (see --help)"
+  if [ $# -lt 2 ] || [ -z "$2" ] || { [ "$INLINE" = 0 ] && [ "${2#--}" != "$2" ]; }; then
+    die "$1 needs a value (see --help)"
+  fi
   printf '%s' "$2"
 }
+# flag OPTION: an option that takes no value was given one (`--keep=yes`).
+flag() { [ "$INLINE" = 0 ] || die "$1 takes no value (see --help)"; }
 
 while [ $# -gt 0 ]; do
+  INLINE=0
+  if [[ $1 == --*=* ]]; then
+    # Only the name is ever echoed back: the value may be a --prod-smoke-hook's token.
+    INLINE=1
+    set -- "${1%%=*}" "${1#*=}" "${@:2}"
+  fi
   case $1 in
     --target) TARGET=$(value "$@") || exit 64; shift 2 ;;
-    --dry-run) DRY_RUN=1; shift ;;
-    --skip-tests) SKIP_TESTS=1; shift ;;
-    --skip-scans) SKIP_SCANS=1; shift ;;
+    --dry-run) flag "$1"; DRY_RUN=1; shift ;;
+    --skip-tests) flag "$1"; SKIP_TESTS=1; shift ;;
+    --skip-scans) flag "$1"; SKIP_SCANS=1; shift ;;
     --image) SOURCE_IMAGE=$(value "$@") || exit 64; shift 2 ;;
     --tag) TAG=$(value "$@") || exit 64; shift 2 ;;
     --state-dir) STATE=$(value "$@") || exit 64; shift 2 ;;
-    --keep) KEEP=1; shift ;;
-    --down) DOWN=1; shift ;;
+    --keep) flag "$1"; KEEP=1; shift ;;
+    --down) flag "$1"; DOWN=1; shift ;;
     --prod-smoke-hook) PROD_SMOKE_HOOK=$(value "$@") || exit 64; shift 2 ;;
     --render) RENDER=$(value "$@") || exit 64; shift 2 ;;
     --digest) DIGEST=$(value "$@") || exit 64; shift 2 ;;
     --ready-timeout) READY_TIMEOUT=$(value "$@") || exit 64; shift 2 ;;
     --load-duration) LOAD_DURATION=$(value "$@") || exit 64; shift 2 ;;
     --load-vus) LOAD_VUS=$(value "$@") || exit 64; shift 2 ;;
-    -h | --help) usage; exit 0 ;;
-    *) die "unknown argument: $1 (see --help)" ;;
+    -h | --help) flag "$1"; usage; exit 0 ;;
+    *) [ "$INLINE" = 0 ] || die "unknown option: $1 (given a value; see --help)"
+      die "unknown argument: $1 (see --help)" ;;
   esac
 done
 if [ -z "$TARGET" ]; then
@@ -192,7 +214,9 @@ fi
 IMAGE=comments-api:$TAG
 PY=$REPO/.venv/bin/python
 [ -x "$PY" ] || PY=python3
-# shellcheck source=scripts/lib/docker-engine.sh
+# SC1091: checked on its own (`shellcheck scripts/deploy.sh`) the library is not followed;
+# `make lint` passes it too, and follows it.
+# shellcheck source=scripts/lib/docker-engine.sh disable=SC1091
 . scripts/lib/docker-engine.sh
 K6=$REPO/.venv/bin/k6
 
@@ -326,8 +350,30 @@ smoke() {
   run "$PY" scripts/pipeline_e2e.py smoke "$base" || return 1
   if [ "$env" = production ] && [ -n "$PROD_SMOKE_HOOK" ]; then
     # Checks only production can run (e.g. a canary journey); it sees what is deployed.
-    run env BASE_URL="$base" DEPLOY_ENV="$env" DEPLOY_DIGEST="$DIGEST" bash -c "$PROD_SMOKE_HOOK" || return 1
+    smoke_hook "$env" "$base" || return 1
   fi
+}
+
+# smoke_hook ENV BASE: run --prod-smoke-hook. Its command is never printed, not even in a
+# dry run: it may carry a token or a password (curl -H "Authorization: Bearer ..."), and
+# this log is CI output. What an SRE gets instead: that the hook ran, the variables it was
+# given (none secret), how long it took and its exit status (a signal named). The hook's
+# own output is its own: it is shown as it comes.
+smoke_hook() {
+  local env=$1 base=$2 started rc=0 took why=""
+  printf '+ env BASE_URL=%q DEPLOY_ENV=%q DEPLOY_DIGEST=%q bash -c %s\n' "$base" "$env" "$DIGEST" \
+    "'<the --prod-smoke-hook command: not shown, it may hold credentials>'"
+  [ "$DRY_RUN" = 0 ] || return 0
+  started=$(date +%s)
+  env BASE_URL="$base" DEPLOY_ENV="$env" DEPLOY_DIGEST="$DIGEST" bash -c "$PROD_SMOKE_HOOK" || rc=$?
+  took=$(($(date +%s) - started))
+  if [ "$rc" = 0 ]; then
+    tinfo "production smoke hook passed: exit 0 after ${took}s"
+    return 0
+  fi
+  [ "$rc" -le 128 ] || why=" (killed by SIG$(kill -l "$((rc - 128))" 2>/dev/null || echo "nal $((rc - 128))"))"
+  fail "production smoke hook failed: exit $rc$why after ${took}s"
+  return 1
 }
 
 # ============================================================================ target: local
@@ -627,25 +673,63 @@ slot_get() { cat "$STATE/$1/slot$2" 2>/dev/null || true; }
 # gated on its own /readyz and on haproxy seeing it UP before the old one is stopped. Like a
 # terminating pod, an old replica drains in the background while the next new one starts
 # (at least 3 serve at any time); all of them are gone before rollout returns.
-RETIRING=()
+#
+# An old replica that could not be retired (docker stop or docker rm failed and the
+# container is still there) does not fail the rollout: the new replicas serve, and rolling
+# back would not remove it either. retire() warns with its name at once, it goes to
+# LEFTOVER, the summary lists it again, and a run that released anyway exits 4 instead of 0.
+# The next rollout into its slot removes it first (rollout_steps).
+RETIRING=() RETIRING_WHAT=() LEFTOVER=()
 rollout() {
-  RETIRING=()
-  local rc=0
+  RETIRING=() RETIRING_WHAT=()
+  local rc=0 j
   rollout_steps "$@" || rc=$?
-  if [ "${#RETIRING[@]}" -gt 0 ]; then wait "${RETIRING[@]}" || true; fi
-  RETIRING=()
+  # One at a time: `wait PID...` returns the status of the last PID only.
+  for j in "${!RETIRING[@]}"; do
+    wait "${RETIRING[j]}" || LEFTOVER+=("${RETIRING_WHAT[j]}")
+  done
+  RETIRING=() RETIRING_WHAT=()
   return "$rc"
 }
 
-# retire ENV I COLOR NAME: stop one old replica and take its slot out of haproxy.
+warn() { printf '\n!!! WARNING: %s\n' "$*" >&2; }
+
+# container_state NAME: Docker's state of a container (running, exited, dead...), "gone"
+# when there is no such container, "unknown" when Docker does not say. (`docker ps` can
+# still list a container as running after its exit was lost: inspect is the truth.)
+container_state() {
+  local out
+  if out=$(docker container inspect -f '{{.State.Status}}' "$1" 2>&1); then
+    printf '%s' "$out"
+  elif [[ $out == *"No such container"* ]]; then
+    printf gone
+  else
+    printf unknown
+  fi
+}
+
+# retire ENV I COLOR NAME DIGEST: stop one old replica, take its slot out of haproxy, remove
+# it. Returns 1, after a warning naming the container, when it is still there.
 retire() {
-  local env=$1 i=$2 color=$3 name=$4
+  local env=$1 i=$2 color=$3 name=$4 digest=$5 stop_rc=0 rm_rc=0 hap_rc=0 state
   # SIGTERM: /readyz turns 503, haproxy marks it DOWN within ~1 s while it still serves
   # (SHUTDOWN_DELAY), then gunicorn drains what is in flight.
-  runq docker stop --time 30 "$name"
-  hapctl "$env" "set server app/r$i$color state maint"
-  runq docker rm "$name"
-  tinfo "$env replica $i: old $name stopped and removed"
+  runq docker stop --time 30 "$name" || stop_rc=$?
+  # Out of haproxy even when the stop failed: no new request for the old release.
+  hapctl "$env" "set server app/r$i$color state maint" || hap_rc=$?
+  runq docker rm "$name" || rm_rc=$?
+  [ "$hap_rc" = 0 ] || warn "$env: haproxy did not take slot r$i$color ($name) out (runtime API failed, exit $hap_rc)"
+  if [ "$DRY_RUN" = 1 ] || { [ "$stop_rc" = 0 ] && [ "$rm_rc" = 0 ]; }; then
+    tinfo "$env replica $i: old $name stopped and removed"
+    return 0
+  fi
+  state=$(container_state "$name")
+  if [ "$state" = gone ]; then
+    warn "$env replica $i: docker stop (exit $stop_rc) / rm (exit $rm_rc) of the old $name failed, but it is gone"
+    return 0
+  fi
+  warn "$env replica $i: the old replica $name ($digest) could not be retired: docker stop exit $stop_rc, docker rm exit $rm_rc; it is still there (state: $state), $([ "$hap_rc" = 0 ] && echo "out of haproxy (slot r$i$color in maintenance)" || echo "and haproxy may still send it requests (slot r$i$color)"). Remove it: docker rm --force $name (the next rollout into slot r$i$color tries that first)"
+  return 1
 }
 
 rollout_steps() {
@@ -672,6 +756,17 @@ rollout_steps() {
     [ "$old_color" != a ] || new_color=b
     local port_var=${env}_PORT_$i$new_color
     local port=${!port_var} name="comments-$STACK-$env-${!port_var}"
+    # An old replica a retire() could not remove (it warned) still holds this slot's name,
+    # and its port if it runs: finish its retirement now. Left there, the slot was lost to
+    # every later rollout, a rollback included ("Conflict. The container name ...").
+    if [ "$DRY_RUN" = 0 ] && [ "$(container_state "$name")" != gone ]; then
+      warn "$env replica $i: slot r$i$new_color still holds $name, an old replica not retired earlier: removing it"
+      hapctl "$env" "set server app/r$i$new_color state maint" || true
+      if ! runq docker rm --force "$name"; then
+        fail "$env replica $i: slot r$i$new_color is not free: $name is still there (docker rm --force failed)"
+        return 1
+      fi
+    fi
     tinfo "$env replica $i: start $digest on 127.0.0.1:$port (slot r$i$new_color)"
     local args=()
     mapfile -t args < <(replica_args "$env" "$port" "$ref")
@@ -696,10 +791,10 @@ rollout_steps() {
     if [ -n "$old_name" ]; then
       tinfo "$env replica $i: stop the old $old_digest ($old_name), draining in the background"
       if [ "$DRY_RUN" = 1 ]; then
-        retire "$env" "$i" "$old_color" "$old_name"
+        retire "$env" "$i" "$old_color" "$old_name" "$old_digest"
       else
-        retire "$env" "$i" "$old_color" "$old_name" &
-        RETIRING+=("$!")
+        retire "$env" "$i" "$old_color" "$old_name" "$old_digest" &
+        RETIRING+=("$!") RETIRING_WHAT+=("$old_name ($env replica $i, $old_digest)")
       fi
     fi
   done
@@ -788,12 +883,57 @@ rollback() {
   return 1
 }
 
+# The dockerd a local run started because no engine answered is recorded in the state
+# directory (ENGINE_RECORD: its PID and its start time, field 22 of /proc/PID/stat), so that
+# whoever tears the stack down later (--down after --keep) stops it too. An engine the run
+# found running is never recorded, so never stopped. PID and start time name one process:
+# a PID reused since by another process is not taken for the engine.
+ENGINE_RECORD=dockerd.started
+proc_start() { sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f20; }
+record_engine() {
+  [ -n "$DOCKER_ENGINE_PID" ] && [ -n "$STATE" ] || return 0
+  printf 'pid=%s\nstart=%s\n' "$DOCKER_ENGINE_PID" "$(proc_start "$DOCKER_ENGINE_PID")" >"$STATE/$ENGINE_RECORD"
+}
+
+# engine_down: stop the recorded engine (after the stack's containers and images are gone),
+# unless it is no longer that process, or containers of others run on it (stopping it would
+# stop them: it is left running, with a warning naming its PID). 1 when it would not stop.
+engine_down() {
+  local record="$STATE/$ENGINE_RECORD" pid start others
+  [ -f "$record" ] || return 0
+  pid=$(sed -n 's/^pid=//p' "$record")
+  start=$(sed -n 's/^start=//p' "$record")
+  rm -f "$record"
+  # Handled here, whatever the outcome: the EXIT trap's docker_engine_stop leaves it alone.
+  [ "$pid" != "$DOCKER_ENGINE_PID" ] || DOCKER_ENGINE_PID=""
+  if ! [[ $pid =~ ^[1-9][0-9]*$ ]] || ! alive "$pid" || [ -z "$start" ] ||
+    [ "$(proc_start "$pid")" != "$start" ] || [ "$(cat "/proc/$pid/comm" 2>/dev/null)" != dockerd ]; then
+    echo "the Docker engine this stack started (pid ${pid:-?}) is no longer running"
+    return 0
+  fi
+  others=$(docker ps -q 2>/dev/null | wc -l)
+  if [ "$others" -gt 0 ]; then
+    warn "the Docker engine this stack started (pid $pid) is left running: $others other container(s) run on it; stop it (kill $pid) once they are gone"
+    return 0
+  fi
+  DOCKER_ENGINE_PID=$pid
+  docker_engine_stop
+  DOCKER_ENGINE_PID=""
+  if alive "$pid" && [ "$(proc_start "$pid")" = "$start" ]; then
+    fail "the Docker engine this stack started (pid $pid) is still running 20 s after SIGTERM"
+    return 1
+  fi
+}
+
 local_down() {
   [ -n "$STATE" ] || return 0
+  local rc=0
   if [ ! -s "$STATE/stack.env" ]; then
-    # Nothing was started; remove the state directory only if this run made it.
+    # No stack was started, but maybe an engine (a kept run that stopped before its stack);
+    # remove the state directory only if this run made it.
+    engine_down || rc=1
     [ "$AUTO_STATE" = 0 ] || rm -rf "$STATE"
-    return 0
+    return "$rc"
   fi
   # shellcheck disable=SC1091
   . "$STATE/stack.env"
@@ -825,7 +965,9 @@ local_down() {
     for _ in $(seq 1 50); do alive "$p" || break; sleep 0.1; done
   done
   [ -z "${PG_DIR:-}" ] || rm -rf "$PG_DIR"
-  rm -rf "$STATE"
+  engine_down || rc=1
+  rm -rf "$STATE" || rc=1
+  return "$rc"
 }
 
 # lock_state: one run (or --down) at a time on a state directory. Two would start replicas
@@ -895,7 +1037,12 @@ pipeline_local() {
   if [ "$DRY_RUN" = 0 ]; then
     stage "docker engine"
     # Same data root as scripts/image-test.sh: the base images are cached there.
-    docker_engine_up "${DOCKER_DATA_ROOT:-/var/lib/comments-api-docker}" "$STATE/dockerd.log" "$STATE/dockerd.pid"
+    local engine_rc=0
+    docker_engine_up "${DOCKER_DATA_ROOT:-/var/lib/comments-api-docker}" "$STATE/dockerd.log" "$STATE/dockerd.pid" ||
+      engine_rc=$?
+    # Recorded even when it never answered: a kept run leaves it to --down.
+    record_engine
+    [ "$engine_rc" = 0 ] || return 1
   fi
   stage_build
   local_up
@@ -948,6 +1095,8 @@ pipeline_local() {
     rollback production "" || true
   fi
   show_digests
+  # Released, but an old replica is still on this host: not a plain success (see rollout).
+  [ "${#LEFTOVER[@]}" = 0 ] || return 4
 }
 
 # ========================================================================= target: minikube
@@ -1128,13 +1277,23 @@ finish() {
     1) printf '\nPIPELINE FAILED before production (production untouched)\n' >&2 ;;
     2) printf '\nPIPELINE FAILED in production: rolled back automatically\n' >&2 ;;
     3) printf '\nPIPELINE FAILED in production and the rollback failed too: act now\n' >&2 ;;
+    4) printf '\nPIPELINE RELEASED %s (%s) to production, but old replicas could not be retired (below): remove them\n' "$TAG" "${DIGEST:-}" >&2 ;;
     *) printf '\nPIPELINE STOPPED (exit %s): interrupted or an unexpected error, see above\n' "$rc" >&2 ;;
   esac
+  if [ "${#LEFTOVER[@]}" -gt 0 ]; then
+    printf '!!! old replicas that could not be retired (remove what is left: docker rm --force NAME)%s:\n' \
+      "$([ "$KEEP" = 1 ] || echo '; the teardown below removes the containers of this stack')" >&2
+    local what
+    for what in "${LEFTOVER[@]}"; do
+      printf '!!!   %s: %s\n' "$what" "$(container_state "${what%% *}")" >&2
+    done
+  fi
   if [ "$TARGET" = local ] && [ "$DRY_RUN" = 0 ] && [ "$KEEP" = 0 ]; then local_down; fi
   unlock_state
   # An engine this run started serves the kept stack; otherwise it goes, by PID.
   if [ "$KEEP" = 1 ] && [ -n "$DOCKER_ENGINE_PID" ]; then
-    printf 'the Docker engine this run started (pid %s) keeps running for the kept stack\n' "$DOCKER_ENGINE_PID"
+    printf 'the Docker engine this run started (pid %s) keeps running for the kept stack: %s --down --state-dir %s stops it\n' \
+      "$DOCKER_ENGINE_PID" "$0" "$STATE"
   else
     docker_engine_stop
   fi

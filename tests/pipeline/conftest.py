@@ -81,8 +81,10 @@ class Stack:
     def deploy(
         self, *args: str, timeout: float = 400, label: str = "", env: dict[str, str] | None = None
     ) -> Run:
-        if "--tag" in args:  # deploy.sh names its release comments-api:TAG
-            self.images.append(f"comments-api:{args[args.index('--tag') + 1]}")
+        for i, arg in enumerate(args):  # deploy.sh names its release comments-api:TAG
+            if arg == "--tag" or arg.startswith("--tag="):
+                tag = args[i + 1] if arg == "--tag" else arg.split("=", 1)[1]
+                self.images.append(f"comments-api:{tag}")
         started = time.monotonic()
         proc = subprocess.run(
             [str(DEPLOY), "--target", "local", "--state-dir", str(self.state), "--keep", *args],

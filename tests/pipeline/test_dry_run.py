@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -441,3 +442,93 @@ def test_a_failing_cleanup_step_does_not_stop_the_teardown(tmp_path):
         assert not state.exists(), "the teardown stopped at the failing step"
     finally:
         subprocess.run(["chattr", "-i", str(stuck / "immutable")], check=False)
+
+
+# A sample value of every option that takes one, and what the dry run shows once it took
+# effect. An option added to deploy.sh without a sample here fails the test below.
+SAMPLES = {
+    "--target": ("minikube", "target minikube"),
+    "--image": ("local/prebuilt:1", "using the already built local/prebuilt:1"),
+    "--tag": ("v9.1", "release v9.1"),
+    "--state-dir": ("/tmp/cpl-equals-form", "/tmp/cpl-equals-form/registry-dev"),
+    # A value holding an `=` of its own: only the first one splits.
+    "--prod-smoke-hook": ('test "$DEPLOY_ENV" = production', "it may hold credentials"),
+    "--ready-timeout": ("77", "up to 77s"),
+    "--load-duration": ("1m5s", "DURATION=1m5s"),
+    "--load-vus": ("7", "VUS=7"),
+}
+
+
+def value_options() -> set[str]:
+    return set(re.findall(r"^\s+(--[a-z-]+)\) [A-Z_]+=\$\(value ", DEPLOY.read_text(), re.M))
+
+
+def without_times(out: str) -> str:
+    return re.sub(r"t\+\d+s", "t+Ns", out)
+
+
+@pytest.mark.parametrize("option", sorted(SAMPLES))
+def test_an_option_value_may_follow_an_equals_sign(option):
+    # `--tag=v1` was "unknown argument: --tag=v1" (exit 64): only `--tag v1` was taken.
+    value, shown = SAMPLES[option]
+    base = ["--dry-run"] + ([] if option == "--target" else ["--target", "local"])
+    spaced = deploy(*base, option, value)
+    joined = deploy(*base, f"{option}={value}")
+    assert spaced.returncode == 0, spaced.stderr
+    assert joined.returncode == 0, joined.stderr
+    assert shown in joined.stdout
+    assert without_times(joined.stdout) == without_times(spaced.stdout)
+
+
+def test_every_option_that_takes_a_value_is_checked_in_both_forms():
+    assert value_options() == set(SAMPLES) | {"--render", "--digest"}
+
+
+def test_render_and_digest_take_the_equals_form_too():
+    if not (ROOT / "deploy" / "k8s" / "overlays" / "staging").is_dir():
+        pytest.skip("deploy/k8s overlays are delivered on the k8s branch")
+    if shutil.which("kubectl") is None:
+        missing("kubectl (kustomize is built in)")
+    digest = "sha256:" + "cd" * 32
+    spaced = deploy("--render", "staging", "--digest", digest)
+    joined = deploy("--render=staging", f"--digest={digest}")
+    assert joined.returncode == 0, joined.stderr
+    assert f"comments-api@{digest}" in joined.stdout
+    assert joined.stdout == spaced.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--tag="], "--tag needs a value"),
+        (["--prod-smoke-hook="], "--prod-smoke-hook needs a value"),
+        (["--tag=a/b"], "--tag must be a Docker tag"),
+        (["--load-vus=0"], "--load-vus (LOAD_VUS) must be 1-9999"),
+        (["--keep=yes"], "--keep takes no value"),
+        (["--skip-tests=false"], "--skip-tests takes no value"),
+        (["--help=me"], "--help takes no value"),
+        (["--smoke-hook=curl -H 'Authorization: Bearer tok3n'"], "unknown option: --smoke-hook"),
+    ],
+)
+def test_bad_equals_forms_are_usage_errors(args, message):
+    proc = deploy("--dry-run", "--target", "local", *args)
+    assert proc.returncode == 64, proc.stdout[-2000:] + proc.stderr
+    assert message in proc.stderr
+    assert "tok3n" not in proc.stderr  # a mistyped option's value is not echoed back
+    assert "==> [" not in proc.stdout
+
+
+@pytest.mark.parametrize("target", ["local", "minikube"])
+@pytest.mark.parametrize("form", ["spaced", "joined"])
+def test_the_smoke_hook_command_is_never_printed(target, form):
+    # The hook was printed in full (`+ env ... bash -c 'curl -H "Authorization: Bearer
+    # ..."'`), token and all, into the CI log. It is still announced, with its variables.
+    secret = "tok-" + uuid.uuid4().hex
+    hook = f'curl -fsS -H "Authorization: Bearer {secret}" "$BASE_URL/readyz"'
+    args = ["--prod-smoke-hook", hook] if form == "spaced" else [f"--prod-smoke-hook={hook}"]
+    proc = deploy("--dry-run", "--target", target, *args)
+    assert proc.returncode == 0, proc.stderr
+    assert secret not in proc.stdout + proc.stderr
+    (line,) = [cmd for cmd in commands(proc.stdout) if "--prod-smoke-hook" in cmd]
+    assert "DEPLOY_ENV=production" in line
+    assert "not shown, it may hold credentials" in line

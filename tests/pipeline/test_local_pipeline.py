@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,7 @@ import pytest
 import redis
 import requests
 
+from ..support import missing
 from .conftest import QUICK_LOAD, ROOT, Run, Stack, sh
 
 # Each test runs the whole pipeline at least once; on a busy 2-core machine that took up
@@ -159,6 +162,7 @@ def test_a_rerun_that_fails_in_production_is_not_called_rolled_back(stack: Stack
     )
     assert stack.release()["digest"] == good, "the same image must give the same digest"
     assert run.rc == 3, run.out[-3000:]
+    assert "production smoke hook failed: exit 1 after" in run.out
     assert f"production ran {good} before this run" in run.out
     assert "ROLLBACK production" not in run.out
     assert_serving(stack, "production", good)
@@ -524,3 +528,123 @@ def test_tearing_down_a_stack_leaves_a_namesake_alone(stack: Stack, tmp_path):
                 )
             shutil.rmtree(state.parent.parent, ignore_errors=True)
         sh("docker", "rmi", "comments-api:namesake", check=False)
+
+
+@dataclass
+class LeftBehind:
+    good: str
+    run: Run
+    secret: str
+    victim: str
+    victim_id: str
+    victim_state: str
+    production_up: int
+    production: list[dict[str, str]]
+
+
+@pytest.fixture(scope="module")
+def old_replica_left_behind(stack: Stack) -> LeftBehind:
+    """A new release whose rollout cannot remove one old production replica: its container
+    directory is made immutable, so `docker rm` fails for real (as on a filesystem or
+    daemon fault) and the container stays. The run also carries a production smoke hook
+    whose command holds a token, and passes its options in the `--opt=value` form. The
+    container is left for the next test's run (only its directory is made mutable again)."""
+    if shutil.which("chattr") is None or os.geteuid() != 0:
+        missing("root and chattr, to make a container's directory immutable")
+    good = stack.serving("production")
+    victim = stack.replicas("production")[0]
+    root = sh("docker", "info", "--format", "{{.DockerRootDir}}").stdout.strip()
+    full_id = sh("docker", "inspect", "--format", "{{.Id}}", victim["id"]).stdout.strip()
+    directory = Path(root) / "containers" / full_id
+    if sh("chattr", "+i", str(directory), check=False).returncode != 0:
+        missing(f"chattr +i on {directory}")
+    v3 = stack.derived_image("v3", f"FROM {stack.base_image}\nLABEL org.example.change=v3\n")
+    secret = "tok-" + uuid.uuid4().hex
+    hook = f'curl -fsS -o /dev/null -H "X-Smoke-Token: {secret}" "$BASE_URL/readyz"'
+    try:
+        run = stack.deploy(
+            "--skip-tests",
+            "--skip-scans",
+            f"--image={v3}",
+            "--tag=v3",
+            "--load-vus=2",
+            "--load-duration=3s",
+            f"--prod-smoke-hook={hook}",
+            label="old_replica_left_behind",
+        )
+        production_up = sum(s == 2 for s in haproxy_states(stack, "production").values())
+        production = [r for r in stack.replicas("production") if r["name"] != victim["name"]]
+    finally:
+        sh("chattr", "-i", str(directory), check=False)
+    state = sh(
+        "docker",
+        "container",
+        "inspect",
+        "--format",
+        "{{.State.Status}}",
+        full_id,
+        check=False,
+    )
+    victim_state = state.stdout.strip() if state.returncode == 0 else "gone"
+    return LeftBehind(
+        good, run, secret, victim["name"], full_id, victim_state, production_up, production
+    )
+
+
+def test_an_old_replica_that_cannot_be_retired_is_named_and_the_run_exits_4(
+    stack: Stack, old_replica_left_behind: LeftBehind
+):
+    # `wait "${RETIRING[@]}" || true` hid the failure: the run said PIPELINE OK (exit 0)
+    # with an old replica still on the host, whose name then blocked its slot's next rollout.
+    result = old_replica_left_behind
+    run, name = result.run, result.victim
+    assert run.rc == 4, run.out[-3000:]
+    assert f"the old replica {name} ({result.good}) could not be retired" in run.out
+    assert f"docker rm --force {name}" in run.out
+    assert "PIPELINE RELEASED v3" in run.out
+    assert re.search(rf"!!!   {name} \(production replica \d, {result.good}\): \w+", run.out)
+    assert result.victim_state not in ("gone", "unknown"), "the container was there"
+    # Released all the same: production runs the new digest on 3 replicas, all UP.
+    v3 = stack.registry_digest("prod", "v3")
+    assert v3
+    assert v3 != result.good
+    assert stack.serving("production") == v3
+    assert result.production_up == 3
+    assert len(result.production) == 3
+    assert all(digest_of(replica["ref"]) == v3 for replica in result.production)
+
+
+def test_the_smoke_hook_runs_without_its_command_in_the_log(
+    stack: Stack, old_replica_left_behind: LeftBehind
+):
+    run = old_replica_left_behind.run
+    assert old_replica_left_behind.secret not in run.out
+    assert "not shown, it may hold credentials" in run.out
+    assert re.search(r"production smoke hook passed: exit 0 after \d+s", run.out), run.out[-3000:]
+
+
+def test_the_next_rollout_into_its_slot_removes_the_old_replica_first(
+    stack: Stack, old_replica_left_behind: LeftBehind
+):
+    # The leftover's name is its slot's: `docker run --name` into that slot failed with
+    # "Conflict", so every later rollout (a rollback included) stopped at that replica.
+    result = old_replica_left_behind
+    name, good = result.victim, result.good
+    try:
+        run = stack.deploy(
+            "--skip-tests",
+            "--skip-scans",
+            "--image",
+            stack.base_image,
+            "--tag",
+            "back",
+            *QUICK_LOAD,
+        )
+        assert run.rc == 0, run.out[-3000:]
+        assert f"still holds {name}, an old replica not retired earlier" in run.out
+        assert "Conflict" not in run.out
+        # Gone; the name is the slot's, now the new replica's.
+        assert sh("docker", "container", "inspect", result.victim_id, check=False).returncode
+        assert_serving(stack, "production", good)
+    finally:
+        sh("docker", "rm", "--force", result.victim_id, check=False)
