@@ -483,6 +483,8 @@ local_up() {
   # Written now and after every start: a failure half-way still tears down what runs.
   [ "$DRY_RUN" = 1 ] || save_state
 
+  local REGISTRY_VARS=() var
+  for var in $(compgen -e); do [[ $var != REGISTRY_* ]] || REGISTRY_VARS+=(-u "$var"); done
   for reg in dev prod; do
     local port_var=${reg^^}_PORT
     run mkdir -p "$STATE/registry-$reg/data"
@@ -503,7 +505,10 @@ EOF
     fi
     show docker-registry serve "$STATE/registry-$reg/config.yml" "&"
     if [ "$DRY_RUN" = 0 ]; then
-      docker-registry serve "$STATE/registry-$reg/config.yml" >"$STATE/registry-$reg/log" 2>&1 &
+      # docker-registry reads every REGISTRY_* variable as an override of its config.yml:
+      # a CI job's REGISTRY_PASSWORD or skopeo's REGISTRY_AUTH_FILE would reconfigure (or
+      # stop) the pipeline's own registries. They start from the config file alone.
+      env "${REGISTRY_VARS[@]}" docker-registry serve "$STATE/registry-$reg/config.yml" >"$STATE/registry-$reg/log" 2>&1 &
       printf -v "${reg^^}_PID" '%s' "$!"
       save_state
     fi

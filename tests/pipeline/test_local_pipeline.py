@@ -491,6 +491,11 @@ def test_tearing_down_a_stack_leaves_a_namesake_alone(stack: Stack, tmp_path):
             )
             assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr
             assert (state / "stack.env").exists(), proc.stdout[-2000:]
+            # Stopped at the push, by skopeo: the registries ignore REGISTRY_* variables
+            # (docker-registry read REGISTRY_AUTH_FILE as config and did not start).
+            output = proc.stdout + proc.stderr
+            assert "no manifest digest for" in output, output[-2000:]
+            assert "waiting for the dev registry" not in output, output[-2000:]
         stacks = [
             dict(line.split("=", 1) for line in (s / "stack.env").read_text().splitlines())["STACK"]
             for s in states
