@@ -184,7 +184,7 @@ async function busy(controls, work) {
 // once) and says so ("Refreshing…"), the table is aria-busy, and a status line tells screen
 // readers. It ends when the latest listing asked is drawn or fails (a 502, the 30 s give-up),
 // or at a sign-out. The list's `ui` names the elements and words.
-function listing(list, on, said = "") {
+function listing(list, on, summary = "") {
   const { button, idle, working, table, progress, loading } = list.ui;
   const el = $(button);
   if (on && !el.disabled) list.refocus = document.activeElement === el; // the first one's
@@ -192,7 +192,7 @@ function listing(list, on, said = "") {
   el.textContent = on ? working : idle;
   if (on) $(table).setAttribute("aria-busy", "true");
   else $(table).removeAttribute("aria-busy");
-  $(progress).textContent = on ? loading : said;
+  $(progress).textContent = on ? loading : summary;
   if (on) return;
   // Lost as busy() has it: on the page, or on a panel around the button.
   const now = document.activeElement;
