@@ -931,6 +931,8 @@ def test_console_draws_only_the_latest_listing_asked(page, pre_api: Api):
         pre_api.post(content, f"pending on {content}", email="s@example.com")
         published = pre_api.post(content, f"public on {content}", email="s@example.com")
         pre_api.moderate(key, "approve", [published["id"]])
+        hidden = pre_api.post(content, f"hidden on {content}", email="s@example.com")
+        pre_api.moderate(key, "hide", [hidden["id"]])
     page.set_viewport_size({"width": 1100, "height": 800})
     errors = page.page_errors
     sign_in(page, pre_api, key)
@@ -943,21 +945,21 @@ def test_console_draws_only_the_latest_listing_asked(page, pre_api: Api):
         page.wait_for_timeout(200)
 
     # A slow listing of the first content, then a quick one of the second: the second stays.
-    # (Refresh waits for its listing; the Queue tab lists anew meanwhile.)
+    # (Refresh and the Queue tab wait for the listing on its way; a change of Status lists anew.)
     listings = "**/api/v1/moderation/comments?*"
     held = hold(page, listings, "GET")
     page.get_by_label("Limit to content").fill(first)
     page.get_by_role("button", name="Refresh").click()
     expect(page.get_by_role("button", name="Refresh")).to_be_disabled()
     page.get_by_label("Limit to content").fill(second)
-    page.get_by_role("tab", name="Queue").click()
+    page.get_by_label("Status").select_option("hidden")
     page.wait_for_timeout(200)
     assert len(held) == 2, held
     late(held, second)
-    expect(queue_row(page, f"pending on {second}")).to_be_visible()
+    expect(queue_row(page, f"hidden on {second}")).to_be_visible()
     late(held, first)
     expect(page.locator("#queue-body tr")).to_have_count(1)
-    expect(queue_row(page, f"pending on {second}")).to_be_visible()
+    expect(queue_row(page, f"hidden on {second}")).to_be_visible()
     page.unroute(listings)
 
     # By content: "Show its comments" waits for its listing, so what can answer late there is
@@ -1344,4 +1346,104 @@ def test_console_says_it_is_signing_in_until_the_check_answers(page, pre_api: Ap
     expect(page.get_by_role("tab", name="Queue")).to_be_focused()
     expect(message).to_have_text("")
     page.unroute(check)
+    assert errors == [], errors
+
+
+def test_console_bans_and_audit_log_show_their_listing_and_a_tab_lists_once(
+    page, pre_api: Api, axe_source
+):
+    admin = pre_api.key("admin")
+    made = requests.post(
+        f"{pre_api.base}/api/v1/moderation/bans",
+        json={"email": "busy-state@example.com"},
+        headers={"Authorization": f"Bearer {admin}"},
+        timeout=5,
+    )
+    assert made.status_code in (200, 201), made.text
+    page.set_viewport_size({"width": 1100, "height": 800})
+    errors = page.page_errors
+    message = page.locator("#message")
+    sign_in(page, pre_api, admin)
+    expect(page.get_by_role("tab", name="Queue")).to_be_focused()  # its first listing drawn
+
+    def on_its_way(name: str, loading: str) -> None:
+        refresh = page.locator(f"#{name}-refresh")
+        expect(refresh).to_be_disabled()
+        expect(refresh).to_have_text("Refreshing…")
+        expect(page.locator(f"#{name}-table")).to_have_attribute("aria-busy", "true")
+        expect(page.locator(f"#{name}-progress")).to_have_text(loading)
+
+    def ended(name: str, said: str | re.Pattern = "") -> None:
+        refresh = page.locator(f"#{name}-refresh")
+        expect(refresh).to_be_enabled()
+        expect(refresh).to_have_text("Refresh")
+        expect(page.locator(f"#{name}-table")).not_to_have_attribute("aria-busy", "true")
+        expect(page.locator(f"#{name}-progress")).to_have_text(said)
+
+    lists = [
+        ("Bans", "bans", "**/api/v1/moderation/bans", "Loading the bans…", r"^\d+ bans? listed\.$"),
+        (
+            "Audit log",
+            "audit",
+            "**/api/v1/admin/audit-log?*",
+            "Loading the audit log…",
+            r"^\d+ audit log entr(y|ies) listed(, more with “Load more”)?\.$",
+        ),
+    ]
+    for tab_name, name, listings, loading, said in lists:
+        tab = page.get_by_role("tab", name=tab_name)
+        refresh = page.locator(f"#{name}-refresh")
+        held = hold(page, listings, "GET")
+        # Selected: its list is on its way, shown as the queue's is. A click on the selected
+        # tab (and on its disabled Refresh) meanwhile sends nothing more.
+        tab.click()
+        on_its_way(name, loading)
+        if name == "bans":
+            violations, _ = run_axe(page, axe_source)
+            assert violations == [], dumps(violations)
+        tab.click()
+        refresh.click(force=True)
+        page.wait_for_timeout(200)
+        assert len(held) == 1, held
+        held.pop().continue_()
+        ended(name, re.compile(said))
+        # Selected again once it has ended: listed anew, as a refresh.
+        tab.click()
+        on_its_way(name, loading)
+        page.wait_for_timeout(200)
+        assert len(held) == 1, held
+        held.pop().continue_()
+        ended(name, re.compile(said))
+        # Its Refresh lists it too; a proxy's 502 ends the busy state, the keyboard on Refresh.
+        refresh.click()
+        on_its_way(name, loading)
+        page.wait_for_timeout(200)
+        answer_held_with_502(held, message)
+        ended(name)
+        expect(refresh).to_be_focused()
+        page.unroute(listings)
+    page.get_by_role("tab", name="Bans").click()
+    expect(page.locator("#bans-body tr", has_text="email:busy-state@example.com")).to_be_visible()
+    ended("bans", re.compile(r"^\d+ bans? listed\.$"))
+
+    # The Queue tab too: selected again while its listing is on its way, it sends nothing.
+    queue = "**/api/v1/moderation/comments?*"
+    held = hold(page, queue, "GET")
+    page.get_by_role("tab", name="Queue").click()
+    expect(page.locator("#queue-refresh")).to_be_disabled()
+    page.get_by_role("tab", name="Queue").click()
+    page.wait_for_timeout(200)
+    assert len(held) == 1, held
+    held.pop().continue_()
+    expect(page.locator("#queue-refresh")).to_be_enabled()
+    page.unroute(queue)
+
+    # Signed out with a listing on its way: ended.
+    held = hold(page, "**/api/v1/moderation/bans", "GET")
+    page.get_by_role("tab", name="Bans").click()
+    on_its_way("bans", "Loading the bans…")
+    page.get_by_role("button", name="Sign out").click()
+    ended("bans")
+    held.pop().continue_()
+    page.unroute("**/api/v1/moderation/bans")
     assert errors == [], errors

@@ -180,10 +180,11 @@ async function busy(controls, work) {
 }
 
 // A fresh listing on its way (the queue's: Refresh, the Status select, the Queue tab, sign-in;
-// By content's) shows it, as "Load more" does: its button is disabled (a double click lists
-// once) and says so ("Refreshing…"), the table is aria-busy, and a status line tells screen
-// readers. It ends when the latest listing asked is drawn or fails (a 502, the 30 s give-up),
-// or at a sign-out. The list's `ui` names the elements and words.
+// By content's; the bans' and the audit log's: their tab, their Refresh) shows it, as "Load
+// more" does: its button is disabled (a double click lists once) and says so ("Refreshing…"),
+// the table is aria-busy, and a status line tells screen readers. It ends when the latest
+// listing asked is drawn or fails (a 502, the 30 s give-up), or at a sign-out. The list's `ui`
+// names the elements and words.
 function listing(list, on, summary = "") {
   const { button, idle, working, table, progress, loading } = list.ui;
   const el = $(button);
@@ -214,7 +215,7 @@ function signOut(text) {
   select($("tab-queue"), false, false);
   $("retry").hidden = true;
   $("app").hidden = true;
-  for (const list of [queue, content]) listing(list, false); // nor waited for
+  for (const list of [queue, content, banList, audit]) listing(list, false); // nor waited for
   $("who").hidden = true;
   $("sign-in").hidden = false;
   $("credential").value = "";
@@ -286,7 +287,19 @@ $("sign-out").addEventListener("click", () => {
 // --- tabs (WAI-ARIA tabs pattern: arrow keys move between tabs) ------------------
 
 const tabs = [...document.querySelectorAll("[role=tab]")];
-const loaders = { "tab-queue": () => loadQueue(false), "tab-bans": loadBans, "tab-audit": () => loadAudit(false) };
+const loaders = {
+  "tab-queue": () => relist(queue, () => loadQueue(false)),
+  "tab-bans": () => relist(banList, loadBans),
+  "tab-audit": () => relist(audit, () => loadAudit(false)),
+};
+
+// Selecting a tab lists its list, and selecting it again lists it anew (a refresh, as its
+// Refresh button), but not while a listing of it is on its way: a click on the selected tab
+// (or the arrow keys back to it) waits for that one, as the disabled Refresh does, rather
+// than send the same listing twice.
+function relist(list, load) {
+  if (!$(list.ui.button).disabled) load();
+}
 
 function select(tab, focus = true, load = true) {
   for (const t of tabs) {
@@ -669,15 +682,24 @@ $("content-more").addEventListener("click", () => loadMore($("content-more"), $(
 
 // --- bans -------------------------------------------------------------------------
 
-const banList = { asked: 0, shown: 0, failed: null };
+const banList = {
+  asked: 0, shown: 0, failed: null,
+  ui: {
+    button: "bans-refresh", idle: "Refresh", working: "Refreshing…",
+    table: "bans-table", progress: "bans-progress", loading: "Loading the bans…",
+  },
+};
 
 async function loadBans() {
   const current = ticket(banList);
+  listing(banList, true);
   let items;
   try {
     items = listed(await api("/api/v1/moderation/bans")).filter((ban) => typeof ban.target === "string" && ban.target);
   } catch (err) {
-    if (current()) failed(err, banList);
+    if (!current()) return; // a later listing (or a sign-out) took over, busy state and all
+    listing(banList, false);
+    failed(err, banList);
     return;
   }
   if (!current()) return;
@@ -696,6 +718,7 @@ async function loadBans() {
     )
   );
   $("bans-empty").hidden = items.length > 0;
+  listing(banList, false, `${items.length} ban${items.length === 1 ? "" : "s"} listed.`);
 }
 
 async function liftBan(target, button) {
@@ -713,6 +736,7 @@ async function liftBan(target, button) {
   $("ban-target").focus();
 }
 
+$("bans-refresh").addEventListener("click", () => relist(banList, loadBans));
 $("ban-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const submit = $("ban-submit");
@@ -743,10 +767,17 @@ $("ban-form").addEventListener("submit", async (event) => {
 
 // --- audit log (admin scope) -------------------------------------------------------
 
-const audit = { cursor: null, asked: 0, shown: 0, failed: null };
+const audit = {
+  cursor: null, asked: 0, shown: 0, failed: null,
+  ui: {
+    button: "audit-refresh", idle: "Refresh", working: "Refreshing…",
+    table: "audit-table", progress: "audit-progress", loading: "Loading the audit log…",
+  },
+};
 
 async function loadAudit(more) {
   const current = ticket(audit, more);
+  if (!more) listing(audit, true);
   let data;
   let items;
   try {
@@ -754,7 +785,9 @@ async function loadAudit(more) {
     data = await api(`/api/v1/admin/audit-log?limit=${PAGE}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
     items = listed(data);
   } catch (err) {
-    if (current()) failed(err, audit);
+    if (!current()) return; // a later listing (or a sign-out) took over, busy state and all
+    if (!more) listing(audit, false);
+    failed(err, audit);
     return;
   }
   if (!current()) return;
@@ -778,8 +811,13 @@ async function loadAudit(more) {
   audit.cursor = data.next_cursor;
   $("audit-more").hidden = !data.next_cursor;
   $("audit-empty").hidden = $("audit-body").children.length > 0;
+  if (!more) {
+    const n = rows.length;
+    listing(audit, false, `${n} audit log entr${n === 1 ? "y" : "ies"} listed${data.next_cursor ? ", more with “Load more”" : ""}.`);
+  }
 }
 
+$("audit-refresh").addEventListener("click", () => relist(audit, () => loadAudit(false)));
 $("audit-more").addEventListener("click", () => loadMore($("audit-more"), $("audit-body"), () => loadAudit(true)));
 
 start();
