@@ -1447,3 +1447,60 @@ def test_console_bans_and_audit_log_show_their_listing_and_a_tab_lists_once(
     held.pop().continue_()
     page.unroute("**/api/v1/moderation/bans")
     assert errors == [], errors
+
+
+def test_console_a_failed_listing_leaves_the_status_select_as_the_table_shows(page, pre_api: Api):
+    content, other = new_content(), new_content()
+    key = pre_api.key("comments:moderate")
+    pre_api.post(content, "pending all along", email="s@example.com")
+    hidden = pre_api.post(content, "hidden all along", email="s@example.com")
+    pre_api.moderate(key, "hide", [hidden["id"]])
+    page.set_viewport_size({"width": 1100, "height": 800})
+    errors = page.page_errors
+    message = page.locator("#message")
+    status = page.get_by_label("Status")
+    caption = page.locator("#queue-caption")
+    sign_in(page, pre_api, key)
+    page.get_by_label("Limit to content").fill(content)
+    page.get_by_role("button", name="Refresh").click()
+    pending = queue_row(page, "pending all along")
+    expect(pending).to_be_visible()
+    listings = "**/api/v1/moderation/comments?*"
+    down = answer(502, PROXY_PAGE, "text/html")
+
+    # "Hidden comments" chosen, its listing fails: the table still holds the pending ones, and
+    # the select says so again (with the caption, the row and bulk buttons); the message too.
+    page.route(listings, down)
+    status.select_option("hidden")
+    expect(status).to_have_value("pending")
+    expect(message).to_have_text(
+        f"{UNAVAILABLE} The queue still shows the pending comments of {content}."
+    )
+    expect(pending).to_be_visible()
+    expect(caption).to_have_text(f"Comments waiting for a moderator of {content}, oldest first")
+    expect(page.get_by_role("button", name="Hide selected")).to_be_visible()
+    expect(page.get_by_role("button", name="Approve selected")).to_be_visible()
+    page.unroute(listings)
+    # Chosen again once the server is back: listed, and the error goes.
+    status.select_option("hidden")
+    expect(queue_row(page, "hidden all along")).to_be_visible()
+    expect(caption).to_have_text(f"Hidden comments of {content}, oldest first")
+    expect(message).to_have_text("")
+
+    # Another content typed, its listing fails: the select keeps what is shown, the content
+    # typed stays (Refresh asks it again) and the message names the one still shown.
+    page.route(listings, down)
+    page.get_by_label("Limit to content").fill(other)
+    page.get_by_role("button", name="Refresh").click()
+    expect(message).to_have_text(
+        f"{UNAVAILABLE} The queue still shows the hidden comments of {content}."
+    )
+    expect(status).to_have_value("hidden")
+    expect(page.get_by_label("Limit to content")).to_have_value(other)
+    expect(page.get_by_role("button", name="Publish selected")).to_be_visible()
+    # The listing shown, failing again: the error alone.
+    page.get_by_label("Limit to content").fill(content)
+    page.get_by_role("button", name="Refresh").click()
+    expect(message).to_have_text(UNAVAILABLE)
+    page.unroute(listings)
+    assert errors == [], errors

@@ -109,10 +109,11 @@ async function api(path, { method = "GET", body } = {}) {
 
 // A listing's failure is noted on its list (the queue, By content, the bans, the audit log):
 // once the same listing gets through, the error no longer stands on the page ("The server is
-// unavailable" over a queue that loaded), unless something else was said since.
-function failed(err, list = null) {
+// unavailable" over a queue that loaded), unless something else was said since. `text` is
+// what to say, when more than the error.
+function failed(err, list = null, text = err.message) {
   if (err.status === 401) return;
-  say(err.message, "error");
+  say(text, "error");
   if (list) list.failed = said;
 }
 
@@ -447,8 +448,14 @@ async function loadQueue(more) {
     items = listed(data);
   } catch (err) {
     if (!current()) return; // a later listing (or a sign-out) took over, busy state and all
-    if (!more) listing(queue, false);
-    failed(err, queue);
+    if (more) return failed(err, queue);
+    listing(queue, false);
+    // The table keeps what it showed, and so does the Status select (not "Hidden comments"
+    // over pending ones and their Approve and Hide buttons). A content typed stays, for
+    // Refresh to ask again; the message says what is still shown when it was another.
+    $("queue-status").value = queue.status;
+    const other = queue.shown && (status !== queue.status || content !== queue.content);
+    failed(err, queue, other ? `${err.message} ${stillShown()}` : err.message);
     return;
   }
   if (!current()) return;
@@ -478,6 +485,10 @@ async function loadQueue(more) {
     const n = queue.items.size;
     listing(queue, false, `${n} ${status === "hidden" ? "hidden" : "pending"} comment${n === 1 ? "" : "s"} listed${data.next_cursor ? ", more with “Load more”" : ""}.`);
   }
+}
+
+function stillShown() {
+  return `The queue still shows the ${queue.status === "hidden" ? "hidden" : "pending"} comments of ${queue.content || "every content"}.`;
 }
 
 function visibleRows() {
