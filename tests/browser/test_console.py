@@ -1504,3 +1504,85 @@ def test_console_a_failed_listing_leaves_the_status_select_as_the_table_shows(pa
     expect(message).to_have_text(UNAVAILABLE)
     page.unroute(listings)
     assert errors == [], errors
+
+
+def test_console_late_answers_of_a_signed_out_session_say_nothing(page, pre_api: Api):
+    content = new_content()
+    key = pre_api.key("comments:moderate")
+    pre_api.post(content, "approved after sign-out", email="late-reader@example.com")
+    made = requests.post(
+        f"{pre_api.base}/api/v1/moderation/bans",
+        json={"email": "late-ban@example.com"},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=5,
+    )
+    assert made.status_code in (200, 201), made.text
+    page.set_viewport_size({"width": 1100, "height": 800})
+    errors = page.page_errors
+    message = page.locator("#message")
+    main = page.locator("main")
+
+    def late(held: list) -> None:
+        """The held request of the signed-out session answers now; the console has read it."""
+        route = held.pop()
+        with page.expect_response(route.request.url):
+            route.continue_()
+        page.wait_for_timeout(200)
+
+    def sign_in_here() -> None:
+        page.get_by_label("API key or JWT").fill(key)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("tab", name="Queue")).to_be_focused()
+
+    sign_in(page, pre_api, key)
+    page.get_by_label("Limit to content").fill(content)
+    page.get_by_role("button", name="Refresh").click()
+    row = queue_row(page, "approved after sign-out")
+    expect(row).to_be_visible()
+
+    # An approval on its way when the moderator signs out: its answer says nothing there.
+    actions = "**/api/v1/moderation/comments"
+    held = hold(page, actions)
+    row.get_by_role("button", name=re.compile("^Approve comment")).click()
+    page.get_by_role("button", name="Sign out").click()
+    expect(message).to_have_text("Signed out.")
+    late(held)
+    expect(message).to_have_text("Signed out.")
+    expect(page.get_by_label("API key or JWT")).to_be_focused()
+    page.unroute(actions)
+
+    # A lifted ban: neither its result (an email address) nor a listing asked without a
+    # credential (whose 401 would say "credential was refused").
+    sign_in_here()
+    page.get_by_role("tab", name="Bans").click()
+    lift = page.get_by_role("button", name="Lift the ban on email:late-ban@example.com")
+    held = hold(page, "**/api/v1/moderation/bans/**", "DELETE")
+    lift.click()
+    page.get_by_role("button", name="Sign out").click()
+    late(held)
+    expect(message).to_have_text("Signed out.")
+    assert "late-ban@example.com" not in main.inner_text()
+    page.unroute("**/api/v1/moderation/bans/**")
+
+    # A ban answered after the next sign-in: nothing said in that session, its form untouched,
+    # and the old credential's 401 does not sign the new session out.
+    sign_in_here()
+    page.get_by_role("tab", name="Bans").click()
+    bans = "**/api/v1/moderation/bans"
+    held = hold(page, bans)
+    page.get_by_label("Email or subject").fill("late-too@example.com")
+    page.get_by_role("button", name="Ban author").click()
+    page.get_by_role("button", name="Sign out").click()
+    sign_in_here()
+    page.get_by_role("tab", name="Bans").click()
+    page.get_by_label("Email or subject").fill("typed in the new session")
+    refused = {"title": "Unauthorized", "status": 401, "detail": "invalid credential"}
+    route = held.pop()
+    with page.expect_response(route.request.url):
+        route.fulfill(status=401, body=json.dumps(refused), content_type="application/problem+json")
+    page.wait_for_timeout(200)
+    expect(page.locator("#app")).to_be_visible()
+    expect(message).not_to_have_text(re.compile("refused|Banned"))
+    expect(page.get_by_label("Email or subject")).to_have_value("typed in the new session")
+    page.unroute(bans)
+    assert errors == [], errors

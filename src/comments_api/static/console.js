@@ -47,6 +47,17 @@ function credential() {
   return sessionStorage.getItem(STORE_KEY);
 }
 
+// A request's answer belongs to the session it was asked in. One that comes after a sign-out
+// (and maybe the next sign-in) says nothing and changes nothing: no "Approved 1 comment." or
+// "Lifted the ban on email:…" on the sign-in screen, no listing asked with no credential,
+// and the old credential's 401 does not sign the next one out.
+let session = 0; // sign-outs so far
+
+function inSession() {
+  const asked = session;
+  return () => asked === session;
+}
+
 class ApiError extends Error {
   constructor(status, detail, data) {
     super(detail);
@@ -63,6 +74,7 @@ function plainly(status) {
 }
 
 async function api(path, { method = "GET", body } = {}) {
+  const still = inSession();
   const headers = { Authorization: `Bearer ${credential()}` };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   // A timer rather than AbortSignal.timeout(): the tests fast-forward it with a fake clock.
@@ -101,7 +113,7 @@ async function api(path, { method = "GET", body } = {}) {
     const after = response.headers.get("Retry-After") || "";
     detail = `Too many requests; wait ${/^\d+$/.test(after.trim()) ? `${after.trim()} seconds` : "a moment"} and retry.`;
   }
-  if (response.status === 401) {
+  if (response.status === 401 && still()) {
     signOut("The credential was refused (wrong, expired or revoked). Sign in again.");
   }
   throw new ApiError(response.status, detail, data);
@@ -205,6 +217,7 @@ function listing(list, on, summary = "") {
 // --- sign in --------------------------------------------------------------------
 
 function signOut(text) {
+  session++; // what is on its way no longer answers here
   sessionStorage.removeItem(STORE_KEY);
   // Nothing read with that credential stays on the page (comments, emails, the audit log),
   // and the next sign-in, maybe without admin scope, starts at the queue, not a hidden tab.
@@ -225,6 +238,7 @@ function signOut(text) {
 }
 
 async function start() {
+  const still = inSession();
   $("retry").hidden = true;
   if (!credential()) {
     $("sign-in").hidden = false;
@@ -258,11 +272,12 @@ async function start() {
     await api("/api/v1/admin/audit-log?limit=1");
     admin = true;
   } catch (err) {
-    if (err.status !== 403) failed(err);
+    if (still() && err.status !== 403) failed(err);
   }
+  if (!still()) return; // signed out meanwhile
   $("tab-audit").hidden = !admin;
   await loadQueue(false);
-  $("tab-queue").focus();
+  if (still()) $("tab-queue").focus();
 }
 
 $("sign-in-form").addEventListener("submit", (event) => {
@@ -346,6 +361,7 @@ async function moderate(action, ids, controls = [], skipped = []) {
   if (action === "delete" && !window.confirm(`Delete ${ids.length} comment(s)? Deleted comments cannot be restored.`)) {
     return null;
   }
+  const still = inSession();
   const changed = [];
   const unchanged = [];
   const done = []; // the ids of the calls answered, whatever the later ones do
@@ -364,6 +380,7 @@ async function moderate(action, ids, controls = [], skipped = []) {
   } catch (err) {
     error = err;
   }
+  if (!still()) return null; // signed out meanwhile: nothing said, no row touched
   // A failure after some calls of a bulk action were answered: what they did is said (and
   // their rows go), else a retry would report them "unchanged" with no word of who did it.
   if (error && (!done.length || error.status === 401)) {
@@ -733,15 +750,18 @@ async function loadBans() {
 }
 
 async function liftBan(target, button) {
+  const still = inSession();
   let lifted = true;
   try {
     const path = `/api/v1/moderation/bans/${encodeURIComponent(target).replace(/%3A/gi, ":").replace(/%40/g, "@")}`;
     await busy([button], () => api(path, { method: "DELETE" }));
   } catch (err) {
+    if (!still()) return; // signed out meanwhile
     // The API's 404 (problem+json): someone else lifted it meanwhile. A proxy's is a failure.
     if (err.status !== 404 || !err.data) return failed(err);
     lifted = false;
   }
+  if (!still()) return; // signed out meanwhile
   say(lifted ? `Lifted the ban on ${target}.` : `${target} was no longer banned (lifted meanwhile).`);
   await loadBans();
   $("ban-target").focus();
@@ -757,14 +777,17 @@ $("ban-form").addEventListener("submit", async (event) => {
   const body = { [kind]: typed };
   const reason = $("ban-reason").value.trim();
   if (reason) body.reason = reason;
+  const still = inSession();
   let result;
   try {
     result = await busy([submit], () => api("/api/v1/moderation/bans", { method: "POST", body }));
   } catch (err) {
+    if (!still()) return; // signed out meanwhile
     failed(err);
     $("ban-target").focus();
     return;
   }
+  if (!still()) return; // signed out meanwhile: nothing said, the next session's form left as is
   // The API names the ban (email:<address> or sub:<subject>); else say what was typed, as it would.
   const target =
     result && typeof result.target === "string" && result.target
