@@ -1586,3 +1586,81 @@ def test_console_late_answers_of_a_signed_out_session_say_nothing(page, pre_api:
     expect(page.get_by_label("Email or subject")).to_have_value("typed in the new session")
     page.unroute(bans)
     assert errors == [], errors
+
+
+def test_console_a_failed_audit_log_check_is_said_and_asked_again(page, pre_api: Api):
+    admin, moderator = pre_api.key("admin"), pre_api.key("comments:moderate")
+    content = new_content()
+    pre_api.post(content, "listed while the check fails", email="a@example.com")
+    logged = pre_api.post(content, "hidden for the audit log", email="a@example.com")
+    pre_api.moderate(admin, "hide", [logged["id"]])
+    page.set_viewport_size({"width": 1100, "height": 800})
+    errors = page.page_errors
+    page.clock.install()  # timers run as usual until fast-forwarded
+    message = page.locator("#message")
+    tab = page.get_by_role("tab", name="Audit log")
+    check = "**/api/v1/admin/audit-log?limit=1"
+    checks: list[str] = []
+    page.on("request", lambda r: r.url.endswith("/audit-log?limit=1") and checks.append(r.url))
+
+    def not_checked(error: str) -> str:
+        return (
+            f"Could not check whether this credential may read the audit log: {error} "
+            "It is checked again with the next listing (Refresh, a tab)."
+        )
+
+    # An admin signs in while the check meets a proxy's 502: told so, not a bare error, and
+    # the queue is listed all the same.
+    page.route(check, answer(502, PROXY_PAGE, "text/html"))
+    sign_in(page, pre_api, admin)
+    expect(queue_row(page, "listed while the check fails")).to_be_visible()
+    expect(message).to_have_text(not_checked(UNAVAILABLE))
+    expect(tab).to_be_hidden()
+    assert len(checks) == 1, checks  # the first listing did not ask it a second time
+    # Refresh asks it again; still down, still said.
+    page.evaluate("document.getElementById('message').textContent = ''")
+    page.get_by_role("button", name="Refresh").click()
+    expect(message).to_have_text(not_checked(UNAVAILABLE))
+    assert len(checks) == 2, checks
+    expect(tab).to_be_hidden()
+    # The server back, the next listing (another tab) brings the tab, and says so.
+    page.unroute(check)
+    page.get_by_role("tab", name="Bans").click()
+    expect(tab).to_be_visible()
+    expect(message).to_have_text("This credential may read the audit log: its tab is shown.")
+    tab.click()
+    expect(page.locator("#audit-body tr").first).to_be_visible()
+    # Known now: listings ask it no more.
+    page.get_by_role("tab", name="Queue").click()
+    expect(page.locator("#queue-refresh")).to_have_text("Refresh")
+    assert len(checks) == 3, checks
+
+    # The 30 s give-up at sign-in: said too, and the next listing asks it again.
+    page.get_by_role("button", name="Sign out").click()
+    held = hold(page, check, "GET")
+    page.get_by_label("API key or JWT").fill(admin)
+    page.get_by_role("button", name="Sign in").click()
+    expect(queue_row(page, "listed while the check fails")).to_be_visible()
+    page.wait_for_timeout(200)
+    page.clock.fast_forward(31_000)
+    expect(message).to_have_text(
+        not_checked("The server did not answer within 30 seconds. Check the connection and retry.")
+    )
+    expect(tab).to_be_hidden()
+    held.clear()
+    page.unroute(check)
+    page.get_by_role("button", name="Refresh").click()
+    expect(tab).to_be_visible()
+
+    # A moderator without admin scope: once the check answers (403), the error goes, no tab.
+    page.get_by_role("button", name="Sign out").click()
+    page.route(check, answer(502, PROXY_PAGE, "text/html"))
+    page.get_by_label("API key or JWT").fill(moderator)
+    page.get_by_role("button", name="Sign in").click()
+    expect(message).to_have_text(not_checked(UNAVAILABLE))
+    page.unroute(check)
+    page.get_by_role("button", name="Refresh").click()
+    expect(message).to_have_text("")
+    expect(page.locator("#queue-refresh")).to_have_text("Refresh")
+    expect(tab).to_be_hidden()
+    assert errors == [], errors

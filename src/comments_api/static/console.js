@@ -197,7 +197,8 @@ async function busy(controls, work) {
 // more" does: its button is disabled (a double click lists once) and says so ("Refreshing…"),
 // the table is aria-busy, and a status line tells screen readers. It ends when the latest
 // listing asked is drawn or fails (a 502, the 30 s give-up), or at a sign-out. The list's `ui`
-// names the elements and words.
+// names the elements and words. A fresh listing also asks again the audit log check that
+// failed at sign-in.
 function listing(list, on, summary = "") {
   const { button, idle, working, table, progress, loading } = list.ui;
   const el = $(button);
@@ -207,7 +208,10 @@ function listing(list, on, summary = "") {
   if (on) $(table).setAttribute("aria-busy", "true");
   else $(table).removeAttribute("aria-busy");
   $(progress).textContent = on ? loading : summary;
-  if (on) return;
+  if (on) {
+    checkAudit(); // asked again if it failed (at sign-in or since); else nothing
+    return;
+  }
   // Lost as busy() has it: on the page, or on a panel around the button.
   const now = document.activeElement;
   if (list.refocus && (!now || now.contains(el))) el.focus();
@@ -230,6 +234,8 @@ function signOut(text) {
   $("retry").hidden = true;
   $("app").hidden = true;
   for (const list of [queue, content, banList, audit]) listing(list, false); // nor waited for
+  Object.assign(access, { audit: null, asking: false, failed: null }); // the next one's to ask
+  $("tab-audit").hidden = true;
   $("who").hidden = true;
   $("sign-in").hidden = false;
   $("credential").value = "";
@@ -267,17 +273,40 @@ async function start() {
   $("who").hidden = false;
   const apiKey = credential().startsWith("cak_");
   $("who-text").textContent = `Signed in with ${apiKey ? "an API key" : "a moderator token"}.`;
-  let admin = false;
-  try {
-    await api("/api/v1/admin/audit-log?limit=1");
-    admin = true;
-  } catch (err) {
-    if (still() && err.status !== 403) failed(err);
-  }
-  if (!still()) return; // signed out meanwhile
-  $("tab-audit").hidden = !admin;
+  checkAudit(); // beside the first listing, which then does not ask it again
   await loadQueue(false);
   if (still()) $("tab-queue").focus();
+}
+
+// Whether this credential may read the audit log (admin scope) is asked at sign-in, and its
+// tab shown on a yes. A failed check (a 502, the 30 s give-up) is no answer, not a no: the
+// admin is told, and it is asked again with the next fresh listing (Refresh, a tab), until
+// one answers. Then the tab is shown, and said to be if the failure was the last word.
+const access = { audit: null, asking: false, failed: null }; // audit: true, false, null (not known)
+
+async function checkAudit() {
+  if (access.audit !== null || access.asking) return;
+  const still = inSession();
+  access.asking = true;
+  let answer = null;
+  try {
+    await api("/api/v1/admin/audit-log?limit=1");
+    answer = true;
+  } catch (err) {
+    if (err.status === 403) answer = false;
+    else if (still()) {
+      const text = `Could not check whether this credential may read the audit log: ${err.message} It is checked again with the next listing (Refresh, a tab).`;
+      failed(err, access, text);
+    }
+  }
+  if (!still()) return; // signed out meanwhile: the next session asks its own
+  access.asking = false;
+  if (answer === null) return;
+  access.audit = answer;
+  $("tab-audit").hidden = !answer;
+  const told = access.failed === said; // the failure is still the last word
+  recovered(access);
+  if (answer && told) say("This credential may read the audit log: its tab is shown.");
 }
 
 $("sign-in-form").addEventListener("submit", (event) => {
