@@ -1664,3 +1664,65 @@ def test_console_a_failed_audit_log_check_is_said_and_asked_again(page, pre_api:
     expect(page.locator("#queue-refresh")).to_have_text("Refresh")
     expect(tab).to_be_hidden()
     assert errors == [], errors
+
+
+def test_console_try_again_shows_its_try_and_is_back_when_it_fails(page, pre_api: Api):
+    errors = page.page_errors
+    page.clock.install()  # timers run as usual until fast-forwarded
+    message = page.locator("#message")
+    retry = page.locator("#retry")
+    check = "**/api/v1/moderation/pending?*"
+    held = hold(page, check, "GET")
+    sign_in(page, pre_api, pre_api.key("comments:moderate"))
+    page.wait_for_timeout(200)
+    held.pop().continue_()
+    expect(page.get_by_role("tab", name="Queue")).to_be_focused()
+    # A reload with the credential kept, the server down: "Try again" alone on the page.
+    page.reload()
+    page.wait_for_timeout(200)
+    answer_held_with_502(held, message)
+    expect(retry).to_have_text("Try again")
+    expect(retry).to_be_focused()
+
+    def trying() -> None:
+        expect(retry).to_be_visible()
+        expect(retry).to_be_disabled()
+        expect(retry).to_have_text("Trying again…")
+        expect(message).to_have_text("Signing in…")
+
+    def back() -> None:
+        expect(retry).to_be_visible()
+        expect(retry).to_be_enabled()
+        expect(retry).to_have_text("Try again")
+        expect(retry).to_be_focused()
+
+    # Pressed: it stays in view while it tries, and a second press asks nothing more.
+    retry.click()
+    trying()
+    retry.click(force=True)
+    page.wait_for_timeout(200)
+    assert len(held) == 1, held
+    # A proxy's 502: back, with the keyboard, for the next try.
+    answer_held_with_502(held, message)
+    back()
+    # No answer: back when the console gives up.
+    page.keyboard.press("Enter")
+    trying()
+    page.wait_for_timeout(200)
+    page.clock.fast_forward(31_000)
+    expect(message).to_have_text(
+        "The server did not answer within 30 seconds. Check the connection and retry."
+    )
+    back()
+    held.clear()
+    # Through at last: it goes.
+    page.keyboard.press("Enter")
+    trying()
+    page.wait_for_timeout(200)
+    held.pop().continue_()
+    expect(page.get_by_role("tab", name="Queue")).to_be_focused()
+    expect(retry).to_be_hidden()
+    expect(retry).to_have_text("Try again")
+    expect(message).to_have_text("")
+    page.unroute(check)
+    assert errors == [], errors

@@ -245,7 +245,6 @@ function signOut(text) {
 
 async function start() {
   const still = inSession();
-  $("retry").hidden = true;
   if (!credential()) {
     $("sign-in").hidden = false;
     return;
@@ -262,12 +261,14 @@ async function start() {
       // The server is down or a proxy answered: try the same credential again later.
       failed(err);
       $("retry").hidden = false;
-      // Pressing "Try again" hid it, and the focus with it: back to it for the next try.
+      // A reload's try left the keyboard on nothing: on it, for the next try. ("Try again"
+      // itself gives the focus back to itself when its try fails.)
       if (!document.activeElement || document.activeElement === document.body) $("retry").focus();
     }
     return;
   }
   unsay(signing);
+  $("retry").hidden = true;
   $("sign-in").hidden = true;
   $("app").hidden = false;
   $("who").hidden = false;
@@ -321,9 +322,18 @@ $("sign-in-form").addEventListener("submit", (event) => {
   sessionStorage.setItem(STORE_KEY, value);
   $("credential").value = "";
   message.textContent = "";
+  $("retry").hidden = true; // a new credential: its own try, and no second one meanwhile
   start();
 });
-$("retry").addEventListener("click", () => start());
+// "Try again" stays in view while it tries, as Refresh does: disabled (a second press waits)
+// and reading "Trying again…", with "Signing in…" said. Signed in, it goes; failed again (a
+// 502, the 30 s give-up), it is back as it was, the keyboard on it for the next try.
+$("retry").addEventListener("click", async () => {
+  const retry = $("retry");
+  retry.textContent = "Trying again…";
+  await busy([retry], start);
+  retry.textContent = "Try again";
+});
 $("sign-out").addEventListener("click", () => {
   signOut();
   say("Signed out.");
