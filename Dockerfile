@@ -38,7 +38,11 @@ COPY scripts/image_pack_venv.py /build/pack_venv.py
 # template (/docs serves the bundle and CSS only).
 # psycopg-binary bundles its own OpenSSL (6.9 MB) although libpq and libldap only use
 # symbols of version OPENSSL_3.0.0 (checked here), which the base image's libssl3
-# provides: the bundled files become links to it. Then every module is compiled once
+# provides: the bundled files become links to it. So do its MIT Kerberos, keyutils,
+# com_err and libcrypt (1.7 MB), which Debian 12's Python needs too (libpython3.11-stdlib
+# -> libnsl2 -> libtirpc3 -> libgssapi-krb5-2), so distroless python3-debian12 carries
+# them; loading libpq with every symbol bound (LD_BIND_NOW) proves the links here, and
+# scripts/image_warm_bytecode.py proves them again on the runtime base. Then every module is compiled once
 # and shipped sourceless, pure-Python packages in a compressed zip (see the script).
 RUN /usr/bin/python3.11 -m venv /venv \
     && /venv/bin/pip install --no-index --find-links /build/wheels \
@@ -68,6 +72,12 @@ RUN /usr/bin/python3.11 -m venv /venv \
          && test -f "/usr/lib/x86_64-linux-gnu/lib${lib}.so.3" \
          && ln -sf "/usr/lib/x86_64-linux-gnu/lib${lib}.so.3" "$bundled"; \
        done \
+    && for pair in krb5:krb5.so.3 gssapi_krb5:gssapi_krb5.so.2 k5crypto:k5crypto.so.3 \
+         krb5support:krb5support.so.0 keyutils:keyutils.so.1 com_err:com_err.so.2 crypt:crypt.so.1; do \
+         system="/usr/lib/x86_64-linux-gnu/lib${pair#*:}" && test -f "$system" \
+         && find "$libs" -name "lib${pair%%:*}-*.so*" -exec ln -sf "$system" {} \; ; \
+       done \
+    && LD_BIND_NOW=1 PSYCOPG_IMPL=binary /venv/bin/python -I -B -c 'import psycopg; print(psycopg.pq.version())' \
     && /venv/bin/python -I /build/pack_venv.py "$site" \
     && mkdir -p /rootfs/data
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
 import sys
 import tempfile
 import zipfile
@@ -74,8 +75,20 @@ def check_site_archive_magic() -> None:
         raise SystemExit(f"{SITE_ARCHIVE}: bytecode magic {magic!r} does not match this Python")
 
 
+def check_linked_libraries() -> None:
+    """psycopg-binary's bundled OpenSSL and Kerberos are links to the base's libraries
+    (Dockerfile): load libpq with every symbol bound on this base, so that a base without
+    one of them fails the build, not the first PostgreSQL connection in production."""
+    subprocess.run(
+        [sys.executable, "-I", "-B", "-c", "import psycopg; psycopg.pq.version()"],
+        env={"LD_BIND_NOW": "1", "PSYCOPG_IMPL": "binary"},  # binary: fail, not fall back
+        check=True,
+    )
+
+
 def main() -> None:
     check_site_archive_magic()
+    check_linked_libraries()
     workdir = Path(tempfile.mkdtemp(prefix="warm-"))
     os.environ.update(
         DATABASE_URL=f"sqlite:///{workdir / 'warm.db'}",
