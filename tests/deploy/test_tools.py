@@ -506,7 +506,72 @@ def test_workflow_hardening() -> None:
                 )
 
 
-def test_build_once_promote_the_digest() -> None:
+def job_of(workflow: dict[str, Any], text: str) -> list[str]:
+    """The ids of the jobs with a step whose run script holds `text`."""
+    return [
+        job_id
+        for job_id, job in workflow["jobs"].items()
+        if any(text in s.get("run", "") for s in job.get("steps", []))
+    ]
+
+
+def needs_of(workflow: dict[str, Any], job_id: str) -> set[str]:
+    """Every job `job_id` waits for, directly or through others."""
+    direct = workflow["jobs"][job_id].get("needs", [])
+    direct = [direct] if isinstance(direct, str) else direct
+    found = set(direct)
+    for other in direct:
+        found |= needs_of(workflow, other)
+    return found
+
+
+def commands(script: str, word: str) -> list[str]:
+    """Each command of a run script that starts with `word`, continuation lines joined."""
+    joined = re.sub(r"\\\n\s*", " ", script)
+    return [m.group(0) for m in re.finditer(rf"(?m){re.escape(word)}\b.*$", joined)]
+
+
+def release_step(text: str) -> dict[str, Any]:
+    """The one step of main.yml's release job whose run script holds `text`."""
+    (step,) = [
+        s for s in workflows()["main.yml"]["jobs"]["release"]["steps"] if text in s.get("run", "")
+    ]
+    return step
+
+
+def run_step(
+    step: dict[str, Any],
+    tmp_path: Path,
+    env: dict[str, str],
+    stand_ins: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """A step's run script, as GitHub's runner runs it when the step names no shell
+    (`bash -e FILE`), with stand-ins for tools that need a cloud (no cluster or registry
+    can be reached from here). Each stand-in logs its arguments to $CALLS."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, body in (stand_ins or {}).items():
+        (bin_dir / name).write_text(
+            f'#!/bin/sh\nprintf \'%s %s\\n\' {name} "$*" >>"$CALLS"\n{body}\n'
+        )
+        (bin_dir / name).chmod(0o755)
+    script = tmp_path / "step.sh"
+    script.write_text(step["run"])
+    calls = tmp_path / "calls.log"
+    calls.touch()
+    full_env = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "RUNNER_TEMP": str(tmp_path),
+        "CALLS": str(calls),
+        "GITHUB_ENV": str(tmp_path / "github-env"),
+        "GITHUB_OUTPUT": str(tmp_path / "github-output"),
+        **env,
+    }
+    return run("bash", "-e", str(script), env=full_env, ok=False)
+
+
+def test_workflow_build_once_promote_the_digest() -> None:
     flows = workflows()
     builds = [
         (n, s)
@@ -548,54 +613,185 @@ def test_build_once_promote_the_digest() -> None:
     assert 'kustomize edit set image "comments-api=${PROD_IMAGE}@${DIGEST}"' in "\n".join(runs)
 
 
-KUBECTL_STAND_IN = """#!/bin/sh
-printf '%s\\n' "$*" >>"$KUBECTL_LOG"
+def test_workflow_signature_means_built_and_tested() -> None:
+    """main.yml promotes whatever digest carries dev.yml's signature, so dev.yml signs only
+    what passed its E2E run: an image whose E2E failed, or was cancelled by a newer push,
+    must stay unsigned."""
+    dev = workflows()["dev.yml"]
+    signers = job_of(dev, "cosign sign")
+    assert signers, "dev.yml signs the image"
+    for job_id in signers:
+        assert job_id not in ("build", "e2e"), f"{job_id} signs before the E2E run passed"
+        assert {"build", "e2e"} <= needs_of(dev, job_id), f"{job_id} does not wait for the E2E"
+        job = dev["jobs"][job_id]
+        # success() is the default; anything else could sign after a failed E2E run.
+        assert "if" not in job, f"{job_id}: {job.get('if')}"
+        # The digest signed is the one the E2E run deployed: the build job's output.
+        assert job["env"]["DIGEST"] == dev["jobs"]["e2e"]["env"]["DIGEST"]
+        assert job["env"]["DIGEST"] == "${{ needs.build.outputs.digest }}"
+        # Nothing of the repository runs beside the signing token.
+        assert not job_uses(job, "actions/checkout@"), job_id
+    assert dev["jobs"]["build"]["outputs"]["digest"] == "${{ steps.push.outputs.digest }}"
+
+
+def test_workflow_signature_checked_is_this_commits() -> None:
+    """The signer's identity (dev.yml on refs/heads/dev) is the same for every dev commit:
+    without the commit in the check, the tag of this commit could name an older signed
+    digest and pass."""
+    main = workflows()["main.yml"]
+    verifies = 0
+    for step in main["jobs"]["release"]["steps"]:
+        for command in commands(step.get("run", ""), "cosign verify"):
+            verifies += 1
+            assert '--certificate-identity "$SIGNER"' in command, command
+            assert (
+                "--certificate-oidc-issuer https://token.actions.githubusercontent.com" in command
+            )
+            assert '--certificate-github-workflow-sha "$SHA"' in command, command
+            assert "--certificate-github-workflow-trigger push" in command, command
+            assert step["env"]["SHA"] == "${{ github.sha }}", step.get("name")
+    assert verifies >= 3, "dev digest, then prod digest (twice) are verified"
+    assert main["env"]["SIGNER"].endswith("/.github/workflows/dev.yml@refs/heads/dev")
+
+
+def test_workflow_digest_is_a_digest_before_it_is_used(tmp_path: Path) -> None:
+    """The digest reaches GITHUB_ENV (main.yml) and `IMAGE@DIGEST` references (dev.yml's
+    later jobs, through the build job's output): each checks its shape before use."""
+    step = release_step("digest=$(crane digest")
+    image = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/comments-api-dev"
+    good = "sha256:" + "ab" * 32
+    env = {"DEV_IMAGE": image, "SHA": "c0ffee" * 6 + "c0ff"}
+    proc = run_step(step, tmp_path / "good", env, {"crane": f"echo {good}"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "good" / "github-env").read_text() == f"DIGEST={good}\n"
+    # A registry answer that is not a digest never reaches GITHUB_ENV, where a second
+    # line would set another variable for every later step.
+    proc = run_step(step, tmp_path / "bad", env, {"crane": "printf 'sha256:ab\\nAPPLIED=true\\n'"})
+    assert proc.returncode != 0
+    assert not (tmp_path / "bad" / "github-env").exists()
+
+    dev = workflows()["dev.yml"]
+    for job_id in ("e2e", *job_of(dev, "cosign sign")):
+        job = dev["jobs"][job_id]
+        first = next(s for s in job["steps"] if "DIGEST" in s.get("run", ""))
+        proc = run_step(
+            first,
+            tmp_path / job_id,
+            {"DEV_IMAGE": image, "DIGEST": "", "AWS_REGION": "eu-west-1"},
+            {name: "exit 0" for name in ("cosign", "kustomize", "kubectl")},
+        )
+        assert proc.returncode != 0, f"{job_id}: ran with no digest"
+        assert (tmp_path / job_id / "calls.log").read_text() == "", job_id
+
+
+def test_workflow_settings_checked_before_production_changes(tmp_path: Path) -> None:
+    """PRODUCTION_URL is used only by the smoke test, after production changed: a missing
+    one found there would roll a good release back after its migration ran."""
+    job = workflows()["main.yml"]["jobs"]["release"]
+    apply = next(i for i, s in enumerate(job["steps"]) if "kubectl apply" in s.get("run", ""))
+    checks = [
+        s
+        for s in job["steps"][:apply]
+        if "PRODUCTION_URL" in s.get("run", "")
+        and s.get("env", {}).get("PRODUCTION_URL") == "${{ vars.PRODUCTION_URL }}"
+    ]
+    assert checks, "PRODUCTION_URL is checked before the apply"
+    (check,) = checks
+    for url, ok in [
+        ("https://comments.example.com", True),
+        ("http://comments.example.com", True),
+        ("", False),
+        ("comments.example.com", False),
+        ("https://", False),
+    ]:
+        proc = run_step(
+            check, tmp_path / str(len(url)), {"PRODUCTION_URL": url, "OVERLAY": "production"}
+        )
+        assert (proc.returncode == 0) == ok, (url, proc.stdout, proc.stderr)
+
+
+def test_workflow_installs_no_latest_tool_in_the_production_job() -> None:
+    """setup-crane installs crane's latest release unless told a version: that would run in
+    the job that holds the production role. cosign-installer pins and checks its own."""
+    job = workflows()["main.yml"]["jobs"]["release"]
+    (crane,) = job_uses(job, "imjasonh/setup-crane@")
+    assert re.fullmatch(r"v\d+\.\d+\.\d+", str(crane.get("with", {}).get("version", ""))), crane
+    for step in job["steps"]:
+        for key, value in step.get("with", {}).items():
+            if "version" in key or key.endswith("-release"):
+                assert not re.search(r"latest|tip|main", str(value)), (step["uses"], key, value)
+
+
+# --- main.yml's release job: timeouts, the rollback target, the rollback ---------------
+
+# configure-aws-credentials' session when role-duration-seconds is not given (its
+# DEFAULT_ROLE_DURATION), and the production role's max_session_seconds default.
+AWS_SESSION_MINUTES = 60
+# GitHub's cancellation: the steps that still run get 5 minutes in all ("Workflow
+# cancellation reference"); the runner kills the worker 15 s before that.
+CANCEL_WINDOW_SECONDS = 5 * 60 - 15
+
+
+def test_workflow_release_timeouts_leave_the_rollback_its_time() -> None:
+    job = workflows()["main.yml"]["jobs"]["release"]
+    names = [s.get("name") or s.get("uses") for s in job["steps"]]
+    untimed = [n for s, n in zip(job["steps"], names, strict=True) if not s.get("timeout-minutes")]
+    # A step without one may run for 360 minutes: it, not the step, would meet the job's
+    # timeout, and the rollback would run cancelled, with 5 minutes at most.
+    assert not untimed, f"steps without timeout-minutes: {untimed}"
+    total = sum(s["timeout-minutes"] for s in job["steps"])
+    # 4 minutes for setting up the job (downloading the actions) and the post steps.
+    assert total + 4 <= job["timeout-minutes"], (total, job["timeout-minutes"])
+    (aws,) = job_uses(job, AWS_CREDENTIALS)
+    assert "role-duration-seconds" not in aws["with"]
+    with_credentials = job["steps"][job["steps"].index(aws) :]
+    assert sum(s["timeout-minutes"] for s in with_credentials) < AWS_SESSION_MINUTES, (
+        "the rollback could run with expired AWS credentials"
+    )
+    # The rollback is the last step, or a later step's time would be taken from it.
+    assert "rollout undo" in job["steps"][-1]["run"]
+
+
+KUBECTL = """
 case " $* " in
-  *" get deployment "*) cat "$RUNNER_TEMP/previous-image" ;;
+  *" get deployment "*) cat "$RUNNER_TEMP/current-image" ;;
+  *" rollout undo "*) cp "$RUNNER_TEMP/previous-image" "$RUNNER_TEMP/current-image" ;;
 esac
-exit 0
 """
+PROD_IMAGE = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/comments-api-prod"
+RELEASE_DIGEST = "sha256:" + "ab" * 32
+RELEASE = f"{PROD_IMAGE}@{RELEASE_DIGEST}"
+OLDER = f"{PROD_IMAGE}@sha256:" + "cd" * 32
 
 
 def run_rollback_step(
-    tmp_path: Path, previous: str
+    tmp_path: Path, previous: str, current: str, job_status: str = "failure"
 ) -> tuple[subprocess.CompletedProcess[str], str]:
-    """main.yml's rollback step, run by bash as GitHub runs it; `kubectl` is a stand-in
-    (no cluster can run here) that logs its calls and reports the previous image."""
-    step = next(
-        s
-        for s in workflows()["main.yml"]["jobs"]["release"]["steps"]
-        if "rollout undo" in s.get("run", "")
-    )
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(parents=True)
-    (bin_dir / "kubectl").write_text(KUBECTL_STAND_IN)
-    (bin_dir / "kubectl").chmod(0o755)
+    """main.yml's rollback step; `kubectl` is a stand-in (no cluster can run here) that
+    reports the Deployment's image (`current`) and, on `rollout undo`, goes back to
+    `previous`, the image the job recorded before its apply."""
+    step = release_step("rollout undo")
+    tmp_path.mkdir(parents=True)
     (tmp_path / "previous-image").write_text(previous)
-    log = tmp_path / "kubectl.log"
-    log.touch()
+    (tmp_path / "current-image").write_text(current)
     env = {
-        "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        "RUNNER_TEMP": str(tmp_path),
-        "KUBECTL_LOG": str(log),
         "NS": "comments-production",
-        "PROD_IMAGE": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/comments-api-prod",
-        "DIGEST": "sha256:" + "ab" * 32,
+        "PROD_IMAGE": PROD_IMAGE,
+        "DIGEST": RELEASE_DIGEST,
+        "JOB_STATUS": job_status,
     }
-    proc = run(
-        "bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"], env=env, ok=False
-    )
-    return proc, log.read_text()
+    proc = run_step(step, tmp_path, env, {"kubectl": KUBECTL})
+    return proc, (tmp_path / "calls.log").read_text()
 
 
-def test_production_rollback_undoes_only_a_change_of_this_job(tmp_path: Path) -> None:
-    main = workflows()["main.yml"]
-    job = main["jobs"]["release"]
-    (step,) = [s for s in job["steps"] if "rollout undo" in s.get("run", "")]
-    # Cancelled half way through the rollout (by hand, or a step timing out), production is
+def test_workflow_production_rollback_undoes_only_a_change_of_this_job(tmp_path: Path) -> None:
+    job = workflows()["main.yml"]["jobs"]["release"]
+    step = release_step("rollout undo")
+    # Cancelled half way through the rollout (by hand, or the job timing out), production is
     # rolled back too; `failure()` alone is false for a cancelled run.
     assert "cancelled()" in step["if"]
     assert "env.APPLIED == 'true'" in step["if"]
+    assert step.get("env", {}).get("JOB_STATUS") == "${{ job.status }}", "the wait knows a cancel"
     waits = [
         s for s in job["steps"] if re.search(r"kubectl .*(wait|rollout)|curl ", s.get("run", ""))
     ]
@@ -603,18 +799,76 @@ def test_production_rollback_undoes_only_a_change_of_this_job(tmp_path: Path) ->
     for s in waits:
         assert s.get("timeout-minutes"), f"{s.get('name')}: a hang would reach the job timeout"
     assert sum(s["timeout-minutes"] for s in waits) < job["timeout-minutes"]
+    # APPLIED is written before the apply, so that a step cancelled during the apply is
+    # rolled back too; GITHUB_ENV is read after a step even when it fails.
+    (migrate,) = [s for s in job["steps"] if "kubectl apply" in s.get("run", "")]
+    script = migrate["run"]
+    assert script.index('echo "APPLIED=true"') < script.index("kubectl apply")
+
     # A re-run for the digest production already served: the apply changed nothing, and
     # `rollout undo` would take production to the release before it.
-    image = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/comments-api-prod@sha256:" + "ab" * 32
-    proc, calls = run_rollback_step(tmp_path / "same", image)
+    proc, calls = run_rollback_step(tmp_path / "same", RELEASE, RELEASE)
     assert proc.returncode == 1
     assert "rollout undo" not in calls, calls
     assert "nothing to undo" in proc.stdout
     # A real change of this job is undone, and checked.
-    older = image.replace("ab" * 32, "cd" * 32)
-    proc, calls = run_rollback_step(tmp_path / "changed", older)
+    proc, calls = run_rollback_step(tmp_path / "changed", OLDER, RELEASE)
+    assert proc.returncode == 1, "the job fails after a rollback too"
     assert "rollout undo deployment/comments-api" in calls
-    assert f"now serving: {older}" in proc.stdout
+    assert "--timeout=600s" in calls
+    assert f"now serving: {OLDER}" in proc.stdout
+
+
+def test_workflow_rollback_leaves_a_release_the_apply_did_not_change(tmp_path: Path) -> None:
+    """APPLIED is set before `kubectl apply`: when the apply is refused or cancelled before
+    the Deployment took the new image, production still runs the release from before the
+    job, and `rollout undo` would replace it with the one before that."""
+    proc, calls = run_rollback_step(tmp_path / "refused", OLDER, OLDER)
+    assert proc.returncode == 1
+    assert "rollout undo" not in calls, calls
+    assert "nothing to undo" in proc.stdout
+    assert OLDER in proc.stdout
+
+
+def test_workflow_first_release_failing_is_not_undone(tmp_path: Path) -> None:
+    """No release before this one: `rollout undo` has nothing to go back to (and would
+    only fail with kubectl's own message). Say so, and that someone must act."""
+    proc, calls = run_rollback_step(tmp_path / "first", "", RELEASE)
+    assert proc.returncode == 1
+    assert "rollout undo" not in calls, calls
+    assert "act now" in proc.stdout
+
+
+def test_workflow_cancelled_rollback_waits_within_the_cancel_window(tmp_path: Path) -> None:
+    """A cancelled run, or a job at its timeout, still runs the rollback (cancelled()), but
+    GitHub ends it 5 minutes after the cancellation: the undo goes first, and the wait for
+    it fits in that window, so the log says how it ended."""
+    proc, calls = run_rollback_step(tmp_path / "cancelled", OLDER, RELEASE, "cancelled")
+    assert "rollout undo deployment/comments-api" in calls
+    (status,) = [c for c in calls.splitlines() if "rollout status" in c]
+    assert calls.index("rollout undo") < calls.index("rollout status")
+    wait = int(re.search(r"--timeout=(\d+)s", status).group(1))  # type: ignore[union-attr]
+    # The cancelled step gets up to 10 s to stop (SIGINT, 7.5 s, SIGTERM, 2.5 s).
+    assert wait + 10 + 30 < CANCEL_WINDOW_SECONDS, wait
+    assert f"now serving: {OLDER}" in proc.stdout
+
+
+def test_workflow_rollback_target_is_read_or_the_job_stops(tmp_path: Path) -> None:
+    """The previous image decides whether the rollback may undo: an error reading it must
+    stop the job before production changes, not pass as "no previous release"."""
+    step = release_step('> "$RUNNER_TEMP/previous-image"')
+    assert "kubectl apply" not in step["run"]
+    env = {"NS": "comments-production"}
+    proc = run_step(
+        step,
+        tmp_path / "error",
+        env,
+        {"kubectl": "echo 'Error from server (Forbidden)' >&2; exit 1"},
+    )
+    assert proc.returncode != 0, "a failed read of the running release was swallowed"
+    proc = run_step(step, tmp_path / "found", env, {"kubectl": f"echo {OLDER}"})
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "found" / "previous-image").read_text().strip() == OLDER
 
 
 def test_renovate_updates_actions_images_and_charts() -> None:

@@ -1,0 +1,269 @@
+"""main.yml's release steps that read the production Deployment, run with the real
+`kubectl` against a stand-in API server on 127.0.0.1 (no control plane can run here).
+
+The rollback decides from two reads: the image recorded before the apply (the rollback
+target) and the image the Deployment runs when the release fails. A stand-in `kubectl`
+script cannot tell what the real client does with `--ignore-not-found`, a 403 or a 500;
+these tests ask the real client."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import tool
+from .test_tools import OLDER, PROD_IMAGE, RELEASE, RELEASE_DIGEST, release_step, run_step
+
+pytestmark = pytest.mark.k8s
+
+NS = "comments-production"
+DEPLOYMENT = f"/apis/apps/v1/namespaces/{NS}/deployments/comments-api"
+
+
+@dataclass
+class Cluster:
+    """What the stand-in API server answers for the Deployment: its app image, or an
+    HTTP error code (404: there is none)."""
+
+    image: str = ""
+    error: int = 0
+    requests: list[str] = field(default_factory=list)
+
+
+def status(code: int, reason: str, message: str) -> dict[str, Any]:
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "code": code,
+        "reason": reason,
+        "message": message,
+    }
+
+
+# The discovery documents kubectl reads before it can resolve `deployment`.
+DISCOVERY: dict[str, dict[str, Any]] = {
+    "/api": {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []},
+    "/api/v1": {"kind": "APIResourceList", "groupVersion": "v1", "resources": []},
+    "/apis": {
+        "kind": "APIGroupList",
+        "apiVersion": "v1",
+        "groups": [
+            {
+                "name": "apps",
+                "versions": [{"groupVersion": "apps/v1", "version": "v1"}],
+                "preferredVersion": {"groupVersion": "apps/v1", "version": "v1"},
+            }
+        ],
+    },
+    "/apis/apps/v1": {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": "apps/v1",
+        "resources": [
+            {
+                "name": "deployments",
+                "singularName": "deployment",
+                "namespaced": True,
+                "kind": "Deployment",
+                "verbs": ["get", "list", "patch"],
+                "shortNames": ["deploy"],
+            }
+        ],
+    },
+    "/version": {"major": "1", "minor": "33", "gitVersion": "v1.33.0"},
+}
+
+
+def handler(cluster: Cluster) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def answer(self, code: int, body: dict[str, Any]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            path = self.path.split("?")[0]
+            cluster.requests.append(path)
+            if path in DISCOVERY:
+                return self.answer(200, DISCOVERY[path])
+            if path != DEPLOYMENT:
+                return self.answer(404, status(404, "NotFound", f"{path} not found"))
+            if cluster.error == 404:
+                return self.answer(
+                    404, status(404, "NotFound", 'deployments.apps "comments-api" not found')
+                )
+            if cluster.error:
+                return self.answer(
+                    cluster.error,
+                    status(
+                        cluster.error,
+                        "Forbidden" if cluster.error == 403 else "InternalError",
+                        "the stand-in API server says no",
+                    ),
+                )
+            return self.answer(
+                200,
+                {
+                    "kind": "Deployment",
+                    "apiVersion": "apps/v1",
+                    "metadata": {"name": "comments-api", "namespace": NS},
+                    "spec": {
+                        "template": {
+                            "spec": {
+                                "containers": [
+                                    {"name": "app", "image": cluster.image},
+                                    {"name": "sidecar", "image": "busybox:1.37"},
+                                ]
+                            }
+                        }
+                    },
+                },
+            )
+
+    return Handler
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[tuple[Cluster, dict[str, str]]]:
+    """A stand-in API server on 127.0.0.1 and the environment that points the real
+    kubectl at it (its own HOME, so kubectl's discovery cache stays in tmp_path)."""
+    state = Cluster()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler(state))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "stand-in",
+                "clusters": [
+                    {
+                        "name": "stand-in",
+                        "cluster": {"server": f"http://127.0.0.1:{server.server_address[1]}"},
+                    }
+                ],
+                "contexts": [
+                    {"name": "stand-in", "context": {"cluster": "stand-in", "user": "ci"}}
+                ],
+                "users": [{"name": "ci", "user": {"token": "not-a-secret"}}],
+            }
+        )
+    )
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"KUBECONFIG": str(kubeconfig), "HOME": str(home), "NS": NS}
+    try:
+        yield state, env
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def remember(tmp_path: Path, env: dict[str, str]) -> tuple[int, str]:
+    tool("kubectl")
+    proc = run_step(release_step('> "$RUNNER_TEMP/previous-image"'), tmp_path, env)
+    target = tmp_path / "previous-image"
+    return proc.returncode, target.read_text() if target.exists() else "<no file>"
+
+
+def test_rollback_target_is_the_running_app_image(
+    cluster: tuple[Cluster, dict[str, str]], tmp_path: Path
+) -> None:
+    state, env = cluster
+    state.image = OLDER
+    code, target = remember(tmp_path, env)
+    assert code == 0
+    assert target == OLDER, "the app container's image, not the sidecar's"
+    assert DEPLOYMENT in state.requests
+
+
+def test_rollback_target_is_empty_only_without_a_deployment(
+    cluster: tuple[Cluster, dict[str, str]], tmp_path: Path
+) -> None:
+    state, env = cluster
+    state.error = 404
+    code, target = remember(tmp_path, env)
+    assert (code, target) == (0, ""), "the first release: nothing to go back to"
+
+
+@pytest.mark.parametrize("error", [403, 500])
+def test_rollback_target_unreadable_stops_the_job(
+    cluster: tuple[Cluster, dict[str, str]], tmp_path: Path, error: int
+) -> None:
+    """Swallowed (`|| true`), an empty target would pass for "first release" and disarm
+    the rollback's re-run guard: undo would then drop a release the job did not change."""
+    state, env = cluster
+    state.error = error
+    code, _ = remember(tmp_path, env)
+    assert code != 0
+    assert DEPLOYMENT in state.requests
+
+
+def rollback(tmp_path: Path, env: dict[str, str], previous: str) -> tuple[int, str]:
+    """The rollback step with the real kubectl. Only the paths that read the Deployment
+    and stop are run this way: `rollout undo` and `rollout status` need a real cluster
+    (test_tools.py runs those paths with a stand-in)."""
+    tool("kubectl")
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "previous-image").write_text(previous)
+    proc = run_step(
+        release_step("rollout undo"),
+        tmp_path,
+        {**env, "PROD_IMAGE": PROD_IMAGE, "DIGEST": RELEASE_DIGEST, "JOB_STATUS": "failure"},
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("previous", "running", "said"),
+    [
+        # The apply was refused, or cancelled before it reached the Deployment.
+        (OLDER, OLDER, "failed before the Deployment took it"),
+        # A re-run of the release production already ran.
+        (RELEASE, RELEASE, "ran sha256:" + "ab" * 32 + " before this job"),
+        # The first release.
+        ("", RELEASE, "no earlier one to go back to: act now"),
+    ],
+)
+def test_rollback_undoes_nothing_the_job_did_not_change(
+    cluster: tuple[Cluster, dict[str, str]],
+    tmp_path: Path,
+    previous: str,
+    running: str,
+    said: str,
+) -> None:
+    state, env = cluster
+    state.image = running
+    code, out = rollback(tmp_path, env, previous)
+    assert code == 1
+    assert said in out
+    # It read the Deployment once and stopped: `rollout undo` reads it again (and the
+    # server logs every GET; it answers no PATCH).
+    assert state.requests.count(DEPLOYMENT) == 1, state.requests
+
+
+def test_rollback_with_the_deployment_unreadable_says_act_now(
+    cluster: tuple[Cluster, dict[str, str]], tmp_path: Path
+) -> None:
+    state, env = cluster
+    state.error = 403
+    code, out = rollback(tmp_path, env, OLDER)
+    assert code == 1
+    assert "cannot be read: act now" in out
