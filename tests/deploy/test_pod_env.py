@@ -1,10 +1,12 @@
 """The rendered pod settings boot the real service (real PostgreSQL, Redis, gunicorn).
 
-Only addresses are swapped for local ones: HOST/PORT, the Service names in the URLs, and the
-container paths (/tmp, the Secret mount) for directories that play the same role. Checks
+The environment is the image's ENV (Dockerfile) with the pod's on top, as a container gets
+it. Only addresses are swapped for local ones: HOST/PORT, the Service names in the URLs, and
+the container paths (/tmp, the Secret mount) for directories that play the same role. Checks
 the claims the manifests rely on: a pod with MIGRATE_ON_START=false stays unready until the
 migration Job's command has run, then becomes ready without a restart; the worker count of
-the budget; rate limits through Redis; and the drain order on SIGTERM.
+the budget; the database connections one pod holds under load (CONNECTIONS_PER_POD, which
+sizes max_connections); rate limits through Redis; and the drain order on SIGTERM.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from secrets import token_hex
 from typing import Any
@@ -23,10 +27,16 @@ import redis as redis_client
 import requests
 
 from ..support import VENV_BIN, PostgresServer, free_port, missing, wait_until
-from .conftest import one
+from .conftest import (
+    CONNECTIONS_PER_POD,
+    Secrets,
+    image_env,
+    one,
+    pod_env,
+    write_secret_volume,
+)
 
 pytestmark = [pytest.mark.k8s, pytest.mark.postgres, pytest.mark.redis]
-Secrets = dict[str, dict[str, str]]  # Secret name -> key -> value
 
 
 class PodRedis:
@@ -68,48 +78,6 @@ class PodRedis:
         self.proc.wait(10)
 
 
-def write_secret_volume(volume: dict[str, Any], local: Path, secrets: Secrets) -> None:
-    """The files Kubernetes puts in a Secret volume: every key, or only its `items`."""
-    spec = volume["secret"]
-    data = secrets[spec["secretName"]]
-    items = spec.get("items") or [{"key": key, "path": key} for key in data]
-    for item in items:
-        (local / item["path"]).write_text(data[item["key"]])
-
-
-def pod_env(
-    docs: list[dict[str, Any]], kind: str, name: str, root: Path, secrets: Secrets
-) -> dict[str, str]:
-    """The container's environment as Kubernetes would assemble it, paths mapped under root."""
-    workload = one(docs, kind, name)
-    pod = workload["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
-    env: dict[str, str] = {}
-    for source in container.get("envFrom", []):
-        (cm,) = [
-            d
-            for d in docs
-            if d["kind"] == "ConfigMap" and d["metadata"]["name"] == source["configMapRef"]["name"]
-        ]
-        env.update(cm["data"])
-    env.update({e["name"]: e["value"] for e in container.get("env", [])})
-    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-    volumes = {v["name"]: v for v in pod["volumes"]}
-    unmapped = {var for var, value in env.items() if value.startswith("/")}
-    for mount_path, volume in mounts.items():
-        local = root / mount_path.strip("/").replace("/", "_")
-        local.mkdir(parents=True, exist_ok=True)
-        if "secret" in volumes[volume]:
-            write_secret_volume(volumes[volume], local, secrets)
-        for var, value in list(env.items()):
-            if value == mount_path or value.startswith(mount_path + "/"):
-                env[var] = str(local) + value[len(mount_path) :]
-                unmapped.discard(var)
-    # Every path setting must be on a mounted volume (the root filesystem is read-only).
-    assert not unmapped, f"not on a mounted volume: {sorted(unmapped)}"
-    return env
-
-
 def test_pod_settings_boot_migrate_and_drain(
     rendered: dict[str, list[dict[str, Any]]], tmp_path: Path
 ) -> None:
@@ -122,8 +90,10 @@ def test_pod_settings_boot_migrate_and_drain(
         database = pg.create_database("app")
         secrets["comments-api"] = {"database-url": database, "client-ip-hash-salt": "0" * 64}
         secrets["comments-redis"]["url"] = f"redis://:{password}@127.0.0.1:{redis.port}/0"
-        app = pod_env(docs, "Deployment", "comments-api", tmp_path / "app", secrets)
-        migrate = pod_env(docs, "Job", "comments-api-migrate", tmp_path / "job", secrets)
+        # What the image sets, then the pod's own settings (PATH stays the test's).
+        image = {k: v for k, v in image_env().items() if k != "PATH"}
+        app = pod_env(docs, "Deployment", "comments-api", tmp_path / "app", secrets, image)
+        migrate = pod_env(docs, "Job", "comments-api-migrate", tmp_path / "job", secrets, image)
         # The password-bearing URL reaches the app only as a file, never in the ConfigMap.
         assert "RATELIMIT_STORAGE_URL" not in app
         url_file = Path(app["RATELIMIT_STORAGE_URL_FILE"])
@@ -179,6 +149,8 @@ def test_pod_settings_boot_migrate_and_drain(
                 timeout=5,
             )
             assert created.status_code == 200, created.text
+            peak = peak_connections_under_load(pg, base, tmp_path)
+            assert 0 < peak <= CONNECTIONS_PER_POD, f"one pod held {peak} connections"
             # In the Redis that only the password opens: the limiter used the Secret's URL.
             owner = redis_client.Redis(host="127.0.0.1", port=redis.port, password=password)
             assert owner.keys("*"), "rate limits not in Redis"
@@ -203,3 +175,59 @@ def test_pod_settings_boot_migrate_and_drain(
     finally:
         redis.stop()
         pg.stop()
+
+
+def peak_connections_under_load(pg: PostgresServer, base: str, tmp_path: Path) -> int:
+    """The most PostgreSQL connections the server held while 32 clients sent reads, creates
+    and readiness checks for 3 s (sampled every 20 ms from pg_stat_activity). Each request
+    comes from its own reader address (X-Forwarded-For, as ingress-nginx appends it; the pod
+    trusts one proxy), so the rate limits let it through to the database."""
+    peak = 0
+    done = threading.Event()
+    statuses: list[int] = []
+
+    def sample() -> None:
+        nonlocal peak
+        with pg.superuser() as conn:
+            conn.autocommit = True
+            while not done.is_set():
+                (count,) = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = 'app' AND backend_type = 'client backend'"
+                ).fetchone()
+                peak = max(peak, count)
+                time.sleep(0.02)
+
+    def client(n: int) -> None:
+        session = requests.Session()
+        end = time.monotonic() + 3
+        i = 0
+        while time.monotonic() < end:
+            i += 1
+            headers = {"X-Forwarded-For": f"10.{n}.{i // 250 % 250}.{i % 250 + 1}"}
+            if i % 5 == 0:
+                body = {"email": f"load{n}-{i}@example.com", "comment": f"load {n} {i}"}
+                answer = session.post(
+                    f"{base}/api/comment/new",
+                    json={**body, "content_id": n % 5 + 1},
+                    headers=headers,
+                    timeout=10,
+                )
+            else:
+                path = f"/api/comment/list/{i % 5 + 1}" if i % 2 else "/readyz"
+                answer = session.get(f"{base}{path}", headers=headers, timeout=10)
+            statuses.append(answer.status_code)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        with ThreadPoolExecutor(32) as pool:
+            list(pool.map(client, range(32)))
+    finally:
+        done.set()
+        sampler.join()
+    # The load reached the database: no rate limit, no failure (a 404 is the list of a
+    # content with no comment yet, read from the database like the others).
+    assert len(statuses) > 200
+    assert set(statuses) <= {200, 404}, sorted(set(statuses))
+    return peak
