@@ -56,5 +56,14 @@ def list_comments(content_id: str) -> Response:
 
     read = svc.comments.read_legacy_list(content_id, render, client_has())
     if read.value is None and not read.not_modified:
-        return error_response(404, f"content_id {content_id} not found", title="Not Found")
+        # "No comments yet", the usual state of a new article, on a route CDNs are told to
+        # cache: without its own Cache-Control a 404 is heuristically cacheable (RFC 9111
+        # 4.2.2), and CDNs keep one for their default TTL (seconds to an hour), hiding the
+        # first comments. It says what the 200 says. No ETag: a 304 never stands in for it.
+        return error_response(
+            404,
+            f"content_id {content_id} not found",
+            title="Not Found",
+            headers={"Cache-Control": svc.settings.read_cache_control},
+        )
     return respond(read, svc.settings)

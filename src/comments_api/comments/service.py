@@ -151,7 +151,20 @@ class CommentService:
         """The author (token subject) or a moderator; recorded in the audit log.
 
         True when this call deleted it (False: it was already gone)."""
-        comment = self.get_public(comment_id)
+        comment = self.repo.get(comment_id)
+        if comment is None or not (
+            comment.status in PUBLIC_STATUSES
+            # Not public (pending, hidden): found only by those who may delete it, its
+            # author and moderators ("delete any comment", as bulk delete does). Anyone
+            # else is told it does not exist, as a GET would.
+            or may_delete(identity, comment)
+        ):
+            raise NotFound("comment not found")
+        if comment.status == STATUS_DELETED:
+            # Idempotent: the end state holds. A tombstone names nobody any more, so its
+            # author's retry (an answer lost on the way) cannot be told from anyone else's,
+            # and the 403 it got said the delete had failed.
+            return False
         if not may_delete(identity, comment):
             raise Forbidden("only the comment's author or a moderator may delete it")
         return bool(

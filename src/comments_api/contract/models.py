@@ -497,13 +497,17 @@ def comment_models(max_comment_length: int) -> CommentModels:
         email: Annotated[
             Email | None,
             Meta(
-                description="Optional; never shown, only its hash. Ignored when the caller "
-                "is authenticated (the identity comes from the credential)."
+                description="Optional; never shown, only its hash. Ignored when a reader's "
+                "sign-in JWT is sent (the token names the author); an API key (the site's "
+                "backend) sets it for the reader it posts for."
             ),
         ] = None
         author_name: Annotated[
             AuthorName | None,
-            Meta(description="Display name, trimmed; ignored when the caller is authenticated."),
+            Meta(
+                description="Display name, trimmed. Ignored when a reader's sign-in JWT is "
+                "sent (the token's name is shown); an API key sets it for its reader."
+            ),
         ] = None
         parent_id: Annotated[
             CommentId | None,

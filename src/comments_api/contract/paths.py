@@ -30,6 +30,7 @@ from .problems import (
     LEGACY_PREFIX,
     PROBLEM_JSON,
     status_slug,
+    status_title,
 )
 from .responses import EXAMPLE_TIME
 
@@ -176,7 +177,9 @@ def _error(
     default_slugs, default_detail, default_headers = _ERROR_DEFAULTS.get(status, ((), "", {}))
     slugs = slugs or default_slugs or (status_slug(status),)
     detail = detail or default_detail or HTTPStatus(status).phrase
-    title = HTTPStatus(status).phrase
+    # What web/errors.py answers: RFC 9110's names (413 is "Content Too Large", not
+    # Python's "Request Entity Too Large"), so the legacy example reads CONTENT-TOO-LARGE.
+    title = status_title(status)
     types = ", ".join(f"`{DOCS_PROBLEM_PREFIX}{s}`" for s in slugs)
     all_headers = {**default_headers, **(headers or {})}
     if path.startswith(LEGACY_PREFIX):
@@ -210,6 +213,8 @@ def _invalid(path: str, field: str, message: str) -> dict[str, Any]:
         path,
         400,
         f"{field}: {message}",
+        # The type a body with `errors` carries (the example showed bad-request).
+        slugs=("validation-error", "bad-request"),
         errors=[{"field": field, "message": message}],
         description=(
             "Invalid input or an unreadable body, in the legacy shape: `message` names "
@@ -487,7 +492,19 @@ def paths(settings: Settings) -> dict[str, Any]:
                         legacy_list, "content_id", "must not contain control characters"
                     ),
                     **_errors(legacy_list, 429, 503),
-                    "404": _error(legacy_list, 404, "content_id 1 not found"),
+                    "404": _error(
+                        legacy_list,
+                        404,
+                        "content_id 1 not found",
+                        description="No published comment on this content (yet). Carries "
+                        "the 200's `Cache-Control`, so a cache in front keeps it no longer "
+                        "than it would keep a list; no `ETag` (a 304 never stands in for it).",
+                        headers={
+                            "Cache-Control": _header(
+                                f"`READ_CACHE_CONTROL` (`{settings.read_cache_control}` here)."
+                            )
+                        },
+                    ),
                 },
                 parameters=[ref("ContentIdPath", "parameters"), ref("IfNoneMatch", "parameters")],
             )
@@ -636,8 +653,11 @@ def paths(settings: Settings) -> dict[str, Any]:
                 "Delete a comment (soft)",
                 "Leaves a tombstone: the thread keeps the comment's place, its text and "
                 "author are gone. Allowed to the comment's author (the JWT subject that "
-                "posted it) and to moderators (`comments:moderate`), in every auth mode; "
-                "recorded in the audit log.",
+                "posted it) and to moderators (`comments:moderate`), whatever the comment's "
+                "status (pending and hidden ones too), in every auth mode; recorded in the "
+                "audit log. Idempotent: deleting a tombstone again is a 204 that changes "
+                "nothing. Others get 403 for a public comment and 404 for one that is not "
+                "public.",
                 {
                     "204": {"description": "Deleted."},
                     **_errors(one, 401, 403, 404, 429, 503),

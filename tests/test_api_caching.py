@@ -1,0 +1,39 @@
+"""HTTP caching as a CDN in front sees it: what the cacheable routes' other answers say."""
+
+from __future__ import annotations
+
+import pytest
+
+from comments_api.contract.spec import build_spec
+
+
+@pytest.mark.parametrize("policy", [None, "public, no-cache", "public, max-age=0, s-maxage=5"])
+def test_the_legacy_lists_404_says_how_long_a_cache_may_keep_it(make_app, policy):
+    """A content with no comment yet is a legacy 404. Without Cache-Control a 404 is
+    heuristically cacheable, and CDNs keep one for their default TTL: the route caching.md
+    tells operators to cache would hide an article's first comments that long."""
+    app = make_app() if policy is None else make_app(read_cache_control=policy)
+    expected = app.extensions["comments_api"].settings.read_cache_control
+    client = app.test_client()
+
+    missing = client.get("/api/comment/list/new-article")
+    assert missing.status_code == 404
+    assert missing.json == {"status": "NOT-FOUND", "message": "content_id new-article not found"}
+    assert missing.headers["Cache-Control"] == expected
+    assert "ETag" not in missing.headers  # never revalidated into a 304
+    head = client.head("/api/comment/list/new-article")
+    assert (head.status_code, head.headers["Cache-Control"]) == (404, expected)
+
+    # The first comment is in the next answer, with the same policy.
+    client.post(
+        "/api/comment/new",
+        json={"email": "a@example.com", "comment": "first", "content_id": "new-article"},
+    )
+    listed = client.get("/api/comment/list/new-article")
+    assert listed.status_code == 200
+    assert listed.headers["Cache-Control"] == expected
+
+    # The document says so, with this deployment's value.
+    spec = build_spec(app.extensions["comments_api"].settings)
+    documented = spec["paths"]["/api/comment/list/{content_id}"]["get"]["responses"]["404"]
+    assert expected in documented["headers"]["Cache-Control"]["description"]
