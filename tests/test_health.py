@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
 from comments_api.app import create_app
 from comments_api.health import HealthService, Readiness
 from comments_api.settings import Settings
-from comments_api.store.repository import Repository, head_revision, make_engine, migrate
+from comments_api.store.repository import (
+    Repository,
+    head_revision,
+    make_engine,
+    migrate,
+    revisions_before,
+)
 
 from .support import free_port
 
@@ -44,12 +52,35 @@ def test_not_ready_when_schema_is_behind(database_url):
     migrate(engine)
     from sqlalchemy import text
 
+    older = sorted(revisions_before(head_revision()))[0]  # one of this code's earlier ones
     with engine.begin() as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = 'older'"))
+        conn.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": older})
     engine.dispose()
     response = create_app(Settings(database_url=database_url)).test_client().get("/readyz")
     assert response.status_code == 503
-    assert "older" in response.json["reason"]
+    assert older in response.json["reason"]
+    assert response.json["reason"].endswith("run `comments-api migrate`")
+
+
+def test_ready_when_schema_is_ahead(database_url, caplog):
+    """A newer release's Job migrated (a revision this code does not ship): expand/contract
+    keeps this code working on it, so the previous release's pods keep serving during the
+    rollout, and turn ready again after `kubectl rollout undo`. They were all unready."""
+    engine = make_engine(database_url)
+    migrate(engine)
+    from sqlalchemy import text
+
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'f00dfacef00d'"))
+    engine.dispose()
+    client = create_app(Settings(database_url=database_url)).test_client()
+    with caplog.at_level(logging.INFO, logger="comments_api.health"):
+        for _ in range(3):
+            response = client.get("/readyz")
+            assert response.status_code == 200, response.json
+    assert response.json == {"status": "ready", "schema_revision": "f00dfacef00d"}
+    ahead = [r for r in caplog.records if "is ahead of this code" in r.getMessage()]
+    assert len(ahead) == 1  # once, not at every probe
 
 
 def test_not_ready_when_database_unreachable_but_still_alive():
@@ -82,7 +113,9 @@ def test_readiness_is_decided_without_flask(tmp_path):
     drain.touch()
     assert health.readiness() == Readiness(False, "shutting down")
     drain.unlink()
-    behind = HealthService(Repository(engine), "f" * 12, None).readiness()
+    behind = HealthService(
+        Repository(engine), "f" * 12, None, older_revisions=frozenset({head_revision()})
+    ).readiness()
     assert not behind.ready
     assert behind.reason.endswith("this code needs ffffffffffff; run `comments-api migrate`")
     engine.dispose()

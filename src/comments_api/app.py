@@ -27,7 +27,13 @@ from .moderation import views as moderation_views
 from .moderation.rules import AbuseRules
 from .moderation.service import ModerationService
 from .settings import Settings
-from .store.repository import Repository, head_revision, is_disk_full, make_engine
+from .store.repository import (
+    Repository,
+    head_revision,
+    is_disk_full,
+    make_engine,
+    revisions_before,
+)
 from .store.versions import ChangeMarkers
 from .telemetry import http_hooks
 from .web import docs, errors, ops, protection
@@ -143,6 +149,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Flask
         lock_wait=settings.db_statement_timeout,
         observe_statement=http_hooks.statement_observer(settings),
     )
+    head = head_revision()
     abuse = AbuseRules(
         duplicate_window=settings.duplicate_window,
         thread_author_max=settings.thread_author_max,
@@ -155,7 +162,9 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Flask
         comments=CommentService(repo, settings, abuse, clock, _read_cache(engine, settings)),
         moderation=ModerationService(repo, clock),
         identity=IdentityService(repo, _jwt_verifier(settings), clock),
-        health=HealthService(repo, head_revision(), os.environ.get(DRAIN_FILE_ENV)),
+        health=HealthService(
+            repo, head, os.environ.get(DRAIN_FILE_ENV), older_revisions=revisions_before(head)
+        ),
     )
     # Before the other hooks: every request gets an id, a log line and (if enabled) metrics.
     http_hooks.init_app(app, settings, engine)

@@ -27,9 +27,22 @@ class Readiness:
 
 
 class HealthService:
-    def __init__(self, repo: Repository, expected_revision: str, drain_file: str | None) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        expected_revision: str,
+        drain_file: str | None,
+        older_revisions: frozenset[str] = frozenset(),
+    ) -> None:
         self.repo = repo
         self.expected_revision = expected_revision
+        # This code's migrations before its own: a database at one of them is behind. Any
+        # other revision is a newer release's migration (expand/contract keeps this code
+        # working on it), which must not take this release out of service: during a rollout
+        # the previous pods serve on the new schema, and after `rollout undo` they must turn
+        # ready on it again (docs/deployment.md, "Migrations: expand, then contract").
+        self.older_revisions = older_revisions
+        self._ahead_logged: str | None = None
         # Created by the server on SIGTERM: readiness turns off before the drain.
         self.drain_file = drain_file
 
@@ -50,9 +63,18 @@ class HealthService:
                 False, "the database volume is full; writes fail until space is freed on it"
             )
         if revision != self.expected_revision:
-            return Readiness(
-                False,
-                f"database schema is at {revision or 'no revision'}, "
-                f"this code needs {self.expected_revision}; run `comments-api migrate`",
-            )
+            if revision is None or revision in self.older_revisions:
+                return Readiness(
+                    False,
+                    f"database schema is at {revision or 'no revision'}, "
+                    f"this code needs {self.expected_revision}; run `comments-api migrate`",
+                )
+            if self._ahead_logged != revision:  # once per revision, not every probe
+                self._ahead_logged = revision
+                log.info(
+                    "readiness: database schema %s is ahead of this code's %s; serving "
+                    "(migrations expand first)",
+                    revision,
+                    self.expected_revision,
+                )
         return Readiness(True, schema_revision=revision)

@@ -72,10 +72,10 @@ def previous_release_ready_after_the_migration(tmp_path: Path) -> bool:
 def test_a_migration_never_leaves_the_service_on_a_few_pods(
     rendered: dict[str, list[dict[str, Any]]], env: str, tmp_path: Path
 ) -> None:
-    """The Job and the new pods start together (one `kubectl apply`). Today the previous
-    release's pods turn unready the moment the Job moves the schema (/readyz wants exactly
-    their revision), so whatever new pods exist by then are all that serves. With maxSurge 1
-    that was one pod, at any scale, until the rollout caught up one pod at a time."""
+    """The Job and the new pods start together (one `kubectl apply`). The previous
+    release's pods turned unready the moment the Job moved the schema (/readyz wanted
+    exactly their revision; it now accepts a newer one), so whatever new pods existed by
+    then were all that served: with maxSurge 1, one pod at any scale. Either fix holds it."""
     docs = rendered[env]
     rolling = one(docs, "Deployment", "comments-api")["spec"]["strategy"]["rollingUpdate"]
     old_stays_ready = previous_release_ready_after_the_migration(tmp_path)

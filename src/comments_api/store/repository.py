@@ -1264,6 +1264,24 @@ def head_revision() -> str:
     return head
 
 
+def revisions_before(revision: str) -> frozenset[str]:
+    """The migrations shipped with this code that come before ``revision`` (its ancestors):
+    a database at one of them is behind this code. Empty for a revision this code does not
+    ship."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    scripts = ScriptDirectory.from_config(_alembic_config())
+    try:
+        return frozenset(
+            script.revision
+            for script in scripts.iterate_revisions(revision, "base")
+            if script.revision != revision
+        )
+    except CommandError:
+        return frozenset()
+
+
 # Held by whoever migrates a PostgreSQL database: two replicas or Jobs starting together
 # must not both run the same migration.
 MIGRATION_LOCK_KEY = 7305812
