@@ -88,6 +88,10 @@ def test_alert_unit_tests_pass() -> None:
     run(tool("promtool"), "test", "rules", str(MON / "tests" / "alerts_test.yml"))
 
 
+def test_recording_rule_unit_tests_pass() -> None:
+    run(tool("promtool"), "test", "rules", str(MON / "tests" / "recording_test.yml"))
+
+
 def test_alertmanager_config_is_valid() -> None:
     run(tool("amtool"), "check-config", str(MON / "alertmanager.yml"))
 
