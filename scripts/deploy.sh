@@ -24,7 +24,8 @@
 #   (it may hold a token): the log says that it ran, how long it took, its exit status.
 # Environment: READY_TIMEOUT, LOAD_DURATION, LOAD_VUS (defaults of the flags above);
 #   DOCKER_DATA_ROOT (local: data root of a dockerd started when none answers,
-#   /var/lib/comments-api-docker); KUBE_CONTEXT (minikube), DEV_REGISTRY (localhost:5000),
+#   /var/lib/comments-api-docker); KUBE_CONTEXT (MINIKUBE_PROFILE, comments: the cluster of
+#   provision-k8s.sh), DEV_REGISTRY (localhost:5000),
 #   PROD_REGISTRY (localhost:5001): the minikube target's cluster and registries.
 # Exit codes: 0 released; 1 stopped before production (production untouched);
 #             2 production failed and was rolled back; 3 production failed, rollback failed too;
@@ -65,7 +66,8 @@ CHECK_FALL=2
 SHUTDOWN_DELAY=2
 LABEL=org.example.pipeline
 # minikube target settings (override through the environment)
-KUBE_CONTEXT=${KUBE_CONTEXT:-minikube}
+# The cluster scripts/provision-k8s.sh makes: its kubectl context is the minikube profile.
+KUBE_CONTEXT=${KUBE_CONTEXT:-${MINIKUBE_PROFILE:-comments}}
 DEV_REGISTRY=${DEV_REGISTRY:-localhost:5000}
 PROD_REGISTRY=${PROD_REGISTRY:-localhost:5001}
 

@@ -104,6 +104,24 @@ def test_local_dry_run_prints_the_whole_pipeline_in_order():
     assert int(delays.pop()) * 1000 > inter_ms * fall
 
 
+def test_minikube_target_uses_the_cluster_provision_k8s_makes():
+    """provision-k8s.sh names its cluster's kubectl context after MINIKUBE_PROFILE
+    (`comments`); deploy.sh defaulted to a context `minikube`, another cluster or none."""
+    provision = (ROOT / "scripts" / "provision-k8s.sh").read_text()
+    assert "PROFILE=${MINIKUBE_PROFILE:-comments}" in provision
+    base = {k: v for k, v in os.environ.items() if k not in ("KUBE_CONTEXT", "MINIKUBE_PROFILE")}
+    for env, context in (
+        ({}, "comments"),
+        ({"MINIKUBE_PROFILE": "other"}, "other"),
+        ({"MINIKUBE_PROFILE": "other", "KUBE_CONTEXT": "chosen"}, "chosen"),
+    ):
+        proc = deploy("--dry-run", "--target", "minikube", env={**base, **env})
+        assert proc.returncode == 0, proc.stderr
+        applies = [c for c in commands(proc.stdout) if " apply -k " in c]
+        assert applies, proc.stdout
+        assert all(c.startswith(f"kubectl --context {context} ") for c in applies), env
+
+
 def test_minikube_dry_run_prints_kubectl_rollout_and_undo():
     out = dry_run("minikube")
     cmds = commands(out)
@@ -114,7 +132,7 @@ def test_minikube_dry_run_prints_kubectl_rollout_and_undo():
         r"^write .*/pipeline-kustomize/staging/kustomization\.yaml "
         r".*deploy/k8s/overlays/staging.*comments-api@sha256:",
         r"delete job comments-api-migrate",
-        r"^kubectl --context minikube apply -k .*/pipeline-kustomize/staging$",
+        r"^kubectl --context comments apply -k .*/pipeline-kustomize/staging$",
         r"namespace comments-staging wait --for=condition=complete job/comments-api-migrate",
         r"namespace comments-staging rollout status deployment/comments-api",
         r"port-forward svc/comments-api",
@@ -123,7 +141,7 @@ def test_minikube_dry_run_prints_kubectl_rollout_and_undo():
         r"skopeo .*copy .*--sign-by",
         r"skopeo standalone-verify",
         r"^write .*/pipeline-kustomize/production/kustomization\.yaml .*overlays/production",
-        r"^kubectl --context minikube apply -k .*/pipeline-kustomize/production$",
+        r"^kubectl --context comments apply -k .*/pipeline-kustomize/production$",
         r"namespace comments-production rollout status deployment/comments-api",
         r"pipeline_e2e\.py smoke",
         r"namespace comments-production rollout undo deployment/comments-api",
@@ -239,6 +257,9 @@ def test_every_option_and_setting_is_in_the_help_and_the_docs():
         "--sign-by-sigstore-private-key",
         "--preserve-digests",
         "--sign-by",
+        # cosign's, in the GitHub Actions section
+        "--certificate-github-workflow-sha",
+        "--certificate-github-workflow-trigger",
     }
     assert documented <= options, documented - options
 
@@ -261,9 +282,9 @@ def test_minikube_target_without_a_cluster_stops_before_anything_runs(tmp_path):
                 "clusters": [{"name": "gone", "cluster": {"server": f"https://127.0.0.1:{port}"}}],
                 "users": [{"name": "nobody", "user": {"token": "x"}}],
                 "contexts": [
-                    {"name": "minikube", "context": {"cluster": "gone", "user": "nobody"}}
+                    {"name": "comments", "context": {"cluster": "gone", "user": "nobody"}}
                 ],
-                "current-context": "minikube",
+                "current-context": "comments",
             }
         )
     )
@@ -275,7 +296,7 @@ def test_minikube_target_without_a_cluster_stops_before_anything_runs(tmp_path):
         env={**os.environ, "KUBECONFIG": str(kubeconfig)},
     )
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr
-    assert "no Kubernetes cluster answers on kubectl context 'minikube'" in proc.stderr
+    assert "no Kubernetes cluster answers on kubectl context 'comments'" in proc.stderr
     assert "==> [" not in proc.stdout, proc.stdout  # no stage began: no build, no push
     assert "PIPELINE FAILED before production" in proc.stderr
 
