@@ -16,6 +16,7 @@ from comments_api.settings import Settings
 from comments_api.store.repository import make_engine, migrate
 from comments_api.web.common import EXTENSION_KEY
 
+from .authkit import AUDIENCE, ISSUER, Signer, hs_signer
 from .support import PostgresServer, RedisServer
 
 
@@ -67,6 +68,24 @@ def make_app(database_url: str) -> Callable[..., Flask]:
         return create_app(settings) if clock is None else create_app(settings, clock)
 
     return build
+
+
+@pytest.fixture
+def signer() -> Signer:
+    """An HS256 key for readers' JWTs (a module may define its own)."""
+    return hs_signer()
+
+
+@pytest.fixture
+def build(make_app: Callable[..., Flask], signer: Signer) -> Callable[..., Flask]:
+    """make_app with HS256 JWTs from ``signer`` accepted; keyword arguments as make_app's."""
+
+    def make(**overrides: object) -> Flask:
+        return make_app(
+            jwt_hs256_secret=signer.key, jwt_issuer=ISSUER, jwt_audience=AUDIENCE, **overrides
+        )
+
+    return make
 
 
 @pytest.fixture

@@ -9,24 +9,9 @@ import pytest
 
 from comments_api.identity.credentials import SCOPE_MODERATE
 
-from .authkit import AUDIENCE, ISSUER, api_key, bearer, hs_signer
+from .authkit import api_key, bearer
 
 BULK = "/api/v1/moderation/comments"
-
-
-@pytest.fixture
-def signer():
-    return hs_signer()
-
-
-@pytest.fixture
-def build(make_app, signer):
-    def make(**overrides):
-        return make_app(
-            jwt_hs256_secret=signer.key, jwt_issuer=ISSUER, jwt_audience=AUDIENCE, **overrides
-        )
-
-    return make
 
 
 def post(client, headers=None, content_id="d1", body="hello"):

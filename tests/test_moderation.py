@@ -2,33 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
-
 from comments_api.events import moderation_action
 from comments_api.identity.credentials import SCOPE_ADMIN, SCOPE_MODERATE, SCOPE_WRITE
 
-from .authkit import AUDIENCE, ISSUER, api_key, bearer, hs_signer
+from .authkit import api_key, bearer
 from .clock import FakeClock
 
 BULK = "/api/v1/moderation/comments"
 PENDING = "/api/v1/moderation/pending"
 BANS = "/api/v1/moderation/bans"
 AUDIT = "/api/v1/admin/audit-log"
-
-
-@pytest.fixture
-def signer():
-    return hs_signer()
-
-
-@pytest.fixture
-def build(make_app, signer):
-    def make(**overrides):
-        return make_app(
-            jwt_hs256_secret=signer.key, jwt_issuer=ISSUER, jwt_audience=AUDIENCE, **overrides
-        )
-
-    return make
 
 
 def post_v1(client, body="hello", content_id="a1", headers=None, **extra):
