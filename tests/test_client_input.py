@@ -472,6 +472,8 @@ def test_server_errors_match_the_published_problem_schema(live, raw, status):
     # RFC 9110 6.6.1: a server with a clock sends Date on every 4xx, as on the app's answers.
     sent = parsedate_to_datetime(reply.headers["date"])
     assert abs((sent - datetime.now(UTC)).total_seconds()) < 60
+    # The OpenAPI promises X-Request-ID on every response; the worker's own ones too.
+    assert re.fullmatch(r"[0-9a-f]{32}", reply.headers.get("x-request-id", "")), reply.headers
     spec = live.request("GET", "/openapi.json").json
     assert isinstance(spec, dict)
     problem = spec["components"]["schemas"]["Problem"]

@@ -396,6 +396,7 @@ def test_options_asterisk_and_connect_get_the_servers_own_answers(sqlite_env, tm
         assert headers["connection"] == "close"
         assert security <= set(headers)
         assert parsedate_to_datetime(headers["date"]).year >= 2024  # RFC 9110 6.6.1
+        asterisk_id = headers["x-request-id"]  # as on every response; the log names it
         for data, answer in OTHER_TARGET_FORMS[1:]:
             status, headers, body = raw_request(service.port, data, timeout=5)
             expected = answer or (405, worker.CONNECT_NOT_SERVED)
@@ -431,6 +432,7 @@ def test_options_asterisk_and_connect_get_the_servers_own_answers(sqlite_env, tm
         assert requests.get(f"{service.base}/healthz", timeout=5).status_code == 200
         log = service.log()
     assert "answered OPTIONS *" in log
+    assert f'"request_id":"{asterisk_id}"' in log
     assert '"error":"method"' in log
     assert "example.com" not in log
 

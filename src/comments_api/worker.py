@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import select
 import selectors
 import socket
@@ -196,7 +197,15 @@ _SECURITY_LINES = "".join(f"{name}: {value}\r\n" for name, value in SECURITY_HEA
 _ALLOW_LINE = f"Allow: {SERVED_METHODS}\r\n"
 
 
-def error_response_bytes(status: int, detail: str, path: str | None) -> bytes:
+def new_request_id() -> str:
+    """An id for an answer the worker gives itself, as the app makes one (32 hex digits):
+    the OpenAPI promises `X-Request-ID` on every response, and the log line names it."""
+    return secrets.token_hex(16)
+
+
+def error_response_bytes(
+    status: int, detail: str, path: str | None, request_id: str | None = None
+) -> bytes:
     content_type, body = error_document(status, detail, path)
     head = (
         f"HTTP/1.1 {status} {status_title(status)}\r\n"
@@ -205,6 +214,7 @@ def error_response_bytes(status: int, detail: str, path: str | None) -> bytes:
         f"Content-Length: {len(body)}\r\n"
         "Cache-Control: no-store\r\n"
         f"Date: {util.http_date()}\r\n"  # RFC 9110 6.6.1: a server with a clock MUST send it
+        f"X-Request-ID: {request_id or new_request_id()}\r\n"
         f"{_ALLOW_LINE if status == 405 else ''}"  # RFC 9110 15.5.6: a 405 MUST list them
         f"{_SECURITY_LINES}"
         "\r\n"
@@ -212,7 +222,7 @@ def error_response_bytes(status: int, detail: str, path: str | None) -> bytes:
     return head.encode("latin-1") + body
 
 
-def options_asterisk_bytes() -> bytes:
+def options_asterisk_bytes(request_id: str | None = None) -> bytes:
     """OPTIONS * (RFC 9110 9.3.7): what the server as a whole serves, as the app answers
     OPTIONS on one of its routes (200, Allow, no body), with the worker's own answers'
     Connection."""
@@ -221,6 +231,7 @@ def options_asterisk_bytes() -> bytes:
         "Connection: close\r\n"
         "Content-Length: 0\r\n"
         f"Date: {util.http_date()}\r\n"
+        f"X-Request-ID: {request_id or new_request_id()}\r\n"
         f"{_ALLOW_LINE}"
         f"{_SECURITY_LINES}"
         "\r\n"
@@ -629,19 +640,22 @@ class _ErrorsMixin:
             path = getattr(getattr(exc, "req", None), "path", None)
         if path is None:
             path = self._targets.get(client)
+        rid = new_request_id()
         if status >= 500:
             if isinstance(exc, SystemExit):
-                log.error("request aborted: the worker exceeded its timeout")
+                log.error(
+                    "request aborted: the worker exceeded its timeout", extra={"request_id": rid}
+                )
             else:
                 # The traceback, but not gunicorn's "Error handling request <raw uri>".
-                log.error("error handling request", exc_info=exc)
+                log.error("error handling request", exc_info=exc, extra={"request_id": rid})
         else:
             log.warning(
                 "refused a request the server could not parse",
-                extra={"status": status, "error": type(exc).__name__},
+                extra={"status": status, "error": type(exc).__name__, "request_id": rid},
             )
         count_server_refusal(status_slug(status))
-        _send(client, error_response_bytes(status, detail, path))
+        _send(client, error_response_bytes(status, detail, path, rid))
 
 
 def _send(sock: Any, data: bytes) -> None:
@@ -669,16 +683,21 @@ def _refuse(
     detail: str,
     linger: Callable[[socket.socket], None] | None = None,
 ) -> None:
+    rid = new_request_id()
     if status == 200:  # OPTIONS *: answered, not refused
-        log.info("answered OPTIONS * with the methods the server serves")
-        _send(sock, options_asterisk_bytes())
+        log.info("answered OPTIONS * with the methods the server serves", extra={"request_id": rid})
+        _send(sock, options_asterisk_bytes(rid))
     else:
         log.warning(
             "refused a request the server could not read",
-            extra={"status": status, "error": _REFUSAL_KINDS.get(status, "limit")},
+            extra={
+                "status": status,
+                "error": _REFUSAL_KINDS.get(status, "limit"),
+                "request_id": rid,
+            },
         )
         count_server_refusal(status_slug(status))
-        _send(sock, error_response_bytes(status, detail, pending.target))
+        _send(sock, error_response_bytes(status, detail, pending.target, rid))
     if linger is not None:
         # Refused before the request's end (a body, a request line or headers over their
         # limit, bytes that cannot be parsed, a request too slow): the client may still be
