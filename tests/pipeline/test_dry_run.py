@@ -367,20 +367,10 @@ def test_a_missing_docker_is_named_before_anything_runs(tmp_path):
             if path.name not in hidden and os.access(path, os.X_OK) and not link.exists():
                 link.symlink_to(path)
     started = time.monotonic()
-    proc = subprocess.run(
-        [
-            str(DEPLOY),
-            "--target",
-            "local",
-            "--skip-tests",
-            "--skip-scans",
-            "--state-dir",
-            str(tmp_path / "state"),
-        ],
-        capture_output=True,
-        text=True,
+    proc = deploy(
+        *("--target", "local", "--skip-tests", "--skip-scans"),
+        *("--state-dir", str(tmp_path / "state")),
         timeout=120,
-        cwd=ROOT,
         env={**os.environ, "PATH": str(bin_dir)},
     )
     took = time.monotonic() - started
@@ -426,34 +416,22 @@ def test_a_failing_cleanup_step_does_not_stop_the_teardown(tmp_path):
         shutil.which("chattr") is None
         or subprocess.run(["id", "-u"], capture_output=True, text=True).stdout.strip() != "0"
     ):
-        pytest.skip("needs root and chattr")
+        missing("root and chattr, to make a file immutable")
     if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode != 0:
         missing("a running Docker engine")
     stuck = tmp_path / "pg"
     stuck.mkdir()
     (stuck / "immutable").write_text("")
     if subprocess.run(["chattr", "+i", str(stuck / "immutable")], check=False).returncode:
-        pytest.skip("chattr +i not supported here")
+        missing(f"chattr +i on {stuck}")
     state = tmp_path / "state"
     state.mkdir()
     (state / "stack.env").write_text(f"STACK=cleanup{os.getpid()}\nPG_DIR={stuck}\n")
     try:
-        proc = subprocess.run(
-            [
-                str(DEPLOY),
-                "--target",
-                "local",
-                "--skip-tests",
-                "--skip-scans",
-                "--image",
-                "comments-api:no-such-image",
-                "--state-dir",
-                str(state),
-            ],
-            capture_output=True,
-            text=True,
+        proc = deploy(
+            *("--target", "local", "--skip-tests", "--skip-scans"),
+            *("--image", "comments-api:no-such-image", "--state-dir", str(state)),
             timeout=120,
-            cwd=ROOT,
         )
         assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr
         assert "PIPELINE FAILED before production" in proc.stderr
