@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -102,6 +103,16 @@ class Stack:
             logs.mkdir(parents=True, exist_ok=True)
             (logs / f"{label}.log").write_text(run.out)
         return run
+
+    def release_image(
+        self, image: str, tag: str, *args: str, quick: bool = True, **kwargs: Any
+    ) -> Run:
+        """A run that releases an image already built (CI has tested and scanned it) as
+        comments-api:TAG, with the short load test unless ``quick=False``."""
+        load = QUICK_LOAD if quick else []
+        return self.deploy(
+            "--skip-tests", "--skip-scans", "--image", image, "--tag", tag, *load, *args, **kwargs
+        )
 
     def registry_digest(self, which: str, ref: str) -> str | None:
         """Manifest digest of comments-api:TAG or @DIGEST in a registry (None: absent)."""

@@ -135,9 +135,7 @@ def test_a_digest_promoted_again_under_another_tag_is_verified(stack: Stack):
     # identity is the first tag) was verified: "Docker reference ... does not match", and
     # the promotion failed.
     good = stack.serving("production")
-    run = stack.deploy(
-        "--skip-tests", "--skip-scans", "--image", stack.base_image, "--tag", "again", *QUICK_LOAD
-    )
+    run = stack.release_image(stack.base_image, "again")
     assert stack.release()["digest"] == good, "the same image must give the same digest"
     assert run.rc == 0, run.out[-3000:]
     assert "Signature verified, digest " + good in run.out
@@ -149,17 +147,7 @@ def test_a_rerun_that_fails_in_production_is_not_called_rolled_back(stack: Stack
     # production check fails. There is nothing to roll back to: that is exit 3, not 2
     # ("rolled back automatically" to the very digest that fails).
     good = stack.serving("production")
-    run = stack.deploy(
-        "--skip-tests",
-        "--skip-scans",
-        "--image",
-        stack.base_image,
-        "--tag",
-        "again2",
-        *QUICK_LOAD,
-        "--prod-smoke-hook",
-        "false",
-    )
+    run = stack.release_image(stack.base_image, "again2", "--prod-smoke-hook", "false")
     assert stack.release()["digest"] == good, "the same image must give the same digest"
     assert run.rc == 3, run.out[-3000:]
     assert "production smoke hook failed: exit 1 after" in run.out
@@ -174,9 +162,7 @@ def test_a_release_failing_e2e_is_rolled_back_and_not_left_as_the_rollback_targe
     assert stack.serving("staging") == good
     # Ready, but it breaks the API: the walkthrough's 11-character comment is refused.
     bad = stack.derived_image("e2efail", f"FROM {stack.base_image}\nENV MAX_COMMENT_LENGTH=5\n")
-    run = stack.deploy(
-        "--skip-tests", "--skip-scans", "--image", bad, "--tag", "e2efail", *QUICK_LOAD
-    )
+    run = stack.release_image(bad, "e2efail")
     assert run.rc == 1, run.out[-3000:]
     assert "E2E or load test failed in staging" in run.out
     assert "ROLLBACK staging to the previous digest " + good in run.out
@@ -197,16 +183,8 @@ def test_a_broken_build_is_stopped_in_staging_and_never_reaches_production(stack
         'ENTRYPOINT ["/venv/bin/python", "-c", "import time; time.sleep(600)"]\n',
     )
     tag = "broken"
-    run = stack.deploy(
-        "--skip-tests",
-        "--skip-scans",
-        "--image",
-        broken,
-        "--tag",
-        tag,
-        "--ready-timeout",
-        "8",
-        label="broken_build_stopped_in_staging",
+    run = stack.release_image(
+        broken, tag, "--ready-timeout", "8", quick=False, label="broken_build_stopped_in_staging"
     )
     assert run.rc == 1, run.out[-3000:]
     assert "stopped in staging" in run.out
@@ -234,14 +212,8 @@ def test_a_digest_that_cannot_be_read_stops_the_release_at_the_push(stack: Stack
     good = stack.serving("staging")
     auth = tmp_path / "auth.json"
     auth.write_text("not json\n")
-    run = stack.deploy(
-        "--skip-tests",
-        "--skip-scans",
-        "--image",
-        stack.base_image,
-        "--tag",
-        "noinspect",
-        env={"REGISTRY_AUTH_FILE": str(auth)},
+    run = stack.release_image(
+        stack.base_image, "noinspect", quick=False, env={"REGISTRY_AUTH_FILE": str(auth)}
     )
     assert run.rc == 1, run.out[-3000:]
     assert "no manifest digest for" in run.out
@@ -307,14 +279,9 @@ def production_failure_under_load(
     after_rollback: list[dict[str, str]] = []
     try:
         time.sleep(3)
-        run = stack.deploy(
-            "--skip-tests",
-            "--skip-scans",
-            "--image",
+        run = stack.release_image(
             v2,
-            "--tag",
             "v2",
-            *QUICK_LOAD,
             "--prod-smoke-hook",
             f'grep -qx "$DEPLOY_DIGEST" {allow}',
             label="production_failure_rollback_under_load",
@@ -636,15 +603,7 @@ def test_the_next_rollout_into_its_slot_removes_the_old_replica_first(
     result = old_replica_left_behind
     name, good = result.victim, result.good
     try:
-        run = stack.deploy(
-            "--skip-tests",
-            "--skip-scans",
-            "--image",
-            stack.base_image,
-            "--tag",
-            "back",
-            *QUICK_LOAD,
-        )
+        run = stack.release_image(stack.base_image, "back")
         assert run.rc == 0, run.out[-3000:]
         assert f"still holds {name}, an old replica not retired earlier" in run.out
         assert "Conflict" not in run.out
