@@ -18,6 +18,7 @@ from ..events import comment_created, moderation_action
 from ..identity.guards import require_identity, require_write
 from ..moderation.rules import ACTION_DELETE, parse_edit, without_body_identity
 from ..web.common import emit, read_json, services
+from ..web.errors import error_response
 from .cache import Rendered
 from .conditional import client_has, rendered, respond
 from .idempotency import idempotent_request, renderer, to_response
@@ -28,6 +29,7 @@ from .rules import (
     STATUS_PENDING,
     STATUS_PUBLISHED,
     Comment,
+    NotFound,
     Page,
     decode_cursor,
 )
@@ -108,8 +110,18 @@ def list_comments(content_id: str) -> Response:
 
 @bp.get("/comments/<comment_id>")
 def get_comment(comment_id: str) -> Response:
-    comment = services().comments.get_public(parse_comment_id(comment_id))
-    return jsonify(comment_view(comment))
+    svc = services()
+    # The lists' Cache-Control on the comment and on its 404: without one, both are
+    # heuristically cacheable (RFC 9111 4.2.2), and a CDN would keep serving a comment a
+    # moderator hid, or a 404 for one approved since, for its default TTL.
+    cache_control = {"Cache-Control": svc.settings.read_cache_control}
+    try:
+        comment = svc.comments.get_public(parse_comment_id(comment_id))
+    except NotFound as exc:
+        return error_response(404, exc.message, problem_type=exc.code, headers=cache_control)
+    response = jsonify(comment_view(comment))
+    response.headers.update(cache_control)
+    return response
 
 
 @bp.delete("/comments/<comment_id>")

@@ -89,6 +89,10 @@ def _ok(
     return response
 
 
+def _read_cache_control(settings: Settings) -> dict[str, Any]:
+    return _header(f"`READ_CACHE_CONTROL` (`{settings.read_cache_control}` here).")
+
+
 def _cacheable(ok: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """The 200 and 304 of a read served from the never-stale cache (docs/caching.md)."""
     headers = {
@@ -98,7 +102,7 @@ def _cacheable(ok: dict[str, Any], settings: Settings) -> dict[str, Any]:
             "while the content kept changing.",
             {"type": "string", "pattern": '^"[0-9a-f]+"$'},
         ),
-        "Cache-Control": _header(f"`READ_CACHE_CONTROL` (`{settings.read_cache_control}` here)."),
+        "Cache-Control": _read_cache_control(settings),
     }
     return {
         "200": {**ok, "headers": {**ok.get("headers", {}), **headers}},
@@ -431,6 +435,7 @@ def paths(settings: Settings) -> dict[str, Any]:
     thread = "/api/v1/contents/{content_id}/comments"
     one = "/api/v1/comments/{comment_id}"
     counts = "/api/v1/counts"
+    read_cache_control = _read_cache_control(settings)
     return {
         legacy_new: {
             "post": _op(
@@ -499,11 +504,7 @@ def paths(settings: Settings) -> dict[str, Any]:
                         description="No published comment on this content (yet). Carries "
                         "the 200's `Cache-Control`, so a cache in front keeps it no longer "
                         "than it would keep a list; no `ETag` (a 304 never stands in for it).",
-                        headers={
-                            "Cache-Control": _header(
-                                f"`READ_CACHE_CONTROL` (`{settings.read_cache_control}` here)."
-                            )
-                        },
+                        headers={"Cache-Control": read_cache_control},
                     ),
                 },
                 parameters=[ref("ContentIdPath", "parameters"), ref("IfNoneMatch", "parameters")],
@@ -613,8 +614,22 @@ def paths(settings: Settings) -> dict[str, Any]:
                 "A published comment or the tombstone of a deleted one; pending and hidden "
                 "comments are not found.",
                 {
-                    "200": _ok("The comment.", ref("Comment"), _example_comment()),
-                    **_errors(one, 404, 429, 503),
+                    "200": _ok(
+                        "The comment.",
+                        ref("Comment"),
+                        _example_comment(),
+                        headers={"Cache-Control": read_cache_control},
+                    ),
+                    **_errors(one, 429, 503),
+                    "404": _error(
+                        one,
+                        404,
+                        "comment not found",
+                        description="No such comment, or not public (pending or hidden). "
+                        "Carries the 200's `Cache-Control`, so a cache in front keeps it no "
+                        "longer than it would keep the comment.",
+                        headers={"Cache-Control": read_cache_control},
+                    ),
                 },
                 parameters=[ref("CommentIdPath", "parameters")],
             ),
