@@ -261,18 +261,36 @@ def test_ecr_immutable_scanned_encrypted_with_lifecycle(env: tuple[str, dict]) -
 # --- CI identity ------------------------------------------------------------------
 
 
-def ci_trust(plan: dict[str, Any]) -> dict[str, Any]:
-    role = after(one(plan, "aws_iam_role", "module.platform.module.ci."))
-    statements = json.loads(role["assume_role_policy"])["Statement"]
+# The push role of each environment, and staging's deploy role (no push right).
+PUSH_ROLE = "module.platform.module.ci."
+DEPLOY_ROLE = "module.platform.module.ci_deploy[0]."
+# Every ECR action that writes into a repository (an image, a layer, a tag, a deletion).
+ECR_WRITES = {
+    "ecr:PutImage",
+    "ecr:InitiateLayerUpload",
+    "ecr:UploadLayerPart",
+    "ecr:CompleteLayerUpload",
+    "ecr:BatchDeleteImage",
+    "ecr:PutImageTagMutability",
+    "ecr:ReplicateImage",
+}
+
+
+def ci_trust(plan: dict[str, Any], role: str = PUSH_ROLE) -> dict[str, Any]:
+    found = after(one(plan, "aws_iam_role", role))
+    statements = json.loads(found["assume_role_policy"])["Statement"]
     assert len(statements) == 1
     return statements[0]
 
 
-def ci_policy(plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    policy = json.loads(
-        after(one(plan, "aws_iam_role_policy", "module.platform.module.ci."))["policy"]
-    )
+def ci_policy(plan: dict[str, Any], role: str = PUSH_ROLE) -> dict[str, dict[str, Any]]:
+    policy = json.loads(after(one(plan, "aws_iam_role_policy", role))["policy"])
     return {s["Sid"]: s for s in policy["Statement"]}
+
+
+def actions(statement: dict[str, Any]) -> set[str]:
+    found = statement.get("Action", [])
+    return {found} if isinstance(found, str) else set(found)
 
 
 @pytest.mark.parametrize(
@@ -325,13 +343,56 @@ def test_only_production_role_pushes_to_prod_and_deploys_production(
     assert prod_arn not in json.dumps(staging), "dev/staging never touches the prod registry"
     assert "comments-api-production" not in json.dumps(staging)
 
-    for name in ENVS:
-        assoc = after(
-            one(plans[name], "aws_eks_access_policy_association", "module.platform.module.ci.")
-        )
+    # Production's one job promotes and deploys with its role; staging deploys with the
+    # role that cannot push (its push role has no access entry at all).
+    for name, role in (("production", PUSH_ROLE), ("staging", DEPLOY_ROLE)):
+        assoc = after(one(plans[name], "aws_eks_access_policy_association", role))
         assert assoc["access_scope"][0]["type"] == "namespace"
         assert assoc["access_scope"][0]["namespaces"] == [f"comments-{name}"]
         assert assoc["cluster_name"] == f"comments-api-{name}"
+    assert not changes(plans["staging"], "aws_eks_access_entry", PUSH_ROLE)
+    assert "FindCluster" not in staging
+
+
+def test_staging_jobs_that_do_not_push_get_a_role_that_cannot(
+    plans: dict[str, dict[str, Any]],
+) -> None:
+    """dev.yml's E2E job (and the scan gate) only pull: with the push role, a compromised
+    test step could put an image or a signature into the dev registry that main.yml then
+    promotes. Their role has the push role's subjects and no write action."""
+    plan = plans["staging"]
+    dev_arn = f"arn:aws:ecr:eu-west-1:{ACCOUNT}:repository/comments-api/dev"
+    deploy = ci_policy(plan, DEPLOY_ROLE)
+    granted = set().union(*(actions(s) for s in deploy.values()))
+    assert not granted & ECR_WRITES, granted & ECR_WRITES
+    assert not any(a.endswith("*") for a in granted), granted
+    assert set(deploy) == {"RegistryLogin", "ReadImages", "FindCluster"}
+    assert deploy["ReadImages"]["Resource"] == [dev_arn]
+    assert ci_trust(plan, DEPLOY_ROLE) == ci_trust(plan, PUSH_ROLE)
+    role = after(one(plan, "aws_iam_role", DEPLOY_ROLE))["name"]
+    assert role == "comments-api-ci-staging-deploy"
+    outputs = plan["configuration"]["root_module"]["outputs"]
+    assert "module.platform.ci_deploy_role_arn" in str(outputs["ci_deploy_role_arn"])
+    # Production has one job, which must push (the promotion): no second role there.
+    assert not changes(plans["production"], "aws_iam_role", "module.platform.module.ci_deploy")
+
+
+@pytest.mark.parametrize(
+    ("name", "role"),
+    [("staging", DEPLOY_ROLE), ("production", PUSH_ROLE)],
+    ids=["dev.yml scan job", "main.yml release job"],
+)
+def test_scan_gates_can_read_the_findings_they_gate(
+    plans: dict[str, dict[str, Any]], name: str, role: str
+) -> None:
+    """Both workflows wait for the dev repository's scan of the digest and read its
+    findings before signing (dev.yml) and promoting (main.yml)."""
+    dev_arn = f"arn:aws:ecr:eu-west-1:{ACCOUNT}:repository/comments-api/dev"
+    granted = [s for s in ci_policy(plans[name], role).values() if dev_arn in s.get("Resource", [])]
+    assert granted, f"{name}: no statement on {dev_arn}"
+    # The image index lists the scanned platform image (BatchGetImage).
+    for needed in ("ecr:DescribeImageScanFindings", "ecr:BatchGetImage"):
+        assert any(needed in actions(s) for s in granted), f"{name}: {needed}"
 
 
 # --- deletion protection ----------------------------------------------------------

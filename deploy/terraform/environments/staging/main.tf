@@ -31,4 +31,7 @@ module "platform" {
   app_namespace = "comments-staging"
   # `dev` branch builds push to the dev registry; the `staging` environment deploys.
   github_branches = ["dev"]
+  # The build and sign jobs push with ci_role_arn; E2E, the scan gate and deployments
+  # assume ci_deploy_role_arn, which cannot push (docs/terraform.md, section 2).
+  separate_deploy_role = true
 }

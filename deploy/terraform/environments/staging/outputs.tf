@@ -67,8 +67,13 @@ output "secrets_reader_role_arn" {
 }
 
 output "ci_role_arn" {
-  description = "Role GitHub Actions assumes (dev branch builds and the staging environment): AWS_ROLE_ARN of the staging environment."
+  description = "Role the dev.yml jobs that push to the dev registry assume (build, sign): repository variable DEV_ROLE_ARN. No deploy right."
   value       = module.platform.ci_role_arn
+}
+
+output "ci_deploy_role_arn" {
+  description = "Role for the jobs that only pull, read scan findings or deploy (dev.yml e2e and scan; a staging Environment deploy job): DEV_DEPLOY_ROLE_ARN, and AWS_ROLE_ARN of the staging environment. Cannot push."
+  value       = module.platform.ci_deploy_role_arn
 }
 
 output "ci_trusted_subjects" {

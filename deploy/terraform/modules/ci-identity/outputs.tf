@@ -12,3 +12,13 @@ output "trusted_subjects" {
   description = "Exact OIDC token subjects the role trusts."
   value       = local.subjects
 }
+
+output "policy" {
+  description = "The role's inline policy (JSON): what its jobs may do with ECR and EKS."
+  value       = aws_iam_role_policy.ci.policy
+}
+
+output "deploy_cluster_name" {
+  description = "EKS cluster whose namespaces the role may deploy to (access entry), or null."
+  value       = try(var.deploy_cluster.name, null)
+}

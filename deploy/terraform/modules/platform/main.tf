@@ -19,6 +19,11 @@ locals {
   pull_repository_arns = [for r in var.pull_repository_names : "${local.ecr_prefix}/${r}"]
   pull_repository_urls = [for r in var.pull_repository_names : "${var.aws_account_id}.dkr.ecr.${var.region}.amazonaws.com/${r}"]
   cluster_arn          = "arn:aws:eks:${var.region}:${var.aws_account_id}:cluster/${local.name}"
+  deploy_cluster = {
+    name       = module.cluster.cluster_name
+    arn        = local.cluster_arn
+    namespaces = [var.app_namespace]
+  }
 }
 
 module "network" {
@@ -91,6 +96,8 @@ module "secrets_reader" {
 }
 
 # Jobs of the GitHub environment named like this one, plus pushes to github_branches.
+# With separate_deploy_role this role only pushes (the build, and the signature cosign
+# writes next to the image); the jobs that only read images or deploy assume ci_deploy.
 module "ci" {
   source               = "../ci-identity"
   name                 = "comments-api-ci-${var.environment}"
@@ -100,10 +107,22 @@ module "ci" {
   github_branches      = var.github_branches
   push_repository_arns = [local.push_repository_arn]
   pull_repository_arns = local.pull_repository_arns
-  deploy_cluster = {
-    name       = module.cluster.cluster_name
-    arn        = local.cluster_arn
-    namespaces = [var.app_namespace]
-  }
-  tags = local.tags
+  deploy_cluster       = var.separate_deploy_role ? null : local.deploy_cluster
+  tags                 = local.tags
+}
+
+# The same subjects, no push right: a test step of the E2E job (or any job that reads
+# images, their scan findings, or deploys) cannot put an image or a signature into a
+# registry under this role.
+module "ci_deploy" {
+  source               = "../ci-identity"
+  count                = var.separate_deploy_role ? 1 : 0
+  name                 = "comments-api-ci-${var.environment}-deploy"
+  aws_account_id       = var.aws_account_id
+  github_repository    = var.github_repository
+  github_environment   = var.environment
+  github_branches      = var.github_branches
+  pull_repository_arns = concat([local.push_repository_arn], local.pull_repository_arns)
+  deploy_cluster       = local.deploy_cluster
+  tags                 = local.tags
 }

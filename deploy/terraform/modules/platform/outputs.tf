@@ -76,11 +76,16 @@ output "secrets_reader_role_arn" {
 }
 
 output "ci_role_arn" {
-  description = "Role the environment's GitHub Actions jobs assume."
+  description = "Role the environment's GitHub Actions jobs assume; with separate_deploy_role only the jobs that push."
   value       = module.ci.role_arn
 }
 
 output "ci_trusted_subjects" {
   description = "OIDC subjects the CI role accepts."
   value       = module.ci.trusted_subjects
+}
+
+output "ci_deploy_role_arn" {
+  description = "Role (same trusted subjects) for the jobs that only pull, read scan findings or deploy: no push right. Null without separate_deploy_role."
+  value       = var.separate_deploy_role ? module.ci_deploy[0].role_arn : null
 }

@@ -177,3 +177,9 @@ variable "github_branches" {
     error_message = "production's CI role trusts the production GitHub environment only, no branch."
   }
 }
+
+variable "separate_deploy_role" {
+  description = "Split the CI role in two, both trusted by the same subjects: ci_role_arn pushes to var.repository (and reads pull_repository_names) and nothing else; ci_deploy_role_arn reads those registries and their scan findings and deploys to the cluster, but cannot push. Staging: its E2E job must not be able to overwrite what gets promoted. Production: false, one job promotes and deploys."
+  type        = bool
+  default     = false
+}

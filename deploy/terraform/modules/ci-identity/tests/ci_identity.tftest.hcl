@@ -230,3 +230,23 @@ run "accepts_branches_with_dots_and_slashes" {
     error_message = "a release branch with a dot is trusted as written"
   }
 }
+
+# A role for jobs that only pull and deploy (staging's E2E): no push list, no write action.
+run "pull_only_role_cannot_push" {
+  command = plan
+  variables {
+    push_repository_arns = []
+  }
+
+  assert {
+    condition = length(setintersection(
+      flatten([for s in jsondecode(aws_iam_role_policy.ci.policy).Statement : s.Action]),
+      ["ecr:PutImage", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload"],
+    )) == 0
+    error_message = "no ECR write action without a push repository"
+  }
+  assert {
+    condition     = contains(flatten([for s in jsondecode(output.policy).Statement : s.Action if s.Sid == "ReadImages"]), "ecr:DescribeImageScanFindings")
+    error_message = "it reads the scan findings of what it pulls (the scan gate)"
+  }
+}

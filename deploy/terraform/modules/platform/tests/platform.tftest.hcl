@@ -41,6 +41,50 @@ run "wires_the_environment" {
   }
 }
 
+# Staging's E2E job must not be able to push (it could overwrite what gets promoted):
+# the role it assumes has the same subjects as the push role, and no write action.
+run "staging_splits_the_push_role_from_the_deploy_role" {
+  command = plan
+  variables {
+    separate_deploy_role = true
+  }
+
+  assert {
+    condition = length(setintersection(
+      flatten([for s in jsondecode(module.ci_deploy[0].policy).Statement : s.Action]),
+      ["ecr:PutImage", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload", "ecr:BatchDeleteImage"],
+    )) == 0
+    error_message = "the deploy role cannot push"
+  }
+  assert {
+    condition = toset(flatten([for s in jsondecode(module.ci_deploy[0].policy).Statement : s.Resource if s.Sid == "ReadImages"])) == toset(["arn:aws:ecr:eu-west-1:123456789012:repository/comments-api/dev"]) && contains(
+      flatten([for s in jsondecode(module.ci_deploy[0].policy).Statement : s.Action if s.Sid == "ReadImages"]), "ecr:DescribeImageScanFindings"
+    )
+    error_message = "the deploy role pulls the dev registry and reads its scan findings (the scan gate)"
+  }
+  assert {
+    condition     = module.ci_deploy[0].trusted_subjects == module.ci.trusted_subjects
+    error_message = "the deploy role trusts the subjects of the jobs that used the push role"
+  }
+  assert {
+    condition     = module.ci_deploy[0].deploy_cluster_name == "comments-api-staging" && module.ci.deploy_cluster_name == null
+    error_message = "the deploy role, not the push role, deploys to the cluster"
+  }
+  assert {
+    condition     = module.ci_deploy[0].role_name == "comments-api-ci-staging-deploy" && module.ci.role_name == "comments-api-ci-staging"
+    error_message = "a second role beside the push role (ARNs are known after apply: output ci_deploy_role_arn)"
+  }
+}
+
+run "one_role_without_the_split" {
+  command = plan
+
+  assert {
+    condition     = length(module.ci_deploy) == 0 && output.ci_deploy_role_arn == null && module.ci.deploy_cluster_name == "comments-api-staging"
+    error_message = "production's single job promotes and deploys with one role"
+  }
+}
+
 run "production_reads_the_dev_registry" {
   command = plan
   variables {
