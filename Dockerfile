@@ -101,12 +101,14 @@ ENV PATH=/venv/bin:/usr/local/bin:/usr/bin:/bin \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOST=0.0.0.0 \
-    PORT=8000 \
-    DATABASE_URL=sqlite:////data/comments.db
+    PORT=8000
 
 # distroless "nonroot": a fixed UID/GID that exists in the image's /etc/passwd.
 USER 65532:65532
-WORKDIR /data
+# From /, the app's default DATABASE_URL (sqlite:///./data/comments.db) is the /data
+# volume's file. No DATABASE_URL in ENV: the app refuses it beside DATABASE_URL_FILE, so
+# an image default would make every run that reads the URL from a secret file unset it.
+WORKDIR /
 VOLUME ["/data"]
 EXPOSE 8000
 # Exec form: no shell in the image. Probes /readyz on this container's own PORT.

@@ -668,7 +668,7 @@ replica_args() {
     --env-file "$REPO/deploy/pipeline/$env.env" \
     --env HOST=127.0.0.1 --env "PORT=$port" --env MIGRATE_ON_START=false \
     --env "SHUTDOWN_DELAY=$SHUTDOWN_DELAY" \
-    --env DATABASE_URL= --env DATABASE_URL_FILE=/run/secrets/database-url \
+    --env DATABASE_URL_FILE=/run/secrets/database-url \
     --env RATELIMIT_STORAGE_URL= --env RATELIMIT_STORAGE_URL_FILE=/run/secrets/ratelimit-url \
     "$ref"
 }
@@ -747,7 +747,7 @@ rollout_steps() {
     info "migrations: a one-off container runs 'comments-api migrate' before any new replica"
     run timeout 120 docker run --rm --name "comments-$STACK-$env-migrate" --label "$LABEL.stack=$STACK" \
       "${hardened[@]}" --volume "$STATE/$env/secrets/database-url:/run/secrets/database-url:ro" \
-      --env DATABASE_URL= --env DATABASE_URL_FILE=/run/secrets/database-url --entrypoint /venv/bin/comments-api "$ref" migrate ||
+      --env DATABASE_URL_FILE=/run/secrets/database-url --entrypoint /venv/bin/comments-api "$ref" migrate ||
       { fail "$env: migration failed"; return 1; }
   fi
   local i

@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -33,11 +34,17 @@ def docker(*args: str, timeout: float = 60, check: bool = True) -> subprocess.Co
 
 
 class Container:
-    def __init__(self, env: dict[str, str] | None = None, memory: str = "256m") -> None:
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        memory: str = "256m",
+        volumes: tuple[str, ...] = (),
+    ) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = {"HOST": "127.0.0.1", "PORT": str(self.port), **(env or {})}
         self.memory = memory
+        self.volumes = volumes  # docker --volume values, e.g. a secret file read-only
         self.id = ""
         self.started_at = 0.0
 
@@ -63,6 +70,8 @@ class Container:
         ]
         for key, value in self.env.items():
             args += ["--env", f"{key}={value}"]
+        for volume in self.volumes:
+            args += ["--volume", volume]
         return [*args, IMAGE]
 
     def start(self) -> Container:
@@ -117,7 +126,7 @@ def image() -> str:
 def start_container(image: str) -> Iterator:
     started: list[Container] = []
 
-    def start(env: dict[str, str] | None = None, **kwargs: str) -> Container:
+    def start(env: dict[str, str] | None = None, **kwargs: Any) -> Container:
         container = Container(env, **kwargs)
         started.append(container)
         return container.start()

@@ -44,6 +44,9 @@ def test_metadata_exec_form_non_root_and_oci_labels(image):
     assert env["HOST"] == "0.0.0.0"
     assert env["PORT"] == "8000"
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"
+    # No DATABASE_URL: it would clash with DATABASE_URL_FILE. The default's ./data is /data.
+    assert "DATABASE_URL" not in env
+    assert config["WorkingDir"] == "/"
     labels = config["Labels"]
     assert labels["org.opencontainers.image.version"] == __version__
     assert re.fullmatch(r"[0-9a-f]{40}", labels["org.opencontainers.image.revision"])

@@ -57,6 +57,9 @@ def test_original_curl_walkthrough(app_container: Container):
     assert missing.status_code == 404
     assert missing.headers["Content-Type"].startswith("application/")
     assert "json" in missing.headers["Content-Type"]
+    # The default database, from the image's WORKDIR /, is the /data volume's file.
+    stored = app_container.python("import os; print(os.path.getsize('/data/comments.db') > 0)")
+    assert stored.stdout.strip() == "True", stored.stderr
 
 
 def test_probes_metrics_and_shell_free_healthcheck(app_container: Container):
@@ -124,6 +127,28 @@ def test_postgresql_through_psycopg_binary(start_container, pg_server):
     assert requests.post(f"{container.base}/api/comment/new", json=body, timeout=5).ok
     listed = requests.get(f"{container.base}/api/comment/list/7", timeout=5).json()
     assert [c["comment"] for c in listed] == ["on postgres"]
+
+
+def test_database_url_from_a_secret_file_alone(start_container, pg_server, tmp_path):
+    """`docker run -e DATABASE_URL_FILE=… -v secret:…` with nothing else. The image used to
+    set DATABASE_URL too, and the app refuses both: the container exited at start unless
+    the caller also knew to set DATABASE_URL= empty."""
+    secret = tmp_path / "database-url"
+    secret.write_text(pg_server.create_database("container_url_file") + "\n")
+    tmp_path.chmod(0o755)
+    secret.chmod(0o644)  # the runtime user is not this test's
+    container = start_container(
+        {"DATABASE_URL_FILE": "/run/secrets/database-url"},
+        volumes=(f"{secret}:/run/secrets/database-url:ro",),
+    )
+    container.wait_ready()
+    body = {"email": "carol@example.com", "comment": "from a file", "content_id": 8}
+    assert requests.post(f"{container.base}/api/comment/new", json=body, timeout=5).ok
+    listed = requests.get(f"{container.base}/api/comment/list/8", timeout=5).json()
+    assert [c["comment"] for c in listed] == ["from a file"]
+    # PostgreSQL, not a SQLite file on the volume.
+    on_volume = container.python("import os; print(sorted(os.listdir('/data')))").stdout
+    assert on_volume.strip() == "[]"
 
 
 def test_sigterm_during_traffic_drops_nothing_and_exits_zero(start_container):

@@ -1,15 +1,17 @@
 """A pod's settings are the image's ENV with the pod's on top: they must load.
 
-The image sets DATABASE_URL (SQLite on /data, for `docker run`), and the app refuses a
-setting given both as NAME and as NAME_FILE. The pods read DATABASE_URL_FILE from a Secret,
-so without unsetting the image's value every app pod and the migration Job exited at start
-("set either DATABASE_URL or DATABASE_URL_FILE, not both"; reproduced with the built image
-and the staging overlay's settings). Checked here for every overlay through the app's own
-Settings.from_env, the same call `serve` and `migrate` make first.
+The app refuses a setting given both as NAME and as NAME_FILE. The image once set
+DATABASE_URL (SQLite on /data, for `docker run`) while the pods read DATABASE_URL_FILE from
+a Secret, so every app pod and the migration Job exited at start ("set either DATABASE_URL
+or DATABASE_URL_FILE, not both"; reproduced with the built image and the staging overlay's
+settings). The image now sets no DATABASE_URL (its default SQLite file is /data's from
+WORKDIR /). Checked here for every overlay through the app's own Settings.from_env, the
+same call `serve` and `migrate` make first.
 """
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +40,14 @@ def secrets_for(docs: list[dict[str, Any]]) -> Secrets:
     return known
 
 
-def test_the_image_sets_a_database_url() -> None:
-    """The premise: the runtime image carries a DATABASE_URL of its own."""
-    assert image_env()["DATABASE_URL"].startswith("sqlite:")
+def test_the_image_leaves_every_file_setting_free() -> None:
+    """No setting the pods (or deploy.sh) read from a file is in the image's ENV, so no
+    pod has to unset one; the image's database is the default's /data file instead."""
+    env = image_env()
+    assert "DATABASE_URL" not in env
+    file_settings = {f.name.upper() for f in fields(Settings) if f.metadata.get("file")}
+    assert "DATABASE_URL" in file_settings
+    assert not file_settings & set(env), file_settings & set(env)
 
 
 @pytest.mark.parametrize("env", OVERLAYS)

@@ -125,10 +125,9 @@ def test_app_pod_matches_image(rendered: dict[str, list[dict[str, Any]]], env: s
     assert tmp
     assert any(v["name"] == tmp[0]["name"] and "emptyDir" in v for v in pod["volumes"])
     assert config["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")
-    # Secrets only as files; the image's own DATABASE_URL (SQLite) unset beside the file
-    # (test_k8s_image_env).
+    # Secrets only as files (test_k8s_image_env: nothing else sets DATABASE_URL).
     assert config["DATABASE_URL_FILE"].startswith("/run/secrets/")
-    assert config["DATABASE_URL"] == ""
+    assert "DATABASE_URL" not in config
     # The agreed container name and the pod's service account token stay off.
     sa = one(docs, "ServiceAccount", pod["serviceAccountName"])
     assert sa["automountServiceAccountToken"] is False
