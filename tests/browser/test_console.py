@@ -1588,6 +1588,126 @@ def test_console_late_answers_of_a_signed_out_session_say_nothing(page, pre_api:
     assert errors == [], errors
 
 
+def test_console_a_new_session_is_not_held_by_the_old_sessions_requests(page, pre_api: Api):
+    content = new_content()
+    key = pre_api.key("comments:moderate")
+    # One more than a page: "Load more" is shown.
+    ids = [
+        pre_api.post(content, f"held {n:02}", email=f"h{n}@example.com")["id"] for n in range(51)
+    ]
+    page.set_viewport_size({"width": 1100, "height": 800})
+    errors = page.page_errors
+    message = page.locator("#message")
+    a, b = queue_row(page, "held 00"), queue_row(page, "held 01")
+    more = page.get_by_role("button", name="Load more")
+    bulk = [page.locator(f"#bulk-{action}") for action in ("approve", "hide", "delete")]
+    ban = page.locator("#ban-submit")
+    actions, pages, bans = (
+        "**/api/v1/moderation/comments",
+        "**/api/v1/moderation/comments?*cursor=*",
+        "**/api/v1/moderation/bans",
+    )
+    held_actions, held_pages = hold(page, actions), hold(page, pages, "GET")
+
+    def listed() -> None:
+        page.get_by_label("Limit to content").fill(content)
+        page.get_by_role("button", name="Refresh").click()
+        expect(page.locator("#queue-body tr")).to_have_count(50)
+
+    def start_everything(target: str) -> None:
+        """A page, a row action, a bulk action and a ban, all on their way."""
+        page.get_by_role("tab", name="Queue").click()
+        more.click()
+        expect(more).to_be_disabled()
+        a.get_by_role("button", name=re.compile("^Approve comment")).click()
+        b.get_by_role("checkbox").check()
+        page.get_by_role("button", name="Approve selected").click()
+        page.get_by_role("tab", name="Bans").click()
+        page.get_by_label("Email or subject").fill(target)
+        ban.click()
+        page.wait_for_timeout(200)
+        assert (len(held_actions), len(held_pages), len(held_bans)) == (2, 1, 1)
+
+    def disabled() -> dict[str, bool]:
+        """Whether each control the requests above disabled is disabled now."""
+        return page.evaluate(
+            """([a, b]) => {
+                const row = (id) => document.querySelector(`#queue-body tr[data-id="${id}"]`);
+                const controls = {
+                    "Load more": document.getElementById("queue-more"),
+                    "Ban author": document.getElementById("ban-submit"),
+                };
+                for (const action of ["approve", "hide", "delete"])
+                    controls[`bulk ${action}`] = document.getElementById(`bulk-${action}`);
+                for (const [name, id] of [["a", a], ["b", b]])
+                    for (const el of row(id).querySelectorAll("button, input"))
+                        controls[`${name}: ${el.getAttribute("aria-label")}`] = el;
+                const states = Object.entries(controls).map(([k, el]) => [k, el.disabled]);
+                return Object.fromEntries(states);
+            }""",
+            [ids[0], ids[1]],
+        )
+
+    def late(route) -> None:
+        """A held request of the signed-out session answers now; the console has read it."""
+        with page.expect_response(route.request.url):
+            route.continue_()
+        page.wait_for_timeout(200)
+
+    sign_in(page, pre_api, key)
+    listed()
+    held_bans = hold(page, bans)
+    start_everything("old-session@example.com")
+    page.get_by_role("button", name="Sign out").click()
+
+    # Signed in again while all of them wait: every control of the new session is usable.
+    page.get_by_label("API key or JWT").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("tab", name="Queue")).to_be_focused()
+    listed()
+    states = disabled()
+    assert not any(states.values()), states
+
+    # The new session's own requests on their way, then the old ones answer: nothing of the
+    # new session is enabled, focused or said by them.
+    old = [held_actions.pop(0), held_actions.pop(0), held_pages.pop(), held_bans.pop()]
+    start_everything("new-session@example.com")
+    reason = page.get_by_label("Reason (optional)")
+    reason.fill("typed while the old answers come")
+    for route in old:
+        late(route)
+    states = disabled()
+    assert all(states.values()), states
+    expect(reason).to_be_focused()
+    expect(message).to_have_text("")
+    expect(page.locator("#queue-body tr")).to_have_count(50)  # the old page is not drawn
+
+    # The new session's answers (the old ones moderated both comments meanwhile): theirs said.
+    held_pages.pop().continue_()
+    expect(page.locator("#queue-body tr")).to_have_count(51)
+    expect(more).to_be_hidden()
+    held_actions.pop(0).continue_()
+    expect(message).to_have_text(
+        f"Approved 0 comments. 1 unchanged (already moderated or gone): {ids[0]}."
+    )
+    expect(a).to_have_count(0)
+    held_actions.pop().continue_()
+    expect(message).to_have_text(
+        f"Approved 0 comments. 1 unchanged (already moderated or gone): {ids[1]}."
+    )
+    for button in bulk:
+        expect(button).to_be_enabled()
+    held_bans.pop().continue_()
+    expect(message).to_have_text("Banned email:new-session@example.com.")
+    expect(ban).to_be_enabled()
+    page.unroute(actions)
+    page.unroute(pages)
+    page.unroute(bans)
+    assert errors == [], errors
+    # The server is shared: the tests after this one find their rows on the queue's first page.
+    pre_api.moderate(key, "approve", ids)
+
+
 def test_console_a_failed_audit_log_check_is_said_and_asked_again(page, pre_api: Api):
     admin, moderator = pre_api.key("admin"), pre_api.key("comments:moderate")
     content = new_content()

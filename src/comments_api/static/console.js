@@ -164,8 +164,10 @@ function ticket(list, more = false) {
 // "Load more" waits for its page (a second click would ask for the same one again). When it
 // goes with the last page, the keyboard moves to the first row it brought, not to nothing.
 async function loadMore(button, body, load) {
+  const still = inSession();
   const before = body.children.length;
   await busy([button], load);
+  if (!still()) return; // signed out meanwhile: the next session's focus is its own
   const now = document.activeElement;
   const first = body.children[before];
   // Lost as busy() has it: on the page, on a panel around the button (a click on it while
@@ -177,18 +179,31 @@ async function loadMore(button, body, load) {
 }
 
 // The controls that started a request stay disabled until it has an answer, whatever it is,
-// so a second click cannot send the action again. Focus lost meanwhile goes back.
+// so a second click cannot send the action again. Focus lost meanwhile goes back. A sign-out
+// gives them back at once (waiting holds them): the next session starts with every control
+// usable, and the old request's late end enables (or focuses) nothing of that session's.
+const waiting = new Set();
+
 async function busy(controls, work) {
+  const still = inSession();
   const els = controls.filter(Boolean);
   const focused = document.activeElement;
-  for (const el of els) el.disabled = true;
+  for (const el of els) {
+    el.disabled = true;
+    waiting.add(el);
+  }
   try {
     return await work();
   } finally {
-    for (const el of els) el.disabled = false;
-    // Lost: on the page itself, or on a panel around the button (where a click on it puts it).
-    const now = document.activeElement;
-    if (els.includes(focused) && focused.isConnected && (!now || now.contains(focused))) focused.focus();
+    if (still()) {
+      for (const el of els) {
+        el.disabled = false;
+        waiting.delete(el);
+      }
+      // Lost: on the page itself, or on a panel around the button (where a click on it puts it).
+      const now = document.activeElement;
+      if (els.includes(focused) && focused.isConnected && (!now || now.contains(focused))) focused.focus();
+    }
   }
 }
 
@@ -228,6 +243,9 @@ function signOut(text) {
   for (const id of ["queue-body", "content-body", "bans-body", "audit-body"]) $(id).replaceChildren();
   for (const id of ["queue-empty", "queue-more", "content-table", "content-empty", "content-more", "bans-empty", "audit-more", "audit-empty"]) $(id).hidden = true;
   queue.items.clear();
+  inFlight.clear(); // the next session's rows wait for its own actions only
+  for (const el of waiting) el.disabled = false; // "Ban author", the bulk buttons, "Load more"…
+  waiting.clear();
   for (const list of [queue, content, banList, audit]) list.asked++; // answers on their way: not drawn
   countSelected();
   select($("tab-queue"), false, false);
@@ -593,14 +611,19 @@ async function queueAction(action, wanted, extra = []) {
   const acting = ids.flatMap((id) => (queue.items.has(id) ? [...queue.items.get(id).querySelectorAll("button, input")] : []));
   for (const id of ids) inFlight.add(id);
   countSelected();
+  const still = inSession();
   let result;
   try {
     result = await moderate(action, ids, [...acting, ...extra], skipped);
   } finally {
-    for (const id of ids) inFlight.delete(id);
-    // A refresh meanwhile drew these rows anew, disabled: give them back too.
-    for (const id of ids) if (queue.items.has(id)) settle(queue.items.get(id));
-    countSelected();
+    // Signed out meanwhile: the sign-out let these go, and the rows now shown (maybe the
+    // same comments, with an action of the next session on its way) are not this one's.
+    if (still()) {
+      for (const id of ids) inFlight.delete(id);
+      // A refresh meanwhile drew these rows anew, disabled: give them back too.
+      for (const id of ids) if (queue.items.has(id)) settle(queue.items.get(id));
+      countSelected();
+    }
   }
   if (!result) return;
   // The focus moves only if it is lost: on nothing, on a disabled button, in a row that goes,
