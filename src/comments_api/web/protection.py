@@ -289,6 +289,28 @@ class RateLimiter:
         return response
 
 
+_VARY_ORIGIN = ("Vary", "Origin")
+
+
+def cors_headers(origin: str | None, allowed: frozenset[str]) -> list[tuple[str, str]]:
+    """The CORS headers of an answer to a request whose Origin field is ``origin`` (None:
+    it had none), ``allowed`` being CORS_ORIGINS: none while CORS is off; else
+    ``Vary: Origin``, and for an allowed origin what lets its page read the answer. Both
+    the app's answers (``_cors``) and those the worker writes itself (worker.py) carry
+    them."""
+    if not allowed:
+        return []
+    if origin not in allowed:
+        return [_VARY_ORIGIN]
+    return [
+        _VARY_ORIGIN,
+        # The exact origin, never "*": browsers send credentials only to it.
+        ("Access-Control-Allow-Origin", origin),
+        ("Access-Control-Allow-Credentials", "true"),
+        ("Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS),
+    ]
+
+
 def _cors(
     settings: Settings,
 ) -> tuple[Callable[[], Response | None], Callable[[Response], Response]]:
@@ -309,13 +331,11 @@ def _cors(
     def headers(response: Response) -> Response:
         if not allowed:
             return response
-        response.vary.add("Origin")
-        origin = request.headers.get("Origin")
-        if origin in allowed:
-            # The exact origin, never "*": browsers send credentials only to it.
-            response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Access-Control-Allow-Credentials"] = "true"
-            response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE_HEADERS
+        for name, value in cors_headers(request.headers.get("Origin"), allowed):
+            if name == "Vary":
+                response.vary.add(value)  # joined to the Vary values already there
+            else:
+                response.headers[name] = value
         return response
 
     return preflight, headers
