@@ -65,6 +65,7 @@ from .contract.problems import (
 from .lean_requests import LeanReader
 from .telemetry.log_format import hold_access_lines
 from .telemetry.metrics import count_server_refusal
+from .web.protection import cors_headers
 
 log = logging.getLogger("comments_api.server")
 
@@ -204,8 +205,9 @@ def new_request_id() -> str:
 
 
 def error_response_bytes(
-    status: int, detail: str, path: str | None, request_id: str | None = None
+    status: int, detail: str, path: str | None, request_id: str | None = None, cors: str = ""
 ) -> bytes:
+    """The worker's own error answer; ``cors``: its CORS header lines (cors_lines)."""
     content_type, body = error_document(status, detail, path)
     head = (
         f"HTTP/1.1 {status} {status_title(status)}\r\n"
@@ -217,12 +219,13 @@ def error_response_bytes(
         f"X-Request-ID: {request_id or new_request_id()}\r\n"
         f"{_ALLOW_LINE if status == 405 else ''}"  # RFC 9110 15.5.6: a 405 MUST list them
         f"{_SECURITY_LINES}"
+        f"{cors}"
         "\r\n"
     )
     return head.encode("latin-1") + body
 
 
-def options_asterisk_bytes(request_id: str | None = None) -> bytes:
+def options_asterisk_bytes(request_id: str | None = None, cors: str = "") -> bytes:
     """OPTIONS * (RFC 9110 9.3.7): what the server as a whole serves, as the app answers
     OPTIONS on one of its routes (200, Allow, no body), with the worker's own answers'
     Connection."""
@@ -234,6 +237,7 @@ def options_asterisk_bytes(request_id: str | None = None) -> bytes:
         f"X-Request-ID: {request_id or new_request_id()}\r\n"
         f"{_ALLOW_LINE}"
         f"{_SECURITY_LINES}"
+        f"{cors}"
         "\r\n"
     ).encode("latin-1")
 
@@ -601,6 +605,33 @@ def _target(line: bytes) -> str | None:
     return parts[1].decode("latin-1")
 
 
+def request_origin(pending: PendingRequest) -> str | None:
+    """The request's Origin field, looked for only when the worker answers it itself
+    (the buffering's header walk, which every request pays, never looks at it). None
+    until the whole header section is in (a 414, a 431, a 408 before the headers' end:
+    a later field could still be another Origin), and when there are several."""
+    if pending.header_end < 0:
+        return None
+    found = None
+    for line in bytes(pending.data[: pending.header_end - 4]).split(b"\r\n")[1:]:
+        name, colon, value = line.partition(b":")
+        if colon and name.lower() == b"origin":
+            if found is not None:
+                return None  # the app would see them joined: no origin it allows
+            found = value.strip(b" \t").decode("latin-1")
+    return found
+
+
+def cors_lines(pending: PendingRequest, allowed: frozenset[str]) -> str:
+    """The CORS header lines of the worker's own answer to ``pending``: the app's
+    (protection.cors_headers), so a page on an allowed origin can read a 413 or 408
+    instead of seeing a network error."""
+    if not allowed:
+        return ""
+    headers = cors_headers(request_origin(pending), allowed)
+    return "".join(f"{name}: {value}\r\n" for name, value in headers)
+
+
 class ServerLimits(NamedTuple):
     """The settings the workers enforce themselves, outside the app."""
 
@@ -609,6 +640,7 @@ class ServerLimits(NamedTuple):
     body_limit: int
     send_timeout: float
     waiting_max: int  # bytes of answers waiting for slow clients, per worker
+    cors_origins: frozenset[str]  # CORS_ORIGINS, for the answers the worker writes itself
 
 
 def _settings_from(cfg: Any) -> ServerLimits:
@@ -621,6 +653,7 @@ def _settings_from(cfg: Any) -> ServerLimits:
         settings.max_body_bytes,
         settings.response_send_timeout,
         settings.waiting_answers_max_bytes,
+        frozenset(settings.cors_origins),
     )
 
 
@@ -682,11 +715,13 @@ def _refuse(
     status: int,
     detail: str,
     linger: Callable[[socket.socket], None] | None = None,
+    cors_origins: frozenset[str] = frozenset(),
 ) -> None:
     rid = new_request_id()
+    cors = cors_lines(pending, cors_origins)
     if status == 200:  # OPTIONS *: answered, not refused
         log.info("answered OPTIONS * with the methods the server serves", extra={"request_id": rid})
-        _send(sock, options_asterisk_bytes(rid))
+        _send(sock, options_asterisk_bytes(rid, cors))
     else:
         log.warning(
             "refused a request the server could not read",
@@ -697,7 +732,7 @@ def _refuse(
             },
         )
         count_server_refusal(status_slug(status))
-        _send(sock, error_response_bytes(status, detail, pending.target, rid))
+        _send(sock, error_response_bytes(status, detail, pending.target, rid, cors))
     if linger is not None:
         # Refused before the request's end (a body, a request line or headers over their
         # limit, bytes that cannot be parsed, a request too slow): the client may still be
@@ -1160,8 +1195,8 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
         )
 
     def run(self) -> None:
-        header_timeout, body_timeout, body_limit, send_timeout, waiting_max = _settings_from(
-            self.cfg
+        (header_timeout, body_timeout, body_limit, send_timeout, waiting_max, cors_origins) = (
+            _settings_from(self.cfg)
         )
         self._keepalive = keepalive = float(self.cfg.keepalive or 0)
         selector = selectors.DefaultSelector()
@@ -1292,7 +1327,12 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                     util.close(client)
                 else:
                     _refuse(
-                        client, request, 408, ReadTimeout.description, linger=self._linger_refused
+                        client,
+                        request,
+                        408,
+                        ReadTimeout.description,
+                        linger=self._linger_refused,
+                        cors_origins=cors_origins,
                     )
 
         def dispatch_one() -> None:
@@ -1300,7 +1340,13 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
             request, listener, addr = pending.pop(client)
             if request.refuse is not None:
                 self._unwatch(client)
-                _refuse(client, request, *request.refuse, linger=self._linger_refused)
+                _refuse(
+                    client,
+                    request,
+                    *request.refuse,
+                    linger=self._linger_refused,
+                    cors_origins=cors_origins,
+                )
                 return
             pipelined, unsent = self._serve(listener, client, addr, request)
             if unsent:
@@ -1472,7 +1518,13 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
         for client in list(pending):
             request = pending.pop(client)[0]
             if request.data:
-                _refuse(client, request, 503, "the server is shutting down; retry")
+                _refuse(
+                    client,
+                    request,
+                    503,
+                    "the server is shutting down; retry",
+                    cors_origins=cors_origins,
+                )
             else:
                 util.close(client)
         selector.close()
@@ -1765,7 +1817,13 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
             self.poller.unregister(conn.sock)
         if pending.refuse is not None:
             self.nr_conns -= 1
-            _refuse(conn.sock, pending, *pending.refuse, linger=self.linger)
+            _refuse(
+                conn.sock,
+                pending,
+                *pending.refuse,
+                linger=self.linger,
+                cors_origins=self._limits.cors_origins,
+            )
             return True
         self._targets[conn.sock] = pending.target or ""
         reader = getattr(conn, "deadline_reader", None)
@@ -1826,7 +1884,14 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
             if state == "idle":
                 conn.close()
             else:
-                _refuse(conn.sock, pending, 408, ReadTimeout.description, linger=self.linger)
+                _refuse(
+                    conn.sock,
+                    pending,
+                    408,
+                    ReadTimeout.description,
+                    linger=self.linger,
+                    cors_origins=self._limits.cors_origins,
+                )
 
     def _keepalive_after(self, conn: TConn, keepalive: bool) -> bool:
         # gthread drains an unread body before reusing the connection; with our reader a
