@@ -920,10 +920,14 @@ class Repository:
             "created_at": now,
             "updated_at": now,
         }
+        # One create per content at a time (PostgreSQL; SQLite's BEGIN IMMEDIATE already
+        # serialises every writer). Ids come from a sequence at INSERT, so without it two
+        # creates could commit out of id order, and a reader paging oldest-first ("after
+        # the last id seen") would pass the later-committed one for good. It also makes
+        # the author check and the insert one step: two identical posts at the same
+        # instant store one comment.
+        self._lock(run, "content", new.content_id)
         if check is not None and key is not None:
-            # One author on one content at a time: the check and the insert below are a
-            # single step, so two identical posts at the same instant store one comment.
-            self._lock(run, "author", new.content_id, key)
             check.decide(self._author_activity(run, new, key, check))
         new_id = run.fetchone(self._insert_comment, {**values, "author_key": key})[0]
         return Comment(id=new_id, deleted_at=None, **values)  # type: ignore[arg-type]
