@@ -927,10 +927,12 @@ def test_roles_match_the_terraform_trust() -> None:
     flows = workflows()
     dev = flows["dev.yml"]
     assert dev["on"]["push"]["branches"] == ["dev"]
-    for job_id in ("build", "e2e"):
+    # Both staging roles trust ref:refs/heads/dev: the push role for the jobs that push,
+    # the deploy role (no ECR write) for those that only pull (test_workflows_scan_gate).
+    for job_id, role in (("build", "DEV_ROLE_ARN"), ("e2e", "DEV_DEPLOY_ROLE_ARN")):
         job = dev["jobs"][job_id]
         (aws,) = job_uses(job, AWS_CREDENTIALS)
-        assert aws["with"]["role-to-assume"] == "${{ vars.DEV_ROLE_ARN }}"
+        assert aws["with"]["role-to-assume"] == f"${{{{ vars.{role} }}}}"
         assert "environment" not in job
     assert dev["jobs"]["build"]["if"] == "github.event_name == 'push'"
     main = flows["main.yml"]
@@ -965,5 +967,7 @@ def test_every_workflow_variable_is_handed_over_in_the_docs() -> None:
         rows = [line for line in terraform_doc.splitlines() if f"`{var}`" in line and "|" in line]
         assert rows, f"docs/terraform.md hands over no {var}"
         named = set(re.findall(r"`(\w+)`", " ".join(rows))) & outputs
-        assert named or var in ("K8S_OVERLAY", "PRODUCTION_URL"), f"{var}: which output?"
+        assert named or var in ("K8S_OVERLAY", "PRODUCTION_URL", "SCAN_FAIL_SEVERITY"), (
+            f"{var}: which output?"
+        )
         assert f"`{var}`" in deployment_doc, f"docs/deployment.md does not mention {var}"
