@@ -101,6 +101,28 @@ def test_the_flood_limits_retry_after_is_its_own_with_rate_limiting_on(make_app)
     assert flooded.headers["X-RateLimit-Remaining"] == "997"  # the limiter still counted it
 
 
+def test_the_flood_limits_retry_after_is_when_a_place_frees_up(make_app):
+    # Retry-After was the whole THREAD_AUTHOR_WINDOW, however old the author's comments:
+    # a place frees up when the oldest of them leaves the window.
+    clock = FakeClock()
+    client = make_app(thread_author_max=3, thread_author_window=3600, clock=clock).test_client()
+    assert post_legacy(client, "n0").status_code == 200
+    clock.advance(600)
+    for i in (1, 2):
+        assert post_legacy(client, f"n{i}").status_code == 200
+    clock.advance(1200.5)  # the oldest leaves the window in 1799.5 s
+    flooded = post_v1(client, "n3", email="ann@example.com")
+    assert flooded.status_code == 429
+    assert flooded.headers["Retry-After"] == "1800"  # rounded up: obeyed, it is not early
+    assert post_legacy(client, "n3").headers["Retry-After"] == "1800"
+    clock.advance(1799.4)
+    assert post_legacy(client, "n3").headers["Retry-After"] == "1"  # at least a second
+    clock.advance(0.2)
+    assert post_legacy(client, "n3").status_code == 200
+    # Full again: now the two posted at 600 s are the oldest, 599.9 s from leaving.
+    assert post_legacy(client, "n4").headers["Retry-After"] == "600"
+
+
 def test_banned_words_whole_words_case_insensitive_never_echoed(make_app):
     signer = hs_signer()
     app = make_app(

@@ -112,7 +112,7 @@ class CommentService:
         def decide(activity: AuthorActivity) -> None:
             if rules.duplicate_window <= 0:  # DUPLICATE_WINDOW=0 turns the check off
                 activity = replace(activity, duplicates=0)
-            check_activity(activity, rules)
+            check_activity(activity, rules, now)
 
         return AuthorCheck(
             thread_since=now - timedelta(seconds=rules.thread_author_window),

@@ -166,7 +166,8 @@ def problem_types(settings: Settings) -> dict[str, dict[str, Any]]:
             "Too many comments on this content",
             f"An author may post at most `THREAD_AUTHOR_MAX` ({settings.thread_author_max} "
             "here) comments on one content per `THREAD_AUTHOR_WINDOW` "
-            f"({settings.thread_author_window:g} seconds here). Retry after `Retry-After`.",
+            f"({settings.thread_author_window:g} seconds here). `Retry-After` is the seconds "
+            "until the oldest of them leaves the window; retry after it.",
         ),
         "internal-server-error": entry(
             500,

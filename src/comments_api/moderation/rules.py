@@ -6,8 +6,9 @@ this author, is the author banned) in one indexed query; these functions decide.
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -101,6 +102,9 @@ class AuthorActivity:
     recent: int  # comments in the thread-author window
     duplicates: int  # same text in the duplicate window
     banned: bool
+    # When the oldest of ``recent`` was posted (None: none). Not compared: two activities
+    # with the same counts are the same facts for equality, as before this field existed.
+    oldest_recent: datetime | None = field(default=None, compare=False)
 
 
 def author_key(email: str | None, subject: str | None) -> str | None:
@@ -112,7 +116,7 @@ def author_key(email: str | None, subject: str | None) -> str | None:
     return None
 
 
-def check_activity(activity: AuthorActivity, rules: AbuseRules) -> None:
+def check_activity(activity: AuthorActivity, rules: AbuseRules, now: datetime) -> None:
     if activity.banned:
         raise Banned("this author may not post comments")
     if activity.duplicates:
@@ -121,8 +125,18 @@ def check_activity(activity: AuthorActivity, rules: AbuseRules) -> None:
         raise TooManyComments(
             f"at most {rules.thread_author_max} comments per author on one content every "
             f"{int(rules.thread_author_window)} seconds; try again later",
-            retry_after=int(rules.thread_author_window),
+            retry_after=_flood_retry_after(activity, rules, now),
         )
+
+
+def _flood_retry_after(activity: AuthorActivity, rules: AbuseRules, now: datetime) -> int:
+    """Whole seconds until the oldest comment in the window leaves it and frees a place
+    (rounded up: a client that obeys is not refused again); the whole window when there is
+    none (THREAD_AUTHOR_MAX=0)."""
+    if activity.oldest_recent is None:
+        return math.ceil(rules.thread_author_window)
+    leaves = (activity.oldest_recent - now).total_seconds() + rules.thread_author_window
+    return max(1, math.ceil(leaves))
 
 
 @lru_cache(maxsize=8)

@@ -251,6 +251,10 @@ _AUTHOR_ACTIVITY = select(
     select(func.count())
     .where(_MINE, comments.c.created_at >= bindparam("thread_since"))
     .scalar_subquery(),
+    # When the oldest of those leaves the window: the flood 429's Retry-After.
+    select(func.min(comments.c.created_at))
+    .where(_MINE, comments.c.created_at >= bindparam("thread_since"))
+    .scalar_subquery(),
     select(func.count())
     .where(
         _MINE,
@@ -642,9 +646,10 @@ Renderer = Callable[[Comment], tuple[int, str, str | None]]
 class AuthorCheck:
     """The caller's rule on an author's recent activity, run inside the insert's transaction.
 
-    Storage counts (comments since ``thread_since``, same text since ``duplicate_since``,
-    a ban) under the author lock and hands the facts to ``decide``, which raises to refuse:
-    check and insert stay one serialised step, while the rule lives in the service.
+    Storage counts (comments since ``thread_since`` and the oldest of them, same text
+    since ``duplicate_since``, a ban) under the content's lock and hands the facts to
+    ``decide``, which raises to refuse: check and insert stay one serialised step, while
+    the rule lives in the service.
     """
 
     thread_since: datetime
@@ -939,8 +944,8 @@ class Repository:
         key: str,
         check: AuthorCheck,
     ) -> AuthorActivity:
-        # One statement, three index lookups: (content_id, author_key, created_at) twice
-        # and the bans primary key.
+        # One statement, four index lookups: (content_id, author_key, created_at) three
+        # times and the bans primary key.
         row = run.fetchone(
             self._author_activity_sql,
             {
@@ -951,7 +956,9 @@ class Repository:
                 "body": new.body,
             },
         )
-        return AuthorActivity(recent=row[0], duplicates=row[1], banned=row[2] > 0)
+        return AuthorActivity(
+            recent=row[0], duplicates=row[2], banned=row[3] > 0, oldest_recent=_aware(row[1])
+        )
 
     # --- reads -------------------------------------------------------------------
     @_read_again_if_lost
