@@ -6,7 +6,7 @@ import uuid
 
 from sqlalchemy import func, select
 
-from comments_api.identity.credentials import SCOPE_WRITE, generate_api_key
+from comments_api.identity.credentials import SCOPE_MODERATE, SCOPE_WRITE, generate_api_key
 from comments_api.store.repository import comments
 from comments_api.web.common import EXTENSION_KEY
 
@@ -176,3 +176,36 @@ def test_expired_keys_are_swept(make_app, monkeypatch):
     with app.extensions[EXTENSION_KEY].repo.engine.connect() as conn:
         left = [r.key for r in conn.execute(select(idempotency_keys.c.key))]
     assert left == ["new-key"]
+
+
+def test_a_retry_after_its_parent_was_hidden_gets_the_first_answer(make_app):
+    # The reply's parent was checked before the key was looked up: once a moderator hid
+    # the parent, the retry of a reply already stored was a 400, not its 201.
+    app = make_app()
+    client = app.test_client()
+    moderator = generate_api_key()
+    app.extensions[EXTENSION_KEY].repo.add_api_key(
+        moderator.key_id, "moderator", moderator.key_hash, [SCOPE_MODERATE]
+    )
+    parent = post(client, {"body": "parent"}).json["id"]
+    reply = {"body": "reply", "parent_id": parent}
+    key = str(uuid.uuid4())
+    first = post(client, reply, key)
+    assert first.status_code == 201
+    hidden = client.post(
+        "/api/v1/moderation/comments",
+        json={"action": "hide", "ids": [parent]},
+        headers={"Authorization": f"Bearer {moderator.key}"},
+    )
+    assert hidden.json["changed"] == [parent]
+
+    again = post(client, reply, key)
+    assert again.status_code == 201
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_data() == first.get_data()
+    # A first attempt still has its parent checked, with a new key or without one.
+    for other_key in (str(uuid.uuid4()), None):
+        refused = post(client, reply, other_key)
+        assert refused.status_code == 400
+        assert refused.json["errors"][0]["field"] == "parent_id"
+    assert count(app) == 2

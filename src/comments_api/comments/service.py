@@ -36,6 +36,7 @@ from ..settings import Settings
 from ..store.repository import (
     AuthorCheck,
     IdempotentRequest,
+    ParentCheck,
     Renderer,
     Repository,
     StoredResponse,
@@ -57,6 +58,14 @@ from .rules import (
 PUBLIC_STATUSES = (STATUS_PUBLISHED, STATUS_DELETED)
 
 
+def _reply_check(new: NewComment) -> ParentCheck | None:
+    """That a reply points at a visible comment of the same content; None for a comment
+    that replies to nothing."""
+    if new.parent_id is None:
+        return None
+    return lambda parent: check_reply(parent, new)
+
+
 class CommentService:
     def __init__(
         self,
@@ -76,32 +85,39 @@ class CommentService:
     def prepare(
         self, new: NewComment, identity: Identity | None, *, body_field: str = "body"
     ) -> NewComment:
-        """The rules that need no lock: banned words, the token's identity, pre-moderation,
-        and that a reply points at a visible comment of the same content."""
-        new = prepare_comment(
+        """The rules that need no database: banned words, the token's identity,
+        pre-moderation. Whether a reply's parent may be replied to is checked by ``create``
+        and ``create_idempotent``, inside the insert's transaction."""
+        return prepare_comment(
             new,
             identity,
             pre_moderation=self.settings.moderation_mode == "pre",
             banned_words=self.settings.banned_words,
             body_field=body_field,
         )
-        if new.parent_id is not None:
-            check_reply(self.repo.get(new.parent_id), new)
-        return new
 
     def create(self, prepared: NewComment) -> Comment:
-        """Store a prepared comment; the abuse check and the insert are one transaction."""
+        """Store a prepared comment; the reply and abuse checks and the insert are one
+        transaction."""
         now = self.clock()
-        return self.repo.create(prepared, self._author_check(now), now=now)
+        return self.repo.create(
+            prepared, self._author_check(now), now=now, parent_check=_reply_check(prepared)
+        )
 
     def create_idempotent(
         self, prepared: NewComment, request: IdempotentRequest, render: Renderer
     ) -> StoredResponse:
         """``create`` once per (caller, key): a retry within the key's TTL gets the first
-        answer; the key, the check and the insert share one transaction."""
+        answer, whatever happened since (its parent hidden, say); the key, the checks and
+        the insert share one transaction."""
         now = self.clock()
         return self.repo.create_idempotent(
-            prepared, self._author_check(now), request, render, now=now
+            prepared,
+            self._author_check(now),
+            request,
+            render,
+            now=now,
+            parent_check=_reply_check(prepared),
         )
 
     def _author_check(self, now: datetime) -> AuthorCheck | None:

@@ -229,6 +229,8 @@ _LEGACY_LIST = (
     .limit(bindparam("limit"))
 )
 _INSERT_COMMENT = insert(comments).returning(comments.c.id)
+# A reply's parent, read in the create's transaction (ParentCheck).
+_COMMENT_BY_ID = select(*_COMMENT_COLUMNS).where(comments.c.id == bindparam("id"))
 _INSERTED_COLUMNS = (
     "content_id",
     "parent_id",
@@ -292,18 +294,32 @@ def _aware(value: datetime | None) -> datetime | None:
 
 
 def _to_comment(row: Any) -> Comment:
+    # By position, in _COMMENT_COLUMNS' order: a SQLAlchemy Row or a driver tuple.
+    (
+        comment_id,
+        content_id,
+        body,
+        status,
+        created_at,
+        updated_at,
+        parent_id,
+        email,
+        author_name,
+        author_subject,
+        deleted_at,
+    ) = row
     return Comment(
-        id=row.id,
-        content_id=row.content_id,
-        body=row.body,
-        status=row.status,
-        created_at=_aware(row.created_at),  # type: ignore[arg-type]
-        updated_at=_aware(row.updated_at),  # type: ignore[arg-type]
-        parent_id=row.parent_id,
-        email=row.email,
-        author_name=row.author_name,
-        author_subject=row.author_subject,
-        deleted_at=_aware(row.deleted_at),
+        id=comment_id,
+        content_id=content_id,
+        body=body,
+        status=status,
+        created_at=_aware(created_at),  # type: ignore[arg-type]
+        updated_at=_aware(updated_at),  # type: ignore[arg-type]
+        parent_id=parent_id,
+        email=email,
+        author_name=author_name,
+        author_subject=author_subject,
+        deleted_at=_aware(deleted_at),
     )
 
 
@@ -657,6 +673,12 @@ class AuthorCheck:
     decide: Callable[[AuthorActivity], None]
 
 
+# The caller's rule on a reply's parent (None: no such comment), run in the insert's
+# transaction after an Idempotency-Key's lookup, so a retry gets its first answer whatever
+# became of the parent since. Raises to refuse.
+ParentCheck = Callable[[Comment | None], None]
+
+
 class Repository:
     """Comment persistence. Every method is one short transaction."""
 
@@ -678,6 +700,7 @@ class Repository:
         self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
         dialect = engine.dialect
         self._insert_comment = DriverStatement.compile(_INSERT_COMMENT, dialect, _INSERTED_COLUMNS)
+        self._comment_by_id = DriverStatement.compile(_COMMENT_BY_ID, dialect)
         self._author_activity_sql = DriverStatement.compile(_AUTHOR_ACTIVITY, dialect)
         self._advisory_lock = DriverStatement.compile(_ADVISORY_LOCK, dialect)
         self._key_lookup = DriverStatement.compile(_KEY_LOOKUP, dialect)
@@ -836,11 +859,17 @@ class Repository:
 
     # --- writes ------------------------------------------------------------------
     def create(
-        self, new: NewComment, check: AuthorCheck | None = None, *, now: datetime | None = None
+        self,
+        new: NewComment,
+        check: AuthorCheck | None = None,
+        *,
+        now: datetime | None = None,
+        parent_check: ParentCheck | None = None,
     ) -> Comment:
-        """Insert a comment; with ``check``, first let it judge the author's activity."""
+        """Insert a comment; with ``check``, first let it judge the author's activity, and
+        with ``parent_check`` a reply's parent."""
         with self._driver_write() as run:
-            return self._insert(run, new, check, now or utcnow())
+            return self._insert(run, new, check, parent_check, now or utcnow())
 
     def create_idempotent(
         self,
@@ -850,6 +879,7 @@ class Repository:
         render: Renderer,
         *,
         now: datetime | None = None,
+        parent_check: ParentCheck | None = None,
     ) -> StoredResponse:
         """``create`` once per (caller, key): a retry gets the first answer back.
 
@@ -876,7 +906,7 @@ class Repository:
                     )
                 else:
                     return StoredResponse(status, body, location, replayed=True)
-            comment = self._insert(run, new, check, now)
+            comment = self._insert(run, new, check, parent_check, now)
             status, body, location = render(comment)
             run.run(
                 self._key_remember,
@@ -911,8 +941,12 @@ class Repository:
         run: TimedCursor,
         new: NewComment,
         check: AuthorCheck | None,
+        parent_check: ParentCheck | None,
         now: datetime,
     ) -> Comment:
+        if parent_check is not None and new.parent_id is not None:
+            parent = run.fetchone(self._comment_by_id, {"id": new.parent_id})
+            parent_check(_to_comment(parent) if parent is not None else None)
         key = author_key(new.email, new.author_subject)
         values = {
             "content_id": new.content_id,
