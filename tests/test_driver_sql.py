@@ -69,7 +69,7 @@ def test_the_driver_insert_stores_what_sqlalchemy_stores(engine) -> None:
 
     # The check counts what the insert stored: the same author again sees one comment.
     Repository(engine).create(new, check, now=now + timedelta(seconds=1))
-    assert seen[-1] == AuthorActivity(recent=2, duplicates=2, banned=False)
+    assert seen[-1] == AuthorActivity(recent=2, duplicates=2, banned=False, oldest_recent=now)
     with engine.connect() as conn:
         bodies = conn.execute(select(comments.c.body).where(comments.c.content_id == "héllo/1"))
         assert [b for (b,) in bodies] == [new.body] * 3

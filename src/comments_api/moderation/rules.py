@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -102,9 +102,8 @@ class AuthorActivity:
     recent: int  # comments in the thread-author window
     duplicates: int  # same text in the duplicate window
     banned: bool
-    # When the oldest of ``recent`` was posted (None: none). Not compared: two activities
-    # with the same counts are the same facts for equality, as before this field existed.
-    oldest_recent: datetime | None = field(default=None, compare=False)
+    # When the oldest of ``recent`` was posted (None: none): when the flood limit frees up.
+    oldest_recent: datetime | None = None
 
 
 def author_key(email: str | None, subject: str | None) -> str | None:
