@@ -29,10 +29,9 @@ from .moderation.service import ModerationService
 from .settings import Settings
 from .store.repository import (
     Repository,
-    head_revision,
     is_disk_full,
     make_engine,
-    revisions_before,
+    shipped_revisions,
 )
 from .store.versions import ChangeMarkers
 from .telemetry import http_hooks
@@ -149,7 +148,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Flask
         lock_wait=settings.db_statement_timeout,
         observe_statement=http_hooks.statement_observer(settings),
     )
-    head = head_revision()
+    head, older_revisions = shipped_revisions()
     abuse = AbuseRules(
         duplicate_window=settings.duplicate_window,
         thread_author_max=settings.thread_author_max,
@@ -163,7 +162,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Flask
         moderation=ModerationService(repo, clock),
         identity=IdentityService(repo, _jwt_verifier(settings), clock),
         health=HealthService(
-            repo, head, os.environ.get(DRAIN_FILE_ENV), older_revisions=revisions_before(head)
+            repo, head, os.environ.get(DRAIN_FILE_ENV), older_revisions=older_revisions
         ),
     )
     # Before the other hooks: every request gets an id, a log line and (if enabled) metrics.

@@ -1309,14 +1309,20 @@ def head_revision() -> str:
     return head
 
 
-def revisions_before(revision: str) -> frozenset[str]:
-    """The migrations shipped with this code that come before ``revision`` (its ancestors):
-    a database at one of them is behind this code. Empty for a revision this code does not
-    ship."""
+def shipped_revisions() -> tuple[str, frozenset[str]]:
+    """``head_revision()`` and the migrations shipped before it (its ancestors: a database
+    at one of them is behind this code), from one read of the migration scripts."""
     from alembic.script import ScriptDirectory
-    from alembic.util import CommandError
 
     scripts = ScriptDirectory.from_config(_alembic_config())
+    head = scripts.get_current_head()
+    assert head is not None
+    return head, _ancestors(scripts, head)
+
+
+def _ancestors(scripts: Any, revision: str) -> frozenset[str]:
+    from alembic.util import CommandError
+
     try:
         return frozenset(
             script.revision
