@@ -56,7 +56,8 @@ def test_one_comment_and_its_404_say_how_long_a_cache_may_keep_them(make_app, po
 
     assert v1_delete(client, created.json["id"]).status_code == 204
     tombstone = client.get(created.headers["Location"])
-    assert tombstone.status_code == 200 and tombstone.json["body"] is None
+    assert tombstone.status_code == 200
+    assert tombstone.json["body"] is None
     assert tombstone.headers["Cache-Control"] == expected
 
     for path in ("/api/v1/comments/999999", "/api/v1/comments/not-an-id"):
