@@ -1,19 +1,22 @@
 """CORS on the answers the worker writes itself (comments_api.worker), against real `serve`
 processes: a page on an allowed origin (the reader widget posts comments cross-origin)
-must be able to read a 413 or a 408 the worker refused before the app, not see an opaque
+must be able to read a 413 or a 408 the worker refused before the app, a 400 of
+gunicorn's parser or the 500 of a request aborted by the worker timeout, not see an opaque
 network error. The app's own answer to the same Origin is the reference."""
 
 from __future__ import annotations
 
 import socket
+import sqlite3
 from collections.abc import Callable
 
 import pytest
+import requests
 
 from comments_api import worker
 from comments_api.web.protection import CORS_EXPOSE_HEADERS
 
-from .support import ServiceProcess
+from .support import ServiceProcess, wait_until
 from .test_serve_server import feed_all, parse_response, raw_request, sqlite_env  # noqa: F401
 
 ALLOWED = "https://news.example"
@@ -56,6 +59,15 @@ WORKER_ANSWERS: dict[str, tuple[int, Callable[[bytes], bytes]]] = {
     "400": (400, lambda o: b"POST " + PATH + b" HTTP/1.1\r\n" + o + b"\r\n"),  # no Host
     "405": (405, lambda o: b"CONNECT example.com:443 HTTP/1.1\r\nHost: a\r\n" + o + b"\r\n"),
     "200": (200, lambda o: b"OPTIONS * HTTP/1.1\r\nHost: a\r\n" + o + b"\r\n"),
+}
+
+
+# Requests the buffering hands to gunicorn's parser, which refuses them (handle_error), each
+# with its whole header section read.
+PARSER_REFUSALS: dict[str, Callable[[bytes], bytes]] = {
+    "a field name with a space": lambda o: post_head(o, b"Bad Name: x\r\nContent-Length: 0\r\n"),
+    "two Host fields": lambda o: post_head(o, b"Host: b\r\nContent-Length: 0\r\n"),
+    "Content-Length not a number": lambda o: post_head(o, b"Content-Length: +2\r\n") + b"{}",
 }
 
 
@@ -166,3 +178,53 @@ def test_the_origin_is_read_only_from_a_whole_header_section():
     assert not done
     assert worker.request_origin(pending) is None
     assert worker.cors_lines(pending, allowed) == "Vary: Origin\r\n"
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_gunicorns_parser_refusals_carry_the_apps_cors_headers(cors_env, tmp_path, threads):
+    """A request whose header section the worker read whole but gunicorn's parser refuses
+    (400, handle_error) carries the app's CORS headers: the allowed Origin echoed, any
+    other Origin (or two) never. It carried none at all, not even `Vary: Origin`."""
+    env = {**cors_env, "THREADS": threads}
+    with ServiceProcess(env, tmp_path, workers=1) as service:
+        references = {case: app_413(service.port, origin) for case, (origin, _) in ORIGINS.items()}
+        for case, (origin, echoed) in ORIGINS.items():
+            for name, request in PARSER_REFUSALS.items():
+                status, headers, body = raw_request(service.port, request(origin), timeout=5)
+                assert status == 400, (case, name, body)
+                assert headers["content-type"] == "application/problem+json"
+                check_cors(headers, references[case], echoed)
+        assert "refused a request the server could not parse" in service.log()
+
+
+def test_a_request_aborted_by_the_worker_timeout_carries_the_apps_cors_headers(cors_env, tmp_path):
+    """The 500 "the request took too long and was aborted" (the sync worker, stuck in the
+    app past WORKER_TIMEOUT: here a create waiting on SQLite's write lock, held by the
+    test) carries the allowed Origin as the app's answers do, so the widget can tell the
+    user; a disallowed Origin, or two, are never echoed. It carried no CORS header."""
+    env = {**cors_env, "WORKER_TIMEOUT": "2", "DB_STATEMENT_TIMEOUT": "30", "THREADS": "1"}
+    body = b'{"body": "stuck"}'
+    framing = b"Content-Length: %d\r\n" % len(body)
+    with ServiceProcess(env, tmp_path, workers=1) as service:
+        references = {case: app_413(service.port, origin) for case, (origin, _) in ORIGINS.items()}
+        database = sqlite3.connect(env["DATABASE_URL"].removeprefix("sqlite:///"), timeout=5)
+        try:
+            for case in ("allowed", "not allowed", "twice"):
+                origin, echoed = ORIGINS[case]
+                database.execute("BEGIN IMMEDIATE")  # the write lock, until rollback
+                try:
+                    status, headers, answer = raw_request(
+                        service.port, post_head(origin, framing) + body, timeout=15
+                    )
+                finally:
+                    database.rollback()
+                assert status == 500, (case, answer)
+                assert b"the request took too long and was aborted" in answer
+                check_cors(headers, references[case], echoed)
+                # The aborted worker is replaced before the next case.
+                assert wait_until(
+                    lambda: requests.get(f"{service.base}/readyz", timeout=5).status_code == 200
+                )
+        finally:
+            database.close()
+        assert service.log().count("request aborted: the worker exceeded its timeout") == 3

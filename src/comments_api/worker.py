@@ -622,13 +622,13 @@ def request_origin(pending: PendingRequest) -> str | None:
     return found
 
 
-def cors_lines(pending: PendingRequest, allowed: frozenset[str]) -> str:
-    """The CORS header lines of the worker's own answer to ``pending``: the app's
-    (protection.cors_headers), so a page on an allowed origin can read a 413 or 408
-    instead of seeing a network error."""
+def cors_lines(pending: PendingRequest | None, allowed: frozenset[str]) -> str:
+    """The CORS header lines of the worker's own answer to ``pending`` (None: its bytes
+    are not known, so no origin is echoed): the app's (protection.cors_headers), so a page
+    on an allowed origin can read a 413 or 408 instead of seeing a network error."""
     if not allowed:
         return ""
-    headers = cors_headers(request_origin(pending), allowed)
+    headers = cors_headers(None if pending is None else request_origin(pending), allowed)
     return "".join(f"{name}: {value}\r\n" for name, value in headers)
 
 
@@ -664,15 +664,32 @@ class _ErrorsMixin:
     """JSON errors and path/IP-free log lines for what gunicorn itself refuses."""
 
     log: Any
-    _targets: weakref.WeakKeyDictionary[socket.socket, str]
+    # CORS_ORIGINS (ServerLimits.cors_origins), set once the worker has read its settings.
+    _cors_origins: frozenset[str] = frozenset()
 
-    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+    def _request_of(self, client: Any) -> PendingRequest | None:
+        """The buffered request being served on ``client`` (None: not known here)."""
+        return None
+
+    def handle_error(
+        self,
+        req: Any,
+        client: Any,
+        addr: Any,
+        exc: BaseException,
+        pending: PendingRequest | None = None,
+    ) -> None:
+        """gunicorn's hook for an error while parsing or serving a request; ``pending``:
+        its buffered bytes (the sync worker passes them, the threaded one looks them up),
+        where the answer finds the request's target and Origin."""
         status, detail = classify(exc)
+        if pending is None:
+            pending = self._request_of(client)
         path = getattr(req, "path", None)
         if path is None:
             path = getattr(getattr(exc, "req", None), "path", None)
-        if path is None:
-            path = self._targets.get(client)
+        if path is None and pending is not None:
+            path = pending.target or ""
         rid = new_request_id()
         if status >= 500:
             if isinstance(exc, SystemExit):
@@ -688,7 +705,10 @@ class _ErrorsMixin:
                 extra={"status": status, "error": type(exc).__name__, "request_id": rid},
             )
         count_server_refusal(status_slug(status))
-        _send(client, error_response_bytes(status, detail, path, rid))
+        # The request was read up to its header section's end (the buffering hands over
+        # nothing less), so a page on an allowed origin can read this answer too.
+        cors = cors_lines(pending, self._cors_origins)
+        _send(client, error_response_bytes(status, detail, path, rid, cors))
 
 
 def _send(sock: Any, data: bytes) -> None:
@@ -1148,7 +1168,6 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._targets = weakref.WeakKeyDictionary()
         self._aborting = False
         self._lingering = Lingering()
         self._selector: selectors.BaseSelector | None = None
@@ -1198,6 +1217,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
         (header_timeout, body_timeout, body_limit, send_timeout, waiting_max, cors_origins) = (
             _settings_from(self.cfg)
         )
+        self._cors_origins = cors_origins
         self._keepalive = keepalive = float(self.cfg.keepalive or 0)
         selector = selectors.DefaultSelector()
         self._selector = selector
@@ -1539,7 +1559,6 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
         req = None
         keep = False
         answered = False
-        self._targets[client] = pending.target or ""
         try:
             lean = None
             if pending.exact:
@@ -1573,7 +1592,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
             if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
                 log.error("socket error processing a request: %s", exc.__class__.__name__)
         except BaseException as exc:
-            self.handle_error(req, client, addr, exc)
+            self.handle_error(req, client, addr, exc, pending)
         unsent, self._unsent = self._unsent, []
         after = bytes(pending.data[pending.header_end + pending.content_length :]) if keep else None
         if answered and unsent:
@@ -1654,11 +1673,15 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._targets = weakref.WeakKeyDictionary()
+        # The request each connection's thread serves: what handle_error answers from.
+        self._requests: weakref.WeakKeyDictionary[socket.socket, PendingRequest] = (
+            weakref.WeakKeyDictionary()
+        )
         self._buffering: dict[TConn, PendingRequest] = {}
         self._aborting = False
         self._drained = False
         self._limits = _settings_from(self.cfg)
+        self._cors_origins = self._limits.cors_origins
         self._lingering = Lingering()
         # The accept rule (accept_defer): when this worker started leaving a waiting
         # connection to the others, and until when its loop does not accept.
@@ -1825,7 +1848,7 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
                 cors_origins=self._limits.cors_origins,
             )
             return True
-        self._targets[conn.sock] = pending.target or ""
+        self._requests[conn.sock] = pending
         reader = getattr(conn, "deadline_reader", None)
         if conn.parser is None or reader is None:
             reader = DeadlineReader(conn.sock, pending.deadline)
@@ -1833,7 +1856,9 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
             conn.parser = http.get_parser(self.cfg, reader, conn.client)
         else:
             reader.deadline = pending.deadline  # the next request on a kept-alive connection
-        conn.parser.unreader.unread(bytes(pending.data))
+        conn.parser.unreader.unread(pending.data)  # copied there
+        # Kept for handle_error (target, Origin) while the connection lives: its head only.
+        del pending.data[pending.header_end :]
         conn.unusual = pending.unusual
         conn.request_complete = pending.complete
         conn.data_ready = True
@@ -1892,6 +1917,9 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
                     linger=self.linger,
                     cors_origins=self._limits.cors_origins,
                 )
+
+    def _request_of(self, client: Any) -> PendingRequest | None:
+        return self._requests.get(client)
 
     def _keepalive_after(self, conn: TConn, keepalive: bool) -> bool:
         # gthread drains an unread body before reusing the connection; with our reader a
