@@ -9,6 +9,7 @@ these tests ask the real client."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,8 +19,16 @@ from typing import Any
 
 import pytest
 
-from .conftest import tool
-from .test_tools import OLDER, PROD_IMAGE, RELEASE, RELEASE_DIGEST, release_step, run_step
+from .conftest import ROOT, tool
+from .test_tools import (
+    OLDER,
+    PROD_IMAGE,
+    RELEASE,
+    RELEASE_DIGEST,
+    WORKFLOWS,
+    release_step,
+    run_step,
+)
 
 pytestmark = pytest.mark.k8s
 
@@ -267,3 +276,54 @@ def test_rollback_with_the_deployment_unreadable_says_act_now(
     code, out = rollback(tmp_path, env, OLDER)
     assert code == 1
     assert "cannot be read: act now" in out
+
+
+# --- Renovate keeps the tool versions the workflows pin -------------------------------
+
+
+def renovate_regex(pattern: str) -> re.Pattern[str]:
+    """A regex of renovate.json, compiled by Python. Renovate runs them with RE2 (or
+    JavaScript's engine): named groups are written `(?<name>`, Python's `(?P<name>`; the
+    rest must stay in what all three read alike (RE2 has no lookaround)."""
+    assert not re.search(r"\(\?<[=!]|\(\?[=!]", pattern), f"lookaround, not in RE2: {pattern}"
+    return re.compile(pattern.replace("(?<", "(?P<"))
+
+
+def file_pattern(pattern: str) -> re.Pattern[str]:
+    assert pattern.startswith("/"), f"not a /regex/: {pattern}"
+    assert pattern.endswith("/"), f"not a /regex/: {pattern}"
+    return renovate_regex(pattern[1:-1])
+
+
+def test_renovate_updates_every_version_pin_of_the_workflows() -> None:
+    """A `version:` input pins a tool an action would otherwise install at its latest
+    (setup-crane): pinned and never bumped, it ages silently. Each is the currentValue of
+    a regex manager of renovate.json, and crane's comes from go-containerregistry's
+    releases."""
+    config = json.loads((ROOT / "renovate.json").read_text())
+    managers = [m for m in config["customManagers"] if m["customType"] == "regex"]
+    pins = 0
+    for path in sorted(WORKFLOWS.glob("*.yml")):
+        relative = path.relative_to(ROOT).as_posix()
+        text = path.read_text()
+        for pin in re.finditer(r"(?m)^\s+version: (\S+)$", text):
+            pins += 1
+            covering = [
+                (manager, found)
+                for manager in managers
+                if any(file_pattern(p).search(relative) for p in manager["managerFilePatterns"])
+                for string in manager["matchStrings"]
+                for found in renovate_regex(string).finditer(text)
+                if found.span("currentValue") == pin.span(1)
+            ]
+            assert covering, f"{relative}: `{pin.group(0).strip()}` has no Renovate manager"
+            for manager, found in covering:
+                step = found.group(0)
+                # The match stays within the step it names: the `uses:` line it starts
+                # at, then that step's lines only.
+                assert step.startswith("uses: "), step
+                assert "\n      - " not in step, f"the match runs into the next step: {step}"
+                if step.startswith("uses: imjasonh/setup-crane@"):
+                    assert manager["datasourceTemplate"] == "github-releases"
+                    assert manager["depNameTemplate"] == "google/go-containerregistry"
+    assert pins >= 1, "main.yml pins crane with `version:`"
