@@ -347,10 +347,14 @@ class PendingRequest:
     served: int = 0
     # (expects_continue, close option) for gunicorn's parser (unusual_request); None for
     # most requests. A class attribute, not a dataclass field: nothing to set per request.
+    # Where a complete chunked request ends in ``data`` (after its trailer section); -1
+    # until then, and for any other request. A class attribute too.
     if TYPE_CHECKING:
         unusual: tuple[bool, bool] | None = None
+        chunked_end: int = -1
     else:
         unusual = None
+        chunked_end = -1
 
     def __post_init__(self) -> None:
         self.deadline = self.header_deadline
@@ -529,11 +533,15 @@ class PendingRequest:
                 self.refuse = (413, BODY_TOO_LARGE)
                 return True
             if size == 0:
-                # Last chunk, then optional trailer fields and an empty line.
-                self.complete = data.startswith(b"\r\n", line_end + 2) or (
-                    data.find(b"\r\n\r\n", line_end) >= 0
-                )
-                return self.complete
+                # Last chunk, then optional trailer fields and an empty line: the request
+                # ends after the first CRLF CRLF from the CRLF of this line, where gunicorn's
+                # parser ends it too; what follows is the next request.
+                end = data.find(b"\r\n\r\n", line_end)
+                if end < 0:
+                    return False
+                self.chunked_end = end + 4
+                self.complete = True
+                return True
             next_pos = line_end + 2 + size + 2
             if len(data) < next_pos:
                 return False
@@ -761,6 +769,24 @@ def _refuse(
         linger(sock)
         return
     util.close(sock)
+
+
+def _chunked_end_agrees(cfg: Any, pending: PendingRequest, addr: Any) -> bool:
+    """Whether gunicorn's parser, given a complete chunked request's bytes up to where the
+    buffering says it ends (``chunked_end``) and then an end of input, reads its body and
+    trailer section without an error and ends exactly there. Only then may what follows be
+    served as the next request: two readings of where a request ends are how requests are
+    smuggled. A trial parse, before the app reads the body (whose errors the app answers),
+    so the answer's Connection header says what will happen."""
+    parser = http.get_parser(cfg, (), addr)
+    parser.unreader.unread(bytes(pending.data[: pending.chunked_end]))
+    try:
+        req = next(parser)
+        while req.body.read(65536):
+            pass
+    except (http_errors.ParseException, OSError, StopIteration):  # OSError: NoMoreData
+        return False
+    return not parser.unreader.take_buffered()
 
 
 def _nothing_pending(sock: socket.socket) -> bool:
@@ -1559,6 +1585,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
         req = None
         keep = False
         answered = False
+        end = pending.header_end + pending.content_length  # the next request starts there
         try:
             lean = None
             if pending.exact:
@@ -1576,9 +1603,18 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                 answered = True
             else:
                 client.setblocking(True)
-                reader = DeadlineReader(client, pending.deadline)
-                parser = http.get_parser(self.cfg, reader, addr)
-                parser.unreader.unread(bytes(pending.data))
+                if pending.chunked_end >= 0 and _chunked_end_agrees(self.cfg, pending, addr):
+                    # Its end is known and gunicorn's parser agrees: it gets the bytes up to
+                    # there and then an end of input, never the socket, so the next
+                    # request's bytes cannot become this one's body.
+                    end = pending.chunked_end
+                    parser = http.get_parser(self.cfg, (), addr)
+                    parser.unreader.unread(bytes(pending.data[:end]))
+                else:
+                    pending.chunked_end = -1  # not kept alive (_may_keep_alive)
+                    reader = DeadlineReader(client, pending.deadline)
+                    parser = http.get_parser(self.cfg, reader, addr)
+                    parser.unreader.unread(bytes(pending.data))
                 req = next(parser)
                 if pending.unusual is not None:
                     unusual_request(req, pending.unusual)
@@ -1594,7 +1630,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
         except BaseException as exc:
             self.handle_error(req, client, addr, exc, pending)
         unsent, self._unsent = self._unsent, []
-        after = bytes(pending.data[pending.header_end + pending.content_length :]) if keep else None
+        after = bytes(pending.data[end:]) if keep else None
         if answered and unsent:
             return after, unsent  # the connection stays open until the client has it all
         if keep:
@@ -1603,11 +1639,12 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
         return None, []
 
     def _may_keep_alive(self, pending: PendingRequest) -> bool:
-        # Only after a request whose end we know exactly, and never while stopping.
+        # Only after a request whose end we know exactly (a chunked one: and gunicorn's
+        # parser ends it there too, see _chunked_end_agrees), and never while stopping.
         return (
             self.alive
             and self._keepalive > 0
-            and pending.exact
+            and (pending.exact or pending.chunked_end >= 0)
             and pending.served + 1 < KEEPALIVE_REQUESTS
         )
 
@@ -1856,6 +1893,10 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
             conn.parser = http.get_parser(self.cfg, reader, conn.client)
         else:
             reader.deadline = pending.deadline  # the next request on a kept-alive connection
+        if pending.chunked_end >= 0 and not _chunked_end_agrees(self.cfg, pending, conn.client):
+            # gunicorn's parser will refuse the body while the app reads it: the app's
+            # answer then says "Connection: close", as gthread closes the connection.
+            pending.unusual = (pending.expects_continue, True)
         conn.parser.unreader.unread(pending.data)  # copied there
         # Kept for handle_error (target, Origin) while the connection lives: its head only.
         del pending.data[pending.header_end :]
