@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sqlite3
 import threading
 import time
@@ -310,3 +311,40 @@ def test_sigterm_under_write_load_fails_nothing(backend, tmp_path):
     assert load.failed == []
     assert load.refused == 0
     assert_acked_stored_once(load, env["DATABASE_URL"])
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_an_idle_server_stops_at_once_on_sigterm(tmp_path, threads):
+    """With SHUTDOWN_DELAY=0 and nothing in flight, SIGTERM ends the server well within a
+    second, idle kept-alive connections included (closed without a byte, as Go's
+    Server.Shutdown does). The threaded worker kept them gthread's 2 s
+    (STOP_KEEPALIVE_LINGER) first, so a server behind a proxy's pool of idle upstream
+    connections took over 2 s to stop."""
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'comments.db'}",
+        "RATELIMIT_ENABLED": "false",
+        "SHUTDOWN_DELAY": "0",
+        "THREADS": threads,
+    }
+    service = ServiceProcess(env, tmp_path, workers=1).start()
+    assert service.proc is not None
+    idle = []
+    try:
+        for _ in range(3):
+            sock = socket.create_connection(("127.0.0.1", service.port), timeout=10)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+            answer = sock.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+            assert b"\r\nConnection: keep-alive\r\n" in answer
+            idle.append(sock)
+        time.sleep(0.2)  # all three wait for their next request, nothing in flight
+        started = time.monotonic()
+        service.proc.send_signal(signal.SIGTERM)
+        assert service.proc.wait(10) == 0, service.log()
+        assert time.monotonic() - started < 1.0
+        for sock in idle:
+            assert sock.recv(100) == b""  # closed, no stray answer
+    finally:
+        for sock in idle:
+            sock.close()
+        service.stop()

@@ -2016,9 +2016,17 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
                     if self.nr_conns == before:
                         break
                     taken += 1
-            linger = time.monotonic() + STOP_IDLE_LINGER
+            now = time.monotonic()
+            linger = now + STOP_IDLE_LINGER
             for pending in self._buffering.values():
                 pending.idle_deadline = min(pending.idle_deadline, linger)
+            # Idle kept-alive connections are closed at once, after one more read in case
+            # their next request has just arrived (gthread's loop then polls without
+            # waiting), as the sync worker does. gthread kept them STOP_KEEPALIVE_LINGER
+            # (2 s), so a server with a proxy's idle pooled connections took 2 s to stop.
+            # Setting all to the same time keeps the deque sorted by timeout.
+            for conn in self.keepalived_conns:
+                conn.timeout = min(conn.timeout, now)
         super().set_accept_enabled(enabled)
 
 
