@@ -1,9 +1,10 @@
 """The ECR scan gate of both workflows, and the role that cannot push.
 
 dev.yml signs a digest (and main.yml promotes it) only once ECR's scan of it completed
-without findings at `SCAN_FAIL_SEVERITY` (default CRITICAL) or above. The gate's script
-runs here as the runner runs it (`bash -e`), with the real `jq` and a stand-in `aws` that
-answers from a registry described in JSON (no AWS can be reached from here).
+without findings at `SCAN_FAIL_SEVERITY` (default CRITICAL) or above. Both run the same
+script, scripts/ecr-scan-gate.sh: the gate steps' `run:` lines run here as the runner runs
+them (`bash -e`, from the checkout), with the real `jq` and a stand-in `aws` that answers
+from a registry described in JSON (no AWS can be reached from here).
 
 The jobs of dev.yml that do not push (E2E, the scan gate) assume the staging deploy role,
 which has no ECR write action (tests/terraform checks the policy in the plan)."""
@@ -11,13 +12,15 @@ which has no ECR write action (tests/terraform checks the policy in the plan).""
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .conftest import tool
+from .conftest import ROOT, tool
 from .test_tools import AWS_CREDENTIALS, job_uses, run_step, steps, workflows
 
 pytestmark = pytest.mark.k8s
@@ -27,7 +30,7 @@ REPOSITORY = "comments-api/dev"
 INDEX = "sha256:" + "1" * 64
 IMAGE = "sha256:" + "2" * 64  # linux/amd64
 ATTESTATION = "sha256:" + "3" * 64  # buildx's SBOM/provenance manifest
-WAIT = "aws ecr wait image-scan-complete"
+GATE = "scripts/ecr-scan-gate.sh"
 
 # The stand-in `aws`: the subcommands the gate calls, answered from $REGISTRY (manifests
 # by digest, scan status and severity counts by digest). Anything else fails, as an
@@ -119,10 +122,10 @@ def registry(counts: dict[str, int] | None, status: str = "COMPLETE") -> dict[st
 
 
 def gate_steps() -> dict[str, dict[str, Any]]:
-    """The gate step of each workflow (the one that waits for the scan)."""
+    """The gate step of each workflow (the one that runs the gate script)."""
     found = {}
     for name, flow in workflows().items():
-        gates = [s for s in steps(flow) if WAIT in s.get("run", "")]
+        gates = [s for s in steps(flow) if GATE in s.get("run", "")]
         if gates:
             (found[name],) = gates
     return found
@@ -139,19 +142,22 @@ def run_gate(
     state: dict[str, Any],
     severity: str = "CRITICAL",
     digest: str = INDEX,
+    dev_image: str = DEV_IMAGE,
 ) -> tuple[int, str, list[str]]:
     tool("jq")
     tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "registry.json").write_text(json.dumps(state))
     (tmp_path / "fake_aws.py").write_text(FAKE_AWS)
     env = {
-        "DEV_IMAGE": DEV_IMAGE,
+        "DEV_IMAGE": dev_image,
         "DIGEST": digest,
         "SCAN_FAIL_SEVERITY": severity,
         "REGISTRY": str(tmp_path / "registry.json"),
     }
     stand_in = f'exec {sys.executable} {tmp_path / "fake_aws.py"} "$@"'
-    proc = run_step(step, tmp_path, env, {"aws": stand_in})
+    # The runner runs a step in the checkout of the repository.
+    in_checkout = {**step, "run": f"cd {shlex.quote(str(ROOT))}\n{step['run']}"}
+    proc = run_step(in_checkout, tmp_path, env, {"aws": stand_in})
     calls = (tmp_path / "calls.log").read_text().splitlines()
     return proc.returncode, proc.stdout + proc.stderr, calls
 
@@ -159,21 +165,32 @@ def run_gate(
 # --- where the gate runs ----------------------------------------------------------------
 
 
-def test_both_workflows_gate_with_the_same_script() -> None:
+def test_both_workflows_call_the_gate_script() -> None:
+    """One gate, two places: each workflow's gate step runs the script, from a checkout
+    of the repository made before it, with the same settings."""
+    assert os.access(ROOT / GATE, os.X_OK), f"{GATE} is not executable"
+    flows = workflows()
     gates = gate_steps()
     assert set(gates) == {"dev.yml", "main.yml"}
-    assert gates["dev.yml"]["run"] == gates["main.yml"]["run"], "one gate, two places"
     for name, step in gates.items():
+        assert step["run"].strip() == GATE, name
         assert step["env"]["SCAN_FAIL_SEVERITY"] == "${{ vars.SCAN_FAIL_SEVERITY || 'CRITICAL' }}"
         # `aws ecr wait` gives up after 5 minutes; the step's timeout bounds it too.
         assert 0 < step["timeout-minutes"] <= 7, name
+        # DEV_IMAGE for every job of the workflow; DIGEST from the job (dev.yml) or from an
+        # earlier step through GITHUB_ENV (main.yml, tested in test_tools).
+        assert flows[name]["env"]["DEV_IMAGE"] == "${{ vars.DEV_IMAGE }}", name
+        (job,) = [j for j in flows[name]["jobs"].values() if step in j["steps"]]
+        (checkout,) = job_uses(job, "actions/checkout@")
+        assert job["steps"].index(checkout) < job["steps"].index(step), name
+        assert checkout["with"]["persist-credentials"] is False, name
 
 
 def test_main_gates_before_it_promotes() -> None:
     job = workflows()["main.yml"]["jobs"]["release"]
     runs = [s.get("run", "") for s in job["steps"]]
     verify = next(i for i, r in enumerate(runs) if "cosign verify" in r)
-    gate = next(i for i, r in enumerate(runs) if WAIT in r)
+    gate = next(i for i, r in enumerate(runs) if GATE in r)
     copy_ = next(i for i, r in enumerate(runs) if "crane copy" in r)
     digest = next(i for i, r in enumerate(runs) if 'echo "DIGEST=' in r)
     assert digest < verify < gate < copy_, "digest, signature, scan gate, then the promotion"
@@ -186,7 +203,7 @@ def test_dev_signs_only_what_passed_the_gate() -> None:
     (gate_job,) = [
         job_id
         for job_id, job in dev["jobs"].items()
-        if any(WAIT in s.get("run", "") for s in job.get("steps", []))
+        if any(GATE in s.get("run", "") for s in job.get("steps", []))
     ]
     sign = dev["jobs"]["sign"]
     assert gate_job in sign["needs"], "a digest with blocking findings stays unsigned"
@@ -303,14 +320,25 @@ def test_gate_reads_a_single_image_manifest_directly(gate: dict[str, Any], tmp_p
 
 
 @pytest.mark.parametrize(
-    ("severity", "digest"),
-    [("SEVERE", INDEX), ("", INDEX), ("CRITICAL", ""), ("CRITICAL", "sha256:ab")],
+    ("severity", "digest", "dev_image"),
+    [
+        ("SEVERE", INDEX, DEV_IMAGE),
+        ("", INDEX, DEV_IMAGE),
+        ("CRITICAL", "", DEV_IMAGE),
+        ("CRITICAL", "sha256:ab", DEV_IMAGE),
+        ("CRITICAL", INDEX, ""),
+    ],
 )
 def test_gate_checks_its_settings_before_any_call(
-    gate: dict[str, Any], tmp_path: Path, severity: str, digest: str
+    gate: dict[str, Any], tmp_path: Path, severity: str, digest: str, dev_image: str
 ) -> None:
     code, out, calls = run_gate(
-        gate, tmp_path, registry({"CRITICAL": 1}), severity=severity, digest=digest
+        gate,
+        tmp_path,
+        registry({"CRITICAL": 1}),
+        severity=severity,
+        digest=digest,
+        dev_image=dev_image,
     )
     assert code == 1, out
     assert calls == [], calls
