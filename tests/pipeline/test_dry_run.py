@@ -258,6 +258,7 @@ def test_every_option_and_setting_is_in_the_help_and_the_docs():
         # cosign's, in the GitHub Actions section
         "--certificate-github-workflow-sha",
         "--certificate-github-workflow-trigger",
+        "--new-bundle-format",
     }
     assert documented <= options, documented - options
 
