@@ -165,7 +165,7 @@ def accept_defer(held: int, workers: int) -> float:
 def error_document(status: int, detail: str, path: str | None) -> tuple[str, bytes]:
     """(content type, body) of an error in the shape the API under ``path`` uses.
 
-    The legacy API (``/api/comment/…``) answers ``{"status": "BAD-REQUEST", "message": …}``,
+    The legacy API (``/api/comment/…``) answers ``{"message": …, "status": "BAD-REQUEST"}``,
     everything else RFC 9457 problem+json, like the application's own errors. The raw path
     is echoed only for a 413 or a 408, as the app's ``instance``: there the request line
     was read whole (a 408's target is known only then) and the body or the client's pace
@@ -174,8 +174,9 @@ def error_document(status: int, detail: str, path: str | None) -> tuple[str, byt
     """
     title = status_title(status)
     if path is not None and path.startswith(LEGACY_PREFIX):
-        doc: dict[str, object] = {"status": title.upper().replace(" ", "-"), "message": detail}
-        return "application/json", json.dumps(doc).encode()
+        # The original app's bytes: keys sorted, compact, ASCII (web/json_provider.py).
+        doc: dict[str, object] = {"message": detail, "status": title.upper().replace(" ", "-")}
+        return "application/json", json.dumps(doc, separators=(",", ":")).encode()
     doc = {
         "type": problem_type_uri(status_slug(status)),
         "title": title,
@@ -186,7 +187,7 @@ def error_document(status: int, detail: str, path: str | None) -> tuple[str, byt
         instance = path.partition("?")[0]
         if _ORIGIN_FORM_PATH.fullmatch(instance):
             doc["instance"] = instance
-    return PROBLEM_JSON, json.dumps(doc).encode()
+    return PROBLEM_JSON, json.dumps(doc, separators=(",", ":")).encode()
 
 
 # An origin-form path of URI characters only (RFC 3986), fit to be echoed as `instance`.

@@ -32,9 +32,12 @@ def create() -> Response:
     # Old clients only know SUCCESS; under pre-moderation the comment waits as pending.
     comment = svc.comments.create(new)
     emit(comment_created, api="legacy", status=comment.status)
+    # Keys in the original's order (its Flask sorted them): the same bytes for old clients.
     return jsonify(
-        status="SUCCESS",
-        message=f"comment created and associated with content_id {new.content_id}",
+        {
+            "message": f"comment created and associated with content_id {new.content_id}",
+            "status": "SUCCESS",
+        }
     )
 
 
@@ -45,7 +48,7 @@ def list_comments(content_id: str) -> Response:
     mode = svc.settings.legacy_email
 
     def render(rows: list[tuple[str | None, str]], truncated: bool) -> Rendered:
-        response = jsonify([{"email": legacy_email_view(e, mode), "comment": c} for e, c in rows])
+        response = jsonify([{"comment": c, "email": legacy_email_view(e, mode)} for e, c in rows])
         if truncated:
             # The array stays a bare array for old clients; the cap is announced in headers.
             response.headers["X-Comments-Truncated"] = "true"

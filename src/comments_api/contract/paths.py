@@ -190,7 +190,7 @@ def _error(
         return _ok(
             description or f"{title} (legacy error shape; see {types}).",
             ref("LegacyError"),
-            {"status": title.upper().replace(" ", "-"), "message": detail},
+            {"message": detail, "status": title.upper().replace(" ", "-")},
             headers=all_headers,
         )
     example: dict[str, Any] = {
@@ -449,8 +449,8 @@ def paths(settings: Settings) -> dict[str, Any]:
                         "Stored.",
                         ref("LegacyCreated"),
                         {
-                            "status": "SUCCESS",
                             "message": "comment created and associated with content_id 1",
+                            "status": "SUCCESS",
                         },
                     ),
                     "400": _invalid(legacy_new, "comment", "must not be empty or whitespace only"),
@@ -479,7 +479,7 @@ def paths(settings: Settings) -> dict[str, Any]:
                         _ok(
                             "The comments, in the order they were created.",
                             {"type": "array", "items": ref("LegacyComment"), "minItems": 1},
-                            [{"email": "a***@example.com", "comment": "first post!"}],
+                            [{"comment": "first post!", "email": "a***@example.com"}],
                             headers={
                                 "X-Comments-Truncated": _header(
                                     "`true` when the thread was longer than the cap.",

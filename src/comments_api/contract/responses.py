@@ -126,19 +126,21 @@ class Counts(Closed, kw_only=True):
 
 
 class LegacyCreated(Closed, kw_only=True):
-    status: Literal["SUCCESS"]
+    # Fields in the order the answer has them (the original's, sorted).
     message: str
+    status: Literal["SUCCESS"]
 
 
 class LegacyComment(Closed, kw_only=True):
+    comment: str
     # The description depends on LEGACY_EMAIL: components.py fills it in per deployment.
     email: str | None
-    comment: str
 
 
 class LegacyError(Closed, kw_only=True):
     """The original API's error shape."""
 
+    message: str
     status: Annotated[
         str,
         Meta(
@@ -147,7 +149,6 @@ class LegacyError(Closed, kw_only=True):
             "`BAD-REQUEST`, `NOT-FOUND`).",
         ),
     ]
-    message: str
 
 
 class FieldError(Closed, kw_only=True):

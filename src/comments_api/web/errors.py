@@ -50,7 +50,8 @@ def error_response(
     if request.endpoint in COMMENT_WRITE_ENDPOINTS and 400 <= status < 500:
         emit(comment_rejected, reason=slug)
     if request.path.startswith(LEGACY_PREFIX):
-        body: dict[str, object] = {"status": title.upper().replace(" ", "-"), "message": detail}
+        # The original's key order (sorted), as on every legacy answer.
+        body: dict[str, object] = {"message": detail, "status": title.upper().replace(" ", "-")}
         response = jsonify(body)
     else:
         body = {
