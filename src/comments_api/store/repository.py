@@ -249,14 +249,20 @@ _MINE = and_(
     comments.c.content_id == bindparam("content_id"),
     comments.c.author_key == bindparam("author_key"),
 )
+# The author's comments in the flood window, counted and the oldest found in one index
+# range. The oldest (the flood 429's Retry-After) comes back as the driver gives it (text on
+# SQLite), so the row needs no result processing: _author_activity parses it when present.
+_RECENT = (
+    select(
+        func.count().label("recent"),
+        func.min(comments.c.created_at, type_=String()).label("oldest"),
+    )
+    .where(_MINE, comments.c.created_at >= bindparam("thread_since"))
+    .subquery("recent")
+)
 _AUTHOR_ACTIVITY = select(
-    select(func.count())
-    .where(_MINE, comments.c.created_at >= bindparam("thread_since"))
-    .scalar_subquery(),
-    # When the oldest of those leaves the window: the flood 429's Retry-After.
-    select(func.min(comments.c.created_at))
-    .where(_MINE, comments.c.created_at >= bindparam("thread_since"))
-    .scalar_subquery(),
+    _RECENT.c.recent,
+    _RECENT.c.oldest,
     select(func.count())
     .where(
         _MINE,
@@ -265,7 +271,7 @@ _AUTHOR_ACTIVITY = select(
     )
     .scalar_subquery(),
     select(func.count()).where(bans.c.target == bindparam("author_key")).scalar_subquery(),
-)
+).select_from(_RECENT)
 
 # An Idempotency-Key's row. Whether it is still fresh is one comparison in SQL, like the
 # activity windows above: no stored time comes back to be parsed and compared here.
@@ -978,8 +984,8 @@ class Repository:
         key: str,
         check: AuthorCheck,
     ) -> AuthorActivity:
-        # One statement, four index lookups: (content_id, author_key, created_at) three
-        # times and the bans primary key.
+        # One statement, three index lookups: (content_id, author_key, created_at) twice
+        # and the bans primary key.
         row = run.fetchone(
             self._author_activity_sql,
             {
@@ -990,8 +996,11 @@ class Repository:
                 "body": new.body,
             },
         )
+        oldest = row[1]
+        if isinstance(oldest, str):  # SQLite's stored text, "YYYY-MM-DD HH:MM:SS.ffffff"
+            oldest = datetime.fromisoformat(oldest)
         return AuthorActivity(
-            recent=row[0], duplicates=row[2], banned=row[3] > 0, oldest_recent=_aware(row[1])
+            recent=row[0], duplicates=row[2], banned=row[3] > 0, oldest_recent=_aware(oldest)
         )
 
     # --- reads -------------------------------------------------------------------
