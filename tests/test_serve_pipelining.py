@@ -16,7 +16,12 @@ import socket
 import pytest
 
 from .support import ServiceProcess
-from .test_serve_server import parse_response, read_response, sqlite_env  # noqa: F401
+from .test_serve_server import (  # noqa: F401
+    parse_response,
+    read_response,
+    read_until_closed,
+    sqlite_env,
+)
 
 PATH = b"/api/v1/contents/pipelined/comments"
 LIST = b"GET " + PATH + b" HTTP/1.1\r\nHost: a\r\n\r\n"
@@ -110,15 +115,7 @@ def test_a_misframed_chunked_body_closes_the_connection(
             b"POST " + PATH + b" HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n" + MISFRAMED[case] + smuggled
         )
-        out = b""
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            out += chunk
+        out = read_until_closed(sock)
         assert out.count(b"HTTP/1.1 ") == 1, out
         status, headers, body = parse_response(out)
         assert status == 400, out

@@ -47,16 +47,20 @@ def raw_request(port: int, data: bytes, timeout: float = 10.0) -> tuple[int, dic
     """Send raw bytes, return (status, headers, body) of the response."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(data)
-        out = b""
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            out += chunk
-    return parse_response(out)
+        return parse_response(read_until_closed(sock))
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (or resets it)."""
+    out = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return out
+        if not chunk:
+            return out
+        out += chunk
 
 
 def parse_response(out: bytes) -> tuple[int, dict, bytes]:
