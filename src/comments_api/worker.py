@@ -174,7 +174,7 @@ def error_document(status: int, detail: str, path: str | None) -> tuple[str, byt
     """
     title = status_title(status)
     if path is not None and path.startswith(LEGACY_PREFIX):
-        # The original app's bytes: keys sorted, compact, ASCII (web/json_provider.py).
+        # The legacy shape as the app writes it (web/errors.py): the original's key order.
         doc: dict[str, object] = {"message": detail, "status": title.upper().replace(" ", "-")}
         return "application/json", json.dumps(doc, separators=(",", ":")).encode()
     doc = {
