@@ -14,22 +14,17 @@ which digest the job hands to E2E, scan and sign, are the step's `if:` and the j
 
 from __future__ import annotations
 
-import json
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .conftest import tool
-from .test_tools import AWS_CREDENTIALS, job_uses, run_step, workflows
+from .test_tools import AWS_CREDENTIALS, job_uses, workflows
+from .workflow_steps import DEV_IMAGE, REPOSITORY, SHA, run_with_registry, step_of
 
 pytestmark = pytest.mark.k8s
 
-DEV_IMAGE = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/comments-api/dev"
-REPOSITORY = "comments-api/dev"
-SHA = "c0ffee" * 6 + "c0ff"
 PUSHED = "sha256:" + "ab" * 32  # the image an earlier run built for SHA
 BUILT = "sha256:" + "cd" * 32  # what buildx would report for a new build
 LOOKUP = "aws ecr describe-images"
@@ -38,16 +33,6 @@ LOOKUP = "aws ecr describe-images"
 # "error": the error code of a call that fails for another reason}), with the AWS CLI's
 # error messages and exit code (254: the service answered with an error).
 FAKE_AWS = r"""
-import json, os, sys
-
-args = sys.argv[1:]
-registry = json.load(open(os.environ["REGISTRY"]))
-
-
-def opt(name):
-    return args[args.index(name) + 1]
-
-
 def fail(code, message):
     operation = "when calling the DescribeImages operation"
     sys.stderr.write(f"\nAn error occurred ({code}) {operation}: {message}\n")
@@ -75,15 +60,6 @@ def build_job() -> dict[str, Any]:
     return workflows()["dev.yml"]["jobs"]["build"]
 
 
-def step_of(job: dict[str, Any], *, run: str = "", uses: str = "") -> dict[str, Any]:
-    (step,) = [
-        s
-        for s in job["steps"]
-        if (run and run in s.get("run", "")) or (uses and s.get("uses", "").startswith(uses))
-    ]
-    return step
-
-
 def evaluate(expression: str, outputs: dict[str, dict[str, str]]) -> str | bool:
     """The subset of GitHub's expressions these fields use: `steps.<id>.outputs.<name>`
     (empty when the step set nothing or did not run), `== ''`, `!= ''` and `||` (the first
@@ -105,26 +81,20 @@ def run_job(
 ) -> tuple[int, str, list[str], bool, str | bool]:
     """The lookup with the stand-in `aws`; its exit code and output, the aws calls, whether
     the build step would run after it, and the digest the job would hand on."""
-    tool("jq")
     job = build_job()
     lookup = step_of(job, run=LOOKUP)
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    (tmp_path / "registry.json").write_text(json.dumps(state))
-    (tmp_path / "fake_aws.py").write_text(FAKE_AWS)
-    env = {"DEV_IMAGE": dev_image, "SHA": SHA, "REGISTRY": str(tmp_path / "registry.json")}
-    stand_in = f'exec {sys.executable} {tmp_path / "fake_aws.py"} "$@"'
-    proc = run_step(lookup, tmp_path, env, {"aws": stand_in})
-    calls = (tmp_path / "calls.log").read_text().splitlines()
+    env = {"DEV_IMAGE": dev_image, "SHA": SHA}
+    done = run_with_registry(lookup, tmp_path, env, state, {"aws": FAKE_AWS})
     written = tmp_path / "github-output"
     lines = written.read_text().splitlines() if written.exists() else []
     outputs = {lookup["id"]: dict(line.split("=", 1) for line in lines)}
     build = step_of(job, uses="docker/build-push-action@")
     # A step's `if:` without a status function runs only after every earlier step passed.
-    builds = proc.returncode == 0 and evaluate(build["if"], outputs) is True
+    builds = done.code == 0 and evaluate(build["if"], outputs) is True
     if builds:
         outputs[build["id"]] = {"digest": BUILT}
-    digest = evaluate(job["outputs"]["digest"], outputs) if proc.returncode == 0 else ""
-    return proc.returncode, proc.stdout + proc.stderr, calls, builds, digest
+    digest = evaluate(job["outputs"]["digest"], outputs) if done.code == 0 else ""
+    return done.code, done.out, done.calls, builds, digest
 
 
 def test_the_lookup_is_of_the_tag_the_build_pushes() -> None:

@@ -24,21 +24,17 @@ is the certificate claims main.yml checks, and it "verifies" when they all match
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .conftest import tool
-from .test_tools import PROD_IMAGE, commands, release_step, run_step, workflows
+from .test_tools import PROD_IMAGE, commands, release_step, workflows
+from .workflow_steps import DEV_IMAGE, SHA, run_with_registry, step_of
 
 pytestmark = pytest.mark.k8s
 
-DEV_IMAGE = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/comments-api/dev"
 DIGEST = "sha256:" + "ab" * 32
-SHA = "c0ffee" * 6 + "c0ff"
 OTHER_SHA = "beef" * 10
 SIGNER = "https://github.com/acme/comments-api/.github/workflows/dev.yml@refs/heads/dev"
 ISSUER = "https://token.actions.githubusercontent.com"
@@ -46,23 +42,16 @@ BUNDLE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 FALLBACK_TAG = "sha256-" + "ab" * 32
 SIG_TAG = FALLBACK_TAG + ".sig"
 
-# The stand-in cosign and crane (argv[1] says which), over $REGISTRY:
+# The stand-in cosign and crane (one program: `tool` says which), over $REGISTRY:
 #   storage: "referrers" (the registry answers the referrers API: ECR) or "tag" (it does
 #     not: bundles go to the fallback tag sha256-<hex>)
 #   token: the claims cosign sign's keyless certificate would carry
 #   repos: {repository: {"tags": {tag: digest or [signatures]}, "referrers": {digest: [...]}}}
 # Tags are immutable, as in ECR.
 FAKE = r"""
-import json, os, sys
-
-tool, args = sys.argv[1], sys.argv[2:]
-path = os.environ["REGISTRY"]
-state = json.load(open(path))
-
-
 def save():
-    with open(path, "w") as f:
-        json.dump(state, f)
+    with open(os.environ["REGISTRY"], "w") as f:
+        json.dump(registry, f)
 
 
 def parse(ref):
@@ -74,7 +63,7 @@ def parse(ref):
 
 
 def repo_of(name):
-    return state["repos"].setdefault(name, {"tags": {}, "referrers": {}})
+    return registry["repos"].setdefault(name, {"tags": {}, "referrers": {}})
 
 
 def put_tag(repo, name, tag, value):
@@ -89,7 +78,7 @@ def write_bundle(ref, bundle):
     repo = repo_of(name)
     if digest not in repo["tags"].values():
         sys.exit(f"Error: MANIFEST_UNKNOWN: {ref}")
-    if state["storage"] == "referrers":
+    if registry["storage"] == "referrers":
         repo["referrers"].setdefault(digest, []).append(bundle)
     else:
         tag = digest.replace(":", "-")
@@ -99,10 +88,6 @@ def write_bundle(ref, bundle):
 
 def bundles(repo, digest):
     return repo["referrers"].get(digest, []) + repo["tags"].get(digest.replace(":", "-"), [])
-
-
-def opt(name):
-    return args[args.index(name) + 1]
 
 
 if tool == "crane" and args[0] == "digest":
@@ -135,7 +120,7 @@ elif tool == "cosign" and args[0] == "verify":
     print(json.dumps(found))
 elif tool == "cosign" and args[:2] == ["sign", "--yes"]:
     _, digest, _ = parse(args[2])
-    write_bundle(args[2], {"mediaType": BUNDLE, "subject": digest, **state["token"]})
+    write_bundle(args[2], {"mediaType": BUNDLE, "subject": digest, **registry["token"]})
 elif tool == "cosign" and args[:2] == ["download", "signature"]:
     name, digest, _ = parse(args[2])
     repo = repo_of(name)
@@ -202,26 +187,15 @@ def run(
 ) -> tuple[int, str, list[str], dict[str, Any]]:
     """The step with the stand-ins; its exit code, output, tool calls and the registry
     after it."""
-    tool("jq")
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    (tmp_path / "registry.json").write_text(json.dumps(state))
-    (tmp_path / "fake.py").write_text(FAKE)
-    stand_ins = {
-        name: f'exec {sys.executable} {tmp_path / "fake.py"} {name} "$@"'
-        for name in ("cosign", "crane")
-    }
     env = {
         "DEV_IMAGE": DEV_IMAGE,
         "PROD_IMAGE": PROD_IMAGE,
         "DIGEST": DIGEST,
         "SHA": SHA,
         "SIGNER": SIGNER,
-        "REGISTRY": str(tmp_path / "registry.json"),
     }
-    proc = run_step(step, tmp_path, env, stand_ins)
-    calls = (tmp_path / "calls.log").read_text().splitlines()
-    after = json.loads((tmp_path / "registry.json").read_text())
-    return proc.returncode, proc.stdout + proc.stderr, calls, after
+    done = run_with_registry(step, tmp_path, env, state, {"cosign": FAKE, "crane": FAKE})
+    return done.code, done.out, done.calls, done.registry
 
 
 def signed(after: dict[str, Any], repository: str) -> list[dict[str, str]]:
@@ -233,12 +207,7 @@ def signed(after: dict[str, Any], repository: str) -> list[dict[str, str]]:
 
 
 def sign_step() -> dict[str, Any]:
-    (step,) = [
-        s
-        for s in workflows()["dev.yml"]["jobs"]["sign"]["steps"]
-        if "cosign sign" in s.get("run", "")
-    ]
-    return step
+    return step_of(workflows()["dev.yml"]["jobs"]["sign"], run="cosign sign")
 
 
 def test_sign_checks_what_main_requires() -> None:

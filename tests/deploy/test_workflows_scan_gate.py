@@ -11,22 +11,19 @@ which has no ECR write action (tests/terraform checks the policy in the plan).""
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .conftest import ROOT, tool
-from .test_tools import AWS_CREDENTIALS, job_uses, run_step, steps, workflows
+from .conftest import ROOT
+from .test_tools import AWS_CREDENTIALS, job_uses, steps, workflows
+from .workflow_steps import DEV_IMAGE, REPOSITORY, run_with_registry
 
 pytestmark = pytest.mark.k8s
 
-DEV_IMAGE = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/comments-api/dev"
-REPOSITORY = "comments-api/dev"
 INDEX = "sha256:" + "1" * 64
 IMAGE = "sha256:" + "2" * 64  # linux/amd64
 ATTESTATION = "sha256:" + "3" * 64  # buildx's SBOM/provenance manifest
@@ -36,16 +33,6 @@ GATE = "scripts/ecr-scan-gate.sh"
 # by digest, scan status and severity counts by digest). Anything else fails, as an
 # unexpected call should.
 FAKE_AWS = r"""
-import json, os, sys
-
-args = sys.argv[1:]
-registry = json.load(open(os.environ["REGISTRY"]))
-
-
-def opt(name):
-    return args[args.index(name) + 1]
-
-
 def digest(name):
     value = opt(name)
     assert value.startswith("imageDigest="), value
@@ -144,22 +131,11 @@ def run_gate(
     digest: str = INDEX,
     dev_image: str = DEV_IMAGE,
 ) -> tuple[int, str, list[str]]:
-    tool("jq")
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    (tmp_path / "registry.json").write_text(json.dumps(state))
-    (tmp_path / "fake_aws.py").write_text(FAKE_AWS)
-    env = {
-        "DEV_IMAGE": dev_image,
-        "DIGEST": digest,
-        "SCAN_FAIL_SEVERITY": severity,
-        "REGISTRY": str(tmp_path / "registry.json"),
-    }
-    stand_in = f'exec {sys.executable} {tmp_path / "fake_aws.py"} "$@"'
+    env = {"DEV_IMAGE": dev_image, "DIGEST": digest, "SCAN_FAIL_SEVERITY": severity}
     # The runner runs a step in the checkout of the repository.
     in_checkout = {**step, "run": f"cd {shlex.quote(str(ROOT))}\n{step['run']}"}
-    proc = run_step(in_checkout, tmp_path, env, {"aws": stand_in})
-    calls = (tmp_path / "calls.log").read_text().splitlines()
-    return proc.returncode, proc.stdout + proc.stderr, calls
+    done = run_with_registry(in_checkout, tmp_path, env, state, {"aws": FAKE_AWS})
+    return done.code, done.out, done.calls
 
 
 # --- where the gate runs ----------------------------------------------------------------
