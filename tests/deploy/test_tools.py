@@ -920,25 +920,96 @@ def test_aws_roles_through_oidc_only_where_needed() -> None:
                 assert login is None or job["steps"].index(login) > job["steps"].index(aws[0])
 
 
+def terraform_trust() -> dict[tuple[str, str], set[str]]:
+    """The OIDC subjects (without the `repo:OWNER/NAME:` prefix) each role variable's role
+    trusts, keyed by (scope, variable): scope "repository" or the GitHub Environment that
+    holds the variable. Read from the environments' `module "platform"` values; the rule
+    that turns them into trusts (the push role of a split trusts ci_push_environment only,
+    the deploy role the environment and github_branches, an unsplit role both) is
+    modules/platform's, which its `terraform test` and tests/terraform (the real plans)
+    check. The variables' scopes are docs/terraform.md's hand-over."""
+    trusts: dict[str, dict[str, set[str]]] = {}
+    for env in ("staging", "production"):
+        main_tf = (TF_ENVS / env / "main.tf").read_text()
+        assert re.search(rf'^\s*environment\s*=\s*"{env}"$', main_tf, re.M)
+        branches = re.search(r"^\s*github_branches\s*=\s*\[(.*?)\]", main_tf, re.M | re.S)
+        assert branches, f"{env}: github_branches"
+        deploy = {f"environment:{env}"} | {
+            f"ref:refs/heads/{b}" for b in re.findall(r'"([^"]+)"', branches.group(1))
+        }
+        push_env = re.search(r'^\s*ci_push_environment\s*=\s*"([^"]+)"', main_tf, re.M)
+        split = bool(re.search(r"^\s*separate_deploy_role\s*=\s*true", main_tf, re.M))
+        # Without a push environment both roles trust the same subjects (the module
+        # refuses that since the fix; this reading keeps the test meaningful without it).
+        push = {f"environment:{push_env.group(1)}"} if push_env else deploy
+        trusts[env] = {"push": push, "deploy": deploy if split else set()}
+    return {
+        ("repository", "DEV_ROLE_ARN"): trusts["staging"]["push"],
+        ("repository", "DEV_DEPLOY_ROLE_ARN"): trusts["staging"]["deploy"],
+        ("staging", "AWS_ROLE_ARN"): trusts["staging"]["deploy"],
+        ("production", "AWS_ROLE_ARN"): trusts["production"]["push"],
+    }
+
+
+def job_environment(job: dict[str, Any]) -> str | None:
+    env = job.get("environment")
+    return env["name"] if isinstance(env, dict) else env
+
+
+def runs_on_push_only(flow: dict[str, Any], job_id: str) -> bool:
+    """The job runs only for a push: the workflow has no other trigger, or the job (or
+    one it needs, since a skipped need skips it) is conditioned on one."""
+    if set(flow["on"]) == {"push"}:
+        return True
+    job = flow["jobs"][job_id]
+    if job.get("if") == "github.event_name == 'push'":
+        return True
+    needs = job.get("needs", [])
+    return any(runs_on_push_only(flow, n) for n in ([needs] if isinstance(needs, str) else needs))
+
+
 def test_roles_match_the_terraform_trust() -> None:
-    """Each job assumes a role whose Terraform trust admits its OIDC subject: the dev
-    build (no environment, push to dev) the staging role; production only from the
-    `production` Environment, which therefore runs the promotion too."""
-    staging = (TF_ENVS / "staging" / "main.tf").read_text()
-    production = (TF_ENVS / "production" / "main.tf").read_text()
-    assert re.search(r'github_branches\s*=\s*\["dev"\]', staging)
-    assert re.search(r"github_branches\s*=\s*\[\]", production)
+    """Each job's role trusts the OIDC subject that job's token carries: GitHub puts
+    `environment:NAME` in `sub` for a job that names an Environment, and the pushed
+    branch's ref otherwise. And no job but those that push can reach the push role:
+    a step of E2E can request its own token and assume any role that trusts it by ARN."""
+    trust = terraform_trust()
+    push_roles = {"DEV_ROLE_ARN"}
     flows = workflows()
-    dev = flows["dev.yml"]
-    assert dev["on"]["push"]["branches"] == ["dev"]
-    # Both staging roles trust ref:refs/heads/dev: the push role for the jobs that push,
-    # the deploy role (no ECR write) for those that only pull (test_workflows_scan_gate).
-    for job_id, role in (("build", "DEV_ROLE_ARN"), ("e2e", "DEV_DEPLOY_ROLE_ARN")):
-        job = dev["jobs"][job_id]
-        (aws,) = job_uses(job, AWS_CREDENTIALS)
-        assert aws["with"]["role-to-assume"] == f"${{{{ vars.{role} }}}}"
-        assert "environment" not in job
-    assert dev["jobs"]["build"]["if"] == "github.event_name == 'push'"
+    # Both push to the dev registry: the image, and cosign's signature next to it.
+    assert {
+        job_id
+        for job_id, job in flows["dev.yml"]["jobs"].items()
+        for step in job_uses(job, AWS_CREDENTIALS)
+        if step["with"]["role-to-assume"] == "${{ vars.DEV_ROLE_ARN }}"
+    } == {"build", "sign"}
+    checked = set()
+    for name, flow in flows.items():
+        for job_id, job in flow["jobs"].items():
+            for step in job_uses(job, AWS_CREDENTIALS):
+                (var,) = re.findall(r"vars\.(\w+)", step["with"]["role-to-assume"])
+                env = job_environment(job)
+                if env is None:
+                    # Pull requests get `pull_request`, which no role trusts.
+                    assert runs_on_push_only(flow, job_id), f"{name}/{job_id}"
+                    token = {f"ref:refs/heads/{b}" for b in flow["on"]["push"]["branches"]}
+                else:
+                    token = {f"environment:{env}"}
+                # An environment's variable shadows the repository's of the same name.
+                scope = env if (env, var) in trust else "repository"
+                assert (scope, var) in trust, f"{name}/{job_id}: no {var} in scope {scope}"
+                assert token <= trust[scope, var], (
+                    f"{name}/{job_id}: {var}'s role trusts {sorted(trust[scope, var])}, "
+                    f"the job's token carries {sorted(token)}"
+                )
+                if var not in push_roles:
+                    for push in push_roles:
+                        assert not token & trust["repository", push], (
+                            f"{name}/{job_id} could assume {push}'s role with its own token"
+                        )
+                checked.add(f"{name}/{job_id}")
+    assert checked >= {"dev.yml/build", "dev.yml/e2e", "dev.yml/scan", "dev.yml/sign"}
+    assert "main.yml/release" in checked
     main = flows["main.yml"]
     for job_id, job in main["jobs"].items():
         runs = "\n".join(s.get("run", "") for s in job["steps"])

@@ -293,23 +293,37 @@ def actions(statement: dict[str, Any]) -> set[str]:
     return {found} if isinstance(found, str) else set(found)
 
 
+# The GitHub Environment of dev.yml's build and sign jobs (environments/staging/main.tf).
+PUSH_ENVIRONMENT = "dev-push"
+
+
+def trusted_subjects(plan: dict[str, Any], role: str = PUSH_ROLE) -> list[str]:
+    subjects: list[str] = ci_trust(plan, role)["Condition"]["StringEquals"][
+        "token.actions.githubusercontent.com:sub"
+    ]
+    return subjects
+
+
 @pytest.mark.parametrize(
-    ("name", "subjects"),
+    ("name", "role", "subjects"),
     [
+        ("staging", PUSH_ROLE, [f"repo:{REPOSITORY}:environment:{PUSH_ENVIRONMENT}"]),
         (
             "staging",
+            DEPLOY_ROLE,
             [
                 f"repo:{REPOSITORY}:environment:staging",
                 f"repo:{REPOSITORY}:ref:refs/heads/dev",
             ],
         ),
-        ("production", [f"repo:{REPOSITORY}:environment:production"]),
+        ("production", PUSH_ROLE, [f"repo:{REPOSITORY}:environment:production"]),
     ],
+    ids=["staging push role", "staging deploy role", "production role"],
 )
 def test_oidc_trust_limited_to_this_repository_and_environment(
-    plans: dict[str, dict[str, Any]], name: str, subjects: list[str]
+    plans: dict[str, dict[str, Any]], name: str, role: str, subjects: list[str]
 ) -> None:
-    trust = ci_trust(plans[name])
+    trust = ci_trust(plans[name], role)
     assert trust["Effect"] == "Allow"
     assert trust["Action"] == "sts:AssumeRoleWithWebIdentity"
     assert trust["Principal"] == {"Federated": GITHUB_OIDC}
@@ -359,7 +373,8 @@ def test_staging_jobs_that_do_not_push_get_a_role_that_cannot(
 ) -> None:
     """dev.yml's E2E job (and the scan gate) only pull: with the push role, a compromised
     test step could put an image or a signature into the dev registry that main.yml then
-    promotes. Their role has the push role's subjects and no write action."""
+    promotes. Their role has no write action (and does not reach the push role: the
+    test below)."""
     plan = plans["staging"]
     dev_arn = f"arn:aws:ecr:eu-west-1:{ACCOUNT}:repository/comments-api/dev"
     deploy = ci_policy(plan, DEPLOY_ROLE)
@@ -368,13 +383,35 @@ def test_staging_jobs_that_do_not_push_get_a_role_that_cannot(
     assert not any(a.endswith("*") for a in granted), granted
     assert set(deploy) == {"RegistryLogin", "ReadImages", "FindCluster"}
     assert deploy["ReadImages"]["Resource"] == [dev_arn]
-    assert ci_trust(plan, DEPLOY_ROLE) == ci_trust(plan, PUSH_ROLE)
     role = after(one(plan, "aws_iam_role", DEPLOY_ROLE))["name"]
     assert role == "comments-api-ci-staging-deploy"
     outputs = plan["configuration"]["root_module"]["outputs"]
     assert "module.platform.ci_deploy_role_arn" in str(outputs["ci_deploy_role_arn"])
     # Production has one job, which must push (the promotion): no second role there.
     assert not changes(plans["production"], "aws_iam_role", "module.platform.module.ci_deploy")
+
+
+def test_staging_push_role_is_out_of_reach_of_the_jobs_that_do_not_push(
+    plans: dict[str, dict[str, Any]],
+) -> None:
+    """dev.yml's E2E job has `id-token: write` (for its own role) and runs test code: a
+    step of it can request an OIDC token, whose subject is ref:refs/heads/dev, and assume
+    any role trusting that subject by its ARN. So the push role trusts only the subject
+    of the push jobs' GitHub Environment, which E2E does not name, and the deploy role
+    (E2E's) does not trust that environment."""
+    plan = plans["staging"]
+    push = trusted_subjects(plan, PUSH_ROLE)
+    deploy = trusted_subjects(plan, DEPLOY_ROLE)
+    push_subject = f"repo:{REPOSITORY}:environment:{PUSH_ENVIRONMENT}"
+    assert push == [push_subject]
+    assert not [s for s in push if ":ref:" in s], "a branch's jobs would all reach the push role"
+    assert push_subject not in deploy
+    assert not set(push) & set(deploy), "a token admitted by both roles reaches the push role"
+    assert f"repo:{REPOSITORY}:ref:refs/heads/dev" in deploy, "E2E and the scan gate"
+    # The same lists are what the root hands over (outputs ci_*trusted_subjects).
+    known = plan["planned_values"]["outputs"]
+    assert known["ci_trusted_subjects"]["value"] == push
+    assert known["ci_deploy_trusted_subjects"]["value"] == deploy
 
 
 @pytest.mark.parametrize(

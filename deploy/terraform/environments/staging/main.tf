@@ -1,7 +1,8 @@
 # Staging: the same shape as production (three zones, three nodes, Multi-AZ database),
 # cheaper where an outage only costs us time: one NAT gateway, smaller sizes, a
 # database that can be torn down without a snapshot. The `dev` branch builds push
-# here; the `staging` GitHub environment deploys here.
+# here (from the `dev-push` GitHub environment); the `staging` GitHub environment
+# deploys here.
 # modules/platform holds the wiring; these are staging's values.
 module "platform" {
   source                   = "../../modules/platform"
@@ -29,9 +30,13 @@ module "platform" {
 
   # The namespace of deploy/k8s/overlays/staging; the CI role may deploy only there.
   app_namespace = "comments-staging"
-  # `dev` branch builds push to the dev registry; the `staging` environment deploys.
+  # Jobs of the `dev` branch outside any environment (dev.yml's E2E and scan gate) and of
+  # the `staging` environment assume ci_deploy_role_arn, which cannot push.
   github_branches = ["dev"]
-  # The build and sign jobs push with ci_role_arn; E2E, the scan gate and deployments
-  # assume ci_deploy_role_arn, which cannot push (docs/terraform.md, section 2).
+  # The build and sign jobs push with ci_role_arn, which trusts only jobs of the
+  # `dev-push` GitHub Environment: a job of `dev` that does not name it (E2E runs test
+  # code) cannot assume the push role. The environment must admit the `dev` branch only
+  # (repository settings, docs/terraform.md section 2).
   separate_deploy_role = true
+  ci_push_environment  = "dev-push"
 }

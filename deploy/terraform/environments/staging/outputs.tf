@@ -67,7 +67,7 @@ output "secrets_reader_role_arn" {
 }
 
 output "ci_role_arn" {
-  description = "Role the dev.yml jobs that push to the dev registry assume (build, sign): repository variable DEV_ROLE_ARN. No deploy right."
+  description = "Role the dev.yml jobs that push to the dev registry assume (build, sign, in the dev-push GitHub environment): repository variable DEV_ROLE_ARN. No deploy right."
   value       = module.platform.ci_role_arn
 }
 
@@ -77,6 +77,11 @@ output "ci_deploy_role_arn" {
 }
 
 output "ci_trusted_subjects" {
-  description = "OIDC subjects the CI role accepts."
+  description = "OIDC subjects the push role (ci_role_arn) accepts: the dev-push environment's only."
   value       = module.platform.ci_trusted_subjects
+}
+
+output "ci_deploy_trusted_subjects" {
+  description = "OIDC subjects the deploy role (ci_deploy_role_arn) accepts: the dev branch and the staging environment."
+  value       = module.platform.ci_deploy_trusted_subjects
 }

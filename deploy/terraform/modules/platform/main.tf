@@ -97,23 +97,25 @@ module "secrets_reader" {
 
 # Jobs of the GitHub environment named like this one, plus pushes to github_branches.
 # With separate_deploy_role this role only pushes (the build, and the signature cosign
-# writes next to the image); the jobs that only read images or deploy assume ci_deploy.
+# writes next to the image) and trusts only ci_push_environment: a job of the branch
+# outside that environment (E2E runs test code) gets a token whose subject is the
+# branch's, which only ci_deploy trusts, so it cannot assume this role by its ARN.
 module "ci" {
   source               = "../ci-identity"
   name                 = "comments-api-ci-${var.environment}"
   aws_account_id       = var.aws_account_id
   github_repository    = var.github_repository
-  github_environment   = var.environment
-  github_branches      = var.github_branches
+  github_environment   = var.separate_deploy_role ? var.ci_push_environment : var.environment
+  github_branches      = var.separate_deploy_role ? [] : var.github_branches
   push_repository_arns = [local.push_repository_arn]
   pull_repository_arns = local.pull_repository_arns
   deploy_cluster       = var.separate_deploy_role ? null : local.deploy_cluster
   tags                 = local.tags
 }
 
-# The same subjects, no push right: a test step of the E2E job (or any job that reads
-# images, their scan findings, or deploys) cannot put an image or a signature into a
-# registry under this role.
+# The environment's and the branches' subjects, no push right: a test step of the E2E
+# job (or any job that reads images, their scan findings, or deploys) cannot put an
+# image or a signature into a registry under this role.
 module "ci_deploy" {
   source               = "../ci-identity"
   count                = var.separate_deploy_role ? 1 : 0

@@ -81,11 +81,16 @@ output "ci_role_arn" {
 }
 
 output "ci_trusted_subjects" {
-  description = "OIDC subjects the CI role accepts."
+  description = "OIDC subjects the CI role (ci_role_arn) accepts; with separate_deploy_role only ci_push_environment's."
   value       = module.ci.trusted_subjects
 }
 
 output "ci_deploy_role_arn" {
-  description = "Role (same trusted subjects) for the jobs that only pull, read scan findings or deploy: no push right. Null without separate_deploy_role."
+  description = "Role for the jobs that only pull, read scan findings or deploy (the environment's and github_branches' subjects): no push right. Null without separate_deploy_role."
   value       = var.separate_deploy_role ? module.ci_deploy[0].role_arn : null
+}
+
+output "ci_deploy_trusted_subjects" {
+  description = "OIDC subjects the deploy role (ci_deploy_role_arn) accepts. Null without separate_deploy_role."
+  value       = var.separate_deploy_role ? module.ci_deploy[0].trusted_subjects : null
 }

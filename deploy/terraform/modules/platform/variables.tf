@@ -170,7 +170,7 @@ variable "pull_repository_names" {
 }
 
 variable "github_branches" {
-  description = "Branches whose pushes may assume the CI role besides jobs of the GitHub environment named like this one; empty for production."
+  description = "Branches whose jobs without an environment may assume the CI role (with separate_deploy_role: the deploy role only) besides jobs of the GitHub environment named like this one; empty for production."
   type        = list(string)
   validation {
     condition     = var.environment != "production" || length(var.github_branches) == 0
@@ -179,7 +179,30 @@ variable "github_branches" {
 }
 
 variable "separate_deploy_role" {
-  description = "Split the CI role in two, both trusted by the same subjects: ci_role_arn pushes to var.repository (and reads pull_repository_names) and nothing else; ci_deploy_role_arn reads those registries and their scan findings and deploys to the cluster, but cannot push. Staging: its E2E job must not be able to overwrite what gets promoted. Production: false, one job promotes and deploys."
+  description = "Split the CI role in two: ci_role_arn pushes to var.repository (and reads pull_repository_names) and nothing else, and trusts only the jobs of ci_push_environment; ci_deploy_role_arn trusts the GitHub environment named like this one and github_branches, reads those registries and their scan findings and deploys to the cluster, but cannot push. Staging: its E2E job must not be able to overwrite what gets promoted. Production: false, one job promotes and deploys."
   type        = bool
   default     = false
+}
+
+variable "ci_push_environment" {
+  description = "With separate_deploy_role: the GitHub Environment of the jobs that push (staging: dev-push, for dev.yml's build and sign). The push role trusts its subject (repo:OWNER/NAME:environment:THIS) and nothing else, so a job outside it (E2E, whose token carries ref:refs/heads/dev) cannot assume the push role. Restrict the environment to its branch in the repository settings (docs/terraform.md, section 2). Null without the split."
+  type        = string
+  default     = null
+  validation {
+    condition     = var.ci_push_environment == null || can(regex("^[A-Za-z0-9_.-]+$", var.ci_push_environment))
+    error_message = "ci_push_environment: letters, digits, dot, dash, underscore; no wildcards."
+  }
+  # Without it the push role would trust the deploy role's subjects again, which every
+  # job of the branch gets: the split would keep push rights out of a job's credentials
+  # but not out of its reach.
+  validation {
+    condition     = (var.ci_push_environment != null) == var.separate_deploy_role
+    error_message = "ci_push_environment: required with separate_deploy_role (the push role trusts that environment only), and null without it."
+  }
+  # GitHub compares environment names case-insensitively: the environment the deploy
+  # role trusts must not be the push environment under another spelling.
+  validation {
+    condition     = var.ci_push_environment == null || try(lower(var.ci_push_environment) != lower(var.environment), true)
+    error_message = "ci_push_environment must differ from the environment (in any case): the deploy role trusts that one."
+  }
 }

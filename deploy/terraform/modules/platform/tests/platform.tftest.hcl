@@ -42,11 +42,12 @@ run "wires_the_environment" {
 }
 
 # Staging's E2E job must not be able to push (it could overwrite what gets promoted):
-# the role it assumes has the same subjects as the push role, and no write action.
+# the role it assumes has no write action, and the push role does not trust its token.
 run "staging_splits_the_push_role_from_the_deploy_role" {
   command = plan
   variables {
     separate_deploy_role = true
+    ci_push_environment  = "dev-push"
   }
 
   assert {
@@ -62,9 +63,15 @@ run "staging_splits_the_push_role_from_the_deploy_role" {
     )
     error_message = "the deploy role pulls the dev registry and reads its scan findings (the scan gate)"
   }
+  # A job of `dev` outside the push environment (E2E) carries ref:refs/heads/dev: the
+  # push role must not trust it, or any such job could assume the push role by its ARN.
   assert {
-    condition     = module.ci_deploy[0].trusted_subjects == module.ci.trusted_subjects
-    error_message = "the deploy role trusts the subjects of the jobs that used the push role"
+    condition     = module.ci.trusted_subjects == ["repo:example/comments-api:environment:dev-push"] && output.ci_trusted_subjects == module.ci.trusted_subjects
+    error_message = "the push role trusts the push environment's subject, and no branch or other environment"
+  }
+  assert {
+    condition     = module.ci_deploy[0].trusted_subjects == ["repo:example/comments-api:environment:staging", "repo:example/comments-api:ref:refs/heads/dev"] && output.ci_deploy_trusted_subjects == module.ci_deploy[0].trusted_subjects
+    error_message = "the deploy role trusts the dev branch (E2E, scan) and the staging environment, not the push environment"
   }
   assert {
     condition     = module.ci_deploy[0].deploy_cluster_name == "comments-api-staging" && module.ci.deploy_cluster_name == null
@@ -80,9 +87,51 @@ run "one_role_without_the_split" {
   command = plan
 
   assert {
-    condition     = length(module.ci_deploy) == 0 && output.ci_deploy_role_arn == null && module.ci.deploy_cluster_name == "comments-api-staging"
+    condition     = length(module.ci_deploy) == 0 && output.ci_deploy_role_arn == null && output.ci_deploy_trusted_subjects == null && module.ci.deploy_cluster_name == "comments-api-staging"
     error_message = "production's single job promotes and deploys with one role"
   }
+  assert {
+    condition     = module.ci.trusted_subjects == ["repo:example/comments-api:environment:staging", "repo:example/comments-api:ref:refs/heads/dev"]
+    error_message = "one role trusts the environment and the branches"
+  }
+}
+
+# The split without a push environment would leave the push role trusting the branch
+# subject every job of `dev` gets.
+run "rejects_the_split_without_a_push_environment" {
+  command = plan
+  variables {
+    separate_deploy_role = true
+  }
+  expect_failures = [var.ci_push_environment]
+}
+
+run "rejects_a_push_environment_without_the_split" {
+  command = plan
+  variables {
+    ci_push_environment = "dev-push"
+  }
+  expect_failures = [var.ci_push_environment]
+}
+
+# GitHub environment names are case-insensitive: "Staging" is the environment the
+# deploy role trusts.
+run "rejects_the_deploy_environment_as_push_environment" {
+  command = plan
+  variables {
+    separate_deploy_role = true
+    ci_push_environment  = "Staging"
+  }
+  expect_failures = [var.ci_push_environment]
+}
+
+run "rejects_a_wildcard_push_environment" {
+  command = plan
+  variables {
+    separate_deploy_role = true
+    ci_push_environment  = "dev-*"
+  }
+  expect_failures = [var.ci_push_environment]
 }
 
 run "production_reads_the_dev_registry" {
