@@ -196,6 +196,15 @@ class Api:
         )
         assert response.status_code == 200, response.text
 
+    def ban(self, key: str, email: str) -> None:
+        response = requests.post(
+            f"{self.base}/api/v1/moderation/bans",
+            json={"email": email},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=5,
+        )
+        assert response.status_code in (200, 201), response.text
+
     def token(self, subject: str, **claims: Any) -> str:
         return self.signer.token(subject, **claims)
 
