@@ -117,6 +117,26 @@ def test_the_lookup_is_of_the_tag_the_build_pushes() -> None:
         assert digest == "${{ needs.build.outputs.digest }}", job_id
 
 
+def test_a_rerun_does_nothing_of_the_build() -> None:
+    """Only checkout, the credentials and the lookup run before the lookup's answer; every
+    step after it (Python, the wheels, buildx, the build) runs only when it found nothing,
+    so a re-run no longer spends minutes on wheels for an image it never builds."""
+    job = build_job()
+    lookup = step_of(job, run=LOOKUP)
+    build = step_of(job, uses="docker/build-push-action@")
+    at = job["steps"].index(lookup)
+    before = [s.get("uses", s.get("name", "")).split("@")[0] for s in job["steps"][:at]]
+    assert before == [
+        "actions/checkout",
+        "aws-actions/configure-aws-credentials",
+        "aws-actions/amazon-ecr-login",
+    ]
+    after = job["steps"][at + 1 :]
+    assert any("pip download" in s.get("run", "") for s in after), "the wheels come after"
+    for step in after:
+        assert step.get("if") == build["if"], step.get("uses", step.get("name"))
+
+
 def test_tag_absent_the_commit_is_built(tmp_path: Path) -> None:
     code, out, calls, builds, digest = run_job(tmp_path, {"tags": {}})
     assert code == 0, out
