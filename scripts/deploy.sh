@@ -1160,8 +1160,9 @@ k8s_deploy() {
   run "${kc[@]}" delete job comments-api-migrate --ignore-not-found --wait=true || return 1
   run kubectl --context "$KUBE_CONTEXT" apply -k "$dir" || return 1
   # New pods stay unready until the schema is at their revision (readiness checks it), so
-  # the rollout cannot overtake the migration.
-  run "${kc[@]}" wait --for=condition=complete job/comments-api-migrate --timeout=300s || return 1
+  # the rollout cannot overtake the migration. As long as the Job may run (its
+  # activeDeadlineSeconds): on a first install it retries while the database starts.
+  run "${kc[@]}" wait --for=condition=complete job/comments-api-migrate --timeout=600s || return 1
   stage "wait for readiness: $env (kubectl rollout status)"
   run "${kc[@]}" rollout status deployment/comments-api --timeout=300s || return 1
 }

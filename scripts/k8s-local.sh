@@ -75,7 +75,8 @@ step "apply the local overlay, migrate, roll out"
 run kubectl --context "$PROFILE" -n "$NS" delete job comments-api-migrate --ignore-not-found --wait=true
 run kubectl --context "$PROFILE" apply -k deploy/k8s/overlays/local
 run kubectl --context "$PROFILE" -n "$NS" rollout status statefulset/comments-db --timeout=300s
-run kubectl --context "$PROFILE" -n "$NS" wait --for=condition=complete job/comments-api-migrate --timeout=300s
+# As long as the Job may run (its activeDeadlineSeconds): it retries while the database starts.
+run kubectl --context "$PROFILE" -n "$NS" wait --for=condition=complete job/comments-api-migrate --timeout=600s
 # Same tag, new build: restart so the pods run the image just loaded.
 run kubectl --context "$PROFILE" -n "$NS" rollout restart deployment/comments-api
 run kubectl --context "$PROFILE" -n "$NS" rollout status deployment/comments-api --timeout=300s

@@ -157,6 +157,38 @@ def test_migration_job_keeps_retrying_while_the_database_starts(
     assert span >= job["activeDeadlineSeconds"]
 
 
+def migration_waits(*command: str) -> dict[str, int]:
+    """Namespace -> the --timeout (seconds) a script's dry run waits for the migration Job."""
+    proc = subprocess.run(
+        ["bash", *command], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    waits = re.findall(
+        r"(?:-n|--namespace) (\S+) wait --for=condition=complete job/comments-api-migrate"
+        r" --timeout=(\d+)s",
+        proc.stdout,
+    )
+    assert waits, proc.stdout[-2000:]
+    return {ns: int(seconds) for ns, seconds in waits}
+
+
+def test_scripts_wait_for_the_migration_job_as_long_as_it_may_run(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    """A first install starts the database beside the Job, which retries for up to its
+    activeDeadlineSeconds (a CloudNativePG bootstrap on minikube takes minutes). The
+    scripts gave up after 300 s: deploy.sh then stopped in staging, or rolled production
+    back, while the Job went on and succeeded."""
+    waits = migration_waits("scripts/k8s-local.sh", "--dry-run")
+    waits |= migration_waits(
+        "scripts/deploy.sh", "--target", "minikube", "--dry-run", "--skip-tests", "--skip-scans"
+    )
+    assert set(waits) == {"comments-local", "comments-staging", "comments-production"}
+    for ns, seconds in waits.items():
+        job = one(rendered[ns.removeprefix("comments-")], "Job", "comments-api-migrate")
+        assert seconds >= job["spec"]["activeDeadlineSeconds"], f"{ns}: waits {seconds} s"
+
+
 # --- drains and scale-out -----------------------------------------------------------------
 
 

@@ -344,7 +344,7 @@ def test_local_deploy_dry_run(tmp_path: Path) -> None:
         " --ignore-not-found --wait=true",
         "kubectl --context comments apply -k deploy/k8s/overlays/local",
         "kubectl --context comments -n comments-local wait --for=condition=complete"
-        " job/comments-api-migrate --timeout=300s",
+        " job/comments-api-migrate --timeout=600s",
         "kubectl --context comments -n comments-local rollout status deployment/comments-api"
         " --timeout=300s",
     ]
