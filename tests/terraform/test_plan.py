@@ -253,9 +253,31 @@ def test_ecr_immutable_scanned_encrypted_with_lifecycle(env: tuple[str, dict]) -
         assert repo["force_delete"] is False
     lifecycles = changes(plan, "aws_ecr_lifecycle_policy")
     assert {rc["index"] for rc in lifecycles} == {rc["index"] for rc in repos}
+
+
+# The rollback depth docs/terraform.md ("ECR lifecycle") promises, in releases, and what
+# one release may count as in the worst case: the image index, its image and attestation
+# manifests and the cosign signature referrer.
+RELEASES_KEPT = {"staging": 100, "production": 200}
+MANIFESTS_PER_RELEASE = 4
+
+
+def test_ecr_lifecycle_keeps_signatures_with_their_images(env: tuple[str, dict]) -> None:
+    """Every untagged manifest in these repositories belongs to a tagged image (index
+    children, cosign 3's signature referrer): a rule expiring untagged manifests by age
+    would delete a signature while its image stays, and main.yml could not promote it nor
+    anyone verify it. Only a count over every manifest, deep enough for the releases."""
+    name, plan = env
+    lifecycles = changes(plan, "aws_ecr_lifecycle_policy")
+    assert lifecycles
     for rc in lifecycles:
         rules = json.loads(after(rc)["policy"])["rules"]
-        assert all(r["action"]["type"] == "expire" for r in rules)
+        assert [
+            (r["selection"]["tagStatus"], r["selection"]["countType"], r["action"]["type"])
+            for r in rules
+        ] == [("any", "imageCountMoreThan", "expire")], rc["address"]
+        kept = rules[0]["selection"]["countNumber"]
+        assert kept >= RELEASES_KEPT[name] * MANIFESTS_PER_RELEASE, (rc["address"], kept)
 
 
 # --- CI identity ------------------------------------------------------------------

@@ -75,8 +75,7 @@ module "registries" {
   aws_account_id = var.aws_account_id
   repositories = {
     (var.repository.name) = {
-      keep_images   = var.repository.keep_images
-      untagged_days = var.repository.untagged_days
+      keep_images = var.repository.keep_images
     }
   }
   tags = local.tags

@@ -151,9 +151,8 @@ variable "final_snapshot" {
 variable "repository" {
   description = "The ECR repository this environment creates and its CI role pushes to (validated by modules/registries)."
   type = object({
-    name          = string
-    keep_images   = number
-    untagged_days = number
+    name        = string
+    keep_images = number
   })
 }
 

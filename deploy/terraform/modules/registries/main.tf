@@ -19,6 +19,13 @@ moved {
   to   = module.key.aws_kms_alias.this
 }
 
+locals {
+  # What one release may add to the count if ECR counts every manifest: the tagged image
+  # index, its image and attestation manifests, and the signature referrer. ECR is
+  # reported to count at least the index and the signature (docs/terraform.md).
+  manifests_per_release = 4
+}
+
 resource "aws_ecr_repository" "this" {
   for_each             = var.repositories
   name                 = each.key
@@ -37,6 +44,17 @@ resource "aws_ecr_repository" "this" {
   tags = merge(var.tags, { Name = each.key })
 }
 
+# One rule: keep the newest keep_images manifests, whatever their tags. No rule expires
+# untagged manifests by age, because here every untagged manifest belongs to a tagged
+# image: the children of buildx's image index (the image and its SBOM/provenance
+# attestation manifests) and cosign 3's signature, an OCI 1.1 referrer whose subject is
+# the image digest. An age rule would delete a signature days after signing while its
+# image stays: main.yml could no longer promote the digest, nor `cosign verify` a
+# production image. They go with their image instead: AWS documents that a lifecycle
+# expiry of a subject deletes its referrers, and a field report saw untagged children of
+# a tagged index kept. Orphans (a push that failed between the children and the index)
+# are counted like any manifest: this rule removes them once keep_images newer ones exist.
+# docs/terraform.md "ECR lifecycle" has the sources, and what is not verified on AWS.
 resource "aws_ecr_lifecycle_policy" "this" {
   for_each   = var.repositories
   repository = aws_ecr_repository.this[each.key].name
@@ -44,18 +62,7 @@ resource "aws_ecr_lifecycle_policy" "this" {
     rules = [
       {
         rulePriority = 1
-        description  = "Untagged images expire after ${each.value.untagged_days} days"
-        selection = {
-          tagStatus   = "untagged"
-          countType   = "sinceImagePushed"
-          countUnit   = "days"
-          countNumber = each.value.untagged_days
-        }
-        action = { type = "expire" }
-      },
-      {
-        rulePriority = 2
-        description  = "Keep the newest ${each.value.keep_images} images (rollback depth)"
+        description  = "Keep the newest ${each.value.keep_images} manifests (at least ${floor(each.value.keep_images / local.manifests_per_release)} releases)"
         selection = {
           tagStatus   = "any"
           countType   = "imageCountMoreThan"

@@ -19,22 +19,22 @@ variable "aws_account_id" {
 variable "repositories" {
   description = <<-EOT
     ECR repositories to create, keyed by repository name (e.g. comments-api/dev):
-    keep_images = how many images the lifecycle policy keeps (rollback depth),
-    untagged_days = after how many days untagged images (superseded layers, failed pushes) expire.
+    keep_images = how many manifests the lifecycle policy keeps, newest first. ECR may
+    count each manifest of a release (image index, image, attestation, signature) as an
+    image, so it keeps at least keep_images / 4 releases (the rollback depth).
   EOT
   type = map(object({
-    keep_images   = number
-    untagged_days = optional(number, 7)
+    keep_images = number
   }))
   validation {
-    condition     = length(var.repositories) > 0 && alltrue([for n, r in var.repositories : can(regex("^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$", n)) && r.keep_images >= 10 && r.untagged_days >= 1])
-    error_message = "repositories: valid ECR names, keep_images >= 10 (enough to roll back), untagged_days >= 1."
+    condition     = length(var.repositories) > 0 && alltrue([for n, r in var.repositories : can(regex("^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$", n)) && r.keep_images >= 40])
+    error_message = "repositories: valid ECR names, keep_images >= 40 (10 releases of up to 4 manifests each: enough to roll back)."
   }
-  # Both numbers go into the lifecycle policy JSON as they are: ECR refuses a fractional
+  # The number goes into the lifecycle policy JSON as it is: ECR refuses a fractional
   # countNumber when the policy is put, after the repository exists.
   validation {
-    condition     = alltrue([for r in values(var.repositories) : floor(r.keep_images) == r.keep_images && floor(r.untagged_days) == r.untagged_days])
-    error_message = "repositories: keep_images and untagged_days must be whole numbers."
+    condition     = alltrue([for r in values(var.repositories) : floor(r.keep_images) == r.keep_images])
+    error_message = "repositories: keep_images must be a whole number."
   }
   # ECR names are 2-256 characters: a one-letter name matches the pattern above and is
   # refused by CreateRepository.
