@@ -113,6 +113,21 @@ def test_replies_need_a_visible_parent_of_the_same_content(make_service, repo):
         post(svc, parent_id=10**6)
 
 
+def test_a_pending_comment_cannot_be_replied_to_nor_found_by_replying(make_service, repo):
+    """Under pre-moderation a held comment is a 404 to the public; a reply to it was stored,
+    and a reply from another content said "belongs to another content_id", so anyone could
+    find held comments (and their contents) by walking the sequential ids."""
+    held = make_service(moderation_mode="pre")
+    parent = post(held)
+    assert parent.status == STATUS_PENDING
+    for content_id in ("c1", "c2"):
+        with pytest.raises(InvalidInput, match="no such comment to reply to"):
+            post(held, content_id=content_id, parent_id=parent.id, body=f"reply on {content_id}")
+    assert repo.counts(["c1", "c2"]) == {"c1": 0, "c2": 0}
+    repo.moderate([parent.id], transition("approve"), "tests")
+    assert post(make_service(), parent_id=parent.id, body="reply").parent_id == parent.id
+
+
 def test_banned_words_are_refused_before_anything_is_stored(make_service, repo):
     svc = make_service(banned_words=("scam",))
     with pytest.raises(InvalidInput) as refused:

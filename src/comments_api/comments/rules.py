@@ -188,10 +188,14 @@ def content_id_problem(value: object) -> str | None:
 
 
 def check_reply(parent: Comment | None, new: NewComment) -> None:
-    """A reply must point at an existing, visible comment of the same content."""
+    """A reply must point at an existing, visible comment of the same content.
+
+    Visible means published: a pending comment is a 404 to the public like a hidden one,
+    so answering otherwise would reveal held comments to anyone walking the ids.
+    """
     if new.parent_id is None:
         return
-    if parent is None or parent.status in (STATUS_DELETED, STATUS_HIDDEN):
+    if parent is None or parent.status != STATUS_PUBLISHED:
         raise InvalidInput([FieldError("parent_id", "no such comment to reply to")])
     if parent.content_id != new.content_id:
         raise InvalidInput(
