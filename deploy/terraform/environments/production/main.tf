@@ -25,7 +25,7 @@ module "platform" {
   final_snapshot           = true
 
   # Deep enough to roll back well past any release still in a GitHub deployment log.
-  repository = { name = "comments-api/prod", keep_images = 800 } # manifests: >= 200 releases (docs/terraform.md)
+  repository = { name = "comments-api/prod", keep_images = 800 } # manifests: 200 releases of up to 4 (docs/terraform.md)
   # The dev registry (created by staging) the promotion copies tested digests from.
   pull_repository_names = ["comments-api/dev"]
 

@@ -26,7 +26,7 @@ module "platform" {
   deletion_protection = false
   final_snapshot      = false
 
-  repository = { name = "comments-api/dev", keep_images = 400 } # manifests: >= 100 releases (docs/terraform.md)
+  repository = { name = "comments-api/dev", keep_images = 400 } # manifests: 100 releases of up to 4 (docs/terraform.md)
 
   # The namespace of deploy/k8s/overlays/staging; the CI role may deploy only there.
   app_namespace = "comments-staging"

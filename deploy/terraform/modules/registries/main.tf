@@ -62,7 +62,7 @@ resource "aws_ecr_lifecycle_policy" "this" {
     rules = [
       {
         rulePriority = 1
-        description  = "Keep the newest ${each.value.keep_images} manifests (at least ${floor(each.value.keep_images / local.manifests_per_release)} releases)"
+        description  = "Keep the newest ${each.value.keep_images} manifests: ${floor(each.value.keep_images / local.manifests_per_release)} releases of up to ${local.manifests_per_release}"
         selection = {
           tagStatus   = "any"
           countType   = "imageCountMoreThan"

@@ -21,7 +21,7 @@ variable "repositories" {
     ECR repositories to create, keyed by repository name (e.g. comments-api/dev):
     keep_images = how many manifests the lifecycle policy keeps, newest first. ECR may
     count each manifest of a release (image index, image, attestation, signature) as an
-    image, so it keeps at least keep_images / 4 releases (the rollback depth).
+    image, so it keeps keep_images / 4 releases of up to 4 manifests (the rollback depth).
   EOT
   type = map(object({
     keep_images = number

@@ -52,7 +52,7 @@ run "signatures_live_as_long_as_their_images" {
     error_message = "prod keeps its keep_images manifests"
   }
   assert {
-    condition     = strcontains(jsondecode(aws_ecr_lifecycle_policy.this["comments-api/dev"].policy).rules[0].description, "at least 100 releases")
+    condition     = strcontains(jsondecode(aws_ecr_lifecycle_policy.this["comments-api/dev"].policy).rules[0].description, "400 manifests: 100 releases of up to 4")
     error_message = "the rule's description states the releases kept if ECR counts 4 manifests a release"
   }
 }
