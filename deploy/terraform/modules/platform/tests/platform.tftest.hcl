@@ -18,7 +18,7 @@ variables {
   single_nat_gateway       = true
   deletion_protection      = false
   final_snapshot           = false
-  repository               = { name = "comments-api/dev", keep_images = 100, untagged_days = 3 }
+  repository               = { name = "comments-api/dev", keep_images = 100 }
   pull_repository_names    = []
   app_namespace            = "comments-staging"
   github_branches          = ["dev"]
@@ -141,7 +141,7 @@ run "production_reads_the_dev_registry" {
     single_nat_gateway    = false
     deletion_protection   = true
     final_snapshot        = true
-    repository            = { name = "comments-api/prod", keep_images = 200, untagged_days = 14 }
+    repository            = { name = "comments-api/prod", keep_images = 200 }
     pull_repository_names = ["comments-api/dev"]
     github_branches       = []
   }
