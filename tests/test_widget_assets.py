@@ -127,3 +127,38 @@ def test_only_the_listed_files_are_served(client, path):
     response = client.get(path)
     assert response.status_code == 404
     assert response.mimetype == "application/problem+json"
+
+
+ASSET_PATHS = ("/widget/comments.js", "/widget/page.css", "/moderation/console.js")
+DOCS_ASSET_PATHS = ("/docs/docs.js", "/docs/swagger-ui.css")
+
+
+@pytest.mark.parametrize("path", ASSET_PATHS + DOCS_ASSET_PATHS)
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"If-Match": '"not-this-file"'},
+        {"If-Match": "*"},
+        {"If-Unmodified-Since": "Thu, 01 Jan 1970 00:00:00 GMT"},
+    ],
+)
+def test_a_write_precondition_on_an_asset_gets_the_asset_not_a_cacheable_412(client, path, header):
+    """werkzeug's make_conditional answered these 412 (``If-Match: *`` too, which any
+    existing file satisfies) with the file as the body and ``public, max-age=300``: an
+    error a shared cache could keep and serve to every reader for five minutes. Like the
+    API's cached reads, the files honour If-None-Match only."""
+    plain = client.get(path)
+    response = client.get(path, headers=header)
+    assert response.status_code == 200
+    assert response.data == plain.data
+    assert response.headers["ETag"] == plain.headers["ETag"]
+
+
+@pytest.mark.parametrize("path", ASSET_PATHS + DOCS_ASSET_PATHS)
+def test_an_asset_is_revalidated_by_any_tag_it_matches(client, path):
+    etag = client.get(path).headers["ETag"]
+    for header in (etag, f'"x", {etag}', f"W/{etag}", "*"):
+        response = client.get(path, headers={"If-None-Match": header})
+        assert (response.status_code, response.data) == (304, b""), header
+        assert response.headers["ETag"] == etag
+    assert client.get(path, headers={"If-None-Match": '"x"'}).status_code == 200

@@ -18,6 +18,7 @@ from urllib.parse import quote
 from flask import Blueprint, Response, request
 
 from ..contract.requests import parse_content_id
+from ..web.common import revalidated
 from .rules import FieldError, InvalidInput
 
 bp = Blueprint("widget", __name__)
@@ -63,8 +64,7 @@ def _serve(name: str, mimetype: str, *, cross_origin: bool = False) -> Response:
     if cross_origin:
         # Other sites embed these scripts; a page with COEP may only load them if we say so.
         response.headers["Cross-Origin-Resource-Policy"] = "cross-origin"
-    response.make_conditional(request)  # 304 when the browser's copy is current
-    return response
+    return revalidated(response, asset.etag)  # 304 when the browser's copy is current
 
 
 def _page(text: str) -> Response:

@@ -9,7 +9,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from flask import Request, current_app, request
+from flask import Request, Response, current_app, request
 from werkzeug.exceptions import (
     BadRequest,
     ClientDisconnected,
@@ -66,6 +66,21 @@ def emit(signal: Any, **data: object) -> None:
 
 def services() -> Services:
     return current_app.extensions[EXTENSION_KEY]  # type: ignore[no-any-return]
+
+
+def revalidated(response: Response, etag: str) -> Response:
+    """A static file's answer: 304 when If-None-Match names ``etag`` (or is ``*``: the file
+    always exists), else ``response`` unchanged.
+
+    If-None-Match only, as on the API's cached reads. werkzeug's ``make_conditional`` also
+    judged If-Match and If-Unmodified-Since, and answered 412 (to ``If-Match: *`` as well)
+    with the file as the body and ``Cache-Control: public``: an error a shared cache could
+    keep and serve to every reader.
+    """
+    tags = request.if_none_match
+    if tags and (tags.star_tag or tags.contains_weak(etag)):
+        response.status_code = 304  # werkzeug sends a 304 without body or entity headers
+    return response
 
 
 def _reject_constant(name: str) -> Any:

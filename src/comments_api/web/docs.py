@@ -21,11 +21,11 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify
 
 from ..contract.problems import DOCS_PROBLEM_PREFIX
 from ..contract.spec import build_spec
-from .common import services
+from .common import revalidated, services
 
 bp = Blueprint("docs", __name__)
 
@@ -105,8 +105,7 @@ def _serve(name: str) -> Response:
     response.cache_control.public = True
     response.cache_control.max_age = ASSET_MAX_AGE
     response.headers["Content-Security-Policy"] = ASSET_CSP
-    response.make_conditional(request)  # 304 when the browser's copy is current
-    return response
+    return revalidated(response, asset.etag)  # 304 when the browser's copy is current
 
 
 @bp.get("/docs/swagger-ui-bundle.js")
