@@ -82,4 +82,4 @@ run kubectl --context "$PROFILE" -n "$NS" rollout restart deployment/comments-ap
 run kubectl --context "$PROFILE" -n "$NS" rollout status deployment/comments-api --timeout=300s
 
 step "done"
-echo "Try it: kubectl -n $NS port-forward service/comments-api 8080:80, then deploy/k8s/e2e/walkthrough.sh http://127.0.0.1:8080"
+echo "Try it: kubectl --context $PROFILE -n $NS port-forward service/comments-api 8080:80, then deploy/k8s/e2e/walkthrough.sh http://127.0.0.1:8080"

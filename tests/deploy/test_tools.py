@@ -432,6 +432,24 @@ def test_every_cluster_command_names_the_minikube_context(tmp_path: Path, script
         )
         for inner in re.findall(r"\$\((kubectl [^)]*)\)", command):
             assert inner.startswith("kubectl --context comments "), command
+    # The commands they suggest to run next, too (k8s-local.sh's port-forward used the
+    # current context).
+    suggested = re.findall(r"\bkubectl (?!kustomize)\S.*", proc.stdout)
+    assert suggested
+    for command in suggested:
+        assert command.startswith("kubectl --context comments "), command
+
+
+def test_local_docs_commands_name_the_minikube_context() -> None:
+    """docs/deployment.md, "Local": its try-it commands ran on whatever context was
+    current, though the section promises the cluster commands never do."""
+    text = (ROOT / "docs" / "deployment.md").read_text()
+    local = text.split("## Local", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```sh\n(.*?)```", local, re.S)
+    commands = re.findall(r"\b(kubectl .*|minikube .*)", "".join(blocks))
+    assert any(c.startswith("kubectl ") for c in commands)
+    for command in commands:
+        assert re.match(r"kubectl --context comments |minikube .*-p comments\b", command), command
 
 
 def test_provision_rejects_unknown_arguments(tmp_path: Path) -> None:
