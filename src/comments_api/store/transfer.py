@@ -19,7 +19,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from sqlalchemy import DateTime, Engine, Table, func, insert, select
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Engine,
+    RootTransaction,
+    Table,
+    func,
+    insert,
+    select,
+    text,
+)
 from sqlalchemy.exc import DBAPIError, StatementError
 
 from ..comments.rules import STATUSES
@@ -43,6 +53,14 @@ ORDER = {
 # Tables whose ids come from a sequence on PostgreSQL: moved past the imported ids.
 SEQUENCED = ("comments", "audit_log")
 BATCH = 2000
+# PostgreSQL: an import into a database that serving instances already use. Taken before
+# the emptiness check, so a create either committed before it (and the import refuses) or
+# waits until the import commits and then gets an id after the imported ones (the moved
+# sequence): readers paging by id see ids appear in order. EXCLUSIVE lets plain reads
+# (ACCESS SHARE) go on and holds back every write, row-locking reads (SELECT ... FOR
+# UPDATE/SHARE, the first step of a write) too; SHARE ROW EXCLUSIVE would let those read
+# the empty tables. A second import waits as well, then refuses.
+_HOLD_WRITERS = text(f"LOCK TABLE {', '.join(TABLES)} IN EXCLUSIVE MODE")
 
 
 class TransferError(Exception):
@@ -178,6 +196,27 @@ def _loader(table: Table) -> Callable[[dict[str, Any]], dict[str, Any]]:
     return load
 
 
+def _begin_on_empty(conn: Connection) -> RootTransaction:
+    """The import's transaction, begun with other writers held back: SQLite's BEGIN
+    IMMEDIATE takes the write lock, PostgreSQL's LOCK TABLE the tables. Then the target
+    must be empty; the check and the inserts are one serialised step."""
+    try:
+        transaction = conn.execution_options(sqlite_begin="IMMEDIATE").begin()
+        if conn.dialect.name == "postgresql":
+            conn.execute(_HOLD_WRITERS)
+        for name, table in TABLES.items():
+            if conn.execute(select(func.count()).select_from(table)).scalar_one():
+                raise TransferError(
+                    f"the target database already has {name}: import only into an empty one"
+                )
+    except DBAPIError as exc:  # the lock not had within the statement timeout: one line
+        reason = str(exc.orig or exc).strip().splitlines()
+        raise TransferError(
+            f"cannot start the import: {reason[0] if reason else exc.__class__.__name__}"
+        ) from None
+    return transaction
+
+
 def import_(
     engine: Engine,
     lines: Iterable[str],
@@ -189,12 +228,9 @@ def import_(
     header = read_header(stream)
     loaders = {name: _loader(table) for name, table in TABLES.items()}
     written = dict.fromkeys(header.counts, 0)
-    with engine.begin() as conn:
-        for name, table in TABLES.items():
-            if conn.execute(select(func.count()).select_from(table)).scalar_one():
-                raise TransferError(
-                    f"the target database already has {name}: import only into an empty one"
-                )
+    # A write committed between a deferred transaction's check and its first insert made
+    # the import fail late ("database is locked", a duplicate id) or interleave with it.
+    with engine.connect() as conn, _begin_on_empty(conn):
         batch: list[dict[str, Any]] = []
         current: str | None = None
         lines_of_batch = [0, 0]  # the file's first and last line in the batch
