@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 
 import pytest
 
@@ -239,6 +240,27 @@ def test_a_key_named_in_a_duplicate_key_problem_is_escaped_and_cut(client):
         response = client.post(url, data=body.encode(), content_type="application/json")
         problem = assert_problem(response, 400)
         assert problem["detail"].startswith(f"the request body has the key {shown} more "), body
+    assert page(client).json["items"] == []
+
+
+@pytest.mark.parametrize(
+    ("url", "body"),
+    [
+        ("/api/v1/contents/1/comments", '{"body": "x", "parent_id": %s}'),
+        ("/api/comment/new", '{"email": "a@b.co", "comment": "x", "content_id": %s}'),
+    ],
+)
+def test_an_integer_too_long_to_read_is_a_400_that_says_so(client, url, body):
+    """Python refuses int() of more than 4,300 digits; its message reached the client
+    as the 400's detail, telling them to call sys.set_int_max_str_digits()."""
+    digits = sys.get_int_max_str_digits() + 1
+    response = client.post(url, data=body % ("9" * digits), content_type="application/json")
+    assert response.status_code == 400, response.data
+    detail = response.json["detail" if url.startswith("/api/v1/") else "message"]
+    assert detail == (
+        f"the request body has an integer of more than {digits - 1} digits; no field takes one"
+    )
+    assert "sys." not in response.get_data(as_text=True)
     assert page(client).json["items"] == []
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -91,6 +92,10 @@ def _reject_constant(name: str) -> Any:
 # any field takes; longer ones fail every id's range as floats, and converting, say,
 # 1e4299 exactly costs ~0.4 ms a number.
 _EXACT_DIGITS = MAX_CONTENT_ID_LENGTH
+
+
+# In the ValueError int() raises past sys.get_int_max_str_digits() (since Python 3.11).
+_INT_DIGITS_LIMIT = "for integer string conversion"
 
 
 class _InexactNumber(ValueError):
@@ -197,6 +202,13 @@ def read_json() -> Any:
         ) from None
     except ValueError as exc:
         _reject_content_coding(req)
+        if _INT_DIGITS_LIMIT in str(exc) and not isinstance(exc, json.JSONDecodeError):
+            # Python's own cap on int() (sys.set_int_max_str_digits); its message tells the
+            # reader to raise it, advice for us, not for a client.
+            raise BadRequest(
+                "the request body has an integer of more than "
+                f"{sys.get_int_max_str_digits()} digits; no field takes one"
+            ) from None
         if text.startswith("\ufeff"):
             # RFC 8259 section 8.1: senders must not add one (json.loads words it for Python).
             raise BadRequest(
