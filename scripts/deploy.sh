@@ -1208,6 +1208,51 @@ minikube_preflight() {
     fail "no Kubernetes cluster answers on kubectl context '$KUBE_CONTEXT' (KUBE_CONTEXT): start it (scripts/provision-k8s.sh) or use --target local"
     exit 1
   fi
+  # The Secrets are the operator's to create (docs/deployment.md, "Secrets"). Without one the
+  # migration Job's pod never started (CreateContainerConfigError) and the run stopped only
+  # when the Job wait timed out: after the tests, the build and the push, with a rollback.
+  local env name secrets absent=()
+  for env in staging production; do
+    secrets=$(overlay_secrets "deploy/k8s/overlays/$env") || { fail "cannot render deploy/k8s/overlays/$env"; exit 1; }
+    for name in $secrets; do
+      kubectl --context "$KUBE_CONTEXT" --namespace "comments-$env" --request-timeout=20s \
+        get secret "$name" >/dev/null 2>&1 || absent+=("comments-$env/$name")
+    done
+  done
+  if [ "${#absent[@]}" -gt 0 ]; then
+    fail "missing Secrets (namespace/name): ${absent[*]}; create them first (docs/deployment.md, \"Secrets\")"
+    exit 1
+  fi
+}
+
+# overlay_secrets DIR: the Secrets an overlay's objects read that it does not make itself
+# (an Ingress's TLS Secret is cert-manager's, an ExternalSecret's target the operator's).
+overlay_secrets() {
+  local rendered
+  rendered=$(kubectl kustomize "$REPO/$1") || return 1
+  "$PY" -c '
+import sys, yaml
+names, made = set(), set()
+def walk(node, key=None):
+    if isinstance(node, dict):
+        if key in ("secret", "secretRef", "secretKeyRef", "accessKeyId", "secretAccessKey") and isinstance(node.get("name"), str):
+            names.add(node["name"])
+        for k, v in node.items():
+            if k == "secretName" and isinstance(v, str):
+                names.add(v)
+            walk(v, k)
+    elif isinstance(node, list):
+        for item in node:
+            walk(item, key)
+for doc in yaml.safe_load_all(sys.stdin):
+    if not doc or doc.get("kind") == "Ingress":
+        continue
+    if doc.get("kind") == "ExternalSecret":
+        made.add(doc["spec"]["target"]["name"])
+        continue
+    walk(doc.get("spec"))
+print(" ".join(sorted(names - made)))
+' <<<"$rendered"
 }
 
 pipeline_minikube() {

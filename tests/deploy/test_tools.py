@@ -23,6 +23,8 @@ from .conftest import (
     find,
     is_builtin,
     one,
+    pod_templates,
+    secret_names,
     tool,
 )
 
@@ -414,6 +416,88 @@ def test_local_deploy_completes_secrets_a_stopped_run_left_half_made(tmp_path: P
     before = (store / "calls.log").read_text().count("create secret")
     run("bash", script, env=env)
     assert (store / "calls.log").read_text().count("create secret") == before
+
+
+KUBECTL_CLUSTER = """#!/usr/bin/env python3
+# A stand-in for kubectl and a cluster that answers: Secrets are the names in FAKE_SECRETS
+# (namespace/name); `kustomize` is the real kubectl's.
+import os, sys
+args = sys.argv[1:]
+with open(os.environ["FAKE_LOG"], "a") as log:
+    log.write("kubectl " + " ".join(args) + "\\n")
+if args[0] == "kustomize":
+    os.execv(os.environ["REAL_KUBECTL"], ["kubectl", *args])
+if "secret" in args:
+    ns = args[args.index("--namespace") + 1]
+    name = args[args.index("secret") + 1]
+    sys.exit(0 if f"{ns}/{name}" in os.environ["FAKE_SECRETS"].split() else 1)
+"""
+
+
+def minikube_run(
+    tmp_path: Path, secrets: list[str]
+) -> tuple[subprocess.CompletedProcess[str], str]:
+    """deploy.sh --target minikube against stand-ins: a cluster that answers, holding
+    `secrets`; docker, skopeo, gpg and curl succeed doing nothing. Returns the run and the
+    commands it ran."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "kubectl").write_text(KUBECTL_CLUSTER)
+    for name in ("docker", "skopeo", "gpg", "curl"):
+        (bin_dir / name).write_text(f'#!/bin/sh\necho "{name} $*" >>"$FAKE_LOG"\n')
+    for stand_in in bin_dir.iterdir():
+        stand_in.chmod(0o755)
+    log = tmp_path / "calls.log"
+    log.touch()
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "FAKE_LOG": str(log),
+        "FAKE_SECRETS": " ".join(secrets),
+        "REAL_KUBECTL": tool("kubectl"),
+    }
+    proc = run(
+        "bash",
+        str(ROOT / "scripts" / "deploy.sh"),
+        "--target=minikube",
+        "--skip-tests",
+        "--skip-scans",
+        "--image=comments-api:stand-in",
+        f"--state-dir={tmp_path / 'state'}",
+        env=env,
+        ok=False,
+    )
+    return proc, log.read_text()
+
+
+def test_minikube_target_names_missing_secrets_before_the_build(
+    tmp_path: Path, rendered: dict[str, list[dict[str, Any]]]
+) -> None:
+    """Without its Secrets the migration Job's pod never starts: the run stopped only at
+    the Job wait's timeout, after the tests, the build and the push, and rolled staging
+    back. The preflight names every Secret the two overlays read, before anything runs."""
+    proc, calls = minikube_run(tmp_path / "none", [])
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "docker" not in calls, "nothing is built or pushed"
+    missing = re.search(r"missing Secrets \(namespace/name\): ([^;]*);", proc.stderr)
+    assert missing, proc.stderr[-2000:]
+    expected = set()
+    for env in ("staging", "production"):
+        for _, pod in pod_templates(rendered[env]):
+            expected |= {f"comments-{env}/{name}" for name in secret_names(pod)}
+    # CloudNativePG's, which no pod template names.
+    cluster = one(rendered["production"], "Cluster", "comments-db")["spec"]
+    store = one(rendered["production"], "ObjectStore", "comments-db-backups")["spec"]
+    for name in (
+        cluster["bootstrap"]["initdb"]["secret"]["name"],
+        store["configuration"]["s3Credentials"]["accessKeyId"]["name"],
+    ):
+        expected.add(f"comments-production/{name}")
+    assert set(missing.group(1).split()) == expected
+    # With all of them there, the run goes on to the build.
+    proc, calls = minikube_run(tmp_path / "all", sorted(expected))
+    assert "missing Secrets" not in proc.stderr
+    assert "docker tag comments-api:stand-in" in calls
 
 
 @pytest.mark.parametrize("script", ["provision-k8s.sh", "k8s-local.sh"])
