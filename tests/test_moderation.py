@@ -329,6 +329,25 @@ def test_authors_delete_and_edit_their_own_comments_within_the_window(build, sig
     ]
 
 
+def test_authors_with_non_ascii_subjects_edit_and_delete_and_others_are_refused(build, signer):
+    """hmac.compare_digest refuses str with non-ASCII characters (TypeError): any edit or
+    delete of a comment by an author whose subject is "josé", by them or by anyone else,
+    was a 500."""
+    client = build(edit_window=600.0).test_client()
+    jose, bob = bearer(signer.token("jos\u00e9")), bearer(signer.token("bob"))
+    theirs = f"/api/v1/comments/{post_v1(client, 'hola', headers=jose).json['id']}"
+    bobs = f"/api/v1/comments/{post_v1(client, 'hi', headers=bob).json['id']}"
+    assert client.patch(theirs, json={"body": "bob"}, headers=bob).status_code == 403
+    assert client.delete(theirs, headers=bob).status_code == 403
+    assert client.patch(bobs, json={"body": "jos\u00e9"}, headers=jose).status_code == 403
+    assert client.delete(bobs, headers=jose).status_code == 403
+    edited = client.patch(theirs, json={"body": "adi\u00f3s"}, headers=jose)
+    assert (edited.status_code, edited.json["body"]) == (200, "adi\u00f3s")
+    assert client.delete(theirs, headers=jose).status_code == 204
+    assert client.get(theirs).json["status"] == "deleted"
+    assert client.get(bobs).json["body"] == "hi"
+
+
 def test_moderators_delete_any_comment(build, signer):
     app = build()
     client = app.test_client()

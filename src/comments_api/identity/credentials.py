@@ -304,7 +304,11 @@ def is_author(identity: Identity | None, comment: Comment) -> bool:
         identity is not None
         and identity.is_reader
         and comment.author_subject is not None
-        and hmac.compare_digest(comment.author_subject, identity.id)
+        # As bytes: compare_digest raises TypeError for a str with non-ASCII ("josé").
+        and hmac.compare_digest(
+            comment.author_subject.encode("utf-8", "surrogatepass"),
+            identity.id.encode("utf-8", "surrogatepass"),
+        )
     )
 
 
