@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 
 import requests
+from sqlalchemy.exc import OperationalError
 
 from comments_api.processes import WAIT_SLACK_NS
 from comments_api.store.repository import WriterTurns
@@ -188,6 +189,52 @@ def test_writer_turns_keep_processes_and_threads_apart(tmp_path: Path) -> None:
     for thread in threads:
         thread.join(30)
     assert overlaps == []
+
+
+def test_a_thread_waits_for_another_threads_turn_at_most_the_wait(tmp_path: Path) -> None:
+    """Threads (gthread) share the process's writer connection, so none may write without
+    the turn; but while one holds it for long (its BEGIN IMMEDIATE waiting out an import's
+    lock), the others must get their lock timeout after one wait each, not queue for the
+    whole holder's time one after another."""
+    turns = WriterTurns(str(tmp_path / "comments.db"), wait=0.3)
+    holding = threading.Event()
+    release = threading.Event()
+    outcomes: dict[int, tuple[str, float]] = {}
+
+    def hold() -> None:
+        with turns.turn():
+            holding.set()
+            release.wait(10)
+
+    def write(index: int) -> None:
+        started = time.monotonic()
+        try:
+            with turns.turn():
+                outcomes[index] = ("wrote", time.monotonic() - started)
+        except OperationalError as exc:
+            # What the app's handler answers with a 503 (a lock timeout).
+            outcomes[index] = (f"timed out: {exc.orig}", time.monotonic() - started)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(5)
+    waiters = [threading.Thread(target=write, args=(i,)) for i in range(3)]
+    for waiter in waiters:
+        waiter.start()
+    for waiter in waiters:
+        waiter.join(5)
+    still_held = holder.is_alive()
+    release.set()
+    holder.join(5)
+    assert still_held, "the holder kept its turn the whole time"
+    assert sorted(outcomes) == [0, 1, 2]
+    for kind, waited in outcomes.values():
+        assert kind == "timed out: database is locked"
+        assert 0.25 <= waited < 2.0, waited
+    # Once the holder is done, the next writer gets its turn at once.
+    write(3)
+    assert outcomes[3][0] == "wrote"
+    assert outcomes[3][1] < 0.25
 
 
 def test_writer_turns_are_skipped_without_a_database_file() -> None:

@@ -402,6 +402,8 @@ class WriterTurns:
     never blocks outright: a stuck holder must end in the usual 503 after
     ``DB_STATEMENT_TIMEOUT``, not stall every worker until gunicorn kills them all. Past
     that wait the write goes on without a turn and BEGIN IMMEDIATE's own retry decides.
+    Threads of one process (gthread) share its writer connection: one that waits longer
+    than ``wait`` for another thread's turn gets the usual lock timeout (a 503) instead.
     ``comments-api migrate`` and ``import`` write on their own connections and meet
     SQLite's lock instead."""
 
@@ -432,7 +434,15 @@ class WriterTurns:
         if self.path is None:
             yield
             return
-        with self._threads:
+        # Threads share this process's writer connection, so one that cannot get in must
+        # not write without the turn. Bounded like the flock: while an import or a
+        # migration holds SQLite's lock, the k-th waiting thread would otherwise answer
+        # its 503 after k statement timeouts instead of one.
+        if not self._threads.acquire(timeout=self.wait):
+            raise OperationalError(
+                "writer turn", None, sqlite3.OperationalError("database is locked")
+            )
+        try:
             fd = self._descriptor()
             held = self._take(fd)
             try:
@@ -440,6 +450,8 @@ class WriterTurns:
             finally:
                 if held:
                     fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
 
     def _take(self, fd: int) -> bool:
         started = time.monotonic()
