@@ -271,7 +271,9 @@ def export_command(output: str, no_api_keys: bool) -> None:
     "import",
     help="Load an export (JSON Lines, from `comments-api export`; '-' is stdin) into the "
     "empty, migrated database in DATABASE_URL, keeping every id and timestamp. One "
-    "transaction: on any error nothing is imported.",
+    "transaction: on any error nothing is imported. Instances serving that database keep "
+    "reading; their writes wait until the import commits (each at most its "
+    "DB_STATEMENT_TIMEOUT, then a 503).",
 )
 @click.argument("source", type=click.Path(dir_okay=False, allow_dash=True, exists=False))
 def import_command(source: str) -> None:
