@@ -114,6 +114,9 @@ def _number(text: str) -> int | float:
     value = float(text)
     if not value.is_integer():
         return value  # 1.5, or inf: no field takes either
+    if not text.lower().partition("e")[0].strip("-0."):
+        # Zero whatever its exponent; Decimal refuses one past its range (0e99999999999999999999).
+        return 0
     try:
         number = Decimal(text)
         exact = number == number.to_integral_value()
