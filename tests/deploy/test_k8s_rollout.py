@@ -189,6 +189,26 @@ def test_scripts_wait_for_the_migration_job_as_long_as_it_may_run(
         assert seconds >= job["spec"]["activeDeadlineSeconds"], f"{ns}: waits {seconds} s"
 
 
+def test_workflows_wait_for_the_migration_job_as_long_as_it_may_run(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    """The same for dev.yml's E2E deploy (a fresh CloudNativePG database on kind) and
+    main.yml's production deploy: a shorter wait fails a run whose Job later succeeds."""
+    deadline = one(rendered["staging"], "Job", "comments-api-migrate")["spec"][
+        "activeDeadlineSeconds"
+    ]
+    for flow in ("dev.yml", "main.yml"):
+        text = (ROOT / ".github" / "workflows" / flow).read_text()
+        waits = re.findall(
+            r"wait --for=condition=complete job/comments-api-migrate"
+            r" --timeout=(\d+)s",
+            text,
+        )
+        assert waits, flow
+        for seconds in waits:
+            assert int(seconds) >= deadline, f"{flow}: waits {seconds} s"
+
+
 # --- drains and scale-out -----------------------------------------------------------------
 
 
