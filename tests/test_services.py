@@ -235,6 +235,30 @@ def test_edits_follow_banned_words_and_pre_moderation(make_service):
     assert svc.edit(ALICE, mine.id, lambda: "fine").status == STATUS_PENDING
 
 
+def test_authors_correct_their_pending_comments_and_nobody_else_finds_them(make_service, repo):
+    """Under pre-moderation an author's comment, and every edit of it, waits for a
+    moderator: its author may still fix a typo in it (a 404 before), while to anyone
+    else, moderators included, an edit finds nothing, as a GET does. A comment a
+    moderator hid is not the author's to edit."""
+    svc = make_service(moderation_mode="pre")
+    mine = post(svc, ALICE)
+    assert mine.status == STATUS_PENDING
+    first = svc.edit(ALICE, mine.id, lambda: "fixed")
+    second = svc.edit(ALICE, mine.id, lambda: "fixed twice")
+    assert (first.status, second.status, second.body) == (STATUS_PENDING,) * 2 + ("fixed twice",)
+
+    def must_not_read() -> str:
+        raise AssertionError("the body was read")
+
+    for stranger in (BOB, MODERATOR):
+        with pytest.raises(NotFound):
+            svc.edit(stranger, mine.id, must_not_read)
+    repo.moderate([mine.id], transition("hide"), "tests")
+    with pytest.raises(NotFound):
+        svc.edit(ALICE, mine.id, must_not_read)
+    assert repo.get(mine.id).body == "fixed twice"
+
+
 def test_deleted_comments_are_tombstones_that_cannot_be_edited(make_service, repo):
     svc = make_service()
     mine = post(svc, ALICE)

@@ -142,8 +142,18 @@ class CommentService:
         ``read_body`` parses the new text; it is called after the permission checks, so a
         stranger is told 403 before the body is judged.
         """
-        comment = self.get_public(comment_id)
-        if comment.status == STATUS_DELETED:
+        comment = self.repo.get(comment_id)
+        if (
+            comment is None
+            or comment.status == STATUS_DELETED
+            or not (
+                comment.status in PUBLIC_STATUSES
+                # Held for a moderator (pre-moderation, where each edit sends it back
+                # there): its author may still correct it; to anyone else it does not
+                # exist, as a GET says. A hidden one stays the moderators' decision.
+                or (comment.status == STATUS_PENDING and is_author(identity, comment))
+            )
+        ):
             raise NotFound("comment not found")
         if not is_author(identity, comment):
             raise Forbidden("only the comment's author may edit it")
