@@ -348,3 +348,102 @@ def test_an_idle_server_stops_at_once_on_sigterm(tmp_path, threads):
         for sock in idle:
             sock.close()
         service.stop()
+
+
+def _abandon(port: int, path: str, count: int) -> None:
+    """Creates sent whole by clients that close at once, unanswered (a proxy's timeout)."""
+    for i in range(count):
+        body = f'{{"body": "abandoned {i}", "email": "gone@example.com"}}'.encode()
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(
+                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                "Content-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+
+
+def _in_thread(call) -> tuple[threading.Thread, dict]:
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(value=call(), at=time.monotonic()))
+    thread.start()
+    return thread, result
+
+
+ABANDONING = {
+    "RATELIMIT_ENABLED": "false",
+    "DUPLICATE_WINDOW": "0",
+    "DB_STATEMENT_TIMEOUT": "1.2",  # the held answer's length: over SLOW_ANSWER (1 s)
+}
+
+
+def test_requests_abandoned_behind_a_slow_answer_are_dropped_unserved(tmp_path: Path) -> None:
+    """While the worker waits out a held database lock, clients queued behind it give up
+    (a proxy's timeout, the kubelet's): their requests are dropped unserved, so no create
+    is stored that nobody was told of (served after the lock's release, each was)."""
+    db = tmp_path / "comments.db"
+    env = {"DATABASE_URL": f"sqlite:///{db}", **ABANDONING}
+    path = f"/api/v1/contents/{CONTENT}/comments"
+    with ServiceProcess(env, tmp_path, workers=1) as service:
+        holder = sqlite3.connect(db, isolation_level=None, timeout=5)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            live, held = _in_thread(
+                lambda: requests.post(
+                    service.base + path, json={"body": "held", "email": "h@example.com"}, timeout=30
+                )
+            )
+            time.sleep(0.3)  # the worker is in that create now, waiting for the lock
+            _abandon(service.port, path, 5)
+            live.join(30)
+            holder.execute("ROLLBACK")  # from here on a create that is served is stored
+        finally:
+            holder.close()
+        assert held["value"].status_code == 503  # waited out DB_STATEMENT_TIMEOUT
+        assert wait_until(lambda: service.log().count('"error":"client_gone"') == 5, 10), (
+            service.log()[-3000:]
+        )
+        samples = scrape(service.base)
+        dropped = value(
+            samples, "comments_api_server_refusals_total", reason="client-closed-request"
+        )
+        assert dropped == 5
+        after = requests.post(
+            service.base + path, json={"body": "after", "email": "a@example.com"}, timeout=10
+        )
+        assert after.status_code == 201
+    assert stored_bodies(env["DATABASE_URL"]) == Counter({"after": 1})
+
+
+def test_a_live_request_behind_abandoned_ones_is_answered_next(tmp_path: Path) -> None:
+    """The kubelet's /healthz queued behind requests whose clients gave up, with the lock
+    still held: it is answered right after the slow answer, not after each abandoned create
+    has waited out DB_STATEMENT_TIMEOUT in turn (which restarted pods by liveness)."""
+    db = tmp_path / "comments.db"
+    env = {"DATABASE_URL": f"sqlite:///{db}", **ABANDONING}
+    path = f"/api/v1/contents/{CONTENT}/comments"
+    with ServiceProcess(env, tmp_path, workers=1) as service:
+        holder = sqlite3.connect(db, isolation_level=None, timeout=5)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            live, held = _in_thread(
+                lambda: requests.post(
+                    service.base + path, json={"body": "held", "email": "h@example.com"}, timeout=30
+                )
+            )
+            time.sleep(0.3)
+            _abandon(service.port, path, 3)
+            prober, probe = _in_thread(
+                lambda: requests.get(f"{service.base}/healthz", timeout=30).status_code
+            )
+            live.join(30)
+            prober.join(10)  # each abandoned create served would wait 1.2 s: 3.6 s in all
+            answered_while_held = not prober.is_alive()
+            holder.execute("ROLLBACK")
+        finally:
+            holder.close()
+        prober.join(30)
+        assert held["value"].status_code == 503
+        assert probe["value"] == 200
+        assert answered_while_held
+        assert probe["at"] - held["at"] < 1.0, probe["at"] - held["at"]

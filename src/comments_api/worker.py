@@ -144,6 +144,11 @@ COALESCE_MAX = 64 * 1024
 # (the others are the slugs of the statuses the server answers itself).
 SEND_TIMED_OUT = "send-timeout"
 ANSWERS_FULL = "waiting-answers-full"
+# ...and for requests dropped unserved because their client had already closed the
+# connection (nginx's 499): after an answer that took this long (seconds), the requests
+# queued meanwhile are checked for that before they are served, until the queue is empty.
+CLIENT_GONE = "client-closed-request"
+SLOW_ANSWER = 1.0
 # After a response, how long the client gets to close its side (gunicorn's value).
 LINGER = 2.0
 LINGER_MAX_BYTES = 64 * 1024
@@ -807,6 +812,17 @@ def _nothing_pending(sock: socket.socket) -> bool:
         return True
 
 
+def _client_gone(sock: socket.socket) -> bool:
+    """True when the client has closed (or reset) the connection after its request: the
+    end of input is all that is left to read. A pipelined next request is not an end."""
+    try:
+        return not sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
+
+
 def _exhausted() -> None:
     log.error("cannot accept connections: out of file descriptors or memory")
     time.sleep(0.05)  # the listener stays readable: do not spin
@@ -1382,7 +1398,10 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                         cors_origins=cors_origins,
                     )
 
+        catching_up = False  # an answer took SLOW_ANSWER or more: requests queued meanwhile
+
         def dispatch_one() -> None:
+            nonlocal catching_up
             client = ready.popleft()
             request, listener, addr = pending.pop(client)
             if request.refuse is not None:
@@ -1395,7 +1414,23 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                     cors_origins=cors_origins,
                 )
                 return
+            if catching_up and _client_gone(client):
+                # Its client gave up while it waited (a proxy's or the kubelet's timeout):
+                # serving it would only delay the live ones behind it, and a write would be
+                # stored that nobody was told of. Checked only after a slow answer: one
+                # more syscall per request otherwise.
+                self._unwatch(client)
+                log.warning(
+                    "dropped a request whose client closed the connection while it waited",
+                    extra={"status": 499, "error": "client_gone", "request_id": new_request_id()},
+                )
+                count_server_refusal(CLIENT_GONE)
+                util.close(client)
+                return
+            started = time.monotonic()
             pipelined, unsent = self._serve(listener, client, addr, request)
+            if time.monotonic() - started >= SLOW_ANSWER:
+                catching_up = True
             if unsent:
                 answer = Outbound.waiting(
                     unsent, request.complete, listener, addr, pipelined, request.served + 1
@@ -1447,7 +1482,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
         last_accept = 0.0
 
         def loop_once(timeout: float, accept_new: bool) -> None:
-            nonlocal deferred_since, notified, expiry_checked, burst, last_accept
+            nonlocal deferred_since, notified, expiry_checked, burst, last_accept, catching_up
             # gunicorn's heartbeat (a syscall on a temp file), which its arbiter checks
             # against the worker timeout (30 s): twice a second is plenty, not every turn.
             if time.monotonic() - notified >= HEARTBEAT_EVERY:
@@ -1513,6 +1548,8 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                 deferred_since = None  # another worker took it
             if ready:
                 dispatch_one()
+            elif not asked:
+                catching_up = False  # nothing queued here or in the backlog: caught up
             now = time.monotonic()
             if now - expiry_checked >= EXPIRE_EVERY:
                 if access_lines is not None:
