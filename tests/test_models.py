@@ -60,12 +60,26 @@ def test_v1_create_lists_every_field_in_the_api_order_with_its_words():
         (5, "must be a string"),
         ("   ", "must not be empty or whitespace only"),
         (" " * 60, "must not be empty or whitespace only"),  # emptiness first, as before
+        # Characters that print nothing make no comment either (a zero-width space, a word
+        # joiner with a no-break space, a BOM, a Hangul filler): they read as empty.
+        ("\u200b", "must not be empty or whitespace only"),
+        ("\u2060\u00a0\u200d", "must not be empty or whitespace only"),
+        ("\ufeff", "must not be empty or whitespace only"),
+        ("\u3164 \u3164", "must not be empty or whitespace only"),
         ("x" * 51, "must be at most 50 characters (got 51)"),
         ("bell\x07", "must not contain control characters"),
     ],
 )
 def test_body_messages(body, message):
     assert errors_of(validate_v1_create, {"body": body}, "c", LIMITS) == [("body", message)]
+
+
+def test_invisible_characters_beside_visible_ones_are_text():
+    new = validate_v1_create({"body": "a\u200b", "author_name": "Zo\u00e9\u200d"}, "c", LIMITS)
+    assert (new.body, new.author_name) == ("a\u200b", "Zo\u00e9\u200d")
+    assert errors_of(validate_v1_create, {"body": "b", "author_name": "\u200b"}, "c", LIMITS) == [
+        ("author_name", "must be a non-empty string")
+    ]
 
 
 def test_v1_create_normalises_what_the_schema_allows():

@@ -44,12 +44,19 @@ _CC = r"\x00-\x1f\x7f-\x9f"
 # Cc minus tab, newline and carriage return, which free text may contain.
 _CC_TEXT = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
 CONTENT_ID_PATTERN = rf"^[^\s{_CC}](?:[^{_CC}]*[^\s{_CC}])?{_END}"
-# Comment bodies: at least one non-space character, no control characters but \t \n \r.
-TEXT_PATTERN = rf"^[^{_CC_TEXT}]*[^\s{_CC}][^{_CC_TEXT}]*{_END}"
+# Characters that print nothing: soft hyphen, combining grapheme joiner, Hangul fillers,
+# Khmer and Mongolian invisibles, zero-width space/joiners and bidi marks, word joiner and
+# invisible operators, BOM. Text of only these and whitespace looks empty, so it is blank.
+_INVISIBLE = (
+    r"\u00ad\u034f\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u202a-\u202e"
+    r"\u2060-\u2064\u206a-\u206f\u3164\ufeff\uffa0"
+)
+# Comment bodies: at least one visible character, no control characters but \t \n \r.
+TEXT_PATTERN = rf"^[^{_CC_TEXT}]*[^\s{_CC}{_INVISIBLE}][^{_CC_TEXT}]*{_END}"
 # Free text that may be blank (a ban reason).
 OPTIONAL_TEXT_PATTERN = rf"^[^{_CC_TEXT}]*{_END}"
-# Display names: at least one non-space character, no control characters at all.
-NAME_PATTERN = rf"^[^{_CC}]*[^\s{_CC}][^{_CC}]*{_END}"
+# Display names: at least one visible character, no control characters at all.
+NAME_PATTERN = rf"^[^{_CC}]*[^\s{_CC}{_INVISIBLE}][^{_CC}]*{_END}"
 # A single line of anything printable (ban subjects).
 LINE_PATTERN = rf"^[^{_CC}]+{_END}"
 # Deliberately pragmatic: one "@", no whitespace or control characters, a dotted domain.
@@ -57,6 +64,13 @@ LINE_PATTERN = rf"^[^{_CC}]+{_END}"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 EMAIL_PATTERN = rf"^[^@\s{_CC}]{{1,64}}@{_LABEL}(?:\.{_LABEL})+{_END}"
 _EMAIL_RE = re.compile(EMAIL_PATTERN)
+_BLANK = re.compile(rf"[\s{_INVISIBLE}]*{_END}")
+
+
+def is_blank(text: str) -> bool:
+    """Empty, or only whitespace and characters that print nothing (what the patterns'
+    "at least one visible character" refuses)."""
+    return _BLANK.match(text) is not None
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,7 @@ from ..comments.rules import (
     FieldError,
     InvalidInput,
     content_id_problem,
+    is_blank,
 )
 
 __all__ = ["ValidationError"]  # what requests.py catches
@@ -282,7 +283,8 @@ def _comment_text(max_length: int) -> Any:
             min_length=1,
             max_length=max_length,
             pattern=TEXT_PATTERN,
-            description=f"The comment text: not empty or whitespace only, at most "
+            description=f"The comment text: not empty or whitespace only (characters that "
+            "print nothing, such as a zero-width space, count as whitespace), at most "
             f"{max_length} characters (`MAX_COMMENT_LENGTH`), newlines and tabs allowed, no "
             "other control characters. Stored and returned exactly (accents, emoji, RTL).",
         ),
@@ -301,7 +303,7 @@ def _text_message(max_length: int) -> Callable[[Mapping[str, Any], str], str]:
             return "is required"
         if not isinstance(value, str):
             return "must be a string"
-        if not value.strip():
+        if is_blank(value):
             return "must not be empty or whitespace only"
         if len(value) > max_length:
             return f"must be at most {max_length} characters (got {len(value)})"
@@ -331,7 +333,7 @@ def _fixed(text: str) -> Callable[[Mapping[str, Any], str], str]:
 
 def _author_name_message(payload: Mapping[str, Any], name: str) -> str:
     value = payload.get(name)
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str) or is_blank(value):
         return "must be a non-empty string"
     return f"must be at most {MAX_AUTHOR_NAME_LENGTH} printable characters"
 
