@@ -133,7 +133,14 @@ def test_banned_words_are_refused_before_anything_is_stored(make_service, repo):
     with pytest.raises(InvalidInput) as refused:
         svc.prepare(new("a SCAM here"), None, body_field="comment")
     assert refused.value.errors[0].field == "comment"
+    # The author's name is shown beside the body: the same words are refused there.
+    with pytest.raises(InvalidInput) as refused:
+        svc.prepare(new("fine", author_name="Scam Bot"), None)
+    assert [(e.field, e.message) for e in refused.value.errors] == [
+        ("author_name", "contains language this site does not accept; please rephrase")
+    ]
     assert repo.counts(["c1"]) == {"c1": 0}
+    assert post(svc, author_name="Scamander").author_name == "Scamander"  # whole words only
 
 
 def test_duplicates_are_refused_inside_the_window_only(make_service, clock):

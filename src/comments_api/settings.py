@@ -444,7 +444,10 @@ class Settings:
         default=3600.0, metadata=_doc("Seconds: the window of `THREAD_AUTHOR_MAX`.")
     )
     banned_words: tuple[str, ...] = field(
-        default=(), metadata=_doc("Comma-separated words or phrases a comment may not contain.")
+        default=(),
+        metadata=_doc(
+            "Comma-separated words or phrases a comment's body or author name may not contain."
+        ),
     )
     cors_origins: tuple[str, ...] = field(
         default=(),

@@ -224,6 +224,9 @@ def prepare_comment(
 ) -> NewComment:
     """Apply the write rules that need no database: words, author identity, moderation."""
     check_banned_words(new.body, banned_words, body_field)
+    if new.author_name is not None:
+        # Shown beside the comment as much as its body is.
+        check_banned_words(new.author_name, banned_words, "author_name")
     if identity is not None and identity.is_reader:
         new = replace(
             new, email=identity.email, author_name=identity.name, author_subject=identity.id
