@@ -7,6 +7,7 @@ come from the server). Loads are bounded in count and time, on loopback only.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -377,6 +378,27 @@ ABANDONING = {
 }
 
 
+@contextlib.contextmanager
+def _abandoned_behind_a_held_lock(service: ServiceProcess, db: Path, path: str, count: int):
+    """The SQLite write lock held; a live create waiting it out (DB_STATEMENT_TIMEOUT);
+    ``count`` abandoned creates queued behind it. Yields the live create's thread and
+    result; the lock is released on leaving (from then on a create served is stored)."""
+    holder = sqlite3.connect(db, isolation_level=None, timeout=5)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        live, held = _in_thread(
+            lambda: requests.post(
+                service.base + path, json={"body": "held", "email": "h@example.com"}, timeout=30
+            )
+        )
+        time.sleep(0.3)  # the worker is in that create now, waiting for the lock
+        _abandon(service.port, path, count)
+        yield live, held
+        holder.execute("ROLLBACK")
+    finally:
+        holder.close()
+
+
 def test_requests_abandoned_behind_a_slow_answer_are_dropped_unserved(tmp_path: Path) -> None:
     """While the worker waits out a held database lock, clients queued behind it give up
     (a proxy's timeout, the kubelet's): their requests are dropped unserved, so no create
@@ -385,20 +407,8 @@ def test_requests_abandoned_behind_a_slow_answer_are_dropped_unserved(tmp_path: 
     env = {"DATABASE_URL": f"sqlite:///{db}", **ABANDONING}
     path = f"/api/v1/contents/{CONTENT}/comments"
     with ServiceProcess(env, tmp_path, workers=1) as service:
-        holder = sqlite3.connect(db, isolation_level=None, timeout=5)
-        try:
-            holder.execute("BEGIN IMMEDIATE")
-            live, held = _in_thread(
-                lambda: requests.post(
-                    service.base + path, json={"body": "held", "email": "h@example.com"}, timeout=30
-                )
-            )
-            time.sleep(0.3)  # the worker is in that create now, waiting for the lock
-            _abandon(service.port, path, 5)
+        with _abandoned_behind_a_held_lock(service, db, path, 5) as (live, held):
             live.join(30)
-            holder.execute("ROLLBACK")  # from here on a create that is served is stored
-        finally:
-            holder.close()
         assert held["value"].status_code == 503  # waited out DB_STATEMENT_TIMEOUT
         assert wait_until(lambda: service.log().count('"error":"client_gone"') == 5, 10), (
             service.log()[-3000:]
@@ -423,25 +433,13 @@ def test_a_live_request_behind_abandoned_ones_is_answered_next(tmp_path: Path) -
     env = {"DATABASE_URL": f"sqlite:///{db}", **ABANDONING}
     path = f"/api/v1/contents/{CONTENT}/comments"
     with ServiceProcess(env, tmp_path, workers=1) as service:
-        holder = sqlite3.connect(db, isolation_level=None, timeout=5)
-        try:
-            holder.execute("BEGIN IMMEDIATE")
-            live, held = _in_thread(
-                lambda: requests.post(
-                    service.base + path, json={"body": "held", "email": "h@example.com"}, timeout=30
-                )
-            )
-            time.sleep(0.3)
-            _abandon(service.port, path, 3)
+        with _abandoned_behind_a_held_lock(service, db, path, 3) as (live, held):
             prober, probe = _in_thread(
                 lambda: requests.get(f"{service.base}/healthz", timeout=30).status_code
             )
             live.join(30)
             prober.join(10)  # each abandoned create served would wait 1.2 s: 3.6 s in all
             answered_while_held = not prober.is_alive()
-            holder.execute("ROLLBACK")
-        finally:
-            holder.close()
         prober.join(30)
         assert held["value"].status_code == 503
         assert probe["value"] == 200
