@@ -804,23 +804,24 @@ def _nothing_pending(sock: socket.socket) -> bool:
     ``lingering_close auto`` makes the same choice, and it spares a main-loop round trip
     per request (about 0.4 ms of CPU measured here).
     """
-    try:
-        return not sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except (BlockingIOError, InterruptedError):
-        return True
-    except OSError:
-        return True
+    return not _peek(sock)
 
 
 def _client_gone(sock: socket.socket) -> bool:
     """True when the client has closed (or reset) the connection after its request: the
     end of input is all that is left to read. A pipelined next request is not an end."""
+    return _peek(sock) == b""
+
+
+def _peek(sock: socket.socket) -> bytes | None:
+    """The next byte the client sent that we have not read, without taking it: b"" when
+    the client has closed or reset the connection, None when nothing is there yet."""
     try:
-        return not sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except (BlockingIOError, InterruptedError):
-        return False
+        return None
     except OSError:
-        return True
+        return b""
 
 
 def _exhausted() -> None:
