@@ -808,3 +808,28 @@ def test_long_unbroken_names_and_words_stay_inside_the_widget(page, site: HostSi
     )
     assert widths[0] <= widths[1], widths
     assert widths[2] <= widths[3], widths
+
+
+def test_newest_first_refresh_shows_every_comment_when_more_than_a_page_arrived(
+    page, site: HostSite, open_api: Api
+):
+    content = new_content()
+    for i in range(2):
+        open_api.post(content, f"early {i}")
+    url = site.thread_page(
+        f"/{content}.html", open_api.base, content, attrs='order="newest" page-size="3"'
+    )
+    page.goto(url)
+    widget = thread(page)
+    expect(widget.locator("article")).to_have_count(2)
+    # Seven arrive before the next poll: more than a page. None may be skipped, and the
+    # thread stays newest first.
+    for i in range(7):
+        open_api.post(content, f"late {i}")
+    page.evaluate("CommentsWidget.refresh()")
+    expect(widget.locator("article")).to_have_count(9)
+    assert comment_texts(page) == [f"late {i}" for i in reversed(range(7))] + [
+        "early 1",
+        "early 0",
+    ]
+    expect(widget.get_by_role("status")).to_have_text("7 new comments.")

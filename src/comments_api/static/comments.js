@@ -11,6 +11,7 @@
   const CONFIG = window.CommentsWidgetConfig || {};
   const PAGE = 25;
   const MIN_POLL = 2;
+  const REFRESH_PAGES = 10;
 
   const MESSAGES = {
     en: {
@@ -538,8 +539,9 @@ a{color:var(--comments-accent)}
     /** Re-reads the newest comments (the end of the thread when oldest first). */
     async refresh() {
       if (!this.built || !this.contentId) return;
-      const from = this.order === "newest" ? null : this.done ? this.lastCursor : undefined;
-      if (from === undefined) return; // oldest first and more pages to read: "load more" shows them
+      if (this.order === "newest") return this.refreshTop();
+      const from = this.done ? this.lastCursor : undefined;
+      if (from === undefined) return; // more pages to read: "load more" shows them
       const gen = this.gen;
       let result;
       try {
@@ -550,18 +552,46 @@ a{color:var(--comments-accent)}
       const { response, data } = result;
       const items = listed(data);
       if (gen !== this.gen || !response.ok || !items) return;
-      const added = this.addComments(items, this.order === "newest");
-      if (this.order === "oldest" && data.next_cursor) {
+      const added = this.addComments(items, false);
+      if (data.next_cursor) {
         this.cursor = data.next_cursor;
         this.lastCursor = from;
         this.done = false;
         this.more.hidden = false;
       }
-      if (added.length) {
-        this.status.hidden = true;
-        this.announce(this.t("fresh", { n: added.length }));
-        this.loadCount();
+      this.freshAdded(added);
+    }
+
+    // Newest first: pages from the top until one reaches a comment already shown, so that
+    // more new comments than a page holds are all shown, none skipped (the cursor goes by
+    // id, newest first); at most REFRESH_PAGES pages per refresh.
+    async refreshTop() {
+      if (!this.done && !this.nodes.size) return; // the first page is still on its way
+      const gen = this.gen;
+      const newest = Math.max(-Infinity, ...[...this.nodes.keys()].filter((id) => typeof id === "number"));
+      const items = [];
+      let cursor = null;
+      for (let page = 0; page < REFRESH_PAGES; page++) {
+        let result;
+        try {
+          result = await this.request(this.pagePath(cursor));
+        } catch (_) {
+          return; // all or nothing: shown from a part, the rest would never come (next poll)
+        }
+        const found = listed(result.data);
+        if (gen !== this.gen || !result.response.ok || !found) return;
+        items.push(...found);
+        cursor = result.data.next_cursor;
+        if (!cursor || found.some((c) => this.nodes.has(c.id) || c.id <= newest)) break;
       }
+      this.freshAdded(this.addComments(items, true));
+    }
+
+    freshAdded(added) {
+      if (!added.length) return;
+      this.status.hidden = true;
+      this.announce(this.t("fresh", { n: added.length }));
+      this.loadCount();
     }
 
     startPolling() {
