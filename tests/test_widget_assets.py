@@ -49,6 +49,16 @@ def test_scripts_never_parse_html_or_evaluate_code(name):
         assert not re.search(pattern, source), f"{name} uses {pattern}"
 
 
+def test_badges_leave_out_the_content_ids_the_api_refuses_by_its_own_rule():
+    # count.js skips ids the API would refuse (one fails its whole counts call): its copy
+    # of the rule must stay the API's.
+    from comments_api.comments.rules import CONTENT_ID_PATTERN, MAX_CONTENT_ID_LENGTH
+
+    source = (STATIC / "count.js").read_text(encoding="utf-8")
+    assert f"const CONTENT_ID = /{CONTENT_ID_PATTERN}/;" in source
+    assert f"const MAX_CONTENT_ID = {MAX_CONTENT_ID_LENGTH};" in source
+
+
 @pytest.mark.parametrize("name", ["demo.html", "moderation.html"])
 def test_pages_have_no_inline_code_or_styles(name):
     page = (STATIC / name).read_text(encoding="utf-8")

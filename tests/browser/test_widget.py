@@ -833,3 +833,30 @@ def test_newest_first_refresh_shows_every_comment_when_more_than_a_page_arrived(
         "early 0",
     ]
     expect(widget.get_by_role("status")).to_have_text("7 new comments.")
+
+
+def test_a_badge_with_an_id_the_api_refuses_does_not_cost_the_others_their_count(
+    page, site: HostSite, open_api: Api
+):
+    good = new_content()
+    open_api.post(good, "the only comment")
+    # Ids a template may well produce, which the API refuses (400 for the whole call).
+    refused = ["x" * 129, f"{new_content()} ", "a\u0007b"]
+    links = "".join(f'<a href="#" data-comments-count="{c}">Comments</a> ' for c in refused)
+    url = site.add(
+        "/refused-ids.html",
+        f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Ids</title>
+<script src="{open_api.base}/widget/count.js" defer></script></head>
+<body><main><h1>Archive</h1><p>{links}<a href="#" data-comments-count="{good}">Comments</a>
+</p></main></body></html>""",
+        csp=site.strict_csp(open_api.base),
+    )
+    calls = []
+    page.on("request", lambda r: "/api/v1/counts" in r.url and calls.append(r.url))
+    page.goto(url)
+    expect(page.locator(f'[data-comments-count="{good}"]')).to_have_text("1 comment")
+    # The refused ids keep the site's own text, and are not asked for at all.
+    badges = page.locator("[data-comments-count]")
+    for i in range(len(refused)):
+        expect(badges.nth(i)).to_have_text("Comments")
+    assert [parse_qs(urlsplit(u).query)["content_id"] for u in calls] == [[good]]

@@ -11,6 +11,12 @@
     en: { count_one: "{n} comment", count_other: "{n} comments" },
     "pt-BR": { count_one: "{n} comentário", count_other: "{n} comentários" },
   };
+  // The API's content id rule (rules.CONTENT_ID_PATTERN, MAX_CONTENT_ID_LENGTH; an asset test
+  // keeps them equal): one id it refuses fails its whole call, so such a badge is left out and
+  // keeps the site's text instead of costing up to 99 others theirs.
+  const CONTENT_ID = /^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?(?![\s\S])/;
+  const MAX_CONTENT_ID = 128;
+  const askable = (id) => CONTENT_ID.test(id) && [...id].length <= MAX_CONTENT_ID;
   const config = window.CommentsWidgetConfig || {};
   for (const [lang, texts] of Object.entries(config.messages || {})) {
     TEXTS[lang] = Object.assign({}, TEXTS[lang], texts);
@@ -53,7 +59,7 @@
   // stuck batch leaves its badges with the site's text and holds up no other.
   async function refresh(root) {
     const elements = [...(root || document).querySelectorAll("[data-comments-count]")];
-    const ids = [...new Set(elements.map((el) => el.dataset.commentsCount).filter(Boolean))];
+    const ids = [...new Set(elements.map((el) => el.dataset.commentsCount).filter(askable))];
     const counts = {};
     const batches = [];
     for (let i = 0; i < ids.length; i += BATCH) {
