@@ -860,3 +860,26 @@ def test_a_badge_with_an_id_the_api_refuses_does_not_cost_the_others_their_count
     for i in range(len(refused)):
         expect(badges.nth(i)).to_have_text("Comments")
     assert [parse_qs(urlsplit(u).query)["content_id"] for u in calls] == [[good]]
+
+
+def test_try_again_from_the_keyboard_keeps_the_focus_in_the_thread(
+    page, site: HostSite, open_api: Api
+):
+    content = new_content()
+    first = open_api.post(content, "the only comment", author_name="Reader")
+    url = site.thread_page(f"/{content}.html", open_api.base, content)
+    reads = f"{open_api.base}/api/v1/contents/{content}/comments**"
+    page.route(reads, odd_answer(site, 503, PROXY_PAGE, "text/html"))
+    page.goto(url)
+    widget = thread(page)
+    retry = widget.get_by_role("button", name="Try again")
+    retry.focus()
+    # Still down: the new "Try again" has the keyboard, not the page's body.
+    page.keyboard.press("Enter")
+    expect(widget.get_by_role("alert")).to_have_text("The comments could not be loaded.")
+    expect(retry).to_be_focused()
+    # Back: the focus goes to the first comment the retry brought.
+    page.unroute(reads)
+    page.keyboard.press("Enter")
+    expect(widget.locator("article p.text")).to_have_text(["the only comment"])
+    expect(widget.locator(f"#comment-{first['id']}")).to_be_focused()

@@ -525,6 +525,7 @@ a{color:var(--comments-accent)}
         this.announce(this.t("loaded", { n: added.length }));
         if (this.done && added[0]) added[0].focus();
       }
+      return added;
     }
 
     loadFailed(message) {
@@ -532,8 +533,19 @@ a{color:var(--comments-accent)}
       this.status.replaceChildren(
         h("span", { class: "notice error", role: "alert", text: message }),
         " ",
-        h("button", { type: "button", class: "link", text: this.t("retry"), onclick: () => this.loadPage(Boolean(this.cursor)) })
+        h("button", { type: "button", class: "link", text: this.t("retry"), onclick: () => this.retryLoad() })
       );
+      return null;
+    }
+
+    // "Try again" is replaced by what it brings: the keyboard goes with it (to the next "Try
+    // again", or the first comment brought) instead of falling back to the top of the page.
+    async retryLoad() {
+      const gen = this.gen;
+      const added = await this.loadPage(Boolean(this.cursor));
+      if (gen !== this.gen || this.root.activeElement) return; // rebuilt, or the reader moved on
+      if (!added) return this.status.querySelector("button").focus();
+      (added[0] || (this.more.hidden ? this.form.body.control : this.more)).focus();
     }
 
     /** Re-reads the newest comments (the end of the thread when oldest first). */
