@@ -883,3 +883,39 @@ def test_try_again_from_the_keyboard_keeps_the_focus_in_the_thread(
     page.keyboard.press("Enter")
     expect(widget.locator("article p.text")).to_have_text(["the only comment"])
     expect(widget.locator(f"#comment-{first['id']}")).to_be_focused()
+
+
+def test_a_comment_posted_before_the_last_page_is_read_stays_at_the_end(
+    page, site: HostSite, open_api: Api
+):
+    content = new_content()
+    parent = open_api.post(content, "seed 0")
+    for i in range(1, 4):
+        open_api.post(content, f"seed {i}")
+    open_api.post(content, "an older reply", parent_id=parent["id"])
+    url = site.thread_page(f"/{content}.html", open_api.base, content, attrs='page-size="2"')
+    page.goto(url)
+    widget = thread(page)
+    expect(widget.locator("article")).to_have_count(2)
+    # Posted with pages still unread: shown now, and still last once they are read.
+    widget.get_by_label("Your comment").first.fill("mine")
+    widget.get_by_role("button", name="Post comment").click()
+    expect(widget.locator("article", has_text="mine")).to_be_focused()
+    widget.get_by_role("button", name="Reply").first.click()
+    widget.get_by_role("form", name=re.compile("Reply to")).get_by_label("Your comment").fill(
+        "my reply"
+    )
+    widget.get_by_role("button", name="Post reply").click()
+    expect(widget.locator("article", has_text="my reply")).to_be_visible()
+    more = widget.get_by_role("button", name="Load more comments")
+    more.click()
+    expect(widget.locator("article")).to_have_count(6)  # seeds 2 and 3
+    more.click()
+    expect(widget.locator("article")).to_have_count(7)  # the older reply (and "mine")
+    more.click()  # "my reply" again: the end
+    expect(more).to_be_hidden()
+    expect(widget.locator("ol.thread > li > article p.text")).to_have_text(
+        ["seed 0", "seed 1", "seed 2", "seed 3", "mine"]
+    )
+    replies = widget.locator(f"li:has(> #comment-{parent['id']}) > .replies article p.text")
+    expect(replies).to_have_text(["an older reply", "my reply"])

@@ -315,6 +315,7 @@ a{color:var(--comments-accent)}
       this.order = this.getAttribute("order") === "newest" ? "newest" : "oldest";
       this.nodes = new Map();
       this.orphans = new Map();
+      this.postedEarly = [];
       this.cursor = null;
       this.lastCursor = undefined;
       this.done = false;
@@ -641,7 +642,10 @@ a{color:var(--comments-accent)}
     place(node, c, atTop) {
       const parent = c.parent_id ? this.nodes.get(c.parent_id) : null;
       const list = parent ? parent.replies : this.list;
+      // Oldest first, a page read after the reader posted goes before what they posted.
+      const later = atTop ? null : this.postedEarly.find((p) => p.list === list && p.id > c.id);
       if (atTop && !parent) list.prepend(node.li);
+      else if (later) list.insertBefore(node.li, later.li);
       else list.append(node.li);
     }
 
@@ -790,6 +794,11 @@ a{color:var(--comments-accent)}
       this.resetForm(form);
       this.status.hidden = true;
       const [article] = this.addComments([comment], this.order === "newest" && !comment.parent_id);
+      // Oldest first with pages still unread: shown now, and kept after what they bring.
+      const node = this.nodes.get(comment.id);
+      if (this.order === "oldest" && !this.done && node && node.li.parentNode) {
+        this.postedEarly.push({ id: comment.id, li: node.li, list: node.li.parentNode });
+      }
       if (this.count !== undefined) this.setCount(this.count + 1);
       this.announce(this.t("posted"));
       if (article) article.focus();
