@@ -919,3 +919,21 @@ def test_a_comment_posted_before_the_last_page_is_read_stays_at_the_end(
     )
     replies = widget.locator(f"li:has(> #comment-{parent['id']}) > .replies article p.text")
     expect(replies).to_have_text(["an older reply", "my reply"])
+
+
+@pytest.mark.parametrize(("size", "shown"), [("500", 3), ("0", 1), ("ten", 3), ("2.5", 2)])
+def test_a_page_size_out_of_range_still_shows_the_thread(
+    page, site: HostSite, open_api: Api, size: str, shown: int
+):
+    content = new_content()
+    for i in range(3):
+        open_api.post(content, f"comment {i}")
+    url = site.thread_page(
+        f"/{content}-{size}.html", open_api.base, content, attrs=f'page-size="{size}"'
+    )
+    page.goto(url)
+    widget = thread(page)
+    # Not "The comments could not be loaded." for a site's typo: the nearest size allowed
+    # (1-100, whole numbers; 25 when it is no number at all).
+    expect(widget.locator("article")).to_have_count(shown)
+    expect(widget.get_by_text("The comments could not be loaded.")).to_have_count(0)

@@ -10,6 +10,7 @@
   const SCRIPT_API = script && script.src ? new URL(script.src).origin : location.origin;
   const CONFIG = window.CommentsWidgetConfig || {};
   const PAGE = 25;
+  const MAX_PAGE = 100; // the API's largest page
   const MIN_POLL = 2;
   const REFRESH_PAGES = 10;
 
@@ -487,7 +488,10 @@ a{color:var(--comments-accent)}
     }
 
     pagePath(cursor) {
-      let path = `/api/v1/contents/${encodeURIComponent(this.contentId)}/comments?limit=${this.getAttribute("page-size") || PAGE}&order=${this.order}`;
+      // A page-size the API would refuse (400: no thread at all) becomes the nearest it takes.
+      const asked = Math.trunc(Number(this.getAttribute("page-size") || PAGE));
+      const limit = Number.isFinite(asked) ? Math.min(MAX_PAGE, Math.max(1, asked)) : PAGE;
+      let path = `/api/v1/contents/${encodeURIComponent(this.contentId)}/comments?limit=${limit}&order=${this.order}`;
       if (cursor) path += `&cursor=${encodeURIComponent(cursor)}`;
       return path;
     }
