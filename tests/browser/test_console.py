@@ -646,6 +646,40 @@ def test_console_focus_after_an_action_stays_where_the_moderator_went(page, pre_
     assert errors == [], errors
 
 
+def test_console_a_comment_hidden_while_the_hidden_view_opened_stays_listed(page, pre_api: Api):
+    """The moderator hides a comment and opens the Hidden view before the answer comes;
+    that view's listing already shows the comment (hidden by then): the answer must not
+    take its row away, nor leave it disabled."""
+    content = new_content()
+    pre_api.post(content, "hide me late", email="h@example.com")
+    errors = page.page_errors
+    message = page.locator("#message")
+    sign_in(page, pre_api, pre_api.key("comments:moderate"))
+    page.get_by_label("Limit to content").fill(content)
+    page.get_by_role("button", name="Refresh").click()
+    row = queue_row(page, "hide me late")
+    expect(row).to_be_visible()
+    held = hold(page, "**/api/v1/moderation/comments")
+    row.get_by_role("button", name=re.compile("^Hide comment")).click()
+    expect(row.get_by_role("button", name=re.compile("^Hide comment"))).to_be_disabled()
+    for _ in range(100):  # bounded: 10 s for the console's request to reach the route
+        if held:
+            break
+        page.wait_for_timeout(100)
+    assert held, "the hide was never sent"
+    route = held.pop()
+    done = route.fetch()  # the server hides it now; the console gets the answer later
+    page.get_by_label("Status").select_option("hidden")
+    expect(page.locator("#queue-caption")).to_contain_text("Hidden comments")
+    expect(row).to_be_visible()
+    route.fulfill(response=done)
+    expect(message).to_have_text("Hid 1 comment.")
+    expect(row).to_be_visible()
+    expect(row.get_by_role("button", name=re.compile("^Publish comment"))).to_be_enabled()
+    page.unroute("**/api/v1/moderation/comments")
+    assert errors == [], errors
+
+
 def test_console_sign_out_leaves_nothing_of_the_session(page, pre_api: Api):
     content = new_content()
     admin = pre_api.key("admin")

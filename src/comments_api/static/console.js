@@ -634,7 +634,10 @@ async function queueAction(action, wanted, extra = []) {
     !now || now === document.body || now.disabled || extra.includes(now) ||
     result.done.some((id) => queue.items.has(id) && queue.items.get(id).contains(now));
   // Whatever happened, these are no longer waiting (unchanged ones were moderated elsewhere).
-  for (const id of result.done) {
+  // But a comment hidden while the moderator opened the Hidden view belongs to that view,
+  // whose listing may already show it: its row stays (Hide exists only on pending rows).
+  const belongs = action === "hide" && queue.status === "hidden";
+  for (const id of belongs ? [] : result.done) {
     const row = queue.items.get(id);
     if (row) row.remove();
     queue.items.delete(id);
