@@ -1,28 +1,72 @@
-"""HTTP caching on the cached reads: ETag, If-None-Match -> 304, Cache-Control.
+"""HTTP caching on the cached reads: ETag, If-Match -> 412, If-None-Match -> 304,
+Cache-Control.
 
 The service decides (comments/cache.py); this module only speaks HTTP. See docs/caching.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from flask import Response, current_app, request
+from werkzeug.datastructures import ETags
+from werkzeug.http import parse_etags
 
 from ..settings import Settings
+from ..web.errors import error_response
 from .cache import Read, Rendered
 
+# A 412 answers the If-Match of one request, a header no cache keys on (and no Vary could
+# name usefully): a cache in front must never store it and serve it to other readers.
+_PRECONDITION_FAILED_HEADERS = {"Cache-Control": "no-store"}
 
-def client_has() -> Callable[[str], bool]:
-    """Whether the request's If-None-Match names a given ETag.
 
-    Weak comparison, as RFC 9110 wants for If-None-Match. ``*`` is ignored: it means "any
-    representation", and a 304 must never stand in for a 404 the client has not seen.
+class Preconditions:
+    """The request's If-Match and If-None-Match, judged against a read's strong ETag.
+
+    RFC 9110, section 13.2.2: If-Match first (strong comparison: a weak tag never
+    matches; ``*`` matches any current representation), then If-None-Match (weak
+    comparison). A 404 wins over both (section 13.2.1: preconditions are ignored when the
+    answer without them would not be a 2xx), so the views ask only once a read exists.
     """
-    tags = request.if_none_match
-    if not tags or tags.star_tag:
-        return lambda etag: False
-    return lambda etag: tags.contains_weak(etag.strip('"'))
+
+    def __init__(self) -> None:
+        raw = request.headers.get("If-Match", "")
+        # An empty field names nothing to compare: as if absent. Any other value is judged,
+        # garbage included (it matches no ETag of ours, so it fails).
+        self._if_match: ETags | None = parse_etags(raw) if raw.strip() else None
+        self._if_none_match = request.if_none_match
+
+    def if_match_holds(self, etag: str | None) -> bool:
+        """False when If-Match names no ETag the current representation has (``etag``:
+        None when it has none, as a read built while its content kept changing)."""
+        tags = self._if_match
+        if tags is None or tags.star_tag:
+            return True
+        return etag is not None and tags.contains(etag.strip('"'))
+
+    def not_modified(self, etag: str) -> bool:
+        """Whether the client already holds ``etag``: the service's ``not_modified``.
+
+        Never while If-Match fails: the 412 takes precedence, and is decided once the read
+        is known to exist. ``*`` in If-None-Match is ignored: it means "any
+        representation", and a 304 must never stand in for a 404 the client has not seen.
+        """
+        if not self.if_match_holds(etag):
+            return False
+        tags = self._if_none_match
+        if not tags or tags.star_tag:
+            return False
+        return tags.contains_weak(etag.strip('"'))
+
+
+def precondition_failed() -> Response:
+    """412 for a read whose If-Match names none of its current ETags."""
+    return error_response(
+        412,
+        "If-Match names no current ETag of this resource (compared strongly: a weak "
+        "W/ tag never matches); fetch it again without If-Match for its current ETag",
+        problem_type="if-match-failed",
+        headers=_PRECONDITION_FAILED_HEADERS,
+    )
 
 
 def rendered(response: Response, *header_names: str) -> Rendered:
@@ -33,10 +77,12 @@ def rendered(response: Response, *header_names: str) -> Rendered:
     )
 
 
-def respond(read: Read, settings: Settings) -> Response:
-    """The 200 or 304 for a read whose ``value`` is not None (or that is not modified)."""
+def respond(read: Read, settings: Settings, conditions: Preconditions) -> Response:
+    """The 200, 304 or 412 for a read whose ``value`` is not None (or that is not modified)."""
     if read.not_modified:
         response = Response(status=304)
+    elif not conditions.if_match_holds(read.etag):
+        return precondition_failed()
     else:
         assert read.value is not None
         response = current_app.response_class(

@@ -13,7 +13,7 @@ from ..moderation.rules import without_body_identity
 from ..web.common import emit, read_json, services
 from ..web.errors import error_response
 from .cache import Rendered
-from .conditional import client_has, rendered, respond
+from .conditional import Preconditions, rendered, respond
 from .rules import legacy_email_view
 
 bp = Blueprint("legacy", __name__, url_prefix="/api/comment")
@@ -57,16 +57,18 @@ def list_comments(content_id: str) -> Response:
             )
         return rendered(response, "X-Comments-Truncated", "Link")
 
-    read = svc.comments.read_legacy_list(content_id, render, client_has())
+    conditions = Preconditions()
+    read = svc.comments.read_legacy_list(content_id, render, conditions.not_modified)
     if read.value is None and not read.not_modified:
         # "No comments yet", the usual state of a new article, on a route CDNs are told to
         # cache: without its own Cache-Control a 404 is heuristically cacheable (RFC 9111
         # 4.2.2), and CDNs keep one for their default TTL (seconds to an hour), hiding the
         # first comments. It says what the 200 says. No ETag: a 304 never stands in for it.
+        # Nor a 412: preconditions are ignored on a 404 (RFC 9110, section 13.2.1).
         return error_response(
             404,
             f"content_id {content_id} not found",
             title="Not Found",
             headers={"Cache-Control": svc.settings.read_cache_control},
         )
-    return respond(read, svc.settings)
+    return respond(read, svc.settings, conditions)

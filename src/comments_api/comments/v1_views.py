@@ -20,7 +20,7 @@ from ..moderation.rules import ACTION_DELETE, parse_edit, without_body_identity
 from ..web.common import emit, read_json, services
 from ..web.errors import error_response
 from .cache import Rendered
-from .conditional import client_has, rendered, respond
+from .conditional import Preconditions, precondition_failed, rendered, respond
 from .idempotency import idempotent_request, renderer, to_response
 from .render import comment_view
 from .rules import (
@@ -97,15 +97,16 @@ def list_comments(content_id: str) -> Response:
             )
         return rendered(response, "Link")
 
+    conditions = Preconditions()
     read = svc.comments.read_page(
         content_id,
         limit=limit,
         order=order,
         after_id=after_id,
         render=render,
-        not_modified=client_has(),
+        not_modified=conditions.not_modified,
     )
-    return respond(read, svc.settings)
+    return respond(read, svc.settings, conditions)
 
 
 @bp.get("/comments/<comment_id>")
@@ -119,6 +120,10 @@ def get_comment(comment_id: str) -> Response:
         comment = svc.comments.get_public(parse_comment_id(comment_id))
     except NotFound as exc:
         return error_response(404, exc.message, problem_type=exc.code, headers=cache_control)
+    # It has no ETag (not served from the read cache): only `If-Match: *` holds; a 404
+    # above ignores If-Match (RFC 9110, section 13.2.1).
+    if not Preconditions().if_match_holds(None):
+        return precondition_failed()
     response = jsonify(comment_view(comment))
     response.headers.update(cache_control)
     return response
@@ -172,4 +177,6 @@ def counts() -> Response:
     def render(counts: dict[str, int]) -> Rendered:
         return rendered(jsonify({"counts": counts}))
 
-    return respond(svc.comments.read_counts(ids, render, client_has()), svc.settings)
+    conditions = Preconditions()
+    read = svc.comments.read_counts(ids, render, conditions.not_modified)
+    return respond(read, svc.settings, conditions)

@@ -144,6 +144,12 @@ _ERROR_DEFAULTS: dict[int, tuple[tuple[str, ...], str, dict[str, Any]]] = {
         "you already posted this comment here; duplicates are not accepted",
         {},
     ),
+    412: (
+        ("if-match-failed",),
+        "If-Match names no current ETag of this resource (compared strongly: a weak W/ tag "
+        "never matches); fetch it again without If-Match for its current ETag",
+        {"Cache-Control": _header("`no-store`: it answers this request's `If-Match` only.")},
+    ),
     413: (
         ("content-too-large",),
         BODY_TOO_LARGE,
@@ -408,6 +414,17 @@ def parameters() -> dict[str, Any]:
             "schema": {"type": "string"},
             "example": '"5d1c0f3a9b7e2c4d6f8a1b3c"',
         },
+        "IfMatch": {
+            "name": "If-Match",
+            "in": "header",
+            "required": False,
+            "description": "Read only if the answer is still the one you hold: its `ETag` "
+            "(compared strongly: a `W/` tag never matches) or `*` (any). Otherwise `412`, "
+            "judged before `If-None-Match`; ignored when the answer would be a 404 (RFC 9110, "
+            "section 13.2.1). See docs/caching.md.",
+            "schema": {"type": "string"},
+            "example": '"5d1c0f3a9b7e2c4d6f8a1b3c"',
+        },
         "CountContentIds": {
             "name": "content_id",
             "in": "query",
@@ -496,7 +513,7 @@ def paths(settings: Settings) -> dict[str, Any]:
                     "400": _invalid(
                         legacy_list, "content_id", "must not contain control characters"
                     ),
-                    **_errors(legacy_list, 429, 503),
+                    **_errors(legacy_list, 412, 429, 503),
                     "404": _error(
                         legacy_list,
                         404,
@@ -507,7 +524,11 @@ def paths(settings: Settings) -> dict[str, Any]:
                         headers={"Cache-Control": read_cache_control},
                     ),
                 },
-                parameters=[ref("ContentIdPath", "parameters"), ref("IfNoneMatch", "parameters")],
+                parameters=[
+                    ref("ContentIdPath", "parameters"),
+                    ref("IfNoneMatch", "parameters"),
+                    ref("IfMatch", "parameters"),
+                ],
             )
         },
         thread: {
@@ -594,7 +615,7 @@ def paths(settings: Settings) -> dict[str, Any]:
                         ),
                         settings,
                     ),
-                    **_errors(thread, 429, 503),
+                    **_errors(thread, 412, 429, 503),
                     "400": _invalid(thread, "limit", "must be between 1 and 100"),
                 },
                 parameters=[
@@ -603,6 +624,7 @@ def paths(settings: Settings) -> dict[str, Any]:
                     ref("Cursor", "parameters"),
                     ref("Order", "parameters"),
                     ref("IfNoneMatch", "parameters"),
+                    ref("IfMatch", "parameters"),
                 ],
             ),
         },
@@ -621,6 +643,12 @@ def paths(settings: Settings) -> dict[str, Any]:
                         headers={"Cache-Control": read_cache_control},
                     ),
                     **_errors(one, 429, 503),
+                    "412": _error(
+                        one,
+                        412,
+                        description="`If-Match` names a tag: one comment carries no `ETag`, "
+                        "so only `If-Match: *` holds.",
+                    ),
                     "404": _error(
                         one,
                         404,
@@ -631,7 +659,7 @@ def paths(settings: Settings) -> dict[str, Any]:
                         headers={"Cache-Control": read_cache_control},
                     ),
                 },
-                parameters=[ref("CommentIdPath", "parameters")],
+                parameters=[ref("CommentIdPath", "parameters"), ref("IfMatch", "parameters")],
             ),
             "patch": _op(
                 "v1",
@@ -725,10 +753,14 @@ def paths(settings: Settings) -> dict[str, Any]:
                         ),
                         settings,
                     ),
-                    **_errors(counts, 429, 503),
+                    **_errors(counts, 412, 429, 503),
                     "400": _invalid(counts, "content_id", "at most 100 content ids per call"),
                 },
-                parameters=[ref("CountContentIds", "parameters"), ref("IfNoneMatch", "parameters")],
+                parameters=[
+                    ref("CountContentIds", "parameters"),
+                    ref("IfNoneMatch", "parameters"),
+                    ref("IfMatch", "parameters"),
+                ],
             )
         },
         "/healthz": {

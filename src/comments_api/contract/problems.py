@@ -141,6 +141,16 @@ def problem_types(settings: Settings) -> dict[str, dict[str, Any]]:
             "The database volume is full: nothing was stored. Reads keep working; retry "
             "after `Retry-After` (operators have been alerted by the log and `/readyz`).",
         ),
+        # Answered only as this type, never by status alone (as 422 is only
+        # "idempotency-key-reused"): 412 answers nothing else here.
+        "if-match-failed": entry(
+            412,
+            "If-Match failed",
+            "A read's `If-Match` names none of its current `ETag`s (compared strongly: a "
+            "`W/` tag never matches; `*` matches anything that exists): what you hold has "
+            "changed. Read it again without `If-Match` for the current `ETag`. Answered "
+            "`Cache-Control: no-store`.",
+        ),
         "content-too-large": entry(
             413,
             "Content too large",
