@@ -271,6 +271,44 @@ def test_a_body_that_is_not_utf8_is_400_whatever_the_charset_says(live, charset,
     assert thread(live) == before
 
 
+# --- the Content-Type's media type --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/+json", "+json", "text/+json", "json+json", "/vnd.x+json"]
+)
+def test_a_json_suffix_without_a_subtype_name_is_415(live, content_type):
+    """ "application/+json" and "+json" ended with "+json", so they were read as JSON and
+    stored a comment; a media type needs a type and a subtype name before the suffix."""
+    before = thread(live)
+    reply = live.request(
+        "POST", "/api/v1/contents/inputs/comments", b'{"body": "suffix"}', content_type=content_type
+    )
+    problem = assert_problem(reply, 415)
+    assert problem["type"] == "/docs#problem-unsupported-media-type"
+    assert "Content-Type: application/json" in problem["detail"]
+    legacy = live.request(
+        "POST",
+        "/api/comment/new",
+        b'{"email": "s@b.co", "comment": "suffix", "content_id": "inputs"}',
+        content_type=content_type,
+    )
+    assert legacy.status == 415, legacy.body
+    assert thread(live) == before
+
+
+@pytest.mark.parametrize("content_type", ["application/vnd.example+json", "Application/LD+JSON"])
+def test_a_named_json_suffix_type_is_read_as_json(live, content_type):
+    reply = live.request(
+        "POST",
+        "/api/v1/contents/suffixes/comments",
+        json.dumps({"body": content_type}).encode(),
+        content_type=content_type,
+    )
+    assert reply.status == 201, reply.body
+    assert content_type in thread(live, "suffixes")
+
+
 # --- integers past BIGINT -----------------------------------------------------------------
 
 

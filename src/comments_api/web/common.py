@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from dataclasses import dataclass
 from datetime import datetime
@@ -82,6 +83,13 @@ def revalidated(response: Response, etag: str) -> Response:
     if tags and (tags.star_tag or tags.contains_weak(etag)):
         response.status_code = 304  # werkzeug sends a 304 without body or entity headers
     return response
+
+
+# A structured-syntax "+json" media type (RFC 6839): type "/" a subtype with a name before
+# its suffix, tokens both (RFC 9110, section 8.3.1). "application/+json" and "+json" have no
+# subtype name: they are no media type at all, and get the 415 any other one gets.
+_TCHAR = "[!#$%&'*+.^_`|~0-9a-z-]"  # werkzeug's mimetype is lower case
+_JSON_SUFFIX_TYPE = re.compile(f"{_TCHAR}+/{_TCHAR}+\\+json")
 
 
 def _reject_constant(name: str) -> Any:
@@ -172,7 +180,7 @@ def read_json() -> Any:
     """The request body as JSON, or a 4xx that says exactly what is wrong with it."""
     req = request._get_current_object()  # type: ignore[attr-defined]  # one context lookup
     mimetype = req.mimetype
-    if mimetype != "application/json" and not mimetype.endswith("+json"):
+    if mimetype != "application/json" and _JSON_SUFFIX_TYPE.fullmatch(mimetype) is None:
         raise UnsupportedMediaType(
             "send the body as JSON with the header 'Content-Type: application/json'"
         )
