@@ -93,14 +93,23 @@ def jwks(*signers: Signer) -> dict[str, Any]:
 
 @contextmanager
 def jwks_server(document: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Serve ``document`` at http://127.0.0.1:PORT/jwks.json; yields url and hit count."""
-    state: dict[str, Any] = {"hits": 0}
-    body = json.dumps(document).encode()
+    """Serve ``document`` at http://127.0.0.1:PORT/jwks.json; yields url and hit count.
+
+    A test changes what is served through the yielded state: ``body`` (bytes), ``status``
+    and ``delay`` (seconds before answering: a slow identity provider)."""
+    state: dict[str, Any] = {
+        "hits": 0,
+        "body": json.dumps(document).encode(),
+        "status": 200,
+        "delay": 0.0,
+    }
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             state["hits"] += 1
-            self.send_response(200)
+            time.sleep(state["delay"])
+            body = state["body"]
+            self.send_response(state["status"])
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()

@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import re
 import secrets
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,6 +28,8 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from ..comments.rules import Comment, DomainError, is_single_line_text
 from ..settings import Settings, SettingsError
+
+log = logging.getLogger(__name__)
 
 SCOPE_WRITE = "comments:write"
 SCOPE_MODERATE = "comments:moderate"
@@ -43,6 +47,9 @@ _KEY_ID_RE = re.compile(r"^[0-9a-f]{12}$")
 _ASYMMETRIC = {"RS256": rsa.RSAPublicKey, "ES256": ec.EllipticCurvePublicKey}
 _HMAC = "HS256"
 _JWKS_MIN_REFRESH = 60.0  # unknown kids never make us hammer the identity provider
+_JWKS_LIFESPAN = 300.0  # a fetched key set is used this long before it is fetched again
+_JWKS_TIMEOUT = 5.0
+_JWKS_RETRY = 5.0  # with no key set yet, a failed fetch is not retried sooner (Retry-After)
 
 
 class AuthError(Exception):
@@ -163,12 +170,7 @@ class JwtVerifier:
             # at most once per `cooldown_duration` (public API, PyJWT >= 2.15 as declared):
             # forged kids can't make us hammer the identity provider.
             try:
-                self._client = jwt.PyJWKClient(
-                    settings.jwt_jwks_url,
-                    lifespan=300,
-                    timeout=5,
-                    cooldown_duration=_JWKS_MIN_REFRESH,
-                )
+                self._client = _JwksClient(settings.jwt_jwks_url)
             except jwt.PyJWKClientError as exc:  # e.g. a URL without http(s)://
                 raise SettingsError(f"JWT_JWKS_URL: {exc}") from None
         self.enabled = bool(self._secret or self._static_keys or self._client)
@@ -245,6 +247,44 @@ class JwtVerifier:
             if jwk is not None and isinstance(jwk.key, wanted):
                 return jwk.key
         raise AuthError("the token was not signed by a key this service trusts")
+
+
+class _JwksClient(jwt.PyJWKClient):
+    """PyJWKClient that survives a broken identity provider.
+
+    - Anything the endpoint sends that is not a usable key set (an HTML error page, a
+      truncated body, an empty set) is a connection error: a 503, not a 500.
+    - When a refresh fails, the last good set stays in use for another lifespan: the keys
+      the provider signed with minutes ago still verify its readers' tokens.
+    - With no set yet, a failure is remembered for ``_JWKS_RETRY`` seconds: requests queued
+      on the client's lock behind a slow provider fail at once instead of each waiting out
+      the timeout in turn.
+    """
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(
+            uri,
+            lifespan=_JWKS_LIFESPAN,
+            timeout=_JWKS_TIMEOUT,
+            cooldown_duration=_JWKS_MIN_REFRESH,
+        )
+        self._last_good: jwt.PyJWKSet | None = None
+        self._retry_at = 0.0
+
+    def fetch_data(self) -> Any:
+        if self._last_good is None and time.monotonic() < self._retry_at:
+            raise jwt.PyJWKClientConnectionError("the last fetch failed moments ago")
+        try:
+            data = super().fetch_data()  # stores the parsed set in the cache on success
+        except (jwt.PyJWTError, ValueError, OSError, RecursionError) as exc:
+            if self._last_good is not None:
+                log.warning("cannot refresh the JWKS, still using the last good one: %s", exc)
+                return self._last_good  # get_jwk_set caches it again for a lifespan
+            self._retry_at = time.monotonic() + _JWKS_RETRY
+            raise jwt.PyJWKClientConnectionError(f"unusable JWKS: {exc}") from None
+        if self.jwk_set_cache is not None:
+            self._last_good = self.jwk_set_cache.get()
+        return data
 
 
 def _load_key_file(path: str) -> list[tuple[str | None, Any]]:

@@ -1,0 +1,125 @@
+"""A JWKS URL whose identity provider misbehaves: garbage, outages, slowness.
+
+Each test serves the key set from a real HTTP server on 127.0.0.1 (tests/authkit.py) and
+changes what it answers while the app runs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+
+import pytest
+
+from comments_api.app import create_app
+from comments_api.identity import credentials
+from comments_api.settings import Settings
+from comments_api.store.repository import make_engine, migrate
+from comments_api.web.common import EXTENSION_KEY
+
+from .authkit import AUDIENCE, ISSUER, bearer, jwks, jwks_server, rsa_signer
+
+
+def build(url: str, jwks_url: str):
+    engine = make_engine(url)
+    migrate(engine)
+    engine.dispose()
+    settings = replace(
+        Settings(database_url=url, ratelimit_enabled=False),
+        jwt_issuer=ISSUER,
+        jwt_audience=AUDIENCE,
+        jwt_jwks_url=jwks_url,
+    )
+    return create_app(settings)
+
+
+def post(client, token: str, body: str):
+    return client.post("/api/v1/contents/a1/comments", json={"body": body}, headers=bearer(token))
+
+
+def stored_bodies(client) -> list[str]:
+    return [c["body"] for c in client.get("/api/v1/contents/a1/comments").json["items"]]
+
+
+def assert_unavailable(response) -> None:
+    assert response.status_code == 503, response.get_data(as_text=True)
+    assert response.mimetype == "application/problem+json"
+    assert response.headers["Retry-After"]
+    assert "identity provider" in response.json["detail"]
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (200, b"<html><body>502 Bad Gateway</body></html>"),  # a proxy's error page
+        (200, b""),
+        (200, b'{"keys": [{"kty": "RSA", "n": '),  # cut short
+        (200, b"\xff\xfe{"),  # not UTF-8
+        (200, b"[" * 100_000),  # nested past the JSON parser's recursion limit
+        (200, b"[]"),
+        (200, b"{}"),
+        (200, b'{"keys": []}'),
+        (200, b'{"keys": "none"}'),
+        (200, b'{"keys": [{"kty": "XX", "kid": "k"}]}'),  # no key we can use
+        (500, b"internal error"),
+    ],
+)
+def test_a_jwks_endpoint_serving_no_usable_key_set_is_503_not_500(
+    sqlite_url, monkeypatch, status, body
+):
+    """Only connection failures were 503: an HTML page, a cut body or an empty set raised
+    out of PyJWT (a 500) or were blamed on the reader's token (a 401)."""
+    monkeypatch.setattr(credentials, "_JWKS_RETRY", 0.0)  # the recovery below is immediate
+    signer = rsa_signer()
+    with jwks_server(jwks(signer)) as state:
+        state["status"], state["body"] = status, body
+        client = build(sqlite_url, state["url"]).test_client()
+        assert_unavailable(post(client, signer.token(), "while broken"))
+        # The provider recovers: the next request fetches the set again and gets in.
+        state["status"], state["body"] = 200, json.dumps(jwks(signer)).encode()
+        assert post(client, signer.token(), "after recovery").status_code == 201
+    assert stored_bodies(client) == ["after recovery"]
+
+
+def test_an_identity_provider_outage_keeps_the_keys_it_served_last(sqlite_url):
+    """Once the cached set had expired, every reader got a 503 for as long as the provider
+    was down, although the keys it signed their tokens with were known."""
+    trusted = rsa_signer()
+    with jwks_server(jwks(trusted)) as state:
+        app = build(sqlite_url, state["url"])
+        client = app.test_client()
+        assert post(client, trusted.token(), "before").status_code == 201
+        state["status"], state["body"] = 503, b"maintenance"
+        # The set's lifespan runs out (as five minutes later): the next request refetches.
+        cache = app.extensions[EXTENSION_KEY].identity.jwt._client.jwk_set_cache
+        cache.jwk_set_with_timestamp.timestamp -= credentials._JWKS_MIN_REFRESH + 600
+        hits = state["hits"]
+        assert post(client, trusted.token(), "during the outage").status_code == 201
+        assert state["hits"] == hits + 1  # it did try the provider
+        # The old set is used for another lifespan, not refetched on every request.
+        assert post(client, trusted.token(), "still during").status_code == 201
+        assert state["hits"] == hits + 1
+        # It still verifies: a key the provider never listed gets nothing.
+        forger = rsa_signer()
+        forger.kid = trusted.kid
+        assert post(client, forger.token(), "forged").status_code == 401
+    assert stored_bodies(client) == ["before", "during the outage", "still during"]
+
+
+def test_a_slow_identity_provider_costs_one_timeout_not_one_per_request(sqlite_url):
+    """Each request waited out the fetch timeout in turn (behind the client's lock): a
+    provider that hangs made every signed-in request take 5 s, one after the other."""
+    signer = rsa_signer()
+    with jwks_server(jwks(signer)) as state:
+        state["delay"] = 6.0  # past the 5 s fetch timeout
+        client = build(sqlite_url, state["url"]).test_client()
+        assert_unavailable(post(client, signer.token(), "first"))
+        hits = state["hits"]
+        started = time.monotonic()
+        for i in range(3):
+            assert_unavailable(post(client, signer.token(), f"queued {i}"))
+        assert time.monotonic() - started < 2.0
+        assert state["hits"] == hits  # nobody waited on the provider again
+        state["delay"] = 0.0
+    assert stored_bodies(client) == []
