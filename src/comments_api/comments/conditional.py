@@ -30,9 +30,10 @@ class Preconditions:
 
     def __init__(self) -> None:
         raw = request.headers.get("If-Match", "")
-        # An empty field names nothing to compare: as if absent. Any other value is judged,
-        # garbage included (it matches no ETag of ours, so it fails).
-        self._if_match: ETags | None = parse_etags(raw) if raw.strip() else None
+        # A field with no list element ("", " , ", RFC 9110 section 5.6.1) names nothing to
+        # compare: as if absent. Any other value is judged, garbage included (it matches
+        # no ETag of ours, so it fails).
+        self._if_match: ETags | None = parse_etags(raw) if raw.strip(" \t,") else None
         self._if_none_match = request.if_none_match
 
     def if_match_holds(self, etag: str | None) -> bool:
