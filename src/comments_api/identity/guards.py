@@ -25,17 +25,37 @@ log = logging.getLogger(__name__)
 REALM = "comments-api"
 
 
+def _challenge(description: str | None, error: str | None, scope: str | None = None) -> str:
+    """A ``WWW-Authenticate`` value: how to authenticate, and what was wrong (RFC 6750)."""
+    challenge = f'Bearer realm="{REALM}"'
+    if error and description:
+        # Header values must be ASCII-safe; the text may quote an attacker's "alg".
+        safe = description.encode("ascii", "backslashreplace").decode().replace('"', "'")
+        challenge += f', error="{error}", error_description="{safe}"'
+    if scope:
+        challenge += f', scope="{scope}"'
+    return challenge
+
+
 class _Challenge(Unauthorized):
     """401 that tells the client how to authenticate (RFC 6750)."""
 
     def __init__(self, description: str, error: str | None = None) -> None:
         super().__init__(description)
-        challenge = f'Bearer realm="{REALM}"'
-        if error:
-            # Header values must be ASCII-safe; the text may quote an attacker's "alg".
-            safe = description.encode("ascii", "backslashreplace").decode().replace('"', "'")
-            challenge += f', error="{error}", error_description="{safe}"'
-        self.challenge = challenge
+        self.challenge = _challenge(description, error)
+
+    def get_headers(self, *args: object, **kwargs: object) -> list[tuple[str, str]]:
+        return [("WWW-Authenticate", self.challenge)]
+
+
+class _ScopeRefused(Forbidden):
+    """403 for a valid credential without the scope: RFC 6750 (section 3) requires the
+    challenge here too, naming the scope, so a client knows which credential to get."""
+
+    def __init__(self, scope: str) -> None:
+        description = f"this credential lacks the {scope!r} scope"
+        super().__init__(description)
+        self.challenge = _challenge(description, "insufficient_scope", scope)
 
     def get_headers(self, *args: object, **kwargs: object) -> list[tuple[str, str]]:
         return [("WWW-Authenticate", self.challenge)]
@@ -102,7 +122,7 @@ def require_write() -> Identity | None:
             raise _Challenge("this service requires an API key or a sign-in token to post")
         return None
     if not identity.has(SCOPE_WRITE):
-        raise Forbidden(f"this credential lacks the {SCOPE_WRITE!r} scope")
+        raise _ScopeRefused(SCOPE_WRITE)
     return identity
 
 
@@ -118,5 +138,5 @@ def require_scope(scope: str) -> Identity:
     """Moderation and admin calls: always a credential, always the scope."""
     identity = require_identity()
     if not identity.has(scope):
-        raise Forbidden(f"this credential lacks the {scope!r} scope")
+        raise _ScopeRefused(scope)
     return identity
