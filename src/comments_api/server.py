@@ -12,11 +12,13 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
+from .liveness import LivenessListener
 from .processes import stop_signals_blocked
 from .settings import Settings, SettingsError
 
@@ -30,11 +32,40 @@ class DrainingArbiter(Arbiter):  # type: ignore[misc]
     stopping at once would drop the requests still routed to it.
     """
 
-    def __init__(self, app: Any, drain_file: str, delay: float) -> None:
+    def __init__(
+        self, app: Any, drain_file: str, delay: float, liveness: tuple[str, int] | None = None
+    ) -> None:
         super().__init__(app)
         self.drain_file = drain_file
         self.delay = delay
         self.draining = False
+        self.liveness = liveness  # (host, port) of the master's own /healthz, or None
+        self.last_turn = time.monotonic()
+        self.stopping = False
+
+    def start(self) -> None:
+        super().start()
+        if self.liveness is not None:
+            host, port = self.liveness
+            try:
+                listener = LivenessListener(
+                    host, port, lambda: self.last_turn, lambda: self.stopping
+                )
+            except OSError as exc:
+                raise SettingsError(
+                    f"LIVENESS_PORT: cannot listen on {host}:{port}: {exc.strerror or exc}"
+                ) from None
+            listener.start()
+            self.log.info("Liveness at: http://%s:%d/healthz (master)", host, listener.port)
+
+    def murder_workers(self) -> None:
+        # Once per turn of the master's loop: the liveness listener's sign of life.
+        self.last_turn = time.monotonic()
+        super().murder_workers()
+
+    def stop(self, graceful: bool = True) -> None:
+        self.stopping = True
+        super().stop(graceful)
 
     def spawn_worker(self) -> int:
         # Fork with the stop signals blocked: the child keeps them blocked until its own
@@ -82,7 +113,9 @@ class CommentsGunicorn(BaseApplication):  # type: ignore[misc]
         return create_app(self.settings)
 
     def run(self) -> None:
-        DrainingArbiter(self, self.drain_file, self.settings.shutdown_delay).run()
+        port = self.settings.liveness_port
+        liveness = (self.settings.host, port) if port else None
+        DrainingArbiter(self, self.drain_file, self.settings.shutdown_delay, liveness).run()
 
 
 RUNTIME_PREFIX = "comments-api-"

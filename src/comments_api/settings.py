@@ -166,6 +166,16 @@ class Settings:
         metadata=_doc("Address to bind (`0.0.0.0` in the container image)."),
     )
     port: int = field(default=8000, metadata=_doc("Port to bind."))
+    liveness_port: int = field(
+        default=0,
+        metadata=_doc(
+            "Port on which the gunicorn master itself answers `GET /healthz` (on `HOST`); "
+            "`0` = none. Unlike `/healthz` on `PORT`, it never waits behind the requests "
+            "queued at the workers: the Kubernetes liveness probe uses it (`8081` in "
+            "`deploy/k8s`). 200 while the master's loop, which replaces dead and hung "
+            "workers, turns; 503 if it is stuck."
+        ),
+    )
     workers: int = field(
         default_factory=_default_workers,
         metadata=_doc("gunicorn worker processes.", default="max(2, CPUs)"),
@@ -533,6 +543,7 @@ class Settings:
         # a SQL LIMIT, or in memory that every request may claim.
         ints = {
             "PORT": ("port", 1, 65535),
+            "LIVENESS_PORT": ("liveness_port", 0, 65535),
             "WORKERS": ("workers", 1, 256),
             "THREADS": ("threads", 1, 1024),
             "DB_POOL_SIZE": ("db_pool_size", 1, 10_000),
@@ -615,6 +626,8 @@ class Settings:
             # 0 would refuse every wait at once (a 408, a 503 or a dropped answer).
             if not getattr(self, name) > 0:
                 raise SettingsError(f"{name.upper()} must be a positive number of seconds")
+        if self.liveness_port == self.port:
+            raise SettingsError("LIVENESS_PORT must differ from PORT (or be 0: none)")
         if "*" in self.cors_origins:
             raise SettingsError("CORS_ORIGINS must list origins explicitly; '*' is not allowed")
         for origin in self.cors_origins:

@@ -139,9 +139,18 @@ def test_probes(rendered: dict[str, list[dict[str, Any]]], env: str) -> None:
     assert c["startupProbe"]["httpGet"]["path"] == "/healthz"
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+    for probe in ("startupProbe", "readinessProbe"):
         assert c[probe]["httpGet"]["port"] in ("http", 8000)
-        assert c[probe]["timeoutSeconds"] < c[probe]["periodSeconds"] or probe == "startupProbe"
+    # Liveness is the master's own listener (LIVENESS_PORT), beside the workers' queue.
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert c["livenessProbe"]["httpGet"]["port"] == "liveness"
+    container_env = {e["name"]: e.get("value") for e in c["env"]}
+    assert container_env["LIVENESS_PORT"] == str(ports["liveness"])
+    assert ports["liveness"] != ports["http"]
+    service = one(rendered[env], "Service", "comments-api")
+    assert all(p["targetPort"] in ("http", ports["http"]) for p in service["spec"]["ports"])
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert c[probe]["timeoutSeconds"] < c[probe]["periodSeconds"]
     # Start-up budget: the startup probe allows far more than the measured <= 3.6 s boot.
     startup = c["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 30

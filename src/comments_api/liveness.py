@@ -1,0 +1,133 @@
+"""Liveness answered by the gunicorn master, on a port of its own (``LIVENESS_PORT``).
+
+A sync worker answers one request at a time, so the workers' ``/healthz`` waits in the
+queue behind every request accepted before it. Under a database slow for
+``DB_STATEMENT_TIMEOUT``, with clients still waiting, the kubelet's probe timed out there
+and a pod that would have recovered was restarted. The master serves no requests: its loop
+reaps dead workers, replaces them and kills hung ones (``WORKER_TIMEOUT``). While that loop
+turns, the workers are looked after, which is what a liveness probe asks. A thread of the
+master answers ``GET /healthz`` here: 200 while the loop has turned within ``STALE_AFTER``
+seconds or the server is stopping, 503 when the loop is stuck.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Callable
+
+from . import __version__
+from .worker import error_document
+
+# The master's loop wakes at least once a second; a reload's forks take a few more.
+STALE_AFTER = 10.0
+# A probe sends its request at once; a client that does not is cut off, not waited for.
+READ_TIMEOUT = 1.0
+MAX_REQUEST_HEAD = 8192
+
+
+class LivenessListener:
+    """``GET /healthz`` (and ``HEAD``) on ``host:port``, answered from a daemon thread.
+
+    ``last_turn`` gives the ``time.monotonic()`` of the master loop's latest turn;
+    ``stopping`` says whether a stop was asked for (the loop then waits for the workers and
+    does not turn, and restarting the pod would help nothing)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        last_turn: Callable[[], float],
+        stopping: Callable[[], bool],
+        stale_after: float = STALE_AFTER,
+    ) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        # Bound in the caller, so a port in use fails the start with a clear error.
+        self._sock = socket.create_server((host, port), family=family, backlog=16)
+        self.port = self._sock.getsockname()[1]
+        self._last_turn = last_turn
+        self._stopping = stopping
+        self._stale_after = stale_after
+        # A forked worker gets a copy of the descriptor; it must not keep the port open
+        # after the master is gone.
+        os.register_at_fork(after_in_child=_close_in_child(weakref.ref(self)))
+
+    def start(self) -> None:
+        threading.Thread(target=self._serve, name="liveness", daemon=True).start()
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return  # closed
+            # A prober that gave up or sent nothing costs READ_TIMEOUT; the next is served.
+            with conn, contextlib.suppress(OSError):
+                conn.settimeout(READ_TIMEOUT)
+                conn.sendall(self._answer(_read_request_line(conn)))
+
+    def _answer(self, request_line: bytes) -> bytes:
+        method, _, rest = request_line.partition(b" ")
+        target = rest.partition(b" ")[0].partition(b"?")[0]
+        head = method == b"HEAD"
+        if target != b"/healthz":
+            problem = error_document(404, "Only /healthz is served here.", None)
+            return _response(404, *problem, head=head)
+        if method not in (b"GET", b"HEAD"):
+            problem = error_document(405, "/healthz here answers GET and HEAD.", None)
+            return _response(405, *problem, head=head, extra="Allow: GET, HEAD")
+        stale = time.monotonic() - self._last_turn()
+        if stale > self._stale_after and not self._stopping():
+            status = 503
+            document = {"status": "unavailable", "reason": f"master loop stuck for {stale:.0f}s"}
+        else:
+            status, document = 200, {"status": "ok", "version": __version__}
+        body = json.dumps(document, separators=(",", ":")).encode()
+        return _response(status, "application/json", body, head=head)
+
+
+def _read_request_line(conn: socket.socket) -> bytes:
+    """The request line, once the whole head has arrived: closing with part of it unread
+    would reset the connection, and the prober could lose the answer."""
+    data = b""
+    while b"\r\n\r\n" not in data and len(data) < MAX_REQUEST_HEAD:
+        chunk = conn.recv(MAX_REQUEST_HEAD)
+        if not chunk:
+            break
+        data += chunk
+    return data.partition(b"\r\n")[0]
+
+
+_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+
+
+def _response(
+    status: int, content_type: str, body: bytes, head: bool = False, extra: str | None = None
+) -> bytes:
+    lines = [
+        f"HTTP/1.1 {status} {_REASONS[status]}",
+        f"Content-Type: {content_type}",
+        f"Content-Length: {len(body)}",
+        "Cache-Control: no-store",
+        "Connection: close",
+    ]
+    if extra:
+        lines.append(extra)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + (b"" if head else body)
+
+
+def _close_in_child(listener: weakref.ref[LivenessListener]) -> Callable[[], None]:
+    def close() -> None:
+        live = listener()
+        if live is not None:
+            live.close()
+
+    return close
