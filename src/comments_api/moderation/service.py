@@ -14,6 +14,8 @@ from ..comments.rules import NotFound, Page
 from ..store.repository import Repository
 from .rules import AuditEntry, transition
 
+NOT_BANNED = "this author is not banned"
+
 
 class ModerationService:
     def __init__(self, repo: Repository, clock: Clock = utcnow) -> None:
@@ -42,9 +44,12 @@ class ModerationService:
         """False when the author was already banned (the first ban stands)."""
         return self.repo.ban(target, reason, actor, now=self.clock())
 
+    def is_banned(self, target: str) -> bool:
+        return self.repo.is_banned(target)
+
     def unban(self, target: str, actor: str) -> None:
         if not self.repo.unban(target, actor, now=self.clock()):
-            raise NotFound("this author is not banned")
+            raise NotFound(NOT_BANNED)
 
     def audit(self, *, limit: int, before_id: int | None) -> tuple[list[AuditEntry], int | None]:
         """Newest first; the entries and the id to continue before, if any."""

@@ -6,16 +6,25 @@ from urllib.parse import quote, urlencode
 
 from flask import Blueprint, Response, jsonify, request
 
+from ..comments.conditional import Preconditions, precondition_failed
 from ..comments.render import moderator_view
-from ..comments.rules import STATUS_PENDING, decode_cursor, encode_cursor
+from ..comments.rules import STATUS_PENDING, NotFound, decode_cursor, encode_cursor
 from ..contract.requests import parse_content_filter, parse_limit, parse_moderation_status
 from ..events import moderation_action
 from ..identity.credentials import SCOPE_ADMIN, SCOPE_MODERATE
 from ..identity.guards import require_scope
 from ..web.common import emit, iso_timestamp, read_json, services
 from .rules import parse_ban, parse_ban_target, parse_bulk
+from .service import NOT_BANNED
 
 bp = Blueprint("moderation", __name__, url_prefix="/api/v1")
+
+
+def _if_match_fails() -> bool:
+    """No moderation resource has an ETag, so only ``If-Match: *`` holds (RFC 9110,
+    section 13.1.1): a console naming a tag it saw must not act on a state that may have
+    moved since. Asked once the request is otherwise valid, as a 4xx wins over a 412."""
+    return not Preconditions().if_match_holds(None)
 
 
 @bp.get("/moderation/pending")
@@ -36,6 +45,8 @@ def _listing(status: str, path: str, query: dict[str, str]) -> Response:
     limit = parse_limit(request.args.get("limit"))
     content_id = parse_content_filter(request.args.get("content_id"))
     after_id = decode_cursor(request.args.get("cursor"), "oldest")
+    if _if_match_fails():
+        return precondition_failed()
     page = services().moderation.listing(
         status, content_id=content_id, limit=limit, after_id=after_id
     )
@@ -53,6 +64,8 @@ def bulk_moderate() -> Response:
     """``{"action": "approve|hide|delete", "ids": [...]}``: one transaction, one audit row."""
     identity = require_scope(SCOPE_MODERATE)
     action, ids = parse_bulk(read_json())
+    if _if_match_fails():
+        return precondition_failed()
     changed = services().moderation.bulk(action, ids, identity.actor)
     emit(moderation_action, action=action, count=len(changed))
     done = set(changed)
@@ -62,14 +75,18 @@ def bulk_moderate() -> Response:
 @bp.get("/moderation/bans")
 def list_bans() -> Response:
     require_scope(SCOPE_MODERATE)
+    if _if_match_fails():
+        return precondition_failed()
     bans = services().moderation.bans()
     return jsonify(items=[{**b, "created_at": iso_timestamp(b["created_at"])} for b in bans])
 
 
 @bp.post("/moderation/bans")
-def ban_author() -> tuple[Response, int, dict[str, str]]:
+def ban_author() -> tuple[Response, int, dict[str, str]] | Response:
     identity = require_scope(SCOPE_MODERATE)
     ban = parse_ban(read_json())
+    if _if_match_fails():
+        return precondition_failed()
     created = services().moderation.ban(ban.target, ban.reason, identity.actor)
     if created:
         emit(moderation_action, action="ban", count=1)
@@ -84,7 +101,12 @@ def ban_author() -> tuple[Response, int, dict[str, str]]:
 @bp.delete("/moderation/bans/<path:target>")
 def unban_author(target: str) -> tuple[str, int] | Response:
     identity = require_scope(SCOPE_MODERATE)
-    services().moderation.unban(parse_ban_target(target), identity.actor)
+    author = parse_ban_target(target)
+    if _if_match_fails():
+        if not services().moderation.is_banned(author):
+            raise NotFound(NOT_BANNED)  # the 404 it would have been wins
+        return precondition_failed()
+    services().moderation.unban(author, identity.actor)
     emit(moderation_action, action="unban", count=1)
     return "", 204
 
@@ -94,6 +116,8 @@ def audit_log() -> Response:
     require_scope(SCOPE_ADMIN)
     limit = parse_limit(request.args.get("limit"))
     before_id = decode_cursor(request.args.get("cursor"), "newest")
+    if _if_match_fails():
+        return precondition_failed()
     entries, last_id = services().moderation.audit(limit=limit, before_id=before_id)
     next_cursor = encode_cursor(last_id, "newest") if last_id is not None else None
     return jsonify(

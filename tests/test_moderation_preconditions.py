@@ -1,0 +1,66 @@
+"""Moderation with a stale If-Match: 412 and nothing done, not the action taken anyway."""
+
+from __future__ import annotations
+
+from comments_api.identity.credentials import SCOPE_ADMIN
+
+from .authkit import api_key, bearer
+
+BULK = "/api/v1/moderation/comments"
+BANS = "/api/v1/moderation/bans"
+STALE = {"If-Match": '"a-tag-the-console-saw-earlier"'}
+
+
+def public_ids(client) -> list[int]:
+    return [c["id"] for c in client.get("/api/v1/contents/a1/comments").json["items"]]
+
+
+def assert_precondition_failed(response) -> None:
+    assert response.status_code == 412, response.get_data(as_text=True)
+    assert response.mimetype == "application/problem+json"
+    assert "If-Match" in response.json["detail"]
+
+
+def test_moderation_with_a_stale_if_match_is_412_and_changes_nothing(build):
+    """The bulk action, bans and lists ignored If-Match: a console that sent the tag of
+    what it had shown the moderator hid, banned and unbanned whatever the state was."""
+    app = build()
+    client = app.test_client()
+    admin = bearer(api_key(app, SCOPE_ADMIN))
+    ids = [
+        client.post("/api/v1/contents/a1/comments", json={"body": f"c{i}"}, headers=admin).json[
+            "id"
+        ]
+        for i in range(2)
+    ]
+    audit_before = client.get("/api/v1/admin/audit-log", headers=admin).json["items"]
+
+    hide = {"action": "hide", "ids": ids[:1]}
+    assert_precondition_failed(client.post(BULK, json=hide, headers={**admin, **STALE}))
+    assert public_ids(client) == ids
+    ban = {"email": "troll@example.com"}
+    assert_precondition_failed(client.post(BANS, json=ban, headers={**admin, **STALE}))
+    assert client.get(BANS, headers=admin).json["items"] == []
+    for url in (f"{BULK}?status=hidden", "/api/v1/moderation/pending", BANS):
+        assert_precondition_failed(client.get(url, headers={**admin, **STALE}))
+    assert_precondition_failed(client.get("/api/v1/admin/audit-log", headers={**admin, **STALE}))
+    assert client.get("/api/v1/admin/audit-log", headers=admin).json["items"] == audit_before
+
+    # A client mistake is still reported as such first; an unknown ban stays a 404.
+    bad = client.post(BULK, json={"action": "hide", "ids": []}, headers={**admin, **STALE})
+    assert bad.status_code == 400
+    missing = client.delete(f"{BANS}/email:nobody@example.com", headers={**admin, **STALE})
+    assert missing.status_code == 404
+
+    # `*` holds (the resource exists), as does no If-Match at all.
+    done = client.post(BULK, json=hide, headers={**admin, "If-Match": "*"})
+    assert done.json == {"action": "hide", "changed": ids[:1], "unchanged": []}
+    assert public_ids(client) == ids[1:]
+    assert client.post(BANS, json=ban, headers=admin).status_code == 201
+    lift = f"{BANS}/email:troll@example.com"
+    assert_precondition_failed(client.delete(lift, headers={**admin, **STALE}))
+    assert [b["target"] for b in client.get(BANS, headers=admin).json["items"]] == [
+        "email:troll@example.com"
+    ]
+    assert client.delete(lift, headers={**admin, "If-Match": "*"}).status_code == 204
+    assert client.get(BANS, headers=admin).json["items"] == []
