@@ -468,6 +468,40 @@ def test_production_database_protected_with_final_snapshot(
     assert db["backup_retention_period"] >= 14
 
 
+# The guard modules/kms-key plans for a key that must outlive its stack (prevent_destroy).
+KEY_GUARD = "terraform_data.keep_key[0]"
+
+
+def test_keys_of_data_that_outlives_a_destroy_cannot_be_destroyed(
+    plans: dict[str, dict[str, Any]],
+) -> None:
+    """A destroy of production takes the final snapshot and keeps the automated backups,
+    encrypted with the database's key; in the same run it scheduled that key for deletion
+    (disabled at once, gone after 30 days), so the snapshot could never be restored. The
+    state key is the same for every environment's state. Both keys carry the guard whose
+    prevent_destroy makes Terraform refuse any plan destroying or replacing them."""
+    guarded = {
+        "production": "module.platform.module.database.module.key.",
+        "bootstrap": "module.state.module.key.",
+    }
+    for name, plan in plans.items():
+        guards = [rc["address"] for rc in changes(plan, "terraform_data", "keep_key")]
+        expected = [guarded[name] + KEY_GUARD] if name in guarded else []
+        # Staging's database is disposable (no final snapshot): its key goes with it.
+        assert guards == expected, (name, guards)
+    # The guard is replaced, so refused, whenever its key is: it follows the key's ARN.
+    key_module = platform_calls(plans["production"])["database"]["module"]["module_calls"]["key"]
+    guard = next(
+        r for r in key_module["module"]["resources"] if r["address"] == "terraform_data.keep_key"
+    )
+    assert "aws_kms_key.this.arn" in guard["expressions"]["triggers_replace"]["references"]
+    # The plan JSON carries no lifecycle settings: read the guard's from the module.
+    source = (TF_DIR / "modules" / "kms-key" / "main.tf").read_text()
+    block = re.search(r'^resource "terraform_data" "keep_key" \{\n(.*?)^\}', source, re.M | re.S)
+    assert block, "modules/kms-key has no terraform_data.keep_key"
+    assert re.search(r"^\s+prevent_destroy\s*=\s*true$", block.group(1), re.M)
+
+
 # --- tags and secrets hygiene -----------------------------------------------------
 
 

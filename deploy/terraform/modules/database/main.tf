@@ -16,7 +16,10 @@ module "key" {
   aws_account_id        = var.aws_account_id
   region                = var.region
   log_group_arn_pattern = local.rds_log_arns
-  tags                  = merge(var.tags, { Name = "${var.name}-rds" })
+  # The final snapshot and the retained automated backups are encrypted with this key:
+  # it must outlive the instance, or they could never be restored.
+  prevent_destroy = var.final_snapshot
+  tags            = merge(var.tags, { Name = "${var.name}-rds" })
 }
 
 moved {

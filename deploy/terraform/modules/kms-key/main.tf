@@ -35,3 +35,18 @@ resource "aws_kms_alias" "this" {
   name          = "alias/${var.alias}"
   target_key_id = aws_kms_key.this.key_id
 }
+
+# prevent_destroy must be a literal, so a key that must outlive its stack (it encrypts a
+# database's final snapshot and retained backups, or the Terraform state) gets this guard
+# instead: a plan that would destroy or replace the key destroys the guard too, and
+# Terraform refuses that plan. Without it `terraform destroy` schedules the key for
+# deletion in the same run that takes the final snapshot: a key pending deletion cannot
+# decrypt at all, and after the 30-day window the snapshot is lost for good. To tear such
+# a stack down, first `terraform state rm` the key and this guard (docs/terraform.md).
+resource "terraform_data" "keep_key" {
+  count            = var.prevent_destroy ? 1 : 0
+  triggers_replace = aws_kms_key.this.arn
+  lifecycle {
+    prevent_destroy = true
+  }
+}

@@ -49,3 +49,10 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "prevent_destroy" {
+  description = "Refuse any plan that destroys or replaces the key (terraform_data.keep_key): for keys of data that outlives the stack, such as a final database snapshot or the Terraform state."
+  type        = bool
+  default     = false
+  nullable    = false
+}

@@ -7,7 +7,9 @@ module "key" {
   alias          = var.bucket_name
   description    = "Terraform state (${var.bucket_name})"
   aws_account_id = var.aws_account_id
-  tags           = merge(var.tags, { Name = "${var.bucket_name}-state" })
+  # Every state object is encrypted with it: like the bucket, it is never destroyed.
+  prevent_destroy = true
+  tags            = merge(var.tags, { Name = "${var.bucket_name}-state" })
 }
 
 moved {

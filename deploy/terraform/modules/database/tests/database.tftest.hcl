@@ -40,6 +40,10 @@ run "production_defaults" {
     error_message = "deletion protection and a final snapshot by default"
   }
   assert {
+    condition     = module.key.prevent_destroy
+    error_message = "the key of the final snapshot and the retained backups outlives the instance: a destroy that would schedule its deletion is refused"
+  }
+  assert {
     condition     = aws_db_instance.this.manage_master_user_password && aws_db_instance.this.password == null
     error_message = "RDS generates and keeps the password; Terraform never holds it"
   }
@@ -72,10 +76,18 @@ run "disposable_staging" {
     condition     = !aws_db_instance.this.deletion_protection && aws_db_instance.this.skip_final_snapshot && aws_db_instance.this.final_snapshot_identifier == null
     error_message = "staging can be torn down"
   }
+  assert {
+    condition     = !module.key.prevent_destroy
+    error_message = "without a final snapshot the key goes with the instance"
+  }
 }
 
 run "secret_arn_out_no_password_out" {
   command = apply
+  # With a final snapshot the key's guard refuses the test's own clean-up destroy.
+  variables {
+    final_snapshot = false
+  }
 
   assert {
     condition     = output.master_user_secret_arn == "arn:aws:secretsmanager:eu-west-1:123456789012:secret:rds!db-mock"

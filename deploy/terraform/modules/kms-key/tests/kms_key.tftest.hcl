@@ -27,6 +27,23 @@ run "administered_by_the_account_and_rotated" {
     condition     = aws_kms_alias.this.name == "alias/t-key" && aws_kms_key.this.tags.Name == "t-key"
     error_message = "alias and tags as given"
   }
+  assert {
+    condition     = length(terraform_data.keep_key) == 0 && !output.prevent_destroy
+    error_message = "an ordinary key goes with its stack"
+  }
+}
+
+run "a_key_that_must_outlive_its_stack_is_guarded" {
+  command = plan
+
+  variables {
+    prevent_destroy = true
+  }
+
+  assert {
+    condition     = length(terraform_data.keep_key) == 1 && output.prevent_destroy
+    error_message = "the guard (lifecycle.prevent_destroy) is planned with the key"
+  }
 }
 
 run "cloudwatch_logs_only_for_the_given_groups" {

@@ -32,6 +32,10 @@ run "versioned_encrypted_private" {
     condition     = module.key.alias == "alias/${var.bucket_name}"
     error_message = "the state key comes from the kms-key module (rotation: its own tests)"
   }
+  assert {
+    condition     = module.key.prevent_destroy
+    error_message = "like the bucket, the key every state object is encrypted with is never destroyed"
+  }
 }
 
 run "tls_only" {
