@@ -228,6 +228,73 @@ def test_state_bucket_encrypted_versioned_private_tls_only(
     )
 
 
+def denied(policy: dict[str, Any], action: str, resource: str, context: dict[str, str]) -> bool:
+    """Whether a Deny statement of a bucket policy matches the request: the condition
+    operators these policies use, on single-valued keys, as IAM evaluates them (a negated
+    operator matches a key absent from the request; Null tests presence)."""
+    operators = {
+        "Bool": lambda value, expected: value is not None and value == expected,
+        "StringEquals": lambda value, expected: value is not None and value == expected,
+        "StringNotEquals": lambda value, expected: value is None or value != expected,
+        "Null": lambda value, expected: (value is None) == (expected == "true"),
+    }
+    for statement in policy["Statement"]:
+        if statement["Effect"] != "Deny":
+            continue
+        statement_actions = actions(statement)
+        if action not in statement_actions and "s3:*" not in statement_actions:
+            continue
+        resources = statement["Resource"]
+        resources = [resources] if isinstance(resources, str) else resources
+        if not any(re.fullmatch(re.escape(r).replace(r"\*", ".*"), resource) for r in resources):
+            continue
+        if all(
+            operators[op](context.get(key), expected)
+            for op, keys in statement.get("Condition", {}).items()
+            for key, expected in keys.items()
+        ):
+            return True
+    return False
+
+
+# The request headers of the S3 backend's PutObject (state, lock and digest files) for
+# each way of configuring it (hashicorp/terraform internal/backend/remote-state/s3).
+SSE = "s3:x-amz-server-side-encryption"
+SSE_KEY = "s3:x-amz-server-side-encryption-aws-kms-key-id"
+STATE_KEY = f"arn:aws:kms:eu-west-1:{ACCOUNT}:key/0a1b2c3d-0000-0000-0000-000000000000"
+
+
+@pytest.mark.parametrize(
+    ("headers", "refused"),
+    [
+        ({SSE: "AES256"}, True),  # encrypt = true without kms_key_id: SSE-S3
+        ({SSE: "aws:kms"}, True),  # the AWS managed aws/s3 key
+        ({SSE: "aws:kms", SSE_KEY: STATE_KEY}, False),  # backend.hcl with kms_key_id
+        ({}, False),  # no header: the bucket's default, the state key
+    ],
+    ids=["sse-s3", "aws-managed-key", "state-key", "bucket-default"],
+)
+def test_state_is_written_only_under_the_state_key(
+    plans: dict[str, dict[str, Any]], headers: dict[str, str], refused: bool
+) -> None:
+    """The bucket's default encryption does not apply to a write that names its own, and
+    the backend with `encrypt = true` and no `kms_key_id` names AES256: every state file
+    would have been stored past the customer key without a word."""
+    policy = json.loads(
+        after(one(plans["bootstrap"], "aws_s3_bucket_policy", "aws_s3_bucket_policy.state"))[
+            "policy"
+        ]
+    )
+    bucket = f"arn:aws:s3:::comments-api-tfstate-{ACCOUNT}"
+    context = {"aws:SecureTransport": "true", **headers}
+    for key in ("production/terraform.tfstate", "production/terraform.tfstate.tflock"):
+        assert denied(policy, "s3:PutObject", f"{bucket}/{key}", context) is refused, key
+    # Reading stays allowed whatever the request says about encryption.
+    assert not denied(policy, "s3:GetObject", f"{bucket}/production/terraform.tfstate", context)
+    # And plain HTTP stays refused.
+    assert denied(policy, "s3:GetObject", f"{bucket}/x", {"aws:SecureTransport": "false"})
+
+
 def test_backends_lock_and_encrypt() -> None:
     for name in ENVS:
         text = (TF_DIR / "environments" / name / "backend.hcl").read_text()

@@ -127,18 +127,47 @@ resource "aws_s3_bucket_lifecycle_configuration" "logs" {
   }
 }
 
+# The bucket's default encryption applies only to a PutObject that names none, and the S3
+# backend always names one: with `encrypt = true` but no `kms_key_id` it asks for AES256
+# (SSE-S3), so every state and lock file would be written past the customer key. Such
+# writes are refused instead, as is aws:kms without a key ID (the AWS managed aws/s3 key):
+# the backend must name the state key (backend.hcl `kms_key_id`).
 resource "aws_s3_bucket_policy" "state" {
   bucket = aws_s3_bucket.state.id
   policy = jsonencode({
     Version = "2012-10-17"
-    Statement = [{
-      Sid       = "DenyInsecureTransport"
-      Effect    = "Deny"
-      Principal = "*"
-      Action    = "s3:*"
-      Resource  = [local.state_arn, "${local.state_arn}/*"]
-      Condition = { Bool = { "aws:SecureTransport" = "false" } }
-    }]
+    Statement = [
+      {
+        Sid       = "DenyInsecureTransport"
+        Effect    = "Deny"
+        Principal = "*"
+        Action    = "s3:*"
+        Resource  = [local.state_arn, "${local.state_arn}/*"]
+        Condition = { Bool = { "aws:SecureTransport" = "false" } }
+      },
+      {
+        Sid       = "DenyWritesNotUnderKMS"
+        Effect    = "Deny"
+        Principal = "*"
+        Action    = "s3:PutObject"
+        Resource  = "${local.state_arn}/*"
+        Condition = {
+          StringNotEquals = { "s3:x-amz-server-side-encryption" = "aws:kms" }
+          Null            = { "s3:x-amz-server-side-encryption" = "false" }
+        }
+      },
+      {
+        Sid       = "DenyWritesUnderTheAWSManagedKey"
+        Effect    = "Deny"
+        Principal = "*"
+        Action    = "s3:PutObject"
+        Resource  = "${local.state_arn}/*"
+        Condition = {
+          StringEquals = { "s3:x-amz-server-side-encryption" = "aws:kms" }
+          Null         = { "s3:x-amz-server-side-encryption-aws-kms-key-id" = "true" }
+        }
+      },
+    ]
   })
   depends_on = [aws_s3_bucket_public_access_block.this]
 }
