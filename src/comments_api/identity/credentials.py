@@ -316,11 +316,14 @@ def identity_from_claims(claims: dict[str, Any]) -> Identity:
     ):
         raise AuthError("the token's 'sub' claim is not usable")
     granted: list[str] = []
-    scope = claims.get("scope")
-    if isinstance(scope, str):
-        granted = scope.split()
-    elif isinstance(claims.get("scp"), list):
-        granted = [s for s in claims["scp"] if isinstance(s, str)]
+    for claim in ("scope", "scp"):
+        # Each as a space-separated string (RFC 9068; Azure AD's scp) or a list of strings
+        # (Okta's scp): providers differ, the grant they mean does not.
+        value = claims.get(claim)
+        if isinstance(value, str):
+            granted += value.split()
+        elif isinstance(value, list):
+            granted += [s for s in value if isinstance(s, str)]
     scopes = frozenset({SCOPE_WRITE, *(s for s in granted if s in SCOPES)})
     email = claims.get("email")
     if (

@@ -23,6 +23,8 @@ from .credentials import (
 log = logging.getLogger(__name__)
 
 REALM = "comments-api"
+# RFC 6750's URI query parameter for a bearer token (section 2.3), which we never accept.
+_URL_PARAM = "access_token"
 
 
 def _challenge(description: str | None, error: str | None, scope: str | None = None) -> str:
@@ -65,10 +67,16 @@ def _identify() -> None:
     """before_request: resolve the credential; a bad one is reported after rate limiting."""
     g.identity = None
     g.auth_error = None
+    if request.query_string and _URL_PARAM in request.args:
+        # Ignoring it would post as anonymous a reader who thinks they signed in, and the
+        # token would sit in every proxy's access log: say where it belongs instead.
+        g.auth_error = _URL_PARAM
+        return
     header = request.headers.get("Authorization")
     if header is None:
         return
-    scheme, _, token = header.partition(" ")
+    # Any whitespace after the scheme: "Bearer<TAB>token" is a token, not anonymous.
+    scheme, token = ([*header.split(None, 1), "", ""])[:2]
     if scheme.lower() != "bearer":
         # Not ours (e.g. Basic from a password-protected staging proxy): anonymous.
         return
@@ -93,6 +101,13 @@ def _reject_bad_credentials() -> Response | None:
     error = g.get("auth_error")
     if error is None:
         return None
+    if error == _URL_PARAM:
+        description = "send the token as 'Authorization: Bearer <token>', never in the URL"
+        return error_response(
+            400,
+            description,
+            headers={"WWW-Authenticate": _challenge(description, "invalid_request")},
+        )
     if error == "unavailable":
         return error_response(
             503,

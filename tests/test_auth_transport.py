@@ -1,0 +1,72 @@
+"""How a credential reaches us: only the Authorization header, and what its claims grant."""
+
+from __future__ import annotations
+
+from comments_api.identity.credentials import SCOPE_MODERATE
+
+from .authkit import api_key, bearer
+
+POST = "/api/v1/contents/a1/comments"
+
+
+def test_a_token_in_the_url_is_refused_not_ignored(build, signer):
+    """`?access_token=` (RFC 6750, section 2.3) was ignored: the reader's comment was
+    posted as anonymous, and the token left in every access log on the way."""
+    app = build()
+    client = app.test_client()
+    token = signer.token("alice")
+    posted = client.post(f"{POST}?access_token={token}", json={"body": "as alice"})
+    assert posted.status_code == 400, posted.json
+    assert posted.mimetype == "application/problem+json"
+    assert "Authorization: Bearer" in posted.json["detail"]
+    challenge = posted.headers["WWW-Authenticate"]
+    assert challenge.startswith('Bearer realm="comments-api", error="invalid_request"')
+    # On reads too, with a header as well (two ways at once), and on the legacy API.
+    read = client.get(f"/api/v1/counts?content_id=a1&access_token={token}")
+    assert read.status_code == 400
+    both = client.post(f"{POST}?access_token={token}", json={"body": "x"}, headers=bearer(token))
+    assert both.status_code == 400
+    legacy = client.post(
+        f"/api/comment/new?access_token={token}",
+        json={"email": "a@example.com", "comment": "x", "content_id": "a1"},
+    )
+    assert legacy.status_code == 400
+    assert legacy.json["status"] == "BAD-REQUEST"  # the legacy shape
+    assert client.get("/api/v1/contents/a1/comments").json["items"] == []
+
+
+def test_any_whitespace_after_bearer_still_carries_the_token(build, signer):
+    """ "Bearer<TAB>token" was read as another scheme: the reader posted as anonymous."""
+    client = build().test_client()
+    token = signer.token("tabby", name="Tabby")
+    for separator in ("\t", "  ", " \t"):
+        posted = client.post(
+            POST,
+            json={"body": f"sep {separator!r}"},
+            headers={"Authorization": f"Bearer{separator}{token}"},
+        )
+        assert posted.status_code == 201, posted.json
+        assert posted.json["author"]["name"] == "Tabby"
+    broken = client.post(POST, json={"body": "x"}, headers={"Authorization": "Bearer\tnot-a-jwt"})
+    assert broken.status_code == 401
+
+
+def test_scope_and_scp_grant_moderation_as_a_string_or_a_list(build, signer):
+    """Azure AD sends `scp` as a space-separated string: its moderators got 403."""
+    app = build()
+    client = app.test_client()
+    queue = "/api/v1/moderation/pending"
+    for claims in (
+        {"scp": "openid comments:moderate"},
+        {"scp": ["comments:moderate"]},
+        {"scope": "openid comments:moderate"},
+        {"scope": ["comments:moderate"]},
+        {"scope": "openid", "scp": "comments:moderate"},
+    ):
+        response = client.get(queue, headers=bearer(signer.token("mod", **claims)))
+        assert response.status_code == 200, (claims, response.json)
+    for claims in ({"scp": "openid profile"}, {"scope": "comments:moderator"}, {"scp": 7}, {}):
+        response = client.get(queue, headers=bearer(signer.token("reader", **claims)))
+        assert response.status_code == 403, claims
+    # A key's scopes are untouched by any of this.
+    assert client.get(queue, headers=bearer(api_key(app, SCOPE_MODERATE))).status_code == 200
