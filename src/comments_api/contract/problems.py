@@ -146,10 +146,10 @@ def problem_types(settings: Settings) -> dict[str, dict[str, Any]]:
         "if-match-failed": entry(
             412,
             "If-Match failed",
-            "A read's `If-Match` names none of its current `ETag`s (compared strongly: a "
-            "`W/` tag never matches; `*` matches anything that exists): what you hold has "
-            "changed. Read it again without `If-Match` for the current `ETag`. Answered "
-            "`Cache-Control: no-store`.",
+            "The request's `If-Match` names none of the target's current `ETag`s "
+            "(compared strongly: a `W/` tag never matches; `*` matches anything that "
+            "exists): what you hold has changed, and nothing was done. Read it again "
+            "without `If-Match` for the current `ETag`. Answered `Cache-Control: no-store`.",
         ),
         "content-too-large": entry(
             413,
