@@ -170,8 +170,12 @@ resource "aws_db_instance" "this" {
   skip_final_snapshot       = !var.final_snapshot
   final_snapshot_identifier = var.final_snapshot ? "${var.name}-final" : null
 
+  # Minor versions follow automatically within the major engine_version names. A major
+  # upgrade happens only when engine_version is changed, and RDS refuses that change
+  # unless this flag is set, so it is on: false guarded nothing and failed the apply of a
+  # deliberate upgrade (docs/terraform.md, section 3).
   auto_minor_version_upgrade  = true
-  allow_major_version_upgrade = false
+  allow_major_version_upgrade = true
 
   iam_database_authentication_enabled   = true
   performance_insights_enabled          = true

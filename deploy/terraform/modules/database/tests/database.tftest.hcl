@@ -60,6 +60,10 @@ run "production_defaults" {
     error_message = "parameter family follows the engine major"
   }
   assert {
+    condition     = aws_db_instance.this.engine_version == "16" && aws_db_instance.this.auto_minor_version_upgrade && aws_db_instance.this.allow_major_version_upgrade
+    error_message = "minor upgrades within the pinned major are automatic; a change of engine_version to another major is allowed (RDS refuses it without allow_major_version_upgrade)"
+  }
+  assert {
     condition     = aws_vpc_security_group_ingress_rule.postgres["eks"].from_port == 5432 && aws_vpc_security_group_ingress_rule.postgres["eks"].referenced_security_group_id == "sg-0123456789abcdef0" && aws_vpc_security_group_ingress_rule.postgres["eks"].cidr_ipv4 == null
     error_message = "only the cluster's security group reaches the port, no CIDR"
   }
