@@ -425,6 +425,58 @@ def test_requests_abandoned_behind_a_slow_answer_are_dropped_unserved(tmp_path: 
     assert stored_bodies(env["DATABASE_URL"]) == Counter({"after": 1})
 
 
+def test_the_threaded_worker_drops_requests_abandoned_while_every_thread_was_held(
+    tmp_path: Path,
+) -> None:
+    """THREADS=2: two live creates hold both threads for DB_STATEMENT_TIMEOUT (the SQLite
+    lock held elsewhere); creates whose clients gave up meanwhile wait in the pool's queue
+    for over SLOW_ANSWER, and are dropped unserved instead of each waiting the lock out."""
+    db = tmp_path / "comments.db"
+    env = {
+        "DATABASE_URL": f"sqlite:///{db}",
+        **ABANDONING,
+        "DB_STATEMENT_TIMEOUT": "2",
+        "THREADS": "2",
+    }
+    path = f"/api/v1/contents/{CONTENT}/comments"
+    with ServiceProcess(env, tmp_path, workers=1) as service:
+        holder = sqlite3.connect(db, isolation_level=None, timeout=5)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            lives = [
+                _in_thread(
+                    lambda i=i: requests.post(
+                        service.base + path,
+                        json={"body": f"held {i}", "email": "h@example.com"},
+                        timeout=30,
+                    )
+                )
+                for i in range(2)
+            ]
+            time.sleep(0.3)  # both threads are in those creates now
+            _abandon(service.port, path, 4)
+            for thread, _ in lives:
+                thread.join(30)
+            # The lock is still held: served, each would wait it out for 2 s more.
+            assert wait_until(lambda: service.log().count('"error":"client_gone"') == 4, 3), (
+                service.log()[-3000:]
+            )
+            holder.execute("ROLLBACK")
+        finally:
+            holder.close()
+        assert [result["value"].status_code for _, result in lives] == [503, 503]
+        samples = scrape(service.base)
+        dropped = value(
+            samples, "comments_api_server_refusals_total", reason="client-closed-request"
+        )
+        assert dropped == 4
+        after = requests.post(
+            service.base + path, json={"body": "after", "email": "a@example.com"}, timeout=10
+        )
+        assert after.status_code == 201
+    assert stored_bodies(env["DATABASE_URL"]) == Counter({"after": 1})
+
+
 def test_a_live_request_behind_abandoned_ones_is_answered_next(tmp_path: Path) -> None:
     """The kubelet's /healthz queued behind requests whose clients gave up, with the lock
     still held: it is answered right after the slow answer, not after each abandoned create

@@ -813,6 +813,16 @@ def _client_gone(sock: socket.socket) -> bool:
     return _peek(sock) == b""
 
 
+def _dropped_client_gone() -> None:
+    """Log and count a request dropped unserved because its client closed while it
+    waited: nginx's 499 ("client closed request")."""
+    log.warning(
+        "dropped a request whose client closed the connection while it waited",
+        extra={"status": 499, "error": "client_gone", "request_id": new_request_id()},
+    )
+    count_server_refusal(CLIENT_GONE)
+
+
 def _peek(sock: socket.socket) -> bytes | None:
     """The next byte the client sent that we have not read, without taking it: b"" when
     the client has closed or reset the connection, None when nothing is there yet."""
@@ -1421,11 +1431,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                 # stored that nobody was told of. Checked only after a slow answer: one
                 # more syscall per request otherwise.
                 self._unwatch(client)
-                log.warning(
-                    "dropped a request whose client closed the connection while it waited",
-                    extra={"status": 499, "error": "client_gone", "request_id": new_request_id()},
-                )
-                count_server_refusal(CLIENT_GONE)
+                _dropped_client_gone()
                 util.close(client)
                 return
             started = time.monotonic()
@@ -1942,6 +1948,7 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         conn.unusual = pending.unusual
         conn.request_complete = pending.complete
         conn.data_ready = True
+        conn.queued_at = time.monotonic()
         ThreadWorker.enqueue_req(self, conn)
         return True
 
@@ -2012,6 +2019,14 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
 
     def handle_request(self, req: Any, conn: TConn) -> bool:
         """gthread's ThreadWorker.handle_request (gunicorn 27), answered by ``_answer``."""
+        queued_at = getattr(conn, "queued_at", None)
+        waited = 0.0 if queued_at is None else time.monotonic() - queued_at
+        if waited >= SLOW_ANSWER and _client_gone(conn.sock):
+            # Every thread was held by slow answers while this request waited, and its
+            # client gave up meanwhile: dropped unserved, as the sync worker does. Checked
+            # only after such a wait: one more syscall per request otherwise.
+            _dropped_client_gone()
+            return False
         unusual = getattr(conn, "unusual", None)
         if unusual is not None:
             unusual_request(req, unusual)
