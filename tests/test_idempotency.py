@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import socket
+import sqlite3
 import uuid
 
+import requests
 from sqlalchemy import func, select
 
 from comments_api.identity.credentials import SCOPE_MODERATE, SCOPE_WRITE, generate_api_key
@@ -11,6 +15,7 @@ from comments_api.store.repository import comments
 from comments_api.web.common import EXTENSION_KEY
 
 from .clock import FakeClock
+from .support import ServiceProcess
 
 URL = "/api/v1/contents/idem/comments"
 
@@ -209,3 +214,45 @@ def test_a_retry_after_its_parent_was_hidden_gets_the_first_answer(make_app):
         assert refused.status_code == 400
         assert refused.json["errors"][0]["field"] == "parent_id"
     assert count(app) == 2
+
+
+def test_two_idempotency_keys_are_refused_and_never_taken_for_one(tmp_path):
+    """Served: gunicorn's parser joins a repeated field with ",", so two keys "aaa" and
+    "bbb" were stored under the one key "aaa,bbb", and a later request sending that key
+    got the first one's answer. The worker refuses the repeat with a 400; the key "aaa,bbb"
+    sent once is an ordinary key."""
+    db = tmp_path / "c.db"
+    env = {"DATABASE_URL": f"sqlite:///{db}", "RATELIMIT_ENABLED": "false"}
+    body = b'{"body": "twice", "email": "t@example.com"}'
+    with ServiceProcess(env, tmp_path, workers=1) as service:
+        with socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock:
+            sock.sendall(
+                f"POST {URL} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                "Idempotency-Key: aaa\r\nIdempotency-Key: bbb\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        head, _, document = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 "), head
+        assert b"Content-Type: application/problem+json" in head
+        assert (
+            json.loads(document)["detail"] == "the Idempotency-Key header field must be sent once"
+        )
+        assert count_rows(db) == 0
+        joined = requests.post(
+            service.base + URL,
+            json={"body": "one key with a comma", "email": "t@example.com"},
+            headers={"Idempotency-Key": "aaa,bbb"},
+            timeout=10,
+        )
+        assert joined.status_code == 201
+        assert joined.json()["body"] == "one key with a comma"
+    assert count_rows(db) == 1
+
+
+def count_rows(db) -> int:
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute("SELECT count(*) FROM comments").fetchone()[0])

@@ -99,6 +99,10 @@ MISSING_HOST = "an HTTP/1.1 request needs a Host header"
 # decodes none but chunked, yet let gzip, deflate and compress stand before it: the app got
 # the body still compressed and refused it as "not valid JSON" (400).
 UNSUPPORTED_CODING = "this transfer coding is not supported: only chunked is"
+# A field the app reads as one value, not a list: sent twice, gunicorn's parser joins the
+# two with "," and the app would take "a,b" for one key (a comma may be part of a key), so
+# a later request sending that one key got the first one's answer. The worker refuses it.
+REPEATED_IDEMPOTENCY_KEY = "the Idempotency-Key header field must be sent once"
 # Request-targets that are not a path (RFC 9112 3.2), which gunicorn's parser let through
 # with a "path" that is none: the app answered `OPTIONS *` and `CONNECT example.com:443`
 # with a 404 whose `instance` was "/*" or "/443". The worker answers them itself.
@@ -430,7 +434,7 @@ class PendingRequest:
         later = not http11 and _LATER_HTTP1.search(request_line) is not None
         if later:
             http11 = True
-        seen_length = seen_host = close = False
+        seen_length = seen_host = seen_idempotency_key = close = False
         codings = b""  # every Transfer-Encoding value, each followed by ","
         for line in bytes(data[:end]).split(b"\r\n")[1:]:
             name, _, value = line.partition(b":")
@@ -458,6 +462,11 @@ class PendingRequest:
                 value = value.strip().lower()
                 if value != b"keep-alive" and close_option(value):
                     close = True
+            elif name == b"idempotency-key":
+                if seen_idempotency_key:
+                    self.refuse = (400, REPEATED_IDEMPOTENCY_KEY)
+                    return False
+                seen_idempotency_key = True
         if http11 and not seen_host:
             self.refuse = (400, MISSING_HOST)
             return False
