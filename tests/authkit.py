@@ -59,9 +59,9 @@ class Signer:
             **claims,
         }
         body = {k: v for k, v in body.items() if v is not None}
-        return jwt.encode(
-            body, self.key, algorithm=self.alg, headers={"kid": self.kid, **(headers or {})}
-        )
+        # As with claims, None leaves a header out (``headers={"kid": None}``: no kid).
+        header = {k: v for k, v in {"kid": self.kid, **(headers or {})}.items() if v is not None}
+        return jwt.encode(body, self.key, algorithm=self.alg, headers=header)
 
     @property
     def public_pem(self) -> bytes:

@@ -21,7 +21,8 @@ from comments_api.web.common import EXTENSION_KEY
 from .authkit import AUDIENCE, ISSUER, bearer, jwks, jwks_server, rsa_signer
 
 
-def build(url: str, jwks_url: str):
+def build_with(url: str, **keys: str):
+    """An app on a migrated database trusting the key source in ``keys``."""
     engine = make_engine(url)
     migrate(engine)
     engine.dispose()
@@ -29,9 +30,13 @@ def build(url: str, jwks_url: str):
         Settings(database_url=url, ratelimit_enabled=False),
         jwt_issuer=ISSUER,
         jwt_audience=AUDIENCE,
-        jwt_jwks_url=jwks_url,
+        **keys,
     )
     return create_app(settings)
+
+
+def build(url: str, jwks_url: str):
+    return build_with(url, jwt_jwks_url=jwks_url)
 
 
 def post(client, token: str, body: str):
@@ -123,3 +128,27 @@ def test_a_slow_identity_provider_costs_one_timeout_not_one_per_request(sqlite_u
         assert state["hits"] == hits  # nobody waited on the provider again
         state["delay"] = 0.0
     assert stored_bodies(client) == []
+
+
+def test_tokens_without_a_kid_verify_against_each_trusted_key(sqlite_url, tmp_path):
+    """`kid` is optional (RFC 7515): with two keys in the set (a rotation), a token naming
+    none was checked against the first key only, and the other key's readers got "the
+    token signature is invalid"."""
+    old, new = rsa_signer(), rsa_signer()
+    forger = rsa_signer()
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps(jwks(old, new)))
+    file_client = build_with(sqlite_url, jwt_jwks_file=str(path)).test_client()
+    with jwks_server(jwks(old, new)) as state:
+        url_client = build_with(
+            f"sqlite:///{tmp_path / 'url.db'}", jwt_jwks_url=state["url"]
+        ).test_client()
+        for client in (file_client, url_client):
+            for name, signer in (("old", old), ("new", new)):
+                posted = post(client, signer.token(name, headers={"kid": None}), f"by {name}")
+                assert posted.status_code == 201, (name, posted.json)
+                assert posted.json["author"]["name"] == f"Reader {name}"
+            forged = post(client, forger.token("forger", headers={"kid": None}), "forged")
+            assert forged.status_code == 401
+            assert forged.json["detail"] == "the token signature is invalid"
+            assert stored_bodies(client) == ["by old", "by new"]

@@ -9,6 +9,7 @@ Two kinds of caller:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -191,25 +192,17 @@ class JwtVerifier:
         if not isinstance(alg, str):
             # A list or object here is a client's mistake; as a dict key it raised TypeError.
             raise AuthError("malformed token: its header has no algorithm name")
-        key: Any
+        keys: list[Any]
         if alg == _HMAC:
             if self._secret is None:
                 raise AuthError("HS256 tokens are not accepted here")
-            key = self._secret
+            keys = [self._secret]
         elif alg in _ASYMMETRIC:
-            key = self._asymmetric_key(header.get("kid"), alg)
+            keys = self._asymmetric_keys(header.get("kid"), alg)
         else:
             raise AuthError(f"tokens signed with {alg[:16]!r} are not accepted")
         try:
-            claims = jwt.decode(
-                token,
-                key,
-                algorithms=[alg],
-                audience=self.audience,
-                issuer=self.issuer,
-                leeway=self.leeway,
-                options={"require": ["exp", "iss", "aud", "sub"]},
-            )
+            claims = self._decode(token, keys, alg)
         except jwt.ExpiredSignatureError:
             raise AuthError("the token has expired") from None
         except jwt.ImmatureSignatureError:
@@ -231,22 +224,52 @@ class JwtVerifier:
             ) from None
         return identity_from_claims(claims)
 
-    def _asymmetric_key(self, kid: object, alg: str) -> Any:
+    def _decode(self, token: str, keys: list[Any], alg: str) -> dict[str, Any]:
+        """The verified claims, with the first of ``keys`` the signature holds for (the
+        signature is checked before any claim, so a claim's error means the key was right).
+        """
+
+        def decode(key: Any) -> dict[str, Any]:
+            return jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": ["exp", "iss", "aud", "sub"]},
+            )
+
+        for key in keys[:-1]:
+            with contextlib.suppress(jwt.InvalidSignatureError):
+                return decode(key)
+        return decode(keys[-1])
+
+    def _asymmetric_keys(self, kid: object, alg: str) -> list[Any]:
+        """The trusted keys that may have signed the token: those its ``kid`` names or,
+        without one (optional in RFC 7515), every key of the algorithm's type: a provider
+        that rotates keys without naming them must not see half its tokens refused."""
         wanted = _ASYMMETRIC[alg]
         kid = kid if isinstance(kid, str) else None
-        for key_kid, key in self._static_keys:
-            if isinstance(key, wanted) and (kid is None or key_kid in (None, kid)):
-                return key
-        if self._client is not None and kid is not None:
+        keys = [
+            key
+            for key_kid, key in self._static_keys
+            if isinstance(key, wanted) and (kid is None or key_kid in (None, kid))
+        ]
+        if self._client is not None and not keys:
             try:
-                jwk = self._client.get_signing_key(kid)
+                if kid is None:
+                    jwks = self._client.get_signing_keys()
+                else:
+                    jwks = [self._client.get_signing_key(kid)]
             except jwt.PyJWKClientConnectionError:
                 raise AuthUnavailable("the identity provider's keys are unreachable") from None
             except jwt.PyJWKClientError:
-                jwk = None
-            if jwk is not None and isinstance(jwk.key, wanted):
-                return jwk.key
-        raise AuthError("the token was not signed by a key this service trusts")
+                jwks = []
+            keys += [jwk.key for jwk in jwks if isinstance(jwk.key, wanted)]
+        if not keys:
+            raise AuthError("the token was not signed by a key this service trusts")
+        return keys
 
 
 class _JwksClient(jwt.PyJWKClient):
