@@ -186,6 +186,7 @@ def test_cors_allowlist_and_preflight(make_app):
         "authorization",
         "content-type",
         "idempotency-key",
+        "if-match",
         "if-none-match",
         "x-request-id",
     } <= allowed_headers

@@ -44,7 +44,9 @@ EXEMPT_PATHS = frozenset(OPS_ROUTES)
 CORS_ALLOW_METHODS = "GET, POST, PATCH, DELETE, OPTIONS"
 # Every request header the API reads (browsers preflight anything not safelisted) and
 # every response header a script may need beyond the safelisted ones.
-CORS_ALLOW_HEADERS = "Authorization, Content-Type, Idempotency-Key, If-None-Match, X-Request-ID"
+CORS_ALLOW_HEADERS = (
+    "Authorization, Content-Type, Idempotency-Key, If-Match, If-None-Match, X-Request-ID"
+)
 CORS_EXPOSE_HEADERS = (
     "Location, Link, ETag, Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining, "
     "X-RateLimit-Reset, X-Comments-Truncated, Idempotent-Replayed, X-Request-ID"
