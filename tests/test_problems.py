@@ -32,7 +32,8 @@ pytestmark = pytest.mark.unit  # the fast tier: no servers, no network
 
 # Statuses werkzeug has an exception for that this service never answers: nothing raises
 # them and no route needs them. Adding a use of one of these must add a registry entry.
-# 422 is answered, but never by status alone: only as "idempotency-key-reused".
+# 422 and 412 are answered, but never by status alone: only as "idempotency-key-reused"
+# and "if-match-failed".
 NEVER_ANSWERED = {402, 406, 410, 411, 412, 416, 418, 421, 422, 423, 424, 428, 451, 502, 504, 505}
 
 

@@ -155,8 +155,9 @@ DOCS_ASSET_PATHS = ("/docs/docs.js", "/docs/swagger-ui.css")
 def test_a_write_precondition_on_an_asset_gets_the_asset_not_a_cacheable_412(client, path, header):
     """werkzeug's make_conditional answered these 412 (``If-Match: *`` too, which any
     existing file satisfies) with the file as the body and ``public, max-age=300``: an
-    error a shared cache could keep and serve to every reader for five minutes. Like the
-    API's cached reads, the files honour If-None-Match only."""
+    error a shared cache could keep and serve to every reader for five minutes. The files
+    honour If-None-Match only (the API's reads also judge If-Match, with a no-store 412;
+    nothing sends If-Match for a script or a stylesheet)."""
     plain = client.get(path)
     response = client.get(path, headers=header)
     assert response.status_code == 200

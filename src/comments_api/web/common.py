@@ -74,10 +74,10 @@ def revalidated(response: Response, etag: str) -> Response:
     """A static file's answer: 304 when If-None-Match names ``etag`` (or is ``*``: the file
     always exists), else ``response`` unchanged.
 
-    If-None-Match only, as on the API's cached reads. werkzeug's ``make_conditional`` also
-    judged If-Match and If-Unmodified-Since, and answered 412 (to ``If-Match: *`` as well)
-    with the file as the body and ``Cache-Control: public``: an error a shared cache could
-    keep and serve to every reader.
+    If-None-Match only (nothing sends If-Match for a script or a stylesheet). werkzeug's
+    ``make_conditional`` also judged If-Match and If-Unmodified-Since, and answered 412 (to
+    ``If-Match: *`` as well) with the file as the body and ``Cache-Control: public``: an
+    error a shared cache could keep and serve to every reader.
     """
     tags = request.if_none_match
     if tags and (tags.star_tag or tags.contains_weak(etag)):
