@@ -10,7 +10,9 @@ import json
 import time
 from dataclasses import replace
 
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from comments_api.app import create_app
 from comments_api.identity import credentials
@@ -18,7 +20,7 @@ from comments_api.settings import Settings
 from comments_api.store.repository import make_engine, migrate
 from comments_api.web.common import EXTENSION_KEY
 
-from .authkit import AUDIENCE, ISSUER, bearer, jwks, jwks_server, rsa_signer
+from .authkit import AUDIENCE, ISSUER, Signer, bearer, ec_signer, jwks, jwks_server, rsa_signer
 
 
 def build_with(url: str, **keys: str):
@@ -152,3 +154,22 @@ def test_tokens_without_a_kid_verify_against_each_trusted_key(sqlite_url, tmp_pa
             assert forged.status_code == 401
             assert forged.json["detail"] == "the token signature is invalid"
             assert stored_bodies(client) == ["by old", "by new"]
+
+
+def test_an_es256_token_is_checked_only_against_p256_keys(sqlite_url, tmp_path):
+    """A set holding a P-384 key (for ES384) beside the P-256 one: a kid-less ES256 token
+    was tried against the P-384 key and refused as "malformed" (PyJWT rejects the curve),
+    and a token naming the P-384 key was blamed on its claims, not on the key."""
+    p384 = Signer("ES384", ec.generate_private_key(ec.SECP384R1()), kid="p384")
+    p256 = ec_signer()
+    p384_jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(p384.key.public_key()))
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": [{**p384_jwk, "kid": "p384"}, p256.jwk()]}))
+    client = build_with(sqlite_url, jwt_jwks_file=str(path)).test_client()
+    assert post(client, p256.token("r1", headers={"kid": None}), "no kid").status_code == 201
+    assert post(client, p256.token("r2"), "with kid").status_code == 201
+    naming_p384 = Signer("ES256", ec.generate_private_key(ec.SECP256R1()), kid="p384")
+    refused = post(client, naming_p384.token("x"), "wrong curve")
+    assert refused.status_code == 401
+    assert refused.json["detail"] == "the token was not signed by a key this service trusts"
+    assert stored_bodies(client) == ["no kid", "with kid"]

@@ -249,12 +249,11 @@ class JwtVerifier:
         """The trusted keys that may have signed the token: those its ``kid`` names or,
         without one (optional in RFC 7515), every key of the algorithm's type: a provider
         that rotates keys without naming them must not see half its tokens refused."""
-        wanted = _ASYMMETRIC[alg]
         kid = kid if isinstance(kid, str) else None
         keys = [
             key
             for key_kid, key in self._static_keys
-            if isinstance(key, wanted) and (kid is None or key_kid in (None, kid))
+            if _verifies(alg, key) and (kid is None or key_kid in (None, kid))
         ]
         if self._client is not None and not keys:
             try:
@@ -266,10 +265,18 @@ class JwtVerifier:
                 raise AuthUnavailable("the identity provider's keys are unreachable") from None
             except jwt.PyJWKClientError:
                 jwks = []
-            keys += [jwk.key for jwk in jwks if isinstance(jwk.key, wanted)]
+            keys += [jwk.key for jwk in jwks if _verifies(alg, jwk.key)]
         if not keys:
             raise AuthError("the token was not signed by a key this service trusts")
         return keys
+
+
+def _verifies(alg: str, key: Any) -> bool:
+    """Whether ``key`` can check an ``alg`` signature: its type and, for ES256, its curve
+    (a P-384 key in the set is for ES384 tokens, and PyJWT refuses it as a bad key)."""
+    if not isinstance(key, _ASYMMETRIC[alg]):
+        return False
+    return not isinstance(key, ec.EllipticCurvePublicKey) or isinstance(key.curve, ec.SECP256R1)
 
 
 class _JwksClient(jwt.PyJWKClient):
