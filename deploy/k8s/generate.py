@@ -8,7 +8,12 @@ Writes, under deploy/k8s/components/monitoring-rules/:
   unchanged, labelled for kube-prometheus-stack's ruleSelector (release=kube-prometheus-stack);
 - dashboards.yaml: one ConfigMap per deploy/monitoring/grafana/dashboards/*.json, labelled for
   the Grafana sidecar (grafana_dashboard=1).
-tests/deploy/ checks the rendered overlays carry exactly these rules and dashboards.
+and deploy/k8s/provision/alertmanager-values.yaml: Helm values giving kube-prometheus-stack's
+Alertmanager the routing of deploy/monitoring/alertmanager.yml, each webhook's URL read from
+a file of the Secret named RECEIVERS (scripts/provision-k8s.sh creates it from the
+operator's environment; no URL is in the repository).
+tests/deploy/ checks the rendered overlays carry exactly these rules and dashboards, and
+that the Alertmanager values route as alertmanager.yml does.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "deploy" / "monitoring"
 OUT = ROOT / "deploy" / "k8s" / "components" / "monitoring-rules"
+PROVISION = ROOT / "deploy" / "k8s" / "provision"
 # kube-prometheus-stack selects rules and monitors by the Helm release's name
 # (scripts/provision-k8s.sh installs it as "kube-prometheus-stack").
 RELEASE_LABEL = {"release": "kube-prometheus-stack"}
@@ -90,8 +96,92 @@ def dashboards() -> str:
     return HEADER.format(src="deploy/monitoring/grafana/dashboards/*.json") + dump(docs)
 
 
+# The name of the Secret of receiver URLs (one key per receiver: "<receiver>-url"), mounted
+# by the operator at /etc/alertmanager/secrets/<name>/ when listed in alertmanagerSpec.secrets.
+RECEIVERS = "alertmanager-receivers"
+SECRETS_DIR = f"/etc/alertmanager/secrets/{RECEIVERS}"
+# What kube-prometheus-stack's default alertmanager.config (chart 88.5.3) does for the
+# chart's own alerts. Helm replaces lists instead of merging them, so giving our routes
+# and inhibit rules drops the chart's: they are restated here. Watchdog (always firing, a
+# dead man's switch for an external monitor) and InfoInhibitor (a helper that mutes
+# severity=info alerts) notify no one, as with the chart's routing.
+CHART_NULL_ROUTES: list[dict[str, Any]] = [
+    {"receiver": "null", "matchers": ['alertname="Watchdog"']},
+    {"receiver": "null", "matchers": ['alertname="InfoInhibitor"']},
+]
+CHART_INHIBIT_RULES: list[dict[str, Any]] = [
+    {
+        "source_matchers": ['severity="critical"'],
+        "target_matchers": ['severity=~"warning|info"'],
+        "equal": ["namespace", "alertname"],
+    },
+    {
+        "source_matchers": ['severity="warning"'],
+        "target_matchers": ['severity="info"'],
+        "equal": ["namespace", "alertname"],
+    },
+    {
+        "source_matchers": ['alertname="InfoInhibitor"'],
+        "target_matchers": ['severity="info"'],
+        "equal": ["namespace"],
+    },
+    {"target_matchers": ['alertname="InfoInhibitor"']},
+]
+
+
+def receiver_key(receiver: str) -> str:
+    """The Secret key holding a receiver's webhook URL."""
+    return f"{receiver}-url"
+
+
+def cluster_receiver(receiver: dict[str, Any]) -> dict[str, Any]:
+    """The receiver with its webhook URL read from the Secret (url_file: Alertmanager 0.26+)."""
+    hooks = receiver.get("webhook_configs", [])
+    if set(receiver) != {"name", "webhook_configs"} or len(hooks) != 1:
+        raise ValueError(
+            f"receiver {receiver['name']!r}: one webhook_config and nothing else is supported"
+            " (its URL becomes one Secret key)"
+        )
+    hook = {k: v for k, v in hooks[0].items() if k != "url"}
+    return {
+        "name": receiver["name"],
+        "webhook_configs": [
+            {"url_file": f"{SECRETS_DIR}/{receiver_key(receiver['name'])}", **hook}
+        ],
+    }
+
+
+def alertmanager_values() -> str:
+    source = yaml.safe_load((MONITORING / "alertmanager.yml").read_text(encoding="utf-8"))
+    route = dict(source["route"])
+    route["routes"] = CHART_NULL_ROUTES + route.get("routes", [])
+    doc = {
+        "alertmanager": {
+            "alertmanagerSpec": {"secrets": [RECEIVERS]},
+            # Merged into the chart's default config (which keeps its `global` and
+            # `templates`); route sets every key the chart's route has.
+            "config": {
+                "route": route,
+                "receivers": [{"name": "null"}]
+                + [cluster_receiver(r) for r in source["receivers"]],
+                "inhibit_rules": source["inhibit_rules"] + CHART_INHIBIT_RULES,
+            },
+        }
+    }
+    return (
+        HEADER.format(src="deploy/monitoring/alertmanager.yml")
+        + "# Used by scripts/provision-k8s.sh only when the Secret "
+        + f"{RECEIVERS} exists (docs/deployment.md).\n"
+        + dump([doc])
+    )
+
+
 def outputs() -> dict[Path, str]:
-    return {OUT / "prometheusrule.yaml": prometheus_rule(), OUT / "dashboards.yaml": dashboards()}
+    return {
+        OUT / "prometheusrule.yaml": prometheus_rule(),
+        OUT / "dashboards.yaml": dashboards(),
+        PROVISION / "alertmanager-values.yaml": alertmanager_values(),
+    }
 
 
 def main(argv: list[str]) -> int:
