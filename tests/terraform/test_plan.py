@@ -583,6 +583,9 @@ def test_every_taggable_resource_is_tagged(plans: dict[str, dict[str, Any]]) -> 
             assert REQUIRED_TAGS - {"Environment"} <= set(tags), rc["address"]
             if name != "bootstrap":
                 assert tags["Environment"] == name, rc["address"]
+                assert tags["Repository"] == REPOSITORY, rc["address"]
+            else:
+                assert tags["Component"] == "terraform-state", rc["address"]
             tagged += 1
         assert tagged >= (4 if name == "bootstrap" else 40), f"{name}: {tagged} tagged"
 
