@@ -7,6 +7,7 @@ changes what it answers while the app runs.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import replace
 
@@ -173,3 +174,26 @@ def test_an_es256_token_is_checked_only_against_p256_keys(sqlite_url, tmp_path):
     assert refused.status_code == 401
     assert refused.json["detail"] == "the token was not signed by a key this service trusts"
     assert stored_bodies(client) == ["no kid", "with kid"]
+
+
+def test_the_log_says_why_the_identity_provider_failed_and_the_caller_never_sees_it(
+    sqlite_url, monkeypatch, caplog
+):
+    """Every failure was logged as the same "keys are unreachable": a timeout, a redirect
+    and an HTML page could not be told apart."""
+    monkeypatch.setattr(credentials, "_JWKS_RETRY", 0.0)
+    signer = rsa_signer()
+    with jwks_server(jwks(signer)) as state:
+        client = build(sqlite_url, state["url"]).test_client()
+        for status, body, cause in (
+            (302, b"", "HTTP Error 302"),
+            (404, b"not here", "HTTP Error 404"),
+            (200, b"<html>login</html>", "Expecting value"),
+        ):
+            state["status"], state["body"] = status, body
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="comments_api.identity"):
+                response = post(client, signer.token(), f"status {status}")
+            assert_unavailable(response)
+            assert cause in caplog.text, caplog.text
+            assert cause not in response.get_data(as_text=True)

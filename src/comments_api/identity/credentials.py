@@ -69,7 +69,9 @@ class Forbidden(DomainError):
 
 
 class AuthUnavailable(Exception):
-    """We cannot check the credential right now (identity provider unreachable): 503."""
+    """We cannot check the credential right now (identity provider unreachable): 503.
+
+    The message says why, for the log; the caller only learns to retry."""
 
 
 @dataclass(frozen=True)
@@ -261,8 +263,11 @@ class JwtVerifier:
                     jwks = self._client.get_signing_keys()
                 else:
                     jwks = [self._client.get_signing_key(kid)]
-            except jwt.PyJWKClientConnectionError:
-                raise AuthUnavailable("the identity provider's keys are unreachable") from None
+            except jwt.PyJWKClientConnectionError as exc:
+                # Logged, never shown: operators must tell a timeout from a redirect or junk.
+                raise AuthUnavailable(
+                    f"the identity provider's keys are unreachable: {exc}"
+                ) from None
             except jwt.PyJWKClientError:
                 jwks = []
             keys += [jwk.key for jwk in jwks if _verifies(alg, jwk.key)]
