@@ -142,11 +142,18 @@ def test_tokens_without_a_kid_verify_against_each_trusted_key(sqlite_url, tmp_pa
     path = tmp_path / "jwks.json"
     path.write_text(json.dumps(jwks(old, new)))
     file_client = build_with(sqlite_url, jwt_jwks_file=str(path)).test_client()
-    with jwks_server(jwks(old, new)) as state:
-        url_client = build_with(
-            f"sqlite:///{tmp_path / 'url.db'}", jwt_jwks_url=state["url"]
-        ).test_client()
-        for client in (file_client, url_client):
+    # A provider whose set names no key either.
+    unnamed = {
+        "keys": [{k: v for k, v in key.items() if k != "kid"} for key in jwks(old, new)["keys"]]
+    }
+    with jwks_server(jwks(old, new)) as named, jwks_server(unnamed) as anonymous:
+        url_clients = [
+            build_with(
+                f"sqlite:///{tmp_path / f'url{i}.db'}", jwt_jwks_url=state["url"]
+            ).test_client()
+            for i, state in enumerate((named, anonymous))
+        ]
+        for client in (file_client, *url_clients):
             for name, signer in (("old", old), ("new", new)):
                 posted = post(client, signer.token(name, headers={"kid": None}), f"by {name}")
                 assert posted.status_code == 201, (name, posted.json)

@@ -260,7 +260,12 @@ class JwtVerifier:
         if self._client is not None and not keys:
             try:
                 if kid is None:
-                    jwks = self._client.get_signing_keys()
+                    # Every signing key, named or not (get_signing_keys skips kid-less ones).
+                    jwks = [
+                        jwk
+                        for jwk in self._client.get_jwk_set().keys
+                        if jwk.public_key_use in ("sig", None)
+                    ]
                 else:
                     jwks = [self._client.get_signing_key(kid)]
             except jwt.PyJWKClientConnectionError as exc:
