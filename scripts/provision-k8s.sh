@@ -107,13 +107,15 @@ run helm repo update prometheus-community cnpg jetstack
 step "monitoring: kube-prometheus-stack $KPS_CHART_VERSION (Prometheus, Alertmanager, Grafana)"
 if $DRY_RUN; then
   echo "+ kubectl --context $PROFILE apply -f - <<< \"\$(kubectl --context $PROFILE create namespace monitoring --dry-run=client -o yaml)\""
-  echo "+ kubectl --context $PROFILE -n monitoring create secret generic grafana-admin --from-literal=admin-user=admin --from-literal=admin-password=<random, created once>"
+  echo "+ kubectl --context $PROFILE -n monitoring create secret generic grafana-admin --from-literal=admin-user=admin --from-file=admin-password=<(<random, created once>)"
 else
   kubectl --context "$PROFILE" create namespace monitoring --dry-run=client -o yaml | kubectl --context "$PROFILE" apply -f -
   # Created once: re-running must not change the password under a running Grafana.
   if ! kubectl --context "$PROFILE" -n monitoring get secret grafana-admin >/dev/null 2>&1; then
+    # The password through a file descriptor: on the command line, any local user could
+    # read it in the process list while kubectl runs.
     kubectl --context "$PROFILE" -n monitoring create secret generic grafana-admin --from-literal=admin-user=admin \
-      --from-literal=admin-password="$(openssl rand -hex 24)"
+      --from-file=admin-password=<(openssl rand -hex 24 | tr -d '\n')
   fi
 fi
 # Alert receivers: the routing values only with their Secret there (Alertmanager cannot

@@ -319,3 +319,13 @@ def test_provision_dry_run_prints_the_secret_without_its_values(tmp_path: Path) 
     (install,) = [c for c in commands if "install kube-prometheus-stack " in c]
     assert routed(install)
     assert PAGE_URL not in proc.stdout + proc.stderr
+
+
+def test_provision_never_puts_the_grafana_password_on_a_command_line(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path)
+    proc = cluster.provision()
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    password = cluster.secret("grafana-admin")["admin-password"]
+    assert password == "0123456789abcdef"  # what the openssl stand-in printed, newline cut
+    assert password not in cluster.calls()
+    assert password not in proc.stdout + proc.stderr

@@ -331,6 +331,10 @@ def test_provision_dry_run_prints_every_step(tmp_path: Path) -> None:
     assert kps["grafana"]["admin"]["existingSecret"] == "grafana-admin"
     assert "<random" in proc.stdout
     assert not re.search(r"admin-password=[0-9a-f]{16}", proc.stdout)
+    # Given to kubectl through a file descriptor: never on a command line (ps shows those).
+    script = (ROOT / "scripts" / "provision-k8s.sh").read_text()
+    assert "--from-file=admin-password=<(openssl rand" in script
+    assert "--from-literal=admin-password" not in script
     # Deterministic: the same plan every time.
     assert dry_run(tmp_path, "--dry-run").stdout == proc.stdout
 
