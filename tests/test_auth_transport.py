@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from comments_api.identity.credentials import SCOPE_MODERATE
+from comments_api.web.common import EXTENSION_KEY
 
 from .authkit import api_key, bearer
 
@@ -70,3 +71,21 @@ def test_scope_and_scp_grant_moderation_as_a_string_or_a_list(build, signer):
         assert response.status_code == 403, claims
     # A key's scopes are untouched by any of this.
     assert client.get(queue, headers=bearer(api_key(app, SCOPE_MODERATE))).status_code == 200
+
+
+def test_an_email_the_provider_has_not_verified_is_not_the_readers(build, signer):
+    """`email_verified: false` is an address the reader typed, anyone's: it was stored,
+    hashed into their public avatar and shown to moderators as theirs."""
+    app = build()
+    client = app.test_client()
+    claimed = {"email": "editor@news.example", "name": "Mallory"}
+    unverified = signer.token("mallory", email_verified=False, **claimed)
+    posted = client.post(POST, json={"body": "hi"}, headers=bearer(unverified))
+    assert posted.status_code == 201
+    assert posted.json["author"] == {"name": "Mallory", "email_hash": None}
+    verified = signer.token("editor", email_verified=True, **claimed)
+    again = client.post(POST, json={"body": "hello"}, headers=bearer(verified))
+    assert again.json["author"]["email_hash"] is not None
+    repo = app.extensions[EXTENSION_KEY].repo
+    assert repo.get(posted.json["id"]).email is None
+    assert repo.get(again.json["id"]).email == "editor@news.example"

@@ -367,7 +367,10 @@ def identity_from_claims(claims: dict[str, Any]) -> Identity:
     scopes = frozenset({SCOPE_WRITE, *(s for s in granted if s in SCOPES)})
     email = claims.get("email")
     if (
-        not isinstance(email, str)
+        # An address the provider says it has not verified is whatever the reader typed:
+        # shown as their avatar hash and to moderators, it could be anyone's (OIDC Core 5.1).
+        claims.get("email_verified") is False
+        or not isinstance(email, str)
         or "@" not in email
         or len(email) > 254
         or not is_single_line_text(email)
