@@ -1,7 +1,8 @@
 """Flask glue for credentials: who is calling (``g.identity``) and may they do this?
 
-``Authorization: Bearer cak_...`` is an API key, any other bearer token a JWT. Requests
-without the header cost nothing here: no parsing, no database.
+``Authorization: Bearer cak_...`` is an API key, any other bearer token a JWT; a token in
+the URL is refused. Requests without the header cost nothing here: no token parsing, no
+database.
 """
 
 from __future__ import annotations
