@@ -457,6 +457,35 @@ def test_only_production_role_pushes_to_prod_and_deploys_production(
     assert "FindCluster" not in staging
 
 
+def test_production_ci_role_is_in_the_group_the_cluster_rbac_binds(
+    plans: dict[str, dict[str, Any]],
+) -> None:
+    """AmazonEKSAdminPolicy is a fixed rule set of the built-in API groups: main.yml's apply
+    of the production-aws overlay also needs its custom resources (ServiceMonitor,
+    PrometheusRule, SecretStore, ExternalSecret) and its Namespace, which the RBAC of
+    deploy/k8s/cluster-rbac grants to one Kubernetes group. The production role's access
+    entry must put it in exactly that group, in the namespace its policy is scoped to
+    (tests/deploy/test_eks_rbac.py checks the rules against the overlay)."""
+    rbac_file = TF_DIR.parent / "k8s" / "cluster-rbac" / "rbac.yaml"
+    rbac = [d for d in yaml.safe_load_all(rbac_file.read_text()) if d]
+    bound = {
+        s["name"]
+        for d in rbac
+        if d["kind"] in ("RoleBinding", "ClusterRoleBinding")
+        for s in d["subjects"]
+        if s["kind"] == "Group"
+    }
+    assert len(bound) == 1, bound
+    plan = plans["production"]
+    entry = after(one(plan, "aws_eks_access_entry", PUSH_ROLE))
+    assert entry.get("kubernetes_groups") == sorted(bound)
+    assert not any(g.startswith("system:") for g in entry["kubernetes_groups"])
+    assoc = after(one(plan, "aws_eks_access_policy_association", PUSH_ROLE))
+    assert assoc["policy_arn"] == "arn:aws:eks::aws:cluster-access-policy/AmazonEKSAdminPolicy"
+    namespaced = {d["metadata"]["namespace"] for d in rbac if d["kind"] in ("Role", "RoleBinding")}
+    assert namespaced == set(assoc["access_scope"][0]["namespaces"])
+
+
 def test_staging_jobs_that_do_not_push_get_a_role_that_cannot(
     plans: dict[str, dict[str, Any]],
 ) -> None:

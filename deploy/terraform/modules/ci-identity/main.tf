@@ -79,14 +79,19 @@ resource "aws_iam_role_policy" "ci" {
   policy = jsonencode({ Version = "2012-10-17", Statement = local.statements })
 }
 
-# Kubernetes rights through an EKS access entry: admin inside the app's namespaces
-# only (it applies Deployments, Jobs, Roles of its own namespace), nothing cluster-wide.
+# Kubernetes rights through an EKS access entry: AmazonEKSAdminPolicy inside the app's
+# namespaces only (Deployments, Jobs, Services, ... of the built-in API groups), nothing
+# cluster-wide. That fixed rule set covers no custom resource (ServiceMonitor,
+# PrometheusRule, SecretStore, ExternalSecret) and, namespace-scoped, not the Namespace
+# object the overlay also applies: those come from Kubernetes RBAC bound to the entry's
+# group (deploy/k8s/cluster-rbac, applied once by a cluster admin, docs/terraform.md).
 resource "aws_eks_access_entry" "deploy" {
-  count         = var.deploy_cluster != null ? 1 : 0
-  cluster_name  = var.deploy_cluster.name
-  principal_arn = aws_iam_role.ci.arn
-  type          = "STANDARD"
-  tags          = var.tags
+  count             = var.deploy_cluster != null ? 1 : 0
+  cluster_name      = var.deploy_cluster.name
+  principal_arn     = aws_iam_role.ci.arn
+  type              = "STANDARD"
+  kubernetes_groups = [var.kubernetes_group]
+  tags              = var.tags
 }
 
 resource "aws_eks_access_policy_association" "deploy" {

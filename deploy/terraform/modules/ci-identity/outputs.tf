@@ -22,3 +22,8 @@ output "deploy_cluster_name" {
   description = "EKS cluster whose namespaces the role may deploy to (access entry), or null."
   value       = try(var.deploy_cluster.name, null)
 }
+
+output "kubernetes_group" {
+  description = "Kubernetes group of the role's deploy access entry (the cluster-rbac bindings' subject), or null without deploy_cluster."
+  value       = var.deploy_cluster != null ? var.kubernetes_group : null
+}

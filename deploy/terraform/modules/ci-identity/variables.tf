@@ -94,6 +94,18 @@ variable "deploy_cluster" {
   }
 }
 
+variable "kubernetes_group" {
+  description = "Kubernetes group the deploy access entry puts the role in: the subject of the RoleBinding and ClusterRoleBinding in deploy/k8s/cluster-rbac, which grant what AmazonEKSAdminPolicy does not (the overlay's custom resources, its Namespace). Only used with deploy_cluster."
+  type        = string
+  default     = "comments-api-deployers"
+  # EKS refuses "system:" groups in an access entry (no colon passes here), and a name
+  # of one simple form is easy to match in the bindings' subjects.
+  validation {
+    condition     = can(regex("^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$", var.kubernetes_group))
+    error_message = "kubernetes_group: lower-case letters, digits, dots and dashes (at most 63), so never a system: group."
+  }
+}
+
 variable "max_session_seconds" {
   description = "Longest CI session, seconds."
   type        = number

@@ -52,6 +52,45 @@ run "environment_only_trust" {
   }
 }
 
+# AmazonEKSAdminPolicy covers the built-in kinds only: the overlay's custom resources and
+# its Namespace need the RBAC of deploy/k8s/cluster-rbac, bound to this group.
+run "deploy_entry_puts_the_role_in_the_rbac_group" {
+  command = plan
+
+  assert {
+    condition     = aws_eks_access_entry.deploy[0].kubernetes_groups == toset(["comments-api-deployers"])
+    error_message = "the access entry carries the group deploy/k8s/cluster-rbac binds"
+  }
+  assert {
+    condition     = output.kubernetes_group == "comments-api-deployers"
+    error_message = "the group is an output"
+  }
+  assert {
+    condition     = aws_eks_access_policy_association.deploy[0].policy_arn == "arn:aws:eks::aws:cluster-access-policy/AmazonEKSAdminPolicy" && aws_eks_access_policy_association.deploy[0].access_scope[0].type == "namespace"
+    error_message = "the built-in kinds still come from the namespace-scoped admin policy, nothing cluster-wide"
+  }
+}
+
+run "no_group_without_a_cluster" {
+  command = plan
+  variables {
+    deploy_cluster = null
+  }
+
+  assert {
+    condition     = output.kubernetes_group == null
+    error_message = "no Kubernetes group without deploy rights"
+  }
+}
+
+run "rejects_a_system_group" {
+  command = plan
+  variables {
+    kubernetes_group = "system:masters"
+  }
+  expect_failures = [var.kubernetes_group]
+}
+
 run "branch_subjects_for_dev" {
   command = plan
   variables {
