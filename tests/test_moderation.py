@@ -357,6 +357,28 @@ def test_moderators_delete_any_comment(build, signer):
     assert client.get(f"/api/v1/comments/{cid}").json["status"] == "deleted"
 
 
+def test_a_ban_by_email_stops_the_signed_in_reader_with_that_email(build, signer):
+    """A signed-in reader's author key is its subject's, so a ban by email was looked up
+    under a key the reader never posts with: answered 201, it stopped nothing."""
+    app = build(edit_window=600.0)
+    client = app.test_client()
+    mod = bearer(api_key(app, SCOPE_MODERATE))
+    troll = bearer(signer.token("troll-9", email="Troll9@Example.com", email_verified=True))
+    url = f"/api/v1/comments/{post_v1(client, 'first', headers=troll).json['id']}"
+    banned = client.post(BANS, json={"email": "troll9@example.com"}, headers=mod)
+    assert banned.status_code == 201
+    refused = post_v1(client, "again", headers=troll)
+    assert refused.status_code == 403
+    assert refused.json["type"].endswith("author-banned")
+    edit = client.patch(url, json={"body": "edited"}, headers=troll)
+    assert edit.status_code == 403
+    assert edit.json["type"].endswith("author-banned")
+    # Another signed-in reader, and the same reader once the ban is lifted, still post.
+    assert post_v1(client, "fine", headers=bearer(signer.token("reader-2"))).status_code == 201
+    assert client.delete(banned.headers["Location"], headers=mod).status_code == 204
+    assert post_v1(client, "reformed", headers=troll).status_code == 201
+
+
 def test_banned_authors_cannot_edit_their_comments_either(build, signer):
     app = build(edit_window=600.0)
     client = app.test_client()

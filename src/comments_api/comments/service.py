@@ -26,7 +26,7 @@ from ..moderation.rules import (
     AbuseRules,
     AuthorActivity,
     Banned,
-    author_key,
+    ban_keys,
     check_activity,
     check_banned_words,
     prepare_comment,
@@ -163,7 +163,7 @@ class CommentService:
                 f"comments can be edited for {int(self.settings.edit_window)} seconds after "
                 "posting; this one can no longer be changed"
             )
-        if self.repo.is_banned(author_key(comment.email, comment.author_subject)):
+        if self.repo.is_banned(*ban_keys(comment.email, comment.author_subject)):
             raise Banned("this author may not change comments")
         body = read_body()
         check_banned_words(body, self.settings.banned_words)

@@ -110,9 +110,19 @@ def author_key(email: str | None, subject: str | None) -> str | None:
     """Who wrote a comment, for bans and flood checks: the token subject wins over email."""
     if subject:
         return f"sub:{subject}"
-    if email:
-        return f"email:{email.strip().lower()}"
-    return None
+    return email_key(email)
+
+
+def email_key(email: str | None) -> str | None:
+    """The author key a ban by email names (``POST /moderation/bans {"email": ...}``)."""
+    return f"email:{email.strip().lower()}" if email else None
+
+
+def ban_keys(email: str | None, subject: str | None) -> tuple[str, ...]:
+    """Every author key a ban of this author may name: the subject's and the email's. A
+    signed-in reader's author key is the subject's, so a ban by email must be looked up
+    under the email's key too, or the reader it names keeps posting."""
+    return tuple(key for key in (author_key(None, subject), email_key(email)) if key)
 
 
 def check_activity(activity: AuthorActivity, rules: AbuseRules, now: datetime) -> None:
@@ -179,7 +189,7 @@ class BanRequest:
 def parse_ban(payload: object) -> BanRequest:
     """``{"email": ...}`` or ``{"subject": ...}``, plus an optional ``reason``."""
     valid = NewBan.parse(payload)
-    target = author_key(valid.email, None) if valid.email is not None else None
+    target = email_key(valid.email)
     assert target is not None or valid.subject is not None
     return BanRequest(target=target or f"sub:{valid.subject}", reason=valid.reason)
 

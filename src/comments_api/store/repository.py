@@ -72,6 +72,7 @@ from ..moderation.rules import (
     AuthorActivity,
     Transition,
     author_key,
+    email_key,
 )
 from ..processes import pid_at_fork
 from .driver_sql import (
@@ -270,7 +271,10 @@ _AUTHOR_ACTIVITY = select(
         comments.c.body == bindparam("body"),
     )
     .scalar_subquery(),
-    select(func.count()).where(bans.c.target == bindparam("author_key")).scalar_subquery(),
+    # A signed-in author's key is the subject's; a ban by email names the email's.
+    select(func.count())
+    .where(bans.c.target.in_([bindparam("author_key"), bindparam("email_key")]))
+    .scalar_subquery(),
 ).select_from(_RECENT)
 
 # An Idempotency-Key's row. Whether it is still fresh is one comparison in SQL, like the
@@ -1003,6 +1007,7 @@ class Repository:
             {
                 "content_id": new.content_id,
                 "author_key": key,
+                "email_key": email_key(new.email) or key,
                 "thread_since": check.thread_since,
                 "dup_since": check.duplicate_since,
                 "body": new.body,
@@ -1133,12 +1138,13 @@ class Repository:
         return Page(items=items, next_cursor=next_cursor)
 
     @_read_again_if_lost
-    def is_banned(self, target: str | None) -> bool:
-        if target is None:
+    def is_banned(self, *targets: str) -> bool:
+        """Whether a ban names any of ``targets`` (author keys)."""
+        if not targets:
             return False
         with self.engine.connect() as conn:
             return (
-                conn.execute(select(bans.c.target).where(bans.c.target == target)).first()
+                conn.execute(select(bans.c.target).where(bans.c.target.in_(targets))).first()
                 is not None
             )
 
