@@ -266,6 +266,31 @@ def test_authors_correct_their_pending_comments_and_nobody_else_finds_them(make_
     assert repo.get(mine.id).body == "fixed twice"
 
 
+@pytest.mark.parametrize("meanwhile", ["hide", "delete"])
+def test_an_edit_never_undoes_a_hide_or_delete_that_committed_during_it(
+    make_service, repo, meanwhile
+):
+    """The edit read the comment published, then a moderator hid it (or the author deleted
+    it from another tab) before the edit wrote: writing back the status read first would
+    publish it again. The body reader runs between the two, where a request of its own
+    would commit."""
+    svc = make_service()
+    mine = post(svc, ALICE, body="first")
+
+    def body_after_the_other_write() -> str:
+        if meanwhile == "hide":
+            repo.moderate([mine.id], transition("hide"), "tests")
+        else:
+            assert svc.delete(ALICE, mine.id) is True
+        return "edited"
+
+    with pytest.raises(NotFound):
+        svc.edit(ALICE, mine.id, body_after_the_other_write)
+    stored = repo.get(mine.id)
+    assert stored.status == (STATUS_HIDDEN if meanwhile == "hide" else STATUS_DELETED)
+    assert stored.body != "edited"
+
+
 def test_deleted_comments_are_tombstones_that_cannot_be_edited(make_service, repo):
     svc = make_service()
     mine = post(svc, ALICE)

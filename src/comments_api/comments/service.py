@@ -170,8 +170,13 @@ class CommentService:
         status = comment.status
         if self.settings.moderation_mode == "pre" and not identity.has(SCOPE_MODERATE):
             status = STATUS_PENDING  # changed text is new text: it waits for a moderator again
-        updated = self.repo.edit_body(comment.id, body, status, identity.actor, now=now)
-        return updated or comment
+        updated = self.repo.edit_body(
+            comment.id, body, status, identity.actor, expected_status=comment.status, now=now
+        )
+        if updated is None:
+            # Hidden or deleted since it was read: not the author's to edit any more.
+            raise NotFound("comment not found")
+        return updated
 
     def delete(self, identity: Identity, comment_id: int) -> bool:
         """The author (token subject) or a moderator; recorded in the audit log.

@@ -1106,15 +1106,28 @@ class Repository:
         return changed
 
     def edit_body(
-        self, comment_id: int, body: str, status: str, actor: str, *, now: datetime | None = None
+        self,
+        comment_id: int,
+        body: str,
+        status: str,
+        actor: str,
+        *,
+        expected_status: str,
+        now: datetime | None = None,
     ) -> Comment | None:
+        """Set a comment's text and status if its status is still ``expected_status`` (the
+        one the edit was allowed on); None when it moved meanwhile (hidden, deleted)."""
         now = now or utcnow()
         with self._write() as conn:
-            conn.execute(
+            changed = conn.execute(
                 update(comments)
-                .where(comments.c.id == comment_id, comments.c.status != STATUS_DELETED)
+                .where(comments.c.id == comment_id, comments.c.status == expected_status)
                 .values(body=body, status=status, updated_at=now)
-            )
+            ).rowcount
+            if not changed:
+                # A moderator's hide or a delete committed after the edit's checks: writing
+                # the status read before would undo it.
+                return None
             self._audit(conn, actor, "edit", None, [comment_id], None, now)
             row = conn.execute(select(*_COMMENT_COLUMNS).where(comments.c.id == comment_id)).first()
         return _to_comment(row) if row is not None else None
