@@ -85,11 +85,23 @@ def test_values_are_parsed_and_typed():
         ({"RATELIMIT_STORAGE_URL": "redis://r:6379/limits"}, "the path is a database number"),
         # redis-py reads the whole URL with urllib: this '[' fails it at the first request.
         ({"RATELIMIT_STORAGE_URL": "redis://:p[ss@r:6379/0"}, "are percent-encoded"),
+        # gunicorn's bind puts ':PORT' after HOST: 'localhost:99' bound port 99, and
+        # `healthcheck` ended in a traceback on each of these.
+        ({"HOST": "localhost:99"}, "HOST must be an IP address .* got 'localhost:99'"),
+        ({"HOST": "[::1]"}, "HOST must be an IP address \\(IPv6 without brackets\\)"),
+        ({"HOST": " "}, "HOST must be an IP address"),
+        ({"HOST": "news example"}, "HOST must be an IP address"),
+        ({"HOST": "0.0.0.0\n"}, "HOST must be an IP address"),
     ],
 )
 def test_bad_values_are_clear_errors(env, message):
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(env)
+
+
+def test_hosts_gunicorn_can_bind_are_accepted():
+    for host in ("0.0.0.0", "127.0.0.1", "::", "::1", "localhost", "api.news.example."):
+        assert Settings.from_env({"HOST": host}).host == host
 
 
 def test_origins_in_the_form_browsers_send_are_accepted():
@@ -155,6 +167,12 @@ def test_secrets_can_come_from_files(tmp_path, item):
     secret.write_text(" \n")
     with pytest.raises(SettingsError, match=f"{name}_FILE: {secret} is empty"):
         Settings.from_env({f"{name}_FILE": str(secret)})
+    # A binary file, or one in another encoding: a UnicodeDecodeError traceback before.
+    secret.write_bytes(b"pa55word-\xff" + value.encode())
+    with pytest.raises(SettingsError, match=f"{name}_FILE: {secret} is not UTF-8 text"):
+        Settings.from_env({f"{name}_FILE": str(secret)})
+    # Set directly with the line break a Secret often keeps: read as from the file.
+    assert getattr(Settings.from_env({name: f" {value}\n"}), item.name) == value
 
 
 def test_the_database_urls_file_is_remembered_for_rotations(tmp_path):

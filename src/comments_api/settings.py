@@ -6,6 +6,7 @@ secrets); nothing secret has a default here.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -137,6 +138,21 @@ def _host_and_port_readable(url: str) -> bool:
     return True
 
 
+# A host name (RFC 1123 labels; a trailing dot for a fully qualified one).
+_HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+
+
+def _is_bind_host(host: str) -> bool:
+    # gunicorn's bind, the liveness listener and `healthcheck` each put HOST before
+    # ':PORT' themselves: 'localhost:99' bound port 99 and whitespace or '[::1]' ended
+    # `healthcheck` in a traceback.
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return len(host) <= 253 and _HOST_NAME.fullmatch(host) is not None
+    return True
+
+
 # An origin as browsers serialize it in the Origin header (RFC 6454 section 6.1): http or
 # https, a lowercase host (IDNs in punycode, IPv6 in brackets), a port only when it is not
 # the scheme's default.
@@ -163,7 +179,9 @@ class Settings:
     # --- server -------------------------------------------------------------------
     host: str = field(
         default="127.0.0.1",
-        metadata=_doc("Address to bind (`0.0.0.0` in the container image)."),
+        metadata=_doc(
+            "IP address or host name to bind, without a port (`0.0.0.0` in the container image)."
+        ),
     )
     port: int = field(default=8000, metadata=_doc("Port to bind."))
     liveness_port: int = field(
@@ -506,7 +524,9 @@ class Settings:
             return value if value not in (None, "") else None
 
         def secret(name: str) -> str | None:
-            direct = get(name)
+            # Stripped as the file's content is: a URL pasted into a Secret with its line
+            # break named another SQLite file ('comments.db\n') or PostgreSQL database.
+            direct = (get(name) or "").strip() or None
             path = get(f"{name}_FILE")
             if direct and path:
                 raise SettingsError(f"set either {name} or {name}_FILE, not both")
@@ -515,6 +535,11 @@ class Settings:
                     value = Path(path).read_text(encoding="utf-8").strip()
                 except OSError as exc:
                     raise SettingsError(f"{name}_FILE: cannot read {path}: {exc}") from None
+                except UnicodeDecodeError as exc:
+                    # A binary file or another encoding: a traceback before this.
+                    raise SettingsError(
+                        f"{name}_FILE: {path} is not UTF-8 text (byte {exc.start})"
+                    ) from None
                 if not value:
                     # An empty mounted secret is a broken one: falling back to the default
                     # would serve from a throwaway SQLite file, or without the secret.
@@ -626,6 +651,11 @@ class Settings:
             # 0 would refuse every wait at once (a 408, a 503 or a dropped answer).
             if not getattr(self, name) > 0:
                 raise SettingsError(f"{name.upper()} must be a positive number of seconds")
+        if not _is_bind_host(self.host):
+            raise SettingsError(
+                "HOST must be an IP address (IPv6 without brackets) or a host name, "
+                f"without a port; got {self.host!r}"
+            )
         if self.liveness_port == self.port:
             raise SettingsError("LIVENESS_PORT must differ from PORT (or be 0: none)")
         if "*" in self.cors_origins:
