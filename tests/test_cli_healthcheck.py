@@ -52,8 +52,21 @@ def test_a_path_or_timeout_it_cannot_probe_is_a_usage_error():
         ["--path", "/é"],
         ["--timeout", "-1"],
         ["--timeout", "0"],
+        # The socket refused or overflowed on these: a traceback, exit 1 as if unhealthy.
+        ["--timeout", "nan"],
+        ["--timeout", "inf"],
+        ["--timeout", "1e300"],
     ):
         result = healthcheck(port, *args)
         assert result.returncode == 2, (args, result.stderr)
         assert f"Invalid value for {args[0]}" in result.stderr.replace("'", "")
+        assert "Traceback" not in result.stderr
+
+
+def test_a_host_it_cannot_probe_is_a_configuration_error():
+    # HOST is put before ':PORT': these ended in a traceback from urllib or ipaddress.
+    for host in ("[::1]", "localhost:99", " "):
+        result = healthcheck(free_port(), host=host)
+        assert result.returncode == 2, (host, result.stderr)
+        assert "Error: configuration error: HOST must be an IP address" in result.stderr
         assert "Traceback" not in result.stderr

@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import itertools
+import math
 import os
 from typing import Any
 
 import click
 
 from . import __version__
-from .settings import Settings, SettingsError
+from .settings import SECONDS_MAX, Settings, SettingsError
 from .telemetry import configure_logging
 
 
@@ -62,14 +63,20 @@ def migrate() -> None:
 
 
 def _migrate(settings: Settings) -> str:
+    from alembic.util import CommandError
     from sqlalchemy.exc import DatabaseError, OperationalError
 
-    from .store.repository import head_revision, make_engine
+    from .store.repository import Repository, head_revision, make_engine
     from .store.repository import migrate as run_migrations
 
     engine = make_engine(settings.database_url)
     try:
         run_migrations(engine)
+    except CommandError:
+        # Alembic cannot find the database's revision among ours: a newer release migrated
+        # it (a rollback of the code, not of the schema). A traceback before.
+        revision = Repository(engine).schema_revision()
+        raise click.ClickException(_newer_schema(revision)) from None
     except DatabaseError as exc:
         # Unreachable or refused, or a SQLite file that is not a database: one line, no
         # traceback. Any other database error here is a bug, and keeps its traceback.
@@ -83,6 +90,15 @@ def _migrate(settings: Settings) -> str:
 
 
 _SQLITE_UNUSABLE = frozenset({"SQLITE_NOTADB", "SQLITE_CORRUPT"})
+
+
+def _newer_schema(revision: str | None) -> str:
+    from .store.repository import head_revision
+
+    return (
+        f"the database schema is at revision {revision}, which this version does not know "
+        f"(its newest is {head_revision()}): a newer comments-api migrated it; use that version"
+    )
 
 
 def _driver_message(exc: Exception) -> str:
@@ -100,7 +116,10 @@ def _driver_message(exc: Exception) -> str:
     "--timeout",
     default=2.0,
     show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
+    # The socket's timeout: 'inf' or 1e300 overflowed it and 'nan' was refused by it, each
+    # in a traceback (FloatRange lets nan through: it compares false with any bound).
+    type=click.FloatRange(min=0, min_open=True, max=SECONDS_MAX),
+    callback=lambda ctx, param, value: _a_number(value, param),
     help="Seconds to wait.",
 )
 def healthcheck(path: str, timeout: float) -> None:
@@ -133,6 +152,12 @@ def healthcheck(path: str, timeout: float) -> None:
     click.echo(f"healthy: {url}")
 
 
+def _a_number(value: float, param: click.Parameter) -> float:
+    if math.isnan(value):
+        raise click.BadParameter("must be a number of seconds", param=param)
+    return value
+
+
 def _probe_host(host: str) -> str:
     """A wildcard bind address is reachable on loopback; anything else is probed as given."""
     try:
@@ -151,14 +176,18 @@ def keys() -> None:
 
 
 def _repository(settings: Settings, statement_timeout: float = 5.0) -> Any:
-    from .store.repository import Repository, head_revision, make_engine
+    from .store.repository import Repository, make_engine, shipped_revisions
 
     repo = Repository(make_engine(settings.database_url, statement_timeout=statement_timeout))
     try:
         revision = repo.schema_revision()
     except Exception as exc:  # unreachable database: say so, no traceback
         raise click.ClickException(f"cannot reach the database: {_driver_message(exc)}") from None
-    if revision != head_revision():
+    head, older = shipped_revisions()
+    if revision is not None and revision != head and revision not in older:
+        # `migrate` cannot help there; it would only fail the same way.
+        raise click.ClickException(_newer_schema(revision))
+    if revision != head:
         raise click.ClickException(
             f"the database schema is at {revision or 'no revision'}; run `comments-api migrate`"
         )
@@ -299,8 +328,8 @@ def _announced_rows(header_line: str) -> int:
 
     try:
         return sum(int(v) for v in json.loads(header_line).get("tables", {}).values())
-    except (ValueError, AttributeError, TypeError):
-        return 0  # import_ reports what is wrong with it
+    except (ValueError, AttributeError, TypeError, OverflowError, RecursionError):
+        return 0  # import_ reports what is wrong with it (a count of 1e999, deep nesting)
 
 
 @main.command(
