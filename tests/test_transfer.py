@@ -27,6 +27,7 @@ from comments_api.store.repository import (
     audit_log,
     bans,
     comments,
+    head_revision,
     make_engine,
     migrate,
 )
@@ -242,10 +243,18 @@ GOOD_ROW = {
         ({"updated_at": 5}, "line 3: comments.updated_at is not an ISO 8601 timestamp: 5"),
         ({"id": 7}, "lines 2-3: the database refused a row of comments:"),  # a repeated id
         ({"content_id": None}, "lines 2-3: the database refused a row of comments:"),
-        ({"id": "seven"}, "lines 2-3: the database refused a row of comments:"),
         ({"content_id": ["a"]}, "line 3: comments.content_id is a JSON list"),
         ({"body": {"text": "x"}}, "line 3: comments.body is a JSON dict"),
         ({"status": "weird"}, "line 3: comments.status must be one of published, pending"),
+        # SQLite stored each of these as given (PostgreSQL refused or converted them), and
+        # a number past 64 bits was SQLite's OverflowError traceback.
+        ({"id": "seven"}, "line 3: comments.id must be an integer, got 'seven'"),
+        ({"id": True}, "line 3: comments.id must be an integer, got True"),
+        ({"parent_id": 7.5}, "line 3: comments.parent_id must be an integer, got 7.5"),
+        ({"id": 2**64}, "line 3: comments.id is out of the 64-bit integer range"),
+        ({"body": 5}, "line 3: comments.body must be a string, got 5"),
+        ({"content_id": "x" * 129}, "line 3: comments.content_id is longer than 128 characters"),
+        ({"created_at": "9999-12-31T23:59:59-01:00"}, "line 3: comments.created_at is not an"),
     ],
 )
 def test_import_of_a_damaged_row_is_one_line_and_imports_nothing(database_url, bad, message):
@@ -266,6 +275,75 @@ def test_import_of_a_damaged_row_is_one_line_and_imports_nothing(database_url, b
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert cli("export", "-", url=database_url).stdout.count('"table": "comments"') == 0
+
+
+@pytest.mark.parametrize(
+    ("tables", "message"),
+    [
+        # Each was a traceback (int() of the count), before any row was read.
+        ('{"comments": "x"}', "the export header does not list its tables and their row counts"),
+        ('{"comments": null}', "the export header does not list its tables and their row"),
+        ('{"comments": 1e999}', "the export header does not list its tables and their row"),
+        ('{"comments": [1]}', "the export header does not list its tables and their row"),
+        ('{"comments": -1}', "the export header does not list its tables and their row"),
+        # A RecursionError traceback from the JSON parser.
+        ("[" * 100_000 + "]" * 100_000, "not a comments-api export: the first line is not"),
+    ],
+)
+def test_a_header_without_row_counts_is_one_line(sqlite_url, tables, message):
+    header = (
+        f'{{"format": "comments-api-export", "version": 1, "schema_revision": '
+        f'"{head_revision()}", "tables": {tables}}}'
+    )
+    result = cli("import", "-", url=sqlite_url, stdin_text=header + "\n")
+    assert result.returncode == 1, result.stderr
+    assert f"Error: {message}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_hostile_line_is_one_line_not_a_traceback(sqlite_url):
+    nested = "[" * 100_000 + "]" * 100_000  # Python's JSON parser recursed past its limit
+    for header, line, message in (
+        (nested, "", "not a comments-api export: the first line is not its header"),
+        (None, nested, "line 2: not a row of a known table"),
+    ):
+        if header is None:
+            header = json.dumps(
+                {"format": "comments-api-export", "version": 1,
+                 "schema_revision": head_revision(), "tables": {"comments": 1}}
+            )  # fmt: skip
+        result = cli("import", "-", url=sqlite_url, stdin_text=f"{header}\n{line}\n")
+        assert result.returncode == 1, result.stderr
+        assert f"Error: {message}" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_timestamps_with_another_offset_are_imported_as_the_same_instant(database_url):
+    # SQLite kept the wall-clock time and dropped the offset: 10:00+02:00 came back as
+    # 10:00 UTC, two hours late, where PostgreSQL kept the instant (08:00 UTC).
+    engine = make_engine(database_url)
+    migrate(engine)
+    engine.dispose()
+    head = json.loads(cli("export", "-", url=database_url).stdout.splitlines()[0])
+    head["tables"]["comments"] = 2
+    rows = [
+        {**GOOD_ROW, "id": 1, "created_at": "2026-01-01T10:00:00+02:00",
+         "updated_at": "2026-01-01T03:30:00.250000-05:00"},
+        # Without an offset: UTC, as the export's own timestamps are (never the server's zone).
+        {**GOOD_ROW, "id": 2, "created_at": "2026-01-01T10:00:00",
+         "deleted_at": "2026-06-30T23:00:00+00:00", "status": "deleted", "body": None},
+    ]  # fmt: skip
+    lines = [json.dumps(head)] + [json.dumps({"table": "comments", "row": r}) for r in rows]
+    result = cli("import", "-", url=database_url, stdin_text="\n".join(lines) + "\n")
+    assert result.returncode == 0, result.stderr
+    exported = [
+        json.loads(line)["row"]
+        for line in cli("export", "-", url=database_url).stdout.splitlines()[1:]
+    ]
+    assert [(r["created_at"], r["updated_at"], r["deleted_at"]) for r in exported] == [
+        ("2026-01-01T08:00:00+00:00", "2026-01-01T08:30:00.250000+00:00", None),
+        ("2026-01-01T10:00:00+00:00", "2026-01-01T00:00:00+00:00", "2026-06-30T23:00:00+00:00"),
+    ]
 
 
 def test_export_draws_a_progress_bar_on_a_terminal(tmp_path):

@@ -20,10 +20,13 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from sqlalchemy import (
+    Column,
     Connection,
     DateTime,
     Engine,
+    Integer,
     RootTransaction,
+    String,
     Table,
     func,
     insert,
@@ -148,12 +151,13 @@ def export(
 def read_header(lines: Iterator[str]) -> Header:
     try:
         first = json.loads(next(lines))
-    except (StopIteration, ValueError):
+    except (StopIteration, ValueError, RecursionError):
         raise TransferError("not a comments-api export: the first line is not its header") from None
     if not isinstance(first, dict) or first.get("format") != FORMAT:
         raise TransferError("not a comments-api export: the first line is not its header")
-    if first.get("version") != VERSION:
-        raise TransferError(f"export format version {first.get('version')}; this code reads 1")
+    version = first.get("version")
+    if version != VERSION or isinstance(version, bool):  # true == 1 in Python
+        raise TransferError(f"export format version {version!r:.20}; this code reads 1")
     revision = first.get("schema_revision")
     if revision != head_revision():
         raise TransferError(
@@ -161,9 +165,54 @@ def read_header(lines: Iterator[str]) -> Header:
             f"{head_revision()}: import it with the matching version, then upgrade"
         )
     counts = first.get("tables")
-    if not isinstance(counts, dict) or not set(counts) <= set(TABLES):
-        raise TransferError("the export header does not list its tables")
-    return Header(schema_revision=revision, counts={k: int(v) for k, v in counts.items()})
+    if (
+        not isinstance(counts, dict)
+        or not set(counts) <= set(TABLES)
+        or not all(_is_integer(n) and n >= 0 for n in counts.values())
+    ):
+        # A count that is no row count ("x", null, 1e999) ended in a traceback.
+        raise TransferError("the export header does not list its tables and their row counts")
+    return Header(schema_revision=revision, counts=counts)
+
+
+def _is_integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# What SQLite and PostgreSQL store as an integer (a BIGINT, a SQLite INTEGER).
+_INT_RANGE = range(-(2**63), 2**63)
+
+
+def _value_error(column: Column[Any], value: object) -> str | None:
+    """Why ``value`` (a JSON value, not None) does not fit ``column``, or None.
+
+    Checked here because SQLite checks nothing: it stored true as an id, 5 as a body and
+    300 characters in a VARCHAR(128), where PostgreSQL refused or converted them; and a
+    number past 64 bits ended SQLite's import in a traceback."""
+    if isinstance(value, list | dict):
+        # An export holds scalars only; a driver would store a list as an array's text.
+        return f"is a JSON {type(value).__name__}"
+    if isinstance(column.type, DateTime):
+        return None if isinstance(value, str) else "is not an ISO 8601 timestamp"
+    if isinstance(column.type, Integer):  # BigInteger too
+        if not _is_integer(value):
+            return f"must be an integer, got {value!r:.40}"
+        if value not in _INT_RANGE:
+            return "is out of the 64-bit integer range"
+        return None
+    if isinstance(column.type, String):  # Text too
+        if not isinstance(value, str):
+            return f"must be a string, got {value!r:.40}"
+        if column.type.length is not None and len(value) > column.type.length:
+            return f"is longer than {column.type.length} characters"
+    return None
+
+
+def _utc(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    # SQLite keeps the wall-clock time and drops the offset: 10:00+02:00 came back as
+    # 10:00 UTC. Every timestamp is stored in UTC; one without an offset is UTC already.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _loader(table: Table) -> Callable[[dict[str, Any]], dict[str, Any]]:
@@ -176,9 +225,10 @@ def _loader(table: Table) -> Callable[[dict[str, Any]], dict[str, Any]]:
                 f"{table.name}: a row has columns {sorted(row)}, expected {sorted(names)}"
             )
         for name, value in row.items():
-            # An export holds scalars only; a driver would store a list as an array's text.
-            if isinstance(value, list | dict):
-                raise TransferError(f"{table.name}.{name} is a JSON {type(value).__name__}")
+            if value is not None and (error := _value_error(table.c[name], value)):
+                if name in dates:  # the message the timestamps' check below gives
+                    error = f"{error}: {value!r:.60}"
+                raise TransferError(f"{table.name}.{name} {error}")
         if table is comments and row["status"] not in STATUSES:
             # No CHECK constraint in the schema: the app's transitions know these four.
             raise TransferError(
@@ -187,8 +237,8 @@ def _loader(table: Table) -> Callable[[dict[str, Any]], dict[str, Any]]:
         for name in dates:
             if row[name] is not None:
                 try:
-                    row[name] = datetime.fromisoformat(row[name])
-                except (TypeError, ValueError):
+                    row[name] = _utc(row[name])
+                except (TypeError, ValueError, OverflowError):
                     raise TransferError(
                         f"{table.name}.{name} is not an ISO 8601 timestamp: {row[name]!r:.60}"
                     ) from None
@@ -262,7 +312,7 @@ def import_(
                 load = loaders[name]
                 if not isinstance(row, dict):
                     raise TypeError(row)
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, RecursionError):
                 raise TransferError(f"line {number}: not a row of a known table") from None
             if name != current:
                 flush()
