@@ -64,3 +64,38 @@ def test_moderation_with_a_stale_if_match_is_412_and_changes_nothing(build):
     ]
     assert client.delete(lift, headers={**admin, "If-Match": "*"}).status_code == 204
     assert client.get(BANS, headers=admin).json["items"] == []
+
+
+def test_the_contract_documents_the_412_on_every_moderation_operation(build):
+    """Every moderation and admin operation answers a stale If-Match with 412: each must
+    list the If-Match parameter and the 412 in the OpenAPI document clients generate from."""
+    app = build()
+    client = app.test_client()
+    admin = bearer(api_key(app, SCOPE_ADMIN))
+    spec = client.get("/openapi.json").json
+    bodies = {("post", BULK): {"action": "hide", "ids": [1]}, ("post", BANS): {"subject": "x"}}
+    checked = 0
+    for path, item in spec["paths"].items():
+        if not path.startswith(("/api/v1/moderation", "/api/v1/admin")):
+            continue
+        for method, op in item.items():
+            url = path.replace("{target}", "sub:x")
+            if method == "delete":
+                client.post(BANS, json={"subject": "x"}, headers=admin)  # so it is not a 404
+            answer = client.open(
+                url,
+                method=method.upper(),
+                json=bodies.get((method, path)),
+                headers={**admin, **STALE},
+            )
+            assert_precondition_failed(answer)
+            names = {
+                spec["components"]["parameters"][p["$ref"].rsplit("/", 1)[1]]["name"]
+                if "$ref" in p
+                else p["name"]
+                for p in op.get("parameters", [])
+            }
+            assert "If-Match" in names, (method, path)
+            assert "412" in op["responses"], (method, path)
+            checked += 1
+    assert checked == 7

@@ -425,6 +425,16 @@ def parameters() -> dict[str, Any]:
             "schema": {"type": "string"},
             "example": '"5d1c0f3a9b7e2c4d6f8a1b3c"',
         },
+        "ModerationIfMatch": {
+            "name": "If-Match",
+            "in": "header",
+            "required": False,
+            "description": "Moderation resources have no `ETag`: only `*` holds. Any other "
+            "value is a `412` and nothing is read or changed (a console acting on a state it "
+            "no longer sees).",
+            "schema": {"type": "string"},
+            "example": "*",
+        },
         "CountContentIds": {
             "name": "content_id",
             "in": "query",
@@ -998,12 +1008,14 @@ def moderation_paths() -> dict[str, Any]:
     ban = "/api/v1/moderation/bans/{target}"
     audit = "/api/v1/admin/audit-log"
     moderate_note = " Needs the `comments:moderate` scope (or `admin`)."
+    if_match = ref("ModerationIfMatch", "parameters")
     pending_params = [
         ref("ContentIdFilter", "parameters"),
         ref("Limit", "parameters"),
         ref("OldestCursor", "parameters"),
+        if_match,
     ]
-    audit_params = [ref("Limit", "parameters"), ref("NewestCursor", "parameters")]
+    audit_params = [ref("Limit", "parameters"), ref("NewestCursor", "parameters"), if_match]
     example = {
         **_example_comment(status="pending"),
         "author_email": EXAMPLE_EMAIL,
@@ -1026,7 +1038,7 @@ def moderation_paths() -> dict[str, Any]:
                         headers={"Link": _header('The next page: `<...>; rel="next"`.')},
                     ),
                     "400": _invalid(pending, "cursor", "is not a cursor this API issued"),
-                    **_errors(pending, 401, 403, 429, 503),
+                    **_errors(pending, 401, 403, 412, 429, 503),
                 },
                 parameters=pending_params,
                 security=MODERATOR_SECURITY,
@@ -1048,7 +1060,7 @@ def moderation_paths() -> dict[str, Any]:
                         headers={"Link": _header('The next page: `<...>; rel="next"`.')},
                     ),
                     "400": _invalid(bulk, "status", "must be 'pending' or 'hidden'"),
-                    **_errors(bulk, 401, 403, 429, 503),
+                    **_errors(bulk, 401, 403, 412, 429, 503),
                 },
                 parameters=[ref("ModerationStatus", "parameters"), *pending_params],
                 security=MODERATOR_SECURITY,
@@ -1066,8 +1078,9 @@ def moderation_paths() -> dict[str, Any]:
                         {"action": "approve", "changed": [42, 43], "unchanged": [44]},
                     ),
                     "400": _invalid(bulk, "action", "must be one of approve, hide, delete"),
-                    **_errors(bulk, 401, 403, 413, 415, 429, 503),
+                    **_errors(bulk, 401, 403, 412, 413, 415, 429, 503),
                 },
+                parameters=[if_match],
                 request_body=_json_body(
                     "BulkModeration",
                     {"action": "approve", "ids": [42, 43, 44]},
@@ -1097,8 +1110,9 @@ def moderation_paths() -> dict[str, Any]:
                             ]
                         },
                     ),
-                    **_errors(bans, 401, 403, 429, 503),
+                    **_errors(bans, 401, 403, 412, 429, 503),
                 },
+                parameters=[if_match],
                 security=MODERATOR_SECURITY,
             ),
             "post": _op(
@@ -1121,8 +1135,9 @@ def moderation_paths() -> dict[str, Any]:
                         headers={"Location": _header("The ban's URL, for DELETE.")},
                     ),
                     "400": _invalid(bans, "email", "give exactly one of email or subject"),
-                    **_errors(bans, 401, 403, 413, 415, 429, 503),
+                    **_errors(bans, 401, 403, 412, 413, 415, 429, 503),
                 },
+                parameters=[if_match],
                 request_body=_json_body(
                     "NewBan",
                     {"email": "troll@example.com", "reason": "spam"},
@@ -1140,7 +1155,7 @@ def moderation_paths() -> dict[str, Any]:
                 {
                     "204": {"description": "Lifted."},
                     "400": _invalid(ban, "target", "must look like email:<address> or sub:<id>"),
-                    **_errors(ban, 401, 403, 404, 429, 503),
+                    **_errors(ban, 401, 403, 404, 412, 429, 503),
                 },
                 parameters=[
                     {
@@ -1150,7 +1165,8 @@ def moderation_paths() -> dict[str, Any]:
                         "description": "The ban target as listed, e.g. `email:troll@example.com`.",
                         "schema": ref("BanTarget"),
                         "example": "email:troll@example.com",
-                    }
+                    },
+                    if_match,
                 ],
                 security=MODERATOR_SECURITY,
             )
@@ -1182,7 +1198,7 @@ def moderation_paths() -> dict[str, Any]:
                         },
                     ),
                     "400": _invalid(audit, "limit", "must be between 1 and 100"),
-                    **_errors(audit, 401, 403, 429, 503),
+                    **_errors(audit, 401, 403, 412, 429, 503),
                 },
                 parameters=audit_params,
                 security=MODERATOR_SECURITY,
