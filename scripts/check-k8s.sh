@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Offline checks of the Kubernetes manifests, the provisioning script and the GitHub
 # workflows (issue 9, item 5; no control plane can run here). Installs what is missing,
-# then runs `pytest -m k8s tests/deploy`, which renders every overlay with
-# `kubectl kustomize` and checks it: kubernetes-validate --strict, the prometheus-operator
-# and External Secrets CRD schemas (npm), policy tests on the rendered objects, checkov,
-# actionlint, zizmor, the shell linter and the provision-k8s.sh --dry-run output.
+# then runs `pytest -m k8s tests/deploy`, which renders every overlay (and
+# deploy/k8s/cluster-rbac, the CI role's RBAC on EKS) with `kubectl kustomize` and checks
+# it: kubernetes-validate --strict, the prometheus-operator and External Secrets CRD
+# schemas (npm), policy tests on the rendered objects, checkov, actionlint, zizmor, the
+# shell linter and the provision-k8s.sh --dry-run output.
 # Usage: scripts/check-k8s.sh [pytest args...]      (make k8s-check)
 set -euo pipefail
 cd "$(dirname "$0")/.."
