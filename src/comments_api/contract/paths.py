@@ -251,9 +251,11 @@ def _unexpected(path: str) -> dict[str, Any]:
         "an internal error occurred; it has been logged",
         description="Any other error in the same shape: 401 when an invalid, expired or "
         "revoked credential is sent (even to a public read: a wrong credential is never "
-        "silently ignored), 405 for a method this path does not take (with `Allow`), "
-        "500 for a bug on our side.",
-        slugs=("internal-server-error", "unauthorized", "method-not-allowed"),
+        "silently ignored), 400 when a token is sent in the URL (`access_token`: it belongs "
+        "in `Authorization`), 405 for a method this path does not take (with `Allow`), "
+        "500 for a bug on our side. A 401, a 403 for a missing scope and that 400 carry "
+        '`WWW-Authenticate: Bearer realm="comments-api", error=...` (RFC 6750).',
+        slugs=("internal-server-error", "unauthorized", "bad-request", "method-not-allowed"),
     )
 
 
