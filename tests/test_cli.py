@@ -143,3 +143,20 @@ def test_a_schema_newer_than_this_code_is_one_line_that_says_so(request, store, 
         f"(its newest is {head_revision()}): a newer comments-api migrated it"
     ) in result.stderr
     assert "run `comments-api migrate`" not in result.stderr
+
+
+def test_a_key_name_keys_list_cannot_print_on_one_line_is_refused(tmp_path):
+    # `keys list` is tab-separated, one key a line: this name made up a second key's line.
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path}/k.db", "LOG_LEVEL": "warning"}
+    assert run("migrate", env=env).returncode == 0
+    for name in ("backend\tadmin", "backend\nfake\tadmin", "bell\x07"):
+        result = run("keys", "create", "--name", name, "--scope", "comments:write", env=env)
+        assert result.returncode == 2, result.stderr
+        assert "Invalid value for --name: must not contain control characters" in result.stderr
+    assert (
+        run("keys", "create", "--name", "site backend ✓", "--scope", "admin", env=env).returncode
+        == 0
+    )
+    listed = run("keys", "list", env=env).stdout.splitlines()
+    assert len(listed) == 2
+    assert listed[1].split("\t")[1] == "site backend ✓"

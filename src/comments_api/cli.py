@@ -7,6 +7,7 @@ import ipaddress
 import itertools
 import math
 import os
+import unicodedata
 from typing import Any
 
 import click
@@ -214,6 +215,12 @@ def keys_create(name: str, scopes: tuple[str, ...]) -> None:
     if not name.strip() or len(name) > MAX_KEY_NAME_LENGTH:
         raise click.BadParameter(
             f"must be 1 to {MAX_KEY_NAME_LENGTH} characters", param_hint="--name"
+        )
+    if any(unicodedata.category(ch) == "Cc" for ch in name):
+        # `keys list` prints one key per line, its fields separated by tabs: a tab or a
+        # line break in a name shifted the columns or made up a line.
+        raise click.BadParameter(
+            "must not contain control characters (tabs, line breaks)", param_hint="--name"
         )
     new = IdentityService(_repository(_settings())).issue_key(name, scopes)
     click.echo(new.key)
