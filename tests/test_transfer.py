@@ -278,6 +278,33 @@ def test_import_of_a_damaged_row_is_one_line_and_imports_nothing(database_url, b
 
 
 @pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"details": "not json"}, "line 2: audit_log.details must be the text of a JSON dict"),
+        ({"details": "[1]"}, "line 2: audit_log.details must be the text of a JSON dict"),
+        ({"comment_ids": "{}"}, "line 2: audit_log.comment_ids must be the text of a JSON list"),
+    ],
+)
+def test_an_audit_entry_the_log_cannot_read_is_refused(database_url, bad, message):
+    # Imported as given, each made the admin audit-log listing answer 500 (json.loads).
+    engine = make_engine(database_url)
+    migrate(engine)
+    engine.dispose()
+    head = json.loads(cli("export", "-", url=database_url).stdout.splitlines()[0])
+    head["tables"]["audit_log"] = 1
+    entry = {"id": 1, "actor": "key:ops", "action": "hide", "target": None,
+             "comment_ids": "[1, 2]", "details": '{"reason": "spam"}',
+             "created_at": "2026-01-01T00:00:00+00:00"}  # fmt: skip
+    line = json.dumps({"table": "audit_log", "row": {**entry, **bad}})
+    result = cli("import", "-", url=database_url, stdin_text=f"{json.dumps(head)}\n{line}\n")
+    assert result.returncode == 1, result.stderr
+    assert f"Error: {message}" in result.stderr
+    line = json.dumps({"table": "audit_log", "row": entry})
+    result = cli("import", "-", url=database_url, stdin_text=f"{json.dumps(head)}\n{line}\n")
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
     ("tables", "message"),
     [
         # Each was a traceback (int() of the count), before any row was read.

@@ -208,6 +208,17 @@ def _value_error(column: Column[Any], value: object) -> str | None:
     return None
 
 
+# Text columns holding JSON (repository.py writes them with json.dumps).
+_AUDIT_JSON: dict[str, type] = {"comment_ids": list, "details": dict}
+
+
+def _json_of(text: str, kind: type) -> bool:
+    try:
+        return isinstance(json.loads(text), kind)
+    except (ValueError, RecursionError):
+        return False
+
+
 def _utc(text: str) -> datetime:
     value = datetime.fromisoformat(text)
     # SQLite keeps the wall-clock time and drops the offset: 10:00+02:00 came back as
@@ -234,6 +245,14 @@ def _loader(table: Table) -> Callable[[dict[str, Any]], dict[str, Any]]:
             raise TransferError(
                 f"comments.status must be one of {', '.join(STATUSES)}, got {row['status']!r:.40}"
             )
+        if table is audit_log:
+            for name, kind in _AUDIT_JSON.items():
+                if row[name] is not None and not _json_of(row[name], kind):
+                    # The audit log's reader parses them: the admin listing answered 500.
+                    raise TransferError(
+                        f"audit_log.{name} must be the text of a JSON {kind.__name__}, "
+                        f"got {row[name]!r:.40}"
+                    )
         for name in dates:
             if row[name] is not None:
                 try:
