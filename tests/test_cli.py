@@ -160,3 +160,24 @@ def test_a_key_name_keys_list_cannot_print_on_one_line_is_refused(tmp_path):
     listed = run("keys", "list", env=env).stdout.splitlines()
     assert len(listed) == 2
     assert listed[1].split("\t")[1] == "site backend ✓"
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_the_longest_statement_timeout_accepted_is_the_one_the_database_applies(request, store):
+    # One millisecond more and PostgreSQL refused every connection (FATAL: invalid value
+    # for statement_timeout) while SQLite's busy timeout silently became 0.
+    from sqlalchemy import text
+
+    from comments_api.settings import Settings
+    from comments_api.store.repository import make_engine
+
+    url = request.getfixturevalue(f"{store}_url")
+    settings = Settings.from_env({"DATABASE_URL": url, "DB_STATEMENT_TIMEOUT": "2147483.647"})
+    engine = make_engine(url, statement_timeout=settings.db_statement_timeout)
+    try:
+        with engine.connect() as conn:
+            query = "SHOW statement_timeout" if store == "postgres" else "PRAGMA busy_timeout"
+            applied = str(conn.execute(text(query)).scalar())
+    finally:
+        engine.dispose()
+    assert applied.removesuffix("ms") == "2147483647"

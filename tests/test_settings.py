@@ -87,6 +87,10 @@ def test_values_are_parsed_and_typed():
         ({"RATELIMIT_STORAGE_URL": "redis://:p[ss@r:6379/0"}, "are percent-encoded"),
         # gunicorn's bind puts ':PORT' after HOST: 'localhost:99' bound port 99, and
         # `healthcheck` ended in a traceback on each of these.
+        # 32-bit milliseconds: PostgreSQL refused every connection past it, SQLite's busy
+        # timeout turned 0 (no wait at all).
+        ({"DB_STATEMENT_TIMEOUT": "2147483.648"}, "DB_STATEMENT_TIMEOUT must be at most"),
+        ({"DB_STATEMENT_TIMEOUT": "2592000"}, "DB_STATEMENT_TIMEOUT must be at most 2147483.647"),
         ({"HOST": "localhost:99"}, "HOST must be an IP address .* got 'localhost:99'"),
         ({"HOST": "[::1]"}, "HOST must be an IP address \\(IPv6 without brackets\\)"),
         ({"HOST": " "}, "HOST must be an IP address"),

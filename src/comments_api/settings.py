@@ -81,6 +81,11 @@ def _int(name: str, raw: str, minimum: int = 0, maximum: int = INT_MAX) -> int:
 SECONDS_MAX = 315_576_000
 
 
+# PostgreSQL's statement_timeout and SQLite's busy timeout count milliseconds in 32 bits:
+# past this PostgreSQL refused every connection, and SQLite did not wait at all.
+STATEMENT_TIMEOUT_MAX = 2_147_483.647
+
+
 def _float(name: str, raw: str, minimum: float = 0.0) -> float:
     try:
         value = float(raw.strip())
@@ -322,7 +327,7 @@ class Settings:
         metadata=_doc(
             "Seconds a statement may run (PostgreSQL `statement_timeout`) or wait for the "
             "write lock (SQLite busy timeout) before the request answers `503` + "
-            "`Retry-After`; must be positive."
+            "`Retry-After`; must be positive, and at most `2147483.647` (24.8 days)."
         ),
     )
     # Seconds an Idempotency-Key is remembered: a retry within it gets the first answer.
@@ -655,6 +660,11 @@ class Settings:
             raise SettingsError(
                 "HOST must be an IP address (IPv6 without brackets) or a host name, "
                 f"without a port; got {self.host!r}"
+            )
+        if self.db_statement_timeout > STATEMENT_TIMEOUT_MAX:
+            raise SettingsError(
+                f"DB_STATEMENT_TIMEOUT must be at most {STATEMENT_TIMEOUT_MAX} seconds "
+                "(milliseconds in 32 bits, as PostgreSQL and SQLite take them)"
             )
         if self.liveness_port == self.port:
             raise SettingsError("LIVENESS_PORT must differ from PORT (or be 0: none)")
