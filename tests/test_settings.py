@@ -68,9 +68,16 @@ def test_values_are_parsed_and_typed():
         # A ValueError traceback from the URL parser; the URL (a password) is not echoed.
         (
             {"DATABASE_URL": "postgresql+psycopg://u:pw@db:5432x/x"},
-            "a port is a number from 0 to 65535",
+            "a port is a number from 1 to 65535",
         ),
-        ({"DATABASE_URL": "postgresql+psycopg://u:pw@db:70000/x"}, "a port is a number from 0"),
+        ({"DATABASE_URL": "postgresql+psycopg://u:pw@db:70000/x"}, "a port is a number from 1"),
+        # Port 0 connected to the driver's default port instead (5432, 6379).
+        ({"DATABASE_URL": "postgresql+psycopg://u:pw@db:0/x"}, "a port is a number from 1"),
+        ({"RATELIMIT_STORAGE_URL": "redis://r:0/0"}, "a port is a number from 1 to 65535"),
+        # In memory for SQLAlchemy: create_engine's TypeError traceback (no pool timeout).
+        ({"DATABASE_URL": "sqlite:///c.db?mode=memory"}, "sqlite:/// needs a file path"),
+        ({"DATABASE_URL": "sqlite:///file:c?mode=memory&uri=true"}, "needs a file path"),
+        ({"DATABASE_URL": "sqlite:///file::memory:?uri=true"}, "needs a file path"),
         ({"DATABASE_URL": "postgresql+psycopg://u:pw@[::1/x"}, "an IPv6 address goes in"),
         ({"WAITING_ANSWERS_MAX_BYTES": "65536"}, "WAITING_ANSWERS_MAX_BYTES must be >= 1048576"),
         # Checked whether or not rate limiting is on: a typo is never "no limit".

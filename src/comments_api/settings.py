@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from limits import RateLimitItem, parse_many
 
@@ -126,7 +126,7 @@ def _doc(text: str, *, default: str | None = None, file: bool = False) -> dict[s
 
 # Said instead of the URL itself, which may hold a password.
 UNREADABLE_HOST = (
-    "the host and port cannot be read (a port is a number from 0 to 65535; an IPv6 "
+    "the host and port cannot be read (a port is a number from 1 to 65535; an IPv6 "
     "address goes in brackets; reserved characters in a password are percent-encoded)"
 )
 
@@ -137,10 +137,10 @@ def _host_and_port_readable(url: str) -> bool:
     host_and_port = url.partition("://")[2].rpartition("@")[2]
     host_and_port = re.split(r"[/?#]", host_and_port, maxsplit=1)[0]
     try:
-        urlsplit(f"//{host_and_port}").port  # noqa: B018 # read for the ValueError it raises
+        # Port 0 is no port to connect to: libpq took it for its default, 5432.
+        return urlsplit(f"//{host_and_port}").port != 0
     except ValueError:
         return False
-    return True
 
 
 # A host name (RFC 1123 labels; a trailing dot for a fully qualified one).
@@ -701,7 +701,8 @@ class Settings:
             # reserved characters must be percent-encoded there.
             try:
                 parts = urlsplit(self.ratelimit_storage_url)
-                parts.port  # noqa: B018 # read for the ValueError it raises
+                if parts.port == 0:  # redis-py, too, took it for its default (6379)
+                    raise ValueError(parts.port)
             except ValueError:
                 raise SettingsError(f"RATELIMIT_STORAGE_URL: {UNREADABLE_HOST}") from None
             if not re.fullmatch(r"/?\d*", parts.path):
@@ -719,7 +720,13 @@ class Settings:
         # A SQLite URL is a path (it may hold '@' and ':'); no host or port to read.
         if not is_sqlite and not _host_and_port_readable(self.database_url):
             raise SettingsError(f"DATABASE_URL: {UNREADABLE_HOST}")
-        sqlite_path = self.database_url.removeprefix("sqlite:///").partition("?")[0]
-        if is_sqlite and sqlite_path in ("", ":memory:"):
+        sqlite_path, _, sqlite_query = self.database_url.removeprefix("sqlite:///").partition("?")
+        if is_sqlite and (
+            sqlite_path in ("", ":memory:")
+            or sqlite_path.startswith("file::memory:")
+            # SQLAlchemy reads these as in memory too (a pool without a timeout, which
+            # create_engine refused with a TypeError traceback).
+            or "memory" in parse_qs(sqlite_query).get("mode", ())
+        ):
             # In memory: one database per connection and per worker, gone at restart.
             raise SettingsError("DATABASE_URL sqlite:/// needs a file path: sqlite:///PATH")
