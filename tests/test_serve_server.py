@@ -1534,3 +1534,43 @@ def test_sigterm_drains_an_answer_a_slow_reader_is_still_taking(sqlite_env, tmp_
             assert status == 200
             assert read_body(sock, int(headers["content-length"])) == expected
             assert service.proc.wait(15) == 0
+
+
+def test_an_ipv6_host_is_bound_with_its_brackets(tmp_path):
+    """HOST is an address without brackets; an IPv6 one made gunicorn's bind ':::8000',
+    and serve died at start ("'' is not a valid port number"). The IPv4-mapped loopback
+    is an IPv6 address whose traffic stays on 127.0.0.1."""
+    port, liveness_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "HOST": "::ffff:127.0.0.1",
+        "PORT": str(port),
+        "LIVENESS_PORT": str(liveness_port),
+        "WORKERS": "1",
+        "LOG_LEVEL": "warning",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}",
+    }
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "comments-api"), "serve"], env=env, stdout=out, stderr=out
+        )
+    try:
+
+        def ready() -> bool:
+            assert proc.poll() is None, log.read_text()
+            try:
+                return requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).ok
+            except requests.RequestException:
+                return False
+
+        assert wait_until(ready, 30), log.read_text()
+        live = requests.get(f"http://127.0.0.1:{liveness_port}/healthz", timeout=2)
+        assert live.status_code == 200
+        listening = {
+            line.split()[1] for line in Path("/proc/net/tcp6").read_text().splitlines()[1:]
+        }
+        assert any(local.endswith(f":{port:04X}") for local in listening)  # an IPv6 socket
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()

@@ -25,7 +25,9 @@ if _settings.metrics_enabled and not _settings.prometheus_multiproc_dir:
     _runtime_dir, _runtime_lock = make_runtime_dir()
     telemetry.prepare_multiproc_dir(None, _runtime_dir)
 
-bind = f"{_settings.host}:{_settings.port}"
+# An IPv6 HOST (`::`, `::1`; Settings takes it without brackets) needs them in the bind.
+_host = f"[{_settings.host}]" if ":" in _settings.host else _settings.host
+bind = f"{_host}:{_settings.port}"
 workers = _settings.workers
 threads = _settings.threads
 # gunicorn's sync/gthread workers, except that each request is read in full by the

@@ -47,8 +47,17 @@ class LivenessListener:
         stale_after: float = STALE_AFTER,
     ) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        # Bound in the caller, so a port in use fails the start with a clear error.
-        self._sock = socket.create_server((host, port), family=family, backlog=16)
+        # Bound in the caller, so a port in use fails the start with a clear error. Not
+        # socket.create_server: it makes IPv6 sockets IPv6-only, where gunicorn (and so
+        # PORT) keeps the system's default (`::` also takes IPv4; `::ffff:a.b.c.d` binds).
+        self._sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._sock.bind((host, port))
+            self._sock.listen(16)
+        except OSError:
+            self._sock.close()
+            raise
         self.port = self._sock.getsockname()[1]
         self._last_turn = last_turn
         self._stopping = stopping
