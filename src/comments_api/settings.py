@@ -730,3 +730,9 @@ class Settings:
         ):
             # In memory: one database per connection and per worker, gone at restart.
             raise SettingsError("DATABASE_URL sqlite:/// needs a file path: sqlite:///PATH")
+        if is_sqlite and sqlite_path.startswith("~"):
+            # No shell expands it here, and SQLite would open a directory named "~".
+            raise SettingsError(
+                "DATABASE_URL: SQLite does not expand '~'; give the path in full, e.g. "
+                "sqlite:////home/USER/comments.db"
+            )

@@ -561,7 +561,7 @@ def make_engine(
     timeout_ms = max(1, int(statement_timeout * 1000))
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
-            directory = Path(url.database).expanduser().parent
+            directory = Path(url.database).parent
             try:
                 directory.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
