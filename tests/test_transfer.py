@@ -439,6 +439,16 @@ def test_sqlite_online_backup(tmp_path, postgres_url):
     assert not nowhere.exists()
 
 
+def test_an_import_from_a_missing_file_creates_no_database(tmp_path):
+    """The target was migrated (a new SQLite file made) before the source was opened."""
+    target = tmp_path / "new" / "target.db"
+    refused = cli("import", str(tmp_path / "no-such-export.jsonl"), url=f"sqlite:///{target}")
+    assert refused.returncode == 1, refused.stderr
+    assert "No such file" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert not target.exists()
+
+
 def test_an_export_that_cannot_be_written_is_one_line_and_leaves_no_partial_file(tmp_path):
     # Each was an OSError traceback; a full disk left a truncated file that looked like an
     # export (the header line came first).

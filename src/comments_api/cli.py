@@ -316,15 +316,20 @@ def import_command(source: str) -> None:
     from .store.transfer import TransferError, import_
 
     settings = _settings()
-    _migrate(settings)
-    repo = _repository(settings, statement_timeout=BULK_TIMEOUT)
     try:
-        with click.open_file(source, "r", encoding="utf-8") as lines:
+        # Opened before anything is migrated: a wrong path must not leave a new database.
+        opened = click.open_file(source, "r", encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(str(exc)) from None
+    with opened as lines:
+        _migrate(settings)
+        repo = _repository(settings, statement_timeout=BULK_TIMEOUT)
+        try:
             first = lines.readline()
             with _progress("importing", _announced_rows(first)) as bar:
                 written = import_(repo.engine, itertools.chain([first], lines), progress=bar.update)
-    except (TransferError, OSError, UnicodeDecodeError) as exc:
-        raise click.ClickException(str(exc)) from None
+        except (TransferError, OSError, UnicodeDecodeError) as exc:
+            raise click.ClickException(str(exc)) from None
     summary = ", ".join(f"{n} {name}" for name, n in written.items())
     click.echo(f"imported {summary}", err=True)
 
