@@ -24,7 +24,9 @@ from .test_tools import checkov, run, venv_tool, write_docs
 
 pytestmark = pytest.mark.k8s
 
-OVERLAY = "production-aws"  # what main.yml applies on AWS (vars.K8S_OVERLAY)
+# What main.yml may apply to EKS (vars.K8S_OVERLAY): CloudNativePG in the cluster (the
+# default) or RDS. The CI role must be able to apply either.
+OVERLAYS = ("production", "production-aws")
 CLUSTER_RBAC = K8S / "cluster-rbac"
 CI_IDENTITY = ROOT / "deploy" / "terraform" / "modules" / "ci-identity"
 TF_PROD = ROOT / "deploy" / "terraform" / "environments" / "production"
@@ -277,7 +279,20 @@ def uncovered(needs: Iterable[Need], grants: list[Grant]) -> list[Need]:
 
 @pytest.fixture(scope="module")
 def overlay(rendered: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    return rendered[OVERLAY]
+    """Every object of the overlays main.yml may apply, once each."""
+    objects: dict[tuple[str, str, str | None, str], dict[str, Any]] = {}
+    for name in OVERLAYS:
+        for doc in rendered[name]:
+            meta = doc["metadata"]
+            objects[(doc["apiVersion"], doc["kind"], meta.get("namespace"), meta["name"])] = doc
+    return list(objects.values())
+
+
+def test_the_overlays_checked_are_those_main_yml_accepts() -> None:
+    accepted = re.findall(r"^\s*([a-z|\- ]+)\) ;;$", MAIN_YML.read_text(), re.MULTILINE)
+    assert accepted, "main.yml's K8S_OVERLAY check not found"
+    for line in accepted:
+        assert {o.strip() for o in line.split("|")} == set(OVERLAYS), line
 
 
 @pytest.fixture(scope="module")
@@ -324,7 +339,11 @@ def test_the_access_policy_alone_leaves_out_custom_resources_and_the_namespace(
     assert {(n.group, n.resource, n.namespace is None) for n in missing} == {
         ("monitoring.coreos.com", "servicemonitors", False),
         ("monitoring.coreos.com", "prometheusrules", False),
-        ("external-secrets.io", "secretstores", False),
+        ("monitoring.coreos.com", "podmonitors", False),  # production: CloudNativePG's
+        ("postgresql.cnpg.io", "clusters", False),
+        ("postgresql.cnpg.io", "scheduledbackups", False),
+        ("barmancloud.cnpg.io", "objectstores", False),
+        ("external-secrets.io", "secretstores", False),  # production-aws: RDS
         ("external-secrets.io", "externalsecrets", False),
         ("", "namespaces", True),
     }
