@@ -937,3 +937,37 @@ def test_a_page_size_out_of_range_still_shows_the_thread(
     # (1-100, whole numbers; 25 when it is no number at all).
     expect(widget.locator("article")).to_have_count(shown)
     expect(widget.get_by_text("The comments could not be loaded.")).to_have_count(0)
+
+
+def test_a_comment_posted_in_one_thread_shows_at_once_in_the_others_of_its_content(
+    page, site: HostSite, open_api: Api
+):
+    """Two threads of one content (on the page, and in another tab of the reader's) saw
+    a comment posted in the other only at their next poll, or never without one."""
+    content, other = new_content(), new_content()
+    open_api.post(content, "already here")
+    extra = (
+        f'<comments-thread id="second" content-id="{content}"></comments-thread>'
+        f'<comments-thread id="unrelated" content-id="{other}"></comments-thread>'
+    )
+    url = site.thread_page(f"/{content}-twice.html", open_api.base, content, extra=extra)
+    page.goto(url)
+    second_tab = page.context.new_page()
+    second_tab.goto(url)
+    threads = page.locator("comments-thread")
+    first, second, unrelated = threads.nth(2), threads.nth(0), threads.nth(1)
+    for widget in (first, second):
+        expect(widget.locator("article")).to_have_count(1)
+    expect(unrelated.get_by_text("No comments yet")).to_be_visible()
+    elsewhere = second_tab.locator("comments-thread").nth(2)
+    expect(elsewhere.locator("article")).to_have_count(1)
+
+    first.get_by_label("Your comment").first.fill("posted in the first thread")
+    first.get_by_role("button", name="Post comment").click()
+    expect(first.locator("article", has_text="posted in the first thread")).to_be_visible()
+    # No poll attribute: only the post can have told them.
+    expect(second.locator("article", has_text="posted in the first thread")).to_be_visible()
+    expect(second.get_by_role("status")).to_have_text("1 new comment.")
+    expect(elsewhere.locator("article", has_text="posted in the first thread")).to_be_visible()
+    expect(unrelated.locator("article")).to_have_count(0)
+    assert page.page_errors == []

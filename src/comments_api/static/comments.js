@@ -181,6 +181,17 @@ a{color:var(--comments-accent)}
   const widgets = new Set();
   let uid = 0;
 
+  // A comment posted in one thread is shown at once by the other threads of the same
+  // content, on this page and in the reader's other tabs (same origin), not at their next
+  // poll: they re-read their newest comments.
+  const threadKey = (w) => `${w.api} ${w.contentId}`;
+  const refreshThreadsOf = (key, except) =>
+    widgets.forEach((w) => {
+      if (w !== except && w.built && threadKey(w) === key) w.refresh();
+    });
+  const tabs = "BroadcastChannel" in window ? new BroadcastChannel("comments-api-widget") : null;
+  if (tabs) tabs.onmessage = (event) => refreshThreadsOf(String(event.data), null);
+
   // GET /api/v1/config, once per server for the page: whether writes need a credential
   // (AUTH_MODE) and the field limits. null when it cannot be read (or not within
   // CONFIG_WAIT ms): the attributes decide.
@@ -806,6 +817,8 @@ a{color:var(--comments-accent)}
       if (this.count !== undefined) this.setCount(this.count + 1);
       this.announce(this.t("posted"));
       if (article) article.focus();
+      refreshThreadsOf(threadKey(this), this);
+      if (tabs) tabs.postMessage(threadKey(this));
     }
 
     showNotice(message, kind) {
