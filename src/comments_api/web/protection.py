@@ -149,6 +149,10 @@ class RateLimiter:
     """
 
     RETRY_SECONDS = 5.0
+    # Redis answers a hit in well under a millisecond; one that takes longer is stalled
+    # (paused, swapping, a slow command) or unreachable, and redis-py's default (5 s) held
+    # every request in flight for that long, again after each RETRY_SECONDS.
+    STORAGE_TIMEOUT_SECONDS = 0.5
     KEY_PREFIX = "comments-api"
     _CACHE_MAX = 10_000
 
@@ -172,12 +176,23 @@ class RateLimiter:
         )
         url = settings.ratelimit_storage_url
         self.shared = not url.startswith("memory://")
-        # Synchronous URIs only (redis...): the async ones start with "async+".
+        # Synchronous URIs only (redis...): the async ones start with "async+". The URL's
+        # own socket_timeout / socket_connect_timeout query parameters win over these.
         self.primary: Counters = (
-            cast(Storage, storage_from_string(url)) if self.shared else ProcessCounters()
+            cast(
+                Storage,
+                storage_from_string(
+                    url,
+                    socket_timeout=self.STORAGE_TIMEOUT_SECONDS,
+                    socket_connect_timeout=self.STORAGE_TIMEOUT_SECONDS,
+                ),
+            )
+            if self.shared
+            else ProcessCounters()
         )
         self.fallback: Counters = ProcessCounters()
         self._primary_down_until = 0.0
+        self._probe_lock = threading.Lock()
         # key -> window reset (epoch seconds), learnt from the hit that opened the window
         # or from one get_expiry per window per worker.
         self._resets: dict[str, float] = {}
@@ -196,8 +211,15 @@ class RateLimiter:
         return self.read, client_address(req)
 
     def _storage(self) -> Counters:
-        if self._primary_down_until and time.monotonic() < self._primary_down_until:
-            return self.fallback
+        if not self._primary_down_until:
+            return self.primary
+        with self._probe_lock:
+            now = time.monotonic()
+            if now < self._primary_down_until:
+                return self.fallback
+            # This request tries shared storage again; the others stay on the fallback
+            # until it has answered, so storage that still stalls holds one request.
+            self._primary_down_until = now + self.RETRY_SECONDS
         return self.primary
 
     def _storage_keys(self, budget: Budget, key: str) -> list[tuple[RateLimitItem, str, int]]:
@@ -245,6 +267,10 @@ class RateLimiter:
             self._primary_down_until = time.monotonic() + self.RETRY_SECONDS
             storage = self.fallback
             hits = self._hit(storage, budget, key)
+        else:
+            if storage is self.primary and self._primary_down_until:
+                self._primary_down_until = 0.0
+                log.warning("rate-limit storage reachable again; limits shared again")
         breached = [h for h in hits if h.count > h.item.amount]
         # Headers describe the breached limit, else the smallest window (Flask-Limiter's choice).
         ctx_g.ratelimit = (breached[-1] if breached else hits[0], storage)
