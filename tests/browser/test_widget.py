@@ -943,10 +943,13 @@ def test_a_comment_posted_in_one_thread_shows_at_once_in_the_others_of_its_conte
     page, site: HostSite, open_api: Api
 ):
     """Two threads of one content (on the page, and in another tab of the reader's) saw
-    a comment posted in the other only at their next poll, or never without one."""
+    a comment posted in the other only at their next poll, or never without one; the
+    page's badge kept its old count. The post is also an event the site can listen to."""
     content, other = new_content(), new_content()
     open_api.post(content, "already here")
     extra = (
+        f'<script src="{open_api.base}/widget/count.js" defer></script>'
+        f'<p><a href="#" data-comments-count="{content}">comments</a></p>'
         f'<comments-thread id="second" content-id="{content}"></comments-thread>'
         f'<comments-thread id="unrelated" content-id="{other}"></comments-thread>'
     )
@@ -961,6 +964,12 @@ def test_a_comment_posted_in_one_thread_shows_at_once_in_the_others_of_its_conte
     expect(unrelated.get_by_text("No comments yet")).to_be_visible()
     elsewhere = second_tab.locator("comments-thread").nth(2)
     expect(elsewhere.locator("article")).to_have_count(1)
+    badge = page.locator("[data-comments-count]")
+    expect(badge).to_have_text("1 comment")
+    page.evaluate(
+        "window.postedEvents = []; document.addEventListener('comments:posted',"
+        " (e) => window.postedEvents.push(e.detail))"
+    )
 
     first.get_by_label("Your comment").first.fill("posted in the first thread")
     first.get_by_role("button", name="Post comment").click()
@@ -970,4 +979,9 @@ def test_a_comment_posted_in_one_thread_shows_at_once_in_the_others_of_its_conte
     expect(second.get_by_role("status")).to_have_text("1 new comment.")
     expect(elsewhere.locator("article", has_text="posted in the first thread")).to_be_visible()
     expect(unrelated.locator("article")).to_have_count(0)
+    expect(badge).to_have_text("2 comments")
+    (event,) = page.evaluate("window.postedEvents")
+    stored = requests.get(f"{open_api.base}/api/v1/contents/{content}/comments", timeout=5)
+    newest = stored.json()["items"][-1]
+    assert event == {"contentId": content, "id": newest["id"], "parentId": None}
     assert page.page_errors == []

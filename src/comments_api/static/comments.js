@@ -819,6 +819,9 @@ a{color:var(--comments-accent)}
       if (article) article.focus();
       refreshThreadsOf(threadKey(this), this);
       if (tabs) tabs.postMessage(threadKey(this));
+      // For the site (and count.js's badges): a comment of this content was just published.
+      const detail = { contentId: this.contentId, id: comment.id, parentId: comment.parent_id ?? null };
+      this.dispatchEvent(new CustomEvent("comments:posted", { bubbles: true, composed: true, detail }));
     }
 
     showNotice(message, kind) {

@@ -57,8 +57,10 @@
 
   // Batches run side by side and each fills its own badges when it answers: a failed or
   // stuck batch leaves its badges with the site's text and holds up no other.
-  async function refresh(root) {
-    const elements = [...(root || document).querySelectorAll("[data-comments-count]")];
+  async function refresh(root, contentId) {
+    const elements = [...(root || document).querySelectorAll("[data-comments-count]")].filter(
+      (el) => contentId === undefined || el.dataset.commentsCount === contentId
+    );
     const ids = [...new Set(elements.map((el) => el.dataset.commentsCount).filter(askable))];
     const counts = {};
     const batches = [];
@@ -88,6 +90,11 @@
   }
 
   window.CommentsCount = { refresh };
+  // A reader posted through the widget on this page: that content's badges count it now.
+  document.addEventListener("comments:posted", (event) => {
+    const id = event.detail && event.detail.contentId;
+    if (typeof id === "string") refresh(document, id);
+  });
   if (document.readyState === "loading") {
     document.addEventListener("DOMContentLoaded", () => refresh());
   } else {
