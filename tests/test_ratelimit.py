@@ -364,3 +364,11 @@ def test_one_storage_call_per_limit_per_request(limited):
     assert response.headers["X-RateLimit-Remaining"] == "995"
     assert calls.count("incr") == 10
     assert calls.count("get_expiry") == 0  # the first hit opened both windows
+
+
+def test_a_limit_written_twice_is_counted_once(limited):
+    # The settings accept it (both spellings are valid limits syntax); one storage key.
+    client = limited(ratelimit_anonymous_write="3/minute;3 per 1 minute;100/hour")
+    responses = [post_v1(client, f"twice {i}") for i in range(4)]
+    assert [r.status_code for r in responses] == [201, 201, 201, 429]
+    assert [r.headers["X-RateLimit-Remaining"] for r in responses] == ["2", "1", "0", "0"]

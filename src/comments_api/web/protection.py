@@ -126,6 +126,11 @@ class Budget:
     items: list[RateLimitItem]
     message: str
 
+    def __post_init__(self) -> None:
+        # A limit written twice ("10/minute;10 per minute") has one storage key: counted
+        # twice per request, it refused at half its amount.
+        object.__setattr__(self, "items", list(dict.fromkeys(self.items)))
+
 
 @dataclass
 class _Hit:
