@@ -372,3 +372,22 @@ def test_a_limit_written_twice_is_counted_once(limited):
     responses = [post_v1(client, f"twice {i}") for i in range(4)]
     assert [r.status_code for r in responses] == [201, 201, 201, 429]
     assert [r.headers["X-RateLimit-Remaining"] for r in responses] == ["2", "1", "0", "0"]
+
+
+def test_a_port_in_the_forwarded_address_is_not_a_new_client(limited):
+    # Some proxies (Azure Application Gateway, IIS ARR) append "address:port".
+    client = limited(ratelimit_anonymous_write="2/minute", trusted_proxies=1)
+
+    def forwarded(entry: str, body: str) -> int:
+        return client.post(
+            "/api/v1/contents/a1/comments",
+            json={"body": body},
+            headers={"X-Forwarded-For": entry},
+        ).status_code
+
+    v4 = ["203.0.113.7:40001", "203.0.113.7:40002", "203.0.113.7", "203.0.113.7:40003"]
+    assert [forwarded(e, f"v4 {i}") for i, e in enumerate(v4)] == [201, 201, 429, 429]
+    v6 = ["[2001:db8:1:2::1]:443", "[2001:db8:1:2::2]", "2001:db8:1:2::3"]
+    assert [forwarded(e, f"v6 {i}") for i, e in enumerate(v6)] == [201, 201, 429]
+    # Another address, with or without a port, is its own client.
+    assert forwarded("203.0.113.8:40001", "other") == 201

@@ -65,7 +65,15 @@ def _normalise_address(raw: str) -> str:
     try:
         address = ipaddress.ip_address(raw)
     except ValueError:
-        return raw
+        # Some proxies append the client's port to X-Forwarded-For ("203.0.113.7:51234",
+        # "[2001:db8::1]:443"): a new source port must not be a new client.
+        host = raw[1:].partition("]")[0] if raw.startswith("[") else raw.partition(":")[0]
+        if host == raw or (not raw.startswith("[") and raw.count(":") != 1):
+            return raw
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return raw
     if address.version == 6:
         if address.ipv4_mapped is not None:
             return str(address.ipv4_mapped)
