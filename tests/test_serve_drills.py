@@ -399,6 +399,18 @@ def _abandoned_behind_a_held_lock(service: ServiceProcess, db: Path, path: str, 
         holder.close()
 
 
+def _only_served_after_the_drops(service: ServiceProcess, path: str, dropped: int) -> None:
+    """The drops were counted, and a create sent once the lock is free is stored (the
+    caller then checks that it alone was: no abandoned create was)."""
+    samples = scrape(service.base)
+    counted = value(samples, "comments_api_server_refusals_total", reason="client-closed-request")
+    assert counted == dropped
+    after = requests.post(
+        service.base + path, json={"body": "after", "email": "a@example.com"}, timeout=10
+    )
+    assert after.status_code == 201
+
+
 def test_requests_abandoned_behind_a_slow_answer_are_dropped_unserved(tmp_path: Path) -> None:
     """While the worker waits out a held database lock, clients queued behind it give up
     (a proxy's timeout, the kubelet's): their requests are dropped unserved, so no create
@@ -413,15 +425,7 @@ def test_requests_abandoned_behind_a_slow_answer_are_dropped_unserved(tmp_path: 
         assert wait_until(lambda: service.log().count('"error":"client_gone"') == 5, 10), (
             service.log()[-3000:]
         )
-        samples = scrape(service.base)
-        dropped = value(
-            samples, "comments_api_server_refusals_total", reason="client-closed-request"
-        )
-        assert dropped == 5
-        after = requests.post(
-            service.base + path, json={"body": "after", "email": "a@example.com"}, timeout=10
-        )
-        assert after.status_code == 201
+        _only_served_after_the_drops(service, path, 5)
     assert stored_bodies(env["DATABASE_URL"]) == Counter({"after": 1})
 
 
@@ -465,15 +469,7 @@ def test_the_threaded_worker_drops_requests_abandoned_while_every_thread_was_hel
         finally:
             holder.close()
         assert [result["value"].status_code for _, result in lives] == [503, 503]
-        samples = scrape(service.base)
-        dropped = value(
-            samples, "comments_api_server_refusals_total", reason="client-closed-request"
-        )
-        assert dropped == 4
-        after = requests.post(
-            service.base + path, json={"body": "after", "email": "a@example.com"}, timeout=10
-        )
-        assert after.status_code == 201
+        _only_served_after_the_drops(service, path, 4)
     assert stored_bodies(env["DATABASE_URL"]) == Counter({"after": 1})
 
 

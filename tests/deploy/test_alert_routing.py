@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from .conftest import K8S, ROOT, tool
+from .test_tools import KUBECTL_SECRETS
 
 pytestmark = pytest.mark.k8s
 
@@ -150,38 +151,6 @@ def test_every_alert_reaches_the_same_receiver_as_with_the_source(tmp_path: Path
 
 # --- provision-k8s.sh, against stand-ins for the cluster's tools ---------------------------
 
-KUBECTL = """#!/usr/bin/env python3
-# A stand-in for kubectl and a cluster: Secrets are JSON files of base64 data in FAKE_STORE.
-import base64, json, os, pathlib, sys
-store = pathlib.Path(os.environ["FAKE_STORE"])
-args = sys.argv[1:]
-with open(store / "calls.log", "a") as log:
-    log.write("kubectl " + " ".join(args) + "\\n")
-if "apply" in args and "-" in args:
-    sys.stdin.read()
-if "secret" not in args:
-    sys.exit(0)
-name = args[args.index("generic") + 1] if "generic" in args else args[args.index("secret") + 1]
-path = store / f"{name}.json"
-if "create" in args:
-    if path.exists():
-        sys.exit(f'Error from server (AlreadyExists): secrets "{name}" already exists')
-    data = {}
-    for arg in args:
-        if arg.startswith(("--from-literal=", "--from-file=")):
-            kind, _, pair = arg.partition("=")
-            key, _, value = pair.partition("=")
-            raw = pathlib.Path(value).read_bytes() if kind == "--from-file" else value.encode()
-            data[key] = base64.b64encode(raw).decode()
-    path.write_text(json.dumps(data))
-    sys.exit(0)
-if not path.exists():
-    sys.exit(f'Error from server (NotFound): secrets "{name}" not found')
-for arg in args:
-    if arg.startswith("jsonpath={.data."):
-        print(json.loads(path.read_text()).get(arg[len("jsonpath={.data."):-1], ""), end="")
-"""
-
 
 class Cluster:
     """provision-k8s.sh run against kubectl/helm/minikube/openssl stand-ins."""
@@ -191,7 +160,7 @@ class Cluster:
         self.store.mkdir()
         bin_dir = tmp_path / "bin"
         bin_dir.mkdir()
-        (bin_dir / "kubectl").write_text(KUBECTL)
+        (bin_dir / "kubectl").write_text(KUBECTL_SECRETS)
         (bin_dir / "helm").write_text('#!/bin/sh\necho "helm $*" >>"$FAKE_STORE/calls.log"\n')
         (bin_dir / "minikube").write_text("#!/bin/sh\nexit 0\n")  # status: already running
         (bin_dir / "openssl").write_text("#!/bin/sh\necho 0123456789abcdef\n")

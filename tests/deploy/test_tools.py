@@ -53,6 +53,22 @@ def checkov() -> str:
     return tool(os.environ.get("CHECKOV", "/opt/checkov-venv/bin/checkov"), "checkov")
 
 
+def checkov_passes(framework: str, directory: Path) -> None:
+    """checkov with the repository's config on ``directory``: some checks ran, none failed."""
+    proc = run(
+        checkov(),
+        "--config-file",
+        str(K8S / ".checkov.yaml"),
+        "--framework",
+        framework,
+        "-d",
+        str(directory),
+        ok=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    assert re.search(r"Passed checks: [1-9]\d*, Failed checks: 0", proc.stdout), proc.stdout[-2000:]
+
+
 def write_docs(path: Path, docs: list[dict[str, Any]]) -> Path:
     path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
     return path
@@ -216,33 +232,11 @@ def test_checkov_on_rendered_manifests(
 ) -> None:
     for env in OVERLAYS:
         write_docs(tmp_path / f"{env}.yaml", rendered[env])
-    proc = run(
-        checkov(),
-        "--config-file",
-        str(K8S / ".checkov.yaml"),
-        "--framework",
-        "kubernetes",
-        "-d",
-        str(tmp_path),
-        ok=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-6000:]
-    assert re.search(r"Passed checks: [1-9]\d*, Failed checks: 0", proc.stdout), proc.stdout[-2000:]
+    checkov_passes("kubernetes", tmp_path)
 
 
 def test_checkov_on_workflows() -> None:
-    proc = run(
-        checkov(),
-        "--config-file",
-        str(K8S / ".checkov.yaml"),
-        "--framework",
-        "github_actions",
-        "-d",
-        str(WORKFLOWS),
-        ok=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-6000:]
-    assert re.search(r"Passed checks: [1-9]\d*, Failed checks: 0", proc.stdout), proc.stdout[-2000:]
+    checkov_passes("github_actions", WORKFLOWS)
 
 
 def test_actionlint() -> None:
@@ -362,27 +356,35 @@ def test_local_deploy_dry_run(tmp_path: Path) -> None:
 
 
 KUBECTL_SECRETS = """#!/usr/bin/env python3
-# A stand-in for kubectl and a cluster (none can run here): Secrets are JSON files.
+# A stand-in for kubectl and a cluster: Secrets are JSON files of base64 data in FAKE_STORE.
 import base64, json, os, pathlib, sys
-store = pathlib.Path(os.environ["FAKE_SECRETS"])
+store = pathlib.Path(os.environ["FAKE_STORE"])
 args = sys.argv[1:]
 with open(store / "calls.log", "a") as log:
-    log.write(" ".join(args) + "\\n")
-if "secret" in args and args[args.index("secret") - 1] in ("get", "generic") or "generic" in args:
-    name = args[args.index("generic") + 1] if "generic" in args else args[args.index("secret") + 1]
-    path = store / f"{name}.json"
-    if "create" in args:
-        if path.exists():
-            sys.exit(f'Error from server (AlreadyExists): secrets "{name}" already exists')
-        pairs = [a.split("=", 1)[1].split("=", 1) for a in args if a.startswith("--from-literal=")]
-        encoded = {k: base64.b64encode(v.encode()).decode() for k, v in pairs}
-        path.write_text(json.dumps(encoded))
-        sys.exit(0)
-    if not path.exists():
-        sys.exit(f'Error from server (NotFound): secrets "{name}" not found')
-    for a in args:
-        if a.startswith("jsonpath={.data."):
-            print(json.loads(path.read_text())[a[len("jsonpath={.data."):-1]], end="")
+    log.write("kubectl " + " ".join(args) + "\\n")
+if "apply" in args and "-" in args:
+    sys.stdin.read()
+if "secret" not in args:
+    sys.exit(0)
+name = args[args.index("generic") + 1] if "generic" in args else args[args.index("secret") + 1]
+path = store / f"{name}.json"
+if "create" in args:
+    if path.exists():
+        sys.exit(f'Error from server (AlreadyExists): secrets "{name}" already exists')
+    data = {}
+    for arg in args:
+        if arg.startswith(("--from-literal=", "--from-file=")):
+            kind, _, pair = arg.partition("=")
+            key, _, value = pair.partition("=")
+            raw = pathlib.Path(value).read_bytes() if kind == "--from-file" else value.encode()
+            data[key] = base64.b64encode(raw).decode()
+    path.write_text(json.dumps(data))
+    sys.exit(0)
+if not path.exists():
+    sys.exit(f'Error from server (NotFound): secrets "{name}" not found')
+for arg in args:
+    if arg.startswith("jsonpath={.data."):
+        print(json.loads(path.read_text()).get(arg[len("jsonpath={.data."):-1], ""), end="")
 """
 
 
@@ -398,7 +400,7 @@ def test_local_deploy_completes_secrets_a_stopped_run_left_half_made(tmp_path: P
         tool_.chmod(0o755)
     store = tmp_path / "secrets"
     store.mkdir()
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_SECRETS": str(store)}
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_STORE": str(store)}
     script = str(ROOT / "scripts" / "k8s-local.sh")
 
     def secret(name: str) -> dict[str, str]:
