@@ -60,8 +60,9 @@ METHOD_PATH = re.compile(r"`(GET|POST|PATCH|PUT|DELETE|HEAD) (/[^`\s?]*)")
 TABLE_PATH = re.compile(r"^\| `(/[^`\s?]*)", re.M)
 
 
-def documented_requests() -> set[tuple[str, str]]:
-    found = set()
+def documented_requests() -> set[tuple[str, str, str]]:
+    """(page, method, path) of every curl example and documented call."""
+    found: set[tuple[str, str, str]] = set()
     for name, text in DOCS.items():
         for block in FENCED.findall(text):
             for command in re.sub(r"\\\n", " ", block).splitlines():
@@ -73,7 +74,7 @@ def documented_requests() -> set[tuple[str, str]]:
         for method, path in METHOD_PATH.findall(text):
             found.add((name, method, re.sub(r"\{[^}]*\}|<[^>]*>", "1", path)))
         found.update((name, "GET", path) for path in TABLE_PATH.findall(text))
-    return {(f"{name}: {method}", path) for name, method, path in found}
+    return found
 
 
 def test_documented_requests_name_routes_the_app_serves(sqlite_url):
@@ -87,14 +88,13 @@ def test_documented_requests_name_routes_the_app_serves(sqlite_url):
     requests = documented_requests()
     assert len(requests) > 20, "the curl examples and call tables were not found"
     unserved = []
-    for where, path in sorted(requests):
-        method = where.rsplit(" ", 1)[1]
+    for page, method, path in sorted(requests):
         if path == "/metrics":
             continue  # answered before routing (telemetry/http_hooks.py), not in the url_map
         try:
             adapter.match(path, method=method)
         except HTTPException:
-            unserved.append(f"{where} {path}")
+            unserved.append(f"{page}: {method} {path}")
     assert not unserved, f"documented but not served: {unserved}"
 
 
