@@ -80,3 +80,54 @@ def test_a_stalled_redis_holds_requests_no_longer_than_the_storage_timeout(make_
     for _ in range(3):
         assert timed_get(app)[0] == 200
     assert sum(int(owner.get(k)) for k in owner.keys("*")) == before + 3
+
+
+def test_retry_after_follows_the_window_redis_has_after_a_flush(make_app, paused_redis):
+    import redis
+
+    # Two apps on one Redis: two workers of one deployment.
+    settings = {
+        "ratelimit_enabled": True,
+        "ratelimit_storage_url": paused_redis.url,
+        "ratelimit_anonymous_write": "1/minute",
+    }
+    first, second = make_app(**settings).test_client(), make_app(**settings).test_client()
+    post = {"path": "/api/v1/contents/a1/comments"}
+    assert first.post(**post, json={"body": "one"}).status_code == 201  # first learns its window
+    owner = redis.Redis.from_url(paused_redis.url)
+    owner.flushdb()  # or a restart without persistence: every window is gone
+    time.sleep(3)
+    assert second.post(**post, json={"body": "two"}).status_code == 201  # opens a new one
+    refused = first.post(**post, json={"body": "three"})
+    assert refused.status_code == 429
+    (key,) = owner.keys("*")
+    ends = time.time() + owner.pttl(key) / 1000
+    # Headers are whole seconds (Reset rounded up); Redis's window is the truth.
+    assert abs(int(refused.headers["X-RateLimit-Reset"]) - ends) <= 1.5, (refused.headers, ends)
+    assert abs(time.time() + int(refused.headers["Retry-After"]) - ends) <= 1.5
+
+
+def test_reset_after_an_outage_is_redis_window_not_the_fallback_one(make_app, paused_redis):
+    import redis
+
+    app = make_app(
+        ratelimit_enabled=True,
+        ratelimit_storage_url=paused_redis.url,
+        ratelimit_read="100/minute",
+    )
+    limiter = app.extensions["comments_api_limiter"]
+    limiter.RETRY_SECONDS = 1.0
+    client = app.test_client()
+    assert client.get(COUNTS).status_code == 200  # opens Redis's window
+    time.sleep(2.5)
+    os.kill(paused_redis.proc.pid, signal.SIGSTOP)
+    assert client.get(COUNTS).status_code == 200  # times out: a window in memory opens
+    os.kill(paused_redis.proc.pid, signal.SIGCONT)
+    time.sleep(limiter.RETRY_SECONDS)
+    shared = client.get(COUNTS)
+    owner = redis.Redis.from_url(paused_redis.url)
+    (key,) = owner.keys("*")
+    # Counted in Redis again (the hit that timed out too: Redis ran it on waking).
+    assert int(owner.get(key)) == 3
+    ends = time.time() + owner.pttl(key) / 1000
+    assert abs(int(shared.headers["X-RateLimit-Reset"]) - ends) <= 1.5, (shared.headers, ends)

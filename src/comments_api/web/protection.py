@@ -291,12 +291,17 @@ class RateLimiter:
             raise TooManyRequests(budget.message)
 
     def reset_at(self, hit: _Hit, storage: Counters) -> float:
+        if storage is self.fallback:
+            # Its windows are not Redis's: kept out of the cache the two would share.
+            return hit.reset if hit.reset is not None else storage.get_expiry(hit.key)
         if hit.reset is not None:
             self._remember(hit.key, hit.reset)
             return hit.reset
         known = self._resets.get(hit.key)
         now = time.time()
-        if known is not None and known > now:
+        # A refusal asks storage: its Retry-After must hold even if Redis was flushed or
+        # restarted and another worker opened the window this one remembers otherwise.
+        if known is not None and known > now and hit.count <= hit.item.amount:
             return known
         reset = storage.get_expiry(hit.key)
         self._remember(hit.key, reset)
