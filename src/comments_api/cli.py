@@ -17,17 +17,27 @@ from .settings import SECONDS_MAX, Settings, SettingsError
 from .telemetry import configure_logging
 
 
+class ConfigurationError(click.ClickException):
+    """A setting is wrong: one line and exit code 2. Not click's UsageError, whose usage
+    hint would come first although the command line itself was right."""
+
+    exit_code = 2
+
+    def __init__(self, problem: object) -> None:
+        super().__init__(f"configuration error: {problem}")
+
+
 def _settings() -> Settings:
     try:
         return Settings.from_env()
     except SettingsError as exc:
-        raise click.UsageError(f"configuration error: {exc}") from None
+        raise ConfigurationError(exc) from None
 
 
 @click.group(
     context_settings={"help_option_names": ["-h", "--help"]},
     help="comments-api: the comments backend of a news site.\n\n"
-    "All configuration comes from environment variables (see README, Configuration).",
+    "All configuration comes from environment variables (see docs/configuration.md).",
 )
 @click.version_option(__version__, prog_name="comments-api")
 def main() -> None:
@@ -52,7 +62,7 @@ def serve() -> None:
     except SettingsError as exc:
         # Found while building the app (JWT keys, the metrics directory), after the
         # environment's own checks: the same one line and exit status as those.
-        raise click.UsageError(f"configuration error: {exc}") from None
+        raise ConfigurationError(exc) from None
 
 
 @main.command(help="Upgrade the database schema in DATABASE_URL to the latest migration.")
