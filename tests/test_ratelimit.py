@@ -391,3 +391,29 @@ def test_a_port_in_the_forwarded_address_is_not_a_new_client(limited):
     assert [forwarded(e, f"v6 {i}") for i, e in enumerate(v6)] == [201, 201, 429]
     # Another address, with or without a port, is its own client.
     assert forwarded("203.0.113.8:40001", "other") == 201
+
+
+def test_what_the_read_budget_counts(limited):
+    origin = "https://www.news.example"
+    client = limited(ratelimit_read="4/minute", cors_origins=(origin,))
+    # OPTIONS, a browser's preflight included, is never charged: a page's preflights
+    # must not eat its reader's budget.
+    for _ in range(6):
+        preflight = client.options(
+            "/api/v1/contents/a1/comments",
+            headers={"Origin": origin, "Access-Control-Request-Method": "POST"},
+        )
+        assert preflight.status_code == 204
+        assert client.options("/api/v1/counts").status_code == 200
+    # HEAD, a 404 and a 405 are requests like any other: each costs one.
+    assert client.head("/api/v1/counts?content_id=1").status_code == 200
+    assert client.get("/no/such/page").status_code == 404
+    assert client.put("/api/v1/counts").status_code == 405
+    last = client.get("/api/v1/counts?content_id=1")
+    assert last.headers["X-RateLimit-Remaining"] == "0"
+    refused = client.get("/no/such/page")
+    assert refused.status_code == 429
+    assert refused.mimetype == "application/problem+json"
+    # Probes still answer, HEAD included.
+    assert client.head("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 200
