@@ -173,6 +173,16 @@ def test_legacy_email_mode_is_configurable(make_app, mode, expected):
     assert listing(client, 1).json == [{"email": expected, "comment": "hi"}]
 
 
+@pytest.mark.parametrize("mode", ["masked", "full"])
+def test_a_comment_posted_without_an_email_lists_a_null_email(make_app, mode):
+    """Through v1 (or by a reader whose token names none) a comment may have no address:
+    the legacy list says null, as docs/api.md does, not "" nor a masked placeholder."""
+    client = make_app(legacy_email=mode).test_client()
+    created = client.post("/api/v1/contents/1/comments", json={"body": "no address"})
+    assert created.status_code == 201
+    assert listing(client, 1).json == [{"email": None, "comment": "no address"}]
+
+
 def test_large_threads_are_capped_and_announced(make_app):
     client = make_app(legacy_list_max=3).test_client()
     for i in range(5):
