@@ -157,8 +157,9 @@ class RateLimiter:
     request's one budget is picked by two comparisons, each limit costs one ``incr``, and
     the window's reset time is asked of storage only when this worker has not seen it yet.
 
-    If shared storage (Redis) fails, limits are kept per process in memory and storage is
-    tried again after ``RETRY_SECONDS``; limiting never fails a request.
+    If shared storage (Redis) fails or takes longer than ``STORAGE_TIMEOUT_SECONDS``, limits
+    are kept per process in memory and one request tries storage again after
+    ``RETRY_SECONDS``; limiting never fails a request.
     """
 
     RETRY_SECONDS = 5.0
