@@ -31,8 +31,11 @@ _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
 
 def request_instance() -> str:
-    """The request path as a URI reference (percent-encoded UTF-8), for problem `instance`."""
-    return quote(request.path, safe=_PATH_SAFE)
+    """The request path as a URI reference (percent-encoded), for problem `instance`: the
+    bytes the client sent, so `%FF` stays `%FF` (``request.path`` has decoded it to U+FFFD)."""
+    raw = request.environ.get("SCRIPT_NAME", "") + request.environ.get("PATH_INFO", "")
+    # WSGI gives the path's bytes as a latin-1 str (PEP 3333); anything else is replaced.
+    return quote(raw.encode("latin-1", "replace"), safe=_PATH_SAFE)
 
 
 def error_response(
