@@ -56,7 +56,8 @@ class DrainingArbiter(Arbiter):  # type: ignore[misc]
                     f"LIVENESS_PORT: cannot listen on {host}:{port}: {exc.strerror or exc}"
                 ) from None
             listener.start()
-            self.log.info("Liveness at: http://%s:%d/healthz (master)", host, listener.port)
+            shown = f"[{host}]" if ":" in host else host
+            self.log.info("Liveness at: http://%s:%d/healthz (master)", shown, listener.port)
 
     def murder_workers(self) -> None:
         # Once per turn of the master's loop: the liveness listener's sign of life.
