@@ -417,3 +417,15 @@ def test_what_the_read_budget_counts(limited):
     # Probes still answer, HEAD included.
     assert client.head("/healthz").status_code == 200
     assert client.get("/readyz").status_code == 200
+
+
+def test_refused_requests_do_not_use_up_the_longer_window(limited):
+    client = limited(ratelimit_anonymous_write="2/2 seconds;3/hour")
+    statuses = [post_v1(client, f"burst {i}").status_code for i in range(7)]
+    assert statuses == [201, 201] + [429] * 5
+    time.sleep(2.1)  # the short window ends; the hour has served two of its three
+    assert post_v1(client, "third of the hour").status_code == 201
+    refused = post_v1(client, "fourth of the hour")
+    assert refused.status_code == 429
+    assert refused.headers["X-RateLimit-Limit"] == "3"
+    assert 3500 < int(refused.headers["Retry-After"]) <= 3600

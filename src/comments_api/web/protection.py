@@ -256,6 +256,10 @@ class RateLimiter:
             hits.append(
                 _Hit(item, storage_key, count, time.time() + expiry if count == 1 else None)
             )
+            if count > item.amount:
+                # Refused: a request nobody served does not draw on the longer windows
+                # (a client retrying through a minute's 429s kept its hour's budget).
+                break
         return hits
 
     def check(self) -> None:
@@ -285,10 +289,11 @@ class RateLimiter:
             if storage is self.primary and self._primary_down_until:
                 self._primary_down_until = 0.0
                 log.warning("rate-limit storage reachable again; limits shared again")
-        breached = [h for h in hits if h.count > h.item.amount]
+        last = hits[-1]
+        refused = last.count > last.item.amount  # _hit stops at the breached limit
         # Headers describe the breached limit, else the smallest window (Flask-Limiter's choice).
-        ctx_g.ratelimit = (breached[-1] if breached else hits[0], storage)
-        if breached:
+        ctx_g.ratelimit = (last if refused else hits[0], storage)
+        if refused:
             raise TooManyRequests(budget.message)
 
     def reset_at(self, hit: _Hit, storage: Counters) -> float:
