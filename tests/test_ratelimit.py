@@ -429,3 +429,18 @@ def test_refused_requests_do_not_use_up_the_longer_window(limited):
     assert refused.status_code == 429
     assert refused.headers["X-RateLimit-Limit"] == "3"
     assert 3500 < int(refused.headers["Retry-After"]) <= 3600
+
+
+def test_windows_are_ordered_by_length_not_by_unit(limited):
+    # limits sorts "1/90 minutes" (a minute unit) before "5/hour"; the hour is shorter.
+    client = limited(ratelimit_read="3/90 minutes;2/hour")
+    first = client.get("/api/v1/counts?content_id=1")
+    assert first.headers["X-RateLimit-Limit"] == "2"  # the shortest window's
+    assert client.get("/api/v1/counts?content_id=1").status_code == 200
+    refused = client.get("/api/v1/counts?content_id=1")
+    assert refused.status_code == 429
+    assert refused.headers["X-RateLimit-Limit"] == "2"
+    assert 3500 < int(refused.headers["Retry-After"]) <= 3600
+    # Shortest window first, whatever the unit.
+    limiter = client.application.extensions["comments_api_limiter"]
+    assert [item.get_expiry() for item in limiter.read.items] == [3600, 5400]

@@ -136,8 +136,10 @@ class Budget:
 
     def __post_init__(self) -> None:
         # A limit written twice ("10/minute;10 per minute") has one storage key: counted
-        # twice per request, it refused at half its amount.
-        object.__setattr__(self, "items", list(dict.fromkeys(self.items)))
+        # twice per request, it refused at half its amount. Ordered by the window's length:
+        # limits sorts by unit only, putting "1/90 minutes" before "5/hour".
+        distinct = dict.fromkeys(self.items)
+        object.__setattr__(self, "items", sorted(distinct, key=RateLimitItem.get_expiry))
 
 
 @dataclass
