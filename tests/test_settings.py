@@ -80,6 +80,8 @@ def test_values_are_parsed_and_typed():
         ({"DATABASE_URL": "sqlite:///file::memory:?uri=true"}, "needs a file path"),
         # No shell expands "~": SQLite opened a directory named "~" ("unable to open").
         ({"DATABASE_URL": "sqlite:///~/comments.db"}, "does not expand"),
+        # Redis refused the EXPIRE: limits fell back to per process for good.
+        ({"RATELIMIT_READ": "10/99999999999 years"}, "a window is at most ten years"),
         ({"DATABASE_URL": "postgresql+psycopg://u:pw@[::1/x"}, "an IPv6 address goes in"),
         ({"WAITING_ANSWERS_MAX_BYTES": "65536"}, "WAITING_ANSWERS_MAX_BYTES must be >= 1048576"),
         # Checked whether or not rate limiting is on: a typo is never "no limit".

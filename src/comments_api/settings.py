@@ -40,7 +40,14 @@ def parse_rate_limits(name: str, value: str) -> list[RateLimitItem]:
             raise ValueError("empty")
     except ValueError:
         raise SettingsError(f"{name} must look like '10/minute;100/hour', got {value!r}") from None
-    return sorted(items)
+    for item in items:
+        # Redis refuses an EXPIRE this long: every hit would fail over to per-process
+        # limits for good, and leave a counter without an expiry behind.
+        if item.get_expiry() > SECONDS_MAX:
+            raise SettingsError(f"{name}: a window is at most ten years, got {item}")
+    # By window length: limits' own order compares the unit only ("3/90 minutes" before
+    # "2/hour").
+    return sorted(items, key=lambda item: item.get_expiry())
 
 
 def _default_workers() -> int:
@@ -431,7 +438,9 @@ class Settings:
             "`memory://` (per process) or `redis://host:6379/0` (shared by workers and "
             "replicas; use it in production; also `rediss://`, `redis+unix://`, "
             "`redis+sentinel://`); with a password, "
-            "`redis://:PASSWORD@host:6379/0` from `RATELIMIT_STORAGE_URL_FILE`.",
+            "`redis://:PASSWORD@host:6379/0` from `RATELIMIT_STORAGE_URL_FILE`. Redis gets "
+            "0.5 s to connect and to answer (`?socket_timeout=`, `?socket_connect_timeout=` "
+            "in the URL override it); unreachable, each process limits on its own meanwhile.",
             file=True,
         ),
     )
