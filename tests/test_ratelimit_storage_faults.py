@@ -9,8 +9,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import requests
 
-from .support import RedisServer
+from .support import RedisServer, ServiceProcess, scrape, value
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.redis]
 
@@ -131,3 +132,28 @@ def test_reset_after_an_outage_is_redis_window_not_the_fallback_one(make_app, pa
     assert int(owner.get(key)) == 3
     ends = time.time() + owner.pttl(key) / 1000
     assert abs(int(shared.headers["X-RateLimit-Reset"]) - ends) <= 1.5, (shared.headers, ends)
+
+
+def test_a_redis_outage_is_counted_for_the_operator(tmp_path):
+    """Served: while Redis is down each process limits on its own, so every replica and
+    worker allows the whole budget; only a log line said so. A counter now does (the
+    CommentsApiRateLimitStorageDown alert reads it)."""
+    redis_server = RedisServer()
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}",
+        "RATELIMIT_ENABLED": "true",
+        "RATELIMIT_STORAGE_URL": redis_server.url,
+        "RATELIMIT_READ": "100000/minute",
+    }
+    try:
+        with ServiceProcess(env, tmp_path, workers=1) as service:
+            assert requests.get(service.base + COUNTS, timeout=5).status_code == 200
+            name = "comments_api_ratelimit_storage_failures_total"
+            assert value(scrape(service.base), name) == 0
+            redis_server.stop()
+            answers = [requests.get(service.base + COUNTS, timeout=5).status_code for _ in range(5)]
+            assert answers == [200] * 5  # limited per process meanwhile, not refused
+            # One failure, then the storage is tried again only after RETRY_SECONDS.
+            assert value(scrape(service.base), name) == 1
+    finally:
+        redis_server.stop()

@@ -101,6 +101,13 @@ def count_server_refusal(reason: str) -> None:
         metrics().server_refusals.labels(reason).inc()
 
 
+def count_ratelimit_storage_failure() -> None:
+    """One more ``comments_api_ratelimit_storage_failures_total``: the shared rate-limit
+    storage failed, and this process limits on its own until it answers again."""
+    if multiproc_dir():
+        metrics().ratelimit_storage_failures.inc()
+
+
 def mark_worker_dead(pid: int) -> None:
     """gunicorn ``child_exit``: drop a dead worker's live gauges (in-flight, pool)."""
     if multiproc_dir():
@@ -185,6 +192,12 @@ class _Metrics:
             "Requests the server answered or cut off itself, outside the app (unreadable or "
             "late requests, clients that do not take their answers), by reason.",
             ["reason"],
+            registry=r,
+        )
+        self.ratelimit_storage_failures = Counter(
+            "comments_api_ratelimit_storage_failures",
+            "Times the shared rate-limit storage (Redis) failed a check; that process then "
+            "limits on its own in memory, retrying the storage every few seconds.",
             registry=r,
         )
         self.moderation = Counter(

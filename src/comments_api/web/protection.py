@@ -32,6 +32,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from ..identity import guards as web_auth
 from ..settings import Settings, parse_rate_limits
 from ..telemetry.http_hooks import OPS_ROUTES
+from ..telemetry.metrics import count_ratelimit_storage_failure
 
 log = logging.getLogger(__name__)
 
@@ -286,6 +287,7 @@ class RateLimiter:
                 exc_info=True,
             )
             self._primary_down_until = time.monotonic() + self.RETRY_SECONDS
+            count_ratelimit_storage_failure()
             storage = self.fallback
             hits = self._hit(storage, budget, key)
         else:
