@@ -30,6 +30,17 @@ def paused_redis() -> Iterator[RedisServer]:
         server.stop()
 
 
+def app_on(make_app, redis_server: RedisServer, read_limit: str):
+    """An app limiting reads on ``redis_server``, and its limiter, which tries storage again
+    after 1 s instead of production's RETRY_SECONDS."""
+    app = make_app(
+        ratelimit_enabled=True, ratelimit_storage_url=redis_server.url, ratelimit_read=read_limit
+    )
+    limiter = app.extensions["comments_api_limiter"]
+    limiter.RETRY_SECONDS = 1.0
+    return app, limiter
+
+
 def timed_get(app) -> tuple[int, float]:
     started = time.monotonic()
     status = app.test_client().get(COUNTS).status_code
@@ -37,13 +48,7 @@ def timed_get(app) -> tuple[int, float]:
 
 
 def test_a_stalled_redis_holds_requests_no_longer_than_the_storage_timeout(make_app, paused_redis):
-    app = make_app(
-        ratelimit_enabled=True,
-        ratelimit_storage_url=paused_redis.url,
-        ratelimit_read="100000/minute",
-    )
-    limiter = app.extensions["comments_api_limiter"]
-    limiter.RETRY_SECONDS = 1.0  # storage is tried again sooner than in production
+    app, limiter = app_on(make_app, paused_redis, "100000/minute")
     bound = 1.5  # the storage timeout (docs/security.md: 0.5 s) and some slack
     assert timed_get(app)[0] == 200  # connected while Redis answers
 
@@ -111,13 +116,7 @@ def test_retry_after_follows_the_window_redis_has_after_a_flush(make_app, paused
 def test_reset_after_an_outage_is_redis_window_not_the_fallback_one(make_app, paused_redis):
     import redis
 
-    app = make_app(
-        ratelimit_enabled=True,
-        ratelimit_storage_url=paused_redis.url,
-        ratelimit_read="100/minute",
-    )
-    limiter = app.extensions["comments_api_limiter"]
-    limiter.RETRY_SECONDS = 1.0
+    app, limiter = app_on(make_app, paused_redis, "100/minute")
     client = app.test_client()
     assert client.get(COUNTS).status_code == 200  # opens Redis's window
     time.sleep(2.5)

@@ -22,6 +22,7 @@ import weakref
 from collections.abc import Callable
 
 from . import __version__
+from .contract.problems import status_title
 from .worker import error_document
 
 # The master's loop wakes at least once a second; a reload's forks take a few more.
@@ -115,14 +116,11 @@ def _read_request_line(conn: socket.socket) -> bytes:
     return data.partition(b"\r\n")[0]
 
 
-_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
-
-
 def _response(
     status: int, content_type: str, body: bytes, head: bool = False, extra: str | None = None
 ) -> bytes:
     lines = [
-        f"HTTP/1.1 {status} {_REASONS[status]}",
+        f"HTTP/1.1 {status} {status_title(status)}",
         f"Content-Type: {content_type}",
         f"Content-Length: {len(body)}",
         "Cache-Control: no-store",
