@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,31 @@ def test_kubernetes_api_exposure(plans: dict[str, dict[str, Any]]) -> None:
     assert staging["endpoint_private_access"] is True
     assert staging["public_access_cidrs"], "a public staging API lists its allowed ranges"
     assert not any(c.endswith("/0") for c in staging["public_access_cidrs"])
+
+
+# End of EKS standard support per minor version (the EKS Kubernetes release calendar,
+# read 2026-12-05: 14 months after each EKS release). Add a row when the default moves.
+EKS_STANDARD_SUPPORT_ENDS = {
+    "1.32": date(2026, 3, 23),
+    "1.33": date(2026, 7, 29),
+    "1.34": date(2026, 12, 2),
+    "1.35": date(2027, 3, 27),
+}
+
+
+def test_clusters_run_a_kubernetes_version_in_standard_support(env: tuple[str, dict]) -> None:
+    """The clusters' upgrade policy is STANDARD: once a version leaves standard support EKS
+    upgrades the cluster on its own (and the next plan asks for the old version back), and
+    a version past it would run in extended support (six times the control-plane price).
+    This fails on the day the planned version leaves standard support: raise the default
+    (modules/cluster, modules/platform) after `aws eks describe-cluster-versions`."""
+    name, plan = env
+    cluster = after(one(plan, "aws_eks_cluster"))
+    assert cluster["upgrade_policy"] == [{"support_type": "STANDARD"}]
+    version = cluster["version"]
+    assert version in EKS_STANDARD_SUPPORT_ENDS, f"{name}: {version} not in the calendar above"
+    ends = EKS_STANDARD_SUPPORT_ENDS[version]
+    assert date.today() < ends, f"{name}: EKS standard support of {version} ended on {ends}"
 
 
 def test_every_kms_key_rotates_and_every_log_group_is_encrypted(

@@ -26,12 +26,18 @@ variable "region" {
 }
 
 variable "kubernetes_version" {
-  description = "Kubernetes minor version of the control plane and nodes (the overlays are validated against it)."
+  description = "Kubernetes minor version of the control plane and nodes. Check what EKS offers before an apply: `aws eks describe-cluster-versions` (docs/terraform.md)."
   type        = string
-  default     = "1.32"
+  # 1.35: in EKS standard support from 2026-01-28 to 2027-03-27 (EKS release calendar).
+  # The cluster's upgrade_policy is STANDARD: at the end of standard support EKS
+  # upgrades the cluster itself, and Terraform's next plan would then ask for the old
+  # version back. Raise this before that date.
+  default = "1.35"
+  # Only versions in standard support on 2026-12-05 or later (1.34's ended 2026-12-02):
+  # an older one would start in extended support, which the STANDARD policy declines.
   validation {
-    condition     = can(regex("^1\\.(2[89]|3[0-9]|40)$", var.kubernetes_version))
-    error_message = "kubernetes_version: an EKS minor version 1.28 to 1.40, written 1.NN (e.g. 1.32); 1.10 or 1.3 are not EKS versions."
+    condition     = can(regex("^1\\.(3[5-9]|40)$", var.kubernetes_version))
+    error_message = "kubernetes_version: an EKS minor version in standard support, 1.35 to 1.40, written 1.NN (e.g. 1.35); 1.34 and older are past standard support, 1.10 or 1.3 are not EKS versions."
   }
 }
 

@@ -65,9 +65,9 @@ variable "github_repository" {
 }
 
 variable "kubernetes_version" {
-  description = "EKS Kubernetes minor version."
+  description = "EKS Kubernetes minor version (modules/cluster validates it and says why its default)."
   type        = string
-  default     = "1.32"
+  default     = "1.35"
 }
 
 variable "cluster_api_public_cidrs" {

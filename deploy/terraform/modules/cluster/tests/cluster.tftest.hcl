@@ -227,13 +227,47 @@ run "rejects_kubernetes_1_27" {
   expect_failures = [var.kubernetes_version]
 }
 
-run "accepts_kubernetes_1_28" {
+# 1.34's EKS standard support ended on 2026-12-02, 1.32's on 2026-03-23: the cluster's
+# STANDARD upgrade policy does not keep a cluster on them.
+run "rejects_kubernetes_1_34_past_standard_support" {
   command = plan
   variables {
-    kubernetes_version = "1.28"
+    kubernetes_version = "1.34"
+  }
+  expect_failures = [var.kubernetes_version]
+}
+
+run "rejects_kubernetes_1_32_past_standard_support" {
+  command = plan
+  variables {
+    kubernetes_version = "1.32"
+  }
+  expect_failures = [var.kubernetes_version]
+}
+
+run "default_kubernetes_is_in_range_and_standard_support" {
+  command = plan
+  assert {
+    condition     = aws_eks_cluster.this.version == "1.35" && aws_eks_cluster.this.upgrade_policy[0].support_type == "STANDARD"
+    error_message = "the default is 1.35 (EKS standard support until 2027-03-27), without extended support"
+  }
+}
+
+run "accepts_kubernetes_1_40" {
+  command = plan
+  variables {
+    kubernetes_version = "1.40"
   }
   assert {
-    condition     = aws_eks_cluster.this.version == "1.28"
-    error_message = "1.28 is in range"
+    condition     = aws_eks_cluster.this.version == "1.40"
+    error_message = "1.40 is in range"
   }
+}
+
+run "rejects_kubernetes_1_41" {
+  command = plan
+  variables {
+    kubernetes_version = "1.41"
+  }
+  expect_failures = [var.kubernetes_version]
 }
