@@ -16,7 +16,8 @@
 #          [--image LOCAL_IMAGE] [--tag TAG] [--state-dir DIR] [--keep] [--down]
 #          [--prod-smoke-hook CMD] [--ready-timeout S] [--load-duration D] [--load-vus N]
 #        scripts/deploy.sh --render staging|production --digest sha256:...   (print the pinned
-#          manifests the minikube target applies: kubectl kustomize, offline)
+#          manifests the minikube target applies: kubectl kustomize, offline; --digest
+#          goes with --render only)
 #        scripts/deploy.sh --down --state-dir DIR   (tear down a --keep stack, and the dockerd
 #          its run started, if it did; never an engine the run found running)
 #   An option's value goes after a space or an = sign: --tag v1 or --tag=v1.
@@ -125,6 +126,10 @@ if [ -z "$TARGET" ]; then
   fi
 fi
 case $TARGET in local | minikube) ;; *) die "--target must be local or minikube" ;; esac
+# --digest names what --render pins. A release's digest is always the one its own build
+# pushed: given to a run, --digest was ignored and the run built and released HEAD instead
+# (another digest than the one asked for).
+[ -z "$DIGEST" ] || [ -n "$RENDER" ] || die "--digest goes with --render only: a run releases the digest its build pushes"
 # Checked before anything starts: a bad value found after the tests and the build would
 # stop the pipeline half way, with registries and replicas to clean up.
 [[ $READY_TIMEOUT =~ ^[1-9][0-9]{0,4}$ ]] || die "--ready-timeout (READY_TIMEOUT) must be whole seconds, 1-99999: '$READY_TIMEOUT'"

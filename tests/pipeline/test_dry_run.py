@@ -206,6 +206,8 @@ def test_the_minikube_target_pins_every_app_image_to_the_release_digest(env, reg
         (["--load-duration", "10"], "--load-duration (LOAD_DURATION) must be a k6 duration"),
         (["--load-duration", "0s"], "--load-duration (LOAD_DURATION) must be a k6 duration"),
         (["--render", "staging", "--digest"], "--digest needs a value"),
+        # Without --render it was ignored: the run built HEAD and released another digest.
+        (["--digest", "sha256:" + "a" * 64], "--digest goes with --render only"),
     ],
 )
 def test_bad_values_are_usage_errors_before_anything_runs(args, message):
