@@ -512,6 +512,27 @@ def test_production_ci_role_is_in_the_group_the_cluster_rbac_binds(
     assert namespaced == set(assoc["access_scope"][0]["namespaces"])
 
 
+def test_roots_output_the_kubernetes_group_of_the_deploying_role(env: tuple[str, dict]) -> None:
+    """`ci_kubernetes_group` lets the admin compare the access entry's group with the
+    subject deploy/k8s/cluster-rbac binds (docs/terraform.md, section 5) without reading
+    the state: it must be the group of the entry of the role that deploys (staging's
+    deploy role, production's one role), and in production the one the RBAC binds."""
+    name, plan = env
+    role = DEPLOY_ROLE if name == "staging" else PUSH_ROLE
+    entry = after(one(plan, "aws_eks_access_entry", role))
+    output = plan["planned_values"]["outputs"]["ci_kubernetes_group"]["value"]
+    assert [output] == entry["kubernetes_groups"]
+    if name == "production":
+        rbac_file = TF_DIR.parent / "k8s" / "cluster-rbac" / "rbac.yaml"
+        rbac = [d for d in yaml.safe_load_all(rbac_file.read_text()) if d]
+        assert {
+            s["name"]
+            for d in rbac
+            if d["kind"] in ("RoleBinding", "ClusterRoleBinding")
+            for s in d["subjects"]
+        } == {output}
+
+
 def test_staging_jobs_that_do_not_push_get_a_role_that_cannot(
     plans: dict[str, dict[str, Any]],
 ) -> None:
@@ -674,6 +695,37 @@ def test_outputs_feed_the_kubernetes_overlays(env: tuple[str, dict]) -> None:
         f"aws eks update-kubeconfig --region eu-west-1 --name comments-api-{name}"
         f" --alias comments-api-{name}"
     )
+
+
+def test_load_balancer_controller_values_come_from_the_plan(env: tuple[str, dict]) -> None:
+    """The AWS Load Balancer Controller (installed by hand, docs/terraform.md) must be told
+    its cluster, region and VPC: the nodes' IMDSv2 hop limit of 1 keeps it from reading
+    them from the instance metadata. The roots output them as Helm values, taken from the
+    cluster and the VPC this plan creates."""
+    _, plan = env
+    change = plan["output_changes"]["aws_load_balancer_controller_values"]
+    cluster = after(one(plan, "aws_eks_cluster"))
+    assert change["after"] == {
+        "clusterName": cluster["name"],
+        "region": plan["planned_values"]["outputs"]["region"]["value"],
+    }
+    # The VPC ID exists after the apply only: its wiring is in the configuration.
+    assert change["after_unknown"] == {"vpcId": True}
+    root = plan["configuration"]["root_module"]
+    assert "module.platform.vpc_id" in root["outputs"]["vpc_id"]["expression"]["references"]
+    platform = root["module_calls"]["platform"]["module"]
+    assert (
+        "module.platform.aws_load_balancer_controller_values"
+        in (root["outputs"]["aws_load_balancer_controller_values"]["expression"]["references"])
+    )
+    refs = platform["outputs"]["aws_load_balancer_controller_values"]["expression"]["references"]
+    assert {"module.network.vpc_id", "module.cluster.cluster_name", "var.region"} <= set(refs)
+    assert platform["outputs"]["vpc_id"]["expression"]["references"][0] == "module.network.vpc_id"
+    network = platform["module_calls"]["network"]["module"]
+    assert network["outputs"]["vpc_id"]["expression"]["references"][0] == "aws_vpc.this.id"
+    # ... the VPC of the cluster's subnets.
+    subnets = next(r for r in network["resources"] if r["address"] == "aws_subnet.private")
+    assert subnets["expressions"]["vpc_id"]["references"][0] == "aws_vpc.this.id"
 
 
 def test_every_variable_and_output_is_documented(plans: dict[str, dict[str, Any]]) -> None:

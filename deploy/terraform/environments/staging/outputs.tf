@@ -85,3 +85,18 @@ output "ci_deploy_trusted_subjects" {
   description = "OIDC subjects the deploy role (ci_deploy_role_arn) accepts: the dev branch and the staging environment."
   value       = module.platform.ci_deploy_trusted_subjects
 }
+
+output "ci_kubernetes_group" {
+  description = "Kubernetes group the deploying CI role's EKS access entry carries: must be the group deploy/k8s/cluster-rbac binds (section 5 of docs/terraform.md)."
+  value       = module.platform.ci_kubernetes_group
+}
+
+output "vpc_id" {
+  description = "VPC of the cluster."
+  value       = module.platform.vpc_id
+}
+
+output "aws_load_balancer_controller_values" {
+  description = "Helm values (clusterName, region, vpcId) for the AWS Load Balancer Controller: `terraform output -json aws_load_balancer_controller_values > lbc-values.json`, then `helm install ... -f lbc-values.json`."
+  value       = module.platform.aws_load_balancer_controller_values
+}

@@ -94,3 +94,22 @@ output "ci_deploy_trusted_subjects" {
   description = "OIDC subjects the deploy role (ci_deploy_role_arn) accepts. Null without separate_deploy_role."
   value       = var.separate_deploy_role ? module.ci_deploy[0].trusted_subjects : null
 }
+
+output "ci_kubernetes_group" {
+  description = "Kubernetes group of the EKS access entry of the role that deploys (ci_deploy_role_arn with separate_deploy_role, else ci_role_arn): the group deploy/k8s/cluster-rbac must bind."
+  value       = var.separate_deploy_role ? module.ci_deploy[0].kubernetes_group : module.ci.kubernetes_group
+}
+
+output "vpc_id" {
+  description = "VPC of the cluster."
+  value       = module.network.vpc_id
+}
+
+output "aws_load_balancer_controller_values" {
+  description = "Helm values of the AWS Load Balancer Controller (chart eks/aws-load-balancer-controller) that only this Terraform knows: the nodes' IMDSv2 hop limit of 1 keeps the controller from reading region and VPC from the instance metadata."
+  value = {
+    clusterName = module.cluster.cluster_name
+    region      = var.region
+    vpcId       = module.network.vpc_id
+  }
+}
