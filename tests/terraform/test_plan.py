@@ -611,6 +611,27 @@ def test_production_database_protected_with_final_snapshot(
     assert db["backup_retention_period"] >= 14
 
 
+def test_staging_destroy_leaves_no_backups_under_a_deleted_key(
+    plans: dict[str, dict[str, Any]],
+) -> None:
+    """Staging's database key has no guard (next test): `terraform destroy` schedules it
+    for deletion. Automated backups kept past the destroy would be encrypted under it, so
+    unreadable at once and lost after the 30-day window, while still billed. Staging's
+    data is disposable: its backups go with the instance, as its final snapshot does."""
+    db = after(one(plans["staging"], "aws_db_instance"))
+    assert db["skip_final_snapshot"] is True
+    assert db["delete_automated_backups"] is True
+    assert not changes(plans["staging"], "terraform_data", "keep_key")
+    # What a destroy keeps is exactly what a guarded key still decrypts.
+    for name, plan in plans.items():
+        for rc in changes(plan, "aws_db_instance"):
+            keeps = (
+                not after(rc)["delete_automated_backups"] or not after(rc)["skip_final_snapshot"]
+            )
+            guarded = changes(plan, "terraform_data", "module.database.module.key.")
+            assert keeps == bool(guarded), (name, rc["address"])
+
+
 # The guard modules/kms-key plans for a key that must outlive its stack (prevent_destroy).
 KEY_GUARD = "terraform_data.keep_key[0]"
 

@@ -22,7 +22,8 @@ module "platform" {
 
   db_instance_class        = "db.t4g.medium"
   db_backup_retention_days = 7
-  # Staging data is disposable: it can be destroyed without a snapshot.
+  # Staging data is disposable: a destroy leaves no snapshot, no automated backups and
+  # no KMS key behind (docs/terraform.md, section 3).
   deletion_protection = false
   final_snapshot      = false
 

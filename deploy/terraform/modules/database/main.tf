@@ -161,11 +161,15 @@ resource "aws_db_instance" "this" {
   ca_cert_identifier     = "rds-ca-rsa2048-g1"
   parameter_group_name   = aws_db_parameter_group.this.name
 
-  backup_retention_period   = var.backup_retention_days
-  backup_window             = "02:00-02:30"
-  maintenance_window        = "sun:03:00-sun:04:00"
-  copy_tags_to_snapshot     = true
-  delete_automated_backups  = false
+  backup_retention_period = var.backup_retention_days
+  backup_window           = "02:00-02:30"
+  maintenance_window      = "sun:03:00-sun:04:00"
+  copy_tags_to_snapshot   = true
+  # Backups kept after a destroy are encrypted with module.key, so they are kept only
+  # when the key is (prevent_destroy follows final_snapshot): a disposable database
+  # would otherwise leave backups its own destroy makes unreadable (key pending
+  # deletion) and then unrecoverable (after the 30-day window), still billed as storage.
+  delete_automated_backups  = !var.final_snapshot
   deletion_protection       = var.deletion_protection
   skip_final_snapshot       = !var.final_snapshot
   final_snapshot_identifier = var.final_snapshot ? "${var.name}-final" : null

@@ -132,7 +132,7 @@ variable "deletion_protection" {
 }
 
 variable "final_snapshot" {
-  description = "Take a final snapshot when the instance is destroyed (production: true)."
+  description = "Keep data past a destroy (production: true): a final snapshot, the automated backups, and the KMS key they are encrypted with (prevent_destroy). False: a destroy leaves nothing, backups and key included."
   type        = bool
   default     = true
 }

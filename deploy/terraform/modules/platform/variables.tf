@@ -140,7 +140,7 @@ variable "deletion_protection" {
 }
 
 variable "final_snapshot" {
-  description = "Take a final RDS snapshot when the database is destroyed."
+  description = "Keep the database's data past a destroy: a final RDS snapshot, the automated backups and their KMS key. False (staging): a destroy leaves none of them."
   type        = bool
   validation {
     condition     = var.environment != "production" || var.final_snapshot

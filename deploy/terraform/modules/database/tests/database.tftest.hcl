@@ -44,6 +44,10 @@ run "production_defaults" {
     error_message = "the key of the final snapshot and the retained backups outlives the instance: a destroy that would schedule its deletion is refused"
   }
   assert {
+    condition     = !aws_db_instance.this.delete_automated_backups
+    error_message = "the automated backups are kept after a destroy, with their key"
+  }
+  assert {
     condition     = aws_db_instance.this.manage_master_user_password && aws_db_instance.this.password == null
     error_message = "RDS generates and keeps the password; Terraform never holds it"
   }
@@ -83,6 +87,10 @@ run "disposable_staging" {
   assert {
     condition     = !module.key.prevent_destroy
     error_message = "without a final snapshot the key goes with the instance"
+  }
+  assert {
+    condition     = aws_db_instance.this.delete_automated_backups
+    error_message = "the automated backups go with the instance too: kept, they would be encrypted under a key the same destroy schedules for deletion, unreadable once it is pending deletion and lost after its 30-day window"
   }
 }
 
