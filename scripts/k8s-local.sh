@@ -36,11 +36,14 @@ run make image IMAGE="$IMAGE"
 run minikube image load "$IMAGE" -p "$PROFILE" --overwrite
 
 step "namespace and Secrets (created once)"
+# Secret values reach kubectl as files (--from-file=KEY=<(printf ...); printf is a builtin):
+# as --from-literal they were on its command line, which every local user can read in the
+# process list while it runs.
 run kubectl --context "$PROFILE" apply -f deploy/k8s/overlays/local/namespace.yaml
 if $DRY_RUN; then
-  echo "+ kubectl --context $PROFILE -n $NS create secret generic comments-db-credentials --type=kubernetes.io/basic-auth --from-literal=username=app --from-literal=password=<random>"
-  echo "+ kubectl --context $PROFILE -n $NS create secret generic comments-api --from-literal=database-url=postgresql+psycopg://app:<same>@comments-db-rw:5432/app --from-literal=client-ip-hash-salt=<random>"
-  echo "+ kubectl --context $PROFILE -n $NS create secret generic comments-redis --from-literal=redis.conf='requirepass <random>' --from-literal=url=redis://:<same>@comments-redis:6379/0"
+  echo "+ kubectl --context $PROFILE -n $NS create secret generic comments-db-credentials --type=kubernetes.io/basic-auth --from-literal=username=app --from-file=password=<(<random>)"
+  echo "+ kubectl --context $PROFILE -n $NS create secret generic comments-api --from-file=database-url=<(postgresql+psycopg://app:<same>@comments-db-rw:5432/app) --from-file=client-ip-hash-salt=<(<random>)"
+  echo "+ kubectl --context $PROFILE -n $NS create secret generic comments-redis --from-file=redis.conf=<(requirepass <random>) --from-file=url=<(redis://:<same>@comments-redis:6379/0)"
 elif ! kubectl --context "$PROFILE" -n "$NS" get secret comments-api >/dev/null 2>&1; then
   if kubectl --context "$PROFILE" -n "$NS" get secret comments-db-credentials >/dev/null 2>&1; then
     # A run stopped between the two Secrets: the database may already use this password,
@@ -50,24 +53,25 @@ elif ! kubectl --context "$PROFILE" -n "$NS" get secret comments-api >/dev/null 
   else
     password=$(openssl rand -hex 24)
     kubectl --context "$PROFILE" -n "$NS" create secret generic comments-db-credentials --type=kubernetes.io/basic-auth \
-      --from-literal=username=app --from-literal=password="$password"
+      --from-literal=username=app --from-file=password=<(printf '%s' "$password")
   fi
+  salt=$(openssl rand -hex 32)
   kubectl --context "$PROFILE" -n "$NS" create secret generic comments-api \
-    --from-literal=database-url="postgresql+psycopg://app:${password}@comments-db-rw:5432/app" \
-    --from-literal=client-ip-hash-salt="$(openssl rand -hex 32)"
+    --from-file=database-url=<(printf '%s' "postgresql+psycopg://app:${password}@comments-db-rw:5432/app") \
+    --from-file=client-ip-hash-salt=<(printf '%s' "$salt")
 elif ! kubectl --context "$PROFILE" -n "$NS" get secret comments-db-credentials >/dev/null 2>&1; then
   # The other half missing: the password is the one comments-api's URL carries.
   password=$(kubectl --context "$PROFILE" -n "$NS" get secret comments-api -o jsonpath='{.data.database-url}' | base64 -d |
     sed -n 's#^[^:]*://app:\([^@]*\)@.*#\1#p')
   [ -n "$password" ] || { echo "no app password in the database-url of comments-api in $NS" >&2; exit 1; }
   kubectl --context "$PROFILE" -n "$NS" create secret generic comments-db-credentials --type=kubernetes.io/basic-auth \
-    --from-literal=username=app --from-literal=password="$password"
+    --from-literal=username=app --from-file=password=<(printf '%s' "$password")
 fi
 if ! $DRY_RUN && ! kubectl --context "$PROFILE" -n "$NS" get secret comments-redis >/dev/null 2>&1; then
   redis_password=$(openssl rand -hex 24)
   kubectl --context "$PROFILE" -n "$NS" create secret generic comments-redis \
-    --from-literal=redis.conf="requirepass ${redis_password}" \
-    --from-literal=url="redis://:${redis_password}@comments-redis:6379/0"
+    --from-file=redis.conf=<(printf '%s' "requirepass ${redis_password}") \
+    --from-file=url=<(printf '%s' "redis://:${redis_password}@comments-redis:6379/0")
 fi
 
 step "apply the local overlay, migrate, roll out"

@@ -1,0 +1,123 @@
+"""scripts/k8s-local.sh and docs/deployment.md's Secrets commands against a kubectl stand-in
+(no Kubernetes control plane runs here).
+
+The stand-in is tests/deploy's: Secrets are JSON files, and every call's arguments are
+logged, as `ps` would show them to any user of the host while kubectl runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ..deploy.test_tools import KUBECTL_SECRETS
+from .conftest import ROOT
+
+pytestmark = pytest.mark.pipeline
+
+
+def test_k8s_local_keeps_every_secret_value_off_kubectls_command_line(tmp_path: Path) -> None:
+    # The database password, the URL carrying it, the client-IP salt and the Redis password
+    # went to kubectl as --from-literal=KEY=VALUE: readable in the process list.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "kubectl").write_text(KUBECTL_SECRETS)
+    for name in ("make", "minikube"):  # the image build and load are not what is tested
+        (bin_dir / name).write_text("#!/bin/sh\nexit 0\n")
+    for stand_in in bin_dir.iterdir():
+        stand_in.chmod(0o755)
+    store = tmp_path / "secrets"
+    store.mkdir()
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_STORE": str(store)}
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "k8s-local.sh")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    def secret(name: str) -> dict[str, str]:
+        data = json.loads((store / f"{name}.json").read_text())
+        return {k: base64.b64decode(v).decode() for k, v in data.items()}
+
+    db, api, redis = (
+        secret(n) for n in ("comments-db-credentials", "comments-api", "comments-redis")
+    )
+    password = db["password"]
+    redis_password = redis["redis.conf"].removeprefix("requirepass ")
+    assert len(password) == 48
+    assert len(redis_password) == 48
+    # The values are whole and consistent with each other.
+    assert api["database-url"] == f"postgresql+psycopg://app:{password}@comments-db-rw:5432/app"
+    assert redis["url"] == f"redis://:{redis_password}@comments-redis:6379/0"
+    assert len(api["client-ip-hash-salt"]) == 64
+    calls = (store / "calls.log").read_text()
+    assert calls.count("create secret generic") == 3, calls
+    for value in (password, redis_password, api["client-ip-hash-salt"]):
+        assert value not in calls, calls
+    assert proc.stdout.count(password) == proc.stderr.count(password) == 0
+
+
+def test_the_documented_secret_commands_keep_every_value_off_the_command_line(
+    tmp_path: Path,
+) -> None:
+    # docs/deployment.md, "Secrets": the commands an operator pastes for production gave
+    # kubectl every password, the salt and the backup keys as --from-literal arguments.
+    doc = (ROOT / "docs" / "deployment.md").read_text()
+    section = doc.split("\n## Secrets\n", 1)[1]
+    block = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert block, "docs/deployment.md: no sh block under Secrets"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "kubectl").write_text(KUBECTL_SECRETS)
+    (bin_dir / "kubectl").chmod(0o755)
+    store = tmp_path / "secrets"
+    store.mkdir()
+    backup = {"BACKUP_KEY_ID": "AKIAEXAMPLEKEYID0001", "BACKUP_SECRET": "b4ckup/s3cret+example"}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "FAKE_STORE": str(store),
+        **backup,
+    }
+    proc = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block.group(1)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    def secret(name: str) -> dict[str, str]:
+        data = json.loads((store / f"{name}.json").read_text())
+        return {k: base64.b64decode(v).decode() for k, v in data.items()}
+
+    db, api, redis = (
+        secret(n) for n in ("comments-db-credentials", "comments-api", "comments-redis")
+    )
+    assert secret("comments-db-backup") == {
+        "ACCESS_KEY_ID": backup["BACKUP_KEY_ID"],
+        "ACCESS_SECRET_KEY": backup["BACKUP_SECRET"],
+    }
+    password = db["password"]
+    redis_password = redis["redis.conf"].removeprefix("requirepass ")
+    assert len(password) == 48
+    assert len(redis_password) == 48
+    assert api["database-url"] == (
+        f"postgresql+psycopg://app:{password}@comments-db-rw:5432/app?sslmode=require"
+    )
+    assert re.fullmatch(r"[0-9a-f]{64}", api["client-ip-hash-salt"])
+    assert redis["url"] == f"redis://:{redis_password}@comments-redis:6379/0"
+    calls = (store / "calls.log").read_text()
+    assert calls.count("create secret generic") == 4, calls
+    for value in (password, redis_password, api["client-ip-hash-salt"], *backup.values()):
+        assert value not in calls, calls
