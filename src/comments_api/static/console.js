@@ -410,6 +410,13 @@ for (const tab of tabs) {
 const PAST = { approve: "Approved", publish: "Published", hide: "Hid", delete: "Deleted" };
 const SENT = { publish: "approve" }; // the API's name, where it differs
 
+// The API's 404, 409 and 412 to an action: the comments are not as the list showed them
+// (another moderator, another tab, a stale precondition). Said as such, and the caller lists
+// them again, so the next click acts on what is, not on what was.
+function stale(err) {
+  return Boolean(err && err.data) && [404, 409, 412].includes(err.status);
+}
+
 async function moderate(action, ids, controls = [], skipped = []) {
   if (!ids.length) {
     say("Select at least one comment first.", "error");
@@ -440,6 +447,11 @@ async function moderate(action, ids, controls = [], skipped = []) {
   if (!still()) return null; // signed out meanwhile: nothing said, no row touched
   // A failure after some calls of a bulk action were answered: what they did is said (and
   // their rows go), else a retry would report them "unchanged" with no word of who did it.
+  if (error && stale(error) && !done.length) {
+    const them = ids.length === 1 ? `Comment ${ids[0]}` : `Comments ${ids.join(", ")}`;
+    say(`${PAST[action]} no comment (HTTP ${error.status}): ${error.message.replace(/\.?$/, ".")} ${them} may have been moderated meanwhile; the list is shown anew.`, "error");
+    return { changed, unchanged, done, stale: true };
+  }
   if (error && (!done.length || error.status === 401)) {
     failed(error);
     return null;
@@ -448,8 +460,9 @@ async function moderate(action, ids, controls = [], skipped = []) {
   if (unchanged.length) text += ` ${unchanged.length} unchanged (already moderated or gone): ${unchanged.join(", ")}.`;
   if (skipped.length) text += ` ${skipped.length} left out (an action on it is still on its way): ${skipped.join(", ")}.`;
   if (error) text += ` ${ids.length - done.length} more failed: ${error.message}`;
+  if (stale(error)) text += " The list is shown anew.";
   say(text, error ? "error" : "ok");
-  return { changed, unchanged, done };
+  return { changed, unchanged, done, stale: stale(error) };
 }
 
 // --- the queue: pending or hidden comments, of every content or one ----------------
@@ -630,7 +643,7 @@ async function queueAction(action, wanted, extra = []) {
   // or on the bulk button used. A moderator who moved on meanwhile (another row, the search
   // box) keeps their place.
   const now = document.activeElement;
-  const lost =
+  let lost =
     !now || now === document.body || now.disabled || extra.includes(now) ||
     result.done.some((id) => queue.items.has(id) && queue.items.get(id).contains(now));
   // Whatever happened, these are no longer waiting (unchanged ones were moderated elsewhere).
@@ -643,6 +656,12 @@ async function queueAction(action, wanted, extra = []) {
     queue.items.delete(id);
   }
   filterQueue();
+  if (result.stale) {
+    await loadQueue(false);
+    if (!still()) return;
+    // The row the keyboard was on is drawn anew (or gone): lost too.
+    lost = lost || !document.activeElement || document.activeElement === document.body;
+  }
   if (!lost) return;
   // Keep the keyboard where the work is: the next row that can be acted on, else the search box.
   const left = visibleRows();
@@ -749,8 +768,14 @@ function contentShown() {
 
 async function contentAction(action, id) {
   const acting = $("content-body").querySelector(`tr[data-id="${id}"]`);
+  const still = inSession();
   const result = await moderate(action, [id], acting ? [...acting.querySelectorAll("button")] : []);
   if (!result) return;
+  if (result.stale) {
+    await loadContent(false);
+    if (still() && (!document.activeElement || document.activeElement === document.body)) $("content-id").focus();
+    return;
+  }
   const row = $("content-body").querySelector(`tr[data-id="${id}"]`);
   if (!row) return;
   if (action === "hide") {

@@ -1,0 +1,91 @@
+"""The console as moderators meet each other's work: an action on comments that moved on
+since they were listed, and bans that say whom they reach."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import requests
+from playwright.sync_api import expect
+
+from .conftest import Api
+from .test_console import new_content, queue_row, sign_in
+
+pytestmark = pytest.mark.browser
+
+ACTIONS = "**/api/v1/moderation/comments"
+
+
+def with_stale_if_match(page) -> None:
+    """Moderation POSTs reach the real API with a stale If-Match (as a client or proxy that
+    kept a tag would send them): the API answers its own 412 and changes nothing."""
+
+    def forward(route) -> None:
+        if route.request.method != "POST":
+            route.continue_()
+            return
+        route.continue_(headers={**route.request.headers, "if-match": '"seen-before"'})
+
+    page.route(ACTIONS, forward)
+
+
+def test_console_an_action_refused_as_stale_is_said_and_the_list_shown_anew(page, pre_api: Api):
+    content = new_content()
+    mine = pre_api.post(content, "the one I act on", email="a@example.com")
+    theirs = pre_api.post(content, "the one a colleague approves", email="b@example.com")
+    page.set_viewport_size({"width": 1100, "height": 800})
+    message = page.locator("#message")
+    sign_in(page, pre_api, pre_api.key("comments:moderate"))
+    page.get_by_label("Limit to content").fill(content)
+    page.get_by_role("button", name="Refresh").click()
+    row = queue_row(page, "the one I act on")
+    expect(row).to_be_visible()
+    expect(queue_row(page, "a colleague approves")).to_be_visible()
+
+    # Another moderator approves one meanwhile; this one's action meets the API's 412.
+    pre_api.moderate(pre_api.key("comments:moderate"), "approve", [theirs["id"]])
+    with_stale_if_match(page)
+    row.get_by_role("button", name=re.compile("^Approve comment")).click()
+    expect(message).to_have_text(
+        re.compile(
+            r"^Approved no comment \(HTTP 412\): If-Match names no current ETag.*"
+            rf"Comment {mine['id']} may have been moderated meanwhile; "
+            r"the list is shown anew\.$"
+        )
+    )
+    expect(message).to_have_attribute("role", "status")
+    expect(message).to_have_class(re.compile(r"\berror\b"))
+    # Listed anew: the colleague's work shows, the refused comment stays, usable, with the
+    # keyboard on it.
+    expect(queue_row(page, "a colleague approves")).to_have_count(0)
+    expect(page.locator("#queue-body tr")).to_have_count(1)
+    approve = row.get_by_role("button", name=re.compile("^Approve comment"))
+    expect(approve).to_be_enabled()
+    expect(approve).to_be_focused()
+    status = requests.get(f"{pre_api.base}/api/v1/comments/{mine['id']}", timeout=5)
+    assert status.status_code == 404  # still pending: not public
+
+    page.unroute(ACTIONS)
+    approve.press("Enter")
+    expect(message).to_have_text("Approved 1 comment.")
+    expect(row).to_have_count(0)
+
+    # By content: a published comment a colleague hid meanwhile.
+    public = pre_api.post(content, "published, then hidden by a colleague", email="c@example.com")
+    pre_api.moderate(pre_api.key("comments:moderate"), "approve", [public["id"]])
+    page.get_by_role("tab", name="By content").click()
+    page.get_by_label("Content id").fill(content)
+    page.get_by_role("button", name="Show its comments").click()
+    content_row = page.locator("#content-body tr", has_text="hidden by a colleague")
+    expect(content_row).to_be_visible()
+    pre_api.moderate(pre_api.key("comments:moderate"), "hide", [public["id"]])
+    with_stale_if_match(page)
+    content_row.get_by_role("button", name=re.compile("^Hide comment")).click()
+    expect(message).to_have_text(
+        re.compile(rf"^Hid no comment \(HTTP 412\): .*Comment {public['id']} may have been")
+    )
+    expect(content_row).to_have_count(0)  # listed anew: hidden, no longer public
+    expect(page.locator("#content-body tr", has_text="the one I act on")).to_be_visible()
+    expect(page.get_by_label("Content id")).to_be_focused()
+    assert page.page_errors == [], page.page_errors
