@@ -4,6 +4,7 @@ since they were listed, and bans that say whom they reach."""
 from __future__ import annotations
 
 import re
+import uuid
 
 import pytest
 import requests
@@ -28,6 +29,16 @@ def with_stale_if_match(page) -> None:
         route.continue_(headers={**route.request.headers, "if-match": '"seen-before"'})
 
     page.route(ACTIONS, forward)
+
+
+def reader_post(api: Api, content_id: str, token: str, body: str) -> int:
+    response = requests.post(
+        f"{api.base}/api/v1/contents/{content_id}/comments",
+        json={"body": body},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=5,
+    )
+    return response.status_code
 
 
 def test_console_an_action_refused_as_stale_is_said_and_the_list_shown_anew(page, pre_api: Api):
@@ -88,4 +99,37 @@ def test_console_an_action_refused_as_stale_is_said_and_the_list_shown_anew(page
     expect(content_row).to_have_count(0)  # listed anew: hidden, no longer public
     expect(page.locator("#content-body tr", has_text="the one I act on")).to_be_visible()
     expect(page.get_by_label("Content id")).to_be_focused()
+    assert page.page_errors == [], page.page_errors
+
+
+def test_console_a_ban_takes_an_author_as_the_console_lists_them(page, pre_api: Api):
+    content = new_content()
+    by_subject, by_email = f"reader-{uuid.uuid4().hex[:8]}", f"reader-{uuid.uuid4().hex[:8]}"
+    subject_token, email_token = pre_api.token(by_subject), pre_api.token(by_email)
+    assert reader_post(pre_api, content, subject_token, "signed in, posting") == 202
+    assert reader_post(pre_api, content, email_token, "signed in too") == 202
+    page.set_viewport_size({"width": 1100, "height": 800})
+    message = page.locator("#message")
+    sign_in(page, pre_api, pre_api.key("comments:moderate"))
+    # The queue shows a signed-in author as "sub:<subject>" beside the token's email.
+    row = queue_row(page, "signed in, posting")
+    expect(row).to_contain_text(f"sub:{by_subject}")
+    expect(row).to_contain_text(f"{by_subject}@readers.example")
+
+    # Pasted as the queue shows it: the subject's ban, not one of "sub:sub:…".
+    page.get_by_role("tab", name="Bans").click()
+    page.get_by_label("Ban by").select_option("subject")
+    page.get_by_label("Email or subject").fill(f"sub:{by_subject}")
+    page.get_by_role("button", name="Ban author").click()
+    expect(message).to_have_text(f"Banned sub:{by_subject}.")
+    expect(page.locator("#bans-body tr", has_text=f"sub:{by_subject}")).to_be_visible()
+    assert reader_post(pre_api, content, subject_token, "after the ban") == 403
+
+    # An email as the ban list shows one, with the subject kind chosen: the email's ban,
+    # which also stops the signed-in reader whose token carries it.
+    page.get_by_label("Ban by").select_option("subject")
+    page.get_by_label("Email or subject").fill(f"email:{by_email.upper()}@readers.example")
+    page.get_by_role("button", name="Ban author").click()
+    expect(message).to_have_text(f"Banned email:{by_email}@readers.example.")
+    assert reader_post(pre_api, content, email_token, "after the email ban") == 403
     assert page.page_errors == [], page.page_errors

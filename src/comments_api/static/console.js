@@ -862,8 +862,15 @@ $("ban-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const submit = $("ban-submit");
   if (submit.disabled) return; // the previous ban is still on its way
-  const kind = $("ban-kind").value;
-  const typed = $("ban-target").value.trim();
+  let kind = $("ban-kind").value;
+  let typed = $("ban-target").value.trim();
+  // Copied as the queue and the ban list show an author ("sub:…", "email:…"): the prefix is
+  // the kind, not part of the subject (a subject ban on "sub:sub:…" would stop nobody).
+  const prefixed = /^(email|sub):([\s\S]+)$/.exec(typed);
+  if (prefixed) {
+    kind = prefixed[1] === "sub" ? "subject" : "email";
+    typed = prefixed[2].trim();
+  }
   const body = { [kind]: typed };
   const reason = $("ban-reason").value.trim();
   if (reason) body.reason = reason;
