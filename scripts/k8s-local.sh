@@ -31,6 +31,23 @@ run() {
 }
 step() { printf '\n== %s\n' "$*"; }
 
+# Checked before the build: found missing after it (minutes later), a tool or a stopped
+# cluster was bash's "command not found", or kubectl's connection error, half way through.
+if ! $DRY_RUN; then
+  absent=()
+  for tool in make minikube kubectl openssl; do
+    command -v "$tool" >/dev/null || absent+=("$tool")
+  done
+  if [ "${#absent[@]}" -gt 0 ]; then
+    echo "missing: ${absent[*]} (see docs/deployment.md, Local)" >&2
+    exit 1
+  fi
+  if ! kubectl --context "$PROFILE" --request-timeout=5s get --raw /readyz >/dev/null 2>&1; then
+    echo "no cluster answers on kubectl context $PROFILE (MINIKUBE_PROFILE): run scripts/provision-k8s.sh first" >&2
+    exit 1
+  fi
+fi
+
 step "image $IMAGE -> minikube $PROFILE"
 run make image IMAGE="$IMAGE"
 run minikube image load "$IMAGE" -p "$PROFILE" --overwrite

@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -121,3 +122,53 @@ def test_the_documented_secret_commands_keep_every_value_off_the_command_line(
     assert calls.count("create secret generic") == 4, calls
     for value in (password, redis_password, api["client-ip-hash-salt"], *backup.values()):
         assert value not in calls, calls
+
+
+def k8s_local(bin_dir: Path, log: Path) -> subprocess.CompletedProcess[str]:
+    """k8s-local.sh with bin_dir as the whole PATH (plus what bash itself needs)."""
+    for name in ("bash", "dirname", "sed", "cat", "openssl", "base64"):
+        link = bin_dir / name
+        found = shutil.which(name)
+        if found and not link.exists():
+            link.symlink_to(found)
+    return subprocess.run(
+        [str(bin_dir / "bash"), str(ROOT / "scripts" / "k8s-local.sh")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": str(bin_dir), "HOME": str(log.parent), "LOG": str(log)},
+    )
+
+
+def logging_stand_in(path: Path, rc: int = 0) -> None:
+    path.write_text(f'#!/bin/sh\necho "{path.name} $*" >>"$LOG"\nexit {rc}\n')
+    path.chmod(0o755)
+
+
+def test_k8s_local_names_missing_tools_before_the_build(tmp_path: Path) -> None:
+    # No minikube: the run built the image (minutes) and then died on "minikube: command
+    # not found" at the load.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.log"
+    logging_stand_in(bin_dir / "kubectl")
+    proc = k8s_local(bin_dir, log)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "missing: make minikube (see docs/deployment.md, Local)" in proc.stderr
+    assert not log.exists(), log.read_text()  # nothing ran
+
+
+def test_k8s_local_stops_before_the_build_when_no_cluster_answers(tmp_path: Path) -> None:
+    # A stopped minikube: the image was built and loaded (or not), and the first kubectl
+    # failed with a connection error after it.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.log"
+    logging_stand_in(bin_dir / "kubectl", rc=1)  # every call fails, as with no API server
+    logging_stand_in(bin_dir / "make")
+    logging_stand_in(bin_dir / "minikube")
+    proc = k8s_local(bin_dir, log)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "no cluster answers on kubectl context comments (MINIKUBE_PROFILE)" in proc.stderr
+    assert "run scripts/provision-k8s.sh first" in proc.stderr
+    assert log.read_text() == "kubectl --context comments --request-timeout=5s get --raw /readyz\n"
