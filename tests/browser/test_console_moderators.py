@@ -133,3 +133,39 @@ def test_console_a_ban_takes_an_author_as_the_console_lists_them(page, pre_api: 
     expect(message).to_have_text(f"Banned email:{by_email}@readers.example.")
     assert reader_post(pre_api, content, email_token, "after the email ban") == 403
     assert page.page_errors == [], page.page_errors
+
+
+def test_console_bans_say_whom_they_stop(page, pre_api: Api):
+    page.set_viewport_size({"width": 1100, "height": 800})
+    message = page.locator("#message")
+    subject = f"reader-{uuid.uuid4().hex[:8]}"
+    sign_in(page, pre_api, pre_api.key("comments:moderate"))
+    page.get_by_role("tab", name="Bans").click()
+    target = page.get_by_label("Email or subject")
+    # The form says what a ban of the kind chosen stops.
+    expect(target).to_have_accessible_description(
+        re.compile("signed-in reader whose token carries it")
+    )
+    page.get_by_label("Ban by").select_option("subject")
+    expect(target).to_have_accessible_description(
+        re.compile("signed-in reader with this token subject")
+    )
+    target.fill(subject)
+    page.get_by_role("button", name="Ban author").click()
+    expect(message).to_have_text(f"Banned sub:{subject}.")
+    # The form is back to its first kind, and says so.
+    expect(page.get_by_label("Ban by")).to_have_value("email")
+    expect(target).to_have_accessible_description(
+        re.compile("signed-in reader whose token carries it")
+    )
+    target.fill(f"{subject}@example.com")
+    page.get_by_role("button", name="Ban author").click()
+    expect(message).to_have_text(f"Banned email:{subject}@example.com.")
+    # Each ban listed says whom it stops.
+    expect(page.locator("#bans-body tr", has_text=f"sub:{subject}")).to_contain_text(
+        "signed-in reader with this token subject"
+    )
+    expect(page.locator("#bans-body tr", has_text=f"email:{subject}@")).to_contain_text(
+        "signed-in reader whose token carries it"
+    )
+    assert page.page_errors == [], page.page_errors

@@ -808,6 +808,18 @@ const banList = {
   },
 };
 
+// What a ban stops, as the API applies it: said under the form (for the kind chosen) and
+// under each ban listed, so a moderator knows whom an email ban reaches.
+const COVERS = {
+  email: "stops new comments and edits that give this address, and those of a signed-in reader whose token carries it",
+  subject: "stops new comments and edits of the signed-in reader with this token subject, whatever email they give",
+};
+
+function showCovers() {
+  const kind = $("ban-kind").value;
+  $("ban-covers").textContent = `A ban by ${kind === "email" ? "email" : "token subject"} ${COVERS[kind]}. Comments already posted stay as they are.`;
+}
+
 async function loadBans() {
   const current = ticket(banList);
   listing(banList, true);
@@ -827,7 +839,7 @@ async function loadBans() {
       h(
         "tr",
         null,
-        h("td", null, h("code", { text: ban.target })),
+        h("td", null, h("code", { text: ban.target }), h("div", { class: "meta", text: `It ${COVERS[ban.target.startsWith("sub:") ? "subject" : "email"]}.` })),
         h("td", { text: ban.reason || "" }),
         h("td", { text: ban.created_by || "" }),
         h("td", null, time(ban.created_at)),
@@ -858,6 +870,7 @@ async function liftBan(target, button) {
 }
 
 $("bans-refresh").addEventListener("click", () => relist(banList, loadBans));
+$("ban-kind").addEventListener("change", showCovers);
 $("ban-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const submit = $("ban-submit");
@@ -892,6 +905,7 @@ $("ban-form").addEventListener("submit", async (event) => {
       : kind === "email" ? `email:${typed.toLowerCase()}` : `sub:${typed}`;
   say(result && result.created === false ? `${target} was already banned.` : `Banned ${target}.`);
   $("ban-form").reset();
+  showCovers();
   await loadBans();
   $("ban-target").focus();
 });
@@ -951,4 +965,5 @@ async function loadAudit(more) {
 $("audit-refresh").addEventListener("click", () => relist(audit, () => loadAudit(false)));
 $("audit-more").addEventListener("click", () => loadMore($("audit-more"), $("audit-body"), () => loadAudit(true)));
 
+showCovers(); // the kind a reload kept may be the subject
 start();
