@@ -156,3 +156,54 @@ def test_a_redis_outage_is_counted_for_the_operator(tmp_path):
             assert value(scrape(service.base), name) == 1
     finally:
         redis_server.stop()
+
+
+def test_a_counter_found_without_expiry_gets_one_instead_of_refusing_for_good(
+    make_app, paused_redis
+):
+    """An operator's PERSIST, or a restore that dropped TTLs, left a counter that never
+    expired: limits sets the expiry only on a window's first hit, so its client was
+    refused for good, told `Retry-After: 1` each time."""
+    import redis
+
+    app, _ = app_on(make_app, paused_redis, "2/3 seconds")
+    client = app.test_client()
+    assert client.get(COUNTS).status_code == 200  # opens the window
+    owner = redis.Redis.from_url(paused_redis.url)
+    (key,) = owner.keys("*")
+    assert owner.persist(key)
+    assert client.get(COUNTS).status_code == 200
+    refused = client.get(COUNTS)
+    assert refused.status_code == 429
+    # Found without expiry, the counter gets a whole window from then: the wait is real.
+    assert int(refused.headers["Retry-After"]) >= 2, refused.headers
+    assert 0 < owner.pttl(key) <= 3000
+    time.sleep(3.1)
+    assert client.get(COUNTS).status_code == 200  # and that window ends
+
+
+def test_a_repaired_counter_costs_one_redis_call_per_request_again(make_app, paused_redis):
+    """A worker that has not seen a window asks Redis when it ends; for a counter without
+    expiry the answer was "now", so it asked again on every request (two calls each, not
+    one). The counter it finds without expiry gets one, and the next requests are one
+    call each again."""
+    import redis
+
+    first, _ = app_on(make_app, paused_redis, "100/minute")
+    assert first.test_client().get(COUNTS).status_code == 200  # opens the window
+    owner = redis.Redis.from_url(paused_redis.url)
+    (key,) = owner.keys("*")
+    assert owner.persist(key)
+    second, _ = app_on(make_app, paused_redis, "100/minute")  # another worker
+    client = second.test_client()
+    learnt = client.get(COUNTS)
+    assert learnt.status_code == 200
+    assert 0 < owner.ttl(key) <= 60
+    assert abs(int(learnt.headers["X-RateLimit-Reset"]) - (time.time() + 60)) <= 2
+    owner.config_resetstat()
+    for _ in range(5):
+        assert client.get(COUNTS).status_code == 200
+    stats = owner.info("commandstats")
+    # One script call (limits' INCRBY + EXPIRE) per request, nothing else asked.
+    assert stats["cmdstat_evalsha"]["calls"] == 5, stats
+    assert not {"cmdstat_ttl", "cmdstat_pttl", "cmdstat_eval"} & set(stats), stats

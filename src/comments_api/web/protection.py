@@ -25,7 +25,7 @@ from typing import Any, Protocol, cast
 
 from flask import Flask, Request, Response, g, request
 from limits import RateLimitItem
-from limits.storage import Storage, storage_from_string
+from limits.storage import RedisStorage, Storage, storage_from_string
 from werkzeug.exceptions import Forbidden, TooManyRequests
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -143,6 +143,20 @@ class Budget:
         object.__setattr__(self, "items", sorted(distinct, key=RateLimitItem.get_expiry))
 
 
+# When a window ends, in ms from now (-2: no counter). limits sets a counter's expiry only
+# on its window's first hit, so one found without (an operator's PERSIST, a restore) would
+# refuse its client for good: it gets a whole window from now. Run only where the limiter
+# asks storage anyway (a refusal, a window this worker has not seen): no extra round trip.
+WINDOW_END_SCRIPT = """
+local ttl = redis.call("pttl", KEYS[1])
+if ttl == -1 then
+    redis.call("pexpire", KEYS[1], ARGV[1])
+    return tonumber(ARGV[1])
+end
+return ttl
+"""
+
+
 @dataclass
 class _Hit:
     item: RateLimitItem
@@ -209,6 +223,12 @@ class RateLimiter:
             else ProcessCounters()
         )
         self.fallback: Counters = ProcessCounters()
+        # Registering computes the script's digest only; it is sent at its first use.
+        self._window_end = (
+            cast(RedisStorage, self.primary).get_connection().register_script(WINDOW_END_SCRIPT)
+            if self.shared
+            else None
+        )
         self._primary_down_until = 0.0
         self._probe_lock = threading.Lock()
         # key -> window reset (epoch seconds), learnt from the hit that opened the window
@@ -314,7 +334,12 @@ class RateLimiter:
         # restarted and another worker opened the window this one remembers otherwise.
         if known is not None and known > now and hit.count <= hit.item.amount:
             return known
-        reset = storage.get_expiry(hit.key)
+        if self._window_end is None:
+            reset = storage.get_expiry(hit.key)
+        else:
+            redis_key = cast(RedisStorage, storage).prefixed_key(hit.key)
+            window_ms = hit.item.get_expiry() * 1000
+            reset = time.time() + max(0, int(self._window_end([redis_key], [window_ms]))) / 1000
         self._remember(hit.key, reset)
         return reset
 
