@@ -513,14 +513,14 @@ def test_production_ci_role_is_in_the_group_the_cluster_rbac_binds(
 
 
 def test_roots_output_the_kubernetes_group_of_the_deploying_role(env: tuple[str, dict]) -> None:
-    """`ci_kubernetes_group` lets the admin compare the access entry's group with the
+    """`ci_rbac_group` lets the admin compare the access entry's group with the
     subject deploy/k8s/cluster-rbac binds (docs/terraform.md, section 5) without reading
     the state: it must be the group of the entry of the role that deploys (staging's
     deploy role, production's one role), and in production the one the RBAC binds."""
     name, plan = env
     role = DEPLOY_ROLE if name == "staging" else PUSH_ROLE
     entry = after(one(plan, "aws_eks_access_entry", role))
-    output = plan["planned_values"]["outputs"]["ci_kubernetes_group"]["value"]
+    output = plan["planned_values"]["outputs"]["ci_rbac_group"]["value"]
     assert [output] == entry["kubernetes_groups"]
     if name == "production":
         rbac_file = TF_DIR.parent / "k8s" / "cluster-rbac" / "rbac.yaml"

@@ -86,9 +86,9 @@ output "ci_deploy_trusted_subjects" {
   value       = module.platform.ci_deploy_trusted_subjects
 }
 
-output "ci_kubernetes_group" {
+output "ci_rbac_group" {
   description = "Kubernetes group the deploying CI role's EKS access entry carries: must be the group deploy/k8s/cluster-rbac binds (section 5 of docs/terraform.md)."
-  value       = module.platform.ci_kubernetes_group
+  value       = module.platform.ci_rbac_group
 }
 
 output "vpc_id" {

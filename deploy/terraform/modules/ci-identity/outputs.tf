@@ -23,7 +23,7 @@ output "deploy_cluster_name" {
   value       = try(var.deploy_cluster.name, null)
 }
 
-output "kubernetes_group" {
+output "rbac_group" {
   description = "Kubernetes group of the role's deploy access entry (the cluster-rbac bindings' subject), or null without deploy_cluster."
   value       = var.deploy_cluster != null ? var.kubernetes_group : null
 }

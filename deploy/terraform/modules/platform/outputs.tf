@@ -95,9 +95,9 @@ output "ci_deploy_trusted_subjects" {
   value       = var.separate_deploy_role ? module.ci_deploy[0].trusted_subjects : null
 }
 
-output "ci_kubernetes_group" {
+output "ci_rbac_group" {
   description = "Kubernetes group of the EKS access entry of the role that deploys (ci_deploy_role_arn with separate_deploy_role, else ci_role_arn): the group deploy/k8s/cluster-rbac must bind."
-  value       = var.separate_deploy_role ? module.ci_deploy[0].kubernetes_group : module.ci.kubernetes_group
+  value       = var.separate_deploy_role ? module.ci_deploy[0].rbac_group : module.ci.rbac_group
 }
 
 output "vpc_id" {

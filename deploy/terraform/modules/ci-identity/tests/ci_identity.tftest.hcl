@@ -62,7 +62,7 @@ run "deploy_entry_puts_the_role_in_the_rbac_group" {
     error_message = "the access entry carries the group deploy/k8s/cluster-rbac binds"
   }
   assert {
-    condition     = output.kubernetes_group == "comments-api-deployers"
+    condition     = output.rbac_group == "comments-api-deployers"
     error_message = "the group is an output"
   }
   assert {
@@ -78,7 +78,7 @@ run "no_group_without_a_cluster" {
   }
 
   assert {
-    condition     = output.kubernetes_group == null
+    condition     = output.rbac_group == null
     error_message = "no Kubernetes group without deploy rights"
   }
 }
