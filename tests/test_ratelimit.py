@@ -444,3 +444,44 @@ def test_windows_are_ordered_by_length_not_by_unit(limited):
     # Shortest window first, whatever the unit.
     limiter = client.application.extensions["comments_api_limiter"]
     assert [item.get_expiry() for item in limiter.read.items] == [3600, 5400]
+
+
+def test_another_guards_429_tells_when_the_limiter_will_let_the_client_in(limited):
+    # The flood guard (a view) refuses the third comment by one author on one content for
+    # 60 s; the same request used the address's last comment of the hour. Its Retry-After
+    # said 60 and its X-RateLimit-* the hour's budget: a client that obeyed Retry-After was
+    # refused again, now by the limiter, for the rest of the hour.
+    client = limited(
+        ratelimit_anonymous_write="100/minute;3/hour",
+        thread_author_max=2,
+        thread_author_window=60,
+    )
+    for i in range(2):
+        assert post_legacy(client, f"ok {i}").status_code == 200
+    flooded = post_legacy(client, "flood")
+    assert flooded.status_code == 429
+    assert "at most 2 comments" in flooded.json["message"]  # the flood guard's refusal
+    retry_after = int(flooded.headers["Retry-After"])
+    assert 3590 < retry_after <= 3600, flooded.headers
+    # The headers describe the window that holds the client back, and agree with it.
+    assert flooded.headers["X-RateLimit-Limit"] == "3"
+    assert flooded.headers["X-RateLimit-Remaining"] == "0"
+    reset = int(flooded.headers["X-RateLimit-Reset"])
+    assert abs(reset - (time.time() + retry_after)) <= 2
+    assert len(flooded.headers.getlist("Retry-After")) == 1
+    # Obeying the limiter's budget is what the client needs: its next write is refused by it.
+    refused = post_v1(client, "after the flood")
+    assert refused.status_code == 429
+    assert "too many comments from this address" in refused.json["detail"]
+
+
+def test_another_guards_429_keeps_its_own_retry_after_while_budget_remains(limited):
+    # The address budget has room: the flood guard's window is the wait; the headers
+    # describe the address budget as on every limited answer, and Retry-After wins.
+    client = limited(ratelimit_anonymous_write="10/minute", thread_author_max=1)
+    assert post_legacy(client, "ok").status_code == 200
+    flooded = post_legacy(client, "flood")
+    assert flooded.status_code == 429
+    assert flooded.headers["Retry-After"] == "3600"  # THREAD_AUTHOR_WINDOW's default
+    assert flooded.headers["X-RateLimit-Limit"] == "10"
+    assert flooded.headers["X-RateLimit-Remaining"] == "8"

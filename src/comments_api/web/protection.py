@@ -317,7 +317,7 @@ class RateLimiter:
         last = hits[-1]
         refused = last.count > last.item.amount  # _hit stops at the breached limit
         # Headers describe the breached limit, else the smallest window (Flask-Limiter's choice).
-        ctx_g.ratelimit = (last if refused else hits[0], storage)
+        ctx_g.ratelimit = (last if refused else hits[0], storage, hits)
         if refused:
             raise TooManyRequests(budget.message)
 
@@ -343,6 +343,12 @@ class RateLimiter:
         self._remember(hit.key, reset)
         return reset
 
+    def _used_up(self, hits: list[_Hit], storage: Counters) -> _Hit | None:
+        """Of the windows this request used up, the one that ends last (None: none). Asks
+        storage only on this rare path: another guard's refusal of a client at its limit."""
+        used_up = [hit for hit in hits if hit.count >= hit.item.amount]
+        return max(used_up, key=lambda hit: self.reset_at(hit, storage), default=None)
+
     def _remember(self, key: str, reset: float) -> None:
         if len(self._resets) >= self._CACHE_MAX:
             self._resets.clear()  # bounded; losing it costs one get_expiry per key
@@ -353,17 +359,29 @@ class RateLimiter:
         current = g.get("ratelimit")
         if current is None:
             return response
-        hit, storage = current
+        hit, storage, hits = current
         try:
+            refused_here = hit.count > hit.item.amount
+            others_refusal = response.status_code == 429 and not refused_here
+            if others_refusal:
+                # Another guard's 429 (the flood guard's, a view's): if this request used
+                # up a window, the headers describe the one that ends last.
+                hit = self._used_up(hits, storage) or hit
             reset_at = int(self.reset_at(hit, storage) + 1)
             # Only this hook writes them: add, not set (set scans every header for the name).
             add = response.headers.add
             add("X-RateLimit-Limit", str(hit.item.amount))
             add("X-RateLimit-Remaining", str(max(0, hit.item.amount - hit.count)))
             add("X-RateLimit-Reset", str(reset_at))
-            # Only on the limiter's own 429: the flood guard's (a view's) carries its window.
-            if response.status_code == 429 and hit.count > hit.item.amount:
+            if refused_here:
                 response.headers["Retry-After"] = str(max(1, int(reset_at - time.time())))
+            elif others_refusal and hit.count >= hit.item.amount:
+                # The guard's Retry-After stays unless the limiter would refuse the retry:
+                # a client that obeyed it was refused again, by the limiter.
+                wait = max(1, int(reset_at - time.time()))
+                given = response.headers.get("Retry-After", "")
+                if not given or (given.isdigit() and int(given) < wait):  # a date: kept
+                    response.headers["Retry-After"] = str(wait)
         except Exception:  # headers are advisory; never fail the request for them
             log.warning("could not compute rate-limit headers", exc_info=True)
             if response.status_code == 429:
