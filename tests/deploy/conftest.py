@@ -20,8 +20,9 @@ K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = ("local", "staging", "production", "production-aws")
 NAMESPACES = {env: f"comments-{env.removesuffix('-aws')}" for env in OVERLAYS}
 # The Kubernetes minor the manifests target (preStop sleep action, matchLabelKeys,
-# unhealthyPodEvictionPolicy are all on by default from 1.30; minikube's default is newer).
-KUBERNETES_VERSION = "1.33.0"
+# unhealthyPodEvictionPolicy are all on by default from 1.30); the EKS default in
+# deploy/terraform/modules/cluster, and what provision-k8s.sh starts on minikube.
+KUBERNETES_VERSION = "1.35.0"
 
 
 def tool(name: str, *fallbacks: str) -> str:
