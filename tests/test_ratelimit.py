@@ -485,3 +485,32 @@ def test_another_guards_429_keeps_its_own_retry_after_while_budget_remains(limit
     assert flooded.headers["Retry-After"] == "3600"  # THREAD_AUTHOR_WINDOW's default
     assert flooded.headers["X-RateLimit-Limit"] == "10"
     assert flooded.headers["X-RateLimit-Remaining"] == "8"
+
+
+def test_a_limit_of_zero_is_refused_at_start_in_one_line(tmp_path):
+    # Taken literally, `0/minute` refused every request; an operator meaning "no limit"
+    # is told how to say so.
+    import os
+    import subprocess
+
+    from .support import VENV_BIN
+
+    result = subprocess.run(
+        [str(VENV_BIN / "comments-api"), "migrate"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            **os.environ,
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}",
+            "RATELIMIT_ANONYMOUS_WRITE": "0/minute",
+        },
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "Error: configuration error: RATELIMIT_ANONYMOUS_WRITE: '0/minute' allows no "
+        "request at all; a limit's amount is at least 1 (to turn rate limits off, set "
+        "RATELIMIT_ENABLED=false)"
+    ]
+    assert not (tmp_path / "c.db").exists()

@@ -88,6 +88,13 @@ def test_values_are_parsed_and_typed():
         ({"RATELIMIT_READ": "lots"}, "RATELIMIT_READ must look like"),
         ({"RATELIMIT_ANONYMOUS_WRITE": "ten/minute"}, "RATELIMIT_ANONYMOUS_WRITE must look"),
         ({"RATELIMIT_AUTHENTICATED_WRITE": ";"}, "RATELIMIT_AUTHENTICATED_WRITE must look"),
+        # Taken literally, an amount of 0 refused every request: never a way to switch off.
+        (
+            {"RATELIMIT_READ": "0/minute"},
+            "^RATELIMIT_READ: '0/minute' allows no request at all; .* RATELIMIT_ENABLED=false",
+        ),
+        ({"RATELIMIT_ANONYMOUS_WRITE": "10/minute;0 per hour"}, "'0 per hour' allows no"),
+        ({"RATELIMIT_AUTHENTICATED_WRITE": "00/second"}, r"RATELIMIT_ENABLED=false\)$"),
         ({"RATELIMIT_STORAGE_URL": "memcached://cache:11211"}, "got memcached://$"),
         ({"RATELIMIT_STORAGE_URL": "async+redis://r:6379"}, "got async\\+redis://$"),
         ({"RATELIMIT_STORAGE_URL": "cache:6379"}, "got no scheme$"),

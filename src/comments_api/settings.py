@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from limits import RateLimitItem, parse_many
+from limits.util import SEPARATORS, SINGLE_EXPR
 
 DEFAULT_SQLITE_URL = "sqlite:///./data/comments.db"
 # Below this, answers as large as the docs bundle (1.7 MB) could never wait for a client.
@@ -40,6 +41,14 @@ def parse_rate_limits(name: str, value: str) -> list[RateLimitItem]:
             raise ValueError("empty")
     except ValueError:
         raise SettingsError(f"{name} must look like '10/minute;100/hour', got {value!r}") from None
+    for written in SEPARATORS.split(value):
+        amount = SINGLE_EXPR.match(written)
+        if amount is not None and int(amount.group(1)) == 0:
+            # Taken literally, it refused every request: never a way to switch limits off.
+            raise SettingsError(
+                f"{name}: {written.strip()!r} allows no request at all; a limit's amount is "
+                "at least 1 (to turn rate limits off, set RATELIMIT_ENABLED=false)"
+            )
     for item in items:
         # Redis refuses an EXPIRE this long: every hit would fail over to per-process
         # limits for good, and leave a counter without an expiry behind.
