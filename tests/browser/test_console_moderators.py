@@ -3,8 +3,11 @@ since they were listed, and bans that say whom they reach."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import pytest
 import requests
@@ -168,4 +171,68 @@ def test_console_bans_say_whom_they_stop(page, pre_api: Api):
     expect(page.locator("#bans-body tr", has_text=f"email:{subject}@")).to_contain_text(
         "signed-in reader whose token carries it"
     )
+    assert page.page_errors == [], page.page_errors
+
+
+def refuse(status: int, retry_after: str, body: str, content_type: str):
+    """A route handler answering moderation POSTs in place of the API (a proxy, a busy
+    database); the listings go through."""
+
+    def handler(route) -> None:
+        if route.request.method != "POST":
+            route.continue_()
+            return
+        route.fulfill(
+            status=status,
+            headers={"Retry-After": retry_after, "Content-Type": content_type},
+            body=body,
+        )
+
+    return handler
+
+
+def test_console_says_how_long_a_429_or_503_asks_to_wait(page, pre_api: Api):
+    content = new_content()
+    pre_api.post(content, "waiting while the server is busy", email="w@example.com")
+    page.set_viewport_size({"width": 1100, "height": 800})
+    message = page.locator("#message")
+    sign_in(page, pre_api, pre_api.key("comments:moderate"))
+    row = queue_row(page, "waiting while the server is busy")
+    approve = row.get_by_role("button", name=re.compile("^Approve comment"))
+    expect(approve).to_be_enabled()
+
+    # A proxy's maintenance page: its Retry-After, not "a moment".
+    page.route(ACTIONS, refuse(503, "120", "<h1>Down for maintenance</h1>", "text/html"))
+    approve.click()
+    expect(message).to_have_text(
+        "The server is unavailable right now (HTTP 503). Retry in 120 seconds."
+    )
+    expect(approve).to_be_enabled()
+    page.unroute(ACTIONS)
+    # The API's own 503 (the database busy): its detail, and how long to wait.
+    problem = json.dumps(
+        {
+            "type": "/docs#problem-service-unavailable",
+            "title": "Service Unavailable",
+            "status": 503,
+            "detail": "the database is temporarily unavailable; retry shortly",
+        }
+    )
+    page.route(ACTIONS, refuse(503, "2", problem, "application/problem+json"))
+    approve.click()
+    expect(message).to_have_text(
+        "the database is temporarily unavailable; retry shortly. Wait 2 seconds and retry."
+    )
+    page.unroute(ACTIONS)
+    # A 429 whose Retry-After is a date (RFC 9110 allows either): the seconds until then.
+    at = format_datetime(datetime.now(UTC) + timedelta(seconds=90), usegmt=True)
+    page.route(ACTIONS, refuse(429, at, "", "text/html"))
+    approve.click()
+    expect(message).to_have_text(re.compile(r"^Too many requests; wait \d+ seconds and retry\.$"))
+    waited = int(re.search(r"\d+", message.inner_text()).group())
+    assert 60 <= waited <= 91, waited
+    expect(approve).to_be_enabled()
+    page.unroute(ACTIONS)
+    approve.click()
+    expect(message).to_have_text("Approved 1 comment.")
     assert page.page_errors == [], page.page_errors

@@ -67,10 +67,20 @@ class ApiError extends Error {
 }
 
 // What to say when the answer is not the API's problem+json (a proxy's error page).
-function plainly(status) {
-  if (status >= 500) return `The server is unavailable right now (HTTP ${status}). Retry in a moment.`;
+function plainly(status, wait) {
+  if (status >= 500) return `The server is unavailable right now (HTTP ${status}). Retry in ${wait || "a moment"}.`;
   if (status === 403) return `This credential may not do this (HTTP ${status}).`;
   return `The request failed (HTTP ${status}).`;
+}
+
+// How long a 429 or 503 asks to wait (Retry-After: seconds, or an HTTP date as proxies
+// send it), in words; null when it does not say.
+function retryAfter(response) {
+  const after = (response.headers.get("Retry-After") || "").trim();
+  let seconds = /^\d+$/.test(after) ? Number(after) : null;
+  const at = seconds === null && / GMT$/.test(after) ? Date.parse(after) : Number.NaN;
+  if (!Number.isNaN(at)) seconds = Math.max(1, Math.ceil((at - Date.now()) / 1000));
+  return seconds === null ? null : `${seconds} second${seconds === 1 ? "" : "s"}`;
 }
 
 async function api(path, { method = "GET", body } = {}) {
@@ -103,15 +113,16 @@ async function api(path, { method = "GET", body } = {}) {
     if (response.status === 204 || (data && typeof data === "object" && !Array.isArray(data))) return data;
     throw unreadable(response.status);
   }
-  let detail = data && typeof data.detail === "string" ? data.detail : plainly(response.status);
+  const wait = retryAfter(response);
+  let detail = data && typeof data.detail === "string" ? data.detail : plainly(response.status, wait);
   const errors = data && Array.isArray(data.errors) ? data.errors.filter((e) => e && typeof e.message === "string") : [];
   if (errors.length) {
     const said = errors.map((e) => (typeof e.field === "string" && e.field ? `${e.field} ${e.message}` : e.message));
     detail = `${detail.replace(/\.$/, "")}: ${said.join("; ")}`;
   }
-  if (response.status === 429) {
-    const after = response.headers.get("Retry-After") || "";
-    detail = `Too many requests; wait ${/^\d+$/.test(after.trim()) ? `${after.trim()} seconds` : "a moment"} and retry.`;
+  if (response.status === 429) detail = `Too many requests; wait ${wait || "a moment"} and retry.`;
+  else if (response.status === 503 && wait && data && typeof data.detail === "string") {
+    detail = `${detail.replace(/\.?$/, ".")} Wait ${wait} and retry.`;
   }
   if (response.status === 401 && still()) {
     signOut("The credential was refused (wrong, expired or revoked). Sign in again.");
