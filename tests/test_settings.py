@@ -95,6 +95,8 @@ def test_values_are_parsed_and_typed():
         ),
         ({"RATELIMIT_ANONYMOUS_WRITE": "10/minute;0 per hour"}, "'0 per hour' allows no"),
         ({"RATELIMIT_AUTHENTICATED_WRITE": "00/second"}, r"RATELIMIT_ENABLED=false\)$"),
+        # limits read a window of 0 units as one unit: this limited per hour.
+        ({"RATELIMIT_READ": "600/minute;10 per 0 hours"}, "'10 per 0 hours' has a window of 0"),
         ({"RATELIMIT_STORAGE_URL": "memcached://cache:11211"}, "got memcached://$"),
         ({"RATELIMIT_STORAGE_URL": "async+redis://r:6379"}, "got async\\+redis://$"),
         ({"RATELIMIT_STORAGE_URL": "cache:6379"}, "got no scheme$"),

@@ -42,12 +42,20 @@ def parse_rate_limits(name: str, value: str) -> list[RateLimitItem]:
     except ValueError:
         raise SettingsError(f"{name} must look like '10/minute;100/hour', got {value!r}") from None
     for written in SEPARATORS.split(value):
-        amount = SINGLE_EXPR.match(written)
-        if amount is not None and int(amount.group(1)) == 0:
+        parts = SINGLE_EXPR.match(written)
+        if parts is None:
+            continue
+        if int(parts.group(1)) == 0:
             # Taken literally, it refused every request: never a way to switch limits off.
             raise SettingsError(
                 f"{name}: {written.strip()!r} allows no request at all; a limit's amount is "
                 "at least 1 (to turn rate limits off, set RATELIMIT_ENABLED=false)"
+            )
+        if parts.group(3) is not None and int(parts.group(3)) == 0:
+            # limits reads a window of 0 units as 1 unit: '10/0 hours' limited per hour.
+            raise SettingsError(
+                f"{name}: {written.strip()!r} has a window of 0; write e.g. '10/hour' or "
+                "'10/2 hours'"
             )
     for item in items:
         # Redis refuses an EXPIRE this long: every hit would fail over to per-process
