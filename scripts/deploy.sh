@@ -10,7 +10,8 @@
 #                      staging and production = 3 hardened replicas each behind haproxy (active
 #                      /readyz checks), one PostgreSQL, one Redis, all on 127.0.0.1. In .ci/run.
 #   --target minikube  the Kustomize overlays in deploy/k8s/overlays/{staging,production},
-#                      pinned by digest; kubectl rollout status / rollout undo.
+#                      pinned by digest; kubectl rollout status / rollout undo. One run per
+#                      cluster (ConfigMap comments-production/comments-api-deploy-lock).
 #
 # Usage: scripts/deploy.sh [--target local|minikube] [--dry-run] [--skip-tests] [--skip-scans]
 #          [--image LOCAL_IMAGE] [--tag TAG] [--state-dir DIR] [--keep] [--down]
@@ -1167,9 +1168,36 @@ k8s_deploy() {
   # New pods stay unready until the schema is at their revision (readiness checks it), so
   # the rollout cannot overtake the migration. As long as the Job may run (its
   # activeDeadlineSeconds): on a first install it retries while the database starts.
-  run "${kc[@]}" wait --for=condition=complete job/comments-api-migrate --timeout=600s || return 1
+  if ! run "${kc[@]}" wait --for=condition=complete job/comments-api-migrate --timeout=600s; then
+    fail "the migration Job comments-api-migrate did not complete in $env: the new pods stay unready, the previous ones keep serving"
+    k8s_why "$env"
+    return 1
+  fi
   stage "wait for readiness: $env (kubectl rollout status)"
-  run "${kc[@]}" rollout status deployment/comments-api --timeout=300s || return 1
+  if ! run "${kc[@]}" rollout status deployment/comments-api --timeout=300s; then
+    fail "the rollout of $env did not complete: the new pods are not ready (maxUnavailable 0: the previous ones keep serving)"
+    k8s_why "$env"
+    return 1
+  fi
+}
+
+# k8s_why ENV: after a failed wait, what the cluster says about it: the Job's conditions
+# (BackoffLimitExceeded, DeadlineExceeded), the pods' states (ImagePullBackOff,
+# CrashLoopBackOff, CreateContainerConfigError, Running 0/1), the namespace's recent
+# warnings (the pull error's registry message, failing probes) and the migration's last
+# log lines. `kubectl wait` and `rollout status` say only that time ran out.
+k8s_why() {
+  local kc=(kubectl --context "$KUBE_CONTEXT" --namespace "comments-$1" --request-timeout=20s)
+  [ "$DRY_RUN" = 0 ] || return 0
+  printf '    what the cluster says (namespace comments-%s):\n' "$1" >&2
+  {
+    "${kc[@]}" get job comments-api-migrate \
+      -o jsonpath='{range .status.conditions[*]}job/comments-api-migrate {.type}={.status}: {.reason}: {.message}{"\n"}{end}'
+    "${kc[@]}" get pods --selector app.kubernetes.io/name=comments-api -o wide
+    "${kc[@]}" get events --field-selector type=Warning --sort-by=.lastTimestamp | tail -n 15
+    echo "last lines of the migration's log:"
+    "${kc[@]}" logs job/comments-api-migrate --tail=20
+  } 2>&1 | sed 's/^/      /' >&2 || true
 }
 
 # k8s_smoke ENV KIND: port-forward the Service to 127.0.0.1 and run the checks.
@@ -1260,8 +1288,47 @@ print(" ".join(sorted(names - made)))
 ' <<<"$rendered"
 }
 
+# One run at a time per cluster: two runs each deleted the other's migration Job, waited on
+# it, and one's `rollout undo` could take production back from the other's release. The
+# lock is a ConfigMap (`kubectl create` is atomic: AlreadyExists for the second run), taken
+# before the tests and the build and removed at exit by the run that made it.
+LOCK_NS=comments-production
+LOCK_NAME=comments-api-deploy-lock
+LOCK_HOLDER=""
+k8s_lock() {
+  local holder err other
+  holder="$(uname -n) pid $$, release $TAG, since $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  show kubectl --context "$KUBE_CONTEXT" --namespace "$LOCK_NS" create configmap "$LOCK_NAME" "--from-literal=holder=<host, pid, release, start>"
+  [ "$DRY_RUN" = 0 ] || return 0
+  if err=$(kubectl --context "$KUBE_CONTEXT" --namespace "$LOCK_NS" --request-timeout=20s \
+    create configmap "$LOCK_NAME" --from-literal=holder="$holder" 2>&1 >/dev/null); then
+    LOCK_HOLDER=$holder
+    return 0
+  fi
+  if [[ $err == *AlreadyExists* ]]; then
+    other=$(kubectl --context "$KUBE_CONTEXT" --namespace "$LOCK_NS" --request-timeout=20s \
+      get configmap "$LOCK_NAME" -o 'jsonpath={.data.holder}' 2>/dev/null || true)
+    fail "another deploy runs on this cluster: $LOCK_NS/configmap/$LOCK_NAME is held by ${other:-a run that named no holder}; nothing was changed. If that run is gone (killed), remove the lock: kubectl --context $KUBE_CONTEXT --namespace $LOCK_NS delete configmap $LOCK_NAME"
+  else
+    fail "cannot take the deploy lock $LOCK_NS/configmap/$LOCK_NAME: $err"
+  fi
+  exit 1
+}
+# k8s_unlock: remove the lock this run took (only while it still names this run).
+k8s_unlock() {
+  local kc=(kubectl --context "$KUBE_CONTEXT" --namespace "$LOCK_NS" --request-timeout=20s)
+  [ "$DRY_RUN" = 0 ] && [ -n "$LOCK_HOLDER" ] || return 0
+  if [ "$("${kc[@]}" get configmap "$LOCK_NAME" -o 'jsonpath={.data.holder}' 2>/dev/null)" = "$LOCK_HOLDER" ] &&
+    "${kc[@]}" delete configmap "$LOCK_NAME" >/dev/null; then
+    LOCK_HOLDER=""
+    return 0
+  fi
+  warn "the deploy lock $LOCK_NS/configmap/$LOCK_NAME may still be there: the next run stops on it; check, then: kubectl --context $KUBE_CONTEXT --namespace $LOCK_NS delete configmap $LOCK_NAME"
+}
+
 pipeline_minikube() {
   [ "$DRY_RUN" = 1 ] || minikube_preflight
+  k8s_lock
   if [ -z "$STATE" ]; then
     AUTO_STATE=1
     if [ "$DRY_RUN" = 1 ]; then STATE=/tmp/comments-pipeline.XXXXXX; else STATE=$(mktemp -d /tmp/comments-pipeline.XXXXXX); fi
@@ -1297,6 +1364,10 @@ pipeline_minikube() {
     k8s_rollback production || true
   fi
   stage "released $TAG = $DIGEST to production"
+  if [ "$DRY_RUN" = 1 ]; then
+    info "(dry run: at exit, whatever the outcome, the lock goes)"
+    show kubectl --context "$KUBE_CONTEXT" --namespace "$LOCK_NS" delete configmap "$LOCK_NAME"
+  fi
 }
 
 # ===================================================================================== main
@@ -1355,6 +1426,7 @@ finish() {
   else
     docker_engine_stop
   fi
+  [ "$TARGET" != minikube ] || k8s_unlock
   if [ "$TARGET" = minikube ] && [ "$DRY_RUN" = 0 ] && [ -n "$STATE" ]; then
     # The gpg agents of this run's keyrings; the state directory when the run made it.
     for home in "$STATE/gnupg" "$STATE/gnupg-verify"; do

@@ -109,3 +109,167 @@ def test_a_failure_before_kubectl_apply_rolls_nothing_back(tmp_path: Path):
         registry.wait(timeout=30)
         for ref in (f"comments-api:{tag}", f"127.0.0.1:{port}/comments-api:{tag}"):
             sh("docker", "rmi", ref, check=False)
+
+
+# --- against stand-ins for the cluster and the registry -------------------------------------
+# docker, skopeo, gpg and curl only log (as in tests/deploy/test_tools.py, minikube_run):
+# these tests are about what deploy.sh does with the cluster's answers. kubectl's JSONPath
+# output is the real kubectl's, evaluated offline on the objects a cluster would return.
+CLUSTER = r"""#!/usr/bin/env python3
+import json, os, pathlib, sys
+args = sys.argv[1:]
+state = pathlib.Path(os.environ["FAKE_STATE"])
+fail = os.environ.get("FAKE_FAIL", "")
+calls = state / "calls.log"
+with open(calls, "a") as log:
+    log.write("kubectl " + " ".join(args) + "\n")
+real = os.environ["REAL_KUBECTL"]
+
+
+def arg(name):
+    return args[args.index(name) + 1] if name in args else ""
+
+
+def jsonpath(obj):
+    path = state / "object.json"
+    path.write_text(json.dumps(obj))
+    expr = arg("-o")
+    os.execv(real, ["kubectl", "label", "--local", "-f", str(path), "x=y", "-o", expr])
+
+
+lock = state / "lock"
+image = state / f"{arg('--namespace')}.image"
+if args[0] == "kustomize":
+    os.execv(real, ["kubectl", *args])
+if "--raw" in args or ("get" in args and "secret" in args):
+    sys.exit(0)
+if "configmap" in args:
+    if "create" in args and lock.exists():
+        sys.exit('error: configmaps "comments-api-deploy-lock" already exists (AlreadyExists)')
+    if "create" in args:
+        holder = [a for a in args if a.startswith("--from-literal=holder=")][0]
+        lock.write_text(holder.split("=", 2)[2])
+    elif "delete" in args:
+        lock.unlink()
+    elif lock.exists():
+        cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "lock"}}
+        jsonpath({**cm, "data": {"holder": lock.read_text()}})
+    else:
+        sys.exit('Error from server (NotFound): configmaps "comments-api-deploy-lock" not found')
+    sys.exit(0)
+if "get" in args and "deployment" in args:
+    before = "127.0.0.1:5000/comments-api@sha256:" + "0" * 64
+    print(image.read_text() if image.exists() else before, end="")
+    sys.exit(0)
+if "apply" in args:  # the pinned kustomization's directory is named after its environment
+    (state / f"comments-{pathlib.Path(arg('-k')).name}.image").write_text("applied")
+    sys.exit(0)
+if "wait" in args and fail == "migration":
+    sys.exit("error: timed out waiting for the condition on jobs/comments-api-migrate")
+undone = "rollout undo" in calls.read_text()
+if "rollout" in args and "status" in args and fail == "rollout" and not undone:
+    sys.exit("error: timed out waiting for the condition")
+if "get" in args and "job" in args:
+    why = "Job was active longer than specified deadline"
+    failed = {"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": why}
+    complete = {"type": "Complete", "status": "True"}
+    status = {"conditions": [failed if fail == "migration" else complete]}
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "m"}}
+    jsonpath({**job, "status": status})
+if "get" in args and "pods" in args:
+    print("NAME                            READY   STATUS             RESTARTS   AGE")
+    print("comments-api-6d9f7c9b7d-x2x4q   0/1     ImagePullBackOff   0          5m")
+elif "get" in args and "events" in args:
+    print("5m  Warning  Failed  pod/comments-api-6d9f7c9b7d-x2x4q  Failed to pull image: not found")
+elif "logs" in args:
+    print("psycopg.OperationalError: connection to comments-db-rw failed: Connection refused")
+sys.exit(0)
+"""
+
+
+def stand_in_run(tmp_path: Path, fail: str = "", holder: str = "") -> tuple[str, int, str]:
+    """deploy.sh --target minikube against the stand-ins: returns its output, its exit
+    status and the commands it ran. `holder`: another run's lock is there already."""
+    real = shutil.which("kubectl")
+    if real is None:
+        missing("kubectl (its kustomize and JSONPath run offline)")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    state = tmp_path / "cluster"
+    state.mkdir()
+    (bin_dir / "kubectl").write_text(CLUSTER)
+    for name in ("docker", "gpg", "curl"):
+        (bin_dir / name).write_text(f'#!/bin/sh\necho "{name} $*" >>"$FAKE_STATE/calls.log"\n')
+    (bin_dir / "skopeo").write_text(
+        '#!/bin/sh\necho "skopeo $*" >>"$FAKE_STATE/calls.log"\necho sha256:' + "1" * 64 + "\n"
+    )
+    for stand_in in bin_dir.iterdir():
+        stand_in.chmod(0o755)
+    if holder:
+        (state / "lock").write_text(holder)
+    proc = subprocess.run(
+        [
+            str(DEPLOY),
+            "--target=minikube",
+            "--skip-tests",
+            "--skip-scans",
+            "--image=comments-api:stand-in",
+            "--tag=stand-in",
+            f"--state-dir={tmp_path / 'state'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "PATH": f"{bin_dir}:{os.environ['PATH']}",
+            "FAKE_STATE": str(state),
+            "FAKE_FAIL": fail,
+            "REAL_KUBECTL": real,
+        },
+    )
+    return proc.stdout + proc.stderr, proc.returncode, (state / "calls.log").read_text()
+
+
+def test_a_second_deploy_stops_on_the_cluster_lock_and_leaves_it(tmp_path: Path):
+    # Two runs at once each deleted the other's migration Job and waited on it, and one's
+    # `rollout undo` could take production back from the other's release.
+    holder = "ci-runner-7 pid 4242, release 1a2b3c4d5e6f, since 2026-01-01T10:00:00Z"
+    out, rc, calls = stand_in_run(tmp_path, holder=holder)
+    assert rc == 1, out[-3000:]
+    assert f"comments-production/configmap/comments-api-deploy-lock is held by {holder}" in out
+    # How to clear the lock of a run that was killed.
+    clear = "kubectl --context comments --namespace comments-production delete configmap"
+    assert f"{clear} comments-api-deploy-lock" in out
+    assert "docker" not in calls, "nothing is built or pushed"
+    assert " apply " not in calls
+    assert "delete job" not in calls
+    assert "delete configmap" not in calls, "another run's lock is not ours to remove"
+    assert (tmp_path / "cluster" / "lock").read_text() == holder
+
+
+def test_a_failed_migration_says_why_rolls_staging_back_and_unlocks(tmp_path: Path):
+    # `kubectl wait` says only "timed out waiting for the condition": the Job's failure
+    # reason and the migration's own error were for the SRE to go and find.
+    out, rc, calls = stand_in_run(tmp_path, fail="migration")
+    assert rc == 1, out[-3000:]
+    assert "the migration Job comments-api-migrate did not complete in staging" in out
+    assert "job/comments-api-migrate Failed=True: DeadlineExceeded: Job was active longer" in out
+    assert "psycopg.OperationalError: connection to comments-db-rw failed" in out
+    assert "ROLLBACK staging" in out
+    assert "--namespace comments-staging rollout undo deployment/comments-api" in calls
+    assert "pipeline-kustomize/production" not in calls, "production is never deployed"
+    assert "comments-production rollout" not in calls
+    assert "delete configmap comments-api-deploy-lock" in calls
+    assert not (tmp_path / "cluster" / "lock").exists(), "the run's lock goes at its exit"
+
+
+def test_a_rollout_stuck_on_an_image_pull_says_why_and_rolls_back(tmp_path: Path):
+    out, rc, calls = stand_in_run(tmp_path, fail="rollout")
+    assert rc == 1, out[-3000:]
+    assert "the rollout of staging did not complete" in out
+    assert "comments-api-6d9f7c9b7d-x2x4q   0/1     ImagePullBackOff" in out
+    assert "Failed to pull image: not found" in out
+    assert "--namespace comments-staging rollout undo deployment/comments-api" in calls
+    assert not (tmp_path / "cluster" / "lock").exists()
