@@ -116,6 +116,10 @@ def test_values_are_parsed_and_typed():
         ({"HOST": " "}, "HOST must be an IP address"),
         ({"HOST": "news example"}, "HOST must be an IP address"),
         ({"HOST": "0.0.0.0\n"}, "HOST must be an IP address"),
+        # A path, refused blank as the *_FILE paths are: serve made (and emptied at every
+        # start) a directory named ' ' in its working directory.
+        ({"PROMETHEUS_MULTIPROC_DIR": " "}, "PROMETHEUS_MULTIPROC_DIR must be a directory .*' '$"),
+        ({"PROMETHEUS_MULTIPROC_DIR": "/tmp/metrics\n"}, "without surrounding whitespace"),
     ],
 )
 def test_bad_values_are_clear_errors(env, message):
@@ -218,3 +222,8 @@ def test_the_file_settings_are_the_secrets():
         "ratelimit_storage_url",
     }
     assert Settings.from_env({}).ratelimit_storage_url == "memory://"
+
+
+def test_a_metrics_directory_may_hold_spaces_inside():
+    path = "/tmp/comments api/metrics"
+    assert Settings.from_env({"PROMETHEUS_MULTIPROC_DIR": path}).prometheus_multiproc_dir == path

@@ -705,6 +705,16 @@ class Settings:
                     "scheme://host[:port], lowercase, without a path, a trailing slash or "
                     "the scheme's default port (e.g. https://www.news.example)"
                 )
+        metrics_dir = self.prometheus_multiproc_dir
+        if metrics_dir is not None and (
+            not metrics_dir.strip() or metrics_dir != metrics_dir.strip()
+        ):
+            # A path, refused blank like the *_FILE paths: ' ' made (and emptied at every
+            # start) a directory named ' ' in the working directory.
+            raise SettingsError(
+                "PROMETHEUS_MULTIPROC_DIR must be a directory path without surrounding "
+                f"whitespace, or unset (a private directory under $TMPDIR); got {metrics_dir!r}"
+            )
         if not all(" " <= ch <= "~" for ch in self.read_cache_control):
             # It is sent as a header: printable ASCII only, never a line break.
             raise SettingsError("READ_CACHE_CONTROL must be printable ASCII on one line")
