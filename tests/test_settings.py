@@ -78,6 +78,13 @@ def test_values_are_parsed_and_typed():
         ({"DATABASE_URL": "sqlite:///c.db?mode=memory"}, "sqlite:/// needs a file path"),
         ({"DATABASE_URL": "sqlite:///file:c?mode=memory&uri=true"}, "needs a file path"),
         ({"DATABASE_URL": "sqlite:///file::memory:?uri=true"}, "needs a file path"),
+        # Without uri=true SQLite never saw them: ?mode=ro opened the file read-write. With
+        # it, the service made a directory 'file:' for the path, and ?timeout= lost to
+        # DB_STATEMENT_TIMEOUT.
+        ({"DATABASE_URL": "sqlite:///c.db?mode=ro"}, r"takes no query parameters \(got mode\);"),
+        ({"DATABASE_URL": "sqlite:///file:c.db?mode=ro&uri=true"}, r"\(got mode, uri\)"),
+        ({"DATABASE_URL": "sqlite:////srv/c.db?timeout=30"}, r"\(got timeout\); the service"),
+        ({"DATABASE_URL": "sqlite:///c.db?cache"}, r"\(got cache\)"),
         # No shell expands "~": SQLite opened a directory named "~" ("unable to open").
         ({"DATABASE_URL": "sqlite:///~/comments.db"}, "does not expand"),
         # Redis refused the EXPIRE: limits fell back to per process for good.

@@ -323,7 +323,7 @@ class Settings:
         default=DEFAULT_SQLITE_URL,
         repr=False,  # may carry the database password
         metadata=_doc(
-            "`sqlite:///PATH` (created on first run) or "
+            "`sqlite:///PATH` (created on first run; no query parameters) or "
             "`postgresql+psycopg://USER:PASS@HOST:5432/DB`. From `DATABASE_URL_FILE`, "
             "PostgreSQL's new connections use the user and password the file holds at the "
             "time: a rotated password needs no restart (other changes do).",
@@ -771,4 +771,15 @@ class Settings:
             raise SettingsError(
                 "DATABASE_URL: SQLite does not expand '~'; give the path in full, e.g. "
                 "sqlite:////home/USER/comments.db"
+            )
+        sqlite_parameters = sorted(parse_qs(sqlite_query, keep_blank_values=True))
+        if is_sqlite and sqlite_parameters:
+            # Without uri=true SQLite never sees them (?mode=ro opened the file read-write);
+            # with it the path becomes 'file:...', which the service's own uses of the path
+            # (its directory, backups, the writers' lock) do not read; timeout and
+            # isolation_level are set by the service itself.
+            raise SettingsError(
+                "DATABASE_URL: a SQLite URL takes no query parameters (got "
+                f"{', '.join(sqlite_parameters)}); the service opens sqlite:///PATH "
+                "read-write and waits DB_STATEMENT_TIMEOUT for the write lock"
             )
