@@ -79,13 +79,15 @@ if ! $DRY_RUN; then
 fi
 
 step "cluster: minikube profile $PROFILE, $NODES nodes"
+# --keep-context, and no `minikube profile`: both switched the current kubectl context to
+# this cluster, so a shell left on another cluster (production) silently moved here. The
+# context is only created; every command below names it.
 if ! $DRY_RUN && minikube status -p "$PROFILE" >/dev/null 2>&1; then
   echo "already running"
 else
   run minikube start -p "$PROFILE" --nodes "$NODES" --cpus "$CPUS" --memory "$MEMORY" \
-    --driver "$DRIVER" --kubernetes-version "$KUBERNETES_VERSION" --cni calico
+    --driver "$DRIVER" --kubernetes-version "$KUBERNETES_VERSION" --cni calico --keep-context
 fi
-run minikube profile "$PROFILE"
 
 step "simulated zones (production spreads over topology.kubernetes.io/zone)"
 for i in $(seq 1 "$NODES"); do

@@ -172,3 +172,24 @@ def test_k8s_local_stops_before_the_build_when_no_cluster_answers(tmp_path: Path
     assert "no cluster answers on kubectl context comments (MINIKUBE_PROFILE)" in proc.stderr
     assert "run scripts/provision-k8s.sh first" in proc.stderr
     assert log.read_text() == "kubectl --context comments --request-timeout=5s get --raw /readyz\n"
+
+
+def test_provision_leaves_the_current_kubectl_context_alone(tmp_path: Path) -> None:
+    # `minikube start` (without --keep-context) and `minikube profile` both made the new
+    # cluster the current kubectl context: a shell left on production silently moved to it.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    proc = subprocess.run(  # a dry run needs none of the tools
+        ["bash", str(ROOT / "scripts" / "provision-k8s.sh"), "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    commands = [line[2:] for line in proc.stdout.splitlines() if line.startswith("+ ")]
+    (start,) = [c for c in commands if c.startswith("minikube start ")]
+    assert start.endswith(" --keep-context") or " --keep-context " in start, start
+    for command in commands:
+        assert not command.startswith("minikube profile"), command
+        assert "use-context" not in command, command
