@@ -173,7 +173,7 @@ class RateLimiter:
     three storage calls per limit (hit, then get and get_expiry for the headers). Here the
     request's one budget is picked by two comparisons, each limit costs one ``incr``, and
     the window's reset time is asked of storage only when this worker has not seen it yet,
-    or for a refusal's Retry-After.
+    or for a 429's Retry-After.
 
     If shared storage (Redis) fails or takes longer than ``STORAGE_TIMEOUT_SECONDS``, limits
     are kept per process in memory and one request tries storage again after
