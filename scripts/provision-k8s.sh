@@ -9,7 +9,8 @@
 # Usage: scripts/provision-k8s.sh [--dry-run]
 #   --dry-run   print every command instead of running it (needs none of the tools)
 # Settings (environment): MINIKUBE_PROFILE (comments), NODES (3), CPUS (2), MEMORY (4096),
-#   KUBERNETES_VERSION (v1.33.1), MINIKUBE_DRIVER (docker).
+#   KUBERNETES_VERSION (v1.35.0: the minor of EKS in deploy/terraform and of the schemas
+#   the manifests are checked against), MINIKUBE_DRIVER (docker).
 # Alert receivers (environment, both or neither): ALERT_PAGE_URL, ALERT_TICKET_URL, the
 #   webhooks of the page and ticket receivers (http:// or https://). Stored once in the
 #   Secret monitoring/alertmanager-receivers, never overwritten; Alertmanager then routes as
@@ -31,7 +32,7 @@ PROFILE=${MINIKUBE_PROFILE:-comments}
 NODES=${NODES:-3}
 CPUS=${CPUS:-2}
 MEMORY=${MEMORY:-4096}
-KUBERNETES_VERSION=${KUBERNETES_VERSION:-v1.33.1}
+KUBERNETES_VERSION=${KUBERNETES_VERSION:-v1.35.0}
 DRIVER=${MINIKUBE_DRIVER:-docker}
 # Chart versions are pinned; renovate.json keeps them current through these comments.
 # renovate: datasource=helm depName=kube-prometheus-stack registryUrl=https://prometheus-community.github.io/helm-charts
