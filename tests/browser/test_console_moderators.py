@@ -14,7 +14,7 @@ import requests
 from playwright.sync_api import expect
 
 from .conftest import Api
-from .test_console import new_content, queue_row, sign_in
+from .test_console import hold, new_content, queue_row, sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -235,4 +235,70 @@ def test_console_says_how_long_a_429_or_503_asks_to_wait(page, pre_api: Api):
     page.unroute(ACTIONS)
     approve.click()
     expect(message).to_have_text("Approved 1 comment.")
+    assert page.page_errors == [], page.page_errors
+
+
+def mark_drawn(page, body: str) -> None:
+    """Marks the rows drawn so far, so a test can wait for a listing to draw them anew."""
+    page.eval_on_selector_all(
+        f"{body} tr", "rows => rows.forEach(r => r.classList.add('drawn-before'))"
+    )
+
+
+def test_console_a_list_drawn_anew_keeps_the_buttons_of_an_action_on_its_way(page, pre_api: Api):
+    content = new_content()
+    key = pre_api.key("comments:moderate")
+    public = pre_api.post(content, "published, about to be hidden", email="p@example.com")
+    pre_api.moderate(key, "approve", [public["id"]])
+    target = f"sub:reader-{uuid.uuid4().hex[:8]}"
+    pre_api.ban(key, f"{target[4:]}@example.com")  # another ban, listed beside it
+    banned = requests.post(
+        f"{pre_api.base}/api/v1/moderation/bans",
+        json={"subject": target[4:]},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=5,
+    )
+    assert banned.status_code == 201, banned.text
+    page.set_viewport_size({"width": 1100, "height": 800})
+    message = page.locator("#message")
+    sign_in(page, pre_api, key)
+
+    # Lift ban on its way, the bans listed again meanwhile: the redrawn "Lift ban" waits
+    # too (a second click would lift nothing and call the ban "lifted meanwhile").
+    page.get_by_role("tab", name="Bans").click()
+    lift = page.get_by_role("button", name=f"Lift the ban on {target}")
+    held = hold(page, "**/api/v1/moderation/bans/**", "DELETE")
+    lift.click()
+    expect(lift).to_be_disabled()
+    mark_drawn(page, "#bans-body")
+    page.get_by_role("button", name="Refresh").click()
+    expect(page.locator("#bans-body tr.drawn-before")).to_have_count(0)  # drawn anew
+    expect(lift).to_be_disabled()
+    expect(page.locator("#bans-body button:enabled")).not_to_have_count(0)  # the other one
+    assert len(held) == 1
+    held.pop().continue_()
+    expect(message).to_have_text(f"Lifted the ban on {target}.")
+    expect(lift).to_have_count(0)
+    page.unroute("**/api/v1/moderation/bans/**")
+
+    # By content: Hide on its way, the comments shown again meanwhile.
+    page.get_by_role("tab", name="By content").click()
+    page.get_by_label("Content id").fill(content)
+    page.get_by_role("button", name="Show its comments").click()
+    hide = page.get_by_role("button", name=f"Hide comment {public['id']}")
+    delete = page.get_by_role("button", name=f"Delete comment {public['id']}")
+    held = hold(page, ACTIONS)
+    hide.click()
+    expect(hide).to_be_disabled()
+    mark_drawn(page, "#content-body")
+    page.get_by_role("button", name="Show its comments").click()
+    expect(page.locator("#content-body tr.drawn-before")).to_have_count(0)  # drawn anew
+    expect(page.locator("#content-body tr")).to_have_count(1)
+    expect(hide).to_be_disabled()
+    expect(delete).to_be_disabled()
+    assert len(held) == 1
+    held.pop().continue_()
+    expect(message).to_have_text("Hid 1 comment.")
+    expect(hide).to_have_count(0)
+    page.unroute(ACTIONS)
     assert page.page_errors == [], page.page_errors

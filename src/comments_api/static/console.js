@@ -255,6 +255,7 @@ function signOut(text) {
   for (const id of ["queue-empty", "queue-more", "content-table", "content-empty", "content-more", "bans-empty", "audit-more", "audit-empty"]) $(id).hidden = true;
   queue.items.clear();
   inFlight.clear(); // the next session's rows wait for its own actions only
+  lifting.clear();
   for (const el of waiting) el.disabled = false; // "Ban author", the bulk buttons, "Load more"…
   waiting.clear();
   for (const list of [queue, content, banList, audit]) list.asked++; // answers on their way: not drawn
@@ -719,7 +720,7 @@ function contentRow(c) {
         h("button", { type: "button", class: "secondary", text: "Hide", "aria-label": `Hide comment ${c.id}`, onclick: () => contentAction("hide", c.id) }),
         h("button", { type: "button", class: "danger", text: "Delete", "aria-label": `Delete comment ${c.id}`, onclick: () => contentAction("delete", c.id) }),
       ];
-  return h(
+  const row = h(
     "tr",
     { "data-id": String(c.id) },
     h("td", { class: "text", text: removed ? "(removed)" : c.body }),
@@ -728,6 +729,8 @@ function contentRow(c) {
     h("td", null, time(c.created_at)),
     h("td", null, h("div", { class: "toolbar" }, ...actions))
   );
+  settle(row); // drawn anew while an action on it is on its way: it waits too
+  return row;
 }
 
 // content.id is the content shown (set when its listing is drawn): "Load more" goes on with
@@ -780,7 +783,18 @@ function contentShown() {
 async function contentAction(action, id) {
   const acting = $("content-body").querySelector(`tr[data-id="${id}"]`);
   const still = inSession();
-  const result = await moderate(action, [id], acting ? [...acting.querySelectorAll("button")] : []);
+  inFlight.add(id);
+  let result;
+  try {
+    result = await moderate(action, [id], acting ? [...acting.querySelectorAll("button")] : []);
+  } finally {
+    if (still()) {
+      inFlight.delete(id);
+      // A listing meanwhile drew the row anew, disabled: give it back.
+      const drawn = $("content-body").querySelector(`tr[data-id="${id}"]`);
+      if (drawn) settle(drawn);
+    }
+  }
   if (!result) return;
   if (result.stale) {
     await loadContent(false);
@@ -849,12 +863,12 @@ async function loadBans() {
     ...items.map((ban) =>
       h(
         "tr",
-        null,
+        { "data-target": ban.target },
         h("td", null, h("code", { text: ban.target }), h("div", { class: "meta", text: `It ${COVERS[ban.target.startsWith("sub:") ? "subject" : "email"]}.` })),
         h("td", { text: ban.reason || "" }),
         h("td", { text: ban.created_by || "" }),
         h("td", null, time(ban.created_at)),
-        h("td", null, h("button", { type: "button", class: "secondary", text: "Lift ban", "aria-label": `Lift the ban on ${ban.target}`, onclick: (event) => liftBan(ban.target, event.currentTarget) }))
+        h("td", null, h("button", { type: "button", class: "secondary", text: "Lift ban", "aria-label": `Lift the ban on ${ban.target}`, disabled: lifting.has(ban.target), onclick: (event) => liftBan(ban.target, event.currentTarget) }))
       )
     )
   );
@@ -862,9 +876,19 @@ async function loadBans() {
   listing(banList, false, `${items.length} ban${items.length === 1 ? "" : "s"} listed.`);
 }
 
+// The bans whose lifting is on its way: a listing meanwhile draws their "Lift ban" disabled
+// (a second DELETE would find none and call the ban "lifted meanwhile").
+const lifting = new Set();
+
+function liftButton(target) {
+  const row = [...$("bans-body").children].find((tr) => tr.dataset.target === target);
+  return row ? row.querySelector("button") : null;
+}
+
 async function liftBan(target, button) {
   const still = inSession();
   let lifted = true;
+  lifting.add(target);
   try {
     const path = `/api/v1/moderation/bans/${encodeURIComponent(target).replace(/%3A/gi, ":").replace(/%40/g, "@")}`;
     await busy([button], () => api(path, { method: "DELETE" }));
@@ -873,6 +897,12 @@ async function liftBan(target, button) {
     // The API's 404 (problem+json): someone else lifted it meanwhile. A proxy's is a failure.
     if (err.status !== 404 || !err.data) return failed(err);
     lifted = false;
+  } finally {
+    if (still()) {
+      lifting.delete(target);
+      const drawn = liftButton(target);
+      if (drawn) drawn.disabled = false;
+    }
   }
   if (!still()) return; // signed out meanwhile
   say(lifted ? `Lifted the ban on ${target}.` : `${target} was no longer banned (lifted meanwhile).`);
