@@ -20,6 +20,8 @@ ROOT=$PWD
 
 TF_DIR=deploy/terraform
 ARTIFACTS=${ARTIFACTS:-artifacts/terraform}
+# Relative to the repository, or absolute (joined to ROOT it was /work/x//tmp/...).
+[[ $ARTIFACTS == /* ]] || ARTIFACTS=$ROOT/$ARTIFACTS
 CHECKOV_VENV=${CHECKOV_VENV:-/opt/checkov-venv}
 CHECKOV_VERSION=${CHECKOV_VERSION:-3.3.30}
 PLAN_ROOTS=(bootstrap environments/staging environments/production)
@@ -155,7 +157,7 @@ OVR
   grep -E '^Plan:' "$out/plan-$name.txt" | sed "s/^/$name: /"
 }
 
-plan_out=$ROOT/$ARTIFACTS
+plan_out=$ARTIFACTS
 [ -z "$plans_only" ] || plan_out=$plans_only
 plan_one() { plan_root "$1" "$plan_out"; }
 
@@ -182,7 +184,7 @@ step "plan (dummy credentials, skip flags) + show -json -> $ARTIFACTS"
 parallel plan_one "${PLAN_ROOTS[@]}"
 
 step "plan tests (pytest -m terraform)"
-TF_PLAN_DIR="$ROOT/$ARTIFACTS" .venv/bin/pytest -q -p no:cacheprovider -m terraform tests/terraform
+TF_PLAN_DIR="$ARTIFACTS" .venv/bin/pytest -q -p no:cacheprovider -m terraform tests/terraform
 
 step "checkov (terraform, offline)"
 if [ ! -x "$CHECKOV_VENV/bin/checkov" ]; then
