@@ -263,6 +263,10 @@ stage_build() {
     run env IMAGE="$IMAGE" scripts/image-build.sh
   fi
   capture IMAGE_ID "sha256:<image-id>" docker image inspect --format '{{.Id}}' "$IMAGE"
+  if [[ $DRY_RUN = 0 && ! $IMAGE_ID =~ ^sha256:[0-9a-f]{64}$ ]]; then
+    fail "no image id for $IMAGE (docker image inspect, above): nothing is pushed"
+    exit 1
+  fi
   info "image id (config digest): $IMAGE_ID"
 }
 
@@ -270,7 +274,9 @@ stage_build() {
 push_dev() {
   local registry=$1
   stage "push to the dev registry $registry"
-  run docker tag "$IMAGE" "$registry/comments-api:$TAG"
+  # By its id, not its name: until the push, another build of the same commit (another run
+  # on this host) may take the name comments-api:TAG, and this run would push that one.
+  run docker tag "$IMAGE_ID" "$registry/comments-api:$TAG"
   runq docker push --quiet "$registry/comments-api:$TAG"
   if ! capture DIGEST "sha256:<digest-of-$TAG>" skopeo inspect --tls-verify=false --format '{{.Digest}}' \
     "docker://$registry/comments-api:$TAG" || [[ $DRY_RUN = 0 && ! $DIGEST =~ ^sha256:[0-9a-f]{64}$ ]]; then

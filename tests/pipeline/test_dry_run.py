@@ -61,6 +61,9 @@ def test_local_dry_run_prints_the_whole_pipeline_in_order():
         r"^redis-server .*/redis\.conf --bind 127\.0\.0\.1",
         r"^haproxy -db -f .*/staging/haproxy\.cfg",
         r"^haproxy -db -f .*/production/haproxy\.cfg",
+        # The build pushed by its image id: its name may have been taken by another build
+        # of the same commit since.
+        r"^docker tag sha256:\\<image-id\\> 127\.0\.0\.1:\d+/comments-api:",
         r"^docker push .*127\.0\.0\.1:\d+/comments-api:",
         r"^timeout 120 docker run --rm .*--entrypoint /venv/bin/comments-api "
         r"127\.0\.0\.1:\d+/comments-api@sha256:.* migrate$",

@@ -198,8 +198,12 @@ def stand_in_run(tmp_path: Path, fail: str = "", holder: str = "") -> tuple[str,
     state = tmp_path / "cluster"
     state.mkdir()
     (bin_dir / "kubectl").write_text(CLUSTER)
-    for name in ("docker", "gpg", "curl"):
+    for name in ("gpg", "curl"):
         (bin_dir / name).write_text(f'#!/bin/sh\necho "{name} $*" >>"$FAKE_STATE/calls.log"\n')
+    (bin_dir / "docker").write_text(  # `docker image inspect` gives the image id
+        '#!/bin/sh\necho "docker $*" >>"$FAKE_STATE/calls.log"\n'
+        'case "$*" in "image inspect"*) echo sha256:' + "2" * 64 + " ;; esac\n"
+    )
     (bin_dir / "skopeo").write_text(
         '#!/bin/sh\necho "skopeo $*" >>"$FAKE_STATE/calls.log"\necho sha256:' + "1" * 64 + "\n"
     )
