@@ -81,7 +81,32 @@ def test_bad_settings_stop_serve_in_one_line(tmp_path, env, message, before_migr
     assert "Usage:" not in result.stderr
     assert "--help" not in result.stderr
     assert "Traceback" not in result.stderr
+    assert message in result.stderr
     assert (tmp_path / "x.db").exists() is not before_migrating
+
+
+def test_serve_never_empties_a_metrics_directory_holding_other_files(tmp_path):
+    # serve empties PROMETHEUS_MULTIPROC_DIR at every start: pointed at a data directory,
+    # /tmp or ".", it deleted everything there, subdirectories included.
+    shared = tmp_path / "shared"
+    (shared / "reports").mkdir(parents=True)
+    (shared / "reports" / "q3.csv").write_text("kept\n")
+    (shared / "notes.txt").write_text("kept\n")
+    (shared / "counter_123.db").write_bytes(b"a metrics file of an earlier run")
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path}/x.db",
+        "PORT": str(free_port()),
+        "PROMETHEUS_MULTIPROC_DIR": str(shared),
+    }
+    result = run("serve", env=env)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "'notes.txt', 'reports', which are not metrics files" in lines[0]
+    assert "nothing was deleted" in lines[0]
+    assert (shared / "notes.txt").read_text() == "kept\n"
+    assert (shared / "reports" / "q3.csv").read_text() == "kept\n"
+    assert (shared / "counter_123.db").exists()
 
 
 @pytest.mark.parametrize(

@@ -217,9 +217,12 @@ def run_gunicorn(settings: Settings) -> None:
         # Before the app (and prometheus_client) is loaded in the master: workers then
         # share one metrics directory, emptied of any previous run's files.
         from .telemetry import prepare_multiproc_dir
+        from .telemetry.metrics import ForeignFilesError
 
         try:
             prepare_multiproc_dir(settings.prometheus_multiproc_dir, runtime_dir)
+        except ForeignFilesError as exc:
+            raise SettingsError(str(exc)) from None
         except OSError as exc:
             raise SettingsError(
                 f"PROMETHEUS_MULTIPROC_DIR: cannot use {exc.filename or runtime_dir}: "

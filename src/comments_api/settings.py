@@ -523,9 +523,10 @@ class Settings:
     prometheus_multiproc_dir: str | None = field(
         default=None,
         metadata=_doc(
-            "Directory where each gunicorn worker writes its metric samples (emptied by "
-            "`serve` at start); unset: a private directory under `$TMPDIR`. Must be "
-            "writable (a tmpfs with a read-only root filesystem)."
+            "Directory where each gunicorn worker writes its metric samples, of its own: "
+            "`serve` empties it at start and refuses one that holds other files. Unset: a "
+            "private directory under `$TMPDIR`. Must be writable (a tmpfs with a read-only "
+            "root filesystem)."
         ),
     )
     log_format: str = field(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import glob
 import os
-import shutil
+import re
 from functools import cache
 from pathlib import Path
 from time import perf_counter
@@ -72,20 +72,41 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 DB_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
+class ForeignFilesError(ValueError):
+    """The metrics directory holds something prometheus_client did not write."""
+
+
+# prometheus_client's multiprocess files: <type>_<pid>.db (counter_42.db, gauge_livesum_42.db).
+_METRICS_FILE = re.compile(r"[a-z]+(?:_[a-z]+)*_[0-9]+\.db")
+
+
 def prepare_multiproc_dir(configured: str | None, runtime_dir: str) -> str:
     """Create (or empty) the multiprocess directory and export it; call before forking.
 
     Files left by a previous run would be summed into this run's counters, so the
-    directory is wiped at every start. Its contents only, not the directory itself:
-    containers mount a tmpfs there.
+    directory is emptied at every start. Its contents only, not the directory itself:
+    containers mount a tmpfs there. Only metrics files are removed: a directory holding
+    anything else (``PROMETHEUS_MULTIPROC_DIR`` set to a data directory, ``/tmp`` or
+    ``.``) raises ``ForeignFilesError`` and nothing is deleted.
     """
     path = Path(configured or os.path.join(runtime_dir, "prometheus"))
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for child in path.iterdir():
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child)
-        else:
-            child.unlink()
+    children = list(path.iterdir())
+    foreign = sorted(
+        child.name
+        for child in children
+        if child.is_symlink() or not child.is_file() or not _METRICS_FILE.fullmatch(child.name)
+    )
+    if foreign:
+        shown = ", ".join(repr(name) for name in foreign[:3])
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise ForeignFilesError(
+            f"PROMETHEUS_MULTIPROC_DIR: {path} holds {shown}{more}, which are not metrics "
+            "files; serve empties this directory at every start, so give the metrics a "
+            "directory of their own (nothing was deleted)"
+        )
+    for child in children:
+        child.unlink()
     os.environ[MULTIPROC_ENV] = str(path)
     return str(path)
 
