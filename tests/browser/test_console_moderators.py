@@ -302,3 +302,28 @@ def test_console_a_list_drawn_anew_keeps_the_buttons_of_an_action_on_its_way(pag
     expect(hide).to_have_count(0)
     page.unroute(ACTIONS)
     assert page.page_errors == [], page.page_errors
+
+
+def test_console_load_more_that_brings_nothing_says_so_and_keeps_the_keyboard(page, pre_api: Api):
+    content = new_content()
+    # One page (50) and one more; a colleague approves the one more before it is loaded.
+    ids = [
+        pre_api.post(content, f"queued {i:02}", email=f"q{i}@example.com")["id"] for i in range(51)
+    ]
+    page.set_viewport_size({"width": 1100, "height": 800})
+    sign_in(page, pre_api, pre_api.key("comments:moderate"))
+    page.get_by_label("Limit to content").fill(content)
+    page.get_by_role("button", name="Refresh").click()
+    expect(page.locator("#queue-body tr")).to_have_count(50)
+    more = page.get_by_role("button", name="Load more")
+    expect(more).to_be_visible()
+    pre_api.moderate(pre_api.key("comments:moderate"), "approve", [ids[-1]])
+
+    more.focus()
+    page.keyboard.press("Enter")
+    expect(more).to_be_hidden()
+    expect(page.locator("#queue-progress")).to_have_text("Nothing more to load.")
+    # As a page that brings rows hands the keyboard to its first one's first control.
+    expect(page.get_by_label(f"Select comment {ids[-2]}")).to_be_focused()
+    expect(page.locator("#queue-body tr")).to_have_count(50)
+    assert page.page_errors == [], page.page_errors

@@ -183,7 +183,17 @@ async function loadMore(button, body, load) {
   const first = body.children[before];
   // Lost as busy() has it: on the page, on a panel around the button (a click on it while
   // disabled puts it there), or on the hidden button itself.
-  if (!button.hidden || !first || (now && !now.contains(button))) return;
+  if (!button.hidden || (now && !now.contains(button))) return;
+  if (!first) {
+    // The last page came empty (its comments moderated meanwhile): said on the list's status
+    // line, and the keyboard goes to the last row shown, else to the panel.
+    const panel = button.closest("[role=tabpanel]");
+    panel.querySelector("[role=status]").textContent = "Nothing more to load.";
+    const last = [...body.children].reverse().find((row) => !row.hidden);
+    const control = last && last.querySelector("button:enabled, input:enabled");
+    (control || panel).focus();
+    return;
+  }
   const target = first.querySelector("button, input") || first.querySelector("td");
   if (target.tagName === "TD") target.tabIndex = -1;
   target.focus();
