@@ -59,6 +59,8 @@ def test_console_an_action_refused_as_stale_is_said_and_the_list_shown_anew(page
 
     # Another moderator approves one meanwhile; this one's action meets the API's 412.
     pre_api.moderate(pre_api.key("comments:moderate"), "approve", [theirs["id"]])
+    # A content typed, not yet listed: the list shown anew is still the one shown.
+    page.get_by_label("Limit to content").fill(new_content())
     with_stale_if_match(page)
     row.get_by_role("button", name=re.compile("^Approve comment")).click()
     expect(message).to_have_text(

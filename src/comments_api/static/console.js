@@ -542,9 +542,11 @@ function queueRow(c) {
   return row;
 }
 
-async function loadQueue(more) {
-  const status = more ? queue.status : $("queue-status").value;
-  const content = more ? queue.content : $("queue-content").value.trim();
+// `same`: the status and content shown, not what the filter now reads (a content typed and
+// not yet asked for is the moderator's next listing, not this one's).
+async function loadQueue(more, same = more) {
+  const status = same ? queue.status : $("queue-status").value;
+  const content = same ? queue.content : $("queue-content").value.trim();
   const query = new URLSearchParams({ status, limit: String(PAGE) });
   if (content) query.set("content_id", content);
   if (more && queue.cursor) query.set("cursor", queue.cursor);
@@ -679,7 +681,7 @@ async function queueAction(action, wanted, extra = []) {
   }
   filterQueue();
   if (result.stale) {
-    await loadQueue(false);
+    await loadQueue(false, true);
     if (!still()) return;
     // The row the keyboard was on is drawn anew (or gone): lost too.
     lost = lost || !document.activeElement || document.activeElement === document.body;
