@@ -329,3 +329,46 @@ def test_console_load_more_that_brings_nothing_says_so_and_keeps_the_keyboard(pa
     expect(page.get_by_label(f"Select comment {ids[-2]}")).to_be_focused()
     expect(page.locator("#queue-body tr")).to_have_count(50)
     assert page.page_errors == [], page.page_errors
+
+
+MARKUP = "<img src=x onerror=window.pwned=1><script>window.pwned=2</script>"
+
+
+def test_console_shows_markup_as_text_in_every_list(page, pre_api: Api):
+    """Coverage, not a fix: markup in a body, an author name, a ban's subject and reason
+    is text in the queue, By content, the bans, the message and the audit log."""
+    content = new_content()
+    comment = pre_api.post(
+        content, f"body {MARKUP}", author_name=f"name {MARKUP}", email="m@example.com"
+    )
+    page.set_viewport_size({"width": 1100, "height": 800})
+    message = page.locator("#message")
+    sign_in(page, pre_api, pre_api.key("admin"))
+    row = queue_row(page, "body <img")
+    expect(row.locator("td.text")).to_have_text(f"body {MARKUP}")
+    expect(row).to_contain_text(f"name {MARKUP}")
+    row.get_by_role("button", name=re.compile("^Approve comment")).click()
+    expect(message).to_have_text("Approved 1 comment.")
+
+    page.get_by_role("tab", name="By content").click()
+    page.get_by_label("Content id").fill(content)
+    page.get_by_role("button", name="Show its comments").click()
+    shown = page.locator("#content-body tr", has_text="body <img")
+    expect(shown.locator("td.text")).to_have_text(f"body {MARKUP}")
+    expect(shown).to_contain_text(f"name {MARKUP}")
+
+    page.get_by_role("tab", name="Bans").click()
+    page.get_by_label("Ban by").select_option("subject")
+    page.get_by_label("Email or subject").fill(f"s{MARKUP}")
+    page.get_by_label("Reason (optional)").fill(f"reason {MARKUP}")
+    page.get_by_role("button", name="Ban author").click()
+    expect(message).to_have_text(f"Banned sub:s{MARKUP}.")
+    ban = page.locator("#bans-body tr", has_text=f"sub:s{MARKUP}")
+    expect(ban).to_contain_text(f"reason {MARKUP}")
+
+    page.get_by_role("tab", name="Audit log").click()
+    expect(page.locator("#audit-body tr").first).to_contain_text(f"sub:s{MARKUP}")
+    expect(page.locator("#audit-body")).to_contain_text(str(comment["id"]))
+    assert page.locator("main img, main script").count() == 0
+    assert page.evaluate("window.pwned") is None
+    assert page.page_errors == [], page.page_errors
