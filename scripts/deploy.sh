@@ -1150,26 +1150,47 @@ for image in doc.get("images") or []:
 ' "$1"
 }
 
-# k8s_image ENV: the app image of ENV's Deployment (empty when there is none).
+# k8s_image ENV: the app image of ENV's Deployment (empty when there is none). Fails when
+# the Deployment cannot be read: that is not "none" (it hid a flaky API as a first install).
 k8s_image() {
   kubectl --context "$KUBE_CONTEXT" --namespace "comments-$1" --request-timeout=20s \
-    get deployment comments-api -o jsonpath='{.spec.template.spec.containers[?(@.name=="app")].image}' 2>/dev/null || true
+    get deployment comments-api --ignore-not-found -o jsonpath='{.spec.template.spec.containers[?(@.name=="app")].image}'
 }
-# k8s_changed ENV: this run changed ENV's Deployment (K8S_BEFORE: its image before the
-# apply). When it did not (kubectl apply refused, or the same digest again), `rollout undo`
-# would take ENV back to the release BEFORE the one it serves.
-K8S_BEFORE=""
-k8s_changed() { [ "$DRY_RUN" = 1 ] || [ "$(k8s_image "$1")" != "$K8S_BEFORE" ]; }
+# k8s_changed ENV: 0 when this run changed ENV's Deployment (K8S_BEFORE: its image before
+# the apply), 1 when it did not (no apply yet, a refused apply, the same digest again:
+# `rollout undo` would then take ENV back to the release BEFORE the one it serves), 2 when
+# the Deployment cannot be read now, so nobody can tell.
+K8S_BEFORE="" K8S_READ=0 K8S_APPLIED=0
+k8s_changed() {
+  local now
+  [ "$DRY_RUN" = 0 ] || return 0
+  [ "$K8S_APPLIED" = 1 ] || return 1
+  now=$(k8s_image "$1") || return 2
+  [ "$now" != "$K8S_BEFORE" ]
+}
+# k8s_served: what the environment of the last k8s_deploy served before it, for messages.
+k8s_served() {
+  if [ "$K8S_READ" = 1 ]; then printf '%s' "${K8S_BEFORE:-nothing}"; else printf 'unknown: its Deployment could not be read'; fi
+}
 k8s_deploy() {
   local env=$1 registry=$2 ns=comments-$1 dir="$REPO/build/pipeline-kustomize/$1"
   local kc=(kubectl --context "$KUBE_CONTEXT" --namespace "$ns")
   stage "deploy to $env by digest (kubectl apply -k, namespace $ns)"
-  K8S_BEFORE=""
-  [ "$DRY_RUN" = 1 ] || K8S_BEFORE=$(k8s_image "$env")
+  K8S_BEFORE="" K8S_READ=0 K8S_APPLIED=0
+  if [ "$DRY_RUN" = 0 ]; then
+    # The rollback decides on this value: without it, nothing is changed.
+    if ! K8S_BEFORE=$(k8s_image "$env"); then
+      K8S_BEFORE=""
+      fail "cannot read deployment/comments-api in $ns (kubectl, above): $env is left as it is"
+      return 1
+    fi
+    K8S_READ=1
+  fi
   info "$env serves ${K8S_BEFORE:-nothing yet}"
   kustomization "$dir" "deploy/k8s/overlays/$env" "$registry" || return 1
   # A Job's pod template is immutable: the previous release's migration Job goes first.
   run "${kc[@]}" delete job comments-api-migrate --ignore-not-found --wait=true || return 1
+  K8S_APPLIED=1
   run kubectl --context "$KUBE_CONTEXT" apply -k "$dir" || return 1
   # New pods stay unready until the schema is at their revision (readiness checks it), so
   # the rollout cannot overtake the migration. As long as the Job may run (its
@@ -1346,18 +1367,28 @@ pipeline_minikube() {
   push_dev "$DEV_REGISTRY"
   if ! k8s_deploy staging "$DEV_REGISTRY" || ! k8s_smoke staging e2e; then
     fail "stopped in staging: $DIGEST never reaches production"
-    if k8s_changed staging; then
-      k8s_rollback staging || true
-    else
-      fail "staging was not changed by this run (it serves ${K8S_BEFORE:-nothing}): no rollback"
-    fi
+    local changed=0
+    k8s_changed staging || changed=$?
+    case $changed in
+      0) k8s_rollback staging || true ;;
+      1) fail "staging was not changed by this run (it serves $(k8s_served)): no rollback" ;;
+      *) fail "cannot read deployment/comments-api in comments-staging to tell whether this run changed it (before: $(k8s_served)): no rollback; check: kubectl --context $KUBE_CONTEXT --namespace comments-staging rollout history deployment/comments-api" ;;
+    esac
     return 1
   fi
   promote "$DEV_REGISTRY" "$PROD_REGISTRY" || { fail "promotion failed: production untouched"; return 1; }
   if ! k8s_deploy production "$PROD_REGISTRY" || ! k8s_smoke production smoke; then
     fail "production failed for $DIGEST"
-    if ! k8s_changed production; then
-      fail "production was not changed by this run (it serves ${K8S_BEFORE:-nothing}): no rollback"
+    local changed=0
+    k8s_changed production || changed=$?
+    if [ "$changed" = 2 ]; then
+      # The apply ran: production may serve the failed release. Guessing either way could
+      # drop the good one (undo) or leave the bad one (no undo).
+      fail "cannot read deployment/comments-api in comments-production to tell whether this run changed it (before: $(k8s_served)): no rollback, act now: kubectl --context $KUBE_CONTEXT --namespace comments-production rollout history deployment/comments-api"
+      return 3
+    fi
+    if [ "$changed" = 1 ]; then
+      fail "production was not changed by this run (it serves $(k8s_served)): no rollback"
       # Already on this digest before the run: production fails on it, nothing to undo.
       [ "$K8S_BEFORE" = "$PROD_REGISTRY/comments-api@$DIGEST" ] && return 3
       return 1

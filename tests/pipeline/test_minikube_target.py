@@ -158,6 +158,8 @@ if "configmap" in args:
         sys.exit('Error from server (NotFound): configmaps "comments-api-deploy-lock" not found')
     sys.exit(0)
 if "get" in args and "deployment" in args:
+    if fail == "read" or (fail == "unreadable" and image.exists()):
+        sys.exit("Unable to connect to the server: net/http: TLS handshake timeout")
     before = "127.0.0.1:5000/comments-api@sha256:" + "0" * 64
     print(image.read_text() if image.exists() else before, end="")
     sys.exit(0)
@@ -167,7 +169,7 @@ if "apply" in args:  # the pinned kustomization's directory is named after its e
 if "wait" in args and fail == "migration":
     sys.exit("error: timed out waiting for the condition on jobs/comments-api-migrate")
 undone = "rollout undo" in calls.read_text()
-if "rollout" in args and "status" in args and fail == "rollout" and not undone:
+if "rollout" in args and "status" in args and fail in ("rollout", "unreadable") and not undone:
     sys.exit("error: timed out waiting for the condition")
 if "get" in args and "job" in args:
     why = "Job was active longer than specified deadline"
@@ -277,3 +279,26 @@ def test_a_rollout_stuck_on_an_image_pull_says_why_and_rolls_back(tmp_path: Path
     assert "Failed to pull image: not found" in out
     assert "--namespace comments-staging rollout undo deployment/comments-api" in calls
     assert not (tmp_path / "cluster" / "lock").exists()
+
+
+def test_a_deployment_that_cannot_be_read_is_not_taken_for_none(tmp_path: Path):
+    # A read error was taken for "no Deployment yet": the run went on and applied, and its
+    # rollback decision then compared two failed reads.
+    out, rc, calls = stand_in_run(tmp_path, fail="read")
+    assert rc == 1, out[-3000:]
+    assert "cannot read deployment/comments-api in comments-staging" in out
+    assert "staging is left as it is" in out
+    assert "delete job" not in calls
+    assert " apply " not in calls
+    assert "rollout undo" not in calls
+    assert "staging serves nothing yet" not in out
+
+
+def test_a_deployment_unreadable_after_the_apply_is_not_called_unchanged(tmp_path: Path):
+    # It said "staging was not changed by this run (it serves nothing)", which nobody knew.
+    out, rc, calls = stand_in_run(tmp_path, fail="unreadable")
+    assert rc == 1, out[-3000:]
+    assert " apply -k " in calls
+    assert "cannot read deployment/comments-api in comments-staging to tell whether" in out
+    assert "was not changed by this run" not in out
+    assert "rollout undo" not in calls
