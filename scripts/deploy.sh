@@ -30,7 +30,8 @@
 #   provision-k8s.sh), DEV_REGISTRY (localhost:5000),
 #   PROD_REGISTRY (localhost:5001): the minikube target's cluster and registries.
 # Exit codes: 0 released; 1 stopped before production (production untouched);
-#             2 production failed and was rolled back; 3 production failed, rollback failed too;
+#             2 production failed and was rolled back; 3 production failed, rollback failed
+#               too (or was impossible: nothing to go back to, a Deployment not readable);
 #             4 released, but an old replica (local target) could not be stopped or removed:
 #               it is named, out of haproxy; remove it (1, 2 and 3 win over 4, and name it too);
 #             64 bad usage.
