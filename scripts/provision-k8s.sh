@@ -115,10 +115,15 @@ else
   kubectl --context "$PROFILE" create namespace monitoring --dry-run=client -o yaml | kubectl --context "$PROFILE" apply -f -
   # Created once: re-running must not change the password under a running Grafana.
   if ! kubectl --context "$PROFILE" -n monitoring get secret grafana-admin >/dev/null 2>&1; then
+    # Made first: a failing openssl inside <(...) escapes set -e and stored an empty
+    # password. printf is a builtin, so the value never shows in the process list.
+    grafana_password=$(openssl rand -hex 24)
+    [ "${#grafana_password}" -eq 48 ] || { echo "openssl rand gave no password" >&2; exit 1; }
     # The password through a file descriptor: on the command line, any local user could
     # read it in the process list while kubectl runs.
     kubectl --context "$PROFILE" -n monitoring create secret generic grafana-admin --from-literal=admin-user=admin \
-      --from-file=admin-password=<(openssl rand -hex 24 | tr -d '\n')
+      --from-file=admin-password=<(printf '%s' "$grafana_password")
+    unset grafana_password
   fi
 fi
 # Alert receivers: the routing values only with their Secret there (Alertmanager cannot

@@ -152,6 +152,22 @@ def validate_builtin(
     )
 
 
+def test_manifests_are_validated_against_the_kubernetes_version_clusters_run() -> None:
+    """The schemas the manifests are checked against are those of the clusters we make:
+    EKS's default in Terraform and minikube's in provision-k8s.sh."""
+    minor = KUBERNETES_VERSION.rsplit(".", 1)[0]
+    variables = (ROOT / "deploy/terraform/modules/cluster/variables.tf").read_text()
+    block = re.search(r'^variable "kubernetes_version" \{\n(.*?)^\}', variables, re.M | re.S)
+    assert block, "modules/cluster has no kubernetes_version variable"
+    eks = re.search(r'^  default\s*=\s*"([^"]+)"', block.group(1), re.M)
+    assert eks, "modules/cluster's kubernetes_version has no default"
+    assert eks.group(1) == minor
+    provision = (ROOT / "scripts/provision-k8s.sh").read_text()
+    local = re.search(r"^KUBERNETES_VERSION=\$\{KUBERNETES_VERSION:-v([0-9.]+)\}", provision, re.M)
+    assert local, "provision-k8s.sh sets no default KUBERNETES_VERSION"
+    assert local.group(1).rsplit(".", 1)[0] == minor
+
+
 @pytest.mark.parametrize("env", OVERLAYS)
 def test_kubernetes_validate_strict(
     rendered: dict[str, list[dict[str, Any]]], env: str, tmp_path: Path
@@ -327,7 +343,8 @@ def test_provision_dry_run_prints_every_step(tmp_path: Path) -> None:
     assert not re.search(r"admin-password=[0-9a-f]{16}", proc.stdout)
     # Given to kubectl through a file descriptor: never on a command line (ps shows those).
     script = (ROOT / "scripts" / "provision-k8s.sh").read_text()
-    assert "--from-file=admin-password=<(openssl rand" in script
+    assert "--from-file=admin-password=<(printf '%s' \"$grafana_password\")" in script
+    assert "grafana_password=$(openssl rand -hex 24)" in script  # under set -e, unlike <(...)
     assert "--from-literal=admin-password" not in script
     # Deterministic: the same plan every time.
     assert dry_run(tmp_path, "--dry-run").stdout == proc.stdout
