@@ -948,6 +948,38 @@ def test_workflow_production_rollback_undoes_only_a_change_of_this_job(tmp_path:
     assert f"now serving: {OLDER}" in proc.stdout
 
 
+@pytest.mark.parametrize(
+    ("failing", "said"),
+    [("wait", "the migration Job did not complete"), ("rollout", "the rollout did not complete")],
+)
+def test_workflow_failed_release_says_what_the_cluster_said(
+    tmp_path: Path, failing: str, said: str
+) -> None:
+    """A migration or rollout that does not complete prints the Job's conditions, the pods,
+    the Warning events and the migration's log before the step fails (and the rollback
+    step replaces the pods): it printed only kubectl's "timed out"."""
+    step = release_step("kubectl apply")
+    kubectl = f"""
+case " $* " in
+  *" kustomize "*) echo "image: {PROD_IMAGE}@{RELEASE_DIGEST}" ;;
+  *" {failing} "*) echo "error: timed out waiting for the condition" >&2; exit 1 ;;
+  *" get job "*) echo "Failed=True: BackoffLimitExceeded: Job has reached the backoff limit" ;;
+  *" get pods "*) echo "comments-api-7d9-x   0/1   ImagePullBackOff" ;;
+  *" get events "*) echo "Warning   Failed   pod/comments-api-7d9-x   ErrImagePull" ;;
+  *" logs "*) echo "alembic: relation comments already exists" ;;
+esac
+"""
+    env = {"NS": "comments-production", "PROD_IMAGE": PROD_IMAGE, "DIGEST": RELEASE_DIGEST}
+    env["OVERLAY"] = "production"
+    proc = run_step(step, tmp_path, env, {"kubectl": kubectl, "kustomize": ""})
+    out = proc.stdout
+    assert proc.returncode == 1, proc.stderr
+    assert f"::error::{said}" in out
+    for told in ("BackoffLimitExceeded", "ImagePullBackOff", "ErrImagePull", "already exists"):
+        assert told in out, out
+    assert "APPLIED=true" in (tmp_path / "github-env").read_text()
+
+
 def test_workflow_rollback_leaves_a_release_the_apply_did_not_change(tmp_path: Path) -> None:
     """APPLIED is set before `kubectl apply`: when the apply is refused or cancelled before
     the Deployment took the new image, production still runs the release from before the
