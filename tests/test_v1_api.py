@@ -106,6 +106,49 @@ def test_bad_cursor_and_order(client):
     assert_problem(page(client, cursor=cursor, order="newest"), 400, "cursor")
 
 
+def test_a_cursor_from_another_contents_list_is_400(client):
+    # Before, it was taken as a position in the other list: page 2 of one thread started
+    # somewhere in another, silently.
+    for i in range(3):
+        create(client, content_id="a", body=f"a{i}")
+        create(client, content_id="b", body=f"b{i}")
+    for order in ("oldest", "newest"):
+        cursor = page(client, content_id="a", limit=1, order=order).json["next_cursor"]
+        assert cursor
+        response = page(client, content_id="b", limit=1, order=order, cursor=cursor)
+        assert_problem(response, 400, "cursor")
+        assert "another content" in response.json["detail"]
+        # Its own list still takes it.
+        assert page(client, content_id="a", limit=1, order=order, cursor=cursor).status_code == 200
+
+
+def test_a_cursor_survives_inserts_hides_and_deletes_between_pages(client, v1_delete):
+    """Keyset pages: no comment twice, none skipped, whatever happens between two pages."""
+    ids = [create(client, body=f"c{i}").json["id"] for i in range(6)]
+    first = page(client, limit=2).json
+    assert [c["id"] for c in first["items"]] == ids[:2]
+    # The comment the cursor names is deleted, the next one hidden by a moderator, and a
+    # new comment arrives: the next page starts right after the cursor's position.
+    v1_delete(client, ids[1])
+    moderator = client.application.extensions["tests_moderator_key"]
+    hidden = client.post(
+        "/api/v1/moderation/comments",
+        json={"action": "hide", "ids": [ids[2]]},
+        headers={"Authorization": f"Bearer {moderator}"},
+    )
+    assert hidden.json["changed"] == [ids[2]]
+    late = create(client, body="late").json["id"]
+    seen, cursor = [], first["next_cursor"]
+    for _ in range(10):
+        response = page(client, limit=2, cursor=cursor)
+        assert response.status_code == 200
+        seen += [c["id"] for c in response.json["items"]]
+        cursor = response.json["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [*ids[3:], late]
+
+
 def test_empty_content_lists_empty_page(client):
     response = page(client, content_id="nothing-here")
     assert response.status_code == 200

@@ -47,6 +47,8 @@ from .rules import (
     STATUS_PENDING,
     STATUS_PUBLISHED,
     Comment,
+    FieldError,
+    InvalidInput,
     NewComment,
     NotFound,
     Page,
@@ -212,6 +214,22 @@ class CommentService:
         return comment
 
     def list_public(self, content_id: str, *, limit: int, order: str, after_id: int | None) -> Page:
+        if after_id is not None:
+            # A cursor is the id of the last comment of a page. Replayed on another
+            # content's list it would be taken as a position there, and page 2 of one
+            # thread would silently start somewhere in another. Content ids never change,
+            # and comments are never removed (a delete leaves a tombstone), so the comment
+            # it names says which list it came from; a position past every id names none.
+            anchor = self.repo.get(after_id)
+            if anchor is not None and anchor.content_id != content_id:
+                raise InvalidInput(
+                    [
+                        FieldError(
+                            "cursor",
+                            "belongs to another content's list; restart without a cursor",
+                        )
+                    ]
+                )
         return self.repo.list_page(
             content_id, limit=limit, order=order, after_id=after_id, statuses=PUBLIC_STATUSES
         )

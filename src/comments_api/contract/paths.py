@@ -367,8 +367,9 @@ def parameters() -> dict[str, Any]:
         "Cursor": {
             "name": "cursor",
             "in": "query",
-            "description": "Opaque: the `next_cursor` of the previous page, with the same "
-            "`order` (a cursor of the other order answers 400). Omit for the first page.",
+            "description": "Opaque: the `next_cursor` of the previous page of this list, "
+            "with the same `order` (a cursor of the other order, or of another content's "
+            "list, answers 400). Omit for the first page.",
             "schema": {"type": "string", "pattern": cursor_pattern()},
         },
         "OldestCursor": {
