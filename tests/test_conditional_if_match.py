@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from .authkit import bearer
+
 LEGACY = "/api/comment/list/story"
 PAGE = "/api/v1/contents/story/comments?limit=5"
 COUNTS = "/api/v1/counts?content_id=story&content_id=other"
@@ -103,3 +105,44 @@ def test_if_match_on_one_comment(client, v1_delete):
     for header in ("*", '"x"'):
         missing = client.get("/api/v1/comments/999999", headers={"If-Match": header})
         assert missing.status_code == 404, header
+
+
+def test_if_match_on_an_edit_or_delete_of_one_comment(build, signer):
+    """An edit or delete sent with ``If-Match: <tag>`` ("only if it is still the copy I
+    hold") was applied anyway: one comment has no ETag, so only ``*`` holds, and any tag is
+    a 412 that changes nothing (RFC 9110, section 13.1.1), as on the moderation endpoints.
+    A 404, a 403 and a bad body win over it (section 13.2.1)."""
+    client = build().test_client()
+    author = bearer(signer.token("author-1"))
+    stranger = bearer(signer.token("stranger"))
+    created = client.post("/api/v1/contents/story/comments", json={"body": "v1"}, headers=author)
+    location = created.headers["Location"]
+    for header in ('"x"', 'W/"x"', "garbage"):
+        conditional = {**author, "If-Match": header}
+        edited = client.patch(location, json={"body": "v2"}, headers=conditional)
+        _assert_precondition_failed(edited, location)
+        _assert_precondition_failed(client.delete(location, headers=conditional), location)
+    assert client.get(location).json == created.json  # nothing changed
+    # What the answer would have been without the condition comes first.
+    tagged = {"If-Match": '"x"'}
+    assert (
+        client.patch(
+            "/api/v1/comments/999999", json={"body": "v2"}, headers={**author, **tagged}
+        ).status_code
+        == 404
+    )
+    assert (
+        client.patch(location, json={"body": "v2"}, headers={**stranger, **tagged}).status_code
+        == 403
+    )
+    assert client.delete(location, headers={**stranger, **tagged}).status_code == 403
+    assert (
+        client.patch(location, json={"body": ""}, headers={**author, **tagged}).status_code == 400
+    )
+    # `*` (and no condition at all) holds.
+    star = {**author, "If-Match": "*"}
+    assert client.patch(location, json={"body": "v2"}, headers=star).json["body"] == "v2"
+    assert client.delete(location, headers=star).status_code == 204
+    # A tombstone exists (a GET answers 200): a tag still fails, `*` is the usual 204.
+    _assert_precondition_failed(client.delete(location, headers={**author, **tagged}), location)
+    assert client.delete(location, headers=star).status_code == 204

@@ -13,6 +13,7 @@ from werkzeug.http import parse_etags
 from ..settings import Settings
 from ..web.errors import error_response
 from .cache import Read, Rendered
+from .rules import DomainError
 
 # A 412 answers the If-Match of one request, a header no cache keys on (and no Vary could
 # name usefully): a cache in front must never store it and serve it to other readers.
@@ -59,12 +60,36 @@ class Preconditions:
         return tags.contains_weak(etag.strip('"'))
 
 
+_PRECONDITION_FAILED = (
+    "If-Match names no current ETag of this resource (compared strongly: a weak "
+    "W/ tag never matches); fetch it again without If-Match for its current ETag"
+)
+
+
+class PreconditionFailed(DomainError):
+    """If-Match failed on a write: 412, and nothing changes (RFC 9110, section 13.1.1)."""
+
+    code = "if-match-failed"
+    http_status = 412
+    headers = _PRECONDITION_FAILED_HEADERS
+
+    def __init__(self) -> None:
+        super().__init__(_PRECONDITION_FAILED)
+
+
+def require_no_tag() -> None:
+    """For a write to a resource that carries no ETag (one comment): only ``If-Match: *``
+    holds. A client naming a tag meant "only if nothing changed since"; acting anyway
+    would apply its edit or delete to a state it never saw."""
+    if not Preconditions().if_match_holds(None):
+        raise PreconditionFailed()
+
+
 def precondition_failed() -> Response:
     """412 for a read whose If-Match names none of its current ETags."""
     return error_response(
         412,
-        "If-Match names no current ETag of this resource (compared strongly: a weak "
-        "W/ tag never matches); fetch it again without If-Match for its current ETag",
+        _PRECONDITION_FAILED,
         problem_type="if-match-failed",
         headers=_PRECONDITION_FAILED_HEADERS,
     )

@@ -180,9 +180,16 @@ class CommentService:
             raise NotFound("comment not found")
         return updated
 
-    def delete(self, identity: Identity, comment_id: int) -> bool:
+    def delete(
+        self,
+        identity: Identity,
+        comment_id: int,
+        precondition: Callable[[], None] | None = None,
+    ) -> bool:
         """The author (token subject) or a moderator; recorded in the audit log.
 
+        ``precondition`` (the request's If-Match) is judged once the answer would
+        otherwise be a success: a 404 or 403 wins over it (RFC 9110, section 13.2.1).
         True when this call deleted it (False: it was already gone)."""
         comment = self.repo.get(comment_id)
         if comment is None or not (
@@ -193,13 +200,16 @@ class CommentService:
             or may_delete(identity, comment)
         ):
             raise NotFound("comment not found")
-        if comment.status == STATUS_DELETED:
-            # Idempotent: the end state holds. A tombstone names nobody any more, so its
-            # author's retry (an answer lost on the way) cannot be told from anyone else's,
-            # and the 403 it got said the delete had failed.
-            return False
-        if not may_delete(identity, comment):
+        # Idempotent: the end state holds. A tombstone names nobody any more, so its
+        # author's retry (an answer lost on the way) cannot be told from anyone else's,
+        # and the 403 it got said the delete had failed.
+        gone = comment.status == STATUS_DELETED
+        if not gone and not may_delete(identity, comment):
             raise Forbidden("only the comment's author or a moderator may delete it")
+        if precondition is not None:
+            precondition()
+        if gone:
+            return False
         return bool(
             self.repo.moderate(
                 [comment.id], transition(ACTION_DELETE), identity.actor, now=self.clock()

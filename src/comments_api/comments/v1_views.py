@@ -20,7 +20,13 @@ from ..moderation.rules import ACTION_DELETE, parse_edit, without_body_identity
 from ..web.common import emit, read_json, services
 from ..web.errors import error_response
 from .cache import Rendered
-from .conditional import Preconditions, precondition_failed, rendered, respond
+from .conditional import (
+    Preconditions,
+    precondition_failed,
+    rendered,
+    require_no_tag,
+    respond,
+)
 from .idempotency import idempotent_request, renderer, to_response
 from .render import comment_view
 from .rules import (
@@ -134,7 +140,7 @@ def delete_comment(comment_id: str) -> tuple[str, int]:
     """The author (token subject) or a moderator; recorded in the audit log."""
     svc = services()
     identity = require_identity()
-    if svc.comments.delete(identity, parse_comment_id(comment_id)):
+    if svc.comments.delete(identity, parse_comment_id(comment_id), require_no_tag):
         emit(moderation_action, action=ACTION_DELETE, count=1)
     return "", 204
 
@@ -144,9 +150,14 @@ def edit_comment(comment_id: str) -> Response:
     """The author may change the text within EDIT_WINDOW seconds of posting."""
     svc = services()
     identity = require_identity()
-    updated = svc.comments.edit(
-        identity, parse_comment_id(comment_id), lambda: parse_edit(read_json(), svc.limits)
-    )
+
+    def read_body() -> str:
+        # Called once the author may edit: a 4xx about the request wins over a 412.
+        body = parse_edit(read_json(), svc.limits)
+        require_no_tag()
+        return body
+
+    updated = svc.comments.edit(identity, parse_comment_id(comment_id), read_body)
     emit(moderation_action, action="edit", count=1)
     return jsonify(comment_view(updated))
 

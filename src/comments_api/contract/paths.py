@@ -440,6 +440,16 @@ def parameters() -> dict[str, Any]:
             "schema": {"type": "string"},
             "example": "*",
         },
+        "CommentIfMatch": {
+            "name": "If-Match",
+            "in": "header",
+            "required": False,
+            "description": "One comment has no `ETag`: only `*` holds. Any other value is a "
+            "`412` and nothing changes (an edit or delete of a state you may no longer hold); "
+            "a 403 or 404 wins over it (RFC 9110, section 13.2.1).",
+            "schema": {"type": "string"},
+            "example": "*",
+        },
         "CountContentIds": {
             "name": "content_id",
             "in": "query",
@@ -695,9 +705,12 @@ def paths(settings: Settings) -> dict[str, Any]:
                         _example_comment(body="Great reporting, thanks!"),
                     ),
                     "400": _invalid(one, "body", "must not be empty or whitespace only"),
-                    **_errors(one, 401, 403, 404, 413, 415, 429, 503),
+                    **_errors(one, 401, 403, 404, 412, 413, 415, 429, 503),
                 },
-                parameters=[ref("CommentIdPath", "parameters")],
+                parameters=[
+                    ref("CommentIdPath", "parameters"),
+                    ref("CommentIfMatch", "parameters"),
+                ],
                 request_body=_json_body(
                     "CommentEdit",
                     {"body": "Great reporting, thanks!"},
@@ -718,9 +731,12 @@ def paths(settings: Settings) -> dict[str, Any]:
                 "public.",
                 {
                     "204": {"description": "Deleted."},
-                    **_errors(one, 401, 403, 404, 429, 503),
+                    **_errors(one, 401, 403, 404, 412, 429, 503),
                 },
-                parameters=[ref("CommentIdPath", "parameters")],
+                parameters=[
+                    ref("CommentIdPath", "parameters"),
+                    ref("CommentIfMatch", "parameters"),
+                ],
                 security=CREDENTIALS,
             ),
         },
