@@ -1229,22 +1229,35 @@ k8s_why() {
 }
 
 # k8s_smoke ENV KIND: port-forward the Service to 127.0.0.1 and run the checks.
+PF_PID=""
 k8s_smoke() {
-  local env=$1 kind=$2 port pf_pid=""
+  local env=$1 kind=$2 port
   port=18080
   [ "$DRY_RUN" = 1 ] || port=$(free_ports 1)
   show kubectl --context "$KUBE_CONTEXT" --namespace "comments-$env" port-forward svc/comments-api "$port:http" "&"
   if [ "$DRY_RUN" = 0 ]; then
     kubectl --context "$KUBE_CONTEXT" --namespace "comments-$env" port-forward svc/comments-api "$port:http" >/dev/null 2>&1 &
-    pf_pid=$!
+    PF_PID=$!
   fi
   local rc=0
   wait_for "port-forward" 20 curl -fsS "http://127.0.0.1:$port/readyz" || rc=1
   if [ "$rc" = 0 ]; then
     if [ "$kind" = e2e ]; then e2e_and_load "http://127.0.0.1:$port" || rc=1; else smoke "$env" "http://127.0.0.1:$port" || rc=1; fi
   fi
-  if alive "$pf_pid"; then kill "$pf_pid"; fi
+  stop_port_forward
   return "$rc"
+}
+# stop_port_forward: end the smoke test's port-forward, by PID. The EXIT trap calls it too: a
+# run interrupted during the checks (Ctrl-C, a CI's SIGTERM) left it running after deploy.sh
+# was gone, holding a tunnel into the cluster (and Ctrl-C never reaches it: a background
+# job of a script ignores SIGINT).
+stop_port_forward() {
+  [ -n "$PF_PID" ] || return 0
+  if alive "$PF_PID"; then
+    kill "$PF_PID" 2>/dev/null || true
+    wait "$PF_PID" 2>/dev/null || true
+  fi
+  PF_PID=""
 }
 
 k8s_rollback() {
@@ -1464,7 +1477,7 @@ finish() {
   else
     docker_engine_stop
   fi
-  [ "$TARGET" != minikube ] || k8s_unlock
+  [ "$TARGET" != minikube ] || { stop_port_forward; k8s_unlock; }
   if [ "$TARGET" = minikube ] && [ "$DRY_RUN" = 0 ] && [ -n "$STATE" ]; then
     # The gpg agents of this run's keyrings; the state directory when the run made it.
     for home in "$STATE/gnupg" "$STATE/gnupg-verify"; do

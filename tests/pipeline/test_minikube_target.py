@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -166,6 +167,14 @@ if "get" in args and "deployment" in args:
 if "apply" in args:  # the pinned kustomization's directory is named after its environment
     (state / f"comments-{pathlib.Path(arg('-k')).name}.image").write_text("applied")
     sys.exit(0)
+if "port-forward" in args:
+    (state / "port-forward.pid").write_text(str(os.getpid()))
+    if fail == "hold":  # a tunnel that takes connections and never answers: E2E waits
+        import socket, time
+        listener = socket.create_server(("127.0.0.1", int(args[-1].split(":")[0])), backlog=16)
+        (state / "port-forward.listening").touch()
+        time.sleep(300)
+    sys.exit(0)
 if "wait" in args and fail == "migration":
     sys.exit("error: timed out waiting for the condition on jobs/comments-api-migrate")
 undone = "rollout undo" in calls.read_text()
@@ -189,9 +198,9 @@ sys.exit(0)
 """
 
 
-def stand_in_run(tmp_path: Path, fail: str = "", holder: str = "") -> tuple[str, int, str]:
-    """deploy.sh --target minikube against the stand-ins: returns its output, its exit
-    status and the commands it ran. `holder`: another run's lock is there already."""
+def stand_ins(tmp_path: Path, fail: str = "", holder: str = "") -> tuple[list[str], dict[str, str]]:
+    """The command and environment of deploy.sh --target minikube against the stand-ins.
+    `holder`: another run's lock is there already."""
     real = shutil.which("kubectl")
     if real is None:
         missing("kubectl (its kustomize and JSONPath run offline)")
@@ -200,8 +209,11 @@ def stand_in_run(tmp_path: Path, fail: str = "", holder: str = "") -> tuple[str,
     state = tmp_path / "cluster"
     state.mkdir()
     (bin_dir / "kubectl").write_text(CLUSTER)
-    for name in ("gpg", "curl"):
-        (bin_dir / name).write_text(f'#!/bin/sh\necho "{name} $*" >>"$FAKE_STATE/calls.log"\n')
+    (bin_dir / "gpg").write_text('#!/bin/sh\necho "gpg $*" >>"$FAKE_STATE/calls.log"\n')
+    (bin_dir / "curl").write_text(  # the port-forward's readiness: once it listens
+        '#!/bin/sh\necho "curl $*" >>"$FAKE_STATE/calls.log"\n'
+        '[ "$FAKE_FAIL" != hold ] || [ -e "$FAKE_STATE/port-forward.listening" ]\n'
+    )
     (bin_dir / "docker").write_text(  # `docker image inspect` gives the image id
         '#!/bin/sh\necho "docker $*" >>"$FAKE_STATE/calls.log"\n'
         'case "$*" in "image inspect"*) echo sha256:' + "2" * 64 + " ;; esac\n"
@@ -213,29 +225,35 @@ def stand_in_run(tmp_path: Path, fail: str = "", holder: str = "") -> tuple[str,
         stand_in.chmod(0o755)
     if holder:
         (state / "lock").write_text(holder)
-    proc = subprocess.run(
-        [
-            str(DEPLOY),
-            "--target=minikube",
-            "--skip-tests",
-            "--skip-scans",
-            "--image=comments-api:stand-in",
-            "--tag=stand-in",
-            f"--state-dir={tmp_path / 'state'}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        env={
-            **os.environ,
-            "PATH": f"{bin_dir}:{os.environ['PATH']}",
-            "FAKE_STATE": str(state),
-            "FAKE_FAIL": fail,
-            "REAL_KUBECTL": real,
-        },
+    command = [
+        str(DEPLOY),
+        "--target=minikube",
+        "--skip-tests",
+        "--skip-scans",
+        "--image=comments-api:stand-in",
+        "--tag=stand-in",
+        f"--state-dir={tmp_path / 'state'}",
+    ]
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "FAKE_STATE": str(state),
+        "FAKE_FAIL": fail,
+        "REAL_KUBECTL": real,
+    }
+    return command, env
+
+
+def stand_in_run(tmp_path: Path, fail: str = "", holder: str = "") -> tuple[str, int, str]:
+    """deploy.sh --target minikube against the stand-ins: returns its output, its exit
+    status and the commands it ran. `holder`: another run's lock is there already."""
+    command, env = stand_ins(tmp_path, fail, holder)
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    return (
+        proc.stdout + proc.stderr,
+        proc.returncode,
+        (tmp_path / "cluster" / "calls.log").read_text(),
     )
-    return proc.stdout + proc.stderr, proc.returncode, (state / "calls.log").read_text()
 
 
 def test_a_second_deploy_stops_on_the_cluster_lock_and_leaves_it(tmp_path: Path):
@@ -302,3 +320,60 @@ def test_a_deployment_unreadable_after_the_apply_is_not_called_unchanged(tmp_pat
     assert "cannot read deployment/comments-api in comments-staging to tell whether" in out
     assert "was not changed by this run" not in out
     assert "rollout undo" not in calls
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0] != "Z"
+
+
+@pytest.mark.parametrize(
+    ("how", "code"),
+    [("SIGINT to the process group (Ctrl-C)", 130), ("SIGTERM to deploy.sh alone", 143)],
+)
+def test_a_run_interrupted_during_e2e_ends_its_port_forward(tmp_path: Path, how: str, code: int):
+    # The port-forward was stopped only when the checks returned: a run killed during E2E
+    # left `kubectl port-forward` running, a tunnel into the cluster nobody owned.
+    command, env = stand_ins(tmp_path, fail="hold")
+    out = tmp_path / "deploy.out"
+    pid_file = tmp_path / "cluster" / "port-forward.pid"
+    forward = 0
+    with open(out, "w") as sink:
+        proc = subprocess.Popen(
+            command,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while "pipeline_e2e.py e2e" not in out.read_text():
+            assert proc.poll() is None, out.read_text()[-3000:]
+            assert time.monotonic() < deadline, out.read_text()[-3000:]
+            time.sleep(0.1)
+        forward = int(pid_file.read_text())
+        assert alive(forward)
+        time.sleep(0.5)  # the checks' first request is on its way, and waits
+        if how.startswith("SIGINT"):
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == code, out.read_text()[-3000:]
+        deadline = time.monotonic() + 10
+        while alive(forward) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        log = out.read_text()
+        assert not alive(forward), f"kubectl port-forward (pid {forward}) outlived the run"
+        assert "PIPELINE STOPPED" in log, log[-3000:]
+        assert not (tmp_path / "cluster" / "lock").exists(), "the lock goes too"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if forward and alive(forward):
+            os.kill(forward, signal.SIGKILL)
