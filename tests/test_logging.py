@@ -9,7 +9,7 @@ import re
 import signal
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -163,14 +163,21 @@ def test_text_format_for_humans(tmp_path: Path) -> None:
         "DATABASE_URL": f"sqlite:///{tmp_path / 'comments.db'}",
         "LOG_LEVEL": "info",
         "LOG_FORMAT": "text",
+        # A host in another zone: the log's times are UTC and say so all the same.
+        "TZ": "America/New_York",
     }
     with ServiceProcess(env, tmp_path, workers=1) as svc:
+        before = datetime.now(UTC)
         rid = requests.get(f"{svc.base}/healthz", timeout=10).headers["X-Request-ID"]
         assert wait_until(lambda: f"request_id={rid}" in svc.log(), 10)
     line = next(x for x in svc.log().splitlines() if f"request_id={rid}" in x)
     assert "comments_api.access: request" in line
     assert "route=/healthz" in line
     assert "status=200" in line
+    stamp = line.split(" ", 1)[0]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp), line
+    logged = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    assert abs((logged - before).total_seconds()) < 10
 
 
 def test_application_logs_in_a_request_carry_its_id(make_app) -> None:
@@ -395,3 +402,141 @@ def test_a_graceful_stop_writes_every_held_access_line(tmp_path: Path) -> None:
     }
     missing = [rid for rid in answered if rid not in logged]
     assert not missing, f"{len(missing)} of {len(answered)} answered requests have no line"
+
+
+def test_a_database_errors_traceback_names_the_statement_not_its_values(make_app) -> None:
+    """An unexpected SQLAlchemy error is logged with its traceback; SQLAlchemy's message
+    would carry the statement's parameters (readers' emails, comment text) into it."""
+    import io
+    import logging
+
+    from sqlalchemy import text
+
+    from comments_api.telemetry.log_format import JsonFormatter, TextFormatter
+    from comments_api.web.common import EXTENSION_KEY
+
+    app = make_app()
+    engine = app.extensions[EXTENSION_KEY].repo.engine
+    secret = f"reader-{uuid.uuid4().hex[:8]}@example.com"
+
+    def broken() -> str:
+        # A real statement the real database refuses (a bug's IntegrityError, not the
+        # outage that app.py answers with a 503).
+        with engine.connect() as conn:
+            conn.execute(text("CREATE TEMPORARY TABLE readers_seen (email TEXT PRIMARY KEY)"))
+            for _ in range(2):
+                conn.execute(text("INSERT INTO readers_seen (email) VALUES (:e)"), {"e": secret})
+        return "unreachable"
+
+    app.add_url_rule("/_test/broken", "broken", broken)
+    streams = {fmt: io.StringIO() for fmt in (JsonFormatter, TextFormatter)}
+    logger = logging.getLogger("comments_api.web.errors")
+    handlers = []
+    for fmt, stream in streams.items():
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(fmt())
+        handlers.append(handler)
+        logger.addHandler(handler)
+    try:
+        response = app.test_client().get("/_test/broken", headers={"X-Request-ID": "db-err-1"})
+    finally:
+        for handler in handlers:
+            logger.removeHandler(handler)
+    assert response.status_code == 500
+    (line,) = [json.loads(x) for x in streams[JsonFormatter].getvalue().splitlines()]
+    assert line["level"] == "error"
+    assert line["request_id"] == "db-err-1"
+    assert "IntegrityError" in line["exc_info"]
+    assert "INSERT INTO readers_seen" in line["exc_info"]  # the statement says what failed
+    assert secret not in line["exc_info"]
+    assert "INSERT INTO readers_seen" in streams[TextFormatter].getvalue()
+    assert secret not in streams[TextFormatter].getvalue()
+
+
+def test_a_warning_repeated_by_every_probe_is_logged_once_a_minute(tmp_path: Path) -> None:
+    """With the database down, every /readyz probe and every /metrics scrape warns
+    "readiness: database unreachable": one line, then silence, not one per probe."""
+    import subprocess
+
+    from .support import VENV_BIN
+
+    env = {
+        # Nothing listens on port 1: the database is unreachable from the start.
+        "DATABASE_URL": "postgresql+psycopg://app:pw@127.0.0.1:1/comments",
+        "MIGRATE_ON_START": "false",
+        "LOG_LEVEL": "info",
+        "LOG_FORMAT": "json",
+        "RATELIMIT_ENABLED": "false",
+        "SHUTDOWN_DELAY": "0",
+    }
+    svc = ServiceProcess(env, tmp_path, workers=1)
+    # Not svc.start(): it waits for /readyz, which this instance never passes.
+    svc._log = open(svc.log_path, "ab")  # noqa: SIM115 - closed by svc.stop()
+    svc.proc = subprocess.Popen(
+        [str(VENV_BIN / "comments-api"), "serve"],
+        env=svc.env,
+        cwd=tmp_path,
+        stdout=svc._log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+
+        def answers() -> bool:
+            try:
+                return requests.get(f"{svc.base}/healthz", timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+
+        assert wait_until(answers, 30), svc.log()
+        for _ in range(5):
+            assert requests.get(f"{svc.base}/readyz", timeout=10).status_code == 503
+        requests.get(f"{svc.base}/metrics", timeout=10)
+        rid = requests.get(f"{svc.base}/healthz", timeout=10).headers["X-Request-ID"]
+        access_for(svc, rid)  # every earlier line is written by now
+    finally:
+        svc.stop()
+    warnings = [r for r in records(svc) if r["message"].startswith("readiness: database")]
+    assert len(warnings) == 1, warnings
+    assert warnings[0]["level"] == "warning"
+    probes = [
+        r
+        for r in records(svc)
+        if r.get("logger") == "comments_api.access" and r.get("route") == "/readyz"
+    ]
+    assert [r["status"] for r in probes] == [503] * 5  # every probe still has its line
+
+
+def test_repeated_warnings_count_what_they_left_out_and_never_hold_back_errors() -> None:
+    import logging
+    import time
+
+    from comments_api.telemetry.log_format import Fields, RepeatedWarnings
+
+    repeats = RepeatedWarnings()
+    repeats.WINDOW = 0.3
+
+    def record(level: int, msg: str, *args: object, **fields: object) -> logging.LogRecord:
+        made = logging.LogRecord("comments_api.x", level, "", 0, msg, args, None)
+        made.__dict__.update(fields)
+        return made
+
+    def down(rid: str) -> logging.LogRecord:
+        return record(logging.WARNING, "storage down: %s", "Timeout", request_id=rid)
+
+    assert repeats.filter(down("r1"))
+    # The same warning in other requests: left out for the window.
+    assert [repeats.filter(down(f"r{n}")) for n in range(2, 5)] == [False] * 3
+    # Other arguments or fields are another warning; errors and info lines always pass.
+    assert repeats.filter(record(logging.WARNING, "storage down: %s", "Refused"))
+    assert repeats.filter(record(logging.WARNING, "refused", status=408))
+    assert repeats.filter(record(logging.WARNING, "refused", status=413))
+    assert all(repeats.filter(record(logging.ERROR, "failed", request_id="e")) for _ in "ab")
+    access = logging.LogRecord(
+        "comments_api.access", logging.INFO, "", 0, "request", (Fields(status=200),), None
+    )
+    assert all(repeats.filter(access) for _ in "ab")
+    time.sleep(0.35)
+    again = down("r9")
+    assert repeats.filter(again)
+    assert again.repeated == 3  # type: ignore[attr-defined]
+    assert not repeats.filter(down("r10"))

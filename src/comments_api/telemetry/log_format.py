@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 import logging.config
+import re
+import threading
 from datetime import UTC, datetime
-from time import time
+from time import monotonic, time
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 from flask import g, has_request_context
+from sqlalchemy.exc import StatementError
 
 from ..processes import pid_at_fork
 
@@ -55,6 +59,32 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
     return extra
 
 
+_ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
+
+
+# PostgreSQL's DETAIL quotes the row: "Key (email)=(reader@example.com) already exists.",
+# "Failing row contains (...)". A traceback's own lines are indented: only messages match.
+_PG_DETAIL = re.compile(r"^DETAIL: .*$", re.MULTILINE)
+
+
+def _without_row_values(formatted: str) -> str:
+    return _PG_DETAIL.sub("DETAIL:  (hidden: it may quote row values)", formatted)
+
+
+def _without_statement_parameters(exc_info: _ExcInfo) -> _ExcInfo:
+    """The exception chain with SQLAlchemy's ``[parameters: ...]`` hidden: an unexpected
+    database error's message would otherwise carry the statement's values (readers' email
+    addresses, comment text, API key hashes) into the log. The SQL itself stays."""
+    seen: set[int] = set()
+    exc: BaseException | None = exc_info[1]
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, StatementError):
+            exc.hide_parameters = True
+        exc = exc.__cause__ or exc.__context__
+    return exc_info
+
+
 def _json_line(
     created: float, level: str, logger: str, pid: int | None, message: str, extra: dict[str, Any]
 ) -> dict[str, Any]:
@@ -87,6 +117,50 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             out["stack_info"] = self.formatStack(record.stack_info)
         return _encode(out).decode("utf-8")
+
+    def formatException(self, ei: Any) -> str:
+        return _without_row_values(super().formatException(_without_statement_parameters(ei)))
+
+
+class RepeatedWarnings(logging.Filter):
+    """Lets one WARNING through per WINDOW seconds for each distinct warning (logger,
+    message, arguments and fields other than ``request_id``); the next one let through
+    says in ``repeated`` how many were left out meanwhile. A warning a probe or every
+    request triggers while a dependency is down ("readiness: database unreachable" every
+    few seconds, a failing rate-limit storage on every request) otherwise floods the log
+    with the same line. Errors are never held back: each belongs to a failed request."""
+
+    WINDOW = 60.0
+    MAX_KEYS = 1024  # distinct warnings remembered; more are forgotten oldest first
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[Any, ...], tuple[float, int]] = {}  # key: (first, left out)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING:
+            return True
+        key = self._key(record)
+        now = monotonic()
+        with self._lock:
+            seen = self._seen.get(key)
+            if seen is not None and now - seen[0] < self.WINDOW:
+                self._seen[key] = (seen[0], seen[1] + 1)
+                return False
+            self._seen.pop(key, None)
+            if len(self._seen) >= self.MAX_KEYS:
+                del self._seen[next(iter(self._seen))]
+            self._seen[key] = (now, 0)
+        if seen is not None and seen[1]:
+            record.repeated = seen[1]
+        return True
+
+    @staticmethod
+    def _key(record: logging.LogRecord) -> tuple[Any, ...]:
+        fields = {k: v for k, v in _extras(record).items() if k != "request_id"}
+        args = record.args if type(record.args) is not Fields else ()
+        return (record.name, str(record.msg), repr(args), repr(sorted(fields.items(), key=str)))
 
 
 class JsonLinesHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -187,7 +261,8 @@ def direct_handler(logger: logging.Logger) -> JsonLinesHandler | None:
     if (
         type(handler) is not JsonLinesHandler
         or type(handler.formatter) is not JsonFormatter
-        or handler.filters
+        # RepeatedWarnings lets every INFO line through unchanged.
+        or any(type(f) is not RepeatedWarnings for f in handler.filters)
         or handler.level > logging.INFO
     ):
         return None
@@ -205,6 +280,13 @@ class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
 
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        # UTC with its zone, as the JSON lines: not the host's local time without one.
+        return _iso(record.created)
+
+    def formatException(self, ei: Any) -> str:
+        return _without_row_values(super().formatException(_without_statement_parameters(ei)))
+
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         extras = " ".join(f"{k}={v}" for k, v in _extras(record).items())
@@ -219,10 +301,12 @@ def logging_config(settings: Settings) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"default": {"()": JsonFormatter if json else TextFormatter}},
+        "filters": {"repeated_warnings": {"()": RepeatedWarnings}},
         "handlers": {
             "stdout": {
                 "class": f"{__name__}.JsonLinesHandler" if json else "logging.StreamHandler",
                 "formatter": "default",
+                "filters": ["repeated_warnings"],
                 "stream": "ext://sys.stdout",
             }
         },
