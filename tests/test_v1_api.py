@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from comments_api.web.common import EXTENSION_KEY
+
 PROBLEM = "application/problem+json"
 
 
@@ -147,6 +149,33 @@ def test_a_cursor_survives_inserts_hides_and_deletes_between_pages(client, v1_de
         if cursor is None:
             break
     assert seen == [*ids[3:], late]
+
+
+def test_updated_at_moves_with_every_change_as_the_contract_says(client, v1_delete):
+    """/openapi.json's `updated_at`: `created_at` until an edit, a moderator's decision or
+    the delete (what a client must know before showing "edited" for updated_at alone)."""
+    created = create(client, body="first").json
+    assert created["updated_at"] == created["created_at"]
+    v1_delete(client, create(client, body="other").json["id"])  # makes the moderator key
+    moderator = {"Authorization": f"Bearer {client.application.extensions['tests_moderator_key']}"}
+    seen = [created["updated_at"]]
+    for action in ("hide", "approve"):
+        answer = client.post(
+            "/api/v1/moderation/comments",
+            json={"action": action, "ids": [created["id"]]},
+            headers=moderator,
+        )
+        assert answer.json["changed"] == [created["id"]]
+        seen.append(client.application.extensions[EXTENSION_KEY].repo.get(created["id"]).updated_at)
+    v1_delete(client, created["id"])
+    tombstone = client.get(f"/api/v1/comments/{created['id']}").json
+    assert tombstone["created_at"] == created["created_at"]
+    assert tombstone["updated_at"] == tombstone["deleted_at"] >= created["updated_at"]
+    assert len(set(seen)) == 3  # created, hidden, approved: three instants
+    schema = client.get("/openapi.json").json["components"]["schemas"]["Comment"]
+    described = schema["properties"]["updated_at"]["description"]
+    assert "approves or hides" in described
+    assert "edits" in described
 
 
 def test_empty_content_lists_empty_page(client):

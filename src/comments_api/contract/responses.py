@@ -90,7 +90,15 @@ class Comment(Closed, kw_only=True):
         ),
     ]
     created_at: Timestamp
-    updated_at: Timestamp
+    updated_at: Annotated[
+        PlainTimestamp,
+        Meta(
+            examples=[EXAMPLE_TIME],
+            description="When the comment last changed: `created_at` until its author "
+            "edits it, a moderator approves or hides it, or it is deleted. It alone does "
+            "not tell an edit from a moderator's decision.",
+        ),
+    ]
     body: str | None
     author: Author | None
     deleted_at: Timestamp = None  # type: ignore[assignment]  # absent unless deleted
