@@ -9,18 +9,25 @@ stored exactly once, nothing unacknowledged is stored twice, and every refusal w
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import sqlite3
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import requests
+from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from comments_api.store.repository import comments, make_engine
+from comments_api.app import create_app
+from comments_api.identity.credentials import SCOPE_MODERATE, generate_api_key
+from comments_api.settings import Settings
+from comments_api.store.repository import comments, make_engine, migrate
+from comments_api.web.common import EXTENSION_KEY
 
 from .support import PostgresServer, ServiceProcess, small_tmpfs, wait_until
 
@@ -294,3 +301,147 @@ def test_disk_full_on_the_sqlite_volume(tmp_path):
             filler.unlink()
             assert post("all space back").status_code == 201
         check_ledger(records, url, "disk", refusals=(507,))
+
+
+# --- PostgreSQL refuses a write for its own state: a standby, a sequence behind max(id) --
+
+
+def _app_on(url: str, **overrides: object) -> FlaskClient:
+    engine = make_engine(url)
+    migrate(engine)
+    engine.dispose()
+    settings = replace(Settings(database_url=url, ratelimit_enabled=False), **overrides)
+    return create_app(settings).test_client()
+
+
+def _moderator_key(client: FlaskClient) -> str:
+    new = generate_api_key()
+    services = client.application.extensions[EXTENSION_KEY]
+    services.repo.add_api_key(new.key_id, "drill-moderator", new.key_hash, [SCOPE_MODERATE])
+    return new.key
+
+
+def _end_sessions(pg: PostgresServer, database: str) -> None:
+    with pg.superuser() as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            (database,),
+        )
+
+
+def _database_of(url: str) -> str:
+    return url.rsplit("/", 1)[1]
+
+
+def _stored_count(url: str) -> int:
+    return sum(stored_bodies(url, "ro").values())
+
+
+def test_a_read_only_database_refuses_writes_with_503_and_reads_go_on(
+    pg_server: PostgresServer, postgres_url: str
+):
+    # After a failover to a replica (or default_transaction_read_only=on) every write is
+    # refused with read_only_sql_transaction, which psycopg raises as an InternalError:
+    # creates, deletes and even a moderator's read (its key's last_used_at) were 500s.
+    client = _app_on(postgres_url)
+    key = _moderator_key(client)
+    auth = {"Authorization": f"Bearer {key}"}
+    write_url = "/api/v1/contents/ro/comments"
+    created = client.post(write_url, json={"body": "before the failover"})
+    assert created.status_code == 201
+    comment_id = created.get_json()["id"]
+    database = _database_of(postgres_url)
+    with pg_server.superuser() as conn:
+        conn.execute(f'ALTER DATABASE "{database}" SET default_transaction_read_only = on')
+    _end_sessions(pg_server, database)  # new sessions come up read-only, as on a standby
+    try:
+        refusals = [
+            client.post(write_url, json={"body": "on the standby"}),
+            client.post(
+                write_url, json={"body": "keyed on the standby"}, headers={"Idempotency-Key": "k1"}
+            ),
+            client.delete(f"/api/v1/comments/{comment_id}", headers=auth),
+        ]
+        for refused in refusals:
+            assert refused.status_code == 503, refused.get_json()
+            assert refused.content_type.startswith("application/problem+json")
+            assert int(refused.headers["Retry-After"]) > 0
+            assert refused.get_json()["detail"]
+        listed = client.get(write_url)
+        assert listed.status_code == 200
+        assert [c["body"] for c in listed.get_json()["items"]] == ["before the failover"]
+        # A moderator's read notes the key's use: best effort, the read still answers.
+        pending = client.get("/api/v1/moderation/comments?status=pending", headers=auth)
+        assert pending.status_code == 200, pending.get_json()
+    finally:
+        with pg_server.superuser() as conn:
+            conn.execute("SET default_transaction_read_only = off")
+            conn.execute(f'ALTER DATABASE "{database}" RESET default_transaction_read_only')
+        _end_sessions(pg_server, database)
+    assert _stored_count(postgres_url) == 1  # nothing half-written
+    after = client.post(write_url, json={"body": "primary again"})
+    assert after.status_code == 201, after.get_json()
+
+
+def test_a_sequence_behind_max_id_is_a_503_that_names_the_constraint(
+    pg_server: PostgresServer, postgres_url: str, caplog: pytest.LogCaptureFixture
+):
+    # An id sequence moved behind max(id) by hand (or a restore) hands out taken ids: the
+    # INSERT's unique violation was a 500 with nothing for the operator to act on.
+    client = _app_on(postgres_url)
+    write_url = "/api/v1/contents/ro/comments"
+    for n in range(3):
+        assert client.post(write_url, json={"body": f"first {n}"}).status_code == 201
+    database = _database_of(postgres_url)
+    with pg_server.superuser(database) as conn:
+        conn.execute("SELECT setval(pg_get_serial_sequence('comments', 'id'), 1)")
+    caplog.set_level(logging.ERROR, logger="comments_api.store.repository")
+    refused = client.post(write_url, json={"body": "taken id"})
+    keyed = client.post(
+        write_url, json={"body": "taken id, keyed"}, headers={"Idempotency-Key": "k"}
+    )
+    for response in (refused, keyed):
+        assert response.status_code == 503, response.get_json()
+        assert response.content_type.startswith("application/problem+json")
+        assert int(response.headers["Retry-After"]) > 0
+    assert "pk_comments" in caplog.text
+    assert "setval" in caplog.text
+    assert _stored_count(postgres_url) == 3
+    with pg_server.superuser(database) as conn:  # nothing half-written: no key kept
+        (kept,) = conn.execute("SELECT count(*) FROM idempotency_keys").fetchone()
+        assert kept == 0
+        conn.execute(
+            "SELECT setval(pg_get_serial_sequence('comments', 'id'), "
+            "(SELECT max(id) FROM comments))"
+        )
+    again = client.post(
+        write_url, json={"body": "taken id, keyed"}, headers={"Idempotency-Key": "k"}
+    )
+    assert again.status_code == 201, again.get_json()
+
+
+def test_a_change_marker_read_that_times_out_is_not_tried_twice(
+    pg_server: PostgresServer, postgres_url: str
+):
+    # The read cache's marker read retried any error once on a fresh connection: a list
+    # blocked by a lock waited out DB_STATEMENT_TIMEOUT twice before its 503.
+    client = _app_on(postgres_url, db_statement_timeout=1.0)
+    write_url = "/api/v1/contents/ro/comments"
+    assert client.post(write_url, json={"body": "listed"}).status_code == 201
+    assert client.get(write_url).status_code == 200  # the worker's marker connection is kept
+    holder = pg_server.superuser(_database_of(postgres_url))
+    holder.autocommit = False
+    try:
+        holder.execute("LOCK TABLE content_versions IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        blocked = client.get(write_url)
+        waited = time.monotonic() - started
+        assert blocked.status_code == 503, blocked.get_json()
+        assert int(blocked.headers["Retry-After"]) > 0
+        assert 0.8 < waited < 1.8, waited
+    finally:
+        holder.rollback()
+        holder.close()
+    listed = client.get(write_url)
+    assert listed.status_code == 200
+    assert [c["body"] for c in listed.get_json()["items"]] == ["listed"]

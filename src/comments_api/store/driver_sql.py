@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy.engine import Dialect, Engine
-from sqlalchemy.exc import DBAPIError, StatementError
+from sqlalchemy.engine import Dialect, Engine, ExceptionContext
+from sqlalchemy.exc import DBAPIError, OperationalError, StatementError
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
@@ -117,10 +117,26 @@ def raw_connection(engine: Engine) -> PoolProxiedConnection:
         raise as_sqlalchemy_error(engine.dialect, exc) from exc
 
 
+# PostgreSQL's read_only_sql_transaction: a standby (after a failover to a replica) or
+# default_transaction_read_only=on refuses every write. psycopg raises it as an
+# InternalError, which the app answered with a 500.
+READ_ONLY_SQLSTATE = "25006"
+
+
+class StorageRefused(OperationalError):
+    """The database is up but refuses this write for a reason of its own state, not of the
+    request: a read-only transaction, or a constraint a correct request cannot break (a
+    comment id the sequence hands out again). An OperationalError, so the app answers it
+    as any database that cannot take the write now: a JSON 503 with Retry-After, never
+    a 500; the driver's error stays in ``orig`` (its class names the cause in the log)."""
+
+
 def as_sqlalchemy_error(
     dialect: Dialect, exc: Exception, *, invalidated: bool = False, sql: str | None = None
 ) -> StatementError:
     """A driver's exception as the SQLAlchemy one it maps to (OperationalError, ...)."""
+    if getattr(exc, "sqlstate", None) == READ_ONLY_SQLSTATE:
+        return StorageRefused(sql, None, exc, connection_invalidated=invalidated)
     return DBAPIError.instance(
         sql,
         None,
@@ -129,3 +145,17 @@ def as_sqlalchemy_error(
         connection_invalidated=invalidated,
         dialect=dialect,
     )
+
+
+def refuse_read_only_writes(context: ExceptionContext) -> None:
+    """Engine ``handle_error`` hook: the same mapping for statements run through
+    SQLAlchemy's Connection (moderation, bans, keys), as ``as_sqlalchemy_error`` does for
+    those run on the driver."""
+    orig = context.original_exception
+    if getattr(orig, "sqlstate", None) == READ_ONLY_SQLSTATE:
+        raise StorageRefused(
+            context.statement,
+            context.parameters,
+            orig,
+            connection_invalidated=context.is_disconnect,
+        ) from orig

@@ -78,9 +78,11 @@ from ..processes import pid_at_fork
 from .driver_sql import (
     DriverStatement,
     StatementObserver,
+    StorageRefused,
     TimedCursor,
     as_sqlalchemy_error,
     raw_connection,
+    refuse_read_only_writes,
 )
 from .url_file import follow_url_file
 
@@ -592,6 +594,8 @@ def make_engine(
     )
     # In place of pool_pre_ping: first, so no other checkout listener sees a dead one.
     event.listen(engine, "checkout", _drop_dead_connection, insert=True)
+    # A standby's (or default_transaction_read_only's) refusal is a 503, not a 500.
+    event.listen(engine, "handle_error", refuse_read_only_writes)
     if url_file:
         follow_url_file(engine, url_file)
     return engine
@@ -990,8 +994,38 @@ class Repository:
         self._lock(run, "content", new.content_id)
         if check is not None and key is not None:
             check.decide(self._author_activity(run, new, key, check))
-        new_id = run.fetchone(self._insert_comment, {**values, "author_key": key})[0]
+        try:
+            new_id = run.fetchone(self._insert_comment, {**values, "author_key": key})[0]
+        except self.engine.dialect.loaded_dbapi.IntegrityError as exc:
+            if not _is_unique_violation(exc):
+                raise  # a reply to no comment: the caller skipped its parent check
+            raise self._insert_refused(exc) from exc
         return Comment(id=new_id, deleted_at=None, **values)  # type: ignore[arg-type]
+
+    def _insert_refused(self, exc: Exception) -> StorageRefused:
+        """A comment INSERT that broke a unique constraint: the only one on ``comments``
+        is its id, so the fault is the database's state, not the request's: a sequence
+        set behind ``max(id)`` by hand or by a restore hands out ids already taken. The
+        operator needs the constraint's name; the client a 503 (each refused try still
+        draws an id, so the sequence may pass the taken ones by itself)."""
+        diag = getattr(exc, "diag", None)
+        constraint = getattr(diag, "constraint_name", None) or "unnamed"
+        sqlstate = getattr(exc, "sqlstate", None) or getattr(exc, "sqlite_errorname", None)
+        hint = ""
+        if constraint == "pk_comments":
+            hint = (
+                "; the id sequence is behind max(id): SELECT setval("
+                "pg_get_serial_sequence('comments', 'id'), (SELECT max(id) FROM comments))"
+            )
+        log.error(
+            "comment insert refused by the database: %s (%s) on constraint %s%s; "
+            "nothing was stored, answered 503",
+            exc.__class__.__name__,
+            sqlstate,
+            constraint,
+            hint,
+        )
+        return StorageRefused(self._insert_comment.sql, None, exc)
 
     def _author_activity(
         self,
@@ -1299,15 +1333,33 @@ class Repository:
         stale = now - timedelta(seconds=API_KEY_TOUCH_INTERVAL)
         if record.last_used_at is not None and record.last_used_at >= stale:
             return
-        with self._write() as conn:
-            conn.execute(
-                update(api_keys)
-                .where(
-                    api_keys.c.id == record.id,
-                    or_(api_keys.c.last_used_at.is_(None), api_keys.c.last_used_at < stale),
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    update(api_keys)
+                    .where(
+                        api_keys.c.id == record.id,
+                        or_(api_keys.c.last_used_at.is_(None), api_keys.c.last_used_at < stale),
+                    )
+                    .values(last_used_at=now)
                 )
-                .values(last_used_at=now)
-            )
+        except SQLAlchemyError as exc:
+            # Best effort: a moderator's read must not fail because its key's use could not
+            # be noted (a read-only standby after a failover, a lock held on the row).
+            # The key was verified; the next request notes it once the database takes it.
+            log.warning("API key use not recorded: %s", _cause(exc))
+
+
+def _is_unique_violation(exc: BaseException) -> bool:
+    if getattr(exc, "sqlstate", None) == "23505":  # PostgreSQL unique_violation
+        return True
+    name = getattr(exc, "sqlite_errorname", None)
+    return name in {"SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE"}
+
+
+def _cause(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    return (orig if orig is not None else exc).__class__.__name__
 
 
 def _to_key(row: Any) -> ApiKeyRecord:

@@ -127,11 +127,16 @@ class ChangeMarkers:
                 finally:
                     cursor.close()
             except self._dbapi_error as exc:
-                self.close()  # a broken connection is never used again
-                if fresh:
+                lost = self.engine.dialect.is_disconnect(exc, conn, None)
+                self.close()  # a failed connection is never used again
+                if fresh or not lost:
                     # Raised as SQLAlchemy's error, so the app answers it like any other
-                    # database failure (503 + Retry-After).
-                    raise as_sqlalchemy_error(self.engine.dialect, exc, sql=sql) from exc
+                    # database failure (503 + Retry-After). A statement timeout or a lock
+                    # the server refused is not tried again: the 503 comes after one
+                    # DB_STATEMENT_TIMEOUT, not two.
+                    raise as_sqlalchemy_error(
+                        self.engine.dialect, exc, sql=sql, invalidated=lost
+                    ) from exc
                 # A kept connection can die with its server (restart, failover): retry
                 # once on a fresh one, as the pool's checkout does (_drop_dead_connection).
         raise AssertionError("unreachable")
