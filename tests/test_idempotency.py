@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import sqlite3
+import threading
 import uuid
 
 import requests
@@ -256,3 +257,49 @@ def test_two_idempotency_keys_are_refused_and_never_taken_for_one(tmp_path):
 def count_rows(db) -> int:
     with sqlite3.connect(db) as conn:
         return int(conn.execute("SELECT count(*) FROM comments").fetchone()[0])
+
+
+def send_at_once(url: str, body: dict[str, str], key: str, times: int) -> list[requests.Response]:
+    """POST the same request on ``times`` connections released together."""
+    start = threading.Barrier(times)
+    answers: list[requests.Response] = []
+
+    def send() -> None:
+        with requests.Session() as session:
+            start.wait(timeout=10)
+            answers.append(
+                session.post(url, json=body, headers={"Idempotency-Key": key}, timeout=30)
+            )
+
+    senders = [threading.Thread(target=send) for _ in range(times)]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join(timeout=60)
+    return answers
+
+
+def test_concurrent_retries_on_two_workers_store_one_comment(database_url, tmp_path):
+    """Served, two workers: the same key sent four times at once (a client that timed out
+    and retried on several connections) stores one comment; every answer is that comment,
+    all but one marked as replays. The same key with another body meanwhile is a 422."""
+    env = {"DATABASE_URL": database_url, "RATELIMIT_ENABLED": "false", "DUPLICATE_WINDOW": "0"}
+    with ServiceProcess(env, tmp_path, workers=2) as service:
+        for attempt in range(5):
+            key = str(uuid.uuid4())
+            body = {"body": f"sent at once {attempt}", "email": "race@example.com"}
+            answers = send_at_once(service.base + URL, body, key, 4)
+            assert [a.status_code for a in answers] == [201] * 4, [a.text for a in answers]
+            assert len({a.json()["id"] for a in answers}) == 1
+            replayed = sorted(a.headers.get("Idempotent-Replayed", "") for a in answers)
+            assert replayed == ["", "true", "true", "true"]
+            other = requests.post(
+                service.base + URL,
+                json={**body, "body": "another comment"},
+                headers={"Idempotency-Key": key},
+                timeout=30,
+            )
+            assert other.status_code == 422
+            assert other.json()["type"] == "/docs#problem-idempotency-key-reused"
+        listed = requests.get(service.base + URL, params={"limit": 100}, timeout=30).json()
+        assert len(listed["items"]) == 5
