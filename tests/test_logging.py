@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import re
 import signal
+import subprocess
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -15,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .support import ServiceProcess, wait_until
+from .support import VENV_BIN, ServiceProcess, wait_until
 
 SALT = "test-salt-not-a-secret"
 VALID_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -453,29 +455,28 @@ def test_a_database_errors_traceback_names_the_statement_not_its_values(make_app
     assert secret not in streams[TextFormatter].getvalue()
 
 
-def test_a_warning_repeated_by_every_probe_is_logged_once_a_minute(tmp_path: Path) -> None:
-    """With the database down, every /readyz probe and every /metrics scrape warns
-    "readiness: database unreachable": one line, then silence, not one per probe."""
-    import subprocess
-
-    from .support import VENV_BIN
-
-    env = {
-        # Nothing listens on port 1: the database is unreachable from the start.
-        "DATABASE_URL": "postgresql+psycopg://app:pw@127.0.0.1:1/comments",
-        "MIGRATE_ON_START": "false",
-        "LOG_LEVEL": "info",
-        "LOG_FORMAT": "json",
-        "RATELIMIT_ENABLED": "false",
-        "SHUTDOWN_DELAY": "0",
-    }
-    svc = ServiceProcess(env, tmp_path, workers=1)
+@contextlib.contextmanager
+def database_down(workdir: Path, **env: str) -> Iterator[ServiceProcess]:
+    """`comments-api serve` whose PostgreSQL is unreachable (nothing listens on port 1),
+    answering /healthz: stopped on leaving, its log still readable."""
+    svc = ServiceProcess(
+        {
+            "DATABASE_URL": "postgresql+psycopg://app:pw@127.0.0.1:1/comments",
+            "MIGRATE_ON_START": "false",
+            "LOG_FORMAT": "json",
+            "RATELIMIT_ENABLED": "false",
+            "SHUTDOWN_DELAY": "0",
+            **env,
+        },
+        workdir,
+        workers=1,
+    )
     # Not svc.start(): it waits for /readyz, which this instance never passes.
     svc._log = open(svc.log_path, "ab")  # noqa: SIM115 - closed by svc.stop()
     svc.proc = subprocess.Popen(
         [str(VENV_BIN / "comments-api"), "serve"],
         env=svc.env,
-        cwd=tmp_path,
+        cwd=workdir,
         stdout=svc._log,
         stderr=subprocess.STDOUT,
     )
@@ -488,13 +489,20 @@ def test_a_warning_repeated_by_every_probe_is_logged_once_a_minute(tmp_path: Pat
                 return False
 
         assert wait_until(answers, 30), svc.log()
+        yield svc
+    finally:
+        svc.stop()
+
+
+def test_a_warning_repeated_by_every_probe_is_logged_once_a_minute(tmp_path: Path) -> None:
+    """With the database down, every /readyz probe and every /metrics scrape warns
+    "readiness: database unreachable": one line, then silence, not one per probe."""
+    with database_down(tmp_path, LOG_LEVEL="info") as svc:
         for _ in range(5):
             assert requests.get(f"{svc.base}/readyz", timeout=10).status_code == 503
         requests.get(f"{svc.base}/metrics", timeout=10)
         rid = requests.get(f"{svc.base}/healthz", timeout=10).headers["X-Request-ID"]
         access_for(svc, rid)  # every earlier line is written by now
-    finally:
-        svc.stop()
     warnings = [r for r in records(svc) if r["message"].startswith("readiness: database")]
     assert len(warnings) == 1, warnings
     assert warnings[0]["level"] == "warning"
@@ -504,6 +512,29 @@ def test_a_warning_repeated_by_every_probe_is_logged_once_a_minute(tmp_path: Pat
         if r.get("logger") == "comments_api.access" and r.get("route") == "/readyz"
     ]
     assert [r["status"] for r in probes] == [503] * 5  # every probe still has its line
+
+
+def test_a_5xx_request_line_is_an_error_and_a_4xx_is_not(tmp_path: Path) -> None:
+    """An operator searches "level":"error": every request we failed is there, with the
+    request id its other error lines carry, even under LOG_LEVEL=warning; client
+    mistakes are not."""
+    with database_down(tmp_path, LOG_LEVEL="warning") as svc:
+        failed = requests.get(
+            f"{svc.base}/api/v1/contents/a/comments",
+            headers={"X-Request-ID": "ingress-5xx-1"},
+            timeout=10,
+        )
+        assert failed.status_code == 503
+        assert failed.headers["X-Request-ID"] == "ingress-5xx-1"
+        refused = requests.get(f"{svc.base}/api/v1/contents/a/comments?limit=x", timeout=10)
+        assert refused.status_code == 400
+        (line,) = access_for(svc, "ingress-5xx-1")
+    assert line["level"] == "error"
+    assert line["status"] == 503
+    by_id = [r for r in records(svc) if r.get("request_id") == "ingress-5xx-1"]
+    assert {r["logger"] for r in by_id} == {"comments_api.app", "comments_api.access"}
+    assert all(r["level"] == "error" for r in by_id)
+    assert not [r for r in records(svc) if r.get("status") == 400]
 
 
 def test_repeated_warnings_count_what_they_left_out_and_never_hold_back_errors() -> None:

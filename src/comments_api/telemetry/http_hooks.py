@@ -157,7 +157,10 @@ def init_app(app: Flask, settings: Settings, engine: Engine) -> None:
         if m is not None:
             m.in_flight.dec()
             m.observe_request(method, route, status, seconds)
-        if access_log.isEnabledFor(logging.INFO):
+        # A 5xx is our failure: its line is an error, found by "level":"error" and kept
+        # under LOG_LEVEL=warning, whatever did (or did not) log it on the way.
+        level = logging.ERROR if status >= 500 else logging.INFO
+        if access_log.isEnabledFor(level):
             identity = ctx_g.get("identity")
             # Fields, not extra=: the same line, without setting and re-scanning seven
             # record attributes (bench/README.md, "Leaner layers").
@@ -170,16 +173,14 @@ def init_app(app: Flask, settings: Settings, engine: Engine) -> None:
                 client_ip_hash=hash_ip(req.remote_addr or ""),
                 identity_id=getattr(identity, "id", None),
             )
-            handler = direct_handler(access_log)
+            handler = direct_handler(access_log) if level == logging.INFO else None
             if handler is not None:
                 handler.write_info(access_log.name, "request", fields)
             else:
                 # What access_log.info() does, minus findCaller()'s walk up the stack for
                 # a file and line the line never shows.
                 access_log.handle(
-                    access_log.makeRecord(
-                        access_log.name, logging.INFO, "", 0, "request", (fields,), None
-                    )
+                    access_log.makeRecord(access_log.name, level, "", 0, "request", (fields,), None)
                 )
 
     # First before_request and last after_request, whatever registers later (rate
