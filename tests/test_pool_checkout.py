@@ -6,8 +6,14 @@ them."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import socket
+import subprocess
+import threading
 import time
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
@@ -20,7 +26,7 @@ from comments_api.settings import Settings
 from comments_api.store.repository import Repository, make_engine, migrate
 from comments_api.web.common import EXTENSION_KEY
 
-from .support import PostgresServer
+from .support import PostgresServer, missing
 
 
 def database_of(url: str) -> str:
@@ -260,3 +266,91 @@ def test_connections_probe_an_idle_path_unless_the_url_says_otherwise(postgres_u
         assert keepalive_options(engine) == (1, 120, 10, 3)
     finally:
         engine.dispose()
+
+
+def tcp_user_timeout(engine: Engine) -> int:
+    with engine.connect() as conn:
+        fd = conn.connection.driver_connection.fileno()
+        sock = socket.socket(fileno=socket.dup(fd))
+        try:
+            return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT)
+        finally:
+            sock.close()
+
+
+def test_unacknowledged_data_gives_up_after_ten_seconds_unless_the_url_says_otherwise(
+    postgres_url: str,
+):
+    engine = make_engine(postgres_url)
+    try:
+        assert tcp_user_timeout(engine) == 10_000
+    finally:
+        engine.dispose()
+    engine = make_engine(f"{postgres_url}?tcp_user_timeout=30000")
+    try:
+        assert tcp_user_timeout(engine) == 30_000
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def silent_path(port: int) -> Iterator[None]:
+    """Drop every loopback packet to and from ``port``: the server's address went away
+    without a word (a failover that moved it, a partition). Needs root and iptables."""
+    iptables = shutil.which("iptables")
+    if os.geteuid() != 0 or not iptables:
+        missing("root and iptables, to drop a path's packets")
+    rules = [
+        ["INPUT", "-i", "lo", "-p", "tcp", "--dport", str(port), "-j", "DROP"],
+        ["INPUT", "-i", "lo", "-p", "tcp", "--sport", str(port), "-j", "DROP"],
+    ]
+    added = []
+    try:
+        for rule in rules:
+            done = subprocess.run([iptables, "-I", *rule], capture_output=True, text=True)
+            if done.returncode != 0:
+                missing(f"permission to add an iptables rule ({done.stderr.strip()})")
+            added.append(rule)
+        yield
+    finally:
+        for rule in added:
+            subprocess.run([iptables, "-D", *rule], capture_output=True, check=False)
+
+
+def test_a_request_on_a_path_gone_silent_answers_503_and_the_next_one_recovers():
+    # The server vanished mid-conversation: no FIN, no RST, packets dropped. A create sent
+    # on the pooled connection waited for TCP's retransmissions (~15 minutes), wedging its
+    # worker until WORKER_TIMEOUT killed it (a 500); tcp_user_timeout ends it in ~10 s.
+    pg = PostgresServer()
+    try:
+        url = pg.create_database("silent")
+        engine = make_engine(url)
+        migrate(engine)
+        engine.dispose()
+        settings = Settings(database_url=url, ratelimit_enabled=False, db_statement_timeout=1.0)
+        client = create_app(settings).test_client()
+        write_url = "/api/v1/contents/c1/comments"
+        assert client.post(write_url, json={"body": "before"}).status_code == 201
+        outcome: dict[str, object] = {}
+
+        def write() -> None:
+            started = time.monotonic()
+            outcome["response"] = client.post(write_url, json={"body": "into the silence"})
+            outcome["seconds"] = time.monotonic() - started
+
+        with silent_path(pg.port):
+            writer = threading.Thread(target=write, daemon=True)
+            writer.start()
+            writer.join(20)
+            assert "response" in outcome, "the write still waits on a silent path after 20 s"
+        refused = outcome["response"]
+        assert refused.status_code == 503, refused.get_json()  # type: ignore[attr-defined]
+        assert int(refused.headers["Retry-After"]) > 0  # type: ignore[attr-defined]
+        assert 9.0 < float(outcome["seconds"]) < 15.0, outcome["seconds"]  # type: ignore[arg-type]
+        # The path is back: the pool was emptied with the lost connection, nothing waits.
+        after = client.post(write_url, json={"body": "after"})
+        assert after.status_code == 201, after.get_json()
+        listed = client.get(write_url)
+        assert [c["body"] for c in listed.get_json()["items"]] == ["before", "after"]
+    finally:
+        pg.stop()

@@ -546,6 +546,13 @@ TCP_KEEPALIVES = {
     "keepalives_interval": 10,
     "keepalives_count": 3,
 }
+# libpq's tcp_user_timeout (ms): a statement sent on a path that went silent mid-request
+# (a failover that took the old primary's address away, a partition) waits for its ACK
+# this long, not for the kernel's ~15 minutes of retransmissions, during which the worker
+# was wedged until WORKER_TIMEOUT killed it (a 500). Then the connection is lost: the
+# request answers 503 and the pool starts afresh. It bounds only what the server's kernel
+# has not acknowledged, never a slow answer (DB_STATEMENT_TIMEOUT does that).
+TCP_USER_TIMEOUT_MS = 10_000
 
 
 def make_engine(
@@ -589,7 +596,11 @@ def make_engine(
             # Keep a wedged query or a held lock from pinning a worker: DB_STATEMENT_TIMEOUT.
             "options": f"-c statement_timeout={timeout_ms}",
             # Defaults: a URL query naming one keeps its value (connect_args would win).
-            **{k: v for k, v in TCP_KEEPALIVES.items() if k not in url.query},
+            **{
+                k: v
+                for k, v in {**TCP_KEEPALIVES, "tcp_user_timeout": TCP_USER_TIMEOUT_MS}.items()
+                if k not in url.query
+            },
         },
     )
     # In place of pool_pre_ping: first, so no other checkout listener sees a dead one.
