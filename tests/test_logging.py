@@ -457,13 +457,15 @@ def test_a_database_errors_traceback_names_the_statement_not_its_values(make_app
 
 @contextlib.contextmanager
 def database_down(workdir: Path, **env: str) -> Iterator[ServiceProcess]:
-    """`comments-api serve` whose PostgreSQL is unreachable (nothing listens on port 1),
-    answering /healthz: stopped on leaving, its log still readable."""
+    """`comments-api serve` whose database is unreachable (by default a PostgreSQL where
+    nothing listens, port 1), answering /healthz: stopped on leaving, its log still
+    readable."""
     svc = ServiceProcess(
         {
             "DATABASE_URL": "postgresql+psycopg://app:pw@127.0.0.1:1/comments",
             "MIGRATE_ON_START": "false",
             "LOG_FORMAT": "json",
+            "LOG_LEVEL": "info",
             "RATELIMIT_ENABLED": "false",
             "SHUTDOWN_DELAY": "0",
             **env,
@@ -494,10 +496,34 @@ def database_down(workdir: Path, **env: str) -> Iterator[ServiceProcess]:
         svc.stop()
 
 
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_a_line_quoting_bytes_that_are_not_utf8_is_written_escaped(
+    tmp_path: Path, log_format: str
+) -> None:
+    """DATABASE_URL names a directory that is not UTF-8 (byte 0xFF; Python reads it from
+    the environment as a lone surrogate) and cannot be made: its error line could not be
+    encoded, so it was lost, and logging printed '--- Logging error ---' and two
+    tracebacks to stderr instead."""
+    (tmp_path / "a-file").write_text("")
+    unmakeable = tmp_path / "a-file" / "db-\udcff" / "comments.db"
+    with database_down(tmp_path, DATABASE_URL=f"sqlite:///{unmakeable}", LOG_FORMAT=log_format):
+        pass
+    (path,) = tmp_path.glob("serve-*.log")
+    log = path.read_bytes().decode("utf-8")  # strictly UTF-8, every byte of it
+    assert "Logging error" not in log
+    assert "Traceback" not in log
+    (line,) = [x for x in log.splitlines() if "cannot create the database directory" in x]
+    if log_format == "json":
+        assert all(json.loads(x) for x in log.splitlines() if x.strip())
+        assert json.loads(line)["level"] == "error"
+        line = json.loads(line)["message"]
+    assert "db-\\udcff" in line  # the byte, escaped
+
+
 def test_a_warning_repeated_by_every_probe_is_logged_once_a_minute(tmp_path: Path) -> None:
     """With the database down, every /readyz probe and every /metrics scrape warns
     "readiness: database unreachable": one line, then silence, not one per probe."""
-    with database_down(tmp_path, LOG_LEVEL="info") as svc:
+    with database_down(tmp_path) as svc:
         for _ in range(5):
             assert requests.get(f"{svc.base}/readyz", timeout=10).status_code == 503
         requests.get(f"{svc.base}/metrics", timeout=10)

@@ -37,7 +37,27 @@ def _iso(created: float) -> str:
 
 # msgspec (already the contract's encoder): 0.6 us per access line against the standard
 # json encoder's 4.4 us; anything it cannot encode is logged as its str().
-_encode = msgspec.json.Encoder(enc_hook=str).encode
+_encode_strict = msgspec.json.Encoder(enc_hook=str).encode
+
+
+def _encode(out: dict[str, Any]) -> bytes:
+    try:
+        return _encode_strict(out)
+    except UnicodeEncodeError:
+        # A lone surrogate: bytes that were not UTF-8 (a path or variable from the
+        # environment, decoded with surrogateescape). Shown escaped; else the line was
+        # lost and logging printed its own multi-line error to stderr.
+        return _encode_strict(_printable(out))
+
+
+def _printable(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_printable(k): _printable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_printable(v) for v in value]
+    return _printable(str(value)) if not isinstance(value, int | float | bool | None) else value
 
 
 class Fields(dict[str, Any]):
@@ -290,7 +310,8 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         extras = " ".join(f"{k}={v}" for k, v in _extras(record).items())
-        return f"{line} {extras}" if extras else line
+        # Lone surrogates escaped, as in the JSON lines: a UTF-8 stdout cannot write them.
+        return str(_printable(f"{line} {extras}" if extras else line))
 
 
 def logging_config(settings: Settings) -> dict[str, Any]:
