@@ -211,12 +211,16 @@ wait_for() {
   done
 }
 
+# COMMIT_TAG=1: TAG is the commit's own (no --tag, a clean tree), so it names one tree; the
+# minikube target then reuses the image a run already pushed under it (reuse_pushed).
+COMMIT_TAG=0
 if [ -n "$TAG" ]; then
   :
 elif git rev-parse --git-dir >/dev/null 2>&1; then
   TAG=$(git rev-parse --short=12 HEAD)
+  COMMIT_TAG=1
   # A build from uncommitted changes must not pass for the commit.
-  [ -z "$(git status --porcelain --untracked-files=no)" ] || TAG="$TAG-dirty"
+  [ -z "$(git status --porcelain --untracked-files=no)" ] || { TAG="$TAG-dirty"; COMMIT_TAG=0; }
 else
   TAG=unversioned
 fi
@@ -288,6 +292,45 @@ push_dev() {
   if [ "$DRY_RUN" = 0 ] && [ -n "$STATE" ]; then
     printf 'tag=%s\ndigest=%s\nimage_id=%s\n' "$TAG" "$DIGEST" "$IMAGE_ID" >"$STATE/release"
   fi
+}
+
+# reuse_pushed REGISTRY: take the image a run already pushed to REGISTRY for this commit,
+# as dev.yml's build job does. Builds are not bit-reproducible: a second run for the commit
+# built and pushed another digest under the same tag, so the tag moved off the digest an
+# earlier run tested and promoted, and a re-run released an image never built before
+# instead of redeploying the commit's. Only the commit's own tag (COMMIT_TAG) names one
+# tree: --tag, a -dirty tree and --image always build (or take the image) and push.
+# Returns 0 with DIGEST set (nothing to build or push), 1 when the tag is not there (build
+# it); exits 1 when the registry cannot say (building over an unknown state would push a
+# second image of the commit, if the tag is there).
+reuse_pushed() {
+  local registry=$1 found err
+  [ "$COMMIT_TAG" = 1 ] && [ -z "$SOURCE_IMAGE" ] || return 1
+  local ref="docker://$registry/comments-api:$TAG"
+  stage "this commit's image in the dev registry? $registry/comments-api:$TAG"
+  show skopeo inspect --tls-verify=false --format '{{.Digest}}' "$ref"
+  if [ "$DRY_RUN" = 1 ]; then
+    info "(dry run: a digest found is deployed and promoted as it is, without a build; none: built and pushed, below)"
+    return 1
+  fi
+  if found=$(skopeo inspect --tls-verify=false --format '{{.Digest}}' "$ref" 2>"$STATE/lookup.err"); then
+    if ! [[ $found =~ ^sha256:[0-9a-f]{64}$ ]]; then
+      fail "$registry/comments-api:$TAG did not resolve to a sha256 digest: '$found'"
+      exit 1
+    fi
+    DIGEST=$found
+    info "pushed already by an earlier run: release $TAG = $registry/comments-api@$DIGEST (not built again; to build anew, give another --tag)"
+    return 0
+  fi
+  err=$(cat "$STATE/lookup.err")
+  # The registry answered that there is no such tag (or no such repository yet).
+  if [[ $err == *"manifest unknown"* || $err == *"name unknown"* ]]; then
+    info "not pushed yet: building it"
+    return 1
+  fi
+  printf '%s\n' "$err" >&2
+  fail "cannot tell whether $registry/comments-api:$TAG exists (skopeo inspect, above): nothing is built or deployed"
+  exit 1
 }
 
 # promote DEV PROD: copy the same manifest (no rebuild) and sign it with a key made for this
@@ -1377,8 +1420,10 @@ pipeline_minikube() {
   [ "$DRY_RUN" = 1 ] || mkdir -p "$STATE"
   stage_tests
   stage_scans
-  stage_build
-  push_dev "$DEV_REGISTRY"
+  if ! reuse_pushed "$DEV_REGISTRY"; then
+    stage_build
+    push_dev "$DEV_REGISTRY"
+  fi
   if ! k8s_deploy staging "$DEV_REGISTRY" || ! k8s_smoke staging e2e; then
     fail "stopped in staging: $DIGEST never reaches production"
     local changed=0

@@ -8,13 +8,19 @@ manifests, or an expired credential, would) and logs every call. Docker, the dev
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import io
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import tarfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -377,3 +383,211 @@ def test_a_run_interrupted_during_e2e_ends_its_port_forward(tmp_path: Path, how:
             proc.wait()
         if forward and alive(forward):
             os.kill(forward, signal.SIGKILL)
+
+
+# --- a re-run for the same commit: the dev registry's image is taken, not rebuilt ----------
+def seed_image(registry: str, tag: str, tmp_path: Path) -> str:
+    """Push a small real OCI image (one layer) as comments-api:TAG with skopeo; returns
+    its manifest digest, as the registry serves it."""
+    layout = tmp_path / "oci"
+    blobs = layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def blob(data: bytes) -> tuple[str, int]:
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return f"sha256:{digest}", len(data)
+
+    member = tarfile.TarInfo("release.txt")
+    content = f"comments-api {tag}\n".encode()
+    member.size = len(content)
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        tar.addfile(member, io.BytesIO(content))
+    layer, layer_size = blob(gzip.compress(raw.getvalue(), mtime=0))
+    diff_id = "sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    }
+    config_digest, config_size = blob(json.dumps(config).encode())
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest,
+            "size": config_size,
+        },
+        "layers": [
+            {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": layer,
+                "size": layer_size,
+            }
+        ],
+    }
+    manifest_digest, manifest_size = blob(json.dumps(manifest).encode())
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    index = {
+        "schemaVersion": 2,
+        "manifests": [
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": manifest_digest,
+                "size": manifest_size,
+                "annotations": {"org.opencontainers.image.ref.name": "seed"},
+            }
+        ],
+    }
+    (layout / "index.json").write_text(json.dumps(index))
+    sh(
+        "skopeo",
+        "copy",
+        "--quiet",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        f"oci:{layout}:seed",
+        f"docker://{registry}/comments-api:{tag}",
+    )
+    return manifest_digest
+
+
+def commit_copy(tmp_path: Path) -> tuple[Path, str]:
+    """deploy.sh and what its minikube target reads, committed in a repository of their
+    own: a run's tag is then its commit's (the shared checkout may hold other uncommitted
+    changes, which make it `-dirty`). The build is a stand-in that logs (the real one
+    fetches wheels and runs `docker build`). Returns the repository and its tag."""
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    shutil.copy2(DEPLOY, repo / "scripts" / "deploy.sh")
+    shutil.copytree(ROOT / "scripts" / "lib", repo / "scripts" / "lib")
+    shutil.copytree(ROOT / "deploy" / "k8s", repo / "deploy" / "k8s")
+    build = repo / "scripts" / "image-build.sh"
+    build.write_text('#!/bin/sh\necho "image-build.sh IMAGE=$IMAGE" >>"$FAKE_STATE/calls.log"\n')
+    build.chmod(0o755)
+    (repo / ".venv").symlink_to(ROOT / ".venv")  # untracked: not a change of the tree
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    sh(*git, "init", "--quiet")
+    sh(*git, "add", "scripts", "deploy")
+    sh(*git, "commit", "--quiet", "--message", "the commit a run releases")
+    return repo, sh(*git, "rev-parse", "--short=12", "HEAD").stdout.strip()
+
+
+@pytest.fixture
+def dev_registry(tmp_path: Path) -> Iterator[str]:
+    """A real docker-registry on 127.0.0.1."""
+    for name in ("docker-registry", "skopeo", "git"):
+        if shutil.which(name) is None:
+            missing(name)
+    port = free_port()
+    (tmp_path / "registry").mkdir()
+    config = tmp_path / "registry.yml"
+    config.write_text(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
+        f"    rootdirectory: {tmp_path / 'registry'}\nhttp:\n  addr: 127.0.0.1:{port}\n"
+    )
+    registry = subprocess.Popen(
+        ["docker-registry", "serve", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while sh("curl", "-fsS", f"http://127.0.0.1:{port}/v2/", check=False).returncode:
+            assert time.monotonic() < deadline, "the registry never answered"
+            time.sleep(0.2)
+        yield f"127.0.0.1:{port}"
+    finally:
+        registry.terminate()
+        registry.wait(timeout=30)
+
+
+def commit_run(tmp_path: Path, registry: str, repo: Path) -> tuple[str, int, str]:
+    """deploy.sh --target minikube from the repository of commit_copy (its own tag), the
+    real dev registry and skopeo, and the cluster stand-in, whose migration Job fails: the
+    run stops in staging, after the apply. Returns the output, the exit status, the calls."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    command, env = stand_ins(tmp_path, fail="migration")
+    (tmp_path / "bin" / "skopeo").unlink()  # the real one, against the real registry
+    command = [
+        str(repo / "scripts" / "deploy.sh"),
+        *[a for a in command[1:] if "--tag" not in a and "--image" not in a],
+    ]
+    env["DEV_REGISTRY"] = registry
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=repo, env=env)
+    return (
+        proc.stdout + proc.stderr,
+        proc.returncode,
+        (tmp_path / "cluster" / "calls.log").read_text(),
+    )
+
+
+def pinned(repo: Path) -> str:
+    return (repo / "build" / "pipeline-kustomize" / "staging" / "kustomization.yaml").read_text()
+
+
+def test_a_rerun_for_the_same_commit_deploys_the_digest_already_pushed(
+    tmp_path: Path, dev_registry: str
+):
+    # A second build of the commit pushed another digest under its tag: the tag moved off
+    # the image the first run tested, and the re-run released an image never tested.
+    repo, tag = commit_copy(tmp_path)
+    pushed = seed_image(dev_registry, tag, tmp_path)
+    out, rc, calls = commit_run(tmp_path, dev_registry, repo)
+    assert rc == 1, out[-3000:]  # the stand-in cluster's migration fails, after the apply
+    assert (
+        f"pushed already by an earlier run: release {tag} = {dev_registry}/comments-api@{pushed}"
+        in out
+    )
+    assert "image-build.sh" not in calls, "not built again"
+    assert "docker tag" not in calls
+    assert "docker push" not in calls
+    assert f"digest: {pushed}" in pinned(repo)
+    assert " apply -k " in calls
+    # The tag still names the image the first run pushed.
+    inspect = sh(
+        "skopeo",
+        "inspect",
+        "--tls-verify=false",
+        "--format",
+        "{{.Digest}}",
+        f"docker://{dev_registry}/comments-api:{tag}",
+    )
+    assert inspect.stdout.strip() == pushed
+
+
+def test_a_commit_not_pushed_yet_is_built_and_a_dirty_tree_never_looks(
+    tmp_path: Path, dev_registry: str
+):
+    repo, tag = commit_copy(tmp_path)
+    out, rc, calls = commit_run(tmp_path / "clean", dev_registry, repo)
+    assert rc == 1, out[-3000:]
+    assert "not pushed yet: building it" in out
+    assert f"image-build.sh IMAGE=comments-api:{tag}" in calls
+    assert f"docker push --quiet {dev_registry}/comments-api:{tag}" in calls
+    # An uncommitted change: the tag names no commit's tree, so nothing is taken from it.
+    seed_image(dev_registry, f"{tag}-dirty", tmp_path / "dirty-seed")
+    with open(repo / "deploy" / "k8s" / "overlays" / "staging" / "kustomization.yaml", "a") as f:
+        f.write("# an uncommitted change\n")
+    out, rc, calls = commit_run(tmp_path / "dirty", dev_registry, repo)
+    assert "this commit's image in the dev registry?" not in out
+    assert f"image-build.sh IMAGE=comments-api:{tag}-dirty" in calls
+    assert f"docker push --quiet {dev_registry}/comments-api:{tag}-dirty" in calls
+
+
+def test_a_dev_registry_that_cannot_say_stops_the_run_before_the_build(tmp_path: Path):
+    for name in ("skopeo", "git"):
+        if shutil.which(name) is None:
+            missing(name)
+    registry = f"127.0.0.1:{free_port()}"  # nobody listens there
+    repo, tag = commit_copy(tmp_path)
+    out, rc, calls = commit_run(tmp_path, registry, repo)
+    assert rc == 1, out[-3000:]
+    assert f"cannot tell whether {registry}/comments-api:{tag} exists" in out
+    assert "connection refused" in out
+    assert "image-build.sh" not in calls
+    assert "docker" not in calls
+    assert " apply " not in calls
+    assert not (tmp_path / "cluster" / "lock").exists()
