@@ -420,6 +420,38 @@ def test_a_sequence_behind_max_id_is_a_503_that_names_the_constraint(
     assert again.status_code == 201, again.get_json()
 
 
+def test_an_audit_log_sequence_behind_max_id_is_a_503_not_already_banned(
+    pg_server: PostgresServer, postgres_url: str, caplog: pytest.LogCaptureFixture
+):
+    # Every moderation action writes an audit row with an id from its sequence. Set behind
+    # max(id), a ban answered 200 "created": false (as if already banned) with nothing
+    # stored, and a delete was a 500.
+    client = _app_on(postgres_url)
+    auth = {"Authorization": f"Bearer {_moderator_key(client)}"}
+    write_url = "/api/v1/contents/ro/comments"
+    ids = [client.post(write_url, json={"body": f"c{n}"}).get_json()["id"] for n in range(2)]
+    bans_url = "/api/v1/moderation/bans"
+    assert client.post(bans_url, json={"email": "a@example.com"}, headers=auth).status_code == 201
+    assert client.delete(f"/api/v1/comments/{ids[0]}", headers=auth).status_code == 204
+    database = _database_of(postgres_url)
+    with pg_server.superuser(database) as conn:
+        conn.execute("SELECT setval(pg_get_serial_sequence('audit_log', 'id'), 1, false)")
+    caplog.set_level(logging.ERROR, logger="comments_api.store.repository")
+    refusals = [
+        client.post(bans_url, json={"email": "b@example.com"}, headers=auth),
+        client.delete(f"/api/v1/comments/{ids[1]}", headers=auth),
+    ]
+    for refused in refusals:
+        assert refused.status_code == 503, refused.get_json()
+        assert refused.content_type.startswith("application/problem+json")
+        assert int(refused.headers["Retry-After"]) > 0
+    assert "pk_audit_log" in caplog.text
+    assert "setval(pg_get_serial_sequence('audit_log'" in caplog.text
+    banned = client.get(bans_url, headers=auth).get_json()["items"]
+    assert [b["target"] for b in banned] == ["email:a@example.com"]
+    assert client.get(f"/api/v1/comments/{ids[1]}").get_json()["body"] == "c1"
+
+
 def test_a_change_marker_read_that_times_out_is_not_tried_twice(
     pg_server: PostgresServer, postgres_url: str
 ):
@@ -445,3 +477,66 @@ def test_a_change_marker_read_that_times_out_is_not_tried_twice(
     listed = client.get(write_url)
     assert listed.status_code == 200
     assert [c["body"] for c in listed.get_json()["items"]] == ["listed"]
+
+
+# --- PostgreSQL restarted, or every session ended, between requests -------------------
+
+
+def test_after_a_restart_or_ended_sessions_the_next_requests_answer_and_lists_are_current(
+    tmp_path,
+):
+    # Each worker keeps a change-marker connection for the read cache and a pool: both die
+    # with a restart. The next list must not serve the page cached before it (a comment
+    # written meanwhile by another client must show) and nothing answers 500 or 503.
+    pg = PostgresServer()
+    try:
+        url = pg.create_database("restart")
+        env = {"DATABASE_URL": url, "RATELIMIT_ENABLED": "false", "LOG_LEVEL": "info"}
+        with ServiceProcess(env, tmp_path, workers=2) as service:
+            write_url = f"{service.base}/api/v1/contents/rs/comments"
+            expected = []
+            for n in range(3):
+                body = f"before {n}"
+                assert requests.post(write_url, json={"body": body}, timeout=10).status_code == 201
+                expected.append(body)
+            for _ in range(6):  # both workers cache the page
+                assert requests.get(write_url, timeout=10).status_code == 200
+
+            def written_elsewhere(body: str) -> None:
+                with pg.superuser("restart") as conn:
+                    conn.execute(
+                        "INSERT INTO comments (content_id, body, status, created_at, updated_at)"
+                        " VALUES ('rs', %s, 'published', now(), now())",
+                        (body,),
+                    )
+                expected.append(body)
+
+            def every_worker_current() -> None:
+                for _ in range(6):
+                    listed = requests.get(write_url, timeout=10)
+                    assert listed.status_code == 200, (listed.status_code, listed.text[:300])
+                    assert [c["body"] for c in listed.json()["items"]] == expected
+
+            pg.halt()
+            pg.resume()
+            written_elsewhere("after the restart")
+            every_worker_current()
+            created = requests.post(write_url, json={"body": "created after"}, timeout=10)
+            assert created.status_code == 201, created.text[:300]
+            expected.append("created after")
+            every_worker_current()
+
+            with pg.superuser() as conn:  # a failover's or an operator's pg_terminate_backend
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = 'restart'"
+                )
+            written_elsewhere("after the sessions ended")
+            every_worker_current()
+            created = requests.post(write_url, json={"body": "created last"}, timeout=10)
+            assert created.status_code == 201, created.text[:300]
+            expected.append("created last")
+            every_worker_current()
+            assert "Traceback" not in service.log()
+    finally:
+        pg.stop()

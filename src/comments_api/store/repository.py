@@ -753,8 +753,15 @@ class Repository:
         one on PostgreSQL."""
         with self.engine.connect() as conn, self._writers.turn():
             conn.execution_options(sqlite_begin="IMMEDIATE")
-            with conn.begin():
-                yield conn
+            try:
+                with conn.begin():
+                    yield conn
+            except IntegrityError as exc:
+                # An audit row's id already taken: not the ban's "already banned".
+                refused = _sequence_refusal(exc.orig, exc.statement)
+                if refused is None:
+                    raise
+                raise refused from exc
 
     @contextmanager
     def _driver_write(self) -> Iterator[TimedCursor]:
@@ -1008,35 +1015,11 @@ class Repository:
         try:
             new_id = run.fetchone(self._insert_comment, {**values, "author_key": key})[0]
         except self.engine.dialect.loaded_dbapi.IntegrityError as exc:
-            if not _is_unique_violation(exc):
-                raise  # a reply to no comment: the caller skipped its parent check
-            raise self._insert_refused(exc) from exc
+            refused = _sequence_refusal(exc, self._insert_comment.sql)
+            if refused is None:
+                raise  # e.g. a reply to no comment: the caller skipped its parent check
+            raise refused from exc
         return Comment(id=new_id, deleted_at=None, **values)  # type: ignore[arg-type]
-
-    def _insert_refused(self, exc: Exception) -> StorageRefused:
-        """A comment INSERT that broke a unique constraint: the only one on ``comments``
-        is its id, so the fault is the database's state, not the request's: a sequence
-        set behind ``max(id)`` by hand or by a restore hands out ids already taken. The
-        operator needs the constraint's name; the client a 503 (each refused try still
-        draws an id, so the sequence may pass the taken ones by itself)."""
-        diag = getattr(exc, "diag", None)
-        constraint = getattr(diag, "constraint_name", None) or "unnamed"
-        sqlstate = getattr(exc, "sqlstate", None) or getattr(exc, "sqlite_errorname", None)
-        hint = ""
-        if constraint == "pk_comments":
-            hint = (
-                "; the id sequence is behind max(id): SELECT setval("
-                "pg_get_serial_sequence('comments', 'id'), (SELECT max(id) FROM comments))"
-            )
-        log.error(
-            "comment insert refused by the database: %s (%s) on constraint %s%s; "
-            "nothing was stored, answered 503",
-            exc.__class__.__name__,
-            sqlstate,
-            constraint,
-            hint,
-        )
-        return StorageRefused(self._insert_comment.sql, None, exc)
 
     def _author_activity(
         self,
@@ -1361,11 +1344,33 @@ class Repository:
             log.warning("API key use not recorded: %s", _cause(exc))
 
 
-def _is_unique_violation(exc: BaseException) -> bool:
-    if getattr(exc, "sqlstate", None) == "23505":  # PostgreSQL unique_violation
-        return True
-    name = getattr(exc, "sqlite_errorname", None)
-    return name in {"SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE"}
+# Primary keys whose values come from a PostgreSQL sequence (SQLite takes max(id) + 1).
+_SEQUENCE_KEYS = {"pk_comments": "comments", "pk_audit_log": "audit_log"}
+
+
+def _sequence_refusal(exc: BaseException, sql: str | None) -> StorageRefused | None:
+    """A unique violation on an id a sequence handed out: the fault is the database's
+    state, not the request's. A sequence set behind ``max(id)`` by hand or by a restore
+    hands out ids already taken; every create (or moderation action, for the audit log)
+    then fails until it is moved past them. The operator needs the table and the fix in
+    the log; the client a 503 (each refused try still draws an id, so the sequence may
+    pass the taken ones by itself). None for any other integrity error."""
+    if getattr(exc, "sqlstate", None) != "23505":  # PostgreSQL unique_violation
+        return None
+    constraint = getattr(getattr(exc, "diag", None), "constraint_name", None)
+    table = _SEQUENCE_KEYS.get(constraint or "")
+    if table is None:
+        return None
+    log.error(
+        "insert into %s refused by the database: unique_violation on %s, the id sequence "
+        "is behind max(id); nothing was stored, answered 503. Move it past the taken ids: "
+        "SELECT setval(pg_get_serial_sequence('%s', 'id'), (SELECT max(id) FROM %s))",
+        table,
+        constraint,
+        table,
+        table,
+    )
+    return StorageRefused(sql, None, exc)
 
 
 def _cause(exc: BaseException) -> str:
