@@ -160,6 +160,30 @@ def test_no_email_or_comment_text_in_logs(service: ServiceProcess) -> None:
     assert text not in log
 
 
+def test_no_credentials_in_logs(service: ServiceProcess) -> None:
+    secret = uuid.uuid4().hex
+    refused = requests.get(
+        f"{service.base}/api/v1/contents/a/comments?access_token=tok-{secret}", timeout=10
+    )
+    assert refused.status_code == 400  # a token in the URL is refused, not used
+    unknown_key = requests.get(
+        f"{service.base}/api/v1/moderation/comments",
+        headers={
+            "Authorization": f"Bearer cak_{secret}",
+            "Cookie": f"session=cookie-{secret}",
+            "X-Api-Key": f"key-{secret}",
+        },
+        timeout=10,
+    )
+    assert unknown_key.status_code == 401
+    rid = requests.get(f"{service.base}/healthz", timeout=10).headers["X-Request-ID"]
+    access_for(service, rid)  # the earlier requests' lines are written by now
+    assert {refused.headers["X-Request-ID"], unknown_key.headers["X-Request-ID"]} <= {
+        r.get("request_id") for r in records(service)
+    }
+    assert secret not in service.log()
+
+
 def test_text_format_for_humans(tmp_path: Path) -> None:
     env = {
         "DATABASE_URL": f"sqlite:///{tmp_path / 'comments.db'}",
