@@ -129,11 +129,12 @@ class ChangeMarkers:
             except self._dbapi_error as exc:
                 lost = self.engine.dialect.is_disconnect(exc, conn, None)
                 self.close()  # a failed connection is never used again
-                if fresh or not lost:
+                if fresh or not (lost or self.is_sqlite):
                     # Raised as SQLAlchemy's error, so the app answers it like any other
-                    # database failure (503 + Retry-After). A statement timeout or a lock
-                    # the server refused is not tried again: the 503 comes after one
-                    # DB_STATEMENT_TIMEOUT, not two.
+                    # database failure (503 + Retry-After). On PostgreSQL a statement
+                    # timeout or a refused lock is not tried again: the 503 comes after
+                    # one DB_STATEMENT_TIMEOUT, not two. (A SQLite read never waits on a
+                    # lock in WAL mode: any error there is tried once afresh, as before.)
                     raise as_sqlalchemy_error(
                         self.engine.dialect, exc, sql=sql, invalidated=lost
                     ) from exc
