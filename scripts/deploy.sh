@@ -1283,7 +1283,9 @@ k8s_smoke() {
     PF_PID=$!
   fi
   local rc=0
-  wait_for "port-forward" 20 curl -fsS "http://127.0.0.1:$port/readyz" || rc=1
+  # Each try bounded: a tunnel that takes the connection and never answers held curl, and
+  # the run, past wait_for's deadline (which is checked between tries only).
+  wait_for "port-forward" 20 curl -fsS --max-time 5 "http://127.0.0.1:$port/readyz" || rc=1
   if [ "$rc" = 0 ]; then
     if [ "$kind" = e2e ]; then e2e_and_load "http://127.0.0.1:$port" || rc=1; else smoke "$env" "http://127.0.0.1:$port" || rc=1; fi
   fi

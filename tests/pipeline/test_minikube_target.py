@@ -591,3 +591,38 @@ def test_a_dev_registry_that_cannot_say_stops_the_run_before_the_build(tmp_path:
     assert "docker" not in calls
     assert " apply " not in calls
     assert not (tmp_path / "cluster" / "lock").exists()
+
+
+def test_a_port_forward_that_never_answers_fails_the_smoke_test_in_time(tmp_path: Path):
+    # curl had no time limit of its own: a tunnel that took the connection and never
+    # answered held the readiness wait, and the run, past its 20 s.
+    command, env = stand_ins(tmp_path, fail="hold")
+    (tmp_path / "bin" / "curl").unlink()  # the real curl, against the silent tunnel
+    out = tmp_path / "deploy.out"
+    forward = 0
+    with open(out, "w") as sink:
+        proc = subprocess.Popen(
+            command,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+        )
+    try:
+        rc = proc.wait(timeout=90)
+        log = out.read_text()
+        assert rc == 1, log[-3000:]
+        assert "timed out after 20s waiting for port-forward" in log
+        assert "pipeline_e2e.py e2e" not in log, "no check ran without a tunnel"
+        assert "ROLLBACK staging" in log
+        forward = int((tmp_path / "cluster" / "port-forward.pid").read_text())
+        assert not alive(forward)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        pid_file = tmp_path / "cluster" / "port-forward.pid"
+        forward = forward or (int(pid_file.read_text()) if pid_file.exists() else 0)
+        if forward and alive(forward):
+            os.kill(forward, signal.SIGKILL)
