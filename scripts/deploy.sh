@@ -11,7 +11,9 @@
 #                      /readyz checks), one PostgreSQL, one Redis, all on 127.0.0.1. In .ci/run.
 #   --target minikube  the Kustomize overlays in deploy/k8s/overlays/{staging,production},
 #                      pinned by digest; kubectl rollout status / rollout undo. One run per
-#                      cluster (ConfigMap comments-production/comments-api-deploy-lock).
+#                      cluster (ConfigMap comments-production/comments-api-deploy-lock). A
+#                      commit whose image DEV_REGISTRY holds already (its own tag, a clean
+#                      tree, no --image) is deployed by that digest, not built again.
 #
 # Usage: scripts/deploy.sh [--target local|minikube] [--dry-run] [--skip-tests] [--skip-scans]
 #          [--image LOCAL_IMAGE] [--tag TAG] [--state-dir DIR] [--keep] [--down]
