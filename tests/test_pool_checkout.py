@@ -354,3 +354,28 @@ def test_a_request_on_a_path_gone_silent_answers_503_and_the_next_one_recovers()
         assert [c["body"] for c in listed.get_json()["items"]] == ["before", "after"]
     finally:
         pg.stop()
+
+
+def test_a_url_options_parameter_keeps_its_settings_beside_the_statement_timeout(
+    postgres_url: str,
+):
+    # connect_args replace a URL parameter of the same name: an operator's lock_timeout in
+    # DATABASE_URL's options was silently dropped for DB_STATEMENT_TIMEOUT's setting.
+    options = "-c%20lock_timeout%3D1234%20-c%20application_name%3Dcomments-ops"
+    engine = make_engine(f"{postgres_url}?options={options}", statement_timeout=2.0)
+    try:
+        with engine.connect() as conn:
+            shown = [
+                conn.execute(text(f"SHOW {name}")).scalar()
+                for name in ("lock_timeout", "application_name", "statement_timeout")
+            ]
+        assert shown == ["1234ms", "comments-ops", "2s"]
+    finally:
+        engine.dispose()
+    # A statement_timeout the URL names keeps its value, as its keepalives do.
+    engine = make_engine(f"{postgres_url}?options=-c%20statement_timeout%3D7s")
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SHOW statement_timeout")).scalar() == "7s"
+    finally:
+        engine.dispose()

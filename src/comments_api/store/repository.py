@@ -594,7 +594,7 @@ def make_engine(
         connect_args={
             "connect_timeout": 5,
             # Keep a wedged query or a held lock from pinning a worker: DB_STATEMENT_TIMEOUT.
-            "options": f"-c statement_timeout={timeout_ms}",
+            "options": _server_options(timeout_ms, url.query.get("options")),
             # Defaults: a URL query naming one keeps its value (connect_args would win).
             **{
                 k: v
@@ -610,6 +610,18 @@ def make_engine(
     if url_file:
         follow_url_file(engine, url_file)
     return engine
+
+
+def _server_options(statement_timeout_ms: int, from_url: str | Sequence[str] | None) -> str:
+    """libpq's ``options``: our statement_timeout, then whatever the URL's ``options``
+    sets (connect_args replace a URL parameter of the same name, so an operator's
+    ``?options=-c lock_timeout=2s`` was silently dropped). Later settings win, so a
+    statement_timeout the URL names keeps its value, as its keepalives do."""
+    ours = f"-c statement_timeout={statement_timeout_ms}"
+    if not from_url:
+        return ours
+    extra = from_url if isinstance(from_url, str) else " ".join(from_url)
+    return f"{ours} {extra}"
 
 
 def _drop_dead_connection(dbapi_connection: Any, record: Any, proxy: Any) -> None:
