@@ -146,6 +146,13 @@ BULK = [
     ({"action": "hide", "ids": []}, REJECT),
     ({"action": "hide", "ids": list(range(1, 102))}, REJECT),
     ({"action": "erase", "ids": [1]}, REJECT),
+    ({"action": "hide", "ids": [1], "if_status": ["pending"]}, ACCEPT),
+    ({"action": "hide", "ids": [1], "if_status": ["published", "pending", "hidden"]}, ACCEPT),
+    ({"action": "hide", "ids": [1], "if_status": []}, REJECT),
+    ({"action": "hide", "ids": [1], "if_status": ["deleted"]}, REJECT),
+    ({"action": "hide", "ids": [1], "if_status": "pending"}, REJECT),
+    ({"action": "hide", "ids": [1], "if_status": None}, REJECT),
+    ({"action": "hide", "ids": [1], "if_status": ["pending"] * 4}, REJECT),
 ]
 
 LIST_QUERY = [

@@ -28,7 +28,7 @@ from comments_api.contract.requests import (
     validate_legacy_create,
     validate_v1_create,
 )
-from comments_api.moderation.rules import parse_ban, parse_ban_target, parse_bulk
+from comments_api.moderation.rules import BulkRequest, parse_ban, parse_ban_target, parse_bulk
 
 pytestmark = pytest.mark.unit  # the fast tier: no servers, no network
 
@@ -143,7 +143,9 @@ def test_bans():
 
 
 def test_bulk():
-    assert parse_bulk({"action": "hide", "ids": [3, 3.0, 1]}) == ("hide", [3, 1])
+    assert parse_bulk({"action": "hide", "ids": [3, 3.0, 1]}) == BulkRequest("hide", [3, 1], None)
+    both = parse_bulk({"action": "hide", "ids": [1], "if_status": ["pending", "pending", "hidden"]})
+    assert both == BulkRequest("hide", [1], ("pending", "hidden"))
     assert errors_of(parse_bulk, {"action": "erase", "ids": [], "x": 1}) == [
         ("x", "is not an accepted field"),
         ("action", "must be one of approve, hide, delete"),

@@ -131,6 +131,48 @@ def test_bulk_approve_hide_delete_in_one_call_with_audit(build):
         assert response.mimetype == "application/problem+json"
 
 
+def test_bulk_if_status_acts_only_on_comments_still_as_the_moderator_saw_them(build):
+    """Two moderators on one queue: B's Hide of a row A approved meanwhile must not hide the
+    now-published comment. With the status B saw (`if_status`), it is `unchanged`."""
+    app = build(moderation_mode="pre")
+    client = app.test_client()
+    admin = bearer(api_key(app, SCOPE_ADMIN))
+    mod = bearer(api_key(app, SCOPE_MODERATE))
+    first, second = (post_v1(client, f"queued {i}").json["id"] for i in range(2))
+    approved = client.post(BULK, json={"action": "approve", "ids": [first]}, headers=mod)
+    assert approved.json["changed"] == [first]
+
+    stale = {"action": "hide", "ids": [first, second], "if_status": ["pending"]}
+    hidden = client.post(BULK, json=stale, headers=mod)
+    assert hidden.status_code == 200, hidden.json
+    assert (hidden.json["changed"], hidden.json["unchanged"]) == ([second], [first])
+    assert public_ids(client) == [first]
+    entry = client.get(AUDIT, headers=admin).json["items"][0]
+    assert entry["comment_ids"] == [second]
+    assert entry["details"] == {"requested": [first, second], "if_status": ["pending"]}
+
+    # Statuses the action cannot leave are simply not matched: approve only from hidden.
+    both = {"action": "approve", "ids": [first, second], "if_status": ["published", "hidden"]}
+    both = client.post(BULK, json=both, headers=mod)
+    assert (both.json["changed"], both.json["unchanged"]) == ([second], [first])
+    # Without it, as before: an action takes every status its rule allows.
+    blind = client.post(BULK, json={"action": "hide", "ids": [first]}, headers=mod)
+    assert blind.json["changed"] == [first]
+
+    for bad in ([], ["deleted"], ["pending", "nope"], "pending", None, ["pending"] * 4):
+        response = client.post(
+            BULK, json={"action": "hide", "ids": [1], "if_status": bad}, headers=mod
+        )
+        assert response.status_code == 400, bad
+        errors = response.json["errors"]
+        assert errors == [
+            {
+                "field": "if_status",
+                "message": "must be a list of 1 to 3 of published, pending, hidden",
+            }
+        ], bad
+
+
 def test_pending_queue_is_paginated(build):
     app = build(moderation_mode="pre")
     client = app.test_client()

@@ -384,3 +384,30 @@ def test_console_shows_markup_as_text_in_every_list(page, pre_api: Api):
     assert page.locator("main img, main script").count() == 0
     assert page.evaluate("window.pwned") is None
     assert page.page_errors == [], page.page_errors
+
+
+def test_console_acts_only_on_comments_still_as_it_listed_them(page, pre_api: Api):
+    """Hide on a queue row a colleague approved meanwhile: the API is told the status the
+    row showed (`if_status`), so the published comment stays published, and the console says
+    nothing was done. It used to hide the published comment and say "Hid 1 comment."."""
+    content = new_content()
+    pending = pre_api.post(content, "pending, then approved by a colleague", email="d@example.com")
+    page.set_viewport_size({"width": 1100, "height": 800})
+    message = page.locator("#message")
+    sign_in(page, pre_api, pre_api.key("comments:moderate"))
+    queue_of(page, content)
+    row = queue_row(page, "approved by a colleague")
+    expect(row).to_be_visible()
+
+    pre_api.moderate(pre_api.key("comments:moderate"), "approve", [pending["id"]])
+    row.get_by_role("button", name=re.compile("^Hide comment")).click()
+    expect(message).to_have_text(
+        f"Hid no comment: Comment {pending['id']} is no longer pending (moderated meanwhile, "
+        "or gone); the list is shown anew."
+    )
+    expect(message).to_have_class(re.compile(r"\berror\b"))
+    expect(queue_row(page, "approved by a colleague")).to_have_count(0)
+    public = requests.get(f"{pre_api.base}/api/v1/comments/{pending['id']}", timeout=5)
+    assert public.status_code == 200
+    assert public.json()["status"] == "published"
+    assert page.page_errors == [], page.page_errors

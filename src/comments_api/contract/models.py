@@ -79,6 +79,8 @@ ORDERS = ("oldest", "newest")
 # The statuses a moderator lists (published comments are the public lists; deleted ones
 # are tombstones with nothing left to act on).
 MODERATION_STATUSES = ("pending", "hidden")
+# What a bulk action may find a comment in (deleted ones are past every action).
+ACTIONABLE_STATUSES = ("published", "pending", "hidden")
 ENUM_ORDER = "x-enum-order"  # see choice()
 
 
@@ -541,6 +543,7 @@ class BulkModeration(Body, kw_only=True):
     MESSAGES = {
         "action": _fixed(f"must be one of {', '.join(BULK_ACTIONS)}"),
         "ids": _fixed(f"must be a list of 1 to {MAX_BULK_IDS} comment ids (1 to {MAX_ID})"),
+        "if_status": _fixed(f"must be a list of 1 to 3 of {', '.join(ACTIONABLE_STATUSES)}"),
     }
     action: Annotated[
         choice(*BULK_ACTIONS),  # type: ignore[valid-type]  # Literal of BULK_ACTIONS
@@ -553,6 +556,18 @@ class BulkModeration(Body, kw_only=True):
         list[CommentId],
         Meta(min_length=1, max_length=MAX_BULK_IDS, description="Duplicates are applied once."),
     ]
+    # Not nullable, as NewBan's fields: the default only stands for "absent".
+    if_status: Annotated[
+        list[choice(*ACTIONABLE_STATUSES)],  # type: ignore[valid-type]
+        Meta(
+            min_length=1,
+            max_length=len(ACTIONABLE_STATUSES),
+            description="Act only on comments found in one of these statuses, the ones the "
+            'moderator saw (a queue: `["pending"]`); the rest are `unchanged`. Without '
+            "it, a Hide on a queue row a colleague approved meanwhile hides a published "
+            "comment.",
+        ),
+    ] = None  # type: ignore[assignment]
 
 
 BanEmail = Annotated[str, Meta(max_length=MAX_EMAIL_LENGTH, pattern=BAN_EMAIL_PATTERN)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import lru_cache
@@ -64,9 +65,13 @@ class Transition:
     to_status: str
 
 
-def transition(action: str) -> Transition:
-    """The rule for ``action`` (approve, hide, delete), for storage to apply as given."""
-    return Transition(action, TRANSITIONS[action], TARGET_STATUS[action])
+def transition(action: str, if_status: Sequence[str] | None = None) -> Transition:
+    """The rule for ``action`` (approve, hide, delete), for storage to apply as given;
+    with ``if_status``, only out of those of its statuses the moderator saw."""
+    allowed = TRANSITIONS[action]
+    if if_status is not None:
+        allowed = tuple(s for s in allowed if s in if_status)
+    return Transition(action, allowed, TARGET_STATUS[action])
 
 
 class Banned(DomainError):
@@ -174,10 +179,18 @@ def check_banned_words(text: str, words: tuple[str, ...], field: str = "body") -
         )
 
 
-def parse_bulk(payload: object) -> tuple[str, list[int]]:
-    """``{"action": "approve|hide|delete", "ids": [1, 2]}``."""
+@dataclass(frozen=True)
+class BulkRequest:
+    action: str
+    ids: list[int]
+    if_status: tuple[str, ...] | None  # act only on comments found in these
+
+
+def parse_bulk(payload: object) -> BulkRequest:
+    """``{"action": "approve|hide|delete", "ids": [1, 2], "if_status": ["pending"]}``."""
     valid = BulkModeration.parse(payload)
-    return valid.action, list(dict.fromkeys(valid.ids))
+    if_status = tuple(dict.fromkeys(valid.if_status)) if valid.if_status is not None else None
+    return BulkRequest(valid.action, list(dict.fromkeys(valid.ids)), if_status)
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,20 @@ class ModerationService:
             status, content_id=content_id, limit=limit, after_id=after_id
         )
 
-    def bulk(self, action: str, ids: Sequence[int], actor: str) -> list[int]:
-        """One transaction, one audit row; returns the ids that actually changed."""
+    def bulk(
+        self,
+        action: str,
+        ids: Sequence[int],
+        actor: str,
+        if_status: Sequence[str] | None = None,
+    ) -> list[int]:
+        """One transaction, one audit row; returns the ids that actually changed. With
+        ``if_status``, only comments found in one of those statuses change."""
+        details: dict[str, Any] = {"requested": list(ids)}
+        if if_status is not None:
+            details["if_status"] = list(if_status)
         return self.repo.moderate(
-            ids, transition(action), actor, {"requested": list(ids)}, now=self.clock()
+            ids, transition(action, if_status), actor, details, now=self.clock()
         )
 
     def bans(self) -> list[dict[str, Any]]:

@@ -61,15 +61,17 @@ def _listing(status: str, path: str, query: dict[str, str]) -> Response:
 
 @bp.post("/moderation/comments")
 def bulk_moderate() -> Response:
-    """``{"action": "approve|hide|delete", "ids": [...]}``: one transaction, one audit row."""
+    """``{"action": "approve|hide|delete", "ids": [...], "if_status": [...]}``: one
+    transaction, one audit row."""
     identity = require_scope(SCOPE_MODERATE)
-    action, ids = parse_bulk(read_json())
+    bulk = parse_bulk(read_json())
     if _if_match_fails():
         return precondition_failed()
-    changed = services().moderation.bulk(action, ids, identity.actor)
-    emit(moderation_action, action=action, count=len(changed))
+    changed = services().moderation.bulk(bulk.action, bulk.ids, identity.actor, bulk.if_status)
+    emit(moderation_action, action=bulk.action, count=len(changed))
     done = set(changed)
-    return jsonify(action=action, changed=changed, unchanged=[i for i in ids if i not in done])
+    unchanged = [i for i in bulk.ids if i not in done]
+    return jsonify(action=bulk.action, changed=changed, unchanged=unchanged)
 
 
 @bp.get("/moderation/bans")

@@ -439,7 +439,10 @@ function stale(err) {
   return Boolean(err && err.data) && [404, 409, 412].includes(err.status);
 }
 
-async function moderate(action, ids, controls = [], skipped = []) {
+// `seen`: the status the list showed these comments in. The API then acts only on those
+// still in it: a Hide on a queue row a colleague approved meanwhile would otherwise hide a
+// published comment, and be told "Hid 1 comment."
+async function moderate(action, ids, seen, controls = [], skipped = []) {
   if (!ids.length) {
     say("Select at least one comment first.", "error");
     return null;
@@ -456,7 +459,7 @@ async function moderate(action, ids, controls = [], skipped = []) {
     await busy(controls, async () => {
       for (let i = 0; i < ids.length; i += MAX_BULK) {
         const part = ids.slice(i, i + MAX_BULK);
-        const result = await api("/api/v1/moderation/comments", { method: "POST", body: { action: SENT[action] || action, ids: part } });
+        const result = await api("/api/v1/moderation/comments", { method: "POST", body: { action: SENT[action] || action, ids: part, if_status: [seen] } });
         if (!result || !Array.isArray(result.changed) || !Array.isArray(result.unchanged)) throw unreadable();
         changed.push(...result.changed);
         unchanged.push(...result.unchanged);
@@ -477,6 +480,12 @@ async function moderate(action, ids, controls = [], skipped = []) {
   if (error && (!done.length || error.status === 401)) {
     failed(error);
     return null;
+  }
+  if (!error && !changed.length && unchanged.length) {
+    // Nothing done: not a success to show in green. The list is shown as it is now.
+    const them = unchanged.length === 1 ? `Comment ${unchanged[0]} is` : `Comments ${unchanged.join(", ")} are`;
+    say(`${PAST[action]} no comment: ${them} no longer ${seen} (moderated meanwhile, or gone); the list is shown anew.`, "error");
+    return { changed, unchanged, done, stale: true };
   }
   let text = `${PAST[action]} ${changed.length} comment${changed.length === 1 ? "" : "s"}.`;
   if (unchanged.length) text += ` ${unchanged.length} unchanged (already moderated or gone): ${unchanged.join(", ")}.`;
@@ -651,7 +660,7 @@ async function queueAction(action, wanted, extra = []) {
   const still = inSession();
   let result;
   try {
-    result = await moderate(action, ids, [...acting, ...extra], skipped);
+    result = await moderate(action, ids, queue.status, [...acting, ...extra], skipped);
   } finally {
     // Signed out meanwhile: the sign-out let these go, and the rows now shown (maybe the
     // same comments, with an action of the next session on its way) are not this one's.
@@ -798,7 +807,7 @@ async function contentAction(action, id) {
   inFlight.add(id);
   let result;
   try {
-    result = await moderate(action, [id], acting ? [...acting.querySelectorAll("button")] : []);
+    result = await moderate(action, [id], "published", acting ? [...acting.querySelectorAll("button")] : []);
   } finally {
     if (still()) {
       inFlight.delete(id);
