@@ -621,3 +621,82 @@ def test_repeated_warnings_count_what_they_left_out_and_never_hold_back_errors()
     assert repeats.filter(again)
     assert again.repeated == 3  # type: ignore[attr-defined]
     assert not repeats.filter(down("r10"))
+
+
+def test_lines_stay_whole_on_a_shared_pipe_read_slowly(tmp_path: Path) -> None:
+    """A container's stdout is a pipe shared by every worker, read by the runtime or a log
+    shipper that may fall behind. A write of more than PIPE_BUF bytes to a full pipe goes
+    in pieces, and another worker's line can land between them: held access lines written
+    32 at a time (about 11 KB) came out cut in two."""
+    import threading
+    import time
+
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'comments.db'}",
+        "LOG_LEVEL": "info",
+        "LOG_FORMAT": "json",
+        "RATELIMIT_ENABLED": "false",
+        "SHUTDOWN_DELAY": "0",
+    }
+    svc = ServiceProcess(env, tmp_path, workers=4)
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "comments-api"), "serve"],
+        env=svc.env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert proc.stdout is not None
+    out = proc.stdout
+    chunks: list[bytes] = []
+    slow = threading.Event()
+    slow.set()
+
+    def reader() -> None:  # about 130 KB/s while the clients run: the pipe fills up
+        while chunk := out.read1(4096):
+            chunks.append(chunk)
+            if slow.is_set():
+                time.sleep(0.03)
+
+    reading = threading.Thread(target=reader, daemon=True)
+    reading.start()
+    answered = []
+    try:
+
+        def ready() -> bool:
+            try:
+                return requests.get(f"{svc.base}/readyz", timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+
+        assert wait_until(ready, 30)
+        until = time.monotonic() + 5
+
+        def client() -> None:
+            with requests.Session() as session:
+                while time.monotonic() < until:
+                    r = session.get(
+                        f"{svc.base}/healthz", headers={"X-Request-ID": "p" * 100}, timeout=10
+                    )
+                    answered.append(r.status_code)
+
+        clients = [threading.Thread(target=client) for _ in range(12)]
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join(30)
+    finally:
+        slow.clear()
+        proc.terminate()
+        proc.wait(30)
+        reading.join(10)
+    lines = b"".join(chunks).decode("utf-8").splitlines()
+    broken = []
+    for line in lines:
+        try:
+            json.loads(line)
+        except ValueError:
+            broken.append(line)
+    assert len(answered) > 500  # enough traffic that the pipe was full
+    assert not broken, f"{len(broken)} of {len(lines)} lines broken, e.g. {broken[0][:300]}"
+    assert sum('"route":"/healthz"' in line for line in lines) == len(answered)
