@@ -173,6 +173,26 @@ def test_bulk_if_status_acts_only_on_comments_still_as_the_moderator_saw_them(bu
         ], bad
 
 
+def test_moderation_answers_are_never_stored(build):
+    """They carry authors' emails and subjects: no browser cache or disk keeps them."""
+    app = build(moderation_mode="pre")
+    client = app.test_client()
+    mod = bearer(api_key(app, SCOPE_MODERATE))
+    admin = bearer(api_key(app, SCOPE_ADMIN))
+    post_v1(client, "queued", email="reader@example.com")
+    answers = [
+        client.get(PENDING, headers=mod),
+        client.get(f"{BULK}?status=hidden", headers=mod),
+        client.get(BANS, headers=mod),
+        client.get(AUDIT, headers=admin),
+        client.post(BULK, json={"action": "hide", "ids": [1]}, headers=mod),
+        client.get(PENDING),  # a 401 too
+    ]
+    assert [a.status_code for a in answers] == [200, 200, 200, 200, 200, 401]
+    assert "reader@example.com" in answers[0].get_data(as_text=True)
+    assert [a.headers.get("Cache-Control") for a in answers] == ["no-store"] * len(answers)
+
+
 def test_pending_queue_is_paginated(build):
     app = build(moderation_mode="pre")
     client = app.test_client()

@@ -20,6 +20,14 @@ from .service import NOT_BANNED
 bp = Blueprint("moderation", __name__, url_prefix="/api/v1")
 
 
+@bp.after_request
+def _never_stored(response: Response) -> Response:
+    # Authors' emails and subjects, bans, the audit log: not for a browser's cache or disk
+    # either (shared caches already pass on an Authorization request).
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def _if_match_fails() -> bool:
     """No moderation resource has an ETag, so only ``If-Match: *`` holds (RFC 9110,
     section 13.1.1): a console naming a tag it saw must not act on a state that may have
