@@ -1360,14 +1360,14 @@ class Repository:
 _SEQUENCE_KEYS = {"pk_comments": "comments", "pk_audit_log": "audit_log"}
 
 
-def _sequence_refusal(exc: BaseException, sql: str | None) -> StorageRefused | None:
+def _sequence_refusal(exc: BaseException | None, sql: str | None) -> StorageRefused | None:
     """A unique violation on an id a sequence handed out: the fault is the database's
     state, not the request's. A sequence set behind ``max(id)`` by hand or by a restore
     hands out ids already taken; every create (or moderation action, for the audit log)
     then fails until it is moved past them. The operator needs the table and the fix in
     the log; the client a 503 (each refused try still draws an id, so the sequence may
     pass the taken ones by itself). None for any other integrity error."""
-    if getattr(exc, "sqlstate", None) != "23505":  # PostgreSQL unique_violation
+    if exc is None or getattr(exc, "sqlstate", None) != "23505":  # PostgreSQL unique_violation
         return None
     constraint = getattr(getattr(exc, "diag", None), "constraint_name", None)
     table = _SEQUENCE_KEYS.get(constraint or "")

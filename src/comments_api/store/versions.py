@@ -127,7 +127,7 @@ class ChangeMarkers:
                 finally:
                     cursor.close()
             except self._dbapi_error as exc:
-                lost = self.engine.dialect.is_disconnect(exc, conn, None)
+                lost = self.engine.dialect.is_disconnect(exc, conn, None)  # type: ignore[arg-type]
                 self.close()  # a failed connection is never used again
                 if fresh or not (lost or self.is_sqlite):
                     # Raised as SQLAlchemy's error, so the app answers it like any other
