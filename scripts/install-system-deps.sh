@@ -14,6 +14,8 @@ have prometheus || need+=(prometheus)
 have promtool || need+=(prometheus)
 have amtool || need+=(prometheus-alertmanager)
 have runuser || need+=(util-linux)
+# A PostgreSQL path that goes silent (tests/test_pool_checkout.py drops its loopback port).
+have iptables || need+=(iptables)
 # Browser tests (tests/browser): Debian's chromium, never a downloaded one; npm installs
 # the pinned axe-core they inject.
 [ -x /usr/bin/chromium ] || need+=(chromium)
