@@ -700,3 +700,36 @@ def test_lines_stay_whole_on_a_shared_pipe_read_slowly(tmp_path: Path) -> None:
     assert len(answered) > 500  # enough traffic that the pipe was full
     assert not broken, f"{len(broken)} of {len(lines)} lines broken, e.g. {broken[0][:300]}"
     assert sum('"route":"/healthz"' in line for line in lines) == len(answered)
+
+
+def test_an_unhandled_errors_line_names_the_route_as_its_access_line_does(make_app) -> None:
+    import io
+    import logging
+
+    from comments_api.telemetry.log_format import JsonFormatter
+
+    app = make_app()
+
+    def boom(n: int) -> str:
+        raise RuntimeError(f"bug for item {n}")
+
+    app.add_url_rule("/_test/boom/<int:n>", "boom", boom)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("comments_api")  # the error's logger and the access line's
+    logger.addHandler(handler)
+    try:
+        response = app.test_client().get("/_test/boom/7", headers={"X-Request-ID": "boom-7"})
+    finally:
+        logger.removeHandler(handler)
+    assert response.status_code == 500
+    assert response.headers["X-Request-ID"] == "boom-7"
+    lines = [json.loads(x) for x in stream.getvalue().splitlines()]
+    (error,) = [x for x in lines if x["logger"] == "comments_api.web.errors"]
+    (access,) = [x for x in lines if x["logger"] == "comments_api.access"]
+    assert error["level"] == access["level"] == "error"
+    assert error["request_id"] == access["request_id"] == "boom-7"
+    assert (error["method"], error["route"]) == (access["method"], access["route"])
+    assert access["route"] == "/_test/boom/<n>"
+    assert "RuntimeError: bug for item 7" in error["exc_info"]

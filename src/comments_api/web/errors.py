@@ -18,6 +18,8 @@ from ..contract.problems import (
     status_title,
 )
 from ..events import COMMENT_WRITE_ENDPOINTS, comment_rejected
+from ..telemetry.http_hooks import UNMATCHED_ROUTE, route_label
+from ..telemetry.metrics import METHODS, OTHER
 from .common import emit
 
 log = logging.getLogger(__name__)
@@ -117,10 +119,15 @@ def _handle_domain(exc: DomainError) -> Response:
 def _handle_unexpected(exc: Exception) -> Response:
     # Log the trace for operators; the caller learns only that it was our fault.
     if not isinstance(exc, HTTPException) or isinstance(exc, InternalServerError):
-        # The route template, never the raw path (it is client input; see README, Logs).
+        # The access line's method and route fields (the route template, never the raw
+        # path: it is client input), so one search on the route finds both lines.
         rule = request.url_rule
         log.exception(
-            "unhandled error on %s %s", request.method, rule.rule if rule else "<unmatched>"
+            "unhandled error",
+            extra={
+                "method": request.method if request.method in METHODS else OTHER,
+                "route": route_label(rule.rule) if rule is not None else UNMATCHED_ROUTE,
+            },
         )
     status = exc.code if isinstance(exc, HTTPException) and exc.code else 500
     return error_response(status, "an internal error occurred; it has been logged")
