@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from comments_api.app import create_app
@@ -14,6 +15,7 @@ from comments_api.store.repository import (
     migrate,
     shipped_revisions,
 )
+from comments_api.web.common import EXTENSION_KEY
 
 from .support import free_port
 
@@ -119,3 +121,29 @@ def test_readiness_is_decided_without_flask(tmp_path):
     assert not behind.ready
     assert behind.reason.endswith("this code needs ffffffffffff; run `comments-api migrate`")
     engine.dispose()
+
+
+def test_an_exhausted_pool_is_a_503_whose_log_names_the_pool(tmp_path, caplog):
+    """Every pooled connection in use (THREADS beyond DB_POOL_SIZE, a leak): the log said
+    "database unavailable: TimeoutError", which sends the operator to the database."""
+    app = create_app(
+        Settings(database_url=f"sqlite:///{tmp_path}/c.db", db_pool_size=1, db_pool_timeout=0.2)
+    )
+    client = app.test_client()
+    engine = app.extensions[EXTENSION_KEY].repo.engine
+    migrate(engine)
+    with contextlib.ExitStack() as held, caplog.at_level(logging.ERROR):
+        # The pool's size and its overflow, all checked out.
+        for _ in range(engine.pool.size() + engine.pool._max_overflow):  # type: ignore[attr-defined]
+            held.enter_context(engine.connect())
+        response = client.get("/api/v1/contents/pool/comments")
+    assert response.status_code == 503
+    assert response.mimetype == "application/problem+json"
+    assert response.headers["Retry-After"] == "2"
+    (logged,) = [r.getMessage() for r in caplog.records if r.name == "comments_api.app"]
+    assert logged.startswith(
+        "database pool exhausted: no connection free within DB_POOL_TIMEOUT (0.2s), "
+        "every one of DB_POOL_SIZE=1 (and the overflow) in use"
+    )
+    # With the connection back, the same request is served.
+    assert client.get("/api/v1/contents/pool/comments").status_code == 200

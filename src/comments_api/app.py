@@ -27,6 +27,7 @@ from .moderation import views as moderation_views
 from .moderation.rules import AbuseRules
 from .moderation.service import ModerationService
 from .settings import Settings
+from .store.driver_sql import StorageRefused
 from .store.repository import (
     Repository,
     is_disk_full,
@@ -225,9 +226,22 @@ def _database_unavailable(exc: Exception) -> Response:
         )
     orig = getattr(exc, "orig", None)
     cause = orig.__class__.__name__ if orig is not None else exc.__class__.__name__
-    if getattr(orig, "sqlstate", None) == "57014" or "locked" in str(orig or ""):
-        # QueryCanceled (statement_timeout) or SQLite's busy timeout: DB_STATEMENT_TIMEOUT.
+    sqlstate = getattr(orig, "sqlstate", None)
+    if isinstance(exc, PoolTimeout):
+        # Not the database's fault: every connection of this process's pool was in use.
+        settings = current_services().settings
+        log.error(
+            "database pool exhausted: no connection free within DB_POOL_TIMEOUT (%gs), "
+            "every one of DB_POOL_SIZE=%d (and the overflow) in use; answered 503",
+            settings.db_pool_timeout,
+            settings.db_pool_size,
+        )
+    elif sqlstate in ("57014", "55P03") or "locked" in str(orig or ""):
+        # QueryCanceled (statement_timeout), LockNotAvailable (a URL's lock_timeout) or
+        # SQLite's busy timeout.
         log.error("database timeout: %s after DB_STATEMENT_TIMEOUT; answered 503", cause)
+    elif isinstance(exc, StorageRefused):
+        log.error("database refuses the write: %s (read-only, or see above); answered 503", cause)
     else:
         log.error("database unavailable: %s", cause)
     return errors.error_response(
