@@ -100,6 +100,33 @@ def test_new_connections_use_the_password_now_in_the_file(
     assert current_user(following) == role
 
 
+def test_a_rotation_keeps_the_statement_timeout_and_the_urls_options(
+    pg_server: PostgresServer, tmp_path: Path
+) -> None:
+    """A URL with ``options`` (here a lock_timeout): the rotated connection was made with the
+    URL's options alone, replacing the merged ones, so DB_STATEMENT_TIMEOUT was lost."""
+    role, first, database, path = url_in_a_file(pg_server, tmp_path)
+    options = "?options=" + quote("-c lock_timeout=1234")
+    swap(path, url(pg_server, role, first, database) + options)
+    engine = make_engine(
+        url(pg_server, role, first, database) + options, statement_timeout=3.5, url_file=str(path)
+    )
+
+    def settings() -> tuple[str, str]:
+        with engine.connect() as conn:
+            statement = conn.execute(text("SHOW statement_timeout")).scalar()
+            lock = conn.execute(text("SHOW lock_timeout")).scalar()
+        return str(statement), str(lock)
+
+    assert settings() == ("3500ms", "1234ms")
+    second = rotate(pg_server, role, database)
+    swap(path, url(pg_server, role, second, database) + options)
+    engine.dispose()
+    assert current_user(engine) == role  # the new password
+    assert settings() == ("3500ms", "1234ms")
+    engine.dispose()
+
+
 def test_a_file_pointing_elsewhere_is_refused_until_a_restart(
     pg_server: PostgresServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

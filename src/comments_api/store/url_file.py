@@ -71,9 +71,6 @@ def follow_url_file(engine: Engine, path: str) -> None:
     """Make ``engine``'s new connections use the credentials currently in ``path``."""
     follower = UrlFile(path, engine.url)
     started_with = engine.url
-    # What the dialect derived from the starting URL, so exactly those keys are replaced
-    # (connect_args such as the statement timeout stay).
-    _, first = engine.dialect.create_connect_args(started_with)
 
     @event.listens_for(engine, "do_connect")
     def _connect_with_current(
@@ -82,8 +79,12 @@ def follow_url_file(engine: Engine, path: str) -> None:
         url = follower.current()
         if url is started_with:
             return
-        args, params = dialect.create_connect_args(url)
-        for key in first:
-            cparams.pop(key, None)
-        cparams.update(params)
-        cargs[:] = args
+        # Only the credentials: current() refuses any other change. Taking every key the
+        # dialect derives from the URL replaced the merged connect_args too: a URL's
+        # `options` came back without DB_STATEMENT_TIMEOUT's statement_timeout.
+        _, params = dialect.create_connect_args(url)
+        for key in ("user", "password"):
+            if key in params:
+                cparams[key] = params[key]
+            else:
+                cparams.pop(key, None)
