@@ -68,7 +68,10 @@ def test_moderators_delete_any_comment_hidden_and_pending_included(build, signer
     deleted = client.delete(f"/api/v1/comments/{cid}", headers=mod)
     assert deleted.status_code == 204, deleted.data
     assert client.get(f"{BULK}?status={status}", headers=mod).json["items"] == []
-    assert client.get(f"/api/v1/comments/{cid}").json["status"] == "deleted"
+    # Nobody could read it, and nothing replies to it: no public tombstone either (one
+    # used to appear in the public list, where counts said 0).
+    assert client.get(f"/api/v1/comments/{cid}").status_code == 404
+    assert client.get("/api/v1/contents/d1/comments").json["items"] == []
     # Approving never brings it back.
     assert client.post(BULK, json={"action": "approve", "ids": [cid]}, headers=mod).json[
         "unchanged"
@@ -101,8 +104,32 @@ def test_a_hidden_comment_stays_unknown_to_others_and_its_author_may_remove_it(b
     refused = client.delete(f"/api/v1/comments/{cid}", headers=bearer(signer.token("bob")))
     assert refused.status_code == 404
     assert client.delete("/api/v1/comments/999999", headers=mod).status_code == 404
-    # Its author may still withdraw it; it is not published by that, only a tombstone.
+    # Its author may still withdraw it; it is not published by that, nor is a tombstone.
     assert client.delete(f"/api/v1/comments/{cid}", headers=alice).status_code == 204
+    assert client.get(f"/api/v1/comments/{cid}").status_code == 404
+    assert client.get(f"{BULK}?status=hidden", headers=mod).json["items"] == []
+    # Gone for good: a repeat is told so, as for any id that is not there.
+    assert client.delete(f"/api/v1/comments/{cid}", headers=alice).status_code == 404
+
+
+def test_a_hidden_comment_with_replies_deleted_keeps_them_in_place(build, signer):
+    """A hidden comment that readers had answered before it was hidden: deleted, it becomes
+    a tombstone, so its replies keep their parent."""
+    app = build()
+    client = app.test_client()
+    mod = bearer(api_key(app, SCOPE_MODERATE))
+    alice = bearer(signer.token("alice"))
+    cid = post(client, alice)
+    reply = client.post(
+        "/api/v1/contents/d1/comments", json={"body": "an answer", "parent_id": cid}, headers=alice
+    ).json["id"]
+    client.post(BULK, json={"action": "hide", "ids": [cid]}, headers=mod)
+    assert client.delete(f"/api/v1/comments/{cid}", headers=mod).status_code == 204
     gone = client.get(f"/api/v1/comments/{cid}").json
     assert (gone["status"], gone["body"], gone["author"]) == ("deleted", None, None)
-    assert client.get(f"{BULK}?status=hidden", headers=mod).json["items"] == []
+    listed = client.get("/api/v1/contents/d1/comments").json["items"]
+    assert [(c["id"], c["status"], c["parent_id"]) for c in listed] == [
+        (cid, "deleted", None),
+        (reply, "published", cid),
+    ]
+    assert client.delete(f"/api/v1/comments/{cid}", headers=mod).status_code == 204

@@ -727,8 +727,9 @@ def paths(settings: Settings) -> dict[str, Any]:
                 "posted it) and to moderators (`comments:moderate`), whatever the comment's "
                 "status (pending and hidden ones too), in every auth mode; recorded in the "
                 "audit log. Idempotent: deleting a tombstone again is a 204 that changes "
-                "nothing. Others get 403 for a public comment and 404 for one that is not "
-                "public.",
+                "nothing. A pending or hidden comment that nothing replies to leaves no "
+                "tombstone (nobody could read it): it is removed, and a repeat is a 404. "
+                "Others get 403 for a public comment and 404 for one that is not public.",
                 {
                     "204": {"description": "Deleted."},
                     **_errors(one, 401, 403, 404, 412, 429, 503),

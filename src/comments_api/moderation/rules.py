@@ -63,6 +63,14 @@ class Transition:
     action: str
     from_statuses: tuple[str, ...]
     to_status: str
+    # Of from_statuses, those whose comments leave no row when they have no reply: a
+    # deleted comment nobody could read (pending, hidden) must not turn into a public
+    # tombstone. With replies it stays one: it keeps their thread in place.
+    vanish_from: tuple[str, ...] = ()
+
+
+# Deleting a comment that is not public leaves nothing public behind.
+VANISH_ON_DELETE = (STATUS_PENDING, STATUS_HIDDEN)
 
 
 def transition(action: str, if_status: Sequence[str] | None = None) -> Transition:
@@ -71,7 +79,8 @@ def transition(action: str, if_status: Sequence[str] | None = None) -> Transitio
     allowed = TRANSITIONS[action]
     if if_status is not None:
         allowed = tuple(s for s in allowed if s in if_status)
-    return Transition(action, allowed, TARGET_STATUS[action])
+    vanish = tuple(s for s in allowed if s in VANISH_ON_DELETE) if action == ACTION_DELETE else ()
+    return Transition(action, allowed, TARGET_STATUS[action], vanish)
 
 
 class Banned(DomainError):

@@ -1124,13 +1124,31 @@ class Repository:
         one transaction with its audit row.
 
         Returns the ids that actually changed (others were missing or already there).
+        Comments in ``change.vanish_from`` with no reply are removed, not kept as
+        tombstones.
         """
         now = now or utcnow()
         values: dict[str, Any] = {"status": change.to_status, "updated_at": now}
         if change.to_status == STATUS_DELETED:
             values.update(_tombstone(now))
         with self._write() as conn:
-            changed = [
+            vanished = []
+            if change.vanish_from:
+                replies = comments.alias("replies")
+                has_reply = select(replies.c.id).where(replies.c.parent_id == comments.c.id)
+                vanished = [
+                    r[0]
+                    for r in conn.execute(
+                        delete(comments)
+                        .where(
+                            comments.c.id.in_(list(ids)),
+                            comments.c.status.in_(change.vanish_from),
+                            ~has_reply.exists(),
+                        )
+                        .returning(comments.c.id)
+                    )
+                ]
+            changed = vanished + [
                 r[0]
                 for r in conn.execute(
                     update(comments)
