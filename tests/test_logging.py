@@ -733,3 +733,68 @@ def test_an_unhandled_errors_line_names_the_route_as_its_access_line_does(make_a
     assert (error["method"], error["route"]) == (access["method"], access["route"])
     assert access["route"] == "/_test/boom/<n>"
     assert "RuntimeError: bug for item 7" in error["exc_info"]
+
+
+def test_a_request_aborted_by_the_worker_timeout_keeps_its_request_id(tmp_path: Path) -> None:
+    """A create stuck past WORKER_TIMEOUT (SQLite's write lock held by the test): the
+    worker's 500, its "request aborted" line and the app's request line carry one id, the
+    one the ingress sent. The 500 and the error line used to get a new one, so the
+    client's report and the server's lines could not be put together."""
+    import sqlite3
+
+    database_file = tmp_path / "comments.db"
+    env = {
+        "DATABASE_URL": f"sqlite:///{database_file}",
+        "LOG_FORMAT": "json",
+        "RATELIMIT_ENABLED": "false",
+        "WORKER_TIMEOUT": "2",
+        "DB_STATEMENT_TIMEOUT": "30",
+        # The sync worker: a threaded one is not aborted (its main loop still beats).
+        "THREADS": "1",
+    }
+    rid = f"ingress-{uuid.uuid4().hex}"
+    with ServiceProcess(env, tmp_path, workers=1) as svc:
+        held = sqlite3.connect(database_file, timeout=5)
+        try:
+            held.execute("BEGIN IMMEDIATE")  # the write lock, until rollback
+            answer = requests.post(
+                f"{svc.base}/api/v1/contents/stuck/comments",
+                json={"body": "stuck"},
+                headers={"X-Request-ID": rid},
+                timeout=20,
+            )
+        finally:
+            held.rollback()
+            held.close()
+        assert answer.status_code == 500, answer.text
+        assert answer.headers["X-Request-ID"] == rid
+        aborted: list[dict] = []
+
+        def logged() -> bool:
+            aborted[:] = [r for r in records(svc) if r.get("message", "").startswith("request ab")]
+            return bool(aborted)
+
+        assert wait_until(logged, 10)
+        assert [r["request_id"] for r in aborted] == [rid]
+        assert [r["status"] for r in access_for(svc, rid)] == [500]
+
+
+def test_debug_lines_never_quote_a_requests_path(tmp_path: Path) -> None:
+    """At LOG_LEVEL=debug gunicorn's default pre_request hook logged every request's raw
+    path: an email in a legacy list's path, a token someone put in a URL."""
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'comments.db'}",
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "debug",
+        "RATELIMIT_ENABLED": "false",
+    }
+    marker = f"reader-{uuid.uuid4().hex[:8]}@example.com"
+    rid = f"debug-{uuid.uuid4().hex}"
+    with ServiceProcess(env, tmp_path, workers=1) as svc:
+        answer = requests.get(
+            f"{svc.base}/api/comment/list/{marker}", headers={"X-Request-ID": rid}, timeout=5
+        )
+        assert answer.status_code in (200, 400, 404)
+        assert access_for(svc, rid)  # the request was logged, by its route
+        assert any(r.get("level") == "debug" for r in records(svc))  # debug is on
+        assert marker not in svc.log()

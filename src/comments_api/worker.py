@@ -63,6 +63,7 @@ from .contract.problems import (
     status_title,
 )
 from .lean_requests import LeanReader
+from .telemetry.http_hooks import REQUEST_ID_ENVIRON
 from .telemetry.log_format import hold_access_lines
 from .telemetry.metrics import count_server_refusal
 from .web.protection import cors_headers
@@ -713,7 +714,8 @@ class _ErrorsMixin:
             path = getattr(getattr(exc, "req", None), "path", None)
         if path is None and pending is not None:
             path = pending.target or ""
-        rid = new_request_id()
+        # The app's id when the app had the request (a timeout abort), else a new one.
+        rid = getattr(exc, "comments_request_id", None) or new_request_id()
         if status >= 500:
             if isinstance(exc, SystemExit):
                 log.error(
@@ -1211,7 +1213,12 @@ def _answer(
         _write_answer(worker.wsgi, environ, resp)
     except OSError:
         raise
-    except (Exception, SystemExit):
+    except (Exception, SystemExit) as exc:
+        rid = environ.get(REQUEST_ID_ENVIRON)
+        if rid is not None:
+            # handle_error's answer and line then carry the id of the app's lines.
+            with contextlib.suppress(AttributeError):
+                exc.comments_request_id = rid  # type: ignore[union-attr]
         _give_up_started(resp, sock, unsent)
         raise
     finally:
