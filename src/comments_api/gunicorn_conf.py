@@ -91,3 +91,9 @@ def post_worker_init(worker: Any) -> None:
 def child_exit(server: Any, worker: Any) -> None:
     # Drop the dead worker's live gauges (in-flight, pool); its counters stay summed.
     telemetry.mark_worker_dead(worker.pid)
+
+
+def pre_request(worker: Any, req: Any) -> None:
+    # gunicorn's default logs "<method> <raw path>" at debug: the legacy list's path is the
+    # author's email. The app's request line (route template, no query) says what is needed.
+    return None
