@@ -225,7 +225,9 @@ class RateLimiter:
         self.fallback: Counters = ProcessCounters()
         # Registering computes the script's digest only; it is sent at its first use.
         self._window_end = (
-            cast(RedisStorage, self.primary).get_connection().register_script(WINDOW_END_SCRIPT)
+            cast(RedisStorage, self.primary)
+            .get_connection()
+            .register_script(WINDOW_END_SCRIPT.encode())
             if self.shared
             else None
         )
