@@ -23,6 +23,12 @@ from .conftest import ROOT
 pytestmark = pytest.mark.pipeline
 
 
+def stored_secret(store: Path, name: str) -> dict[str, str]:
+    """A Secret the kubectl stand-in stored, its values decoded."""
+    data = json.loads((store / f"{name}.json").read_text())
+    return {k: base64.b64decode(v).decode() for k, v in data.items()}
+
+
 def test_k8s_local_keeps_every_secret_value_off_kubectls_command_line(tmp_path: Path) -> None:
     # The database password, the URL carrying it, the client-IP salt and the Redis password
     # went to kubectl as --from-literal=KEY=VALUE: readable in the process list.
@@ -45,12 +51,9 @@ def test_k8s_local_keeps_every_secret_value_off_kubectls_command_line(tmp_path: 
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
-    def secret(name: str) -> dict[str, str]:
-        data = json.loads((store / f"{name}.json").read_text())
-        return {k: base64.b64decode(v).decode() for k, v in data.items()}
-
     db, api, redis = (
-        secret(n) for n in ("comments-db-credentials", "comments-api", "comments-redis")
+        stored_secret(store, n)
+        for n in ("comments-db-credentials", "comments-api", "comments-redis")
     )
     password = db["password"]
     redis_password = redis["redis.conf"].removeprefix("requirepass ")
@@ -98,14 +101,11 @@ def test_the_documented_secret_commands_keep_every_value_off_the_command_line(
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
-    def secret(name: str) -> dict[str, str]:
-        data = json.loads((store / f"{name}.json").read_text())
-        return {k: base64.b64decode(v).decode() for k, v in data.items()}
-
     db, api, redis = (
-        secret(n) for n in ("comments-db-credentials", "comments-api", "comments-redis")
+        stored_secret(store, n)
+        for n in ("comments-db-credentials", "comments-api", "comments-redis")
     )
-    assert secret("comments-db-backup") == {
+    assert stored_secret(store, "comments-db-backup") == {
         "ACCESS_KEY_ID": backup["BACKUP_KEY_ID"],
         "ACCESS_SECRET_KEY": backup["BACKUP_SECRET"],
     }

@@ -336,6 +336,19 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0] != "Z"
 
 
+def start_in_background(command: list[str], env: dict[str, str], out: Path) -> subprocess.Popen:
+    """deploy.sh in a session of its own (signals go to its group), its output in ``out``."""
+    with open(out, "w") as sink:
+        return subprocess.Popen(
+            command,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+        )
+
+
 @pytest.mark.parametrize(
     ("how", "code"),
     [("SIGINT to the process group (Ctrl-C)", 130), ("SIGTERM to deploy.sh alone", 143)],
@@ -347,15 +360,7 @@ def test_a_run_interrupted_during_e2e_ends_its_port_forward(tmp_path: Path, how:
     out = tmp_path / "deploy.out"
     pid_file = tmp_path / "cluster" / "port-forward.pid"
     forward = 0
-    with open(out, "w") as sink:
-        proc = subprocess.Popen(
-            command,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            env=env,
-            start_new_session=True,
-        )
+    proc = start_in_background(command, env, out)
     try:
         deadline = time.monotonic() + 90
         while "pipeline_e2e.py e2e" not in out.read_text():
@@ -600,15 +605,7 @@ def test_a_port_forward_that_never_answers_fails_the_smoke_test_in_time(tmp_path
     (tmp_path / "bin" / "curl").unlink()  # the real curl, against the silent tunnel
     out = tmp_path / "deploy.out"
     forward = 0
-    with open(out, "w") as sink:
-        proc = subprocess.Popen(
-            command,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            env=env,
-            start_new_session=True,
-        )
+    proc = start_in_background(command, env, out)
     try:
         rc = proc.wait(timeout=90)
         log = out.read_text()
