@@ -149,7 +149,9 @@ class RepeatedWarnings(logging.Filter):
     says in ``repeated`` how many were left out meanwhile. A warning a probe or every
     request triggers while a dependency is down ("readiness: database unreachable" every
     few seconds, a failing rate-limit storage on every request) otherwise floods the log
-    with the same line. Errors are never held back: each belongs to a failed request."""
+    with the same line. Errors are never held back: each belongs to a failed request. Nor
+    is a warning that reports one request's outcome (it has a ``status``: a request the
+    server refused or dropped): like an access line, each is that request's record."""
 
     WINDOW = 60.0
     MAX_KEYS = 1024  # distinct warnings remembered; more are forgotten oldest first
@@ -160,7 +162,7 @@ class RepeatedWarnings(logging.Filter):
         self._seen: dict[tuple[Any, ...], tuple[float, int]] = {}  # key: (first, left out)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno != logging.WARNING:
+        if record.levelno != logging.WARNING or getattr(record, "status", None) is not None:
             return True
         key = self._key(record)
         now = monotonic()
