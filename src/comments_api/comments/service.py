@@ -228,8 +228,9 @@ class CommentService:
             # A cursor is the id of the last comment of a page. Replayed on another
             # content's list it would be taken as a position there, and page 2 of one
             # thread would silently start somewhere in another. Content ids never change,
-            # and comments are never removed (a delete leaves a tombstone), so the comment
-            # it names says which list it came from; a position past every id names none.
+            # so the comment it names says which list it came from. One that names none (a
+            # position past every id, or a comment hidden, then deleted without replies,
+            # which leaves no row) is taken as the position it is.
             anchor = self.repo.get(after_id)
             if anchor is not None and anchor.content_id != content_id:
                 raise InvalidInput(
