@@ -144,6 +144,12 @@ KUBECTL_CALLS: dict[str, dict[tuple[str, str], tuple[str, ...]]] = {
         ("apps", "deployments"): ("get", "patch"),
         ("apps", "replicasets"): ("get", "list", "watch"),
     },
+    # What a release that did not complete prints (the Job, its pods, warnings, its log).
+    "get job": {("batch", "jobs"): ("get",)},
+    "get pods": {("", "pods"): ("list",)},
+    "get events": {("", "events"): ("list",)},
+    # logs job/NAME: the Job's selector, its pods, one pod's log.
+    "logs job": {("batch", "jobs"): ("get",), ("", "pods"): ("list",), ("", "pods/log"): ("get",)},
 }
 
 
