@@ -8,6 +8,7 @@ come from the server). Loads are bounded in count and time, on loopback only.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -352,12 +353,14 @@ def test_an_idle_server_stops_at_once_on_sigterm(tmp_path, threads):
 
 
 def _abandon(port: int, path: str, count: int) -> None:
-    """Creates sent whole by clients that close at once, unanswered (a proxy's timeout)."""
+    """Creates sent whole by clients that close at once, unanswered (a proxy's timeout),
+    each with the X-Request-ID an ingress gave it (``abandoned-<i>``)."""
     for i in range(count):
         body = f'{{"body": "abandoned {i}", "email": "gone@example.com"}}'.encode()
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
             sock.sendall(
                 f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"X-Request-ID: abandoned-{i}\r\n"
                 "Content-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n".encode()
                 + body
@@ -400,8 +403,13 @@ def _abandoned_behind_a_held_lock(service: ServiceProcess, db: Path, path: str, 
 
 
 def _only_served_after_the_drops(service: ServiceProcess, path: str, dropped: int) -> None:
-    """The drops were counted, and a create sent once the lock is free is stored (the
-    caller then checks that it alone was: no abandoned create was)."""
+    """The drops were counted, each logged with its request's own id, and a create sent
+    once the lock is free is stored (the caller then checks that it alone was: no
+    abandoned create was)."""
+    gone = [line for line in service.log().splitlines() if '"error":"client_gone"' in line]
+    assert sorted(json.loads(line)["request_id"] for line in gone) == [
+        f"abandoned-{i}" for i in range(dropped)
+    ]
     samples = scrape(service.base)
     counted = value(samples, "comments_api_server_refusals_total", reason="client-closed-request")
     assert counted == dropped

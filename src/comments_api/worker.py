@@ -63,7 +63,7 @@ from .contract.problems import (
     status_title,
 )
 from .lean_requests import LeanReader
-from .telemetry.http_hooks import REQUEST_ID_ENVIRON
+from .telemetry.http_hooks import REQUEST_ID_ENVIRON, REQUEST_ID_RE
 from .telemetry.log_format import hold_access_lines
 from .telemetry.metrics import count_server_refusal
 from .web.protection import cors_headers
@@ -629,21 +629,38 @@ def _target(line: bytes) -> str | None:
     return parts[1].decode("latin-1")
 
 
-def request_origin(pending: PendingRequest) -> str | None:
-    """The request's Origin field, looked for only when the worker answers it itself
-    (the buffering's header walk, which every request pays, never looks at it). None
-    until the whole header section is in (a 414, a 431, a 408 before the headers' end:
-    a later field could still be another Origin), and when there are several."""
+def _single_field(pending: PendingRequest, wanted: bytes) -> str | None:
+    """The value of the header field ``wanted`` (lowercase), looked for only when the
+    worker answers a request itself (the buffering's header walk, which every request
+    pays, never looks at it). None until the whole header section is in (a 414, a 431, a
+    408 before the headers' end: a later field could still be another one), and when
+    there are several: the app would see them joined by a comma."""
     if pending.header_end < 0:
         return None
     found = None
     for line in bytes(pending.data[: pending.header_end - 4]).split(b"\r\n")[1:]:
         name, colon, value = line.partition(b":")
-        if colon and name.lower() == b"origin":
+        if colon and name.lower() == wanted:
             if found is not None:
-                return None  # the app would see them joined: no origin it allows
+                return None
             found = value.strip(b" \t").decode("latin-1")
     return found
+
+
+def request_origin(pending: PendingRequest) -> str | None:
+    """The request's Origin field (None: none, several, or the headers are not all in)."""
+    return _single_field(pending, b"origin")
+
+
+def request_id_for(pending: PendingRequest | None) -> str:
+    """The id of the worker's own answer to ``pending``: its X-Request-ID (an ingress's)
+    when the app would adopt it (http_hooks.REQUEST_ID_RE), so the refusal's header and
+    log line carry the id the ingress logged; a new one when it has none, an invalid one,
+    or its header section was never read whole (a 414, a 431, a 408 before its end)."""
+    incoming = None if pending is None else _single_field(pending, b"x-request-id")
+    if incoming is not None and REQUEST_ID_RE.fullmatch(incoming):
+        return incoming
+    return new_request_id()
 
 
 def cors_lines(pending: PendingRequest | None, allowed: frozenset[str]) -> str:
@@ -714,8 +731,9 @@ class _ErrorsMixin:
             path = getattr(getattr(exc, "req", None), "path", None)
         if path is None and pending is not None:
             path = pending.target or ""
-        # The app's id when the app had the request (a timeout abort), else a new one.
-        rid = getattr(exc, "comments_request_id", None) or new_request_id()
+        # The app's id when the app had the request (a timeout abort), else the request's
+        # own (an ingress's) or a new one.
+        rid = getattr(exc, "comments_request_id", None) or request_id_for(pending)
         if status >= 500:
             if isinstance(exc, SystemExit):
                 log.error(
@@ -762,7 +780,7 @@ def _refuse(
     linger: Callable[[socket.socket], None] | None = None,
     cors_origins: frozenset[str] = frozenset(),
 ) -> None:
-    rid = new_request_id()
+    rid = request_id_for(pending)
     cors = cors_lines(pending, cors_origins)
     if status == 200:  # OPTIONS *: answered, not refused
         log.info("answered OPTIONS * with the methods the server serves", extra={"request_id": rid})
@@ -824,12 +842,12 @@ def _client_gone(sock: socket.socket) -> bool:
     return _peek(sock) == b""
 
 
-def _dropped_client_gone() -> None:
+def _dropped_client_gone(pending: PendingRequest | None) -> None:
     """Log and count a request dropped unserved because its client closed while it
     waited: nginx's 499 ("client closed request")."""
     log.warning(
         "dropped a request whose client closed the connection while it waited",
-        extra={"status": 499, "error": "client_gone", "request_id": new_request_id()},
+        extra={"status": 499, "error": "client_gone", "request_id": request_id_for(pending)},
     )
     count_server_refusal(CLIENT_GONE)
 
@@ -1447,7 +1465,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                 # stored that nobody was told of. Checked only after a slow answer: one
                 # more syscall per request otherwise.
                 self._unwatch(client)
-                _dropped_client_gone()
+                _dropped_client_gone(request)
                 util.close(client)
                 return
             started = time.monotonic()
@@ -2041,7 +2059,7 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
             # Every thread was held by slow answers while this request waited, and its
             # client gave up meanwhile: dropped unserved, as the sync worker does. Checked
             # only after such a wait: one more syscall per request otherwise.
-            _dropped_client_gone()
+            _dropped_client_gone(self._requests.get(conn.sock))
             return False
         unusual = getattr(conn, "unusual", None)
         if unusual is not None:

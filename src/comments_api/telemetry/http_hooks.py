@@ -40,7 +40,9 @@ REQUEST_ID_HEADER = "X-Request-ID"
 # Where the request's id is left for the server (worker.py), whose own answer to a request
 # the app did not finish (a WORKER_TIMEOUT abort) must carry the id its log lines carry.
 REQUEST_ID_ENVIRON = "comments_api.request_id"
-_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+# An incoming X-Request-ID (an ingress's) that is adopted rather than replaced; the
+# worker's own answers (worker.py) adopt it by this same rule.
+REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 # Requests no URL rule matched (404, 405): one fixed label, never the raw path.
 UNMATCHED_ROUTE = "<unmatched>"
 # Probe and scrape routes: excluded from the SLOs in deploy/monitoring (not user traffic)
@@ -134,7 +136,7 @@ def init_app(app: Flask, settings: Settings, engine: Engine) -> None:
         ctx_g.obs_start = perf_counter()
         rid = request.headers.get(REQUEST_ID_HEADER)
         # 32 random hex digits, as uuid4().hex was, at a quarter of its cost.
-        ctx_g.request_id = rid if rid and _REQUEST_ID_RE.fullmatch(rid) else secrets.token_hex(16)
+        ctx_g.request_id = rid if rid and REQUEST_ID_RE.fullmatch(rid) else secrets.token_hex(16)
         request.environ[REQUEST_ID_ENVIRON] = ctx_g.request_id
         if m is not None:
             m.in_flight.inc()
