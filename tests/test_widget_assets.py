@@ -173,3 +173,15 @@ def test_an_asset_is_revalidated_by_any_tag_it_matches(client, path):
         assert (response.status_code, response.data) == (304, b""), header
         assert response.headers["ETag"] == etag
     assert client.get(path, headers={"If-None-Match": '"x"'}).status_code == 200
+
+
+@pytest.mark.parametrize("content_id", ["{{theme}}", "{{lang}}", "{{content_id_url}}", "a{{x}}"])
+def test_demo_page_shows_a_content_id_that_looks_like_a_placeholder(client, content_id):
+    # The template's placeholders were replaced one after another, so one inside the
+    # content id (already substituted) was replaced too: "{{theme}}" became "dark".
+    response = client.get("/widget/demo", query_string={"content_id": content_id, "theme": "dark"})
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert f'content-id="{content_id}"' in page
+    assert f"<code>{content_id}</code>" in page
+    assert '<body class="demo theme-dark">' in page

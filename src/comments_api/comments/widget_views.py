@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -39,6 +40,7 @@ ASSET_CSP = "default-src 'none'; frame-ancestors 'none'"
 JS = "text/javascript"
 DEMO_LANGS = ("en", "pt-BR")
 DEMO_THEMES = ("auto", "light", "dark")
+_PLACEHOLDER = re.compile(r"\{\{([a-z_]+)\}\}")  # {{name}} in demo.html
 
 
 @dataclass(frozen=True)
@@ -103,9 +105,10 @@ def demo_page() -> Response:
         "theme": theme,
     }
     page = _asset("demo.html").data.decode("utf-8")
-    for name, value in values.items():
-        page = page.replace("{{" + name + "}}", value)
-    return _page(page)
+    # One pass over the template: replacing each name in turn also replaced the
+    # placeholders inside a value already substituted (the content id "{{theme}}" showed
+    # and loaded the thread of the content "dark").
+    return _page(_PLACEHOLDER.sub(lambda m: values[m.group(1)], page))
 
 
 def _choice(name: str, allowed: tuple[str, ...]) -> str:
