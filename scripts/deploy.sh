@@ -1273,7 +1273,10 @@ k8s_why() {
   } 2>&1 | sed 's/^/      /' >&2 || true
 }
 
-# k8s_smoke ENV KIND: port-forward the Service to 127.0.0.1 and run the checks.
+# k8s_smoke ENV KIND: port-forward the Service to 127.0.0.1 and run the checks: KIND e2e
+# (staging's gate), smoke (a new release, with --prod-smoke-hook in production) or rollback
+# (the release a rollback went back to: the smoke test without the hook, which was written
+# for the new release's digest).
 PF_PID=""
 k8s_smoke() {
   local env=$1 kind=$2 port
@@ -1289,7 +1292,11 @@ k8s_smoke() {
   # the run, past wait_for's deadline (which is checked between tries only).
   wait_for "port-forward" 20 curl -fsS --max-time 5 "http://127.0.0.1:$port/readyz" || rc=1
   if [ "$rc" = 0 ]; then
-    if [ "$kind" = e2e ]; then e2e_and_load "http://127.0.0.1:$port" || rc=1; else smoke "$env" "http://127.0.0.1:$port" || rc=1; fi
+    case $kind in
+      e2e) e2e_and_load "http://127.0.0.1:$port" || rc=1 ;;
+      rollback) run "$PY" scripts/pipeline_e2e.py smoke "http://127.0.0.1:$port" || rc=1 ;;
+      *) smoke "$env" "http://127.0.0.1:$port" || rc=1 ;;
+    esac
   fi
   stop_port_forward
   return "$rc"
@@ -1312,6 +1319,21 @@ k8s_rollback() {
   stage "ROLLBACK $env: kubectl rollout undo"
   run kubectl --context "$KUBE_CONTEXT" --namespace "comments-$env" rollout undo deployment/comments-api &&
     run kubectl --context "$KUBE_CONTEXT" --namespace "comments-$env" rollout status deployment/comments-api --timeout=300s
+}
+
+# k8s_recheck_rollback: after `rollout undo` of production, whether the release it went back
+# to answers: readiness through a new port-forward (20 s), then the smoke test. A completed
+# `rollout status` says the pods are ready, not that the release serves (a schema, a Secret
+# or a dependency changed since it last ran): exit 2 was reported as "rolled back" with no
+# proof. Returns 2 (rolled back, it serves) or 3 (rolled back, it does not: act now).
+k8s_recheck_rollback() {
+  stage "re-check production after the rollback: readiness and smoke test of ${K8S_BEFORE:-the previous release}"
+  if k8s_smoke production rollback; then
+    tinfo "production is back on ${K8S_BEFORE:-the previous release} and it answers its smoke test"
+    return 2
+  fi
+  fail "production was rolled back to ${K8S_BEFORE:-the previous release}, but that release does not answer its smoke test either (above): production is down, act now"
+  return 3
 }
 
 # minikube_preflight: the tools and a cluster that answers, before the tests and the build
@@ -1456,12 +1478,18 @@ pipeline_minikube() {
       [ "$K8S_BEFORE" = "$PROD_REGISTRY/comments-api@$DIGEST" ] && return 3
       return 1
     fi
-    if k8s_rollback production; then return 2; fi
-    return 3
+    if ! k8s_rollback production; then
+      fail "the rollback of production did not complete (kubectl, above): act now: kubectl --context $KUBE_CONTEXT --namespace comments-production rollout history deployment/comments-api"
+      return 3
+    fi
+    local rechecked=0
+    k8s_recheck_rollback || rechecked=$?
+    return "$rechecked"
   fi
   if [ "$DRY_RUN" = 1 ]; then
     info "(dry run: what a failed production rollout or smoke test runs next)"
     k8s_rollback production || true
+    k8s_recheck_rollback || true
   fi
   stage "released $TAG = $DIGEST to production"
   if [ "$DRY_RUN" = 1 ]; then

@@ -148,6 +148,9 @@ def test_minikube_dry_run_prints_kubectl_rollout_and_undo():
         r"namespace comments-production rollout status deployment/comments-api",
         r"pipeline_e2e\.py smoke",
         r"namespace comments-production rollout undo deployment/comments-api",
+        # The rollback is checked: does the release it went back to answer?
+        r"namespace comments-production port-forward svc/comments-api",
+        r"pipeline_e2e\.py smoke",
     ]
     at = 0
     for step in steps:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from ..support import missing
+from ..support import ServiceProcess, missing
 from .conftest import DEPLOY, PREBUILT, ROOT, sh
 
 pytestmark = pytest.mark.pipeline
@@ -161,7 +161,36 @@ if "port-forward" in args:
         listener = socket.create_server(("127.0.0.1", int(args[-1].split(":")[0])), backlog=16)
         (state / "port-forward.listening").touch()
         time.sleep(300)
+    upstream = os.environ.get("FAKE_UPSTREAM")  # a real comments-api serve: forward to it
+    if upstream:
+        undone = "comments-production rollout undo" in calls.read_text()
+        if fail == "undone-unready" and undone and arg("--namespace") == "comments-production":
+            sys.exit("error: unable to forward port because pod is not running")
+        import socket, threading
+
+        def pipe(src, dst):
+            try:
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            except OSError:
+                pass
+            for end in (src, dst):
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        listener = socket.create_server(("127.0.0.1", int(args[-1].split(":")[0])), backlog=64)
+        while True:
+            client, _ = listener.accept()
+            server = socket.create_connection(("127.0.0.1", int(upstream)))
+            threading.Thread(target=pipe, args=(client, server), daemon=True).start()
+            threading.Thread(target=pipe, args=(server, client), daemon=True).start()
     sys.exit(0)
+if "wait" in args and fail == "slow-wait":  # a migration Job that takes its time
+    (state / "wait.pid").write_text(str(os.getpid()))
+    import time
+    time.sleep(300)
 if "wait" in args and fail == "migration":
     sys.exit("error: timed out waiting for the condition on jobs/comments-api-migrate")
 undone = "rollout undo" in calls.read_text()
@@ -369,6 +398,135 @@ def test_a_run_interrupted_during_e2e_ends_its_port_forward(tmp_path: Path, how:
             proc.wait()
         if forward and alive(forward):
             os.kill(forward, signal.SIGKILL)
+
+
+@pytest.mark.parametrize(
+    ("how", "code"),
+    [("SIGTERM to deploy.sh alone", 143), ("SIGINT to the process group (Ctrl-C)", 130)],
+)
+def test_a_run_interrupted_during_the_migration_wait_stops_at_once(
+    tmp_path: Path, how: str, code: int
+):
+    # bash runs a trap only when the foreground command returns: a run stopped (a CI's
+    # SIGTERM) during `kubectl wait --timeout=600s` went on waiting, up to 10 minutes.
+    command, env = stand_ins(tmp_path, fail="slow-wait")
+    out = tmp_path / "deploy.out"
+    pid_file = tmp_path / "cluster" / "wait.pid"
+    waiting = 0
+    proc = start_in_background(command, env, out)
+    try:
+        deadline = time.monotonic() + 90
+        while not pid_file.exists() or not pid_file.read_text():
+            assert proc.poll() is None, out.read_text()[-3000:]
+            assert time.monotonic() < deadline, out.read_text()[-3000:]
+            time.sleep(0.1)
+        waiting = int(pid_file.read_text())
+        assert alive(waiting)
+        started = time.monotonic()
+        if how.startswith("SIGINT"):
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == code, out.read_text()[-3000:]
+        assert time.monotonic() - started < 5, "the run went on waiting after the signal"
+        log = out.read_text()
+        assert "wait --for=condition=complete job/comments-api-migrate" in log
+        assert "PIPELINE STOPPED" in log, log[-3000:]
+        assert not alive(waiting), f"the stand-in `kubectl wait` (pid {waiting}) outlived the run"
+        left = [
+            p.name
+            for p in Path("/proc").iterdir()
+            if p.name.isdigit() and p.name != str(proc.pid) and in_group(int(p.name), proc.pid)
+        ]
+        assert not left, f"processes of the run left behind: {left}"
+        assert not (tmp_path / "cluster" / "lock").exists(), "the lock goes too"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if waiting and alive(waiting):
+            os.kill(waiting, signal.SIGKILL)
+
+
+def in_group(pid: int, group: int) -> bool:
+    """Whether a live process (not a zombie) is in the process group ``group``."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return fields[0] != "Z" and int(fields[2]) == group
+
+
+# --- a release that fails production's smoke test: rolled back, and the rollback checked ---
+# Staging's E2E and k6 and production's smoke test reach a real `comments-api serve`
+# through the stand-in port-forward; production's --prod-smoke-hook rejects the release.
+FINGERPRINT = "A" * 40
+BEFORE = "127.0.0.1:5000/comments-api@sha256:" + "0" * 64  # what the stand-in serves before
+
+
+def production_run(tmp_path: Path, fail: str = "") -> tuple[str, int, str]:
+    """deploy.sh --target minikube through staging to production, whose smoke hook fails.
+    Returns the output, the exit status and the calls."""
+    if not (ROOT / ".venv" / "bin" / "k6").exists():
+        missing("k6 in .venv (make venv)")
+    command, env = stand_ins(tmp_path, fail)
+    bin_dir = tmp_path / "bin"
+    (bin_dir / "curl").unlink()  # the real curl: readiness through the port-forward
+    (bin_dir / "gpg").write_text(  # the signing key's fingerprint, for skopeo --sign-by
+        '#!/bin/sh\necho "gpg $*" >>"$FAKE_STATE/calls.log"\n'
+        f'case "$*" in *--list-secret-keys*) echo "fpr:::::::::{FINGERPRINT}:" ;; esac\n'
+    )
+    service_env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'comments.db'}",
+        "RATELIMIT_ENABLED": "false",
+    }
+    with ServiceProcess(service_env, tmp_path, workers=1) as service:
+        env = {**env, "FAKE_UPSTREAM": str(service.port), "LOAD_DURATION": "1s", "LOAD_VUS": "1"}
+        hook = "--prod-smoke-hook=echo 'canary journey: checkout broken' >&2; exit 1"
+        proc = subprocess.run(
+            [*command, hook], capture_output=True, text=True, timeout=240, cwd=ROOT, env=env
+        )
+    out = proc.stdout + proc.stderr
+    print(out)
+    return out, proc.returncode, (tmp_path / "cluster" / "calls.log").read_text()
+
+
+def after_undo(calls: str) -> str:
+    """The calls after production's `rollout undo`."""
+    return calls.split("--namespace comments-production rollout undo deployment/comments-api", 1)[1]
+
+
+def test_a_rollback_after_a_failed_smoke_test_is_smoke_tested_before_exit_2(tmp_path: Path):
+    # Exit 2, "rolled back automatically", came once `rollout status` completed: nobody
+    # had checked that the release production went back to answers.
+    out, rc, calls = production_run(tmp_path)
+    assert rc == 2, out[-3000:]
+    assert "production smoke hook failed: exit 1" in out
+    assert out.count("production smoke hook failed") == 1, "the hook checks the new release only"
+    assert "ROLLBACK production: kubectl rollout undo" in out
+    rechecked = after_undo(calls)
+    assert "comments-production port-forward svc/comments-api" in rechecked
+    assert out.index("re-check production after the rollback") > out.index("ROLLBACK production")
+    assert f"production is back on {BEFORE} and it answers its smoke test" in out
+    assert "PIPELINE FAILED in production: rolled back automatically" in out
+    assert not alive(int((tmp_path / "cluster" / "port-forward.pid").read_text()))
+    assert not (tmp_path / "cluster" / "lock").exists()
+
+
+def test_a_rollback_that_does_not_serve_is_exit_3_not_rolled_back(tmp_path: Path):
+    # The previous release's pods are not ready after the undo: it said "rolled back".
+    out, rc, calls = production_run(tmp_path, fail="undone-unready")
+    assert rc == 3, out[-3000:]
+    assert "production smoke hook failed: exit 1" in out
+    assert "comments-production port-forward svc/comments-api" in after_undo(calls)
+    assert "timed out after 20s waiting for port-forward" in out
+    assert (
+        f"production was rolled back to {BEFORE}, but that release does not answer its smoke"
+        " test either" in out
+    )
+    assert "PIPELINE FAILED in production and the rollback failed too" in out
+    assert "rolled back automatically" not in out
+    assert not (tmp_path / "cluster" / "lock").exists()
 
 
 # --- a re-run for the same commit: the dev registry's image is taken, not rebuilt ----------
