@@ -8,6 +8,7 @@ import sqlite3
 import threading
 import uuid
 
+import pytest
 import requests
 from sqlalchemy import func, select
 
@@ -15,10 +16,12 @@ from comments_api.identity.credentials import SCOPE_MODERATE, SCOPE_WRITE, gener
 from comments_api.store.repository import comments
 from comments_api.web.common import EXTENSION_KEY
 
+from .authkit import api_key, bearer
 from .clock import FakeClock
 from .support import ServiceProcess
 
 URL = "/api/v1/contents/idem/comments"
+BULK = "/api/v1/moderation/comments"
 
 
 def count(app) -> int:
@@ -303,3 +306,82 @@ def test_concurrent_retries_on_two_workers_store_one_comment(database_url, tmp_p
             assert other.json()["type"] == "/docs#problem-idempotency-key-reused"
         listed = requests.get(service.base + URL, params={"limit": 100}, timeout=30).json()
         assert len(listed["items"]) == 5
+
+
+SECRET = "a text its author took back 7f3a"
+
+# How a comment posted with an Idempotency-Key goes away (every delete path), and whether
+# a tombstone stays (False: removed for good, never public and nothing replies to it).
+DELETES = {
+    "author": ("post", "author", True),
+    "moderator": ("post", "moderator", True),
+    "bulk": ("post", "bulk", True),
+    "withdrawn while pending": ("pre", "author", False),
+    "hidden, then deleted in bulk": ("post", "hide+bulk", False),
+}
+
+
+def stored_answer(app, key: str):
+    from comments_api.store.repository import idempotency_keys
+
+    with app.extensions[EXTENSION_KEY].repo.engine.connect() as conn:
+        return conn.execute(
+            select(idempotency_keys.c.body, idempotency_keys.c.comment_id).where(
+                idempotency_keys.c.key == key
+            )
+        ).one()
+
+
+@pytest.mark.parametrize("how", list(DELETES))
+def test_a_deleted_comment_leaves_its_stored_answer_and_a_retry_creates_nothing(build, signer, how):
+    """The first answer (text and author included) was kept for IDEMPOTENCY_TTL whatever
+    became of the comment: deleted by its author or a moderator, it still held both. Now
+    the delete erases them there in its own transaction; a retry with the key replays the
+    tombstone and never stores the comment again."""
+    mode, deleter, tombstone = DELETES[how]
+    app = build(moderation_mode="pre" if mode == "pre" else "post")
+    client = app.test_client()
+    alice = bearer(signer.token("alice"))
+    mod = bearer(api_key(app, SCOPE_MODERATE))
+    request = {"body": SECRET}
+    key = str(uuid.uuid4())
+    first = post(client, request, key, headers=alice)
+    assert first.status_code == (202 if mode == "pre" else 201)
+    cid = first.json["id"]
+    # Another comment's answer is left as it was.
+    kept = post(client, {"body": "still here"}, "kept-key", headers=alice)
+    assert SECRET in stored_answer(app, key).body
+    assert stored_answer(app, key).comment_id == cid
+
+    url = f"/api/v1/comments/{cid}"
+    if deleter == "author":
+        assert client.delete(url, headers=alice).status_code == 204
+    elif deleter == "moderator":
+        assert client.delete(url, headers=mod).status_code == 204
+    else:
+        if deleter == "hide+bulk":
+            hidden = client.post(BULK, json={"action": "hide", "ids": [cid]}, headers=mod)
+            assert hidden.json["changed"] == [cid]
+        deleted = client.post(BULK, json={"action": "delete", "ids": [cid]}, headers=mod)
+        assert deleted.json["changed"] == [cid]
+
+    body, comment_id = stored_answer(app, key)
+    assert SECRET not in body
+    assert "Reader alice" not in body
+    assert comment_id == cid
+    remaining = count(app)
+    again = post(client, request, key, headers=alice)
+    assert again.status_code == first.status_code
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.headers.get("Location") == first.headers.get("Location")
+    assert (again.json["id"], again.json["status"]) == (cid, "deleted")
+    assert (again.json["body"], again.json["author"]) == (None, None)
+    assert count(app) == remaining == (2 if tombstone else 1)
+    if tombstone:
+        # What the API says about the comment now, field for field.
+        assert again.json == client.get(url).json
+    else:
+        assert client.get(url).status_code == 404
+    listed = client.get(URL).json["items"]
+    assert SECRET not in json.dumps(listed)
+    assert post(client, {"body": "still here"}, "kept-key", headers=alice).json == kept.json

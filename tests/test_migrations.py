@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -10,7 +11,7 @@ import time
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from comments_api.store.repository import (
     SQLITE_PAGE_SIZE,
@@ -196,7 +197,7 @@ def test_postgres_index_migration_lets_writes_through_while_it_waits(postgres_ur
     )
     older = engine.raw_connection()
     older.cursor().execute(row, ("older",))  # open: the build must wait for it to end
-    migration = threading.Thread(target=migrate, args=(engine,))
+    migration = threading.Thread(target=migrate, args=(engine, "0006"))
     migration.start()
     try:
         assert wait_until(lambda: _building(engine), 10), "the index build never started"
@@ -233,3 +234,88 @@ def _building(engine) -> bool:
                 ("CREATE INDEX%ix_comments_hidden%",),
             ).scalar()
         )
+
+
+def _downgrade(engine, revision: str) -> None:
+    from alembic import command
+
+    from comments_api.store.repository import _alembic_config
+
+    with engine.connect() as conn:
+        config = _alembic_config(engine)
+        config.attributes["connection"] = conn
+        command.downgrade(config, revision)
+        conn.commit()
+
+
+def test_stored_answers_get_their_comment_id_and_lose_it_again(database_url):
+    """0007 adds idempotency_keys.comment_id and its index, filled in from the answers
+    stored before the upgrade: a comment created before it and deleted after it is erased
+    from its answer too. The downgrade takes both away and keeps the rows."""
+    from comments_api.moderation.rules import ACTION_DELETE, transition
+    from comments_api.store.repository import Repository
+
+    engine = make_engine(database_url)
+    secret = "posted before the upgrade"
+    try:
+        migrate(engine, "0006")
+        with engine.begin() as conn:
+            cid = conn.execute(
+                text(
+                    "INSERT INTO comments (content_id, body, status, created_at, updated_at) "
+                    "VALUES ('m', :body, 'published', :at, :at) RETURNING id"
+                ),
+                {"body": secret, "at": "2026-12-04"},
+            ).scalar_one()
+            answer = json.dumps({"id": cid, "status": "published", "body": secret})
+            conn.execute(
+                text(
+                    "INSERT INTO idempotency_keys (scope, key, request_hash, status, body, "
+                    "created_at) VALUES ('anonymous', :key, 'h', 201, :body, :at)"
+                ),
+                [
+                    {"key": "k-comment", "body": answer, "at": "2026-12-04"},
+                    {"key": "k-odd", "body": '{"id": "seven"}', "at": "2026-12-04"},
+                ],
+            )
+
+        migrate(engine)
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+            rows = _comment_ids(conn)
+            indexes = {
+                ix["name"]: ix["column_names"]
+                for ix in inspect(conn).get_indexes("idempotency_keys")
+            }
+        assert rows == {"k-comment": cid, "k-odd": None}
+        assert indexes["ix_idempotency_keys_comment_id"] == ["comment_id"]
+        Repository(engine).moderate([cid], transition(ACTION_DELETE), "moderator")
+        with engine.connect() as conn:
+            body = conn.exec_driver_sql(
+                "SELECT body FROM idempotency_keys WHERE key = 'k-comment'"
+            ).scalar_one()
+        assert secret not in body
+        assert json.loads(body)["status"] == "deleted"
+
+        _downgrade(engine, "0006")
+        with engine.connect() as conn:
+            inspector = inspect(conn)
+            columns = {c["name"] for c in inspector.get_columns("idempotency_keys")}
+            indexes = {ix["name"] for ix in inspector.get_indexes("idempotency_keys")}
+            kept = conn.exec_driver_sql("SELECT count(*) FROM idempotency_keys").scalar()
+            version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+        assert "comment_id" not in columns
+        assert "ix_idempotency_keys_comment_id" not in indexes
+        assert (kept, version) == (2, "0006")
+
+        migrate(engine)  # and up again
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+            assert _comment_ids(conn) == {"k-comment": cid, "k-odd": None}
+    finally:
+        engine.dispose()
+
+
+def _comment_ids(conn) -> dict[str, int | None]:
+    rows = conn.exec_driver_sql("SELECT key, comment_id FROM idempotency_keys")
+    return {key: comment_id for key, comment_id in rows}

@@ -3,6 +3,9 @@
 The key and the first answer live in the database (``idempotency_keys``), written in the
 comment's own transaction, so a retry that lands on another worker or replica is
 recognised too. Keys are scoped per caller and forgotten after ``IDEMPOTENCY_TTL``.
+Deleting the comment erases its text and author from that answer in the delete's own
+transaction (store/repository.py, ``moderate``): a retry then gets the tombstone, with the
+first answer's status and ``Location``, and the comment is never created again.
 """
 
 from __future__ import annotations

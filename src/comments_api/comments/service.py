@@ -110,8 +110,9 @@ class CommentService:
         self, prepared: NewComment, request: IdempotentRequest, render: Renderer
     ) -> StoredResponse:
         """``create`` once per (caller, key): a retry within the key's TTL gets the first
-        answer, whatever happened since (its parent hidden, say); the key, the checks and
-        the insert share one transaction."""
+        answer, whatever happened since (its parent hidden, say; once the comment is
+        deleted, without its text and author); the key, the checks and the insert share
+        one transaction."""
         now = self.clock()
         return self.repo.create_idempotent(
             prepared,

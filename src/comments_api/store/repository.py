@@ -186,7 +186,12 @@ idempotency_keys = Table(
     Column("body", Text, nullable=False),  # the JSON answered the first time
     Column("location", String(300), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # The comment the answer describes (0007), so deleting it erases its text and author
+    # here too. No foreign key: a comment removed for good leaves its erased answer behind,
+    # and the key stays used. NULL only in rows written before 0007 that held no comment.
+    Column("comment_id", Id, nullable=True),
     Index(None, "created_at"),  # expiry sweeps
+    Index(None, "comment_id"),  # the answers of the comments being deleted
 )
 
 # A change marker per content, set to a new random value by database triggers in the
@@ -279,6 +284,23 @@ _AUTHOR_ACTIVITY = select(
     .scalar_subquery(),
 ).select_from(_RECENT)
 
+# The stored answers of comments being deleted (erased in the delete's transaction). In
+# created_at order, as the expiry sweep's index scan meets them: on PostgreSQL both then
+# take their row locks in one order, not crosswise.
+_ANSWERS_OF = (
+    select(idempotency_keys.c.scope, idempotency_keys.c.key, idempotency_keys.c.body)
+    .where(idempotency_keys.c.comment_id.in_(bindparam("ids", expanding=True)))
+    .order_by(idempotency_keys.c.created_at, idempotency_keys.c.scope, idempotency_keys.c.key)
+)
+_ERASE_ANSWER = (
+    update(idempotency_keys)
+    .where(
+        idempotency_keys.c.scope == bindparam("match_scope"),
+        idempotency_keys.c.key == bindparam("match_key"),
+    )
+    .values(body=bindparam("erased"))
+)
+
 # An Idempotency-Key's row. Whether it is still fresh is one comparison in SQL, like the
 # activity windows above: no stored time comes back to be parsed and compared here.
 _KEY_MATCH = and_(
@@ -294,7 +316,16 @@ _KEY_LOOKUP = select(
 ).where(_KEY_MATCH)
 _KEY_FORGET = delete(idempotency_keys).where(_KEY_MATCH)
 _KEY_REMEMBER = insert(idempotency_keys)
-_KEY_COLUMNS = ("scope", "key", "request_hash", "status", "body", "location", "created_at")
+_KEY_COLUMNS = (
+    "scope",
+    "key",
+    "request_hash",
+    "status",
+    "body",
+    "location",
+    "created_at",
+    "comment_id",
+)
 _API_KEY_BY_ID = select(api_keys).where(api_keys.c.id == bindparam("id"))
 
 
@@ -345,6 +376,42 @@ def _tombstone(now: datetime) -> dict[str, Any]:
         "author_key": None,
         "deleted_at": now,
     }
+
+
+def _erased_answer(body: str, now: datetime) -> str:
+    """A stored create's answer once its comment was deleted at ``now``: the comment as
+    GET shows a tombstone (comments/render.py, ``comment_view``), its text and author gone.
+    Status and ``Location`` stay the first answer's, so a retry still learns that its
+    create succeeded, and creates nothing. A comment removed for good (never public, no
+    reply) reads the same: deleted."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        answer = {}
+    # The wire's timestamps (web/common.py, iso_timestamp); the tests compare this answer
+    # with the tombstone's GET.
+    aware = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+    stamp = aware.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    answer.update(status=STATUS_DELETED, updated_at=stamp, body=None, author=None)
+    answer["deleted_at"] = stamp
+    return json.dumps(answer, ensure_ascii=False, separators=(",", ":"))
+
+
+def _erase_answers(conn: Connection, comment_ids: Sequence[int], now: datetime) -> None:
+    """Erase the deleted comments' text and author from the answers stored for their
+    Idempotency-Keys; the keys stay used, so a retry replays the erased answer instead of
+    creating the comment again."""
+    rows = conn.execute(_ANSWERS_OF, {"ids": list(comment_ids)}).all()
+    if rows:
+        conn.execute(
+            _ERASE_ANSWER,
+            [
+                {"match_scope": scope, "match_key": key, "erased": _erased_answer(body, now)}
+                for scope, key, body in rows
+            ],
+        )
 
 
 # The WAL is folded into the database once it holds 1 MiB of pages (SQLite's default is
@@ -941,7 +1008,8 @@ class Repository:
 
         The key's row is written in the comment's transaction, so either both exist or
         neither; concurrent requests with one key wait on one lock and the later ones
-        replay. The same key with another request raises IdempotencyKeyReused.
+        replay. The same key with another request raises IdempotencyKeyReused. The row
+        names the comment, so deleting it erases the answer (``moderate``).
         """
         now = now or utcnow()
         keys = {"scope": request.scope, "key": request.key}
@@ -973,6 +1041,7 @@ class Repository:
                     "body": body,
                     "location": location,
                     "created_at": now,
+                    "comment_id": comment.id,
                 },
             )
         self._sweep_idempotency_keys(now - timedelta(seconds=request.ttl))
@@ -1125,7 +1194,8 @@ class Repository:
 
         Returns the ids that actually changed (others were missing or already there).
         Comments in ``change.vanish_from`` with no reply are removed, not kept as
-        tombstones.
+        tombstones. A delete also erases the text and author from the answers stored for
+        the comments' Idempotency-Keys (``_erase_answers``).
         """
         now = now or utcnow()
         values: dict[str, Any] = {"status": change.to_status, "updated_at": now}
@@ -1160,6 +1230,8 @@ class Repository:
                 )
             ]
             changed.sort()
+            if change.to_status == STATUS_DELETED and changed:
+                _erase_answers(conn, changed, now)
             self._audit(conn, actor, change.action, None, changed, details, now)
         return changed
 
