@@ -166,6 +166,30 @@ runq() {
   show "$@"
   [ "$DRY_RUN" = 1 ] || "$@" >/dev/null
 }
+# run_waited CMD...: the same as run, for a command that may wait long (`kubectl wait`,
+# `rollout status`: minutes). bash runs a signal's trap only once the foreground command
+# returns: a run stopped (Ctrl-C, a CI's SIGTERM) during a 600 s `kubectl wait` went on
+# waiting, holding the lock. In the background, the builtin `wait` returns at the signal,
+# and the EXIT trap ends the command by its PID (stop_waited).
+WAITED_PID=""
+run_waited() {
+  local rc=0
+  show "$@"
+  [ "$DRY_RUN" = 0 ] || return 0
+  "$@" &
+  WAITED_PID=$!
+  wait "$WAITED_PID" || rc=$?
+  WAITED_PID=""
+  return "$rc"
+}
+# stop_waited: end run_waited's command, if one is running (the EXIT trap). Ctrl-C never
+# reaches it by itself: a background job of a script ignores SIGINT.
+stop_waited() {
+  [ -n "$WAITED_PID" ] || return 0
+  kill "$WAITED_PID" 2>/dev/null || true
+  wait "$WAITED_PID" 2>/dev/null || true
+  WAITED_PID=""
+}
 # hapctl ENV COMMAND: print and send one haproxy runtime API command.
 hapctl() {
   printf '+ echo %q | socat stdio unix-connect:%q   # haproxy runtime API\n' "$2" "$STATE/$1/haproxy.sock"
@@ -1235,19 +1259,19 @@ k8s_deploy() {
   info "$env serves ${K8S_BEFORE:-nothing yet}"
   kustomization "$dir" "deploy/k8s/overlays/$env" "$registry" || return 1
   # A Job's pod template is immutable: the previous release's migration Job goes first.
-  run "${kc[@]}" delete job comments-api-migrate --ignore-not-found --wait=true || return 1
+  run_waited "${kc[@]}" delete job comments-api-migrate --ignore-not-found --wait=true || return 1
   K8S_APPLIED=1
   run kubectl --context "$KUBE_CONTEXT" apply -k "$dir" || return 1
   # New pods stay unready until the schema is at their revision (readiness checks it), so
   # the rollout cannot overtake the migration. As long as the Job may run (its
   # activeDeadlineSeconds): on a first install it retries while the database starts.
-  if ! run "${kc[@]}" wait --for=condition=complete job/comments-api-migrate --timeout=600s; then
+  if ! run_waited "${kc[@]}" wait --for=condition=complete job/comments-api-migrate --timeout=600s; then
     fail "the migration Job comments-api-migrate did not complete in $env: the new pods stay unready, the previous ones keep serving"
     k8s_why "$env"
     return 1
   fi
   stage "wait for readiness: $env (kubectl rollout status)"
-  if ! run "${kc[@]}" rollout status deployment/comments-api --timeout=300s; then
+  if ! run_waited "${kc[@]}" rollout status deployment/comments-api --timeout=300s; then
     fail "the rollout of $env did not complete: the new pods are not ready (maxUnavailable 0: the previous ones keep serving)"
     k8s_why "$env"
     return 1
@@ -1318,7 +1342,7 @@ k8s_rollback() {
   local env=$1
   stage "ROLLBACK $env: kubectl rollout undo"
   run kubectl --context "$KUBE_CONTEXT" --namespace "comments-$env" rollout undo deployment/comments-api &&
-    run kubectl --context "$KUBE_CONTEXT" --namespace "comments-$env" rollout status deployment/comments-api --timeout=300s
+    run_waited kubectl --context "$KUBE_CONTEXT" --namespace "comments-$env" rollout status deployment/comments-api --timeout=300s
 }
 
 # k8s_recheck_rollback: after `rollout undo` of production, whether the release it went back
@@ -1529,6 +1553,8 @@ finish() {
   # (the engine this run started, the state directory) was skipped and its status replaced
   # the pipeline's exit code (2 or 3 became 1).
   set +e
+  # First: an interrupted run stops waiting now, before the report and the teardown.
+  stop_waited
   case $rc in
     0) printf '\nPIPELINE OK: %s (%s) released to production\n' "$TAG" "${DIGEST:-}" ;;
     1) printf '\nPIPELINE FAILED before production (production untouched)\n' >&2 ;;
