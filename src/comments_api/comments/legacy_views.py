@@ -10,7 +10,7 @@ from ..contract.requests import parse_content_id, validate_legacy_create
 from ..events import comment_created
 from ..identity.guards import require_write
 from ..moderation.rules import without_body_identity
-from ..web.common import emit, read_json, services
+from ..web.common import emit, mounted_path, read_json, services
 from ..web.errors import error_response
 from .cache import Rendered
 from .conditional import Preconditions, rendered, respond
@@ -52,9 +52,8 @@ def list_comments(content_id: str) -> Response:
         if truncated:
             # The array stays a bare array for old clients; the cap is announced in headers.
             response.headers["X-Comments-Truncated"] = "true"
-            response.headers["Link"] = (
-                f'</api/v1/contents/{quote(content_id, safe="")}/comments>; rel="alternate"'
-            )
+            v1_list = mounted_path(f"/api/v1/contents/{quote(content_id, safe='')}/comments")
+            response.headers["Link"] = f'<{v1_list}>; rel="alternate"'
         return rendered(response, "X-Comments-Truncated", "Link")
 
     conditions = Preconditions()

@@ -17,7 +17,7 @@ from ..contract.requests import (
 from ..events import comment_created, moderation_action
 from ..identity.guards import require_identity, require_write
 from ..moderation.rules import ACTION_DELETE, parse_edit, without_body_identity
-from ..web.common import emit, read_json, services
+from ..web.common import emit, mounted_path, read_json, services
 from ..web.errors import error_response
 from .cache import Rendered
 from .conditional import (
@@ -97,7 +97,7 @@ def list_comments(content_id: str) -> Response:
         }
         response = jsonify(body)
         if page.next_cursor:
-            path = f"/api/v1/contents/{quote(content_id, safe='')}/comments"
+            path = mounted_path(f"/api/v1/contents/{quote(content_id, safe='')}/comments")
             response.headers["Link"] = (
                 f'<{path}?limit={limit}&order={order}&cursor={page.next_cursor}>; rel="next"'
             )

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote
 
 from flask import Request, Response, current_app, request
 from werkzeug.exceptions import (
@@ -68,6 +69,13 @@ def emit(signal: Any, **data: object) -> None:
 
 def services() -> Services:
     return current_app.extensions[EXTENSION_KEY]  # type: ignore[no-any-return]
+
+
+def mounted_path(path: str) -> str:
+    """``path`` (from the app's root, already percent-encoded) as clients reach it: under
+    the prefix the server mounts the app at (gunicorn's ``SCRIPT_NAME``), as ``url_for``
+    writes a ``Location``. For the links a view writes by hand (``Link`` headers)."""
+    return quote(request.root_path) + path
 
 
 def revalidated(response: Response, etag: str) -> Response:

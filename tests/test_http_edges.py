@@ -1,0 +1,47 @@
+"""The HTTP edge as a careless or hostile client meets it: what the other API tests do not
+cover (an app mounted under a prefix, conditional requests on writes, odd query strings).
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+PREFIX = "/comments"
+
+
+def mounted(app: Flask) -> FlaskClient:
+    """A client of the app as gunicorn serves it with ``SCRIPT_NAME=/comments``."""
+    # The test client builds each request's SCRIPT_NAME from APPLICATION_ROOT.
+    app.config["APPLICATION_ROOT"] = PREFIX
+    return app.test_client()
+
+
+def test_links_to_pages_keep_the_prefix_the_app_is_mounted_at(make_app):
+    client = mounted(make_app())
+    for i in range(3):
+        created = client.post("/api/v1/contents/a%2Fb/comments", json={"body": f"c{i}"})
+        assert created.status_code == 201
+        # url_for writes the Location under the prefix; the hand-written Link must agree.
+        assert created.headers["Location"].startswith(f"{PREFIX}/api/v1/comments/")
+    first = client.get("/api/v1/contents/a%2Fb/comments", query_string={"limit": 2})
+    assert first.status_code == 200
+    cursor = first.json["next_cursor"]
+    link = f"<{PREFIX}/api/v1/contents/a%2Fb/comments?limit=2&order=oldest&cursor={cursor}>"
+    assert first.headers["Link"] == f'{link}; rel="next"'
+    # Following the link (minus the prefix, which the client's base URL adds) is page 2.
+    target = first.headers["Link"][1:].partition(">")[0].removeprefix(PREFIX)
+    second = client.get(target)
+    assert second.status_code == 200
+    assert [c["body"] for c in second.json["items"]] == ["c2"]
+
+
+def test_a_truncated_legacy_list_links_to_v1_under_the_prefix(make_app):
+    client = mounted(make_app(legacy_list_max=1))
+    for i in range(2):
+        body = {"email": f"r{i}@example.com", "comment": f"c{i}", "content_id": "big"}
+        assert client.post("/api/comment/new", json=body).status_code == 200
+    response = client.get("/api/comment/list/big")
+    assert response.status_code == 200
+    assert response.headers["X-Comments-Truncated"] == "true"
+    assert response.headers["Link"] == f'<{PREFIX}/api/v1/contents/big/comments>; rel="alternate"'
