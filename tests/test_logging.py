@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import os
 import re
 import signal
 import subprocess
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .support import VENV_BIN, ServiceProcess, wait_until
+from .support import VENV_BIN, ServiceProcess, free_port, wait_until
 
 SALT = "test-salt-not-a-secret"
 VALID_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -798,3 +799,63 @@ def test_debug_lines_never_quote_a_requests_path(tmp_path: Path) -> None:
         assert access_for(svc, rid)  # the request was logged, by its route
         assert any(r.get("level") == "debug" for r in records(svc))  # debug is on
         assert marker not in svc.log()
+
+
+def test_plain_gunicorn_logs_python_warnings_as_json_lines(tmp_path: Path) -> None:
+    """`gunicorn -c python:comments_api.gunicorn_conf comments_api.wsgi:app` (no `serve`):
+    a Python warning in a worker is a JSON line like every other, as under `serve`, not
+    unstructured text on stderr. The warning is raised by a sitecustomize in each worker
+    right after its fork (nothing in the app warns on purpose)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import os, warnings\n"
+        "os.register_at_fork(after_in_child=lambda: warnings.warn('odd-worker-warning'))\n"
+    )
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'comments.db'}",
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "WORKERS": "1",
+        "LOG_LEVEL": "info",
+        "LOG_FORMAT": "json",
+        "RATELIMIT_ENABLED": "false",
+    }
+    subprocess.run(
+        [str(VENV_BIN / "comments-api"), "migrate"], env=env, check=True, capture_output=True
+    )
+    out = tmp_path / "gunicorn.log"
+    with out.open("wb") as sink:
+        proc = subprocess.Popen(
+            [
+                str(VENV_BIN / "gunicorn"),
+                "-c",
+                "python:comments_api.gunicorn_conf",
+                "comments_api.wsgi:app",
+            ],
+            env={**env, "PYTHONPATH": str(site)},
+            cwd=tmp_path,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+
+            def ready() -> bool:
+                try:
+                    return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok
+                except requests.RequestException:
+                    return False
+
+            assert wait_until(ready, 30), out.read_text()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+    lines = out.read_text().splitlines()
+    warned = [line for line in lines if "odd-worker-warning" in line]
+    assert warned, lines
+    for line in warned:
+        record = json.loads(line)  # not stderr's "file:line: UserWarning: ..." text
+        assert record["level"] == "warning"
+        assert record["logger"] == "py.warnings"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from gunicorn import glogging
@@ -17,6 +18,13 @@ class GunicornLogger(glogging.Logger):  # type: ignore[misc]
     not the private ``_compute_access_log_enabled``. Checked against gunicorn 27.0.1;
     tests/test_logging.py::test_gunicorn_logger_interface fails if either changes shape.
     """
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        # Python warnings as log lines in the same format, not bare text on stderr: what
+        # configure_logging does for `serve` and the CLI, and plain `gunicorn -c
+        # python:comments_api.gunicorn_conf` configures logging only through this class.
+        logging.captureWarnings(True)
 
     @property
     def access_log_enabled(self) -> bool:
