@@ -45,3 +45,14 @@ def test_a_truncated_legacy_list_links_to_v1_under_the_prefix(make_app):
     assert response.status_code == 200
     assert response.headers["X-Comments-Truncated"] == "true"
     assert response.headers["Link"] == f'<{PREFIX}/api/v1/contents/big/comments>; rel="alternate"'
+
+
+def test_head_answers_405_with_the_headers_of_get(client):
+    # HEAD must carry GET's header fields (RFC 9110, section 9.3.2): a 405 whose detail
+    # named the method was one byte longer than GET's, so its Content-Length was not GET's.
+    for path in ("/api/comment/new", "/api/v1/moderation/bans/someone"):
+        get, head = client.get(path), client.head(path)
+        assert get.status_code == head.status_code == 405
+        assert head.data == b""
+        for name in ("Content-Length", "Content-Type", "Allow"):
+            assert head.headers[name] == get.headers[name], (path, name)

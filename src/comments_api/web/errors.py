@@ -87,7 +87,10 @@ def _handle_http(exc: HTTPException) -> Response:
     headers = {}
     if status == 405 and getattr(exc, "valid_methods", None):
         headers["Allow"] = ", ".join(sorted(exc.valid_methods))  # type: ignore[attr-defined]
-        detail = f"{request.method} is not allowed here; use {headers['Allow']}"
+        # A HEAD answer is GET's without its body (RFC 9110, section 9.3.2): the same
+        # detail, so the same Content-Length ("HEAD is not allowed" was a byte longer).
+        method = "GET" if request.method == "HEAD" else request.method
+        detail = f"{method} is not allowed here; use {headers['Allow']}"
     title = None
     if status == 413:
         detail = BODY_TOO_LARGE
