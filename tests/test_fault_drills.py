@@ -30,6 +30,7 @@ from comments_api.store.repository import comments, make_engine, migrate
 from comments_api.web.common import EXTENSION_KEY
 
 from .support import PostgresServer, ServiceProcess, small_tmpfs, wait_until
+from .test_database_error_metrics import database_errors, scraped
 
 WRITE_TIMEOUT = 10.0
 
@@ -238,6 +239,9 @@ def test_a_held_lock_times_out_quickly_and_reads_keep_answering(backend, request
         after = requests.post(write_url, json={"body": "after the lock"}, timeout=10)
         assert after.status_code == 201
         assert "database timeout" in service.log()
+        # Summed over both workers, whichever one answered the write and the scrape.
+        counted = database_errors(requests.get(f"{service.base}/metrics", timeout=5).text)
+        assert +counted == Counter({"timeout": 1}), counted
     assert stored_bodies(url, "slow") == Counter({"before the lock": 1, "after the lock": 1})
 
 
@@ -286,6 +290,9 @@ def test_disk_full_on_the_sqlite_volume(tmp_path):
             ready = requests.get(f"{service.base}/readyz", timeout=5)
             assert ready.status_code == 503
             assert "volume is full" in ready.json()["reason"]
+            # One per 507, summed over both workers; the failed probe adds nothing.
+            counted = database_errors(requests.get(f"{service.base}/metrics", timeout=5).text)
+            assert +counted == Counter({"disk_full": len(refused)}), counted
             listed = requests.get(f"{write_url}?limit=100", timeout=5)
             assert listed.status_code == 200  # reads keep working
             assert len(listed.json()["items"]) == 20 + sum(r.status_code == 201 for r in during)
@@ -354,6 +361,7 @@ def test_a_read_only_database_refuses_writes_with_503_and_reads_go_on(
     with pg_server.superuser() as conn:
         conn.execute(f'ALTER DATABASE "{database}" SET default_transaction_read_only = on')
     _end_sessions(pg_server, database)  # new sessions come up read-only, as on a standby
+    before = scraped(client)
     try:
         refusals = [
             client.post(write_url, json={"body": "on the standby"}),
@@ -373,6 +381,8 @@ def test_a_read_only_database_refuses_writes_with_503_and_reads_go_on(
         # A moderator's read notes the key's use: best effort, the read still answers.
         pending = client.get("/api/v1/moderation/comments?status=pending", headers=auth)
         assert pending.status_code == 200, pending.get_json()
+        # Refused, not unavailable: waiting will not turn a standby into a primary.
+        assert scraped(client) - before == Counter({"refused": len(refusals)})
     finally:
         with pg_server.superuser() as conn:
             conn.execute("SET default_transaction_read_only = off")
@@ -396,6 +406,7 @@ def test_a_sequence_behind_max_id_is_a_503_that_names_the_constraint(
     with pg_server.superuser(database) as conn:
         conn.execute("SELECT setval(pg_get_serial_sequence('comments', 'id'), 1)")
     caplog.set_level(logging.ERROR, logger="comments_api.store.repository")
+    before = scraped(client)
     refused = client.post(write_url, json={"body": "taken id"})
     keyed = client.post(
         write_url, json={"body": "taken id, keyed"}, headers={"Idempotency-Key": "k"}
@@ -406,6 +417,7 @@ def test_a_sequence_behind_max_id_is_a_503_that_names_the_constraint(
         assert int(response.headers["Retry-After"]) > 0
     assert "pk_comments" in caplog.text
     assert "setval" in caplog.text
+    assert scraped(client) - before == Counter({"refused": 2})
     assert _stored_count(postgres_url) == 3
     with pg_server.superuser(database) as conn:  # nothing half-written: no key kept
         (kept,) = conn.execute("SELECT count(*) FROM idempotency_keys").fetchone()
@@ -437,6 +449,7 @@ def test_an_audit_log_sequence_behind_max_id_is_a_503_not_already_banned(
     with pg_server.superuser(database) as conn:
         conn.execute("SELECT setval(pg_get_serial_sequence('audit_log', 'id'), 1, false)")
     caplog.set_level(logging.ERROR, logger="comments_api.store.repository")
+    before = scraped(client)
     refusals = [
         client.post(bans_url, json={"email": "b@example.com"}, headers=auth),
         client.delete(f"/api/v1/comments/{ids[1]}", headers=auth),
@@ -446,6 +459,7 @@ def test_an_audit_log_sequence_behind_max_id_is_a_503_not_already_banned(
         assert refused.content_type.startswith("application/problem+json")
         assert int(refused.headers["Retry-After"]) > 0
     assert "pk_audit_log" in caplog.text
+    assert scraped(client) - before == Counter({"refused": len(refusals)})
     assert "setval(pg_get_serial_sequence('audit_log'" in caplog.text
     banned = client.get(bans_url, headers=auth).get_json()["items"]
     assert [b["target"] for b in banned] == ["email:a@example.com"]

@@ -36,6 +36,7 @@ from .store.repository import (
 )
 from .store.versions import ChangeMarkers
 from .telemetry import http_hooks
+from .telemetry.metrics import count_database_error
 from .web import docs, errors, ops, protection
 from .web.common import EXTENSION_KEY, ContentIdConverter, Services
 from .web.common import services as current_services
@@ -215,6 +216,7 @@ def _database_unavailable(exc: Exception) -> Response:
         log.error(
             "database disk full: writes are refused until space is freed on the database volume"
         )
+        count_database_error("disk_full")
         current_services().repo.release_space()
         return errors.error_response(
             507,
@@ -236,14 +238,18 @@ def _database_unavailable(exc: Exception) -> Response:
             settings.db_pool_timeout,
             settings.db_pool_size,
         )
+        count_database_error("pool_exhausted")
     elif sqlstate in ("57014", "55P03") or "locked" in str(orig or ""):
         # QueryCanceled (statement_timeout), LockNotAvailable (a URL's lock_timeout) or
         # SQLite's busy timeout.
         log.error("database timeout: %s after DB_STATEMENT_TIMEOUT; answered 503", cause)
+        count_database_error("timeout")
     elif isinstance(exc, StorageRefused):
         log.error("database refuses the write: %s (read-only, or see above); answered 503", cause)
+        count_database_error("refused")
     else:
         log.error("database unavailable: %s", cause)
+        count_database_error("unavailable")
     return errors.error_response(
         503, "the database is temporarily unavailable; retry shortly", headers={"Retry-After": "2"}
     )

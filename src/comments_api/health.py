@@ -54,6 +54,8 @@ class HealthService:
         try:
             revision = self.repo.schema_revision()
         except SQLAlchemyError as exc:
+            # Not in comments_api_database_errors_total, which counts refused requests: one
+            # per probe would count the probe interval, and comments_api_ready says this.
             log.warning("readiness: database unreachable: %s", exc.__class__.__name__)
             return Readiness(False, "database unreachable")
         free = self.repo.free_bytes()

@@ -45,6 +45,11 @@ OTHER = "other"
 # are left out.
 HTTP_REJECTION_STATUSES = (400, 401, 403, 404, 413, 415, 429)
 
+# Why a request's database work failed (app._database_unavailable answers each with a JSON
+# 503, disk_full with a 507). disk_full and refused (a read-only database, an id sequence
+# behind max(id)) need an operator; pool_exhausted, timeout and unavailable may pass.
+DATABASE_ERROR_CAUSES = ("disk_full", "pool_exhausted", "timeout", "refused", "unavailable")
+
 
 def _domain_codes(cls: type[DomainError]) -> set[str]:
     codes = {cls.code}
@@ -127,6 +132,16 @@ def count_ratelimit_storage_failure() -> None:
     storage failed, and this process limits on its own until it answers again."""
     if multiproc_dir():
         metrics().ratelimit_storage_failures.inc()
+
+
+def count_database_error(cause: str) -> None:
+    """One more ``comments_api_database_errors_total``: a request answered 503/507 because
+    of the database. Nothing when metrics are off: init_app builds the metric objects only
+    when they are on (in the master, before gunicorn forks the workers)."""
+    if _metrics is not None:
+        _metrics.database_errors.labels(
+            cause if cause in DATABASE_ERROR_CAUSES else "unavailable"
+        ).inc()
 
 
 def mark_worker_dead(pid: int) -> None:
@@ -221,6 +236,13 @@ class _Metrics:
             "limits on its own in memory, retrying the storage every few seconds.",
             registry=r,
         )
+        self.database_errors = Counter(
+            "comments_api_database_errors",
+            "Requests refused because of the database (JSON 503, or 507 when its disk is "
+            "full), by cause.",
+            ["cause"],
+            registry=r,
+        )
         self.moderation = Counter(
             "comments_api_moderation_actions",
             "Moderation actions applied, by action (counts comments affected).",
@@ -268,6 +290,8 @@ class _Metrics:
             self.rejected.labels(reason)
         for action in MODERATION_ACTIONS:
             self.moderation.labels(action)
+        for cause in DATABASE_ERROR_CAUSES:
+            self.database_errors.labels(cause)
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._created_children: dict[tuple[str, str], Any] = {}
         self._db_children = {op: self.db_duration.labels(op) for op in _SQL_VERBS.values()}
