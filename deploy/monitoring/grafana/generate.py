@@ -193,6 +193,21 @@ def overview() -> dashboard.Dashboard:
                 span=8,
             )
         )
+        .with_panel(
+            lay.series(
+                "Database errors/s by cause",
+                "Requests the app answered 503 (507: disk_full) because of the database. "
+                "disk_full and refused (read-only, an id sequence behind max(id)) need an "
+                "operator and alert; timeout, pool_exhausted and unavailable spend the "
+                "error budget.",
+                "reqps",
+                q(
+                    f"sum by (cause) (rate(comments_api_database_errors_total{{{JOB}}}[5m]))",
+                    "{{cause}}",
+                ),
+                span=24,
+            )
+        )
         .with_row(lay.row("Latency"))
         .with_panel(
             lay.series(
