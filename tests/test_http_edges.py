@@ -4,21 +4,24 @@ cover (an app mounted under a prefix, conditional requests on writes, odd query 
 
 from __future__ import annotations
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
 PREFIX = "/comments"
 
 
-def mounted(app: Flask) -> FlaskClient:
-    """A client of the app as gunicorn serves it with ``SCRIPT_NAME=/comments``."""
+def mounted(app: Flask, monkeypatch: pytest.MonkeyPatch) -> FlaskClient:
+    """A client of the app as `comments-api serve` runs it with ``SCRIPT_NAME=/comments``:
+    gunicorn reads the variable, and puts it in each request's environ."""
+    monkeypatch.setenv("SCRIPT_NAME", PREFIX)
     # The test client builds each request's SCRIPT_NAME from APPLICATION_ROOT.
     app.config["APPLICATION_ROOT"] = PREFIX
     return app.test_client()
 
 
-def test_links_to_pages_keep_the_prefix_the_app_is_mounted_at(make_app):
-    client = mounted(make_app())
+def test_links_to_pages_keep_the_prefix_the_app_is_mounted_at(make_app, monkeypatch):
+    client = mounted(make_app(), monkeypatch)
     for i in range(3):
         created = client.post("/api/v1/contents/a%2Fb/comments", json={"body": f"c{i}"})
         assert created.status_code == 201
@@ -36,8 +39,8 @@ def test_links_to_pages_keep_the_prefix_the_app_is_mounted_at(make_app):
     assert [c["body"] for c in second.json["items"]] == ["c2"]
 
 
-def test_a_truncated_legacy_list_links_to_v1_under_the_prefix(make_app):
-    client = mounted(make_app(legacy_list_max=1))
+def test_a_truncated_legacy_list_links_to_v1_under_the_prefix(make_app, monkeypatch):
+    client = mounted(make_app(legacy_list_max=1), monkeypatch)
     for i in range(2):
         body = {"email": f"r{i}@example.com", "comment": f"c{i}", "content_id": "big"}
         assert client.post("/api/comment/new", json=body).status_code == 200
@@ -45,6 +48,22 @@ def test_a_truncated_legacy_list_links_to_v1_under_the_prefix(make_app):
     assert response.status_code == 200
     assert response.headers["X-Comments-Truncated"] == "true"
     assert response.headers["Link"] == f'<{PREFIX}/api/v1/contents/big/comments>; rel="alternate"'
+
+
+def test_a_requests_own_root_path_never_reaches_a_cached_link(make_app):
+    # gunicorn takes a SCRIPT_NAME request header from a trusted forwarder; the page's Link
+    # is cached with it and served to everyone, so it must not come from one request.
+    app = make_app()
+    client = app.test_client()
+    for i in range(2):
+        assert client.post("/api/v1/contents/a/comments", json={"body": f"c{i}"}).status_code == 201
+    app.config["APPLICATION_ROOT"] = "/elsewhere"
+    first = client.get("/api/v1/contents/a/comments", query_string={"limit": 1})
+    app.config["APPLICATION_ROOT"] = "/"
+    again = client.get("/api/v1/contents/a/comments", query_string={"limit": 1})
+    for response in (first, again):
+        assert response.status_code == 200
+        assert response.headers["Link"].startswith("</api/v1/contents/a/comments?limit=1&")
 
 
 def test_head_answers_405_with_the_headers_of_get(client):

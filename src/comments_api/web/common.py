@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -73,9 +74,14 @@ def services() -> Services:
 
 def mounted_path(path: str) -> str:
     """``path`` (from the app's root, already percent-encoded) as clients reach it: under
-    the prefix the server mounts the app at (gunicorn's ``SCRIPT_NAME``), as ``url_for``
-    writes a ``Location``. For the links a view writes by hand (``Link`` headers)."""
-    return quote(request.root_path) + path
+    the prefix the server mounts the whole process at, gunicorn's ``SCRIPT_NAME``
+    environment variable. For the links a view writes by hand (``Link`` headers).
+
+    Not the request's root path: gunicorn also takes a ``SCRIPT_NAME`` request header from
+    a trusted forwarder (``forwarded_allow_ips``, loopback by default), and these links are
+    cached with the page they belong to and served to every reader of it.
+    """
+    return quote(os.environ.get("SCRIPT_NAME", "")) + path
 
 
 def revalidated(response: Response, etag: str) -> Response:
