@@ -75,3 +75,16 @@ def test_head_answers_405_with_the_headers_of_get(client):
         assert head.data == b""
         for name in ("Content-Length", "Content-Type", "Allow"):
             assert head.headers[name] == get.headers[name], (path, name)
+
+
+def test_a_percent_sign_that_is_no_escape_stays_text(client):
+    # docs/client-input.md: only escapes that are not UTF-8 are refused; "%zz" and "50%"
+    # are text, the same contents as their encoded spellings "%25zz" and "50%25".
+    body = {"email": "a@example.com", "comment": "x", "content_id": "%zz"}
+    assert client.post("/api/comment/new", json=body).status_code == 200
+    for path in ("/api/comment/list/%zz", "/api/comment/list/%25zz"):
+        assert client.get(path).json == [{"comment": "x", "email": "a***@example.com"}]
+    counts = client.get("/api/v1/counts?content_id=%zz&content_id=50%&content_id=50%25")
+    assert counts.status_code == 200
+    assert counts.json == {"counts": {"%zz": 1, "50%": 0}}
+    assert client.get("/api/v1/counts?content_id=%FF").status_code == 400
