@@ -340,8 +340,11 @@ def parameters() -> dict[str, Any]:
             "required": False,
             "description": "Makes a retry safe: a repeat of the same request with the same "
             "key within `IDEMPOTENCY_TTL` gets the first answer (status, body, `Location`, "
-            "plus `Idempotent-Replayed: true`) and stores nothing new; the same key with a "
-            "different request is 422. Keys are per caller; a UUID is a good choice.",
+            "plus `Idempotent-Replayed: true`) and stores nothing new. Once the comment is "
+            "deleted, that answer holds its tombstone (`status: deleted`, no body, no "
+            "author) instead, with the same status and `Location`; the comment is never "
+            "posted again. The same key with a different request is 422. Keys are per "
+            "caller; a UUID is a good choice.",
             "schema": {
                 "type": "string",
                 "minLength": 1,
