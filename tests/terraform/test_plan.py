@@ -749,6 +749,45 @@ def test_load_balancer_controller_values_come_from_the_plan(env: tuple[str, dict
     assert subnets["expressions"]["vpc_id"]["references"][0] == "aws_vpc.this.id"
 
 
+def test_load_balancer_controller_role_needs_the_controllers_policy(env: tuple[str, dict]) -> None:
+    """The controller's IAM policy changes with each release, so the operator passes the
+    one of the release they install (docs/terraform.md); the committed roots, planned
+    without it, create no role for the controller and stay plannable. Given, it travels
+    root -> platform -> cluster, where modules/cluster/tests check the role it makes."""
+    name, plan = env
+    assert plan["variables"]["load_balancer_controller_policy_json"]["value"] == ""
+    for rtype in ("aws_iam_role", "aws_iam_policy", "aws_iam_role_policy_attachment"):
+        assert not changes(plan, rtype, "load_balancer_controller"), f"{name}: {rtype}"
+    assert (
+        plan["planned_values"]["outputs"]["load_balancer_controller_role_arn"].get("value") is None
+    )
+    root = plan["configuration"]["root_module"]
+    call = root["module_calls"]["platform"]
+    assert call["expressions"]["load_balancer_controller_policy_json"]["references"] == [
+        "var.load_balancer_controller_policy_json"
+    ]
+    cluster = call["module"]["module_calls"]["cluster"]
+    assert cluster["expressions"]["load_balancer_controller_policy_json"]["references"] == [
+        "var.load_balancer_controller_policy_json"
+    ]
+    refs = root["outputs"]["load_balancer_controller_role_arn"]["expression"]["references"]
+    assert "module.platform.load_balancer_controller_role_arn" in refs
+    platform_refs = call["module"]["outputs"]["load_balancer_controller_role_arn"]["expression"][
+        "references"
+    ]
+    assert "module.cluster.load_balancer_controller_role_arn" in platform_refs
+    # The role the values annotate is the one the cluster module creates.
+    values_refs = call["module"]["outputs"]["aws_load_balancer_controller_values"]["expression"][
+        "references"
+    ]
+    assert "module.cluster.load_balancer_controller_role_arn" in values_refs
+    resources = {r["address"]: r for r in cluster["module"]["resources"]}
+    attachment = resources["aws_iam_role_policy_attachment.load_balancer_controller"]["expressions"]
+    assert "aws_iam_policy.load_balancer_controller" in attachment["policy_arn"]["references"]
+    policy = resources["aws_iam_policy.load_balancer_controller"]["expressions"]["policy"]
+    assert policy["references"] == ["var.load_balancer_controller_policy_json"]
+
+
 def test_every_variable_and_output_is_documented(plans: dict[str, dict[str, Any]]) -> None:
     def walk(module: dict[str, Any], where: str) -> list[str]:
         missing = [

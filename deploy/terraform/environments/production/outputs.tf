@@ -92,6 +92,11 @@ output "vpc_id" {
 }
 
 output "aws_load_balancer_controller_values" {
-  description = "Helm values (clusterName, region, vpcId) for the AWS Load Balancer Controller: `terraform output -json aws_load_balancer_controller_values > lbc-values.json`, then `helm install ... -f lbc-values.json`."
+  description = "Helm values (clusterName, region, vpcId; with the controller's role its serviceAccount name and role-arn annotation) for the AWS Load Balancer Controller: `terraform output -json aws_load_balancer_controller_values > lbc-values.json`, then `helm install ... -f lbc-values.json`."
   value       = module.platform.aws_load_balancer_controller_values
+}
+
+output "load_balancer_controller_role_arn" {
+  description = "IRSA role of the AWS Load Balancer Controller; null until load_balancer_controller_policy_json is given."
+  value       = module.platform.load_balancer_controller_role_arn
 }

@@ -31,3 +31,10 @@ variable "admin_role_arns" {
   type        = list(string)
   default     = []
 }
+
+variable "load_balancer_controller_policy_json" {
+  description = "IAM policy (JSON) of the AWS Load Balancer Controller release you install: -var load_balancer_controller_policy_json=\"$(cat iam_policy.json)\" at every plan and apply (docs/terraform.md). Empty (the default): no role for the controller."
+  type        = string
+  default     = ""
+  nullable    = false
+}

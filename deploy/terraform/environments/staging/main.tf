@@ -14,6 +14,8 @@ module "platform" {
   cluster_api_public_cidrs = var.cluster_api_public_cidrs
   admin_role_arns          = var.admin_role_arns
 
+  load_balancer_controller_policy_json = var.load_balancer_controller_policy_json
+
   vpc_cidr           = "10.40.0.0/16"
   single_nat_gateway = true
 

@@ -47,3 +47,13 @@ output "node_group_zones" {
   description = "Availability zones that have a node group (one each)."
   value       = sort(keys(aws_eks_node_group.zone))
 }
+
+output "load_balancer_controller_role_arn" {
+  description = "IRSA role of the AWS Load Balancer Controller (annotation eks.amazonaws.com/role-arn of its service account); null without load_balancer_controller_policy_json."
+  value       = local.load_balancer_controller ? aws_iam_role.load_balancer_controller[0].arn : null
+}
+
+output "load_balancer_controller_service_account" {
+  description = "Service account in kube-system that the controller's role trusts (the Helm value serviceAccount.name)."
+  value       = local.load_balancer_controller_service_account
+}

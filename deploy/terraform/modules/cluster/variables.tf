@@ -164,3 +164,44 @@ variable "tags" {
     error_message = "tags: keys of 1-128 characters, values of at most 256 (AWS limits)."
   }
 }
+
+variable "load_balancer_controller_policy_json" {
+  description = "IAM policy document (JSON) the AWS Load Balancer Controller publishes for the release you install (docs/install/iam_policy.json of its tag, docs/terraform.md). Empty (the default): no role for the controller."
+  type        = string
+  default     = ""
+  nullable    = false
+  # A policy document: a JSON object whose Statement is one statement or a non-empty
+  # list of them, each with an Effect and an Action (or NotAction). Anything else (a
+  # file name, the role's trust policy pasted by mistake, truncated JSON) fails here
+  # rather than at apply time.
+  validation {
+    condition = var.load_balancer_controller_policy_json == "" || try(
+      length(flatten([jsondecode(var.load_balancer_controller_policy_json).Statement])) > 0 &&
+      alltrue([
+        for s in flatten([jsondecode(var.load_balancer_controller_policy_json).Statement]) :
+        contains(["Allow", "Deny"], s.Effect) && (can(s.Action) || can(s.NotAction)) && !can(s.Principal)
+      ]),
+      false
+    )
+    error_message = "load_balancer_controller_policy_json: the JSON of an IAM policy document (an object with a Statement of one or more statements, each with Effect Allow or Deny and an Action), as in the controller's docs/install/iam_policy.json; or empty for no role."
+  }
+  # The controller's policy never grants every action: an Allow of "*", "iam:*" or a
+  # NotAction (everything but the listed) would give the controller's pods, and anyone
+  # who can run a pod under its service account, the account. (HCL's && evaluates both
+  # sides, hence the try around a missing Action.)
+  validation {
+    condition = var.load_balancer_controller_policy_json == "" || try(
+      alltrue([
+        for s in flatten([jsondecode(var.load_balancer_controller_policy_json).Statement]) :
+        s.Effect != "Allow" || (!can(s.NotAction) && length(setintersection(toset([for a in flatten([try(s.Action, [])]) : lower(a)]), toset(["*", "*:*", "iam:*"]))) == 0)
+      ]),
+      true
+    )
+    error_message = "load_balancer_controller_policy_json: no statement may allow \"*\", \"iam:*\" or use NotAction with Allow; the controller's published policy does neither."
+  }
+  # IAM refuses a managed policy over 6,144 characters, not counting white space.
+  validation {
+    condition     = length(replace(var.load_balancer_controller_policy_json, "/\\s/", "")) <= 6144
+    error_message = "load_balancer_controller_policy_json: over 6,144 characters without white space, the size IAM allows a managed policy."
+  }
+}

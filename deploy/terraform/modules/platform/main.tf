@@ -50,7 +50,10 @@ module "cluster" {
   node_instance_types = var.node_instance_types
   nodes_per_zone      = var.nodes_per_zone
   admin_role_arns     = var.admin_role_arns
-  tags                = local.tags
+
+  load_balancer_controller_policy_json = var.load_balancer_controller_policy_json
+
+  tags = local.tags
 }
 
 module "database" {

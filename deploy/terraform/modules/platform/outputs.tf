@@ -106,10 +106,25 @@ output "vpc_id" {
 }
 
 output "aws_load_balancer_controller_values" {
-  description = "Helm values of the AWS Load Balancer Controller (chart eks/aws-load-balancer-controller) that only this Terraform knows: the nodes' IMDSv2 hop limit of 1 keeps the controller from reading region and VPC from the instance metadata."
-  value = {
-    clusterName = module.cluster.cluster_name
-    region      = var.region
-    vpcId       = module.network.vpc_id
-  }
+  description = "Helm values of the AWS Load Balancer Controller (chart eks/aws-load-balancer-controller) that only this Terraform knows: the nodes' IMDSv2 hop limit of 1 keeps the controller from reading region and VPC from the instance metadata; with its role (load_balancer_controller_policy_json), serviceAccount.name and the annotation eks.amazonaws.com/role-arn."
+  # With the controller's role, its service account too, so `helm install -f` needs no
+  # --set; the condition is the input, known at plan time, not the role's ARN.
+  value = merge(
+    {
+      clusterName = module.cluster.cluster_name
+      region      = var.region
+      vpcId       = module.network.vpc_id
+    },
+    var.load_balancer_controller_policy_json == "" ? {} : {
+      serviceAccount = {
+        name        = module.cluster.load_balancer_controller_service_account
+        annotations = { "eks.amazonaws.com/role-arn" = module.cluster.load_balancer_controller_role_arn }
+      }
+    },
+  )
+}
+
+output "load_balancer_controller_role_arn" {
+  description = "IRSA role of the AWS Load Balancer Controller (also in aws_load_balancer_controller_values); null without load_balancer_controller_policy_json."
+  value       = module.cluster.load_balancer_controller_role_arn
 }

@@ -70,6 +70,13 @@ variable "kubernetes_version" {
   default     = "1.35"
 }
 
+variable "load_balancer_controller_policy_json" {
+  description = "IAM policy (JSON) of the AWS Load Balancer Controller release to install, for its IRSA role (modules/cluster validates it); empty: no role."
+  type        = string
+  default     = ""
+  nullable    = false
+}
+
 variable "cluster_api_public_cidrs" {
   description = "CIDRs allowed to the Kubernetes API over the internet; empty keeps it private."
   type        = list(string)

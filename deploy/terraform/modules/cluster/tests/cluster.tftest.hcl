@@ -21,6 +21,9 @@ mock_provider "aws" {
       }]
     }
   }
+  mock_resource "aws_iam_policy" {
+    defaults = { arn = "arn:aws:iam::123456789012:policy/mock" }
+  }
   mock_resource "aws_iam_openid_connect_provider" {
     defaults = {
       arn = "arn:aws:iam::123456789012:oidc-provider/oidc.eks.eu-west-1.amazonaws.com/id/0123456789ABCDEF"
@@ -118,6 +121,168 @@ run "service_account_role_trusts_only_the_csi_controller" {
     condition     = aws_iam_openid_connect_provider.cluster.url == "https://oidc.eks.eu-west-1.amazonaws.com/id/0123456789ABCDEF"
     error_message = "the IRSA provider is the cluster's issuer"
   }
+}
+
+# The AWS Load Balancer Controller's role: a document shaped like the controller's
+# published policy (that one is the operator's input, never kept here).
+run "load_balancer_controller_role_trusts_only_its_service_account" {
+  command = apply
+  variables {
+    load_balancer_controller_policy_json = jsonencode({
+      Version = "2012-10-17"
+      Statement = [
+        { Effect = "Allow", Action = ["iam:CreateServiceLinkedRole", "ec2:DescribeVpcs", "elasticloadbalancing:DescribeLoadBalancers"], Resource = "*" },
+        {
+          Effect    = "Allow"
+          Action    = ["elasticloadbalancing:DeleteLoadBalancer"]
+          Resource  = "*"
+          Condition = { Null = { "aws:ResourceTag/elbv2.k8s.aws/cluster" = "false" } }
+        },
+      ]
+    })
+  }
+
+  assert {
+    condition = jsondecode(aws_iam_role.load_balancer_controller[0].assume_role_policy).Statement == [{
+      Effect    = "Allow"
+      Principal = { Federated = aws_iam_openid_connect_provider.cluster.arn }
+      Action    = "sts:AssumeRoleWithWebIdentity"
+      Condition = {
+        StringEquals = {
+          "oidc.eks.eu-west-1.amazonaws.com/id/0123456789ABCDEF:sub" = "system:serviceaccount:kube-system:aws-load-balancer-controller"
+          "oidc.eks.eu-west-1.amazonaws.com/id/0123456789ABCDEF:aud" = "sts.amazonaws.com"
+        }
+      }
+    }]
+    error_message = "the controller's role trusts its service account in kube-system, for STS, on this cluster's issuer, and nothing else"
+  }
+  assert {
+    condition     = aws_iam_role.load_balancer_controller[0].name == "t-eks-lb-controller" && aws_iam_role.load_balancer_controller[0].tags == var.tags
+    error_message = "the role is named after the cluster and tagged"
+  }
+  assert {
+    condition     = jsondecode(aws_iam_policy.load_balancer_controller[0].policy) == jsondecode(var.load_balancer_controller_policy_json)
+    error_message = "the policy is the given document, unchanged"
+  }
+  assert {
+    condition     = aws_iam_role_policy_attachment.load_balancer_controller[0].role == aws_iam_role.load_balancer_controller[0].name && aws_iam_role_policy_attachment.load_balancer_controller[0].policy_arn == aws_iam_policy.load_balancer_controller[0].arn
+    error_message = "the given policy is attached to the controller's role"
+  }
+  assert {
+    condition     = output.load_balancer_controller_role_arn == aws_iam_role.load_balancer_controller[0].arn && output.load_balancer_controller_service_account == "aws-load-balancer-controller"
+    error_message = "the role and the trusted service account are outputs (the Helm values)"
+  }
+}
+
+run "no_load_balancer_controller_role_without_its_policy" {
+  command = plan
+
+  assert {
+    condition     = length(aws_iam_role.load_balancer_controller) == 0 && length(aws_iam_policy.load_balancer_controller) == 0 && length(aws_iam_role_policy_attachment.load_balancer_controller) == 0
+    error_message = "no policy given, no role, policy or attachment"
+  }
+  assert {
+    condition     = output.load_balancer_controller_role_arn == null
+    error_message = "no role ARN without the role"
+  }
+}
+
+run "accepts_a_single_statement_object" {
+  command = plan
+  variables {
+    load_balancer_controller_policy_json = "{\"Version\": \"2012-10-17\", \"Statement\": {\"Effect\": \"Allow\", \"Action\": \"ec2:DescribeVpcs\", \"Resource\": \"*\"}}"
+  }
+
+  assert {
+    condition     = length(aws_iam_policy.load_balancer_controller) == 1
+    error_message = "a Statement may be one object"
+  }
+}
+
+run "rejects_a_controller_policy_that_is_not_json" {
+  command = plan
+  variables {
+    load_balancer_controller_policy_json = "iam_policy.json"
+  }
+  expect_failures = [var.load_balancer_controller_policy_json]
+}
+
+run "rejects_truncated_controller_policy_json" {
+  command = plan
+  variables {
+    load_balancer_controller_policy_json = "{\"Version\": \"2012-10-17\", \"Statement\": [{\"Effect\": \"Allow\""
+  }
+  expect_failures = [var.load_balancer_controller_policy_json]
+}
+
+run "rejects_a_controller_policy_without_statement" {
+  command = plan
+  variables {
+    load_balancer_controller_policy_json = jsonencode({ Version = "2012-10-17" })
+  }
+  expect_failures = [var.load_balancer_controller_policy_json]
+}
+
+run "rejects_a_controller_policy_with_no_statements" {
+  command = plan
+  variables {
+    load_balancer_controller_policy_json = jsonencode({ Version = "2012-10-17", Statement = [] })
+  }
+  expect_failures = [var.load_balancer_controller_policy_json]
+}
+
+run "rejects_a_statement_without_effect" {
+  command = plan
+  variables {
+    load_balancer_controller_policy_json = jsonencode({ Version = "2012-10-17", Statement = [{ Action = "ec2:DescribeVpcs", Resource = "*" }] })
+  }
+  expect_failures = [var.load_balancer_controller_policy_json]
+}
+
+run "rejects_a_trust_policy_as_controller_policy" {
+  command = plan
+  variables {
+    load_balancer_controller_policy_json = jsonencode({
+      Version   = "2012-10-17"
+      Statement = [{ Effect = "Allow", Principal = { Federated = "arn:aws:iam::123456789012:oidc-provider/x" }, Action = "sts:AssumeRoleWithWebIdentity" }]
+    })
+  }
+  expect_failures = [var.load_balancer_controller_policy_json]
+}
+
+run "rejects_a_controller_policy_allowing_every_action" {
+  command = plan
+  variables {
+    load_balancer_controller_policy_json = jsonencode({ Version = "2012-10-17", Statement = [{ Effect = "Allow", Action = "*", Resource = "*" }] })
+  }
+  expect_failures = [var.load_balancer_controller_policy_json]
+}
+
+run "rejects_a_controller_policy_allowing_all_of_iam" {
+  command = plan
+  variables {
+    load_balancer_controller_policy_json = jsonencode({ Version = "2012-10-17", Statement = [{ Effect = "Allow", Action = ["ec2:DescribeVpcs", "IAM:*"], Resource = "*" }] })
+  }
+  expect_failures = [var.load_balancer_controller_policy_json]
+}
+
+run "rejects_a_controller_policy_allowing_not_action" {
+  command = plan
+  variables {
+    load_balancer_controller_policy_json = jsonencode({ Version = "2012-10-17", Statement = [{ Effect = "Allow", NotAction = "ec2:DeleteVpc", Resource = "*" }] })
+  }
+  expect_failures = [var.load_balancer_controller_policy_json]
+}
+
+run "rejects_a_controller_policy_over_the_managed_policy_size" {
+  command = plan
+  variables {
+    load_balancer_controller_policy_json = jsonencode({
+      Version   = "2012-10-17"
+      Statement = [for i in range(200) : { Effect = "Allow", Action = "ec2:DescribeVpcs", Resource = "arn:aws:ec2:eu-west-1:123456789012:vpc/vpc-${i}" }]
+    })
+  }
+  expect_failures = [var.load_balancer_controller_policy_json]
 }
 
 run "rejects_whole_internet_api" {

@@ -96,6 +96,50 @@ run "one_role_without_the_split" {
   }
 }
 
+# The AWS Load Balancer Controller's role, from the policy the operator passes in: the
+# Helm values carry its service account and ARN, so `helm install -f` needs no --set.
+run "load_balancer_controller_values_name_its_role" {
+  command = plan
+  variables {
+    load_balancer_controller_policy_json = jsonencode({
+      Version   = "2012-10-17"
+      Statement = [{ Effect = "Allow", Action = ["ec2:DescribeVpcs", "elasticloadbalancing:DescribeLoadBalancers"], Resource = "*" }]
+    })
+  }
+  # The role's ARN exists after the apply only; a known one lets the values be compared.
+  override_resource {
+    target          = module.cluster.aws_iam_role.load_balancer_controller
+    values          = { arn = "arn:aws:iam::123456789012:role/comments-api-staging-lb-controller" }
+    override_during = plan
+  }
+
+  assert {
+    condition = output.aws_load_balancer_controller_values.serviceAccount == {
+      name        = "aws-load-balancer-controller"
+      annotations = { "eks.amazonaws.com/role-arn" = "arn:aws:iam::123456789012:role/comments-api-staging-lb-controller" }
+    }
+    error_message = "the Helm values name the controller's service account and annotate it with the role"
+  }
+  assert {
+    condition     = output.aws_load_balancer_controller_values.clusterName == "comments-api-staging" && output.aws_load_balancer_controller_values.region == "eu-west-1"
+    error_message = "cluster and region stay in the values beside the service account"
+  }
+  # Null unless the policy reached the cluster module and it created the role.
+  assert {
+    condition     = output.load_balancer_controller_role_arn == "arn:aws:iam::123456789012:role/comments-api-staging-lb-controller"
+    error_message = "the role ARN is an output of its own too"
+  }
+}
+
+run "no_load_balancer_controller_role_by_default" {
+  command = plan
+
+  assert {
+    condition     = !contains(keys(output.aws_load_balancer_controller_values), "serviceAccount") && output.load_balancer_controller_role_arn == null
+    error_message = "without the controller's policy: no role, and the values say nothing about its service account"
+  }
+}
+
 # The split without a push environment would leave the push role trusting the branch
 # subject every job of `dev` gets.
 run "rejects_the_split_without_a_push_environment" {
