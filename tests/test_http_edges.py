@@ -4,9 +4,15 @@ cover (an app mounted under a prefix, conditional requests on writes, odd query 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import requests
 from flask import Flask
 from flask.testing import FlaskClient
+
+from .support import ServiceProcess
+from .test_serve_server import raw_request
 
 PREFIX = "/comments"
 
@@ -88,3 +94,43 @@ def test_a_percent_sign_that_is_no_escape_stays_text(client):
     assert counts.status_code == 200
     assert counts.json == {"counts": {"%zz": 1, "50%": 0}}
     assert client.get("/api/v1/counts?content_id=%FF").status_code == 400
+
+
+ORIGIN = "https://news.example"
+
+
+def test_a_304_from_real_gunicorn_carries_what_its_200_would(tmp_path: Path):
+    """RFC 9110, 15.4.5: a 304 must carry the ETag, Cache-Control and Vary its 200 would,
+    and no body; with CORS on, the allowed origin's headers too (a browser drops a 304 it
+    may not read). Also for HEAD, and for If-None-Match sent as two header fields
+    (gunicorn joins them: the lean request reader declines repeated fields)."""
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'comments.db'}",
+        "RATELIMIT_ENABLED": "false",
+        "CORS_ORIGINS": ORIGIN,
+    }
+    with ServiceProcess(env, tmp_path, workers=1) as service:
+        created = requests.post(
+            f"{service.base}/api/v1/contents/a%2Fb/comments", json={"body": "x"}, timeout=10
+        )
+        assert created.status_code == 201
+        for path in (
+            "/api/v1/contents/a%2Fb/comments?limit=1",
+            "/api/comment/list/a%2Fb",
+            "/api/v1/counts?content_id=a%2Fb&content_id=c",
+        ):
+            full = requests.get(service.base + path, headers={"Origin": ORIGIN}, timeout=10)
+            assert full.status_code == 200
+            etag = full.headers["ETag"]
+            for method in ("GET", "HEAD"):
+                for fields in ([etag], ['"other"', f"W/{etag}"]):
+                    lines = "".join(f"If-None-Match: {f}\r\n" for f in fields)
+                    request = (
+                        f"{method} {path} HTTP/1.1\r\nHost: a\r\nOrigin: {ORIGIN}\r\n"
+                        f"{lines}Connection: close\r\n\r\n"
+                    )
+                    status, headers, body = raw_request(service.port, request.encode())
+                    assert (status, body) == (304, b""), (path, method, fields)
+                    assert headers["etag"] == etag
+                    for name in ("Cache-Control", "Vary", "Access-Control-Allow-Origin"):
+                        assert headers[name.lower()] == full.headers[name], (path, name)
