@@ -8,12 +8,14 @@ import json
 import os
 import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from ..support import ServiceProcess, free_port
 from .conftest import (
     CUSTOM_KINDS,
     K8S,
@@ -893,12 +895,26 @@ RELEASE = f"{PROD_IMAGE}@{RELEASE_DIGEST}"
 OLDER = f"{PROD_IMAGE}@sha256:" + "cd" * 32
 
 
+@pytest.fixture(scope="module")
+def production_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `comments-api serve` standing for production after a rollback."""
+    workdir = tmp_path_factory.mktemp("production")
+    env = {"DATABASE_URL": f"sqlite:///{workdir / 'comments.db'}", "RATELIMIT_ENABLED": "false"}
+    with ServiceProcess(env, workdir, workers=1) as service:
+        yield service.base
+
+
 def run_rollback_step(
-    tmp_path: Path, previous: str, current: str, job_status: str = "failure"
+    tmp_path: Path,
+    previous: str,
+    current: str,
+    job_status: str = "failure",
+    smoke_url: str = "",
 ) -> tuple[subprocess.CompletedProcess[str], str]:
     """main.yml's rollback step; `kubectl` is a stand-in (no cluster can run here) that
     reports the Deployment's image (`current`) and, on `rollout undo`, goes back to
-    `previous`, the image the job recorded before its apply."""
+    `previous`, the image the job recorded before its apply. `smoke_url` is production as
+    readers reach it (vars.PRODUCTION_URL)."""
     step = release_step("rollout undo")
     tmp_path.mkdir(parents=True)
     (tmp_path / "previous-image").write_text(previous)
@@ -908,12 +924,15 @@ def run_rollback_step(
         "PROD_IMAGE": PROD_IMAGE,
         "DIGEST": RELEASE_DIGEST,
         "JOB_STATUS": job_status,
+        "SMOKE_URL": smoke_url,
     }
     proc = run_step(step, tmp_path, env, {"kubectl": KUBECTL})
     return proc, (tmp_path / "calls.log").read_text()
 
 
-def test_workflow_production_rollback_undoes_only_a_change_of_this_job(tmp_path: Path) -> None:
+def test_workflow_production_rollback_undoes_only_a_change_of_this_job(
+    tmp_path: Path, production_url: str
+) -> None:
     job = workflows()["main.yml"]["jobs"]["release"]
     step = release_step("rollout undo")
     # Cancelled half way through the rollout (by hand, or the job timing out), production is
@@ -941,11 +960,25 @@ def test_workflow_production_rollback_undoes_only_a_change_of_this_job(tmp_path:
     assert "rollout undo" not in calls, calls
     assert "nothing to undo" in proc.stdout
     # A real change of this job is undone, and checked.
-    proc, calls = run_rollback_step(tmp_path / "changed", OLDER, RELEASE)
+    proc, calls = run_rollback_step(tmp_path / "changed", OLDER, RELEASE, smoke_url=production_url)
     assert proc.returncode == 1, "the job fails after a rollback too"
     assert "rollout undo deployment/comments-api" in calls
     assert "--timeout=600s" in calls
     assert f"now serving: {OLDER}" in proc.stdout
+    assert f"production is back on {OLDER} and answers" in proc.stdout
+
+
+def test_workflow_rollback_that_does_not_answer_says_production_is_down(tmp_path: Path) -> None:
+    """Ready pods after `rollout undo` are no proof readers are served (the Ingress, the
+    database): the step said nothing more than "now serving", and the on-call took
+    production for restored. The release gone back to must answer; a bounded check."""
+    closed = f"http://127.0.0.1:{free_port()}"
+    proc, calls = run_rollback_step(tmp_path / "down", OLDER, RELEASE, smoke_url=closed)
+    assert proc.returncode == 1
+    assert "rollout undo deployment/comments-api" in calls
+    assert "does not answer either: production is down, act now" in proc.stdout
+    assert "and answers" not in proc.stdout
+    assert proc.stdout.count("not answering yet") == 6, "bounded tries"
 
 
 @pytest.mark.parametrize(
@@ -1000,17 +1033,29 @@ def test_workflow_first_release_failing_is_not_undone(tmp_path: Path) -> None:
     assert "act now" in proc.stdout
 
 
-def test_workflow_cancelled_rollback_waits_within_the_cancel_window(tmp_path: Path) -> None:
+def test_workflow_cancelled_rollback_waits_within_the_cancel_window(
+    tmp_path: Path, production_url: str
+) -> None:
     """A cancelled run, or a job at its timeout, still runs the rollback (cancelled()), but
     GitHub ends it 5 minutes after the cancellation: the undo goes first, and the wait for
     it fits in that window, so the log says how it ended."""
-    proc, calls = run_rollback_step(tmp_path / "cancelled", OLDER, RELEASE, "cancelled")
+    proc, calls = run_rollback_step(
+        tmp_path / "cancelled", OLDER, RELEASE, "cancelled", smoke_url=production_url
+    )
     assert "rollout undo deployment/comments-api" in calls
     (status,) = [c for c in calls.splitlines() if "rollout status" in c]
     assert calls.index("rollout undo") < calls.index("rollout status")
     wait = int(re.search(r"--timeout=(\d+)s", status).group(1))  # type: ignore[union-attr]
+    # The check that the release gone back to answers: its tries, each bounded.
+    step = release_step("rollout undo")["run"]
+    loop = re.search(r"for try in ([\d ]+); do\n(.*?)\n\s*done", step, re.S)
+    assert loop is not None
+    tries = len(loop.group(1).split())
+    per_try = int(re.search(r"--max-time (\d+)", loop.group(2)).group(1))  # type: ignore[union-attr]
+    per_try += int(re.search(r"sleep (\d+)", loop.group(2)).group(1))  # type: ignore[union-attr]
     # The cancelled step gets up to 10 s to stop (SIGINT, 7.5 s, SIGTERM, 2.5 s).
-    assert wait + 10 + 30 < CANCEL_WINDOW_SECONDS, wait
+    assert wait + tries * per_try + 10 + 30 < CANCEL_WINDOW_SECONDS, (wait, tries, per_try)
+    assert f"production is back on {OLDER} and answers" in proc.stdout
     assert f"now serving: {OLDER}" in proc.stdout
 
 
