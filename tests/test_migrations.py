@@ -251,7 +251,8 @@ def _downgrade(engine, revision: str) -> None:
 def test_stored_answers_get_their_comment_id_and_lose_it_again(database_url):
     """0007 adds idempotency_keys.comment_id and its index, filled in from the answers
     stored before the upgrade: a comment created before it and deleted after it is erased
-    from its answer too. The downgrade takes both away and keeps the rows."""
+    from its answer too, as is one whose answer the release before wrote meanwhile. The
+    downgrade takes both away and keeps the rows."""
     from comments_api.moderation.rules import ACTION_DELETE, transition
     from comments_api.store.repository import Repository
 
@@ -289,13 +290,30 @@ def test_stored_answers_get_their_comment_id_and_lose_it_again(database_url):
             }
         assert rows == {"k-comment": cid, "k-odd": None}
         assert indexes["ix_idempotency_keys_comment_id"] == ["comment_id"]
-        Repository(engine).moderate([cid], transition(ACTION_DELETE), "moderator")
-        with engine.connect() as conn:
-            body = conn.exec_driver_sql(
-                "SELECT body FROM idempotency_keys WHERE key = 'k-comment'"
+        # During a rolling upgrade the release before 0007 still writes rows without it.
+        with engine.begin() as conn:
+            late = conn.execute(
+                text(
+                    "INSERT INTO comments (content_id, body, status, created_at, updated_at) "
+                    "VALUES ('m', :body, 'published', :at, :at) RETURNING id"
+                ),
+                {"body": secret, "at": "2026-12-05"},
             ).scalar_one()
-        assert secret not in body
-        assert json.loads(body)["status"] == "deleted"
+            conn.execute(
+                text(
+                    "INSERT INTO idempotency_keys (scope, key, request_hash, status, body, "
+                    "created_at) VALUES ('anonymous', 'k-late', 'h', 201, :body, :at)"
+                ),
+                {"body": json.dumps({"id": late, "body": secret}), "at": "2026-12-05"},
+            )
+        Repository(engine).moderate([cid, late], transition(ACTION_DELETE), "moderator")
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql("SELECT key, body FROM idempotency_keys")
+            bodies = {key: body for key, body in rows if key != "k-odd"}
+        assert set(bodies) == {"k-comment", "k-late"}
+        for body in bodies.values():
+            assert secret not in body
+            assert json.loads(body)["status"] == "deleted"
 
         _downgrade(engine, "0006")
         with engine.connect() as conn:
@@ -306,12 +324,12 @@ def test_stored_answers_get_their_comment_id_and_lose_it_again(database_url):
             version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
         assert "comment_id" not in columns
         assert "ix_idempotency_keys_comment_id" not in indexes
-        assert (kept, version) == (2, "0006")
+        assert (kept, version) == (3, "0006")
 
         migrate(engine)  # and up again
         with engine.connect() as conn:
             assert compare_metadata(MigrationContext.configure(conn), metadata) == []
-            assert _comment_ids(conn) == {"k-comment": cid, "k-odd": None}
+            assert _comment_ids(conn) == {"k-comment": cid, "k-odd": None, "k-late": late}
     finally:
         engine.dispose()
 

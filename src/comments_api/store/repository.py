@@ -284,12 +284,24 @@ _AUTHOR_ACTIVITY = select(
     .scalar_subquery(),
 ).select_from(_RECENT)
 
-# The stored answers of comments being deleted (erased in the delete's transaction). In
-# created_at order, as the expiry sweep's index scan meets them: on PostgreSQL both then
-# take their row locks in one order, not crosswise.
+# The stored answers of comments being deleted (erased in the delete's transaction), and
+# those that name no comment: written by the release before 0007 while a rolling upgrade
+# still runs it, they are matched by the id in the answer. In created_at order, as the
+# expiry sweep's index scan meets them: on PostgreSQL both then take their row locks in
+# one order, not crosswise.
 _ANSWERS_OF = (
-    select(idempotency_keys.c.scope, idempotency_keys.c.key, idempotency_keys.c.body)
-    .where(idempotency_keys.c.comment_id.in_(bindparam("ids", expanding=True)))
+    select(
+        idempotency_keys.c.scope,
+        idempotency_keys.c.key,
+        idempotency_keys.c.body,
+        idempotency_keys.c.comment_id,
+    )
+    .where(
+        or_(
+            idempotency_keys.c.comment_id.in_(bindparam("ids", expanding=True)),
+            idempotency_keys.c.comment_id.is_(None),
+        )
+    )
     .order_by(idempotency_keys.c.created_at, idempotency_keys.c.scope, idempotency_keys.c.key)
 )
 _ERASE_ANSWER = (
@@ -378,18 +390,20 @@ def _tombstone(now: datetime) -> dict[str, Any]:
     }
 
 
-def _erased_answer(body: str, now: datetime) -> str:
+def _stored_answer(body: str) -> dict[str, Any]:
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return {}
+    return answer if isinstance(answer, dict) else {}
+
+
+def _erased_answer(answer: dict[str, Any], now: datetime) -> str:
     """A stored create's answer once its comment was deleted at ``now``: the comment as
     GET shows a tombstone (comments/render.py, ``comment_view``), its text and author gone.
     Status and ``Location`` stay the first answer's, so a retry still learns that its
     create succeeded, and creates nothing. A comment removed for good (never public, no
     reply) reads the same: deleted."""
-    try:
-        answer = json.loads(body)
-    except ValueError:
-        answer = None
-    if not isinstance(answer, dict):
-        answer = {}
     # The wire's timestamps (web/common.py, iso_timestamp); the tests compare this answer
     # with the tombstone's GET.
     aware = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
@@ -403,15 +417,18 @@ def _erase_answers(conn: Connection, comment_ids: Sequence[int], now: datetime) 
     """Erase the deleted comments' text and author from the answers stored for their
     Idempotency-Keys; the keys stay used, so a retry replays the erased answer instead of
     creating the comment again."""
-    rows = conn.execute(_ANSWERS_OF, {"ids": list(comment_ids)}).all()
-    if rows:
-        conn.execute(
-            _ERASE_ANSWER,
-            [
-                {"match_scope": scope, "match_key": key, "erased": _erased_answer(body, now)}
-                for scope, key, body in rows
-            ],
+    deleted = set(comment_ids)
+    erased = []
+    for scope, key, body, comment_id in conn.execute(_ANSWERS_OF, {"ids": list(deleted)}):
+        answer = _stored_answer(body)
+        named = answer.get("id")
+        if comment_id is None and not (isinstance(named, int) and named in deleted):
+            continue  # another comment's, written by the release before 0007
+        erased.append(
+            {"match_scope": scope, "match_key": key, "erased": _erased_answer(answer, now)}
         )
+    if erased:
+        conn.execute(_ERASE_ANSWER, erased)
 
 
 # The WAL is folded into the database once it holds 1 MiB of pages (SQLite's default is
