@@ -14,7 +14,8 @@ created before the upgrade and deleted after it is erased from its answer as wel
 expire within ``IDEMPOTENCY_TTL``, but a day of answers still holding deleted text was the
 fault this fixes). The ids are read in Python, not with SQLite's ``json_extract`` or
 PostgreSQL's ``->>``: one way for both databases, and the table holds only a TTL's worth
-of keyed creates.
+of keyed creates. Rows the release before still writes during a rolling upgrade name no
+comment either; a delete matches those by the answer's id.
 
 On PostgreSQL the index is built CONCURRENTLY, as in 0006: keyed creates go on while it
 builds; an invalid index left by a failed build is dropped first.
