@@ -23,6 +23,7 @@ import pytest
 import requests
 
 from .support import ServiceProcess, scrape, value, wait_until
+from .test_serve_server import BUNDLE, read_body, read_response, slow_reader
 
 CONTENT = "drill"
 
@@ -240,6 +241,81 @@ def test_worker_timeout_is_replaced(backend, tmp_path):
         )
         assert created == 4
     assert "WORKER TIMEOUT" in service.log()
+
+
+def test_a_thread_held_past_the_worker_timeout_gets_the_500_and_its_worker_is_replaced(
+    tmp_path: Path,
+) -> None:
+    """THREADS=2: gthread's main loop heartbeats while a thread is stuck, so the master
+    never timed the worker out; a create waiting on SQLite's write lock (held by the test)
+    waited out DB_STATEMENT_TIMEOUT (30 s). It now gets the sync worker's JSON 500 within
+    WORKER_TIMEOUT, with its request id and an error line; the worker stops and is
+    replaced, after sending the other thread's answer whole to a slow reader; the aborted
+    create is never stored."""
+    db = tmp_path / "comments.db"
+    env = {
+        "DATABASE_URL": f"sqlite:///{db}",
+        **ABANDONING,
+        "LOG_LEVEL": "info",
+        "THREADS": "2",
+        "WORKER_TIMEOUT": "2",
+        "DB_STATEMENT_TIMEOUT": "30",
+    }
+    path = f"/api/v1/contents/{CONTENT}/comments"
+    with ServiceProcess(env, tmp_path, workers=1) as service:
+        assert service.proc is not None
+        master = service.proc.pid
+        (first,) = children(master)
+        bundle = requests.get(service.base + BUNDLE, timeout=10).content
+        holder = sqlite3.connect(db, isolation_level=None, timeout=5)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            stuck, result = _in_thread(
+                lambda: requests.post(
+                    service.base + path,
+                    json={"body": "stuck", "email": "s@example.com"},
+                    headers={"X-Request-ID": "stuck-1"},
+                    timeout=15,
+                )
+            )
+            started = time.monotonic()
+            time.sleep(0.3)  # a thread is in that create now, waiting for the lock
+            # The other thread answers; most of the answer waits in the main loop.
+            with slow_reader(
+                service.port, f"GET {BUNDLE} HTTP/1.1\r\nHost: a\r\n\r\n".encode()
+            ) as reader:
+                time.sleep(0.3)
+                assert requests.get(service.base + "/healthz", timeout=5).status_code == 200
+                stuck.join(15)
+                assert "value" in result, "no answer within 15 s"
+                answer = result["value"]
+                assert answer.status_code == 500
+                assert result["at"] - started < 4  # WORKER_TIMEOUT 2 s, checked every 0.25 s
+                assert answer.headers["Content-Type"] == "application/problem+json"
+                assert answer.json()["detail"] == "the request took too long and was aborted"
+                assert answer.headers["X-Request-ID"] == "stuck-1"
+                assert answer.headers["Connection"] == "close"
+                status, headers, _ = read_response(reader, body=False)
+                assert status == 200
+                assert read_body(reader, int(headers["content-length"])) == bundle
+            # Replaced: the stuck thread ended with its worker.
+            assert wait_until(lambda: first not in children(master), 15), service.log()[-3000:]
+            assert wait_until(lambda: len(children(master)) == 1, 15)
+            holder.execute("ROLLBACK")
+        finally:
+            holder.close()
+        after = requests.post(
+            service.base + path, json={"body": "after", "email": "a@example.com"}, timeout=10
+        )
+        assert after.status_code == 201
+        log = service.log()
+    assert stored_bodies(env["DATABASE_URL"]) == Counter({"after": 1})
+    aborted = [
+        json.loads(line)
+        for line in log.splitlines()
+        if "request aborted: the worker exceeded its timeout" in line
+    ]
+    assert [(line["level"], line["request_id"]) for line in aborted] == [("error", "stuck-1")]
 
 
 def test_sigkill_of_a_worker_under_write_load(backend, tmp_path):

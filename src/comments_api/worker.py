@@ -138,6 +138,8 @@ ACCEPT_DEFER_PER_CONNECTION = 0.00025
 # How often the main loop looks for connections past their deadlines (seconds long): a
 # look walks every buffered connection, too much to repeat for every request served.
 EXPIRE_EVERY = 0.05
+# How often the threaded worker looks for a request held past WORKER_TIMEOUT.
+OVERDUE_CHECK_EVERY = 0.25
 # Requests per kept-alive connection; then "Connection: close" (nginx's keepalive_requests
 # idea). The client reconnects and the accept goes to the worker holding fewer connections
 # (ACCEPT_DEFER_PER_CONNECTION), so an uneven share does not last.
@@ -1773,6 +1775,9 @@ class _Conn(TConn):  # type: ignore[misc]
         self.worker = worker
 
     request_complete = False
+    # Its request ran past WORKER_TIMEOUT and was answered by the main loop
+    # (BufferedThreadWorker._abort_overdue): the thread's end of it is ignored.
+    aborted = False
 
     def close(self, graceful: bool = False) -> None:
         if graceful and not (self.request_complete and _nothing_pending(self.sock)):
@@ -1786,6 +1791,8 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
     main loop buffers each request in full before a thread takes it, and sends the rest
     of an answer the client does not take at once (Outbound), so no thread waits for a
     client to read."""
+
+    alive: bool  # gunicorn's: False once the worker is stopping
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -1806,10 +1813,18 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         self._date = _DateHeader()
         # Answers being sent from the main loop, with the future of the request they end.
         self._outbound: dict[TConn, tuple[Outbound, Any]] = {}
+        # The requests in the app, each with when its thread took it, its response and its
+        # environ: what the main loop looks at for one past WORKER_TIMEOUT.
+        self._running: dict[TConn, tuple[float, CoalescingResponse, dict[str, Any]]] = {}
+        self._next_overdue_check = 0.0
 
     def finish_request(self, conn: TConn, fs: Any) -> None:
         # Main thread. An answer with bytes left over is sent from here before gthread
         # decides between keep-alive and close, as it would have right after the thread.
+        if conn.aborted:  # answered by _abort_overdue; the thread came back later
+            with contextlib.suppress(OSError):
+                conn.sock.close()  # the closed-peer socket, or the rest of a cut answer
+            return
         unsent = getattr(conn, "unsent", None)
         conn.unsent = None
         finished = not fs.cancelled() and fs.exception() is None
@@ -2015,6 +2030,9 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
     def murder_pending(self) -> None:
         super().murder_pending()
         now = time.monotonic()
+        if self._running and now >= self._next_overdue_check:
+            self._next_overdue_check = now + OVERDUE_CHECK_EVERY
+            self._abort_overdue(now)
         for conn, (answer, _) in list(self._outbound.items()):
             if answer.stalled(now, self._limits.send_timeout):
                 self._close_held(conn, self._outbound)
@@ -2039,6 +2057,76 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
                     cors_origins=self._limits.cors_origins,
                 )
 
+    def _abort_overdue(self, now: float) -> None:
+        """Answer a request its thread has held past WORKER_TIMEOUT with the sync worker's
+        500, from the main loop, and stop this worker so the master replaces it.
+
+        gthread's main loop heartbeats while a thread is stuck, so the master never times
+        the worker out, and a thread cannot be stopped from outside. The connection is
+        taken from the thread first: its descriptor is made a socket whose peer is closed
+        (dup2 is atomic), so whatever the thread writes later fails (EPIPE), and the 500
+        goes out on a duplicate only if nothing of the thread's answer had started
+        (``on_the_wire`` is set before a send). The other threads' requests and answers
+        are finished as at SIGTERM; the worker's exit ends the stuck thread."""
+        limit = float(self.cfg.timeout)
+        if limit <= 0:
+            return
+        for conn, (started, resp, environ) in list(self._running.items()):
+            if now - started < limit or conn.aborted:
+                continue
+            conn.aborted = True
+            self.nr_conns -= 1
+            pending = self._requests.get(conn.sock)
+            rid = environ.get(REQUEST_ID_ENVIRON)
+            client = None if resp.on_the_wire else self._take_from_thread(conn)
+            if client is None:
+                # Part of its answer is out, and an error after it would corrupt it: the
+                # worker's exit closes the connection, as the sync worker's abort does.
+                log.error(
+                    "request aborted: the worker exceeded its timeout",
+                    extra={"request_id": rid or request_id_for(pending)},
+                )
+            else:
+                # Answered as the sync worker's abort (SIGABRT's SystemExit) is.
+                aborted = SystemExit(1)
+                if rid is not None:
+                    aborted.comments_request_id = rid  # type: ignore[attr-defined]
+                try:
+                    self.handle_error(resp.req, client, conn.client, aborted, pending)
+                finally:
+                    client.close()
+            if self.alive:
+                log.warning(
+                    "stopping the worker: a thread is held by a request past WORKER_TIMEOUT; "
+                    "the master starts another"
+                )
+                self.alive = False
+
+    @staticmethod
+    def _take_from_thread(conn: TConn) -> socket.socket | None:
+        """The client connection of a stuck thread's request, on a new descriptor; the
+        thread's own descriptor now names a socket whose peer is closed. None when the
+        thread has closed it (its descriptor may already be another connection's)."""
+        fd = conn.sock.fileno()
+        if fd < 0:
+            return None
+        try:
+            client = socket.socket(fileno=os.dup(fd))
+        except OSError:
+            return None
+        try:
+            same = client.getpeername() == conn.client
+        except OSError:
+            same = False
+        if not same:
+            client.close()
+            return None
+        dead, peer = socket.socketpair()
+        peer.close()
+        os.dup2(dead.fileno(), fd)
+        dead.close()
+        return client
+
     def _request_of(self, client: Any) -> PendingRequest | None:
         return self._requests.get(client)
 
@@ -2053,8 +2141,9 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
 
     def handle_request(self, req: Any, conn: TConn) -> bool:
         """gthread's ThreadWorker.handle_request (gunicorn 27), answered by ``_answer``."""
+        started = time.monotonic()
         queued_at = getattr(conn, "queued_at", None)
-        waited = 0.0 if queued_at is None else time.monotonic() - queued_at
+        waited = 0.0 if queued_at is None else started - queued_at
         if waited >= SLOW_ANSWER and _client_gone(conn.sock):
             # Every thread was held by slow answers while this request waited, and its
             # client gave up meanwhile: dropped unserved, as the sync worker does. Checked
@@ -2078,6 +2167,7 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
                 (self._date, unsent),
             )
             environ["wsgi.multithread"] = True
+            running[conn] = (started, resp, environ)
             return resp, environ
 
         keep_alive = (
@@ -2085,7 +2175,11 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
             and bool(self.cfg.keepalive)
             and len(self.keepalived_conns) < self.max_keepalived
         )
-        return _answer(self, req, conn.sock, unsent, build, keep_alive)
+        running = self._running
+        try:
+            return _answer(self, req, conn.sock, unsent, build, keep_alive)
+        finally:
+            running.pop(conn, None)
 
     def set_accept_enabled(self, enabled: bool) -> None:
         if not enabled and not self.alive and not self._drained and not self._aborting:
