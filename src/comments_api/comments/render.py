@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from ..web.common import iso_timestamp
-from .rules import STATUS_DELETED, Comment, display_name, email_hash
+from .rules import STATUS_DELETED, Comment, display_name, email_hash, iso_timestamp
 
 
 def comment_view(comment: Comment) -> dict[str, object]:

@@ -67,6 +67,13 @@ _EMAIL_RE = re.compile(EMAIL_PATTERN)
 _BLANK = re.compile(rf"[\s{_INVISIBLE}]*{_END}")
 
 
+def iso_timestamp(value: datetime | None) -> str | None:
+    """UTC timestamps on the wire: ``2026-11-29T20:07:08.790Z``."""
+    if value is None:
+        return None
+    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def is_blank(text: str) -> bool:
     """Empty, or only whitespace and characters that print nothing (what the patterns'
     "at least one visible character" refuses)."""

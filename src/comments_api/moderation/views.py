@@ -8,12 +8,18 @@ from flask import Blueprint, Response, jsonify, request
 
 from ..comments.conditional import Preconditions, precondition_failed
 from ..comments.render import moderator_view
-from ..comments.rules import STATUS_PENDING, NotFound, decode_cursor, encode_cursor
+from ..comments.rules import (
+    STATUS_PENDING,
+    NotFound,
+    decode_cursor,
+    encode_cursor,
+    iso_timestamp,
+)
 from ..contract.requests import parse_content_filter, parse_limit, parse_moderation_status
 from ..events import moderation_action
 from ..identity.credentials import SCOPE_ADMIN, SCOPE_MODERATE
 from ..identity.guards import require_scope
-from ..web.common import emit, iso_timestamp, read_json, services
+from ..web.common import emit, read_json, services
 from .rules import parse_ban, parse_ban_target, parse_bulk
 from .service import NOT_BANNED
 

@@ -65,6 +65,7 @@ from ..comments.rules import (
     NewComment,
     Page,
     encode_cursor,
+    iso_timestamp,
 )
 from ..identity.credentials import ApiKeyRecord
 from ..moderation.rules import (
@@ -404,10 +405,9 @@ def _erased_answer(answer: dict[str, Any], now: datetime) -> str:
     Status and ``Location`` stay the first answer's, so a retry still learns that its
     create succeeded, and creates nothing. A comment removed for good (never public, no
     reply) reads the same: deleted."""
-    # The wire's timestamps (web/common.py, iso_timestamp); the tests compare this answer
-    # with the tombstone's GET.
+    # The tests compare this answer with the tombstone's GET.
     aware = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
-    stamp = aware.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    stamp = iso_timestamp(aware.astimezone(UTC))
     answer.update(status=STATUS_DELETED, updated_at=stamp, body=None, author=None)
     answer["deleted_at"] = stamp
     return json.dumps(answer, ensure_ascii=False, separators=(",", ":"))

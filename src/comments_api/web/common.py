@@ -8,7 +8,6 @@ import os
 import re
 import sys
 from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
@@ -314,10 +313,3 @@ def _any_unpaired_surrogate(value: Any) -> bool:
         elif isinstance(item, list):
             pending.extend(item)
     return False
-
-
-def iso_timestamp(value: datetime | None) -> str | None:
-    """UTC timestamps on the wire: ``2026-11-29T20:07:08.790Z``."""
-    if value is None:
-        return None
-    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
