@@ -354,12 +354,12 @@ class Settings:
             "`Retry-After`; must be positive, and at most `2147483.647` (24.8 days)."
         ),
     )
-    # Seconds an Idempotency-Key is remembered: a retry within it gets the first answer.
     idempotency_ttl: float = field(
         default=86400.0,
         metadata=_doc(
             "Seconds an `Idempotency-Key` on a v1 create is remembered: a retry within it "
-            "gets the first answer."
+            "gets the first answer (once the comment is deleted, its tombstone: without "
+            "its text and author)."
         ),
     )
     migrate_on_start: bool = field(
