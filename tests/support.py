@@ -217,7 +217,8 @@ class ServiceProcess:
 
     def __init__(self, env: Mapping[str, str], workdir: Path, workers: int = 2) -> None:
         self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        # Mounted under SCRIPT_NAME, every path of the app is under it, /readyz included.
+        self.base = f"http://127.0.0.1:{self.port}{env.get('SCRIPT_NAME', '')}"
         self.workdir = workdir
         self.env = {
             **os.environ,

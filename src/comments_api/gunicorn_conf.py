@@ -56,6 +56,11 @@ proc_name = "comments-api"
 limit_request_line = 0
 limit_request_fields = 50
 limit_request_field_size = 8190
+# gunicorn lets a peer in FORWARDED_ALLOW_IPS (loopback by default: any sidecar) set the
+# WSGI SCRIPT_NAME and PATH_INFO from request headers. Neither is a proxy's to choose here:
+# a header outside the mount answered 500, and the v1 pages' Link, cached per worker, would
+# carry one request's prefix. The mount prefix is the SCRIPT_NAME environment variable.
+forwarder_headers = ""
 
 
 def pre_fork(server: Any, worker: Any) -> None:

@@ -264,7 +264,13 @@ _CLIENT_ERRORS: tuple[tuple[type[BaseException], int, str], ...] = (
     (http_errors.UnsupportedTransferCoding, 501, UNSUPPORTED_CODING),
     (http_errors.ExpectationFailed, 417, "only 'Expect: 100-continue' is supported"),
     (http_errors.ForbiddenProxyRequest, 403, "request forbidden"),
-    (http_errors.ConfigurationProblem, 500, _INTERNAL_ERROR),
+    # gunicorn's only one: a target outside the SCRIPT_NAME the server is mounted at. The
+    # client asked for a path this server does not serve; the mount is not broken.
+    (
+        http_errors.ConfigurationProblem,
+        404,
+        "this server serves only paths under its mount prefix (SCRIPT_NAME)",
+    ),
     (http_errors.InvalidRequestLine, 400, "the request line is malformed"),
     (http_errors.InvalidRequestMethod, 400, "the request method is malformed"),
     (http_errors.InvalidHTTPVersion, 400, "unsupported HTTP version"),

@@ -1,0 +1,53 @@
+"""`serve` mounted under a prefix (the SCRIPT_NAME environment variable), and request
+headers that would move the mount: real gunicorn processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import requests
+
+from .support import ServiceProcess
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'comments.db'}",
+        "RATELIMIT_ENABLED": "false",
+        **extra,
+    }
+
+
+def test_a_path_outside_the_mount_prefix_is_a_json_404(tmp_path: Path) -> None:
+    # gunicorn raised ConfigurationProblem for it, and the worker answered 500 with a
+    # traceback in the log: a client's wrong path, not a server fault.
+    with ServiceProcess(_env(tmp_path, SCRIPT_NAME="/c"), tmp_path, workers=1) as service:
+        root = service.base.removesuffix("/c")
+        outside = requests.get(f"{root}/api/v1/contents/a/comments", timeout=5)
+        assert outside.status_code == 404
+        assert outside.headers["Content-Type"] == "application/problem+json"
+        assert "SCRIPT_NAME" in outside.json()["detail"]
+        inside = requests.get(f"{service.base}/api/v1/contents/a/comments", timeout=5)
+        assert inside.status_code == 200
+        assert inside.json()["items"] == []
+        assert "Traceback" not in service.log()
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_request_headers_do_not_move_the_mount(tmp_path: Path, threads: str) -> None:
+    """gunicorn takes SCRIPT_NAME and PATH_INFO from request headers of a trusted
+    forwarder, loopback by default: any sidecar, or any local client. A SCRIPT_NAME header
+    outside the path answered 500; PATH_INFO routed the request elsewhere than its line
+    said (and than the access line and the rate limits saw)."""
+    with ServiceProcess(_env(tmp_path, THREADS=threads), tmp_path, workers=1) as service:
+        created = requests.post(
+            f"{service.base}/api/v1/contents/a/comments", json={"body": "hello"}, timeout=5
+        )
+        assert created.status_code == 201
+        url = f"{service.base}/api/v1/contents/a/comments"
+        for headers in ({"SCRIPT_NAME": "/evil"}, {"PATH_INFO": "/api/v1/contents/b/comments"}):
+            response = requests.get(url, headers=headers, timeout=5)
+            assert response.status_code == 200, (headers, response.text)
+            assert [c["body"] for c in response.json()["items"]] == ["hello"], headers
+        assert "Traceback" not in service.log()
