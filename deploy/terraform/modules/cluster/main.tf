@@ -10,6 +10,27 @@ locals {
   # aws-load-balancer-controller in kube-system); the Helm values name it explicitly.
   load_balancer_controller_service_account = "aws-load-balancer-controller"
   load_balancer_controller                 = var.load_balancer_controller_policy_json != ""
+  # IRSA trust policies: each role assumable only by its one service account, through
+  # the cluster's OIDC provider, for STS.
+  service_account_trust = {
+    for role, account in {
+      ebs_csi                  = "kube-system:ebs-csi-controller-sa"
+      load_balancer_controller = "kube-system:${local.load_balancer_controller_service_account}"
+      } : role => jsonencode({
+        Version = "2012-10-17"
+        Statement = [{
+          Effect    = "Allow"
+          Principal = { Federated = aws_iam_openid_connect_provider.cluster.arn }
+          Action    = "sts:AssumeRoleWithWebIdentity"
+          Condition = {
+            StringEquals = {
+              "${local.oidc_issuer_host}:sub" = "system:serviceaccount:${account}"
+              "${local.oidc_issuer_host}:aud" = "sts.amazonaws.com"
+            }
+          }
+        }]
+    })
+  }
 }
 
 module "key" {
@@ -213,22 +234,9 @@ resource "aws_eks_node_group" "zone" {
 # --- add-ons -------------------------------------------------------------------------
 
 resource "aws_iam_role" "ebs_csi" {
-  name = "${var.name}-ebs-csi"
-  assume_role_policy = jsonencode({
-    Version = "2012-10-17"
-    Statement = [{
-      Effect    = "Allow"
-      Principal = { Federated = aws_iam_openid_connect_provider.cluster.arn }
-      Action    = "sts:AssumeRoleWithWebIdentity"
-      Condition = {
-        StringEquals = {
-          "${local.oidc_issuer_host}:sub" = "system:serviceaccount:kube-system:ebs-csi-controller-sa"
-          "${local.oidc_issuer_host}:aud" = "sts.amazonaws.com"
-        }
-      }
-    }]
-  })
-  tags = var.tags
+  name               = "${var.name}-ebs-csi"
+  assume_role_policy = local.service_account_trust["ebs_csi"]
+  tags               = var.tags
 }
 
 resource "aws_iam_role_policy_attachment" "ebs_csi" {
@@ -241,23 +249,10 @@ resource "aws_iam_role_policy_attachment" "ebs_csi" {
 # by the operator for the version they install: it changes between releases, so a copy
 # kept here would drift from the controller actually running. No policy, no role.
 resource "aws_iam_role" "load_balancer_controller" {
-  count = local.load_balancer_controller ? 1 : 0
-  name  = "${var.name}-lb-controller"
-  assume_role_policy = jsonencode({
-    Version = "2012-10-17"
-    Statement = [{
-      Effect    = "Allow"
-      Principal = { Federated = aws_iam_openid_connect_provider.cluster.arn }
-      Action    = "sts:AssumeRoleWithWebIdentity"
-      Condition = {
-        StringEquals = {
-          "${local.oidc_issuer_host}:sub" = "system:serviceaccount:kube-system:${local.load_balancer_controller_service_account}"
-          "${local.oidc_issuer_host}:aud" = "sts.amazonaws.com"
-        }
-      }
-    }]
-  })
-  tags = var.tags
+  count              = local.load_balancer_controller ? 1 : 0
+  name               = "${var.name}-lb-controller"
+  assume_role_policy = local.service_account_trust["load_balancer_controller"]
+  tags               = var.tags
 }
 
 # A managed policy, as the controller's install guide creates it (`aws iam
