@@ -663,3 +663,41 @@ def test_every_problem_the_http_server_answers_has_an_anchor(bare_app):
         _, body = worker.error_document(status, "x", "/api/v1/counts")
         slug = json.loads(body)["type"].removeprefix("/docs#problem-")
         assert slug in anchors, f"{status}: add {slug!r} to contract/problems.py"
+
+
+def test_write_preconditions_match_the_document(make_app):
+    """The v1 writes' 412s (If-Match naming a tag, If-None-Match: *) are documented, with
+    the headers that cause them, and the problem types they carry."""
+    secret = secrets.token_hex(32)
+    app = make_app(jwt_hs256_secret=secret, jwt_issuer=ISSUER, jwt_audience=AUDIENCE)
+    client = app.test_client()
+    spec = client.get("/openapi.json").json
+    thread, one = "/api/v1/contents/{content_id}/comments", "/api/v1/comments/{comment_id}"
+    author = {"Authorization": f"Bearer {reader_token(secret, 'reader-1')}"}
+    created = client.post("/api/v1/contents/p1/comments", json={"body": "hi"}, headers=author)
+    location = created.headers["Location"]
+    writes = [
+        (
+            thread,
+            "post",
+            lambda h: client.post("/api/v1/contents/p1/comments", json={"body": "x"}, headers=h),
+        ),
+        (one, "patch", lambda h: client.patch(location, json={"body": "x"}, headers=h)),
+        (one, "delete", lambda h: client.delete(location, headers=h)),
+    ]
+    for path, method, send in writes:
+        op = spec["paths"][path][method]
+        params = {resolve(spec, p)["name"] for p in op.get("parameters", [])}
+        assert {"If-Match", "If-None-Match"} <= params, (method, path)
+        doc_412 = resolve(spec, op["responses"]["412"])
+        for conditions, slug in (
+            ({"If-Match": '"x"'}, "if-match-failed"),
+            ({"If-None-Match": "*"}, "if-none-match-failed"),
+        ):
+            failed = send({**author, **conditions})
+            assert failed.status_code == 412, (method, path, failed.data)
+            documented(spec, path, method, failed)
+            assert failed.json["type"] == f"/docs#problem-{slug}"
+            assert f"/docs#problem-{slug}" in doc_412["description"]
+            assert failed.headers["Cache-Control"] == "no-store"
+            assert "Cache-Control" in doc_412["headers"]

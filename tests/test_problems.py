@@ -32,8 +32,8 @@ pytestmark = pytest.mark.unit  # the fast tier: no servers, no network
 
 # Statuses werkzeug has an exception for that this service never answers: nothing raises
 # them and no route needs them. Adding a use of one of these must add a registry entry.
-# 422 and 412 are answered, but never by status alone: only as "idempotency-key-reused"
-# and "if-match-failed".
+# 422 and 412 are answered, but never by status alone: only as "idempotency-key-reused",
+# "if-match-failed" and "if-none-match-failed".
 NEVER_ANSWERED = {402, 406, 410, 411, 412, 416, 418, 421, 422, 423, 424, 428, 451, 502, 504, 505}
 
 
@@ -54,6 +54,8 @@ def test_every_domain_error_code_is_registered():
             importlib.import_module(info.name)
     codes = {cls.code for cls in _all_subclasses(DomainError) | {DomainError}}
     assert {"validation-error", "not-found", "conflict", "duplicate", "author-banned"} <= codes
+    # The writes' preconditions (comments/conditional.py): each failure its own type.
+    assert {"if-match-failed", "if-none-match-failed"} <= codes
     assert codes - SLUGS == set()
 
 

@@ -1,5 +1,5 @@
 """HTTP caching on the cached reads: ETag, If-Match -> 412, If-None-Match -> 304,
-Cache-Control.
+Cache-Control; and the preconditions of the v1 writes (If-Match, If-None-Match -> 412).
 
 The service decides (comments/cache.py); this module only speaks HTTP. See docs/caching.md.
 """
@@ -59,10 +59,29 @@ class Preconditions:
             return False
         return tags.contains_weak(etag.strip('"'))
 
+    def if_none_match_holds_on_write(self) -> bool:
+        """For a write to a resource that exists and carries no ETag: ``*`` fails ("only
+        if it does not exist yet", RFC 9110, section 13.1.2); tags hold (none can match)."""
+        tags = self._if_none_match
+        return not (tags and tags.star_tag)
+
 
 _PRECONDITION_FAILED = (
     "If-Match names no current ETag of this resource (compared strongly: a weak "
     "W/ tag never matches); fetch it again without If-Match for its current ETag"
+)
+
+
+# A create's target, a content's comment list, has ETags for its pages only: a create is not
+# conditional on one (no check could be atomic with the insert), so a tag fails.
+_CREATE_IF_MATCH_FAILED = (
+    "If-Match names an ETag, but a create is not conditional on one (a list's ETags name its "
+    "pages, not what a new comment is added to): only If-Match: * holds"
+)
+
+_IF_NONE_MATCH_FAILED = (
+    "If-None-Match: * asks to act only if the target does not exist yet, and it exists; "
+    "nothing was changed"
 )
 
 
@@ -73,16 +92,38 @@ class PreconditionFailed(DomainError):
     http_status = 412
     headers = _PRECONDITION_FAILED_HEADERS
 
+    def __init__(self, detail: str = _PRECONDITION_FAILED) -> None:
+        super().__init__(detail)
+
+
+class IfNoneMatchFailed(DomainError):
+    """``If-None-Match: *`` on a write to a resource that exists: 412, and nothing changes
+    (RFC 9110, section 13.1.2)."""
+
+    code = "if-none-match-failed"
+    http_status = 412
+    headers = _PRECONDITION_FAILED_HEADERS
+
     def __init__(self) -> None:
-        super().__init__(_PRECONDITION_FAILED)
+        super().__init__(_IF_NONE_MATCH_FAILED)
 
 
-def require_no_tag() -> None:
-    """For a write to a resource that carries no ETag (one comment): only ``If-Match: *``
-    holds. A client naming a tag meant "only if nothing changed since"; acting anyway
-    would apply its edit or delete to a state it never saw."""
-    if not Preconditions().if_match_holds(None):
-        raise PreconditionFailed()
+def require_no_tag(if_match_failed: str = _PRECONDITION_FAILED) -> None:
+    """For a write to a resource that exists and carries no ETag (one comment, a content's
+    comment list as a create's target): only ``If-Match: *`` holds, and ``If-None-Match:
+    *`` fails. A client naming a tag meant "only if nothing changed since", one sending
+    ``If-None-Match: *`` "only if there is nothing yet"; acting anyway would apply its
+    write to a state it never saw. If-Match is judged first (RFC 9110, section 13.2.2)."""
+    conditions = Preconditions()
+    if not conditions.if_match_holds(None):
+        raise PreconditionFailed(if_match_failed)
+    if not conditions.if_none_match_holds_on_write():
+        raise IfNoneMatchFailed()
+
+
+def require_create_preconditions() -> None:
+    """A create's If-Match and If-None-Match, judged as :func:`require_no_tag` does."""
+    require_no_tag(_CREATE_IF_MATCH_FAILED)
 
 
 def precondition_failed() -> Response:

@@ -24,6 +24,7 @@ from .conditional import (
     Preconditions,
     precondition_failed,
     rendered,
+    require_create_preconditions,
     require_no_tag,
     respond,
 )
@@ -55,6 +56,9 @@ def create_comment(content_id: str) -> Response | tuple[Response, int, dict[str,
     new = validate_v1_create(payload, parse_content_id(content_id), svc.limits)
     new = svc.comments.prepare(new, identity)
     keyed = idempotent_request(identity, new.content_id, payload, svc.settings.idempotency_ttl)
+    # Once the request is known good, before anything is stored: a 412 is no key's first
+    # answer, so a retry without the failing header is created (and then replayed).
+    require_create_preconditions()
     if keyed is not None:
         render = renderer(comment_view, _location)
         stored = svc.comments.create_idempotent(new, keyed, render)

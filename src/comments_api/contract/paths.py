@@ -113,6 +113,20 @@ def _cacheable(ok: dict[str, Any], settings: Settings) -> dict[str, Any]:
     }
 
 
+def _write_412(path: str, why_no_tag: str) -> dict[str, Any]:
+    """The 412 of a write to a target that exists, judged against no ETag
+    (comments/conditional.py ``require_no_tag``)."""
+    return _error(
+        path,
+        412,
+        slugs=("if-match-failed", "if-none-match-failed"),
+        description=f"A precondition failed and nothing changed: `If-Match` names a tag "
+        f"({why_no_tag}: only `*` holds; `/docs#problem-if-match-failed`), or "
+        "`If-None-Match: *` asks to act only if the target does not exist yet, and it does "
+        "(`/docs#problem-if-none-match-failed`). `Cache-Control: no-store`.",
+    )
+
+
 _RETRY_AFTER = _header("Seconds to wait before retrying.", {"type": "integer", "minimum": 0})
 _RATE_LIMIT_HEADERS = {
     "Retry-After": _RETRY_AFTER,
@@ -453,6 +467,35 @@ def parameters() -> dict[str, Any]:
             "schema": {"type": "string"},
             "example": "*",
         },
+        "CommentIfNoneMatch": {
+            "name": "If-None-Match",
+            "in": "header",
+            "required": False,
+            "description": 'One comment exists (its tombstone too): `*` ("only if it does '
+            'not exist yet") is a `412` (`/docs#problem-if-none-match-failed`) and nothing '
+            "changes; tags hold (it has no `ETag` to match). Judged after `If-Match`; a 403 "
+            "or 404 wins over it.",
+            "schema": {"type": "string"},
+        },
+        "CreateIfMatch": {
+            "name": "If-Match",
+            "in": "header",
+            "required": False,
+            "description": "A create is not conditional on an `ETag` (the list's name its "
+            "pages): only `*` holds. Any tag is a `412` (`/docs#problem-if-match-failed`) "
+            "and nothing is stored, nor taken as an `Idempotency-Key`'s first answer.",
+            "schema": {"type": "string"},
+            "example": "*",
+        },
+        "CreateIfNoneMatch": {
+            "name": "If-None-Match",
+            "in": "header",
+            "required": False,
+            "description": "A content's comment list always exists: `*` is a `412` "
+            "(`/docs#problem-if-none-match-failed`) and nothing is stored, nor taken as an "
+            "`Idempotency-Key`'s first answer; tags hold. Judged after `If-Match`.",
+            "schema": {"type": "string"},
+        },
         "CountContentIds": {
             "name": "content_id",
             "in": "query",
@@ -593,6 +636,7 @@ def paths(settings: Settings) -> dict[str, Any]:
                     ),
                     **_errors(thread, 401, 403, 409, 413, 415, 429, 503),
                     "400": _invalid(thread, "body", "must not be empty or whitespace only"),
+                    "412": _write_412(thread, "a create is not conditional on the list's `ETag`s"),
                     "422": _error(
                         thread,
                         422,
@@ -604,6 +648,8 @@ def paths(settings: Settings) -> dict[str, Any]:
                 parameters=[
                     ref("ContentIdPath", "parameters"),
                     ref("IdempotencyKey", "parameters"),
+                    ref("CreateIfMatch", "parameters"),
+                    ref("CreateIfNoneMatch", "parameters"),
                 ],
                 request_body=_json_body(
                     "NewComment",
@@ -708,11 +754,13 @@ def paths(settings: Settings) -> dict[str, Any]:
                         _example_comment(body="Great reporting, thanks!"),
                     ),
                     "400": _invalid(one, "body", "must not be empty or whitespace only"),
-                    **_errors(one, 401, 403, 404, 412, 413, 415, 429, 503),
+                    **_errors(one, 401, 403, 404, 413, 415, 429, 503),
+                    "412": _write_412(one, "one comment carries no `ETag`"),
                 },
                 parameters=[
                     ref("CommentIdPath", "parameters"),
                     ref("CommentIfMatch", "parameters"),
+                    ref("CommentIfNoneMatch", "parameters"),
                 ],
                 request_body=_json_body(
                     "CommentEdit",
@@ -735,11 +783,13 @@ def paths(settings: Settings) -> dict[str, Any]:
                 "Others get 403 for a public comment and 404 for one that is not public.",
                 {
                     "204": {"description": "Deleted."},
-                    **_errors(one, 401, 403, 404, 412, 429, 503),
+                    **_errors(one, 401, 403, 404, 429, 503),
+                    "412": _write_412(one, "one comment carries no `ETag`"),
                 },
                 parameters=[
                     ref("CommentIdPath", "parameters"),
                     ref("CommentIfMatch", "parameters"),
+                    ref("CommentIfNoneMatch", "parameters"),
                 ],
                 security=CREDENTIALS,
             ),

@@ -151,6 +151,15 @@ def problem_types(settings: Settings) -> dict[str, dict[str, Any]]:
             "exists): what you hold has changed, and nothing was done. Read it again "
             "without `If-Match` for the current `ETag`. Answered `Cache-Control: no-store`.",
         ),
+        "if-none-match-failed": entry(
+            412,
+            "If-None-Match failed",
+            "The request's `If-None-Match: *` asks to write only if the target does not "
+            "exist yet, and it exists (one comment, its tombstone included; a content's "
+            "comment list always does): nothing was done (RFC 9110, section 13.1.2). Send "
+            "the write without `If-None-Match` to act on what exists. Answered "
+            "`Cache-Control: no-store`.",
+        ),
         "content-too-large": entry(
             413,
             "Content too large",
