@@ -17,6 +17,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from comments_api.app import create_app
+from comments_api.contract.paths import example_path
 from comments_api.contract.problems import SLUGS
 from comments_api.contract.spec import build_spec
 from comments_api.identity.credentials import generate_api_key
@@ -701,3 +702,68 @@ def test_write_preconditions_match_the_document(make_app):
             assert f"/docs#problem-{slug}" in doc_412["description"]
             assert failed.headers["Cache-Control"] == "no-store"
             assert "Cache-Control" in doc_412["headers"]
+
+
+def _served_path(path: str) -> str:
+    return example_path(path).replace("/api/v1/counts", "/api/v1/counts?content_id=1")
+
+
+def test_scripts_and_stylesheets_revalidate_as_documented(bare_app):
+    """Every file that answers with an ETag documents it, its Cache-Control, the
+    If-None-Match it takes and the 304 it answers (to its ETag and to ``*``)."""
+    client = bare_app.test_client()
+    spec = client.get("/openapi.json").json
+    revalidating = []
+    for path, item in spec["paths"].items():
+        op = item.get("get", {})
+        media = set(op.get("responses", {}).get("200", {}).get("content", {}))
+        if not media & {"text/javascript", "text/css", "text/html"}:
+            continue  # the pages and files for people (the API's reads: test_read_cache.py)
+        plain = client.get(_served_path(path))
+        assert plain.status_code == 200, path
+        etag = plain.headers.get("ETag")
+        if etag is None:
+            assert "304" not in op["responses"], path
+            continue
+        revalidating.append(path)
+        params = {resolve(spec, p)["name"] for p in op.get("parameters", [])}
+        assert "If-None-Match" in params, path
+        doc = documented(spec, path, "get", plain)
+        assert {"ETag", "Cache-Control"} <= set(doc["headers"]), path
+        assert "public" in plain.headers["Cache-Control"]
+        for condition in (etag, f"W/{etag}", "*"):
+            not_modified = client.get(path, headers={"If-None-Match": condition})
+            assert not_modified.status_code == 304, (path, condition)
+            assert "304" in op["responses"], path
+            doc = documented(spec, path, "get", not_modified)
+            for name in doc["headers"]:
+                assert name in not_modified.headers, (path, name)
+            check(spec, doc["headers"]["ETag"]["schema"], not_modified.headers["ETag"])
+    assert {"/widget/comments.js", "/docs/docs.css", "/moderation/console.js"} <= set(revalidating)
+
+
+def test_a_credential_sent_wrongly_is_documented_on_every_operation(client):
+    """identity/guards.py refuses a bad bearer token (401) and a token in the URL (400)
+    before any view, on every operation: public reads, /api/v1/config, the widget's
+    scripts and the health probes included. Each lists both, not only under default."""
+    spec = client.get("/openapi.json").json
+    checked = 0
+    for path, item in spec["paths"].items():
+        for method in METHODS:
+            if method not in item:
+                continue
+            responses = item[method]["responses"]
+            url = _served_path(path)
+            send = getattr(client, method)
+            bad = send(url, headers={"Authorization": "Bearer not-a-credential"})
+            assert bad.status_code == 401, (method, path, bad.status_code)
+            assert "401" in responses, (method, path)
+            documented(spec, path, method, bad)
+            in_url = send(url + ("&" if "?" in url else "?") + "access_token=x")
+            assert in_url.status_code == 400, (method, path, in_url.status_code)
+            assert "400" in responses, (method, path)
+            assert "access_token" in responses["400"]["description"], (method, path)
+            documented(spec, path, method, in_url)
+            assert "WWW-Authenticate" in in_url.headers
+            checked += 1
+    assert checked >= 25

@@ -263,14 +263,52 @@ def _unexpected(path: str) -> dict[str, Any]:
         path,
         500,
         "an internal error occurred; it has been logged",
-        description="Any other error in the same shape: 401 when an invalid, expired or "
-        "revoked credential is sent (even to a public read: a wrong credential is never "
-        "silently ignored), 400 when a token is sent in the URL (`access_token`: it belongs "
-        "in `Authorization`), 405 for a method this path does not take (with `Allow`), "
-        "500 for a bug on our side. A 401, a 403 for a missing scope and that 400 carry "
-        '`WWW-Authenticate: Bearer realm="comments-api", error=...` (RFC 6750).',
-        slugs=("internal-server-error", "unauthorized", "bad-request", "method-not-allowed"),
+        description="Any other error in the same shape: 405 for a method this path does "
+        "not take (with `Allow`), 500 for a bug on our side. A 403 for a missing scope "
+        'carries `WWW-Authenticate: Bearer realm="comments-api", error=...` (RFC 6750).',
+        slugs=("internal-server-error", "method-not-allowed"),
     )
+
+
+# identity/guards.py judges a sent credential before any view, on every path.
+_CREDENTIAL_IN_URL = "send the token as 'Authorization: Bearer <token>', never in the URL"
+_CREDENTIAL_IN_URL_NOTE = (
+    "A token sent in the URL (`access_token`: it belongs in `Authorization`; "
+    "`/docs#problem-bad-request`, with `WWW-Authenticate`) is refused here too."
+)
+
+
+def with_credential_errors(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every operation's 401 and 400 for a credential sent wrongly (identity/guards.py
+    judges it before any view: a public read, a health probe and a script included)."""
+    for path, item in paths.items():
+        for op in item.values():
+            responses = op["responses"]
+            if "401" not in responses:
+                responses["401"] = _error(
+                    path,
+                    401,
+                    "the token's signature is invalid",
+                    description="An invalid, expired or revoked credential was sent: a "
+                    "credential that is sent must be valid, even where none is needed (a "
+                    "wrong one is never silently ignored). Send none, or a valid one.",
+                )
+            if "400" in responses:
+                bad = responses["400"]
+                bad["description"] = f"{bad['description']} {_CREDENTIAL_IN_URL_NOTE}"
+            else:
+                responses["400"] = _error(
+                    path,
+                    400,
+                    _CREDENTIAL_IN_URL,
+                    slugs=("bad-request",),
+                    description=_CREDENTIAL_IN_URL_NOTE.replace(" is refused here too.", "."),
+                    headers=_ERROR_DEFAULTS[401][2],
+                )
+            op["responses"] = dict(
+                sorted(responses.items(), key=lambda kv: (kv[0] == "default", kv[0]))
+            )
+    return paths
 
 
 def example_path(path: str) -> str:
@@ -494,6 +532,15 @@ def parameters() -> dict[str, Any]:
             "description": "A content's comment list always exists: `*` is a `412` "
             "(`/docs#problem-if-none-match-failed`) and nothing is stored, nor taken as an "
             "`Idempotency-Key`'s first answer; tags hold. Judged after `If-Match`.",
+            "schema": {"type": "string"},
+        },
+        "AssetIfNoneMatch": {
+            "name": "If-None-Match",
+            "in": "header",
+            "required": False,
+            "description": "The `ETag` of the copy you hold (compared weakly), or `*` (the "
+            "file always exists): `304 Not Modified`, with no body, while it is current. "
+            "`If-Match` is ignored here.",
             "schema": {"type": "string"},
         },
         "CountContentIds": {
@@ -1021,22 +1068,41 @@ _UI_FILES = (
 )
 
 
-def ui_paths() -> dict[str, Any]:
-    paths: dict[str, Any] = {
-        path: {
-            "get": _op(
-                "ops",
-                operation_id,
-                summary,
-                description,
-                {
-                    "200": _ok("The file.", {"type": "string"}, media=media),
-                    "default": _unexpected(path),
-                },
-            )
-        }
-        for path, operation_id, summary, description, media in _UI_FILES
+# web/common.py ``revalidated``: what the scripts and stylesheets answer.
+_ASSET_HEADERS = {
+    "ETag": _header(
+        "Strong validator of the file (a hash of its bytes): send it back in `If-None-Match`.",
+        {"type": "string", "pattern": '^"[0-9a-f]+"$'},
+    ),
+    "Cache-Control": _header(
+        "`public, max-age=…`: browsers and CDNs may keep the file a few minutes, then revalidate."
+    ),
+}
+
+
+def _ui_file(path: str, media: str) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+    """The responses and parameters of one page or file: the scripts and stylesheets carry
+    an ETag and revalidate; the HTML pages are ``no-cache`` and never 304."""
+    if media == "text/html":
+        ok = _ok("The page.", {"type": "string"}, media=media)
+        return {"200": ok, "default": _unexpected(path)}, None
+    ok = _ok("The file.", {"type": "string"}, media=media, headers=_ASSET_HEADERS)
+    not_modified = {
+        "description": "Not Modified: `If-None-Match` names the file's `ETag` (or is `*`). "
+        "No body.",
+        "headers": _ASSET_HEADERS,
     }
+    responses = {"200": ok, "304": not_modified, "default": _unexpected(path)}
+    return responses, [ref("AssetIfNoneMatch", "parameters")]
+
+
+def ui_paths() -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for path, operation_id, summary, description, media in _UI_FILES:
+        responses, params = _ui_file(path, media)
+        paths[path] = {
+            "get": _op("ops", operation_id, summary, description, responses, parameters=params)
+        }
     demo = "/widget/demo"
     choice: list[tuple[str, str, dict[str, Any], str]] = [
         ("content_id", "The content whose thread is shown.", {"type": "string"}, "demo"),

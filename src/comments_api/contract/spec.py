@@ -18,7 +18,7 @@ from .. import __version__
 from ..settings import Settings
 from . import paths as _paths
 from .components import schemas
-from .paths import JSON, moderation_paths, parameters, ui_paths
+from .paths import JSON, moderation_paths, parameters, ui_paths, with_credential_errors
 from .problems import problem_types
 
 Spec = dict[str, Any]
@@ -27,7 +27,7 @@ Spec = dict[str, Any]
 def build_spec(settings: Settings | None = None) -> Spec:
     """The OpenAPI 3.1 document for a deployment with these settings (defaults if None)."""
     settings = settings or Settings()
-    paths = {**_paths.paths(settings), **moderation_paths(), **ui_paths()}
+    paths = with_credential_errors({**_paths.paths(settings), **moderation_paths(), **ui_paths()})
     problems = problem_types(settings)
     spec: Spec = {
         "openapi": "3.1.0",
@@ -47,7 +47,8 @@ def build_spec(settings: Settings | None = None) -> Spec:
                 "moderation and admin always need a credential with the right scope. "
                 "A credential that is sent must be valid, even on a read.\n\n"
                 "Rate limits (429 with `Retry-After`; `X-RateLimit-Limit`, "
-                "`X-RateLimit-Remaining` and `X-RateLimit-Reset` on limited responses): "
+                "`X-RateLimit-Remaining` and `X-RateLimit-Reset` on every answer to a "
+                "rate-limited request, whatever its status, not only on a 429): "
                 "anonymous comment writes per client address "
                 f"(`RATELIMIT_ANONYMOUS_WRITE`, `{settings.ratelimit_anonymous_write}` "
                 "here), authenticated writes per credential "
