@@ -99,3 +99,42 @@ def test_the_contract_documents_the_412_on_every_moderation_operation(build):
             assert "412" in op["responses"], (method, path)
             checked += 1
     assert checked == 7
+
+
+def test_moderation_writes_with_if_none_match_star_are_412_and_change_nothing(build):
+    """`If-None-Match: *` asks to act only if the target does not exist yet (RFC 9110,
+    section 13.1.2); the queue, the ban list and a ban being lifted exist, so the writes
+    must fail, not hide, ban or unban anyway. Tags hold: nothing has an ETag to match."""
+    app = build()
+    client = app.test_client()
+    admin = bearer(api_key(app, SCOPE_ADMIN))
+    star = {**admin, "If-None-Match": "*"}
+    ids = [
+        client.post("/api/v1/contents/a1/comments", json={"body": f"c{i}"}, headers=admin).json[
+            "id"
+        ]
+        for i in range(2)
+    ]
+    assert client.post(BANS, json={"email": "old@example.com"}, headers=admin).status_code == 201
+    audit_before = client.get("/api/v1/admin/audit-log", headers=admin).json["items"]
+
+    def failed(response) -> None:
+        assert response.status_code == 412, response.get_data(as_text=True)
+        assert response.json["type"] == "/docs#problem-if-none-match-failed"
+        assert response.headers["Cache-Control"] == "no-store"
+
+    failed(client.post(BULK, json={"action": "hide", "ids": ids[:1]}, headers=star))
+    failed(client.post(BANS, json={"email": "troll@example.com"}, headers=star))
+    failed(client.delete(f"{BANS}/email:old@example.com", headers=star))
+    assert public_ids(client) == ids
+    assert [b["target"] for b in client.get(BANS, headers=admin).json["items"]] == [
+        "email:old@example.com"
+    ]
+    assert client.get("/api/v1/admin/audit-log", headers=admin).json["items"] == audit_before
+    # A ban that does not exist stays a 404; a tag in If-None-Match holds.
+    missing = client.delete(f"{BANS}/email:nobody@example.com", headers=star)
+    assert missing.status_code == 404
+    tagged = {**admin, "If-None-Match": '"some-tag"'}
+    done = client.post(BULK, json={"action": "hide", "ids": ids[:1]}, headers=tagged)
+    assert done.json == {"action": "hide", "changed": ids[:1], "unchanged": []}
+    assert client.delete(f"{BANS}/email:old@example.com", headers=tagged).status_code == 204

@@ -505,6 +505,16 @@ def parameters() -> dict[str, Any]:
             "schema": {"type": "string"},
             "example": "*",
         },
+        "ModerationIfNoneMatch": {
+            "name": "If-None-Match",
+            "in": "header",
+            "required": False,
+            "description": "The target exists (the queue, the ban list, the ban lifted): `*` "
+            '("only if it does not exist yet") is a `412` '
+            "(`/docs#problem-if-none-match-failed`) and nothing changes; tags hold (it has no "
+            "`ETag` to match). Judged after `If-Match`; a 404 wins over it.",
+            "schema": {"type": "string"},
+        },
         "CommentIfNoneMatch": {
             "name": "If-None-Match",
             "in": "header",
@@ -1150,6 +1160,7 @@ def moderation_paths() -> dict[str, Any]:
     audit = "/api/v1/admin/audit-log"
     moderate_note = " Needs the `comments:moderate` scope (or `admin`)."
     if_match = ref("ModerationIfMatch", "parameters")
+    if_none_match = ref("ModerationIfNoneMatch", "parameters")
     pending_params = [
         ref("ContentIdFilter", "parameters"),
         ref("Limit", "parameters"),
@@ -1219,9 +1230,10 @@ def moderation_paths() -> dict[str, Any]:
                         {"action": "approve", "changed": [42, 43], "unchanged": [44]},
                     ),
                     "400": _invalid(bulk, "action", "must be one of approve, hide, delete"),
-                    **_errors(bulk, 401, 403, 412, 413, 415, 429, 503),
+                    **_errors(bulk, 401, 403, 413, 415, 429, 503),
+                    "412": _write_412(bulk, "moderation resources carry no `ETag`"),
                 },
-                parameters=[if_match],
+                parameters=[if_match, if_none_match],
                 request_body=_json_body(
                     "BulkModeration",
                     {"action": "approve", "ids": [42, 43, 44]},
@@ -1276,9 +1288,10 @@ def moderation_paths() -> dict[str, Any]:
                         headers={"Location": _header("The ban's URL, for DELETE.")},
                     ),
                     "400": _invalid(bans, "email", "give exactly one of email or subject"),
-                    **_errors(bans, 401, 403, 412, 413, 415, 429, 503),
+                    **_errors(bans, 401, 403, 413, 415, 429, 503),
+                    "412": _write_412(bans, "moderation resources carry no `ETag`"),
                 },
-                parameters=[if_match],
+                parameters=[if_match, if_none_match],
                 request_body=_json_body(
                     "NewBan",
                     {"email": "troll@example.com", "reason": "spam"},
@@ -1296,7 +1309,8 @@ def moderation_paths() -> dict[str, Any]:
                 {
                     "204": {"description": "Lifted."},
                     "400": _invalid(ban, "target", "must look like email:<address> or sub:<id>"),
-                    **_errors(ban, 401, 403, 404, 412, 429, 503),
+                    **_errors(ban, 401, 403, 404, 429, 503),
+                    "412": _write_412(ban, "moderation resources carry no `ETag`"),
                 },
                 parameters=[
                     {
@@ -1308,6 +1322,7 @@ def moderation_paths() -> dict[str, Any]:
                         "example": "email:troll@example.com",
                     },
                     if_match,
+                    if_none_match,
                 ],
                 security=MODERATOR_SECURITY,
             )

@@ -6,7 +6,7 @@ from urllib.parse import quote, urlencode
 
 from flask import Blueprint, Response, jsonify, request
 
-from ..comments.conditional import Preconditions, precondition_failed
+from ..comments.conditional import IfNoneMatchFailed, Preconditions, precondition_failed
 from ..comments.render import moderator_view
 from ..comments.rules import (
     STATUS_PENDING,
@@ -39,6 +39,12 @@ def _if_match_fails() -> bool:
     section 13.1.1): a console naming a tag it saw must not act on a state that may have
     moved since. Asked once the request is otherwise valid, as a 4xx wins over a 412."""
     return not Preconditions().if_match_holds(None)
+
+
+def _if_none_match_fails() -> bool:
+    """A write's ``If-None-Match: *`` ("only if it does not exist yet", RFC 9110, section
+    13.1.2) on a target that exists: the queue, the ban list, or the ban being lifted."""
+    return not Preconditions().if_none_match_holds_on_write()
 
 
 @bp.get("/moderation/pending")
@@ -81,6 +87,8 @@ def bulk_moderate() -> Response:
     bulk = parse_bulk(read_json())
     if _if_match_fails():
         return precondition_failed()
+    if _if_none_match_fails():
+        raise IfNoneMatchFailed()
     changed = services().moderation.bulk(bulk.action, bulk.ids, identity.actor, bulk.if_status)
     emit(moderation_action, action=bulk.action, count=len(changed))
     done = set(changed)
@@ -103,6 +111,8 @@ def ban_author() -> tuple[Response, int, dict[str, str]] | Response:
     ban = parse_ban(read_json())
     if _if_match_fails():
         return precondition_failed()
+    if _if_none_match_fails():
+        raise IfNoneMatchFailed()
     created = services().moderation.ban(ban.target, ban.reason, identity.actor)
     if created:
         emit(moderation_action, action="ban", count=1)
@@ -118,10 +128,12 @@ def ban_author() -> tuple[Response, int, dict[str, str]] | Response:
 def unban_author(target: str) -> tuple[str, int] | Response:
     identity = require_scope(SCOPE_MODERATE)
     author = parse_ban_target(target)
-    if _if_match_fails():
+    if _if_match_fails() or _if_none_match_fails():
         if not services().moderation.is_banned(author):
             raise NotFound(NOT_BANNED)  # the 404 it would have been wins
-        return precondition_failed()
+        if _if_match_fails():
+            return precondition_failed()
+        raise IfNoneMatchFailed()
     services().moderation.unban(author, identity.actor)
     emit(moderation_action, action="unban", count=1)
     return "", 204
