@@ -14,6 +14,7 @@ from ..contract.requests import (
     parse_order,
     validate_v1_create,
 )
+from ..contract.responses import CONFIG_MAX_AGE
 from ..events import comment_created, moderation_action
 from ..identity.guards import require_identity, require_write
 from ..moderation.rules import ACTION_DELETE, parse_edit, without_body_identity
@@ -42,8 +43,6 @@ from .rules import (
 )
 
 bp = Blueprint("v1", __name__, url_prefix="/api/v1")
-
-CONFIG_MAX_AGE = 300
 
 
 @bp.post("/contents/<content_id:content_id>/comments")

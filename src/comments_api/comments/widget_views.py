@@ -19,14 +19,12 @@ from urllib.parse import quote
 from flask import Blueprint, Response, request
 
 from ..contract.requests import parse_content_id
+from ..contract.responses import ASSET_MAX_AGE
 from ..web.common import revalidated
 from .rules import FieldError, InvalidInput
 
 bp = Blueprint("widget", __name__)
 
-# Scripts are fetched by other sites' pages: let browsers cache them a little, but not so
-# long that a fix takes days to reach readers (the URLs carry no version).
-ASSET_MAX_AGE = 300
 
 # For the HTML pages we serve. 'self' only: the widget's Shadow DOM styles are
 # constructable stylesheets (adoptedStyleSheets), which CSP does not treat as inline.

@@ -32,7 +32,7 @@ from .problems import (
     status_slug,
     status_title,
 )
-from .responses import EXAMPLE_TIME
+from .responses import ASSET_MAX_AGE, CONFIG_MAX_AGE, EXAMPLE_TIME
 
 JSON = "application/json"
 # Either credential works; which one a caller uses depends on who it is.
@@ -873,7 +873,7 @@ def paths(settings: Settings) -> dict[str, Any]:
                             "max_email_length": 254,
                             "edit_window_seconds": 900.0,
                         },
-                        headers={"Cache-Control": _header("`public, max-age=300`.")},
+                        headers={"Cache-Control": _header(f"`public, max-age={CONFIG_MAX_AGE}`.")},
                     ),
                     **_errors("/api/v1/config", 429),
                 },
@@ -1085,7 +1085,8 @@ _ASSET_HEADERS = {
         {"type": "string", "pattern": '^"[0-9a-f]+"$'},
     ),
     "Cache-Control": _header(
-        "`public, max-age=…`: browsers and CDNs may keep the file a few minutes, then revalidate."
+        f"`public, max-age={ASSET_MAX_AGE}`: browsers and CDNs may keep the file a few minutes, "
+        "then revalidate."
     ),
 }
 

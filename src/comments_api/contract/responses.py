@@ -16,6 +16,11 @@ from ..comments.rules import STATUSES
 from .models import BULK_ACTIONS, ORDERS, BanTarget, choice
 
 EXAMPLE_TIME = "2026-01-15T09:30:00.000Z"
+# Seconds browsers and CDNs may keep the answers that are the same for everyone: the
+# widget's and the docs' files (their URLs carry no version, so a fix must reach readers
+# within minutes; then they revalidate with the ETag) and the client configuration.
+ASSET_MAX_AGE = 300
+CONFIG_MAX_AGE = 300
 JsonDict = dict[str, Any]
 _AUTHOR_REF: JsonDict = {"$ref": "#/components/schemas/Author"}
 

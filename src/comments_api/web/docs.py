@@ -24,6 +24,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify
 
 from ..contract.problems import DOCS_PROBLEM_PREFIX
+from ..contract.responses import ASSET_MAX_AGE
 from ..contract.spec import build_spec
 from .common import revalidated, services
 
@@ -39,8 +40,6 @@ DOCS_CSP = (
 )
 # For the files themselves: nothing may run in their name.
 ASSET_CSP = "default-src 'none'; frame-ancestors 'none'"
-# The URLs carry no version: cache a little, revalidate with the ETag after that.
-ASSET_MAX_AGE = 300
 
 JS = "text/javascript"
 CSS = "text/css"
