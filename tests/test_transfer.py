@@ -470,3 +470,27 @@ def test_an_export_that_cannot_be_written_is_one_line_and_leaves_no_partial_file
         assert f"Error: no export written to {target}: No space left on device" in result.stderr
         assert "Traceback" not in result.stderr
         assert not target.exists()
+
+
+def test_a_failed_export_keeps_the_export_it_was_to_replace(tmp_path):
+    # The file was opened in place: truncated at once, then removed when the disk filled,
+    # so the good export of yesterday was gone and no new one written.
+    small = f"sqlite:///{tmp_path / 'small.db'}"
+    generate(small, 5)
+    big = f"sqlite:///{tmp_path / 'big.db'}"
+    generate(big, 2_000)
+    # Room for two small exports (about 110 kB each), not for the big one beside them.
+    with small_tmpfs(tmp_path / "volume", "400k") as volume:
+        target = volume / "comments.jsonl"
+        assert cli("export", str(target), url=small).returncode == 0
+        good = target.read_bytes()
+        target.chmod(0o640)
+        result = cli("export", str(target), url=big)
+        assert result.returncode == 1, result.stderr
+        assert f"Error: no export written to {target}: No space left on device" in result.stderr
+        assert target.read_bytes() == good
+        assert sorted(p.name for p in volume.iterdir()) == ["comments.jsonl"]  # no leftovers
+        # A complete export replaces it, keeping its permissions.
+        assert cli("export", str(target), url=small).returncode == 0
+        assert oct(target.stat().st_mode & 0o777) == "0o640"
+        assert len(rows_of(target)) == len(good.decode().splitlines()) - 1

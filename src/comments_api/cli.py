@@ -7,8 +7,11 @@ import ipaddress
 import itertools
 import math
 import os
+import stat
+import tempfile
 import unicodedata
-from typing import Any
+from collections.abc import Iterator
+from typing import IO, Any
 
 import click
 
@@ -287,30 +290,69 @@ def _progress(label: str, length: int) -> Any:
 @click.argument("output", default="-", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--no-api-keys", is_flag=True, help="Leave the API key records out.")
 def export_command(output: str, no_api_keys: bool) -> None:
-    from .store.transfer import TABLES, export, table_counts
+    from sqlalchemy.exc import DBAPIError
+
+    from .store.transfer import TABLES, TransferError, export, table_counts
 
     repo = _repository(_settings(), statement_timeout=BULK_TIMEOUT)
     names = [n for n in TABLES if not (no_api_keys and n == "api_keys")]
     total = sum(table_counts(repo.engine, names).values())
-    opened = False
     try:
-        with (
-            click.open_file(output, "w", encoding="utf-8") as out,
-            _progress("exporting", total) as bar,
-        ):
-            opened = True
+        with _export_target(output) as out, _progress("exporting", total) as bar:
             written = export(
                 repo.engine, out, include_api_keys=not no_api_keys, progress=bar.update
             )
     except OSError as exc:  # cannot create it, or the disk filled up on the way
-        if opened and output != "-" and os.path.isfile(output):  # never a device
-            with contextlib.suppress(OSError):
-                os.remove(output)  # a partial export would look like a whole one
         raise click.ClickException(
             f"no export written to {output}: {exc.strerror or exc}"
         ) from None
+    except (DBAPIError, TransferError) as exc:  # the database went away mid-way: one line
+        reason = _driver_message(exc) if isinstance(exc, DBAPIError) else str(exc)
+        if _is_stream(output):  # what was written cannot be taken back
+            raise click.ClickException(f"the export to {output} is incomplete: {reason}") from None
+        raise click.ClickException(f"no export written to {output}: {reason}") from None
     summary = ", ".join(f"{n} {name}" for name, n in written.items())
     click.echo(f"exported {summary}", err=True)
+
+
+@contextlib.contextmanager
+def _export_target(output: str) -> Iterator[IO[str]]:
+    """The file an export is written to. A regular file is written beside its place and
+    renamed onto it once complete: opened in place, it was truncated at once, so a failed
+    export (a full disk, a lost database, Ctrl-C) destroyed the good export it was to
+    replace, or left a partial one. stdout, a device or a pipe is written as it is."""
+    if _is_stream(output):
+        with click.open_file(output, "w", encoding="utf-8") as out:
+            yield out
+        return
+    folder, name = os.path.split(os.path.abspath(output))
+    fd, partial = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial", dir=folder)
+    try:
+        # mkstemp's 0600 would change who may read a replaced export, or a new one.
+        os.fchmod(fd, _mode_of(output))
+        with open(fd, "w", encoding="utf-8") as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(partial, output)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(partial)
+        raise
+
+
+def _is_stream(output: str) -> bool:
+    return output == "-" or (os.path.exists(output) and not os.path.isfile(output))
+
+
+def _mode_of(path: str) -> int:
+    """The permissions of the file at ``path``, or those open() gives a new one."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 @main.command(
