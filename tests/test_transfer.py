@@ -30,6 +30,7 @@ from comments_api.store.repository import (
     head_revision,
     make_engine,
     migrate,
+    shipped_revisions,
 )
 
 from .support import VENV_BIN, small_tmpfs
@@ -494,3 +495,39 @@ def test_a_failed_export_keeps_the_export_it_was_to_replace(tmp_path):
         assert cli("export", str(target), url=small).returncode == 0
         assert oct(target.stat().st_mode & 0o777) == "0o640"
         assert len(rows_of(target)) == len(good.decode().splitlines()) - 1
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "not a comments-api export: the first line is not its header"),
+        (
+            b'{"format": "comments-api-export", "version": 1, "schema_revision": "0001"}\n',
+            "the export is of schema revision 0001",
+        ),
+        (
+            b"\x1f\x8b\x08\x00\xff\xfe compressed",
+            "not a comments-api export: the file is not UTF-8",
+        ),
+    ],
+)
+def test_an_import_of_a_file_that_is_no_export_leaves_the_target_as_it_was(
+    tmp_path, content, message
+):
+    """The target was migrated before the file was read: a new SQLite file was made, an
+    older schema upgraded, and then the import refused."""
+    source = tmp_path / "wrong.jsonl"
+    source.write_bytes(content)
+    new = tmp_path / "new.db"
+    refused = cli("import", str(source), url=f"sqlite:///{new}")
+    assert refused.returncode == 1, refused.stderr
+    assert f"Error: {message}" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert not new.exists()
+    older = tmp_path / "older.db"
+    previous = max(shipped_revisions()[1])  # the migration before the newest
+    migrate(make_engine(f"sqlite:///{older}"), previous)
+    refused = cli("import", str(source), url=f"sqlite:///{older}")
+    assert refused.returncode == 1, refused.stderr
+    with sqlite3.connect(older) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == (previous,)

@@ -365,7 +365,7 @@ def _mode_of(path: str) -> int:
 )
 @click.argument("source", type=click.Path(dir_okay=False, allow_dash=True, exists=False))
 def import_command(source: str) -> None:
-    from .store.transfer import TransferError, import_
+    from .store.transfer import TransferError, import_, read_header
 
     settings = _settings()
     try:
@@ -374,10 +374,21 @@ def import_command(source: str) -> None:
     except OSError as exc:
         raise click.ClickException(str(exc)) from None
     with opened as lines:
+        try:
+            # Checked before migrating: a file that is no export of this schema (gzipped,
+            # of another release, empty) created, or upgraded, the target it then refused.
+            first = lines.readline()
+            read_header(iter([first]))
+        except UnicodeDecodeError:
+            raise click.ClickException(
+                "not a comments-api export: the file is not UTF-8 text (compressed? "
+                "decompress it first)"
+            ) from None
+        except (TransferError, OSError) as exc:
+            raise click.ClickException(str(exc)) from None
         _migrate(settings)
         repo = _repository(settings, statement_timeout=BULK_TIMEOUT)
         try:
-            first = lines.readline()
             with _progress("importing", _announced_rows(first)) as bar:
                 written = import_(repo.engine, itertools.chain([first], lines), progress=bar.update)
         except (TransferError, OSError, UnicodeDecodeError) as exc:
