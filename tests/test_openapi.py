@@ -25,6 +25,9 @@ from comments_api.settings import Settings
 from comments_api.web.common import EXTENSION_KEY
 from comments_api.web.docs import render_docs_page
 
+from . import authkit
+from .authkit import bearer, jwks, jwks_server, rsa_signer
+
 METHODS = ("get", "put", "post", "delete", "patch")
 PROBLEM = "application/problem+json"
 SPEC_URI = "urn:comments-api:openapi"
@@ -765,5 +768,38 @@ def test_a_credential_sent_wrongly_is_documented_on_every_operation(client):
             assert "access_token" in responses["400"]["description"], (method, path)
             documented(spec, path, method, in_url)
             assert "WWW-Authenticate" in in_url.headers
+            checked += 1
+    assert checked >= 25
+
+
+def test_an_unreachable_identity_provider_is_documented_on_every_operation(make_app):
+    """A bearer JWT is verified against the JWKS before any view, on every operation: with
+    the identity provider down the answer is a 503 with Retry-After, which only `default`
+    documented (a 500 there) beside the database's 503."""
+    signer = rsa_signer()
+    with jwks_server(jwks(signer)) as state:
+        url = state["url"]
+    # The server is stopped: each fetch of the key set is refused, as in an outage.
+    app = make_app(jwt_jwks_url=url, jwt_issuer=authkit.ISSUER, jwt_audience=authkit.AUDIENCE)
+    client = app.test_client()
+    spec = client.get("/openapi.json").json
+    token = bearer(signer.token())
+    checked = 0
+    for path, item in spec["paths"].items():
+        for method in METHODS:
+            if method not in item:
+                continue
+            responses = item[method]["responses"]
+            unverified = getattr(client, method)(_served_path(path), headers=token)
+            assert unverified.status_code == 503, (method, path, unverified.status_code)
+            assert "503" in responses, (method, path)
+            assert "identity provider" in responses["503"]["description"], (method, path)
+            doc = documented(spec, path, method, unverified)
+            assert "Retry-After" in doc["headers"], (method, path)
+            check(
+                spec,
+                doc["headers"]["Retry-After"]["schema"],
+                int(unverified.headers["Retry-After"]),
+            )
             checked += 1
     assert checked >= 25

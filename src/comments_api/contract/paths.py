@@ -186,6 +186,11 @@ _ERROR_DEFAULTS: dict[int, tuple[tuple[str, ...], str, dict[str, Any]]] = {
     ),
 }
 
+# What a status in _errors(...) means there, when its type alone does not say.
+_DEFAULT_CAUSES = {
+    503: "The database is temporarily unavailable; retry after `Retry-After` seconds.",
+}
+
 
 def _error(
     path: str,
@@ -206,9 +211,10 @@ def _error(
     title = status_title(status)
     types = ", ".join(f"`{DOCS_PROBLEM_PREFIX}{s}`" for s in slugs)
     all_headers = {**default_headers, **(headers or {})}
+    why = f" {_DEFAULT_CAUSES[status]}" if status in _DEFAULT_CAUSES else ""
     if path.startswith(LEGACY_PREFIX):
         return _ok(
-            description or f"{title} (legacy error shape; see {types}).",
+            description or f"{title} (legacy error shape; see {types}).{why}",
             ref("LegacyError"),
             {"message": detail, "status": title.upper().replace(" ", "-")},
             headers=all_headers,
@@ -223,7 +229,7 @@ def _error(
     if errors:
         example["errors"] = errors
     return _ok(
-        description or f"{title}: problem type {types}.",
+        description or f"{title}: problem type {types}.{why}",
         ref("Problem"),
         example,
         media=PROBLEM_JSON,
@@ -278,12 +284,39 @@ _CREDENTIAL_IN_URL_NOTE = (
 )
 
 
+_IDENTITY_PROVIDER_DOWN = (
+    "a bearer JWT was sent and the identity provider (`JWT_JWKS_URL`) cannot be reached, "
+    "or serves no usable key set, to verify it (`/docs#problem-service-unavailable`, "
+    "with `Retry-After`)"
+)
+
+
+def _identity_provider_503(path: str, responses: dict[str, Any]) -> None:
+    """The 503 of a JWT that cannot be verified, merged into an operation's own 503."""
+    unverifiable = _error(
+        path,
+        503,
+        "the identity provider cannot be reached to verify the token; retry shortly",
+        description=f"Service Unavailable: {_IDENTITY_PROVIDER_DOWN}.",
+    )
+    own = responses.get("503")
+    if own is None:
+        responses["503"] = unverifiable
+        return
+    own["description"] = f"{own['description']} Or {_IDENTITY_PROVIDER_DOWN}."
+    # /readyz's own 503 is not a problem: list the problem's media type beside it.
+    own["content"] = {**unverifiable["content"], **own.get("content", {})}
+    own["headers"] = {**unverifiable["headers"], **own.get("headers", {})}
+
+
 def with_credential_errors(paths: dict[str, Any]) -> dict[str, Any]:
-    """Every operation's 401 and 400 for a credential sent wrongly (identity/guards.py
-    judges it before any view: a public read, a health probe and a script included)."""
+    """Every operation's 401 and 400 for a credential sent wrongly and 503 for a JWT that
+    cannot be verified (identity/guards.py judges a sent credential before any view: a
+    public read, a health probe and a script included)."""
     for path, item in paths.items():
         for op in item.values():
             responses = op["responses"]
+            _identity_provider_503(path, responses)
             if "401" not in responses:
                 responses["401"] = _error(
                     path,

@@ -197,7 +197,8 @@ def problem_types(settings: Settings) -> dict[str, dict[str, Any]]:
         "service-unavailable": entry(
             503,
             "Service unavailable",
-            "The database is temporarily unreachable or the instance is shutting down. "
+            "The database is temporarily unreachable, the instance is shutting down, or a "
+            "JWT was sent and the identity provider cannot be reached to verify it. "
             "Retry after the seconds in `Retry-After`.",
         ),
         # Answered by the HTTP server itself (comments_api/worker.py) before the request
