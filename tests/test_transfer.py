@@ -10,8 +10,10 @@ import json
 import os
 import pty
 import random
+import signal
 import sqlite3
 import subprocess
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -435,7 +437,7 @@ def test_sqlite_online_backup(tmp_path, postgres_url):
     nowhere = tmp_path / "no-such-dir" / "copy.db"
     result = cli("backup", str(nowhere), url=source)
     assert result.returncode == 1, result.stderr
-    assert f"Error: no backup written to {nowhere}: unable to open database file" in result.stderr
+    assert f"Error: no backup written to {nowhere}: No such file or directory" in result.stderr
     assert "Traceback" not in result.stderr
     assert not nowhere.exists()
 
@@ -531,3 +533,30 @@ def test_an_import_of_a_file_that_is_no_export_leaves_the_target_as_it_was(
     assert refused.returncode == 1, refused.stderr
     with sqlite3.connect(older) as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == (previous,)
+
+
+def test_a_backup_stopped_by_ctrl_c_leaves_no_file(tmp_path):
+    # Written in place, the copy stood at DEST after "Aborted!" and exit 1: a file that
+    # looked like a backup (and blocked the retry: "exists; choose a new file").
+    source = tmp_path / "live.db"
+    generate(f"sqlite:///{source}", 100_000)
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    dest = backups / "copy.db"
+    process = subprocess.Popen(
+        [str(VENV_BIN / "comments-api"), "backup", str(dest)],
+        env={**os.environ, "DATABASE_URL": f"sqlite:///{source}", "LOG_LEVEL": "warning"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for _ in range(6000):  # the copy has begun once a file appears: interrupt it then
+        if any(backups.iterdir()) or process.poll() is not None:
+            break
+        time.sleep(0.005)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1, stderr
+    assert "Aborted!" in stderr
+    assert list(backups.iterdir()) == []
+    assert cli("backup", str(dest), url=f"sqlite:///{source}").returncode == 0  # a retry works

@@ -431,10 +431,24 @@ def backup(dest: str) -> None:
         raise click.ClickException(f"{dest} exists; choose a new file")
     if not os.path.exists(url.database):
         raise click.ClickException(f"no database at {url.database}")
+    # Copied into a new file beside DEST, then linked to DEST: written in place, a backup
+    # stopped by Ctrl-C (or a kill) was left at DEST looking complete, and a DEST made by
+    # someone else between the check above and the copy was overwritten.
+    folder, name = os.path.split(os.path.abspath(dest))
+    partial = None
     try:
-        sqlite_backup(url.database, dest)
+        fd, partial = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial", dir=folder)
+        os.close(fd)
+        os.chmod(partial, _mode_of(dest))
+        sqlite_backup(url.database, partial)
+        os.link(partial, dest)  # never replaces a file: EEXIST instead
+    except FileExistsError:
+        raise click.ClickException(f"{dest} exists; choose a new file") from None
     except (TransferError, OSError, sqlite3.Error) as exc:
-        with contextlib.suppress(OSError):
-            os.remove(dest)  # checked absent above: never leave a partial copy behind
-        raise click.ClickException(f"no backup written to {dest}: {exc}") from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise click.ClickException(f"no backup written to {dest}: {reason}") from None
+    finally:
+        if partial is not None:
+            with contextlib.suppress(OSError):
+                os.remove(partial)
     click.echo(f"backed up {url.database} to {dest}", err=True)
