@@ -4,12 +4,17 @@ cover (an app mounted under a prefix, conditional requests on writes, odd query 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import requests
 from flask import Flask
 from flask.testing import FlaskClient
+
+from comments_api.app import create_app
+from comments_api.settings import Settings
+from comments_api.web.protection import CORS_ALLOW_METHODS
 
 from .support import ServiceProcess
 from .test_serve_server import raw_request
@@ -134,3 +139,60 @@ def test_a_304_from_real_gunicorn_carries_what_its_200_would(tmp_path: Path):
                     assert headers["etag"] == etag
                     for name in ("Cache-Control", "Vary", "Access-Control-Allow-Origin"):
                         assert headers[name.lower()] == full.headers[name], (path, name)
+
+
+def _route_urls(app: Flask) -> list[str]:
+    """One URL per route of the app, its variables filled in."""
+    rules = (r.rule for r in app.url_map.iter_rules() if r.endpoint != "static")
+    return sorted({re.sub(r"<[^>]+>", "1", rule) for rule in rules})
+
+
+def _allow_of_options_and_405(send, url: str) -> tuple[str, str]:
+    """(Allow of an OPTIONS, Allow of the 405 to a method no route serves), for ``url``."""
+    options = send("OPTIONS", url)
+    assert options.status_code == 200, (url, options.status_code)
+    refused = send("PUT", url)
+    assert refused.status_code == 405, (url, refused.status_code)
+    return options.headers["Allow"], refused.headers["Allow"]
+
+
+def test_options_lists_allow_as_the_405_of_the_same_route_does(client):
+    """Flask's automatic OPTIONS listed Allow in its own order (`OPTIONS, GET, POST,
+    HEAD`) while the 405 of the same route sorts it: one route, two answers."""
+    urls = _route_urls(client.application)
+    assert len(urls) >= 20
+    for url in urls:
+        options, refused = _allow_of_options_and_405(
+            lambda method, url: client.open(url, method=method), url
+        )
+        assert options == refused, url
+        assert options.split(", ") == sorted(options.split(", ")), url
+
+
+def test_options_from_real_gunicorn_lists_allow_as_its_405(tmp_path: Path):
+    """The same through `comments-api serve`; a CORS preflight still answers with its own
+    Access-Control-Allow-Methods (web/protection.py), untouched."""
+    database_url = f"sqlite:///{tmp_path / 'comments.db'}"
+    urls = _route_urls(create_app(Settings(database_url=database_url)))
+    env = {
+        "DATABASE_URL": database_url,
+        "RATELIMIT_ENABLED": "false",
+        "CORS_ORIGINS": ORIGIN,
+    }
+    with ServiceProcess(env, tmp_path, workers=1) as service:
+
+        def send(method: str, url: str) -> requests.Response:
+            return requests.request(method, service.base + url, timeout=10)
+
+        for url in urls:
+            options, refused = _allow_of_options_and_405(send, url)
+            assert options == refused, url
+            assert options.split(", ") == sorted(options.split(", ")), url
+        preflight = requests.options(
+            f"{service.base}/api/v1/contents/a/comments",
+            headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"},
+            timeout=10,
+        )
+        assert preflight.status_code == 204
+        assert preflight.headers["Access-Control-Allow-Methods"] == CORS_ALLOW_METHODS
+        assert "Allow" not in preflight.headers

@@ -95,9 +95,11 @@ class CommentsApp(Flask):
 
     def make_default_options_response(self) -> Response:
         # A plain OPTIONS (not a CORS preflight): 200, Allow, Content-Length: 0, as RFC 9110
-        # asks; without Flask's text/html, since there is no body to have a type.
+        # asks; without Flask's text/html, since there is no body to have a type. Allow is
+        # sorted, as in web/errors.py's 405 for the same route (Flask lists it unordered).
         response = super().make_default_options_response()
         response.headers.remove("Content-Type")
+        response.headers["Allow"] = ", ".join(sorted(response.allow))
         return response
 
 
