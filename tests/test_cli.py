@@ -208,3 +208,26 @@ def test_the_longest_statement_timeout_accepted_is_the_one_the_database_applies(
     finally:
         engine.dispose()
     assert applied.removesuffix("ms") == "2147483647"
+
+
+def test_keys_revoke_takes_an_id_or_a_pasted_key_and_never_echoes_a_secret(tmp_path):
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path}/keys.db", "LOG_LEVEL": "warning"}
+    assert run("migrate", env=env).returncode == 0
+    key = run("keys", "create", "--name", "backend", "--scope", "admin", env=env).stdout.strip()
+    secret = key.rsplit("_", 1)[1]
+    # The whole key pasted in place of its id: it was "no active key with id cak_…_<secret>"
+    # on stderr, the secret with it. Now it revokes the key it is.
+    revoked = run("keys", "revoke", key, env=env)
+    assert revoked.returncode == 0, revoked.stderr
+    assert secret not in revoked.stdout + revoked.stderr
+    listed = run("keys", "list", env=env).stdout.splitlines()[1].split("\t")
+    assert listed[5] != "-"  # revoked_at
+    # Not an id at all: one line that says what an id is, not the value echoed back.
+    for wrong in ("a\nb", "x" * 100_000, "cak_zz_"):
+        refused = run("keys", "revoke", wrong, env=env)
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.splitlines()[-1] == (
+            "Error: Invalid value for KEY_ID: must be a key id: 12 hex digits, "
+            "as `comments-api keys list` shows"
+        )
+        assert len(refused.stderr) < 400

@@ -7,6 +7,7 @@ import ipaddress
 import itertools
 import math
 import os
+import re
 import stat
 import tempfile
 import unicodedata
@@ -262,9 +263,29 @@ def keys_list() -> None:
 def keys_revoke(key_id: str) -> None:
     from .identity.service import IdentityService
 
+    key_id = _key_id(key_id)
     if not IdentityService(_repository(_settings())).revoke_key(key_id):
         raise click.ClickException(f"no active key with id {key_id}")
     click.echo(f"revoked key {key_id}")
+
+
+_KEY_ID = re.compile(r"[0-9a-f]{12}")
+
+
+def _key_id(value: str) -> str:
+    """A key id as `keys list` shows it; a whole key pasted instead gives the id in it.
+    Anything else was echoed back as the id not found: the secret of a pasted key went to
+    stderr (and the logs that keep it), and a line break or 100 kB went along as well."""
+    from .identity.credentials import AuthError, api_key_id, is_api_key
+
+    if is_api_key(value):
+        with contextlib.suppress(AuthError):
+            return api_key_id(value)
+    elif _KEY_ID.fullmatch(value):
+        return value
+    raise click.BadParameter(
+        "must be a key id: 12 hex digits, as `comments-api keys list` shows", param_hint="KEY_ID"
+    )
 
 
 # --- backup, export, import (issue #8) ------------------------------------------------
