@@ -124,8 +124,11 @@ def test_an_unusable_sqlite_file_is_one_line_that_says_why(tmp_path, url, messag
     env = {"DATABASE_URL": url.format(tmp=tmp_path), "PORT": str(free_port())}
     result = run(*command, env=env)
     assert result.returncode == 1, result.stderr
-    assert f"Error: {message}" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+    if "/proc/" in url and command == ("keys", "list"):  # never opened: it is not there
+        assert result.stderr.startswith("Error: no database at /proc/no-such-dir/c.db: check")
+        return
+    assert f"Error: {message}" in result.stderr
     if "/proc/" in url:  # and why SQLite could not open it
         directory = "cannot create the database directory /proc/no-such-dir: No such file"
         assert directory in result.stdout + result.stderr
@@ -231,3 +234,17 @@ def test_keys_revoke_takes_an_id_or_a_pasted_key_and_never_echoes_a_secret(tmp_p
             "as `comments-api keys list` shows"
         )
         assert len(refused.stderr) < 400
+
+
+@pytest.mark.parametrize("command", [("keys", "list"), ("export",), ("backup", "copy.db")])
+def test_a_mistyped_sqlite_path_is_refused_and_creates_nothing(tmp_path, command):
+    # keys and export created an empty database file (and its directories) at the wrong
+    # path, then said "run `comments-api migrate`" as though that were the database.
+    missing = tmp_path / "typo" / "comments.db"
+    result = run(*command, env={"DATABASE_URL": f"sqlite:///{missing}"})
+    assert result.returncode == 1, result.stderr
+    assert result.stderr == (
+        f"Error: no database at {missing}: check DATABASE_URL, or create it with "
+        "`comments-api migrate`\n"
+    )
+    assert not (tmp_path / "typo").exists()

@@ -193,6 +193,11 @@ def keys() -> None:
 def _repository(settings: Settings, statement_timeout: float = 5.0) -> Any:
     from .store.repository import Repository, make_engine, shipped_revisions
 
+    path = _sqlite_path(settings.database_url)
+    if path is not None and not os.path.exists(path):
+        # Opening it created an empty file (and its directories) for a mistyped path, and
+        # then said "run `comments-api migrate`" as though the database were there.
+        raise click.ClickException(_no_database(path))
     repo = Repository(make_engine(settings.database_url, statement_timeout=statement_timeout))
     try:
         revision = repo.schema_revision()
@@ -207,6 +212,20 @@ def _repository(settings: Settings, statement_timeout: float = 5.0) -> Any:
             f"the database schema is at {revision or 'no revision'}; run `comments-api migrate`"
         )
     return repo
+
+
+def _no_database(path: str) -> str:
+    return f"no database at {path}: check DATABASE_URL, or create it with `comments-api migrate`"
+
+
+def _sqlite_path(database_url: str) -> str | None:
+    """The file of a SQLite DATABASE_URL; None for PostgreSQL or an in-memory database."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return url.database
 
 
 @keys.command(
@@ -437,21 +456,19 @@ def _announced_rows(header_line: str) -> int:
 def backup(dest: str) -> None:
     import sqlite3
 
-    from sqlalchemy.engine import make_url
-
     from .store.transfer import TransferError, sqlite_backup
 
     settings = _settings()
-    url = make_url(settings.database_url)
-    if url.get_backend_name() != "sqlite" or not url.database:
+    database = _sqlite_path(settings.database_url)
+    if database is None:
         raise click.ClickException(
             "`backup` copies a SQLite database; for PostgreSQL run "
             "pg_dump --format=custom (see docs/operations.md)"
         )
     if os.path.exists(dest):
         raise click.ClickException(f"{dest} exists; choose a new file")
-    if not os.path.exists(url.database):
-        raise click.ClickException(f"no database at {url.database}")
+    if not os.path.exists(database):
+        raise click.ClickException(_no_database(database))
     # Copied into a new file beside DEST, then linked to DEST: written in place, a backup
     # stopped by Ctrl-C (or a kill) was left at DEST looking complete, and a DEST made by
     # someone else between the check above and the copy was overwritten.
@@ -461,7 +478,7 @@ def backup(dest: str) -> None:
         fd, partial = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial", dir=folder)
         os.close(fd)
         os.chmod(partial, _mode_of(dest))
-        sqlite_backup(url.database, partial)
+        sqlite_backup(database, partial)
         os.link(partial, dest)  # never replaces a file: EEXIST instead
     except FileExistsError:
         raise click.ClickException(f"{dest} exists; choose a new file") from None
@@ -472,4 +489,4 @@ def backup(dest: str) -> None:
         if partial is not None:
             with contextlib.suppress(OSError):
                 os.remove(partial)
-    click.echo(f"backed up {url.database} to {dest}", err=True)
+    click.echo(f"backed up {database} to {dest}", err=True)
