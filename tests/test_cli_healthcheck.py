@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+import threading
 from pathlib import Path
 
 from .support import VENV_BIN, ServiceProcess, free_port
@@ -69,4 +71,28 @@ def test_a_host_it_cannot_probe_is_a_configuration_error():
         result = healthcheck(free_port(), host=host)
         assert result.returncode == 2, (host, result.stderr)
         assert "Error: configuration error: HOST must be an IP address" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_a_port_that_answers_something_other_than_http_is_unhealthy_not_a_traceback():
+    # Another service on PORT (a TLS port, Redis): http.client's BadStatusLine and
+    # LineTooLong are no OSError, and ended the probe in a traceback.
+    for answer in (b"-ERR unknown command\r\n", b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70_000):
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(1)
+            port = listener.getsockname()[1]
+
+            def reply(listener=listener, answer=answer) -> None:
+                conn, _ = listener.accept()
+                with conn:
+                    conn.recv(65536)
+                    conn.sendall(answer)
+
+            thread = threading.Thread(target=reply, daemon=True)
+            thread.start()
+            result = healthcheck(port, "--timeout", "5")
+            thread.join(timeout=10)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.startswith(f"unhealthy: http://127.0.0.1:{port}/readyz: not an HTTP")
         assert "Traceback" not in result.stderr

@@ -138,6 +138,7 @@ def _driver_message(exc: Exception) -> str:
     help="Seconds to wait.",
 )
 def healthcheck(path: str, timeout: float) -> None:
+    import http.client
     import urllib.error
     import urllib.request
 
@@ -160,6 +161,11 @@ def healthcheck(path: str, timeout: float) -> None:
         status = exc.code
     except (urllib.error.URLError, OSError) as exc:
         click.echo(f"unhealthy: {url}: {exc}", err=True)
+        raise SystemExit(1) from None
+    except http.client.HTTPException as exc:
+        # Something that is not an HTTP server answers on PORT (a TLS port, Redis): a
+        # BadStatusLine or LineTooLong traceback before.
+        click.echo(f"unhealthy: {url}: not an HTTP answer ({exc.__class__.__name__})", err=True)
         raise SystemExit(1) from None
     if status != 200:
         click.echo(f"unhealthy: {url}: HTTP {status}", err=True)
