@@ -497,6 +497,15 @@ def test_a_failed_export_keeps_the_export_it_was_to_replace(tmp_path):
         assert cli("export", str(target), url=small).returncode == 0
         assert oct(target.stat().st_mode & 0o777) == "0o640"
         assert len(rows_of(target)) == len(good.decode().splitlines()) - 1
+    # Through a symlink (a "latest" link): the file it points at is replaced, not the link.
+    latest = tmp_path / "latest.jsonl"
+    real = tmp_path / "exports" / "2026-12-05.jsonl"
+    real.parent.mkdir()
+    real.write_text("old\n")
+    latest.symlink_to(real)
+    assert cli("export", str(latest), url=small).returncode == 0
+    assert latest.is_symlink()
+    assert rows_of(real)
 
 
 @pytest.mark.parametrize(

@@ -371,16 +371,18 @@ def _export_target(output: str) -> Iterator[IO[str]]:
         with click.open_file(output, "w", encoding="utf-8") as out:
             yield out
         return
-    folder, name = os.path.split(os.path.abspath(output))
+    # A symlink's target is replaced, as writing through it did, not the link itself.
+    target = os.path.realpath(output)
+    folder, name = os.path.split(target)
     fd, partial = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial", dir=folder)
     try:
         # mkstemp's 0600 would change who may read a replaced export, or a new one.
-        os.fchmod(fd, _mode_of(output))
+        os.fchmod(fd, _mode_of(target))
         with open(fd, "w", encoding="utf-8") as out:
             yield out
             out.flush()
             os.fsync(out.fileno())
-        os.replace(partial, output)
+        os.replace(partial, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.remove(partial)
