@@ -569,3 +569,31 @@ def test_a_backup_stopped_by_ctrl_c_leaves_no_file(tmp_path):
     assert "Aborted!" in stderr
     assert list(backups.iterdir()) == []
     assert cli("backup", str(dest), url=f"sqlite:///{source}").returncode == 0  # a retry works
+
+
+def test_an_export_saved_with_a_byte_order_mark_imports_and_bad_bytes_are_one_line(tmp_path):
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    generate(source, 3_000)
+    export = tmp_path / "export.jsonl"
+    assert cli("export", str(export), url=source).returncode == 0
+    data = export.read_bytes()
+    # Saved by a Windows editor: the header was unreadable, "not a comments-api export".
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + data)
+    target = f"sqlite:///{tmp_path / 'bom.db'}"
+    result = cli("import", str(bom), url=target)
+    assert result.returncode == 0, result.stderr
+    assert "imported 2 api_keys, 50 bans, 3000 comments, 500 audit_log" in result.stderr
+    # A byte that is not UTF-8 far into the file (past the first read) said only
+    # "'utf-8' codec can't decode byte 0xff in position …".
+    damaged = tmp_path / "damaged.jsonl"
+    middle = data.index(b"\n", len(data) // 2) + 1
+    damaged.write_bytes(data[:middle] + b"\xff\xfe\n" + data[middle:])
+    db = tmp_path / "damaged.db"
+    result = cli("import", str(damaged), url=f"sqlite:///{db}")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.endswith(
+        "Error: the file is damaged: it holds bytes that are not UTF-8 text; nothing was imported\n"
+    )
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM comments").fetchone() == (0,)

@@ -418,7 +418,9 @@ def import_command(source: str) -> None:
     settings = _settings()
     try:
         # Opened before anything is migrated: a wrong path must not leave a new database.
-        opened = click.open_file(source, "r", encoding="utf-8")
+        # utf-8-sig: a byte order mark (a file saved by a Windows editor) made the header
+        # unreadable, "not a comments-api export".
+        opened = click.open_file(source, "r", encoding="utf-8-sig")
     except OSError as exc:
         raise click.ClickException(str(exc)) from None
     with opened as lines:
@@ -439,7 +441,11 @@ def import_command(source: str) -> None:
         try:
             with _progress("importing", _announced_rows(first)) as bar:
                 written = import_(repo.engine, itertools.chain([first], lines), progress=bar.update)
-        except (TransferError, OSError, UnicodeDecodeError) as exc:
+        except UnicodeDecodeError:  # was only "'utf-8' codec can't decode byte 0xff ..."
+            raise click.ClickException(
+                "the file is damaged: it holds bytes that are not UTF-8 text; nothing was imported"
+            ) from None
+        except (TransferError, OSError) as exc:
             raise click.ClickException(str(exc)) from None
     summary = ", ".join(f"{n} {name}" for name, n in written.items())
     click.echo(f"imported {summary}", err=True)
