@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 
 import pytest
@@ -248,3 +249,28 @@ def test_a_mistyped_sqlite_path_is_refused_and_creates_nothing(tmp_path, command
         "`comments-api migrate`\n"
     )
     assert not (tmp_path / "typo").exists()
+
+
+def test_a_key_change_while_another_writer_holds_the_database_is_one_line(tmp_path):
+    # SQLite's lock held past the command's 5 s: "database is locked" was a traceback.
+    db = tmp_path / "keys.db"
+    env = {"DATABASE_URL": f"sqlite:///{db}", "LOG_LEVEL": "warning"}
+    assert run("migrate", env=env).returncode == 0
+    key = run("keys", "create", "--name", "backend", "--scope", "admin", env=env).stdout.strip()
+    writer = sqlite3.connect(db, isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        for command in (
+            ("keys", "create", "--name", "other", "--scope", "admin"),
+            ("keys", "revoke", key),
+        ):
+            result = run(*command, env=env)
+            assert result.returncode == 1, result.stderr
+            assert result.stderr == (
+                "Error: the database refused the change, nothing was changed: database is locked\n"
+            )
+    finally:
+        writer.rollback()
+        writer.close()
+    listed = run("keys", "list", env=env).stdout.splitlines()[1:]
+    assert [line.split("\t")[1::4] for line in listed] == [["backend", "-"]]  # not revoked

@@ -220,6 +220,21 @@ def _repository(settings: Settings, statement_timeout: float = 5.0) -> Any:
     return repo
 
 
+@contextlib.contextmanager
+def _database_write() -> Iterator[None]:
+    """A write the database refuses or times out on (another writer holds SQLite's lock
+    past the statement timeout, a server gone): one line, nothing changed. A traceback
+    before."""
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        yield
+    except DBAPIError as exc:
+        raise click.ClickException(
+            f"the database refused the change, nothing was changed: {_driver_message(exc)}"
+        ) from None
+
+
 def _no_database(path: str) -> str:
     return f"no database at {path}: check DATABASE_URL, or create it with `comments-api migrate`"
 
@@ -261,7 +276,8 @@ def keys_create(name: str, scopes: tuple[str, ...]) -> None:
         raise click.BadParameter(
             "must not contain control characters (tabs, line breaks)", param_hint="--name"
         )
-    new = IdentityService(_repository(_settings())).issue_key(name, scopes)
+    with _database_write():
+        new = IdentityService(_repository(_settings())).issue_key(name, scopes)
     click.echo(new.key)
     click.echo(f"created key {new.key_id}; store it now, it cannot be shown again", err=True)
 
@@ -289,7 +305,9 @@ def keys_revoke(key_id: str) -> None:
     from .identity.service import IdentityService
 
     key_id = _key_id(key_id)
-    if not IdentityService(_repository(_settings())).revoke_key(key_id):
+    with _database_write():
+        revoked = IdentityService(_repository(_settings())).revoke_key(key_id)
+    if not revoked:
         raise click.ClickException(f"no active key with id {key_id}")
     click.echo(f"revoked key {key_id}")
 
