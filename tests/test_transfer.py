@@ -597,3 +597,40 @@ def test_an_export_saved_with_a_byte_order_mark_imports_and_bad_bytes_are_one_li
     )
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM comments").fetchone() == (0,)
+
+
+def test_a_backup_onto_a_file_system_without_hard_links_is_written(tmp_path):
+    """The backup is named DEST by a hard link (never replacing a file). FAT, exFAT and some
+    SMB or FUSE mounts have none: link() fails with EPERM there, and the backup must still
+    be written. No such file system can be mounted here, so link() is made to fail as it
+    does on one, in the CLI's own process (a sitecustomize on its PYTHONPATH)."""
+    source = tmp_path / "live.db"
+    generate(f"sqlite:///{source}", 500)
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(
+        "import errno, os\n"
+        "def _no_links(*args, **kwargs):\n"
+        "    raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))\n"
+        "os.link = _no_links\n"
+    )
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{source}",
+        "LOG_LEVEL": "warning",
+        "PYTHONPATH": str(hooks),
+    }
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    dest = backups / "copy.db"
+    command = [str(VENV_BIN / "comments-api"), "backup", str(dest)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert list(backups.iterdir()) == [dest], "the backup, and no partial file beside it"
+    # A second run still never replaces it.
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 1
+    assert "exists; choose a new file" in again.stderr
+    assert list(backups.iterdir()) == [dest]
+    with sqlite3.connect(dest) as conn:
+        assert conn.execute("SELECT count(*) FROM comments").fetchone() == (500,)

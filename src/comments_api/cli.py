@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import itertools
 import math
@@ -407,6 +408,24 @@ def _export_target(output: str) -> Iterator[IO[str]]:
         raise
 
 
+# link() refused by a file system without hard links (FAT/exFAT, some SMB and FUSE mounts).
+_NO_HARD_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS)
+
+
+def _place_new_file(partial: str, dest: str) -> None:
+    """Give the complete file ``partial`` the name ``dest``, never replacing a file there
+    (FileExistsError instead): a hard link does both at once. Where the file system has
+    none, a rename after a last check: a file made at ``dest`` in between is replaced."""
+    try:
+        os.link(partial, dest)
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        if os.path.lexists(dest):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dest) from None
+        os.rename(partial, dest)
+
+
 def _is_stream(output: str) -> bool:
     return output == "-" or (os.path.exists(output) and not os.path.isfile(output))
 
@@ -511,7 +530,7 @@ def backup(dest: str) -> None:
         os.close(fd)
         os.chmod(partial, _mode_of(dest))
         sqlite_backup(database, partial)
-        os.link(partial, dest)  # never replaces a file: EEXIST instead
+        _place_new_file(partial, dest)
     except FileExistsError:
         raise click.ClickException(f"{dest} exists; choose a new file") from None
     except (TransferError, OSError, sqlite3.Error) as exc:
