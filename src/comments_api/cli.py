@@ -198,9 +198,9 @@ def keys() -> None:
 
 
 def _repository(settings: Settings, statement_timeout: float = 5.0) -> Any:
-    from .store.repository import Repository, make_engine, shipped_revisions
+    from .store.repository import Repository, make_engine, shipped_revisions, sqlite_file
 
-    path = _sqlite_path(settings.database_url)
+    path = sqlite_file(settings.database_url)
     if path is not None and not os.path.exists(path):
         # Opening it created an empty file (and its directories) for a mistyped path, and
         # then said "run `comments-api migrate`" as though the database were there.
@@ -238,16 +238,6 @@ def _database_write() -> Iterator[None]:
 
 def _no_database(path: str) -> str:
     return f"no database at {path}: check DATABASE_URL, or create it with `comments-api migrate`"
-
-
-def _sqlite_path(database_url: str) -> str | None:
-    """The file of a SQLite DATABASE_URL; None for PostgreSQL or an in-memory database."""
-    from sqlalchemy.engine import make_url
-
-    url = make_url(database_url)
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
-        return None
-    return url.database
 
 
 @keys.command(
@@ -507,10 +497,11 @@ def _announced_rows(header_line: str) -> int:
 def backup(dest: str) -> None:
     import sqlite3
 
+    from .store.repository import sqlite_file
     from .store.transfer import TransferError, sqlite_backup
 
     settings = _settings()
-    database = _sqlite_path(settings.database_url)
+    database = sqlite_file(settings.database_url)
     if database is None:
         raise click.ClickException(
             "`backup` copies a SQLite database; for PostgreSQL run "

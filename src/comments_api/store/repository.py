@@ -47,7 +47,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import (
     DBAPIError,
     IntegrityError,
@@ -639,6 +639,14 @@ TCP_KEEPALIVES = {
 TCP_USER_TIMEOUT_MS = 10_000
 
 
+def sqlite_file(database_url: str | URL) -> str | None:
+    """The database file of a SQLite URL; None for PostgreSQL or an in-memory database."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return url.database
+
+
 def make_engine(
     database_url: str,
     pool_size: int = 5,
@@ -653,8 +661,8 @@ def make_engine(
     url = make_url(database_url)
     timeout_ms = max(1, int(statement_timeout * 1000))
     if url.get_backend_name() == "sqlite":
-        if url.database and url.database != ":memory:":
-            directory = Path(url.database).parent
+        if (database := sqlite_file(url)) is not None:
+            directory = Path(database).parent
             try:
                 directory.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -968,8 +976,8 @@ class Repository:
     # --- health ------------------------------------------------------------------
     def free_bytes(self) -> int | None:
         """Free space on the SQLite database's volume; None on PostgreSQL or in memory."""
-        database = self.engine.url.database
-        if not self.is_sqlite or not database or database == ":memory:":
+        database = sqlite_file(self.engine.url)
+        if database is None:
             return None
         stats = os.statvfs(Path(database).expanduser().resolve().parent)
         return stats.f_bavail * stats.f_frsize
