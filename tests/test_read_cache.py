@@ -13,6 +13,7 @@ from alembic import command
 from sqlalchemy import text
 
 from comments_api.comments.cache import Rendered
+from comments_api.comments.rules import encode_cursor
 from comments_api.identity.credentials import SCOPE_MODERATE
 from comments_api.store.repository import _alembic_config, make_engine, migrate
 from comments_api.web.common import EXTENSION_KEY
@@ -312,3 +313,25 @@ def test_marker_reads_are_in_the_db_latency_histogram(make_app):
         assert client.get(LEGACY.format("mh")).status_code == 200
     marker_reads = selects() - first - 2 * scrape
     assert marker_reads == (0 if app.extensions[EXTENSION_KEY].repo.is_sqlite else 3)
+
+
+def test_a_cursor_naming_no_row_answers_as_a_fresh_build_does_on_every_worker(two):
+    """Such a cursor is a position (200) until a comment of another content takes its id
+    (400): a write to that other content, which this content's markers never see."""
+    app_a, app_b = two
+    a, b = app_a.test_client(), app_b.test_client()
+    first = v1_post(a, "a1")
+    target = first + 2
+    url = PAGE.format("a1") + "?cursor=" + encode_cursor(target, "oldest")
+    for _ in range(2):  # the second would be served from a's cache
+        past = a.get(url)
+        assert (past.status_code, past.json["items"]) == (200, [])
+        # No tag: a 304 for it would stand in for the 400 below.
+        assert "ETag" not in past.headers
+    taken = [v1_post(b, "b1") for _ in range(2)]
+    assert taken[-1] == target
+    fresh = b.get(url)  # b never built this page
+    assert fresh.status_code == 400
+    assert fresh.json["errors"][0]["field"] == "cursor"
+    again = a.get(url)  # a did, before the id was taken
+    assert (again.status_code, again.json) == (fresh.status_code, fresh.json)

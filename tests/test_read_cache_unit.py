@@ -97,6 +97,23 @@ def test_a_page_that_keeps_changing_while_built_is_served_untagged_and_not_cache
     assert len(c) == 0
 
 
+def test_a_page_built_not_to_be_kept_is_built_every_time_and_never_tagged(engine):
+    c = cache(engine)
+    builds = []
+
+    def build() -> Rendered:
+        builds.append(1)
+        return Rendered(f"build {len(builds)}".encode(), keep=False)
+
+    first = c.read(("k",), ["a"], build, never)
+    second = c.read(("k",), ["a"], build, never)
+    assert (first, second) == (
+        Read(None, Rendered(b"build 1", keep=False)),
+        Read(None, Rendered(b"build 2", keep=False)),
+    )
+    assert len(c) == 0
+
+
 def test_lru_bounds_entries_and_bytes(engine):
     c = cache(engine, max_entries=2, max_bytes=25)
     for key in ("a", "b", "c"):

@@ -31,10 +31,14 @@ BUILD_ATTEMPTS = 2
 
 @dataclass(frozen=True)
 class Rendered:
-    """A response the view built: the body exactly as sent, and its extra headers."""
+    """A response the view built: the body exactly as sent, and its extra headers.
+
+    ``keep`` False: the answer depends on more than the markers of its contents, so it is
+    served but neither cached nor tagged (a tag would let a later 304 stand in for it)."""
 
     body: bytes
     headers: tuple[tuple[str, str], ...] = ()
+    keep: bool = True
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,8 @@ class ReadCache:
             generation = self.markers.generation()
             after = self.markers.versions(content_ids)
             if after == marker:
+                if value is not None and not value.keep:
+                    return Read(None, value)
                 self._put(key, _Entry(marker, value, generation))
                 return Read(etag, value)
             marker = after  # written meanwhile: build again under the new markers

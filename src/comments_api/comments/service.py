@@ -225,26 +225,34 @@ class CommentService:
         return comment
 
     def list_public(self, content_id: str, *, limit: int, order: str, after_id: int | None) -> Page:
-        if after_id is not None:
-            # A cursor is the id of the last comment of a page. Replayed on another
-            # content's list it would be taken as a position there, and page 2 of one
-            # thread would silently start somewhere in another. Content ids never change,
-            # so the comment it names says which list it came from. One that names none (a
-            # position past every id, or a comment hidden, then deleted without replies,
-            # which leaves no row) is taken as the position it is.
-            anchor = self.repo.get(after_id)
-            if anchor is not None and anchor.content_id != content_id:
-                raise InvalidInput(
-                    [
-                        FieldError(
-                            "cursor",
-                            "belongs to another content's list; restart without a cursor",
-                        )
-                    ]
-                )
+        self._check_cursor(content_id, after_id)
         return self.repo.list_page(
             content_id, limit=limit, order=order, after_id=after_id, statuses=PUBLIC_STATUSES
         )
+
+    def _check_cursor(self, content_id: str, after_id: int | None) -> bool:
+        """Refuse a cursor of another content's list; True when it names a row of this one
+        (or there is no cursor), False when it names none.
+
+        A cursor is the id of the last comment of a page. Replayed on another content's
+        list it would be taken as a position there, and page 2 of one thread would silently
+        start somewhere in another. Content ids never change, so the comment it names says
+        which list it came from. One that names none (a position past every id, or a
+        comment hidden, then deleted without replies, which leaves no row) is taken as the
+        position it is, for now: a comment of another content may take that id later.
+        """
+        if after_id is None:
+            return True
+        anchor = self.repo.get(after_id)
+        if anchor is not None and anchor.content_id != content_id:
+            raise InvalidInput(
+                [
+                    FieldError(
+                        "cursor", "belongs to another content's list; restart without a cursor"
+                    )
+                ]
+            )
+        return anchor is not None
 
     def legacy_list(self, content_id: str) -> tuple[list[tuple[str | None, str]], bool]:
         """Published (email, body) pairs, at most LEGACY_LIST_MAX; and whether truncated."""
@@ -281,7 +289,14 @@ class CommentService:
         not_modified: Callable[[str], bool],
     ) -> Read:
         def build() -> Rendered:
-            return render(self.list_public(content_id, limit=limit, order=order, after_id=after_id))
+            anchored = self._check_cursor(content_id, after_id)
+            page = self.repo.list_page(
+                content_id, limit=limit, order=order, after_id=after_id, statuses=PUBLIC_STATUSES
+            )
+            # A cursor naming no row answers 200 only until a comment of another content
+            # takes its id (then 400), a write the markers of this content never see: such a
+            # page is built on every request, so no worker answers from an older state.
+            return render(page) if anchored else replace(render(page), keep=False)
 
         key = ("page", content_id, limit, order, after_id)
         return self._read(key, (content_id,), build, not_modified)
