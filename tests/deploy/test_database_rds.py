@@ -7,6 +7,7 @@ here; validate/validate.mjs checks the same objects against the CRD schemas (tes
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import re
 import string
@@ -24,6 +25,9 @@ pytestmark = pytest.mark.k8s
 TF_PROD = ROOT / "deploy" / "terraform" / "environments" / "production"
 TF_PLATFORM = ROOT / "deploy" / "terraform" / "modules" / "platform"
 PARAMS = K8S / "overlays" / "production-aws" / "aws-parameters.yaml"
+# Where components/database-rds mounts the operator's ConfigMap rds-ca-bundle, and where
+# Terraform's database_url_template points sslrootcert.
+CA_CONFIGMAP, CA_DIR, CA_FILE = "rds-ca-bundle", "/etc/rds-ca", "/etc/rds-ca/rds-ca-bundle.pem"
 CNPG_KINDS = {"Cluster", "ScheduledBackup", "ObjectStore", "PodMonitor", "StatefulSet"}
 
 
@@ -61,13 +65,14 @@ def test_the_in_cluster_database_is_gone_and_nothing_else(
         ("ExternalSecret", "comments-api-database"),
         ("NetworkPolicy", "comments-api-egress-rds"),
     }
-    # Production's other choices stay: digest-pinned image, zones, HPA on saturation.
+    # Production's other choices stay: digest-pinned image, zones, HPA on saturation. The
+    # containers differ by the RDS CA bundle's mount only.
     deploy = one(aws, "Deployment", "comments-api")
     prod = one(rendered["production"], "Deployment", "comments-api")
-    assert (
-        deploy["spec"]["template"]["spec"]["containers"]
-        == (prod["spec"]["template"]["spec"]["containers"])
-    )
+    containers = copy.deepcopy(deploy["spec"]["template"]["spec"]["containers"])
+    for container in containers:
+        container["volumeMounts"] = [m for m in container["volumeMounts"] if m["name"] != "rds-ca"]
+    assert containers == prod["spec"]["template"]["spec"]["containers"]
     assert "@sha256:" in deploy["spec"]["template"]["spec"]["containers"][0]["image"]
 
 
@@ -153,7 +158,9 @@ def test_external_secret_builds_database_url_from_the_rds_secret(
     assert (parsed.username, parsed.password) == ("app", password)
     assert parsed.port == 5432
     assert parsed.database == "comments"
-    assert parsed.query == {"sslmode": "require"}
+    # The server verified: its certificate against the mounted RDS CA bundle, its name
+    # against the host (tests/test_database_tls.py shows what each refuses).
+    assert parsed.query == {"sslmode": "verify-full", "sslrootcert": CA_FILE}
 
 
 def test_pods_read_database_url_from_the_external_secret(aws: list[dict[str, Any]]) -> None:
@@ -189,3 +196,35 @@ def test_app_may_reach_rds_in_the_private_subnets_only(aws: list[dict[str, Any]]
     vpc = ipaddress.ip_network(tfvars()["vpc_cidr"])
     assert all(c.subnet_of(vpc) and c != vpc for c in cidrs)  # type: ignore[arg-type]
     assert len(set(cidrs)) == 3
+
+
+def test_pods_mount_the_rds_ca_bundle_read_only_where_the_url_points(
+    aws: list[dict[str, Any]],
+) -> None:
+    # verify-full with sslrootcert=/etc/rds-ca/...: without the file in the pod libpq
+    # refuses every connection, so the URL and the mount come in one overlay.
+    outputs = (ROOT / "deploy" / "terraform" / "modules" / "database" / "outputs.tf").read_text()
+    assert f"?sslmode=verify-full&sslrootcert={CA_FILE}" in outputs
+    url = parameters()["database-url-template"]
+    assert url.endswith(f"?sslmode=verify-full&sslrootcert={CA_FILE}"), url
+    for kind, name in (("Deployment", "comments-api"), ("Job", "comments-api-migrate")):
+        pod = one(aws, kind, name)["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == CA_DIR]
+        assert mount.get("readOnly") is True, name
+        assert "subPath" not in mount  # a subPath file would miss a ConfigMap update
+        volume = {v["name"]: v for v in pod["volumes"]}[mount["name"]]
+        config_map = volume["configMap"]
+        assert config_map["name"] == CA_CONFIGMAP, name
+        # A missing ConfigMap or key keeps the pod from starting instead of starting it
+        # with a URL that cannot connect.
+        assert config_map.get("optional") is not True, name
+        (item,) = config_map["items"]
+        assert f"{CA_DIR}/{item['path']}" == CA_FILE, name
+        assert item["key"] == "rds-ca-bundle.pem"
+        # Public certificates, read by the app's non-root user.
+        assert config_map["defaultMode"] & 0o004
+        assert not config_map["defaultMode"] & 0o222
+    # The operator makes it (scripts/provision-k8s.sh --rds-ca-bundle); never rendered, so
+    # an apply cannot replace the bundle with anything.
+    assert not find(aws, "ConfigMap", CA_CONFIGMAP)

@@ -29,8 +29,8 @@ output "kms_key_arn" {
 }
 
 output "database_url_template" {
-  description = "DATABASE_URL for the app as an External Secrets template: the secret's username and password fill the placeholders (URL-encoded)."
-  value       = "postgresql+psycopg://{{ .username | urlquery }}:{{ .password | urlquery }}@${aws_db_instance.this.address}:${aws_db_instance.this.port}/${aws_db_instance.this.db_name}?sslmode=require"
+  description = "DATABASE_URL for the app as an External Secrets template: the secret's username and password fill the placeholders (URL-encoded). TLS with the server verified (verify-full) against the RDS CA bundle the Kubernetes component database-rds mounts at /etc/rds-ca/ (docs/terraform.md)."
+  value       = "postgresql+psycopg://{{ .username | urlquery }}:{{ .password | urlquery }}@${aws_db_instance.this.address}:${aws_db_instance.this.port}/${aws_db_instance.this.db_name}?sslmode=verify-full&sslrootcert=/etc/rds-ca/rds-ca-bundle.pem"
 }
 
 output "security_group_id" {

@@ -106,8 +106,8 @@ run "secret_arn_out_no_password_out" {
     error_message = "the managed secret's ARN is the output"
   }
   assert {
-    condition     = output.database_url_template == "postgresql+psycopg://{{ .username | urlquery }}:{{ .password | urlquery }}@t-db.abc.eu-west-1.rds.amazonaws.com:5432/comments?sslmode=require"
-    error_message = "DATABASE_URL template for External Secrets"
+    condition     = output.database_url_template == "postgresql+psycopg://{{ .username | urlquery }}:{{ .password | urlquery }}@t-db.abc.eu-west-1.rds.amazonaws.com:5432/comments?sslmode=verify-full&sslrootcert=/etc/rds-ca/rds-ca-bundle.pem"
+    error_message = "DATABASE_URL template for External Secrets: TLS verifying the server against the RDS CA bundle components/database-rds mounts at /etc/rds-ca/"
   }
 }
 
