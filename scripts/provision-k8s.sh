@@ -16,16 +16,36 @@
 #   Secret monitoring/alertmanager-receivers, never overwritten; Alertmanager then routes as
 #   deploy/monitoring/alertmanager.yml. Neither given and no such Secret yet: alerts stay on
 #   the chart's null routing, with a warning (a local cluster has no pager).
+#
+# RDS CA bundle (overlays/production-aws; docs/deployment.md, "PostgreSQL on Amazon RDS"):
+#   KUBE_CONTEXT=<production cluster> scripts/provision-k8s.sh --rds-ca-bundle FILE [--dry-run]
+#   FILE is AWS's bundle, downloaded on a connected machine
+#   (https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem, or the region's).
+#   Checks that it holds PEM CA certificates and nothing else (an HTML error page, an empty
+#   or truncated download is refused), then creates or updates the ConfigMap rds-ca-bundle
+#   (key rds-ca-bundle.pem) in RDS_CA_NAMESPACE (comments-production) on KUBE_CONTEXT
+#   (required: minikube has no RDS). Does nothing else; run it again when AWS rotates its CAs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DRY_RUN=false
-for arg in "$@"; do
-  case "$arg" in
+RDS_CA_BUNDLE=
+while [ "$#" -gt 0 ]; do
+  case "$1" in
     --dry-run) DRY_RUN=true ;;
+    --rds-ca-bundle)
+      [ "$#" -ge 2 ] && [ -n "$2" ] || { echo "--rds-ca-bundle needs a file (try --help)" >&2; exit 2; }
+      RDS_CA_BUNDLE=$2
+      shift
+      ;;
+    --rds-ca-bundle=*)
+      RDS_CA_BUNDLE=${1#*=}
+      [ -n "$RDS_CA_BUNDLE" ] || { echo "--rds-ca-bundle needs a file (try --help)" >&2; exit 2; }
+      ;;
     -h | --help) sed -n '2,/^set -euo pipefail$/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
+    *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
   esac
+  shift
 done
 
 PROFILE=${MINIKUBE_PROFILE:-comments}
@@ -61,6 +81,65 @@ run() {
     "$@"
   fi
 }
+
+# check_rds_ca_bundle FILE: refuses (exit 2, saying why) anything but PEM CA certificates.
+# libpq reads this file at every connection with sslmode=verify-full: a bad one would stop
+# every new connection to RDS, so it is checked here, before it reaches the cluster.
+check_rds_ca_bundle() {
+  local file=$1 where="download it again on a connected machine: https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem (or <region>/<region>-bundle.pem)"
+  local dir stray count=0 cert
+  [ -f "$file" ] && [ -r "$file" ] || { echo "RDS CA bundle $file: no such readable file" >&2; exit 2; }
+  [ -s "$file" ] || { echo "RDS CA bundle $file is empty; $where" >&2; exit 2; }
+  # Lines outside BEGIN/END CERTIFICATE blocks: an HTML page, a private key, a truncation.
+  stray=$(awk '/^-----BEGIN CERTIFICATE-----\r?$/ { inside = 1; next }
+               /^-----END CERTIFICATE-----\r?$/ { if (!inside) { print NR; exit } inside = 0; next }
+               !inside && !/^[[:space:]]*$/ { print NR; exit }
+               END { if (inside) print "end (a certificate is cut off)" }' "$file")
+  if [ -n "$stray" ]; then
+    echo "RDS CA bundle $file is not PEM certificates only (line $stray); $where" >&2
+    exit 2
+  fi
+  dir=$(mktemp -d)
+  # One file per certificate: openssl x509 reads only the first of a file.
+  awk -v dir="$dir" '/^-----BEGIN CERTIFICATE-----/ { n++ } n { print > (dir "/cert-" n ".pem") }' "$file"
+  for cert in "$dir"/cert-*.pem; do
+    [ -e "$cert" ] || break
+    count=$((count + 1))
+    if ! openssl x509 -in "$cert" -noout 2>/dev/null; then
+      rm -rf "$dir"
+      echo "RDS CA bundle $file: certificate $count does not parse; $where" >&2
+      exit 2
+    fi
+    if ! openssl x509 -in "$cert" -noout -ext basicConstraints 2>/dev/null | grep -q 'CA:TRUE'; then
+      rm -rf "$dir"
+      echo "RDS CA bundle $file: certificate $count is not a CA certificate (a server's?); $where" >&2
+      exit 2
+    fi
+  done
+  rm -rf "$dir"
+  [ "$count" -gt 0 ] || { echo "RDS CA bundle $file holds no certificate; $where" >&2; exit 2; }
+  echo "RDS CA bundle $file: $count CA certificates"
+}
+
+if [ -n "$RDS_CA_BUNDLE" ]; then
+  KUBE_CONTEXT=${KUBE_CONTEXT:-}
+  RDS_CA_NAMESPACE=${RDS_CA_NAMESPACE:-comments-production}
+  [ -n "$KUBE_CONTEXT" ] || { echo "KUBE_CONTEXT: name the kubectl context of the cluster that runs overlays/production-aws (no default: minikube has no RDS)" >&2; exit 2; }
+  command -v openssl >/dev/null || { echo "missing: openssl (checks the RDS CA bundle)" >&2; exit 1; }
+  $DRY_RUN || command -v kubectl >/dev/null || { echo "missing: kubectl" >&2; exit 1; }
+  check_rds_ca_bundle "$RDS_CA_BUNDLE"
+  step "ConfigMap $RDS_CA_NAMESPACE/rds-ca-bundle on context $KUBE_CONTEXT"
+  # create --dry-run | apply: creates it, or updates it after a CA rotation. The pods see
+  # the new file without a restart (a ConfigMap volume without subPath is updated in place).
+  if $DRY_RUN; then
+    echo "+ kubectl --context $KUBE_CONTEXT -n $RDS_CA_NAMESPACE create configmap rds-ca-bundle --from-file=rds-ca-bundle.pem=$RDS_CA_BUNDLE --dry-run=client -o yaml | kubectl --context $KUBE_CONTEXT -n $RDS_CA_NAMESPACE apply -f -"
+  else
+    kubectl --context "$KUBE_CONTEXT" -n "$RDS_CA_NAMESPACE" create configmap rds-ca-bundle \
+      --from-file=rds-ca-bundle.pem="$RDS_CA_BUNDLE" --dry-run=client -o yaml |
+      kubectl --context "$KUBE_CONTEXT" -n "$RDS_CA_NAMESPACE" apply -f -
+  fi
+  exit 0
+fi
 
 # Checked before anything changes: half a receiver set would page no one or ticket no one.
 if [ -n "$ALERT_PAGE_URL" ] || [ -n "$ALERT_TICKET_URL" ]; then

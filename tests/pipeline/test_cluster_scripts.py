@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from ..deploy.test_tools import KUBECTL_SECRETS
+from ..support import missing
 from .conftest import ROOT
 
 pytestmark = pytest.mark.pipeline
@@ -193,3 +194,160 @@ def test_provision_leaves_the_current_kubectl_context_alone(tmp_path: Path) -> N
     for command in commands:
         assert not command.startswith("minikube profile"), command
         assert "use-context" not in command, command
+
+
+# --- provision-k8s.sh --rds-ca-bundle ----------------------------------------------------
+
+# A kubectl stand-in for `create configmap --dry-run=client -o yaml | apply -f -`: prints
+# the ConfigMap as kubectl would, and keeps what apply received.
+KUBECTL_CONFIGMAP = """#!/usr/bin/env python3
+import json, os, pathlib, sys
+store = pathlib.Path(os.environ["FAKE_STORE"])
+args = sys.argv[1:]
+with open(store / "calls.log", "a") as log:
+    log.write("kubectl " + " ".join(args) + "\\n")
+if "apply" in args:
+    (store / "applied.json").write_text(sys.stdin.read())
+elif "create" in args and "configmap" in args:
+    data = {}
+    for arg in args:
+        if arg.startswith("--from-file="):
+            key, _, path = arg.removeprefix("--from-file=").partition("=")
+            data[key] = pathlib.Path(path).read_text()
+    name = args[args.index("configmap") + 1]
+    namespace = args[args.index("-n") + 1]
+    print(json.dumps({"apiVersion": "v1", "kind": "ConfigMap",
+                      "metadata": {"name": name, "namespace": namespace}, "data": data}))
+"""
+
+
+def ca_certificate(directory: Path, name: str, ca: bool = True) -> str:
+    """A self-signed certificate's PEM text (a CA unless ca=False)."""
+    constraints = "critical,CA:TRUE" if ca else "critical,CA:FALSE"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(directory / f"{name}.key"), "-out", str(directory / f"{name}.pem"),
+         "-subj", f"/CN={name}", "-addext", f"basicConstraints={constraints}"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return (directory / f"{name}.pem").read_text()
+
+
+def provision_rds_ca(
+    tmp_path: Path, bundle: Path, *extra: str, context: str | None = "eks-production"
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """provision-k8s.sh --rds-ca-bundle with kubectl stand-ins (and minikube/helm stand-ins
+    that would log a call): (the run, the stand-in's store)."""
+    bin_dir = tmp_path / "bin"
+    store = tmp_path / "store"
+    if not bin_dir.exists():
+        bin_dir.mkdir()
+        store.mkdir()
+        (bin_dir / "kubectl").write_text(KUBECTL_CONFIGMAP)
+        for name in ("minikube", "helm"):
+            (bin_dir / name).write_text(f'#!/bin/sh\necho "{name} $*" >>"$FAKE_STORE/calls.log"\n')
+        for stand_in in bin_dir.iterdir():
+            stand_in.chmod(0o755)
+    env = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "HOME": str(tmp_path),
+        "FAKE_STORE": str(store),
+    }
+    if context is not None:
+        env["KUBE_CONTEXT"] = context
+    proc = subprocess.run(
+        [
+            "bash",
+            str(ROOT / "scripts" / "provision-k8s.sh"),
+            "--rds-ca-bundle",
+            str(bundle),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    return proc, store
+
+
+def test_provision_puts_the_rds_ca_bundle_in_a_configmap(tmp_path: Path) -> None:
+    # components/database-rds mounts ConfigMap rds-ca-bundle where database_url_template's
+    # sslrootcert points; nothing made it, so the verify-full URL could not connect.
+    if not shutil.which("openssl"):
+        missing("openssl")
+    bundle = tmp_path / "global-bundle.pem"
+    bundle.write_text(ca_certificate(tmp_path, "rds-ca-a") + ca_certificate(tmp_path, "rds-ca-b"))
+    proc, store = provision_rds_ca(tmp_path, bundle)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 CA certificates" in proc.stdout
+    applied = json.loads((store / "applied.json").read_text())
+    assert applied["metadata"] == {"name": "rds-ca-bundle", "namespace": "comments-production"}
+    assert applied["data"] == {"rds-ca-bundle.pem": bundle.read_text()}
+    calls = (store / "calls.log").read_text().splitlines()
+    # Only the ConfigMap, only on the named cluster: no minikube, no Helm.
+    assert len(calls) == 2, calls
+    assert all(
+        c.startswith("kubectl --context eks-production -n comments-production ") for c in calls
+    )
+    # Again (a CA rotation): the same apply updates it.
+    bundle.write_text(ca_certificate(tmp_path, "rds-ca-c"))
+    proc, store = provision_rds_ca(tmp_path, bundle)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads((store / "applied.json").read_text())["data"] == {
+        "rds-ca-bundle.pem": bundle.read_text()
+    }
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ("", "is empty"),
+        (
+            "<!DOCTYPE html>\n<html><body><h1>403 Forbidden</h1></body></html>\n",
+            "is not PEM certificates only (line 1)",
+        ),
+        ("{ca}\n<html>proxy login</html>\n", "is not PEM certificates only"),
+        ("{ca}{key}", "is not PEM certificates only"),
+        ("{cut}", "is not PEM certificates only (line end (a certificate is cut off))"),
+        ("{ca}-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
+         "certificate 2 does not parse"),
+        ("{ca}{server}", "certificate 2 is not a CA certificate"),
+        ("\n\n", "holds no certificate"),
+    ],
+    ids=["empty", "html", "trailing-html", "private-key", "truncated", "garbage-block",
+         "server-cert", "blank"],
+)  # fmt: skip
+def test_provision_refuses_anything_but_ca_certificates(
+    tmp_path: Path, content: str, says: str
+) -> None:
+    # An HTML error page or a proxy's login page saved as the bundle would have reached
+    # every pod; libpq would then refuse every new connection to RDS.
+    if not shutil.which("openssl"):
+        missing("openssl")
+    ca = ca_certificate(tmp_path, "rds-ca")
+    server = ca_certificate(tmp_path, "server", ca=False)
+    key = (tmp_path / "rds-ca.key").read_text()
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_text(content.format(ca=ca, server=server, key=key, cut=ca[: len(ca) // 2]))
+    proc, store = provision_rds_ca(tmp_path, bundle)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"RDS CA bundle {bundle}" in proc.stderr
+    assert says in proc.stderr, proc.stderr
+    assert "https://truststore.pki.rds.amazonaws.com/" in proc.stderr
+    assert not (store / "calls.log").exists()  # kubectl never ran
+
+
+def test_provision_rds_ca_names_its_cluster_and_its_file(tmp_path: Path) -> None:
+    # No default context: the script's default cluster is minikube, which has no RDS.
+    if not shutil.which("openssl"):
+        missing("openssl")
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_text(ca_certificate(tmp_path, "rds-ca"))
+    proc, store = provision_rds_ca(tmp_path, bundle, context=None)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "KUBE_CONTEXT: name the kubectl context" in proc.stderr
+    proc, store = provision_rds_ca(tmp_path, tmp_path / "absent.pem")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "absent.pem: no such readable file" in proc.stderr
+    assert not (store / "calls.log").exists()
