@@ -434,6 +434,53 @@ def test_percent_escapes_that_are_not_utf8_are_400(live, method, target, legacy)
     assert thread(live, "%EF%BF%BD") == []
 
 
+ZWSP = "%E2%80%8B"  # U+200B ZERO WIDTH SPACE, percent-encoded UTF-8
+INVISIBLE_ONLY = "%E2%81%A0%EF%BB%BF"  # U+2060 WORD JOINER, U+FEFF BOM
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "body", "auth"),
+    [
+        ("POST", f"/api/v1/contents/{ZWSP}/comments", b'{"body": "seen?"}', False),
+        ("GET", f"/api/v1/contents/{INVISIBLE_ONLY}/comments", None, False),
+        ("GET", f"/api/v1/counts?content_id=a&content_id={ZWSP}", None, False),
+        ("GET", f"/api/v1/moderation/comments?content_id={ZWSP}", None, True),
+        ("GET", f"/api/v1/moderation/pending?content_id={INVISIBLE_ONLY}", None, True),
+    ],
+)
+def test_invisible_only_content_ids_are_400_problems(live, method, target, body, auth):
+    reply = live.request(method, target, body, auth=auth)
+    problem = assert_problem(reply, 400)
+    assert problem["errors"] == [
+        {
+            "field": "content_id",
+            "message": "must not consist only of characters that print nothing",
+        }
+    ]
+
+
+def test_the_legacy_api_refuses_invisible_only_content_ids_as_it_refuses_blank_ones(live):
+    for content_id in ("\\u200b", "\\u2060\\ufeff", " "):
+        body = b'{"email":"a@b.co","comment":"seen?","content_id":"%s"}' % content_id.encode()
+        reply = live.request("POST", "/api/comment/new", body)
+        assert reply.status == 400, reply.body
+        assert reply.json["status"] == "BAD-REQUEST"
+        assert reply.json["message"].startswith("content_id: must not"), reply.json
+    listed = live.request("GET", f"/api/comment/list/{ZWSP}")
+    assert listed.status == 400, listed.body
+    assert listed.json == {
+        "status": "BAD-REQUEST",
+        "message": "content_id: must not consist only of characters that print nothing",
+    }
+
+
+def test_invisible_characters_beside_visible_ones_make_a_content_id(live):
+    target = f"/api/v1/contents/a{ZWSP}/comments"
+    assert live.request("POST", target, b'{"body": "kept"}').status == 201
+    assert thread(live, f"a{ZWSP}") == ["kept"]
+    assert thread(live, "a") == []  # another content
+
+
 def test_a_real_replacement_character_is_still_a_valid_content_id(live):
     reply = live.request("GET", "/api/v1/counts?content_id=%EF%BF%BD&content_id=%25FF")
     assert reply.status == 200, reply.body

@@ -14,6 +14,7 @@ import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 
 from comments_api.comments.rules import MAX_ID, FieldError, InvalidInput, Limits, NotFound
 from comments_api.contract import models
@@ -176,6 +177,20 @@ def test_query_and_path_values():
     for raw in ("0", str(MAX_ID + 1), "\u0663", "+1", "1.0"):
         with pytest.raises(NotFound):
             parse_comment_id(raw)
+
+
+@pytest.mark.parametrize("raw", ["\u200b", "\u2060\ufeff", "\u200b \u200d", "\u3164"])
+def test_content_ids_of_only_invisible_characters_are_refused_by_rule_and_schema(raw):
+    message = "must not consist only of characters that print nothing"
+    assert errors_of(parse_content_id, raw) == [("content_id", message)]
+    assert errors_of(parse_count_ids, ["a", raw]) == [("content_id", message)]
+    body = {"email": "a@b.co", "comment": "x", "content_id": raw}
+    assert errors_of(validate_legacy_create, body, LIMITS) == [("content_id", message)]
+    # The published schema says the same, so a client can check before it sends.
+    schema = Draft202012Validator(models.CONTENT_ID.schema())
+    assert not schema.is_valid(raw)
+    assert schema.is_valid(f"a{raw}")
+    assert parse_content_id(f"a{raw}") == f"a{raw}"
 
 
 def test_schemas_are_generated_from_the_models():

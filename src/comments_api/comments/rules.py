@@ -64,7 +64,10 @@ LINE_PATTERN = rf"^[^{_CC}]+{_END}"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 EMAIL_PATTERN = rf"^[^@\s{_CC}]{{1,64}}@{_LABEL}(?:\.{_LABEL})+{_END}"
 _EMAIL_RE = re.compile(EMAIL_PATTERN)
-_BLANK = re.compile(rf"[\s{_INVISIBLE}]*{_END}")
+# Text that prints nothing: empty, whitespace and invisible characters only. Content ids
+# must not match it (their schema says so with "not", beside CONTENT_ID_PATTERN).
+BLANK_PATTERN = rf"^[\s{_INVISIBLE}]*{_END}"
+_BLANK = re.compile(BLANK_PATTERN)
 
 
 def iso_timestamp(value: datetime | None) -> str | None:
@@ -199,6 +202,9 @@ def content_id_problem(value: object) -> str | None:
     text = str(number) if number is not None else str(value)
     if not text.strip():
         return "must not be empty"
+    if is_blank(text):
+        # As blank as an empty id: "\u200b" would name a content nobody can see or type.
+        return "must not consist only of characters that print nothing"
     if len(text) > MAX_CONTENT_ID_LENGTH:
         return f"must be at most {MAX_CONTENT_ID_LENGTH} characters"
     if text != text.strip():

@@ -42,6 +42,7 @@ import msgspec
 from msgspec import Meta, ValidationError
 
 from ..comments.rules import (
+    BLANK_PATTERN,
     CONTENT_ID_PATTERN,
     DEFAULT_PAGE_SIZE,
     EMAIL_PATTERN,
@@ -232,16 +233,27 @@ def choice(*values: str) -> Any:
 
 # --- field types -------------------------------------------------------------------
 
+
+def _content_id_visible(value: object) -> None:
+    if isinstance(value, str) and is_blank(value):
+        raise ValueError("content_id must not consist only of characters that print nothing")
+
+
 ContentId = Annotated[
     str,
     Meta(
         min_length=1,
         max_length=MAX_CONTENT_ID_LENGTH,
         pattern=CONTENT_ID_PATTERN,
+        # Its own keyword, not folded into the pattern: widget/count.js keeps a copy of
+        # CONTENT_ID_PATTERN that an asset test holds to the same text.
+        extra_json_schema={"not": {"pattern": BLANK_PATTERN}},
         description="The article (or other content) the comments belong to. Opaque to "
-        "this API; no surrounding whitespace, no control characters.",
+        "this API; no surrounding whitespace, no control characters, not only characters "
+        "that print nothing (zero-width space, word joiner, BOM).",
         examples=["1", "politics/2026/budget-vote"],
     ),
+    Check(_content_id_visible),
 ]
 
 
