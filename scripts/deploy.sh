@@ -31,9 +31,13 @@
 #   /var/lib/comments-api-docker); KUBE_CONTEXT (MINIKUBE_PROFILE, comments: the cluster of
 #   provision-k8s.sh), DEV_REGISTRY (localhost:5000),
 #   PROD_REGISTRY (localhost:5001): the minikube target's cluster and registries.
-# Exit codes: 0 released; 1 stopped before production (production untouched);
-#             2 production failed and was rolled back; 3 production failed, rollback failed
-#               too (or was impossible: nothing to go back to, a Deployment not readable);
+# Exit codes: 0 released; 1 stopped before production (production untouched; minikube:
+#               staging, when this run changed it, rolled back and smoke-tested again; a
+#               staging that does not answer then is named in the output, the exit stays 1);
+#             2 production failed, was rolled back, and the release it went back to answers
+#               its smoke test; 3 production failed, rollback failed too (or that release
+#               does not answer, or it was impossible: nothing to go back to, a Deployment
+#               not readable);
 #             4 released, but an old replica (local target) could not be stopped or removed:
 #               it is named, out of haproxy; remove it (1, 2 and 3 win over 4, and name it too);
 #             64 bad usage.
@@ -1345,19 +1349,19 @@ k8s_rollback() {
     run_waited kubectl --context "$KUBE_CONTEXT" --namespace "comments-$env" rollout status deployment/comments-api --timeout=300s
 }
 
-# k8s_recheck_rollback: after `rollout undo` of production, whether the release it went back
-# to answers: readiness through a new port-forward (20 s), then the smoke test. A completed
+# k8s_recheck_rollback ENV: after `rollout undo` of ENV, whether the release it went back to
+# answers: readiness through a new port-forward (20 s), then the smoke test. A completed
 # `rollout status` says the pods are ready, not that the release serves (a schema, a Secret
-# or a dependency changed since it last ran): exit 2 was reported as "rolled back" with no
-# proof. Returns 2 (rolled back, it serves) or 3 (rolled back, it does not: act now).
+# or a dependency changed since it last ran): "rolled back" was reported with no proof.
+# Returns 0 (rolled back, it serves) or 1 (rolled back, it does not: ENV is down).
 k8s_recheck_rollback() {
-  stage "re-check production after the rollback: readiness and smoke test of ${K8S_BEFORE:-the previous release}"
-  if k8s_smoke production rollback; then
-    tinfo "production is back on ${K8S_BEFORE:-the previous release} and it answers its smoke test"
-    return 2
+  local env=$1
+  stage "re-check $env after the rollback: readiness and smoke test of ${K8S_BEFORE:-the previous release}"
+  if k8s_smoke "$env" rollback; then
+    tinfo "$env is back on ${K8S_BEFORE:-the previous release} and it answers its smoke test"
+    return 0
   fi
-  fail "production was rolled back to ${K8S_BEFORE:-the previous release}, but that release does not answer its smoke test either (above): production is down, act now"
-  return 3
+  return 1
 }
 
 # minikube_preflight: the tools and a cluster that answers, before the tests and the build
@@ -1479,7 +1483,15 @@ pipeline_minikube() {
     local changed=0
     k8s_changed staging || changed=$?
     case $changed in
-      0) k8s_rollback staging || true ;;
+      0)
+        # Production is untouched whatever comes of it (exit 1), but an SRE must hear of a
+        # staging that serves neither release: the next runs stop there.
+        if ! k8s_rollback staging; then
+          fail "the rollback of staging did not complete (kubectl, above): staging may serve nothing (production untouched); check: kubectl --context $KUBE_CONTEXT --namespace comments-staging rollout history deployment/comments-api"
+        elif ! k8s_recheck_rollback staging; then
+          fail "staging was rolled back to ${K8S_BEFORE:-the previous release}, but that release does not answer its smoke test either (above): staging is down (production untouched); check: kubectl --context $KUBE_CONTEXT --namespace comments-staging rollout history deployment/comments-api"
+        fi
+        ;;
       1) fail "staging was not changed by this run (it serves $(k8s_served)): no rollback" ;;
       *) fail "cannot read deployment/comments-api in comments-staging to tell whether this run changed it (before: $(k8s_served)): no rollback; check: kubectl --context $KUBE_CONTEXT --namespace comments-staging rollout history deployment/comments-api" ;;
     esac
@@ -1506,14 +1518,14 @@ pipeline_minikube() {
       fail "the rollback of production did not complete (kubectl, above): act now: kubectl --context $KUBE_CONTEXT --namespace comments-production rollout history deployment/comments-api"
       return 3
     fi
-    local rechecked=0
-    k8s_recheck_rollback || rechecked=$?
-    return "$rechecked"
+    k8s_recheck_rollback production && return 2
+    fail "production was rolled back to ${K8S_BEFORE:-the previous release}, but that release does not answer its smoke test either (above): production is down, act now"
+    return 3
   fi
   if [ "$DRY_RUN" = 1 ]; then
     info "(dry run: what a failed production rollout or smoke test runs next)"
     k8s_rollback production || true
-    k8s_recheck_rollback || true
+    k8s_recheck_rollback production || true
   fi
   stage "released $TAG = $DIGEST to production"
   if [ "$DRY_RUN" = 1 ]; then

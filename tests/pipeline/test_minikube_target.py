@@ -163,8 +163,8 @@ if "port-forward" in args:
         time.sleep(300)
     upstream = os.environ.get("FAKE_UPSTREAM")  # a real comments-api serve: forward to it
     if upstream:
-        undone = "comments-production rollout undo" in calls.read_text()
-        if fail == "undone-unready" and undone and arg("--namespace") == "comments-production":
+        undone = f"{arg('--namespace')} rollout undo" in calls.read_text()
+        if fail in ("undone-unready", "rollout-undone-unready") and undone:
             sys.exit("error: unable to forward port because pod is not running")
         import socket, threading
 
@@ -194,7 +194,8 @@ if "wait" in args and fail == "slow-wait":  # a migration Job that takes its tim
 if "wait" in args and fail == "migration":
     sys.exit("error: timed out waiting for the condition on jobs/comments-api-migrate")
 undone = "rollout undo" in calls.read_text()
-if "rollout" in args and "status" in args and fail in ("rollout", "unreadable") and not undone:
+stuck = ("rollout", "unreadable", "rollout-undone-unready")
+if "rollout" in args and "status" in args and fail in stuck and not undone:
     sys.exit("error: timed out waiting for the condition")
 if "get" in args and "job" in args:
     why = "Job was active longer than specified deadline"
@@ -526,6 +527,64 @@ def test_a_rollback_that_does_not_serve_is_exit_3_not_rolled_back(tmp_path: Path
     )
     assert "PIPELINE FAILED in production and the rollback failed too" in out
     assert "rolled back automatically" not in out
+    assert not (tmp_path / "cluster" / "lock").exists()
+
+
+# --- a release stuck in staging's rollout: staging rolled back, and the rollback checked ----
+def staging_run(tmp_path: Path, fail: str) -> tuple[str, int, str]:
+    """deploy.sh --target minikube whose staging rollout never completes; the smoke test
+    after the undo reaches a real `comments-api serve` through the stand-in port-forward.
+    Returns the output, the exit status and the calls."""
+    command, env = stand_ins(tmp_path, fail)
+    (tmp_path / "bin" / "curl").unlink()  # the real curl: readiness through the port-forward
+    service_env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'comments.db'}",
+        "RATELIMIT_ENABLED": "false",
+    }
+    with ServiceProcess(service_env, tmp_path, workers=1) as service:
+        env = {**env, "FAKE_UPSTREAM": str(service.port)}
+        proc = subprocess.run(
+            command, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env
+        )
+    out = proc.stdout + proc.stderr
+    print(out)
+    return out, proc.returncode, (tmp_path / "cluster" / "calls.log").read_text()
+
+
+def test_a_staging_rollback_is_smoke_tested(tmp_path: Path):
+    # After `rollout undo` of staging nothing asked whether staging answered: a staging
+    # serving neither release went unreported, and the next runs stopped there.
+    out, rc, calls = staging_run(tmp_path, fail="rollout")
+    assert rc == 1, out[-3000:]
+    assert "the rollout of staging did not complete" in out
+    undone = calls.split("--namespace comments-staging rollout undo deployment/comments-api", 1)[1]
+    assert "comments-staging port-forward svc/comments-api" in undone
+    assert out.index("re-check staging after the rollback") > out.index("ROLLBACK staging")
+    assert "pipeline_e2e.py smoke" in out
+    assert f"staging is back on {BEFORE} and it answers its smoke test" in out
+    assert "staging is down" not in out
+    assert "comments-production rollout" not in calls, "production is never deployed"
+    assert "PIPELINE FAILED before production (production untouched)" in out
+    assert not alive(int((tmp_path / "cluster" / "port-forward.pid").read_text()))
+    assert not (tmp_path / "cluster" / "lock").exists()
+
+
+def test_a_staging_rollback_that_does_not_serve_is_named(tmp_path: Path):
+    # The previous release's pods do not answer after the undo either: staging is down.
+    out, rc, calls = staging_run(tmp_path, fail="rollout-undone-unready")
+    assert rc == 1, out[-3000:]  # production untouched: still exit 1
+    undone = calls.split("--namespace comments-staging rollout undo deployment/comments-api", 1)[1]
+    assert "comments-staging port-forward svc/comments-api" in undone
+    assert "timed out after 20s waiting for port-forward" in out
+    assert (
+        f"staging was rolled back to {BEFORE}, but that release does not answer its smoke test"
+        " either" in out
+    )
+    assert "staging is down (production untouched)" in out
+    assert "comments-staging rollout history deployment/comments-api" in out
+    assert "is back on" not in out
+    assert "comments-production rollout" not in calls
+    assert "PIPELINE FAILED before production (production untouched)" in out
     assert not (tmp_path / "cluster" / "lock").exists()
 
 
