@@ -634,3 +634,32 @@ def test_a_backup_onto_a_file_system_without_hard_links_is_written(tmp_path):
     assert list(backups.iterdir()) == [dest]
     with sqlite3.connect(dest) as conn:
         assert conn.execute("SELECT count(*) FROM comments").fetchone() == (500,)
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_an_import_into_a_non_empty_older_schema_refuses_and_leaves_it_as_it_was(request, store):
+    """The target was migrated first and found non-empty only then: a refused import had
+    upgraded the schema of a database still served by the older release."""
+    url = request.getfixturevalue(f"{store}_url")
+    previous = max(shipped_revisions()[1])  # the migration before the newest
+    engine = make_engine(url)
+    migrate(engine, previous)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(bans),
+            [{"target": "email:t@example.com", "reason": None, "created_by": "api_key:mod",
+              "created_at": datetime(2026, 1, 1, tzinfo=UTC)}],
+        )  # fmt: skip
+    engine.dispose()
+    head = {"format": "comments-api-export", "version": 1,
+            "schema_revision": head_revision(), "tables": {"comments": 0}}  # fmt: skip
+    refused = cli("import", "-", url=url, stdin_text=json.dumps(head) + "\n")
+    assert refused.returncode == 1, refused.stderr
+    assert refused.stderr == (
+        "Error: the target database already has bans: import only into an empty one\n"
+    )
+    engine = make_engine(url)
+    try:
+        assert Repository(engine).schema_revision() == previous
+    finally:
+        engine.dispose()

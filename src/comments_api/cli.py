@@ -463,6 +463,7 @@ def import_command(source: str) -> None:
             ) from None
         except (TransferError, OSError) as exc:
             raise click.ClickException(str(exc)) from None
+        _refuse_non_empty(settings)
         _migrate(settings)
         repo = _repository(settings, statement_timeout=BULK_TIMEOUT)
         try:
@@ -476,6 +477,29 @@ def import_command(source: str) -> None:
             raise click.ClickException(str(exc)) from None
     summary = ", ".join(f"{n} {name}" for name, n in written.items())
     click.echo(f"imported {summary}", err=True)
+
+
+def _refuse_non_empty(settings: Settings) -> None:
+    """Refuse a target that holds rows before migrating it: an import that refuses must
+    change nothing, and it had upgraded an older schema first. A SQLite file that is not
+    there yet is empty, and is not made here."""
+    from sqlalchemy.exc import DBAPIError
+
+    from .store.repository import make_engine, sqlite_file
+    from .store.transfer import TransferError, refuse_non_empty
+
+    path = sqlite_file(settings.database_url)
+    if path is not None and not os.path.exists(path):
+        return
+    engine = make_engine(settings.database_url)
+    try:
+        refuse_non_empty(engine)
+    except TransferError as exc:
+        raise click.ClickException(str(exc)) from None
+    except DBAPIError as exc:
+        raise click.ClickException(f"cannot reach the database: {_driver_message(exc)}") from None
+    finally:
+        engine.dispose()
 
 
 def _announced_rows(header_line: str) -> int:

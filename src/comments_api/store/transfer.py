@@ -30,9 +30,11 @@ from sqlalchemy import (
     Table,
     func,
     insert,
+    inspect,
     select,
     text,
 )
+from sqlalchemy import table as named_table
 from sqlalchemy.exc import DBAPIError, StatementError
 
 from ..comments.rules import STATUSES
@@ -266,6 +268,26 @@ def _loader(table: Table) -> Callable[[dict[str, Any]], dict[str, Any]]:
     return load
 
 
+def _not_empty(name: str) -> TransferError:
+    return TransferError(f"the target database already has {name}: import only into an empty one")
+
+
+def refuse_non_empty(engine: Engine) -> None:
+    """TransferError if any table of an export holds rows in ``engine``'s database, read
+    with whatever schema revision it is at (a table an older one lacks holds none).
+    Checked before migrating: a refused import had already upgraded the target. The
+    import checks again under its lock (``_begin_on_empty``)."""
+    with engine.connect() as conn:
+        present = set(inspect(conn).get_table_names())
+        for name in TABLES:
+            # Only the name, as the older schema may lack some of our columns.
+            if (
+                name in present
+                and conn.execute(select(func.count()).select_from(named_table(name))).scalar_one()
+            ):
+                raise _not_empty(name)
+
+
 def _begin_on_empty(conn: Connection) -> RootTransaction:
     """The import's transaction, begun with other writers held back: SQLite's BEGIN
     IMMEDIATE takes the write lock, PostgreSQL's LOCK TABLE the tables. Then the target
@@ -276,9 +298,7 @@ def _begin_on_empty(conn: Connection) -> RootTransaction:
             conn.execute(_HOLD_WRITERS)
         for name, table in TABLES.items():
             if conn.execute(select(func.count()).select_from(table)).scalar_one():
-                raise TransferError(
-                    f"the target database already has {name}: import only into an empty one"
-                )
+                raise _not_empty(name)
     except DBAPIError as exc:  # the lock not had within the statement timeout: one line
         reason = str(exc.orig or exc).strip().splitlines()
         raise TransferError(
