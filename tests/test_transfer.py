@@ -206,16 +206,21 @@ def test_import_refuses_a_non_empty_or_incomplete_target(tmp_path):
     assert again.returncode != 0
     assert "import only into an empty one" in again.stderr
     assert "Traceback" not in again.stderr
-    # A truncated file imports nothing at all.
+    # A truncated file imports nothing at all: into an empty database, nothing is written;
+    # into a new file, none is left behind.
     cut = tmp_path / "cut.jsonl"
     cut.write_text("\n".join(dump.read_text().splitlines()[:30]) + "\n")
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    migrate(make_engine(empty))
     target = f"sqlite:///{tmp_path / 'b.db'}"
-    result = cli("import", str(cut), url=target)
-    assert result.returncode != 0
-    assert "incomplete" in result.stderr
-    with sqlite3.connect(tmp_path / "b.db") as conn:
+    for url in (empty, target):
+        result = cli("import", str(cut), url=url)
+        assert result.returncode != 0
+        assert "incomplete" in result.stderr
+    with sqlite3.connect(tmp_path / "empty.db") as conn:
         assert conn.execute("SELECT count(*) FROM comments").fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM api_keys").fetchone() == (0,)
+    assert not list(tmp_path.glob("b.db*"))
     not_export = tmp_path / "x.jsonl"
     not_export.write_text('{"hello": 1}\n')
     result = cli("import", str(not_export), url=target)
@@ -595,8 +600,7 @@ def test_an_export_saved_with_a_byte_order_mark_imports_and_bad_bytes_are_one_li
     assert result.stderr.endswith(
         "Error: the file is damaged: it holds bytes that are not UTF-8 text; nothing was imported\n"
     )
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT count(*) FROM comments").fetchone() == (0,)
+    assert not db.exists()  # a new file: none is left behind
 
 
 def test_a_backup_onto_a_file_system_without_hard_links_is_written(tmp_path):
@@ -663,3 +667,36 @@ def test_an_import_into_a_non_empty_older_schema_refuses_and_leaves_it_as_it_was
         assert Repository(engine).schema_revision() == previous
     finally:
         engine.dispose()
+
+
+def test_an_import_stopped_by_ctrl_c_into_a_new_file_leaves_no_database(tmp_path):
+    # The target was made and migrated, and stood there empty after "Aborted!": a re-run,
+    # or `serve` and `keys`, then found a database that had not been there.
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    generate(source, N_COMMENTS)
+    dump = tmp_path / "dump.jsonl"
+    assert cli("export", str(dump), url=source).returncode == 0
+    targets = tmp_path / "targets"
+    targets.mkdir()
+    target = targets / "new.db"
+    process = subprocess.Popen(
+        [str(VENV_BIN / "comments-api"), "import", str(dump)],
+        env={**os.environ, "DATABASE_URL": f"sqlite:///{target}", "LOG_LEVEL": "warning"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for _ in range(6000):  # rows are going in once the WAL grows: interrupt it then
+        wal = targets / "new.db-wal"
+        if (wal.exists() and wal.stat().st_size > 1_000_000) or process.poll() is not None:
+            break
+        time.sleep(0.005)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1, stderr
+    assert "Aborted!" in stderr
+    assert list(targets.iterdir()) == []
+    # A re-run imports into a new file, as the first run would have.
+    done = cli("import", str(dump), url=f"sqlite:///{target}")
+    assert done.returncode == 0, done.stderr
+    assert f"{N_COMMENTS} comments" in done.stderr

@@ -464,17 +464,22 @@ def import_command(source: str) -> None:
         except (TransferError, OSError) as exc:
             raise click.ClickException(str(exc)) from None
         _refuse_non_empty(settings)
-        _migrate(settings)
-        repo = _repository(settings, statement_timeout=BULK_TIMEOUT)
-        try:
-            with _progress("importing", _announced_rows(first)) as bar:
-                written = import_(repo.engine, itertools.chain([first], lines), progress=bar.update)
-        except UnicodeDecodeError:  # was only "'utf-8' codec can't decode byte 0xff ..."
-            raise click.ClickException(
-                "the file is damaged: it holds bytes that are not UTF-8 text; nothing was imported"
-            ) from None
-        except (TransferError, OSError) as exc:
-            raise click.ClickException(str(exc)) from None
+        with _new_sqlite_file_removed_on_failure(settings):
+            _migrate(settings)
+            repo = _repository(settings, statement_timeout=BULK_TIMEOUT)
+            try:
+                with _progress("importing", _announced_rows(first)) as bar:
+                    rows = itertools.chain([first], lines)
+                    written = import_(repo.engine, rows, progress=bar.update)
+            except UnicodeDecodeError:  # was only "'utf-8' codec can't decode byte 0xff ..."
+                raise click.ClickException(
+                    "the file is damaged: it holds bytes that are not UTF-8 text; "
+                    "nothing was imported"
+                ) from None
+            except (TransferError, OSError) as exc:
+                raise click.ClickException(str(exc)) from None
+            finally:
+                repo.engine.dispose()  # closed before its files may be removed
     summary = ", ".join(f"{n} {name}" for name, n in written.items())
     click.echo(f"imported {summary}", err=True)
 
@@ -500,6 +505,28 @@ def _refuse_non_empty(settings: Settings) -> None:
         raise click.ClickException(f"cannot reach the database: {_driver_message(exc)}") from None
     finally:
         engine.dispose()
+
+
+@contextlib.contextmanager
+def _new_sqlite_file_removed_on_failure(settings: Settings) -> Iterator[None]:
+    """An import into a SQLite file that is not there yet creates and migrates it; if the
+    import then fails or is stopped (Ctrl-C), the file and its WAL are removed again. An
+    empty, migrated database stood there before, which a re-run, `serve` or `keys` then
+    took for the database. (Another process creating the same file in between would lose
+    it: an import into a path something else is about to use is a mistake already.)"""
+    from .store.repository import sqlite_file
+
+    path = sqlite_file(settings.database_url)
+    if path is None or os.path.lexists(path):
+        yield
+        return
+    try:
+        yield
+    except BaseException:
+        for leftover in (path, f"{path}-wal", f"{path}-shm", f"{path}-journal"):
+            with contextlib.suppress(OSError):  # never hide why the import failed
+                os.remove(leftover)
+        raise
 
 
 def _announced_rows(header_line: str) -> int:
