@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 from comments_api.events import moderation_action
 from comments_api.identity.credentials import SCOPE_ADMIN, SCOPE_MODERATE, SCOPE_WRITE
+from comments_api.moderation.rules import listing_cursor_pattern
 
 from .authkit import api_key, bearer
 from .clock import FakeClock
@@ -279,6 +282,61 @@ def test_the_pending_queue_and_hidden_comments_by_content(build):
     assert client.get(f"{BULK}?status=nonsense").status_code == 401  # credentials first
     writer = bearer(api_key(app, SCOPE_WRITE))
     assert client.get(f"{BULK}?status=hidden", headers=writer).status_code == 403
+
+
+def test_a_listing_cursor_is_bound_to_its_status_and_content_filter(build):
+    app = build(moderation_mode="pre")
+    client = app.test_client()
+    mod = bearer(api_key(app, SCOPE_MODERATE))
+    ids = [post_v1(client, f"p{i}", content_id=f"c{i % 2}").json["id"] for i in range(6)]
+    hidden = [ids[0], ids[3]]  # older than the cursors below: a replay would skip them
+    assert client.post(BULK, json={"action": "hide", "ids": hidden}, headers=mod).status_code == 200
+
+    def page(url):
+        response = client.get(url, headers=mod)
+        assert response.status_code == 200, response.json
+        return [c["id"] for c in response.json["items"]], response.json["next_cursor"]
+
+    def refused(url):
+        response = client.get(url, headers=mod)
+        assert response.status_code == 400, url
+        assert response.mimetype == "application/problem+json"
+        assert [e["field"] for e in response.json["errors"]] == ["cursor"], url
+        assert "restart without a cursor" in response.json["errors"][0]["message"]
+
+    items, pending = page(f"{PENDING}?limit=2")  # after ids[2]
+    assert items == [ids[1], ids[2]]
+    # The same listing under both routes, at any page size.
+    assert page(f"{BULK}?status=pending&limit=9&cursor={pending}") == ([ids[4], ids[5]], None)
+    assert page(f"{BULK}?cursor={pending}") == ([ids[4], ids[5]], None)
+    refused(f"{BULK}?status=hidden&cursor={pending}")  # would have skipped ids[0]
+    refused(f"{PENDING}?content_id=c0&cursor={pending}")
+
+    items, of_c0 = page(f"{BULK}?status=pending&content_id=c0&limit=1")  # after ids[2]
+    assert items == [ids[2]]
+    assert page(f"{PENDING}?content_id=c0&cursor={of_c0}") == ([ids[4]], None)
+    refused(f"{PENDING}?content_id=c1&cursor={of_c0}")
+    refused(f"{PENDING}?cursor={of_c0}")  # would have skipped ids[1]
+    refused(f"{BULK}?status=hidden&content_id=c0&cursor={of_c0}")
+
+    items, of_hidden = page(f"{BULK}?status=hidden&limit=1")  # after ids[0]
+    assert items == [ids[0]]
+    assert page(f"{BULK}?status=hidden&cursor={of_hidden}") == ([ids[3]], None)
+    refused(f"{PENDING}?cursor={of_hidden}")  # another list, even when nothing is skipped
+    # A cursor issued before cursors carried their filter is still a position in any list.
+    untagged = of_hidden.partition(".")[0]
+    assert page(f"{PENDING}?cursor={untagged}") == ([ids[1], ids[2], ids[4], ids[5]], None)
+    assert page(f"{BULK}?status=hidden&cursor={untagged}") == ([ids[3]], None)
+    # A tag that is not one the API writes.
+    for bad in (f"{untagged}.", f"{untagged}.short", f"{of_hidden}.x", f"{of_hidden}x"):
+        response = client.get(f"{BULK}?status=hidden&cursor={bad}", headers=mod)
+        assert response.status_code == 400, bad
+        assert response.json["errors"] == [
+            {"field": "cursor", "message": "is not a cursor this API issued"}
+        ]
+    # Every cursor issued matches what a listing is published to take.
+    for cursor in (pending, of_c0, of_hidden, untagged):
+        assert re.search(listing_cursor_pattern(), cursor), cursor
 
 
 def test_bans_by_email_and_subject(build, signer):

@@ -262,12 +262,14 @@ _CURSOR_ALPHABET_RE = re.compile(r"[A-Za-z0-9_-]{2,27}")
 _CURSOR_RAW_RE = re.compile(rb"[on][0-9]{1,19}")
 
 
-def cursor_pattern(prefix: str = "[zj]") -> str:
+def cursor_pattern(prefix: str = "[zj]", suffix: str = "") -> str:
     """A regular expression for exactly the cursors ``encode_cursor`` can produce.
 
     Unpadded base64url of ``o`` or ``n`` and 1 to 19 ASCII digits, spelled out per base64
     quantum so a schema can say which strings are cursors. ``prefix`` is ``z`` for oldest
-    first, ``j`` for newest first. Checked against encode_cursor by tests/test_properties.py.
+    first, ``j`` for newest first; ``suffix`` is a pattern for what may follow (the
+    moderation listings' filter tag). Checked against encode_cursor by
+    tests/test_properties.py.
     """
     digit3 = r"[AEIMQUYcgk]"  # low nibble of a digit, then two zero bits
     digit4 = r"[w-z0-5]"  # a whole digit in the last 6 bits
@@ -275,7 +277,7 @@ def cursor_pattern(prefix: str = "[zj]") -> str:
     tail1 = r"(?:[MN][AQgw]|O[AQ])"  # one digit left over
     tail2 = rf"{lead}{digit3}"  # two digits left over
     quantum = rf"{lead}{digit3}{digit4}"
-    return rf"^b{prefix}{digit3}(?:{digit4}(?:{quantum}){{0,5}}(?:{tail1}|{tail2})?)?{_END}"
+    return rf"^b{prefix}{digit3}(?:{digit4}(?:{quantum}){{0,5}}(?:{tail1}|{tail2})?)?{suffix}{_END}"
 
 
 def decode_cursor(cursor: str | None, order: str) -> int | None:

@@ -6,6 +6,8 @@ this author, is the author banned) in one indexed query; these functions decide.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import math
 import re
 from collections.abc import Sequence
@@ -25,6 +27,8 @@ from ..comments.rules import (
     InvalidInput,
     Limits,
     NewComment,
+    cursor_pattern,
+    decode_cursor,
 )
 from ..contract.models import (
     BAN_TARGET,
@@ -271,3 +275,51 @@ def prepare_comment(
 def parse_edit(payload: object, limits: Limits) -> str:
     """An author's edit: ``{"body": "..."}`` and nothing else."""
     return validate_edit(payload, limits)
+
+
+# --- the listings' cursors, bound to their filter ---------------------------------------
+# A listing's cursor is a comment list cursor (the id of the page's last comment, oldest
+# first) and a tag of the filter it was issued for: "." and 8 base64url characters of a
+# hash of (status, content_id). Replayed with another filter it would be taken as a
+# position in a list it never walked, and page 2 would silently skip every comment of that
+# list before it. Cursors without a tag (issued before they had one) are still positions
+# in any listing, as they always were: a console mid-walk across a deployment keeps going.
+_FILTER_TAG_RE = re.compile(r"[A-Za-z0-9_-]{8}")
+
+
+def _filter_tag(status: str, content_id: str | None) -> str:
+    digest = hashlib.blake2b(repr((status, content_id)).encode(), digest_size=6).digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii")
+
+
+def listing_cursor_pattern() -> str:
+    """Every cursor a moderation listing takes: bound (tagged) or from before the tag."""
+    return cursor_pattern("z", suffix=r"(?:\.[A-Za-z0-9_-]{8})?")
+
+
+def encode_listing_cursor(cursor: str | None, status: str, content_id: str | None) -> str | None:
+    """The list ``cursor`` of a listing's page, bound to the filter it was read with."""
+    if cursor is None:
+        return None
+    return f"{cursor}.{_filter_tag(status, content_id)}"
+
+
+def decode_listing_cursor(raw: str | None, status: str, content_id: str | None) -> int | None:
+    """The id after which the next page starts; a cursor of another filter is a 400."""
+    if raw is None:
+        return None
+    cursor, dot, tag = raw.partition(".")
+    if dot and not _FILTER_TAG_RE.fullmatch(tag):
+        raise InvalidInput([FieldError("cursor", "is not a cursor this API issued")])
+    after_id = decode_cursor(cursor, "oldest")
+    if dot and tag != _filter_tag(status, content_id):
+        raise InvalidInput(
+            [
+                FieldError(
+                    "cursor",
+                    "belongs to a listing with another status or content_id; "
+                    "restart without a cursor",
+                )
+            ]
+        )
+    return after_id

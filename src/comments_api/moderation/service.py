@@ -7,12 +7,13 @@ applies an action and its audit row in one transaction. Time comes from the inje
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from ..clock import Clock, utcnow
 from ..comments.rules import NotFound, Page
 from ..store.repository import Repository
-from .rules import AuditEntry, transition
+from .rules import AuditEntry, encode_listing_cursor, transition
 
 NOT_BANNED = "this author is not banned"
 
@@ -26,9 +27,12 @@ class ModerationService:
         self, status: str, *, content_id: str | None, limit: int, after_id: int | None
     ) -> Page:
         """Comments a moderator acts on (``pending`` or ``hidden``), oldest first, across
-        all contents or of one."""
-        return self.repo.moderation_page(
+        all contents or of one; the next cursor is bound to this filter."""
+        page = self.repo.moderation_page(
             status, content_id=content_id, limit=limit, after_id=after_id
+        )
+        return replace(
+            page, next_cursor=encode_listing_cursor(page.next_cursor, status, content_id)
         )
 
     def bulk(

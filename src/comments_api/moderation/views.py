@@ -20,7 +20,7 @@ from ..events import moderation_action
 from ..identity.credentials import SCOPE_ADMIN, SCOPE_MODERATE
 from ..identity.guards import require_scope
 from ..web.common import emit, read_json, services
-from .rules import parse_ban, parse_ban_target, parse_bulk
+from .rules import decode_listing_cursor, parse_ban, parse_ban_target, parse_bulk
 from .service import NOT_BANNED
 
 bp = Blueprint("moderation", __name__, url_prefix="/api/v1")
@@ -64,7 +64,7 @@ def moderation_listing() -> Response:
 def _listing(status: str, path: str, query: dict[str, str]) -> Response:
     limit = parse_limit(request.args.get("limit"))
     content_id = parse_content_filter(request.args.get("content_id"))
-    after_id = decode_cursor(request.args.get("cursor"), "oldest")
+    after_id = decode_listing_cursor(request.args.get("cursor"), status, content_id)
     if _if_match_fails():
         return precondition_failed()
     page = services().moderation.listing(
