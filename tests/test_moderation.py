@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
+from comments_api.comments.rules import listing_cursor_pattern
 from comments_api.events import moderation_action
 from comments_api.identity.credentials import SCOPE_ADMIN, SCOPE_MODERATE, SCOPE_WRITE
-from comments_api.moderation.rules import listing_cursor_pattern
 
 from .authkit import api_key, bearer
 from .clock import FakeClock
@@ -334,9 +334,19 @@ def test_a_listing_cursor_is_bound_to_its_status_and_content_filter(build):
         assert response.json["errors"] == [
             {"field": "cursor", "message": "is not a cursor this API issued"}
         ]
-    # Every cursor issued matches what a listing is published to take.
-    for cursor in (pending, of_c0, of_hidden, untagged):
-        assert re.search(listing_cursor_pattern(), cursor), cursor
+    # Every cursor issued matches what both listings publish they take (a client validating
+    # its requests against /openapi.json must be able to send the next_cursor it was given).
+    spec = client.get("/openapi.json").json
+    for path in ("/api/v1/moderation/pending", "/api/v1/moderation/comments"):
+        (cursor_param,) = (
+            spec["components"]["parameters"][p["$ref"].rsplit("/", 1)[1]]
+            for p in spec["paths"][path]["get"]["parameters"]
+            if "$ref" in p
+            and spec["components"]["parameters"][p["$ref"].rsplit("/", 1)[1]]["name"] == "cursor"
+        )
+        assert cursor_param["schema"]["pattern"] == listing_cursor_pattern(), path
+        for cursor in (pending, of_c0, of_hidden, untagged):
+            assert re.search(cursor_param["schema"]["pattern"], cursor), (path, cursor)
 
 
 def test_bans_by_email_and_subject(build, signer):

@@ -280,6 +280,16 @@ def cursor_pattern(prefix: str = "[zj]", suffix: str = "") -> str:
     return rf"^b{prefix}{digit3}(?:{digit4}(?:{quantum}){{0,5}}(?:{tail1}|{tail2})?)?{suffix}{_END}"
 
 
+# A moderation listing's cursor ends in '.' and this tag of the filter it was read with
+# (moderation/rules.py); cursors issued before the tag have none.
+LISTING_TAG = r"[A-Za-z0-9_-]{8}"
+
+
+def listing_cursor_pattern() -> str:
+    """Every cursor a moderation listing takes: bound (tagged) or from before the tag."""
+    return cursor_pattern("z", suffix=rf"(?:\.{LISTING_TAG})?")
+
+
 def decode_cursor(cursor: str | None, order: str) -> int | None:
     """The id after which the next page starts; the cursor is bound to its order."""
     if cursor is None:

@@ -19,7 +19,13 @@ import re
 from http import HTTPStatus
 from typing import Any
 
-from ..comments.rules import DEFAULT_PAGE_SIZE, MAX_COUNT_IDS, cursor_pattern, email_hash
+from ..comments.rules import (
+    DEFAULT_PAGE_SIZE,
+    MAX_COUNT_IDS,
+    cursor_pattern,
+    email_hash,
+    listing_cursor_pattern,
+)
 from ..settings import Settings
 from . import models
 from .components import EXAMPLE_EMAIL, ref, value_schema
@@ -463,9 +469,10 @@ def parameters() -> dict[str, Any]:
         "OldestCursor": {
             "name": "cursor",
             "in": "query",
-            "description": "Opaque: the `next_cursor` of the previous page. Omit for the "
-            "first page.",
-            "schema": {"type": "string", "pattern": cursor_pattern("z")},
+            "description": "Opaque: the `next_cursor` of the previous page, read with the "
+            "same `status` and `content_id` (another filter's cursor answers 400). Omit for "
+            "the first page.",
+            "schema": {"type": "string", "pattern": listing_cursor_pattern()},
         },
         "NewestCursor": {
             "name": "cursor",

@@ -17,6 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 from ..comments.rules import (
+    LISTING_TAG,
     STATUS_DELETED,
     STATUS_HIDDEN,
     STATUS_PENDING,
@@ -27,7 +28,6 @@ from ..comments.rules import (
     InvalidInput,
     Limits,
     NewComment,
-    cursor_pattern,
     decode_cursor,
 )
 from ..contract.models import (
@@ -284,17 +284,12 @@ def parse_edit(payload: object, limits: Limits) -> str:
 # position in a list it never walked, and page 2 would silently skip every comment of that
 # list before it. Cursors without a tag (issued before they had one) are still positions
 # in any listing, as they always were: a console mid-walk across a deployment keeps going.
-_FILTER_TAG_RE = re.compile(r"[A-Za-z0-9_-]{8}")
+_FILTER_TAG_RE = re.compile(LISTING_TAG)
 
 
 def _filter_tag(status: str, content_id: str | None) -> str:
     digest = hashlib.blake2b(repr((status, content_id)).encode(), digest_size=6).digest()
     return base64.urlsafe_b64encode(digest).decode("ascii")
-
-
-def listing_cursor_pattern() -> str:
-    """Every cursor a moderation listing takes: bound (tagged) or from before the tag."""
-    return cursor_pattern("z", suffix=r"(?:\.[A-Za-z0-9_-]{8})?")
 
 
 def encode_listing_cursor(cursor: str | None, status: str, content_id: str | None) -> str | None:
