@@ -85,6 +85,7 @@ def _migrate(settings: Settings) -> str:
     from .store.repository import Repository, head_revision, make_engine
     from .store.repository import migrate as run_migrations
 
+    _refuse_a_missing_directory(settings)
     engine = make_engine(settings.database_url)
     try:
         run_migrations(engine)
@@ -103,6 +104,25 @@ def _migrate(settings: Settings) -> str:
     finally:
         engine.dispose()
     return head_revision()
+
+
+def _refuse_a_missing_directory(settings: Settings) -> None:
+    """A SQLite file in a directory that is not there is a mistyped path (sqlite:////var/
+    lib/comentz/x.db): it was created, directories and all, and a new empty database
+    migrated and served in it. Only the default's ./data is made (make_engine), so that
+    the first `make run` works."""
+    from .settings import DEFAULT_SQLITE_URL
+    from .store.repository import sqlite_file
+
+    path = sqlite_file(settings.database_url)
+    if path is None or settings.database_url == DEFAULT_SQLITE_URL:
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        why = "is not a directory" if os.path.exists(directory) else "does not exist"
+        raise ConfigurationError(
+            f"DATABASE_URL: {directory} {why}; correct the path, or create the directory first"
+        )
 
 
 _SQLITE_UNUSABLE = frozenset({"SQLITE_NOTADB", "SQLITE_CORRUPT"})

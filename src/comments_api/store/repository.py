@@ -654,21 +654,31 @@ def make_engine(
     statement_timeout: float = 5.0,
     url_file: str | None = None,
 ) -> Engine:
-    """An engine for ``database_url``; creates the SQLite file's directory on first run.
+    """An engine for ``database_url``. SQLite creates the file on first run; its directory
+    is created only for the default URL (``./data``, as ``make run`` uses it).
 
     ``url_file``: the file ``database_url`` was read from (``DATABASE_URL_FILE``); on
     PostgreSQL, new connections use the credentials it holds at the time (url_file.py)."""
+    from ..settings import DEFAULT_SQLITE_URL
+
     url = make_url(database_url)
     timeout_ms = max(1, int(statement_timeout * 1000))
     if url.get_backend_name() == "sqlite":
-        if (database := sqlite_file(url)) is not None:
-            directory = Path(database).parent
-            try:
-                directory.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                # Said here, with the reason; SQLite's own "unable to open database file"
-                # then fails the first connection, answered as any unreachable database.
-                log.error("cannot create the database directory %s: %s", directory, exc.strerror)
+        database = sqlite_file(url)
+        if database is not None and not (directory := Path(database).parent).is_dir():
+            # Said here, with the reason; SQLite's own "unable to open database file" then
+            # fails the first connection, answered as any unreachable database. Any other
+            # missing directory is a mistyped path: made, it held a new empty database that
+            # was served as though it were the one meant.
+            reason = "only the default's ./data is made; create it, or correct DATABASE_URL"
+            if str(database_url) == DEFAULT_SQLITE_URL:
+                try:
+                    directory.mkdir(parents=True, exist_ok=True)
+                    reason = ""
+                except OSError as exc:
+                    reason = str(exc.strerror)
+            if reason:
+                log.error("cannot create the database directory %s: %s", directory, reason)
         engine = create_engine(
             url,
             pool_size=pool_size,
