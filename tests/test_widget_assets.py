@@ -52,10 +52,11 @@ def test_scripts_never_parse_html_or_evaluate_code(name):
 def test_badges_leave_out_the_content_ids_the_api_refuses_by_its_own_rule():
     # count.js skips ids the API would refuse (one fails its whole counts call): its copy
     # of the rule must stay the API's.
-    from comments_api.comments.rules import CONTENT_ID_PATTERN, MAX_CONTENT_ID_LENGTH
+    from comments_api.comments.rules import BLANK_PATTERN, CONTENT_ID_PATTERN, MAX_CONTENT_ID_LENGTH
 
     source = (STATIC / "count.js").read_text(encoding="utf-8")
     assert f"const CONTENT_ID = /{CONTENT_ID_PATTERN}/;" in source
+    assert f"const BLANK = /{BLANK_PATTERN}/;" in source
     assert f"const MAX_CONTENT_ID = {MAX_CONTENT_ID_LENGTH};" in source
 
 
