@@ -385,6 +385,73 @@ def test_a_threaded_timeout_abort_leaves_one_access_line_and_one_count(tmp_path:
     assert counted == 1
 
 
+def test_a_frozen_postgresql_backend_holds_a_thread_until_the_worker_timeout(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """DB_STATEMENT_TIMEOUT (libpq's `-c statement_timeout`) bounds a create behind a lock
+    another session holds: 503 after it. A backend that is frozen (SIGSTOP; a host that
+    stalls) cannot run its own timer, and the kernel still acknowledges what is sent to it
+    (so neither TCP keepalives nor tcp_user_timeout fire): only WORKER_TIMEOUT ends that
+    request, THREADS=2 here: the JSON 500, and a new worker whose requests succeed."""
+    import psycopg
+
+    env = {
+        "DATABASE_URL": postgres_url,
+        "RATELIMIT_ENABLED": "false",
+        "DUPLICATE_WINDOW": "0",
+        "THREADS": "2",
+        "WORKER_TIMEOUT": "3",
+        "DB_STATEMENT_TIMEOUT": "1",
+    }
+    plain = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    database = plain.rsplit("/", 1)[1]
+    with (
+        ServiceProcess(env, tmp_path, workers=1) as service,
+        psycopg.connect(plain, autocommit=True) as admin,
+    ):
+        assert service.proc is not None
+        master = service.proc.pid
+        (first,) = children(master)
+        post(service.base, 1, "warm")  # the worker's pooled connection exists
+        path = f"{service.base}/api/v1/contents/{CONTENT}/comments"
+        with psycopg.connect(plain) as holder:
+            holder.execute("LOCK TABLE comments IN ACCESS EXCLUSIVE MODE")
+            started = time.monotonic()
+            locked = requests.post(path, json={"body": "locked"}, timeout=15)
+            waited = time.monotonic() - started
+            holder.rollback()
+        assert locked.status_code == 503
+        assert waited < 2.5  # DB_STATEMENT_TIMEOUT 1 s, not WORKER_TIMEOUT 3 s
+        backends = [
+            pid
+            for (pid,) in admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s"
+                " AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
+                (database,),
+            ).fetchall()
+        ]
+        assert backends
+        for pid in backends:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            frozen = requests.post(path, json={"body": "frozen"}, timeout=15)
+            waited = time.monotonic() - started
+            # Resumed only once that worker is gone: its stuck thread, resumed earlier,
+            # would go on with the create its client was answered 500 for, and commit it.
+            replaced = wait_until(lambda: first not in children(master), 15)
+        finally:
+            for pid in backends:
+                os.kill(pid, signal.SIGCONT)
+        assert frozen.status_code == 500
+        assert frozen.json()["detail"] == "the request took too long and was aborted"
+        assert 2.5 < waited < 6  # WORKER_TIMEOUT (3 s), checked every 0.25 s
+        assert replaced, service.log()[-3000:]
+        assert wait_until(lambda: len(children(master)) == 1, 15)
+        post(service.base, 1, "after")
+    assert stored_bodies(postgres_url) == Counter({"warm-0": 1, "after-0": 1})
+
+
 def test_sigkill_of_a_worker_under_write_load(backend, tmp_path):
     _name, env = backend
     with ServiceProcess(env, tmp_path, workers=2) as service:
