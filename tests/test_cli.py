@@ -302,3 +302,28 @@ def test_a_key_change_while_another_writer_holds_the_database_is_one_line(tmp_pa
         writer.close()
     listed = run("keys", "list", env=env).stdout.splitlines()[1:]
     assert [line.split("\t")[1::4] for line in listed] == [["backend", "-"]]  # not revoked
+
+
+def test_migrate_while_another_writer_holds_the_database_says_it_is_locked(tmp_path):
+    # It said "cannot reach the database: database is locked", as though it were down.
+    from comments_api.store.repository import make_engine, migrate, shipped_revisions
+
+    db = tmp_path / "locked.db"
+    previous = max(shipped_revisions()[1])  # one migration left to run
+    engine = make_engine(f"sqlite:///{db}")
+    migrate(engine, previous)
+    engine.dispose()
+    writer = sqlite3.connect(db, isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        result = run("migrate", env={"DATABASE_URL": f"sqlite:///{db}", "LOG_LEVEL": "warning"})
+    finally:
+        writer.rollback()
+        writer.close()
+    assert result.returncode == 1, result.stderr
+    assert result.stderr == (
+        "Error: the database is locked by another writer; nothing was migrated, run it again "
+        "once that writer is done: database is locked\n"
+    )
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == (previous,)

@@ -100,6 +100,11 @@ def _migrate(settings: Settings) -> str:
         unusable = getattr(exc.orig, "sqlite_errorname", "") in _SQLITE_UNUSABLE
         if not (isinstance(exc, OperationalError) or unusable):
             raise
+        if _is_locked(exc):  # it was "cannot reach the database", as though it were down
+            raise click.ClickException(
+                "the database is locked by another writer; nothing was migrated, run it "
+                f"again once that writer is done: {_driver_message(exc)}"
+            ) from None
         raise click.ClickException(f"cannot reach the database: {_driver_message(exc)}") from None
     finally:
         engine.dispose()
@@ -126,6 +131,12 @@ def _refuse_a_missing_directory(settings: Settings) -> None:
 
 
 _SQLITE_UNUSABLE = frozenset({"SQLITE_NOTADB", "SQLITE_CORRUPT"})
+
+
+def _is_locked(exc: Exception) -> bool:
+    """Another writer held SQLite's lock past the wait: SQLITE_BUSY, or an extended code
+    of it (SQLITE_BUSY_SNAPSHOT: a write on a read snapshot another writer has moved past)."""
+    return getattr(getattr(exc, "orig", None), "sqlite_errorname", "").startswith("SQLITE_BUSY")
 
 
 def _newer_schema(revision: str | None) -> str:
