@@ -11,13 +11,14 @@ import pytest
 from .support import VENV_BIN, free_port
 
 
-def run(*args, env=None):
+def run(*args, env=None, cwd=None):
     return subprocess.run(
         [str(VENV_BIN / "comments-api"), *args],
         capture_output=True,
         text=True,
         timeout=60,
         env={**os.environ, **(env or {})},
+        cwd=cwd,
         check=False,
     )
 
@@ -327,3 +328,21 @@ def test_migrate_while_another_writer_holds_the_database_says_it_is_locked(tmp_p
     )
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == (previous,)
+
+
+def test_backup_to_a_dash_is_refused_and_writes_no_file_named_dash(tmp_path):
+    # "-" means stdout to export and import; backup wrote a file named "-" in the current
+    # directory. A backup is checked whole before it is named, which a stream cannot be.
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path}/live.db", "LOG_LEVEL": "warning"}
+    assert run("migrate", env=env).returncode == 0
+    result = run("backup", "-", env=env, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "Error: Invalid value for 'DEST': a backup is not written to stdout ('-'): it is a "
+        "SQLite file, checked before it is given its name; give a file name (./- for a "
+        "file named '-')"
+    )
+    assert not (tmp_path / "-").exists()
+    assert run("backup", "./-", env=env, cwd=tmp_path).returncode == 0
+    with sqlite3.connect(tmp_path / "-") as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)

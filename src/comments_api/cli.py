@@ -570,12 +570,24 @@ def _announced_rows(header_line: str) -> int:
         return 0  # import_ reports what is wrong with it (a count of 1e999, deep nesting)
 
 
+def _not_a_dash(dest: str) -> str:
+    # A file named "-" was written, where export and import take "-" for stdout and stdin.
+    # Not streamed instead: a backup is checked whole before it is given its name, and
+    # bytes already on stdout cannot be taken back when the check fails.
+    if dest == "-":
+        raise click.BadParameter(
+            "a backup is not written to stdout ('-'): it is a SQLite file, checked before "
+            "it is given its name; give a file name (./- for a file named '-')"
+        )
+    return dest
+
+
 @main.command(
     help="Copy the live SQLite database to DEST with SQLite's online backup API: "
     "consistent while the service keeps writing. For PostgreSQL use pg_dump (see "
     "docs/operations.md)."
 )
-@click.argument("dest", type=click.Path(dir_okay=False))
+@click.argument("dest", type=click.Path(dir_okay=False), callback=lambda c, p, v: _not_a_dash(v))
 def backup(dest: str) -> None:
     import sqlite3
 
