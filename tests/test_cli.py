@@ -209,10 +209,27 @@ def test_a_key_name_keys_list_cannot_print_on_one_line_is_refused(tmp_path):
     # `keys list` is tab-separated, one key a line: this name made up a second key's line.
     env = {"DATABASE_URL": f"sqlite:///{tmp_path}/k.db", "LOG_LEVEL": "warning"}
     assert run("migrate", env=env).returncode == 0
-    for name in ("backend\tadmin", "backend\nfake\tadmin", "bell\x07"):
+    names = [
+        "backend\tadmin",
+        "backend\nfake\tadmin",
+        "bell\x07",
+        # Format characters (Cf): a right-to-left override made "backend\u202enimda" read
+        # "backendadmin" reversed in a terminal; zero-width ones make two names look alike.
+        "backend\u202enimda",
+        "back\u200bend",
+        "\ufeffbackend",
+        "backend\u2066x\u2069",
+        # Bytes that are not UTF-8 reach Python as lone surrogates (Cs), then failed to be
+        # stored or printed.
+        "backend\udcff",
+    ]
+    for name in names:
         result = run("keys", "create", "--name", name, "--scope", "comments:write", env=env)
-        assert result.returncode == 2, result.stderr
-        assert "Invalid value for --name: must not contain control characters" in result.stderr
+        assert result.returncode == 2, (name, result.stderr)
+        assert result.stderr.splitlines()[-1] == (
+            "Error: Invalid value for --name: must not contain control or format characters "
+            "(tabs, line breaks, bidirectional or zero-width marks)"
+        ), name
     assert (
         run("keys", "create", "--name", "site backend ✓", "--scope", "admin", env=env).returncode
         == 0

@@ -271,6 +271,10 @@ def _no_database(path: str) -> str:
     return f"no database at {path}: check DATABASE_URL, or create it with `comments-api migrate`"
 
 
+# Control, format, and surrogates (bytes that were not UTF-8 in the command line).
+_NOT_IN_A_NAME = frozenset({"Cc", "Cf", "Cs"})
+
+
 @keys.command(
     "create",
     help="Create a key and print it (only the key, on stdout) once: it is not stored, only "
@@ -292,11 +296,14 @@ def keys_create(name: str, scopes: tuple[str, ...]) -> None:
         raise click.BadParameter(
             f"must be 1 to {MAX_KEY_NAME_LENGTH} characters", param_hint="--name"
         )
-    if any(unicodedata.category(ch) == "Cc" for ch in name):
+    if any(unicodedata.category(ch) in _NOT_IN_A_NAME for ch in name):
         # `keys list` prints one key per line, its fields separated by tabs: a tab or a
-        # line break in a name shifted the columns or made up a line.
+        # line break in a name shifted the columns or made up a line. Format characters
+        # (a right-to-left override, zero-width spaces) made a name read as another one.
         raise click.BadParameter(
-            "must not contain control characters (tabs, line breaks)", param_hint="--name"
+            "must not contain control or format characters (tabs, line breaks, "
+            "bidirectional or zero-width marks)",
+            param_hint="--name",
         )
     with _database_write():
         new = IdentityService(_repository(_settings())).issue_key(name, scopes)
