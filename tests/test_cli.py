@@ -363,3 +363,25 @@ def test_backup_to_a_dash_is_refused_and_writes_no_file_named_dash(tmp_path):
     assert run("backup", "./-", env=env, cwd=tmp_path).returncode == 0
     with sqlite3.connect(tmp_path / "-") as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_keys_wait_for_the_write_lock_as_long_as_db_statement_timeout(tmp_path):
+    # keys waited a fixed 5 s whatever DB_STATEMENT_TIMEOUT said: a lock held 6 s by a
+    # migration or an import failed the key change an operator had allowed 60 s for.
+    import threading
+
+    db = tmp_path / "keys.db"
+    env = {"DATABASE_URL": f"sqlite:///{db}", "LOG_LEVEL": "warning", "DB_STATEMENT_TIMEOUT": "60"}
+    assert run("migrate", env=env).returncode == 0
+    writer = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(6.5, writer.rollback)
+    release.start()
+    try:
+        result = run("keys", "create", "--name", "waited", "--scope", "admin", env=env)
+    finally:
+        release.join()
+        writer.close()
+    assert result.returncode == 0, result.stderr
+    listed = run("keys", "list", env=env).stdout.splitlines()[1:]
+    assert [line.split("\t")[1] for line in listed] == ["waited"]

@@ -228,8 +228,13 @@ def keys() -> None:
     pass
 
 
-def _repository(settings: Settings, statement_timeout: float = 5.0) -> Any:
+def _repository(settings: Settings, statement_timeout: float | None = None) -> Any:
+    """The migrated database, each statement allowed ``statement_timeout`` seconds
+    (default DB_STATEMENT_TIMEOUT, as the service's: it was a fixed 5 s)."""
     from .store.repository import Repository, make_engine, shipped_revisions, sqlite_file
+
+    if statement_timeout is None:
+        statement_timeout = settings.db_statement_timeout
 
     path = sqlite_file(settings.database_url)
     if path is not None and not os.path.exists(path):
