@@ -170,29 +170,51 @@ runq() {
   show "$@"
   [ "$DRY_RUN" = 1 ] || "$@" >/dev/null
 }
-# run_waited CMD...: the same as run, for a command that may wait long (`kubectl wait`,
-# `rollout status`: minutes). bash runs a signal's trap only once the foreground command
-# returns: a run stopped (Ctrl-C, a CI's SIGTERM) during a 600 s `kubectl wait` went on
-# waiting, holding the lock. In the background, the builtin `wait` returns at the signal,
-# and the EXIT trap ends the command by its PID (stop_waited).
-WAITED_PID=""
+# run_waited CMD...: the same as run, for a command that may take long (the test suite, the
+# image build, E2E, k6, the smoke hook, `kubectl wait`, `rollout status`: minutes). bash
+# runs a signal's trap only once the foreground command returns: a run stopped (Ctrl-C, a
+# CI's SIGTERM) went on until it ended, holding the lock. In the background, the builtin
+# `wait` returns at the signal, and the EXIT trap stops the command (stop_waited).
 run_waited() {
-  local rc=0
   show "$@"
   [ "$DRY_RUN" = 0 ] || return 0
-  "$@" &
+  waited "$@"
+}
+# waited CMD...: run CMD in the background and wait for it. In a process group of its own
+# (setsid), so that stop_waited reaches every process it started (pytest's servers, k6, a
+# hook's children), not its first one alone; with SIGINT's default action back, which a
+# script's background job ignores, so that stop_waited's SIGINT works as Ctrl-C would.
+WAITED_PID=""
+waited() {
+  local rc=0
+  env --default-signal=INT setsid --wait "$@" &
   WAITED_PID=$!
   wait "$WAITED_PID" || rc=$?
   WAITED_PID=""
   return "$rc"
 }
-# stop_waited: end run_waited's command, if one is running (the EXIT trap). Ctrl-C never
-# reaches it by itself: a background job of a script ignores SIGINT.
+# stop_waited: stop waited's command, if one runs (the EXIT trap): SIGINT to its group, as
+# Ctrl-C would send it (pytest then tears its fixtures down: a SIGTERM left their PostgreSQL
+# clusters running), up to 10 s, then SIGKILL to whatever of the group is left.
+STOP_GRACE_TENTHS=100
 stop_waited() {
-  [ -n "$WAITED_PID" ] || return 0
-  kill "$WAITED_PID" 2>/dev/null || true
-  wait "$WAITED_PID" 2>/dev/null || true
+  local pid=$WAITED_PID i
+  [ -n "$pid" ] || return 0
   WAITED_PID=""
+  kill -INT -- "-$pid" 2>/dev/null || kill -INT "$pid" 2>/dev/null || true
+  for ((i = 0; i < STOP_GRACE_TENTHS; i++)); do
+    running "$pid" || break
+    sleep 0.1
+  done
+  # Not reaped yet, the command's PID (its group's id) cannot be reused meanwhile.
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+# running PID: the process runs (a zombie, exited but not reaped, does not).
+running() {
+  local state
+  state=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+  [ -n "$state" ] && [ "$state" != Z ]
 }
 # hapctl ENV COMMAND: print and send one haproxy runtime API command.
 hapctl() {
@@ -267,13 +289,17 @@ K6=$REPO/.venv/bin/k6
 stage_tests() {
   stage "tests"
   if [ "$SKIP_TESTS" = 1 ]; then info "skipped (--skip-tests)"; return; fi
-  run make --no-print-directory test
+  # The set-up first, in the foreground: apt-get is not to be stopped half way, and sudo's
+  # password prompt needs the terminal (a background job in its own session has none).
+  # The suite then only checks that set-up again.
+  run make --no-print-directory venv system-deps
+  run_waited make --no-print-directory test
 }
 
 stage_scans() {
   stage "lint and security scans"
   if [ "$SKIP_SCANS" = 1 ]; then info "skipped (--skip-scans)"; return; fi
-  run make --no-print-directory lint
+  run_waited make --no-print-directory lint
   # Gate on high severity: today's medium/low findings are reviewed (B104: the healthcheck
   # maps a wildcard bind to loopback; B310: a fixed http:// URL; B101: asserts that narrow
   # types) and carry no `# nosec` yet. The full report is still printed.
@@ -291,11 +317,13 @@ stage_build() {
     run docker tag "$SOURCE_IMAGE" "$IMAGE"
   elif [ "$TARGET" = local ]; then
     # No registry reachable here: the real Dockerfile on local Debian stand-in bases, offline.
+    # In the foreground: stopped half way it could leave its cached base tarball cut short
+    # (and apt-get half done); once cached, it returns at once.
     run scripts/build-local-bases.sh
-    run env IMAGE="$IMAGE" BUILD_BASE=local/python-build:3.11-bookworm \
+    run_waited env IMAGE="$IMAGE" BUILD_BASE=local/python-build:3.11-bookworm \
       RUNTIME_BASE=local/python-distroless:3.11-nonroot DOCKER_BUILD_NETWORK=none scripts/image-build.sh
   else
-    run env IMAGE="$IMAGE" scripts/image-build.sh
+    run_waited env IMAGE="$IMAGE" scripts/image-build.sh
   fi
   capture IMAGE_ID "sha256:<image-id>" docker image inspect --format '{{.Id}}' "$IMAGE"
   if [[ $DRY_RUN = 0 && ! $IMAGE_ID =~ ^sha256:[0-9a-f]{64}$ ]]; then
@@ -427,15 +455,15 @@ signing_key() {
 e2e_and_load() {
   local base=$1
   stage "E2E on staging: the README walkthrough and v1 checks ($base)"
-  run "$PY" scripts/pipeline_e2e.py e2e "$base" || return 1
+  run_waited "$PY" scripts/pipeline_e2e.py e2e "$base" || return 1
   stage "load test on staging: k6, $LOAD_VUS VUs for $LOAD_DURATION, thresholds must pass"
-  run "$K6" run --no-usage-report --quiet -e "BASE_URL=$base" -e "VUS=$LOAD_VUS" \
+  run_waited "$K6" run --no-usage-report --quiet -e "BASE_URL=$base" -e "VUS=$LOAD_VUS" \
     -e "DURATION=$LOAD_DURATION" -e "MAX_FAILED_RATE=0.01" -e "P95_MS=800" scripts/k6/pipeline-load.js || return 1
 }
 
 smoke() {
   local env=$1 base=$2
-  run "$PY" scripts/pipeline_e2e.py smoke "$base" || return 1
+  run_waited "$PY" scripts/pipeline_e2e.py smoke "$base" || return 1
   if [ "$env" = production ] && [ -n "$PROD_SMOKE_HOOK" ]; then
     # Checks only production can run (e.g. a canary journey); it sees what is deployed.
     smoke_hook "$env" "$base" || return 1
@@ -453,7 +481,7 @@ smoke_hook() {
     "'<the --prod-smoke-hook command: not shown, it may hold credentials>'"
   [ "$DRY_RUN" = 0 ] || return 0
   started=$(date +%s)
-  env BASE_URL="$base" DEPLOY_ENV="$env" DEPLOY_DIGEST="$DIGEST" bash -c "$PROD_SMOKE_HOOK" || rc=$?
+  waited env BASE_URL="$base" DEPLOY_ENV="$env" DEPLOY_DIGEST="$DIGEST" bash -c "$PROD_SMOKE_HOOK" || rc=$?
   took=$(($(date +%s) - started))
   if [ "$rc" = 0 ]; then
     tinfo "production smoke hook passed: exit 0 after ${took}s"
@@ -1178,7 +1206,7 @@ pipeline_local() {
     fi
     if rollback production "$previous"; then
       local smoke_after=0
-      run "$PY" scripts/pipeline_e2e.py smoke "http://127.0.0.1:${!lb_var}" || smoke_after=1
+      run_waited "$PY" scripts/pipeline_e2e.py smoke "http://127.0.0.1:${!lb_var}" || smoke_after=1
       [ "$smoke_after" = 0 ] && return 2
     fi
     return 3
@@ -1322,7 +1350,7 @@ k8s_smoke() {
   if [ "$rc" = 0 ]; then
     case $kind in
       e2e) e2e_and_load "http://127.0.0.1:$port" || rc=1 ;;
-      rollback) run "$PY" scripts/pipeline_e2e.py smoke "http://127.0.0.1:$port" || rc=1 ;;
+      rollback) run_waited "$PY" scripts/pipeline_e2e.py smoke "http://127.0.0.1:$port" || rc=1 ;;
       *) smoke "$env" "http://127.0.0.1:$port" || rc=1 ;;
     esac
   fi

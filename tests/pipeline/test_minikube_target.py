@@ -8,6 +8,7 @@ manifests, or an expired credential, would) and logs every call. Docker, the dev
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -456,6 +457,134 @@ def in_group(pid: int, group: int) -> bool:
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
     return fields[0] != "Z" and int(fields[2]) == group
+
+
+# --- long steps of deploy.sh's own (k6, the smoke hook): an interrupt does not wait for them --
+# Real k6 and a real hook against a real `comments-api serve` behind the port-forward
+# stand-in; LOAD_DURATION and --prod-smoke-hook make them long.
+def child_of(parent: int, argv: list[str]) -> int:
+    """A live child of ``parent`` whose arguments hold ``argv`` in a row; 0 when none (the
+    subshells of deploy.sh have its own arguments, the hook among them)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(") ", 1)[1].split()
+            args = (entry / "cmdline").read_bytes().decode().split("\0")
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        held = any(args[i : i + len(argv)] == argv for i in range(len(args)))
+        if fields[0] != "Z" and int(fields[1]) == parent and held:
+            return int(entry.name)
+    return 0
+
+
+def group_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[2])
+
+
+def interrupted_during(
+    tmp_path: Path, how: str, argv: list[str], extra_env: dict[str, str], args: list[str]
+) -> tuple[int, str, int, list[int], float]:
+    """deploy.sh --target minikube, interrupted (``how``) while a child whose arguments hold
+    ``argv`` runs (child_of). Returns the exit status, the output, that child's PID, the
+    processes left of the run's and of that child's process groups, and the seconds from
+    the signal to the exit."""
+    if not (ROOT / ".venv" / "bin" / "k6").exists():
+        missing("k6 in .venv (make venv)")
+    command, env = stand_ins(tmp_path)
+    bin_dir = tmp_path / "bin"
+    (bin_dir / "curl").unlink()  # the real curl: readiness through the port-forward
+    (bin_dir / "gpg").write_text(  # the signing key's fingerprint, for skopeo --sign-by
+        '#!/bin/sh\necho "gpg $*" >>"$FAKE_STATE/calls.log"\n'
+        f'case "$*" in *--list-secret-keys*) echo "fpr:::::::::{FINGERPRINT}:" ;; esac\n'
+    )
+    out = tmp_path / "deploy.out"
+    service_env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'comments.db'}",
+        "RATELIMIT_ENABLED": "false",
+    }
+    step = 0
+    groups: set[int] = set()
+    with ServiceProcess(service_env, tmp_path, workers=1) as service:
+        env = {**env, "FAKE_UPSTREAM": str(service.port), "LOAD_VUS": "1", **extra_env}
+        proc = start_in_background([*command, *args], env, out)
+        groups.add(proc.pid)
+        try:
+            deadline = time.monotonic() + 120
+            while not (step := child_of(proc.pid, argv)):
+                assert proc.poll() is None, out.read_text()[-3000:]
+                assert time.monotonic() < deadline, out.read_text()[-3000:]
+                time.sleep(0.1)
+            groups.add(group_of(step))
+            time.sleep(1)  # under way
+            started = time.monotonic()
+            if how.startswith("SIGINT"):
+                os.killpg(proc.pid, signal.SIGINT)
+            else:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                rc = proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                rc = -1  # still running: the signal waited for the step
+            took = time.monotonic() - started
+            left = [
+                int(p.name)
+                for p in Path("/proc").iterdir()
+                if p.name.isdigit()
+                and int(p.name) != proc.pid
+                and any(in_group(int(p.name), group) for group in groups)
+            ]
+        finally:
+            for group in groups:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(group, signal.SIGKILL)
+            proc.wait()
+    log = out.read_text()
+    print(log)
+    return rc, log, step, left, took
+
+
+INTERRUPTS = pytest.mark.parametrize(
+    ("how", "code"),
+    [("SIGTERM to deploy.sh alone", 143), ("SIGINT to the process group (Ctrl-C)", 130)],
+)
+
+
+@INTERRUPTS
+def test_a_run_interrupted_during_the_load_test_stops_at_once(tmp_path: Path, how: str, code: int):
+    # k6 ran in the foreground: a CI's SIGTERM waited for the whole LOAD_DURATION.
+    rc, log, k6, left, took = interrupted_during(
+        tmp_path, how, ["run", "--no-usage-report"], {"LOAD_DURATION": "5m"}, []
+    )
+    assert rc == code, log[-3000:]
+    assert took < 5, "the run went on with the load test after the signal"
+    assert "load test on staging: k6" in log
+    assert "PIPELINE STOPPED" in log, log[-3000:]
+    assert not alive(k6), f"k6 (pid {k6}) outlived the run"
+    assert not left, f"processes of the run left behind: {left}"
+    assert not alive(int((tmp_path / "cluster" / "port-forward.pid").read_text()))
+    assert not (tmp_path / "cluster" / "lock").exists(), "the lock goes too"
+
+
+@INTERRUPTS
+def test_a_run_interrupted_during_the_smoke_hook_stops_it_and_its_children(
+    tmp_path: Path, how: str, code: int
+):
+    # The hook ran in the foreground: a CI's SIGTERM waited for it; and ended by its PID
+    # alone, the processes the hook started would outlive the run.
+    hook = '--prod-smoke-hook=echo "$$" >"$FAKE_STATE/hook.pid"; sleep 300; true'
+    rc, log, hook_pid, left, took = interrupted_during(
+        tmp_path, how, ["bash", "-c"], {"LOAD_DURATION": "1s"}, [hook]
+    )
+    assert rc == code, log[-3000:]
+    assert took < 5, "the run went on with the smoke hook after the signal"
+    assert int((tmp_path / "cluster" / "hook.pid").read_text()) == hook_pid
+    assert "PIPELINE STOPPED" in log, log[-3000:]
+    assert "sleep 300" not in log, "the hook's command is never printed"
+    assert not alive(hook_pid), f"the smoke hook (pid {hook_pid}) outlived the run"
+    assert not left, f"processes of the run (the hook's sleep) left behind: {left}"
+    assert not (tmp_path / "cluster" / "lock").exists(), "the lock goes too"
 
 
 # --- a release that fails production's smoke test: rolled back, and the rollback checked ---
