@@ -19,6 +19,8 @@ from .support import ServiceProcess, missing, wait_until
 @pytest.fixture(params=["sqlite", "postgres"])
 def serve_env(request, tmp_path) -> dict[str, str]:
     if request.param == "sqlite":
+        # serve refuses a SQLite file in a directory that does not exist (a mistyped path).
+        (tmp_path / "data").mkdir()
         url = f"sqlite:///{tmp_path / 'data' / 'comments.db'}"
     else:
         url = request.getfixturevalue("postgres_url")
