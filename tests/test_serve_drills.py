@@ -318,10 +318,6 @@ def test_a_thread_held_past_the_worker_timeout_gets_the_500_and_its_worker_is_re
     assert [(line["level"], line["request_id"]) for line in aborted] == [("error", "stuck-1")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: the threaded abort writes no access line or count (fix: worker.py)",
-)
 def test_a_threaded_timeout_abort_leaves_one_access_line_and_one_count(tmp_path: Path) -> None:
     """THREADS=2: the request the main loop aborts at WORKER_TIMEOUT (its thread stuck on
     SQLite's write lock) is a 500 that operators see where they count 500s, as the sync

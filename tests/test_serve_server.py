@@ -1127,18 +1127,7 @@ def test_sigterm_closes_idle_kept_alive_connections_at_once(sqlite_env, tmp_path
         service.stop()
 
 
-@pytest.mark.parametrize(
-    "threads",
-    [
-        "1",
-        pytest.param(
-            "2",
-            marks=pytest.mark.xfail(
-                strict=True, reason="open: the threaded worker keeps gthread's 2 s (fix: worker.py)"
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("threads", ["1", "2"])
 def test_sigterm_closes_a_connection_its_last_answer_kept_alive_at_once(
     sqlite_env, tmp_path, threads
 ):

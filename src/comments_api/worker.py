@@ -63,7 +63,7 @@ from .contract.problems import (
     status_title,
 )
 from .lean_requests import LeanReader
-from .telemetry.http_hooks import REQUEST_ID_ENVIRON, REQUEST_ID_RE
+from .telemetry.http_hooks import REQUEST_ID_ENVIRON, REQUEST_ID_RE, record_abort
 from .telemetry.log_format import hold_access_lines
 from .telemetry.metrics import count_server_refusal
 from .web.protection import cors_headers
@@ -1835,7 +1835,7 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         conn.unsent = None
         finished = not fs.cancelled() and fs.exception() is None
         if not unsent or not finished or fs.result() is _DEFER:
-            super().finish_request(conn, fs)
+            self._keep_alive_or_close(conn, fs)
             return
         state = Outbound.waiting(unsent, bool(conn.request_complete))
         held = sum(waiting.size for waiting, _ in self._outbound.values())
@@ -1859,9 +1859,20 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
             if done:
                 del self._outbound[conn]
                 self.poller.unregister(conn.sock)
-                super(BufferedThreadWorker, self).finish_request(conn, fs)
+                self._keep_alive_or_close(conn, fs)
 
         return callback
+
+    def _keep_alive_or_close(self, conn: TConn, fs: Any) -> None:
+        super().finish_request(conn, fs)
+        keptalive = self.keepalived_conns
+        if not self.alive and keptalive and keptalive[-1] is conn:
+            # Stopping, and an answer that began before the stop kept its connection: it
+            # is closed at the loop's next turn after one more read, as the kept-alive
+            # connections are at the stop (set_accept_enabled). gthread kept it
+            # STOP_KEEPALIVE_LINGER (2 s), and an idle worker waited that long to exit.
+            # Each such timeout is at most the time it is appended: the deque stays sorted.
+            conn.timeout = min(conn.timeout, time.monotonic())
 
     # gthread's loop stops accepting while ``nr_conns >= worker_connections``; reporting 0
     # while the buffering set is full, or while an accept is deferred, makes it stop then
@@ -2085,6 +2096,11 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
             pending = self._requests.get(conn.sock)
             rid = environ.get(REQUEST_ID_ENVIRON)
             client = None if resp.on_the_wire else self._take_from_thread(conn)
+            # Its access line and request count, which the thread will never write (the
+            # worker exits without it), as the sync worker's abort gets them from the app's
+            # teardown; none if that teardown ran already (before any answer went out,
+            # unless the answer is streamed).
+            record_abort(environ)
             if client is None:
                 # Part of its answer is out, and an error after it would corrupt it: the
                 # worker's exit closes the connection, as the sync worker's abort does.

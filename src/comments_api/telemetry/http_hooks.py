@@ -43,6 +43,10 @@ REQUEST_ID_ENVIRON = "comments_api.request_id"
 # An incoming X-Request-ID (an ingress's) that is adopted rather than replaced; the
 # worker's own answers (worker.py) adopt it by this same rule.
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+# Where the request's access record is left for the threaded worker (worker.py), which
+# answers a request its thread still holds at WORKER_TIMEOUT and then exits without the
+# thread: ``record_abort`` writes that request's line and count in the thread's place.
+ACCESS_RECORD_ENVIRON = "comments_api.access_record"
 # Requests no URL rule matched (404, 405): one fixed label, never the raw path.
 UNMATCHED_ROUTE = "<unmatched>"
 # Probe and scrape routes: excluded from the SLOs in deploy/monitoring (not user traffic)
@@ -137,7 +141,9 @@ def init_app(app: Flask, settings: Settings, engine: Engine) -> None:
         rid = request.headers.get(REQUEST_ID_HEADER)
         # 32 random hex digits, as uuid4().hex was, at a quarter of its cost.
         ctx_g.request_id = rid if rid and REQUEST_ID_RE.fullmatch(rid) else secrets.token_hex(16)
-        request.environ[REQUEST_ID_ENVIRON] = ctx_g.request_id
+        environ = request.environ
+        environ[REQUEST_ID_ENVIRON] = ctx_g.request_id
+        environ[ACCESS_RECORD_ENVIRON] = (record, ctx_g)
         if m is not None:
             m.in_flight.inc()
 
@@ -150,13 +156,21 @@ def init_app(app: Flask, settings: Settings, engine: Engine) -> None:
         return response
 
     def finish(exc: BaseException | None) -> None:
-        ctx_g = g._get_current_object()  # type: ignore[attr-defined]
+        record(
+            g._get_current_object(),  # type: ignore[attr-defined]
+            request._get_current_object(),  # type: ignore[attr-defined]
+            None,
+        )
+
+    def record(ctx_g: Any, req: Any, status: int | None) -> None:
+        # Once per request: whoever pops the start time (the app's teardown, or the
+        # threaded worker's abort in the main loop, record_abort) writes the line.
         start_time = ctx_g.pop("obs_start", None)
-        if start_time is None:  # start() never ran for this request
+        if start_time is None:  # start() never ran, or the line is written already
             return
         seconds = perf_counter() - start_time
-        req = request._get_current_object()  # type: ignore[attr-defined]
-        status = ctx_g.get("obs_status", 500)
+        if status is None:
+            status = ctx_g.get("obs_status", 500)
         rule = req.url_rule
         route = route_label(rule.rule) if rule is not None else UNMATCHED_ROUTE
         method = req.method if req.method in METHODS else OTHER
@@ -194,3 +208,16 @@ def init_app(app: Flask, settings: Settings, engine: Engine) -> None:
     app.before_request_funcs.setdefault(None, []).insert(0, start)
     app.after_request_funcs.setdefault(None, []).insert(0, stamp)
     app.teardown_request(finish)
+
+
+def record_abort(environ: dict[str, Any], status: int = 500) -> None:
+    """The access line and request count of a request answered ``status`` by the server
+    while the app still holds it (the threaded worker's WORKER_TIMEOUT abort), as the
+    app's teardown writes them after the sync worker's abort; nothing if the app has
+    written them already (its teardown ran first), and the teardown then writes none."""
+    entry = environ.get(ACCESS_RECORD_ENVIRON)
+    req = environ.get("werkzeug.request")  # the app's request object for this environ
+    if entry is None or req is None:
+        return
+    record, ctx_g = entry
+    record(ctx_g, req, status)
