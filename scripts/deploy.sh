@@ -195,7 +195,8 @@ waited() {
 }
 # stop_waited: stop waited's command, if one runs (the EXIT trap): SIGINT to its group, as
 # Ctrl-C would send it (pytest then tears its fixtures down: a SIGTERM left their PostgreSQL
-# clusters running), up to 10 s, then SIGKILL to whatever of the group is left.
+# clusters running), up to 10 s for the whole group (its first process may exit before the
+# others are done cleaning up), then SIGKILL to whatever of it is left.
 STOP_GRACE_TENTHS=100
 stop_waited() {
   local pid=$WAITED_PID i
@@ -203,18 +204,23 @@ stop_waited() {
   WAITED_PID=""
   kill -INT -- "-$pid" 2>/dev/null || kill -INT "$pid" 2>/dev/null || true
   for ((i = 0; i < STOP_GRACE_TENTHS; i++)); do
-    running "$pid" || break
+    group_running "$pid" || break
     sleep 0.1
   done
   # Not reaped yet, the command's PID (its group's id) cannot be reused meanwhile.
   kill -KILL -- "-$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
 }
-# running PID: the process runs (a zombie, exited but not reaped, does not).
-running() {
-  local state
-  state=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
-  [ -n "$state" ] && [ "$state" != Z ]
+# group_running PGID: a process of the group runs (zombies, exited but not reaped, do not).
+group_running() {
+  local stat line state pgrp
+  for stat in /proc/[0-9]*/stat; do
+    read -r line 2>/dev/null <"$stat" || continue
+    # After the command name in parentheses: state, parent, process group.
+    read -r state _ pgrp _ <<<"${line##*) }"
+    [ "$pgrp" != "$1" ] || [ "$state" = Z ] || return 0
+  done
+  return 1
 }
 # hapctl ENV COMMAND: print and send one haproxy runtime API command.
 hapctl() {

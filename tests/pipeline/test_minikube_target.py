@@ -484,12 +484,17 @@ def group_of(pid: int) -> int:
 
 
 def interrupted_during(
-    tmp_path: Path, how: str, argv: list[str], extra_env: dict[str, str], args: list[str]
+    tmp_path: Path,
+    how: str,
+    argv: list[str],
+    extra_env: dict[str, str],
+    args: list[str],
+    ready: Path | None = None,
 ) -> tuple[int, str, int, list[int], float]:
     """deploy.sh --target minikube, interrupted (``how``) while a child whose arguments hold
     ``argv`` runs (child_of). Returns the exit status, the output, that child's PID, the
     processes left of the run's and of that child's process groups, and the seconds from
-    the signal to the exit."""
+    the signal to the exit. ``ready``: a file the step writes once it is under way."""
     if not (ROOT / ".venv" / "bin" / "k6").exists():
         missing("k6 in .venv (make venv)")
     command, env = stand_ins(tmp_path)
@@ -517,6 +522,10 @@ def interrupted_during(
                 assert time.monotonic() < deadline, out.read_text()[-3000:]
                 time.sleep(0.1)
             groups.add(group_of(step))
+            while ready is not None and not ready.exists():
+                assert proc.poll() is None, out.read_text()[-3000:]
+                assert time.monotonic() < deadline, out.read_text()[-3000:]
+                time.sleep(0.1)
             time.sleep(1)  # under way
             started = time.monotonic()
             if how.startswith("SIGINT"):
@@ -585,6 +594,44 @@ def test_a_run_interrupted_during_the_smoke_hook_stops_it_and_its_children(
     assert not alive(hook_pid), f"the smoke hook (pid {hook_pid}) outlived the run"
     assert not left, f"processes of the run (the hook's sleep) left behind: {left}"
     assert not (tmp_path / "cluster" / "lock").exists(), "the lock goes too"
+
+
+# A hook whose first process ends at once at SIGINT while its child cleans up for 1 s (as
+# make, which may exit before pytest's teardown is done).
+CLEANING_HOOK = (
+    '--prod-smoke-hook=echo "$$" >"$FAKE_STATE/hook.pid"; python3 -c \''
+    "import pathlib, signal, sys, time\n"
+    "state = pathlib.Path(sys.argv[1])\n"
+    "def clean_up(*_):\n"
+    "    time.sleep(1)\n"
+    '    (state / "cleaned").touch()\n'
+    "    sys.exit(0)\n"
+    "signal.signal(signal.SIGINT, clean_up)\n"
+    '(state / "cleaning-ready").touch()\n'
+    "time.sleep(300)\n"
+    '\' "$FAKE_STATE" & sleep 300; true'
+)
+
+
+@INTERRUPTS
+def test_an_interrupted_step_is_given_time_to_clean_up(tmp_path: Path, how: str, code: int):
+    # The step's first process gone, the rest of its group was SIGKILLed at once: pytest's
+    # teardown (its PostgreSQL servers) cut short when make exited first.
+    state = tmp_path / "cluster"
+    rc, log, hook_pid, left, took = interrupted_during(
+        tmp_path,
+        how,
+        ["bash", "-c"],
+        {"LOAD_DURATION": "1s"},
+        [CLEANING_HOOK],
+        ready=state / "cleaning-ready",
+    )
+    assert rc == code, log[-3000:]
+    assert (state / "cleaned").exists(), "the step's child was killed while it cleaned up"
+    assert 1 <= took < 5
+    assert not alive(hook_pid)
+    assert not left, f"processes of the run left behind: {left}"
+    assert not (state / "lock").exists(), "the lock goes too"
 
 
 # --- a release that fails production's smoke test: rolled back, and the rollback checked ---
