@@ -418,14 +418,7 @@ def test_a_frozen_postgresql_backend_holds_a_thread_until_the_worker_timeout(
             holder.rollback()
         assert locked.status_code == 503
         assert waited < 2.5  # DB_STATEMENT_TIMEOUT 1 s, not WORKER_TIMEOUT 3 s
-        backends = [
-            pid
-            for (pid,) in admin.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = %s"
-                " AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
-                (database,),
-            ).fetchall()
-        ]
+        backends = _client_backends(admin, database)
         assert backends
         for pid in backends:
             os.kill(pid, signal.SIGSTOP)
@@ -443,6 +436,164 @@ def test_a_frozen_postgresql_backend_holds_a_thread_until_the_worker_timeout(
         assert frozen.json()["detail"] == "the request took too long and was aborted"
         assert 2.5 < waited < 6  # WORKER_TIMEOUT (3 s), checked every 0.25 s
         assert replaced, service.log()[-3000:]
+        assert wait_until(lambda: len(children(master)) == 1, 15)
+        post(service.base, 1, "after")
+    assert stored_bodies(postgres_url) == Counter({"warm-0": 1, "after-0": 1})
+
+
+def _client_backends(admin, database: str) -> list[int]:
+    """The pids of the PostgreSQL backends serving ``database``'s clients (not ``admin``)."""
+    return [
+        pid
+        for (pid,) in admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s"
+            " AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
+            (database,),
+        ).fetchall()
+    ]
+
+
+def _lines_of(log: str, request_id: str, message: str) -> list[dict]:
+    found = []
+    for line in log.splitlines():
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            if entry.get("message") == message and entry.get("request_id") == request_id:
+                found.append(entry)
+    return found
+
+
+def test_a_sync_worker_stuck_on_a_frozen_postgresql_backend_still_answers_its_500(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """THREADS=1: at WORKER_TIMEOUT the master's SIGABRT raised SystemExit in the request,
+    but psycopg, waiting on the frozen backend's socket, catches it to cancel the query and
+    waits up to 5 s more for it; the master SIGKILLed the worker a second later, and the
+    client got its connection closed with no answer, no "request aborted" line and no
+    access line. The abort now answers from the signal handler: the JSON 500 with the
+    request's id, its error line and its access line; the aborted create is not stored."""
+    import psycopg
+
+    env = {
+        "DATABASE_URL": postgres_url,
+        "RATELIMIT_ENABLED": "false",
+        "DUPLICATE_WINDOW": "0",
+        "LOG_LEVEL": "info",
+        "THREADS": "1",
+        "WORKER_TIMEOUT": "3",
+        "DB_STATEMENT_TIMEOUT": "1",
+    }
+    plain = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    database = plain.rsplit("/", 1)[1]
+    path = f"/api/v1/contents/{CONTENT}/comments"
+    with (
+        ServiceProcess(env, tmp_path, workers=1) as service,
+        psycopg.connect(plain, autocommit=True) as admin,
+    ):
+        assert service.proc is not None
+        master = service.proc.pid
+        (first,) = children(master)
+        post(service.base, 1, "warm")  # the worker's pooled connection exists
+        backends = _client_backends(admin, database)
+        assert backends
+        for pid in backends:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            frozen = requests.post(
+                service.base + path,
+                json={"body": "frozen"},
+                headers={"X-Request-ID": "frozen-sync-1"},
+                timeout=15,
+            )
+            waited = time.monotonic() - started
+            replaced = wait_until(lambda: first not in children(master), 15)
+        finally:
+            for pid in backends:
+                os.kill(pid, signal.SIGCONT)
+        assert frozen.status_code == 500
+        assert frozen.headers["Content-Type"] == "application/problem+json"
+        assert frozen.json()["detail"] == "the request took too long and was aborted"
+        assert frozen.headers["X-Request-ID"] == "frozen-sync-1"
+        assert 2.5 < waited < 6  # WORKER_TIMEOUT (3 s), checked by the master every ~1 s
+        assert replaced, service.log()[-3000:]
+        assert wait_until(lambda: len(children(master)) == 1, 15)
+        post(service.base, 1, "after")
+        log = service.log()
+    assert stored_bodies(postgres_url) == Counter({"warm-0": 1, "after-0": 1})
+    aborted = _lines_of(log, "frozen-sync-1", "request aborted: the worker exceeded its timeout")
+    assert [line["level"] for line in aborted] == ["error"], log[-3000:]
+    (access,) = _lines_of(log, "frozen-sync-1", "request")
+    assert (access["status"], access["method"]) == (500, "POST")
+
+
+def test_a_create_aborted_at_the_worker_timeout_is_not_stored_when_its_backend_resumes(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """THREADS=2: the main loop answers a create stuck on a frozen backend 500 at
+    WORKER_TIMEOUT, and its worker finishes the other threads' answers before it exits (a
+    slow reader's here). The backend resumed meanwhile: the stuck thread went on and
+    committed the create its client had been told failed, so a retry stored it twice. The
+    abort now shuts the stuck thread's database connection down (the backend sees the end
+    of its input and rolls back): nothing of the aborted create is stored."""
+    import psycopg
+
+    env = {
+        "DATABASE_URL": postgres_url,
+        "RATELIMIT_ENABLED": "false",
+        "DUPLICATE_WINDOW": "0",
+        "THREADS": "2",
+        "WORKER_TIMEOUT": "2",
+        # Long: a statement_timeout firing once the backend resumes would cancel the
+        # create itself and hide what the worker does.
+        "DB_STATEMENT_TIMEOUT": "30",
+    }
+    plain = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    database = plain.rsplit("/", 1)[1]
+    path = f"/api/v1/contents/{CONTENT}/comments"
+    with (
+        ServiceProcess(env, tmp_path, workers=1) as service,
+        psycopg.connect(plain, autocommit=True) as admin,
+    ):
+        assert service.proc is not None
+        master = service.proc.pid
+        (first,) = children(master)
+        bundle = requests.get(service.base + BUNDLE, timeout=10).content
+        post(service.base, 1, "warm")
+        backends = _client_backends(admin, database)
+        assert backends
+        for pid in backends:
+            os.kill(pid, signal.SIGSTOP)
+        resumed = False
+        try:
+            stuck, result = _in_thread(
+                lambda: requests.post(
+                    service.base + path,
+                    json={"body": "aborted"},
+                    headers={"X-Request-ID": "aborted-1"},
+                    timeout=15,
+                )
+            )
+            time.sleep(0.3)  # a thread is in that create now, its backend frozen
+            with slow_reader(
+                service.port, f"GET {BUNDLE} HTTP/1.1\r\nHost: a\r\n\r\n".encode()
+            ) as reader:
+                stuck.join(15)
+                assert "value" in result, "no answer within 15 s"
+                assert result["value"].status_code == 500
+                for pid in backends:
+                    os.kill(pid, signal.SIGCONT)
+                resumed = True
+                time.sleep(1.5)  # the stuck thread's create, if it goes on, commits now
+                assert first in children(master)  # still finishing the slow reader's answer
+                status, headers, _ = read_response(reader, body=False)
+                assert status == 200
+                assert read_body(reader, int(headers["content-length"])) == bundle
+        finally:
+            if not resumed:
+                for pid in backends:
+                    os.kill(pid, signal.SIGCONT)
+        assert wait_until(lambda: first not in children(master), 15), service.log()[-3000:]
         assert wait_until(lambda: len(children(master)) == 1, 15)
         post(service.base, 1, "after")
     assert stored_bodies(postgres_url) == Counter({"warm-0": 1, "after-0": 1})

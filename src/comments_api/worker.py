@@ -36,6 +36,8 @@ import select
 import selectors
 import socket
 import ssl
+import sys
+import threading
 import time
 import weakref
 from collections import deque
@@ -140,6 +142,10 @@ ACCEPT_DEFER_PER_CONNECTION = 0.00025
 EXPIRE_EVERY = 0.05
 # How often the threaded worker looks for a request held past WORKER_TIMEOUT.
 OVERDUE_CHECK_EVERY = 0.25
+# After the sync worker has answered a request aborted at WORKER_TIMEOUT: how long its
+# SystemExit gets to leave the app before the worker leaves without it (the master's
+# SIGKILL comes about a second after its SIGABRT).
+ABORT_EXIT_AFTER = 0.5
 # Requests per kept-alive connection; then "Connection: close" (nginx's keepalive_requests
 # idea). The client reconnects and the accept goes to the worker holding fewer connections
 # (ACCEPT_DEFER_PER_CONNECTION), so an uneven share does not last.
@@ -161,6 +167,19 @@ LINGER = 2.0
 LINGER_MAX_BYTES = 64 * 1024
 
 _INTERNAL_ERROR = "an internal error occurred; it has been logged"
+
+
+def _leave_after_abort() -> None:
+    """End a worker whose aborted request is answered but still held in the app (psycopg
+    waiting up to 5 s for a frozen backend to take a cancel): its lines flushed, exit 1,
+    as the abort's SystemExit would have ended it."""
+    for handler in logging.getLogger().handlers:
+        with contextlib.suppress(Exception):
+            handler.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(1)
 
 
 def accept_defer(held: int, workers: int) -> float:
@@ -761,6 +780,32 @@ class _ErrorsMixin:
         cors = cors_lines(pending, self._cors_origins)
         _send(client, error_response_bytes(status, detail, path, rid, cors))
 
+    def _answer_timeout_abort(
+        self,
+        resp: CoalescingResponse,
+        client: socket.socket | None,
+        addr: Any,
+        environ: dict[str, Any],
+        pending: PendingRequest | None,
+    ) -> None:
+        """Both workers' answer to a request aborted at WORKER_TIMEOUT while the app still
+        holds it: the JSON 500 with the app's request id on ``client`` (None: part of the
+        app's own answer is out, and an error after it would corrupt it: only logged),
+        its error line, and its access line and request count (record_abort), which the
+        app's teardown then does not write again."""
+        rid = environ.get(REQUEST_ID_ENVIRON)
+        record_abort(environ)
+        if client is None:
+            log.error(
+                "request aborted: the worker exceeded its timeout",
+                extra={"request_id": rid or request_id_for(pending)},
+            )
+            return
+        aborted = SystemExit(1)
+        if rid is not None:
+            aborted.comments_request_id = rid  # type: ignore[attr-defined]
+        self.handle_error(resp.req, client, addr, aborted, pending)
+
 
 def _send(sock: Any, data: bytes) -> None:
     try:
@@ -1276,9 +1321,42 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
         self._lean = LeanReader(self.cfg)
         # What the response being served could not send at once (CoalescingResponse).
         self._unsent: list[memoryview] = []
+        # The request in the app: its response, client, address, environ and buffered
+        # bytes, for the abort to answer; and whether it did.
+        self._serving: (
+            tuple[CoalescingResponse, socket.socket, Any, dict[str, Any], PendingRequest] | None
+        ) = None
+        self._abort_answered = False
 
     def handle_abort(self, sig: int, frame: Any) -> None:
+        """gunicorn's SIGABRT at WORKER_TIMEOUT: the request in the app is answered here,
+        not after the SystemExit raised below has left the app. psycopg, waiting on a
+        frozen database backend, catches that SystemExit to cancel the query and waits up
+        to 5 s more for it, while the master SIGKILLs the worker about a second after its
+        SIGABRT: the client got its connection closed without an answer. Runs in the main
+        thread between two bytecodes: the send never blocks (_send), and a client whose
+        buffer is full gets no answer, only its connection closed as the worker exits."""
         self._aborting = True
+        serving, self._serving = self._serving, None
+        if serving is not None:
+            resp, client, addr, environ, pending = serving
+            self._abort_answered = True
+            started = resp.on_the_wire
+            try:
+                self._answer_timeout_abort(
+                    resp, None if started else client, addr, environ, pending
+                )
+                if not started:
+                    # Whatever the app still writes goes nowhere; the client sees the end.
+                    with contextlib.suppress(OSError):
+                        client.shutdown(socket.SHUT_RDWR)
+            except Exception:  # nothing may stop the SystemExit below
+                log.exception("failed to answer a request aborted by the worker timeout")
+            # The master SIGKILLs a worker that outlives its abort by about a second;
+            # leaving earlier, with the lines written, is an exit it logs as such.
+            leave = threading.Timer(ABORT_EXIT_AFTER, _leave_after_abort)
+            leave.daemon = True
+            leave.start()
         super().handle_abort(sig, frame)
 
     def _watch(self, client: socket.socket) -> None:
@@ -1715,7 +1793,8 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
             if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
                 log.error("socket error processing a request: %s", exc.__class__.__name__)
         except BaseException as exc:
-            self.handle_error(req, client, addr, exc, pending)
+            if not (isinstance(exc, SystemExit) and self._abort_answered):
+                self.handle_error(req, client, addr, exc, pending)
         unsent, self._unsent = self._unsent, []
         after = bytes(pending.data[end:]) if keep else None
         if answered and unsent:
@@ -1756,21 +1835,78 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
 
         def build() -> tuple[CoalescingResponse, dict[str, Any]]:
             if lean_environ is not None:
-                return CoalescingResponse(req, client, self.cfg, self._date, unsent), lean_environ
-            return wsgi.create(  # type: ignore[no-any-return]
-                req,
-                client,
-                addr,
-                listener.getsockname(),
-                self.cfg,
-                CoalescingResponse,
-                (self._date, unsent),
-            )
+                resp, environ = (
+                    CoalescingResponse(req, client, self.cfg, self._date, unsent),
+                    lean_environ,
+                )
+            else:
+                resp, environ = wsgi.create(
+                    req,
+                    client,
+                    addr,
+                    listener.getsockname(),
+                    self.cfg,
+                    CoalescingResponse,
+                    (self._date, unsent),
+                )
+            self._serving = (resp, client, addr, environ, pending)
+            return resp, environ
 
-        return _answer(self, req, client, unsent, build, self._may_keep_alive(pending))
+        try:
+            return _answer(self, req, client, unsent, build, self._may_keep_alive(pending))
+        finally:
+            self._serving = None
 
 
 # --------------------------------------------------------------------------- threads
+
+
+class CheckedOutConnections:
+    """Which thread holds which pooled database connection (SQLAlchemy's pool events, for
+    every pool of the process), so that the main loop can cut off a thread it aborts."""
+
+    def __init__(self) -> None:
+        # Pool record -> (thread ident, DBAPI connection). Dict operations are atomic: the
+        # threads write, the main loop reads a copy.
+        self._held: dict[Any, tuple[int, Any]] = {}
+
+    def listen(self) -> None:
+        from sqlalchemy import event
+        from sqlalchemy.pool import Pool
+
+        event.listen(Pool, "checkout", self._checkout)
+        event.listen(Pool, "checkin", self._checkin)
+
+    def _checkout(self, dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        self._held[record] = (threading.get_ident(), dbapi_connection)
+
+    def _checkin(self, _dbapi_connection: Any, record: Any) -> None:
+        self._held.pop(record, None)
+
+    def shut_down(self, thread: int) -> int:
+        """Shut down the sockets of the connections ``thread`` holds (PostgreSQL; SQLite
+        has none): its waits end at once with an error, nothing more reaches the server,
+        which rolls back what it has not committed once it reads the end. The socket,
+        not the connection: closing a psycopg connection frees what the thread is using.
+        Returns how many."""
+        cut = 0
+        for holder, dbapi_connection in list(self._held.values()):
+            fileno = getattr(dbapi_connection, "fileno", None)
+            if holder != thread or fileno is None:
+                continue
+            try:
+                with socket.socket(fileno=os.dup(fileno())) as sock:
+                    sock.shutdown(socket.SHUT_RDWR)
+            except Exception:  # closed already, or not a socket: nothing to cut
+                log.debug("no database socket to shut down for an aborted request")
+                continue
+            cut += 1
+        if cut:
+            log.warning(
+                "shut down the database connection of a request aborted at WORKER_TIMEOUT",
+                extra={"connections": cut},
+            )
+        return cut
 
 
 class _Conn(TConn):  # type: ignore[misc]
@@ -1820,8 +1956,9 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         # Answers being sent from the main loop, with the future of the request they end.
         self._outbound: dict[TConn, tuple[Outbound, Any]] = {}
         # The requests in the app, each with when its thread took it, its response and its
-        # environ: what the main loop looks at for one past WORKER_TIMEOUT.
-        self._running: dict[TConn, tuple[float, CoalescingResponse, dict[str, Any]]] = {}
+        # environ and its thread: what the main loop looks at for one past WORKER_TIMEOUT.
+        self._running: dict[TConn, tuple[float, CoalescingResponse, dict[str, Any], int]] = {}
+        self._checked_out = CheckedOutConnections()
         self._next_overdue_check = 0.0
 
     def finish_request(self, conn: TConn, fs: Any) -> None:
@@ -1892,6 +2029,10 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
     def handle_abort(self, sig: int, frame: Any) -> None:
         self._aborting = True
         super().handle_abort(sig, frame)
+
+    def run(self) -> None:
+        self._checked_out.listen()  # in this worker process only, not in the master
+        super().run()
 
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
         # While accepting is paused, wake when the pause ends, not after gthread's 1 s.
@@ -2088,34 +2229,25 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         limit = float(self.cfg.timeout)
         if limit <= 0:
             return
-        for conn, (started, resp, environ) in list(self._running.items()):
+        for conn, (started, resp, environ, thread) in list(self._running.items()):
             if now - started < limit or conn.aborted:
                 continue
             conn.aborted = True
             self.nr_conns -= 1
-            pending = self._requests.get(conn.sock)
-            rid = environ.get(REQUEST_ID_ENVIRON)
             client = None if resp.on_the_wire else self._take_from_thread(conn)
-            # Its access line and request count, which the thread will never write (the
-            # worker exits without it), as the sync worker's abort gets them from the app's
-            # teardown; none if that teardown ran already (before any answer went out,
-            # unless the answer is streamed).
-            record_abort(environ)
-            if client is None:
-                # Part of its answer is out, and an error after it would corrupt it: the
-                # worker's exit closes the connection, as the sync worker's abort does.
-                log.error(
-                    "request aborted: the worker exceeded its timeout",
-                    extra={"request_id": rid or request_id_for(pending)},
+            # Then (the thread, woken by the error, must find its client gone): the thread
+            # may be waiting on its database, and must not commit after its client is told
+            # 500, as the worker finishes the other threads' answers before it exits, and
+            # a backend that resumed meanwhile let it finish the create. A COMMIT the
+            # database already has cannot be taken back.
+            self._checked_out.shut_down(thread)
+            # Its access line and request count too, which the thread will never write.
+            try:
+                self._answer_timeout_abort(
+                    resp, client, conn.client, environ, self._requests.get(conn.sock)
                 )
-            else:
-                # Answered as the sync worker's abort (SIGABRT's SystemExit) is.
-                aborted = SystemExit(1)
-                if rid is not None:
-                    aborted.comments_request_id = rid  # type: ignore[attr-defined]
-                try:
-                    self.handle_error(resp.req, client, conn.client, aborted, pending)
-                finally:
+            finally:
+                if client is not None:
                     client.close()
             if self.alive:
                 log.warning(
@@ -2189,7 +2321,7 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
                 (self._date, unsent),
             )
             environ["wsgi.multithread"] = True
-            running[conn] = (started, resp, environ)
+            running[conn] = (started, resp, environ, threading.get_ident())
             return resp, environ
 
         keep_alive = (
