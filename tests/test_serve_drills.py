@@ -599,6 +599,63 @@ def test_a_create_aborted_at_the_worker_timeout_is_not_stored_when_its_backend_r
     assert stored_bodies(postgres_url) == Counter({"warm-0": 1, "after-0": 1})
 
 
+def test_an_idempotency_key_retry_after_a_timeout_abort_stores_the_create_once(
+    tmp_path: Path,
+) -> None:
+    """What docs/reliability.md tells a client answered 500 by a WORKER_TIMEOUT abort: the
+    create may be stored after all, and a retry with the same Idempotency-Key is safe. The
+    case where it is stored: THREADS=2 on SQLite, the thread stuck on the write lock (its
+    writer connection has no socket the abort could shut down) goes on when the lock is
+    released while its worker still finishes a slow reader's answer, and commits. The
+    retry replays that create's 201 (its key's row was written in the same transaction)
+    and stores nothing more."""
+    db = tmp_path / "comments.db"
+    env = {
+        "DATABASE_URL": f"sqlite:///{db}",
+        **ABANDONING,
+        "THREADS": "2",
+        "WORKER_TIMEOUT": "2",
+        "DB_STATEMENT_TIMEOUT": "30",
+    }
+    path = f"/api/v1/contents/{CONTENT}/comments"
+    body = {"body": "keyed", "email": "k@example.com"}
+    headers = {"Idempotency-Key": "abort-retry-1"}
+    with ServiceProcess(env, tmp_path, workers=1) as service:
+        assert service.proc is not None
+        master = service.proc.pid
+        (first,) = children(master)
+        bundle = requests.get(service.base + BUNDLE, timeout=10).content
+        holder = sqlite3.connect(db, isolation_level=None, timeout=5)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            stuck, result = _in_thread(
+                lambda: requests.post(service.base + path, json=body, headers=headers, timeout=15)
+            )
+            time.sleep(0.3)  # a thread is in that create now, waiting for the lock
+            with slow_reader(
+                service.port, f"GET {BUNDLE} HTTP/1.1\r\nHost: a\r\n\r\n".encode()
+            ) as reader:
+                stuck.join(15)
+                assert "value" in result, "no answer within 15 s"
+                assert result["value"].status_code == 500
+                holder.execute("ROLLBACK")  # the stuck thread takes the lock and commits
+                assert wait_until(lambda: stored_bodies(env["DATABASE_URL"])["keyed"] == 1, 5)
+                assert first in children(master)  # still finishing the slow reader's answer
+                status, headers_read, _ = read_response(reader, body=False)
+                assert status == 200
+                assert read_body(reader, int(headers_read["content-length"])) == bundle
+        finally:
+            holder.close()
+        assert wait_until(lambda: first not in children(master), 15), service.log()[-3000:]
+        assert wait_until(lambda: len(children(master)) == 1, 15)
+        retry = requests.post(service.base + path, json=body, headers=headers, timeout=10)
+        assert retry.status_code == 201
+        assert retry.headers["Idempotent-Replayed"] == "true"
+        again = requests.post(service.base + path, json=body, headers=headers, timeout=10)
+        assert again.json() == retry.json()
+    assert stored_bodies(env["DATABASE_URL"]) == Counter({"keyed": 1})
+
+
 def test_sigkill_of_a_worker_under_write_load(backend, tmp_path):
     _name, env = backend
     with ServiceProcess(env, tmp_path, workers=2) as service:
