@@ -9,9 +9,11 @@ import subprocess
 import threading
 import time
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import OperationalError
 
 from comments_api.store.repository import (
     SQLITE_PAGE_SIZE,
@@ -53,14 +55,22 @@ def test_migrate_command(database_url, tmp_path):
     assert f"database is at revision {head_revision()}" in result.stdout
 
 
-def test_sqlite_database_file_and_directory_are_created_on_first_run(tmp_path):
-    target = tmp_path / "nested" / "dir" / "comments.db"
+def test_sqlite_database_file_is_created_on_first_run_but_not_a_missing_directory(tmp_path):
+    target = tmp_path / "comments.db"
     engine = make_engine(f"sqlite:///{target}")
     migrate(engine)
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     engine.dispose()
     assert target.exists()
+    # A directory that does not exist is a mistyped path (only the default's ./data is
+    # made, tests/test_cli.py): nothing is created there (60de4de).
+    mistyped = tmp_path / "nested" / "dir" / "comments.db"
+    engine = make_engine(f"sqlite:///{mistyped}")
+    with pytest.raises(OperationalError):
+        migrate(engine)
+    engine.dispose()
+    assert not (tmp_path / "nested").exists()
 
 
 def test_new_sqlite_databases_get_small_pages_and_existing_ones_keep_theirs(tmp_path):
