@@ -599,27 +599,28 @@ def test_a_create_aborted_at_the_worker_timeout_is_not_stored_when_its_backend_r
     assert stored_bodies(postgres_url) == Counter({"warm-0": 1, "after-0": 1})
 
 
-def test_an_idempotency_key_retry_after_a_timeout_abort_stores_the_create_once(
+def test_a_create_aborted_at_the_worker_timeout_on_the_sqlite_lock_is_not_stored(
     tmp_path: Path,
 ) -> None:
-    """What docs/reliability.md tells a client answered 500 by a WORKER_TIMEOUT abort: the
-    create may be stored after all, and a retry with the same Idempotency-Key is safe. The
-    case where it is stored: THREADS=2 on SQLite, the thread stuck on the write lock (its
-    writer connection has no socket the abort could shut down) goes on when the lock is
-    released while its worker still finishes a slow reader's answer, and commits. The
-    retry replays that create's 201 (its key's row was written in the same transaction)
-    and stores nothing more."""
+    """THREADS=2 on SQLite: a create stuck waiting for the write lock is answered 500 at
+    WORKER_TIMEOUT, and its worker finishes a slow reader's answer before it exits. The
+    lock came free meanwhile: the stuck thread (its writer connection has no socket the
+    abort could shut down) went on and committed the create its client had been told
+    failed. Its write now rolls back instead (Repository.aborted_threads): nothing is
+    stored, and the retry with the same Idempotency-Key creates the comment, once."""
     db = tmp_path / "comments.db"
     env = {
         "DATABASE_URL": f"sqlite:///{db}",
         **ABANDONING,
         "THREADS": "2",
         "WORKER_TIMEOUT": "2",
+        # Long: the create's own lock wait must not end it before the abort does.
         "DB_STATEMENT_TIMEOUT": "30",
     }
     path = f"/api/v1/contents/{CONTENT}/comments"
     body = {"body": "keyed", "email": "k@example.com"}
-    headers = {"Idempotency-Key": "abort-retry-1"}
+    headers = {"Idempotency-Key": "abort-retry-1", "X-Request-ID": "sqlite-abort-1"}
+    rolled_back = "rolled back the write of a request aborted at WORKER_TIMEOUT"
     with ServiceProcess(env, tmp_path, workers=1) as service:
         assert service.proc is not None
         master = service.proc.pid
@@ -638,8 +639,16 @@ def test_an_idempotency_key_retry_after_a_timeout_abort_stores_the_create_once(
                 stuck.join(15)
                 assert "value" in result, "no answer within 15 s"
                 assert result["value"].status_code == 500
-                holder.execute("ROLLBACK")  # the stuck thread takes the lock and commits
-                assert wait_until(lambda: stored_bodies(env["DATABASE_URL"])["keyed"] == 1, 5)
+                holder.execute("ROLLBACK")  # the stuck thread takes the lock and goes on
+                # Its create ends either way within a few ms: stored, or rolled back.
+                assert wait_until(
+                    lambda: (
+                        _lines_of(service.log(), "sqlite-abort-1", rolled_back)
+                        or stored_bodies(env["DATABASE_URL"])["keyed"]
+                    ),
+                    5,
+                ), service.log()[-3000:]
+                assert stored_bodies(env["DATABASE_URL"])["keyed"] == 0
                 assert first in children(master)  # still finishing the slow reader's answer
                 status, headers_read, _ = read_response(reader, body=False)
                 assert status == 200
@@ -648,10 +657,13 @@ def test_an_idempotency_key_retry_after_a_timeout_abort_stores_the_create_once(
             holder.close()
         assert wait_until(lambda: first not in children(master), 15), service.log()[-3000:]
         assert wait_until(lambda: len(children(master)) == 1, 15)
+        (line,) = _lines_of(service.log(), "sqlite-abort-1", rolled_back)
+        assert line["level"] == "warning"
         retry = requests.post(service.base + path, json=body, headers=headers, timeout=10)
         assert retry.status_code == 201
-        assert retry.headers["Idempotent-Replayed"] == "true"
+        assert "Idempotent-Replayed" not in retry.headers
         again = requests.post(service.base + path, json=body, headers=headers, timeout=10)
+        assert again.headers["Idempotent-Replayed"] == "true"
         assert again.json() == retry.json()
     assert stored_bodies(env["DATABASE_URL"]) == Counter({"keyed": 1})
 

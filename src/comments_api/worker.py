@@ -68,6 +68,7 @@ from .lean_requests import LeanReader
 from .telemetry.http_hooks import REQUEST_ID_ENVIRON, REQUEST_ID_RE, record_abort
 from .telemetry.log_format import hold_access_lines
 from .telemetry.metrics import count_server_refusal
+from .web.common import EXTENSION_KEY
 from .web.protection import cors_headers
 
 log = logging.getLogger("comments_api.server")
@@ -1959,6 +1960,9 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         # environ and its thread: what the main loop looks at for one past WORKER_TIMEOUT.
         self._running: dict[TConn, tuple[float, CoalescingResponse, dict[str, Any], int]] = {}
         self._checked_out = CheckedOutConnections()
+        # The threads whose request _abort_overdue answered while they were still in the
+        # app, until they leave it: the app's repository rolls back their writes (run).
+        self._aborted_threads: set[int] = set()
         self._next_overdue_check = 0.0
 
     def finish_request(self, conn: TConn, fs: Any) -> None:
@@ -2032,6 +2036,11 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
 
     def run(self) -> None:
         self._checked_out.listen()  # in this worker process only, not in the master
+        # The app's repository, this worker's copy (after the fork), consults the set the
+        # main loop writes at an abort: set here, not a module global every app would share.
+        services = getattr(self.wsgi, "extensions", {}).get(EXTENSION_KEY)
+        if services is not None:
+            services.repo.aborted_threads = self._aborted_threads
         super().run()
 
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
@@ -2241,6 +2250,13 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
             # a backend that resumed meanwhile let it finish the create. A COMMIT the
             # database already has cannot be taken back.
             self._checked_out.shut_down(thread)
+            # A thread stuck on SQLite's write lock has no socket to shut down: its
+            # repository rolls back instead of committing. Not if it has left the app
+            # meanwhile (it forgets its ident as it leaves, handle_request): a later
+            # request on that thread must commit.
+            self._aborted_threads.add(thread)
+            if conn not in self._running:
+                self._aborted_threads.discard(thread)
             # Its access line and request count too, which the thread will never write.
             try:
                 self._answer_timeout_abort(
@@ -2334,6 +2350,8 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
             return _answer(self, req, conn.sock, unsent, build, keep_alive)
         finally:
             running.pop(conn, None)
+            if self._aborted_threads:  # its request aborted: its next one may commit
+                self._aborted_threads.discard(threading.get_ident())
 
     def set_accept_enabled(self, enabled: bool) -> None:
         if not enabled and not self.alive and not self._drained and not self._aborting:

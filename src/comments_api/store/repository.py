@@ -14,7 +14,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -784,6 +784,12 @@ def is_disk_full(exc: BaseException) -> bool:
     return getattr(orig, "sqlstate", None) == "53100"  # PostgreSQL disk_full
 
 
+class AbortedWrite(OperationalError):
+    """A write of a request the server has already answered 500 at WORKER_TIMEOUT
+    (``Repository.aborted_threads``): rolled back instead of committed. An
+    OperationalError, so whatever catches database failures handles it as one."""
+
+
 class IdempotencyKeyReused(DomainError):
     code = "idempotency-key-reused"
     http_status = 422
@@ -860,6 +866,13 @@ class Repository:
         self._key_remember = DriverStatement.compile(_KEY_REMEMBER, dialect, _KEY_COLUMNS)
         self._last_sweep = -IDEMPOTENCY_SWEEP_INTERVAL
         self._last_release = -RELEASE_SPACE_INTERVAL
+        # The threads whose request the threaded worker has answered 500 at WORKER_TIMEOUT
+        # while they were still in the app (it sets its own set here, in its process):
+        # their writes roll back instead of committing. Nothing can cut off a thread
+        # waiting for SQLite's write lock (no socket to shut down, unlike PostgreSQL's
+        # connections), and it committed the create its client was told had failed when
+        # the lock came free before its worker exited. Almost always empty.
+        self.aborted_threads: Collection[int] = frozenset()
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
@@ -870,6 +883,8 @@ class Repository:
             try:
                 with conn.begin():
                     yield conn
+                    if self.aborted_threads and threading.get_ident() in self.aborted_threads:
+                        raise self._aborted_write()
             except IntegrityError as exc:
                 # An audit row's id already taken: not the ban's "already banned".
                 refused = _sequence_refusal(exc.orig, exc.statement)
@@ -896,6 +911,8 @@ class Repository:
                         driver, self._lock_wait_ms, lambda: run.execute("BEGIN IMMEDIATE")
                     )
                 yield run
+                if self.aborted_threads and threading.get_ident() in self.aborted_threads:
+                    raise self._aborted_write()
                 driver.commit()
             except BaseException:
                 with contextlib.suppress(self._dbapi_error):
@@ -911,6 +928,8 @@ class Repository:
             run = TimedCursor(cursor, self.observe_statement)
             _retry_while_busy(lambda: run.execute("BEGIN IMMEDIATE"), self._lock_wait_ms)
             yield run
+            if self.aborted_threads and threading.get_ident() in self.aborted_threads:
+                raise self._aborted_write()
             driver.commit()
         except BaseException as exc:
             with contextlib.suppress(self._dbapi_error):
@@ -927,6 +946,13 @@ class Repository:
             if cursor is not None:
                 with contextlib.suppress(self._dbapi_error):
                     cursor.close()
+
+    @staticmethod
+    def _aborted_write() -> AbortedWrite:
+        """What a write raises instead of committing (its caller rolls back) in a thread
+        in ``aborted_threads``: its client has its 500, and may retry."""
+        log.warning("rolled back the write of a request aborted at WORKER_TIMEOUT")
+        return AbortedWrite("COMMIT", None, None)  # type: ignore[arg-type]
 
     def _sqlite_writer(self) -> Any:
         """This process's connection for comment inserts on a SQLite file, outside the
