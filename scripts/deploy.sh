@@ -1413,35 +1413,52 @@ minikube_preflight() {
     fail "no Kubernetes cluster answers on kubectl context '$KUBE_CONTEXT' (KUBE_CONTEXT): start it (scripts/provision-k8s.sh) or use --target local"
     exit 1
   fi
-  # The Secrets are the operator's to create (docs/deployment.md, "Secrets"). Without one the
+  # The Secrets and the ConfigMaps an overlay reads but does not make are the operator's to
+  # create (docs/deployment.md, "Secrets"; production-aws's rds-ca-bundle). Without one the
   # migration Job's pod never started (CreateContainerConfigError) and the run stopped only
   # when the Job wait timed out: after the tests, the build and the push, with a rollback.
-  local env name secrets absent=()
+  local env kind name reads absent=() absent_cms=()
   for env in staging production; do
-    secrets=$(overlay_secrets "deploy/k8s/overlays/$env") || { fail "cannot render deploy/k8s/overlays/$env"; exit 1; }
-    for name in $secrets; do
+    reads=$(overlay_reads "deploy/k8s/overlays/$env") || { fail "cannot render deploy/k8s/overlays/$env"; exit 1; }
+    while read -r kind name; do
+      [ -n "$name" ] || continue
       kubectl --context "$KUBE_CONTEXT" --namespace "comments-$env" --request-timeout=20s \
-        get secret "$name" >/dev/null 2>&1 || absent+=("comments-$env/$name")
-    done
+        get "$kind" "$name" >/dev/null 2>&1 && continue
+      if [ "$kind" = secret ]; then absent+=("comments-$env/$name"); else absent_cms+=("comments-$env/$name"); fi
+    done <<<"$reads"
   done
   if [ "${#absent[@]}" -gt 0 ]; then
     fail "missing Secrets (namespace/name): ${absent[*]}; create them first (docs/deployment.md, \"Secrets\")"
-    exit 1
   fi
+  if [ "${#absent_cms[@]}" -gt 0 ]; then
+    local how=()
+    for name in "${absent_cms[@]}"; do
+      case "${name#*/}" in
+        rds-ca-bundle) how+=("$name: KUBE_CONTEXT=$KUBE_CONTEXT RDS_CA_NAMESPACE=${name%%/*} scripts/provision-k8s.sh --rds-ca-bundle FILE (AWS's RDS CA bundle, docs/deployment.md)") ;;
+        *) how+=("$name: kubectl --context $KUBE_CONTEXT --namespace ${name%%/*} create configmap ${name#*/} --from-file=...") ;;
+      esac
+    done
+    fail "missing ConfigMaps (namespace/name): ${absent_cms[*]}; create them first: $(IFS=';'; printf '%s' "${how[*]}")"
+  fi
+  [ "${#absent[@]}" -eq 0 ] && [ "${#absent_cms[@]}" -eq 0 ] || exit 1
 }
 
-# overlay_secrets DIR: the Secrets an overlay's objects read that it does not make itself
-# (an Ingress's TLS Secret is cert-manager's, an ExternalSecret's target the operator's).
-overlay_secrets() {
+# overlay_reads DIR: "secret NAME" and "configmap NAME" lines, the Secrets and ConfigMaps an
+# overlay's objects read that it does not make itself (an Ingress's TLS Secret is
+# cert-manager's, an ExternalSecret's target the operator's; a ConfigMap it renders, e.g. a
+# generated one, is its own; an optional ConfigMap does not keep a pod from starting).
+overlay_reads() {
   local rendered
   rendered=$(kubectl kustomize "$REPO/$1") || return 1
   "$PY" -c '
 import sys, yaml
-names, made = set(), set()
+names, made, maps, made_maps = set(), set(), set(), set()
 def walk(node, key=None):
     if isinstance(node, dict):
         if key in ("secret", "secretRef", "secretKeyRef", "accessKeyId", "secretAccessKey") and isinstance(node.get("name"), str):
             names.add(node["name"])
+        if key in ("configMap", "configMapRef", "configMapKeyRef") and isinstance(node.get("name"), str) and node.get("optional") is not True:
+            maps.add(node["name"])
         for k, v in node.items():
             if k == "secretName" and isinstance(v, str):
                 names.add(v)
@@ -1455,8 +1472,13 @@ for doc in yaml.safe_load_all(sys.stdin):
     if doc.get("kind") == "ExternalSecret":
         made.add(doc["spec"]["target"]["name"])
         continue
+    if doc.get("kind") == "ConfigMap":
+        made_maps.add(doc["metadata"]["name"])
     walk(doc.get("spec"))
-print(" ".join(sorted(names - made)))
+for name in sorted(names - made):
+    print("secret", name)
+for name in sorted(maps - made_maps):
+    print("configmap", name)
 ' <<<"$rendered"
 }
 

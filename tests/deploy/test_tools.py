@@ -444,27 +444,34 @@ def test_local_deploy_completes_secrets_a_stopped_run_left_half_made(tmp_path: P
 
 
 KUBECTL_CLUSTER = """#!/usr/bin/env python3
-# A stand-in for kubectl and a cluster that answers: Secrets are the names in FAKE_SECRETS
-# (namespace/name); `kustomize` is the real kubectl's.
+# A stand-in for kubectl and a cluster that answers: Secrets are the names in FAKE_SECRETS,
+# ConfigMaps (other than the deploy lock) those in FAKE_CONFIGMAPS (namespace/name);
+# `kustomize` is the real kubectl's, of the overlay FAKE_OVERLAY_production names instead of
+# production when set.
 import os, sys
 args = sys.argv[1:]
 with open(os.environ["FAKE_LOG"], "a") as log:
     log.write("kubectl " + " ".join(args) + "\\n")
 if args[0] == "kustomize":
+    instead = os.environ.get("FAKE_OVERLAY_production")
+    if instead and args[1].endswith("/overlays/production"):
+        args[1] = args[1].removesuffix("production") + instead
     os.execv(os.environ["REAL_KUBECTL"], ["kubectl", *args])
-if "secret" in args:
-    ns = args[args.index("--namespace") + 1]
-    name = args[args.index("secret") + 1]
-    sys.exit(0 if f"{ns}/{name}" in os.environ["FAKE_SECRETS"].split() else 1)
+for kind, names in (("secret", "FAKE_SECRETS"), ("configmap", "FAKE_CONFIGMAPS")):
+    name = args[args.index(kind) + 1] if kind in args else ""
+    if names in os.environ and name and name != "comments-api-deploy-lock":
+        ns = args[args.index("--namespace") + 1]
+        sys.exit(0 if f"{ns}/{name}" in os.environ.get(names, "").split() else 1)
 """
 
 
 def minikube_run(
-    tmp_path: Path, secrets: list[str]
+    tmp_path: Path, secrets: list[str], configmaps: list[str] | None = None, production: str = ""
 ) -> tuple[subprocess.CompletedProcess[str], str]:
     """deploy.sh --target minikube against stand-ins: a cluster that answers, holding
-    `secrets`; docker, skopeo, gpg and curl succeed doing nothing. Returns the run and the
-    commands it ran."""
+    `secrets` (and `configmaps`; None: every ConfigMap it is asked for); docker, skopeo, gpg
+    and curl succeed doing nothing. `production`: the overlay rendered for production.
+    Returns the run and the commands it ran."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(parents=True)
     (bin_dir / "kubectl").write_text(KUBECTL_CLUSTER)
@@ -480,7 +487,10 @@ def minikube_run(
         "FAKE_LOG": str(log),
         "FAKE_SECRETS": " ".join(secrets),
         "REAL_KUBECTL": tool("kubectl"),
+        "FAKE_OVERLAY_production": production,
     }
+    if configmaps is not None:
+        env["FAKE_CONFIGMAPS"] = " ".join(configmaps)
     proc = run(
         "bash",
         str(ROOT / "scripts" / "deploy.sh"),
@@ -522,6 +532,38 @@ def test_minikube_target_names_missing_secrets_before_the_build(
     # With all of them there, the run goes on to the build.
     proc, calls = minikube_run(tmp_path / "all", sorted(expected))
     assert "missing Secrets" not in proc.stderr
+    assert "docker tag comments-api:stand-in" in calls
+
+
+def test_minikube_target_names_missing_configmaps_before_the_build(tmp_path: Path) -> None:
+    """production-aws mounts the operator's ConfigMap rds-ca-bundle (not optional): without
+    it the migration Job's pod never starts, and the run stopped only at the Job wait's
+    timeout. The preflight names the ConfigMaps an overlay reads and does not render (its
+    generated comments-api-config-* is its own) and says how to make them. Production is
+    rendered from production-aws here: the minikube overlays read none of the operator's."""
+    proc, _ = minikube_run(tmp_path / "probe", [], production="production-aws")
+    secrets = re.search(r"missing Secrets \(namespace/name\): ([^;]*);", proc.stderr)
+    assert secrets, proc.stderr[-2000:]
+    proc, calls = minikube_run(
+        tmp_path / "none", secrets.group(1).split(), [], production="production-aws"
+    )
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "docker" not in calls, "nothing is built or pushed"
+    assert "missing Secrets" not in proc.stderr
+    missing = re.search(r"missing ConfigMaps \(namespace/name\): ([^;]*);", proc.stderr)
+    assert missing, proc.stderr[-2000:]
+    assert missing.group(1).split() == ["comments-production/rds-ca-bundle"]
+    assert "RDS_CA_NAMESPACE=comments-production scripts/provision-k8s.sh --rds-ca-bundle FILE" in (
+        proc.stderr
+    )
+    # With it there, the run goes on to the build.
+    proc, calls = minikube_run(
+        tmp_path / "all",
+        secrets.group(1).split(),
+        ["comments-production/rds-ca-bundle"],
+        production="production-aws",
+    )
+    assert "missing ConfigMaps" not in proc.stderr
     assert "docker tag comments-api:stand-in" in calls
 
 

@@ -34,6 +34,8 @@ pytestmark = pytest.mark.k8s
 
 NS = "comments-production"
 DEPLOYMENT = f"/apis/apps/v1/namespaces/{NS}/deployments/comments-api"
+CONFIGMAPS = f"/api/v1/namespaces/{NS}/configmaps/"
+MIGRATE_JOB = f"/apis/batch/v1/namespaces/{NS}/jobs/comments-api-migrate"
 
 
 @dataclass
@@ -44,6 +46,9 @@ class Cluster:
     image: str = ""
     error: int = 0
     requests: list[str] = field(default_factory=list)
+    # The ConfigMaps the namespace holds (their names), and the DELETEs it was sent.
+    configmaps: set[str] = field(default_factory=set)
+    deleted: list[str] = field(default_factory=list)
 
 
 def status(code: int, reason: str, message: str) -> dict[str, Any]:
@@ -60,7 +65,20 @@ def status(code: int, reason: str, message: str) -> dict[str, Any]:
 # The discovery documents kubectl reads before it can resolve `deployment`.
 DISCOVERY: dict[str, dict[str, Any]] = {
     "/api": {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []},
-    "/api/v1": {"kind": "APIResourceList", "groupVersion": "v1", "resources": []},
+    "/api/v1": {
+        "kind": "APIResourceList",
+        "groupVersion": "v1",
+        "resources": [
+            {
+                "name": "configmaps",
+                "singularName": "configmap",
+                "namespaced": True,
+                "kind": "ConfigMap",
+                "verbs": ["get", "list"],
+                "shortNames": ["cm"],
+            }
+        ],
+    },
     "/apis": {
         "kind": "APIGroupList",
         "apiVersion": "v1",
@@ -69,6 +87,25 @@ DISCOVERY: dict[str, dict[str, Any]] = {
                 "name": "apps",
                 "versions": [{"groupVersion": "apps/v1", "version": "v1"}],
                 "preferredVersion": {"groupVersion": "apps/v1", "version": "v1"},
+            },
+            {
+                "name": "batch",
+                "versions": [{"groupVersion": "batch/v1", "version": "v1"}],
+                "preferredVersion": {"groupVersion": "batch/v1", "version": "v1"},
+            },
+        ],
+    },
+    "/apis/batch/v1": {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": "batch/v1",
+        "resources": [
+            {
+                "name": "jobs",
+                "singularName": "job",
+                "namespaced": True,
+                "kind": "Job",
+                "verbs": ["get", "delete"],
             }
         ],
     },
@@ -109,6 +146,18 @@ def handler(cluster: Cluster) -> type[BaseHTTPRequestHandler]:
             cluster.requests.append(path)
             if path in DISCOVERY:
                 return self.answer(200, DISCOVERY[path])
+            if path.startswith(CONFIGMAPS):
+                name = path.removeprefix(CONFIGMAPS)
+                if name in cluster.configmaps:
+                    return self.answer(
+                        200,
+                        {
+                            "kind": "ConfigMap",
+                            "apiVersion": "v1",
+                            "metadata": {"name": name, "namespace": NS},
+                        },
+                    )
+                return self.answer(404, status(404, "NotFound", f'configmaps "{name}" not found'))
             if path != DEPLOYMENT:
                 return self.answer(404, status(404, "NotFound", f"{path} not found"))
             if cluster.error == 404:
@@ -142,6 +191,11 @@ def handler(cluster: Cluster) -> type[BaseHTTPRequestHandler]:
                     },
                 },
             )
+
+        def do_DELETE(self) -> None:
+            path = self.path.split("?")[0]
+            cluster.deleted.append(path)
+            self.answer(404, status(404, "NotFound", f"{path} not found"))
 
     return Handler
 
@@ -276,6 +330,53 @@ def test_rollback_with_the_deployment_unreadable_says_act_now(
     code, out = rollback(tmp_path, env, OLDER)
     assert code == 1
     assert "cannot be read: act now" in out
+
+
+def release(tmp_path: Path, env: dict[str, str]) -> tuple[int, str]:
+    """The migrate-and-roll-out step up to its apply, with the real kubectl rendering
+    production-aws (it mounts the operator's ConfigMap rds-ca-bundle) and asking the
+    stand-in API server. `kustomize edit` is a stand-in (it would edit the overlay in the
+    checkout): the image stays the overlay's, so PROD_IMAGE and DIGEST name that one."""
+    tool("kubectl")
+    tool("jq")
+    proc = run_step(
+        release_step("kubectl apply"),
+        tmp_path,
+        {
+            **env,
+            "OVERLAY": "production-aws",
+            "PROD_IMAGE": "registry.example.com/prod/comments-api",
+            "DIGEST": "sha256:" + "0" * 64,
+        },
+        {"kustomize": ""},
+    )
+    github_env = tmp_path / "github-env"
+    return proc.returncode, proc.stdout + proc.stderr + (
+        github_env.read_text() if github_env.exists() else ""
+    )
+
+
+def test_release_stops_before_the_apply_without_the_configmaps_it_mounts(
+    cluster: tuple[Cluster, dict[str, str]], tmp_path: Path
+) -> None:
+    """Without rds-ca-bundle the migration Job's pod never starts: the release failed at
+    the Job wait (600 s) and rolled back. Checked before production changes, naming it;
+    the overlay's generated comments-api-config-* is its own and not asked for."""
+    state, env = cluster
+    code, out = release(tmp_path / "missing", env)
+    assert code == 1
+    assert f"::error::ConfigMap {NS}/rds-ca-bundle is missing" in out
+    assert "scripts/provision-k8s.sh --rds-ca-bundle FILE" in out
+    assert "APPLIED=true" not in out
+    assert state.deleted == [], "the previous release's Job is left alone"
+    assert [r for r in state.requests if r.startswith(CONFIGMAPS)] == [CONFIGMAPS + "rds-ca-bundle"]
+    # With it there, the step goes on: the old Job deleted, APPLIED written (the stand-in
+    # server then refuses the apply).
+    state.configmaps.add("rds-ca-bundle")
+    code, out = release(tmp_path / "present", env)
+    assert "::error::ConfigMap" not in out
+    assert state.deleted == [MIGRATE_JOB]
+    assert "APPLIED=true" in out
 
 
 # --- Renovate keeps the tool versions the workflows pin -------------------------------
