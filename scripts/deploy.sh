@@ -1553,6 +1553,11 @@ pipeline_minikube() {
     esac
     return 1
   fi
+  if [ "$DRY_RUN" = 1 ]; then
+    info "(dry run: what a failed staging rollout, E2E or load test runs next, then exit 1)"
+    k8s_rollback staging || true
+    k8s_recheck_rollback staging || true
+  fi
   promote "$DEV_REGISTRY" "$PROD_REGISTRY" || { fail "promotion failed: production untouched"; return 1; }
   if ! k8s_deploy production "$PROD_REGISTRY" || ! k8s_smoke production smoke; then
     fail "production failed for $DIGEST"

@@ -141,6 +141,12 @@ def test_minikube_dry_run_prints_kubectl_rollout_and_undo():
         r"port-forward svc/comments-api",
         r"pipeline_e2e\.py e2e",
         r"k6 run --no-usage-report",
+        # What a staging failure runs: the undo, then the same check of the release it went
+        # back to as production's.
+        r"namespace comments-staging rollout undo deployment/comments-api",
+        r"namespace comments-staging rollout status deployment/comments-api",
+        r"namespace comments-staging port-forward svc/comments-api",
+        r"pipeline_e2e\.py smoke",
         r"skopeo .*copy .*--sign-by",
         r"skopeo standalone-verify",
         r"^write .*/pipeline-kustomize/production/kustomization\.yaml .*overlays/production",
