@@ -193,6 +193,18 @@ waited() {
   WAITED_PID=""
   return "$rc"
 }
+# waited_tools: both targets' preflight. Every waited step needs `setsid --wait`
+# (util-linux) and `env --default-signal` (GNU coreutils >= 8.31): without them (BusyBox,
+# macOS, an older coreutils) the first step failed mid-run, after the lock was taken.
+waited_tools() {
+  local lacks=""
+  setsid --wait true >/dev/null 2>&1 || lacks+=" setsid with --wait (util-linux);"
+  env --default-signal=INT true >/dev/null 2>&1 || lacks+=" env with --default-signal (GNU coreutils 8.31 or later);"
+  if [ -n "$lacks" ]; then
+    fail "every waited step (tests, build, waits, E2E, load test, smoke tests) runs under 'env --default-signal=INT setsid --wait'; this machine lacks:${lacks%;}: install them, nothing was changed"
+    exit 1
+  fi
+}
 # stop_waited: stop waited's command, if one runs (the EXIT trap): SIGINT to its group, as
 # Ctrl-C would send it (pytest then tears its fixtures down: a SIGTERM left their PostgreSQL
 # clusters running), up to 10 s for the whole group (its first process may exit before the
@@ -1158,7 +1170,7 @@ pipeline_local() {
 
   # Before the tests and the engine: without Docker the engine stage waited 30 s for a
   # dockerd that was never there, and local_up would have installed it only afterwards.
-  [ "$DRY_RUN" = 1 ] || local_tools
+  [ "$DRY_RUN" = 1 ] || { waited_tools; local_tools; }
   stage_tests
   stage_scans
   if [ "$DRY_RUN" = 0 ]; then
@@ -1521,7 +1533,7 @@ k8s_unlock() {
 }
 
 pipeline_minikube() {
-  [ "$DRY_RUN" = 1 ] || minikube_preflight
+  [ "$DRY_RUN" = 1 ] || { waited_tools; minikube_preflight; }
   k8s_lock
   if [ -z "$STATE" ]; then
     AUTO_STATE=1

@@ -274,6 +274,51 @@ def stand_in_run(tmp_path: Path, fail: str = "", holder: str = "") -> tuple[str,
     )
 
 
+# What a machine without them answers: BusyBox's setsid and coreutils before 8.31 refuse
+# the option (the real tools run for every other call).
+OLD_TOOLS = {
+    "setsid": (
+        "--wait",
+        "setsid: unrecognized option '--wait'",
+        1,
+    ),
+    "env": (
+        "--default-signal",
+        "env: unrecognized option '--default-signal=INT'",
+        125,
+    ),
+}
+
+
+@pytest.mark.parametrize("old", sorted(OLD_TOOLS))
+@pytest.mark.parametrize("target", ["minikube", "local"])
+def test_a_machine_without_setsid_wait_or_env_default_signal_is_refused_at_start(
+    tmp_path: Path, old: str, target: str
+):
+    """Every waited step runs under `env --default-signal=INT setsid --wait`: without them
+    the run failed at its first step (after the lock was taken, on minikube), not at start."""
+    command, env = stand_ins(tmp_path)
+    option, said, code = OLD_TOOLS[old]
+    real = shutil.which(old)
+    assert real, old
+    shim = tmp_path / "bin" / old
+    shim.write_text(
+        f'#!/bin/sh\ncase "$*" in *{option}*) echo "{said}" >&2; exit {code} ;; esac\n'
+        f'exec {real} "$@"\n'
+    )
+    shim.chmod(0o755)
+    command = ["bash", *command[:1], f"--target={target}", *command[2:]]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out[-3000:]
+    lacks = {"setsid": "setsid with --wait", "env": "env with --default-signal"}
+    assert f"this machine lacks: {lacks[old]}" in out, out[-3000:]
+    assert lacks[({"setsid", "env"} - {old}).pop()] not in out
+    calls = tmp_path / "cluster" / "calls.log"
+    assert not calls.exists() or calls.read_text() == "", "no tool ran: not kubectl, not docker"
+    assert "make --no-print-directory" not in out, "no tests ran"
+
+
 def test_a_second_deploy_stops_on_the_cluster_lock_and_leaves_it(tmp_path: Path):
     # Two runs at once each deleted the other's migration Job and waited on it, and one's
     # `rollout undo` could take production back from the other's release.
