@@ -347,6 +347,34 @@ def test_migrate_while_another_writer_holds_the_database_says_it_is_locked(tmp_p
         assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == (previous,)
 
 
+def test_migrate_waits_for_the_write_lock_as_long_as_db_statement_timeout(tmp_path):
+    # migrate (and serve's MIGRATE_ON_START) waited make_engine's fixed 5 s for SQLite's
+    # lock, as keys did: a lock held 6 s by an import failed the migration an operator had
+    # allowed 60 s for.
+    import threading
+
+    from comments_api.store.repository import make_engine, migrate, shipped_revisions
+
+    db = tmp_path / "waits.db"
+    previous = max(shipped_revisions()[1])  # one migration left to run
+    engine = make_engine(f"sqlite:///{db}")
+    migrate(engine, previous)
+    engine.dispose()
+    env = {"DATABASE_URL": f"sqlite:///{db}", "LOG_LEVEL": "warning", "DB_STATEMENT_TIMEOUT": "60"}
+    writer = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(6.5, writer.rollback)
+    release.start()
+    try:
+        result = run("migrate", env=env)
+    finally:
+        release.join()
+        writer.close()
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() != (previous,)
+
+
 def test_backup_to_a_dash_is_refused_and_writes_no_file_named_dash(tmp_path):
     # "-" means stdout to export and import; backup wrote a file named "-" in the current
     # directory. A backup is checked whole before it is named, which a stream cannot be.

@@ -86,7 +86,9 @@ def _migrate(settings: Settings) -> str:
     from .store.repository import migrate as run_migrations
 
     _refuse_a_missing_directory(settings)
-    engine = make_engine(settings.database_url)
+    # SQLite's lock is waited for as long as DB_STATEMENT_TIMEOUT allows (it was a fixed
+    # 5 s); on PostgreSQL a migration lifts the statement timeout for itself (migrate()).
+    engine = make_engine(settings.database_url, statement_timeout=settings.db_statement_timeout)
     try:
         run_migrations(engine)
     except CommandError:

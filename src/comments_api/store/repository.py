@@ -1622,9 +1622,14 @@ def migrate(engine: Engine, revision: str = "head") -> None:
 
     config = _alembic_config(engine)
     if engine.dialect.name != "postgresql":
-        with engine.begin() as conn:
-            config.attributes["connection"] = conn
-            command.upgrade(config, revision)
+        with engine.connect() as conn:
+            # The write lock first, waited for as writes wait (_sqlite_begin): a deferred
+            # BEGIN read the revision, then failed at once with "database is locked" if
+            # another writer held the lock, whatever the lock wait allowed.
+            conn.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                config.attributes["connection"] = conn
+                command.upgrade(config, revision)
         return
     with engine.connect() as conn:
         # A migration may take longer than a request may (DB_STATEMENT_TIMEOUT, set for the
