@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -400,11 +401,7 @@ def test_a_frozen_postgresql_backend_holds_a_thread_until_the_worker_timeout(
         "DB_STATEMENT_TIMEOUT": "1",
     }
     plain = postgres_url.replace("postgresql+psycopg://", "postgresql://")
-    database = plain.rsplit("/", 1)[1]
-    with (
-        ServiceProcess(env, tmp_path, workers=1) as service,
-        psycopg.connect(plain, autocommit=True) as admin,
-    ):
+    with ServiceProcess(env, tmp_path, workers=1) as service:
         assert service.proc is not None
         master = service.proc.pid
         (first,) = children(master)
@@ -418,20 +415,13 @@ def test_a_frozen_postgresql_backend_holds_a_thread_until_the_worker_timeout(
             holder.rollback()
         assert locked.status_code == 503
         assert waited < 2.5  # DB_STATEMENT_TIMEOUT 1 s, not WORKER_TIMEOUT 3 s
-        backends = _client_backends(admin, database)
-        assert backends
-        for pid in backends:
-            os.kill(pid, signal.SIGSTOP)
-        try:
+        # Resumed only once that worker is gone: its stuck thread, resumed earlier, would
+        # go on with the create its client was answered 500 for, and commit it.
+        with _frozen_backends(postgres_url):
             started = time.monotonic()
             frozen = requests.post(path, json={"body": "frozen"}, timeout=15)
             waited = time.monotonic() - started
-            # Resumed only once that worker is gone: its stuck thread, resumed earlier,
-            # would go on with the create its client was answered 500 for, and commit it.
             replaced = wait_until(lambda: first not in children(master), 15)
-        finally:
-            for pid in backends:
-                os.kill(pid, signal.SIGCONT)
         assert frozen.status_code == 500
         assert frozen.json()["detail"] == "the request took too long and was aborted"
         assert 2.5 < waited < 6  # WORKER_TIMEOUT (3 s), checked every 0.25 s
@@ -441,16 +431,35 @@ def test_a_frozen_postgresql_backend_holds_a_thread_until_the_worker_timeout(
     assert stored_bodies(postgres_url) == Counter({"warm-0": 1, "after-0": 1})
 
 
-def _client_backends(admin, database: str) -> list[int]:
-    """The pids of the PostgreSQL backends serving ``database``'s clients (not ``admin``)."""
-    return [
-        pid
-        for (pid,) in admin.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s"
-            " AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
-            (database,),
-        ).fetchall()
-    ]
+@contextlib.contextmanager
+def _frozen_backends(postgres_url: str) -> Iterator[Callable[[], None]]:
+    """Freeze (SIGSTOP) the PostgreSQL backends serving the service's connections to
+    ``postgres_url``'s database: a database host that stalls. Yields ``resume()``, which
+    lets them go on (SIGCONT), at the latest on leaving."""
+    import psycopg
+
+    plain = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain, autocommit=True) as admin:
+        frozen = {
+            pid
+            for (pid,) in admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s"
+                " AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
+                (plain.rsplit("/", 1)[1],),
+            ).fetchall()
+        }
+    assert frozen, "the service holds no database connection to freeze"
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+
+    def resume() -> None:
+        while frozen:
+            os.kill(frozen.pop(), signal.SIGCONT)
+
+    try:
+        yield resume
+    finally:
+        resume()
 
 
 def _lines_of(log: str, request_id: str, message: str) -> list[dict]:
@@ -472,7 +481,6 @@ def test_a_sync_worker_stuck_on_a_frozen_postgresql_backend_still_answers_its_50
     client got its connection closed with no answer, no "request aborted" line and no
     access line. The abort now answers from the signal handler: the JSON 500 with the
     request's id, its error line and its access line; the aborted create is not stored."""
-    import psycopg
 
     env = {
         "DATABASE_URL": postgres_url,
@@ -483,22 +491,13 @@ def test_a_sync_worker_stuck_on_a_frozen_postgresql_backend_still_answers_its_50
         "WORKER_TIMEOUT": "3",
         "DB_STATEMENT_TIMEOUT": "1",
     }
-    plain = postgres_url.replace("postgresql+psycopg://", "postgresql://")
-    database = plain.rsplit("/", 1)[1]
     path = f"/api/v1/contents/{CONTENT}/comments"
-    with (
-        ServiceProcess(env, tmp_path, workers=1) as service,
-        psycopg.connect(plain, autocommit=True) as admin,
-    ):
+    with ServiceProcess(env, tmp_path, workers=1) as service:
         assert service.proc is not None
         master = service.proc.pid
         (first,) = children(master)
         post(service.base, 1, "warm")  # the worker's pooled connection exists
-        backends = _client_backends(admin, database)
-        assert backends
-        for pid in backends:
-            os.kill(pid, signal.SIGSTOP)
-        try:
+        with _frozen_backends(postgres_url):
             started = time.monotonic()
             frozen = requests.post(
                 service.base + path,
@@ -508,9 +507,6 @@ def test_a_sync_worker_stuck_on_a_frozen_postgresql_backend_still_answers_its_50
             )
             waited = time.monotonic() - started
             replaced = wait_until(lambda: first not in children(master), 15)
-        finally:
-            for pid in backends:
-                os.kill(pid, signal.SIGCONT)
         assert frozen.status_code == 500
         assert frozen.headers["Content-Type"] == "application/problem+json"
         assert frozen.json()["detail"] == "the request took too long and was aborted"
@@ -536,7 +532,6 @@ def test_a_create_aborted_at_the_worker_timeout_is_not_stored_when_its_backend_r
     committed the create its client had been told failed, so a retry stored it twice. The
     abort now shuts the stuck thread's database connection down (the backend sees the end
     of its input and rolls back): nothing of the aborted create is stored."""
-    import psycopg
 
     env = {
         "DATABASE_URL": postgres_url,
@@ -548,24 +543,14 @@ def test_a_create_aborted_at_the_worker_timeout_is_not_stored_when_its_backend_r
         # create itself and hide what the worker does.
         "DB_STATEMENT_TIMEOUT": "30",
     }
-    plain = postgres_url.replace("postgresql+psycopg://", "postgresql://")
-    database = plain.rsplit("/", 1)[1]
     path = f"/api/v1/contents/{CONTENT}/comments"
-    with (
-        ServiceProcess(env, tmp_path, workers=1) as service,
-        psycopg.connect(plain, autocommit=True) as admin,
-    ):
+    with ServiceProcess(env, tmp_path, workers=1) as service:
         assert service.proc is not None
         master = service.proc.pid
         (first,) = children(master)
         bundle = requests.get(service.base + BUNDLE, timeout=10).content
         post(service.base, 1, "warm")
-        backends = _client_backends(admin, database)
-        assert backends
-        for pid in backends:
-            os.kill(pid, signal.SIGSTOP)
-        resumed = False
-        try:
+        with _frozen_backends(postgres_url) as resume:
             stuck, result = _in_thread(
                 lambda: requests.post(
                     service.base + path,
@@ -581,18 +566,12 @@ def test_a_create_aborted_at_the_worker_timeout_is_not_stored_when_its_backend_r
                 stuck.join(15)
                 assert "value" in result, "no answer within 15 s"
                 assert result["value"].status_code == 500
-                for pid in backends:
-                    os.kill(pid, signal.SIGCONT)
-                resumed = True
+                resume()
                 time.sleep(1.5)  # the stuck thread's create, if it goes on, commits now
                 assert first in children(master)  # still finishing the slow reader's answer
                 status, headers, _ = read_response(reader, body=False)
                 assert status == 200
                 assert read_body(reader, int(headers["content-length"])) == bundle
-        finally:
-            if not resumed:
-                for pid in backends:
-                    os.kill(pid, signal.SIGCONT)
         assert wait_until(lambda: first not in children(master), 15), service.log()[-3000:]
         assert wait_until(lambda: len(children(master)) == 1, 15)
         post(service.base, 1, "after")
