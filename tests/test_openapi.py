@@ -751,25 +751,31 @@ def test_a_credential_sent_wrongly_is_documented_on_every_operation(client):
     scripts and the health probes included. Each lists both, not only under default."""
     spec = client.get("/openapi.json").json
     checked = 0
-    for path, item in spec["paths"].items():
-        for method in METHODS:
-            if method not in item:
-                continue
-            responses = item[method]["responses"]
-            url = _served_path(path)
-            send = getattr(client, method)
-            bad = send(url, headers={"Authorization": "Bearer not-a-credential"})
-            assert bad.status_code == 401, (method, path, bad.status_code)
-            assert "401" in responses, (method, path)
-            documented(spec, path, method, bad)
-            in_url = send(url + ("&" if "?" in url else "?") + "access_token=x")
-            assert in_url.status_code == 400, (method, path, in_url.status_code)
-            assert "400" in responses, (method, path)
-            assert "access_token" in responses["400"]["description"], (method, path)
-            documented(spec, path, method, in_url)
-            assert "WWW-Authenticate" in in_url.headers
-            checked += 1
+    for path, method, responses in _operations(spec):
+        url = _served_path(path)
+        send = getattr(client, method)
+        bad = send(url, headers={"Authorization": "Bearer not-a-credential"})
+        assert bad.status_code == 401, (method, path, bad.status_code)
+        assert "401" in responses, (method, path)
+        documented(spec, path, method, bad)
+        in_url = send(url + ("&" if "?" in url else "?") + "access_token=x")
+        assert in_url.status_code == 400, (method, path, in_url.status_code)
+        assert "400" in responses, (method, path)
+        assert "access_token" in responses["400"]["description"], (method, path)
+        documented(spec, path, method, in_url)
+        assert "WWW-Authenticate" in in_url.headers
+        checked += 1
     assert checked >= 25
+
+
+def _operations(spec: dict) -> list[tuple[str, str, dict]]:
+    """(path, method, responses) of every operation the spec documents."""
+    return [
+        (path, method, item[method]["responses"])
+        for path, item in spec["paths"].items()
+        for method in METHODS
+        if method in item
+    ]
 
 
 def test_an_unreachable_identity_provider_is_documented_on_every_operation(make_app):
@@ -785,21 +791,13 @@ def test_an_unreachable_identity_provider_is_documented_on_every_operation(make_
     spec = client.get("/openapi.json").json
     token = bearer(signer.token())
     checked = 0
-    for path, item in spec["paths"].items():
-        for method in METHODS:
-            if method not in item:
-                continue
-            responses = item[method]["responses"]
-            unverified = getattr(client, method)(_served_path(path), headers=token)
-            assert unverified.status_code == 503, (method, path, unverified.status_code)
-            assert "503" in responses, (method, path)
-            assert "identity provider" in responses["503"]["description"], (method, path)
-            doc = documented(spec, path, method, unverified)
-            assert "Retry-After" in doc["headers"], (method, path)
-            check(
-                spec,
-                doc["headers"]["Retry-After"]["schema"],
-                int(unverified.headers["Retry-After"]),
-            )
-            checked += 1
+    for path, method, responses in _operations(spec):
+        unverified = getattr(client, method)(_served_path(path), headers=token)
+        assert unverified.status_code == 503, (method, path, unverified.status_code)
+        assert "503" in responses, (method, path)
+        assert "identity provider" in responses["503"]["description"], (method, path)
+        doc = documented(spec, path, method, unverified)
+        assert "Retry-After" in doc["headers"], (method, path)
+        check(spec, doc["headers"]["Retry-After"]["schema"], int(unverified.headers["Retry-After"]))
+        checked += 1
     assert checked >= 25

@@ -14,6 +14,7 @@ import signal
 import sqlite3
 import subprocess
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -549,6 +550,26 @@ def test_an_import_of_a_file_that_is_no_export_leaves_the_target_as_it_was(
         assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == (previous,)
 
 
+def interrupted(args: list[str], database_url: str, begun: Callable[[], bool]) -> None:
+    """Run ``comments-api ARGS`` and send it SIGINT (Ctrl-C) once ``begun()`` says its work
+    is under way (or it has ended, or after 30 s): it must stop with "Aborted!", exit 1."""
+    process = subprocess.Popen(
+        [str(VENV_BIN / "comments-api"), *args],
+        env={**os.environ, "DATABASE_URL": database_url, "LOG_LEVEL": "warning"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for _ in range(6000):
+        if begun() or process.poll() is not None:
+            break
+        time.sleep(0.005)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1, stderr
+    assert "Aborted!" in stderr
+
+
 def test_a_backup_stopped_by_ctrl_c_leaves_no_file(tmp_path):
     # Written in place, the copy stood at DEST after "Aborted!" and exit 1: a file that
     # looked like a backup (and blocked the retry: "exists; choose a new file").
@@ -557,21 +578,8 @@ def test_a_backup_stopped_by_ctrl_c_leaves_no_file(tmp_path):
     backups = tmp_path / "backups"
     backups.mkdir()
     dest = backups / "copy.db"
-    process = subprocess.Popen(
-        [str(VENV_BIN / "comments-api"), "backup", str(dest)],
-        env={**os.environ, "DATABASE_URL": f"sqlite:///{source}", "LOG_LEVEL": "warning"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    for _ in range(6000):  # the copy has begun once a file appears: interrupt it then
-        if any(backups.iterdir()) or process.poll() is not None:
-            break
-        time.sleep(0.005)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 1, stderr
-    assert "Aborted!" in stderr
+    # The copy has begun once a file appears: interrupted then.
+    interrupted(["backup", str(dest)], f"sqlite:///{source}", lambda: any(backups.iterdir()))
     assert list(backups.iterdir()) == []
     assert cli("backup", str(dest), url=f"sqlite:///{source}").returncode == 0  # a retry works
 
@@ -679,22 +687,13 @@ def test_an_import_stopped_by_ctrl_c_into_a_new_file_leaves_no_database(tmp_path
     targets = tmp_path / "targets"
     targets.mkdir()
     target = targets / "new.db"
-    process = subprocess.Popen(
-        [str(VENV_BIN / "comments-api"), "import", str(dump)],
-        env={**os.environ, "DATABASE_URL": f"sqlite:///{target}", "LOG_LEVEL": "warning"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    wal = targets / "new.db-wal"
+    # Rows are going in once the WAL grows: interrupted then.
+    interrupted(
+        ["import", str(dump)],
+        f"sqlite:///{target}",
+        lambda: wal.exists() and wal.stat().st_size > 1_000_000,
     )
-    for _ in range(6000):  # rows are going in once the WAL grows: interrupt it then
-        wal = targets / "new.db-wal"
-        if (wal.exists() and wal.stat().st_size > 1_000_000) or process.poll() is not None:
-            break
-        time.sleep(0.005)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 1, stderr
-    assert "Aborted!" in stderr
     assert list(targets.iterdir()) == []
     # A re-run imports into a new file, as the first run would have.
     done = cli("import", str(dump), url=f"sqlite:///{target}")
