@@ -9,6 +9,7 @@ Marked `bench`: outside plain `make test`, run by `make bench-smoke`.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -119,3 +120,26 @@ def test_bench_scaling_rows_run_two_instances_on_one_database(tmp_path: Path) ->
     assert nometrics["metrics_counted"] is None
     assert "metrics off: no request counter to check" in stdout
     assert servers["ours"]["metrics_counted"] > 0
+
+
+def test_rounds_rotate_each_block_so_every_run_takes_every_place() -> None:
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "bench" / "run.py")
+    assert spec is not None
+    assert spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # its dataclasses look their module up
+    try:
+        spec.loader.exec_module(bench)
+    finally:
+        del sys.modules[spec.name]
+    lists = [("baseline", "list"), ("ours", "list"), ("pg", "list")]
+    creates = [("baseline", "create"), ("ours", "create")]
+    rounds = [bench.rotated([lists, creates], turn) for turn in range(3)]
+    # Blocks stay blocks (interleaving by scenario), each round holds every run once...
+    for runs in rounds:
+        assert runs[:3] in ([lists[i:] + lists[:i] for i in range(3)])
+        assert sorted(runs) == sorted(lists + creates)
+    # ...and over three rounds every list run was first, second and third once.
+    for run in lists:
+        assert sorted(r[:3].index(run) for r in rounds) == [0, 1, 2]
+    assert [r[3][0] for r in rounds] == ["baseline", "ours", "baseline"]
