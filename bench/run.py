@@ -791,7 +791,8 @@ def print_tables(
             summary.setdefault("ratelimit", [])
             for sc in rl.scenarios:
                 on, off = med(results[(rl.name, sc)]), med(results[(row.name, sc)])
-                # Paired by round: each round runs the two back to back, so the ratio of a
+                # Paired by round: each round runs the two in one block, back to back but
+                # where the block's rotation splits them, so the ratio of a
                 # pair cancels most of the shared machine's drift; the medians of each side
                 # alone do not (one busy round moved them by 25 %).
                 per_round = [
