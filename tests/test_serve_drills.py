@@ -8,6 +8,7 @@ come from the server). Loads are bounded in count and time, on loopback only.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -645,6 +646,100 @@ def test_a_create_aborted_at_the_worker_timeout_on_the_sqlite_lock_is_not_stored
         assert again.headers["Idempotent-Replayed"] == "true"
         assert again.json() == retry.json()
     assert stored_bodies(env["DATABASE_URL"]) == Counter({"keyed": 1})
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
+def test_a_write_aborted_at_the_worker_timeout_is_not_a_database_error(
+    request: pytest.FixtureRequest, tmp_path: Path, db: str
+) -> None:
+    """THREADS=2: the stuck thread of a create answered 500 at WORKER_TIMEOUT comes back to
+    the app while its worker finishes a slow reader's answer, and its write fails: on
+    SQLite with AbortedWrite (the lock came free; its write rolls back instead of
+    committing), on PostgreSQL with the error of the connection the abort shut down. Both
+    reached the app's database error handler, which logged "database unavailable" and
+    counted comments_api_database_errors_total{cause="unavailable"}: an outage of a
+    database that was fine, for a request already counted as the 500. Now neither; the
+    request keeps its one access line and one request count."""
+    if db == "sqlite":
+        database_url = f"sqlite:///{tmp_path / 'comments.db'}"
+    else:
+        database_url = request.getfixturevalue("postgres_url")
+    env = {
+        "DATABASE_URL": database_url,
+        "RATELIMIT_ENABLED": "false",
+        "DUPLICATE_WINDOW": "0",
+        "LOG_LEVEL": "info",
+        "THREADS": "2",
+        "WORKER_TIMEOUT": "2",
+        # Long: the create's own lock or statement timeout must not end it before the
+        # abort does.
+        "DB_STATEMENT_TIMEOUT": "30",
+    }
+    route = "/api/v1/contents/<content_id>/comments"
+    path = f"/api/v1/contents/{CONTENT}/comments"
+    rid = f"{db}-aborted-write"
+    with contextlib.ExitStack() as stack, ServiceProcess(env, tmp_path, workers=1) as service:
+        assert service.proc is not None
+        master = service.proc.pid
+        (first,) = children(master)
+        bundle = requests.get(service.base + BUNDLE, timeout=10).content
+        post(service.base, 1, "warm")  # on PostgreSQL: the pooled connection to freeze
+        if db == "sqlite":
+            holder = sqlite3.connect(database_url.removeprefix("sqlite:///"), timeout=5)
+            holder.isolation_level = None
+            stack.callback(holder.close)
+            holder.execute("BEGIN IMMEDIATE")
+            release: Callable[[], object] = functools.partial(holder.execute, "ROLLBACK")
+        else:
+            release = stack.enter_context(_frozen_backends(database_url))
+        stuck, result = _in_thread(
+            lambda: requests.post(
+                service.base + path,
+                json={"body": "aborted", "email": "a@example.com"},
+                headers={"X-Request-ID": rid},
+                timeout=15,
+            )
+        )
+        time.sleep(0.3)  # a thread is in that create now, waiting on its database
+        with slow_reader(service.port, f"GET {BUNDLE} HTTP/1.1\r\nHost: a\r\n\r\n".encode()) as r:
+            stuck.join(15)
+            assert "value" in result, "no answer within 15 s"
+            assert result["value"].status_code == 500
+            release()  # SQLite: the stuck thread takes the lock and goes on to its commit
+            if db == "sqlite":
+                rolled_back = "rolled back the write of a request aborted at WORKER_TIMEOUT"
+                assert wait_until(lambda: _lines_of(service.log(), rid, rolled_back), 5)
+            # The stuck thread's error reaches the app's handlers within milliseconds
+            # (PostgreSQL's as soon as the abort shut its connection down).
+            time.sleep(1)
+            assert first in children(master)  # still finishing the slow reader's answer
+            status, headers, _ = read_response(r, body=False)
+            assert status == 200
+            assert read_body(r, int(headers["content-length"])) == bundle
+        assert wait_until(lambda: first not in children(master), 15), service.log()[-3000:]
+        assert wait_until(lambda: len(children(master)) == 1, 15)
+        samples = scrape(service.base)  # the exited worker's counters included
+        log = service.log()
+    assert stored_bodies(database_url) == Counter({"warm-0": 1})
+    errors = value(samples, "comments_api_database_errors_total", cause="unavailable")
+    assert errors == 0, log[-3000:]
+    # Its error lines: the abort's and its access line, no "database unavailable".
+    error_lines = []
+    for line in log.splitlines():
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            if entry.get("request_id") == rid and entry.get("level") == "error":
+                error_lines.append(entry["message"])
+    assert sorted(error_lines) == [
+        "request",
+        "request aborted: the worker exceeded its timeout",
+    ], log[-3000:]
+    (access,) = _lines_of(log, rid, "request")
+    assert (access["status"], access["route"]) == (500, route)
+    counted = value(
+        samples, "comments_api_http_requests_total", method="POST", route=route, status="500"
+    )
+    assert counted == 1
 
 
 def test_sigkill_of_a_worker_under_write_load(backend, tmp_path):

@@ -29,6 +29,7 @@ from .moderation.service import ModerationService
 from .settings import Settings
 from .store.driver_sql import StorageRefused
 from .store.repository import (
+    AbortedWrite,
     Repository,
     is_disk_full,
     make_engine,
@@ -213,6 +214,11 @@ def _jwt_verifier(settings: Settings) -> JwtVerifier | None:
 
 def _database_unavailable(exc: Exception) -> Response:
     # A lost, locked, slow or full database is our problem, but temporary: say so, don't 500.
+    if isinstance(exc, AbortedWrite) or current_services().repo.in_aborted_request():
+        # The server has answered this request 500 at WORKER_TIMEOUT, counted it and
+        # logged why, then rolled its write back or shut its connection down: the
+        # database is fine. Nobody reads this answer (the client's socket is gone).
+        return errors.error_response(500, "the request took too long and was aborted")
     if is_disk_full(exc):
         # Distinct from an outage: the operator must free space, waiting will not help.
         log.error(

@@ -2244,19 +2244,21 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
             conn.aborted = True
             self.nr_conns -= 1
             client = None if resp.on_the_wire else self._take_from_thread(conn)
-            # Then (the thread, woken by the error, must find its client gone): the thread
-            # may be waiting on its database, and must not commit after its client is told
-            # 500, as the worker finishes the other threads' answers before it exits, and
-            # a backend that resumed meanwhile let it finish the create. A COMMIT the
-            # database already has cannot be taken back.
-            self._checked_out.shut_down(thread)
             # A thread stuck on SQLite's write lock has no socket to shut down: its
             # repository rolls back instead of committing. Not if it has left the app
             # meanwhile (it forgets its ident as it leaves, handle_request): a later
-            # request on that thread must commit.
+            # request on that thread must commit. Before the shut-down below: the app
+            # tells the error it wakes the thread with from a database outage by this set.
             self._aborted_threads.add(thread)
             if conn not in self._running:
                 self._aborted_threads.discard(thread)
+            # Its database connections, after its client (the thread, woken by the error,
+            # must find its client gone): the thread may be waiting on its database, and
+            # must not commit after its client is told 500, as the worker finishes the
+            # other threads' answers before it exits, and a backend that resumed meanwhile
+            # let it finish the create. A COMMIT the database already has cannot be taken
+            # back.
+            self._checked_out.shut_down(thread)
             # Its access line and request count too, which the thread will never write.
             try:
                 self._answer_timeout_abort(

@@ -787,7 +787,9 @@ def is_disk_full(exc: BaseException) -> bool:
 class AbortedWrite(OperationalError):
     """A write of a request the server has already answered 500 at WORKER_TIMEOUT
     (``Repository.aborted_threads``): rolled back instead of committed. An
-    OperationalError, so whatever catches database failures handles it as one."""
+    OperationalError, so whatever catches database failures ends the request with it; the
+    app's handler neither logs nor counts it as the database's failure
+    (``in_aborted_request``)."""
 
 
 class IdempotencyKeyReused(DomainError):
@@ -946,6 +948,13 @@ class Repository:
             if cursor is not None:
                 with contextlib.suppress(self._dbapi_error):
                     cursor.close()
+
+    def in_aborted_request(self) -> bool:
+        """True in a thread whose request the server has already answered 500 at
+        WORKER_TIMEOUT (``aborted_threads``): a database error it meets now is that
+        abort's doing (AbortedWrite, or the connection the abort shut down), not the
+        database's."""
+        return bool(self.aborted_threads) and threading.get_ident() in self.aborted_threads
 
     @staticmethod
     def _aborted_write() -> AbortedWrite:
