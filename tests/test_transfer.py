@@ -699,3 +699,31 @@ def test_an_import_stopped_by_ctrl_c_into_a_new_file_leaves_no_database(tmp_path
     done = cli("import", str(dump), url=f"sqlite:///{target}")
     assert done.returncode == 0, done.stderr
     assert f"{N_COMMENTS} comments" in done.stderr
+
+
+@pytest.mark.parametrize("mode", ["delete", "wal"])
+def test_a_refused_import_leaves_the_file_in_its_journal_mode(tmp_path, mode):
+    """The emptiness check opened the target through the server's engine, whose connect
+    hook sets WAL: an operator's file in rollback-journal mode was switched to WAL by an
+    import that was then refused. (A WAL file must not be left -wal and -shm files.)"""
+    path = tmp_path / "kept.db"
+    url = f"sqlite:///{path}"
+    generate(url, 3)
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute(f"PRAGMA journal_mode={mode}").fetchone() == (mode,)
+    finally:
+        conn.close()
+    before, files = path.read_bytes(), sorted(tmp_path.iterdir())
+    head = {"format": "comments-api-export", "version": 1,
+            "schema_revision": head_revision(), "tables": {"comments": 0}}  # fmt: skip
+    refused = cli("import", "-", url=url, stdin_text=json.dumps(head) + "\n")
+    assert refused.returncode == 1, refused.stderr
+    assert "import only into an empty one" in refused.stderr
+    assert sorted(tmp_path.iterdir()) == files  # no -wal, no -shm
+    assert path.read_bytes() == before  # the header's journal mode bytes among them
+    conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == (mode,)
+    finally:
+        conn.close()

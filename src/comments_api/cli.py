@@ -535,13 +535,14 @@ def _refuse_non_empty(settings: Settings) -> None:
     there yet is empty, and is not made here."""
     from sqlalchemy.exc import DBAPIError
 
-    from .store.repository import make_engine, sqlite_file
-    from .store.transfer import TransferError, refuse_non_empty
+    from .store.repository import sqlite_file
+    from .store.transfer import TransferError, checking_engine, refuse_non_empty
 
     path = sqlite_file(settings.database_url)
     if path is not None and not os.path.exists(path):
         return
-    engine = make_engine(settings.database_url)
+    # Not make_engine's: it would set WAL on the file even when the import then refuses.
+    engine = checking_engine(settings.database_url)
     try:
         refuse_non_empty(engine)
     except TransferError as exc:

@@ -14,9 +14,11 @@ kept exactly. Idempotency keys are not: they only matter for IDEMPOTENCY_TTL.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO, Any
 
 from sqlalchemy import (
@@ -28,6 +30,7 @@ from sqlalchemy import (
     RootTransaction,
     String,
     Table,
+    create_engine,
     func,
     insert,
     inspect,
@@ -36,9 +39,18 @@ from sqlalchemy import (
 )
 from sqlalchemy import table as named_table
 from sqlalchemy.exc import DBAPIError, StatementError
+from sqlalchemy.pool import NullPool
 
 from ..comments.rules import STATUSES
-from .repository import api_keys, audit_log, bans, comments, head_revision
+from .repository import (
+    api_keys,
+    audit_log,
+    bans,
+    comments,
+    head_revision,
+    make_engine,
+    sqlite_file,
+)
 
 FORMAT = "comments-api-export"
 VERSION = 1
@@ -270,6 +282,25 @@ def _loader(table: Table) -> Callable[[dict[str, Any]], dict[str, Any]]:
 
 def _not_empty(name: str) -> TransferError:
     return TransferError(f"the target database already has {name}: import only into an empty one")
+
+
+def checking_engine(database_url: str, timeout: float = 5.0) -> Engine:
+    """An engine for what an import reads before it writes (``refuse_non_empty``).
+
+    A SQLite file is opened as it is: make_engine's connect hook sets WAL, so a refused
+    import had switched a rollback-journal file to WAL for good. Opened read-write
+    (``mode=rw``: never created), not read-only: a read-only connection to a WAL file
+    makes -wal and -shm files it cannot remove on closing. ``timeout``: how long a read
+    waits for a writer's lock."""
+    path = sqlite_file(database_url)
+    if path is None:
+        return make_engine(database_url, statement_timeout=timeout)
+    uri = f"{Path(path).resolve().as_uri()}?mode=rw"  # as_uri escapes ?, # and %
+
+    def connect() -> sqlite3.Connection:
+        return sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False)
+
+    return create_engine("sqlite://", creator=connect, poolclass=NullPool)
 
 
 def refuse_non_empty(engine: Engine) -> None:
