@@ -171,7 +171,8 @@ runq() {
   [ "$DRY_RUN" = 1 ] || "$@" >/dev/null
 }
 # run_waited CMD...: the same as run, for a command that may take long (the test suite, the
-# image build, E2E, k6, the smoke hook, `kubectl wait`, `rollout status`: minutes). bash
+# image build, a push or copy to a registry, E2E, k6, the smoke hook, `kubectl wait`,
+# `rollout status`: minutes). bash
 # runs a signal's trap only once the foreground command returns: a run stopped (Ctrl-C, a
 # CI's SIGTERM) went on until it ended, holding the lock. In the background, the builtin
 # `wait` returns at the signal, and the EXIT trap stops the command (stop_waited).
@@ -180,14 +181,38 @@ run_waited() {
   [ "$DRY_RUN" = 0 ] || return 0
   waited "$@"
 }
+# runq_waited CMD...: the same as runq, for a command that may take long (docker push).
+runq_waited() {
+  show "$@"
+  [ "$DRY_RUN" = 0 ] || return 0
+  waited_to /dev/null "" "$@"
+}
 # waited CMD...: run CMD in the background and wait for it. In a process group of its own
 # (setsid), so that stop_waited reaches every process it started (pytest's servers, k6, a
 # hook's children), not its first one alone; with SIGINT's default action back, which a
 # script's background job ignores, so that stop_waited's SIGINT works as Ctrl-C would.
 WAITED_PID=""
 waited() {
-  local rc=0
   env --default-signal=INT setsid --wait "$@" &
+  waited_wait
+}
+# waited_to OUT ERR CMD...: the same, CMD's stdout into the file OUT and (ERR not empty) its
+# stderr into ERR. On the background command alone: a redirection of the waited call
+# itself stays in force in the EXIT trap that a signal runs there, and the run's last
+# words ("PIPELINE STOPPED", the teardown) went into that file.
+waited_to() {
+  local out=$1 err=$2
+  shift 2
+  if [ -n "$err" ]; then
+    { env --default-signal=INT setsid --wait "$@" & } >"$out" 2>"$err"
+  else
+    { env --default-signal=INT setsid --wait "$@" & } >"$out"
+  fi
+  waited_wait
+}
+# waited_wait: wait for the command just started in the background ($!).
+waited_wait() {
+  local rc=0
   WAITED_PID=$!
   wait "$WAITED_PID" || rc=$?
   WAITED_PID=""
@@ -201,7 +226,7 @@ waited_tools() {
   setsid --wait true >/dev/null 2>&1 || lacks+=" setsid with --wait (util-linux);"
   env --default-signal=INT true >/dev/null 2>&1 || lacks+=" env with --default-signal (GNU coreutils 8.31 or later);"
   if [ -n "$lacks" ]; then
-    fail "every waited step (tests, build, waits, E2E, load test, smoke tests) runs under 'env --default-signal=INT setsid --wait'; this machine lacks:${lacks%;}: install them, nothing was changed"
+    fail "every waited step (tests, build, registry pushes and copies, waits, E2E, load test, smoke tests) runs under 'env --default-signal=INT setsid --wait'; this machine lacks:${lacks%;}: install them, nothing was changed"
     exit 1
   fi
 }
@@ -252,6 +277,23 @@ capture() {
     __out=$("$@") || return
     printf -v "$__var" '%s' "$__out"
   fi
+}
+# capture_waited VAR PLACEHOLDER CMD...: the same as capture, for a command that may take
+# long (skopeo inspect of a registry that is slow to answer). Through a file, not `$(...)`:
+# bash runs a signal's trap only once a command substitution has returned.
+capture_waited() {
+  local __var=$1 __placeholder=$2 __file __rc=0
+  shift 2
+  show "$@"
+  if [ "$DRY_RUN" = 1 ]; then
+    printf -v "$__var" '%s' "$__placeholder"
+    return 0
+  fi
+  __file=$(mktemp "${STATE:-${TMPDIR:-/tmp}}/captured.XXXXXX")
+  waited_to "$__file" "" "$@" || __rc=$?
+  [ "$__rc" = 0 ] && printf -v "$__var" '%s' "$(cat "$__file")"
+  rm -f "$__file"
+  return "$__rc"
 }
 # redis_ping: Redis answers PONG to its password (given in the environment, not argv).
 redis_ping() {
@@ -358,8 +400,8 @@ push_dev() {
   # By its id, not its name: until the push, another build of the same commit (another run
   # on this host) may take the name comments-api:TAG, and this run would push that one.
   run docker tag "$IMAGE_ID" "$registry/comments-api:$TAG"
-  runq docker push --quiet "$registry/comments-api:$TAG"
-  if ! capture DIGEST "sha256:<digest-of-$TAG>" skopeo inspect --tls-verify=false --format '{{.Digest}}' \
+  runq_waited docker push --quiet "$registry/comments-api:$TAG"
+  if ! capture_waited DIGEST "sha256:<digest-of-$TAG>" skopeo inspect --tls-verify=false --format '{{.Digest}}' \
     "docker://$registry/comments-api:$TAG" || [[ $DRY_RUN = 0 && ! $DIGEST =~ ^sha256:[0-9a-f]{64}$ ]]; then
     fail "no manifest digest for $registry/comments-api:$TAG from the dev registry (skopeo inspect, above): nothing is deployed"
     return 1
@@ -389,7 +431,9 @@ reuse_pushed() {
     info "(dry run: a digest found is deployed and promoted as it is, without a build; none: built and pushed, below)"
     return 1
   fi
-  if found=$(skopeo inspect --tls-verify=false --format '{{.Digest}}' "$ref" 2>"$STATE/lookup.err"); then
+  # Waited (through files): a registry slow to answer must not hold an interrupt back.
+  if waited_to "$STATE/lookup.out" "$STATE/lookup.err" skopeo inspect --tls-verify=false --format '{{.Digest}}' "$ref"; then
+    found=$(cat "$STATE/lookup.out")
     if ! [[ $found =~ ^sha256:[0-9a-f]{64}$ ]]; then
       fail "$registry/comments-api:$TAG did not resolve to a sha256 digest: '$found'"
       exit 1
@@ -422,10 +466,10 @@ promote() {
   if [ "$DRY_RUN" = 0 ]; then
     while [ -e "$sigdir/signature-$((n + 1))" ] && [ "$n" -lt 1000 ]; do n=$((n + 1)); done
   fi
-  run env GNUPGHOME="$STATE/gnupg" skopeo --registries.d "$STATE/registries.d" copy --quiet \
+  run_waited env GNUPGHOME="$STATE/gnupg" skopeo --registries.d "$STATE/registries.d" copy --quiet \
     --preserve-digests --src-tls-verify=false --dest-tls-verify=false --sign-by "$FPR" \
     "docker://$dev/comments-api@$DIGEST" "docker://$prod/comments-api:$TAG" || return 1
-  capture copied "$DIGEST" skopeo inspect --tls-verify=false --format '{{.Digest}}' \
+  capture_waited copied "$DIGEST" skopeo inspect --tls-verify=false --format '{{.Digest}}' \
     "docker://$prod/comments-api:$TAG" || return 1
   if [ "$copied" != "$DIGEST" ]; then
     fail "the prod registry holds $copied, not $DIGEST"
@@ -438,7 +482,7 @@ promote() {
   sig="$sigdir/signature-$((n + 1))"
   run mkdir -p "$STATE/verify"
   show skopeo inspect --raw --tls-verify=false "docker://$prod/comments-api@$DIGEST" ">$manifest"
-  [ "$DRY_RUN" = 1 ] || skopeo inspect --raw --tls-verify=false "docker://$prod/comments-api@$DIGEST" >"$manifest" || return 1
+  [ "$DRY_RUN" = 1 ] || waited_to "$manifest" "" skopeo inspect --raw --tls-verify=false "docker://$prod/comments-api@$DIGEST" || return 1
   # The verifying keyring holds the public key only.
   run env GNUPGHOME="$STATE/gnupg-verify" skopeo standalone-verify "$manifest" \
     "$prod/comments-api:$TAG" "$FPR" "$sig"

@@ -393,14 +393,16 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0] != "Z"
 
 
-def start_in_background(command: list[str], env: dict[str, str], out: Path) -> subprocess.Popen:
+def start_in_background(
+    command: list[str], env: dict[str, str], out: Path, cwd: Path = ROOT
+) -> subprocess.Popen:
     """deploy.sh in a session of its own (signals go to its group), its output in ``out``."""
     with open(out, "w") as sink:
         return subprocess.Popen(
             command,
             stdout=sink,
             stderr=subprocess.STDOUT,
-            cwd=ROOT,
+            cwd=cwd,
             env=env,
             start_new_session=True,
         )
@@ -677,6 +679,154 @@ def test_an_interrupted_step_is_given_time_to_clean_up(tmp_path: Path, how: str,
     assert not alive(hook_pid)
     assert not left, f"processes of the run left behind: {left}"
     assert not (state / "lock").exists(), "the lock goes too"
+
+
+# --- registry steps (docker push, skopeo): an interrupt does not wait for the registry -----
+@contextlib.contextmanager
+def registry_that_never_answers() -> Iterator[str]:
+    """The address of a registry that takes connections and never answers (hung, or its
+    replies lost on the way): the real docker push and skopeo inspect wait there for ever."""
+    with socket.create_server(("127.0.0.1", 0), backlog=64) as listener:
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+
+
+def descendant_of(ancestor: int, argv: list[str]) -> int:
+    """A live descendant of ``ancestor`` whose arguments hold ``argv`` in a row (a child of
+    a subshell, such as `$(...)`'s, too); 0 when none."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == ancestor:
+            continue
+        pid = int(entry.name)
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError, IndexError):
+            args = (entry / "cmdline").read_bytes().decode().split("\0")
+            if not any(args[i : i + len(argv)] == argv for i in range(len(args))):
+                continue
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] == "Z":
+                continue
+            parent = pid
+            while parent > 1:
+                parent = int(Path(f"/proc/{parent}/stat").read_text().rsplit(") ", 1)[1].split()[1])
+                if parent == ancestor:
+                    return pid
+    return 0
+
+
+def interrupt_step(
+    tmp_path: Path,
+    how: str,
+    command: list[str],
+    env: dict[str, str],
+    argv: list[str],
+    cwd: Path = ROOT,
+) -> tuple[int, str, int, list[int], float]:
+    """deploy.sh (``command``) interrupted (``how``) once its child whose arguments hold
+    ``argv`` has run for a second. Returns the exit status (-1: still running 30 s after the
+    signal), the output, that child's PID, the processes left of the run's and the child's
+    process groups, and the seconds from the signal to the exit."""
+    out = tmp_path / "deploy.out"
+    proc = start_in_background(command, env, out, cwd)
+    groups = {proc.pid}
+    step = 0
+    try:
+        deadline = time.monotonic() + 90
+        while not (step := descendant_of(proc.pid, argv)):
+            assert proc.poll() is None, out.read_text()[-3000:]
+            assert time.monotonic() < deadline, out.read_text()[-3000:]
+            time.sleep(0.1)
+        groups.add(group_of(step))
+        time.sleep(1)  # under way, waiting for the registry
+        started = time.monotonic()
+        if how.startswith("SIGINT"):
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            rc = -1  # still running: the signal waited for the step
+        took = time.monotonic() - started
+        left = [
+            int(p.name)
+            for p in Path("/proc").iterdir()
+            if p.name.isdigit()
+            and int(p.name) != proc.pid
+            and any(in_group(int(p.name), group) for group in groups)
+        ]
+    finally:
+        for group in groups:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
+        proc.wait()
+    log = out.read_text()
+    print(log)
+    return rc, log, step, left, took
+
+
+@INTERRUPTS
+def test_a_run_interrupted_during_the_push_stops_at_once(tmp_path: Path, how: str, code: int):
+    # docker push ran in the foreground: a CI's SIGTERM waited for the push to end, which
+    # against a registry that does not answer is never (the real docker and its engine).
+    if shutil.which("docker") is None:
+        missing("docker")
+    if sh("docker", "info", check=False).returncode != 0:
+        missing("a running Docker engine")
+    image = f"comments-api-push-test:{uuid.uuid4().hex[:8]}"
+    member = tarfile.TarInfo("release.txt")
+    member.size = 6
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as tar:
+        tar.addfile(member, io.BytesIO(b"pushed"))
+    command, env = stand_ins(tmp_path)
+    (tmp_path / "bin" / "docker").unlink()  # the real one
+    command = [f"--image={image}" if a.startswith("--image=") else a for a in command]
+    with registry_that_never_answers() as registry:
+        pushed = f"{registry}/comments-api:stand-in"
+        try:
+            imported = subprocess.run(
+                ["docker", "import", "-", image], input=layer.getvalue(), capture_output=True
+            )
+            assert imported.returncode == 0, imported.stderr
+            rc, log, push, left, took = interrupt_step(
+                tmp_path, how, command, {**env, "DEV_REGISTRY": registry}, ["push", "--quiet"]
+            )
+        finally:
+            sh("docker", "rmi", image, pushed, check=False)
+    assert f"+ docker push --quiet {pushed}" in log
+    assert rc == code, log[-3000:]
+    assert took < 5, "the run went on with the push after the signal"
+    assert "PIPELINE STOPPED" in log, log[-3000:]
+    assert not alive(push), f"docker push (pid {push}) outlived the run"
+    assert not left, f"processes of the run left behind: {left}"
+    assert not (tmp_path / "cluster" / "lock").exists(), "the lock goes too"
+
+
+@INTERRUPTS
+def test_a_run_interrupted_while_skopeo_asks_the_registry_stops_at_once(
+    tmp_path: Path, how: str, code: int
+):
+    # skopeo inspect ran inside $(...): bash runs a trap only once a command substitution
+    # has returned, so a CI's SIGTERM waited for a registry that does not answer.
+    for name in ("skopeo", "git"):
+        if shutil.which(name) is None:
+            missing(name)
+    repo, tag = commit_copy(tmp_path)  # its own tag: the run asks the registry for it first
+    command, env = stand_ins(tmp_path)
+    (tmp_path / "bin" / "skopeo").unlink()  # the real one
+    command = [
+        str(repo / "scripts" / "deploy.sh"),
+        *[a for a in command[1:] if "--tag" not in a and "--image" not in a],
+    ]
+    with registry_that_never_answers() as registry:
+        rc, log, inspect, left, took = interrupt_step(
+            tmp_path, how, command, {**env, "DEV_REGISTRY": registry}, ["inspect"], cwd=repo
+        )
+    assert f"docker://{registry}/comments-api:{tag}" in log
+    assert rc == code, log[-3000:]
+    assert took < 5, "the run went on asking the registry after the signal"
+    assert "PIPELINE STOPPED" in log, log[-3000:]
+    assert not alive(inspect), f"skopeo inspect (pid {inspect}) outlived the run"
+    assert not left, f"processes of the run left behind: {left}"
+    assert not (tmp_path / "cluster" / "lock").exists(), "the lock goes too"
 
 
 # --- a release that fails production's smoke test: rolled back, and the rollback checked ---
