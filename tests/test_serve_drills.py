@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import sqlite3
+import subprocess
 import threading
 import time
 import uuid
@@ -24,7 +25,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .support import ServiceProcess, scrape, value, wait_until
+from .support import VENV_BIN, ServiceProcess, free_port, scrape, value, wait_until
 from .test_serve_server import BUNDLE, read_body, read_response, slow_reader
 
 CONTENT = "drill"
@@ -740,6 +741,133 @@ def test_a_write_aborted_at_the_worker_timeout_is_not_a_database_error(
         samples, "comments_api_http_requests_total", method="POST", route=route, status="500"
     )
     assert counted == 1
+
+
+# A module plain gunicorn serves: the app behind werkzeug's ProxyFix (which keeps it as
+# ``.app``), and behind a bare function that keeps no reference to it anyone could follow.
+WRAPPED_APPS = """\
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from comments_api.app import create_app
+
+proxied = ProxyFix(create_app(), x_for=1)
+
+
+def hidden(environ, start_response):
+    return proxied(environ, start_response)
+"""
+GUARD_MISSING = "the aborted-request guard is not installed"
+
+
+@contextlib.contextmanager
+def _plain_gunicorn(tmp_path: Path, app: str) -> Iterator[tuple[int, Path, dict[str, str]]]:
+    """``gunicorn -k comments_api.worker.BufferedThreadWorker`` with its own flags (not
+    comments_api.gunicorn_conf), THREADS=2, WORKER_TIMEOUT=2, one worker, on SQLite, serving
+    ``app`` of WRAPPED_APPS. Yields its port, its output file and its environment."""
+    (tmp_path / "wrapped_apps.py").write_text(WRAPPED_APPS)
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'comments.db'}",
+        "RATELIMIT_ENABLED": "false",
+        "METRICS_ENABLED": "false",
+        "DUPLICATE_WINDOW": "0",
+        # Long: the create's own lock wait must not end it before the abort does.
+        "DB_STATEMENT_TIMEOUT": "30",
+    }
+    subprocess.run(
+        [str(VENV_BIN / "comments-api"), "migrate"], env=env, check=True, capture_output=True
+    )
+    out = tmp_path / "gunicorn.log"
+    with out.open("wb") as sink:
+        proc = subprocess.Popen(
+            [
+                str(VENV_BIN / "gunicorn"),
+                "--worker-class",
+                "comments_api.worker.BufferedThreadWorker",
+                "--threads=2",
+                "--timeout=2",
+                "--workers=1",
+                "--no-control-socket",  # gunicorn's default writes under $HOME
+                f"--bind=127.0.0.1:{port}",
+                f"--pythonpath={tmp_path}",
+                f"wrapped_apps:{app}",
+            ],
+            env=env,
+            cwd=tmp_path,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+
+            def ready() -> bool:
+                assert proc.poll() is None, out.read_text()
+                try:
+                    return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok
+                except requests.RequestException:
+                    return False
+
+            assert wait_until(ready, 30), out.read_text()
+            yield port, out, env
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def test_the_aborted_write_guard_is_installed_behind_a_middleware(tmp_path: Path) -> None:
+    """Plain gunicorn with our threaded worker, serving create_app() behind werkzeug's
+    ProxyFix: the worker looked for the app's services on the WSGI app it was given only,
+    found none on the middleware, and silently left Repository.aborted_threads empty, so a
+    create stuck on SQLite's write lock, answered 500 at WORKER_TIMEOUT, committed once the
+    lock came free. The worker now follows the middleware's ``app`` to the comments app:
+    that write rolls back, and nothing warns that the guard is missing."""
+    base_path = f"/api/v1/contents/{CONTENT}/comments"
+    rolled_back = "rolled back the write of a request aborted at WORKER_TIMEOUT"
+    with _plain_gunicorn(tmp_path, "proxied") as (port, out, env):
+        base = f"http://127.0.0.1:{port}"
+        bundle = requests.get(base + BUNDLE, timeout=10).content
+        holder = sqlite3.connect(tmp_path / "comments.db", isolation_level=None, timeout=5)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            stuck, result = _in_thread(
+                lambda: requests.post(
+                    base + base_path, json={"body": "proxied", "email": "p@example.com"}, timeout=15
+                )
+            )
+            time.sleep(0.3)  # a thread is in that create now, waiting for the lock
+            with slow_reader(port, f"GET {BUNDLE} HTTP/1.1\r\nHost: a\r\n\r\n".encode()) as r:
+                stuck.join(15)
+                assert "value" in result, "no answer within 15 s"
+                assert result["value"].status_code == 500
+                holder.execute("ROLLBACK")  # the stuck thread takes the lock and goes on
+                # Its create ends either way within a few ms: stored, or rolled back.
+                assert wait_until(
+                    lambda: rolled_back in out.read_text() or stored_bodies(env["DATABASE_URL"]),
+                    5,
+                ), out.read_text()[-3000:]
+                assert stored_bodies(env["DATABASE_URL"]) == Counter()
+                status, headers, _ = read_response(r, body=False)
+                assert status == 200
+                assert read_body(r, int(headers["content-length"])) == bundle
+        finally:
+            holder.close()
+    assert GUARD_MISSING not in out.read_text()
+
+
+def test_a_worker_that_cannot_install_the_aborted_write_guard_says_so(tmp_path: Path) -> None:
+    """An app the worker cannot see through (a function wrapping create_app(), with no
+    ``app`` or ``__wrapped__`` attribute) still runs, but each worker warns at its start
+    that a write of a request aborted at WORKER_TIMEOUT may commit: it used to be silent."""
+    with _plain_gunicorn(tmp_path, "hidden") as (port, out, _env):
+        answer = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
+        assert answer.status_code == 200
+        assert wait_until(lambda: GUARD_MISSING in out.read_text(), 5), out.read_text()
+    warned = [line for line in out.read_text().splitlines() if GUARD_MISSING in line]
+    assert len(warned) == 1, warned  # one worker, one line
 
 
 def test_sigkill_of_a_worker_under_write_load(backend, tmp_path):

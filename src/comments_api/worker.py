@@ -43,7 +43,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from gunicorn import http, util
 from gunicorn.http import errors as http_errors
@@ -68,7 +68,7 @@ from .lean_requests import LeanReader
 from .telemetry.http_hooks import REQUEST_ID_ENVIRON, REQUEST_ID_RE, record_abort
 from .telemetry.log_format import hold_access_lines
 from .telemetry.metrics import count_server_refusal
-from .web.common import EXTENSION_KEY
+from .web.common import EXTENSION_KEY, Services
 from .web.protection import cors_headers
 
 log = logging.getLogger("comments_api.server")
@@ -1910,6 +1910,27 @@ class CheckedOutConnections:
         return cut
 
 
+# Where a WSGI middleware keeps the app it wraps: functools.wraps' ``__wrapped__``, and
+# werkzeug's middleware's ``app`` (ProxyFix, SharedDataMiddleware, ProfilerMiddleware).
+_WRAPPED_APP_ATTRIBUTES = ("__wrapped__", "app")
+_MAX_WRAPPERS = 8
+
+
+def app_services(wsgi: Any) -> Services | None:
+    """The comments app's services behind the WSGI app gunicorn serves: ``create_app()``
+    itself, or one that middleware wraps (followed through ``_WRAPPED_APP_ATTRIBUTES``, a
+    few levels deep). None: not found."""
+    for _ in range(_MAX_WRAPPERS):
+        extensions = getattr(wsgi, "extensions", None)
+        if isinstance(extensions, dict) and EXTENSION_KEY in extensions:
+            return cast("Services", extensions[EXTENSION_KEY])
+        wrapped = (getattr(wsgi, name, None) for name in _WRAPPED_APP_ATTRIBUTES)
+        wsgi = next((inner for inner in wrapped if inner is not None), None)
+        if wsgi is None:
+            return None
+    return None  # deeper than any real stack of middleware, or a loop
+
+
 class _Conn(TConn):  # type: ignore[misc]
     """gthread's connection; its graceful close lingers in the worker's main loop."""
 
@@ -2038,9 +2059,17 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         self._checked_out.listen()  # in this worker process only, not in the master
         # The app's repository, this worker's copy (after the fork), consults the set the
         # main loop writes at an abort: set here, not a module global every app would share.
-        services = getattr(self.wsgi, "extensions", {}).get(EXTENSION_KEY)
+        services = app_services(self.wsgi)
         if services is not None:
             services.repo.aborted_threads = self._aborted_threads
+        else:
+            log.warning(
+                "the aborted-request guard is not installed: no comments app found in the "
+                "WSGI app %s (create_app(), or a middleware keeping it as .app or "
+                ".__wrapped__); a write of a request answered 500 at WORKER_TIMEOUT may "
+                "still commit",
+                type(self.wsgi).__qualname__,
+            )
         super().run()
 
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
@@ -2395,6 +2424,7 @@ def worker_class_for(threads: int) -> str:
 __all__ = [
     "BufferedSyncWorker",
     "BufferedThreadWorker",
+    "app_services",
     "error_document",
     "worker_class_for",
 ]
