@@ -15,8 +15,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from limits import RateLimitItem, parse_many
-from limits.util import SEPARATORS, SINGLE_EXPR
+from limits import RateLimitItem, parse, parse_many
 
 DEFAULT_SQLITE_URL = "sqlite:///./data/comments.db"
 # Below this, answers as large as the docs bundle (1.7 MB) could never wait for a client.
@@ -32,6 +31,14 @@ class SettingsError(ValueError):
 RATELIMIT_STORAGE_SCHEMES = ("memory", "redis", "rediss", "redis+unix", "redis+sentinel")
 
 
+# limits' documented notation ("Rate limit string notation"): limits separated by , ; or |,
+# each "amount / [multiple] unit" or "amount per [multiple] unit". Ours, not limits.util's
+# regexes, which are no public API. Its parser reads a multiple of 0 as 1, so that is read
+# here from the text ("per" is in no unit's name).
+_LIMIT_SEPARATORS = re.compile(r"[,;|]")
+_WINDOW_MULTIPLE = re.compile(r"(?:/|per)\s*([0-9]+)", re.IGNORECASE)
+
+
 def parse_rate_limits(name: str, value: str) -> list[RateLimitItem]:
     """``10/minute;100/hour`` as limits items, shortest window first. A typo must refuse to
     start, never silently mean "no limit"."""
@@ -41,17 +48,16 @@ def parse_rate_limits(name: str, value: str) -> list[RateLimitItem]:
             raise ValueError("empty")
     except ValueError:
         raise SettingsError(f"{name} must look like '10/minute;100/hour', got {value!r}") from None
-    for written in SEPARATORS.split(value):
-        parts = SINGLE_EXPR.match(written)
-        if parts is None:
-            continue
-        if int(parts.group(1)) == 0:
+    # parse_many accepted the whole string: each part between separators is one limit.
+    for written in _LIMIT_SEPARATORS.split(value):
+        if parse(written).amount == 0:
             # Taken literally, it refused every request: never a way to switch limits off.
             raise SettingsError(
                 f"{name}: {written.strip()!r} allows no request at all; a limit's amount is "
                 "at least 1 (to turn rate limits off, set RATELIMIT_ENABLED=false)"
             )
-        if parts.group(3) is not None and int(parts.group(3)) == 0:
+        multiple = _WINDOW_MULTIPLE.search(written)
+        if multiple is not None and int(multiple.group(1)) == 0:
             # limits reads a window of 0 units as 1 unit: '10/0 hours' limited per hour.
             raise SettingsError(
                 f"{name}: {written.strip()!r} has a window of 0; write e.g. '10/hour' or "
