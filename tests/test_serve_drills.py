@@ -11,6 +11,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -760,10 +761,13 @@ GUARD_MISSING = "the aborted-request guard is not installed"
 
 
 @contextlib.contextmanager
-def _plain_gunicorn(tmp_path: Path, app: str) -> Iterator[tuple[int, Path, dict[str, str]]]:
-    """``gunicorn -k comments_api.worker.BufferedThreadWorker`` with its own flags (not
-    comments_api.gunicorn_conf), THREADS=2, WORKER_TIMEOUT=2, one worker, on SQLite, serving
-    ``app`` of WRAPPED_APPS. Yields its port, its output file and its environment."""
+def _plain_gunicorn(
+    tmp_path: Path, app: str, *, our_config: bool = False
+) -> Iterator[tuple[int, Path, dict[str, str]]]:
+    """``gunicorn -k comments_api.worker.BufferedThreadWorker`` with its own flags (and,
+    with ``our_config``, comments_api.gunicorn_conf's hooks under them, metrics on),
+    THREADS=2, WORKER_TIMEOUT=2, one worker, on SQLite, serving ``app`` of WRAPPED_APPS.
+    Yields its port, its output file and its environment."""
     (tmp_path / "wrapped_apps.py").write_text(WRAPPED_APPS)
     port = free_port()
     env = {
@@ -775,6 +779,11 @@ def _plain_gunicorn(tmp_path: Path, app: str) -> Iterator[tuple[int, Path, dict[
         # Long: the create's own lock wait must not end it before the abort does.
         "DB_STATEMENT_TIMEOUT": "30",
     }
+    config: list[str] = []
+    if our_config:
+        (tmp_path / "metrics").mkdir()
+        env.update(METRICS_ENABLED="true", PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"))
+        config = ["--config=python:comments_api.gunicorn_conf"]
     subprocess.run(
         [str(VENV_BIN / "comments-api"), "migrate"], env=env, check=True, capture_output=True
     )
@@ -783,6 +792,7 @@ def _plain_gunicorn(tmp_path: Path, app: str) -> Iterator[tuple[int, Path, dict[
         proc = subprocess.Popen(
             [
                 str(VENV_BIN / "gunicorn"),
+                *config,
                 "--worker-class",
                 "comments_api.worker.BufferedThreadWorker",
                 "--threads=2",
@@ -856,6 +866,32 @@ def test_the_aborted_write_guard_is_installed_behind_a_middleware(tmp_path: Path
         finally:
             holder.close()
     assert GUARD_MISSING not in out.read_text()
+
+
+def test_our_gunicorn_config_serves_an_app_behind_a_middleware(tmp_path: Path) -> None:
+    """gunicorn_conf's post_fork read ``extensions`` off the WSGI app gunicorn was given:
+    behind ProxyFix it raised AttributeError and no worker booted. It now finds the
+    comments app through the middleware, as the worker does: the pool is reset after the
+    fork and the worker's live gauges are set."""
+    with _plain_gunicorn(tmp_path, "proxied", our_config=True) as (port, out, _env):
+        metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+        assert metrics.status_code == 200
+        assert re.search(r"^comments_api_workers(\{[^}]*\})? 1\.0$", metrics.text, re.M), (
+            metrics.text[-2000:]
+        )
+    assert "Traceback" not in out.read_text()
+    assert GUARD_MISSING not in out.read_text()
+
+
+def test_our_gunicorn_config_says_when_it_cannot_find_the_app(tmp_path: Path) -> None:
+    """An app hidden inside a plain function: the worker still boots and serves, and its
+    post_fork says what it could not do, instead of failing to boot."""
+    with _plain_gunicorn(tmp_path, "hidden", our_config=True) as (port, out, _env):
+        assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
+        assert wait_until(lambda: "comments app was not found" in out.read_text(), 5), (
+            out.read_text()[-3000:]
+        )
+    assert "Traceback" not in out.read_text()
 
 
 def test_a_worker_that_cannot_install_the_aborted_write_guard_says_so(tmp_path: Path) -> None:

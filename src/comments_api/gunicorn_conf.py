@@ -11,7 +11,7 @@ from typing import Any
 from comments_api import telemetry
 from comments_api.processes import block_stop_signals, tighten_timer_slack, unblock_stop_signals
 from comments_api.settings import Settings
-from comments_api.worker import worker_class_for
+from comments_api.worker import app_services, comments_app, worker_class_for
 
 _settings = Settings.from_env()
 
@@ -78,11 +78,17 @@ def post_fork(server: Any, worker: Any) -> None:
     # under plain gunicorn this narrows the window to the lines before this hook.
     block_stop_signals()
     # Connections opened in the master (migrations, preload) must not be shared by workers.
-    from comments_api.web.common import EXTENSION_KEY
-
-    app = server.app.wsgi()
-    app.extensions[EXTENSION_KEY].repo.engine.dispose(close=False)
-    telemetry.worker_started(app, _settings.threads)
+    # The app may sit behind middleware (ProxyFix, ...): the worker warns if it is not found.
+    app = comments_app(server.app.wsgi())
+    services = app_services(app)
+    if app is None or services is None:
+        server.log.warning(
+            "the comments app was not found behind the served WSGI app: connections the "
+            "master opened are not dropped in this worker, and its gauges are not set"
+        )
+    else:
+        services.repo.engine.dispose(close=False)
+        telemetry.worker_started(app, _settings.threads)
     # Short sleeps (the SQLite writer turn's polls) end on time, not ~50 us late.
     tighten_timer_slack()
 

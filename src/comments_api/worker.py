@@ -1916,19 +1916,25 @@ _WRAPPED_APP_ATTRIBUTES = ("__wrapped__", "app")
 _MAX_WRAPPERS = 8
 
 
-def app_services(wsgi: Any) -> Services | None:
-    """The comments app's services behind the WSGI app gunicorn serves: ``create_app()``
+def comments_app(wsgi: Any) -> Any | None:
+    """The comments app (``create_app()``'s Flask app) behind the WSGI app gunicorn serves:
     itself, or one that middleware wraps (followed through ``_WRAPPED_APP_ATTRIBUTES``, a
     few levels deep). None: not found."""
     for _ in range(_MAX_WRAPPERS):
         extensions = getattr(wsgi, "extensions", None)
         if isinstance(extensions, dict) and EXTENSION_KEY in extensions:
-            return cast("Services", extensions[EXTENSION_KEY])
+            return wsgi
         wrapped = (getattr(wsgi, name, None) for name in _WRAPPED_APP_ATTRIBUTES)
         wsgi = next((inner for inner in wrapped if inner is not None), None)
         if wsgi is None:
             return None
     return None  # deeper than any real stack of middleware, or a loop
+
+
+def app_services(wsgi: Any) -> Services | None:
+    """The comments app's services behind the WSGI app gunicorn serves (``comments_app``)."""
+    app = comments_app(wsgi)
+    return cast("Services", app.extensions[EXTENSION_KEY]) if app is not None else None
 
 
 class _Conn(TConn):  # type: ignore[misc]
@@ -2425,6 +2431,7 @@ __all__ = [
     "BufferedSyncWorker",
     "BufferedThreadWorker",
     "app_services",
+    "comments_app",
     "error_document",
     "worker_class_for",
 ]
