@@ -347,3 +347,113 @@ def test_stored_answers_get_their_comment_id_and_lose_it_again(database_url):
 def _comment_ids(conn) -> dict[str, int | None]:
     rows = conn.exec_driver_sql("SELECT key, comment_id FROM idempotency_keys")
     return {key: comment_id for key, comment_id in rows}
+
+
+def test_edited_at_is_filled_from_the_audit_log_and_dropped_again(database_url):
+    """0008 adds comments.edited_at, set from each comment's latest `edit` audit row: an
+    edited comment shows when, one never edited or only moderated stays null, and so does a
+    tombstone. The release before keeps writing comments without it. The downgrade drops
+    the column, keeps the rows and the change-marker triggers."""
+    from comments_api.store.repository import Repository
+
+    engine = make_engine(database_url)
+    insert_comment = text(
+        "INSERT INTO comments (content_id, body, status, created_at, updated_at) "
+        "VALUES ('m', :body, :status, :at, :at) RETURNING id"
+    )
+    audit = text(
+        "INSERT INTO audit_log (actor, action, comment_ids, created_at) "
+        "VALUES (:actor, :action, :ids, :at)"
+    )
+    try:
+        migrate(engine, "0007")
+        with engine.begin() as conn:
+            ids = {
+                name: conn.execute(
+                    insert_comment,
+                    {"body": name, "status": status, "at": "2026-12-01 10:00:00"},
+                ).scalar_one()
+                for name, status in [
+                    ("edited", "published"),
+                    ("approved", "published"),
+                    ("never", "published"),
+                    ("deleted", "deleted"),
+                ]
+            }
+            conn.execute(
+                audit,
+                [
+                    {
+                        "actor": "jwt:alice",
+                        "action": "edit",
+                        "ids": json.dumps([ids["edited"]]),
+                        "at": "2026-12-01 10:05:00",
+                    },
+                    {  # the latest edit wins, whatever the audit ids' order
+                        "actor": "jwt:alice",
+                        "action": "edit",
+                        "ids": json.dumps([ids["edited"]]),
+                        "at": "2026-12-01 10:09:30",
+                    },
+                    {
+                        "actor": "jwt:alice",
+                        "action": "edit",
+                        "ids": json.dumps([ids["edited"]]),
+                        "at": "2026-12-01 10:07:00",
+                    },
+                    {
+                        "actor": "api_key:mod",
+                        "action": "approve",
+                        "ids": json.dumps([ids["approved"], ids["edited"]]),
+                        "at": "2026-12-01 11:00:00",
+                    },
+                    {
+                        "actor": "jwt:bob",
+                        "action": "edit",
+                        "ids": json.dumps([ids["deleted"]]),
+                        "at": "2026-12-01 10:06:00",
+                    },
+                    {"actor": "api_key:mod", "action": "ban", "ids": "[]", "at": "2026-12-01"},
+                ],
+            )
+
+        migrate(engine)
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+        repo = Repository(engine)
+        edited = {name: repo.get(cid).edited_at for name, cid in ids.items()}
+        assert edited["edited"] is not None
+        assert edited["edited"].isoformat() == "2026-12-01T10:09:30+00:00"
+        assert (edited["approved"], edited["never"], edited["deleted"]) == (None, None, None)
+        # The release before writes comments by its own columns; they read as never edited.
+        with engine.begin() as conn:
+            late = conn.execute(
+                insert_comment, {"body": "late", "status": "published", "at": "2026-12-05"}
+            ).scalar_one()
+        assert repo.get(late).edited_at is None
+
+        _downgrade(engine, "0007")
+        with engine.connect() as conn:
+            columns = {c["name"] for c in inspect(conn).get_columns("comments")}
+            kept = conn.exec_driver_sql("SELECT count(*) FROM comments").scalar()
+            marker = conn.exec_driver_sql(
+                "SELECT version FROM content_versions WHERE content_id = 'm'"
+            ).scalar()
+        assert "edited_at" not in columns
+        assert kept == 5
+        # The triggers survived: a write still moves the content's change marker.
+        with engine.begin() as conn:
+            conn.execute(
+                insert_comment, {"body": "after", "status": "published", "at": "2026-12-06"}
+            )
+            moved = conn.exec_driver_sql(
+                "SELECT version FROM content_versions WHERE content_id = 'm'"
+            ).scalar()
+        assert moved != marker
+
+        migrate(engine)  # and up again: filled in once more
+        assert repo.get(ids["edited"]).edited_at == edited["edited"]
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+    finally:
+        engine.dispose()

@@ -7,14 +7,18 @@ import sys
 
 import pytest
 
+from comments_api.identity.credentials import SCOPE_MODERATE
 from comments_api.web.common import EXTENSION_KEY
+
+from .authkit import api_key, bearer
+from .clock import FakeClock
 
 PROBLEM = "application/problem+json"
 
 
-def create(client, content_id="1", **body):
+def create(client, content_id="1", headers=None, **body):
     body.setdefault("body", "hello")
-    return client.post(f"/api/v1/contents/{content_id}/comments", json=body)
+    return client.post(f"/api/v1/contents/{content_id}/comments", json=body, headers=headers)
 
 
 def page(client, content_id="1", **params):
@@ -176,6 +180,66 @@ def test_updated_at_moves_with_every_change_as_the_contract_says(client, v1_dele
     described = schema["properties"]["updated_at"]["description"]
     assert "approves or hides" in described
     assert "edits" in described
+
+
+def test_edited_at_marks_the_authors_edits_and_not_a_moderators_decisions(build, signer):
+    """`edited_at`: null until the author changes the text, then that edit's instant (equal
+    to `updated_at`). A moderator's approve or hide moves `updated_at` only, so a client can
+    show "(edited)" without mistaking an approval for an edit. A tombstone has no text and
+    no `edited_at`."""
+    clock = FakeClock()
+    app = build(moderation_mode="pre", clock=clock)
+    client = app.test_client()
+    author = bearer(signer.token("alice"))
+    moderator = bearer(api_key(app, SCOPE_MODERATE))
+    url = None
+
+    def moderate(action: str) -> dict:
+        clock.advance(1)
+        answer = client.post(
+            "/api/v1/moderation/comments",
+            json={"action": action, "ids": [created["id"]]},
+            headers=moderator,
+        )
+        assert answer.json["changed"] == [created["id"]]
+        status = "hidden" if action == "hide" else "published"
+        listed = client.get(
+            "/api/v1/moderation/comments", query_string={"status": status}, headers=moderator
+        )
+        if status == "published":
+            return client.get(url).json
+        return next(c for c in listed.json["items"] if c["id"] == created["id"])
+
+    created = create(client, body="first", headers=author).json
+    url = f"/api/v1/comments/{created['id']}"
+    assert created["edited_at"] is None
+    approved = moderate("approve")
+    assert approved["updated_at"] > created["updated_at"]
+    assert approved["edited_at"] is None  # an approval is no edit
+    assert page(client).json["items"][0]["edited_at"] is None
+
+    clock.advance(1)
+    edited = client.patch(url, json={"body": "second"}, headers=author)
+    assert edited.status_code == 200, edited.data
+    assert edited.json["edited_at"] == edited.json["updated_at"] > approved["updated_at"]
+    approved = moderate("approve")  # pre-moderation sent the new text back to the queue
+    assert approved["updated_at"] > edited.json["updated_at"]
+    assert approved["edited_at"] == edited.json["edited_at"]
+    assert page(client).json["items"][0]["edited_at"] == edited.json["edited_at"]
+    hidden = moderate("hide")
+    assert hidden["updated_at"] > approved["updated_at"]
+    assert hidden["edited_at"] == edited.json["edited_at"]
+
+    moderate("approve")
+    clock.advance(1)
+    assert client.delete(url, headers=author).status_code == 204
+    tombstone = client.get(url).json
+    assert tombstone["status"] == "deleted"
+    assert tombstone["edited_at"] is None
+    assert tombstone["updated_at"] == tombstone["deleted_at"]
+    schema = client.get("/openapi.json").json["components"]["schemas"]["Comment"]
+    assert "edited_at" in schema["required"]
+    assert "author" in schema["properties"]["edited_at"]["description"]
 
 
 def test_empty_content_lists_empty_page(client):

@@ -14,6 +14,8 @@ def comment_view(comment: Comment) -> dict[str, object]:
         "status": comment.status,
         "created_at": iso_timestamp(comment.created_at),
         "updated_at": iso_timestamp(comment.updated_at),
+        # Only the author's edits: updated_at moves on moderation too.
+        "edited_at": iso_timestamp(comment.edited_at),
     }
     if comment.status == STATUS_DELETED:
         view.update(body=None, author=None, deleted_at=iso_timestamp(comment.deleted_at))

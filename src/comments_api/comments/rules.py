@@ -144,6 +144,8 @@ class Comment:
     author_name: str | None = None
     author_subject: str | None = None
     deleted_at: datetime | None = None
+    # When its author last changed the text (None: never); moderation does not move it.
+    edited_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,7 @@ def _example_comment(**overrides: Any) -> dict[str, Any]:
         "status": "published",
         "created_at": EXAMPLE_TIME,
         "updated_at": EXAMPLE_TIME,
+        "edited_at": None,
         "body": "Great reporting — thanks! 👏",
         "author": {"name": "Alice", "email_hash": email_hash(EXAMPLE_EMAIL)},
     }
@@ -838,7 +839,8 @@ def paths(settings: Settings) -> dict[str, Any]:
                 "Edit your comment",
                 "Its author (the JWT subject that posted it) may change the text within "
                 f"`EDIT_WINDOW` seconds of posting ({settings.edit_window:g} here); after "
-                "that, 403. The edit is recorded in the audit log"
+                "that, 403. `edited_at` and `updated_at` become the edit's time. The edit is "
+                "recorded in the audit log"
                 + (
                     " and, under pre-moderation, the comment waits for approval again."
                     if pre
@@ -848,7 +850,11 @@ def paths(settings: Settings) -> dict[str, Any]:
                     "200": _ok(
                         "The edited comment.",
                         ref("Comment"),
-                        _example_comment(body="Great reporting, thanks!"),
+                        _example_comment(
+                            body="Great reporting, thanks!",
+                            created_at="2026-01-15T09:28:10.000Z",
+                            edited_at=EXAMPLE_TIME,
+                        ),
                     ),
                     "400": _invalid(one, "body", "must not be empty or whitespace only"),
                     **_errors(one, 401, 403, 404, 413, 415, 429, 503),

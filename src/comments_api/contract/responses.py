@@ -65,7 +65,11 @@ _TOMBSTONE: JsonDict = {
     "if": {"properties": {"status": {"const": "deleted"}}},
     "then": {
         "required": ["deleted_at"],
-        "properties": {"body": {"type": "null"}, "author": {"type": "null"}},
+        "properties": {
+            "body": {"type": "null"},
+            "author": {"type": "null"},
+            "edited_at": {"type": "null"},
+        },
     },
     "else": {
         "not": {"required": ["deleted_at"]},
@@ -101,7 +105,18 @@ class Comment(Closed, kw_only=True):
             examples=[EXAMPLE_TIME],
             description="When the comment last changed: `created_at` until its author "
             "edits it, a moderator approves or hides it, or it is deleted. It alone does "
-            "not tell an edit from a moderator's decision.",
+            "not tell an edit from a moderator's decision: `edited_at` does.",
+        ),
+    ]
+    edited_at: Annotated[
+        PlainTimestamp | None,
+        Meta(
+            examples=[None, EXAMPLE_TIME],
+            description="When its author last changed the text; null if never. A "
+            "moderator's approve or hide does not move it (`updated_at` does), so a "
+            'client may show "(edited)" when it is set. Null on a tombstone, whose text '
+            "is gone. Comments edited before this field existed have it from the audit "
+            "log; an edit made by an older server during an upgrade may leave it null.",
         ),
     ]
     body: str | None

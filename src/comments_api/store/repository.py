@@ -118,6 +118,8 @@ comments = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("deleted_at", DateTime(timezone=True), nullable=True),
+    # The author's last edit of the text (0008); updated_at also moves on moderation.
+    Column("edited_at", DateTime(timezone=True), nullable=True),
     # email:<lowercased address> or sub:<token subject>: bans and flood checks key on it.
     Column("author_key", String(300), nullable=True),
     # Every list query is "this content, in id order": the page is read straight off it.
@@ -227,6 +229,7 @@ _COMMENT_COLUMNS = (
     comments.c.author_name,
     comments.c.author_subject,
     comments.c.deleted_at,
+    comments.c.edited_at,
 )
 
 # The hottest statements are built once: constructing a select per request cost more CPU
@@ -363,6 +366,7 @@ def _to_comment(row: Any) -> Comment:
         author_name,
         author_subject,
         deleted_at,
+        edited_at,
     ) = row
     return Comment(
         id=comment_id,
@@ -376,13 +380,16 @@ def _to_comment(row: Any) -> Comment:
         author_name=author_name,
         author_subject=author_subject,
         deleted_at=_aware(deleted_at),
+        edited_at=_aware(edited_at),
     )
 
 
 def _tombstone(now: datetime) -> dict[str, Any]:
-    """What deleting erases for good: the text and everything that names the author."""
+    """What deleting erases for good: the text and everything that names the author.
+    ``edited_at`` goes with the text it dated (``updated_at`` becomes the delete's time)."""
     return {
         "body": None,
+        "edited_at": None,
         "email": None,
         "author_name": None,
         "author_subject": None,
@@ -408,7 +415,7 @@ def _erased_answer(answer: dict[str, Any], now: datetime) -> str:
     # The tests compare this answer with the tombstone's GET.
     aware = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
     stamp = iso_timestamp(aware.astimezone(UTC))
-    answer.update(status=STATUS_DELETED, updated_at=stamp, body=None, author=None)
+    answer.update(status=STATUS_DELETED, updated_at=stamp, edited_at=None, body=None, author=None)
     answer["deleted_at"] = stamp
     return json.dumps(answer, ensure_ascii=False, separators=(",", ":"))
 
@@ -1322,7 +1329,7 @@ class Repository:
             changed = conn.execute(
                 update(comments)
                 .where(comments.c.id == comment_id, comments.c.status == expected_status)
-                .values(body=body, status=status, updated_at=now)
+                .values(body=body, status=status, updated_at=now, edited_at=now)
             ).rowcount
             if not changed:
                 # A moderator's hide or a delete committed after the edit's checks: writing
