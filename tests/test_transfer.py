@@ -87,6 +87,10 @@ def generate(url: str, n: int) -> str:
                 "created_at": created,
                 "updated_at": created + timedelta(seconds=i % 60),
                 "deleted_at": created + timedelta(minutes=5) if deleted else None,
+                # Every fifth comment edited by its author (tombstones keep no edit time).
+                "edited_at": created + timedelta(seconds=30)
+                if i % 5 == 1 and not deleted
+                else None,
                 "author_key": None if deleted or not email else f"email:{email}",
             }
         )
@@ -242,6 +246,7 @@ GOOD_ROW = {
     "created_at": "2026-01-01T00:00:00+00:00",
     "updated_at": "2026-01-01T00:00:00+00:00",
     "deleted_at": None,
+    "edited_at": None,
 }
 
 
@@ -380,6 +385,70 @@ def test_timestamps_with_another_offset_are_imported_as_the_same_instant(databas
         ("2026-01-01T08:00:00+00:00", "2026-01-01T08:30:00.250000+00:00", None),
         ("2026-01-01T10:00:00+00:00", "2026-01-01T00:00:00+00:00", "2026-06-30T23:00:00+00:00"),
     ]
+
+
+def test_edited_at_survives_export_import_and_backup_and_older_exports_import(
+    tmp_path, postgres_url
+):
+    """An author's edit time goes SQLite -> PostgreSQL -> SQLite and into a backup. An
+    export made before comments had `edited_at` (schema 0007, rows without the field) still
+    imports: never edited, as far as anyone can tell."""
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    migrate(make_engine(source))
+    repo = Repository(make_engine(source))
+    at = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    edited = repo.create(NewComment(content_id="e", body="first"), now=at)
+    plain = repo.create(NewComment(content_id="e", body="never edited"), now=at)
+    repo.edit_body(
+        edited.id, "second", "published", "jwt:alice", expected_status="published",
+        now=at + timedelta(minutes=3),
+    )  # fmt: skip
+    repo.engine.dispose()
+
+    def edit_times(url: str) -> dict[int, datetime | None]:
+        store = Repository(make_engine(url))
+        try:
+            return {cid: store.get(cid).edited_at for cid in (edited.id, plain.id)}
+        finally:
+            store.engine.dispose()
+
+    expected = {edited.id: at + timedelta(minutes=3), plain.id: None}
+    assert edit_times(source) == expected
+    first = tmp_path / "first.jsonl"
+    assert cli("export", str(first), url=source).returncode == 0
+    result = cli("import", str(first), url=postgres_url)
+    assert result.returncode == 0, result.stderr
+    assert edit_times(postgres_url) == expected
+    second = tmp_path / "second.jsonl"
+    assert cli("export", str(second), url=postgres_url).returncode == 0
+    assert rows_of(second) == rows_of(first)
+    back = f"sqlite:///{tmp_path / 'back.db'}"
+    assert cli("import", str(second), url=back).returncode == 0
+    assert edit_times(back) == expected
+    result = cli("backup", str(tmp_path / "copy.db"), url=source)
+    assert result.returncode == 0, result.stderr
+    assert edit_times(f"sqlite:///{tmp_path / 'copy.db'}") == expected
+
+    # The release before wrote schema 0007 and no edited_at in its rows.
+    header, *lines = first.read_text(encoding="utf-8").splitlines()
+    older = [json.dumps({**json.loads(header), "schema_revision": "0007"})]
+    for line in lines:
+        record = json.loads(line)
+        record["row"].pop("edited_at", None)
+        older.append(json.dumps(record))
+    old = f"sqlite:///{tmp_path / 'old.db'}"
+    result = cli("import", "-", url=old, stdin_text="\n".join(older) + "\n")
+    assert result.returncode == 0, result.stderr
+    assert edit_times(old) == {edited.id: None, plain.id: None}
+    # Only the columns added since may be missing: a row lacking another is still refused.
+    header = {**json.loads(older[0]), "tables": {"comments": 1}}
+    lacking = {k: v for k, v in GOOD_ROW.items() if k not in ("edited_at", "updated_at")}
+    broken = [json.dumps(header), json.dumps({"table": "comments", "row": lacking})]
+    result = cli(
+        "import", "-", url=f"sqlite:///{tmp_path / 'broken.db'}", stdin_text="\n".join(broken)
+    )
+    assert result.returncode == 1
+    assert "comments: a row has columns" in result.stderr
 
 
 def test_export_draws_a_progress_bar_on_a_terminal(tmp_path):

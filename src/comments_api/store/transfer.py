@@ -9,6 +9,10 @@ Rows are streamed both ways (a server-side cursor out, batched inserts in), so m
 does not grow with the database. Ids, timestamps, threads, statuses, bans, the audit log
 and API key records (with the key's hash, never the key: restored keys keep working) are
 kept exactly. Idempotency keys are not: they only matter for IDEMPOTENCY_TTL.
+
+An export is imported by the code of its own schema revision, or by a later one whose
+migrations since only added nullable columns (``OLDER_EXPORTS``): its rows then lack
+those columns, which are imported as null.
 """
 
 from __future__ import annotations
@@ -67,6 +71,12 @@ ORDER = {
     "comments": (comments.c.id,),
     "audit_log": (audit_log.c.id,),
 }
+# Exports of an older schema this code imports too: per table, the columns their rows
+# lack (nullable columns added since; null when imported). A migration that adds a
+# column adds it to every entry here, and its own revision as a new one.
+OLDER_EXPORTS: dict[str, dict[str, frozenset[str]]] = {
+    "0007": {"comments": frozenset({"edited_at"})},  # 0008: comments.edited_at
+}
 # Tables whose ids come from a sequence on PostgreSQL: moved past the imported ids.
 SEQUENCED = ("comments", "audit_log")
 BATCH = 2000
@@ -89,6 +99,10 @@ class TransferError(Exception):
 class Header:
     schema_revision: str
     counts: dict[str, int]
+
+    def lacks(self, table: str) -> frozenset[str]:
+        """The columns of ``table`` this export's rows do not have (an older schema's)."""
+        return OLDER_EXPORTS.get(self.schema_revision, {}).get(table, frozenset())
 
     @property
     def total(self) -> int:
@@ -173,7 +187,7 @@ def read_header(lines: Iterator[str]) -> Header:
     if version != VERSION or isinstance(version, bool):  # true == 1 in Python
         raise TransferError(f"export format version {version!r:.20}; this code reads 1")
     revision = first.get("schema_revision")
-    if revision != head_revision():
+    if revision != head_revision() and revision not in OLDER_EXPORTS:
         raise TransferError(
             f"the export is of schema revision {revision}; this code imports "
             f"{head_revision()}: import it with the matching version, then upgrade"
@@ -240,11 +254,17 @@ def _utc(text: str) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _loader(table: Table) -> Callable[[dict[str, Any]], dict[str, Any]]:
+def _loader(
+    table: Table, lacks: frozenset[str] = frozenset()
+) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """Checks and converts one row; ``lacks``: columns an older export's rows do not have,
+    imported as null."""
     names = {c.name for c in table.columns}
     dates = {c.name for c in table.columns if isinstance(c.type, DateTime)}
 
     def load(row: dict[str, Any]) -> dict[str, Any]:
+        if lacks and set(row) == names - lacks:
+            row = {**row, **dict.fromkeys(lacks)}
         if set(row) != names:
             raise TransferError(
                 f"{table.name}: a row has columns {sorted(row)}, expected {sorted(names)}"
@@ -347,7 +367,7 @@ def import_(
     """Load an export into an empty, migrated database in one transaction."""
     stream = iter(lines)
     header = read_header(stream)
-    loaders = {name: _loader(table) for name, table in TABLES.items()}
+    loaders = {name: _loader(table, header.lacks(name)) for name, table in TABLES.items()}
     written = dict.fromkeys(header.counts, 0)
     # A write committed between a deferred transaction's check and its first insert made
     # the import fail late ("database is locked", a duplicate id) or interleave with it.
