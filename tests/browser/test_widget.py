@@ -346,6 +346,39 @@ def test_require_sign_in_shows_the_form_once_the_site_hands_over_a_token(
     no_csp_trouble(page)
 
 
+def test_an_edited_comment_says_so_and_an_approved_one_does_not(page, site: HostSite, pre_api: Api):
+    """The "(edited)" marker follows the author's edit (`edited_at`), never a moderator's
+    approval, which moves `updated_at` only. Pre-moderation: both comments are approved."""
+    content = new_content()
+    author = {"Authorization": f"Bearer {pre_api.token('editor', name='Editor')}"}
+    posted = [
+        requests.post(
+            f"{pre_api.base}/api/v1/contents/{content}/comments",
+            json={"body": body},
+            headers=author,
+            timeout=5,
+        ).json()
+        for body in ("first words", "left alone")
+    ]
+    edited = requests.patch(
+        f"{pre_api.base}/api/v1/comments/{posted[0]['id']}",
+        json={"body": "better words"},
+        headers=author,
+        timeout=5,
+    )
+    assert edited.status_code == 200, edited.text
+    pre_api.moderate(pre_api.key("comments:moderate"), "approve", [c["id"] for c in posted])
+    page.goto(site.thread_page(f"/{content}.html", pre_api.base, content))
+    widget = thread(page)
+    expect(widget.locator("article p.text")).to_have_text(["better words", "left alone"])
+    marker = widget.locator("article .meta .edited")
+    expect(marker).to_have_count(1)
+    expect(marker).to_have_text("(edited)")
+    expect(marker).to_have_attribute("datetime", edited.json()["edited_at"])
+    expect(widget.locator(f"#comment-{posted[0]['id']} .edited")).to_have_count(1)
+    no_csp_trouble(page)
+
+
 def test_the_widget_reads_the_servers_auth_mode_and_limits_itself(
     page, site: HostSite, required_api: Api, open_api: Api
 ):

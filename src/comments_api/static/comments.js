@@ -32,6 +32,7 @@
       oldest: "Oldest first",
       newest: "Newest first",
       removed: "Comment removed",
+      edited: "(edited)",
       anonymous: "anonymous",
       reply: "Reply",
       replyTo: "Reply to {name}",
@@ -78,6 +79,7 @@
       oldest: "Mais antigos primeiro",
       newest: "Mais recentes primeiro",
       removed: "Comentário removido",
+      edited: "(editado)",
       anonymous: "anônimo",
       reply: "Responder",
       replyTo: "Responder a {name}",
@@ -673,8 +675,8 @@ a{color:var(--comments-accent)}
     renderComment(c) {
       const replies = h("ol", { class: "replies" });
       const article = h("article", { tabindex: "-1", id: `comment-${c.id}` });
-      const when = new Date(c.created_at);
-      const time = h("time", { datetime: c.created_at, text: isNaN(when) ? c.created_at : new Intl.DateTimeFormat(this.locale, { dateStyle: "medium", timeStyle: "short" }).format(when) });
+      const format = (at) => { const d = new Date(at); return isNaN(d) ? at : new Intl.DateTimeFormat(this.locale, { dateStyle: "medium", timeStyle: "short" }).format(d); };
+      const time = h("time", { datetime: c.created_at, text: format(c.created_at) });
       const li = h("li", null, article, replies);
       const node = { li, article, replies };
       if (c.status === "deleted" || !c.author) {
@@ -687,8 +689,10 @@ a{color:var(--comments-accent)}
       const replyButton = h("button", { type: "button", class: "link reply", "aria-expanded": "false", text: this.t("reply") });
       replyButton.setAttribute("aria-label", this.t("replyTo", { name: node.name }));
       replyButton.addEventListener("click", () => this.toggleReply(c, node, replyButton));
+      // edited_at: the author's own edits only (updated_at also moves when a moderator approves).
+      const edited = c.edited_at ? [" ", h("time", { class: "edited", datetime: c.edited_at, title: format(c.edited_at), text: this.t("edited") })] : [];
       article.append(
-        h("div", { class: "meta" }, author, time),
+        h("div", { class: "meta" }, author, time, ...edited),
         h("p", { class: "text", text: c.body }),
         h("div", { class: "actions" }, replyButton)
       );
