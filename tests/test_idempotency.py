@@ -385,3 +385,28 @@ def test_a_deleted_comment_leaves_its_stored_answer_and_a_retry_creates_nothing(
     listed = client.get(URL).json["items"]
     assert SECRET not in json.dumps(listed)
     assert post(client, {"body": "still here"}, "kept-key", headers=alice).json == kept.json
+
+
+def test_an_answer_stored_before_edited_at_replays_with_it_null(make_app):
+    """A retry within IDEMPOTENCY_TTL of an upgrade to migration 0008 replays an answer the
+    previous release stored, without the edited_at the contract requires: the replay adds
+    it, null (a created comment was not edited), where fresh answers have it."""
+    from comments_api.store.repository import idempotency_keys
+
+    app = make_app()
+    client = app.test_client()
+    first = post(client, {"body": "stored by the release before", "email": "o@example.com"}, "k")
+    assert first.status_code == 201
+    older = {name: value for name, value in first.json.items() if name != "edited_at"}
+    with app.extensions[EXTENSION_KEY].repo.engine.begin() as conn:
+        conn.execute(
+            idempotency_keys.update()
+            .where(idempotency_keys.c.key == "k")
+            .values(body=json.dumps(older, separators=(",", ":")))
+        )
+    again = post(client, {"body": "stored by the release before", "email": "o@example.com"}, "k")
+    assert again.status_code == 201
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json == first.json
+    assert list(again.json) == list(first.json)
+    assert again.json["edited_at"] is None

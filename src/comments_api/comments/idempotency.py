@@ -60,8 +60,11 @@ def renderer(
 
 
 def to_response(stored: StoredResponse) -> Response:
+    body = stored.body
+    if stored.replayed and '"edited_at"' not in body:
+        body = _with_edited_at(body)
     response = current_app.response_class(
-        stored.body + "\n", status=stored.status, mimetype="application/json"
+        body + "\n", status=stored.status, mimetype="application/json"
     )
     if stored.location is not None:
         response.headers["Location"] = stored.location
@@ -69,3 +72,21 @@ def to_response(stored: StoredResponse) -> Response:
         # As in the IETF idempotency-key draft's examples and Stripe: says it is a replay.
         response.headers["Idempotent-Replayed"] = "true"
     return response
+
+
+def _with_edited_at(body: str) -> str:
+    """An answer stored before migration 0008 (up to IDEMPOTENCY_TTL earlier) lacks the
+    ``edited_at`` the contract requires: a created comment was not edited, so it is null,
+    placed after ``updated_at`` as fresh answers have it."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(answer, dict) or "updated_at" not in answer:
+        return body
+    completed: dict[str, object] = {}
+    for name, value in answer.items():
+        completed[name] = value
+        if name == "updated_at":
+            completed["edited_at"] = None
+    return json.dumps(completed, ensure_ascii=False, separators=(",", ":"))
