@@ -32,8 +32,9 @@
 #   provision-k8s.sh), DEV_REGISTRY (localhost:5000),
 #   PROD_REGISTRY (localhost:5001): the minikube target's cluster and registries.
 # Exit codes: 0 released; 1 stopped before production (production untouched; minikube:
-#               staging, when this run changed it, rolled back and smoke-tested again; a
-#               staging that does not answer then is named in the output, the exit stays 1);
+#               staging, when this run changed it, rolled back and smoke-tested again;
+#               local: the same after a failed E2E or load test; a staging that does not
+#               answer then is named in the output, the exit stays 1);
 #             2 production failed, was rolled back, and the release it went back to answers
 #               its smoke test; 3 production failed, rollback failed too (or that release
 #               does not answer, or it was impossible: nothing to go back to, a Deployment
@@ -1066,6 +1067,24 @@ rollback() {
   return 1
 }
 
+# rollback_staging_checked PREVIOUS: after a failed E2E or load test (local target), staging
+# back on PREVIOUS, then the smoke test of that release, as after production's rollback:
+# readiness alone said the replicas answer /readyz, not that the release serves (a schema,
+# a setting or a dependency changed since it last ran). Returns 0 (back on it, it serves),
+# 1 (no rollback, or the release it went back to does not answer: named).
+rollback_staging_checked() {
+  local previous=$1 lb_var=staging_LB
+  rollback staging "$previous" || return 1
+  [ "$DRY_RUN" = 0 ] || previous="sha256:<previous-digest>"
+  stage "re-check staging after the rollback: smoke test of $previous"
+  if run_waited "$PY" scripts/pipeline_e2e.py smoke "http://127.0.0.1:${!lb_var}"; then
+    tinfo "staging is back on $previous and it answers its smoke test"
+    return 0
+  fi
+  fail "staging was rolled back to $previous, but that release does not answer its smoke test either (above): staging is down (production untouched)"
+  return 1
+}
+
 # The dockerd a local run started because no engine answered is recorded in the state
 # directory (ENGINE_RECORD: its PID and its start time, field 22 of /proc/PID/stat), so that
 # whoever tears the stack down later (--down after --keep) stops it too. An engine the run
@@ -1238,8 +1257,14 @@ pipeline_local() {
   lb_var=staging_LB
   if ! e2e_and_load "http://127.0.0.1:${!lb_var}"; then
     fail "E2E or load test failed in staging: $DIGEST never reaches production"
-    rollback staging "$(cat "$STATE/staging/previous" 2>/dev/null || true)" || true
+    # Production is untouched whatever comes of it (exit 1); a staging that serves neither
+    # release is named: the next runs stop there.
+    rollback_staging_checked "$(cat "$STATE/staging/previous" 2>/dev/null || true)" || true
     return 1
+  fi
+  if [ "$DRY_RUN" = 1 ]; then
+    info "(dry run: what a failed E2E or load test runs next, then exit 1)"
+    rollback_staging_checked "" || true
   fi
   promote "127.0.0.1:$DEV_PORT" "127.0.0.1:$PROD_PORT" || {
     fail "promotion failed: production untouched"

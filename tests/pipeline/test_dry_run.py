@@ -71,6 +71,10 @@ def test_local_dry_run_prints_the_whole_pipeline_in_order():
         r"socat .*staging/haproxy\.sock",
         r"pipeline_e2e\.py e2e",
         r"k6 run --no-usage-report",
+        # What a failed E2E or load test runs: staging back on the previous digest, then the
+        # smoke test of that release, as after production's rollback.
+        r"^docker run --detach .*staging.*comments-api@sha256:\\<previous-digest\\>$",
+        r"pipeline_e2e\.py smoke http://127\.0\.0\.1:\d+$",
         r"skopeo .*copy .*--preserve-digests .*--sign-by .*docker://127\.0\.0\.1:\d+/comments-api@sha256:",
         r"skopeo standalone-verify",
         r"^timeout 120 docker run --rm .*production.* migrate$",
@@ -82,7 +86,9 @@ def test_local_dry_run_prints_the_whole_pipeline_in_order():
         at = index(cmds, step, at) + 1
     # Replicas: hardened, host network on loopback, never published ports, pinned by digest.
     replicas = [c for c in cmds if c.startswith("docker run --detach")]
-    assert len(replicas) == 2 * 3 + 3  # staging, production, and the rollback shown at the end
+    # staging, production, and the rollbacks of each that a failure runs (staging's after
+    # its load test, production's at the end)
+    assert len(replicas) == 2 * 3 + 3 + 3
     for cmd in replicas:
         for flag in (
             "--network host",
@@ -98,6 +104,8 @@ def test_local_dry_run_prints_the_whole_pipeline_in_order():
         assert not re.search(r"(^| )(-p|--publish) ", cmd)
         assert re.search(r"comments-api@sha256:\S+$", cmd)
     assert "ROLLBACK production" in out
+    assert "ROLLBACK staging" in out
+    assert "re-check staging after the rollback: smoke test of" in out
     assert "PIPELINE OK" in out
     # Draining outlasts haproxy's detection: readiness 503 must be seen (inter x fall) while
     # the replica still serves (SHUTDOWN_DELAY), or requests would reach a closed socket.

@@ -166,6 +166,13 @@ def test_a_release_failing_e2e_is_rolled_back_and_not_left_as_the_rollback_targe
     assert run.rc == 1, run.out[-3000:]
     assert "E2E or load test failed in staging" in run.out
     assert "ROLLBACK staging to the previous digest " + good in run.out
+    # Readiness alone said the replicas answer /readyz: the release staging went back to is
+    # smoke-tested too, as production's is after its rollback.
+    recheck = run.out.index("re-check staging after the rollback: smoke test of " + good)
+    assert recheck > run.out.index("ROLLBACK staging")
+    assert "pipeline_e2e.py smoke " + stack.lb("staging") in run.out[recheck:]
+    assert f"staging is back on {good} and it answers its smoke test" in run.out
+    assert "PIPELINE FAILED before production (production untouched)" in run.out
     assert stack.registry_digest("prod", "e2efail") is None
     assert_serving(stack, "staging", good)
     # What deploy.sh records as staging's release (the next run's rollback target) is what
