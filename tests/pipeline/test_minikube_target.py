@@ -530,6 +530,40 @@ def group_of(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[2])
 
 
+def interrupt(
+    proc: subprocess.Popen[bytes], how: str, groups: set[int]
+) -> tuple[int, list[int], float]:
+    """Interrupt deploy.sh as ``how`` says: SIGINT to its process group (Ctrl-C) or SIGTERM
+    to it. Returns its exit status (-1: still running 30 s after the signal, which waited
+    for the step), the processes left in ``groups`` and the seconds to the exit."""
+    started = time.monotonic()
+    if how.startswith("SIGINT"):
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        rc = proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        rc = -1
+    took = time.monotonic() - started
+    left = [
+        int(p.name)
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit()
+        and int(p.name) != proc.pid
+        and any(in_group(int(p.name), group) for group in groups)
+    ]
+    return rc, left, took
+
+
+def kill_groups(proc: subprocess.Popen[bytes], groups: set[int]) -> None:
+    """Whatever the test left running of the run's and its steps' process groups."""
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+    proc.wait()
+
+
 def interrupted_during(
     tmp_path: Path,
     how: str,
@@ -574,28 +608,9 @@ def interrupted_during(
                 assert time.monotonic() < deadline, out.read_text()[-3000:]
                 time.sleep(0.1)
             time.sleep(1)  # under way
-            started = time.monotonic()
-            if how.startswith("SIGINT"):
-                os.killpg(proc.pid, signal.SIGINT)
-            else:
-                proc.send_signal(signal.SIGTERM)
-            try:
-                rc = proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                rc = -1  # still running: the signal waited for the step
-            took = time.monotonic() - started
-            left = [
-                int(p.name)
-                for p in Path("/proc").iterdir()
-                if p.name.isdigit()
-                and int(p.name) != proc.pid
-                and any(in_group(int(p.name), group) for group in groups)
-            ]
+            rc, left, took = interrupt(proc, how, groups)
         finally:
-            for group in groups:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(group, signal.SIGKILL)
-            proc.wait()
+            kill_groups(proc, groups)
     log = out.read_text()
     print(log)
     return rc, log, step, left, took
@@ -735,28 +750,9 @@ def interrupt_step(
             time.sleep(0.1)
         groups.add(group_of(step))
         time.sleep(1)  # under way, waiting for the registry
-        started = time.monotonic()
-        if how.startswith("SIGINT"):
-            os.killpg(proc.pid, signal.SIGINT)
-        else:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            rc = proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            rc = -1  # still running: the signal waited for the step
-        took = time.monotonic() - started
-        left = [
-            int(p.name)
-            for p in Path("/proc").iterdir()
-            if p.name.isdigit()
-            and int(p.name) != proc.pid
-            and any(in_group(int(p.name), group) for group in groups)
-        ]
+        rc, left, took = interrupt(proc, how, groups)
     finally:
-        for group in groups:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(group, signal.SIGKILL)
-        proc.wait()
+        kill_groups(proc, groups)
     log = out.read_text()
     print(log)
     return rc, log, step, left, took
