@@ -457,3 +457,48 @@ def test_edited_at_is_filled_from_the_audit_log_and_dropped_again(database_url):
             assert compare_metadata(MigrationContext.configure(conn), metadata) == []
     finally:
         engine.dispose()
+
+
+def test_author_key_index_is_built_and_dropped_again(database_url):
+    """0009 adds the index led by author_key that one author's listing and delete by author
+    read across contents (the (content_id, author_key, created_at) one serves one content);
+    comments written before it are in it, and a downgrade takes only the index away."""
+    name = "ix_comments_author_key_status_id"
+    engine = make_engine(database_url)
+    migrate(engine, "0008")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO comments (content_id, body, status, created_at, updated_at, "
+                "author_key) VALUES ('c1', 'x', 'hidden', :now, :now, 'email:a@example.com')"
+            ),
+            {"now": "2026-12-05 10:00:00+00:00"},
+        )
+
+    def indexes() -> dict[str, list[str]]:
+        with engine.connect() as conn:
+            found = inspect(conn).get_indexes("comments")
+        return {ix["name"]: ix["column_names"] for ix in found}
+
+    assert name not in indexes()
+    migrate(engine)
+    assert indexes()[name] == ["author_key", "status", "id"]
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            valid = conn.exec_driver_sql(
+                "SELECT indisvalid FROM pg_index WHERE indexrelid = %s::regclass", (name,)
+            ).scalar()
+            assert valid is True
+        else:
+            plan = conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN SELECT id FROM comments WHERE author_key = "
+                "'email:a@example.com' AND status = 'hidden' ORDER BY id"
+            ).all()
+            assert name in " ".join(str(row) for row in plan)
+    _downgrade(engine, "0008")
+    assert name not in indexes()
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM comments").scalar() == 1
+    migrate(engine)
+    assert name in indexes()
+    engine.dispose()

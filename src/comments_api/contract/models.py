@@ -70,6 +70,10 @@ __all__ = ["ValidationError"]  # what requests.py catches
 # this module, so the constants cannot come from there.
 BULK_ACTIONS = ("approve", "hide", "delete")
 MAX_BULK_IDS = 100
+# Comments one delete by author erases per call (the answer says ``more``): the call is one
+# transaction, which on SQLite holds every other writer back, and its answer and audit row
+# list every id. A thousand take well under a second; an author with more calls again.
+MAX_AUTHOR_DELETE = 1000
 MAX_SUBJECT_LENGTH = 200
 MAX_REASON_LENGTH = 500
 # Ban emails are matched against stored authors, so anything with an "@" and no control
@@ -550,12 +554,58 @@ def comment_models(max_comment_length: int) -> CommentModels:
 
 # --- moderation bodies ------------------------------------------------------------------
 
+BanTarget = Annotated[
+    str,
+    Meta(
+        pattern=BAN_TARGET_PATTERN,
+        description="`email:<address>` (lower-cased) or `sub:<JWT subject>`.",
+        examples=["email:troll@example.com"],
+    ),
+]
+
+
+_IDS_OR_AUTHOR = "give exactly one of ids or author"
+_AUTHOR_ONLY_DELETE = "only with action delete (approve and hide take ids)"
+_IF_STATUS_WITH_IDS = "only with ids (delete by author acts on every status)"
+
+
+def _author_message(payload: Mapping[str, Any], name: str) -> str:
+    if payload.get("action") in ("approve", "hide") and _is_author_target(payload.get(name)):
+        return _AUTHOR_ONLY_DELETE
+    return "must look like email:<address> or sub:<id>"
+
+
+def _is_author_target(value: object) -> bool:
+    return BAN_TARGET.is_valid(value)
+
 
 class BulkModeration(Body, kw_only=True):
+    """Exactly one of `ids` or `author`; `author` only with `delete`."""
+
+    # Present-but-null counts as given (and is invalid), as NewBan's fields.
+    SCHEMA_EXTRA = {
+        "oneOf": [
+            {"required": ["ids"]},
+            {
+                "required": ["author"],
+                "not": {"required": ["if_status"]},
+                "properties": {"action": {"const": "delete"}},
+            },
+        ]
+    }
     MESSAGES = {
         "action": _fixed(f"must be one of {', '.join(BULK_ACTIONS)}"),
-        "ids": _fixed(f"must be a list of 1 to {MAX_BULK_IDS} comment ids (1 to {MAX_ID})"),
-        "if_status": _fixed(f"must be a list of 1 to 3 of {', '.join(ACTIONABLE_STATUSES)}"),
+        "ids": lambda p, n: (
+            _IDS_OR_AUTHOR
+            if ("ids" in p) == ("author" in p)
+            else f"must be a list of 1 to {MAX_BULK_IDS} comment ids (1 to {MAX_ID})"
+        ),
+        "author": _author_message,
+        "if_status": lambda p, n: (
+            _IF_STATUS_WITH_IDS
+            if "author" in p and "ids" not in p
+            else f"must be a list of 1 to 3 of {', '.join(ACTIONABLE_STATUSES)}"
+        ),
     }
     action: Annotated[
         choice(*BULK_ACTIONS),  # type: ignore[valid-type]  # Literal of BULK_ACTIONS
@@ -564,22 +614,54 @@ class BulkModeration(Body, kw_only=True):
             "(published/pending -> hidden), `delete` (-> tombstone)."
         ),
     ]
+    # Not nullable, as NewBan's fields: the defaults only stand for "absent".
     ids: Annotated[
         list[CommentId],
         Meta(min_length=1, max_length=MAX_BULK_IDS, description="Duplicates are applied once."),
-    ]
-    # Not nullable, as NewBan's fields: the default only stands for "absent".
+    ] = None  # type: ignore[assignment]
+    author: Annotated[
+        BanTarget,
+        Meta(
+            description="Instead of `ids`, with `delete` only: every comment whose author "
+            "key this is (`email:<address>`, any case, or `sub:<JWT subject>`, as a ban "
+            f"names it), in every status; at most {MAX_AUTHOR_DELETE} per call, the "
+            "oldest first (`more: true` in the answer: call again). A signed-in reader's "
+            "comments are under `sub:`, not their address."
+        ),
+    ] = None  # type: ignore[assignment]
     if_status: Annotated[
         list[choice(*ACTIONABLE_STATUSES)],  # type: ignore[valid-type]
         Meta(
             min_length=1,
             max_length=len(ACTIONABLE_STATUSES),
-            description="Act only on comments found in one of these statuses, the ones the "
+            description="With `ids` only: act only on comments found in one of these "
+            "statuses, the ones the "
             'moderator saw (a queue: `["pending"]`); the rest are `unchanged`. Without '
             "it, a Hide on a queue row a colleague approved meanwhile hides a published "
             "comment.",
         ),
     ] = None  # type: ignore[assignment]
+
+    @classmethod
+    def adjust_failed(cls, payload: Mapping[str, Any], failed: set[str]) -> set[str]:
+        if ("ids" in payload) == ("author" in payload):
+            # Neither or both: that is the one thing to say about them.
+            return (failed - {"author"}) | {"ids"}
+        if "author" in payload:
+            if payload.get("action") in ("approve", "hide"):
+                failed = failed | {"author"}
+            if "if_status" in payload:
+                failed = failed | {"if_status"}
+        return failed
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if (self.ids is None) == (self.author is None):
+            raise ValueError(_IDS_OR_AUTHOR)
+        if self.author is not None and self.action != "delete":
+            raise ValueError(_AUTHOR_ONLY_DELETE)
+        if self.author is not None and self.if_status is not None:
+            raise ValueError(_IF_STATUS_WITH_IDS)
 
 
 BanEmail = Annotated[str, Meta(max_length=MAX_EMAIL_LENGTH, pattern=BAN_EMAIL_PATTERN)]
@@ -647,14 +729,6 @@ def _path_id(value: object) -> object:
 
 
 PathCommentId = Annotated[CommentId, Before(_path_id)]
-BanTarget = Annotated[
-    str,
-    Meta(
-        pattern=BAN_TARGET_PATTERN,
-        description="`email:<address>` (lower-cased) or `sub:<JWT subject>`.",
-        examples=["email:troll@example.com"],
-    ),
-]
 CountContentIds = Annotated[list[ContentId], Meta(min_length=1, max_length=MAX_COUNT_IDS)]
 
 # Built once: each wraps its type in a struct whose decoder msgspec caches.

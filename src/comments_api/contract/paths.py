@@ -29,7 +29,7 @@ from ..comments.rules import (
 from ..settings import Settings
 from . import models
 from .components import EXAMPLE_EMAIL, ref, value_schema
-from .models import MAX_BULK_IDS
+from .models import MAX_AUTHOR_DELETE, MAX_BULK_IDS
 from .problems import (
     BODY_TOO_LARGE,
     DOCS_PROBLEM_PREFIX,
@@ -471,8 +471,8 @@ def parameters() -> dict[str, Any]:
             "name": "cursor",
             "in": "query",
             "description": "Opaque: the `next_cursor` of the previous page, read with the "
-            "same `status` and `content_id` (another filter's cursor answers 400). Omit for "
-            "the first page.",
+            "same `status`, `content_id` and `author` (another filter's cursor answers 400). "
+            "Omit for the first page.",
             "schema": {"type": "string", "pattern": listing_cursor_pattern()},
         },
         "NewestCursor": {
@@ -489,6 +489,17 @@ def parameters() -> dict[str, Any]:
             "description": "Only this content's comments. Omit for every content.",
             "schema": ref("ContentId"),
             "example": "1",
+        },
+        "AuthorFilter": {
+            "name": "author",
+            "in": "query",
+            "required": False,
+            "description": "Only this author's comments, across contents (or of "
+            "`content_id`): an author key as a ban names it, `email:<address>` (any case) or "
+            "`sub:<JWT subject>`. A signed-in reader's comments are under `sub:`. Omit for "
+            "every author.",
+            "schema": ref("BanTarget"),
+            "example": "email:troll@example.com",
         },
         "ModerationStatus": {
             "name": "status",
@@ -1210,6 +1221,7 @@ def moderation_paths() -> dict[str, Any]:
     if_none_match = ref("ModerationIfNoneMatch", "parameters")
     pending_params = [
         ref("ContentIdFilter", "parameters"),
+        ref("AuthorFilter", "parameters"),
         ref("Limit", "parameters"),
         ref("OldestCursor", "parameters"),
         if_match,
@@ -1269,7 +1281,10 @@ def moderation_paths() -> dict[str, Any]:
                 "moderateComments",
                 "Approve, hide or delete several comments",
                 "One transaction and one audit-log entry for the whole batch; comments "
-                "already in the target state are reported as `unchanged`." + moderate_note,
+                "already in the target state are reported as `unchanged`. `delete` may name "
+                "an `author` instead of `ids`: every comment of that author key, in every "
+                f"status, at most {MAX_AUTHOR_DELETE} per call (`more: true`: call again); "
+                "the audit entry keeps a SHA-256 of the key, not the key." + moderate_note,
                 {
                     "200": _ok(
                         "Applied.",
@@ -1284,7 +1299,7 @@ def moderation_paths() -> dict[str, Any]:
                 request_body=_json_body(
                     "BulkModeration",
                     {"action": "approve", "ids": [42, 43, 44]},
-                    f"An action and 1 to {MAX_BULK_IDS} comment ids.",
+                    f"An action and 1 to {MAX_BULK_IDS} comment ids, or `delete` and an `author`.",
                 ),
                 security=MODERATOR_SECURITY,
             ),

@@ -202,6 +202,13 @@ class BulkResult(Closed, kw_only=True):
     action: Action  # type: ignore[valid-type]  # Literal of BULK_ACTIONS
     changed: list[int]
     unchanged: Annotated[list[int], Meta(description="Missing, or already in the target state.")]
+    more: Annotated[
+        bool,
+        Meta(
+            description="Only in the answer to a delete by `author`: true when that author "
+            "has comments left beyond this call's limit; call again."
+        ),
+    ] = None  # type: ignore[assignment]
 
 
 class BanResult(Closed, kw_only=True):

@@ -195,13 +195,17 @@ def check_banned_words(text: str, words: tuple[str, ...], field: str = "body") -
 @dataclass(frozen=True)
 class BulkRequest:
     action: str
-    ids: list[int]
+    ids: list[int]  # empty when ``author`` names the comments instead
     if_status: tuple[str, ...] | None  # act only on comments found in these
+    author: str | None = None  # delete every comment of this author key
 
 
 def parse_bulk(payload: object) -> BulkRequest:
-    """``{"action": "approve|hide|delete", "ids": [1, 2], "if_status": ["pending"]}``."""
+    """``{"action": "approve|hide|delete", "ids": [1, 2], "if_status": ["pending"]}``, or
+    ``{"action": "delete", "author": "email:..."}``."""
     valid = BulkModeration.parse(payload)
+    if valid.author is not None:
+        return BulkRequest(valid.action, [], None, _normal_author_key(valid.author))
     if_status = tuple(dict.fromkeys(valid.if_status)) if valid.if_status is not None else None
     return BulkRequest(valid.action, list(dict.fromkeys(valid.ids)), if_status)
 
@@ -222,10 +226,27 @@ def parse_ban(payload: object) -> BanRequest:
 
 def parse_ban_target(raw: str) -> str:
     """A ban target from a URL: ``email:...`` or ``sub:...`` exactly as listed."""
+    return parse_author_key(raw, "target")
+
+
+def parse_author_key(raw: str, field: str = "author") -> str:
+    """An author key as a ban names it (``email:<address>`` in any case, or
+    ``sub:<subject>``), as stored: the address lower-cased, the subject exactly."""
     if not is_valid(BAN_TARGET, raw):
-        raise InvalidInput([FieldError("target", "must look like email:<address> or sub:<id>")])
-    kind, _, value = raw.partition(":")
-    return raw if kind == "sub" else f"email:{value.strip().lower()}"
+        raise InvalidInput([FieldError(field, "must look like email:<address> or sub:<id>")])
+    return _normal_author_key(raw)
+
+
+def _normal_author_key(valid: str) -> str:
+    kind, _, value = valid.partition(":")
+    return valid if kind == "sub" else f"email:{value.strip().lower()}"
+
+
+def author_digest(key: str) -> str:
+    """What the audit log keeps of an erased author: SHA-256 of the key, never the key
+    (an erasure must not leave the address it erased behind). Whoever holds the key can
+    still find the entry, as the comments' public ``email_hash`` lets avatars be found."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -280,26 +301,35 @@ def parse_edit(payload: object, limits: Limits) -> str:
 # --- the listings' cursors, bound to their filter ---------------------------------------
 # A listing's cursor is a comment list cursor (the id of the page's last comment, oldest
 # first) and a tag of the filter it was issued for: "." and 8 base64url characters of a
-# hash of (status, content_id). Replayed with another filter it would be taken as a
-# position in a list it never walked, and page 2 would silently skip every comment of that
-# list before it. Cursors without a tag (issued before they had one) are still positions
-# in any listing, as they always were: a console mid-walk across a deployment keeps going.
+# hash of (status, content_id), or of (status, content_id, author) when an author filters
+# it (without one, the tag is what it was before the author filter existed). Replayed with
+# another filter it would be taken as a position in a list it never walked, and page 2
+# would silently skip every comment of that list before it. Cursors without a tag (issued
+# before they had one) are still positions in any listing, as they always were: a console
+# mid-walk across a deployment keeps going.
 _FILTER_TAG_RE = re.compile(LISTING_TAG)
 
 
-def _filter_tag(status: str, content_id: str | None) -> str:
-    digest = hashlib.blake2b(repr((status, content_id)).encode(), digest_size=6).digest()
+def _filter_tag(status: str, content_id: str | None, author: str | None = None) -> str:
+    filtered: tuple[str | None, ...] = (status, content_id)
+    if author is not None:
+        filtered += (author,)
+    digest = hashlib.blake2b(repr(filtered).encode(), digest_size=6).digest()
     return base64.urlsafe_b64encode(digest).decode("ascii")
 
 
-def encode_listing_cursor(cursor: str | None, status: str, content_id: str | None) -> str | None:
+def encode_listing_cursor(
+    cursor: str | None, status: str, content_id: str | None, author: str | None = None
+) -> str | None:
     """The list ``cursor`` of a listing's page, bound to the filter it was read with."""
     if cursor is None:
         return None
-    return f"{cursor}.{_filter_tag(status, content_id)}"
+    return f"{cursor}.{_filter_tag(status, content_id, author)}"
 
 
-def decode_listing_cursor(raw: str | None, status: str, content_id: str | None) -> int | None:
+def decode_listing_cursor(
+    raw: str | None, status: str, content_id: str | None, author: str | None = None
+) -> int | None:
     """The id after which the next page starts; a cursor of another filter is a 400."""
     if raw is None:
         return None
@@ -307,12 +337,12 @@ def decode_listing_cursor(raw: str | None, status: str, content_id: str | None) 
     if dot and not _FILTER_TAG_RE.fullmatch(tag):
         raise InvalidInput([FieldError("cursor", "is not a cursor this API issued")])
     after_id = decode_cursor(cursor, "oldest")
-    if dot and tag != _filter_tag(status, content_id):
+    if dot and tag != _filter_tag(status, content_id, author):
         raise InvalidInput(
             [
                 FieldError(
                     "cursor",
-                    "belongs to a listing with another status or content_id; "
+                    "belongs to a listing with another status, content_id or author; "
                     "restart without a cursor",
                 )
             ]

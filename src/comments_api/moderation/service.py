@@ -12,8 +12,9 @@ from typing import Any
 
 from ..clock import Clock, utcnow
 from ..comments.rules import NotFound, Page
+from ..contract.models import MAX_AUTHOR_DELETE
 from ..store.repository import Repository
-from .rules import AuditEntry, encode_listing_cursor, transition
+from .rules import ACTION_DELETE, AuditEntry, author_digest, encode_listing_cursor, transition
 
 NOT_BANNED = "this author is not banned"
 
@@ -24,15 +25,22 @@ class ModerationService:
         self.clock = clock
 
     def listing(
-        self, status: str, *, content_id: str | None, limit: int, after_id: int | None
+        self,
+        status: str,
+        *,
+        content_id: str | None,
+        limit: int,
+        after_id: int | None,
+        author: str | None = None,
     ) -> Page:
         """Comments a moderator acts on (``pending`` or ``hidden``), oldest first, across
-        all contents or of one; the next cursor is bound to this filter."""
+        all contents or of one, of every author or of one author key; the next cursor is
+        bound to this filter."""
         page = self.repo.moderation_page(
-            status, content_id=content_id, limit=limit, after_id=after_id
+            status, content_id=content_id, limit=limit, after_id=after_id, author_key=author
         )
         return replace(
-            page, next_cursor=encode_listing_cursor(page.next_cursor, status, content_id)
+            page, next_cursor=encode_listing_cursor(page.next_cursor, status, content_id, author)
         )
 
     def bulk(
@@ -49,6 +57,22 @@ class ModerationService:
             details["if_status"] = list(if_status)
         return self.repo.moderate(
             ids, transition(action, if_status), actor, details, now=self.clock()
+        )
+
+    def delete_author(
+        self, author: str, actor: str, *, limit: int = MAX_AUTHOR_DELETE
+    ) -> tuple[list[int], bool]:
+        """Delete the oldest ``limit`` comments of an author key, in every status, as a
+        delete by ids would (tombstone, or gone when never public and unreplied; stored
+        answers erased): one transaction, one audit row. Returns the ids that changed and
+        whether more are left. The audit row keeps a digest of the key, not the key."""
+        return self.repo.moderate_author(
+            author,
+            transition(ACTION_DELETE),
+            actor,
+            {"author_sha256": author_digest(author)},
+            limit=limit,
+            now=self.clock(),
         )
 
     def bans(self) -> list[dict[str, Any]]:

@@ -20,7 +20,13 @@ from ..events import moderation_action
 from ..identity.credentials import SCOPE_ADMIN, SCOPE_MODERATE
 from ..identity.guards import require_scope
 from ..web.common import emit, read_json, services
-from .rules import decode_listing_cursor, parse_ban, parse_ban_target, parse_bulk
+from .rules import (
+    decode_listing_cursor,
+    parse_author_key,
+    parse_ban,
+    parse_ban_target,
+    parse_bulk,
+)
 from .service import NOT_BANNED
 
 bp = Blueprint("moderation", __name__, url_prefix="/api/v1")
@@ -64,16 +70,20 @@ def moderation_listing() -> Response:
 def _listing(status: str, path: str, query: dict[str, str]) -> Response:
     limit = parse_limit(request.args.get("limit"))
     content_id = parse_content_filter(request.args.get("content_id"))
-    after_id = decode_listing_cursor(request.args.get("cursor"), status, content_id)
+    raw_author = request.args.get("author")
+    author = None if raw_author is None else parse_author_key(raw_author)
+    after_id = decode_listing_cursor(request.args.get("cursor"), status, content_id, author)
     if _if_match_fails():
         return precondition_failed()
     page = services().moderation.listing(
-        status, content_id=content_id, limit=limit, after_id=after_id
+        status, content_id=content_id, limit=limit, after_id=after_id, author=author
     )
     response = jsonify(items=[moderator_view(c) for c in page.items], next_cursor=page.next_cursor)
     if page.next_cursor:
         if content_id is not None:
             query["content_id"] = content_id
+        if author is not None:
+            query["author"] = author
         query.update(limit=str(limit), cursor=page.next_cursor)
         response.headers["Link"] = f'<{path}?{urlencode(query)}>; rel="next"'
     return response
@@ -81,14 +91,19 @@ def _listing(status: str, path: str, query: dict[str, str]) -> Response:
 
 @bp.post("/moderation/comments")
 def bulk_moderate() -> Response:
-    """``{"action": "approve|hide|delete", "ids": [...], "if_status": [...]}``: one
-    transaction, one audit row."""
+    """``{"action": "approve|hide|delete", "ids": [...], "if_status": [...]}`` or
+    ``{"action": "delete", "author": "email:..."}``: one transaction, one audit row."""
     identity = require_scope(SCOPE_MODERATE)
     bulk = parse_bulk(read_json())
     if _if_match_fails():
         return precondition_failed()
     if _if_none_match_fails():
         raise IfNoneMatchFailed()
+    if bulk.author is not None:
+        erased, more = services().moderation.delete_author(bulk.author, identity.actor)
+        emit(moderation_action, action=bulk.action, count=len(erased))
+        # ``unchanged`` lists ids the caller named; by author it named none.
+        return jsonify(action=bulk.action, changed=erased, unchanged=[], more=more)
     changed = services().moderation.bulk(bulk.action, bulk.ids, identity.actor, bulk.if_status)
     emit(moderation_action, action=bulk.action, count=len(changed))
     done = set(changed)

@@ -128,6 +128,9 @@ comments = Table(
     Index(None, "content_id", "status", "id"),
     # Duplicate and per-thread-per-author checks on every create: one range scan.
     Index(None, "content_id", "author_key", "created_at"),
+    # One author's comments across contents (0009): the moderation listing's author filter
+    # (a status, in id order) and delete by author.
+    Index(None, "author_key", "status", "id"),
     # The moderation lists (pending, hidden); partial, so published comments never pay
     # for them.
     Index(
@@ -436,6 +439,43 @@ def _erase_answers(conn: Connection, comment_ids: Sequence[int], now: datetime) 
         )
     if erased:
         conn.execute(_ERASE_ANSWER, erased)
+
+
+def _apply(conn: Connection, ids: Sequence[int], change: Transition, now: datetime) -> list[int]:
+    """``change`` on the comments ``ids`` it may move, in the caller's transaction; the ids
+    that changed, in order. See ``Repository.moderate``."""
+    values: dict[str, Any] = {"status": change.to_status, "updated_at": now}
+    if change.to_status == STATUS_DELETED:
+        values.update(_tombstone(now))
+    vanished = []
+    if change.vanish_from:
+        replies = comments.alias("replies")
+        has_reply = select(replies.c.id).where(replies.c.parent_id == comments.c.id)
+        vanished = [
+            r[0]
+            for r in conn.execute(
+                delete(comments)
+                .where(
+                    comments.c.id.in_(list(ids)),
+                    comments.c.status.in_(change.vanish_from),
+                    ~has_reply.exists(),
+                )
+                .returning(comments.c.id)
+            )
+        ]
+    changed = vanished + [
+        r[0]
+        for r in conn.execute(
+            update(comments)
+            .where(comments.c.id.in_(list(ids)), comments.c.status.in_(change.from_statuses))
+            .values(**values)
+            .returning(comments.c.id)
+        )
+    ]
+    changed.sort()
+    if change.to_status == STATUS_DELETED and changed:
+        _erase_answers(conn, changed, now)
+    return changed
 
 
 # The WAL is folded into the database once it holds 1 MiB of pages (SQLite's default is
@@ -1275,42 +1315,45 @@ class Repository:
         the comments' Idempotency-Keys (``_erase_answers``).
         """
         now = now or utcnow()
-        values: dict[str, Any] = {"status": change.to_status, "updated_at": now}
-        if change.to_status == STATUS_DELETED:
-            values.update(_tombstone(now))
         with self._write() as conn:
-            vanished = []
-            if change.vanish_from:
-                replies = comments.alias("replies")
-                has_reply = select(replies.c.id).where(replies.c.parent_id == comments.c.id)
-                vanished = [
-                    r[0]
-                    for r in conn.execute(
-                        delete(comments)
-                        .where(
-                            comments.c.id.in_(list(ids)),
-                            comments.c.status.in_(change.vanish_from),
-                            ~has_reply.exists(),
-                        )
-                        .returning(comments.c.id)
-                    )
-                ]
-            changed = vanished + [
-                r[0]
-                for r in conn.execute(
-                    update(comments)
-                    .where(
-                        comments.c.id.in_(list(ids)), comments.c.status.in_(change.from_statuses)
-                    )
-                    .values(**values)
-                    .returning(comments.c.id)
-                )
-            ]
-            changed.sort()
-            if change.to_status == STATUS_DELETED and changed:
-                _erase_answers(conn, changed, now)
+            changed = _apply(conn, ids, change, now)
             self._audit(conn, actor, change.action, None, changed, details, now)
         return changed
+
+    def moderate_author(
+        self,
+        author_key: str,
+        change: Transition,
+        actor: str,
+        details: dict[str, Any] | None = None,
+        *,
+        limit: int,
+        now: datetime | None = None,
+    ) -> tuple[list[int], bool]:
+        """``moderate`` the oldest ``limit`` comments whose author key is ``author_key``
+        (in a status ``change`` moves out of), read in the same transaction; one audit row
+        whose details get ``more``. Returns the ids that changed, and whether that author
+        has more such comments left."""
+        now = now or utcnow()
+        with self._write() as conn:
+            found = [
+                r[0]
+                for r in conn.execute(
+                    select(comments.c.id)
+                    .where(
+                        comments.c.author_key == author_key,
+                        comments.c.status.in_(change.from_statuses),
+                    )
+                    .order_by(comments.c.id)
+                    .limit(limit + 1)
+                )
+            ]
+            more = len(found) > limit
+            changed = _apply(conn, found[:limit], change, now) if found else []
+            self._audit(
+                conn, actor, change.action, None, changed, {**(details or {}), "more": more}, now
+            )
+        return changed, more
 
     def edit_body(
         self,
@@ -1341,13 +1384,21 @@ class Repository:
 
     @_read_again_if_lost
     def moderation_page(
-        self, status: str, *, content_id: str | None, limit: int, after_id: int | None
+        self,
+        status: str,
+        *,
+        content_id: str | None,
+        limit: int,
+        after_id: int | None,
+        author_key: str | None = None,
     ) -> Page:
         """Comments in ``status`` (pending or hidden), oldest first, across all contents or
-        of one."""
+        of one, of every author or of one."""
         query = select(*_COMMENT_COLUMNS).where(comments.c.status == status)
         if content_id is not None:
             query = query.where(comments.c.content_id == content_id)
+        if author_key is not None:
+            query = query.where(comments.c.author_key == author_key)
         if after_id is not None:
             query = query.where(comments.c.id > after_id)
         query = query.order_by(comments.c.id).limit(limit + 1)
