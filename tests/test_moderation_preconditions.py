@@ -138,3 +138,27 @@ def test_moderation_writes_with_if_none_match_star_are_412_and_change_nothing(bu
     done = client.post(BULK, json={"action": "hide", "ids": ids[:1]}, headers=tagged)
     assert done.json == {"action": "hide", "changed": ids[:1], "unchanged": []}
     assert client.delete(f"{BANS}/email:old@example.com", headers=tagged).status_code == 204
+
+
+def test_delete_by_author_and_the_author_listing_honour_if_match_and_if_none_match(build):
+    """Delete by author and the listing by author judge preconditions as the id form does:
+    a console acting on a state it no longer sees erases nothing."""
+    app = build()
+    client = app.test_client()
+    admin = bearer(api_key(app, SCOPE_ADMIN))
+    body = {"body": "ann", "email": "ann@example.com"}
+    cid = client.post("/api/v1/contents/a1/comments", json=body).json["id"]
+    erase = {"action": "delete", "author": "email:ann@example.com"}
+    assert_precondition_failed(client.post(BULK, json=erase, headers={**admin, **STALE}))
+    held = client.post(BULK, json=erase, headers={**admin, "If-None-Match": "*"})
+    assert held.status_code == 412
+    listing = f"{BULK}?status=hidden&author=email:ann@example.com"
+    assert_precondition_failed(client.get(listing, headers={**admin, **STALE}))
+    assert public_ids(client) == [cid]
+    # A bad key is the client's mistake, reported before the precondition.
+    bad = client.post(BULK, json={**erase, "author": "ann"}, headers={**admin, **STALE})
+    assert bad.status_code == 400
+    done = client.post(BULK, json=erase, headers={**admin, "If-Match": "*"})
+    assert done.json == {"action": "delete", "changed": [cid], "unchanged": [], "more": False}
+    assert public_ids(client) == [cid]  # a tombstone, in its place
+    assert client.get(f"/api/v1/comments/{cid}").json["body"] is None
