@@ -13,9 +13,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from comments_api.app import create_app
+from comments_api.identity.credentials import SCOPE_ADMIN, SCOPE_MODERATE
 from comments_api.settings import Settings
 from comments_api.web.protection import CORS_ALLOW_METHODS
 
+from .authkit import api_key, bearer
 from .support import ServiceProcess
 from .test_serve_server import raw_request
 
@@ -48,6 +50,45 @@ def test_links_to_pages_keep_the_prefix_the_app_is_mounted_at(make_app, monkeypa
     second = client.get(target)
     assert second.status_code == 200
     assert [c["body"] for c in second.json["items"]] == ["c2"]
+
+
+def test_moderation_and_audit_links_keep_the_prefix(make_app, monkeypatch):
+    """The moderation listings wrote their Link from the app's root, and the audit log
+    wrote none: under a mount prefix, following next page's Link missed the app."""
+    app = make_app(moderation_mode="pre")
+    client = mounted(app, monkeypatch)
+    admin = bearer(api_key(app, SCOPE_ADMIN, SCOPE_MODERATE))
+    for i in range(3):
+        created = client.post("/api/v1/contents/m/comments", json={"body": f"c{i}"})
+        assert created.status_code == 202
+    for path, query in (
+        ("/api/v1/moderation/pending", {}),
+        ("/api/v1/moderation/comments", {"status": "pending"}),
+    ):
+        first = client.get(path, query_string={**query, "limit": 2}, headers=admin)
+        assert first.status_code == 200
+        link = first.headers["Link"]
+        assert link.startswith(f"<{PREFIX}{path}?"), link
+        target = link[1:].partition(">")[0].removeprefix(PREFIX)
+        second = client.get(target, headers=admin)
+        assert second.status_code == 200
+        assert [c["body"] for c in second.json["items"]] == ["c2"]
+    ids = [c["id"] for c in client.get("/api/v1/moderation/pending", headers=admin).json["items"]]
+    for comment_id in ids:  # three audit entries, one per approval
+        approve = {"action": "approve", "ids": [comment_id]}
+        assert client.post("/api/v1/moderation/comments", json=approve, headers=admin).json[
+            "changed"
+        ] == [comment_id]
+    first = client.get("/api/v1/admin/audit-log", query_string={"limit": 2}, headers=admin)
+    assert first.status_code == 200
+    cursor = first.json["next_cursor"]
+    assert first.headers["Link"] == (
+        f'<{PREFIX}/api/v1/admin/audit-log?limit=2&cursor={cursor}>; rel="next"'
+    )
+    target = first.headers["Link"][1:].partition(">")[0].removeprefix(PREFIX)
+    last = client.get(target, headers=admin)
+    assert [e["comment_ids"] for e in last.json["items"]] == [[ids[0]]]
+    assert "Link" not in last.headers
 
 
 def test_a_truncated_legacy_list_links_to_v1_under_the_prefix(make_app, monkeypatch):

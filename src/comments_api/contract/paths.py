@@ -1414,6 +1414,7 @@ def moderation_paths() -> dict[str, Any]:
                             ],
                             "next_cursor": None,
                         },
+                        headers={"Link": _header('The next page: `<...>; rel="next"`.')},
                     ),
                     "400": _invalid(audit, "limit", "must be between 1 and 100"),
                     **_errors(audit, 401, 403, 412, 429, 503),

@@ -19,7 +19,7 @@ from ..contract.requests import parse_content_filter, parse_limit, parse_moderat
 from ..events import moderation_action
 from ..identity.credentials import SCOPE_ADMIN, SCOPE_MODERATE
 from ..identity.guards import require_scope
-from ..web.common import emit, read_json, services
+from ..web.common import emit, mounted_path, read_json, services
 from .rules import (
     decode_listing_cursor,
     parse_author_key,
@@ -85,7 +85,7 @@ def _listing(status: str, path: str, query: dict[str, str]) -> Response:
         if author is not None:
             query["author"] = author
         query.update(limit=str(limit), cursor=page.next_cursor)
-        response.headers["Link"] = f'<{path}?{urlencode(query)}>; rel="next"'
+        response.headers["Link"] = f'<{mounted_path(path)}?{urlencode(query)}>; rel="next"'
     return response
 
 
@@ -163,7 +163,7 @@ def audit_log() -> Response:
         return precondition_failed()
     entries, last_id = services().moderation.audit(limit=limit, before_id=before_id)
     next_cursor = encode_cursor(last_id, "newest") if last_id is not None else None
-    return jsonify(
+    response = jsonify(
         items=[
             {
                 "id": e.id,
@@ -178,3 +178,9 @@ def audit_log() -> Response:
         ],
         next_cursor=next_cursor,
     )
+    if next_cursor:  # as the moderation listings say it
+        query = urlencode({"limit": str(limit), "cursor": next_cursor})
+        response.headers["Link"] = (
+            f'<{mounted_path("/api/v1/admin/audit-log")}?{query}>; rel="next"'
+        )
+    return response
