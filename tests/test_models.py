@@ -214,7 +214,15 @@ def test_lone_surrogates_are_not_text():
     ) == [
         ("body", "must not contain control characters"),
         ("email", "must be a valid email address"),
-        ("author_name", "must be at most 80 printable characters"),
+        ("author_name", "must not contain control characters"),
+    ]
+    # Too long and a control character are told apart, as for the body: "at most 80
+    # printable characters" read as a length limit to a name of two characters.
+    assert errors_of(validate_v1_create, {"body": "x", "author_name": "a\x01"}, "c", LIMITS) == [
+        ("author_name", "must not contain control characters")
+    ]
+    assert errors_of(validate_v1_create, {"body": "x", "author_name": "n" * 81}, "c", LIMITS) == [
+        ("author_name", "must be at most 80 characters (got 81)")
     ]
     assert errors_of(
         validate_legacy_create, {"email": "a@b.co", "comment": "x", "content_id": bad}, LIMITS

@@ -353,7 +353,9 @@ def _author_name_message(payload: Mapping[str, Any], name: str) -> str:
     value = payload.get(name)
     if not isinstance(value, str) or is_blank(value):
         return "must be a non-empty string"
-    return f"must be at most {MAX_AUTHOR_NAME_LENGTH} printable characters"
+    if len(value) > MAX_AUTHOR_NAME_LENGTH:
+        return f"must be at most {MAX_AUTHOR_NAME_LENGTH} characters (got {len(value)})"
+    return "must not contain control characters"
 
 
 # --- the one translation ------------------------------------------------------------
