@@ -264,6 +264,10 @@ function signOut(text) {
   for (const id of ["queue-body", "content-body", "bans-body", "audit-body"]) $(id).replaceChildren();
   for (const id of ["queue-empty", "queue-more", "content-table", "content-empty", "content-more", "bans-empty", "audit-more", "audit-empty"]) $(id).hidden = true;
   queue.items.clear();
+  queue.author = null; // an email is something read with that credential too
+  showAuthor();
+  $("queue-author-delete").textContent = "Delete all by this author";
+  $("queue-author-progress").textContent = "";
   inFlight.clear(); // the next session's rows wait for its own actions only
   lifting.clear();
   for (const el of waiting) el.disabled = false; // "Ban author", the bulk buttons, "Load more"…
@@ -498,9 +502,12 @@ async function moderate(action, ids, seen, controls = [], skipped = []) {
 
 // --- the queue: pending or hidden comments, of every content or one ----------------
 
-// What the list shows: the status and content it was loaded for (changing either reloads).
+// What the list shows: the status, content and author it was loaded for (changing any
+// reloads). The author (an author key, `sub:…` or `email:…`) is set by a row's "This
+// author's comments" and cleared by "Clear author filter"; Status, Refresh, the Queue tab and
+// "Load more" keep it.
 const queue = {
-  items: new Map(), cursor: null, status: "pending", content: "", asked: 0, shown: 0, failed: null,
+  items: new Map(), cursor: null, status: "pending", content: "", author: null, asked: 0, shown: 0, failed: null,
   ui: {
     button: "queue-refresh", idle: "Refresh", working: "Refreshing…",
     table: "queue-table", progress: "queue-progress", loading: "Loading the queue…",
@@ -525,6 +532,7 @@ function queueRow(c) {
   const box = h("input", { type: "checkbox", "aria-label": `Select comment ${c.id}`, "data-id": String(c.id) });
   box.addEventListener("change", countSelected);
   const who = [c.author && c.author.name, c.author_email, c.author_subject && `sub:${c.author_subject}`].filter(Boolean);
+  const key = authorKey(c);
   const row = h(
     "tr",
     { "data-id": String(c.id) },
@@ -543,7 +551,10 @@ function queueRow(c) {
         queue.status === "hidden"
           ? null
           : h("button", { type: "button", class: "secondary", text: "Hide", "aria-label": `Hide comment ${c.id}`, onclick: () => queueAction("hide", [c.id]) }),
-        h("button", { type: "button", class: "danger", text: "Delete", "aria-label": `Delete comment ${c.id}`, onclick: () => queueAction("delete", [c.id]) }))
+        h("button", { type: "button", class: "danger", text: "Delete", "aria-label": `Delete comment ${c.id}`, onclick: () => queueAction("delete", [c.id]) }),
+        key && key !== queue.author
+          ? h("button", { type: "button", class: "secondary", text: "This author's comments", "aria-label": `This author's comments (${key})`, onclick: (event) => showAuthorOf(key, event.currentTarget) })
+          : null)
     )
   );
   row.searchText = [c.body, c.content_id, ...who].join(" ").toLowerCase();
@@ -552,12 +563,15 @@ function queueRow(c) {
 }
 
 // `same`: the status and content shown, not what the filter now reads (a content typed and
-// not yet asked for is the moderator's next listing, not this one's).
-async function loadQueue(more, same = more) {
+// not yet asked for is the moderator's next listing, not this one's). `author`: the author
+// to list (null: every one), else the one shown; `content`: the content to list, instead of
+// the one typed (put in the field once the listing is drawn).
+async function loadQueue(more, { same = more, author = queue.author, content: asked } = {}) {
   const status = same ? queue.status : $("queue-status").value;
-  const content = same ? queue.content : $("queue-content").value.trim();
+  const content = same ? queue.content : asked ?? $("queue-content").value.trim();
   const query = new URLSearchParams({ status, limit: String(PAGE) });
   if (content) query.set("content_id", content);
+  if (author) query.set("author", author);
   if (more && queue.cursor) query.set("cursor", queue.cursor);
   const current = ticket(queue, more);
   if (!more) listing(queue, true);
@@ -574,7 +588,7 @@ async function loadQueue(more, same = more) {
     // over pending ones and their Approve and Hide buttons). A content typed stays, for
     // Refresh to ask again; the message says what is still shown when it was another.
     $("queue-status").value = queue.status;
-    const other = queue.shown && (status !== queue.status || content !== queue.content);
+    const other = queue.shown && (status !== queue.status || content !== queue.content || author !== queue.author);
     failed(err, queue, other ? `${err.message} ${stillShown()}` : err.message);
     return;
   }
@@ -583,14 +597,16 @@ async function loadQueue(more, same = more) {
   const body = $("queue-body");
   if (!more) {
     queue.shown++;
-    Object.assign(queue, { status, content });
+    Object.assign(queue, { status, content, author });
+    if (asked !== undefined) $("queue-content").value = content;
+    showAuthor();
     queue.items.clear();
     body.replaceChildren();
     const hidden = status === "hidden";
     $("bulk-hide").hidden = hidden;
     $("bulk-approve").textContent = hidden ? "Publish selected" : "Approve selected";
     $("bulk-approve").dataset.action = hidden ? "publish" : "approve";
-    $("queue-caption").textContent = `${hidden ? "Hidden comments" : "Comments waiting for a moderator"}${content ? ` of ${content}` : ""}, oldest first`;
+    $("queue-caption").textContent = `${hidden ? "Hidden comments" : "Comments waiting for a moderator"}${content ? ` of ${content}` : ""}${author ? ` by ${author}` : ""}, oldest first`;
   }
   for (const c of items) {
     if (queue.items.has(c.id)) continue;
@@ -603,12 +619,12 @@ async function loadQueue(more, same = more) {
   filterQueue();
   if (!more) {
     const n = queue.items.size;
-    listing(queue, false, `${n} ${status === "hidden" ? "hidden" : "pending"} comment${n === 1 ? "" : "s"} listed${data.next_cursor ? ", more with “Load more”" : ""}.`);
+    listing(queue, false, `${n} ${status === "hidden" ? "hidden" : "pending"} comment${n === 1 ? "" : "s"}${author ? ` by ${author}` : ""} listed${data.next_cursor ? ", more with “Load more”" : ""}.`);
   }
 }
 
 function stillShown() {
-  return `The queue still shows the ${queue.status === "hidden" ? "hidden" : "pending"} comments of ${queue.content || "every content"}.`;
+  return `The queue still shows the ${queue.status === "hidden" ? "hidden" : "pending"} comments of ${queue.content || "every content"}${queue.author ? ` by ${queue.author}` : ""}.`;
 }
 
 function visibleRows() {
@@ -639,7 +655,7 @@ function filterQueue() {
     ? "No loaded comment matches the search."
     : queue.cursor
       ? "Every loaded comment is done; “Load more” shows the next ones."
-      : `${none}${queue.content ? ` for content ${queue.content}` : ""}.`;
+      : `${none}${queue.content ? ` for content ${queue.content}` : ""}${queue.author ? ` by ${queue.author}` : ""}.`;
   countSelected();
 }
 
@@ -690,7 +706,7 @@ async function queueAction(action, wanted, extra = []) {
   }
   filterQueue();
   if (result.stale) {
-    await loadQueue(false, true);
+    await loadQueue(false, { same: true });
     if (!still()) return;
     // The row the keyboard was on is drawn anew (or gone): lost too.
     lost = lost || !document.activeElement || document.activeElement === document.body;
@@ -704,6 +720,90 @@ async function queueAction(action, wanted, extra = []) {
   (next ? next.querySelector("button") : $("queue-search")).focus();
 }
 
+// --- the author view: the queue of one author, and "Delete all by this author" ----------
+
+// The key the API files a comment's author under, as a ban names it: a signed-in reader's
+// subject (whatever email their token gives), else the email; null for neither.
+function authorKey(c) {
+  if (typeof c.author_subject === "string" && c.author_subject) return `sub:${c.author_subject}`;
+  if (typeof c.author_email === "string" && c.author_email) return `email:${c.author_email}`;
+  return null;
+}
+
+// The bar over the table says whose comments it shows (the author drawn, not one asked for).
+function showAuthor() {
+  $("queue-author").hidden = !queue.author;
+  $("queue-author-key").textContent = queue.author || "";
+  $("queue-author-scope").textContent = queue.content ? ` on ${queue.content}` : ", on every content";
+}
+
+// Every content's comments of the author, in the status shown. The row's button waits for
+// the listing; drawn, the row is gone, and the keyboard goes to the bar that says whose
+// comments these are. A failure leaves the queue as it was, and says what it still shows.
+async function showAuthorOf(key, button) {
+  const still = inSession();
+  await busy([button], () => loadQueue(false, { author: key, content: "" }));
+  if (!still() || queue.author !== key) return;
+  const now = document.activeElement;
+  if (!now || now === document.body) $("queue-author-text").focus();
+}
+
+$("queue-author-clear").addEventListener("click", async (event) => {
+  const still = inSession();
+  await busy([event.currentTarget], () => loadQueue(false, { author: null }));
+  if (!still() || queue.author !== null) return;
+  // The bar went with the button: the keyboard goes on at the Status select above the list.
+  const now = document.activeElement;
+  if (!now || now === document.body) $("queue-status").focus();
+});
+
+// The API deletes at most 1000 of an author's comments per call and answers `more` while
+// some are left: called again until it no longer does. A failure after some calls is said
+// with what those did, as a bulk action's is; either way the queue is then listed anew.
+async function deleteAuthor() {
+  const key = queue.author;
+  const button = $("queue-author-delete");
+  if (!key || button.disabled) return;
+  if (!window.confirm(`Delete every comment of ${key}, pending, hidden and published, on every content? Deleted comments cannot be restored.`)) {
+    return;
+  }
+  const still = inSession();
+  const progress = $("queue-author-progress");
+  let deleted = 0;
+  let error = null;
+  const them = (n) => `${n} comment${n === 1 ? "" : "s"} of ${key}`;
+  button.textContent = "Deleting…";
+  try {
+    await busy([button], async () => {
+      for (let more = true; more && still(); ) {
+        const result = await api("/api/v1/moderation/comments", { method: "POST", body: { action: "delete", author: key } });
+        if (!result || !Array.isArray(result.changed) || typeof result.more !== "boolean") throw unreadable();
+        deleted += result.changed.length;
+        // "More" with none deleted would ask forever: not an answer to go on with.
+        if (result.more && !result.changed.length) throw unreadable();
+        more = result.more;
+        if (more) progress.textContent = `Deleted ${them(deleted)} so far…`;
+      }
+    });
+  } catch (err) {
+    error = err;
+  }
+  if (!still()) return; // signed out meanwhile: the sign-out reset the bar
+  button.textContent = "Delete all by this author";
+  progress.textContent = "";
+  if (error && (!deleted || error.status === 401)) {
+    failed(error, null, `Deleted no comment of ${key}: ${error.message}`);
+    return;
+  }
+  if (error) {
+    say(`Deleted ${them(deleted)}, then a call failed: ${error.message} Some of the author's comments are left; “Delete all by this author” again deletes them.`, "error");
+  } else {
+    say(`Deleted ${them(deleted)}.`);
+  }
+  await loadQueue(false, { same: true });
+}
+
+$("queue-author-delete").addEventListener("click", deleteAuthor);
 $("queue-search").addEventListener("input", filterQueue);
 $("queue-filter").addEventListener("submit", (event) => {
   event.preventDefault();
