@@ -14,7 +14,7 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from .conftest import Api, HostSite, _start_api, dumps, run_axe
+from .conftest import Api, HostSite, _start_api, dumps, run_axe, screenshot
 from .test_console import PROXY_PAGE, UNAVAILABLE, hold, new_content, queue_row, sign_in
 
 pytestmark = pytest.mark.browser
@@ -132,6 +132,7 @@ def test_console_lists_one_authors_comments_across_contents(page, author_api: Ap
     expect(author_control(page.locator("#queue-body"))).to_have_count(0)
     violations, _ = run_axe(page, axe_source)
     assert violations == [], dumps(violations)
+    screenshot(page, "console-author")
 
     # The Status select works in the author view: the author's hidden comments.
     page.get_by_label("Status").select_option("hidden")
