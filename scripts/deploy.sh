@@ -33,8 +33,8 @@
 #   PROD_REGISTRY (localhost:5001): the minikube target's cluster and registries.
 # Exit codes: 0 released; 1 stopped before production (production untouched; minikube:
 #               staging, when this run changed it, rolled back and smoke-tested again;
-#               local: the same after a failed E2E or load test; a staging that does not
-#               answer then is named in the output, the exit stays 1);
+#               local: the same after a failed rollout, E2E or load test; a staging that
+#               does not answer then is named in the output, the exit stays 1);
 #             2 production failed, was rolled back, and the release it went back to answers
 #               its smoke test; 3 production failed, rollback failed too (or that release
 #               does not answer, or it was impossible: nothing to go back to, a Deployment
@@ -1005,9 +1005,11 @@ wait_ready() {
   done
 }
 
-# deploy_env ENV REGISTRY: roll ENV to $DIGEST; on failure roll back to what ran before.
-# Returns 0 deployed, 1 failed and rolled back, 2 failed and the rollback failed too (or
-# there was nothing to roll back to: ENV serves nothing).
+# deploy_env ENV REGISTRY: roll ENV to $DIGEST; on failure roll back to what ran before and
+# smoke-test that release (rollback_checked: readiness alone is no proof it serves).
+# Returns 0 deployed, 1 failed, rolled back, and the release it went back to answers its
+# smoke test; 2 failed and the rollback failed too (it did not complete, that release does
+# not answer, or there was nothing to roll back to: ENV serves nothing).
 deploy_env() {
   local env=$1 registry=$2 previous=""
   [ "$DRY_RUN" = 1 ] || previous=$(cat "$STATE/$env/digest" 2>/dev/null || true)
@@ -1016,7 +1018,7 @@ deploy_env() {
     [ "$DRY_RUN" = 1 ] || { printf '%s\n' "$DIGEST" >"$STATE/$env/digest"; printf '%s\n' "$previous" >"$STATE/$env/previous"; }
     return 0
   fi
-  rollback "$env" "$previous" || return 2
+  rollback_checked "$env" "$previous" || return 2
   return 1
 }
 
@@ -1067,21 +1069,23 @@ rollback() {
   return 1
 }
 
-# rollback_staging_checked PREVIOUS: after a failed E2E or load test (local target), staging
-# back on PREVIOUS, then the smoke test of that release, as after production's rollback:
-# readiness alone said the replicas answer /readyz, not that the release serves (a schema,
-# a setting or a dependency changed since it last ran). Returns 0 (back on it, it serves),
-# 1 (no rollback, or the release it went back to does not answer: named).
-rollback_staging_checked() {
-  local previous=$1 lb_var=staging_LB
-  rollback staging "$previous" || return 1
+# rollback_checked ENV PREVIOUS: ENV back on PREVIOUS (local target), then the smoke test
+# of that release (without --prod-smoke-hook, written for the new release): readiness alone
+# said the replicas answer /readyz, not that the release serves (a schema, a setting or a
+# dependency changed since it last ran). Returns 0 (back on it, it serves), 1 (no rollback,
+# or the release it went back to does not answer: named).
+rollback_checked() {
+  local env=$1 previous=$2 lb_var=${1}_LB down
+  rollback "$env" "$previous" || return 1
   [ "$DRY_RUN" = 0 ] || previous="sha256:<previous-digest>"
-  stage "re-check staging after the rollback: smoke test of $previous"
+  stage "re-check $env after the rollback: smoke test of $previous"
   if run_waited "$PY" scripts/pipeline_e2e.py smoke "http://127.0.0.1:${!lb_var}"; then
-    tinfo "staging is back on $previous and it answers its smoke test"
+    tinfo "$env is back on $previous and it answers its smoke test"
     return 0
   fi
-  fail "staging was rolled back to $previous, but that release does not answer its smoke test either (above): staging is down (production untouched)"
+  down="staging is down (production untouched)"
+  [ "$env" = staging ] || down="production is down, act now"
+  fail "$env was rolled back to $previous, but that release does not answer its smoke test either (above): $down"
   return 1
 }
 
@@ -1250,8 +1254,13 @@ pipeline_local() {
   local_up
   push_dev "127.0.0.1:$DEV_PORT"
   local lb_var
-  if ! deploy_env staging "127.0.0.1:$DEV_PORT"; then
+  local staged=0 was=""
+  [ "$DRY_RUN" = 1 ] || was=$(cat "$STATE/staging/digest" 2>/dev/null || true)
+  deploy_env staging "127.0.0.1:$DEV_PORT" || staged=$?
+  if [ "$staged" != 0 ]; then
     fail "stopped in staging: $DIGEST never reaches production"
+    # Production is untouched either way (exit 1); a staging left serving nothing is named.
+    [ "$staged" = 1 ] || fail "staging is not back on ${was:-a previous release (there was none)}: staging is down (production untouched)"
     return 1
   fi
   lb_var=staging_LB
@@ -1259,12 +1268,12 @@ pipeline_local() {
     fail "E2E or load test failed in staging: $DIGEST never reaches production"
     # Production is untouched whatever comes of it (exit 1); a staging that serves neither
     # release is named: the next runs stop there.
-    rollback_staging_checked "$(cat "$STATE/staging/previous" 2>/dev/null || true)" || true
+    rollback_checked staging "$(cat "$STATE/staging/previous" 2>/dev/null || true)" || true
     return 1
   fi
   if [ "$DRY_RUN" = 1 ]; then
     info "(dry run: what a failed E2E or load test runs next, then exit 1)"
-    rollback_staging_checked "" || true
+    rollback_checked staging "" || true
   fi
   promote "127.0.0.1:$DEV_PORT" "127.0.0.1:$PROD_PORT" || {
     fail "promotion failed: production untouched"
@@ -1291,16 +1300,12 @@ pipeline_local() {
       fail "production ran $DIGEST before this run: there is no other release to roll back to"
       return 3
     fi
-    if rollback production "$previous"; then
-      local smoke_after=0
-      run_waited "$PY" scripts/pipeline_e2e.py smoke "http://127.0.0.1:${!lb_var}" || smoke_after=1
-      [ "$smoke_after" = 0 ] && return 2
-    fi
+    rollback_checked production "$previous" && return 2
     return 3
   fi
   if [ "$DRY_RUN" = 1 ]; then
     info "(dry run: what a failed production rollout or smoke test runs next)"
-    rollback production "" || true
+    rollback_checked production "" || true
   fi
   show_digests
   # Released, but an old replica is still on this host: not a plain success (see rollout).

@@ -80,6 +80,10 @@ def test_local_dry_run_prints_the_whole_pipeline_in_order():
         r"^timeout 120 docker run --rm .*production.* migrate$",
         r"^docker run --detach .*production",
         r"pipeline_e2e\.py smoke",
+        # What a failed production rollout or smoke test runs: production back on the
+        # previous digest, then the smoke test of that release (exit 2 only if it answers).
+        r"^docker run --detach .*production.*comments-api@sha256:\\<previous-digest\\>$",
+        r"pipeline_e2e\.py smoke http://127\.0\.0\.1:\d+$",
     ]
     at = 0
     for step in steps:
@@ -106,6 +110,7 @@ def test_local_dry_run_prints_the_whole_pipeline_in_order():
     assert "ROLLBACK production" in out
     assert "ROLLBACK staging" in out
     assert "re-check staging after the rollback: smoke test of" in out
+    assert "re-check production after the rollback: smoke test of" in out
     assert "PIPELINE OK" in out
     # Draining outlasts haproxy's detection: readiness 503 must be seen (inter x fall) while
     # the replica still serves (SHUTDOWN_DELAY), or requests would reach a closed socket.

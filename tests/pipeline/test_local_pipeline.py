@@ -196,6 +196,14 @@ def test_a_broken_build_is_stopped_in_staging_and_never_reaches_production(stack
     assert run.rc == 1, run.out[-3000:]
     assert "stopped in staging" in run.out
     assert "never became ready" in run.out
+    assert "ROLLBACK staging to the previous digest " + good in run.out
+    # The rollback after a failed rollout is smoke-tested too, as after a failed E2E: it
+    # was readiness only, yet the run went on to say staging was rolled back.
+    recheck = run.out.index("re-check staging after the rollback: smoke test of " + good)
+    assert recheck > run.out.index("ROLLBACK staging")
+    assert "pipeline_e2e.py smoke " + stack.lb("staging") in run.out[recheck:]
+    assert f"staging is back on {good} and it answers its smoke test" in run.out
+    assert "staging is down" not in run.out
     broken_digest = stack.registry_digest("dev", tag)
     assert broken_digest
     assert broken_digest != good
@@ -353,6 +361,10 @@ def test_a_release_failing_only_in_production_is_rolled_back(
     assert f"deploy to production by digest: {target}" in run.out  # it did reach production...
     assert "production smoke test failed" in run.out
     assert "ROLLBACK production to the previous digest " + good in run.out
+    # Exit 2 only once the release it went back to answers its smoke test.
+    recheck = run.out.index("re-check production after the rollback: smoke test of " + good)
+    assert recheck > run.out.index("ROLLBACK production")
+    assert f"production is back on {good} and it answers its smoke test" in run.out
     # ...and right after the rollback all 3 production replicas ran the old digest.
     assert len(result.production_after_rollback) == 3
     for replica in result.production_after_rollback:
