@@ -21,7 +21,7 @@ import subprocess
 import tarfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -530,6 +530,18 @@ def group_of(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[2])
 
 
+def await_step(
+    proc: subprocess.Popen[bytes], out: Path, find: Callable[[], int], deadline: float
+) -> int:
+    """The PID ``find`` returns once the step runs; deploy.sh must still be running, and
+    the step must come before ``deadline`` (its output says why not)."""
+    while not (step := find()):
+        assert proc.poll() is None, out.read_text()[-3000:]
+        assert time.monotonic() < deadline, out.read_text()[-3000:]
+        time.sleep(0.1)
+    return step
+
+
 def interrupt(
     proc: subprocess.Popen[bytes], how: str, groups: set[int]
 ) -> tuple[int, list[int], float]:
@@ -598,10 +610,7 @@ def interrupted_during(
         groups.add(proc.pid)
         try:
             deadline = time.monotonic() + 120
-            while not (step := child_of(proc.pid, argv)):
-                assert proc.poll() is None, out.read_text()[-3000:]
-                assert time.monotonic() < deadline, out.read_text()[-3000:]
-                time.sleep(0.1)
+            step = await_step(proc, out, lambda: child_of(proc.pid, argv), deadline)
             groups.add(group_of(step))
             while ready is not None and not ready.exists():
                 assert proc.poll() is None, out.read_text()[-3000:]
@@ -744,10 +753,7 @@ def interrupt_step(
     step = 0
     try:
         deadline = time.monotonic() + 90
-        while not (step := descendant_of(proc.pid, argv)):
-            assert proc.poll() is None, out.read_text()[-3000:]
-            assert time.monotonic() < deadline, out.read_text()[-3000:]
-            time.sleep(0.1)
+        step = await_step(proc, out, lambda: descendant_of(proc.pid, argv), deadline)
         groups.add(group_of(step))
         time.sleep(1)  # under way, waiting for the registry
         rc, left, took = interrupt(proc, how, groups)
