@@ -76,6 +76,7 @@ ORDER = {
 # column adds it to every entry here, and its own revision as a new one.
 OLDER_EXPORTS: dict[str, dict[str, frozenset[str]]] = {
     "0007": {"comments": frozenset({"edited_at"})},  # 0008: comments.edited_at
+    "0008": {},  # 0009 added an index only
 }
 # Tables whose ids come from a sequence on PostgreSQL: moved past the imported ids.
 SEQUENCED = ("comments", "audit_log")
