@@ -353,3 +353,112 @@ def test_console_delete_all_by_an_author_failing_half_way_says_what_it_did(page,
     expect(page.locator("#queue-body tr")).to_have_count(1)
     page.unroute(ACTIONS)
     assert errors == [], errors
+
+
+def open_author(page, content: str, text: str) -> None:
+    """From wherever the queue is: the author view of the pending comment with `text` on
+    `content` (the queue of every content may not show it on its first page)."""
+    bar = page.locator("#queue-author")
+    if bar.is_visible():
+        page.get_by_role("button", name="Clear author filter").click()
+        expect(bar).to_be_hidden()
+    page.get_by_label("Limit to content").fill(content)
+    page.get_by_role("button", name="Refresh").click()
+    expect(page.locator("#queue-caption")).to_contain_text(f"of {content}")
+    author_control(queue_row(page, text)).click()
+    expect(page.locator("#queue-caption")).to_contain_text(" by ")
+
+
+def test_delete_all_by_an_author_belongs_to_that_author_while_another_is_shown(
+    page, author_api: Api
+):
+    content = new_content()
+    first, second = email(), email()
+    key = author_api.key("comments:moderate")
+    # The second author's comment first: the content's queue then shows it on its first page.
+    post_many(author_api, content, 1, second, "the second author's")
+    post_many(author_api, content, PER_CALL + 1, first, "the first author's")
+    page.set_viewport_size({"width": 1100, "height": 800})
+    errors = page.page_errors
+    message = page.locator("#message")
+    bar = page.locator("#queue-author")
+    delete_all = page.locator("#queue-author-delete")  # its name says "Deleting…" meanwhile
+    progress = page.locator("#queue-author-progress")
+    sign_in(page, author_api, key)
+    expect(page.locator("#queue-body tr").first).to_be_visible()
+
+    # The first author's second call waits, and so does the second author's only one.
+    calls: list[dict[str, Any]] = []
+    held: dict[str, list] = {first: [], second: []}
+
+    def record(route) -> None:
+        if route.request.method != "POST":
+            route.continue_()
+            return
+        body = route.request.post_data_json
+        calls.append(body)
+        mine = [c for c in calls if c["author"] == body["author"]]
+        if body["author"] == f"email:{second}" or len(mine) == 2:
+            held[body["author"].removeprefix("email:")].append(route)
+        else:
+            route.continue_()
+
+    page.route(ACTIONS, record)
+    open_author(page, content, "the first author's 0000")
+    expect(bar).to_contain_text(f"email:{first}")
+    page.once("dialog", lambda dialog: dialog.accept())
+    delete_all.click()
+    expect(progress).to_have_text(f"Deleted {PER_CALL} comments of email:{first} so far…")
+    expect(delete_all).to_have_text("Deleting…")
+    expect(delete_all).to_be_disabled()
+
+    # Another author meanwhile: their bar has its own button, usable, and no word of the
+    # first author's deletion.
+    open_author(page, content, "the second author's")
+    expect(bar).to_contain_text(f"email:{second}")
+    expect(delete_all).to_have_text("Delete all by this author")
+    expect(delete_all).to_be_enabled()
+    expect(progress).to_have_text("")
+
+    # Back to the first author: their deletion is still on its way, and says so.
+    open_author(page, content, f"the first author's {PER_CALL:04}")
+    expect(bar).to_contain_text(f"email:{first}")
+    expect(delete_all).to_have_text("Deleting…")
+    expect(delete_all).to_be_disabled()
+    expect(progress).to_have_text(f"Deleted {PER_CALL} comments of email:{first} so far…")
+
+    # The second author's deletion starts while the first one's is still on its way...
+    open_author(page, content, "the second author's")
+    page.once("dialog", lambda dialog: dialog.accept())
+    delete_all.click()
+    expect(delete_all).to_have_text("Deleting…")
+    expect(delete_all).to_be_disabled()
+    page.wait_for_timeout(200)
+    assert len(held[second]) == 1, calls
+
+    # ...and the first one's end leaves the second author's bar as it is.
+    assert len(held[first]) == 1, calls
+    held[first].pop().continue_()
+    expect(message).to_have_text(f"Deleted {PER_CALL + 1} comments of email:{first}.")
+    expect(page.locator("#queue-progress")).to_have_text(
+        f"1 pending comment by email:{second} listed."
+    )
+    expect(bar).to_contain_text(f"email:{second}")
+    expect(delete_all).to_have_text("Deleting…")
+    expect(delete_all).to_be_disabled()
+    expect(progress).to_have_text("")
+
+    held[second].pop().continue_()
+    expect(message).to_have_text(f"Deleted 1 comment of email:{second}.")
+    expect(delete_all).to_have_text("Delete all by this author")
+    expect(delete_all).to_be_enabled()
+    expect(page.locator("#queue-empty")).to_have_text(
+        f"No comments are waiting for moderation by email:{second}."
+    )
+    assert calls == [{"action": "delete", "author": f"email:{first}"}] * 2 + [
+        {"action": "delete", "author": f"email:{second}"}
+    ], calls
+    for who in (first, second):
+        assert by_author(author_api, key, f"email:{who}", "pending") == []
+    page.unroute(ACTIONS)
+    assert errors == [], errors

@@ -265,9 +265,8 @@ function signOut(text) {
   for (const id of ["queue-empty", "queue-more", "content-table", "content-empty", "content-more", "bans-empty", "audit-more", "audit-empty"]) $(id).hidden = true;
   queue.items.clear();
   queue.author = null; // an email is something read with that credential too
+  erasing.clear(); // a deletion on its way no longer reports here
   showAuthor();
-  $("queue-author-delete").textContent = "Delete all by this author";
-  $("queue-author-progress").textContent = "";
   inFlight.clear(); // the next session's rows wait for its own actions only
   lifting.clear();
   for (const el of waiting) el.disabled = false; // "Ban author", the bulk buttons, "Load more"…
@@ -730,11 +729,18 @@ function authorKey(c) {
   return null;
 }
 
-// The bar over the table says whose comments it shows (the author drawn, not one asked for).
+// The bar over the table says whose comments it shows (the author drawn, not one asked for),
+// and its "Delete all by this author" and progress line are that author's: "Deleting…" and
+// the count so far while a deletion of theirs is on its way, else a usable button.
 function showAuthor() {
   $("queue-author").hidden = !queue.author;
   $("queue-author-key").textContent = queue.author || "";
   $("queue-author-scope").textContent = queue.content ? ` on ${queue.content}` : ", on every content";
+  const deleting = erasing.get(queue.author);
+  const button = $("queue-author-delete");
+  button.disabled = Boolean(deleting);
+  button.textContent = deleting ? "Deleting…" : "Delete all by this author";
+  $("queue-author-progress").textContent = deleting ? deleting.progress : "";
 }
 
 // Every content's comments of the author, in the status shown. The row's button waits for
@@ -757,40 +763,55 @@ $("queue-author-clear").addEventListener("click", async (event) => {
   if (!now || now === document.body) $("queue-status").focus();
 });
 
+// The deletions by author on their way: author key -> { progress } (what its bar says). The
+// moderator may open another author meanwhile: that author's bar gets its own usable button,
+// and this deletion goes on reporting on its own author only, in their bar when it is shown
+// and in the message at its end, which lists anew whatever view is shown then.
+const erasing = new Map();
+
 // The API deletes at most 1000 of an author's comments per call and answers `more` while
 // some are left: called again until it no longer does. A failure after some calls is said
 // with what those did, as a bulk action's is; either way the queue is then listed anew.
 async function deleteAuthor() {
   const key = queue.author;
   const button = $("queue-author-delete");
-  if (!key || button.disabled) return;
+  if (!key || erasing.has(key)) return;
   if (!window.confirm(`Delete every comment of ${key}, pending, hidden and published, on every content? Deleted comments cannot be restored.`)) {
     return;
   }
   const still = inSession();
-  const progress = $("queue-author-progress");
+  const state = { progress: "" };
   let deleted = 0;
   let error = null;
   const them = (n) => `${n} comment${n === 1 ? "" : "s"} of ${key}`;
-  button.textContent = "Deleting…";
+  // Not busy(): the button is the bar's, shared by every author, so showAuthor() draws it
+  // from `erasing` for whichever author is shown, now and at the end.
+  const focused = document.activeElement === button;
+  erasing.set(key, state);
+  showAuthor();
   try {
-    await busy([button], async () => {
-      for (let more = true; more && still(); ) {
-        const result = await api("/api/v1/moderation/comments", { method: "POST", body: { action: "delete", author: key } });
-        if (!result || !Array.isArray(result.changed) || typeof result.more !== "boolean") throw unreadable();
-        deleted += result.changed.length;
-        // "More" with none deleted would ask forever: not an answer to go on with.
-        if (result.more && !result.changed.length) throw unreadable();
-        more = result.more;
-        if (more) progress.textContent = `Deleted ${them(deleted)} so far…`;
+    for (let more = true; more && still(); ) {
+      const result = await api("/api/v1/moderation/comments", { method: "POST", body: { action: "delete", author: key } });
+      if (!result || !Array.isArray(result.changed) || typeof result.more !== "boolean") throw unreadable();
+      deleted += result.changed.length;
+      // "More" with none deleted would ask forever: not an answer to go on with.
+      if (result.more && !result.changed.length) throw unreadable();
+      more = result.more;
+      if (more && still()) {
+        state.progress = `Deleted ${them(deleted)} so far…`;
+        if (queue.author === key) $("queue-author-progress").textContent = state.progress;
       }
-    });
+    }
   } catch (err) {
     error = err;
   }
   if (!still()) return; // signed out meanwhile: the sign-out reset the bar
-  button.textContent = "Delete all by this author";
-  progress.textContent = "";
+  erasing.delete(key);
+  showAuthor(); // another author's bar is drawn as it was: their button is not this one's
+  // Lost as busy() has it (on the page, on the panel, or on the button while disabled): back
+  // on the button, if the bar is still this author's.
+  const now = document.activeElement;
+  if (focused && queue.author === key && (!now || now.contains(button))) button.focus();
   if (error && (!deleted || error.status === 401)) {
     failed(error, null, `Deleted no comment of ${key}: ${error.message}`);
     return;
