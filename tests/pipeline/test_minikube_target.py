@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -576,6 +577,29 @@ def kill_groups(proc: subprocess.Popen[bytes], groups: set[int]) -> None:
     proc.wait()
 
 
+class Interrupted(NamedTuple):
+    """A run of deploy.sh interrupted during one of its steps."""
+
+    rc: int  # its exit status; -1: still running 30 s after the signal
+    log: str  # its output
+    step: int  # the PID of the step's process
+    left: list[int]  # processes left of the run's and of the step's process groups
+    took: float  # seconds from the signal to the exit
+
+
+def assert_stopped_at_once(tmp_path: Path, run: Interrupted, code: int, what: str) -> None:
+    """What an interrupt guarantees, whatever the step (``what``): the run's exit status is
+    ``code`` (130 for SIGINT, 143 for SIGTERM) within 5 s of the signal, it says "PIPELINE
+    STOPPED", the step's process and everything of the run's and the step's process groups
+    are gone, and so is the cluster lock."""
+    assert run.rc == code, run.log[-3000:]
+    assert run.took < 5, f"the run went on with {what} after the signal"
+    assert "PIPELINE STOPPED" in run.log, run.log[-3000:]
+    assert not alive(run.step), f"{what} (pid {run.step}) outlived the run"
+    assert not run.left, f"processes of the run left behind: {run.left}"
+    assert not (tmp_path / "cluster" / "lock").exists(), "the lock goes too"
+
+
 def interrupted_during(
     tmp_path: Path,
     how: str,
@@ -583,16 +607,17 @@ def interrupted_during(
     extra_env: dict[str, str],
     args: list[str],
     ready: Path | None = None,
-) -> tuple[int, str, int, list[int], float]:
+    real: tuple[str, ...] = (),
+) -> Interrupted:
     """deploy.sh --target minikube, interrupted (``how``) while a child whose arguments hold
-    ``argv`` runs (child_of). Returns the exit status, the output, that child's PID, the
-    processes left of the run's and of that child's process groups, and the seconds from
-    the signal to the exit. ``ready``: a file the step writes once it is under way."""
+    ``argv`` runs (child_of). ``ready``: a file the step writes once it is under way;
+    ``real``: the tools run for real instead of their stand-ins (curl always is)."""
     if not (ROOT / ".venv" / "bin" / "k6").exists():
         missing("k6 in .venv (make venv)")
     command, env = stand_ins(tmp_path)
     bin_dir = tmp_path / "bin"
-    (bin_dir / "curl").unlink()  # the real curl: readiness through the port-forward
+    for tool in ("curl", *real):  # curl: readiness through the port-forward
+        (bin_dir / tool).unlink()
     (bin_dir / "gpg").write_text(  # the signing key's fingerprint, for skopeo --sign-by
         '#!/bin/sh\necho "gpg $*" >>"$FAKE_STATE/calls.log"\n'
         f'case "$*" in *--list-secret-keys*) echo "fpr:::::::::{FINGERPRINT}:" ;; esac\n'
@@ -617,12 +642,13 @@ def interrupted_during(
                 assert time.monotonic() < deadline, out.read_text()[-3000:]
                 time.sleep(0.1)
             time.sleep(1)  # under way
+            groups.add(group_of(step))  # found before its setsid, it was still in the run's
             rc, left, took = interrupt(proc, how, groups)
         finally:
             kill_groups(proc, groups)
     log = out.read_text()
     print(log)
-    return rc, log, step, left, took
+    return Interrupted(rc, log, step, left, took)
 
 
 INTERRUPTS = pytest.mark.parametrize(
@@ -742,11 +768,9 @@ def interrupt_step(
     env: dict[str, str],
     argv: list[str],
     cwd: Path = ROOT,
-) -> tuple[int, str, int, list[int], float]:
+) -> Interrupted:
     """deploy.sh (``command``) interrupted (``how``) once its child whose arguments hold
-    ``argv`` has run for a second. Returns the exit status (-1: still running 30 s after the
-    signal), the output, that child's PID, the processes left of the run's and the child's
-    process groups, and the seconds from the signal to the exit."""
+    ``argv`` has run for a second."""
     out = tmp_path / "deploy.out"
     proc = start_in_background(command, env, out, cwd)
     groups = {proc.pid}
@@ -756,12 +780,13 @@ def interrupt_step(
         step = await_step(proc, out, lambda: descendant_of(proc.pid, argv), deadline)
         groups.add(group_of(step))
         time.sleep(1)  # under way, waiting for the registry
+        groups.add(group_of(step))  # found before its setsid, it was still in the run's
         rc, left, took = interrupt(proc, how, groups)
     finally:
         kill_groups(proc, groups)
     log = out.read_text()
     print(log)
-    return rc, log, step, left, took
+    return Interrupted(rc, log, step, left, took)
 
 
 @INTERRUPTS
@@ -788,18 +813,13 @@ def test_a_run_interrupted_during_the_push_stops_at_once(tmp_path: Path, how: st
                 ["docker", "import", "-", image], input=layer.getvalue(), capture_output=True
             )
             assert imported.returncode == 0, imported.stderr
-            rc, log, push, left, took = interrupt_step(
+            run = interrupt_step(
                 tmp_path, how, command, {**env, "DEV_REGISTRY": registry}, ["push", "--quiet"]
             )
         finally:
             sh("docker", "rmi", image, pushed, check=False)
-    assert f"+ docker push --quiet {pushed}" in log
-    assert rc == code, log[-3000:]
-    assert took < 5, "the run went on with the push after the signal"
-    assert "PIPELINE STOPPED" in log, log[-3000:]
-    assert not alive(push), f"docker push (pid {push}) outlived the run"
-    assert not left, f"processes of the run left behind: {left}"
-    assert not (tmp_path / "cluster" / "lock").exists(), "the lock goes too"
+    assert f"+ docker push --quiet {pushed}" in run.log
+    assert_stopped_at_once(tmp_path, run, code, "docker push")
 
 
 @INTERRUPTS
@@ -819,16 +839,42 @@ def test_a_run_interrupted_while_skopeo_asks_the_registry_stops_at_once(
         *[a for a in command[1:] if "--tag" not in a and "--image" not in a],
     ]
     with registry_that_never_answers() as registry:
-        rc, log, inspect, left, took = interrupt_step(
+        run = interrupt_step(
             tmp_path, how, command, {**env, "DEV_REGISTRY": registry}, ["inspect"], cwd=repo
         )
-    assert f"docker://{registry}/comments-api:{tag}" in log
-    assert rc == code, log[-3000:]
-    assert took < 5, "the run went on asking the registry after the signal"
-    assert "PIPELINE STOPPED" in log, log[-3000:]
-    assert not alive(inspect), f"skopeo inspect (pid {inspect}) outlived the run"
-    assert not left, f"processes of the run left behind: {left}"
-    assert not (tmp_path / "cluster" / "lock").exists(), "the lock goes too"
+    assert f"docker://{registry}/comments-api:{tag}" in run.log
+    assert_stopped_at_once(tmp_path, run, code, "skopeo inspect")
+
+
+@INTERRUPTS
+def test_a_run_interrupted_while_skopeo_promotes_stops_at_once_and_claims_nothing(
+    tmp_path: Path, dev_registry: str, how: str, code: int
+):
+    # promote's `skopeo copy` to a prod registry that does not answer: run in the foreground
+    # (`run`, not `run_waited`), a CI's SIGTERM would wait as long as the registry does (for
+    # ever), holding the lock; Ctrl-C reaches a foreground skopeo too, so SIGTERM is the case
+    # that tells. Staging passes for real (E2E and k6 through the port-forward); the copy is
+    # the real skopeo's, from the real dev registry to one that never answers.
+    seed_image(dev_registry, "stand-in", tmp_path)  # what the stand-in `docker push` pushed
+    with registry_that_never_answers() as prod:
+        run = interrupted_during(
+            tmp_path,
+            how,
+            ["copy", "--quiet"],
+            {"LOAD_DURATION": "1s", "DEV_REGISTRY": dev_registry, "PROD_REGISTRY": prod},
+            [],
+            real=("skopeo",),
+        )
+    assert f"docker://{prod}/comments-api:stand-in" in run.log  # it got as far as the copy
+    assert_stopped_at_once(tmp_path, run, code, "skopeo copy")
+    # Nothing is said or done as if the release were in the prod registry, signed or live.
+    assert "prod registry:" not in run.log, run.log[-3000:]
+    assert "verify the signature" not in run.log
+    assert "PIPELINE OK" not in run.log
+    assert not list((tmp_path / "state" / "sigstore").rglob("signature-*")), "no signature"
+    calls = (tmp_path / "cluster" / "calls.log").read_text()
+    assert "pipeline-kustomize/production" not in calls, "production is never deployed"
+    assert "comments-production rollout" not in calls
 
 
 # --- a release that fails production's smoke test: rolled back, and the rollback checked ---
