@@ -817,7 +817,8 @@ def test_a_run_interrupted_during_the_push_stops_at_once(tmp_path: Path, how: st
                 tmp_path, how, command, {**env, "DEV_REGISTRY": registry}, ["push", "--quiet"]
             )
         finally:
-            sh("docker", "rmi", image, pushed, check=False)
+            # deploy.sh tags the image comments-api:stand-in (its IMAGE) too.
+            sh("docker", "rmi", image, "comments-api:stand-in", pushed, check=False)
     assert f"+ docker push --quiet {pushed}" in run.log
     assert_stopped_at_once(tmp_path, run, code, "docker push")
 
