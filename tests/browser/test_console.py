@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
+from typing import SupportsIndex
 
 import pytest
 import requests
@@ -245,10 +247,26 @@ def answer_held_with_502(held: list, message) -> None:
     expect(message).to_have_text(UNAVAILABLE)
 
 
-def hold(page, pattern: str, method: str = "POST") -> list:
+class Held(list):
+    """The routes ``hold`` keeps. ``pop`` waits (10 s at most) for one to arrive: a click's
+    request reaches its route handler only once Playwright next dispatches events, which an
+    ``expect`` on the page before it need not have done."""
+
+    def __init__(self, page) -> None:
+        super().__init__()
+        self.page = page
+
+    def pop(self, index: SupportsIndex = -1):
+        deadline = time.monotonic() + 10
+        while not self and time.monotonic() < deadline:
+            self.page.wait_for_timeout(20)
+        return super().pop(index)
+
+
+def hold(page, pattern: str, method: str = "POST") -> Held:
     """Holds the requests of one method to pattern until the test answers them (continue_,
     fulfill); the others go through."""
-    held: list = []
+    held = Held(page)
     page.route(
         pattern,
         lambda route: held.append(route) if route.request.method == method else route.continue_(),
