@@ -31,8 +31,11 @@ migrate: venv ## upgrade the database in DATABASE_URL
 system-deps: ## install PostgreSQL, Redis, Prometheus, wrk, chromium, npm if missing (Debian, root)
 	scripts/install-system-deps.sh
 
+# pytest-xdist workers for make test: one per core (TEST_JOBS=0 runs in this process, serially).
+TEST_JOBS ?= auto
+
 test: venv system-deps ## set up everything and run the whole test suite (container tests: image-test)
-	$(BIN)/pytest -m "not docker and not k8s and not terraform and not pipeline and not bench"
+	$(BIN)/pytest -n $(TEST_JOBS) -m "not docker and not k8s and not terraform and not pipeline and not bench"
 
 test-fast: venv ## the unit tier: validators, services (fake clock), settings, docs, assets; no servers, seconds
 	$(BIN)/pytest -m unit
