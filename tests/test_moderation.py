@@ -267,8 +267,23 @@ def test_the_pending_queue_and_hidden_comments_by_content(build):
     assert listed_ids(client, f"{BULK}?status=hidden", mod) == (sorted(hide[1:]), 1)
     assert hide[0] in public_ids(client, "a1")
 
+    # Published comments of one content, or of one author, with their authors (the public
+    # list names none): the console's By content finds an author from there.
+    assert listed_ids(client, f"{BULK}?status=published&content_id=a1&limit=1", mod) == (
+        [by_content["a1"][0], by_content["a1"][1]],
+        2,
+    )
+    signed = post_v1(client, "signed", content_id="b2", email="Named@Example.com").json["id"]
+    client.post(BULK, json={"action": "approve", "ids": [signed]}, headers=mod)
+    by_author = client.get(
+        f"{BULK}?status=published&author=email:named@example.com", headers=mod
+    ).json["items"]
+    assert [(c["id"], c["status"], c["author_email"]) for c in by_author] == [
+        (signed, "published", "Named@Example.com")  # as given; found by its key in any case
+    ]
+
     for bad, field in (
-        (f"{BULK}?status=published", "status"),
+        (f"{BULK}?status=published", "content_id"),  # of one content or author only
         (f"{BULK}?status=", "status"),
         (f"{BULK}?status=hidden&content_id=", "content_id"),
         (f"{PENDING}?content_id=a%01b", "content_id"),

@@ -1018,7 +1018,7 @@ def test_console_draws_only_the_latest_listing_asked(page, pre_api: Api):
     # By content: "Show its comments" waits for its listing, so what can answer late there is
     # a "Load more" page asked before another content's listing. It is not added to that one.
     page.get_by_role("tab", name="By content").click()
-    listings = "**/api/v1/contents/*/comments?*"
+    listings = "**/api/v1/moderation/comments?status=published*"
     held = []
 
     def first_has_more(route) -> None:
@@ -1263,7 +1263,7 @@ def test_console_by_content_shows_its_listing_is_on_its_way(page, pre_api: Api):
     show = page.locator("#content-show")
     table = page.locator("#content-table")
     progress = page.locator("#content-progress")  # role=status, visually hidden
-    listings = "**/api/v1/contents/*/comments?*"
+    listings = "**/api/v1/moderation/comments?status=published*"
     held = hold(page, listings, "GET")
 
     def on_its_way() -> None:
@@ -1333,7 +1333,7 @@ def test_console_by_content_load_more_continues_the_content_shown(page, pre_api:
         else:
             route.fulfill(status=502, body=PROXY_PAGE, content_type="text/html")
 
-    page.route("**/api/v1/contents/*/comments?*", listings)
+    page.route("**/api/v1/moderation/comments?status=published*", listings)
     sign_in(page, pre_api, key)
     page.get_by_role("tab", name="By content").click()
     page.get_by_label("Content id").fill(shown)
@@ -1351,8 +1351,8 @@ def test_console_by_content_load_more_continues_the_content_shown(page, pre_api:
     page.get_by_role("button", name="Load more").click()
     expect(page.locator("#content-body tr", has_text=f"next page of {shown}")).to_be_visible()
     expect(page.locator("#content-body tr")).to_have_count(2)
-    assert [f"/contents/{shown}/" in url for url in more_asked] == [True], more_asked
-    page.unroute("**/api/v1/contents/*/comments?*")
+    assert [f"content_id={shown}&" in url for url in more_asked] == [True], more_asked
+    page.unroute("**/api/v1/moderation/comments?status=published*")
     assert errors == [], errors
 
 

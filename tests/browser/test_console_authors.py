@@ -462,3 +462,56 @@ def test_delete_all_by_an_author_belongs_to_that_author_while_another_is_shown(
         assert by_author(author_api, key, f"email:{who}", "pending") == []
     page.unroute(ACTIONS)
     assert errors == [], errors
+
+
+def test_by_content_rows_open_their_authors_comments(page, author_api: Api, axe_source):
+    content, elsewhere = new_content(), new_content()
+    writer = email()
+    subject = f"reader-{uuid.uuid4().hex[:8]}"
+    key = author_api.key("comments:moderate")
+    public = author_api.post(content, "public by the writer", email=writer)
+    anonymous = author_api.post(content, "public by nobody in particular")
+    signed_in = requests.post(
+        f"{author_api.base}/api/v1/contents/{content}/comments",
+        json={"body": "public by a signed-in reader"},
+        headers={"Authorization": f"Bearer {author_api.token(subject)}"},
+        timeout=5,
+    )
+    assert signed_in.status_code == 202, signed_in.text
+    author_api.moderate(key, "approve", [public["id"], anonymous["id"], signed_in.json()["id"]])
+    author_api.post(elsewhere, "the writer waiting elsewhere", email=writer)
+    # The public list still names no author's address or subject.
+    listed = requests.get(f"{author_api.base}/api/v1/contents/{content}/comments", timeout=5)
+    assert writer not in listed.text, listed.text
+    for item in listed.json()["items"]:
+        assert not {"author_email", "author_subject"} & item.keys(), item
+    page.set_viewport_size({"width": 1100, "height": 800})
+    errors = page.page_errors
+    sign_in(page, author_api, key)
+    expect(page.locator("#queue-body tr").first).to_be_visible()
+    page.get_by_role("tab", name="By content").click()
+    page.get_by_label("Content id").fill(content)
+    page.get_by_role("button", name="Show its comments").click()
+    rows = page.locator("#content-body tr")
+    expect(rows).to_have_count(3)
+    row = page.locator("#content-body tr", has_text="public by the writer")
+    expect(author_control(row)).to_have_accessible_name(f"This author's comments (email:{writer})")
+    expect(
+        author_control(page.locator("#content-body tr", has_text="signed-in reader"))
+    ).to_have_accessible_name(f"This author's comments (sub:{subject})")
+    expect(
+        author_control(page.locator("#content-body tr", has_text="nobody in particular"))
+    ).to_have_count(0)
+    violations, _ = run_axe(page, axe_source)
+    assert violations == [], dumps(violations)
+
+    # The author view is the queue's: its tab, every content, "Delete all by this author".
+    author_control(row).click()
+    expect(page.get_by_role("tab", name="Queue")).to_have_attribute("aria-selected", "true")
+    bar = page.locator("#queue-author")
+    expect(bar).to_contain_text(f"email:{writer}, on every content")
+    expect(page.locator("#queue-body tr")).to_have_count(1)
+    expect(queue_row(page, "the writer waiting elsewhere")).to_be_visible()
+    expect(page.locator("#queue-author-text")).to_be_focused()
+    expect(page.locator("#queue-author-delete")).to_be_enabled()
+    assert errors == [], errors

@@ -81,9 +81,10 @@ MAX_REASON_LENGTH = 500
 BAN_EMAIL_PATTERN = r"^[^\x00-\x1f\x7f-\x9f@]*@[^\x00-\x1f\x7f-\x9f]*(?![\s\S])"
 BAN_TARGET_PATTERN = r"^(?:email|sub):[^\x00-\x1f\x7f-\x9f]+(?![\s\S])"
 ORDERS = ("oldest", "newest")
-# The statuses a moderator lists (published comments are the public lists; deleted ones
-# are tombstones with nothing left to act on).
-MODERATION_STATUSES = ("pending", "hidden")
+# The statuses a moderator lists (published ones of one content or author, with their
+# authors, which the public lists never name; deleted ones are tombstones with nothing
+# left to act on).
+MODERATION_STATUSES = ("pending", "hidden", "published")
 # What a bulk action may find a comment in (deleted ones are past every action).
 ACTIONABLE_STATUSES = ("published", "pending", "hidden")
 ENUM_ORDER = "x-enum-order"  # see choice()

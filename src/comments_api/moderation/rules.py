@@ -298,6 +298,16 @@ def parse_edit(payload: object, limits: Limits) -> str:
     return validate_edit(payload, limits)
 
 
+def check_listing_filter(status: str, content_id: str | None, author: str | None) -> None:
+    """Published comments are listed for one content or one author only: every content's
+    would be the whole table, and the indexes that serve the listings are (content_id,
+    status, id) and (author_key, status, id)."""
+    if status == STATUS_PUBLISHED and content_id is None and author is None:
+        raise InvalidInput(
+            [FieldError("content_id", "is required with status=published, unless author is given")]
+        )
+
+
 # --- the listings' cursors, bound to their filter ---------------------------------------
 # A listing's cursor is a comment list cursor (the id of the page's last comment, oldest
 # first) and a tag of the filter it was issued for: "." and 8 base64url characters of a

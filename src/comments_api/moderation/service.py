@@ -14,7 +14,14 @@ from ..clock import Clock, utcnow
 from ..comments.rules import NotFound, Page
 from ..contract.models import MAX_AUTHOR_DELETE
 from ..store.repository import Repository
-from .rules import ACTION_DELETE, AuditEntry, author_digest, encode_listing_cursor, transition
+from .rules import (
+    ACTION_DELETE,
+    AuditEntry,
+    author_digest,
+    check_listing_filter,
+    encode_listing_cursor,
+    transition,
+)
 
 NOT_BANNED = "this author is not banned"
 
@@ -33,9 +40,10 @@ class ModerationService:
         after_id: int | None,
         author: str | None = None,
     ) -> Page:
-        """Comments a moderator acts on (``pending`` or ``hidden``), oldest first, across
-        all contents or of one, of every author or of one author key; the next cursor is
-        bound to this filter."""
+        """Comments a moderator acts on (``pending`` or ``hidden``; ``published`` of one
+        content or author), oldest first, across all contents or of one, of every author or
+        of one author key; the next cursor is bound to this filter."""
+        check_listing_filter(status, content_id, author)
         page = self.repo.moderation_page(
             status, content_id=content_id, limit=limit, after_id=after_id, author_key=author
         )

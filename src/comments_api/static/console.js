@@ -856,11 +856,15 @@ const content = {
 
 function contentRow(c) {
   const removed = c.status === "deleted";
+  const key = removed ? null : authorKey(c);
   const actions = removed
     ? []
     : [
         h("button", { type: "button", class: "secondary", text: "Hide", "aria-label": `Hide comment ${c.id}`, onclick: () => contentAction("hide", c.id) }),
         h("button", { type: "button", class: "danger", text: "Delete", "aria-label": `Delete comment ${c.id}`, onclick: () => contentAction("delete", c.id) }),
+        key
+          ? h("button", { type: "button", class: "secondary", text: "This author's comments", "aria-label": `This author's comments (${key})`, onclick: (event) => contentAuthor(key, event.currentTarget) })
+          : null,
       ];
   const row = h(
     "tr",
@@ -875,6 +879,16 @@ function contentRow(c) {
   return row;
 }
 
+// The author view is the queue's: its tab is shown, and the author's comments of every
+// content listed there (in the status it shows), with "Delete all by this author".
+function contentAuthor(key, button) {
+  select($("tab-queue"), false, false);
+  return showAuthorOf(key, button);
+}
+
+// The moderation listing of the content's published comments (not the public list, which
+// names no author): the authors' keys for "This author's comments", read fresh, not from a
+// cache. Tombstones are not listed: nothing is left to act on.
 // content.id is the content shown (set when its listing is drawn): "Load more" goes on with
 // it, whatever was typed since (a listing of another that failed leaves the first one shown).
 async function loadContent(more, id = content.id) {
@@ -884,8 +898,9 @@ async function loadContent(more, id = content.id) {
   let data;
   let items;
   try {
-    const path = `/api/v1/contents/${encodeURIComponent(id)}/comments?limit=${PAGE}&order=oldest`;
-    data = await api(cursor ? `${path}&cursor=${encodeURIComponent(cursor)}` : path);
+    const query = new URLSearchParams({ status: "published", content_id: id, limit: String(PAGE) });
+    if (cursor) query.set("cursor", cursor);
+    data = await api(`/api/v1/moderation/comments?${query}`);
     items = listed(data);
   } catch (err) {
     if (!current()) return; // a later listing (or a sign-out) took over, busy state and all

@@ -1392,8 +1392,8 @@ class Repository:
         after_id: int | None,
         author_key: str | None = None,
     ) -> Page:
-        """Comments in ``status`` (pending or hidden), oldest first, across all contents or
-        of one, of every author or of one."""
+        """Comments in ``status`` (pending, hidden or published), oldest first, across all
+        contents or of one, of every author or of one."""
         query = select(*_COMMENT_COLUMNS).where(comments.c.status == status)
         if content_id is not None:
             query = query.where(comments.c.content_id == content_id)
