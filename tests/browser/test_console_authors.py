@@ -479,6 +479,8 @@ def test_by_content_rows_open_their_authors_comments(page, author_api: Api, axe_
     )
     assert signed_in.status_code == 202, signed_in.text
     author_api.moderate(key, "approve", [public["id"], anonymous["id"], signed_in.json()["id"]])
+    also_public = author_api.post(elsewhere, "the writer public elsewhere", email=writer)
+    author_api.moderate(key, "approve", [also_public["id"]])
     author_api.post(elsewhere, "the writer waiting elsewhere", email=writer)
     # The public list still names no author's address or subject.
     listed = requests.get(f"{author_api.base}/api/v1/contents/{content}/comments", timeout=5)
@@ -505,13 +507,79 @@ def test_by_content_rows_open_their_authors_comments(page, author_api: Api, axe_
     violations, _ = run_axe(page, axe_source)
     assert violations == [], dumps(violations)
 
-    # The author view is the queue's: its tab, every content, "Delete all by this author".
+    # The author view is the queue's: its tab, every content, "Delete all by this author",
+    # opened on the author's published comments (the kind of comment it was opened from),
+    # not their pending ones, which may be none: that would look like "nothing by them".
+    asked: list[str] = []
+    page.on("request", lambda r: "/moderation/comments?" in r.url and asked.append(r.url))
     author_control(row).click()
     expect(page.get_by_role("tab", name="Queue")).to_have_attribute("aria-selected", "true")
     bar = page.locator("#queue-author")
+    status = page.get_by_label("Status")
+    queue_rows = page.locator("#queue-body tr")
     expect(bar).to_contain_text(f"email:{writer}, on every content")
-    expect(page.locator("#queue-body tr")).to_have_count(1)
-    expect(queue_row(page, "the writer waiting elsewhere")).to_be_visible()
+    expect(status).to_have_value("published")
+    expect(queue_rows).to_have_count(2)
+    expect(queue_row(page, "public by the writer")).to_be_visible()
+    expect(queue_row(page, "the writer public elsewhere")).to_be_visible()
+    expect(page.locator("#queue-caption")).to_have_text(
+        f"Published comments by email:{writer}, oldest first"
+    )
+    expect(page.locator("#queue-progress")).to_have_text(
+        f"2 published comments by email:{writer} listed."
+    )
     expect(page.locator("#queue-author-text")).to_be_focused()
     expect(page.locator("#queue-author-delete")).to_be_enabled()
+    assert "status=published" in asked[-1], asked
+    assert "author=email%3A" in asked[-1], asked
+    # A published comment can be hidden or deleted, not approved (it is).
+    published_row = queue_row(page, "the writer public elsewhere")
+    expect(published_row.get_by_role("button", name="Approve")).to_have_count(0)
+    expect(published_row.get_by_role("button", name="Publish")).to_have_count(0)
+    expect(page.get_by_role("button", name="Approve selected")).to_be_hidden()
+    expect(page.get_by_role("button", name="Hide selected")).to_be_visible()
+    violations, _ = run_axe(page, axe_source)
+    assert violations == [], dumps(violations)
+    published_row.get_by_role("button", name=f"Hide comment {also_public['id']}").click()
+    expect(page.locator("#message")).to_have_text("Hid 1 comment.")
+    expect(queue_rows).to_have_count(1)
+    assert [c["id"] for c in by_author(author_api, key, f"email:{writer}", "hidden")] == [
+        also_public["id"]
+    ]
+
+    # The Status select offers the author's other statuses too, and Published again.
+    expect(status.locator("option")).to_have_count(3)
+    status.select_option("pending")
+    expect(queue_rows).to_have_count(1)
+    expect(queue_row(page, "the writer waiting elsewhere")).to_be_visible()
+    expect(
+        queue_row(page, "the writer waiting elsewhere").get_by_role(
+            "button", name=re.compile("^Approve")
+        )
+    ).to_be_visible()
+    status.select_option("published")
+    expect(queue_row(page, "public by the writer")).to_be_visible()
+    expect(queue_rows).to_have_count(1)
+
+    # Leaving the author view on Published lists every author's pending comments: the
+    # server refuses published comments of every content (400), so none is asked for, and
+    # Published is no longer offered.
+    page.get_by_role("button", name="Clear author filter").click()
+    expect(bar).to_be_hidden()
+    expect(status).to_have_value("pending")
+    expect(status.locator("option")).to_have_count(2)
+    expect(page.locator("#queue-caption")).to_have_text(
+        "Comments waiting for a moderator, oldest first"
+    )
+    assert "status=pending" in asked[-1], asked
+    assert "author=" not in asked[-1], asked
+    assert not any("status=published" in url and "author=" not in url for url in asked), asked
+    expect(page.locator("#message")).not_to_have_class(re.compile("error"))
+
+    # Opened from a pending row, the author view keeps the status shown (pending).
+    # (Limited to its content first: other tests' pending comments may fill the first page.)
+    open_author(page, elsewhere, "the writer waiting elsewhere")
+    expect(bar).to_contain_text(f"email:{writer}")
+    expect(status).to_have_value("pending")
+    expect(queue_rows).to_have_count(1)
     assert errors == [], errors

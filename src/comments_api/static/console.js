@@ -265,6 +265,7 @@ function signOut(text) {
   for (const id of ["queue-empty", "queue-more", "content-table", "content-empty", "content-more", "bans-empty", "audit-more", "audit-empty"]) $(id).hidden = true;
   queue.items.clear();
   queue.author = null; // an email is something read with that credential too
+  if (queue.status === "published") queue.status = "pending"; // only an author's: gone with them
   erasing.clear(); // a deletion on its way no longer reports here
   showAuthor();
   inFlight.clear(); // the next session's rows wait for its own actions only
@@ -500,6 +501,7 @@ async function moderate(action, ids, seen, controls = [], skipped = []) {
 }
 
 // --- the queue: pending or hidden comments, of every content or one ----------------
+// (and, in the author view only, the author's published ones)
 
 // What the list shows: the status, content and author it was loaded for (changing any
 // reloads). The author (an author key, `sub:…` or `email:…`) is set by a row's "This
@@ -527,6 +529,18 @@ function checkbox(row) {
   return row.querySelector("input[type=checkbox]");
 }
 
+// How the queue speaks of each status it lists: its caption, and "no comments are …".
+const STATUS_WORDS = {
+  pending: { caption: "Comments waiting for a moderator", none: "No comments are waiting for moderation" },
+  hidden: { caption: "Hidden comments", none: "No comments are hidden" },
+  published: { caption: "Published comments", none: "No comments are published" },
+};
+
+// The Status select offers "Published comments" in the author view only: the API lists
+// published comments of one author or one content, and refuses (400) those of every content.
+// showAuthor() adds it with the author's bar and takes it away with it.
+const publishedOption = h("option", { value: "published", text: "Published comments" });
+
 function queueRow(c) {
   const box = h("input", { type: "checkbox", "aria-label": `Select comment ${c.id}`, "data-id": String(c.id) });
   box.addEventListener("change", countSelected);
@@ -544,9 +558,12 @@ function queueRow(c) {
       "td",
       null,
       h("div", { class: "toolbar" },
-        queue.status === "hidden"
-          ? h("button", { type: "button", text: "Publish", "aria-label": `Publish comment ${c.id}`, onclick: () => queueAction("publish", [c.id]) })
-          : h("button", { type: "button", text: "Approve", "aria-label": `Approve comment ${c.id}`, onclick: () => queueAction("approve", [c.id]) }),
+        // A published comment is approved already: Hide and Delete only, as By content's rows.
+        queue.status === "published"
+          ? null
+          : queue.status === "hidden"
+            ? h("button", { type: "button", text: "Publish", "aria-label": `Publish comment ${c.id}`, onclick: () => queueAction("publish", [c.id]) })
+            : h("button", { type: "button", text: "Approve", "aria-label": `Approve comment ${c.id}`, onclick: () => queueAction("approve", [c.id]) }),
         queue.status === "hidden"
           ? null
           : h("button", { type: "button", class: "secondary", text: "Hide", "aria-label": `Hide comment ${c.id}`, onclick: () => queueAction("hide", [c.id]) }),
@@ -564,9 +581,13 @@ function queueRow(c) {
 // `same`: the status and content shown, not what the filter now reads (a content typed and
 // not yet asked for is the moderator's next listing, not this one's). `author`: the author
 // to list (null: every one), else the one shown; `content`: the content to list, instead of
-// the one typed (put in the field once the listing is drawn).
-async function loadQueue(more, { same = more, author = queue.author, content: asked } = {}) {
-  const status = same ? queue.status : $("queue-status").value;
+// the one typed (put in the field once the listing is drawn); `status`: the status to list,
+// instead of the one selected (selected once the listing is drawn).
+async function loadQueue(more, { same = more, author = queue.author, content: asked, status: wanted } = {}) {
+  let status = same ? queue.status : wanted ?? $("queue-status").value;
+  // Published comments are listed of one author only (the API refuses every content's):
+  // leaving the author view on "Published comments" lists the pending ones.
+  if (status === "published" && !author) status = "pending";
   const content = same ? queue.content : asked ?? $("queue-content").value.trim();
   const query = new URLSearchParams({ status, limit: String(PAGE) });
   if (content) query.set("content_id", content);
@@ -598,14 +619,16 @@ async function loadQueue(more, { same = more, author = queue.author, content: as
     queue.shown++;
     Object.assign(queue, { status, content, author });
     if (asked !== undefined) $("queue-content").value = content;
-    showAuthor();
+    showAuthor(); // offers "Published comments" with an author, and not without
+    $("queue-status").value = status; // the one drawn: maybe asked by By content, or the fallback
     queue.items.clear();
     body.replaceChildren();
     const hidden = status === "hidden";
     $("bulk-hide").hidden = hidden;
+    $("bulk-approve").hidden = status === "published";
     $("bulk-approve").textContent = hidden ? "Publish selected" : "Approve selected";
     $("bulk-approve").dataset.action = hidden ? "publish" : "approve";
-    $("queue-caption").textContent = `${hidden ? "Hidden comments" : "Comments waiting for a moderator"}${content ? ` of ${content}` : ""}${author ? ` by ${author}` : ""}, oldest first`;
+    $("queue-caption").textContent = `${STATUS_WORDS[status].caption}${content ? ` of ${content}` : ""}${author ? ` by ${author}` : ""}, oldest first`;
   }
   for (const c of items) {
     if (queue.items.has(c.id)) continue;
@@ -618,12 +641,12 @@ async function loadQueue(more, { same = more, author = queue.author, content: as
   filterQueue();
   if (!more) {
     const n = queue.items.size;
-    listing(queue, false, `${n} ${status === "hidden" ? "hidden" : "pending"} comment${n === 1 ? "" : "s"}${author ? ` by ${author}` : ""} listed${data.next_cursor ? ", more with “Load more”" : ""}.`);
+    listing(queue, false, `${n} ${status} comment${n === 1 ? "" : "s"}${author ? ` by ${author}` : ""} listed${data.next_cursor ? ", more with “Load more”" : ""}.`);
   }
 }
 
 function stillShown() {
-  return `The queue still shows the ${queue.status === "hidden" ? "hidden" : "pending"} comments of ${queue.content || "every content"}${queue.author ? ` by ${queue.author}` : ""}.`;
+  return `The queue still shows the ${queue.status} comments of ${queue.content || "every content"}${queue.author ? ` by ${queue.author}` : ""}.`;
 }
 
 function visibleRows() {
@@ -648,7 +671,7 @@ function filterQueue() {
   for (const row of queue.items.values()) row.hidden = Boolean(needle) && !row.searchText.includes(needle);
   const shown = visibleRows().length;
   $("queue-empty").hidden = shown > 0;
-  const none = queue.status === "hidden" ? "No comments are hidden" : "No comments are waiting for moderation";
+  const none = STATUS_WORDS[queue.status].none;
   // Emptied by the moderator with more on the server: not "none waiting".
   $("queue-empty").textContent = queue.items.size
     ? "No loaded comment matches the search."
@@ -734,6 +757,9 @@ function authorKey(c) {
 // the count so far while a deletion of theirs is on its way, else a usable button.
 function showAuthor() {
   $("queue-author").hidden = !queue.author;
+  // Appended once (moving a selected option could drop its selection), removed with the author.
+  if (queue.author && !publishedOption.isConnected) $("queue-status").append(publishedOption);
+  else if (!queue.author) publishedOption.remove(); // selected, the select falls back to pending
   $("queue-author-key").textContent = queue.author || "";
   $("queue-author-scope").textContent = queue.content ? ` on ${queue.content}` : ", on every content";
   const deleting = erasing.get(queue.author);
@@ -743,12 +769,12 @@ function showAuthor() {
   $("queue-author-progress").textContent = deleting ? deleting.progress : "";
 }
 
-// Every content's comments of the author, in the status shown. The row's button waits for
-// the listing; drawn, the row is gone, and the keyboard goes to the bar that says whose
-// comments these are. A failure leaves the queue as it was, and says what it still shows.
-async function showAuthorOf(key, button) {
+// Every content's comments of the author, in the status shown (a queue row's), or in the one
+// given (By content's rows: "published"). The row's button waits for the listing; drawn, the
+// row is gone, and the keyboard goes to the bar that says whose comments these are. A failure leaves the queue as it was, and says what it still shows.
+async function showAuthorOf(key, button, status = undefined) {
   const still = inSession();
-  await busy([button], () => loadQueue(false, { author: key, content: "" }));
+  await busy([button], () => loadQueue(false, { author: key, content: "", status }));
   if (!still() || queue.author !== key) return;
   const now = document.activeElement;
   if (!now || now === document.body) $("queue-author-text").focus();
@@ -880,10 +906,11 @@ function contentRow(c) {
 }
 
 // The author view is the queue's: its tab is shown, and the author's comments of every
-// content listed there (in the status it shows), with "Delete all by this author".
+// content listed there, with "Delete all by this author". Their published ones, as the row
+// opened from is: the pending ones are often none, which would read as "nothing by them".
 function contentAuthor(key, button) {
   select($("tab-queue"), false, false);
-  return showAuthorOf(key, button);
+  return showAuthorOf(key, button, "published");
 }
 
 // The moderation listing of the content's published comments (not the public list, which
