@@ -26,7 +26,9 @@
 #   An option's value goes after a space or an = sign: --tag v1 or --tag=v1.
 #   --prod-smoke-hook CMD runs with BASE_URL, DEPLOY_ENV, DEPLOY_DIGEST; CMD is never printed
 #   (it may hold a token): the log says that it ran, how long it took, its exit status.
-# Environment: READY_TIMEOUT, LOAD_DURATION, LOAD_VUS (defaults of the flags above);
+# Environment: READY_TIMEOUT, LOAD_DURATION, LOAD_VUS (defaults of the flags above;
+#   --ready-timeout bounds the wait for /readyz: each local replica's, or the minikube
+#   Service's through its port-forward; 60 s);
 #   DOCKER_DATA_ROOT (local: data root of a dockerd started when none answers,
 #   /var/lib/comments-api-docker); KUBE_CONTEXT (MINIKUBE_PROFILE, comments: the cluster of
 #   provision-k8s.sh), DEV_REGISTRY (localhost:5000),
@@ -1438,7 +1440,7 @@ k8s_smoke() {
   local rc=0
   # Each try bounded: a tunnel that takes the connection and never answers held curl, and
   # the run, past wait_for's deadline (which is checked between tries only).
-  wait_for "port-forward" 20 curl -fsS --max-time 5 "http://127.0.0.1:$port/readyz" || rc=1
+  wait_for "port-forward" "$READY_TIMEOUT" curl -fsS --max-time 5 "http://127.0.0.1:$port/readyz" || rc=1
   if [ "$rc" = 0 ]; then
     case $kind in
       e2e) e2e_and_load "http://127.0.0.1:$port" || rc=1 ;;
@@ -1470,9 +1472,10 @@ k8s_rollback() {
 }
 
 # k8s_recheck_rollback ENV: after `rollout undo` of ENV, whether the release it went back to
-# answers: readiness through a new port-forward (20 s), then the smoke test. A completed
-# `rollout status` says the pods are ready, not that the release serves (a schema, a Secret
-# or a dependency changed since it last ran): "rolled back" was reported with no proof.
+# answers: readiness through a new port-forward (READY_TIMEOUT), then the smoke test. A
+# completed `rollout status` says the pods are ready, not that the release serves (a schema,
+# a Secret or a dependency changed since it last ran): "rolled back" was reported with no
+# proof.
 # Returns 0 (rolled back, it serves) or 1 (rolled back, it does not: ENV is down).
 k8s_recheck_rollback() {
   local env=$1

@@ -32,6 +32,10 @@ from .conftest import DEPLOY, PREBUILT, ROOT, sh
 
 pytestmark = pytest.mark.pipeline
 
+# deploy.sh's READY_TIMEOUT in these runs: the seconds a port-forward that never answers is
+# waited for.
+PORT_FORWARD_WAIT = 8
+
 KUBECTL = """#!/bin/sh
 printf '%s\\n' "$*" >>"{log}"
 case " $* " in
@@ -259,6 +263,9 @@ def stand_ins(tmp_path: Path, fail: str = "", holder: str = "") -> tuple[list[st
         "FAKE_STATE": str(state),
         "FAKE_FAIL": fail,
         "REAL_KUBECTL": real,
+        # How long a release's /readyz through its port-forward may take: the stand-ins
+        # answer at once or never, and the tests of "never" wait it out (the default is 60 s).
+        "READY_TIMEOUT": str(PORT_FORWARD_WAIT),
     }
     return command, env
 
@@ -940,7 +947,7 @@ def test_a_rollback_that_does_not_serve_is_exit_3_not_rolled_back(tmp_path: Path
     assert rc == 3, out[-3000:]
     assert "production smoke hook failed: exit 1" in out
     assert "comments-production port-forward svc/comments-api" in after_undo(calls)
-    assert "timed out after 20s waiting for port-forward" in out
+    assert f"timed out after {PORT_FORWARD_WAIT}s waiting for port-forward" in out
     assert (
         f"production was rolled back to {BEFORE}, but that release does not answer its smoke"
         " test either" in out
@@ -995,7 +1002,7 @@ def test_a_staging_rollback_that_does_not_serve_is_named(tmp_path: Path):
     assert rc == 1, out[-3000:]  # production untouched: still exit 1
     undone = calls.split("--namespace comments-staging rollout undo deployment/comments-api", 1)[1]
     assert "comments-staging port-forward svc/comments-api" in undone
-    assert "timed out after 20s waiting for port-forward" in out
+    assert f"timed out after {PORT_FORWARD_WAIT}s waiting for port-forward" in out
     assert (
         f"staging was rolled back to {BEFORE}, but that release does not answer its smoke test"
         " either" in out
@@ -1218,7 +1225,7 @@ def test_a_dev_registry_that_cannot_say_stops_the_run_before_the_build(tmp_path:
 
 def test_a_port_forward_that_never_answers_fails_the_smoke_test_in_time(tmp_path: Path):
     # curl had no time limit of its own: a tunnel that took the connection and never
-    # answered held the readiness wait, and the run, past its 20 s.
+    # answered held the readiness wait, and the run, past its deadline.
     command, env = stand_ins(tmp_path, fail="hold")
     (tmp_path / "bin" / "curl").unlink()  # the real curl, against the silent tunnel
     out = tmp_path / "deploy.out"
@@ -1228,7 +1235,7 @@ def test_a_port_forward_that_never_answers_fails_the_smoke_test_in_time(tmp_path
         rc = proc.wait(timeout=90)
         log = out.read_text()
         assert rc == 1, log[-3000:]
-        assert "timed out after 20s waiting for port-forward" in log
+        assert f"timed out after {PORT_FORWARD_WAIT}s waiting for port-forward" in log
         assert "pipeline_e2e.py e2e" not in log, "no check ran without a tunnel"
         assert "ROLLBACK staging" in log
         forward = int((tmp_path / "cluster" / "port-forward.pid").read_text())
