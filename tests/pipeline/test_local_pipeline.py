@@ -6,7 +6,8 @@ staging; then one release that fails only in production, deployed and rolled bac
 keeps loading production, after which a replica is killed. That last run serves two tests:
 zero failed requests through two full rolling updates (forward and back) and a replica loss,
 and the automatic rollback. (One full pipeline run fewer: the shared 2-core machine makes
-each one take minutes.)
+each one take minutes.) Then a release whose production replicas never become ready is
+rolled back too, which brings production back to 3 replicas of the good release.
 """
 
 from __future__ import annotations
@@ -77,6 +78,24 @@ def assert_serving(stack: Stack, env: str, digest: str, replicas: int = 3) -> No
         assert digest in replica["repo_digests"], replica
     ready = requests.get(f"{stack.lb(env)}/readyz", timeout=5)
     assert ready.status_code == 200, ready.text
+
+
+def production_refusing_image(stack: Stack, name: str) -> str:
+    """A release that passes staging but whose replicas exit at once where their database
+    secret names the production database: a production rollout that never becomes ready.
+    (Migrations still run: deploy.sh gives their container its own entrypoint.)"""
+    wrapper = (
+        "import os, sys\n"
+        "if 'comments_production' in open('/run/secrets/database-url').read():\n"
+        "    sys.exit('this release refuses production')\n"
+        "os.execv('/venv/bin/comments-api', ['comments-api', *sys.argv[1:]])\n"
+    )
+    return stack.derived_image(
+        name,
+        f"FROM {stack.base_image}\n"
+        f"ENTRYPOINT {json.dumps(['/venv/bin/python', '-c', wrapper])}\n"
+        'CMD ["serve"]\n',
+    )
 
 
 def test_a_good_change_goes_dev_staging_production_with_one_digest(stack: Stack):
@@ -384,24 +403,60 @@ def test_a_release_failing_only_in_production_is_rolled_back(
     assert_serving(stack, "staging", v2_digest)
 
 
+def test_a_production_rollout_that_never_becomes_ready_is_rolled_back_and_exits_2(stack: Stack):
+    # A release that passes staging, but whose first production replica exits at once: the
+    # rollout stops there, production goes back to the release it ran (re-started where a
+    # replica of it was lost, as after the kill above) and that release is smoke-tested.
+    good = stack.serving("production")
+    image = production_refusing_image(stack, "prodrefuse")
+    tag = "prodrefuse"
+    try:
+        run = stack.release_image(image, tag, label="production_rollout_rolled_back")
+        new = stack.registry_digest("prod", tag)
+        assert new, run.out[-3000:]
+        assert new != good
+        out = run.out
+        assert run.rc == 2, out[-3000:]
+        assert f"deploy to production by digest: {stack.registry('prod')}/comments-api@{new}" in out
+        # (stdout, then stderr: order is compared within one stream only)
+        failed = out.index(f"production replica 1 never became ready with {new}")
+        assert "this release refuses production" in out[failed:]  # its log, shown
+        # The rollout stopped at the first replica: the new release ran nowhere else.
+        assert f"production replica 1: start {new}" in out
+        assert f"production replica 2: start {new}" not in out
+        rollback = out.index("ROLLBACK production to the previous digest " + good)
+        recheck = out.index("re-check production after the rollback: smoke test of " + good)
+        assert recheck > rollback
+        assert "pipeline_e2e.py smoke " + stack.lb("production") in out[recheck:]
+        assert f"production is back on {good} and it answers its smoke test" in out
+        assert f"production rollout failed; rolled back to {good}" in out
+        assert "PIPELINE FAILED in production: rolled back automatically" in out
+        # Every production replica runs the previous release again, all 3 UP in haproxy
+        # (the new one's slot is not), recorded as what production serves.
+        assert_serving(stack, "production", good)
+        assert sum(state == 2 for state in haproxy_states(stack, "production").values()) == 3
+        assert stack.serving("production") == good
+        smoke = subprocess.run(
+            ["python3", str(ROOT / "scripts" / "pipeline_e2e.py"), "smoke", stack.lb("production")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert smoke.returncode == 0, smoke.stdout
+        # Staging passed its gates and keeps the new release.
+        assert_serving(stack, "staging", new)
+        assert stack.serving("staging") == new
+    finally:
+        # deploy.sh's tag and the derived image's (their replicas run it by digest).
+        sh("docker", "rmi", f"comments-api:{tag}", image, check=False)
+
+
 def test_a_failed_production_rollout_that_cannot_roll_back_exits_3(stack: Stack):
     """A fresh stack whose first release passes staging but never becomes ready in
     production: there is no previous release, so production serves nothing. That is exit 3
     ("the rollback failed too: act now"), as after a failed smoke test; it was exit 2,
     "rolled back automatically", because the rollout's rollback result was ignored."""
-    # Exits at once where its database secret names the production database.
-    wrapper = (
-        "import os, sys\n"
-        "if 'comments_production' in open('/run/secrets/database-url').read():\n"
-        "    sys.exit('this release refuses production')\n"
-        "os.execv('/venv/bin/comments-api', ['comments-api', *sys.argv[1:]])\n"
-    )
-    image = stack.derived_image(
-        "prodfail",
-        f"FROM {stack.base_image}\n"
-        f"ENTRYPOINT {json.dumps(['/venv/bin/python', '-c', wrapper])}\n"
-        'CMD ["serve"]\n',
-    )
+    image = production_refusing_image(stack, "prodfail")
     state = Path(tempfile.mkdtemp(prefix="cpl3-"))
     try:
         proc = subprocess.run(
