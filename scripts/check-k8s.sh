@@ -44,4 +44,5 @@ fi
 export CHECKOV="$CHECKOV_VENV/bin/checkov"
 
 echo "kubectl $(kubectl version --client 2>/dev/null | head -1), node $(node --version), checkov $("$CHECKOV" --version)"
-exec .venv/bin/pytest -m k8s tests/deploy -p no:cacheprovider "$@"
+# One pytest-xdist worker per core, as make test: kubectl, checkov and node run per test.
+exec .venv/bin/pytest -n "${TEST_JOBS:-auto}" -m k8s tests/deploy -p no:cacheprovider "$@"
