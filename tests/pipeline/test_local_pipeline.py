@@ -367,6 +367,17 @@ def test_rolling_updates_and_losing_a_replica_under_load_fail_no_request(
     assert metrics["http_reqs"]["count"] > 100, metrics["http_reqs"]
 
 
+def assert_production_answers_its_smoke_test(stack: Stack) -> None:
+    """The smoke test deploy.sh runs, run again by the test against production's LB."""
+    smoke = subprocess.run(
+        ["python3", str(ROOT / "scripts" / "pipeline_e2e.py"), "smoke", stack.lb("production")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert smoke.returncode == 0, smoke.stdout
+
+
 def test_a_release_failing_only_in_production_is_rolled_back(
     stack: Stack, production_failure_under_load: LoadedRelease
 ):
@@ -392,13 +403,7 @@ def test_a_release_failing_only_in_production_is_rolled_back(
     # Still serving (two replicas since the kill), on the old digest.
     for replica in stack.replicas("production"):
         assert digest_of(replica["ref"]) == good
-    smoke = subprocess.run(
-        ["python3", str(ROOT / "scripts" / "pipeline_e2e.py"), "smoke", stack.lb("production")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert smoke.returncode == 0, smoke.stdout
+    assert_production_answers_its_smoke_test(stack)
     # Staging passed its gates and keeps the new release.
     assert_serving(stack, "staging", v2_digest)
 
@@ -436,13 +441,7 @@ def test_a_production_rollout_that_never_becomes_ready_is_rolled_back_and_exits_
         assert_serving(stack, "production", good)
         assert sum(state == 2 for state in haproxy_states(stack, "production").values()) == 3
         assert stack.serving("production") == good
-        smoke = subprocess.run(
-            ["python3", str(ROOT / "scripts" / "pipeline_e2e.py"), "smoke", stack.lb("production")],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert smoke.returncode == 0, smoke.stdout
+        assert_production_answers_its_smoke_test(stack)
         # Staging passed its gates and keeps the new release.
         assert_serving(stack, "staging", new)
         assert stack.serving("staging") == new
