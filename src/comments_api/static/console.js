@@ -771,7 +771,8 @@ function showAuthor() {
 
 // Every content's comments of the author, in the status shown (a queue row's), or in the one
 // given (By content's rows: "published"). The row's button waits for the listing; drawn, the
-// row is gone, and the keyboard goes to the bar that says whose comments these are. A failure leaves the queue as it was, and says what it still shows.
+// row is gone, and the keyboard goes to the bar that says whose comments these are. A
+// failure leaves the queue as it was, and says what it still shows.
 async function showAuthorOf(key, button, status = undefined) {
   const still = inSession();
   await busy([button], () => loadQueue(false, { author: key, content: "", status }));
