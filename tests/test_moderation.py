@@ -293,6 +293,8 @@ def test_the_pending_queue_and_hidden_comments_by_content(build):
         assert response.status_code == 400, bad
         assert response.mimetype == "application/problem+json"
         assert [e["field"] for e in response.json["errors"]] == [field], bad
+    unknown = client.get(f"{BULK}?status=approved", headers=mod).json["errors"]
+    assert unknown == [{"field": "status", "message": "must be 'pending', 'hidden' or 'published'"}]
     assert client.get(f"{BULK}?status=hidden").status_code == 401
     assert client.get(f"{BULK}?status=nonsense").status_code == 401  # credentials first
     writer = bearer(api_key(app, SCOPE_WRITE))

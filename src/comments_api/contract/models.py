@@ -85,6 +85,9 @@ ORDERS = ("oldest", "newest")
 # authors, which the public lists never name; deleted ones are tombstones with nothing
 # left to act on).
 MODERATION_STATUSES = ("pending", "hidden", "published")
+MODERATION_STATUS_ERROR = "must be {} or '{}'".format(
+    ", ".join(f"'{s}'" for s in MODERATION_STATUSES[:-1]), MODERATION_STATUSES[-1]
+)
 # What a bulk action may find a comment in (deleted ones are past every action).
 ACTIONABLE_STATUSES = ("published", "pending", "hidden")
 ENUM_ORDER = "x-enum-order"  # see choice()

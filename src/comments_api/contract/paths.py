@@ -504,8 +504,9 @@ def parameters() -> dict[str, Any]:
         "ModerationStatus": {
             "name": "status",
             "in": "query",
-            "description": "`pending` (the queue) or `hidden` (hidden by a moderator; "
-            "`approve` publishes one again).",
+            "description": "`pending` (the queue), `hidden` (hidden by a moderator; "
+            "`approve` publishes one again) or `published` (of one `content_id` or `author` "
+            "only; with neither it is a 400).",
             "schema": {**_bare(models.MODERATION_STATUS), "default": "pending"},
         },
         "Order": {
@@ -1259,10 +1260,12 @@ def moderation_paths() -> dict[str, Any]:
             "get": _op(
                 "moderation",
                 "listModeratedComments",
-                "Pending or hidden comments",
+                "Comments in one moderation status",
                 "Comments in one moderation status, oldest first, across all contents or of "
                 "one, with their authors' email and subject. Hidden comments are found here "
-                "to be published again (`approve`) or deleted." + moderate_note,
+                "to be published again (`approve`) or deleted; published ones of one content "
+                "or author, with the authors the public lists never name, to be hidden or "
+                "deleted." + moderate_note,
                 {
                     "200": _ok(
                         "One page.",
@@ -1270,7 +1273,7 @@ def moderation_paths() -> dict[str, Any]:
                         {"items": [{**example, "status": "hidden"}], "next_cursor": None},
                         headers={"Link": _header('The next page: `<...>; rel="next"`.')},
                     ),
-                    "400": _invalid(bulk, "status", "must be 'pending' or 'hidden'"),
+                    "400": _invalid(bulk, "status", models.MODERATION_STATUS_ERROR),
                     **_errors(bulk, 401, 403, 412, 429, 503),
                 },
                 parameters=[ref("ModerationStatus", "parameters"), *pending_params],

@@ -93,8 +93,7 @@ def parse_moderation_status(raw: str | None) -> str:
     try:
         return str(_models.MODERATION_STATUS.validate(raw))
     except _models.ValidationError:
-        allowed = " or ".join(f"'{s}'" for s in _models.MODERATION_STATUSES)
-        raise InvalidInput([FieldError("status", f"must be {allowed}")]) from None
+        raise InvalidInput([FieldError("status", _models.MODERATION_STATUS_ERROR)]) from None
 
 
 def parse_content_filter(raw: str | None) -> str | None:
