@@ -29,6 +29,27 @@ def deploy(
     )
 
 
+def render(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """deploy.sh --render from a copy of what it reads: it writes the kustomization it renders
+    to build/pipeline-kustomize/ENV in its own checkout, as every minikube run does (the
+    tests of test_minikube_target.py among them, on other xdist workers), and one such
+    write between this run's and its `kubectl kustomize` would be rendered instead."""
+    repo = tmp_path / "repo"
+    if not repo.exists():
+        (repo / "scripts").mkdir(parents=True)
+        shutil.copy2(DEPLOY, repo / "scripts" / "deploy.sh")
+        shutil.copytree(ROOT / "scripts" / "lib", repo / "scripts" / "lib")
+        shutil.copytree(ROOT / "deploy" / "k8s", repo / "deploy" / "k8s")
+        (repo / ".venv").symlink_to(ROOT / ".venv")
+    return subprocess.run(
+        [str(repo / "scripts" / "deploy.sh"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=repo,
+    )
+
+
 def dry_run(target: str) -> str:
     proc = deploy("--dry-run", "--target", target)
     assert proc.returncode == 0, proc.stderr
@@ -198,11 +219,11 @@ def test_dry_run_starts_nothing():
 @pytest.mark.parametrize(
     ("env", "registry"), [("staging", "localhost:5000"), ("production", "localhost:5001")]
 )
-def test_the_minikube_target_pins_every_app_image_to_the_release_digest(env, registry):
+def test_the_minikube_target_pins_every_app_image_to_the_release_digest(env, registry, tmp_path):
     if shutil.which("kubectl") is None:
         missing("kubectl (kustomize is built in)")
     digest = "sha256:" + "ab" * 32
-    proc = deploy("--render", env, "--digest", digest)
+    proc = render(tmp_path, "--render", env, "--digest", digest)
     assert proc.returncode == 0, proc.stderr
     docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
     app = {
@@ -509,12 +530,12 @@ def test_every_option_that_takes_a_value_is_checked_in_both_forms():
     assert value_options() == set(SAMPLES) | {"--render", "--digest"}
 
 
-def test_render_and_digest_take_the_equals_form_too():
+def test_render_and_digest_take_the_equals_form_too(tmp_path):
     if shutil.which("kubectl") is None:
         missing("kubectl (kustomize is built in)")
     digest = "sha256:" + "cd" * 32
-    spaced = deploy("--render", "staging", "--digest", digest)
-    joined = deploy("--render=staging", f"--digest={digest}")
+    spaced = render(tmp_path, "--render", "staging", "--digest", digest)
+    joined = render(tmp_path, "--render=staging", f"--digest={digest}")
     assert joined.returncode == 0, joined.stderr
     assert f"comments-api@{digest}" in joined.stdout
     assert joined.stdout == spaced.stdout

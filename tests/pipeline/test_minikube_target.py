@@ -790,7 +790,8 @@ def test_a_run_interrupted_during_the_push_stops_at_once(tmp_path: Path, how: st
         missing("docker")
     if sh("docker", "info", check=False).returncode != 0:
         missing("a running Docker engine")
-    image = f"comments-api-push-test:{uuid.uuid4().hex[:8]}"
+    suffix = uuid.uuid4().hex[:8]
+    image = f"comments-api-push-test:{suffix}"
     member = tarfile.TarInfo("release.txt")
     member.size = 6
     layer = io.BytesIO()
@@ -798,9 +799,14 @@ def test_a_run_interrupted_during_the_push_stops_at_once(tmp_path: Path, how: st
         tar.addfile(member, io.BytesIO(b"pushed"))
     command, env = stand_ins(tmp_path)
     (tmp_path / "bin" / "docker").unlink()  # the real one
-    command = [f"--image={image}" if a.startswith("--image=") else a for a in command]
+    # A tag of its own: deploy.sh tags the image comments-api:TAG in the real engine, and
+    # this test's other run (or any test's) removing a shared comments-api:stand-in between
+    # that `docker tag` and its `docker image inspect` would fail this one.
+    tag = f"push-{suffix}"
+    command = [a for a in command if not a.startswith(("--image=", "--tag="))]
+    command += [f"--image={image}", f"--tag={tag}"]
     with registry_that_never_answers() as registry:
-        pushed = f"{registry}/comments-api:stand-in"
+        pushed = f"{registry}/comments-api:{tag}"
         try:
             imported = subprocess.run(
                 ["docker", "import", "-", image], input=layer.getvalue(), capture_output=True
@@ -810,8 +816,8 @@ def test_a_run_interrupted_during_the_push_stops_at_once(tmp_path: Path, how: st
                 tmp_path, how, command, {**env, "DEV_REGISTRY": registry}, ["push", "--quiet"]
             )
         finally:
-            # deploy.sh tags the image comments-api:stand-in (its IMAGE) too.
-            sh("docker", "rmi", image, "comments-api:stand-in", pushed, check=False)
+            # deploy.sh tags the image comments-api:TAG (its IMAGE) too.
+            sh("docker", "rmi", image, f"comments-api:{tag}", pushed, check=False)
     assert f"+ docker push --quiet {pushed}" in run.log
     assert_stopped_at_once(tmp_path, run, code, "docker push")
 
