@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,6 +112,19 @@ def namespace(tmp_path: Path) -> Iterator[Namespace]:
         ns.close()
 
 
+@pytest.fixture
+def state() -> Iterator[Path]:
+    """The runs' --state-dir, on a short path: haproxy refuses a stats socket path longer
+    than 97 characters (STATE/production/haproxy.sock), without a word under `haproxy -c -q`,
+    and a tmp_path under pytest-xdist (.../popen-gwN/test_down_stops_the_engine_a_k0/state)
+    is long enough for that."""
+    parent = Path(tempfile.mkdtemp(prefix="cpl-eng-"))
+    try:
+        yield parent / "state"
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
 def kept_run(ns: Namespace, state: Path, image: str) -> subprocess.CompletedProcess:
     return ns.run(
         str(DEPLOY),
@@ -124,8 +138,9 @@ def kept_run(ns: Namespace, state: Path, image: str) -> subprocess.CompletedProc
     )
 
 
-def test_down_stops_the_engine_a_kept_run_started(namespace: Namespace, tmp_path: Path):
-    state = tmp_path / "state"
+def test_down_stops_the_engine_a_kept_run_started(
+    namespace: Namespace, state: Path, tmp_path: Path
+):
     started: list[int] = []
     try:
         # 1. No engine answers: the run starts one, and stops at the build (no such image in
@@ -176,9 +191,10 @@ def test_down_stops_the_engine_a_kept_run_started(namespace: Namespace, tmp_path
         shutil.rmtree(namespace.data_root, ignore_errors=True)
 
 
-def test_down_leaves_an_engine_the_run_found_running(namespace: Namespace, tmp_path: Path):
+def test_down_leaves_an_engine_the_run_found_running(
+    namespace: Namespace, state: Path, tmp_path: Path
+):
     # The engine here is the test's own, started before deploy.sh: never deploy.sh's to stop.
-    state = tmp_path / "state"
     data_root = namespace.data_root
     data_root.mkdir()
     engine = namespace.run(
