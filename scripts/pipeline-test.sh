@@ -7,6 +7,14 @@
 # Installs what is missing from apt, starts a Docker engine when none answers (no bridge, no
 # iptables; same data root as scripts/image-test.sh, so the base images are cached) and
 # stops that one, by PID, at the end. Figures and per-run logs go to artifacts/.
+#
+# One pytest-xdist worker per core, as make test (TEST_JOBS=N, or 0: serially, in this
+# process). --dist loadfile: each module's tests run on one worker, in order, so tests that
+# share state (test_local_pipeline.py's kept stack and fixed image tags) must share a module;
+# tests in different modules must share no name, port or directory. (Not loadgroup: with
+# pytest 9.2 and pytest-xdist 3.8 it ignores xdist_group marks without a word,
+# pytest-dev/pytest-xdist#1386, and spreads a group's tests over the workers.)
+# Usage: scripts/pipeline-test.sh [pytest args...]      (make pipeline-test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,7 +48,8 @@ docker_engine_up "$DATA_ROOT" "$ARTIFACTS/dockerd-pipeline.log" "$ARTIFACTS/dock
 
 rc=0
 rm -rf "$ARTIFACTS/pipeline-figures.json" "$ARTIFACTS/pipeline-logs"
-.venv/bin/pytest -m pipeline tests/pipeline/ -p no:cacheprovider --durations=5 || rc=$?
+.venv/bin/pytest -n "${TEST_JOBS:-auto}" --dist loadfile -m pipeline tests/pipeline/ \
+  -p no:cacheprovider --durations=5 "$@" || rc=$?
 if [ -f "$ARTIFACTS/pipeline-figures.json" ]; then
   echo "measured ($ARTIFACTS/pipeline-figures.json, logs in $ARTIFACTS/pipeline-logs/):"
   cat "$ARTIFACTS/pipeline-figures.json"

@@ -33,7 +33,10 @@ from ..support import missing
 from .conftest import QUICK_LOAD, ROOT, Run, Stack, sh
 
 # Each test runs the whole pipeline at least once; on a busy 2-core machine that took up
-# to 200 s (the module's first test also pays for the image build).
+# to 200 s (the module's first test also pays for the image build). They share the
+# module's stack (its state directory, ports and replicas) and fixed image tags
+# (comments-api:again, :v2, :namesake...): scripts/pipeline-test.sh runs a module's tests
+# on one xdist worker, in order (--dist loadfile).
 pytestmark = [pytest.mark.pipeline, pytest.mark.timeout(900)]
 
 K6 = ROOT / ".venv" / "bin" / "k6"
