@@ -150,6 +150,17 @@ case $TARGET in local | minikube) ;; *) die "--target must be local or minikube"
 # Docker's tag grammar: the release is named comments-api:TAG in both registries.
 [ -z "$TAG" ] || [[ $TAG =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] ||
   die "--tag must be a Docker tag (letters, digits, _ . -; at most 128): '$TAG'"
+# The local stack's haproxy serves its runtime API on STATE/ENV/haproxy.sock, and refuses a
+# unix socket path longer than HAPROXY_SOCK_MAX: found by `haproxy -c` only once
+# the registries, PostgreSQL and Redis were up, after the tests and the build. The path
+# as the run makes it absolute (cd DIR && pwd: from the checkout, symlinks kept).
+HAPROXY_SOCK_MAX=97
+if [ "$TARGET" = local ] && [ "$DOWN" = 0 ] && [ -z "$RENDER" ] && [ -n "$STATE" ]; then
+  case $STATE in /*) sock=$STATE ;; *) sock=$REPO/$STATE ;; esac
+  sock=$(realpath -ms -- "$sock")/production/haproxy.sock
+  [ "${#sock}" -le "$HAPROXY_SOCK_MAX" ] ||
+    die "--state-dir is too long: haproxy's socket $sock would have ${#sock} characters, haproxy takes at most $HAPROXY_SOCK_MAX (a unix socket path): use a shorter --state-dir"
+fi
 
 # --------------------------------------------------------------------------- output helpers
 T0=$(date +%s)
@@ -757,7 +768,7 @@ with psycopg.connect(host="127.0.0.1", port=sys.argv[1], user="postgres", dbname
 }
 
 haproxy_up() {
-  local env=$1 lb_var=${1}_LB cfg="$STATE/$1/haproxy.cfg"
+  local env=$1 lb_var=${1}_LB cfg="$STATE/$1/haproxy.cfg" checked reason
   run mkdir -p "$STATE/$env"
   show write "$cfg" "(frontend 127.0.0.1:${!lb_var}; servers r1a..r${REPLICAS}b, option httpchk GET /readyz, inter ${CHECK_INTER_MS}ms fall $CHECK_FALL)"
   if [ "$DRY_RUN" = 0 ]; then
@@ -796,7 +807,16 @@ EOF
       done
     } >"$cfg"
   fi
-  run haproxy -c -q -f "$cfg"
+  # Its output kept for a failure only: under -q, a refused configuration (a stats socket
+  # path too long, say) failed without a word.
+  show haproxy -c -f "$cfg"
+  if [ "$DRY_RUN" = 0 ] && ! checked=$(haproxy -c -f "$cfg" 2>&1); then
+    # The first alert is the reason (the last ones only say that errors were found).
+    reason=$(printf '%s\n' "$checked" | sed -n 's/^\[ALERT\] *([0-9]*) : //p' | sed -n 1p)
+    fail "haproxy refuses $cfg: ${reason:-see its output below}"
+    printf '%s\n' "$checked" | sed -e '/^\[NOTICE\]/d' -e '/^$/d' -e 's/^/    /' >&2
+    return 1
+  fi
   show haproxy -db -f "$cfg" "&"
   if [ "$DRY_RUN" = 0 ]; then
     haproxy -db -f "$cfg" >"$STATE/$env/haproxy.log" 2>&1 &
@@ -1688,8 +1708,18 @@ pipeline_minikube() {
 if [ -n "$RENDER" ]; then
   case $RENDER in staging) registry=$DEV_REGISTRY ;; production) registry=$PROD_REGISTRY ;; *) die "--render staging|production" ;; esac
   [[ $DIGEST =~ ^sha256:[0-9a-f]{64}$ ]] || die "--render needs --digest sha256:<64 hex>"
-  kustomization "$REPO/build/pipeline-kustomize/$RENDER" "deploy/k8s/overlays/$RENDER" "$registry" >&2
-  exec kubectl kustomize "$REPO/build/pipeline-kustomize/$RENDER"
+  # A directory of its own: build/pipeline-kustomize/ENV is shared by every render and
+  # minikube run from this checkout, and one's write between another's write and its
+  # `kubectl kustomize` printed the other's digest. Physical (pwd -P), as the relative path
+  # to the overlay must resolve from it; gone at exit, Ctrl-C or SIGTERM.
+  RENDER_DIR=$(mktemp -d --tmpdir comments-render.XXXXXX) || die "--render: cannot make a temporary directory (mktemp, above)"
+  trap 'rm -rf "$RENDER_DIR"' EXIT
+  RENDER_DIR=$(cd "$RENDER_DIR" && pwd -P)
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  kustomization "$RENDER_DIR" "deploy/k8s/overlays/$RENDER" "$registry" >&2
+  kubectl kustomize "$RENDER_DIR"
+  exit 0
 fi
 if [ "$DOWN" = 1 ]; then
   [ -n "$STATE" ] || die "--down needs --state-dir"

@@ -7,8 +7,10 @@ import re
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,11 +31,10 @@ def deploy(
     )
 
 
-def render(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """deploy.sh --render from a copy of what it reads: it writes the kustomization it renders
-    to build/pipeline-kustomize/ENV in its own checkout, as every minikube run does (the
-    tests of test_minikube_target.py among them, on other xdist workers), and one such
-    write between this run's and its `kubectl kustomize` would be rendered instead."""
+def checkout(tmp_path: Path) -> Path:
+    """A copy of what deploy.sh --render reads (made once per test): the minikube runs of
+    test_minikube_target.py, on other xdist workers, write the checkout's
+    build/pipeline-kustomize/ENV."""
     repo = tmp_path / "repo"
     if not repo.exists():
         (repo / "scripts").mkdir(parents=True)
@@ -41,6 +42,12 @@ def render(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         shutil.copytree(ROOT / "scripts" / "lib", repo / "scripts" / "lib")
         shutil.copytree(ROOT / "deploy" / "k8s", repo / "deploy" / "k8s")
         (repo / ".venv").symlink_to(ROOT / ".venv")
+    return repo
+
+
+def render(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """deploy.sh --render from a copy of the checkout of its own."""
+    repo = checkout(tmp_path)
     return subprocess.run(
         [str(repo / "scripts" / "deploy.sh"), *args],
         capture_output=True,
@@ -48,6 +55,18 @@ def render(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         cwd=repo,
     )
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A directory for a local run's --state-dir: deploy.sh refuses one whose haproxy socket
+    path (STATE/production/haproxy.sock) is longer than haproxy takes, 97 characters, and a
+    tmp_path under pytest-xdist is long enough for that."""
+    parent = Path(tempfile.mkdtemp(prefix="cpl-dry-"))
+    try:
+        yield parent
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 def dry_run(target: str) -> str:
@@ -240,6 +259,80 @@ def test_the_minikube_target_pins_every_app_image_to_the_release_digest(env, reg
         assert images == {f"{registry}/comments-api@{digest}"}, images
 
 
+def test_concurrent_renders_from_one_checkout_each_print_their_own_digest(tmp_path):
+    """--render wrote its kustomization to build/pipeline-kustomize/ENV of the checkout, as
+    a minikube run does: another run's write between its own and its `kubectl kustomize`
+    printed the other's digest. Several rounds of renders at once, from one checkout."""
+    if shutil.which("kubectl") is None:
+        missing("kubectl (kustomize is built in)")
+    repo = checkout(tmp_path)
+    scratch = tmp_path / "tmp"  # the renders' TMPDIR: what they leave there stays
+    scratch.mkdir()
+    wrong = []
+    for round_no in range(4):
+        runs = []
+        for i in range(4):
+            digest = "sha256:" + f"{round_no:02x}{i:02x}" * 16
+            proc = subprocess.Popen(
+                [str(repo / "scripts" / "deploy.sh"), "--render", "staging", "--digest", digest],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=repo,
+                env={**os.environ, "TMPDIR": str(scratch)},
+            )
+            runs.append((digest, proc))
+        for digest, proc in runs:
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+            printed = set(re.findall(r"comments-api@(sha256:[0-9a-f]{64})", out))
+            if printed != {digest}:
+                wrong.append(f"round {round_no}: asked {digest}, printed {sorted(printed)}")
+    assert not wrong, "\n".join(wrong)
+    assert list(scratch.iterdir()) == []
+
+
+def test_a_state_directory_too_long_for_the_haproxy_socket_is_a_usage_error(tmp_path):
+    """haproxy refuses a stats socket path longer than 97 characters, and `haproxy -c -q`
+    said nothing: the run failed at its first haproxy, the stack half up, without a reason."""
+    state = "/tmp/" + "s" * 70  # + /production/haproxy.sock: 99 characters
+    proc = deploy("--dry-run", "--target", "local", "--state-dir", state)
+    assert proc.returncode == 64, proc.stdout[-2000:] + proc.stderr
+    assert "--state-dir is too long" in proc.stderr
+    assert f"{state}/production/haproxy.sock would have 99 characters" in proc.stderr
+    assert "at most 97" in proc.stderr
+    assert "pipeline:" not in proc.stdout  # stopped before the run began
+    # A relative one is taken from the checkout, as the run does.
+    rel = os.path.relpath(state, ROOT)
+    proc = deploy("--dry-run", "--target", "local", "--state-dir", rel)
+    assert proc.returncode == 64, proc.stdout[-2000:] + proc.stderr
+    assert "--state-dir is too long" in proc.stderr
+    # At the limit, the dry run goes on.
+    proc = deploy("--dry-run", "--target", "local", "--state-dir", state[:-2])
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_the_state_directory_limit_is_haproxys(tmp_path):
+    """deploy.sh's limit on --state-dir is what haproxy itself takes for its stats socket."""
+    if shutil.which("haproxy") is None:
+        missing("haproxy")
+    text = (ROOT / "scripts" / "deploy.sh").read_text()
+    limit = int(re.search(r"^HAPROXY_SOCK_MAX=(\d+)$", text, re.M).group(1))
+    base = tmp_path / "h"
+    base.mkdir()
+    results = {}
+    for length in (limit, limit + 1):
+        sock = str(base) + "/" + "x" * (length - len(str(base)) - 1)
+        assert len(sock) == length
+        cfg = tmp_path / f"haproxy-{length}.cfg"
+        cfg.write_text(f"global\n  stats socket {sock} mode 600 level admin\n")
+        check = subprocess.run(
+            ["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30
+        )
+        results[length] = check.returncode
+    assert results == {limit: 0, limit + 1: 1}, results
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -359,11 +452,11 @@ def test_down_is_idempotent(tmp_path):
         assert "No such file or directory" not in proc.stderr
 
 
-def test_a_state_directory_in_use_is_left_alone(tmp_path):
+def test_a_state_directory_in_use_is_left_alone(short_tmp):
     # Two runs on one --state-dir started replicas in the same slots and drove the same
     # haproxy, and the one that ended first tore the other's stack down (it removed the
     # state directory). A run in progress is stood for by a live process named in the lock.
-    state = tmp_path / "stack"
+    state = short_tmp / "stack"
     state.mkdir()
     (state / "stack.env").write_text("STACK=other\n")
     (state / "marker").write_text("the other run's files\n")
@@ -396,7 +489,7 @@ def test_a_state_directory_in_use_is_left_alone(tmp_path):
     assert not (state / ".lock").exists()
 
 
-def test_a_missing_docker_is_named_before_anything_runs(tmp_path):
+def test_a_missing_docker_is_named_before_anything_runs(tmp_path, short_tmp):
     # Without Docker (and no apt-get to install it), the "docker engine" stage waited 30 s
     # for a dockerd that was never there and ended on bash's "dockerd: command not found"
     # in its log; deploy.sh's own installer ran only later, in the environments stage.
@@ -418,7 +511,7 @@ def test_a_missing_docker_is_named_before_anything_runs(tmp_path):
     started = time.monotonic()
     proc = deploy(
         *("--target", "local", "--skip-tests", "--skip-scans"),
-        *("--state-dir", str(tmp_path / "state")),
+        *("--state-dir", str(short_tmp / "state")),
         timeout=120,
         env={**os.environ, "PATH": str(bin_dir)},
     )
@@ -456,7 +549,7 @@ def test_the_engine_helper_names_a_missing_dockerd_at_once(tmp_path):
     assert time.monotonic() - started < 10
 
 
-def test_a_failing_cleanup_step_does_not_stop_the_teardown(tmp_path):
+def test_a_failing_cleanup_step_does_not_stop_the_teardown(tmp_path, short_tmp):
     # errexit held inside the EXIT trap: one cleanup command failing (here rm of a directory
     # holding an immutable file) ended the trap there, so the rest of the teardown (the
     # state directory, a Docker engine the run started) was skipped, and that command's
@@ -473,7 +566,7 @@ def test_a_failing_cleanup_step_does_not_stop_the_teardown(tmp_path):
     (stuck / "immutable").write_text("")
     if subprocess.run(["chattr", "+i", str(stuck / "immutable")], check=False).returncode:
         missing(f"chattr +i on {stuck}")
-    state = tmp_path / "state"
+    state = short_tmp / "state"
     state.mkdir()
     (state / "stack.env").write_text(f"STACK=cleanup{os.getpid()}\nPG_DIR={stuck}\n")
     try:

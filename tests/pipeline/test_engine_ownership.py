@@ -114,8 +114,8 @@ def namespace(tmp_path: Path) -> Iterator[Namespace]:
 
 @pytest.fixture
 def state() -> Iterator[Path]:
-    """The runs' --state-dir, on a short path: haproxy refuses a stats socket path longer
-    than 97 characters (STATE/production/haproxy.sock), without a word under `haproxy -c -q`,
+    """The runs' --state-dir, on a short path: deploy.sh refuses one whose haproxy stats
+    socket path (STATE/production/haproxy.sock) is longer than haproxy takes, 97 characters,
     and a tmp_path under pytest-xdist (.../popen-gwN/test_down_stops_the_engine_a_k0/state)
     is long enough for that."""
     parent = Path(tempfile.mkdtemp(prefix="cpl-eng-"))
