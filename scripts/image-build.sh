@@ -16,6 +16,16 @@ WHEELS=build/wheels
 # The project wheel is built with the dev venv's setuptools (no build isolation: offline).
 [ -x .venv/bin/pip ] || make -s venv
 
+# One build at a time per checkout: each empties and refills build/wheels, which the
+# Dockerfile copies, so a second one would empty it under the first's `docker build`.
+# The lock goes with this process (fd 9), also when it is killed.
+mkdir -p build
+exec 9>build/.image-build.lock
+if ! flock -n 9; then
+  echo "== waiting for another image build from this checkout (build/.image-build.lock)"
+  flock 9
+fi
+
 rm -rf "$WHEELS"
 mkdir -p "$WHEELS"
 echo "== wheels for Python 3.11 manylinux x86_64 -> $WHEELS"
