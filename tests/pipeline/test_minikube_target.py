@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import tarfile
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -316,7 +317,18 @@ def test_a_machine_without_setsid_wait_or_env_default_signal_is_refused_at_start
     )
     shim.chmod(0o755)
     command = ["bash", *command[:1], f"--target={target}", *command[2:]]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    # A local run refuses a --state-dir too long for haproxy's socket path before this
+    # check, and a tmp_path under pytest-xdist is that long: a short one of its own.
+    short = Path(tempfile.mkdtemp(prefix="cpl-mk-"))
+    command = [
+        f"--state-dir={short / 'state'}" if a.startswith("--state-dir=") else a for a in command
+    ]
+    try:
+        proc = subprocess.run(
+            command, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env
+        )
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out[-3000:]
     lacks = {"setsid": "setsid with --wait", "env": "env with --default-signal"}
