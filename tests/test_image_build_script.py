@@ -87,6 +87,4 @@ def test_a_second_build_from_one_checkout_waits_for_the_first(tmp_path: Path):
     assert "built comments-api:first" in out_first
     assert "built comments-api:second" in out_second
     assert "another image build from this checkout" in out_second  # it said why it waited
-    assert sorted(p.name for p in (repo / "build" / "wheels").iterdir()) == [
-        "wheel-of-second.whl"
-    ]
+    assert sorted(p.name for p in (repo / "build" / "wheels").iterdir()) == ["wheel-of-second.whl"]
