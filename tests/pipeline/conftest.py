@@ -179,6 +179,18 @@ def _require_tools() -> None:
         missing("a running Docker engine (make pipeline-test starts one)")
 
 
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A directory for a local run's --state-dir: deploy.sh refuses one whose haproxy socket
+    path (STATE/production/haproxy.sock) is longer than haproxy takes, 97 characters, and a
+    tmp_path under pytest-xdist (.../popen-gwN/test_name0/) is long enough for that."""
+    parent = Path(tempfile.mkdtemp(prefix="cpl-"))
+    try:
+        yield parent
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     _require_tools()

@@ -7,10 +7,8 @@ import re
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -55,18 +53,6 @@ def render(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         cwd=repo,
     )
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    """A directory for a local run's --state-dir: deploy.sh refuses one whose haproxy socket
-    path (STATE/production/haproxy.sock) is longer than haproxy takes, 97 characters, and a
-    tmp_path under pytest-xdist is long enough for that."""
-    parent = Path(tempfile.mkdtemp(prefix="cpl-dry-"))
-    try:
-        yield parent
-    finally:
-        shutil.rmtree(parent, ignore_errors=True)
 
 
 def dry_run(target: str) -> str:

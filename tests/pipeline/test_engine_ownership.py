@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,16 +112,9 @@ def namespace(tmp_path: Path) -> Iterator[Namespace]:
 
 
 @pytest.fixture
-def state() -> Iterator[Path]:
-    """The runs' --state-dir, on a short path: deploy.sh refuses one whose haproxy stats
-    socket path (STATE/production/haproxy.sock) is longer than haproxy takes, 97 characters,
-    and a tmp_path under pytest-xdist (.../popen-gwN/test_down_stops_the_engine_a_k0/state)
-    is long enough for that."""
-    parent = Path(tempfile.mkdtemp(prefix="cpl-eng-"))
-    try:
-        yield parent / "state"
-    finally:
-        shutil.rmtree(parent, ignore_errors=True)
+def state(short_tmp: Path) -> Path:
+    """The runs' --state-dir, on a short path (conftest's short_tmp)."""
+    return short_tmp / "state"
 
 
 def kept_run(ns: Namespace, state: Path, image: str) -> subprocess.CompletedProcess:

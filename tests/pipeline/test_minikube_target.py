@@ -19,7 +19,6 @@ import signal
 import socket
 import subprocess
 import tarfile
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -302,7 +301,7 @@ OLD_TOOLS = {
 @pytest.mark.parametrize("old", sorted(OLD_TOOLS))
 @pytest.mark.parametrize("target", ["minikube", "local"])
 def test_a_machine_without_setsid_wait_or_env_default_signal_is_refused_at_start(
-    tmp_path: Path, old: str, target: str
+    tmp_path: Path, short_tmp: Path, old: str, target: str
 ):
     """Every waited step runs under `env --default-signal=INT setsid --wait`: without them
     the run failed at its first step (after the lock was taken, on minikube), not at start."""
@@ -318,17 +317,11 @@ def test_a_machine_without_setsid_wait_or_env_default_signal_is_refused_at_start
     shim.chmod(0o755)
     command = ["bash", *command[:1], f"--target={target}", *command[2:]]
     # A local run refuses a --state-dir too long for haproxy's socket path before this
-    # check, and a tmp_path under pytest-xdist is that long: a short one of its own.
-    short = Path(tempfile.mkdtemp(prefix="cpl-mk-"))
+    # check, and a tmp_path under pytest-xdist is that long.
     command = [
-        f"--state-dir={short / 'state'}" if a.startswith("--state-dir=") else a for a in command
+        f"--state-dir={short_tmp / 'state'}" if a.startswith("--state-dir=") else a for a in command
     ]
-    try:
-        proc = subprocess.run(
-            command, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env
-        )
-    finally:
-        shutil.rmtree(short, ignore_errors=True)
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out[-3000:]
     lacks = {"setsid": "setsid with --wait", "env": "env with --default-signal"}
