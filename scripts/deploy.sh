@@ -30,7 +30,8 @@
 #   --ready-timeout bounds the wait for /readyz: each local replica's, or the minikube
 #   Service's through its port-forward; 60 s);
 #   DOCKER_DATA_ROOT (local: data root of a dockerd started when none answers,
-#   /var/lib/comments-api-docker); KUBE_CONTEXT (MINIKUBE_PROFILE, comments: the cluster of
+#   /var/lib/comments-api-docker); DEPLOY_PORT_RANGE, DEPLOY_PORTS_DIR (local: where the
+#   stack's ports come from and are reserved, scripts/free_ports.py); KUBE_CONTEXT (MINIKUBE_PROFILE, comments: the cluster of
 #   provision-k8s.sh), DEV_REGISTRY (localhost:5000),
 #   PROD_REGISTRY (localhost:5001): the minikube target's cluster and registries.
 # Exit codes: 0 released; 1 stopped before production (production untouched; minikube:
@@ -578,18 +579,10 @@ hardened=(
 )
 
 pg_binary() { command -v "$1" || printf '%s\n' /usr/lib/postgresql/*/bin/"$1" | sort -V | tail -n 1; }
-# free_ports N: N distinct free ports on 127.0.0.1. All are held open until all are
-# chosen: one at a time, the kernel could hand back a port just released (a registry and a
-# replica once drew the same one).
-free_ports() {
-  python3 - "$1" <<'PY'
-import socket, sys
-held = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in held:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in held))
-PY
-}
+# free_ports N [--stack NAME --state DIR --pid PID]: N distinct free ports on 127.0.0.1,
+# outside the kernel's ephemeral range and none another local stack on this machine has
+# reserved; with --stack, reserved for this one until --down (scripts/free_ports.py).
+free_ports() { python3 scripts/free_ports.py "$@"; }
 
 # hap ENV COMMAND: haproxy's runtime API on the environment's unix socket.
 hap() {
@@ -661,7 +654,12 @@ local_up() {
     # and tearing one down removed the other's replicas).
     STACK=$(basename "$STATE" | tr -cd 'a-zA-Z0-9' | tail -c 8)$(printf '%s' "$STATE" | sha256sum | cut -c1-8)
     local ports
-    read -r -a ports <<<"$(free_ports $((6 + 4 * REPLICAS)))"
+    local drawn
+    drawn=$(free_ports $((6 + 4 * REPLICAS)) --stack "$STACK" --state "$STATE" --pid "$$") || {
+      fail "no ports for the local stack (above)"
+      exit 1
+    }
+    read -r -a ports <<<"$drawn"
     DEV_PORT=${ports[0]} PROD_PORT=${ports[1]} PG_PORT=${ports[2]} REDIS_PORT=${ports[3]}
     # shellcheck disable=SC2034 # read through ${env}_LB
     staging_LB=${ports[4]} production_LB=${ports[5]}
@@ -1195,6 +1193,7 @@ local_down() {
   [ -z "${PG_DIR:-}" ] || rm -rf "$PG_DIR"
   engine_down || rc=1
   rm -rf "$STATE" || rc=1
+  python3 scripts/free_ports.py release "$STACK" || rc=1
   return "$rc"
 }
 

@@ -25,6 +25,7 @@ from .conftest import DEPLOY, ROOT
 pytestmark = pytest.mark.pipeline
 
 RECORD = "dockerd.started"  # deploy.sh's record of the engine a run started
+PORTS_REGISTRY = Path.home() / ".cache" / "comments-api" / "ports"  # scripts/free_ports.py
 
 
 def alive(pid: int) -> bool:
@@ -167,6 +168,14 @@ def test_down_stops_the_engine_a_kept_run_started(
         stack = dict(line.split("=", 1) for line in (state / "stack.env").read_text().splitlines())
         services = [int(stack[name]) for name in ("DEV_PID", "PROD_PID", "REDIS_PID")]
         assert all(alive(p) for p in services)
+        # Its ports are reserved on this machine (scripts/free_ports.py) until --down.
+        reservation = PORTS_REGISTRY / f"{stack['STACK']}.ports"
+        fields = dict(line.split("=", 1) for line in reservation.read_text().splitlines())
+        assert fields["state"] == str(state)
+        reserved = {int(p) for p in fields["ports"].split()}
+        assert len(reserved) == 6 + 4 * 3
+        own = ("DEV_PORT", "PROD_PORT", "PG_PORT", "REDIS_PORT", "staging_LB", "production_LB")
+        assert {int(stack[name]) for name in own} <= reserved
 
         # 3. --down: the stack, then the engine the first run started.
         down = namespace.run(str(DEPLOY), "--down", f"--state-dir={state}")
@@ -175,6 +184,7 @@ def test_down_stops_the_engine_a_kept_run_started(
         assert not alive(pid), "--down left the engine the kept run started"
         assert not any(alive(p) for p in services)
         assert not state.exists()
+        assert not reservation.exists()
     finally:
         if state.exists():
             namespace.run(str(DEPLOY), "--down", f"--state-dir={state}", timeout=180)
