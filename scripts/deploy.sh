@@ -1193,7 +1193,7 @@ local_down() {
   [ -z "${PG_DIR:-}" ] || rm -rf "$PG_DIR"
   engine_down || rc=1
   rm -rf "$STATE" || rc=1
-  python3 scripts/free_ports.py release "$STACK" || rc=1
+  [ -z "${STACK:-}" ] || python3 scripts/free_ports.py release "$STACK" || rc=1
   return "$rc"
 }
 
