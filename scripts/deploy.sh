@@ -31,9 +31,10 @@
 #   Service's through its port-forward; 60 s);
 #   DOCKER_DATA_ROOT (local: data root of a dockerd started when none answers,
 #   /var/lib/comments-api-docker); DEPLOY_PORT_RANGE, DEPLOY_PORTS_DIR (local: where the
-#   stack's ports come from and are reserved, scripts/free_ports.py); KUBE_CONTEXT (MINIKUBE_PROFILE, comments: the cluster of
-#   provision-k8s.sh), DEV_REGISTRY (localhost:5000),
-#   PROD_REGISTRY (localhost:5001): the minikube target's cluster and registries.
+#   stack's ports come from and are reserved, scripts/free_ports.py); KUBE_CONTEXT
+#   (MINIKUBE_PROFILE, comments: the cluster of provision-k8s.sh), DEV_REGISTRY
+#   (localhost:5000), PROD_REGISTRY (localhost:5001): the minikube target's cluster and
+#   registries.
 # Exit codes: 0 released; 1 stopped before production (production untouched; minikube:
 #               staging, when this run changed it, rolled back and smoke-tested again;
 #               local: the same after a failed rollout, E2E or load test; a staging that
@@ -653,8 +654,7 @@ local_up() {
     # directory (two kept stacks in .../run1/state and .../run2/state were both "state",
     # and tearing one down removed the other's replicas).
     STACK=$(basename "$STATE" | tr -cd 'a-zA-Z0-9' | tail -c 8)$(printf '%s' "$STATE" | sha256sum | cut -c1-8)
-    local ports
-    local drawn
+    local ports drawn
     drawn=$(free_ports $((6 + 4 * REPLICAS)) --stack "$STACK" --state "$STATE" --pid "$$") || {
       fail "no ports for the local stack (above)"
       exit 1
