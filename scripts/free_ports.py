@@ -1,8 +1,9 @@
-"""Ports on 127.0.0.1 for scripts/deploy.sh's local stacks, never one another stack holds.
+"""Ports on 127.0.0.1 for scripts/deploy.sh's local stacks, none held by another stack.
 
-    python3 scripts/free_ports.py N                          # N free ports, for now
-    python3 scripts/free_ports.py N --stack NAME --state DIR  # N ports reserved for a stack
-    python3 scripts/free_ports.py release NAME               # the stack's reservation ends
+    python3 scripts/free_ports.py N                    # N free ports, for now
+    python3 scripts/free_ports.py N --stack NAME --state DIR --pid PID
+                                                       # N ports reserved for a stack
+    python3 scripts/free_ports.py release NAME         # the stack's reservation ends
 
 A stack's replicas bind their ports minutes after the stack drew them, and each rollout
 frees and binds them again. Ports asked of the kernel (``bind`` to port 0) sat free in that

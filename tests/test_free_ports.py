@@ -9,6 +9,7 @@ real, on a registry and a port range of the test's own.
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -21,10 +22,13 @@ SCRIPT = ROOT / "scripts" / "free_ports.py"
 
 
 def free_block(size: int) -> tuple[int, int]:
-    """`size` consecutive ports free now, below the ephemeral range (nothing else draws
-    there), as a DEPLOY_PORT_RANGE."""
+    """`size` consecutive ports free now, below the ephemeral range, as a
+    DEPLOY_PORT_RANGE. Chosen at random, so that tests on other xdist workers (each with a
+    registry of its own) are not drawing from the same block at the same moment."""
     low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    for start in range(low - 4000, low - 9000, -size):
+    starts = list(range(low - 9000, low - size, size))
+    random.shuffle(starts)
+    for start in starts[:200]:
         socks = []
         try:
             for port in range(start, start + size):
