@@ -660,6 +660,48 @@ def test_a_backup_stopped_by_ctrl_c_leaves_no_file(tmp_path):
     assert cli("backup", str(dest), url=f"sqlite:///{source}").returncode == 0  # a retry works
 
 
+# In the CLI's own process (a sitecustomize on its PYTHONPATH): Ctrl-C arrives the moment
+# mkstemp has made the partial file, before the CLI holds its name.
+CTRL_C_AT_MKSTEMP = """
+import os, signal, tempfile
+_mkstemp = tempfile.mkstemp
+def mkstemp(*args, **kwargs):
+    made = _mkstemp(*args, **kwargs)
+    if made[1].endswith(".partial"):
+        os.kill(os.getpid(), signal.SIGINT)
+    return made
+tempfile.mkstemp = mkstemp
+"""
+
+
+@pytest.mark.parametrize("command", ["backup", "export"])
+def test_ctrl_c_as_the_partial_file_is_made_leaves_no_file(tmp_path, command):
+    # The KeyboardInterrupt came between mkstemp making the file and the name reaching the
+    # cleanup: ".copy.db.XXXX.partial" stayed (seen once in CI, after a backup's Ctrl-C).
+    source = tmp_path / "live.db"
+    generate(f"sqlite:///{source}", 50)
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(CTRL_C_AT_MKSTEMP)
+    out = tmp_path / "out"
+    out.mkdir()
+    done = subprocess.run(
+        [str(VENV_BIN / "comments-api"), command, str(out / "copy")],
+        env={
+            **os.environ,
+            "DATABASE_URL": f"sqlite:///{source}",
+            "LOG_LEVEL": "warning",
+            "PYTHONPATH": str(hooks),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Aborted!" in done.stderr
+    assert list(out.iterdir()) == []
+
+
 def test_an_export_saved_with_a_byte_order_mark_imports_and_bad_bytes_are_one_line(tmp_path):
     source = f"sqlite:///{tmp_path / 'source.db'}"
     generate(source, 3_000)

@@ -9,6 +9,7 @@ import itertools
 import math
 import os
 import re
+import signal
 import stat
 import tempfile
 import unicodedata
@@ -428,8 +429,10 @@ def _export_target(output: str) -> Iterator[IO[str]]:
     # A symlink's target is replaced, as writing through it did, not the link itself.
     target = os.path.realpath(output)
     folder, name = os.path.split(target)
-    fd, partial = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial", dir=folder)
+    partial = None
     try:
+        with _ctrl_c_deferred():
+            fd, partial = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial", dir=folder)
         # mkstemp's 0600 would change who may read a replaced export, or a new one.
         os.fchmod(fd, _mode_of(target))
         with open(fd, "w", encoding="utf-8") as out:
@@ -438,9 +441,23 @@ def _export_target(output: str) -> Iterator[IO[str]]:
             os.fsync(out.fileno())
         os.replace(partial, target)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(partial)
+        if partial is not None:
+            with contextlib.suppress(OSError):
+                os.remove(partial)
         raise
+
+
+@contextlib.contextmanager
+def _ctrl_c_deferred() -> Iterator[None]:
+    """Ctrl-C waits until the block ends. Around a temporary file's creation and the
+    assignment of its name: in between, a KeyboardInterrupt left the file behind, with no
+    name to remove it by. Raised when the block ends, it reaches the caller's cleanup with
+    the name assigned (pthread_sigmask raises a signal that came meanwhile at once)."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 # link() refused by a file system without hard links (FAT/exFAT, some SMB and FUSE mounts).
@@ -626,7 +643,8 @@ def backup(dest: str) -> None:
     folder, name = os.path.split(os.path.abspath(dest))
     partial = None
     try:
-        fd, partial = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial", dir=folder)
+        with _ctrl_c_deferred():
+            fd, partial = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial", dir=folder)
         os.close(fd)
         os.chmod(partial, _mode_of(dest))
         sqlite_backup(database, partial)
