@@ -95,7 +95,7 @@ def test_a_stacks_ports_are_never_handed_to_another(env: dict[str, str], tmp_pat
 def test_a_reservation_ends_with_its_stack(env: dict[str, str], tmp_path: Path):
     state_a = stack(tmp_path, "a")
     a = ports(draw(env, "6", "--stack", "a", "--state", str(state_a)))
-    b = ports(draw(env, "6", "--stack", "b", "--state", str(stack(tmp_path, "b"))))
+    ports(draw(env, "6", "--stack", "b", "--state", str(stack(tmp_path, "b"))))
     registry = Path(env["DEPLOY_PORTS_DIR"])
     # a's state directory gone (its --down ran, or it was removed by hand): stale.
     (state_a / "stack.env").unlink()
@@ -105,7 +105,6 @@ def test_a_reservation_ends_with_its_stack(env: dict[str, str], tmp_path: Path):
     assert draw(env, "release", "b").returncode == 0
     assert not (registry / "b.ports").exists()
     assert set(ports(draw(env, "12"))) == span(env)
-    assert set(b) <= span(env)
 
 
 def test_a_run_still_starting_its_stack_keeps_its_ports(env: dict[str, str], tmp_path: Path):
