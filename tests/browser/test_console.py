@@ -1891,3 +1891,35 @@ def test_console_try_again_shows_its_try_and_is_back_when_it_fails(page, pre_api
     expect(message).to_have_text("")
     page.unroute(check)
     assert errors == [], errors
+
+
+def test_console_shows_arabic_comments_and_names_right_to_left(page, pre_api: Api):
+    """A reader's text takes its direction from itself: an Arabic comment or name reads
+    right to left in the queue and in a content's listing; a Latin one stays left to right."""
+    content = new_content()
+    key = pre_api.key("comments:moderate")
+    arabic = pre_api.post(content, "شكرا على المقال!", author_name="علي")
+    latin = pre_api.post(content, "Obrigada!", author_name="Joana")
+    page.set_viewport_size({"width": 1100, "height": 800})
+    sign_in(page, pre_api, key)
+    # The direction of the innermost element holding each text.
+    directions = """(rows) => rows.map((row) => [...row.querySelectorAll('td, td *')]
+      .filter((cell) => !cell.children.length && ['شكرا على المقال!', 'علي', 'Obrigada!',
+        'Joana'].includes(cell.textContent))
+      .map((cell) => [cell.textContent, getComputedStyle(cell).direction]))"""
+    rows = [page.locator(f'#queue-body tr[data-id="{c["id"]}"]') for c in (arabic, latin)]
+    expect(rows[1]).to_be_visible()
+    expect(rows[0]).to_be_visible()
+    queued = page.locator("#queue-body tr").evaluate_all(directions)
+    assert [["شكرا على المقال!", "rtl"], ["علي", "rtl"]] in queued, queued
+    assert [["Obrigada!", "ltr"], ["Joana", "ltr"]] in queued, queued
+
+    pre_api.moderate(key, "approve", [arabic["id"], latin["id"]])
+    page.get_by_role("tab", name="By content").click()
+    page.get_by_label("Content id").fill(content)
+    page.get_by_role("button", name="Show its comments").click()
+    expect(page.locator("#content-body tr")).to_have_count(2)
+    listed = page.locator("#content-body tr").evaluate_all(directions)
+    assert [["شكرا على المقال!", "rtl"], ["علي", "rtl"]] in listed, listed
+    assert [["Obrigada!", "ltr"], ["Joana", "ltr"]] in listed, listed
+    assert page.page_errors == []

@@ -1022,3 +1022,55 @@ def test_a_comment_posted_in_one_thread_shows_at_once_in_the_others_of_its_conte
     newest = stored.json()["items"][-1]
     assert event == {"contentId": content, "id": newest["id"], "parentId": None}
     assert page.page_errors == []
+
+
+# Where each character of an element's first text node is drawn, left to right on screen.
+CHARACTER_LEFTS = """(selector) => {
+  const el = document.querySelector('comments-thread').shadowRoot.querySelector(selector);
+  const node = el.firstChild;
+  const left = (i) => {
+    const range = document.createRange();
+    range.setStart(node, i);
+    range.setEnd(node, i + 1);
+    return range.getBoundingClientRect().left;
+  };
+  return { text: node.data, lefts: [...node.data].map((_, i) => left(i)),
+           after: el.getBoundingClientRect().right };
+}"""
+
+
+def test_names_and_texts_in_other_scripts_or_with_direction_controls_stay_in_their_place(
+    page, site: HostSite, open_api: Api
+):
+    """A name is a reader's text set beside ours: a right-to-left override it ends with must
+    not reverse the date after it, and an Arabic name must not pull the date's leading
+    number into its own run (the example HTML gives for <bdi>). A comment in a
+    right-to-left script reads right to left in a left-to-right page, and others do not."""
+    content = new_content()
+    override = open_api.post(content, "palavras", author_name="Mallory\u202e")
+    arabic = open_api.post(content, "شكرا على المقال!", author_name="علي")
+    latin = open_api.post(content, "Obrigada!", author_name="Joana")
+    # pt-BR dates start with the day's number: "5 de dez. de 2026 22:47".
+    page.goto(site.thread_page(f"/{content}.html", open_api.base, content, lang="pt-BR"))
+    widget = thread(page)
+    expect(widget.locator("article")).to_have_count(3)
+
+    date = page.evaluate(CHARACTER_LEFTS, f"#comment-{override['id']} .meta time")
+    assert date["text"][0].isdigit(), date["text"]
+    assert date["lefts"] == sorted(date["lefts"]), f"the date is drawn reversed: {date}"
+
+    name = page.evaluate(CHARACTER_LEFTS, f"#comment-{arabic['id']} .meta .author")
+    date = page.evaluate(CHARACTER_LEFTS, f"#comment-{arabic['id']} .meta time")
+    assert date["lefts"][0] >= name["after"], f"the date's number moved into the name: {date}"
+
+    directions = page.evaluate(
+        "(ids) => ids.map((id) => getComputedStyle(document.querySelector('comments-thread')"
+        ".shadowRoot.querySelector(`#comment-${id} p.text`)).direction)",
+        [arabic["id"], latin["id"], override["id"]],
+    )
+    assert directions == ["rtl", "ltr", "ltr"]
+    # So does what a reader types in Arabic, as it is typed.
+    field = widget.get_by_label("Seu comentário", exact=True)
+    field.fill("شكرا")
+    assert field.evaluate("(el) => getComputedStyle(el).direction") == "rtl"
+    no_csp_trouble(page)

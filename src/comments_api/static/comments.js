@@ -408,8 +408,8 @@ a{color:var(--comments-accent)}
         const label = h("label", { for: control.id, text: this.t(name) });
         return { wrap: h("div", null, label, control, error), control, error };
       };
-      const body = field("body", h("textarea", { required: true }));
-      const name = field("name", h("input", { type: "text", autocomplete: "name" }));
+      const body = field("body", h("textarea", { required: true, dir: "auto" }));
+      const name = field("name", h("input", { type: "text", autocomplete: "name", dir: "auto" }));
       const email = field("email", h("input", { type: "email", autocomplete: "email" }));
       const who = h("div", { class: "row" }, name.wrap, email.wrap);
       const submit = h("button", { type: "submit", text: this.t(parent ? "submitReply" : "submit") });
@@ -685,7 +685,9 @@ a{color:var(--comments-accent)}
       }
       const raw = c.author.name;
       node.name = raw === "anonymous" ? this.t("anonymous") : raw;
-      const author = h("span", { class: "author", text: node.name });
+      // Readers' text beside ours is isolated (<bdi>, dir=auto): a name ending in a
+      // right-to-left override, or in Arabic, would otherwise reorder the date after it.
+      const author = h("bdi", { class: "author", text: node.name });
       const replyButton = h("button", { type: "button", class: "link reply", "aria-expanded": "false", text: this.t("reply") });
       replyButton.setAttribute("aria-label", this.t("replyTo", { name: node.name }));
       replyButton.addEventListener("click", () => this.toggleReply(c, node, replyButton));
@@ -693,7 +695,7 @@ a{color:var(--comments-accent)}
       const edited = c.edited_at ? [" ", h("time", { class: "edited", datetime: c.edited_at, title: format(c.edited_at), text: this.t("edited") })] : [];
       article.append(
         h("div", { class: "meta" }, author, time, ...edited),
-        h("p", { class: "text", text: c.body }),
+        h("p", { class: "text", dir: "auto", text: c.body }),
         h("div", { class: "actions" }, replyButton)
       );
       return node;

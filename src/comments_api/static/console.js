@@ -550,8 +550,9 @@ function queueRow(c) {
     "tr",
     { "data-id": String(c.id) },
     h("td", null, box),
-    h("td", { class: "text", text: c.body || "" }),
-    h("td", null, ...who.map((w, i) => h("div", { class: i ? "meta" : null, text: w }))),
+    // Readers' text takes its direction from itself (dir=auto): Arabic reads right to left.
+    h("td", { class: "text", dir: "auto", text: c.body || "" }),
+    h("td", null, ...who.map((w, i) => h("div", { class: i ? "meta" : null, dir: "auto", text: w }))),
     h("td", null, h("code", { text: c.content_id }), c.parent_id ? h("div", { class: "meta", text: `reply to #${c.parent_id}` }) : null),
     h("td", null, time(c.created_at)),
     h(
@@ -896,8 +897,8 @@ function contentRow(c) {
   const row = h(
     "tr",
     { "data-id": String(c.id) },
-    h("td", { class: "text", text: removed ? "(removed)" : c.body }),
-    h("td", { text: c.author ? c.author.name : "" }),
+    h("td", { class: "text", dir: removed ? null : "auto", text: removed ? "(removed)" : c.body }),
+    h("td", { dir: "auto", text: c.author ? c.author.name : "" }),
     h("td", { text: c.status }),
     h("td", null, time(c.created_at)),
     h("td", null, h("div", { class: "toolbar" }, ...actions))
@@ -1050,7 +1051,7 @@ async function loadBans() {
         "tr",
         { "data-target": ban.target },
         h("td", null, h("code", { text: ban.target }), h("div", { class: "meta", text: `It ${COVERS[ban.target.startsWith("sub:") ? "subject" : "email"]}.` })),
-        h("td", { text: ban.reason || "" }),
+        h("td", { dir: "auto", text: ban.reason || "" }),
         h("td", { text: ban.created_by || "" }),
         h("td", null, time(ban.created_at)),
         h("td", null, h("button", { type: "button", class: "secondary", text: "Lift ban", "aria-label": `Lift the ban on ${ban.target}`, disabled: lifting.has(ban.target), onclick: (event) => liftBan(ban.target, event.currentTarget) }))
