@@ -193,6 +193,25 @@ def test_content_ids_of_only_invisible_characters_are_refused_by_rule_and_schema
     assert parse_content_id(f"a{raw}") == f"a{raw}"
 
 
+@pytest.mark.parametrize("mark", ["\u200b", "\u202e", "\u2060", "\ufeff", "\u00ad", "\u3164"])
+def test_an_email_with_a_character_that_prints_nothing_is_refused_by_rule_and_schema(mark):
+    # "troll\u200b@example.com" shows as troll@example.com in the console and is another
+    # author: a ban on one does not reach the other. A right-to-left override reverses
+    # the console's sentences that name the author after it.
+    email = f"troll{mark}@example.com"
+    message = [("email", "must be a valid email address")]
+    assert errors_of(validate_v1_create, {"body": "x", "email": email}, "c", LIMITS) == message
+    legacy = {"email": email, "comment": "x", "content_id": "c"}
+    assert errors_of(validate_legacy_create, legacy, LIMITS) == message
+    # The published schema says the same, so a client can check before it sends.
+    for name in ("NewComment", "LegacyNewComment"):
+        prop = request_schemas(50)[name]["properties"]["email"]
+        schema = Draft202012Validator(prop)
+        assert not schema.is_valid(email), name
+        assert schema.is_valid("troll@example.com"), name
+        assert schema.is_valid("trölle@example.com"), name
+
+
 def test_schemas_are_generated_from_the_models():
     schemas = request_schemas(50)
     assert schemas["NewComment"]["properties"]["body"]["maxLength"] == 50

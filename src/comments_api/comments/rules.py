@@ -59,11 +59,11 @@ OPTIONAL_TEXT_PATTERN = rf"^[^{_CC_TEXT}]*{_END}"
 NAME_PATTERN = rf"^[^{_CC}]*[^\s{_CC}{_INVISIBLE}][^{_CC}]*{_END}"
 # A single line of anything printable (ban subjects).
 LINE_PATTERN = rf"^[^{_CC}]+{_END}"
-# Deliberately pragmatic: one "@", no whitespace or control characters, a dotted domain.
-# Full RFC 5322 parsing accepts addresses no mail system delivers to.
+# Deliberately pragmatic: one "@", no whitespace, control or invisible characters, a dotted
+# domain. Full RFC 5322 parsing accepts addresses no mail system delivers to; an invisible
+# character would make an address that looks like another author's, and is not theirs.
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-EMAIL_PATTERN = rf"^[^@\s{_CC}]{{1,64}}@{_LABEL}(?:\.{_LABEL})+{_END}"
-_EMAIL_RE = re.compile(EMAIL_PATTERN)
+EMAIL_PATTERN = rf"^[^@\s{_CC}{_INVISIBLE}]{{1,64}}@{_LABEL}(?:\.{_LABEL})+{_END}"
 # Text that prints nothing: empty, whitespace and invisible characters only. Content ids
 # must not match it (their schema says so with "not", beside CONTENT_ID_PATTERN).
 BLANK_PATTERN = rf"^[\s{_INVISIBLE}]*{_END}"
