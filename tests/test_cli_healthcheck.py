@@ -35,6 +35,43 @@ def test_healthy_server_exits_zero_and_wildcard_bind_is_probed_on_loopback(tmp_p
         assert "HTTP 404" in missing.stderr
 
 
+# The console script's own entry point, run in process, then what it loaded.
+LOADED_BY_A_PROBE = """
+import sys
+from importlib.metadata import entry_points
+main = entry_points(group="console_scripts")["comments-api"].load()
+try:
+    main(["healthcheck"])
+except SystemExit as exc:
+    print("exit", exc.code)
+print(" ".join(sorted({name.split(".")[0] for name in sys.modules})))
+"""
+
+
+def test_a_probe_loads_neither_the_app_nor_the_database_layer(tmp_path: Path):
+    # Docker runs it every 10 s in every container: it loaded Flask, SQLAlchemy and
+    # prometheus_client (through the logging setup) to send one GET, ~0.4 s of CPU and
+    # ~50 MB each time.
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}"}
+    with ServiceProcess(env, tmp_path) as server:
+        probe = subprocess.run(
+            [str(VENV_BIN / "python"), "-c", LOADED_BY_A_PROBE],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PORT": str(server.port)},
+            check=False,
+        )
+    assert probe.returncode == 0, probe.stderr
+    lines = probe.stdout.splitlines()
+    assert lines[0] == f"healthy: http://127.0.0.1:{server.port}/readyz", probe.stdout
+    assert lines[1] == "exit 0", probe.stdout
+    loaded = set(lines[2].split())
+    assert {"click", "comments_api", "urllib"} <= loaded
+    heavy = {"flask", "werkzeug", "sqlalchemy", "prometheus_client", "msgspec", "gunicorn"}
+    assert not heavy & loaded, sorted(heavy & loaded)
+
+
 def test_no_server_exits_one_with_a_reason():
     result = healthcheck(free_port(), "--timeout", "1")
     assert result.returncode == 1

@@ -20,7 +20,6 @@ import click
 
 from . import __version__
 from .settings import SECONDS_MAX, Settings, SettingsError
-from .telemetry import configure_logging
 
 
 class ConfigurationError(click.ClickException):
@@ -38,6 +37,15 @@ def _settings() -> Settings:
         return Settings.from_env()
     except SettingsError as exc:
         raise ConfigurationError(exc) from None
+
+
+def configure_logging(settings: Settings) -> None:
+    """The service's log format. Imported here, not at the top: the logging setup loads
+    Flask, SQLAlchemy and gunicorn, which `healthcheck` (Docker runs it every 10 s) and
+    `--help` have no use for."""
+    from .telemetry import configure_logging as configure
+
+    configure(settings)
 
 
 @click.group(
