@@ -83,6 +83,28 @@ def test_invisible_characters_beside_visible_ones_are_text():
     ]
 
 
+# Characters that print nothing and were missing from the set: the bidi isolates (U+2066-
+# U+2069) and the Arabic letter mark, Mongolian variation selectors, variation selectors,
+# the blank braille pattern. A comment, name or content id of only these printed nothing.
+UNSEEN = ["\u2066\u2069", "\u2068", "\u061c", "\u180b\u180f", "\ufe0f", "\u2800", "\u2067 \u2800"]
+
+
+@pytest.mark.parametrize("unseen", UNSEEN)
+def test_text_of_only_characters_that_print_nothing_is_blank_everywhere(unseen):
+    blank = "must not be empty or whitespace only"
+    assert errors_of(validate_v1_create, {"body": unseen}, "c", LIMITS) == [("body", blank)]
+    named = {"body": "b", "author_name": unseen}
+    assert errors_of(validate_v1_create, named, "c", LIMITS) == [
+        ("author_name", "must be a non-empty string")
+    ]
+    message = "must not consist only of characters that print nothing"
+    assert errors_of(parse_content_id, unseen) == [("content_id", message)]
+    assert not Draft202012Validator(models.CONTENT_ID.schema()).is_valid(unseen)
+    # Beside a visible character they are text, as the others are.
+    new = validate_v1_create({"body": f"a{unseen}", "author_name": f"Al{unseen}"}, "c", LIMITS)
+    assert (new.body, new.author_name) == (f"a{unseen}", f"Al{unseen}")
+
+
 def test_v1_create_normalises_what_the_schema_allows():
     new = validate_v1_create({"body": " hi ", "author_name": " Al ", "parent_id": 7.0}, "c", LIMITS)
     assert (new.body, new.author_name, new.parent_id) == (" hi ", "Al", 7)

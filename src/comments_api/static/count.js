@@ -15,7 +15,7 @@
   // an asset test keeps them equal): one id it refuses fails its whole call, so such a badge is
   // left out and keeps the site's text instead of costing up to 99 others theirs.
   const CONTENT_ID = /^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?(?![\s\S])/;
-  const BLANK = /^[\s\u00ad\u034f\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u206a-\u206f\u3164\ufeff\uffa0]*(?![\s\S])/;
+  const BLANK = /^[\s\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0]*(?![\s\S])/;
   const MAX_CONTENT_ID = 128;
   const askable = (id) => CONTENT_ID.test(id) && !BLANK.test(id) && [...id].length <= MAX_CONTENT_ID;
   const config = window.CommentsWidgetConfig || {};
