@@ -49,9 +49,9 @@ print(" ".join(sorted({name.split(".")[0] for name in sys.modules})))
 
 
 def test_a_probe_loads_neither_the_app_nor_the_database_layer(tmp_path: Path):
-    # Docker runs it every 10 s in every container: it loaded Flask, SQLAlchemy and
-    # prometheus_client (through the logging setup) to send one GET, ~0.4 s of CPU and
-    # ~50 MB each time.
+    # Docker runs it every 10 s in every container: it loaded Flask, SQLAlchemy, gunicorn
+    # and msgspec (through the logging setup) to send one GET, ~0.4 s of CPU and ~50 MB
+    # each time.
     env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}"}
     with ServiceProcess(env, tmp_path) as server:
         probe = subprocess.run(

@@ -99,7 +99,13 @@ def test_text_of_only_characters_that_print_nothing_is_blank_everywhere(unseen):
     ]
     message = "must not consist only of characters that print nothing"
     assert errors_of(parse_content_id, unseen) == [("content_id", message)]
+    # The published schemas say the same.
     assert not Draft202012Validator(models.CONTENT_ID.schema()).is_valid(unseen)
+    fields = request_schemas(50)["NewComment"]["properties"]
+    for name in ("body", "author_name"):
+        schema = Draft202012Validator(fields[name])
+        assert not schema.is_valid(unseen), name
+        assert schema.is_valid(f"a{unseen}"), name
     # Beside a visible character they are text, as the others are.
     new = validate_v1_create({"body": f"a{unseen}", "author_name": f"Al{unseen}"}, "c", LIMITS)
     assert (new.body, new.author_name) == (f"a{unseen}", f"Al{unseen}")
