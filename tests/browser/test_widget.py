@@ -1074,3 +1074,42 @@ def test_names_and_texts_in_other_scripts_or_with_direction_controls_stay_in_the
     field.fill("شكرا")
     assert field.evaluate("(el) => getComputedStyle(el).direction") == "rtl"
     no_csp_trouble(page)
+
+
+def test_a_link_to_a_comment_shows_it_reading_on_to_its_page(page, site: HostSite, open_api: Api):
+    """An address ending in #comment-ID (what each comment's date links to) brings that
+    comment into view and focus, reading on through the pages before it; a widget of
+    another content on the same page reads nothing more for it."""
+    content, other = new_content(), new_content()
+    posted = [open_api.post(content, f"comment {n}") for n in range(4)]
+    for n in range(3):
+        open_api.post(other, f"elsewhere {n}")
+    wanted = posted[3]
+    second = f'<comments-thread content-id="{other}" page-size="1"></comments-thread>'
+    url = site.thread_page(
+        f"/{content}.html", open_api.base, content, attrs='page-size="1"', extra=second
+    )
+    page.goto(f"{url}#comment-{wanted['id']}")
+    widget = page.locator(f'comments-thread[content-id="{content}"]')
+    linked = widget.locator(f"#comment-{wanted['id']}")
+    expect(linked).to_be_focused()
+    expect(linked).to_be_in_viewport()
+    expect(widget.locator("article")).to_have_count(4)  # page by page up to the fourth
+    expect(page.locator(f'comments-thread[content-id="{other}"] article')).to_have_count(1)
+
+    # Each comment's date is its link: following it shows that comment.
+    first = widget.locator(f"#comment-{posted[0]['id']}")
+    permalink = first.locator(".meta a")
+    expect(permalink).to_have_attribute("href", f"#comment-{posted[0]['id']}")
+    permalink.click()
+    expect(first).to_be_focused()
+    assert page.evaluate("location.hash") == f"#comment-{posted[0]['id']}"
+    # One comment is marked as the one linked to.
+    expect(widget.locator("article.linked")).to_have_count(1)
+    expect(first).to_have_class(re.compile(r"\blinked\b"))
+    # Read again in another order, the thread leaves the focus on the menu: only opening
+    # the address, or changing it, moves it.
+    widget.get_by_label("Sort").select_option("newest")
+    expect(widget.locator("article")).to_have_count(1)
+    expect(widget.get_by_label("Sort")).to_be_focused()
+    no_csp_trouble(page)

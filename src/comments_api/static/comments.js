@@ -11,6 +11,7 @@
   const CONFIG = window.CommentsWidgetConfig || {};
   const PAGE = 25;
   const MAX_PAGE = 100; // the API's largest page
+  const REVEAL_PAGES = 20; // pages read on, at most, to reach a comment linked to
   const MIN_POLL = 2;
   const REFRESH_PAGES = 10;
 
@@ -141,6 +142,9 @@ article:focus{outline:2px solid var(--comments-accent);outline-offset:2px}
 .author{font-weight:600;color:var(--comments-text);margin-right:.5rem}
 .text{margin:.25rem 0;white-space:pre-wrap;overflow-wrap:anywhere}
 .removed{font-style:italic;color:var(--comments-muted)}
+.permalink{color:inherit;text-decoration:none}
+.permalink:hover{text-decoration:underline}
+article.linked{background:var(--comments-surface);border-radius:var(--comments-radius);padding:.25rem .5rem}
 form{display:grid;gap:.5rem;margin:.5rem 0 1rem;padding:.75rem;background:var(--comments-surface);
 border-radius:var(--comments-radius)}
 label{font-weight:600;font-size:.875rem}
@@ -312,6 +316,7 @@ a{color:var(--comments-accent)}
     }
 
     build() {
+      const first = !this.built; // a rebuild (Sort, texts) leaves the focus where it is
       this.built = true;
       // Answers to requests made before a rebuild (new order, language) are dropped.
       this.gen = (this.gen || 0) + 1;
@@ -395,7 +400,7 @@ a{color:var(--comments-accent)}
         return;
       }
       this.loadCount();
-      this.loadPage(false);
+      this.loadPage(false).then(() => first && this.reveal());
     }
 
     buildForm(parent) {
@@ -509,7 +514,7 @@ a{color:var(--comments-accent)}
       return path;
     }
 
-    async loadPage(more) {
+    async loadPage(more, quiet) {
       const cursor = more ? this.cursor : null;
       const gen = this.gen;
       this.more.disabled = true;
@@ -539,11 +544,38 @@ a{color:var(--comments-accent)}
         this.status.hidden = false;
         this.status.textContent = this.t("empty");
       }
-      if (more) {
+      if (more && !quiet) {
         this.announce(this.t("loaded", { n: added.length }));
         if (this.done && added[0]) added[0].focus();
       }
       return added;
+    }
+
+    /** Shows the comment the page's address names (#comment-ID, each date's link), reading
+     * on through the pages before it; only the widget of that comment's content does. */
+    async reveal() {
+      const match = /^#comment-([1-9][0-9]{0,18})$/.exec(location.hash);
+      if (!match) return;
+      const id = Number(match[1]);
+      const gen = this.gen;
+      if (!this.nodes.has(id)) {
+        let result;
+        try {
+          result = await this.request(`/api/v1/comments/${id}`);
+        } catch (_) {
+          return;
+        }
+        if (gen !== this.gen || !result.response.ok || !result.data || result.data.content_id !== this.contentId) return;
+        for (let n = 0; !this.nodes.has(id) && !this.done && n < REVEAL_PAGES; n++) {
+          if (!(await this.loadPage(true, true)) || gen !== this.gen) return;
+        }
+      }
+      const node = this.nodes.get(id);
+      if (!node || !node.article.isConnected) return;
+      for (const el of this.root.querySelectorAll("article.linked")) el.classList.remove("linked");
+      node.article.classList.add("linked");
+      node.article.scrollIntoView({ block: "center" });
+      node.article.focus({ preventScroll: true });
     }
 
     loadFailed(message) {
@@ -676,7 +708,7 @@ a{color:var(--comments-accent)}
       const replies = h("ol", { class: "replies" });
       const article = h("article", { tabindex: "-1", id: `comment-${c.id}` });
       const format = (at) => { const d = new Date(at); return isNaN(d) ? at : new Intl.DateTimeFormat(this.locale, { dateStyle: "medium", timeStyle: "short" }).format(d); };
-      const time = h("time", { datetime: c.created_at, text: format(c.created_at) });
+      const time = h("a", { class: "permalink", href: `#comment-${c.id}` }, h("time", { datetime: c.created_at, text: format(c.created_at) }));
       const li = h("li", null, article, replies);
       const node = { li, article, replies };
       if (c.status === "deleted" || !c.author) {
@@ -887,6 +919,7 @@ a{color:var(--comments-accent)}
   }
 
   customElements.define("comments-thread", CommentsThread);
+  window.addEventListener("hashchange", () => widgets.forEach((w) => w.reveal()));
 
   window.CommentsWidget = {
     /** Hand every widget on the page the signed-in reader's JWT (null to sign out). */
