@@ -583,3 +583,67 @@ def test_by_content_rows_open_their_authors_comments(page, author_api: Api, axe_
     expect(status).to_have_value("pending")
     expect(queue_rows).to_have_count(1)
     assert errors == [], errors
+
+
+# Where each character of the last text node of an element is drawn, left to right.
+TAIL_LEFTS = """(el) => {
+  const node = [...el.childNodes].filter((n) => n.nodeType === 3).pop();
+  return [...node.data].map((_, i) => {
+    const range = document.createRange();
+    range.setStart(node, i);
+    range.setEnd(node, i + 1);
+    return range.getBoundingClientRect().left;
+  });
+}"""
+
+
+def test_an_author_key_with_a_direction_override_leaves_the_words_after_it_alone(
+    page, author_api: Api
+):
+    """A subject from the identity provider may hold a right-to-left override. Where the
+    console names the key in a sentence (the caption, the author bar, the delete-all
+    question, the ban messages), the words after it read as written."""
+    content = new_content()
+    subject = f"ev\u202eil-{uuid.uuid4().hex[:6]}"
+    apart = f"\u2068sub:{subject}\u2069"
+    key = author_api.key("comments:moderate")
+    posted = requests.post(
+        f"{author_api.base}/api/v1/contents/{content}/comments",
+        json={"body": "from an odd subject"},
+        headers={"Authorization": f"Bearer {author_api.token(subject)}"},
+        timeout=5,
+    )
+    assert posted.status_code == 202, posted.text
+    page.set_viewport_size({"width": 1100, "height": 800})
+    sign_in(page, author_api, key)
+    # This server's other tests leave pages of pending comments: the queue of this content.
+    page.get_by_label("Limit to content").fill(content)
+    page.get_by_role("button", name="Refresh").click()
+    author_control(queue_row(page, "from an odd subject")).click()
+    caption = page.locator("#queue-caption")
+    expect(caption).to_have_text(f"Comments waiting for a moderator by {apart}, oldest first")
+    tail = caption.evaluate(TAIL_LEFTS)[-len(", oldest first") :]
+    assert tail == sorted(tail), f"', oldest first' is drawn reversed: {tail}"
+    scope = page.locator("#queue-author-scope").evaluate(TAIL_LEFTS)
+    assert scope == sorted(scope), f"the author bar's scope is drawn reversed: {scope}"
+
+    dialogs: list[str] = []
+
+    def decline(dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.once("dialog", decline)
+    with page.expect_event("dialog"):
+        page.get_by_role("button", name="Delete all by this author").click()
+    expect(page.get_by_role("button", name="Delete all by this author")).to_be_enabled()
+    assert len(dialogs) == 1, dialogs
+    assert f"Delete every comment of {apart}, pending" in dialogs[0], dialogs
+
+    page.get_by_role("tab", name="Bans").click()
+    page.get_by_label("Email or subject").fill(f"sub:{subject}")
+    page.get_by_role("button", name="Ban author").click()
+    expect(page.locator("#message")).to_have_text(f"Banned {apart}.")
+    page.get_by_role("button", name=f"Lift the ban on sub:{subject}").click()
+    expect(page.locator("#message")).to_have_text(f"Lifted the ban on {apart}.")
+    assert page.page_errors == []

@@ -629,7 +629,7 @@ async function loadQueue(more, { same = more, author = queue.author, content: as
     $("bulk-approve").hidden = status === "published";
     $("bulk-approve").textContent = hidden ? "Publish selected" : "Approve selected";
     $("bulk-approve").dataset.action = hidden ? "publish" : "approve";
-    $("queue-caption").textContent = `${STATUS_WORDS[status].caption}${content ? ` of ${content}` : ""}${author ? ` by ${author}` : ""}, oldest first`;
+    $("queue-caption").textContent = `${STATUS_WORDS[status].caption}${content ? ` of ${content}` : ""}${author ? ` by ${apart(author)}` : ""}, oldest first`;
   }
   for (const c of items) {
     if (queue.items.has(c.id)) continue;
@@ -642,12 +642,12 @@ async function loadQueue(more, { same = more, author = queue.author, content: as
   filterQueue();
   if (!more) {
     const n = queue.items.size;
-    listing(queue, false, `${n} ${status} comment${n === 1 ? "" : "s"}${author ? ` by ${author}` : ""} listed${data.next_cursor ? ", more with “Load more”" : ""}.`);
+    listing(queue, false, `${n} ${status} comment${n === 1 ? "" : "s"}${author ? ` by ${apart(author)}` : ""} listed${data.next_cursor ? ", more with “Load more”" : ""}.`);
   }
 }
 
 function stillShown() {
-  return `The queue still shows the ${queue.status} comments of ${queue.content || "every content"}${queue.author ? ` by ${queue.author}` : ""}.`;
+  return `The queue still shows the ${queue.status} comments of ${queue.content || "every content"}${queue.author ? ` by ${apart(queue.author)}` : ""}.`;
 }
 
 function visibleRows() {
@@ -678,7 +678,7 @@ function filterQueue() {
     ? "No loaded comment matches the search."
     : queue.cursor
       ? "Every loaded comment is done; “Load more” shows the next ones."
-      : `${none}${queue.content ? ` for content ${queue.content}` : ""}${queue.author ? ` by ${queue.author}` : ""}.`;
+      : `${none}${queue.content ? ` for content ${queue.content}` : ""}${queue.author ? ` by ${apart(queue.author)}` : ""}.`;
   countSelected();
 }
 
@@ -745,6 +745,14 @@ async function queueAction(action, wanted, extra = []) {
 
 // --- the author view: the queue of one author, and "Delete all by this author" ----------
 
+// A sentence that names an author key sets apart (FSI ... PDI) one holding direction controls
+// (a subject from the identity provider; an address stored before they were refused): an
+// override in it would reverse the words after it. Other keys are left as they are.
+const DIRECTION_CONTROLS = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
+function apart(key) {
+  return DIRECTION_CONTROLS.test(key) ? `\u2068${key}\u2069` : key;
+}
+
 // The key the API files a comment's author under, as a ban names it: a signed-in reader's
 // subject (whatever email their token gives), else the email; null for neither.
 function authorKey(c) {
@@ -804,14 +812,14 @@ async function deleteAuthor() {
   const key = queue.author;
   const button = $("queue-author-delete");
   if (!key || erasing.has(key)) return;
-  if (!window.confirm(`Delete every comment of ${key}, pending, hidden and published, on every content? Deleted comments cannot be restored.`)) {
+  if (!window.confirm(`Delete every comment of ${apart(key)}, pending, hidden and published, on every content? Deleted comments cannot be restored.`)) {
     return;
   }
   const still = inSession();
   const state = { progress: "" };
   let deleted = 0;
   let error = null;
-  const them = (n) => `${n} comment${n === 1 ? "" : "s"} of ${key}`;
+  const them = (n) => `${n} comment${n === 1 ? "" : "s"} of ${apart(key)}`;
   // Not busy(): the button is the bar's, shared by every author, so showAuthor() draws it
   // from `erasing` for whichever author is shown, now and at the end.
   const focused = document.activeElement === button;
@@ -841,7 +849,7 @@ async function deleteAuthor() {
   const now = document.activeElement;
   if (focused && queue.author === key && (!now || now.contains(button))) button.focus();
   if (error && (!deleted || error.status === 401)) {
-    failed(error, null, `Deleted no comment of ${key}: ${error.message}`);
+    failed(error, null, `Deleted no comment of ${apart(key)}: ${error.message}`);
     return;
   }
   if (error) {
@@ -1091,7 +1099,7 @@ async function liftBan(target, button) {
     }
   }
   if (!still()) return; // signed out meanwhile
-  say(lifted ? `Lifted the ban on ${target}.` : `${target} was no longer banned (lifted meanwhile).`);
+  say(lifted ? `Lifted the ban on ${apart(target)}.` : `${apart(target)} was no longer banned (lifted meanwhile).`);
   await loadBans();
   $("ban-target").focus();
 }
@@ -1130,7 +1138,7 @@ $("ban-form").addEventListener("submit", async (event) => {
     result && typeof result.target === "string" && result.target
       ? result.target
       : kind === "email" ? `email:${typed.toLowerCase()}` : `sub:${typed}`;
-  say(result && result.created === false ? `${target} was already banned.` : `Banned ${target}.`);
+  say(result && result.created === false ? `${apart(target)} was already banned.` : `Banned ${apart(target)}.`);
   $("ban-form").reset();
   showCovers();
   await loadBans();
