@@ -35,6 +35,17 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 BANNED = "frobnicate"
+# For locator.evaluate: where each character of an element's last text node is drawn, left
+# to right on screen (the order the reader sees, whatever the order in the text).
+DRAWN_LEFTS = """(el) => {
+  const node = [...el.childNodes].filter((n) => n.nodeType === Node.TEXT_NODE).pop();
+  return [...node.data].map((_, i) => {
+    const range = document.createRange();
+    range.setStart(node, i);
+    range.setEnd(node, i + 1);
+    return range.getBoundingClientRect().left;
+  });
+}"""
 
 
 @pytest.fixture(scope="session")
@@ -178,10 +189,14 @@ class Api:
         )
         return result.stdout.strip()
 
-    def post(self, content_id: str, body: str, **extra: object) -> dict[str, Any]:
+    def post(
+        self, content_id: str, body: str, token: str | None = None, **extra: object
+    ) -> dict[str, Any]:
+        """A comment posted anonymously, or with a reader's JWT (``token``)."""
         response = requests.post(
             f"{self.base}/api/v1/contents/{content_id}/comments",
             json={"body": body, **extra},
+            headers={"Authorization": f"Bearer {token}"} if token else {},
             timeout=5,
         )
         assert response.status_code in (201, 202), response.text

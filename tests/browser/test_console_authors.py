@@ -14,7 +14,7 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from .conftest import Api, HostSite, _start_api, dumps, run_axe, screenshot
+from .conftest import DRAWN_LEFTS, Api, HostSite, _start_api, dumps, run_axe, screenshot
 from .test_console import PROXY_PAGE, UNAVAILABLE, hold, new_content, queue_row, sign_in
 
 pytestmark = pytest.mark.browser
@@ -471,14 +471,11 @@ def test_by_content_rows_open_their_authors_comments(page, author_api: Api, axe_
     key = author_api.key("comments:moderate")
     public = author_api.post(content, "public by the writer", email=writer)
     anonymous = author_api.post(content, "public by nobody in particular")
-    signed_in = requests.post(
-        f"{author_api.base}/api/v1/contents/{content}/comments",
-        json={"body": "public by a signed-in reader"},
-        headers={"Authorization": f"Bearer {author_api.token(subject)}"},
-        timeout=5,
+    signed_in = author_api.post(
+        content, "public by a signed-in reader", token=author_api.token(subject)
     )
-    assert signed_in.status_code == 202, signed_in.text
-    author_api.moderate(key, "approve", [public["id"], anonymous["id"], signed_in.json()["id"]])
+    assert signed_in["status"] == "pending", signed_in
+    author_api.moderate(key, "approve", [public["id"], anonymous["id"], signed_in["id"]])
     also_public = author_api.post(elsewhere, "the writer public elsewhere", email=writer)
     author_api.moderate(key, "approve", [also_public["id"]])
     author_api.post(elsewhere, "the writer waiting elsewhere", email=writer)
@@ -585,18 +582,6 @@ def test_by_content_rows_open_their_authors_comments(page, author_api: Api, axe_
     assert errors == [], errors
 
 
-# Where each character of the last text node of an element is drawn, left to right.
-TAIL_LEFTS = """(el) => {
-  const node = [...el.childNodes].filter((n) => n.nodeType === 3).pop();
-  return [...node.data].map((_, i) => {
-    const range = document.createRange();
-    range.setStart(node, i);
-    range.setEnd(node, i + 1);
-    return range.getBoundingClientRect().left;
-  });
-}"""
-
-
 def test_an_author_key_with_a_direction_override_leaves_the_words_after_it_alone(
     page, author_api: Api
 ):
@@ -607,13 +592,8 @@ def test_an_author_key_with_a_direction_override_leaves_the_words_after_it_alone
     subject = f"ev\u202eil-{uuid.uuid4().hex[:6]}"
     apart = f"\u2068sub:{subject}\u2069"
     key = author_api.key("comments:moderate")
-    posted = requests.post(
-        f"{author_api.base}/api/v1/contents/{content}/comments",
-        json={"body": "from an odd subject"},
-        headers={"Authorization": f"Bearer {author_api.token(subject)}"},
-        timeout=5,
-    )
-    assert posted.status_code == 202, posted.text
+    posted = author_api.post(content, "from an odd subject", token=author_api.token(subject))
+    assert posted["status"] == "pending", posted
     page.set_viewport_size({"width": 1100, "height": 800})
     sign_in(page, author_api, key)
     # This server's other tests leave pages of pending comments: the queue of this content.
@@ -622,9 +602,9 @@ def test_an_author_key_with_a_direction_override_leaves_the_words_after_it_alone
     author_control(queue_row(page, "from an odd subject")).click()
     caption = page.locator("#queue-caption")
     expect(caption).to_have_text(f"Comments waiting for a moderator by {apart}, oldest first")
-    tail = caption.evaluate(TAIL_LEFTS)[-len(", oldest first") :]
+    tail = caption.evaluate(DRAWN_LEFTS)[-len(", oldest first") :]
     assert tail == sorted(tail), f"', oldest first' is drawn reversed: {tail}"
-    scope = page.locator("#queue-author-scope").evaluate(TAIL_LEFTS)
+    scope = page.locator("#queue-author-scope").evaluate(DRAWN_LEFTS)
     assert scope == sorted(scope), f"the author bar's scope is drawn reversed: {scope}"
 
     dialogs: list[str] = []

@@ -14,7 +14,7 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from .conftest import BANNED, Api, HostSite, dumps, run_axe, screenshot
+from .conftest import BANNED, DRAWN_LEFTS, Api, HostSite, dumps, run_axe, screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -1024,21 +1024,6 @@ def test_a_comment_posted_in_one_thread_shows_at_once_in_the_others_of_its_conte
     assert page.page_errors == []
 
 
-# Where each character of an element's first text node is drawn, left to right on screen.
-CHARACTER_LEFTS = """(selector) => {
-  const el = document.querySelector('comments-thread').shadowRoot.querySelector(selector);
-  const node = el.firstChild;
-  const left = (i) => {
-    const range = document.createRange();
-    range.setStart(node, i);
-    range.setEnd(node, i + 1);
-    return range.getBoundingClientRect().left;
-  };
-  return { text: node.data, lefts: [...node.data].map((_, i) => left(i)),
-           after: el.getBoundingClientRect().right };
-}"""
-
-
 def test_names_and_texts_in_other_scripts_or_with_direction_controls_stay_in_their_place(
     page, site: HostSite, open_api: Api
 ):
@@ -1055,13 +1040,15 @@ def test_names_and_texts_in_other_scripts_or_with_direction_controls_stay_in_the
     widget = thread(page)
     expect(widget.locator("article")).to_have_count(3)
 
-    date = page.evaluate(CHARACTER_LEFTS, f"#comment-{override['id']} .meta time")
-    assert date["text"][0].isdigit(), date["text"]
-    assert date["lefts"] == sorted(date["lefts"]), f"the date is drawn reversed: {date}"
+    date = widget.locator(f"#comment-{override['id']} .meta time")
+    assert (date.text_content() or "")[:1].isdigit(), date.text_content()
+    lefts = date.evaluate(DRAWN_LEFTS)
+    assert lefts == sorted(lefts), f"the date is drawn reversed: {lefts}"
 
-    name = page.evaluate(CHARACTER_LEFTS, f"#comment-{arabic['id']} .meta .author")
-    date = page.evaluate(CHARACTER_LEFTS, f"#comment-{arabic['id']} .meta time")
-    assert date["lefts"][0] >= name["after"], f"the date's number moved into the name: {date}"
+    name = widget.locator(f"#comment-{arabic['id']} .meta .author").bounding_box()
+    lefts = widget.locator(f"#comment-{arabic['id']} .meta time").evaluate(DRAWN_LEFTS)
+    assert name is not None
+    assert lefts[0] >= name["x"] + name["width"], f"the date's number moved into the name: {lefts}"
 
     directions = page.evaluate(
         "(ids) => ids.map((id) => getComputedStyle(document.querySelector('comments-thread')"
