@@ -1076,6 +1076,10 @@ def test_a_link_to_a_comment_shows_it_reading_on_to_its_page(page, site: HostSit
     url = site.thread_page(
         f"/{content}.html", open_api.base, content, attrs='page-size="1"', extra=second
     )
+    pages_of_other: list[str] = []
+    page.on(
+        "request", lambda r: f"/contents/{other}/comments" in r.url and pages_of_other.append(r.url)
+    )
     page.goto(f"{url}#comment-{wanted['id']}")
     widget = page.locator(f'comments-thread[content-id="{content}"]')
     linked = widget.locator(f"#comment-{wanted['id']}")
@@ -1099,4 +1103,6 @@ def test_a_link_to_a_comment_shows_it_reading_on_to_its_page(page, site: HostSit
     widget.get_by_label("Sort").select_option("newest")
     expect(widget.locator("article")).to_have_count(1)
     expect(widget.get_by_label("Sort")).to_be_focused()
+    # Meanwhile the other content's widget read its first page only.
+    assert len(pages_of_other) == 1, pages_of_other
     no_csp_trouble(page)

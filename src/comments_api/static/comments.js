@@ -708,11 +708,11 @@ a{color:var(--comments-accent)}
       const replies = h("ol", { class: "replies" });
       const article = h("article", { tabindex: "-1", id: `comment-${c.id}` });
       const format = (at) => { const d = new Date(at); return isNaN(d) ? at : new Intl.DateTimeFormat(this.locale, { dateStyle: "medium", timeStyle: "short" }).format(d); };
-      const time = h("a", { class: "permalink", href: `#comment-${c.id}` }, h("time", { datetime: c.created_at, text: format(c.created_at) }));
+      const permalink = h("a", { class: "permalink", href: `#comment-${c.id}` }, h("time", { datetime: c.created_at, text: format(c.created_at) }));
       const li = h("li", null, article, replies);
       const node = { li, article, replies };
       if (c.status === "deleted" || !c.author) {
-        article.append(h("p", { class: "removed text", text: this.t("removed") }), h("div", { class: "meta" }, time));
+        article.append(h("p", { class: "removed text", text: this.t("removed") }), h("div", { class: "meta" }, permalink));
         return node;
       }
       const raw = c.author.name;
@@ -726,7 +726,7 @@ a{color:var(--comments-accent)}
       // edited_at: the author's own edits only (updated_at also moves when a moderator approves).
       const edited = c.edited_at ? [" ", h("time", { class: "edited", datetime: c.edited_at, title: format(c.edited_at), text: this.t("edited") })] : [];
       article.append(
-        h("div", { class: "meta" }, author, time, ...edited),
+        h("div", { class: "meta" }, author, permalink, ...edited),
         h("p", { class: "text", dir: "auto", text: c.body }),
         h("div", { class: "actions" }, replyButton)
       );
