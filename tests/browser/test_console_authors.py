@@ -15,7 +15,15 @@ import requests
 from playwright.sync_api import expect
 
 from .conftest import DRAWN_LEFTS, Api, HostSite, _start_api, dumps, run_axe, screenshot
-from .test_console import PROXY_PAGE, UNAVAILABLE, hold, new_content, queue_row, sign_in
+from .test_console import (
+    PROXY_PAGE,
+    UNAVAILABLE,
+    hold,
+    new_content,
+    queue_row,
+    show_queue_of,
+    sign_in,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -107,8 +115,7 @@ def test_console_lists_one_authors_comments_across_contents(page, author_api: Ap
 
     # From the queue limited to one content, the keyboard opens the author's comments of
     # every content: the email is the key of an author without a subject.
-    page.get_by_label("Limit to content").fill(first)
-    page.get_by_role("button", name="Refresh").click()
+    show_queue_of(page, first)
     expect(page.locator("#queue-body tr")).to_have_count(4)
     expect(author_control(queue_row(page, "nobody in particular"))).to_have_count(0)
     author_control(queue_row(page, "writer on the first")).focus()
@@ -190,8 +197,7 @@ def test_console_author_view_load_more_keeps_the_author(page, author_api: Api):
     page.set_viewport_size({"width": 1100, "height": 800})
     errors = page.page_errors
     sign_in(page, author_api, key)
-    page.get_by_label("Limit to content").fill(first)
-    page.get_by_role("button", name="Refresh").click()
+    show_queue_of(page, first)
     expect(queue_row(page, "early 0000")).to_be_visible()
     author_control(queue_row(page, "early 0000")).click()
     expect(page.locator("#queue-body tr")).to_have_count(50)
@@ -304,8 +310,7 @@ def test_console_delete_all_by_an_author_failing_half_way_says_what_it_did(page,
     errors = page.page_errors
     message = page.locator("#message")
     sign_in(page, author_api, key)
-    page.get_by_label("Limit to content").fill(content)
-    page.get_by_role("button", name="Refresh").click()
+    show_queue_of(page, content)
     author_control(queue_row(page, "to erase 0000")).click()
     expect(page.locator("#queue-body tr")).to_have_count(50)
     calls: list = []
@@ -362,9 +367,7 @@ def open_author(page, content: str, text: str) -> None:
     if bar.is_visible():
         page.get_by_role("button", name="Clear author filter").click()
         expect(bar).to_be_hidden()
-    page.get_by_label("Limit to content").fill(content)
-    page.get_by_role("button", name="Refresh").click()
-    expect(page.locator("#queue-caption")).to_contain_text(f"of {content}")
+    show_queue_of(page, content)
     author_control(queue_row(page, text)).click()
     expect(page.locator("#queue-caption")).to_contain_text(" by ")
 
@@ -597,8 +600,7 @@ def test_an_author_key_with_a_direction_override_leaves_the_words_after_it_alone
     page.set_viewport_size({"width": 1100, "height": 800})
     sign_in(page, author_api, key)
     # This server's other tests leave pages of pending comments: the queue of this content.
-    page.get_by_label("Limit to content").fill(content)
-    page.get_by_role("button", name="Refresh").click()
+    show_queue_of(page, content)
     author_control(queue_row(page, "from an odd subject")).click()
     caption = page.locator("#queue-caption")
     expect(caption).to_have_text(f"Comments waiting for a moderator by {apart}, oldest first")
