@@ -1901,6 +1901,7 @@ def test_console_shows_arabic_comments_and_names_right_to_left(page, pre_api: Ap
     latin = pre_api.post(content, "Obrigada!", author_name="Joana")
     page.set_viewport_size({"width": 1100, "height": 800})
     sign_in(page, pre_api, key)
+    show_queue_of(page, content)
     # The direction of the innermost element holding each text.
     directions = """(rows) => rows.map((row) => [...row.querySelectorAll('td, td *')]
       .filter((cell) => !cell.children.length && ['شكرا على المقال!', 'علي', 'Obrigada!',
