@@ -1923,3 +1923,29 @@ def test_console_shows_arabic_comments_and_names_right_to_left(page, pre_api: Ap
     assert [["شكرا على المقال!", "rtl"], ["علي", "rtl"]] in listed, listed
     assert [["Obrigada!", "ltr"], ["Joana", "ltr"]] in listed, listed
     assert page.page_errors == []
+
+
+def test_console_keeps_stacked_combining_marks_inside_their_row(page, pre_api: Api):
+    """A letter under two hundred combining marks ("Zalgo") draws a tower far above and
+    below its line. In the queue it must not cover the rows around it, where a moderator
+    reads and acts: they look the same with its text shown or hidden."""
+    content = new_content()
+    marks = "".join(map(chr, range(0x0300, 0x0334)))
+    pre_api.post(content, "the row above", email="a@example.com")
+    tall = pre_api.post(content, f"Z{marks * 4}", author_name=f"N{marks}")
+    pre_api.post(content, "the row below", email="b@example.com")
+    page.set_viewport_size({"width": 1100, "height": 800})
+    sign_in(page, pre_api, pre_api.key("comments:moderate"))
+    show_queue_of(page, content)
+    neighbours = [queue_row(page, f"the row {where}") for where in ("above", "below")]
+    expect(page.locator("#queue-body tr")).to_have_count(3)
+
+    def looks() -> list[bytes]:
+        return [row.screenshot(animations="disabled") for row in neighbours]
+
+    shown = looks()
+    page.locator(f'#queue-body tr[data-id="{tall["id"]}"] td').evaluate_all(
+        "(cells) => cells.forEach((cell) => { cell.style.visibility = 'hidden'; })"
+    )
+    assert [now == before for now, before in zip(looks(), shown, strict=True)] == [True, True]
+    assert page.page_errors == []

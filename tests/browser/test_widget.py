@@ -1106,3 +1106,53 @@ def test_a_link_to_a_comment_shows_it_reading_on_to_its_page(page, site: HostSit
     # Meanwhile the other content's widget read its first page only.
     assert len(pages_of_other) == 1, pages_of_other
     no_csp_trouble(page)
+
+
+# Combining marks from the blocks "Zalgo" generators draw from, above and below the line.
+MARKS_ABOVE = "".join(map(chr, range(0x0300, 0x0315)))
+MARKS_BELOW = "".join(map(chr, range(0x0316, 0x0334)))
+
+
+def test_stacked_combining_marks_stay_inside_their_comment(page, site: HostSite, open_api: Api):
+    """A letter under two hundred combining marks draws a tower far above and below its
+    line (it is text the API accepts; a name holds fifty). The tower must not cover the
+    comments around it, nor the site's page: what the neighbours look like is the same
+    with it shown or hidden. Accents stacked two high on a capital still show whole."""
+    content = new_content()
+    tower = (MARKS_ABOVE + MARKS_BELOW) * 4
+    open_api.post(content, "the comment above", author_name="Above")
+    tall = open_api.post(content, f"Z{tower} and more", author_name=f"N{MARKS_ABOVE}{MARKS_BELOW}")
+    open_api.post(content, "the comment below", author_name="Below")
+    # Vietnamese stacks two marks on capitals: clipped text must still show them whole.
+    accents = open_api.post(content, "ẤỒỮẶ Ǘ Ḉ g̃ ẤỒỮẶ", author_name="Ấu Ǜ")
+    page.goto(site.thread_page(f"/{content}.html", open_api.base, content))
+    widget = thread(page)
+    expect(widget.locator("article")).to_have_count(4)
+    neighbours = [
+        widget.locator("li", has_text=f"the comment {where}") for where in ("above", "below")
+    ]
+    heading = page.locator("h1")
+
+    def looks() -> list[bytes]:
+        return [n.screenshot(animations="disabled") for n in [*neighbours, heading]]
+
+    shown = looks()
+    page.evaluate(
+        "(id) => document.querySelector('comments-thread').shadowRoot"
+        ".querySelectorAll(`#comment-${id} .text, #comment-${id} .author`)"
+        ".forEach((el) => { el.style.visibility = 'hidden'; })",
+        tall["id"],
+    )
+    hidden = looks()
+    assert [a == b for a, b in zip(shown, hidden, strict=True)] == [True, True, True]
+
+    accented = widget.locator(f"#comment-{accents['id']}")
+    clipped = accented.screenshot(animations="disabled")
+    page.evaluate(
+        "(id) => document.querySelector('comments-thread').shadowRoot"
+        ".querySelectorAll(`#comment-${id} .text, #comment-${id} .meta`)"
+        ".forEach((el) => { el.style.overflow = 'visible'; })",
+        accents["id"],
+    )
+    assert accented.screenshot(animations="disabled") == clipped, "the accents are clipped"
+    no_csp_trouble(page)

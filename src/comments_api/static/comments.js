@@ -116,6 +116,9 @@
     MESSAGES[lang] = Object.assign({}, MESSAGES[lang], texts);
   }
 
+  // .meta and .text clip: a reader's name and text draw only in their own box, for marks
+  // stacked on a letter ("Zalgo") would cover the comments around them. The clip margin
+  // leaves room for accents and focus outlines.
   const CSS = `
 :host{--comments-font:inherit;--comments-text:#1b1b1f;--comments-muted:#55565c;
 --comments-bg:#fff;--comments-surface:#f4f4f6;--comments-border:#c9cad1;--comments-accent:#0b57d0;
@@ -141,6 +144,7 @@ article:focus{outline:2px solid var(--comments-accent);outline-offset:2px}
 .meta{color:var(--comments-muted);font-size:.875rem;overflow-wrap:anywhere}
 .author{font-weight:600;color:var(--comments-text);margin-right:.5rem}
 .text{margin:.25rem 0;white-space:pre-wrap;overflow-wrap:anywhere}
+.meta,.text{overflow:clip;overflow-clip-margin:.25rem}
 .removed{font-style:italic;color:var(--comments-muted)}
 .permalink{color:inherit;text-decoration:none}
 .permalink:hover{text-decoration:underline}
