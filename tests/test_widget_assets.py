@@ -60,6 +60,16 @@ def test_badges_leave_out_the_content_ids_the_api_refuses_by_its_own_rule():
     assert f"const MAX_CONTENT_ID = {MAX_CONTENT_ID_LENGTH};" in source
 
 
+@pytest.mark.parametrize("name", ["comments.js", "console.js"])
+def test_the_widget_and_console_tell_blank_lines_by_the_apis_rule(name):
+    # They shorten runs of blank lines in what they show: a line the API would call blank
+    # (whitespace and invisible characters) is blank to them too.
+    from comments_api.comments.rules import BLANK_PATTERN
+
+    source = (STATIC / name).read_text(encoding="utf-8")
+    assert f"const BLANK = /{BLANK_PATTERN}/;" in source
+
+
 @pytest.mark.parametrize("name", ["demo.html", "moderation.html"])
 def test_pages_have_no_inline_code_or_styles(name):
     page = (STATIC / name).read_text(encoding="utf-8")

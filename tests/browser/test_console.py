@@ -1949,3 +1949,33 @@ def test_console_keeps_stacked_combining_marks_inside_their_row(page, pre_api: A
     )
     assert [now == before for now, before in zip(looks(), shown, strict=True)] == [True, True]
     assert page.page_errors == []
+
+
+def test_console_shows_runs_of_blank_lines_as_one(page, pre_api: Api):
+    """A comment of a few words under hundreds of blank lines would make its row pages tall
+    and push the queue's other rows out of reach: the console shows one blank line between
+    paragraphs and none after the last, in the queue and in a content's listing."""
+    content = new_content()
+    key = pre_api.key("comments:moderate")
+    flood = "\n\u200b \n\n" * 400
+    tall = pre_api.post(content, f"before{flood}after\n\n\nthe end{flood}", email="f@example.com")
+    short = pre_api.post(content, "one line", email="g@example.com")
+    page.set_viewport_size({"width": 1100, "height": 800})
+    sign_in(page, pre_api, key)
+    show_queue_of(page, content)
+    shown = "before\n\nafter\n\nthe end"
+    rows = [page.locator(f'#queue-body tr[data-id="{c["id"]}"]') for c in (tall, short)]
+    expect(rows[1]).to_be_visible()
+    # text_content: to_have_text would fold the line breaks away.
+    assert rows[0].locator("td.text").text_content() == shown
+    heights = [(row.bounding_box() or {})["height"] for row in rows]
+    assert heights[0] <= 3 * heights[1], heights
+
+    pre_api.moderate(key, "approve", [tall["id"]])
+    page.get_by_role("tab", name="By content").click()
+    page.get_by_label("Content id").fill(content)
+    page.get_by_role("button", name="Show its comments").click()
+    listed = page.locator(f'#content-body tr[data-id="{tall["id"]}"] td.text')
+    expect(listed).to_be_visible()
+    assert listed.text_content() == shown
+    assert page.page_errors == []

@@ -702,6 +702,13 @@ def test_odd_answers_to_reading_the_thread_are_reported_with_a_retry(
     page.evaluate("CommentsWidget.refresh()")
     expect(widget.locator("article p.text")).to_have_text(["the only comment"])
     assert errors == [], errors
+    # A comment without its text is shown without it.
+    page.unroute(reads)
+    bodiless = {"id": 2**40, "status": "published", "body": None, "author": {"name": "Odd"}}
+    page.route(reads, odd_answer(site, 200, json.dumps({"items": [bodiless]}), "application/json"))
+    page.evaluate("CommentsWidget.refresh()")
+    expect(widget.locator("article p.text")).to_have_text(["the only comment", ""])
+    assert errors == [], errors
 
 
 def test_a_post_meeting_a_proxy_page_or_no_answer_keeps_the_text_and_its_key(
@@ -1155,4 +1162,25 @@ def test_stacked_combining_marks_stay_inside_their_comment(page, site: HostSite,
         accents["id"],
     )
     assert accented.screenshot(animations="disabled") == clipped, "the accents are clipped"
+    no_csp_trouble(page)
+
+
+def test_runs_of_blank_lines_show_as_one(page, site: HostSite, open_api: Api):
+    """A word under hundreds of line breaks (blank lines of spaces or invisible characters
+    too) would push the thread pages down: the widget shows one blank line between
+    paragraphs and none after the last. The API still returns the text as written."""
+    content = new_content()
+    flood = "\n \u200b\n\t\n" * 600
+    body = f"first paragraph{flood}second\r\nline two\n\n\nthird\n\n{' ' * 3}\n"
+    posted = open_api.post(content, body)
+    open_api.post(content, "one line")
+    page.goto(site.thread_page(f"/{content}.html", open_api.base, content))
+    widget = thread(page)
+    expect(widget.locator("article")).to_have_count(2)
+    texts = widget.locator("p.text")
+    assert texts.first.text_content() == "first paragraph\n\nsecond\nline two\n\nthird"
+    tall, line = (box["height"] for box in (t.bounding_box() or {} for t in texts.all()))
+    assert tall <= 6 * line, (tall, line)
+    stored = requests.get(f"{open_api.base}/api/v1/comments/{posted['id']}", timeout=5)
+    assert stored.json()["body"] == body
     no_csp_trouble(page)

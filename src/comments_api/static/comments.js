@@ -230,6 +230,22 @@ a{color:var(--comments-accent)}
     return data.items.filter((c) => c && typeof c === "object" && c.id != null);
   }
 
+  // The API's text that prints nothing (rules.BLANK_PATTERN; a test keeps the copies equal).
+  const BLANK = /^[\s\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0]*(?![\s\S])/;
+  // Paragraphs with one blank line between them and none around: a word under a thousand
+  // line breaks would push everything after it pages down. Display only; the API keeps the
+  // text as written.
+  function withoutBlankRuns(text) {
+    const lines = [];
+    for (const line of String(text ?? "").split(/\r?\n/)) {
+      const blank = BLANK.test(line);
+      if (blank && (!lines.length || lines[lines.length - 1] === "")) continue;
+      lines.push(blank ? "" : line);
+    }
+    if (lines[lines.length - 1] === "") lines.pop();
+    return lines.join("\n");
+  }
+
   function h(tag, attrs, ...children) {
     const el = document.createElement(tag);
     for (const [k, v] of Object.entries(attrs || {})) {
@@ -731,7 +747,7 @@ a{color:var(--comments-accent)}
       const edited = c.edited_at ? [" ", h("time", { class: "edited", datetime: c.edited_at, title: format(c.edited_at), text: this.t("edited") })] : [];
       article.append(
         h("div", { class: "meta" }, author, permalink, ...edited),
-        h("p", { class: "text", dir: "auto", text: c.body }),
+        h("p", { class: "text", dir: "auto", text: withoutBlankRuns(c.body) }),
         h("div", { class: "actions" }, replyButton)
       );
       return node;

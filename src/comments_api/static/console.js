@@ -11,6 +11,22 @@ const $ = (id) => document.getElementById(id);
 const message = $("message");
 const when = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
 
+// The API's text that prints nothing (rules.BLANK_PATTERN; a test keeps the copies equal).
+const BLANK = /^[\s\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0]*(?![\s\S])/;
+// Paragraphs with one blank line between them and none around: a word under a thousand
+// line breaks would push everything after it pages down. Display only; the API keeps the
+// text as written.
+function withoutBlankRuns(text) {
+  const lines = [];
+  for (const line of String(text ?? "").split(/\r?\n/)) {
+    const blank = BLANK.test(line);
+    if (blank && (!lines.length || lines[lines.length - 1] === "")) continue;
+    lines.push(blank ? "" : line);
+  }
+  if (lines[lines.length - 1] === "") lines.pop();
+  return lines.join("\n");
+}
+
 function h(tag, attrs, ...children) {
   const el = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
@@ -551,7 +567,7 @@ function queueRow(c) {
     { "data-id": String(c.id) },
     h("td", null, box),
     // Readers' text takes its direction from itself (dir=auto): Arabic reads right to left.
-    h("td", { class: "text", dir: "auto", text: c.body || "" }),
+    h("td", { class: "text", dir: "auto", text: withoutBlankRuns(c.body || "") }),
     h("td", null, ...who.map((w, i) => h("div", { class: i ? "meta" : null, dir: "auto", text: w }))),
     h("td", null, h("code", { text: c.content_id }), c.parent_id ? h("div", { class: "meta", text: `reply to #${c.parent_id}` }) : null),
     h("td", null, time(c.created_at)),
@@ -905,7 +921,7 @@ function contentRow(c) {
   const row = h(
     "tr",
     { "data-id": String(c.id) },
-    h("td", { class: "text", dir: removed ? null : "auto", text: removed ? "(removed)" : c.body }),
+    h("td", { class: "text", dir: removed ? null : "auto", text: removed ? "(removed)" : withoutBlankRuns(c.body) }),
     h("td", { dir: "auto", text: c.author ? c.author.name : "" }),
     h("td", { text: c.status }),
     h("td", null, time(c.created_at)),
