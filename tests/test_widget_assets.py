@@ -8,12 +8,14 @@ from __future__ import annotations
 import gzip
 import re
 from importlib import resources
+from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.unit  # the fast tier: no servers, no network
 
 STATIC = resources.files("comments_api") / "static"
+ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ("comments.js", "count.js", "console.js")
 WIDGET_BUDGET = 15 * 1024  # gzipped bytes (issue 13)
 
@@ -58,6 +60,27 @@ def test_badges_leave_out_the_content_ids_the_api_refuses_by_its_own_rule():
     assert f"const CONTENT_ID = /{CONTENT_ID_PATTERN}/;" in source
     assert f"const BLANK = /{BLANK_PATTERN}/;" in source
     assert f"const MAX_CONTENT_ID = {MAX_CONTENT_ID_LENGTH};" in source
+
+
+def test_every_text_the_widget_shows_is_a_documented_key_in_both_languages():
+    # Sites replace texts by key (docs/widget.md, "Languages"): a key missing from the list
+    # cannot be found, and one missing from pt-BR falls back to English mid-sentence.
+    source = (STATIC / "comments.js").read_text(encoding="utf-8")
+    languages = re.search(r"const MESSAGES = \{\n(.*?)\n  \};", source, re.S)
+    assert languages is not None
+    keys = {
+        lang: re.findall(r"^      (\w+):", block, re.M)
+        for lang, block in re.findall(
+            r'^    "?([\w-]+)"?: \{\n(.*?)^    \}', languages[1], re.M | re.S
+        )
+    }
+    assert set(keys) == {"en", "pt-BR"}, keys
+    assert len(keys["en"]) > 40
+    assert keys["pt-BR"] == keys["en"]
+    documented = (ROOT / "docs" / "widget.md").read_text(encoding="utf-8")
+    listed = re.search(r"^Keys: (.*?)\. `\{n\}`", documented, re.M | re.S)
+    assert listed is not None
+    assert re.findall(r"`(\w+)`", listed[1]) == keys["en"]
 
 
 @pytest.mark.parametrize("name", ["comments.js", "console.js"])

@@ -1184,3 +1184,37 @@ def test_runs_of_blank_lines_show_as_one(page, site: HostSite, open_api: Api):
     stored = requests.get(f"{open_api.base}/api/v1/comments/{posted['id']}", timeout=5)
     assert stored.json()["body"] == body
     no_csp_trouble(page)
+
+
+def test_a_long_chain_of_replies_keeps_room_for_its_text(page, site: HostSite, open_api: Api):
+    """Each level of replies is indented; a chain twenty replies deep (a heated exchange, or
+    a vandal's) would squeeze the last ones to a few letters a line on a phone. Replies
+    indent three levels at most; deeper ones still follow the comment they answer, and
+    name it with a link to it."""
+    content = new_content()
+    chain = [open_api.post(content, "level 0", author_name="Writer 0")]
+    for level in range(1, 21):
+        chain.append(
+            open_api.post(
+                content, f"level {level}", author_name=f"Writer {level}", parent_id=chain[-1]["id"]
+            )
+        )
+    page.set_viewport_size({"width": 360, "height": 800})
+    page.goto(site.thread_page(f"/{content}.html", open_api.base, content))
+    widget = thread(page)
+    expect(widget.locator("article")).to_have_count(21)
+    lefts = [
+        (widget.locator(f"#comment-{c['id']} p.text").bounding_box() or {})["x"] for c in chain
+    ]
+    assert lefts[0] < lefts[1] < lefts[2] < lefts[3], lefts
+    assert lefts[3:] == [lefts[3]] * 18, lefts
+    # Reading order is the conversation's.
+    assert comment_texts(page) == [f"level {level}" for level in range(21)]
+    labels = [widget.locator(f"#comment-{c['id']} .reply-to") for c in chain]
+    for level in (1, 2, 3):
+        expect(labels[level]).to_be_hidden()
+    for level in range(4, 21):
+        expect(labels[level]).to_have_text(f"in reply to Writer {level - 1}")
+    labels[12].click()
+    expect(widget.locator(f"#comment-{chain[11]['id']}")).to_be_focused()
+    no_csp_trouble(page)

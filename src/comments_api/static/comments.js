@@ -37,6 +37,7 @@
       anonymous: "anonymous",
       reply: "Reply",
       replyTo: "Reply to {name}",
+      inReplyTo: "in reply to {name}",
       cancel: "Cancel",
       formTitle: "Add a comment",
       body: "Your comment",
@@ -84,6 +85,7 @@
       anonymous: "anônimo",
       reply: "Responder",
       replyTo: "Responder a {name}",
+      inReplyTo: "em resposta a {name}",
       cancel: "Cancelar",
       formTitle: "Deixe seu comentário",
       body: "Seu comentário",
@@ -116,6 +118,8 @@
     MESSAGES[lang] = Object.assign({}, MESSAGES[lang], texts);
   }
 
+  // Replies indent three levels deep at most: a long chain would squeeze its text to a few
+  // letters a line. Deeper ones follow the comment they answer, and say which (.reply-to).
   // .meta and .text clip: a reader's name and text draw only in their own box, for marks
   // stacked on a letter ("Zalgo") would cover the comments around them. The clip margin
   // leaves room for accents and focus outlines.
@@ -140,6 +144,9 @@ ol{list-style:none;margin:0;padding:0}
 .thread>li{border-top:1px solid var(--comments-border);padding:.75rem 0}
 .replies{margin:.5rem 0 0 1rem;padding-left:1rem;border-left:3px solid var(--comments-border)}
 .replies>li{padding:.5rem 0}
+.replies .replies .replies .replies{margin-left:0;padding-left:0;border-left:0}
+.reply-to{display:none;margin-left:.5rem;color:inherit}
+.replies .replies .replies .replies .reply-to:not(:empty){display:inline}
 article:focus{outline:2px solid var(--comments-accent);outline-offset:2px}
 .meta{color:var(--comments-muted);font-size:.875rem;overflow-wrap:anywhere}
 .author{font-weight:600;color:var(--comments-text);margin-right:.5rem}
@@ -697,12 +704,15 @@ a{color:var(--comments-accent)}
         if (c.parent_id && !this.nodes.has(c.parent_id)) {
           // Its parent is on a page not read yet (newest first): it waits there.
           const waiting = this.orphans.get(c.parent_id) || [];
-          waiting.push(node.li);
+          waiting.push(node);
           this.orphans.set(c.parent_id, waiting);
         } else {
           this.place(node, c, atTop);
         }
-        for (const child of this.orphans.get(c.id) || []) node.replies.append(child);
+        for (const child of this.orphans.get(c.id) || []) {
+          node.replies.append(child.li);
+          this.nameParent(child, node);
+        }
         this.orphans.delete(c.id);
       }
       return atTop ? added.reverse() : added;
@@ -710,6 +720,7 @@ a{color:var(--comments-accent)}
 
     place(node, c, atTop) {
       const parent = c.parent_id ? this.nodes.get(c.parent_id) : null;
+      if (parent) this.nameParent(node, parent);
       const list = parent ? parent.replies : this.list;
       // Oldest first, a page read after the reader posted goes before what they posted.
       const later = atTop ? null : this.postedEarly.find((p) => p.list === list && p.id > c.id);
@@ -718,9 +729,16 @@ a{color:var(--comments-accent)}
       else list.append(node.li);
     }
 
+    // "in reply to NAME", a link to the parent: shown where replies no longer indent.
+    nameParent(node, parent) {
+      if (!node.replyTo || !parent.name) return;
+      const [before, after = ""] = this.t("inReplyTo", { name: "\u0000" }).split("\u0000");
+      node.replyTo.replaceChildren(before, h("bdi", { text: parent.name }), after);
+    }
+
     flushOrphans() {
       // Replies whose parent is not public any more: show them rather than lose them.
-      for (const waiting of this.orphans.values()) this.list.append(...waiting);
+      for (const waiting of this.orphans.values()) this.list.append(...waiting.map((n) => n.li));
       this.orphans.clear();
     }
 
@@ -745,8 +763,9 @@ a{color:var(--comments-accent)}
       replyButton.addEventListener("click", () => this.toggleReply(c, node, replyButton));
       // edited_at: the author's own edits only (updated_at also moves when a moderator approves).
       const edited = c.edited_at ? [" ", h("time", { class: "edited", datetime: c.edited_at, title: format(c.edited_at), text: this.t("edited") })] : [];
+      if (c.parent_id) node.replyTo = h("a", { class: "reply-to", href: `#comment-${c.parent_id}` });
       article.append(
-        h("div", { class: "meta" }, author, permalink, ...edited),
+        h("div", { class: "meta" }, author, permalink, ...edited, node.replyTo),
         h("p", { class: "text", dir: "auto", text: withoutBlankRuns(c.body) }),
         h("div", { class: "actions" }, replyButton)
       );
