@@ -83,6 +83,13 @@ def author_control(row) -> Any:
     return row.get_by_role("button", name=re.compile("^This author's comments"))
 
 
+def open_author_view(page, row) -> None:
+    """Open the author's comments from a row and wait until that listing is drawn: the
+    listing of the row's content may have as many rows, so a count alone cannot tell."""
+    author_control(row).click()
+    expect(page.locator("#queue-caption")).to_contain_text(" by ")
+
+
 def test_console_lists_one_authors_comments_across_contents(page, author_api: Api, axe_source):
     first, second = new_content(), new_content()
     writer = email()
@@ -199,7 +206,7 @@ def test_console_author_view_load_more_keeps_the_author(page, author_api: Api):
     sign_in(page, author_api, key)
     show_queue_of(page, first)
     expect(queue_row(page, "early 0000")).to_be_visible()
-    author_control(queue_row(page, "early 0000")).click()
+    open_author_view(page, queue_row(page, "early 0000"))
     expect(page.locator("#queue-body tr")).to_have_count(50)
     more = page.get_by_role("button", name="Load more")
     held = hold(page, "**/moderation/comments?*cursor=*", "GET")
@@ -311,7 +318,7 @@ def test_console_delete_all_by_an_author_failing_half_way_says_what_it_did(page,
     message = page.locator("#message")
     sign_in(page, author_api, key)
     show_queue_of(page, content)
-    author_control(queue_row(page, "to erase 0000")).click()
+    open_author_view(page, queue_row(page, "to erase 0000"))
     expect(page.locator("#queue-body tr")).to_have_count(50)
     calls: list = []
 
@@ -368,8 +375,7 @@ def open_author(page, content: str, text: str) -> None:
         page.get_by_role("button", name="Clear author filter").click()
         expect(bar).to_be_hidden()
     show_queue_of(page, content)
-    author_control(queue_row(page, text)).click()
-    expect(page.locator("#queue-caption")).to_contain_text(" by ")
+    open_author_view(page, queue_row(page, text))
 
 
 def test_delete_all_by_an_author_belongs_to_that_author_while_another_is_shown(
