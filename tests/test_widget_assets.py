@@ -93,6 +93,18 @@ def test_the_widget_and_console_tell_blank_lines_by_the_apis_rule(name):
     assert f"const BLANK = /{BLANK_PATTERN}/;" in source
 
 
+def test_the_widget_and_console_shorten_blank_lines_alike():
+    # Two copies, for the widget is one classic script that sites embed and the console an
+    # ES module of its own: they must stay the same function.
+    def function(name: str) -> str:
+        source = (STATIC / name).read_text(encoding="utf-8")
+        found = re.search(r"^( *)function withoutBlankRuns\(.*?^\1\}$", source, re.M | re.S)
+        assert found is not None, name
+        return re.sub(r"^" + found[1], "", found[0], flags=re.M)
+
+    assert function("comments.js") == function("console.js")
+
+
 @pytest.mark.parametrize("name", ["demo.html", "moderation.html"])
 def test_pages_have_no_inline_code_or_styles(name):
     page = (STATIC / name).read_text(encoding="utf-8")
