@@ -1154,6 +1154,10 @@ def test_stacked_combining_marks_stay_inside_their_comment(page, site: HostSite,
     assert [a == b for a, b in zip(shown, hidden, strict=True)] == [True, True, True]
 
     accented = widget.locator(f"#comment-{accents['id']}")
+    # Its date's link focused from the keyboard: the focus ring is not clipped either.
+    page.keyboard.press("Tab")
+    accented.locator(".permalink").focus()
+    assert accented.locator(".permalink").evaluate("(el) => el.matches(':focus-visible')")
     clipped = accented.screenshot(animations="disabled")
     page.evaluate(
         "(id) => document.querySelector('comments-thread').shadowRoot"
@@ -1161,7 +1165,7 @@ def test_stacked_combining_marks_stay_inside_their_comment(page, site: HostSite,
         ".forEach((el) => { el.style.overflow = 'visible'; })",
         accents["id"],
     )
-    assert accented.screenshot(animations="disabled") == clipped, "the accents are clipped"
+    assert accented.screenshot(animations="disabled") == clipped, "accents or focus ring clipped"
     no_csp_trouble(page)
 
 
