@@ -145,11 +145,12 @@ class HostSite:
         *,
         attrs: str = "",
         lang: str = "en",
+        direction: str = "ltr",
         csp: bool = True,
         extra: str = "",
     ) -> str:
         body = f"""<!doctype html>
-<html lang="{lang}"><head><meta charset="utf-8"><title>Story {content_id}</title>
+<html lang="{lang}" dir="{direction}"><head><meta charset="utf-8"><title>Story {content_id}</title>
 <script src="/host.js"></script>
 <script src="{api}/widget/comments.js" defer></script>
 </head><body><main><h1>Story {content_id}</h1>{extra}

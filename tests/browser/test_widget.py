@@ -8,6 +8,7 @@ import socket
 import time
 import uuid
 from email.utils import formatdate
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -1221,4 +1222,48 @@ def test_a_long_chain_of_replies_keeps_room_for_its_text(page, site: HostSite, o
         expect(labels[level]).to_have_text(f"in reply to Writer {level - 1}")
     labels[12].click()
     expect(widget.locator(f"#comment-{chain[11]['id']}")).to_be_focused()
+    no_csp_trouble(page)
+
+
+def gap_after_name(widget, comment: dict[str, Any]) -> float:
+    """The space between a comment's name and its date, in the page's reading order."""
+    name, date = (
+        widget.locator(f"#comment-{comment['id']} .meta {part}").bounding_box() or {}
+        for part in (".author", "time")
+    )
+    if date["x"] >= name["x"]:  # left to right: the date on the name's right
+        return date["x"] - (name["x"] + name["width"])
+    return name["x"] - (date["x"] + date["width"])
+
+
+@pytest.mark.parametrize("direction", ["rtl", "ltr"])
+def test_replies_indent_and_names_stand_apart_in_the_pages_direction(
+    page, site: HostSite, open_api: Api, direction: str
+):
+    """An Arabic or Hebrew site's page is right to left, and so is the widget in it: a reply
+    indents from the right, where its lines start, with the thread's line on that side. On
+    either page a name stands apart from the date after it, whatever its own script."""
+    content = new_content()
+    parent = open_api.post(content, "تعليق", author_name="علي")
+    reply = open_api.post(content, "Hello", author_name="Sarah", parent_id=parent["id"])
+    page.goto(site.thread_page(f"/{content}.html", open_api.base, content, direction=direction))
+    widget = thread(page)
+    expect(widget.locator("article")).to_have_count(2)
+    boxes = [widget.locator(f"#comment-{c['id']}").bounding_box() or {} for c in (parent, reply)]
+    lefts = [box["x"] for box in boxes]
+    rights = [box["x"] + box["width"] for box in boxes]
+    replies = widget.locator(f"#comment-{parent['id']} + ol.replies")
+    sides = replies.evaluate(
+        "(el) => [getComputedStyle(el).borderLeftWidth, getComputedStyle(el).borderRightWidth]"
+    )
+    if direction == "rtl":
+        assert rights[1] <= rights[0] - 16, rights  # indented from the right
+        assert lefts[1] == lefts[0], lefts
+        assert sides == ["0px", "3px"], sides
+    else:
+        assert lefts[1] >= lefts[0] + 16, lefts
+        assert rights[1] == rights[0], rights
+        assert sides == ["3px", "0px"], sides
+    for comment in (parent, reply):
+        assert gap_after_name(widget, comment) >= 6, (direction, comment["author"])
     no_csp_trouble(page)

@@ -142,14 +142,15 @@ h3{font-size:1rem}
 .head{display:flex;flex-wrap:wrap;gap:.5rem 1rem;align-items:baseline;justify-content:space-between}
 ol{list-style:none;margin:0;padding:0}
 .thread>li{border-top:1px solid var(--comments-border);padding:.75rem 0}
-.replies{margin:.5rem 0 0 1rem;padding-left:1rem;border-left:3px solid var(--comments-border)}
+.replies{margin:.5rem 0 0;margin-inline-start:1rem;padding-inline-start:1rem;border-inline-start:3px solid var(--comments-border)}
 .replies>li{padding:.5rem 0}
-.replies .replies .replies .replies{margin-left:0;padding-left:0;border-left:0}
-.reply-to{display:none;margin-left:.5rem;color:inherit}
+.replies .replies .replies .replies{margin-inline-start:0;padding-inline-start:0;border-inline-start:0}
+.reply-to{display:none;margin-inline-start:.5rem;color:inherit}
 .replies .replies .replies .replies .reply-to:not(:empty){display:inline}
 article:focus{outline:2px solid var(--comments-accent);outline-offset:2px}
 .meta{color:var(--comments-muted);font-size:.875rem;overflow-wrap:anywhere}
-.author{font-weight:600;color:var(--comments-text);margin-right:.5rem}
+.author{font-weight:600;color:var(--comments-text)}
+.author+.permalink{margin-inline-start:.5rem}
 .text{margin:.25rem 0;white-space:pre-wrap;overflow-wrap:anywhere}
 .meta,.text{overflow:clip;overflow-clip-margin:.25rem}
 .removed{font-style:italic;color:var(--comments-muted)}
