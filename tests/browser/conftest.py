@@ -259,16 +259,20 @@ def open_api(tmp_path_factory: pytest.TempPathFactory, site: HostSite) -> Iterat
     )
 
 
+PRE_MODERATION = {"AUTH_MODE": "open", "MODERATION_MODE": "pre", "RATELIMIT_ENABLED": "false"}
+
+
 @pytest.fixture(scope="session")
 def pre_api(tmp_path_factory: pytest.TempPathFactory, site: HostSite) -> Iterator[Api]:
     """Pre-moderation: every reader's comment waits for a moderator."""
-    yield from _start_api(
-        tmp_path_factory.mktemp("pre-api"),
-        site,
-        AUTH_MODE="open",
-        MODERATION_MODE="pre",
-        RATELIMIT_ENABLED="false",
-    )
+    yield from _start_api(tmp_path_factory.mktemp("pre-api"), site, **PRE_MODERATION)
+
+
+@pytest.fixture
+def lone_pre_api(tmp_path: Path, site: HostSite) -> Iterator[Api]:
+    """Pre-moderation on a server of the test's own, for a test that reads the queue of
+    every content: on pre_api, the other tests' pending comments may fill its first page."""
+    yield from _start_api(tmp_path, site, **PRE_MODERATION)
 
 
 @pytest.fixture(scope="session")

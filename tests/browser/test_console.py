@@ -42,11 +42,11 @@ def show_queue_of(page, content: str) -> None:
 
 
 def test_pending_comment_is_approved_in_the_console_and_appears_in_the_widget(
-    browser, page, site: HostSite, pre_api: Api, axe_source
+    browser, page, site: HostSite, lone_pre_api: Api, axe_source
 ):
     content = new_content()
     # poll="2": the open widget re-reads the thread's end every 2 s, as a reader's tab would.
-    url = site.thread_page(f"/{content}.html", pre_api.base, content, attrs='poll="2"')
+    url = site.thread_page(f"/{content}.html", lone_pre_api.base, content, attrs='poll="2"')
     page.goto(url)
     widget = page.locator("comments-thread")
     expect(widget.get_by_text("No comments yet")).to_be_visible()
@@ -69,8 +69,8 @@ def test_pending_comment_is_approved_in_the_console_and_appears_in_the_widget(
         "response",
         lambda r: r.status >= 400 and not r.url.endswith("/favicon.ico") and errors.append(r.url),
     )
-    key = pre_api.key("admin")
-    sign_in(console, pre_api, key)
+    key = lone_pre_api.key("admin")
+    sign_in(console, lone_pre_api, key)
     row = queue_row(console, "Please publish me")
     expect(row).to_be_visible()
     expect(row).to_contain_text("Waiting Reader")
@@ -90,18 +90,20 @@ def test_pending_comment_is_approved_in_the_console_and_appears_in_the_widget(
 
 
 def test_console_bulk_actions_search_bans_and_audit(
-    browser, page, site: HostSite, pre_api: Api, axe_source
+    browser, page, site: HostSite, lone_pre_api: Api, axe_source
 ):
     content, other = new_content(), new_content()
     ids = [
-        pre_api.post(content, f"bulk candidate {i}", email=f"r{i}@example.com")["id"]
+        lone_pre_api.post(content, f"bulk candidate {i}", email=f"r{i}@example.com")["id"]
         for i in range(3)
     ]
-    spam = pre_api.post(other, "<script>alert('spam')</script> buy now", email="spam@example.com")
+    spam = lone_pre_api.post(
+        other, "<script>alert('spam')</script> buy now", email="spam@example.com"
+    )
     page.set_viewport_size({"width": 1100, "height": 800})
 
     # A credential without the moderation scope is refused with a reason.
-    sign_in(page, pre_api, pre_api.key("comments:write"))
+    sign_in(page, lone_pre_api, lone_pre_api.key("comments:write"))
     expect(page.locator("#message")).to_have_text(re.compile("no moderation scope"))
     expect(page.get_by_label("API key or JWT")).to_be_visible()
     violations, _ = run_axe(page, axe_source)
@@ -112,7 +114,9 @@ def test_console_bulk_actions_search_bans_and_audit(
     expect(page.locator("#message")).to_have_text(re.compile("credential was refused"))
 
     # A moderator's JWT from the identity provider (not admin): no audit log tab.
-    page.get_by_label("API key or JWT").fill(pre_api.token("desk-1", scope="comments:moderate"))
+    page.get_by_label("API key or JWT").fill(
+        lone_pre_api.token("desk-1", scope="comments:moderate")
+    )
     page.get_by_role("button", name="Sign in").click()
     expect(queue_row(page, "bulk candidate 2")).to_be_visible()
     expect(page.locator("#who-text")).to_have_text("Signed in with a moderator token.")
@@ -144,17 +148,17 @@ def test_console_bulk_actions_search_bans_and_audit(
     statuses = {
         c["id"]: c["status"]
         for c in requests.get(
-            f"{pre_api.base}/api/v1/contents/{content}/comments", timeout=5
+            f"{lone_pre_api.base}/api/v1/contents/{content}/comments", timeout=5
         ).json()["items"]
     }
     assert statuses == {}, statuses  # hidden comments are not public
     # Deleted from the queue, never public, no reply: gone, not a public tombstone.
-    spam_now = requests.get(f"{pre_api.base}/api/v1/comments/{spam['id']}", timeout=5)
+    spam_now = requests.get(f"{lone_pre_api.base}/api/v1/comments/{spam['id']}", timeout=5)
     assert spam_now.status_code == 404
 
     # Hidden comments of one content, listed by the server: one is published again.
-    hidden_elsewhere = pre_api.post(other, "hidden elsewhere", email="h@example.com")
-    pre_api.moderate(pre_api.key("comments:moderate"), "hide", [hidden_elsewhere["id"]])
+    hidden_elsewhere = lone_pre_api.post(other, "hidden elsewhere", email="h@example.com")
+    lone_pre_api.moderate(lone_pre_api.key("comments:moderate"), "hide", [hidden_elsewhere["id"]])
     page.get_by_label("Limit to content").fill(content)
     page.get_by_label("Status").select_option("hidden")
     for i in range(3):
@@ -171,7 +175,7 @@ def test_console_bulk_actions_search_bans_and_audit(
     # What the moderator did: published it (the API's action is "approve").
     expect(page.locator("#message")).to_have_text("Published 1 comment.")
     expect(queue_row(page, "bulk candidate 1")).to_have_count(0)
-    public = requests.get(f"{pre_api.base}/api/v1/contents/{content}/comments", timeout=5)
+    public = requests.get(f"{lone_pre_api.base}/api/v1/contents/{content}/comments", timeout=5)
     assert [c["body"] for c in public.json()["items"]] == ["bulk candidate 1"]
     # Every content again: the other content's hidden comment is listed too.
     page.get_by_label("Limit to content").fill("")
@@ -191,7 +195,7 @@ def test_console_bulk_actions_search_bans_and_audit(
     ban_row = page.locator("#bans-body tr", has_text="email:troll@example.com")
     expect(ban_row).to_contain_text("spam links")
     banned_post = requests.post(
-        f"{pre_api.base}/api/v1/contents/{content}/comments",
+        f"{lone_pre_api.base}/api/v1/contents/{content}/comments",
         json={"body": "still here", "email": "troll@example.com"},
         timeout=5,
     )
@@ -204,8 +208,8 @@ def test_console_bulk_actions_search_bans_and_audit(
     expect(ban_row).to_have_count(0)
 
     # By content: published comments can be hidden from there.
-    published = pre_api.post(content, "approved then hidden", email="ok@example.com")
-    pre_api.moderate(pre_api.key("comments:moderate"), "approve", [published["id"]])
+    published = lone_pre_api.post(content, "approved then hidden", email="ok@example.com")
+    lone_pre_api.moderate(lone_pre_api.key("comments:moderate"), "approve", [published["id"]])
     page.get_by_role("tab", name="By content").click()
     page.get_by_label("Content id").fill(content)
     page.get_by_role("button", name="Show its comments").click()
@@ -220,7 +224,7 @@ def test_console_bulk_actions_search_bans_and_audit(
     assert page.evaluate("sessionStorage.length") == 0
 
     # An admin sees the audit log of all of the above.
-    sign_in(page, pre_api, pre_api.key("admin"))
+    sign_in(page, lone_pre_api, lone_pre_api.key("admin"))
     page.get_by_role("tab", name="Audit log").click()
     audit = page.locator("#audit-body")
     expect(audit.locator("tr").first).to_contain_text("hide")
@@ -283,20 +287,20 @@ def hold(page, pattern: str, method: str = "POST") -> Held:
     return held
 
 
-def test_console_reports_odd_answers_and_stays_usable(page, pre_api: Api):
+def test_console_reports_odd_answers_and_stays_usable(page, lone_pre_api: Api):
     content = new_content()
     # A long name without spaces: the table keeps to the page's width.
-    pre_api.post(content, "waiting for a look", author_name="N" * 80, email="w@example.com")
+    lone_pre_api.post(content, "waiting for a look", author_name="N" * 80, email="w@example.com")
     page.set_viewport_size({"width": 1100, "height": 800})
     errors = page.page_errors
     page.clock.install()  # timers run as usual until fast-forwarded
     moderation = "**/api/v1/moderation/**"
     message = page.locator("#message")
-    key = pre_api.key("comments:moderate")
+    key = lone_pre_api.key("comments:moderate")
 
     # The server is down when the moderator signs in: a sentence and a way to retry.
     page.route(moderation, answer(502, PROXY_PAGE, "text/html"))
-    sign_in(page, pre_api, key)
+    sign_in(page, lone_pre_api, key)
     expect(message).to_have_text(UNAVAILABLE)
     page.unroute(moderation)
     page.get_by_role("button", name="Try again").click()
@@ -1631,12 +1635,13 @@ def test_console_late_answers_of_a_signed_out_session_say_nothing(page, pre_api:
     assert errors == [], errors
 
 
-def test_console_a_new_session_is_not_held_by_the_old_sessions_requests(page, pre_api: Api):
+def test_console_a_new_session_is_not_held_by_the_old_sessions_requests(page, lone_pre_api: Api):
     content = new_content()
-    key = pre_api.key("comments:moderate")
+    key = lone_pre_api.key("comments:moderate")
     # One more than a page: "Load more" is shown.
     ids = [
-        pre_api.post(content, f"held {n:02}", email=f"h{n}@example.com")["id"] for n in range(51)
+        lone_pre_api.post(content, f"held {n:02}", email=f"h{n}@example.com")["id"]
+        for n in range(51)
     ]
     page.set_viewport_size({"width": 1100, "height": 800})
     errors = page.page_errors
@@ -1696,7 +1701,7 @@ def test_console_a_new_session_is_not_held_by_the_old_sessions_requests(page, pr
             route.continue_()
         page.wait_for_timeout(200)
 
-    sign_in(page, pre_api, key)
+    sign_in(page, lone_pre_api, key)
     listed()
     held_bans = hold(page, bans)
     start_everything("old-session@example.com")
@@ -1749,15 +1754,15 @@ def test_console_a_new_session_is_not_held_by_the_old_sessions_requests(page, pr
     page.unroute(bans)
     assert errors == [], errors
     # The server is shared: the tests after this one find their rows on the queue's first page.
-    pre_api.moderate(key, "approve", ids)
+    lone_pre_api.moderate(key, "approve", ids)
 
 
-def test_console_a_failed_audit_log_check_is_said_and_asked_again(page, pre_api: Api):
-    admin, moderator = pre_api.key("admin"), pre_api.key("comments:moderate")
+def test_console_a_failed_audit_log_check_is_said_and_asked_again(page, lone_pre_api: Api):
+    admin, moderator = lone_pre_api.key("admin"), lone_pre_api.key("comments:moderate")
     content = new_content()
-    pre_api.post(content, "listed while the check fails", email="a@example.com")
-    logged = pre_api.post(content, "hidden for the audit log", email="a@example.com")
-    pre_api.moderate(admin, "hide", [logged["id"]])
+    lone_pre_api.post(content, "listed while the check fails", email="a@example.com")
+    logged = lone_pre_api.post(content, "hidden for the audit log", email="a@example.com")
+    lone_pre_api.moderate(admin, "hide", [logged["id"]])
     page.set_viewport_size({"width": 1100, "height": 800})
     errors = page.page_errors
     page.clock.install()  # timers run as usual until fast-forwarded
@@ -1776,7 +1781,7 @@ def test_console_a_failed_audit_log_check_is_said_and_asked_again(page, pre_api:
     # An admin signs in while the check meets a proxy's 502: told so, not a bare error, and
     # the queue is listed all the same.
     page.route(check, answer(502, PROXY_PAGE, "text/html"))
-    sign_in(page, pre_api, admin)
+    sign_in(page, lone_pre_api, admin)
     expect(queue_row(page, "listed while the check fails")).to_be_visible()
     expect(message).to_have_text(not_checked(UNAVAILABLE))
     expect(tab).to_be_hidden()

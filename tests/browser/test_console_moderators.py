@@ -52,20 +52,22 @@ def reader_post(api: Api, content_id: str, token: str, body: str) -> int:
     return response.status_code
 
 
-def test_console_an_action_refused_as_stale_is_said_and_the_list_shown_anew(page, pre_api: Api):
+def test_console_an_action_refused_as_stale_is_said_and_the_list_shown_anew(
+    page, lone_pre_api: Api
+):
     content = new_content()
-    mine = pre_api.post(content, "the one I act on", email="a@example.com")
-    theirs = pre_api.post(content, "the one a colleague approves", email="b@example.com")
+    mine = lone_pre_api.post(content, "the one I act on", email="a@example.com")
+    theirs = lone_pre_api.post(content, "the one a colleague approves", email="b@example.com")
     page.set_viewport_size({"width": 1100, "height": 800})
     message = page.locator("#message")
-    sign_in(page, pre_api, pre_api.key("comments:moderate"))
+    sign_in(page, lone_pre_api, lone_pre_api.key("comments:moderate"))
     queue_of(page, content)
     row = queue_row(page, "the one I act on")
     expect(row).to_be_visible()
     expect(queue_row(page, "a colleague approves")).to_be_visible()
 
     # Another moderator approves one meanwhile; this one's action meets the API's 412.
-    pre_api.moderate(pre_api.key("comments:moderate"), "approve", [theirs["id"]])
+    lone_pre_api.moderate(lone_pre_api.key("comments:moderate"), "approve", [theirs["id"]])
     # A content typed, not yet listed: the list shown anew is still the one shown.
     page.get_by_label("Limit to content").fill(new_content())
     with_stale_if_match(page)
@@ -86,7 +88,7 @@ def test_console_an_action_refused_as_stale_is_said_and_the_list_shown_anew(page
     approve = row.get_by_role("button", name=re.compile("^Approve comment"))
     expect(approve).to_be_enabled()
     expect(approve).to_be_focused()
-    status = requests.get(f"{pre_api.base}/api/v1/comments/{mine['id']}", timeout=5)
+    status = requests.get(f"{lone_pre_api.base}/api/v1/comments/{mine['id']}", timeout=5)
     assert status.status_code == 404  # still pending: not public
 
     page.unroute(ACTIONS)
@@ -95,14 +97,16 @@ def test_console_an_action_refused_as_stale_is_said_and_the_list_shown_anew(page
     expect(row).to_have_count(0)
 
     # By content: a published comment a colleague hid meanwhile.
-    public = pre_api.post(content, "published, then hidden by a colleague", email="c@example.com")
-    pre_api.moderate(pre_api.key("comments:moderate"), "approve", [public["id"]])
+    public = lone_pre_api.post(
+        content, "published, then hidden by a colleague", email="c@example.com"
+    )
+    lone_pre_api.moderate(lone_pre_api.key("comments:moderate"), "approve", [public["id"]])
     page.get_by_role("tab", name="By content").click()
     page.get_by_label("Content id").fill(content)
     page.get_by_role("button", name="Show its comments").click()
     content_row = page.locator("#content-body tr", has_text="hidden by a colleague")
     expect(content_row).to_be_visible()
-    pre_api.moderate(pre_api.key("comments:moderate"), "hide", [public["id"]])
+    lone_pre_api.moderate(lone_pre_api.key("comments:moderate"), "hide", [public["id"]])
     with_stale_if_match(page)
     content_row.get_by_role("button", name=re.compile("^Hide comment")).click()
     expect(message).to_have_text(
@@ -114,15 +118,15 @@ def test_console_an_action_refused_as_stale_is_said_and_the_list_shown_anew(page
     assert page.page_errors == [], page.page_errors
 
 
-def test_console_a_ban_takes_an_author_as_the_console_lists_them(page, pre_api: Api):
+def test_console_a_ban_takes_an_author_as_the_console_lists_them(page, lone_pre_api: Api):
     content = new_content()
     by_subject, by_email = f"reader-{uuid.uuid4().hex[:8]}", f"reader-{uuid.uuid4().hex[:8]}"
-    subject_token, email_token = pre_api.token(by_subject), pre_api.token(by_email)
-    assert reader_post(pre_api, content, subject_token, "signed in, posting") == 202
-    assert reader_post(pre_api, content, email_token, "signed in too") == 202
+    subject_token, email_token = lone_pre_api.token(by_subject), lone_pre_api.token(by_email)
+    assert reader_post(lone_pre_api, content, subject_token, "signed in, posting") == 202
+    assert reader_post(lone_pre_api, content, email_token, "signed in too") == 202
     page.set_viewport_size({"width": 1100, "height": 800})
     message = page.locator("#message")
-    sign_in(page, pre_api, pre_api.key("comments:moderate"))
+    sign_in(page, lone_pre_api, lone_pre_api.key("comments:moderate"))
     queue_of(page, content)
     # The queue shows a signed-in author as "sub:<subject>" beside the token's email.
     row = queue_row(page, "signed in, posting")
@@ -136,7 +140,7 @@ def test_console_a_ban_takes_an_author_as_the_console_lists_them(page, pre_api: 
     page.get_by_role("button", name="Ban author").click()
     expect(message).to_have_text(f"Banned sub:{by_subject}.")
     expect(page.locator("#bans-body tr", has_text=f"sub:{by_subject}")).to_be_visible()
-    assert reader_post(pre_api, content, subject_token, "after the ban") == 403
+    assert reader_post(lone_pre_api, content, subject_token, "after the ban") == 403
 
     # An email as the ban list shows one, with the subject kind chosen: the email's ban,
     # which also stops the signed-in reader whose token carries it.
@@ -144,7 +148,7 @@ def test_console_a_ban_takes_an_author_as_the_console_lists_them(page, pre_api: 
     page.get_by_label("Email or subject").fill(f"email:{by_email.upper()}@readers.example")
     page.get_by_role("button", name="Ban author").click()
     expect(message).to_have_text(f"Banned email:{by_email}@readers.example.")
-    assert reader_post(pre_api, content, email_token, "after the email ban") == 403
+    assert reader_post(lone_pre_api, content, email_token, "after the email ban") == 403
     assert page.page_errors == [], page.page_errors
 
 
@@ -201,12 +205,12 @@ def refuse(status: int, retry_after: str, body: str, content_type: str):
     return handler
 
 
-def test_console_says_how_long_a_429_or_503_asks_to_wait(page, pre_api: Api):
+def test_console_says_how_long_a_429_or_503_asks_to_wait(page, lone_pre_api: Api):
     content = new_content()
-    pre_api.post(content, "waiting while the server is busy", email="w@example.com")
+    lone_pre_api.post(content, "waiting while the server is busy", email="w@example.com")
     page.set_viewport_size({"width": 1100, "height": 800})
     message = page.locator("#message")
-    sign_in(page, pre_api, pre_api.key("comments:moderate"))
+    sign_in(page, lone_pre_api, lone_pre_api.key("comments:moderate"))
     queue_of(page, content)
     row = queue_row(page, "waiting while the server is busy")
     approve = row.get_by_role("button", name=re.compile("^Approve comment"))
@@ -344,16 +348,16 @@ def test_console_load_more_that_brings_nothing_says_so_and_keeps_the_keyboard(pa
 MARKUP = "<img src=x onerror=window.pwned=1><script>window.pwned=2</script>"
 
 
-def test_console_shows_markup_as_text_in_every_list(page, pre_api: Api):
+def test_console_shows_markup_as_text_in_every_list(page, lone_pre_api: Api):
     """Coverage, not a fix: markup in a body, an author name, a ban's subject and reason
     is text in the queue, By content, the bans, the message and the audit log."""
     content = new_content()
-    comment = pre_api.post(
+    comment = lone_pre_api.post(
         content, f"body {MARKUP}", author_name=f"name {MARKUP}", email="m@example.com"
     )
     page.set_viewport_size({"width": 1100, "height": 800})
     message = page.locator("#message")
-    sign_in(page, pre_api, pre_api.key("admin"))
+    sign_in(page, lone_pre_api, lone_pre_api.key("admin"))
     queue_of(page, content)
     row = queue_row(page, "body <img")
     expect(row.locator("td.text")).to_have_text(f"body {MARKUP}")
@@ -386,20 +390,22 @@ def test_console_shows_markup_as_text_in_every_list(page, pre_api: Api):
     assert page.page_errors == [], page.page_errors
 
 
-def test_console_acts_only_on_comments_still_as_it_listed_them(page, pre_api: Api):
+def test_console_acts_only_on_comments_still_as_it_listed_them(page, lone_pre_api: Api):
     """Hide on a queue row a colleague approved meanwhile: the API is told the status the
     row showed (`if_status`), so the published comment stays published, and the console says
     nothing was done. It used to hide the published comment and say "Hid 1 comment."."""
     content = new_content()
-    pending = pre_api.post(content, "pending, then approved by a colleague", email="d@example.com")
+    pending = lone_pre_api.post(
+        content, "pending, then approved by a colleague", email="d@example.com"
+    )
     page.set_viewport_size({"width": 1100, "height": 800})
     message = page.locator("#message")
-    sign_in(page, pre_api, pre_api.key("comments:moderate"))
+    sign_in(page, lone_pre_api, lone_pre_api.key("comments:moderate"))
     queue_of(page, content)
     row = queue_row(page, "approved by a colleague")
     expect(row).to_be_visible()
 
-    pre_api.moderate(pre_api.key("comments:moderate"), "approve", [pending["id"]])
+    lone_pre_api.moderate(lone_pre_api.key("comments:moderate"), "approve", [pending["id"]])
     row.get_by_role("button", name=re.compile("^Hide comment")).click()
     expect(message).to_have_text(
         f"Hid no comment: Comment {pending['id']} is no longer pending (moderated meanwhile, "
@@ -407,7 +413,7 @@ def test_console_acts_only_on_comments_still_as_it_listed_them(page, pre_api: Ap
     )
     expect(message).to_have_class(re.compile(r"\berror\b"))
     expect(queue_row(page, "approved by a colleague")).to_have_count(0)
-    public = requests.get(f"{pre_api.base}/api/v1/comments/{pending['id']}", timeout=5)
+    public = requests.get(f"{lone_pre_api.base}/api/v1/comments/{pending['id']}", timeout=5)
     assert public.status_code == 200
     assert public.json()["status"] == "published"
     assert page.page_errors == [], page.page_errors
