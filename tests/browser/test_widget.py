@@ -1267,3 +1267,26 @@ def test_replies_indent_and_names_stand_apart_in_the_pages_direction(
     for comment in (parent, reply):
         assert gap_after_name(widget, comment) >= 6, (direction, comment["author"])
     no_csp_trouble(page)
+
+
+@pytest.mark.parametrize(
+    ("lang", "shown"), [("en", "1,234,567 comments"), ("pt-BR", "1.234.567 comentários")]
+)
+def test_counts_are_written_as_the_readers_language_writes_numbers(
+    page, site: HostSite, open_api: Api, lang: str, shown: str
+):
+    """A busy story's count, in the thread's heading and in a badge, is grouped as the
+    page's language groups digits."""
+    content = new_content()
+    open_api.post(content, "one of many")
+    badge = (
+        f'<p><a href="#" data-comments-count="{content}">…</a></p>'
+        f'<script src="{open_api.base}/widget/count.js" defer></script>'
+    )
+    url = site.thread_page(f"/{content}.html", open_api.base, content, lang=lang, extra=badge)
+    many = json.dumps({"counts": {content: 1234567}})
+    page.route("**/api/v1/counts?**", odd_answer(site, 200, many, "application/json"))
+    page.goto(url)
+    expect(thread(page).locator(".head .meta")).to_have_text(shown)
+    expect(page.locator(f'[data-comments-count="{content}"]')).to_have_text(shown)
+    no_csp_trouble(page)

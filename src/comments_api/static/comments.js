@@ -340,7 +340,9 @@ a{color:var(--comments-accent)}
       if (vars && "n" in vars) {
         text = texts[`${key}_${new Intl.PluralRules(this.locale).select(vars.n)}`] || texts[`${key}_other`];
       }
-      return String(text ?? key).replace(/\{(\w+)\}/g, (_, k) => (vars && k in vars ? vars[k] : ""));
+      // Numbers as the reader's language writes them: "1,234" in English, "1.234" in Portuguese.
+      const shown = (k) => (typeof vars[k] === "number" ? new Intl.NumberFormat(this.locale).format(vars[k]) : vars[k]);
+      return String(text ?? key).replace(/\{(\w+)\}/g, (_, k) => (vars && k in vars ? shown(k) : ""));
     }
 
     build() {

@@ -34,7 +34,7 @@
     const lang = locale(el);
     const texts = Object.assign({}, TEXTS.en, TEXTS[lang]);
     const form = `count_${new Intl.PluralRules(lang).select(n)}`;
-    return (texts[form] || texts.count_other).replace("{n}", String(n));
+    return (texts[form] || texts.count_other).replace("{n}", new Intl.NumberFormat(lang).format(n));
   }
 
   // One batch: its counts, or {} when the API fails, answers oddly or not at all within WAIT.
