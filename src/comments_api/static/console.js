@@ -567,7 +567,7 @@ function queueRow(c) {
     { "data-id": String(c.id) },
     h("td", null, box),
     // Readers' text takes its direction from itself (dir=auto): Arabic reads right to left.
-    h("td", { class: "text", dir: "auto", text: withoutBlankRuns(c.body || "") }),
+    h("td", { class: "text", dir: "auto", text: withoutBlankRuns(c.body) }),
     h("td", null, ...who.map((w, i) => h("div", { class: i ? "meta" : null, dir: "auto", text: w }))),
     h("td", null, h("code", { text: c.content_id }), c.parent_id ? h("div", { class: "meta", text: `reply to #${c.parent_id}` }) : null),
     h("td", null, time(c.created_at)),
