@@ -89,3 +89,23 @@ def test_an_email_the_provider_has_not_verified_is_not_the_readers(build, signer
     repo = app.extensions[EXTENSION_KEY].repo
     assert repo.get(posted.json["id"]).email is None
     assert repo.get(again.json["id"]).email == "editor@news.example"
+
+
+def test_a_provider_name_that_prints_nothing_is_no_name(build, signer):
+    """A zero-width space or tag characters as the token's name showed as an empty author:
+    such a name is no name, as an author_name that prints nothing is refused."""
+    app = build()
+    client = app.test_client()
+    # The last: what the 80-character cut leaves prints nothing.
+    for name in ("\u200b", "\U000e0041\U000e0042", " \u2060 ", "\u200b" * 80 + "x"):
+        token = signer.token("reader", name=name)
+        posted = client.post(POST, json={"body": f"hi {name!r}"}, headers=bearer(token))
+        assert posted.status_code == 201, posted.json
+        assert posted.json["author"]["name"] == "anonymous", repr(name)
+        # The username stands in, as it does for a missing or empty name.
+        token = signer.token("reader", name=name, preferred_username="zoe")
+        posted = client.post(POST, json={"body": f"hey {name!r}"}, headers=bearer(token))
+        assert posted.json["author"]["name"] == "zoe", repr(name)
+    token = signer.token("reader", name="Zo\u00e9\U000e0041")
+    posted = client.post(POST, json={"body": "hi Zoe"}, headers=bearer(token))
+    assert posted.json["author"]["name"] == "Zo\u00e9\U000e0041"

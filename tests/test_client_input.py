@@ -474,6 +474,26 @@ def test_the_legacy_api_refuses_invisible_only_content_ids_as_it_refuses_blank_o
     }
 
 
+def test_tag_characters_alone_are_refused_and_nothing_is_stored(live):
+    # U+E0041 U+E0042 as JSON's surrogate-pair escapes, and as UTF-8 bytes.
+    for tags in (b"\\udb40\\udc41\\udb40\\udc42", "\U000e0041\U000e0042".encode()):
+        legacy = b'{"email":"a@b.co","comment":"%s","content_id":"tags"}' % tags
+        reply = live.request("POST", "/api/comment/new", legacy)
+        assert reply.status == 400, reply.body
+        assert reply.json == {
+            "status": "BAD-REQUEST",
+            "message": "comment: must not be empty or whitespace only",
+        }
+        reply = live.request("POST", "/api/v1/contents/tags/comments", b'{"body":"%s"}' % tags)
+        assert assert_problem(reply, 400)["errors"] == [
+            {"field": "body", "message": "must not be empty or whitespace only"}
+        ]
+    assert thread(live, "tags") == []
+    beside = live.request("POST", "/api/v1/contents/tags/comments", b'{"body":"a\\udb40\\udc41"}')
+    assert beside.status == 201, beside.body
+    assert thread(live, "tags") == ["a\U000e0041"]
+
+
 def test_invisible_characters_beside_visible_ones_make_a_content_id(live):
     target = f"/api/v1/contents/a{ZWSP}/comments"
     assert live.request("POST", target, b'{"body": "kept"}').status == 201

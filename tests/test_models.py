@@ -111,6 +111,37 @@ def test_text_of_only_characters_that_print_nothing_is_blank_everywhere(unseen):
     assert (new.body, new.author_name) == (f"a{unseen}", f"Al{unseen}")
 
 
+# Plane 14 prints nothing: tag characters, the variation selectors supplement. The
+# published patterns cannot name characters outside the BMP (ECMA-262 without the u flag),
+# so the API's own checks refuse these where the schema would let them through.
+PLANE_14 = ["\U000e0001", "\U000e0041\U000e0042", "\U000e0100", " \U000e007f\u200b"]
+
+
+@pytest.mark.parametrize("unseen", PLANE_14)
+def test_plane_14_characters_alone_are_blank_and_no_part_of_an_address(unseen):
+    blank = "must not be empty or whitespace only"
+    assert errors_of(validate_v1_create, {"body": unseen}, "c", LIMITS) == [("body", blank)]
+    legacy = {"email": "a@b.co", "comment": unseen, "content_id": "c"}
+    assert errors_of(validate_legacy_create, legacy, LIMITS) == [("comment", blank)]
+    named = {"body": "b", "author_name": unseen}
+    assert errors_of(validate_v1_create, named, "c", LIMITS) == [
+        ("author_name", "must be a non-empty string")
+    ]
+    message = "must not consist only of characters that print nothing"
+    assert errors_of(parse_content_id, unseen.strip()) == [("content_id", message)]
+    # "troll<tag>@example.com" shows as troll@example.com and is another author.
+    email = f"troll{unseen.strip()}@example.com"
+    refused = [("email", "must be a valid email address")]
+    assert errors_of(validate_v1_create, {"body": "x", "email": email}, "c", LIMITS) == refused
+    legacy = {"email": email, "comment": "x", "content_id": "c"}
+    assert errors_of(validate_legacy_create, legacy, LIMITS) == refused
+    # Beside a visible character they are text: a subdivision flag is U+1F3F4 and tags.
+    new = validate_v1_create({"body": f"a{unseen}", "author_name": f"Al{unseen}"}, "c", LIMITS)
+    assert (new.body, new.author_name) == (f"a{unseen}", f"Al{unseen}".strip())
+    wales = "\U0001f3f4\U000e0067\U000e0062\U000e0077\U000e006c\U000e0073\U000e007f"
+    assert validate_v1_create({"body": wales}, "c", LIMITS).body == wales
+
+
 def test_v1_create_normalises_what_the_schema_allows():
     new = validate_v1_create({"body": " hi ", "author_name": " Al ", "parent_id": 7.0}, "c", LIMITS)
     assert (new.body, new.author_name, new.parent_id) == (" hi ", "Al", 7)

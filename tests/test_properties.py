@@ -30,6 +30,7 @@ from comments_api.comments.rules import (
     cursor_pattern,
     decode_cursor,
     encode_cursor,
+    has_invisible_astral,
 )
 from comments_api.contract.requests import (
     parse_comment_id,
@@ -84,7 +85,10 @@ def accepts(check: Any, *args: Any) -> bool:
 # Characters where the rules live: whitespace of several kinds, C0/C1 controls, DEL, "@",
 # dots, digits in other scripts, and ordinary text.
 TRICKY = "\x00\x07\t\n\r\x0b\x1b\x1f\x7f\x80\x85\x9f\xa0\u2028\u3000\ufeff @.-_+\u0663\u00b2"
-chars = st.one_of(st.characters(), st.sampled_from(TRICKY), st.sampled_from("ab1Z"))
+# Plane 14 left out: the API refuses more than its patterns can say there (rules.py), which
+# tests/test_models.py pins; here the two must agree.
+plain_chars = st.characters().filter(lambda c: not has_invisible_astral(c))
+chars = st.one_of(plain_chars, st.sampled_from(TRICKY), st.sampled_from("ab1Z"))
 texts = st.text(chars, max_size=12)
 words = st.text(st.sampled_from("abc XYZ\u00e9\u4e2d\U0001f44d-"), min_size=1, max_size=8).filter(
     str.strip

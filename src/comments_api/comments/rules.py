@@ -48,8 +48,7 @@ CONTENT_ID_PATTERN = rf"^[^\s{_CC}](?:[^{_CC}]*[^\s{_CC}])?{_END}"
 # Hangul fillers, Khmer and Mongolian invisibles and variation selectors, zero-width
 # space/joiners and bidi marks, word joiner, invisible operators and bidi isolates, the blank
 # braille pattern, variation selectors, BOM. Text of only these and whitespace looks empty,
-# so it is blank. (Tag characters, U+E0000-U+E007F, are outside the BMP, which a pattern
-# valid in ECMA-262 without the u flag cannot name in a class: not listed.)
+# so it is blank.
 _INVISIBLE = (
     r"\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
     r"\u2060-\u2064\u2066-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0"
@@ -70,7 +69,14 @@ EMAIL_PATTERN = rf"^[^@\s{_CC}{_INVISIBLE}]{{1,64}}@{_LABEL}(?:\.{_LABEL})+{_END
 # Text that prints nothing: empty, whitespace and invisible characters only. Content ids
 # must not match it (their schema says so with "not", beside CONTENT_ID_PATTERN).
 BLANK_PATTERN = rf"^[\s{_INVISIBLE}]*{_END}"
-_BLANK = re.compile(BLANK_PATTERN)
+# Plane 14 prints nothing too: tag characters (U+E0001, U+E0020-U+E007F), the variation
+# selectors supplement (U+E0100-U+E01EF), the rest reserved as default-ignorable. A pattern
+# valid in ECMA-262 without the u flag cannot name characters outside the BMP in a class, so
+# the published patterns leave these out and the API's own checks add them (is_blank,
+# has_invisible_astral): stricter than the schema, never looser.
+_INVISIBLE_ASTRAL = "\U000e0000-\U000e0fff"
+_BLANK = re.compile(rf"^[\s{_INVISIBLE}{_INVISIBLE_ASTRAL}]*{_END}")
+_ASTRAL_INVISIBLE = re.compile(f"[{_INVISIBLE_ASTRAL}]")
 
 
 def iso_timestamp(value: datetime | None) -> str | None:
@@ -84,6 +90,12 @@ def is_blank(text: str) -> bool:
     """Empty, or only whitespace and characters that print nothing (what the patterns'
     "at least one visible character" refuses)."""
     return _BLANK.match(text) is not None
+
+
+def has_invisible_astral(text: str) -> bool:
+    """Holds a plane-14 character, which prints nothing and the published patterns cannot
+    name (an email with one looks like another author's address)."""
+    return _ASTRAL_INVISIBLE.search(text) is not None
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ from ..comments.rules import (
     FieldError,
     InvalidInput,
     content_id_problem,
+    has_invisible_astral,
     is_blank,
 )
 
@@ -282,6 +283,19 @@ LegacyContentId = Annotated[
     Check(_content_id_int_in_range),
 ]
 CommentId = Annotated[int, Meta(ge=1, le=MAX_ID, extra_json_schema=_INT64), INTEGRAL]
+
+
+def _no_invisible_astral(value: object) -> None:
+    if isinstance(value, str) and has_invisible_astral(value):
+        raise ValueError("must not contain characters that print nothing")
+
+
+def _visible(value: object) -> None:
+    # The patterns' "at least one visible character", for what they cannot name (rules.py).
+    if isinstance(value, str) and is_blank(value):
+        raise ValueError("must have a character that prints")
+
+
 Email = Annotated[
     str,
     # The format alone is an annotation most validators skip; the pattern is the rule the
@@ -292,9 +306,12 @@ Email = Annotated[
         extra_json_schema={"format": "email"},
         examples=["alice@example.com"],
     ),
+    Check(_no_invisible_astral),
 ]
 AuthorName = Annotated[
-    str, Meta(min_length=1, max_length=MAX_AUTHOR_NAME_LENGTH, pattern=NAME_PATTERN)
+    str,
+    Meta(min_length=1, max_length=MAX_AUTHOR_NAME_LENGTH, pattern=NAME_PATTERN),
+    Check(_visible),
 ]
 
 
@@ -306,10 +323,12 @@ def _comment_text(max_length: int) -> Any:
             max_length=max_length,
             pattern=TEXT_PATTERN,
             description=f"The comment text: not empty or whitespace only (characters that "
-            "print nothing, such as a zero-width space, count as whitespace), at most "
+            "print nothing, such as a zero-width space, count as whitespace; so do tag "
+            "characters, U+E0000-U+E0FFF, which the pattern cannot name), at most "
             f"{max_length} characters (`MAX_COMMENT_LENGTH`), newlines and tabs allowed, no "
             "other control characters. Stored and returned exactly (accents, emoji, RTL).",
         ),
+        Check(_visible),
     ]
 
 

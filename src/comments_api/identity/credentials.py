@@ -27,7 +27,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from ..comments.rules import Comment, DomainError, is_single_line_text
+from ..comments.rules import Comment, DomainError, is_blank, is_single_line_text
 from ..settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -376,10 +376,15 @@ def identity_from_claims(claims: dict[str, Any]) -> Identity:
         or not is_single_line_text(email)
     ):
         email = None
-    raw_name = claims.get("name") or claims.get("preferred_username")
-    if not isinstance(raw_name, str) or not is_single_line_text(raw_name):
-        raw_name = None
-    name = raw_name.strip()[:80] or None if raw_name is not None else None
+    # The first usable of the two. A name that prints nothing (empty, a zero-width space,
+    # tag characters) is no name, as for the body's author_name; with neither the reader
+    # is anonymous.
+    names = (
+        raw.strip()[:80]
+        for raw in (claims.get("name"), claims.get("preferred_username"))
+        if isinstance(raw, str) and is_single_line_text(raw)
+    )
+    name = next((n for n in names if not is_blank(n)), None)
     return Identity(kind=KIND_JWT, id=subject, scopes=scopes, email=email, name=name)
 
 
