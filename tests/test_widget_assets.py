@@ -93,6 +93,16 @@ def test_the_widget_and_console_tell_blank_lines_by_the_apis_rule(name):
     assert f"const BLANK = /{BLANK_PATTERN}/;" in source
 
 
+@pytest.mark.parametrize("name", ["comments.js", "console.js"])
+def test_the_widget_and_console_take_plane_14_as_the_api_does(name):
+    # The range the API adds to BLANK's set, which only a u-flag pattern can name.
+    from comments_api.comments.rules import INVISIBLE_ASTRAL
+
+    first, last = (f"\\u{{{ord(c):x}}}" for c in INVISIBLE_ASTRAL.split("-"))
+    source = (STATIC / name).read_text(encoding="utf-8")
+    assert f"const PLANE_14 = /[{first}-{last}]/gu;" in source
+
+
 def test_the_widget_and_console_shorten_blank_lines_alike():
     # Two copies, for the widget is one classic script that sites embed and the console an
     # ES module of its own: they must stay the same function.

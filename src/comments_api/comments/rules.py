@@ -74,9 +74,9 @@ BLANK_PATTERN = rf"^[\s{_INVISIBLE}]*{_END}"
 # valid in ECMA-262 without the u flag cannot name characters outside the BMP in a class, so
 # the published patterns leave these out and the API's own checks add them (is_blank,
 # has_invisible_astral): stricter than the schema, never looser.
-_INVISIBLE_ASTRAL = "\U000e0000-\U000e0fff"
-_BLANK = re.compile(rf"^[\s{_INVISIBLE}{_INVISIBLE_ASTRAL}]*{_END}")
-_ASTRAL_INVISIBLE = re.compile(f"[{_INVISIBLE_ASTRAL}]")
+INVISIBLE_ASTRAL = "\U000e0000-\U000e0fff"
+_BLANK = re.compile(rf"^[\s{_INVISIBLE}{INVISIBLE_ASTRAL}]*{_END}")
+_ASTRAL_INVISIBLE = re.compile(f"[{INVISIBLE_ASTRAL}]")
 
 
 def iso_timestamp(value: datetime | None) -> str | None:
