@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import threading
 import time
+from functools import partial
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -459,6 +460,31 @@ def test_edited_at_is_filled_from_the_audit_log_and_dropped_again(database_url):
         engine.dispose()
 
 
+def _insert_authored(engine, status: str) -> None:
+    """One comment of content c1 by email:a@example.com, written as the schema stands."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO comments (content_id, body, status, created_at, updated_at, "
+                "author_key) VALUES ('c1', 'x', :status, :now, :now, 'email:a@example.com')"
+            ),
+            {"status": status, "now": "2026-12-05 10:00:00+00:00"},
+        )
+
+
+def _index_is_valid(conn, name: str) -> bool:
+    """PostgreSQL: the index was built whole (a CONCURRENTLY build that failed leaves it
+    invalid)."""
+    query = "SELECT indisvalid FROM pg_index WHERE indexrelid = %s::regclass"
+    return conn.exec_driver_sql(query, (name,)).scalar() is True
+
+
+def _comment_indexes(engine) -> dict[str, list[str]]:
+    with engine.connect() as conn:
+        found = inspect(conn).get_indexes("comments")
+    return {ix["name"]: ix["column_names"] for ix in found}
+
+
 def test_author_key_index_is_built_and_dropped_again(database_url):
     """0009 adds the index led by author_key that one author's listing and delete by author
     read across contents (the (content_id, author_key, created_at) one serves one content);
@@ -466,29 +492,14 @@ def test_author_key_index_is_built_and_dropped_again(database_url):
     name = "ix_comments_author_key_status_id"
     engine = make_engine(database_url)
     migrate(engine, "0008")
-    with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO comments (content_id, body, status, created_at, updated_at, "
-                "author_key) VALUES ('c1', 'x', 'hidden', :now, :now, 'email:a@example.com')"
-            ),
-            {"now": "2026-12-05 10:00:00+00:00"},
-        )
-
-    def indexes() -> dict[str, list[str]]:
-        with engine.connect() as conn:
-            found = inspect(conn).get_indexes("comments")
-        return {ix["name"]: ix["column_names"] for ix in found}
-
+    _insert_authored(engine, "hidden")
+    indexes = partial(_comment_indexes, engine)
     assert name not in indexes()
-    migrate(engine)
+    migrate(engine, "0009")
     assert indexes()[name] == ["author_key", "status", "id"]
     with engine.connect() as conn:
         if engine.dialect.name == "postgresql":
-            valid = conn.exec_driver_sql(
-                "SELECT indisvalid FROM pg_index WHERE indexrelid = %s::regclass", (name,)
-            ).scalar()
-            assert valid is True
+            assert _index_is_valid(conn, name)
         else:
             plan = conn.exec_driver_sql(
                 "EXPLAIN QUERY PLAN SELECT id FROM comments WHERE author_key = "
@@ -499,6 +510,41 @@ def test_author_key_index_is_built_and_dropped_again(database_url):
     assert name not in indexes()
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM comments").scalar() == 1
-    migrate(engine)
+    migrate(engine, "0009")
     assert name in indexes()
+    engine.dispose()
+
+
+def test_the_author_index_led_by_status_replaces_0009s_and_back(database_url):
+    """0010 builds (status, author_key, id) and then drops 0009's (author_key, status, id),
+    which the create's author check could read instead of its own (test_storage.py); one
+    author's listing reads the new one, and a downgrade puts 0009's back."""
+    new, old = "ix_comments_status_author_key_id", "ix_comments_author_key_status_id"
+    engine = make_engine(database_url)
+    migrate(engine, "0009")
+    _insert_authored(engine, "published")
+    indexes = partial(_comment_indexes, engine)
+    migrate(engine, "0010")
+    found = indexes()
+    assert found[new] == ["status", "author_key", "id"]
+    assert old not in found
+    listing = (
+        "SELECT id FROM comments WHERE author_key = 'email:a@example.com' "
+        "AND status = 'published' ORDER BY id"
+    )
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            assert _index_is_valid(conn, new)
+            conn.exec_driver_sql("SET enable_seqscan = off")  # one row: any index beats none
+            plan = conn.exec_driver_sql(f"EXPLAIN {listing}").all()
+        else:
+            plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {listing}").all()
+        assert new in " ".join(str(row) for row in plan)
+        assert conn.exec_driver_sql(listing).all() == [(1,)]
+    _downgrade(engine, "0009")
+    found = indexes()
+    assert found[old] == ["author_key", "status", "id"]
+    assert new not in found
+    migrate(engine)
+    assert new in indexes()
     engine.dispose()

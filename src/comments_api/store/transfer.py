@@ -77,6 +77,7 @@ ORDER = {
 OLDER_EXPORTS: dict[str, dict[str, frozenset[str]]] = {
     "0007": {"comments": frozenset({"edited_at"})},  # 0008: comments.edited_at
     "0008": {},  # 0009 added an index only
+    "0009": {},  # 0010 replaced that index
 }
 # Tables whose ids come from a sequence on PostgreSQL: moved past the imported ids.
 SEQUENCED = ("comments", "audit_log")
