@@ -14,10 +14,10 @@ delete's statuses), so the same columns led by status serve them as well, and no
 that names no status can use it.
 
 Expand, then contract: the new index is built before the old one goes, so both a release
-before this one and this one find theirs during a rolling upgrade. On PostgreSQL both are
-built and dropped CONCURRENTLY (outside a transaction), as 0006's and 0009's, and an
-invalid index left by a build that failed half-way is dropped first, so running the
-migration again repairs it.
+before this one and this one find theirs during a rolling upgrade. On PostgreSQL the
+upgrade builds and drops them CONCURRENTLY (outside a transaction), as 0006's and 0009's
+upgrades do, and an invalid index left by a build that failed half-way is dropped first,
+so running the migration again repairs it. The downgrade runs in its transaction.
 """
 
 from alembic import op
