@@ -440,13 +440,14 @@ def test_edited_at_survives_export_import_and_backup_and_older_exports_import(
     result = cli("import", "-", url=old, stdin_text="\n".join(older) + "\n")
     assert result.returncode == 0, result.stderr
     assert edit_times(old) == {edited.id: None, plain.id: None}
-    # 0009 added an index only: an export of 0008 has every column, and imports as it is.
-    at_0008 = [json.dumps({**json.loads(header), "schema_revision": "0008"}), *lines]
-    result = cli(
-        "import", "-", url=f"sqlite:///{tmp_path / '0008.db'}", stdin_text="\n".join(at_0008)
-    )
-    assert result.returncode == 0, result.stderr
-    assert edit_times(f"sqlite:///{tmp_path / '0008.db'}") == expected
+    # 0009 and 0010 changed indexes only: exports of 0008 and 0009 have every column, and
+    # import as they are.
+    for revision in ("0008", "0009"):
+        at = [json.dumps({**json.loads(header), "schema_revision": revision}), *lines]
+        target = f"sqlite:///{tmp_path / f'{revision}.db'}"
+        result = cli("import", "-", url=target, stdin_text="\n".join(at))
+        assert result.returncode == 0, (revision, result.stderr)
+        assert edit_times(target) == expected
     # Only the columns added since may be missing: a row lacking another is still refused.
     header = {**json.loads(older[0]), "tables": {"comments": 1}}
     lacking = {k: v for k, v in GOOD_ROW.items() if k not in ("edited_at", "updated_at")}
