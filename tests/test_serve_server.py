@@ -1285,7 +1285,11 @@ def test_sigterm_serves_the_connections_queued_in_the_backlog(sqlite_env, tmp_pa
             )
             socks.append(sock)
         service.proc.send_signal(signal.SIGTERM)
-        time.sleep(0.5)  # the master closes its listener and signals the workers
+        # The master closes its listener and signals the workers; they resume with their
+        # SIGTERM pending, so none answers a queued request before it knows it is stopping.
+        # (A fixed 0.5 s wait was too short once on a loaded machine: a worker resumed
+        # before its SIGTERM and rightly kept the connection alive.)
+        assert wait_until(lambda: all(_sigterm_pending(pid) for pid in workers), 10)
     finally:
         for pid in workers:
             os.kill(pid, signal.SIGCONT)
@@ -1308,6 +1312,15 @@ def test_sigterm_serves_the_connections_queued_in_the_backlog(sqlite_env, tmp_pa
     assert statuses == [201] * 12
     assert service.proc.wait(20) == 0
     service.stop()
+
+
+def _sigterm_pending(pid: int) -> bool:
+    """A SIGTERM waits for the process (it is stopped): in its thread's or its own set."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    term = 1 << (signal.SIGTERM - 1)
+    return any(
+        int(status.split(f"{field}:")[1].split()[0], 16) & term for field in ("SigPnd", "ShdPnd")
+    )
 
 
 def _caught_signals(pid: int) -> int:
