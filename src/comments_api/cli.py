@@ -18,7 +18,6 @@ from typing import IO, Any
 
 import click
 
-from . import __version__
 from .settings import SECONDS_MAX, Settings, SettingsError
 
 
@@ -32,9 +31,9 @@ class ConfigurationError(click.ClickException):
         super().__init__(f"configuration error: {problem}")
 
 
-def _settings() -> Settings:
+def _settings(*, rate_limits: bool = True) -> Settings:
     try:
-        return Settings.from_env()
+        return Settings.from_env(rate_limits=rate_limits)
     except SettingsError as exc:
         raise ConfigurationError(exc) from None
 
@@ -53,9 +52,27 @@ def configure_logging(settings: Settings) -> None:
     help="comments-api: the comments backend of a news site.\n\n"
     "All configuration comes from environment variables (see docs/configuration.md).",
 )
-@click.version_option(__version__, prog_name="comments-api")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=lambda ctx, param, value: _print_version(ctx, value),
+    help="Show the version and exit.",
+)
 def main() -> None:
     pass
+
+
+def _print_version(ctx: click.Context, wanted: bool) -> None:
+    # click's version_option reads the version when the command line is built: every
+    # command, `healthcheck` included, paid for importlib.metadata.
+    if not wanted or ctx.resilient_parsing:
+        return
+    from . import __version__
+
+    click.echo(f"comments-api, version {__version__}")
+    ctx.exit()
 
 
 @main.command(
@@ -192,7 +209,9 @@ def healthcheck(path: str, timeout: float) -> None:
         raise click.BadParameter(
             "must be a path on this server, such as /readyz", param_hint="--path"
         )
-    settings = _settings()
+    # The probe sends one GET to HOST:PORT. The limits' notation is for the server, which
+    # refuses to start on a typo; reading it here loaded limits and asyncio on every run.
+    settings = _settings(rate_limits=False)
     host = _probe_host(settings.host)
     url = f"http://{f'[{host}]' if ':' in host else host}:{settings.port}{path}"
     try:

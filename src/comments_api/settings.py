@@ -13,9 +13,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
-from limits import RateLimitItem, parse, parse_many
+if TYPE_CHECKING:
+    from limits import RateLimitItem
 
 DEFAULT_SQLITE_URL = "sqlite:///./data/comments.db"
 # Below this, answers as large as the docs bundle (1.7 MB) could never wait for a client.
@@ -42,6 +44,9 @@ _WINDOW_MULTIPLE = re.compile(r"(?:/|per)\s*([0-9]+)", re.IGNORECASE)
 def parse_rate_limits(name: str, value: str) -> list[RateLimitItem]:
     """``10/minute;100/hour`` as limits items, shortest window first. A typo must refuse to
     start, never silently mean "no limit"."""
+    # Imported here: limits loads asyncio and more (~55 ms), which `healthcheck` skips.
+    from limits import parse, parse_many
+
     try:
         items = parse_many(value)
         if not items:
@@ -554,7 +559,11 @@ class Settings:
     )
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, rate_limits: bool = True
+    ) -> Settings:
+        """The settings from the environment, validated. ``rate_limits=False`` leaves the
+        three limits' notation unread, for commands that never limit (`healthcheck`)."""
         env = os.environ if environ is None else environ
 
         def get(name: str) -> str | None:
@@ -675,10 +684,10 @@ class Settings:
             if (of := item.metadata.get("path_of")) and (path := get(f"{of.upper()}_FILE")):
                 kwargs[item.name] = path
         settings = cls(**kwargs)  # type: ignore[arg-type]
-        settings.validate()
+        settings.validate(rate_limits=rate_limits)
         return settings
 
-    def validate(self) -> None:
+    def validate(self, *, rate_limits: bool = True) -> None:
         for name in (
             "db_statement_timeout",
             "db_pool_timeout",
@@ -726,9 +735,9 @@ class Settings:
             # It is sent as a header: printable ASCII only, never a line break.
             raise SettingsError("READ_CACHE_CONTROL must be printable ASCII on one line")
         for name in (
-            "ratelimit_read",
-            "ratelimit_anonymous_write",
-            "ratelimit_authenticated_write",
+            ("ratelimit_read", "ratelimit_anonymous_write", "ratelimit_authenticated_write")
+            if rate_limits
+            else ()
         ):
             parse_rate_limits(name.upper(), getattr(self, name))
         scheme, separator, _ = self.ratelimit_storage_url.partition("://")
