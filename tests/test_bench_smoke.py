@@ -143,3 +143,23 @@ def test_rounds_rotate_each_block_so_every_run_takes_every_place() -> None:
     for run in lists:
         assert sorted(r[:3].index(run) for r in rounds) == [0, 1, 2]
     assert [r[3][0] for r in rounds] == ["baseline", "ours", "baseline"]
+
+
+def test_the_floor_runner_measures_and_checks_every_server(tmp_path: Path) -> None:
+    # bench/floor.py (bench/README.md, "The floor"): the original, the floor app on a plain
+    # and on our migrated schema (one schema variant), ours and one copy of ours with other
+    # settings, each a round of creates whose acknowledged rows must all be stored.
+    if not shutil.which("wrk"):
+        missing("wrk")
+    cmd = [sys.executable, str(ROOT / "bench" / "floor.py"), "--rounds", "1", "--duration", "1"]
+    cmd += ["--variant", "notrigger:DROP TRIGGER comments_insert_bump"]
+    cmd += ["--ours", "nolog:LOG_LEVEL=warning"]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    table = done.stdout.split("Legacy create, medians of 1 rounds of 1 s, 2 workers")[1]
+    rows = {line.split("|")[0].strip(): line for line in table.splitlines() if "|" in line}
+    assert set(rows) == {
+        "server", "original", "floor-plain", "floor-ours", "notrigger", "ours", "nolog"
+    }  # fmt: skip
+    assert rows["original"].split("|")[2].strip() == "1.00x"
