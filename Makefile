@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell sha256sum requirements-dev.lock pyproject.to
 IMAGE ?= comments-api:dev
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run migrate test test-fast docs lint fmt system-deps bench soak image image-test lock clean dashboards \
+.PHONY: help venv run migrate test test-fast docs lint fmt system-deps bench bench-floor soak image image-test lock clean dashboards \
   security k8s-check k8s-generate terraform-check deploy-local pipeline-test
 
 help: ## list the targets
@@ -67,6 +67,9 @@ fmt: venv ## apply ruff fixes and formatting
 
 bench: venv system-deps ## side-by-side benchmark against the original app (prints tables, ~6 min)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+bench-floor: venv system-deps ## the floor under our create: Flask and one shared SQLite file beside the original and ours (~2 min)
+	$(BIN)/python bench/floor.py $(FLOOR_ARGS)
 
 .PHONY: bench-smoke
 bench-smoke: venv system-deps ## a 1-round smoke run of bench/run.py and its checks (tests/test_bench_smoke.py)
