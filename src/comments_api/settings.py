@@ -734,11 +734,8 @@ class Settings:
         if not all(" " <= ch <= "~" for ch in self.read_cache_control):
             # It is sent as a header: printable ASCII only, never a line break.
             raise SettingsError("READ_CACHE_CONTROL must be printable ASCII on one line")
-        for name in (
-            ("ratelimit_read", "ratelimit_anonymous_write", "ratelimit_authenticated_write")
-            if rate_limits
-            else ()
-        ):
+        limits = ("ratelimit_read", "ratelimit_anonymous_write", "ratelimit_authenticated_write")
+        for name in limits if rate_limits else ():
             parse_rate_limits(name.upper(), getattr(self, name))
         scheme, separator, _ = self.ratelimit_storage_url.partition("://")
         if not separator or scheme.lower() not in RATELIMIT_STORAGE_SCHEMES:
