@@ -1274,6 +1274,10 @@ def test_sigterm_serves_the_connections_queued_in_the_backlog(sqlite_env, tmp_pa
     for pid in workers:
         os.kill(pid, signal.SIGSTOP)
     try:
+        # Stopped for good before the SIGTERM goes out: a worker the kernel has not yet
+        # scheduled to stop takes both signals at once, and SIGTERM (15) before SIGSTOP (19),
+        # which leaves nothing pending to wait for below.
+        assert wait_until(lambda: all(_stopped(pid) for pid in workers), 10)
         for i in range(12):
             sock = socket.create_connection(("127.0.0.1", service.port), timeout=10)
             body = json.dumps({"body": f"queued {i}"}).encode()
@@ -1312,6 +1316,15 @@ def test_sigterm_serves_the_connections_queued_in_the_backlog(sqlite_env, tmp_pa
     assert statuses == [201] * 12
     assert service.proc.wait(20) == 0
     service.stop()
+
+
+def _stopped(pid: int) -> bool:
+    """Every thread of the process is in the stopped state (after SIGSTOP)."""
+    tasks = Path(f"/proc/{pid}/task")
+    # The state follows the name in parentheses, which may hold spaces.
+    return all(
+        (task / "stat").read_text().rsplit(")", 1)[1].split()[0] == "T" for task in tasks.iterdir()
+    )
 
 
 def _sigterm_pending(pid: int) -> bool:
