@@ -17,6 +17,7 @@ create a server acknowledged must be stored (checked after the runs).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sqlite3
 import statistics
@@ -114,9 +115,10 @@ def main(argv: list[str] | None = None) -> int:
                 check=True,
                 capture_output=True,
             )
-            with sqlite3.connect(db) as conn:
+            with contextlib.closing(sqlite3.connect(db)) as conn:
                 for statement in statements:
                     conn.execute(statement)
+                conn.commit()
             servers[name] = start_floor(name, db, "ours", args.workers, workdir)
         for name, extra in {"ours": {}, **args.ours}.items():
             port = free_port()
@@ -181,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def stored_count(server: Server, content: str) -> int | None:
     if server.kind == "floor":
-        with sqlite3.connect(server.db) as conn:
+        with contextlib.closing(sqlite3.connect(server.db)) as conn:
             row = conn.execute("SELECT count(*) FROM comments WHERE content_id = ?", (content,))
             return int(row.fetchone()[0])
     if server.kind == "ours":  # every copy of ours
