@@ -163,7 +163,109 @@ def test_writes_outside_the_api_are_seen_too(two, database_url):
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM comments WHERE body = 'SQL'"))
     assert [c["comment"] for c in client.get(LEGACY.format("a1")).json] == ["api"]
+    # An insert under an id below the content's newest (a restore, an operator's SQL).
+    legacy_post(client, "a2", "filler")
+    legacy_post(client, "a1", "newest")
+    with engine.begin() as conn:
+        filler = conn.execute(text("SELECT id FROM comments WHERE body = 'filler'")).scalar_one()
+        conn.execute(text("DELETE FROM comments WHERE id = :id"), {"id": filler})
+    assert [c["comment"] for c in client.get(LEGACY.format("a1")).json] == ["api", "newest"]
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO comments (id, content_id, body, email, status, created_at,"
+                " updated_at) VALUES (:id, 'a1', 'older', 'x@example.com', 'published', :t, :t)"
+            ),
+            {"id": filler, "t": "2026-12-02 00:00:00"},
+        )
+    assert [c["comment"] for c in client.get(LEGACY.format("a1")).json] == [
+        "api",
+        "older",
+        "newest",
+    ]
     engine.dispose()
+
+
+def test_sqlite_markers_hold_when_inserts_write_no_marker_row(tmp_path):
+    """SQLite since 0011: a content's marker is its marker row's value and its newest id,
+    so that a later release may stop inserts from writing the row (docs/caching.md) while
+    this one can still run on its file (a rollback). Here the insert trigger is the one that
+    step would install: it fires only for an insert under a lower id. Every write must move
+    the right markers, and no marker may come back: the read cache takes equal markers for
+    an unchanged content."""
+    from comments_api.store.versions import ChangeMarkers
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'markers.db'}")
+    migrate(engine)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TRIGGER comments_insert_bump"))
+        conn.execute(
+            text(
+                "CREATE TRIGGER comments_insert_bump AFTER INSERT ON comments FOR EACH ROW"
+                " WHEN NEW.id < (SELECT max(id) FROM comments WHERE content_id = NEW.content_id)"
+                " BEGIN INSERT INTO content_versions (content_id, version)"
+                " VALUES (NEW.content_id, random())"
+                " ON CONFLICT (content_id) DO UPDATE SET version = excluded.version; END"
+            )
+        )
+    markers = ChangeMarkers(engine)
+    seen: dict[str, list[int]] = {"a": [], "b": []}
+
+    def write(sql: str, **params: object) -> None:
+        with engine.begin() as conn:
+            conn.execute(text(sql), {"t": "2026-12-06 00:00:00", **params})
+
+    def moved(*changed: str) -> None:
+        for content, marker in zip("ab", markers.versions(["a", "b"]), strict=True):
+            if content in changed:
+                assert marker not in seen[content], (content, seen)
+            else:
+                assert marker == seen[content][-1], content
+            seen[content].append(marker)
+
+    def rows() -> set[str]:
+        with engine.connect() as conn:
+            return set(conn.execute(text("SELECT content_id FROM content_versions")).scalars())
+
+    insert = (
+        "INSERT INTO comments (content_id, body, status, created_at, updated_at)"
+        " VALUES (:c, 'x', 'published', :t, :t)"
+    )
+    try:
+        moved("a", "b")
+        write(insert, c="a")
+        write(insert, c="a")
+        moved("a")
+        write(insert, c="b")
+        moved("b")
+        assert rows() == set()  # three inserts, no marker row
+        write("UPDATE comments SET body = 'y' WHERE id = (SELECT min(id) FROM comments)")
+        moved("a")
+        # The newest comment of "a" deleted, then a new one: the marker row's value moved
+        # with the delete, and the new id is above every id "a" has.
+        write(
+            "DELETE FROM comments WHERE id = (SELECT max(id) FROM comments WHERE content_id = 'a')"
+        )
+        moved("a")
+        write(insert, c="a")
+        moved("a")
+        # An explicit id below "b"'s newest: the insert trigger writes the row.
+        write(
+            "INSERT INTO comments (id, content_id, body, status, created_at, updated_at)"
+            " VALUES (:id, 'b', 'x', 'published', :t, :t)",
+            id=-5,
+        )
+        moved("b")
+        # A comment moved to another content changes both.
+        write(
+            "UPDATE comments SET content_id = 'b'"
+            " WHERE id = (SELECT min(id) FROM comments WHERE content_id = 'a')"
+        )
+        moved("a", "b")
+        assert rows() == {"a", "b"}
+    finally:
+        markers.close()
+        engine.dispose()
 
 
 def test_cached_answers_are_byte_identical_to_uncached_ones(make_app):

@@ -123,3 +123,51 @@ def test_the_create_author_check_reads_its_index_before_any_analyze(database_url
     assert "Seq Scan on comments" not in plan, plan
     assert "SCAN comments" not in plan, plan
     engine.dispose()
+
+
+def test_sqlite_counts_and_change_markers_read_one_content_index(tmp_path):
+    """SQLite since 0011: one (content_id, id, status) index serves lists, counts and the
+    read cache's marker for inserts (a content's newest id), each without reading the
+    table; the lists are held to it above."""
+    from comments_api.store.versions import ChangeMarkers
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'counts.db'}")
+    migrate(engine)
+    _seed(engine)
+    repo = Repository(engine)
+    ids = [f"c{i}" for i in range(50)] + ["big"]
+    statements = _statements(engine, lambda: repo.counts(ids))
+    assert len(statements) == 1, statements
+    plan = _plan(engine, *statements[0])
+    assert "COVERING INDEX ix_comments_content_id_id_status" in plan, plan
+    assert "SCAN comments" not in plan, plan
+    assert "TEMP B-TREE" not in plan, plan
+    counts = repo.counts(ids)
+    assert (counts["c0"], counts["c49"], counts["big"]) == (20, 20, 5000)
+
+    markers = ChangeMarkers(engine)
+    try:
+        statement = markers._select(2)
+        plan = _plan(engine, statement.sql, statement.parameters({"id_0": "big", "id_1": "c7"}))
+        assert (
+            plan.count("SEARCH comments USING COVERING INDEX ix_comments_content_id_id_status") == 2
+        ), plan
+        assert plan.count("SEARCH content_versions USING PRIMARY KEY") == 2, plan
+        assert "SCAN comments" not in plan, plan
+        with engine.connect() as conn:
+            newest = dict(
+                conn.exec_driver_sql(
+                    "SELECT content_id, max(id) FROM comments "
+                    "WHERE content_id IN ('big', 'c7') GROUP BY content_id"
+                ).all()
+            )
+            rows = dict(
+                conn.exec_driver_sql("SELECT content_id, version FROM content_versions").all()
+            )
+        # Each marker: the content's marker row value above its newest id's 64 bits.
+        for content, marker in zip(("big", "c7"), markers.versions(["big", "c7"]), strict=True):
+            assert marker >> 64 == rows[content]
+            assert marker & (2**64 - 1) == newest[content]
+    finally:
+        markers.close()
+        engine.dispose()

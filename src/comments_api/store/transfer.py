@@ -78,6 +78,7 @@ OLDER_EXPORTS: dict[str, dict[str, frozenset[str]]] = {
     "0007": {"comments": frozenset({"edited_at"})},  # 0008: comments.edited_at
     "0008": {},  # 0009 added an index only
     "0009": {},  # 0010 replaced that index
+    "0010": {},  # 0011 changed indexes and a trigger on SQLite only
 }
 # Tables whose ids come from a sequence on PostgreSQL: moved past the imported ids.
 SEQUENCED = ("comments", "audit_log")

@@ -2,8 +2,16 @@
 
 The markers live in ``content_versions`` and are set by database triggers in the
 transaction of every write to ``comments`` (migration 0004), so a marker and the rows it
-describes always commit together. Reading them must cost far less than building a page, so
-each worker thread keeps one connection of its own, outside the pool, in autocommit:
+describes always commit together. On SQLite a content's marker is its ``content_versions``
+value and its newest comment id together (0011). Writers are serialised there, so each
+insert commits an id above every id its content has: the pair moves with every insert even
+where no trigger writes the row, which a later release may stop inserts from doing (only
+an insert under a lower id would). Every other change (update, delete, a move to another
+content) sets a new random value. No pair comes back: the value is never reused, and under
+one value the newest id only grows.
+
+Reading them must cost far less than building a page, so each worker thread keeps one
+connection of its own, outside the pool, in autocommit:
 
 - PostgreSQL: one round trip per read (a pooled connection costs BEGIN and ROLLBACK on
   top).
@@ -20,7 +28,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, select
+from sqlalchemy import Engine, bindparam, func, select
 from sqlalchemy.sql.elements import BindParameter
 
 from ..processes import pid_at_fork
@@ -31,10 +39,12 @@ from .driver_sql import (
     as_sqlalchemy_error,
     raw_connection,
 )
-from .repository import content_versions
+from .repository import comments, content_versions
 
 # A marker for a content that was never written (no row yet): a write inserts a random one.
 UNWRITTEN = 0
+# SQLite's marker is one int: the content_versions value above the newest id's 64 bits.
+_ID_BITS = 64
 
 _serials = itertools.count(1)
 
@@ -76,19 +86,49 @@ class ChangeMarkers:
         statement = self._select(len(content_ids))
         named = {f"id_{i}": cid for i, cid in enumerate(content_ids)}
         rows = self._run(statement.sql, statement.parameters(named), self.observe_statement)
+        if self.is_sqlite:  # one row: each content's value and newest id, in order
+            row = rows[0]
+            return tuple(
+                ((row[i] or UNWRITTEN) << _ID_BITS) | (row[i + 1] or 0)
+                for i in range(0, len(row), 2)
+            )
         found = {cid: int(version) for cid, version in rows}
         return tuple(found.get(cid, UNWRITTEN) for cid in content_ids)
 
     def _select(self, count: int) -> DriverStatement:
         statement = self._statements.get(count)
         if statement is None:
-            column = content_versions.c.content_id
             ids: list[BindParameter[Any]] = [bindparam(f"id_{i}") for i in range(count)]
-            where = column == ids[0] if count == 1 else column.in_(ids)
-            query = select(column, content_versions.c.version).where(where)
-            statement = DriverStatement.compile(query, self.engine.dialect)
+            statement = DriverStatement.compile(
+                self._sqlite_query(ids) if self.is_sqlite else self._query(ids),
+                self.engine.dialect,
+            )
             self._statements[count] = statement
         return statement
+
+    @staticmethod
+    def _query(ids: list[BindParameter[Any]]) -> Any:
+        column = content_versions.c.content_id
+        where = column == ids[0] if len(ids) == 1 else column.in_(ids)
+        return select(column, content_versions.c.version).where(where)
+
+    @staticmethod
+    def _sqlite_query(ids: list[BindParameter[Any]]) -> Any:
+        # Two lookups per content, each one index seek: its marker row, and its newest id
+        # (the last entry of its range in the (content_id, id, status) index).
+        columns = []
+        for content_id in ids:
+            columns.append(
+                select(content_versions.c.version)
+                .where(content_versions.c.content_id == content_id)
+                .scalar_subquery()
+            )
+            columns.append(
+                select(func.max(comments.c.id))
+                .where(comments.c.content_id == content_id)
+                .scalar_subquery()
+            )
+        return select(*columns)
 
     def close(self) -> None:
         """Close this thread's connection (tests; workers simply exit)."""
