@@ -126,9 +126,9 @@ comments = Table(
     # Legacy lists (published, in id order) and counts (covering) read the second alone.
     # On SQLite one index serves both since 0011 (each is a B-tree every insert writes):
     # lists test the status in it, counts read it alone, and a content's newest id, its
-    # marker for inserts (store/versions.py), is one seek. PostgreSQL keeps two: before
-    # its first ANALYZE the one index tied with the author check's and with the primary
-    # key, and its planner read a whole content for a create, or the table for a page.
+    # marker for inserts (store/versions.py), is one seek. PostgreSQL keeps two: with the
+    # one index its planner read a page by the primary key backwards (ANALYZEd or not),
+    # and before the first ANALYZE a whole content for each create's author check.
     Index(None, "content_id", "id").ddl_if(dialect="postgresql"),
     Index(None, "content_id", "status", "id").ddl_if(dialect="postgresql"),
     Index(None, "content_id", "id", "status").ddl_if(dialect="sqlite"),
