@@ -183,6 +183,12 @@ def test_writes_outside_the_api_are_seen_too(two, database_url):
         "older",
         "newest",
     ]
+    # A comment moved to another content leaves the list of the one it left.
+    assert client.get(LEGACY.format("a2")).status_code == 404  # cached: no comment yet
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE comments SET content_id = 'a2' WHERE body = 'older'"))
+    assert [c["comment"] for c in client.get(LEGACY.format("a1")).json] == ["api", "newest"]
+    assert [c["comment"] for c in client.get(LEGACY.format("a2")).json] == ["older"]
     engine.dispose()
 
 
