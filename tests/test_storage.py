@@ -149,11 +149,11 @@ def test_sqlite_counts_and_change_markers_read_one_content_index(tmp_path):
     try:
         statement = markers._select(2)
         plan = _plan(engine, statement.sql, statement.parameters({"id_0": "big", "id_1": "c7"}))
-        assert (
-            plan.count("SEARCH comments USING COVERING INDEX ix_comments_content_id_id_status") == 2
-        ), plan
-        assert plan.count("SEARCH content_versions USING PRIMARY KEY") == 2, plan
+        # For each content asked (a row of the statement's CTE): one seek in each.
+        assert "SEARCH comments USING COVERING INDEX ix_comments_content_id_id_status" in plan
+        assert "SEARCH content_versions USING PRIMARY KEY" in plan, plan
         assert "SCAN comments" not in plan, plan
+        assert "SCAN content_versions" not in plan, plan
         with engine.connect() as conn:
             newest = dict(
                 conn.exec_driver_sql(

@@ -28,7 +28,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, func, select
+from sqlalchemy import Engine, String, bindparam, func, select, union_all
 from sqlalchemy.sql.elements import BindParameter
 
 from ..processes import pid_at_fork
@@ -86,19 +86,21 @@ class ChangeMarkers:
         statement = self._select(len(content_ids))
         named = {f"id_{i}": cid for i, cid in enumerate(content_ids)}
         rows = self._run(statement.sql, statement.parameters(named), self.observe_statement)
-        if self.is_sqlite:  # one row: each content's value and newest id, in order
-            row = rows[0]
-            return tuple(
-                ((row[i] or UNWRITTEN) << _ID_BITS) | (row[i + 1] or 0)
-                for i in range(0, len(row), 2)
-            )
-        found = {cid: int(version) for cid, version in rows}
+        if self.is_sqlite:  # (content_id, value or None, newest id or None)
+            found = {
+                cid: ((version or UNWRITTEN) << _ID_BITS) | (newest or 0)
+                for cid, version, newest in rows
+            }
+        else:
+            found = {cid: int(version) for cid, version in rows}
         return tuple(found.get(cid, UNWRITTEN) for cid in content_ids)
 
     def _select(self, count: int) -> DriverStatement:
         statement = self._statements.get(count)
         if statement is None:
-            ids: list[BindParameter[Any]] = [bindparam(f"id_{i}") for i in range(count)]
+            ids: list[BindParameter[Any]] = [
+                bindparam(f"id_{i}", type_=String()) for i in range(count)
+            ]
             statement = DriverStatement.compile(
                 self._sqlite_query(ids) if self.is_sqlite else self._query(ids),
                 self.engine.dialect,
@@ -114,21 +116,20 @@ class ChangeMarkers:
 
     @staticmethod
     def _sqlite_query(ids: list[BindParameter[Any]]) -> Any:
-        # Two lookups per content, each one index seek: its marker row, and its newest id
-        # (the last entry of its range in the (content_id, id, status) index).
-        columns = []
-        for content_id in ids:
-            columns.append(
-                select(content_versions.c.version)
-                .where(content_versions.c.content_id == content_id)
-                .scalar_subquery()
-            )
-            columns.append(
-                select(func.max(comments.c.id))
-                .where(comments.c.content_id == content_id)
-                .scalar_subquery()
-            )
-        return select(*columns)
+        # Per content two seeks: its marker row (outer join: a content may have none) and
+        # its newest id, the last entry of its range in the (content_id, id, status) index.
+        # Each id is bound once, as a row of a CTE (a column pair per content bound each
+        # id twice and cost ~1.6x as much for 50 contents).
+        wanted = union_all(*(select(i.label("content_id")) for i in ids)).cte("wanted")
+        newest = (
+            select(func.max(comments.c.id))
+            .where(comments.c.content_id == wanted.c.content_id)
+            .scalar_subquery()
+        )
+        marker_row = content_versions.c.content_id == wanted.c.content_id
+        return select(wanted.c.content_id, content_versions.c.version, newest).select_from(
+            wanted.outerjoin(content_versions, marker_row)
+        )
 
     def close(self) -> None:
         """Close this thread's connection (tests; workers simply exit)."""
