@@ -153,7 +153,7 @@ def test_sqlite_markers_move_to_a_without_rowid_table_and_back_intact(tmp_path):
         before = markers()
         assert set(before) == {"a", "b"}
 
-        migrate(engine)
+        migrate(engine, "0005")  # 0012 stops most inserts from writing the row
         assert "WITHOUT ROWID" in table_sql()
         assert markers() == before
         write(insert.format("a"))
@@ -571,7 +571,8 @@ def test_the_author_index_led_by_status_replaces_0009s_and_back(database_url):
 
 def test_sqlite_0011_goes_down_and_up(tmp_path):
     """0011 on SQLite: one content index for two, and a trigger for comments moved to
-    another content; markers kept both ways, and every insert still moves its content's."""
+    another content; markers kept both ways, and every insert still writes its content's
+    (0012 stops that)."""
     engine = make_engine(f"sqlite:///{tmp_path / 'down.db'}")
     insert = (
         "INSERT INTO comments (content_id, body, status, created_at, updated_at) "
@@ -597,7 +598,7 @@ def test_sqlite_0011_goes_down_and_up(tmp_path):
         write(insert, c="a")
         write(insert, c="b")
         before = markers()
-        migrate(engine)
+        migrate(engine, "0011")
         assert markers() == before  # the upgrade moves no marker
         assert "ix_comments_content_id_id_status" in indexes()
         assert not {"ix_comments_content_id_id", "ix_comments_content_id_status_id"} & indexes()
@@ -620,4 +621,61 @@ def test_sqlite_0011_goes_down_and_up(tmp_path):
         with engine.connect() as conn:
             assert _schema_diff(conn) == []
     finally:
+        engine.dispose()
+
+
+def test_sqlite_0012_goes_down_and_up(tmp_path):
+    """0012 on SQLite: an insert writes its content's marker row only for the content's
+    first comment or an id under its newest; 0011's trigger (every insert) comes back down.
+    The markers the read cache reads move with every insert either way."""
+    from comments_api.store.versions import ChangeMarkers
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'down.db'}")
+    markers = ChangeMarkers(engine)
+
+    def insert(content: str, comment_id: int | None = None) -> None:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO comments (id, content_id, body, status, created_at, updated_at)"
+                    " VALUES (:id, :c, 'x', 'published', '2026-12-06', '2026-12-06')"
+                ),
+                {"id": comment_id, "c": content},
+            )
+
+    def rows() -> dict[str, int]:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT content_id, version FROM content_versions"))
+            return {content: version for content, version in rows}
+
+    def read(content: str) -> int:
+        return markers.versions([content])[0]
+
+    try:
+        migrate(engine, "0011")
+        insert("a")
+        before, marker = rows(), read("a")
+        migrate(engine)
+        assert rows() == before  # the upgrade moves no marker
+        insert("a")
+        assert rows() == before  # not the first, not under the newest: no row written
+        assert read("a") != marker
+        insert("b")  # a content's first comment writes its row
+        assert set(rows()) == {"a", "b"}
+        after_b = rows()
+        insert("b", comment_id=-1)  # under b's newest
+        assert rows()["b"] != after_b["b"]
+        assert rows()["a"] == before["a"]
+
+        _downgrade(engine, "0011")
+        kept, marker = rows(), read("a")
+        insert("a")  # 0011's trigger: every insert writes the row
+        assert rows()["a"] != kept["a"]
+        assert read("a") != marker
+
+        migrate(engine)
+        with engine.connect() as conn:
+            assert _schema_diff(conn) == []
+    finally:
+        markers.close()
         engine.dispose()

@@ -193,27 +193,14 @@ def test_writes_outside_the_api_are_seen_too(two, database_url):
 
 
 def test_sqlite_markers_hold_when_inserts_write_no_marker_row(tmp_path):
-    """SQLite since 0011: a content's marker is its marker row's value and its newest id,
-    so that a later release may stop inserts from writing the row (docs/caching.md) while
-    this one can still run on its file (a rollback). Here the insert trigger is the one that
-    step would install: it fires only for an insert under a lower id. Every write must move
-    the right markers, and no marker may come back: the read cache takes equal markers for
-    an unchanged content."""
+    """SQLite since 0012: a content's marker is its marker row's value and its newest id
+    (0011), and an insert writes the row only for the content's first comment or an id
+    under its newest (docs/caching.md). Every write must move the right markers, and no
+    marker may come back: the read cache takes equal markers for an unchanged content."""
     from comments_api.store.versions import ChangeMarkers
 
     engine = make_engine(f"sqlite:///{tmp_path / 'markers.db'}")
     migrate(engine)
-    with engine.begin() as conn:
-        conn.execute(text("DROP TRIGGER comments_insert_bump"))
-        conn.execute(
-            text(
-                "CREATE TRIGGER comments_insert_bump AFTER INSERT ON comments FOR EACH ROW"
-                " WHEN NEW.id < (SELECT max(id) FROM comments WHERE content_id = NEW.content_id)"
-                " BEGIN INSERT INTO content_versions (content_id, version)"
-                " VALUES (NEW.content_id, random())"
-                " ON CONFLICT (content_id) DO UPDATE SET version = excluded.version; END"
-            )
-        )
     markers = ChangeMarkers(engine)
     seen: dict[str, list[int]] = {"a": [], "b": []}
 
@@ -229,9 +216,10 @@ def test_sqlite_markers_hold_when_inserts_write_no_marker_row(tmp_path):
                 assert marker == seen[content][-1], content
             seen[content].append(marker)
 
-    def rows() -> set[str]:
+    def rows() -> dict[str, int]:
         with engine.connect() as conn:
-            return set(conn.execute(text("SELECT content_id FROM content_versions")).scalars())
+            rows = conn.execute(text("SELECT content_id, version FROM content_versions"))
+            return {content: version for content, version in rows}
 
     insert = (
         "INSERT INTO comments (content_id, body, status, created_at, updated_at)"
@@ -239,12 +227,18 @@ def test_sqlite_markers_hold_when_inserts_write_no_marker_row(tmp_path):
     )
     try:
         moved("a", "b")
-        write(insert, c="a")
-        write(insert, c="a")
+        write(insert, c="a")  # a content's first comment writes its marker row
+        first = rows()
+        assert set(first) == {"a"}
+        moved("a")
+        write(insert, c="a")  # ... and the next do not
         moved("a")
         write(insert, c="b")
         moved("b")
-        assert rows() == set()  # three inserts, no marker row
+        write(insert, c="b")
+        moved("b")
+        b_row = rows()["b"]
+        assert rows() == {**first, "b": b_row}  # a's row as a's first insert left it
         write("UPDATE comments SET body = 'y' WHERE id = (SELECT min(id) FROM comments)")
         moved("a")
         # The newest comment of "a" deleted, then a new one: the marker row's value moved
@@ -262,13 +256,13 @@ def test_sqlite_markers_hold_when_inserts_write_no_marker_row(tmp_path):
             id=-5,
         )
         moved("b")
+        assert rows()["b"] != b_row
         # A comment moved to another content changes both.
         write(
             "UPDATE comments SET content_id = 'b'"
             " WHERE id = (SELECT min(id) FROM comments WHERE content_id = 'a')"
         )
         moved("a", "b")
-        assert rows() == {"a", "b"}
     finally:
         markers.close()
         engine.dispose()

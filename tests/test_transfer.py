@@ -440,9 +440,9 @@ def test_edited_at_survives_export_import_and_backup_and_older_exports_import(
     result = cli("import", "-", url=old, stdin_text="\n".join(older) + "\n")
     assert result.returncode == 0, result.stderr
     assert edit_times(old) == {edited.id: None, plain.id: None}
-    # 0009-0011 changed indexes (and a trigger) only: exports of 0008-0010 have every
+    # 0009-0012 changed indexes and triggers only: exports of 0008-0011 have every
     # column, and import as they are.
-    for revision in ("0008", "0009", "0010"):
+    for revision in ("0008", "0009", "0010", "0011"):
         at = [json.dumps({**json.loads(header), "schema_revision": revision}), *lines]
         target = f"sqlite:///{tmp_path / f'{revision}.db'}"
         result = cli("import", "-", url=target, stdin_text="\n".join(at))

@@ -211,7 +211,8 @@ idempotency_keys = Table(
 
 # A change marker per content, set to a new random value by database triggers in the
 # transaction of every write to its comments (migration 0004; read by store/versions.py).
-# On SQLite the content's newest id is read with it (0011).
+# On SQLite the content's newest id is read with it (0011), and an insert above that id
+# leaves the row alone (0012).
 content_versions = Table(
     "content_versions",
     metadata,

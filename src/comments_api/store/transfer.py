@@ -79,6 +79,7 @@ OLDER_EXPORTS: dict[str, dict[str, frozenset[str]]] = {
     "0008": {},  # 0009 added an index only
     "0009": {},  # 0010 replaced that index
     "0010": {},  # 0011 changed indexes and a trigger on SQLite only
+    "0011": {},  # 0012 changed a trigger on SQLite only
 }
 # Tables whose ids come from a sequence on PostgreSQL: moved past the imported ids.
 SEQUENCED = ("comments", "audit_log")

@@ -4,11 +4,11 @@ The markers live in ``content_versions`` and are set by database triggers in the
 transaction of every write to ``comments`` (migration 0004), so a marker and the rows it
 describes always commit together. On SQLite a content's marker is its ``content_versions``
 value and its newest comment id together (0011). Writers are serialised there, so each
-insert commits an id above every id its content has: the pair moves with every insert even
-where no trigger writes the row, which a later release may stop inserts from doing (only
-an insert under a lower id would). Every other change (update, delete, a move to another
-content) sets a new random value. No pair comes back: the value is never reused, and under
-one value the newest id only grows.
+insert commits an id above every id its content has: the pair moves with every insert
+without the row, which since 0012 an insert writes only for its content's first comment or
+an id under the newest. Every other change (update, delete, a move to another content)
+sets a new random value. No pair comes back: the value is never reused, and under one
+value the newest id only grows.
 
 Reading them must cost far less than building a page, so each worker thread keeps one
 connection of its own, outside the pool, in autocommit:
