@@ -18,6 +18,7 @@ from sqlalchemy.exc import OperationalError
 
 from comments_api.store.repository import (
     SQLITE_PAGE_SIZE,
+    Repository,
     head_revision,
     make_engine,
     metadata,
@@ -73,6 +74,67 @@ def test_migrate_command(database_url, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert f"database is at revision {head_revision()}" in result.stdout
+
+
+def test_migrate_down_to_steps_the_schema_back_and_migrate_brings_it_up(database_url, tmp_path):
+    """`migrate --down-to`: rolling back further than one release needs the schema the
+    older release expects (docs/deployment.md: on SQLite, 0012's inserts leave the marker
+    row that releases before 0011 read alone). A revision it cannot go down to is one line,
+    and the schema stays where it was."""
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(VENV_BIN / "comments-api"), "migrate", *args],
+            env={**os.environ, "DATABASE_URL": database_url},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    engine = make_engine(database_url)
+    head = head_revision()
+    try:
+        assert run().returncode == 0
+        result = run("--down-to", "0011")
+        assert result.returncode == 0, result.stderr
+        assert "database is at revision 0011" in result.stdout
+        assert f"Running downgrade {head} -> 0011" in result.stdout
+        assert Repository(engine).schema_revision() == "0011"
+        if engine.dialect.name == "sqlite":  # 0011's trigger is back: every insert bumps
+            insert = text(
+                "INSERT INTO comments (content_id, body, status, created_at, updated_at)"
+                " VALUES ('a', 'x', 'published', '2026-12-06', '2026-12-06')"
+            )
+            marker = text("SELECT version FROM content_versions WHERE content_id = 'a'")
+            with engine.begin() as conn:
+                conn.execute(insert)
+                first = conn.execute(marker).scalar()
+                conn.execute(insert)  # 0012's trigger would leave the row alone
+                assert conn.execute(marker).scalar() != first
+
+        again = run("--down-to", "0011")  # already there: nothing to do
+        assert again.returncode == 0, again.stderr
+        assert "database is at revision 0011" in again.stdout
+        for target, why in (
+            (head, "below"),  # ahead of the database
+            ("9999", "not a revision this version ships"),
+            ("0011x", "not a revision this version ships"),
+        ):
+            refused = run("--down-to", target)
+            assert refused.returncode == 1, (target, refused.stderr)
+            assert why in refused.stderr, (target, refused.stderr)
+            assert "Traceback" not in refused.stderr
+            assert Repository(engine).schema_revision() == "0011"
+
+        up = run()
+        assert up.returncode == 0, up.stderr
+        assert f"database is at revision {head}" in up.stdout
+        with engine.connect() as conn:
+            assert _schema_diff(conn) == []
+    finally:
+        engine.dispose()
 
 
 def test_sqlite_database_file_is_created_on_first_run_but_not_a_missing_directory(tmp_path):

@@ -97,14 +97,20 @@ def serve() -> None:
 
 
 @main.command(help="Upgrade the database schema in DATABASE_URL to the latest migration.")
-def migrate() -> None:
+@click.option(
+    "--down-to",
+    metavar="REVISION",
+    help="Downgrade the schema to this older revision instead, to roll back further than "
+    "one release (docs/deployment.md). Stop every instance of the newer releases first.",
+)
+def migrate(down_to: str | None) -> None:
     settings = _settings()
     configure_logging(settings)
-    revision = _migrate(settings)
+    revision = _migrate(settings, down_to=down_to)
     click.echo(f"database is at revision {revision}")
 
 
-def _migrate(settings: Settings) -> str:
+def _migrate(settings: Settings, *, down_to: str | None = None) -> str:
     from alembic.util import CommandError
     from sqlalchemy.exc import DatabaseError, OperationalError
 
@@ -116,6 +122,8 @@ def _migrate(settings: Settings) -> str:
     # 5 s); on PostgreSQL a migration lifts the statement timeout for itself (migrate()).
     engine = make_engine(settings.database_url, statement_timeout=settings.db_statement_timeout)
     try:
+        if down_to is not None:
+            return _downgrade(engine, down_to)
         run_migrations(engine)
     except CommandError:
         # Alembic cannot find the database's revision among ours: a newer release migrated
@@ -137,6 +145,33 @@ def _migrate(settings: Settings) -> str:
     finally:
         engine.dispose()
     return head_revision()
+
+
+def _downgrade(engine: Any, target: str) -> str:
+    """``migrate --down-to``: checked before anything runs, so that a mistyped revision or
+    one ahead of the database is one line and the schema stays as it was."""
+    from .store.repository import Repository, head_revision, revisions_before
+    from .store.repository import migrate as run_migrations
+
+    head = head_revision()
+    if target != head and target not in revisions_before(head):
+        raise click.ClickException(
+            f"--down-to {target}: not a revision this version ships (0001 to {head})"
+        )
+    current = Repository(engine).schema_revision()
+    if current is None:
+        raise click.ClickException("the database has no schema yet: nothing to downgrade")
+    if current != head and current not in revisions_before(head):
+        raise click.ClickException(_newer_schema(current))
+    if current == target:
+        return current
+    if target not in revisions_before(current):
+        raise click.ClickException(
+            f"the database is at revision {current}, below {target}: nothing to downgrade "
+            "(run migrate without --down-to to upgrade)"
+        )
+    run_migrations(engine, target, down=True)
+    return target
 
 
 def _refuse_a_missing_directory(settings: Settings) -> None:

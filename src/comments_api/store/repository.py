@@ -1669,6 +1669,14 @@ def shipped_revisions() -> tuple[str, frozenset[str]]:
     return head, _ancestors(scripts, head)
 
 
+def revisions_before(revision: str) -> frozenset[str]:
+    """The shipped migrations older than ``revision`` (none for one this code does not
+    ship)."""
+    from alembic.script import ScriptDirectory
+
+    return _ancestors(ScriptDirectory.from_config(_alembic_config()), revision)
+
+
 def _ancestors(scripts: Any, revision: str) -> frozenset[str]:
     from alembic.util import CommandError
 
@@ -1688,8 +1696,10 @@ MIGRATION_LOCK_KEY = 7305812
 MIGRATION_LOCK_POLL = 0.25  # seconds between tries while another process migrates
 
 
-def migrate(engine: Engine, revision: str = "head") -> None:
-    """Upgrade the database to ``revision``; safe to run on every start.
+def migrate(engine: Engine, revision: str = "head", *, down: bool = False) -> None:
+    """Upgrade the database to ``revision``; safe to run on every start. With ``down``,
+    downgrade it to that older revision instead (an operator's step back: see
+    ``comments-api migrate --down-to``).
 
     SQLite: every pending migration in one transaction. PostgreSQL: one transaction per
     migration (migrations/env.py), under a session-level lock, because some must run
@@ -1698,6 +1708,7 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     """
     from alembic import command
 
+    step = command.downgrade if down else command.upgrade
     config = _alembic_config(engine)
     if engine.dialect.name != "postgresql":
         with engine.connect() as conn:
@@ -1707,7 +1718,7 @@ def migrate(engine: Engine, revision: str = "head") -> None:
             conn.execution_options(sqlite_begin="IMMEDIATE")
             with conn.begin():
                 config.attributes["connection"] = conn
-                command.upgrade(config, revision)
+                step(config, revision)
         return
     with engine.connect() as conn:
         # A migration may take longer than a request may (DB_STATEMENT_TIMEOUT, set for the
@@ -1716,7 +1727,7 @@ def migrate(engine: Engine, revision: str = "head") -> None:
         _take_migration_lock(conn)
         try:
             config.attributes["connection"] = conn
-            command.upgrade(config, revision)
+            step(config, revision)
         finally:
             conn.rollback()  # whatever a failed migration left open
             conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
