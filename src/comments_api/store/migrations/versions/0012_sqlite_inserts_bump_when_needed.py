@@ -30,15 +30,19 @@ down_revision = "0011"
 branch_labels = None
 depends_on = None
 
-_UPSERT = (
+# 0005's, and the same with a WHEN clause: whole literals, no SQL built from pieces.
+_EVERY_INSERT = (
+    "CREATE TRIGGER comments_insert_bump AFTER INSERT ON comments FOR EACH ROW "
     "BEGIN INSERT INTO content_versions (content_id, version) VALUES (NEW.content_id, random()) "
     "ON CONFLICT (content_id) DO UPDATE SET version = excluded.version; END"
 )
 _WHEN_NEEDED = (
+    "CREATE TRIGGER comments_insert_bump AFTER INSERT ON comments FOR EACH ROW "
     "WHEN NOT EXISTS (SELECT 1 FROM content_versions WHERE content_id = NEW.content_id) "
     "OR NEW.id < (SELECT max(id) FROM comments WHERE content_id = NEW.content_id) "
+    "BEGIN INSERT INTO content_versions (content_id, version) VALUES (NEW.content_id, random()) "
+    "ON CONFLICT (content_id) DO UPDATE SET version = excluded.version; END"
 )
-_TRIGGER = "CREATE TRIGGER comments_insert_bump AFTER INSERT ON comments FOR EACH ROW "
 _DROP = "DROP TRIGGER IF EXISTS comments_insert_bump"
 
 
@@ -46,11 +50,11 @@ def upgrade() -> None:
     if op.get_bind().dialect.name != "sqlite":
         return
     op.execute(_DROP)
-    op.execute(_TRIGGER + _WHEN_NEEDED + _UPSERT)
+    op.execute(_WHEN_NEEDED)
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name != "sqlite":
         return
     op.execute(_DROP)
-    op.execute(_TRIGGER + _UPSERT)  # exactly 0005's
+    op.execute(_EVERY_INSERT)
