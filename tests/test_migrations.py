@@ -62,16 +62,20 @@ def test_upgrade_from_empty_creates_the_schema_the_code_expects(database_url):
     engine.dispose()
 
 
-def test_migrate_command(database_url, tmp_path):
-    result = subprocess.run(
-        [str(VENV_BIN / "comments-api"), "migrate"],
+def _migrate_command(database_url: str, cwd, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(VENV_BIN / "comments-api"), "migrate", *args],
         env={**os.environ, "DATABASE_URL": database_url},
-        cwd=tmp_path,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def test_migrate_command(database_url, tmp_path):
+    result = _migrate_command(database_url, tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"database is at revision {head_revision()}" in result.stdout
 
@@ -82,17 +86,7 @@ def test_migrate_down_to_steps_the_schema_back_and_migrate_brings_it_up(database
     row that releases before 0011 read alone). A revision it cannot go down to is one line,
     and the schema stays where it was."""
 
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(VENV_BIN / "comments-api"), "migrate", *args],
-            env={**os.environ, "DATABASE_URL": database_url},
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-
+    run = partial(_migrate_command, database_url, tmp_path)
     engine = make_engine(database_url)
     head = head_revision()
     try:
