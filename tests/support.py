@@ -294,6 +294,13 @@ class ServiceProcess:
         self.stop()
 
 
+def marker_rows(engine: Any) -> dict[str, int]:
+    """The read cache's change-marker rows (content_versions): content id -> value."""
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT content_id, version FROM content_versions")
+        return {content: version for content, version in rows}
+
+
 def scrape(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Every sample of /metrics as {(name, sorted labels): value}."""
     response = requests.get(f"{base}/metrics", timeout=10)

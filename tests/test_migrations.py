@@ -25,7 +25,7 @@ from comments_api.store.repository import (
     migrate,
 )
 
-from .support import VENV_BIN, wait_until
+from .support import VENV_BIN, marker_rows, wait_until
 
 
 def _schema_diff(conn) -> list:
@@ -189,10 +189,7 @@ def test_sqlite_markers_move_to_a_without_rowid_table_and_back_intact(tmp_path):
                 "SELECT sql FROM sqlite_master WHERE name = 'content_versions'"
             ).scalar_one()
 
-    def markers() -> dict[str, int]:
-        with engine.connect() as conn:
-            rows = conn.exec_driver_sql("SELECT content_id, version FROM content_versions")
-            return {content: version for content, version in rows}
+    markers = partial(marker_rows, engine)
 
     def write(statement: str) -> None:
         with engine.begin() as conn:
@@ -639,10 +636,7 @@ def test_sqlite_0011_goes_down_and_up(tmp_path):
         with engine.begin() as conn:
             conn.execute(text(sql), params)
 
-    def markers() -> dict[str, int]:
-        with engine.connect() as conn:
-            rows = conn.execute(text("SELECT content_id, version FROM content_versions"))
-            return {content: version for content, version in rows}
+    markers = partial(marker_rows, engine)
 
     def indexes() -> set[str]:
         with engine.connect() as conn:
@@ -699,10 +693,7 @@ def test_sqlite_0012_goes_down_and_up(tmp_path):
                 {"id": comment_id, "c": content},
             )
 
-    def rows() -> dict[str, int]:
-        with engine.connect() as conn:
-            rows = conn.execute(text("SELECT content_id, version FROM content_versions"))
-            return {content: version for content, version in rows}
+    rows = partial(marker_rows, engine)
 
     def read(content: str) -> int:
         return markers.versions([content])[0]

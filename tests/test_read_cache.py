@@ -8,6 +8,8 @@ two instances on one PostgreSQL) is tests/test_read_cache_serve.py.
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 from alembic import command
 from sqlalchemy import text
@@ -19,6 +21,7 @@ from comments_api.store.repository import _alembic_config, make_engine, migrate
 from comments_api.web.common import EXTENSION_KEY
 
 from .authkit import AUDIENCE, ISSUER, api_key, bearer, hs_signer
+from .support import marker_rows
 
 LEGACY = "/api/comment/list/{}"
 PAGE = "/api/v1/contents/{}/comments"
@@ -216,10 +219,7 @@ def test_sqlite_markers_hold_when_inserts_write_no_marker_row(tmp_path):
                 assert marker == seen[content][-1], content
             seen[content].append(marker)
 
-    def rows() -> dict[str, int]:
-        with engine.connect() as conn:
-            rows = conn.execute(text("SELECT content_id, version FROM content_versions"))
-            return {content: version for content, version in rows}
+    rows = partial(marker_rows, engine)
 
     insert = (
         "INSERT INTO comments (content_id, body, status, created_at, updated_at)"

@@ -13,6 +13,8 @@ from comments_api.comments.rules import STATUS_PUBLISHED
 from comments_api.comments.service import PUBLIC_STATUSES
 from comments_api.store.repository import Repository, comments, make_engine, migrate
 
+from .support import marker_rows
+
 
 def _seed(engine, contents: int = 2000, per_content: int = 20, big: int = 5000) -> None:
     now = utcnow()
@@ -161,9 +163,7 @@ def test_sqlite_counts_and_change_markers_read_one_content_index(tmp_path):
                     "WHERE content_id IN ('big', 'c7') GROUP BY content_id"
                 ).all()
             )
-            rows = dict(
-                conn.exec_driver_sql("SELECT content_id, version FROM content_versions").all()
-            )
+        rows = marker_rows(engine)
         # Each marker: the content's marker row value above its newest id's 64 bits.
         for content, marker in zip(("big", "c7"), markers.versions(["big", "c7"]), strict=True):
             assert marker >> 64 == rows[content]

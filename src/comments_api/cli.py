@@ -150,18 +150,18 @@ def _migrate(settings: Settings, *, down_to: str | None = None) -> str:
 def _downgrade(engine: Any, target: str) -> str:
     """``migrate --down-to``: checked before anything runs, so that a mistyped revision or
     one ahead of the database is one line and the schema stays as it was."""
-    from .store.repository import Repository, head_revision, revisions_before
+    from .store.repository import Repository, revisions_before, shipped_revisions
     from .store.repository import migrate as run_migrations
 
-    head = head_revision()
-    if target != head and target not in revisions_before(head):
+    head, older = shipped_revisions()
+    if target != head and target not in older:
         raise click.ClickException(
             f"--down-to {target}: not a revision this version ships (0001 to {head})"
         )
     current = Repository(engine).schema_revision()
     if current is None:
         raise click.ClickException("the database has no schema yet: nothing to downgrade")
-    if current != head and current not in revisions_before(head):
+    if current != head and current not in older:
         raise click.ClickException(_newer_schema(current))
     if current == target:
         return current

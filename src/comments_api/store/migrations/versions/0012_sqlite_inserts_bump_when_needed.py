@@ -8,7 +8,7 @@ The second step of 0011's two (expand, then contract; docs/deployment.md). Since
 SQLite content's change marker is read as its marker row's value *and* its newest comment
 id. Writers are serialised there, so an insert that commits an id above every id of its
 content moves the marker by itself, and no longer needs to write the row: one B-tree
-fewer per create (bench/README.md, "Fewer B-trees per insert").
+fewer per create (bench/README.md, "The marker row left alone").
 
 The insert trigger still writes the row, with a new random value, for:
 - an insert under a lower id than the content's newest (an operator's SQL or an import
