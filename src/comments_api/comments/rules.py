@@ -298,13 +298,13 @@ def cursor_pattern(prefix: str = "[zj]", suffix: str = "") -> str:
 
 
 # A moderation listing's cursor ends in '.' and this tag of the filter it was read with
-# (moderation/rules.py); cursors issued before the tag have none.
+# (moderation/rules.py).
 LISTING_TAG = r"[A-Za-z0-9_-]{8}"
 
 
 def listing_cursor_pattern() -> str:
-    """Every cursor a moderation listing takes: bound (tagged) or from before the tag."""
-    return cursor_pattern("z", suffix=rf"(?:\.{LISTING_TAG})?")
+    """Every cursor a moderation listing takes: a list cursor bound to its filter by a tag."""
+    return cursor_pattern("z", suffix=rf"\.{LISTING_TAG}")
 
 
 def decode_cursor(cursor: str | None, order: str) -> int | None:

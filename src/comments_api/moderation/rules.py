@@ -314,9 +314,9 @@ def check_listing_filter(status: str, content_id: str | None, author: str | None
 # hash of (status, content_id), or of (status, content_id, author) when an author filters
 # it (without one, the tag is what it was before the author filter existed). Replayed with
 # another filter it would be taken as a position in a list it never walked, and page 2
-# would silently skip every comment of that list before it. Cursors without a tag (issued
-# before they had one) are still positions in any listing, as they always were: a console
-# mid-walk across a deployment keeps going.
+# would silently skip every comment of that list before it. A cursor without a tag (the
+# releases before 2026-12-05 issued those) names no listing, so it is refused the same way:
+# taken as a position in any listing, it could skip just as silently.
 _FILTER_TAG_RE = re.compile(LISTING_TAG)
 
 
@@ -347,7 +347,17 @@ def decode_listing_cursor(
     if dot and not _FILTER_TAG_RE.fullmatch(tag):
         raise InvalidInput([FieldError("cursor", "is not a cursor this API issued")])
     after_id = decode_cursor(cursor, "oldest")
-    if dot and tag != _filter_tag(status, content_id, author):
+    if not dot:
+        raise InvalidInput(
+            [
+                FieldError(
+                    "cursor",
+                    "names no listing (a cursor from before cursors were bound to their "
+                    "filter); restart without a cursor",
+                )
+            ]
+        )
+    if tag != _filter_tag(status, content_id, author):
         raise InvalidInput(
             [
                 FieldError(
