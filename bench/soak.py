@@ -6,13 +6,19 @@ fresh server on a loopback port: 80 % reads (a thread page, a single comment, co
 20 % writes (v1 creates, half with an Idempotency-Key). Every ``--interval`` seconds it
 prints throughput, p50/p99, errors and the RSS of the master and of each worker; a leak
 shows as RSS growing interval after interval. At the end it checks that every
-acknowledged write is stored, and writes everything to artifacts/soak.json.
+acknowledged write is stored, that no answer was a 5xx, and that the comments-created
+counter equals the comments stored, and writes everything to artifacts/soak.json.
+
+``--kill-every S`` also SIGKILLs one worker, picked at random, about every S seconds
+(0.5-1.5 x S apart) while the traffic runs: what the master must survive (an OOM kill, a
+segfault) without a lost acknowledged write, a 5xx or a count gone from /metrics. Requests
+the killed worker was serving end without an answer and are counted as errors by kind.
 
 Not a test: bounded (``--duration`` at most 30 min, ``--rate`` at most 500/s) and run by
 hand (`make soak`). Usage:
 
     python bench/soak.py [--duration 180] [--rate 40] [--interval 15] [--workers N]
-                         [--database-url postgresql+psycopg://...]
+                         [--kill-every S] [--database-url postgresql+psycopg://...]
 """
 
 from __future__ import annotations
@@ -82,6 +88,45 @@ def children(pid: int) -> list[int]:
         return []
 
 
+def kill_workers(master: int, every: float, until: float, kills: list[int]) -> None:
+    """SIGKILL one worker of ``master``, picked at random, every 0.5-1.5 x ``every`` s."""
+    rng = random.Random()
+    time.sleep(every)
+    while time.monotonic() < until:
+        workers = children(master)
+        if workers:
+            victim = rng.choice(workers)
+            try:
+                os.kill(victim, signal.SIGKILL)
+                kills.append(victim)
+            except ProcessLookupError:  # it exited on its own meanwhile
+                pass
+        time.sleep(rng.uniform(0.5, 1.5) * every)
+
+
+def created_counted(port: int) -> int:
+    """comments_api_comments_created_total, status published, summed over every series."""
+    status, body = call(port, "GET", "/metrics")
+    if status != 200:
+        raise SystemExit(f"soak: /metrics answered {status}")
+    return round(
+        sum(
+            float(line.rsplit(None, 1)[1])
+            for line in body.decode().splitlines()
+            if line.startswith("comments_api_comments_created_total{")
+            and 'status="published"' in line
+        )
+    )
+
+
+def published_stored(port: int) -> int:
+    query = "&".join(f"content_id={c}" for c in CONTENTS)
+    status, body = call(port, "GET", f"/api/v1/counts?{query}")
+    if status != 200:
+        raise SystemExit(f"soak: /api/v1/counts answered {status}")
+    return sum(json.loads(body)["counts"].values())
+
+
 @dataclass
 class Window:
     latencies: list[float] = field(default_factory=list)
@@ -97,12 +142,12 @@ class Soak:
         self.lock = threading.Lock()
         self.window = Window()
         self.acked: list[str] = []  # bodies answered 201
-        self.error_kinds: dict[str, int] = {}
+        self.error_kinds: dict[str, int] = {}  # "http 503", "RemoteDisconnected", ...
         self.known_ids: list[int] = []
         self.start = 0.0
 
-    def one(self, rng: random.Random, n: int) -> tuple[bool, bool]:
-        """One request; returns (ok, was_write)."""
+    def one(self, rng: random.Random, n: int) -> tuple[bool, bool, int]:
+        """One request; returns (ok, was_write, status)."""
         roll = rng.random()
         content = rng.choice(CONTENTS)
         if roll < 0.2:
@@ -116,7 +161,7 @@ class Soak:
                 with self.lock:
                     self.acked.append(body)
                     self.known_ids.append(json.loads(data)["id"])
-            return status == 201, True
+            return status == 201, True, status
         if roll < 0.6:
             status, _ = call(self.port, "GET", f"/api/v1/contents/{content}/comments?limit=20")
         elif roll < 0.8 and self.known_ids:
@@ -124,7 +169,7 @@ class Soak:
         else:
             query = "&".join(f"content_id={c}" for c in rng.sample(CONTENTS, 5))
             status, _ = call(self.port, "GET", f"/api/v1/counts?{query}")
-        return status == 200, False
+        return status == 200, False, status
 
     def client(self, k: int) -> None:
         rng = random.Random(k)
@@ -138,17 +183,17 @@ class Soak:
             if delay > 0:
                 time.sleep(delay)
             try:
-                ok, write = self.one(rng, n)
-                kind = None if ok else "http"
+                ok, write, status = self.one(rng, n)
+                kind = None if ok else f"http {status}"
             except (OSError, http.client.HTTPException) as exc:
                 ok, write, kind = False, False, exc.__class__.__name__
             latency = time.monotonic() - due
             with self.lock:
                 self.window.latencies.append(latency)
                 self.window.writes += write
-                if not ok:
+                if kind is not None:
                     self.window.errors += 1
-                    self.error_kinds[kind or "http"] = self.error_kinds.get(kind or "http", 0) + 1
+                    self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
             i += 1
 
     def take_window(self) -> Window:
@@ -170,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=40.0, help="requests/s (max 500)")
     parser.add_argument("--interval", type=float, default=15.0, help="seconds per report row")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--kill-every", type=float, default=0.0, help="SIGKILL a worker about every S seconds"
+    )
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
     args = parser.parse_args(argv)
     duration = min(max(args.duration, 10.0), MAX_DURATION)
@@ -215,9 +263,20 @@ def main(argv: list[str] | None = None) -> int:
         ]
         for t in threads:
             t.start()
+        kills: list[int] = []
+        if args.kill_every > 0:
+            killer = threading.Thread(
+                target=kill_workers,
+                args=(server.pid, args.kill_every, soak.start + duration - 5, kills),
+                daemon=True,
+            )
+            killer.start()
         rows: list[dict[str, Any]] = []
+        killing = (
+            f", a worker SIGKILLed every ~{args.kill_every:g} s" if args.kill_every > 0 else ""
+        )
         print(
-            f"soak: {rate:g} req/s for {duration:g} s, {args.workers} workers, "
+            f"soak: {rate:g} req/s for {duration:g} s, {args.workers} workers{killing}, "
             f"{env['DATABASE_URL'].split(':')[0]}, report every {args.interval:g} s"
         )
         heading = f"{'t(s)':>6} {'req/s':>7} {'p50ms':>7} {'p99ms':>7} {'errors':>6}"
@@ -260,6 +319,11 @@ def main(argv: list[str] | None = None) -> int:
         for comment_id in soak.known_ids:
             if call(port, "GET", f"/api/v1/comments/{comment_id}")[0] != 200:
                 missing += 1
+        counted, stored = created_counted(port), published_stored(port)
+        server_errors = sum(n for kind, n in soak.error_kinds.items() if kind.startswith("http 5"))
+        # The counter moves right after the commit: only a kill between the two can leave a
+        # stored comment uncounted, never the other way round.
+        metrics_exact = 0 <= stored - counted <= len(kills)
         all_latencies = [r["p99_ms"] for r in rows if r["rps"]]
         first, last = rows[0], rows[-1]
         growth = {
@@ -277,6 +341,10 @@ def main(argv: list[str] | None = None) -> int:
             "error_kinds": soak.error_kinds,
             "acknowledged_writes": len(soak.acked),
             "acknowledged_writes_missing": missing,
+            "server_errors": server_errors,
+            "workers_killed": len(kills),
+            "comments_counted": counted,
+            "comments_stored": stored,
             "worst_window_p99_ms": max(all_latencies) if all_latencies else None,
             "median_window_p99_ms": (
                 round(statistics.median(all_latencies), 1) if all_latencies else None
@@ -287,7 +355,9 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(
             f"\nrequests {summary['requests']}, errors {summary['errors']} {soak.error_kinds}, "
-            f"writes acknowledged {len(soak.acked)}, missing {missing}; p99 per window: "
+            f"writes acknowledged {len(soak.acked)}, missing {missing}; workers killed "
+            f"{len(kills)}; comments stored {stored}, counted by /metrics {counted}; "
+            "p99 per window: "
             f"median {summary['median_window_p99_ms']} ms, "
             f"worst {summary['worst_window_p99_ms']} ms; "
             f"worker RSS growth first->last window (KiB): {growth}"
@@ -296,7 +366,16 @@ def main(argv: list[str] | None = None) -> int:
         out.parent.mkdir(exist_ok=True)
         out.write_text(json.dumps(summary, indent=2))
         print(f"details: {out.relative_to(ROOT)}")
-        return 1 if missing else 0
+        failed = []
+        if missing:
+            failed.append(f"{missing} acknowledged writes missing")
+        if server_errors:
+            failed.append(f"{server_errors} answers were 5xx")
+        if not metrics_exact:
+            failed.append(f"/metrics counted {counted} comments created, {stored} are stored")
+        for reason in failed:
+            print(f"soak: FAILED: {reason}", file=sys.stderr)
+        return 1 if failed else 0
     finally:
         server.send_signal(signal.SIGTERM)
         try:
