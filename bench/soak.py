@@ -13,12 +13,15 @@ counter equals the comments stored, and writes everything to artifacts/soak.json
 (0.5-1.5 x S apart) while the traffic runs: what the master must survive (an OOM kill, a
 segfault) without a lost acknowledged write, a 5xx or a count gone from /metrics. Requests
 the killed worker was serving end without an answer and are counted as errors by kind.
+``--reload-every S`` sends the master SIGHUP as often (gunicorn's reload: new workers,
+the old ones drained): no request may fail at all.
 
 Not a test: bounded (``--duration`` at most 30 min, ``--rate`` at most 500/s) and run by
 hand (`make soak`). Usage:
 
     python bench/soak.py [--duration 180] [--rate 40] [--interval 15] [--workers N]
-                         [--kill-every S] [--database-url postgresql+psycopg://...]
+                         [--kill-every S] [--reload-every S]
+                         [--database-url postgresql+psycopg://...]
 """
 
 from __future__ import annotations
@@ -102,6 +105,15 @@ def kill_workers(master: int, every: float, until: float, kills: list[int]) -> N
             except ProcessLookupError:  # it exited on its own meanwhile
                 pass
         time.sleep(rng.uniform(0.5, 1.5) * every)
+
+
+def reload_master(master: int, every: float, until: float, reloads: list[float]) -> None:
+    """SIGHUP to ``master`` every ``every`` s: gunicorn forks new workers, drains the old."""
+    time.sleep(every)
+    while time.monotonic() < until:
+        os.kill(master, signal.SIGHUP)
+        reloads.append(time.monotonic())
+        time.sleep(every)
 
 
 def created_counted(port: int) -> int:
@@ -218,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--kill-every", type=float, default=0.0, help="SIGKILL a worker about every S seconds"
     )
+    parser.add_argument(
+        "--reload-every", type=float, default=0.0, help="SIGHUP the master every S seconds"
+    )
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
     args = parser.parse_args(argv)
     duration = min(max(args.duration, 10.0), MAX_DURATION)
@@ -271,10 +286,18 @@ def main(argv: list[str] | None = None) -> int:
                 daemon=True,
             )
             killer.start()
+        reloads: list[float] = []
+        if args.reload_every > 0:
+            reloader = threading.Thread(
+                target=reload_master,
+                args=(server.pid, args.reload_every, soak.start + duration - 5, reloads),
+                daemon=True,
+            )
+            reloader.start()
         rows: list[dict[str, Any]] = []
         killing = (
             f", a worker SIGKILLed every ~{args.kill_every:g} s" if args.kill_every > 0 else ""
-        )
+        ) + (f", SIGHUP every {args.reload_every:g} s" if args.reload_every > 0 else "")
         print(
             f"soak: {rate:g} req/s for {duration:g} s, {args.workers} workers{killing}, "
             f"{env['DATABASE_URL'].split(':')[0]}, report every {args.interval:g} s"
@@ -343,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
             "acknowledged_writes_missing": missing,
             "server_errors": server_errors,
             "workers_killed": len(kills),
+            "reloads": len(reloads),
             "comments_counted": counted,
             "comments_stored": stored,
             "worst_window_p99_ms": max(all_latencies) if all_latencies else None,
@@ -356,8 +380,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"\nrequests {summary['requests']}, errors {summary['errors']} {soak.error_kinds}, "
             f"writes acknowledged {len(soak.acked)}, missing {missing}; workers killed "
-            f"{len(kills)}; comments stored {stored}, counted by /metrics {counted}; "
-            "p99 per window: "
+            f"{len(kills)}, reloads {len(reloads)}; comments stored {stored}, counted by "
+            f"/metrics {counted}; p99 per window: "
             f"median {summary['median_window_p99_ms']} ms, "
             f"worst {summary['worst_window_p99_ms']} ms; "
             f"worker RSS growth first->last window (KiB): {growth}"
@@ -371,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(f"{missing} acknowledged writes missing")
         if server_errors:
             failed.append(f"{server_errors} answers were 5xx")
+        if reloads and not kills and soak.error_kinds:
+            failed.append(f"requests failed across reloads: {soak.error_kinds}")
         if not metrics_exact:
             failed.append(f"/metrics counted {counted} comments created, {stored} are stored")
         for reason in failed:
