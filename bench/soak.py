@@ -13,8 +13,8 @@ counter equals the comments stored, and writes everything to artifacts/soak.json
 (0.5-1.5 x S apart) while the traffic runs: what the master must survive (an OOM kill, a
 segfault) without a lost acknowledged write, a 5xx or a count gone from /metrics. Requests
 the killed worker was serving end without an answer and are counted as errors by kind.
-``--reload-every S`` sends the master SIGHUP as often (gunicorn's reload: new workers,
-the old ones drained): no request may fail at all.
+``--reload-every S`` sends the master SIGHUP about as often (gunicorn's reload: new
+workers, the old ones drained): no request may fail at all.
 
 Not a test: bounded (``--duration`` at most 30 min, ``--rate`` at most 500/s) and run by
 hand (`make soak`). Usage:
@@ -41,6 +41,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,29 +92,21 @@ def children(pid: int) -> list[int]:
         return []
 
 
-def kill_workers(master: int, every: float, until: float, kills: list[int]) -> None:
-    """SIGKILL one worker of ``master``, picked at random, every 0.5-1.5 x ``every`` s."""
+def send_signals(
+    sig: int, pick: Callable[[], int | None], every: float, until: float, sent: list[int]
+) -> None:
+    """Send ``sig`` to the process ``pick`` names, every 0.5-1.5 x ``every`` seconds."""
     rng = random.Random()
     time.sleep(every)
     while time.monotonic() < until:
-        workers = children(master)
-        if workers:
-            victim = rng.choice(workers)
+        pid = pick()
+        if pid:
             try:
-                os.kill(victim, signal.SIGKILL)
-                kills.append(victim)
-            except ProcessLookupError:  # it exited on its own meanwhile
+                os.kill(pid, sig)
+                sent.append(pid)
+            except ProcessLookupError:  # a worker that exited on its own meanwhile
                 pass
         time.sleep(rng.uniform(0.5, 1.5) * every)
-
-
-def reload_master(master: int, every: float, until: float, reloads: list[float]) -> None:
-    """SIGHUP to ``master`` every ``every`` s: gunicorn forks new workers, drains the old."""
-    time.sleep(every)
-    while time.monotonic() < until:
-        os.kill(master, signal.SIGHUP)
-        reloads.append(time.monotonic())
-        time.sleep(every)
 
 
 def created_counted(port: int) -> int:
@@ -278,26 +271,28 @@ def main(argv: list[str] | None = None) -> int:
         ]
         for t in threads:
             t.start()
-        kills: list[int] = []
-        if args.kill_every > 0:
-            killer = threading.Thread(
-                target=kill_workers,
-                args=(server.pid, args.kill_every, soak.start + duration - 5, kills),
-                daemon=True,
-            )
-            killer.start()
-        reloads: list[float] = []
-        if args.reload_every > 0:
-            reloader = threading.Thread(
-                target=reload_master,
-                args=(server.pid, args.reload_every, soak.start + duration - 5, reloads),
-                daemon=True,
-            )
-            reloader.start()
+        kills: list[int] = []  # workers SIGKILLed
+        reloads: list[int] = []  # SIGHUPs sent to the master
+        master = server.pid
+        chooser = random.Random()
+        for every, sig, pick, sent in (
+            (
+                args.kill_every,
+                signal.SIGKILL,
+                lambda: chooser.choice(children(master) or [0]),
+                kills,
+            ),
+            (args.reload_every, signal.SIGHUP, lambda: master, reloads),
+        ):
+            if every > 0:
+                until = soak.start + duration - 5
+                threading.Thread(
+                    target=send_signals, args=(sig, pick, every, until, sent), daemon=True
+                ).start()
         rows: list[dict[str, Any]] = []
         killing = (
             f", a worker SIGKILLed every ~{args.kill_every:g} s" if args.kill_every > 0 else ""
-        ) + (f", SIGHUP every {args.reload_every:g} s" if args.reload_every > 0 else "")
+        ) + (f", SIGHUP every ~{args.reload_every:g} s" if args.reload_every > 0 else "")
         print(
             f"soak: {rate:g} req/s for {duration:g} s, {args.workers} workers{killing}, "
             f"{env['DATABASE_URL'].split(':')[0]}, report every {args.interval:g} s"
