@@ -620,16 +620,20 @@ def interrupted_during(
     args: list[str],
     ready: Path | None = None,
     real: tuple[str, ...] = (),
+    scripts: dict[str, str] | None = None,
 ) -> Interrupted:
     """deploy.sh --target minikube, interrupted (``how``) while a child whose arguments hold
     ``argv`` runs (child_of). ``ready``: a file the step writes once it is under way;
-    ``real``: the tools run for real instead of their stand-ins (curl always is)."""
+    ``real``: the tools run for real instead of their stand-ins (curl always is);
+    ``scripts``: stand-ins of other behaviour, by tool name."""
     if not (ROOT / ".venv" / "bin" / "k6").exists():
         missing("k6 in .venv (make venv)")
     command, env = stand_ins(tmp_path)
     bin_dir = tmp_path / "bin"
     for tool in ("curl", *real):  # curl: readiness through the port-forward
         (bin_dir / tool).unlink()
+    for tool, script in (scripts or {}).items():
+        (bin_dir / tool).write_text(script)
     (bin_dir / "gpg").write_text(  # the signing key's fingerprint, for skopeo --sign-by
         '#!/bin/sh\necho "gpg $*" >>"$FAKE_STATE/calls.log"\n'
         f'case "$*" in *--list-secret-keys*) echo "fpr:::::::::{FINGERPRINT}:" ;; esac\n'
@@ -880,6 +884,39 @@ def test_a_run_interrupted_while_skopeo_promotes_stops_at_once_and_claims_nothin
     calls = (tmp_path / "cluster" / "calls.log").read_text()
     assert "pipeline-kustomize/production" not in calls, "production is never deployed"
     assert "comments-production rollout" not in calls
+
+
+@INTERRUPTS
+def test_a_run_interrupted_while_skopeo_checks_the_promoted_copy_stops_at_once(
+    tmp_path: Path, how: str, code: int
+):
+    # After the copy, promote asks the prod registry which digest its tag now names
+    # (capture_waited). A registry that stops answering there must not hold the run and
+    # its lock; nothing may be said as if the copy were checked. The stand-in skopeo copies
+    # (a log line) and then waits for ever on that question, as the real one would.
+    prod = "127.0.0.1:9"  # never contacted: skopeo is a stand-in here
+    ask = ["inspect", "--tls-verify=false", "--format", "{{.Digest}}"]
+    skopeo = (
+        '#!/bin/sh\necho "skopeo $*" >>"$FAKE_STATE/calls.log"\n'
+        f'case "$*" in "{" ".join(ask)} docker://{prod}/"*) while :; do sleep 1; done ;; esac\n'
+        "echo sha256:" + "1" * 64 + "\n"
+    )
+    run = interrupted_during(
+        tmp_path,
+        how,
+        [*ask, f"docker://{prod}/comments-api:stand-in"],
+        {"LOAD_DURATION": "1s", "PROD_REGISTRY": prod},
+        [],
+        scripts={"skopeo": skopeo},
+    )
+    calls = (tmp_path / "cluster" / "calls.log").read_text()
+    copied = calls.index(" copy --quiet --preserve-digests ")  # the copy went first
+    assert calls.index(f"skopeo {' '.join(ask)} docker://{prod}/", copied) > copied
+    assert_stopped_at_once(tmp_path, run, code, "skopeo inspect of the promoted copy")
+    assert "prod registry:" not in run.log, run.log[-3000:]
+    assert "verify the signature" not in run.log
+    assert "PIPELINE OK" not in run.log
+    assert "pipeline-kustomize/production" not in calls, "production is never deployed"
 
 
 # --- a release that fails production's smoke test: rolled back, and the rollback checked ---
