@@ -23,6 +23,7 @@ from jsonschema import Draft202012Validator
 
 from comments_api.app import SECURITY_HEADERS
 from comments_api.identity.credentials import SCOPE_ADMIN, generate_api_key
+from comments_api.moderation.rules import encode_listing_cursor
 from comments_api.store.repository import Repository, make_engine
 
 from .authkit import AUDIENCE, ISSUER, bearer, hs_signer
@@ -328,13 +329,14 @@ def test_huge_parent_id_and_moderation_ids_are_400(live):
     [
         ("/api/v1/contents/inputs/comments?cursor={o}", False),
         ("/api/v1/contents/inputs/comments?order=newest&cursor={n}", False),
-        ("/api/v1/moderation/pending?cursor={o}", True),
+        ("/api/v1/moderation/pending?cursor={pending}", True),
         ("/api/v1/admin/audit-log?cursor={n}", True),
     ],
 )
 def test_cursors_past_bigint_are_positions_not_500s(live, target, auth):
     # 19 digits over 2**63 - 1: a position after (oldest) or before (newest) every id.
     over = {"o": cursor(b"o9999999999999999999"), "n": cursor(b"n9999999999999999999")}
+    over["pending"] = encode_listing_cursor(over["o"], "pending", None)  # bound to its listing
     reply = live.request("GET", target.format(**over), auth=auth)
     assert reply.status == 200, reply.body
     items = reply.json["items"]  # type: ignore[index]
@@ -344,6 +346,7 @@ def test_cursors_past_bigint_are_positions_not_500s(live, target, auth):
         assert items == []
     # 20 digits is no cursor this API issues.
     too_long = {"o": cursor(b"o18446744073709551617"), "n": cursor(b"n18446744073709551617")}
+    too_long["pending"] = encode_listing_cursor(too_long["o"], "pending", None)
     assert_problem(live.request("GET", target.format(**too_long), auth=auth), 400)
 
 
