@@ -144,6 +144,28 @@ class PostgresServer:
             f"host=127.0.0.1 port={self.port} user=postgres dbname={database}", autocommit=True
         )
 
+    def live_sessions(self, database: str) -> set[int]:
+        """The PIDs of the server sessions connected to ``database``."""
+        with self.superuser() as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s", (database,)
+            ).fetchall()
+        return {int(pid) for (pid,) in rows}
+
+    def end_sessions(self, database: str, pids: set[int] | None = None) -> int:
+        """Terminate ``pids`` (default: every session of ``database``), as a failover or a
+        connection recycle would, and wait until they are gone: pg_terminate_backend only
+        signals, and a request sent at once could still meet a session on its way out.
+        Returns how many were ended."""
+        ending = self.live_sessions(database) if pids is None else pids
+        with self.superuser() as conn:
+            for pid in ending:
+                conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        deadline = time.monotonic() + 5
+        while ending & self.live_sessions(database) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return len(ending)
+
     def create_database(self, name: str) -> str:
         with self.superuser() as conn:
             conn.execute(f'CREATE DATABASE "{name}"')

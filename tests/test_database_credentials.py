@@ -55,15 +55,6 @@ def rotate(pg: PostgresServer, role: str, database: str) -> str:
     return password
 
 
-def drop_sessions(pg: PostgresServer, role: str) -> int:
-    """End the role's server sessions, as a failover or a connection recycle would."""
-    with pg.superuser() as conn:
-        rows = conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,)
-        ).fetchall()
-    return len(rows)
-
-
 def url_in_a_file(pg: PostgresServer, tmp_path: Path) -> tuple[str, str, str, Path]:
     """A new role and database, and the file its URL is mounted as: (role, password,
     database, path)."""
@@ -174,7 +165,7 @@ def test_serve_survives_a_rotation_without_a_restart(
 
         assert post("before the rotation") == 201
         swap(path, url(pg_server, role, rotate(pg_server, role, database), database))
-        assert drop_sessions(pg_server, role) > 0  # every pooled connection is now dead
+        assert pg_server.end_sessions(database) > 0  # every pooled connection is now dead
         # Each worker reconnects with the file's new password. Both workers must have
         # reconnected: several requests, spread by the server over its workers.
         statuses = [post(f"after the rotation {i}") for i in range(8)]

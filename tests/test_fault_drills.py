@@ -328,14 +328,6 @@ def _moderator_key(client: FlaskClient) -> str:
     return new.key
 
 
-def _end_sessions(pg: PostgresServer, database: str) -> None:
-    with pg.superuser() as conn:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-            (database,),
-        )
-
-
 def _database_of(url: str) -> str:
     return url.rsplit("/", 1)[1]
 
@@ -360,7 +352,7 @@ def test_a_read_only_database_refuses_writes_with_503_and_reads_go_on(
     database = _database_of(postgres_url)
     with pg_server.superuser() as conn:
         conn.execute(f'ALTER DATABASE "{database}" SET default_transaction_read_only = on')
-    _end_sessions(pg_server, database)  # new sessions come up read-only, as on a standby
+    pg_server.end_sessions(database)  # new sessions come up read-only, as on a standby
     before = scraped(client)
     try:
         refusals = [
@@ -387,7 +379,7 @@ def test_a_read_only_database_refuses_writes_with_503_and_reads_go_on(
         with pg_server.superuser() as conn:
             conn.execute("SET default_transaction_read_only = off")
             conn.execute(f'ALTER DATABASE "{database}" RESET default_transaction_read_only')
-        _end_sessions(pg_server, database)
+        pg_server.end_sessions(database)
     assert _stored_count(postgres_url) == 1  # nothing half-written
     after = client.post(write_url, json={"body": "primary again"})
     assert after.status_code == 201, after.get_json()

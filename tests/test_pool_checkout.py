@@ -33,27 +33,6 @@ def database_of(url: str) -> str:
     return urlsplit(url.replace("postgresql+psycopg", "postgresql")).path.lstrip("/")
 
 
-def live_sessions(pg: PostgresServer, database: str) -> set[int]:
-    with pg.superuser() as conn:
-        rows = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s", (database,)
-        ).fetchall()
-    return {int(pid) for (pid,) in rows}
-
-
-def end_sessions(pg: PostgresServer, database: str, pids: set[int] | None = None) -> int:
-    """Terminate ``pids`` (default: every server session of ``database``) and wait until
-    they are gone; returns how many were ended."""
-    ending = live_sessions(pg, database) if pids is None else pids
-    with pg.superuser() as conn:
-        for pid in ending:
-            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
-    deadline = time.monotonic() + 5
-    while ending & live_sessions(pg, database) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return len(ending)
-
-
 def last_statement(pg: PostgresServer, pid: int) -> str:
     with pg.superuser() as conn:
         row = conn.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
@@ -87,7 +66,7 @@ def test_connections_whose_sessions_ended_are_replaced_at_checkout(
         old = {c.execute(text("SELECT pg_backend_pid()")).scalar() for c in (first, second)}
         first.close()
         second.close()
-        assert end_sessions(pg_server, database_of(postgres_url)) == 2
+        assert pg_server.end_sessions(database_of(postgres_url)) == 2
         # Both pooled connections are dead; both checkouts get live ones, no error.
         first, second = engine.connect(), engine.connect()
         try:
@@ -119,7 +98,7 @@ def test_a_connection_lost_in_use_closes_the_pools_idle_ones(
 
         def end_own_session(dbapi_connection: object, record: object, proxy: object) -> None:
             pid = dbapi_connection.info.backend_pid  # type: ignore[attr-defined]
-            end_sessions(pg_server, database, {pid})
+            pg_server.end_sessions(database, {pid})
 
         # After the checkout's own check passed: the next statement meets a dead session.
         event.listen(engine, "checkout", end_own_session)
@@ -127,7 +106,7 @@ def test_a_connection_lost_in_use_closes_the_pools_idle_ones(
             repo.get_api_key("any")
         event.remove(engine, "checkout", end_own_session)
         assert idle_pids
-        assert not idle_pids & live_sessions(pg_server, database)
+        assert not idle_pids & pg_server.live_sessions(database)
         assert repo.get_api_key("any") is None  # and the next lookup just works
     finally:
         engine.dispose()
@@ -150,7 +129,7 @@ def test_a_read_whose_connection_is_lost_in_use_is_read_again(
     def end_once(dbapi_connection: object, record: object, proxy: object) -> None:
         if not ended:
             ended.append(dbapi_connection.info.backend_pid)  # type: ignore[attr-defined]
-            end_sessions(pg_server, database, set(ended))
+            pg_server.end_sessions(database, set(ended))
 
     for n, path in enumerate(("/api/v1/contents/c1/comments", "/api/comment/list/c1")):
         # Once first, so the change markers' own connection is open (it is kept, not
@@ -167,7 +146,7 @@ def test_a_read_whose_connection_is_lost_in_use_is_read_again(
         assert ended, "no connection was checked out"
         assert response.status_code == 200, response.get_json()
         assert f"then {n}" in response.text
-        assert not set(ended) & live_sessions(pg_server, database)
+        assert not set(ended) & pg_server.live_sessions(database)
     # A key lookup takes the driver's own path (_driver_cursor).
     repo = Repository(engine)
     ended.clear()
@@ -194,7 +173,7 @@ def test_writes_and_reads_go_on_after_the_servers_sessions_end(
         assert created.status_code == 201, created.get_json()
     assert client.get("/api/comment/list/c1").status_code == 200
     checked_out = pool_checked_out(client)
-    assert end_sessions(pg_server, database_of(postgres_url)) >= 2
+    assert pg_server.end_sessions(database_of(postgres_url)) >= 2
 
     created = client.post("/api/v1/contents/c1/comments", json={"body": "after"})
     assert created.status_code == 201, created.get_json()
