@@ -314,9 +314,9 @@ def check_listing_filter(status: str, content_id: str | None, author: str | None
 # hash of (status, content_id), or of (status, content_id, author) when an author filters
 # it (without one, the tag is what it was before the author filter existed). Replayed with
 # another filter it would be taken as a position in a list it never walked, and page 2
-# would silently skip every comment of that list before it. A cursor without a tag (the
-# releases before 2026-12-05 issued those) names no listing, so it is refused the same way:
-# taken as a position in any listing, it could skip just as silently.
+# would silently skip every comment of that list before it. A cursor without a tag (as
+# releases issued them before cursors carried one, 8febdfb) names no listing, so it is
+# refused the same way: taken as a position in any listing, it could skip just as silently.
 _FILTER_TAG_RE = re.compile(LISTING_TAG)
 
 
