@@ -22,6 +22,7 @@ from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import OperationalError
 
 from comments_api.app import create_app
+from comments_api.comments.rules import NewComment
 from comments_api.settings import Settings
 from comments_api.store.repository import Repository, make_engine, migrate
 from comments_api.web.common import EXTENSION_KEY
@@ -184,6 +185,131 @@ def test_writes_and_reads_go_on_after_the_servers_sessions_end(
     assert pool_checked_out(client) == checked_out
 
 
+class SessionEnder:
+    """Ends the server session of a connection the moment something asks (a pool or
+    engine event, a statement observer): what a restart, a failover or
+    ``idle_session_timeout`` does to a session a request is about to use."""
+
+    def __init__(self, pg: PostgresServer, database: str) -> None:
+        self.pg, self.database = pg, database
+        self.ended: list[int] = []
+        self.pid = 0  # of the last connection checked out
+
+    def note_checkout(self, dbapi_connection: object, record: object, proxy: object) -> None:
+        self.pid = dbapi_connection.info.backend_pid  # type: ignore[attr-defined]
+
+    def end(self, pid: int) -> None:
+        self.ended.append(pid)
+        self.pg.end_sessions(self.database, {pid})
+
+    def end_first_checkout(self, dbapi_connection: object, record: object, proxy: object) -> None:
+        # After the pool's own check at checkout passed: the first statement meets it.
+        if not self.ended:
+            self.end(dbapi_connection.info.backend_pid)  # type: ignore[attr-defined]
+
+
+def test_a_write_whose_connection_is_lost_before_its_commit_is_written_once(
+    pg_server: PostgresServer, postgres_url: str, caplog: pytest.LogCaptureFixture
+):
+    # A session ended a moment before a write checked its connection out, its socket not
+    # yet readable: the write runs again on a fresh connection (nothing was committed)
+    # instead of answering 503, and is stored once.
+    database = database_of(postgres_url)
+    engine = make_engine(postgres_url)
+    migrate(engine)
+    repo = Repository(engine)
+    sessions = SessionEnder(pg_server, database)
+    writes = {
+        # The comment insert's driver path (_driver_write)...
+        "create": lambda: repo.create(NewComment(content_id="c1", body="kept once")),
+        # ...and SQLAlchemy's Connection (_write): moderation, bans, keys.
+        "ban": lambda: repo.ban("email:someone", "spam", "moderator"),
+    }
+    try:
+        assert repo.get_api_key("none") is None  # the pool holds a connection now
+        for name, write in writes.items():
+            sessions.ended.clear()
+            caplog.clear()
+            event.listen(engine, "checkout", sessions.end_first_checkout)
+            try:
+                assert write(), name
+            finally:
+                event.remove(engine, "checkout", sessions.end_first_checkout)
+            assert sessions.ended, name
+            assert "writing once more" in caplog.text, name
+            assert not set(sessions.ended) & pg_server.live_sessions(database)
+        page = repo.list_page("c1", limit=10, order="oldest", after_id=None, statuses=["published"])
+        assert [c.body for c in page.items] == ["kept once"]
+        assert [b["target"] for b in repo.list_bans()] == ["email:someone"]
+    finally:
+        engine.dispose()
+
+    # Through the app: the create that met the ended session answers 201.
+    client = create_app(Settings(database_url=postgres_url, ratelimit_enabled=False)).test_client()
+    assert client.post("/api/v1/contents/c2/comments", json={"body": "a"}).status_code == 201
+    app_engine = client.application.extensions[EXTENSION_KEY].repo.engine
+    sessions.ended.clear()
+    event.listen(app_engine, "checkout", sessions.end_first_checkout)
+    try:
+        created = client.post("/api/v1/contents/c2/comments", json={"body": "b"})
+    finally:
+        event.remove(app_engine, "checkout", sessions.end_first_checkout)
+    assert sessions.ended
+    assert created.status_code == 201, created.get_json()
+    listed = client.get("/api/v1/contents/c2/comments").get_json()["items"]
+    assert [c["body"] for c in listed] == ["a", "b"]
+
+
+def test_a_write_whose_connection_is_lost_at_its_commit_is_not_tried_again(
+    pg_server: PostgresServer, postgres_url: str
+):
+    # Lost at the COMMIT, a write may have committed (the COMMIT may have reached the
+    # server): it fails, and is not written a second time. Here the session ends just
+    # before the COMMIT is sent, so the server rolled it back and nothing is stored.
+    database = database_of(postgres_url)
+    engine = make_engine(postgres_url)
+    migrate(engine)
+    sessions = SessionEnder(pg_server, database)
+    inserts: list[str] = []
+
+    def end_after_the_insert(sql: str, seconds: float) -> None:
+        if sql.startswith("INSERT INTO comments"):
+            inserts.append(sql)
+            sessions.end(sessions.pid)
+
+    repo = Repository(engine, observe_statement=end_after_the_insert)
+    event.listen(engine, "checkout", sessions.note_checkout)
+    try:
+        with pytest.raises(OperationalError) as lost:
+            repo.create(NewComment(content_id="c1", body="not twice"))
+        assert lost.value.connection_invalidated
+        assert lost.value.statement is None  # the COMMIT, not a statement
+        assert len(inserts) == 1
+
+        def end_at_commit(conn: object) -> None:
+            sessions.end(sessions.pid)
+
+        event.listen(engine, "commit", end_at_commit)
+        try:
+            with pytest.raises(OperationalError) as lost:
+                repo.ban("email:someone", "spam", "moderator")
+        finally:
+            event.remove(engine, "commit", end_at_commit)
+        assert lost.value.connection_invalidated
+        assert lost.value.statement is None
+        assert len(sessions.ended) == 2
+        assert (
+            repo.list_page(
+                "c1", limit=10, order="oldest", after_id=None, statuses=["published"]
+            ).items
+            == []
+        )
+        assert repo.list_bans() == []
+    finally:
+        event.remove(engine, "checkout", sessions.note_checkout)
+        engine.dispose()
+
+
 def test_the_checked_out_gauge_stays_true_through_an_outage():
     # SQLAlchemy checks a record in after a failed connect, with no checkout before it:
     # each request refused while the server was down lowered the gauge for good (-6 after
@@ -331,6 +457,17 @@ def test_a_request_on_a_path_gone_silent_answers_503_and_the_next_one_recovers()
         assert after.status_code == 201, after.get_json()
         listed = client.get(write_url)
         assert [c["body"] for c in listed.get_json()["items"]] == ["before", "after"]
+        # A read meets the silence once, not twice: a second try would wait out its
+        # connect_timeout as well, to fail all the same (_lost_at_once).
+        repo = client.application.extensions[EXTENSION_KEY].repo
+        assert repo.get_api_key("any") is None  # on a pooled connection, as the write was
+        with silent_path(pg.port):
+            started = time.monotonic()
+            with pytest.raises(OperationalError) as lost:
+                repo.get_api_key("any")
+            waited = time.monotonic() - started
+        assert lost.value.connection_invalidated
+        assert 9.0 < waited < 14.0, waited
     finally:
         pg.stop()
 

@@ -92,10 +92,15 @@ class TimedCursor:
     def __init__(self, cursor: Any, observe: StatementObserver | None) -> None:
         self.cursor = cursor
         self.observe = observe
+        # The statement under way, None between statements: a driver error raised while it
+        # is set came from that statement, not from the COMMIT after the last one.
+        self.running: str | None = None
 
     def execute(self, sql: str, parameters: tuple[Any, ...] | dict[str, Any] = ()) -> None:
+        self.running = sql
         started = time.perf_counter()
         self.cursor.execute(sql, parameters)
+        self.running = None
         if self.observe is not None:
             self.observe(sql, time.perf_counter() - started)
 

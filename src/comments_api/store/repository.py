@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from select import POLLIN, poll
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -813,17 +813,60 @@ def _read_again_if_lost(read: Callable[_P, _R]) -> Callable[_P, _R]:
     when spoken to, such as a NAT or load balancer that forgot an idle flow). By then the
     pool's idle connections are gone too, so the second try connects afresh; a read
     changes nothing, so trying it twice is safe. A server that is really down fails the
-    second try as well, and the request gets its 503 as before."""
+    second try as well, and the request gets its 503 as before. Only a connection lost at
+    once is tried again (``_lost_at_once``), not one whose path went silent."""
 
     @functools.wraps(read)
     def again(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        started = time.monotonic()
         try:
             return read(*args, **kwargs)
         except DBAPIError as exc:
-            if not exc.connection_invalidated:
+            if not _lost_at_once(exc, started):
                 raise
             log.warning("database connection lost during a read; reading once more")
             return read(*args, **kwargs)
+
+    return again
+
+
+# A connection found lost this soon after the call began was cut (its session ended, its
+# path reset): a fresh one may well work. Found lost later, after the path had gone silent
+# for TCP_USER_TIMEOUT_MS, the second try would wait out its connect_timeout as well, only
+# to answer the same 503 later (the path-gone-silent test in tests/test_pool_checkout.py).
+TRY_AGAIN_IF_LOST_WITHIN = 1.0
+
+
+def _lost_at_once(exc: DBAPIError, started: float) -> bool:
+    return exc.connection_invalidated and time.monotonic() - started < TRY_AGAIN_IF_LOST_WITHIN
+
+
+def _write_again_if_lost(
+    write: Callable[Concatenate[Repository, _P], _R],
+) -> Callable[Concatenate[Repository, _P], _R]:
+    """Run a write once more when its connection was found lost while one of its
+    statements ran: what ``_read_again_if_lost`` does for reads, and as safe, because
+    nothing was committed. Its COMMIT had not been sent, and a transaction the server
+    never got a COMMIT for is rolled back. That is the session ended by a restart, a
+    failover or ``idle_session_timeout`` a moment before its checkout, its socket not yet
+    readable (``_drop_dead_connection``), or a path that resets only when spoken to
+    (``_lost_at_once``: not one that went silent). A connection lost at the COMMIT itself
+    may have committed, so that write is not tried again (SQLAlchemy's error then names
+    no statement); nor one the server has already answered 500 at WORKER_TIMEOUT, whose
+    abort is what cut its connection."""
+
+    @functools.wraps(write)
+    def again(repo: Repository, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        started = time.monotonic()
+        try:
+            return write(repo, *args, **kwargs)
+        except DBAPIError as exc:
+            if not _lost_at_once(exc, started) or exc.statement is None:
+                raise
+            if repo.in_aborted_request():
+                raise
+            log.warning("database connection lost before a write's commit; writing once more")
+            return write(repo, *args, **kwargs)
 
     return again
 
@@ -982,7 +1025,7 @@ class Repository:
     def _sqlite_writer_transaction(self) -> Iterator[TimedCursor]:
         # Only inside the writer turn, which also keeps this process's threads apart.
         driver = self._sqlite_writer()
-        cursor = None
+        cursor = run = None
         try:
             cursor = driver.cursor()
             run = TimedCursor(cursor, self.observe_statement)
@@ -1001,7 +1044,8 @@ class Repository:
                 self._writer = None
                 with contextlib.suppress(self._dbapi_error):
                     driver.close()
-            raise as_sqlalchemy_error(self.engine.dialect, exc, invalidated=lost) from exc
+            sql = run.running if run is not None else None
+            raise as_sqlalchemy_error(self.engine.dialect, exc, invalidated=lost, sql=sql) from exc
         finally:
             if cursor is not None:
                 with contextlib.suppress(self._dbapi_error):
@@ -1051,10 +1095,11 @@ class Repository:
         the pool's reset on return ends whatever transaction the driver began."""
         pooled = raw_connection(self.engine)
         driver: Any = pooled.driver_connection
-        cursor = None
+        cursor = run = None
         try:
             cursor = driver.cursor()
-            yield driver, TimedCursor(cursor, self.observe_statement)
+            run = TimedCursor(cursor, self.observe_statement)
+            yield driver, run
         except self._dbapi_error as exc:
             lost = self.engine.dialect.is_disconnect(exc, driver, cursor)  # type: ignore[arg-type]
             if lost:
@@ -1063,7 +1108,9 @@ class Repository:
                 # connections are likely as dead as this one, even where a checkout could
                 # not tell (a path that resets only when spoken to). Close them now.
                 self.engine.dispose()
-            raise as_sqlalchemy_error(self.engine.dialect, exc, invalidated=lost) from exc
+            # Naming the statement, as SQLAlchemy's Connection does: none for the COMMIT.
+            sql = run.running if run is not None else None
+            raise as_sqlalchemy_error(self.engine.dialect, exc, invalidated=lost, sql=sql) from exc
         finally:
             if cursor is not None:
                 with contextlib.suppress(self._dbapi_error):
@@ -1109,6 +1156,7 @@ class Repository:
                 return None
 
     # --- writes ------------------------------------------------------------------
+    @_write_again_if_lost
     def create(
         self,
         new: NewComment,
@@ -1122,6 +1170,7 @@ class Repository:
         with self._driver_write() as run:
             return self._insert(run, new, check, parent_check, now or utcnow())
 
+    @_write_again_if_lost
     def create_idempotent(
         self,
         new: NewComment,
@@ -1308,6 +1357,7 @@ class Repository:
         return {cid: found.get(cid, 0) for cid in ids}
 
     # --- moderation ------------------------------------------------------------------
+    @_write_again_if_lost
     def moderate(
         self,
         ids: Sequence[int],
@@ -1331,6 +1381,7 @@ class Repository:
             self._audit(conn, actor, change.action, None, changed, details, now)
         return changed
 
+    @_write_again_if_lost
     def moderate_author(
         self,
         author_key: str,
@@ -1366,6 +1417,7 @@ class Repository:
             )
         return changed, more
 
+    @_write_again_if_lost
     def edit_body(
         self,
         comment_id: int,
@@ -1430,6 +1482,7 @@ class Repository:
                 is not None
             )
 
+    @_write_again_if_lost
     def ban(
         self, target: str, reason: str | None, actor: str, *, now: datetime | None = None
     ) -> bool:
@@ -1447,6 +1500,7 @@ class Repository:
             return False
         return True
 
+    @_write_again_if_lost
     def unban(self, target: str, actor: str, *, now: datetime | None = None) -> bool:
         now = now or utcnow()
         with self._write() as conn:
@@ -1517,6 +1571,7 @@ class Repository:
         return entries, (entries[-1].id if len(rows) > limit else None)
 
     # --- API keys --------------------------------------------------------------------
+    @_write_again_if_lost
     def add_api_key(
         self,
         key_id: str,
@@ -1544,6 +1599,7 @@ class Repository:
             rows = conn.execute(select(api_keys).order_by(api_keys.c.created_at)).all()
         return [_to_key(r) for r in rows]
 
+    @_write_again_if_lost
     def revoke_api_key(self, key_id: str, *, now: datetime | None = None) -> bool:
         with self._write() as conn:
             return bool(
