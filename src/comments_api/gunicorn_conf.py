@@ -84,6 +84,10 @@ def post_fork(server: Any, worker: Any) -> None:
     # copies and be lost (processes.STOP_SIGNALS). `serve` forks with them blocked already;
     # under plain gunicorn this narrows the window to the lines before this hook.
     block_stop_signals()
+    # Short sleeps (the SQLite writer turn's polls) end on time, not ~50 us late. Before
+    # the worker counts itself in the workers gauge below, which tests take to mean that
+    # every worker is set up.
+    tighten_timer_slack()
     # Connections opened in the master (migrations, preload) must not be shared by workers.
     # The app may sit behind middleware (ProxyFix, ...): the worker warns if it is not found.
     app = comments_app(server.app.wsgi())
@@ -96,8 +100,6 @@ def post_fork(server: Any, worker: Any) -> None:
     else:
         services.repo.engine.dispose(close=False)
         telemetry.worker_started(app, _settings.threads)
-    # Short sleeps (the SQLite writer turn's polls) end on time, not ~50 us late.
-    tighten_timer_slack()
 
 
 def post_worker_init(worker: Any) -> None:
