@@ -260,8 +260,57 @@ def test_a_write_whose_connection_is_lost_before_its_commit_is_written_once(
     assert [c["body"] for c in listed] == ["a", "b"]
 
 
-def test_a_write_whose_connection_is_lost_at_its_commit_is_not_tried_again(
+def test_a_change_marker_read_that_meets_ended_sessions_is_read_again(
     pg_server: PostgresServer, postgres_url: str
+):
+    # The read cache's change markers are read on a connection each thread takes from the
+    # pool once and keeps. Taken while its session was ending (not yet seen at checkout),
+    # or kept and ended with the pool's idle ones (a failover), it met a 503; the list is
+    # now answered from a new connection.
+    database = database_of(postgres_url)
+    engine = make_engine(postgres_url)
+    migrate(engine)
+    engine.dispose()
+    client = create_app(Settings(database_url=postgres_url, ratelimit_enabled=False)).test_client()
+    services = client.application.extensions[EXTENSION_KEY]
+    markers = services.comments.cache.markers
+    app_engine = services.repo.engine
+    path = "/api/v1/contents/c1/comments"
+    assert client.post(path, json={"body": "first"}).status_code == 201
+    assert markers._local.conn is None  # no list read yet: its connection is not taken
+    sessions = SessionEnder(pg_server, database)
+    event.listen(app_engine, "checkout", sessions.end_first_checkout)
+    try:
+        listed = client.get(path)
+    finally:
+        event.remove(app_engine, "checkout", sessions.end_first_checkout)
+    assert sessions.ended, "no connection was checked out"
+    assert listed.status_code == 200, listed.get_json()
+    assert [c["body"] for c in listed.get_json()["items"]] == ["first"]
+
+    assert client.post(path, json={"body": "second"}).status_code == 201
+    kept = markers._local.conn.info.backend_pid
+    old = pg_server.live_sessions(database)  # the kept one and the pool's idle ones
+    sessions.ended.clear()
+    pg_server.end_sessions(database, {kept})
+
+    def end_if_old(dbapi_connection: object, record: object, proxy: object) -> None:
+        pid = dbapi_connection.info.backend_pid  # type: ignore[attr-defined]
+        if pid in old:  # ended by the same failover, not yet seen at checkout
+            sessions.end(pid)
+
+    event.listen(app_engine, "checkout", end_if_old)
+    try:
+        listed = client.get(path)
+    finally:
+        event.remove(app_engine, "checkout", end_if_old)
+    assert listed.status_code == 200, listed.get_json()
+    assert [c["body"] for c in listed.get_json()["items"]] == ["first", "second"]
+    assert markers._local.conn.info.backend_pid not in old
+
+
+def test_a_write_whose_connection_is_lost_at_its_commit_is_not_tried_again(
+    pg_server: PostgresServer, postgres_url: str, caplog: pytest.LogCaptureFixture
 ):
     # Lost at the COMMIT, a write may have committed (the COMMIT may have reached the
     # server): it fails, and is not written a second time. Here the session ends just
@@ -283,7 +332,7 @@ def test_a_write_whose_connection_is_lost_at_its_commit_is_not_tried_again(
         with pytest.raises(OperationalError) as lost:
             repo.create(NewComment(content_id="c1", body="not twice"))
         assert lost.value.connection_invalidated
-        assert lost.value.statement is None  # the COMMIT, not a statement
+        assert lost.value.statement == "COMMIT"  # named, as SQLAlchemy names a statement
         assert len(inserts) == 1
 
         def end_at_commit(conn: object) -> None:
@@ -296,7 +345,7 @@ def test_a_write_whose_connection_is_lost_at_its_commit_is_not_tried_again(
         finally:
             event.remove(engine, "commit", end_at_commit)
         assert lost.value.connection_invalidated
-        assert lost.value.statement is None
+        assert lost.value.statement is None  # SQLAlchemy's Connection names no COMMIT
         assert len(sessions.ended) == 2
         assert (
             repo.list_page(
@@ -308,6 +357,30 @@ def test_a_write_whose_connection_is_lost_at_its_commit_is_not_tried_again(
     finally:
         event.remove(engine, "checkout", sessions.note_checkout)
         engine.dispose()
+
+    # Through the app: a 503, and a log line that tells the operator it may be stored.
+    client = create_app(Settings(database_url=postgres_url, ratelimit_enabled=False)).test_client()
+    app_repo = client.application.extensions[EXTENSION_KEY].repo
+    app_engine, observe = app_repo.engine, app_repo.observe_statement
+
+    def observe_then_end(sql: str, seconds: float) -> None:
+        if observe is not None:
+            observe(sql, seconds)
+        end_after_the_insert(sql, seconds)
+
+    app_repo.observe_statement = observe_then_end
+    event.listen(app_engine, "checkout", sessions.note_checkout)
+    caplog.clear()
+    try:
+        refused = client.post("/api/v1/contents/c1/comments", json={"body": "maybe"})
+    finally:
+        event.remove(app_engine, "checkout", sessions.note_checkout)
+        app_repo.observe_statement = observe
+    assert refused.status_code == 503, refused.get_json()
+    assert refused.headers["Retry-After"]
+    assert len(inserts) == 2
+    assert "database connection lost at a comment's COMMIT" in caplog.text
+    assert "it may have been stored" in caplog.text
 
 
 def test_the_checked_out_gauge_stays_true_through_an_outage():

@@ -32,6 +32,7 @@ from .store.repository import (
     AbortedWrite,
     Repository,
     is_disk_full,
+    lost_at_commit,
     make_engine,
     shipped_revisions,
 )
@@ -255,6 +256,16 @@ def _database_unavailable(exc: Exception) -> Response:
     elif isinstance(exc, StorageRefused):
         log.error("database refuses the write: %s (read-only, or see above); answered 503", cause)
         count_database_error("refused")
+    elif lost_at_commit(exc):
+        # Not tried again (repository._write_again_if_lost): the client is told to retry,
+        # and the operator that a comment may be stored twice if it does so without an
+        # Idempotency-Key.
+        log.error(
+            "database connection lost at a comment's COMMIT: %s; it may have been stored; "
+            "answered 503",
+            cause,
+        )
+        count_database_error("unavailable")
     else:
         log.error("database unavailable: %s", cause)
         count_database_error("unavailable")

@@ -86,14 +86,18 @@ class DriverStatement:
         return bound
 
 
+# What ``TimedCursor.running`` names while a transaction's COMMIT is under way.
+COMMIT = "COMMIT"
+
+
 class TimedCursor:
     """A DBAPI cursor whose statements are each timed for ``observe``."""
 
     def __init__(self, cursor: Any, observe: StatementObserver | None) -> None:
         self.cursor = cursor
         self.observe = observe
-        # The statement under way, None between statements: a driver error raised while it
-        # is set came from that statement, not from the COMMIT after the last one.
+        # The statement under way (or COMMIT), None between them: a driver error names
+        # what it came from, as SQLAlchemy's errors name their statement.
         self.running: str | None = None
 
     def execute(self, sql: str, parameters: tuple[Any, ...] | dict[str, Any] = ()) -> None:
@@ -111,6 +115,12 @@ class TimedCursor:
     def run(self, statement: DriverStatement, values: Mapping[str, Any]) -> None:
         """A statement without rows to read (INSERT, DELETE)."""
         self.execute(statement.sql, statement.parameters(values))
+
+    def commit(self, driver: Any) -> None:
+        """Commit the transaction of ``driver`` (this cursor's connection)."""
+        self.running = COMMIT
+        driver.commit()
+        self.running = None
 
 
 def raw_connection(engine: Engine) -> PoolProxiedConnection:

@@ -77,6 +77,7 @@ from ..moderation.rules import (
 )
 from ..processes import pid_at_fork
 from .driver_sql import (
+    COMMIT,
     DriverStatement,
     StatementObserver,
     StorageRefused,
@@ -841,6 +842,12 @@ def _lost_at_once(exc: DBAPIError, started: float) -> bool:
     return exc.connection_invalidated and time.monotonic() - started < TRY_AGAIN_IF_LOST_WITHIN
 
 
+def lost_at_commit(exc: BaseException) -> bool:
+    """A comment insert's connection was found lost at its COMMIT, which the server may
+    have carried out (the driver path names it, ``TimedCursor.commit``)."""
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated and exc.statement == COMMIT
+
+
 def _write_again_if_lost(
     write: Callable[Concatenate[Repository, _P], _R],
 ) -> Callable[Concatenate[Repository, _P], _R]:
@@ -851,9 +858,9 @@ def _write_again_if_lost(
     failover or ``idle_session_timeout`` a moment before its checkout, its socket not yet
     readable (``_drop_dead_connection``), or a path that resets only when spoken to
     (``_lost_at_once``: not one that went silent). A connection lost at the COMMIT itself
-    may have committed, so that write is not tried again (SQLAlchemy's error then names
-    no statement); nor one the server has already answered 500 at WORKER_TIMEOUT, whose
-    abort is what cut its connection."""
+    may have committed, so that write is not tried again (the driver path's error names
+    the COMMIT, SQLAlchemy's no statement); nor one the server has already answered 500
+    at WORKER_TIMEOUT, whose abort is what cut its connection."""
 
     @functools.wraps(write)
     def again(repo: Repository, *args: _P.args, **kwargs: _P.kwargs) -> _R:
@@ -861,7 +868,8 @@ def _write_again_if_lost(
         try:
             return write(repo, *args, **kwargs)
         except DBAPIError as exc:
-            if not _lost_at_once(exc, started) or exc.statement is None:
+            # No statement: lost at the COMMIT of SQLAlchemy's Connection, or connecting.
+            if not _lost_at_once(exc, started) or exc.statement in (None, COMMIT):
                 raise
             if repo.in_aborted_request():
                 raise
@@ -1016,7 +1024,7 @@ class Repository:
                 yield run
                 if self.aborted_threads and threading.get_ident() in self.aborted_threads:
                     raise self._aborted_write()
-                driver.commit()
+                run.commit(driver)
             except BaseException:
                 with contextlib.suppress(self._dbapi_error):
                     driver.rollback()
@@ -1033,7 +1041,7 @@ class Repository:
             yield run
             if self.aborted_threads and threading.get_ident() in self.aborted_threads:
                 raise self._aborted_write()
-            driver.commit()
+            run.commit(driver)
         except BaseException as exc:
             with contextlib.suppress(self._dbapi_error):
                 driver.rollback()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,7 +40,7 @@ from .driver_sql import (
     as_sqlalchemy_error,
     raw_connection,
 )
-from .repository import comments, content_versions
+from .repository import TRY_AGAIN_IF_LOST_WITHIN, comments, content_versions
 
 # A marker for a content that was never written (no row yet): a write inserts a random one.
 UNWRITTEN = 0
@@ -158,7 +159,8 @@ class ChangeMarkers:
         params: tuple[Any, ...] | dict[str, Any],
         observe: StatementObserver | None = None,
     ) -> list[Any]:
-        for _attempt in range(2):
+        started = time.monotonic()
+        for attempt in range(2):
             conn, fresh = self._connection()
             try:
                 cursor = conn.cursor()
@@ -170,15 +172,26 @@ class ChangeMarkers:
             except self._dbapi_error as exc:
                 lost = self.engine.dialect.is_disconnect(exc, conn, None)  # type: ignore[arg-type]
                 self.close()  # a failed connection is never used again
-                if fresh or not (lost or self.is_sqlite):
+                if self.is_sqlite:
+                    # A SQLite read never waits on a lock in WAL mode: any error on a kept
+                    # connection is tried once on a new one.
+                    again = not fresh
+                else:
+                    # A kept connection can die with its server (restart, failover), and
+                    # the one this thread took from the pool can be dead too before its
+                    # checkout can tell (_drop_dead_connection): tried once more, as
+                    # repository reads are, but not after a path went silent. A
+                    # statement timeout or a refused lock is not tried again: the 503
+                    # comes after one DB_STATEMENT_TIMEOUT, not two.
+                    again = lost and time.monotonic() - started < TRY_AGAIN_IF_LOST_WITHIN
+                    if lost:
+                        # The pool's idle connections likely died with this one, and the
+                        # next try would take one of them (as _driver_cursor does).
+                        self.engine.dispose()
+                if attempt or not again:
                     # Raised as SQLAlchemy's error, so the app answers it like any other
-                    # database failure (503 + Retry-After). On PostgreSQL a statement
-                    # timeout or a refused lock is not tried again: the 503 comes after
-                    # one DB_STATEMENT_TIMEOUT, not two. (A SQLite read never waits on a
-                    # lock in WAL mode: any error there is tried once afresh, as before.)
+                    # database failure (503 + Retry-After).
                     raise as_sqlalchemy_error(
                         self.engine.dialect, exc, sql=sql, invalidated=lost
                     ) from exc
-                # A kept connection can die with its server (restart, failover): retry
-                # once on a fresh one, as the pool's checkout does (_drop_dead_connection).
         raise AssertionError("unreachable")
