@@ -14,6 +14,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -38,6 +39,15 @@ def last_statement(pg: PostgresServer, pid: int) -> str:
     with pg.superuser() as conn:
         row = conn.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
     return str(row[0])
+
+
+def migrated_client(url: str, **settings: Any) -> FlaskClient:
+    """A test client of the app on ``url``, migrated first on a connection of its own."""
+    engine = make_engine(url)
+    migrate(engine)
+    engine.dispose()
+    app = create_app(Settings(database_url=url, ratelimit_enabled=False, **settings))
+    return app.test_client()
 
 
 def test_a_checkout_sends_nothing_to_the_server(pg_server: PostgresServer, postgres_url: str):
@@ -113,78 +123,6 @@ def test_a_connection_lost_in_use_closes_the_pools_idle_ones(
         engine.dispose()
 
 
-def test_a_read_whose_connection_is_lost_in_use_is_read_again(
-    pg_server: PostgresServer, postgres_url: str
-):
-    # The same blind spot, met by a read through the app: the request is answered from a
-    # fresh connection instead of failing with 503.
-    database = database_of(postgres_url)
-    engine = make_engine(postgres_url)
-    migrate(engine)
-    engine.dispose()
-    client = create_app(Settings(database_url=postgres_url, ratelimit_enabled=False)).test_client()
-    assert client.post("/api/v1/contents/c1/comments", json={"body": "kept"}).status_code == 201
-    app_engine = client.application.extensions[EXTENSION_KEY].repo.engine
-    ended: list[int] = []
-
-    def end_once(dbapi_connection: object, record: object, proxy: object) -> None:
-        if not ended:
-            ended.append(dbapi_connection.info.backend_pid)  # type: ignore[attr-defined]
-            pg_server.end_sessions(database, set(ended))
-
-    for n, path in enumerate(("/api/v1/contents/c1/comments", "/api/comment/list/c1")):
-        # Once first, so the change markers' own connection is open (it is kept, not
-        # pooled: checked out only when made); then a write, so the read cache misses.
-        assert client.get(path).status_code == 200
-        created = client.post("/api/v1/contents/c1/comments", json={"body": f"then {n}"})
-        assert created.status_code == 201
-        ended.clear()
-        event.listen(app_engine, "checkout", end_once)
-        try:
-            response = client.get(path)
-        finally:
-            event.remove(app_engine, "checkout", end_once)
-        assert ended, "no connection was checked out"
-        assert response.status_code == 200, response.get_json()
-        assert f"then {n}" in response.text
-        assert not set(ended) & pg_server.live_sessions(database)
-    # A key lookup takes the driver's own path (_driver_cursor).
-    repo = Repository(engine)
-    ended.clear()
-    event.listen(engine, "checkout", end_once)
-    try:
-        assert repo.get_api_key("any") is None
-    finally:
-        event.remove(engine, "checkout", end_once)
-        engine.dispose()
-    assert ended
-
-
-def test_writes_and_reads_go_on_after_the_servers_sessions_end(
-    pg_server: PostgresServer, postgres_url: str
-):
-    # A restart or failover between two requests: the next create and list succeed on
-    # their first try, not one failed request per pooled connection.
-    engine = make_engine(postgres_url)
-    migrate(engine)
-    engine.dispose()
-    client = create_app(Settings(database_url=postgres_url, ratelimit_enabled=False)).test_client()
-    for n in range(3):
-        created = client.post("/api/v1/contents/c1/comments", json={"body": f"before {n}"})
-        assert created.status_code == 201, created.get_json()
-    assert client.get("/api/comment/list/c1").status_code == 200
-    checked_out = pool_checked_out(client)
-    assert pg_server.end_sessions(database_of(postgres_url)) >= 2
-
-    created = client.post("/api/v1/contents/c1/comments", json={"body": "after"})
-    assert created.status_code == 201, created.get_json()
-    listed = client.get("/api/v1/contents/c1/comments")
-    assert listed.status_code == 200, listed.get_json()
-    assert [c["body"] for c in listed.get_json()["items"]][-1] == "after"
-    # The dead connections were never counted as checked out: the gauge is where it was.
-    assert pool_checked_out(client) == checked_out
-
-
 class SessionEnder:
     """Ends the server session of a connection the moment something asks (a pool or
     engine event, a statement observer): what a restart, a failover or
@@ -206,6 +144,68 @@ class SessionEnder:
         # After the pool's own check at checkout passed: the first statement meets it.
         if not self.ended:
             self.end(dbapi_connection.info.backend_pid)  # type: ignore[attr-defined]
+
+
+def test_a_read_whose_connection_is_lost_in_use_is_read_again(
+    pg_server: PostgresServer, postgres_url: str
+):
+    # The same blind spot, met by a read through the app: the request is answered from a
+    # fresh connection instead of failing with 503.
+    database = database_of(postgres_url)
+    client = migrated_client(postgres_url)
+    assert client.post("/api/v1/contents/c1/comments", json={"body": "kept"}).status_code == 201
+    app_engine = client.application.extensions[EXTENSION_KEY].repo.engine
+    sessions = SessionEnder(pg_server, database)
+    ended, end_once = sessions.ended, sessions.end_first_checkout
+    for n, path in enumerate(("/api/v1/contents/c1/comments", "/api/comment/list/c1")):
+        # Once first, so the change markers' own connection is open (it is kept, not
+        # pooled: checked out only when made); then a write, so the read cache misses.
+        assert client.get(path).status_code == 200
+        created = client.post("/api/v1/contents/c1/comments", json={"body": f"then {n}"})
+        assert created.status_code == 201
+        ended.clear()
+        event.listen(app_engine, "checkout", end_once)
+        try:
+            response = client.get(path)
+        finally:
+            event.remove(app_engine, "checkout", end_once)
+        assert ended, "no connection was checked out"
+        assert response.status_code == 200, response.get_json()
+        assert f"then {n}" in response.text
+        assert not set(ended) & pg_server.live_sessions(database)
+    # A key lookup takes the driver's own path (_driver_cursor).
+    engine = make_engine(postgres_url)
+    repo = Repository(engine)
+    ended.clear()
+    event.listen(engine, "checkout", end_once)
+    try:
+        assert repo.get_api_key("any") is None
+    finally:
+        event.remove(engine, "checkout", end_once)
+        engine.dispose()
+    assert ended
+
+
+def test_writes_and_reads_go_on_after_the_servers_sessions_end(
+    pg_server: PostgresServer, postgres_url: str
+):
+    # A restart or failover between two requests: the next create and list succeed on
+    # their first try, not one failed request per pooled connection.
+    client = migrated_client(postgres_url)
+    for n in range(3):
+        created = client.post("/api/v1/contents/c1/comments", json={"body": f"before {n}"})
+        assert created.status_code == 201, created.get_json()
+    assert client.get("/api/comment/list/c1").status_code == 200
+    checked_out = pool_checked_out(client)
+    assert pg_server.end_sessions(database_of(postgres_url)) >= 2
+
+    created = client.post("/api/v1/contents/c1/comments", json={"body": "after"})
+    assert created.status_code == 201, created.get_json()
+    listed = client.get("/api/v1/contents/c1/comments")
+    assert listed.status_code == 200, listed.get_json()
+    assert [c["body"] for c in listed.get_json()["items"]][-1] == "after"
+    # The dead connections were never counted as checked out: the gauge is where it was.
+    assert pool_checked_out(client) == checked_out
 
 
 def test_a_write_whose_connection_is_lost_before_its_commit_is_written_once(
@@ -268,10 +268,7 @@ def test_a_change_marker_read_that_meets_ended_sessions_is_read_again(
     # or kept and ended with the pool's idle ones (a failover), it met a 503; the list is
     # now answered from a new connection.
     database = database_of(postgres_url)
-    engine = make_engine(postgres_url)
-    migrate(engine)
-    engine.dispose()
-    client = create_app(Settings(database_url=postgres_url, ratelimit_enabled=False)).test_client()
+    client = migrated_client(postgres_url)
     services = client.application.extensions[EXTENSION_KEY]
     markers = services.comments.cache.markers
     app_engine = services.repo.engine
@@ -390,10 +387,7 @@ def test_the_checked_out_gauge_stays_true_through_an_outage():
     pg = PostgresServer()
     try:
         url = pg.create_database("outage")
-        engine = make_engine(url)
-        migrate(engine)
-        engine.dispose()
-        client = create_app(Settings(database_url=url, ratelimit_enabled=False)).test_client()
+        client = migrated_client(url)
         assert client.post("/api/v1/contents/c1/comments", json={"body": "a"}).status_code == 201
         assert client.get("/api/comment/list/c1").status_code == 200
         assert pool_checked_out(client) == 0
@@ -502,11 +496,7 @@ def test_a_request_on_a_path_gone_silent_answers_503_and_the_next_one_recovers()
     pg = PostgresServer()
     try:
         url = pg.create_database("silent")
-        engine = make_engine(url)
-        migrate(engine)
-        engine.dispose()
-        settings = Settings(database_url=url, ratelimit_enabled=False, db_statement_timeout=1.0)
-        client = create_app(settings).test_client()
+        client = migrated_client(url, db_statement_timeout=1.0)
         write_url = "/api/v1/contents/c1/comments"
         assert client.post(write_url, json={"body": "before"}).status_code == 201
         outcome: dict[str, object] = {}
