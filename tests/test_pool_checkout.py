@@ -521,7 +521,7 @@ def test_a_request_on_a_path_gone_silent_answers_503_and_the_next_one_recovers()
         listed = client.get(write_url)
         assert [c["body"] for c in listed.get_json()["items"]] == ["before", "after"]
         # A read meets the silence once, not twice: a second try would wait out its
-        # connect_timeout as well, to fail all the same (_lost_at_once).
+        # connect_timeout as well, to fail all the same (lost_at_once).
         repo = client.application.extensions[EXTENSION_KEY].repo
         assert repo.get_api_key("any") is None  # on a pooled connection, as the write was
         with silent_path(pg.port):

@@ -815,7 +815,7 @@ def _read_again_if_lost(read: Callable[_P, _R]) -> Callable[_P, _R]:
     pool's idle connections are gone too, so the second try connects afresh; a read
     changes nothing, so trying it twice is safe. A server that is really down fails the
     second try as well, and the request gets its 503 as before. Only a connection lost at
-    once is tried again (``_lost_at_once``), not one whose path went silent."""
+    once is tried again (``lost_at_once``), not one whose path went silent."""
 
     @functools.wraps(read)
     def again(*args: _P.args, **kwargs: _P.kwargs) -> _R:
@@ -823,7 +823,7 @@ def _read_again_if_lost(read: Callable[_P, _R]) -> Callable[_P, _R]:
         try:
             return read(*args, **kwargs)
         except DBAPIError as exc:
-            if not _lost_at_once(exc, started):
+            if not lost_at_once(exc.connection_invalidated, started):
                 raise
             log.warning("database connection lost during a read; reading once more")
             return read(*args, **kwargs)
@@ -838,8 +838,10 @@ def _read_again_if_lost(read: Callable[_P, _R]) -> Callable[_P, _R]:
 TRY_AGAIN_IF_LOST_WITHIN = 1.0
 
 
-def _lost_at_once(exc: DBAPIError, started: float) -> bool:
-    return exc.connection_invalidated and time.monotonic() - started < TRY_AGAIN_IF_LOST_WITHIN
+def lost_at_once(lost: bool, started: float) -> bool:
+    """Whether a call begun at ``started`` (time.monotonic) that found its connection
+    ``lost`` is worth one more try (TRY_AGAIN_IF_LOST_WITHIN)."""
+    return lost and time.monotonic() - started < TRY_AGAIN_IF_LOST_WITHIN
 
 
 def lost_at_commit(exc: BaseException) -> bool:
@@ -857,7 +859,7 @@ def _write_again_if_lost(
     never got a COMMIT for is rolled back. That is the session ended by a restart, a
     failover or ``idle_session_timeout`` a moment before its checkout, its socket not yet
     readable (``_drop_dead_connection``), or a path that resets only when spoken to
-    (``_lost_at_once``: not one that went silent). A connection lost at the COMMIT itself
+    (``lost_at_once``: not one that went silent). A connection lost at the COMMIT itself
     may have committed, so that write is not tried again (the driver path's error names
     the COMMIT, SQLAlchemy's no statement); nor one the server has already answered 500
     at WORKER_TIMEOUT, whose abort is what cut its connection."""
@@ -868,10 +870,10 @@ def _write_again_if_lost(
         try:
             return write(repo, *args, **kwargs)
         except DBAPIError as exc:
-            # No statement: lost at the COMMIT of SQLAlchemy's Connection, or connecting.
-            if not _lost_at_once(exc, started) or exc.statement in (None, COMMIT):
+            if not lost_at_once(exc.connection_invalidated, started):
                 raise
-            if repo.in_aborted_request():
+            # No statement: lost at the COMMIT of SQLAlchemy's Connection, or connecting.
+            if exc.statement in (None, COMMIT) or repo.in_aborted_request():
                 raise
             log.warning("database connection lost before a write's commit; writing once more")
             return write(repo, *args, **kwargs)
@@ -1116,7 +1118,7 @@ class Repository:
                 # connections are likely as dead as this one, even where a checkout could
                 # not tell (a path that resets only when spoken to). Close them now.
                 self.engine.dispose()
-            # Naming the statement, as SQLAlchemy's Connection does: none for the COMMIT.
+            # Naming the statement (or COMMIT) it came from, as SQLAlchemy names statements.
             sql = run.running if run is not None else None
             raise as_sqlalchemy_error(self.engine.dialect, exc, invalidated=lost, sql=sql) from exc
         finally:

@@ -40,7 +40,7 @@ from .driver_sql import (
     as_sqlalchemy_error,
     raw_connection,
 )
-from .repository import TRY_AGAIN_IF_LOST_WITHIN, comments, content_versions
+from .repository import comments, content_versions, lost_at_once
 
 # A marker for a content that was never written (no row yet): a write inserts a random one.
 UNWRITTEN = 0
@@ -183,7 +183,7 @@ class ChangeMarkers:
                     # repository reads are, but not after a path went silent. A
                     # statement timeout or a refused lock is not tried again: the 503
                     # comes after one DB_STATEMENT_TIMEOUT, not two.
-                    again = lost and time.monotonic() - started < TRY_AGAIN_IF_LOST_WITHIN
+                    again = lost_at_once(lost, started)
                     if lost:
                         # The pool's idle connections likely died with this one, and the
                         # next try would take one of them (as _driver_cursor does).
