@@ -98,26 +98,29 @@ def children(pid: int) -> list[int]:
         return []
 
 
-def send_signals(
-    sig: int, pick: Callable[[], int | None], every: float, until: float, sent: list[int]
-) -> None:
-    """Send ``sig`` to the process ``pick`` names, every 0.5-1.5 x ``every`` seconds."""
+def now_and_then(action: Callable[[], None], every: float, until: float) -> None:
+    """Run ``action`` every 0.5-1.5 x ``every`` seconds (``every`` first) until ``until``."""
     rng = random.Random()
     time.sleep(every)
     while time.monotonic() < until:
-        pid = pick()
-        if pid:
-            try:
-                os.kill(pid, sig)
-                sent.append(pid)
-            except ProcessLookupError:  # a worker that exited on its own meanwhile
-                pass
+        action()
         time.sleep(rng.uniform(0.5, 1.5) * every)
 
 
-def end_sessions(database_url: str) -> int:
+def send_signal(sig: int, pick: Callable[[], int | None], sent: list[int]) -> None:
+    """Send ``sig`` to the process ``pick`` names, if any; note its PID in ``sent``."""
+    pid = pick()
+    if pid:
+        try:
+            os.kill(pid, sig)
+            sent.append(pid)
+        except ProcessLookupError:  # a worker that exited on its own meanwhile
+            pass
+
+
+def end_sessions(database_url: str, ended: list[int]) -> None:
     """End every other session of ``database_url``'s database (the service's role may end
-    its own role's sessions); returns how many were told to end."""
+    its own role's sessions); note how many were told to end in ``ended``."""
     import psycopg  # the service's driver: only PostgreSQL runs need it
 
     dsn = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
@@ -126,18 +129,7 @@ def end_sessions(database_url: str) -> int:
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         ).fetchone()
-    return int(row[0]) if row else 0
-
-
-def end_sessions_now_and_then(
-    database_url: str, every: float, until: float, ended: list[int]
-) -> None:
-    """``end_sessions`` every 0.5-1.5 x ``every`` seconds (as ``send_signals`` spaces them)."""
-    rng = random.Random()
-    time.sleep(every)
-    while time.monotonic() < until:
-        ended.append(end_sessions(database_url))
-        time.sleep(rng.uniform(0.5, 1.5) * every)
+    ended.append(int(row[0]) if row else 0)
 
 
 def created_counted(port: int) -> int:
@@ -312,29 +304,23 @@ def main(argv: list[str] | None = None) -> int:
             t.start()
         kills: list[int] = []  # workers SIGKILLed
         reloads: list[int] = []  # SIGHUPs sent to the master
+        ended: list[int] = []  # sessions told to end, per round
         master = server.pid
         chooser = random.Random()
-        for every, sig, pick, sent in (
-            (
-                args.kill_every,
-                signal.SIGKILL,
-                lambda: chooser.choice(children(master) or [0]),
-                kills,
-            ),
-            (args.reload_every, signal.SIGHUP, lambda: master, reloads),
+
+        def kill_a_worker() -> None:
+            send_signal(signal.SIGKILL, lambda: chooser.choice(children(master) or [0]), kills)
+
+        for every, action in (
+            (args.kill_every, kill_a_worker),
+            (args.reload_every, lambda: send_signal(signal.SIGHUP, lambda: master, reloads)),
+            (args.end_sessions_every, lambda: end_sessions(args.database_url, ended)),
         ):
             if every > 0:
                 until = soak.start + duration - 5
                 threading.Thread(
-                    target=send_signals, args=(sig, pick, every, until, sent), daemon=True
+                    target=now_and_then, args=(action, every, until), daemon=True
                 ).start()
-        ended: list[int] = []  # sessions told to end, per round
-        if args.end_sessions_every > 0:
-            threading.Thread(
-                target=end_sessions_now_and_then,
-                args=(args.database_url, args.end_sessions_every, soak.start + duration - 5, ended),
-                daemon=True,
-            ).start()
         rows: list[dict[str, Any]] = []
         killing = (
             (f", a worker SIGKILLed every ~{args.kill_every:g} s" if args.kill_every > 0 else "")
