@@ -52,6 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from comments_api.app import COMMIT_LOST
+
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"  # loopback only
 CONTENTS = [f"soak-{i}" for i in range(20)]
@@ -378,11 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         counted, stored = created_counted(port), published_stored(port)
         server_errors = sum(n for kind, n in soak.error_kinds.items() if kind.startswith("http 5"))
         # Ending sessions may cut a create at its COMMIT: a 503, and not tried again.
-        lost_at_commit = (
-            (workdir / "serve.log")
-            .read_text(errors="replace")
-            .count("database connection lost at a comment's COMMIT")
-        )
+        lost_at_commit = (workdir / "serve.log").read_text(errors="replace").count(COMMIT_LOST)
         # The counter moves right after the commit: only a kill between the two (or a
         # COMMIT whose answer was lost) can leave a stored comment uncounted, never the
         # other way round.
@@ -423,9 +421,14 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"\nrequests {summary['requests']}, errors {summary['errors']} {soak.error_kinds}, "
             f"writes acknowledged {len(soak.acked)}, missing {missing}; workers killed "
-            f"{len(kills)}, reloads {len(reloads)}, sessions ended {sum(ended)} in "
-            f"{len(ended)} rounds ({lost_at_commit} creates lost at COMMIT); "
-            f"comments stored {stored}, counted by "
+            f"{len(kills)}, reloads {len(reloads)}"
+            + (
+                f", sessions ended {sum(ended)} in {len(ended)} rounds "
+                f"({lost_at_commit} creates lost at COMMIT)"
+                if ended
+                else ""
+            )
+            + f"; comments stored {stored}, counted by "
             f"/metrics {counted}; p99 per window: "
             f"median {summary['median_window_p99_ms']} ms, "
             f"worst {summary['worst_window_p99_ms']} ms; "

@@ -22,7 +22,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import OperationalError
 
-from comments_api.app import create_app
+from comments_api.app import COMMIT_LOST, create_app
 from comments_api.comments.rules import NewComment
 from comments_api.settings import Settings
 from comments_api.store.repository import Repository, make_engine, migrate
@@ -376,7 +376,7 @@ def test_a_write_whose_connection_is_lost_at_its_commit_is_not_tried_again(
     assert refused.status_code == 503, refused.get_json()
     assert refused.headers["Retry-After"]
     assert len(inserts) == 2
-    assert "database connection lost at a comment's COMMIT" in caplog.text
+    assert f"{COMMIT_LOST}: AdminShutdown" in caplog.text
     assert "it may have been stored" in caplog.text
 
 

@@ -213,6 +213,10 @@ def _jwt_verifier(settings: Settings) -> JwtVerifier | None:
     return verifier if verifier.enabled else None
 
 
+# How the log names a create whose connection was lost at its COMMIT (the soak counts them).
+COMMIT_LOST = "database connection lost at a comment's COMMIT"
+
+
 def _database_unavailable(exc: Exception) -> Response:
     # A lost, locked, slow or full database is our problem, but temporary: say so, don't 500.
     if isinstance(exc, AbortedWrite) or current_services().repo.in_aborted_request():
@@ -260,11 +264,7 @@ def _database_unavailable(exc: Exception) -> Response:
         # Not tried again (repository._write_again_if_lost): the client is told to retry,
         # and the operator that a comment may be stored twice if it does so without an
         # Idempotency-Key.
-        log.error(
-            "database connection lost at a comment's COMMIT: %s; it may have been stored; "
-            "answered 503",
-            cause,
-        )
+        log.error("%s: %s; it may have been stored; answered 503", COMMIT_LOST, cause)
         count_database_error("unavailable")
     else:
         log.error("database unavailable: %s", cause)
