@@ -28,6 +28,7 @@ from comments_api.settings import Settings
 from comments_api.store.repository import Repository, make_engine, migrate
 from comments_api.web.common import EXTENSION_KEY
 
+from .authkit import api_key, bearer
 from .support import PostgresServer, missing
 
 
@@ -342,7 +343,7 @@ def test_a_write_whose_connection_is_lost_at_its_commit_is_not_tried_again(
         finally:
             event.remove(engine, "commit", end_at_commit)
         assert lost.value.connection_invalidated
-        assert lost.value.statement is None  # SQLAlchemy's Connection names no COMMIT
+        assert lost.value.statement == "COMMIT"  # named by Repository._write
         assert len(sessions.ended) == 2
         assert (
             repo.list_page(
@@ -378,6 +379,39 @@ def test_a_write_whose_connection_is_lost_at_its_commit_is_not_tried_again(
     assert len(inserts) == 2
     assert f"{COMMIT_LOST}: AdminShutdown" in caplog.text
     assert "it may have been stored" in caplog.text
+
+    # A moderation write (SQLAlchemy's Connection) lost at its COMMIT: the same answer and
+    # the same line, not a plain "database unavailable".
+    moderator = bearer(api_key(client.application, "comments:moderate"))
+    ban_inserts: list[str] = []
+
+    def note_ban_insert(conn: object, cursor: object, sql: str, *args: object) -> None:
+        if sql.startswith("INSERT INTO bans"):
+            ban_inserts.append(sql)
+
+    def end_at_the_bans_commit(conn: object) -> None:
+        if ban_inserts:  # not the API key's use, recorded in a transaction of its own
+            sessions.end(sessions.pid)
+
+    event.listen(app_engine, "checkout", sessions.note_checkout)
+    event.listen(app_engine, "before_cursor_execute", note_ban_insert)
+    event.listen(app_engine, "commit", end_at_the_bans_commit)
+    caplog.clear()
+    try:
+        banned = client.post(
+            "/api/v1/moderation/bans", json={"email": "x@example.com"}, headers=moderator
+        )
+    finally:
+        event.remove(app_engine, "commit", end_at_the_bans_commit)
+        event.remove(app_engine, "before_cursor_execute", note_ban_insert)
+        event.remove(app_engine, "checkout", sessions.note_checkout)
+    assert banned.status_code == 503, banned.get_json()
+    assert len(ban_inserts) == 1  # not tried again
+    assert f"{COMMIT_LOST}: AdminShutdown" in caplog.text
+    assert "database unavailable" not in caplog.text
+    listed = client.get("/api/v1/moderation/bans", headers=moderator)
+    assert listed.status_code == 200, listed.get_json()
+    assert listed.get_json()["items"] == []
 
 
 def test_the_checked_out_gauge_stays_true_through_an_outage():

@@ -214,7 +214,7 @@ def _jwt_verifier(settings: Settings) -> JwtVerifier | None:
 
 
 # How the log names a create whose connection was lost at its COMMIT (the soak counts them).
-COMMIT_LOST = "database connection lost at a comment's COMMIT"
+COMMIT_LOST = "database connection lost at a write's COMMIT"
 
 
 def _database_unavailable(exc: Exception) -> Response:

@@ -845,8 +845,8 @@ def lost_at_once(lost: bool, started: float) -> bool:
 
 
 def lost_at_commit(exc: BaseException) -> bool:
-    """A comment insert's connection was found lost at its COMMIT, which the server may
-    have carried out (the driver path names it, ``TimedCursor.commit``)."""
+    """A write's connection was found lost at its COMMIT, which the server may have
+    carried out (named by ``TimedCursor.commit`` and ``Repository._write``)."""
     return isinstance(exc, DBAPIError) and exc.connection_invalidated and exc.statement == COMMIT
 
 
@@ -860,9 +860,9 @@ def _write_again_if_lost(
     failover or ``idle_session_timeout`` a moment before its checkout, its socket not yet
     readable (``_drop_dead_connection``), or a path that resets only when spoken to
     (``lost_at_once``: not one that went silent). A connection lost at the COMMIT itself
-    may have committed, so that write is not tried again (the driver path's error names
-    the COMMIT, SQLAlchemy's no statement); nor one the server has already answered 500
-    at WORKER_TIMEOUT, whose abort is what cut its connection."""
+    may have committed, so that write is not tried again (both paths' errors name the
+    COMMIT: ``TimedCursor.commit``, ``Repository._write``); nor one the server has already
+    answered 500 at WORKER_TIMEOUT, whose abort is what cut its connection."""
 
     @functools.wraps(write)
     def again(repo: Repository, *args: _P.args, **kwargs: _P.kwargs) -> _R:
@@ -872,7 +872,7 @@ def _write_again_if_lost(
         except DBAPIError as exc:
             if not lost_at_once(exc.connection_invalidated, started):
                 raise
-            # No statement: lost at the COMMIT of SQLAlchemy's Connection, or connecting.
+            # No statement: lost connecting, where nothing was sent (kept as before).
             if exc.statement in (None, COMMIT) or repo.in_aborted_request():
                 raise
             log.warning("database connection lost before a write's commit; writing once more")
@@ -993,17 +993,26 @@ class Repository:
         one on PostgreSQL."""
         with self.engine.connect() as conn, self._writers.turn():
             conn.execution_options(sqlite_begin="IMMEDIATE")
+            committing = False
             try:
                 with conn.begin():
                     yield conn
                     if self.aborted_threads and threading.get_ident() in self.aborted_threads:
                         raise self._aborted_write()
+                    committing = True
             except IntegrityError as exc:
                 # An audit row's id already taken: not the ban's "already banned".
                 refused = _sequence_refusal(exc.orig, exc.statement)
                 if refused is None:
                     raise
                 raise refused from exc
+            except DBAPIError as exc:
+                # SQLAlchemy's error names no statement when its COMMIT fails: named here as
+                # the driver path names it (TimedCursor.commit), so that a write lost there
+                # is neither tried again nor logged as a plain outage (lost_at_commit).
+                if committing and exc.statement is None:
+                    exc.statement = COMMIT
+                raise
 
     @contextmanager
     def _driver_write(self) -> Iterator[TimedCursor]:
