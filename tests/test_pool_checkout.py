@@ -307,81 +307,97 @@ def test_a_change_marker_read_that_meets_ended_sessions_is_read_again(
     assert markers._local.conn.info.backend_pid not in old
 
 
-def test_a_write_whose_connection_is_lost_at_its_commit_is_not_tried_again(
+def test_a_create_whose_session_ends_before_its_commit_arrives_is_written_once_more(
     pg_server: PostgresServer, postgres_url: str, caplog: pytest.LogCaptureFixture
 ):
-    # Lost at the COMMIT, a write may have committed (the COMMIT may have reached the
-    # server): it fails, and is not written a second time. Here the session ends just
-    # before the COMMIT is sent, so the server rolled it back and nothing is stored.
+    # The session ends after the insert, before the COMMIT reaches the server: the COMMIT
+    # fails on a lost connection, which alone cannot tell whether it committed. The
+    # database can: pg_xact_status says the transaction rolled back, so the create is
+    # written once more and stored once.
     database = database_of(postgres_url)
     engine = make_engine(postgres_url)
     migrate(engine)
     sessions = SessionEnder(pg_server, database)
     inserts: list[str] = []
 
-    def end_after_the_insert(sql: str, seconds: float) -> None:
+    def end_after_the_first_insert(sql: str, seconds: float) -> None:
         if sql.startswith("INSERT INTO comments"):
             inserts.append(sql)
-            sessions.end(sessions.pid)
+            if len(inserts) == 1:
+                sessions.end(sessions.pid)
 
-    repo = Repository(engine, observe_statement=end_after_the_insert)
+    repo = Repository(engine, observe_statement=end_after_the_first_insert)
     event.listen(engine, "checkout", sessions.note_checkout)
     try:
-        with pytest.raises(OperationalError) as lost:
-            repo.create(NewComment(content_id="c1", body="not twice"))
-        assert lost.value.connection_invalidated
-        assert lost.value.statement == "COMMIT"  # named, as SQLAlchemy names a statement
-        assert len(inserts) == 1
-
-        def end_at_commit(conn: object) -> None:
-            sessions.end(sessions.pid)
-
-        event.listen(engine, "commit", end_at_commit)
-        try:
-            with pytest.raises(OperationalError) as lost:
-                repo.ban("email:someone", "spam", "moderator")
-        finally:
-            event.remove(engine, "commit", end_at_commit)
-        assert lost.value.connection_invalidated
-        assert lost.value.statement == "COMMIT"  # named by Repository._write
-        assert len(sessions.ended) == 2
-        assert (
-            repo.list_page(
-                "c1", limit=10, order="oldest", after_id=None, statuses=["published"]
-            ).items
-            == []
-        )
-        assert repo.list_bans() == []
+        created = repo.create(NewComment(content_id="c1", body="once"))
+        assert len(inserts) == 2
+        assert len(sessions.ended) == 1
+        page = repo.list_page("c1", limit=10, order="oldest", after_id=None, statuses=["published"])
+        assert [(c.id, c.body) for c in page.items] == [(created.id, "once")]
+        assert "writing once more" in caplog.text
     finally:
         event.remove(engine, "checkout", sessions.note_checkout)
         engine.dispose()
 
-    # Through the app: a 503, and a log line that tells the operator it may be stored.
-    client = create_app(Settings(database_url=postgres_url, ratelimit_enabled=False)).test_client()
+    # Through the app: a 201, not a 503.
+    client = migrated_client(postgres_url)
     app_repo = client.application.extensions[EXTENSION_KEY].repo
     app_engine, observe = app_repo.engine, app_repo.observe_statement
 
     def observe_then_end(sql: str, seconds: float) -> None:
         if observe is not None:
             observe(sql, seconds)
-        end_after_the_insert(sql, seconds)
+        end_after_the_first_insert(sql, seconds)
 
+    inserts.clear()
     app_repo.observe_statement = observe_then_end
     event.listen(app_engine, "checkout", sessions.note_checkout)
-    caplog.clear()
     try:
-        refused = client.post("/api/v1/contents/c1/comments", json={"body": "maybe"})
+        answered = client.post("/api/v1/contents/c2/comments", json={"body": "once"})
     finally:
         event.remove(app_engine, "checkout", sessions.note_checkout)
         app_repo.observe_statement = observe
-    assert refused.status_code == 503, refused.get_json()
-    assert refused.headers["Retry-After"]
+    assert answered.status_code == 201, answered.get_json()
     assert len(inserts) == 2
-    assert f"{COMMIT_LOST}: AdminShutdown" in caplog.text
-    assert "it may have been stored" in caplog.text
+    listed = client.get("/api/v1/contents/c2/comments").get_json()["items"]
+    assert [c["id"] for c in listed] == [answered.get_json()["id"]]
 
-    # A moderation write (SQLAlchemy's Connection) lost at its COMMIT: the same answer and
-    # the same line, not a plain "database unavailable".
+
+def test_a_moderation_write_lost_at_its_commit_is_not_tried_again(
+    pg_server: PostgresServer, postgres_url: str, caplog: pytest.LogCaptureFixture
+):
+    # Lost at the COMMIT, a write may have committed (the COMMIT may have reached the
+    # server). SQLAlchemy's Connection (moderation, bans, keys) does not ask the database
+    # which: it fails, and is not written a second time. Here the session ends just before
+    # the COMMIT is sent, so the server rolled it back and nothing is stored.
+    database = database_of(postgres_url)
+    engine = make_engine(postgres_url)
+    migrate(engine)
+    sessions = SessionEnder(pg_server, database)
+    repo = Repository(engine)
+
+    def end_at_commit(conn: object) -> None:
+        sessions.end(sessions.pid)
+
+    event.listen(engine, "checkout", sessions.note_checkout)
+    event.listen(engine, "commit", end_at_commit)
+    try:
+        with pytest.raises(OperationalError) as lost:
+            repo.ban("email:someone", "spam", "moderator")
+    finally:
+        event.remove(engine, "commit", end_at_commit)
+        event.remove(engine, "checkout", sessions.note_checkout)
+    try:
+        assert lost.value.connection_invalidated
+        assert lost.value.statement == "COMMIT"  # named by Repository._write
+        assert len(sessions.ended) == 1
+        assert repo.list_bans() == []
+    finally:
+        engine.dispose()
+
+    # Through the app: a 503, and a log line that tells the operator it may be stored.
+    client = migrated_client(postgres_url)
+    app_engine = client.application.extensions[EXTENSION_KEY].repo.engine
     moderator = bearer(api_key(client.application, "comments:moderate"))
     ban_inserts: list[str] = []
 
@@ -406,12 +422,129 @@ def test_a_write_whose_connection_is_lost_at_its_commit_is_not_tried_again(
         event.remove(app_engine, "before_cursor_execute", note_ban_insert)
         event.remove(app_engine, "checkout", sessions.note_checkout)
     assert banned.status_code == 503, banned.get_json()
+    assert banned.headers["Retry-After"]
     assert len(ban_inserts) == 1  # not tried again
     assert f"{COMMIT_LOST}: AdminShutdown" in caplog.text
+    assert "it may have been stored" in caplog.text
     assert "database unavailable" not in caplog.text
     listed = client.get("/api/v1/moderation/bans", headers=moderator)
     assert listed.status_code == 200, listed.get_json()
     assert listed.get_json()["items"] == []
+
+
+class CommitAnswerCutter:
+    """A TCP relay to a PostgreSQL server. Armed, it passes the next COMMIT on, waits for
+    the server's answer and closes that connection instead of passing the answer back: the
+    COMMIT was carried out and its answer lost, as a connection reset at the worst moment
+    leaves it. ``refuse_after_cut``: connections made after the cut are closed at once
+    (the database unreachable)."""
+
+    # psycopg sends a COMMIT as one simple-query message: 'Q', its length, the text.
+    COMMIT = b"Q\x00\x00\x00\x0bCOMMIT\x00"
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.armed = threading.Event()
+        self.cut = threading.Event()
+        self.refuse_after_cut = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, url: str) -> str:
+        return url.replace(f":{self.target_port}/", f":{self.port}/")
+
+    def close(self) -> None:
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.refuse_after_cut and self.cut.is_set():
+                client.close()
+                continue
+            server = socket.create_connection(("127.0.0.1", self.target_port))
+            swallow = threading.Event()
+            threading.Thread(
+                target=self._to_server, args=(client, server, swallow), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._to_client, args=(server, client, swallow), daemon=True
+            ).start()
+
+    def _to_server(
+        self, client: socket.socket, server: socket.socket, swallow: threading.Event
+    ) -> None:
+        with contextlib.suppress(OSError):
+            while data := client.recv(65536):
+                if self.COMMIT in data and self.armed.is_set() and not self.cut.is_set():
+                    self.armed.clear()
+                    swallow.set()  # before the COMMIT leaves: its answer is the next data back
+                server.sendall(data)
+        with contextlib.suppress(OSError):
+            server.shutdown(socket.SHUT_WR)
+
+    def _to_client(
+        self, server: socket.socket, client: socket.socket, swallow: threading.Event
+    ) -> None:
+        with contextlib.suppress(OSError):
+            while data := server.recv(65536):
+                if swallow.is_set():
+                    self.cut.set()
+                    break
+                client.sendall(data)
+        for end in (client, server):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+            end.close()
+
+
+def test_a_create_whose_commit_answer_is_lost_asks_the_database_whether_it_committed(
+    pg_server: PostgresServer, postgres_url: str, caplog: pytest.LogCaptureFixture
+):
+    # The COMMIT reached the server and was carried out; its answer never came back. The
+    # create asks the database (pg_xact_status, on a fresh connection), learns that it
+    # committed, and answers 201 with the stored comment: no 503 that a client would
+    # retry into a second copy.
+    migrate_engine = make_engine(postgres_url)
+    migrate(migrate_engine)
+    migrate_engine.dispose()
+    cutter = CommitAnswerCutter(pg_server.port)
+    try:
+        client = migrated_client(cutter.url(postgres_url))
+        path = "/api/v1/contents/c1/comments"
+        assert client.post(path, json={"body": "before"}).status_code == 201
+        cutter.armed.set()
+        answered = client.post(path, json={"body": "committed, answer lost"})
+        assert cutter.cut.is_set()
+        assert answered.status_code == 201, answered.get_json()
+        assert "which the database had carried out" in caplog.text
+        listed = client.get(path).get_json()["items"]
+        assert [c["body"] for c in listed] == ["before", "committed, answer lost"]
+        assert listed[1]["id"] == answered.get_json()["id"]
+
+        # The database unreachable when asked: the outcome is unknown, so a 503 and the
+        # line that says it may have been stored (it was).
+        caplog.clear()
+        cutter.refuse_after_cut = True
+        cutter.cut.clear()
+        cutter.armed.set()
+        refused = client.post(path, json={"body": "committed, outcome unknown"})
+        assert cutter.cut.is_set()
+        assert refused.status_code == 503, refused.get_json()
+        assert f"{COMMIT_LOST}:" in caplog.text
+        assert "the outcome of a lost COMMIT is unknown" in caplog.text
+    finally:
+        cutter.close()
+    stored = migrated_client(postgres_url).get("/api/v1/contents/c1/comments").get_json()
+    assert [c["body"] for c in stored["items"]] == [
+        "before",
+        "committed, answer lost",
+        "committed, outcome unknown",
+    ]
 
 
 def test_the_checked_out_gauge_stays_true_through_an_outage():

@@ -99,6 +99,9 @@ class TimedCursor:
         # The statement under way (or COMMIT), None between them: a driver error names
         # what it came from, as SQLAlchemy's errors name their statement.
         self.running: str | None = None
+        # The transaction's id where a statement returned it (PostgreSQL's comment insert),
+        # to ask its outcome when the answer to its COMMIT is lost.
+        self.transaction: str | None = None
 
     def execute(self, sql: str, parameters: tuple[Any, ...] | dict[str, Any] = ()) -> None:
         self.running = sql

@@ -37,6 +37,7 @@ from sqlalchemy import (
     Text,
     and_,
     bindparam,
+    cast,
     create_engine,
     delete,
     event,
@@ -256,6 +257,12 @@ _LEGACY_LIST = (
     .limit(bindparam("limit"))
 )
 _INSERT_COMMENT = insert(comments).returning(comments.c.id)
+# On PostgreSQL the insert also names its transaction: when the answer to its COMMIT is
+# lost, pg_xact_status tells whether it committed (Repository._commit_outcome).
+_INSERT_COMMENT_NAMING_ITS_TRANSACTION = insert(comments).returning(
+    comments.c.id, cast(func.pg_current_xact_id(), String)
+)
+_TRANSACTION_STATUS = text("SELECT pg_xact_status(CAST(:xact AS xid8))")
 # A reply's parent, read in the create's transaction (ParentCheck).
 _COMMENT_BY_ID = select(*_COMMENT_COLUMNS).where(comments.c.id == bindparam("id"))
 _INSERTED_COLUMNS = (
@@ -836,6 +843,11 @@ def _read_again_if_lost(read: Callable[_P, _R]) -> Callable[_P, _R]:
 # for TCP_USER_TIMEOUT_MS, the second try would wait out its connect_timeout as well, only
 # to answer the same 503 later (the path-gone-silent test in tests/test_pool_checkout.py).
 TRY_AGAIN_IF_LOST_WITHIN = 1.0
+# How long a lost COMMIT's outcome is asked for while its transaction is still in progress.
+COMMIT_OUTCOME_WAIT = 1.0
+# What a write's error names once the database has said its lost COMMIT rolled back
+# (Repository._driver_write): nothing was stored, so it may be written again.
+ROLLED_BACK = "COMMIT (rolled back)"
 
 
 def lost_at_once(lost: bool, started: float) -> bool:
@@ -861,8 +873,10 @@ def _write_again_if_lost(
     readable (``_drop_dead_connection``), or a path that resets only when spoken to
     (``lost_at_once``: not one that went silent). A connection lost at the COMMIT itself
     may have committed, so that write is not tried again (both paths' errors name the
-    COMMIT: ``TimedCursor.commit``, ``Repository._write``); nor one the server has already
-    answered 500 at WORKER_TIMEOUT, whose abort is what cut its connection."""
+    COMMIT: ``TimedCursor.commit``, ``Repository._write``) unless the database has said it
+    rolled back (``ROLLED_BACK``: a comment insert on PostgreSQL, ``_driver_write``); nor
+    one the server has already answered 500 at WORKER_TIMEOUT, whose abort is what cut its
+    connection."""
 
     @functools.wraps(write)
     def again(repo: Repository, *args: _P.args, **kwargs: _P.kwargs) -> _R:
@@ -872,10 +886,10 @@ def _write_again_if_lost(
         except DBAPIError as exc:
             if not lost_at_once(exc.connection_invalidated, started):
                 raise
-            # No statement: lost connecting, where nothing was sent (kept as before).
+            # No statement: lost while connecting, which the pool has just tried.
             if exc.statement in (None, COMMIT) or repo.in_aborted_request():
                 raise
-            log.warning("database connection lost before a write's commit; writing once more")
+            log.warning("database connection lost before a write was committed; writing once more")
             return write(repo, *args, **kwargs)
 
     return again
@@ -969,7 +983,12 @@ class Repository:
         self._pid = pid_at_fork()
         self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
         dialect = engine.dialect
-        self._insert_comment = DriverStatement.compile(_INSERT_COMMENT, dialect, _INSERTED_COLUMNS)
+        self._insert_comment = DriverStatement.compile(
+            _INSERT_COMMENT if self.is_sqlite else _INSERT_COMMENT_NAMING_ITS_TRANSACTION,
+            dialect,
+            _INSERTED_COLUMNS,
+        )
+        self._transaction_status = DriverStatement.compile(_TRANSACTION_STATUS, dialect)
         self._comment_by_id = DriverStatement.compile(_COMMENT_BY_ID, dialect)
         self._author_activity_sql = DriverStatement.compile(_AUTHOR_ACTIVITY, dialect)
         self._advisory_lock = DriverStatement.compile(_ADVISORY_LOCK, dialect)
@@ -1026,20 +1045,61 @@ class Repository:
             return
         # PostgreSQL (and SQLite in memory): a pooled connection, checked out and returned
         # outside the turn, so other writers wait only for the transaction itself.
-        with self._driver_cursor() as (driver, run), self._writers.turn():
-            try:
-                if self.is_sqlite:
-                    _begin_immediate(
-                        driver, self._lock_wait_ms, lambda: run.execute("BEGIN IMMEDIATE")
-                    )
-                yield run
-                if self.aborted_threads and threading.get_ident() in self.aborted_threads:
-                    raise self._aborted_write()
-                run.commit(driver)
-            except BaseException:
-                with contextlib.suppress(self._dbapi_error):
-                    driver.rollback()
+        started = time.monotonic()
+        run: TimedCursor | None = None
+        committing = False
+        try:
+            with self._driver_cursor() as (driver, run), self._writers.turn():
+                try:
+                    if self.is_sqlite:
+                        _begin_immediate(
+                            driver, self._lock_wait_ms, lambda: run.execute("BEGIN IMMEDIATE")
+                        )
+                    yield run
+                    if self.aborted_threads and threading.get_ident() in self.aborted_threads:
+                        raise self._aborted_write()
+                    committing = True
+                    run.commit(driver)
+                except BaseException:
+                    with contextlib.suppress(self._dbapi_error):
+                        driver.rollback()
+                    raise
+        except DBAPIError as exc:
+            if not committing or run is None or not lost_at_once(lost_at_commit(exc), started):
                 raise
+            outcome = self._commit_outcome(run.transaction)
+            if outcome == "committed":
+                log.warning(
+                    "database connection lost at a write's COMMIT, which the database had "
+                    "carried out (pg_xact_status): stored, and answered as stored"
+                )
+                return
+            if outcome == "aborted":
+                # Nothing was stored: as safe to write again as a loss at a statement.
+                exc.statement = ROLLED_BACK
+            raise
+
+    def _commit_outcome(self, transaction: str | None) -> str | None:
+        """After the answer to a COMMIT was lost: "committed" or "aborted" as the database
+        tells it on a fresh connection, or None when it cannot tell (no transaction id, the
+        database unreachable, or the transaction still in progress after
+        COMMIT_OUTCOME_WAIT seconds)."""
+        if transaction is None or self.is_sqlite:
+            return None
+        deadline = time.monotonic() + COMMIT_OUTCOME_WAIT
+        try:
+            while True:
+                with self._driver_cursor() as (_, asking):
+                    row = asking.fetchone(self._transaction_status, {"xact": transaction})
+                status = row[0] if row is not None else None
+                # A backend whose client went away mid-COMMIT finishes it, or rolls back
+                # as it exits: "in progress" only for that moment.
+                if status != "in progress" or time.monotonic() >= deadline:
+                    return status if status in ("committed", "aborted") else None
+                time.sleep(0.05)
+        except DBAPIError as exc:
+            log.warning("the outcome of a lost COMMIT is unknown: %s", exc.__class__.__name__)
+            return None
 
     def _sqlite_writer_transaction(self) -> Iterator[TimedCursor]:
         # Only inside the writer turn, which also keeps this process's threads apart.
@@ -1290,13 +1350,15 @@ class Repository:
         if check is not None and key is not None:
             check.decide(self._author_activity(run, new, key, check))
         try:
-            new_id = run.fetchone(self._insert_comment, {**values, "author_key": key})[0]
+            inserted = run.fetchone(self._insert_comment, {**values, "author_key": key})
         except self.engine.dialect.loaded_dbapi.IntegrityError as exc:
             refused = _sequence_refusal(exc, self._insert_comment.sql)
             if refused is None:
                 raise  # e.g. a reply to no comment: the caller skipped its parent check
             raise refused from exc
-        return Comment(id=new_id, deleted_at=None, **values)  # type: ignore[arg-type]
+        if len(inserted) > 1:  # PostgreSQL: the transaction's id (_commit_outcome)
+            run.transaction = inserted[1]
+        return Comment(id=inserted[0], deleted_at=None, **values)  # type: ignore[arg-type]
 
     def _author_activity(
         self,
