@@ -1045,9 +1045,8 @@ class Repository:
             return
         # PostgreSQL (and SQLite in memory): a pooled connection, checked out and returned
         # outside the turn, so other writers wait only for the transaction itself.
-        started = time.monotonic()
         run: TimedCursor | None = None
-        committing = False
+        commit_sent: float | None = None
         try:
             with self._driver_cursor() as (driver, run), self._writers.turn():
                 try:
@@ -1058,14 +1057,19 @@ class Repository:
                     yield run
                     if self.aborted_threads and threading.get_ident() in self.aborted_threads:
                         raise self._aborted_write()
-                    committing = True
+                    commit_sent = time.monotonic()
                     run.commit(driver)
                 except BaseException:
                     with contextlib.suppress(self._dbapi_error):
                         driver.rollback()
                     raise
         except DBAPIError as exc:
-            if not committing or run is None or not lost_at_once(lost_at_commit(exc), started):
+            # Lost at once, not after a path went silent: then asking would wait as long.
+            if (
+                commit_sent is None
+                or run is None
+                or not lost_at_once(lost_at_commit(exc), commit_sent)
+            ):
                 raise
             outcome = self._commit_outcome(run.transaction)
             if outcome == "committed":
