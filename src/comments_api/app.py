@@ -213,7 +213,8 @@ def _jwt_verifier(settings: Settings) -> JwtVerifier | None:
     return verifier if verifier.enabled else None
 
 
-# How the log names a create whose connection was lost at its COMMIT (the soak counts them).
+# How the log names a write whose connection was lost at its COMMIT, with the outcome unknown
+# (a create asks the database first: Repository._driver_write). The soak counts them.
 COMMIT_LOST = "database connection lost at a write's COMMIT"
 
 
