@@ -214,7 +214,7 @@ def _jwt_verifier(settings: Settings) -> JwtVerifier | None:
 
 
 # How the log names a write whose connection was lost at its COMMIT, with the outcome unknown
-# (a create asks the database first: Repository._driver_write). The soak counts them.
+# (a write asks the database first: Repository._stored_after_all). The soak counts them.
 COMMIT_LOST = "database connection lost at a write's COMMIT"
 
 

@@ -263,6 +263,7 @@ _INSERT_COMMENT_NAMING_ITS_TRANSACTION = insert(comments).returning(
     comments.c.id, cast(func.pg_current_xact_id(), String)
 )
 _TRANSACTION_STATUS = text("SELECT pg_xact_status(CAST(:xact AS xid8))")
+_TRANSACTION_ID = select(cast(func.pg_current_xact_id(), String))  # the other writes' (_write)
 # A reply's parent, read in the create's transaction (ParentCheck).
 _COMMENT_BY_ID = select(*_COMMENT_COLUMNS).where(comments.c.id == bindparam("id"))
 _INSERTED_COLUMNS = (
@@ -874,8 +875,8 @@ def _write_again_if_lost(
     (``lost_at_once``: not one that went silent). A connection lost at the COMMIT itself
     may have committed, so that write is not tried again (both paths' errors name the
     COMMIT: ``TimedCursor.commit``, ``Repository._write``) unless the database has said it
-    rolled back (``ROLLED_BACK``: a comment insert on PostgreSQL, ``_driver_write``); nor
-    one the server has already answered 500 at WORKER_TIMEOUT, whose abort is what cut its
+    rolled back (``ROLLED_BACK``, PostgreSQL: ``Repository._stored_after_all``); nor one
+    the server has already answered 500 at WORKER_TIMEOUT, whose abort is what cut its
     connection."""
 
     @functools.wraps(write)
@@ -1012,13 +1013,16 @@ class Repository:
         one on PostgreSQL."""
         with self.engine.connect() as conn, self._writers.turn():
             conn.execution_options(sqlite_begin="IMMEDIATE")
-            committing = False
+            transaction: str | None = None
+            commit_sent: float | None = None
             try:
                 with conn.begin():
                     yield conn
                     if self.aborted_threads and threading.get_ident() in self.aborted_threads:
                         raise self._aborted_write()
-                    committing = True
+                    if not self.is_sqlite:  # to ask, should the COMMIT's answer be lost
+                        transaction = conn.execute(_TRANSACTION_ID).scalar()
+                    commit_sent = time.monotonic()
             except IntegrityError as exc:
                 # An audit row's id already taken: not the ban's "already banned".
                 refused = _sequence_refusal(exc.orig, exc.statement)
@@ -1029,9 +1033,10 @@ class Repository:
                 # SQLAlchemy's error names no statement when its COMMIT fails: named here as
                 # the driver path names it (TimedCursor.commit), so that a write lost there
                 # is neither tried again nor logged as a plain outage (lost_at_commit).
-                if committing and exc.statement is None:
+                if commit_sent is not None and exc.statement is None:
                     exc.statement = COMMIT
-                raise
+                if not self._stored_after_all(exc, transaction, commit_sent):
+                    raise
 
     @contextmanager
     def _driver_write(self) -> Iterator[TimedCursor]:
@@ -1064,24 +1069,30 @@ class Repository:
                         driver.rollback()
                     raise
         except DBAPIError as exc:
-            # Lost at once, not after a path went silent: then asking would wait as long.
-            if (
-                commit_sent is None
-                or run is None
-                or not lost_at_once(lost_at_commit(exc), commit_sent)
-            ):
+            if run is None or not self._stored_after_all(exc, run.transaction, commit_sent):
                 raise
-            outcome = self._commit_outcome(run.transaction)
-            if outcome == "committed":
-                log.warning(
-                    "database connection lost at a write's COMMIT, which the database had "
-                    "carried out (pg_xact_status): stored, and answered as stored"
-                )
-                return
-            if outcome == "aborted":
-                # Nothing was stored: as safe to write again as a loss at a statement.
-                exc.statement = ROLLED_BACK
-            raise
+
+    def _stored_after_all(
+        self, exc: DBAPIError, transaction: str | None, commit_sent: float | None
+    ) -> bool:
+        """A write failed with ``exc``: True when its connection was lost at the COMMIT
+        (sent at ``commit_sent``) and the database says ``transaction`` committed, so the
+        write stands. When it says the transaction rolled back, ``exc`` is renamed
+        ``ROLLED_BACK``: nothing was stored, and the write may run again."""
+        # Lost at once, not after a path went silent: then asking would wait as long.
+        if commit_sent is None or not lost_at_once(lost_at_commit(exc), commit_sent):
+            return False
+        outcome = self._commit_outcome(transaction)
+        if outcome == "committed":
+            log.warning(
+                "database connection lost at a write's COMMIT, which the database had "
+                "carried out (pg_xact_status): stored, and answered as stored"
+            )
+            return True
+        if outcome == "aborted":
+            # Nothing was stored: as safe to write again as a loss at a statement.
+            exc.statement = ROLLED_BACK
+        return False
 
     def _commit_outcome(self, transaction: str | None) -> str | None:
         """After the answer to a COMMIT was lost: "committed" or "aborted" as the database
