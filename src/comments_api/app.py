@@ -262,9 +262,9 @@ def _database_unavailable(exc: Exception) -> Response:
         log.error("database refuses the write: %s (read-only, or see above); answered 503", cause)
         count_database_error("refused")
     elif lost_at_commit(exc):
-        # Not tried again (repository._write_again_if_lost): the client is told to retry,
-        # and the operator that a comment may be stored twice if it does so without an
-        # Idempotency-Key.
+        # The database could not say whether it committed (Repository._stored_after_all):
+        # the client is told to retry, and the operator that a comment may be stored twice
+        # if it does so without an Idempotency-Key.
         log.error("%s: %s; it may have been stored; answered 503", COMMIT_LOST, cause)
         count_database_error("unavailable")
     else:

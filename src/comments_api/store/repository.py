@@ -257,13 +257,13 @@ _LEGACY_LIST = (
     .limit(bindparam("limit"))
 )
 _INSERT_COMMENT = insert(comments).returning(comments.c.id)
-# On PostgreSQL the insert also names its transaction: when the answer to its COMMIT is
-# lost, pg_xact_status tells whether it committed (Repository._commit_outcome).
-_INSERT_COMMENT_NAMING_ITS_TRANSACTION = insert(comments).returning(
-    comments.c.id, cast(func.pg_current_xact_id(), String)
-)
+# On PostgreSQL every write learns its transaction's id before its COMMIT: when the answer
+# to the COMMIT is lost, pg_xact_status tells whether it committed (_commit_outcome). The
+# comment insert returns it; the other writes (_write) read it.
+_CURRENT_TRANSACTION = cast(func.pg_current_xact_id(), String)
+_INSERT_COMMENT_NAMING_ITS_TRANSACTION = _INSERT_COMMENT.returning(_CURRENT_TRANSACTION)
+_TRANSACTION_ID = select(_CURRENT_TRANSACTION)
 _TRANSACTION_STATUS = text("SELECT pg_xact_status(CAST(:xact AS xid8))")
-_TRANSACTION_ID = select(cast(func.pg_current_xact_id(), String))  # the other writes' (_write)
 # A reply's parent, read in the create's transaction (ParentCheck).
 _COMMENT_BY_ID = select(*_COMMENT_COLUMNS).where(comments.c.id == bindparam("id"))
 _INSERTED_COLUMNS = (
@@ -847,7 +847,7 @@ TRY_AGAIN_IF_LOST_WITHIN = 1.0
 # How long a lost COMMIT's outcome is asked for while its transaction is still in progress.
 COMMIT_OUTCOME_WAIT = 1.0
 # What a write's error names once the database has said its lost COMMIT rolled back
-# (Repository._driver_write): nothing was stored, so it may be written again.
+# (Repository._stored_after_all): nothing was stored, so it may be written again.
 ROLLED_BACK = "COMMIT (rolled back)"
 
 
@@ -1099,7 +1099,7 @@ class Repository:
         tells it on a fresh connection, or None when it cannot tell (no transaction id, the
         database unreachable, or the transaction still in progress after
         COMMIT_OUTCOME_WAIT seconds)."""
-        if transaction is None or self.is_sqlite:
+        if transaction is None:  # SQLite's writes have none (and lose no connections)
             return None
         deadline = time.monotonic() + COMMIT_OUTCOME_WAIT
         try:
