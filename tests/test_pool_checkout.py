@@ -25,7 +25,13 @@ from sqlalchemy.exc import OperationalError
 from comments_api.app import COMMIT_LOST, create_app
 from comments_api.comments.rules import NewComment
 from comments_api.settings import Settings
-from comments_api.store.repository import Repository, make_engine, migrate
+from comments_api.store.repository import (
+    TRY_AGAIN_IF_LOST_WITHIN,
+    Repository,
+    _lock_key,
+    make_engine,
+    migrate,
+)
 from comments_api.web.common import EXTENSION_KEY
 
 from .authkit import api_key, bearer
@@ -361,6 +367,58 @@ def test_a_create_whose_session_ends_before_its_commit_arrives_is_written_once_m
     assert len(inserts) == 2
     listed = client.get("/api/v1/contents/c2/comments").get_json()["items"]
     assert [c["id"] for c in listed] == [answered.get_json()["id"]]
+
+
+def test_a_create_that_waited_for_its_lock_before_a_rolled_back_commit_is_written_once_more(
+    pg_server: PostgresServer, postgres_url: str, caplog: pytest.LogCaptureFixture
+):
+    # As above, after the create had waited longer than TRY_AGAIN_IF_LOST_WITHIN for its
+    # content's lock, held by another transaction. A loss found that late is not tried
+    # again in general (a path gone silent), but this one was found at its COMMIT, at once,
+    # and the database has just said the transaction rolled back: written once more.
+    database = database_of(postgres_url)
+    engine, holder = make_engine(postgres_url), make_engine(postgres_url)
+    migrate(engine)
+    sessions = SessionEnder(pg_server, database)
+    inserts: list[str] = []
+
+    def end_after_the_first_insert(sql: str, seconds: float) -> None:
+        if sql.startswith("INSERT INTO comments"):
+            inserts.append(sql)
+            if len(inserts) == 1:
+                sessions.end(sessions.pid)
+
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_contents_lock() -> None:
+        with holder.begin() as conn:
+            conn.execute(
+                text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key("content", "c1")}
+            )
+            held.set()
+            release.wait(10)
+
+    repo = Repository(engine, observe_statement=end_after_the_first_insert)
+    event.listen(engine, "checkout", sessions.note_checkout)
+    locker = threading.Thread(target=hold_the_contents_lock)
+    locker.start()
+    try:
+        assert held.wait(10)
+        threading.Timer(TRY_AGAIN_IF_LOST_WITHIN + 0.3, release.set).start()
+        began = time.monotonic()
+        created = repo.create(NewComment(content_id="c1", body="once"))
+        assert time.monotonic() - began > TRY_AGAIN_IF_LOST_WITHIN  # it did wait
+        assert len(inserts) == 2
+        assert len(sessions.ended) == 1
+        assert "writing once more" in caplog.text
+        page = repo.list_page("c1", limit=10, order="oldest", after_id=None, statuses=["published"])
+        assert [(c.id, c.body) for c in page.items] == [(created.id, "once")]
+    finally:
+        release.set()
+        locker.join(10)
+        event.remove(engine, "checkout", sessions.note_checkout)
+        engine.dispose()
+        holder.dispose()
 
 
 def test_a_moderation_write_whose_session_ends_before_its_commit_arrives_is_written_once_more(

@@ -885,7 +885,11 @@ def _write_again_if_lost(
         try:
             return write(repo, *args, **kwargs)
         except DBAPIError as exc:
-            if not lost_at_once(exc.connection_invalidated, started):
+            # The database's word that the lost COMMIT rolled back (given at once after it,
+            # Repository._stored_after_all) holds however long the write ran before it,
+            # waiting for a content's lock, say: the database has just answered.
+            rolled_back = exc.connection_invalidated and exc.statement == ROLLED_BACK
+            if not (rolled_back or lost_at_once(exc.connection_invalidated, started)):
                 raise
             # No statement: lost while connecting, which the pool has just tried.
             if exc.statement in (None, COMMIT) or repo.in_aborted_request():
