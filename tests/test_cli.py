@@ -298,9 +298,10 @@ def test_a_mistyped_sqlite_path_is_refused_and_creates_nothing(tmp_path, command
 
 
 def test_a_key_change_while_another_writer_holds_the_database_is_one_line(tmp_path):
-    # SQLite's lock held past the command's 5 s: "database is locked" was a traceback.
+    # SQLite's lock held past the command's wait (DB_STATEMENT_TIMEOUT, 1 s here):
+    # "database is locked" was a traceback.
     db = tmp_path / "keys.db"
-    env = {"DATABASE_URL": f"sqlite:///{db}", "LOG_LEVEL": "warning"}
+    env = {"DATABASE_URL": f"sqlite:///{db}", "LOG_LEVEL": "warning", "DB_STATEMENT_TIMEOUT": "1"}
     assert run("migrate", env=env).returncode == 0
     key = run("keys", "create", "--name", "backend", "--scope", "admin", env=env).stdout.strip()
     writer = sqlite3.connect(db, isolation_level=None)
@@ -334,7 +335,13 @@ def test_migrate_while_another_writer_holds_the_database_says_it_is_locked(tmp_p
     writer = sqlite3.connect(db, isolation_level=None)
     try:
         writer.execute("BEGIN IMMEDIATE")
-        result = run("migrate", env={"DATABASE_URL": f"sqlite:///{db}", "LOG_LEVEL": "warning"})
+        # Past its wait (DB_STATEMENT_TIMEOUT, 1 s here).
+        env = {
+            "DATABASE_URL": f"sqlite:///{db}",
+            "LOG_LEVEL": "warning",
+            "DB_STATEMENT_TIMEOUT": "1",
+        }
+        result = run("migrate", env=env)
     finally:
         writer.rollback()
         writer.close()
