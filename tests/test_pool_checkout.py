@@ -139,6 +139,7 @@ class SessionEnder:
         self.pg, self.database = pg, database
         self.ended: list[int] = []
         self.pid = 0  # of the last connection checked out
+        self.inserts: list[str] = []  # comment inserts seen by end_after_the_first_insert
 
     def note_checkout(self, dbapi_connection: object, record: object, proxy: object) -> None:
         self.pid = dbapi_connection.info.backend_pid  # type: ignore[attr-defined]
@@ -146,6 +147,14 @@ class SessionEnder:
     def end(self, pid: int) -> None:
         self.ended.append(pid)
         self.pg.end_sessions(self.database, {pid})
+
+    def end_after_the_first_insert(self, sql: str, seconds: float) -> None:
+        # A statement observer (Repository's observe_statement): the first comment insert
+        # has run, its COMMIT not yet sent.
+        if sql.startswith("INSERT INTO comments"):
+            self.inserts.append(sql)
+            if len(self.inserts) == 1:
+                self.end(self.pid)
 
     def end_first_checkout(self, dbapi_connection: object, record: object, proxy: object) -> None:
         # After the pool's own check at checkout passed: the first statement meets it.
@@ -324,19 +333,12 @@ def test_a_create_whose_session_ends_before_its_commit_arrives_is_written_once_m
     engine = make_engine(postgres_url)
     migrate(engine)
     sessions = SessionEnder(pg_server, database)
-    inserts: list[str] = []
 
-    def end_after_the_first_insert(sql: str, seconds: float) -> None:
-        if sql.startswith("INSERT INTO comments"):
-            inserts.append(sql)
-            if len(inserts) == 1:
-                sessions.end(sessions.pid)
-
-    repo = Repository(engine, observe_statement=end_after_the_first_insert)
+    repo = Repository(engine, observe_statement=sessions.end_after_the_first_insert)
     event.listen(engine, "checkout", sessions.note_checkout)
     try:
         created = repo.create(NewComment(content_id="c1", body="once"))
-        assert len(inserts) == 2
+        assert len(sessions.inserts) == 2
         assert len(sessions.ended) == 1
         page = repo.list_page("c1", limit=10, order="oldest", after_id=None, statuses=["published"])
         assert [(c.id, c.body) for c in page.items] == [(created.id, "once")]
@@ -353,9 +355,9 @@ def test_a_create_whose_session_ends_before_its_commit_arrives_is_written_once_m
     def observe_then_end(sql: str, seconds: float) -> None:
         if observe is not None:
             observe(sql, seconds)
-        end_after_the_first_insert(sql, seconds)
+        sessions.end_after_the_first_insert(sql, seconds)
 
-    inserts.clear()
+    sessions.inserts.clear()
     app_repo.observe_statement = observe_then_end
     event.listen(app_engine, "checkout", sessions.note_checkout)
     try:
@@ -364,7 +366,7 @@ def test_a_create_whose_session_ends_before_its_commit_arrives_is_written_once_m
         event.remove(app_engine, "checkout", sessions.note_checkout)
         app_repo.observe_statement = observe
     assert answered.status_code == 201, answered.get_json()
-    assert len(inserts) == 2
+    assert len(sessions.inserts) == 2
     listed = client.get("/api/v1/contents/c2/comments").get_json()["items"]
     assert [c["id"] for c in listed] == [answered.get_json()["id"]]
 
@@ -380,13 +382,6 @@ def test_a_create_that_waited_for_its_lock_before_a_rolled_back_commit_is_writte
     engine, holder = make_engine(postgres_url), make_engine(postgres_url)
     migrate(engine)
     sessions = SessionEnder(pg_server, database)
-    inserts: list[str] = []
-
-    def end_after_the_first_insert(sql: str, seconds: float) -> None:
-        if sql.startswith("INSERT INTO comments"):
-            inserts.append(sql)
-            if len(inserts) == 1:
-                sessions.end(sessions.pid)
 
     held, release = threading.Event(), threading.Event()
 
@@ -398,7 +393,7 @@ def test_a_create_that_waited_for_its_lock_before_a_rolled_back_commit_is_writte
             held.set()
             release.wait(10)
 
-    repo = Repository(engine, observe_statement=end_after_the_first_insert)
+    repo = Repository(engine, observe_statement=sessions.end_after_the_first_insert)
     event.listen(engine, "checkout", sessions.note_checkout)
     locker = threading.Thread(target=hold_the_contents_lock)
     locker.start()
@@ -408,7 +403,7 @@ def test_a_create_that_waited_for_its_lock_before_a_rolled_back_commit_is_writte
         began = time.monotonic()
         created = repo.create(NewComment(content_id="c1", body="once"))
         assert time.monotonic() - began > TRY_AGAIN_IF_LOST_WITHIN  # it did wait
-        assert len(inserts) == 2
+        assert len(sessions.inserts) == 2
         assert len(sessions.ended) == 1
         assert "writing once more" in caplog.text
         page = repo.list_page("c1", limit=10, order="oldest", after_id=None, statuses=["published"])
