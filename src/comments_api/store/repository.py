@@ -888,7 +888,7 @@ def _write_again_if_lost(
             # The database's word that the lost COMMIT rolled back (given at once after it,
             # Repository._stored_after_all) holds however long the write ran before it,
             # waiting for a content's lock, say: the database has just answered.
-            rolled_back = exc.connection_invalidated and exc.statement == ROLLED_BACK
+            rolled_back = exc.statement == ROLLED_BACK
             if not (rolled_back or lost_at_once(exc.connection_invalidated, started)):
                 raise
             # No statement: lost while connecting, which the pool has just tried.
