@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import re
 import socket
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -18,6 +21,9 @@ from playwright.sync_api import expect
 from .conftest import BANNED, DRAWN_LEFTS, Api, HostSite, dumps, run_axe, screenshot
 
 pytestmark = pytest.mark.browser
+
+
+NETWORK = "The comment service could not be reached. Check your connection and try again."
 
 
 def new_content() -> str:
@@ -116,6 +122,150 @@ def test_reader_reads_pages_posts_and_replies_from_another_origin(
     # The newest 5: the reply (its parent is further down, it waits), "Great piece", the
     # tombstone, seeds 6 and 5.
     expect(widget.locator("article")).to_have_count(4)
+
+
+def test_a_draft_survives_the_sort_menu_and_a_closed_reply_form(
+    page, site: HostSite, open_api: Api
+):
+    """A rebuild of the thread (the Sort menu, new texts) used to give the reader an empty
+    form: the comment being written, its name and email were gone. A reply form closed
+    with text in it (Cancel, Escape, another Reply) lost its text too."""
+    content = new_content()
+    open_api.post(content, "the first comment", author_name="Seed")
+    page.goto(site.thread_page(f"/{content}.html", open_api.base, content))
+    widget = thread(page)
+    expect(widget.locator("article")).to_have_count(1)
+    main = widget.get_by_role("form", name="Add a comment")
+    box = main.get_by_label("Your comment")
+    name = main.get_by_label("Name (optional)")
+    email = main.get_by_label("Email (optional, never shown)")
+    box.fill("A long comment I spent ten minutes writing")
+    name.fill("Ana")
+    email.fill("ana@example.com")
+
+    widget.get_by_label("Sort").select_option("newest")
+    expect(widget.get_by_label("Sort")).to_be_focused()
+    expect(widget.locator("article")).to_have_count(1)
+    expect(box).to_have_value("A long comment I spent ten minutes writing")
+    expect(name).to_have_value("Ana")
+    expect(email).to_have_value("ana@example.com")
+    page.evaluate("CommentsWidget.setMessages('en', {empty: 'Be the first.'})")
+    expect(widget.locator("article")).to_have_count(1)
+    expect(box).to_have_value("A long comment I spent ten minutes writing")
+
+    # A reply draft: kept when its form is closed, brought back by its Reply button.
+    reply_button = widget.get_by_role("button", name="Reply to Seed")
+    reply = widget.get_by_role("form", name="Reply to Seed").get_by_label("Your comment")
+    reply_button.click()
+    reply.fill("my reply draft")
+    widget.get_by_role("button", name="Cancel").click()
+    expect(reply).to_have_count(0)
+    expect(reply_button).to_be_focused()
+    reply_button.click()
+    expect(reply).to_have_value("my reply draft")
+    expect(reply).to_be_focused()
+    page.keyboard.press("Escape")
+    widget.get_by_label("Sort").select_option("oldest")  # a rebuild with the reply closed
+    expect(widget.locator("article")).to_have_count(1)
+    reply_button.click()
+    expect(reply).to_have_value("my reply draft")
+    # Posted, the draft is gone: the next reply starts empty.
+    widget.get_by_role("button", name="Post reply").click()
+    expect(widget.locator("article", has_text="my reply draft")).to_be_focused()
+    reply_button.click()
+    expect(reply).to_have_value("")
+    widget.get_by_role("button", name="Cancel").click()
+
+    # The main draft, sent, and the thread read again in another order while it is on its
+    # way: the form shown now takes the answer.
+    held: list = []
+    posts = f"{open_api.base}/api/v1/contents/{content}/comments"
+    page.route(
+        posts,
+        lambda route: held.append(route) if route.request.method == "POST" else route.continue_(),
+    )
+    widget.get_by_role("button", name="Post comment").click()
+    expect(widget.get_by_role("button", name="Posting…")).to_be_disabled()
+    widget.get_by_label("Sort").select_option("newest")
+    expect(widget.locator("article")).to_have_count(2)
+    expect(widget.get_by_role("button", name="Posting…")).to_be_disabled()
+    expect(box).to_have_value("A long comment I spent ten minutes writing")
+    assert len(held) == 1, held
+    held[0].continue_()
+    mine = widget.locator("article", has_text="A long comment I spent ten minutes writing")
+    expect(mine).to_be_focused()
+    expect(mine.locator(".author")).to_have_text("Ana")
+    expect(box).to_have_value("")
+    expect(widget.get_by_role("button", name="Post comment")).to_be_enabled()
+    expect(widget.get_by_text("3 comments")).to_be_visible()
+    page.unroute(posts)
+    stored = requests.get(posts, timeout=5).json()["items"]
+    assert sorted(c["body"] for c in stored) == [
+        "A long comment I spent ten minutes writing",
+        "my reply draft",
+        "the first comment",
+    ]
+    # Another content in the same element (a site that reuses it): a draft, and its key,
+    # are not carried to a thread they were not written for.
+    box.fill("about the first story")
+    thread(page).evaluate("(el, id) => el.setAttribute('content-id', id)", new_content())
+    expect(widget.get_by_text("Be the first.")).to_be_visible()  # setMessages' text
+    expect(box).to_have_value("")
+    assert page.page_errors == []
+
+
+def test_a_send_caught_by_a_rebuild_while_the_token_is_asked_for_keeps_its_key(
+    page, site: HostSite, open_api: Api
+):
+    """The thread is read again (Sort) while the site's token provider is still answering:
+    the key is made after the form was copied. Its answer lost, the copy sends again with
+    the same key, and the stored comment comes back, not a second one or a refusal."""
+    content = new_content()
+    site.add(
+        "/gated-token.js",
+        "window.tokenGate = new Promise((open) => { window.openTokenGate = open; });\n"
+        "window.gatedToken = () => window.tokenGate.then(() => null);\n",
+        "text/javascript",
+        csp=None,
+    )
+    url = site.thread_page(
+        f"/{content}.html",
+        open_api.base,
+        content,
+        attrs='token-provider="gatedToken"',
+        extra='<script src="/gated-token.js"></script>',
+    )
+    page.goto(url)
+    widget = thread(page)
+    expect(widget.get_by_text("No comments yet")).to_be_visible()
+    keys: list[str | None] = []
+    page.on(
+        "request",
+        lambda r: r.method == "POST" and keys.append(r.headers.get("idempotency-key")),
+    )
+    posts = f"{open_api.base}/api/v1/contents/{content}/comments"
+
+    def lose_the_answer(route) -> None:
+        route.fetch()
+        route.abort("connectionreset")
+
+    def is_post_url(url: str) -> bool:
+        return url == posts
+
+    page.route(is_post_url, lose_the_answer)
+    widget.get_by_label("Your comment").fill("sent through a rebuild")
+    widget.get_by_role("button", name="Post comment").click()
+    widget.get_by_label("Sort").select_option("newest")
+    expect(widget.get_by_role("button", name="Posting…")).to_be_disabled()
+    page.evaluate("window.openTokenGate()")
+    expect(widget.get_by_role("alert")).to_have_text(NETWORK)
+    page.unroute(is_post_url)
+    widget.get_by_role("button", name="Post comment").click()
+    expect(widget.locator("article p.text")).to_have_text(["sent through a rebuild"])
+    assert len(keys) == 2, keys
+    assert keys[0] == keys[1], keys
+    stored = requests.get(posts, timeout=5).json()["items"]
+    assert [c["body"] for c in stored] == ["sent through a rebuild"]
 
 
 def test_newest_first_nests_replies_that_arrive_before_their_parent(
@@ -320,6 +470,45 @@ def test_sending_again_after_a_lost_answer_shows_the_stored_comment_once(
     assert keys[2] not in (None, keys[0]), keys
 
 
+def test_sending_again_a_comment_shown_meanwhile_counts_it_once_and_focuses_it(
+    page, site: HostSite, open_api: Api
+):
+    """The answer to a post is lost; a refresh (a poll, another thread of the content, the
+    reader's other tab) shows the stored comment; the reader sends again and gets the
+    stored comment back. The thread said "2 comments" for one, and the focus was lost."""
+    content = new_content()
+    page.goto(site.thread_page(f"/{content}.html", open_api.base, content))
+    widget = thread(page)
+    expect(widget.get_by_text("No comments yet")).to_be_visible()
+    posts = f"{open_api.base}/api/v1/contents/{content}/comments"
+
+    def lose_the_answer(route) -> None:
+        route.fetch()  # the API stores the comment ...
+        route.abort("connectionreset")  # ... and its answer never reaches the reader
+
+    def is_post_url(url: str) -> bool:
+        return url == posts
+
+    page.route(is_post_url, lose_the_answer)
+    widget.get_by_label("Your comment").fill("stored, its answer lost")
+    widget.get_by_role("button", name="Post comment").click()
+    expect(widget.get_by_role("alert")).to_have_text(NETWORK)
+    page.unroute(is_post_url)
+    thread(page).evaluate("(el) => el.refresh()")
+    expect(widget.locator("article p.text")).to_have_text(["stored, its answer lost"])
+    count = widget.locator(".head .meta")
+    expect(count).to_have_text("1 comment")
+
+    widget.get_by_role("button", name="Post comment").click()
+    expect(widget.get_by_role("status")).to_have_text("Your comment was posted.")
+    expect(widget.get_by_label("Your comment")).to_have_value("")
+    expect(count).to_have_text("1 comment")
+    expect(widget.locator("article")).to_have_count(1)
+    (stored,) = requests.get(posts, timeout=5).json()["items"]
+    expect(widget.locator(f"#comment-{stored['id']}")).to_be_focused()
+    assert page.page_errors == []
+
+
 def test_require_sign_in_shows_the_form_once_the_site_hands_over_a_token(
     page, site: HostSite, open_api: Api
 ):
@@ -384,9 +573,12 @@ def test_the_widget_reads_the_servers_auth_mode_and_limits_itself(
     page, site: HostSite, required_api: Api, open_api: Api
 ):
     """No require-sign-in or max-length attribute: /api/v1/config says writes need a
-    credential (AUTH_MODE=required) and comments stop at 300 characters."""
+    credential (AUTH_MODE=required) and comments stop at 300 characters. The limits are
+    kept by the widget on sending (a field error, nothing sent), not by cutting the text."""
     content = new_content()
     held: list = []
+    posts: list[str] = []
+    page.on("request", lambda r: r.method == "POST" and posts.append(r.url))
     page.route("**/api/v1/config", lambda route: held.append(route))  # on their way...
     page.goto(site.thread_page(f"/{content}.html", required_api.base, content))
     widget = thread(page)
@@ -401,25 +593,94 @@ def test_the_widget_reads_the_servers_auth_mode_and_limits_itself(
     page.evaluate("(t) => CommentsWidget.setToken(t)", required_api.token("r1", name="Reader"))
     body = widget.get_by_label("Your comment")
     expect(body).to_be_visible()
-    expect(body).to_have_attribute("maxlength", "300")
-    body.fill("y" * 400)  # the browser keeps the first 300
-    expect(body).to_have_value("y" * 300)
-    widget.get_by_role("button", name="Post comment").click()
+    assert_limit(page, widget, 300, posts)
     expect(widget.locator("article p.text")).to_have_text("y" * 300)
     # The open server's widget on another page keeps its form for anonymous readers.
     other = new_content()
     page.goto(site.thread_page(f"/{other}.html", open_api.base, other))
     open_widget = thread(page)
     expect(open_widget.get_by_label("Your comment")).to_be_visible()
-    expect(open_widget.get_by_label("Your comment")).to_have_attribute("maxlength", "5000")
     expect(open_widget.get_by_text("Please sign in to comment.")).to_be_hidden()
+    assert_limit(page, open_widget, 5000, posts)
     # Settings that cannot be read: the form shows, with the attributes' rules.
     page.unroute("**/api/v1/config")
     page.route("**/api/v1/config", lambda route: route.abort())
     page.goto(site.thread_page(f"/{other}-x.html", open_api.base, other, attrs='max-length="99"'))
-    fallback = thread(page).get_by_label("Your comment")
-    expect(fallback).to_be_visible()
-    expect(fallback).to_have_attribute("maxlength", "99")
+    fallback = thread(page)
+    expect(fallback.get_by_label("Your comment")).to_be_visible()
+    assert_limit(page, fallback, 99, posts)
+
+
+def assert_limit(page, widget, limit: int, posts: list[str]) -> None:
+    """One character over the limit is refused on the field, nothing sent; at it, posted."""
+    box = widget.get_by_label("Your comment")
+    sent = len(posts)
+    box.fill("y" * (limit + 1))
+    widget.get_by_role("button", name="Post comment").click()
+    expect(widget.locator(".field-error").first).to_have_text(
+        f"At most {limit:,} characters (now {limit + 1:,})."
+    )
+    expect(box).to_have_attribute("aria-invalid", "true")
+    expect(box).to_be_focused()
+    expect(box).to_have_value("y" * (limit + 1))  # the text as written, to shorten
+    page.wait_for_timeout(300)  # what a send would have needed to start
+    assert len(posts) == sent, posts
+    box.fill("y" * limit)
+    widget.get_by_role("button", name="Post comment").click()
+    expect(widget.get_by_role("status")).to_have_text("Your comment was posted.")
+    expect(widget.locator("article p.text").last).to_have_text("y" * limit)
+    expect(widget.locator("article").last).to_be_focused()
+    assert len(posts) == sent + 1, posts
+
+
+def test_limits_count_characters_as_the_api_does_so_emoji_are_not_cut(
+    page, site: HostSite, open_api: Api
+):
+    """The API counts characters (MAX_COMMENT_LENGTH=5000, names 80); the textarea's
+    maxlength counted UTF-16 units, two per emoji: 3000 emoji, which the API takes, were
+    cut to 2500 without a word, and a name of 50 emoji to 40."""
+    content = new_content()
+    page.goto(site.thread_page(f"/{content}.html", open_api.base, content))
+    widget = thread(page)
+    expect(widget.get_by_text("No comments yet")).to_be_visible()
+    posts: list[str] = []
+    page.on("request", lambda r: r.method == "POST" and posts.append(r.url))
+    box = widget.get_by_label("Your comment")
+    name = widget.get_by_label("Name (optional)")
+    post = widget.get_by_role("button", name="Post comment")
+
+    # Over the limits: said on the field, nothing sent, nothing cut.
+    box.fill("\U0001f600" * 5001)
+    expect(box).to_have_value("\U0001f600" * 5001)
+    post.click()
+    expect(widget.locator(".field-error").first).to_have_text(
+        "At most 5,000 characters (now 5,001)."
+    )
+    expect(box).to_have_attribute("aria-invalid", "true")
+    expect(box).to_be_focused()
+    box.fill("\U0001f600" * 3000)
+    name.fill("\U0001f642" * 81)
+    post.click()
+    expect(widget.get_by_text("At most 80 characters (now 81).")).to_be_visible()
+    expect(name).to_have_attribute("aria-invalid", "true")
+    expect(name).to_be_focused()
+    page.wait_for_timeout(300)  # what a send would have needed to start
+    assert posts == [], posts
+
+    # Within them: taken whole, posted whole.
+    name.fill("\U0001f642" * 50)
+    expect(name).to_have_value("\U0001f642" * 50)
+    expect(box).to_have_value("\U0001f600" * 3000)
+    post.click()
+    expect(widget.get_by_role("status")).to_have_text("Your comment was posted.")
+    expect(widget.locator("article p.text")).to_have_text("\U0001f600" * 3000)
+    expect(widget.locator("article .author")).to_have_text("\U0001f642" * 50)
+    assert len(posts) == 1, posts
+    (stored,) = requests.get(
+        f"{open_api.base}/api/v1/contents/{content}/comments", timeout=5
+    ).json()["items"]
+    assert stored["body"] == "\U0001f600" * 3000
+    assert stored["author"]["name"] == "\U0001f642" * 50
 
 
 def test_portuguese_dark_demo_page_and_badges(page, site: HostSite, open_api: Api, axe_source):
@@ -765,6 +1026,132 @@ def test_a_post_meeting_a_proxy_page_or_no_answer_keeps_the_text_and_its_key(
     assert len(set(keys)) == 1, keys  # the same comment, the same key
     stored = requests.get(posts, timeout=5).json()["items"]
     assert [c["body"] for c in stored] == ["written with care"]
+    assert errors == [], errors
+
+
+HOP_BY_HOP = {
+    "accept-encoding",
+    "connection",
+    "content-encoding",
+    "content-length",
+    "date",
+    "host",
+    "keep-alive",
+    "server",
+    "transfer-encoding",
+}
+
+
+class StallingProxy:
+    """A loopback proxy in front of the API, as a site may have: every request passes
+    through (preflights and CORS headers included), but while ``hold`` is set a POST's
+    answer stops after its headers and first bytes (the API has stored the comment) until
+    ``release`` is set. route.fulfill cannot do this: it hands over a whole body or none."""
+
+    def __init__(self, api: str) -> None:
+        self.hold = threading.Event()
+        self.release = threading.Event()
+        self.stalled = threading.Event()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+                answer = requests.request(
+                    self.command,
+                    api + self.path,
+                    headers={**headers, "Accept-Encoding": "identity"},
+                    data=self.rfile.read(length) if length else None,
+                    timeout=10,
+                    allow_redirects=False,
+                )
+                self.send_response(answer.status_code)
+                for k, v in answer.headers.items():
+                    if k.lower() not in HOP_BY_HOP:
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                if self.command != "POST" or not proxy.hold.is_set():
+                    self.wfile.write(answer.content)
+                    return
+                self.wfile.write(answer.content[:8])
+                self.wfile.flush()
+                proxy.stalled.set()
+                proxy.release.wait(60)
+                self.close_connection = True
+
+            do_GET = do_POST = do_OPTIONS = forward
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def stalling_proxy(open_api: Api) -> Iterator[StallingProxy]:
+    proxy = StallingProxy(open_api.base)
+    yield proxy
+    proxy.stop()
+
+
+def test_an_answer_whose_body_stalls_is_given_up_and_its_post_sent_again_once(
+    page, site: HostSite, open_api: Api, stalling_proxy: StallingProxy
+):
+    """The widget's 20 s deadline ended when an answer's headers came: a proxy that then
+    stalled the body left "Posting…" disabled for good, and the reader could only reload
+    (and lose the text)."""
+    content = new_content()
+    page.clock.install()  # timers run as usual until fast-forwarded
+    url = site.thread_page(
+        f"/{content}-stall.html",
+        open_api.base,
+        content,
+        attrs=f'api="{stalling_proxy.origin}"',
+        csp=False,  # the proxy is one more origin to connect to
+    )
+    page.goto(url)
+    errors = page.page_errors
+    widget = thread(page)
+    expect(widget.get_by_text("No comments yet")).to_be_visible()
+    keys: list[str | None] = []
+    page.on(
+        "request",
+        lambda r: r.method == "POST" and keys.append(r.headers.get("idempotency-key")),
+    )
+    box = widget.get_by_label("Your comment")
+    post = widget.get_by_role("button", name="Post comment")
+    box.fill("held up mid-answer")
+
+    stalling_proxy.hold.set()
+    with page.expect_response(lambda r: r.request.method == "POST") as answer:
+        post.click()
+    assert answer.value.status == 201  # the headers came: the rest never does
+    assert stalling_proxy.stalled.wait(10)
+    expect(widget.get_by_role("button", name="Posting…")).to_be_disabled()
+    page.clock.fast_forward(30_000)
+    expect(widget.get_by_role("alert")).to_have_text(NETWORK)
+    expect(box).to_have_value("held up mid-answer")
+    expect(post).to_be_enabled()
+
+    stalling_proxy.hold.clear()
+    stalling_proxy.release.set()
+    post.click()
+    expect(widget.locator("article p.text")).to_have_text(["held up mid-answer"])
+    expect(widget.get_by_role("status")).to_have_text("Your comment was posted.")
+    assert len(keys) == 2, keys
+    assert keys[0], keys
+    assert keys[0] == keys[1], keys  # the same comment, the same key
+    stored = requests.get(f"{open_api.base}/api/v1/contents/{content}/comments", timeout=5)
+    assert [c["body"] for c in stored.json()["items"]] == ["held up mid-answer"]
     assert errors == [], errors
 
 

@@ -52,6 +52,7 @@
       required: "Please write your comment first.",
       duplicate: "You already posted this comment here.",
       tooLarge: "Your comment is too long.",
+      tooLong: "At most {max} characters (now {count}).",
       rateLimited: "You are posting too often. Please wait {wait} and try again.",
       seconds_one: "{n} second",
       seconds_other: "{n} seconds",
@@ -100,6 +101,7 @@
       required: "Escreva seu comentário primeiro.",
       duplicate: "Você já publicou este comentário aqui.",
       tooLarge: "Seu comentário é longo demais.",
+      tooLong: "No máximo {max} caracteres (agora {count}).",
       rateLimited: "Você está comentando com muita frequência. Aguarde {wait} e tente de novo.",
       seconds_one: "{n} segundo",
       seconds_other: "{n} segundos",
@@ -371,7 +373,15 @@ a{color:var(--comments-accent)}
       this.cursor = null;
       this.lastCursor = undefined;
       this.done = false;
+      // What the reader was writing survives the rebuild: an open reply as a draft its
+      // Reply button brings back, the main form as it was (its send too, if on its way).
+      // Not into another content's thread (content-id changed): its text, nor its key.
+      const sameThread = this.builtFor === threadKey(this);
+      this.builtFor = threadKey(this);
+      if (this.openReply) this.keepReplyDraft(this.openReply);
       this.openReply = null;
+      if (!sameThread) this.replyDrafts = new Map();
+      const previous = sameThread ? this.form : null;
       const id = `cw${++uid}`;
       this.heading = h("h2", { id: `${id}-h`, text: this.t("title") });
       this.countEl = h("span", { class: "meta" });
@@ -392,6 +402,7 @@ a{color:var(--comments-accent)}
       this.status = h("p", { class: "meta", text: this.t("loading") });
       this.more = h("button", { class: "more", type: "button", hidden: true, text: this.t("loadMore"), onclick: () => this.loadPage(true) });
       this.form = this.buildForm(null);
+      if (previous) this.carryOver(previous, this.form);
       this.gate = h("p", { class: "notice", hidden: true }, this.t("signIn"), " ", this.signInLink());
       const head = h(
         "div",
@@ -474,14 +485,27 @@ a{color:var(--comments-accent)}
       return form;
     }
 
-    /** Field limits: the server's (config; defaults until it is read), or a lower max-length. */
+    carryOver(from, to) {
+      for (const f of ["body", "name", "email"]) to[f].control.value = from[f].control.value;
+      to.attempt = from.attempt;
+      from.successor = to; // the answer to a send on its way is handled by the new form
+      if (from.busy) {
+        to.busy = true;
+        to.submit.disabled = true;
+        to.submit.textContent = this.t("sending");
+      }
+    }
+
+    /** Field limits: the server's (config; defaults until it is read), or a lower max-length.
+     * In characters, as the server counts them: checked on sending, not by maxlength, which
+     * counts UTF-16 units (an emoji is two) and would cut a pasted text short in silence. */
     sizeFields(form) {
       const config = this.config || {};
       const server = config.max_comment_length || 5000;
       const own = Number(this.getAttribute("max-length"));
-      form.body.control.maxLength = own > 0 ? Math.min(own, server) : server;
-      form.name.control.maxLength = config.max_author_name_length || 80;
-      form.email.control.maxLength = config.max_email_length || 254;
+      form.body.limit = own > 0 ? Math.min(own, server) : server;
+      form.name.limit = config.max_author_name_length || 80;
+      form.email.limit = config.max_email_length || 254;
     }
 
     async renderIdentity() {
@@ -505,21 +529,23 @@ a{color:var(--comments-accent)}
       // A timer, not AbortSignal.timeout(): tests fast-forward it with a fake clock.
       const abort = new AbortController();
       const timer = setTimeout(() => abort.abort(), REQUEST_WAIT);
-      let response;
+      // The deadline covers the body as well: an answer whose headers came and whose body
+      // stalls is given up like one that never came.
       try {
-        response = await fetch(this.api + path, Object.assign({ mode: "cors", credentials: "omit", signal: abort.signal }, options));
+        const response = await fetch(this.api + path, Object.assign({ mode: "cors", credentials: "omit", signal: abort.signal }, options));
+        let data = null;
+        if ((response.headers.get("content-type") || "").includes("json")) {
+          try {
+            data = await response.json();
+          } catch (err) {
+            if (abort.signal.aborted) throw err;
+            data = null; // not JSON after all (a proxy's page): the caller reads the status
+          }
+        }
+        return { response, data };
       } finally {
         clearTimeout(timer);
       }
-      let data = null;
-      if ((response.headers.get("content-type") || "").includes("json")) {
-        try {
-          data = await response.json();
-        } catch (_) {
-          data = null;
-        }
-      }
-      return { response, data };
     }
 
     async loadCount() {
@@ -783,6 +809,8 @@ a{color:var(--comments-accent)}
       this.closeReply(false);
       if (open && open.id === c.id) return button.focus();
       const form = this.buildForm({ id: c.id, name: node.name });
+      const draft = this.replyDrafts.get(c.id);
+      if (draft) this.carryOver(draft, form); // its text, its key, its send if on its way
       node.article.append(form.el);
       button.setAttribute("aria-expanded", "true");
       this.openReply = { id: c.id, form, button };
@@ -790,9 +818,17 @@ a{color:var(--comments-accent)}
       form.body.control.focus();
     }
 
+    // A reply closed with text in it (Cancel, Escape, another Reply) keeps it as a draft:
+    // the closed form itself, whose send may still be on its way.
+    keepReplyDraft(open) {
+      if (open.form.body.control.value.trim()) this.replyDrafts.set(open.id, open.form);
+      else this.replyDrafts.delete(open.id);
+    }
+
     closeReply(focusButton) {
       const open = this.openReply;
       if (!open) return;
+      this.keepReplyDraft(open);
       open.form.el.remove();
       open.button.setAttribute("aria-expanded", "false");
       this.openReply = null;
@@ -826,9 +862,12 @@ a{color:var(--comments-accent)}
         form.body.control.focus();
         return;
       }
-      for (const f of [form.name, form.email]) {
-        if (!f.control.closest("[hidden]") && !f.control.checkValidity()) {
-          this.fieldError(form, f.control.name === "name" ? "author_name" : "email", f.control.validationMessage);
+      for (const [f, field] of [[form.body, "body"], [form.name, "author_name"], [form.email, "email"]]) {
+        if (f.control.closest("[hidden]")) continue;
+        const count = [...(f === form.body ? text : f.control.value.trim())].length;
+        const message = count > f.limit ? this.t("tooLong", { max: f.limit, count }) : f.control.validationMessage;
+        if (message) {
+          this.fieldError(form, field, message);
           f.control.focus();
           return;
         }
@@ -838,8 +877,8 @@ a{color:var(--comments-accent)}
       // must not send the comment twice.
       form.busy = true;
       form.submit.disabled = true;
-      const label = form.submit.textContent;
       form.submit.textContent = this.t("sending");
+      const thread = threadKey(this);
       let token;
       let result;
       try {
@@ -847,15 +886,24 @@ a{color:var(--comments-accent)}
         result = await this.send(form, payload, token);
       } catch (_) {
         result = null;
-      } finally {
-        form.busy = false;
-        form.submit.disabled = false;
-        form.submit.textContent = label;
       }
+      if (threadKey(this) !== thread) return; // the element shows another content now
+      // Rebuilt meanwhile (Sort, language), or a reply closed and opened again: the form
+      // shown now takes the answer, and the key the send used (set after the copy, when
+      // the rebuild came while a token provider was asked).
+      const rebuilt = Boolean(form.successor);
+      for (; form.successor; form = form.successor) form.successor.attempt = form.attempt;
+      form.busy = false;
+      form.submit.disabled = false;
+      form.submit.textContent = this.t(form.parent ? "submitReply" : "submit");
       if (!result) return this.formError(form, this.t("network"));
       const { response, data } = result;
       if (response.status === 201 || response.status === 202) form.attempt = null;
-      if (response.status === 201 && data && data.id != null) return this.posted(form, data);
+      if (response.status === 201 && data && data.id != null) {
+        this.posted(form, data);
+        if (rebuilt) this.loadCount(); // the rebuilt thread's count may hold it already, or not
+        return;
+      }
       if (response.status === 201 || response.status === 202) {
         // 201 without a readable comment (a proxy rewrote it): stored all the same.
         this.resetForm(form);
@@ -885,21 +933,26 @@ a{color:var(--comments-accent)}
 
     resetForm(form) {
       form.body.control.value = "";
-      if (form.parent) this.closeReply(false);
+      if (!form.parent) return;
+      this.replyDrafts.delete(form.parent.id);
+      if (this.openReply && this.openReply.form === form) this.closeReply(false);
     }
 
     posted(form, comment) {
       this.resetForm(form);
       this.status.hidden = true;
-      const [article] = this.addComments([comment], this.order === "newest" && !comment.parent_id);
+      // Shown already: a send again after a lost answer, with the comment read meanwhile
+      // (a refresh, another tab). It is not counted twice; the focus goes to it all the same.
+      const shown = this.nodes.has(comment.id);
+      this.addComments([comment], this.order === "newest" && !comment.parent_id);
       // Oldest first with pages still unread: shown now, and kept after what they bring.
       const node = this.nodes.get(comment.id);
       if (this.order === "oldest" && !this.done && node && node.li.parentNode) {
         this.postedEarly.push({ id: comment.id, li: node.li, list: node.li.parentNode });
       }
-      if (this.count !== undefined) this.setCount(this.count + 1);
+      if (!shown && this.count !== undefined) this.setCount(this.count + 1);
       this.announce(this.t("posted"));
-      if (article) article.focus();
+      if (node) node.article.focus();
       refreshThreadsOf(threadKey(this), this);
       if (tabs) tabs.postMessage(threadKey(this));
       // For the site (and count.js's badges): a comment of this content was just published.
