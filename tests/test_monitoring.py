@@ -90,10 +90,233 @@ def test_alert_unit_tests_pass() -> None:
 
 def test_recording_rule_unit_tests_pass() -> None:
     run(tool("promtool"), "test", "rules", str(MON / "tests" / "recording_test.yml"))
+    # The 30-day SLO ratio, from the recorded 5-minute rates (its own file: hourly rules).
+    run(tool("promtool"), "test", "rules", str(MON / "tests" / "slo_30d_test.yml"))
+
+
+DURATION = re.compile(r"(\d+)([smhdwy])")
+SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+
+
+def seconds(duration: str) -> int:
+    """A Prometheus duration (`30d`, `1h30m`) in seconds."""
+    parts = DURATION.findall(duration)
+    assert parts, duration
+    assert "".join(n + u for n, u in parts) == duration, duration
+    return sum(int(n) * SECONDS[u] for n, u in parts)
+
+
+def gigabytes(size: str) -> float:
+    """A Prometheus size (`22GB`: powers of 1024, as --storage.tsdb.retention.size) or a
+    Kubernetes quantity (`25Gi`) in GiB."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(GB|Gi|TB|Ti)", size)
+    assert match, size
+    return float(match.group(1)) * (1024 if match.group(2) in ("TB", "Ti") else 1)
+
+
+def test_prometheus_keeps_every_window_the_rules_read() -> None:
+    """The SLO dashboard's 30-day availability and error budget read
+    job:comments_api_slo_errors:ratio_rate30d; with 15 days kept they covered 15 and said
+    30. The cluster's Prometheus (kube-prometheus-stack's values) keeps a day more than
+    the longest range any rule or panel reads, and its size limit, which deletes the
+    oldest blocks first, does not come before that: it grows with the days kept from the
+    9GB the 15 days had, and fits the volume."""
+    values = yaml.safe_load(
+        (ROOT / "deploy" / "k8s" / "provision" / "kube-prometheus-stack-values.yaml").read_text()
+    )["prometheus"]["prometheusSpec"]
+    exprs = [r["expr"] for r in rules("record") + rules("alert")]
+    exprs += [e for _, _, e in panel_queries()]
+    ranges = [seconds(r) for e in exprs for r in re.findall(r"\[(\w+)(?::\w*)?\]", e)]
+    assert max(ranges) >= seconds("30d"), "the 30-day SLO window is read somewhere"
+    retention = seconds(values["retention"])
+    assert retention >= max(ranges) + seconds("1d"), (values["retention"], max(ranges))
+    size = gigabytes(values["retentionSize"])
+    assert size / (retention / 86400) >= 9 / 15, "the size limit would cut the days short"
+    volume = values["storageSpec"]["volumeClaimTemplate"]["spec"]["resources"]["requests"]
+    assert size <= 0.9 * gigabytes(volume["storage"]), "WAL and compaction need room beside"
+    # The local stack (compose.yaml) as well: Prometheus' own default is 15 days.
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    flags = compose["services"]["prometheus"]["command"]
+    kept = [f.split("=", 1)[1] for f in flags if f.startswith("--storage.tsdb.retention.time=")]
+    assert kept, flags
+    assert seconds(kept[0]) >= max(ranges) + seconds("1d"), kept
 
 
 def test_alertmanager_config_is_valid() -> None:
     run(tool("amtool"), "check-config", str(MON / "alertmanager.yml"))
+
+
+# --------------------------------------------------------------------------- Alertmanager
+
+
+def alertmanager_binary() -> str:
+    """Upstream's name, or Debian's (package prometheus-alertmanager)."""
+    for name in ("alertmanager", "prometheus-alertmanager"):
+        if path := shutil.which(name):
+            return path
+    missing("alertmanager")
+    raise AssertionError("unreachable")
+
+
+class Alertmanager:
+    """A real Alertmanager on 127.0.0.1 with `config` (a file), its receivers' webhooks
+    pointed at a closed local port: what it would notify is not what is tested (that is
+    routing, amtool's), what it holds back is. No gossip cluster (an empty
+    --cluster.listen-address: it would listen on every interface)."""
+
+    def __init__(self, workdir: Path, config: Path) -> None:
+        doc = yaml.safe_load(config.read_text())
+        closed = f"http://127.0.0.1:{free_port()}/"
+        for receiver in doc.get("receivers", []):
+            for hook in receiver.get("webhook_configs", []):
+                hook.pop("url_file", None)
+                hook["url"] = closed + receiver["name"]
+        workdir.mkdir(parents=True, exist_ok=True)
+        path = workdir / "alertmanager.yml"
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / "alertmanager.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [
+                alertmanager_binary(),
+                f"--config.file={path}",
+                f"--storage.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--cluster.listen-address=",
+                "--log.level=warn",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"alertmanager exited:\n{self.log_path.read_text()}")
+            try:
+                return requests.get(f"{self.base}/-/ready", timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+
+        if not wait_until(ready, 30):
+            self.stop()
+            raise RuntimeError("alertmanager never became ready")
+
+    def post(self, labelsets: list[dict[str, str]]) -> None:
+        """Alerts as Prometheus sends them: firing now (no end: resolve_timeout)."""
+        response = requests.post(
+            f"{self.base}/api/v2/alerts", json=[{"labels": ls} for ls in labelsets], timeout=10
+        )
+        assert response.status_code == 200, response.text
+
+    def states(self) -> dict[tuple[str, str, str], str]:
+        """(alertname, job, instance) -> active | suppressed (inhibited or silenced)."""
+        alerts = requests.get(f"{self.base}/api/v2/alerts", timeout=10).json()
+        return {
+            (
+                a["labels"]["alertname"],
+                a["labels"].get("job", ""),
+                a["labels"].get("instance", ""),
+            ): a["status"]["state"]
+            for a in alerts
+        }
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+INSTANCE = "10.0.1.5:8000"
+
+
+def firing(job: str = "comments-api") -> list[dict[str, str]]:
+    """Every alert of the rules as Prometheus would send it for `job`: the rule's labels,
+    and an instance for those that do not aggregate it away."""
+    found = []
+    for rule in rules("alert"):
+        labels = {"alertname": rule["alert"], "job": job, **rule["labels"]}
+        if "by (job)" not in rule["expr"] and "job:" not in rule["expr"]:
+            labels["instance"] = INSTANCE
+        found.append(labels)
+    return found
+
+
+def held_back(config: Path, workdir: Path, alerts: list[dict[str, str]]) -> dict[Any, str]:
+    """The state Alertmanager (with `config`) gives each of `alerts`, once its inhibitor
+    has taken them in. Its inhibitor reads alerts in the order they arrive: a barrier
+    posted after them, a pair that alertmanager.yml's burn-rate rule inhibits (of another
+    job), tells when they are all in."""
+    manager = Alertmanager(workdir, config)
+    try:
+        manager.post(alerts)
+        barrier = [
+            {"alertname": "CommentsApiErrorBudgetBurn", "job": "barrier", "severity": "page"},
+            {"alertname": "CommentsApiErrorBudgetBurnSlow", "job": "barrier"},
+        ]
+        manager.post(barrier)
+        slow = ("CommentsApiErrorBudgetBurnSlow", "barrier", "")
+        assert wait_until(lambda: manager.states().get(slow) == "suppressed", 15, interval=0.2), (
+            manager.log_path.read_text()
+        )
+        return {k: v for k, v in manager.states().items() if k[1] != "barrier"}
+    finally:
+        manager.stop()
+
+
+def alert_key(labels: dict[str, str]) -> tuple[str, str, str]:
+    return labels["alertname"], labels["job"], labels.get("instance", "")
+
+
+def check_one_instance_down_silences_no_page(config: Path, workdir: Path) -> None:
+    """One pod that cannot be scraped (CommentsApiTargetDown, per instance), with the
+    service's own alerts firing: every one of them still reaches its receiver. It used to
+    inhibit every CommentsApi alert of the job: a hung pod or a lost node among 3 to 20
+    silenced the error-budget, latency, readiness and database pages."""
+    alerts = [a for a in firing() if a["alertname"] != "CommentsApiDown"]
+    assert "CommentsApiTargetDown" in {a["alertname"] for a in alerts}
+    pages = [a for a in alerts if a.get("severity") == "page"]
+    assert len(pages) >= 4
+    states = held_back(config, workdir, alerts)
+    # The fast burn page covers the slow burn ticket (their own rule), nothing else.
+    slow = ("CommentsApiErrorBudgetBurnSlow", "comments-api", "")
+    assert {alert_key(a): states.get(alert_key(a)) for a in alerts} == {
+        alert_key(a): "suppressed" if alert_key(a) == slow else "active" for a in alerts
+    }
+
+
+def check_service_down_holds_back_the_rest(config: Path, workdir: Path) -> None:
+    """No instance scraped (CommentsApiDown, per job): one page, for the cause; every other
+    alert of that job is held back, another job's are not."""
+    other = [a for a in firing("comments-api-canary") if a["alertname"] != "CommentsApiDown"]
+    alerts = firing() + other
+    down = ("CommentsApiDown", "comments-api", "")
+    states = held_back(config, workdir, alerts)
+    # The other job's: their own rules only (the fast burn covers the slow one).
+    other_slow = ("CommentsApiErrorBudgetBurnSlow", "comments-api-canary", "")
+    expected = {
+        alert_key(a): (
+            "active"
+            if alert_key(a) == down or (a["job"] != "comments-api" and alert_key(a) != other_slow)
+            else "suppressed"
+        )
+        for a in alerts
+    }
+    assert {alert_key(a): states.get(alert_key(a)) for a in alerts} == expected
+
+
+def test_alertmanager_one_instance_down_silences_no_page(tmp_path: Path) -> None:
+    check_one_instance_down_silences_no_page(MON / "alertmanager.yml", tmp_path)
+
+
+def test_alertmanager_service_down_holds_back_the_rest(tmp_path: Path) -> None:
+    check_service_down_holds_back_the_rest(MON / "alertmanager.yml", tmp_path)
 
 
 def test_every_alert_is_documented_and_unit_tested() -> None:
@@ -276,21 +499,21 @@ def test_dashboards_and_rules_return_data_from_a_real_prometheus(
 
     # Alert rules load and evaluate; none of ours may be active while the service is up.
     active = {a["labels"]["alertname"] for a in prom.alerts()}
-    assert "CommentsApiTargetDown" not in active
+    assert not active & {"CommentsApiDown", "CommentsApiTargetDown"}, active
 
-    # Stop the service: the real TargetDown rule (for: 1m) goes pending at the next
-    # evaluation after a failed scrape. Waiting the full minute for "firing" would only
-    # test Prometheus' own `for` handling, which promtool's unit tests already cover.
+    # Stop the service: the real CommentsApiDown (for: 1m) and CommentsApiTargetDown
+    # (for: 5m) rules go pending at the next evaluation after a failed scrape. Waiting for
+    # "firing" would only test Prometheus' own `for` handling, which promtool's unit tests
+    # already cover.
     service.stop()
 
-    def target_down() -> bool:
-        return any(
-            a["labels"]["alertname"] == "CommentsApiTargetDown"
-            and a["state"] in {"pending", "firing"}
-            for a in prom.alerts()
-        )
+    def down() -> bool:
+        pending = {
+            a["labels"]["alertname"] for a in prom.alerts() if a["state"] in {"pending", "firing"}
+        }
+        return {"CommentsApiDown", "CommentsApiTargetDown"} <= pending
 
-    assert wait_until(target_down, 30, interval=0.5)
+    assert wait_until(down, 30, interval=0.5)
 
 
 def test_rules_exclude_exactly_the_probe_routes_the_app_exempts() -> None:

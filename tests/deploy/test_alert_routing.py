@@ -16,6 +16,10 @@ from typing import Any
 import pytest
 import yaml
 
+from ..test_monitoring import (
+    check_one_instance_down_silences_no_page,
+    check_service_down_holds_back_the_rest,
+)
 from .conftest import K8S, ROOT, tool
 from .test_tools import KUBECTL_SECRETS
 
@@ -147,6 +151,17 @@ def test_every_alert_reaches_the_same_receiver_as_with_the_source(tmp_path: Path
         receiver_of(amtool, cluster, {"alertname": "InfoInhibitor", "severity": "none"}) == "null"
     )
     assert receiver_of(amtool, cluster, {"alertname": "KubePodCrashLooping"}) == "ticket"
+
+
+def test_cluster_alertmanager_holds_back_as_the_source_does(tmp_path: Path) -> None:
+    """The generated config, with the chart's own inhibit rules beside ours, in a real
+    Alertmanager: one pod that cannot be scraped silences no page; the whole job unseen
+    holds back the rest of its alerts (tests/test_monitoring.py runs the same on
+    alertmanager.yml)."""
+    tool("amtool")
+    config = cluster_config(tmp_path, tool("amtool"))
+    check_one_instance_down_silences_no_page(config, tmp_path / "one-pod")
+    check_service_down_holds_back_the_rest(config, tmp_path / "service")
 
 
 # --- provision-k8s.sh, against stand-ins for the cluster's tools ---------------------------

@@ -107,6 +107,35 @@ def test_every_pod_meets_restricted_pss(
 
 
 @pytest.mark.parametrize("env", OVERLAYS)
+def test_persistent_volumes_keep_their_permissions_across_mounts(
+    rendered: dict[str, list[dict[str, Any]]], env: str
+) -> None:
+    """With fsGroup and the default fsGroupChangePolicy (Always), the kubelet re-applies
+    group rw and setgid to every file of a volume that supports it (a CSI volume such as
+    EBS; not minikube's hostPath nor kind's local-path) at each mount: the staging
+    PostgreSQL's PGDATA became 2770 on its first reschedule, and PostgreSQL refuses to
+    start on a data directory with group access. OnRootMismatch changes ownership only
+    while the volume's root does not match (its first mount)."""
+    checked = 0
+    for doc in rendered[env]:
+        if doc["kind"] not in ("Deployment", "StatefulSet", "Job", "DaemonSet"):
+            continue
+        pod = doc["spec"]["template"]["spec"]
+        persistent = bool(doc["spec"].get("volumeClaimTemplates")) or any(
+            "persistentVolumeClaim" in v for v in pod.get("volumes", [])
+        )
+        psc = pod.get("securityContext", {})
+        if persistent and "fsGroup" in psc:
+            checked += 1
+            assert psc.get("fsGroupChangePolicy") == "OnRootMismatch", (
+                f"{doc['kind']}/{doc['metadata']['name']}"
+            )
+    # The single-pod PostgreSQL of local and staging (production's CloudNativePG manages
+    # its own instances' volumes).
+    assert checked == (1 if env in ("local", "staging") else 0)
+
+
+@pytest.mark.parametrize("env", OVERLAYS)
 def test_app_pod_matches_image(rendered: dict[str, list[dict[str, Any]]], env: str) -> None:
     docs = rendered[env]
     deploy = one(docs, "Deployment", "comments-api")
@@ -368,6 +397,12 @@ def test_network_policies(rendered: dict[str, list[dict[str, Any]]], env: str) -
     ]
     if find(docs, "Cluster"):
         labels.append({"cnpg.io/cluster": "comments-db"})
+    # cert-manager's HTTP-01 solver pods, which it runs in the namespace while it issues
+    # the Ingress's certificate (tests/deploy/test_network_flows.py).
+    if "cert-manager.io/cluster-issuer" in one(docs, "Ingress", "comments-api")["metadata"].get(
+        "annotations", {}
+    ):
+        labels.append({"acme.cert-manager.io/http01-solver": "true"})
     for name, policy in policies.items():
         sel = policy["spec"]["podSelector"].get("matchLabels", {})
         assert any(sel.items() <= pod.items() for pod in labels), f"{name} selects no pod"

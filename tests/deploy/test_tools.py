@@ -675,6 +675,21 @@ def test_workflow_hardening() -> None:
                 )
 
 
+def test_workflow_steps_run_with_pipefail() -> None:
+    """Without a shell named, the runner starts a step with `bash -e`: a pipeline's status
+    is its last command's, so `needed=$(kubectl annotate ... | jq ...)` in main.yml passed
+    with an empty list when kubectl failed. `defaults.run.shell: bash` gives every step
+    `-eo pipefail` (test_workflows_release runs that step with a failing kubectl)."""
+    for name, flow in workflows().items():
+        assert flow.get("defaults", {}).get("run", {}).get("shell") == "bash", name
+        for job_id, job in flow["jobs"].items():
+            for step in job.get("steps", []):
+                if "run" in step:
+                    assert runner_shell(step) == RUNNER_SHELLS["bash"], (
+                        f"{name}/{job_id}: {step.get('name')}"
+                    )
+
+
 def job_of(workflow: dict[str, Any], text: str) -> list[str]:
     """The ids of the jobs with a step whose run script holds `text`."""
     return [
@@ -708,15 +723,43 @@ def release_step(text: str) -> dict[str, Any]:
     return step
 
 
+# How GitHub's runner starts a run script on Linux, by the `shell` in force (the step's,
+# else its job's `defaults.run.shell`, else the workflow's): no shell named is `bash -e
+# {0}`, `shell: bash` is `bash --noprofile --norc -eo pipefail {0}` (docs: "Workflow
+# syntax", `jobs.<job_id>.steps[*].shell`).
+RUNNER_SHELLS: dict[str | None, list[str]] = {
+    None: ["bash", "-e"],
+    "bash": ["bash", "--noprofile", "--norc", "-eo", "pipefail"],
+}
+
+
+def runner_shell(step: dict[str, Any]) -> list[str]:
+    """The command the runner starts `step`'s script with, from the workflow that holds
+    the step; a step found in no workflow gets the runner's default."""
+    for flow in workflows().values():
+        for job in flow["jobs"].values():
+            if step in job.get("steps", []):
+                shell = (
+                    step.get("shell")
+                    or job.get("defaults", {}).get("run", {}).get("shell")
+                    or flow.get("defaults", {}).get("run", {}).get("shell")
+                )
+                assert shell in RUNNER_SHELLS, f"no stand-in for shell {shell!r}"
+                return RUNNER_SHELLS[shell]
+    return RUNNER_SHELLS[None]
+
+
 def run_step(
     step: dict[str, Any],
     tmp_path: Path,
     env: dict[str, str],
     stand_ins: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """A step's run script, as GitHub's runner runs it when the step names no shell
-    (`bash -e FILE`), with stand-ins for tools that need a cloud (no cluster or registry
-    can be reached from here). Each stand-in logs its arguments to $CALLS."""
+    """A step's run script, as GitHub's runner runs it (runner_shell: `bash -eo pipefail`
+    under the workflows' `defaults.run.shell: bash`), with stand-ins for tools that need a
+    cloud (no cluster or registry can be reached from here). Each stand-in logs its
+    arguments to $CALLS. `cwd`: the checkout the step runs in (the repository if None)."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
@@ -737,7 +780,7 @@ def run_step(
         "GITHUB_OUTPUT": str(tmp_path / "github-output"),
         **env,
     }
-    return run("bash", "-e", str(script), env=full_env, ok=False)
+    return run(*runner_shell(step), str(script), env=full_env, ok=False, cwd=cwd or ROOT)
 
 
 def test_workflow_build_once_promote_the_digest() -> None:
@@ -857,9 +900,14 @@ def test_workflow_digest_is_a_digest_before_it_is_used(tmp_path: Path) -> None:
         assert (tmp_path / job_id / "calls.log").read_text() == "", job_id
 
 
-def test_workflow_settings_checked_before_production_changes(tmp_path: Path) -> None:
+def test_workflow_settings_checked_before_production_changes(
+    tmp_path: Path, rendered: dict[str, list[dict[str, Any]]]
+) -> None:
     """PRODUCTION_URL is used only by the smoke test, after production changed: a missing
-    one found there would roll a good release back after its migration ran."""
+    one found there would roll a good release back after its migration ran. So would an
+    http:// one: both production overlays answer plain HTTP with a 308 to HTTPS (checked
+    below on the rendered Ingresses), which the smoke test's `curl -f` took for a pass and
+    its /metrics check (404 expected) for a failure."""
     job = workflows()["main.yml"]["jobs"]["release"]
     apply = next(i for i, s in enumerate(job["steps"]) if "kubectl apply" in s.get("run", ""))
     checks = [
@@ -870,17 +918,27 @@ def test_workflow_settings_checked_before_production_changes(tmp_path: Path) -> 
     ]
     assert checks, "PRODUCTION_URL is checked before the apply"
     (check,) = checks
-    for url, ok in [
-        ("https://comments.example.com", True),
-        ("http://comments.example.com", True),
-        ("", False),
-        ("comments.example.com", False),
-        ("https://", False),
-    ]:
-        proc = run_step(
-            check, tmp_path / str(len(url)), {"PRODUCTION_URL": url, "OVERLAY": "production"}
-        )
+    for i, (url, ok) in enumerate(
+        [
+            ("https://comments.example.com", True),
+            ("http://comments.example.com", False),
+            ("HTTP://comments.example.com", False),
+            ("", False),
+            ("comments.example.com", False),
+            ("https://", False),
+            ("ftp://comments.example.com", False),
+        ]
+    ):
+        proc = run_step(check, tmp_path / str(i), {"PRODUCTION_URL": url, "OVERLAY": "production"})
         assert (proc.returncode == 0) == ok, (url, proc.stdout, proc.stderr)
+        if not ok:
+            assert "::error::vars.PRODUCTION_URL must be the https:// URL" in proc.stdout
+    # Why plain HTTP can never be the URL production answers on: every overlay main.yml
+    # deploys redirects it (force-ssl-redirect: a 308 before any route is tried).
+    for overlay in ("production", "production-aws"):
+        ingress = one(rendered[overlay], "Ingress", "comments-api")
+        notes = ingress["metadata"]["annotations"]
+        assert notes["nginx.ingress.kubernetes.io/force-ssl-redirect"] == "true", overlay
 
 
 def test_workflow_installs_no_latest_tool_in_the_production_job() -> None:

@@ -6,7 +6,7 @@ to `dev` again) gets another digest, and ECR refuses its push under the commit's
 the run failed although the commit's image was there. The job now looks the tag up first
 and builds only when ECR says it does not exist.
 
-The lookup step's script runs here as the runner runs it (`bash -e`), with the real `jq`
+The lookup step's script runs here as the runner runs it (`bash -eo pipefail`), with the real `jq`
 and a stand-in `aws` answering from a registry described in JSON (no AWS can be reached
 from here). The build itself (buildx) cannot run here: what decides whether it runs, and
 which digest the job hands to E2E, scan and sign, are the step's `if:` and the job's

@@ -1,7 +1,7 @@
 """dev.yml's E2E job makes the kind cluster's throwaway Secrets without a value on any
 command line, as docs/deployment.md's "Secrets" commands and scripts/k8s-local.sh do.
 
-The step's script runs here as the runner runs it (`bash -e`), with the real `openssl` and
+The step's script runs here as the runner runs it (`bash -eo pipefail`), with the real `openssl` and
 `jq`. kubectl is the real client too, for every `create secret`, with `--dry-run=client -o
 json` added (no cluster can run here): the Secrets below are what kubectl itself made of
 the step's arguments and files. `aws` is a stand-in that hands out an ECR token. Every

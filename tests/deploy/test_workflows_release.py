@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from .conftest import ROOT, tool
 from .test_tools import (
@@ -36,6 +39,7 @@ NS = "comments-production"
 DEPLOYMENT = f"/apis/apps/v1/namespaces/{NS}/deployments/comments-api"
 CONFIGMAPS = f"/api/v1/namespaces/{NS}/configmaps/"
 MIGRATE_JOB = f"/apis/batch/v1/namespaces/{NS}/jobs/comments-api-migrate"
+APP = "comments-api"
 
 
 @dataclass
@@ -332,28 +336,170 @@ def test_rollback_with_the_deployment_unreadable_says_act_now(
     assert "cannot be read: act now" in out
 
 
-def release(tmp_path: Path, env: dict[str, str]) -> tuple[int, str]:
-    """The migrate-and-roll-out step up to its apply, with the real kubectl rendering
-    production-aws (it mounts the operator's ConfigMap rds-ca-bundle) and asking the
-    stand-in API server. `kustomize edit` is a stand-in (it would edit the overlay in the
-    checkout): the image stays the overlay's, so PROD_IMAGE and DIGEST name that one."""
+# `kustomize edit set image NAME=NEWNAME@DIGEST` as kustomize does it (its
+# commands/edit/set/setimage.go): the `images:` entry named NAME is replaced by {name,
+# newName, digest}, or added when there is none (an entry matching no image is no error),
+# and the list is sorted by name. No standalone kustomize is installed here; `kubectl
+# kustomize` (the real one) then renders what the edit left.
+KUSTOMIZE_EDIT = """
+import sys, yaml
+
+args = sys.argv[1:]
+assert args[:3] == ["edit", "set", "image"], f"only `edit set image` is stood in for: {args}"
+with open("kustomization.yaml") as f:
+    doc = yaml.safe_load(f)
+images = {image["name"]: image for image in doc.get("images") or []}
+for arg in args[3:]:
+    name, _, new = arg.partition("=")
+    new_name, _, digest = new.partition("@")
+    assert name and new_name and digest, f"only NAME=NEWNAME@DIGEST is stood in for: {arg}"
+    images[name] = {"name": name, "newName": new_name, "digest": digest}
+doc["images"] = sorted(images.values(), key=lambda image: image["name"])
+with open("kustomization.yaml", "w") as f:
+    yaml.safe_dump(doc, f, sort_keys=False)
+"""
+
+
+def checkout(tmp_path: Path) -> Path:
+    """A copy of deploy/k8s where the step's `kustomize edit` may write (in the runner it
+    edits the job's own checkout)."""
+    copy = tmp_path / "checkout"
+    shutil.copytree(
+        ROOT / "deploy" / "k8s",
+        copy / "deploy" / "k8s",
+        ignore=shutil.ignore_patterns("node_modules"),
+    )
+    program = tmp_path / "kustomize_edit.py"
+    program.write_text(KUSTOMIZE_EDIT)
+    return copy
+
+
+def release(
+    tmp_path: Path, env: dict[str, str], overlay: str = "production-aws"
+) -> tuple[int, str]:
+    """The migrate-and-roll-out step up to its apply, on a copy of the checkout: the
+    `kustomize edit` of the step (KUSTOMIZE_EDIT), the real kubectl rendering `overlay`
+    (production-aws mounts the operator's ConfigMap rds-ca-bundle) and asking the
+    stand-in API server. The rendered manifest is left in tmp_path/production.yaml."""
     tool("kubectl")
     tool("jq")
+    tree = checkout(tmp_path)
     proc = run_step(
         release_step("kubectl apply"),
         tmp_path,
-        {
-            **env,
-            "OVERLAY": "production-aws",
-            "PROD_IMAGE": "registry.example.com/prod/comments-api",
-            "DIGEST": "sha256:" + "0" * 64,
-        },
-        {"kustomize": ""},
+        {**env, "OVERLAY": overlay, "PROD_IMAGE": PROD_IMAGE, "DIGEST": RELEASE_DIGEST},
+        {"kustomize": f'exec {sys.executable} {tmp_path / "kustomize_edit.py"} "$@"'},
+        cwd=tree,
     )
     github_env = tmp_path / "github-env"
     return proc.returncode, proc.stdout + proc.stderr + (
         github_env.read_text() if github_env.exists() else ""
     )
+
+
+def app_images(manifest: Path) -> dict[str, str]:
+    """kind/name/container -> image of every container of the app's workloads (the
+    Deployment and the migration Job; not Redis)."""
+    images = {}
+    for doc in filter(None, yaml.safe_load_all(manifest.read_text())):
+        labels = doc["metadata"].get("labels", {})
+        if doc["kind"] in ("Deployment", "Job") and labels.get("app.kubernetes.io/name") == APP:
+            pod = doc["spec"]["template"]["spec"]
+            for container in pod.get("initContainers", []) + pod["containers"]:
+                key = f"{doc['kind']}/{doc['metadata']['name']}/{container['name']}"
+                images[key] = container["image"]
+    return images
+
+
+@pytest.mark.parametrize("overlay", ["production", "production-aws"])
+def test_release_renders_the_promoted_digest_for_every_overlay(
+    cluster: tuple[Cluster, dict[str, str]], tmp_path: Path, overlay: str
+) -> None:
+    """production-aws includes production, which has already renamed the image to its
+    registry by the time production-aws's own `images:` would apply: the step's edit in
+    production-aws matched nothing, the manifest kept production's placeholder digest,
+    and every production-aws release failed at the image check, with no message. Run
+    with kustomize's edit semantics and the real `kubectl kustomize`."""
+    state, env = cluster
+    state.configmaps.add("rds-ca-bundle")
+    code, out = release(tmp_path, env, overlay)
+    manifest = tmp_path / "production.yaml"
+    assert manifest.exists(), out
+    images = app_images(manifest)
+    assert {"Deployment/comments-api/app", "Job/comments-api-migrate/migrate"} <= set(images), (
+        images
+    )
+    assert set(images.values()) == {RELEASE}, images
+    assert "does not render" not in out
+    # Past the image check: the old Job deleted, APPLIED written (the stand-in server then
+    # refuses the apply).
+    assert state.deleted == [MIGRATE_JOB], out
+    assert "APPLIED=true" in out
+    # And the production overlay of the checkout now names the release: the one edit
+    # reaches both overlays.
+    kustomization = yaml.safe_load(
+        (tmp_path / "checkout/deploy/k8s/overlays/production/kustomization.yaml").read_text()
+    )
+    assert {"name": "comments-api", "newName": PROD_IMAGE, "digest": RELEASE_DIGEST} in (
+        kustomization["images"]
+    )
+    assert code != 0
+
+
+def test_release_that_renders_another_image_stops_and_says_so(
+    cluster: tuple[Cluster, dict[str, str]], tmp_path: Path
+) -> None:
+    """An edit that pins nothing (here: a kustomize that does nothing) must stop the step
+    before production changes, with an error the run's summary shows (it failed on a bare
+    `grep -q`)."""
+    state, env = cluster
+    tool("kubectl")
+    tree = checkout(tmp_path)
+    proc = run_step(
+        release_step("kubectl apply"),
+        tmp_path,
+        {**env, "OVERLAY": "production", "PROD_IMAGE": PROD_IMAGE, "DIGEST": RELEASE_DIGEST},
+        {"kustomize": ""},
+        cwd=tree,
+    )
+    assert proc.returncode == 1
+    assert f"::error::the production overlay does not render {RELEASE}" in proc.stdout
+    assert state.deleted == []
+    assert not (tmp_path / "github-env").exists()
+
+
+def test_release_stops_when_the_configmaps_it_mounts_cannot_be_listed(
+    cluster: tuple[Cluster, dict[str, str]], tmp_path: Path
+) -> None:
+    """`needed=$(kubectl annotate ... | jq ...)`: under the runner's default `bash -e`
+    (no pipefail) a failing kubectl left jq an empty input, `needed` empty, and the check
+    passed; the release then met the missing ConfigMap at the Job wait (600 s) and rolled
+    back. The workflows run their steps with `shell: bash` (-eo pipefail)."""
+    state, env = cluster
+    real = tool("kubectl")
+    kubectl = f"""
+case " $* " in
+  *" annotate "*) echo "error: unable to decode the manifest" >&2; exit 1 ;;
+esac
+exec {real} "$@"
+"""
+    tree = checkout(tmp_path)
+    proc = run_step(
+        release_step("kubectl apply"),
+        tmp_path,
+        {**env, "OVERLAY": "production", "PROD_IMAGE": PROD_IMAGE, "DIGEST": RELEASE_DIGEST},
+        {
+            "kustomize": f'exec {sys.executable} {tmp_path / "kustomize_edit.py"} "$@"',
+            "kubectl": kubectl,
+        },
+        cwd=tree,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert "::error::could not list the ConfigMaps the production manifest mounts" in out
+    assert state.deleted == [], "the previous release's Job is left alone"
+    assert not (tmp_path / "github-env").exists(), "APPLIED is not written"
+    assert "delete job" not in (tmp_path / "calls.log").read_text()
 
 
 def test_release_stops_before_the_apply_without_the_configmaps_it_mounts(

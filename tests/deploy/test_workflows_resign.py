@@ -17,7 +17,7 @@ sigstore/cosign-installer v4.1.2) writes, read from its source:
   3.0.5): it carries no bundle over. `cosign download signature` prints each bundle as a
   JSON line, and `cosign attach signature --bundle FILE` writes one as a referrer.
 
-The steps' scripts run here as the runner runs them (`bash -e`), with the real `jq` and
+The steps' scripts run here as the runner runs them (`bash -eo pipefail`), with the real `jq` and
 stand-ins for cosign and crane that model those behaviours over a registry kept in JSON
 (keyless signing, Fulcio and Rekor cannot be reached from here). The stand-in's signature
 is the certificate claims main.yml checks, and it "verifies" when they all match."""

@@ -3,7 +3,7 @@
 dev.yml signs a digest (and main.yml promotes it) only once ECR's scan of it completed
 without findings at `SCAN_FAIL_SEVERITY` (default CRITICAL) or above. Both run the same
 script, scripts/ecr-scan-gate.sh: the gate steps' `run:` lines run here as the runner runs
-them (`bash -e`, from the checkout), with the real `jq` and a stand-in `aws` that answers
+them (`bash -eo pipefail`, from the checkout), with the real `jq` and a stand-in `aws` that answers
 from a registry described in JSON (no AWS can be reached from here).
 
 The jobs of dev.yml that do not push (E2E, the scan gate) assume the staging deploy role,

@@ -1,4 +1,4 @@
-"""Workflow steps run as GitHub's runner runs them (test_tools.run_step: `bash -e`), with
+"""Workflow steps run as GitHub's runner runs them (test_tools.run_step: `bash -eo pipefail`), with
 the real `jq` and stand-ins for the cloud tools they call: small Python programs that
 answer from a registry kept in a JSON file (no AWS or Sigstore can be reached from here).
 

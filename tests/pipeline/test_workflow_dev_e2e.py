@@ -1,5 +1,6 @@
 """dev.yml's E2E job, the step that runs the walkthrough and k6 through `kubectl
-port-forward`, run as GitHub's runner runs it (`bash -e`, tests/deploy/test_tools.run_step).
+port-forward`, run as GitHub's runner runs it (`bash -eo pipefail`,
+tests/deploy/test_tools.run_step).
 
 No cluster can run here: kubectl is a stand-in whose `port-forward` is a long-lived process
 (as the real one is), and curl a stand-in for the service behind it, which answers the

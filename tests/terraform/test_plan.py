@@ -160,6 +160,23 @@ def test_database_encrypted_tls_only_password_never_in_terraform(env: tuple[str,
     assert params["password_encryption"] == "scram-sha-256"
 
 
+def test_clusters_serve_the_resource_metrics_the_hpa_scales_on(env: tuple[str, dict]) -> None:
+    """The delivery's HPA (deploy/k8s/base/hpa.yaml) scales on CPU, a Resource metric that
+    only metrics-server serves (metrics.k8s.io): without it every HPA on EKS reported
+    FailedGetResourceMetric and stayed at minReplicas. The EKS community add-on, with no
+    IAM role (it calls no AWS API). The adapter metric of components/hpa-worker-saturation
+    needs kube-prometheus-stack and prometheus-adapter, which Helm installs
+    (docs/terraform.md, section 5)."""
+    _, plan = env
+    hpa = yaml.safe_load((TF_DIR.parents[1] / "deploy" / "k8s" / "base" / "hpa.yaml").read_text())
+    assert {"Resource"} <= {m["type"] for m in hpa["spec"]["metrics"]}
+    addons = {rc["index"]: after(rc) for rc in changes(plan, "aws_eks_addon")}
+    assert "metrics-server" in addons, sorted(addons)
+    assert addons["metrics-server"]["addon_name"] == "metrics-server"
+    assert addons["metrics-server"]["service_account_role_arn"] is None
+    assert addons["metrics-server"]["cluster_name"] == after(one(plan, "aws_eks_cluster"))["name"]
+
+
 def test_eks_secrets_encrypted_with_kms_and_all_logs_on(env: tuple[str, dict]) -> None:
     _, plan = env
     rc = one(plan, "aws_eks_cluster")

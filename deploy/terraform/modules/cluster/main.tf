@@ -276,10 +276,14 @@ resource "aws_iam_role_policy_attachment" "load_balancer_controller" {
   policy_arn = aws_iam_policy.load_balancer_controller[0].arn
 }
 
-# Core add-ons managed by EKS (versions default to the cluster's recommended ones); the
-# EBS CSI driver backs the PostgreSQL and Prometheus volumes of the Kubernetes delivery.
+# Add-ons managed by EKS (versions default to the cluster's recommended ones); the EBS
+# CSI driver backs the PostgreSQL and Prometheus volumes of the Kubernetes delivery, and
+# metrics-server (an EKS community add-on) serves the resource metrics API the HPA's CPU
+# target reads: without it every HPA reports FailedGetResourceMetric and stays at its
+# minimum. The HPA's worker-saturation metric needs kube-prometheus-stack and
+# prometheus-adapter on top, which Helm installs (docs/terraform.md, section 5).
 resource "aws_eks_addon" "this" {
-  for_each                    = toset(["vpc-cni", "kube-proxy", "coredns", "aws-ebs-csi-driver"])
+  for_each                    = toset(["vpc-cni", "kube-proxy", "coredns", "aws-ebs-csi-driver", "metrics-server"])
   cluster_name                = aws_eks_cluster.this.name
   addon_name                  = each.value
   resolve_conflicts_on_create = "OVERWRITE"

@@ -123,6 +123,25 @@ run "service_account_role_trusts_only_the_csi_controller" {
   }
 }
 
+# The HPA's CPU target reads the resource metrics API, which only metrics-server serves:
+# without it every HPA of the delivery stays at its minimum.
+run "add_ons_include_the_metrics_server_the_hpa_reads" {
+  command = plan
+
+  assert {
+    condition     = toset(keys(aws_eks_addon.this)) == toset(["vpc-cni", "kube-proxy", "coredns", "aws-ebs-csi-driver", "metrics-server"])
+    error_message = "the core add-ons, the EBS CSI driver and metrics-server"
+  }
+  assert {
+    condition     = aws_eks_addon.this["metrics-server"].addon_name == "metrics-server" && aws_eks_addon.this["metrics-server"].service_account_role_arn == null
+    error_message = "metrics-server is the EKS community add-on of that name, with no IAM role (it calls no AWS API)"
+  }
+  assert {
+    condition     = aws_eks_addon.this["metrics-server"].cluster_name == aws_eks_cluster.this.name
+    error_message = "metrics-server is installed in this cluster"
+  }
+}
+
 # The AWS Load Balancer Controller's role: a document shaped like the controller's
 # published policy (that one is the operator's input, never kept here).
 run "load_balancer_controller_role_trusts_only_its_service_account" {
