@@ -94,7 +94,9 @@ def test_migrate_down_to_steps_the_schema_back_and_migrate_brings_it_up(database
         result = run("--down-to", "0011")
         assert result.returncode == 0, result.stderr
         assert "database is at revision 0011" in result.stdout
-        assert f"Running downgrade {head} -> 0011" in result.stdout
+        assert "Running downgrade 0014 -> 0013" in result.stdout  # one step at a time
+        assert "Running downgrade 0013 -> 0012" in result.stdout
+        assert "Running downgrade 0012 -> 0011" in result.stdout
         assert Repository(engine).schema_revision() == "0011"
         if engine.dialect.name == "sqlite":  # 0011's trigger is back: every insert bumps
             insert = text(
@@ -725,4 +727,123 @@ def test_sqlite_0012_goes_down_and_up(tmp_path):
             assert _schema_diff(conn) == []
     finally:
         markers.close()
+        engine.dispose()
+
+
+def test_sqlite_0014_never_gives_a_removed_comments_id_again(tmp_path):
+    """0014 on SQLite: AUTOINCREMENT. Before it, removing the comment with the largest id
+    (a pending one deleted for good) gave its id to the next comment; the upgrade starts
+    past every id the database still names (comments, stored answers, the audit log),
+    keeps the rows, indexes, triggers and markers as they were, and goes back down."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'ids.db'}")
+
+    def insert(content: str = "a") -> int:
+        with engine.begin() as conn:
+            return int(
+                conn.execute(
+                    text(
+                        "INSERT INTO comments (content_id, body, status, created_at, updated_at)"
+                        " VALUES (:c, 'x', 'pending', '2026-12-07', '2026-12-07') RETURNING id"
+                    ),
+                    {"c": content},
+                ).scalar_one()
+            )
+
+    def remove(comment_id: int) -> None:
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM comments WHERE id = :i"), {"i": comment_id})
+
+    def schema() -> set[tuple[str, str]]:
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT type, sql FROM sqlite_master WHERE tbl_name = 'comments'"
+                " AND type IN ('index', 'trigger')"
+            )
+            return {(kind, sql) for kind, sql in rows}
+
+    try:
+        migrate(engine, "0012")
+        first = insert()
+        removed = insert()
+        remove(removed)
+        assert insert() == removed  # the defect: the id is given again
+        remove(removed)
+        # Ids removed before the upgrade, still named by a stored answer and an audit entry.
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO idempotency_keys (scope, key, request_hash, status, body,"
+                    " created_at, comment_id) VALUES ('s', 'k', 'h', 201, '{}', '2026-12-07', :i)"
+                ),
+                {"i": removed + 5},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO audit_log (actor, action, comment_ids, created_at) VALUES"
+                    " ('m', 'delete', :ids, '2026-12-07'), ('m', 'edit', 'not json', '2026-12-07')"
+                ),
+                {"ids": json.dumps([first, removed + 9])},
+            )
+        migrate(engine, "0013")
+        kept, markers = schema(), marker_rows(engine)
+
+        migrate(engine, "0014")
+        assert schema() == kept  # every index and trigger as it was
+        assert marker_rows(engine) == markers  # the rebuild moves no marker
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT id FROM comments").scalars().all() == [first]
+            assert conn.exec_driver_sql("PRAGMA foreign_key_check").all() == []
+        after = insert()
+        assert after == removed + 10  # past the audit log's id, the largest named
+        remove(after)
+        assert insert() == after + 1  # and never again after the upgrade
+        with engine.connect() as conn:
+            assert _schema_diff(conn) == []
+
+        _downgrade(engine, "0013")
+        assert schema() == kept
+        again = insert()
+        remove(again)
+        assert insert() == again  # 0013's table: the largest id plus one, as before
+        migrate(engine)
+        assert insert() == again + 1
+    finally:
+        engine.dispose()
+
+
+def test_a_comments_replies_are_found_by_index_when_it_is_removed(database_url):
+    """0013: a removal asks whether anything replies to the comment, and the foreign key
+    asks it of every row removed; without an index on parent_id each read the whole table
+    with the write lock held. Comments replying to nothing are not in it (partial)."""
+    engine = make_engine(database_url)
+    try:
+        migrate(engine, "0012")
+        with engine.connect() as conn:
+            assert "ix_comments_parent_id" not in {
+                ix["name"] for ix in inspect(conn).get_indexes("comments")
+            }
+        migrate(engine)
+        with engine.connect() as conn:
+            indexes = {ix["name"]: ix for ix in inspect(conn).get_indexes("comments")}
+            assert indexes["ix_comments_parent_id"]["column_names"] == ["parent_id"]
+            if conn.dialect.name == "sqlite":
+                plan = " ".join(
+                    str(row[-1])
+                    for row in conn.exec_driver_sql(
+                        "EXPLAIN QUERY PLAN SELECT 1 FROM comments WHERE parent_id = 1"
+                    )
+                )
+                assert "ix_comments_parent_id" in plan, plan
+            else:  # built CONCURRENTLY: valid, not a half-built leftover
+                valid = conn.exec_driver_sql(
+                    "SELECT indisvalid FROM pg_index WHERE indexrelid ="
+                    " 'ix_comments_parent_id'::regclass"
+                ).scalar()
+                assert valid is True
+        _downgrade(engine, "0012")
+        with engine.connect() as conn:
+            assert "ix_comments_parent_id" not in {
+                ix["name"] for ix in inspect(conn).get_indexes("comments")
+            }
+    finally:
         engine.dispose()

@@ -156,6 +156,18 @@ comments = Table(
         sqlite_where=text("status = 'hidden'"),
         postgresql_where=text("status = 'hidden'"),
     ),
+    # A comment's replies (0013): the removal's "does anything reply to it?" and the
+    # foreign key's check of every row removed read the whole table without it. Partial:
+    # a comment that replies to nothing writes no entry.
+    Index(
+        "ix_comments_parent_id",
+        "parent_id",
+        sqlite_where=text("parent_id IS NOT NULL"),
+        postgresql_where=text("parent_id IS NOT NULL"),
+    ),
+    # SQLite: an id is never given out again, not after the comment holding the largest
+    # one was removed for good (0014); PostgreSQL's identity never does.
+    sqlite_autoincrement=True,
 )
 
 api_keys = Table(

@@ -80,6 +80,8 @@ OLDER_EXPORTS: dict[str, dict[str, frozenset[str]]] = {
     "0009": {},  # 0010 replaced that index
     "0010": {},  # 0011 changed indexes and a trigger on SQLite only
     "0011": {},  # 0012 changed a trigger on SQLite only
+    "0012": {},  # 0013 added an index
+    "0013": {},  # 0014 rebuilt comments on SQLite with AUTOINCREMENT
 }
 # Tables whose ids come from a sequence on PostgreSQL: moved past the imported ids.
 SEQUENCED = ("comments", "audit_log")
