@@ -18,7 +18,8 @@ schema before the drop and created again as they were. The new table's foreign k
 itself, so that the copy and the drop never check against the old table (foreign keys stay
 on: a migration runs in one transaction, where that pragma cannot change); dropping the old
 table checks every row's replies through 0013's index. The whole rebuild holds the write lock:
-writers wait for it (or answer 503 after `DB_STATEMENT_TIMEOUT`), readers do not.
+writers wait for it (or answer 503 after `DB_STATEMENT_TIMEOUT`), readers do not. It took
+6 s for 300,000 comments of 300 characters on a 2-core machine (2026-12-07).
 
 The sequence starts past every id known to have been given: the comments', the stored
 answers' (`idempotency_keys.comment_id`) and the audit log's (`comment_ids`), so an id removed
