@@ -153,6 +153,18 @@ BULK = [
     ({"action": "hide", "ids": [1], "if_status": "pending"}, REJECT),
     ({"action": "hide", "ids": [1], "if_status": None}, REJECT),
     ({"action": "hide", "ids": [1], "if_status": ["pending"] * 4}, REJECT),
+    ({"action": "approve", "ids": [1], "if_unedited_since": "2026-12-07T10:00:00Z"}, ACCEPT),
+    ({"action": "approve", "ids": [1], "if_unedited_since": "2026-12-07T10:00:00.5+14:00"}, ACCEPT),
+    ({"action": "approve", "ids": [1], "if_unedited_since": "0001-01-01T00:00:00+14:00"}, ACCEPT),
+    ({"action": "approve", "ids": [1], "if_unedited_since": "2026-12-07T10:00:00"}, REJECT),
+    ({"action": "approve", "ids": [1], "if_unedited_since": "2026-13-07T10:00:00Z"}, REJECT),
+    ({"action": "approve", "ids": [1], "if_unedited_since": "yesterday"}, REJECT),
+    ({"action": "approve", "ids": [1], "if_unedited_since": 1765101600}, REJECT),
+    ({"action": "approve", "ids": [1], "if_unedited_since": None}, REJECT),
+    (
+        {"action": "delete", "author": "email:a@b.co", "if_unedited_since": "2026-12-07T10:00:00Z"},
+        REJECT,
+    ),
 ]
 
 LIST_QUERY = [

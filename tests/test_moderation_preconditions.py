@@ -5,6 +5,7 @@ from __future__ import annotations
 from comments_api.identity.credentials import SCOPE_ADMIN
 
 from .authkit import api_key, bearer
+from .clock import FakeClock
 
 BULK = "/api/v1/moderation/comments"
 BANS = "/api/v1/moderation/bans"
@@ -162,3 +163,43 @@ def test_delete_by_author_and_the_author_listing_honour_if_match_and_if_none_mat
     assert done.json == {"action": "delete", "changed": [cid], "unchanged": [], "more": False}
     assert public_ids(client) == [cid]  # a tombstone, in its place
     assert client.get(f"/api/v1/comments/{cid}").json["body"] is None
+
+
+def test_an_approve_with_if_unedited_since_leaves_a_comment_edited_after_it(build, signer):
+    """Pre-moderation: the author changed a pending comment's text after the moderator read
+    the queue; the approve names when it was read, and leaves that comment unchanged."""
+    clock = FakeClock()
+    app = build(moderation_mode="pre", clock=clock)
+    client = app.test_client()
+    moderator = bearer(api_key(app, SCOPE_ADMIN))
+    author = bearer(signer.token("author-1"))
+    posts = "/api/v1/contents/a1/comments"
+    ids = [
+        client.post(posts, json={"body": text}, headers=author).json["id"]
+        for text in ("a perfectly nice comment", "fine too")
+    ]
+    read_at = clock.now.isoformat()
+    clock.advance(1)
+    edited = client.patch(f"/api/v1/comments/{ids[1]}", json={"body": "BUY PILLS"}, headers=author)
+    assert edited.status_code == 200, edited.get_data(as_text=True)
+
+    approve = {"action": "approve", "ids": ids, "if_status": ["pending"]}
+    seen = client.post(BULK, json={**approve, "if_unedited_since": read_at}, headers=moderator)
+    assert seen.json == {"action": "approve", "changed": ids[:1], "unchanged": ids[1:]}
+    assert public_ids(client) == ids[:1]
+    later = clock.now.isoformat()
+    again = client.post(BULK, json={**approve, "if_unedited_since": later}, headers=moderator)
+    assert again.json == {"action": "approve", "changed": ids[1:], "unchanged": ids[:1]}
+    assert public_ids(client) == ids
+
+    for bad, field in (
+        ({**approve, "if_unedited_since": "2026-12-07T10:00:00"}, "if_unedited_since"),
+        ({**approve, "if_unedited_since": ""}, "if_unedited_since"),
+        ({"action": "delete", "author": "sub:author-1", "if_unedited_since": later}, None),
+    ):
+        refused = client.post(BULK, json=bad, headers=moderator)
+        assert refused.status_code == 400, refused.get_data(as_text=True)
+        assert refused.mimetype == "application/problem+json"
+        fields = [e["field"] for e in refused.json["errors"]]
+        assert fields == [field or "if_unedited_since"], refused.json
+    assert public_ids(client) == ids  # nothing deleted by the refused call

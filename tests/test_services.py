@@ -291,6 +291,25 @@ def test_an_edit_never_undoes_a_hide_or_delete_that_committed_during_it(
     assert stored.body != "edited"
 
 
+def test_an_edit_meeting_an_approve_is_judged_again_and_applies(make_service, repo):
+    """Under pre-moderation the edit read the comment pending, then a moderator approved it
+    before the edit wrote: the edit found its status moved and said 404, the comment was
+    public with its old text and the author's correction lost. Judged again, a published
+    comment is still its author's to edit (and goes back to the queue)."""
+    svc = make_service(moderation_mode="pre")
+    mine = post(svc, ALICE, body="first")
+    approved: list[int] = []
+
+    def body_after_an_approve() -> str:
+        approved.extend(repo.moderate([mine.id], transition("approve"), "tests"))
+        return "corrected"
+
+    edited = svc.edit(ALICE, mine.id, body_after_an_approve)
+    assert approved == [mine.id]
+    assert (edited.body, edited.status) == ("corrected", STATUS_PENDING)
+    assert (repo.get(mine.id).body, repo.get(mine.id).status) == ("corrected", STATUS_PENDING)
+
+
 def test_deleted_comments_are_tombstones_that_cannot_be_edited(make_service, repo):
     svc = make_service()
     mine = post(svc, ALICE)
@@ -340,6 +359,50 @@ def test_bulk_actions_move_only_what_they_may_and_audit_once(make_service, repo,
     ]
     assert entries[-1].details == {"requested": [a.id, b.id, 999]}
     assert {e.created_at for e in entries} == {clock.now}
+
+
+def test_a_hidden_comment_and_its_hidden_reply_deleted_together_leave_nothing(
+    make_service, repo, clock
+):
+    """Deleted one call after the other, neither left a row (nobody could read them); in
+    one call the parent was judged to have a reply before the reply went, and became a
+    public tombstone that nothing replies to."""
+    svc = make_service()
+    parent = post(svc, body="parent")
+    reply = post(svc, body="reply", parent_id=parent.id)
+    kept = post(svc, body="kept")
+    kept_reply = post(svc, body="public reply", parent_id=kept.id)
+    moderation = ModerationService(repo, clock)
+    hidden = [parent.id, reply.id, kept.id]
+    assert moderation.bulk("hide", hidden, "key:mod") == hidden
+    everything = [parent.id, reply.id, kept.id]
+    assert moderation.bulk("delete", everything, "key:mod") == everything
+    assert (repo.get(parent.id), repo.get(reply.id)) == (None, None)
+    # A hidden comment with a reply that stays keeps its place as a tombstone.
+    assert repo.get(kept.id).status == STATUS_DELETED
+    assert repo.get(kept_reply.id).status == STATUS_PUBLISHED
+    page = svc.list_public("c1", limit=10, order="oldest", after_id=None)
+    assert [c.id for c in page.items] == [kept.id, kept_reply.id]
+
+
+def test_an_approve_leaves_pending_comments_edited_after_the_moderator_read_them(
+    make_service, repo, clock
+):
+    """``unedited_since``: the queue was read, then an author changed a pending comment's
+    text; the approve of what the moderator read publishes the other one only."""
+    held = make_service(moderation_mode="pre")
+    quiet, changed = post(held, ALICE, body="a fine comment"), post(held, ALICE, body="fine too")
+    read_at = clock.now
+    clock.advance(1)
+    held.edit(ALICE, changed.id, lambda: "BUY CHEAP PILLS")
+    moderation = ModerationService(repo, clock)
+    ids = [quiet.id, changed.id]
+    assert moderation.bulk("approve", ids, "key:mod", ("pending",), read_at) == [quiet.id]
+    assert repo.get(changed.id).status == STATUS_PENDING
+    # Read again after the edit: now the moderator has seen its text.
+    assert moderation.bulk("approve", ids, "key:mod", ("pending",), clock.now) == [changed.id]
+    entries, _ = moderation.audit(limit=1, before_id=None)
+    assert entries[0].details["if_unedited_since"] == clock.now.isoformat()
 
 
 def test_bans_and_unbans(repo, clock):

@@ -89,6 +89,53 @@ def test_pending_comment_is_approved_in_the_console_and_appears_in_the_widget(
     moderator.close()
 
 
+def test_console_approve_leaves_a_comment_its_author_edited_after_the_list_was_read(
+    page, lone_pre_api: Api
+):
+    """Pre-moderation: the moderator read the queue, then the author changed a pending
+    comment's text; Approve published the new text, unseen. The console now sends when the
+    list was read (`if_unedited_since`, the answer's Date): the comment stays pending and
+    is listed anew, with its new text, for the moderator to judge."""
+    content = new_content()
+    author = lone_pre_api.token("editing-author")
+    posted = lone_pre_api.post(content, "a perfectly nice comment", token=author)
+
+    def edit(body: str) -> None:
+        response = requests.patch(
+            f"{lone_pre_api.base}/api/v1/comments/{posted['id']}",
+            json={"body": body},
+            headers={"Authorization": f"Bearer {author}"},
+            timeout=5,
+        )
+        assert response.status_code == 200, response.text
+
+    key = lone_pre_api.key("admin")
+    sign_in(page, lone_pre_api, key)
+    show_queue_of(page, content)
+    row = queue_row(page, "a perfectly nice comment")
+    expect(row).to_be_visible()
+    time.sleep(1.1)  # the list's Date is to the second: the edit comes a second later
+    edit("BUY CHEAP PILLS")
+    row.get_by_role("button", name=re.compile(r"^Approve comment")).click()
+    expect(page.locator("#message")).to_have_text(
+        f"Approved no comment: Comment {posted['id']} is no longer pending as listed "
+        "(moderated or edited meanwhile, or gone); the list is shown anew."
+    )
+    fresh = queue_row(page, "BUY CHEAP PILLS")
+    expect(fresh).to_be_visible()
+    listed = requests.get(f"{lone_pre_api.base}/api/v1/contents/{content}/comments", timeout=5)
+    assert listed.json()["items"] == []  # nothing was published
+
+    # Listed again (a second after the edit), its text is what the moderator approves.
+    time.sleep(1.1)
+    with page.expect_response(lambda r: "/api/v1/moderation/comments?" in r.url):
+        page.get_by_role("button", name="Refresh").click()
+    fresh.get_by_role("button", name=re.compile(r"^Approve comment")).click()
+    expect(page.locator("#message")).to_have_text("Approved 1 comment.")
+    listed = requests.get(f"{lone_pre_api.base}/api/v1/contents/{content}/comments", timeout=5)
+    assert [c["body"] for c in listed.json()["items"]] == ["BUY CHEAP PILLS"]
+
+
 def test_console_bulk_actions_search_bans_and_audit(
     browser, page, site: HostSite, lone_pre_api: Api, axe_source
 ):
@@ -1740,14 +1787,14 @@ def test_console_a_new_session_is_not_held_by_the_old_sessions_requests(page, lo
     expect(more).to_be_hidden()
     held_actions.pop(0).continue_()
     expect(message).to_have_text(
-        f"Approved no comment: Comment {ids[0]} is no longer pending (moderated meanwhile, "
-        "or gone); the list is shown anew."
+        f"Approved no comment: Comment {ids[0]} is no longer pending as listed (moderated "
+        "or edited meanwhile, or gone); the list is shown anew."
     )
     expect(a).to_have_count(0)
     held_actions.pop().continue_()
     expect(message).to_have_text(
-        f"Approved no comment: Comment {ids[1]} is no longer pending (moderated meanwhile, "
-        "or gone); the list is shown anew."
+        f"Approved no comment: Comment {ids[1]} is no longer pending as listed (moderated "
+        "or edited meanwhile, or gone); the list is shown anew."
     )
     for button in bulk:
         expect(button).to_be_enabled()

@@ -47,6 +47,7 @@ from .rules import (
     STATUS_PENDING,
     STATUS_PUBLISHED,
     Comment,
+    Conflict,
     FieldError,
     InvalidInput,
     NewComment,
@@ -58,6 +59,9 @@ from .rules import (
 # What the public sees in a thread: live comments and the tombstones that keep replies
 # attached to their place.
 PUBLIC_STATUSES = (STATUS_PUBLISHED, STATUS_DELETED)
+# An edit whose comment a moderator moves between its checks and its write is judged
+# again; this many times at most (each time needs another moderator's action).
+EDIT_ATTEMPTS = 3
 
 
 def _reply_check(new: NewComment) -> ParentCheck | None:
@@ -145,6 +149,27 @@ class CommentService:
         ``read_body`` parses the new text; it is called after the permission checks, so a
         stranger is told 403 before the body is judged.
         """
+        body: str | None = None
+        for _ in range(EDIT_ATTEMPTS):
+            comment = self._editable(identity, comment_id)
+            now = self.clock()
+            if body is None:
+                body = read_body()
+                check_banned_words(body, self.settings.banned_words)
+            status = comment.status
+            if self.settings.moderation_mode == "pre" and not identity.has(SCOPE_MODERATE):
+                status = STATUS_PENDING  # changed text is new text: it waits for a moderator again
+            updated = self.repo.edit_body(
+                comment.id, body, status, identity.actor, expected_status=comment.status, now=now
+            )
+            if updated is not None:
+                return updated
+            # Its status moved after it was read: judged again as it is now. Approved
+            # meanwhile, it is still the author's to edit; hidden or deleted, it is not (404).
+        raise Conflict("the comment changed while it was being edited; send the edit again")
+
+    def _editable(self, identity: Identity, comment_id: int) -> Comment:
+        """The comment, if ``identity`` may edit it now; else NotFound or Forbidden."""
         comment = self.repo.get(comment_id)
         if (
             comment is None
@@ -160,26 +185,14 @@ class CommentService:
             raise NotFound("comment not found")
         if not is_author(identity, comment):
             raise Forbidden("only the comment's author may edit it")
-        now = self.clock()
-        if not edit_window_open(comment, now, self.settings.edit_window):
+        if not edit_window_open(comment, self.clock(), self.settings.edit_window):
             raise Forbidden(
                 f"comments can be edited for {int(self.settings.edit_window)} seconds after "
                 "posting; this one can no longer be changed"
             )
         if self.repo.is_banned(*ban_keys(comment.email, comment.author_subject)):
             raise Banned("this author may not change comments")
-        body = read_body()
-        check_banned_words(body, self.settings.banned_words)
-        status = comment.status
-        if self.settings.moderation_mode == "pre" and not identity.has(SCOPE_MODERATE):
-            status = STATUS_PENDING  # changed text is new text: it waits for a moderator again
-        updated = self.repo.edit_body(
-            comment.id, body, status, identity.actor, expected_status=comment.status, now=now
-        )
-        if updated is None:
-            # Hidden or deleted since it was read: not the author's to edit any more.
-            raise NotFound("comment not found")
-        return updated
+        return comment
 
     def delete(
         self,

@@ -23,6 +23,7 @@ pydantic_core's is 5.0 MB, which kept the image over its 80 MB budget (issue 11)
 # models, defined inside comment_models() over a per-deployment text type, at class creation.
 
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from functools import cache, lru_cache
 from types import UnionType
 from typing import (
@@ -592,6 +593,7 @@ BanTarget = Annotated[
 _IDS_OR_AUTHOR = "give exactly one of ids or author"
 _AUTHOR_ONLY_DELETE = "only with action delete (approve and hide take ids)"
 _IF_STATUS_WITH_IDS = "only with ids (delete by author acts on every status)"
+_IF_UNEDITED_WITH_IDS = "only with ids (delete by author acts on every comment)"
 
 
 def _author_message(payload: Mapping[str, Any], name: str) -> str:
@@ -613,7 +615,9 @@ class BulkModeration(Body, kw_only=True):
             {"required": ["ids"]},
             {
                 "required": ["author"],
-                "not": {"required": ["if_status"]},
+                "not": {
+                    "anyOf": [{"required": ["if_status"]}, {"required": ["if_unedited_since"]}]
+                },
                 "properties": {"action": {"const": "delete"}},
             },
         ]
@@ -630,6 +634,11 @@ class BulkModeration(Body, kw_only=True):
             _IF_STATUS_WITH_IDS
             if "author" in p and "ids" not in p
             else f"must be a list of 1 to 3 of {', '.join(ACTIONABLE_STATUSES)}"
+        ),
+        "if_unedited_since": lambda p, n: (
+            _IF_UNEDITED_WITH_IDS
+            if "author" in p and "ids" not in p
+            else "must be a date-time with a UTC offset (RFC 3339), e.g. 2026-12-07T10:00:00Z"
         ),
     }
     action: Annotated[
@@ -666,6 +675,17 @@ class BulkModeration(Body, kw_only=True):
             "comment.",
         ),
     ] = None  # type: ignore[assignment]
+    if_unedited_since: Annotated[
+        datetime,
+        Meta(
+            tz=True,
+            description="With `ids` only: act only on comments whose text was not edited "
+            "after this instant (never edited, or `edited_at` at or before it): the time "
+            "the moderator read them (the listing answer's `Date`, as the console sends "
+            "it). The rest are `unchanged`. Without it, an Approve publishes a pending "
+            "comment's text as its author last edited it, seen or not.",
+        ),
+    ] = None  # type: ignore[assignment]
 
     @classmethod
     def adjust_failed(cls, payload: Mapping[str, Any], failed: set[str]) -> set[str]:
@@ -677,6 +697,8 @@ class BulkModeration(Body, kw_only=True):
                 failed = failed | {"author"}
             if "if_status" in payload:
                 failed = failed | {"if_status"}
+            if "if_unedited_since" in payload:
+                failed = failed | {"if_unedited_since"}
         return failed
 
     def __post_init__(self) -> None:
@@ -687,6 +709,8 @@ class BulkModeration(Body, kw_only=True):
             raise ValueError(_AUTHOR_ONLY_DELETE)
         if self.author is not None and self.if_status is not None:
             raise ValueError(_IF_STATUS_WITH_IDS)
+        if self.author is not None and self.if_unedited_since is not None:
+            raise ValueError(_IF_UNEDITED_WITH_IDS)
 
 
 BanEmail = Annotated[str, Meta(max_length=MAX_EMAIL_LENGTH, pattern=BAN_EMAIL_PATTERN)]

@@ -870,6 +870,16 @@ def paths(settings: Settings) -> dict[str, Any]:
                     ),
                     "400": _invalid(one, "body", "must not be empty or whitespace only"),
                     **_errors(one, 401, 403, 404, 413, 415, 429, 503),
+                    "409": _error(
+                        one,
+                        409,
+                        "the comment changed while it was being edited; send the edit again",
+                        slugs=("conflict",),
+                        description="Moderators moved the comment again and again while "
+                        "the edit was judged (it is judged again each time: approved "
+                        "meanwhile, the edit still applies). Nothing changed; sending the "
+                        "edit again is safe.",
+                    ),
                     "412": _write_412(one, "one comment carries no `ETag`"),
                 },
                 parameters=[

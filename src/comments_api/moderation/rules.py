@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -71,20 +71,28 @@ class Transition:
     # deleted comment nobody could read (pending, hidden) must not turn into a public
     # tombstone. With replies it stays one: it keeps their thread in place.
     vanish_from: tuple[str, ...] = ()
+    # Only comments whose text was not edited after this instant (UTC): the ones the
+    # moderator read. None: edited or not.
+    unedited_since: datetime | None = None
 
 
 # Deleting a comment that is not public leaves nothing public behind.
 VANISH_ON_DELETE = (STATUS_PENDING, STATUS_HIDDEN)
 
 
-def transition(action: str, if_status: Sequence[str] | None = None) -> Transition:
+def transition(
+    action: str,
+    if_status: Sequence[str] | None = None,
+    unedited_since: datetime | None = None,
+) -> Transition:
     """The rule for ``action`` (approve, hide, delete), for storage to apply as given;
-    with ``if_status``, only out of those of its statuses the moderator saw."""
+    with ``if_status``, only out of those of its statuses the moderator saw, and with
+    ``unedited_since``, only on comments not edited after it."""
     allowed = TRANSITIONS[action]
     if if_status is not None:
         allowed = tuple(s for s in allowed if s in if_status)
     vanish = tuple(s for s in allowed if s in VANISH_ON_DELETE) if action == ACTION_DELETE else ()
-    return Transition(action, allowed, TARGET_STATUS[action], vanish)
+    return Transition(action, allowed, TARGET_STATUS[action], vanish, unedited_since)
 
 
 class Banned(DomainError):
@@ -198,6 +206,7 @@ class BulkRequest:
     ids: list[int]  # empty when ``author`` names the comments instead
     if_status: tuple[str, ...] | None  # act only on comments found in these
     author: str | None = None  # delete every comment of this author key
+    unedited_since: datetime | None = None  # act only on comments not edited after (UTC)
 
 
 def parse_bulk(payload: object) -> BulkRequest:
@@ -207,7 +216,15 @@ def parse_bulk(payload: object) -> BulkRequest:
     if valid.author is not None:
         return BulkRequest(valid.action, [], None, _normal_author_key(valid.author))
     if_status = tuple(dict.fromkeys(valid.if_status)) if valid.if_status is not None else None
-    return BulkRequest(valid.action, list(dict.fromkeys(valid.ids)), if_status)
+    since = valid.if_unedited_since
+    if since is not None:
+        try:
+            since = since.astimezone(UTC)
+        except OverflowError:  # past year 1 or 9999 in UTC: as early or late as can be
+            since = (datetime.min if since.year == 1 else datetime.max).replace(tzinfo=UTC)
+    return BulkRequest(
+        valid.action, list(dict.fromkeys(valid.ids)), if_status, unedited_since=since
+    )
 
 
 @dataclass(frozen=True)

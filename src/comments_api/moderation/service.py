@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from ..clock import Clock, utcnow
@@ -57,14 +58,18 @@ class ModerationService:
         ids: Sequence[int],
         actor: str,
         if_status: Sequence[str] | None = None,
+        unedited_since: datetime | None = None,
     ) -> list[int]:
         """One transaction, one audit row; returns the ids that actually changed. With
-        ``if_status``, only comments found in one of those statuses change."""
+        ``if_status``, only comments found in one of those statuses change, and with
+        ``unedited_since`` only those whose text was not edited after it."""
         details: dict[str, Any] = {"requested": list(ids)}
         if if_status is not None:
             details["if_status"] = list(if_status)
+        if unedited_since is not None:
+            details["if_unedited_since"] = unedited_since.isoformat()
         return self.repo.moderate(
-            ids, transition(action, if_status), actor, details, now=self.clock()
+            ids, transition(action, if_status, unedited_since), actor, details, now=self.clock()
         )
 
     def delete_author(

@@ -104,7 +104,9 @@ def bulk_moderate() -> Response:
         emit(moderation_action, action=bulk.action, count=len(erased))
         # ``unchanged`` lists ids the caller named; by author it named none.
         return jsonify(action=bulk.action, changed=erased, unchanged=[], more=more)
-    changed = services().moderation.bulk(bulk.action, bulk.ids, identity.actor, bulk.if_status)
+    changed = services().moderation.bulk(
+        bulk.action, bulk.ids, identity.actor, bulk.if_status, bulk.unedited_since
+    )
     emit(moderation_action, action=bulk.action, count=len(changed))
     done = set(changed)
     unchanged = [i for i in bulk.ids if i not in done]

@@ -102,6 +102,11 @@ function retryAfter(response) {
   return seconds === null ? null : `${seconds} second${seconds === 1 ? "" : "s"}`;
 }
 
+// When the server read a listing (its answer's Date, the server's clock, to the second): a
+// row's text is what the moderator saw as of then (readAt, by comment id).
+const READ_AT = Symbol("read at");
+const readAt = new Map();
+
 async function api(path, { method = "GET", body } = {}) {
   const still = inSession();
   const headers = { Authorization: `Bearer ${credential()}` };
@@ -129,7 +134,12 @@ async function api(path, { method = "GET", body } = {}) {
   }
   if (response.ok) {
     // Every answer the console reads is a JSON object (204: none at all).
-    if (response.status === 204 || (data && typeof data === "object" && !Array.isArray(data))) return data;
+    if (response.status === 204) return data;
+    if (data && typeof data === "object" && !Array.isArray(data)) {
+      const date = Date.parse(response.headers.get("Date") || "");
+      if (!Number.isNaN(date)) data[READ_AT] = date;
+      return data;
+    }
     throw unreadable(response.status);
   }
   const wait = retryAfter(response);
@@ -482,7 +492,12 @@ async function moderate(action, ids, seen, controls = [], skipped = []) {
     await busy(controls, async () => {
       for (let i = 0; i < ids.length; i += MAX_BULK) {
         const part = ids.slice(i, i + MAX_BULK);
-        const result = await api("/api/v1/moderation/comments", { method: "POST", body: { action: SENT[action] || action, ids: part, if_status: [seen] } });
+        const body = { action: SENT[action] || action, ids: part, if_status: [seen] };
+        // An approve publishes the text the moderator read: a comment its author edited
+        // after the list was read is left unchanged (and listed anew with its new text).
+        const read = part.map((id) => readAt.get(id));
+        if (body.action === "approve" && read.every(Number.isFinite)) body.if_unedited_since = new Date(Math.min(...read)).toISOString();
+        const result = await api("/api/v1/moderation/comments", { method: "POST", body });
         if (!result || !Array.isArray(result.changed) || !Array.isArray(result.unchanged)) throw unreadable();
         changed.push(...result.changed);
         unchanged.push(...result.unchanged);
@@ -507,11 +522,13 @@ async function moderate(action, ids, seen, controls = [], skipped = []) {
   if (!error && !changed.length && unchanged.length) {
     // Nothing done: not a success to show in green. The list is shown as it is now.
     const them = unchanged.length === 1 ? `Comment ${unchanged[0]} is` : `Comments ${unchanged.join(", ")} are`;
-    say(`${PAST[action]} no comment: ${them} no longer ${seen} (moderated meanwhile, or gone); the list is shown anew.`, "error");
+    const why = SENT[action] === "approve" || action === "approve" ? `no longer ${seen} as listed (moderated or edited meanwhile, or gone)` : `no longer ${seen} (moderated meanwhile, or gone)`;
+    say(`${PAST[action]} no comment: ${them} ${why}; the list is shown anew.`, "error");
     return { changed, unchanged, done, stale: true };
   }
   let text = `${PAST[action]} ${changed.length} comment${changed.length === 1 ? "" : "s"}.`;
-  if (unchanged.length) text += ` ${unchanged.length} unchanged (already moderated or gone): ${unchanged.join(", ")}.`;
+  const approving = SENT[action] === "approve" || action === "approve";
+  if (unchanged.length) text += ` ${unchanged.length} unchanged (already moderated${approving ? ", edited since listed" : ""} or gone): ${unchanged.join(", ")}.`;
   if (skipped.length) text += ` ${skipped.length} left out (an action on it is still on its way): ${skipped.join(", ")}.`;
   if (error) text += ` ${ids.length - done.length} more failed: ${error.message}`;
   if (stale(error)) text += " The list is shown anew.";
@@ -654,6 +671,7 @@ async function loadQueue(more, { same = more, author = queue.author, content: as
     if (queue.items.has(c.id)) continue;
     const row = queueRow(c);
     queue.items.set(c.id, row);
+    readAt.set(c.id, data[READ_AT]);
     body.append(row);
   }
   queue.cursor = data.next_cursor;

@@ -25,6 +25,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from sqlalchemy import (
     BigInteger,
     Column,
+    ColumnElement,
     Connection,
     DateTime,
     Engine,
@@ -473,33 +474,58 @@ def _erase_answers(conn: Connection, comment_ids: Sequence[int], now: datetime) 
         conn.execute(_ERASE_ANSWER, erased)
 
 
+def _lock_contents_of(conn: Connection, ids: Sequence[int]) -> None:
+    """PostgreSQL: take the content locks of the comments ``ids`` (as a create takes its
+    content's) before any of their rows, in one order. A reply's create then reads its
+    parent only once a removal of it has committed or after its own commit, and two writes
+    to one content never take its rows and its change marker in opposite orders (a bulk
+    delete against an edit or hide deadlocked). SQLite's BEGIN IMMEDIATE serialises all."""
+    if conn.dialect.name != "postgresql" or not ids:
+        return
+    contents = conn.execute(
+        select(comments.c.content_id).where(comments.c.id.in_(list(ids))).distinct()
+    ).scalars()
+    for key in sorted({_lock_key("content", content_id) for content_id in contents}):
+        conn.execute(_ADVISORY_LOCK, {"k": key})
+
+
 def _apply(conn: Connection, ids: Sequence[int], change: Transition, now: datetime) -> list[int]:
     """``change`` on the comments ``ids`` it may move, in the caller's transaction; the ids
     that changed, in order. See ``Repository.moderate``."""
+    _lock_contents_of(conn, ids)
     values: dict[str, Any] = {"status": change.to_status, "updated_at": now}
     if change.to_status == STATUS_DELETED:
         values.update(_tombstone(now))
-    vanished = []
+    # The ids named, and with unedited_since only those not edited after it.
+    named: ColumnElement[bool] = comments.c.id.in_(list(ids))
+    if change.unedited_since is not None:
+        named = and_(
+            named,
+            or_(comments.c.edited_at.is_(None), comments.c.edited_at <= change.unedited_since),
+        )
+    vanished: list[int] = []
     if change.vanish_from:
         replies = comments.alias("replies")
         has_reply = select(replies.c.id).where(replies.c.parent_id == comments.c.id)
-        vanished = [
-            r[0]
-            for r in conn.execute(
-                delete(comments)
-                .where(
-                    comments.c.id.in_(list(ids)),
-                    comments.c.status.in_(change.vanish_from),
-                    ~has_reply.exists(),
-                )
-                .returning(comments.c.id)
+        vanish = (
+            delete(comments)
+            .where(
+                named,
+                comments.c.status.in_(change.vanish_from),
+                ~has_reply.exists(),
             )
-        ]
+            .returning(comments.c.id)
+        )
+        # Again until none is left: a reply removed here may leave its parent, also among
+        # ids, with no reply (a hidden comment and its hidden reply): the same end as
+        # deleting them one call after the other, never a tombstone nobody could read.
+        while removed := [r[0] for r in conn.execute(vanish)]:
+            vanished += removed
     changed = vanished + [
         r[0]
         for r in conn.execute(
             update(comments)
-            .where(comments.c.id.in_(list(ids)), comments.c.status.in_(change.from_statuses))
+            .where(named, comments.c.status.in_(change.from_statuses))
             .values(**values)
             .returning(comments.c.id)
         )
@@ -1356,9 +1382,6 @@ class Repository:
         parent_check: ParentCheck | None,
         now: datetime,
     ) -> Comment:
-        if parent_check is not None and new.parent_id is not None:
-            parent = run.fetchone(self._comment_by_id, {"id": new.parent_id})
-            parent_check(_to_comment(parent) if parent is not None else None)
         key = author_key(new.email, new.author_subject)
         values = {
             "content_id": new.content_id,
@@ -1378,6 +1401,11 @@ class Repository:
         # the author check and the insert one step: two identical posts at the same
         # instant store one comment.
         self._lock(run, "content", new.content_id)
+        # The parent read under that lock, which its removal takes too (_lock_contents_of):
+        # read before it, a parent removed meanwhile failed the insert's foreign key (a 500).
+        if parent_check is not None and new.parent_id is not None:
+            parent = run.fetchone(self._comment_by_id, {"id": new.parent_id})
+            parent_check(_to_comment(parent) if parent is not None else None)
         if check is not None and key is not None:
             check.decide(self._author_activity(run, new, key, check))
         try:
@@ -1544,6 +1572,7 @@ class Repository:
         one the edit was allowed on); None when it moved meanwhile (hidden, deleted)."""
         now = now or utcnow()
         with self._write() as conn:
+            _lock_contents_of(conn, [comment_id])
             changed = conn.execute(
                 update(comments)
                 .where(comments.c.id == comment_id, comments.c.status == expected_status)
