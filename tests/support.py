@@ -79,6 +79,56 @@ def wait_until(predicate, timeout: float = 15.0, interval: float = 0.05) -> bool
     return False
 
 
+def hold_inserts_at_gate(engine: Any, body: str, gate: tuple[int, int]) -> None:
+    """PostgreSQL, on a test's own database: an insert of a comment whose text is ``body``
+    waits inside its transaction, its id taken (column defaults come before BEFORE
+    triggers), until ``gate`` (a two-int advisory lock, another key space than the
+    repository's one-bigint locks) is free: a test holds it to stop a write there."""
+    from sqlalchemy import text
+
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE FUNCTION hold_at_gate() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                f"BEGIN IF NEW.body = '{body}' THEN "
+                f"PERFORM pg_advisory_xact_lock_shared({int(gate[0])}, {int(gate[1])}); "
+                "END IF; RETURN NEW; END $$"
+            )
+        )
+        conn.execute(
+            text(
+                "CREATE TRIGGER hold_at_gate BEFORE INSERT ON comments "
+                "FOR EACH ROW EXECUTE FUNCTION hold_at_gate()"
+            )
+        )
+
+
+@contextlib.contextmanager
+def gated_postgres(url: str, body: str, gate: tuple[int, int]) -> Iterator[Any]:
+    """A migrated engine on a test's own PostgreSQL database whose inserts of ``body``
+    stop at ``gate`` (hold_inserts_at_gate); disposed afterwards."""
+    from comments_api.store.repository import make_engine, migrate
+
+    engine = make_engine(url)
+    try:
+        migrate(engine)
+        hold_inserts_at_gate(engine, body, gate)
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def locks_waited_for(engine: Any, locktype: str | None = None) -> int:
+    """PostgreSQL: how many locks sessions wait for (of ``locktype`` only, if given)."""
+    from sqlalchemy import text
+
+    query = "SELECT count(*) FROM pg_locks WHERE NOT granted"
+    with engine.connect() as conn:
+        if locktype is None:
+            return int(conn.execute(text(query)).scalar_one())
+        return int(conn.execute(text(query + " AND locktype = :t"), {"t": locktype}).scalar_one())
+
+
 class PostgresServer:
     """A throwaway PostgreSQL cluster on 127.0.0.1, run as the 'postgres' OS user.
 

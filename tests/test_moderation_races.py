@@ -10,7 +10,6 @@ never a foreign-key 500 or a deadlock's 503.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
@@ -21,51 +20,30 @@ from comments_api.comments.rules import STATUS_DELETED, InvalidInput, NewComment
 from comments_api.comments.service import CommentService
 from comments_api.moderation.rules import transition
 from comments_api.settings import Settings
-from comments_api.store.repository import Repository, _lock_key, make_engine, migrate
+from comments_api.store.repository import Repository, _lock_key
+
+from .support import gated_postgres, locks_waited_for, wait_until
 
 CONTENT = "raced"
 HELD_BODY = "a reply held between its insert and its commit"
-# A two-int advisory lock: another key space than the repository's one-bigint locks.
-GATE = (7302, 1)
+GATE = (7302, 1)  # a two-int advisory lock (support.hold_inserts_at_gate)
 WAIT = 10.0  # seconds any step of a test may take at most
 
 
 @pytest.fixture
 def engine(postgres_url: str) -> Iterator[Engine]:
-    engine = make_engine(postgres_url)
-    migrate(engine)
-    with engine.begin() as conn:
-        # On this test's own database: an insert of HELD_BODY waits at GATE, inside its
-        # transaction, until the test lets it go.
-        conn.execute(
-            text(
-                "CREATE FUNCTION hold_at_gate() RETURNS trigger LANGUAGE plpgsql AS $$ "
-                f"BEGIN IF NEW.body = '{HELD_BODY}' THEN "
-                f"PERFORM pg_advisory_xact_lock_shared({GATE[0]}, {GATE[1]}); "
-                "END IF; RETURN NEW; END $$"
-            )
-        )
-        conn.execute(
-            text(
-                "CREATE TRIGGER hold_at_gate BEFORE INSERT ON comments "
-                "FOR EACH ROW EXECUTE FUNCTION hold_at_gate()"
-            )
-        )
-    yield engine
-    engine.dispose()
+    # An insert of HELD_BODY waits at GATE, inside its transaction, until the test lets go.
+    with gated_postgres(postgres_url, HELD_BODY, GATE) as engine:
+        yield engine
 
 
 def _waiting(engine: Engine) -> int:
     """Locks some session waits for: advisory, row (tuple) or another transaction's."""
-    with engine.connect() as conn:
-        return int(conn.execute(text("SELECT count(*) FROM pg_locks WHERE NOT granted")).scalar())
+    return locks_waited_for(engine)
 
 
 def _until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
+    assert wait_until(condition, WAIT, 0.01), f"timed out waiting for {what}"
 
 
 class Step(threading.Thread):

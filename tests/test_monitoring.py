@@ -158,7 +158,43 @@ def alertmanager_binary() -> str:
     raise AssertionError("unreachable")
 
 
-class Alertmanager:
+class LocalDaemon:
+    """A Prometheus-family daemon the test starts on 127.0.0.1 (``port``) and stops: its
+    output kept in a log file, ready once its /-/ready answers 200."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def _start(self, name: str, workdir: Path, args: list[str]) -> None:
+        self.log_path = workdir / f"{name}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
+
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{name} exited:\n{self.log_path.read_text()}")
+            try:
+                return requests.get(f"{self.base}/-/ready", timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+
+        if not wait_until(ready, 30):
+            self.stop()
+            raise RuntimeError(f"{name} never became ready")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+class Alertmanager(LocalDaemon):
     """A real Alertmanager on 127.0.0.1 with `config` (a file), its receivers' webhooks
     pointed at a closed local port: what it would notify is not what is tested (that is
     routing, amtool's), what it holds back is. No gossip cluster (an empty
@@ -174,11 +210,10 @@ class Alertmanager:
         workdir.mkdir(parents=True, exist_ok=True)
         path = workdir / "alertmanager.yml"
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / "alertmanager.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
+        super().__init__()
+        self._start(
+            "alertmanager",
+            workdir,
             [
                 alertmanager_binary(),
                 f"--config.file={path}",
@@ -187,21 +222,7 @@ class Alertmanager:
                 "--cluster.listen-address=",
                 "--log.level=warn",
             ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
         )
-
-        def ready() -> bool:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"alertmanager exited:\n{self.log_path.read_text()}")
-            try:
-                return requests.get(f"{self.base}/-/ready", timeout=1).status_code == 200
-            except requests.RequestException:
-                return False
-
-        if not wait_until(ready, 30):
-            self.stop()
-            raise RuntimeError("alertmanager never became ready")
 
     def post(self, labelsets: list[dict[str, str]]) -> None:
         """Alerts as Prometheus sends them: firing now (no end: resolve_timeout)."""
@@ -221,16 +242,6 @@ class Alertmanager:
             ): a["status"]["state"]
             for a in alerts
         }
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
 
 
 INSTANCE = "10.0.1.5:8000"
@@ -358,11 +369,10 @@ def test_committed_dashboards_equal_the_generator_output() -> None:
 # --------------------------------------------------------------------------- end to end
 
 
-class Prometheus:
+class Prometheus(LocalDaemon):
     def __init__(self, workdir: Path, target: str) -> None:
         binary = tool("prometheus")
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        super().__init__()
         config = {
             # Short intervals so the test runs in seconds; the rules are the real files.
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -377,9 +387,9 @@ class Prometheus:
         }
         config_path = workdir / "prometheus.yml"
         config_path.write_text(yaml.safe_dump(config))
-        self.log_path = workdir / "prometheus.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
+        self._start(
+            "prometheus",
+            workdir,
             [
                 binary,
                 f"--config.file={config_path}",
@@ -387,21 +397,7 @@ class Prometheus:
                 f"--web.listen-address=127.0.0.1:{self.port}",
                 "--log.level=warn",
             ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
         )
-
-        def ready() -> bool:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited:\n{self.log_path.read_text()}")
-            try:
-                return requests.get(f"{self.base}/-/ready", timeout=1).status_code == 200
-            except requests.RequestException:
-                return False
-
-        if not wait_until(ready, 30):
-            self.stop()
-            raise RuntimeError("prometheus never became ready")
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         response = requests.get(f"{self.base}/api/v1/query", params={"query": expr}, timeout=10)
@@ -412,16 +408,6 @@ class Prometheus:
     def alerts(self) -> list[dict[str, Any]]:
         body = requests.get(f"{self.base}/api/v1/alerts", timeout=10).json()
         return body["data"]["alerts"]  # type: ignore[no-any-return]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ visible first. SQLite serialises writers (BEGIN IMMEDIATE), so this is PostgreSQ
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -17,55 +16,29 @@ import pytest
 from sqlalchemy import Engine, text
 
 from comments_api.comments.rules import NewComment
-from comments_api.store.repository import AuthorCheck, Repository, make_engine, migrate
+from comments_api.store.repository import AuthorCheck, Repository
+
+from .support import gated_postgres, locks_waited_for, wait_until
 
 CONTENT = "ordered"
 HELD_BODY = "held between its id and its commit"
-# A two-int advisory lock: another key space than the repository's one-bigint locks.
-GATE = (7301, 1)
+GATE = (7301, 1)  # a two-int advisory lock (support.hold_inserts_at_gate)
 WAIT = 5.0  # seconds any step of the test may take at most
 
 
 @pytest.fixture
 def engine(postgres_url: str) -> Iterator[Engine]:
-    engine = make_engine(postgres_url)
-    migrate(engine)
-    with engine.begin() as conn:
-        # On this test's own database: a create of HELD_BODY waits, after its id was taken
-        # (column defaults are computed before BEFORE triggers fire), until the test lets
-        # it go by releasing GATE.
-        conn.execute(
-            text(
-                "CREATE FUNCTION hold_at_gate() RETURNS trigger LANGUAGE plpgsql AS $$ "
-                f"BEGIN IF NEW.body = '{HELD_BODY}' THEN "
-                f"PERFORM pg_advisory_xact_lock_shared({GATE[0]}, {GATE[1]}); "
-                "END IF; RETURN NEW; END $$"
-            )
-        )
-        conn.execute(
-            text(
-                "CREATE TRIGGER hold_at_gate BEFORE INSERT ON comments "
-                "FOR EACH ROW EXECUTE FUNCTION hold_at_gate()"
-            )
-        )
-    yield engine
-    engine.dispose()
+    # A create of HELD_BODY waits, after its id was taken, until the test lets it go.
+    with gated_postgres(postgres_url, HELD_BODY, GATE) as engine:
+        yield engine
 
 
 def _waiting_for_locks(engine: Engine) -> int:
-    with engine.connect() as conn:
-        return int(
-            conn.execute(
-                text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
-            ).scalar_one()
-        )
+    return locks_waited_for(engine, "advisory")
 
 
 def _until(condition, what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
+    assert wait_until(condition, WAIT, 0.01), f"timed out waiting for {what}"
 
 
 def _read_on(repo: Repository, after_id: int | None) -> list[int]:

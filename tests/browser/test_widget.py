@@ -46,6 +46,23 @@ def active_element_id(page) -> str | None:
     )
 
 
+def open_with_token_provider(page, site: HostSite, api: Api, content: str, name: str, script: str):
+    """A thread whose reader token comes from the site's provider function ``name``
+    (defined by ``script``), opened and shown empty; the widget's locator."""
+    site.add(f"/{name}.js", script, "text/javascript", csp=None)
+    url = site.thread_page(
+        f"/{content}.html",
+        api.base,
+        content,
+        attrs=f'token-provider="{name}"',
+        extra=f'<script src="/{name}.js"></script>',
+    )
+    page.goto(url)
+    widget = thread(page)
+    expect(widget.get_by_text("No comments yet")).to_be_visible()
+    return widget
+
+
 def no_csp_trouble(page) -> None:
     assert page.evaluate("window.cspViolations") == []
     assert not [e for e in page.console_errors if "Content Security Policy" in e], (
@@ -221,23 +238,11 @@ def test_a_send_caught_by_a_rebuild_while_the_token_is_asked_for_keeps_its_key(
     the key is made after the form was copied. Its answer lost, the copy sends again with
     the same key, and the stored comment comes back, not a second one or a refusal."""
     content = new_content()
-    site.add(
-        "/gated-token.js",
+    provider = (
         "window.tokenGate = new Promise((open) => { window.openTokenGate = open; });\n"
-        "window.gatedToken = () => window.tokenGate.then(() => null);\n",
-        "text/javascript",
-        csp=None,
+        "window.gatedToken = () => window.tokenGate.then(() => null);\n"
     )
-    url = site.thread_page(
-        f"/{content}.html",
-        open_api.base,
-        content,
-        attrs='token-provider="gatedToken"',
-        extra='<script src="/gated-token.js"></script>',
-    )
-    page.goto(url)
-    widget = thread(page)
-    expect(widget.get_by_text("No comments yet")).to_be_visible()
+    widget = open_with_token_provider(page, site, open_api, content, "gatedToken", provider)
     keys: list[str | None] = []
     page.on(
         "request",
@@ -1160,22 +1165,8 @@ def test_a_double_click_posts_once_while_the_token_provider_is_slow(
 ):
     content = new_content()
     # A site's provider that refreshes the reader's session first: a third of a second.
-    site.add(
-        "/slow-token.js",
-        "window.slowToken = () => new Promise((done) => setTimeout(() => done(null), 300));",
-        "text/javascript",
-        csp=None,
-    )
-    url = site.thread_page(
-        f"/{content}.html",
-        open_api.base,
-        content,
-        attrs='token-provider="slowToken"',
-        extra='<script src="/slow-token.js"></script>',
-    )
-    page.goto(url)
-    widget = thread(page)
-    expect(widget.get_by_text("No comments yet")).to_be_visible()
+    provider = "window.slowToken = () => new Promise((done) => setTimeout(() => done(null), 300));"
+    widget = open_with_token_provider(page, site, open_api, content, "slowToken", provider)
     posts: list[str] = []
     page.on("request", lambda r: r.method == "POST" and posts.append(r.url))
     widget.get_by_label("Your comment").fill("clicked twice")
