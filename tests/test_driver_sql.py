@@ -231,3 +231,26 @@ def test_a_writer_connection_that_cannot_be_set_up_fails_one_create_cleanly(engi
     with engine.connect() as conn:
         bodies = conn.execute(select(comments.c.body).where(comments.c.content_id == "c"))
         assert [b for (b,) in bodies] == ["after"]
+
+
+def test_a_socket_psycopg_found_closed_is_a_lost_connection(postgres_url) -> None:
+    """psycopg says "connection socket closed" when the socket reports an error before
+    libpq has read it; the connection is not marked broken yet, so SQLAlchemy's dialect
+    did not call it a disconnect: a read on a path gone silent was not judged lost (its
+    connection went back to the pool, whose reset then failed), seen once in CI."""
+    import psycopg
+
+    from comments_api.store.driver_sql import is_lost
+
+    engine = make_engine(postgres_url)
+    try:
+        with engine.connect() as conn:
+            live = conn.connection.dbapi_connection
+            closed_socket = psycopg.OperationalError("connection socket closed")
+            timed_out = psycopg.OperationalError("canceling statement due to statement timeout")
+            assert not engine.dialect.is_disconnect(closed_socket, live, None)  # the gap
+            assert is_lost(engine.dialect, closed_socket, live, None)
+            assert not is_lost(engine.dialect, timed_out, live, None)
+            assert not is_lost(engine.dialect, psycopg.DataError(str(closed_socket)), live, None)
+    finally:
+        engine.dispose()

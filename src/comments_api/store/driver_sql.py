@@ -165,11 +165,29 @@ def as_sqlalchemy_error(
     )
 
 
+# psycopg's words when the socket reports an error before libpq has read it: the connection
+# is not marked broken yet, so SQLAlchemy's psycopg dialect does not call it a disconnect,
+# and the pool kept it (its reset then failed: "another command is already in progress").
+_SOCKET_CLOSED = "connection socket closed"
+
+
+def is_lost(dialect: Dialect, exc: BaseException, connection: Any, cursor: Any) -> bool:
+    """Whether ``exc`` (a driver error) means the connection is gone: the dialect's
+    judgement, and psycopg's closed-socket error, which it misses."""
+    if dialect.is_disconnect(exc, connection, cursor):  # type: ignore[arg-type]
+        return True
+    dbapi = dialect.loaded_dbapi
+    return isinstance(exc, dbapi.OperationalError) and str(exc) == _SOCKET_CLOSED
+
+
 def refuse_read_only_writes(context: ExceptionContext) -> None:
     """Engine ``handle_error`` hook: the same mapping for statements run through
     SQLAlchemy's Connection (moderation, bans, keys), as ``as_sqlalchemy_error`` does for
-    those run on the driver."""
+    those run on the driver; and a closed socket judged as ``is_lost`` judges it."""
     orig = context.original_exception
+    if not context.is_disconnect and str(orig) == _SOCKET_CLOSED:
+        dbapi = context.dialect.loaded_dbapi
+        context.is_disconnect = isinstance(orig, dbapi.OperationalError)
     if getattr(orig, "sqlstate", None) == READ_ONLY_SQLSTATE:
         raise StorageRefused(
             context.statement,

@@ -85,6 +85,7 @@ from .driver_sql import (
     StorageRefused,
     TimedCursor,
     as_sqlalchemy_error,
+    is_lost,
     raw_connection,
     refuse_read_only_writes,
 )
@@ -1175,7 +1176,7 @@ class Repository:
                 driver.rollback()
             if not isinstance(exc, self._dbapi_error):
                 raise
-            lost = self.engine.dialect.is_disconnect(exc, driver, cursor)  # type: ignore[arg-type]
+            lost = is_lost(self.engine.dialect, exc, driver, cursor)
             if lost:
                 self._writer = None
                 with contextlib.suppress(self._dbapi_error):
@@ -1237,7 +1238,7 @@ class Repository:
             run = TimedCursor(cursor, self.observe_statement)
             yield driver, run
         except self._dbapi_error as exc:
-            lost = self.engine.dialect.is_disconnect(exc, driver, cursor)  # type: ignore[arg-type]
+            lost = is_lost(self.engine.dialect, exc, driver, cursor)
             if lost:
                 pooled.invalidate(exc)
                 # As SQLAlchemy's own Connection does on a disconnect: the pool's idle

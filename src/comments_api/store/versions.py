@@ -38,6 +38,7 @@ from .driver_sql import (
     StatementObserver,
     TimedCursor,
     as_sqlalchemy_error,
+    is_lost,
     raw_connection,
 )
 from .repository import comments, content_versions, lost_at_once
@@ -170,7 +171,7 @@ class ChangeMarkers:
                 finally:
                     cursor.close()
             except self._dbapi_error as exc:
-                lost = self.engine.dialect.is_disconnect(exc, conn, None)  # type: ignore[arg-type]
+                lost = is_lost(self.engine.dialect, exc, conn, None)
                 self.close()  # a failed connection is never used again
                 if self.is_sqlite:
                     # A SQLite read never waits on a lock in WAL mode: any error on a kept
