@@ -484,6 +484,7 @@ async function moderate(action, ids, seen, controls = [], skipped = []) {
     return null;
   }
   const still = inSession();
+  const sent = SENT[action] || action; // the API's name
   const changed = [];
   const unchanged = [];
   const done = []; // the ids of the calls answered, whatever the later ones do
@@ -492,11 +493,11 @@ async function moderate(action, ids, seen, controls = [], skipped = []) {
     await busy(controls, async () => {
       for (let i = 0; i < ids.length; i += MAX_BULK) {
         const part = ids.slice(i, i + MAX_BULK);
-        const body = { action: SENT[action] || action, ids: part, if_status: [seen] };
+        const body = { action: sent, ids: part, if_status: [seen] };
         // An approve publishes the text the moderator read: a comment its author edited
         // after the list was read is left unchanged (and listed anew with its new text).
         const read = part.map((id) => readAt.get(id));
-        if (body.action === "approve" && read.every(Number.isFinite)) body.if_unedited_since = new Date(Math.min(...read)).toISOString();
+        if (sent === "approve" && read.every(Number.isFinite)) body.if_unedited_since = new Date(Math.min(...read)).toISOString();
         const result = await api("/api/v1/moderation/comments", { method: "POST", body });
         if (!result || !Array.isArray(result.changed) || !Array.isArray(result.unchanged)) throw unreadable();
         changed.push(...result.changed);
@@ -522,13 +523,12 @@ async function moderate(action, ids, seen, controls = [], skipped = []) {
   if (!error && !changed.length && unchanged.length) {
     // Nothing done: not a success to show in green. The list is shown as it is now.
     const them = unchanged.length === 1 ? `Comment ${unchanged[0]} is` : `Comments ${unchanged.join(", ")} are`;
-    const why = SENT[action] === "approve" || action === "approve" ? `no longer ${seen} as listed (moderated or edited meanwhile, or gone)` : `no longer ${seen} (moderated meanwhile, or gone)`;
+    const why = sent === "approve" ? `no longer ${seen} as listed (moderated or edited meanwhile, or gone)` : `no longer ${seen} (moderated meanwhile, or gone)`;
     say(`${PAST[action]} no comment: ${them} ${why}; the list is shown anew.`, "error");
     return { changed, unchanged, done, stale: true };
   }
   let text = `${PAST[action]} ${changed.length} comment${changed.length === 1 ? "" : "s"}.`;
-  const approving = SENT[action] === "approve" || action === "approve";
-  if (unchanged.length) text += ` ${unchanged.length} unchanged (already moderated${approving ? ", edited since listed" : ""} or gone): ${unchanged.join(", ")}.`;
+  if (unchanged.length) text += ` ${unchanged.length} unchanged (already moderated${sent === "approve" ? ", edited since listed" : ""} or gone): ${unchanged.join(", ")}.`;
   if (skipped.length) text += ` ${skipped.length} left out (an action on it is still on its way): ${skipped.join(", ")}.`;
   if (error) text += ` ${ids.length - done.length} more failed: ${error.message}`;
   if (stale(error)) text += " The list is shown anew.";

@@ -171,23 +171,24 @@ def as_sqlalchemy_error(
 _SOCKET_CLOSED = "connection socket closed"
 
 
+def _socket_closed(dialect: Dialect, exc: BaseException) -> bool:
+    return isinstance(exc, dialect.loaded_dbapi.OperationalError) and str(exc) == _SOCKET_CLOSED
+
+
 def is_lost(dialect: Dialect, exc: BaseException, connection: Any, cursor: Any) -> bool:
     """Whether ``exc`` (a driver error) means the connection is gone: the dialect's
     judgement, and psycopg's closed-socket error, which it misses."""
-    if dialect.is_disconnect(exc, connection, cursor):  # type: ignore[arg-type]
-        return True
-    dbapi = dialect.loaded_dbapi
-    return isinstance(exc, dbapi.OperationalError) and str(exc) == _SOCKET_CLOSED
+    gone = dialect.is_disconnect(exc, connection, cursor)  # type: ignore[arg-type]
+    return gone or _socket_closed(dialect, exc)
 
 
-def refuse_read_only_writes(context: ExceptionContext) -> None:
-    """Engine ``handle_error`` hook: the same mapping for statements run through
-    SQLAlchemy's Connection (moderation, bans, keys), as ``as_sqlalchemy_error`` does for
-    those run on the driver; and a closed socket judged as ``is_lost`` judges it."""
+def map_driver_errors(context: ExceptionContext) -> None:
+    """Engine ``handle_error`` hook for statements run through SQLAlchemy's Connection
+    (moderation, bans, keys): a read-only refusal mapped as ``as_sqlalchemy_error`` maps
+    it on the driver, and a lost connection judged as ``is_lost`` judges it."""
     orig = context.original_exception
-    if not context.is_disconnect and str(orig) == _SOCKET_CLOSED:
-        dbapi = context.dialect.loaded_dbapi
-        context.is_disconnect = isinstance(orig, dbapi.OperationalError)
+    if not context.is_disconnect and _socket_closed(context.dialect, orig):
+        context.is_disconnect = True
     if getattr(orig, "sqlstate", None) == READ_ONLY_SQLSTATE:
         raise StorageRefused(
             context.statement,

@@ -86,8 +86,8 @@ from .driver_sql import (
     TimedCursor,
     as_sqlalchemy_error,
     is_lost,
+    map_driver_errors,
     raw_connection,
-    refuse_read_only_writes,
 )
 from .url_file import follow_url_file
 
@@ -814,7 +814,7 @@ def make_engine(
     # In place of pool_pre_ping: first, so no other checkout listener sees a dead one.
     event.listen(engine, "checkout", _drop_dead_connection, insert=True)
     # A standby's (or default_transaction_read_only's) refusal is a 503, not a 500.
-    event.listen(engine, "handle_error", refuse_read_only_writes)
+    event.listen(engine, "handle_error", map_driver_errors)
     if url_file:
         follow_url_file(engine, url_file)
     return engine
