@@ -231,6 +231,75 @@ def test_a_draft_survives_the_sort_menu_and_a_closed_reply_form(
     assert page.page_errors == []
 
 
+def test_a_reply_closed_while_on_its_way_and_refused_opens_again_with_the_refusal(
+    page, site: HostSite, open_api: Api
+):
+    """A reply form closed (Cancel, or the thread read again in another order) while its
+    send was on its way, then refused, showed the refusal on a form no longer on the page:
+    the reader took the reply for posted."""
+    content = new_content()
+    open_api.post(content, "the first comment", author_name="Seed")
+    other = open_api.post(content, "the second comment", author_name="Other")
+    page.goto(site.thread_page(f"/{content}.html", open_api.base, content))
+    widget = thread(page)
+    expect(widget.locator("article")).to_have_count(2)
+    reply_button = widget.get_by_role("button", name="Reply to Seed")
+    reply_form = widget.get_by_role("form", name="Reply to Seed")
+    posts = f"{open_api.base}/api/v1/contents/{content}/comments"
+    held: list = []
+    page.route(
+        posts,
+        lambda route: held.append(route) if route.request.method == "POST" else route.continue_(),
+    )
+    refusal = odd_answer(site, 502, PROXY_PAGE, "text/html")
+
+    for close in ("Cancel", "Sort"):
+        reply_button.click()
+        reply_form.get_by_label("Your comment").fill(f"a reply closed by {close}")
+        reply_form.get_by_role("button", name="Post reply").click()
+        expect(reply_form.get_by_role("button", name="Posting…")).to_be_disabled()
+        if close == "Cancel":
+            reply_form.get_by_role("button", name="Cancel").click()
+        else:
+            order = widget.get_by_label("Sort")
+            order.select_option("newest" if order.input_value() == "oldest" else "oldest")
+        expect(reply_form).to_have_count(0)
+        expect(reply_button).to_have_attribute("aria-expanded", "false")
+        assert len(held) == 1, held
+        refusal(held.pop())
+        expect(reply_form.get_by_role("alert")).to_have_text(
+            "Something went wrong (error 502). Please try again later."
+        )
+        expect(reply_form.get_by_label("Your comment")).to_have_value(f"a reply closed by {close}")
+        expect(reply_form.get_by_label("Your comment")).to_be_focused()
+        expect(reply_form.get_by_role("button", name="Post reply")).to_be_enabled()
+        expect(reply_button).to_have_attribute("aria-expanded", "true")
+        widget.get_by_role("button", name="Cancel").click()
+
+    # Its comment hidden by a moderator and gone from the thread read again: the refusal
+    # is said above the thread.
+    widget.get_by_role("button", name="Reply to Other").click()
+    widget.get_by_role("form", name="Reply to Other").get_by_label("Your comment").fill("late")
+    widget.get_by_role("button", name="Post reply").click()
+    open_api.moderate(open_api.key("comments:moderate"), "hide", [other["id"]])
+    widget.get_by_label("Sort").select_option("oldest")
+    expect(widget.locator("article")).to_have_count(1)
+    assert len(held) == 1, held
+    refusal(held.pop())
+    notice = widget.locator("p.notice[tabindex]")
+    expect(notice).to_have_text("Something went wrong (error 502). Please try again later.")
+    expect(notice).to_be_focused()
+
+    page.unroute(posts)
+    # Sent again, it posts.
+    reply_button.click()
+    reply_form.get_by_role("button", name="Post reply").click()
+    expect(widget.locator("article", has_text="a reply closed by Sort")).to_be_focused()
+    stored = requests.get(posts, timeout=5).json()["items"]
+    assert sorted(c["body"] for c in stored) == ["a reply closed by Sort", "the first comment"]
+    assert page.page_errors == []
+
+
 def test_a_send_caught_by_a_rebuild_while_the_token_is_asked_for_keeps_its_key(
     page, site: HostSite, open_api: Api
 ):
@@ -1051,9 +1120,11 @@ class StallingProxy:
     """A loopback proxy in front of the API, as a site may have: every request passes
     through (preflights and CORS headers included), but while ``hold`` is set a POST's
     answer stops after its headers and first bytes (the API has stored the comment) until
-    ``release`` is set. route.fulfill cannot do this: it hands over a whole body or none."""
+    ``release`` is set (``stalls`` picks other requests). route.fulfill cannot do this: it
+    hands over a whole body or none."""
 
     def __init__(self, api: str) -> None:
+        self.stalls = lambda method, path: method == "POST"
         self.hold = threading.Event()
         self.release = threading.Event()
         self.stalled = threading.Event()
@@ -1077,7 +1148,7 @@ class StallingProxy:
                         self.send_header(k, v)
                 self.send_header("Content-Length", str(len(answer.content)))
                 self.end_headers()
-                if self.command != "POST" or not proxy.hold.is_set():
+                if not (proxy.hold.is_set() and proxy.stalls(self.command, self.path)):
                     self.wfile.write(answer.content)
                     return
                 self.wfile.write(answer.content[:8])
@@ -1158,6 +1229,53 @@ def test_an_answer_whose_body_stalls_is_given_up_and_its_post_sent_again_once(
     stored = requests.get(f"{open_api.base}/api/v1/contents/{content}/comments", timeout=5)
     assert [c["body"] for c in stored.json()["items"]] == ["held up mid-answer"]
     assert errors == [], errors
+
+
+def test_a_thread_page_whose_body_stalls_is_given_up_with_a_retry(
+    page, site: HostSite, open_api: Api, stalling_proxy: StallingProxy
+):
+    """The deadline that covers a comment's answer covers the thread's pages too: the first
+    page and "Load more" whose bodies stall are reported with a retry, not left loading."""
+    content = new_content()
+    for n in range(3):
+        open_api.post(content, f"comment {n}", author_name="Seed")
+    page.clock.install()
+    url = site.thread_page(
+        f"/{content}-stalled-pages.html",
+        open_api.base,
+        content,
+        attrs=f'api="{stalling_proxy.origin}" page-size="2"',
+        csp=False,
+    )
+    first_page = f"/api/v1/contents/{content}/comments?"
+    stalling_proxy.stalls = lambda method, path: method == "GET" and path.startswith(first_page)
+    stalling_proxy.hold.set()
+    page.goto(url)
+    widget = thread(page)
+    assert stalling_proxy.stalled.wait(10)
+    page.clock.fast_forward(30_000)
+    expect(widget.get_by_role("alert")).to_have_text(NETWORK)
+    stalling_proxy.hold.clear()
+    stalling_proxy.release.set()
+    widget.get_by_role("button", name="Try again").click()
+    expect(widget.locator("article p.text")).to_have_text(["comment 0", "comment 1"])
+
+    stalling_proxy.stalled.clear()
+    stalling_proxy.release = threading.Event()
+    stalling_proxy.stalls = lambda method, path: method == "GET" and "cursor=" in path
+    stalling_proxy.hold.set()
+    more = widget.get_by_role("button", name="Load more comments")
+    more.click()
+    assert stalling_proxy.stalled.wait(10)
+    expect(more).to_be_disabled()
+    page.clock.fast_forward(30_000)
+    expect(widget.get_by_role("alert")).to_have_text(NETWORK)
+    expect(more).to_be_enabled()
+    stalling_proxy.hold.clear()
+    stalling_proxy.release.set()
+    widget.get_by_role("button", name="Try again").click()
+    expect(widget.locator("article p.text")).to_have_text(["comment 0", "comment 1", "comment 2"])
+    assert page.page_errors == []
 
 
 def test_a_double_click_posts_once_while_the_token_provider_is_slow(

@@ -793,6 +793,7 @@ a{color:var(--comments-accent)}
       const replyButton = h("button", { type: "button", class: "link reply", "aria-expanded": "false", text: this.t("reply") });
       replyButton.setAttribute("aria-label", this.t("replyTo", { name: node.name }));
       replyButton.addEventListener("click", () => this.toggleReply(c, node, replyButton));
+      node.replyButton = replyButton;
       // edited_at: the author's own edits only (updated_at also moves when a moderator approves).
       const edited = c.edited_at ? [" ", h("time", { class: "edited", datetime: c.edited_at, title: format(c.edited_at), text: this.t("edited") })] : [];
       if (c.parent_id) node.replyTo = h("a", { class: "reply-to", href: `#comment-${c.parent_id}` });
@@ -823,6 +824,18 @@ a{color:var(--comments-accent)}
     keepReplyDraft(open) {
       if (open.form.body.control.value.trim()) this.replyDrafts.set(open.id, open.form);
       else this.replyDrafts.delete(open.id);
+    }
+
+    // A reply closed (or its thread rebuilt) while on its way, then refused: opened again
+    // under its comment with its text, so the reader sees it was not posted.
+    reopened(form) {
+      if (!form.parent || form.el.isConnected) return form;
+      const node = this.nodes.get(form.parent.id);
+      if (!node || !node.replyButton) return form; // its comment is gone: formError says where
+      this.toggleReply({ id: form.parent.id }, node, node.replyButton);
+      const shown = this.openReply.form;
+      if (form.successor !== shown) this.carryOver(form, shown);
+      return shown;
     }
 
     closeReply(focusButton) {
@@ -896,6 +909,8 @@ a{color:var(--comments-accent)}
       form.busy = false;
       form.submit.disabled = false;
       form.submit.textContent = this.t(form.parent ? "submitReply" : "submit");
+      const stored = result && (result.response.status === 201 || result.response.status === 202);
+      if (!stored) form = this.reopened(form);
       if (!result) return this.formError(form, this.t("network"));
       const { response, data } = result;
       if (response.status === 201 || response.status === 202) form.attempt = null;
@@ -967,6 +982,7 @@ a{color:var(--comments-accent)}
     }
 
     formError(form, message, extra) {
+      if (!form.el.isConnected) return this.showNotice(message, "error"); // its comment is not shown now
       form.error.replaceChildren(h("p", { text: message }), extra || "");
       const invalid = form.el.querySelector("[aria-invalid=true]");
       (invalid || form.body.control).focus();
