@@ -204,3 +204,34 @@ def test_the_log_says_why_the_identity_provider_failed_and_the_caller_never_sees
             assert_unavailable(response)
             assert cause in caplog.text, caplog.text
             assert cause not in response.get_data(as_text=True)
+
+
+def test_a_key_file_beside_the_jwks_url_does_not_hide_the_providers_keys(sqlite_url, tmp_path):
+    """JWT_JWKS_FILE (a PEM, or a set read by a token without a kid) and JWT_JWKS_URL
+    together: the file's keys matched every such token, so the URL's were never fetched and
+    each reader whose token the provider signed got "the token signature is invalid"."""
+    pinned, provider, forger = rsa_signer(), rsa_signer(), rsa_signer()
+    pem = tmp_path / "pinned.pem"
+    pem.write_bytes(pinned.public_pem)
+    with jwks_server(jwks(provider)) as state:
+        client = build_with(
+            sqlite_url, jwt_jwks_file=str(pem), jwt_jwks_url=state["url"]
+        ).test_client()
+        assert post(client, pinned.token("p"), "by pinned").status_code == 201
+        for headers in ({}, {"kid": None}):
+            posted = post(client, provider.token("u", headers=headers), f"by provider {headers}")
+            assert posted.status_code == 201, posted.json
+        forged = post(client, forger.token("f"), "forged")
+        assert forged.status_code == 401
+        assert forged.json["detail"] == "the token signature is invalid"
+        # The provider down: the pinned key still verifies its tokens, and a token only the
+        # provider's keys could check is a 503 (retry), not a 401 (a forgery).
+        state["status"], state["body"] = 500, b"down"
+        offline = build_with(
+            f"sqlite:///{tmp_path / 'offline.db'}",
+            jwt_jwks_file=str(pem),
+            jwt_jwks_url=state["url"],
+        ).test_client()
+        assert post(offline, pinned.token("p"), "pinned offline").status_code == 201
+        assert_unavailable(post(offline, provider.token("u"), "provider offline"))
+    assert stored_bodies(client) == ["by pinned", "by provider {}", "by provider {'kid': None}"]

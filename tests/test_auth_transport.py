@@ -109,3 +109,20 @@ def test_a_provider_name_that_prints_nothing_is_no_name(build, signer):
     token = signer.token("reader", name="Zo\u00e9\U000e0041")
     posted = client.post(POST, json={"body": "hi Zoe"}, headers=bearer(token))
     assert posted.json["author"]["name"] == "Zo\u00e9\U000e0041"
+
+
+def test_an_email_verified_claim_sent_as_the_string_false_is_not_verified(build, signer):
+    """Sign in with Apple (and others) send `email_verified` as "true"/"false" strings:
+    "false" was not `False`, so an address the provider had not verified was stored,
+    hashed into the reader's public avatar and shown to moderators as theirs."""
+    app = build()
+    client = app.test_client()
+    claimed = {"email": "editor@news.example", "name": "Mallory"}
+    for value in ("false", "False"):
+        token = signer.token("mallory", email_verified=value, **claimed)
+        posted = client.post(POST, json={"body": f"hi {value}"}, headers=bearer(token))
+        assert posted.status_code == 201
+        assert posted.json["author"] == {"name": "Mallory", "email_hash": None}
+    token = signer.token("editor", email_verified="true", **claimed)
+    verified = client.post(POST, json={"body": "hello"}, headers=bearer(token))
+    assert verified.json["author"]["email_hash"] is not None

@@ -194,17 +194,12 @@ class JwtVerifier:
         if not isinstance(alg, str):
             # A list or object here is a client's mistake; as a dict key it raised TypeError.
             raise AuthError("malformed token: its header has no algorithm name")
-        keys: list[Any]
-        if alg == _HMAC:
-            if self._secret is None:
-                raise AuthError("HS256 tokens are not accepted here")
-            keys = [self._secret]
-        elif alg in _ASYMMETRIC:
-            keys = self._asymmetric_keys(header.get("kid"), alg)
-        else:
+        if alg == _HMAC and self._secret is None:
+            raise AuthError("HS256 tokens are not accepted here")
+        if alg != _HMAC and alg not in _ASYMMETRIC:
             raise AuthError(f"tokens signed with {alg[:16]!r} are not accepted")
         try:
-            claims = self._decode(token, keys, alg)
+            claims = self._claims(token, header.get("kid"), alg)
         except jwt.ExpiredSignatureError:
             raise AuthError("the token has expired") from None
         except jwt.ImmatureSignatureError:
@@ -247,38 +242,56 @@ class JwtVerifier:
                 return decode(key)
         return decode(keys[-1])
 
-    def _asymmetric_keys(self, kid: object, alg: str) -> list[Any]:
-        """The trusted keys that may have signed the token: those its ``kid`` names or,
-        without one (optional in RFC 7515), every key of the algorithm's type: a provider
-        that rotates keys without naming them must not see half its tokens refused."""
+    def _claims(self, token: str, kid: object, alg: str) -> dict[str, Any]:
+        """The verified claims. RS256/ES256 tokens are checked against the key file's keys
+        first, then (unless a file key names the token's kid) the provider's: a pinned PEM
+        beside JWT_JWKS_URL has no kid, so it matched every token and used to hide the
+        provider's keys. The provider is only asked when the file's keys refuse the token."""
+        if alg == _HMAC:
+            return self._decode(token, [self._secret], alg)
         kid = kid if isinstance(kid, str) else None
-        keys = [
+        local = [
             key
             for key_kid, key in self._static_keys
             if _verifies(alg, key) and (kid is None or key_kid in (None, kid))
         ]
-        if self._client is not None and not keys:
-            try:
-                if kid is None:
-                    # Every signing key, named or not (get_signing_keys skips kid-less ones).
-                    jwks = [
-                        jwk
-                        for jwk in self._client.get_jwk_set().keys
-                        if jwk.public_key_use in ("sig", None)
-                    ]
-                else:
-                    jwks = [self._client.get_signing_key(kid)]
-            except jwt.PyJWKClientConnectionError as exc:
-                # Logged, never shown: operators must tell a timeout from a redirect or junk.
-                raise AuthUnavailable(
-                    f"the identity provider's keys are unreachable: {exc}"
-                ) from None
-            except jwt.PyJWKClientError:
-                jwks = []
-            keys += [jwk.key for jwk in jwks if _verifies(alg, jwk.key)]
-        if not keys:
+        named = kid is not None and any(
+            key_kid == kid and _verifies(alg, key) for key_kid, key in self._static_keys
+        )
+        if local:
+            if named or self._client is None:
+                return self._decode(token, local, alg)
+            with contextlib.suppress(jwt.InvalidSignatureError):
+                return self._decode(token, local, alg)
+        client = self._client
+        if client is None:
             raise AuthError("the token was not signed by a key this service trusts")
-        return keys
+        # Unreachable: a 503 even when the file's keys refused the token, since the
+        # provider's, which may have signed it, could not be asked.
+        remote = _provider_keys(client, kid, alg)
+        if not remote:
+            if local:
+                raise AuthError("the token signature is invalid")
+            raise AuthError("the token was not signed by a key this service trusts")
+        return self._decode(token, remote, alg)
+
+
+def _provider_keys(client: jwt.PyJWKClient, kid: str | None, alg: str) -> list[Any]:
+    """The JWKS URL's keys that may have signed the token: the one its ``kid`` names or,
+    without one (optional in RFC 7515), every key of the algorithm's type: a provider
+    that rotates keys without naming them must not see half its tokens refused."""
+    try:
+        if kid is None:
+            # Every signing key, named or not (get_signing_keys skips kid-less ones).
+            jwks = [jwk for jwk in client.get_jwk_set().keys if jwk.public_key_use in ("sig", None)]
+        else:
+            jwks = [client.get_signing_key(kid)]
+    except jwt.PyJWKClientConnectionError as exc:
+        # Logged, never shown: operators must tell a timeout from a redirect or junk.
+        raise AuthUnavailable(f"the identity provider's keys are unreachable: {exc}") from None
+    except jwt.PyJWKClientError:
+        return []
+    return [jwk.key for jwk in jwks if _verifies(alg, jwk.key)]
 
 
 def _verifies(alg: str, key: Any) -> bool:
@@ -366,10 +379,13 @@ def identity_from_claims(claims: dict[str, Any]) -> Identity:
             granted += [s for s in value if isinstance(s, str)]
     scopes = frozenset({SCOPE_WRITE, *(s for s in granted if s in SCOPES)})
     email = claims.get("email")
+    verified = claims.get("email_verified")
     if (
         # An address the provider says it has not verified is whatever the reader typed:
         # shown as their avatar hash and to moderators, it could be anyone's (OIDC Core 5.1).
-        claims.get("email_verified") is False
+        # Sign in with Apple sends the claim as a string ("false") as often as a boolean.
+        verified is False
+        or (isinstance(verified, str) and verified.strip().lower() == "false")
         or not isinstance(email, str)
         or "@" not in email
         or len(email) > 254
