@@ -241,7 +241,9 @@ class RateLimiter:
     def budget(self, req: Request, ctx_g: Any) -> tuple[Budget, str] | None:
         """The budget this request draws on and its key; None when exempt."""
         method = req.method
-        if method == "OPTIONS" or req.path in EXEMPT_PATHS:
+        # CORS preflights are answered before this (never charged); a plain OPTIONS is a
+        # read: it still checks the caller's credentials, which must not be free of limits.
+        if req.path in EXEMPT_PATHS:
             return None
         if method in WRITE_METHODS and req.blueprint in COMMENT_BLUEPRINTS:
             identity = ctx_g.get("identity")
