@@ -8,16 +8,21 @@ two instances on one PostgreSQL) is tests/test_read_cache_serve.py.
 
 from __future__ import annotations
 
+import shutil
 from functools import partial
+from pathlib import Path
 
 import pytest
 from alembic import command
 from sqlalchemy import text
 
+from comments_api.app import create_app
 from comments_api.comments.cache import Rendered
 from comments_api.comments.rules import encode_cursor
 from comments_api.identity.credentials import SCOPE_MODERATE
+from comments_api.settings import Settings
 from comments_api.store.repository import _alembic_config, make_engine, migrate
+from comments_api.store.transfer import sqlite_backup
 from comments_api.web.common import EXTENSION_KEY
 
 from .authkit import AUDIENCE, ISSUER, api_key, bearer, hs_signer
@@ -437,3 +442,37 @@ def test_a_cursor_naming_no_row_answers_as_a_fresh_build_does_on_every_worker(tw
     assert fresh.json["errors"][0]["field"] == "cursor"
     again = a.get(url)  # a did, before the id was taken
     assert (again.status_code, again.json) == (fresh.status_code, fresh.json)
+
+
+def test_a_restored_sqlite_backup_gives_no_old_etag_to_a_new_list(tmp_path: Path):
+    """A restored file hands out again the ids of the comments posted after its backup, and
+    a SQLite marker was its row's value and the newest id (0012): the first comment after a
+    restore carried the marker a lost comment had carried, and the ETag a browser or CDN
+    kept from that lost list was answered 304 for the new one (found by a review helper).
+    Each restore is a copy of the backup under a path of its own: an app of this process
+    still holds the file before (an ETag does not depend on the path)."""
+    backup = tmp_path / "backup.db"
+
+    def start(db: Path):  # docs/operations.md, SQLite, Restore: the copy, then migrate
+        url = f"sqlite:///{db}"
+        engine = make_engine(url)
+        migrate(engine)
+        engine.dispose()
+        return create_app(Settings(database_url=url, ratelimit_enabled=False)).test_client()
+
+    def restore(n: int):
+        shutil.copy(backup, tmp_path / f"restored-{n}.db")
+        return start(tmp_path / f"restored-{n}.db")
+
+    before = start(tmp_path / "comments.db")
+    legacy_post(before, "a1", "kept")
+    sqlite_backup(str(tmp_path / "comments.db"), str(backup))
+    seen = []
+    for client, comment in ((before, "lost"), (restore(1), "lost too"), (restore(2), "new")):
+        legacy_post(client, "a1", comment)
+        for etag in seen:
+            answer = client.get(LEGACY.format("a1"), headers={"If-None-Match": etag})
+            assert answer.status_code == 200, (comment, etag)
+            assert [c["comment"] for c in answer.json] == ["kept", comment]
+        seen.append(client.get(LEGACY.format("a1")).headers["ETag"])
+    assert len(set(seen)) == 3, seen

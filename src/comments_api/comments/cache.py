@@ -23,7 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
-from ..store.versions import ChangeMarkers
+from ..store.versions import ChangeMarkers, Marker
 
 # Builds that find the markers moved under them before a page is served untagged.
 BUILD_ATTEMPTS = 2
@@ -57,7 +57,7 @@ class _Entry:
 
     def __init__(
         self,
-        marker: tuple[int, ...],
+        marker: tuple[Marker, ...],
         value: Rendered | None,
         generation: Hashable | None,
     ) -> None:
@@ -130,7 +130,7 @@ class ReadCache:
             etag = self.etag(key, marker)
         return Read(None, value)
 
-    def etag(self, key: tuple[Hashable, ...], marker: tuple[int, ...]) -> str:
+    def etag(self, key: tuple[Hashable, ...], marker: tuple[Marker, ...]) -> str:
         """A strong ETag: the same for every worker and instance showing the same state."""
         digest = hashlib.blake2b(
             repr((self._fingerprint, key, marker)).encode(), digest_size=12

@@ -7,8 +7,11 @@ value and its newest comment id together (0011). Writers are serialised there, s
 insert commits an id above every id its content has: the pair moves with every insert
 without the row, which since 0012 an insert writes only for its content's first comment or
 an id under the newest. Every other change (update, delete, a move to another content)
-sets a new random value. No pair comes back: the value is never reused, and under one
-value the newest id only grows.
+sets a new random value. Within one history no pair comes back: the value is never
+reused, and under one value the newest id only grows. A restored backup starts another
+history, handing out again the ids of the comments posted after it, so the newest
+comment's ``created_at`` is part of the marker too: the comment that takes a lost
+comment's id is not written at the same microsecond.
 
 Reading them must cost far less than building a page, so each worker thread keeps one
 connection of its own, outside the pool, in autocommit:
@@ -45,8 +48,11 @@ from .repository import comments, content_versions, lost_at_once
 
 # A marker for a content that was never written (no row yet): a write inserts a random one.
 UNWRITTEN = 0
-# SQLite's marker is one int: the content_versions value above the newest id's 64 bits.
+# SQLite's marker: one int (the content_versions value above the newest id's 64 bits) and
+# the newest comment's created_at as stored.
 _ID_BITS = 64
+# An int on PostgreSQL, a pair on SQLite; compared for equality and hashed into ETags.
+Marker = int | tuple[int, str | None]
 
 _serials = itertools.count(1)
 
@@ -83,15 +89,17 @@ class ChangeMarkers:
         row = self._run("PRAGMA data_version", ())
         return (self._local.serial, int(row[0][0]))
 
-    def versions(self, content_ids: Sequence[str]) -> tuple[int, ...]:
+    def versions(self, content_ids: Sequence[str]) -> tuple[Marker, ...]:
         """The current marker of each content, in order (``UNWRITTEN`` for none yet)."""
         statement = self._select(len(content_ids))
         named = {f"id_{i}": cid for i, cid in enumerate(content_ids)}
         rows = self._run(statement.sql, statement.parameters(named), self.observe_statement)
-        if self.is_sqlite:  # (content_id, value or None, newest id or None)
+        found: dict[str, Marker]
+        if self.is_sqlite:  # (content_id, value, newest id, its created_at; None for none)
             found = {
-                cid: ((version or UNWRITTEN) << _ID_BITS) | (newest or 0)
-                for cid, version, newest in rows
+                cid: (((version or UNWRITTEN) << _ID_BITS) | (newest or 0), created)
+                for cid, version, newest, created in rows
+                if version is not None or newest is not None
             }
         else:
             found = {cid: int(version) for cid, version in rows}
@@ -118,19 +126,26 @@ class ChangeMarkers:
 
     @staticmethod
     def _sqlite_query(ids: list[BindParameter[Any]]) -> Any:
-        # Per content two seeks: its marker row (outer join: a content may have none) and
-        # its newest id, the last entry of its range in the (content_id, id, status) index.
+        # Per content three seeks: its marker row (outer join: a content may have none),
+        # its newest id, the last entry of its range in the (content_id, id, status) index,
+        # and that comment's row for its created_at (a restore: module docstring).
         # Each id is bound once, as a row of a CTE (a column pair per content bound each
         # id twice and cost ~1.6x as much for 50 contents).
         wanted = union_all(*(select(i.label("content_id")) for i in ids)).cte("wanted")
+        ranged = comments.alias("ranged")  # the outer query reads comments too
         newest = (
-            select(func.max(comments.c.id))
-            .where(comments.c.content_id == wanted.c.content_id)
+            select(func.max(ranged.c.id))
+            .where(ranged.c.content_id == wanted.c.content_id)
+            .correlate(wanted)
             .scalar_subquery()
         )
         marker_row = content_versions.c.content_id == wanted.c.content_id
-        return select(wanted.c.content_id, content_versions.c.version, newest).select_from(
-            wanted.outerjoin(content_versions, marker_row)
+        return select(
+            wanted.c.content_id, content_versions.c.version, comments.c.id, comments.c.created_at
+        ).select_from(
+            wanted.outerjoin(content_versions, marker_row).outerjoin(
+                comments, comments.c.id == newest
+            )
         )
 
     def close(self) -> None:
