@@ -123,6 +123,37 @@ def test_pending_request_knows_when_a_request_is_complete(data, complete):
     assert feed_all(data)[0] is complete
 
 
+CHUNKED_HEAD = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b"1\r\nx\r\n" * 400, 413),  # 400 bytes of body in 2,400 of framing, no end yet
+        (b"5;" + b"e" * 1100, 400),  # a chunk-size line with no end in sight
+        (b"2\r\n{}\r\n0\r\nX-T: " + b"t" * 2100, 413),  # a trailer section never ending
+    ],
+)
+def test_an_unfinished_chunked_body_is_refused_not_handed_over(body, status):
+    # Handed to the app unfinished, its read waited on the socket for the rest and held the
+    # worker (or a thread) until REQUEST_BODY_TIMEOUT: a few such connections stalled every
+    # worker, as the buffering exists to prevent.
+    done, pending = feed_all(CHUNKED_HEAD + body, 4096)
+    assert done
+    assert pending.refuse is not None
+    assert pending.refuse[0] == status
+    assert not pending.complete
+
+
+def test_a_chunked_body_of_the_limit_is_buffered_to_its_end():
+    # Its framing takes it past the limit in raw bytes: still buffered, not refused.
+    done, pending = feed_all(CHUNKED_HEAD + b"400\r\n" + b"a" * 1024 + b"\r\n", 4096)
+    assert not done
+    assert pending.feed(b"0\r\n\r\n", time.monotonic())
+    assert pending.complete
+    assert pending.refuse is None
+
+
 def test_pending_request_refuses_oversized_request_lines_and_headers():
     done, pending = feed_all(b"GET /api/comment/" + b"a" * worker.LIMIT_REQUEST_LINE, 4096)
     assert done
@@ -945,14 +976,15 @@ def test_a_later_http1_minor_version_is_served_as_http11(sqlite_env, tmp_path, t
         assert json.loads(body)["detail"] == worker.MISSING_HOST
 
 
-def test_a_kept_alive_connection_is_closed_after_its_request_cap(sqlite_env, tmp_path):
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_a_kept_alive_connection_is_closed_after_its_request_cap(sqlite_env, tmp_path, threads):
     """After KEEPALIVE_REQUESTS answers a connection is closed (its last answer says so),
     so the client reconnects and the accept can go to an idle worker: one worker that took
     most connections in a burst does not keep them for good. A request pipelined past the
-    cap is not answered on this connection."""
+    cap is not answered on this connection. The threaded worker kept it for good."""
     cap = worker.KEEPALIVE_REQUESTS
     with (
-        ServiceProcess(sqlite_env, tmp_path, workers=1) as service,
+        ServiceProcess({**sqlite_env, "THREADS": threads}, tmp_path, workers=1) as service,
         socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock,
     ):
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n" * (cap + 1))
@@ -1245,6 +1277,37 @@ def check_expect_100_continue_is_answered_while_buffering(service: ServiceProces
     status, _, reply = parse_response(out)
     assert status == 201, reply
     assert b"100 Continue" not in out
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_expect_100_continue_is_answered_behind_a_pipelined_request(sqlite_env, tmp_path, threads):
+    """A request waiting for "100 Continue" whose headers came in one write with the
+    request before it: the 100 follows that request's answer. The sync worker sent none,
+    and the client waited for it (curl 1 s; a client that waits for good, forever)."""
+    body = json.dumps({"body": "pipelined"}).encode()
+    env = {**sqlite_env, "THREADS": threads}
+    with (
+        ServiceProcess(env, tmp_path, workers=1) as service,
+        socket.create_connection(("127.0.0.1", service.port), timeout=5) as sock,
+    ):
+        sock.sendall(
+            b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"POST /api/v1/contents/c1/comments HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+            b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        )
+        sock.settimeout(2)
+        out = b""
+        while b"100 Continue" not in out:
+            chunk = sock.recv(65536)  # TimeoutError: no 100 came
+            assert chunk, out
+            out += chunk
+        sock.sendall(body)
+        sock.settimeout(5)
+        first, _, after = out.partition(b"HTTP/1.1 100 Continue\r\n\r\n")
+        rest = after + read_until_closed(sock)
+    assert first.startswith(b"HTTP/1.1 200 ")
+    assert rest.startswith(b"HTTP/1.1 201 "), rest[:200]
 
 
 def check_no_100_continue_when_the_answer_is_already_known(service: ServiceProcess) -> None:

@@ -118,10 +118,15 @@ CONNECT_NOT_SERVED = "CONNECT is not served: this is an origin server, not a pro
 SERVED_METHODS = "DELETE, GET, HEAD, OPTIONS, PATCH, POST"
 # Absolute-form (RFC 9112 3.2.2), which a server MUST accept: gunicorn serves its path.
 _ABSOLUTE_FORM = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^/?#]+(?:[/?].*)?")
+# A chunked body still unfinished after this many times MAX_BODY_BYTES in raw bytes is
+# refused (413): room for the framing of any body within the limit (a single chunk of the
+# limit's size needs a few bytes more than it), but never more than a bounded buffer.
+CHUNKED_FRAMING_FACTOR = 2
 # Connections a worker holds at once (being read, or kept alive and idle); when full, the
 # idle kept-alive one that waited longest is closed for a new one, and without one to
 # close the rest wait in the kernel's backlog, where they cost this process nothing.
-# Memory is bounded by what each may hold (request line + headers + MAX_BODY_BYTES).
+# Memory is bounded by what each may hold (request line + headers + a body's bytes,
+# at most CHUNKED_FRAMING_FACTOR x MAX_BODY_BYTES).
 MAX_BUFFERING = 512
 # accept() failing for lack of descriptors or memory: wait a little, do not crash.
 _ACCEPT_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -278,6 +283,7 @@ def options_asterisk_bytes(request_id: str | None = None, cors: str = "") -> byt
 # gunicorn's parse errors → (status, detail). The detail is ours, never the exception's
 # text: gunicorn's messages quote the raw request line or header.
 _BAD = "the request is not valid HTTP/1.1"
+CHUNKED_MALFORMED = "the chunked body is malformed"
 _CLIENT_ERRORS: tuple[tuple[type[BaseException], int, str], ...] = (
     (http_errors.LimitRequestLine, 414, "the request line is too long"),
     (http_errors.LimitRequestHeaders, 431, "the request header fields are too large"),
@@ -297,9 +303,9 @@ _CLIENT_ERRORS: tuple[tuple[type[BaseException], int, str], ...] = (
     (http_errors.InvalidHeaderName, 400, "a header field name is malformed"),
     (http_errors.InvalidHeader, 400, "a header field is malformed"),
     (http_errors.ObsoleteFolding, 400, "obsolete header line folding is not accepted"),
-    (http_errors.InvalidChunkSize, 400, "the chunked body is malformed"),
-    (http_errors.ChunkMissingTerminator, 400, "the chunked body is malformed"),
-    (http_errors.InvalidChunkExtension, 400, "the chunked body is malformed"),
+    (http_errors.InvalidChunkSize, 400, CHUNKED_MALFORMED),
+    (http_errors.ChunkMissingTerminator, 400, CHUNKED_MALFORMED),
+    (http_errors.InvalidChunkExtension, 400, CHUNKED_MALFORMED),
     (http_errors.InvalidProxyLine, 400, _BAD),
     (http_errors.InvalidSchemeHeaders, 400, "contradictory scheme headers"),
     (http_errors.InvalidH2CPreface, 400, _BAD),
@@ -551,11 +557,13 @@ class PendingRequest:
             return self.complete
         if self._chunks_end():
             return True
-        if len(self.data) - self.header_end > self.body_limit:
-            # More bytes than a body within the limit, and still no end (long chunk
-            # extensions): the application answers 413.
-            return self._cut_short()
-        return False
+        if len(self.data) - self.header_end > CHUNKED_FRAMING_FACTOR * self.body_limit:
+            # Still no end after more bytes than any body within the limit needs with its
+            # framing (tiny chunks, long extensions, an endless trailer section): refused
+            # here. Handed to the app unfinished, its read waited on the socket and held
+            # the worker (or a thread) until REQUEST_BODY_TIMEOUT.
+            self.refuse = (413, BODY_TOO_LARGE)
+        return self.refuse is not None
 
     def _chunks_end(self) -> bool:
         # Walk the chunk-size lines seen so far; anything unexpected is handed to
@@ -565,7 +573,10 @@ class PendingRequest:
             line_end = data.find(b"\r\n", self.chunk_pos)
             if line_end < 0:
                 if len(data) - self.chunk_pos > 1024:  # a size line is never this long
-                    return self._cut_short()
+                    # Refused here, not handed to gunicorn's parser, which would wait on
+                    # the socket for the line's end (up to 8190 bytes) and hold the worker.
+                    self.refuse = (400, CHUNKED_MALFORMED)
+                    return True
                 return False
             size_text = bytes(data[self.chunk_pos : line_end]).split(b";", 1)[0].strip()
             if not size_text or size_text.strip(b"0123456789abcdefABCDEF"):
@@ -1459,6 +1470,10 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
                 if request.feed(pipelined, now):
                     ready.append(client)
                     return
+                if request.expects_continue:
+                    # Its headers came with the answered request's bytes: the client
+                    # waits for the 100 as for one read from the socket (readable).
+                    _maybe_continue(client, request)
             self._watch(client)
 
         def readable(client: socket.socket, now: float) -> None:
@@ -1945,6 +1960,8 @@ class _Conn(TConn):  # type: ignore[misc]
         self.worker = worker
 
     request_complete = False
+    # Requests answered on this connection (KEEPALIVE_REQUESTS), as PendingRequest.served.
+    served = 0
     # Its request ran past WORKER_TIMEOUT and was answered by the main loop
     # (BufferedThreadWorker._abort_overdue): the thread's end of it is ignored.
     aborted = False
@@ -2377,10 +2394,14 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
             running[conn] = (started, resp, environ, threading.get_ident())
             return resp, environ
 
+        # The 100th answer closes the connection, as the sync worker's: the client's
+        # reconnect lands on the worker holding fewer (ACCEPT_DEFER_PER_CONNECTION).
+        conn.served = served = getattr(conn, "served", 0) + 1
         keep_alive = (
             self.alive
             and bool(self.cfg.keepalive)
             and len(self.keepalived_conns) < self.max_keepalived
+            and served < KEEPALIVE_REQUESTS
         )
         running = self._running
         try:
