@@ -381,6 +381,9 @@ def import_(
         batch: list[dict[str, Any]] = []
         current: str | None = None
         lines_of_batch = [0, 0]  # the file's first and last line in the batch
+        # The largest comment id the audit log names: a comment removed for good (never
+        # public, no reply) may have held an id above every comment's left (0014).
+        named = 0
 
         def flush() -> None:
             if batch and current is not None:
@@ -420,6 +423,8 @@ def import_(
                 batch.append(load(row))
             except TransferError as exc:
                 raise TransferError(f"line {number}: {exc}") from None
+            if name == "audit_log":
+                named = max(named, _highest_comment_id(batch[-1]["comment_ids"]))
             if len(batch) >= BATCH:
                 flush()
         flush()
@@ -428,21 +433,45 @@ def import_(
                 f"the file is incomplete: its header announces {header.counts}, "
                 f"it holds {written}; nothing was imported"
             )
-        if conn.dialect.name == "postgresql":
-            for name in SEQUENCED:
-                # New rows must continue after the imported ids, not collide with them.
-                table = TABLES[name]
-                top = func.max(table.c.id)
-                conn.execute(
-                    select(
-                        func.setval(
-                            func.pg_get_serial_sequence(name, "id"),
-                            func.coalesce(top, 1),
-                            top.is_not(None),
-                        )
-                    )
-                )
+        _continue_ids(conn, named)
     return written
+
+
+def _highest_comment_id(comment_ids: str | None) -> int:
+    """The largest comment id an audit entry's ``comment_ids`` (checked JSON) names."""
+    ids = json.loads(comment_ids) if comment_ids is not None else []
+    return max((i for i in ids if _is_integer(i) and i in _INT_RANGE), default=0)
+
+
+def _continue_ids(conn: Connection, named: int) -> None:
+    """New rows must continue after the imported ids, not collide with them, and no
+    comment may get an id the audit log already names (``named``): it would say a
+    moderator deleted a comment posted after the import. As migration 0014 does."""
+    if conn.dialect.name == "postgresql":
+        for name in SEQUENCED:
+            table = TABLES[name]
+            top = conn.execute(select(func.max(table.c.id))).scalar()
+            if table is comments:
+                top = max(top or 0, named) or None
+            conn.execute(
+                select(
+                    func.setval(func.pg_get_serial_sequence(name, "id"), top or 1, top is not None)
+                )
+            )
+        return
+    # SQLite's AUTOINCREMENT (0014) keeps its counter in sqlite_sequence, which the
+    # inserts moved up to the largest id imported.
+    if not named:
+        return
+    moved = conn.execute(
+        text("UPDATE sqlite_sequence SET seq = max(seq, :seq) WHERE name = 'comments'"),
+        {"seq": named},
+    )
+    if not moved.rowcount:  # no comment imported: no row yet
+        conn.execute(
+            text("INSERT INTO sqlite_sequence (name, seq) VALUES ('comments', :seq)"),
+            {"seq": named},
+        )
 
 
 def sqlite_backup(source_path: str, target_path: str, pages: int = 4096) -> None:
