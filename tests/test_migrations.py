@@ -847,3 +847,29 @@ def test_a_comments_replies_are_found_by_index_when_it_is_removed(database_url):
             }
     finally:
         engine.dispose()
+
+
+def test_migrate_down_to_the_first_revision_with_replies_and_up_again(database_url, tmp_path):
+    """`migrate --down-to 0001` is accepted; on SQLite, 0002's downgrade rebuilt comments in
+    batch mode, and dropping the old table failed its foreign key check as soon as one
+    comment replied to another: a traceback, and the schema stayed where it was."""
+    engine = make_engine(database_url)
+    migrate(engine)
+    comment = (
+        "INSERT INTO comments (id, content_id, parent_id, body, status, created_at, updated_at)"
+        " VALUES (:id, 'a', :parent, 'x', 'published', '2026-12-07', '2026-12-07')"
+    )
+    with engine.begin() as conn:
+        conn.execute(text(comment), [{"id": 1, "parent": None}, {"id": 2, "parent": 1}])
+    try:
+        down = _migrate_command(database_url, tmp_path, "--down-to", "0001")
+        assert down.returncode == 0, down.stderr
+        assert "database is at revision 0001" in down.stdout
+        up = _migrate_command(database_url, tmp_path)
+        assert up.returncode == 0, up.stderr
+        with engine.connect() as conn:
+            assert _schema_diff(conn) == []
+            replies = text("SELECT id, parent_id FROM comments ORDER BY id")
+            assert conn.execute(replies).all() == [(1, None), (2, 1)]
+    finally:
+        engine.dispose()
