@@ -177,6 +177,19 @@ def test_clusters_serve_the_resource_metrics_the_hpa_scales_on(env: tuple[str, d
     assert addons["metrics-server"]["cluster_name"] == after(one(plan, "aws_eks_cluster"))["name"]
 
 
+def test_clusters_enforce_the_network_policies_the_overlays_ship(env: tuple[str, dict]) -> None:
+    """Both production overlays render NetworkPolicies (components/network-policies: default
+    deny, Redis only from the app; database-rds: 5432 only to the database subnets). On EKS
+    only the VPC CNI's network policy agent enforces them, and the vpc-cni add-on leaves it
+    off unless its configuration sets enableNetworkPolicy: the policies were accepted and
+    ignored."""
+    _, plan = env
+    addons = {rc["index"]: after(rc) for rc in changes(plan, "aws_eks_addon")}
+    assert "vpc-cni" in addons, sorted(addons)
+    config = json.loads(addons["vpc-cni"].get("configuration_values") or "{}")
+    assert config.get("enableNetworkPolicy") == "true", config
+
+
 def test_eks_secrets_encrypted_with_kms_and_all_logs_on(env: tuple[str, dict]) -> None:
     _, plan = env
     rc = one(plan, "aws_eks_cluster")

@@ -289,7 +289,11 @@ resource "aws_eks_addon" "this" {
   resolve_conflicts_on_create = "OVERWRITE"
   resolve_conflicts_on_update = "PRESERVE"
   service_account_role_arn    = each.value == "aws-ebs-csi-driver" ? aws_iam_role.ebs_csi.arn : null
-  tags                        = var.tags
+  # The VPC CNI enforces Kubernetes NetworkPolicies only with its network policy agent,
+  # which is off by default: every policy of the delivery (default deny, Redis only from
+  # the app, 5432 only to the database subnets) would be accepted and ignored.
+  configuration_values = each.value == "vpc-cni" ? jsonencode({ enableNetworkPolicy = "true" }) : null
+  tags                 = var.tags
 
   # coredns and the CSI controller need nodes to schedule on.
   depends_on = [aws_eks_node_group.zone]

@@ -142,6 +142,19 @@ run "add_ons_include_the_metrics_server_the_hpa_reads" {
   }
 }
 
+# The delivery's NetworkPolicies (components/network-policies: default deny, Redis only
+# from the app, database-rds: 5432 only to the private subnets) are enforced on EKS only
+# by the VPC CNI's network policy agent, which the add-on leaves off unless its
+# configuration turns it on: without it every policy is accepted and ignored.
+run "vpc_cni_enforces_network_policies" {
+  command = plan
+
+  assert {
+    condition     = try(jsondecode(aws_eks_addon.this["vpc-cni"].configuration_values).enableNetworkPolicy, null) == "true"
+    error_message = "the vpc-cni add-on must set enableNetworkPolicy = \"true\", or no NetworkPolicy is enforced on the cluster"
+  }
+}
+
 # The AWS Load Balancer Controller's role: a document shaped like the controller's
 # published policy (that one is the operator's input, never kept here).
 run "load_balancer_controller_role_trusts_only_its_service_account" {
