@@ -1204,3 +1204,36 @@ def test_a_live_request_behind_abandoned_ones_is_answered_next(tmp_path: Path) -
         assert probe["value"] == 200
         assert answered_while_held
         assert probe["at"] - held["at"] < 1.0, probe["at"] - held["at"]
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_a_secret_file_emptied_after_the_start_never_stops_workers_being_replaced(
+    tmp_path: Path, threads: str
+) -> None:
+    """A *_FILE secret emptied or removed while serving (a Secret key deleted) is the
+    next start's problem, not the running server's: its workers are built from the
+    settings the master read. Each new worker read them again from the environment and
+    refused the empty file: sync workers in a crash loop (the master's liveness still 200),
+    and with THREADS > 1 the master itself exited."""
+    salt = tmp_path / "salt"
+    salt.write_text("a-salt-of-the-logs-client-ip-hashes\n", encoding="utf-8")
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'comments.db'}",
+        "RATELIMIT_ENABLED": "false",
+        "CLIENT_IP_HASH_SALT_FILE": str(salt),
+        "THREADS": threads,
+    }
+    service = ServiceProcess(env, tmp_path, workers=2).start()
+    assert service.proc is not None
+    master = service.proc.pid
+    try:
+        salt.write_text("", encoding="utf-8")
+        workers = children(master)
+        for worker in workers:
+            os.kill(worker, signal.SIGKILL)
+        wait_replaced(master, set(workers), 2, set(workers))
+        post(service.base, 2, "after-secret-emptied")
+        assert service.proc.poll() is None, service.log()[-3000:]
+    finally:
+        service.stop()
+    assert "SettingsError" not in service.log()

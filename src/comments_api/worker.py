@@ -723,10 +723,16 @@ class ServerLimits(NamedTuple):
     cors_origins: frozenset[str]  # CORS_ORIGINS, for the answers the worker writes itself
 
 
-def _settings_from(cfg: Any) -> ServerLimits:
+def _settings_from(wsgi: Any) -> ServerLimits:
+    """The limits of the app gunicorn serves: the settings it was built with, read once in
+    the master before the fork. Read again here from the environment, a ``*_FILE`` secret
+    emptied or removed since the start failed every new worker (a replaced one, a SIGHUP's):
+    a crash loop of the sync workers, and with THREADS > 1 the master itself, whose
+    ``spawn_worker`` builds the worker. Only an app this module cannot find reads them."""
     from .settings import Settings
 
-    settings = Settings.from_env()
+    services = app_services(wsgi)
+    settings = services.settings if services is not None else Settings.from_env()
     return ServerLimits(
         settings.request_header_timeout,
         settings.request_body_timeout,
@@ -1401,7 +1407,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
 
     def run(self) -> None:
         (header_timeout, body_timeout, body_limit, send_timeout, waiting_max, cors_origins) = (
-            _settings_from(self.cfg)
+            _settings_from(self.wsgi)
         )
         self._cors_origins = cors_origins
         self._keepalive = keepalive = float(self.cfg.keepalive or 0)
@@ -1990,7 +1996,7 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
         self._buffering: dict[TConn, PendingRequest] = {}
         self._aborting = False
         self._drained = False
-        self._limits = _settings_from(self.cfg)
+        self._limits = _settings_from(self.app.wsgi())  # the preloaded app, in the master
         self._cors_origins = self._limits.cors_origins
         self._lingering = Lingering()
         # The accept rule (accept_defer): when this worker started leaving a waiting
