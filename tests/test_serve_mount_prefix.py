@@ -3,12 +3,14 @@ headers that would move the mount: real gunicorn processes."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 import requests
 
-from .support import ServiceProcess
+from .support import VENV_BIN, ServiceProcess
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -32,6 +34,33 @@ def test_a_path_outside_the_mount_prefix_is_a_json_404(tmp_path: Path) -> None:
         assert inside.status_code == 200
         assert inside.json()["items"] == []
         assert "Traceback" not in service.log()
+
+
+def test_the_container_healthcheck_probes_below_the_mount_prefix(tmp_path: Path) -> None:
+    # The image's HEALTHCHECK runs `comments-api healthcheck` in the container's own
+    # environment: it probed /readyz at the root, a 404, so the container never turned
+    # healthy under a SCRIPT_NAME.
+    with ServiceProcess(_env(tmp_path, SCRIPT_NAME="/c"), tmp_path, workers=1) as service:
+        probe = subprocess.run(
+            [str(VENV_BIN / "comments-api"), "healthcheck"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**service.env},
+            check=False,
+        )
+        assert probe.returncode == 0, probe.stderr
+        assert f"127.0.0.1:{service.port}/c/readyz" in probe.stdout
+    unusable = subprocess.run(
+        [str(VENV_BIN / "comments-api"), "healthcheck"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SCRIPT_NAME": "c/"},
+        check=False,
+    )
+    assert unusable.returncode == 2
+    assert "SCRIPT_NAME must be a path" in unusable.stderr
 
 
 @pytest.mark.parametrize("threads", ["1", "2"])

@@ -218,7 +218,8 @@ def _driver_message(exc: Exception) -> str:
 
 
 @main.command(
-    help="Exit 0 if this host's server answers 200 on PATH (default /readyz), else 1. "
+    help="Exit 0 if this host's server answers 200 on PATH (default /readyz; below "
+    "SCRIPT_NAME when that is set), else 1. "
     "For container HEALTHCHECKs: the runtime image has no shell or curl."
 )
 @click.option("--path", default="/readyz", show_default=True, help="URL path to probe.")
@@ -247,8 +248,16 @@ def healthcheck(path: str, timeout: float) -> None:
     # The probe sends one GET to HOST:PORT. The limits' notation is for the server, which
     # refuses to start on a typo; reading it here loaded limits and asyncio on every run.
     settings = _settings(rate_limits=False)
+    # Mounted under gunicorn's SCRIPT_NAME (docs/server.md), the server serves every path
+    # below it, /readyz included: probed at the root, it answered 404 and the container
+    # stayed unhealthy. Joined as gunicorn strips it from a request's path.
+    prefix = os.environ.get("SCRIPT_NAME", "")
+    if prefix and not (
+        prefix.startswith("/") and prefix.isascii() and prefix.isprintable() and " " not in prefix
+    ):
+        raise ConfigurationError(f"SCRIPT_NAME must be a path such as /comments, got {prefix!r}")
     host = _probe_host(settings.host)
-    url = f"http://{f'[{host}]' if ':' in host else host}:{settings.port}{path}"
+    url = f"http://{f'[{host}]' if ':' in host else host}:{settings.port}{prefix}{path}"
     try:
         # A fixed http:// URL built from our own settings, never from user input (bandit
         # B310 warns about file:// and custom schemes, which cannot occur here).
