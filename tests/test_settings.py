@@ -208,6 +208,10 @@ def test_secrets_can_come_from_files(tmp_path, item):
         Settings.from_env({f"{name}_FILE": str(secret)})
     # Set directly with the line break a Secret often keeps: read as from the file.
     assert getattr(Settings.from_env({name: f" {value}\n"}), item.name) == value
+    # Saved with a byte order mark (a Windows editor, PowerShell): the mark was kept as
+    # the value's first character, an HS256 secret that refused every token.
+    secret.write_bytes(b"\xef\xbb\xbf" + value.encode() + b"\r\n")
+    assert getattr(Settings.from_env({f"{name}_FILE": str(secret)}), item.name) == value
 
 
 def test_the_database_urls_file_is_remembered_for_rotations(tmp_path):

@@ -579,7 +579,10 @@ class Settings:
                 raise SettingsError(f"set either {name} or {name}_FILE, not both")
             if path:
                 try:
-                    value = Path(path).read_text(encoding="utf-8").strip()
+                    # utf-8-sig: a byte order mark (a file saved by a Windows editor or
+                    # PowerShell) was kept as the secret's first character: an HS256
+                    # secret that refused every token, a URL refused as no URL.
+                    value = Path(path).read_text(encoding="utf-8-sig").strip()
                 except OSError as exc:
                     raise SettingsError(f"{name}_FILE: cannot read {path}: {exc}") from None
                 except UnicodeDecodeError as exc:

@@ -45,7 +45,7 @@ class UrlFile:
         if stamp is None or stamp == self._stamp:
             return self.url  # unchanged, or briefly missing while the volume is updated
         try:
-            text = Path(self.path).read_text(encoding="utf-8").strip()
+            text = Path(self.path).read_text(encoding="utf-8-sig").strip()  # as Settings
             fresh = make_url(text)
         except (OSError, UnicodeDecodeError, ArgumentError, ValueError):
             log.error("DATABASE_URL_FILE: unreadable after a change; connecting as before")
