@@ -152,3 +152,28 @@ def test_a_port_that_answers_something_other_than_http_is_unhealthy_not_a_traceb
         assert result.returncode == 1, result.stderr
         assert result.stderr.startswith(f"unhealthy: http://127.0.0.1:{port}/readyz: not an HTTP")
         assert "Traceback" not in result.stderr
+
+
+def test_an_egress_proxy_in_the_environment_is_not_used_for_the_probe(tmp_path: Path):
+    # HTTP(S)_PROXY set for the app's outbound calls (PyJWKClient honours them): the probe
+    # of the container's own loopback address went to that proxy and failed.
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}"}
+    with ServiceProcess(env, tmp_path) as server:
+        dead_proxy = f"http://127.0.0.1:{free_port()}"
+        probe = subprocess.run(
+            [str(VENV_BIN / "comments-api"), "healthcheck"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={
+                **os.environ,
+                "PORT": str(server.port),
+                "HTTP_PROXY": dead_proxy,
+                "http_proxy": dead_proxy,
+                "HTTPS_PROXY": dead_proxy,
+                "NO_PROXY": "",
+                "no_proxy": "",
+            },
+            check=False,
+        )
+    assert probe.returncode == 0, probe.stderr

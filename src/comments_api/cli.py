@@ -261,7 +261,11 @@ def healthcheck(path: str, timeout: float) -> None:
     try:
         # A fixed http:// URL built from our own settings, never from user input (bandit
         # B310 warns about file:// and custom schemes, which cannot occur here).
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # nosec B310
+        # No proxy: HTTP_PROXY/HTTPS_PROXY set for the app's egress (the JWKS fetch) sent
+        # this probe of our own loopback address to the proxy, and the container never
+        # turned healthy.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(url, timeout=timeout) as response:  # nosec B310
             status = response.status
     except urllib.error.HTTPError as exc:
         status = exc.code
