@@ -16,6 +16,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import OperationalError
 
+from comments_api.identity.credentials import SCOPE_MODERATE
 from comments_api.store.repository import (
     SQLITE_PAGE_SIZE,
     Repository,
@@ -25,6 +26,7 @@ from comments_api.store.repository import (
     migrate,
 )
 
+from .authkit import api_key
 from .support import VENV_BIN, marker_rows, wait_until
 
 
@@ -873,3 +875,38 @@ def test_migrate_down_to_the_first_revision_with_replies_and_up_again(database_u
             assert conn.execute(replies).all() == [(1, None), (2, 1)]
     finally:
         engine.dispose()
+
+
+def test_0015_author_keys_of_addresses_outside_ascii(database_url, make_app):
+    """0002 keyed comments posted before it ``'email:' || lower(email)`` in SQL, and
+    SQLite's lower() folds ASCII only: ``ÅSA@example.com`` became ``email:Åsa@…``, which no
+    author filter names, and an erasure by that address deleted nothing. 0015 keys them as
+    the code does."""
+    engine = make_engine(database_url)
+    try:
+        migrate(engine, "0001")
+        with engine.begin() as conn:
+            for email in ("\u00c5SA@example.com", "Ann@Example.com"):
+                conn.execute(
+                    text(
+                        "INSERT INTO comments (content_id, body, email, status, created_at,"
+                        " updated_at) VALUES ('m1', 'before', :e, 'published', '2026-12-07',"
+                        " '2026-12-07')"
+                    ),
+                    {"e": email},
+                )
+        migrate(engine)
+        with engine.connect() as conn:
+            keys = conn.exec_driver_sql("SELECT author_key FROM comments ORDER BY id").scalars()
+            assert keys.all() == ["email:\u00e5sa@example.com", "email:ann@example.com"]
+    finally:
+        engine.dispose()
+    app = make_app()
+    client = app.test_client()
+    mod = {"Authorization": f"Bearer {api_key(app, SCOPE_MODERATE)}"}
+    erased = client.post(
+        "/api/v1/moderation/comments",
+        json={"action": "delete", "author": "email:\u00c5SA@example.com"},
+        headers=mod,
+    )
+    assert erased.json["changed"] == [1]

@@ -1332,7 +1332,7 @@ def moderation_paths() -> dict[str, Any]:
                                 {
                                     "target": "email:troll@example.com",
                                     "reason": "spam",
-                                    "created_by": "key:1a2b3c4d5e6f",
+                                    "created_by": "api_key:1a2b3c4d5e6f",
                                     "created_at": EXAMPLE_TIME,
                                 }
                             ]
@@ -1417,7 +1417,7 @@ def moderation_paths() -> dict[str, Any]:
                             "items": [
                                 {
                                     "id": 7,
-                                    "actor": "key:1a2b3c4d5e6f",
+                                    "actor": "api_key:1a2b3c4d5e6f",
                                     "action": "approve",
                                     "target": None,
                                     "comment_ids": [42, 43],

@@ -82,6 +82,7 @@ OLDER_EXPORTS: dict[str, dict[str, frozenset[str]]] = {
     "0011": {},  # 0012 changed a trigger on SQLite only
     "0012": {},  # 0013 added an index
     "0013": {},  # 0014 rebuilt comments on SQLite with AUTOINCREMENT
+    "0014": {},  # 0015 rewrote author keys (data only; an older export keeps its keys)
 }
 # Tables whose ids come from a sequence on PostgreSQL: moved past the imported ids.
 SEQUENCED = ("comments", "audit_log")
