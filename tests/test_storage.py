@@ -151,23 +151,29 @@ def test_sqlite_counts_and_change_markers_read_one_content_index(tmp_path):
     try:
         statement = markers._select(2)
         plan = _plan(engine, statement.sql, statement.parameters({"id_0": "big", "id_1": "c7"}))
-        # For each content asked (a row of the statement's CTE): one seek in each.
-        assert "SEARCH comments USING COVERING INDEX ix_comments_content_id_id_status" in plan
+        # For each content asked (a row of the statement's CTE): one seek in each, and the
+        # newest comment's row by its id (its created_at: a restored backup's next comment).
+        assert "SEARCH ranged USING COVERING INDEX ix_comments_content_id_id_status" in plan
         assert "SEARCH content_versions USING PRIMARY KEY" in plan, plan
+        assert "SEARCH comments USING INTEGER PRIMARY KEY (rowid=?)" in plan, plan
         assert "SCAN comments" not in plan, plan
         assert "SCAN content_versions" not in plan, plan
         with engine.connect() as conn:
-            newest = dict(
-                conn.exec_driver_sql(
-                    "SELECT content_id, max(id) FROM comments "
-                    "WHERE content_id IN ('big', 'c7') GROUP BY content_id"
+            newest = {
+                content: (top, created)
+                for content, top, created in conn.exec_driver_sql(
+                    "SELECT content_id, id, created_at FROM comments WHERE id IN "
+                    "(SELECT max(id) FROM comments WHERE content_id IN ('big', 'c7') "
+                    "GROUP BY content_id)"
                 ).all()
-            )
+            }
         rows = marker_rows(engine)
-        # Each marker: the content's marker row value above its newest id's 64 bits.
+        # Each marker: the content's marker row value above its newest id's 64 bits, and
+        # that comment's created_at as stored.
         for content, marker in zip(("big", "c7"), markers.versions(["big", "c7"]), strict=True):
-            assert marker >> 64 == rows[content]
-            assert marker & (2**64 - 1) == newest[content]
+            packed, created = marker
+            assert packed >> 64 == rows[content]
+            assert (packed & (2**64 - 1), created) == newest[content]
     finally:
         markers.close()
         engine.dispose()
