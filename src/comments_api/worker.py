@@ -2402,7 +2402,7 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
 
         # The 100th answer closes the connection, as the sync worker's: the client's
         # reconnect lands on the worker holding fewer (ACCEPT_DEFER_PER_CONNECTION).
-        conn.served = served = getattr(conn, "served", 0) + 1
+        conn.served = served = conn.served + 1
         keep_alive = (
             self.alive
             and bool(self.cfg.keepalive)
