@@ -542,7 +542,10 @@ class Settings:
     )
     log_format: str = field(
         default="json",
-        metadata=_doc("`json` (one object per line) or `text` (`key=value` lines for a terminal)."),
+        metadata=_doc(
+            "`json` (one object per line) or `text` (for a terminal: `TIME LEVEL [pid] logger: "
+            "message`, then the other fields as `key=value`)."
+        ),
     )
     client_ip_hash_salt: str | None = field(
         default=None,
