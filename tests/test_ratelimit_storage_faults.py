@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from .support import RedisServer, ServiceProcess, scrape, value
+from .support import RedisServer, ServiceProcess, scrape, value, wait_until
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.redis]
 
@@ -67,9 +67,12 @@ def test_a_stalled_redis_holds_requests_no_longer_than_the_storage_timeout(make_
     # While one request tries the stalled storage again, the others do not wait with it.
     time.sleep(limiter.RETRY_SECONDS)
     tries: list[tuple[int, float]] = []
+    due = limiter._primary_down_until  # passed: the next request tries storage
     trying = threading.Thread(target=lambda: tries.append(timed_get(app)))
     trying.start()
-    time.sleep(0.1)
+    # The thread has claimed the retry once it moved the next try on (_storage); a fixed
+    # 0.1 s let a slow thread start lose the retry to the requests below.
+    assert wait_until(lambda: limiter._primary_down_until != due, 5)
     others = [timed_get(app) for _ in range(5)]
     trying.join()
     assert tries[0][0] == 200

@@ -5,6 +5,7 @@ widget. Nothing is downloaded but axe-core, from npm, pinned by package-lock.jso
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -67,18 +68,23 @@ def browser() -> Iterator[Any]:
 def axe_source() -> str:
     """axe-core's browser build, installed from package-lock.json on first use."""
     axe = HERE / "node_modules" / "axe-core" / "axe.min.js"
-    if not axe.exists():
-        npm = shutil.which("npm")
-        if npm is None:
-            missing("npm (Debian package 'npm'), to install axe-core")
-        subprocess.run(
-            [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
-            cwd=HERE,
-            check=True,
-            capture_output=True,
-            timeout=180,
-        )
-    return axe.read_text(encoding="utf-8")
+    # Each xdist worker has its own session: on a fresh clone two of them ran `npm ci` in
+    # this one directory at once, and `npm ci` first deletes node_modules, under the other
+    # worker's install or its read. One installs; the others wait, then find it there.
+    with open(HERE / ".npm-install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not axe.exists():
+            npm = shutil.which("npm")
+            if npm is None:
+                missing("npm (Debian package 'npm'), to install axe-core")
+            subprocess.run(
+                [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
+                cwd=HERE,
+                check=True,
+                capture_output=True,
+                timeout=180,
+            )
+        return axe.read_text(encoding="utf-8")
 
 
 class _Handler(BaseHTTPRequestHandler):
