@@ -125,7 +125,15 @@ async function api(path, { method = "GET", body } = {}) {
       cache: "no-store",
       signal: abort.signal,
     });
-    if ((response.headers.get("content-type") || "").includes("json")) data = await response.json().catch(() => null);
+    // The deadline covers the body too: a 2xx whose headers came and whose body stalled is
+    // given up as one that never came (it is not "an answer the console cannot read"). An
+    // error's status says enough without its body.
+    if ((response.headers.get("content-type") || "").includes("json")) {
+      data = await response.json().catch((err) => {
+        if (abort.signal.aborted && response.ok) throw err;
+        return null;
+      });
+    }
   } catch {
     const late = abort.signal.aborted ? ` did not answer within ${WAIT / 1000} seconds` : " could not be reached";
     throw new ApiError(0, `The server${late}. Check the connection and retry.`);
@@ -389,6 +397,15 @@ $("sign-in-form").addEventListener("submit", (event) => {
   const value = $("credential").value.trim().replace(/^Bearer\s+/i, "");
   if (!value) {
     say("Paste an API key or a JWT first.", "error");
+    $("credential").focus();
+    return;
+  }
+  // API keys and JWTs are printable ASCII only. Anything else (a zero-width space or an
+  // ellipsis copied along with it) cannot go in a header: fetch would refuse to send it,
+  // and that was said as "The server could not be reached", with a "Try again" that could
+  // never get through.
+  if (!/^[\x21-\x7e]+$/.test(value)) {
+    say("This is not an API key or a JWT: it holds a space or a character they never have (copied with the text around it?). Paste the credential alone.", "error");
     $("credential").focus();
     return;
   }
@@ -1034,15 +1051,20 @@ async function contentAction(action, id) {
   }
   const row = $("content-body").querySelector(`tr[data-id="${id}"]`);
   if (!row) return;
+  // The focus moves only if it is lost (on nothing, on a disabled button, or in the row that
+  // goes), as after a queue action: a moderator who moved on meanwhile (another row, the
+  // content id) keeps their place.
+  const now = document.activeElement;
+  const lost = !now || now === document.body || now.disabled || row.contains(now);
   if (action === "hide") {
     row.remove();
     contentShown();
-    $("content-id").focus();
+    if (lost) $("content-id").focus();
   } else {
     const replacement = contentRow({ id, status: "deleted", created_at: row.querySelector("time").dateTime });
     row.replaceWith(replacement);
     replacement.querySelector("td").tabIndex = -1;
-    replacement.querySelector("td").focus();
+    if (lost) replacement.querySelector("td").focus();
   }
 }
 
