@@ -214,7 +214,12 @@ if $DRY_RUN; then
     echo "+ kubectl --context $PROFILE -n monitoring create secret generic $RECEIVERS_SECRET --from-file=page-url=<ALERT_PAGE_URL> --from-file=ticket-url=<ALERT_TICKET_URL>   (unless it exists)"
     routing=true
   fi
-elif kubectl --context "$PROFILE" -n monitoring get secret "$RECEIVERS_SECRET" >/dev/null 2>&1; then
+# Read apart from "absent": a failed read taken for "no Secret" upgraded the chart without
+# the routing values, and Alertmanager went back to null routing (exit 0, alerts to no one).
+elif ! receivers=$(kubectl --context "$PROFILE" -n monitoring get secret "$RECEIVERS_SECRET" --ignore-not-found -o name); then
+  echo "cannot tell whether Secret monitoring/$RECEIVERS_SECRET exists (kubectl, above): Alertmanager's routing left as it is" >&2
+  exit 1
+elif [ -n "$receivers" ]; then
   for key in page-url ticket-url; do
     if [ -z "$(kubectl --context "$PROFILE" -n monitoring get secret "$RECEIVERS_SECRET" -o "jsonpath={.data.$key}")" ]; then
       echo "Secret monitoring/$RECEIVERS_SECRET has no key $key (docs/deployment.md, Monitoring)" >&2

@@ -351,3 +351,64 @@ def test_provision_rds_ca_names_its_cluster_and_its_file(tmp_path: Path) -> None
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "absent.pem: no such readable file" in proc.stderr
     assert not (store / "calls.log").exists()
+
+
+# --- provision-k8s.sh: the alert receivers' Secret ----------------------------------------
+RECEIVERS_KUBECTL = """#!/bin/bash
+echo "kubectl $*" >>"$LOG"
+case "$*" in
+  *"get secret alertmanager-receivers"*)
+    case $RECEIVERS in
+      error) echo "Error from server (InternalError): etcdserver: request timed out" >&2; exit 1 ;;
+      absent) case "$*" in
+          *--ignore-not-found*) exit 0 ;;
+          *) echo 'Error from server (NotFound): secrets "..." not found' >&2; exit 1 ;;
+        esac ;;
+      exists) case "$*" in
+          *jsonpath*) printf aHR0cHM6Ly9leGFtcGxl ;;
+          *) echo secret/alertmanager-receivers ;;
+        esac ;;
+    esac ;;
+  *"create namespace monitoring --dry-run"*) echo "apiVersion: v1" ;;
+  *"apply -f -"*) cat >/dev/null ;;  # reads the manifest, as kubectl does
+esac
+exit 0
+"""
+
+
+@pytest.mark.parametrize("receivers", ["error", "absent", "exists"])
+def test_provision_keeps_alert_routing_when_the_receivers_secret_cannot_be_read(
+    tmp_path: Path, receivers: str
+) -> None:
+    # A failed read of Secret monitoring/alertmanager-receivers was taken for "no Secret":
+    # the re-run upgraded kube-prometheus-stack without the routing values, so Alertmanager
+    # went back to null routing (alerts to no one), and the script exited 0.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "kubectl").write_text(RECEIVERS_KUBECTL)
+    (bin_dir / "kubectl").chmod(0o755)
+    for tool in ("helm", "minikube"):
+        logging_stand_in(bin_dir / tool)
+    log = tmp_path / "calls.log"
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "provision-k8s.sh")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            "PATH": f"{bin_dir}:{os.environ['PATH']}",
+            "HOME": str(tmp_path),
+            "LOG": str(log),
+            "RECEIVERS": receivers,
+        },
+    )
+    kps = [c for c in log.read_text().splitlines() if "install kube-prometheus-stack " in c]
+    routing = "deploy/k8s/provision/alertmanager-values.yaml"
+    if receivers == "error":
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert "cannot tell whether Secret monitoring/alertmanager-receivers exists" in proc.stderr
+        assert kps == []  # Alertmanager's routing is left as it is
+    else:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert len(kps) == 1, kps
+        assert (routing in kps[0]) == (receivers == "exists"), kps[0]
