@@ -68,8 +68,14 @@ LOAD_DURATION=${LOAD_DURATION:-10s}
 LOAD_VUS=${LOAD_VUS:-4}
 REPLICAS=3
 # Set by local_up (or read back from the state directory), named per environment.
+# shellcheck disable=SC2034 # the PIDs are read through STACK_PIDS (${!v})
 staging_LB="" production_LB="" staging_HAPROXY_PID="" production_HAPROXY_PID=""
+# shellcheck disable=SC2034
 STACK="" DEV_PORT="" PROD_PORT="" PG_PORT="" REDIS_PORT="" PG_DIR="" DEV_PID="" PROD_PID="" REDIS_PID=""
+# The stack's own processes, and the start time of each (field 22 of /proc/PID/stat): a PID
+# alone may name another process by the time a kept stack is reused or torn down.
+STACK_PIDS=(DEV_PID PROD_PID REDIS_PID staging_HAPROXY_PID production_HAPROXY_PID)
+for v in "${STACK_PIDS[@]}"; do printf -v "${v}_START" '%s' ""; done
 for env in staging production; do
   for i in 1 2 3; do printf -v "${env}_PORT_${i}a" '%s' ""; printf -v "${env}_PORT_${i}b" '%s' ""; done
 done
@@ -162,6 +168,10 @@ if [ "$TARGET" = local ] && [ "$DOWN" = 0 ] && [ -z "$RENDER" ] && [ -n "$STATE"
   sock=$(realpath -ms -- "$sock")/production/haproxy.sock
   [ "${#sock}" -le "$HAPROXY_SOCK_MAX" ] ||
     die "--state-dir is too long: haproxy's socket $sock would have ${#sock} characters, haproxy takes at most $HAPROXY_SOCK_MAX (a unix socket path): use a shorter --state-dir"
+  # haproxy.cfg's `stats socket PATH` is split at blanks (haproxy refused it as an unknown
+  # keyword, once the tests, the build, the registries and PostgreSQL had run).
+  [[ $sock != *[[:space:]]* ]] ||
+    die "--state-dir must not contain blanks: haproxy's configuration names its socket $sock unquoted: use another --state-dir"
 fi
 
 # --------------------------------------------------------------------------- output helpers
@@ -611,7 +621,8 @@ save_state() {
   {
     printf 'STACK=%s\n' "$STACK"
     for v in DEV_PORT PROD_PORT PG_PORT REDIS_PORT PG_DIR DEV_PID PROD_PID REDIS_PID \
-      staging_LB staging_HAPROXY_PID production_LB production_HAPROXY_PID; do
+      staging_LB staging_HAPROXY_PID production_LB production_HAPROXY_PID \
+      DEV_PID_START PROD_PID_START REDIS_PID_START staging_HAPROXY_PID_START production_HAPROXY_PID_START; do
       printf '%s=%s\n' "$v" "${!v}"
     done
     for env in staging production; do
@@ -626,14 +637,30 @@ save_state() {
 }
 
 alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
+# started PIDVAR: record the start time of the process just started into PIDVAR ($!).
+started() { printf -v "$1" '%s' "$!"; printf -v "${1}_START" '%s' "$(proc_start "$!")"; }
+# ours PIDVAR: the process PIDVAR names is still the one the stack started: alive, with the
+# recorded start time (a record written before start times were kept: with the command
+# that variable's process runs). Otherwise the PID was reused (a reboot, the process died
+# and another took its number): never ours to kill, nor a sign that the stack runs.
+ours() {
+  local pid=${!1:-} start_var=${1}_START comm
+  alive "$pid" || return 1
+  if [ -n "${!start_var:-}" ]; then
+    [ "$(proc_start "$pid")" = "${!start_var}" ]
+    return
+  fi
+  case $1 in REDIS_PID) comm=redis-server ;; DEV_PID | PROD_PID) comm=docker-registry ;; *) comm=haproxy ;; esac
+  [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$comm" ]
+}
 
 local_up() {
   stage "local environments (registries, PostgreSQL, Redis, haproxy) in ${STATE:-<state-dir>}"
   if [ "$DRY_RUN" = 0 ] && [ -s "$STATE/stack.env" ]; then
     # shellcheck disable=SC1091
     . "$STATE/stack.env"
-    for p in "$DEV_PID" "$PROD_PID" "$REDIS_PID" "$staging_HAPROXY_PID" "$production_HAPROXY_PID"; do
-      alive "$p" || { fail "the stack in $STATE lost process $p: run deploy.sh --down --state-dir $STATE"; exit 1; }
+    for v in "${STACK_PIDS[@]}"; do
+      ours "$v" || { fail "the stack in $STATE lost process ${!v:-?} ($v): run deploy.sh --down --state-dir $STATE"; exit 1; }
     done
     info "reusing the running stack $STACK"
     return
@@ -699,7 +726,7 @@ EOF
       # a CI job's REGISTRY_PASSWORD or skopeo's REGISTRY_AUTH_FILE would reconfigure (or
       # stop) the pipeline's own registries. They start from the config file alone.
       env "${REGISTRY_VARS[@]}" docker-registry serve "$STATE/registry-$reg/config.yml" >"$STATE/registry-$reg/log" 2>&1 &
-      printf -v "${reg^^}_PID" '%s' "$!"
+      started "${reg^^}_PID"
       save_state
     fi
     wait_for "the $reg registry" 20 curl -fsS "http://127.0.0.1:${!port_var}/v2/"
@@ -756,7 +783,7 @@ with psycopg.connect(host="127.0.0.1", port=sys.argv[1], user="postgres", dbname
   if [ "$DRY_RUN" = 0 ]; then
     redis-server "$STATE/redis.conf" --bind 127.0.0.1 --port "$REDIS_PORT" --save '' \
       --appendonly no >"$STATE/redis.log" 2>&1 &
-    REDIS_PID=$!
+    started REDIS_PID
     save_state
   fi
   wait_for redis 10 redis_ping
@@ -818,7 +845,7 @@ EOF
   show haproxy -db -f "$cfg" "&"
   if [ "$DRY_RUN" = 0 ]; then
     haproxy -db -f "$cfg" >"$STATE/$env/haproxy.log" 2>&1 &
-    printf -v "${env}_HAPROXY_PID" '%s' "$!"
+    started "${env}_HAPROXY_PID"
     save_state
   fi
   wait_for "haproxy ($env)" 10 test -S "$STATE/$env/haproxy.sock"
@@ -1168,8 +1195,15 @@ local_down() {
   ids=$(docker ps -aq --filter "label=$LABEL.stack=$STACK" 2>/dev/null || true)
   # shellcheck disable=SC2086 # one id per word
   [ -z "$ids" ] || docker rm --force $ids >/dev/null 2>&1 || true
-  for p in "${staging_HAPROXY_PID:-}" "${production_HAPROXY_PID:-}" "${REDIS_PID:-}" "${DEV_PID:-}" "${PROD_PID:-}"; do
-    if alive "$p"; then kill "$p" 2>/dev/null || true; fi
+  # By PID, only while each PID still names the process the stack started.
+  local v killed=()
+  for v in "${STACK_PIDS[@]}"; do
+    if ours "$v"; then
+      kill "${!v}" 2>/dev/null || true
+      killed+=("${!v}")
+    elif alive "${!v:-}"; then
+      warn "pid ${!v} ($v of this stack) is another process now: left alone"
+    fi
   done
   if [ -n "${PG_DIR:-}" ] && [ -f "$PG_DIR/data/postmaster.pid" ]; then
     local as_pg=() pg_ctl
@@ -1187,7 +1221,7 @@ local_down() {
   } 2>/dev/null | grep -E "^127\.0\.0\.1:(${DEV_PORT}|${PROD_PORT})/" | grep -v -e '<none>' | sort -u || true)
   # shellcheck disable=SC2086
   [ -z "$refs" ] || docker rmi $refs >/dev/null 2>&1 || true
-  for p in "${staging_HAPROXY_PID:-}" "${production_HAPROXY_PID:-}" "${REDIS_PID:-}" "${DEV_PID:-}" "${PROD_PID:-}"; do
+  for p in "${killed[@]}"; do
     for _ in $(seq 1 50); do alive "$p" || break; sleep 0.1; done
   done
   [ -z "${PG_DIR:-}" ] || rm -rf "$PG_DIR"

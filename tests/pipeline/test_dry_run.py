@@ -298,6 +298,27 @@ def test_a_state_directory_too_long_for_the_haproxy_socket_is_a_usage_error(tmp_
     assert proc.returncode == 0, proc.stderr
 
 
+def test_a_state_directory_with_a_blank_is_a_usage_error(tmp_path):
+    """haproxy.cfg names the stats socket STATE/ENV/haproxy.sock unquoted, and haproxy
+    splits it at the blank ("unknown keyword"): found only at the first haproxy, after the
+    tests, the build, the registries and PostgreSQL. Refused before anything starts."""
+    state = tmp_path / "kept stack"
+    proc = deploy("--dry-run", "--target", "local", "--state-dir", str(state))
+    assert proc.returncode == 64, proc.stdout[-2000:] + proc.stderr
+    assert "--state-dir must not contain blanks" in proc.stderr
+    assert "pipeline:" not in proc.stdout  # stopped before the run began
+    if shutil.which("haproxy") is not None:
+        # What haproxy does with such a line (the reason for the refusal).
+        cfg = tmp_path / "haproxy.cfg"
+        sock = f"{state}/production/haproxy.sock"
+        cfg.write_text(f"global\n  stats socket {sock} mode 600 level admin\n")
+        check = subprocess.run(
+            ["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30
+        )
+        assert check.returncode == 1
+        assert "unknown keyword" in check.stdout + check.stderr
+
+
 def test_the_state_directory_limit_is_haproxys(tmp_path):
     """deploy.sh's limit on --state-dir is what haproxy itself takes for its stats socket."""
     if shutil.which("haproxy") is None:
