@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
 
-from .support import RedisServer, ServiceProcess, scrape, value, wait_until
+from .support import RedisServer, ServiceProcess, free_port, scrape, value, wait_until
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.redis]
 
@@ -89,6 +93,73 @@ def test_a_stalled_redis_holds_requests_no_longer_than_the_storage_timeout(make_
     for _ in range(3):
         assert timed_get(app)[0] == 200
     assert sum(int(owner.get(k)) for k in owner.keys("*")) == before + 3
+
+
+@pytest.fixture
+def sentinel_node(tmp_path: Path) -> Iterator[tuple[RedisServer, subprocess.Popen[bytes], int]]:
+    """A redis-server and a Redis Sentinel that monitors it, as one node the test can pause."""
+    master = RedisServer()
+    port = free_port()
+    config = tmp_path / "sentinel.conf"  # the sentinel rewrites its configuration file
+    config.write_text(
+        f"bind 127.0.0.1\nport {port}\nsentinel monitor node 127.0.0.1 {master.port} 1\n"
+    )
+    binary = shutil.which("redis-server")
+    assert binary
+    sentinel = subprocess.Popen(
+        [binary, str(config), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+    def ready() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    try:
+        assert wait_until(ready, 10), "redis sentinel did not start"
+        yield master, sentinel, port
+    finally:
+        for pid in (sentinel.pid, master.proc.pid):
+            os.kill(pid, signal.SIGCONT)
+        sentinel.terminate()
+        sentinel.wait(10)
+        master.stop()
+
+
+def test_a_stalled_sentinel_holds_requests_no_longer_than_the_storage_timeout(
+    make_app, sentinel_node
+):
+    # redis+sentinel:// is documented with the same 0.5 s. The sentinel is asked for the
+    # master whenever a connection is (re)opened: without a timeout of its own, the request
+    # that tried storage again after the stall waited on it until the worker timed out.
+    master, sentinel, port = sentinel_node
+    app = make_app(
+        ratelimit_enabled=True,
+        ratelimit_storage_url=f"redis+sentinel://127.0.0.1:{port}/node",
+        ratelimit_read="100000/minute",
+    )
+    app.extensions["comments_api_limiter"].RETRY_SECONDS = 1.0
+    assert timed_get(app)[0] == 200
+
+    for pid in (sentinel.pid, master.proc.pid):  # the whole node stalls
+        os.kill(pid, signal.SIGSTOP)
+    answers: list[tuple[int, float]] = []
+
+    def keep_asking() -> None:
+        deadline = time.monotonic() + 2.5  # two tries of storage, the second reconnecting
+        while time.monotonic() < deadline:
+            answers.append(timed_get(app))
+            time.sleep(0.01)
+
+    asking = threading.Thread(target=keep_asking, daemon=True)
+    asking.start()
+    asking.join(10)
+    assert not asking.is_alive(), f"a request is still waiting on the sentinel: {answers[-3:]}"
+    assert {status for status, _ in answers} == {200}
+    assert max(elapsed for _, elapsed in answers) < 1.5, answers
 
 
 def test_retry_after_follows_the_window_redis_has_after_a_flush(make_app, paused_redis):

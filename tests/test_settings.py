@@ -112,6 +112,16 @@ def test_values_are_parsed_and_typed():
         ({"RATELIMIT_STORAGE_URL": "redis://r:6379/limits"}, "the path is a database number"),
         # redis-py reads the whole URL with urllib: this '[' fails it at the first request.
         ({"RATELIMIT_STORAGE_URL": "redis://:p[ss@r:6379/0"}, "are percent-encoded"),
+        # Read as seconds by redis-py (a traceback at the first request) and by the limiter
+        # for sentinel URLs (one at start).
+        (
+            {"RATELIMIT_STORAGE_URL": "redis+sentinel://s:26379/m?socket_timeout=half"},
+            "socket_timeout must be a positive number of seconds",
+        ),
+        (
+            {"RATELIMIT_STORAGE_URL": "redis://r:6379/0?socket_connect_timeout=0"},
+            "socket_connect_timeout must be a positive number of seconds",
+        ),
         # gunicorn's bind puts ':PORT' after HOST: 'localhost:99' bound port 99, and
         # `healthcheck` ended in a traceback on each of these.
         # 32-bit milliseconds: PostgreSQL refused every connection past it, SQLite's busy
@@ -169,6 +179,7 @@ def test_a_refused_storage_url_is_not_echoed_past_its_scheme():
         "redis+unix:///s",
         "redis+sentinel://s1:26379,s2:26379/mymaster",
         "redis://r:6379/2?socket_timeout=1",
+        "redis+sentinel://s1:26379/mymaster?socket_timeout=0.2&socket_connect_timeout=1",
     ):
         assert Settings.from_env({"RATELIMIT_STORAGE_URL": url}).ratelimit_storage_url == url
 

@@ -751,6 +751,21 @@ class Settings:
                 f"{', '.join(s + '://' for s in RATELIMIT_STORAGE_SCHEMES)}; got "
                 + (f"{scheme}://" if separator else "no scheme")
             )
+        try:
+            storage_query = parse_qs(urlsplit(self.ratelimit_storage_url).query)
+        except ValueError:
+            raise SettingsError(f"RATELIMIT_STORAGE_URL: {UNREADABLE_HOST}") from None
+        for name in ("socket_timeout", "socket_connect_timeout"):
+            # Read as numbers of seconds by redis-py, and by the limiter for sentinel URLs.
+            for given in storage_query.get(name, ()):
+                try:
+                    valid = 0 < float(given) < float("inf")
+                except ValueError:
+                    valid = False
+                if not valid:
+                    raise SettingsError(
+                        f"RATELIMIT_STORAGE_URL: {name} must be a positive number of seconds"
+                    )
         if scheme.lower() in ("redis", "rediss"):  # one host (sentinel URLs list several)
             # Read as redis-py reads it (urllib.parse, the whole URL): a password with
             # reserved characters must be percent-encoded there.

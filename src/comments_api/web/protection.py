@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol, cast
+from urllib.parse import parse_qs, urlsplit
 
 from flask import Flask, Request, Response, g, request
 from limits import RateLimitItem
@@ -208,17 +209,9 @@ class RateLimiter:
         )
         url = settings.ratelimit_storage_url
         self.shared = not url.startswith("memory://")
-        # Synchronous URIs only (redis...): the async ones start with "async+". The URL's
-        # own socket_timeout / socket_connect_timeout query parameters win over these.
+        # Synchronous URIs only (redis...): the async ones start with "async+".
         self.primary: Counters = (
-            cast(
-                Storage,
-                storage_from_string(
-                    url,
-                    socket_timeout=self.STORAGE_TIMEOUT_SECONDS,
-                    socket_connect_timeout=self.STORAGE_TIMEOUT_SECONDS,
-                ),
-            )
+            cast(Storage, storage_from_string(url, **self._storage_options(url)))
             if self.shared
             else ProcessCounters()
         )
@@ -237,6 +230,33 @@ class RateLimiter:
         # or from one get_expiry per window per worker.
         self._resets: dict[str, float] = {}
         self._keys: dict[tuple[str, str], list[tuple[RateLimitItem, str, int]]] = {}
+
+    @classmethod
+    def _storage_options(cls, url: str) -> dict[str, Any]:
+        """The storage's timeouts. For redis:// the URL's own socket_timeout /
+        socket_connect_timeout query parameters win over these (redis-py's from_url). A
+        sentinel URL's query is not read by limits, and its Sentinel clients get no timeout
+        (and redis-py's retries) unless given ``sentinel_kwargs``: a stalled or unreachable
+        sentinel held the request that asks it for the master (on every reconnect) until
+        the worker timed out, and each replaced worker asked again."""
+        timeouts = {
+            "socket_timeout": cls.STORAGE_TIMEOUT_SECONDS,
+            "socket_connect_timeout": cls.STORAGE_TIMEOUT_SECONDS,
+        }
+        parts = urlsplit(url)
+        if not parts.scheme.endswith("+sentinel"):
+            return timeouts
+        query = parse_qs(parts.query)
+        for name in timeouts:
+            if query.get(name):
+                timeouts[name] = float(query[name][-1])
+        from redis.backoff import NoBackoff  # redis-py: imported only with Redis in use
+        from redis.retry import Retry
+
+        # redis-py's clients retry 3 times with backoff (1, 2, 4 s) by default: each
+        # sentinel is asked once, as the master is.
+        sentinel = {**timeouts, "retry": Retry(NoBackoff(), 0)}
+        return {**timeouts, "sentinel_kwargs": sentinel}
 
     def budget(self, req: Request, ctx_g: Any) -> tuple[Budget, str] | None:
         """The budget this request draws on and its key; None when exempt."""
