@@ -386,6 +386,54 @@ def test_markup_in_comments_is_shown_as_text_and_never_runs(page, site: HostSite
     assert page.evaluate("window.pwned") is None
 
 
+def test_an_element_named_currentscript_on_the_page_does_not_choose_the_api(
+    page, site: HostSite, open_api: Api
+):
+    """DOM clobbering: markup in the site's page (an article's image with a name) shadows
+    document.currentScript; its src must not become the API the reader's token goes to."""
+    content = new_content()
+    open_api.post(content, "the real thread")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        elsewhere = f"http://127.0.0.1:{sock.getsockname()[1]}"  # bound, never listening
+        markup = (
+            f'<p>Story text <img name="currentScript" src="{elsewhere}/pixel.gif" '
+            f'data-api="{elsewhere}" alt=""></p>'
+            f'<a href="#c" data-comments-count="{content}">Comments</a>'
+            f'<script src="{open_api.base}/widget/count.js" defer></script>'
+        )
+        url = site.thread_page(
+            f"/{content}.html",
+            open_api.base,
+            content,
+            attrs='token-provider="getReaderToken"',
+            csp=False,  # a site without CSP: nothing else stops a request to elsewhere
+            extra=markup,
+        )
+        sent_elsewhere: list[str] = []
+        page.on(
+            "request",
+            lambda r: r.url.startswith(elsewhere + "/api/") and sent_elsewhere.append(r.url),
+        )
+        page.goto(url)
+        page.evaluate(
+            "(t) => sessionStorage.setItem('token', t)",
+            open_api.token("clobbered", name="Careful Reader"),
+        )
+        widget = thread(page)
+        expect(widget.locator("article p.text")).to_have_text("the real thread")
+        expect(page.locator("[data-comments-count]")).to_have_text("1 comment")
+        widget.get_by_label("Your comment").fill("posted to the real API")
+        widget.get_by_role("button", name="Post comment").click()
+        expect(widget.get_by_role("status")).to_have_text("Your comment was posted.")
+        assert sent_elsewhere == []
+    bodies = requests.get(f"{open_api.base}/api/v1/contents/{content}/comments", timeout=5)
+    assert [c["body"] for c in bodies.json()["items"]] == [
+        "the real thread",
+        "posted to the real API",
+    ]
+
+
 def test_errors_are_explained_validation_duplicate_and_rate_limit(
     page, site: HostSite, open_api: Api
 ):

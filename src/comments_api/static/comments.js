@@ -6,7 +6,12 @@
   "use strict";
   if (!window.customElements || customElements.get("comments-thread")) return;
 
-  const script = document.currentScript;
+  // Document.prototype's getter, not document.currentScript: an element of the page named
+  // "currentScript" (<img name="currentScript" src="https://elsewhere/">, in an article's
+  // markup) shadows that property on document (DOM clobbering), and its src would choose
+  // the API every request, the reader's token included, is sent to.
+  const current = Object.getOwnPropertyDescriptor(Document.prototype, "currentScript").get.call(document);
+  const script = current instanceof HTMLScriptElement ? current : null;
   const SCRIPT_API = script && script.src ? new URL(script.src).origin : location.origin;
   const CONFIG = window.CommentsWidgetConfig || {};
   const PAGE = 25;

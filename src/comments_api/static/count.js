@@ -3,7 +3,10 @@
 // that content, with one GET /api/v1/counts per 100 contents (the API's maximum).
 (() => {
   "use strict";
-  const script = document.currentScript;
+  // Document.prototype's getter: an element named "currentScript" on the page would shadow
+  // document.currentScript (DOM clobbering) and pick the API (see comments.js).
+  const current = Object.getOwnPropertyDescriptor(Document.prototype, "currentScript").get.call(document);
+  const script = current instanceof HTMLScriptElement ? current : null;
   const API = ((script && script.dataset.api) || (script && script.src ? new URL(script.src).origin : location.origin)).replace(/\/$/, "");
   const BATCH = 100;
   const WAIT = 20000; // ms: a counts request that has not answered by then is given up
