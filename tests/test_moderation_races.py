@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine, text
@@ -20,7 +20,7 @@ from comments_api.comments.rules import STATUS_DELETED, InvalidInput, NewComment
 from comments_api.comments.service import CommentService
 from comments_api.moderation.rules import transition
 from comments_api.settings import Settings
-from comments_api.store.repository import Repository, _lock_key
+from comments_api.store.repository import IdempotentRequest, Repository, _lock_key
 
 from .support import gated_postgres, locks_waited_for, wait_until
 
@@ -183,3 +183,51 @@ def test_a_bulk_delete_and_a_hide_of_one_comment_take_their_locks_in_one_order(e
     # The hide went first (it waited first): the delete found both hidden, with no reply.
     assert repo.get(hidden.id) is None
     assert repo.get(public.id) is None
+
+
+def test_a_create_reusing_an_expired_key_and_a_delete_of_its_old_comment_do_not_deadlock(
+    engine,
+) -> None:
+    """A create whose Idempotency-Key had expired removed the key's old row (row lock),
+    then waited for its content's lock; a delete of the comment that row names held that
+    lock and came to erase the row's answer: a deadlock, one of them a 503 after a second.
+    The create now takes its content's lock before it removes the row."""
+    repo = Repository(engine)
+    first_at = datetime.now(UTC)
+
+    def render(comment) -> tuple[int, str, None]:
+        return 201, f'{{"id": {comment.id}}}', None
+
+    def keyed(request_hash: str) -> IdempotentRequest:
+        return IdempotentRequest(scope="anonymous", key="K", request_hash=request_hash, ttl=60)
+
+    old = repo.create_idempotent(
+        NewComment(CONTENT, "old", email="ann@example.com"), None, keyed("h1"), render,
+        now=first_at,
+    )  # fmt: skip
+    old_id = int(old.body.split(":")[1].strip(" }"))
+    with engine.connect() as holder:
+        # Stops the delete after its content's lock, before its rows and the key's answer.
+        holder.execute(text("SELECT id FROM comments WHERE id = :i FOR UPDATE"), {"i": old_id})
+        delete = Step(lambda: repo.moderate([old_id], transition("delete"), "tests"))
+        delete.start()
+        _until(lambda: _waiting(engine) == 1, "the delete to wait for the row")
+        create = Step(
+            lambda: repo.create_idempotent(
+                NewComment(CONTENT, "new", email="ann@example.com"),
+                None,
+                keyed("h2"),
+                render,
+                now=first_at + timedelta(seconds=120),  # the key has expired
+            )
+        )
+        create.start()
+        _until(lambda: _waiting(engine) == 2, "the create to wait")
+        holder.commit()
+    delete.done()
+    create.done()
+    assert delete.error is None, delete.error
+    assert create.error is None, create.error
+    assert delete.result == [old_id]
+    assert create.result.status == 201  # type: ignore[attr-defined]
+    assert not create.result.replayed  # type: ignore[attr-defined]

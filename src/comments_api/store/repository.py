@@ -1336,6 +1336,10 @@ class Repository:
             if row is not None:
                 request_hash, status, body, location, fresh = row
                 if not fresh:  # expired: forgotten
+                    # Its content's lock before the old row's: a delete of the comment it
+                    # names holds that lock, then erases this row (_erase_answers), and
+                    # the two deadlocked (a 503 after PostgreSQL's deadlock_timeout).
+                    self._lock(run, "content", new.content_id)
                     run.run(self._key_forget, keys)
                 elif request_hash != request.request_hash:
                     raise IdempotencyKeyReused(
