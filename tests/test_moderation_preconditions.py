@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import text
+
 from comments_api.identity.credentials import SCOPE_ADMIN
+from comments_api.store.repository import _lock_key
+from comments_api.web.common import EXTENSION_KEY
 
 from .authkit import api_key, bearer
 from .clock import FakeClock
+from .support import locks_waited_for, wait_until
 
 BULK = "/api/v1/moderation/comments"
 BANS = "/api/v1/moderation/bans"
@@ -203,3 +214,73 @@ def test_an_approve_with_if_unedited_since_leaves_a_comment_edited_after_it(buil
         fields = [e["field"] for e in refused.json["errors"]]
         assert fields == [field or "if_unedited_since"], refused.json
     assert public_ids(client) == ids  # nothing deleted by the refused call
+
+
+def test_an_edit_that_waited_for_a_lock_is_not_taken_as_read_before_it(build, signer):
+    """Pre-moderation: an author's edit waited for another write's lock on its content (a
+    create, a bulk action; on SQLite any writer) while the moderator read the queue, which
+    still showed the old text. The edit was stamped with the time it began, before the
+    wait, so an approve naming the moderator's read time took the new text as read and
+    published it. It is stamped once it holds its locks: the approve leaves it pending."""
+    clock = FakeClock()
+    app = build(moderation_mode="pre", clock=clock)
+    client = app.test_client()
+    moderator = bearer(api_key(app, SCOPE_ADMIN))
+    author = bearer(signer.token("author-1"))
+    cid = client.post(
+        "/api/v1/contents/a1/comments", json={"body": "a perfectly nice comment"}, headers=author
+    ).json["id"]
+    assert client.get("/api/v1/moderation/pending", headers=moderator).status_code == 200
+    engine = app.extensions[EXTENSION_KEY].repo.engine
+    edit: dict[str, object] = {}
+
+    def send_edit() -> None:
+        edit["response"] = app.test_client().patch(
+            f"/api/v1/comments/{cid}", json={"body": "BUY PILLS"}, headers=author
+        )
+
+    editing = threading.Thread(target=send_edit, daemon=True)
+    with _another_write_on("a1", engine):
+        editing.start()
+        if engine.dialect.name == "postgresql":
+            assert wait_until(lambda: locks_waited_for(engine, "advisory") == 1, 10, 0.01)
+        else:
+            time.sleep(0.3)  # retrying BEGIN IMMEDIATE (DB_STATEMENT_TIMEOUT is 5 s)
+        assert editing.is_alive(), edit
+        clock.advance(1)
+        read_at = clock.now.isoformat()  # the moderator reads the queue: the old text
+        queue = client.get("/api/v1/moderation/pending", headers=moderator).json["items"]
+        assert [(c["id"], c["body"]) for c in queue] == [(cid, "a perfectly nice comment")]
+        clock.advance(1)
+    editing.join(10)
+    assert edit["response"].status_code == 200, edit["response"].get_data(as_text=True)
+
+    approve = {"action": "approve", "ids": [cid], "if_status": ["pending"]}
+    seen = client.post(BULK, json={**approve, "if_unedited_since": read_at}, headers=moderator)
+    assert seen.json == {"action": "approve", "changed": [], "unchanged": [cid]}
+    assert public_ids(client) == []
+
+
+@contextmanager
+def _another_write_on(content_id: str, engine) -> Iterator[None]:
+    """Hold what another write on ``content_id`` holds while it runs: its content's lock
+    (PostgreSQL), SQLite's write lock."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.execute(
+                text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key("content", content_id)}
+            )
+            try:
+                yield
+            finally:
+                conn.commit()
+        return
+    holder = sqlite3.connect(engine.url.database, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            holder.execute("COMMIT")
+    finally:
+        holder.close()

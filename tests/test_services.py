@@ -291,6 +291,24 @@ def test_an_edit_never_undoes_a_hide_or_delete_that_committed_during_it(
     assert stored.body != "edited"
 
 
+def test_an_edit_never_lands_after_a_ban_that_committed_during_it(make_service, repo):
+    """The edit checked for a ban, then a moderator banned its author before the edit wrote
+    (on PostgreSQL while it waited for its content's lock: a ban takes none): the banned
+    author's new text was stored and published after the ban's 201. The ban is asked again
+    in the edit's own transaction, as a create asks it in its insert's: a 403."""
+    svc = make_service()
+    mine = post(svc, ALICE, body="harmless")
+
+    def body_after_the_ban() -> str:
+        assert repo.ban("sub:alice", "spam", "tests") is True
+        return "SPAM LINK"
+
+    with pytest.raises(Banned):
+        svc.edit(ALICE, mine.id, body_after_the_ban)
+    assert repo.get(mine.id).body == "harmless"
+    assert [e.action for e in repo.audit_page(limit=10, before_id=None)[0]] == ["ban"]
+
+
 def test_an_edit_meeting_an_approve_is_judged_again_and_applies(make_service, repo):
     """Under pre-moderation the edit read the comment pending, then a moderator approved it
     before the edit wrote: the edit found its status moved and said 404, the comment was

@@ -72,6 +72,10 @@ def _reply_check(new: NewComment) -> ParentCheck | None:
     return lambda parent: check_reply(parent, new)
 
 
+def _refuse_banned_edit() -> None:
+    raise Banned("this author may not change comments")
+
+
 class CommentService:
     def __init__(
         self,
@@ -152,7 +156,6 @@ class CommentService:
         body: str | None = None
         for _ in range(EDIT_ATTEMPTS):
             comment = self._editable(identity, comment_id)
-            now = self.clock()
             if body is None:
                 body = read_body()
                 check_banned_words(body, self.settings.banned_words)
@@ -160,7 +163,19 @@ class CommentService:
             if self.settings.moderation_mode == "pre" and not identity.has(SCOPE_MODERATE):
                 status = STATUS_PENDING  # changed text is new text: it waits for a moderator again
             updated = self.repo.edit_body(
-                comment.id, body, status, identity.actor, expected_status=comment.status, now=now
+                comment.id,
+                body,
+                status,
+                identity.actor,
+                expected_status=comment.status,
+                # Read under the write's locks, not before waiting for them: edited_at must
+                # not predate a moderator's read that could not see this edit yet.
+                clock=self.clock,
+                # Asked again under those locks: a ban committed while it waited stops it.
+                refuse_if_banned=(
+                    ban_keys(comment.email, comment.author_subject),
+                    _refuse_banned_edit,
+                ),
             )
             if updated is not None:
                 return updated
@@ -191,7 +206,7 @@ class CommentService:
                 "posting; this one can no longer be changed"
             )
         if self.repo.is_banned(*ban_keys(comment.email, comment.author_subject)):
-            raise Banned("this author may not change comments")
+            _refuse_banned_edit()
         return comment
 
     def delete(

@@ -1572,12 +1572,29 @@ class Repository:
         *,
         expected_status: str,
         now: datetime | None = None,
+        clock: Callable[[], datetime] | None = None,
+        refuse_if_banned: tuple[Sequence[str], Callable[[], None]] | None = None,
     ) -> Comment | None:
         """Set a comment's text and status if its status is still ``expected_status`` (the
-        one the edit was allowed on); None when it moved meanwhile (hidden, deleted)."""
-        now = now or utcnow()
+        one the edit was allowed on); None when it moved meanwhile (hidden, deleted).
+
+        ``clock`` (else ``now``, else the wall clock) is read once this write holds its
+        locks: ``edited_at`` is what an approve's ``if_unedited_since`` is compared with,
+        and a time read before waiting for another write's lock could lie before a
+        moderator's read that did not see the edit yet (the approve then published text
+        nobody had read).
+
+        ``refuse_if_banned``: author keys, and what raises when a ban names one of them,
+        asked under the same locks, as a create asks in its insert's transaction: a ban
+        that committed while the edit waited for another write's lock stops it."""
         with self._write() as conn:
             _lock_contents_of(conn, [comment_id])
+            if refuse_if_banned is not None:
+                targets, refuse = refuse_if_banned
+                named = select(bans.c.target).where(bans.c.target.in_(list(targets)))
+                if targets and conn.execute(named).first() is not None:
+                    refuse()
+            now = clock() if clock is not None else (now or utcnow())
             changed = conn.execute(
                 update(comments)
                 .where(comments.c.id == comment_id, comments.c.status == expected_status)
