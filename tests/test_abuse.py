@@ -257,3 +257,4 @@ def test_security_headers_on_every_kind_of_response(make_app):
         assert "script-src" not in csp or "'unsafe" not in csp.split("script-src")[1], name
     assert responses["list"].headers["Content-Security-Policy"].startswith("default-src 'none'")
     assert responses["docs"].headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert responses["docs"].headers["Cross-Origin-Opener-Policy"] == "same-origin"

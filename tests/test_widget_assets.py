@@ -162,6 +162,8 @@ def test_pages_carry_a_strict_csp(client, path):
     assert csp["frame-ancestors"] == "'none'"
     assert "unsafe" not in response.headers["Content-Security-Policy"]
     assert response.headers["X-Frame-Options"] == "DENY"
+    # An opener (a page with a target=_blank link) keeps no handle on the console's tab.
+    assert response.headers["Cross-Origin-Opener-Policy"] == "same-origin"
 
 
 def test_demo_page_escapes_the_content_id(client):

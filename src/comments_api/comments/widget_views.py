@@ -70,6 +70,9 @@ def _serve(name: str, mimetype: str, *, cross_origin: bool = False) -> Response:
 def _page(text: str) -> Response:
     response = Response(text, mimetype="text/html")
     response.headers["Content-Security-Policy"] = PAGE_CSP
+    # A page that opened this one (a link with target=_blank) gets no handle on it, so it
+    # cannot later send the moderator's tab to a look-alike page.
+    response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
     response.cache_control.no_cache = True
     return response
 

@@ -79,6 +79,7 @@ def openapi_json() -> Response:
 def docs_page() -> Response:
     response = Response(_built().page, mimetype="text/html")
     response.headers["Content-Security-Policy"] = DOCS_CSP
+    response.headers["Cross-Origin-Opener-Policy"] = "same-origin"  # as the other pages
     return response
 
 
