@@ -389,6 +389,46 @@ def value(samples: dict, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
+def requests_in_flight(metrics_dir: Path) -> float:
+    """comments_api_http_requests_in_flight summed over the live workers, read from the
+    files they write in ``metrics_dir`` (the service's PROMETHEUS_MULTIPROC_DIR). No request
+    of its own: a scrape would wait behind the very requests it looks for when every worker
+    (or thread) is busy, and counts itself in flight. 0 while no worker has a file yet."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    files = []
+    for path in glob.glob(str(metrics_dir / "gauge_livesum_*.db")):
+        with contextlib.suppress(FileNotFoundError):  # a dead worker's, removed meanwhile
+            if os.path.getsize(path) >= 8:  # a booting worker's file has no sample yet
+                files.append(path)
+    try:
+        merged = MultiProcessCollector.merge(files, accumulate=True)
+    except FileNotFoundError:  # removed between the listing and the read: ask again
+        return 0.0
+    return sum(
+        s.value
+        for family in merged
+        if family.name == "comments_api_http_requests_in_flight"
+        for s in family.samples
+    )
+
+
+def flock_held(path: Path) -> bool:
+    """Whether a process holds an flock on ``path`` now, as /proc/locks lists it: seen
+    without taking it (a try by the test could make the holder wait)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in Path("/proc/locks").read_text().splitlines():
+        # "7: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF"; a waiter's has "->" after "7:"
+        fields = line.split()
+        if fields[1] == "FLOCK" and fields[5] == device:
+            return True
+    return False
+
+
 def server_socket_inodes(port: int) -> dict[int, int]:
     """client port -> inode of the server-side socket, for loopback connections to ``port``."""
     found: dict[int, int] = {}
@@ -398,6 +438,18 @@ def server_socket_inodes(port: int) -> dict[int, int]:
         if int(local.split(":")[1], 16) == port and inode:
             found[int(remote.split(":")[1], 16)] = inode
     return found
+
+
+def server_sockets_read(port: int) -> set[int]:
+    """The client ports of loopback connections to ``port`` that the server has accepted
+    (the socket has an inode) and read all that came so far (its receive queue is empty)."""
+    read: set[int] = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, queues, inode = fields[1], fields[2], fields[4], int(fields[9])
+        if int(local.split(":")[1], 16) == port and inode and queues.endswith(":00000000"):
+            read.add(int(remote.split(":")[1], 16))
+    return read
 
 
 def socket_owners(pids: list[int]) -> dict[int, int]:

@@ -29,7 +29,13 @@ from comments_api.settings import Settings
 from comments_api.store.repository import comments, make_engine, migrate
 from comments_api.web.common import EXTENSION_KEY
 
-from .support import PostgresServer, ServiceProcess, small_tmpfs, wait_until
+from .support import (
+    PostgresServer,
+    ServiceProcess,
+    requests_in_flight,
+    small_tmpfs,
+    wait_until,
+)
 from .test_database_error_metrics import database_errors, scraped
 
 WRITE_TIMEOUT = 10.0
@@ -196,6 +202,7 @@ def test_a_held_lock_times_out_quickly_and_reads_keep_answering(backend, request
         "RATELIMIT_ENABLED": "false",
         "DB_STATEMENT_TIMEOUT": "1",
         "LOG_LEVEL": "info",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
     }
     with ServiceProcess(env, tmp_path, workers=2) as service:
         write_url = f"{service.base}/api/v1/contents/slow/comments"
@@ -222,7 +229,12 @@ def test_a_held_lock_times_out_quickly_and_reads_keep_answering(backend, request
 
             writer = threading.Thread(target=write)
             writer.start()
-            time.sleep(0.2)  # the write is now waiting on the lock in one worker
+            # The write is now waiting on the lock in one worker; unless a stall outlasted
+            # its 1 s wait (the reads then show less, but nothing fails for it).
+            assert wait_until(
+                lambda: requests_in_flight(tmp_path / "metrics") == 1 or "seconds" in outcome,
+                10,
+            )
             for _ in range(5):
                 started = time.monotonic()
                 listed = requests.get(write_url, timeout=5)

@@ -19,8 +19,10 @@ from .support import (
     VENV_BIN,
     ServiceProcess,
     free_port,
+    requests_in_flight,
     server_socket_inodes,
     socket_owners,
+    wait_until,
 )
 
 
@@ -49,6 +51,7 @@ def test_the_master_answers_liveness_while_every_worker_waits_on_the_database(
         "DB_STATEMENT_TIMEOUT": "6",
         "LIVENESS_PORT": str(liveness_port),
         "RATELIMIT_ENABLED": "false",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
     }
     with ServiceProcess(env, tmp_path, workers=1) as service:
         holder = sqlite3.connect(db, isolation_level=None, timeout=5)
@@ -65,7 +68,8 @@ def test_the_master_answers_liveness_while_every_worker_waits_on_the_database(
                 )
             )
             create.start()
-            time.sleep(0.3)  # the worker is in that create now
+            # The worker is in that create now (a scrape would queue behind it).
+            assert wait_until(lambda: requests_in_flight(tmp_path / "metrics") == 1, 10)
             with pytest.raises(requests.Timeout):
                 requests.get(f"{service.base}/healthz", timeout=2)
             started = time.monotonic()

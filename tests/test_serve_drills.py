@@ -26,7 +26,16 @@ from pathlib import Path
 import pytest
 import requests
 
-from .support import VENV_BIN, ServiceProcess, free_port, scrape, value, wait_until
+from .support import (
+    VENV_BIN,
+    ServiceProcess,
+    flock_held,
+    free_port,
+    requests_in_flight,
+    scrape,
+    value,
+    wait_until,
+)
 from .test_serve_server import BUNDLE, read_body, read_response, slow_reader
 
 CONTENT = "drill"
@@ -303,6 +312,7 @@ def test_a_thread_held_past_the_worker_timeout_gets_the_500_and_its_worker_is_re
         "THREADS": "2",
         "WORKER_TIMEOUT": "2",
         "DB_STATEMENT_TIMEOUT": "30",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
     }
     path = f"/api/v1/contents/{CONTENT}/comments"
     with ServiceProcess(env, tmp_path, workers=1) as service:
@@ -322,7 +332,8 @@ def test_a_thread_held_past_the_worker_timeout_gets_the_500_and_its_worker_is_re
                 )
             )
             started = time.monotonic()
-            time.sleep(0.3)  # a thread is in that create now, waiting for the lock
+            # A thread is in that create now, waiting for the lock.
+            assert wait_until(lambda: requests_in_flight(tmp_path / "metrics") == 1, 10)
             # The other thread answers; most of the answer waits in the main loop.
             with slow_reader(
                 service.port, f"GET {BUNDLE} HTTP/1.1\r\nHost: a\r\n\r\n".encode()
@@ -584,6 +595,7 @@ def test_a_create_aborted_at_the_worker_timeout_is_not_stored_when_its_backend_r
         # Long: a statement_timeout firing once the backend resumes would cancel the
         # create itself and hide what the worker does.
         "DB_STATEMENT_TIMEOUT": "30",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
     }
     path = f"/api/v1/contents/{CONTENT}/comments"
     with ServiceProcess(env, tmp_path, workers=1) as service:
@@ -601,7 +613,8 @@ def test_a_create_aborted_at_the_worker_timeout_is_not_stored_when_its_backend_r
                     timeout=15,
                 )
             )
-            time.sleep(0.3)  # a thread is in that create now, its backend frozen
+            # A thread is in that create now, its backend frozen.
+            assert wait_until(lambda: requests_in_flight(tmp_path / "metrics") == 1, 10)
             with slow_reader(
                 service.port, f"GET {BUNDLE} HTTP/1.1\r\nHost: a\r\n\r\n".encode()
             ) as reader:
@@ -637,6 +650,7 @@ def test_a_create_aborted_at_the_worker_timeout_on_the_sqlite_lock_is_not_stored
         "WORKER_TIMEOUT": "2",
         # Long: the create's own lock wait must not end it before the abort does.
         "DB_STATEMENT_TIMEOUT": "30",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
     }
     path = f"/api/v1/contents/{CONTENT}/comments"
     body = {"body": "keyed", "email": "k@example.com"}
@@ -653,7 +667,8 @@ def test_a_create_aborted_at_the_worker_timeout_on_the_sqlite_lock_is_not_stored
             stuck, result = _in_thread(
                 lambda: requests.post(service.base + path, json=body, headers=headers, timeout=15)
             )
-            time.sleep(0.3)  # a thread is in that create now, waiting for the lock
+            # A thread is in that create now, waiting for the lock.
+            assert wait_until(lambda: requests_in_flight(tmp_path / "metrics") == 1, 10)
             with slow_reader(
                 service.port, f"GET {BUNDLE} HTTP/1.1\r\nHost: a\r\n\r\n".encode()
             ) as reader:
@@ -715,6 +730,7 @@ def test_a_write_aborted_at_the_worker_timeout_is_not_a_database_error(
         # Long: the create's own lock or statement timeout must not end it before the
         # abort does.
         "DB_STATEMENT_TIMEOUT": "30",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
     }
     route = "/api/v1/contents/<content_id>/comments"
     path = f"/api/v1/contents/{CONTENT}/comments"
@@ -741,7 +757,8 @@ def test_a_write_aborted_at_the_worker_timeout_is_not_a_database_error(
                 timeout=15,
             )
         )
-        time.sleep(0.3)  # a thread is in that create now, waiting on its database
+        # A thread is in that create now, waiting on its database.
+        assert wait_until(lambda: requests_in_flight(tmp_path / "metrics") == 1, 10)
         with slow_reader(service.port, f"GET {BUNDLE} HTTP/1.1\r\nHost: a\r\n\r\n".encode()) as r:
             stuck.join(15)
             assert "value" in result, "no answer within 15 s"
@@ -887,7 +904,10 @@ def test_the_aborted_write_guard_is_installed_behind_a_middleware(tmp_path: Path
                     base + base_path, json={"body": "proxied", "email": "p@example.com"}, timeout=15
                 )
             )
-            time.sleep(0.3)  # a thread is in that create now, waiting for the lock
+            # A thread is in that create now, waiting for the lock: it holds its writer
+            # turn (WriterTurns' flock) meanwhile. Metrics are off here, no in-flight gauge.
+            turn = tmp_path / "comments.db-writer.lock"
+            assert wait_until(lambda: flock_held(turn), 10), out.read_text()[-3000:]
             with slow_reader(port, f"GET {BUNDLE} HTTP/1.1\r\nHost: a\r\n\r\n".encode()) as r:
                 stuck.join(15)
                 assert "value" in result, "no answer within 15 s"
@@ -1087,7 +1107,8 @@ ABANDONING = {
 @contextlib.contextmanager
 def _abandoned_behind_a_held_lock(service: ServiceProcess, db: Path, path: str, count: int):
     """The SQLite write lock held; a live create waiting it out (DB_STATEMENT_TIMEOUT);
-    ``count`` abandoned creates queued behind it. Yields the live create's thread and
+    ``count`` abandoned creates queued behind it (``service`` has a PROMETHEUS_MULTIPROC_DIR
+    of its own: the live create is seen in flight there). Yields the live create's thread and
     result; the lock is released on leaving (from then on a create served is stored)."""
     holder = sqlite3.connect(db, isolation_level=None, timeout=5)
     try:
@@ -1097,7 +1118,9 @@ def _abandoned_behind_a_held_lock(service: ServiceProcess, db: Path, path: str, 
                 service.base + path, json={"body": "held", "email": "h@example.com"}, timeout=30
             )
         )
-        time.sleep(0.3)  # the worker is in that create now, waiting for the lock
+        # The worker is in that create now, waiting for the lock.
+        metrics = Path(service.env["PROMETHEUS_MULTIPROC_DIR"])
+        assert wait_until(lambda: requests_in_flight(metrics) == 1, 10)
         _abandon(service.port, path, count)
         yield live, held
         holder.execute("ROLLBACK")
@@ -1128,6 +1151,7 @@ def test_requests_abandoned_behind_a_slow_answer_are_dropped_unserved(tmp_path: 
     is stored that nobody was told of (served after the lock's release, each was)."""
     db = tmp_path / "comments.db"
     env = {"DATABASE_URL": f"sqlite:///{db}", **ABANDONING}
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "metrics")  # read mid-request
     path = f"/api/v1/contents/{CONTENT}/comments"
     with ServiceProcess(env, tmp_path, workers=1) as service:
         with _abandoned_behind_a_held_lock(service, db, path, 5) as (live, held):
@@ -1152,6 +1176,7 @@ def test_the_threaded_worker_drops_requests_abandoned_while_every_thread_was_hel
         **ABANDONING,
         "DB_STATEMENT_TIMEOUT": "2",
         "THREADS": "2",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
     }
     path = f"/api/v1/contents/{CONTENT}/comments"
     with ServiceProcess(env, tmp_path, workers=1) as service:
@@ -1168,7 +1193,8 @@ def test_the_threaded_worker_drops_requests_abandoned_while_every_thread_was_hel
                 )
                 for i in range(2)
             ]
-            time.sleep(0.3)  # both threads are in those creates now
+            # Both threads are in those creates now.
+            assert wait_until(lambda: requests_in_flight(tmp_path / "metrics") == 2, 10)
             _abandon(service.port, path, 4)
             for thread, _ in lives:
                 thread.join(30)
@@ -1190,6 +1216,7 @@ def test_a_live_request_behind_abandoned_ones_is_answered_next(tmp_path: Path) -
     has waited out DB_STATEMENT_TIMEOUT in turn (which restarted pods by liveness)."""
     db = tmp_path / "comments.db"
     env = {"DATABASE_URL": f"sqlite:///{db}", **ABANDONING}
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "metrics")  # read mid-request
     path = f"/api/v1/contents/{CONTENT}/comments"
     with ServiceProcess(env, tmp_path, workers=1) as service:
         with _abandoned_behind_a_held_lock(service, db, path, 3) as (live, held):

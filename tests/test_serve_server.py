@@ -33,8 +33,10 @@ from .support import (
     VENV_BIN,
     ServiceProcess,
     free_port,
+    requests_in_flight,
     scrape,
     server_socket_inodes,
+    server_sockets_read,
     socket_owners,
     value,
     wait_until,
@@ -776,7 +778,10 @@ def test_pipelined_requests_past_the_body_limit_are_all_answered(sqlite_env, tmp
         socket.create_connection(("127.0.0.1", service.port), timeout=5) as sock,
     ):
         sock.sendall(first[:10])
-        time.sleep(0.3)  # the worker holds the start of the first request
+        # The worker holds the start of the first request: it took the connection and read
+        # what came (the rest must come in a later read).
+        client_port = sock.getsockname()[1]
+        assert wait_until(lambda: client_port in server_sockets_read(service.port), 10)
         sock.sendall(first[10:] + more * 11)
         answers = [read_response(sock)[:2] for _ in range(12)]
         assert [(status, h["connection"]) for status, h in answers] == [(200, "keep-alive")] * 12
@@ -806,7 +811,13 @@ def test_a_full_buffer_waits_without_spinning(sqlite_env, tmp_path, threads):
                 sock = socket.create_connection(("127.0.0.1", service.port), timeout=10)
                 sock.sendall(b"GET /healthz HTTP/1.1\r\n")
                 socks.append(sock)
-            time.sleep(0.3)
+            # The worker's buffer is full: it took MAX_BUFFERING of them and read their
+            # bytes; the rest wait in the backlog. From now on it has nothing to do.
+            ours = {sock.getsockname()[1] for sock in socks}
+            assert wait_until(
+                lambda: len(ours & server_sockets_read(service.port)) >= worker.MAX_BUFFERING,
+                15,
+            )
             before = cpu_seconds(pid)
             time.sleep(1.0)
             # Idle: 0.0 s measured; a loop spinning on the listener used 0.2-0.3 s in
@@ -1179,6 +1190,7 @@ def test_sigterm_closes_a_connection_its_last_answer_kept_alive_at_once(
     threaded worker waited that long to exit."""
     db = tmp_path / "comments.db"
     env = {**sqlite_env, "SHUTDOWN_DELAY": "0", "THREADS": threads, "DUPLICATE_WINDOW": "0"}
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "metrics")  # read mid-request
     service = ServiceProcess(env, tmp_path, workers=1).start()
     assert service.proc is not None
     body = json.dumps({"body": "in flight", "email": "f@example.com"}).encode()
@@ -1190,8 +1202,10 @@ def test_sigterm_closes_a_connection_its_last_answer_kept_alive_at_once(
                 b"POST /api/v1/contents/stop/comments HTTP/1.1\r\nHost: a\r\n"
                 b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
             )
-            time.sleep(0.3)  # a worker is in that create now
+            # The worker is in that create now (a scrape would queue behind it).
+            assert wait_until(lambda: requests_in_flight(tmp_path / "metrics") == 1, 10)
             service.proc.send_signal(signal.SIGTERM)
+            # Time for the stop to reach the worker: nothing outside shows that it has.
             time.sleep(0.3)
             holder.execute("ROLLBACK")
             status, headers, _ = read_response(sock)
