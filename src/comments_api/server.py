@@ -68,6 +68,37 @@ class DrainingArbiter(Arbiter):  # type: ignore[misc]
         self.stopping = True
         super().stop(graceful)
 
+    def kill_workers(self, sig: int) -> None:
+        if sig == signal.SIGKILL and self.stopping:
+            self._report_cut_off()
+        super().kill_workers(sig)
+
+    def _report_cut_off(self) -> None:
+        """A stop whose GRACEFUL_TIMEOUT ran out: the workers still running are SIGKILLed,
+        and the requests they hold get their connections closed without an answer. No
+        scrape can count them (the listener closed when the stop began), so say it here,
+        once, as an error line: the one trace they leave."""
+        self.reap_workers()  # a worker that left at the deadline is not cut off
+        pids = sorted(self.WORKERS)
+        if not pids:
+            return
+        from .telemetry.metrics import requests_in_flight_of
+
+        counts = [requests_in_flight_of(pid) for pid in pids]
+        known = [count for count in counts if count is not None]
+        log.error(
+            "stop: GRACEFUL_TIMEOUT ran out; killing %d worker(s) with %s request(s) still "
+            "in the app, whose clients get their connection closed without an answer "
+            "(counted in no metric: the listener is closed)",
+            len(pids),
+            sum(known) if known else "an unknown number of",
+            extra={
+                "workers": len(pids),
+                "in_flight": sum(known) if known else None,
+                "graceful_timeout": self.cfg.graceful_timeout,
+            },
+        )
+
     def spawn_worker(self) -> int:
         # Fork with the stop signals blocked: the child keeps them blocked until its own
         # handlers are in place (gunicorn_conf.post_worker_init), the master gets any

@@ -2100,6 +2100,37 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
                 type(self.wsgi).__qualname__,
             )
         super().run()
+        if not self._aborting:
+            self._leave_cut_off()
+
+    def _leave_cut_off(self) -> None:
+        """After gthread's stop loop (GRACEFUL_TIMEOUT ran out, or nothing was left): the
+        requests still being read get the sync worker's JSON 503, and those still in the
+        app, which this process's exit ends unanswered, one error line (a SIGTERM stop's
+        scrapes are over: the listener closed when it began)."""
+        for conn, pending in list(self._buffering.items()):
+            self._buffering.pop(conn, None)
+            if pending.data:
+                _refuse(
+                    conn.sock,
+                    pending,
+                    503,
+                    "the server is shutting down; retry",
+                    cors_origins=self._limits.cors_origins,
+                )
+            else:
+                with contextlib.suppress(OSError):
+                    conn.sock.close()
+        # Not those answered 500 at WORKER_TIMEOUT already (their threads are still out).
+        cut = sum(1 for conn in list(self._running) if not conn.aborted)
+        if cut:
+            log.error(
+                "stop: GRACEFUL_TIMEOUT ran out; leaving %d request(s) in the app, whose "
+                "clients get their connection closed without an answer (counted in no "
+                "metric)",
+                cut,
+                extra={"in_flight": cut, "graceful_timeout": self.cfg.graceful_timeout},
+            )
 
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
         # While accepting is paused, wake when the pause ends, not after gthread's 1 s.

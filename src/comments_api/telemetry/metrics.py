@@ -144,6 +144,28 @@ def count_database_error(cause: str) -> None:
         ).inc()
 
 
+def requests_in_flight_of(pid: int) -> int | None:
+    """The requests one worker process holds in the app now, read from its metrics file
+    (the master's view of a worker it is about to kill); None when metrics are off or the
+    worker has no such file (still booting, or already marked dead)."""
+    directory = multiproc_dir()
+    if not directory:
+        return None
+    path = os.path.join(directory, f"gauge_livesum_{pid}.db")
+    try:
+        if os.path.getsize(path) < 8:
+            return None
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        families = MultiProcessCollector.merge([path], accumulate=True)
+    except (OSError, ValueError):
+        return None
+    for family in families:
+        if family.name == "comments_api_http_requests_in_flight":
+            return int(sum(sample.value for sample in family.samples))
+    return None
+
+
 def mark_worker_dead(pid: int) -> None:
     """gunicorn ``child_exit``: drop a dead worker's live gauges (in-flight, pool)."""
     if multiproc_dir():
