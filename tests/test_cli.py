@@ -205,6 +205,39 @@ def test_a_schema_newer_than_this_code_is_one_line_that_says_so(request, store, 
     assert "run `comments-api migrate`" not in result.stderr
 
 
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_serve_migrating_on_start_serves_a_schema_a_newer_release_migrated(
+    request, store, tmp_path
+):
+    # A rollback of the code, not of the schema, on a replica that migrates on start
+    # (MIGRATE_ON_START's default, compose.yaml's app): serve exited 1 ("a newer
+    # comments-api migrated it"), and restart: unless-stopped looped on it, while /readyz
+    # serves a schema ahead (expand/contract: docs/deployment.md).
+    import requests
+    from sqlalchemy import text
+
+    from comments_api.store.repository import make_engine, migrate
+
+    from .support import ServiceProcess
+
+    url = request.getfixturevalue(f"{store}_url")
+    engine = make_engine(url)
+    migrate(engine)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
+    with ServiceProcess({"DATABASE_URL": url}, tmp_path, workers=1) as server:
+        ready = requests.get(f"{server.base}/readyz", timeout=5)
+        assert ready.json() == {"status": "ready", "schema_revision": "9999"}
+        created = requests.post(
+            f"{server.base}/api/v1/contents/a/comments",
+            json={"body": "after a rollback"},
+            timeout=5,
+        )
+        assert created.status_code == 201, created.text
+    assert "database schema 9999 is ahead of this code's" in server.log()
+
+
 def test_a_key_name_keys_list_cannot_print_on_one_line_is_refused(tmp_path):
     # `keys list` is tab-separated, one key a line: this name made up a second key's line.
     env = {"DATABASE_URL": f"sqlite:///{tmp_path}/k.db", "LOG_LEVEL": "warning"}

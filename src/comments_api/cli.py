@@ -6,6 +6,7 @@ import contextlib
 import errno
 import ipaddress
 import itertools
+import logging
 import math
 import os
 import re
@@ -85,7 +86,11 @@ def serve() -> None:
     settings = _settings()
     configure_logging(settings)
     if settings.migrate_on_start:
-        _migrate(settings)
+        # A schema ahead of this code (a newer release migrated it, and the code was rolled
+        # back, not the schema) is served as /readyz serves it: expand/contract keeps this
+        # release working on it. Exiting here crash-looped every rolled-back replica that
+        # migrates on start (compose.yaml's app), while /readyz would have said ready.
+        _migrate(settings, newer_schema_ok=True)
     from .server import run_gunicorn
 
     try:
@@ -110,7 +115,9 @@ def migrate(down_to: str | None) -> None:
     click.echo(f"database is at revision {revision}")
 
 
-def _migrate(settings: Settings, *, down_to: str | None = None) -> str:
+def _migrate(
+    settings: Settings, *, down_to: str | None = None, newer_schema_ok: bool = False
+) -> str:
     from alembic.util import CommandError
     from sqlalchemy.exc import DatabaseError, OperationalError
 
@@ -129,6 +136,14 @@ def _migrate(settings: Settings, *, down_to: str | None = None) -> str:
         # Alembic cannot find the database's revision among ours: a newer release migrated
         # it (a rollback of the code, not of the schema). A traceback before.
         revision = Repository(engine).schema_revision()
+        if newer_schema_ok and revision is not None and _is_newer(revision):
+            logging.getLogger(__name__).warning(
+                "database schema %s is ahead of this code's %s (a newer release migrated "
+                "it); not migrating, serving on it (migrations expand first)",
+                revision,
+                head_revision(),
+            )
+            return revision
         raise click.ClickException(_newer_schema(revision)) from None
     except DatabaseError as exc:
         # Unreachable or refused, or a SQLite file that is not a database: one line, no
@@ -200,6 +215,14 @@ def _is_locked(exc: Exception) -> bool:
     """Another writer held SQLite's lock past the wait: SQLITE_BUSY, or an extended code
     of it (SQLITE_BUSY_SNAPSHOT: a write on a read snapshot another writer has moved past)."""
     return getattr(getattr(exc, "orig", None), "sqlite_errorname", "").startswith("SQLITE_BUSY")
+
+
+def _is_newer(revision: str) -> bool:
+    """A revision this code does not ship: a newer release's (as /readyz reads it)."""
+    from .store.repository import shipped_revisions
+
+    head, older = shipped_revisions()
+    return revision != head and revision not in older
 
 
 def _newer_schema(revision: str | None) -> str:
