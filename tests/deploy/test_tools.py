@@ -400,7 +400,11 @@ if "create" in args:
     path.write_text(json.dumps(data))
     sys.exit(0)
 if not path.exists():
+    if "--ignore-not-found" in args:  # kubectl get: an absent object is no error, no output
+        sys.exit(0)
     sys.exit(f'Error from server (NotFound): secrets "{name}" not found')
+if "name" in args and args[args.index("name") - 1] == "-o":
+    print(f"secret/{name}")
 for arg in args:
     if arg.startswith("jsonpath={.data."):
         print(json.loads(path.read_text()).get(arg[len("jsonpath={.data."):-1], ""), end="")
