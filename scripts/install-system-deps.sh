@@ -16,6 +16,10 @@ have amtool || need+=(prometheus-alertmanager)
 have runuser || need+=(util-linux)
 # A PostgreSQL path that goes silent (tests/test_pool_checkout.py drops its loopback port).
 have iptables || need+=(iptables)
+# The README's walkthrough, run as written (tests/test_serve_e2e.py): not on every Debian image.
+have curl || need+=(curl)
+# The workflow steps make k8s-check runs as the runner would (tests/deploy/workflow_steps.py).
+have jq || need+=(jq)
 # Browser tests (tests/browser): Debian's chromium, never a downloaded one; npm installs
 # the pinned axe-core they inject.
 [ -x /usr/bin/chromium ] || need+=(chromium)
