@@ -330,12 +330,16 @@ def test_huge_parent_id_and_moderation_ids_are_400(live):
         ("/api/v1/contents/inputs/comments?cursor={o}", False),
         ("/api/v1/contents/inputs/comments?order=newest&cursor={n}", False),
         ("/api/v1/moderation/pending?cursor={pending}", True),
-        ("/api/v1/admin/audit-log?cursor={n}", True),
+        ("/api/v1/admin/audit-log?cursor={log}", True),
     ],
 )
 def test_cursors_past_bigint_are_positions_not_500s(live, target, auth):
     # 19 digits over 2**63 - 1: a position after (oldest) or before (newest) every id.
-    over = {"o": cursor(b"o9999999999999999999"), "n": cursor(b"n9999999999999999999")}
+    over = {
+        "o": cursor(b"o9999999999999999999"),
+        "n": cursor(b"n9999999999999999999"),
+        "log": cursor(b"l9999999999999999999"),  # the audit log's: newest first
+    }
     over["pending"] = encode_listing_cursor(over["o"], "pending", None)  # bound to its listing
     reply = live.request("GET", target.format(**over), auth=auth)
     assert reply.status == 200, reply.body
@@ -345,7 +349,11 @@ def test_cursors_past_bigint_are_positions_not_500s(live, target, auth):
     elif "audit" not in target:
         assert items == []
     # 20 digits is no cursor this API issues.
-    too_long = {"o": cursor(b"o18446744073709551617"), "n": cursor(b"n18446744073709551617")}
+    too_long = {
+        "o": cursor(b"o18446744073709551617"),
+        "n": cursor(b"n18446744073709551617"),
+        "log": cursor(b"l18446744073709551617"),
+    }
     too_long["pending"] = encode_listing_cursor(too_long["o"], "pending", None)
     assert_problem(live.request("GET", target.format(**too_long), auth=auth), 400)
 
@@ -495,6 +503,58 @@ def test_tag_characters_alone_are_refused_and_nothing_is_stored(live):
     beside = live.request("POST", "/api/v1/contents/tags/comments", b'{"body":"a\\udb40\\udc41"}')
     assert beside.status == 201, beside.body
     assert thread(live, "tags") == ["a\U000e0041"]
+
+
+# "." and ".." are the URL path's dot segments: a browser (the WHATWG URL parser, fetch,
+# the widget) resolves /contents/../comments, and %2e%2e, before sending it, so no client
+# built on one could read or post to such a thread. Refused as content ids on every route.
+DOT_SEGMENT_MESSAGE = 'must not be "." or ".." (a URL path resolves them away)'
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "body", "auth"),
+    [
+        ("POST", "/api/v1/contents/./comments", b'{"body": "seen?"}', False),
+        ("POST", "/api/v1/contents/%2e%2e/comments", b'{"body": "seen?"}', False),
+        ("GET", "/api/v1/contents/%2E/comments", None, False),
+        ("GET", "/api/v1/contents/../comments", None, False),
+        ("GET", "/api/v1/counts?content_id=a&content_id=..", None, False),
+        ("GET", "/api/v1/counts?content_id=%2e", None, False),
+        ("GET", "/api/v1/moderation/comments?content_id=.", None, True),
+        ("GET", "/api/v1/moderation/pending?content_id=%2E%2E", None, True),
+    ],
+)
+def test_dot_segment_content_ids_are_400_problems(live, method, target, body, auth):
+    reply = live.request(method, target, body, auth=auth)
+    problem = assert_problem(reply, 400)
+    assert problem["errors"] == [{"field": "content_id", "message": DOT_SEGMENT_MESSAGE}]
+
+
+def test_the_legacy_api_refuses_dot_segment_content_ids(live):
+    for content_id in (".", "..", "\\u002e"):
+        body = b'{"email":"a@b.co","comment":"seen?","content_id":"%s"}' % content_id.encode()
+        reply = live.request("POST", "/api/comment/new", body)
+        assert reply.status == 400, (content_id, reply.body)
+        assert reply.json == {
+            "status": "BAD-REQUEST",
+            "message": f"content_id: {DOT_SEGMENT_MESSAGE}",
+        }
+    for segment in (".", "%2e%2e"):
+        listed = live.request("GET", f"/api/comment/list/{segment}")
+        assert listed.status == 400, listed.body
+        assert listed.json == {
+            "status": "BAD-REQUEST",
+            "message": f"content_id: {DOT_SEGMENT_MESSAGE}",
+        }
+
+
+def test_dots_beside_other_characters_make_a_content_id(live):
+    for content_id in ("...", ".a", "a/..", "%2e%2e%2e"):
+        target = f"/api/v1/contents/{content_id.replace('/', '%2F')}/comments"
+        assert live.request("POST", target, b'{"body": "kept"}').status == 201, content_id
+    reply = live.request("GET", "/api/v1/counts?content_id=...&content_id=.a&content_id=a/..")
+    assert reply.status == 200, reply.body
+    assert reply.json == {"counts": {"...": 2, ".a": 1, "a/..": 1}}
 
 
 def test_invisible_characters_beside_visible_ones_make_a_content_id(live):

@@ -19,7 +19,14 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from comments_api.comments.rules import InvalidInput, Limits, NotFound, decode_cursor, encode_cursor
+from comments_api.comments.rules import (
+    AUDIT_LOG,
+    InvalidInput,
+    Limits,
+    NotFound,
+    decode_cursor,
+    encode_cursor,
+)
 from comments_api.contract.requests import (
     parse_comment_id,
     parse_limit,
@@ -107,6 +114,10 @@ LEGACY = [
     ({"email": "a@b.co", "comment": "hi", "content_id": "tab\t"}, REJECT),
     ({"email": "a@b.co", "comment": "hi", "content_id": "1\n"}, REJECT),
     ({"email": "a@b.co", "comment": "hi", "content_id": "c1\x9f"}, REJECT),
+    ({"email": "a@b.co", "comment": "hi", "content_id": "."}, REJECT),  # a dot segment
+    ({"email": "a@b.co", "comment": "hi", "content_id": ".."}, REJECT),
+    ({"email": "a@b.co", "comment": "hi", "content_id": "..."}, ACCEPT),
+    ({"email": "a@b.co", "comment": "hi", "content_id": ".a"}, ACCEPT),
     ({"email": "", "comment": "hi", "content_id": 1}, REJECT),
     ({"email": None, "comment": "hi", "content_id": 1}, REJECT),
     ({"email": "a@b.co", "comment": " ", "content_id": 1}, REJECT),
@@ -185,6 +196,8 @@ LIST_QUERY = [
     ({"cursor": "b!zE"}, REJECT),
     ({"cursor": "bzE\n"}, REJECT),
     ({"order": "newest", "cursor": encode_cursor(3, "newest")}, ACCEPT),
+    ({"order": "newest", "cursor": encode_cursor(3, AUDIT_LOG)}, REJECT),  # the audit log's
+    ({"cursor": encode_cursor(3, AUDIT_LOG)}, REJECT),
 ]
 
 
@@ -285,7 +298,7 @@ def test_bulk_moderation(client, spec, parent):
 def test_list_query_parameters(client, spec):
     components = spec["components"]["parameters"]
     # The list's cursor schema takes either order's cursors (the pending queue and the
-    # audit log have one order each: OldestCursor, NewestCursor).
+    # audit log have one list each: OldestCursor, NewestCursor, whose cursors this one refuses).
     schemas = {name: components[ref]["schema"] for name, ref in
                (("limit", "Limit"), ("cursor", "Cursor"), ("order", "Order"))}  # fmt: skip
 

@@ -436,6 +436,46 @@ def test_audit_log_is_admin_only_and_paginated(build):
     assert rest.json["next_cursor"] is None
 
 
+def test_an_audit_log_cursor_and_a_comment_list_cursor_are_not_each_others(build):
+    # Both lists are newest first by id, and their cursors used to be the same string (`n`
+    # and the id): either was taken by the other as a position, 200 with a page from
+    # somewhere in a list it never walked. Each list's cursor now names the list.
+    app = build()
+    client = app.test_client()
+    mod = bearer(api_key(app, SCOPE_MODERATE))
+    admin = bearer(api_key(app, SCOPE_ADMIN))
+    for i in range(3):
+        post_v1(client, f"c{i}")
+        client.post(BANS, json={"subject": f"s{i}"}, headers=mod)
+    of_audit = client.get(f"{AUDIT}?limit=1", headers=admin).json["next_cursor"]
+    newest = "/api/v1/contents/a1/comments?order=newest&limit=1"
+    of_comments = client.get(newest).json["next_cursor"]
+    assert of_audit
+    assert of_comments
+    assert of_audit != of_comments
+
+    def refused(url, headers=None):
+        response = client.get(url, headers=headers)
+        assert response.status_code == 400, (url, response.json)
+        assert response.mimetype == "application/problem+json"
+        assert response.json["errors"] == [
+            {"field": "cursor", "message": "belongs to another list; restart without a cursor"}
+        ], url
+
+    refused(f"{newest}&cursor={of_audit}")
+    refused(f"/api/v1/contents/a1/comments?cursor={of_audit}")
+    refused(f"{AUDIT}?cursor={of_comments}", admin)
+    # A moderation listing's cursor (a comment list cursor and a tag) is another list's too.
+    listing = f"{BULK}?status=published&content_id=a1&limit=1"
+    of_listing = client.get(listing, headers=mod).json["next_cursor"]
+    refused(f"/api/v1/contents/a1/comments?cursor={of_listing}")
+    refused(f"{AUDIT}?cursor={of_listing}", admin)
+    refused(f"{listing}&cursor={of_audit}", mod)
+    # Each still pages its own list.
+    assert client.get(f"{AUDIT}?cursor={of_audit}", headers=admin).status_code == 200
+    assert client.get(f"{newest}&cursor={of_comments}").status_code == 200
+
+
 def test_authors_delete_and_edit_their_own_comments_within_the_window(build, signer):
     clock = FakeClock()
     app = build(edit_window=2.0, clock=clock)

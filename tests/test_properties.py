@@ -23,10 +23,12 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from comments_api.comments.rules import (
+    AUDIT_LOG,
     MAX_ID,
     InvalidInput,
     Limits,
     NotFound,
+    audit_log_cursor_pattern,
     cursor_pattern,
     decode_cursor,
     encode_cursor,
@@ -183,7 +185,9 @@ def test_v1_create_validator_agrees_with_new_comment_schema(payload):
         {
             "email": st.one_of(emails, values),
             "comment": st.one_of(hostile_text, values),
-            "content_id": st.one_of(hostile_text, numbers, values),
+            "content_id": st.one_of(
+                hostile_text, numbers, values, st.sampled_from([".", "..", "...", ". "])
+            ),
         },
     )
 )
@@ -254,20 +258,31 @@ def test_comment_id_parser_agrees_with_its_schema(raw):
 # --- cursors --------------------------------------------------------------------------
 
 orders = st.sampled_from(["oldest", "newest"])
-PREFIX = {"oldest": "z", "newest": "j"}
+lists = st.sampled_from(["oldest", "newest", AUDIT_LOG])  # what a cursor is bound to
+PREFIX = {"oldest": "z", "newest": "j", AUDIT_LOG: "D"}
+PUBLISHED = {
+    "oldest": cursor_pattern(),
+    "newest": cursor_pattern(),
+    AUDIT_LOG: audit_log_cursor_pattern(),
+}
 
 
 @FAST
-@given(st.integers(min_value=0, max_value=MAX_ID), orders)
+@given(st.integers(min_value=0, max_value=MAX_ID), lists)
 def test_every_cursor_issued_matches_the_published_pattern_and_round_trips(last_id, order):
     cursor = encode_cursor(last_id, order)
     assert re.search(cursor_pattern(PREFIX[order]), cursor)
-    assert re.search(cursor_pattern(), cursor)
+    assert re.search(PUBLISHED[order], cursor)
     assert decode_cursor(cursor, order) == last_id
+    # No other list's pattern describes it: each list's cursors are its own.
+    assert [o for o, p in PUBLISHED.items() if re.search(p, cursor)] in (
+        [AUDIT_LOG] if order == AUDIT_LOG else ["oldest", "newest"],
+    )
 
 
 cursorish = st.one_of(
     st.from_regex(cursor_pattern(), fullmatch=True),
+    st.from_regex(audit_log_cursor_pattern(), fullmatch=True),
     st.text(st.sampled_from("bzjAEIMQUYcgkwxyz012345DTNOgQ-_=!\n"), max_size=30),
     st.integers(min_value=0).map(lambda n: encode_cursor(n, "oldest")),
     texts,
@@ -275,7 +290,7 @@ cursorish = st.one_of(
 
 
 @FAST
-@given(cursorish, orders)
+@given(cursorish, lists)
 def test_decode_cursor_accepts_exactly_what_the_pattern_describes(cursor, order):
     described = re.search(cursor_pattern(PREFIX[order]), cursor) is not None
     assert accepts(decode_cursor, cursor, order) is described

@@ -27,6 +27,8 @@ MAX_ID = 2**63 - 1
 # limit as any content id.
 MAX_CONTENT_ID_INT = 10**MAX_CONTENT_ID_LENGTH - 1
 MIN_CONTENT_ID_INT = -(10 ** (MAX_CONTENT_ID_LENGTH - 1) - 1)
+# The URL path's dot segments, which no content id may be (CONTENT_ID_PATTERN).
+DOT_SEGMENTS = frozenset({".", ".."})
 
 STATUS_PUBLISHED = "published"
 STATUS_PENDING = "pending"
@@ -43,7 +45,9 @@ _END = r"(?![\s\S])"
 _CC = r"\x00-\x1f\x7f-\x9f"
 # Cc minus tab, newline and carriage return, which free text may contain.
 _CC_TEXT = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
-CONTENT_ID_PATTERN = rf"^[^\s{_CC}](?:[^{_CC}]*[^\s{_CC}])?{_END}"
+# Content ids: not "." or ".." (a URL path's dot segments, which browsers resolve away: no
+# page could reach /contents/../comments), no surrounding whitespace, no control characters.
+CONTENT_ID_PATTERN = rf"^(?!\.\.?{_END})[^\s{_CC}](?:[^{_CC}]*[^\s{_CC}])?{_END}"
 # Characters that print nothing: soft hyphen, combining grapheme joiner, Arabic letter mark,
 # Hangul fillers, Khmer and Mongolian invisibles and variation selectors, zero-width
 # space/joiners and bidi marks, word joiner, invisible operators and bidi isolates, the blank
@@ -228,6 +232,10 @@ def content_id_problem(value: object) -> str | None:
         return "must not start or end with whitespace"
     if _has_control_chars(text):
         return "must not contain control characters"
+    if text in DOT_SEGMENTS:
+        # /api/v1/contents/../comments (or %2e%2e) is resolved away by the WHATWG URL
+        # parser before it is sent: neither the widget nor a badge could reach the thread.
+        return 'must not be "." or ".." (a URL path resolves them away)'
     return None
 
 
@@ -270,23 +278,35 @@ def display_name(comment: Comment) -> str:
     return comment.author_name or "anonymous"
 
 
+# The list a cursor belongs to, and the letter its position is written after: a comment
+# list, oldest or newest first (a moderation listing's cursor is an oldest-first one and a
+# tag of its filter, moderation/rules.py), or the audit log. The audit log is newest first
+# by id too, and until its cursors had a letter of their own (`n` before) each list took
+# the other's cursor as a position in a list it never walked.
+AUDIT_LOG = "audit-log"
+_CURSOR_LETTER = {"oldest": "o", "newest": "n", AUDIT_LOG: "l"}
+_COMMENT_ORDERS = frozenset("on")
+
+
 def encode_cursor(last_id: int, order: str) -> str:
-    raw = f"{order[0]}{last_id}".encode("ascii")
+    """The cursor of a page whose last item is ``last_id``, in the list ``order`` names."""
+    raw = f"{_CURSOR_LETTER[order]}{last_id}".encode("ascii")
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
 
 _CURSOR_ALPHABET_RE = re.compile(r"[A-Za-z0-9_-]{2,27}")
-_CURSOR_RAW_RE = re.compile(rb"[on][0-9]{1,19}")
+_CURSOR_RAW_RE = re.compile(rb"[onl][0-9]{1,19}")
 
 
 def cursor_pattern(prefix: str = "[zj]", suffix: str = "") -> str:
     """A regular expression for exactly the cursors ``encode_cursor`` can produce.
 
-    Unpadded base64url of ``o`` or ``n`` and 1 to 19 ASCII digits, spelled out per base64
-    quantum so a schema can say which strings are cursors. ``prefix`` is ``z`` for oldest
-    first, ``j`` for newest first; ``suffix`` is a pattern for what may follow (the
-    moderation listings' filter tag). Checked against encode_cursor by
-    tests/test_properties.py.
+    Unpadded base64url of ``o``, ``n`` or ``l`` and 1 to 19 ASCII digits, spelled out per
+    base64 quantum so a schema can say which strings are cursors. ``prefix`` is ``z`` for
+    oldest first, ``j`` for newest first, ``D`` for the audit log (each letter's low two
+    bits and a digit's high nibble; the three share the first character, ``b``); ``suffix``
+    is a pattern for what may follow (the moderation listings' filter tag). Checked against
+    encode_cursor by tests/test_properties.py.
     """
     digit3 = r"[AEIMQUYcgk]"  # low nibble of a digit, then two zero bits
     digit4 = r"[w-z0-5]"  # a whole digit in the last 6 bits
@@ -307,10 +327,23 @@ def listing_cursor_pattern() -> str:
     return cursor_pattern("z", suffix=rf"\.{LISTING_TAG}")
 
 
+def audit_log_cursor_pattern() -> str:
+    """Every cursor the audit log takes."""
+    return cursor_pattern("D")
+
+
+_ANOTHER_LIST = "belongs to another list; restart without a cursor"
+_LISTING_CURSOR_RE = re.compile(listing_cursor_pattern())
+
+
 def decode_cursor(cursor: str | None, order: str) -> int | None:
-    """The id after which the next page starts; the cursor is bound to its order."""
+    """The id after which the next page starts; the cursor is bound to its list (``order``:
+    ``oldest`` or ``newest`` for a comment list, ``AUDIT_LOG``) and a comment list's to its
+    order."""
     if cursor is None:
         return None
+    if _LISTING_CURSOR_RE.search(cursor):  # a moderation listing's, as it issues them
+        raise InvalidInput([FieldError("cursor", _ANOTHER_LIST)])
     raw = b""
     if _CURSOR_ALPHABET_RE.fullmatch(cursor):
         try:
@@ -321,9 +354,12 @@ def decode_cursor(cursor: str | None, order: str) -> int | None:
     canonical = base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=") == cursor
     if not canonical or not _CURSOR_RAW_RE.fullmatch(raw):
         raise InvalidInput([FieldError("cursor", "is not a cursor this API issued")])
-    if raw[:1].decode("ascii") != order[0]:
+    letter, expected = raw[:1].decode("ascii"), _CURSOR_LETTER[order]
+    if letter != expected and {letter, expected} <= _COMMENT_ORDERS:
         raise InvalidInput(
             [FieldError("cursor", "belongs to a different order; restart without a cursor")]
         )
+    if letter != expected:
+        raise InvalidInput([FieldError("cursor", _ANOTHER_LIST)])
     # A position past every possible id is still a position; it must not reach SQL as is.
     return min(int(raw[1:]), MAX_ID)

@@ -260,7 +260,8 @@ ContentId = Annotated[
         extra_json_schema={"not": {"pattern": BLANK_PATTERN}},
         description="The article (or other content) the comments belong to. Opaque to "
         "this API; no surrounding whitespace, no control characters, not only characters "
-        "that print nothing (zero-width space, word joiner, BOM).",
+        'that print nothing (zero-width space, word joiner, BOM), not "." or ".." (a URL '
+        "path's dot segments, which browsers resolve away).",
         examples=["1", "politics/2026/budget-vote"],
     ),
     Check(_content_id_visible),

@@ -22,6 +22,7 @@ from typing import Any
 from ..comments.rules import (
     DEFAULT_PAGE_SIZE,
     MAX_COUNT_IDS,
+    audit_log_cursor_pattern,
     cursor_pattern,
     email_hash,
     listing_cursor_pattern,
@@ -463,24 +464,24 @@ def parameters() -> dict[str, Any]:
             "name": "cursor",
             "in": "query",
             "description": "Opaque: the `next_cursor` of the previous page of this list, "
-            "with the same `order` (a cursor of the other order, or of another content's "
-            "list, answers 400). Omit for the first page.",
+            "with the same `order` (a cursor of the other order, of another content's "
+            "list or of another list, answers 400). Omit for the first page.",
             "schema": {"type": "string", "pattern": cursor_pattern()},
         },
         "OldestCursor": {
             "name": "cursor",
             "in": "query",
             "description": "Opaque: the `next_cursor` of the previous page, read with the "
-            "same `status`, `content_id` and `author` (another filter's cursor answers 400). "
-            "Omit for the first page.",
+            "same `status`, `content_id` and `author` (another filter's or another list's "
+            "cursor answers 400). Omit for the first page.",
             "schema": {"type": "string", "pattern": listing_cursor_pattern()},
         },
         "NewestCursor": {
             "name": "cursor",
             "in": "query",
-            "description": "Opaque: the `next_cursor` of the previous page. Omit for the "
-            "first page.",
-            "schema": {"type": "string", "pattern": cursor_pattern("j")},
+            "description": "Opaque: the `next_cursor` of the previous page (another list's "
+            "cursor answers 400). Omit for the first page.",
+            "schema": {"type": "string", "pattern": audit_log_cursor_pattern()},
         },
         "ContentIdFilter": {
             "name": "content_id",

@@ -9,6 +9,7 @@ from flask import Blueprint, Response, jsonify, request
 from ..comments.conditional import IfNoneMatchFailed, Preconditions, precondition_failed
 from ..comments.render import moderator_view
 from ..comments.rules import (
+    AUDIT_LOG,
     STATUS_PENDING,
     NotFound,
     decode_cursor,
@@ -160,11 +161,11 @@ def unban_author(target: str) -> tuple[str, int] | Response:
 def audit_log() -> Response:
     require_scope(SCOPE_ADMIN)
     limit = parse_limit(request.args.get("limit"))
-    before_id = decode_cursor(request.args.get("cursor"), "newest")
+    before_id = decode_cursor(request.args.get("cursor"), AUDIT_LOG)
     if _if_match_fails():
         return precondition_failed()
     entries, last_id = services().moderation.audit(limit=limit, before_id=before_id)
-    next_cursor = encode_cursor(last_id, "newest") if last_id is not None else None
+    next_cursor = encode_cursor(last_id, AUDIT_LOG) if last_id is not None else None
     response = jsonify(
         items=[
             {

@@ -17,7 +17,7 @@
   // The API's content id rule (rules.CONTENT_ID_PATTERN, not BLANK_PATTERN, MAX_CONTENT_ID_LENGTH;
   // an asset test keeps them equal): one id it refuses fails its whole call, so such a badge is
   // left out and keeps the site's text instead of costing up to 99 others theirs.
-  const CONTENT_ID = /^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?(?![\s\S])/;
+  const CONTENT_ID = /^(?!\.\.?(?![\s\S]))[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?(?![\s\S])/;
   const BLANK = /^[\s\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0]*(?![\s\S])/;
   const MAX_CONTENT_ID = 128;
   const askable = (id) => CONTENT_ID.test(id) && !BLANK.test(id) && [...id].length <= MAX_CONTENT_ID;
