@@ -180,21 +180,28 @@ def test_migrate_logs_the_migrations_not_alembics_plugins(tmp_path):
     assert "setup plugin" not in result.stdout
 
 
-@pytest.mark.parametrize("store", ["sqlite", "postgres"])
-@pytest.mark.parametrize("command", [("migrate",), ("export", "-"), ("keys", "list")])
-def test_a_schema_newer_than_this_code_is_one_line_that_says_so(request, store, command):
-    # After rolling the code back, not the schema: migrate ended in Alembic's "Can't
-    # locate revision" traceback, and the other commands advised running migrate.
+def _migrated_by_a_newer_release(url: str) -> None:
+    """Our schema, at a revision this code does not ship (9999)."""
     from sqlalchemy import text
 
-    from comments_api.store.repository import head_revision, make_engine, migrate
+    from comments_api.store.repository import make_engine, migrate
 
-    url = request.getfixturevalue(f"{store}_url")
     engine = make_engine(url)
     migrate(engine)
     with engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
     engine.dispose()
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+@pytest.mark.parametrize("command", [("migrate",), ("export", "-"), ("keys", "list")])
+def test_a_schema_newer_than_this_code_is_one_line_that_says_so(request, store, command):
+    # After rolling the code back, not the schema: migrate ended in Alembic's "Can't
+    # locate revision" traceback, and the other commands advised running migrate.
+    from comments_api.store.repository import head_revision
+
+    url = request.getfixturevalue(f"{store}_url")
+    _migrated_by_a_newer_release(url)
     result = run(*command, env={"DATABASE_URL": url, "LOG_LEVEL": "warning"})
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
@@ -214,18 +221,11 @@ def test_serve_migrating_on_start_serves_a_schema_a_newer_release_migrated(
     # comments-api migrated it"), and restart: unless-stopped looped on it, while /readyz
     # serves a schema ahead (expand/contract: docs/deployment.md).
     import requests
-    from sqlalchemy import text
-
-    from comments_api.store.repository import make_engine, migrate
 
     from .support import ServiceProcess
 
     url = request.getfixturevalue(f"{store}_url")
-    engine = make_engine(url)
-    migrate(engine)
-    with engine.begin() as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
-    engine.dispose()
+    _migrated_by_a_newer_release(url)
     with ServiceProcess({"DATABASE_URL": url}, tmp_path, workers=1) as server:
         ready = requests.get(f"{server.base}/readyz", timeout=5)
         assert ready.json() == {"status": "ready", "schema_revision": "9999"}
