@@ -442,11 +442,16 @@ def server_socket_inodes(port: int) -> dict[int, int]:
 
 def server_sockets_read(port: int) -> set[int]:
     """The client ports of loopback connections to ``port`` that the server has accepted
-    (the socket has an inode) and read all that came so far (its receive queue is empty)."""
+    (the socket has an inode) and read all that came so far (its receive queue is empty).
+    Not the listening socket (state 0A), whose receive queue is its backlog: with none
+    waiting it looked like a connection read (client port 0), and a count of these was
+    one too many."""
     read: set[int] = set()
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
         local, remote, queues, inode = fields[1], fields[2], fields[4], int(fields[9])
+        if fields[3] == "0A":
+            continue
         if int(local.split(":")[1], 16) == port and inode and queues.endswith(":00000000"):
             read.add(int(remote.split(":")[1], 16))
     return read

@@ -49,7 +49,7 @@ from gunicorn import http, util
 from gunicorn.http import errors as http_errors
 from gunicorn.http import wsgi
 from gunicorn.http.message import TOKEN_RE
-from gunicorn.workers.gthread import _DEFER, TConn, ThreadWorker
+from gunicorn.workers.gthread import _DEFER, STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 from gunicorn.workers.sync import SyncWorker
 from werkzeug.exceptions import RequestTimeout
 
@@ -135,6 +135,15 @@ MAX_BACKLOG_DRAIN = 256
 # ...and a connection that has not sent a byte yet is waited for this long (as gthread
 # does for kept-alive connections), not its whole header timeout.
 STOP_IDLE_LINGER = 2.0
+# A stopping worker is done (requests still being read answered 503, then it exits) this
+# long before GRACEFUL_TIMEOUT has passed since the SIGTERM: a fifth of it, at most
+# STOP_MARGIN_MAX seconds. The master SIGKILLs the workers left at GRACEFUL_TIMEOUT, timed
+# from just before its SIGTERM, and with the same deadline the two raced and the 503s were
+# sometimes lost (a bare close). The margin covers the signal's way to the worker, the
+# loop's wake-up and the 503s themselves (one send and one log line each, a few ms for
+# hundreds) on a loaded machine; a request in the app gets GRACEFUL_TIMEOUT minus it.
+STOP_MARGIN_FRACTION = 0.2
+STOP_MARGIN_MAX = 0.5
 # Seconds between heartbeats to gunicorn's arbiter from a busy worker's loop.
 HEARTBEAT_EVERY = 0.5
 # A worker leaves a new connection to the others for a while before taking it: 0.25 ms
@@ -186,6 +195,11 @@ def _leave_after_abort() -> None:
         with contextlib.suppress(Exception):
             stream.flush()
     os._exit(1)
+
+
+def stop_margin(graceful_timeout: float) -> float:
+    """Seconds before GRACEFUL_TIMEOUT by which a stopping worker is done (STOP_MARGIN_MAX)."""
+    return min(STOP_MARGIN_FRACTION * max(graceful_timeout, 0.0), STOP_MARGIN_MAX)
 
 
 def accept_defer(held: int, workers: int) -> float:
@@ -744,6 +758,30 @@ def _settings_from(wsgi: Any) -> ServerLimits:
 
 
 # --------------------------------------------------------------------------- shared
+
+
+class _StopClock:
+    """When the stop began, for both workers' stop deadline: at the SIGTERM, as the
+    master's GRACEFUL_TIMEOUT, not when the worker's loop gets to it (the sync worker's
+    only after the request it is serving, which could leave it no time before the
+    master's SIGKILL to answer the requests it is still reading)."""
+
+    cfg: Any
+    _stop_began: float | None = None
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if self._stop_began is None:
+            self._stop_began = time.monotonic()
+        super().handle_exit(sig, frame)  # type: ignore[misc]
+
+    def stop_deadline(self) -> float:
+        """When a stopping worker answers what it is still reading with 503 and exits:
+        GRACEFUL_TIMEOUT after the SIGTERM (or after now, a stop of the worker's own: max
+        requests, an aborted thread), less stop_margin, before the master's SIGKILL."""
+        now = time.monotonic()
+        began = min(now, self._stop_began if self._stop_began is not None else now)
+        graceful = float(self.cfg.graceful_timeout)
+        return began + graceful - stop_margin(graceful)
 
 
 class _ErrorsMixin:
@@ -1321,7 +1359,7 @@ def _answer(
 # --------------------------------------------------------------------------- sync
 
 
-class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
+class BufferedSyncWorker(_StopClock, _ErrorsMixin, SyncWorker):  # type: ignore[misc]
     """``THREADS=1``: one request at a time per process, gunicorn's sync semantics
     (every connection closed after its response), but requests are buffered first."""
 
@@ -1721,8 +1759,9 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
             return
         # Stopping: serve what is already queued in the backlog (the master has closed
         # its copy of the listener; ours is closed when this process exits), then finish
-        # the requests still being buffered, within the graceful timeout.
-        stop_by = time.monotonic() + self.cfg.graceful_timeout
+        # the requests still being buffered, within the graceful timeout less the margin
+        # (stop_deadline): the 503s below go out before the master's SIGKILL.
+        stop_by = self.stop_deadline()
         taken = 0
         for listener in self.sockets:
             while taken < MAX_BACKLOG_DRAIN and time.monotonic() < stop_by:
@@ -1745,7 +1784,7 @@ class BufferedSyncWorker(_ErrorsMixin, SyncWorker):  # type: ignore[misc]
             and time.monotonic() < stop_by
             and not self._aborting
         ):
-            loop_once(0 if ready else 0.2, False)
+            loop_once(0 if ready else max(0.0, min(0.2, stop_by - time.monotonic())), False)
         for client in list(outbound):
             drop(client)  # past the graceful timeout: what they did not take is lost
         for client in list(pending):
@@ -1979,7 +2018,7 @@ class _Conn(TConn):  # type: ignore[misc]
             super().close()
 
 
-class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
+class BufferedThreadWorker(_StopClock, _ErrorsMixin, ThreadWorker):  # type: ignore[misc]
     """``THREADS>1``: gunicorn's gthread worker (keep-alive, a thread pool), but its
     main loop buffers each request in full before a thread takes it, and sends the rest
     of an answer the client does not take at once (Outbound), so no thread waits for a
@@ -2099,12 +2138,54 @@ class BufferedThreadWorker(_ErrorsMixin, ThreadWorker):  # type: ignore[misc]
                 "still commit",
                 type(self.wsgi).__qualname__,
             )
-        super().run()
+        self._run_loop()
         if not self._aborting:
             self._leave_cut_off()
 
+    def _run_loop(self) -> None:
+        """gthread's ThreadWorker.run (gunicorn 27), but a stopping worker is done by
+        stop_deadline: GRACEFUL_TIMEOUT after the SIGTERM less the margin, not after its
+        loop saw it, and its waits end there (gthread's took up to 1 s each, so the 503s
+        of _leave_cut_off came after the master's SIGKILL or raced it)."""
+        self.poller.register(
+            self.method_queue.fileno(), selectors.EVENT_READ, self.method_queue.run_callbacks
+        )
+        self.set_accept_enabled(True)
+        while self.alive:
+            self.notify()
+            can_accept = self.nr_conns < self.worker_connections
+            if can_accept != self._accepting:
+                self.set_accept_enabled(can_accept)
+            self.wait_for_and_dispatch_events(timeout=1.0)
+            if not self.is_parent_alive():
+                break
+            self.murder_keepalived()
+            self.murder_pending()
+        # Stopping: the backlog drained (set_accept_enabled), kept-alive connections
+        # closed at their next turn, the rest finished by the deadline.
+        self.set_accept_enabled(False)
+        self._cap_keepalive(time.monotonic() + STOP_KEEPALIVE_LINGER)
+        stop_by = self.stop_deadline()
+        while self.nr_conns > 0:
+            left = stop_by - time.monotonic()
+            if left <= 0:
+                break
+            self.notify()
+            timeout = min(1.0, left)
+            if self.keepalived_conns:
+                timeout = min(timeout, max(self.keepalived_conns[0].timeout - time.monotonic(), 0))
+            self.wait_for_and_dispatch_events(timeout=timeout)
+            self.murder_keepalived()
+            self.murder_pending()
+        self.murder_keepalived(force=True)
+        self.tpool.shutdown(wait=False)
+        self.poller.close()
+        self.method_queue.close()
+        for listener in self.sockets:
+            listener.close()
+
     def _leave_cut_off(self) -> None:
-        """After gthread's stop loop (GRACEFUL_TIMEOUT ran out, or nothing was left): the
+        """After the stop loop (its deadline passed, or nothing was left): the
         requests still being read get the sync worker's JSON 503, and those still in the
         app, which this process's exit ends unanswered, one error line (a SIGTERM stop's
         scrapes are over: the listener closed when it began)."""
