@@ -166,12 +166,12 @@ HAPROXY_SOCK_MAX=97
 if [ "$TARGET" = local ] && [ "$DOWN" = 0 ] && [ -z "$RENDER" ] && [ -n "$STATE" ]; then
   case $STATE in /*) sock=$STATE ;; *) sock=$REPO/$STATE ;; esac
   sock=$(realpath -ms -- "$sock")/production/haproxy.sock
-  [ "${#sock}" -le "$HAPROXY_SOCK_MAX" ] ||
-    die "--state-dir is too long: haproxy's socket $sock would have ${#sock} characters, haproxy takes at most $HAPROXY_SOCK_MAX (a unix socket path): use a shorter --state-dir"
   # haproxy.cfg's `stats socket PATH` is split at blanks (haproxy refused it as an unknown
   # keyword, once the tests, the build, the registries and PostgreSQL had run).
   [[ $sock != *[[:space:]]* ]] ||
     die "--state-dir must not contain blanks: haproxy's configuration names its socket $sock unquoted: use another --state-dir"
+  [ "${#sock}" -le "$HAPROXY_SOCK_MAX" ] ||
+    die "--state-dir is too long: haproxy's socket $sock would have ${#sock} characters, haproxy takes at most $HAPROXY_SOCK_MAX (a unix socket path): use a shorter --state-dir"
 fi
 
 # --------------------------------------------------------------------------- output helpers
