@@ -36,13 +36,8 @@ def _exchange(port: int, data: bytes, into: dict[str, bytes], key: str) -> None:
         into[key] = got
 
 
-@pytest.mark.parametrize("threads", ["1", "2"])
-def test_requests_cut_off_past_graceful_timeout_leave_an_error_line(
-    tmp_path: Path, threads: str
-) -> None:
-    db = tmp_path / "comments.db"
-    metrics = tmp_path / "metrics"
-    env = {
+def _stopping_service_env(db: Path, metrics: Path, threads: str) -> dict[str, str]:
+    return {
         "DATABASE_URL": f"sqlite:///{db}",
         "THREADS": threads,
         "SHUTDOWN_DELAY": "0",
@@ -52,11 +47,24 @@ def test_requests_cut_off_past_graceful_timeout_leave_an_error_line(
         "RATELIMIT_ENABLED": "false",
         "PROMETHEUS_MULTIPROC_DIR": str(metrics),
     }
+
+
+def _create_and_unfinished() -> tuple[bytes, bytes]:
+    """A whole create, and a create whose body never ends (read by the worker until the stop)."""
     body = json.dumps({"body": uuid.uuid4().hex, "email": "s@example.com"}).encode()
     head = b"POST /api/v1/contents/stop/comments HTTP/1.1\r\nHost: a\r\n"
     head += b"Content-Type: application/json\r\n"
     create = head + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
-    unfinished = head + b'Content-Length: 100\r\n\r\n{"bo'  # the rest never comes
+    return create, head + b'Content-Length: 100\r\n\r\n{"bo'
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_requests_cut_off_past_graceful_timeout_leave_an_error_line(
+    tmp_path: Path, threads: str
+) -> None:
+    db, metrics = tmp_path / "comments.db", tmp_path / "metrics"
+    env = _stopping_service_env(db, metrics, threads)
+    create, unfinished = _create_and_unfinished()
     got: dict[str, bytes] = {}
     service = ServiceProcess(env, tmp_path, workers=1).start()
     holder = sqlite3.connect(db, isolation_level=None, timeout=5)
@@ -108,23 +116,9 @@ def test_requests_still_being_read_get_their_503_before_the_sigkill(
     worker counted its GRACEFUL_TIMEOUT from when its loop saw the stop (after that
     request), and both workers from the same moment as the master, so the SIGKILL came
     first (the sync worker's every time)."""
-    db = tmp_path / "comments.db"
-    metrics = tmp_path / "metrics"
-    env = {
-        "DATABASE_URL": f"sqlite:///{db}",
-        "THREADS": threads,
-        "SHUTDOWN_DELAY": "0",
-        # 0.5 s of stop margin (stop_margin): room for a loaded machine to send the 503s
-        "GRACEFUL_TIMEOUT": "3",
-        "DB_STATEMENT_TIMEOUT": "20",
-        "RATELIMIT_ENABLED": "false",
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics),
-    }
-    body = json.dumps({"body": uuid.uuid4().hex, "email": "s@example.com"}).encode()
-    head = b"POST /api/v1/contents/stop/comments HTTP/1.1\r\nHost: a\r\n"
-    head += b"Content-Type: application/json\r\n"
-    create = head + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
-    unfinished = head + b'Content-Length: 100\r\n\r\n{"bo'  # the rest never comes
+    db, metrics = tmp_path / "comments.db", tmp_path / "metrics"
+    env = _stopping_service_env(db, metrics, threads)
+    create, unfinished = _create_and_unfinished()
     got: dict[str, bytes] = {}
     service = ServiceProcess(env, tmp_path, workers=1).start()
     holder = sqlite3.connect(db, isolation_level=None, timeout=5, check_same_thread=False)
