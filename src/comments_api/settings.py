@@ -270,7 +270,11 @@ class Settings:
     )
     graceful_timeout: int = field(
         default=25,
-        metadata=_doc("Seconds gunicorn lets in-flight requests finish after SIGTERM."),
+        metadata=_doc(
+            "Seconds after SIGTERM before the master kills the workers left; workers finish "
+            "a fifth of it (at most 0.5 s) earlier, answering requests still being read "
+            "with 503 (docs/server.md)."
+        ),
     )
     # Longer than the proxy's own idle timeout for its upstream connections, or the proxy
     # may send a request on a connection we are closing: nginx then answers 502 to a POST
