@@ -41,5 +41,9 @@ docker_engine_stop() {
     echo "stopping the Docker engine this script started (pid $DOCKER_ENGINE_PID)"
     kill "$DOCKER_ENGINE_PID"
     for _ in $(seq 1 100); do kill -0 "$DOCKER_ENGINE_PID" 2>/dev/null || break; sleep 0.2; done
+    # Left running, it would hold the data root and the socket the next run starts on.
+    if kill -0 "$DOCKER_ENGINE_PID" 2>/dev/null; then
+      echo "warning: the Docker engine (pid $DOCKER_ENGINE_PID) is still running 20 s after SIGTERM; stop it: kill -KILL $DOCKER_ENGINE_PID" >&2
+    fi
   fi
 }

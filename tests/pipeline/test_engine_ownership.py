@@ -247,3 +247,39 @@ def test_a_recorded_pid_that_is_no_longer_the_engine_is_left_alone(tmp_path: Pat
     finally:
         other.kill()
         other.wait()
+
+
+def test_an_engine_that_outlives_its_sigterm_is_reported():
+    # docker_engine_stop waits 20 s for the engine it started; one still running then
+    # holds the data root and socket the next run starts on, so it must say so.
+    stubborn = subprocess.Popen(
+        [
+            "python3",
+            "-c",
+            "import signal, time; signal.signal(15, signal.SIG_IGN); print('ready', flush=True);"
+            " time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert stubborn.stdout is not None
+        assert stubborn.stdout.readline().strip() == "ready"  # SIGTERM is ignored from here
+        stopped = subprocess.run(
+            [
+                "bash",
+                "-c",
+                '. scripts/lib/docker-engine.sh; DOCKER_ENGINE_PID="$1"; docker_engine_stop',
+                "test",
+                str(stubborn.pid),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
+        assert stubborn.poll() is None
+        assert f"the Docker engine (pid {stubborn.pid}) is still running" in stopped.stderr
+    finally:
+        stubborn.kill()
+        stubborn.wait()
