@@ -1835,3 +1835,19 @@ def test_counts_are_written_as_the_readers_language_writes_numbers(
     expect(thread(page).locator(".head .meta")).to_have_text(shown)
     expect(page.locator(f'[data-comments-count="{content}"]')).to_have_text(shown)
     no_csp_trouble(page)
+
+
+@pytest.mark.parametrize("content_id", [".", ".."])
+def test_a_dot_content_id_is_named_and_no_thread_is_asked_for(
+    page, site: HostSite, open_api: Api, content_id: str
+):
+    # A URL path resolves "." and ".." away: the thread's request would reach another
+    # route (a 404 reported as "could not be loaded"), so the widget names the mistake.
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/api/v1/" in r.url else None)
+    url = site.thread_page(f"/dot-{len(content_id)}.html", open_api.base, content_id)
+    page.goto(url)
+    widget = thread(page)
+    expect(widget.locator("p.meta")).to_have_text(f'content-id "{content_id}" cannot name a thread')
+    expect(widget.locator("form, textarea")).to_have_count(0)
+    assert [u for u in asked if "/contents" in u or "/counts" in u] == []

@@ -16,6 +16,7 @@
   const CONFIG = window.CommentsWidgetConfig || {};
   const PAGE = 25;
   const MAX_PAGE = 100; // the API's largest page
+  const DOT_IDS = new Set([".", ".."]); // content ids a URL path cannot carry
   const REVEAL_PAGES = 20; // pages read on, at most, to reach a comment linked to
   const MIN_POLL = 2;
   const REFRESH_PAGES = 10;
@@ -444,8 +445,10 @@ a{color:var(--comments-accent)}
         }
         this.renderIdentity();
       });
-      if (!this.contentId) {
-        this.status.textContent = "content-id missing";
+      if (!this.contentId || DOT_IDS.has(this.contentId)) {
+        // "." and ".." vanish from a URL path: the API refuses them as content ids.
+        this.status.textContent = this.contentId ? `content-id "${this.contentId}" cannot name a thread` : "content-id missing";
+        this.root.replaceChildren(this.status); // no form: a post could not reach a thread
         return;
       }
       this.loadCount();
@@ -664,7 +667,7 @@ a{color:var(--comments-accent)}
 
     /** Re-reads the newest comments (the end of the thread when oldest first). */
     async refresh() {
-      if (!this.built || !this.contentId) return;
+      if (!this.built || !this.contentId || DOT_IDS.has(this.contentId)) return;
       if (this.order === "newest") return this.refreshTop();
       const from = this.done ? this.lastCursor : undefined;
       if (from === undefined) return; // more pages to read: "load more" shows them
