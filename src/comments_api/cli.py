@@ -419,12 +419,15 @@ def keys_create(name: str, scopes: tuple[str, ...]) -> None:
 
 @keys.command("list", help="List keys: id, name, scopes, dates. Never the key or its hash.")
 def keys_list() -> None:
+    from .comments.rules import iso_timestamp
     from .identity.service import IdentityService
 
     identity = IdentityService(_repository(_settings()))
 
     def when(value: Any) -> str:
-        return value.isoformat(timespec="seconds") if value is not None else "-"
+        # UTC as the API writes it: PostgreSQL answers in the session's time zone.
+        stamp = iso_timestamp(value)
+        return stamp[:19] + "Z" if stamp is not None else "-"
 
     click.echo("id\tname\tscopes\tcreated_at\tlast_used_at\trevoked_at")
     for key in identity.list_keys():

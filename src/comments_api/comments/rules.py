@@ -12,7 +12,7 @@ import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 MAX_CONTENT_ID_LENGTH = 128
 MAX_EMAIL_LENGTH = 254
@@ -87,6 +87,11 @@ def iso_timestamp(value: datetime | None) -> str | None:
     """UTC timestamps on the wire: ``2026-11-29T20:07:08.790Z``."""
     if value is None:
         return None
+    # PostgreSQL answers in the session's TimeZone (the server's, a database's
+    # ``SET timezone``, PGTZ): the same instant must read the same as from SQLite.
+    # Stored times are UTC: a naive one (SQLite's) is UTC already.
+    if value.tzinfo is not UTC:
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
