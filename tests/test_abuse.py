@@ -123,6 +123,21 @@ def test_the_flood_limits_retry_after_is_when_a_place_frees_up(make_app):
     assert post_legacy(client, "n4").headers["Retry-After"] == "600"
 
 
+def test_a_flood_retry_after_that_is_obeyed_to_the_microsecond_is_not_refused(make_app):
+    # The window held its first instant (created_at >= now - window): a place freeing up in
+    # a whole number of seconds was announced as that number, and the retry sent exactly
+    # then still met the oldest comment at the window's edge and was refused again.
+    clock = FakeClock()
+    client = make_app(thread_author_max=3, thread_author_window=60, clock=clock).test_client()
+    for i in range(3):
+        assert post_legacy(client, f"n{i}").status_code == 200
+    flooded = post_legacy(client, "n3")
+    assert flooded.status_code == 429
+    assert flooded.headers["Retry-After"] == "60"
+    clock.advance(60)
+    assert post_legacy(client, "n3").status_code == 200
+
+
 def test_banned_words_whole_words_case_insensitive_never_echoed(make_app):
     signer = hs_signer()
     app = make_app(

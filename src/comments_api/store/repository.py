@@ -301,12 +301,14 @@ _MINE = and_(
 # The author's comments in the flood window, counted and the oldest found in one index
 # range. The oldest (the flood 429's Retry-After) comes back as the driver gives it (text on
 # SQLite), so the row needs no result processing: _author_activity parses it when present.
+# The window is open at its start: a comment leaves it exactly THREAD_AUTHOR_WINDOW seconds
+# on, when the Retry-After announced for it runs out (held, the retry was refused again).
 _RECENT = (
     select(
         func.count().label("recent"),
         func.min(comments.c.created_at, type_=String()).label("oldest"),
     )
-    .where(_MINE, comments.c.created_at >= bindparam("thread_since"))
+    .where(_MINE, comments.c.created_at > bindparam("thread_since"))
     .subquery("recent")
 )
 _AUTHOR_ACTIVITY = select(
