@@ -298,6 +298,11 @@ GOOD_ROW = {
         ({"body": 5}, "line 3: comments.body must be a string, got 5"),
         ({"content_id": "x" * 129}, "line 3: comments.content_id is longer than 128 characters"),
         ({"created_at": "9999-12-31T23:59:59-01:00"}, "line 3: comments.created_at is not an"),
+        # SQLite stored a NUL that PostgreSQL refused (its export then moved nowhere), and a
+        # "\ud800" escape was a UnicodeEncodeError traceback on both.
+        ({"body": "a\x00b"}, "line 3: comments.body contains a NUL character"),
+        ({"author_name": "\ud800"}, "line 3: comments.author_name contains an unpaired surrogate"),
+        ({"content_id": "a\udfff\ud800"}, "line 3: comments.content_id contains an unpaired"),
     ],
 )
 def test_import_of_a_damaged_row_is_one_line_and_imports_nothing(database_url, bad, message):

@@ -45,7 +45,7 @@ from sqlalchemy import table as named_table
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.pool import NullPool
 
-from ..comments.rules import STATUSES
+from ..comments.rules import STATUSES, has_unpaired_surrogate
 from .repository import (
     api_keys,
     audit_log,
@@ -240,6 +240,13 @@ def _value_error(column: Column[Any], value: object) -> str | None:
             return f"must be a string, got {value!r:.40}"
         if column.type.length is not None and len(value) > column.type.length:
             return f"is longer than {column.type.length} characters"
+        if "\x00" in value:
+            # PostgreSQL refuses it in text; SQLite stored it, and its export would not import
+            # into PostgreSQL.
+            return "contains a NUL character"
+        if not value.isascii() and has_unpaired_surrogate(value):
+            # A "\ud800" escape: no driver can write it (a UnicodeEncodeError traceback).
+            return "contains an unpaired surrogate (not UTF-8 text)"
     return None
 
 
