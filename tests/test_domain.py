@@ -79,6 +79,9 @@ def test_cursor_round_trip_and_order_binding():
 
 def test_public_identity_helpers():
     assert mask_email("alice@example.com") == "a***@example.com"
+    # The domain follows the last "@"; an address without one shows no domain.
+    assert mask_email('"alice@corp.example"@relay.example') == '"***@relay.example'
+    assert mask_email("alice") == "a***@"
     assert email_hash("Alice@Example.com ") == email_hash("alice@example.com")
     assert legacy_email_view("alice@example.com", "full") == "alice@example.com"
     assert legacy_email_view("alice@example.com", "hidden") is None

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from .authkit import bearer
+
 NEW = "/api/comment/new"
 ORIGINAL_APP = Path(__file__).resolve().parents[1] / "bench" / "baseline_app.py"
 
@@ -164,6 +166,17 @@ def test_unicode_round_trips_exactly(client, text):
 def test_emails_are_masked_by_default(client):
     post(client, {"email": "alice@example.com", "comment": "hi", "content_id": 1})
     assert listing(client, 1).json == [{"email": "a***@example.com", "comment": "hi"}]
+
+
+def test_a_quoted_local_part_with_an_at_sign_is_masked_whole(build, signer):
+    """A token may carry an address whose quoted local part holds an "@": the domain is
+    what follows the last one. Cut at the first, the list showed most of the local part
+    ('"***@corp.example"@relay.example')."""
+    client = build().test_client()
+    token = signer.token("reader-q", email='"alice@corp.example"@relay.example')
+    posted = post(client, {"comment": "hi", "content_id": "q"}, headers=bearer(token))
+    assert posted.status_code == 200, posted.data
+    assert listing(client, "q").json == [{"email": '"***@relay.example', "comment": "hi"}]
 
 
 @pytest.mark.parametrize(("mode", "expected"), [("full", "alice@example.com"), ("hidden", None)])

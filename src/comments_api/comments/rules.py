@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 MAX_CONTENT_ID_LENGTH = 128
 MAX_EMAIL_LENGTH = 254
 MAX_AUTHOR_NAME_LENGTH = 80
+# The width of an author key's columns (comments.author_key, bans.target: store/repository.py).
+MAX_AUTHOR_KEY_LENGTH = 300
 DEFAULT_PAGE_SIZE = 25
 MAX_PAGE_SIZE = 100
 MAX_COUNT_IDS = 100
@@ -267,9 +269,20 @@ def email_hash(email: str | None) -> str | None:
     return hashlib.sha256(email.strip().lower().encode("utf-8")).hexdigest()
 
 
+def email_key_fits(email: str) -> bool:
+    """Whether the author key of ``email`` (``email:`` and the address lower-cased, as
+    moderation/rules.py's ``email_key`` writes it) fits its columns. Lower-casing can make
+    an address longer: "\u0130" becomes "i\u0307", so 254 characters can need 513."""
+    return len("email:") + len(email.strip().lower()) <= MAX_AUTHOR_KEY_LENGTH
+
+
 def mask_email(email: str) -> str:
     """``alice@example.com`` -> ``a***@example.com``: recognisable to its owner only."""
-    local, _, domain = email.partition("@")
+    # The domain follows the last "@": a quoted local part may hold one too (a token's
+    # '"alice@corp.example"@relay.example'), which must not show as part of the domain.
+    local, at, domain = email.rpartition("@")
+    if not at:  # no "@" at all (a row stored before addresses were checked): no domain
+        local, domain = email, ""
     return f"{local[:1]}***@{domain}"
 
 
