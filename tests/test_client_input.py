@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from jsonschema import Draft202012Validator
@@ -591,6 +592,51 @@ def test_control_characters_in_ban_fields_and_targets_are_400(live):
     listed = live.request("GET", "/api/v1/moderation/bans", auth=True)
     assert listed.status == 200
     assert listed.json == {"items": []}
+
+
+# --- addresses that lower-casing lengthens ------------------------------------------------
+
+
+# "\u0130" lower-cases to two characters ("i\u0307"): an address of 254 characters fits,
+# while its author key ("email:" and the address lower-cased; 300 characters in
+# comments.author_key and bans.target) may not.
+def keyed(local: int, domain: int) -> str:
+    """An address of ``local`` U+0130 and a dotted domain of ``domain`` ASCII characters."""
+    return "\u0130" * local + "@" + "a" * (domain - 4) + ".com"
+
+
+def test_an_address_whose_author_key_does_not_fit_is_400_on_both_databases(live):
+    """PostgreSQL refused the key (a 500) where SQLite stored it: both now answer 400 and
+    store nothing, and an address whose key just fits is taken on both."""
+    too_long, fits = keyed(64, 166), keyed(64, 165)  # keys of 301 and 300 characters
+    for target, payload, auth in (
+        ("/api/v1/contents/keys/comments", {"body": "x", "email": too_long}, False),
+        ("/api/v1/moderation/bans", {"email": too_long}, True),
+        ("/api/v1/moderation/bans", {"email": "\u0130" * 253 + "@"}, True),
+    ):
+        reply = live.request("POST", target, json.dumps(payload).encode(), auth=auth)
+        assert assert_problem(reply, 400)["errors"][0]["field"] == "email"
+    legacy = {"email": too_long, "comment": "x", "content_id": "keys"}
+    reply = live.request("POST", "/api/comment/new", json.dumps(legacy).encode())
+    assert reply.status == 400, reply.body
+    assert reply.json["status"] == "BAD-REQUEST"
+    assert thread(live, "keys") == []
+    assert live.request("GET", "/api/v1/moderation/bans", auth=True).json == {"items": []}
+
+    posted = {"body": "fits", "email": fits}
+    reply = live.request("POST", "/api/v1/contents/keys/comments", json.dumps(posted).encode())
+    assert reply.status == 201, reply.body
+    author = quote(f"email:{fits}", safe="")
+    listed = live.request(
+        "GET", f"/api/v1/moderation/comments?status=published&author={author}", auth=True
+    )
+    assert [c["body"] for c in listed.json["items"]] == ["fits"]
+    banned = live.request(
+        "POST", "/api/v1/moderation/bans", json.dumps({"email": fits}).encode(), auth=True
+    )
+    assert banned.status == 201, banned.body
+    target = quote(banned.json["target"], safe="")
+    assert live.request("DELETE", f"/api/v1/moderation/bans/{target}", auth=True).status == 204
 
 
 # --- token claims ---------------------------------------------------------------------------

@@ -62,6 +62,7 @@ from ..comments.rules import (
     FieldError,
     InvalidInput,
     content_id_problem,
+    email_key_fits,
     has_invisible_astral,
     is_blank,
 )
@@ -292,6 +293,13 @@ def _no_invisible_astral(value: object) -> None:
         raise ValueError("must not contain characters that print nothing")
 
 
+def _key_fits(value: object) -> None:
+    # Checked here, not by the schema (which cannot lower-case): PostgreSQL refused a longer
+    # key with a 500, while SQLite stored it.
+    if isinstance(value, str) and not email_key_fits(value):
+        raise ValueError("is too long once lower-cased")
+
+
 def _visible(value: object) -> None:
     # The patterns' "at least one visible character", for what they cannot name (rules.py).
     if isinstance(value, str) and is_blank(value):
@@ -309,6 +317,7 @@ Email = Annotated[
         examples=["alice@example.com"],
     ),
     Check(_no_invisible_astral),
+    Check(_key_fits),
 ]
 AuthorName = Annotated[
     str,
@@ -714,7 +723,9 @@ class BulkModeration(Body, kw_only=True):
             raise ValueError(_IF_UNEDITED_WITH_IDS)
 
 
-BanEmail = Annotated[str, Meta(max_length=MAX_EMAIL_LENGTH, pattern=BAN_EMAIL_PATTERN)]
+BanEmail = Annotated[
+    str, Meta(max_length=MAX_EMAIL_LENGTH, pattern=BAN_EMAIL_PATTERN), Check(_key_fits)
+]
 Subject = Annotated[str, Meta(min_length=1, max_length=MAX_SUBJECT_LENGTH, pattern=LINE_PATTERN)]
 Reason = Annotated[str, Meta(max_length=MAX_REASON_LENGTH, pattern=OPTIONAL_TEXT_PATTERN)]
 _EXACTLY_ONE = "give exactly one of email or subject"
