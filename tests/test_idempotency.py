@@ -7,6 +7,7 @@ import socket
 import sqlite3
 import threading
 import uuid
+from datetime import timedelta
 
 import pytest
 import requests
@@ -185,6 +186,62 @@ def test_expired_keys_are_swept(make_app, monkeypatch):
     with app.extensions[EXTENSION_KEY].repo.engine.connect() as conn:
         left = [r.key for r in conn.execute(select(idempotency_keys.c.key))]
     assert left == ["new-key"]
+
+
+def test_a_backlog_of_expired_keys_is_swept_in_bounded_batches(make_app):
+    """Expired keys pile up while no keyed create sweeps them (IDEMPOTENCY_TTL lowered,
+    keyed creates back after a pause). One sweep deleted the whole backlog in one
+    transaction, run by the create that triggered it: 900,000 rows held that create and
+    SQLite's write lock, so every other write, for 6.6 s. A sweep now deletes at most
+    IDEMPOTENCY_SWEEP_BATCH rows, and the next keyed creates go on until none is left."""
+    from comments_api.store import repository as storage
+    from comments_api.store.repository import idempotency_keys
+
+    clock = FakeClock()
+    app = make_app(idempotency_ttl=60.0, clock=clock)
+    engine = app.extensions[EXTENSION_KEY].repo.engine
+    batch = storage.IDEMPOTENCY_SWEEP_BATCH
+    backlog = 2 * batch + batch // 2
+    old = clock() - timedelta(seconds=120)
+    with engine.begin() as conn:
+        conn.execute(
+            idempotency_keys.insert(),
+            [
+                {
+                    "scope": "anonymous",
+                    "key": f"old-{i}",
+                    "request_hash": "0" * 64,
+                    "status": 201,
+                    "body": "{}",
+                    # One instant for all: a batch bounded by its newest created_at
+                    # would take every row written in that microsecond.
+                    "created_at": old,
+                }
+                for i in range(backlog)
+            ],
+        )
+
+    def expired() -> int:
+        with engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).where(idempotency_keys.c.key.like("old-%"))
+                ).scalar_one()
+            )
+
+    client = app.test_client()
+    assert post(client, {"body": "first"}, "new-0").status_code == 201
+    assert expired() == backlog - batch  # one batch per create
+    # A full batch leaves more behind: the next keyed create sweeps again, without
+    # waiting for IDEMPOTENCY_SWEEP_INTERVAL.
+    assert post(client, {"body": "second"}, "new-1").status_code == 201
+    assert expired() == backlog - 2 * batch
+    assert post(client, {"body": "third"}, "new-2").status_code == 201
+    assert expired() == 0
+    # Caught up: the next sweep waits for its interval again, and fresh keys stay.
+    assert post(client, {"body": "fourth"}, "new-3").status_code == 201
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(idempotency_keys)).scalar_one() == 4
 
 
 def test_a_retry_after_its_parent_was_hidden_gets_the_first_answer(make_app):

@@ -47,6 +47,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.engine import URL, make_url
@@ -242,6 +243,12 @@ content_versions = Table(
 # disk-full errors, per process.
 IDEMPOTENCY_SWEEP_INTERVAL = 60.0
 RELEASE_SPACE_INTERVAL = 5.0
+# Expired idempotency keys one sweep deletes at most. A backlog (IDEMPOTENCY_TTL lowered,
+# keyed creates back after a pause) went in one transaction, run by the create that
+# triggered it: 900,000 rows held that create and SQLite's write lock, so every other
+# write, for 6.6 s; a batch of 500 takes ~20 ms here. A full batch lets the next keyed create
+# sweep again at once, so a backlog drains at up to 500 rows per create.
+IDEMPOTENCY_SWEEP_BATCH = 500
 
 # Seconds between last_used_at writes for one key: tracking use must not turn every
 # authenticated request into a database write.
@@ -1375,9 +1382,22 @@ class Repository:
         if clock - self._last_sweep < IDEMPOTENCY_SWEEP_INTERVAL:
             return
         self._last_sweep = clock
+        keys = idempotency_keys.c
+        # The oldest ones by primary key (not "up to the batch's newest created_at": rows
+        # written in one microsecond would all go), taken in created_at order as before.
+        oldest = (
+            select(keys.scope, keys.key)
+            .where(keys.created_at < cutoff)
+            .order_by(keys.created_at)
+            .limit(IDEMPOTENCY_SWEEP_BATCH)
+        )
         try:
             with self._write() as conn:
-                conn.execute(delete(idempotency_keys).where(idempotency_keys.c.created_at < cutoff))
+                deleted = conn.execute(
+                    delete(idempotency_keys).where(tuple_(keys.scope, keys.key).in_(oldest))
+                ).rowcount
+            if deleted >= IDEMPOTENCY_SWEEP_BATCH:  # more may be left: the next create sweeps
+                self._last_sweep = clock - IDEMPOTENCY_SWEEP_INTERVAL
         except SQLAlchemyError as exc:
             log.warning("idempotency key sweep skipped: %s", exc.__class__.__name__)
 
