@@ -87,6 +87,36 @@ def test_bad_settings_stop_serve_in_one_line(tmp_path, env, message, before_migr
     assert (tmp_path / "x.db").exists() is not before_migrating
 
 
+@pytest.mark.parametrize(
+    ("command", "name", "url"),
+    [
+        # An '@' left unencoded in the password: SQLAlchemy ends the password at the first
+        # one and reads the rest as the host and port. The int() of that "port" (or the
+        # host's name resolution) failed with the password's tail in its message.
+        (("migrate",), "DATABASE_URL", "postgresql+psycopg://app:pa55@word:TAIL@127.0.0.1/c"),
+        (("keys", "list"), "DATABASE_URL", "postgresql+psycopg://app:pa55@word:TAIL@127.0.0.1/c"),
+        (("serve",), "DATABASE_URL", "postgresql+psycopg://app:pa55@word:TAIL@127.0.0.1/c"),
+        # A sentinel limits cannot read: its ConfigurationError quoted the whole URL in the
+        # traceback that stopped serve.
+        (("serve",), "RATELIMIT_STORAGE_URL", "redis+sentinel://:pa55TAIL@127.0.0.1:2637x/m"),
+        (
+            ("serve",),
+            "RATELIMIT_STORAGE_URL",
+            "redis+sentinel://:pa55TAIL@127.0.0.1:26379,127.0.0.1:99999/m",
+        ),
+    ],
+)
+def test_a_url_the_driver_would_misread_is_refused_without_its_password(
+    tmp_path, command, name, url
+):
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path}/x.db", "PORT": str(free_port()), name: url}
+    result = run(*command, env=env)
+    assert result.returncode == 2, result.stderr
+    assert "TAIL" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+    assert f"{name}: the host and port cannot be read" in result.stderr
+
+
 def test_serve_never_empties_a_metrics_directory_holding_other_files(tmp_path):
     # serve empties PROMETHEUS_MULTIPROC_DIR at every start: pointed at a data directory,
     # /tmp or ".", it deleted everything there, subdirectories included.

@@ -166,11 +166,25 @@ UNREADABLE_HOST = (
 )
 
 
+# The host and port as SQLAlchemy reads them (sqlalchemy.engine.url._parse_url, not imported
+# here: `healthcheck` reads the settings without SQLAlchemy): its password ends at the first
+# '@'.
+_SQLALCHEMY_HOST_AND_PORT = re.compile(
+    r"[\w+]+://(?:[^:/]*(?::[^@]*)?@)?(?:(?:\[[^/?]+\]|(?P<host>[^/:?]+))?(?::(?P<port>[^/?]*))?)?"
+)
+
+
 def _host_and_port_readable(url: str) -> bool:
     # Only what follows the credentials: a password may hold '[' or '/' unencoded, which
     # urlsplit refuses and SQLAlchemy's URL parser accepts.
     host_and_port = url.partition("://")[2].rpartition("@")[2]
     host_and_port = re.split(r"[/?#]", host_and_port, maxsplit=1)[0]
+    # A second '@' left unencoded in the password: SQLAlchemy took the rest of the password
+    # for the host (or port), which the connection error then printed ("failed to resolve
+    # host 'TAIL@db'", "invalid literal for int(): 'TAIL@db:5432'").
+    read = _SQLALCHEMY_HOST_AND_PORT.match(url)
+    if read is None or "@" in (read["host"] or "") + (read["port"] or ""):
+        return False
     try:
         # Port 0 is no port to connect to: libpq took it for its default, 5432.
         return urlsplit(f"//{host_and_port}").port != 0
@@ -781,6 +795,19 @@ class Settings:
                 raise SettingsError(f"RATELIMIT_STORAGE_URL: {UNREADABLE_HOST}") from None
             if not re.fullmatch(r"/?\d*", parts.path):
                 raise SettingsError("RATELIMIT_STORAGE_URL: the path is a database number: /0")
+        if scheme.lower() == "redis+sentinel":
+            # Read as limits reads it (limits._storage_scheme.parse_storage_uri): sentinels
+            # after the first '@', each host:port. Its error for one it cannot read quoted
+            # the whole URL, password included, in the traceback that stopped `serve`.
+            netloc = urlsplit(self.ratelimit_storage_url).netloc
+            for location in netloc[netloc.find("@") + 1 :].split(","):
+                try:
+                    sentinel = urlsplit(f"//{location.strip()}")
+                    readable = sentinel.hostname is not None and sentinel.port not in (None, 0)
+                except ValueError:
+                    readable = False
+                if not readable:
+                    raise SettingsError(f"RATELIMIT_STORAGE_URL: {UNREADABLE_HOST}")
         database_scheme = self.database_url.partition("://")[0]
         if not (
             self.database_url.startswith("sqlite:///")
