@@ -126,3 +126,31 @@ def test_an_email_verified_claim_sent_as_the_string_false_is_not_verified(build,
     token = signer.token("editor", email_verified="true", **claimed)
     verified = client.post(POST, json={"body": "hello"}, headers=bearer(token))
     assert verified.json["author"]["email_hash"] is not None
+
+
+def test_a_provider_name_that_is_an_email_address_is_not_published(build, signer):
+    """Auth0 sets `name` to the address of a reader who gave no name, and Entra ID's
+    `preferred_username` is usually the sign-in address: either was shown as the author
+    on every public list, the widget's included, where addresses are never shown."""
+    app = build()
+    client = app.test_client()
+    for number, claims in enumerate(
+        (
+            {"name": "jane.doe@readers.example"},
+            {"name": None, "preferred_username": "Jane.Doe@Readers.Example"},
+            {"name": "Jane Doe <jane.doe@readers.example>"},
+        )
+    ):
+        token = signer.token("jane", **claims)
+        posted = client.post(POST, json={"body": f"hi {number}"}, headers=bearer(token))
+        assert posted.status_code == 201, posted.json
+        assert posted.json["author"]["name"] == "anonymous", claims
+    # The username stands in for an address-like name; a name with an "@" handle stays.
+    token = signer.token("jane", name="jane.doe@readers.example", preferred_username="jdoe")
+    posted = client.post(POST, json={"body": "hi jdoe"}, headers=bearer(token))
+    assert posted.json["author"]["name"] == "jdoe"
+    token = signer.token("jane", name="Jane @ the desk")
+    posted = client.post(POST, json={"body": "hi desk"}, headers=bearer(token))
+    assert posted.json["author"]["name"] == "Jane @ the desk"
+    listed = client.get("/api/v1/contents/a1/comments?limit=100").get_data(as_text=True)
+    assert "jane.doe@" not in listed.lower()

@@ -51,6 +51,10 @@ _JWKS_MIN_REFRESH = 60.0  # unknown kids never make us hammer the identity provi
 _JWKS_LIFESPAN = 300.0  # a fetched key set is used this long before it is fetched again
 _JWKS_TIMEOUT = 5.0
 _JWKS_RETRY = 5.0  # with no key set yet, a failed fetch is not retried sooner (Retry-After)
+# An email address inside a provider's name claim. Auth0 sets `name` to the address of a
+# reader who gave none, Entra ID's `preferred_username` is usually the sign-in address:
+# shown as the author, it published the address public answers never show.
+_ADDRESS_IN_NAME = re.compile(r"[^\s@<>()\[\]]+@[^\s@<>()\[\]]+\.[^\s@<>()\[\]]+")
 
 
 class AuthError(Exception):
@@ -393,12 +397,14 @@ def identity_from_claims(claims: dict[str, Any]) -> Identity:
     ):
         email = None
     # The first usable of the two. A name that prints nothing (empty, a zero-width space,
-    # tag characters) is no name, as for the body's author_name; with neither the reader
-    # is anonymous.
+    # tag characters) is no name, as for the body's author_name, nor one holding an email
+    # address; with neither the reader is anonymous.
     names = (
         raw.strip()[:80]
         for raw in (claims.get("name"), claims.get("preferred_username"))
-        if isinstance(raw, str) and is_single_line_text(raw)
+        if isinstance(raw, str)
+        and is_single_line_text(raw)
+        and _ADDRESS_IN_NAME.search(raw) is None
     )
     name = next((n for n in names if not is_blank(n)), None)
     return Identity(kind=KIND_JWT, id=subject, scopes=scopes, email=email, name=name)
