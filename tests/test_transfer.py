@@ -14,6 +14,7 @@ import random
 import signal
 import sqlite3
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from sqlalchemy import insert
 
 from comments_api.app import create_app
@@ -41,7 +43,7 @@ from comments_api.store.repository import (
 )
 
 from .authkit import AUDIENCE, ISSUER, api_key, bearer, hs_signer
-from .support import VENV_BIN, small_tmpfs
+from .support import VENV_BIN, ServiceProcess, small_tmpfs, wait_until
 
 BULK = "/api/v1/moderation/comments"
 
@@ -649,6 +651,69 @@ def test_an_import_of_a_file_that_is_no_export_leaves_the_target_as_it_was(
     assert refused.returncode == 1, refused.stderr
     with sqlite3.connect(older) as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == (previous,)
+
+
+def test_a_backup_of_a_large_database_finishes_while_the_service_keeps_writing(tmp_path):
+    """`backup` is for a live database: here 24 MiB (12,000 of SQLite's 2 KiB pages) while
+    `serve` stores comments back to back. Copied 4096 pages at a time, every commit the
+    service made between two steps restarted the copy from its first page, and the backup
+    never finished (a 400 MB database at 17 creates/s: still copying after a minute)."""
+    db = tmp_path / "live.db"
+    url = f"sqlite:///{db}"
+    engine = make_engine(url)
+    migrate(engine)
+    engine.dispose()
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40000) "
+            "INSERT INTO comments (content_id, body, status, created_at, updated_at) "
+            "SELECT 'article-' || (i % 500), printf('%.400c', 'x') || i, 'published', "
+            "'2026-01-01 00:00:00.000000', '2026-01-01 00:00:00.000000' FROM n"
+        )
+    assert db.stat().st_size > 3 * 4096 * 2048
+    copy = tmp_path / "copy.db"
+    stored: list[int] = []
+    failed: list[int] = []
+    env = {"DATABASE_URL": url, "RATELIMIT_ENABLED": "false", "DUPLICATE_WINDOW": "0"}
+    with ServiceProcess(env, tmp_path) as service:
+        stop = threading.Event()
+
+        def writer() -> None:
+            with requests.Session() as session:
+                for i in range(20_000):  # bounded; stopped once the backup has ended
+                    if stop.is_set():
+                        return
+                    answer = session.post(
+                        f"{service.base}/api/v1/contents/live/comments",
+                        json={"body": f"during the backup {i}", "email": f"r{i}@example.com"},
+                        timeout=10,
+                    )
+                    (stored if answer.status_code == 201 else failed).append(answer.status_code)
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            assert wait_until(lambda: len(stored) >= 20, timeout=30)
+            before = len(stored)
+            backup = subprocess.run(
+                [str(VENV_BIN / "comments-api"), "backup", str(copy)],
+                env={**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "warning"},
+                capture_output=True,
+                text=True,
+                timeout=30,  # a few seconds here; it never ended before
+                check=False,
+            )
+            during = len(stored) - before
+        finally:
+            stop.set()
+            thread.join(timeout=30)
+    assert backup.returncode == 0, backup.stderr
+    assert during > 0, "the service stored nothing while the backup ran"
+    assert failed == []
+    with sqlite3.connect(copy) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        (kept,) = conn.execute("SELECT count(*) FROM comments WHERE content_id = 'live'").fetchone()
+    assert before <= kept <= len(stored)
 
 
 def interrupted(args: list[str], database_url: str, begun: Callable[[], bool]) -> None:

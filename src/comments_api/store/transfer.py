@@ -482,11 +482,13 @@ def _continue_ids(conn: Connection, named: int) -> None:
         )
 
 
-def sqlite_backup(source_path: str, target_path: str, pages: int = 4096) -> None:
+def sqlite_backup(source_path: str, target_path: str) -> None:
     """A consistent copy of a live SQLite database (the online backup API).
 
-    Copies ``pages`` pages at a time so writers are held up only briefly; a write in
-    between restarts nothing, SQLite copies the changed pages again.
+    Copied in one step, under one read transaction: the service's database is in WAL
+    mode, where a reader holds up no writer. In steps of a few thousand pages (as it was),
+    every commit another process made between two steps restarted the copy from its first
+    page, and under a steady write load a large database's backup never finished.
     """
     import sqlite3
 
@@ -494,7 +496,7 @@ def sqlite_backup(source_path: str, target_path: str, pages: int = 4096) -> None
     target = sqlite3.connect(target_path)
     try:
         with target:
-            source.backup(target, pages=pages)
+            source.backup(target, pages=-1)
         check = target.execute("PRAGMA integrity_check").fetchone()[0]
         if check != "ok":
             raise TransferError(f"the backup failed its integrity check: {check}")
