@@ -117,6 +117,32 @@ def test_a_url_the_driver_would_misread_is_refused_without_its_password(
     assert f"{name}: the host and port cannot be read" in result.stderr
 
 
+@pytest.mark.parametrize("command", [("migrate",), ("serve",), ("keys", "list"), ("export",)])
+def test_a_database_url_option_libpq_lacks_is_one_line_before_connecting(tmp_path, command):
+    # psycopg's "invalid connection option" at the first connection was a traceback in
+    # migrate and serve; ?port=abc was SQLAlchemy's traceback in every command.
+    for query in ("sslmode=disable&foo=hunter2secret", "port=abc"):
+        url = f"postgresql+psycopg://app:hunter2secret@127.0.0.1:{free_port()}/c?{query}"
+        result = run(*command, env={"DATABASE_URL": url, "PORT": str(free_port())})
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith("Error: configuration error: DATABASE_URL: ")
+        assert len(result.stderr.splitlines()) == 1, result.stderr
+        assert "hunter2secret" not in result.stderr + result.stdout
+
+
+def test_a_storage_url_redis_py_cannot_read_stops_serve_in_one_line(tmp_path):
+    # redis-py's ValueError (or limits' ConfigurationError for a sentinel URL without its
+    # service name) when the limiter was built: a traceback after migrating.
+    for url in ("redis://:hunter2secret@127.0.0.1:6379/0?db=x", "redis+sentinel://127.0.0.1"):
+        env = {"DATABASE_URL": f"sqlite:///{tmp_path}/x.db", "RATELIMIT_STORAGE_URL": url}
+        result = run("serve", env={**env, "PORT": str(free_port())})
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith("Error: configuration error: RATELIMIT_STORAGE_URL: ")
+        assert len(result.stderr.splitlines()) == 1, result.stderr
+        assert "hunter2secret" not in result.stderr
+        assert not (tmp_path / "x.db").exists()  # refused before migrating
+
+
 def test_serve_never_empties_a_metrics_directory_holding_other_files(tmp_path):
     # serve empties PROMETHEUS_MULTIPROC_DIR at every start: pointed at a data directory,
     # /tmp or ".", it deleted everything there, subdirectories included.

@@ -137,6 +137,24 @@ def test_values_are_parsed_and_typed():
         # start) a directory named ' ' in its working directory.
         ({"PROMETHEUS_MULTIPROC_DIR": " "}, "PROMETHEUS_MULTIPROC_DIR must be a directory .*' '$"),
         ({"PROMETHEUS_MULTIPROC_DIR": "/tmp/metrics\n"}, "without surrounding whitespace"),
+        # libpq refused the option at the first connection, SQLAlchemy the port when the
+        # engine was made: each a traceback in migrate and serve.
+        (
+            {"DATABASE_URL": "postgresql+psycopg://u:pw@db/x?sslmode=require&foo=bar"},
+            "^DATABASE_URL: libpq has no connection option 'foo' ",
+        ),
+        ({"DATABASE_URL": "postgresql+psycopg://u:pw@db/x?port=abc"}, "a port is a number from"),
+        ({"DATABASE_URL": "postgresql+psycopg://u:pw@db/x?port=0"}, "a port is a number from"),
+        ({"DATABASE_URL": "postgresql+psycopg://u@db/x?host=a,b&port=1,2,3"}, "cannot be read"),
+        # redis-py's: a traceback when serve built the limiter, or (an unknown option, a
+        # value its connections refuse) every request's counter per process for good.
+        ({"RATELIMIT_STORAGE_URL": "redis://r:6379/0?db=x"}, "Invalid value for 'db'"),
+        ({"RATELIMIT_STORAGE_URL": "redis://r/0?max_connections=x"}, "'max_connections'"),
+        ({"RATELIMIT_STORAGE_URL": "redis+unix:///run/r.sock?db=x"}, "Invalid value for 'db'"),
+        ({"RATELIMIT_STORAGE_URL": "redis://r:6379/0?foo=1"}, "redis-py has no option 'foo'$"),
+        ({"RATELIMIT_STORAGE_URL": "redis://r:6379/0?protocol=9"}, "protocol must be either"),
+        ({"RATELIMIT_STORAGE_URL": "redis+sentinel://s:26379"}, "names its master's service"),
+        ({"RATELIMIT_STORAGE_URL": "redis+sentinel://s:26379/"}, "names its master's service"),
     ],
 )
 def test_bad_values_are_clear_errors(env, message):
@@ -223,6 +241,28 @@ def test_secrets_can_come_from_files(tmp_path, item):
     # the value's first character, an HS256 secret that refused every token.
     secret.write_bytes(b"\xef\xbb\xbf" + value.encode() + b"\r\n")
     assert getattr(Settings.from_env({f"{name}_FILE": str(secret)}), item.name) == value
+
+
+def test_driver_options_the_drivers_read_are_accepted():
+    url = "postgresql+psycopg://u:pw@db/x?sslmode=require&keepalives_idle=120&port=6432"
+    assert Settings.from_env({"DATABASE_URL": url}).database_url == url
+    multi = "postgresql+psycopg://u@/x?host=a:5432&host=b:5433&target_session_attrs=any"
+    assert Settings.from_env({"DATABASE_URL": multi}).database_url == multi
+    storage = "redis://r:6379/0?socket_timeout=2&health_check_interval=10&protocol=3"
+    assert Settings.from_env({"RATELIMIT_STORAGE_URL": storage}).ratelimit_storage_url == storage
+    sentinel = "redis+sentinel://s1:26379,s2:26379/mymaster"
+    assert Settings.from_env({"RATELIMIT_STORAGE_URL": sentinel}).ratelimit_storage_url
+
+
+def test_a_secret_file_path_with_a_line_break_is_refused_in_one_line(tmp_path):
+    # A path pasted with its line break made "cannot read /run/secrets/db" and
+    # ": [Errno 2] ..." two lines.
+    missing = f"{tmp_path}/db\n"
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"DATABASE_URL_FILE": missing})
+    assert str(refused.value) == (
+        f"DATABASE_URL_FILE: cannot read {missing!r}: No such file or directory"
+    )
 
 
 def test_the_database_urls_file_is_remembered_for_rotations(tmp_path):

@@ -32,9 +32,9 @@ class ConfigurationError(click.ClickException):
         super().__init__(f"configuration error: {problem}")
 
 
-def _settings(*, rate_limits: bool = True) -> Settings:
+def _settings(*, rate_limits: bool = True, drivers: bool = True) -> Settings:
     try:
-        return Settings.from_env(rate_limits=rate_limits)
+        return Settings.from_env(rate_limits=rate_limits, drivers=drivers)
     except SettingsError as exc:
         raise ConfigurationError(exc) from None
 
@@ -268,9 +268,10 @@ def healthcheck(path: str, timeout: float) -> None:
         raise click.BadParameter(
             "must be a path on this server, such as /readyz", param_hint="--path"
         )
-    # The probe sends one GET to HOST:PORT. The limits' notation is for the server, which
-    # refuses to start on a typo; reading it here loaded limits and asyncio on every run.
-    settings = _settings(rate_limits=False)
+    # The probe sends one GET to HOST:PORT. The limits' notation and the URLs' driver
+    # options are for the server, which refuses to start on a typo; reading them here
+    # loaded limits, asyncio, SQLAlchemy, psycopg or redis-py on every run.
+    settings = _settings(rate_limits=False, drivers=False)
     # Mounted under gunicorn's SCRIPT_NAME (docs/server.md), the server serves every path
     # below it, /readyz included: probed at the root, it answered 404 and the container
     # stayed unhealthy. Joined as gunicorn strips it from a request's path.

@@ -192,6 +192,59 @@ def _host_and_port_readable(url: str) -> bool:
         return False
 
 
+def _database_query_problem(url: str) -> str | None:
+    """What the driver refuses in a PostgreSQL URL's query, said without the URL: SQLAlchemy
+    reads ``?host=``/``?port=`` when an engine is made, libpq the option names at the first
+    connection. Each ended migrate, serve, keys and export in a traceback."""
+    # Imported here: `healthcheck` loads neither (Settings.from_env(drivers=False)).
+    from psycopg import pq
+    from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+        _, params = PGDialect_psycopg().create_connect_args(parsed)
+        ports = [int(port) for port in str(params.get("port") or "").split(",") if port]
+    except (ArgumentError, ValueError):
+        return UNREADABLE_HOST
+    if not all(1 <= port <= 65535 for port in ports):
+        return UNREADABLE_HOST
+    known = {option.keyword.decode() for option in pq.Conninfo.get_defaults()}
+    # The names only: a value may be a password (?password=).
+    unknown = sorted(set(parsed.query) - known)
+    if unknown:
+        return (
+            f"libpq has no connection option {', '.join(map(repr, unknown))} (its options: "
+            "https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-PARAMKEYWORDS)"
+        )
+    return None
+
+
+def _redis_query_problem(url: str) -> str | None:
+    """What redis-py refuses in a redis://, rediss:// or redis+unix:// URL's query, as it
+    reads it (the limiter passes it on): a value it cannot parse (?db=x) ended serve in a
+    traceback, and an option it does not know (?foo=1), or a value its connections refuse
+    (?protocol=9), failed every request over to per-process limits for good."""
+    # Imported here: `healthcheck` does not load redis-py (Settings.from_env(drivers=False)).
+    from redis import ConnectionPool
+    from redis.exceptions import RedisError
+
+    try:
+        # limits reads redis+unix:// as redis-py's unix://. A connection is made, not
+        # connected: that happens at its first command.
+        pool = ConnectionPool.from_url(url.replace("redis+unix://", "unix://", 1))
+        pool.make_connection()
+    except TypeError as exc:
+        # The option's name only ("... unexpected keyword argument 'foo'"), never its value.
+        name = re.search(r"argument '([^']*)'", str(exc))
+        return f"redis-py has no option {name.group(1) if name else 'given'!r}"
+    except (ValueError, RedisError) as exc:
+        # redis-py's own words name the option ("Invalid value for 'db' in connection URL.").
+        return str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+    return None
+
+
 # A host name (RFC 1123 labels; a trailing dot for a fully qualified one).
 _HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
 
@@ -581,10 +634,16 @@ class Settings:
 
     @classmethod
     def from_env(
-        cls, environ: Mapping[str, str] | None = None, *, rate_limits: bool = True
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        rate_limits: bool = True,
+        drivers: bool = True,
     ) -> Settings:
         """The settings from the environment, validated. ``rate_limits=False`` leaves the
-        three limits' notation unread, for commands that never limit (`healthcheck`)."""
+        three limits' notation unread, for commands that never limit (`healthcheck`);
+        ``drivers=False`` leaves the URLs' options unread by their drivers (redis-py,
+        SQLAlchemy and libpq), which `healthcheck` never loads."""
         env = os.environ if environ is None else environ
 
         def get(name: str) -> str | None:
@@ -605,7 +664,10 @@ class Settings:
                     # secret that refused every token, a URL refused as no URL.
                     value = Path(path).read_text(encoding="utf-8-sig").strip()
                 except OSError as exc:
-                    raise SettingsError(f"{name}_FILE: cannot read {path}: {exc}") from None
+                    # The path quoted: a line break pasted with it made the message two lines.
+                    raise SettingsError(
+                        f"{name}_FILE: cannot read {path!r}: {exc.strerror or exc}"
+                    ) from None
                 except UnicodeDecodeError as exc:
                     # A binary file or another encoding: a traceback before this.
                     raise SettingsError(
@@ -708,10 +770,10 @@ class Settings:
             if (of := item.metadata.get("path_of")) and (path := get(f"{of.upper()}_FILE")):
                 kwargs[item.name] = path
         settings = cls(**kwargs)  # type: ignore[arg-type]
-        settings.validate(rate_limits=rate_limits)
+        settings.validate(rate_limits=rate_limits, drivers=drivers)
         return settings
 
-    def validate(self, *, rate_limits: bool = True) -> None:
+    def validate(self, *, rate_limits: bool = True, drivers: bool = True) -> None:
         for name in (
             "db_statement_timeout",
             "db_pool_timeout",
@@ -808,6 +870,22 @@ class Settings:
                     readable = False
                 if not readable:
                     raise SettingsError(f"RATELIMIT_STORAGE_URL: {UNREADABLE_HOST}")
+        storage_problem = (
+            _redis_query_problem(self.ratelimit_storage_url)
+            if drivers and scheme.lower() in ("redis", "rediss", "redis+unix")
+            else None
+        )
+        if storage_problem is not None:
+            raise SettingsError(f"RATELIMIT_STORAGE_URL: {storage_problem}")
+        if scheme.lower() == "redis+sentinel" and not urlsplit(
+            self.ratelimit_storage_url
+        ).path.strip("/"):
+            # limits reads the master's service name from the path; without one, serve
+            # ended in a ConfigurationError traceback.
+            raise SettingsError(
+                "RATELIMIT_STORAGE_URL: a sentinel URL names its master's service after the "
+                "hosts: redis+sentinel://HOST:26379,HOST:26379/SERVICE"
+            )
         database_scheme = self.database_url.partition("://")[0]
         if not (
             self.database_url.startswith("sqlite:///")
@@ -821,6 +899,11 @@ class Settings:
         # A SQLite URL is a path (it may hold '@' and ':'); no host or port to read.
         if not is_sqlite and not _host_and_port_readable(self.database_url):
             raise SettingsError(f"DATABASE_URL: {UNREADABLE_HOST}")
+        database_problem = (
+            _database_query_problem(self.database_url) if drivers and not is_sqlite else None
+        )
+        if database_problem is not None:
+            raise SettingsError(f"DATABASE_URL: {database_problem}")
         sqlite_path, _, sqlite_query = self.database_url.removeprefix("sqlite:///").partition("?")
         if is_sqlite and (
             sqlite_path in ("", ":memory:")
