@@ -94,7 +94,7 @@ def test_console_approve_leaves_a_comment_its_author_edited_after_the_list_was_r
 ):
     """Pre-moderation: the moderator read the queue, then the author changed a pending
     comment's text; Approve published the new text, unseen. The console now sends when the
-    list was read (`if_unedited_since`, the answer's Date): the comment stays pending and
+    list was read (`if_unedited_since`, the listing's `read_at`): the comment stays pending and
     is listed anew, with its new text, for the moderator to judge."""
     content = new_content()
     author = lone_pre_api.token("editing-author")
@@ -114,7 +114,7 @@ def test_console_approve_leaves_a_comment_its_author_edited_after_the_list_was_r
     show_queue_of(page, content)
     row = queue_row(page, "a perfectly nice comment")
     expect(row).to_be_visible()
-    time.sleep(1.1)  # the list's Date is to the second: the edit comes a second later
+    time.sleep(1.1)  # an older server's Date is to the second: the edit comes a second later
     edit("BUY CHEAP PILLS")
     row.get_by_role("button", name=re.compile(r"^Approve comment")).click()
     expect(page.locator("#message")).to_have_text(

@@ -178,6 +178,7 @@ class Comment:
 class Page:
     items: list[Comment]
     next_cursor: str | None
+    read_at: datetime | None = None  # a moderation listing's: see Repository.moderation_page
 
 
 def _has_control_chars(text: str, allow_newlines: bool = False) -> bool:

@@ -691,8 +691,9 @@ class BulkModeration(Body, kw_only=True):
             tz=True,
             description="With `ids` only: act only on comments whose text was not edited "
             "after this instant (never edited, or `edited_at` at or before it): the time "
-            "the moderator read them (the listing answer's `Date`, as the console sends "
-            "it). The rest are `unchanged`. Without it, an Approve publishes a pending "
+            "the moderator read them (the listing's `read_at`, as the console sends it; "
+            "its `Date` is stamped after the read, so an edit committed in between could "
+            "pass). The rest are `unchanged`. Without it, an Approve publishes a pending "
             "comment's text as its author last edited it, seen or not.",
         ),
     ] = None  # type: ignore[assignment]

@@ -1257,7 +1257,11 @@ def moderation_paths() -> dict[str, Any]:
                     "200": _ok(
                         "One page of the queue.",
                         ref("ModeratorPage"),
-                        {"items": [example], "next_cursor": None},
+                        {
+                            "items": [example],
+                            "next_cursor": None,
+                            "read_at": "2026-12-07T10:00:00.000Z",
+                        },
                         headers={"Link": _header('The next page: `<...>; rel="next"`.')},
                     ),
                     "400": _invalid(pending, "cursor", "is not a cursor this API issued"),
@@ -1281,7 +1285,11 @@ def moderation_paths() -> dict[str, Any]:
                     "200": _ok(
                         "One page.",
                         ref("ModeratorPage"),
-                        {"items": [{**example, "status": "hidden"}], "next_cursor": None},
+                        {
+                            "items": [{**example, "status": "hidden"}],
+                            "next_cursor": None,
+                            "read_at": "2026-12-07T10:00:00.000Z",
+                        },
                         headers={"Link": _header('The next page: `<...>; rel="next"`.')},
                     ),
                     "400": _invalid(bulk, "status", models.MODERATION_STATUS_ERROR),

@@ -245,6 +245,14 @@ class AuditPage(Closed, kw_only=True):
 class ModeratorPage(Closed, kw_only=True):
     items: list[ModeratorComment]
     next_cursor: Cursor | None
+    read_at: Annotated[
+        PlainTimestamp,
+        Meta(
+            description="When these rows were read, once no edit was in flight: an edit "
+            "they miss has a later `edited_at`. Send it as an approve's "
+            "`if_unedited_since` (not the answer's `Date`, stamped after the read)."
+        ),
+    ]
 
 
 class ClientConfig(Open, kw_only=True):

@@ -46,7 +46,12 @@ class ModerationService:
         of one author key; the next cursor is bound to this filter."""
         check_listing_filter(status, content_id, author)
         page = self.repo.moderation_page(
-            status, content_id=content_id, limit=limit, after_id=after_id, author_key=author
+            status,
+            content_id=content_id,
+            limit=limit,
+            after_id=after_id,
+            author_key=author,
+            clock=self.clock,
         )
         return replace(
             page, next_cursor=encode_listing_cursor(page.next_cursor, status, content_id, author)

@@ -79,7 +79,11 @@ def _listing(status: str, path: str, query: dict[str, str]) -> Response:
     page = services().moderation.listing(
         status, content_id=content_id, limit=limit, after_id=after_id, author=author
     )
-    response = jsonify(items=[moderator_view(c) for c in page.items], next_cursor=page.next_cursor)
+    response = jsonify(
+        items=[moderator_view(c) for c in page.items],
+        next_cursor=page.next_cursor,
+        read_at=iso_timestamp(page.read_at),  # milliseconds, cut down: never after the read
+    )
     if page.next_cursor:
         if content_id is not None:
             query["content_id"] = content_id

@@ -102,8 +102,9 @@ function retryAfter(response) {
   return seconds === null ? null : `${seconds} second${seconds === 1 ? "" : "s"}`;
 }
 
-// When the server read a listing (its answer's Date, the server's clock, to the second): a
-// row's text is what the moderator saw as of then (readAt, by comment id).
+// When the server read a listing (its read_at, the server's clock; else its answer's Date,
+// stamped after the read, from an older server): a row's text is what the moderator saw as
+// of then (readAt, by comment id).
 const READ_AT = Symbol("read at");
 const readAt = new Map();
 
@@ -144,7 +145,8 @@ async function api(path, { method = "GET", body } = {}) {
     // Every answer the console reads is a JSON object (204: none at all).
     if (response.status === 204) return data;
     if (data && typeof data === "object" && !Array.isArray(data)) {
-      const date = Date.parse(response.headers.get("Date") || "");
+      const read = typeof data.read_at === "string" ? Date.parse(data.read_at) : Number.NaN;
+      const date = Number.isNaN(read) ? Date.parse(response.headers.get("Date") || "") : read;
       if (!Number.isNaN(date)) data[READ_AT] = date;
       return data;
     }

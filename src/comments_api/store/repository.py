@@ -300,6 +300,10 @@ _INSERTED_COLUMNS = (
     "author_key",
 )
 _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
+# Held by every edit (shared) from its clock read to its commit, and by a moderation
+# listing (exclusive) while it reads its clock and its rows: see moderation_page.
+_EDITS_KEY = {"k": int.from_bytes(b"edits\0\0\0", "big", signed=True)}
+_EDIT_IN_FLIGHT = text("SELECT pg_advisory_xact_lock_shared(:k)")
 # Building this nested select per request cost ~0.8 ms of CPU, far more than running it.
 _MINE = and_(
     comments.c.content_id == bindparam("content_id"),
@@ -1616,6 +1620,8 @@ class Repository:
                 named = select(bans.c.target).where(bans.c.target.in_(list(targets)))
                 if targets and conn.execute(named).first() is not None:
                     refuse()
+            if not self.is_sqlite:  # SQLite: BEGIN IMMEDIATE already excludes a listing
+                conn.execute(_EDIT_IN_FLIGHT, _EDITS_KEY)
             now = clock() if clock is not None else (now or utcnow())
             changed = conn.execute(
                 update(comments)
@@ -1639,9 +1645,13 @@ class Repository:
         limit: int,
         after_id: int | None,
         author_key: str | None = None,
+        clock: Callable[[], datetime] = utcnow,
     ) -> Page:
         """Comments in ``status`` (pending, hidden or published), oldest first, across all
-        contents or of one, of every author or of one."""
+        contents or of one, of every author or of one; ``read_at``: ``clock`` read once no
+        edit is in flight, so an edit these rows miss is stamped after it (an approve's
+        ``if_unedited_since``). An edit stamps ``edited_at`` before it commits: a listing
+        that read between the two missed it yet read a later time."""
         query = select(*_COMMENT_COLUMNS).where(comments.c.status == status)
         if content_id is not None:
             query = query.where(comments.c.content_id == content_id)
@@ -1650,11 +1660,16 @@ class Repository:
         if after_id is not None:
             query = query.where(comments.c.id > after_id)
         query = query.order_by(comments.c.id).limit(limit + 1)
-        with self.engine.connect() as conn:
+        # A write transaction that writes nothing: it waits for the edits in flight (SQLite's
+        # write lock, PostgreSQL's edits lock) and keeps new ones out until it has read.
+        with self._write() as conn:
+            if not self.is_sqlite:
+                conn.execute(_ADVISORY_LOCK, _EDITS_KEY)
+            read_at = clock()
             rows = conn.execute(query).all()
         items = [_to_comment(r) for r in rows[:limit]]
         next_cursor = encode_cursor(items[-1].id, "oldest") if len(rows) > limit else None
-        return Page(items=items, next_cursor=next_cursor)
+        return Page(items=items, next_cursor=next_cursor, read_at=read_at)
 
     @_read_again_if_lost
     def is_banned(self, *targets: str) -> bool:
