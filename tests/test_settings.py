@@ -280,6 +280,7 @@ def test_the_file_settings_are_the_secrets():
     assert {f.name for f in fields(Settings) if f.metadata.get("file")} == {
         "database_url",
         "jwt_hs256_secret",
+        "jwt_hs256_previous_secret",
         "client_ip_hash_salt",
         "ratelimit_storage_url",
     }

@@ -520,7 +520,25 @@ class Settings:
     jwt_hs256_secret: str | None = field(
         default=None,
         repr=False,
-        metadata=_doc("Shared HS256 secret, at least 32 bytes.", file=True),
+        metadata=_doc(
+            "Shared HS256 secret, at least 32 bytes. To rotate it without refusing the "
+            "tokens already issued, see `JWT_HS256_PREVIOUS_SECRET`.",
+            file=True,
+        ),
+    )
+    # One value, read as the current one is: a list would need a separator a secret may
+    # hold, and a rotation ends (the previous secret removed) before the next begins.
+    jwt_hs256_previous_secret: str | None = field(
+        default=None,
+        repr=False,
+        metadata=_doc(
+            "The HS256 secret being rotated out: tokens signed with it are still accepted "
+            "(never issued: the service only verifies tokens). Only beside "
+            "`JWT_HS256_SECRET`, different from it, at least 32 bytes; removed once the "
+            "last token signed with it has expired. The procedure: "
+            "[security.md](security.md#rotating-the-hs256-secret).",
+            file=True,
+        ),
     )
     jwt_leeway: float = field(
         default=30.0, metadata=_doc("Seconds of clock skew allowed on `exp`/`nbf`.")

@@ -168,6 +168,7 @@ class JwtVerifier:
         self.audience = settings.jwt_audience
         self.leeway = settings.jwt_leeway
         self._secret = settings.jwt_hs256_secret
+        self._previous_secret = settings.jwt_hs256_previous_secret
         self._static_keys: list[tuple[str | None, Any]] = []
         self._client: jwt.PyJWKClient | None = None
         if settings.jwt_jwks_file:
@@ -184,8 +185,25 @@ class JwtVerifier:
         if self.enabled and not (self.issuer and self.audience):
             # A token minted for another site of the same provider must not work here.
             raise SettingsError("JWT_ISSUER and JWT_AUDIENCE are required when JWTs are enabled")
+        # Never the values themselves: this message is printed and may be logged.
         if self._secret is not None and len(self._secret.encode("utf-8")) < 32:
             raise SettingsError("JWT_HS256_SECRET must be at least 32 bytes")
+        if self._previous_secret is not None:
+            if self._secret is None:
+                # Alone it would accept tokens from a secret being retired and nothing else.
+                raise SettingsError(
+                    "JWT_HS256_PREVIOUS_SECRET is only accepted beside JWT_HS256_SECRET "
+                    "(the secret being rotated in)"
+                )
+            if len(self._previous_secret.encode("utf-8")) < 32:
+                raise SettingsError("JWT_HS256_PREVIOUS_SECRET must be at least 32 bytes")
+            if self._previous_secret == self._secret:
+                # Most likely the new secret was never put in place: the rotation would
+                # silently not happen.
+                raise SettingsError(
+                    "JWT_HS256_PREVIOUS_SECRET is the same as JWT_HS256_SECRET; set "
+                    "JWT_HS256_SECRET to the new secret, or unset the previous one"
+                )
 
     def verify(self, token: str) -> Identity:
         if not self.enabled:
@@ -252,7 +270,9 @@ class JwtVerifier:
         beside JWT_JWKS_URL has no kid, so it matched every token and used to hide the
         provider's keys. The provider is only asked when the file's keys refuse the token."""
         if alg == _HMAC:
-            return self._decode(token, [self._secret], alg)
+            # The current secret first: after the issuers switch, most tokens are its.
+            hs_keys = [self._secret, self._previous_secret]
+            return self._decode(token, [key for key in hs_keys if key is not None], alg)
         kid = kid if isinstance(kid, str) else None
         local = [
             key
