@@ -241,7 +241,7 @@ class CommentService:
             return False
         return bool(
             self.repo.moderate(
-                [comment.id], transition(ACTION_DELETE), identity.actor, now=self.clock()
+                [comment.id], transition(ACTION_DELETE), identity.actor, clock=self.clock
             )
         )
 

@@ -1,7 +1,8 @@
 """ModerationService: the queue, bulk actions, bans and the audit log. Plain Python, no Flask.
 
 Which status an action may move a comment out of is a rule (moderation/rules.py); storage
-applies an action and its audit row in one transaction. Time comes from the injected clock.
+applies an action and its audit row in one transaction. Time comes from the injected clock,
+read by storage once the action holds its locks.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class ModerationService:
         if unedited_since is not None:
             details["if_unedited_since"] = unedited_since.isoformat()
         return self.repo.moderate(
-            ids, transition(action, if_status, unedited_since), actor, details, now=self.clock()
+            ids, transition(action, if_status, unedited_since), actor, details, clock=self.clock
         )
 
     def delete_author(
@@ -90,7 +91,7 @@ class ModerationService:
             actor,
             {"author_sha256": author_digest(author)},
             limit=limit,
-            now=self.clock(),
+            clock=self.clock,
         )
 
     def bans(self) -> list[dict[str, Any]]:
@@ -98,13 +99,13 @@ class ModerationService:
 
     def ban(self, target: str, reason: str | None, actor: str) -> bool:
         """False when the author was already banned (the first ban stands)."""
-        return self.repo.ban(target, reason, actor, now=self.clock())
+        return self.repo.ban(target, reason, actor, clock=self.clock)
 
     def is_banned(self, target: str) -> bool:
         return self.repo.is_banned(target)
 
     def unban(self, target: str, actor: str) -> None:
-        if not self.repo.unban(target, actor, now=self.clock()):
+        if not self.repo.unban(target, actor, clock=self.clock):
             raise NotFound(NOT_BANNED)
 
     def audit(self, *, limit: int, before_id: int | None) -> tuple[list[AuditEntry], int | None]:

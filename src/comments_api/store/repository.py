@@ -503,10 +503,24 @@ def _lock_contents_of(conn: Connection, ids: Sequence[int]) -> None:
         conn.execute(_ADVISORY_LOCK, {"k": key})
 
 
-def _apply(conn: Connection, ids: Sequence[int], change: Transition, now: datetime) -> list[int]:
+def _stamps(now: datetime | None, clock: Callable[[], datetime] | None) -> Callable[[], datetime]:
+    """What a write reads its time from once it holds its locks: ``clock``, else ``now``,
+    else the wall clock."""
+    if clock is not None:
+        return clock
+    return utcnow if now is None else lambda: now
+
+
+def _apply(
+    conn: Connection, ids: Sequence[int], change: Transition, clock: Callable[[], datetime]
+) -> tuple[list[int], datetime]:
     """``change`` on the comments ``ids`` it may move, in the caller's transaction; the ids
-    that changed, in order. See ``Repository.moderate``."""
+    that changed, in order, and the time it was stamped with. See ``Repository.moderate``."""
     _lock_contents_of(conn, ids)
+    # Read once the contents' locks are held, not before waiting for them: a write that
+    # went first (an author's edit) is stamped later than that, and this change, applied
+    # after it, must not say it came before it (in the audit log, in updated_at).
+    now = clock()
     values: dict[str, Any] = {"status": change.to_status, "updated_at": now}
     if change.to_status == STATUS_DELETED:
         values.update(_tombstone(now))
@@ -547,7 +561,7 @@ def _apply(conn: Connection, ids: Sequence[int], change: Transition, now: dateti
     changed.sort()
     if change.to_status == STATUS_DELETED and changed:
         _erase_answers(conn, changed, now)
-    return changed
+    return changed, now
 
 
 # The WAL is folded into the database once it holds 1 MiB of pages (SQLite's default is
@@ -1537,6 +1551,7 @@ class Repository:
         details: dict[str, Any] | None = None,
         *,
         now: datetime | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> list[int]:
         """Apply ``change`` (decided by the moderation rules) to every comment it may move;
         one transaction with its audit row.
@@ -1544,12 +1559,12 @@ class Repository:
         Returns the ids that actually changed (others were missing or already there).
         Comments in ``change.vanish_from`` with no reply are removed, not kept as
         tombstones. A delete also erases the text and author from the answers stored for
-        the comments' Idempotency-Keys (``_erase_answers``).
+        the comments' Idempotency-Keys (``_erase_answers``). ``clock`` (else ``now``, else
+        the wall clock) is read once this write holds its locks.
         """
-        now = now or utcnow()
         with self._write() as conn:
-            changed = _apply(conn, ids, change, now)
-            self._audit(conn, actor, change.action, None, changed, details, now)
+            changed, stamp = _apply(conn, ids, change, _stamps(now, clock))
+            self._audit(conn, actor, change.action, None, changed, details, stamp)
         return changed
 
     @_write_again_if_lost
@@ -1562,12 +1577,13 @@ class Repository:
         *,
         limit: int,
         now: datetime | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> tuple[list[int], bool]:
         """``moderate`` the oldest ``limit`` comments whose author key is ``author_key``
         (in a status ``change`` moves out of), read in the same transaction; one audit row
         whose details get ``more``. Returns the ids that changed, and whether that author
-        has more such comments left."""
-        now = now or utcnow()
+        has more such comments left. Time as ``moderate`` reads it."""
+        stamps = _stamps(now, clock)
         with self._write() as conn:
             found = [
                 r[0]
@@ -1582,9 +1598,11 @@ class Repository:
                 )
             ]
             more = len(found) > limit
-            changed = _apply(conn, found[:limit], change, now) if found else []
+            changed, stamp = (
+                _apply(conn, found[:limit], change, stamps) if found else ([], stamps())
+            )
             self._audit(
-                conn, actor, change.action, None, changed, {**(details or {}), "more": more}, now
+                conn, actor, change.action, None, changed, {**(details or {}), "more": more}, stamp
             )
         return changed, more
 
@@ -1684,12 +1702,20 @@ class Repository:
 
     @_write_again_if_lost
     def ban(
-        self, target: str, reason: str | None, actor: str, *, now: datetime | None = None
+        self,
+        target: str,
+        reason: str | None,
+        actor: str,
+        *,
+        now: datetime | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> bool:
-        """Ban an author key; False when it already was banned."""
-        now = now or utcnow()
+        """Ban an author key; False when it already was banned. Time as ``moderate`` reads
+        it: once the write began (SQLite: holds the lock)."""
+        stamps = _stamps(now, clock)
         try:
             with self._write() as conn:
+                now = stamps()
                 conn.execute(
                     insert(bans),
                     {"target": target, "reason": reason, "created_by": actor, "created_at": now},
@@ -1701,9 +1727,17 @@ class Repository:
         return True
 
     @_write_again_if_lost
-    def unban(self, target: str, actor: str, *, now: datetime | None = None) -> bool:
-        now = now or utcnow()
+    def unban(
+        self,
+        target: str,
+        actor: str,
+        *,
+        now: datetime | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> bool:
+        stamps = _stamps(now, clock)
         with self._write() as conn:
+            now = stamps()
             gone = conn.execute(delete(bans).where(bans.c.target == target)).rowcount
             if gone:
                 self._audit(conn, actor, "unban", target, [], None, now)
