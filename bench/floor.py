@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                 ).stdout
                 after = tree_cpu(server.proc.pid)
                 part = parse_wrk(out)
-                cpu = sum(after.values()) - sum(before.get(pid, 0.0) for pid in after)
+                # Sums, not per PID: a worker reaped since left its time in the master's.
+                cpu = sum(after.values()) - sum(before.values())
                 stored = stored_count(server, content)
                 # In flight when wrk stopped: stored, not counted by wrk (one per connection).
                 if part["non_2xx"] or (

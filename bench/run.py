@@ -38,6 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 # The tests' PostgreSQL and Redis helpers, one copy for both (run from a clone: `make bench`).
 sys.path.insert(0, str(ROOT))
+from sqlalchemy import create_engine, text  # noqa: E402
 from tests.support import (  # noqa: E402
     PostgresServer,
     RedisServer,
@@ -345,7 +346,9 @@ def _children(pid: int) -> list[int]:
 
 
 def tree_cpu(pid: int) -> dict[int, float]:
-    """user+system CPU seconds of ``pid`` and each of its live descendants."""
+    """user+system CPU seconds of ``pid`` and each of its live descendants, each with its
+    reaped children's: a worker that exits (max_requests, a crash) leaves its time in the
+    master's, so the tree's sum only grows and a difference of sums loses none of it."""
     found: dict[int, float] = {}
     todo = [pid]
     while todo:
@@ -354,7 +357,8 @@ def tree_cpu(pid: int) -> dict[int, float]:
             fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        found[current] = (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+        # utime, stime, cutime, cstime
+        found[current] = sum(int(f) for f in fields[11:15]) / _TICK
         todo += _children(current)
     return found
 
@@ -386,7 +390,8 @@ def parse_wrk(output: str) -> dict[str, Any]:
     p50 = re.search(r"^\s+50%\s+(\S+)", output, re.M)
     p99 = re.search(r"^\s+99%\s+(\S+)", output, re.M)
     issued = re.search(r"^bench-issued (\d+) posts (\d+)$", output, re.M)
-    if not (rps and total and p50 and p99 and issued):
+    acked = re.search(r"^bench-acked(.*)$", output, re.M)
+    if not (rps and total and p50 and p99 and issued and acked):
         raise RuntimeError(f"unexpected wrk output:\n{output}")
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     sock = re.search(
@@ -399,6 +404,8 @@ def parse_wrk(output: str) -> dict[str, Any]:
         "requests": int(total.group(1)),
         "issued": int(issued.group(1)),
         "posts_issued": int(issued.group(2)),
+        # The creates answered 2xx, by the id each carried and the server echoed (load.lua).
+        "acked": acked.group(1).split(),
         "non_2xx": int(non2xx.group(1)) if non2xx else 0,
         "socket_errors": sum(int(x) for x in sock.groups()) if sock else 0,
     }
@@ -461,6 +468,9 @@ def run_load(
     for pid in pids:
         cpu_after |= tree_cpu(pid)
     per_process = {p: cpu_after[p] - cpu_before.get(p, 0.0) for p in cpu_after}
+    # Not the sum of per_process: a process gone since (reaped) took its time before the
+    # run along into its parent's, which must come off again.
+    server_cpu = sum(cpu_after.values()) - sum(cpu_before.values())
     completed = sum(p["requests"] for p in parts)
     served = max(completed, 1)
     result: dict[str, Any] = {
@@ -470,7 +480,7 @@ def run_load(
         "requests": completed,
         "non_2xx": sum(p["non_2xx"] for p in parts),
         "socket_errors": sum(p["socket_errors"] for p in parts),
-        "server_cpu_ms_per_req": 1000 * sum(per_process.values()) / served,
+        "server_cpu_ms_per_req": 1000 * server_cpu / served,
         # How the load spread over the processes (keep-alive connections stay with one worker).
         "cpu_seconds_per_process": sorted(
             (round(v, 2) for v in per_process.values() if v > 0.005), reverse=True
@@ -600,11 +610,69 @@ def scrape_requests(port: int) -> float:
     return total
 
 
+def stored_ids(server: Server, content: str) -> list[str]:
+    """The create ids (load.lua's "bench-T-N", the end of each text) of a content's rows,
+    read from the database itself, not through the server under test."""
+    engine = create_engine(server.env["DATABASE_URL"])
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT body FROM comments WHERE content_id = :c"), {"c": content}
+            )
+            return [str(body).rsplit(" ", 1)[-1] for (body,) in rows]
+    finally:
+        engine.dispose()
+
+
+PROBE_CONTENT = "bench-probe"
+
+
+def stale_workers(server: Server) -> list[str]:
+    """A write must show on every worker at once: each worker reads a probe content (and
+    caches it), one comment is added, and each must show it. Content 1 never changes after
+    seeding, so its list being the same everywhere says nothing about staleness."""
+    content = f"{PROBE_CONTENT}-{server.name}"
+    paths = (f"/api/comment/list/{content}", f"/api/v1/counts?content_id={content}")
+    problems: list[str] = []
+    for step in (1, 2):
+        body = {"email": "probe@example.com", "comment": f"probe {step}", "content_id": content}
+        status, _, raw = request(server.port, "POST", "/api/comment/new", body)
+        if status != 200:
+            return [f"{server.name}: probe create answered {status} {raw[:200]!r}"]
+        for path in paths:
+            seen = bodies_by_worker(server, path)
+            shown = {
+                len(json.loads(b)) if "list" in path else json.loads(b)["counts"][content]
+                for bodies in seen.values()
+                for b in bodies
+            }
+            if shown != {step} or len(seen) < min(2, server.workers):
+                problems.append(
+                    f"{server.name}: after {step} probe create(s), {path} from "
+                    f"{len(seen)} workers showed {sorted(shown)}"
+                )
+    return problems
+
+
+def scrape_created(port: int) -> float:
+    """Sum of comments_api_comments_created_total over every series on /metrics."""
+    status, _, raw = request(port, "GET", "/metrics")
+    if status != 200:
+        raise RuntimeError(f"/metrics answered {status}")
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in raw.decode().splitlines()
+        if line.startswith("comments_api_comments_created_total{")
+    )
+
+
 def verify_server(server: Server, parts: list[dict[str, Any]]) -> dict[str, Any]:
     """Every acknowledged comment persisted, the list identical from every worker, and the
     request counter exactly what wrk and the bench sent."""
     problems: list[str] = []
     writes = []
+    # Rows this server wrote: the seed (through the first of two instances) and the probe.
+    created_rows = 0 if server.name in SECOND_INSTANCES else SEED_COMMENTS + PAGE_COMMENTS
     for part in parts:
         if part["mode"] == "get":
             continue
@@ -627,6 +695,28 @@ def verify_server(server: Server, parts: list[dict[str, Any]]) -> dict[str, Any]
                 f"{server.name} content {part['content_id']}: {part['posts_issued']} creates "
                 f"issued, {unanswered} requests unanswered, {part['non_2xx']} non-2xx, but "
                 f"{persisted} rows persisted"
+            )
+        # Each acknowledged create by its id: a count lets a lost one hide behind one that
+        # was in flight when wrk stopped and committed after (up to one per connection).
+        acked = set(part["acked"])
+        rows = stored_ids(server, part["content_id"])
+        created_rows += len(rows)
+        lost = acked - set(rows)
+        if len(set(rows)) != len(rows):
+            problems.append(
+                f"{server.name} content {part['content_id']}: "
+                f"{len(rows) - len(set(rows))} creates stored twice"
+            )
+        if lost:
+            problems.append(
+                f"{server.name} content {part['content_id']}: {len(lost)} of {len(acked)} "
+                f"acknowledged creates have no row, e.g. {sorted(lost)[:3]}"
+            )
+        if part["posts_issued"] - len(acked) > unanswered:
+            problems.append(
+                f"{server.name} content {part['content_id']}: only {len(acked)} of "
+                f"{part['posts_issued']} creates acknowledged with their id, {unanswered} "
+                "requests unanswered"
             )
         # The legacy list is capped at LEGACY_LIST_MAX; a longer thread says so in a header.
         status, headers, raw = request(
@@ -663,6 +753,16 @@ def verify_server(server: Server, parts: list[dict[str, Any]]) -> dict[str, Any]
         )
     if len(per_worker) < min(2, server.workers):
         problems.append(f"{server.name}: could not observe two different workers serving")
+    problems += stale_workers(server)
+    created_rows += 2  # the probe's
+    # A metric that over- or under-counts: every row this server wrote, counted once.
+    metrics_on = Settings.from_env(server.env).metrics_enabled  # as the server read it
+    created = scrape_created(server.port) if metrics_on else None
+    if created is not None and created != created_rows:
+        problems.append(
+            f"{server.name} metrics: comments created counter sums to {created:.0f}, "
+            f"but this server wrote {created_rows} rows"
+        )
     # Exact metrics: wrk's requests plus ours, every one counted once. Scraped last, after
     # the bench's other calls have been answered (each is counted before its response).
     own, unsure = OWN_CALLS.get(server.port, 0), OWN_UNSURE.get(server.port, 0)
@@ -670,7 +770,6 @@ def verify_server(server: Server, parts: list[dict[str, Any]]) -> dict[str, Any]
     issued = sum(p["issued"] for p in parts) + unsure
     # A variant that turns metrics off (--variant nometrics:METRICS_ENABLED=false) has no
     # counter to check; every other server must have one.
-    metrics_on = Settings.from_env(server.env).metrics_enabled  # as the server read it
     counted = scrape_requests(server.port) if metrics_on else None
     if counted is not None and not completed + own <= counted <= issued + own:
         problems.append(
@@ -686,6 +785,8 @@ def verify_server(server: Server, parts: list[dict[str, Any]]) -> dict[str, Any]
         "list_body": sorted(bodies)[0].decode(),
         "list_variants_seen": len(bodies),
         "metrics_counted": counted,
+        "created_counted": created,
+        "created_rows": created_rows,
         "metrics_expected_range": [completed + own, issued + own],
         "problems": problems,
     }
@@ -1285,6 +1386,15 @@ def main(argv: list[str] | None = None) -> int:
             result = verify_server(server, parts_by_server[name])
             checks["servers"][name] = result
             checks["problems"] += result.pop("problems")
+        # A run with errors measured something else (a fast refusal, a reset): the ratio is
+        # not a result, whichever side had them, the original's included.
+        for (row, sc), runs in results.items():
+            for r in runs:
+                if r["non_2xx"] or r["socket_errors"]:
+                    checks["problems"].append(
+                        f"{row} {sc} round {r['round']}: {r['non_2xx']} non-2xx answers, "
+                        f"{r['socket_errors']} socket errors (connect, read, write, timeout)"
+                    )
         for first, second, what in INSTANCE_PAIRS:
             if first in checks["servers"] and second in checks["servers"]:
                 a = checks["servers"][first]["list_body"]
@@ -1341,6 +1451,8 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         for c in checks["servers"].values():
             c.pop("list_body", None)
+        for part in (p for parts in parts_by_server.values() for p in parts):
+            part["acked"] = len(part["acked"])  # the ids were for the checks
         args.json.write_text(
             json.dumps(
                 {

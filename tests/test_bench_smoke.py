@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,8 @@ def test_bench_quick_run_passes_its_checks(tmp_path: Path) -> None:
         low, high = check["metrics_expected_range"]
         assert low <= check["metrics_counted"] <= high
         assert low > 0
+        # Every create the server wrote, counted once by its created counter.
+        assert check["created_counted"] == check["created_rows"] > check["persisted"]
 
 
 def test_bench_scaling_rows_run_two_instances_on_one_database(tmp_path: Path) -> None:
@@ -163,3 +166,120 @@ def test_the_floor_runner_measures_and_checks_every_server(tmp_path: Path) -> No
         "server", "original", "floor-plain", "floor-ours", "notrigger", "ours", "nolog"
     }  # fmt: skip
     assert rows["original"].split("|")[2].strip() == "1.00x"
+
+
+def _load_bench_module():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("bench_run_cpu", ROOT / "bench" / "run.py")
+    assert spec is not None
+    assert spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    try:
+        spec.loader.exec_module(bench)
+    finally:
+        del sys.modules[spec.name]
+    return bench
+
+
+def test_process_tree_cpu_keeps_a_reaped_workers_time() -> None:
+    # A worker that exits mid-run (max_requests, a crash) took its CPU time out of the tree
+    # unless its parent's reaped-children time is counted.
+    bench = _load_bench_module()
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", f"import subprocess, sys, time\n"
+         f"subprocess.run([sys.executable, '-c', {burn!r}])\ntime.sleep(30)"]
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and sum(bench.tree_cpu(parent.pid).values()) < 0.4:
+            time.sleep(0.1)
+        assert sum(bench.tree_cpu(parent.pid).values()) >= 0.4
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+# Deliberately broken copies of src/: each must fail the run, with the problem named.
+BROKEN = {
+    "drops acknowledged creates": (
+        "comments/legacy_views.py",
+        "    comment = svc.comments.create(new)\n",
+        "    import random\n"
+        "    if 'bench-' in str(payload) and random.random() < 0.05:  # the load's, not seeds\n"
+        "        return jsonify({'message': 'lost', 'status': 'SUCCESS'})\n"
+        "    comment = svc.comments.create(new)\n",
+        "acknowledged creates have no row",
+    ),
+    "one worker never revalidates its cache": (
+        "comments/cache.py",
+        "        generation = self.markers.generation()\n        entry = self._get(key)\n",
+        "        entry = self._get(key)\n"
+        "        if entry is not None and entry.value is not None and _stale():\n"
+        "            return Read(self.etag(key, entry.marker), entry.value)\n"
+        "        generation = self.markers.generation()\n",
+        "probe create(s)",
+    ),
+    "answers the counts call with a fast 400": (
+        "comments/v1_views.py",
+        '    ids = parse_count_ids(request.args.getlist("content_id"))\n',
+        '    ids = parse_count_ids(request.args.getlist("content_id"))\n'
+        "    if len(ids) > 40:\n"
+        "        return Response('{}', status=400, mimetype='application/json')\n",
+        "non-2xx answers",
+    ),
+    "counts each created comment twice": (
+        "telemetry/metrics.py",
+        "        api if api in CREATED_APIS else OTHER, status if status in STATUSES else OTHER\n"
+        "    ).inc()\n",
+        "        api if api in CREATED_APIS else OTHER, status if status in STATUSES else OTHER\n"
+        "    ).inc(2)\n",
+        "comments created counter sums to",
+    ),
+}
+
+
+# The first worker to ask claims a file: exactly one worker of the server is stale.
+STALE_CLAIM = """
+
+def _stale() -> bool:
+    import os
+
+    if not _CLAIM:
+        try:
+            claim = os.path.join(os.path.dirname(__file__), "stale")
+            os.close(os.open(claim, os.O_CREAT | os.O_EXCL))
+            _CLAIM.append(True)
+        except FileExistsError:
+            _CLAIM.append(False)
+    return _CLAIM[0]
+
+
+_CLAIM: list[bool] = []
+"""
+
+
+@pytest.mark.parametrize("broken", sorted(BROKEN))
+def test_the_checks_fail_a_broken_service(tmp_path: Path, broken: str) -> None:
+    if not shutil.which("wrk"):
+        missing("wrk")
+    path, old, new, problem = BROKEN[broken]
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "src", src)
+    target = src / "comments_api" / path
+    code = target.read_text()
+    assert code.count(old) == 1, f"{path} changed: update this test's patch"
+    tail = STALE_CLAIM if "_stale()" in new else ""
+    target.write_text(code.replace(old, new) + tail)
+    cmd = [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--database", "sqlite"]
+    cmd += ["--scenarios", "create,counts50", "--servers", "", "--no-scaling", "--no-ratelimit"]
+    cmd += ["--json", str(tmp_path / "bench.json")]
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "PYTHONPATH": str(src),
+    }
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=150, env=env, cwd=ROOT)
+    assert done.returncode == 1, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "Correctness: PROBLEMS:" in done.stdout
+    assert problem in done.stdout, done.stdout[-4000:]
