@@ -109,8 +109,9 @@ def post_worker_init(worker: Any) -> None:
 
 
 def child_exit(server: Any, worker: Any) -> None:
-    # Drop the dead worker's live gauges (in-flight, pool); its counters stay summed.
-    telemetry.mark_worker_dead(worker.pid)
+    # Drop the dead worker's live gauges (in-flight, pool); its counters stay summed, folded
+    # into the archives. WORKERS holds the live workers: a pid one of them reuses is live.
+    telemetry.mark_worker_dead(worker.pid, server.WORKERS)
 
 
 def pre_request(worker: Any, req: Any) -> None:

@@ -1,0 +1,221 @@
+"""Dead workers' metrics files folded into archives: the directory stays bounded, every
+scrape stays exact (docs/operations.md, "Metrics")."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+import requests
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+from comments_api.telemetry.metrics import (
+    MULTIPROC_ENV,
+    _WorkerFilesCollector,
+    fold_dead_workers,
+    mark_worker_dead,
+    prepare_multiproc_dir,
+)
+
+from .support import ServiceProcess, scrape, wait_until
+
+LIST_ROUTE = "/api/v1/contents/<content_id>/comments"
+REQUESTS = "comments_api_http_requests_total"
+# Samples that never go down: counters, and a histogram's buckets and counts.
+MONOTONIC = re.compile(r".*(_total|_bucket|_count)")
+
+
+def _write(path: Path, samples: dict[str, float]) -> None:
+    # prometheus_client's own file format, as a worker leaves it.
+    file = MmapedDict(str(path))
+    try:
+        for key, amount in samples.items():
+            file.write_value(key, amount, 0.0)
+    finally:
+        file.close()
+
+
+def _counter(route: str) -> str:
+    return mmap_key("requests", "requests_total", ["route"], [route], "Requests.")
+
+
+def _bucket(le: str) -> str:
+    return mmap_key("latency", "latency_bucket", ["le"], [le], "Latency.")
+
+
+def _build(version: str) -> str:
+    return mmap_key("build", "build", ["version"], [version], "Build.")
+
+
+def _dead_workers(directory: Path, pids: range) -> None:
+    for pid in pids:
+        _write(directory / f"counter_{pid}.db", {_counter("/a"): 1.0, _counter(f"/p{pid}"): 2.0})
+        _write(
+            directory / f"histogram_{pid}.db",
+            {
+                _bucket("0.1"): 1.0,
+                _bucket("+Inf"): 2.0,
+                mmap_key("latency", "latency_sum", [], [], "Latency."): 0.5,
+            },
+        )
+        _write(directory / f"gauge_max_{pid}.db", {_build("1"): float(pid % 7)})
+
+
+def _samples(directory: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in _WorkerFilesCollector(str(directory)).collect()
+        for s in family.samples
+    }
+
+
+def test_a_fold_keeps_every_sample_and_leaves_one_file_per_type(tmp_path: Path) -> None:
+    _dead_workers(tmp_path, range(1000, 1040))
+    _write(tmp_path / "counter_7.db", {_counter("/a"): 5.0})  # a live worker: not folded
+    before = _samples(tmp_path)
+
+    assert fold_dead_workers(str(tmp_path), range(1000, 1020))
+    assert fold_dead_workers(str(tmp_path), range(1020, 1040))  # onto an existing archive
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "archive.lock",
+        "counter_7.db",
+        "counter_archive.db",
+        "gauge_max_archive.db",
+        "histogram_archive.db",
+    ]
+    assert _samples(tmp_path) == before
+    assert before[("requests_total", (("route", "/a"),))] == 40 + 5
+    assert before[("latency_count", ())] == 40 * 3  # files hold each bucket on its own
+    assert before[("build", (("version", "1"),))] == 6  # max, not a sum
+    # The next start still takes the directory for a metrics directory and empties it.
+    prepare_multiproc_dir(str(tmp_path), str(tmp_path))
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_dead_pid_a_live_worker_took_again_is_not_folded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
+    _dead_workers(tmp_path, range(3000, 3002))
+    # 3001 died, and a new worker got its pid before the fold: it writes on in that file.
+    mark_worker_dead(3001, live_pids={3001})
+    mark_worker_dead(3000, live_pids={3001})
+    assert sorted(p.name for p in tmp_path.glob("counter_*")) == [
+        "counter_3001.db",
+        "counter_archive.db",
+    ]
+
+
+def test_scrapes_during_folds_count_every_dead_worker_once(tmp_path: Path) -> None:
+    # Nothing is written: every scrape must read the same totals, whatever folds run. A
+    # scrape between a fold's archive and its unlinks (no lock) counts twice or fails.
+    workers = range(2000, 2120)
+    _dead_workers(tmp_path, workers)
+    expected = _samples(tmp_path)
+    seen: list[float] = []
+    errors: list[BaseException] = []
+    folding = threading.Event()
+
+    def scraper() -> None:
+        try:
+            while not folding.is_set() or len(seen) < 50:
+                samples = _samples(tmp_path)
+                seen.append(samples[("requests_total", (("route", "/a"),))])
+                if samples != expected:
+                    raise AssertionError(f"scrape differs: {samples} != {expected}")
+                if len(seen) > 20_000:  # bounded
+                    return
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=scraper) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for pid in workers:
+        if not fold_dead_workers(str(tmp_path), [pid]):
+            assert fold_dead_workers(str(tmp_path), [pid])  # busy lock: put off, then done
+    folding.set()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors[0]
+    assert seen
+    assert set(seen) == {len(workers)}
+    assert len(list(tmp_path.glob("*.db"))) == 3
+
+
+def test_dead_workers_leave_no_files_and_scrapes_stay_exact(tmp_path: Path) -> None:
+    metrics_dir = tmp_path / "metrics"
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'comments.db'}",
+        "RATELIMIT_ENABLED": "false",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+    }
+    url_list = "/api/v1/contents/a/comments"
+    kills, per_kill = 25, 3
+    with ServiceProcess(env, tmp_path, workers=2) as svc:
+        assert svc.proc is not None
+        master = svc.proc.pid
+
+        def workers() -> set[int]:
+            path = Path(f"/proc/{master}/task/{master}/children")
+            return {int(pid) for pid in path.read_text().split()}
+
+        scrapes: list[list[dict]] = [[], []]
+        done = threading.Event()
+
+        def scraper(out: list[dict]) -> None:
+            while not done.is_set() and len(out) < 5000:
+                try:
+                    out.append(scrape(svc.base))
+                except (requests.RequestException, AssertionError):
+                    continue  # its worker was the one killed
+
+        threads = [threading.Thread(target=scraper, args=(out,)) for out in scrapes]
+        for thread in threads:
+            thread.start()
+        killed = set()
+        try:
+            for _ in range(kills):
+                for _ in range(per_kill):
+                    assert requests.get(svc.base + url_list, timeout=10).status_code == 200
+                victim = min(workers())
+                killed.add(victim)
+                os.kill(victim, signal.SIGKILL)
+                assert wait_until(lambda v=victim: v not in workers() and len(workers()) == 2, 20)
+        finally:
+            done.set()
+            for thread in threads:
+                thread.join(30)
+
+        # One more death with no scrape running folds whatever a busy lock put off.
+        victim = min(workers())
+        killed.add(victim)
+        os.kill(victim, signal.SIGKILL)
+        assert wait_until(lambda: victim not in workers() and len(workers()) == 2, 20)
+        assert wait_until(lambda: scrape(svc.base)[("comments_api_workers", ())] == 2, 20)
+        final = scrape(svc.base)
+
+        left = {
+            int(m.group(1))
+            for p in metrics_dir.iterdir()
+            if (m := re.search(r"_(\d+)\.db$", p.name))
+        }
+        assert not left & killed, sorted(p.name for p in metrics_dir.iterdir())
+        # 5 files each for the master and 2 workers, 3 archives (and archive.lock).
+        assert len(list(metrics_dir.glob("*.db"))) <= 5 * 3 + 3
+
+    route = (("method", "GET"), ("route", LIST_ROUTE), ("status", "200"))
+    assert final[(REQUESTS, route)] == kills * per_kill
+    assert sum(map(len, scrapes)) >= 20, "the scrapes did not run alongside the folds"
+    for series in scrapes:
+        for earlier, later in itertools.pairwise(series):
+            for key, amount in earlier.items():
+                if MONOTONIC.fullmatch(key[0]):
+                    assert later.get(key, 0.0) >= amount, (key, amount, later.get(key))
+            assert earlier.get((REQUESTS, route), 0.0) <= kills * per_kill
