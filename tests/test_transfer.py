@@ -792,6 +792,103 @@ def test_ctrl_c_as_the_partial_file_is_made_leaves_no_file(tmp_path, command):
     assert list(out.iterdir()) == []
 
 
+# In the CLI's own process (a sitecustomize on its PYTHONPATH): SIGTERM arrives as the
+# partial file is made (export, backup) or once the import's first rows are in.
+SIGTERM_MID_WAY = """
+import os, signal, tempfile
+_mkstemp = tempfile.mkstemp
+def mkstemp(*args, **kwargs):
+    made = _mkstemp(*args, **kwargs)
+    if made[1].endswith(".partial"):
+        os.kill(os.getpid(), signal.SIGTERM)
+    return made
+tempfile.mkstemp = mkstemp
+from comments_api.store import transfer
+_import = transfer.import_
+def import_(engine, lines, *, progress=lambda n: None):
+    def stop(n):
+        progress(n)
+        os.kill(os.getpid(), signal.SIGTERM)
+    return _import(engine, lines, progress=stop)
+transfer.import_ = import_
+"""
+
+
+@pytest.mark.parametrize("command", ["backup", "export", "import"])
+def test_sigterm_leaves_no_file(tmp_path, command):
+    # SIGTERM (`timeout`, a CronJob's deadline, `docker stop`) ended the process at once:
+    # ".copy.XXXX.partial" (and its -journal) stayed beside DEST, a copy of the database
+    # as large as it, and an import left the new SQLite file it had made.
+    source = tmp_path / "live.db"
+    generate(f"sqlite:///{source}", 3_000)
+    out = tmp_path / "out"
+    out.mkdir()
+    if command == "import":
+        dump = tmp_path / "dump.jsonl"
+        assert cli("export", str(dump), url=f"sqlite:///{source}").returncode == 0
+        args, url = [str(dump)], f"sqlite:///{out / 'new.db'}"
+    else:
+        args, url = [str(out / "copy")], f"sqlite:///{source}"
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(SIGTERM_MID_WAY)
+    path = os.pathsep.join(p for p in (str(hooks), os.environ.get("PYTHONPATH")) if p)
+    done = subprocess.run(
+        [str(VENV_BIN / "comments-api"), command, *args],
+        env={**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "warning", "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr
+    assert "Terminated." in done.stderr
+    assert "Traceback" not in done.stderr
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o640])
+def test_a_new_backup_or_export_is_no_more_readable_than_the_database(tmp_path, mode):
+    # Made under the umask (0644 with the usual 022): the copy of a 0600 database, readers'
+    # email addresses and all, was readable by every local user.
+    source = tmp_path / "live.db"
+    generate(f"sqlite:///{source}", 20)
+    source.chmod(mode)
+    for command, name in (("backup", "copy.db"), ("export", "copy.jsonl")):
+        copy = tmp_path / name
+        assert cli(command, str(copy), url=f"sqlite:///{source}").returncode == 0
+        assert oct(copy.stat().st_mode & 0o777) == oct(mode), command
+
+
+def test_a_new_export_of_postgres_is_readable_by_its_owner_only(tmp_path, postgres_url):
+    generate(postgres_url, 20)
+    copy = tmp_path / "copy.jsonl"
+    assert cli("export", str(copy), url=postgres_url).returncode == 0
+    assert oct(copy.stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_backup_onto_a_full_disk_leaves_no_journal(tmp_path):
+    # The copy was removed and its rollback journal, ".copy.db.XXXX.partial-journal",
+    # left behind: "a backup that fails leaves no file" (operations.md). A copy larger than
+    # SQLite's page cache (2 MB) spills to its file, and that writes the journal first.
+    source = tmp_path / "live.db"
+    engine = make_engine(f"sqlite:///{source}")
+    migrate(engine)
+    engine.dispose()
+    with sqlite3.connect(source) as conn:
+        conn.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000) "
+            "INSERT INTO comments (content_id, body, status, created_at, updated_at) "
+            "SELECT 'article-' || (i % 500), printf('%.400c', 'x') || i, 'published', "
+            "'2026-01-01 00:00:00.000000', '2026-01-01 00:00:00.000000' FROM n"
+        )
+    with small_tmpfs(tmp_path / "volume", "1m") as volume:
+        dest = volume / "copy.db"
+        result = cli("backup", str(dest), url=f"sqlite:///{source}")
+        assert result.returncode == 1, result.stderr
+        assert "database or disk is full" in result.stderr
+        assert list(volume.iterdir()) == []
+
+
 def test_an_export_saved_with_a_byte_order_mark_imports_and_bad_bytes_are_one_line(tmp_path):
     source = f"sqlite:///{tmp_path / 'source.db'}"
     generate(source, 3_000)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import ipaddress
 import itertools
 import logging
@@ -14,7 +15,7 @@ import signal
 import stat
 import tempfile
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 import click
@@ -484,6 +485,36 @@ def _progress(label: str, length: int) -> Any:
     )
 
 
+class _Terminated(BaseException):
+    """SIGTERM arrived: unwinds like KeyboardInterrupt, through every cleanup."""
+
+
+def _sigterm_aborts(command: Callable[..., None]) -> Callable[..., None]:
+    """SIGTERM (`timeout`, a CronJob's deadline, `docker stop`, systemd) stops the command
+    through the cleanups Ctrl-C runs. Its default action ended the process at once: an
+    export or backup left its hidden partial file (the whole copy so far) beside DEST, one
+    more each time a deadline cut a run short, and an import left the new SQLite file it
+    had made. Exit status 143, the signal's own."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> None:
+        def stop(signum: int, frame: Any) -> None:
+            # A second SIGTERM must not cut the cleanup short; SIGKILL still can.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            raise _Terminated
+
+        previous = signal.signal(signal.SIGTERM, stop)
+        try:
+            command(*args, **kwargs)
+        except _Terminated:
+            click.echo("\nTerminated.", err=True)
+            raise SystemExit(128 + signal.SIGTERM) from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    return run
+
+
 @main.command(
     "export",
     help="Write the whole database (comments, bans, audit log, API key records) to OUTPUT "
@@ -492,16 +523,20 @@ def _progress(label: str, length: int) -> Any:
 )
 @click.argument("output", default="-", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--no-api-keys", is_flag=True, help="Leave the API key records out.")
+@_sigterm_aborts
 def export_command(output: str, no_api_keys: bool) -> None:
     from sqlalchemy.exc import DBAPIError
 
+    from .store.repository import sqlite_file
     from .store.transfer import TABLES, TransferError, export, table_counts
 
-    repo = _repository(_settings(), statement_timeout=BULK_TIMEOUT)
+    settings = _settings()
+    repo = _repository(settings, statement_timeout=BULK_TIMEOUT)
     names = [n for n in TABLES if not (no_api_keys and n == "api_keys")]
     total = sum(table_counts(repo.engine, names).values())
+    source = sqlite_file(settings.database_url)
     try:
-        with _export_target(output) as out, _progress("exporting", total) as bar:
+        with _export_target(output, source) as out, _progress("exporting", total) as bar:
             written = export(
                 repo.engine, out, include_api_keys=not no_api_keys, progress=bar.update
             )
@@ -519,11 +554,13 @@ def export_command(output: str, no_api_keys: bool) -> None:
 
 
 @contextlib.contextmanager
-def _export_target(output: str) -> Iterator[IO[str]]:
+def _export_target(output: str, source: str | None) -> Iterator[IO[str]]:
     """The file an export is written to. A regular file is written beside its place and
     renamed onto it once complete: opened in place, it was truncated at once, so a failed
     export (a full disk, a lost database, Ctrl-C) destroyed the good export it was to
-    replace, or left a partial one. stdout, a device or a pipe is written as it is."""
+    replace, or left a partial one. stdout, a device or a pipe is written as it is.
+    ``source``: the SQLite database's file (None: PostgreSQL), whose mode bounds a new
+    export's (``_copy_mode``)."""
     if _is_stream(output):
         with click.open_file(output, "w", encoding="utf-8") as out:
             yield out
@@ -535,8 +572,9 @@ def _export_target(output: str) -> Iterator[IO[str]]:
     try:
         with _ctrl_c_deferred():
             fd, partial = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial", dir=folder)
-        # mkstemp's 0600 would change who may read a replaced export, or a new one.
-        os.fchmod(fd, _mode_of(target))
+        # mkstemp's 0600 would change who may read a replaced export; a new one may be
+        # read by no more users than the database it copies.
+        os.fchmod(fd, _mode_of(target) if os.path.exists(target) else _copy_mode(source))
         with open(fd, "w", encoding="utf-8") as out:
             yield out
             out.flush()
@@ -554,8 +592,9 @@ def _ctrl_c_deferred() -> Iterator[None]:
     """Ctrl-C waits until the block ends. Around a temporary file's creation and the
     assignment of its name: in between, a KeyboardInterrupt left the file behind, with no
     name to remove it by. Raised when the block ends, it reaches the caller's cleanup with
-    the name assigned (pthread_sigmask raises a signal that came meanwhile at once)."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    the name assigned (pthread_sigmask raises a signal that came meanwhile at once).
+    SIGTERM likewise (``_sigterm_aborts``)."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         yield
     finally:
@@ -584,14 +623,31 @@ def _is_stream(output: str) -> bool:
     return output == "-" or (os.path.exists(output) and not os.path.isfile(output))
 
 
+def _copy_mode(source: str | None) -> int:
+    """The mode of a new export or backup of the database in the file ``source`` (None:
+    PostgreSQL): what open() gives a new file, and no more than the database's own. A
+    0600 database, which holds readers' email addresses, was copied 0644 under the usual
+    umask: readable by every local user. An export of PostgreSQL (no file to follow) is
+    0600."""
+    try:
+        allowed = 0o600 if source is None else stat.S_IMODE(os.stat(source).st_mode)
+    except OSError:
+        allowed = 0o600
+    return _mode_of_new_file() & allowed
+
+
+def _mode_of_new_file() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _mode_of(path: str) -> int:
     """The permissions of the file at ``path``, or those open() gives a new one."""
     try:
         return stat.S_IMODE(os.stat(path).st_mode)
     except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+        return _mode_of_new_file()
 
 
 @main.command(
@@ -603,6 +659,7 @@ def _mode_of(path: str) -> int:
     "DB_STATEMENT_TIMEOUT, then a 503).",
 )
 @click.argument("source", type=click.Path(dir_okay=False, allow_dash=True, exists=False))
+@_sigterm_aborts
 def import_command(source: str) -> None:
     from .store.transfer import TransferError, import_, read_header
 
@@ -722,6 +779,7 @@ def _not_a_dash(dest: str) -> str:
     "docs/operations.md)."
 )
 @click.argument("dest", type=click.Path(dir_okay=False), callback=lambda c, p, v: _not_a_dash(v))
+@_sigterm_aborts
 def backup(dest: str) -> None:
     import sqlite3
 
@@ -748,7 +806,7 @@ def backup(dest: str) -> None:
         with _ctrl_c_deferred():
             fd, partial = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial", dir=folder)
         os.close(fd)
-        os.chmod(partial, _mode_of(dest))
+        os.chmod(partial, _copy_mode(database))
         sqlite_backup(database, partial)
         _place_new_file(partial, dest)
     except FileExistsError:
@@ -758,6 +816,8 @@ def backup(dest: str) -> None:
         raise click.ClickException(f"no backup written to {dest}: {reason}") from None
     finally:
         if partial is not None:
-            with contextlib.suppress(OSError):
-                os.remove(partial)
+            # A copy that failed on a full disk left its rollback journal beside it.
+            for leftover in (partial, f"{partial}-journal", f"{partial}-wal", f"{partial}-shm"):
+                with contextlib.suppress(OSError):
+                    os.remove(leftover)
     click.echo(f"backed up {database} to {dest}", err=True)
