@@ -6,12 +6,14 @@ import json
 import socket
 import sqlite3
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
 import requests
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from comments_api.identity.credentials import SCOPE_MODERATE, SCOPE_WRITE, generate_api_key
 from comments_api.store.repository import comments
@@ -467,3 +469,102 @@ def test_an_answer_stored_before_edited_at_replays_with_it_null(make_app):
     assert again.json == first.json
     assert list(again.json) == list(first.json)
     assert again.json["edited_at"] is None
+
+
+def test_a_sweep_and_a_delete_take_the_answers_row_locks_in_one_order(postgres_url):
+    """PostgreSQL: a delete erases its comments' stored answers row by row in created_at
+    order (_erase_answers); the expiry sweep must lock the rows it deletes in that order
+    too. The batched sweep's DELETE ... IN (subquery) ran as a hash join over a seq scan,
+    locking rows in their physical order, which updates and reused space make another
+    order: a sweep and a moderator's delete then deadlocked, and the delete was the 503."""
+    import psycopg
+
+    from comments_api.comments.rules import NewComment
+    from comments_api.moderation.rules import ACTION_DELETE, transition
+    from comments_api.store import repository as storage
+    from comments_api.store.repository import (
+        Repository,
+        idempotency_keys,
+        make_engine,
+        migrate,
+    )
+
+    engine = make_engine(postgres_url, statement_timeout=30.0)
+    migrate(engine)
+    repo = Repository(engine)
+    first, second, kept = (
+        repo.create(NewComment(content_id="sweep", body=f"c{i}")).id for i in range(3)
+    )
+    old = FakeClock()() - timedelta(days=2)
+
+    def answer(key: str, comment_id: int, age: int) -> dict[str, object]:
+        body = json.dumps({"id": comment_id, "body": "text"})
+        return {
+            "scope": "anonymous",
+            "key": key,
+            "request_hash": "0" * 64,
+            "status": 201,
+            "body": body,
+            "created_at": old + timedelta(seconds=age),
+            "comment_id": comment_id,
+        }
+
+    # Physical order "b", "gate", "a"; created_at order "a", "b", "gate". Among fresh
+    # keys, as in a service's steady state, where a sweep takes a few of many rows.
+    with engine.begin() as conn:
+        for row in (answer("b", second, 2), answer("gate", kept, 3), answer("a", first, 1)):
+            conn.execute(idempotency_keys.insert(), row)
+        fresh = {**answer("fresh", kept, 0), "created_at": FakeClock()()}
+        conn.execute(
+            idempotency_keys.insert(), [{**fresh, "key": f"fresh-{i}"} for i in range(5000)]
+        )
+        conn.execute(text("ANALYZE idempotency_keys"))
+
+    libpq = postgres_url.replace("+psycopg", "")
+    waiting = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND wait_event_type = 'Lock'"
+    )
+
+    def wait_for_waiters(monitor: psycopg.Connection, count: int) -> None:
+        for _ in range(200):
+            row = monitor.execute(waiting).fetchone()
+            if row is not None and row[0] >= count:
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"{count} waiters expected")
+
+    outcomes: dict[str, BaseException | None] = {}
+
+    def run(name: str, work: Callable[[], object]) -> None:
+        try:
+            work()
+            outcomes[name] = None
+        except BaseException as exc:
+            outcomes[name] = exc
+
+    def sweep() -> None:
+        repo._last_sweep = -storage.IDEMPOTENCY_SWEEP_INTERVAL
+        repo._sweep_idempotency_keys(old + timedelta(days=1))
+
+    with psycopg.connect(libpq, autocommit=True) as monitor, psycopg.connect(libpq) as gate:
+        # The gate row held, so the sweep stops between its locks, as under load.
+        gate.execute("SELECT 1 FROM idempotency_keys WHERE key = 'gate' FOR UPDATE")
+        sweeping = threading.Thread(target=run, args=("sweep", sweep))
+        sweeping.start()
+        wait_for_waiters(monitor, 1)
+        deleting = threading.Thread(
+            target=run,
+            args=("delete", lambda: repo.moderate([first, second], transition(ACTION_DELETE), "m")),
+        )
+        deleting.start()
+        wait_for_waiters(monitor, 2)  # the delete waits on "a" or, holding it, on "b"
+        gate.rollback()
+        for thread in (sweeping, deleting):
+            thread.join(timeout=30)
+    assert outcomes.get("delete", "unfinished") is None, outcomes.get("delete")
+    with engine.connect() as conn:
+        left = conn.execute(
+            select(func.count()).where(idempotency_keys.c.key.in_(["a", "b", "gate"]))
+        ).scalar_one()
+    assert left == 0

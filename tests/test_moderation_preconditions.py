@@ -297,3 +297,28 @@ def _another_write_on(content_id: str, engine) -> Iterator[None]:
             holder.execute("COMMIT")
     finally:
         holder.close()
+
+
+def test_a_moderation_listing_takes_no_transaction_id(postgres_url):
+    """A listing runs in a write transaction only to hold the edits lock (read_at): it
+    asked for its transaction id as the writes do (pg_current_xact_id), which assigned
+    one, so every console refresh burnt an id and wrote, and flushed, a commit record."""
+    import psycopg
+
+    from comments_api.store.repository import Repository, make_engine, migrate
+
+    engine = make_engine(postgres_url)
+    migrate(engine)
+    repo = Repository(engine)
+
+    def next_id() -> int:
+        with psycopg.connect(postgres_url.replace("+psycopg", ""), autocommit=True) as conn:
+            row = conn.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text").fetchone()
+        assert row is not None
+        return int(row[0])
+
+    before = next_id()
+    for _ in range(5):
+        page = repo.moderation_page("pending", content_id=None, limit=10, after_id=None)
+        assert page.read_at is not None
+    assert next_id() == before

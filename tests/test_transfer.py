@@ -6,6 +6,7 @@ with bulk inserts so the round trip, not the set-up, is what takes the time.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -844,6 +845,59 @@ def test_sigterm_leaves_no_file(tmp_path, command):
     assert "Terminated." in done.stderr
     assert "Traceback" not in done.stderr
     assert list(out.iterdir()) == []
+
+
+def test_sigterm_while_postgres_runs_a_batch_is_exit_143_and_imports_nothing(
+    tmp_path, postgres_url
+):
+    # SIGTERM raised its own exception inside psycopg's wait for a batch's answers: psycopg
+    # cancels the query only for KeyboardInterrupt, so the pipeline was left busy and its
+    # error replaced the signal's: "the database refused a row of comments: cannot exit
+    # pipeline mode while busy", a traceback and exit 1 (a held lock: no exit at all).
+    import psycopg
+
+    source = tmp_path / "live.db"
+    generate(f"sqlite:///{source}", 50)
+    dump = tmp_path / "dump.jsonl"
+    assert cli("export", str(dump), url=f"sqlite:///{source}").returncode == 0
+    engine = make_engine(postgres_url)
+    migrate(engine)
+    engine.dispose()
+    libpq = postgres_url.replace("+psycopg", "")
+    blocked = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND wait_event_type = 'Lock'"
+    )
+    with psycopg.connect(libpq, autocommit=True) as monitor, psycopg.connect(libpq) as holder:
+        # The first batch's change-marker bump waits for this row: SIGTERM meets psycopg
+        # waiting for that batch. (No table an export holds: the target is still empty.)
+        holder.execute("INSERT INTO content_versions VALUES ('article-1', 1)")
+        holder.commit()
+        holder.execute("SELECT 1 FROM content_versions FOR UPDATE")
+        importing = subprocess.Popen(
+            [str(VENV_BIN / "comments-api"), "import", str(dump)],
+            env={**os.environ, "DATABASE_URL": postgres_url, "LOG_LEVEL": "warning"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert wait_until(lambda: monitor.execute(blocked).fetchone()[0] > 0, timeout=60)
+            importing.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                importing.wait(timeout=10)
+            holder.rollback()  # without a cancel, the batch waited for this row
+            _, err = importing.communicate(timeout=60)
+        finally:
+            if importing.poll() is None:
+                importing.kill()
+                importing.wait()
+        with psycopg.connect(libpq) as check:
+            assert check.execute("SELECT count(*) FROM comments").fetchone()[0] == 0
+    assert importing.returncode == 128 + signal.SIGTERM, err
+    assert "Terminated." in err
+    assert "Traceback" not in err
+    assert "refused" not in err
 
 
 @pytest.mark.parametrize("mode", [0o600, 0o640])

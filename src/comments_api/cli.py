@@ -485,8 +485,11 @@ def _progress(label: str, length: int) -> Any:
     )
 
 
-class _Terminated(BaseException):
-    """SIGTERM arrived: unwinds like KeyboardInterrupt, through every cleanup."""
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: unwinds like KeyboardInterrupt, through every cleanup. Its subclass,
+    so that libraries treat it as Ctrl-C: psycopg cancels the running query only for one,
+    and a SIGTERM in its wait for an import's batch left the pipeline busy, whose error
+    replaced the signal ("the database refused a row", a traceback, exit 1)."""
 
 
 def _sigterm_aborts(command: Callable[..., None]) -> Callable[..., None]:

@@ -47,7 +47,6 @@ from sqlalchemy import (
     or_,
     select,
     text,
-    tuple_,
     update,
 )
 from sqlalchemy.engine import URL, make_url
@@ -365,6 +364,19 @@ _ERASE_ANSWER = (
         idempotency_keys.c.key == bindparam("match_key"),
     )
     .values(body=bindparam("erased"))
+)
+
+# The expiry sweep's batch: expired keys, oldest first, row-locked in _ANSWERS_OF's order.
+_OLDEST_EXPIRED_KEYS = (
+    select(idempotency_keys.c.scope, idempotency_keys.c.key)
+    .where(idempotency_keys.c.created_at < bindparam("cutoff"))
+    .order_by(idempotency_keys.c.created_at, idempotency_keys.c.scope, idempotency_keys.c.key)
+    .limit(IDEMPOTENCY_SWEEP_BATCH)
+    .with_for_update()
+)
+_FORGET_EXPIRED_KEY = delete(idempotency_keys).where(
+    idempotency_keys.c.scope == bindparam("match_scope"),
+    idempotency_keys.c.key == bindparam("match_key"),
 )
 
 # An Idempotency-Key's row. Whether it is still fresh is one comparison in SQL, like the
@@ -1078,9 +1090,10 @@ class Repository:
         self.aborted_threads: Collection[int] = frozenset()
 
     @contextmanager
-    def _write(self) -> Iterator[Connection]:
+    def _write(self, *, writes: bool = True) -> Iterator[Connection]:
         """A write transaction: BEGIN IMMEDIATE on SQLite (in its writer turn), a plain
-        one on PostgreSQL."""
+        one on PostgreSQL. ``writes=False``: one that only takes locks, and asks for no
+        transaction id (pg_current_xact_id would assign one, and a commit record with it)."""
         with self.engine.connect() as conn, self._writers.turn():
             conn.execution_options(sqlite_begin="IMMEDIATE")
             transaction: str | None = None
@@ -1090,7 +1103,7 @@ class Repository:
                     yield conn
                     if self.aborted_threads and threading.get_ident() in self.aborted_threads:
                         raise self._aborted_write()
-                    if not self.is_sqlite:  # to ask, should the COMMIT's answer be lost
+                    if writes and not self.is_sqlite:  # to ask, were the COMMIT's answer lost
                         transaction = conn.execute(_TRANSACTION_ID).scalar()
                     commit_sent = time.monotonic()
             except IntegrityError as exc:
@@ -1400,21 +1413,20 @@ class Repository:
         if clock - self._last_sweep < IDEMPOTENCY_SWEEP_INTERVAL:
             return
         self._last_sweep = clock
-        keys = idempotency_keys.c
-        # The oldest ones by primary key (not "up to the batch's newest created_at": rows
-        # written in one microsecond would all go), taken in created_at order as before.
-        oldest = (
-            select(keys.scope, keys.key)
-            .where(keys.created_at < cutoff)
-            .order_by(keys.created_at)
-            .limit(IDEMPOTENCY_SWEEP_BATCH)
-        )
         try:
             with self._write() as conn:
-                deleted = conn.execute(
-                    delete(idempotency_keys).where(tuple_(keys.scope, keys.key).in_(oldest))
-                ).rowcount
-            if deleted >= IDEMPOTENCY_SWEEP_BATCH:  # more may be left: the next create sweeps
+                # The oldest ones by primary key (not "up to the batch's newest created_at":
+                # rows written in one microsecond would all go). Locked first, in the order
+                # a delete erases answers (_ANSWERS_OF): a DELETE ... IN (this subquery)
+                # ran as a hash join over a seq scan, locking rows in their physical order,
+                # and deadlocked a concurrent delete of their comments (PostgreSQL).
+                oldest = conn.execute(_OLDEST_EXPIRED_KEYS, {"cutoff": cutoff}).all()
+                if oldest:
+                    conn.execute(
+                        _FORGET_EXPIRED_KEY,
+                        [{"match_scope": scope, "match_key": key} for scope, key in oldest],
+                    )
+            if len(oldest) >= IDEMPOTENCY_SWEEP_BATCH:  # more may be left: the next create sweeps
                 self._last_sweep = clock - IDEMPOTENCY_SWEEP_INTERVAL
         except SQLAlchemyError as exc:
             log.warning("idempotency key sweep skipped: %s", exc.__class__.__name__)
@@ -1680,7 +1692,8 @@ class Repository:
         query = query.order_by(comments.c.id).limit(limit + 1)
         # A write transaction that writes nothing: it waits for the edits in flight (SQLite's
         # write lock, PostgreSQL's edits lock) and keeps new ones out until it has read.
-        with self._write() as conn:
+        # No transaction id: every listing (a console's refresh) burnt one, and a WAL flush.
+        with self._write(writes=False) as conn:
             if not self.is_sqlite:
                 conn.execute(_ADVISORY_LOCK, _EDITS_KEY)
             read_at = clock()
