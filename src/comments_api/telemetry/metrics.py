@@ -16,6 +16,7 @@ import errno
 import fcntl
 import glob
 import logging
+import math
 import mmap
 import operator
 import os
@@ -23,7 +24,7 @@ import re
 import struct
 import time
 from collections.abc import Callable, Collection, Iterator
-from functools import cache
+from functools import cache, reduce
 from pathlib import Path
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
@@ -184,6 +185,7 @@ def requests_in_flight_of(pid: int) -> int | None:
 def mark_worker_dead(pid: int, live_pids: Collection[int] = ()) -> None:
     """gunicorn ``child_exit`` (in the master): drop a dead worker's live gauges (in-flight,
     pool) and fold its other files into the archives (``fold_dead_workers``)."""
+    global _waits_again_at
     directory = multiproc_dir()
     if not directory:
         return
@@ -195,28 +197,111 @@ def mark_worker_dead(pid: int, live_pids: Collection[int] = ()) -> None:
     _unfolded.add(pid)
     # A new worker that got a dead one's pid writes on in its file: that file is live again.
     _unfolded.difference_update(live_pids)
-    if _unfolded and fold_dead_workers(directory, sorted(_unfolded)):
+    if not _unfolded:
+        return
+    # Once a fold was put off, the deaths of the next second do not wait for the lock again:
+    # a SIGHUP's old workers are reaped in one turn of the master, and a stuck scrape held
+    # it (and every scrape queued behind the fold) FOLD_LOCK_WAIT per worker, 51 s at 256.
+    wait = FOLD_LOCK_WAIT if time.monotonic() >= _waits_again_at else 0.0
+    try:
+        folded = fold_dead_workers(directory, sorted(_unfolded), wait)
+    except OSError as exc:
+        # Raised out of child_exit, it would end the master's loop: the server would stop.
+        log.warning("metrics: cannot fold dead workers' files (%s); they stay, still counted", exc)
+        folded = False
+    if folded:
         _unfolded.clear()
+    else:
+        _waits_again_at = time.monotonic() + FOLD_RETRY_WAIT_AFTER
 
 
 # Dead workers whose files a fold has yet to take (one was put off: a scrape held the lock).
 _unfolded: set[int] = set()
+# When a fold may wait for the lock again (time.monotonic()), after one was put off.
+_waits_again_at = 0.0
 
-# How the values of two processes' files add up per file type, when they do without the
+# How the values of two processes' files combine per file type, when they do without the
 # pid: (value, timestamp) pairs, as prometheus_client stores them. "all" gauges keep one
 # series per pid, so a dead worker's "gauge_all" file stays as it is.
-_FOLDS: dict[str, Callable[[tuple[float, float], tuple[float, float]], tuple[float, float]]] = {
-    "counter": lambda a, b: (a[0] + b[0], max(a[1], b[1])),
-    "histogram": lambda a, b: (a[0] + b[0], max(a[1], b[1])),
-    "summary": lambda a, b: (a[0] + b[0], max(a[1], b[1])),
-    "gauge_sum": lambda a, b: (a[0] + b[0], max(a[1], b[1])),
+_SUMMED = frozenset({"counter", "histogram", "summary", "gauge_sum"})
+_PICKS: dict[str, Callable[[tuple[float, float], tuple[float, float]], tuple[float, float]]] = {
     "gauge_max": lambda a, b: max(a, b, key=operator.itemgetter(0)),
     "gauge_min": lambda a, b: min(a, b, key=operator.itemgetter(0)),
     "gauge_mostrecent": lambda a, b: max(a, b, key=operator.itemgetter(1)),
 }
+# An archive keeps a summed series as the exact sum of what it took, in floats that do not
+# overlap (math.fsum's partials), the largest under the series' key, each smaller one under
+# the key and one more trailing space (JSON all the same to prometheus_client's reader).
+# One rounded float would do for counts, but not for a histogram's _sum: a fold changed
+# how it was rounded, and a scrape could read it a little lower than the one before, which
+# Prometheus takes for a counter reset (rate() then counts the whole sum again).
+_PARTIAL = " "
+
+
+def _exact_partials(values: list[float]) -> list[float]:
+    """Floats, smallest first, whose exact sum is that of ``values`` (Shewchuk's algorithm,
+    as math.fsum keeps them)."""
+    partials: list[float] = []
+    for x in values:
+        i = 0
+        for y in partials:
+            if abs(x) < abs(y):
+                x, y = y, x
+            high = x + y
+            low = y - (high - x)
+            if low:
+                partials[i] = low
+                i += 1
+            x = high
+        partials[i:] = [x]
+    # Infinite or NaN (no count gets there): no exact sum to keep.
+    return partials if all(map(math.isfinite, partials)) else [sum(values)]
+
+
+def _exact_sum(values: list[float]) -> float:
+    try:
+        return math.fsum(values)
+    except (ValueError, OverflowError):  # +inf and -inf, or beyond the floats: no exact sum
+        return sum(values)
+
+
+def _merge_exactly(files: list[str]) -> Any:
+    """``MultiProcessCollector.merge(files, accumulate=True)``, with each series' values
+    from its files added exactly (math.fsum), so in no order that depends on the files':
+    a fold moves a dead worker's values into the archives, and a scrape still reads the
+    same sum, to the last bit (checked against prometheus_client 0.26.0)."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    metrics = MultiProcessCollector._read_metrics(files)
+    for metric in metrics.values():
+        if metric.type == "gauge" and metric._multiprocess_mode not in ("sum", "livesum"):
+            continue  # picked (max, min, most recent) or kept per pid: nothing added
+        # Whole numbers (counts, buckets) add up exactly in any order: only the series
+        # that hold a fraction somewhere (a _sum) are added with math.fsum.
+        names = {sample.name for sample in metric.samples if not sample.value.is_integer()}
+        if not names:
+            continue
+        kept: list[Any] = []
+        terms: dict[tuple[str, Any], list[Any]] = {}
+        for sample in metric.samples:
+            if sample.name not in names:
+                kept.append(sample)
+                continue
+            # A gauge's files label their samples with their pid: summed over all of them.
+            labels = tuple(pair for pair in sample.labels if pair[0] != "pid")
+            terms.setdefault((sample.name, labels), []).append(sample)
+        metric.samples = kept + [
+            group[0]._replace(labels=labels, value=_exact_sum([s.value for s in group]))
+            for (_, labels), group in terms.items()
+        ]
+    return MultiProcessCollector._accumulate_metrics(metrics, True)
+
+
 # How long the master tries for the lock before putting a fold off to the next worker's exit:
 # a scrape holds it for a few milliseconds; the master must not hang on a stuck one.
 FOLD_LOCK_WAIT = 0.2
+# After a fold was put off, how long the next ones try the lock once, without waiting.
+FOLD_RETRY_WAIT_AFTER = 1.0
 _folds_off = False
 
 
@@ -285,7 +370,7 @@ def _flock(fd: int, operation: int, deadline: float | None) -> bool | None:
             raise
 
 
-def fold_dead_workers(directory: str, pids: Collection[int]) -> bool:
+def fold_dead_workers(directory: str, pids: Collection[int], wait: float = FOLD_LOCK_WAIT) -> bool:
     """Fold the files of dead worker processes into one ``<type>_archive.db`` per type.
 
     Without it the directory kept ~3 files per worker death (crashes, WORKER_TIMEOUT, each
@@ -295,15 +380,15 @@ def fold_dead_workers(directory: str, pids: Collection[int]) -> bool:
     ``_WorkerFilesCollector``) out: a scrape sees a dead worker's counts exactly once,
     either in its files or in the archive. Call only with pids of processes that are dead
     and whose pid no live writer has taken since (gunicorn's master, in ``child_exit``).
-    Returns False when the fold was put off (lock busy, an error logged): the files stay,
-    and are still counted exactly.
+    Returns False when the fold was put off (lock busy after ``wait`` seconds, an error
+    logged): the files stay, and are still counted exactly.
     """
     global _folds_off
     if _folds_off:
         return False
     from prometheus_client.mmap_dict import MmapedDict
 
-    with _fold_lock(directory, FOLD_LOCK_WAIT) as held:
+    with _fold_lock(directory, wait) as held:
         if held is None:
             # Without a lock a scrape could count a fold twice: the files stay, as before.
             _folds_off = True
@@ -316,26 +401,35 @@ def fold_dead_workers(directory: str, pids: Collection[int]) -> bool:
             for path in glob.glob(os.path.join(directory, f"*{suffix}")):
                 by_type.setdefault(os.path.basename(path)[: -len(suffix)], []).append(path)
         for file_type, paths in sorted(by_type.items()):
-            fold = _FOLDS.get(file_type)
-            if fold is None:
+            summed = file_type in _SUMMED
+            pick = _PICKS.get(file_type)
+            if not summed and pick is None:
                 continue
             archive = os.path.join(directory, f"{file_type}_{ARCHIVE}.db")
             staging = os.path.join(directory, f"{file_type}_{ARCHIVE}.tmp")
             try:
-                totals: dict[str, tuple[float, float]] = {}
+                terms: dict[str, list[tuple[float, float]]] = {}
                 for path in [archive, *paths]:
                     # Shorter than its header: a worker killed as it created the file.
                     if os.path.exists(path) and os.path.getsize(path) >= 8:
                         for key, value, stamp, _ in MmapedDict.read_all_values_from_file(path):
-                            known = totals.get(key)
-                            totals[key] = (
-                                (value, stamp) if known is None else fold(known, (value, stamp))
-                            )
+                            terms.setdefault(key.rstrip(_PARTIAL), []).append((value, stamp))
+                entries: list[tuple[str, float, float]] = []
+                for key, pairs in terms.items():
+                    if pick is not None:
+                        entries.append((key, *reduce(pick, pairs)))
+                        continue
+                    stamp = max(pair[1] for pair in pairs)
+                    partials = _exact_partials([pair[0] for pair in pairs])
+                    entries.extend(
+                        (key + _PARTIAL * rank, partial, stamp)
+                        for rank, partial in enumerate(reversed(partials))
+                    )
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(staging)  # a fold that failed half-way
                 # Allocated up front (MmapedDict then never grows it): writing through the
                 # mmap into a full tmpfs would SIGBUS the master; this raises ENOSPC instead.
-                size = 8 + sum(len(key.encode()) + 32 for key in totals)
+                size = 8 + sum(len(key.encode()) + 32 for key, _, _ in entries)
                 fd = os.open(staging, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600)
                 try:
                     os.posix_fallocate(fd, 0, max(size, mmap.PAGESIZE))
@@ -343,7 +437,7 @@ def fold_dead_workers(directory: str, pids: Collection[int]) -> bool:
                     os.close(fd)
                 staged = MmapedDict(staging)
                 try:
-                    for key, (value, stamp) in totals.items():
+                    for key, value, stamp in entries:
                         staged.write_value(key, value, stamp)
                 finally:
                     staged.close()
@@ -648,8 +742,6 @@ class _WorkerFilesCollector:
         self.directory = directory
 
     def collect(self) -> Any:
-        from prometheus_client.multiprocess import MultiProcessCollector
-
         # Shared lock: the master's fold of dead workers' files into the archives waits
         # until the files are read, so no scrape sees a dead worker's counts twice or never.
         with _scrape_lock(self.directory):
@@ -660,4 +752,4 @@ class _WorkerFilesCollector:
                         files.append(path)
                 except FileNotFoundError:  # a dead worker's live gauge, removed meanwhile
                     continue
-            return MultiProcessCollector.merge(files, accumulate=True)
+            return _merge_exactly(files)
