@@ -67,7 +67,7 @@ def test_per_thread_per_author_limit(make_app):
     assert flooded.status_code == 429
     assert flooded.json["status"] == "TOO-MANY-REQUESTS"
     assert "at most 3 comments" in flooded.json["message"]
-    assert int(flooded.headers["Retry-After"]) > 0
+    assert flooded.headers["Retry-After"] == "60"
     v1 = post_v1(client, "n4", email="ann@example.com")
     assert v1.status_code == 429
     assert v1.json["type"].endswith("too-many-comments")
@@ -77,7 +77,9 @@ def test_per_thread_per_author_limit(make_app):
     # The window slides: once the first three are older than it, the author may post again.
     clock.advance(59)
     assert post_legacy(client, "n7").status_code == 429
-    clock.advance(1.001)
+    # The Retry-After obeyed to the microsecond is not refused again: the window held its
+    # first instant (created_at >= now - window), where the oldest comment then still sat.
+    clock.advance(1)
     assert post_legacy(client, "n7").status_code == 200
 
 
@@ -121,21 +123,6 @@ def test_the_flood_limits_retry_after_is_when_a_place_frees_up(make_app):
     assert post_legacy(client, "n3").status_code == 200
     # Full again: now the two posted at 600 s are the oldest, 599.9 s from leaving.
     assert post_legacy(client, "n4").headers["Retry-After"] == "600"
-
-
-def test_a_flood_retry_after_that_is_obeyed_to_the_microsecond_is_not_refused(make_app):
-    # The window held its first instant (created_at >= now - window): a place freeing up in
-    # a whole number of seconds was announced as that number, and the retry sent exactly
-    # then still met the oldest comment at the window's edge and was refused again.
-    clock = FakeClock()
-    client = make_app(thread_author_max=3, thread_author_window=60, clock=clock).test_client()
-    for i in range(3):
-        assert post_legacy(client, f"n{i}").status_code == 200
-    flooded = post_legacy(client, "n3")
-    assert flooded.status_code == 429
-    assert flooded.headers["Retry-After"] == "60"
-    clock.advance(60)
-    assert post_legacy(client, "n3").status_code == 200
 
 
 def test_banned_words_whole_words_case_insensitive_never_echoed(make_app):

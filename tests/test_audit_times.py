@@ -10,13 +10,10 @@ from pathlib import Path
 from flask import Flask
 from flask.testing import FlaskClient
 
-from comments_api.identity.credentials import SCOPE_ADMIN
 from comments_api.web.common import EXTENSION_KEY
 
-from .authkit import api_key, bearer
-from .clock import FakeClock
 from .support import flock_held, locks_waited_for, wait_until
-from .test_moderation_preconditions import _another_write_on
+from .test_moderation_preconditions import _another_write_on, pre_moderated
 
 AUDIT = "/api/v1/admin/audit-log"
 BULK = "/api/v1/moderation/comments"
@@ -44,14 +41,11 @@ def test_an_approve_that_waited_for_an_edit_is_stamped_after_it(build, signer) -
     behind an author's edit, then published the edited text. It was stamped with the time
     it began, before the wait: the audit log put it above the edit yet dated it earlier,
     and the comment said it was approved before the text it shows was written."""
-    clock = FakeClock()
-    app = build(moderation_mode="pre", clock=clock)
-    client = app.test_client()
-    moderator = bearer(api_key(app, SCOPE_ADMIN))
-    author = bearer(signer.token("author-1"))
-    cid = client.post(
-        "/api/v1/contents/a1/comments", json={"body": "a nice comment"}, headers=author
-    ).json["id"]
+    setup = pre_moderated(build, signer)
+    app, clock, client, moderator, author = (
+        setup.app, setup.clock, setup.client, setup.moderator, setup.author
+    )  # fmt: skip
+    cid = setup.pending("a nice comment")
     # Its key's use noted now: a request does that write before its action's.
     assert client.get("/api/v1/moderation/pending", headers=moderator).status_code == 200
     answers: dict[str, object] = {}

@@ -7,7 +7,9 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
+from flask import Flask
 from sqlalchemy import text
 
 from comments_api.identity.credentials import SCOPE_ADMIN
@@ -17,6 +19,35 @@ from comments_api.web.common import EXTENSION_KEY
 from .authkit import api_key, bearer
 from .clock import FakeClock
 from .support import locks_waited_for, wait_until
+
+
+@dataclass
+class PreModerated:
+    """An app under pre-moderation on a fake clock, an admin's key and an author's token."""
+
+    app: Flask
+    clock: FakeClock
+    moderator: dict[str, str]
+    author: dict[str, str]
+
+    def __post_init__(self) -> None:
+        self.client = self.app.test_client()
+
+    def pending(self, body: str) -> int:
+        """The author's new comment, pending: its id."""
+        posted = self.client.post(
+            "/api/v1/contents/a1/comments", json={"body": body}, headers=self.author
+        )
+        assert posted.status_code == 202, posted.get_data(as_text=True)
+        return int(posted.json["id"])
+
+
+def pre_moderated(build, signer) -> PreModerated:
+    clock = FakeClock()
+    app = build(moderation_mode="pre", clock=clock)
+    moderator = bearer(api_key(app, SCOPE_ADMIN))
+    return PreModerated(app, clock, moderator, bearer(signer.token("author-1")))
+
 
 BULK = "/api/v1/moderation/comments"
 BANS = "/api/v1/moderation/bans"
@@ -179,16 +210,9 @@ def test_delete_by_author_and_the_author_listing_honour_if_match_and_if_none_mat
 def test_an_approve_with_if_unedited_since_leaves_a_comment_edited_after_it(build, signer):
     """Pre-moderation: the author changed a pending comment's text after the moderator read
     the queue; the approve names when it was read, and leaves that comment unchanged."""
-    clock = FakeClock()
-    app = build(moderation_mode="pre", clock=clock)
-    client = app.test_client()
-    moderator = bearer(api_key(app, SCOPE_ADMIN))
-    author = bearer(signer.token("author-1"))
-    posts = "/api/v1/contents/a1/comments"
-    ids = [
-        client.post(posts, json={"body": text}, headers=author).json["id"]
-        for text in ("a perfectly nice comment", "fine too")
-    ]
+    setup = pre_moderated(build, signer)
+    clock, client, moderator, author = setup.clock, setup.client, setup.moderator, setup.author
+    ids = [setup.pending(text) for text in ("a perfectly nice comment", "fine too")]
     read_at = clock.now.isoformat()
     clock.advance(1)
     edited = client.patch(f"/api/v1/comments/{ids[1]}", json={"body": "BUY PILLS"}, headers=author)
@@ -222,14 +246,11 @@ def test_an_edit_that_waited_for_a_lock_is_not_taken_as_read_before_it(build, si
     still showed the old text. The edit was stamped with the time it began, before the
     wait, so an approve naming the moderator's read time took the new text as read and
     published it. It is stamped once it holds its locks: the approve leaves it pending."""
-    clock = FakeClock()
-    app = build(moderation_mode="pre", clock=clock)
-    client = app.test_client()
-    moderator = bearer(api_key(app, SCOPE_ADMIN))
-    author = bearer(signer.token("author-1"))
-    cid = client.post(
-        "/api/v1/contents/a1/comments", json={"body": "a perfectly nice comment"}, headers=author
-    ).json["id"]
+    setup = pre_moderated(build, signer)
+    app, clock, client, moderator, author = (
+        setup.app, setup.clock, setup.client, setup.moderator, setup.author
+    )  # fmt: skip
+    cid = setup.pending("a perfectly nice comment")
     assert client.get("/api/v1/moderation/pending", headers=moderator).status_code == 200
     engine = app.extensions[EXTENSION_KEY].repo.engine
     edit: dict[str, object] = {}
