@@ -113,6 +113,28 @@ def test_the_http_servers_errors_agree_with_the_registry():
     assert worker.LEGACY_PREFIX is LEGACY_PREFIX
 
 
+def test_the_servers_errors_take_the_legacy_shape_wherever_the_app_does(monkeypatch):
+    # The app routes by werkzeug's request.path: below the mount prefix, leading slashes
+    # merged, an absolute URI's path; it answers all of these in the legacy shape, and the
+    # worker's own 408/413/414/400 must too (they were problem+json).
+    from comments_api import worker
+
+    def shape(target: str) -> str:
+        return worker.error_document(414, "d", target)[0]
+
+    monkeypatch.setenv("SCRIPT_NAME", "/c")
+    assert shape("/c/api/comment/list/x") == "application/json"
+    assert shape("/c//api/comment/new") == "application/json"
+    assert shape("/c/api/v1/counts") == PROBLEM_JSON
+    monkeypatch.delenv("SCRIPT_NAME")
+    assert shape("//api/comment/list/x") == "application/json"
+    assert shape("http://h.example/api/comment/list/x") == "application/json"
+    assert shape("http://h.example//api/comment/new") == "application/json"
+    assert shape("http://h.example") == PROBLEM_JSON
+    assert shape("//api/v1/counts") == PROBLEM_JSON
+    assert shape("/x/api/comment/new") == PROBLEM_JSON
+
+
 def test_web_errors_uses_the_registry_constants():
     from comments_api.web import errors
 

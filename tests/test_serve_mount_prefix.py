@@ -36,6 +36,26 @@ def test_a_path_outside_the_mount_prefix_is_a_json_404(tmp_path: Path) -> None:
         assert "Traceback" not in service.log()
 
 
+def test_the_servers_own_errors_below_the_mount_prefix_keep_the_legacy_shape(
+    tmp_path: Path,
+) -> None:
+    # The app answers /c/api/comment/… in the legacy shape; the worker's own 414 (and 408,
+    # 413, 400) judged the shape by the raw target, and answered problem+json there.
+    with ServiceProcess(_env(tmp_path, SCRIPT_NAME="/c"), tmp_path, workers=1) as service:
+        for prefix in ("/api/comment/list/", "//api/comment/list/"):
+            url = f"{service.base}{prefix}{'a' * 60_000}"
+            answer = requests.get(url, timeout=5)
+            assert answer.status_code == 414
+            assert answer.headers["Content-Type"] == "application/json"
+            assert answer.json() == {
+                "message": "the request line is too long",
+                "status": "URI-TOO-LONG",
+            }
+        v1 = requests.get(f"{service.base}/api/v1/contents/{'a' * 60_000}/comments", timeout=5)
+        assert v1.status_code == 414
+        assert v1.headers["Content-Type"] == "application/problem+json"
+
+
 def test_the_container_healthcheck_probes_below_the_mount_prefix(tmp_path: Path) -> None:
     # The image's HEALTHCHECK runs `comments-api healthcheck` in the container's own
     # environment: it probed /readyz at the root, a 404, so the container never turned

@@ -224,7 +224,7 @@ def error_document(status: int, detail: str, path: str | None) -> tuple[str, byt
     Pure, so the tests can call it.
     """
     title = status_title(status)
-    if path is not None and path.startswith(LEGACY_PREFIX):
+    if path is not None and _app_path(path).startswith(LEGACY_PREFIX):
         # The legacy shape as the app writes it (web/errors.py): the original's key order.
         doc: dict[str, object] = {"message": detail, "status": title.upper().replace(" ", "-")}
         return "application/json", json.dumps(doc, separators=(",", ":")).encode()
@@ -239,6 +239,25 @@ def error_document(status: int, detail: str, path: str | None) -> tuple[str, byt
         if _ORIGIN_FORM_PATH.fullmatch(instance):
             doc["instance"] = instance
     return PROBLEM_JSON, json.dumps(doc, separators=(",", ":")).encode()
+
+
+_SCHEME_AUTHORITY = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^/?#]*")
+
+
+def _app_path(target: str) -> str:
+    """The path the app routes ``target`` by, to pick the error shape as the app would: an
+    absolute URI's path (gunicorn's parser serves it), without the mount prefix
+    (``SCRIPT_NAME``, gunicorn's environment variable) and with leading slashes merged into
+    one (werkzeug's ``request.path``), so ``/c/api/comment/…``, ``//api/comment/…`` and
+    ``http://host/api/comment/…``, which the app answers in the legacy shape, get it from
+    the worker too (they got problem+json)."""
+    scheme = _SCHEME_AUTHORITY.match(target)
+    if scheme:
+        target = target[scheme.end() :] or "/"
+    script_name = os.environ.get("SCRIPT_NAME", "").rstrip("/")
+    if script_name and target.startswith(script_name):
+        target = target[len(script_name) :]
+    return "/" + target.lstrip("/")
 
 
 # An origin-form path of URI characters only (RFC 3986), fit to be echoed as `instance`.
