@@ -60,6 +60,12 @@ def test_badges_leave_out_the_content_ids_the_api_refuses_by_its_own_rule():
     assert f"const CONTENT_ID = /{CONTENT_ID_PATTERN}/;" in source
     assert f"const BLANK = /{BLANK_PATTERN}/;" in source
     assert f"const MAX_CONTENT_ID = {MAX_CONTENT_ID_LENGTH};" in source
+    # comments.js names such an id in place of the thread (" . ": not a 400 read as "could not
+    # be loaded"), by the same rule.
+    widget = (STATIC / "comments.js").read_text(encoding="utf-8")
+    assert f"const CONTENT_ID = /{CONTENT_ID_PATTERN}/;" in widget
+    assert f"const BLANK = /{BLANK_PATTERN}/;" in widget
+    assert f"const MAX_CONTENT_ID = {MAX_CONTENT_ID_LENGTH};" in widget
 
 
 def test_every_text_the_widget_shows_is_a_documented_key_in_both_languages():

@@ -16,7 +16,10 @@
   const CONFIG = window.CommentsWidgetConfig || {};
   const PAGE = 25;
   const MAX_PAGE = 100; // the API's largest page
-  const DOT_IDS = new Set([".", ".."]); // content ids a URL path cannot carry
+  // The API's content id rule (an asset test keeps it equal to rules.py's).
+  const CONTENT_ID = /^(?!\.\.?(?![\s\S]))[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?(?![\s\S])/;
+  const MAX_CONTENT_ID = 128;
+  const usableId = (id) => CONTENT_ID.test(id) && !BLANK.test(id) && [...id].length <= MAX_CONTENT_ID;
   const REVEAL_PAGES = 20; // pages read on, at most, to reach a comment linked to
   const MIN_POLL = 2;
   const REFRESH_PAGES = 10;
@@ -445,10 +448,10 @@ a{color:var(--comments-accent)}
         }
         this.renderIdentity();
       });
-      if (!this.contentId || DOT_IDS.has(this.contentId)) {
-        // "." and ".." vanish from a URL path: the API refuses them as content ids.
+      if (!usableId(this.contentId)) {
+        // Refused by the API ("." and ".." vanish from a URL path): no thread, no form.
         this.status.textContent = this.contentId ? `content-id "${this.contentId}" cannot name a thread` : "content-id missing";
-        this.root.replaceChildren(this.status); // no form: a post could not reach a thread
+        this.root.replaceChildren(this.status);
         return;
       }
       this.loadCount();
@@ -667,7 +670,7 @@ a{color:var(--comments-accent)}
 
     /** Re-reads the newest comments (the end of the thread when oldest first). */
     async refresh() {
-      if (!this.built || !this.contentId || DOT_IDS.has(this.contentId)) return;
+      if (!this.built || !usableId(this.contentId)) return;
       if (this.order === "newest") return this.refreshTop();
       const from = this.done ? this.lastCursor : undefined;
       if (from === undefined) return; // more pages to read: "load more" shows them
