@@ -300,7 +300,7 @@ capture() {
   if [ "$DRY_RUN" = 1 ]; then
     printf -v "$__var" '%s' "$__placeholder"
   else
-    __out=$("$@") || return
+    __out=$("$@") || return $? # named: a bare return in a trap gives the status before it
     printf -v "$__var" '%s' "$__out"
   fi
 }
@@ -648,7 +648,10 @@ ours() {
   alive "$pid" || return 1
   if [ -n "${!start_var:-}" ]; then
     [ "$(proc_start "$pid")" = "${!start_var}" ]
-    return
+    # Its status named: a bare `return` in the EXIT trap (finish -> local_down) returns the
+    # status from before the trap, so a failed run's teardown took every process of its
+    # stack for another's and left them all running.
+    return $?
   fi
   case $1 in REDIS_PID) comm=redis-server ;; DEV_PID | PROD_PID) comm=docker-registry ;; *) comm=haproxy ;; esac
   [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$comm" ]

@@ -453,6 +453,19 @@ def test_a_production_rollout_that_never_becomes_ready_is_rolled_back_and_exits_
         sh("docker", "rmi", f"comments-api:{tag}", image, check=False)
 
 
+def processes_naming(path: Path) -> list[str]:
+    """The command lines of the processes that name ``path`` in theirs."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile, or not a process
+            continue
+        if proc.name.isdigit() and str(path) in command:
+            found.append(f"{proc.name} {command}")
+    return found
+
+
 def test_a_failed_production_rollout_that_cannot_roll_back_exits_3(stack: Stack):
     """A fresh stack whose first release passes staging but never becomes ready in
     production: there is no previous release, so production serves nothing. That is exit 3
@@ -487,6 +500,9 @@ def test_a_failed_production_rollout_that_cannot_roll_back_exits_3(stack: Stack)
         assert "no previous release to roll back to" in out
         assert proc.returncode == 3, out[-3000:]
         assert "PIPELINE FAILED in production and the rollback failed too" in out
+        # A failed run tears its stack down too: its registries, Redis and haproxys ran on
+        # (their state directory removed, so no --down could find them).
+        assert processes_naming(state) == [], out[-3000:]
     finally:
         if state.exists():
             subprocess.run(
