@@ -1,6 +1,6 @@
 -- wrk script for every bench scenario. Arguments after `--`:
 --   get PATH             GET PATH on every request
---   post CONTENT_ID      the legacy create (the shared post.lua body) into CONTENT_ID
+--   post CONTENT_ID      the legacy create (the shared post.lua body, plus its id) into CONTENT_ID
 --   postmany CONTENT_ID  the same create, each from an email of its own (reader<T>-<N>@...):
 --                        the per-author lock (check and insert in one step) never queues
 --   mix PATH CONTENT_ID  90 % GET PATH, 10 % create into CONTENT_ID (every 10th request)
