@@ -1238,24 +1238,36 @@ local_down() {
 # in the same slots and drive the same haproxy, and the second one's exit tore the first
 # one's stack down. The lock is a file naming the run's PID, removed at exit; one whose
 # process is gone is stale and taken over, so a killed run leaves nothing that blocks.
+# The check and the takeover run under a short flock on the directory itself (not held by
+# the stack's long-lived children): two runs that both found one stale lock both took it.
 LOCKED=0
 lock_state() {
-  local lock="$STATE/.lock" holder
-  for _ in 1 2; do
-    if (set -o noclobber && printf '%s\n' "$$" >"$lock") 2>/dev/null; then
-      LOCKED=1
-      return 0
-    fi
-    holder=$(cat "$lock" 2>/dev/null || true)
-    if [[ $holder =~ ^[0-9]+$ ]] && kill -0 "$holder" 2>/dev/null; then
-      fail "another deploy.sh run (pid $holder) is using $STATE: wait for it or use another --state-dir (no such run? remove $lock)"
-      STATE="" # not ours to tear down
-      exit 1
-    fi
-    rm -f "$lock" # stale: its run is gone
-  done
-  fail "cannot take the lock $lock"
-  STATE=""
+  local holder
+  holder=$(
+    (
+      if command -v flock >/dev/null && ! flock -w 10 9; then
+        echo "?"
+        exit 0
+      fi
+      lock="$STATE/.lock"
+      (set -o noclobber && printf '%s\n' "$$" >"$lock") 2>/dev/null && exit 0
+      h=$(cat "$lock" 2>/dev/null || true)
+      if [[ $h =~ ^[0-9]+$ ]] && kill -0 "$h" 2>/dev/null; then
+        echo "$h"
+        exit 0
+      fi
+      printf '%s\n' "$$" >"$lock" || echo "?" # stale: its run is gone
+    ) 9<"$STATE"
+  )
+  case "$holder" in
+  "")
+    LOCKED=1
+    return 0
+    ;;
+  "?") fail "cannot take the lock $STATE/.lock" ;;
+  *) fail "another deploy.sh run (pid $holder) is using $STATE: wait for it or use another --state-dir (no such run? remove $STATE/.lock)" ;;
+  esac
+  STATE="" # not ours to tear down
   exit 1
 }
 unlock_state() {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -494,6 +495,42 @@ def test_a_state_directory_in_use_is_left_alone(short_tmp):
     proc = deploy("--down", "--state-dir", str(state), timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert not (state / ".lock").exists()
+
+
+def test_a_stale_lock_is_taken_over_by_one_run_only(short_tmp):
+    # Two runs that both read one stale lock both took it over (check, then write): each
+    # believed it held the state directory. The check and the takeover now wait for a
+    # flock on the directory; here a "run" holds it, takes the stale lock over itself, and
+    # deploy.sh, waiting meanwhile, must then find that run's lock and leave.
+    state = short_tmp / "stack"
+    state.mkdir()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (state / ".lock").write_text(f"{gone.pid}\n")
+    holder = subprocess.Popen(["sleep", "120"])
+    guard = os.open(state, os.O_RDONLY)
+    try:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        down = subprocess.Popen(
+            ["bash", str(DEPLOY), "--down", "--state-dir", str(state)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(2)
+        assert down.poll() is None, down.communicate()
+        assert (state / ".lock").read_text() == f"{gone.pid}\n"  # not taken while waiting
+        (state / ".lock").write_text(f"{holder.pid}\n")
+        fcntl.flock(guard, fcntl.LOCK_UN)
+        stdout, stderr = down.communicate(timeout=60)
+        assert down.returncode == 1, stdout[-2000:] + stderr
+        assert f"another deploy.sh run (pid {holder.pid}) is using {state}" in stderr
+        assert (state / ".lock").read_text() == f"{holder.pid}\n"
+    finally:
+        os.close(guard)
+        holder.kill()
+        holder.wait()
 
 
 def test_a_missing_docker_is_named_before_anything_runs(tmp_path, short_tmp):
