@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -18,6 +19,31 @@ from comments_api.web.common import EXTENSION_KEY
 
 from .authkit import AUDIENCE, ISSUER, Signer, hs_signer
 from .support import PostgresServer, RedisServer
+
+
+@pytest.fixture(autouse=True)
+def environment_left_as_found() -> Iterator[None]:
+    """Fail a test that changes this process's environment and leaves it changed.
+
+    A variable left behind reaches every later test on the same xdist worker: one test's
+    PROMETHEUS_MULTIPROC_DIR (a tmp_path, deleted after it) put later in-process apps'
+    metrics in multiprocess mode on a directory gone, and an unrelated test failed on a
+    missing series. monkeypatch.setenv undoes itself; a direct write does not.
+    """
+    before = dict(os.environ)
+    yield
+    changed = sorted(
+        key
+        for key in before.keys() | os.environ.keys()
+        if before.get(key) != os.environ.get(key) and key != "PYTEST_CURRENT_TEST"  # pytest's own
+    )
+    if changed:
+        for key in changed:
+            if key in before:
+                os.environ[key] = before[key]
+            else:
+                del os.environ[key]
+        pytest.fail(f"the test left the environment changed: {', '.join(changed)}")
 
 
 @pytest.fixture(scope="session")

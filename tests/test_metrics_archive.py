@@ -77,7 +77,9 @@ def _samples(directory: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
     }
 
 
-def test_a_fold_keeps_every_sample_and_leaves_one_file_per_type(tmp_path: Path) -> None:
+def test_a_fold_keeps_every_sample_and_leaves_one_file_per_type(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _dead_workers(tmp_path, range(1000, 1040))
     _write(tmp_path / "counter_7.db", {_counter("/a"): 5.0})  # a live worker: not folded
     before = _samples(tmp_path)
@@ -97,6 +99,7 @@ def test_a_fold_keeps_every_sample_and_leaves_one_file_per_type(tmp_path: Path) 
     assert before[("latency_count", ())] == 40 * 3  # files hold each bucket on its own
     assert before[("build", (("version", "1"),))] == 6  # max, not a sum
     # The next start still takes the directory for a metrics directory and empties it.
+    monkeypatch.setenv(MULTIPROC_ENV, "")  # undone after the test: prepare exports the directory
     prepare_multiproc_dir(str(tmp_path), str(tmp_path))
     assert not any(tmp_path.iterdir())
 
