@@ -129,6 +129,7 @@ def test_a_dead_pid_a_live_worker_took_again_is_not_folded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
+    monkeypatch.setattr(metrics, "_unfolded", set())  # the master's state, not the process's
     _dead_workers(tmp_path, range(3000, 3002))
     # 3001 died, and a new worker got its pid before the fold: it writes on in that file.
     mark_worker_dead(3001, live_pids={3001})
@@ -277,6 +278,9 @@ def test_a_fold_that_cannot_open_its_lock_leaves_the_master_running(
     # A lock file that cannot be opened (a directory in its place: EISDIR) stands for any
     # such error (no inodes left on the tmpfs).
     monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
+    # The put-off fold leaves 4000 in _unfolded and sets _waits_again_at: undone after.
+    monkeypatch.setattr(metrics, "_unfolded", set())
+    monkeypatch.setattr(metrics, "_waits_again_at", 0.0)
     _dead_workers(tmp_path, range(4000, 4002))
     (tmp_path / "archive.lock").mkdir()
     mark_worker_dead(4000)  # no exception
