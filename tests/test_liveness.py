@@ -142,6 +142,27 @@ def test_a_stuck_master_loop_fails_liveness_unless_the_server_is_stopping() -> N
         fresh.close()
 
 
+def test_close_ends_the_listener_and_a_forked_child_leaves_it_serving() -> None:
+    listener = LivenessListener("127.0.0.1", 0, last_turn=time.monotonic, stopping=lambda: False)
+    listener.start()
+    try:
+        # A forked worker drops its copy of the descriptor; the master's listener serves on.
+        child = os.fork()
+        if child == 0:
+            os._exit(0)
+        assert os.waitpid(child, 0)[1] == 0
+        assert _raw(listener.port, b"GET /healthz HTTP/1.1\r\n\r\n")[0] == 200
+    finally:
+        listener.close()
+    # close() alone left the thread in accept() and the port answering.
+    deadline = time.monotonic() + 5
+    while any(t.name == "liveness" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(t.name == "liveness" for t in threading.enumerate())
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", listener.port), timeout=2).close()
+
+
 def test_a_liveness_port_in_use_stops_serve_with_a_clear_error(tmp_path: Path) -> None:
     taken = socket.create_server(("127.0.0.1", 0))
     try:

@@ -71,6 +71,16 @@ class LivenessListener:
         threading.Thread(target=self._serve, name="liveness", daemon=True).start()
 
     def close(self) -> None:
+        """Stop serving: the thread in accept() ends and the port refuses connections.
+
+        close() alone leaves a thread blocked in accept() on Linux, the port still
+        answering. Only the owner may shut the socket down: a forked child's copy shares
+        it, so children only drop their descriptor (``release_descriptor``)."""
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+
+    def release_descriptor(self) -> None:
         self._sock.close()
 
     def _serve(self) -> None:
@@ -135,6 +145,6 @@ def _close_in_child(listener: weakref.ref[LivenessListener]) -> Callable[[], Non
     def close() -> None:
         live = listener()
         if live is not None:
-            live.close()
+            live.release_descriptor()
 
     return close
