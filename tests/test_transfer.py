@@ -585,6 +585,28 @@ def test_an_export_that_cannot_be_written_is_one_line_and_leaves_no_partial_file
         assert not target.exists()
 
 
+def test_an_export_to_a_pipe_closed_after_its_first_rows_says_it_is_incomplete(tmp_path):
+    # `export | import -` into a target the import refuses: the reader had taken the
+    # header and rows, then the pipe broke, and the export said "no export written to -".
+    url = f"sqlite:///{tmp_path / 'source.db'}"
+    generate(url, 2_000)
+    export = subprocess.Popen(
+        [str(VENV_BIN / "comments-api"), "export"],
+        env={**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "warning"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert export.stdout is not None
+    assert export.stderr is not None
+    taken = export.stdout.read(20_000)
+    export.stdout.close()
+    stderr = export.stderr.read().decode()
+    assert export.wait(timeout=60) == 1, stderr
+    assert taken.startswith(b'{"format": "comments-api-export"')
+    assert "Error: the export to - is incomplete: Broken pipe" in stderr
+    assert "Traceback" not in stderr
+
+
 def test_a_failed_export_keeps_the_export_it_was_to_replace(tmp_path):
     # The file was opened in place: truncated at once, then removed when the disk filled,
     # so the good export of yesterday was gone and no new one written.

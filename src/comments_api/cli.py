@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import io
 import ipaddress
 import itertools
 import logging
@@ -13,6 +14,7 @@ import os
 import re
 import signal
 import stat
+import sys
 import tempfile
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -543,6 +545,8 @@ def export_command(output: str, no_api_keys: bool) -> None:
             written = export(
                 repo.engine, out, include_api_keys=not no_api_keys, progress=bar.update
             )
+    except _StreamCutShort as exc:  # a pipe or device failed after taking rows
+        raise click.ClickException(f"the export to {output} is incomplete: {exc}") from None
     except OSError as exc:  # cannot create it, or the disk filled up on the way
         raise click.ClickException(
             f"no export written to {output}: {exc.strerror or exc}"
@@ -565,7 +569,7 @@ def _export_target(output: str, source: str | None) -> Iterator[IO[str]]:
     ``source``: the SQLite database's file (None: PostgreSQL), whose mode bounds a new
     export's (``_copy_mode``)."""
     if _is_stream(output):
-        with click.open_file(output, "w", encoding="utf-8") as out:
+        with _stream_target(output) as out:
             yield out
         return
     # A symlink's target is replaced, as writing through it did, not the link itself.
@@ -588,6 +592,52 @@ def _export_target(output: str, source: str | None) -> Iterator[IO[str]]:
             with contextlib.suppress(OSError):
                 os.remove(partial)
         raise
+
+
+class _StreamCutShort(Exception):
+    """Writing to stdout, a pipe or a device failed after the OS had taken some of it."""
+
+
+class _CountedWrites(io.RawIOBase):
+    """A file descriptor's writes, counting the bytes the OS took (never closes it)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.taken = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        n = os.write(self.fd, data)
+        self.taken += n
+        return n
+
+
+@contextlib.contextmanager
+def _stream_target(output: str) -> Iterator[IO[str]]:
+    """stdout, a pipe or a device, written as it is. A write error there said "no export
+    written" even after the reader had taken the header and rows (`export | import -` into a
+    target the import refuses: a broken pipe): it is `_StreamCutShort` once bytes went out."""
+    if output == "-":
+        sys.stdout.flush()
+        fd, owned = sys.stdout.fileno(), False
+    else:
+        fd, owned = os.open(output, os.O_WRONLY), True
+    raw = _CountedWrites(fd)
+    out = io.TextIOWrapper(io.BufferedWriter(raw), encoding="utf-8")
+    try:
+        yield out
+        out.flush()
+    except OSError as exc:
+        if raw.taken:
+            raise _StreamCutShort(exc.strerror or str(exc)) from None
+        raise
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            out.close()  # what is still buffered, if the stream takes it
+        if owned:
+            os.close(fd)
 
 
 @contextlib.contextmanager
