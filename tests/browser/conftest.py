@@ -8,6 +8,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -347,6 +348,18 @@ def run_axe(page: Any, axe_source: str) -> tuple[list[dict[str, Any]], set[str]]
     )
     serious = [v for v in result["violations"] if v["impact"] in ("serious", "critical")]
     return serious, set(result["shadowPasses"])
+
+
+def contrast(first: str, second: str) -> float:
+    """WCAG contrast ratio of two computed colors ("rgb(r, g, b)", opaque)."""
+
+    def luminance(color: str) -> float:
+        channels = [int(c) / 255 for c in re.findall(r"\d+", color)[:3]]
+        r, g, b = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    light, dark = sorted((luminance(first), luminance(second)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
 
 
 def dumps(value: object) -> str:

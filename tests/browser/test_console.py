@@ -13,7 +13,7 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from .conftest import Api, HostSite, dumps, run_axe, screenshot
+from .conftest import Api, HostSite, contrast, dumps, run_axe, screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -168,6 +168,16 @@ def test_console_bulk_actions_search_bans_and_audit(
     expect(queue_row(page, "bulk candidate 2")).to_be_visible()
     expect(page.locator("#who-text")).to_have_text("Signed in with a moderator token.")
     expect(page.get_by_role("tab", name="Audit log")).to_be_hidden()
+
+    # A field is found by its border (WCAG 1.4.11): 3:1 against the page, in both schemes.
+    for scheme in ("dark", "light"):
+        page.emulate_media(color_scheme=scheme)
+        for field in ("#queue-status", "#queue-content", "#queue-search"):
+            border, around = page.locator(field).evaluate(
+                "(el) => [getComputedStyle(el).borderTopColor,"
+                " getComputedStyle(document.body).backgroundColor]"
+            )
+            assert contrast(border, around) >= 3, (scheme, field, border, around)
 
     # Markup in a pending comment is text here too.
     expect(queue_row(page, "buy now").locator("td.text")).to_have_text(spam["body"])

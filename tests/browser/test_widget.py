@@ -18,7 +18,7 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from .conftest import BANNED, DRAWN_LEFTS, Api, HostSite, dumps, run_axe, screenshot
+from .conftest import BANNED, DRAWN_LEFTS, Api, HostSite, contrast, dumps, run_axe, screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -451,6 +451,19 @@ def test_errors_are_explained_validation_duplicate_and_rate_limit(
     post.click()
     expect(box).to_have_attribute("aria-invalid", "true")
     expect(widget.get_by_text("Please write your comment first.")).to_be_visible()
+    expect(widget.get_by_role("alert")).to_have_text("Please correct the form:")
+    expect(box).to_be_focused()
+
+    # Enter in a field the browser finds wrong: the focus stays where it is, so a screen
+    # reader hears of the error from the alert region (the field says which).
+    box.fill("a fine comment")
+    email = widget.get_by_label("Email (optional, never shown)")
+    email.fill("no-at-sign")
+    email.press("Enter")
+    expect(email).to_have_attribute("aria-invalid", "true")
+    expect(email).to_be_focused()
+    expect(widget.get_by_role("alert")).to_have_text("Please correct the form:")
+    expect(box).not_to_have_attribute("aria-invalid", "true")
 
     # Server-side validation (problem+json errors) lands on the field it names.
     box.fill(f"you {BANNED} fool")
@@ -884,8 +897,59 @@ def test_accessibility_axe_light_and_dark(page, site: HostSite, open_api: Api, a
         violations, checked = run_axe(page, axe_source)
         assert violations == [], dumps(violations)
         assert {"label", "color-contrast", "button-name"} <= checked, checked
+        # A field is found by its border (WCAG 1.4.11): 3:1 against the form around it.
+        for field in widget.locator("form textarea, form input").all():
+            border, around = field.evaluate(
+                "(el) => [getComputedStyle(el).borderTopColor,"
+                " getComputedStyle(el.closest('form')).backgroundColor]"
+            )
+            assert contrast(border, around) >= 3, (scheme, border, around)
         screenshot(widget, f"widget-{scheme}-reply")
     no_csp_trouble(page)
+
+
+def test_the_widget_says_which_language_its_texts_and_the_comments_are_in(
+    page, site: HostSite, open_api: Api
+):
+    content = new_content()
+    open_api.post(content, "Ein Kommentar auf Deutsch", author_name="Jonas")
+    # German is not shipped: on a German page the widget's texts are English, and a screen
+    # reader must read them as English; the readers' texts are taken to be the page's.
+    page.goto(site.thread_page(f"/{content}.html", open_api.base, content, lang="de"))
+    widget = thread(page)
+    expect(widget.locator("article p.text")).to_have_text("Ein Kommentar auf Deutsch")
+    for selector, lang in [
+        ("h2", "en"),
+        ("label", "en"),
+        ("button.reply", "en"),
+        ("button[type=submit]", "en"),
+        ("article p.text", "de"),
+        ("textarea", "de"),
+    ]:
+        assert widget.locator(selector).first.evaluate(f"(el) => el.matches(':lang({lang})')"), (
+            selector,
+            lang,
+        )
+
+
+def test_load_more_from_the_keyboard_keeps_the_focus(page, site: HostSite, open_api: Api):
+    content = new_content()
+    for i in range(5):
+        open_api.post(content, f"paged {i}", author_name="Pager")
+    url = site.thread_page(f"/{content}.html", open_api.base, content, attrs='page-size="2"')
+    page.goto(url)
+    widget = thread(page)
+    more = widget.get_by_role("button", name="Load more comments")
+    more.focus()
+    # Disabled while its page loads, the button loses the focus: it gets it back, so that
+    # Enter again reads on (not the top of the page on the next Tab).
+    page.keyboard.press("Enter")
+    expect(widget.locator("article")).to_have_count(4)
+    expect(more).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(widget.locator("article")).to_have_count(5)
+    expect(more).to_be_hidden()
+    expect(widget.locator("article").last).to_be_focused()
 
 
 def test_site_replaces_texts_and_languages_fall_back(page, site: HostSite, open_api: Api):

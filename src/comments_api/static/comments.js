@@ -174,7 +174,7 @@ label{font-weight:600;font-size:.875rem}
 .row{display:flex;flex-wrap:wrap;gap:.5rem}
 .row>div{flex:1 1 12rem;display:grid;gap:.25rem}
 textarea,input,select{font:inherit;color:var(--comments-text);background:var(--comments-bg);
-border:1px solid var(--comments-border);border-radius:var(--comments-radius);padding:.4rem .5rem;width:100%}
+border:1px solid var(--comments-muted);border-radius:var(--comments-radius);padding:.4rem .5rem;width:100%}
 select{width:auto}
 textarea{min-height:5rem;resize:vertical}
 [aria-invalid=true]{border-color:var(--comments-error)}
@@ -281,8 +281,8 @@ a{color:var(--comments-accent)}
     return el;
   }
 
-  function pickLang(el) {
-    const tag = (el.closest("[lang]") || document.documentElement).lang || navigator.language || "en";
+  function pickLang(lang) {
+    const tag = lang || navigator.language || "en";
     if (MESSAGES[tag]) return tag;
     const primary = tag.split("-")[0].toLowerCase();
     return Object.keys(MESSAGES).find((k) => k.split("-")[0].toLowerCase() === primary) || "en";
@@ -364,7 +364,8 @@ a{color:var(--comments-accent)}
       this.built = true;
       // Answers to requests made before a rebuild (new order, language) are dropped.
       this.gen = (this.gen || 0) + 1;
-      this.locale = pickLang(this);
+      this.pageLang = (this.closest("[lang]") || document.documentElement).lang;
+      this.locale = pickLang(this.pageLang);
       this.overrides = {};
       const ref = this.getAttribute("messages");
       const source = ref && document.getElementById(ref);
@@ -421,7 +422,7 @@ a{color:var(--comments-accent)}
       );
       this.section = h(
         "section",
-        { "aria-labelledby": `${id}-h`, part: "root" },
+        { "aria-labelledby": `${id}-h`, part: "root", lang: this.locale },
         head,
         this.gate,
         this.form.el,
@@ -468,7 +469,7 @@ a{color:var(--comments-accent)}
         const label = h("label", { for: control.id, text: this.t(name) });
         return { wrap: h("div", null, label, control, error), control, error };
       };
-      const body = field("body", h("textarea", { required: true, dir: "auto" }));
+      const body = field("body", h("textarea", { required: true, dir: "auto", lang: this.pageLang }));
       const name = field("name", h("input", { type: "text", autocomplete: "name", dir: "auto" }));
       const email = field("email", h("input", { type: "email", autocomplete: "email" }));
       const who = h("div", { class: "row" }, name.wrap, email.wrap);
@@ -587,6 +588,7 @@ a{color:var(--comments-accent)}
     async loadPage(more, quiet) {
       const cursor = more ? this.cursor : null;
       const gen = this.gen;
+      const had = this.root.activeElement === this.more;
       this.more.disabled = true;
       let result;
       try {
@@ -596,6 +598,7 @@ a{color:var(--comments-accent)}
       }
       if (gen !== this.gen) return;
       this.more.disabled = false;
+      if (had) this.more.focus();
       if (!result) return this.loadFailed(this.t("network"));
       const { response } = result;
       const items = listed(result.data);
@@ -810,7 +813,7 @@ a{color:var(--comments-accent)}
       if (c.parent_id) node.replyTo = h("a", { class: "reply-to", href: `#comment-${c.parent_id}` });
       article.append(
         h("div", { class: "meta" }, author, permalink, ...edited, node.replyTo),
-        h("p", { class: "text", dir: "auto", text: withoutBlankRuns(c.body) }),
+        h("p", { class: "text", dir: "auto", lang: this.pageLang, text: withoutBlankRuns(c.body) }),
         h("div", { class: "actions" }, replyButton)
       );
       return node;
@@ -883,8 +886,7 @@ a{color:var(--comments-accent)}
       const text = form.body.control.value;
       if (!text.trim()) {
         this.fieldError(form, "body", this.t("required"));
-        form.body.control.focus();
-        return;
+        return this.formError(form, this.t("invalid"));
       }
       for (const [f, field] of [[form.body, "body"], [form.name, "author_name"], [form.email, "email"]]) {
         if (f.control.closest("[hidden]")) continue;
@@ -892,8 +894,7 @@ a{color:var(--comments-accent)}
         const message = count > f.limit ? this.t("tooLong", { max: f.limit, count }) : f.control.validationMessage;
         if (message) {
           this.fieldError(form, field, message);
-          f.control.focus();
-          return;
+          return this.formError(form, this.t("invalid"));
         }
       }
       const payload = { body: text };
