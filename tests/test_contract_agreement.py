@@ -176,6 +176,14 @@ BULK = [
         {"action": "delete", "author": "email:a@b.co", "if_unedited_since": "2026-12-07T10:00:00Z"},
         REJECT,
     ),
+    ({"action": "delete", "author": "email:a@b.co"}, ACCEPT),
+    ({"action": "hide", "author": "email:a@b.co"}, REJECT),
+    ({"action": "delete"}, REJECT),
+    # Exactly one of ids or author, whatever the action (the schema took both with
+    # approve/hide, where its author branch could not match).
+    ({"action": "hide", "ids": [1], "author": "email:a@b.co"}, REJECT),
+    ({"action": "approve", "ids": [1], "author": "sub:x"}, REJECT),
+    ({"action": "delete", "ids": [1], "author": "email:a@b.co"}, REJECT),
 ]
 
 LIST_QUERY = [

@@ -213,6 +213,9 @@ def test_ban_validator_agrees_with_new_ban_schema(payload):
     assert accepts(parse_ban, payload) is component("NewBan").is_valid(payload)
 
 
+STATUSES = ["pending", "hidden", "published", "deleted"]
+
+
 @FAST
 @given(
     payloads(
@@ -223,6 +226,12 @@ def test_ban_validator_agrees_with_new_ban_schema(payload):
         {
             "action": st.one_of(st.sampled_from(["HIDE", "hide "]), values),
             "ids": st.one_of(st.lists(ids, max_size=4), values),
+            # Instead of ids, or beside them (refused, whatever the action).
+            "author": st.one_of(st.sampled_from(["email:a@b.co", "sub:x", "EMAIL:a"]), values),
+            "if_status": st.one_of(st.lists(st.sampled_from(STATUSES), max_size=4), values),
+            "if_unedited_since": st.one_of(
+                st.sampled_from(["2026-12-07T10:00:00Z", "2026-12-07T10:00:00+14:00"]), values
+            ),
         },
     )
 )

@@ -619,14 +619,20 @@ def _is_author_target(value: object) -> bool:
 class BulkModeration(Body, kw_only=True):
     """Exactly one of `ids` or `author`; `author` only with `delete`."""
 
-    # Present-but-null counts as given (and is invalid), as NewBan's fields.
+    # Present-but-null counts as given (and is invalid), as NewBan's fields. Each branch
+    # names the other's key as absent: `oneOf` alone took both with approve/hide, where
+    # the author branch cannot match, while the model refuses both with any action.
     SCHEMA_EXTRA = {
         "oneOf": [
-            {"required": ["ids"]},
+            {"required": ["ids"], "not": {"required": ["author"]}},
             {
                 "required": ["author"],
                 "not": {
-                    "anyOf": [{"required": ["if_status"]}, {"required": ["if_unedited_since"]}]
+                    "anyOf": [
+                        {"required": ["ids"]},
+                        {"required": ["if_status"]},
+                        {"required": ["if_unedited_since"]},
+                    ]
                 },
                 "properties": {"action": {"const": "delete"}},
             },
