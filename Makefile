@@ -28,7 +28,7 @@ run: venv ## migrate and serve on :8000 with the embedded SQLite default (./data
 migrate: venv ## upgrade the database in DATABASE_URL
 	$(BIN)/comments-api migrate
 
-system-deps: ## install PostgreSQL, Redis, Prometheus, wrk, curl, chromium, npm if missing (Debian, root)
+system-deps: ## install PostgreSQL, PgBouncer, Redis, Prometheus, wrk, curl, chromium, npm if missing (Debian, root)
 	scripts/install-system-deps.sh
 
 # pytest-xdist workers for make test: one per core (TEST_JOBS=0 runs in this process, serially).

@@ -14,6 +14,8 @@ have prometheus || need+=(prometheus)
 have promtool || need+=(prometheus)
 have amtool || need+=(prometheus-alertmanager)
 have runuser || need+=(util-linux)
+# The service behind a real pooler (tests/test_pgbouncer.py); Debian's is in /usr/sbin.
+have pgbouncer || [ -x /usr/sbin/pgbouncer ] || need+=(pgbouncer)
 # A PostgreSQL path that goes silent (tests/test_pool_checkout.py drops its loopback port).
 have iptables || need+=(iptables)
 # The README's walkthrough, run as written (tests/test_serve_e2e.py): not on every Debian image.

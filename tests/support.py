@@ -248,6 +248,74 @@ class PostgresServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class PgBouncer:
+    """PgBouncer (Debian's, 1.18) on a free loopback port in front of ``server``: one
+    pooler database per entry of ``databases`` (pooler name -> (database, pool mode)), with
+    PgBouncer's defaults otherwise (no ``ignore_startup_parameters``). Run as the
+    'postgres' OS user when root: PgBouncer refuses to run as root."""
+
+    def __init__(self, server: PostgresServer, databases: Mapping[str, tuple[str, str]]) -> None:
+        binary = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
+        if not binary:
+            missing("pgbouncer")
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="comments-pgbouncer-"))
+        lines = ["[databases]"]
+        for name, (database, mode) in databases.items():
+            lines.append(
+                f"{name} = host=127.0.0.1 port={server.port} dbname={database} pool_mode={mode}"
+            )
+        lines += [
+            "[pgbouncer]",
+            "listen_addr = 127.0.0.1",
+            f"listen_port = {self.port}",
+            "unix_socket_dir =",
+            "auth_type = trust",
+            f"auth_file = {self.dir / 'users.txt'}",
+            "default_pool_size = 4",
+            f"logfile = {self.dir / 'pgbouncer.log'}",
+        ]
+        (self.dir / "pgbouncer.ini").write_text("\n".join(lines) + "\n")
+        (self.dir / "users.txt").write_text('"postgres" ""\n')
+        as_user: list[str] = []
+        if os.geteuid() == 0:
+            for path in (self.dir, *self.dir.iterdir()):
+                shutil.chown(path, "postgres", "postgres")
+            as_user = ["runuser", "-u", "postgres", "--"]
+        self.proc = subprocess.Popen(
+            [*as_user, binary, str(self.dir / "pgbouncer.ini")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+        def ready() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return True
+            except OSError:
+                return False
+
+        if not wait_until(ready, 10):
+            self.stop()
+            raise RuntimeError("pgbouncer did not start")
+
+    def url(self, name: str) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
+
+    def log(self) -> str:
+        path = self.dir / "pgbouncer.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        self.proc.terminate()  # runuser passes SIGTERM on to pgbouncer
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 class RedisServer:
     """redis-server on a free loopback port; ``requirepass`` makes it refuse clients
     without that password (``url`` then carries it)."""

@@ -124,7 +124,7 @@ def _migrate(
     from alembic.util import CommandError
     from sqlalchemy.exc import DatabaseError, OperationalError
 
-    from .store.repository import Repository, head_revision, make_engine
+    from .store.repository import Repository, TransactionPoolerRefused, head_revision, make_engine
     from .store.repository import migrate as run_migrations
 
     _refuse_a_missing_directory(settings)
@@ -135,6 +135,8 @@ def _migrate(
         if down_to is not None:
             return _downgrade(engine, down_to)
         run_migrations(engine)
+    except TransactionPoolerRefused as exc:
+        raise click.ClickException(str(exc)) from None
     except CommandError:
         # Alembic cannot find the database's revision among ours: a newer release migrated
         # it (a rollback of the code, not of the schema). A traceback before.

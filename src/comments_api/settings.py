@@ -192,6 +192,13 @@ def _host_and_port_readable(url: str) -> bool:
         return False
 
 
+# DATABASE_URL's ``?pooler=session|transaction``: the URL reaches PostgreSQL through a
+# pooler such as PgBouncer in that pool mode (docs/deployment.md, "Behind PgBouncer").
+# Read by make_engine, which leaves it out of the URL libpq sees.
+POOLER_OPTION = "pooler"
+POOLER_MODES = ("session", "transaction")
+
+
 def _database_query_problem(url: str) -> str | None:
     """What the driver refuses in a PostgreSQL URL's query, said without the URL: SQLAlchemy
     reads ``?host=``/``?port=`` when an engine is made, libpq the option names at the first
@@ -210,7 +217,11 @@ def _database_query_problem(url: str) -> str | None:
         return UNREADABLE_HOST
     if not all(1 <= port <= 65535 for port in ports):
         return UNREADABLE_HOST
+    pooler = parsed.query.get(POOLER_OPTION)
+    if pooler is not None and pooler not in POOLER_MODES:
+        return f"?{POOLER_OPTION}= takes one of {', '.join(POOLER_MODES)} (the pooler's pool mode)"
     known = {option.keyword.decode() for option in pq.Conninfo.get_defaults()}
+    known.add(POOLER_OPTION)  # ours (make_engine), not libpq's
     # The names only: a value may be a password (?password=).
     unknown = sorted(set(parsed.query) - known)
     if unknown:
@@ -406,7 +417,9 @@ class Settings:
         repr=False,  # may carry the database password
         metadata=_doc(
             "`sqlite:///PATH` (created on first run; no query parameters) or "
-            "`postgresql+psycopg://USER:PASS@HOST:5432/DB`. From `DATABASE_URL_FILE`, "
+            "`postgresql+psycopg://USER:PASS@HOST:5432/DB`; through PgBouncer, add "
+            "`?pooler=session` or `?pooler=transaction` (its pool mode: see "
+            "[deployment.md](deployment.md#behind-pgbouncer)). From `DATABASE_URL_FILE`, "
             "PostgreSQL's new connections use the user and password the file holds at the "
             "time: a rotated password needs no restart (other changes do).",
             file=True,

@@ -78,6 +78,7 @@ from ..moderation.rules import (
     email_key,
 )
 from ..processes import pid_at_fork
+from ..settings import POOLER_MODES, POOLER_OPTION
 from .driver_sql import (
     COMMIT,
     DriverStatement,
@@ -833,6 +834,18 @@ def make_engine(
         event.listen(engine, "connect", _sqlite_setup(timeout_ms))
         event.listen(engine, "begin", _sqlite_begin(timeout_ms))
         return engine
+    pooler = pooler_mode(url)
+    url = url.difference_update_query([POOLER_OPTION])  # ours, not libpq's
+    server: dict[str, Any] = {}
+    if pooler is None:
+        # Keep a wedged query or a held lock from pinning a worker: DB_STATEMENT_TIMEOUT.
+        server["options"] = _server_options(timeout_ms, url.query.get("options"))
+    elif pooler == "transaction":
+        # psycopg prepares a statement on a connection after its 5th run there; through a
+        # transaction pooler the next run may meet another server connection, one without
+        # it ("prepared statement _pg3_0 does not exist") or with another client's
+        # ("already exists"): a 500. PgBouncer 1.18 does not track them.
+        server["prepare_threshold"] = None
     engine = create_engine(
         url,
         pool_size=pool_size,
@@ -840,8 +853,7 @@ def make_engine(
         pool_timeout=pool_timeout,
         connect_args={
             "connect_timeout": 5,
-            # Keep a wedged query or a held lock from pinning a worker: DB_STATEMENT_TIMEOUT.
-            "options": _server_options(timeout_ms, url.query.get("options")),
+            **server,
             # Defaults: a URL query naming one keeps its value (connect_args would win).
             **{
                 k: v
@@ -850,6 +862,11 @@ def make_engine(
             },
         },
     )
+    if pooler == "session":
+        event.listen(engine, "connect", _set_statement_timeout(timeout_ms))
+    elif pooler == "transaction":
+        _TRANSACTION_POOLED.add(engine)
+        event.listen(engine, "connect", _require_statement_timeout(timeout_ms))
     # In place of pool_pre_ping: first, so no other checkout listener sees a dead one.
     event.listen(engine, "checkout", _drop_dead_connection, insert=True)
     # A standby's (or default_transaction_read_only's) refusal is a 503, not a 500.
@@ -857,6 +874,60 @@ def make_engine(
     if url_file:
         follow_url_file(engine, url_file)
     return engine
+
+
+# Engines made for a transaction pooler: migrate() refuses them (its lock is the session's).
+_TRANSACTION_POOLED: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def pooler_mode(database_url: str | URL) -> str | None:
+    """The pool mode DATABASE_URL's ``?pooler=`` names (None: PostgreSQL directly)."""
+    value = make_url(database_url).query.get(POOLER_OPTION)
+    if value is None:
+        return None
+    if value not in POOLER_MODES:
+        raise ValueError(f"?{POOLER_OPTION}= takes one of {', '.join(POOLER_MODES)}")
+    return str(value)
+
+
+def _set_statement_timeout(timeout_ms: int) -> Callable[[Any, Any], None]:
+    """Session pooling: PgBouncer refuses (or, told to, drops) libpq's ``options``, so
+    DB_STATEMENT_TIMEOUT is set on each new connection instead. The pooler keeps the
+    server session for this client until it disconnects, then DISCARD ALL resets it."""
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute(f"SET statement_timeout = {int(timeout_ms)}")
+        dbapi_connection.commit()
+
+    return on_connect
+
+
+def _require_statement_timeout(timeout_ms: int) -> Callable[[Any, Any], None]:
+    """Transaction pooling: a SET would stay on whichever server connection ran it, for
+    other clients, and ``options`` never reaches the server, so the timeout must be the
+    role's (or database's) own setting. A connection is refused, with what to do, while
+    the server's differs: DB_STATEMENT_TIMEOUT silently not applied let a wedged query
+    or a held lock pin a worker."""
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        row = dbapi_connection.execute(
+            "SELECT setting FROM pg_settings WHERE name = 'statement_timeout'"
+        ).fetchone()
+        dbapi_connection.rollback()
+        if row is not None and int(row[0]) == timeout_ms:
+            return
+        dbapi_connection.close()
+        raise dbapi_connection.OperationalError(
+            f"DATABASE_URL has ?pooler=transaction, and the server's statement_timeout is "
+            f"{row[0] if row else '?'} ms, not the {timeout_ms} ms asked for "
+            f"(DB_STATEMENT_TIMEOUT): a transaction pooler passes no per-connection "
+            f"setting on, so set it on the role: ALTER ROLE <user> SET statement_timeout "
+            f"= {timeout_ms}; export and import, which allow themselves hours, connect "
+            f"directly or through a session-mode pool (docs/deployment.md, 'Behind "
+            f"PgBouncer')"
+        )
+
+    return on_connect
 
 
 def _server_options(statement_timeout_ms: int, from_url: str | Sequence[str] | None) -> str:
@@ -1999,6 +2070,10 @@ MIGRATION_LOCK_KEY = 7305812
 MIGRATION_LOCK_POLL = 0.25  # seconds between tries while another process migrates
 
 
+class TransactionPoolerRefused(RuntimeError):
+    """migrate() on an engine made for a transaction pooler (``?pooler=transaction``)."""
+
+
 def migrate(engine: Engine, revision: str = "head", *, down: bool = False) -> None:
     """Upgrade the database to ``revision``; safe to run on every start. With ``down``,
     downgrade it to that older revision instead (an operator's step back: see
@@ -2011,6 +2086,15 @@ def migrate(engine: Engine, revision: str = "head", *, down: bool = False) -> No
     """
     from alembic import command
 
+    if engine in _TRANSACTION_POOLED:
+        raise TransactionPoolerRefused(
+            "migrations hold a session-level advisory lock across transactions, which a "
+            "transaction pooler hands to other clients' server connections (two replicas "
+            "then both migrate, and the lock is left held): run `comments-api migrate` "
+            "with a DATABASE_URL that reaches PostgreSQL directly or through a "
+            "session-mode pool, and set MIGRATE_ON_START=false for `serve` "
+            "(docs/deployment.md, 'Behind PgBouncer')"
+        )
     step = command.downgrade if down else command.upgrade
     config = _alembic_config(engine)
     if engine.dialect.name != "postgresql":

@@ -21,6 +21,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 
+from ..settings import POOLER_OPTION
+
 log = logging.getLogger(__name__)
 
 
@@ -64,7 +66,8 @@ class UrlFile:
 
 
 def _without_credentials(url: URL) -> URL:
-    return url._replace(username=None, password=None)
+    # ?pooler= is read when the engine is made, and left out of its URL (make_engine).
+    return url._replace(username=None, password=None).difference_update_query([POOLER_OPTION])
 
 
 def follow_url_file(engine: Engine, path: str) -> None:

@@ -1,0 +1,118 @@
+"""The service behind a real PgBouncer (Debian's 1.18), in both pool modes, with
+DATABASE_URL's ``?pooler=`` (docs/deployment.md, "Behind PgBouncer").
+
+Found by a review helper: through PgBouncer's defaults no connection was made at all
+("unsupported startup parameter: options"); with ``options`` ignored, DB_STATEMENT_TIMEOUT
+was silently not applied; in transaction mode psycopg's server-side prepared statements
+(after a statement's 5th run on a connection) met other server connections and the read
+cache's change markers answered 500 ("prepared statement "_pg3_0" already exists"), and
+the migration's session-level lock was taken twice and left held.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+
+from comments_api.store.repository import TransactionPoolerRefused, make_engine, migrate
+
+from .support import PgBouncer, PostgresServer, ServiceProcess
+
+TIMEOUT_MS = 4000
+
+
+@pytest.fixture
+def pooled(pg_server: PostgresServer) -> Iterator[tuple[PgBouncer, str]]:
+    """PgBouncer with ``session``, ``transaction`` (the database's statement_timeout set
+    to TIMEOUT_MS, as docs/deployment.md says) and ``bare`` (no timeout set) in front of
+    one new database; yields it and the database's direct URL."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    direct = pg_server.create_database(name)
+    bare = f"{name}_bare"
+    pg_server.create_database(bare)
+    with pg_server.superuser() as conn:
+        conn.execute(f'ALTER DATABASE "{name}" SET statement_timeout = {TIMEOUT_MS}')
+    bouncer = PgBouncer(
+        pg_server,
+        {
+            "session": (name, "session"),
+            "transaction": (name, "transaction"),
+            "bare": (bare, "transaction"),
+        },
+    )
+    try:
+        yield bouncer, direct
+    finally:
+        bouncer.stop()
+
+
+def test_transaction_pooling_serves_repeated_requests(pooled, tmp_path: Path) -> None:
+    bouncer, direct = pooled
+    engine = make_engine(direct)
+    migrate(engine)  # directly: a transaction pooler cannot hold the migration lock
+    engine.dispose()
+    env = {
+        "DATABASE_URL": bouncer.url("transaction") + "?pooler=transaction",
+        "DB_STATEMENT_TIMEOUT": str(TIMEOUT_MS / 1000),
+        "MIGRATE_ON_START": "false",
+        "RATELIMIT_ENABLED": "false",
+    }
+    statuses: dict[int, int] = {}
+    with ServiceProcess(env, tmp_path, workers=1) as service, requests.Session() as http:
+        base = service.base
+        # Each marker read, list and insert runs its statement far more than psycopg's 5
+        # times (prepare_threshold) on its connection, over 4 server connections.
+        for i in range(60):
+            for response in (
+                http.post(
+                    f"{base}/api/v1/contents/page-{i % 3}/comments",
+                    json={"body": f"comment {i}", "email": f"reader{i}@news.example"},
+                ),
+                http.get(f"{base}/api/v1/contents/page-{i % 3}/comments?limit=5"),
+                http.get(f"{base}/api/comment/list/page-{i % 3}"),
+                http.get(f"{base}/api/v1/counts?content_id=page-0&content_id=page-1"),
+            ):
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+        log = service.log()
+    assert set(statuses) <= {200, 201}, (statuses, log[-3000:])
+    assert "prepared statement" not in log
+
+
+def test_session_pooling_applies_the_statement_timeout(pooled) -> None:
+    bouncer, _ = pooled
+    engine = make_engine(bouncer.url("session") + "?pooler=session", statement_timeout=0.5)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SHOW statement_timeout")).scalar() == "500ms"
+            with pytest.raises(OperationalError, match="statement timeout"):
+                conn.execute(text("SELECT pg_sleep(3)"))
+    finally:
+        engine.dispose()
+
+
+def test_transaction_pooling_refuses_what_it_cannot_do(pooled) -> None:
+    bouncer, _ = pooled
+    # The server's statement_timeout is not DB_STATEMENT_TIMEOUT: refused, with the fix.
+    engine = make_engine(bouncer.url("bare") + "?pooler=transaction", statement_timeout=4.0)
+    try:
+        with pytest.raises(OperationalError, match="ALTER ROLE"):
+            engine.connect().close()
+    finally:
+        engine.dispose()
+    engine = make_engine(
+        bouncer.url("transaction") + "?pooler=transaction",
+        statement_timeout=TIMEOUT_MS / 1000,
+    )
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT 1")).scalar() == 1
+        with pytest.raises(TransactionPoolerRefused, match="session-level advisory lock"):
+            migrate(engine)
+    finally:
+        engine.dispose()
