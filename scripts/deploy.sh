@@ -1811,7 +1811,10 @@ finish() {
       printf '!!!   %s: %s\n' "$what" "$(container_state "${what%% *}")" >&2
     done
   fi
-  if [ "$TARGET" = local ] && [ "$DRY_RUN" = 0 ] && [ "$KEEP" = 0 ]; then local_down; fi
+  # Only a stack this run holds the lock of (or made the directory of): a run stopped while
+  # it waited for the lock (its flock, up to 10 s) tore down the stack of the run holding it.
+  if [ "$TARGET" = local ] && [ "$DRY_RUN" = 0 ] && [ "$KEEP" = 0 ] &&
+    { [ "$LOCKED" = 1 ] || [ "$AUTO_STATE" = 1 ]; }; then local_down; fi
   unlock_state
   # An engine this run started serves the kept stack; otherwise it goes, by PID.
   if [ "$KEEP" = 1 ] && [ -n "$DOCKER_ENGINE_PID" ]; then

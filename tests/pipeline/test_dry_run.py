@@ -533,6 +533,41 @@ def test_a_stale_lock_is_taken_over_by_one_run_only(short_tmp):
         holder.wait()
 
 
+def test_a_run_stopped_while_it_waits_for_the_lock_leaves_the_holders_stack(short_tmp):
+    # A run waits up to 10 s for the flock on a state directory in use. SIGTERM then (a CI
+    # timeout, `timeout`) ran its EXIT trap with STATE still set: the teardown of the stack
+    # of the run holding the lock (its containers, PIDs, ports and state directory).
+    state = short_tmp / "held"
+    state.mkdir()
+    (state / "stack.env").write_text("STACK=held-by-another-run\nDEV_PORT=1\nPROD_PORT=2\n")
+    holder = subprocess.Popen(["sleep", "120"])
+    (state / ".lock").write_text(f"{holder.pid}\n")
+    guard = os.open(state, os.O_RDONLY)
+    try:
+        fcntl.flock(guard, fcntl.LOCK_EX)  # the holder, between its check and its write
+        run = subprocess.Popen(
+            ["bash", str(DEPLOY), "--target", "local", "--state-dir", str(state)],
+            cwd=ROOT,
+            env={**os.environ, "DEPLOY_PORTS_DIR": str(short_tmp / "ports")},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        time.sleep(2)
+        assert run.poll() is None, run.communicate()
+        run.terminate()
+        fcntl.flock(guard, fcntl.LOCK_UN)
+        output = run.communicate(timeout=60)[0]
+        assert run.returncode == 143, output
+        assert "tearing down" not in output, output
+        assert (state / ".lock").read_text() == f"{holder.pid}\n", output
+        assert (state / "stack.env").exists()
+    finally:
+        os.close(guard)
+        holder.kill()
+        holder.wait()
+
+
 def test_a_missing_docker_is_named_before_anything_runs(tmp_path, short_tmp):
     # Without Docker (and no apt-get to install it), the "docker engine" stage waited 30 s
     # for a dockerd that was never there and ended on bash's "dockerd: command not found"
