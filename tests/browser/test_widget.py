@@ -450,20 +450,30 @@ def test_errors_are_explained_validation_duplicate_and_rate_limit(
     # Empty: caught before any request, the field says why.
     post.click()
     expect(box).to_have_attribute("aria-invalid", "true")
-    expect(widget.get_by_text("Please write your comment first.")).to_be_visible()
-    expect(widget.get_by_role("alert")).to_have_text("Please correct the form:")
+    expect(widget.locator(".field-error").first).to_have_text("Please write your comment first.")
+    # The alert says what is wrong, as the field does: "Please correct the form:" alone
+    # named no error, and the field is not read again where the focus already is.
+    alert = widget.get_by_role("alert")
+    expect(alert).to_have_text("Please correct the form:Please write your comment first.")
     expect(box).to_be_focused()
 
     # Enter in a field the browser finds wrong: the focus stays where it is, so a screen
-    # reader hears of the error from the alert region (the field says which).
+    # reader hears of the error from the alert region alone, which must say which.
     box.fill("a fine comment")
     email = widget.get_by_label("Email (optional, never shown)")
     email.fill("no-at-sign")
     email.press("Enter")
     expect(email).to_have_attribute("aria-invalid", "true")
     expect(email).to_be_focused()
-    expect(widget.get_by_role("alert")).to_have_text("Please correct the form:")
+    why = email.evaluate("(el) => el.validationMessage")
+    assert "@" in why, why
+    expect(alert).to_have_text(f"Please correct the form:{why}")
     expect(box).not_to_have_attribute("aria-invalid", "true")
+    # Only blanks: the same, for the comment.
+    box.fill("   ")
+    post.click()
+    expect(alert).to_have_text("Please correct the form:Please write your comment first.")
+    expect(box).to_be_focused()
 
     # Server-side validation (problem+json errors) lands on the field it names.
     box.fill(f"you {BANNED} fool")
@@ -756,6 +766,9 @@ def assert_limit(page, widget, limit: int, posts: list[str]) -> None:
         f"At most {limit:,} characters (now {limit + 1:,})."
     )
     expect(box).to_have_attribute("aria-invalid", "true")
+    expect(widget.get_by_role("alert")).to_contain_text(
+        f"At most {limit:,} characters (now {limit + 1:,})."
+    )
     expect(box).to_be_focused()
     expect(box).to_have_value("y" * (limit + 1))  # the text as written, to shorten
     page.wait_for_timeout(300)  # what a send would have needed to start
@@ -796,7 +809,7 @@ def test_limits_count_characters_as_the_api_does_so_emoji_are_not_cut(
     box.fill("\U0001f600" * 3000)
     name.fill("\U0001f642" * 81)
     post.click()
-    expect(widget.get_by_text("At most 80 characters (now 81).")).to_be_visible()
+    expect(widget.get_by_text("At most 80 characters (now 81).", exact=True)).to_be_visible()
     expect(name).to_have_attribute("aria-invalid", "true")
     expect(name).to_be_focused()
     page.wait_for_timeout(300)  # what a send would have needed to start
@@ -893,7 +906,9 @@ def test_accessibility_axe_light_and_dark(page, site: HostSite, open_api: Api, a
         # An open reply form and a field error are part of what must be accessible.
         widget.get_by_role("button", name="Reply to Lia").click()
         widget.get_by_role("button", name="Post reply").click()
-        expect(widget.get_by_text("Please write your comment first.")).to_be_visible()
+        expect(
+            widget.locator("form .field-error", has_text="Please write your comment first.")
+        ).to_be_visible()
         violations, checked = run_axe(page, axe_source)
         assert violations == [], dumps(violations)
         assert {"label", "color-contrast", "button-name"} <= checked, checked
@@ -950,6 +965,57 @@ def test_load_more_from_the_keyboard_keeps_the_focus(page, site: HostSite, open_
     expect(widget.locator("article")).to_have_count(5)
     expect(more).to_be_hidden()
     expect(widget.locator("article").last).to_be_focused()
+
+
+def test_load_more_leaves_the_focus_where_the_reader_moved_it(page, site: HostSite, open_api: Api):
+    # The button gives the focus up while its page loads; a reader who went on meanwhile
+    # (into the comment field) had it taken back to the button when the page came, and
+    # the next space typed there loaded another page instead of going into the text.
+    content = new_content()
+    for i in range(5):
+        open_api.post(content, f"paged {i}", author_name="Pager")
+    held: list = []
+    page.route("**/comments?*cursor=*", lambda route: held.append(route))
+    page.goto(site.thread_page(f"/{content}.html", open_api.base, content, attrs='page-size="2"'))
+    widget = thread(page)
+    expect(widget.locator("article")).to_have_count(2)
+    more = widget.get_by_role("button", name="Load more comments")
+    more.focus()
+    page.keyboard.press("Enter")
+    for _ in range(100):  # the next page is on its way, held
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert held
+    box = widget.get_by_label("Your comment")
+    box.focus()
+    page.keyboard.type("hello")
+    held[0].continue_()
+    expect(widget.locator("article")).to_have_count(4)
+    expect(box).to_be_focused()
+    page.keyboard.type(" world")
+    expect(box).to_have_value("hello world")
+    expect(widget.locator("article")).to_have_count(4)
+
+
+def test_site_texts_are_marked_with_the_page_language(page, site: HostSite, open_api: Api):
+    # A site that writes the widget's texts itself (the messages element) on a page in a
+    # language the widget does not ship writes them in the page's language: they were
+    # marked English (the shipped fallback) and read by a screen reader as English.
+    content = new_content()
+    texts = (
+        '<script type="application/json" id="texts">'
+        '{"title": "Leserkommentare", "submit": "Kommentar senden"}</script>'
+    )
+    url = site.thread_page(
+        f"/{content}.html", open_api.base, content, attrs='messages="texts"', extra=texts, lang="de"
+    )
+    page.goto(url)
+    widget = thread(page)
+    heading = widget.get_by_role("heading", name="Leserkommentare")
+    expect(heading).to_be_visible()
+    assert heading.evaluate("(el) => el.matches(':lang(de)')")
+    assert widget.locator("textarea").evaluate("(el) => el.matches(':lang(de)')")
 
 
 def test_site_replaces_texts_and_languages_fall_back(page, site: HostSite, open_api: Api):

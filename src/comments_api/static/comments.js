@@ -422,7 +422,7 @@ a{color:var(--comments-accent)}
       );
       this.section = h(
         "section",
-        { "aria-labelledby": `${id}-h`, part: "root", lang: this.locale },
+        { "aria-labelledby": `${id}-h`, part: "root", lang: source ? this.pageLang : this.locale },
         head,
         this.gate,
         this.form.el,
@@ -598,7 +598,7 @@ a{color:var(--comments-accent)}
       }
       if (gen !== this.gen) return;
       this.more.disabled = false;
-      if (had) this.more.focus();
+      if (had && document.activeElement == document.body) this.more.focus(); // not if the reader moved on
       if (!result) return this.loadFailed(this.t("network"));
       const { response } = result;
       const items = listed(result.data);
@@ -884,17 +884,13 @@ a{color:var(--comments-accent)}
       this.notice.textContent = "";
       this.notice.className = "notice";
       const text = form.body.control.value;
-      if (!text.trim()) {
-        this.fieldError(form, "body", this.t("required"));
-        return this.formError(form, this.t("invalid"));
-      }
       for (const [f, field] of [[form.body, "body"], [form.name, "author_name"], [form.email, "email"]]) {
         if (f.control.closest("[hidden]")) continue;
         const count = [...(f === form.body ? text : f.control.value.trim())].length;
-        const message = count > f.limit ? this.t("tooLong", { max: f.limit, count }) : f.control.validationMessage;
+        const message = f === form.body && !text.trim() ? this.t("required") : count > f.limit ? this.t("tooLong", { max: f.limit, count }) : f.control.validationMessage;
         if (message) {
           this.fieldError(form, field, message);
-          return this.formError(form, this.t("invalid"));
+          return this.formError(form, this.t("invalid"), message);
         }
       }
       const payload = { body: text };
