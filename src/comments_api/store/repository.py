@@ -896,7 +896,10 @@ def _set_statement_timeout(timeout_ms: int) -> Callable[[Any, Any], None]:
     server session for this client until it disconnects, then DISCARD ALL resets it."""
 
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.execute(f"SET statement_timeout = {int(timeout_ms)}")
+        # set_config, not SET: a bound parameter (SET takes none).
+        dbapi_connection.execute(
+            "SELECT set_config('statement_timeout', %s, false)", (str(int(timeout_ms)),)
+        )
         dbapi_connection.commit()
 
     return on_connect
