@@ -11,6 +11,9 @@ the migration's session-level lock was taken twice and left held.
 
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +25,7 @@ from sqlalchemy.exc import OperationalError
 
 from comments_api.store.repository import TransactionPoolerRefused, make_engine, migrate
 
-from .support import PgBouncer, PostgresServer, ServiceProcess
+from .support import VENV_BIN, PgBouncer, PostgresServer, ServiceProcess, free_port
 
 TIMEOUT_MS = 4000
 
@@ -96,13 +99,31 @@ def test_session_pooling_applies_the_statement_timeout(pooled) -> None:
         engine.dispose()
 
 
-def test_transaction_pooling_refuses_what_it_cannot_do(pooled) -> None:
+def test_session_pooling_keeps_the_statement_timeout_after_a_migration(pooled) -> None:
+    # migrate() lifted the timeout for itself, then RESET it: back to the role's and
+    # database's (here TIMEOUT_MS; usually none), not the SET made at connect, on a
+    # connection the pool then handed out again.
     bouncer, _ = pooled
-    # The server's statement_timeout is not DB_STATEMENT_TIMEOUT: refused, with the fix.
+    engine = make_engine(
+        bouncer.url("session") + "?pooler=session", pool_size=1, statement_timeout=0.5
+    )
+    try:
+        migrate(engine)
+        with engine.connect() as conn:
+            assert conn.execute(text("SHOW statement_timeout")).scalar() == "500ms"
+    finally:
+        engine.dispose()
+
+
+def test_transaction_pooling_refuses_what_it_cannot_do(pooled, caplog) -> None:
+    bouncer, _ = pooled
+    # The server's statement_timeout is not DB_STATEMENT_TIMEOUT: refused, with the fix,
+    # and said in the log too (serve's requests and /readyz say only "unavailable").
     engine = make_engine(bouncer.url("bare") + "?pooler=transaction", statement_timeout=4.0)
     try:
-        with pytest.raises(OperationalError, match="ALTER ROLE"):
+        with caplog.at_level(logging.ERROR), pytest.raises(OperationalError, match="ALTER ROLE"):
             engine.connect().close()
+        assert "ALTER ROLE <user> SET statement_timeout = 4000" in caplog.text
     finally:
         engine.dispose()
     engine = make_engine(
@@ -116,3 +137,51 @@ def test_transaction_pooling_refuses_what_it_cannot_do(pooled) -> None:
             migrate(engine)
     finally:
         engine.dispose()
+
+
+def test_a_url_file_follows_credentials_not_a_changed_pool_mode(tmp_path: Path, caplog) -> None:
+    # ?pooler= is left out of the engine's URL: compared without it, a file naming
+    # another pool mode (or none) was taken as new credentials, and an unchanged one too.
+    path = tmp_path / "database-url"
+    base = f"postgresql+psycopg://app:{{}}@127.0.0.1:{free_port()}/comments"  # refused
+
+    def connect() -> str:
+        caplog.clear()
+        with pytest.raises(OperationalError):  # after DATABASE_URL_FILE was looked at
+            engine.connect().close()
+        return caplog.text
+
+    path.write_text(base.format("old") + "?pooler=session\n")
+    engine = make_engine(base.format("old") + "?pooler=session", url_file=str(path))
+    try:
+        with caplog.at_level(logging.INFO, logger="comments_api.store.url_file"):
+            assert connect() == ""  # unchanged: no "new credentials"
+            path.write_text(base.format("new") + "?pooler=transaction\n")
+            assert "restart to apply it" in connect()
+            path.write_text(base.format("new") + "\n")
+            assert "restart to apply it" in connect()
+            path.write_text(base.format("newer") + "?pooler=session\n")
+            assert "new credentials" in connect()
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("command", ["export", "import"])
+def test_export_and_import_refuse_a_transaction_pooler_in_one_line(tmp_path, command) -> None:
+    # They set 6 hours per connection, which a transaction pooler passes to no server:
+    # refused at the connection, whose advice was to give the role those 6 hours.
+    (tmp_path / "in.jsonl").write_text("")
+    url = f"postgresql+psycopg://app@127.0.0.1:{free_port()}/c?pooler=transaction"
+    args = [command, str(tmp_path / ("out.jsonl" if command == "export" else "in.jsonl"))]
+    result = subprocess.run(
+        [str(VENV_BIN / "comments-api"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "DATABASE_URL": url},
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "session-mode pool" in result.stderr, result.stderr
+    assert "ALTER ROLE" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr

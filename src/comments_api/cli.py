@@ -480,6 +480,22 @@ def _key_id(value: str) -> str:
 BULK_TIMEOUT = 6 * 3600.0
 
 
+def _refuse_a_transaction_pooler(settings: Settings, command: str) -> None:
+    """``export``/``import`` set BULK_TIMEOUT per connection, which a transaction pooler
+    passes on to no server: refused before anything is read. Refused at the connection
+    before, whose advice was to set the role's statement_timeout to these 6 hours (every
+    request's limit too)."""
+    from .store.repository import pooler_mode
+
+    if pooler_mode(settings.database_url) == "transaction":
+        raise click.ClickException(
+            f"{command} allows its statements hours (not DB_STATEMENT_TIMEOUT), which a "
+            "transaction pooler (DATABASE_URL ?pooler=transaction) cannot set: run it with "
+            "a DATABASE_URL that reaches PostgreSQL directly or through a session-mode "
+            "pool (docs/deployment.md, 'Behind PgBouncer')"
+        )
+
+
 def _progress(label: str, length: int) -> Any:
     """A progress bar on stderr; click draws it only on a terminal (pipes get the label)."""
     import sys
@@ -538,6 +554,7 @@ def export_command(output: str, no_api_keys: bool) -> None:
     from .store.transfer import TABLES, TransferError, export, table_counts
 
     settings = _settings()
+    _refuse_a_transaction_pooler(settings, "export")
     repo = _repository(settings, statement_timeout=BULK_TIMEOUT)
     names = [n for n in TABLES if not (no_api_keys and n == "api_keys")]
     total = sum(table_counts(repo.engine, names).values())
@@ -719,6 +736,7 @@ def import_command(source: str) -> None:
     from .store.transfer import TransferError, import_, read_header
 
     settings = _settings()
+    _refuse_a_transaction_pooler(settings, "import")
     try:
         # Opened before anything is migrated: a wrong path must not leave a new database.
         # utf-8-sig: a byte order mark (a file saved by a Windows editor) made the header

@@ -872,7 +872,7 @@ def make_engine(
     # A standby's (or default_transaction_read_only's) refusal is a 503, not a 500.
     event.listen(engine, "handle_error", map_driver_errors)
     if url_file:
-        follow_url_file(engine, url_file)
+        follow_url_file(engine, url_file, pooler=pooler)
     return engine
 
 
@@ -920,7 +920,7 @@ def _require_statement_timeout(timeout_ms: int) -> Callable[[Any, Any], None]:
         if row is not None and int(row[0]) == timeout_ms:
             return
         dbapi_connection.close()
-        raise dbapi_connection.OperationalError(
+        refused = (
             f"DATABASE_URL has ?pooler=transaction, and the server's statement_timeout is "
             f"{row[0] if row else '?'} ms, not the {timeout_ms} ms asked for "
             f"(DB_STATEMENT_TIMEOUT): a transaction pooler passes no per-connection "
@@ -929,6 +929,10 @@ def _require_statement_timeout(timeout_ms: int) -> Callable[[Any, Any], None]:
             f"directly or through a session-mode pool (docs/deployment.md, 'Behind "
             f"PgBouncer')"
         )
+        # Logged too: serve's requests and /readyz say only that the database is
+        # unavailable, and its log only the error's class, so the advice reached no one.
+        log.error("%s", refused)
+        raise dbapi_connection.OperationalError(refused)
 
     return on_connect
 
@@ -2113,6 +2117,9 @@ def migrate(engine: Engine, revision: str = "head", *, down: bool = False) -> No
     with engine.connect() as conn:
         # A migration may take longer than a request may (DB_STATEMENT_TIMEOUT, set for the
         # session at connect): an index built on a large table, a wait for the lock below.
+        # Put back as it was, not RESET: behind a session pooler the connection's own SET
+        # (make_engine), not its startup default, is DB_STATEMENT_TIMEOUT.
+        before = conn.execute(text("SELECT current_setting('statement_timeout')")).scalar()
         conn.execute(text("SET statement_timeout = 0"))
         _take_migration_lock(conn)
         try:
@@ -2121,7 +2128,8 @@ def migrate(engine: Engine, revision: str = "head", *, down: bool = False) -> No
         finally:
             conn.rollback()  # whatever a failed migration left open
             conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
-            conn.execute(text("RESET statement_timeout"))  # the pool may hand it out again
+            # The pool may hand it out again.
+            conn.execute(text("SELECT set_config('statement_timeout', :v, false)"), {"v": before})
             conn.commit()
 
 

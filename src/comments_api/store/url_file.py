@@ -29,9 +29,12 @@ log = logging.getLogger(__name__)
 class UrlFile:
     """The URL in ``path``, read again when the file changes (inode, size or mtime)."""
 
-    def __init__(self, path: str, url: URL) -> None:
+    def __init__(self, path: str, url: URL, pooler: str | None = None) -> None:
         self.path = path
         self.url = url
+        # ?pooler=, which make_engine read and left out of ``url``: a change of it is
+        # one more change that needs a restart.
+        self.pooler = pooler
         self._stamp: tuple[int, int, int] | None = None  # first connection: read again
 
     def _stat(self) -> tuple[int, int, int] | None:
@@ -53,10 +56,12 @@ class UrlFile:
             log.error("DATABASE_URL_FILE: unreadable after a change; connecting as before")
             return self.url
         self._stamp = stamp
-        if _without_credentials(fresh) != _without_credentials(self.url):
+        pooler = fresh.query.get(POOLER_OPTION)
+        fresh = fresh.difference_update_query([POOLER_OPTION])  # as make_engine's URL
+        if pooler != self.pooler or _without_credentials(fresh) != _without_credentials(self.url):
             log.error(
                 "DATABASE_URL_FILE changed more than the user and password (driver, host, "
-                "port, database or options); restart to apply it; connecting as before"
+                "port, database, options or ?pooler=); restart to apply it; connecting as before"
             )
             return self.url
         if fresh != self.url:
@@ -66,13 +71,13 @@ class UrlFile:
 
 
 def _without_credentials(url: URL) -> URL:
-    # ?pooler= is read when the engine is made, and left out of its URL (make_engine).
-    return url._replace(username=None, password=None).difference_update_query([POOLER_OPTION])
+    return url._replace(username=None, password=None)
 
 
-def follow_url_file(engine: Engine, path: str) -> None:
-    """Make ``engine``'s new connections use the credentials currently in ``path``."""
-    follower = UrlFile(path, engine.url)
+def follow_url_file(engine: Engine, path: str, pooler: str | None = None) -> None:
+    """Make ``engine``'s new connections use the credentials currently in ``path``
+    (``pooler``: the ``?pooler=`` it was made with, which its URL no longer holds)."""
+    follower = UrlFile(path, engine.url, pooler)
     started_with = engine.url
 
     @event.listens_for(engine, "do_connect")
