@@ -144,6 +144,14 @@ def test_values_are_parsed_and_typed():
             "^DATABASE_URL: libpq has no connection option 'foo' ",
         ),
         ({"DATABASE_URL": "postgresql+psycopg://u:pw@db/x?port=abc"}, "a port is a number from"),
+        # Through PgBouncer: an empty mode was read as a direct connection; ?options= failed
+        # every connection (PgBouncer refuses the startup parameter), none at start.
+        ({"DATABASE_URL": "postgresql+psycopg://u@db/x?pooler="}, "pooler= takes one of"),
+        ({"DATABASE_URL": "postgresql+psycopg://u@db/x?pooler=Session"}, "pooler= takes one of"),
+        (
+            {"DATABASE_URL": "postgresql+psycopg://u@db/x?pooler=session&options=-cwork_mem=8MB"},
+            "options= does not pass a pooler",
+        ),
         ({"DATABASE_URL": "postgresql+psycopg://u:pw@db/x?port=0"}, "a port is a number from"),
         ({"DATABASE_URL": "postgresql+psycopg://u@db/x?host=a,b&port=1,2,3"}, "cannot be read"),
         # redis-py's: a traceback when serve built the limiter, or (an unknown option, a

@@ -218,8 +218,16 @@ def _database_query_problem(url: str) -> str | None:
     if not all(1 <= port <= 65535 for port in ports):
         return UNREADABLE_HOST
     pooler = parsed.query.get(POOLER_OPTION)
-    if pooler is not None and pooler not in POOLER_MODES:
+    # make_url drops an empty value: `?pooler=` read as no pooler at all.
+    blank = POOLER_OPTION in parse_qs(url.partition("?")[2], keep_blank_values=True)
+    if (pooler is None and blank) or (pooler is not None and pooler not in POOLER_MODES):
         return f"?{POOLER_OPTION}= takes one of {', '.join(POOLER_MODES)} (the pooler's pool mode)"
+    if pooler is not None and "options" in parsed.query:
+        # PgBouncer refuses the startup parameter: every connection failed, none at start.
+        return (
+            f"?options= does not pass a pooler (?{POOLER_OPTION}=): PgBouncer refuses it; set "
+            "those server settings on the role instead (ALTER ROLE ... SET)"
+        )
     known = {option.keyword.decode() for option in pq.Conninfo.get_defaults()}
     known.add(POOLER_OPTION)  # ours (make_engine), not libpq's
     # The names only: a value may be a password (?password=).
