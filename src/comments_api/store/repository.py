@@ -865,7 +865,7 @@ def make_engine(
     if pooler == "session":
         event.listen(engine, "connect", _set_statement_timeout(timeout_ms))
     elif pooler == "transaction":
-        _TRANSACTION_POOLED.add(engine)
+        engine.update_execution_options(**{_POOLER_EXECUTION_OPTION: pooler})
         event.listen(engine, "connect", _require_statement_timeout(timeout_ms))
     # In place of pool_pre_ping: first, so no other checkout listener sees a dead one.
     event.listen(engine, "checkout", _drop_dead_connection, insert=True)
@@ -876,8 +876,9 @@ def make_engine(
     return engine
 
 
-# Engines made for a transaction pooler: migrate() refuses them (its lock is the session's).
-_TRANSACTION_POOLED: weakref.WeakSet[Engine] = weakref.WeakSet()
+# The pool mode an engine was made for, kept on the engine (its URL no longer says it):
+# migrate() refuses a transaction pooler (its lock is the session's).
+_POOLER_EXECUTION_OPTION = "comments_api_pooler"
 
 
 def pooler_mode(database_url: str | URL) -> str | None:
@@ -2093,7 +2094,7 @@ def migrate(engine: Engine, revision: str = "head", *, down: bool = False) -> No
     """
     from alembic import command
 
-    if engine in _TRANSACTION_POOLED:
+    if engine.get_execution_options().get(_POOLER_EXECUTION_OPTION) == "transaction":
         raise TransactionPoolerRefused(
             "migrations hold a session-level advisory lock across transactions, which a "
             "transaction pooler hands to other clients' server connections (two replicas "
