@@ -607,6 +607,28 @@ def test_an_export_to_a_pipe_closed_after_its_first_rows_says_it_is_incomplete(t
     assert "Traceback" not in stderr
 
 
+def test_an_export_started_with_stdout_closed_says_so_in_one_line(tmp_path):
+    # `comments-api export >&-`: Python starts with sys.stdout None, and the export ended
+    # in an AttributeError traceback.
+    url = f"sqlite:///{tmp_path / 'source.db'}"
+    generate(url, 5)
+    export = subprocess.run(
+        [str(VENV_BIN / "comments-api"), "export"],
+        env={**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "warning"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        pass_fds=(),
+        preexec_fn=lambda: os.close(1),
+        timeout=60,
+        check=False,
+    )
+    stderr = export.stderr.decode()
+    assert export.returncode == 1, stderr
+    assert "Error: no export written to -: standard output is closed" in stderr
+    assert "Traceback" not in stderr
+
+
 def test_a_failed_export_keeps_the_export_it_was_to_replace(tmp_path):
     # The file was opened in place: truncated at once, then removed when the disk filled,
     # so the good export of yesterday was gone and no new one written.

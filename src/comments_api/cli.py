@@ -639,6 +639,8 @@ def _stream_target(output: str) -> Iterator[IO[str]]:
     written" even after the reader had taken the header and rows (`export | import -` into a
     target the import refuses: a broken pipe): it is `_StreamCutShort` once bytes went out."""
     if output == "-":
+        if sys.stdout is None:  # started with fd 1 closed (`export >&-`): no traceback
+            raise OSError(errno.EBADF, "standard output is closed")
         sys.stdout.flush()
         fd, owned = sys.stdout.fileno(), False
     else:
