@@ -372,6 +372,41 @@ def test_keys_revoke_takes_an_id_or_a_pasted_key_and_never_echoes_a_secret(tmp_p
         assert len(refused.stderr) < 400
 
 
+@pytest.mark.parametrize("stdout", ["closed", "/dev/full"])
+def test_a_key_that_cannot_be_printed_is_revoked_and_the_command_fails(tmp_path, stdout):
+    # Only the key's hash is stored. With stdout closed it exited 0 with no key shown; on a
+    # full disk it was a traceback. Either way a live admin key stood that no one held.
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path}/keys.db", "LOG_LEVEL": "warning"}
+    assert run("migrate", env=env).returncode == 0
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [
+                str(VENV_BIN / "comments-api"),
+                "keys",
+                "create",
+                "--name",
+                "lost",
+                "--scope",
+                "admin",
+            ],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            env={**os.environ, **env},
+            preexec_fn=(lambda: os.close(1)) if stdout == "closed" else None,
+            check=False,
+        )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Error: the key could not be written to stdout" in result.stderr
+    assert "is revoked; nothing usable was created" in result.stderr
+    listed = run("keys", "list", env=env).stdout.splitlines()
+    assert len(listed) == 2, listed
+    assert listed[1].split("\t")[1] == "lost"
+    assert listed[1].split("\t")[5] != "-"  # revoked_at
+
+
 @pytest.mark.parametrize("command", [("keys", "list"), ("export",), ("backup", "copy.db")])
 def test_a_mistyped_sqlite_path_is_refused_and_creates_nothing(tmp_path, command):
     # keys and export created an empty database file (and its directories) at the wrong

@@ -417,9 +417,23 @@ def keys_create(name: str, scopes: tuple[str, ...]) -> None:
             "bidirectional or zero-width marks)",
             param_hint="--name",
         )
+    identity = IdentityService(_repository(_settings()))
     with _database_write():
-        new = IdentityService(_repository(_settings())).issue_key(name, scopes)
-    click.echo(new.key)
+        new = identity.issue_key(name, scopes)
+    try:
+        # Only its hash is stored: a key that never reached stdout (closed, a full disk, a
+        # broken pipe) could be used by no one, yet stood in `keys list` as live.
+        if sys.stdout is None:
+            raise OSError(errno.EBADF, "standard output is closed")
+        sys.stdout.write(new.key + "\n")
+        sys.stdout.flush()
+    except OSError as exc:
+        with _database_write():
+            identity.revoke_key(new.key_id)
+        raise click.ClickException(
+            f"the key could not be written to stdout ({exc.strerror or exc}): "
+            f"key {new.key_id} is revoked; nothing usable was created"
+        ) from None
     click.echo(f"created key {new.key_id}; store it now, it cannot be shown again", err=True)
 
 
