@@ -263,6 +263,20 @@ def test_console_bulk_actions_search_bans_and_audit(
     ban_row.get_by_role("button", name="Lift the ban on email:troll@example.com").click()
     expect(page.locator("#message")).to_have_text("Lifted the ban on email:troll@example.com.")
     expect(ban_row).to_have_count(0)
+    # A refused address: the field itself says so to a screen reader (aria-invalid), focused;
+    # it said so only in the status line. Typing a correction takes it back.
+    target_field = page.get_by_label("Email or subject")
+    target_field.fill("not an address")
+    page.get_by_role("button", name="Ban author").click()
+    expect(page.locator("#message")).to_contain_text("must be an email address")
+    expect(target_field).to_have_attribute("aria-invalid", "true")
+    expect(target_field).to_be_focused()
+    expect(page.get_by_label("Reason (optional)")).not_to_have_attribute("aria-invalid", "true")
+    violations, _ = run_axe(page, axe_source)
+    assert violations == [], dumps(violations)
+    target_field.press("Backspace")
+    expect(target_field).not_to_have_attribute("aria-invalid", "true")
+    target_field.fill("")
 
     # By content: published comments can be hidden from there.
     published = lone_pre_api.post(content, "approved then hidden", email="ok@example.com")

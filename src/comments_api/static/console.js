@@ -1167,6 +1167,21 @@ async function liftBan(target, button) {
 
 $("bans-refresh").addEventListener("click", () => relist(banList, loadBans));
 $("ban-kind").addEventListener("change", showCovers);
+// The field a 400 refused is marked invalid, so a screen reader says so on it (WCAG 3.3.1;
+// the status line says why); the one focused. Another failure (503, 429) is no field's.
+function refusedBanField(err) {
+  const named = err.status === 400 && err.data && Array.isArray(err.data.errors) ? err.data.errors.map((e) => e && e.field) : [];
+  const reason = named.includes("reason");
+  const target = err.status === 400 && (!reason || named.some((field) => field !== "reason"));
+  for (const [id, invalid] of [["ban-target", target], ["ban-reason", reason]]) {
+    if (invalid) $(id).setAttribute("aria-invalid", "true");
+    else $(id).removeAttribute("aria-invalid");
+  }
+  return reason && !target ? $("ban-reason") : $("ban-target");
+}
+for (const id of ["ban-target", "ban-reason"]) $(id).addEventListener("input", () => $(id).removeAttribute("aria-invalid"));
+$("ban-kind").addEventListener("change", () => $("ban-target").removeAttribute("aria-invalid"));
+
 $("ban-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const submit = $("ban-submit");
@@ -1190,7 +1205,7 @@ $("ban-form").addEventListener("submit", async (event) => {
   } catch (err) {
     if (!still()) return; // signed out meanwhile
     failed(err);
-    $("ban-target").focus();
+    refusedBanField(err).focus();
     return;
   }
   if (!still()) return; // signed out meanwhile: nothing said, the next session's form left as is
@@ -1201,6 +1216,7 @@ $("ban-form").addEventListener("submit", async (event) => {
       : kind === "email" ? `email:${typed.toLowerCase()}` : `sub:${typed}`;
   say(result && result.created === false ? `${apart(target)} was already banned.` : `Banned ${apart(target)}.`);
   $("ban-form").reset();
+  for (const id of ["ban-target", "ban-reason"]) $(id).removeAttribute("aria-invalid");
   showCovers();
   await loadBans();
   $("ban-target").focus();
