@@ -2061,3 +2061,49 @@ def test_console_shows_runs_of_blank_lines_as_one(page, pre_api: Api):
     expect(listed).to_be_visible()
     assert listed.text_content() == shown
     assert page.page_errors == []
+
+
+def test_console_at_320_pixels_only_its_tables_scroll_sideways(page, lone_pre_api: Api, axe_source):
+    # At 320 px (WCAG 1.4.10) the queue's six columns made the whole page scroll sideways,
+    # the forms and the tabs with it. Data tables may scroll: in a box of their own, which
+    # takes the keyboard focus to scroll by.
+    content = new_content()
+    lone_pre_api.post(
+        content, "a comment long enough to wrap " * 4, email="a.long.address@example.com"
+    )
+    page.set_viewport_size({"width": 320, "height": 700})
+    sign_in(page, lone_pre_api, lone_pre_api.key("admin"))
+    expect(queue_row(page, "a comment long enough")).to_be_visible()
+    page.get_by_role("tab", name="Bans").click()
+    page.get_by_label("Email or subject").fill("someone.far.too.long@example.com")
+    page.get_by_role("button", name="Ban author").click()
+    expect(page.locator("#bans-body tr")).to_have_count(1)
+    widths = "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    for tab, table in (
+        ("Queue", "#queue-table"),
+        ("Bans", "#bans-table"),
+        ("Audit log", "#audit-table"),
+    ):
+        page.get_by_role("tab", name=tab).click()
+        expect(page.locator(f"{table} tbody tr").first).to_be_visible()
+        scroll_width, client_width = page.evaluate(widths)
+        assert scroll_width <= client_width, (tab, scroll_width, client_width)
+    page.get_by_role("tab", name="Queue").click()
+    box = page.get_by_role("region", name="Comments waiting for a moderator, oldest first")
+    assert box.evaluate("(el) => el.scrollWidth > el.clientWidth")  # it is wider: it scrolls
+    box.focus()
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function(
+        "() => document.querySelector('#queue-table').parentElement.scrollLeft > 0"
+    )
+    violations, _ = run_axe(page, axe_source)
+    assert violations == [], dumps(violations)
+    # An empty By content table (hidden) leaves no empty box in the tab order.
+    page.get_by_role("tab", name="By content").click()
+    expect(page.locator("#content-table")).to_be_hidden()
+    assert (
+        page.locator("#content-table").evaluate(
+            "(el) => getComputedStyle(el.parentElement).display"
+        )
+        == "none"
+    )
