@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from .authkit import AUDIENCE, ISSUER, hs_signer
 from .support import VENV_BIN, ServiceProcess, free_port, wait_until
 
 SALT = "test-salt-not-a-secret"
@@ -162,6 +163,40 @@ def test_no_email_or_comment_text_in_logs(service: ServiceProcess) -> None:
     log = service.log()
     assert email not in log
     assert text not in log
+
+
+def test_a_signed_in_readers_lines_name_their_subject_and_nothing_else_of_them(
+    tmp_path: Path,
+) -> None:
+    """What an erasure leaves in the logs (docs/operations.md, "What stays"): the token's
+    subject, in clear, as ``identity_id``; never its address, name or the text."""
+    signer = hs_signer()
+    subject = f"sub-{uuid.uuid4().hex[:8]}"
+    email, name = f"{subject}@readers.example", f"Reader {uuid.uuid4().hex[:8]}"
+    text = f"my private opinion {uuid.uuid4().hex}"
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'comments.db'}",
+        "LOG_LEVEL": "info",
+        "CLIENT_IP_HASH_SALT": SALT,
+        "RATELIMIT_ENABLED": "false",
+        "JWT_HS256_SECRET": signer.key,
+        "JWT_ISSUER": ISSUER,
+        "JWT_AUDIENCE": AUDIENCE,
+    }
+    with ServiceProcess(env, tmp_path, workers=1) as svc:
+        posted = requests.post(
+            f"{svc.base}/api/v1/contents/a/comments",
+            json={"body": text},
+            headers={"Authorization": f"Bearer {signer.token(subject, email=email, name=name)}"},
+            timeout=10,
+        )
+        assert posted.status_code == 201
+        assert posted.json()["author"]["name"] == name  # the token's claims were used
+        (line,) = access_for(svc, posted.headers["X-Request-ID"])
+        assert line["identity_id"] == subject
+        log = svc.log()
+    for personal in (email, name, text):
+        assert personal not in log
 
 
 def test_no_credentials_in_logs(service: ServiceProcess) -> None:
