@@ -910,3 +910,62 @@ def test_0015_author_keys_of_addresses_outside_ascii(database_url, make_app):
         headers=mod,
     )
     assert erased.json["changed"] == [1]
+
+
+def test_0016_author_keys_and_email_bans_in_composed_form(database_url, make_app):
+    """One mailbox, two keys: ``josé@…`` posted decomposed (``e`` + U+0301) was keyed
+    apart from the same address typed precomposed, so a ban by one form let the other post
+    and an erasure by one deleted nothing of the other. 0016 keys both in NFC; two bans
+    that become one keep the earliest."""
+    composed, decomposed = "jos\u00e9@example.com", "jose\u0301@example.com"
+    engine = make_engine(database_url)
+    try:
+        migrate(engine, "0015")
+        with engine.begin() as conn:
+            for email in (decomposed, "Ann@Example.com", "\u00c5SA@example.com"):
+                conn.execute(
+                    text(
+                        "INSERT INTO comments (content_id, body, email, author_key, status,"
+                        " created_at, updated_at) VALUES ('m1', 'before', :e, :k,"
+                        " 'published', '2026-12-07', '2026-12-07')"
+                    ),
+                    {"e": email, "k": f"email:{email.strip().lower()}"},
+                )
+            ban = text(
+                "INSERT INTO bans (target, reason, created_by, created_at)"
+                " VALUES (:t, :r, 'api_key:m', :at)"
+            )
+            conn.execute(ban, {"t": f"email:{decomposed}", "r": "first", "at": "2026-12-01"})
+            conn.execute(ban, {"t": f"email:{composed}", "r": "second", "at": "2026-12-02"})
+            conn.execute(ban, {"t": "email:o\u0308@example.com", "r": "alone", "at": "2026-12-03"})
+            conn.execute(ban, {"t": "sub:e\u0301", "r": "subject", "at": "2026-12-04"})
+        migrate(engine)
+        with engine.connect() as conn:
+            keys = conn.exec_driver_sql("SELECT author_key FROM comments ORDER BY id").scalars()
+            assert keys.all() == [
+                f"email:{composed}",
+                "email:ann@example.com",
+                "email:\u00e5sa@example.com",
+            ]
+            kept = conn.exec_driver_sql("SELECT target, reason FROM bans ORDER BY reason")
+            assert sorted(map(tuple, kept)) == [
+                (f"email:{composed}", "first"),
+                ("email:\u00f6@example.com", "alone"),
+                ("sub:e\u0301", "subject"),  # a subject is matched exactly, as given
+            ]
+    finally:
+        engine.dispose()
+    app = make_app()
+    client = app.test_client()
+    mod = {"Authorization": f"Bearer {api_key(app, SCOPE_MODERATE)}"}
+    # Typed in the other form than it was posted in: the ban stops it, the erasure finds it.
+    refused = client.post(
+        "/api/v1/contents/m1/comments", json={"body": "after", "email": decomposed.upper()}
+    )
+    assert refused.status_code == 403, refused.json
+    erased = client.post(
+        "/api/v1/moderation/comments",
+        json={"action": "delete", "author": f"email:{composed}"},
+        headers=mod,
+    )
+    assert erased.json["changed"] == [1]

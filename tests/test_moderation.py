@@ -576,6 +576,31 @@ def test_a_ban_by_email_stops_the_signed_in_reader_with_that_email(build, signer
     assert post_v1(client, "reformed", headers=troll).status_code == 201
 
 
+def test_an_address_is_one_author_in_either_unicode_form(build, signer):
+    """``josé`` typed precomposed (U+00E9) and decomposed (``e`` + U+0301) is one mailbox:
+    a ban by one form let the other post (anonymously, or from a token whose email came in
+    the other form), and an erasure by one left the other's comments."""
+    composed, decomposed = "jos\u00e9@example.com", "jose\u0301@example.com"
+    app = build()
+    client = app.test_client()
+    mod = bearer(api_key(app, SCOPE_MODERATE))
+    posted = post_v1(client, "first", email=decomposed)
+    assert posted.status_code == 201
+    banned = client.post(BANS, json={"email": composed.upper()}, headers=mod)
+    assert banned.status_code == 201
+    assert banned.json["target"] == f"email:{composed}"
+    assert client.post(BANS, json={"email": decomposed}, headers=mod).status_code == 200
+    assert post_v1(client, "again", email=decomposed).status_code == 403
+    reader = bearer(signer.token("jose-1", email=decomposed, email_verified=True))
+    assert post_v1(client, "signed in", headers=reader).status_code == 403
+    erased = client.post(
+        "/api/v1/moderation/comments",
+        json={"action": "delete", "author": f"email:{composed}"},
+        headers=mod,
+    )
+    assert erased.json["changed"] == [posted.json["id"]]
+
+
 def test_banned_authors_cannot_edit_their_comments_either(build, signer):
     app = build(edit_window=600.0)
     client = app.test_client()

@@ -270,11 +270,20 @@ def email_hash(email: str | None) -> str | None:
     return hashlib.sha256(email.strip().lower().encode("utf-8")).hexdigest()
 
 
+def key_address(email: str) -> str:
+    """An address as author keys and bans hold it: trimmed, lower-cased, then in Unicode's
+    composed form (NFC). ``josé`` typed decomposed (``e`` and U+0301, as some keyboards and
+    copies from file names give it) is the same mailbox as ``josé`` precomposed (RFC 6532),
+    yet was another key: a ban by one form let the other post, and an erasure by one left
+    the other's comments."""
+    return unicodedata.normalize("NFC", email.strip().lower())
+
+
 def email_key_fits(email: str) -> bool:
-    """Whether the author key of ``email`` (``email:`` and the address lower-cased, as
+    """Whether the author key of ``email`` (``email:`` and ``key_address``, as
     moderation/rules.py's ``email_key`` writes it) fits its columns. Lower-casing can make
     an address longer: "\u0130" becomes "i\u0307", so 254 characters can need 513."""
-    return len("email:") + len(email.strip().lower()) <= MAX_AUTHOR_KEY_LENGTH
+    return len("email:") + len(key_address(email)) <= MAX_AUTHOR_KEY_LENGTH
 
 
 def mask_email(email: str) -> str:

@@ -29,6 +29,7 @@ from ..comments.rules import (
     Limits,
     NewComment,
     decode_cursor,
+    key_address,
 )
 from ..contract.models import (
     BAN_TARGET,
@@ -141,7 +142,7 @@ def author_key(email: str | None, subject: str | None) -> str | None:
 
 def email_key(email: str | None) -> str | None:
     """The author key a ban by email names (``POST /moderation/bans {"email": ...}``)."""
-    return f"email:{email.strip().lower()}" if email else None
+    return f"email:{key_address(email)}" if email else None
 
 
 def ban_keys(email: str | None, subject: str | None) -> tuple[str, ...]:
@@ -248,7 +249,8 @@ def parse_ban_target(raw: str) -> str:
 
 def parse_author_key(raw: str, field: str = "author") -> str:
     """An author key as a ban names it (``email:<address>`` in any case, or
-    ``sub:<subject>``), as stored: the address lower-cased, the subject exactly."""
+    ``sub:<subject>``), as stored: the address as ``key_address`` keeps it, the subject
+    exactly."""
     if not is_valid(BAN_TARGET, raw):
         raise InvalidInput([FieldError(field, "must look like email:<address> or sub:<id>")])
     return _normal_author_key(raw)
@@ -256,7 +258,7 @@ def parse_author_key(raw: str, field: str = "author") -> str:
 
 def _normal_author_key(valid: str) -> str:
     kind, _, value = valid.partition(":")
-    return valid if kind == "sub" else f"email:{value.strip().lower()}"
+    return valid if kind == "sub" else f"email:{key_address(value)}"
 
 
 def author_digest(key: str) -> str:
