@@ -479,9 +479,20 @@ def test_errors_are_explained_validation_duplicate_and_rate_limit(
     box.fill(f"you {BANNED} fool")
     widget.get_by_label("Email (optional, never shown)").fill("dup@example.com")
     post.click()
-    expect(widget.get_by_text("contains language this site does not accept")).to_be_visible()
+    refusal = "contains language this site does not accept"
+    expect(widget.locator(".field-error", has_text=refusal)).to_be_visible()
+    expect(alert).to_contain_text(refusal)
     expect(box).to_have_attribute("aria-invalid", "true")
     expect(box).to_be_focused()
+    # One the browser lets through and the API refuses, Enter pressed in that field: the
+    # focus stays there, so the alert must say why ("Please correct the form:" alone did).
+    box.fill("a fine comment")
+    email.fill("reader@localhost")
+    email.press("Enter")
+    expect(email).to_have_attribute("aria-invalid", "true")
+    expect(email).to_be_focused()
+    expect(alert).to_have_text("Please correct the form:must be a valid email address")
+    email.fill("dup@example.com")
 
     # 409: the same author, the same text, twice.
     box.fill("same words twice")

@@ -354,7 +354,7 @@ a{color:var(--comments-accent)}
       if (vars && "n" in vars) {
         text = texts[`${key}_${new Intl.PluralRules(this.locale).select(vars.n)}`] || texts[`${key}_other`];
       }
-      // Numbers as the reader's language writes them: "1,234" in English, "1.234" in Portuguese.
+      // Numbers as the reader's language writes them ("1,234", "1.234").
       const shown = (k) => (typeof vars[k] === "number" ? new Intl.NumberFormat(this.locale).format(vars[k]) : vars[k]);
       return String(text ?? key).replace(/\{(\w+)\}/g, (_, k) => (vars && k in vars ? shown(k) : ""));
     }
@@ -1003,7 +1003,7 @@ a{color:var(--comments-accent)}
         const errors = problem.errors.filter((e) => e && typeof e.message === "string" && typeof e.field === "string");
         const rest = errors.filter((e) => !this.fieldError(form, e.field, e.message));
         const list = h("ul", null, ...rest.map((e) => h("li", { text: `${e.field}: ${e.message}` })));
-        return this.formError(form, this.t("invalid"), rest.length ? list : null);
+        return this.formError(form, this.t("invalid"), rest.length ? list : errors[0]?.message);
       }
       if (status === 401) {
         this.dispatchEvent(new CustomEvent("comments:sign-in-required", { bubbles: true, composed: true, detail: { expired: hadToken } }));
