@@ -1007,6 +1007,21 @@ def test_load_more_leaves_the_focus_where_the_reader_moved_it(page, site: HostSi
     page.keyboard.type(" world")
     expect(box).to_have_value("hello world")
     expect(widget.locator("article")).to_have_count(4)
+    # The last page: its first comment took the focus from the field all the same.
+    more.focus()
+    page.keyboard.press("Enter")
+    for _ in range(100):
+        if len(held) > 1:
+            break
+        page.wait_for_timeout(50)
+    assert len(held) > 1
+    box.focus()
+    held[1].continue_()
+    expect(widget.locator("article")).to_have_count(5)
+    expect(more).to_be_hidden()
+    expect(box).to_be_focused()
+    page.keyboard.type("!")
+    expect(box).to_have_value("hello world!")
 
 
 def test_site_texts_are_marked_with_the_page_language(page, site: HostSite, open_api: Api):

@@ -210,9 +210,8 @@ a{color:var(--comments-accent)}
   const widgets = new Set();
   let uid = 0;
 
-  // A comment posted in one thread is shown at once by the other threads of the same
-  // content, on this page and in the reader's other tabs (same origin), not at their next
-  // poll: they re-read their newest comments.
+  // A comment posted in one thread is shown at once by the other threads of its content,
+  // here and in the reader's other tabs (same origin): they re-read their newest comments.
   const threadKey = (w) => `${w.api} ${w.contentId}`;
   const refreshThreadsOf = (key, except) =>
     widgets.forEach((w) => {
@@ -619,7 +618,7 @@ a{color:var(--comments-accent)}
       }
       if (more && !quiet) {
         this.announce(this.t("loaded", { n: added.length }));
-        if (this.done && added[0]) added[0].focus();
+        if (this.done && added[0] && (this.root.activeElement == this.more || document.activeElement == document.body)) added[0].focus();
       }
       return added;
     }
