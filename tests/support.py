@@ -251,10 +251,15 @@ class PostgresServer:
 class PgBouncer:
     """PgBouncer (Debian's, 1.18) on a free loopback port in front of ``server``: one
     pooler database per entry of ``databases`` (pooler name -> (database, pool mode)), with
-    PgBouncer's defaults otherwise (no ``ignore_startup_parameters``). Run as the
+    PgBouncer's defaults otherwise (no ``ignore_startup_parameters``) but ``settings``. Run as the
     'postgres' OS user when root: PgBouncer refuses to run as root."""
 
-    def __init__(self, server: PostgresServer, databases: Mapping[str, tuple[str, str]]) -> None:
+    def __init__(
+        self,
+        server: PostgresServer,
+        databases: Mapping[str, tuple[str, str]],
+        settings: Mapping[str, str] | None = None,
+    ) -> None:
         binary = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
         if not binary:
             missing("pgbouncer")
@@ -274,6 +279,7 @@ class PgBouncer:
             f"auth_file = {self.dir / 'users.txt'}",
             "default_pool_size = 4",
             f"logfile = {self.dir / 'pgbouncer.log'}",
+            *(f"{key} = {value}" for key, value in (settings or {}).items()),
         ]
         (self.dir / "pgbouncer.ini").write_text("\n".join(lines) + "\n")
         (self.dir / "users.txt").write_text('"postgres" ""\n')

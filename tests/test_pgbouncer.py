@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -185,3 +186,72 @@ def test_export_and_import_refuse_a_transaction_pooler_in_one_line(tmp_path, com
     assert "session-mode pool" in result.stderr, result.stderr
     assert "ALTER ROLE" not in result.stderr
     assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_a_postgresql_restart_behind_pgbouncer_is_quick_503s_then_served(
+    mode: str, tmp_path: Path
+) -> None:
+    """PostgreSQL restarted behind PgBouncer with the settings docs/deployment.md gives
+    (``query_wait_timeout``, ``server_login_retry``). With PgBouncer's defaults a request
+    sent during the outage waited 15 s, or past this test's 30 s, and once PostgreSQL was
+    back requests were 503s for up to 15 s more ("server login has been failing")."""
+    pg = PostgresServer()  # its own: halted here
+    bouncer = None
+    try:
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        direct = pg.create_database(name)
+        with pg.superuser() as conn:
+            conn.execute(f'ALTER DATABASE "{name}" SET statement_timeout = {TIMEOUT_MS}')
+        engine = make_engine(direct)
+        migrate(engine)
+        engine.dispose()
+        bouncer = PgBouncer(
+            pg, {"p": (name, mode)}, {"query_wait_timeout": "3", "server_login_retry": "1"}
+        )
+        env = {
+            "DATABASE_URL": bouncer.url("p") + f"?pooler={mode}",
+            "DB_STATEMENT_TIMEOUT": str(TIMEOUT_MS / 1000),
+            "MIGRATE_ON_START": "false",
+            "RATELIMIT_ENABLED": "false",
+        }
+        with ServiceProcess(env, tmp_path, workers=1) as service, requests.Session() as http:
+            posts = f"{service.base}/api/v1/contents/restart/comments"
+
+            def post(i: int) -> requests.Response:
+                body = {"body": f"comment {i}", "email": f"reader{i}@news.example"}
+                return http.post(posts, json=body, timeout=30)
+
+            assert post(0).status_code == 201
+            pg.halt()
+            for i in range(1, 4):  # refused within query_wait_timeout, as a JSON 503
+                started = time.monotonic()
+                refused = post(i)
+                assert time.monotonic() - started < 3 + 2, i
+                assert refused.status_code == 503, refused.text
+                assert refused.headers["Retry-After"]
+                assert refused.json()["status"] == 503
+            pg.resume()
+            back = time.monotonic()
+            statuses = []
+            while time.monotonic() - back < 10:
+                statuses.append(post(100 + len(statuses)).status_code)
+                if statuses[-1] == 201:
+                    break
+            served_after = time.monotonic() - back
+            assert statuses[-1] == 201, statuses
+            assert served_after < 1 + 3, (served_after, statuses)
+            assert set(statuses) <= {201, 503}, statuses
+            following = [post(200 + i).status_code for i in range(20)]
+            assert following == [201] * 20, following
+            listed = http.get(f"{posts}?limit=100", timeout=10).json()["items"]
+            log = service.log()
+        stored = {c["body"] for c in listed}
+        assert {"comment 0", "comment 219"} <= stored
+        assert not {"comment 1", "comment 2", "comment 3"} & stored  # refused: not written
+        assert "database unavailable" in log
+        assert '"status":500' not in log.replace(" ", "")
+    finally:
+        if bouncer is not None:
+            bouncer.stop()
+        pg.stop()

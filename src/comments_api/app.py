@@ -268,6 +268,12 @@ def _database_unavailable(exc: Exception) -> Response:
         log.error("%s: %s; it may have been stored; answered 503", COMMIT_LOST, cause)
         count_database_error("unavailable")
     else:
+        diag = getattr(orig, "diag", None)
+        if sqlstate and sqlstate.startswith("08") and diag and diag.message_primary:
+            # A connection exception (class 08) carries no row data, and its text tells a
+            # pooler's refusal (PgBouncer: "server login has been failing, try again later
+            # (server_login_retry)") from a lost server.
+            cause = f"{cause} ({diag.message_primary})"
         log.error("database unavailable: %s", cause)
         count_database_error("unavailable")
     return errors.error_response(
