@@ -270,6 +270,19 @@ def test_every_metric_is_documented_in_operations_md(make_app) -> None:
         assert documented, f"{name} is not in the metrics table of docs/operations.md"
 
 
+def test_server_refusal_reasons_are_the_documented_ones() -> None:
+    # Each has its series at 0 from the start (the SLO rules' rate() needs the series
+    # before the first refusal); the metrics table names the same set.
+    from comments_api.telemetry.metrics import server_refusal_reasons
+
+    readme = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
+    row = next(
+        line for line in readme.splitlines() if "`comments_api_server_refusals_total`" in line
+    )
+    documented = row.split("`reason` (", 1)[1].split(")", 1)[0].replace(";", ",")
+    assert {r.strip() for r in documented.split(",")} == set(server_refusal_reasons())
+
+
 def test_scrape_while_a_worker_boots(tmp_path: Path) -> None:
     # A booting worker creates its metrics file and sizes it a moment later; a scrape in
     # between read an empty file and answered 500 (seen under load in CI-like runs).

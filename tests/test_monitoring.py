@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -515,3 +516,62 @@ def test_rules_exclude_exactly_the_probe_routes_the_app_exempts() -> None:
     assert matchers, "no route!~ matcher found: the rules changed shape"
     for matcher in matchers:
         assert set(matcher.split("|")) == set(OPS_ROUTES), matcher
+
+
+def test_slo_counts_the_503s_a_reload_answers_to_requests_still_being_read(
+    tmp_path: Path,
+) -> None:
+    """The SLO rules add comments_api_server_refusals_total{reason="service-unavailable"}:
+    the 503s an old worker of a reload (SIGHUP) answers past GRACEFUL_TIMEOUT to requests
+    it was still reading. Their series used to be born with the reload, already counting
+    its whole burst, and rate() starts from a series' first sample: a real Prometheus read
+    3 refusals and an SLO error rate of 0. The series now exist at 0 from the start."""
+    tool("prometheus")
+    service = ServiceProcess(
+        {
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'comments.db'}",
+            "RATELIMIT_ENABLED": "false",
+            "GRACEFUL_TIMEOUT": "3",
+        },
+        tmp_path,
+        workers=2,
+    ).start()
+    prom = None
+    unfinished: list[socket.socket] = []
+    try:
+        prom = Prometheus(tmp_path, f"127.0.0.1:{service.port}")
+        assert wait_until(lambda: prom.query('up{job="comments-api"} == 1') != [], 20)
+        time.sleep(2)  # a few scrapes before the reload: the series' start
+        for _ in range(3):  # bodies that never finish: still being read at the reload
+            sock = socket.create_connection(("127.0.0.1", service.port), timeout=15)
+            sock.sendall(
+                b"POST /api/v1/contents/a1/comments HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+            )
+            unfinished.append(sock)
+        time.sleep(0.5)
+        assert service.proc is not None
+        service.proc.send_signal(signal.SIGHUP)
+        for sock in unfinished:
+            assert sock.recv(64).startswith(b"HTTP/1.1 503"), "the reload did not refuse it"
+
+        def scraped() -> float:
+            found = prom.query(
+                'sum(comments_api_server_refusals_total{reason="service-unavailable"})'
+            )
+            return float(found[0]["value"][1]) if found else 0.0
+
+        assert wait_until(lambda: scraped() == 3, 20, interval=0.5)
+        # Reader traffic, so the SLO ratio has a denominator.
+        for _ in range(10):
+            requests.get(f"{service.base}/api/v1/contents/a1/comments", timeout=5)
+        assert wait_until(
+            lambda: prom.query("job:comments_api_slo_errors:rate5m > 0") != [], 15, interval=0.5
+        ), prom.query("job:comments_api_slo_errors:rate5m")
+        assert prom.query("job:comments_api_slo_errors:ratio_rate5m > 0")
+    finally:
+        for sock in unfinished:
+            sock.close()
+        if prom is not None:
+            prom.stop()
+        service.stop()

@@ -67,7 +67,7 @@ from .contract.problems import (
 from .lean_requests import LeanReader
 from .telemetry.http_hooks import REQUEST_ID_ENVIRON, REQUEST_ID_RE, record_abort
 from .telemetry.log_format import hold_access_lines
-from .telemetry.metrics import count_server_refusal
+from .telemetry.metrics import ANSWERS_FULL, CLIENT_GONE, SEND_TIMED_OUT, count_server_refusal
 from .web.common import EXTENSION_KEY, Services
 from .web.protection import cors_headers
 
@@ -168,14 +168,9 @@ KEEPALIVE_REQUESTS = 100
 # A body larger than this goes out in a send of its own after the head, so what is left
 # waiting is the app's own bytes object (a cached document is shared, not copied per client).
 COALESCE_MAX = 64 * 1024
-# comments_api_server_refusals_total's reasons for clients cut off while taking an answer
-# (the others are the slugs of the statuses the server answers itself).
-SEND_TIMED_OUT = "send-timeout"
-ANSWERS_FULL = "waiting-answers-full"
-# ...and for requests dropped unserved because their client had already closed the
-# connection (nginx's 499): after an answer that took this long (seconds), the requests
-# queued meanwhile are checked for that before they are served, until the queue is empty.
-CLIENT_GONE = "client-closed-request"
+# Requests dropped unserved because their client had already closed the connection
+# (CLIENT_GONE): after an answer that took this long (seconds), the requests queued
+# meanwhile are checked for that before they are served, until the queue is empty.
 SLOW_ANSWER = 1.0
 # After a response, how long the client gets to close its side (gunicorn's value).
 LINGER = 2.0

@@ -55,6 +55,14 @@ OTHER = "other"
 # are left out.
 HTTP_REJECTION_STATUSES = (400, 401, 403, 404, 413, 415, 429)
 
+# comments_api_server_refusals_total's reasons: the slugs of the statuses the server
+# answers itself (worker.py), then those of clients cut off while taking an answer and of
+# requests dropped because their client had already closed the connection (nginx's 499).
+SERVER_REFUSAL_STATUSES = (400, 405, 408, 413, 414, 431, 500, 501, 503)
+SEND_TIMED_OUT = "send-timeout"
+ANSWERS_FULL = "waiting-answers-full"
+CLIENT_GONE = "client-closed-request"
+
 # Why a request's database work failed (app._database_unavailable answers each with a JSON
 # 503, disk_full with a 507). disk_full and refused (a read-only database, an id sequence
 # behind max(id)) need an operator; pool_exhausted, timeout and unavailable may pass.
@@ -80,6 +88,12 @@ def reject_reasons() -> tuple[str, ...]:
     """
     http = {status_slug(status) for status in HTTP_REJECTION_STATUSES}
     return tuple(sorted(http | _domain_codes(DomainError)))
+
+
+def server_refusal_reasons() -> tuple[str, ...]:
+    """Every ``reason`` of comments_api_server_refusals_total the server counts."""
+    statuses = tuple(status_slug(status) for status in SERVER_REFUSAL_STATUSES)
+    return (*statuses, SEND_TIMED_OUT, ANSWERS_FULL, CLIENT_GONE)
 
 
 # A fast API: most requests take a few ms; the tail up to the 2.5 s we would page for.
@@ -598,6 +612,11 @@ class _Metrics:
             self.moderation.labels(action)
         for cause in DATABASE_ERROR_CAUSES:
             self.database_errors.labels(cause)
+        # A refusal series born at its first refusal is scraped already counting it, and
+        # rate() starts from a series' first sample: a reload's burst of 503s, reported at
+        # once, never reached the SLO rules (nor a first 408 CommentsApiSlowClientsCutOff).
+        for reason in server_refusal_reasons():
+            self.server_refusals.labels(reason)
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._created_children: dict[tuple[str, str], Any] = {}
         self._db_children = {op: self.db_duration.labels(op) for op in _SQL_VERBS.values()}
