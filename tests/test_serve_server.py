@@ -383,6 +383,73 @@ def test_a_framing_the_server_cannot_read_is_answered_at_once(sqlite_env, tmp_pa
     assert '"error":"UnsupportedTransferCoding"' in log
 
 
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_a_content_length_of_too_many_digits_is_a_400_not_a_worker_exit(
+    sqlite_env, tmp_path, threads
+):
+    """A Content-Length of more digits than int() reads (4,300) raised ValueError in the
+    worker's main loop: the worker exited with every connection it held, the client got no
+    answer, and one such request per restart kept the server's workers restarting. It is
+    malformed, as gunicorn's parser says: a JSON 400, and the worker goes on."""
+    env = {**sqlite_env, "THREADS": threads}
+    digits = b"9" * 4301
+    with ServiceProcess(env, tmp_path, workers=1) as service:
+        # Kept alive before the bad request: a worker exit would close it.
+        bystander = socket.create_connection(("127.0.0.1", service.port), timeout=5)
+        bystander.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert bystander.recv(65536).startswith(b"HTTP/1.1 200")
+        for path, shape in (
+            (b"/api/v1/contents/a/comments", "application/problem+json"),
+            (b"/api/comment/new", "application/json"),
+        ):
+            status, headers, body = raw_request(
+                service.port,
+                b"POST "
+                + path
+                + b" HTTP/1.1\r\nHost: a\r\nContent-Length: "
+                + digits
+                + b"\r\n\r\n",
+                timeout=5,
+            )
+            assert status == 400
+            assert headers["content-type"] == shape
+            assert json.loads(body)
+        bystander.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert bystander.recv(65536).startswith(b"HTTP/1.1 200")
+        bystander.close()
+    log = service.log()
+    assert "Exception in worker process" not in log
+    assert log.count("Booting worker") == 1
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_an_unknown_transfer_coding_is_a_warning_without_its_value(sqlite_env, tmp_path, threads):
+    """A coding gunicorn's parser refuses (its 501) was logged as a server error, with a
+    traceback whose last line held the raw field (up to 8 KiB per request, a request header
+    in the log, at the level LOG_LEVEL=warning keeps): the client's mistake is a warning
+    like the worker's own 501, naming the error class only."""
+    env = {**sqlite_env, "THREADS": threads, "LOG_LEVEL": "warning"}
+    coding = b"x-secret-" + b"q" * 8000
+    with ServiceProcess(env, tmp_path, workers=1) as service:
+        status, headers, body = raw_request(
+            service.port,
+            b"POST /api/v1/contents/a/comments HTTP/1.1\r\nHost: a\r\n"
+            + _TE
+            + coding
+            + b"\r\n\r\n",
+            timeout=5,
+        )
+        assert status == 501
+        assert headers["content-type"] == "application/problem+json"
+        assert json.loads(body)["detail"] == worker.UNSUPPORTED_CODING
+    log = service.log()
+    assert "x-secret-" not in log
+    refusals = [json.loads(line) for line in log.splitlines() if '"status":501' in line]
+    assert [(line["level"], line["error"]) for line in refusals] == [
+        ("warning", "UnsupportedTransferCoding")
+    ]
+
+
 # Request-targets that are not a path (RFC 9112 3.2): the worker's answer to each.
 OTHER_TARGET_FORMS = [
     (b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", (200, "")),

@@ -506,12 +506,12 @@ class PendingRequest:
             if name == b"host":
                 seen_host = True  # twice: gunicorn's parser answers 400 itself
             elif name == b"content-length":
-                value = value.strip()
-                if not value.isdigit() or (seen_length and int(value) != self.content_length):
+                length = _content_length(value.strip())
+                if length is None or (seen_length and length != self.content_length):
                     # Malformed or conflicting: the parser answers it at once.
                     self.malformed = True
                 else:
-                    self.content_length = int(value)
+                    self.content_length = length
                 seen_length = True
             elif name == b"transfer-encoding":
                 value = value.lower()
@@ -638,6 +638,19 @@ class PendingRequest:
         had gthread drain the unread body in a thread, held until the body deadline."""
         self.unusual = (self.expects_continue, True)
         return True
+
+
+def _content_length(value: bytes) -> int | None:
+    """A Content-Length field's value as a number; None when it is not one. More digits
+    than int() reads (``sys.get_int_max_str_digits()``, 4,300) raised ValueError in the main
+    loop and ended the worker with every connection it held: one request per restart.
+    gunicorn's parser answers such a value 400, as any malformed one."""
+    if not value.isdigit():
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
 
 
 def _chunked_framing(codings: bytes) -> bool | None:
@@ -831,7 +844,7 @@ class _ErrorsMixin:
         # The app's id when the app had the request (a timeout abort), else the request's
         # own (an ingress's) or a new one.
         rid = getattr(exc, "comments_request_id", None) or request_id_for(pending)
-        if status >= 500:
+        if status == 500:  # ours; 501 (a transfer coding not served) is the client's
             if isinstance(exc, SystemExit):
                 log.error(
                     "request aborted: the worker exceeded its timeout", extra={"request_id": rid}
