@@ -118,6 +118,44 @@ def test_the_liveness_port_answers_only_healthz_with_the_apis_error_shape(
             assert status == 200
 
 
+def test_a_client_trickling_its_request_does_not_hold_the_liveness_port(
+    tmp_path: Path,
+) -> None:
+    """READ_TIMEOUT bounds the whole request head, not each read: a client sending a byte
+    every half second held the master's listener (one connection at a time) for as long
+    as it kept sending, up to 8 KiB of head, and every kubelet probe behind it timed out
+    (3 in a row restart the pod)."""
+    liveness_port = free_port()
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}", "LIVENESS_PORT": str(liveness_port)}
+    with ServiceProcess(env, tmp_path, workers=1):
+        stop = threading.Event()
+        cut_off: list[float] = []
+
+        def trickle() -> None:
+            with socket.create_connection(("127.0.0.1", liveness_port), timeout=5) as sock:
+                started = time.monotonic()
+                try:
+                    for byte in b"GET /healthz HTTP/1.1\r\nHost: k\r\nX-Slow: " + b"a" * 100:
+                        if stop.is_set():
+                            return
+                        sock.send(bytes([byte]))
+                        time.sleep(0.3)
+                except OSError:
+                    cut_off.append(time.monotonic() - started)
+
+        trickler = threading.Thread(target=trickle)
+        trickler.start()
+        try:
+            time.sleep(0.5)  # the trickler's connection is the one being read
+            for _ in range(3):
+                status, _, _ = _raw(liveness_port, b"GET /healthz HTTP/1.1\r\nHost: k\r\n\r\n")
+                assert status == 200
+            assert wait_until(lambda: bool(cut_off), timeout=10)
+        finally:
+            stop.set()
+            trickler.join()
+
+
 def test_a_stuck_master_loop_fails_liveness_unless_the_server_is_stopping() -> None:
     now = time.monotonic()
     stopping = threading.Event()

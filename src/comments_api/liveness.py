@@ -89,10 +89,12 @@ class LivenessListener:
                 conn, _ = self._sock.accept()
             except OSError:
                 return  # closed
-            # A prober that gave up or sent nothing costs READ_TIMEOUT; the next is served.
+            # A prober that gave up, sent nothing or trickles costs READ_TIMEOUT at most;
+            # the next is served.
             with conn, contextlib.suppress(OSError):
+                request_line = _read_request_line(conn, time.monotonic() + READ_TIMEOUT)
                 conn.settimeout(READ_TIMEOUT)
-                conn.sendall(self._answer(_read_request_line(conn)))
+                conn.sendall(self._answer(request_line))
 
     def _answer(self, request_line: bytes) -> bytes:
         method, _, rest = request_line.partition(b" ")
@@ -114,11 +116,18 @@ class LivenessListener:
         return _response(status, "application/json", body, head=head)
 
 
-def _read_request_line(conn: socket.socket) -> bytes:
+def _read_request_line(conn: socket.socket, deadline: float) -> bytes:
     """The request line, once the whole head has arrived: closing with part of it unread
-    would reset the connection, and the prober could lose the answer."""
+    would reset the connection, and the prober could lose the answer. By ``deadline``
+    (``time.monotonic()``) for the whole head, else TimeoutError: a timeout per read let a
+    client sending a byte a second hold this thread, and every probe queued behind it, for
+    up to MAX_REQUEST_HEAD seconds (three timed-out kubelet probes restart the pod)."""
     data = b""
     while b"\r\n\r\n" not in data and len(data) < MAX_REQUEST_HEAD:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the request head took too long")
+        conn.settimeout(remaining)
         chunk = conn.recv(MAX_REQUEST_HEAD)
         if not chunk:
             break
