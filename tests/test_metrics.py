@@ -270,6 +270,34 @@ def test_every_metric_is_documented_in_operations_md(make_app) -> None:
         assert documented, f"{name} is not in the metrics table of docs/operations.md"
 
 
+def test_each_routes_errors_are_counted_from_zero(service: ServiceProcess) -> None:
+    # A route's first 500 or 503 in a pod's life came on a series born counting it, and
+    # rate() starts from a series' first sample: the SLO rules never saw it.
+    name = "comments_api_http_requests_total"
+    before = scrape(service.base)
+    for method, route, status in (
+        ("POST", LIST_ROUTE, "503"),
+        ("POST", LIST_ROUTE, "507"),
+        ("GET", LIST_ROUTE, "500"),
+        ("GET", "/api/comment/list/<content_id>", "503"),
+        ("DELETE", "/api/v1/moderation/bans/<target>", "500"),
+    ):
+        labels = (("method", method), ("route", route), ("status", status))
+        assert before.get((name, labels)) == 0.0, (method, route, status)
+    errors = {
+        dict(labels)["route"]
+        for (metric, labels) in before
+        if metric == name and dict(labels)["status"].startswith("5")
+    }
+    assert LIST_ROUTE in errors
+    assert not errors & {"/healthz", "/readyz", "/metrics"}  # outside the SLOs
+    assert not any(
+        dict(labels)["status"] == "507" and dict(labels)["method"] == "GET"
+        for (metric, labels) in before
+        if metric == name
+    )
+
+
 def test_server_refusal_reasons_are_the_documented_ones() -> None:
     # Each has its series at 0 from the start (the SLO rules' rate() needs the series
     # before the first refusal); the metrics table names the same set.

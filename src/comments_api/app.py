@@ -189,6 +189,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Flask
         widget_views.bp,
     ):
         app.register_blueprint(blueprint)
+    http_hooks.count_errors_from_zero(app)
     app.after_request(_security_headers)
     _no_coroutines(app)
     return app

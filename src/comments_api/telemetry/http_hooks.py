@@ -115,6 +115,24 @@ def statement_observer(settings: Settings) -> StatementObserver | None:
     return metrics().observe_query if settings.metrics_enabled else None
 
 
+def count_errors_from_zero(app: Flask) -> None:
+    """Each route's 5xx series of comments_api_http_requests_total at 0 from the start (call
+    once the routes are registered). A series born with its first error is scraped already
+    counting it, and rate() starts from a series' first sample: a route's first 500 or 503
+    in a pod's life never reached the SLO rules, so sporadic errors were under-counted."""
+    if EXTENSION_KEY not in app.extensions:  # metrics disabled
+        return
+    m = metrics()
+    for rule in app.url_map.iter_rules():
+        route = route_label(rule.rule)
+        if route in OPS_ROUTES:  # outside the SLOs
+            continue
+        for method in (rule.methods or set()) & METHODS - {"HEAD", "OPTIONS"}:
+            writes = method in ("POST", "PUT", "PATCH", "DELETE")
+            for status in ("500", "503", "507") if writes else ("500", "503"):
+                m.requests.labels(method, route, status)
+
+
 def init_app(app: Flask, settings: Settings, engine: Engine) -> None:
     """Request ids, one JSON access line per request, and (if enabled) /metrics."""
     m = metrics() if settings.metrics_enabled else None
