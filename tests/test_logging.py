@@ -6,11 +6,13 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import signal
 import subprocess
 import uuid
+import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -290,11 +292,23 @@ def test_gunicorn_logger_interface() -> None:
     assert isinstance(inspect.getattr_static(glogging.Logger, "access_log_enabled"), property)
     assert "self.log.access(" in inspect.getsource(sync.SyncWorker)
 
-    cfg = Config()
-    cfg.set("accesslog", None)
-    ours = GunicornLogger(cfg)
-    assert ours.access_log_enabled is False
-    assert ours.access(None, None, {}, None) is None
+    # Building one configures gunicorn's loggers and captures warnings in this process:
+    # put back as found, for the tests after this one.
+    loggers = [logging.getLogger(name) for name in ("gunicorn.error", "gunicorn.access")]
+    before = [(lg, list(lg.handlers), lg.level, lg.propagate) for lg in loggers]
+    capturing = warnings.showwarning.__module__ == "logging"  # captureWarnings(True) is on
+    try:
+        cfg = Config()
+        cfg.set("accesslog", None)
+        ours = GunicornLogger(cfg)
+        assert ours.access_log_enabled is False
+        assert ours.access(None, None, {}, None) is None
+    finally:
+        for lg, handlers, level, propagate in before:
+            lg.handlers[:] = handlers
+            lg.setLevel(level)
+            lg.propagate = propagate
+        logging.captureWarnings(capturing)
 
 
 def test_fields_give_the_same_line_as_extra() -> None:
