@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 from functools import partial
+from urllib.parse import quote
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -969,3 +970,74 @@ def test_0016_author_keys_and_email_bans_in_composed_form(database_url, make_app
         headers=mod,
     )
     assert erased.json["changed"] == [1]
+
+
+def test_0016_a_ban_the_release_before_takes_on_it_still_stops_the_address(database_url, make_app):
+    """The release before 0016 serves on its schema (a rollout, `rollout undo`) and bans an
+    address typed decomposed under its lower-cased key, after 0016's rewrite has run: this
+    release must still refuse that address, as the release before did, not let it post."""
+    decomposed = "jose\u0301@example.com"
+    engine = make_engine(database_url)
+    try:
+        migrate(engine)
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO bans (target, reason, created_by, created_at)"
+                    " VALUES (:t, 'spam', 'api_key:m', '2026-12-07')"
+                ),
+                {"t": f"email:{decomposed.strip().lower()}"},  # the release before's key
+            )
+    finally:
+        engine.dispose()
+    client = make_app().test_client()
+    refused = client.post(
+        "/api/v1/contents/m2/comments", json={"body": "after", "email": decomposed.upper()}
+    )
+    assert refused.status_code == 403, refused.json
+    legacy = client.post(
+        "/api/comment/new", json={"comment": "after", "email": decomposed, "content_id": "m2"}
+    )
+    assert legacy.status_code == 403, legacy.json
+    # Listed as it stands, it is lifted as listed; then the address posts again.
+    mod = {"Authorization": f"Bearer {api_key(client.application, SCOPE_MODERATE)}"}
+    (listed,) = client.get("/api/v1/moderation/bans", headers=mod).json["items"]
+    lifted = client.delete(f"/api/v1/moderation/bans/{quote(listed['target'])}", headers=mod)
+    assert lifted.status_code == 204, lifted.json
+    again = client.post("/api/v1/contents/m2/comments", json={"body": "later", "email": decomposed})
+    assert again.status_code == 201, again.json
+
+
+def test_0016_comments_the_release_before_posts_on_it_are_listed_and_erased(database_url, make_app):
+    """The release before 0016, serving on its schema, keys an address posted decomposed
+    as given (lower-cased only): a listing or erasure by the address, which this release
+    keys composed, found nothing of those comments."""
+    decomposed, composed = "jose\u0301@example.com", "jos\u00e9@example.com"
+    engine = make_engine(database_url)
+    try:
+        migrate(engine)
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO comments (content_id, body, email, author_key, status,"
+                    " created_at, updated_at) VALUES ('m3', 'rollout', :e, :k, 'published',"
+                    " '2026-12-07', '2026-12-07')"
+                ),
+                {"e": decomposed, "k": f"email:{decomposed}"},  # the release before's key
+            )
+    finally:
+        engine.dispose()
+    app = make_app()
+    client = app.test_client()
+    mod = {"Authorization": f"Bearer {api_key(app, SCOPE_MODERATE)}"}
+    listing = client.get(
+        f"/api/v1/moderation/comments?status=published&author={quote(f'email:{composed}')}",
+        headers=mod,
+    )
+    assert [c["body"] for c in listing.json["items"]] == ["rollout"], listing.json
+    erased = client.post(
+        "/api/v1/moderation/comments",
+        json={"action": "delete", "author": f"email:{composed.upper()}"},
+        headers=mod,
+    )
+    assert erased.json["changed"] == [1], erased.json

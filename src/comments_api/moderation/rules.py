@@ -10,6 +10,7 @@ import base64
 import hashlib
 import math
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -145,11 +146,20 @@ def email_key(email: str | None) -> str | None:
     return f"email:{key_address(email)}" if email else None
 
 
+def legacy_email_key(email: str | None) -> str | None:
+    """The key the release before 0016 gives ``email`` (lower-cased, not composed). Serving
+    on the 0016 schema (a rollout, a rollback) it bans under that key after 0016's rewrite
+    has run: looked up too, so its ban of an address typed decomposed still stops it."""
+    return f"email:{email.strip().lower()}" if email else None
+
+
 def ban_keys(email: str | None, subject: str | None) -> tuple[str, ...]:
-    """Every author key a ban of this author may name: the subject's and the email's. A
-    signed-in reader's author key is the subject's, so a ban by email must be looked up
-    under the email's key too, or the reader it names keeps posting."""
-    return tuple(key for key in (author_key(None, subject), email_key(email)) if key)
+    """Every author key a ban of this author may name: the subject's and the email's (both
+    forms, ``legacy_email_key``). A signed-in reader's author key is the subject's, so a ban
+    by email must be looked up under the email's key too, or the reader it names keeps
+    posting."""
+    keys = (author_key(None, subject), email_key(email), legacy_email_key(email))
+    return tuple(dict.fromkeys(key for key in keys if key))
 
 
 def check_activity(activity: AuthorActivity, rules: AbuseRules, now: datetime) -> None:
@@ -254,6 +264,24 @@ def parse_author_key(raw: str, field: str = "author") -> str:
     if not is_valid(BAN_TARGET, raw):
         raise InvalidInput([FieldError(field, "must look like email:<address> or sub:<id>")])
     return _normal_author_key(raw)
+
+
+def author_key_forms(key: str) -> tuple[str, ...]:
+    """The keys an author's comments may stand under: ``key``, and for an address its
+    decomposed form (NFD), which the release before 0016 gave an address posted decomposed
+    while serving on 0016's schema (a rollout, a rollback). An erasure or a listing by
+    author looks under both, or it would leave those comments behind."""
+    kind, _, value = key.partition(":")
+    if kind != "email":
+        return (key,)
+    return tuple(dict.fromkeys((key, f"email:{unicodedata.normalize('NFD', value)}")))
+
+
+def legacy_ban_target(raw: str) -> str:
+    """A valid ban target (``parse_ban_target`` passed it) as the release before 0016 stored
+    it (``legacy_email_key``): a ban listed in that form must be liftable in it."""
+    kind, _, value = raw.partition(":")
+    return raw if kind == "sub" else legacy_email_key(value) or raw
 
 
 def _normal_author_key(valid: str) -> str:

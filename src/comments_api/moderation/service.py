@@ -101,11 +101,13 @@ class ModerationService:
         """False when the author was already banned (the first ban stands)."""
         return self.repo.ban(target, reason, actor, clock=self.clock)
 
-    def is_banned(self, target: str) -> bool:
-        return self.repo.is_banned(target)
+    def is_banned(self, *targets: str) -> bool:
+        return self.repo.is_banned(*targets)
 
-    def unban(self, target: str, actor: str) -> None:
-        if not self.repo.unban(target, actor, clock=self.clock):
+    def unban(self, target: str, actor: str, *other_forms: str) -> None:
+        """Lifts the ban in each form it stands in (``ban_keys`` looks up every one)."""
+        lifted = [self.repo.unban(form, actor, clock=self.clock) for form in other_forms]
+        if not self.repo.unban(target, actor, clock=self.clock) and not any(lifted):
             raise NotFound(NOT_BANNED)
 
     def audit(self, *, limit: int, before_id: int | None) -> tuple[list[AuditEntry], int | None]:

@@ -23,6 +23,7 @@ from ..identity.guards import require_scope
 from ..web.common import emit, mounted_path, read_json, services
 from .rules import (
     decode_listing_cursor,
+    legacy_ban_target,
     parse_author_key,
     parse_ban,
     parse_ban_target,
@@ -150,13 +151,15 @@ def ban_author() -> tuple[Response, int, dict[str, str]] | Response:
 def unban_author(target: str) -> tuple[str, int] | Response:
     identity = require_scope(SCOPE_MODERATE)
     author = parse_ban_target(target)
+    # Also as the release before 0016 keyed it, when it differs (a ban it took on 0016).
+    others = tuple({legacy_ban_target(target)} - {author})
     if _if_match_fails() or _if_none_match_fails():
-        if not services().moderation.is_banned(author):
+        if not services().moderation.is_banned(author, *others):
             raise NotFound(NOT_BANNED)  # the 404 it would have been wins
         if _if_match_fails():
             return precondition_failed()
         raise IfNoneMatchFailed()
-    services().moderation.unban(author, identity.actor)
+    services().moderation.unban(author, identity.actor, *others)
     emit(moderation_action, action="unban", count=1)
     return "", 204
 

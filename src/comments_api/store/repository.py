@@ -75,7 +75,9 @@ from ..moderation.rules import (
     AuthorActivity,
     Transition,
     author_key,
+    author_key_forms,
     email_key,
+    legacy_email_key,
 )
 from ..processes import pid_at_fork
 from ..settings import POOLER_MODES, POOLER_OPTION
@@ -332,9 +334,14 @@ _AUTHOR_ACTIVITY = select(
         comments.c.body == bindparam("body"),
     )
     .scalar_subquery(),
-    # A signed-in author's key is the subject's; a ban by email names the email's.
+    # A signed-in author's key is the subject's; a ban by email names the email's (or, by
+    # the release before 0016, its legacy_email_key).
     select(func.count())
-    .where(bans.c.target.in_([bindparam("author_key"), bindparam("email_key")]))
+    .where(
+        bans.c.target.in_(
+            [bindparam("author_key"), bindparam("email_key"), bindparam("legacy_key")]
+        )
+    )
     .scalar_subquery(),
 ).select_from(_RECENT)
 
@@ -1570,6 +1577,7 @@ class Repository:
                 "content_id": new.content_id,
                 "author_key": key,
                 "email_key": email_key(new.email) or key,
+                "legacy_key": legacy_email_key(new.email) or key,
                 "thread_since": check.thread_since,
                 "dup_since": check.duplicate_since,
                 "body": new.body,
@@ -1681,7 +1689,7 @@ class Repository:
                 for r in conn.execute(
                     select(comments.c.id)
                     .where(
-                        comments.c.author_key == author_key,
+                        _by_author(author_key),
                         comments.c.status.in_(change.from_statuses),
                     )
                     .order_by(comments.c.id)
@@ -1765,7 +1773,7 @@ class Repository:
         if content_id is not None:
             query = query.where(comments.c.content_id == content_id)
         if author_key is not None:
-            query = query.where(comments.c.author_key == author_key)
+            query = query.where(_by_author(author_key))
         if after_id is not None:
             query = query.where(comments.c.id > after_id)
         query = query.order_by(comments.c.id).limit(limit + 1)
@@ -1994,6 +2002,12 @@ def _sequence_refusal(exc: BaseException | None, sql: str | None) -> StorageRefu
         table,
     )
     return StorageRefused(sql, None, exc)
+
+
+def _by_author(key: str) -> ColumnElement[bool]:
+    forms = author_key_forms(key)
+    # One form (every ASCII address, every subject): an equality, as the index prefers.
+    return comments.c.author_key == key if len(forms) == 1 else comments.c.author_key.in_(forms)
 
 
 def _cause(exc: BaseException) -> str:
