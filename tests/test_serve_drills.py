@@ -1264,3 +1264,49 @@ def test_a_secret_file_emptied_after_the_start_never_stops_workers_being_replace
     finally:
         service.stop()
     assert "SettingsError" not in service.log()
+
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_readiness_and_metrics_answer_within_the_statement_timeout_on_a_frozen_database(
+    postgres_url: str, tmp_path: Path, threads: str
+) -> None:
+    """A frozen backend (SIGSTOP: its kernel still acknowledges, so neither its
+    statement_timeout nor TCP ends the wait) held /metrics, which runs the readiness
+    check, and /readyz until WORKER_TIMEOUT: a 500 and a worker aborted per scrape, and
+    Prometheus (scrape_timeout 10 s) saw the target down (CommentsApiDown, which holds back
+    the database alerts). Both now answer within DB_STATEMENT_TIMEOUT: /metrics 200 with
+    comments_api_ready 0, /readyz a JSON 503; later probes share the one stuck check and
+    answer at once; ready again once the backend resumes, without a restart."""
+
+    env = {
+        "DATABASE_URL": postgres_url,
+        "RATELIMIT_ENABLED": "false",
+        "THREADS": threads,
+        "WORKER_TIMEOUT": "20",
+        "DB_STATEMENT_TIMEOUT": "1",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+    }
+    with ServiceProcess(env, tmp_path, workers=1) as service:
+        assert service.proc is not None
+        (worker,) = children(service.proc.pid)
+        post(service.base, 1, "warm")  # the worker's pooled connection exists
+        with _frozen_backends(postgres_url) as resume:
+            started = time.monotonic()
+            scraped = requests.get(service.base + "/metrics", timeout=15)
+            scrape_took = time.monotonic() - started
+            started = time.monotonic()
+            probed = requests.get(service.base + "/readyz", timeout=15)
+            probe_took = time.monotonic() - started
+            resume()
+            assert wait_until(
+                lambda: requests.get(service.base + "/readyz", timeout=5).status_code == 200, 10
+            )
+            after = scrape(service.base)
+        assert children(service.proc.pid) == [worker]  # no worker aborted
+    assert scraped.status_code == 200, scraped.text[:300]
+    assert "comments_api_ready 0.0" in scraped.text
+    assert scrape_took < 5  # DB_STATEMENT_TIMEOUT (1 s), far from WORKER_TIMEOUT
+    assert probed.status_code == 503
+    assert probed.json() == {"status": "unavailable", "reason": "database not answering"}
+    assert probe_took < 1  # the stuck check is shared, not started again
+    assert value(after, "comments_api_ready") == 1

@@ -168,7 +168,11 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Flask
         moderation=ModerationService(repo, clock),
         identity=IdentityService(repo, _jwt_verifier(settings), clock),
         health=HealthService(
-            repo, head, os.environ.get(DRAIN_FILE_ENV), older_revisions=older_revisions
+            repo,
+            head,
+            os.environ.get(DRAIN_FILE_ENV),
+            older_revisions=older_revisions,
+            timeout=settings.db_statement_timeout,
         ),
     )
     # Before the other hooks: every request gets an id, a log line and (if enabled) metrics.

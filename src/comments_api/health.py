@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
+from time import monotonic
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -33,6 +36,7 @@ class HealthService:
         expected_revision: str,
         drain_file: str | None,
         older_revisions: frozenset[str] = frozenset(),
+        timeout: float = 5.0,
     ) -> None:
         self.repo = repo
         self.expected_revision = expected_revision
@@ -45,12 +49,44 @@ class HealthService:
         self._ahead_logged: str | None = None
         # Created by the server on SIGTERM: readiness turns off before the drain.
         self.drain_file = drain_file
+        # A database that stops answering (a frozen host: its kernel still acknowledges,
+        # so neither statement_timeout, TCP keepalives nor tcp_user_timeout end the wait)
+        # held each probe and scrape until WORKER_TIMEOUT, then a 500: /metrics went dark
+        # (CommentsApiDown, which holds back the database alerts) and every probe cost a
+        # worker. The check runs in its own thread, answered "not answering" past
+        # ``timeout`` (DB_STATEMENT_TIMEOUT); callers meanwhile share that one check, so a
+        # stuck database holds one connection per worker, not one per probe.
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        # (pid, started, check): a check started before a fork never ends in the child.
+        self._pending: tuple[int, float, Future[Readiness]] | None = None
 
     def readiness(self) -> Readiness:
         """Draining? Database reachable, its volume not full, its schema the one this code
-        expects?"""
+        expects? Answered within ``timeout``."""
         if self.drain_file and os.path.exists(self.drain_file):
             return Readiness(False, "shutting down")
+        with self._lock:
+            pending = self._pending
+            if pending is None or pending[0] != os.getpid() or pending[2].done():
+                pending = self._pending = (os.getpid(), monotonic(), Future())
+                threading.Thread(
+                    target=self._run, args=(pending[2],), name="readiness", daemon=True
+                ).start()
+        _, started, check = pending
+        try:
+            return check.result(timeout=max(0.0, started + self.timeout - monotonic()))
+        except TimeoutError:
+            log.warning("readiness: database not answering within %gs", self.timeout)
+            return Readiness(False, "database not answering")
+
+    def _run(self, check: Future[Readiness]) -> None:
+        try:
+            check.set_result(self._check())
+        except BaseException as exc:  # the caller's to raise, as it did in its own thread
+            check.set_exception(exc)
+
+    def _check(self) -> Readiness:
         try:
             revision = self.repo.schema_revision()
         except SQLAlchemyError as exc:
