@@ -8,8 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from time import monotonic
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -27,6 +26,17 @@ class Readiness:
     ready: bool
     reason: str = ""  # why not, for the operator (and the probe's log)
     schema_revision: str | None = None
+
+
+@dataclass
+class _Check:
+    """One readiness check running in its own thread, shared by the callers meanwhile."""
+
+    pid: int
+    started: float
+    finished: threading.Event = field(default_factory=threading.Event)
+    result: Readiness = Readiness(False, "database not answering")
+    error: BaseException | None = None
 
 
 class HealthService:
@@ -58,8 +68,8 @@ class HealthService:
         # stuck database holds one connection per worker, not one per probe.
         self.timeout = timeout
         self._lock = threading.Lock()
-        # (pid, started, check): a check started before a fork never ends in the child.
-        self._pending: tuple[int, float, Future[Readiness]] | None = None
+        # A check started before a fork never ends in the child: each is the pid's.
+        self._pending: _Check | None = None
 
     def readiness(self) -> Readiness:
         """Draining? Database reachable, its volume not full, its schema the one this code
@@ -67,24 +77,26 @@ class HealthService:
         if self.drain_file and os.path.exists(self.drain_file):
             return Readiness(False, "shutting down")
         with self._lock:
-            pending = self._pending
-            if pending is None or pending[0] != os.getpid() or pending[2].done():
-                pending = self._pending = (os.getpid(), monotonic(), Future())
+            check = self._pending
+            if check is None or check.pid != os.getpid() or check.finished.is_set():
+                check = self._pending = _Check(os.getpid(), monotonic())
                 threading.Thread(
-                    target=self._run, args=(pending[2],), name="readiness", daemon=True
+                    target=self._run, args=(check,), name="readiness", daemon=True
                 ).start()
-        _, started, check = pending
-        try:
-            return check.result(timeout=max(0.0, started + self.timeout - monotonic()))
-        except TimeoutError:
+        if not check.finished.wait(max(0.0, check.started + self.timeout - monotonic())):
             log.warning("readiness: database not answering within %gs", self.timeout)
             return Readiness(False, "database not answering")
+        if check.error is not None:  # the caller's to raise, as it did in its own thread
+            raise check.error
+        return check.result
 
-    def _run(self, check: Future[Readiness]) -> None:
+    def _run(self, check: _Check) -> None:
         try:
-            check.set_result(self._check())
-        except BaseException as exc:  # the caller's to raise, as it did in its own thread
-            check.set_exception(exc)
+            check.result = self._check()
+        except BaseException as exc:
+            check.error = exc
+        finally:
+            check.finished.set()
 
     def _check(self) -> Readiness:
         try:
