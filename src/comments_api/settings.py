@@ -454,7 +454,9 @@ class Settings:
         metadata=_doc(
             "Seconds a statement may run (PostgreSQL `statement_timeout`) or wait for the "
             "write lock (SQLite busy timeout) before the request answers `503` + "
-            "`Retry-After`; must be positive, and at most `2147483.647` (24.8 days)."
+            "`Retry-After`; also how long `/readyz` and `/metrics` wait for the readiness "
+            "check (past it: not ready, `database not answering`); must be positive, and "
+            "at most `2147483.647` (24.8 days)."
         ),
     )
     idempotency_ttl: float = field(
