@@ -171,10 +171,20 @@ def baseline_app_path() -> Path:
     return path.resolve()
 
 
+# Ports handed out in this run: the kernel may give a port closed a moment ago to the next
+# bind(0), and a dozen servers start at once (granian once failed its start on a port
+# another server of the run had been given).
+GIVEN_PORTS: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+    while True:
+        with socket.socket() as s:
+            s.bind((HOST, 0))
+            port = int(s.getsockname()[1])
+        if port not in GIVEN_PORTS:
+            GIVEN_PORTS.add(port)
+            return port
 
 
 # Requests the bench itself sends, per port: the exact-metrics check subtracts them. One
@@ -250,10 +260,14 @@ class Server:
                 self.proc.wait(timeout=10)
 
     def log_tail(self, lines: int = 30) -> str:
+        """The log's first and last lines: a panic's message comes before its backtrace."""
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            text = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
             return ""
+        if len(text) <= 2 * lines:
+            return "\n".join(text)
+        return "\n".join([*text[:lines], "[...]", *text[-lines:]])
 
     def wait_up(self, timeout: float = 90) -> None:
         def up() -> bool:
