@@ -124,6 +124,21 @@ def test_a_bad_author_key_is_a_400_problem(build, author):
     assert problem_fields(deleted) == ["author"]
 
 
+def test_an_unencoded_plus_in_the_author_filter_is_refused_saying_how_to_send_it(build, signer):
+    # A query string reads + as a space: the filter would list nothing, silently.
+    app = build(moderation_mode="pre")
+    client = app.test_client()
+    mod = bearer(api_key(app, SCOPE_MODERATE))
+    mine = post(client, "plus-addressed", email="ann+news@example.com").json["id"]
+    response = client.get(f"{PENDING}?author=email:ann+news@example.com", headers=mod)
+    assert problem_fields(response) == ["author"]
+    assert "%2B" in response.json["errors"][0]["message"]
+    assert listed(client, f"{PENDING}?author=email:ann%2Bnews@example.com", mod)[0] == [mine]
+    # A subject is taken as it comes: a space in one is not a mistake.
+    post(client, "signed in", headers=bearer(signer.token("a b")))
+    assert len(listed(client, f"{PENDING}?author=sub:a+b", mod)[0]) == 1
+
+
 def test_delete_by_author_takes_exactly_one_of_ids_or_author_and_only_delete(build):
     app = build()
     client = app.test_client()

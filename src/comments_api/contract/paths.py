@@ -498,7 +498,8 @@ def parameters() -> dict[str, Any]:
             "description": "Only this author's comments, across contents (or of "
             "`content_id`): an author key as a ban names it, `email:<address>` (any case) or "
             "`sub:<JWT subject>`. A signed-in reader's comments are under `sub:`. Omit for "
-            "every author.",
+            "every author. A `+` in an address is sent as `%2B` (a query string reads `+` "
+            "as a space; an address with a space is a 400).",
             "schema": ref("BanTarget"),
             "example": "email:troll@example.com",
         },

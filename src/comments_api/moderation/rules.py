@@ -266,6 +266,20 @@ def parse_author_key(raw: str, field: str = "author") -> str:
     return _normal_author_key(raw)
 
 
+def parse_author_filter(raw: str) -> str:
+    """``?author=`` of a listing: an author key as ``parse_author_key`` reads it, minus the
+    addresses no comment can have. A ``+`` left unencoded in a query string arrives as a
+    space (``email:ann+news@…`` as ``ann news@…``), and a comment's address never holds
+    whitespace: such a filter could only list nothing, so it is refused, saying why."""
+    key = parse_author_key(raw)
+    kind, _, value = key.partition(":")
+    if kind == "email" and any(c.isspace() for c in value):
+        raise InvalidInput(
+            [FieldError("author", "an address has no spaces: send a + in it as %2B")]
+        )
+    return key
+
+
 def author_key_forms(key: str) -> tuple[str, ...]:
     """The keys an author's comments may stand under: ``key``, and for an address its
     decomposed form (NFD), which the release before 0016 gave an address posted decomposed

@@ -24,7 +24,7 @@ from ..web.common import emit, mounted_path, read_json, services
 from .rules import (
     decode_listing_cursor,
     legacy_ban_target,
-    parse_author_key,
+    parse_author_filter,
     parse_ban,
     parse_ban_target,
     parse_bulk,
@@ -73,7 +73,7 @@ def _listing(status: str, path: str, query: dict[str, str]) -> Response:
     limit = parse_limit(request.args.get("limit"))
     content_id = parse_content_filter(request.args.get("content_id"))
     raw_author = request.args.get("author")
-    author = None if raw_author is None else parse_author_key(raw_author)
+    author = None if raw_author is None else parse_author_filter(raw_author)
     after_id = decode_listing_cursor(request.args.get("cursor"), status, content_id, author)
     if _if_match_fails():
         return precondition_failed()
