@@ -942,6 +942,36 @@ def test_console_load_more_waits_for_its_page(page, pre_api: Api):
     assert errors == [], errors
 
 
+def test_console_empty_tables_leave_no_scroll_box_in_the_tab_order(page, lone_pre_api: Api):
+    # Each table scrolls in a focusable box (WCAG 1.4.10); with no rows the box was still a
+    # tab stop around a bare header row, on the queue, the bans and the audit log.
+    def box_shown(table: str) -> bool:
+        return page.locator(table).evaluate(
+            "(el) => getComputedStyle(el.parentElement).display !== 'none'"
+        )
+
+    sign_in(page, lone_pre_api, lone_pre_api.key("admin"))
+    expect(page.locator("#queue-empty")).to_be_visible()
+    assert not box_shown("#queue-table")
+    page.get_by_role("tab", name="Bans").click()
+    expect(page.locator("#bans-empty")).to_be_visible()
+    assert not box_shown("#bans-table")
+    page.get_by_label("Email or subject").fill("troll@example.com")
+    page.get_by_role("button", name="Ban author").click()
+    expect(page.locator("#bans-body tr")).to_have_count(1)
+    assert box_shown("#bans-table")
+    page.get_by_role("button", name="Lift the ban on email:troll@example.com").click()
+    expect(page.locator("#bans-empty")).to_be_visible()
+    assert not box_shown("#bans-table")
+    # A comment arrives: the queue's table and its box come back.
+    lone_pre_api.post(new_content(), "now there is one", email="r@example.com")
+    page.get_by_role("tab", name="Queue").click()
+    page.get_by_role("button", name="Refresh").click()
+    expect(queue_row(page, "now there is one")).to_be_visible()
+    assert box_shown("#queue-table")
+    assert page.page_errors == []
+
+
 def test_console_refresh_shows_it_is_on_its_way_until_it_ends(page, pre_api: Api, axe_source):
     content = new_content()
     pre_api.post(content, "refresh me", email="r@example.com")

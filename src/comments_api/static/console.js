@@ -301,7 +301,7 @@ function signOut(text) {
   // Nothing read with that credential stays on the page (comments, emails, the audit log),
   // and the next sign-in, maybe without admin scope, starts at the queue, not a hidden tab.
   for (const id of ["queue-body", "content-body", "bans-body", "audit-body"]) $(id).replaceChildren();
-  for (const id of ["queue-empty", "queue-more", "content-table", "content-empty", "content-more", "bans-empty", "audit-more", "audit-empty"]) $(id).hidden = true;
+  for (const id of ["queue-table", "queue-empty", "queue-more", "content-table", "bans-table", "audit-table", "content-empty", "content-more", "bans-empty", "audit-more", "audit-empty"]) $(id).hidden = true;
   queue.items.clear();
   queue.author = null; // an email is something read with that credential too
   if (queue.status === "published") queue.status = "pending"; // only an author's: gone with them
@@ -728,6 +728,7 @@ function filterQueue() {
   for (const row of queue.items.values()) row.hidden = Boolean(needle) && !row.searchText.includes(needle);
   const shown = visibleRows().length;
   $("queue-empty").hidden = shown > 0;
+  $("queue-table").hidden = shown === 0; // its scroll box leaves the tab order with it
   const none = STATUS_WORDS[queue.status].none;
   // Emptied by the moderator with more on the server: not "none waiting".
   $("queue-empty").textContent = queue.items.size
@@ -1128,6 +1129,7 @@ async function loadBans() {
     )
   );
   $("bans-empty").hidden = items.length > 0;
+  $("bans-table").hidden = items.length === 0;
   listing(banList, false, `${items.length} ban${items.length === 1 ? "" : "s"} listed.`);
 }
 
@@ -1268,6 +1270,7 @@ async function loadAudit(more) {
   audit.cursor = data.next_cursor;
   $("audit-more").hidden = !data.next_cursor;
   $("audit-empty").hidden = $("audit-body").children.length > 0;
+  $("audit-table").hidden = $("audit-body").children.length === 0;
   if (!more) {
     const n = rows.length;
     listing(audit, false, `${n} audit log entr${n === 1 ? "y" : "ies"} listed${data.next_cursor ? ", more with “Load more”" : ""}.`);
