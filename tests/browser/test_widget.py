@@ -492,6 +492,16 @@ def test_errors_are_explained_validation_duplicate_and_rate_limit(
     expect(email).to_have_attribute("aria-invalid", "true")
     expect(email).to_be_focused()
     expect(alert).to_have_text("Please correct the form:must be a valid email address")
+    # Two fields refused, the API naming the email first: the focus goes to the first one
+    # in the form (the name), and the alert must give that field's reason, not the email's.
+    name = widget.get_by_label("Name (optional)")
+    name.fill("a\u0007b")
+    post.click()
+    expect(name).to_have_attribute("aria-invalid", "true")
+    expect(email).to_have_attribute("aria-invalid", "true")
+    expect(name).to_be_focused()
+    expect(alert).to_have_text("Please correct the form:must not contain control characters")
+    name.fill("")
     email.fill("dup@example.com")
 
     # 409: the same author, the same text, twice.

@@ -1002,7 +1002,7 @@ a{color:var(--comments-accent)}
         const errors = problem.errors.filter((e) => e && typeof e.message === "string" && typeof e.field === "string");
         const rest = errors.filter((e) => !this.fieldError(form, e.field, e.message));
         const list = h("ul", null, ...rest.map((e) => h("li", { text: `${e.field}: ${e.message}` })));
-        return this.formError(form, this.t("invalid"), rest.length ? list : errors[0]?.message);
+        return this.formError(form, this.t("invalid"), rest.length ? list : form.el.querySelector("[aria-invalid=true]+span")?.textContent);
       }
       if (status === 401) {
         this.dispatchEvent(new CustomEvent("comments:sign-in-required", { bubbles: true, composed: true, detail: { expired: hadToken } }));
