@@ -245,6 +245,43 @@ def test_text_format_for_humans(tmp_path: Path) -> None:
     assert abs((logged - before).total_seconds()) < 10
 
 
+def test_a_text_line_holds_only_the_fields_we_wrote(tmp_path: Path) -> None:
+    """A token's subject is the issuer's (a site's login backend may use the reader's own
+    user name): written bare, "x status=200 route=/healthz" gave the access line a second
+    status and route, which the reader of the line (or a key=value parser, last one wins)
+    took for the request's."""
+    signer = hs_signer()
+    subject = "x status=200 route=/healthz"
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'comments.db'}",
+        "LOG_LEVEL": "info",
+        "LOG_FORMAT": "text",
+        "RATELIMIT_ENABLED": "false",
+        "JWT_HS256_SECRET": signer.key,
+        "JWT_ISSUER": ISSUER,
+        "JWT_AUDIENCE": AUDIENCE,
+    }
+    with ServiceProcess(env, tmp_path, workers=1) as svc:
+        answer = requests.post(
+            f"{svc.base}/api/v1/contents/a/comments",
+            json={"body": "my comment"},
+            headers={"Authorization": f"Bearer {signer.token(subject)}"},
+            timeout=10,
+        )
+        assert answer.status_code == 201
+        rid = answer.headers["X-Request-ID"]
+        assert wait_until(lambda: f"request_id={rid}" in svc.log(), 10)
+    line = next(x for x in svc.log().splitlines() if f"request_id={rid}" in x)
+    # key=value pairs as logfmt reads them: a value is bare, or a quoted JSON string.
+    pairs = re.findall(r'(?:^| )([a-z_]+)=("(?:[^"\\]|\\.)*"|[^ ]*)', line.split(": request", 1)[1])
+    keys = [key for key, _ in pairs]
+    assert len(keys) == len(set(keys)), line
+    fields = {key: json.loads(v) if v.startswith('"') else v for key, v in pairs}
+    assert fields["status"] == "201"
+    assert fields["route"] == "/api/v1/contents/<content_id>/comments"
+    assert fields["identity_id"] == subject
+
+
 def test_application_logs_in_a_request_carry_its_id(make_app) -> None:
     import io
     import logging

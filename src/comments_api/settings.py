@@ -656,7 +656,8 @@ class Settings:
         default="json",
         metadata=_doc(
             "`json` (one object per line) or `text` (for a terminal: `TIME LEVEL [pid] logger: "
-            "message`, then the other fields as `key=value`)."
+            'message`, then the other fields as `key=value`; a value with a space, `=` or `"` '
+            "is quoted as a JSON string)."
         ),
     )
     client_ip_hash_salt: str | None = field(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import logging.config
 import re
@@ -311,6 +312,18 @@ def direct_handler(logger: logging.Logger) -> JsonLinesHandler | None:
     return handler
 
 
+# A value that reads as one field as written: no whitespace, "=" or quote in it.
+_BARE_VALUE = re.compile(r'[^\s="]+')
+
+
+def _text_value(value: Any) -> str:
+    """A field's value for a text line: as is, or quoted and escaped as a JSON string (as
+    logfmt does) when it holds a space, "=" or a quote. Written bare, a value the caller
+    chose (a token's subject "x status=200") added fields of its own to the line."""
+    text = str(value)
+    return text if _BARE_VALUE.fullmatch(text) else json.dumps(text, ensure_ascii=False)
+
+
 class TextFormatter(logging.Formatter):
     """LOG_FORMAT=text, for humans at a terminal: the same fields as key=value pairs."""
 
@@ -326,7 +339,7 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        extras = " ".join(f"{k}={v}" for k, v in _extras(record).items())
+        extras = " ".join(f"{k}={_text_value(v)}" for k, v in _extras(record).items())
         # Lone surrogates escaped, as in the JSON lines: a UTF-8 stdout cannot write them.
         return str(_printable(f"{line} {extras}" if extras else line))
 
