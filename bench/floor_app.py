@@ -76,6 +76,7 @@ def _insert_ours(conn: sqlite3.Connection, content_id: str, email: str, body: st
         "content_id": content_id,
         "author_key": key,
         "email_key": key,
+        "decomposed_key": key,
         "legacy_key": key,
         "thread_since": now,
         "dup_since": now,

@@ -27,7 +27,7 @@ from comments_api.store.repository import (
     migrate,
 )
 
-from .authkit import api_key
+from .authkit import AUDIENCE, ISSUER, api_key, bearer
 from .support import VENV_BIN, marker_rows, wait_until
 
 
@@ -1005,6 +1005,50 @@ def test_0016_a_ban_the_release_before_takes_on_it_still_stops_the_address(datab
     lifted = client.delete(f"/api/v1/moderation/bans/{quote(listed['target'])}", headers=mod)
     assert lifted.status_code == 204, lifted.json
     again = client.post("/api/v1/contents/m2/comments", json={"body": "later", "email": decomposed})
+    assert again.status_code == 201, again.json
+
+
+def test_0016_a_ban_the_release_before_takes_stops_the_address_typed_precomposed(
+    database_url, make_app, signer
+):
+    """The release before 0016 bans an address typed decomposed under that form's key.
+    This release keys the same address typed precomposed (as most readers type it) in NFC,
+    which that ban did not name: the banned mailbox posted again here, through both APIs
+    and in a reader's token, and lifting the ban by the address as usually typed left it
+    standing (found by running d46602b's serve beside this one on one database)."""
+    decomposed, composed = "jose\u0301@example.com", "jos\u00e9@example.com"
+    engine = make_engine(database_url)
+    try:
+        migrate(engine)
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO bans (target, reason, created_by, created_at)"
+                    " VALUES (:t, 'spam', 'api_key:m', '2026-12-07')"
+                ),
+                {"t": f"email:{decomposed}"},  # the release before's key
+            )
+    finally:
+        engine.dispose()
+    app = make_app(jwt_hs256_secret=signer.key, jwt_issuer=ISSUER, jwt_audience=AUDIENCE)
+    client = app.test_client()
+    v1 = client.post("/api/v1/contents/m4/comments", json={"body": "after", "email": composed})
+    assert v1.status_code == 403, v1.json
+    legacy = client.post(
+        "/api/comment/new", json={"comment": "after", "email": composed, "content_id": "m4"}
+    )
+    assert legacy.status_code == 403, legacy.json
+    token = signer.token("reader-4", email=composed.upper())
+    signed_in = client.post(
+        "/api/v1/contents/m4/comments", json={"body": "after"}, headers=bearer(token)
+    )
+    assert signed_in.status_code == 403, signed_in.json
+    # Lifted by the address as typed precomposed: no form of the ban is left standing.
+    mod = {"Authorization": f"Bearer {api_key(app, SCOPE_MODERATE)}"}
+    lifted = client.delete(f"/api/v1/moderation/bans/{quote(f'email:{composed}')}", headers=mod)
+    assert lifted.status_code == 204, lifted.json
+    assert client.get("/api/v1/moderation/bans", headers=mod).json["items"] == []
+    again = client.post("/api/v1/contents/m4/comments", json={"body": "later", "email": decomposed})
     assert again.status_code == 201, again.json
 
 

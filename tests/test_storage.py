@@ -115,6 +115,7 @@ def test_the_create_author_check_reads_its_index_before_any_analyze(database_url
         "content_id": "c1",
         "author_key": author,
         "email_key": author,
+        "decomposed_key": author,
         "legacy_key": author,
         "thread_since": now,
         "dup_since": now,

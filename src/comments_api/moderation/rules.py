@@ -153,13 +153,29 @@ def legacy_email_key(email: str | None) -> str | None:
     return f"email:{email.strip().lower()}" if email else None
 
 
-def ban_keys(email: str | None, subject: str | None) -> tuple[str, ...]:
-    """Every author key a ban of this author may name: the subject's and the email's (both
-    forms, ``legacy_email_key``). A signed-in reader's author key is the subject's, so a ban
-    by email must be looked up under the email's key too, or the reader it names keeps
-    posting."""
-    keys = (author_key(None, subject), email_key(email), legacy_email_key(email))
+def decomposed_email_key(email: str | None) -> str | None:
+    """``email_key`` in Unicode's decomposed form (NFD), the key the release before 0016
+    gives ``josé`` typed decomposed (``author_key_forms``)."""
+    return f"email:{unicodedata.normalize('NFD', key_address(email))}" if email else None
+
+
+def email_key_forms(email: str | None) -> tuple[str, ...]:
+    """Every key a ban of ``email`` may stand under: composed (``email_key``), decomposed
+    and as typed (``legacy_email_key``). A ban the release before 0016 took on its schema
+    of ``josé`` typed decomposed stands decomposed: looked up as typed only, it let the
+    address typed precomposed (as most keyboards give it) post, and a lift by that address
+    found no ban, while the listing showed it."""
+    keys = (email_key(email), decomposed_email_key(email), legacy_email_key(email))
     return tuple(dict.fromkeys(key for key in keys if key))
+
+
+def ban_keys(email: str | None, subject: str | None) -> tuple[str, ...]:
+    """Every author key a ban of this author may name: the subject's and the email's (in
+    each form, ``email_key_forms``). A signed-in reader's author key is the subject's, so a
+    ban by email must be looked up under the email's key too, or the reader it names keeps
+    posting."""
+    subject_key = author_key(None, subject)
+    return (subject_key, *email_key_forms(email)) if subject_key else email_key_forms(email)
 
 
 def check_activity(activity: AuthorActivity, rules: AbuseRules, now: datetime) -> None:
@@ -291,11 +307,13 @@ def author_key_forms(key: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys((key, f"email:{unicodedata.normalize('NFD', value)}")))
 
 
-def legacy_ban_target(raw: str) -> str:
-    """A valid ban target (``parse_ban_target`` passed it) as the release before 0016 stored
-    it (``legacy_email_key``): a ban listed in that form must be liftable in it."""
+def ban_target_forms(raw: str) -> tuple[str, ...]:
+    """A valid ban target (``parse_ban_target`` passed it) in every form a ban of it may
+    stand in (``email_key_forms``): a lift finds the ban in any of them, as the ban stops
+    the address in any of them, and a ban listed in the release before 0016's form is
+    liftable as listed."""
     kind, _, value = raw.partition(":")
-    return raw if kind == "sub" else legacy_email_key(value) or raw
+    return (raw,) if kind == "sub" else email_key_forms(value)
 
 
 def _normal_author_key(valid: str) -> str:

@@ -22,8 +22,8 @@ from ..identity.credentials import SCOPE_ADMIN, SCOPE_MODERATE
 from ..identity.guards import require_scope
 from ..web.common import emit, mounted_path, read_json, services
 from .rules import (
+    ban_target_forms,
     decode_listing_cursor,
-    legacy_ban_target,
     parse_author_filter,
     parse_ban,
     parse_ban_target,
@@ -151,8 +151,9 @@ def ban_author() -> tuple[Response, int, dict[str, str]] | Response:
 def unban_author(target: str) -> tuple[str, int] | Response:
     identity = require_scope(SCOPE_MODERATE)
     author = parse_ban_target(target)
-    # Also as the release before 0016 keyed it, when it differs (a ban it took on 0016).
-    others = tuple({legacy_ban_target(target)} - {author})
+    # Also in the other forms a ban of it may stand in (the release before 0016's, taken
+    # on 0016's schema): each is looked up when the author posts.
+    others = tuple(form for form in ban_target_forms(target) if form != author)
     if _if_match_fails() or _if_none_match_fails():
         if not services().moderation.is_banned(author, *others):
             raise NotFound(NOT_BANNED)  # the 404 it would have been wins

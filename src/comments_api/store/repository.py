@@ -76,6 +76,7 @@ from ..moderation.rules import (
     Transition,
     author_key,
     author_key_forms,
+    decomposed_email_key,
     email_key,
     legacy_email_key,
 )
@@ -334,12 +335,17 @@ _AUTHOR_ACTIVITY = select(
         comments.c.body == bindparam("body"),
     )
     .scalar_subquery(),
-    # A signed-in author's key is the subject's; a ban by email names the email's (or, by
-    # the release before 0016, its legacy_email_key).
+    # A signed-in author's key is the subject's; a ban by email names the email's in one
+    # of the forms email_key_forms lists (the release before 0016 banned as typed).
     select(func.count())
     .where(
         bans.c.target.in_(
-            [bindparam("author_key"), bindparam("email_key"), bindparam("legacy_key")]
+            [
+                bindparam("author_key"),
+                bindparam("email_key"),
+                bindparam("decomposed_key"),
+                bindparam("legacy_key"),
+            ]
         )
     )
     .scalar_subquery(),
@@ -1577,6 +1583,7 @@ class Repository:
                 "content_id": new.content_id,
                 "author_key": key,
                 "email_key": email_key(new.email) or key,
+                "decomposed_key": decomposed_email_key(new.email) or key,
                 "legacy_key": legacy_email_key(new.email) or key,
                 "thread_since": check.thread_since,
                 "dup_since": check.duplicate_since,
