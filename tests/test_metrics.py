@@ -311,6 +311,18 @@ def test_server_refusal_reasons_are_the_documented_ones() -> None:
     assert {r.strip() for r in documented.split(",")} == set(server_refusal_reasons())
 
 
+def test_every_status_the_server_answers_itself_is_a_refusal_reason() -> None:
+    # A reason missing from the list had no series until its first refusal (which rate()
+    # then skips) and was not in the documented set: a target outside SCRIPT_NAME (404) and
+    # an Expect other than 100-continue (417) were counted under such reasons.
+    from comments_api.telemetry.metrics import SERVER_REFUSAL_STATUSES
+    from comments_api.worker import _CLIENT_ERRORS, _REFUSAL_KINDS, ReadTimeout, classify
+
+    answered = {status for _, status, _ in _CLIENT_ERRORS} | set(_REFUSAL_KINDS)
+    answered |= {classify(ReadTimeout())[0], classify(SystemExit(1))[0], 413, 414, 431}
+    assert answered <= set(SERVER_REFUSAL_STATUSES), answered - set(SERVER_REFUSAL_STATUSES)
+
+
 def test_scrape_while_a_worker_boots(tmp_path: Path) -> None:
     # A booting worker creates its metrics file and sizes it a moment later; a scrape in
     # between read an empty file and answered 500 (seen under load in CI-like runs).

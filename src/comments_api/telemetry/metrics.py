@@ -56,9 +56,11 @@ OTHER = "other"
 HTTP_REJECTION_STATUSES = (400, 401, 403, 404, 413, 415, 429)
 
 # comments_api_server_refusals_total's reasons: the slugs of the statuses the server
-# answers itself (worker.py), then those of clients cut off while taking an answer and of
-# requests dropped because their client had already closed the connection (nginx's 499).
-SERVER_REFUSAL_STATUSES = (400, 405, 408, 413, 414, 431, 500, 501, 503)
+# answers itself (worker.py: its refusals and those of gunicorn's parser, 403 a PROXY line
+# from an address not allowed, 404 a target outside SCRIPT_NAME, 417 an Expect other than
+# 100-continue), then those of clients cut off while taking an answer and of requests
+# dropped because their client had already closed the connection (nginx's 499).
+SERVER_REFUSAL_STATUSES = (400, 403, 404, 405, 408, 413, 414, 417, 431, 500, 501, 503)
 SEND_TIMED_OUT = "send-timeout"
 ANSWERS_FULL = "waiting-answers-full"
 CLIENT_GONE = "client-closed-request"
