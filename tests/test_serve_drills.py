@@ -33,6 +33,9 @@ from .support import (
     free_port,
     requests_in_flight,
     scrape,
+    server_socket_inodes,
+    server_sockets_read,
+    socket_owners,
     value,
     wait_until,
 )
@@ -1310,3 +1313,64 @@ def test_readiness_and_metrics_answer_within_the_statement_timeout_on_a_frozen_d
     assert probed.json() == {"status": "unavailable", "reason": "database not answering"}
     assert probe_took < 1  # the stuck check is shared, not started again
     assert value(after, "comments_api_ready") == 1
+
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_readiness_checks_again_when_one_check_never_ends(
+    postgres_url: str, tmp_path: Path, threads: str
+) -> None:
+    """The backend of a readiness check frozen for good while the rest of the database
+    answers: every later probe shared that one check and answered "database not answering",
+    so the instance stayed out of service while its writes succeeded (a probe held to
+    WORKER_TIMEOUT, before, got its worker replaced). Past WORKER_TIMEOUT the stuck check is
+    left behind and the next probe checks again, on another connection."""
+    import psycopg
+
+    env = {
+        "DATABASE_URL": postgres_url,
+        "RATELIMIT_ENABLED": "false",
+        "THREADS": threads,
+        "WORKER_TIMEOUT": "3",
+        "DB_STATEMENT_TIMEOUT": "1",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+    }
+    plain = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    pg_port = int(plain.rsplit(":", 1)[1].split("/", 1)[0])
+    with ServiceProcess(env, tmp_path, workers=1) as service:
+        assert service.proc is not None
+        (worker,) = children(service.proc.pid)
+        post(service.base, 1, "warm")
+        with psycopg.connect(plain, autocommit=True) as admin:
+            backends = [
+                pid
+                for (pid,) in admin.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = %s"
+                    " AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
+                    (plain.rsplit("/", 1)[1],),
+                ).fetchall()
+            ]
+        for pid in backends:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            probed = requests.get(service.base + "/readyz", timeout=15)
+            assert probed.json()["reason"] == "database not answering"
+            # The check's backend is the frozen one with a query unread: it stays frozen.
+            read = server_sockets_read(pg_port)
+            owners = socket_owners(backends)
+            (stuck,) = {
+                owners[inode]
+                for port, inode in server_socket_inodes(pg_port).items()
+                if port not in read and inode in owners
+            }
+            for pid in backends:
+                if pid != stuck:
+                    os.kill(pid, signal.SIGCONT)
+            post(service.base, 1, "while-stuck")  # the database answers
+            assert wait_until(
+                lambda: requests.get(service.base + "/readyz", timeout=5).status_code == 200, 20
+            ), requests.get(service.base + "/readyz", timeout=5).text
+        finally:
+            for pid in backends:
+                os.kill(pid, signal.SIGCONT)
+        assert children(service.proc.pid) == [worker]  # no worker replaced
+    assert "left behind; checking again" in service.log()

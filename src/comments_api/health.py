@@ -47,6 +47,7 @@ class HealthService:
         drain_file: str | None,
         older_revisions: frozenset[str] = frozenset(),
         timeout: float = 5.0,
+        give_up_after: float = 30.0,
     ) -> None:
         self.repo = repo
         self.expected_revision = expected_revision
@@ -65,11 +66,19 @@ class HealthService:
         # (CommentsApiDown, which holds back the database alerts) and every probe cost a
         # worker. The check runs in its own thread, answered "not answering" past
         # ``timeout`` (DB_STATEMENT_TIMEOUT); callers meanwhile share that one check, so a
-        # stuck database holds one connection per worker, not one per probe.
+        # stuck database holds one connection per worker (two with one left behind, below),
+        # not one per probe.
         self.timeout = timeout
+        # A check that never ends (its one backend frozen while the rest of the database
+        # answers) held every later probe to "not answering": the instance stayed out of
+        # service for good while it could serve (a probe held to WORKER_TIMEOUT, as before,
+        # got its worker replaced). Past ``give_up_after`` (WORKER_TIMEOUT) it is left
+        # behind, one at a time, and the next probe checks again on another connection.
+        self.give_up_after = give_up_after
         self._lock = threading.Lock()
         # A check started before a fork never ends in the child: each is the pid's.
         self._pending: _Check | None = None
+        self._left_behind: _Check | None = None
 
     def readiness(self) -> Readiness:
         """Draining? Database reachable, its volume not full, its schema the one this code
@@ -78,7 +87,12 @@ class HealthService:
             return Readiness(False, "shutting down")
         with self._lock:
             check = self._pending
-            if check is None or check.pid != os.getpid() or check.finished.is_set():
+            if (
+                check is None
+                or check.pid != os.getpid()
+                or check.finished.is_set()
+                or self._leave_behind(check)
+            ):
                 check = self._pending = _Check(os.getpid(), monotonic())
                 threading.Thread(
                     target=self._run, args=(check,), name="readiness", daemon=True
@@ -89,6 +103,21 @@ class HealthService:
         if check.error is not None:  # the caller's to raise, as it did in its own thread
             raise check.error
         return check.result
+
+    def _leave_behind(self, check: _Check) -> bool:
+        """Whether to start another check in place of ``check``, stuck past
+        ``give_up_after``: not while one left behind before still runs, so a database that
+        is frozen whole holds two connections and threads per worker, not one per probe."""
+        if monotonic() - check.started < self.give_up_after:
+            return False
+        left = self._left_behind
+        if left is not None and left.pid == check.pid and not left.finished.is_set():
+            return False
+        self._left_behind = check
+        log.warning(
+            "readiness: a check stuck for %gs left behind; checking again", self.give_up_after
+        )
+        return True
 
     def _run(self, check: _Check) -> None:
         try:

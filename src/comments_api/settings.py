@@ -416,7 +416,8 @@ class Settings:
         default=30,
         metadata=_doc(
             "gunicorn restarts a worker stuck in one request for this long (the request "
-            "gets a JSON 500)."
+            "gets a JSON 500); a readiness check still waiting this long is left behind "
+            "and the next probe checks again."
         ),
     )
     # --- storage ------------------------------------------------------------------
