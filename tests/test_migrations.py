@@ -972,11 +972,9 @@ def test_0016_author_keys_and_email_bans_in_composed_form(database_url, make_app
     assert erased.json["changed"] == [1]
 
 
-def test_0016_a_ban_the_release_before_takes_on_it_still_stops_the_address(database_url, make_app):
-    """The release before 0016 serves on its schema (a rollout, `rollout undo`) and bans an
-    address typed decomposed under its lower-cased key, after 0016's rewrite has run: this
-    release must still refuse that address, as the release before did, not let it post."""
-    decomposed = "jose\u0301@example.com"
+def _ban_as_the_release_before_0016(database_url: str, email: str) -> None:
+    """The database at head, and a ban of ``email`` as the release before 0016 stores it
+    serving there (a rollout, a rollback): under its lower-cased key, in the form typed."""
     engine = make_engine(database_url)
     try:
         migrate(engine)
@@ -986,10 +984,18 @@ def test_0016_a_ban_the_release_before_takes_on_it_still_stops_the_address(datab
                     "INSERT INTO bans (target, reason, created_by, created_at)"
                     " VALUES (:t, 'spam', 'api_key:m', '2026-12-07')"
                 ),
-                {"t": f"email:{decomposed.strip().lower()}"},  # the release before's key
+                {"t": f"email:{email.strip().lower()}"},
             )
     finally:
         engine.dispose()
+
+
+def test_0016_a_ban_the_release_before_takes_on_it_still_stops_the_address(database_url, make_app):
+    """The release before 0016 serves on its schema (a rollout, `rollout undo`) and bans an
+    address typed decomposed under its lower-cased key, after 0016's rewrite has run: this
+    release must still refuse that address, as the release before did, not let it post."""
+    decomposed = "jose\u0301@example.com"
+    _ban_as_the_release_before_0016(database_url, decomposed)
     client = make_app().test_client()
     refused = client.post(
         "/api/v1/contents/m2/comments", json={"body": "after", "email": decomposed.upper()}
@@ -1017,19 +1023,7 @@ def test_0016_a_ban_the_release_before_takes_stops_the_address_typed_precomposed
     and in a reader's token, and lifting the ban by the address as usually typed left it
     standing (found by running d46602b's serve beside this one on one database)."""
     decomposed, composed = "jose\u0301@example.com", "jos\u00e9@example.com"
-    engine = make_engine(database_url)
-    try:
-        migrate(engine)
-        with engine.begin() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO bans (target, reason, created_by, created_at)"
-                    " VALUES (:t, 'spam', 'api_key:m', '2026-12-07')"
-                ),
-                {"t": f"email:{decomposed}"},  # the release before's key
-            )
-    finally:
-        engine.dispose()
+    _ban_as_the_release_before_0016(database_url, decomposed)
     app = make_app(jwt_hs256_secret=signer.key, jwt_issuer=ISSUER, jwt_audience=AUDIENCE)
     client = app.test_client()
     v1 = client.post("/api/v1/contents/m4/comments", json={"body": "after", "email": composed})
