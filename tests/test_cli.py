@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import sqlite3
 import subprocess
+from pathlib import Path
 
 import pytest
+
+from comments_api.store.repository import head_revision
 
 from .support import VENV_BIN, free_port
 
@@ -544,3 +547,93 @@ def test_keys_wait_for_the_write_lock_as_long_as_db_statement_timeout(tmp_path):
     assert result.returncode == 0, result.stderr
     listed = run("keys", "list", env=env).stdout.splitlines()[1:]
     assert [line.split("\t")[1] for line in listed] == ["waited"]
+
+
+def _run_into(target, *args, env, stream="stdout"):
+    """The command with ``stream`` written to ``target``: "/dev/full" (a full disk) or
+    "closed" (the shell's `>&-` / `2>&-`); the other stream captured."""
+    fd = 1 if stream == "stdout" else 2
+    with open("/dev/full", "w") as full:
+        return subprocess.run(
+            [str(VENV_BIN / "comments-api"), *args],
+            stdout=full if stream == "stdout" else subprocess.PIPE,
+            stderr=full if stream == "stderr" else subprocess.PIPE,
+            text=True,
+            timeout=60,
+            env={**os.environ, **env},
+            preexec_fn=(lambda: os.close(fd)) if target == "closed" else None,
+            check=False,
+        )
+
+
+@pytest.mark.parametrize("stdout", ["closed", "/dev/full"])
+def test_a_key_list_that_cannot_reach_stdout_fails_in_one_line(tmp_path, stdout):
+    # On a full disk it was a traceback; with stdout closed an exit 0 that listed nothing.
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path}/keys.db", "LOG_LEVEL": "warning"}
+    assert run("migrate", env=env).returncode == 0
+    assert run("keys", "create", "--name", "k", "--scope", "admin", env=env).returncode == 0
+    result = _run_into(stdout, "keys", "list", env=env)
+    assert result.returncode == 1, result.stderr
+    why = "standard output is closed" if stdout == "closed" else "No space left on device"
+    assert result.stderr == f"Error: the key list could not be written to stdout: {why}\n"
+
+
+def test_a_change_made_whose_confirmation_cannot_reach_stdout_is_exit_0(tmp_path):
+    # migrate and keys revoke printed "done" after the change: on a full disk a traceback
+    # and exit 1 said the migration or the revocation had failed.
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path}/keys.db", "LOG_LEVEL": "warning"}
+    migrated = _run_into("/dev/full", "migrate", env=env)
+    assert migrated.returncode == 0, migrated.stderr
+    assert migrated.stderr.endswith(
+        f"database is at revision {head_revision()} (stdout: No space left on device)\n"
+    )
+    key = run("keys", "create", "--name", "k", "--scope", "admin", env=env).stdout.strip()
+    key_id = key.split("_")[1]
+    revoked = _run_into("/dev/full", "keys", "revoke", key_id, env=env)
+    assert revoked.returncode == 0, revoked.stderr
+    assert revoked.stderr == f"revoked key {key_id} (stdout: No space left on device)\n"
+    assert run("keys", "list", env=env).stdout.splitlines()[1].split("\t")[5] != "-"
+
+
+@pytest.mark.parametrize("stderr", ["closed", "/dev/full"])
+def test_a_stderr_that_takes_nothing_neither_stops_nor_fails_a_command(tmp_path, stderr):
+    # Progress and summaries go to stderr: on a full disk (a cron job's log) the progress
+    # label stopped an export and an import that had nothing wrong, and the summary made
+    # a finished backup, and a created key already on stdout, exit 1.
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path}/live.db", "LOG_LEVEL": "warning"}
+    assert run("migrate", env=env).returncode == 0
+    created = _run_into(
+        stderr, "keys", "create", "--name", "k", "--scope", "admin", env=env, stream="stderr"
+    )
+    assert created.returncode == 0
+    assert created.stdout.startswith("cak_")
+    for command in (["export", str(tmp_path / "copy.jsonl")], ["backup", str(tmp_path / "b.db")]):
+        done = _run_into(stderr, *command, env=env, stream="stderr")
+        assert done.returncode == 0, command
+        assert Path(command[1]).is_file()
+    copy = {"DATABASE_URL": f"sqlite:///{tmp_path}/copy.db", "LOG_LEVEL": "warning"}
+    imported = _run_into(stderr, "import", str(tmp_path / "copy.jsonl"), env=copy, stream="stderr")
+    assert imported.returncode == 0
+    keys = run("keys", "list", env=copy).stdout.splitlines()
+    assert [line.split("\t")[1] for line in keys[1:]] == ["k"]
+
+
+@pytest.mark.parametrize("command", [("migrate",), ("serve",)])
+def test_a_role_that_may_not_create_the_tables_is_one_line(pg_server, tmp_path, command):
+    # PostgreSQL 15 gives roles other than the database's owner no CREATE on schema
+    # public: migrate, and serve migrating on start, ended in a ProgrammingError traceback.
+    database = f"rights_{tmp_path.name[-20:].replace('-', '_')}"
+    role = f"norights_{database}"
+    pg_server.create_database(database)
+    with pg_server.superuser(database) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")  # as 15 does, on any
+    url = f"postgresql+psycopg://{role}@127.0.0.1:{pg_server.port}/{database}"
+    result = run(*command, env={"DATABASE_URL": url, "PORT": str(free_port())})
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "Error: the database refused the migration: permission denied for schema public; the "
+        "role in DATABASE_URL must be allowed to create and alter the tables (the owner of "
+        "the database, or of its schema)"
+    )
+    assert "Traceback" not in result.stderr

@@ -12,6 +12,7 @@ import json
 import os
 import pty
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -44,7 +45,7 @@ from comments_api.store.repository import (
 )
 
 from .authkit import AUDIENCE, ISSUER, api_key, bearer, hs_signer
-from .support import VENV_BIN, ServiceProcess, small_tmpfs, wait_until
+from .support import VENV_BIN, ServiceProcess, missing, small_tmpfs, wait_until
 
 BULK = "/api/v1/moderation/comments"
 
@@ -629,6 +630,71 @@ def test_an_export_started_with_stdout_closed_says_so_in_one_line(tmp_path):
     assert "Traceback" not in stderr
 
 
+@pytest.mark.parametrize("stdin", ["closed", "terminal"])
+def test_an_import_from_a_stdin_that_cannot_hold_an_export_says_so_in_one_line(tmp_path, stdin):
+    # `import - <&-` was an AttributeError traceback (sys.stdin None); `import -` typed
+    # without a pipe waited, without a word, for an export to be typed in.
+    target = tmp_path / "target.db"
+    controller, terminal = pty.openpty()
+    try:
+        done = subprocess.run(
+            [str(VENV_BIN / "comments-api"), "import", "-"],
+            env={**os.environ, "DATABASE_URL": f"sqlite:///{target}", "LOG_LEVEL": "warning"},
+            stdin=terminal,
+            capture_output=True,
+            text=True,
+            preexec_fn=(lambda: os.close(0)) if stdin == "closed" else None,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert done.returncode == 1, done.stderr
+    assert (
+        done.stderr
+        == {
+            "closed": "Error: standard input is closed; nothing was imported\n",
+            "terminal": "Error: standard input is a terminal: pipe an export into it "
+            "(comments-api export | comments-api import -) or give the file's name\n",
+        }[stdin]
+    )
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("name", ["live.db", "./live.db-wal", "link.db", "hard.db"])
+def test_an_export_onto_the_database_itself_is_refused(tmp_path, name):
+    # `export /data/comments.db` (a backup's argument) renamed the export onto the live
+    # database, exit 0: the service then found "file is not a database" there.
+    source = tmp_path / "live.db"
+    generate(f"sqlite:///{source}", 5)
+    (tmp_path / "link.db").symlink_to(source)
+    os.link(source, tmp_path / "hard.db")
+    before = source.read_bytes()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    done = subprocess.run(
+        [str(VENV_BIN / "comments-api"), "export", name],
+        env={**os.environ, "DATABASE_URL": f"sqlite:///{source}", "LOG_LEVEL": "warning"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        f"Error: Invalid value for OUTPUT: {name} is the database in DATABASE_URL (or one "
+        "of its files): an export there would replace it; give it its own file"
+    )
+    assert source.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == files
+    if name == "./live.db-wal":  # not there (no connection open): a backup would be made
+        backup = cli("backup", str(tmp_path / name), url=f"sqlite:///{source}")
+        assert backup.returncode == 2, backup.stderr
+        assert "a backup there would replace it" in backup.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == files
+
+
 def test_a_failed_export_keeps_the_export_it_was_to_replace(tmp_path):
     # The file was opened in place: truncated at once, then removed when the disk filled,
     # so the good export of yesterday was gone and no new one written.
@@ -944,6 +1010,91 @@ def test_sigterm_while_postgres_runs_a_batch_is_exit_143_and_imports_nothing(
     assert "refused" not in err
 
 
+def _import_losing_its_connection(
+    tmp_path: Path, postgres_url: str, hold: str | None, waiting: str
+) -> tuple[subprocess.CompletedProcess, Path]:
+    """`import` into ``postgres_url`` (migrated), with its server session ended, as a
+    failover or restart would, while a session of ours holds it up: its first batch (a
+    change marker locked), or with ``hold`` (SQL run first) wherever that waits for the
+    advisory lock (7, 7). ``waiting``: the pg_stat_activity condition on the import's."""
+    import psycopg
+
+    source = tmp_path / "live.db"
+    generate(f"sqlite:///{source}", 50)
+    dump = tmp_path / "dump.jsonl"
+    assert cli("export", str(dump), url=f"sqlite:///{source}").returncode == 0
+    engine = make_engine(postgres_url)
+    migrate(engine)
+    engine.dispose()
+    libpq = postgres_url.replace("+psycopg", "")
+    with psycopg.connect(libpq, autocommit=True) as monitor, psycopg.connect(libpq) as holder:
+        if hold is None:
+            holder.execute("INSERT INTO content_versions VALUES ('article-1', 1)")
+            holder.commit()
+            holder.execute("SELECT 1 FROM content_versions FOR UPDATE")
+        else:
+            monitor.execute(hold)
+            holder.execute("SELECT pg_advisory_xact_lock(7, 7)")
+        importing = subprocess.Popen(
+            [str(VENV_BIN / "comments-api"), "import", str(dump)],
+            env={**os.environ, "DATABASE_URL": postgres_url, "LOG_LEVEL": "warning"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            found = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND "
+            assert wait_until(lambda: monitor.execute(found + waiting).fetchone(), timeout=60)
+            (pid,) = monitor.execute(found + waiting).fetchone()
+            monitor.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            _, err = importing.communicate(timeout=60)
+        finally:
+            if importing.poll() is None:
+                importing.kill()
+                importing.wait()
+        holder.rollback()
+    return subprocess.CompletedProcess(importing.args, importing.returncode, "", err), dump
+
+
+def test_an_import_that_loses_the_database_mid_way_does_not_blame_the_file(tmp_path, postgres_url):
+    # The server went away under a batch: "lines 2-53: the database refused a row of
+    # comments: ... server closed the connection", as though those lines were damaged.
+    done, _ = _import_losing_its_connection(
+        tmp_path, postgres_url, None, "wait_event_type = 'Lock'"
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "refused a row" not in done.stderr
+    assert "Error: the database failed at line " in done.stderr
+    assert done.stderr.rstrip().endswith("; nothing was imported")
+    assert counted(postgres_url, "comments") == 0
+
+
+def test_an_import_that_loses_the_database_at_its_commit_says_so_and_can_be_run_again(
+    tmp_path, postgres_url
+):
+    # A connection lost at COMMIT escaped as an OperationalError traceback; the server may
+    # or may not have committed, which the operator must be told, and a re-run settles it.
+    # A deferred trigger holds the COMMIT.
+    hold = (
+        "CREATE FUNCTION hold_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "PERFORM pg_advisory_xact_lock_shared(7, 7); RETURN NULL; END $$; "
+        "CREATE CONSTRAINT TRIGGER hold_commit AFTER INSERT ON audit_log DEFERRABLE "
+        "INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION hold_commit()"
+    )
+    done, dump = _import_losing_its_connection(
+        tmp_path, postgres_url, hold, "wait_event = 'advisory'"
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "Error: the connection was lost at the commit: " in done.stderr
+    assert "may or may not have been committed: run it again" in done.stderr
+    assert counted(postgres_url, "comments") == 0
+    again = cli("import", str(dump), url=postgres_url)
+    assert again.returncode == 0, again.stderr
+    assert counted(postgres_url, "comments") == 50
+
+
 @pytest.mark.parametrize("mode", [0o600, 0o640])
 def test_a_new_backup_or_export_is_no_more_readable_than_the_database(tmp_path, mode):
     # Made under the umask (0644 with the usual 022): the copy of a 0600 database, readers'
@@ -955,6 +1106,33 @@ def test_a_new_backup_or_export_is_no_more_readable_than_the_database(tmp_path, 
         copy = tmp_path / name
         assert cli(command, str(copy), url=f"sqlite:///{source}").returncode == 0
         assert oct(copy.stat().st_mode & 0o777) == oct(mode), command
+
+
+def test_a_read_only_database_is_backed_up_with_its_mode(tmp_path):
+    # The copy was given the database's mode before it was written: from a 0444 database,
+    # a file SQLite could not write ("no backup written to ...: attempt to write a readonly
+    # database"). Root is held to file modes too, without its capabilities.
+    source = tmp_path / "live.db"
+    generate(f"sqlite:///{source}", 20)
+    source.chmod(0o444)
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            missing("setpriv, to run the backup without root's capabilities")
+        as_user = ["setpriv", "--bounding-set=-all", "--inh-caps=-all"]
+    copy = tmp_path / "copy.db"
+    done = subprocess.run(
+        [*as_user, str(VENV_BIN / "comments-api"), "backup", str(copy)],
+        env={**os.environ, "DATABASE_URL": f"sqlite:///{source}", "LOG_LEVEL": "warning"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert oct(copy.stat().st_mode & 0o777) == "0o444"
+    with sqlite3.connect(copy) as conn:
+        assert conn.execute("SELECT count(*) FROM comments").fetchone() == (20,)
 
 
 def test_a_new_export_of_postgres_is_readable_by_its_owner_only(tmp_path, postgres_url):

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import unicodedata
 from collections.abc import Callable, Iterator
-from typing import IO, Any
+from typing import IO, Any, TextIO, cast
 
 import click
 
@@ -109,13 +109,64 @@ def serve() -> None:
     "--down-to",
     metavar="REVISION",
     help="Downgrade the schema to this older revision instead, to roll back further than "
-    "one release (docs/deployment.md). Stop every instance of the newer releases first.",
+    "one release (docs/deployment.md). Stop every instance of the newer releases first. "
+    "Drops what the newer migrations added, rows and all (docs/operations.md): take a "
+    "backup first.",
 )
 def migrate(down_to: str | None) -> None:
     settings = _settings()
     configure_logging(settings)
     revision = _migrate(settings, down_to=down_to)
-    click.echo(f"database is at revision {revision}")
+    _confirm(f"database is at revision {revision}")
+
+
+def _to_stdout(line: str) -> None:
+    """``line`` on stdout, or OSError: with stdout closed click.echo dropped it silently."""
+    if sys.stdout is None:
+        raise OSError(errno.EBADF, "standard output is closed")
+    click.echo(line)
+
+
+def _confirm(line: str) -> None:
+    """A change's confirmation on stdout, or on stderr where stdout cannot take it (closed,
+    a full disk): the change is made, and a traceback and exit 1 had said it failed."""
+    try:
+        _to_stdout(line)
+    except OSError as exc:
+        _note(f"{line} (stdout: {exc.strerror or exc})")
+
+
+class _Diagnostics(io.TextIOBase):
+    """stderr for what a command says on the way (progress, summaries), dropping what
+    stderr refuses: on a full disk (a cron job's log) the progress label stopped an export
+    or import that had nothing wrong, and a summary turned a finished backup into exit 1."""
+
+    def isatty(self) -> bool:
+        return sys.stderr is not None and sys.stderr.isatty()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if sys.stderr is not None:  # None: started with stderr closed
+            with contextlib.suppress(OSError):
+                sys.stderr.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        if sys.stderr is not None:
+            with contextlib.suppress(OSError):
+                sys.stderr.flush()
+
+
+def _diagnostics() -> TextIO:
+    # A text stream in all but typeshed's name (io.TextIOBase is not typing.TextIO).
+    return cast(TextIO, _Diagnostics())
+
+
+def _note(message: str) -> None:
+    """One line on stderr, if stderr takes it (``_Diagnostics``)."""
+    click.echo(message, file=_diagnostics())
 
 
 def _migrate(
@@ -154,6 +205,14 @@ def _migrate(
         # Unreachable or refused, or a SQLite file that is not a database: one line, no
         # traceback. Any other database error here is a bug, and keeps its traceback.
         unusable = getattr(exc.orig, "sqlite_errorname", "") in _SQLITE_UNUSABLE
+        if getattr(exc.orig, "sqlstate", None) == _INSUFFICIENT_PRIVILEGE:
+            # A role that may not create the tables (PostgreSQL 15 gives other roles than
+            # the database's owner no CREATE on schema public): a traceback before.
+            raise click.ClickException(
+                f"the database refused the migration: {_driver_message(exc)}; the role in "
+                "DATABASE_URL must be allowed to create and alter the tables (the owner of "
+                "the database, or of its schema)"
+            ) from None
         if not (isinstance(exc, OperationalError) or unusable):
             raise
         if _is_locked(exc):  # it was "cannot reach the database", as though it were down
@@ -214,6 +273,7 @@ def _refuse_a_missing_directory(settings: Settings) -> None:
 
 
 _SQLITE_UNUSABLE = frozenset({"SQLITE_NOTADB", "SQLITE_CORRUPT"})
+_INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL's SQLSTATE: permission denied
 
 
 def _is_locked(exc: Exception) -> bool:
@@ -434,7 +494,7 @@ def keys_create(name: str, scopes: tuple[str, ...]) -> None:
             f"the key could not be written to stdout ({exc.strerror or exc}): "
             f"key {new.key_id} is revoked; nothing usable was created"
         ) from None
-    click.echo(f"created key {new.key_id}; store it now, it cannot be shown again", err=True)
+    _note(f"created key {new.key_id}; store it now, it cannot be shown again")
 
 
 @keys.command("list", help="List keys: id, name, scopes, dates. Never the key or its hash.")
@@ -449,12 +509,20 @@ def keys_list() -> None:
         stamp = iso_timestamp(value)
         return stamp[:19] + "Z" if stamp is not None else "-"
 
-    click.echo("id\tname\tscopes\tcreated_at\tlast_used_at\trevoked_at")
-    for key in identity.list_keys():
-        click.echo(
-            f"{key.id}\t{key.name}\t{','.join(key.scopes)}\t{when(key.created_at)}\t"
-            f"{when(key.last_used_at)}\t{when(key.revoked_at)}"
-        )
+    try:
+        _to_stdout("id\tname\tscopes\tcreated_at\tlast_used_at\trevoked_at")
+        for key in identity.list_keys():
+            _to_stdout(
+                f"{key.id}\t{key.name}\t{','.join(key.scopes)}\t{when(key.created_at)}\t"
+                f"{when(key.last_used_at)}\t{when(key.revoked_at)}"
+            )
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:
+            raise  # a reader that stopped (`| head`): click exits 1 quietly, as tools do
+        # A full disk was a traceback, and stdout closed an exit 0 listing nothing.
+        raise click.ClickException(
+            f"the key list could not be written to stdout: {exc.strerror or exc}"
+        ) from None
 
 
 @keys.command("revoke", help="Revoke a key by its id (see `keys list`); takes effect at once.")
@@ -467,7 +535,7 @@ def keys_revoke(key_id: str) -> None:
         revoked = IdentityService(_repository(_settings())).revoke_key(key_id)
     if not revoked:
         raise click.ClickException(f"no active key with id {key_id}")
-    click.echo(f"revoked key {key_id}")
+    _confirm(f"revoked key {key_id}")
 
 
 _KEY_ID = re.compile(r"[0-9a-f]{12}")
@@ -512,10 +580,8 @@ def _refuse_a_transaction_pooler(settings: Settings, command: str) -> None:
 
 def _progress(label: str, length: int) -> Any:
     """A progress bar on stderr; click draws it only on a terminal (pipes get the label)."""
-    import sys
-
     return click.progressbar(
-        length=max(1, length), label=label, file=sys.stderr, show_pos=True, show_percent=True
+        length=max(1, length), label=label, file=_diagnostics(), show_pos=True, show_percent=True
     )
 
 
@@ -544,7 +610,7 @@ def _sigterm_aborts(command: Callable[..., None]) -> Callable[..., None]:
         try:
             command(*args, **kwargs)
         except _Terminated:
-            click.echo("\nTerminated.", err=True)
+            _note("\nTerminated.")
             raise SystemExit(128 + signal.SIGTERM) from None
         finally:
             signal.signal(signal.SIGTERM, previous)
@@ -569,10 +635,11 @@ def export_command(output: str, no_api_keys: bool) -> None:
 
     settings = _settings()
     _refuse_a_transaction_pooler(settings, "export")
+    source = sqlite_file(settings.database_url)
+    _refuse_the_database_itself(output, source)
     repo = _repository(settings, statement_timeout=BULK_TIMEOUT)
     names = [n for n in TABLES if not (no_api_keys and n == "api_keys")]
     total = sum(table_counts(repo.engine, names).values())
-    source = sqlite_file(settings.database_url)
     try:
         with _export_target(output, source) as out, _progress("exporting", total) as bar:
             written = export(
@@ -590,7 +657,31 @@ def export_command(output: str, no_api_keys: bool) -> None:
             raise click.ClickException(f"the export to {output} is incomplete: {reason}") from None
         raise click.ClickException(f"no export written to {output}: {reason}") from None
     summary = ", ".join(f"{n} {name}" for name, n in written.items())
-    click.echo(f"exported {summary}", err=True)
+    _note(f"exported {summary}")
+
+
+def _refuse_the_database_itself(
+    output: str, source: str | None, what: str = "an export", param: str = "OUTPUT"
+) -> None:
+    """An OUTPUT that is the SQLite database being exported, or a file beside it that is
+    part of it (its WAL, shared memory, journal, writers' lock): `export /data/comments.db`,
+    a backup's argument, renamed the export onto the live database, exit 0, and the
+    service then found "file is not a database" there. A backup named as its WAL, while
+    none was there, was taken by SQLite for a broken WAL and written over."""
+    if source is None or output == "-":
+        return
+    database = os.path.realpath(source)
+    target = os.path.realpath(output)
+    suffixes = ("", "-wal", "-shm", "-journal", "-writer.lock")
+    same = target in {database + suffix for suffix in suffixes}
+    with contextlib.suppress(OSError):  # the same file by another name (a hard link)
+        same = same or os.path.samefile(output, source)
+    if same:
+        raise click.BadParameter(
+            f"{output} is the database in DATABASE_URL (or one of its files): {what} "
+            "there would replace it; give it its own file",
+            param_hint=param,
+        )
 
 
 @contextlib.contextmanager
@@ -749,10 +840,20 @@ def _mode_of(path: str) -> int:
 @click.argument("source", type=click.Path(dir_okay=False, allow_dash=True, exists=False))
 @_sigterm_aborts
 def import_command(source: str) -> None:
+    from sqlalchemy.exc import DBAPIError
+
     from .store.transfer import TransferError, import_, read_header
 
     settings = _settings()
     _refuse_a_transaction_pooler(settings, "import")
+    if source == "-" and sys.stdin is None:  # started with fd 0 closed (`import - <&-`)
+        raise click.ClickException("standard input is closed; nothing was imported")
+    if source == "-" and sys.stdin.isatty():
+        # `import -` typed without a pipe waited, without a word, for an export to be typed.
+        raise click.ClickException(
+            "standard input is a terminal: pipe an export into it "
+            "(comments-api export | comments-api import -) or give the file's name"
+        )
     try:
         # Opened before anything is migrated: a wrong path must not leave a new database.
         # utf-8-sig: a byte order mark (a file saved by a Windows editor) made the header
@@ -788,10 +889,14 @@ def import_command(source: str) -> None:
                 ) from None
             except (TransferError, OSError) as exc:
                 raise click.ClickException(str(exc)) from None
+            except DBAPIError as exc:  # gone before the import's transaction began
+                raise click.ClickException(
+                    f"cannot reach the database: {_driver_message(exc)}; nothing was imported"
+                ) from None
             finally:
                 repo.engine.dispose()  # closed before its files may be removed
     summary = ", ".join(f"{n} {name}" for name, n in written.items())
-    click.echo(f"imported {summary}", err=True)
+    _note(f"imported {summary}")
 
 
 def _refuse_non_empty(settings: Settings) -> None:
@@ -882,6 +987,7 @@ def backup(dest: str) -> None:
             "`backup` copies a SQLite database; for PostgreSQL run "
             "pg_dump --format=custom (see docs/operations.md)"
         )
+    _refuse_the_database_itself(dest, database, "a backup", "DEST")
     if os.path.exists(dest):
         raise click.ClickException(f"{dest} exists; choose a new file")
     if not os.path.exists(database):
@@ -895,8 +1001,10 @@ def backup(dest: str) -> None:
         with _ctrl_c_deferred():
             fd, partial = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial", dir=folder)
         os.close(fd)
-        os.chmod(partial, _copy_mode(database))
         sqlite_backup(database, partial)
+        # Narrowed once written: mkstemp's 0600 until then. A read-only database (0444)
+        # gave a copy SQLite could not write: "attempt to write a readonly database".
+        os.chmod(partial, _copy_mode(database))
         _place_new_file(partial, dest)
     except FileExistsError:
         raise click.ClickException(f"{dest} exists; choose a new file") from None
@@ -909,4 +1017,4 @@ def backup(dest: str) -> None:
             for leftover in (partial, f"{partial}-journal", f"{partial}-wal", f"{partial}-shm"):
                 with contextlib.suppress(OSError):
                     os.remove(leftover)
-    click.echo(f"backed up {database} to {dest}", err=True)
+    _note(f"backed up {database} to {dest}")

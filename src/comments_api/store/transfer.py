@@ -42,7 +42,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy import table as named_table
-from sqlalchemy.exc import DBAPIError, StatementError
+from sqlalchemy.exc import DBAPIError, OperationalError, StatementError
 from sqlalchemy.pool import NullPool
 
 from ..comments.rules import STATUSES, has_unpaired_surrogate
@@ -366,10 +366,7 @@ def _begin_on_empty(conn: Connection) -> RootTransaction:
             if conn.execute(select(func.count()).select_from(table)).scalar_one():
                 raise _not_empty(name)
     except DBAPIError as exc:  # the lock not had within the statement timeout: one line
-        reason = str(exc.orig or exc).strip().splitlines()
-        raise TransferError(
-            f"cannot start the import: {reason[0] if reason else exc.__class__.__name__}"
-        ) from None
+        raise TransferError(f"cannot start the import: {_first_line(exc)}") from None
     return transaction
 
 
@@ -386,7 +383,7 @@ def import_(
     written = dict.fromkeys(header.counts, 0)
     # A write committed between a deferred transaction's check and its first insert made
     # the import fail late ("database is locked", a duplicate id) or interleave with it.
-    with engine.connect() as conn, _begin_on_empty(conn):
+    with engine.connect() as conn, _begin_on_empty(conn) as transaction:
         batch: list[dict[str, Any]] = []
         current: str | None = None
         lines_of_batch = [0, 0]  # the file's first and last line in the batch
@@ -398,6 +395,13 @@ def import_(
             if batch and current is not None:
                 try:
                     conn.execute(insert(TABLES[current]), batch)
+                except OperationalError as exc:
+                    # The database failed, not a row (a lost connection, a full disk, a
+                    # timeout): blamed on the batch's lines, the file looked damaged there.
+                    raise TransferError(
+                        f"the database failed at line {lines_of_batch[1]}: "
+                        f"{_first_line(exc)}; nothing was imported"
+                    ) from None
                 except (DBAPIError, StatementError) as exc:
                     # A type, NOT NULL, CHECK or key the schema refuses: the batch's lines
                     # and the database's own first line, not a traceback.
@@ -442,8 +446,32 @@ def import_(
                 f"the file is incomplete: its header announces {header.counts}, "
                 f"it holds {written}; nothing was imported"
             )
-        _continue_ids(conn, named)
+        try:
+            _continue_ids(conn, named)
+        except DBAPIError as exc:
+            raise TransferError(
+                f"the database failed after the last line: {_first_line(exc)}; nothing was imported"
+            ) from None
+        try:
+            transaction.commit()
+        except DBAPIError as exc:  # a traceback before
+            if exc.connection_invalidated:
+                # Lost during COMMIT: the server may have committed before it went.
+                raise TransferError(
+                    f"the connection was lost at the commit: {_first_line(exc)}; the import "
+                    "may or may not have been committed: run it again, which imports into "
+                    "the target if nothing was and refuses it if it holds rows"
+                ) from None
+            raise TransferError(
+                f"the database refused the commit: {_first_line(exc)}; nothing was imported"
+            ) from None
     return written
+
+
+def _first_line(exc: DBAPIError) -> str:
+    """The driver's own first line of a database error (never the statement or URL)."""
+    reason = str(exc.orig or exc).strip().splitlines()
+    return reason[0] if reason else exc.__class__.__name__
 
 
 def _highest_comment_id(comment_ids: str | None) -> int:
