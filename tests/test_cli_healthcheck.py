@@ -35,6 +35,31 @@ def test_healthy_server_exits_zero_and_wildcard_bind_is_probed_on_loopback(tmp_p
         assert "HTTP 404" in missing.stderr
 
 
+def test_the_exit_status_is_the_answer_whatever_stdout_and_stderr_take(tmp_path: Path):
+    # A full stdout (a log on a full disk) turned a healthy server's exit 0 into a
+    # traceback and exit 1: the container went unhealthy and was restarted.
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}"}
+    command = [str(VENV_BIN / "comments-api"), "healthcheck"]
+    with ServiceProcess(env, tmp_path) as server:
+        probe_env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(server.port)}
+        for streams in ({"stdout": "/dev/full"}, {"stdout": "/dev/full", "stderr": "/dev/full"}):
+            files = {name: open(path, "w") for name, path in streams.items()}  # noqa: SIM115
+            try:
+                healthy = subprocess.run(command, env=probe_env, timeout=60, check=False, **files)
+                unhealthy = subprocess.run(
+                    [*command, "--path", "/no-such-page"],
+                    env=probe_env,
+                    timeout=60,
+                    check=False,
+                    **files,
+                )
+            finally:
+                for f in files.values():
+                    f.close()
+            assert healthy.returncode == 0, streams
+            assert unhealthy.returncode == 1, streams
+
+
 # The console script's own entry point (comments_api.cli:main), run in process, then what
 # it loaded.
 LOADED_BY_A_PROBE = """

@@ -359,17 +359,19 @@ def healthcheck(path: str, timeout: float) -> None:
     except urllib.error.HTTPError as exc:
         status = exc.code
     except (urllib.error.URLError, OSError) as exc:
-        click.echo(f"unhealthy: {url}: {exc}", err=True)
+        _note(f"unhealthy: {url}: {exc}")
         raise SystemExit(1) from None
     except http.client.HTTPException as exc:
         # Something that is not an HTTP server answers on PORT (a TLS port, Redis): a
         # BadStatusLine or LineTooLong traceback before.
-        click.echo(f"unhealthy: {url}: not an HTTP answer ({exc.__class__.__name__})", err=True)
+        _note(f"unhealthy: {url}: not an HTTP answer ({exc.__class__.__name__})")
         raise SystemExit(1) from None
+    # The exit status is the probe's answer; its line only says why. A full or closed
+    # stdout turned a healthy server's exit 0 into a traceback and exit 1.
     if status != 200:
-        click.echo(f"unhealthy: {url}: HTTP {status}", err=True)
+        _note(f"unhealthy: {url}: HTTP {status}")
         raise SystemExit(1)
-    click.echo(f"healthy: {url}")
+    _confirm(f"healthy: {url}")
 
 
 def _a_number(value: float, param: click.Parameter) -> float:
