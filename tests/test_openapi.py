@@ -5,16 +5,19 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import sqlite3
 import time
 from dataclasses import replace
 from typing import Any
 
 import jwt as pyjwt
 import pytest
+from flask import request
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate as validate_openapi
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
+from sqlalchemy.exc import OperationalError
 
 from comments_api.app import create_app
 from comments_api.contract.paths import example_path
@@ -210,6 +213,8 @@ ANONYMOUS_WRITES = {
     ("/api/comment/new", "post"),
     ("/api/v1/contents/{content_id}/comments", "post"),
 }
+# Only a reader's JWT proves authorship: an API key, whatever its scopes, gets 403 there.
+JWT_ONLY = {("/api/v1/comments/{comment_id}", "patch")}
 
 
 @pytest.mark.parametrize("mode", ["open", "required"])
@@ -226,7 +231,10 @@ def test_reads_are_public_and_writes_declare_credentials(mode):
                 continue
             assert security, f"{method.upper()} {path} declares no security"
             names = {name for requirement in security for name in requirement}
-            assert names == {"bearerApiKey", "bearerJwt"}, (path, method)
+            if (path, method) in JWT_ONLY:
+                assert names == {"bearerJwt"}, (path, method)
+            else:
+                assert names == {"bearerApiKey", "bearerJwt"}, (path, method)
             anonymous = {} in security
             expected = mode == "open" and (path, method) in ANONYMOUS_WRITES
             assert anonymous == expected, f"{method.upper()} {path} under AUTH_MODE={mode}"
@@ -801,3 +809,104 @@ def test_an_unreachable_identity_provider_is_documented_on_every_operation(make_
         check(spec, doc["headers"]["Retry-After"]["schema"], int(unverified.headers["Retry-After"]))
         checked += 1
     assert checked >= 25
+
+
+def test_an_api_key_cannot_edit_as_the_document_says(make_app):
+    """PATCH of one comment declares the reader's JWT alone: an API key, even `admin`, is
+    never a comment's author (identity.credentials.is_author), so it is always a 403."""
+    secret = secrets.token_hex(32)
+    app = make_app(jwt_hs256_secret=secret, jwt_issuer=ISSUER, jwt_audience=AUDIENCE)
+    client = app.test_client()
+    spec = client.get("/openapi.json").json
+    one = "/api/v1/comments/{comment_id}"
+    reader = {"Authorization": f"Bearer {reader_token(secret, 'reader-1')}"}
+    posted = client.post("/api/v1/contents/k1/comments", json={"body": "hi"}, headers=reader)
+    url = f"/api/v1/comments/{posted.json['id']}"
+    by_key = client.patch(
+        url, json={"body": "x"}, headers={"Authorization": f"Bearer {admin_key(app)}"}
+    )
+    assert by_key.status_code == 403, by_key.json
+    documented(spec, one, "patch", by_key)
+    by_author = client.patch(url, json={"body": "edited"}, headers=reader)
+    assert by_author.status_code == 200
+    assert spec["paths"][one]["patch"]["security"] == [{"bearerJwt": []}]
+
+
+def _sqlite_disk_full() -> OperationalError:
+    """A real SQLITE_FULL, wrapped as SQLAlchemy raises it from a write on a full volume."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.execute("CREATE TABLE t (x)")
+        conn.execute("PRAGMA max_page_count = 1")
+        with pytest.raises(sqlite3.OperationalError) as full:
+            conn.execute("INSERT INTO t VALUES (zeroblob(65536))")
+    finally:
+        conn.close()
+    assert full.value.sqlite_errorname == "SQLITE_FULL"
+    return OperationalError("INSERT INTO comments ...", {}, full.value)
+
+
+def test_a_full_database_volume_is_documented_on_every_write(make_app):
+    """A write that meets a full database volume answers 507 with Retry-After (app.py; the
+    disk-full drill in test_fault_drills.py fills a real one): every operation that stores
+    something declares it, in its API's shape, not only under `default` (a 500 there)."""
+    app = make_app()
+    full = _sqlite_disk_full()
+
+    @app.before_request
+    def volume_full() -> None:
+        if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+            raise full
+
+    client = app.test_client()
+    spec = client.get("/openapi.json").json
+    admin = {"Authorization": f"Bearer {admin_key(app)}"}
+    checked = 0
+    for path, method, responses in _operations(spec):
+        if method == "get":
+            continue
+        answer = getattr(client, method)(_served_path(path), json={}, headers=admin)
+        assert answer.status_code == 507, (method, path, answer.status_code)
+        assert "507" in responses, (method, path)
+        doc = documented(spec, path, method, answer)
+        assert "Retry-After" in doc["headers"], (method, path)
+        check(spec, doc["headers"]["Retry-After"]["schema"], int(answer.headers["Retry-After"]))
+        if not path.startswith("/api/comment/"):
+            assert answer.json["type"] == "/docs#problem-insufficient-storage"
+            assert "/docs#problem-insufficient-storage" in doc["description"]
+        checked += 1
+    assert checked == 7
+
+
+def test_a_request_line_too_long_is_documented_on_counts():
+    """The server answers a counts call whose request line passes its limit (a hundred long
+    non-ASCII ids, percent-encoded) with 414 itself (comments_api.worker), before the app:
+    the operation where a client meets it declares it, without `instance`."""
+    from comments_api import worker
+
+    spec = build_spec(Settings())
+    responses = spec["paths"]["/api/v1/counts"]["get"]["responses"]
+    assert "414" in responses
+    media, body = worker.error_document(414, "the request line is too long", "/api/v1/counts")
+    documented_414 = responses["414"]["content"][media]
+    check(spec, documented_414["schema"], json.loads(body))
+    assert documented_414["example"] == json.loads(body)
+
+
+def test_a_signed_in_reader_may_leave_out_the_legacy_email(make_app):
+    """The legacy create takes a reader's JWT as the author, without `email` (the body is
+    read as LegacySignedInComment): the document says so instead of "all three required"."""
+    secret = secrets.token_hex(32)
+    app = make_app(jwt_hs256_secret=secret, jwt_issuer=ISSUER, jwt_audience=AUDIENCE)
+    client = app.test_client()
+    spec = client.get("/openapi.json").json
+    reader = {"Authorization": f"Bearer {reader_token(secret, 'reader-1')}"}
+    stored = client.post(
+        "/api/comment/new", json={"comment": "hi", "content_id": 1}, headers=reader
+    )
+    assert stored.status_code == 200
+    documented(spec, "/api/comment/new", "post", stored)
+    op = spec["paths"]["/api/comment/new"]["post"]
+    assert "except `email` when a reader's sign-in JWT is sent" in op["requestBody"]["description"]
+    email = spec["components"]["schemas"]["LegacyNewComment"]["properties"]["email"]
+    assert "may be left out" in email["description"]

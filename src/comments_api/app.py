@@ -20,6 +20,7 @@ from .comments import legacy_views, v1_views, widget_views
 from .comments.cache import ReadCache
 from .comments.rules import Limits
 from .comments.service import CommentService
+from .contract.problems import DISK_FULL
 from .health import HealthService
 from .identity.credentials import JwtVerifier
 from .identity.service import IdentityService
@@ -240,8 +241,7 @@ def _database_unavailable(exc: Exception) -> Response:
         current_services().repo.release_space()
         return errors.error_response(
             507,
-            "the server has no storage space left for this comment; nothing was stored, "
-            "retry later",
+            DISK_FULL,
             title="Insufficient Storage",
             problem_type="insufficient-storage",
             headers={"Retry-After": "30"},

@@ -523,7 +523,7 @@ def comment_models(max_comment_length: int) -> CommentModels:
             Meta(
                 description="The author's address (shown masked or not at all, per "
                 "`LEGACY_EMAIL`). When a sign-in JWT is sent, the token supplies the "
-                "author and this field is ignored."
+                "author: this field is ignored, whatever it holds, and may be left out."
             ),
         ]
         comment: text  # type: ignore[valid-type]  # built per MAX_COMMENT_LENGTH

@@ -8,7 +8,7 @@ How to add a path (one dict entry per path):
    responses and ``_errors(path, 400, 404, ...)`` / ``_error(path, status, ...)`` for errors:
    they pick the legacy shape under /api/comment/ and problem+json elsewhere, like
    web/errors.py does. Writes take ``security=_write_security(settings)``; moderation/admin
-   take ``MODERATOR_SECURITY``.
+   take ``MODERATOR_SECURITY``; what only a comment's author may do, ``AUTHOR_SECURITY``.
 3. New body shapes are models in ``models.py`` (request bodies) or entries in
    ``components.py`` (responses); a new problem ``type`` slug goes in ``problems.py``.
 """
@@ -33,6 +33,7 @@ from .components import EXAMPLE_EMAIL, ref, value_schema
 from .models import MAX_AUTHOR_DELETE, MAX_BULK_IDS
 from .problems import (
     BODY_TOO_LARGE,
+    DISK_FULL,
     DOCS_PROBLEM_PREFIX,
     LEGACY_PREFIX,
     PROBLEM_JSON,
@@ -46,6 +47,9 @@ JSON = "application/json"
 CREDENTIALS: list[dict[str, list[str]]] = [{"bearerApiKey": []}, {"bearerJwt": []}]
 # Moderation/admin: a credential in every auth mode (the scope is checked on top).
 MODERATOR_SECURITY = CREDENTIALS
+# An author's edit: only a reader's JWT proves authorship (identity.credentials.is_author);
+# an API key, whatever its scopes, is never a comment's author.
+AUTHOR_SECURITY: list[dict[str, list[str]]] = [{"bearerJwt": []}]
 
 
 def _example_comment(**overrides: Any) -> dict[str, Any]:
@@ -192,11 +196,18 @@ _ERROR_DEFAULTS: dict[int, tuple[tuple[str, ...], str, dict[str, Any]]] = {
         "the database is temporarily unavailable; retry shortly",
         {"Retry-After": _RETRY_AFTER},
     ),
+    507: (
+        ("insufficient-storage",),
+        DISK_FULL,
+        {"Retry-After": _RETRY_AFTER},
+    ),
 }
 
 # What a status in _errors(...) means there, when its type alone does not say.
 _DEFAULT_CAUSES = {
     503: "The database is temporarily unavailable; retry after `Retry-After` seconds.",
+    507: "The database volume is full: nothing was stored (reads keep working); retry after "
+    "`Retry-After` seconds.",
 }
 
 
@@ -243,6 +254,23 @@ def _error(
         media=PROBLEM_JSON,
         headers=all_headers,
     )
+
+
+def _request_line_too_long(path: str) -> dict[str, Any]:
+    """The 414 the HTTP server answers itself (worker.py), before the application: its
+    problem has no ``instance``."""
+    response = _error(
+        path,
+        414,
+        "the request line is too long",
+        description="URI Too Long: the request line is longer than the server reads "
+        "(`/docs#problem-uri-too-long`), as a hundred long non-ASCII content ids, "
+        "percent-encoded, can be: split the call. Answered by the HTTP server itself, "
+        "without `instance`.",
+        headers={"Cache-Control": _header("`no-store`.")},
+    )
+    del response["content"][PROBLEM_JSON]["example"]["instance"]
+    return response
 
 
 def _invalid(path: str, field: str, message: str) -> dict[str, Any]:
@@ -654,12 +682,13 @@ def paths(settings: Settings) -> dict[str, Any]:
                         },
                     ),
                     "400": _invalid(legacy_new, "comment", "must not be empty or whitespace only"),
-                    **_errors(legacy_new, 401, 403, 409, 413, 415, 429, 503),
+                    **_errors(legacy_new, 401, 403, 409, 413, 415, 429, 503, 507),
                 },
                 request_body=_json_body(
                     "LegacyNewComment",
                     {"email": EXAMPLE_EMAIL, "comment": "first post!", "content_id": 1},
-                    "All three fields are required; no others are accepted.",
+                    "All three fields are required, except `email` when a reader's sign-in "
+                    "JWT is sent (the token names the author); no others are accepted.",
                 ),
                 security=write,
             )
@@ -746,7 +775,7 @@ def paths(settings: Settings) -> dict[str, Any]:
                         _example_comment(status="pending"),
                         headers={"Idempotent-Replayed": REPLAYED_HEADER},
                     ),
-                    **_errors(thread, 401, 403, 409, 413, 415, 429, 503),
+                    **_errors(thread, 401, 403, 409, 413, 415, 429, 503, 507),
                     "400": _invalid(thread, "body", "must not be empty or whitespace only"),
                     "412": _write_412(thread, "a create is not conditional on the list's `ETag`s"),
                     "422": _error(
@@ -871,7 +900,7 @@ def paths(settings: Settings) -> dict[str, Any]:
                         ),
                     ),
                     "400": _invalid(one, "body", "must not be empty or whitespace only"),
-                    **_errors(one, 401, 403, 404, 413, 415, 429, 503),
+                    **_errors(one, 401, 403, 404, 413, 415, 429, 503, 507),
                     "409": _error(
                         one,
                         409,
@@ -894,7 +923,7 @@ def paths(settings: Settings) -> dict[str, Any]:
                     {"body": "Great reporting, thanks!"},
                     "Only `body` can change.",
                 ),
-                security=CREDENTIALS,
+                security=AUTHOR_SECURITY,
             ),
             "delete": _op(
                 "v1",
@@ -910,7 +939,7 @@ def paths(settings: Settings) -> dict[str, Any]:
                 "Others get 403 for a public comment and 404 for one that is not public.",
                 {
                     "204": {"description": "Deleted."},
-                    **_errors(one, 401, 403, 404, 429, 503),
+                    **_errors(one, 401, 403, 404, 429, 503, 507),
                     "412": _write_412(one, "one comment carries no `ETag`"),
                 },
                 parameters=[
@@ -967,6 +996,7 @@ def paths(settings: Settings) -> dict[str, Any]:
                     ),
                     **_errors(counts, 412, 429, 503),
                     "400": _invalid(counts, "content_id", "at most 100 content ids per call"),
+                    "414": _request_line_too_long(counts),
                 },
                 parameters=[
                     ref("CountContentIds", "parameters"),
@@ -1315,7 +1345,7 @@ def moderation_paths() -> dict[str, Any]:
                         {"action": "approve", "changed": [42, 43], "unchanged": [44]},
                     ),
                     "400": _invalid(bulk, "action", "must be one of approve, hide, delete"),
-                    **_errors(bulk, 401, 403, 413, 415, 429, 503),
+                    **_errors(bulk, 401, 403, 413, 415, 429, 503, 507),
                     "412": _write_412(bulk, "moderation resources carry no `ETag`"),
                 },
                 parameters=[if_match, if_none_match],
@@ -1373,7 +1403,7 @@ def moderation_paths() -> dict[str, Any]:
                         headers={"Location": _header("The ban's URL, for DELETE.")},
                     ),
                     "400": _invalid(bans, "email", "give exactly one of email or subject"),
-                    **_errors(bans, 401, 403, 413, 415, 429, 503),
+                    **_errors(bans, 401, 403, 413, 415, 429, 503, 507),
                     "412": _write_412(bans, "moderation resources carry no `ETag`"),
                 },
                 parameters=[if_match, if_none_match],
@@ -1394,7 +1424,7 @@ def moderation_paths() -> dict[str, Any]:
                 {
                     "204": {"description": "Lifted."},
                     "400": _invalid(ban, "target", "must look like email:<address> or sub:<id>"),
-                    **_errors(ban, 401, 403, 404, 429, 503),
+                    **_errors(ban, 401, 403, 404, 429, 503, 507),
                     "412": _write_412(ban, "moderation resources carry no `ETag`"),
                 },
                 parameters=[

@@ -34,6 +34,8 @@ _RFC9110_TITLES = {413: "Content Too Large", 414: "URI Too Long"}
 
 # The detail of a 413, whether the application or the server process answers it.
 BODY_TOO_LARGE = "the request body is larger than this API accepts"
+# The detail of a write's 507 (app.py), which the OpenAPI document's examples show.
+DISK_FULL = "the server has no storage space left; nothing was stored, retry later"
 
 
 def status_title(status: int) -> str:
