@@ -103,6 +103,26 @@ def test_not_ready_when_database_unreachable_but_still_alive():
     assert legacy.json["status"] == "SERVICE-UNAVAILABLE"
 
 
+def test_a_database_that_cannot_answer_is_not_called_unmigrated(postgres_url):
+    """A revision query that fails for any reason but a missing table (here the statement
+    timeout, behind a lock on alembic_version) was taken for "never migrated": readiness
+    sent the operator to run `comments-api migrate` on a migrated, slow database."""
+    engine = make_engine(postgres_url, statement_timeout=0.5)
+    migrate(engine)
+    health = HealthService(Repository(engine), head_revision(), None, timeout=5.0)
+    holder = make_engine(postgres_url)
+    try:
+        with holder.begin() as conn:
+            conn.exec_driver_sql("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE")
+            stuck = health.readiness()
+        assert not stuck.ready
+        assert stuck.reason == "database unreachable", stuck.reason
+        assert health.readiness() == Readiness(True, schema_revision=head_revision())
+    finally:
+        holder.dispose()
+        engine.dispose()
+
+
 def test_readiness_is_decided_without_flask(tmp_path):
     """HealthService alone, on a real SQLite database: the drain file (created by the
     server on SIGTERM) turns readiness off before anything else is asked, and a database

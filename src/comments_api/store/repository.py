@@ -806,6 +806,13 @@ def _retry_while_busy(begin: Callable[[], object], busy_timeout_ms: int) -> None
         pause = min(pause * 2, SQLITE_LOCK_RETRY_MAX)
 
 
+def _no_such_table(exc: DBAPIError) -> bool:
+    """The statement named a table the database does not have."""
+    if getattr(exc.orig, "sqlstate", None) == "42P01":  # PostgreSQL undefined_table
+        return True
+    return isinstance(exc, OperationalError) and "no such table" in str(exc.orig)
+
+
 def _sqlite_begin(busy_timeout_ms: int) -> Callable[[Connection], None]:
     def on_begin(conn: Connection) -> None:
         # Writes start with BEGIN IMMEDIATE: the write lock is taken before the abuse checks
@@ -1461,13 +1468,17 @@ class Repository:
             pass  # still full or still busy: the next failure tries again
 
     def schema_revision(self) -> str | None:
-        """The Alembic revision the database is at; raises if the DB is unreachable."""
+        """The Alembic revision the database is at; None if it was never migrated (no
+        alembic_version table); raises on any other error (unreachable, a timeout, a
+        connection lost), which readiness reports as such: taken for "never migrated",
+        a slow or failing database was answered "run `comments-api migrate`"."""
         with self.engine.connect() as conn:
             try:
                 return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-            except SQLAlchemyError:
-                # No alembic_version table: reachable but never migrated.
-                return None
+            except DBAPIError as exc:
+                if _no_such_table(exc):
+                    return None
+                raise
 
     # --- writes ------------------------------------------------------------------
     @_write_again_if_lost
