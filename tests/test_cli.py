@@ -637,3 +637,19 @@ def test_a_role_that_may_not_create_the_tables_is_one_line(pg_server, tmp_path, 
         "the database, or of its schema)"
     )
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("stderr", ["closed", "/dev/full"])
+def test_click_s_own_errors_keep_their_exit_code_and_off_stdout_whatever_stderr_takes(
+    tmp_path, stderr
+):
+    # click wrote them itself: on a full stderr a traceback turned a usage error's exit 2
+    # into 1, and with stderr closed it wrote them to stdout, among a command's output.
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path}/live.db", "LOG_LEVEL": "warning"}
+    assert run("migrate", env=env).returncode == 0
+    usage = _run_into(stderr, "export", str(tmp_path / "live.db"), env=env, stream="stderr")
+    assert (usage.returncode, usage.stdout) == (2, "")
+    unknown = _run_into(stderr, "no-such-command", env=env, stream="stderr")
+    assert (unknown.returncode, unknown.stdout) == (2, "")
+    failed = _run_into(stderr, "keys", "revoke", "0" * 12, env=env, stream="stderr")
+    assert (failed.returncode, failed.stdout) == (1, "")

@@ -51,7 +51,29 @@ def configure_logging(settings: Settings) -> None:
     configure(settings)
 
 
+class _Commands(click.Group):
+    """click's group, its own errors (a usage error, a ClickException) said on stderr as
+    ``_note`` says a line: with stderr full, writing one was a traceback that made a usage
+    error's exit 2 an exit 1, and with stderr closed click wrote it to stdout, into what
+    a command writes there (a key, an export)."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("standalone_mode", True) is False:
+            return super().main(*args, **kwargs)
+        try:
+            code = super().main(*args, **{**kwargs, "standalone_mode": False})
+        except click.ClickException as exc:
+            exc.show(file=_diagnostics())
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            _note("Aborted!")
+            sys.exit(1)
+        # A command's return value (None), or the code of a ctx.exit (--help, --version).
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 @click.group(
+    cls=_Commands,
     context_settings={"help_option_names": ["-h", "--help"]},
     help="comments-api: the comments backend of a news site.\n\n"
     "All configuration comes from environment variables (see docs/configuration.md).",
