@@ -1761,7 +1761,9 @@ class Repository:
                     found += conn.execute(
                         select(comments.c.id).where(*where).order_by(*order).limit(limit + 1)
                     ).scalars()
-            found = sorted(found)[: limit + 1]
+            # Each read has its own snapshot (READ COMMITTED): a comment a moderator moved
+            # between two statuses meanwhile may be read twice.
+            found = sorted(set(found))[: limit + 1]
             more = len(found) > limit
             changed, stamp = (
                 _apply(conn, found[:limit], change, stamps) if found else ([], stamps())
