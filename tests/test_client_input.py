@@ -227,7 +227,7 @@ def test_duplicate_keys_are_400_naming_the_key_and_change_nothing(live, target, 
     assert detail.startswith(f'the request body has the key "{key}" more than once'), detail
     assert (thread(live), thread(live, "other")) == before
     bans = live.request("GET", "/api/v1/moderation/bans", auth=True)
-    assert bans.json == {"items": []}
+    assert bans.json == {"items": [], "next_cursor": None}
 
 
 # --- the Content-Type's charset -----------------------------------------------------------
@@ -591,7 +591,7 @@ def test_control_characters_in_ban_fields_and_targets_are_400(live):
     assert_problem(live.request("DELETE", "/api/v1/moderation/bans/sub:a%00b", auth=True), 400)
     listed = live.request("GET", "/api/v1/moderation/bans", auth=True)
     assert listed.status == 200
-    assert listed.json == {"items": []}
+    assert listed.json == {"items": [], "next_cursor": None}
 
 
 # --- addresses that lower-casing lengthens ------------------------------------------------
@@ -621,7 +621,8 @@ def test_an_address_whose_author_key_does_not_fit_is_400_on_both_databases(live)
     assert reply.status == 400, reply.body
     assert reply.json["status"] == "BAD-REQUEST"
     assert thread(live, "keys") == []
-    assert live.request("GET", "/api/v1/moderation/bans", auth=True).json == {"items": []}
+    listed = live.request("GET", "/api/v1/moderation/bans", auth=True).json
+    assert listed == {"items": [], "next_cursor": None}
 
     posted = {"body": "fits", "email": fits}
     reply = live.request("POST", "/api/v1/contents/keys/comments", json.dumps(posted).encode())

@@ -801,7 +801,10 @@ def test_sqlite_0014_never_gives_a_removed_comments_id_again(tmp_path):
         remove(after)
         assert insert() == after + 1  # and never again after the upgrade
         with engine.connect() as conn:
-            assert _schema_diff(conn) == []
+            # The schema the code expects, but for what later migrations add (0017's index).
+            assert [(d[0], d[1].name) for d in _schema_diff(conn)] == [
+                ("add_index", "ix_bans_created_at_target")
+            ]
 
         _downgrade(engine, "0013")
         assert schema() == kept
@@ -1079,3 +1082,53 @@ def test_0016_comments_the_release_before_posts_on_it_are_listed_and_erased(data
         headers=mod,
     )
     assert erased.json["changed"] == [1], erased.json
+
+
+def test_0017_the_ban_list_index_is_built_over_existing_bans_and_dropped_again(
+    database_url, make_app
+):
+    """0017 adds (created_at, target) to bans, which the ban list's pages are read off:
+    bans made before it are in it and page once each, and a downgrade takes only the index
+    away. On SQLite a time stored without its microseconds (by hand) compared below its own
+    position, as text, and its ban was listed again on the next page: 0017 writes it as
+    every release does."""
+    name = "ix_bans_created_at_target"
+    engine = make_engine(database_url)
+    migrate(engine, "0016")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO bans (target, reason, created_by, created_at) VALUES "
+                "('sub:old-1', NULL, 'm', '2026-12-01 10:00:00'), "
+                "('sub:old-2', 'spam', 'm', '2026-12-02 10:00:00')"
+            )
+        )
+
+    def indexes() -> dict[str, list[str]]:
+        with engine.connect() as conn:
+            return {ix["name"]: ix["column_names"] for ix in inspect(conn).get_indexes("bans")}
+
+    assert name not in indexes()
+    migrate(engine, "0017")
+    assert indexes()[name] == ["created_at", "target"]
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            assert _index_is_valid(conn, name)
+        assert _schema_diff(conn) == []
+        if engine.dialect.name == "sqlite":
+            stored = conn.exec_driver_sql("SELECT created_at FROM bans ORDER BY target").scalars()
+            assert stored.all() == ["2026-12-01 10:00:00.000000", "2026-12-02 10:00:00.000000"]
+    client = make_app().test_client()
+    mod = bearer(api_key(client.application, SCOPE_MODERATE))
+    first = client.get("/api/v1/moderation/bans?limit=1", headers=mod).json
+    assert [b["target"] for b in first["items"]] == ["sub:old-2"]
+    rest = client.get(f"/api/v1/moderation/bans?cursor={first['next_cursor']}", headers=mod).json
+    assert ([b["target"] for b in rest["items"]], rest["next_cursor"]) == (["sub:old-1"], None)
+
+    _downgrade(engine, "0016")
+    assert name not in indexes()
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM bans").scalar() == 2
+    migrate(engine)
+    assert name in indexes()
+    engine.dispose()

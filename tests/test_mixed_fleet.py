@@ -92,7 +92,7 @@ def _post(server: ServiceProcess, email: str, text: str) -> requests.Response:
 @pytest.mark.parametrize("fleet", ["sqlite", "postgres"], indirect=True)
 def test_the_previous_release_beside_this_one_on_its_schema(fleet):
     new, old, key = fleet
-    assert requests.get(f"{old.base}/readyz", timeout=5).json()["schema_revision"] == "0016"
+    assert requests.get(f"{old.base}/readyz", timeout=5).json()["schema_revision"] == "0017"
 
     # A write by one is in the very next read from the other, cached or not.
     thread = "/api/v1/contents/fleet/comments"
@@ -154,3 +154,23 @@ def test_the_previous_release_beside_this_one_on_its_schema(fleet):
     assert len(erased.json()["changed"]) == 2, erased.text
     listed = requests.get(f"{old.base}/api/comment/list/fleet", timeout=5).json()
     assert [c["comment"] for c in listed] == ["hi", "hi", "once"]
+
+    # The ban list pages here (0017's index) whichever release made the bans, newest first,
+    # and the previous release, which knows nothing of pages, still lists every ban.
+    bans = "/api/v1/moderation/bans"
+    for server, subject in ((old, "fleet-1"), (new, "fleet-2"), (old, "fleet-3")):
+        made = requests.post(
+            f"{server.base}{bans}", json={"subject": subject}, headers=key, timeout=5
+        )
+        assert made.status_code == 201, made.text
+    paged, url = [], f"{new.base}{bans}?limit=1"
+    while url:
+        page = requests.get(url, headers=key, timeout=5)
+        assert page.status_code == 200, page.text
+        paged += [b["target"] for b in page.json()["items"]]
+        url = page.links["next"]["url"] if "next" in page.links else ""
+        if url:
+            url = f"{new.base}{url}"
+    assert paged == ["sub:fleet-3", "sub:fleet-2", "sub:fleet-1"]
+    every = requests.get(f"{old.base}{bans}", headers=key, timeout=5).json()
+    assert [b["target"] for b in every["items"]] == ["sub:fleet-1", "sub:fleet-2", "sub:fleet-3"]

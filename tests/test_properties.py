@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -24,15 +25,20 @@ from referencing.jsonschema import DRAFT202012
 
 from comments_api.comments.rules import (
     AUDIT_LOG,
+    MAX_BAN_CURSOR_LENGTH,
     MAX_ID,
     InvalidInput,
     Limits,
     NotFound,
     audit_log_cursor_pattern,
+    ban_cursor_pattern,
     cursor_pattern,
+    decode_ban_cursor,
     decode_cursor,
+    encode_ban_cursor,
     encode_cursor,
     has_invisible_astral,
+    listing_cursor_pattern,
 )
 from comments_api.contract.requests import (
     parse_comment_id,
@@ -305,6 +311,44 @@ def test_decode_cursor_accepts_exactly_what_the_pattern_describes(cursor, order)
     assert accepts(decode_cursor, cursor, order) is described
     if described:
         assert 0 <= decode_cursor(cursor, order) <= MAX_ID  # type: ignore[operator]
+
+
+# The ban list's cursors: a ban's position (created_at, target), round-tripped for any
+# stored target, not only valid ones (an import's): no driver stores a lone surrogate or
+# (PostgreSQL) a NUL, so no cursor carries one. No other list's pattern describes them, and
+# every other list refuses them as another list's.
+ban_targets = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+    min_size=1,
+    max_size=296,
+).map(lambda s: f"sub:{s}")
+ban_times = st.datetimes(
+    min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59, 999999)
+).map(lambda t: t.replace(tzinfo=UTC))
+
+
+@FAST
+@given(ban_times, ban_targets)
+def test_every_ban_cursor_round_trips_and_is_no_other_lists(created_at, target):
+    cursor = encode_ban_cursor(created_at, target)
+    assert decode_ban_cursor(cursor) == (created_at, target)
+    assert re.search(ban_cursor_pattern(), cursor)
+    assert len(cursor) <= MAX_BAN_CURSOR_LENGTH
+    for other in (cursor_pattern(), listing_cursor_pattern(), audit_log_cursor_pattern()):
+        assert not re.search(other, cursor)
+    for order in ("oldest", "newest", AUDIT_LOG):
+        with pytest.raises(InvalidInput) as refused:
+            decode_cursor(cursor, order)
+        assert (
+            refused.value.errors[0].message == "belongs to another list; restart without a cursor"
+        )
+
+
+@FAST
+@given(cursorish)
+def test_the_ban_list_refuses_every_other_cursor_with_a_400(cursor):
+    """Never a position from another list, and never anything but InvalidInput (a 400)."""
+    assert not accepts(decode_ban_cursor, cursor)
 
 
 # --- pagination on a real database ---------------------------------------------------

@@ -577,11 +577,11 @@ def test_console_odd_answers_never_read_undefined(page, pre_api: Api):
 
     # Bans and audit entries of odd shapes: no "undefined", no script error.
     odd_bans = {"items": [None, {"reason": "no target"}, {"target": "email:x@example.com"}]}
-    page.route(bans, answer(200, json.dumps(odd_bans), "application/json"))
+    page.route(f"{bans}?*", answer(200, json.dumps(odd_bans), "application/json"))
     page.get_by_role("tab", name="Queue").click()
     page.get_by_role("tab", name="Bans").click()
     expect(page.locator("#bans-body tr")).to_have_count(1)
-    page.unroute(bans)
+    page.unroute(f"{bans}?*")
     odd_audit = {
         "items": [{"actor": "key:desk", "action": "hide", "comment_ids": "1,2", "target": None}],
         "next_cursor": None,
@@ -817,7 +817,7 @@ def test_console_sign_out_leaves_nothing_of_the_session(page, pre_api: Api):
     page.get_by_role("tab", name="Bans").click()
     expect(page.locator("#panel-bans")).to_be_visible()
     refused = {"title": "Unauthorized", "status": 401, "detail": "invalid credential"}
-    bans = "**/api/v1/moderation/bans"
+    bans = "**/api/v1/moderation/bans?*"  # the listing (a page of it)
     page.route(bans, answer(401, json.dumps(refused), "application/problem+json"))
     page.get_by_role("tab", name="Queue").click()
     page.get_by_role("tab", name="Bans").click()
@@ -1350,7 +1350,7 @@ def test_console_an_error_goes_once_the_same_listing_gets_through(page, pre_api:
     expect(message).to_have_text("Approved 1 comment.")
 
     # The same for another list: the bans, read again through their tab.
-    bans = "**/api/v1/moderation/bans"
+    bans = "**/api/v1/moderation/bans?*"
     page.route(bans, down)
     page.get_by_role("tab", name="Bans").click()
     expect(message).to_have_text(UNAVAILABLE)
@@ -1541,7 +1541,13 @@ def test_console_bans_and_audit_log_show_their_listing_and_a_tab_lists_once(
         expect(page.locator(f"#{name}-progress")).to_have_text(said)
 
     lists = [
-        ("Bans", "bans", "**/api/v1/moderation/bans", "Loading the bans…", r"^\d+ bans? listed\.$"),
+        (
+            "Bans",
+            "bans",
+            "**/api/v1/moderation/bans?*",
+            "Loading the bans…",
+            r"^\d+ bans? listed\.$",
+        ),
         (
             "Audit log",
             "audit",
@@ -1600,13 +1606,13 @@ def test_console_bans_and_audit_log_show_their_listing_and_a_tab_lists_once(
     page.unroute(queue)
 
     # Signed out with a listing on its way: ended.
-    held = hold(page, "**/api/v1/moderation/bans", "GET")
+    held = hold(page, "**/api/v1/moderation/bans?*", "GET")
     page.get_by_role("tab", name="Bans").click()
     on_its_way("bans", "Loading the bans…")
     page.get_by_role("button", name="Sign out").click()
     ended("bans")
     held.pop().continue_()
-    page.unroute("**/api/v1/moderation/bans")
+    page.unroute("**/api/v1/moderation/bans?*")
     assert errors == [], errors
 
 

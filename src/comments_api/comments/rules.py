@@ -12,7 +12,7 @@ import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 MAX_CONTENT_ID_LENGTH = 128
 MAX_EMAIL_LENGTH = 254
@@ -361,7 +361,89 @@ def audit_log_cursor_pattern() -> str:
 
 
 _ANOTHER_LIST = "belongs to another list; restart without a cursor"
+_NOT_ISSUED = "is not a cursor this API issued"
 _LISTING_CURSOR_RE = re.compile(listing_cursor_pattern())
+
+
+# --- the ban list's cursors ---------------------------------------------------------------
+# Bans have no id: they are listed newest first by (created_at, target), the primary key
+# breaking ties, and a cursor is that position of the page's last ban: unpadded base64url of
+# "b", its created_at in microseconds since 0001-01-01 UTC, "." and its target (UTF-8). A
+# position, not a snapshot: a ban added or lifted between pages moves no other. Its first
+# two characters ("Yj": "b" and a digit's high nibble) are no other list's.
+_TIME_ORIGIN = datetime(1, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_BAN_CURSOR_RAW_RE = re.compile(r"b([0-9]{1,18})\.(.+)", re.DOTALL)
+# The longest a cursor of a stored ban can be: 300 characters of up to 4 bytes in UTF-8.
+MAX_BAN_CURSOR_LENGTH = -(-(1 + 18 + 1 + 4 * MAX_AUTHOR_KEY_LENGTH) * 4 // 3)
+
+
+def ban_cursor_pattern() -> str:
+    """What a ban list cursor looks like (published; opaque: the decoder checks the rest)."""
+    return rf"^Yj[A-Za-z0-9_-]+{_END}"
+
+
+_BAN_CURSOR_RE = re.compile(ban_cursor_pattern())
+
+
+def encode_ban_cursor(created_at: datetime, target: str) -> str:
+    """The cursor of a ban list page whose last ban is this one."""
+    if created_at.tzinfo is None:  # SQLite's: UTC already
+        created_at = created_at.replace(tzinfo=UTC)
+    micros = (created_at - _TIME_ORIGIN) // _MICROSECOND
+    raw = f"b{micros}.{target}".encode()
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def _canonical_base64(cursor: str) -> bytes | None:
+    """The bytes of unpadded base64url written exactly as the API writes it, else None."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", cursor):
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    if base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=") != cursor:
+        return None
+    return raw
+
+
+def _ban_position(cursor: str) -> tuple[datetime, str] | None:
+    if len(cursor) > MAX_BAN_CURSOR_LENGTH or not _BAN_CURSOR_RE.match(cursor):
+        return None
+    raw = _canonical_base64(cursor)
+    try:
+        text = raw.decode("utf-8") if raw is not None else ""
+    except UnicodeDecodeError:
+        return None
+    found = _BAN_CURSOR_RAW_RE.fullmatch(text)
+    # No stored target holds a NUL (PostgreSQL's text cannot): it must not reach SQL either.
+    if found is None or "\x00" in found[2]:
+        return None
+    try:
+        created_at = _TIME_ORIGIN + int(found[1]) * _MICROSECOND
+    except OverflowError:  # past year 9999
+        return None
+    return created_at, found[2]
+
+
+def decode_ban_cursor(cursor: str | None) -> tuple[datetime, str] | None:
+    """The (created_at, target) after which the ban list's next page starts, newest first;
+    another list's cursor, or anything the API did not issue, is a 400."""
+    if cursor is None:
+        return None
+    position = _ban_position(cursor)
+    if position is not None:
+        return position
+    if _LISTING_CURSOR_RE.search(cursor) or _list_cursor_bytes(cursor) is not None:
+        raise InvalidInput([FieldError("cursor", _ANOTHER_LIST)])
+    raise InvalidInput([FieldError("cursor", _NOT_ISSUED)])
+
+
+def _list_cursor_bytes(cursor: str) -> bytes | None:
+    """The bytes of a comment list's or the audit log's cursor, else None."""
+    raw = _canonical_base64(cursor) if _CURSOR_ALPHABET_RE.fullmatch(cursor) else None
+    return raw if raw is not None and _CURSOR_RAW_RE.fullmatch(raw) else None
 
 
 def decode_cursor(cursor: str | None, order: str) -> int | None:
@@ -372,16 +454,12 @@ def decode_cursor(cursor: str | None, order: str) -> int | None:
         return None
     if _LISTING_CURSOR_RE.search(cursor):  # a moderation listing's, as it issues them
         raise InvalidInput([FieldError("cursor", _ANOTHER_LIST)])
-    raw = b""
-    if _CURSOR_ALPHABET_RE.fullmatch(cursor):
-        try:
-            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        except binascii.Error:
-            raw = b""
     # Only the exact text encode_cursor writes: b64decode alone ignores stray characters.
-    canonical = base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=") == cursor
-    if not canonical or not _CURSOR_RAW_RE.fullmatch(raw):
-        raise InvalidInput([FieldError("cursor", "is not a cursor this API issued")])
+    raw = _list_cursor_bytes(cursor)
+    if raw is None:
+        if _ban_position(cursor) is not None:  # the ban list's
+            raise InvalidInput([FieldError("cursor", _ANOTHER_LIST)])
+        raise InvalidInput([FieldError("cursor", _NOT_ISSUED)])
     letter, expected = raw[:1].decode("ascii"), _CURSOR_LETTER[order]
     if letter != expected and {letter, expected} <= _COMMENT_ORDERS:
         raise InvalidInput(

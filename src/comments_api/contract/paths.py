@@ -21,8 +21,10 @@ from typing import Any
 
 from ..comments.rules import (
     DEFAULT_PAGE_SIZE,
+    MAX_BAN_CURSOR_LENGTH,
     MAX_COUNT_IDS,
     audit_log_cursor_pattern,
+    ban_cursor_pattern,
     cursor_pattern,
     email_hash,
     listing_cursor_pattern,
@@ -510,6 +512,18 @@ def parameters() -> dict[str, Any]:
             "description": "Opaque: the `next_cursor` of the previous page (another list's "
             "cursor answers 400). Omit for the first page.",
             "schema": {"type": "string", "pattern": audit_log_cursor_pattern()},
+        },
+        "BanCursor": {
+            "name": "cursor",
+            "in": "query",
+            "description": "Opaque: the `next_cursor` of the previous page of the ban list "
+            "(another list's cursor answers 400). A position, not a snapshot: bans added or "
+            "lifted between pages repeat or skip no other. Omit for the first page.",
+            "schema": {
+                "type": "string",
+                "pattern": ban_cursor_pattern(),
+                "maxLength": MAX_BAN_CURSOR_LENGTH,
+            },
         },
         "ContentIdFilter": {
             "name": "content_id",
@@ -1362,10 +1376,12 @@ def moderation_paths() -> dict[str, Any]:
                 "moderation",
                 "listBans",
                 "List banned authors",
-                "Every ban, oldest first." + moderate_note,
+                "The bans, newest first (by when they were made), one page at a time: "
+                '`next_cursor` (and a `Link: rel="next"` header) leads to the next page '
+                "until it is null." + moderate_note,
                 {
                     "200": _ok(
-                        "The bans.",
+                        "One page of bans.",
                         ref("BanList"),
                         {
                             "items": [
@@ -1375,12 +1391,15 @@ def moderation_paths() -> dict[str, Any]:
                                     "created_by": "api_key:1a2b3c4d5e6f",
                                     "created_at": EXAMPLE_TIME,
                                 }
-                            ]
+                            ],
+                            "next_cursor": None,
                         },
+                        headers={"Link": _header('The next page: `<...>; rel="next"`.')},
                     ),
+                    "400": _invalid(bans, "cursor", "is not a cursor this API issued"),
                     **_errors(bans, 401, 403, 412, 429, 503),
                 },
-                parameters=[if_match],
+                parameters=[ref("Limit", "parameters"), ref("BanCursor", "parameters"), if_match],
                 security=MODERATOR_SECURITY,
             ),
             "post": _op(

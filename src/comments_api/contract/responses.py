@@ -224,7 +224,14 @@ class Ban(Closed, kw_only=True):
 
 
 class BanList(Closed, kw_only=True):
-    items: list[Ban]
+    items: Annotated[list[Ban], Meta(description="One page of bans, newest first.")]
+    next_cursor: Annotated[
+        Cursor | None,
+        Meta(
+            description="Pass as `cursor` to get the next page; null on the last page. A "
+            "client that reads `items` alone gets the first page only."
+        ),
+    ]
 
 
 class AuditEntry(Closed, kw_only=True):

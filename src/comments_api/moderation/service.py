@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from ..clock import Clock, utcnow
-from ..comments.rules import NotFound, Page
+from ..comments.rules import NotFound, Page, encode_ban_cursor
 from ..contract.models import MAX_AUTHOR_DELETE
 from ..store.repository import Repository
 from .rules import (
@@ -94,8 +94,16 @@ class ModerationService:
             clock=self.clock,
         )
 
-    def bans(self) -> list[dict[str, Any]]:
-        return self.repo.list_bans()
+    def bans(
+        self, *, limit: int, before: tuple[datetime, str] | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of bans, newest first, after the position ``before`` (a ban's created_at
+        and target, from the previous page's cursor); the bans and the next page's cursor."""
+        items, more = self.repo.ban_page(limit=limit, before=before)
+        if not more:
+            return items, None
+        last = items[-1]
+        return items, encode_ban_cursor(last["created_at"], last["target"])
 
     def ban(self, target: str, reason: str | None, actor: str) -> bool:
         """False when the author was already banned (the first ban stands)."""

@@ -12,6 +12,7 @@ from ..comments.rules import (
     AUDIT_LOG,
     STATUS_PENDING,
     NotFound,
+    decode_ban_cursor,
     decode_cursor,
     encode_cursor,
     iso_timestamp,
@@ -121,11 +122,23 @@ def bulk_moderate() -> Response:
 
 @bp.get("/moderation/bans")
 def list_bans() -> Response:
+    """The bans, newest first, a page at a time (``limit``, ``cursor``), as the audit log."""
     require_scope(SCOPE_MODERATE)
+    limit = parse_limit(request.args.get("limit"))
+    before = decode_ban_cursor(request.args.get("cursor"))
     if _if_match_fails():
         return precondition_failed()
-    bans = services().moderation.bans()
-    return jsonify(items=[{**b, "created_at": iso_timestamp(b["created_at"])} for b in bans])
+    bans, next_cursor = services().moderation.bans(limit=limit, before=before)
+    response = jsonify(
+        items=[{**b, "created_at": iso_timestamp(b["created_at"])} for b in bans],
+        next_cursor=next_cursor,
+    )
+    if next_cursor:  # as the moderation listings say it
+        query = urlencode({"limit": str(limit), "cursor": next_cursor})
+        response.headers["Link"] = (
+            f'<{mounted_path("/api/v1/moderation/bans")}?{query}>; rel="next"'
+        )
+    return response
 
 
 @bp.post("/moderation/bans")

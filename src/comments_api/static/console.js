@@ -301,7 +301,7 @@ function signOut(text) {
   // Nothing read with that credential stays on the page (comments, emails, the audit log),
   // and the next sign-in, maybe without admin scope, starts at the queue, not a hidden tab.
   for (const id of ["queue-body", "content-body", "bans-body", "audit-body"]) $(id).replaceChildren();
-  for (const id of ["queue-table", "queue-empty", "queue-more", "content-table", "bans-table", "audit-table", "content-empty", "content-more", "bans-empty", "audit-more", "audit-empty"]) $(id).hidden = true;
+  for (const id of ["queue-table", "queue-empty", "queue-more", "content-table", "bans-table", "audit-table", "content-empty", "content-more", "bans-empty", "bans-more", "audit-more", "audit-empty"]) $(id).hidden = true;
   queue.items.clear();
   queue.author = null; // an email is something read with that credential too
   if (queue.status === "published") queue.status = "pending"; // only an author's: gone with them
@@ -1082,7 +1082,7 @@ $("content-more").addEventListener("click", () => loadMore($("content-more"), $(
 // --- bans -------------------------------------------------------------------------
 
 const banList = {
-  asked: 0, shown: 0, failed: null,
+  cursor: null, asked: 0, shown: 0, failed: null,
   ui: {
     button: "bans-refresh", idle: "Refresh", working: "Refreshing…",
     table: "bans-table", progress: "bans-progress", loading: "Loading the bans…",
@@ -1101,44 +1101,74 @@ function showCovers() {
   $("ban-covers").textContent = `A ban by ${kind === "email" ? "email" : "token subject"} ${COVERS[kind]}. Comments already posted stay as they are.`;
 }
 
-async function loadBans() {
-  const current = ticket(banList);
-  listing(banList, true);
+// The bans, newest first, a page at a time as the audit log's: a fresh listing (the tab,
+// Refresh, a new ban) draws the first page, "Load more bans" adds the next. A ban already
+// shown is not drawn twice (a replica of the release before answers every ban, whatever
+// the cursor, while an upgrade rolls out).
+async function loadBans(more = false) {
+  const current = ticket(banList, more);
+  if (!more) listing(banList, true);
+  let data;
   let items;
   try {
-    items = listed(await api("/api/v1/moderation/bans")).filter((ban) => typeof ban.target === "string" && ban.target);
+    const query = new URLSearchParams({ limit: String(PAGE) });
+    if (more && banList.cursor) query.set("cursor", banList.cursor);
+    data = await api(`/api/v1/moderation/bans?${query}`);
+    items = listed(data).filter((ban) => typeof ban.target === "string" && ban.target);
   } catch (err) {
     if (!current()) return; // a later listing (or a sign-out) took over, busy state and all
-    listing(banList, false);
+    if (!more) listing(banList, false);
     failed(err, banList);
     return;
   }
   if (!current()) return;
   recovered(banList);
-  $("bans-body").replaceChildren(
-    ...items.map((ban) =>
-      h(
-        "tr",
-        { "data-target": ban.target },
-        h("td", null, h("code", { text: ban.target }), h("div", { class: "meta", text: `It ${COVERS[ban.target.startsWith("sub:") ? "subject" : "email"]}.` })),
-        h("td", { dir: "auto", text: ban.reason || "" }),
-        h("td", { text: ban.created_by || "" }),
-        h("td", null, time(ban.created_at)),
-        h("td", null, h("button", { type: "button", class: "secondary", text: "Lift ban", "aria-label": `Lift the ban on ${ban.target}`, disabled: lifting.has(ban.target), onclick: (event) => liftBan(ban.target, event.currentTarget) }))
-      )
-    )
+  const body = $("bans-body");
+  if (!more) {
+    banList.shown++;
+    body.replaceChildren();
+  }
+  const shown = new Set([...body.children].map((tr) => tr.dataset.target));
+  body.append(...items.filter((ban) => !shown.has(ban.target)).map(banRow));
+  banList.cursor = typeof data.next_cursor === "string" && data.next_cursor ? data.next_cursor : null;
+  $("bans-more").hidden = !banList.cursor;
+  bansShown();
+  if (!more) {
+    const n = body.children.length;
+    listing(banList, false, `${n} ban${n === 1 ? "" : "s"} listed${banList.cursor ? ", more with “Load more bans”" : ""}.`);
+  }
+}
+
+function banRow(ban) {
+  return h(
+    "tr",
+    { "data-target": ban.target },
+    h("td", null, h("code", { text: ban.target }), h("div", { class: "meta", text: `It ${COVERS[ban.target.startsWith("sub:") ? "subject" : "email"]}.` })),
+    h("td", { dir: "auto", text: ban.reason || "" }),
+    h("td", { text: ban.created_by || "" }),
+    h("td", null, time(ban.created_at)),
+    h("td", null, h("button", { type: "button", class: "secondary", text: "Lift ban", "aria-label": `Lift the ban on ${ban.target}`, disabled: lifting.has(ban.target), onclick: (event) => liftBan(ban.target, event.currentTarget) }))
   );
-  $("bans-empty").hidden = items.length > 0;
-  $("bans-table").hidden = items.length === 0;
-  listing(banList, false, `${items.length} ban${items.length === 1 ? "" : "s"} listed.`);
+}
+
+// The table, or a note when it has no row (also once the last one shown is lifted).
+function bansShown() {
+  const rows = $("bans-body").children.length;
+  $("bans-table").hidden = rows === 0;
+  $("bans-empty").hidden = rows > 0;
+  $("bans-empty").textContent = banList.cursor ? "Every loaded ban is lifted; “Load more bans” shows the next ones." : "Nobody is banned.";
 }
 
 // The bans whose lifting is on its way: a listing meanwhile draws their "Lift ban" disabled
 // (a second DELETE would find none and call the ban "lifted meanwhile").
 const lifting = new Set();
 
+function banRowOf(target) {
+  return [...$("bans-body").children].find((tr) => tr.dataset.target === target) || null;
+}
+
 function liftButton(target) {
-  const row = [...$("bans-body").children].find((tr) => tr.dataset.target === target);
+  const row = banRowOf(target);
   return row ? row.querySelector("button") : null;
 }
 
@@ -1163,11 +1193,30 @@ async function liftBan(target, button) {
   }
   if (!still()) return; // signed out meanwhile
   say(lifted ? `Lifted the ban on ${apart(target)}.` : `${apart(target)} was no longer banned (lifted meanwhile).`);
-  await loadBans();
-  $("ban-target").focus();
+  // Its row goes and every other stays as loaded, on whatever page it came: the list is not
+  // read again from the first page (the moderator's place, and "Load more bans", stay).
+  const row = banRowOf(target);
+  if (!row) return; // a fresh listing meanwhile no longer shows it
+  const rows = [...$("bans-body").children];
+  const at = rows.indexOf(row);
+  // The focus moves only if it is lost (on nothing, or in the row that goes), as after a
+  // queue action: to the next ban's "Lift ban", else the previous one's, else "Load more
+  // bans", else the form. A moderator who moved on meanwhile keeps their place.
+  const now = document.activeElement;
+  const lost = !now || now === document.body || row.contains(now);
+  row.remove();
+  bansShown();
+  if (!lost) return;
+  // Not a ban whose own lifting is on its way (its button waits, disabled).
+  const free = (tr) => tr !== row && !tr.querySelector("button").disabled;
+  const next = rows.slice(at + 1).find(free) || rows.slice(0, at).reverse().find(free);
+  if (next) next.querySelector("button").focus();
+  else if (!$("bans-more").hidden) $("bans-more").focus();
+  else $("ban-target").focus();
 }
 
 $("bans-refresh").addEventListener("click", () => relist(banList, loadBans));
+$("bans-more").addEventListener("click", () => loadMore($("bans-more"), $("bans-body"), () => loadBans(true)));
 $("ban-kind").addEventListener("change", showCovers);
 // The field a 400 refused is marked invalid, so a screen reader says so on it (WCAG 3.3.1;
 // the status line says why); the one focused. Another failure (503, 429) is no field's.

@@ -46,9 +46,11 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    literal,
     or_,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import array
@@ -200,6 +202,9 @@ bans = Table(
     Column("reason", Text, nullable=True),
     Column("created_by", String(300), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # The ban list, newest first, a page at a time (0017): read backwards from a position,
+    # the primary key breaking ties between bans of one instant.
+    Index(None, "created_at", "target"),
 )
 
 audit_log = Table(
@@ -1914,18 +1919,34 @@ class Repository:
         return bool(gone)
 
     @_read_again_if_lost
-    def list_bans(self) -> list[dict[str, Any]]:
+    def ban_page(
+        self, *, limit: int, before: tuple[datetime, str] | None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Bans newest first (created_at, then target, descending), after the position
+        ``before`` (a ban's created_at and target) if given: read off ix_bans_created_at_target
+        backwards. Returns at most ``limit`` bans and whether more follow."""
+        query = select(bans)
+        if before is not None:
+            created_at, target = before
+            query = query.where(
+                tuple_(bans.c.created_at, bans.c.target)
+                < tuple_(
+                    literal(created_at, bans.c.created_at.type), literal(target, bans.c.target.type)
+                )
+            )
+        query = query.order_by(bans.c.created_at.desc(), bans.c.target.desc()).limit(limit + 1)
         with self.engine.connect() as conn:
-            rows = conn.execute(select(bans).order_by(bans.c.created_at, bans.c.target)).all()
-        return [
+            rows = conn.execute(query).all()
+        items = [
             {
                 "target": r.target,
                 "reason": r.reason,
                 "created_by": r.created_by,
                 "created_at": _aware(r.created_at),
             }
-            for r in rows
+            for r in rows[:limit]
         ]
+        return items, len(rows) > limit
 
     @staticmethod
     def _audit(

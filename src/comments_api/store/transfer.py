@@ -84,6 +84,7 @@ OLDER_EXPORTS: dict[str, dict[str, frozenset[str]]] = {
     "0013": {},  # 0014 rebuilt comments on SQLite with AUTOINCREMENT
     "0014": {},  # 0015 rewrote author keys (data only; an older export keeps its keys)
     "0015": {},  # 0016 rewrote author keys and email bans in NFC (data only, as 0015)
+    "0016": {},  # 0017 added an index
 }
 # Tables whose ids come from a sequence on PostgreSQL: moved past the imported ids.
 SEQUENCED = ("comments", "audit_log")

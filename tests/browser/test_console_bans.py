@@ -1,0 +1,91 @@
+"""The console's Bans tab a page at a time: the newest bans first, "Load more bans" as the
+other lists' "Load more", and "Lift ban" on any page without losing the moderator's place."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from .conftest import Api, dumps, run_axe
+from .test_console import hold, sign_in
+
+pytestmark = pytest.mark.browser
+
+PAGES = "**/api/v1/moderation/bans?*cursor=*"
+
+
+def lift_button(page, n: int):
+    return page.get_by_role("button", name=f"Lift the ban on email:b{n:02}@example.com", exact=True)
+
+
+def test_console_bans_load_more_and_lift_on_any_page(page, lone_pre_api: Api, axe_source):
+    key = lone_pre_api.key("comments:moderate")
+    # One page (50) and two more: b51 is the newest ban, b00 the oldest.
+    for n in range(52):
+        lone_pre_api.ban(key, f"b{n:02}@example.com")
+    page.set_viewport_size({"width": 1100, "height": 800})
+    errors = page.page_errors
+    message = page.locator("#message")
+    rows = page.locator("#bans-body tr")
+    more = page.get_by_role("button", name="Load more bans")
+    sign_in(page, lone_pre_api, key)
+    page.get_by_role("tab", name="Bans").click()
+
+    # The first page, newest first, and the button for the rest; said to screen readers.
+    expect(rows).to_have_count(50)
+    expect(rows.first).to_have_attribute("data-target", "email:b51@example.com")
+    expect(rows.last).to_have_attribute("data-target", "email:b02@example.com")
+    expect(more).to_be_visible()
+    expect(page.locator("#bans-progress")).to_have_text(
+        "50 bans listed, more with “Load more bans”."
+    )
+    violations, _ = run_axe(page, axe_source)
+    assert violations == [], dumps(violations)
+
+    # "Load more bans" by keyboard waits for its page: a second press asks for nothing.
+    held = hold(page, PAGES, "GET")
+    more.focus()
+    page.keyboard.press("Enter")
+    expect(more).to_be_disabled()
+    more.click(force=True)
+    page.wait_for_timeout(200)
+    assert len(held) == 1, held
+    held.pop().continue_()
+    expect(rows).to_have_count(52)
+    expect(rows.nth(50)).to_have_attribute("data-target", "email:b01@example.com")
+    expect(rows.last).to_have_attribute("data-target", "email:b00@example.com")
+    expect(more).to_be_hidden()
+    # The last page: the keyboard goes on at the first row it brought, not from nowhere.
+    expect(lift_button(page, 1)).to_be_focused()
+    page.unroute(PAGES)
+
+    # Lifting a ban of the second page, by keyboard: its row goes, the others stay as loaded
+    # (not the first page read again), and the keyboard is on the next ban's "Lift ban".
+    page.keyboard.press("Enter")
+    expect(message).to_have_text("Lifted the ban on email:b01@example.com.")
+    expect(lift_button(page, 1)).to_have_count(0)
+    expect(rows).to_have_count(51)
+    expect(lift_button(page, 0)).to_be_focused()
+    # The last row: the keyboard goes back to the row before it.
+    page.keyboard.press("Enter")
+    expect(message).to_have_text("Lifted the ban on email:b00@example.com.")
+    expect(rows).to_have_count(50)
+    expect(lift_button(page, 2)).to_be_focused()
+    # A ban of the first page too; the author may post again.
+    lift_button(page, 30).click()
+    expect(message).to_have_text("Lifted the ban on email:b30@example.com.")
+    expect(rows).to_have_count(49)
+    expect(lift_button(page, 29)).to_be_focused()
+    posted = lone_pre_api.post("bans-paged", "back again", email="b30@example.com")
+    assert posted["status"] == "pending"
+
+    # Refresh lists the first page anew: the newest bans, with a ban made meanwhile first;
+    # the 50 bans left now fit on it.
+    lone_pre_api.ban(key, "b99@example.com")
+    page.get_by_role("button", name="Refresh").click()
+    expect(rows.first).to_have_attribute("data-target", "email:b99@example.com")
+    expect(rows).to_have_count(50)  # b99, b51 … b31, b29 … b02
+    expect(rows.last).to_have_attribute("data-target", "email:b02@example.com")
+    expect(more).to_be_hidden()
+    expect(page.locator("#bans-progress")).to_have_text("50 bans listed.")
+    assert errors == [], errors
