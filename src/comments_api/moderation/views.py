@@ -91,9 +91,13 @@ def _listing(status: str, path: str, query: dict[str, str]) -> Response:
             query["content_id"] = content_id
         if author is not None:
             query["author"] = author
-        query.update(limit=str(limit), cursor=page.next_cursor)
-        response.headers["Link"] = f'<{mounted_path(path)}?{urlencode(query)}>; rel="next"'
+        _link_next(response, path, {**query, "limit": str(limit), "cursor": page.next_cursor})
     return response
+
+
+def _link_next(response: Response, path: str, query: dict[str, str]) -> None:
+    """The next page's URL in a ``Link: rel="next"`` header, as every listing says it."""
+    response.headers["Link"] = f'<{mounted_path(path)}?{urlencode(query)}>; rel="next"'
 
 
 @bp.post("/moderation/comments")
@@ -133,10 +137,9 @@ def list_bans() -> Response:
         items=[{**b, "created_at": iso_timestamp(b["created_at"])} for b in bans],
         next_cursor=next_cursor,
     )
-    if next_cursor:  # as the moderation listings say it
-        query = urlencode({"limit": str(limit), "cursor": next_cursor})
-        response.headers["Link"] = (
-            f'<{mounted_path("/api/v1/moderation/bans")}?{query}>; rel="next"'
+    if next_cursor:
+        _link_next(
+            response, "/api/v1/moderation/bans", {"limit": str(limit), "cursor": next_cursor}
         )
     return response
 
@@ -202,9 +205,8 @@ def audit_log() -> Response:
         ],
         next_cursor=next_cursor,
     )
-    if next_cursor:  # as the moderation listings say it
-        query = urlencode({"limit": str(limit), "cursor": next_cursor})
-        response.headers["Link"] = (
-            f'<{mounted_path("/api/v1/admin/audit-log")}?{query}>; rel="next"'
+    if next_cursor:
+        _link_next(
+            response, "/api/v1/admin/audit-log", {"limit": str(limit), "cursor": next_cursor}
         )
     return response
