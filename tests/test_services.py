@@ -427,14 +427,17 @@ def test_bans_and_unbans(repo, clock):
     moderation = ModerationService(repo, clock)
     assert moderation.ban("email:ann@example.com", "spam", "key:mod") is True
     assert moderation.ban("email:ann@example.com", "again", "key:mod") is False
-    assert moderation.bans() == [
-        {
-            "target": "email:ann@example.com",
-            "reason": "spam",
-            "created_by": "key:mod",
-            "created_at": clock.now,
-        }
-    ]
+    assert moderation.bans(limit=25, before=None) == (
+        [
+            {
+                "target": "email:ann@example.com",
+                "reason": "spam",
+                "created_by": "key:mod",
+                "created_at": clock.now,
+            }
+        ],
+        None,  # no next page
+    )
     moderation.unban("email:ann@example.com", "key:mod")
     with pytest.raises(NotFound, match="not banned"):
         moderation.unban("email:ann@example.com", "key:mod")
