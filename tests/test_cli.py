@@ -653,3 +653,13 @@ def test_click_s_own_errors_keep_their_exit_code_and_off_stdout_whatever_stderr_
     assert (unknown.returncode, unknown.stdout) == (2, "")
     failed = _run_into(stderr, "keys", "revoke", "0" * 12, env=env, stream="stderr")
     assert (failed.returncode, failed.stdout) == (1, "")
+
+
+@pytest.mark.parametrize("stdout", ["closed", "/dev/full"])
+@pytest.mark.parametrize("args", [("--help",), ("--version",), ("keys", "list", "--help")])
+def test_help_or_version_that_cannot_reach_stdout_fails_in_one_line(stdout, args):
+    # A full stdout was click's traceback; a closed one an exit 0 that showed nothing.
+    result = _run_into(stdout, *args, env={})
+    assert result.returncode == 1, result.stderr
+    why = "standard output is closed" if stdout == "closed" else "No space left on device"
+    assert result.stderr == f"Error: could not write to stdout: {why}\n"

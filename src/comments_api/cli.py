@@ -51,11 +51,37 @@ def configure_logging(settings: Settings) -> None:
     configure(settings)
 
 
-class _Commands(click.Group):
+class _HelpToStdout:
+    """``--help`` and ``--version`` written as ``keys list`` writes its list: where stdout
+    cannot take them (a full disk, closed) one line on stderr and exit 1. A full stdout was
+    click's traceback; a closed one an exit 0 with nothing shown."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)  # type: ignore[misc]
+        except OSError as exc:
+            raise click.ClickException(f"could not write to stdout: {exc.strerror}") from None
+        except click.exceptions.Exit as done:
+            # Only the eager --help and --version end while the command line is read.
+            if done.exit_code == 0 and sys.stdout is None:
+                raise click.ClickException(
+                    "could not write to stdout: standard output is closed"
+                ) from None
+            raise
+
+
+class _Command(_HelpToStdout, click.Command):
+    pass
+
+
+class _Commands(_HelpToStdout, click.Group):
     """click's group, its own errors (a usage error, a ClickException) said on stderr as
     ``_note`` says a line: with stderr full, writing one was a traceback that made a usage
     error's exit 2 an exit 1, and with stderr closed click wrote it to stdout, into what
     a command writes there (a key, an export)."""
+
+    command_class = _Command
+    group_class = type  # `keys`: a group of this class, its commands _Command
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         if kwargs.get("standalone_mode", True) is False:
