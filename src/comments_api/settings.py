@@ -357,7 +357,9 @@ class Settings:
     graceful_timeout: int = field(
         default=25,
         metadata=_doc(
-            "Seconds after SIGTERM before the master kills the workers left; workers finish "
+            "Seconds the drain may take: counted from the end of `SHUTDOWN_DELAY` (so a "
+            "pod needs a grace period above both), the master then kills the workers left; "
+            "workers finish "
             "a fifth of it (at most 0.5 s) earlier, answering requests still being read "
             "with 503 (docs/server.md)."
         ),
