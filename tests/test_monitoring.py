@@ -504,9 +504,9 @@ def test_dashboards_and_rules_return_data_from_a_real_prometheus(
 
 
 def test_rules_exclude_exactly_the_probe_routes_the_app_exempts() -> None:
-    # One list of probe routes (telemetry.http_hooks.OPS_ROUTES, also the rate-limit exemptions);
+    # One list of probe routes (contract.headers.OPS_ROUTES, also the rate-limit exemptions);
     # the SLO rules' route!~ matchers must name the same set.
-    from comments_api.telemetry.http_hooks import OPS_ROUTES
+    from comments_api.contract.headers import OPS_ROUTES
     from comments_api.web.protection import EXEMPT_PATHS
 
     assert set(OPS_ROUTES) == EXEMPT_PATHS

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from comments_api.app import create_app
+from comments_api.contract.headers import OPS_ROUTES
 from comments_api.settings import Settings
-from comments_api.telemetry.http_hooks import OPS_ROUTES
 
 from .conftest import K8S, NAMESPACES, OVERLAYS, ROOT, find, one, pod_templates, secret_names
 

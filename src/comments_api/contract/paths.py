@@ -32,6 +32,7 @@ from ..comments.rules import (
 from ..settings import Settings
 from . import models
 from .components import EXAMPLE_EMAIL, ref, value_schema
+from .headers import NO_STORE, header
 from .models import MAX_AUTHOR_DELETE, MAX_BULK_IDS
 from .problems import (
     BODY_TOO_LARGE,
@@ -73,11 +74,7 @@ def _example_comment(**overrides: Any) -> dict[str, Any]:
 # --- responses --------------------------------------------------------------------
 
 
-def _header(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"description": description, "schema": schema or {"type": "string"}}
-
-
-REPLAYED_HEADER = _header(
+REPLAYED_HEADER = header(
     "`true` when this is the stored answer to an earlier request with the same "
     "`Idempotency-Key` (nothing new was stored); absent otherwise.",
     {"type": "string", "enum": ["true"]},
@@ -104,25 +101,29 @@ def _ok(
 
 
 def _read_cache_control(settings: Settings) -> dict[str, Any]:
-    return _header(f"`READ_CACHE_CONTROL` (`{settings.read_cache_control}` here).")
+    return header(f"`READ_CACHE_CONTROL` (`{settings.read_cache_control}` here).", required=True)
 
 
 def _cacheable(ok: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """The 200 and 304 of a read served from the never-stale cache (docs/caching.md)."""
-    headers = {
-        "ETag": _header(
-            "Strong validator of this answer: the same from every worker and instance for "
-            "the same state; send it back in `If-None-Match`. Absent in the rare answer built "
-            "while the content kept changing.",
-            {"type": "string", "pattern": '^"[0-9a-f]+"$'},
-        ),
-        "Cache-Control": _read_cache_control(settings),
-    }
+    etag = "Strong validator of this answer: the same from every worker and instance for the "
+    "same state; send it back in `If-None-Match`."
+    tag = {"type": "string", "pattern": '^"[0-9a-f]+"$'}
+    cache_control = _read_cache_control(settings)
     return {
-        "200": {**ok, "headers": {**ok.get("headers", {}), **headers}},
+        "200": {
+            **ok,
+            "headers": {
+                **ok.get("headers", {}),
+                "ETag": header(
+                    f"{etag} Absent in the rare answer built while the content kept changing.", tag
+                ),
+                "Cache-Control": cache_control,
+            },
+        },
         "304": {
             "description": "Not Modified: `If-None-Match` names the current `ETag`. No body.",
-            "headers": headers,
+            "headers": {"ETag": header(etag, tag, required=True), "Cache-Control": cache_control},
         },
     }
 
@@ -141,15 +142,9 @@ def _write_412(path: str, why_no_tag: str) -> dict[str, Any]:
     )
 
 
-_RETRY_AFTER = _header("Seconds to wait before retrying.", {"type": "integer", "minimum": 0})
-_RATE_LIMIT_HEADERS = {
-    "Retry-After": _RETRY_AFTER,
-    "X-RateLimit-Limit": _header("Requests allowed in the current window.", {"type": "integer"}),
-    "X-RateLimit-Remaining": _header("Requests left in the window.", {"type": "integer"}),
-    "X-RateLimit-Reset": _header("When the window resets (Unix time).", {"type": "integer"}),
-}
-
-# status -> (problem slugs it can carry, example detail, extra headers)
+# status -> (problem slugs it can carry, example detail, extra headers); the headers every
+# answer of a status carries (401's WWW-Authenticate, 429's Retry-After, ...) are declared
+# by headers.with_common_headers.
 _ERROR_DEFAULTS: dict[int, tuple[tuple[str, ...], str, dict[str, Any]]] = {
     400: (
         ("bad-request", "validation-error"),
@@ -159,11 +154,7 @@ _ERROR_DEFAULTS: dict[int, tuple[tuple[str, ...], str, dict[str, Any]]] = {
     401: (
         ("unauthorized",),
         "this operation needs a credential: send 'Authorization: Bearer <API key or JWT>'",
-        {
-            "WWW-Authenticate": _header(
-                "The scheme to use and, for a rejected credential, why (RFC 6750)."
-            )
-        },
+        {},
     ),
     403: (("forbidden", "author-banned"), "this credential lacks the scope comments:moderate", {}),
     404: (("not-found",), "comment not found", {}),
@@ -176,7 +167,11 @@ _ERROR_DEFAULTS: dict[int, tuple[tuple[str, ...], str, dict[str, Any]]] = {
         ("if-match-failed",),
         "If-Match names no current ETag of this resource (compared strongly: a weak W/ tag "
         "never matches); fetch it again without If-Match for its current ETag",
-        {"Cache-Control": _header("`no-store`: it answers this request's `If-Match` only.")},
+        {
+            "Cache-Control": header(
+                "`no-store`: it answers this request's `If-Match` only.", required=True
+            )
+        },
     ),
     413: (
         ("content-too-large",),
@@ -191,17 +186,17 @@ _ERROR_DEFAULTS: dict[int, tuple[tuple[str, ...], str, dict[str, Any]]] = {
     429: (
         ("too-many-requests", "too-many-comments"),
         "too many requests: 5 per 1 minute",
-        _RATE_LIMIT_HEADERS,
+        {},
     ),
     503: (
         ("service-unavailable",),
         "the database is temporarily unavailable; retry shortly",
-        {"Retry-After": _RETRY_AFTER},
+        {},
     ),
     507: (
         ("insufficient-storage",),
         DISK_FULL,
-        {"Retry-After": _RETRY_AFTER},
+        {},
     ),
 }
 
@@ -269,7 +264,7 @@ def _request_line_too_long(path: str) -> dict[str, Any]:
         "(`/docs#problem-uri-too-long`), as a hundred long non-ASCII content ids, "
         "percent-encoded, can be: split the call. Answered by the HTTP server itself, "
         "without `instance`.",
-        headers={"Cache-Control": _header("`no-store`.")},
+        headers={"Cache-Control": NO_STORE},
     )
     del response["content"][PROBLEM_JSON]["example"]["instance"]
     return response
@@ -344,7 +339,6 @@ def _identity_provider_503(path: str, responses: dict[str, Any]) -> None:
     own["description"] = f"{own['description']} Or {_IDENTITY_PROVIDER_DOWN}."
     # /readyz's own 503 is not a problem: list the problem's media type beside it.
     own["content"] = {**unverifiable["content"], **own.get("content", {})}
-    own["headers"] = {**unverifiable["headers"], **own.get("headers", {})}
 
 
 def with_credential_errors(paths: dict[str, Any]) -> dict[str, Any]:
@@ -374,7 +368,6 @@ def with_credential_errors(paths: dict[str, Any]) -> dict[str, Any]:
                     _CREDENTIAL_IN_URL,
                     slugs=("bad-request",),
                     description=_CREDENTIAL_IN_URL_NOTE.replace(" is refused here too.", "."),
-                    headers=_ERROR_DEFAULTS[401][2],
                 )
             op["responses"] = dict(
                 sorted(responses.items(), key=lambda kv: (kv[0] == "default", kv[0]))
@@ -724,11 +717,11 @@ def paths(settings: Settings) -> dict[str, Any]:
                             {"type": "array", "items": ref("LegacyComment"), "minItems": 1},
                             [{"comment": "first post!", "email": "a***@example.com"}],
                             headers={
-                                "X-Comments-Truncated": _header(
+                                "X-Comments-Truncated": header(
                                     "`true` when the thread was longer than the cap.",
                                     {"const": "true"},
                                 ),
-                                "Link": _header(
+                                "Link": header(
                                     "Present when truncated: `</api/v1/contents/ID/comments>; "
                                     'rel="alternate"`.'
                                 ),
@@ -777,7 +770,7 @@ def paths(settings: Settings) -> dict[str, Any]:
                         ref("Comment"),
                         _example_comment(),
                         headers={
-                            "Location": _header("`/api/v1/comments/{id}`."),
+                            "Location": header("`/api/v1/comments/{id}`.", required=True),
                             "Idempotent-Replayed": REPLAYED_HEADER,
                         },
                     ),
@@ -836,7 +829,7 @@ def paths(settings: Settings) -> dict[str, Any]:
                                 "next_cursor": "bzQy",
                             },
                             headers={
-                                "Link": _header(
+                                "Link": header(
                                     "The next page, when there is one: "
                                     '`<...&cursor=...>; rel="next"`.'
                                 )
@@ -986,7 +979,11 @@ def paths(settings: Settings) -> dict[str, Any]:
                             "max_email_length": 254,
                             "edit_window_seconds": 900.0,
                         },
-                        headers={"Cache-Control": _header(f"`public, max-age={CONFIG_MAX_AGE}`.")},
+                        headers={
+                            "Cache-Control": header(
+                                f"`public, max-age={CONFIG_MAX_AGE}`.", required=True
+                            )
+                        },
                     ),
                     **_errors("/api/v1/config", 429),
                 },
@@ -1050,7 +1047,6 @@ def paths(settings: Settings) -> dict[str, Any]:
                             "Not ready; `reason` says why.",
                             ref("NotReady"),
                             {"status": "unavailable", "reason": "database unreachable"},
-                            headers={"Retry-After": _RETRY_AFTER},
                         ),
                         "default": _unexpected(path),
                     },
@@ -1192,15 +1188,25 @@ _UI_FILES = (
 )
 
 
+# comments/widget_views.py ``_page``: the console and the demo page, always fetched afresh.
+_PAGE_HEADERS = {
+    "Cache-Control": header(
+        "`no-cache`: the page names the current scripts, so it is revalidated each time.",
+        required=True,
+    )
+}
+
 # web/common.py ``revalidated``: what the scripts and stylesheets answer.
 _ASSET_HEADERS = {
-    "ETag": _header(
+    "ETag": header(
         "Strong validator of the file (a hash of its bytes): send it back in `If-None-Match`.",
         {"type": "string", "pattern": '^"[0-9a-f]+"$'},
+        required=True,
     ),
-    "Cache-Control": _header(
+    "Cache-Control": header(
         f"`public, max-age={ASSET_MAX_AGE}`: browsers and CDNs may keep the file a few minutes, "
-        "then revalidate."
+        "then revalidate.",
+        required=True,
     ),
 }
 
@@ -1209,7 +1215,7 @@ def _ui_file(path: str, media: str) -> tuple[dict[str, Any], list[dict[str, Any]
     """The responses and parameters of one page or file: the scripts and stylesheets carry
     an ETag and revalidate; the HTML pages are ``no-cache`` and never 304."""
     if media == "text/html":
-        ok = _ok("The page.", {"type": "string"}, media=media)
+        ok = _ok("The page.", {"type": "string"}, media=media, headers=_PAGE_HEADERS)
         return {"200": ok, "default": _unexpected(path)}, None
     ok = _ok("The file.", {"type": "string"}, media=media, headers=_ASSET_HEADERS)
     not_modified = {
@@ -1241,7 +1247,9 @@ def ui_paths() -> dict[str, Any]:
             "Widget demo page",
             "A page that embeds the widget against this server, for trying it out.",
             {
-                "200": _ok("The page.", {"type": "string"}, media="text/html"),
+                "200": _ok(
+                    "The page.", {"type": "string"}, media="text/html", headers=_PAGE_HEADERS
+                ),
                 "400": _error(
                     demo,
                     400,
@@ -1307,7 +1315,7 @@ def moderation_paths() -> dict[str, Any]:
                             "next_cursor": None,
                             "read_at": "2026-12-07T10:00:00.000Z",
                         },
-                        headers={"Link": _header('The next page: `<...>; rel="next"`.')},
+                        headers={"Link": header('The next page: `<...>; rel="next"`.')},
                     ),
                     "400": _invalid(pending, "cursor", "is not a cursor this API issued"),
                     **_errors(pending, 401, 403, 412, 429, 503),
@@ -1335,7 +1343,7 @@ def moderation_paths() -> dict[str, Any]:
                             "next_cursor": None,
                             "read_at": "2026-12-07T10:00:00.000Z",
                         },
-                        headers={"Link": _header('The next page: `<...>; rel="next"`.')},
+                        headers={"Link": header('The next page: `<...>; rel="next"`.')},
                     ),
                     "400": _invalid(bulk, "status", models.MODERATION_STATUS_ERROR),
                     **_errors(bulk, 401, 403, 412, 429, 503),
@@ -1394,7 +1402,7 @@ def moderation_paths() -> dict[str, Any]:
                             ],
                             "next_cursor": None,
                         },
-                        headers={"Link": _header('The next page: `<...>; rel="next"`.')},
+                        headers={"Link": header('The next page: `<...>; rel="next"`.')},
                     ),
                     "400": _invalid(bans, "cursor", "is not a cursor this API issued"),
                     **_errors(bans, 401, 403, 412, 429, 503),
@@ -1413,13 +1421,13 @@ def moderation_paths() -> dict[str, Any]:
                         "Banned.",
                         ref("BanResult"),
                         {"target": "email:troll@example.com", "created": True},
-                        headers={"Location": _header("The ban's URL, for DELETE.")},
+                        headers={"Location": header("The ban's URL, for DELETE.", required=True)},
                     ),
                     "200": _ok(
                         "Was already banned; nothing changed.",
                         ref("BanResult"),
                         {"target": "email:troll@example.com", "created": False},
-                        headers={"Location": _header("The ban's URL, for DELETE.")},
+                        headers={"Location": header("The ban's URL, for DELETE.", required=True)},
                     ),
                     "400": _invalid(bans, "email", "give exactly one of email or subject"),
                     **_errors(bans, 401, 403, 413, 415, 429, 503, 507),
@@ -1486,7 +1494,7 @@ def moderation_paths() -> dict[str, Any]:
                             ],
                             "next_cursor": None,
                         },
-                        headers={"Link": _header('The next page: `<...>; rel="next"`.')},
+                        headers={"Link": header('The next page: `<...>; rel="next"`.')},
                     ),
                     "400": _invalid(audit, "limit", "must be between 1 and 100"),
                     **_errors(audit, 401, 403, 412, 429, 503),

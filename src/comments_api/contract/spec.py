@@ -18,6 +18,7 @@ from .. import __version__
 from ..settings import Settings
 from . import paths as _paths
 from .components import schemas
+from .headers import header_components, with_common_headers
 from .paths import JSON, moderation_paths, parameters, ui_paths, with_credential_errors
 from .problems import problem_types
 
@@ -27,7 +28,10 @@ Spec = dict[str, Any]
 def build_spec(settings: Settings | None = None) -> Spec:
     """The OpenAPI 3.1 document for a deployment with these settings (defaults if None)."""
     settings = settings or Settings()
-    paths = with_credential_errors({**_paths.paths(settings), **moderation_paths(), **ui_paths()})
+    paths = with_common_headers(
+        with_credential_errors({**_paths.paths(settings), **moderation_paths(), **ui_paths()}),
+        settings,
+    )
     problems = problem_types(settings)
     spec: Spec = {
         "openapi": "3.1.0",
@@ -63,6 +67,13 @@ def build_spec(settings: Settings | None = None) -> Spec:
                 "Every response carries `X-Request-ID`: the caller's own when it sent one "
                 "of 1-128 characters `A-Z a-z 0-9 . _ -`, else a new random id. The access "
                 "log line carries it too, so quote it when reporting a problem.\n\n"
+                "Each response declares the headers it carries beyond the standard ones, "
+                "marked required where it always carries them, except two sets that are "
+                "the same for every answer and meant for browsers: the CORS headers "
+                "(`Vary: Origin`, `Access-Control-*`, with an allowlist set) and the "
+                "security headers (`Content-Security-Policy`, `X-Content-Type-Options`, "
+                "`X-Frame-Options`, `Referrer-Policy`, and on the pages and widget "
+                "scripts `Cross-Origin-Opener-Policy` or `Cross-Origin-Resource-Policy`).\n\n"
                 'Errors are JSON, never HTML: the legacy `{"status", "message"}` shape '
                 "under `/api/comment/`, `application/problem+json` (RFC 9457) elsewhere, "
                 "whose `type` links to its explanation under Problem types."
@@ -88,6 +99,7 @@ def build_spec(settings: Settings | None = None) -> Spec:
         "components": {
             "schemas": schemas(settings),
             "parameters": parameters(),
+            "headers": header_components(),
             "securitySchemes": {
                 "bearerApiKey": {
                     "type": "http",

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, Response, current_app, g, request
 
 from .. import __version__
+from ..contract.headers import OPS_ROUTES, REQUEST_ID_PATTERN
 from ..events import comment_created, comment_rejected, moderation_action
 from .log_format import ACCESS_LOGGER, Fields, direct_handler
 from .metrics import (
@@ -42,16 +43,13 @@ REQUEST_ID_HEADER = "X-Request-ID"
 REQUEST_ID_ENVIRON = "comments_api.request_id"
 # An incoming X-Request-ID (an ingress's) that is adopted rather than replaced; the
 # worker's own answers (worker.py) adopt it by this same rule.
-REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+REQUEST_ID_RE = re.compile(REQUEST_ID_PATTERN)
 # Where the request's access record is left for the threaded worker (worker.py), which
 # answers a request its thread still holds at WORKER_TIMEOUT and then exits without the
 # thread: ``record_abort`` writes that request's line and count in the thread's place.
 ACCESS_RECORD_ENVIRON = "comments_api.access_record"
 # Requests no URL rule matched (404, 405): one fixed label, never the raw path.
 UNMATCHED_ROUTE = "<unmatched>"
-# Probe and scrape routes: excluded from the SLOs in deploy/monitoring (not user traffic)
-# and from rate limiting (web/protection.py). The one list of them.
-OPS_ROUTES = ("/metrics", "/healthz", "/readyz", "/healthcheck")
 
 # "<converter:name>" in a URL rule.
 _CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")

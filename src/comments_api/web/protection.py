@@ -30,9 +30,9 @@ from limits.storage import RedisStorage, Storage, storage_from_string
 from werkzeug.exceptions import Forbidden, TooManyRequests
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from ..contract.headers import OPS_ROUTES
 from ..identity import guards as web_auth
 from ..settings import Settings, parse_rate_limits
-from ..telemetry.http_hooks import OPS_ROUTES
 from ..telemetry.metrics import count_ratelimit_storage_failure
 
 log = logging.getLogger(__name__)
