@@ -51,6 +51,7 @@ from sqlalchemy import (
     select,
     text,
     tuple_,
+    union_all,
     update,
 )
 from sqlalchemy.dialects.postgresql import array
@@ -1758,17 +1759,21 @@ class Repository:
             # had no index in id order: PostgreSQL walked the primary key instead, and for an
             # author whose comments are recent it read the whole table before them (901,000
             # rows, ~0.44 s a call, at 1,000,000 comments).
-            found: list[int] = []
+            # One statement, so one snapshot (READ COMMITTED gives each its own): read one
+            # (status, key form) at a time, a comment a moderator approved from pending
+            # between the published read and the pending one was read in neither, and the
+            # erasure could end (more: false) leaving it published.
+            branches = []
             for status in change.from_statuses:
                 for key in author_key_forms(author_key):
                     pinned = [(comments.c.status, status), (comments.c.author_key, key)]
                     where, order = _pinned(pinned, not self.is_sqlite)
-                    found += conn.execute(
-                        select(comments.c.id).where(*where).order_by(*order).limit(limit + 1)
-                    ).scalars()
-            # Each read has its own snapshot (READ COMMITTED): a comment a moderator moved
-            # between two statuses meanwhile may be read twice.
-            found = sorted(set(found))[: limit + 1]
+                    oldest = select(comments.c.id).where(*where).order_by(*order)
+                    branches.append(select(oldest.limit(limit + 1).subquery().c.id))
+            each = union_all(*branches).subquery()
+            found = list(
+                conn.execute(select(each.c.id).order_by(each.c.id).limit(limit + 1)).scalars()
+            )
             more = len(found) > limit
             changed, stamp = (
                 _apply(conn, found[:limit], change, stamps) if found else ([], stamps())
