@@ -139,6 +139,22 @@ def test_an_unencoded_plus_in_the_author_filter_is_refused_saying_how_to_send_it
     assert len(listed(client, f"{PENDING}?author=sub:a+b", mod)[0]) == 1
 
 
+@pytest.mark.parametrize("sent", ["email:+news@example.com", "email:news@example.com+"])
+def test_an_unencoded_plus_first_or_last_is_refused_not_trimmed_to_another_author(build, sent):
+    # Trimmed as an address is (key_address), "+news@..." read as " news@..." listed the
+    # comments of news@example.com, another author, and a trailing one likewise.
+    app = build(moderation_mode="pre")
+    client = app.test_client()
+    mod = bearer(api_key(app, SCOPE_MODERATE))
+    post(client, "someone else's", email="news@example.com")
+    plus = post(client, "plus first", email="+news@example.com").json["id"]
+    response = client.get(f"{PENDING}?author={sent}", headers=mod)
+    assert problem_fields(response) == ["author"]
+    assert "%2B" in response.json["errors"][0]["message"]
+    encoded = listed(client, f"{PENDING}?author=email:%2Bnews@example.com", mod)[0]
+    assert encoded == [plus]
+
+
 def test_delete_by_author_takes_exactly_one_of_ids_or_author_and_only_delete(build):
     app = build()
     client = app.test_client()

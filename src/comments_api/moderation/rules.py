@@ -286,9 +286,11 @@ def parse_author_filter(raw: str) -> str:
     """``?author=`` of a listing: an author key as ``parse_author_key`` reads it, minus the
     addresses no comment can have. A ``+`` left unencoded in a query string arrives as a
     space (``email:ann+news@…`` as ``ann news@…``), and a comment's address never holds
-    whitespace: such a filter could only list nothing, so it is refused, saying why."""
+    whitespace: such a filter could only list nothing, so it is refused, saying why. Read
+    before ``key_address`` trims it: a + first or last (``email:+news@…``) was trimmed
+    away and listed another author's comments (``news@…``)."""
     key = parse_author_key(raw)
-    kind, _, value = key.partition(":")
+    kind, _, value = raw.partition(":")
     if kind == "email" and any(c.isspace() for c in value):
         raise InvalidInput(
             [FieldError("author", "an address has no spaces: send a + in it as %2B")]
