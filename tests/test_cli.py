@@ -595,6 +595,21 @@ def test_a_change_made_whose_confirmation_cannot_reach_stdout_is_exit_0(tmp_path
     assert run("keys", "list", env=env).stdout.splitlines()[1].split("\t")[5] != "-"
 
 
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_log_lines_a_full_stdout_refuses_are_dropped_in_one_line_not_tracebacks(
+    tmp_path, log_format
+):
+    # The migration logs at info, to stdout: each line was a 40-line "--- Logging error ---"
+    # traceback on stderr around migrate's one-line confirmation (exit 0 all the same).
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path}/logs.db", "LOG_FORMAT": log_format}
+    migrated = _run_into("/dev/full", "migrate", env=env)
+    assert migrated.returncode == 0, migrated.stderr
+    assert migrated.stderr == (
+        "log lines that stdout refuses are dropped: No space left on device\n"
+        f"database is at revision {head_revision()} (stdout: No space left on device)\n"
+    )
+
+
 @pytest.mark.parametrize("stderr", ["closed", "/dev/full"])
 def test_a_stderr_that_takes_nothing_neither_stops_nor_fails_a_command(tmp_path, stderr):
     # Progress and summaries go to stderr: on a full disk (a cron job's log) the progress

@@ -245,13 +245,24 @@ def test_text_format_for_humans(tmp_path: Path) -> None:
     assert abs((logged - before).total_seconds()) < 10
 
 
-def test_a_text_line_holds_only_the_fields_we_wrote(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "x status=200 route=/healthz",
+        # A subject holds no control character, but may hold U+2028 (where splitlines()
+        # and JavaScript end a line: written raw inside the quotes, the line read back as
+        # two, the second starting "status=200") and a bidi override (which reorders the
+        # rest of the line on screen).
+        "x\u2028status=200 route=/healthz",
+        "x\u202eroute=/healthz",
+    ],
+)
+def test_a_text_line_holds_only_the_fields_we_wrote(tmp_path: Path, subject: str) -> None:
     """A token's subject is the issuer's (a site's login backend may use the reader's own
     user name): written bare, "x status=200 route=/healthz" gave the access line a second
     status and route, which the reader of the line (or a key=value parser, last one wins)
     took for the request's."""
     signer = hs_signer()
-    subject = "x status=200 route=/healthz"
     env = {
         "DATABASE_URL": f"sqlite:///{tmp_path / 'comments.db'}",
         "LOG_LEVEL": "info",
@@ -272,6 +283,7 @@ def test_a_text_line_holds_only_the_fields_we_wrote(tmp_path: Path) -> None:
         rid = answer.headers["X-Request-ID"]
         assert wait_until(lambda: f"request_id={rid}" in svc.log(), 10)
     line = next(x for x in svc.log().splitlines() if f"request_id={rid}" in x)
+    assert not {"\u2028", "\u202e"} & set(line), line
     # key=value pairs as logfmt reads them: a value is bare, or a quoted JSON string.
     pairs = re.findall(r'(?:^| )([a-z_]+)=("(?:[^"\\]|\\.)*"|[^ ]*)', line.split(": request", 1)[1])
     keys = [key for key, _ in pairs]

@@ -659,8 +659,9 @@ class Settings:
         default="json",
         metadata=_doc(
             "`json` (one object per line) or `text` (for a terminal: `TIME LEVEL [pid] logger: "
-            'message`, then the other fields as `key=value`; a value with a space, `=` or `"` '
-            "is quoted as a JSON string)."
+            'message`, then the other fields as `key=value`; a value with a space, `=`, `"`, '
+            "a control character, a line separator or a bidi control is quoted as a JSON "
+            "string, those characters escaped)."
         ),
     )
     client_ip_hash_salt: str | None = field(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import logging.config
 import re
 import select
+import sys
 import threading
 from datetime import UTC, datetime
 from time import monotonic, time
@@ -187,7 +189,35 @@ class RepeatedWarnings(logging.Filter):
         return (record.name, str(record.msg), repr(args), repr(sorted(fields.items(), key=str)))
 
 
-class JsonLinesHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The stdout handler under LOG_FORMAT=text (and JsonLinesHandler's base): a line
+    stdout refuses (a full disk, closed, its reader gone) is dropped, said once on stderr.
+    logging's own handleError wrote a 40-line "--- Logging error ---" traceback per line:
+    `comments-api migrate > /dev/full`, whose exit 0 says the migration was made, put two
+    around its one-line confirmation on stderr."""
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        # Said once: a stdout that refuses one line refuses the next.
+        self._refusal_said = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        refused = sys.exc_info()[1]
+        if not isinstance(refused, OSError):
+            super().handleError(record)
+            return
+        if self._refusal_said:
+            return
+        self._refusal_said = True
+        if sys.stderr is not None:  # None: started with stderr closed too
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write(
+                    f"log lines that stdout refuses are dropped: {refused.strerror or refused}\n"
+                )
+                sys.stderr.flush()
+
+
+class JsonLinesHandler(StdoutHandler):
     """The stdout handler under LOG_FORMAT=json.
 
     ``write_info`` writes the line its JsonFormatter would write for an INFO record of
@@ -312,16 +342,27 @@ def direct_handler(logger: logging.Logger) -> JsonLinesHandler | None:
     return handler
 
 
-# A value that reads as one field as written: no whitespace, "=" or quote in it.
-_BARE_VALUE = re.compile(r'[^\s="]+')
+# What a terminal or a line reader takes for more than a character: control characters
+# (C0, DEL, C1: an escape sequence rewrites the line shown), the line and paragraph
+# separators (str.splitlines() and JavaScript end a line there) and the bidi controls
+# (they reorder what follows on screen). A token's subject may hold all but the first.
+_UNSHOWN = "\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069"
+# A value that reads as one field as written: no whitespace, "=", quote or _UNSHOWN.
+_BARE_VALUE = re.compile(f'[^\\s="{_UNSHOWN}]+')
+_ESCAPED = re.compile(f"[{_UNSHOWN}]")
 
 
 def _text_value(value: Any) -> str:
     """A field's value for a text line: as is, or quoted and escaped as a JSON string (as
-    logfmt does) when it holds a space, "=" or a quote. Written bare, a value the caller
-    chose (a token's subject "x status=200") added fields of its own to the line."""
+    logfmt does) when it holds a space, "=", a quote or a character in ``_UNSHOWN``.
+    Written bare, a value the caller chose (a token's subject "x status=200") added fields
+    of its own to the line; json.dumps leaves U+2028 and the C1 and bidi controls as
+    they are, written here as \\uXXXX (JSON's own escape: the value reads back the same)."""
     text = str(value)
-    return text if _BARE_VALUE.fullmatch(text) else json.dumps(text, ensure_ascii=False)
+    if _BARE_VALUE.fullmatch(text):
+        return text
+    quoted = json.dumps(text, ensure_ascii=False)
+    return _ESCAPED.sub(lambda m: f"\\u{ord(m[0]):04x}", quoted)
 
 
 class TextFormatter(logging.Formatter):
@@ -355,7 +396,7 @@ def logging_config(settings: Settings) -> dict[str, Any]:
         "filters": {"repeated_warnings": {"()": RepeatedWarnings}},
         "handlers": {
             "stdout": {
-                "class": f"{__name__}.JsonLinesHandler" if json else "logging.StreamHandler",
+                "class": f"{__name__}.{'JsonLinesHandler' if json else 'StdoutHandler'}",
                 "formatter": "default",
                 "filters": ["repeated_warnings"],
                 "stream": "ext://sys.stdout",
