@@ -122,6 +122,14 @@ def test_the_previous_release_beside_this_one_on_its_schema(fleet):
     )
     assert banned.status_code == 201, banned.text
     assert banned.json()["target"] == f"email:{DECOMPOSED}"  # that release's code, not ours
+    # Banned here again, typed precomposed: a repeat ban (it stored a second row, 201), and
+    # the ban's URL here finds that release's ban.
+    again = requests.post(
+        f"{new.base}/api/v1/moderation/bans", json={"email": COMPOSED}, headers=key, timeout=5
+    )
+    assert (again.status_code, again.json()["created"]) == (200, False), again.text
+    standing = requests.get(f"{new.base}{again.headers['Location']}", headers=key, timeout=5)
+    assert standing.json()["target"] == f"email:{DECOMPOSED}", standing.text
     # This release refuses the mailbox in either form, through both APIs; it let the
     # precomposed form (as most readers type it) post.
     for email in (DECOMPOSED, COMPOSED, COMPOSED.upper()):

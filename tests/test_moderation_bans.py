@@ -4,6 +4,7 @@ first, keyset-paged on (created_at, target) off ix_bans_created_at_target (0017)
 from __future__ import annotations
 
 import base64
+import threading
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
@@ -237,6 +238,27 @@ def test_a_malformed_or_foreign_cursor_is_a_400_problem(build):
     assert client.get(BANS, query_string={"cursor": "nonsense"}).status_code == 401
 
 
+def test_a_forged_cursor_of_the_right_shape_is_a_position_not_a_500(build):
+    """A cursor is base64 a client can write: any instant from year 1 to 9999 and any
+    target (longer than a stored one can be, control characters, outside the BMP) is a
+    position both databases compare with, never a database error."""
+    app = build()
+    client = app.test_client()
+    mod = bearer(api_key(app, SCOPE_MODERATE))
+    for subject in ("a", "b"):
+        ban(client, mod, subject)
+    last = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC) - datetime(1, 1, 1, tzinfo=UTC)
+    latest = last // timedelta(microseconds=1)
+    for raw, expected in (
+        (f"b{latest}.sub:\U0010ffff".encode(), ["b", "a"]),  # after every ban
+        (b"b0.sub:a", []),  # year 1: before every ban
+        (f"b{latest}.sub:".encode() + b"x" * 1000, ["b", "a"]),  # longer than a column holds
+        (f"b{latest}.sub:\x01\u2028\U0001f600".encode(), ["b", "a"]),
+    ):
+        listed, _ = page(client, mod, cursor=_raw_cursor(raw))
+        assert listed == expected, raw[:40]
+
+
 def test_the_ban_list_reads_its_page_off_the_index(build):
     """Each page, the first or one after a position, is a backward range read of
     ix_bans_created_at_target (0017), never a sort of every ban: the statements storage
@@ -270,3 +292,176 @@ def test_the_ban_list_reads_its_page_off_the_index(build):
             assert "ix_bans_created_at_target" in plan, plan
             assert "TEMP B-TREE" not in plan, plan  # SQLite's sort
             assert "Sort" not in plan, plan  # PostgreSQL's
+
+
+# --- one ban, and an address's Unicode forms ---------------------------------------------
+COMPOSED = "jos\u00e9@example.com"
+DECOMPOSED = "jose\u0301@example.com"  # as the release before 0016 keyed it, typed so
+
+
+def old_release_ban(app, clock, address: str, reason: str = "old") -> None:
+    """A ban as the release before 0016 stored it on 0016's schema: under the key of the
+    address as typed (lower-cased, not composed), written as that release's storage did."""
+    repo = app.extensions[EXTENSION_KEY].repo
+    assert repo.ban(f"email:{address}", reason, "key:old-release", clock=clock) is True
+
+
+def test_one_ban_is_looked_up_as_the_list_gives_it(build, clock):
+    app = build(clock=clock)
+    client = app.test_client()
+    mod = bearer(api_key(app, SCOPE_MODERATE))
+    spec = client.get("/openapi.json").json
+    one = f"{BANS}/{{target}}"
+    made = client.post(BANS, json={"subject": "alice", "reason": "spam"}, headers=mod)
+    assert made.status_code == 201
+    clock.advance(1)
+    ban(client, mod, "bob")
+
+    found = client.get(made.headers["Location"], headers=mod)
+    assert found.status_code == 200, found.json
+    listed = client.get(BANS, headers=mod).json["items"]
+    assert found.json == next(b for b in listed if b["target"] == "sub:alice")
+    assert found.json["reason"] == "spam"
+    assert found.headers["Cache-Control"] == "no-store"
+    documented(spec, one, "get", found)
+    assert client.get(f"{BANS}/sub:bob", headers=mod).json["target"] == "sub:bob"
+
+    missing = client.get(f"{BANS}/sub:carol", headers=mod)
+    assert missing.status_code == 404
+    assert missing.mimetype == "application/problem+json"
+    assert missing.json["detail"] == "this author is not banned"
+    documented(spec, one, "get", missing)
+    bad = client.get(f"{BANS}/nonsense", headers=mod)
+    assert bad.status_code == 400
+    assert [e["field"] for e in bad.json["errors"]] == ["target"]
+    documented(spec, one, "get", bad)
+    # The other moderation routes' credentials and preconditions.
+    assert client.get(f"{BANS}/sub:alice").status_code == 401
+    writer = bearer(api_key(app, "comments:write"))
+    assert client.get(f"{BANS}/sub:alice", headers=writer).status_code == 403
+    tagged = {**mod, "If-Match": '"abc"'}
+    assert client.get(f"{BANS}/sub:alice", headers=tagged).status_code == 412
+    assert client.get(f"{BANS}/sub:carol", headers=tagged).status_code == 404
+    assert client.get(f"{BANS}/sub:alice", headers={**mod, "If-Match": "*"}).status_code == 200
+    # A lifted ban is gone.
+    lift(client, mod, "alice")
+    assert client.get(made.headers["Location"], headers=mod).status_code == 404
+
+
+def test_a_ban_standing_in_another_unicode_form_is_found_by_any(build, clock):
+    """The release before 0016 banned ``josé`` typed decomposed under that form's key: the
+    one-ban lookup finds it by the address as usually typed (precomposed), in any case, as
+    well as by the form it was listed under, and answers the ban as stored."""
+    app = build(clock=clock)
+    client = app.test_client()
+    mod = bearer(api_key(app, SCOPE_MODERATE))
+    old_release_ban(app, clock, DECOMPOSED)
+    for address in (COMPOSED, DECOMPOSED, COMPOSED.upper()):
+        found = client.get(f"{BANS}/{quote(f'email:{address}')}", headers=mod)
+        assert found.status_code == 200, (address, found.json)
+        assert found.json["target"] == f"email:{DECOMPOSED}"
+        assert found.json["reason"] == "old"
+
+
+def test_banning_again_in_another_unicode_form_is_a_repeat_ban(build, clock):
+    """A ban of ``josé`` typed precomposed while the release before 0016's ban of it typed
+    decomposed stands answered 201 and stored a second row (two bans of one mailbox in
+    the list, two to lift): it answers as banning the same target again does, 200 with
+    ``created: false`` and the ban's URL, and adds nothing."""
+    app = build(clock=clock)
+    client = app.test_client()
+    mod = bearer(api_key(app, SCOPE_MODERATE))
+    admin = bearer(api_key(app, SCOPE_ADMIN))
+    old_release_ban(app, clock, DECOMPOSED)
+    clock.advance(1)
+
+    again = client.post(BANS, json={"email": COMPOSED, "reason": "new"}, headers=mod)
+    assert again.status_code == 200, again.json
+    assert again.json == {"target": f"email:{COMPOSED}", "created": False}
+    documented(client.get("/openapi.json").json, BANS, "post", again)
+    # As a repeat of the same target answers.
+    same = client.post(BANS, json={"email": DECOMPOSED}, headers=mod)
+    assert (same.status_code, same.json) == (200, again.json)
+    assert same.headers["Location"] == again.headers["Location"]
+    listed = client.get(BANS, headers=mod).json["items"]
+    assert [(b["target"], b["reason"]) for b in listed] == [(f"email:{DECOMPOSED}", "old")]
+    # Its Location finds the ban that stands; the audit log has no second ban.
+    found = client.get(again.headers["Location"], headers=mod)
+    assert found.json["target"] == f"email:{DECOMPOSED}"
+    actions = [
+        e["action"] for e in client.get("/api/v1/admin/audit-log", headers=admin).json["items"]
+    ]
+    assert actions == ["ban"]
+
+    # One lift, by the Location, and the mailbox may post again in either form.
+    assert client.delete(again.headers["Location"], headers=mod).status_code == 204
+    assert client.get(BANS, headers=mod).json["items"] == []
+    for address in (COMPOSED, DECOMPOSED):
+        posted = client.post(
+            "/api/v1/contents/c1/comments", json={"body": f"back {address}", "email": address}
+        )
+        assert posted.status_code == 201, posted.json
+
+
+def test_lifting_by_any_form_lifts_every_form_at_once(build, clock):
+    """Two rows of one mailbox (as the ban above used to store): a lift by either form
+    lifts both in one transaction, an audit entry for each, and a second lift is a 404."""
+    app = build(clock=clock)
+    client = app.test_client()
+    mod = bearer(api_key(app, SCOPE_MODERATE))
+    admin = bearer(api_key(app, SCOPE_ADMIN))
+    old_release_ban(app, clock, DECOMPOSED)
+    clock.advance(1)
+    old_release_ban(app, clock, COMPOSED, reason="twice")
+    assert len(client.get(BANS, headers=mod).json["items"]) == 2
+    # The one-ban lookup answers the first made, the one a repeat ban leaves standing.
+    assert client.get(f"{BANS}/email:{quote(COMPOSED)}", headers=mod).json["reason"] == "old"
+    clock.advance(1)
+    assert client.delete(f"{BANS}/email:{quote(DECOMPOSED)}", headers=mod).status_code == 204
+    assert client.get(BANS, headers=mod).json["items"] == []
+    log = client.get("/api/v1/admin/audit-log", headers=admin).json["items"]
+    lifts = [(e["target"], e["created_at"]) for e in log if e["action"] == "unban"]
+    assert sorted(t for t, _ in lifts) == sorted([f"email:{COMPOSED}", f"email:{DECOMPOSED}"])
+    assert len({at for _, at in lifts}) == 1
+    assert client.delete(f"{BANS}/email:{quote(COMPOSED)}", headers=mod).status_code == 404
+
+
+def test_bans_and_lifts_at_once_in_either_form_keep_one_row_and_an_honest_log(build):
+    """Moderators banning and lifting one mailbox at once, typed in either Unicode form,
+    through the HTTP API (threads, a real database): each answer is one the log shows, and
+    what stands at the end is at most one ban, as the answers add up to."""
+    app = build()
+    mod = bearer(api_key(app, SCOPE_MODERATE))
+    admin = bearer(api_key(app, SCOPE_ADMIN))
+    start = threading.Barrier(6)
+    answers: list[tuple[str, int]] = []
+
+    def moderator(n: int) -> None:
+        client = app.test_client()
+        address = COMPOSED if n % 2 else DECOMPOSED
+        start.wait(timeout=30)
+        for _ in range(8):
+            if n < 4:
+                made = client.post(BANS, json={"email": address}, headers=mod)
+                answers.append(("ban", made.status_code))
+            else:
+                lifted = client.delete(f"{BANS}/{quote(f'email:{address}')}", headers=mod)
+                answers.append(("lift", lifted.status_code))
+
+    threads = [threading.Thread(target=moderator, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads)
+    client = app.test_client()
+    assert {status for kind, status in answers if kind == "ban"} <= {200, 201}
+    assert {status for kind, status in answers if kind == "lift"} <= {204, 404}
+    standing = client.get(BANS, headers=mod).json["items"]
+    assert len(standing) <= 1
+    log = client.get("/api/v1/admin/audit-log?limit=100", headers=admin).json["items"]
+    made = sum(1 for kind, status in answers if (kind, status) == ("ban", 201))
+    lifted = sum(1 for kind, status in answers if (kind, status) == ("lift", 204))
+    assert made == sum(1 for e in log if e["action"] == "ban")
+    assert lifted == sum(1 for e in log if e["action"] == "unban")
+    assert made - lifted == len(standing)

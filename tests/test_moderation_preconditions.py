@@ -123,7 +123,7 @@ def test_the_contract_documents_the_412_on_every_moderation_operation(build):
             continue
         for method, op in item.items():
             url = path.replace("{target}", "sub:x")
-            if method == "delete":
+            if "{target}" in path:  # one ban, looked up or lifted
                 client.post(BANS, json={"subject": "x"}, headers=admin)  # so it is not a 404
             answer = client.open(
                 url,
@@ -141,7 +141,7 @@ def test_the_contract_documents_the_412_on_every_moderation_operation(build):
             assert "If-Match" in names, (method, path)
             assert "412" in op["responses"], (method, path)
             checked += 1
-    assert checked == 7
+    assert checked == 8
 
 
 def test_moderation_writes_with_if_none_match_star_are_412_and_change_nothing(build):

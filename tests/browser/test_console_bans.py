@@ -89,3 +89,63 @@ def test_console_bans_load_more_and_lift_on_any_page(page, lone_pre_api: Api, ax
     expect(more).to_be_hidden()
     expect(page.locator("#bans-progress")).to_have_text("50 bans listed.")
     assert errors == [], errors
+
+
+def test_console_looks_up_one_ban_without_paging(page, lone_pre_api: Api, axe_source):
+    """ "Look up one ban" asks GET /moderation/bans/{target}: a ban beyond the loaded page is
+    found and lifted from there, an address in the other Unicode form finds its ban, an
+    address not banned is said so, and a target the API refuses marks the box invalid."""
+    key = lone_pre_api.key("comments:moderate")
+    for n in range(52):  # b00 and b01 are on the second page
+        lone_pre_api.ban(key, f"b{n:02}@example.com")
+    lone_pre_api.ban(key, "jos\u00e9@example.com")  # stored composed
+    page.set_viewport_size({"width": 1100, "height": 800})
+    errors = page.page_errors
+    message = page.locator("#message")
+    rows = page.locator("#bans-body tr")
+    box = page.get_by_role("searchbox", name="Look up one ban")
+    result = page.locator("#ban-lookup-result")
+    sign_in(page, lone_pre_api, key)
+    page.get_by_role("tab", name="Bans").click()
+    expect(rows).to_have_count(50)
+    expect(page.locator('#bans-body tr[data-target="email:b00@example.com"]')).to_have_count(0)
+
+    # A ban not on the loaded page, by keyboard: said on the status line, the keyboard stays.
+    expect(result).to_have_attribute("role", "status")
+    box.fill("B00@example.com")
+    box.press("Enter")
+    expect(result).to_contain_text("email:b00@example.com is banned, since ")
+    expect(result).to_contain_text(", by api_key:")
+    expect(box).to_be_focused()
+    violations, _ = run_axe(page, axe_source)
+    assert violations == [], dumps(violations)
+
+    # Lifted from the answer: the author may post, the list is left as loaded, and the
+    # keyboard goes back to the box.
+    lift = result.get_by_role("button", name="Lift the ban on email:b00@example.com")
+    lift.focus()
+    page.keyboard.press("Enter")
+    expect(message).to_have_text("Lifted the ban on email:b00@example.com.")
+    expect(result).to_have_text("email:b00@example.com is not banned.")
+    expect(box).to_be_focused()
+    expect(rows).to_have_count(50)
+    assert lone_pre_api.post("lookup", "back", email="b00@example.com")["status"] == "pending"
+
+    # The address typed decomposed finds the ban stored composed; one not banned is said so.
+    box.fill("sub:nobody")
+    page.get_by_role("button", name="Look up", exact=True).click()
+    expect(result).to_have_text("sub:nobody is not banned.")
+    box.fill("email:jose\u0301@example.com")
+    box.press("Enter")
+    expect(result).to_contain_text("email:jos\u00e9@example.com is banned, since ")
+
+    # A target the API refuses: said, the box marked invalid and focused; typing clears it.
+    box.fill("bad\u007fsubject")
+    box.press("Enter")
+    expect(message).to_contain_text("target must look like email:<address> or sub:<id>")
+    expect(box).to_have_attribute("aria-invalid", "true")
+    expect(box).to_be_focused()
+    expect(result).to_have_text("")
+    box.fill("b01@example.com")
+    expect(box).not_to_have_attribute("aria-invalid", "true")
+    assert errors == [], errors

@@ -1284,6 +1284,14 @@ def moderation_paths() -> dict[str, Any]:
     moderate_note = " Needs the `comments:moderate` scope (or `admin`)."
     if_match = ref("ModerationIfMatch", "parameters")
     if_none_match = ref("ModerationIfNoneMatch", "parameters")
+    ban_target = {
+        "name": "target",
+        "in": "path",
+        "required": True,
+        "description": "The ban target as listed, e.g. `email:troll@example.com`.",
+        "schema": ref("BanTarget"),
+        "example": "email:troll@example.com",
+    }
     pending_params = [
         ref("ContentIdFilter", "parameters"),
         ref("AuthorFilter", "parameters"),
@@ -1443,31 +1451,46 @@ def moderation_paths() -> dict[str, Any]:
             ),
         },
         ban: {
+            "get": _op(
+                "moderation",
+                "getBan",
+                "Look up one ban",
+                "Whether this author is banned, and the ban as the list gives it: found under "
+                "any Unicode form of an address (`josé` precomposed or decomposed, as a ban "
+                "stops it), so the `target` answered may be another form than the one asked "
+                "for; 404 when there is none." + moderate_note,
+                {
+                    "200": _ok(
+                        "The ban.",
+                        ref("Ban"),
+                        {
+                            "target": "email:troll@example.com",
+                            "reason": "spam",
+                            "created_by": "api_key:1a2b3c4d5e6f",
+                            "created_at": EXAMPLE_TIME,
+                        },
+                    ),
+                    "400": _invalid(ban, "target", "must look like email:<address> or sub:<id>"),
+                    **_errors(ban, 401, 403, 404, 412, 429, 503),
+                },
+                parameters=[ban_target, if_match],
+                security=MODERATOR_SECURITY,
+            ),
             "delete": _op(
                 "moderation",
                 "unbanAuthor",
                 "Lift a ban",
-                "The author may post again." + moderate_note,
+                "The author may post again: the ban is lifted in every Unicode form of an "
+                "address it stands in." + moderate_note,
                 {
                     "204": {"description": "Lifted."},
                     "400": _invalid(ban, "target", "must look like email:<address> or sub:<id>"),
                     **_errors(ban, 401, 403, 404, 429, 503, 507),
                     "412": _write_412(ban, "moderation resources carry no `ETag`"),
                 },
-                parameters=[
-                    {
-                        "name": "target",
-                        "in": "path",
-                        "required": True,
-                        "description": "The ban target as listed, e.g. `email:troll@example.com`.",
-                        "schema": ref("BanTarget"),
-                        "example": "email:troll@example.com",
-                    },
-                    if_match,
-                    if_none_match,
-                ],
+                parameters=[ban_target, if_match, if_none_match],
                 security=MODERATOR_SECURITY,
-            )
+            ),
         },
         audit: {
             "get": _op(

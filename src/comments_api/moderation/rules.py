@@ -258,14 +258,20 @@ def parse_bulk(payload: object) -> BulkRequest:
 class BanRequest:
     target: str  # an author key: email:<address> or sub:<subject>
     reason: str | None
+    # Every form a ban of this author may already stand in (``email_key_forms``): a ban
+    # under any of them is this one, banned again.
+    forms: tuple[str, ...] = ()
 
 
 def parse_ban(payload: object) -> BanRequest:
     """``{"email": ...}`` or ``{"subject": ...}``, plus an optional ``reason``."""
     valid = NewBan.parse(payload)
     target = email_key(valid.email)
-    assert target is not None or valid.subject is not None
-    return BanRequest(target=target or f"sub:{valid.subject}", reason=valid.reason)
+    if target is None:
+        assert valid.subject is not None
+        subject = f"sub:{valid.subject}"
+        return BanRequest(target=subject, reason=valid.reason, forms=(subject,))
+    return BanRequest(target=target, reason=valid.reason, forms=email_key_forms(valid.email))
 
 
 def parse_ban_target(raw: str) -> str:

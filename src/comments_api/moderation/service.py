@@ -105,17 +105,26 @@ class ModerationService:
         last = items[-1]
         return items, encode_ban_cursor(last["created_at"], last["target"])
 
-    def ban(self, target: str, reason: str | None, actor: str) -> bool:
-        """False when the author was already banned (the first ban stands)."""
-        return self.repo.ban(target, reason, actor, clock=self.clock)
+    def ban(self, target: str, reason: str | None, actor: str, *other_forms: str) -> bool:
+        """False when the author was already banned, under ``target`` or one of its other
+        forms (``email_key_forms``): the first ban stands."""
+        return self.repo.ban(target, reason, actor, also=other_forms, clock=self.clock)
 
     def is_banned(self, *targets: str) -> bool:
         return self.repo.is_banned(*targets)
 
+    def ban_of(self, target: str, *other_forms: str) -> dict[str, Any]:
+        """The ban standing under ``target`` or one of its other forms, as the ban list
+        gives it; NotFound when there is none."""
+        found = self.repo.find_ban(target, *other_forms)
+        if found is None:
+            raise NotFound(NOT_BANNED)
+        return found
+
     def unban(self, target: str, actor: str, *other_forms: str) -> None:
-        """Lifts the ban in each form it stands in (``ban_keys`` looks up every one)."""
-        lifted = [self.repo.unban(form, actor, clock=self.clock) for form in other_forms]
-        if not self.repo.unban(target, actor, clock=self.clock) and not any(lifted):
+        """Lifts the ban in each form it stands in (``ban_keys`` looks up every one), in
+        one transaction."""
+        if not self.repo.unban(target, actor, also=other_forms, clock=self.clock):
             raise NotFound(NOT_BANNED)
 
     def audit(self, *, limit: int, before_id: int | None) -> tuple[list[AuditEntry], int | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote, urlencode
 
 from flask import Blueprint, Response, jsonify, request
@@ -134,7 +135,7 @@ def list_bans() -> Response:
         return precondition_failed()
     bans, next_cursor = services().moderation.bans(limit=limit, before=before)
     response = jsonify(
-        items=[{**b, "created_at": iso_timestamp(b["created_at"])} for b in bans],
+        items=[_ban_view(b) for b in bans],
         next_cursor=next_cursor,
     )
     if next_cursor:
@@ -142,6 +143,30 @@ def list_bans() -> Response:
             response, "/api/v1/moderation/bans", {"limit": str(limit), "cursor": next_cursor}
         )
     return response
+
+
+def _ban_view(ban: dict[str, Any]) -> dict[str, Any]:
+    """A ban as the list's items and the one-ban lookup answer it."""
+    return {**ban, "created_at": iso_timestamp(ban["created_at"])}
+
+
+def _target_forms(target: str) -> tuple[str, tuple[str, ...]]:
+    """A ban target from the URL, as stored, and the other forms a ban of it may stand in
+    (the release before 0016's, taken on 0016's schema): each is looked up when the
+    author posts."""
+    author = parse_ban_target(target)
+    return author, tuple(form for form in ban_target_forms(target) if form != author)
+
+
+@bp.get("/moderation/bans/<path:target>")
+def get_ban(target: str) -> Response:
+    """One ban, found under any form of its target; 404 when the author is not banned."""
+    require_scope(SCOPE_MODERATE)
+    author, others = _target_forms(target)
+    ban = services().moderation.ban_of(author, *others)  # the 404 wins over a 412
+    if _if_match_fails():
+        return precondition_failed()
+    return jsonify(_ban_view(ban))
 
 
 @bp.post("/moderation/bans")
@@ -152,7 +177,8 @@ def ban_author() -> tuple[Response, int, dict[str, str]] | Response:
         return precondition_failed()
     if _if_none_match_fails():
         raise IfNoneMatchFailed()
-    created = services().moderation.ban(ban.target, ban.reason, identity.actor)
+    others = tuple(form for form in ban.forms if form != ban.target)
+    created = services().moderation.ban(ban.target, ban.reason, identity.actor, *others)
     if created:
         emit(moderation_action, action="ban", count=1)
     location = f"/api/v1/moderation/bans/{quote(ban.target, safe=':@')}"
@@ -166,10 +192,7 @@ def ban_author() -> tuple[Response, int, dict[str, str]] | Response:
 @bp.delete("/moderation/bans/<path:target>")
 def unban_author(target: str) -> tuple[str, int] | Response:
     identity = require_scope(SCOPE_MODERATE)
-    author = parse_ban_target(target)
-    # Also in the other forms a ban of it may stand in (the release before 0016's, taken
-    # on 0016's schema): each is looked up when the author posts.
-    others = tuple(form for form in ban_target_forms(target) if form != author)
+    author, others = _target_forms(target)
     if _if_match_fails() or _if_none_match_fails():
         if not services().moderation.is_banned(author, *others):
             raise NotFound(NOT_BANNED)  # the 404 it would have been wins

@@ -300,7 +300,7 @@ function signOut(text) {
   sessionStorage.removeItem(STORE_KEY);
   // Nothing read with that credential stays on the page (comments, emails, the audit log),
   // and the next sign-in, maybe without admin scope, starts at the queue, not a hidden tab.
-  for (const id of ["queue-body", "content-body", "bans-body", "audit-body"]) $(id).replaceChildren();
+  for (const id of ["queue-body", "content-body", "bans-body", "audit-body", "ban-lookup-result"]) $(id).replaceChildren();
   for (const id of ["queue-table", "queue-empty", "queue-more", "content-table", "bans-table", "audit-table", "content-empty", "content-more", "bans-empty", "bans-more", "audit-more", "audit-empty"]) $(id).hidden = true;
   queue.items.clear();
   queue.author = null; // an email is something read with that credential too
@@ -1172,17 +1172,26 @@ function liftButton(target) {
   return row ? row.querySelector("button") : null;
 }
 
+// A ban's URL, as the API's Location gives it.
+function banPath(target) {
+  return `/api/v1/moderation/bans/${encodeURIComponent(target).replace(/%3A/gi, ":").replace(/%40/g, "@")}`;
+}
+
+// Lifts a ban; true once lifted, false when it was no longer there, null when it failed (said)
+// or the moderator signed out meanwhile.
 async function liftBan(target, button) {
   const still = inSession();
   let lifted = true;
   lifting.add(target);
   try {
-    const path = `/api/v1/moderation/bans/${encodeURIComponent(target).replace(/%3A/gi, ":").replace(/%40/g, "@")}`;
-    await busy([button], () => api(path, { method: "DELETE" }));
+    await busy([button], () => api(banPath(target), { method: "DELETE" }));
   } catch (err) {
-    if (!still()) return; // signed out meanwhile
+    if (!still()) return null; // signed out meanwhile
     // The API's 404 (problem+json): someone else lifted it meanwhile. A proxy's is a failure.
-    if (err.status !== 404 || !err.data) return failed(err);
+    if (err.status !== 404 || !err.data) {
+      failed(err);
+      return null;
+    }
     lifted = false;
   } finally {
     if (still()) {
@@ -1191,12 +1200,12 @@ async function liftBan(target, button) {
       if (drawn) drawn.disabled = false;
     }
   }
-  if (!still()) return; // signed out meanwhile
+  if (!still()) return null; // signed out meanwhile
   say(lifted ? `Lifted the ban on ${apart(target)}.` : `${apart(target)} was no longer banned (lifted meanwhile).`);
   // Its row goes and every other stays as loaded, on whatever page it came: the list is not
   // read again from the first page (the moderator's place, and "Load more bans", stay).
   const row = banRowOf(target);
-  if (!row) return; // a fresh listing meanwhile no longer shows it
+  if (!row) return lifted; // a fresh listing meanwhile no longer shows it (or never loaded it)
   const rows = [...$("bans-body").children];
   const at = rows.indexOf(row);
   // The focus moves only if it is lost (on nothing, or in the row that goes), as after a
@@ -1206,13 +1215,14 @@ async function liftBan(target, button) {
   const lost = !now || now === document.body || row.contains(now);
   row.remove();
   bansShown();
-  if (!lost) return;
+  if (!lost) return lifted;
   // Not a ban whose own lifting is on its way (its button waits, disabled).
   const free = (tr) => tr !== row && !tr.querySelector("button").disabled;
   const next = rows.slice(at + 1).find(free) || rows.slice(0, at).reverse().find(free);
   if (next) next.querySelector("button").focus();
   else if (!$("bans-more").hidden) $("bans-more").focus();
   else $("ban-target").focus();
+  return lifted;
 }
 
 $("bans-refresh").addEventListener("click", () => relist(banList, loadBans));
@@ -1271,6 +1281,66 @@ $("ban-form").addEventListener("submit", async (event) => {
   showCovers();
   await loadBans();
   $("ban-target").focus();
+});
+
+// One ban, looked up without paging (GET /moderation/bans/{target}): typed as the list
+// shows a ban ("email:…", "sub:…"), or an address (it has an "@") or a token subject. The
+// API finds it in either Unicode form of an address, so the ban answered may be written
+// otherwise than typed. The answer is said on the status line under the box (announced),
+// with its "Lift ban"; the keyboard stays in the box, marked invalid when the API refuses it.
+function lookupTarget(typed) {
+  if (/^(email|sub):[\s\S]+$/.test(typed)) return typed;
+  return typed.includes("@") ? `email:${typed}` : `sub:${typed}`;
+}
+
+$("ban-lookup").addEventListener("input", () => $("ban-lookup").removeAttribute("aria-invalid"));
+$("ban-lookup-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const submit = $("ban-lookup-submit");
+  const box = $("ban-lookup");
+  const result = $("ban-lookup-result");
+  if (submit.disabled) return; // the previous look-up is still on its way
+  const target = lookupTarget(box.value.trim());
+  const still = inSession();
+  let ban = null;
+  try {
+    ban = await busy([submit], () => api(banPath(target)));
+  } catch (err) {
+    if (!still()) return; // signed out meanwhile
+    // The API's 404 (problem+json): not banned. A proxy's is a failure.
+    if (err.status !== 404 || !err.data) {
+      result.replaceChildren();
+      if (err.status === 400) box.setAttribute("aria-invalid", "true");
+      failed(err);
+      box.focus();
+      return;
+    }
+  }
+  if (!still()) return;
+  box.removeAttribute("aria-invalid");
+  if (!ban || typeof ban.target !== "string" || !ban.target) {
+    result.replaceChildren(h("span", { text: `${apart(target)} is not banned.` }));
+    return;
+  }
+  const since = time(ban.created_at);
+  const lift = h("button", {
+    type: "button",
+    class: "secondary",
+    text: "Lift ban",
+    "aria-label": `Lift the ban on ${ban.target}`,
+    onclick: async (click) => {
+      const lifted = await liftBan(ban.target, click.currentTarget);
+      if (lifted === null || !still()) return; // failed (said), or signed out
+      result.replaceChildren(h("span", { text: `${apart(ban.target)} is not banned.` }));
+      box.focus();
+    },
+  });
+  result.replaceChildren(
+    h("span", { text: `${apart(ban.target)} is banned, since ` }),
+    since,
+    h("span", { text: `, by ${ban.created_by || "unknown"}${ban.reason ? `: ${ban.reason}` : ""}. ` }),
+    lift
+  );
 });
 
 // --- audit log (admin scope) -------------------------------------------------------

@@ -479,6 +479,16 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
+def _ban_item(row: Any) -> dict[str, Any]:
+    """A ``bans`` row as the ban list and the one-ban lookup give it."""
+    return {
+        "target": row.target,
+        "reason": row.reason,
+        "created_by": row.created_by,
+        "created_at": _aware(row.created_at),
+    }
+
+
 def _to_comment(row: Any) -> Comment:
     # By position, in _COMMENT_COLUMNS' order: a SQLAlchemy Row or a driver tuple.
     (
@@ -1880,6 +1890,22 @@ class Repository:
                 is not None
             )
 
+    @_read_again_if_lost
+    def find_ban(self, *targets: str) -> dict[str, Any] | None:
+        """The ban standing under any of ``targets`` (one author key's forms), or None; of
+        several, the first made (the one a repeat ban leaves standing)."""
+        if not targets:
+            return None
+        query = (
+            select(bans)
+            .where(bans.c.target.in_(targets))
+            .order_by(bans.c.created_at, bans.c.target)
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else _ban_item(row)
+
     @_write_again_if_lost
     def ban(
         self,
@@ -1887,14 +1913,22 @@ class Repository:
         reason: str | None,
         actor: str,
         *,
+        also: Sequence[str] = (),
         now: datetime | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> bool:
-        """Ban an author key; False when it already was banned. Time as ``moderate`` reads
-        it: once the write began (SQLite: holds the lock)."""
+        """Ban an author key; False when it already was banned, under ``target`` or any of
+        ``also`` (its other forms: a ban the release before 0016 took of the address typed
+        decomposed). Time as ``moderate`` reads it: once the write began (SQLite: holds the
+        lock)."""
         stamps = _stamps(now, clock)
+        others = [form for form in also if form != target]
         try:
             with self._write() as conn:
+                if others:
+                    standing = select(bans.c.target).where(bans.c.target.in_(others)).limit(1)
+                    if conn.execute(standing).first() is not None:
+                        return False
                 now = stamps()
                 conn.execute(
                     insert(bans),
@@ -1912,16 +1946,23 @@ class Repository:
         target: str,
         actor: str,
         *,
+        also: Sequence[str] = (),
         now: datetime | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> bool:
+        """Lift the ban of ``target`` and of each of ``also`` (its other forms) in one
+        transaction, an audit row per ban lifted; False when none stood."""
         stamps = _stamps(now, clock)
+        targets = list(dict.fromkeys((target, *also)))
         with self._write() as conn:
             now = stamps()
-            gone = conn.execute(delete(bans).where(bans.c.target == target)).rowcount
-            if gone:
-                self._audit(conn, actor, "unban", target, [], None, now)
-        return bool(gone)
+            gone = conn.execute(
+                delete(bans).where(bans.c.target.in_(targets)).returning(bans.c.target)
+            ).scalars()
+            lifted = sorted(gone)
+            for form in lifted:
+                self._audit(conn, actor, "unban", form, [], None, now)
+        return bool(lifted)
 
     @_read_again_if_lost
     def ban_page(
@@ -1942,16 +1983,7 @@ class Repository:
         query = query.order_by(bans.c.created_at.desc(), bans.c.target.desc()).limit(limit + 1)
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
-        items = [
-            {
-                "target": r.target,
-                "reason": r.reason,
-                "created_by": r.created_by,
-                "created_at": _aware(r.created_at),
-            }
-            for r in rows[:limit]
-        ]
-        return items, len(rows) > limit
+        return [_ban_item(r) for r in rows[:limit]], len(rows) > limit
 
     @staticmethod
     def _audit(
