@@ -543,6 +543,31 @@ def test_options_asterisk_and_connect_get_the_servers_own_answers(sqlite_env, tm
     assert "example.com" not in log
 
 
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_no_answer_names_the_server_software(sqlite_env, tmp_path, threads):
+    """Every answer the app wrote said `Server: gunicorn`: the software to probe for its
+    known flaws, which no client needs. The worker's own answers never named it."""
+    env = {**sqlite_env, "THREADS": threads}
+    with ServiceProcess(env, tmp_path, workers=1) as service:
+        answers = [
+            raw_request(service.port, request)
+            for request in (
+                b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                b"GET /api/v1/comments/1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                b"GET /api/comment/list/1 HTTP/1.0\r\n\r\n",
+                b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n",  # the worker's
+            )
+        ]
+        # Kept alive, then pipelined: the head of every answer on one connection.
+        with socket.create_connection(("127.0.0.1", service.port), timeout=5) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n" * 2)
+            answers += [read_response(sock), read_response(sock)]
+    assert [status for status, _, _ in answers] == [200, 404, 404, 400, 200, 200]
+    for _, headers, _ in answers:
+        assert "server" not in headers, headers
+        assert headers["date"]  # the head is otherwise whole
+
+
 def test_error_document_matches_the_apps_shapes():
     assert worker.LEGACY_PREFIX == web_errors.LEGACY_PREFIX
     assert worker.PROBLEM_JSON == web_errors.PROBLEM_JSON

@@ -1188,7 +1188,8 @@ class CoalescingResponse(wsgi.Response):  # type: ignore[misc]
     bench/README.md), and that it never waits for the client: what the socket does not
     take at once is appended to ``unsent``, in order, for the worker's main loop to send
     (Outbound). Its header checks are gunicorn's, run once per header name
-    (``process_headers``); framing, HEAD and keep-alive are gunicorn's own."""
+    (``process_headers``); framing, HEAD and keep-alive are gunicorn's own. It sends no
+    ``Server`` header (``default_headers``)."""
 
     headers_sent: bool
     chunked: bool
@@ -1255,9 +1256,11 @@ class CoalescingResponse(wsgi.Response):  # type: ignore[misc]
         else:
             connection = "keep-alive"
         version = self.req.version
+        # No Server header (RFC 9110 10.2.4: optional): gunicorn's "Server: gunicorn" names
+        # the software to probe for its known flaws and helps no client. The worker's own
+        # answers (error_response_bytes) never sent one either.
         headers = [
             f"HTTP/{version[0]}.{version[1]} {self.status}\r\n",
-            f"Server: {self.version}\r\n",
             f"Date: {self._date()}\r\n",
             f"Connection: {connection}\r\n",
         ]
