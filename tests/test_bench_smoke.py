@@ -216,7 +216,7 @@ BROKEN = {
         "        generation = self.markers.generation()\n        entry = self._get(key)\n",
         "        entry = self._get(key)\n"
         "        if entry is not None and entry.value is not None and _stale():\n"
-        "            return Read(self.etag(key, entry.marker), entry.value)\n"
+        "            return Read(entry.etag, entry.value)\n"
         "        generation = self.markers.generation()\n",
         "probe create(s)",
     ),

@@ -53,22 +53,28 @@ def _moderator_key(database_url: str) -> str:
 
 
 class Reader:
-    """Reads one content through every cached route of one instance, new connection each."""
+    """Reads one content through every cached route of one instance, new connection each,
+    revalidating what it holds as a browser does: a 304 is served from the bytes it kept."""
 
     def __init__(self, base: str) -> None:
         self.base = base
-        self.etags: dict[str, str] = {}
+        self.held: dict[str, tuple[str, bytes]] = {}  # path -> (ETag, body)
 
-    def get(self, path: str, conditional: bool) -> requests.Response:
+    def get(self, path: str, conditional: bool) -> bytes:
         headers = {"Connection": "close"}
-        if conditional and path in self.etags:
-            # Revalidate what we hold: after a write it must not be "304 Not Modified".
-            headers["If-None-Match"] = self.etags[path]
+        if conditional and path in self.held:
+            headers["If-None-Match"] = self.held[path][0]
         response = requests.get(f"{self.base}{path}", headers=headers, timeout=10)
         assert response.status_code in (200, 304, 404), response.text
+        if response.status_code == 304:
+            # Only for the very bytes a fresh read gives (an ETag names bytes, not writes:
+            # an edit leaves the counts as they were, and their tag with them).
+            fresh = requests.get(f"{self.base}{path}", headers={"Connection": "close"}, timeout=10)
+            assert (fresh.headers["ETag"], fresh.content) == self.held[path], path
+            return self.held[path][1]
         if response.status_code == 200:
-            self.etags[path] = response.headers["ETag"]
-        return response
+            self.held[path] = (response.headers["ETag"], response.content)
+        return response.content if response.status_code == 200 else b"[]"
 
     def warm(self) -> None:
         """Plain reads: whichever worker answers caches the current state."""
@@ -77,16 +83,15 @@ class Reader:
     def state(
         self, conditional: bool = True
     ) -> tuple[list[str], list[tuple[int, str | None]], int]:
-        legacy = self.get(f"/api/comment/list/{CONTENT}", conditional)
-        page = self.get(f"/api/v1/contents/{CONTENT}/comments?limit=100", conditional)
-        counts = self.get(f"/api/v1/counts?content_id={CONTENT}&content_id=other", conditional)
-        for response in (legacy, page, counts):
-            # Conditional reads follow a write: the tag the reader held is never current.
-            assert response.status_code != 304
+        legacy = json.loads(self.get(f"/api/comment/list/{CONTENT}", conditional))
+        page = json.loads(self.get(f"/api/v1/contents/{CONTENT}/comments?limit=100", conditional))
+        counts = json.loads(
+            self.get(f"/api/v1/counts?content_id={CONTENT}&content_id=other", conditional)
+        )
         return (
-            [c["comment"] for c in legacy.json()] if legacy.status_code == 200 else [],
-            [(c["id"], c["body"]) for c in page.json()["items"]],
-            counts.json()["counts"][CONTENT],
+            [c["comment"] for c in legacy],
+            [(c["id"], c["body"]) for c in page["items"]],
+            counts["counts"][CONTENT],
         )
 
 
@@ -171,7 +176,6 @@ def test_read_your_write_across_the_workers_of_one_instance(sqlite_service, sign
     _read_your_writes([svc.base], [Reader(svc.base)], signer, key)
     assert len(_list_pids(svc)) == 2, "every read went to one worker: nothing was proven"
     metrics = requests.get(f"{svc.base}/metrics", timeout=10).text
-    assert 'status="304"' not in metrics  # every revalidation after a write got a 200
     server_errors = [
         line for line in metrics.splitlines() if 'status="5' in line and not line.endswith(" 0.0")
     ]

@@ -130,11 +130,32 @@ def test_lru_bounds_entries_and_bytes(engine):
     assert len(c) == 1  # a + d + e = 41 bytes > 25: evicted down to the budget
 
 
-def test_etags_name_the_state_the_query_and_the_fingerprint(engine):
+def test_etags_name_the_bytes_the_query_and_the_fingerprint(engine):
     one, other = cache(engine), cache(engine, fingerprint="v2")
-    assert one.etag(("k",), (1,)) == cache(engine).etag(("k",), (1,))
-    assert len({one.etag(("k",), (1,)), one.etag(("k",), (2,)), one.etag(("j",), (1,))}) == 3
-    assert one.etag(("k",), (1,)) != other.etag(("k",), (1,))
+    page, linked = Rendered(b"1"), Rendered(b"1", (("Link", "<next>"),))
+    assert one.etag(("k",), page) == cache(engine).etag(("k",), page)
+    tags = {one.etag(("k",), page), one.etag(("k",), Rendered(b"2")), one.etag(("j",), page)}
+    assert len(tags | {one.etag(("k",), linked)}) == 4
+    assert one.etag(("k",), page) != other.etag(("k",), page)
+    assert one.etag(("k",), None) is None  # nothing to show: no tag
+
+
+def test_a_write_that_leaves_the_bytes_as_they_were_leaves_the_etag(engine):
+    """The markers move with every write to a content, a pending comment's included: an ETag
+    made from them told a reader watching it that something no one may see was written."""
+    c = cache(engine)
+    first = c.read(("k",), ["a"], lambda: Rendered(b"page"), never)
+    write(engine, "a")
+    built = []
+    again = c.read(("k",), ["a"], lambda: built.append(1) or Rendered(b"page"), never)
+    assert built == [1]  # the markers moved: built again, to the same bytes
+    assert again == first
+    held = c.read(("k",), ["a"], lambda: Rendered(b"other"), lambda etag: etag == first.etag)
+    assert held == Read(first.etag, None, not_modified=True)  # the entry, not this build
+    write(engine, "a")
+    changed = c.read(("k",), ["a"], lambda: Rendered(b"new"), lambda etag: etag == first.etag)
+    assert changed.value == Rendered(b"new")
+    assert changed.etag not in (None, first.etag)
 
 
 def test_marker_selects_feed_the_statement_observer_and_the_pragma_does_not(engine) -> None:

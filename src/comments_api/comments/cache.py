@@ -12,6 +12,11 @@ takes an old value again), so the rows are exactly the state the markers name. I
 moved, the page is rebuilt once under the new markers; if they move again it is served
 fresh but neither cached nor tagged. docs/caching.md has the whole design.
 
+An ETag is a hash of the bytes served, not of the markers: a marker moves with every write,
+a pending comment's and a hidden one's included, so a tag made from it changed on writes no
+reader may see, and watching one list's (or a hundred contents' counts') ETag told when
+someone posted a comment held for moderation there.
+
 Plain Python, no Flask: the views render, the service owns the cache, this module keeps it.
 """
 
@@ -45,7 +50,8 @@ class Rendered:
 class Read:
     """What a cached read answers: ``not_modified`` (the client's ETag is current; nothing
     was built), or ``value`` (None: nothing to show, e.g. an unknown content). ``etag`` is
-    None when the contents kept changing while the page was built."""
+    None when there is nothing to show, when the contents kept changing while the page was
+    built, and for a page not to be kept."""
 
     etag: str | None
     value: Rendered | None
@@ -53,16 +59,18 @@ class Read:
 
 
 class _Entry:
-    __slots__ = ("generation", "marker", "size", "value")
+    __slots__ = ("etag", "generation", "marker", "size", "value")
 
     def __init__(
         self,
         marker: tuple[Marker, ...],
         value: Rendered | None,
+        etag: str | None,
         generation: Hashable | None,
     ) -> None:
         self.marker = marker
         self.value = value
+        self.etag = etag
         self.generation = generation  # SQLite: the data_version it was last confirmed at
         self.size = len(value.body) if value is not None else 0
 
@@ -110,12 +118,11 @@ class ReadCache:
             marker = self.markers.versions(content_ids)
             if entry is not None and entry.marker == marker:
                 entry.generation = generation
-        etag = self.etag(key, marker)
-        if not_modified(etag):
-            return Read(etag, None, not_modified=True)
         if entry is not None and entry.marker == marker:
             self.hits += 1
-            return Read(etag, entry.value)
+            return _answer(entry.etag, entry.value, not_modified)
+        # Not held under these markers: built, then tagged by its bytes, before a 304 can be
+        # told from a 200 (a write no reader sees leaves the bytes and so the tag as they were).
         self.misses += 1
         for _attempt in range(BUILD_ATTEMPTS):
             value = build()
@@ -124,18 +131,23 @@ class ReadCache:
             if after == marker:
                 if value is not None and not value.keep:
                     return Read(None, value)
-                self._put(key, _Entry(marker, value, generation))
-                return Read(etag, value)
+                etag = self.etag(key, value)
+                self._put(key, _Entry(marker, value, etag, generation))
+                return _answer(etag, value, not_modified)
             marker = after  # written meanwhile: build again under the new markers
-            etag = self.etag(key, marker)
         return Read(None, value)
 
-    def etag(self, key: tuple[Hashable, ...], marker: tuple[Marker, ...]) -> str:
-        """A strong ETag: the same for every worker and instance showing the same state."""
+    def etag(self, key: tuple[Hashable, ...], value: Rendered | None) -> str | None:
+        """A strong ETag: a hash of exactly what is sent (body and headers), of the route
+        and query, and of the fingerprint; the same from every worker and instance for the
+        same bytes. None for "nothing to show" (a 404 has no tag)."""
+        if value is None:
+            return None
         digest = hashlib.blake2b(
-            repr((self._fingerprint, key, marker)).encode(), digest_size=12
-        ).hexdigest()
-        return f'"{digest}"'
+            repr((self._fingerprint, key, value.headers)).encode(), digest_size=12
+        )
+        digest.update(value.body)
+        return f'"{digest.hexdigest()}"'
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -159,3 +171,10 @@ class ReadCache:
             while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
                 _, evicted = self._entries.popitem(last=False)
                 self._bytes -= evicted.size
+
+
+def _answer(etag: str | None, value: Rendered | None, not_modified: Callable[[str], bool]) -> Read:
+    """304 when the client already holds these bytes (``not_modified``), else them."""
+    if etag is not None and not_modified(etag):
+        return Read(etag, None, not_modified=True)
+    return Read(etag, value)

@@ -259,20 +259,24 @@ class CommentService:
         )
 
     def _check_cursor(self, content_id: str, after_id: int | None) -> bool:
-        """Refuse a cursor of another content's list; True when it names a row of this one
-        (or there is no cursor), False when it names none.
+        """Refuse a cursor of another content's list; True when it names a comment this list
+        shows (or there is no cursor), False when it names none a reader can see.
 
-        A cursor is the id of the last comment of a page. Replayed on another content's
-        list it would be taken as a position there, and page 2 of one thread would silently
-        start somewhere in another. Content ids never change, so the comment it names says
-        which list it came from. One that names none (a position past every id, or a
-        comment hidden, then deleted without replies, which leaves no row) is taken as the
-        position it is, for now: a comment of another content may take that id later.
+        A cursor is a position: the id of the last comment of a page. Replayed on another
+        content's list it would be taken as a position there, and page 2 of one thread would
+        silently start somewhere in another. Content ids never change, so a comment the
+        cursor names says which list it came from, but only a public one (published, or a
+        tombstone) may say so: asked of a pending or hidden comment, the 400 on every list
+        but its own told anyone walking the ids which article it is on. Such a cursor, like
+        one naming no row, is taken as the position it is, for now: the comment may be
+        approved, or an id past every one taken by a comment of another content, later.
         """
         if after_id is None:
             return True
         anchor = self.repo.get(after_id)
-        if anchor is not None and anchor.content_id != content_id:
+        if anchor is None or anchor.status not in PUBLIC_STATUSES:
+            return False
+        if anchor.content_id != content_id:
             raise InvalidInput(
                 [
                     FieldError(
@@ -280,7 +284,7 @@ class CommentService:
                     )
                 ]
             )
-        return anchor is not None
+        return True
 
     def legacy_list(self, content_id: str) -> tuple[list[tuple[str | None, str]], bool]:
         """Published (email, body) pairs, at most LEGACY_LIST_MAX; and whether truncated."""
@@ -321,9 +325,11 @@ class CommentService:
             page = self.repo.list_page(
                 content_id, limit=limit, order=order, after_id=after_id, statuses=PUBLIC_STATUSES
             )
-            # A cursor naming no row answers 200 only until a comment of another content
-            # takes its id (then 400), a write the markers of this content never see: such a
-            # page is built on every request, so no worker answers from an older state.
+            # A cursor naming no public comment answers 200 only until a comment of another
+            # content takes its id or is approved (then 400), a write the markers of this
+            # content never see: such a page is built on every request, so no worker answers
+            # from an older state. Untagged alike whatever the id is: with a tag only for
+            # its own content's hidden comments, the ETag was the same oracle as the 400.
             return render(page) if anchored else replace(render(page), keep=False)
 
         key = ("page", content_id, limit, order, after_id)

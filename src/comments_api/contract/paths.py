@@ -488,7 +488,9 @@ def parameters() -> dict[str, Any]:
             "in": "query",
             "description": "Opaque: the `next_cursor` of the previous page of this list, "
             "with the same `order` (a cursor of the other order, of another content's "
-            "list or of another list, answers 400). Omit for the first page.",
+            "list or of another list, answers 400). A position, not a row: one whose "
+            "comment is no longer public (hidden, removed) is taken as that position, on "
+            "any content's list. Omit for the first page.",
             "schema": {"type": "string", "pattern": cursor_pattern()},
         },
         "OldestCursor": {
