@@ -57,8 +57,9 @@ resource "aws_vpc_security_group_ingress_rule" "postgres" {
   tags                         = var.tags
 }
 
-# Sane defaults: TLS only, SCRAM passwords, slow statements and lock waits logged,
-# sessions stuck in a transaction closed, pg_stat_statements for the slow-query view.
+# Sane defaults: TLS only, SCRAM passwords, slow statements (never their parameter values)
+# and lock waits logged, sessions stuck in a transaction closed, pg_stat_statements for
+# the slow-query view.
 resource "aws_db_parameter_group" "this" {
   name        = "${var.name}-pg${local.major}"
   family      = "postgres${local.major}"
@@ -75,6 +76,19 @@ resource "aws_db_parameter_group" "this" {
   parameter {
     name  = "log_min_duration_statement"
     value = tostring(var.slow_query_ms)
+  }
+  # A statement logged for its duration comes with its bind parameters by default
+  # (log_parameter_max_length -1: in full): the app's queries bind readers' email
+  # addresses, author keys and comment text (psycopg 3 sends them as parameters), and they
+  # would sit in CloudWatch Logs for log_retention_days, past any erasure. The statement
+  # text ($1, $2 placeholders) is still logged; the values never are, on error neither.
+  parameter {
+    name  = "log_parameter_max_length"
+    value = "0"
+  }
+  parameter {
+    name  = "log_parameter_max_length_on_error"
+    value = "0"
   }
   parameter {
     name  = "log_lock_waits"

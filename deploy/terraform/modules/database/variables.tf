@@ -67,9 +67,14 @@ variable "engine_version" {
   description = "PostgreSQL version: a major (\"16\", minor upgrades automatic) or major.minor."
   type        = string
   default     = "16"
+  # Majors still in RDS standard support (13's ended 2026-02-28, 14's ends 2027-02-28:
+  # the RDS for PostgreSQL release calendar). An older one would run under RDS Extended
+  # Support (the default engine_lifecycle_support), billed per vCPU-hour on top of the
+  # instance, which no plan shows. Which minors RDS still offers only the API knows:
+  # `aws rds describe-db-engine-versions --engine postgres` (docs/terraform.md).
   validation {
-    condition     = can(regex("^(1[3-9])(\\.[0-9]+)?$", var.engine_version))
-    error_message = "engine_version must be PostgreSQL 13 or later, e.g. 16 or 16.6."
+    condition     = can(regex("^(1[4-9])(\\.[0-9]+)?$", var.engine_version))
+    error_message = "engine_version must be a PostgreSQL major in RDS standard support, 14 or later (13 and older would be billed for RDS Extended Support), as a major or major.minor, e.g. 16 or 17.7."
   }
 }
 

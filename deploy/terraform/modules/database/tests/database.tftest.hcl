@@ -60,6 +60,14 @@ run "production_defaults" {
     error_message = "TLS enforced by the parameter group"
   }
   assert {
+    condition     = [for p in aws_db_parameter_group.this.parameter : p.value if p.name == "log_parameter_max_length"] == ["0"] && [for p in aws_db_parameter_group.this.parameter : p.value if p.name == "log_parameter_max_length_on_error"] == ["0"]
+    error_message = "slow statements are logged without their bind parameters (PostgreSQL's default logs them in full: readers' addresses and comment text in CloudWatch Logs)"
+  }
+  assert {
+    condition     = [for p in aws_db_parameter_group.this.parameter : p.value if p.name == "log_min_duration_statement"] == ["500"]
+    error_message = "statements slower than slow_query_ms are logged"
+  }
+  assert {
     condition     = aws_db_parameter_group.this.family == "postgres16"
     error_message = "parameter family follows the engine major"
   }
@@ -108,6 +116,28 @@ run "secret_arn_out_no_password_out" {
   assert {
     condition     = output.database_url_template == "postgresql+psycopg://{{ .username | urlquery }}:{{ .password | urlquery }}@t-db.abc.eu-west-1.rds.amazonaws.com:5432/comments?sslmode=verify-full&sslrootcert=/etc/rds-ca/rds-ca-bundle.pem"
     error_message = "DATABASE_URL template for External Secrets: TLS verifying the server against the RDS CA bundle components/database-rds mounts at /etc/rds-ca/"
+  }
+}
+
+# RDS for PostgreSQL 13 left standard support on 2026-02-28: a new instance of it runs
+# under RDS Extended Support (the default engine_lifecycle_support), billed per vCPU-hour
+# on top of the instance, which nothing in the plan shows.
+run "rejects_postgresql_13" {
+  command = plan
+  variables {
+    engine_version = "13"
+  }
+  expect_failures = [var.engine_version]
+}
+
+run "accepts_postgresql_14_to_18" {
+  command = plan
+  variables {
+    engine_version = "17.7"
+  }
+  assert {
+    condition     = aws_db_parameter_group.this.family == "postgres17" && aws_db_instance.this.engine_version == "17.7"
+    error_message = "a major.minor version is passed through, its parameter group family following the major"
   }
 }
 
