@@ -203,8 +203,12 @@ resource "aws_eks_node_group" "zone" {
   node_role_arn   = aws_iam_role.node.arn
   subnet_ids      = [each.value]
   ami_type        = "AL2023_x86_64_STANDARD"
-  capacity_type   = var.capacity_type
-  instance_types  = var.node_instance_types
+  # The control plane's version, read from the cluster so the node groups update after it:
+  # left unset, a node group keeps the version it was created with (the provider sees no
+  # drift), and raising kubernetes_version upgraded the control plane alone.
+  version        = aws_eks_cluster.this.version
+  capacity_type  = var.capacity_type
+  instance_types = var.node_instance_types
 
   scaling_config {
     min_size     = var.nodes_per_zone.min
@@ -276,8 +280,9 @@ resource "aws_iam_role_policy_attachment" "load_balancer_controller" {
   policy_arn = aws_iam_policy.load_balancer_controller[0].arn
 }
 
-# Add-ons managed by EKS (versions default to the cluster's recommended ones); the EBS
-# CSI driver backs the PostgreSQL and Prometheus volumes of the Kubernetes delivery, and
+# Add-ons managed by EKS (versions: EKS's default for the cluster's version at creation,
+# which no later plan changes: update them after a cluster upgrade, docs/terraform.md);
+# the EBS CSI driver backs the PostgreSQL and Prometheus volumes of the Kubernetes delivery, and
 # metrics-server (an EKS community add-on) serves the resource metrics API the HPA's CPU
 # target reads: without it every HPA reports FailedGetResourceMetric and stays at its
 # minimum. The HPA's worker-saturation metric needs kube-prometheus-stack and

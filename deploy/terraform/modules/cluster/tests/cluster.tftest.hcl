@@ -65,6 +65,26 @@ run "one_node_group_per_zone_at_least_three_nodes" {
   }
 }
 
+# A node group without `version` is created at the cluster's version and then stays
+# there: the provider detects no drift for an unset version, so raising kubernetes_version
+# upgraded the control plane alone and left every node on the old kubelet. Applied
+# (mocked) rather than planned: unset, the version is whatever the API answers.
+run "node_groups_follow_the_control_plane_version" {
+  command = apply
+  variables {
+    kubernetes_version = "1.36"
+  }
+
+  assert {
+    condition     = aws_eks_cluster.this.version == "1.36"
+    error_message = "the control plane runs kubernetes_version"
+  }
+  assert {
+    condition     = alltrue([for ng in aws_eks_node_group.zone : ng.version == "1.36"])
+    error_message = "every node group runs the control plane's version, so an upgrade of kubernetes_version rolls the nodes after the control plane"
+  }
+}
+
 run "private_api_encrypted_secrets_all_logs" {
   command = plan
 
