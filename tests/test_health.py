@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 from comments_api.app import create_app
 from comments_api.health import HealthService, Readiness
@@ -17,7 +21,7 @@ from comments_api.store.repository import (
 )
 from comments_api.web.common import EXTENSION_KEY
 
-from .support import free_port
+from .support import free_port, wait_until
 
 
 def test_liveness_makes_no_database_call():
@@ -167,3 +171,51 @@ def test_an_exhausted_pool_is_a_503_whose_log_names_the_pool(tmp_path, caplog):
     )
     # With the connection back, the same request is served.
     assert client.get("/api/v1/contents/pool/comments").status_code == 200
+
+
+def test_a_check_on_a_frozen_backend_is_cut_off_and_keeps_no_connection(postgres_url):
+    """The backend serving a readiness check frozen for good (SIGSTOP: its statement_timeout
+    cannot fire, its kernel acknowledges) while the rest of the database answers: the check
+    held its pooled connection, and later checks shared it ("database not answering") for as
+    long as it was frozen. At its deadline it is cut off (its socket shut down): its thread
+    returns, its connection is dropped, and the next check, on a fresh one, answers."""
+    import psycopg
+
+    engine = make_engine(postgres_url)
+    migrate(engine)
+    health = HealthService(Repository(engine), head_revision(), None, timeout=1.0)
+    plain = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    frozen: list[int] = []
+    try:
+        with (
+            psycopg.connect(plain, autocommit=True) as admin,
+            psycopg.connect(plain) as locker,
+            ThreadPoolExecutor(1) as prober,
+        ):
+            locker.execute("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE")
+            first = prober.submit(health.readiness)
+            deadline = time.monotonic() + 5
+            while not frozen and time.monotonic() < deadline:
+                frozen += [
+                    pid
+                    for (pid,) in admin.execute(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = %s"
+                        " AND wait_event_type = 'Lock' AND query LIKE %s",
+                        (plain.rsplit("/", 1)[1], "%alembic_version%"),
+                    ).fetchall()
+                ]
+                time.sleep(0.01)
+            assert frozen, "the check never reached the database"
+            for pid in frozen:
+                os.kill(pid, signal.SIGSTOP)
+            locker.rollback()  # the database answers, but for the frozen backend
+            assert first.result(5) == Readiness(False, "database not answering")
+        # A probe or a few (each bounded by its 1 s deadline, a loaded machine's connect
+        # may take longer than one): a check on a fresh connection answers.
+        ready = Readiness(True, schema_revision=head_revision())
+        assert wait_until(lambda: health.readiness() == ready, 10)
+        assert wait_until(lambda: engine.pool.checkedout() == 0, 2)  # none kept by a check
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+        engine.dispose()

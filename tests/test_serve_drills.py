@@ -22,6 +22,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -488,10 +489,12 @@ def test_a_frozen_postgresql_backend_holds_a_thread_until_the_worker_timeout(
 
 
 @contextlib.contextmanager
-def _frozen_backends(postgres_url: str) -> Iterator[Callable[[], None]]:
+def _frozen_backends(postgres_url: str, host: bool = False) -> Iterator[Callable[[], None]]:
     """Freeze (SIGSTOP) the PostgreSQL backends serving the service's connections to
-    ``postgres_url``'s database: a database host that stalls. Yields ``resume()``, which
-    lets them go on (SIGCONT), at the latest on leaving."""
+    ``postgres_url``'s database: a database host that stalls. ``host``: the postmaster as
+    well, so that a new connection is never answered either (the kernel still completes
+    its TCP handshake). Yields ``resume()``, which lets them go on (SIGCONT), at the latest
+    on leaving."""
     import psycopg
 
     plain = postgres_url.replace("postgresql+psycopg://", "postgresql://")
@@ -505,6 +508,8 @@ def _frozen_backends(postgres_url: str) -> Iterator[Callable[[], None]]:
             ).fetchall()
         }
     assert frozen, "the service holds no database connection to freeze"
+    if host:  # the backends' parent
+        frozen.add(int(Path(f"/proc/{min(frozen)}/stat").read_text().rsplit(")", 1)[1].split()[1]))
     for pid in frozen:
         os.kill(pid, signal.SIGSTOP)
 
@@ -1278,8 +1283,10 @@ def test_readiness_and_metrics_answer_within_the_statement_timeout_on_a_frozen_d
     check, and /readyz until WORKER_TIMEOUT: a 500 and a worker aborted per scrape, and
     Prometheus (scrape_timeout 10 s) saw the target down (CommentsApiDown, which holds back
     the database alerts). Both now answer within DB_STATEMENT_TIMEOUT: /metrics 200 with
-    comments_api_ready 0, /readyz a JSON 503; later probes share the one stuck check and
-    answer at once; ready again once the backend resumes, without a restart."""
+    comments_api_ready 0, /readyz a JSON 503; a probe after the check's deadline checks
+    again (on a fresh connection, which the frozen host does not answer either), and one
+    while that check still connects answers at once; ready again once the host resumes,
+    without a restart."""
 
     env = {
         "DATABASE_URL": postgres_url,
@@ -1293,13 +1300,16 @@ def test_readiness_and_metrics_answer_within_the_statement_timeout_on_a_frozen_d
         assert service.proc is not None
         (worker,) = children(service.proc.pid)
         post(service.base, 1, "warm")  # the worker's pooled connection exists
-        with _frozen_backends(postgres_url) as resume:
+        with _frozen_backends(postgres_url, host=True) as resume:
             started = time.monotonic()
             scraped = requests.get(service.base + "/metrics", timeout=15)
             scrape_took = time.monotonic() - started
             started = time.monotonic()
             probed = requests.get(service.base + "/readyz", timeout=15)
             probe_took = time.monotonic() - started
+            started = time.monotonic()
+            again = requests.get(service.base + "/readyz", timeout=15)
+            again_took = time.monotonic() - started
             resume()
             assert wait_until(
                 lambda: requests.get(service.base + "/readyz", timeout=5).status_code == 200, 10
@@ -1311,7 +1321,9 @@ def test_readiness_and_metrics_answer_within_the_statement_timeout_on_a_frozen_d
     assert scrape_took < 5  # DB_STATEMENT_TIMEOUT (1 s), far from WORKER_TIMEOUT
     assert probed.status_code == 503
     assert probed.json() == {"status": "unavailable", "reason": "database not answering"}
-    assert probe_took < 1  # the stuck check is shared, not started again
+    assert probe_took < 2  # a new check, given up at DB_STATEMENT_TIMEOUT (1 s)
+    assert again.json() == {"status": "unavailable", "reason": "database not answering"}
+    assert again_took < 0.5  # that check still connecting: no other started
     assert value(after, "comments_api_ready") == 1
 
 
@@ -1322,8 +1334,8 @@ def test_readiness_checks_again_when_one_check_never_ends(
     """The backend of a readiness check frozen for good while the rest of the database
     answers: every later probe shared that one check and answered "database not answering",
     so the instance stayed out of service while its writes succeeded (a probe held to
-    WORKER_TIMEOUT, before, got its worker replaced). Past WORKER_TIMEOUT the stuck check is
-    left behind and the next probe checks again, on another connection."""
+    WORKER_TIMEOUT, before, got its worker replaced). At its deadline (DB_STATEMENT_TIMEOUT)
+    the stuck check is cut off and the next probe checks again, on a fresh connection."""
     import psycopg
 
     env = {
@@ -1373,4 +1385,159 @@ def test_readiness_checks_again_when_one_check_never_ends(
             for pid in backends:
                 os.kill(pid, signal.SIGCONT)
         assert children(service.proc.pid) == [worker]  # no worker replaced
-    assert "left behind; checking again" in service.log()
+    assert "the check is cut off; the next probe checks again" in service.log()
+
+
+def _freeze_the_next_readiness_check(
+    base: str, admin: Any, database: str, frozen: list[int], within: float = 15
+) -> None:
+    """Probe /readyz until a readiness check's backend waits for alembic_version (which the
+    caller holds locked), and freeze (SIGSTOP) that backend there: a backend stuck for good
+    (uninterruptible IO, a stopped process) while serving the check. Its statement_timeout
+    cannot fire while it is stopped, and its kernel acknowledges what is sent to it."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        prober = threading.Thread(
+            target=lambda: requests.get(base + "/readyz", timeout=10), daemon=True
+        )
+        prober.start()
+        look_until = time.monotonic() + 1.5
+        while time.monotonic() < look_until:
+            waiting = admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s"
+                " AND wait_event_type = 'Lock' AND query LIKE %s AND pid <> ALL(%s)",
+                (database, "%alembic_version%", frozen),
+            ).fetchall()
+            if waiting:
+                os.kill(waiting[0][0], signal.SIGSTOP)
+                frozen.append(waiting[0][0])
+                prober.join(10)
+                return
+            time.sleep(0.01)
+        prober.join(10)
+    raise AssertionError(f"no readiness check reached the database within {within}s")
+
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_readiness_recovers_when_two_checks_stay_frozen(
+    postgres_url: str, tmp_path: Path, threads: str
+) -> None:
+    """The backends of two readiness checks in a row frozen for good while the rest of the
+    database answers. With one check left behind at a time (1eb2da9), the second one
+    stuck meant no check ever started again: /readyz stayed 503 "database not answering"
+    while writes succeeded, each stuck check holding a pooled connection. A check is now
+    cut off at its deadline (its database socket shut down, so its thread returns and its
+    connection is dropped): the next probe checks on a fresh connection and answers 200."""
+    import psycopg
+
+    env = {
+        "DATABASE_URL": postgres_url,
+        "RATELIMIT_ENABLED": "false",
+        "THREADS": threads,
+        "WORKER_TIMEOUT": "3",
+        "DB_STATEMENT_TIMEOUT": "2",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+    }
+    plain = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    database = plain.rsplit("/", 1)[1]
+    frozen: list[int] = []
+    with ServiceProcess(env, tmp_path, workers=1) as service:
+        assert service.proc is not None
+        (worker,) = children(service.proc.pid)
+        post(service.base, 1, "warm")
+        try:
+            with (
+                psycopg.connect(plain, autocommit=True) as admin,
+                psycopg.connect(plain) as locker,
+            ):
+                locker.execute("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE")
+                for _ in range(2):
+                    _freeze_the_next_readiness_check(service.base, admin, database, frozen)
+                locker.rollback()  # the database answers again, but for those two backends
+            assert len(set(frozen)) == 2
+            post(service.base, 1, "while-frozen")
+            started = time.monotonic()
+            assert wait_until(
+                lambda: requests.get(service.base + "/readyz", timeout=5).status_code == 200, 12
+            ), requests.get(service.base + "/readyz", timeout=5).text
+            recovered_in = time.monotonic() - started
+            # The checks cut off gave their connections up: none reaches a frozen backend.
+            pg_port = int(plain.rsplit(":", 1)[1].split("/", 1)[0])
+            assert not _backends_reached(pg_port, worker, frozen)
+        finally:
+            for pid in frozen:
+                os.kill(pid, signal.SIGCONT)
+        assert children(service.proc.pid) == [worker]  # no worker replaced
+    assert recovered_in < 2 * 2 + 1  # within a probe or two (DB_STATEMENT_TIMEOUT each)
+
+
+def _backends_reached(port: int, pid: int, backends: list[int]) -> set[int]:
+    """Those of ``backends`` (PostgreSQL's, on 127.0.0.1:``port``) that process ``pid``
+    holds a connection to."""
+    owned = set(socket_owners([pid]))
+    client_ports = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[2].split(":")[1], 16) == port and int(fields[9]) in owned:
+            client_ports.add(int(fields[1].split(":")[1], 16))
+    servers = server_socket_inodes(port)
+    owners = socket_owners(backends)
+    return {owners[servers[c]] for c in client_ports if servers.get(c) in owners}
+
+
+def _connections_to(port: int, pid: int) -> int:
+    """How many TCP connections to 127.0.0.1:``port`` process ``pid`` holds open."""
+    owned = set(socket_owners([pid]))
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[2].split(":")[1], 16) == port and int(fields[9]) in owned:
+            count += 1
+    return count
+
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_readiness_holds_few_threads_and_connections_over_many_probes_on_a_frozen_host(
+    postgres_url: str, pg_server: Any, tmp_path: Path, threads: str
+) -> None:
+    """50 probes while the database host is frozen whole (its backends and the postmaster:
+    a new connection's handshake completes in the kernel, then nothing answers). Each check
+    is given up at its deadline; one that cannot be cut off (still connecting) keeps later
+    probes from starting another until its connect_timeout ends it, so the worker's threads
+    and database connections stay within two readiness checks, and every probe answers
+    within DB_STATEMENT_TIMEOUT. Ready again soon after the host resumes."""
+    env = {
+        "DATABASE_URL": postgres_url,
+        "RATELIMIT_ENABLED": "false",
+        "THREADS": threads,
+        "WORKER_TIMEOUT": "20",
+        "DB_STATEMENT_TIMEOUT": "1",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+    }
+    with ServiceProcess(env, tmp_path, workers=1) as service:
+        assert service.proc is not None
+        (worker,) = children(service.proc.pid)
+        post(service.base, 1, "warm")
+        assert requests.get(service.base + "/readyz", timeout=5).status_code == 200
+        threads_before = len(list(Path(f"/proc/{worker}/task").iterdir()))
+        connections_before = _connections_to(pg_server.port, worker)
+        most_threads = most_connections = 0
+        answers: list[tuple[int, float]] = []
+        with _frozen_backends(postgres_url, host=True) as resume:
+            for _ in range(50):
+                started = time.monotonic()
+                status = requests.get(service.base + "/readyz", timeout=10).status_code
+                answers.append((status, time.monotonic() - started))
+                most_threads = max(most_threads, len(list(Path(f"/proc/{worker}/task").iterdir())))
+                most_connections = max(most_connections, _connections_to(pg_server.port, worker))
+                time.sleep(0.05)
+            resume()
+            assert wait_until(
+                lambda: requests.get(service.base + "/readyz", timeout=5).status_code == 200, 10
+            ), service.log()[-2000:]
+        assert children(service.proc.pid) == [worker]
+    assert {status for status, _ in answers} == {503}
+    assert max(took for _, took in answers) < 1.5  # DB_STATEMENT_TIMEOUT (1 s)
+    # The check in progress and the one left behind, at most: not one per probe.
+    assert most_threads <= threads_before + 2, (threads_before, most_threads)
+    assert most_connections <= connections_before + 2, (connections_before, most_connections)

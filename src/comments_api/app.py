@@ -174,7 +174,6 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Flask
             os.environ.get(DRAIN_FILE_ENV),
             older_revisions=older_revisions,
             timeout=settings.db_statement_timeout,
-            give_up_after=settings.worker_timeout,
         ),
     )
     # Before the other hooks: every request gets an id, a log line and (if enabled) metrics.

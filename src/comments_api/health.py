@@ -5,11 +5,16 @@ Liveness (/healthz) needs no service: the process answering is the whole check.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from time import monotonic
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -28,6 +33,15 @@ class Readiness:
     schema_revision: str | None = None
 
 
+# Checks given up at their deadline whose thread has not returned yet, per process: a
+# connect that its connect_timeout (5 s) ends, or a SQLite volume that hangs. Cut off at its
+# deadline, a check stuck on a PostgreSQL backend returns at once and is not counted here.
+# Past it, probes answer "database not answering" without starting another check, so a
+# database frozen whole holds at most two readiness connections and threads per worker,
+# however many probes come.
+MAX_LEFT_BEHIND = 1
+
+
 @dataclass
 class _Check:
     """One readiness check running in its own thread, shared by the callers meanwhile."""
@@ -37,6 +51,40 @@ class _Check:
     finished: threading.Event = field(default_factory=threading.Event)
     result: Readiness = Readiness(False, "database not answering")
     error: BaseException | None = None
+    # The check's database socket (a duplicate of its descriptor, so that the number stays
+    # the check's until it lets go of it), while it uses a PostgreSQL connection.
+    _socket: socket.socket | None = None
+    given_up: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @contextmanager
+    def holding(self, dbapi_connection: Any) -> Iterator[bool]:
+        """While the check uses ``dbapi_connection``: ``give_up`` may shut its socket down.
+        Yields False if the check was given up already (nothing more to ask)."""
+        fileno = getattr(dbapi_connection, "fileno", None)  # PostgreSQL's; SQLite has none
+        with self._lock:
+            usable = not self.given_up
+            if usable and fileno is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    self._socket = socket.socket(fileno=os.dup(fileno()))
+        try:
+            yield usable
+        finally:
+            with self._lock:
+                if self._socket is not None:
+                    self._socket.close()
+                    self._socket = None
+
+    def give_up(self) -> None:
+        """Past the deadline no caller can use the answer: shut the check's database socket
+        down, so that its wait ends at once with an error, its thread returns and its
+        connection is dropped (with the pool's other idle ones, which may be on the same
+        stuck server). The socket, not the psycopg connection, which the thread is using."""
+        with self._lock:
+            self.given_up = True
+            if self._socket is not None:
+                with contextlib.suppress(OSError):
+                    self._socket.shutdown(socket.SHUT_RDWR)
 
 
 class HealthService:
@@ -47,7 +95,6 @@ class HealthService:
         drain_file: str | None,
         older_revisions: frozenset[str] = frozenset(),
         timeout: float = 5.0,
-        give_up_after: float = 30.0,
     ) -> None:
         self.repo = repo
         self.expected_revision = expected_revision
@@ -65,72 +112,89 @@ class HealthService:
         # held each probe and scrape until WORKER_TIMEOUT, then a 500: /metrics went dark
         # (CommentsApiDown, which holds back the database alerts) and every probe cost a
         # worker. The check runs in its own thread, answered "not answering" past
-        # ``timeout`` (DB_STATEMENT_TIMEOUT); callers meanwhile share that one check, so a
-        # stuck database holds one connection per worker (two with one left behind, below),
-        # not one per probe.
+        # ``timeout`` (DB_STATEMENT_TIMEOUT); callers meanwhile share that one check.
+        # At that deadline the check is given up: no caller can use a later answer (each
+        # waits until the check's deadline), and one left running held a pooled connection
+        # and, its backend frozen for good while the rest of the database answered, kept
+        # the instance out of service (1eb2da9 left one behind after WORKER_TIMEOUT: with a
+        # second one stuck, no check ever started again). Its socket is shut down, so the
+        # next probe checks again on a fresh connection.
         self.timeout = timeout
-        # A check that never ends (its one backend frozen while the rest of the database
-        # answers) held every later probe to "not answering": the instance stayed out of
-        # service for good while it could serve (a probe held to WORKER_TIMEOUT, as before,
-        # got its worker replaced). Past ``give_up_after`` (WORKER_TIMEOUT) it is left
-        # behind, one at a time, and the next probe checks again on another connection.
-        self.give_up_after = give_up_after
         self._lock = threading.Lock()
         # A check started before a fork never ends in the child: each is the pid's.
         self._pending: _Check | None = None
-        self._left_behind: _Check | None = None
+        self._left_behind: list[_Check] = []
 
     def readiness(self) -> Readiness:
         """Draining? Database reachable, its volume not full, its schema the one this code
         expects? Answered within ``timeout``."""
         if self.drain_file and os.path.exists(self.drain_file):
             return Readiness(False, "shutting down")
+        pid = os.getpid()
         with self._lock:
+            self._left_behind = [
+                c for c in self._left_behind if c.pid == pid and not c.finished.is_set()
+            ]
             check = self._pending
-            if (
-                check is None
-                or check.pid != os.getpid()
-                or check.finished.is_set()
-                or self._leave_behind(check)
-            ):
-                check = self._pending = _Check(os.getpid(), monotonic())
+            if check is not None and (check.pid != pid or check.finished.is_set()):
+                check = self._pending = None
+            if check is not None and monotonic() >= check.started + self.timeout:
+                self._give_up(check)  # its caller has not woken up to do it yet
+                check = None
+            if check is None:
+                if len(self._left_behind) >= MAX_LEFT_BEHIND:
+                    # One line a minute (a warning's repeats are left out): no number in it.
+                    log.warning(
+                        "readiness: a check given up at its deadline has not returned "
+                        "(still connecting?); not starting another"
+                    )
+                    return Readiness(False, "database not answering")
+                check = self._pending = _Check(pid, monotonic())
                 threading.Thread(
                     target=self._run, args=(check,), name="readiness", daemon=True
                 ).start()
         if not check.finished.wait(max(0.0, check.started + self.timeout - monotonic())):
-            log.warning("readiness: database not answering within %gs", self.timeout)
+            with self._lock:
+                if self._pending is check:
+                    self._give_up(check)
+            log.warning(
+                "readiness: database not answering within %gs; the check is cut off; "
+                "the next probe checks again",
+                self.timeout,
+            )
             return Readiness(False, "database not answering")
         if check.error is not None:  # the caller's to raise, as it did in its own thread
             raise check.error
         return check.result
 
-    def _leave_behind(self, check: _Check) -> bool:
-        """Whether to start another check in place of ``check``, stuck past
-        ``give_up_after``: not while one left behind before still runs, so a database that
-        is frozen whole holds two connections and threads per worker, not one per probe."""
-        if monotonic() - check.started < self.give_up_after:
-            return False
-        left = self._left_behind
-        if left is not None and left.pid == check.pid and not left.finished.is_set():
-            return False
-        self._left_behind = check
-        log.warning(
-            "readiness: a check stuck for %gs left behind; checking again", self.give_up_after
-        )
-        return True
+    def _give_up(self, check: _Check) -> None:
+        """``check`` has passed its deadline (under ``self._lock``): cut it off, and count
+        it as left behind until its thread returns."""
+        check.give_up()
+        self._pending = None
+        if not check.finished.is_set():
+            self._left_behind.append(check)
 
     def _run(self, check: _Check) -> None:
         try:
-            check.result = self._check()
+            check.result = self._check(check)
         except BaseException as exc:
             check.error = exc
         finally:
             check.finished.set()
 
-    def _check(self) -> Readiness:
+    def _check(self, check: _Check) -> Readiness:
         try:
-            revision = self.repo.schema_revision()
+            with (
+                self.repo.engine.connect() as conn,
+                check.holding(conn.connection.driver_connection) as usable,
+            ):
+                if not usable:
+                    return check.result
+                revision = self.repo.schema_revision(conn)
         except SQLAlchemyError as exc:
+            if check.given_up:  # cut off at its deadline: said by its caller
+                return check.result
             # Not in comments_api_database_errors_total, which counts refused requests: one
             # per probe would count the probe interval, and comments_api_ready says this.
             log.warning("readiness: database unreachable: %s", exc.__class__.__name__)

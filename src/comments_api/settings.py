@@ -418,8 +418,7 @@ class Settings:
         default=30,
         metadata=_doc(
             "gunicorn restarts a worker stuck in one request for this long (the request "
-            "gets a JSON 500); a readiness check still waiting this long is left behind "
-            "and the next probe checks again."
+            "gets a JSON 500)."
         ),
     )
     # --- storage ------------------------------------------------------------------

@@ -1483,18 +1483,21 @@ class Repository:
         except SQLAlchemyError:
             pass  # still full or still busy: the next failure tries again
 
-    def schema_revision(self) -> str | None:
+    def schema_revision(self, conn: Connection | None = None) -> str | None:
         """The Alembic revision the database is at; None if it was never migrated (no
         alembic_version table); raises on any other error (unreachable, a timeout, a
         connection lost), which readiness reports as such: taken for "never migrated",
-        a slow or failing database was answered "run `comments-api migrate`"."""
-        with self.engine.connect() as conn:
-            try:
-                return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-            except DBAPIError as exc:
-                if _no_such_table(exc):
-                    return None
-                raise
+        a slow or failing database was answered "run `comments-api migrate`". On ``conn``
+        if given (readiness watches the connection it checks on), else a pooled one."""
+        if conn is None:
+            with self.engine.connect() as pooled:
+                return self.schema_revision(pooled)
+        try:
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        except DBAPIError as exc:
+            if _no_such_table(exc):
+                return None
+            raise
 
     # --- writes ------------------------------------------------------------------
     @_write_again_if_lost
