@@ -45,7 +45,7 @@ from comments_api.store.repository import (
 )
 
 from .authkit import AUDIENCE, ISSUER, api_key, bearer, hs_signer
-from .support import VENV_BIN, ServiceProcess, missing, small_tmpfs, wait_until
+from .support import VENV_BIN, ServiceProcess, bind_mount, missing, small_tmpfs, wait_until
 
 BULK = "/api/v1/moderation/comments"
 
@@ -323,6 +323,34 @@ def test_import_of_a_damaged_row_is_one_line_and_imports_nothing(database_url, b
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert counted(database_url, "comments") == 0
+
+
+def test_a_row_too_large_for_an_index_on_postgres_blames_its_lines(postgres_url):
+    # A body too large for a B-tree index (one a DBA added on comments.body): psycopg
+    # raises SQLSTATE 54000 as an OperationalError, which the import took for the database
+    # failing: "the database failed at line 3", the file's lines never named.
+    engine = make_engine(postgres_url)
+    try:
+        migrate(engine)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE INDEX comments_body_test ON comments (body)")
+    finally:
+        engine.dispose()
+    head = empty_export_header(postgres_url)
+    head["tables"]["comments"] = 2
+    # Random letters: incompressible, so the index entry stays past its ~2.7 kB limit.
+    huge = "".join(random.Random(54).choices("abcdefghijklmnopqrstuvwxyzABCDEFGHIJ", k=6000))
+    lines = [
+        json.dumps(head),
+        json.dumps({"table": "comments", "row": GOOD_ROW}),
+        json.dumps({"table": "comments", "row": {**GOOD_ROW, "id": 8, "body": huge}}),
+    ]
+    result = cli("import", "-", url=postgres_url, stdin_text="\n".join(lines) + "\n")
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.splitlines()[-1]  # after the progress label
+    assert last.startswith("Error: lines 2-3: the database refused a row of comments: index row")
+    assert "Traceback" not in result.stderr
+    assert counted(postgres_url, "comments") == 0
 
 
 @pytest.mark.parametrize(
@@ -695,6 +723,27 @@ def test_an_export_onto_the_database_itself_is_refused(tmp_path, name):
         assert sorted(p.name for p in tmp_path.iterdir()) == files
 
 
+@pytest.mark.parametrize("command", ["export", "backup"])
+@pytest.mark.parametrize("name", ["live.db-wal", "live.db-shm", "live.db"])
+def test_the_database_reached_through_a_bind_mount_is_refused(tmp_path, command, name):
+    # The database's directory by another path (a bind mount, as a container's volume
+    # is): its -wal and -shm, compared by their resolved paths only, were not caught. A
+    # backup named as the WAL, none there, was taken by SQLite for a broken WAL.
+    data = tmp_path / "data"
+    data.mkdir()
+    source = data / "live.db"
+    generate(f"sqlite:///{source}", 5)
+    files = sorted(p.name for p in data.iterdir())
+    before = source.read_bytes()
+    with bind_mount(data, tmp_path / "volume") as volume:
+        done = cli(command, str(volume / name), url=f"sqlite:///{source}")
+        assert sorted(p.name for p in data.iterdir()) == files
+    assert done.returncode == 2, done.stderr
+    what = "an export" if command == "export" else "a backup"
+    assert f"is the database in DATABASE_URL (or one of its files): {what} there" in done.stderr
+    assert source.read_bytes() == before
+
+
 def test_a_failed_export_keeps_the_export_it_was_to_replace(tmp_path):
     # The file was opened in place: truncated at once, then removed when the disk filled,
     # so the good export of yesterday was gone and no new one written.
@@ -900,6 +949,36 @@ def test_ctrl_c_as_the_partial_file_is_made_leaves_no_file(tmp_path, command):
     )
     assert done.returncode == 1, done.stderr
     assert "Aborted!" in done.stderr
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["backup", "export"])
+def test_ctrl_c_with_stderr_closed_writes_nothing_to_stdout(tmp_path, command):
+    # click answers Ctrl-C with a line break on sys.stderr, which is None with stderr
+    # closed (`2>&-`, a daemon's): click.echo then wrote it to stdout, into an export
+    # streamed there or a cron job's mail.
+    source = tmp_path / "live.db"
+    generate(f"sqlite:///{source}", 50)
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(CTRL_C_AT_MKSTEMP)
+    out = tmp_path / "out"
+    out.mkdir()
+    done = subprocess.run(
+        [str(VENV_BIN / "comments-api"), command, str(out / "copy")],
+        env={
+            **os.environ,
+            "DATABASE_URL": f"sqlite:///{source}",
+            "LOG_LEVEL": "warning",
+            "PYTHONPATH": os.pathsep.join([str(hooks), os.environ.get("PYTHONPATH", "")]),
+        },
+        stdout=subprocess.PIPE,
+        preexec_fn=lambda: os.close(2),  # stderr closed, as `2>&-` does
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stdout == b""
     assert list(out.iterdir()) == []
 
 

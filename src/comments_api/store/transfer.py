@@ -396,22 +396,18 @@ def import_(
             if batch and current is not None:
                 try:
                     conn.execute(insert(TABLES[current]), batch)
-                except OperationalError as exc:
-                    # The database failed, not a row (a lost connection, a full disk, a
-                    # timeout): blamed on the batch's lines, the file looked damaged there.
-                    raise TransferError(
-                        f"the database failed at line {lines_of_batch[1]}: "
-                        f"{_first_line(exc)}; nothing was imported"
-                    ) from None
-                except (DBAPIError, StatementError) as exc:
-                    # A type, NOT NULL, CHECK or key the schema refuses: the batch's lines
-                    # and the database's own first line, not a traceback.
-                    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-                    first, last = lines_of_batch
-                    raise TransferError(
-                        f"lines {first}-{last}: the database refused a row of {current}: "
-                        f"{reason[0] if reason else exc.__class__.__name__}"
-                    ) from None
+                except DBAPIError as exc:
+                    if not _refuses_a_row(exc):
+                        # The database failed, not a row (a lost connection, a full disk,
+                        # a timeout): blamed on the batch's lines, the file looked damaged
+                        # there.
+                        raise TransferError(
+                            f"the database failed at line {lines_of_batch[1]}: "
+                            f"{_first_line(exc)}; nothing was imported"
+                        ) from None
+                    raise _refused(exc, current, lines_of_batch) from None
+                except StatementError as exc:
+                    raise _refused(exc, current, lines_of_batch) from None
                 written[current] = written.get(current, 0) + len(batch)
                 progress(len(batch))
                 batch.clear()
@@ -467,6 +463,36 @@ def import_(
                 f"the database refused the commit: {_first_line(exc)}; nothing was imported"
             ) from None
     return written
+
+
+# SQLSTATE classes of a row the database refuses (PostgreSQL's, which psycopg gives as
+# ``sqlstate``): 22 a value (out of range, not valid text), 23 a constraint (NOT NULL,
+# a key), 54 a limit (a value too large for an index entry, "index row size exceeds
+# maximum"). psycopg raises class 54 as an OperationalError, which was taken for the
+# database failing: "the database failed at line N", the row's lines never named. Every
+# other class is the database's (08 a lost connection, 53 a full disk, 57 a timeout or a
+# shutdown, 40 a deadlock, 42 a privilege, XX an internal error).
+_ROW_CLASSES = frozenset({"22", "23", "54"})
+
+
+def _refuses_a_row(exc: DBAPIError) -> bool:
+    """Whether ``exc`` is the database refusing a row, not the database failing: by its
+    SQLSTATE class where the driver gives one, else (SQLite) by its kind."""
+    state = getattr(exc.orig, "sqlstate", None)
+    if isinstance(state, str) and len(state) == 5:
+        return state[:2] in _ROW_CLASSES
+    return not isinstance(exc, OperationalError)
+
+
+def _refused(exc: Exception, table: str | None, lines: list[int]) -> TransferError:
+    """A type, NOT NULL, CHECK, key or size the schema refuses: the batch's lines and the
+    database's own first line, not a traceback."""
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    first, last = lines
+    return TransferError(
+        f"lines {first}-{last}: the database refused a row of {table}: "
+        f"{reason[0] if reason else exc.__class__.__name__}"
+    )
 
 
 def _first_line(exc: DBAPIError) -> str:
