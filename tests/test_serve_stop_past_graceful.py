@@ -18,10 +18,14 @@ import sqlite3
 import threading
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import requests
+from requests.structures import CaseInsensitiveDict
 
 from .support import ServiceProcess, requests_in_flight, server_sockets_read, wait_until
+from .test_serve_response_headers import problems_with
 
 
 def _exchange(port: int, data: bytes, into: dict[str, bytes], key: str) -> None:
@@ -121,6 +125,7 @@ def test_requests_still_being_read_get_their_503_before_the_sigkill(
     create, unfinished = _create_and_unfinished()
     got: dict[str, bytes] = {}
     service = ServiceProcess(env, tmp_path, workers=1).start()
+    spec = requests.get(f"{service.base}/openapi.json", timeout=10).json()
     holder = sqlite3.connect(db, isolation_level=None, timeout=5, check_same_thread=False)
     released = threading.Event()
 
@@ -162,6 +167,18 @@ def test_requests_still_being_read_get_their_503_before_the_sigkill(
     assert got["create"].startswith(b"HTTP/1.1 201 "), got["create"][:200]
     assert got["unfinished"].startswith(b"HTTP/1.1 503 "), service.log()[-3000:]
     assert b'"status":503' in got["unfinished"]
+    # With a wait to retry after, as the app's 503s have (the worker's had none), and
+    # every header as the document declares it on this 503 (Retry-After now required).
+    answer = _answer(got["unfinished"])
+    assert answer.headers["Retry-After"] == "1"
+    assert problems_with(spec, "/api/v1/contents/{content_id}/comments", "post", answer) == []
+
+
+def _answer(raw: bytes) -> SimpleNamespace:
+    """A raw HTTP/1.1 answer's status and headers, as requests gives them."""
+    head = raw.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    headers = CaseInsensitiveDict(line.split(": ", 1) for line in head[1:])
+    return SimpleNamespace(status_code=int(head[0].split()[1]), headers=headers)
 
 
 # gunicorn 27.0.1's ThreadWorker.run, of which BufferedThreadWorker._run_loop is a copy

@@ -262,6 +262,15 @@ _ORIGIN_FORM_PATH = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/%]{0,2047}")
 # The app's security headers (app.py), on the answers the worker gives itself too.
 _SECURITY_LINES = "".join(f"{name}: {value}\r\n" for name, value in SECURITY_HEADERS)
 _ALLOW_LINE = f"Allow: {SERVED_METHODS}\r\n"
+# A stopping worker's 503 (a request still being read when it stops): retry after 1 s,
+# the shortest wait the API announces (its other waits are at least 1: the rate limits'
+# and the flood check's max(1, ...)). Any other worker or replica takes the retry at once,
+# as this one's listener is closed; 0 would read as "no wait" to a client that loops on
+# it, and a replica rolled out in the same deploy may be stopping too. The app's own 503s
+# carry a Retry-After as well (2, or 5 for readiness and the identity provider), so every
+# 503 does: the OpenAPI document marks it required.
+STOPPING_RETRY_AFTER = 1
+_RETRY_AFTER_LINE = f"Retry-After: {STOPPING_RETRY_AFTER}\r\n"
 
 
 def new_request_id() -> str:
@@ -284,6 +293,7 @@ def error_response_bytes(
         f"Date: {util.http_date()}\r\n"  # RFC 9110 6.6.1: a server with a clock MUST send it
         f"X-Request-ID: {request_id or new_request_id()}\r\n"
         f"{_ALLOW_LINE if status == 405 else ''}"  # RFC 9110 15.5.6: a 405 MUST list them
+        f"{_RETRY_AFTER_LINE if status == 503 else ''}"
         f"{_SECURITY_LINES}"
         f"{cors}"
         "\r\n"

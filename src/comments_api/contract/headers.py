@@ -31,7 +31,8 @@ OPS_ROUTES = ("/metrics", "/healthz", "/readyz", "/healthcheck")
 # app: a chunked body over MAX_BODY_BYTES (413), a request line over its limit (414), a
 # request still being read when the worker stops (503), and under `default` a slow client
 # (408), headers too large (431), an aborted request (500). Those answers carry
-# `Cache-Control: no-store` and `X-Request-ID` but no rate-limit headers and no Retry-After.
+# `Cache-Control: no-store` and `X-Request-ID` but no rate-limit headers; the 503 carries
+# `Retry-After` (worker.STOPPING_RETRY_AFTER), as the app's 503s do.
 SERVER_ANSWERED = frozenset({"413", "414", "503", "default"})
 
 # An incoming X-Request-ID (an ingress's) that the app and the worker adopt rather than
@@ -98,11 +99,13 @@ _COMPONENTS: dict[str, dict[str, Any]] = {
         for name, declared in _rate_limit(required).items()
     },
     "RetryAfter": RETRY_AFTER,
-    "RetryAfterIfSent": header(
-        "Seconds to wait before retrying. Sent by the app (the database or the identity "
-        "provider unreachable, not ready); a worker that is stopping answers a request it "
-        "was still reading without one: retry at once, another worker takes it.",
+    "RetryAfterUnavailable": header(
+        "Seconds to wait before retrying: from the app, 2 (the database unreachable) or 5 "
+        "(the identity provider unreachable, not ready); 1 from a worker that is stopping "
+        "and answers a request it was still reading (another worker or replica takes the "
+        "retry).",
         _INTEGER,
+        required=True,
     ),
     "Challenge": header(_CHALLENGE, required=True),
     "ChallengeIfSent": header(
@@ -151,7 +154,7 @@ def with_common_headers(paths: dict[str, Any], settings: Settings) -> dict[str, 
                 if status in ("429", "507"):
                     common["Retry-After"] = _ref("RetryAfter")
                 elif status == "503":
-                    common["Retry-After"] = _ref("RetryAfterIfSent")
+                    common["Retry-After"] = _ref("RetryAfterUnavailable")
                 if status == "401":
                     common["WWW-Authenticate"] = _ref("Challenge")
                 elif status in ("400", "403", "default"):
