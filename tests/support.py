@@ -56,6 +56,25 @@ def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", str(path)], check=False)
 
 
+@contextlib.contextmanager
+def bind_mount(source: Path, path: Path) -> Iterator[Path]:
+    """The directory ``source`` also reached at ``path``, a new directory, for the
+    duration: one directory by two paths that realpath cannot tell are one. Needs root and
+    mount(8)."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        missing("root and mount(8), to bind-mount a directory")
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "--bind", str(source), str(path)], capture_output=True, text=True, check=False
+    )
+    if mounted.returncode != 0:
+        missing(f"permission to bind-mount a directory ({mounted.stderr.strip()})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=False)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -271,6 +271,39 @@ def test_a_schema_newer_than_this_code_is_one_line_that_says_so(request, store, 
     assert "run `comments-api migrate`" not in result.stderr
 
 
+def test_migrate_on_a_newer_schema_whose_revision_then_times_out_is_one_line(postgres_url):
+    # Alembic refused the revision it read (a newer release's), and the second read, the
+    # one that names it in the message, timed out: a traceback from inside the handler.
+    # The revision as a view that takes 30 s to read wherever a statement timeout is set:
+    # a database slowed down between the two reads (the migration runs without one).
+    from sqlalchemy import text
+
+    from comments_api.store.repository import make_engine, migrate
+
+    engine = make_engine(postgres_url)
+    migrate(engine)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE alembic_version"))
+        conn.execute(
+            text(
+                "CREATE VIEW alembic_version AS SELECT '9999'::varchar(32) AS version_num "
+                "FROM (SELECT pg_sleep(CASE WHEN current_setting('statement_timeout') = '0' "
+                "THEN 0 ELSE 30 END)) AS slow"
+            )
+        )
+    engine.dispose()
+    result = run(
+        "migrate",
+        env={"DATABASE_URL": postgres_url, "LOG_LEVEL": "warning", "DB_STATEMENT_TIMEOUT": "1"},
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        "Error: cannot reach the database: canceling statement due to statement timeout; "
+        "nothing was migrated"
+    ]
+
+
 @pytest.mark.parametrize("store", ["sqlite", "postgres"])
 def test_serve_migrating_on_start_serves_a_schema_a_newer_release_migrated(
     request, store, tmp_path

@@ -97,6 +97,16 @@ class _Commands(_HelpToStdout, click.Group):
         # A command's return value (None), or the code of a ctx.exit (--help, --version).
         sys.exit(code if isinstance(code, int) else 0)
 
+    def invoke(self, ctx: click.Context) -> Any:
+        """Ctrl-C (or an end of input at a prompt) as click says it, its line break on
+        stderr as ``_note`` writes: click's own wrote it to sys.stderr, which with stderr
+        closed is None, and click.echo then wrote it to stdout, into an export there."""
+        try:
+            return super().invoke(ctx)
+        except (EOFError, KeyboardInterrupt):
+            _note("")
+            raise click.Abort() from None
+
 
 @click.group(
     cls=_Commands,
@@ -221,7 +231,7 @@ def _migrate(
     settings: Settings, *, down_to: str | None = None, newer_schema_ok: bool = False
 ) -> str:
     from alembic.util import CommandError
-    from sqlalchemy.exc import DatabaseError, OperationalError
+    from sqlalchemy.exc import DatabaseError, DBAPIError, OperationalError
 
     from .store.repository import Repository, TransactionPoolerRefused, head_revision, make_engine
     from .store.repository import migrate as run_migrations
@@ -239,7 +249,14 @@ def _migrate(
     except CommandError:
         # Alembic cannot find the database's revision among ours: a newer release migrated
         # it (a rollback of the code, not of the schema). A traceback before.
-        revision = Repository(engine).schema_revision()
+        try:
+            revision = Repository(engine).schema_revision()
+        except DBAPIError as exc:
+            # Read again to name it, and the database failed meanwhile (a timeout, a lost
+            # connection): a traceback from inside this handler before.
+            raise click.ClickException(
+                f"cannot reach the database: {_driver_message(exc)}; nothing was migrated"
+            ) from None
         if newer_schema_ok and revision is not None and _is_newer(revision):
             logging.getLogger(__name__).warning(
                 "database schema %s is ahead of this code's %s (a newer release migrated "
@@ -724,6 +741,14 @@ def _refuse_the_database_itself(
     target = os.path.realpath(output)
     suffixes = ("", "-wal", "-shm", "-journal", "-writer.lock")
     same = target in {database + suffix for suffix in suffixes}
+    # The same directory by another path (a bind mount, a second mount of the file
+    # system), which realpath does not see through: by the directory's (st_dev, st_ino)
+    # and the name in it. The -wal or -shm file may not exist yet (no connection open).
+    folder, name = os.path.split(target)
+    database_folder, database_name = os.path.split(database)
+    if name in {database_name + suffix for suffix in suffixes}:
+        with contextlib.suppress(OSError):  # a directory not there: nothing of ours in it
+            same = same or os.path.samefile(folder, database_folder)
     with contextlib.suppress(OSError):  # the same file by another name (a hard link)
         same = same or os.path.samefile(output, source)
     if same:
