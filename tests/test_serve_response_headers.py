@@ -31,6 +31,7 @@ from comments_api.store.repository import Repository, make_engine, migrate
 from .authkit import AUDIENCE, ISSUER, bearer, hs_signer
 from .support import ServiceProcess
 from .test_openapi import METHODS, check, resolve
+from .test_serve_server import raw_request
 
 # Headers of HTTP itself, which no operation declares.
 STANDARD = {"content-type", "content-length", "date", "server", "connection", "keep-alive"}
@@ -328,3 +329,37 @@ def test_every_header_sent_is_declared_and_every_required_one_sent(served):
 
     assert not call.found, "\n".join(sorted(set(call.found)))
     assert len(call.seen) > 120, len(call.seen)
+
+
+class _Raw:
+    """A raw answer (tests/test_serve_server.py's ``raw_request``) as ``problems_with``
+    reads one."""
+
+    def __init__(self, answer: tuple[int, dict[str, str], bytes]) -> None:
+        self.status_code, self.headers, _ = answer
+
+
+def test_the_http_servers_own_400s_lack_only_what_the_document_lets_them(served):
+    """The worker answers a malformed request itself, before the app: a header that must
+    be sent once sent twice (Idempotency-Key on a create), no Host, a bare LF. Such a 400
+    carries no rate-limit headers (the limiter never saw it), yet the document declared
+    X-RateLimit-* required on every 400 of a rate-limited operation."""
+    service, _keys = served
+    spec = requests.get(f"{service.base}/openapi.json", timeout=10).json()
+    create = (
+        b"POST /api/v1/contents/h1/comments HTTP/1.1\r\nHost: a\r\n"
+        b"Content-Type: application/json\r\nIdempotency-Key: k1\r\nIdempotency-Key: k2\r\n"
+        b'Content-Length: 13\r\nConnection: close\r\n\r\n{"body": "x"}'
+    )
+    counts = b"GET /api/v1/counts?content_id=1 HTTP/1.1\r\n"
+    found = []
+    for (path, method), request in (
+        (CREATE, create),
+        (COUNTS, counts + b"Connection: close\r\n\r\n"),  # no Host
+        (COUNTS, counts + b"Host: a\nConnection: close\r\n\r\n"),  # a bare LF
+    ):
+        answer = _Raw(raw_request(service.port, request))
+        assert answer.status_code == 400, (path, answer.headers)
+        assert "x-ratelimit-limit" not in answer.headers  # the server's own, not the app's
+        found += problems_with(spec, path, method, answer)
+    assert not found, "\n".join(found)

@@ -28,12 +28,14 @@ from ..settings import Settings
 OPS_ROUTES = ("/metrics", "/healthz", "/readyz", "/healthcheck")
 
 # Statuses the HTTP server (comments_api.worker) also answers itself, before or without the
-# app: a chunked body over MAX_BODY_BYTES (413), a request line over its limit (414), a
-# request still being read when the worker stops (503), and under `default` a slow client
-# (408), headers too large (431), an aborted request (500). Those answers carry
-# `Cache-Control: no-store` and `X-Request-ID` but no rate-limit headers; the 503 carries
-# `Retry-After` (worker.STOPPING_RETRY_AFTER), as the app's 503s do.
-SERVER_ANSWERED = frozenset({"413", "414", "503", "default"})
+# app: a malformed request (400: a field that must be sent once sent twice, as a create's
+# Idempotency-Key, no Host, a bare LF), a chunked body over MAX_BODY_BYTES (413), a request
+# line over its limit (414), a request still being read when the worker stops (503), and
+# under `default` a slow client (408), headers too large (431), an aborted request (500).
+# Those answers carry `Cache-Control: no-store` and `X-Request-ID` but no rate-limit headers
+# (the limiter never saw the request); the 503 carries `Retry-After`
+# (worker.STOPPING_RETRY_AFTER), as the app's 503s do.
+SERVER_ANSWERED = frozenset({"400", "413", "414", "503", "default"})
 
 # An incoming X-Request-ID (an ingress's) that the app and the worker adopt rather than
 # replace with a new random one (32 hex digits, which it matches too).
@@ -118,9 +120,9 @@ _COMPONENTS: dict[str, dict[str, Any]] = {
         required=True,
     ),
     "NoStoreIfServerAnswered": header(
-        "`no-store`: present when the HTTP server answered itself, before the app (a body "
-        "or request line over its limit, a slow client, a worker stopping), and on a "
-        "moderation route's answers but its 405."
+        "`no-store`: present when the HTTP server answered itself, before the app (a "
+        "malformed request, a body or request line over its limit, a slow client, a worker "
+        "stopping), and on a moderation route's answers but its 405."
     ),
     "Allow": header("On a 405: the methods this path takes."),
 }
@@ -166,7 +168,7 @@ def with_common_headers(paths: dict[str, Any], settings: Settings) -> dict[str, 
                     # moderation/views.py's after_request, on every answer of its routes
                     # (a 405 matches no route, so it has none).
                     common["Cache-Control"] = _ref("ModerationNoStore")
-                elif status in SERVER_ANSWERED or status == "400":
+                elif status in SERVER_ANSWERED:
                     common["Cache-Control"] = _ref("NoStoreIfServerAnswered")
                 if status == "default":
                     common["Allow"] = _ref("Allow")

@@ -104,10 +104,15 @@ def _read_cache_control(settings: Settings) -> dict[str, Any]:
     return header(f"`READ_CACHE_CONTROL` (`{settings.read_cache_control}` here).", required=True)
 
 
-def _cacheable(ok: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """The 200 and 304 of a read served from the never-stale cache (docs/caching.md)."""
-    etag = "Strong validator of this answer: the same from every worker and instance for the "
-    "same state; send it back in `If-None-Match`."
+def _cacheable(ok: dict[str, Any], settings: Settings, untagged: str = "") -> dict[str, Any]:
+    """The 200 and 304 of a read served from the never-stale cache (docs/caching.md);
+    ``untagged``: the route's own answers without an ETag, besides the rare one all share."""
+    # One expression in parentheses: a string on the next line alone was a statement of its
+    # own, and the document said "the same ... for the " and stopped.
+    etag = (
+        "Strong validator of this answer, a hash of its bytes: the same from every worker "
+        "and instance for the same bytes; send it back in `If-None-Match`."
+    )
     tag = {"type": "string", "pattern": '^"[0-9a-f]+"$'}
     cache_control = _read_cache_control(settings)
     return {
@@ -116,7 +121,9 @@ def _cacheable(ok: dict[str, Any], settings: Settings) -> dict[str, Any]:
             "headers": {
                 **ok.get("headers", {}),
                 "ETag": header(
-                    f"{etag} Absent in the rare answer built while the content kept changing.", tag
+                    f"{etag} Absent in the rare answer built while the content kept changing"
+                    f"{untagged}.",
+                    tag,
                 ),
                 "Cache-Control": cache_control,
             },
@@ -838,6 +845,9 @@ def paths(settings: Settings) -> dict[str, Any]:
                             },
                         ),
                         settings,
+                        untagged=", and whenever `cursor` names no public comment (a position "
+                        "past every id, a comment removed, a pending or hidden one: such a page "
+                        "is built afresh each time)",
                     ),
                     **_errors(thread, 412, 429, 503),
                     "400": _invalid(thread, "limit", "must be between 1 and 100"),
