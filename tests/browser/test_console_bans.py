@@ -149,3 +149,61 @@ def test_console_looks_up_one_ban_without_paging(page, lone_pre_api: Api, axe_so
     box.fill("b01@example.com")
     expect(box).not_to_have_attribute("aria-invalid", "true")
     assert errors == [], errors
+
+
+def test_console_ban_look_up_never_keeps_saying_what_the_console_changed(page, lone_pre_api: Api):
+    """The look-up's answer stayed as drawn whatever the console did next: a ban lifted from
+    its row was still "banned" there (its "Lift ban" then called it "lifted meanwhile"), a
+    lift from an earlier answer, ending after the next look-up, wrote over that one's answer
+    ("c1 is not banned" in place of "c2 is banned"), and an author banned from the form was
+    still "not banned". And "sub: reader-7", which the form bans as reader-7, was looked up
+    with its space and called not banned."""
+    key = lone_pre_api.key("comments:moderate")
+    for n in range(3):
+        lone_pre_api.ban(key, f"c{n}@example.com")
+    errors = page.page_errors
+    message = page.locator("#message")
+    box = page.get_by_role("searchbox", name="Look up one ban")
+    result = page.locator("#ban-lookup-result")
+    sign_in(page, lone_pre_api, key)
+    page.get_by_role("tab", name="Bans").click()
+    expect(page.locator("#bans-body tr")).to_have_count(3)
+
+    def look_up(address: str, answer: str) -> None:
+        box.fill(address)
+        box.press("Enter")
+        expect(result).to_contain_text(answer)
+
+    # Lifted from its row: the answer that called it banned says it no longer is.
+    look_up("c0@example.com", "email:c0@example.com is banned, since ")
+    page.locator('#bans-body tr[data-target="email:c0@example.com"] button').click()
+    expect(message).to_have_text("Lifted the ban on email:c0@example.com.")
+    expect(result).to_have_text("email:c0@example.com is not banned.")
+
+    # A lift from an answer that ends once another look-up is shown leaves that one alone.
+    look_up("c1@example.com", "email:c1@example.com is banned, since ")
+    held = hold(page, "**/api/v1/moderation/bans/*", "DELETE")
+    result.get_by_role("button", name="Lift the ban on email:c1@example.com").click()
+    look_up("c2@example.com", "email:c2@example.com is banned, since ")
+    assert len(held) == 1, held
+    held.pop().continue_()
+    expect(message).to_have_text("Lifted the ban on email:c1@example.com.")
+    expect(page.locator('#bans-body tr[data-target="email:c1@example.com"]')).to_have_count(0)
+    expect(result).to_contain_text("email:c2@example.com is banned, since ")
+    expect(box).to_be_focused()
+    page.unroute("**/api/v1/moderation/bans/*")
+
+    # Banned from the form: the answer that called the author not banned goes.
+    look_up("d@example.com", "email:d@example.com is not banned.")
+    page.locator("#ban-target").fill("d@example.com")
+    page.get_by_role("button", name="Ban author").click()
+    expect(message).to_have_text("Banned email:d@example.com.")
+    expect(result).to_have_text("")
+
+    # Pasted as the ban form takes it, a space after the kind: the form bans the subject
+    # without it, and the look-up asked for " reader-7" and called reader-7 not banned.
+    page.locator("#ban-target").fill("sub:reader-7")
+    page.get_by_role("button", name="Ban author").click()
+    expect(message).to_have_text("Banned sub:reader-7.")
+    look_up("sub: reader-7", "sub:reader-7 is banned, since ")
+    assert errors == [], errors

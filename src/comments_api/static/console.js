@@ -1202,10 +1202,28 @@ async function liftBan(target, button) {
   }
   if (!still()) return null; // signed out meanwhile
   say(lifted ? `Lifted the ban on ${apart(target)}.` : `${apart(target)} was no longer banned (lifted meanwhile).`);
+  dropBanRow(target);
+  lookupLifted(target);
+  return lifted;
+}
+
+// The look-up's answer, if it still calls ``target`` banned, says it no longer is: lifted
+// from its row, or from that answer (the keyboard then goes back to the box). An answer to
+// another look-up, drawn while this lift was on its way, is left alone.
+function lookupLifted(target) {
+  const result = $("ban-lookup-result");
+  const shown = result.querySelector("button");
+  if (!shown || shown.dataset.target !== target) return;
+  const focused = result.contains(document.activeElement);
+  result.replaceChildren(h("span", { text: `${apart(target)} is not banned.` }));
+  if (focused) $("ban-lookup").focus();
+}
+
+function dropBanRow(target) {
   // Its row goes and every other stays as loaded, on whatever page it came: the list is not
   // read again from the first page (the moderator's place, and "Load more bans", stay).
   const row = banRowOf(target);
-  if (!row) return lifted; // a fresh listing meanwhile no longer shows it (or never loaded it)
+  if (!row) return; // a fresh listing meanwhile no longer shows it (or never loaded it)
   const rows = [...$("bans-body").children];
   const at = rows.indexOf(row);
   // The focus moves only if it is lost (on nothing, or in the row that goes), as after a
@@ -1215,14 +1233,13 @@ async function liftBan(target, button) {
   const lost = !now || now === document.body || row.contains(now);
   row.remove();
   bansShown();
-  if (!lost) return lifted;
+  if (!lost) return;
   // Not a ban whose own lifting is on its way (its button waits, disabled).
   const free = (tr) => tr !== row && !tr.querySelector("button").disabled;
   const next = rows.slice(at + 1).find(free) || rows.slice(0, at).reverse().find(free);
   if (next) next.querySelector("button").focus();
   else if (!$("bans-more").hidden) $("bans-more").focus();
   else $("ban-target").focus();
-  return lifted;
 }
 
 $("bans-refresh").addEventListener("click", () => relist(banList, loadBans));
@@ -1276,6 +1293,8 @@ $("ban-form").addEventListener("submit", async (event) => {
       ? result.target
       : kind === "email" ? `email:${typed.toLowerCase()}` : `sub:${typed}`;
   say(result && result.created === false ? `${apart(target)} was already banned.` : `Banned ${apart(target)}.`);
+  // The look-up's "not banned" may have been of this author: it goes (a ban it shows stands).
+  if (!$("ban-lookup-result").querySelector("button")) $("ban-lookup-result").replaceChildren();
   $("ban-form").reset();
   for (const id of ["ban-target", "ban-reason"]) $(id).removeAttribute("aria-invalid");
   showCovers();
@@ -1289,7 +1308,10 @@ $("ban-form").addEventListener("submit", async (event) => {
 // otherwise than typed. The answer is said on the status line under the box (announced),
 // with its "Lift ban"; the keyboard stays in the box, marked invalid when the API refuses it.
 function lookupTarget(typed) {
-  if (/^(email|sub):[\s\S]+$/.test(typed)) return typed;
+  // Spaces after the kind go, as the ban form drops them: "sub: reader-7" bans reader-7
+  // there, and a look-up of it as typed asked for " reader-7" and called them not banned.
+  const prefixed = /^(email|sub):([\s\S]+)$/.exec(typed);
+  if (prefixed) return `${prefixed[1]}:${prefixed[2].trim()}`;
   return typed.includes("@") ? `email:${typed}` : `sub:${typed}`;
 }
 
@@ -1328,12 +1350,9 @@ $("ban-lookup-form").addEventListener("submit", async (event) => {
     class: "secondary",
     text: "Lift ban",
     "aria-label": `Lift the ban on ${ban.target}`,
-    onclick: async (click) => {
-      const lifted = await liftBan(ban.target, click.currentTarget);
-      if (lifted === null || !still()) return; // failed (said), or signed out
-      result.replaceChildren(h("span", { text: `${apart(ban.target)} is not banned.` }));
-      box.focus();
-    },
+    "data-target": ban.target, // what lookupLifted compares
+    // liftBan says the answer (lookupLifted), unless another look-up's is shown by then.
+    onclick: (click) => liftBan(ban.target, click.currentTarget),
   });
   result.replaceChildren(
     h("span", { text: `${apart(ban.target)} is banned, since ` }),
