@@ -66,14 +66,19 @@ class _ScopeRefused(Forbidden):
 
 def _identify() -> None:
     """before_request: resolve the credential; a bad one is reported after rate limiting."""
-    g.identity = None
-    g.auth_error = None
-    if request.query_string and _URL_PARAM in request.args:
+    # The request and g proxies resolved once: each access is a context-variable lookup.
+    req = request._get_current_object()  # type: ignore[attr-defined]
+    ctx_g = g._get_current_object()  # type: ignore[attr-defined]
+    ctx_g.identity = None
+    ctx_g.auth_error = None
+    if req.query_string and _URL_PARAM in req.args:
         # Ignoring it would post as anonymous a reader who thinks they signed in, and the
         # token would sit in every proxy's access log: say where it belongs instead.
-        g.auth_error = _URL_PARAM
+        ctx_g.auth_error = _URL_PARAM
         return
-    header = request.headers.get("Authorization")
+    # What request.headers.get("Authorization") reads, without its KeyError when the
+    # header is absent (an anonymous request, the usual one).
+    header = req.environ.get("HTTP_AUTHORIZATION")
     if header is None:
         return
     # Any whitespace after the scheme: "Bearer<TAB>token" is a token, not anonymous.
@@ -83,23 +88,23 @@ def _identify() -> None:
         return
     token = token.strip()
     if not token:
-        g.auth_error = "send credentials as 'Authorization: Bearer <API key or token>'"
+        ctx_g.auth_error = "send credentials as 'Authorization: Bearer <API key or token>'"
         return
     try:
         identity = services().identity.authenticate(token)
     except AuthError as exc:
-        g.auth_error = exc.message
+        ctx_g.auth_error = exc.message
         return
     except AuthUnavailable as exc:
         log.warning("cannot verify a token: %s", exc)
-        g.auth_error = "unavailable"
+        ctx_g.auth_error = "unavailable"
         return
-    g.identity = identity
+    ctx_g.identity = identity
 
 
 def _reject_bad_credentials() -> Response | None:
     """before_request, after the limiter: a wrong credential is never silently ignored."""
-    error = g.get("auth_error")
+    error = g._get_current_object().get("auth_error")  # type: ignore[attr-defined]
     if error is None:
         return None
     if error == _URL_PARAM:
@@ -127,7 +132,7 @@ def install_reject(app: Flask) -> None:
 
 
 def current_identity() -> Identity | None:
-    return g.get("identity")
+    return g._get_current_object().get("identity")  # type: ignore[attr-defined,no-any-return]
 
 
 def require_write() -> Identity | None:

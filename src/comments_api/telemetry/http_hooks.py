@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from ..store.driver_sql import StatementObserver
 
 REQUEST_ID_HEADER = "X-Request-ID"
+# Where WSGI carries that header (PEP 3333: HTTP_ and the name upper-cased, "-" as "_").
+REQUEST_ID_ENVIRON_KEY = "HTTP_X_REQUEST_ID"
 # Where the request's id is left for the server (worker.py), whose own answer to a request
 # the app did not finish (a WORKER_TIMEOUT abort) must carry the id its log lines carry.
 REQUEST_ID_ENVIRON = "comments_api.request_id"
@@ -154,10 +156,11 @@ def init_app(app: Flask, settings: Settings, engine: Engine) -> None:
     def start() -> None:
         ctx_g = g._get_current_object()  # type: ignore[attr-defined]
         ctx_g.obs_start = perf_counter()
-        rid = request.headers.get(REQUEST_ID_HEADER)
+        environ = request.environ
+        # request.headers.get(REQUEST_ID_HEADER), without its KeyError when it is absent.
+        rid = environ.get(REQUEST_ID_ENVIRON_KEY)
         # 32 random hex digits, as uuid4().hex was, at a quarter of its cost.
         ctx_g.request_id = rid if rid and REQUEST_ID_RE.fullmatch(rid) else secrets.token_hex(16)
-        environ = request.environ
         environ[REQUEST_ID_ENVIRON] = ctx_g.request_id
         environ[ACCESS_RECORD_ENVIRON] = (record, ctx_g)
         if m is not None:

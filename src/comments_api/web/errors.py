@@ -143,7 +143,7 @@ def _reject_undecodable_url() -> Response | None:
     name the same content) but keep an invalid query escape literally (so a count for
     ``%FF`` would look up the text "%FF"): refuse both, the same way everywhere.
     """
-    environ = request.environ
+    environ = request._get_current_object().environ  # type: ignore[attr-defined]
     try:
         # PATH_INFO is already percent-decoded, carried as latin-1 (PEP 3333).
         environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8")
