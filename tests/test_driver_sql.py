@@ -254,3 +254,35 @@ def test_a_socket_psycopg_found_closed_is_a_lost_connection(postgres_url) -> Non
             assert not is_lost(engine.dialect, psycopg.DataError(str(closed_socket)), live, None)
     finally:
         engine.dispose()
+
+
+def test_parameters_process_every_placeholder_as_its_bind(engine) -> None:
+    # One pass over the placeholders (DriverStatement.plan): a name repeated in the SQL gets
+    # its processed value at each place, and a value without a processor stays as it is.
+    from sqlalchemy import and_, bindparam
+
+    from comments_api.store.driver_sql import DriverStatement
+
+    when = bindparam("when", type_=comments.c.created_at.type)
+    query = select(comments.c.id).where(
+        and_(
+            comments.c.content_id == bindparam("content_id"),
+            comments.c.created_at >= when,
+            comments.c.updated_at >= when,
+            comments.c.author_key == bindparam("content_id"),
+        )
+    )
+    statement = DriverStatement.compile(query, engine.dialect)
+    now = datetime(2026, 12, 2, 5, 6, 7, 890123, tzinfo=UTC)
+    process = dict(statement.processors)
+    values = {"content_id": "c1", "when": now}
+    expected_by_name = {k: process[k](v) if k in process else v for k, v in values.items()}
+    bound = statement.parameters(values)
+    if statement.positions is None:  # named paramstyle (PostgreSQL): the mapping
+        assert bound == expected_by_name
+    else:
+        assert bound == tuple(expected_by_name[name] for name in statement.positions)
+        assert statement.positions.count("when") == 2
+        assert statement.positions.count("content_id") == 2
+        with pytest.raises(KeyError):  # a placeholder without its value, as before
+            statement.parameters({"content_id": "c1"})

@@ -436,3 +436,28 @@ def test_prometheus_value_class_override(tmp_path: Path) -> None:
 
     assert rejected(by_pid[parent]) == 2
     assert rejected(by_pid[child]) == 5
+
+
+def test_statements_are_counted_by_verb_and_their_texts_remembered_up_to_a_bound() -> None:
+    from comments_api.telemetry import metrics as metrics_module
+
+    m = metrics_module.metrics()
+    children = m._db_children
+
+    def count(op: str) -> float:
+        return float(sum(b.get() for b in children[op]._buckets))
+
+    before = {op: count(op) for op in ("select", "insert", "update", "delete", OTHER)}
+    texts = ["  select 1", "INSERT INTO t VALUES (1)", "with x as (select 1) select 1", "BEGIN"]
+    for _ in range(2):  # the second time from the remembered child
+        for text in texts:
+            m.observe_query(text, 0.001)
+    assert count("select") - before["select"] == 4
+    assert count("insert") - before["insert"] == 2
+    assert count(OTHER) - before[OTHER] == 2
+    # Texts past the bound are still counted, just not remembered.
+    remembered = len(m._db_by_statement)
+    for i in range(metrics_module._STATEMENTS_REMEMBERED + 10):
+        m.observe_query("DELETE FROM t WHERE id = " + str(i), 0.001)  # noqa: S608 - a test text
+    assert len(m._db_by_statement) <= max(remembered, metrics_module._STATEMENTS_REMEMBERED)
+    assert count("delete") - before["delete"] == metrics_module._STATEMENTS_REMEMBERED + 10

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from sqlalchemy.engine import Dialect, Engine, ExceptionContext
@@ -37,6 +37,21 @@ class DriverStatement:
     # Its result processors, per selected column (None: the driver's value is final; on
     # SQLite a DateTime comes back as text). Empty when no column needs one.
     row_processors: tuple[Callable[[Any], Any] | None, ...] = ()
+    # For positional paramstyles: each placeholder's bind name and its processor (None:
+    # the value as it is), so ``parameters`` builds the tuple in one pass, without copying
+    # ``values``. Derived from ``positions`` and ``processors``.
+    plan: tuple[tuple[str, Callable[[Any], Any] | None], ...] | None = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        by_name = dict(self.processors)
+        plan = (
+            tuple((name, by_name.get(name)) for name in self.positions)
+            if self.positions is not None
+            else None
+        )
+        object.__setattr__(self, "plan", plan)
 
     @classmethod
     def compile(
@@ -77,12 +92,20 @@ class DriverStatement:
 
     def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
         """``values`` by bind name, in the form the DBAPI's ``execute`` takes."""
+        plan = self.plan
+        if plan is not None:
+            # The bind processors are pure: a name repeated in the SQL processes to the
+            # same value at each of its places.
+            return tuple(
+                [
+                    values[name] if process is None else process(values[name])
+                    for name, process in plan
+                ]
+            )
         bound = dict(values)
         for name, process in self.processors:
             if name in bound:
                 bound[name] = process(bound[name])
-        if self.positions is not None:
-            return tuple(bound[name] for name in self.positions)
         return bound
 
 

@@ -622,6 +622,7 @@ class _Metrics:
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._created_children: dict[tuple[str, str], Any] = {}
         self._db_children = {op: self.db_duration.labels(op) for op in _SQL_VERBS.values()}
+        self._db_by_statement: dict[str, Any] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         key = (method, route, status)
@@ -642,10 +643,20 @@ class _Metrics:
         return child
 
     def observe_query(self, statement: str, seconds: float) -> None:
-        head = statement.lstrip()[:8].split(None, 1)
-        verb = _SQL_VERBS.get(head[0].lower(), OTHER) if head else OTHER
-        self._db_children[verb].observe(seconds)
+        child = self._db_by_statement.get(statement)
+        if child is None:
+            head = statement.lstrip()[:8].split(None, 1)
+            verb = _SQL_VERBS.get(head[0].lower(), OTHER) if head else OTHER
+            child = self._db_children[verb]
+            # The statements are the code's own, a few dozen texts: remembered up to a bound
+            # (one built with a value in its text must not grow this without end).
+            if len(self._db_by_statement) < _STATEMENTS_REMEMBERED:
+                self._db_by_statement[statement] = child
+        child.observe(seconds)
 
+
+# How many statement texts observe_query remembers its child for.
+_STATEMENTS_REMEMBERED = 512
 
 _SQL_VERBS = {
     "select": "select",
