@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -216,6 +217,39 @@ def test_a_check_on_a_frozen_backend_is_cut_off_and_keeps_no_connection(postgres
         assert wait_until(lambda: health.readiness() == ready, 10)
         assert wait_until(lambda: engine.pool.checkedout() == 0, 2)  # none kept by a check
     finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+        engine.dispose()
+
+
+def test_a_backend_frozen_as_the_check_ends_its_transaction_is_cut_off_too(postgres_url):
+    """The backend froze after answering the check's SELECT, before the ROLLBACK that ends
+    its transaction: that round trip ran as the connection went back to the pool, after
+    the check had let go of its socket, so it could not be cut off. Given up and left
+    behind, it held every later probe to "database not answering" for as long as the
+    backend stayed frozen, the database answering meanwhile."""
+    from sqlalchemy import event
+
+    engine = make_engine(postgres_url)
+    migrate(engine)
+    health = HealthService(Repository(engine), head_revision(), None, timeout=1.0)
+    frozen: list[int] = []
+
+    def freeze(conn):  # ConnectionEvents.rollback: before the ROLLBACK is sent
+        if threading.current_thread().name == "readiness" and not frozen:
+            frozen.append(conn.connection.driver_connection.info.backend_pid)
+            os.kill(frozen[0], signal.SIGSTOP)
+
+    event.listen(engine, "rollback", freeze)
+    try:
+        assert health.readiness() == Readiness(False, "database not answering")
+        assert frozen, "the check never ended its transaction"
+        # The next probes check again on a fresh connection, which answers.
+        ready = Readiness(True, schema_revision=head_revision())
+        assert wait_until(lambda: health.readiness() == ready, 10)
+        assert wait_until(lambda: engine.pool.checkedout() == 0, 2)  # none kept by a check
+    finally:
+        event.remove(engine, "rollback", freeze)
         for pid in frozen:
             os.kill(pid, signal.SIGCONT)
         engine.dispose()

@@ -191,7 +191,14 @@ class HealthService:
             ):
                 if not usable:
                     return check.result
-                revision = self.repo.schema_revision(conn)
+                try:
+                    revision = self.repo.schema_revision(conn)
+                finally:
+                    # Its transaction ended here, while the socket can still be shut down:
+                    # the ROLLBACK that closing the connection sent ran after ``holding``,
+                    # so a backend frozen between the SELECT's answer and it left the
+                    # check stuck for good, uncut, and no other check started.
+                    conn.rollback()
         except SQLAlchemyError as exc:
             if check.given_up:  # cut off at its deadline: said by its caller
                 return check.result
