@@ -281,3 +281,27 @@ def test_a_repaired_counter_costs_one_redis_call_per_request_again(make_app, pau
     # One script call (limits' INCRBY + EXPIRE) per request, nothing else asked.
     assert stats["cmdstat_evalsha"]["calls"] == 5, stats
     assert not {"cmdstat_ttl", "cmdstat_pttl", "cmdstat_eval"} & set(stats), stats
+
+
+def test_a_redis_stalled_after_the_count_still_gives_the_rate_limit_headers(make_app, paused_redis):
+    # The hit is counted, then Redis stalls before the headers ask it when the window ends
+    # (a refusal always asks): the 429 lost X-RateLimit-*, declared required on it.
+    app, _ = app_on(make_app, paused_redis, "1/minute")
+
+    @app.after_request  # runs before the limiter's own (after_request hooks run reversed)
+    def stall(response):
+        if response.status_code == 429:
+            os.kill(paused_redis.proc.pid, signal.SIGSTOP)
+        return response
+
+    client = app.test_client()
+    assert client.get(COUNTS).status_code == 200
+    started = time.time()
+    refused = client.get(COUNTS)
+    os.kill(paused_redis.proc.pid, signal.SIGCONT)
+    assert refused.status_code == 429
+    assert refused.headers["X-RateLimit-Limit"] == "1"
+    assert refused.headers["X-RateLimit-Remaining"] == "0"
+    # At the latest one window from now; never before the refusal itself.
+    assert started < int(refused.headers["X-RateLimit-Reset"]) <= time.time() + 61
+    assert 1 <= int(refused.headers["Retry-After"]) <= 61

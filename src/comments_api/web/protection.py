@@ -391,7 +391,14 @@ class RateLimiter:
                 # Another guard's 429 (the flood guard's, a view's): if this request used
                 # up a window, the headers describe the one that ends last.
                 hit = self._used_up(hits, storage) or hit
-            reset_at = int(self.reset_at(hit, storage) + 1)
+            try:
+                reset_at = int(self.reset_at(hit, storage) + 1)
+            except Exception:
+                # Storage failed after counting the hit (Redis stalled or gone meanwhile):
+                # the window ends one window length from now at the latest. Without it the
+                # answer lost X-RateLimit-*, which the OpenAPI document says it carries.
+                log.warning("could not read the rate-limit window's end", exc_info=True)
+                reset_at = int(time.time() + hit.item.get_expiry() + 1)
             # Only this hook writes them: add, not set (set scans every header for the name).
             add = response.headers.add
             add("X-RateLimit-Limit", str(hit.item.amount))
