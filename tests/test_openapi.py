@@ -76,8 +76,12 @@ def documented(spec, path: str, method: str, response) -> dict[str, Any]:
     if response.mimetype.endswith("json"):
         check(spec, schema, response.json)
     for name, header in doc.get("headers", {}).items():
-        if resolve(spec, header).get("required"):
+        declared = resolve(spec, header)
+        if declared.get("required"):
             assert name in response.headers, f"{status} requires {name} but lacks it"
+        schema = declared.get("schema", {})
+        if name in response.headers and schema.get("type") == "integer":
+            check(spec, schema, int(response.headers[name]))
     return doc
 
 
@@ -806,12 +810,7 @@ def test_an_unreachable_identity_provider_is_documented_on_every_operation(make_
         assert "503" in responses, (method, path)
         assert "identity provider" in responses["503"]["description"], (method, path)
         doc = documented(spec, path, method, unverified)
-        assert "Retry-After" in doc["headers"], (method, path)
-        check(
-            spec,
-            resolve(spec, doc["headers"]["Retry-After"])["schema"],
-            int(unverified.headers["Retry-After"]),
-        )
+        assert "Retry-After" in doc["headers"], (method, path)  # its value: documented()
         checked += 1
     assert checked >= 25
 
@@ -874,12 +873,7 @@ def test_a_full_database_volume_is_documented_on_every_write(make_app):
         assert answer.status_code == 507, (method, path, answer.status_code)
         assert "507" in responses, (method, path)
         doc = documented(spec, path, method, answer)
-        assert "Retry-After" in doc["headers"], (method, path)
-        check(
-            spec,
-            resolve(spec, doc["headers"]["Retry-After"])["schema"],
-            int(answer.headers["Retry-After"]),
-        )
+        assert "Retry-After" in doc["headers"], (method, path)  # its value: documented()
         if not path.startswith("/api/comment/"):
             assert answer.json["type"] == "/docs#problem-insufficient-storage"
             assert "/docs#problem-insufficient-storage" in doc["description"]
