@@ -465,3 +465,26 @@ def test_bans_and_lifts_at_once_in_either_form_keep_one_row_and_an_honest_log(bu
     assert made == sum(1 for e in log if e["action"] == "ban")
     assert lifted == sum(1 for e in log if e["action"] == "unban")
     assert made - lifted == len(standing)
+
+
+@pytest.mark.parametrize("method", ["get", "delete"])
+@pytest.mark.parametrize("target", ["sub:a\nb", "sub:reader\n", "/sub:x"])
+def test_a_target_with_a_line_break_or_a_leading_slash_is_a_400_not_no_such_route(
+    build, method, target
+):
+    """A ban target with a line feed (werkzeug's ``path`` converter stops at "\\n", as "."
+    does) or one starting with "/" matched no route: 404 "no such route; see
+    /openapi.json", on the one route that is there, where the contract says 400 (a target
+    holds no control character and starts with its kind)."""
+    app = build()
+    client = app.test_client()
+    mod = bearer(api_key(app, SCOPE_MODERATE))
+    ban(client, mod, "a")  # a ban to find, were the target read wrongly
+    response = getattr(client, method)(f"{BANS}/{quote(target, safe='/')}", headers=mod)
+    assert response.status_code == 400, response.json
+    assert response.mimetype == "application/problem+json"
+    assert response.json["errors"] == [
+        {"field": "target", "message": "must look like email:<address> or sub:<id>"}
+    ]
+    documented(client.get("/openapi.json").json, f"{BANS}/{{target}}", method, response)
+    assert client.get(f"{BANS}/sub:a", headers=mod).status_code == 200

@@ -41,7 +41,7 @@ from .store.versions import ChangeMarkers
 from .telemetry import http_hooks
 from .telemetry.metrics import count_database_error
 from .web import docs, errors, ops, protection
-from .web.common import EXTENSION_KEY, ContentIdConverter, Services
+from .web.common import EXTENSION_KEY, BanTargetConverter, ContentIdConverter, Services
 from .web.common import services as current_services
 from .web.json_provider import MsgspecJSONProvider
 
@@ -135,6 +135,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utcnow) -> Flask
     # with a redirect: an HTML 308 that sends a POST for content "/a" to content "a".
     app.url_map.merge_slashes = False
     app.url_map.converters["content_id"] = ContentIdConverter
+    app.url_map.converters["ban_target"] = BanTargetConverter
     app.config.update(
         DEBUG=settings.debug,
         MAX_CONTENT_LENGTH=settings.max_body_bytes,

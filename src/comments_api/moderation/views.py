@@ -158,7 +158,7 @@ def _target_forms(target: str) -> tuple[str, tuple[str, ...]]:
     return author, tuple(form for form in ban_target_forms(target) if form != author)
 
 
-@bp.get("/moderation/bans/<path:target>")
+@bp.get("/moderation/bans/<ban_target:target>")
 def get_ban(target: str) -> Response:
     """One ban, found under any form of its target; 404 when the author is not banned."""
     require_scope(SCOPE_MODERATE)
@@ -189,7 +189,7 @@ def ban_author() -> tuple[Response, int, dict[str, str]] | Response:
     )
 
 
-@bp.delete("/moderation/bans/<path:target>")
+@bp.delete("/moderation/bans/<ban_target:target>")
 def unban_author(target: str) -> tuple[str, int] | Response:
     identity = require_scope(SCOPE_MODERATE)
     author, others = _target_forms(target)

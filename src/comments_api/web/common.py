@@ -62,6 +62,13 @@ class ContentIdConverter(PathConverter):
     part_isolating = False  # werkzeug infers True from a regex without "/"
 
 
+class BanTargetConverter(ContentIdConverter):
+    """``<ban_target:...>``: a ban target in a route, any text, as ``ContentIdConverter``
+    takes a content id. werkzeug's ``path`` converter stops at "\\n" and refuses a leading
+    "/", so ``sub:a%0Ab`` or ``/sub:x`` was a 404 "no such route" on the ban routes, not
+    the 400 the contract gives a target with a control character or without its kind."""
+
+
 def emit(signal: Any, **data: object) -> None:
     """Announce a domain event (see events.py) with the real app object as sender."""
     signal.send(current_app._get_current_object(), **data)  # type: ignore[attr-defined]
