@@ -353,6 +353,44 @@ def test_a_row_too_large_for_an_index_on_postgres_blames_its_lines(postgres_url)
     assert counted(postgres_url, "comments") == 0
 
 
+def test_a_corrupt_sqlite_target_is_the_database_failing_not_the_files_lines(tmp_path):
+    # SQLite's "database disk image is malformed" (SQLITE_CORRUPT) comes as a plain
+    # DatabaseError, not an OperationalError: the import blamed the file for the target's
+    # damage, "lines 4-53: the database refused a row of bans", and an operator went
+    # looking for a bad line in a good export.
+    source = tmp_path / "live.db"
+    generate(f"sqlite:///{source}", 50)
+    dump = tmp_path / "dump.jsonl"
+    assert cli("export", str(dump), url=f"sqlite:///{source}").returncode == 0
+    target = tmp_path / "target.db"
+    url = f"sqlite:///{target}"
+    assert cli("migrate", url=url).returncode == 0
+    # Free pages, then a freelist trunk page claiming more leaves than a page can hold:
+    # SQLite finds the damage when the import's rows need a new page.
+    with contextlib.closing(sqlite3.connect(target)) as conn:
+        conn.execute("CREATE TABLE junk (x)")
+        conn.executemany("INSERT INTO junk VALUES (?)", [(b"x" * 3000,) for _ in range(300)])
+        conn.commit()
+        conn.execute("DROP TABLE junk")
+        conn.commit()
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    image = bytearray(target.read_bytes())
+    page_size = int.from_bytes(image[16:18], "big")
+    trunk = int.from_bytes(image[32:36], "big")  # the first freelist trunk page
+    assert trunk > 0
+    leaves = (trunk - 1) * page_size + 4
+    image[leaves : leaves + 4] = (0xFFFFFF00).to_bytes(4, "big")
+    target.write_bytes(image)
+
+    done = cli("import", str(dump), url=url)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    last = done.stderr.splitlines()[-1]  # after the progress label
+    assert "refused a row" not in last, last
+    assert last.startswith("Error: the database failed at line "), last
+    assert last.endswith("database disk image is malformed; nothing was imported"), last
+
+
 @pytest.mark.parametrize(
     ("bad", "message"),
     [

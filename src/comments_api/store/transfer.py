@@ -473,14 +473,25 @@ def import_(
 # other class is the database's (08 a lost connection, 53 a full disk, 57 a timeout or a
 # shutdown, 40 a deadlock, 42 a privilege, XX an internal error).
 _ROW_CLASSES = frozenset({"22", "23", "54"})
+# SQLite's primary result codes of a row it refuses (sqlite3 gives the extended code as
+# ``sqlite_errorcode``, the primary one in its low byte): SQLITE_TOOBIG (18) a value too
+# big, SQLITE_CONSTRAINT (19) NOT NULL, CHECK or a key, SQLITE_MISMATCH (20) a datatype.
+# Every other one is the database's: SQLITE_CORRUPT (11) and SQLITE_NOTADB (26) come as a
+# plain DatabaseError, not an OperationalError, and a damaged target was blamed on the
+# file's lines ("the database refused a row of bans: database disk image is malformed").
+_SQLITE_ROW_CODES = frozenset({18, 19, 20})
 
 
 def _refuses_a_row(exc: DBAPIError) -> bool:
     """Whether ``exc`` is the database refusing a row, not the database failing: by its
-    SQLSTATE class where the driver gives one, else (SQLite) by its kind."""
+    SQLSTATE class (PostgreSQL) or SQLite result code where the driver gives one, else by
+    its kind (a value the driver itself refuses, before sending it)."""
     state = getattr(exc.orig, "sqlstate", None)
     if isinstance(state, str) and len(state) == 5:
         return state[:2] in _ROW_CLASSES
+    code = getattr(exc.orig, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in _SQLITE_ROW_CODES
     return not isinstance(exc, OperationalError)
 
 
