@@ -207,3 +207,48 @@ def test_console_ban_look_up_never_keeps_saying_what_the_console_changed(page, l
     expect(message).to_have_text("Banned sub:reader-7.")
     look_up("sub: reader-7", "sub:reader-7 is banned, since ")
     assert errors == [], errors
+
+
+def test_console_lifting_a_ban_in_one_unicode_form_clears_every_form_it_lifted(
+    page, lone_pre_api: Api
+):
+    """One mailbox banned twice, in each Unicode form (the release before 0016's ban of
+    ``josé`` typed decomposed, then one typed precomposed): the API's lift by either form
+    lifts both, yet the console dropped only the row it was asked for, and the look-up's
+    answer about the other form kept calling the author banned, its "Lift ban" then saying
+    "lifted meanwhile"."""
+    from datetime import UTC, datetime, timedelta
+
+    from comments_api.store.repository import Repository, make_engine
+
+    composed, decomposed = "email:jos\u00e9@example.com", "email:jose\u0301@example.com"
+    engine = make_engine(lone_pre_api.env["DATABASE_URL"])
+    try:
+        repo = Repository(engine)
+        made = datetime.now(UTC) - timedelta(minutes=5)
+        # As the release before 0016 stored them (its own key of each address as typed).
+        assert repo.ban(decomposed, "old", "key:old-release", now=made)
+        assert repo.ban(composed, "twice", "key:old-release", now=made + timedelta(minutes=1))
+    finally:
+        engine.dispose()
+    key = lone_pre_api.key("comments:moderate")
+    errors = page.page_errors
+    message = page.locator("#message")
+    rows = page.locator("#bans-body tr")
+    box = page.get_by_role("searchbox", name="Look up one ban")
+    result = page.locator("#ban-lookup-result")
+    sign_in(page, lone_pre_api, key)
+    page.get_by_role("tab", name="Bans").click()
+    expect(rows).to_have_count(2)
+    # The look-up answers the first made, the decomposed one.
+    box.fill("jos\u00e9@example.com")
+    box.press("Enter")
+    expect(result).to_contain_text(f"{decomposed} is banned, since ")
+
+    # Lifted from the other form's row: both rows go, and the answer says so.
+    page.locator(f'#bans-body tr[data-target="{composed}"] button').click()
+    expect(message).to_have_text(f"Lifted the ban on {composed}.")
+    expect(rows).to_have_count(0)
+    expect(result).to_have_text(f"{decomposed} is not banned.")
+    expect(page.locator("#bans-empty")).to_have_text("Nobody is banned.")
+    assert errors == [], errors

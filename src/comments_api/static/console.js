@@ -1213,29 +1213,42 @@ async function liftBan(target, button) {
 function lookupLifted(target) {
   const result = $("ban-lookup-result");
   const shown = result.querySelector("button");
-  if (!shown || shown.dataset.target !== target) return;
+  if (!shown || !sameAuthor(shown.dataset.target, target)) return;
   const focused = result.contains(document.activeElement);
-  result.replaceChildren(h("span", { text: `${apart(target)} is not banned.` }));
+  result.replaceChildren(h("span", { text: `${apart(shown.dataset.target)} is not banned.` }));
   if (focused) $("ban-lookup").focus();
+}
+
+// Whether two ban targets name one author, as the API's lift takes them: an address in
+// any case or Unicode form (as key_address keys it: lower-cased, composed; a listed target
+// is trimmed already), a subject exactly. A lift removes the ban in every form it stands
+// in (an old release's ban of "josé" typed decomposed beside one typed precomposed), so
+// every such row and answer goes with it.
+function sameAuthor(a, b) {
+  if (a === b) return true;
+  const address = (t) => t.slice("email:".length).toLowerCase().normalize("NFC");
+  return a.startsWith("email:") && b.startsWith("email:") && address(a) === address(b);
 }
 
 function dropBanRow(target) {
   // Its row goes and every other stays as loaded, on whatever page it came: the list is not
   // read again from the first page (the moderator's place, and "Load more bans", stay).
-  const row = banRowOf(target);
-  if (!row) return; // a fresh listing meanwhile no longer shows it (or never loaded it)
+  // Every row of the author goes: the lift took each form the ban stood in (sameAuthor).
   const rows = [...$("bans-body").children];
-  const at = rows.indexOf(row);
-  // The focus moves only if it is lost (on nothing, or in the row that goes), as after a
+  const gone = rows.filter((tr) => sameAuthor(tr.dataset.target, target));
+  if (!gone.length) return; // a fresh listing meanwhile no longer shows it (or never loaded it)
+  // The focus moves only if it is lost (on nothing, or in a row that goes), as after a
   // queue action: to the next ban's "Lift ban", else the previous one's, else "Load more
   // bans", else the form. A moderator who moved on meanwhile keeps their place.
   const now = document.activeElement;
-  const lost = !now || now === document.body || row.contains(now);
-  row.remove();
+  const row = gone.find((tr) => tr.contains(now)) || banRowOf(target) || gone[0];
+  const at = rows.indexOf(row);
+  const lost = !now || now === document.body || gone.some((tr) => tr.contains(now));
+  for (const tr of gone) tr.remove();
   bansShown();
   if (!lost) return;
   // Not a ban whose own lifting is on its way (its button waits, disabled).
-  const free = (tr) => tr !== row && !tr.querySelector("button").disabled;
+  const free = (tr) => !gone.includes(tr) && !tr.querySelector("button").disabled;
   const next = rows.slice(at + 1).find(free) || rows.slice(0, at).reverse().find(free);
   if (next) next.querySelector("button").focus();
   else if (!$("bans-more").hidden) $("bans-more").focus();
