@@ -116,6 +116,36 @@ def test_version_is_the_installed_distributions():
     assert result.stdout == f"comments-api, version {version('comments-api')}\n"
 
 
+def test_the_module_runs_the_cli_as_the_script_does():
+    """``python -m comments_api.cli`` (no script on PATH, a debugging session) ran the
+    module's definitions and exited 0 having done nothing."""
+    script = subprocess.run(
+        [str(VENV_BIN / "comments-api"), "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    module = subprocess.run(
+        [str(VENV_BIN / "python"), "-m", "comments_api.cli", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert module.returncode == 0, module.stderr
+    assert module.stdout == script.stdout != ""
+    bad = subprocess.run(
+        [str(VENV_BIN / "python"), "-m", "comments_api.cli", "no-such-command"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad.returncode == 2
+    assert "No such command" in bad.stderr
+
+
 def test_no_server_exits_one_with_a_reason():
     result = healthcheck(free_port(), "--timeout", "1")
     assert result.returncode == 1

@@ -1093,3 +1093,7 @@ def backup(dest: str) -> None:
                 with contextlib.suppress(OSError):
                     os.remove(leftover)
     _note(f"backed up {database} to {dest}")
+
+
+if __name__ == "__main__":  # python -m comments_api.cli, where the script is not installed
+    main()
