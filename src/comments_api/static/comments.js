@@ -133,12 +133,12 @@
   // letters a line. Deeper ones follow the comment they answer, and say which (.reply-to).
   // .meta and .text clip: a reader's name and text draw only in their own box, for marks
   // stacked on a letter ("Zalgo") would cover the comments around them. The clip margin
-  // leaves room for accents and focus outlines.
+  // leaves room for accents and focus outlines; em for 62.5% roots.
   const CSS = `
 :host{--comments-font:inherit;--comments-text:#1b1b1f;--comments-muted:#55565c;
 --comments-bg:#fff;--comments-surface:#f4f4f6;--comments-border:#c9cad1;--comments-accent:#0b57d0;
 --comments-accent-text:#fff;--comments-error:#b3261e;--comments-success:#146c2e;--comments-radius:6px;
---comments-gap:1rem;display:block;font-family:var(--comments-font);color:var(--comments-text);
+--comments-gap:1em;display:block;font-family:var(--comments-font);color:var(--comments-text);
 background:var(--comments-bg);line-height:1.5;color-scheme:light}
 :host([theme=dark]){--comments-text:#e6e6ea;--comments-muted:#b4b5bc;--comments-bg:#17181c;
 --comments-surface:#24252b;--comments-border:#4a4b53;--comments-accent:#a8c7fa;--comments-accent-text:#0a1f44;
@@ -148,52 +148,49 @@ background:var(--comments-bg);line-height:1.5;color-scheme:light}
 --comments-accent-text:#0a1f44;--comments-error:#f2b8b5;--comments-success:#8fd9a3;color-scheme:dark}}
 *{box-sizing:border-box}
 section{padding:var(--comments-gap)}
-h2,h3{margin:0 0 .5rem;font-size:1.25rem}
-h3{font-size:1rem}
-.head{display:flex;flex-wrap:wrap;gap:.5rem 1rem;align-items:baseline;justify-content:space-between}
+h2,h3{margin:0 0 .5em;font-size:1.25em}
+h3{font-size:1em}
+.head{display:flex;flex-wrap:wrap;gap:.5em 1em;align-items:baseline;justify-content:space-between}
 ol{list-style:none;margin:0;padding:0}
-.thread>li{border-top:1px solid var(--comments-border);padding:.75rem 0}
-.replies{margin:.5rem 0 0;margin-inline-start:1rem;padding-inline-start:1rem;border-inline-start:3px solid var(--comments-border)}
-.replies>li{padding:.5rem 0}
+.thread>li{border-top:1px solid var(--comments-border);padding:.75em 0}
+.replies{margin:.5em 0 0;margin-inline-start:1em;padding-inline-start:1em;border-inline-start:3px solid var(--comments-border)}
+.replies>li{padding:.5em 0}
 .replies .replies .replies .replies{margin-inline-start:0;padding-inline-start:0;border-inline-start:0}
-.reply-to{display:none;margin-inline-start:.5rem;color:inherit}
+.reply-to{display:none;margin-inline-start:.5em;color:inherit}
 .replies .replies .replies .replies .reply-to:not(:empty){display:inline}
-article:focus{outline:2px solid var(--comments-accent);outline-offset:2px}
-.meta{color:var(--comments-muted);font-size:.875rem;overflow-wrap:anywhere}
+.meta{color:var(--comments-muted);font-size:.875em;overflow-wrap:anywhere}
 .author{font-weight:600;color:var(--comments-text)}
-.author+.permalink{margin-inline-start:.5rem}
-.text{margin:.25rem 0;white-space:pre-wrap;overflow-wrap:anywhere}
-.meta,.text{overflow:clip;overflow-clip-margin:.25rem}
+.author+.permalink{margin-inline-start:.5em}
+.text{margin:.25em 0;white-space:pre-wrap;overflow-wrap:anywhere}
+.meta,.text{overflow:clip;overflow-clip-margin:.25em}
 .removed{font-style:italic;color:var(--comments-muted)}
 .permalink{color:inherit;text-decoration:none}
 .permalink:hover{text-decoration:underline}
-article.linked{background:var(--comments-surface);border-radius:var(--comments-radius);padding:.25rem .5rem}
-form{display:grid;gap:.5rem;margin:.5rem 0 1rem;padding:.75rem;background:var(--comments-surface);
+article.linked{background:var(--comments-surface);border-radius:var(--comments-radius);padding:.25em .5em}
+form{display:grid;gap:.5em;margin:.5em 0 1em;padding:.75em;background:var(--comments-surface);
 border-radius:var(--comments-radius)}
-label{font-weight:600;font-size:.875rem}
-.row{display:flex;flex-wrap:wrap;gap:.5rem}
-.row>div{flex:1 1 12rem;display:grid;gap:.25rem}
+label{font-weight:600;font-size:.875em}
+.row{display:flex;flex-wrap:wrap;gap:.5em}
+.row>div{flex:1 1 12em;display:grid;gap:.25em}
 textarea,input,select{font:inherit;color:var(--comments-text);background:var(--comments-bg);
-border:1px solid var(--comments-muted);border-radius:var(--comments-radius);padding:.4rem .5rem;width:100%}
+border:1px solid var(--comments-muted);border-radius:var(--comments-radius);padding:.4em .5em;width:100%}
 select{width:auto}
-textarea{min-height:5rem;resize:vertical}
+textarea{min-height:5em;resize:vertical}
 [aria-invalid=true]{border-color:var(--comments-error)}
-button{font:inherit;cursor:pointer;border-radius:var(--comments-radius);padding:.35rem .9rem;
+button{font:inherit;cursor:pointer;border-radius:var(--comments-radius);padding:.35em .9em;
 border:1px solid var(--comments-accent);background:var(--comments-accent);color:var(--comments-accent-text)}
-button.link{background:none;color:var(--comments-accent);border-color:transparent;padding:.1rem .3rem}
-button:focus-visible,textarea:focus-visible,input:focus-visible,select:focus-visible,a:focus-visible{
-outline:2px solid var(--comments-accent);outline-offset:2px}
+button.link{background:none;color:var(--comments-accent);border-color:transparent;padding:.1em .3em}
+:focus-visible,article:focus,.notice:focus{outline:2px solid var(--comments-accent);outline-offset:2px}
 button[disabled]{opacity:.6;cursor:progress}
 a{color:var(--comments-accent)}
-.actions{display:flex;gap:.5rem;align-items:center}
-.notice{overflow-wrap:anywhere;padding:.5rem .75rem;border-radius:var(--comments-radius);border:1px solid currentColor;margin:.5rem 0}
+.actions{display:flex;gap:.5em;align-items:center}
+.notice{overflow-wrap:anywhere;padding:.5em .75em;border-radius:var(--comments-radius);border:1px solid currentColor;margin:.5em 0}
 .notice:empty,.field-error:empty{display:none}
 .notice p,.notice ul{margin:0}
-.notice:focus{outline:2px solid var(--comments-accent);outline-offset:2px}
 .notice.error,.field-error{color:var(--comments-error)}
 .notice.ok{color:var(--comments-success)}
-.field-error{font-size:.875rem}
-.more{margin-top:.75rem}
+.field-error{font-size:.875em}
+.more{margin-top:.75em}
 .sr{position:absolute;width:1px;height:1px;margin:-1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
 [hidden],.gated .reply{display:none!important}
 `;
@@ -359,7 +356,6 @@ a{color:var(--comments-accent)}
     }
 
     build() {
-      const first = !this.built; // a rebuild (Sort, texts) leaves the focus where it is
       this.built = true;
       // Answers to requests made before a rebuild (new order, language) are dropped.
       this.gen = (this.gen || 0) + 1;
@@ -455,7 +451,8 @@ a{color:var(--comments-accent)}
         return;
       }
       this.loadCount();
-      this.loadPage(false).then(() => first && this.reveal());
+      // A new thread shows #comment-ID, a re-sort does not.
+      this.loadPage(false).then(() => !sameThread && this.reveal());
     }
 
     buildForm(parent) {
@@ -899,11 +896,12 @@ a{color:var(--comments-accent)}
       form.submit.disabled = true;
       form.submit.textContent = this.t("sending");
       const thread = threadKey(this);
+      const id = this.contentId; // the story it was written on
       let token;
       let result;
       try {
         token = await this.currentToken();
-        result = await this.send(form, payload, token);
+        result = await this.send(form, payload, token, id);
       } catch (_) {
         result = null;
       }
@@ -935,7 +933,7 @@ a{color:var(--comments-accent)}
       this.failed(form, response, data || {}, Boolean(token));
     }
 
-    send(form, payload, token) {
+    send(form, payload, token, id) {
       form.who.hidden = Boolean(token);
       if (!token) {
         const name = form.name.control.value.trim();
@@ -950,7 +948,7 @@ a{color:var(--comments-accent)}
       if (!form.attempt || form.attempt.body !== body) form.attempt = { body, key: randomKey() };
       const headers = { "Content-Type": "application/json", "Idempotency-Key": form.attempt.key };
       if (token) headers.Authorization = `Bearer ${token}`;
-      return this.request(`/api/v1/contents/${encodeURIComponent(this.contentId)}/comments`, { method: "POST", headers, body });
+      return this.request(`/api/v1/contents/${encodeURIComponent(id)}/comments`, { method: "POST", headers, body });
     }
 
     resetForm(form) {

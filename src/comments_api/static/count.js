@@ -3,6 +3,11 @@
 // that content, with one GET /api/v1/counts per 100 contents (the API's maximum).
 (() => {
   "use strict";
+  // Loaded again (a single-page app adding the tag on each route, or a second embed): the
+  // copy already running counts the page's badges anew, and no second listener doubles the
+  // calls that follow every comment posted. A symbol, which no element's id can shadow.
+  const RUNNING = Symbol.for("comments-api.count.refresh");
+  if (typeof window[RUNNING] === "function") return void window[RUNNING]();
   // Document.prototype's getter: an element named "currentScript" on the page would shadow
   // document.currentScript (DOM clobbering) and pick the API (see comments.js).
   const current = Object.getOwnPropertyDescriptor(Document.prototype, "currentScript").get.call(document);
@@ -59,12 +64,20 @@
     }
   }
 
+  // Which refresh filled each badge: refreshes overlap (the page's first, a comment posted,
+  // the site's own calls), and an answer read before a newer one must not undo it.
+  let asked = 0;
+  const filledBy = new WeakMap();
+
   // Batches run side by side and each fills its own badges when it answers: a failed or
   // stuck batch leaves its badges with the site's text and holds up no other.
   async function refresh(root, contentId) {
-    const elements = [...(root || document).querySelectorAll("[data-comments-count]")].filter(
-      (el) => contentId === undefined || el.dataset.commentsCount === contentId
-    );
+    const seq = ++asked;
+    const scope = root || document;
+    // The root itself counts when it is a badge (a link the site has just added).
+    const found = [...scope.querySelectorAll("[data-comments-count]")];
+    if (scope.matches && scope.matches("[data-comments-count]")) found.unshift(scope);
+    const elements = found.filter((el) => contentId === undefined || el.dataset.commentsCount === contentId);
     const ids = [...new Set(elements.map((el) => el.dataset.commentsCount).filter(askable))];
     const counts = {};
     const batches = [];
@@ -82,7 +95,8 @@
           }
           for (const el of elements) {
             const id = el.dataset.commentsCount;
-            if (!filled.has(id)) continue;
+            if (!filled.has(id) || filledBy.get(el) > seq) continue;
+            filledBy.set(el, seq);
             el.textContent = label(el, counts[id]);
             el.dataset.commentsCountValue = String(counts[id]);
           }
@@ -94,6 +108,7 @@
   }
 
   window.CommentsCount = { refresh };
+  window[RUNNING] = () => refresh();
   // A reader posted through the widget on this page: that content's badges count it now.
   document.addEventListener("comments:posted", (event) => {
     const id = event.detail && event.detail.contentId;
