@@ -253,3 +253,44 @@ def test_a_backend_frozen_as_the_check_ends_its_transaction_is_cut_off_too(postg
         for pid in frozen:
             os.kill(pid, signal.SIGCONT)
         engine.dispose()
+
+
+def test_a_backend_frozen_as_the_checks_new_connection_is_set_up_is_cut_off_too(postgres_url):
+    """Through a session pooler each new connection runs set_config (DB_STATEMENT_TIMEOUT)
+    in its pool "connect" event, before the check could watch its socket: a backend frozen
+    there left the check stuck for good, uncut, and no other check started ("database not
+    answering" for as long as it stayed frozen, the database answering meanwhile). After a
+    fork or dispose SQLAlchemy also makes every other new connection wait for that first
+    one's connect listeners: the worker's requests waited with it."""
+    from sqlalchemy import event, text
+
+    engine = make_engine(postgres_url + "?pooler=session")
+    frozen: list[int] = []
+
+    def freeze(dbapi_connection, _record):  # before the pooler's set_config is sent
+        if threading.current_thread().name == "readiness" and not frozen:
+            frozen.append(dbapi_connection.info.backend_pid)
+            os.kill(frozen[0], signal.SIGSTOP)
+
+    event.listen(engine, "connect", freeze, insert=True)
+    migrate(engine)
+    health = HealthService(Repository(engine), head_revision(), None, timeout=1.0)
+    engine.dispose()  # as after a fork: the check opens the pool's first connection
+
+    def select_one() -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(text("SELECT 1")).scalar_one())
+
+    try:
+        assert health.readiness() == Readiness(False, "database not answering")
+        assert frozen, "the check never connected"
+        # The next probes check again on a fresh connection, which answers; so do requests.
+        ready = Readiness(True, schema_revision=head_revision())
+        assert wait_until(lambda: health.readiness() == ready, 10)
+        with ThreadPoolExecutor(1) as requester:  # bounded: it waited for good before
+            assert requester.submit(select_one).result(10) == 1
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+        event.remove(engine, "connect", freeze)
+        engine.dispose()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from time import monotonic
 from typing import Any
 
+from sqlalchemy import event
 from sqlalchemy.exc import SQLAlchemyError
 
 from .store.repository import SQLITE_WAL_SIZE_LIMIT, Repository
@@ -57,23 +58,41 @@ class _Check:
     given_up: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def watch(self, dbapi_connection: Any) -> None:
+        """From now on ``give_up`` may shut ``dbapi_connection``'s socket down (in place of
+        the one watched before: a connection found dead at checkout is replaced). Given up
+        already, it is shut down at once: the check asks nothing more on it."""
+        fileno = getattr(dbapi_connection, "fileno", None)  # PostgreSQL's; SQLite has none
+        with self._lock:
+            self._close_socket()
+            if fileno is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    self._socket = socket.socket(fileno=os.dup(fileno()))
+                if self.given_up and self._socket is not None:
+                    with contextlib.suppress(OSError):
+                        self._socket.shutdown(socket.SHUT_RDWR)
+
+    def release(self) -> None:
+        """The check no longer uses its connection: nothing of it to shut down."""
+        with self._lock:
+            self._close_socket()
+
+    def _close_socket(self) -> None:  # with self._lock held
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
     @contextmanager
     def holding(self, dbapi_connection: Any) -> Iterator[bool]:
         """While the check uses ``dbapi_connection``: ``give_up`` may shut its socket down.
         Yields False if the check was given up already (nothing more to ask)."""
-        fileno = getattr(dbapi_connection, "fileno", None)  # PostgreSQL's; SQLite has none
-        with self._lock:
-            usable = not self.given_up
-            if usable and fileno is not None:
-                with contextlib.suppress(OSError, ValueError):
-                    self._socket = socket.socket(fileno=os.dup(fileno()))
+        self.watch(dbapi_connection)
         try:
+            with self._lock:
+                usable = not self.given_up
             yield usable
         finally:
-            with self._lock:
-                if self._socket is not None:
-                    self._socket.close()
-                    self._socket = None
+            self.release()
 
     def give_up(self) -> None:
         """Past the deadline no caller can use the answer: shut the check's database socket
@@ -120,6 +139,10 @@ class HealthService:
         # second one stuck, no check ever started again). Its socket is shut down, so the
         # next probe checks again on a fresh connection.
         self.timeout = timeout
+        # The check the current thread runs, if it is one of this service's readiness
+        # threads: a connection it opens is watched from the pool's "connect" event on.
+        self._running = threading.local()
+        event.listen(repo.engine, "connect", self._watch_new_connection, insert=True)
         self._lock = threading.Lock()
         # A check started before a fork never ends in the child: each is the pid's.
         self._pending: _Check | None = None
@@ -183,7 +206,25 @@ class HealthService:
         finally:
             check.finished.set()
 
+    def _watch_new_connection(self, dbapi_connection: Any, _record: Any) -> None:
+        """Pool "connect" event, first: a readiness check's new connection can be cut off
+        from here on. The other connect listeners talk to the server (a session pooler's
+        set_config), and SQLAlchemy makes every other connect of the worker wait for the
+        first one after a fork or dispose to finish them: a backend frozen there held the
+        check, and with it the worker's every connect, for good, uncut."""
+        check: _Check | None = getattr(self._running, "check", None)
+        if check is not None:
+            check.watch(dbapi_connection)
+
     def _check(self, check: _Check) -> Readiness:
+        self._running.check = check
+        try:
+            return self._ask(check)
+        finally:
+            self._running.check = None
+            check.release()  # watched from a connect that then failed, if any
+
+    def _ask(self, check: _Check) -> Readiness:
         try:
             with (
                 self.repo.engine.connect() as conn,
