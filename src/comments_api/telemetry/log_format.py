@@ -345,8 +345,9 @@ def direct_handler(logger: logging.Logger) -> JsonLinesHandler | None:
 # What a terminal or a line reader takes for more than a character: control characters
 # (C0, DEL, C1: an escape sequence rewrites the line shown), the line and paragraph
 # separators (str.splitlines() and JavaScript end a line there) and the bidi controls
-# (they reorder what follows on screen). A token's subject may hold all but the first.
-_UNSHOWN = "\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069"
+# (they reorder what follows on screen: Unicode's Bidi_Control set, the Arabic letter mark
+# U+061C included). A token's subject may hold all but the first.
+_UNSHOWN = "\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
 # A value that reads as one field as written: no whitespace, "=", quote or _UNSHOWN.
 _BARE_VALUE = re.compile(f'[^\\s="{_UNSHOWN}]+')
 _ESCAPED = re.compile(f"[{_UNSHOWN}]")
