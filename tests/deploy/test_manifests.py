@@ -383,7 +383,10 @@ def test_network_policies(rendered: dict[str, list[dict[str, Any]]], env: str) -
     }
     assert sources == {"ingress-nginx", "monitoring"}
     egress_ports = {
-        p["port"] for r in policies["comments-api-egress"]["spec"]["egress"] for p in r["ports"]
+        p["port"]
+        for name in ("comments-api-egress", "comments-api-egress-redis")
+        for r in policies[name]["spec"]["egress"]
+        for p in r["ports"]
     }
     assert egress_ports == {5432, 6379}
     # Every policy selects pods that this overlay runs (or that its CloudNativePG Cluster runs).

@@ -215,3 +215,29 @@ def test_the_evaluator_sees_the_flows_the_service_needs(
     assert not allowed(policies, controller, app, 8081)
     assert not allowed(policies, app, Pod("default", {}), 443)
     assert not allowed(policies, controller, redis, 6379)
+
+
+@pytest.mark.parametrize("env", OVERLAYS)
+def test_only_the_api_pods_reach_redis(rendered: dict[str, list[dict[str, Any]]], env: str) -> None:
+    """The migration Job carries app.kubernetes.io/name=comments-api too (it needs the
+    database), and a rule on that label alone let it reach Redis, whose password it is
+    never given and whose counters it never uses."""
+    docs = rendered[env]
+    policies = find(docs, "NetworkPolicy")
+    namespace = NAMESPACES[env]
+    job = Pod(
+        namespace,
+        one(docs, "Job", "comments-api-migrate")["spec"]["template"]["metadata"]["labels"],
+    )
+    redis_labels = one(docs, "Deployment", "comments-redis")["spec"]["template"]["metadata"][
+        "labels"
+    ]
+    redis = Pod(namespace, redis_labels)
+    assert allowed(policies, app_pod(docs, namespace), redis, 6379)
+    assert not allowed(policies, job, redis, 6379), f"{env}: the migration Job reaches Redis"
+    # The Job still reaches the database it migrates.
+    if find(docs, "StatefulSet", "comments-db"):
+        db = one(docs, "StatefulSet", "comments-db")["spec"]["template"]["metadata"]["labels"]
+        assert allowed(policies, job, Pod(namespace, db), 5432)
+    if find(docs, "Cluster", "comments-db"):
+        assert allowed(policies, job, Pod(namespace, {"cnpg.io/cluster": "comments-db"}), 5432)
