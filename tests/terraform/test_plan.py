@@ -220,6 +220,32 @@ def test_kubernetes_api_exposure(plans: dict[str, dict[str, Any]]) -> None:
     assert not any(c.endswith("/0") for c in staging["public_access_cidrs"])
 
 
+ADMIN_ROLE = f"arn:aws:iam::{ACCOUNT}:role/comments-api-admin"  # environments/*/terraform.tfvars
+
+
+def test_clusters_have_an_admin_after_the_apply(env: tuple[str, dict]) -> None:
+    """The clusters grant their creator nothing (bootstrap_cluster_creator_admin_permissions
+    = false) and the CI role only its namespace: with admin_role_arns defaulting to [] an
+    apply left a cluster nobody could run kubectl against. The roots require the variable
+    (no default, at least one role) and the plan gives that role cluster-admin."""
+    name, plan = env
+    variables = plan["configuration"]["root_module"]["variables"]
+    assert "default" not in variables["admin_role_arns"], f"{name}: admin_role_arns has a default"
+    assert plan["variables"]["admin_role_arns"]["value"] == [ADMIN_ROLE]
+    entries = [after(rc) for rc in changes(plan, "aws_eks_access_entry", ".admin[")]
+    assert [e["principal_arn"] for e in entries] == [ADMIN_ROLE], name
+    policies = [after(rc) for rc in changes(plan, "aws_eks_access_policy_association", ".admin[")]
+    assert [
+        (p["principal_arn"], p["policy_arn"], p["access_scope"][0]["type"]) for p in policies
+    ] == [
+        (
+            ADMIN_ROLE,
+            "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy",
+            "cluster",
+        )
+    ], name
+
+
 # End of EKS standard support per minor version (the EKS Kubernetes release calendar,
 # read 2026-12-05: 14 months after each EKS release). Add a row when the default moves.
 EKS_STANDARD_SUPPORT_ENDS = {

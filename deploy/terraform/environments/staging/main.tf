@@ -13,6 +13,7 @@ module "platform" {
   availability_zones       = var.availability_zones
   cluster_api_public_cidrs = var.cluster_api_public_cidrs
   admin_role_arns          = var.admin_role_arns
+  node_ami_release_version = var.node_ami_release_version
 
   load_balancer_controller_policy_json = var.load_balancer_controller_policy_json
 

@@ -9,3 +9,8 @@ availability_zones = ["eu-west-1a", "eu-west-1b", "eu-west-1c"]
 # GitHub-hosted runners deploy staging over the internet; narrow this to your runners'
 # egress or a VPN range (203.0.113.0/24 is a documentation range).
 cluster_api_public_cidrs = ["203.0.113.0/24"]
+
+# Cluster-admin through EKS access entries (required: the cluster grants the role running
+# the apply nothing). Replace with your operators' role, the one `terraform apply` and
+# kubectl run as.
+admin_role_arns = ["arn:aws:iam::123456789012:role/comments-api-admin"]

@@ -27,9 +27,18 @@ variable "cluster_api_public_cidrs" {
 }
 
 variable "admin_role_arns" {
-  description = "IAM roles with cluster-admin (operators, break-glass)."
+  description = "IAM roles with cluster-admin (operators, break-glass) through EKS access entries. Required, no default: the cluster grants its creator nothing (bootstrap_cluster_creator_admin_permissions = false), so without one nobody could run kubectl after the apply."
   type        = list(string)
-  default     = []
+  validation {
+    condition     = length(var.admin_role_arns) > 0
+    error_message = "admin_role_arns: at least one IAM role ARN; without it nobody, the role running the apply included, can administer the cluster."
+  }
+}
+
+variable "node_ami_release_version" {
+  description = "AMI release of the nodes (e.g. 1.35.0-20261201); null: the latest when the node groups are created, never refreshed after. Raise it to patch the node OS (docs/terraform.md)."
+  type        = string
+  default     = null
 }
 
 variable "load_balancer_controller_policy_json" {

@@ -206,9 +206,14 @@ resource "aws_eks_node_group" "zone" {
   # The control plane's version, read from the cluster so the node groups update after it:
   # left unset, a node group keeps the version it was created with (the provider sees no
   # drift), and raising kubernetes_version upgraded the control plane alone.
-  version        = aws_eks_cluster.this.version
-  capacity_type  = var.capacity_type
-  instance_types = var.node_instance_types
+  version = aws_eks_cluster.this.version
+  # The AMI release within that version. Null: the latest at creation (and at each
+  # Kubernetes upgrade), then never refreshed: EKS does not roll nodes onto new AMI
+  # releases by itself. Setting node_ami_release_version to a newer release rolls the
+  # nodes, one at a time (docs/terraform.md, "Node OS images").
+  release_version = var.node_ami_release_version
+  capacity_type   = var.capacity_type
+  instance_types  = var.node_instance_types
 
   scaling_config {
     min_size     = var.nodes_per_zone.min

@@ -205,3 +205,15 @@ variable "load_balancer_controller_policy_json" {
     error_message = "load_balancer_controller_policy_json: over 6,144 characters without white space, the size IAM allows a managed policy."
   }
 }
+
+variable "node_ami_release_version" {
+  description = "EKS-optimized AL2023 AMI release of the nodes, e.g. 1.35.0-20261201 (SSM /aws/service/eks/optimized-ami/<kubernetes_version>/amazon-linux-2023/x86_64/standard/recommended/release_version). Null: the latest release when a node group is created or its Kubernetes version changes, never refreshed after; set it to roll the nodes onto a newer image (docs/terraform.md)."
+  type        = string
+  default     = null
+  # A release of the cluster's own minor version: EKS refuses another minor's AMI with
+  # the node group's version, and "1.35" alone is a version, not a release.
+  validation {
+    condition     = var.node_ami_release_version == null || can(regex("^${replace(var.kubernetes_version, ".", "\\.")}\\.[0-9]+-[0-9]{8}$", var.node_ami_release_version))
+    error_message = "node_ami_release_version: an AMI release of kubernetes_version's minor, written <major>.<minor>.<patch>-<YYYYMMDD> (e.g. 1.35.0-20261201), or null for the latest at creation."
+  }
+}

@@ -7,6 +7,9 @@ locals {
   log_exports  = ["postgresql", "upgrade"]
   log_prefix   = "/aws/rds/instance/${var.name}"
   rds_log_arns = "arn:aws:logs:${var.region}:${var.aws_account_id}:log-group:${local.log_prefix}/*"
+  # RDS refuses Performance Insights on the micro and small burstable classes (the create
+  # fails); every larger class, db.t4g.medium included, supports it.
+  performance_insights = !can(regex("^db\\.(t2|t3|t4g)\\.(micro|small)$", var.instance_class))
 }
 
 module "key" {
@@ -60,8 +63,12 @@ resource "aws_vpc_security_group_ingress_rule" "postgres" {
 # Sane defaults: TLS only, SCRAM passwords, slow statements (never their parameter values)
 # and lock waits logged, sessions stuck in a transaction closed, pg_stat_statements for
 # the slow-query view.
+#
+# name_prefix, not name: with create_before_destroy a replacement (any change to family
+# or description) creates the new group before deleting the old, and a fixed name made
+# that create fail on the name the old group still holds.
 resource "aws_db_parameter_group" "this" {
-  name        = "${var.name}-pg${local.major}"
+  name_prefix = "${var.name}-pg${local.major}-"
   family      = "postgres${local.major}"
   description = "comments-api defaults for PostgreSQL ${local.major}"
 
@@ -196,9 +203,9 @@ resource "aws_db_instance" "this" {
   allow_major_version_upgrade = true
 
   iam_database_authentication_enabled   = true
-  performance_insights_enabled          = true
-  performance_insights_kms_key_id       = module.key.arn
-  performance_insights_retention_period = 7
+  performance_insights_enabled          = local.performance_insights
+  performance_insights_kms_key_id       = local.performance_insights ? module.key.arn : null
+  performance_insights_retention_period = local.performance_insights ? 7 : null
   monitoring_interval                   = 60
   monitoring_role_arn                   = aws_iam_role.monitoring.arn
   enabled_cloudwatch_logs_exports       = local.log_exports

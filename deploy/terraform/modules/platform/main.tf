@@ -51,6 +51,8 @@ module "cluster" {
   nodes_per_zone      = var.nodes_per_zone
   admin_role_arns     = var.admin_role_arns
 
+  node_ami_release_version = var.node_ami_release_version
+
   load_balancer_controller_policy_json = var.load_balancer_controller_policy_json
 
   tags = local.tags

@@ -212,3 +212,9 @@ variable "ci_push_environment" {
     error_message = "ci_push_environment must differ from the environment (in any case): the deploy role trusts that one."
   }
 }
+
+variable "node_ami_release_version" {
+  description = "AMI release of the EKS nodes (modules/cluster validates it); null: the latest at node group creation, never refreshed after (docs/terraform.md, node OS images)."
+  type        = string
+  default     = null
+}

@@ -488,3 +488,35 @@ run "rejects_kubernetes_1_41" {
   }
   expect_failures = [var.kubernetes_version]
 }
+
+# Without a release, a node group keeps the AMI it was created with until the next
+# Kubernetes upgrade: EKS never rolls nodes onto a newer AMI release by itself. The
+# release is an input, so a patched node OS is a reviewed plan (in-place update, one node
+# at a time).
+run "node_ami_release_is_set_from_the_variable" {
+  command = plan
+  variables {
+    node_ami_release_version = "1.35.0-20261201"
+  }
+
+  assert {
+    condition     = alltrue([for ng in aws_eks_node_group.zone : ng.release_version == "1.35.0-20261201"])
+    error_message = "every node group runs the given AMI release"
+  }
+}
+
+run "rejects_an_ami_release_of_another_minor" {
+  command = plan
+  variables {
+    node_ami_release_version = "1.34.2-20261201"
+  }
+  expect_failures = [var.node_ami_release_version]
+}
+
+run "rejects_a_version_as_ami_release" {
+  command = plan
+  variables {
+    node_ami_release_version = "1.35"
+  }
+  expect_failures = [var.node_ami_release_version]
+}

@@ -261,3 +261,40 @@ run "rejects_two_dashes_in_a_row" {
   }
   expect_failures = [var.name]
 }
+
+# The parameter group is create_before_destroy: a replacement (new family or description)
+# creates the new group while the old one still exists, so a fixed name collided with it
+# and the apply failed. RDS picks a unique name from the prefix.
+run "parameter_group_can_be_replaced_before_it_is_destroyed" {
+  command = plan
+
+  assert {
+    condition     = aws_db_parameter_group.this.name_prefix == "t-db-pg16-"
+    error_message = "the parameter group is named from a prefix, so its create_before_destroy replacement does not collide with the old group's name"
+  }
+}
+
+# RDS refuses Performance Insights on db.t2/t3/t4g micro and small: the create failed.
+run "no_performance_insights_on_small_classes" {
+  command = plan
+  variables {
+    instance_class = "db.t4g.small"
+  }
+
+  assert {
+    condition     = !aws_db_instance.this.performance_insights_enabled
+    error_message = "Performance Insights is off on a class that does not support it"
+  }
+}
+
+run "performance_insights_on_supported_classes" {
+  command = plan
+  variables {
+    instance_class = "db.t4g.medium"
+  }
+
+  assert {
+    condition     = aws_db_instance.this.performance_insights_enabled && aws_db_instance.this.performance_insights_retention_period == 7
+    error_message = "Performance Insights stays on (7 days, the free tier) where RDS supports it"
+  }
+}
