@@ -339,7 +339,7 @@ def test_one_storage_call_per_limit_per_request(limited):
     # The lean limiter's promise (bench/README.md, "Leaner layers"): one incr per limit,
     # the window's reset asked of storage at most once per key; Flask-Limiter made three
     # calls per limit. Counted on the real per-process storage, whose whole interface is
-    # these two calls.
+    # these three calls (``get`` is asked only on a refusal, of the longer windows).
     client = limited(ratelimit_read="1000/minute;5000/hour")
     limiter = client.application.extensions["comments_api_limiter"]
     calls = []
@@ -347,9 +347,10 @@ def test_one_storage_call_per_limit_per_request(limited):
     assert {n for n in dir(storage) if not n.startswith("_")} == {
         "SWEEP_SECONDS",
         "incr",
+        "get",
         "get_expiry",
     }
-    for name in ("incr", "get_expiry"):
+    for name in ("incr", "get", "get_expiry"):
         real = getattr(storage, name)
 
         def counted(*args, _real=real, _name=name, **kwargs):
@@ -364,6 +365,7 @@ def test_one_storage_call_per_limit_per_request(limited):
     assert response.headers["X-RateLimit-Remaining"] == "995"
     assert calls.count("incr") == 10
     assert calls.count("get_expiry") == 0  # the first hit opened both windows
+    assert calls.count("get") == 0
 
 
 def test_a_limit_written_twice_is_counted_once(limited):
@@ -486,6 +488,56 @@ def test_another_guards_429_keeps_its_own_retry_after_while_budget_remains(limit
     assert flooded.headers["Retry-After"] == "3600"  # THREAD_AUTHOR_WINDOW's default
     assert flooded.headers["X-RateLimit-Limit"] == "10"
     assert flooded.headers["X-RateLimit-Remaining"] == "8"
+
+
+def test_remaining_never_promises_a_request_a_longer_window_refuses(limited):
+    # The headers described the smallest window whatever the others said: "7 left" in the
+    # minute while the hour had none, and the next request was a 429.
+    client = limited(ratelimit_read="10/minute;3/hour")
+    answers = [client.get("/api/v1/counts?content_id=1") for _ in range(4)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    # While no window is used up, the one with the fewest requests left.
+    assert [a.headers["X-RateLimit-Limit"] for a in answers[:2]] == ["3", "3"]
+    assert [a.headers["X-RateLimit-Remaining"] for a in answers] == ["2", "1", "0", "0"]
+    used_up = answers[2]
+    assert used_up.headers["X-RateLimit-Limit"] == "3"
+    assert 3590 < int(used_up.headers["X-RateLimit-Reset"]) - time.time() <= 3602
+
+
+def test_a_refusal_waits_for_every_window_the_client_has_used_up(limited):
+    # The second's 429 said "Retry-After: 1" while the minute was used up as well: a
+    # client that obeyed it was refused again, for the rest of the minute.
+    client = limited(ratelimit_read="2/second;2/minute")
+    answers = [client.get("/api/v1/counts?content_id=1") for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    refused = answers[2]
+    assert 55 <= int(refused.headers["Retry-After"]) <= 60, refused.headers
+    assert refused.headers["X-RateLimit-Limit"] == "2"
+    assert refused.headers["X-RateLimit-Remaining"] == "0"
+    assert abs(int(refused.headers["X-RateLimit-Reset"]) - (time.time() + 60)) <= 2
+    # The served request that used both up said so too.
+    assert int(answers[1].headers["X-RateLimit-Reset"]) - time.time() > 55
+    # The longer window was read, not charged: after the second ends the minute still
+    # holds two, so the client is refused by it (and not by a count of three).
+    limiter = client.application.extensions["comments_api_limiter"]
+    minute = limiter.read.items[1]
+    key = minute.key_for(limiter.KEY_PREFIX, "127.0.0.1", "read")
+    assert limiter.primary.get(key) == 2
+
+
+def test_the_reset_is_never_in_the_past(limited):
+    # A window that ends while the request is served (a slow write: the SQLite lock, a 503
+    # after DB_STATEMENT_TIMEOUT) was reported as ending before the answer was sent.
+    client = limited(ratelimit_read="100/second")
+
+    @client.application.after_request  # runs before the limiter's (hooks run reversed)
+    def slow(response):
+        time.sleep(2.1)  # past the window's end, and past the header's rounding up (+1)
+        return response
+
+    answer = client.get("/api/v1/counts?content_id=1")
+    assert answer.status_code == 200
+    assert int(answer.headers["X-RateLimit-Reset"]) >= time.time()
 
 
 def test_a_limit_of_zero_is_refused_at_start_in_one_line(tmp_path):

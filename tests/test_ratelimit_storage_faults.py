@@ -305,3 +305,36 @@ def test_a_redis_stalled_after_the_count_still_gives_the_rate_limit_headers(make
     # At the latest one window from now; never before the refusal itself.
     assert started < int(refused.headers["X-RateLimit-Reset"]) <= time.time() + 61
     assert 1 <= int(refused.headers["Retry-After"]) <= 61
+
+
+def test_another_guards_429_keeps_the_rate_limit_headers_when_redis_stalls(make_app, paused_redis):
+    # The flood guard refuses a write that used up the address's budget, in a worker that
+    # has not seen the window: the headers ask Redis when it ends, and Redis has stalled.
+    # That question was outside the guard of 2023ba4: the 429 lost X-RateLimit-*.
+    def worker():
+        return make_app(
+            ratelimit_enabled=True,
+            ratelimit_storage_url=paused_redis.url,
+            ratelimit_anonymous_write="2/minute",
+            thread_author_max=1,
+        )
+
+    first, second = worker(), worker()
+
+    @second.after_request  # runs before the limiter's own (after_request hooks run reversed)
+    def stall(response):
+        if response.status_code == 429:
+            os.kill(paused_redis.proc.pid, signal.SIGSTOP)
+        return response
+
+    post = {"body": "one", "email": "flood@example.com"}
+    assert first.test_client().post("/api/v1/contents/f/comments", json=post).status_code == 201
+    started = time.time()
+    flooded = second.test_client().post("/api/v1/contents/f/comments", json={**post, "body": "two"})
+    os.kill(paused_redis.proc.pid, signal.SIGCONT)
+    assert flooded.status_code == 429
+    assert flooded.json["type"].endswith("too-many-comments")  # the flood guard's
+    assert flooded.headers["X-RateLimit-Limit"] == "2"
+    assert flooded.headers["X-RateLimit-Remaining"] == "0"
+    assert started < int(flooded.headers["X-RateLimit-Reset"]) <= time.time() + 61
+    assert int(flooded.headers["Retry-After"]) >= 1

@@ -63,15 +63,19 @@ def _rate_limit(required: bool) -> dict[str, dict[str, Any]]:
     )
     return {
         "X-RateLimit-Limit": header(
-            "Requests this client's budget allows in the current window." + also,
+            "Requests this client's budget allows in the window that holds it back: of the "
+            "windows it has used up, the one that ends last; else the one with the fewest "
+            "requests left." + also,
             _INTEGER,
             required=required,
         ),
         "X-RateLimit-Remaining": header(
-            "Requests left in the window." + also, _INTEGER, required=required
+            "Requests left in that window." + also, _INTEGER, required=required
         ),
         "X-RateLimit-Reset": header(
-            "When the window ends (Unix time, seconds)." + also, _INTEGER, required=required
+            "When that window ends (Unix time, seconds; never before the answer)." + also,
+            _INTEGER,
+            required=required,
         ),
     }
 

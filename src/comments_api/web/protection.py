@@ -88,6 +88,8 @@ class Counters(Protocol):
 
     def incr(self, key: str, expiry: int) -> int: ...
 
+    def get(self, key: str) -> int: ...
+
     def get_expiry(self, key: str) -> float: ...
 
 
@@ -122,6 +124,11 @@ class ProcessCounters:
                 return 1
             window[1] += 1
             return int(window[1])
+
+    def get(self, key: str) -> int:
+        """The count of ``key``'s current window, without counting a hit (0: none open)."""
+        window = self._windows.get(key)
+        return int(window[1]) if window is not None and window[0] > time.time() else 0
 
     def get_expiry(self, key: str) -> float:
         window = self._windows.get(key)
@@ -174,7 +181,8 @@ class RateLimiter:
     three storage calls per limit (hit, then get and get_expiry for the headers). Here the
     request's one budget is picked by two comparisons, each limit costs one ``incr``, and
     the window's reset time is asked of storage only when this worker has not seen it yet,
-    or for a 429's Retry-After.
+    or for a 429's Retry-After (a refusal also reads, uncounted, the longer windows it did
+    not charge: ``_holding_back``).
 
     If shared storage (Redis) fails or takes longer than ``STORAGE_TIMEOUT_SECONDS``, limits
     are kept per process in memory and one request tries storage again after
@@ -339,10 +347,9 @@ class RateLimiter:
                 self._primary_down_until = 0.0
                 log.warning("rate-limit storage reachable again; limits shared again")
         last = hits[-1]
-        refused = last.count > last.item.amount  # _hit stops at the breached limit
-        # Headers describe the breached limit, else the smallest window (Flask-Limiter's choice).
-        ctx_g.ratelimit = (last if refused else hits[0], storage, hits)
-        if refused:
+        # The headers (after_request) describe the window that holds the client back.
+        ctx_g.ratelimit = (storage, hits, self._storage_keys(budget, key))
+        if last.count > last.item.amount:  # _hit stops at the breached limit
             raise TooManyRequests(budget.message)
 
     def reset_at(self, hit: _Hit, storage: Counters) -> float:
@@ -367,11 +374,55 @@ class RateLimiter:
         self._remember(hit.key, reset)
         return reset
 
-    def _used_up(self, hits: list[_Hit], storage: Counters) -> _Hit | None:
-        """Of the windows this request used up, the one that ends last (None: none). Asks
-        storage only on this rare path: another guard's refusal of a client at its limit."""
+    def _reset_or_bound(self, hit: _Hit, storage: Counters) -> float:
+        """``reset_at``; if storage fails after counting the hit (Redis stalled or gone
+        meanwhile), the latest the window can end: one window length from now. Without it
+        the answer lost X-RateLimit-*, which the OpenAPI document says it carries."""
+        try:
+            return self.reset_at(hit, storage)
+        except Exception:
+            log.warning("could not read the rate-limit window's end", exc_info=True)
+            return time.time() + hit.item.get_expiry()
+
+    def _used_up_longer(
+        self, uncounted: list[tuple[RateLimitItem, str, int]], storage: Counters
+    ) -> list[_Hit]:
+        """Of the longer windows a refused request was not charged to, those already used
+        up: a retry once the refusing window ends would be refused by them. Read only on a
+        refusal (one read per longer window), never counted."""
+        found = []
+        try:
+            for item, storage_key, _expiry in uncounted:
+                count = storage.get(storage_key)
+                if count >= item.amount:
+                    found.append(_Hit(item, storage_key, count, None))
+        except Exception:
+            log.warning("could not read the longer rate-limit windows", exc_info=True)
+        return found
+
+    def _holding_back(
+        self,
+        hits: list[_Hit],
+        uncounted: list[tuple[RateLimitItem, str, int]],
+        storage: Counters,
+    ) -> tuple[_Hit, float]:
+        """The window the headers describe, and when it ends: of the windows this client
+        has used up (a refused request's included), the one that ends last, so that neither
+        X-RateLimit-Reset nor Retry-After sends a client back before the limiter lets it
+        in; with none used up, the one with the fewest requests left (the longer on a
+        tie), so X-RateLimit-Remaining never promises a request another window refuses.
+        The smallest window alone (Flask-Limiter's choice) said "7 left" while the hour
+        had none, and a 429 of the minute "retry in 1 s" while the hour was used up."""
         used_up = [hit for hit in hits if hit.count >= hit.item.amount]
-        return max(used_up, key=lambda hit: self.reset_at(hit, storage), default=None)
+        if hits[-1].count > hits[-1].item.amount:
+            used_up += self._used_up_longer(uncounted, storage)
+        if used_up:
+            ends = [(self._reset_or_bound(hit, storage), hit) for hit in used_up]
+            reset, hit = max(ends, key=lambda end: end[0])
+            return hit, reset
+        fewest = min(hit.item.amount - hit.count for hit in hits)
+        hit = [hit for hit in hits if hit.item.amount - hit.count == fewest][-1]
+        return hit, self._reset_or_bound(hit, storage)
 
     def _remember(self, key: str, reset: float) -> None:
         if len(self._resets) >= self._CACHE_MAX:
@@ -383,33 +434,28 @@ class RateLimiter:
         current = g.get("ratelimit")
         if current is None:
             return response
-        hit, storage, hits = current
+        storage, hits, keys = current
         try:
-            refused_here = hit.count > hit.item.amount
+            last = hits[-1]
+            refused_here = last.count > last.item.amount
             others_refusal = response.status_code == 429 and not refused_here
-            if others_refusal:
-                # Another guard's 429 (the flood guard's, a view's): if this request used
-                # up a window, the headers describe the one that ends last.
-                hit = self._used_up(hits, storage) or hit
-            try:
-                reset_at = int(self.reset_at(hit, storage) + 1)
-            except Exception:
-                # Storage failed after counting the hit (Redis stalled or gone meanwhile):
-                # the window ends one window length from now at the latest. Without it the
-                # answer lost X-RateLimit-*, which the OpenAPI document says it carries.
-                log.warning("could not read the rate-limit window's end", exc_info=True)
-                reset_at = int(time.time() + hit.item.get_expiry() + 1)
+            hit, reset = self._holding_back(hits, keys[len(hits) :], storage)
+            now = time.time()
+            # Never in the past: a window that ended while the request was served (a slow
+            # write, a 503 after DB_STATEMENT_TIMEOUT) has ended by the answer.
+            reset_at = int(max(reset, now) + 1)
             # Only this hook writes them: add, not set (set scans every header for the name).
             add = response.headers.add
             add("X-RateLimit-Limit", str(hit.item.amount))
             add("X-RateLimit-Remaining", str(max(0, hit.item.amount - hit.count)))
             add("X-RateLimit-Reset", str(reset_at))
             if refused_here:
-                response.headers["Retry-After"] = str(max(1, int(reset_at - time.time())))
+                response.headers["Retry-After"] = str(max(1, int(reset_at - now)))
             elif others_refusal and hit.count >= hit.item.amount:
-                # The guard's Retry-After stays unless the limiter would refuse the retry:
-                # a client that obeyed it was refused again, by the limiter.
-                wait = max(1, int(reset_at - time.time()))
+                # Another guard's 429 (the flood guard's, a view's) that used up a window:
+                # its Retry-After stays unless the limiter would refuse the retry (a client
+                # that obeyed it was refused again, by the limiter).
+                wait = max(1, int(reset_at - now))
                 given = response.headers.get("Retry-After", "")
                 if not given or (given.isdigit() and int(given) < wait):  # a date: kept
                     response.headers["Retry-After"] = str(wait)
