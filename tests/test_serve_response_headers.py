@@ -19,6 +19,7 @@ import requests
 from jsonschema import ValidationError
 
 from comments_api.app import SECURITY_HEADERS
+from comments_api.contract.headers import OPS_ROUTES
 from comments_api.contract.paths import example_path
 from comments_api.identity.credentials import (
     SCOPE_ADMIN,
@@ -326,6 +327,11 @@ def test_every_header_sent_is_declared_and_every_required_one_sent(served):
         for _ in range(READS_PER_MINUTE):
             call(op, url, 200, address=who, headers=headers)
         call(op, url, 429, address=who, headers=headers)
+    # The pages, the files and the document draw on the read budget too: their 429 carries
+    # Retry-After, which their `default` did not declare (they listed no 429).
+    for path, item in spec["paths"].items():
+        if "get" in item and not path.startswith("/api/") and path not in OPS_ROUTES:
+            call((path, "get"), example_path(path), 429, address="192.0.2.20")
 
     assert not call.found, "\n".join(sorted(set(call.found)))
     assert len(call.seen) > 120, len(call.seen)

@@ -32,7 +32,7 @@ from ..comments.rules import (
 from ..settings import Settings
 from . import models
 from .components import EXAMPLE_EMAIL, ref, value_schema
-from .headers import NO_STORE, header
+from .headers import NO_STORE, OPS_ROUTES, header
 from .models import MAX_AUTHOR_DELETE, MAX_BULK_IDS
 from .problems import (
     BODY_TOO_LARGE,
@@ -346,6 +346,27 @@ def _identity_provider_503(path: str, responses: dict[str, Any]) -> None:
     own["description"] = f"{own['description']} Or {_IDENTITY_PROVIDER_DOWN}."
     # /readyz's own 503 is not a problem: list the problem's media type beside it.
     own["content"] = {**unverifiable["content"], **own.get("content", {})}
+
+
+def with_rate_limit_errors(paths: dict[str, Any]) -> dict[str, Any]:
+    """A 429 on every operation the limiter covers (web/protection.py: all but OPS_ROUTES,
+    on the read budget). The pages, files and the document itself listed none, so their 429
+    fell under `default`, which declares no `Retry-After`: sent, but not declared."""
+    for path, item in paths.items():
+        if path in OPS_ROUTES:
+            continue
+        for op in item.values():
+            responses = op["responses"]
+            if "429" not in responses:
+                responses["429"] = _error(
+                    path,
+                    429,
+                    "too many requests from this address; slow down",
+                    slugs=("too-many-requests",),
+                    description="This address used up its read budget (`RATELIMIT_READ`): "
+                    "wait for the seconds in `Retry-After`.",
+                )
+    return paths
 
 
 def with_credential_errors(paths: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,14 @@ from ..settings import Settings
 from . import paths as _paths
 from .components import schemas
 from .headers import header_components, with_common_headers
-from .paths import JSON, moderation_paths, parameters, ui_paths, with_credential_errors
+from .paths import (
+    JSON,
+    moderation_paths,
+    parameters,
+    ui_paths,
+    with_credential_errors,
+    with_rate_limit_errors,
+)
 from .problems import problem_types
 
 Spec = dict[str, Any]
@@ -29,7 +36,9 @@ def build_spec(settings: Settings | None = None) -> Spec:
     """The OpenAPI 3.1 document for a deployment with these settings (defaults if None)."""
     settings = settings or Settings()
     paths = with_common_headers(
-        with_credential_errors({**_paths.paths(settings), **moderation_paths(), **ui_paths()}),
+        with_credential_errors(
+            with_rate_limit_errors({**_paths.paths(settings), **moderation_paths(), **ui_paths()})
+        ),
         settings,
     )
     problems = problem_types(settings)
