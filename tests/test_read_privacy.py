@@ -8,6 +8,7 @@ import pytest
 
 from comments_api.comments.rules import encode_cursor
 from comments_api.identity.credentials import SCOPE_MODERATE, SCOPE_WRITE
+from comments_api.web.common import EXTENSION_KEY
 
 from .authkit import api_key, bearer
 
@@ -42,7 +43,7 @@ def site(make_app):
 
 def _answer(client, content_id: str, comment_id: int, order: str):
     """What a reader learns from a cursor naming ``comment_id``: status, body shape, and
-    whether the page carries an ETag (a tag only for some ids is as telling as a 400)."""
+    whether the page carries an ETag (a tag for some ids only is as telling as a 400)."""
     url = PAGE.format(content_id)
     response = client.get(
         url, query_string={"cursor": encode_cursor(comment_id, order), "order": order}
@@ -55,7 +56,7 @@ def test_a_cursor_naming_a_comment_the_reader_cannot_see_says_nothing_of_its_con
     """A cursor naming a hidden or pending comment answered 400 on every content's list but
     its own (200), so walking the ids through one list told which article each held comment
     is on; and on its own list it got an ETag that a cursor naming nothing did not. Now it
-    is a position like any id no public comment has: 200, the same page, untagged."""
+    is a position like any id no public comment has: 200, the same page, tagged alike."""
     client, post, hide = site
     before = post("a", "a1")
     hidden_a = post("a", "hidden on a")
@@ -79,10 +80,10 @@ def test_a_cursor_naming_a_comment_the_reader_cannot_see_says_nothing_of_its_con
         }
         expected = [after] if order == "oldest" else [before]
         for name, (status, items, tagged) in answers.items():
-            assert (status, items, tagged) == (200, expected, False), (order, name)
-        # An id past every one is the same kind of position: 200, untagged.
+            assert (status, items, tagged) == (200, expected, True), (order, name)
+        # An id past every one is the same kind of position.
         status, items, tagged = _answer(client, "a", past_every_id, order)
-        assert (status, tagged) == (200, False)
+        assert (status, tagged) == (200, True)
         assert items == ([] if order == "oldest" else [after, before])
     # A public comment's content is no secret (GET /api/v1/comments/{id} shows it): its
     # cursor is still refused on another content's list, and tagged on its own.
@@ -123,3 +124,31 @@ def test_etags_do_not_move_when_only_comments_no_reader_sees_change(site):
     # A change a reader sees still gives each a new ETag.
     post("a", "another public one")
     assert all(new[1] != old[1] for new, old in zip(seen(), before, strict=True))
+
+
+def test_a_list_keeps_its_etag_while_held_comments_are_posted_on_it(site):
+    """A page built while writes landed on its content (twice in a row) was served without
+    an ETag: a reader polling a list saw its tag vanish, and its revalidation get a 200,
+    while comments held for moderation were being posted there. Now it is tagged by its
+    bytes like any answer: held comments change nothing a reader sees."""
+    client, post, _hide = site
+    post("a", "public")
+    url = PAGE.format("a")
+    etag = client.get(url).headers["ETag"]
+    service = client.application.extensions[EXTENSION_KEY].comments
+    real = service.repo.list_page
+
+    def overtaken(*args, **kwargs):  # each build is overtaken by a held comment's post
+        page = real(*args, **kwargs)
+        post("a", "held", published=False)
+        return page
+
+    post("a", "held", published=False)  # the cached page no longer holds: built again
+    service.repo.list_page = overtaken
+    try:
+        busy = client.get(url)
+        revalidated = client.get(url, headers={"If-None-Match": etag})
+    finally:
+        service.repo.list_page = real
+    assert (busy.status_code, busy.headers.get("ETag")) == (200, etag)
+    assert revalidated.status_code == 304

@@ -6,16 +6,20 @@ the transaction of every write to a content's comments). Every request reads the
 markers first, so an entry is served only while its contents are unchanged; no TTL.
 
 Races: a page is built from rows read *after* the markers; the markers are read again
-afterwards and the page is kept (and tagged) only if they did not move. Equal markers
+afterwards and the page is kept only if they did not move. Equal markers
 before and after mean no write to those contents committed in between (a marker never
 takes an old value again), so the rows are exactly the state the markers name. If they
 moved, the page is rebuilt once under the new markers; if they move again it is served
-fresh but neither cached nor tagged. docs/caching.md has the whole design.
+fresh but not cached. docs/caching.md has the whole design.
 
 An ETag is a hash of the bytes served, not of the markers: a marker moves with every write,
 a pending comment's and a hidden one's included, so a tag made from it changed on writes no
 reader may see, and watching one list's (or a hundred contents' counts') ETag told when
-someone posted a comment held for moderation there.
+someone posted a comment held for moderation there. For the same reason every answer is
+tagged, the ones not kept too: a page served untagged because writes landed while it was
+built told a reader polling it that writes (held comments included) were landing there.
+A tag names bytes, so it never needs the markers to hold: a later 304 is answered only
+when the page built then has the same bytes.
 
 Plain Python, no Flask: the views render, the service owns the cache, this module keeps it.
 """
@@ -30,7 +34,7 @@ from dataclasses import dataclass
 
 from ..store.versions import ChangeMarkers, Marker
 
-# Builds that find the markers moved under them before a page is served untagged.
+# Builds that find the markers moved under them before a page is served uncached.
 BUILD_ATTEMPTS = 2
 
 
@@ -39,7 +43,8 @@ class Rendered:
     """A response the view built: the body exactly as sent, and its extra headers.
 
     ``keep`` False: the answer depends on more than the markers of its contents, so it is
-    served but neither cached nor tagged (a tag would let a later 304 stand in for it)."""
+    built for every request and never cached (still tagged: its tag names its bytes, and a
+    304 is answered only once the request's own build has the same ones)."""
 
     body: bytes
     headers: tuple[tuple[str, str], ...] = ()
@@ -48,10 +53,9 @@ class Rendered:
 
 @dataclass(frozen=True)
 class Read:
-    """What a cached read answers: ``not_modified`` (the client's ETag is current; nothing
-    was built), or ``value`` (None: nothing to show, e.g. an unknown content). ``etag`` is
-    None when there is nothing to show, when the contents kept changing while the page was
-    built, and for a page not to be kept."""
+    """What a cached read answers: ``not_modified`` (the client's ETag is current), or
+    ``value`` (None: nothing to show, e.g. an unknown content). ``etag``, the hash of the
+    value's bytes, is None only when there is nothing to show."""
 
     etag: str | None
     value: Rendered | None
@@ -126,16 +130,19 @@ class ReadCache:
         self.misses += 1
         for _attempt in range(BUILD_ATTEMPTS):
             value = build()
+            if value is not None and not value.keep:
+                return _answer(self.etag(key, value), value, not_modified)
             generation = self.markers.generation()
             after = self.markers.versions(content_ids)
             if after == marker:
-                if value is not None and not value.keep:
-                    return Read(None, value)
                 etag = self.etag(key, value)
                 self._put(key, _Entry(marker, value, etag, generation))
                 return _answer(etag, value, not_modified)
             marker = after  # written meanwhile: build again under the new markers
-        return Read(None, value)
+        # Kept changing: served as built, not cached, and tagged like any other answer (an
+        # answer without a tag here told a reader polling it that writes, held comments'
+        # included, were landing on this content).
+        return _answer(self.etag(key, value), value, not_modified)
 
     def etag(self, key: tuple[Hashable, ...], value: Rendered | None) -> str | None:
         """A strong ETag: a hash of exactly what is sent (body and headers), of the route

@@ -328,8 +328,7 @@ class CommentService:
             # A cursor naming no public comment answers 200 only until a comment of another
             # content takes its id or is approved (then 400), a write the markers of this
             # content never see: such a page is built on every request, so no worker answers
-            # from an older state. Untagged alike whatever the id is: with a tag only for
-            # its own content's hidden comments, the ETag was the same oracle as the 400.
+            # from an older state (its tag names its bytes: a 304 only after this check).
             return render(page) if anchored else replace(render(page), keep=False)
 
         key = ("page", content_id, limit, order, after_id)

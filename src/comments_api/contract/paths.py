@@ -104,9 +104,8 @@ def _read_cache_control(settings: Settings) -> dict[str, Any]:
     return header(f"`READ_CACHE_CONTROL` (`{settings.read_cache_control}` here).", required=True)
 
 
-def _cacheable(ok: dict[str, Any], settings: Settings, untagged: str = "") -> dict[str, Any]:
-    """The 200 and 304 of a read served from the never-stale cache (docs/caching.md);
-    ``untagged``: the route's own answers without an ETag, besides the rare one all share."""
+def _cacheable(ok: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """The 200 and 304 of a read served from the never-stale cache (docs/caching.md)."""
     # One expression in parentheses: a string on the next line alone was a statement of its
     # own, and the document said "the same ... for the " and stopped.
     etag = (
@@ -120,11 +119,7 @@ def _cacheable(ok: dict[str, Any], settings: Settings, untagged: str = "") -> di
             **ok,
             "headers": {
                 **ok.get("headers", {}),
-                "ETag": header(
-                    f"{etag} Absent in the rare answer built while the content kept changing"
-                    f"{untagged}.",
-                    tag,
-                ),
+                "ETag": header(etag, tag, required=True),
                 "Cache-Control": cache_control,
             },
         },
@@ -866,9 +861,6 @@ def paths(settings: Settings) -> dict[str, Any]:
                             },
                         ),
                         settings,
-                        untagged=", and whenever `cursor` names no public comment (a position "
-                        "past every id, a comment removed, a pending or hidden one: such a page "
-                        "is built afresh each time)",
                     ),
                     **_errors(thread, 412, 429, 503),
                     "400": _invalid(thread, "limit", "must be between 1 and 100"),
