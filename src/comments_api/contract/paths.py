@@ -183,7 +183,13 @@ _ERROR_DEFAULTS: dict[int, tuple[tuple[str, ...], str, dict[str, Any]]] = {
     415: (
         ("unsupported-media-type",),
         "send the body as JSON with the header 'Content-Type: application/json'",
-        {},
+        {
+            # web/common.py _UnsupportedCoding (RFC 9110, section 12.5.3).
+            "Accept-Encoding": header(
+                "`identity`: present when the body was refused for its `Content-Encoding` "
+                "(a compressed body): the one coding taken is none."
+            )
+        },
     ),
     429: (
         ("too-many-requests", "too-many-comments"),
