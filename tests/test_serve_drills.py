@@ -1218,6 +1218,71 @@ def test_the_threaded_worker_drops_requests_abandoned_while_every_thread_was_hel
     assert stored_bodies(env["DATABASE_URL"]) == Counter({"after": 1})
 
 
+def test_the_threaded_worker_sheds_requests_queued_past_queue_timeout(tmp_path: Path) -> None:
+    """THREADS=2, overload: two creates hold both threads on a held SQLite write lock for
+    DB_STATEMENT_TIMEOUT (6 s). A read and a create queued behind them, by clients still
+    waiting, get a JSON 503 with Retry-After at QUEUE_TIMEOUT (1 s), not a late answer once
+    a thread frees up; the shed create is not stored. Before, both waited the 6 s out."""
+    db = tmp_path / "comments.db"
+    env = {
+        "DATABASE_URL": f"sqlite:///{db}",
+        **ABANDONING,
+        "DB_STATEMENT_TIMEOUT": "6",
+        "QUEUE_TIMEOUT": "1",
+        "THREADS": "2",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+    }
+    path = f"/api/v1/contents/{CONTENT}/comments"
+    with ServiceProcess(env, tmp_path, workers=1) as service:
+        assert requests.post(service.base + path, json={"body": "before"}, timeout=10).ok
+        holder = sqlite3.connect(db, isolation_level=None, timeout=5)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            lives = [
+                _in_thread(
+                    lambda i=i: requests.post(
+                        service.base + path, json={"body": f"held {i}"}, timeout=30
+                    )
+                )
+                for i in range(2)
+            ]
+            assert wait_until(lambda: requests_in_flight(tmp_path / "metrics") == 2, 10)
+            started = time.monotonic()
+            queued = [
+                _in_thread(lambda: requests.get(service.base + path, timeout=30)),
+                _in_thread(
+                    lambda: requests.post(service.base + path, json={"body": "shed"}, timeout=30)
+                ),
+            ]
+            for thread, _ in queued:
+                thread.join(30)
+            # Generous on a loaded machine, and still well under the 6 s the threads are held.
+            elapsed = [result["at"] - started for _, result in queued]
+            assert max(elapsed) < 4.5, elapsed
+            holder.execute("ROLLBACK")
+        finally:
+            holder.close()
+        for thread, _ in lives:
+            thread.join(30)
+        for _, result in queued:
+            answer = result["value"]
+            assert answer.status_code == 503, answer.text
+            assert int(answer.headers["Retry-After"]) >= 1
+            assert answer.headers["Content-Type"] == "application/problem+json"
+            assert "waited too long" in answer.json()["detail"]
+            assert answer.headers["X-Request-ID"]
+        # The lock was released before their DB_STATEMENT_TIMEOUT: both stored.
+        assert [result["value"].status_code for _, result in lives] == [201, 201]
+        assert service.log().count('"error":"queue_timeout"') == 2, service.log()[-3000:]
+        samples = scrape(service.base)
+        assert (
+            value(samples, "comments_api_server_refusals_total", reason="service-unavailable") == 2
+        )
+        after = requests.get(service.base + path, timeout=10)
+        assert after.status_code == 200
+    assert stored_bodies(env["DATABASE_URL"]) == Counter({"before": 1, "held 0": 1, "held 1": 1})
+
+
 def test_a_live_request_behind_abandoned_ones_is_answered_next(tmp_path: Path) -> None:
     """The kubelet's /healthz queued behind requests whose clients gave up, with the lock
     still held: it is answered right after the slow answer, not after each abandoned create

@@ -401,6 +401,19 @@ class Settings:
             "is closed (the rest waits in the worker's loop, never in a worker)."
         ),
     )
+    # Overload, THREADS > 1 only: a request that waited this long for a free thread is
+    # answered 503 + Retry-After instead of being served late. Without it, a database
+    # slowed to DB_STATEMENT_TIMEOUT held every thread and a read waited 10-15 s in the
+    # queue (measured), for an answer its proxy or browser had often given up on.
+    queue_timeout: float = field(
+        default=10.0,
+        metadata=_doc(
+            "With `THREADS>1`: seconds a complete request may wait for a free thread; past "
+            "it the worker answers `503` with `Retry-After` (JSON) without running it; `0` "
+            "= wait for good. The sync worker (`THREADS=1`) cannot see how long a request "
+            'waited in the listen backlog (docs/server.md, "Overload").'
+        ),
+    )
     # Memory, not time: answers a client takes slower than they come wait in the worker's
     # loop; past this many bytes in one worker, a further such client is cut off, so
     # clients that stop reading cannot grow a worker past its container's limit.
@@ -774,6 +787,7 @@ class Settings:
             "REQUEST_HEADER_TIMEOUT": "request_header_timeout",
             "REQUEST_BODY_TIMEOUT": "request_body_timeout",
             "RESPONSE_SEND_TIMEOUT": "response_send_timeout",
+            "QUEUE_TIMEOUT": "queue_timeout",
             "DB_POOL_TIMEOUT": "db_pool_timeout",
             "DB_STATEMENT_TIMEOUT": "db_statement_timeout",
             "IDEMPOTENCY_TTL": "idempotency_ttl",

@@ -771,6 +771,7 @@ class ServerLimits(NamedTuple):
     body_limit: int
     send_timeout: float
     waiting_max: int  # bytes of answers waiting for slow clients, per worker
+    queue_timeout: float  # QUEUE_TIMEOUT: longest wait for a thread (THREADS > 1); 0 = none
     cors_origins: frozenset[str]  # CORS_ORIGINS, for the answers the worker writes itself
 
 
@@ -790,6 +791,7 @@ def _settings_from(wsgi: Any) -> ServerLimits:
         settings.max_body_bytes,
         settings.response_send_timeout,
         settings.waiting_answers_max_bytes,
+        settings.queue_timeout,
         frozenset(settings.cors_origins),
     )
 
@@ -950,6 +952,26 @@ def _refuse(
         linger(sock)
         return
     util.close(sock)
+
+
+def _shed_overdue(
+    sock: socket.socket,
+    pending: PendingRequest | None,
+    waited: float,
+    cors_origins: frozenset[str],
+) -> None:
+    """Answer a request that waited ``QUEUE_TIMEOUT`` or more for a thread with a JSON 503
+    and ``Retry-After``, unserved; its whole request was read, so a plain close follows."""
+    rid = request_id_for(pending)
+    log.warning(
+        "shed a request that waited %.1f s for a thread (QUEUE_TIMEOUT)",
+        waited,
+        extra={"status": 503, "error": "queue_timeout", "request_id": rid},
+    )
+    count_server_refusal(status_slug(503))
+    detail = "the server is overloaded: the request waited too long for a worker thread"
+    target = None if pending is None else pending.target
+    _send(sock, error_response_bytes(503, detail, target, rid, cors_lines(pending, cors_origins)))
 
 
 def _chunked_end_agrees(cfg: Any, pending: PendingRequest, addr: Any) -> bool:
@@ -1484,9 +1506,12 @@ class BufferedSyncWorker(_StopClock, _ErrorsMixin, SyncWorker):  # type: ignore[
         )
 
     def run(self) -> None:
-        (header_timeout, body_timeout, body_limit, send_timeout, waiting_max, cors_origins) = (
-            _settings_from(self.wsgi)
-        )
+        # QUEUE_TIMEOUT is the threaded worker's: this loop cannot see a request's wait in
+        # the listen backlog (docs/server.md, "Overload").
+        limits = _settings_from(self.wsgi)
+        header_timeout, body_timeout = limits.header_timeout, limits.body_timeout
+        body_limit, send_timeout = limits.body_limit, limits.send_timeout
+        waiting_max, cors_origins = limits.waiting_max, limits.cors_origins
         self._cors_origins = cors_origins
         self._keepalive = keepalive = float(self.cfg.keepalive or 0)
         selector = selectors.DefaultSelector()
@@ -2093,6 +2118,8 @@ class BufferedThreadWorker(_StopClock, _ErrorsMixin, ThreadWorker):  # type: ign
         # app, until they leave it: the app's repository rolls back their writes (run).
         self._aborted_threads: set[int] = set()
         self._next_overdue_check = 0.0
+        # Requests waiting for a thread, with their futures, oldest first (enqueue_req).
+        self._queued: dict[TConn, Any] = {}
 
     def finish_request(self, conn: TConn, fs: Any) -> None:
         # Main thread. An answer with bytes left over is sent from here before gthread
@@ -2374,9 +2401,46 @@ class BufferedThreadWorker(_StopClock, _ErrorsMixin, ThreadWorker):  # type: ign
         conn.unusual = pending.unusual
         conn.request_complete = pending.complete
         conn.data_ready = True
-        conn.queued_at = time.monotonic()
-        ThreadWorker.enqueue_req(self, conn)
+        self._submit(conn)
         return True
+
+    def _submit(self, conn: TConn) -> None:
+        """gthread's ThreadWorker.enqueue_req, keeping each request's future until a
+        thread takes it, oldest first, for ``_shed_queued``. Main thread only."""
+        conn.queued_at = time.monotonic()
+        fs = self.tpool.submit(self.handle, conn)
+        if self._limits.queue_timeout:  # else nothing would ever take them out again
+            self._queued.pop(conn, None)  # a kept-alive connection's next request: at the end
+            self._queued[conn] = fs
+        fs.add_done_callback(lambda fut: self.method_queue.defer(self.finish_request, conn, fut))
+
+    def _shed_queued(self, now: float) -> None:
+        """Answer the requests that have waited ``QUEUE_TIMEOUT`` for a thread, still
+        unstarted, with a JSON 503 and ``Retry-After``, from the main loop.
+
+        Overload: every thread held by slow answers (a database slowed to
+        DB_STATEMENT_TIMEOUT) left the rest queued with no bound but the client's own
+        timeout (measured: reads waited 10-15 s behind held creates). Shed at the queue's
+        deadline, not when a thread frees up: that would bound nothing, and would refuse a
+        fast read that could be served at once. The cancelled future goes through
+        finish_request, which closes the connection."""
+        limit = self._limits.queue_timeout
+        queued = self._queued
+        while queued:  # from the front only: each loop turn costs no walk of the queue
+            conn, fs = next(iter(queued.items()))
+            if fs.running() or fs.done():
+                del queued[conn]  # a thread has it: WORKER_TIMEOUT's business now
+                continue
+            if now - conn.queued_at < limit:
+                break  # oldest first: the rest waited less
+            del queued[conn]
+            if fs.cancel():  # not started meanwhile: no thread will touch the socket
+                _shed_overdue(
+                    conn.sock,
+                    self._requests.get(conn.sock),
+                    now - conn.queued_at,
+                    self._cors_origins,
+                )
 
     def _close_held(self, conn: TConn, held: dict[TConn, Any]) -> None:
         """Close a connection the main loop holds: being read (``_buffering``), or its
@@ -2407,6 +2471,8 @@ class BufferedThreadWorker(_StopClock, _ErrorsMixin, ThreadWorker):  # type: ign
     def murder_pending(self) -> None:
         super().murder_pending()
         now = time.monotonic()
+        if self._queued and self._limits.queue_timeout:
+            self._shed_queued(now)
         if self._running and now >= self._next_overdue_check:
             self._next_overdue_check = now + OVERDUE_CHECK_EVERY
             self._abort_overdue(now)
