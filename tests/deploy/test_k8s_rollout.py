@@ -8,6 +8,7 @@ the rule is written out here from the Kubernetes documentation.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import subprocess
@@ -309,7 +310,7 @@ def max_connections(docs: list[dict[str, Any]]) -> int:
         return int(params["max_connections"])
     (db,) = one(docs, "StatefulSet", "comments-db")["spec"]["template"]["spec"]["containers"]
     args = db.get("args", [])
-    pairs = [b for a, b in zip(args, args[1:], strict=False) if a == "-c"]
+    pairs = [b for a, b in itertools.pairwise(args) if a == "-c"]
     found = [int(p.split("=", 1)[1]) for p in pairs if p.startswith("max_connections=")]
     return found[-1] if found else POSTGRES_DEFAULT_MAX_CONNECTIONS
 
