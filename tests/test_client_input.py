@@ -8,6 +8,7 @@ undecodable percent-escapes never survive the Flask test client's own URL handli
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import re
 import socket
@@ -309,6 +310,37 @@ def test_a_named_json_suffix_type_is_read_as_json(live, content_type):
     )
     assert reply.status == 201, reply.body
     assert content_type in thread(live, "suffixes")
+
+
+@pytest.mark.parametrize(
+    ("target", "body", "auth"),
+    [
+        ("/api/comment/new", b'{"email": "a@b.co", "comment": "x", "content_id": "inputs"}', False),
+        ("/api/v1/contents/inputs/comments", b'{"body": "typed"}', False),
+        ("/api/v1/moderation/bans", b'{"email": "a@b.co"}', True),
+    ],
+)
+def test_a_415_names_the_media_type_to_send_in_accept(live, target, body, auth):
+    """RFC 9110, section 12.5.1: a 415's Accept tells the client what to send instead. A
+    client that posted a form or text/plain learnt "application/json" only from prose."""
+    before = thread(live)
+    for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+        reply = live.request("POST", target, body, auth=auth, content_type=content_type)
+        assert reply.status == 415, reply.body
+        assert reply.headers.get("accept") == "application/json", reply.headers
+    # A gzip body is JSON in the wrong coding: Accept and Accept-Encoding both.
+    gz = gzip.compress(body)
+    head = (
+        f"POST {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        + (f"Authorization: Bearer {live.key}\r\n" if auth else "")
+        + "Content-Type: application/json\r\nContent-Encoding: gzip\r\n"
+        + f"Content-Length: {len(gz)}\r\n\r\n"
+    )
+    reply = live.send(head.encode() + gz)
+    assert reply.status == 415, reply.body
+    assert reply.headers.get("accept") == "application/json", reply.headers
+    assert reply.headers.get("accept-encoding") == "identity", reply.headers
+    assert thread(live) == before
 
 
 # --- integers past BIGINT -----------------------------------------------------------------

@@ -183,6 +183,51 @@ def test_a_304_from_real_gunicorn_carries_what_its_200_would(tmp_path: Path):
                         assert headers[name.lower()] == full.headers[name], (path, name)
 
 
+def test_if_none_match_star_on_a_read_that_exists_is_304(tmp_path: Path):
+    """RFC 9110, 13.1.2 and 13.2.2: ``If-None-Match: *`` is false when the target has a
+    current representation, and a GET or HEAD must then answer 304. It was ignored (a full
+    200), though a create on the same list treats ``*`` as "it exists" (a 412). A read with
+    nothing to show stays a 404: ``*`` never stands in for it."""
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'comments.db'}", "RATELIMIT_ENABLED": "false"}
+    with ServiceProcess(env, tmp_path, workers=1) as service:
+        created = requests.post(
+            f"{service.base}/api/v1/contents/star/comments", json={"body": "x"}, timeout=10
+        )
+        assert created.status_code == 201
+        for path in (
+            "/api/v1/contents/star/comments",
+            "/api/v1/contents/empty/comments",  # exists, empty: a 200 of no items
+            "/api/comment/list/star",
+            "/api/v1/counts?content_id=star",
+        ):
+            full = requests.get(service.base + path, timeout=10)
+            assert full.status_code == 200, path
+            for method in ("GET", "HEAD"):
+                for field in ("*", " * "):
+                    request = (
+                        f"{method} {path} HTTP/1.1\r\nHost: a\r\nIf-None-Match: {field}\r\n"
+                        "Connection: close\r\n\r\n"
+                    )
+                    status, headers, body = raw_request(service.port, request.encode())
+                    assert (status, body) == (304, b""), (path, method, field, status)
+                    assert headers["etag"] == full.headers["ETag"], path
+                    assert headers["cache-control"] == full.headers["Cache-Control"], path
+        # Nothing to show: the 404, whatever If-None-Match says.
+        request = (
+            b"GET /api/comment/list/nothing-here HTTP/1.1\r\nHost: a\r\n"
+            b"If-None-Match: *\r\nConnection: close\r\n\r\n"
+        )
+        status, headers, body = raw_request(service.port, request)
+        assert status == 404, status
+        assert b"NOT-FOUND" in body
+        # If-Match is judged first: a failing one is still the 412.
+        request = (
+            b'GET /api/comment/list/star HTTP/1.1\r\nHost: a\r\nIf-Match: "x"\r\n'
+            b"If-None-Match: *\r\nConnection: close\r\n\r\n"
+        )
+        assert raw_request(service.port, request)[0] == 412
+
+
 def _route_urls(app: Flask) -> list[str]:
     """One URL per route of the app, its variables filled in."""
     rules = (r.rule for r in app.url_map.iter_rules() if r.endpoint != "static")

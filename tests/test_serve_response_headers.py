@@ -374,3 +374,40 @@ def test_the_http_servers_own_400s_lack_only_what_the_document_lets_them(served)
         assert "x-ratelimit-limit" not in answer.headers  # the server's own, not the app's
         found += problems_with(spec, path, method, answer)
     assert not found, "\n".join(found)
+
+
+def test_an_edits_415_names_the_patch_types_in_accept_patch(served):
+    """RFC 5789, section 2.2: a PATCH refused for its media type says in Accept-Patch which
+    patch formats the comment takes (and Accept, as every 415 does); a create's 415 has no
+    Accept-Patch to give. Nothing is edited."""
+    service, keys = served
+    author = bearer(keys["author"])
+    created = requests.post(
+        f"{service.base}/api/v1/contents/patches/comments",
+        json={"body": "mine"},
+        headers=author,
+        timeout=10,
+    )
+    assert created.status_code == 201, created.text
+    one = created.headers["Location"]
+    for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+        edit = requests.patch(
+            service.base + one,
+            data=b'{"body": "edited"}',
+            headers={**author, "Content-Type": content_type},
+            timeout=10,
+        )
+        assert edit.status_code == 415, edit.text
+        assert edit.headers.get("Accept-Patch") == (
+            "application/json, application/merge-patch+json"
+        )
+        assert edit.headers.get("Accept") == "application/json"
+    create = requests.post(
+        f"{service.base}/api/v1/contents/patches/comments",
+        data=b"{}",
+        headers={"Content-Type": "text/plain"},
+        timeout=10,
+    )
+    assert create.status_code == 415, create.text
+    assert "Accept-Patch" not in create.headers
+    assert requests.get(service.base + one, timeout=10).json()["body"] == "mine"

@@ -49,15 +49,17 @@ class Preconditions:
         """Whether the client already holds ``etag``: the service's ``not_modified``.
 
         Never while If-Match fails: the 412 takes precedence, and is decided once the read
-        is known to exist. ``*`` in If-None-Match is ignored: it means "any
-        representation", and a 304 must never stand in for a 404 the client has not seen.
+        is known to exist. ``*`` matches: it is asked only about a read that exists (a 404
+        has no ETag, so never gets here), and RFC 9110 section 13.1.2 makes ``*`` false,
+        so a 304 a MUST (13.2.2), whenever a current representation exists. Ignoring it
+        sent the full page, while the same list's create said "it exists" (412).
         """
         if not self.if_match_holds(etag):
             return False
         tags = self._if_none_match
-        if not tags or tags.star_tag:
+        if not tags:
             return False
-        return tags.contains_weak(etag.strip('"'))
+        return tags.star_tag or tags.contains_weak(etag.strip('"'))
 
     def if_none_match_holds_on_write(self) -> bool:
         """For a write to a resource that exists and carries no ETag: ``*`` fails ("only

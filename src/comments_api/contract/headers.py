@@ -43,6 +43,12 @@ REQUEST_ID_PATTERN = "[A-Za-z0-9._-]{1,128}"
 
 _INTEGER = {"type": "integer", "minimum": 0}
 
+# The media type every request body is read as, named in each 415's Accept (web/common.py).
+ACCEPTED_BODY_TYPE = "application/json"
+# A PATCH body's media types, in its 415's Accept-Patch (RFC 5789, section 2.2): an edit's
+# fields replace the comment's, which is what a JSON merge patch (RFC 7396) of it means.
+ACCEPTED_PATCH_TYPES = "application/json, application/merge-patch+json"
+
 
 def header(
     description: str, schema: dict[str, Any] | None = None, *, required: bool = False

@@ -32,7 +32,7 @@ from ..comments.rules import (
 from ..settings import Settings
 from . import models
 from .components import EXAMPLE_EMAIL, ref, value_schema
-from .headers import NO_STORE, OPS_ROUTES, header
+from .headers import ACCEPTED_BODY_TYPE, ACCEPTED_PATCH_TYPES, NO_STORE, OPS_ROUTES, header
 from .models import MAX_AUTHOR_DELETE, MAX_BULK_IDS
 from .problems import (
     BODY_TOO_LARGE,
@@ -184,11 +184,16 @@ _ERROR_DEFAULTS: dict[int, tuple[tuple[str, ...], str, dict[str, Any]]] = {
         ("unsupported-media-type",),
         "send the body as JSON with the header 'Content-Type: application/json'",
         {
+            "Accept": header(
+                f"`{ACCEPTED_BODY_TYPE}`: the media type to send the body as (a "
+                "`+json` type such as `application/merge-patch+json` is read as JSON too).",
+                required=True,
+            ),
             # web/common.py _UnsupportedCoding (RFC 9110, section 12.5.3).
             "Accept-Encoding": header(
                 "`identity`: present when the body was refused for its `Content-Encoding` "
                 "(a compressed body): the one coding taken is none."
-            )
+            ),
         },
     ),
     429: (
@@ -588,8 +593,8 @@ def parameters() -> dict[str, Any]:
             "in": "header",
             "required": False,
             "description": "The `ETag` of the copy you hold: `304 Not Modified`, with no body, "
-            "while it is still current (compared weakly; `*` is ignored). See "
-            "docs/caching.md.",
+            "while it is still current (compared weakly; `*` matches whenever there is "
+            "something to show: a 404 stays a 404). See docs/caching.md.",
             "schema": {"type": "string"},
             "example": '"5d1c0f3a9b7e2c4d6f8a1b3c"',
         },
@@ -938,7 +943,18 @@ def paths(settings: Settings) -> dict[str, Any]:
                         ),
                     ),
                     "400": _invalid(one, "body", "must not be empty or whitespace only"),
-                    **_errors(one, 401, 403, 404, 413, 415, 429, 503, 507),
+                    **_errors(one, 401, 403, 404, 413, 429, 503, 507),
+                    "415": _error(
+                        one,
+                        415,
+                        headers={
+                            "Accept-Patch": header(
+                                f"`{ACCEPTED_PATCH_TYPES}`: the media types an edit may be "
+                                "sent as (RFC 5789).",
+                                required=True,
+                            )
+                        },
+                    ),
                     "409": _error(
                         one,
                         409,

@@ -174,7 +174,8 @@ def problem_types(settings: Settings) -> dict[str, dict[str, Any]]:
             "Unsupported media type",
             "Bodies must be JSON: send `Content-Type: application/json`, uncompressed "
             "(a body with a `Content-Encoding` such as gzip is refused, and the answer's "
-            "`Accept-Encoding: identity` says so).",
+            "`Accept-Encoding: identity` says so). The answer's `Accept` names the type "
+            "to send; an edit's (`PATCH`) adds `Accept-Patch`.",
         ),
         "too-many-requests": entry(
             429,

@@ -24,6 +24,7 @@ from werkzeug.routing import PathConverter
 
 from ..comments.rules import MAX_CONTENT_ID_LENGTH, Limits, has_unpaired_surrogate
 from ..comments.service import CommentService
+from ..contract.headers import ACCEPTED_BODY_TYPE, ACCEPTED_PATCH_TYPES
 from ..health import HealthService
 from ..identity.service import IdentityService
 from ..moderation.service import ModerationService
@@ -204,7 +205,7 @@ def read_json() -> Any:
     req = request._get_current_object()  # type: ignore[attr-defined]  # one context lookup
     mimetype = req.mimetype
     if mimetype != "application/json" and _JSON_SUFFIX_TYPE.fullmatch(mimetype) is None:
-        raise UnsupportedMediaType(
+        raise _UnsupportedType(
             "send the body as JSON with the header 'Content-Type: application/json'"
         )
     raw = _read_body(req)
@@ -258,11 +259,22 @@ def read_json() -> Any:
     return value
 
 
-class _UnsupportedCoding(UnsupportedMediaType):
+class _UnsupportedType(UnsupportedMediaType):
+    """415 for a body that is not JSON, naming in ``Accept`` the media type taken (RFC
+    9110, section 12.5.1): a client learnt it only from the detail's prose."""
+
+    def get_headers(self, *args: object, **kwargs: object) -> list[tuple[str, str]]:
+        headers = [("Accept", ACCEPTED_BODY_TYPE)]
+        if request.method == "PATCH":
+            headers.append(("Accept-Patch", ACCEPTED_PATCH_TYPES))  # RFC 5789, section 2.2
+        return headers
+
+
+class _UnsupportedCoding(_UnsupportedType):
     """415 for a compressed body, naming the one coding taken (RFC 9110, section 15.5.16)."""
 
     def get_headers(self, *args: object, **kwargs: object) -> list[tuple[str, str]]:
-        return [("Accept-Encoding", "identity")]
+        return [*super().get_headers(), ("Accept-Encoding", "identity")]
 
 
 def _reject_content_coding(req: Request) -> None:
