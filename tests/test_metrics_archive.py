@@ -188,8 +188,9 @@ def test_scrapes_during_folds_count_every_dead_worker_once(tmp_path: Path) -> No
     for thread in threads:
         thread.start()
     for pid in workers:
-        if not fold_dead_workers(str(tmp_path), [pid]):
-            assert fold_dead_workers(str(tmp_path), [pid])  # busy lock: put off, then done
+        # A busy lock (two scrapers back to back) puts a fold off; it is done on a later
+        # try. Bounded: a loaded machine may need more than one retry (CI failed on two).
+        assert any(fold_dead_workers(str(tmp_path), [pid]) for _ in range(100)), pid
     folding.set()
     for thread in threads:
         thread.join(60)
