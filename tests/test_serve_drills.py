@@ -1283,6 +1283,150 @@ def test_the_threaded_worker_sheds_requests_queued_past_queue_timeout(tmp_path: 
     assert stored_bodies(env["DATABASE_URL"]) == Counter({"before": 1, "held 0": 1, "held 1": 1})
 
 
+def test_a_head_request_shed_at_queue_timeout_gets_no_content(tmp_path: Path) -> None:
+    """A HEAD queued past QUEUE_TIMEOUT behind two held creates gets the shed 503's head
+    only (RFC 9110 9.3.2): it was sent the JSON body too, which a client reads as the start
+    of its next answer."""
+    db = tmp_path / "comments.db"
+    env = {
+        "DATABASE_URL": f"sqlite:///{db}",
+        **ABANDONING,
+        "DB_STATEMENT_TIMEOUT": "6",
+        "QUEUE_TIMEOUT": "1",
+        "THREADS": "2",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+    }
+    path = f"/api/v1/contents/{CONTENT}/comments"
+    with ServiceProcess(env, tmp_path, workers=1) as service:
+        assert requests.post(service.base + path, json={"body": "before"}, timeout=10).ok
+        holder = sqlite3.connect(db, isolation_level=None, timeout=5)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            lives = [
+                _in_thread(
+                    lambda i=i: requests.post(
+                        service.base + path, json={"body": f"held {i}"}, timeout=30
+                    )
+                )
+                for i in range(2)
+            ]
+            assert wait_until(lambda: requests_in_flight(tmp_path / "metrics") == 2, 10)
+            with socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock:
+                sock.sendall(f"HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                received = b""
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline and (chunk := sock.recv(65536)):
+                    received += chunk  # the shed answer closes the connection
+            holder.execute("ROLLBACK")
+        finally:
+            holder.close()
+        for thread, _ in lives:
+            thread.join(30)
+    head, _, content = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503 "), received
+    assert b"\r\nRetry-After: " in head, head
+    assert int(re.search(rb"\r\nContent-Length: (\d+)", head)[1]) > 0, head  # GET's length
+    assert content == b"", received
+
+
+def test_a_request_abandoned_in_the_queue_is_dropped_not_shed(tmp_path: Path) -> None:
+    """A create whose client closed while it waited for a thread reaches QUEUE_TIMEOUT:
+    it is dropped as a 499 (client_gone), as a thread would drop it, not counted as a 503
+    the server sent to nobody (it was: one queue_timeout shed, no client_gone)."""
+    db = tmp_path / "comments.db"
+    env = {
+        "DATABASE_URL": f"sqlite:///{db}",
+        **ABANDONING,
+        "DB_STATEMENT_TIMEOUT": "6",
+        "QUEUE_TIMEOUT": "1",
+        "THREADS": "2",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+    }
+    path = f"/api/v1/contents/{CONTENT}/comments"
+    body = json.dumps({"body": "abandoned"}).encode()
+    with ServiceProcess(env, tmp_path, workers=1) as service:
+        assert requests.post(service.base + path, json={"body": "before"}, timeout=10).ok
+        holder = sqlite3.connect(db, isolation_level=None, timeout=5)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            lives = [
+                _in_thread(
+                    lambda i=i: requests.post(
+                        service.base + path, json={"body": f"held {i}"}, timeout=30
+                    )
+                )
+                for i in range(2)
+            ]
+            assert wait_until(lambda: requests_in_flight(tmp_path / "metrics") == 2, 10)
+            with socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock:
+                sock.sendall(
+                    f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+                time.sleep(0.3)  # read by the worker and queued before the client leaves
+            assert wait_until(lambda: '"error":"client_gone"' in service.log(), 4)
+            holder.execute("ROLLBACK")
+        finally:
+            holder.close()
+        for thread, _ in lives:
+            thread.join(30)
+        log_text = service.log()
+    assert log_text.count('"error":"client_gone"') == 1, log_text[-3000:]
+    assert '"error":"queue_timeout"' not in log_text, log_text[-3000:]
+    assert stored_bodies(env["DATABASE_URL"]) == Counter({"before": 1, "held 0": 1, "held 1": 1})
+
+
+def test_a_stop_answers_requests_still_waiting_for_a_thread(tmp_path: Path) -> None:
+    """SIGTERM while both threads are held past GRACEFUL_TIMEOUT and a read waits for a
+    thread (QUEUE_TIMEOUT=0: never shed): the read, never started, gets the JSON 503 that
+    says "retry", as a request still being read does. It had its connection closed without
+    an answer, and the stop's log line did not count it."""
+    db = tmp_path / "comments.db"
+    env = {
+        "DATABASE_URL": f"sqlite:///{db}",
+        **ABANDONING,
+        "DB_STATEMENT_TIMEOUT": "20",
+        "QUEUE_TIMEOUT": "0",
+        "THREADS": "2",
+        "GRACEFUL_TIMEOUT": "3",
+        "SHUTDOWN_DELAY": "0",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+    }
+    path = f"/api/v1/contents/{CONTENT}/comments"
+
+    def call(method: str, **kwargs: Any) -> requests.Response | str:
+        try:
+            return requests.request(method, service.base + path, timeout=30, **kwargs)
+        except requests.RequestException as exc:  # a held create is cut off by the stop
+            return repr(exc)
+
+    with ServiceProcess(env, tmp_path, workers=1) as service:
+        assert requests.post(service.base + path, json={"body": "before"}, timeout=10).ok
+        holder = sqlite3.connect(db, isolation_level=None, timeout=5)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            lives = [
+                _in_thread(lambda i=i: call("POST", json={"body": f"held {i}"})) for i in range(2)
+            ]
+            assert wait_until(lambda: requests_in_flight(tmp_path / "metrics") == 2, 10)
+            queued, result = _in_thread(lambda: call("GET"))
+            time.sleep(0.5)  # read and queued behind the two held creates
+            service.proc.send_signal(signal.SIGTERM)
+            queued.join(30)
+            service.proc.wait(30)
+        finally:
+            holder.close()
+        for thread, _ in lives:
+            thread.join(30)
+    answer = result["value"]
+    assert isinstance(answer, requests.Response), answer
+    assert answer.status_code == 503, answer.text
+    assert int(answer.headers["Retry-After"]) >= 1
+    assert answer.headers["Content-Type"] == "application/problem+json"
+    assert "shutting down" in answer.json()["detail"]
+
+
 def test_a_live_request_behind_abandoned_ones_is_answered_next(tmp_path: Path) -> None:
     """The kubelet's /healthz queued behind requests whose clients gave up, with the lock
     still held: it is answered right after the slow answer, not after each abandoned create

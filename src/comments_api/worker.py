@@ -971,7 +971,12 @@ def _shed_overdue(
     count_server_refusal(status_slug(503))
     detail = "the server is overloaded: the request waited too long for a worker thread"
     target = None if pending is None else pending.target
-    _send(sock, error_response_bytes(503, detail, target, rid, cors_lines(pending, cors_origins)))
+    answer = error_response_bytes(503, detail, target, rid, cors_lines(pending, cors_origins))
+    if pending is not None and bytes(pending.data).lstrip(b"\r\n").startswith(b"HEAD "):
+        # RFC 9110 9.3.2: a HEAD answer is GET's head without content (its Content-Length
+        # kept); the app's own 503 to a HEAD has none. The body went out after the head.
+        answer = answer[: answer.index(b"\r\n\r\n") + 4]
+    _send(sock, answer)
 
 
 def _chunked_end_agrees(cfg: Any, pending: PendingRequest, addr: Any) -> bool:
@@ -2253,7 +2258,8 @@ class BufferedThreadWorker(_StopClock, _ErrorsMixin, ThreadWorker):  # type: ign
 
     def _leave_cut_off(self) -> None:
         """After the stop loop (its deadline passed, or nothing was left): the
-        requests still being read get the sync worker's JSON 503, and those still in the
+        requests still being read, or still waiting for a thread, get the sync worker's
+        JSON 503, and those still in the
         app, which this process's exit ends unanswered, one error line (a SIGTERM stop's
         scrapes are over: the listener closed when it began)."""
         for conn, pending in list(self._buffering.items()):
@@ -2269,6 +2275,19 @@ class BufferedThreadWorker(_StopClock, _ErrorsMixin, ThreadWorker):  # type: ign
             else:
                 with contextlib.suppress(OSError):
                     conn.sock.close()
+        # Still waiting for a thread: never started, so a 503 tells the client it may
+        # retry (a create too); closed unanswered, it could not tell whether it ran.
+        for conn, fs in list(self._queued.items()):
+            del self._queued[conn]
+            request = self._requests.get(conn.sock)
+            if request is not None and fs.cancel():
+                _refuse(
+                    conn.sock,
+                    request,
+                    503,
+                    "the server is shutting down; retry",
+                    cors_origins=self._limits.cors_origins,
+                )
         # Not those answered 500 at WORKER_TIMEOUT already (their threads are still out).
         cut = sum(1 for conn in list(self._running) if not conn.aborted)
         if cut:
@@ -2409,9 +2428,9 @@ class BufferedThreadWorker(_StopClock, _ErrorsMixin, ThreadWorker):  # type: ign
         thread takes it, oldest first, for ``_shed_queued``. Main thread only."""
         conn.queued_at = time.monotonic()
         fs = self.tpool.submit(self.handle, conn)
-        if self._limits.queue_timeout:  # else nothing would ever take them out again
-            self._queued.pop(conn, None)  # a kept-alive connection's next request: at the end
-            self._queued[conn] = fs
+        # Kept with QUEUE_TIMEOUT=0 too: a stop answers those never started (_leave_cut_off).
+        self._queued.pop(conn, None)  # a kept-alive connection's next request: at the end
+        self._queued[conn] = fs
         fs.add_done_callback(lambda fut: self.method_queue.defer(self.finish_request, conn, fut))
 
     def _shed_queued(self, now: float) -> None:
@@ -2431,16 +2450,18 @@ class BufferedThreadWorker(_StopClock, _ErrorsMixin, ThreadWorker):  # type: ign
             if fs.running() or fs.done():
                 del queued[conn]  # a thread has it: WORKER_TIMEOUT's business now
                 continue
-            if now - conn.queued_at < limit:
-                break  # oldest first: the rest waited less
+            if not limit or now - conn.queued_at < limit:
+                break  # oldest first: the rest waited less (QUEUE_TIMEOUT=0: none is shed)
             del queued[conn]
-            if fs.cancel():  # not started meanwhile: no thread will touch the socket
-                _shed_overdue(
-                    conn.sock,
-                    self._requests.get(conn.sock),
-                    now - conn.queued_at,
-                    self._cors_origins,
-                )
+            if not fs.cancel():  # started meanwhile: a thread has the socket
+                continue
+            pending = self._requests.get(conn.sock)
+            if _client_gone(conn.sock):
+                # Its client gave up while it waited: a 499, as handle_request counts one,
+                # not a 503 sent to nobody that would inflate the overload's refusals.
+                _dropped_client_gone(pending)
+                continue
+            _shed_overdue(conn.sock, pending, now - conn.queued_at, self._cors_origins)
 
     def _close_held(self, conn: TConn, held: dict[TConn, Any]) -> None:
         """Close a connection the main loop holds: being read (``_buffering``), or its
@@ -2471,7 +2492,7 @@ class BufferedThreadWorker(_StopClock, _ErrorsMixin, ThreadWorker):  # type: ign
     def murder_pending(self) -> None:
         super().murder_pending()
         now = time.monotonic()
-        if self._queued and self._limits.queue_timeout:
+        if self._queued:
             self._shed_queued(now)
         if self._running and now >= self._next_overdue_check:
             self._next_overdue_check = now + OVERDUE_CHECK_EVERY
