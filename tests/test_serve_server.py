@@ -656,6 +656,37 @@ def test_the_servers_own_errors_are_json_and_logged_without_path_or_ip(
 
 
 @pytest.mark.parametrize("threads", ["1", "4"])
+def test_the_servers_own_refusals_of_a_head_carry_no_content(sqlite_env, tmp_path, threads):
+    """RFC 9110 9.3.2: an answer to HEAD is a head alone. The worker's own refusals (431,
+    414) sent their JSON body after it, which a client reading a HEAD answer takes for the
+    start of the next response; a GET's refusal keeps its body."""
+    with ServiceProcess({**sqlite_env, "THREADS": threads}, tmp_path) as service:
+        for method, body_expected in ((b"HEAD", False), (b"GET", True)):
+            cases = [
+                (
+                    method + b" /healthz HTTP/1.1\r\nHost: a\r\nX-A: " + b"a" * 9000 + b"\r\n\r\n",
+                    431,
+                ),
+                (
+                    method
+                    + b" /api/v1/counts?content_id="
+                    + b"x" * (50 * 1024)
+                    + b" HTTP/1.1\r\n\r\n",
+                    414,
+                ),
+            ]
+            for data, status in cases:
+                got, headers, body = raw_request(service.port, data)
+                assert got == status, (method, body)
+                assert int(headers["content-length"]) > 0
+                assert headers["content-type"] == "application/problem+json"
+                if body_expected:
+                    assert json.loads(body)["status"] == status
+                else:
+                    assert body == b"", (method, status, body[:80])
+
+
+@pytest.mark.parametrize("threads", ["1", "4"])
 def test_a_request_refused_after_several_reads_is_answered_and_the_worker_lives(
     sqlite_env, tmp_path, threads
 ):

@@ -873,7 +873,7 @@ class _ErrorsMixin:
         # The request was read up to its header section's end (the buffering hands over
         # nothing less), so a page on an allowed origin can read this answer too.
         cors = cors_lines(pending, self._cors_origins)
-        _send(client, error_response_bytes(status, detail, path, rid, cors))
+        _send(client, _for_method(pending, error_response_bytes(status, detail, path, rid, cors)))
 
     def _answer_timeout_abort(
         self,
@@ -943,7 +943,10 @@ def _refuse(
             },
         )
         count_server_refusal(status_slug(status))
-        _send(sock, error_response_bytes(status, detail, pending.target, rid, cors))
+        _send(
+            sock,
+            _for_method(pending, error_response_bytes(status, detail, pending.target, rid, cors)),
+        )
     if linger is not None:
         # Refused before the request's end (a body, a request line or headers over their
         # limit, bytes that cannot be parsed, a request too slow): the client may still be
@@ -972,11 +975,16 @@ def _shed_overdue(
     detail = "the server is overloaded: the request waited too long for a worker thread"
     target = None if pending is None else pending.target
     answer = error_response_bytes(503, detail, target, rid, cors_lines(pending, cors_origins))
+    _send(sock, _for_method(pending, answer))
+
+
+def _for_method(pending: PendingRequest | None, answer: bytes) -> bytes:
+    """``answer`` as the request's method takes it: to a HEAD, the head alone (RFC 9110
+    9.3.2: GET's head, its Content-Length kept, no content), as the app's own answers to a
+    HEAD are. The worker's answers sent their JSON body after the head."""
     if pending is not None and bytes(pending.data).lstrip(b"\r\n").startswith(b"HEAD "):
-        # RFC 9110 9.3.2: a HEAD answer is GET's head without content (its Content-Length
-        # kept); the app's own 503 to a HEAD has none. The body went out after the head.
-        answer = answer[: answer.index(b"\r\n\r\n") + 4]
-    _send(sock, answer)
+        return answer[: answer.index(b"\r\n\r\n") + 4]
+    return answer
 
 
 def _chunked_end_agrees(cfg: Any, pending: PendingRequest, addr: Any) -> bool:
